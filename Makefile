@@ -1,0 +1,164 @@
+# qchat - cluster chat server.  Plain GNU Make; every dependency via pkg-config.
+#
+#   make            build everything into build/
+#   make run        install missing packages, build, serve on 127.0.0.1:6000 (SQLite)
+#   make check      install missing packages, build, run every test: "N passed, N failed"
+#   make check SANITIZE=1   the same under AddressSanitizer + UBSan
+#   make install    PREFIX, DESTDIR, SYSCONFDIR honoured; make uninstall
+#   make cluster    two nodes + MariaDB + Redis + nginx on loopback (see README)
+#   make bench      qchat-bench against qchatd and relay_ref
+
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+DESTDIR    ?=
+BINDIR     ?= $(PREFIX)/bin
+SBINDIR    ?= $(PREFIX)/sbin
+MANDIR     ?= $(PREFIX)/share/man
+DATADIR    ?= $(PREFIX)/share/qchat
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+
+CC       ?= cc
+B        := build
+PKGS     := json-c hiredis libmariadb sqlite3 libbsd-overlay libcrypt inih libsystemd libedit
+TESTPKGS := cmocka
+
+# Debian packages: build, then what make check / make cluster start privately.
+DEB_BUILD := build-essential pkg-config clang libjson-c-dev libhiredis-dev libmariadb-dev \
+             libsqlite3-dev libbsd-dev libcrypt-dev libinih-dev libsystemd-dev libedit-dev \
+             libcmocka-dev
+DEB_CHECK := mariadb-server redis-server nginx-light libnginx-mod-stream mandoc systemd \
+             sqlite3 valgrind libclang-rt-14-dev
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+TEST_LIBS  := $(shell pkg-config --libs $(TESTPKGS) 2>/dev/null)
+
+OPT      ?= -O2
+CFLAGS   ?= $(OPT) -g
+QCFLAGS  := -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+            -Iinclude $(PKG_CFLAGS) -MMD -MP
+LDLIBS   := $(PKG_LIBS) -lpthread
+ifeq ($(SANITIZE),1)
+  QCFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDFLAGS += -fsanitize=address,undefined
+  B := build-san
+endif
+
+COMMON_SRC := $(wildcard src/common/*.c)
+STORE_SRC  := $(wildcard src/store/*.c)
+SERVER_SRC := $(filter-out src/server/main.c,$(wildcard src/server/*.c))
+CLIB_SRC   := src/client/qclient.c
+QCHAT_SRC  := $(filter-out $(CLIB_SRC),$(wildcard src/client/*.c))
+CTL_SRC    := $(wildcard src/ctl/*.c)
+BENCH_SRC  := $(wildcard src/bench/*.c)
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+IT_SRC     := $(wildcard tests/integration/test_*.c)
+IT_LIB_SRC := $(filter-out $(IT_SRC),$(wildcard tests/integration/*.c))
+
+obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
+
+LIBCOMMON := $(B)/libqcommon.a
+LIBSTORE  := $(B)/libqstore.a
+LIBSERVER := $(B)/libqserver.a
+LIBCLIENT := $(B)/libqclient.a
+
+PROGS := $(B)/qchatd $(B)/qchat $(B)/qchatctl $(B)/qchat-bench
+UNIT_BINS := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
+IT_BINS   := $(patsubst tests/integration/%.c,$(B)/tests/it_%,$(IT_SRC))
+
+.SECONDARY:
+.PHONY: all deps check-deps run check install uninstall cluster bench fuzz clean lint
+all: $(PROGS)
+tests: $(UNIT_BINS) $(IT_BINS)
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(QCFLAGS) -c -o $@ $<
+
+$(LIBCOMMON): $(call obj,$(COMMON_SRC))
+$(LIBSTORE):  $(call obj,$(STORE_SRC))
+$(LIBSERVER): $(call obj,$(SERVER_SRC))
+$(LIBCLIENT): $(call obj,$(CLIB_SRC))
+$(B)/lib%.a:
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(B)/qchatd: $(call obj,src/server/main.c) $(LIBSERVER) $(LIBSTORE) $(LIBCOMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(B)/qchat: $(call obj,$(QCHAT_SRC)) $(LIBCLIENT) $(LIBCOMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(B)/qchatctl: $(call obj,$(CTL_SRC)) $(LIBCOMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(B)/qchat-bench: $(call obj,$(BENCH_SRC)) $(LIBCLIENT) $(LIBCOMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lm
+
+$(B)/tests/%: $(B)/obj/tests/unit/%.o $(LIBSERVER) $(LIBSTORE) $(LIBCLIENT) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)
+$(B)/tests/it_%: $(B)/obj/tests/integration/%.o $(call obj,$(IT_LIB_SRC)) $(LIBCLIENT) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)
+
+# Install what is missing (as root), or say the one line that would.
+deps:
+	@sh tests/harness/deps.sh $(DEB_BUILD)
+check-deps:
+	@sh tests/harness/deps.sh $(DEB_BUILD) $(DEB_CHECK)
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@mkdir -p run
+	exec $(B)/qchatd -f -o storage.path=$(CURDIR)/run/qchat.db \
+	    -o server.control_socket=$(CURDIR)/run/qchatd.sock \
+	    -o server.pidfile=$(CURDIR)/run/qchatd.pid $(RUNFLAGS)
+
+check: check-deps
+	@$(MAKE) --no-print-directory all tests
+	@B=$(B) SANITIZE=$(SANITIZE) sh tests/run.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@B=$(B) sh tests/harness/bench.sh
+
+cluster: check-deps
+	@$(MAKE) --no-print-directory all
+	@B=$(B) sh tests/harness/cluster.sh
+
+install: all
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR)
+	install -m 0755 $(B)/qchatd $(DESTDIR)$(SBINDIR)/qchatd
+	install -m 0755 $(B)/qchat $(B)/qchat-bench $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(B)/qchatctl $(DESTDIR)$(SBINDIR)/qchatctl
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8
+	install -m 0644 man/qchat.1 man/qchat-bench.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 man/qchatd.conf.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 man/qchat-protocol.7 $(DESTDIR)$(MANDIR)/man7/
+	install -m 0644 man/qchatd.8 man/qchatctl.8 $(DESTDIR)$(MANDIR)/man8/
+	install -d $(DESTDIR)$(SYSCONFDIR)/qchat
+	[ -e $(DESTDIR)$(SYSCONFDIR)/qchat/qchatd.conf ] || \
+	    install -m 0640 etc/qchatd.conf $(DESTDIR)$(SYSCONFDIR)/qchat/qchatd.conf
+	install -d $(DESTDIR)$(DATADIR)/sql/mysql $(DESTDIR)$(DATADIR)/sql/sqlite $(DESTDIR)$(DATADIR)/examples
+	install -m 0644 sql/mysql/*.sql $(DESTDIR)$(DATADIR)/sql/mysql/
+	install -m 0644 sql/sqlite/*.sql $(DESTDIR)$(DATADIR)/sql/sqlite/
+	install -m 0644 etc/nginx-qchat.conf $(DESTDIR)$(DATADIR)/examples/
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
+	sed 's|@SBINDIR@|$(SBINDIR)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/qchatd.service > $(DESTDIR)$(UNITDIR)/qchatd.service
+	sed 's|@SBINDIR@|$(SBINDIR)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/qchatd@.service > $(DESTDIR)$(UNITDIR)/qchatd@.service
+	install -m 0644 systemd/qchat.sysusers $(DESTDIR)$(SYSUSERSDIR)/qchat.conf
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/qchatd $(DESTDIR)$(SBINDIR)/qchatctl
+	rm -f $(DESTDIR)$(BINDIR)/qchat $(DESTDIR)$(BINDIR)/qchat-bench
+	rm -f $(DESTDIR)$(MANDIR)/man1/qchat.1 $(DESTDIR)$(MANDIR)/man1/qchat-bench.1
+	rm -f $(DESTDIR)$(MANDIR)/man5/qchatd.conf.5 $(DESTDIR)$(MANDIR)/man7/qchat-protocol.7
+	rm -f $(DESTDIR)$(MANDIR)/man8/qchatd.8 $(DESTDIR)$(MANDIR)/man8/qchatctl.8
+	rm -rf $(DESTDIR)$(DATADIR)
+	rm -f $(DESTDIR)$(UNITDIR)/qchatd.service $(DESTDIR)$(UNITDIR)/qchatd@.service
+	rm -f $(DESTDIR)$(SYSUSERSDIR)/qchat.conf
+	@echo "kept $(DESTDIR)$(SYSCONFDIR)/qchat/qchatd.conf (remove it by hand)"
+
+clean:
+	rm -rf build build-san build-fuzz
+
+-include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

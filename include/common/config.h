@@ -1,0 +1,102 @@
+/*
+ * config.h - qchatd settings: defaults, the INI file (libinih), -o overrides.
+ *
+ * Every key lives in one table in config.c (section, key, type, range,
+ * default, whether a HUP can change it live).  etc/qchatd.conf and
+ * qchatd.conf(5) document the same keys.  Errors name FILE:LINE.
+ */
+#ifndef QCHAT_COMMON_CONFIG_H
+#define QCHAT_COMMON_CONFIG_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdbool.h>
+
+#define QC_DEFAULT_CONFIG   "/etc/qchat/qchatd.conf"
+#define QC_CONFIG_STR_MAX   256
+#define QC_CONFIG_ERR_MAX   512
+
+struct qc_config {
+    char source[PATH_MAX];            /* file loaded, "" when none */
+
+    /* [server] */
+    char listen[QC_CONFIG_STR_MAX];   /* "127.0.0.1:6000", "[::1]:6000" */
+    int  workers;                     /* 0: one per CPU */
+    int  node_id;
+    int  max_users;                   /* online table capacity (sessions per node) */
+    int  max_message_bytes;           /* largest request object accepted */
+    int  max_output_bytes;            /* per-connection output cap (slow reader) */
+    char control_socket[PATH_MAX];
+    char pidfile[PATH_MAX];           /* used with -d */
+    int  shutdown_timeout;            /* seconds a graceful stop may take */
+
+    /* [storage] */
+    char storage_driver[16];          /* "sqlite" | "mysql" */
+    char storage_path[PATH_MAX];      /* sqlite database file */
+    char storage_host[QC_CONFIG_STR_MAX];
+    int  storage_port;
+    char storage_socket[PATH_MAX];
+    char storage_user[QC_CONFIG_STR_MAX];
+    char storage_password_file[PATH_MAX];
+    char storage_database[QC_CONFIG_STR_MAX];
+
+    /* [redis] */
+    char redis_host[QC_CONFIG_STR_MAX];  /* "": single node, no relay */
+    int  redis_port;
+
+    /* [log] */
+    int  log_level;                   /* enum log_level */
+    char log_target[16];              /* "stderr" | "syslog" | "file" */
+    char log_file[PATH_MAX];
+
+    /* [security] */
+    int  password_cost;               /* yescrypt cost, 1..11 */
+    int  request_rate;                /* requests per second per connection */
+    int  request_burst;               /* token bucket depth */
+    int  login_timeout;               /* seconds to authenticate, 0: none */
+    int  idle_timeout;                /* seconds without traffic, 0: none */
+    int  max_conns_per_ip;            /* 0: unlimited */
+
+    /* [limits] */
+    int  max_text_bytes;              /* "msg" field of a chat */
+    int  max_friends;
+    int  max_group_members;
+    int  max_offline_messages;        /* kept per user; oldest dropped beyond */
+};
+
+/* Fill cfg with the built-in defaults. */
+void config_defaults(struct qc_config *cfg);
+
+/*
+ * Load an INI file over cfg.  Returns 0, or -1 with err set to
+ * "FILE:LINE: message".  A missing file is an error unless missing_ok.
+ */
+int config_load(struct qc_config *cfg, const char *path, bool missing_ok,
+                char *err, size_t errlen);
+
+/* Set one key from its text; 0 or -1 with err ("unknown key", "bad value"). */
+int config_set(struct qc_config *cfg, const char *section, const char *key,
+               const char *value, char *err, size_t errlen);
+
+/* Apply "-o SECTION.KEY=VALUE"; 0 or -1 with err naming the option. */
+int config_override(struct qc_config *cfg, const char *spec, char *err, size_t errlen);
+
+/* Cross-key checks after everything is loaded (e.g. mysql needs a database). */
+int config_validate(const struct qc_config *cfg, char *err, size_t errlen);
+
+/*
+ * Compare two configs key by key.  For each key that differs, call cb with
+ * "section.key" and whether the key can change without a restart.
+ * Returns the number of differing keys.
+ */
+typedef void (*config_diff_cb)(void *arg, const char *name, bool live);
+int config_diff(const struct qc_config *a, const struct qc_config *b,
+                config_diff_cb cb, void *arg);
+
+/* Split "host:port" / "[v6]:port" into parts; 0 or -1. */
+int config_split_hostport(const char *s, char *host, size_t hostlen, int *port);
+
+/* Write every key with its current value as INI text (for qchatd -T / docs). */
+void config_dump(const struct qc_config *cfg, void (*out)(void *arg, const char *line), void *arg);
+
+#endif

@@ -1,0 +1,24 @@
+/*
+ * password.h - password hashing with libxcrypt (crypt_r, yescrypt).
+ *
+ * The plaintext is wiped (explicit_bzero) by the callers once hashed or
+ * verified.  A stored value that does not start with '$' is a plaintext
+ * password from a seed database: it verifies by constant-time comparison and
+ * the caller then replaces it with a hash (password_needs_upgrade).
+ */
+#ifndef QCHAT_COMMON_PASSWORD_H
+#define QCHAT_COMMON_PASSWORD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define PASSWORD_HASH_MAX 256
+
+/* Hash plain with a fresh yescrypt salt of the given cost (1..11). 0 or -1. */
+int  password_hash(const char *plain, int cost, char *out, size_t outlen);
+/* true when plain matches stored (a hash, or a seed plaintext). */
+bool password_verify(const char *plain, const char *stored);
+/* true when stored is not a hash (seed plaintext) and must be re-hashed. */
+bool password_needs_upgrade(const char *stored);
+
+#endif

@@ -1,0 +1,100 @@
+/*
+ * conn.h - one client connection inside a worker.
+ *
+ * A connection has a slot (its index in the worker's table, published in the
+ * online table), an input side (bytes of a request not complete yet) and an
+ * output side (bytes not yet written to the socket).  Chats appended to the
+ * output carry a delivery mark: once the socket has taken the bytes the
+ * mark's origin is told the chat is safe; if the connection dies first, the
+ * chat is stored offline for the session's user and the origin told so.
+ */
+#ifndef QCHAT_SERVER_CONN_H
+#define QCHAT_SERVER_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "common/buf.h"
+#include "common/frame.h"
+#include "common/proto.h"
+
+struct worker;
+
+enum conn_state {
+    CONN_OPEN = 0,      /* reading requests */
+    CONN_CLOSING,       /* error sent or kicked: flush, half-close, drain, close */
+    CONN_DEAD,          /* closed; freed at the end of the loop turn */
+};
+
+/* A chat in the output buffer whose delivery someone waits for. */
+struct out_mark {
+    uint64_t start, end;    /* absolute output offsets [start, end) incl. '\n' */
+    int32_t  uid;           /* recipient: whose offline queue takes it on failure */
+    uint32_t origin;        /* worker index that waits (may be this one) */
+    uint32_t token;         /* that worker's handle: pending request or hand-off */
+    char    *stash;         /* login reply: the offline messages it carries,
+                               one per line, restored if it is never written */
+};
+
+struct conn {
+    int       fd;
+    uint32_t  slot;
+    uint32_t  cgen;             /* connection generation: stale handles fail */
+    uint8_t   state;
+    bool      dirty;            /* on the worker's flush list */
+    bool      presence;         /* session asked for presence notices */
+    bool      want_write;       /* EPOLLOUT armed */
+    bool      overflow;         /* output cap exceeded: close as a slow reader */
+    bool      half_closed;      /* shutdown(SHUT_WR) done while CLOSING */
+
+    int32_t   uid;              /* session user, 0 before login */
+    uint32_t  sgen;             /* session generation in the online table, 0: none */
+    char      name[QC_NAME_MAX + 1];
+
+    struct frame_reader *fr;    /* own parser state while a request is incomplete */
+    struct buf out;             /* output from absolute offset out_base */
+    uint64_t  out_base;         /* absolute offset of buf_head(&out) */
+    uint64_t  out_written;      /* bytes the socket has taken so far */
+    struct out_mark *marks;     /* FIFO of chats in out */
+    uint32_t  marks_head, marks_len, marks_cap;
+
+    int64_t   deadline;         /* ms (CLOCK_MONOTONIC): login or drain deadline, 0: none */
+    int64_t   last_active;      /* ms of the last request */
+    double    tokens;           /* request rate limiter bucket */
+    int64_t   tokens_ms;        /* when the bucket was last filled */
+    uint32_t  ip_hash;          /* source address, for per-address limits */
+    struct conn *dirty_next;
+    struct conn *dead_next;
+};
+
+/* Absolute output offset of the next byte appended. */
+static inline uint64_t conn_out_end(const struct conn *c)
+{
+    return c->out_base + buf_used(&c->out);
+}
+
+struct conn *conn_open(struct worker *w, int fd);
+/* Queue bytes (a whole reply ending in '\n'); schedules a flush. */
+void conn_send(struct worker *w, struct conn *c, const void *p, size_t n);
+/* Queue a chat payload (no trailing newline) with a delivery mark. */
+void conn_send_chat(struct worker *w, struct conn *c, int32_t uid, const char *payload,
+                    size_t n, uint32_t origin, uint32_t token);
+/* Queue a login reply; stash (one message per line, may be NULL) is restored
+   to uid's offline queue if the reply is never written.  Takes stash. */
+void conn_send_stashed(struct worker *w, struct conn *c, int32_t uid, const void *p, size_t n,
+                       char *stash);
+/* Free a dead connection (end of the loop turn). */
+void conn_free(struct worker *w, struct conn *c);
+/* Write what the socket takes; completes marks.  -1 if the connection died. */
+int  conn_flush(struct worker *w, struct conn *c);
+/* Read and dispatch requests (EPOLLIN). */
+void conn_handle_input(struct worker *w, struct conn *c);
+/* Send err (ACK 11, req 0), then half-close, drain and close. */
+void conn_fail(struct worker *w, struct conn *c, int err);
+/* Stop reading, flush, half-close, drain briefly, close. */
+void conn_close_gracefully(struct worker *w, struct conn *c);
+/* Close now: unflushed chats go offline, the session ends. */
+void conn_close(struct worker *w, struct conn *c, const char *why);
+/* Called by the loop for a connection that is CLOSING when input arrives / deadline passes. */
+void conn_drain(struct worker *w, struct conn *c);
+
+#endif

@@ -1,0 +1,28 @@
+/*
+ * service.h - request handlers: one function per message id.
+ *
+ * service_dispatch is where a parsed request enters: it checks the msgid,
+ * the session and the seq field, then calls the handler, which validates the
+ * fields, calls storage and routes what must be forwarded.
+ */
+#ifndef QCHAT_SERVER_SERVICE_H
+#define QCHAT_SERVER_SERVICE_H
+
+#include <json-c/json.h>
+#include <stdint.h>
+
+struct worker;
+struct conn;
+
+void service_dispatch(struct worker *w, struct conn *c, struct json_object *req);
+/* Reply helpers (also used by conn.c and route.c). */
+void service_send_ack(struct worker *w, struct conn *c, int req_msgid, const char *seq,
+                      int err, int64_t mid, int32_t groupid);
+void service_send_kick(struct worker *w, struct conn *c, const char *reason);
+/* End c's session: online table, presence to friends.  Keeps the connection. */
+void service_end_session(struct worker *w, struct conn *c);
+/* End the session (uid, gen) held on this worker because it was taken over. */
+void service_kick_session(struct worker *w, int32_t uid, uint32_t slot, uint32_t gen,
+                          const char *reason);
+
+#endif

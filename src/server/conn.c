@@ -1,0 +1,396 @@
+/*
+ * conn.c - client connections: reading requests, queueing and writing
+ * output, delivery marks, and the ways a connection ends.
+ *
+ * Input: bytes are fed to a frame reader as they arrive.  The worker's shared
+ * reader serves every connection whose requests arrive whole; a connection
+ * that leaves a request half-sent takes the reader's state with it (c->fr),
+ * so a slow sender is never re-parsed and idle connections hold no parser.
+ *
+ * Output: replies and forwarded messages are appended to c->out and written
+ * when the loop turn ends (worker_mark_dirty), so everything a turn produced
+ * for one client leaves in one write.  A chat carries a mark; a mark is
+ * complete when the socket has taken its last byte.  Bytes of a mark that is
+ * not complete stay in the buffer, so a connection that dies can still store
+ * every unwritten chat offline, whole.
+ *
+ * Ending: conn_fail answers a request that killed the stream, then
+ * half-closes and drains so the client reads the answer instead of a reset;
+ * conn_close ends at once (peer gone, slow reader, shutdown).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/jsonw.h"
+#include "common/log.h"
+#include "common/net.h"
+#include "server/conn.h"
+#include "server/route.h"
+#include "server/service.h"
+#include "server/worker.h"
+
+#define CONN_READS_PER_EVENT 4        /* reads per wakeup before yielding */
+#define CONN_DRAIN_MS        1000     /* how long a failed stream is drained */
+#define CONN_DRAIN_BYTES     (256 * 1024)
+#define CONN_MARKS_MIN       8
+
+struct conn *conn_open(struct worker *w, int fd)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->fd = fd;
+    c->cgen = ++w->next_cgen;
+    buf_init(&c->out);
+    c->last_active = w->now_ms;
+    c->tokens = w->cfg.request_burst;
+    c->tokens_ms = w->now_ms;
+    if (w->cfg.login_timeout > 0)
+        c->deadline = w->now_ms + (int64_t)w->cfg.login_timeout * 1000;
+    net_set_nodelay(fd);
+    if (worker_take_slot(w, c) < 0) {
+        free(c);
+        return NULL;
+    }
+    if (worker_watch(w, fd, EPOLLIN | EPOLLRDHUP, SRC_CONN, c->slot) < 0) {
+        worker_release_slot(w, c);
+        free(c);
+        return NULL;
+    }
+    w->stats->connections++;
+    return c;
+}
+
+void conn_free(struct worker *w, struct conn *c)
+{
+    worker_release_slot(w, c);
+    buf_free(&c->out);
+    free(c->marks);
+    free(c);
+}
+
+static void schedule_flush(struct worker *w, struct conn *c)
+{
+    if (buf_used(&c->out) > (size_t)w->cfg.max_output_bytes)
+        c->overflow = true;
+    worker_mark_dirty(w, c);
+}
+
+void conn_send(struct worker *w, struct conn *c, const void *p, size_t n)
+{
+    if (c->state == CONN_DEAD)
+        return;
+    if (buf_append(&c->out, p, n) < 0) {
+        c->overflow = true;          /* out of memory: treat as a slow reader */
+        worker_mark_dirty(w, c);
+        return;
+    }
+    w->stats->msgs_out++;
+    schedule_flush(w, c);
+}
+
+static struct out_mark *push_mark(struct conn *c)
+{
+    if (c->marks_head + c->marks_len == c->marks_cap) {
+        if (c->marks_head > 0) {
+            memmove(c->marks, c->marks + c->marks_head, c->marks_len * sizeof *c->marks);
+            c->marks_head = 0;
+        } else {
+            uint32_t ncap = c->marks_cap ? c->marks_cap * 2 : CONN_MARKS_MIN;
+            struct out_mark *m = realloc(c->marks, ncap * sizeof *m);
+            if (m == NULL)
+                return NULL;
+            c->marks = m;
+            c->marks_cap = ncap;
+        }
+    }
+    return &c->marks[c->marks_head + c->marks_len++];
+}
+
+/* Append bytes with a mark; on failure the caller's origin hears at once. */
+static void send_marked(struct worker *w, struct conn *c, int32_t uid, const char *p, size_t n,
+                        bool newline, uint32_t origin, uint32_t token, char *stash)
+{
+    uint64_t start = conn_out_end(c);
+    struct out_mark *m = c->state == CONN_OPEN ? push_mark(c) : NULL;
+    if (m == NULL || buf_append(&c->out, p, n) < 0 ||
+        (newline && buf_append_char(&c->out, '\n') < 0)) {
+        if (m)
+            c->marks_len--;
+        /* Could not queue it: keep the message safe in offline storage. */
+        int err = 0;
+        if (stash)
+            err = route_restore_stash(w, uid, stash);
+        else
+            err = route_store_offline(w, uid, p, n);
+        free(stash);
+        route_mark_done(w, origin, token, err);
+        return;
+    }
+    m->start = start;
+    m->end = conn_out_end(c);
+    m->uid = uid;
+    m->origin = origin;
+    m->token = token;
+    m->stash = stash;
+    w->stats->msgs_out++;
+    schedule_flush(w, c);
+}
+
+void conn_send_chat(struct worker *w, struct conn *c, int32_t uid, const char *payload,
+                    size_t n, uint32_t origin, uint32_t token)
+{
+    send_marked(w, c, uid, payload, n, true, origin, token, NULL);
+}
+
+void conn_send_stashed(struct worker *w, struct conn *c, int32_t uid, const void *p, size_t n,
+                       char *stash)
+{
+    if (stash == NULL) {
+        conn_send(w, c, p, n);
+        return;
+    }
+    send_marked(w, c, uid, p, n, false, w->index, 0, stash);
+}
+
+/* Marks whose last byte the socket took are complete: tell their origins. */
+static void complete_written_marks(struct worker *w, struct conn *c)
+{
+    while (c->marks_len > 0 && c->marks[c->marks_head].end <= c->out_written) {
+        struct out_mark m = c->marks[c->marks_head];
+        c->marks_head++;
+        c->marks_len--;
+        free(m.stash);
+        if (m.token)
+            route_mark_done(w, m.origin, m.token, 0);
+    }
+    if (c->marks_len == 0)
+        c->marks_head = 0;
+}
+
+/* Drop written bytes, but keep those of a chat only partly written. */
+static void trim_output(struct conn *c)
+{
+    uint64_t keep_from = c->out_written;
+    if (c->marks_len > 0 && c->marks[c->marks_head].start < keep_from)
+        keep_from = c->marks[c->marks_head].start;
+    buf_consume(&c->out, keep_from - c->out_base);
+    c->out_base = keep_from;
+    if (buf_used(&c->out) == 0)
+        buf_free(&c->out);           /* idle connections hold no output memory */
+}
+
+static void watch_output(struct worker *w, struct conn *c, bool on)
+{
+    if (c->want_write == on)
+        return;
+    c->want_write = on;
+    worker_rewatch(w, c->fd, EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0), SRC_CONN, c->slot);
+}
+
+int conn_flush(struct worker *w, struct conn *c)
+{
+    while (c->out_written < conn_out_end(c)) {
+        const char *p = buf_head(&c->out) + (c->out_written - c->out_base);
+        size_t n = conn_out_end(c) - c->out_written;
+        ssize_t k = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            return -1;
+        }
+        c->out_written += (uint64_t)k;
+    }
+    complete_written_marks(w, c);
+    trim_output(c);
+    watch_output(w, c, c->out_written < conn_out_end(c));
+    if (c->state == CONN_CLOSING && !c->half_closed && c->out_written == conn_out_end(c)) {
+        shutdown(c->fd, SHUT_WR);
+        c->half_closed = true;
+    }
+    return 0;
+}
+
+/* Bytes that never reached the client: chats and stashes go offline. */
+static void store_unwritten_marks(struct worker *w, struct conn *c)
+{
+    while (c->marks_len > 0) {
+        struct out_mark m = c->marks[c->marks_head++];
+        c->marks_len--;
+        int err;
+        if (m.stash) {
+            err = route_restore_stash(w, m.uid, m.stash);
+            free(m.stash);
+        } else {
+            const char *p = buf_head(&c->out) + (m.start - c->out_base);
+            err = route_store_offline(w, m.uid, p, m.end - m.start - 1);   /* no '\n' */
+        }
+        if (m.token)
+            route_mark_done(w, m.origin, m.token, err);
+    }
+    c->marks_head = 0;
+}
+
+void conn_close(struct worker *w, struct conn *c, const char *why)
+{
+    if (c->state == CONN_DEAD)
+        return;
+    if (c->sgen)
+        service_end_session(w, c);
+    /* One last attempt, then whatever is left is stored. */
+    if (c->out_written < conn_out_end(c) && !c->overflow)
+        conn_flush(w, c);
+    if (c->marks_len > 0)
+        log_info("conn %u: closing with %u unwritten chat(s) (%s); storing them offline",
+                 c->slot, c->marks_len, why);
+    store_unwritten_marks(w, c);
+    log_debug("conn %u: closed (%s)", c->slot, why);
+    epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    if (c->fr) {
+        frame_reader_free(c->fr);
+        free(c->fr);
+        c->fr = NULL;
+    }
+    c->state = CONN_DEAD;
+    w->stats->connections--;
+    c->dead_next = w->dead;
+    w->dead = c;
+}
+
+void conn_close_gracefully(struct worker *w, struct conn *c)
+{
+    if (c->state != CONN_OPEN)
+        return;
+    if (c->sgen)
+        service_end_session(w, c);
+    c->state = CONN_CLOSING;
+    c->deadline = w->now_ms + CONN_DRAIN_MS;
+    worker_mark_dirty(w, c);
+}
+
+void conn_fail(struct worker *w, struct conn *c, int err)
+{
+    if (c->state != CONN_OPEN)
+        return;
+    log_info("conn %u: %s; closing the stream", c->slot, qc_strerror(err));
+    service_send_ack(w, c, 0, NULL, err, 0, 0);
+    conn_close_gracefully(w, c);
+}
+
+void conn_drain(struct worker *w, struct conn *c)
+{
+    char sink[4096];
+    for (size_t total = 0; total < CONN_DRAIN_BYTES; ) {
+        ssize_t n = recv(c->fd, sink, sizeof sink, MSG_DONTWAIT);
+        if (n > 0) {
+            total += (size_t)n;
+            continue;
+        }
+        if (n < 0 && (errno == EINTR))
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        break;                          /* EOF or error: the client is done */
+    }
+    conn_close(w, c, "drained");
+}
+
+/* Separators between objects: whitespace and the seed client's NUL. */
+static size_t skip_separators(const char *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r' || p[i] == '\0'))
+        i++;
+    return i;
+}
+
+/* This connection keeps the parser state of its incomplete request. */
+static int keep_parser(struct worker *w, struct conn *c)
+{
+    struct frame_reader *fr = malloc(sizeof *fr);
+    if (fr == NULL)
+        return -1;
+    *fr = w->fr;
+    if (frame_reader_init(&w->fr, (size_t)w->cfg.max_message_bytes) < 0) {
+        w->fr = *fr;
+        free(fr);
+        return -1;
+    }
+    c->fr = fr;
+    return 0;
+}
+
+static void release_parser(struct conn *c)
+{
+    frame_reader_free(c->fr);
+    free(c->fr);
+    c->fr = NULL;
+}
+
+/* Parse and dispatch every complete request in p[0..n). */
+static void feed_requests(struct worker *w, struct conn *c, const char *p, size_t n)
+{
+    while (n > 0 && c->state == CONN_OPEN) {
+        struct frame_reader *fr = c->fr ? c->fr : &w->fr;
+        if (!fr->in_object) {
+            size_t skip = skip_separators(p, n);
+            p += skip;
+            n -= skip;
+            if (n == 0)
+                break;
+        }
+        size_t used = 0;
+        struct json_object *req = NULL;
+        enum frame_status st = frame_read(fr, p, n, &used, &req);
+        p += used;
+        n -= used;
+        switch (st) {
+        case FRAME_OBJECT:
+            service_dispatch(w, c, req);
+            json_object_put(req);
+            break;
+        case FRAME_NEED_MORE:
+            if (c->fr == NULL && keep_parser(w, c) < 0) {
+                conn_close(w, c, "out of memory");
+                return;
+            }
+            return;
+        case FRAME_MALFORMED:
+            conn_fail(w, c, QC_EMALFORMED);
+            return;
+        case FRAME_TOO_BIG:
+            conn_fail(w, c, QC_ETOOBIG);
+            return;
+        }
+    }
+    if (c->fr && !c->fr->in_object)
+        release_parser(c);
+}
+
+void conn_handle_input(struct worker *w, struct conn *c)
+{
+    for (int i = 0; i < CONN_READS_PER_EVENT && c->state == CONN_OPEN; i++) {
+        ssize_t n = recv(c->fd, w->rbuf, w->rbuf_size, MSG_DONTWAIT);
+        if (n > 0) {
+            c->last_active = w->now_ms;
+            feed_requests(w, c, w->rbuf, (size_t)n);
+            if ((size_t)n < w->rbuf_size)
+                return;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        conn_close(w, c, n == 0 ? "client closed" : strerror(errno));
+        return;
+    }
+}

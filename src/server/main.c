@@ -1,0 +1,187 @@
+/*
+ * main.c - qchatd's command line: load the configuration, check it (-t),
+ * create the schema (--init-db), or daemonize (-d) and become the master.
+ *
+ *   qchatd [-c FILE] [-o SECTION.KEY=VALUE]... [-t] [-f | -d] [--init-db] [-V] [-h]
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <libutil.h>
+
+#include "common/config.h"
+#include "common/log.h"
+#include "common/net.h"
+#include "server/master.h"
+#include "server/online.h"
+#include "store/store.h"
+
+#define QCHATD_VERSION "0.1.0"
+#define MAX_OVERRIDES  256
+
+extern char **environ;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: qchatd [-c FILE] [-o SECTION.KEY=VALUE]... [-t] [-f | -d] [--init-db]\n"
+            "  -c FILE        configuration file (default %s; optional)\n"
+            "  -o S.K=V       override one key, e.g. -o server.listen=127.0.0.1:7000\n"
+            "  -t             check the configuration and the storage, then exit\n"
+            "  -f             stay in the foreground (default)\n"
+            "  -d             daemonize and write server.pidfile\n"
+            "  --init-db      create the database schema, then exit\n"
+            "  -V             print the version\n",
+            QC_DEFAULT_CONFIG);
+}
+
+static int setup_logging(const struct qc_config *cfg)
+{
+    enum log_target target = LOG_TARGET_STDERR;
+    if (strcmp(cfg->log_target, "syslog") == 0)
+        target = LOG_TARGET_SYSLOG;
+    else if (strcmp(cfg->log_target, "file") == 0)
+        target = LOG_TARGET_FILE;
+    log_set_level((enum log_level)cfg->log_level);
+    return log_open(target, cfg->log_file);
+}
+
+/* Open the store once: proves it is reachable and creates the schema. */
+static int check_storage(const struct qc_config *cfg, bool init_schema)
+{
+    const struct store_ops *ops = store_driver(cfg->storage_driver);
+    char err[QC_CONFIG_ERR_MAX];
+    struct store *st;
+    if (ops == NULL) {
+        fprintf(stderr, "qchatd: storage driver '%s' is not available\n", cfg->storage_driver);
+        return -1;
+    }
+    if (ops->open(&st, cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "qchatd: storage (%s): %s\n", cfg->storage_driver, err);
+        return -1;
+    }
+    int rc = 0;
+    if (init_schema && ops->init_schema(st) != 0) {
+        fprintf(stderr, "qchatd: storage (%s): creating the schema failed\n", cfg->storage_driver);
+        rc = -1;
+    }
+    ops->close(st);
+    return rc;
+}
+
+static struct pidfh *daemonize(const struct qc_config *cfg)
+{
+    pid_t other;
+    struct pidfh *pfh = pidfile_open(cfg->pidfile, 0644, &other);
+    if (pfh == NULL) {
+        if (errno == EEXIST)
+            fprintf(stderr, "qchatd: already running, pid %d (%s)\n", (int)other, cfg->pidfile);
+        else
+            fprintf(stderr, "qchatd: pidfile %s: %s\n", cfg->pidfile, strerror(errno));
+        return NULL;
+    }
+    if (daemon(0, 0) < 0) {
+        fprintf(stderr, "qchatd: daemon: %s\n", strerror(errno));
+        pidfile_remove(pfh);
+        return NULL;
+    }
+    pidfile_write(pfh);
+    return pfh;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "init-db", no_argument, NULL, 'I' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 },
+    };
+    static const char *overrides[MAX_OVERRIDES];
+    struct master_args args = { .overrides = overrides };
+    bool test_only = false, init_db = false, detach = false;
+    int opt;
+
+    setproctitle_init(argc, argv, environ);
+    while ((opt = getopt_long(argc, argv, "c:o:tfdVh", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': args.config_path = optarg; break;
+        case 'o':
+            if (args.noverrides == MAX_OVERRIDES) {
+                fprintf(stderr, "qchatd: too many -o options (at most %d)\n", MAX_OVERRIDES);
+                return 1;
+            }
+            overrides[args.noverrides++] = optarg;
+            break;
+        case 't': test_only = true; break;
+        case 'f': detach = false; break;
+        case 'd': detach = true; break;
+        case 'I': init_db = true; break;
+        case 'V': printf("qchatd %s\n", QCHATD_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 1;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 1;
+    }
+
+    struct qc_config cfg;
+    char err[QC_CONFIG_ERR_MAX];
+    const char *path = args.config_path ? args.config_path : QC_DEFAULT_CONFIG;
+    if (master_load_config(&args, &cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "qchatd: %s\n", err);
+        if (test_only)
+            fprintf(stderr, "qchatd: configuration file %s test failed\n", path);
+        return 1;
+    }
+    if (test_only) {
+        const char *shown = cfg.source[0] ? cfg.source : "(built-in defaults)";
+        printf("qchatd: the configuration file %s syntax is ok\n", shown);
+        if (check_storage(&cfg, false) < 0) {
+            fprintf(stderr, "qchatd: configuration file %s test failed\n", shown);
+            return 1;
+        }
+        printf("qchatd: storage (%s) is reachable\n", cfg.storage_driver);
+        printf("qchatd: configuration file %s test is successful\n", shown);
+        return 0;
+    }
+    if (init_db) {
+        if (check_storage(&cfg, true) < 0)
+            return 1;
+        printf("qchatd: schema ready (%s)\n", cfg.storage_driver);
+        return 0;
+    }
+    if (setup_logging(&cfg) < 0) {
+        fprintf(stderr, "qchatd: cannot open the log: %s\n", strerror(errno));
+        return 1;
+    }
+    log_set_role("master");
+    if (check_storage(&cfg, false) < 0)
+        return 1;
+
+    int listen_fd = net_listen_tcp(cfg.listen, err, sizeof err);
+    if (listen_fd < 0) {
+        fprintf(stderr, "qchatd: listen %s: %s\n", cfg.listen, err);
+        return 1;
+    }
+    struct online_table *online = online_create((uint32_t)cfg.max_users);
+    if (online == NULL) {
+        fprintf(stderr, "qchatd: online table for %d users: %s\n", cfg.max_users, strerror(errno));
+        return 1;
+    }
+    online_set_node(online, cfg.node_id);
+
+    struct pidfh *pfh = NULL;
+    if (detach && (pfh = daemonize(&cfg)) == NULL)
+        return 1;
+    int rc = master_run(&args, &cfg, listen_fd, online);
+    if (pfh)
+        pidfile_remove(pfh);
+    online_destroy(online);
+    return rc;
+}

@@ -1,0 +1,639 @@
+/*
+ * master.c - the master process (see master.h).
+ *
+ * Everything the master reacts to arrives on one epoll set: a signalfd (the
+ * signals become flags handled in the loop, as in nginx), a timer (respawns
+ * that are due, the systemd watchdog and status), and the control socket.
+ * Respawning lives in one place, spawn_worker: a new worker gets a fresh
+ * channel and a fresh peer link to every live worker, whose ends the master
+ * passes to those workers over their channels.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <json-c/json.h>
+#include <systemd/sd-daemon.h>
+
+#include "common/buf.h"
+#include "common/jsonw.h"
+#include "common/log.h"
+#include "common/net.h"
+#include "server/ipc.h"
+#include "server/master.h"
+#include "server/worker.h"
+
+#define MASTER_TICK_MS        250
+#define RESPAWN_MIN_MS        100
+#define RESPAWN_MAX_MS        5000
+#define RESPAWN_STABLE_MS     10000      /* a child alive this long resets backoff */
+#define STOP_GRACE_MS         2000       /* beyond shutdown_timeout, then SIGKILL */
+#define CTL_TIMEOUT_MS        1000
+#define CTL_REQUEST_MAX       4096
+#define QCHAT_VERSION         "0.1.0"
+
+enum { SRC_M_SIGNAL = 1, SRC_M_TIMER, SRC_M_CONTROL };
+
+struct child {
+    pid_t    pid;               /* 0: not running */
+    int      channel;           /* master's end, -1 when not running */
+    int64_t  started_ms;
+    int64_t  respawn_at;        /* 0: no respawn scheduled */
+    int      backoff_ms;
+};
+
+struct master {
+    const struct master_args *args;
+    struct qc_config     cfg;
+    int                  listen_fd;
+    struct online_table *online;
+    uint32_t             nworkers;
+    struct child         workers[ONLINE_MAX_WORKERS];
+    int                  epfd, sigfd, timerfd, ctlfd;
+    bool                 stopping;
+    int64_t              stop_deadline;
+    time_t               started;
+    int64_t              last_status_ms;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int master_load_config(const struct master_args *args, struct qc_config *cfg,
+                       char *err, size_t errlen)
+{
+    config_defaults(cfg);
+    const char *path = args->config_path ? args->config_path : QC_DEFAULT_CONFIG;
+    if (config_load(cfg, path, args->config_path == NULL, err, errlen) < 0)
+        return -1;
+    for (int i = 0; i < args->noverrides; i++)
+        if (config_override(cfg, args->overrides[i], err, errlen) < 0)
+            return -1;
+    return config_validate(cfg, err, errlen);
+}
+
+/* ---- spawning ----------------------------------------------------------- */
+
+/* In a new child: drop every descriptor that belongs to the master or to others. */
+static void close_master_fds(struct master *m, uint32_t keep_worker)
+{
+    close(m->epfd);
+    close(m->sigfd);
+    close(m->timerfd);
+    if (m->ctlfd >= 0)
+        close(m->ctlfd);
+    for (uint32_t k = 0; k < m->nworkers; k++)
+        if (m->workers[k].channel >= 0 && k != keep_worker)
+            close(m->workers[k].channel);
+    if (m->workers[keep_worker].channel >= 0)
+        close(m->workers[keep_worker].channel);
+}
+
+/*
+ * Start worker k.  peer_fds[j] is k's end of its link to worker j (-1: none);
+ * the master's ends were already given to the live workers.
+ */
+static int fork_worker(struct master *m, uint32_t k, int *peer_fds, int worker_chan)
+{
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_error("fork worker %u: %s", k, strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        close_master_fds(m, k);
+        worker_main(k, m->nworkers, m->listen_fd, worker_chan, peer_fds, &m->cfg, m->online);
+    }
+    m->workers[k].pid = pid;
+    m->workers[k].started_ms = now_ms();
+    m->workers[k].respawn_at = 0;
+    return 0;
+}
+
+/* Spawn (or respawn) worker k with links to every live worker. */
+static int spawn_worker(struct master *m, uint32_t k)
+{
+    int chan[2];
+    if (ipc_pair(chan) < 0) {
+        log_error("worker %u channel: %s", k, strerror(errno));
+        return -1;
+    }
+    int peer_fds[ONLINE_MAX_WORKERS];
+    for (uint32_t j = 0; j < m->nworkers; j++) {
+        peer_fds[j] = -1;
+        if (j == k || m->workers[j].pid == 0)
+            continue;
+        int link[2];
+        if (ipc_pair(link) < 0) {
+            log_error("link %u-%u: %s", k, j, strerror(errno));
+            continue;
+        }
+        struct ipc_hdr h = { .type = IPC_NEW_PEER, .uid = (int32_t)k };
+        if (ipc_send(m->workers[j].channel, &h, NULL, 0, link[0]) < 0) {
+            log_error("giving worker %u its link to %u: %s", j, k, strerror(errno));
+            close(link[0]);
+            close(link[1]);
+            continue;
+        }
+        close(link[0]);
+        peer_fds[j] = link[1];
+    }
+    m->workers[k].channel = chan[0];
+    int rc = fork_worker(m, k, peer_fds, chan[1]);
+    close(chan[1]);
+    for (uint32_t j = 0; j < m->nworkers; j++)
+        if (peer_fds[j] >= 0)
+            close(peer_fds[j]);
+    if (rc < 0) {
+        close(chan[0]);
+        m->workers[k].channel = -1;
+    }
+    return rc;
+}
+
+/* First start: every link is made before any worker is forked. */
+static int spawn_all_workers(struct master *m)
+{
+    uint32_t n = m->nworkers;
+    int (*links)[ONLINE_MAX_WORKERS] = calloc(n, sizeof *links);
+    int *chans = calloc(n, sizeof *chans);
+    if (links == NULL || chans == NULL)
+        return -1;
+    for (uint32_t i = 0; i < n; i++)
+        for (uint32_t j = 0; j < n; j++)
+            links[i][j] = -1;
+    for (uint32_t i = 0; i < n; i++) {
+        int sv[2];
+        if (ipc_pair(sv) < 0)
+            return -1;
+        m->workers[i].channel = sv[0];
+        chans[i] = sv[1];
+        for (uint32_t j = i + 1; j < n; j++) {
+            if (ipc_pair(sv) < 0)
+                return -1;
+            links[i][j] = sv[0];
+            links[j][i] = sv[1];
+        }
+    }
+    int rc = 0;
+    for (uint32_t k = 0; k < n && rc == 0; k++) {
+        pid_t pid = fork();
+        if (pid < 0) {
+            log_error("fork worker %u: %s", k, strerror(errno));
+            rc = -1;
+            break;
+        }
+        if (pid == 0) {
+            for (uint32_t i = 0; i < n; i++) {
+                if (i != k)
+                    close(chans[i]);
+                for (uint32_t j = 0; j < n; j++)
+                    if (i != k && links[i][j] >= 0)
+                        close(links[i][j]);
+            }
+            close_master_fds(m, k);
+            worker_main(k, n, m->listen_fd, chans[k], links[k], &m->cfg, m->online);
+        }
+        m->workers[k].pid = pid;
+        m->workers[k].started_ms = now_ms();
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        close(chans[i]);
+        for (uint32_t j = 0; j < n; j++)
+            if (links[i][j] >= 0)
+                close(links[i][j]);
+    }
+    free(links);
+    free(chans);
+    return rc;
+}
+
+/* ---- children that exit ------------------------------------------------- */
+
+static void describe_exit(int status, char *out, size_t len)
+{
+    if (WIFEXITED(status))
+        snprintf(out, len, "exited with status %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(out, len, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else
+        snprintf(out, len, "ended (status 0x%x)", status);
+}
+
+static void schedule_respawn(struct master *m, uint32_t k, int64_t now)
+{
+    struct child *c = &m->workers[k];
+    if (now - c->started_ms >= RESPAWN_STABLE_MS || c->backoff_ms == 0)
+        c->backoff_ms = RESPAWN_MIN_MS;
+    else if (c->backoff_ms < RESPAWN_MAX_MS)
+        c->backoff_ms = c->backoff_ms * 2 > RESPAWN_MAX_MS ? RESPAWN_MAX_MS : c->backoff_ms * 2;
+    c->respawn_at = now + c->backoff_ms;
+    log_info("worker %u will be restarted in %d ms", k, c->backoff_ms);
+}
+
+static void reap_children(struct master *m)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        char how[96];
+        describe_exit(status, how, sizeof how);
+        for (uint32_t k = 0; k < m->nworkers; k++) {
+            struct child *c = &m->workers[k];
+            if (c->pid != pid)
+                continue;
+            c->pid = 0;
+            close(c->channel);
+            c->channel = -1;
+            size_t cleared = online_clear_worker(m->online, k);
+            struct worker_stats *ws = online_stats(m->online, k);
+            ws->pid = 0;
+            ws->connections = 0;
+            ws->sessions = 0;
+            if (m->stopping) {
+                log_info("worker %u (pid %d) %s", k, (int)pid, how);
+            } else {
+                log_warning("worker %u (pid %d) %s; cleared %zu online user(s)",
+                            k, (int)pid, how, cleared);
+                ws->restarts++;
+                schedule_respawn(m, k, now_ms());
+            }
+        }
+    }
+}
+
+static void respawn_due_workers(struct master *m, int64_t now)
+{
+    for (uint32_t k = 0; k < m->nworkers && !m->stopping; k++) {
+        struct child *c = &m->workers[k];
+        if (c->pid == 0 && c->respawn_at && now >= c->respawn_at) {
+            if (spawn_worker(m, k) == 0)
+                log_info("worker %u restarted (pid %d)", k, (int)c->pid);
+            else
+                schedule_respawn(m, k, now);
+        }
+    }
+}
+
+static uint32_t running_children(const struct master *m)
+{
+    uint32_t n = 0;
+    for (uint32_t k = 0; k < m->nworkers; k++)
+        n += m->workers[k].pid != 0;
+    return n;
+}
+
+static void signal_children(struct master *m, int sig)
+{
+    for (uint32_t k = 0; k < m->nworkers; k++)
+        if (m->workers[k].pid)
+            kill(m->workers[k].pid, sig);
+}
+
+/* ---- reload, stop ------------------------------------------------------- */
+
+static void note_restart_key(void *arg, const char *name, bool live)
+{
+    (void)arg;
+    if (!live)
+        log_warning("reload: %s changed; it takes effect only after a restart", name);
+}
+
+static int reload_config(struct master *m)
+{
+    struct qc_config next;
+    char err[QC_CONFIG_ERR_MAX];
+    sd_notify(0, "RELOADING=1");
+    if (master_load_config(m->args, &next, err, sizeof err) < 0) {
+        log_error("reload failed, keeping the running configuration: %s", err);
+        sd_notify(0, "READY=1");
+        return -1;
+    }
+    int changed = config_diff(&m->cfg, &next, note_restart_key, NULL);
+    log_set_level((enum log_level)next.log_level);
+    for (uint32_t k = 0; k < m->nworkers; k++) {
+        struct ipc_hdr h = { .type = IPC_CONFIG };
+        if (m->workers[k].channel >= 0 &&
+            ipc_send(m->workers[k].channel, &h, &next, sizeof next, -1) < 0)
+            log_error("sending the new configuration to worker %u: %s", k, strerror(errno));
+    }
+    /* Keys that need a restart keep their running values in the master too. */
+    struct qc_config kept = m->cfg;
+    m->cfg = next;
+    memcpy(m->cfg.listen, kept.listen, sizeof kept.listen);
+    m->cfg.workers = kept.workers;
+    m->cfg.node_id = kept.node_id;
+    m->cfg.max_users = kept.max_users;
+    memcpy(m->cfg.control_socket, kept.control_socket, sizeof kept.control_socket);
+    memcpy(m->cfg.pidfile, kept.pidfile, sizeof kept.pidfile);
+    log_info("configuration reloaded (%d key(s) changed)", changed);
+    sd_notify(0, "READY=1");
+    return 0;
+}
+
+static void begin_stop(struct master *m, const char *why)
+{
+    if (m->stopping)
+        return;
+    m->stopping = true;
+    m->stop_deadline = now_ms() + (int64_t)m->cfg.shutdown_timeout * 1000 + STOP_GRACE_MS;
+    log_info("stopping (%s)", why);
+    sd_notify(0, "STOPPING=1");
+    signal_children(m, SIGTERM);
+}
+
+/* ---- control socket ----------------------------------------------------- */
+
+struct users_out {
+    struct jsonw *jw;
+    struct buf   *item;
+};
+
+static void add_user_json(void *arg, int32_t uid, const struct online_loc *loc)
+{
+    struct buf *b = arg;
+    buf_printf(b, "%s{\"id\":%d,\"worker\":%u}", b->len > b->off && buf_head(b)[buf_used(b) - 1] == '}' ? "," : "",
+               uid, loc->worker);
+}
+
+static void status_json(struct master *m, struct buf *b)
+{
+    buf_printf(b, "{\"ok\":true,\"node_id\":%d,\"pid\":%d,\"version\":\"%s\",\"uptime\":%lld,",
+               m->cfg.node_id, (int)getpid(), QCHAT_VERSION, (long long)(time(NULL) - m->started));
+    buf_append_str(b, "\"listen\":");
+    json_append_string(b, m->cfg.listen, strlen(m->cfg.listen));
+    buf_printf(b, ",\"online\":%u,\"max_users\":%u,\"store\":{\"driver\":",
+               online_count(m->online), online_capacity(m->online));
+    json_append_string(b, m->cfg.storage_driver, strlen(m->cfg.storage_driver));
+    buf_printf(b, ",\"state\":\"%s\"},\"relay\":{\"state\":\"disabled\",\"pid\":0},\"workers\":[",
+               running_children(m) ? "ok" : "unknown");
+    for (uint32_t k = 0; k < m->nworkers; k++) {
+        struct worker_stats *ws = online_stats(m->online, k);
+        buf_printf(b, "%s{\"index\":%u,\"pid\":%d,\"connections\":%u,\"sessions\":%u,"
+                      "\"msgs_in\":%llu,\"msgs_out\":%llu,\"offline_stored\":%llu,\"restarts\":%u}",
+                   k ? "," : "", k, (int)m->workers[k].pid, (unsigned)ws->connections,
+                   (unsigned)ws->sessions, (unsigned long long)ws->msgs_in,
+                   (unsigned long long)ws->msgs_out, (unsigned long long)ws->offline_stored,
+                   (unsigned)ws->restarts);
+    }
+    buf_append_str(b, "]}");
+}
+
+static void control_error(struct buf *b, const char *msg)
+{
+    buf_append_str(b, "{\"ok\":false,\"error\":");
+    json_append_string(b, msg, strlen(msg));
+    buf_append_char(b, '}');
+}
+
+static void run_control_command(struct master *m, struct json_object *req, struct buf *out)
+{
+    struct json_object *v;
+    const char *cmd = json_object_object_get_ex(req, "cmd", &v) &&
+                      json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
+    if (strcmp(cmd, "status") == 0) {
+        status_json(m, out);
+    } else if (strcmp(cmd, "users") == 0) {
+        buf_append_str(out, "{\"ok\":true,\"users\":[");
+        size_t at = buf_used(out);
+        (void)at;
+        online_foreach(m->online, add_user_json, out);
+        buf_append_str(out, "]}");
+    } else if (strcmp(cmd, "kick") == 0) {
+        struct online_loc loc;
+        int64_t id = json_object_object_get_ex(req, "id", &v) ? json_object_get_int64(v) : 0;
+        char msg[96];
+        if (id <= 0 || id > INT32_MAX) {
+            control_error(out, "kick needs a user id");
+        } else if (!online_lookup(m->online, (int32_t)id, &loc) ||
+                   loc.worker >= m->nworkers || m->workers[loc.worker].channel < 0) {
+            snprintf(msg, sizeof msg, "user %lld is not online", (long long)id);
+            control_error(out, msg);
+        } else {
+            struct ipc_hdr h = { .type = IPC_KICK_USER, .uid = (int32_t)id };
+            if (ipc_send(m->workers[loc.worker].channel, &h, NULL, 0, -1) < 0) {
+                control_error(out, strerror(errno));
+            } else {
+                log_info("operator kicked user %lld", (long long)id);
+                buf_append_str(out, "{\"ok\":true}");
+            }
+        }
+    } else if (strcmp(cmd, "reload") == 0) {
+        if (reload_config(m) == 0)
+            buf_append_str(out, "{\"ok\":true}");
+        else
+            control_error(out, "reload failed; see the log");
+    } else {
+        control_error(out, "unknown command (status, users, kick, reload)");
+    }
+}
+
+static void write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return;
+        p += k;
+        n -= (size_t)k;
+    }
+}
+
+static void serve_control_client(struct master *m)
+{
+    int fd = accept4(m->ctlfd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct timeval tv = { CTL_TIMEOUT_MS / 1000, (CTL_TIMEOUT_MS % 1000) * 1000 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    char req[CTL_REQUEST_MAX + 1];
+    size_t len = 0;
+    while (len < CTL_REQUEST_MAX && memchr(req, '\n', len) == NULL) {
+        ssize_t n = read(fd, req + len, CTL_REQUEST_MAX - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    req[len] = '\0';
+    struct buf out;
+    buf_init(&out);
+    struct json_object *obj = json_tokener_parse(req);
+    if (obj == NULL || !json_object_is_type(obj, json_type_object))
+        control_error(&out, "bad request: expected one JSON object line");
+    else
+        run_control_command(m, obj, &out);
+    json_object_put(obj);
+    buf_append_char(&out, '\n');
+    write_all(fd, buf_head(&out), buf_used(&out));
+    buf_free(&out);
+    close(fd);
+}
+
+/* ---- the loop ----------------------------------------------------------- */
+
+static void notify_systemd(struct master *m, int64_t now)
+{
+    if (running_children(m) == m->nworkers)
+        sd_notify(0, "WATCHDOG=1");
+    if (now - m->last_status_ms >= 1000) {
+        sd_notifyf(0, "STATUS=%u online, %u/%u workers", online_count(m->online),
+                   running_children(m), m->nworkers);
+        m->last_status_ms = now;
+    }
+}
+
+static void on_signals(struct master *m)
+{
+    struct signalfd_siginfo si;
+    while (read(m->sigfd, &si, sizeof si) == sizeof si) {
+        switch (si.ssi_signo) {
+        case SIGTERM:
+        case SIGINT:
+            begin_stop(m, si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+            break;
+        case SIGHUP:
+            log_info("SIGHUP: reloading %s", m->args->config_path ? m->args->config_path
+                                                                   : QC_DEFAULT_CONFIG);
+            reload_config(m);
+            break;
+        case SIGUSR1:
+            log_reopen();
+            signal_children(m, SIGUSR1);
+            break;
+        case SIGCHLD:
+            reap_children(m);
+            break;
+        }
+    }
+}
+
+static int open_master_sources(struct master *m)
+{
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGUSR1);
+    sigaddset(&mask, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    m->epfd = epoll_create1(EPOLL_CLOEXEC);
+    m->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    m->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (m->epfd < 0 || m->sigfd < 0 || m->timerfd < 0)
+        return -1;
+    struct itimerspec tick = {
+        .it_interval = { 0, MASTER_TICK_MS * 1000000L },
+        .it_value = { 0, MASTER_TICK_MS * 1000000L },
+    };
+    timerfd_settime(m->timerfd, 0, &tick, NULL);
+    struct epoll_event ev = { .events = EPOLLIN };
+    ev.data.u32 = SRC_M_SIGNAL;
+    epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->sigfd, &ev);
+    ev.data.u32 = SRC_M_TIMER;
+    epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->timerfd, &ev);
+    if (m->cfg.control_socket[0]) {
+        char err[256];
+        m->ctlfd = net_listen_unix(m->cfg.control_socket, 0660, err, sizeof err);
+        if (m->ctlfd < 0) {
+            log_error("control socket: %s", err);
+            return -1;
+        }
+        ev.data.u32 = SRC_M_CONTROL;
+        epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->ctlfd, &ev);
+    }
+    return 0;
+}
+
+static uint32_t worker_count(const struct qc_config *cfg)
+{
+    long n = cfg->workers > 0 ? cfg->workers : sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        n = 1;
+    if (n > ONLINE_MAX_WORKERS)
+        n = ONLINE_MAX_WORKERS;
+    return (uint32_t)n;
+}
+
+int master_run(const struct master_args *args, const struct qc_config *cfg, int listen_fd,
+               struct online_table *online)
+{
+    static struct master the_master;
+    struct master *m = &the_master;
+    m->args = args;
+    m->cfg = *cfg;
+    m->listen_fd = listen_fd;
+    m->online = online;
+    m->ctlfd = -1;
+    m->started = time(NULL);
+    m->nworkers = worker_count(cfg);
+    for (uint32_t k = 0; k < ONLINE_MAX_WORKERS; k++)
+        m->workers[k].channel = -1;
+    log_set_role("master");
+    setproctitle("-qchatd: master");
+    if (open_master_sources(m) < 0) {
+        log_error("master setup: %s", strerror(errno));
+        return 1;
+    }
+    if (spawn_all_workers(m) < 0) {
+        log_error("could not start the workers");
+        signal_children(m, SIGKILL);
+        return 1;
+    }
+    close(m->listen_fd);            /* only the workers accept */
+    log_info("qchatd %s: listening on %s, %u worker(s), node %d, store %s",
+             QCHAT_VERSION, cfg->listen, m->nworkers, cfg->node_id, cfg->storage_driver);
+    sd_notifyf(0, "READY=1\nMAINPID=%d", (int)getpid());
+
+    struct epoll_event events[16];
+    while (!m->stopping || running_children(m) > 0) {
+        int n = epoll_wait(m->epfd, events, 16, -1);
+        int64_t now = now_ms();
+        for (int i = 0; i < n; i++) {
+            switch (events[i].data.u32) {
+            case SRC_M_SIGNAL:
+                on_signals(m);
+                break;
+            case SRC_M_TIMER: {
+                uint64_t x;
+                if (read(m->timerfd, &x, sizeof x) < 0 && errno != EAGAIN)
+                    log_warning("timer: %s", strerror(errno));
+                reap_children(m);
+                respawn_due_workers(m, now);
+                notify_systemd(m, now);
+                if (m->stopping && now >= m->stop_deadline) {
+                    log_warning("children still running after the shutdown timeout: killing");
+                    signal_children(m, SIGKILL);
+                    m->stop_deadline = now + STOP_GRACE_MS;
+                }
+                break;
+            }
+            case SRC_M_CONTROL:
+                serve_control_client(m);
+                break;
+            }
+        }
+    }
+    if (m->ctlfd >= 0)
+        unlink(m->cfg.control_socket);
+    log_info("stopped");
+    return 0;
+}

@@ -1,0 +1,534 @@
+/*
+ * route.c - routing inside the node, hand-offs between workers, and the
+ * pending requests whose ACK waits for their deliveries (see route.h).
+ *
+ * Two handle tables ("slabs") live in each worker:
+ *   pending  - one entry per request being routed; counts deliveries not yet
+ *              safe, sends the ACK (or the error) when the count hits zero;
+ *   handoffs - one entry per chat handed to another worker, holding a copy of
+ *              the payload until that worker confirms; if the peer dies first
+ *              the copy is stored offline.
+ * A handle is an index with a generation in its high bits, so a late or
+ * duplicate confirmation can never complete someone else's entry.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "server/conn.h"
+#include "server/ipc.h"
+#include "server/route.h"
+#include "server/service.h"
+#include "server/worker.h"
+
+#define HANDLE_INDEX_BITS 20
+#define HANDLE_INDEX_MASK ((1u << HANDLE_INDEX_BITS) - 1)
+#define HANDLE_GEN_MASK   0xfffu
+#define SLAB_MIN          64
+#define PEER_READS_PER_EVENT 256
+
+/* ---- handle tables ---------------------------------------------------- */
+
+struct slab_hdr {
+    uint32_t gen;
+    uint32_t live;
+};
+
+struct slab {
+    char     *mem;
+    size_t    esize;
+    uint32_t  cap;
+    uint32_t *freelist;
+    uint32_t  nfree;
+};
+
+struct pending {
+    struct slab_hdr h;
+    uint32_t slot, cgen;
+    int      msgid;
+    int      err;
+    int      outstanding;
+    int64_t  mid;
+    int32_t  groupid;
+    char     seq[QC_SEQ_MAX + 1];
+};
+
+struct handoff {
+    struct slab_hdr h;
+    uint32_t peer;
+    int32_t  uid;
+    uint32_t req;
+    char    *payload;
+    size_t   len;
+};
+
+static struct slab *slab_new(size_t esize)
+{
+    struct slab *s = calloc(1, sizeof *s);
+    if (s)
+        s->esize = esize;
+    return s;
+}
+
+static void *slab_at(struct slab *s, uint32_t i)
+{
+    return s->mem + (size_t)i * s->esize;
+}
+
+static int slab_grow(struct slab *s)
+{
+    uint32_t ncap = s->cap ? s->cap * 2 : SLAB_MIN;
+    if (ncap > HANDLE_INDEX_MASK + 1)
+        return -1;
+    char *mem = realloc(s->mem, (size_t)ncap * s->esize);
+    if (mem == NULL)
+        return -1;
+    uint32_t *fl = realloc(s->freelist, ncap * sizeof *fl);
+    if (fl == NULL) {
+        s->mem = mem;
+        return -1;
+    }
+    memset(mem + (size_t)s->cap * s->esize, 0, (size_t)(ncap - s->cap) * s->esize);
+    for (uint32_t i = ncap; i > s->cap; i--)
+        fl[s->nfree++] = i - 1;
+    s->mem = mem;
+    s->freelist = fl;
+    s->cap = ncap;
+    return 0;
+}
+
+/* A fresh zeroed entry; *handle names it.  NULL when memory runs out. */
+static void *slab_alloc(struct slab *s, uint32_t *handle)
+{
+    if (s->nfree == 0 && slab_grow(s) < 0)
+        return NULL;
+    uint32_t i = s->freelist[--s->nfree];
+    struct slab_hdr *h = slab_at(s, i);
+    uint32_t gen = (h->gen + 1) & HANDLE_GEN_MASK;
+    if (gen == 0)
+        gen = 1;
+    memset(h, 0, s->esize);
+    h->gen = gen;
+    h->live = 1;
+    *handle = gen << HANDLE_INDEX_BITS | i;
+    return h;
+}
+
+static void *slab_get(struct slab *s, uint32_t handle)
+{
+    uint32_t i = handle & HANDLE_INDEX_MASK;
+    if (handle == 0 || i >= s->cap)
+        return NULL;
+    struct slab_hdr *h = slab_at(s, i);
+    if (!h->live || h->gen != handle >> HANDLE_INDEX_BITS)
+        return NULL;
+    return h;
+}
+
+static void slab_free(struct slab *s, uint32_t handle)
+{
+    struct slab_hdr *h = slab_get(s, handle);
+    if (h == NULL)
+        return;
+    h->live = 0;
+    s->freelist[s->nfree++] = handle & HANDLE_INDEX_MASK;
+}
+
+static void slab_destroy(struct slab *s)
+{
+    if (s) {
+        free(s->mem);
+        free(s->freelist);
+        free(s);
+    }
+}
+
+/* ---- pending requests -------------------------------------------------- */
+
+uint32_t pending_open(struct worker *w, struct conn *c, int msgid, const char *seq)
+{
+    uint32_t handle;
+    struct pending *p = slab_alloc(w->pending, &handle);
+    if (p == NULL)
+        return 0;
+    p->slot = c->slot;
+    p->cgen = c->cgen;
+    p->msgid = msgid;
+    p->outstanding = 1;             /* the opener's reference */
+    if (seq)
+        strlcpy(p->seq, seq, sizeof p->seq);
+    return handle;
+}
+
+void pending_set_mid(struct worker *w, uint32_t req, int64_t mid)
+{
+    struct pending *p = slab_get(w->pending, req);
+    if (p)
+        p->mid = mid;
+}
+
+void pending_set_groupid(struct worker *w, uint32_t req, int32_t groupid)
+{
+    struct pending *p = slab_get(w->pending, req);
+    if (p)
+        p->groupid = groupid;
+}
+
+static void pending_add(struct worker *w, uint32_t req)
+{
+    struct pending *p = slab_get(w->pending, req);
+    if (p)
+        p->outstanding++;
+}
+
+void pending_done(struct worker *w, uint32_t req, int err)
+{
+    struct pending *p = slab_get(w->pending, req);
+    if (p == NULL)
+        return;
+    if (err && !p->err)
+        p->err = err;
+    if (--p->outstanding > 0)
+        return;
+    struct conn *c = worker_conn(w, p->slot);
+    if (c && c->cgen == p->cgen && c->state == CONN_OPEN && (p->seq[0] || p->err))
+        service_send_ack(w, c, p->msgid, p->seq[0] ? p->seq : NULL, p->err,
+                         p->err ? 0 : p->mid, p->err ? 0 : p->groupid);
+    slab_free(w->pending, req);
+}
+
+/* ---- offline fallback -------------------------------------------------- */
+
+int route_store_offline(struct worker *w, int32_t uid, const char *payload, size_t len)
+{
+    int err = w->st->offline_store(w->store, &uid, 1, payload, len);
+    if (err) {
+        log_error("offline store for user %d failed: %s; message lost", uid, qc_strerror(err));
+        return err;
+    }
+    w->stats->offline_stored++;
+    return 0;
+}
+
+int route_restore_stash(struct worker *w, int32_t uid, const char *stash)
+{
+    int first_err = 0;
+    for (const char *p = stash; *p; ) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        int err = route_store_offline(w, uid, p, n);
+        if (err && !first_err)
+            first_err = err;
+        p += n + (nl != NULL);
+    }
+    return first_err;
+}
+
+/* ---- peer links -------------------------------------------------------- */
+
+static void queue_packet(struct peer *pe, const struct ipc_hdr *h, const void *payload, size_t len)
+{
+    uint32_t total = (uint32_t)(sizeof *h + len);
+    if (buf_append(&pe->queue, &total, sizeof total) < 0 ||
+        buf_append(&pe->queue, h, sizeof *h) < 0 ||
+        (len && buf_append(&pe->queue, payload, len) < 0))
+        log_error("peer queue: out of memory; the peer's confirmations will decide");
+}
+
+static void watch_peer_output(struct worker *w, uint32_t peer, bool on)
+{
+    struct peer *pe = &w->peers[peer];
+    if (pe->want_write == on)
+        return;
+    pe->want_write = on;
+    worker_rewatch(w, pe->fd, EPOLLIN | (on ? EPOLLOUT : 0), SRC_PEER, peer);
+}
+
+/* Send a packet to a peer, queueing behind anything already waiting. 0 or -1 (link lost). */
+static int peer_send(struct worker *w, uint32_t peer, const struct ipc_hdr *h,
+                     const void *payload, size_t len)
+{
+    struct peer *pe = &w->peers[peer];
+    if (pe->fd < 0)
+        return -1;
+    if (buf_used(&pe->queue) == 0) {
+        if (ipc_send(pe->fd, h, payload, len, -1) == 0)
+            return 0;
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
+            route_peer_lost(w, peer);
+            return -1;
+        }
+    }
+    queue_packet(pe, h, payload, len);
+    watch_peer_output(w, peer, true);
+    return 0;
+}
+
+void route_peer_output(struct worker *w, uint32_t peer)
+{
+    struct peer *pe = &w->peers[peer];
+    while (buf_used(&pe->queue) >= sizeof(uint32_t)) {
+        uint32_t total;
+        memcpy(&total, buf_head(&pe->queue), sizeof total);
+        const char *pkt = buf_head(&pe->queue) + sizeof total;
+        struct ipc_hdr h;
+        memcpy(&h, pkt, sizeof h);
+        if (ipc_send(pe->fd, &h, pkt + sizeof h, total - sizeof h, -1) < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+                return;
+            route_peer_lost(w, peer);
+            return;
+        }
+        buf_consume(&pe->queue, sizeof total + total);
+    }
+    buf_free(&pe->queue);
+    watch_peer_output(w, peer, false);
+}
+
+void route_peer_lost(struct worker *w, uint32_t peer)
+{
+    struct peer *pe = &w->peers[peer];
+    if (pe->fd < 0)
+        return;
+    log_warning("link to worker %u lost; storing its unconfirmed hand-offs offline", peer);
+    epoll_ctl(w->epfd, EPOLL_CTL_DEL, pe->fd, NULL);
+    close(pe->fd);
+    pe->fd = -1;
+    pe->want_write = false;
+    buf_free(&pe->queue);
+    size_t n = 0;
+    for (uint32_t i = 0; i < w->handoffs->cap; i++) {
+        struct handoff *ho = slab_at(w->handoffs, i);
+        if (!ho->h.live || ho->peer != peer)
+            continue;
+        uint32_t handle = ho->h.gen << HANDLE_INDEX_BITS | i;
+        int err = route_store_offline(w, ho->uid, ho->payload, ho->len);
+        uint32_t req = ho->req;
+        free(ho->payload);
+        slab_free(w->handoffs, handle);
+        pending_done(w, req, err);
+        n++;
+    }
+    if (n)
+        log_info("stored %zu unconfirmed hand-off(s) to worker %u offline", n, peer);
+}
+
+static void confirm_to(struct worker *w, uint32_t origin, uint32_t token, int err)
+{
+    struct ipc_hdr h = { .type = IPC_CONFIRM, .from = (uint16_t)w->index, .token = token,
+                         .flags = (uint32_t)err };
+    peer_send(w, origin, &h, NULL, 0);   /* a dead origin stored its copy already */
+}
+
+void route_mark_done(struct worker *w, uint32_t origin, uint32_t token, int err)
+{
+    if (token == 0)
+        return;
+    if (origin == w->index)
+        pending_done(w, token, err);
+    else
+        confirm_to(w, origin, token, err);
+}
+
+static void confirm_handoff(struct worker *w, uint32_t token, int err)
+{
+    struct handoff *ho = slab_get(w->handoffs, token);
+    if (ho == NULL)
+        return;
+    uint32_t req = ho->req;
+    free(ho->payload);
+    slab_free(w->handoffs, token);
+    pending_done(w, req, err);
+}
+
+/* The session a packet names, if it is still here. */
+static struct conn *session_conn(struct worker *w, int32_t uid, uint32_t slot, uint32_t gen)
+{
+    struct conn *c = worker_conn(w, slot);
+    if (c && c->state == CONN_OPEN && c->uid == uid && c->sgen == gen)
+        return c;
+    return NULL;
+}
+
+/* The session of uid on this worker now, whatever its generation. */
+static struct conn *local_session(struct worker *w, int32_t uid)
+{
+    struct online_loc loc;
+    if (!online_lookup(w->online, uid, &loc) || loc.worker != w->index)
+        return NULL;
+    return session_conn(w, uid, loc.slot, loc.gen);
+}
+
+static void accept_delivery(struct worker *w, const struct ipc_hdr *h, const char *payload,
+                            size_t len)
+{
+    struct conn *c = session_conn(w, h->uid, h->slot, h->gen);
+    if (c == NULL)
+        c = local_session(w, h->uid);
+    if (h->flags & IPC_F_NOTICE) {
+        if (c && c->presence)
+            conn_send(w, c, payload, len);
+        return;
+    }
+    if (c) {
+        conn_send_chat(w, c, h->uid, payload, len, h->from, h->token);
+        return;
+    }
+    /* The session vanished in between: keep the message for the next login. */
+    confirm_to(w, h->from, h->token, route_store_offline(w, h->uid, payload, len));
+}
+
+void route_peer_input(struct worker *w, uint32_t peer)
+{
+    struct peer *pe = &w->peers[peer];
+    for (int i = 0; i < PEER_READS_PER_EVENT && pe->fd >= 0; i++) {
+        struct ipc_hdr h;
+        int passed;
+        ssize_t n = ipc_recv(pe->fd, &h, w->ipcbuf, IPC_MAX_PACKET, &passed);
+        if (passed >= 0)
+            close(passed);              /* peers never pass descriptors */
+        if (n == -2) {
+            route_peer_lost(w, peer);
+            return;
+        }
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            if (errno == EBADMSG) {
+                log_error("bad packet from worker %u ignored", peer);
+                continue;
+            }
+            route_peer_lost(w, peer);
+            return;
+        }
+        switch (h.type) {
+        case IPC_DELIVER:
+            accept_delivery(w, &h, w->ipcbuf, (size_t)n);
+            break;
+        case IPC_CONFIRM:
+            confirm_handoff(w, h.token, (int)h.flags);
+            break;
+        case IPC_KICK:
+            service_kick_session(w, h.uid, h.slot, h.gen, "logged in elsewhere");
+            break;
+        default:
+            log_error("unknown packet type %u from worker %u ignored", h.type, peer);
+        }
+    }
+}
+
+/* ---- routing ----------------------------------------------------------- */
+
+static int hand_over(struct worker *w, const struct online_loc *loc, int32_t uid,
+                     const char *payload, size_t len, uint32_t req, uint32_t flags)
+{
+    uint32_t token = 0;
+    if (flags & IPC_F_CHAT) {
+        struct handoff *ho = slab_alloc(w->handoffs, &token);
+        char *copy = ho ? malloc(len) : NULL;
+        if (copy == NULL) {
+            if (ho)
+                slab_free(w->handoffs, token);
+            return -1;
+        }
+        memcpy(copy, payload, len);
+        ho->peer = loc->worker;
+        ho->uid = uid;
+        ho->req = req;
+        ho->payload = copy;
+        ho->len = len;
+        pending_add(w, req);
+    }
+    struct ipc_hdr h = { .type = IPC_DELIVER, .from = (uint16_t)w->index, .token = token,
+                         .uid = uid, .slot = loc->slot, .gen = loc->gen, .flags = flags };
+    if (peer_send(w, loc->worker, &h, payload, len) == 0)
+        return 0;
+    /* Link down: route_peer_lost stored the copy, or there was no link at all. */
+    if (token && slab_get(w->handoffs, token)) {
+        struct handoff *ho = slab_get(w->handoffs, token);
+        free(ho->payload);
+        slab_free(w->handoffs, token);
+        pending_done(w, req, 0);
+        return -1;
+    }
+    return token ? 0 : -1;
+}
+
+enum route_result route_chat(struct worker *w, int32_t uid, const char *payload, size_t len,
+                             uint32_t req)
+{
+    struct online_loc loc;
+    if (!online_lookup(w->online, uid, &loc))
+        return ROUTE_OFFLINE;
+    if (loc.worker == w->index) {
+        struct conn *c = session_conn(w, uid, loc.slot, loc.gen);
+        if (c == NULL)
+            return ROUTE_OFFLINE;
+        pending_add(w, req);
+        conn_send_chat(w, c, uid, payload, len, w->index, req);
+        return ROUTE_SENT;
+    }
+    if (loc.worker >= w->nworkers || hand_over(w, &loc, uid, payload, len, req, IPC_F_CHAT) < 0)
+        return ROUTE_OFFLINE;
+    return ROUTE_SENT;
+}
+
+void route_notice(struct worker *w, int32_t uid, const char *payload, size_t len)
+{
+    struct online_loc loc;
+    if (!online_lookup(w->online, uid, &loc))
+        return;
+    if (loc.worker == w->index) {
+        struct conn *c = session_conn(w, uid, loc.slot, loc.gen);
+        if (c && c->presence)
+            conn_send(w, c, payload, len);
+        return;
+    }
+    if (loc.worker < w->nworkers)
+        hand_over(w, &loc, uid, payload, len, 0, IPC_F_NOTICE);
+}
+
+void route_kick(struct worker *w, int32_t uid, uint32_t worker, uint32_t slot, uint32_t gen)
+{
+    if (worker == w->index) {
+        service_kick_session(w, uid, slot, gen, "logged in elsewhere");
+        return;
+    }
+    struct ipc_hdr h = { .type = IPC_KICK, .from = (uint16_t)w->index, .uid = uid,
+                         .slot = slot, .gen = gen };
+    if (worker < w->nworkers && peer_send(w, worker, &h, NULL, 0) < 0)
+        log_warning("kick of user %d on worker %u: link down (the master clears it)", uid, worker);
+}
+
+void route_init(struct worker *w)
+{
+    w->pending = slab_new(sizeof(struct pending));
+    w->handoffs = slab_new(sizeof(struct handoff));
+    if (w->pending == NULL || w->handoffs == NULL) {
+        log_error("out of memory at start");
+        exit(1);
+    }
+}
+
+void route_shutdown(struct worker *w)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < w->handoffs->cap; i++) {
+        struct handoff *ho = slab_at(w->handoffs, i);
+        if (!ho->h.live)
+            continue;
+        route_store_offline(w, ho->uid, ho->payload, ho->len);
+        free(ho->payload);
+        ho->h.live = 0;
+        n++;
+    }
+    if (n)
+        log_info("stored %zu unconfirmed hand-off(s) offline at exit", n);
+    slab_destroy(w->pending);
+    slab_destroy(w->handoffs);
+    w->pending = w->handoffs = NULL;
+}

@@ -1,0 +1,539 @@
+/*
+ * worker.c - a worker process: its epoll loop and everything the loop owns.
+ *
+ * The loop turns events into calls: the listening socket (shared by every
+ * worker with EPOLLEXCLUSIVE) into conn_open, client sockets into
+ * conn_handle_input / conn_flush, peer links into route.c, the master's
+ * channel into config updates, new peer links and operator kicks, signals
+ * into the stop flag.  At the end of every turn, the output the turn produced
+ * is written (one write per connection) and closed connections are freed.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/net.h"
+#include "server/conn.h"
+#include "server/ipc.h"
+#include "server/route.h"
+#include "server/service.h"
+#include "server/worker.h"
+
+#define WORKER_MAX_EVENTS   256
+#define WORKER_TICK_MS      250          /* timers: deadlines, idle checks */
+#define WORKER_ACCEPTS_PER_EVENT 64
+#define WORKER_READ_BUF     (64 * 1024)
+#define WORKER_SLOTS_MIN    1024
+
+static struct worker the_worker;
+
+/* ---- epoll bookkeeping -------------------------------------------------- */
+
+static uint64_t event_tag(enum worker_src kind, uint32_t id)
+{
+    return (uint64_t)kind << 32 | id;
+}
+
+int worker_watch(struct worker *w, int fd, uint32_t events, enum worker_src kind, uint32_t id)
+{
+    struct epoll_event ev = { .events = events, .data.u64 = event_tag(kind, id) };
+    return epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+int worker_rewatch(struct worker *w, int fd, uint32_t events, enum worker_src kind, uint32_t id)
+{
+    struct epoll_event ev = { .events = events, .data.u64 = event_tag(kind, id) };
+    return epoll_ctl(w->epfd, EPOLL_CTL_MOD, fd, &ev);
+}
+
+void worker_mark_dirty(struct worker *w, struct conn *c)
+{
+    if (c->dirty || c->state == CONN_DEAD)
+        return;
+    c->dirty = true;
+    c->dirty_next = w->dirty;
+    w->dirty = c;
+}
+
+/* ---- connection slots --------------------------------------------------- */
+
+struct conn *worker_conn(struct worker *w, uint32_t slot)
+{
+    return slot < w->conns_cap ? w->conns[slot] : NULL;
+}
+
+static int grow_slots(struct worker *w)
+{
+    uint32_t ncap = w->conns_cap ? w->conns_cap * 2 : WORKER_SLOTS_MIN;
+    if (ncap > ONLINE_SLOT_MAX)
+        return -1;
+    struct conn **conns = realloc(w->conns, ncap * sizeof *conns);
+    if (conns == NULL)
+        return -1;
+    w->conns = conns;
+    uint32_t *fs = realloc(w->free_slots, ncap * sizeof *fs);
+    if (fs == NULL)
+        return -1;
+    w->free_slots = fs;
+    for (uint32_t i = ncap; i > w->conns_cap; i--) {
+        w->conns[i - 1] = NULL;
+        w->free_slots[w->nfree++] = i - 1;
+    }
+    w->conns_cap = ncap;
+    return 0;
+}
+
+int worker_take_slot(struct worker *w, struct conn *c)
+{
+    if (w->nfree == 0 && grow_slots(w) < 0)
+        return -1;
+    c->slot = w->free_slots[--w->nfree];
+    w->conns[c->slot] = c;
+    w->nconns++;
+    return 0;
+}
+
+void worker_release_slot(struct worker *w, struct conn *c)
+{
+    if (c->slot < w->conns_cap && w->conns[c->slot] == c) {
+        w->conns[c->slot] = NULL;
+        w->free_slots[w->nfree++] = c->slot;
+        w->nconns--;
+    }
+}
+
+/* ---- time --------------------------------------------------------------- */
+
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *worker_time_str(struct worker *w, int64_t *epoch_ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    *epoch_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (ts.tv_sec != w->time_sec) {
+        struct tm tm;
+        localtime_r(&ts.tv_sec, &tm);
+        strftime(w->time_str, sizeof w->time_str, "%Y-%m-%d %H:%M:%S", &tm);
+        w->time_sec = ts.tv_sec;
+    }
+    return w->time_str;
+}
+
+/* ---- accepting ---------------------------------------------------------- */
+
+static void accept_clients(struct worker *w)
+{
+    for (int i = 0; i < WORKER_ACCEPTS_PER_EVENT && w->accepting; i++) {
+        int fd = accept4(w->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                log_warning("accept: %s", strerror(errno));
+            return;
+        }
+        if (conn_open(w, fd) == NULL) {
+            log_error("cannot take a new connection: out of memory or slots");
+            close(fd);
+        }
+    }
+}
+
+/* ---- the master's channel ----------------------------------------------- */
+
+static void note_restart_key(void *arg, const char *name, bool live)
+{
+    (void)arg;
+    if (!live)
+        log_warning("reload: %s changed but needs a restart; keeping the old value", name);
+}
+
+/* Take the live keys of a new config; the others stay as they were. */
+static void apply_config(struct worker *w, const struct qc_config *next)
+{
+    config_diff(&w->cfg, next, note_restart_key, NULL);
+    struct qc_config merged = w->cfg;
+    merged.max_message_bytes = next->max_message_bytes;
+    merged.max_output_bytes = next->max_output_bytes;
+    merged.shutdown_timeout = next->shutdown_timeout;
+    merged.log_level = next->log_level;
+    merged.password_cost = next->password_cost;
+    merged.request_rate = next->request_rate;
+    merged.request_burst = next->request_burst;
+    merged.login_timeout = next->login_timeout;
+    merged.idle_timeout = next->idle_timeout;
+    merged.max_conns_per_ip = next->max_conns_per_ip;
+    merged.max_text_bytes = next->max_text_bytes;
+    merged.max_friends = next->max_friends;
+    merged.max_group_members = next->max_group_members;
+    merged.max_offline_messages = next->max_offline_messages;
+    w->cfg = merged;
+    log_set_level((enum log_level)w->cfg.log_level);
+    w->fr.max_bytes = (size_t)w->cfg.max_message_bytes;
+    log_info("configuration reloaded");
+}
+
+static void kick_user(struct worker *w, int32_t uid)
+{
+    struct online_loc loc;
+    if (online_lookup(w->online, uid, &loc) && loc.worker == w->index) {
+        struct conn *c = worker_conn(w, loc.slot);
+        if (c && c->sgen == loc.gen) {
+            service_send_kick(w, c, "kicked by the operator");
+            conn_close_gracefully(w, c);
+        }
+    }
+}
+
+static void begin_stop(struct worker *w, const char *why);
+
+static void adopt_peer(struct worker *w, uint32_t peer, int fd)
+{
+    if (peer >= ONLINE_MAX_WORKERS || peer == w->index) {
+        close(fd);
+        return;
+    }
+    if (w->peers[peer].fd >= 0)
+        route_peer_lost(w, peer);
+    w->peers[peer].fd = fd;
+    if (worker_watch(w, fd, EPOLLIN, SRC_PEER, peer) < 0) {
+        log_error("watching the link to worker %u: %s", peer, strerror(errno));
+        close(fd);
+        w->peers[peer].fd = -1;
+        return;
+    }
+    if (peer >= w->nworkers)
+        w->nworkers = peer + 1;
+    log_info("link to worker %u (re)established", peer);
+}
+
+static void read_channel(struct worker *w)
+{
+    for (;;) {
+        struct ipc_hdr h;
+        int fd;
+        ssize_t n = ipc_recv(w->channel_fd, &h, w->ipcbuf, IPC_MAX_PACKET, &fd);
+        if (n == -2) {
+            begin_stop(w, "master went away");
+            epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->channel_fd, NULL);
+            return;
+        }
+        if (n < 0)
+            return;
+        switch (h.type) {
+        case IPC_NEW_PEER:
+            if (fd >= 0)
+                adopt_peer(w, (uint32_t)h.uid, fd);
+            break;
+        case IPC_CONFIG:
+            if ((size_t)n == sizeof(struct qc_config))
+                apply_config(w, (const struct qc_config *)(const void *)w->ipcbuf);
+            break;
+        case IPC_KICK_USER:
+            kick_user(w, h.uid);
+            break;
+        default:
+            if (fd >= 0)
+                close(fd);
+            log_error("unknown packet type %u from the master ignored", h.type);
+        }
+    }
+}
+
+/* ---- timers ------------------------------------------------------------- */
+
+static void check_deadlines(struct worker *w)
+{
+    int64_t idle_ms = (int64_t)w->cfg.idle_timeout * 1000;
+    for (uint32_t i = 0; i < w->conns_cap; i++) {
+        struct conn *c = w->conns[i];
+        if (c == NULL || c->state == CONN_DEAD)
+            continue;
+        if (c->state == CONN_CLOSING) {
+            if (w->now_ms >= c->deadline)
+                conn_close(w, c, "drain deadline");
+        } else if (c->deadline && w->now_ms >= c->deadline && c->sgen == 0) {
+            conn_fail(w, c, QC_ENOTLOGGEDIN);
+        } else if (idle_ms > 0 && w->now_ms - c->last_active >= idle_ms) {
+            log_info("conn %u: idle for %d s, closing", c->slot, w->cfg.idle_timeout);
+            conn_close_gracefully(w, c);
+        }
+    }
+}
+
+static void on_tick(struct worker *w)
+{
+    uint64_t expirations;
+    if (read(w->timer_fd, &expirations, sizeof expirations) < 0 && errno != EAGAIN)
+        log_warning("timer: %s", strerror(errno));
+    check_deadlines(w);
+}
+
+/* ---- stopping ----------------------------------------------------------- */
+
+static void begin_stop(struct worker *w, const char *why)
+{
+    if (w->stopping)
+        return;
+    log_info("stopping (%s)", why);
+    w->stopping = true;
+    w->stop_deadline = w->now_ms + (int64_t)w->cfg.shutdown_timeout * 1000;
+    if (w->accepting) {
+        w->accepting = false;
+        epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fd, NULL);
+        close(w->listen_fd);
+        w->listen_fd = -1;
+    }
+    for (uint32_t i = 0; i < w->conns_cap; i++) {
+        struct conn *c = w->conns[i];
+        if (c == NULL || c->state != CONN_OPEN)
+            continue;
+        if (c->sgen)
+            service_send_kick(w, c, "server shutting down");
+        conn_close_gracefully(w, c);
+        c->deadline = w->stop_deadline;
+    }
+}
+
+static void on_signal(struct worker *w)
+{
+    struct signalfd_siginfo si;
+    while (read(w->signal_fd, &si, sizeof si) == sizeof si) {
+        switch (si.ssi_signo) {
+        case SIGTERM:
+        case SIGINT:
+            begin_stop(w, "signal");
+            break;
+        case SIGUSR1:
+            log_reopen();
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static bool output_pending(struct worker *w)
+{
+    for (uint32_t i = 0; i < w->conns_cap; i++) {
+        struct conn *c = w->conns[i];
+        if (c && c->state != CONN_DEAD)
+            return true;
+    }
+    for (uint32_t p = 0; p < w->nworkers; p++)
+        if (w->peers[p].fd >= 0 && buf_used(&w->peers[p].queue) > 0)
+            return true;
+    return false;
+}
+
+static void flush_dirty(struct worker *w);
+static void free_dead(struct worker *w);
+
+static void __attribute__((noreturn)) finish_stop(struct worker *w)
+{
+    for (uint32_t i = 0; i < w->conns_cap; i++) {
+        struct conn *c = w->conns[i];
+        if (c && c->state != CONN_DEAD)
+            conn_close(w, c, "shutdown");
+    }
+    flush_dirty(w);
+    free_dead(w);
+    for (uint32_t p = 0; p < w->nworkers; p++)
+        if (w->peers[p].fd >= 0)
+            route_peer_output(w, p);
+    route_shutdown(w);
+    w->st->close(w->store);
+    log_info("stopped");
+    _exit(0);
+}
+
+/* ---- the loop ----------------------------------------------------------- */
+
+static void flush_dirty(struct worker *w)
+{
+    while (w->dirty) {
+        struct conn *c = w->dirty;
+        w->dirty = c->dirty_next;
+        c->dirty = false;
+        if (c->state == CONN_DEAD)
+            continue;
+        if (c->overflow) {
+            log_info("conn %u: output over %d bytes (reader too slow), closing",
+                     c->slot, w->cfg.max_output_bytes);
+            conn_close(w, c, "slow reader");
+        } else if (conn_flush(w, c) < 0) {
+            conn_close(w, c, strerror(errno));
+        }
+    }
+}
+
+static void free_dead(struct worker *w)
+{
+    while (w->dead) {
+        struct conn *c = w->dead;
+        w->dead = c->dead_next;
+        conn_free(w, c);
+    }
+}
+
+static void handle_event(struct worker *w, const struct epoll_event *ev)
+{
+    enum worker_src kind = (enum worker_src)(ev->data.u64 >> 32);
+    uint32_t id = (uint32_t)ev->data.u64;
+    switch (kind) {
+    case SRC_LISTEN:
+        accept_clients(w);
+        break;
+    case SRC_CHANNEL:
+        read_channel(w);
+        break;
+    case SRC_SIGNAL:
+        on_signal(w);
+        break;
+    case SRC_TIMER:
+        on_tick(w);
+        break;
+    case SRC_PEER:
+        if (ev->events & EPOLLOUT)
+            route_peer_output(w, id);
+        if (ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+            route_peer_input(w, id);
+        break;
+    case SRC_CONN: {
+        struct conn *c = worker_conn(w, id);
+        if (c == NULL || c->state == CONN_DEAD)
+            break;
+        if ((ev->events & EPOLLOUT) && conn_flush(w, c) < 0) {
+            conn_close(w, c, strerror(errno));
+            break;
+        }
+        if (ev->events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+            if (c->state == CONN_OPEN)
+                conn_handle_input(w, c);
+            else if (c->state == CONN_CLOSING)
+                conn_drain(w, c);
+        }
+        break;
+    }
+    }
+}
+
+static void run_loop(struct worker *w)
+{
+    struct epoll_event events[WORKER_MAX_EVENTS];
+    for (;;) {
+        int n = epoll_wait(w->epfd, events, WORKER_MAX_EVENTS, w->stopping ? WORKER_TICK_MS : -1);
+        if (n < 0 && errno != EINTR) {
+            log_error("epoll_wait: %s", strerror(errno));
+            begin_stop(w, "epoll failure");
+        }
+        w->now_ms = monotonic_ms();
+        for (int i = 0; i < n; i++)
+            handle_event(w, &events[i]);
+        flush_dirty(w);
+        free_dead(w);
+        if (w->stopping && (!output_pending(w) || w->now_ms >= w->stop_deadline))
+            finish_stop(w);
+    }
+}
+
+/* ---- start -------------------------------------------------------------- */
+
+static int open_event_sources(struct worker *w)
+{
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGUSR1);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    w->signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    w->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (w->epfd < 0 || w->signal_fd < 0 || w->timer_fd < 0)
+        return -1;
+    struct itimerspec tick = {
+        .it_interval = { WORKER_TICK_MS / 1000, (WORKER_TICK_MS % 1000) * 1000000L },
+        .it_value = { WORKER_TICK_MS / 1000, (WORKER_TICK_MS % 1000) * 1000000L },
+    };
+    if (timerfd_settime(w->timer_fd, 0, &tick, NULL) < 0)
+        return -1;
+    if (worker_watch(w, w->listen_fd, EPOLLIN | EPOLLEXCLUSIVE, SRC_LISTEN, 0) < 0 ||
+        worker_watch(w, w->channel_fd, EPOLLIN, SRC_CHANNEL, 0) < 0 ||
+        worker_watch(w, w->signal_fd, EPOLLIN, SRC_SIGNAL, 0) < 0 ||
+        worker_watch(w, w->timer_fd, EPOLLIN, SRC_TIMER, 0) < 0)
+        return -1;
+    for (uint32_t p = 0; p < w->nworkers; p++)
+        if (w->peers[p].fd >= 0 && worker_watch(w, w->peers[p].fd, EPOLLIN, SRC_PEER, p) < 0)
+            return -1;
+    return 0;
+}
+
+void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_fd,
+                 const int *peer_fds, const struct qc_config *cfg,
+                 struct online_table *online)
+{
+    struct worker *w = &the_worker;
+    char role[32];
+    snprintf(role, sizeof role, "worker %u", index);
+    log_set_role(role);
+    setproctitle("-qchatd: worker %u", index);
+
+    w->index = index;
+    w->nworkers = nworkers;
+    w->listen_fd = listen_fd;
+    w->channel_fd = channel_fd;
+    w->cfg = *cfg;
+    w->online = online;
+    w->stats = online_stats(online, index);
+    w->stats->pid = getpid();
+    w->stats->connections = 0;
+    w->stats->sessions = 0;
+    w->accepting = true;
+    w->now_ms = monotonic_ms();
+    for (uint32_t p = 0; p < ONLINE_MAX_WORKERS; p++) {
+        w->peers[p].fd = p < nworkers ? peer_fds[p] : -1;
+        buf_init(&w->peers[p].queue);
+    }
+    w->rbuf_size = WORKER_READ_BUF;
+    w->rbuf = malloc(w->rbuf_size);
+    w->ipcbuf = malloc(IPC_MAX_PACKET);
+    char err[QC_CONFIG_ERR_MAX];
+    w->st = store_driver(cfg->storage_driver);
+    if (w->rbuf == NULL || w->ipcbuf == NULL ||
+        frame_reader_init(&w->fr, (size_t)cfg->max_message_bytes) < 0) {
+        log_error("out of memory at start");
+        _exit(1);
+    }
+    if (w->st == NULL || w->st->open(&w->store, cfg, err, sizeof err) != 0) {
+        log_error("storage: %s", w->st ? err : "unknown driver");
+        _exit(1);
+    }
+    route_init(w);
+    if (open_event_sources(w) < 0) {
+        log_error("event loop setup: %s", strerror(errno));
+        _exit(1);
+    }
+    log_info("started (pid %d)", (int)getpid());
+    run_loop(w);
+    _exit(0);
+}
