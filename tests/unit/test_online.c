@@ -1,0 +1,201 @@
+/*
+ * test_online.c - the shared-memory online table: insert, takeover, lookup,
+ * remove by generation, clearing a dead worker's rows, capacity, churn, and
+ * a child SIGKILLed while it holds the writers' lock.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "server/online.h"
+
+static struct online_loc loc(uint32_t worker, uint32_t slot, uint32_t gen)
+{
+    struct online_loc l = { worker, slot, gen };
+    return l;
+}
+
+static void test_insert_lookup_remove(void **state)
+{
+    (void)state;
+    struct online_table *t = online_create(100);
+    assert_non_null(t);
+    struct online_loc l = loc(2, 77, online_next_gen(t)), out, prev;
+    assert_int_equal(online_insert(t, 42, &l, &prev), 0);
+    assert_int_equal(online_lookup(t, 42, &out), 1);
+    assert_int_equal(out.worker, 2);
+    assert_int_equal(out.slot, 77);
+    assert_int_equal(out.gen, l.gen);
+    assert_int_equal(online_lookup(t, 43, &out), 0);
+    assert_int_equal(online_count(t), 1);
+    /* A remove with a stale generation leaves the newer session alone. */
+    assert_int_equal(online_remove(t, 42, l.gen + 1), 0);
+    assert_int_equal(online_remove(t, 42, l.gen), 1);
+    assert_int_equal(online_lookup(t, 42, &out), 0);
+    assert_int_equal(online_count(t), 0);
+    online_destroy(t);
+}
+
+static void test_takeover_returns_previous(void **state)
+{
+    (void)state;
+    struct online_table *t = online_create(10);
+    struct online_loc a = loc(0, 1, online_next_gen(t)), b = loc(3, 9, online_next_gen(t));
+    struct online_loc prev, out;
+    assert_int_equal(online_insert(t, 7, &a, &prev), 0);
+    assert_int_equal(online_insert(t, 7, &b, &prev), 1);
+    assert_int_equal(prev.worker, 0);
+    assert_int_equal(prev.slot, 1);
+    assert_int_equal(prev.gen, a.gen);
+    assert_int_equal(online_lookup(t, 7, &out), 1);
+    assert_int_equal(out.worker, 3);
+    assert_int_equal(online_count(t), 1);
+    /* The old session ending must not remove the new one. */
+    assert_int_equal(online_remove(t, 7, a.gen), 0);
+    assert_int_equal(online_lookup(t, 7, &out), 1);
+    online_destroy(t);
+}
+
+static void test_capacity_is_enforced(void **state)
+{
+    (void)state;
+    struct online_table *t = online_create(16);
+    struct online_loc prev;
+    for (int32_t uid = 1; uid <= 16; uid++) {
+        struct online_loc l = loc(0, (uint32_t)uid, online_next_gen(t));
+        assert_int_equal(online_insert(t, uid, &l, &prev), 0);
+    }
+    struct online_loc l = loc(0, 99, online_next_gen(t));
+    assert_int_equal(online_insert(t, 17, &l, &prev), -1);
+    /* Re-login of someone already online still works when full. */
+    assert_int_equal(online_insert(t, 5, &l, &prev), 1);
+    online_destroy(t);
+}
+
+static void test_clear_worker(void **state)
+{
+    (void)state;
+    struct online_table *t = online_create(1000);
+    struct online_loc prev, out;
+    for (int32_t uid = 1; uid <= 600; uid++) {
+        struct online_loc l = loc((uint32_t)uid % 4, (uint32_t)uid, online_next_gen(t));
+        assert_int_equal(online_insert(t, uid, &l, &prev), 0);
+    }
+    assert_int_equal(online_clear_worker(t, 1), 150);
+    assert_int_equal(online_count(t), 450);
+    for (int32_t uid = 1; uid <= 600; uid++)
+        assert_int_equal(online_lookup(t, uid, &out), uid % 4 != 1);
+    online_destroy(t);
+}
+
+/* Many logins and logouts: tombstones must not break lookups or fill the table. */
+static void test_churn(void **state)
+{
+    (void)state;
+    struct online_table *t = online_create(64);
+    struct online_loc prev, out;
+    for (int round = 0; round < 20000; round++) {
+        int32_t uid = (int32_t)(round * 7919 % 5000) + 1;
+        int k = round % 64;
+        struct online_loc l = loc(0, (uint32_t)k, online_next_gen(t));
+        int rc = online_insert(t, uid, &l, &prev);
+        assert_true(rc == 0 || rc == 1);
+        assert_int_equal(online_lookup(t, uid, &out), 1);
+        assert_int_equal(online_remove(t, uid, l.gen), 1);
+        assert_int_equal(online_lookup(t, uid, &out), 0);
+    }
+    assert_int_equal(online_count(t), 0);
+    online_destroy(t);
+}
+
+/* A worker SIGKILLed while it holds the writers' lock must not wedge the table. */
+static void test_holder_killed_with_lock(void **state)
+{
+    (void)state;
+    struct online_table *t = online_create(100);
+    struct online_loc prev, out, l = loc(1, 5, online_next_gen(t));
+    assert_int_equal(online_insert(t, 11, &l, &prev), 0);
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        online_lock(t);
+        char c = 1;
+        if (write(ready[1], &c, 1) != 1)
+            _exit(2);
+        pause();
+        _exit(0);
+    }
+    char c;
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    kill(pid, SIGKILL);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    /* The next writer recovers the lock and the table is intact. */
+    struct online_loc m = loc(2, 6, online_next_gen(t));
+    assert_int_equal(online_insert(t, 12, &m, &prev), 0);
+    assert_int_equal(online_lookup(t, 11, &out), 1);
+    assert_int_equal(online_lookup(t, 12, &out), 1);
+    assert_int_equal(online_clear_worker(t, 1), 1);
+    assert_int_equal(online_lookup(t, 11, &out), 0);
+    close(ready[0]);
+    close(ready[1]);
+    online_destroy(t);
+}
+
+/* Entries written by one process are seen by another (the shared mapping). */
+static void test_shared_across_fork(void **state)
+{
+    (void)state;
+    struct online_table *t = online_create(100);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct online_loc prev, l = loc(3, 33, online_next_gen(t));
+        _exit(online_insert(t, 99, &l, &prev) == 0 ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    struct online_loc out;
+    assert_int_equal(online_lookup(t, 99, &out), 1);
+    assert_int_equal(out.slot, 33);
+    assert_true(online_next_gen(t) > out.gen);
+    online_destroy(t);
+}
+
+static void test_mids_are_unique_and_carry_node(void **state)
+{
+    (void)state;
+    struct online_table *a = online_create(16), *b = online_create(16);
+    online_set_node(a, 1);
+    online_set_node(b, 2);
+    int64_t x = online_next_mid(a), y = online_next_mid(a), z = online_next_mid(b);
+    assert_true(y > x);
+    assert_true(z != x && z != y);
+    assert_true(z < ((int64_t)1 << 53));
+    online_destroy(a);
+    online_destroy(b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_insert_lookup_remove),
+        cmocka_unit_test(test_takeover_returns_previous),
+        cmocka_unit_test(test_capacity_is_enforced),
+        cmocka_unit_test(test_clear_worker),
+        cmocka_unit_test(test_churn),
+        cmocka_unit_test(test_holder_killed_with_lock),
+        cmocka_unit_test(test_shared_across_fork),
+        cmocka_unit_test(test_mids_are_unique_and_carry_node),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
