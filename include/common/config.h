@@ -51,6 +51,7 @@ struct qc_config {
 
     /* [security] */
     int  password_cost;               /* yescrypt cost, 1..11 */
+    int  hash_threads;                /* password hashing threads per worker */
     int  request_rate;                /* requests per second per connection */
     int  request_burst;               /* token bucket depth */
     int  login_timeout;               /* seconds to authenticate, 0: none */
@@ -92,6 +93,9 @@ int config_validate(const struct qc_config *cfg, char *err, size_t errlen);
 typedef void (*config_diff_cb)(void *arg, const char *name, bool live);
 int config_diff(const struct qc_config *a, const struct qc_config *b,
                 config_diff_cb cb, void *arg);
+
+/* Copy every key that can change without a restart from src into dst. */
+void config_apply_live(struct qc_config *dst, const struct qc_config *src);
 
 /* Split "host:port" / "[v6]:port" into parts; 0 or -1. */
 int config_split_hostport(const char *s, char *host, size_t hostlen, int *port);

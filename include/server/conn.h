@@ -45,12 +45,15 @@ struct conn {
     bool      want_write;       /* EPOLLOUT armed */
     bool      overflow;         /* output cap exceeded: close as a slow reader */
     bool      half_closed;      /* shutdown(SHUT_WR) done while CLOSING */
+    bool      busy;             /* a request is being finished off the loop (hashing):
+                                   later requests wait in held, in order */
 
     int32_t   uid;              /* session user, 0 before login */
     uint32_t  sgen;             /* session generation in the online table, 0: none */
     char      name[QC_NAME_MAX + 1];
 
     struct frame_reader *fr;    /* own parser state while a request is incomplete */
+    struct buf held;            /* input received while busy, not parsed yet */
     struct buf out;             /* output from absolute offset out_base */
     uint64_t  out_base;         /* absolute offset of buf_head(&out) */
     uint64_t  out_written;      /* bytes the socket has taken so far */
@@ -94,6 +97,8 @@ void conn_fail(struct worker *w, struct conn *c, int err);
 void conn_close_gracefully(struct worker *w, struct conn *c);
 /* Close now: unflushed chats go offline, the session ends. */
 void conn_close(struct worker *w, struct conn *c, const char *why);
+/* The request that made c busy is finished: parse what was held, read again. */
+void conn_resume(struct worker *w, struct conn *c);
 /* Called by the loop for a connection that is CLOSING when input arrives / deadline passes. */
 void conn_drain(struct worker *w, struct conn *c);
 

@@ -14,7 +14,11 @@
 struct worker;
 struct conn;
 
+struct crypt_job;
+
 void service_dispatch(struct worker *w, struct conn *c, struct json_object *req);
+/* A password job of a LOGIN or REG came back from the hashing threads. */
+void service_crypt_done(struct worker *w, struct crypt_job *job);
 /* Reply helpers (also used by conn.c and route.c). */
 void service_send_ack(struct worker *w, struct conn *c, int req_msgid, const char *seq,
                       int err, int64_t mid, int32_t groupid);

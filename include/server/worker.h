@@ -37,6 +37,8 @@ struct worker {
     int                  channel_fd;        /* to the master */
     int                  signal_fd;
     int                  timer_fd;
+    int                  crypt_fd;          /* eventfd: hashing jobs finished */
+    char                 dummy_hash[256];   /* verified against for unknown ids: same cost */
     struct qc_config     cfg;
     struct online_table *online;
     struct worker_stats *stats;
@@ -76,7 +78,7 @@ void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_f
                  struct online_table *online) __attribute__((noreturn));
 
 /* Epoll registration helpers for conn.c and route.c. */
-enum worker_src { SRC_LISTEN = 1, SRC_CHANNEL, SRC_SIGNAL, SRC_TIMER, SRC_PEER, SRC_CONN };
+enum worker_src { SRC_LISTEN = 1, SRC_CHANNEL, SRC_SIGNAL, SRC_TIMER, SRC_PEER, SRC_CONN, SRC_CRYPT };
 int  worker_watch(struct worker *w, int fd, uint32_t events, enum worker_src kind, uint32_t id);
 int  worker_rewatch(struct worker *w, int fd, uint32_t events, enum worker_src kind, uint32_t id);
 void worker_mark_dirty(struct worker *w, struct conn *c);

@@ -115,6 +115,8 @@ static const struct config_key config_keys[] = {
 
     INT_KEY("security", "password_cost", password_cost, 1, 11, "5", LIVE,
             "yescrypt cost of new password hashes"),
+    INT_KEY("security", "hash_threads", hash_threads, 1, 64, "1", RESTART,
+            "password hashing threads per worker (hashing never runs on the event loop)"),
     INT_KEY("security", "request_rate", request_rate, 0, 1000000, "200", LIVE,
             "requests per second per connection, 0: unlimited"),
     INT_KEY("security", "request_burst", request_burst, 1, 1000000, "400", LIVE,
@@ -544,6 +546,17 @@ config_diff(const struct qc_config *a, const struct qc_config *b,
         }
     }
     return n;
+}
+
+void
+config_apply_live(struct qc_config *dst, const struct qc_config *src)
+{
+    for (size_t i = 0; i < CONFIG_NKEYS; i++) {
+        const struct config_key *k = &config_keys[i];
+
+        if (k->live)
+            memcpy((char *)dst + k->offset, (const char *)src + k->offset, k->size);
+    }
 }
 
 static void

@@ -69,6 +69,7 @@ void conn_free(struct worker *w, struct conn *c)
 {
     worker_release_slot(w, c);
     buf_free(&c->out);
+    buf_free(&c->held);
     free(c->marks);
     free(c);
 }
@@ -184,12 +185,19 @@ static void trim_output(struct conn *c)
         buf_free(&c->out);           /* idle connections hold no output memory */
 }
 
+/* Input is watched unless a request is being finished; output while some waits. */
+static void update_events(struct worker *w, struct conn *c)
+{
+    uint32_t ev = (c->busy ? 0 : EPOLLIN | EPOLLRDHUP) | (c->want_write ? EPOLLOUT : 0);
+    worker_rewatch(w, c->fd, ev, SRC_CONN, c->slot);
+}
+
 static void watch_output(struct worker *w, struct conn *c, bool on)
 {
     if (c->want_write == on)
         return;
     c->want_write = on;
-    worker_rewatch(w, c->fd, EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0), SRC_CONN, c->slot);
+    update_events(w, c);
 }
 
 int conn_flush(struct worker *w, struct conn *c)
@@ -339,6 +347,12 @@ static void release_parser(struct conn *c)
 static void feed_requests(struct worker *w, struct conn *c, const char *p, size_t n)
 {
     while (n > 0 && c->state == CONN_OPEN) {
+        if (c->busy) {
+            /* Keep the rest, in order, for when the busy request is done. */
+            if (buf_append(&c->held, p, n) < 0)
+                conn_close(w, c, "out of memory");
+            return;
+        }
         struct frame_reader *fr = c->fr ? c->fr : &w->fr;
         if (!fr->in_object) {
             size_t skip = skip_separators(p, n);
@@ -356,6 +370,8 @@ static void feed_requests(struct worker *w, struct conn *c, const char *p, size_
         case FRAME_OBJECT:
             service_dispatch(w, c, req);
             json_object_put(req);
+            if (c->busy && c->state == CONN_OPEN)
+                update_events(w, c);     /* stop reading until it is done */
             break;
         case FRAME_NEED_MORE:
             if (c->fr == NULL && keep_parser(w, c) < 0) {
@@ -375,9 +391,24 @@ static void feed_requests(struct worker *w, struct conn *c, const char *p, size_
         release_parser(c);
 }
 
+void conn_resume(struct worker *w, struct conn *c)
+{
+    c->busy = false;
+    if (c->state != CONN_OPEN)
+        return;
+    if (buf_used(&c->held) > 0) {
+        struct buf held = c->held;
+        buf_init(&c->held);
+        feed_requests(w, c, buf_head(&held), buf_used(&held));
+        buf_free(&held);
+    }
+    if (!c->busy && c->state == CONN_OPEN)
+        update_events(w, c);
+}
+
 void conn_handle_input(struct worker *w, struct conn *c)
 {
-    for (int i = 0; i < CONN_READS_PER_EVENT && c->state == CONN_OPEN; i++) {
+    for (int i = 0; i < CONN_READS_PER_EVENT && c->state == CONN_OPEN && !c->busy; i++) {
         ssize_t n = recv(c->fd, w->rbuf, w->rbuf_size, MSG_DONTWAIT);
         if (n > 0) {
             c->last_active = w->now_ms;

@@ -332,14 +332,7 @@ static int reload_config(struct master *m)
             log_error("sending the new configuration to worker %u: %s", k, strerror(errno));
     }
     /* Keys that need a restart keep their running values in the master too. */
-    struct qc_config kept = m->cfg;
-    m->cfg = next;
-    memcpy(m->cfg.listen, kept.listen, sizeof kept.listen);
-    m->cfg.workers = kept.workers;
-    m->cfg.node_id = kept.node_id;
-    m->cfg.max_users = kept.max_users;
-    memcpy(m->cfg.control_socket, kept.control_socket, sizeof kept.control_socket);
-    memcpy(m->cfg.pidfile, kept.pidfile, sizeof kept.pidfile);
+    config_apply_live(&m->cfg, &next);
     log_info("configuration reloaded (%d key(s) changed)", changed);
     sd_notify(0, "READY=1");
     return 0;
@@ -598,7 +591,7 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
         signal_children(m, SIGKILL);
         return 1;
     }
-    close(m->listen_fd);            /* only the workers accept */
+    /* The master keeps the listening socket only to hand it to respawned workers. */
     log_info("qchatd %s: listening on %s, %u worker(s), node %d, store %s",
              QCHAT_VERSION, cfg->listen, m->nworkers, cfg->node_id, cfg->storage_driver);
     sd_notifyf(0, "READY=1\nMAINPID=%d", (int)getpid());

@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "common/password.h"
 #include "server/conn.h"
+#include "server/crypt_pool.h"
 #include "server/route.h"
 #include "server/service.h"
 #include "server/worker.h"
@@ -426,51 +427,104 @@ static int open_session(struct worker *w, struct conn *c, const struct store_use
     return 0;
 }
 
-static int check_password(struct worker *w, const struct request *r, struct store_user *u)
+/* The request a finished password job answers (no JSON object any more). */
+static void request_of_job(const struct crypt_job *job, struct request *r)
+{
+    memset(r, 0, sizeof *r);
+    r->msgid = job->msgid;
+    if (job->has_seq) {
+        strlcpy(r->seqbuf, job->seq, sizeof r->seqbuf);
+        r->seq = r->seqbuf;
+    }
+}
+
+static struct crypt_job *new_job(struct worker *w, struct conn *c, const struct request *r,
+                                 enum crypt_job_kind kind, const char *pw)
+{
+    struct crypt_job *job = calloc(1, sizeof *job);
+    if (job == NULL)
+        return NULL;
+    job->kind = kind;
+    job->slot = c->slot;
+    job->cgen = c->cgen;
+    job->msgid = r->msgid;
+    if (r->seq) {
+        strlcpy(job->seq, r->seq, sizeof job->seq);
+        job->has_seq = true;
+    }
+    job->cost = w->cfg.password_cost;
+    strlcpy(job->plain, pw, sizeof job->plain);
+    return job;
+}
+
+/*
+ * LOGIN, first half: fetch the user and hand the password check to the
+ * hashing threads; the connection reads nothing more until it comes back.
+ * An unknown id is checked against a dummy hash: the same cost either way.
+ */
+static void handle_login(struct worker *w, struct conn *c, const struct request *r)
 {
     const char *pw;
     size_t pwlen;
     int32_t id;
-    int err = get_id(r, "id", &id);
-    if (!err)
-        err = get_text(r, "password", 0, QC_PASSWORD_MAX, &pw, &pwlen);
-    if (err)
-        return err == QC_ETOOLONG ? QC_EAUTH : err;
-    err = w->st->user_get(w->store, id, u);
-    if (err)
-        return err == QC_ENOUSER ? QC_EAUTH : err;
-    if (!password_verify(pw, u->password))
-        return QC_EAUTH;
-    if (password_needs_upgrade(u->password)) {
-        char hash[PASSWORD_HASH_MAX];
-        if (password_hash(pw, w->cfg.password_cost, hash, sizeof hash) == 0 &&
-            w->st->user_set_password(w->store, u->id, hash) == 0)
-            log_info("user %d: seed plaintext password replaced by a hash", u->id);
-        explicit_bzero(hash, sizeof hash);
-    }
-    return 0;
-}
-
-static void handle_login(struct worker *w, struct conn *c, const struct request *r)
-{
     struct store_user u;
     if (c->sgen) {
+        wipe_field(r, "password");
         reply_error(w, c, r, QC_EALREADYIN);
         return;
     }
-    int err = check_password(w, r, &u);
+    int err = get_id(r, "id", &id);
+    if (!err)
+        err = get_text(r, "password", 0, QC_PASSWORD_MAX, &pw, &pwlen);
+    if (err == QC_ETOOLONG)
+        err = QC_EAUTH;
+    if (!err) {
+        err = w->st->user_get(w->store, id, &u);
+        if (err == QC_ENOUSER) {
+            u.id = 0;
+            strlcpy(u.password, w->dummy_hash, sizeof u.password);
+            err = 0;
+        }
+    }
+    struct crypt_job *job = err ? NULL : new_job(w, c, r, CRYPT_VERIFY, pw);
     wipe_field(r, "password");
-    explicit_bzero(u.password, sizeof u.password);
+    if (!err && job == NULL)
+        err = QC_EINTERNAL;
     if (err) {
-        if (err == QC_EAUTH)
-            log_info("login failed on conn %u", c->slot);
+        explicit_bzero(u.password, sizeof u.password);
         reply_error(w, c, r, err);
         return;
     }
     struct json_object *v;
-    bool presence = json_object_object_get_ex(r->obj, "presence", &v) &&
+    job->presence = json_object_object_get_ex(r->obj, "presence", &v) &&
                     json_object_get_boolean(v);
-    err = open_session(w, c, &u, presence);
+    job->uid = u.id;
+    strlcpy(job->name, u.name, sizeof job->name);
+    strlcpy(job->stored, u.password, sizeof job->stored);
+    explicit_bzero(u.password, sizeof u.password);
+    c->busy = true;
+    crypt_pool_submit(w, job);
+}
+
+/* LOGIN, second half: the password was checked off the loop. */
+static void finish_login(struct worker *w, struct conn *c, const struct crypt_job *job)
+{
+    struct request rq, *r = &rq;
+    request_of_job(job, r);
+    if (!job->ok || job->uid == 0) {
+        log_info("login failed on conn %u", c->slot);
+        reply_error(w, c, r, QC_EAUTH);
+        return;
+    }
+    if (c->sgen) {
+        reply_error(w, c, r, QC_EALREADYIN);
+        return;
+    }
+    if (job->upgraded && w->st->user_set_password(w->store, job->uid, job->hash) == 0)
+        log_info("user %d: seed plaintext password replaced by a hash", job->uid);
+    struct store_user u = { .id = job->uid };
+    strlcpy(u.name, job->name, sizeof u.name);
+    int err = open_session(w, c, &u, job->presence);
     if (err) {
         reply_error(w, c, r, err);
         return;
@@ -532,6 +586,7 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
 
 /* ---- REG ---------------------------------------------------------------- */
 
+/* REG, first half: the hash is computed off the loop. */
 static void handle_register(struct worker *w, struct conn *c, const struct request *r)
 {
     const char *name, *pw;
@@ -539,19 +594,26 @@ static void handle_register(struct worker *w, struct conn *c, const struct reque
     int err = get_text(r, "name", 1, QC_NAME_MAX, &name, &namelen);
     if (!err)
         err = get_text(r, "password", 1, QC_PASSWORD_MAX, &pw, &pwlen);
+    struct crypt_job *job = err ? NULL : new_job(w, c, r, CRYPT_HASH, pw);
+    wipe_field(r, "password");
+    if (!err && job == NULL)
+        err = QC_EINTERNAL;
     if (err) {
-        wipe_field(r, "password");
         reply_error(w, c, r, err);
         return;
     }
-    char hash[PASSWORD_HASH_MAX];
+    strlcpy(job->name, name, sizeof job->name);
+    c->busy = true;
+    crypt_pool_submit(w, job);
+}
+
+/* REG, second half: store the user with the hash. */
+static void finish_register(struct worker *w, struct conn *c, const struct crypt_job *job)
+{
+    struct request rq, *r = &rq;
+    request_of_job(job, r);
     int32_t id = 0;
-    if (password_hash(pw, w->cfg.password_cost, hash, sizeof hash) < 0)
-        err = QC_EINTERNAL;
-    wipe_field(r, "password");
-    if (!err)
-        err = w->st->user_create(w->store, name, hash, &id);
-    explicit_bzero(hash, sizeof hash);
+    int err = job->ok ? w->st->user_create(w->store, job->name, job->hash, &id) : QC_EINTERNAL;
     if (err) {
         reply_error(w, c, r, err);
         return;
@@ -567,6 +629,18 @@ static void handle_register(struct worker *w, struct conn *c, const struct reque
         jsonw_raw(&jw, "seq", r->seq, strlen(r->seq));
     finish_reply(w, c, &b, &jw);
     log_info("user %d registered", id);
+}
+
+void service_crypt_done(struct worker *w, struct crypt_job *job)
+{
+    struct conn *c = worker_conn(w, job->slot);
+    if (c == NULL || c->cgen != job->cgen || c->state != CONN_OPEN)
+        return;                      /* the client left meanwhile */
+    if (job->kind == CRYPT_VERIFY)
+        finish_login(w, c, job);
+    else
+        finish_register(w, c, job);
+    conn_resume(w, c);
 }
 
 /* ---- chats -------------------------------------------------------------- */

@@ -22,7 +22,9 @@
 
 #include "common/log.h"
 #include "common/net.h"
+#include "common/password.h"
 #include "server/conn.h"
+#include "server/crypt_pool.h"
 #include "server/ipc.h"
 #include "server/route.h"
 #include "server/service.h"
@@ -33,6 +35,8 @@
 #define WORKER_ACCEPTS_PER_EVENT 64
 #define WORKER_READ_BUF     (64 * 1024)
 #define WORKER_SLOTS_MIN    1024
+#define ACCEPT_SLACK_MIN    2            /* connections ahead of the least loaded worker */
+#define ACCEPT_SLACK_SHIFT  3            /* ... or 1/8 of ours, whichever is more */
 
 static struct worker the_worker;
 
@@ -136,6 +140,43 @@ const char *worker_time_str(struct worker *w, int64_t *epoch_ms)
 
 /* ---- accepting ---------------------------------------------------------- */
 
+/*
+ * EPOLLEXCLUSIVE wakes one waiter, and an idle kernel tends to pick the same
+ * one: like nginx's accept_disabled, a worker well ahead of the least loaded
+ * live worker stops watching the listening socket until a tick finds it no
+ * longer ahead, so connections spread over the workers.
+ */
+static bool ahead_of_others(struct worker *w)
+{
+    uint32_t least = UINT32_MAX;
+    for (uint32_t k = 0; k < w->nworkers; k++) {
+        struct worker_stats *ws = online_stats(w->online, k);
+        if (k == w->index || ws->pid == 0)
+            continue;
+        if (ws->connections < least)
+            least = ws->connections;
+    }
+    uint32_t mine = w->stats->connections;
+    uint32_t slack = mine >> ACCEPT_SLACK_SHIFT;
+    if (slack < ACCEPT_SLACK_MIN)
+        slack = ACCEPT_SLACK_MIN;
+    return least != UINT32_MAX && mine > least + slack;
+}
+
+static void balance_accepting(struct worker *w)
+{
+    if (w->stopping)
+        return;
+    bool want = !ahead_of_others(w);
+    if (want == w->accepting)
+        return;
+    if (want)
+        worker_watch(w, w->listen_fd, EPOLLIN | EPOLLEXCLUSIVE, SRC_LISTEN, 0);
+    else
+        epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fd, NULL);
+    w->accepting = want;
+}
+
 static void accept_clients(struct worker *w)
 {
     for (int i = 0; i < WORKER_ACCEPTS_PER_EVENT && w->accepting; i++) {
@@ -151,6 +192,7 @@ static void accept_clients(struct worker *w)
             log_error("cannot take a new connection: out of memory or slots");
             close(fd);
         }
+        balance_accepting(w);
     }
 }
 
@@ -167,22 +209,7 @@ static void note_restart_key(void *arg, const char *name, bool live)
 static void apply_config(struct worker *w, const struct qc_config *next)
 {
     config_diff(&w->cfg, next, note_restart_key, NULL);
-    struct qc_config merged = w->cfg;
-    merged.max_message_bytes = next->max_message_bytes;
-    merged.max_output_bytes = next->max_output_bytes;
-    merged.shutdown_timeout = next->shutdown_timeout;
-    merged.log_level = next->log_level;
-    merged.password_cost = next->password_cost;
-    merged.request_rate = next->request_rate;
-    merged.request_burst = next->request_burst;
-    merged.login_timeout = next->login_timeout;
-    merged.idle_timeout = next->idle_timeout;
-    merged.max_conns_per_ip = next->max_conns_per_ip;
-    merged.max_text_bytes = next->max_text_bytes;
-    merged.max_friends = next->max_friends;
-    merged.max_group_members = next->max_group_members;
-    merged.max_offline_messages = next->max_offline_messages;
-    w->cfg = merged;
+    config_apply_live(&w->cfg, next);
     log_set_level((enum log_level)w->cfg.log_level);
     w->fr.max_bytes = (size_t)w->cfg.max_message_bytes;
     log_info("configuration reloaded");
@@ -282,6 +309,7 @@ static void on_tick(struct worker *w)
     if (read(w->timer_fd, &expirations, sizeof expirations) < 0 && errno != EAGAIN)
         log_warning("timer: %s", strerror(errno));
     check_deadlines(w);
+    balance_accepting(w);
 }
 
 /* ---- stopping ----------------------------------------------------------- */
@@ -293,12 +321,11 @@ static void begin_stop(struct worker *w, const char *why)
     log_info("stopping (%s)", why);
     w->stopping = true;
     w->stop_deadline = w->now_ms + (int64_t)w->cfg.shutdown_timeout * 1000;
-    if (w->accepting) {
-        w->accepting = false;
+    if (w->accepting)
         epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fd, NULL);
-        close(w->listen_fd);
-        w->listen_fd = -1;
-    }
+    w->accepting = false;
+    close(w->listen_fd);
+    w->listen_fd = -1;
     for (uint32_t i = 0; i < w->conns_cap; i++) {
         struct conn *c = w->conns[i];
         if (c == NULL || c->state != CONN_OPEN)
@@ -357,6 +384,7 @@ static void __attribute__((noreturn)) finish_stop(struct worker *w)
         if (w->peers[p].fd >= 0)
             route_peer_output(w, p);
     route_shutdown(w);
+    crypt_pool_stop(w);
     w->st->close(w->store);
     log_info("stopped");
     _exit(0);
@@ -414,16 +442,27 @@ static void handle_event(struct worker *w, const struct epoll_event *ev)
         if (ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR))
             route_peer_input(w, id);
         break;
+    case SRC_CRYPT:
+        for (struct crypt_job *job = crypt_pool_done(w), *next; job; job = next) {
+            next = job->next;
+            service_crypt_done(w, job);
+            crypt_job_free(job);
+        }
+        break;
     case SRC_CONN: {
         struct conn *c = worker_conn(w, id);
         if (c == NULL || c->state == CONN_DEAD)
             break;
+        if (c->busy && (ev->events & (EPOLLHUP | EPOLLERR))) {
+            conn_close(w, c, "connection lost");
+            break;
+        }
         if ((ev->events & EPOLLOUT) && conn_flush(w, c) < 0) {
             conn_close(w, c, strerror(errno));
             break;
         }
         if (ev->events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-            if (c->state == CONN_OPEN)
+            if (c->state == CONN_OPEN && !c->busy)
                 conn_handle_input(w, c);
             else if (c->state == CONN_CLOSING)
                 conn_drain(w, c);
@@ -480,7 +519,8 @@ static int open_event_sources(struct worker *w)
     if (worker_watch(w, w->listen_fd, EPOLLIN | EPOLLEXCLUSIVE, SRC_LISTEN, 0) < 0 ||
         worker_watch(w, w->channel_fd, EPOLLIN, SRC_CHANNEL, 0) < 0 ||
         worker_watch(w, w->signal_fd, EPOLLIN, SRC_SIGNAL, 0) < 0 ||
-        worker_watch(w, w->timer_fd, EPOLLIN, SRC_TIMER, 0) < 0)
+        worker_watch(w, w->timer_fd, EPOLLIN, SRC_TIMER, 0) < 0 ||
+        worker_watch(w, w->crypt_fd, EPOLLIN, SRC_CRYPT, 0) < 0)
         return -1;
     for (uint32_t p = 0; p < w->nworkers; p++)
         if (w->peers[p].fd >= 0 && worker_watch(w, w->peers[p].fd, EPOLLIN, SRC_PEER, p) < 0)
@@ -529,6 +569,12 @@ void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_f
         _exit(1);
     }
     route_init(w);
+    w->crypt_fd = crypt_pool_start(w, cfg->hash_threads);
+    if (w->crypt_fd < 0 || password_hash("unknown user", cfg->password_cost, w->dummy_hash,
+                                         sizeof w->dummy_hash) < 0) {
+        log_error("password hashing threads: %s", strerror(errno));
+        _exit(1);
+    }
     if (open_event_sources(w) < 0) {
         log_error("event loop setup: %s", strerror(errno));
         _exit(1);
