@@ -22,11 +22,22 @@ enum ipc_type {
     IPC_NEW_PEER,      /* master->worker: fd is the link to worker `uid` (its index) */
     IPC_CONFIG,        /* master->worker: payload is a struct qc_config (HUP) */
     IPC_KICK_USER,     /* master->worker: qchatctl kick uid */
+    /* worker <-> relay (the relay's link is peer RELAY_PEER in every worker) */
+    IPC_SUB,           /* worker->relay: uid now has a session on this node */
+    IPC_UNSUB,         /* worker->relay: uid has no session on this node any more */
+    IPC_PUBLISH,       /* worker->relay: payload for uid elsewhere; flags IPC_F_*; token */
+    IPC_PUBLISHED,     /* relay->worker: token's PUBLISH reached `gen` receivers; flags: error */
+    IPC_NUMSUB,        /* worker->relay: payload int32 uids; token */
+    IPC_NUMSUB_REPLY,  /* relay->worker: payload one byte per uid (1 online elsewhere); flags: error */
 };
 
 /* DELIVER flags */
 #define IPC_F_CHAT    0x1   /* a chat: store offline if the session is gone */
 #define IPC_F_NOTICE  0x2   /* a notice (presence): drop if the session is gone */
+#define IPC_F_KICK    0x4   /* PUBLISH: the user logged in on this node; others kick */
+
+/* The relay's index among a worker's peers, and as a "from" in packets. */
+#define RELAY_PEER    64    /* == ONLINE_MAX_WORKERS */
 
 struct ipc_hdr {
     uint16_t type;

@@ -46,6 +46,19 @@ struct worker_stats {
     _Atomic uint64_t offline_stored;
 } __attribute__((aligned(64)));
 
+/* The relay's state, written by the relay, read by the master. */
+enum relay_link_state { RELAY_DISABLED = 0, RELAY_CONNECTING, RELAY_CONNECTED, RELAY_DOWN };
+
+struct relay_stats {
+    _Atomic int32_t  pid;
+    _Atomic uint32_t state;             /* enum relay_link_state */
+    _Atomic uint32_t subscribed;
+    _Atomic uint64_t published;
+    _Atomic uint64_t received;
+    _Atomic uint64_t publish_failed;
+    _Atomic uint32_t reconnects;
+} __attribute__((aligned(64)));
+
 struct online_table;
 
 /* Map a table for max_users sessions; NULL on failure (errno set). */
@@ -76,6 +89,7 @@ int64_t  online_next_mid(struct online_table *t);   /* node-unique message id */
 void     online_set_node(struct online_table *t, int node_id);
 
 struct worker_stats *online_stats(struct online_table *t, uint32_t worker);
+struct relay_stats  *online_relay_stats(struct online_table *t);
 
 /* The writers' lock, exposed for tests of a holder killed mid-update. */
 void online_lock(struct online_table *t);

@@ -45,8 +45,17 @@ void route_notice(struct worker *w, int32_t uid, const char *payload, size_t len
 void route_mark_done(struct worker *w, uint32_t origin, uint32_t token, int err);
 /* Store a chat for uid offline now (fallback path); returns 0 or an error. */
 int  route_store_offline(struct worker *w, int32_t uid, const char *payload, size_t len);
+/* Store a chat for uid offline if uid exists (QC_ENOUSER otherwise). */
+int  route_store_offline_checked(struct worker *w, int32_t uid, const char *payload, size_t len);
+/* In a cluster: uid's session started here (other nodes kick theirs; we subscribe). */
+void route_session_started(struct worker *w, int32_t uid);
+/* In a cluster: uid has no session on this node any more. */
+void route_session_ended(struct worker *w, int32_t uid);
 /* Store each line of stash (messages taken from storage at login) again. */
 int  route_restore_stash(struct worker *w, int32_t uid, const char *stash);
+
+/* Send a packet to the relay; 0, or -1 when there is no relay link. */
+int  route_send_relay(struct worker *w, const struct ipc_hdr *h, const void *payload, size_t len);
 
 /* Peer link events. */
 void route_peer_input(struct worker *w, uint32_t peer);

@@ -23,6 +23,10 @@ void service_crypt_done(struct worker *w, struct crypt_job *job);
 void service_send_ack(struct worker *w, struct conn *c, int req_msgid, const char *seq,
                       int err, int64_t mid, int32_t groupid);
 void service_send_kick(struct worker *w, struct conn *c, const char *reason);
+/* An error reply in the form the request expects (msgid 2, 4, or the ACK). */
+void service_reply_error(struct worker *w, struct conn *c, int msgid, const char *seq, int err);
+/* Tell uid's online friends (those who asked) that uid is now state. */
+void service_announce_presence(struct worker *w, int32_t uid, const char *name, const char *state);
 /* End c's session: online table, presence to friends.  Keeps the connection. */
 void service_end_session(struct worker *w, struct conn *c);
 /* End the session (uid, gen) held on this worker because it was taken over. */

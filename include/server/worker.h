@@ -45,7 +45,8 @@ struct worker {
     const struct store_ops *st;
     struct store        *store;
 
-    struct peer          peers[ONLINE_MAX_WORKERS];
+    struct peer          peers[ONLINE_MAX_WORKERS + 1];   /* + the relay, RELAY_PEER */
+    bool                 clustered;         /* a relay exists (redis.host set) */
 
     struct conn        **conns;             /* by slot */
     uint32_t             conns_cap;
@@ -72,7 +73,8 @@ struct worker {
     char                 time_str[32];      /* "YYYY-MM-DD HH:MM:SS" */
 };
 
-/* Entry point after fork; never returns. */
+/* Entry point after fork; never returns.  peer_fds has ONLINE_MAX_WORKERS + 1
+   entries: the links to the other workers, then the relay's (-1: none). */
 void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_fd,
                  const int *peer_fds, const struct qc_config *cfg,
                  struct online_table *online) __attribute__((noreturn));

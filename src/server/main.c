@@ -17,6 +17,7 @@
 #include "common/net.h"
 #include "server/master.h"
 #include "server/online.h"
+#include "server/relay.h"
 #include "store/store.h"
 
 #define QCHATD_VERSION "0.1.0"
@@ -147,6 +148,14 @@ int main(int argc, char **argv)
             return 1;
         }
         printf("qchatd: storage (%s) is reachable\n", cfg.storage_driver);
+        if (cfg.redis_host[0]) {
+            if (relay_check_redis(&cfg, err, sizeof err) < 0) {
+                fprintf(stderr, "qchatd: %s\n", err);
+                fprintf(stderr, "qchatd: configuration file %s test failed\n", shown);
+                return 1;
+            }
+            printf("qchatd: redis %s:%d is reachable\n", cfg.redis_host, cfg.redis_port);
+        }
         printf("qchatd: configuration file %s test is successful\n", shown);
         return 0;
     }

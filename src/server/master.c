@@ -31,6 +31,7 @@
 #include "common/net.h"
 #include "server/ipc.h"
 #include "server/master.h"
+#include "server/relay.h"
 #include "server/worker.h"
 
 #define MASTER_TICK_MS        250
@@ -59,6 +60,8 @@ struct master {
     struct online_table *online;
     uint32_t             nworkers;
     struct child         workers[ONLINE_MAX_WORKERS];
+    struct child         relay;              /* pid 0 and never started without Redis */
+    bool                 clustered;
     int                  epfd, sigfd, timerfd, ctlfd;
     bool                 stopping;
     int64_t              stop_deadline;
@@ -89,7 +92,7 @@ int master_load_config(const struct master_args *args, struct qc_config *cfg,
 /* ---- spawning ----------------------------------------------------------- */
 
 /* In a new child: drop every descriptor that belongs to the master or to others. */
-static void close_master_fds(struct master *m, uint32_t keep_worker)
+static void close_master_fds(struct master *m, uint32_t keep_worker)   /* keep_worker: its own index, or RELAY_PEER */
 {
     close(m->epfd);
     close(m->sigfd);
@@ -99,8 +102,10 @@ static void close_master_fds(struct master *m, uint32_t keep_worker)
     for (uint32_t k = 0; k < m->nworkers; k++)
         if (m->workers[k].channel >= 0 && k != keep_worker)
             close(m->workers[k].channel);
-    if (m->workers[keep_worker].channel >= 0)
+    if (keep_worker < ONLINE_MAX_WORKERS && m->workers[keep_worker].channel >= 0)
         close(m->workers[keep_worker].channel);
+    if (m->relay.channel >= 0)
+        close(m->relay.channel);
 }
 
 /*
@@ -124,6 +129,73 @@ static int fork_worker(struct master *m, uint32_t k, int *peer_fds, int worker_c
     return 0;
 }
 
+/* A link between the running relay and worker k: the relay's end goes over its channel. */
+static int give_relay_link(struct master *m, uint32_t k)
+{
+    int link[2];
+    if (ipc_pair(link) < 0) {
+        log_error("relay link for worker %u: %s", k, strerror(errno));
+        return -1;
+    }
+    struct ipc_hdr h = { .type = IPC_NEW_PEER, .uid = (int32_t)k };
+    if (ipc_send(m->relay.channel, &h, NULL, 0, link[0]) < 0) {
+        log_error("giving the relay its link to worker %u: %s", k, strerror(errno));
+        close(link[0]);
+        close(link[1]);
+        return -1;
+    }
+    close(link[0]);
+    return link[1];
+}
+
+/* Spawn (or respawn) the relay with a link to every live worker. */
+static int spawn_relay(struct master *m)
+{
+    int chan[2];
+    if (ipc_pair(chan) < 0) {
+        log_error("relay channel: %s", strerror(errno));
+        return -1;
+    }
+    int fds[ONLINE_MAX_WORKERS];
+    for (uint32_t k = 0; k < m->nworkers; k++) {
+        fds[k] = -1;
+        if (m->workers[k].pid == 0)
+            continue;
+        int link[2];
+        if (ipc_pair(link) < 0)
+            continue;
+        struct ipc_hdr h = { .type = IPC_NEW_PEER, .uid = RELAY_PEER };
+        if (ipc_send(m->workers[k].channel, &h, NULL, 0, link[0]) < 0) {
+            close(link[0]);
+            close(link[1]);
+            continue;
+        }
+        close(link[0]);
+        fds[k] = link[1];
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(chan[0]);
+        close_master_fds(m, RELAY_PEER);
+        close(m->listen_fd);
+        relay_main(m->nworkers, chan[1], fds, &m->cfg, m->online);
+    }
+    close(chan[1]);
+    for (uint32_t k = 0; k < m->nworkers; k++)
+        if (fds[k] >= 0)
+            close(fds[k]);
+    if (pid < 0) {
+        log_error("fork relay: %s", strerror(errno));
+        close(chan[0]);
+        return -1;
+    }
+    m->relay.pid = pid;
+    m->relay.channel = chan[0];
+    m->relay.started_ms = now_ms();
+    m->relay.respawn_at = 0;
+    return 0;
+}
+
 /* Spawn (or respawn) worker k with links to every live worker. */
 static int spawn_worker(struct master *m, uint32_t k)
 {
@@ -132,7 +204,8 @@ static int spawn_worker(struct master *m, uint32_t k)
         log_error("worker %u channel: %s", k, strerror(errno));
         return -1;
     }
-    int peer_fds[ONLINE_MAX_WORKERS];
+    int peer_fds[ONLINE_MAX_WORKERS + 1];
+    peer_fds[RELAY_PEER] = m->relay.pid ? give_relay_link(m, k) : -1;
     for (uint32_t j = 0; j < m->nworkers; j++) {
         peer_fds[j] = -1;
         if (j == k || m->workers[j].pid == 0)
@@ -158,6 +231,8 @@ static int spawn_worker(struct master *m, uint32_t k)
     for (uint32_t j = 0; j < m->nworkers; j++)
         if (peer_fds[j] >= 0)
             close(peer_fds[j]);
+    if (peer_fds[RELAY_PEER] >= 0)
+        close(peer_fds[RELAY_PEER]);
     if (rc < 0) {
         close(chan[0]);
         m->workers[k].channel = -1;
@@ -169,12 +244,12 @@ static int spawn_worker(struct master *m, uint32_t k)
 static int spawn_all_workers(struct master *m)
 {
     uint32_t n = m->nworkers;
-    int (*links)[ONLINE_MAX_WORKERS] = calloc(n, sizeof *links);
+    int (*links)[ONLINE_MAX_WORKERS + 1] = calloc(n, sizeof *links);
     int *chans = calloc(n, sizeof *chans);
     if (links == NULL || chans == NULL)
         return -1;
     for (uint32_t i = 0; i < n; i++)
-        for (uint32_t j = 0; j < n; j++)
+        for (uint32_t j = 0; j <= RELAY_PEER; j++)
             links[i][j] = -1;
     for (uint32_t i = 0; i < n; i++) {
         int sv[2];
@@ -234,15 +309,21 @@ static void describe_exit(int status, char *out, size_t len)
         snprintf(out, len, "ended (status 0x%x)", status);
 }
 
-static void schedule_respawn(struct master *m, uint32_t k, int64_t now)
+static void schedule_child_respawn(struct child *c, const char *what, int64_t now)
 {
-    struct child *c = &m->workers[k];
     if (now - c->started_ms >= RESPAWN_STABLE_MS || c->backoff_ms == 0)
         c->backoff_ms = RESPAWN_MIN_MS;
     else if (c->backoff_ms < RESPAWN_MAX_MS)
         c->backoff_ms = c->backoff_ms * 2 > RESPAWN_MAX_MS ? RESPAWN_MAX_MS : c->backoff_ms * 2;
     c->respawn_at = now + c->backoff_ms;
-    log_info("worker %u will be restarted in %d ms", k, c->backoff_ms);
+    log_info("%s will be restarted in %d ms", what, c->backoff_ms);
+}
+
+static void schedule_respawn(struct master *m, uint32_t k, int64_t now)
+{
+    char what[32];
+    snprintf(what, sizeof what, "worker %u", k);
+    schedule_child_respawn(&m->workers[k], what, now);
 }
 
 static void reap_children(struct master *m)
@@ -252,6 +333,20 @@ static void reap_children(struct master *m)
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
         char how[96];
         describe_exit(status, how, sizeof how);
+        if (pid == m->relay.pid) {
+            m->relay.pid = 0;
+            close(m->relay.channel);
+            m->relay.channel = -1;
+            online_relay_stats(m->online)->pid = 0;
+            online_relay_stats(m->online)->state = RELAY_DOWN;
+            if (m->stopping) {
+                log_info("relay (pid %d) %s", (int)pid, how);
+            } else {
+                log_warning("relay (pid %d) %s", (int)pid, how);
+                schedule_child_respawn(&m->relay, "relay", now_ms());
+            }
+            continue;
+        }
         for (uint32_t k = 0; k < m->nworkers; k++) {
             struct child *c = &m->workers[k];
             if (c->pid != pid)
@@ -278,6 +373,13 @@ static void reap_children(struct master *m)
 
 static void respawn_due_workers(struct master *m, int64_t now)
 {
+    if (m->clustered && !m->stopping && m->relay.pid == 0 && m->relay.respawn_at &&
+        now >= m->relay.respawn_at) {
+        if (spawn_relay(m) == 0)
+            log_info("relay restarted (pid %d)", (int)m->relay.pid);
+        else
+            schedule_child_respawn(&m->relay, "relay", now);
+    }
     for (uint32_t k = 0; k < m->nworkers && !m->stopping; k++) {
         struct child *c = &m->workers[k];
         if (c->pid == 0 && c->respawn_at && now >= c->respawn_at) {
@@ -294,7 +396,7 @@ static uint32_t running_children(const struct master *m)
     uint32_t n = 0;
     for (uint32_t k = 0; k < m->nworkers; k++)
         n += m->workers[k].pid != 0;
-    return n;
+    return n + (m->relay.pid != 0);
 }
 
 static void signal_children(struct master *m, int sig)
@@ -302,6 +404,8 @@ static void signal_children(struct master *m, int sig)
     for (uint32_t k = 0; k < m->nworkers; k++)
         if (m->workers[k].pid)
             kill(m->workers[k].pid, sig);
+    if (m->relay.pid)
+        kill(m->relay.pid, sig);
 }
 
 /* ---- reload, stop ------------------------------------------------------- */
@@ -331,6 +435,9 @@ static int reload_config(struct master *m)
             ipc_send(m->workers[k].channel, &h, &next, sizeof next, -1) < 0)
             log_error("sending the new configuration to worker %u: %s", k, strerror(errno));
     }
+    struct ipc_hdr rh = { .type = IPC_CONFIG };
+    if (m->relay.channel >= 0 && ipc_send(m->relay.channel, &rh, &next, sizeof next, -1) < 0)
+        log_error("sending the new configuration to the relay: %s", strerror(errno));
     /* Keys that need a restart keep their running values in the master too. */
     config_apply_live(&m->cfg, &next);
     log_info("configuration reloaded (%d key(s) changed)", changed);
@@ -372,8 +479,17 @@ static void status_json(struct master *m, struct buf *b)
     buf_printf(b, ",\"online\":%u,\"max_users\":%u,\"store\":{\"driver\":",
                online_count(m->online), online_capacity(m->online));
     json_append_string(b, m->cfg.storage_driver, strlen(m->cfg.storage_driver));
-    buf_printf(b, ",\"state\":\"%s\"},\"relay\":{\"state\":\"disabled\",\"pid\":0},\"workers\":[",
-               running_children(m) ? "ok" : "unknown");
+    static const char *const relay_states[] = { "disabled", "connecting", "connected", "down" };
+    struct relay_stats *rs = online_relay_stats(m->online);
+    uint32_t rstate = m->clustered ? rs->state : RELAY_DISABLED;
+    buf_printf(b, ",\"state\":\"%s\"},\"relay\":{\"state\":\"%s\",\"pid\":%d,"
+                  "\"subscribed\":%u,\"published\":%llu,\"received\":%llu,"
+                  "\"publish_failed\":%llu,\"reconnects\":%u},\"workers\":[",
+               running_children(m) ? "ok" : "unknown",
+               relay_states[rstate <= RELAY_DOWN ? rstate : RELAY_DOWN], (int)m->relay.pid,
+               (unsigned)rs->subscribed, (unsigned long long)rs->published,
+               (unsigned long long)rs->received, (unsigned long long)rs->publish_failed,
+               (unsigned)rs->reconnects);
     for (uint32_t k = 0; k < m->nworkers; k++) {
         struct worker_stats *ws = online_stats(m->online, k);
         buf_printf(b, "%s{\"index\":%u,\"pid\":%d,\"connections\":%u,\"sessions\":%u,"
@@ -483,7 +599,7 @@ static void serve_control_client(struct master *m)
 
 static void notify_systemd(struct master *m, int64_t now)
 {
-    if (running_children(m) == m->nworkers)
+    if (running_children(m) == m->nworkers + (m->clustered ? 1 : 0))
         sd_notify(0, "WATCHDOG=1");
     if (now - m->last_status_ms >= 1000) {
         sd_notifyf(0, "STATUS=%u online, %u/%u workers", online_count(m->online),
@@ -580,6 +696,8 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
     m->nworkers = worker_count(cfg);
     for (uint32_t k = 0; k < ONLINE_MAX_WORKERS; k++)
         m->workers[k].channel = -1;
+    m->relay.channel = -1;
+    m->clustered = cfg->redis_host[0] != '\0';
     log_set_role("master");
     setproctitle("-qchatd: master");
     if (open_master_sources(m) < 0) {
@@ -592,8 +710,11 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
         return 1;
     }
     /* The master keeps the listening socket only to hand it to respawned workers. */
-    log_info("qchatd %s: listening on %s, %u worker(s), node %d, store %s",
-             QCHAT_VERSION, cfg->listen, m->nworkers, cfg->node_id, cfg->storage_driver);
+    if (m->clustered && spawn_relay(m) < 0)
+        schedule_child_respawn(&m->relay, "relay", now_ms());
+    log_info("qchatd %s: listening on %s, %u worker(s), node %d, store %s%s%s",
+             QCHAT_VERSION, cfg->listen, m->nworkers, cfg->node_id, cfg->storage_driver,
+             m->clustered ? ", redis " : "", m->clustered ? cfg->redis_host : "");
     sd_notifyf(0, "READY=1\nMAINPID=%d", (int)getpid());
 
     struct epoll_event events[16];

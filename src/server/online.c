@@ -38,6 +38,7 @@ struct online_table {
     _Atomic int64_t   mid;
     int64_t           mid_base;
     struct worker_stats stats[ONLINE_MAX_WORKERS];
+    struct relay_stats  relay;
     struct online_entry entries[];
 };
 
@@ -295,4 +296,9 @@ int64_t online_next_mid(struct online_table *t)
 struct worker_stats *online_stats(struct online_table *t, uint32_t worker)
 {
     return worker < ONLINE_MAX_WORKERS ? &t->stats[worker] : NULL;
+}
+
+struct relay_stats *online_relay_stats(struct online_table *t)
+{
+    return &t->relay;
 }

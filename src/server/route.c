@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "server/conn.h"
 #include "server/ipc.h"
+#include "server/login.h"
 #include "server/route.h"
 #include "server/service.h"
 #include "server/worker.h"
@@ -214,6 +215,14 @@ int route_store_offline(struct worker *w, int32_t uid, const char *payload, size
     return 0;
 }
 
+int route_store_offline_checked(struct worker *w, int32_t uid, const char *payload, size_t len)
+{
+    struct store_user u;
+    int err = w->st->user_get(w->store, uid, &u);
+    explicit_bzero(u.password, sizeof u.password);
+    return err ? err : route_store_offline(w, uid, payload, len);
+}
+
 int route_restore_stash(struct worker *w, int32_t uid, const char *stash)
 {
     int first_err = 0;
@@ -294,7 +303,8 @@ void route_peer_lost(struct worker *w, uint32_t peer)
     struct peer *pe = &w->peers[peer];
     if (pe->fd < 0)
         return;
-    log_warning("link to worker %u lost; storing its unconfirmed hand-offs offline", peer);
+    log_warning("link to %s %u lost; storing its unconfirmed hand-offs offline",
+                peer == RELAY_PEER ? "the relay" : "worker", peer);
     epoll_ctl(w->epfd, EPOLL_CTL_DEL, pe->fd, NULL);
     close(pe->fd);
     pe->fd = -1;
@@ -314,11 +324,16 @@ void route_peer_lost(struct worker *w, uint32_t peer)
         n++;
     }
     if (n)
-        log_info("stored %zu unconfirmed hand-off(s) to worker %u offline", n, peer);
+        log_info("stored %zu unconfirmed hand-off(s) to %s %u offline", n,
+                 peer == RELAY_PEER ? "the relay" : "worker", peer);
+    if (peer == RELAY_PEER)
+        login_relay_lost(w);
 }
 
 static void confirm_to(struct worker *w, uint32_t origin, uint32_t token, int err)
 {
+    if (token == 0 || origin == RELAY_PEER)
+        return;                          /* nobody waits (the relay's PUBLISH was answered) */
     struct ipc_hdr h = { .type = IPC_CONFIRM, .from = (uint16_t)w->index, .token = token,
                          .flags = (uint32_t)err };
     peer_send(w, origin, &h, NULL, 0);   /* a dead origin stored its copy already */
@@ -339,6 +354,21 @@ static void confirm_handoff(struct worker *w, uint32_t token, int err)
     struct handoff *ho = slab_get(w->handoffs, token);
     if (ho == NULL)
         return;
+    uint32_t req = ho->req;
+    free(ho->payload);
+    slab_free(w->handoffs, token);
+    pending_done(w, req, err);
+}
+
+/* The relay's PUBLISH of a chat was answered: receivers elsewhere, or store it. */
+static void publish_answered(struct worker *w, uint32_t token, uint32_t receivers, bool failed)
+{
+    struct handoff *ho = slab_get(w->handoffs, token);
+    if (ho == NULL)
+        return;
+    int err = 0;
+    if (failed || receivers == 0)
+        err = route_store_offline_checked(w, ho->uid, ho->payload, ho->len);
     uint32_t req = ho->req;
     free(ho->payload);
     slab_free(w->handoffs, token);
@@ -415,6 +445,12 @@ void route_peer_input(struct worker *w, uint32_t peer)
         case IPC_KICK:
             service_kick_session(w, h.uid, h.slot, h.gen, "logged in elsewhere");
             break;
+        case IPC_PUBLISHED:
+            publish_answered(w, h.token, h.gen, h.flags != 0);
+            break;
+        case IPC_NUMSUB_REPLY:
+            login_numsub_done(w, h.token, (const uint8_t *)w->ipcbuf, (size_t)n, h.flags != 0);
+            break;
         default:
             log_error("unknown packet type %u from worker %u ignored", h.type, peer);
         }
@@ -424,7 +460,7 @@ void route_peer_input(struct worker *w, uint32_t peer)
 /* ---- routing ----------------------------------------------------------- */
 
 static int hand_over(struct worker *w, const struct online_loc *loc, int32_t uid,
-                     const char *payload, size_t len, uint32_t req, uint32_t flags)
+                     const char *payload, size_t len, uint32_t req, uint32_t flags, uint16_t type)
 {
     uint32_t token = 0;
     if (flags & IPC_F_CHAT) {
@@ -443,7 +479,7 @@ static int hand_over(struct worker *w, const struct online_loc *loc, int32_t uid
         ho->len = len;
         pending_add(w, req);
     }
-    struct ipc_hdr h = { .type = IPC_DELIVER, .from = (uint16_t)w->index, .token = token,
+    struct ipc_hdr h = { .type = type, .from = (uint16_t)w->index, .token = token,
                          .uid = uid, .slot = loc->slot, .gen = loc->gen, .flags = flags };
     if (peer_send(w, loc->worker, &h, payload, len) == 0)
         return 0;
@@ -458,12 +494,50 @@ static int hand_over(struct worker *w, const struct online_loc *loc, int32_t uid
     return token ? 0 : -1;
 }
 
+int route_send_relay(struct worker *w, const struct ipc_hdr *h, const void *payload, size_t len)
+{
+    return w->clustered ? peer_send(w, RELAY_PEER, h, payload, len) : -1;
+}
+
+/* Not on this node: PUBLISH through the relay, keeping a copy until it answers. */
+static int publish_elsewhere(struct worker *w, int32_t uid, const char *payload, size_t len,
+                             uint32_t req, uint32_t flags)
+{
+    if (!w->clustered || w->peers[RELAY_PEER].fd < 0)
+        return -1;
+    struct online_loc relay = { .worker = RELAY_PEER };
+    if (flags & IPC_F_CHAT)
+        return hand_over(w, &relay, uid, payload, len, req, flags, IPC_PUBLISH);
+    struct ipc_hdr h = { .type = IPC_PUBLISH, .from = (uint16_t)w->index, .uid = uid,
+                         .flags = flags };
+    return peer_send(w, RELAY_PEER, &h, payload, len);
+}
+
+void route_session_started(struct worker *w, int32_t uid)
+{
+    if (!w->clustered)
+        return;
+    struct ipc_hdr kick = { .type = IPC_PUBLISH, .from = (uint16_t)w->index, .uid = uid,
+                            .flags = IPC_F_KICK };
+    struct ipc_hdr sub = { .type = IPC_SUB, .from = (uint16_t)w->index, .uid = uid };
+    peer_send(w, RELAY_PEER, &kick, NULL, 0);
+    peer_send(w, RELAY_PEER, &sub, NULL, 0);
+}
+
+void route_session_ended(struct worker *w, int32_t uid)
+{
+    struct ipc_hdr h = { .type = IPC_UNSUB, .from = (uint16_t)w->index, .uid = uid };
+    if (w->clustered)
+        peer_send(w, RELAY_PEER, &h, NULL, 0);
+}
+
 enum route_result route_chat(struct worker *w, int32_t uid, const char *payload, size_t len,
                              uint32_t req)
 {
     struct online_loc loc;
     if (!online_lookup(w->online, uid, &loc))
-        return ROUTE_OFFLINE;
+        return publish_elsewhere(w, uid, payload, len, req, IPC_F_CHAT) == 0 ? ROUTE_SENT
+                                                                          : ROUTE_OFFLINE;
     if (loc.worker == w->index) {
         struct conn *c = session_conn(w, uid, loc.slot, loc.gen);
         if (c == NULL)
@@ -472,7 +546,7 @@ enum route_result route_chat(struct worker *w, int32_t uid, const char *payload,
         conn_send_chat(w, c, uid, payload, len, w->index, req);
         return ROUTE_SENT;
     }
-    if (loc.worker >= w->nworkers || hand_over(w, &loc, uid, payload, len, req, IPC_F_CHAT) < 0)
+    if (loc.worker >= w->nworkers || hand_over(w, &loc, uid, payload, len, req, IPC_F_CHAT, IPC_DELIVER) < 0)
         return ROUTE_OFFLINE;
     return ROUTE_SENT;
 }
@@ -480,8 +554,10 @@ enum route_result route_chat(struct worker *w, int32_t uid, const char *payload,
 void route_notice(struct worker *w, int32_t uid, const char *payload, size_t len)
 {
     struct online_loc loc;
-    if (!online_lookup(w->online, uid, &loc))
+    if (!online_lookup(w->online, uid, &loc)) {
+        publish_elsewhere(w, uid, payload, len, 0, IPC_F_NOTICE);
         return;
+    }
     if (loc.worker == w->index) {
         struct conn *c = session_conn(w, uid, loc.slot, loc.gen);
         if (c && c->presence)
@@ -489,7 +565,7 @@ void route_notice(struct worker *w, int32_t uid, const char *payload, size_t len
         return;
     }
     if (loc.worker < w->nworkers)
-        hand_over(w, &loc, uid, payload, len, 0, IPC_F_NOTICE);
+        hand_over(w, &loc, uid, payload, len, 0, IPC_F_NOTICE, IPC_DELIVER);
 }
 
 void route_kick(struct worker *w, int32_t uid, uint32_t worker, uint32_t slot, uint32_t gen)

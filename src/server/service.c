@@ -17,6 +17,7 @@
 #include "common/password.h"
 #include "server/conn.h"
 #include "server/crypt_pool.h"
+#include "server/login.h"
 #include "server/route.h"
 #include "server/service.h"
 #include "server/worker.h"
@@ -32,6 +33,8 @@ struct request {
 };
 
 /* ---- replies ------------------------------------------------------------ */
+
+static void reply_error(struct worker *w, struct conn *c, const struct request *r, int err);
 
 static void finish_reply(struct worker *w, struct conn *c, struct buf *b, struct jsonw *jw)
 {
@@ -74,6 +77,12 @@ void service_send_kick(struct worker *w, struct conn *c, const char *reason)
 }
 
 /* The seed answers LOGIN with 2 and REG with 4; everything else gets an ACK. */
+void service_reply_error(struct worker *w, struct conn *c, int msgid, const char *seq, int err)
+{
+    struct request r = { .msgid = msgid, .seq = seq };
+    reply_error(w, c, &r, err);
+}
+
 static void reply_error(struct worker *w, struct conn *c, const struct request *r, int err)
 {
     if (r->msgid == QC_LOGIN_MSG || r->msgid == QC_REG_MSG) {
@@ -140,12 +149,6 @@ static void wipe_field(const struct request *r, const char *key)
         explicit_bzero((char *)json_object_get_string(v), (size_t)json_object_get_string_len(v));
 }
 
-static const char *state_of(struct worker *w, int32_t uid)
-{
-    struct online_loc loc;
-    return online_lookup(w->online, uid, &loc) ? QC_STATE_ONLINE : QC_STATE_OFFLINE;
-}
-
 /* ---- presence ----------------------------------------------------------- */
 
 struct id_list {
@@ -175,12 +178,13 @@ static void collect_online_friend(void *arg, int32_t id, const char *name)
     struct id_list *l = ((void **)arg)[1];
     (void)name;
     struct online_loc loc;
-    if (online_lookup(w->online, id, &loc))
+    /* In a cluster a friend may be online on another node: the relay finds out. */
+    if (w->clustered || online_lookup(w->online, id, &loc))
         id_list_push(l, id);
 }
 
 /* Tell online friends (who asked for it) that uid came or went. */
-static void announce_presence(struct worker *w, int32_t uid, const char *name, const char *state)
+void service_announce_presence(struct worker *w, int32_t uid, const char *name, const char *state)
 {
     struct id_list friends = { 0 };
     void *arg[2] = { w, &friends };
@@ -215,8 +219,10 @@ void service_end_session(struct worker *w, struct conn *c)
     c->uid = 0;
     c->presence = false;
     w->stats->sessions--;
-    if (removed)
-        announce_presence(w, uid, c->name, QC_STATE_OFFLINE);
+    if (removed) {
+        route_session_ended(w, uid);
+        service_announce_presence(w, uid, c->name, QC_STATE_OFFLINE);
+    }
     log_debug("user %d: session ended on conn %u", uid, c->slot);
 }
 
@@ -232,179 +238,6 @@ void service_kick_session(struct worker *w, int32_t uid, uint32_t slot, uint32_t
 }
 
 /* ---- LOGIN -------------------------------------------------------------- */
-
-struct login_reply {
-    struct worker *w;
-    struct jsonw  *jw;
-    struct buf    *item;          /* scratch for one nested object */
-    struct buf     stash;         /* offline messages, one per line */
-    int            count;
-    int            err;
-};
-
-static void begin_item(struct login_reply *lr, struct jsonw *iw)
-{
-    buf_reset(lr->item);
-    jsonw_begin(iw, lr->item);
-}
-
-static void end_item(struct login_reply *lr, struct jsonw *iw)
-{
-    if (jsonw_end(iw) < 0) {
-        lr->err = QC_EINTERNAL;
-        return;
-    }
-    jsonw_array_str(lr->jw, buf_head(lr->item), buf_used(lr->item));
-}
-
-static void add_offline_msg(void *arg, const char *msg, size_t len)
-{
-    struct login_reply *lr = arg;
-    size_t at = buf_used(&lr->stash);
-    if (buf_append(&lr->stash, msg, len) < 0 || buf_append_char(&lr->stash, '\n') < 0) {
-        lr->err = QC_EINTERNAL;
-        return;
-    }
-    /* A raw newline in JSON text is whitespace: a space keeps the stash one line per message. */
-    for (char *p = buf_head(&lr->stash) + at, *end = p + len; p < end; p++)
-        if (*p == '\n')
-            *p = ' ';
-    lr->count++;
-}
-
-static void add_friend_item(void *arg, int32_t id, const char *name)
-{
-    struct login_reply *lr = arg;
-    struct jsonw iw;
-    begin_item(lr, &iw);
-    jsonw_int(&iw, "id", id);
-    jsonw_str(&iw, "name", name);
-    jsonw_str(&iw, "state", state_of(lr->w, id));
-    end_item(lr, &iw);
-}
-
-struct group_row {
-    int32_t id;
-    char   *name;
-    char   *desc;
-};
-
-struct group_rows {
-    struct group_row *rows;
-    size_t n, cap;
-    int err;
-};
-
-static void collect_group(void *arg, int32_t groupid, const char *name, const char *desc)
-{
-    struct group_rows *g = arg;
-    if (g->n == g->cap) {
-        size_t ncap = g->cap ? g->cap * 2 : 8;
-        struct group_row *p = realloc(g->rows, ncap * sizeof *p);
-        if (p == NULL) {
-            g->err = QC_EINTERNAL;
-            return;
-        }
-        g->rows = p;
-        g->cap = ncap;
-    }
-    struct group_row *row = &g->rows[g->n];
-    row->id = groupid;
-    row->name = strdup(name);
-    row->desc = strdup(desc ? desc : "");
-    if (row->name == NULL || row->desc == NULL) {
-        free(row->name);
-        free(row->desc);
-        g->err = QC_EINTERNAL;
-        return;
-    }
-    g->n++;
-}
-
-static void free_group_rows(struct group_rows *g)
-{
-    for (size_t i = 0; i < g->n; i++) {
-        free(g->rows[i].name);
-        free(g->rows[i].desc);
-    }
-    free(g->rows);
-}
-
-struct member_items {
-    struct login_reply *lr;
-    struct jsonw       *gw;       /* the group object being written */
-    struct buf         *user;     /* scratch for one member */
-};
-
-static void add_member_item(void *arg, int32_t userid, const char *name, const char *role)
-{
-    struct member_items *mi = arg;
-    struct jsonw uw;
-    buf_reset(mi->user);
-    jsonw_begin(&uw, mi->user);
-    jsonw_int(&uw, "id", userid);
-    jsonw_int(&uw, "userid", userid);
-    jsonw_str(&uw, "name", name);
-    jsonw_str(&uw, "state", state_of(mi->lr->w, userid));
-    jsonw_str(&uw, "role", role);
-    if (jsonw_end(&uw) < 0) {
-        mi->lr->err = QC_EINTERNAL;
-        return;
-    }
-    jsonw_array_str(mi->gw, buf_head(mi->user), buf_used(mi->user));
-}
-
-/* groups[]: one JSON string per group, each with its members as strings. */
-static int add_groups(struct worker *w, struct login_reply *lr, int32_t uid)
-{
-    struct group_rows g = { 0 };
-    int err = w->st->user_groups(w->store, uid, collect_group, &g);
-    if (err || g.err || g.n == 0) {
-        free_group_rows(&g);
-        return err ? err : g.err;
-    }
-    struct buf user;
-    buf_init(&user);
-    jsonw_array_begin(lr->jw, "groups");
-    for (size_t i = 0; i < g.n && !err; i++) {
-        struct jsonw gw;
-        begin_item(lr, &gw);
-        jsonw_int(&gw, "id", g.rows[i].id);
-        jsonw_int(&gw, "groupid", g.rows[i].id);
-        jsonw_str(&gw, "groupname", g.rows[i].name);
-        jsonw_str(&gw, "groupdesc", g.rows[i].desc);
-        jsonw_array_begin(&gw, "users");
-        struct member_items mi = { lr, &gw, &user };
-        err = w->st->group_members(w->store, g.rows[i].id, add_member_item, &mi);
-        if (err == QC_ENOGROUP)
-            err = 0;                 /* deleted meanwhile: list it empty */
-        jsonw_array_end(&gw);
-        end_item(lr, &gw);
-    }
-    jsonw_array_end(lr->jw);
-    buf_free(&user);
-    free_group_rows(&g);
-    return err;
-}
-
-static void friend_counter(void *arg, int32_t id, const char *name)
-{
-    (void)id;
-    (void)name;
-    ++*(int *)arg;
-}
-
-static int add_friends(struct worker *w, struct login_reply *lr, int32_t uid)
-{
-    int n = 0;
-    int err = w->st->friend_list(w->store, uid, friend_counter, &n);
-    if (err || n == 0)
-        return err;
-    jsonw_array_begin(lr->jw, "friends");
-    err = w->st->friend_list(w->store, uid, add_friend_item, lr);
-    jsonw_array_end(lr->jw);
-    return err;
-}
 
 /* Make (uid) this connection's session; the previous session, anywhere on the node, is kicked. */
 static int open_session(struct worker *w, struct conn *c, const struct store_user *u,
@@ -424,6 +257,7 @@ static int open_session(struct worker *w, struct conn *c, const struct store_use
     w->stats->sessions++;
     if (rc == 1)
         route_kick(w, u->id, prev.worker, prev.slot, prev.gen);
+    route_session_started(w, u->id);
     return 0;
 }
 
@@ -506,19 +340,19 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
     crypt_pool_submit(w, job);
 }
 
-/* LOGIN, second half: the password was checked off the loop. */
-static void finish_login(struct worker *w, struct conn *c, const struct crypt_job *job)
+/* LOGIN, second half: the password was checked off the loop.  false: the reply waits. */
+static bool finish_login(struct worker *w, struct conn *c, const struct crypt_job *job)
 {
     struct request rq, *r = &rq;
     request_of_job(job, r);
     if (!job->ok || job->uid == 0) {
         log_info("login failed on conn %u", c->slot);
         reply_error(w, c, r, QC_EAUTH);
-        return;
+        return true;
     }
     if (c->sgen) {
         reply_error(w, c, r, QC_EALREADYIN);
-        return;
+        return true;
     }
     if (job->upgraded && w->st->user_set_password(w->store, job->uid, job->hash) == 0)
         log_info("user %d: seed plaintext password replaced by a hash", job->uid);
@@ -527,61 +361,10 @@ static void finish_login(struct worker *w, struct conn *c, const struct crypt_jo
     int err = open_session(w, c, &u, job->presence);
     if (err) {
         reply_error(w, c, r, err);
-        return;
+        return true;
     }
 
-    struct buf b, item;
-    struct jsonw jw;
-    buf_init(&b);
-    buf_init(&item);
-    struct login_reply lr = { .w = w, .jw = &jw, .item = &item };
-    buf_init(&lr.stash);
-    jsonw_begin(&jw, &b);
-    jsonw_int(&jw, "msgid", QC_LOGIN_MSG_ACK);
-    jsonw_int(&jw, "errno", 0);
-    jsonw_int(&jw, "id", u.id);
-    jsonw_str(&jw, "name", u.name);
-    if (r->seq)
-        jsonw_raw(&jw, "seq", r->seq, strlen(r->seq));
-    err = add_friends(w, &lr, u.id);
-    if (!err)
-        err = add_groups(w, &lr, u.id);
-    int dropped = 0;
-    if (!err)   /* taken last: once deleted from storage, the messages ride in the stash */
-        err = w->st->offline_take(w->store, u.id, add_offline_msg, &lr, &dropped);
-    if (!err && lr.count > 0) {
-        jsonw_array_begin(&jw, "offlinemsg");
-        for (const char *p = buf_head(&lr.stash), *end = p + buf_used(&lr.stash); p < end; ) {
-            const char *nl = memchr(p, '\n', (size_t)(end - p));
-            jsonw_array_str(&jw, p, (size_t)(nl - p));
-            p = nl + 1;
-        }
-        jsonw_array_end(&jw);
-    }
-    if (dropped > 0)
-        jsonw_int(&jw, "offlinedropped", dropped);
-    if (!err && (lr.err || jsonw_end(&jw) < 0 || buf_append_char(&b, '\n') < 0))
-        err = QC_EINTERNAL;
-    if (err) {
-        /* Nothing was sent: undo the session and restore what was taken. */
-        if (lr.count > 0 && buf_append_char(&lr.stash, '\0') == 0)
-            route_restore_stash(w, u.id, buf_head(&lr.stash));
-        buf_free(&lr.stash);
-        service_end_session(w, c);
-        reply_error(w, c, r, err);
-    } else {
-        char *stash = NULL;
-        if (lr.count > 0 && buf_append_char(&lr.stash, '\0') == 0) {
-            stash = lr.stash.data;        /* conn takes it */
-            buf_init(&lr.stash);
-        }
-        buf_free(&lr.stash);
-        conn_send_stashed(w, c, u.id, buf_head(&b), buf_used(&b), stash);
-        log_info("user %d logged in on conn %u (%d offline message(s))", u.id, c->slot, lr.count);
-        announce_presence(w, u.id, u.name, QC_STATE_ONLINE);
-    }
-    buf_free(&b);
-    buf_free(&item);
+    return login_reply_start(w, c, u.id, u.name, r->seq);
 }
 
 /* ---- REG ---------------------------------------------------------------- */
@@ -636,9 +419,9 @@ void service_crypt_done(struct worker *w, struct crypt_job *job)
     struct conn *c = worker_conn(w, job->slot);
     if (c == NULL || c->cgen != job->cgen || c->state != CONN_OPEN)
         return;                      /* the client left meanwhile */
-    if (job->kind == CRYPT_VERIFY)
-        finish_login(w, c, job);
-    else
+    if (job->kind == CRYPT_VERIFY && !finish_login(w, c, job))
+        return;                      /* the login reply resumes the connection */
+    if (job->kind == CRYPT_HASH)
         finish_register(w, c, job);
     conn_resume(w, c);
 }
@@ -667,14 +450,6 @@ static int build_chat(struct worker *w, struct conn *c, struct buf *b, int msgid
     return jsonw_end(&jw) < 0 ? QC_EINTERNAL : 0;
 }
 
-static int store_for_existing_user(struct worker *w, int32_t uid, const char *p, size_t n)
-{
-    struct store_user u;
-    int err = w->st->user_get(w->store, uid, &u);
-    explicit_bzero(u.password, sizeof u.password);
-    return err ? err : route_store_offline(w, uid, p, n);
-}
-
 static void handle_one_chat(struct worker *w, struct conn *c, const struct request *r)
 {
     int32_t to;
@@ -698,7 +473,7 @@ static void handle_one_chat(struct worker *w, struct conn *c, const struct reque
     uint32_t req = pending_open(w, c, r->msgid, r->seq);
     pending_set_mid(w, req, mid);
     if (route_chat(w, to, buf_head(&b), buf_used(&b), req) == ROUTE_OFFLINE)
-        err = store_for_existing_user(w, to, buf_head(&b), buf_used(&b));
+        err = route_store_offline_checked(w, to, buf_head(&b), buf_used(&b));
     if (req)
         pending_done(w, req, err);
     else

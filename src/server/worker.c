@@ -231,7 +231,7 @@ static void begin_stop(struct worker *w, const char *why);
 
 static void adopt_peer(struct worker *w, uint32_t peer, int fd)
 {
-    if (peer >= ONLINE_MAX_WORKERS || peer == w->index) {
+    if ((peer >= ONLINE_MAX_WORKERS && peer != RELAY_PEER) || peer == w->index) {
         close(fd);
         return;
     }
@@ -244,9 +244,12 @@ static void adopt_peer(struct worker *w, uint32_t peer, int fd)
         w->peers[peer].fd = -1;
         return;
     }
-    if (peer >= w->nworkers)
+    if (peer < ONLINE_MAX_WORKERS && peer >= w->nworkers)
         w->nworkers = peer + 1;
-    log_info("link to worker %u (re)established", peer);
+    if (peer == RELAY_PEER)
+        log_info("link to the relay (re)established");
+    else
+        log_info("link to worker %u (re)established", peer);
 }
 
 static void read_channel(struct worker *w)
@@ -362,7 +365,7 @@ static bool output_pending(struct worker *w)
         if (c && c->state != CONN_DEAD)
             return true;
     }
-    for (uint32_t p = 0; p < w->nworkers; p++)
+    for (uint32_t p = 0; p <= RELAY_PEER; p++)
         if (w->peers[p].fd >= 0 && buf_used(&w->peers[p].queue) > 0)
             return true;
     return false;
@@ -380,7 +383,7 @@ static void __attribute__((noreturn)) finish_stop(struct worker *w)
     }
     flush_dirty(w);
     free_dead(w);
-    for (uint32_t p = 0; p < w->nworkers; p++)
+    for (uint32_t p = 0; p <= RELAY_PEER; p++)
         if (w->peers[p].fd >= 0)
             route_peer_output(w, p);
     route_shutdown(w);
@@ -522,7 +525,7 @@ static int open_event_sources(struct worker *w)
         worker_watch(w, w->timer_fd, EPOLLIN, SRC_TIMER, 0) < 0 ||
         worker_watch(w, w->crypt_fd, EPOLLIN, SRC_CRYPT, 0) < 0)
         return -1;
-    for (uint32_t p = 0; p < w->nworkers; p++)
+    for (uint32_t p = 0; p <= RELAY_PEER; p++)
         if (w->peers[p].fd >= 0 && worker_watch(w, w->peers[p].fd, EPOLLIN, SRC_PEER, p) < 0)
             return -1;
     return 0;
@@ -550,10 +553,11 @@ void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_f
     w->stats->sessions = 0;
     w->accepting = true;
     w->now_ms = monotonic_ms();
-    for (uint32_t p = 0; p < ONLINE_MAX_WORKERS; p++) {
-        w->peers[p].fd = p < nworkers ? peer_fds[p] : -1;
+    for (uint32_t p = 0; p <= RELAY_PEER; p++) {
+        w->peers[p].fd = p < nworkers || p == RELAY_PEER ? peer_fds[p] : -1;
         buf_init(&w->peers[p].queue);
     }
+    w->clustered = cfg->redis_host[0] != '\0';
     w->rbuf_size = WORKER_READ_BUF;
     w->rbuf = malloc(w->rbuf_size);
     w->ipcbuf = malloc(IPC_MAX_PACKET);

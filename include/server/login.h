@@ -1,0 +1,34 @@
+/*
+ * login.h - the reply to a successful LOGIN (msgid 2).
+ *
+ * The reply lists the user's friends and groups with each person's state and
+ * carries the offline messages.  State comes from the node's online table
+ * and, in a cluster, from Redis (PUBSUB NUMSUB through the relay) for the
+ * people not online here, never from a column a crashed node could leave
+ * wrong.  Asking Redis is asynchronous: the connection reads nothing more
+ * until the reply is sent.
+ */
+#ifndef QCHAT_SERVER_LOGIN_H
+#define QCHAT_SERVER_LOGIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct worker;
+struct conn;
+
+/*
+ * Gather and send the reply for c's new session of (uid, name).  Returns true
+ * when it was sent (or failed) now, false when it waits for the relay and
+ * will call conn_resume itself.  seq may be NULL.
+ */
+bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char *name,
+                       const char *seq);
+/* The relay answered NUMSUB for token (online: one byte per asked id). */
+void login_numsub_done(struct worker *w, uint32_t token, const uint8_t *online, size_t n,
+                       bool failed);
+/* The relay link is gone: every waiting reply is sent with what is known. */
+void login_relay_lost(struct worker *w);
+
+#endif

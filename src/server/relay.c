@@ -1,0 +1,882 @@
+/*
+ * relay.c - the relay process (see relay.h).
+ *
+ * Redis messages on a user's channel carry one type byte, the sending node's
+ * id and a colon before the payload:
+ *   "M<node>:<json>"  a chat for that user   (PUBLISH's receiver count decides:
+ *                      0 means online nowhere, so the worker stores it offline)
+ *   "P<node>:<json>"  a presence notice      (dropped if nobody wants it)
+ *   "K<node>:"        the user logged in on <node>: every other node kicks its session
+ *
+ * Subscriptions follow the online table: a worker says SUB when a user's
+ * session starts on the node and UNSUB when the last one ends, and a
+ * reconciliation pass (after a worker dies, after Redis comes back, and
+ * every few seconds) makes the set of subscribed channels equal to the
+ * online table, so nothing stays subscribed for a user who is gone.
+ *
+ * While Redis is away, every PUBLISH fails at once and the worker stores the
+ * message offline; the relay reconnects with backoff and re-subscribes every
+ * online user of the node.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "server/ipc.h"
+#include "server/relay.h"
+
+#define RELAY_TICK_MS          250
+#define RELAY_RECONCILE_MS     3000
+#define RELAY_BACKOFF_MIN_MS   100
+#define RELAY_BACKOFF_MAX_MS   5000
+#define RELAY_REPLY_TIMEOUT_MS 3000       /* a Redis that stops answering is dropped */
+#define RELAY_CHANNEL_MAX      32
+#define RELAY_SET_MIN          1024
+#define RELAY_READS_PER_EVENT  256
+#define RELAY_MAX_EVENTS       64
+
+enum { R_SIGNAL = 1, R_TIMER, R_CHANNEL, R_WORKER, R_REDIS_SUB, R_REDIS_PUB };
+
+struct redis_link {
+    redisAsyncContext *ac;
+    int                fd;
+    uint32_t           events;          /* what hiredis asked for */
+    bool               registered;
+    bool               up;
+    int                kind;            /* R_REDIS_SUB | R_REDIS_PUB */
+    struct relay      *r;
+};
+
+struct worker_link {
+    int        fd;
+    struct buf queue;                   /* [uint32 len][packet]... while the link is full */
+    bool       want_write;
+};
+
+/* Open-addressing set of subscribed user ids (0 empty, UINT32_MAX deleted). */
+struct uid_set {
+    uint32_t *ids;
+    uint32_t  cap, used, live;
+};
+
+struct relay {
+    struct qc_config     cfg;
+    struct online_table *online;
+    struct relay_stats  *stats;
+    uint32_t             nworkers;
+    int                  epfd, sigfd, timerfd, channel;
+    struct worker_link   workers[ONLINE_MAX_WORKERS];
+    struct redis_link    sub, pub;
+    struct uid_set       subscribed;
+    int64_t              now_ms;
+    int64_t              next_connect_ms;
+    int                  backoff_ms;
+    int64_t              next_reconcile_ms;
+    uint32_t             pub_outstanding;
+    int64_t              pub_last_progress_ms;
+    bool                 stopping;
+    bool                 outage_logged;     /* "redis unavailable" said for this outage */
+    char                *pkt;
+};
+
+static struct relay the_relay;
+
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- the subscribed set ------------------------------------------------- */
+
+#define SET_DELETED UINT32_MAX
+
+static uint32_t set_hash(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x45d9f3bu;
+    x ^= x >> 16;
+    return x;
+}
+
+static int set_rehash(struct uid_set *s, uint32_t ncap)
+{
+    uint32_t *ids = calloc(ncap, sizeof *ids);
+    if (ids == NULL)
+        return -1;
+    for (uint32_t i = 0; i < s->cap; i++) {
+        uint32_t id = s->ids[i];
+        if (id == 0 || id == SET_DELETED)
+            continue;
+        uint32_t j = set_hash(id) & (ncap - 1);
+        while (ids[j])
+            j = (j + 1) & (ncap - 1);
+        ids[j] = id;
+    }
+    free(s->ids);
+    s->ids = ids;
+    s->cap = ncap;
+    s->used = s->live;
+    return 0;
+}
+
+static bool set_has(const struct uid_set *s, uint32_t id)
+{
+    if (s->cap == 0)
+        return false;
+    for (uint32_t j = set_hash(id) & (s->cap - 1), n = 0; n < s->cap; n++, j = (j + 1) & (s->cap - 1)) {
+        if (s->ids[j] == id)
+            return true;
+        if (s->ids[j] == 0)
+            return false;
+    }
+    return false;
+}
+
+/* true when id was added (it was not there). */
+static bool set_add(struct uid_set *s, uint32_t id)
+{
+    if (set_has(s, id))
+        return false;
+    if ((s->used + 1) * 2 > s->cap &&
+        set_rehash(s, s->cap ? (s->live * 4 > s->cap ? s->cap * 2 : s->cap) : RELAY_SET_MIN) < 0)
+        return false;
+    uint32_t j = set_hash(id) & (s->cap - 1);
+    while (s->ids[j] && s->ids[j] != SET_DELETED)
+        j = (j + 1) & (s->cap - 1);
+    if (s->ids[j] == 0)
+        s->used++;
+    s->ids[j] = id;
+    s->live++;
+    return true;
+}
+
+static bool set_del(struct uid_set *s, uint32_t id)
+{
+    if (s->cap == 0)
+        return false;
+    for (uint32_t j = set_hash(id) & (s->cap - 1), n = 0; n < s->cap; n++, j = (j + 1) & (s->cap - 1)) {
+        if (s->ids[j] == id) {
+            s->ids[j] = SET_DELETED;
+            s->live--;
+            return true;
+        }
+        if (s->ids[j] == 0)
+            return false;
+    }
+    return false;
+}
+
+/* ---- links to the workers ----------------------------------------------- */
+
+static void watch_worker(struct relay *r, uint32_t k, bool out)
+{
+    struct epoll_event ev = { .events = EPOLLIN | (out ? EPOLLOUT : 0),
+                              .data.u64 = (uint64_t)R_WORKER << 32 | k };
+    epoll_ctl(r->epfd, EPOLL_CTL_MOD, r->workers[k].fd, &ev);
+    r->workers[k].want_write = out;
+}
+
+static void drop_worker(struct relay *r, uint32_t k)
+{
+    struct worker_link *wl = &r->workers[k];
+    if (wl->fd < 0)
+        return;
+    epoll_ctl(r->epfd, EPOLL_CTL_DEL, wl->fd, NULL);
+    close(wl->fd);
+    wl->fd = -1;
+    buf_free(&wl->queue);
+    log_info("link to worker %u closed", k);
+    /* Its users' rows are cleared by the master; the next pass unsubscribes them. */
+    r->next_reconcile_ms = r->now_ms + RELAY_TICK_MS * 2;
+}
+
+static void send_to_worker(struct relay *r, uint32_t k, const struct ipc_hdr *h,
+                           const void *payload, size_t len)
+{
+    struct worker_link *wl = &r->workers[k];
+    if (k >= ONLINE_MAX_WORKERS || wl->fd < 0)
+        return;
+    if (buf_used(&wl->queue) == 0) {
+        if (ipc_send(wl->fd, h, payload, len, -1) == 0)
+            return;
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
+            drop_worker(r, k);
+            return;
+        }
+    }
+    uint32_t total = (uint32_t)(sizeof *h + len);
+    if (buf_append(&wl->queue, &total, sizeof total) < 0 || buf_append(&wl->queue, h, sizeof *h) < 0 ||
+        (len && buf_append(&wl->queue, payload, len) < 0)) {
+        log_error("queue to worker %u: out of memory", k);
+        return;
+    }
+    if (!wl->want_write)
+        watch_worker(r, k, true);
+}
+
+static void flush_worker(struct relay *r, uint32_t k)
+{
+    struct worker_link *wl = &r->workers[k];
+    while (buf_used(&wl->queue) >= sizeof(uint32_t)) {
+        uint32_t total;
+        memcpy(&total, buf_head(&wl->queue), sizeof total);
+        const char *p = buf_head(&wl->queue) + sizeof total;
+        struct ipc_hdr h;
+        memcpy(&h, p, sizeof h);
+        if (ipc_send(wl->fd, &h, p + sizeof h, total - sizeof h, -1) < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+                return;
+            drop_worker(r, k);
+            return;
+        }
+        buf_consume(&wl->queue, sizeof total + total);
+    }
+    buf_free(&wl->queue);
+    watch_worker(r, k, false);
+}
+
+/* ---- Redis connections ---------------------------------------------------- */
+
+static void redis_update_events(struct redis_link *l)
+{
+    struct epoll_event ev = { .events = l->events, .data.u64 = (uint64_t)l->kind << 32 };
+    if (l->events == 0) {
+        if (l->registered)
+            epoll_ctl(l->r->epfd, EPOLL_CTL_DEL, l->fd, NULL);
+        l->registered = false;
+        return;
+    }
+    if (epoll_ctl(l->r->epfd, l->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, l->fd, &ev) == 0)
+        l->registered = true;
+}
+
+static void ev_add_read(void *p)  { struct redis_link *l = p; l->events |= EPOLLIN;   redis_update_events(l); }
+static void ev_del_read(void *p)  { struct redis_link *l = p; l->events &= ~EPOLLIN;  redis_update_events(l); }
+static void ev_add_write(void *p) { struct redis_link *l = p; l->events |= EPOLLOUT;  redis_update_events(l); }
+static void ev_del_write(void *p) { struct redis_link *l = p; l->events &= ~EPOLLOUT; redis_update_events(l); }
+static void ev_cleanup(void *p)
+{
+    struct redis_link *l = p;
+    l->events = 0;
+    redis_update_events(l);
+}
+
+static const char *link_name(const struct redis_link *l)
+{
+    return l->kind == R_REDIS_SUB ? "subscriber" : "publisher";
+}
+
+static void publish_state(struct relay *r)
+{
+    uint32_t st = r->sub.up && r->pub.up ? RELAY_CONNECTED
+                : (r->sub.ac || r->pub.ac) ? RELAY_CONNECTING : RELAY_DOWN;
+    r->stats->state = st;
+}
+
+static void schedule_reconnect(struct relay *r)
+{
+    r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : RELAY_BACKOFF_MIN_MS;
+    if (r->backoff_ms > RELAY_BACKOFF_MAX_MS)
+        r->backoff_ms = RELAY_BACKOFF_MAX_MS;
+    r->next_connect_ms = r->now_ms + r->backoff_ms;
+}
+
+static void drop_redis(struct relay *r, const char *why);
+static void subscribe_uid(struct relay *r, uint32_t uid);
+static void reconcile(struct relay *r);
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct redis_link *l = ac->ev.data;
+    struct relay *r = l->r;
+    if (status != REDIS_OK)
+        log_warning("redis %s connection lost: %s", link_name(l), ac->errstr);
+    l->ac = NULL;
+    l->up = false;
+    l->registered = false;
+    l->events = 0;
+    if (!r->stopping)
+        drop_redis(r, "a connection went away");
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct redis_link *l = ac->ev.data;
+    struct relay *r = l->r;
+    if (status != REDIS_OK) {
+        if (!r->outage_logged)                   /* said once per outage, not per retry */
+            log_warning("redis %s: cannot connect to %s:%d: %s", link_name(l), r->cfg.redis_host,
+                        r->cfg.redis_port, ac->errstr);
+        l->ac = NULL;                    /* hiredis frees it after this callback */
+        l->events = 0;
+        l->registered = false;
+        drop_redis(r, "connect failed");
+        return;
+    }
+    l->up = true;
+    r->outage_logged = false;
+    log_info("redis %s connected to %s:%d", link_name(l), r->cfg.redis_host, r->cfg.redis_port);
+    if (r->sub.up && r->pub.up) {
+        r->backoff_ms = 0;
+        /* Everyone online on this node listens again. */
+        free(r->subscribed.ids);
+        memset(&r->subscribed, 0, sizeof r->subscribed);
+        reconcile(r);
+    }
+    publish_state(r);
+}
+
+static int connect_link(struct relay *r, struct redis_link *l, int kind)
+{
+    l->r = r;
+    l->kind = kind;
+    l->up = false;
+    l->events = 0;
+    l->registered = false;
+    l->ac = redisAsyncConnect(r->cfg.redis_host, r->cfg.redis_port);
+    if (l->ac == NULL || l->ac->err) {
+        log_warning("redis %s: %s", link_name(l), l->ac ? l->ac->errstr : "out of memory");
+        if (l->ac)
+            redisAsyncFree(l->ac);
+        l->ac = NULL;
+        return -1;
+    }
+    l->fd = l->ac->c.fd;
+    l->ac->ev.data = l;
+    l->ac->ev.addRead = ev_add_read;
+    l->ac->ev.delRead = ev_del_read;
+    l->ac->ev.addWrite = ev_add_write;
+    l->ac->ev.delWrite = ev_del_write;
+    l->ac->ev.cleanup = ev_cleanup;
+    redisAsyncSetDisconnectCallback(l->ac, on_disconnect);
+    redisAsyncSetConnectCallback(l->ac, on_connect);   /* arms the first write event */
+    return 0;
+}
+
+static void connect_redis(struct relay *r)
+{
+    r->next_connect_ms = 0;
+    r->stats->reconnects++;
+    if ((r->sub.ac == NULL && connect_link(r, &r->sub, R_REDIS_SUB) < 0) ||
+        (r->pub.ac == NULL && connect_link(r, &r->pub, R_REDIS_PUB) < 0))
+        drop_redis(r, "connect failed");
+    publish_state(r);
+}
+
+/* Close both connections; outstanding PUBLISH callbacks fire with no reply (failed). */
+static void drop_redis(struct relay *r, const char *why)
+{
+    if (!r->outage_logged && (r->sub.up || r->pub.up || strcmp(why, "connect failed") == 0))
+        log_warning("redis unavailable (%s); cross-node messages go offline until it returns", why);
+    redisAsyncContext *sub = r->sub.ac, *pub = r->pub.ac;
+    r->sub.ac = r->pub.ac = NULL;
+    r->sub.up = r->pub.up = false;
+    r->outage_logged = true;
+    if (sub)
+        redisAsyncFree(sub);
+    if (pub)
+        redisAsyncFree(pub);
+    free(r->subscribed.ids);
+    memset(&r->subscribed, 0, sizeof r->subscribed);
+    r->stats->subscribed = 0;
+    r->pub_outstanding = 0;
+    if (!r->stopping && r->next_connect_ms == 0)
+        schedule_reconnect(r);
+    publish_state(r);
+}
+
+/* ---- subscriber: messages for users of this node ------------------------ */
+
+static int32_t uid_of_channel(const char *ch, size_t len)
+{
+    size_t plen = strlen(RELAY_CHANNEL_PREFIX);
+    if (len <= plen || len >= RELAY_CHANNEL_MAX || memcmp(ch, RELAY_CHANNEL_PREFIX, plen) != 0)
+        return 0;
+    char tmp[RELAY_CHANNEL_MAX];
+    memcpy(tmp, ch + plen, len - plen);
+    tmp[len - plen] = '\0';
+    char *end;
+    long v = strtol(tmp, &end, 10);
+    return *end == '\0' && v > 0 && v <= INT32_MAX ? (int32_t)v : 0;
+}
+
+static void deliver_from_redis(struct relay *r, int32_t uid, const char *msg, size_t len)
+{
+    if (len < 3)
+        return;
+    char type = msg[0];
+    const char *colon = memchr(msg, ':', len);
+    if (colon == NULL)
+        return;
+    long node = strtol(msg + 1, NULL, 10);
+    const char *payload = colon + 1;
+    size_t plen = len - (size_t)(payload - msg);
+    struct online_loc loc;
+    r->stats->received++;
+    if (!online_lookup(r->online, uid, &loc) || loc.worker >= r->nworkers) {
+        if (type == 'M')
+            log_warning("chat for user %d arrived after the session ended; the worker was gone", uid);
+        if (type != 'M')
+            return;
+        /* Any worker can store it offline: hand it to the first live one. */
+        for (loc.worker = 0; loc.worker < r->nworkers && r->workers[loc.worker].fd < 0; loc.worker++)
+            ;
+        if (loc.worker == r->nworkers)
+            return;
+        loc.slot = 0;
+        loc.gen = 0;
+    }
+    struct ipc_hdr h = { .from = RELAY_PEER, .uid = uid, .slot = loc.slot, .gen = loc.gen };
+    switch (type) {
+    case 'M':
+        h.type = IPC_DELIVER;
+        h.flags = IPC_F_CHAT;
+        send_to_worker(r, loc.worker, &h, payload, plen);
+        break;
+    case 'P':
+        h.type = IPC_DELIVER;
+        h.flags = IPC_F_NOTICE;
+        send_to_worker(r, loc.worker, &h, payload, plen);
+        break;
+    case 'K':
+        if (node != r->cfg.node_id) {
+            h.type = IPC_KICK;
+            send_to_worker(r, loc.worker, &h, NULL, 0);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+static void on_subscription(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct relay *r = &the_relay;
+    redisReply *rep = reply;
+    (void)ac;
+    (void)priv;
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3)
+        return;
+    redisReply *kind = rep->element[0];
+    if (kind->type != REDIS_REPLY_STRING || strcmp(kind->str, "message") != 0)
+        return;
+    redisReply *ch = rep->element[1], *msg = rep->element[2];
+    if (ch->type != REDIS_REPLY_STRING || msg->type != REDIS_REPLY_STRING)
+        return;
+    int32_t uid = uid_of_channel(ch->str, ch->len);
+    if (uid > 0)
+        deliver_from_redis(r, uid, msg->str, msg->len);
+}
+
+static void channel_of(uint32_t uid, char *out)
+{
+    snprintf(out, RELAY_CHANNEL_MAX, RELAY_CHANNEL_PREFIX "%u", uid);
+}
+
+static void subscribe_uid(struct relay *r, uint32_t uid)
+{
+    if (!r->sub.up || !set_add(&r->subscribed, uid))
+        return;
+    char ch[RELAY_CHANNEL_MAX];
+    channel_of(uid, ch);
+    redisAsyncCommand(r->sub.ac, on_subscription, NULL, "SUBSCRIBE %s", ch);
+    r->stats->subscribed = r->subscribed.live;
+}
+
+static void unsubscribe_uid(struct relay *r, uint32_t uid)
+{
+    if (!r->sub.up || !set_del(&r->subscribed, uid))
+        return;
+    char ch[RELAY_CHANNEL_MAX];
+    channel_of(uid, ch);
+    redisAsyncCommand(r->sub.ac, on_subscription, NULL, "UNSUBSCRIBE %s", ch);
+    r->stats->subscribed = r->subscribed.live;
+}
+
+static void subscribe_online(void *arg, int32_t uid, const struct online_loc *loc)
+{
+    (void)loc;
+    subscribe_uid(arg, (uint32_t)uid);
+}
+
+/* Make the subscribed set equal to the online table. */
+static void reconcile(struct relay *r)
+{
+    r->next_reconcile_ms = r->now_ms + RELAY_RECONCILE_MS;
+    if (!r->sub.up)
+        return;
+    online_foreach(r->online, subscribe_online, r);
+    struct online_loc loc;
+    for (uint32_t i = 0; i < r->subscribed.cap; i++) {
+        uint32_t id = r->subscribed.ids[i];
+        if (id && id != SET_DELETED && !online_lookup(r->online, (int32_t)id, &loc))
+            unsubscribe_uid(r, id);
+    }
+    if (r->subscribed.cap > RELAY_SET_MIN && r->subscribed.used > r->subscribed.live * 2)
+        set_rehash(&r->subscribed, r->subscribed.cap);
+}
+
+/* ---- publisher: messages for users elsewhere ---------------------------- */
+
+/* A PUBLISH's privdata: the asking worker and its token, no allocation. */
+static void *publish_tag(uint32_t worker, uint32_t token, uint32_t flags)
+{
+    return (void *)(uintptr_t)((uint64_t)token << 32 | (uint64_t)(flags & 0xff) << 8 | worker);
+}
+
+static void on_published(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct relay *r = &the_relay;
+    redisReply *rep = reply;
+    (void)ac;
+    uint64_t tag = (uintptr_t)priv;
+    uint32_t worker = (uint32_t)(tag & 0xff), flags = (uint32_t)(tag >> 8) & 0xff;
+    uint32_t token = (uint32_t)(tag >> 32);
+    if (r->pub_outstanding)
+        r->pub_outstanding--;
+    r->pub_last_progress_ms = r->now_ms;
+    bool ok = rep && rep->type == REDIS_REPLY_INTEGER;
+    if (!ok)
+        r->stats->publish_failed++;
+    if (!(flags & IPC_F_CHAT) || token == 0)
+        return;
+    struct ipc_hdr h = { .type = IPC_PUBLISHED, .from = RELAY_PEER, .token = token,
+                         .gen = ok ? (uint32_t)rep->integer : 0, .flags = ok ? 0 : 1 };
+    send_to_worker(r, worker, &h, NULL, 0);
+}
+
+static void publish_for_worker(struct relay *r, uint32_t k, const struct ipc_hdr *h,
+                               const char *payload, size_t len)
+{
+    if (!r->pub.up) {
+        if (h->flags & IPC_F_CHAT) {
+            struct ipc_hdr rep = { .type = IPC_PUBLISHED, .from = RELAY_PEER, .token = h->token,
+                                   .flags = 1 };
+            send_to_worker(r, k, &rep, NULL, 0);
+        }
+        r->stats->publish_failed++;
+        return;
+    }
+    char ch[RELAY_CHANNEL_MAX], head[24];
+    channel_of((uint32_t)h->uid, ch);
+    char type = (h->flags & IPC_F_KICK) ? 'K' : (h->flags & IPC_F_NOTICE) ? 'P' : 'M';
+    int hl = snprintf(head, sizeof head, "%c%d:", type, r->cfg.node_id);
+    struct buf body;
+    buf_init(&body);
+    if (buf_append(&body, head, (size_t)hl) < 0 || buf_append(&body, payload, len) < 0) {
+        buf_free(&body);
+        return;
+    }
+    if (r->pub_outstanding == 0)
+        r->pub_last_progress_ms = r->now_ms;
+    r->pub_outstanding++;
+    r->stats->published++;
+    redisAsyncCommand(r->pub.ac, on_published, publish_tag(k, h->token, h->flags),
+                      "PUBLISH %s %b", ch, buf_head(&body), buf_used(&body));
+    buf_free(&body);
+}
+
+/* NUMSUB for a list of users: one byte per user, 1 when subscribed somewhere. */
+struct numsub_req {
+    uint32_t worker, token;
+    size_t   n;
+};
+
+static void on_numsub(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct relay *r = &the_relay;
+    struct numsub_req *q = priv;
+    redisReply *rep = reply;
+    (void)ac;
+    struct ipc_hdr h = { .type = IPC_NUMSUB_REPLY, .from = RELAY_PEER, .token = q->token };
+    char *online = calloc(q->n ? q->n : 1, 1);
+    if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 * q->n && online) {
+        for (size_t i = 0; i < q->n; i++) {
+            redisReply *cnt = rep->element[2 * i + 1];
+            online[i] = cnt->type == REDIS_REPLY_INTEGER && cnt->integer > 0;
+        }
+    } else {
+        h.flags = 1;
+    }
+    send_to_worker(r, q->worker, &h, online, online ? q->n : 0);
+    free(online);
+    free(q);
+}
+
+static void numsub_for_worker(struct relay *r, uint32_t k, const struct ipc_hdr *h,
+                              const char *payload, size_t len)
+{
+    size_t n = len / sizeof(int32_t);
+    struct numsub_req *q = calloc(1, sizeof *q);
+    const char **argv = calloc(n + 2, sizeof *argv);
+    size_t *argl = calloc(n + 2, sizeof *argl);
+    char *names = calloc(n ? n : 1, RELAY_CHANNEL_MAX);
+    if (!r->pub.up || q == NULL || argv == NULL || argl == NULL || names == NULL) {
+        struct ipc_hdr rep = { .type = IPC_NUMSUB_REPLY, .from = RELAY_PEER, .token = h->token,
+                               .flags = 1 };
+        send_to_worker(r, k, &rep, NULL, 0);
+        free(q);
+        free(argv);
+        free(argl);
+        free(names);
+        return;
+    }
+    argv[0] = "PUBSUB";
+    argl[0] = 6;
+    argv[1] = "NUMSUB";
+    argl[1] = 6;
+    for (size_t i = 0; i < n; i++) {
+        int32_t uid;
+        memcpy(&uid, payload + i * sizeof uid, sizeof uid);
+        char *ch = names + i * RELAY_CHANNEL_MAX;
+        channel_of((uint32_t)uid, ch);
+        argv[i + 2] = ch;
+        argl[i + 2] = strlen(ch);
+    }
+    q->worker = k;
+    q->token = h->token;
+    q->n = n;
+    redisAsyncCommandArgv(r->pub.ac, on_numsub, q, (int)(n + 2), argv, argl);
+    free(argv);
+    free(argl);
+    free(names);
+}
+
+static void read_worker(struct relay *r, uint32_t k)
+{
+    struct worker_link *wl = &r->workers[k];
+    for (int i = 0; i < RELAY_READS_PER_EVENT && wl->fd >= 0; i++) {
+        struct ipc_hdr h;
+        int fd;
+        ssize_t n = ipc_recv(wl->fd, &h, r->pkt, IPC_MAX_PACKET, &fd);
+        if (fd >= 0)
+            close(fd);
+        if (n == -2 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EBADMSG)) {
+            drop_worker(r, k);
+            return;
+        }
+        if (n < 0) {
+            if (errno == EBADMSG)
+                continue;
+            return;
+        }
+        switch (h.type) {
+        case IPC_SUB:
+            subscribe_uid(r, (uint32_t)h.uid);
+            break;
+        case IPC_UNSUB:
+            unsubscribe_uid(r, (uint32_t)h.uid);
+            break;
+        case IPC_PUBLISH:
+            publish_for_worker(r, k, &h, r->pkt, (size_t)n);
+            break;
+        case IPC_NUMSUB:
+            numsub_for_worker(r, k, &h, r->pkt, (size_t)n);
+            break;
+        default:
+            log_error("unknown packet type %u from worker %u ignored", h.type, k);
+        }
+    }
+}
+
+/* ---- the master's channel, signals, timer -------------------------------- */
+
+static void adopt_worker(struct relay *r, uint32_t k, int fd)
+{
+    if (k >= ONLINE_MAX_WORKERS) {
+        close(fd);
+        return;
+    }
+    if (r->workers[k].fd >= 0)
+        drop_worker(r, k);
+    r->workers[k].fd = fd;
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)R_WORKER << 32 | k };
+    epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &ev);
+    if (k >= r->nworkers)
+        r->nworkers = k + 1;
+    log_info("link to worker %u (re)established", k);
+}
+
+static void read_channel(struct relay *r)
+{
+    for (;;) {
+        struct ipc_hdr h;
+        int fd;
+        ssize_t n = ipc_recv(r->channel, &h, r->pkt, IPC_MAX_PACKET, &fd);
+        if (n == -2) {
+            r->stopping = true;
+            return;
+        }
+        if (n < 0)
+            return;
+        if (h.type == IPC_NEW_PEER && fd >= 0)
+            adopt_worker(r, (uint32_t)h.uid, fd);
+        else if (h.type == IPC_CONFIG && (size_t)n == sizeof(struct qc_config))
+            config_apply_live(&r->cfg, (const struct qc_config *)(const void *)r->pkt),
+            log_set_level((enum log_level)r->cfg.log_level);
+        else if (fd >= 0)
+            close(fd);
+    }
+}
+
+static void on_tick(struct relay *r)
+{
+    uint64_t x;
+    if (read(r->timerfd, &x, sizeof x) < 0 && errno != EAGAIN)
+        log_warning("timer: %s", strerror(errno));
+    if (r->sub.ac == NULL && r->pub.ac == NULL && r->next_connect_ms && r->now_ms >= r->next_connect_ms)
+        connect_redis(r);
+    if (r->pub_outstanding && r->now_ms - r->pub_last_progress_ms > RELAY_REPLY_TIMEOUT_MS)
+        drop_redis(r, "no reply within the timeout");
+    if (r->now_ms >= r->next_reconcile_ms)
+        reconcile(r);
+}
+
+static void on_signal(struct relay *r)
+{
+    struct signalfd_siginfo si;
+    while (read(r->sigfd, &si, sizeof si) == sizeof si) {
+        if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+            r->stopping = true;
+        else if (si.ssi_signo == SIGUSR1)
+            log_reopen();
+    }
+}
+
+static int open_sources(struct relay *r)
+{
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGUSR1);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    r->epfd = epoll_create1(EPOLL_CLOEXEC);
+    r->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    r->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (r->epfd < 0 || r->sigfd < 0 || r->timerfd < 0)
+        return -1;
+    struct itimerspec tick = { { 0, RELAY_TICK_MS * 1000000L }, { 0, RELAY_TICK_MS * 1000000L } };
+    timerfd_settime(r->timerfd, 0, &tick, NULL);
+    struct epoll_event ev = { .events = EPOLLIN };
+    ev.data.u64 = (uint64_t)R_SIGNAL << 32;
+    epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->sigfd, &ev);
+    ev.data.u64 = (uint64_t)R_TIMER << 32;
+    epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->timerfd, &ev);
+    ev.data.u64 = (uint64_t)R_CHANNEL << 32;
+    epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->channel, &ev);
+    for (uint32_t k = 0; k < r->nworkers; k++) {
+        if (r->workers[k].fd < 0)
+            continue;
+        ev.data.u64 = (uint64_t)R_WORKER << 32 | k;
+        epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->workers[k].fd, &ev);
+    }
+    return 0;
+}
+
+static void handle_redis_event(struct redis_link *l, uint32_t events)
+{
+    if (l->ac == NULL)
+        return;
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+        redisAsyncHandleRead(l->ac);
+    if (l->ac && (events & EPOLLOUT))
+        redisAsyncHandleWrite(l->ac);
+}
+
+void relay_main(uint32_t nworkers, int channel_fd, const int *worker_fds,
+                const struct qc_config *cfg, struct online_table *online)
+{
+    struct relay *r = &the_relay;
+    log_set_role("relay");
+    setproctitle("-qchatd: relay");
+    r->cfg = *cfg;
+    r->online = online;
+    r->stats = online_relay_stats(online);
+    r->stats->pid = getpid();
+    r->nworkers = nworkers;
+    r->channel = channel_fd;
+    r->now_ms = monotonic_ms();
+    r->pkt = malloc(IPC_MAX_PACKET);
+    for (uint32_t k = 0; k < ONLINE_MAX_WORKERS; k++) {
+        r->workers[k].fd = k < nworkers ? worker_fds[k] : -1;
+        buf_init(&r->workers[k].queue);
+    }
+    if (r->pkt == NULL || open_sources(r) < 0) {
+        log_error("relay setup: %s", strerror(errno));
+        _exit(1);
+    }
+    log_info("started (pid %d), redis %s:%d", (int)getpid(), cfg->redis_host, cfg->redis_port);
+    connect_redis(r);
+
+    struct epoll_event events[RELAY_MAX_EVENTS];
+    while (!r->stopping) {
+        int n = epoll_wait(r->epfd, events, RELAY_MAX_EVENTS, -1);
+        r->now_ms = monotonic_ms();
+        for (int i = 0; i < n; i++) {
+            int kind = (int)(events[i].data.u64 >> 32);
+            uint32_t id = (uint32_t)events[i].data.u64;
+            switch (kind) {
+            case R_SIGNAL:  on_signal(r); break;
+            case R_TIMER:   on_tick(r); break;
+            case R_CHANNEL: read_channel(r); break;
+            case R_WORKER:
+                if (events[i].events & EPOLLOUT)
+                    flush_worker(r, id);
+                if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                    read_worker(r, id);
+                break;
+            case R_REDIS_SUB: handle_redis_event(&r->sub, events[i].events); break;
+            case R_REDIS_PUB: handle_redis_event(&r->pub, events[i].events); break;
+            }
+        }
+    }
+    log_info("stopping");
+    r->stopping = true;
+    drop_redis(r, "stopping");
+    for (uint32_t k = 0; k < r->nworkers; k++)
+        if (r->workers[k].fd >= 0)
+            flush_worker(r, k);
+    r->stats->state = RELAY_DOWN;
+    r->stats->pid = 0;
+    log_info("stopped");
+    _exit(0);
+}
+
+int relay_check_redis(const struct qc_config *cfg, char *err, size_t errlen)
+{
+    struct timeval tv = { 2, 0 };
+    redisContext *c = redisConnectWithTimeout(cfg->redis_host, cfg->redis_port, tv);
+    if (c == NULL || c->err) {
+        snprintf(err, errlen, "redis %s:%d: %s", cfg->redis_host, cfg->redis_port,
+                 c ? c->errstr : "out of memory");
+        if (c)
+            redisFree(c);
+        return -1;
+    }
+    redisSetTimeout(c, tv);
+    redisReply *rep = redisCommand(c, "PING");
+    int rc = rep && rep->type == REDIS_REPLY_STATUS ? 0 : -1;
+    if (rc < 0)
+        snprintf(err, errlen, "redis %s:%d: no answer to PING", cfg->redis_host, cfg->redis_port);
+    if (rep)
+        freeReplyObject(rep);
+    redisFree(c);
+    return rc;
+}
