@@ -65,6 +65,7 @@ struct conn {
     double    tokens;           /* request rate limiter bucket */
     int64_t   tokens_ms;        /* when the bucket was last filled */
     uint32_t  ip_hash;          /* source address, for per-address limits */
+    uint32_t  rate_strikes;     /* requests refused in a row by the rate limit */
     struct conn *dirty_next;
     struct conn *dead_next;
 };

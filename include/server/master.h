@@ -9,6 +9,7 @@
 #define QCHAT_SERVER_MASTER_H
 
 #include "common/config.h"
+#include "server/guard.h"
 #include "server/online.h"
 
 struct master_args {
@@ -19,7 +20,7 @@ struct master_args {
 
 /* Run until stopped; returns the process exit status. */
 int master_run(const struct master_args *args, const struct qc_config *cfg, int listen_fd,
-               struct online_table *online);
+               struct online_table *online, struct guard *guard);
 
 /* Load config the way the command line asks (file, then -o overrides, then checks). */
 int master_load_config(const struct master_args *args, struct qc_config *cfg,

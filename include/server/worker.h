@@ -15,6 +15,7 @@
 #include "common/buf.h"
 #include "common/config.h"
 #include "common/frame.h"
+#include "server/guard.h"
 #include "server/online.h"
 #include "store/store.h"
 
@@ -41,6 +42,7 @@ struct worker {
     char                 dummy_hash[256];   /* verified against for unknown ids: same cost */
     struct qc_config     cfg;
     struct online_table *online;
+    struct guard        *guard;
     struct worker_stats *stats;
     const struct store_ops *st;
     struct store        *store;
@@ -77,7 +79,7 @@ struct worker {
    entries: the links to the other workers, then the relay's (-1: none). */
 void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_fd,
                  const int *peer_fds, const struct qc_config *cfg,
-                 struct online_table *online) __attribute__((noreturn));
+                 struct online_table *online, struct guard *guard) __attribute__((noreturn));
 
 /* Epoll registration helpers for conn.c and route.c. */
 enum worker_src { SRC_LISTEN = 1, SRC_CHANNEL, SRC_SIGNAL, SRC_TIMER, SRC_PEER, SRC_CONN, SRC_CRYPT };

@@ -262,6 +262,7 @@ void conn_close(struct worker *w, struct conn *c, const char *why)
     epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
+    guard_conn_close(w->guard, w->index, c->ip_hash);
     if (c->fr) {
         frame_reader_free(c->fr);
         free(c->fr);

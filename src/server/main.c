@@ -184,13 +184,19 @@ int main(int argc, char **argv)
         return 1;
     }
     online_set_node(online, cfg.node_id);
+    struct guard *guard = guard_create();
+    if (guard == NULL) {
+        fprintf(stderr, "qchatd: flood control tables: %s\n", strerror(errno));
+        return 1;
+    }
 
     struct pidfh *pfh = NULL;
     if (detach && (pfh = daemonize(&cfg)) == NULL)
         return 1;
-    int rc = master_run(&args, &cfg, listen_fd, online);
+    int rc = master_run(&args, &cfg, listen_fd, online, guard);
     if (pfh)
         pidfile_remove(pfh);
     online_destroy(online);
+    guard_destroy(guard);
     return rc;
 }

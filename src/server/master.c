@@ -58,6 +58,7 @@ struct master {
     struct qc_config     cfg;
     int                  listen_fd;
     struct online_table *online;
+    struct guard        *guard;
     uint32_t             nworkers;
     struct child         workers[ONLINE_MAX_WORKERS];
     struct child         relay;              /* pid 0 and never started without Redis */
@@ -121,7 +122,7 @@ static int fork_worker(struct master *m, uint32_t k, int *peer_fds, int worker_c
     }
     if (pid == 0) {
         close_master_fds(m, k);
-        worker_main(k, m->nworkers, m->listen_fd, worker_chan, peer_fds, &m->cfg, m->online);
+        worker_main(k, m->nworkers, m->listen_fd, worker_chan, peer_fds, &m->cfg, m->online, m->guard);
     }
     m->workers[k].pid = pid;
     m->workers[k].started_ms = now_ms();
@@ -281,7 +282,7 @@ static int spawn_all_workers(struct master *m)
                         close(links[i][j]);
             }
             close_master_fds(m, k);
-            worker_main(k, n, m->listen_fd, chans[k], links[k], &m->cfg, m->online);
+            worker_main(k, n, m->listen_fd, chans[k], links[k], &m->cfg, m->online, m->guard);
         }
         m->workers[k].pid = pid;
         m->workers[k].started_ms = now_ms();
@@ -355,6 +356,7 @@ static void reap_children(struct master *m)
             close(c->channel);
             c->channel = -1;
             size_t cleared = online_clear_worker(m->online, k);
+            guard_clear_worker(m->guard, k);
             struct worker_stats *ws = online_stats(m->online, k);
             ws->pid = 0;
             ws->connections = 0;
@@ -683,7 +685,7 @@ static uint32_t worker_count(const struct qc_config *cfg)
 }
 
 int master_run(const struct master_args *args, const struct qc_config *cfg, int listen_fd,
-               struct online_table *online)
+               struct online_table *online, struct guard *guard)
 {
     static struct master the_master;
     struct master *m = &the_master;
@@ -691,6 +693,7 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
     m->cfg = *cfg;
     m->listen_fd = listen_fd;
     m->online = online;
+    m->guard = guard;
     m->ctlfd = -1;
     m->started = time(NULL);
     m->nworkers = worker_count(cfg);

@@ -17,6 +17,7 @@
 #include "common/password.h"
 #include "server/conn.h"
 #include "server/crypt_pool.h"
+#include "server/guard.h"
 #include "server/login.h"
 #include "server/route.h"
 #include "server/service.h"
@@ -312,6 +313,13 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
         err = get_text(r, "password", 0, QC_PASSWORD_MAX, &pw, &pwlen);
     if (err == QC_ETOOLONG)
         err = QC_EAUTH;
+    int64_t wait_ms = err ? 0 : guard_login_wait(w->guard, c->ip_hash, id, w->now_ms);
+    if (wait_ms > 0) {
+        /* Refused before any hashing: a brute force only gets slower. */
+        log_info("login for user %d refused for %lld ms after repeated failures", id,
+                 (long long)wait_ms);
+        err = QC_ERATE;
+    }
     if (!err) {
         err = w->st->user_get(w->store, id, &u);
         if (err == QC_ENOUSER) {
@@ -333,6 +341,7 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
     job->presence = json_object_object_get_ex(r->obj, "presence", &v) &&
                     json_object_get_boolean(v);
     job->uid = u.id;
+    job->asked_uid = id;
     strlcpy(job->name, u.name, sizeof job->name);
     strlcpy(job->stored, u.password, sizeof job->stored);
     explicit_bzero(u.password, sizeof u.password);
@@ -347,6 +356,7 @@ static bool finish_login(struct worker *w, struct conn *c, const struct crypt_jo
     request_of_job(job, r);
     if (!job->ok || job->uid == 0) {
         log_info("login failed on conn %u", c->slot);
+        guard_login_failed(w->guard, c->ip_hash, job->uid ? job->uid : job->asked_uid, w->now_ms);
         reply_error(w, c, r, QC_EAUTH);
         return true;
     }
@@ -354,6 +364,7 @@ static bool finish_login(struct worker *w, struct conn *c, const struct crypt_jo
         reply_error(w, c, r, QC_EALREADYIN);
         return true;
     }
+    guard_login_succeeded(w->guard, c->ip_hash, job->uid);
     if (job->upgraded && w->st->user_set_password(w->store, job->uid, job->hash) == 0)
         log_info("user %d: seed plaintext password replaced by a hash", job->uid);
     struct store_user u = { .id = job->uid };
@@ -653,6 +664,7 @@ static bool within_rate(struct worker *w, struct conn *c)
     if (c->tokens < 1.0)
         return false;
     c->tokens -= 1.0;
+    c->rate_strikes = 0;
     return true;
 }
 
@@ -675,8 +687,15 @@ void service_dispatch(struct worker *w, struct conn *c, struct json_object *obj)
     }
     if (!err && handlers[r.msgid].needs_session && c->sgen == 0)
         err = QC_ENOTLOGGEDIN;
-    if (!err && !within_rate(w, c))
+    if (!err && !within_rate(w, c)) {
+        /* Sustained abuse: a whole burst's worth of refused requests in a row. */
+        if (++c->rate_strikes > (uint32_t)w->cfg.request_burst) {
+            log_info("conn %u: request flood, closing", c->slot);
+            conn_fail(w, c, QC_ERATE);
+            return;
+        }
         err = QC_ERATE;
+    }
     if (err) {
         if (r.msgid == QC_LOGIN_MSG || r.msgid == QC_REG_MSG)
             wipe_field(&r, "password");

@@ -177,10 +177,25 @@ static void balance_accepting(struct worker *w)
     w->accepting = want;
 }
 
+/* Over the per-address cap: one error line, then the door. */
+static void refuse_connection(struct worker *w, int fd)
+{
+    char line[160];
+    int n = snprintf(line, sizeof line, "{\"msgid\":%d,\"errno\":%d,\"errmsg\":\"%s\",\"req\":0}\n",
+                     QC_ACK_MSG, QC_ELIMIT, "too many connections from your address");
+    if (send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+        log_debug("refused connection: %s", strerror(errno));
+    close(fd);
+    log_info("connection refused: server.max_conns_per_ip (%d) reached for an address",
+             w->cfg.max_conns_per_ip);
+}
+
 static void accept_clients(struct worker *w)
 {
     for (int i = 0; i < WORKER_ACCEPTS_PER_EVENT && w->accepting; i++) {
-        int fd = accept4(w->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof peer;
+        int fd = accept4(w->listen_fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -188,7 +203,17 @@ static void accept_clients(struct worker *w)
                 log_warning("accept: %s", strerror(errno));
             return;
         }
-        if (conn_open(w, fd) == NULL) {
+        uint32_t addr = guard_addr_hash(&peer);
+        if (!guard_conn_open(w->guard, w->index, addr, w->cfg.max_conns_per_ip)) {
+            refuse_connection(w, fd);
+            continue;
+        }
+        struct conn *c = conn_open(w, fd);
+        if (c)
+            c->ip_hash = addr;
+        else
+            guard_conn_close(w->guard, w->index, addr);
+        if (c == NULL) {
             log_error("cannot take a new connection: out of memory or slots");
             close(fd);
         }
@@ -533,7 +558,7 @@ static int open_event_sources(struct worker *w)
 
 void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_fd,
                  const int *peer_fds, const struct qc_config *cfg,
-                 struct online_table *online)
+                 struct online_table *online, struct guard *guard)
 {
     struct worker *w = &the_worker;
     char role[32];
@@ -547,6 +572,7 @@ void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_f
     w->channel_fd = channel_fd;
     w->cfg = *cfg;
     w->online = online;
+    w->guard = guard;
     w->stats = online_stats(online, index);
     w->stats->pid = getpid();
     w->stats->connections = 0;

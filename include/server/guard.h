@@ -1,0 +1,47 @@
+/*
+ * guard.h - flood control shared by every worker of a node.
+ *
+ * Lives in a MAP_SHARED mapping made before the fork, like the online table:
+ *  - connections per source address: one row of counters per worker (so the
+ *    master can zero a dead worker's row), addresses hashed into buckets;
+ *  - failed logins, per account and per source address: after a few
+ *    failures every further attempt is refused without checking the password
+ *    for a delay that doubles with each failure (brute force gets slower,
+ *    never faster), forgotten after a quiet period.
+ * Buckets are shared by colliding addresses or ids: a collision can only make
+ * a limit apply early, never let anyone past it.
+ */
+#ifndef QCHAT_SERVER_GUARD_H
+#define QCHAT_SERVER_GUARD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define GUARD_ADDR_BUCKETS     16384
+#define GUARD_FAIL_BUCKETS     65536
+#define GUARD_FREE_FAILURES    5          /* failures before delays start */
+#define GUARD_DELAY_BASE_MS    1000       /* first delay; doubles per failure */
+#define GUARD_DELAY_MAX_MS     300000     /* longest delay (5 minutes) */
+#define GUARD_FORGET_MS        900000     /* failures forgotten after 15 quiet minutes */
+
+struct guard;
+
+struct guard *guard_create(void);
+void guard_destroy(struct guard *g);
+
+/* Bucket of a peer address (IPv4, IPv6; an IPv4-mapped IPv6 counts as IPv4). */
+uint32_t guard_addr_hash(const struct sockaddr_storage *sa);
+
+/* Count a new connection for worker; false (not counted) when max (>0) is reached. */
+bool guard_conn_open(struct guard *g, uint32_t worker, uint32_t addr, int max);
+void guard_conn_close(struct guard *g, uint32_t worker, uint32_t addr);
+/* The master, after a worker died: its connections are gone. */
+void guard_clear_worker(struct guard *g, uint32_t worker);
+
+/* Milliseconds before a login for uid from addr may be tried; 0: now. */
+int64_t guard_login_wait(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms);
+void    guard_login_failed(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms);
+void    guard_login_succeeded(struct guard *g, uint32_t addr, int32_t uid);
+
+#endif
