@@ -137,7 +137,7 @@ install: all
 	install -m 0644 man/qchatd.8 man/qchatctl.8 $(DESTDIR)$(MANDIR)/man8/
 	install -d $(DESTDIR)$(SYSCONFDIR)/qchat
 	[ -e $(DESTDIR)$(SYSCONFDIR)/qchat/qchatd.conf ] || \
-	    install -m 0640 etc/qchatd.conf $(DESTDIR)$(SYSCONFDIR)/qchat/qchatd.conf
+	    install -m 0644 etc/qchatd.conf $(DESTDIR)$(SYSCONFDIR)/qchat/qchatd.conf
 	install -d $(DESTDIR)$(DATADIR)/sql/mysql $(DESTDIR)$(DATADIR)/sql/sqlite $(DESTDIR)$(DATADIR)/examples
 	install -m 0644 sql/mysql/*.sql $(DESTDIR)$(DATADIR)/sql/mysql/
 	install -m 0644 sql/sqlite/*.sql $(DESTDIR)$(DATADIR)/sql/sqlite/
