@@ -162,3 +162,28 @@ clean:
 	rm -rf build build-san build-fuzz
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
+
+# ---- fuzzing (clang libFuzzer + ASan + UBSan) ---------------------------
+FUZZ_B      := build-fuzz
+FUZZ_CC     ?= clang
+FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
+               -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
+               -Iinclude $(PKG_CFLAGS)
+FUZZ_SRC    := $(COMMON_SRC) $(STORE_SRC) $(SERVER_SRC)
+FUZZ_TIME   ?= 60
+.PHONY: fuzz fuzz-build
+
+$(FUZZ_B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
+
+$(FUZZ_B)/fuzz_requests: $(patsubst %.c,$(FUZZ_B)/obj/%.o,$(FUZZ_SRC) tests/fuzz/fuzz_requests.c)
+	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDLIBS)
+
+fuzz-build: deps $(FUZZ_B)/fuzz_requests
+
+# A bounded run (FUZZ_TIME seconds); new inputs go to a scratch copy of the corpus.
+fuzz: fuzz-build
+	@rm -rf $(FUZZ_B)/corpus && mkdir -p $(FUZZ_B)/corpus && cp tests/fuzz/corpus/* $(FUZZ_B)/corpus/
+	$(FUZZ_B)/fuzz_requests -max_total_time=$(FUZZ_TIME) -timeout=10 -rss_limit_mb=2048 \
+	    -max_len=8192 -print_final_stats=1 $(FUZZ_B)/corpus

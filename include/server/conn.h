@@ -90,6 +90,8 @@ void conn_send_stashed(struct worker *w, struct conn *c, int32_t uid, const void
 void conn_free(struct worker *w, struct conn *c);
 /* Write what the socket takes; completes marks.  -1 if the connection died. */
 int  conn_flush(struct worker *w, struct conn *c);
+/* Parse and dispatch the requests in p[0..n) as if just read (fuzz target, tests). */
+void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n);
 /* Read and dispatch requests (EPOLLIN). */
 void conn_handle_input(struct worker *w, struct conn *c);
 /* Send err (ACK 11, req 0), then half-close, drain and close. */

@@ -81,6 +81,18 @@ void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_f
                  const int *peer_fds, const struct qc_config *cfg,
                  struct online_table *online, struct guard *guard) __attribute__((noreturn));
 
+/*
+ * The parts of a worker that do not depend on the master: buffers, epoll set,
+ * storage, routing tables, hashing threads.  worker_main calls it; so does
+ * the fuzz target, which then drives connections by hand.  0 or -1.
+ */
+int  worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
+                  struct online_table *online, struct guard *guard);
+/* Finish the password jobs that came back (the eventfd was readable). */
+void worker_finish_crypt_jobs(struct worker *w);
+/* End of a loop turn: write pending output, free closed connections. */
+void worker_end_turn(struct worker *w);
+
 /* Epoll registration helpers for conn.c and route.c. */
 enum worker_src { SRC_LISTEN = 1, SRC_CHANNEL, SRC_SIGNAL, SRC_TIMER, SRC_PEER, SRC_CONN, SRC_CRYPT };
 int  worker_watch(struct worker *w, int fd, uint32_t events, enum worker_src kind, uint32_t id);

@@ -89,6 +89,17 @@ slice_allowed(const struct frame_reader *fr, size_t avail)
     return avail < room ? avail : room;
 }
 
+/*
+ * A dead stream leaves the reader ready for the next one: a worker shares one
+ * reader among all its connections, so an error must not outlive its stream.
+ */
+static enum frame_status
+stream_failed(struct frame_reader *fr, enum frame_status st)
+{
+    frame_reader_reset(fr);
+    return st;
+}
+
 enum frame_status
 frame_read(struct frame_reader *fr, const char *buf, size_t len,
            size_t *consumed, struct json_object **out)
@@ -109,7 +120,7 @@ frame_read(struct frame_reader *fr, const char *buf, size_t len,
             if (pos == len)
                 break;
             if (buf[pos] != '{')
-                return FRAME_MALFORMED;
+                return stream_failed(fr, FRAME_MALFORMED);
             fr->in_object = 1;
             fr->obj_bytes = 0;
         }
@@ -123,13 +134,13 @@ frame_read(struct frame_reader *fr, const char *buf, size_t len,
             pos += n;
             *consumed = pos;
             if (fr->obj_bytes > fr->max_bytes)
-                return FRAME_TOO_BIG;
+                return stream_failed(fr, FRAME_TOO_BIG);
             continue;
         }
         if (jerr != json_tokener_success || obj == NULL) {
             if (obj != NULL)
                 json_object_put(obj);
-            return FRAME_MALFORMED;
+            return stream_failed(fr, FRAME_MALFORMED);
         }
 
         /* The tokener also eats whitespace after the closing brace. */
@@ -139,7 +150,7 @@ frame_read(struct frame_reader *fr, const char *buf, size_t len,
             enum frame_status st = fr->obj_bytes > fr->max_bytes ? FRAME_TOO_BIG
                                                                  : FRAME_MALFORMED;
             json_object_put(obj);
-            return st;
+            return stream_failed(fr, st);
         }
         pos += used;
         *consumed = pos;

@@ -14,7 +14,6 @@
  * syslog:  openlog("qchatd", LOG_PID | LOG_NDELAY, LOG_DAEMON).
  * file:    as stderr, appended; log_reopen() reopens it after rotation.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>

@@ -392,6 +392,11 @@ static void feed_requests(struct worker *w, struct conn *c, const char *p, size_
         release_parser(c);
 }
 
+void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n)
+{
+    feed_requests(w, c, p, n);
+}
+
 void conn_resume(struct worker *w, struct conn *c)
 {
     c->busy = false;

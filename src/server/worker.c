@@ -471,11 +471,7 @@ static void handle_event(struct worker *w, const struct epoll_event *ev)
             route_peer_input(w, id);
         break;
     case SRC_CRYPT:
-        for (struct crypt_job *job = crypt_pool_done(w), *next; job; job = next) {
-            next = job->next;
-            service_crypt_done(w, job);
-            crypt_job_free(job);
-        }
+        worker_finish_crypt_jobs(w);
         break;
     case SRC_CONN: {
         struct conn *c = worker_conn(w, id);
@@ -533,10 +529,9 @@ static int open_event_sources(struct worker *w)
     sigprocmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    w->epfd = epoll_create1(EPOLL_CLOEXEC);
     w->signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     w->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (w->epfd < 0 || w->signal_fd < 0 || w->timer_fd < 0)
+    if (w->signal_fd < 0 || w->timer_fd < 0)
         return -1;
     struct itimerspec tick = {
         .it_interval = { WORKER_TICK_MS / 1000, (WORKER_TICK_MS % 1000) * 1000000L },
@@ -556,6 +551,64 @@ static int open_event_sources(struct worker *w)
     return 0;
 }
 
+int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
+                 struct online_table *online, struct guard *guard)
+{
+    w->index = index;
+    w->cfg = *cfg;
+    w->online = online;
+    w->guard = guard;
+    w->stats = online_stats(online, index);
+    w->stats->pid = getpid();
+    w->stats->connections = 0;
+    w->stats->sessions = 0;
+    w->now_ms = monotonic_ms();
+    w->listen_fd = w->channel_fd = w->signal_fd = w->timer_fd = -1;
+    for (uint32_t p = 0; p <= RELAY_PEER; p++) {
+        w->peers[p].fd = -1;
+        buf_init(&w->peers[p].queue);
+    }
+    w->clustered = cfg->redis_host[0] != '\0';
+    w->rbuf_size = WORKER_READ_BUF;
+    w->rbuf = malloc(w->rbuf_size);
+    w->ipcbuf = malloc(IPC_MAX_PACKET);
+    w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (w->rbuf == NULL || w->ipcbuf == NULL || w->epfd < 0 ||
+        frame_reader_init(&w->fr, (size_t)cfg->max_message_bytes) < 0) {
+        log_error("worker setup: %s", strerror(errno));
+        return -1;
+    }
+    char err[QC_CONFIG_ERR_MAX];
+    w->st = store_driver(cfg->storage_driver);
+    if (w->st == NULL || w->st->open(&w->store, cfg, err, sizeof err) != 0) {
+        log_error("storage: %s", w->st ? err : "unknown driver");
+        return -1;
+    }
+    route_init(w);
+    w->crypt_fd = crypt_pool_start(w, cfg->hash_threads);
+    if (w->crypt_fd < 0 || password_hash("unknown user", cfg->password_cost, w->dummy_hash,
+                                         sizeof w->dummy_hash) < 0) {
+        log_error("password hashing threads: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+void worker_finish_crypt_jobs(struct worker *w)
+{
+    for (struct crypt_job *job = crypt_pool_done(w), *next; job; job = next) {
+        next = job->next;
+        service_crypt_done(w, job);
+        crypt_job_free(job);
+    }
+}
+
+void worker_end_turn(struct worker *w)
+{
+    flush_dirty(w);
+    free_dead(w);
+}
+
 void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_fd,
                  const int *peer_fds, const struct qc_config *cfg,
                  struct online_table *online, struct guard *guard)
@@ -565,46 +618,14 @@ void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_f
     snprintf(role, sizeof role, "worker %u", index);
     log_set_role(role);
     setproctitle("-qchatd: worker %u", index);
-
-    w->index = index;
+    if (worker_setup(w, index, cfg, online, guard) < 0)
+        _exit(1);
     w->nworkers = nworkers;
     w->listen_fd = listen_fd;
     w->channel_fd = channel_fd;
-    w->cfg = *cfg;
-    w->online = online;
-    w->guard = guard;
-    w->stats = online_stats(online, index);
-    w->stats->pid = getpid();
-    w->stats->connections = 0;
-    w->stats->sessions = 0;
     w->accepting = true;
-    w->now_ms = monotonic_ms();
-    for (uint32_t p = 0; p <= RELAY_PEER; p++) {
+    for (uint32_t p = 0; p <= RELAY_PEER; p++)
         w->peers[p].fd = p < nworkers || p == RELAY_PEER ? peer_fds[p] : -1;
-        buf_init(&w->peers[p].queue);
-    }
-    w->clustered = cfg->redis_host[0] != '\0';
-    w->rbuf_size = WORKER_READ_BUF;
-    w->rbuf = malloc(w->rbuf_size);
-    w->ipcbuf = malloc(IPC_MAX_PACKET);
-    char err[QC_CONFIG_ERR_MAX];
-    w->st = store_driver(cfg->storage_driver);
-    if (w->rbuf == NULL || w->ipcbuf == NULL ||
-        frame_reader_init(&w->fr, (size_t)cfg->max_message_bytes) < 0) {
-        log_error("out of memory at start");
-        _exit(1);
-    }
-    if (w->st == NULL || w->st->open(&w->store, cfg, err, sizeof err) != 0) {
-        log_error("storage: %s", w->st ? err : "unknown driver");
-        _exit(1);
-    }
-    route_init(w);
-    w->crypt_fd = crypt_pool_start(w, cfg->hash_threads);
-    if (w->crypt_fd < 0 || password_hash("unknown user", cfg->password_cost, w->dummy_hash,
-                                         sizeof w->dummy_hash) < 0) {
-        log_error("password hashing threads: %s", strerror(errno));
-        _exit(1);
-    }
     if (open_event_sources(w) < 0) {
         log_error("event loop setup: %s", strerror(errno));
         _exit(1);

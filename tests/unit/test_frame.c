@@ -384,6 +384,38 @@ test_reset_after_error(void **state)
     frame_reader_free(&fr);
 }
 
+/*
+ * A worker shares one reader among its connections: after a stream dies
+ * (malformed, too big), the same reader must parse the next stream's objects
+ * without anyone resetting it by hand.
+ */
+static void
+test_error_leaves_reader_usable(void **state)
+{
+    static const char *const bad[] = { "{\"a\":,}", "[1]", "{\"a\":\"\xff\"}" };
+    struct frame_reader fr;
+    struct json_object *obj;
+    size_t consumed;
+    char big[TEST_MAX + 64];
+
+    (void)state;
+    assert_int_equal(frame_reader_init(&fr, TEST_MAX), 0);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(frame_read(&fr, bad[i], strlen(bad[i]), &consumed, &obj), FRAME_MALFORMED);
+        assert_int_equal(frame_read(&fr, "{\"n\":1}", 7, &consumed, &obj), FRAME_OBJECT);
+        json_object_put(obj);
+    }
+    memset(big, ' ', sizeof(big));
+    big[0] = '{';
+    big[1] = '"';
+    memset(big + 2, 'x', sizeof(big) - 2);
+    assert_int_equal(frame_read(&fr, big, sizeof(big), &consumed, &obj), FRAME_TOO_BIG);
+    assert_int_equal(frame_read(&fr, "{\"n\":2}", 7, &consumed, &obj), FRAME_OBJECT);
+    assert_int_equal(json_object_get_int(json_object_object_get(obj, "n")), 2);
+    json_object_put(obj);
+    frame_reader_free(&fr);
+}
+
 int
 main(void)
 {
@@ -403,6 +435,7 @@ main(void)
         cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_garbage_after_object),
         cmocka_unit_test(test_reset_after_error),
+        cmocka_unit_test(test_error_leaves_reader_usable),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

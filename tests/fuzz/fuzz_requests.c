@@ -1,0 +1,107 @@
+/*
+ * fuzz_requests.c - libFuzzer target: arbitrary bytes through the same
+ * framing, decoding and request dispatch a worker uses.
+ *
+ * One worker is set up once (worker_setup: a temporary SQLite file, the
+ * online table, the hashing threads at the lowest cost).  Each input is one
+ * client connection over a socketpair: its bytes are fed in chunks whose
+ * size the first byte picks (so requests split across reads are exercised),
+ * password jobs are waited for, output is written and drained, then the
+ * connection is closed.  Storage persists across inputs, so a corpus entry
+ * that registers and logs in reaches the chat, friend and group handlers.
+ */
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/config.h"
+#include "common/log.h"
+#include "server/conn.h"
+#include "server/guard.h"
+#include "server/online.h"
+#include "server/worker.h"
+
+#define FUZZ_MAX_INPUT   (256 * 1024)
+#define FUZZ_JOB_WAIT_MS 2000
+
+static struct worker worker;
+static int ready;
+
+static void setup_once(void)
+{
+    static struct qc_config cfg;
+    char dir[] = "/tmp/qchat-fuzz-XXXXXX";
+    if (mkdtemp(dir) == NULL) {
+        perror("mkdtemp");
+        abort();
+    }
+    config_defaults(&cfg);
+    snprintf(cfg.storage_path, sizeof cfg.storage_path, "%s/fuzz.db", dir);
+    cfg.password_cost = 1;
+    cfg.max_message_bytes = 4096;
+    cfg.max_output_bytes = 65536;
+    cfg.request_rate = 0;
+    log_set_level(getenv("FUZZ_DEBUG") ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR);
+    log_set_role("fuzz");
+    struct online_table *online = online_create(1024);
+    struct guard *guard = guard_create();
+    if (online == NULL || guard == NULL || worker_setup(&worker, 0, &cfg, online, guard) < 0)
+        abort();
+    worker.nworkers = 1;
+    ready = 1;
+}
+
+static void drain(int fd)
+{
+    char sink[65536];
+    while (recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0)
+        ;
+}
+
+/* Password jobs run on threads: wait for them like the loop would. */
+static void wait_for_jobs(struct conn *c, int peer)
+{
+    while (c->state == CONN_OPEN && c->busy) {
+        struct pollfd p = { .fd = worker.crypt_fd, .events = POLLIN };
+        if (poll(&p, 1, FUZZ_JOB_WAIT_MS) <= 0)
+            abort();                       /* a job that never comes back is a bug */
+        worker_finish_crypt_jobs(&worker);
+        worker_end_turn(&worker);
+        drain(peer);
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (!ready)
+        setup_once();
+    if (size == 0 || size > FUZZ_MAX_INPUT)
+        return 0;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+        abort();
+    struct conn *c = conn_open(&worker, sv[0]);
+    if (c == NULL)
+        abort();
+    size_t chunk = data[0] ? data[0] : size;
+    const char *p = (const char *)data + 1;
+    size_t n = size - 1;
+    while (n > 0 && c->state == CONN_OPEN) {
+        size_t k = n < chunk ? n : chunk;
+        conn_feed(&worker, c, p, k);
+        wait_for_jobs(c, sv[1]);
+        worker_end_turn(&worker);
+        drain(sv[1]);
+        p += k;
+        n -= k;
+    }
+    if (c->state != CONN_DEAD)
+        conn_close(&worker, c, "fuzz input done");
+    worker_end_turn(&worker);
+    close(sv[1]);
+    return 0;
+}
