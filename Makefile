@@ -65,7 +65,7 @@ LIBCLIENT := $(B)/libqclient.a
 
 PROGS := $(B)/qchatd $(B)/qchat $(B)/qchatctl $(B)/qchat-bench
 UNIT_BINS := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
-IT_BINS   := $(patsubst tests/integration/%.c,$(B)/tests/it_%,$(IT_SRC))
+IT_BINS   := $(patsubst tests/integration/test_%.c,$(B)/tests/it_%,$(IT_SRC))
 
 .SECONDARY:
 .PHONY: all deps check-deps run check install uninstall cluster bench fuzz clean lint
@@ -96,7 +96,7 @@ $(B)/qchat-bench: $(call obj,$(BENCH_SRC)) $(LIBCLIENT) $(LIBCOMMON)
 $(B)/tests/%: $(B)/obj/tests/unit/%.o $(LIBSERVER) $(LIBSTORE) $(LIBCLIENT) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)
-$(B)/tests/it_%: $(B)/obj/tests/integration/%.o $(call obj,$(IT_LIB_SRC)) $(LIBCLIENT) $(LIBCOMMON)
+$(B)/tests/it_%: $(B)/obj/tests/integration/test_%.o $(call obj,$(IT_LIB_SRC)) $(LIBCLIENT) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)
 

@@ -57,6 +57,7 @@ struct conn {
     struct buf out;             /* output from absolute offset out_base */
     uint64_t  out_base;         /* absolute offset of buf_head(&out) */
     uint64_t  out_written;      /* bytes the socket has taken so far */
+    uint64_t  exempt_end;       /* the login reply ends here: not counted against the cap */
     struct out_mark *marks;     /* FIFO of chats in out */
     uint32_t  marks_head, marks_len, marks_cap;
 

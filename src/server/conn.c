@@ -74,9 +74,15 @@ void conn_free(struct worker *w, struct conn *c)
     free(c);
 }
 
+/*
+ * The cap counts what waits beyond the login reply: a reply carrying many
+ * offline messages may be larger than the cap, and its reader is not slow.
+ */
 static void schedule_flush(struct worker *w, struct conn *c)
 {
-    if (buf_used(&c->out) > (size_t)w->cfg.max_output_bytes)
+    uint64_t from = c->out_written > c->exempt_end ? c->out_written : c->exempt_end;
+    uint64_t end = conn_out_end(c);
+    if (end > from && end - from > (uint64_t)w->cfg.max_output_bytes)
         c->overflow = true;
     worker_mark_dirty(w, c);
 }
@@ -151,11 +157,11 @@ void conn_send_chat(struct worker *w, struct conn *c, int32_t uid, const char *p
 void conn_send_stashed(struct worker *w, struct conn *c, int32_t uid, const void *p, size_t n,
                        char *stash)
 {
-    if (stash == NULL) {
+    c->exempt_end = conn_out_end(c) + n;
+    if (stash == NULL)
         conn_send(w, c, p, n);
-        return;
-    }
-    send_marked(w, c, uid, p, n, false, w->index, 0, stash);
+    else
+        send_marked(w, c, uid, p, n, false, w->index, 0, stash);
 }
 
 /* Marks whose last byte the socket took are complete: tell their origins. */

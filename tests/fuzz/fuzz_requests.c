@@ -10,7 +10,9 @@
  * connection is closed.  Storage persists across inputs, so a corpus entry
  * that registers and logs in reaches the chat, friend and group handlers.
  */
+#include <errno.h>
 #include <poll.h>
+#include <time.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +28,7 @@
 #include "server/worker.h"
 
 #define FUZZ_MAX_INPUT   (256 * 1024)
-#define FUZZ_JOB_WAIT_MS 2000
+#define FUZZ_JOB_WAIT_MS 10000     /* a password job at cost 1 takes milliseconds */
 
 static struct worker worker;
 static int ready;
@@ -62,13 +64,30 @@ static void drain(int fd)
         ;
 }
 
-/* Password jobs run on threads: wait for them like the loop would. */
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Password jobs run on threads: wait for them like the loop would.  poll is
+ * retried on EINTR (libFuzzer's -timeout ticks with SIGALRM).
+ */
 static void wait_for_jobs(struct conn *c, int peer)
 {
+    int64_t deadline = now_ms() + FUZZ_JOB_WAIT_MS;
     while (c->state == CONN_OPEN && c->busy) {
         struct pollfd p = { .fd = worker.crypt_fd, .events = POLLIN };
-        if (poll(&p, 1, FUZZ_JOB_WAIT_MS) <= 0)
+        int n = poll(&p, 1, FUZZ_JOB_WAIT_MS);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0 && now_ms() >= deadline) {
+            fprintf(stderr, "fuzz: password job lost: conn %u busy, state %d, held %zu bytes\n",
+                    c->slot, c->state, buf_used(&c->held));
             abort();                       /* a job that never comes back is a bug */
+        }
         worker_finish_crypt_jobs(&worker);
         worker_end_turn(&worker);
         drain(peer);

@@ -1,0 +1,178 @@
+/*
+ * login.c - `qchat-bench login`: C loops, each its own account, log in as
+ * fast as the server answers for the duration.  After each LOGIN ack a loop
+ * sends LOGINOUT and LOGIN again on the same connection (one write), or with
+ * --reconnect closes and connects again.  Reports logins/s and the login
+ * latency (request to ack; with --reconnect, connect to ack).  Run beside a
+ * pingpong to measure chat latency during a login storm.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "bench.h"
+#include "common/proto.h"
+
+#define LOOP_STALLED 1        /* conn->role bit: a stall was already counted */
+
+struct lgthread {
+    const struct bench_opts *o;
+    const struct users *u;
+    struct engine *e;
+    uint32_t lo, hi;
+    uint32_t live;            /* loops still running */
+    uint64_t t0, t1;
+};
+
+static void loop_end(struct lgthread *th, struct conn *c)
+{
+    if (c->state != CS_CLOSED)
+        th->live--;
+}
+
+static void lg_logged_in(struct engine *e, struct conn *c, long err)
+{
+    struct lgthread *th = e->ctx;
+
+    if (err != QC_OK)
+        return;                               /* the engine counts and closes it */
+    hist_add(&e->st.lat, e->now - c->t_req);
+    e->st.logins++;
+    if (e->measuring)
+        e->st.window++;
+    c->role &= (uint8_t)~LOOP_STALLED;
+    if (!e->measuring) {
+        loop_end(th, c);
+        engine_drop(e, c);
+        return;
+    }
+    if (th->o->reconnect) {
+        engine_restart_later(e, c);
+        return;
+    }
+    conn_printf(e, c, "{\"msgid\":%d}", QC_LOGINOUT_MSG);
+    engine_send_login(e, c);
+}
+
+static void lg_line(struct engine *e, struct conn *c, const char *p, size_t n,
+                    const struct jfields *f)
+{
+    engine_unexpected(e, c, f);
+}
+
+static void lg_closed(struct engine *e, struct conn *c)
+{
+    loop_end(e->ctx, c);
+}
+
+/* A loop waiting longer than --stall for its connect or login ack. */
+static void lg_check_stalls(struct engine *e)
+{
+    uint64_t stall = (uint64_t)(e->o->stall * NS_PER_SEC);
+
+    for (uint32_t i = 0; i < e->nconns; i++) {
+        struct conn *c = &e->conns[i];
+        if ((c->state != CS_LOGIN && c->state != CS_CONNECTING) || (c->role & LOOP_STALLED) ||
+            e->now - c->t_req <= stall)
+            continue;
+        c->role |= LOOP_STALLED;
+        engine_error(e, E_STALL, "user %d: no login ack for %.1fs", (int)c->uid,
+                     (double)(e->now - c->t_req) / NS_PER_SEC);
+    }
+}
+
+static bool lg_drained(struct engine *e)
+{
+    struct lgthread *th = e->ctx;
+    return th->live == 0;
+}
+
+static void *lg_thread(void *arg)
+{
+    struct lgthread *th = arg;
+    struct engine *e = th->e;
+
+    e->ctx = th;
+    e->ops.logged_in = lg_logged_in;
+    e->ops.line = lg_line;
+    e->ops.closed = lg_closed;
+    e->ops.tick = lg_check_stalls;
+    e->pcount = &e->st.logins;
+    e->concurrency = e->nconns;
+    for (uint32_t i = 0; i < e->nconns; i++) {
+        struct conn *c = &e->conns[i];
+        c->user = th->lo + i;
+        c->uid = th->u->id[c->user];
+        c->side = (uint8_t)(c->user % (uint32_t)th->o->nep);
+        c->slot = i;
+    }
+    th->live = e->nconns;
+    if (e->index == 0)
+        progress_phase("measure");
+    th->t0 = e->now = now_ns();
+    e->measuring = true;
+    engine_run(e, NULL, th->t0 + (uint64_t)(th->o->duration * NS_PER_SEC));
+    th->t1 = now_ns();
+    e->measuring = false;
+    if (e->index == 0)
+        progress_phase("drain");
+    e->draining = true;
+    engine_run(e, lg_drained, th->t1 + (uint64_t)(th->o->drain * NS_PER_SEC));
+    e->now = now_ns();
+    lg_check_stalls(e);
+    engine_publish(e);
+    return NULL;
+}
+
+int mode_login(const struct bench_opts *o, struct result *r)
+{
+    uint32_t nloops = (uint32_t)o->loops;
+    int nt = o->threads < (int)nloops ? o->threads : (int)nloops;
+    struct lgthread *th = calloc((size_t)nt, sizeof *th);
+    struct engine *engines[BENCH_MAX_THREADS];
+    struct users u;
+    int rc = -1;
+
+    if (!th) {
+        fprintf(stderr, "qchat-bench: out of memory\n");
+        return -1;
+    }
+    if (users_for_mode(o, nloops, &u, &r->st) < 0) {
+        free(th);
+        return -1;
+    }
+    for (int i = 0; i < nt; i++) {
+        th[i].o = o;
+        th[i].u = &u;
+        split_range(nloops, nt, i, &th[i].lo, &th[i].hi);
+        th[i].e = engines[i] = engine_new(o, &u, th[i].hi - th[i].lo, th[i].lo, i);
+        if (!th[i].e) {
+            fprintf(stderr, "qchat-bench: out of memory\n");
+            goto out;
+        }
+    }
+    progress_setup(o, engines, nt, "logins");
+    run_threads(nt, th, sizeof *th, lg_thread);
+    progress_end();
+
+    uint64_t window = 0;
+    for (int i = 0; i < nt; i++) {
+        stats_merge(&r->st, &th[i].e->st);
+        if (th[i].t1 - th[i].t0 > window)
+            window = th[i].t1 - th[i].t0;
+    }
+    double secs = (double)window / NS_PER_SEC;
+    result_add(r, "loops", nloops, 0, NULL);
+    result_add(r, "reconnect", o->reconnect, 0, NULL);
+    result_add(r, "threads", nt, 0, NULL);
+    result_add(r, "dur", secs, 2, "s");
+    result_add(r, "logins", (double)r->st.logins, 0, NULL);
+    result_add(r, "rate", secs > 0 ? (double)r->st.window / secs : 0, 0, "/s");
+    rc = 0;
+out:
+    for (int i = 0; i < nt; i++)
+        engine_free(th[i].e);
+    users_free(&u);
+    free(th);
+    return rc;
+}

@@ -1,0 +1,410 @@
+/*
+ * test_client.c - the qchat terminal client in script mode (`qchat -s HOST
+ * PORT`, commands on stdin, one line per outcome or incoming message on
+ * stdout, as documented at the top of src/client/qchat.c), against a real
+ * qchatd.  The peer is driven with the client library so that what qchat
+ * sends is checked on the wire and what qchat prints is checked on its
+ * stdout: register, login, chat both ways, friends, groups, group chat,
+ * offline messages, errors, takeover, and a whole script piped at once.
+ */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/wait.h>
+
+#define QCHAT_LINE_MS     5000     /* longest wait for one expected line */
+#define QCHAT_EXIT_MS     5000     /* after stdin is closed */
+#define TRANSCRIPT_MAX    (64 * 1024)
+#define NO_SUCH_ID        2147480000
+
+/* One qchat process: stdin and stdout (with stderr) on pipes. */
+struct qchat_proc {
+    pid_t  pid;
+    int    in;                       /* its stdin */
+    int    out;                      /* its stdout + stderr */
+    char   buf[TRANSCRIPT_MAX];      /* output not yet consumed */
+    size_t len;
+    char   transcript[TRANSCRIPT_MAX];  /* every line so far, for failures */
+    size_t tlen;
+    bool   eof;
+};
+
+static struct qchat_proc *procs[8];
+
+static void qchat_start(struct qchat_proc *p)
+{
+    const char *bdir = getenv("B");
+    char bin[PATH_MAX], port[16];
+    snprintf(bin, sizeof(bin), "%s/qchat", bdir != NULL && *bdir ? bdir : "build");
+    snprintf(port, sizeof(port), "%d", h_srv.port);
+    H_CHECK(access(bin, X_OK) == 0, "%s is not there: %s", bin, strerror(errno));
+    int to_child[2], from_child[2];
+    H_CHECK(pipe2(to_child, O_CLOEXEC) == 0 && pipe2(from_child, O_CLOEXEC) == 0, "pipe");
+    memset(p, 0, sizeof(*p));
+    p->pid = fork();
+    H_CHECK(p->pid >= 0, "fork: %s", strerror(errno));
+    if (p->pid == 0) {
+        if (dup2(to_child[0], 0) < 0 || dup2(from_child[1], 1) < 0 || dup2(from_child[1], 2) < 0)
+            _exit(126);
+        signal(SIGPIPE, SIG_DFL);
+        execl(bin, bin, "-s", H_HOST, port, (char *)NULL);
+        _exit(127);
+    }
+    close(to_child[0]);
+    close(from_child[1]);
+    p->in = to_child[1];
+    p->out = from_child[0];
+    for (size_t i = 0; i < sizeof(procs) / sizeof(procs[0]); i++)
+        if (procs[i] == NULL) {
+            procs[i] = p;
+            break;
+        }
+}
+
+static void qchat_cmd(struct qchat_proc *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void qchat_cmd(struct qchat_proc *p, const char *fmt, ...)
+{
+    char line[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+    va_end(ap);
+    H_CHECK(n > 0 && (size_t)n < sizeof(line) - 1, "command too long");
+    line[n++] = '\n';
+    H_CHECK(write(p->in, line, (size_t)n) == n, "write to qchat: %s", strerror(errno));
+}
+
+static void note_transcript(struct qchat_proc *p, const char *line)
+{
+    size_t n = strlen(line);
+    if (p->tlen + n + 2 < sizeof(p->transcript)) {
+        memcpy(p->transcript + p->tlen, line, n);
+        p->tlen += n;
+        p->transcript[p->tlen++] = '\n';
+        p->transcript[p->tlen] = '\0';
+    }
+}
+
+/* Next output line into out; false on timeout or EOF. */
+static bool qchat_line(struct qchat_proc *p, char *out, size_t outlen, int timeout_ms)
+{
+    int64_t deadline = h_now_ms() + timeout_ms;
+    for (;;) {
+        char *nl = memchr(p->buf, '\n', p->len);
+        if (nl != NULL) {
+            size_t n = (size_t)(nl - p->buf);
+            snprintf(out, outlen, "%.*s", (int)n, p->buf);
+            memmove(p->buf, nl + 1, p->len - n - 1);
+            p->len -= n + 1;
+            note_transcript(p, out);
+            return true;
+        }
+        int left = (int)(deadline - h_now_ms());
+        if (p->eof || left <= 0)
+            return false;
+        struct pollfd pf = { .fd = p->out, .events = POLLIN };
+        if (poll(&pf, 1, left) <= 0)
+            continue;
+        if (p->len == sizeof(p->buf))
+            H_FAIL("qchat printed a line longer than %zu bytes", sizeof(p->buf));
+        ssize_t r = read(p->out, p->buf + p->len, sizeof(p->buf) - p->len);
+        if (r <= 0)
+            p->eof = true;
+        else
+            p->len += (size_t)r;
+    }
+}
+
+/* Read lines until one starts with prefix (others are kept in the transcript). */
+static void qchat_expect(struct qchat_proc *p, const char *prefix, char *out, size_t outlen,
+                         const char *what)
+{
+    char line[TRANSCRIPT_MAX];
+    while (qchat_line(p, line, sizeof(line), QCHAT_LINE_MS)) {
+        if (strncmp(line, prefix, strlen(prefix)) == 0) {
+            if (out != NULL) {
+                size_t n = strlen(line) < outlen ? strlen(line) : outlen - 1;
+                memcpy(out, line, n);
+                out[n] = '\0';
+            }
+            return;
+        }
+    }
+    H_FAIL("%s: qchat did not print a line starting with \"%s\" within %d ms%s; its output:\n%s",
+           what, prefix, QCHAT_LINE_MS, p->eof ? " (it exited)" : "", p->transcript);
+}
+
+/* The next line must be exactly `want`. */
+static void qchat_expect_exact(struct qchat_proc *p, const char *want, const char *what)
+{
+    char line[TRANSCRIPT_MAX];
+    bool got = qchat_line(p, line, sizeof(line), QCHAT_LINE_MS);
+    H_CHECK(got && strcmp(line, want) == 0, "%s: want the line \"%s\", got %s%s%s; output:\n%s",
+            what, want, got ? "\"" : "", got ? line : "nothing", got ? "\"" : "", p->transcript);
+}
+
+/* Close stdin, read the rest, return the exit status (-1: did not exit). */
+static int qchat_finish(struct qchat_proc *p)
+{
+    char line[TRANSCRIPT_MAX];
+    if (p->in >= 0)
+        close(p->in);
+    p->in = -1;
+    int64_t deadline = h_now_ms() + QCHAT_EXIT_MS;
+    while (!p->eof && h_now_ms() < deadline)
+        (void)qchat_line(p, line, sizeof(line), (int)(deadline - h_now_ms()));
+    while (qchat_line(p, line, sizeof(line), 0))
+        ;
+    int status = 0;
+    pid_t r;
+    while ((r = waitpid(p->pid, &status, WNOHANG)) == 0 && h_now_ms() < deadline)
+        h_sleep_ms(10);
+    if (r == 0) {
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, &status, 0);
+        status = -1;
+    }
+    close(p->out);
+    p->pid = 0;
+    for (size_t i = 0; i < sizeof(procs) / sizeof(procs[0]); i++)
+        if (procs[i] == p)
+            procs[i] = NULL;
+    return status == -1 ? -1 : WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* Register and log in through qchat; fills u. */
+static void qchat_register_login(struct qchat_proc *p, struct h_user *u, const char *tag)
+{
+    char line[512];
+    h_unique_name(u->name, sizeof(u->name), tag);
+    snprintf(u->password, sizeof(u->password), "cli-pw");
+    qchat_cmd(p, "register:%s:%s", u->name, u->password);
+    qchat_expect(p, "registered id ", line, sizeof(line), "register");
+    u->id = atoi(line + strlen("registered id "));
+    H_CHECK(u->id > 0, "registered id: %s", line);
+    qchat_cmd(p, "login:%d:%s", u->id, u->password);
+    char want[256];
+    snprintf(want, sizeof(want), "logged in: id %d name %s", u->id, u->name);
+    qchat_expect_exact(p, want, "login");
+}
+
+static int32_t number_after(const char *line, const char *prefix)
+{
+    H_CHECK(strncmp(line, prefix, strlen(prefix)) == 0, "\"%s\" must start with \"%s\"", line, prefix);
+    return atoi(line + strlen(prefix));
+}
+
+/* ---- tests ---------------------------------------------------------- */
+
+static void test_qchat_chat_both_ways(void **state)
+{
+    static struct qchat_proc p;
+    struct h_user me, peer;
+    qchat_start(&p);
+    qchat_register_login(&p, &me, "cli");
+    struct qclient *cp = h_new_user(&peer, "peer");
+    char line[1024], want[1024];
+
+    qchat_cmd(&p, "chat:%d:hello: with colon", peer.id);
+    qchat_expect(&p, "sent", line, sizeof(line), "chat");
+    struct json_object *m = h_expect(cp, QC_ONE_CHAT_MSG, "peer receives qchat's chat");
+    H_CHECK(h_int(m, "id") == me.id && strcmp(h_str(m, "msg"), "hello: with colon") == 0,
+            "the text after the second colon is the message: %s", h_json(m));
+    H_CHECK(strncmp(line, "sent: mid ", 10) == 0 && atoll(line + 10) == h_int(m, "mid"),
+            "qchat prints the server's mid: \"%s\" vs %s", line, h_json(m));
+    json_object_put(m);
+
+    /* incoming, seed format */
+    json_object_put(h_request(cp, QC_ONE_CHAT_MSG, 0, "peer chats", "\"toid\":%d,\"msg\":\"hi back\"",
+                              me.id));
+    snprintf(want, sizeof(want), "[%d]%s said: hi back", peer.id, peer.name);
+    qchat_expect(&p, "", line, sizeof(line), "incoming chat");
+    H_CHECK(strlen(line) > 20 && strcmp(line + 20, want) == 0 && line[19] == ' ',
+            "incoming chat: want \"YYYY-MM-DD HH:MM:SS %s\", got \"%s\"", want, line);
+
+    /* control characters from the network are escaped: one line per message */
+    json_object_put(h_request(cp, QC_ONE_CHAT_MSG, 0, "peer chats a newline",
+                              "\"toid\":%d,\"msg\":\"two\\nlines\\u001b[31m\"", me.id));
+    qchat_expect(&p, "", line, sizeof(line), "incoming chat with control characters");
+    H_CHECK(strstr(line, "two\\nlines") != NULL && strchr(line, '\x1b') == NULL,
+            "newline and ESC must be escaped, got \"%s\"", line);
+
+    /* errors */
+    qchat_cmd(&p, "chat:%d:nobody", NO_SUCH_ID);
+    qchat_expect(&p, "error 9", line, sizeof(line), "chat to an unknown id");
+    qchat_cmd(&p, "frobnicate");
+    qchat_expect(&p, "error: unknown command", line, sizeof(line), "unknown command");
+    qchat_cmd(&p, "chat:notanumber:x");
+    qchat_expect(&p, "error", line, sizeof(line), "bad id");
+    qchat_cmd(&p, "quit");
+    int rc = qchat_finish(&p);
+    H_CHECK(rc == 0, "qchat after quit: exit status 0, got %d; output:\n%s", rc, p.transcript);
+}
+
+static void test_qchat_friends_groups_offline(void **state)
+{
+    static struct qchat_proc p;
+    struct h_user me, peer;
+    qchat_start(&p);
+    qchat_register_login(&p, &me, "clg");
+    struct qclient *cp = h_new_user(&peer, "peer");
+    char line[1024], want[1024];
+
+    qchat_cmd(&p, "addfriend:%d", peer.id);
+    snprintf(want, sizeof(want), "friend added: id %d", peer.id);
+    qchat_expect_exact(&p, want, "addfriend");
+
+    char gname[H_NAME_LEN];
+    h_unique_name(gname, sizeof(gname), "cg");
+    qchat_cmd(&p, "creategroup:%s:a test group", gname);
+    qchat_expect(&p, "group created: id ", line, sizeof(line), "creategroup");
+    int32_t gid = number_after(line, "group created: id ");
+    H_CHECK(gid > 0, "group id: %s", line);
+    json_object_put(h_request(cp, QC_ADD_GROUP_MSG, 0, "peer joins", "\"groupid\":%d", gid));
+
+    qchat_cmd(&p, "groupchat:%d:hello group", gid);
+    qchat_expect(&p, "sent", line, sizeof(line), "groupchat");
+    struct json_object *m = h_expect(cp, QC_GROUP_CHAT_MSG, "peer receives the group chat");
+    H_CHECK(h_int(m, "groupid") == gid && h_int(m, "userid") == me.id &&
+            strcmp(h_str(m, "msg"), "hello group") == 0, "group chat from qchat: %s", h_json(m));
+    json_object_put(m);
+
+    json_object_put(h_request(cp, QC_GROUP_CHAT_MSG, 0, "peer group-chats",
+                              "\"groupid\":%d,\"msg\":\"hello from peer\"", gid));
+    snprintf(want, sizeof(want), "group message[%d]: ", gid);
+    qchat_expect(&p, want, line, sizeof(line), "incoming group chat");
+    snprintf(want, sizeof(want), "[%d]%s said: hello from peer", peer.id, peer.name);
+    H_CHECK(strstr(line, want) != NULL, "incoming group chat line \"%s\" must contain \"%s\"",
+            line, want);
+
+    /* join a group created by someone else */
+    char g2[H_NAME_LEN];
+    h_unique_name(g2, sizeof(g2), "cg2");
+    struct json_object *ack = h_request(cp, QC_CREATE_GROUP_MSG, 0, "peer creates a group",
+                                        "\"groupname\":%s,\"groupdesc\":\"\"", h_q(g2));
+    int32_t gid2 = (int32_t)h_int(ack, "groupid");
+    json_object_put(ack);
+    qchat_cmd(&p, "addgroup:%d", gid2);
+    snprintf(want, sizeof(want), "group joined: id %d", gid2);
+    qchat_expect_exact(&p, want, "addgroup");
+
+    /* offline: log out, the peer writes, log in again */
+    qchat_cmd(&p, "loginout");
+    qchat_expect_exact(&p, "logged out", "loginout");
+    H_CHECK(h_wait_online(me.id, false, H_REPLY_MS), "qchat's user offline after loginout");
+    json_object_put(h_request(cp, QC_ONE_CHAT_MSG, 0, "peer chats while qchat is out",
+                              "\"toid\":%d,\"msg\":\"while you were out\"", me.id));
+    json_object_put(h_request(cp, QC_GROUP_CHAT_MSG, 0, "peer group-chats while qchat is out",
+                              "\"groupid\":%d,\"msg\":\"group while out\"", gid));
+    qchat_cmd(&p, "login:%d:%s", me.id, me.password);
+    snprintf(want, sizeof(want), "logged in: id %d name %s", me.id, me.name);
+    qchat_expect_exact(&p, want, "login again");
+    snprintf(want, sizeof(want), "friend: %d %s online", peer.id, peer.name);
+    qchat_expect(&p, want, NULL, 0, "friend line in the login summary");
+    snprintf(want, sizeof(want), "group: %d %s a test group", gid, gname);
+    qchat_expect(&p, want, NULL, 0, "group line in the login summary");
+    snprintf(want, sizeof(want), "member: %d %d %s ", gid, me.id, me.name);
+    qchat_expect(&p, want, line, sizeof(line), "creator member line");
+    H_CHECK(strcmp(line + strlen(line) - strlen(" creator"), " creator") == 0,
+            "member line \"%s\" must end with the role creator", line);
+    qchat_expect(&p, "offline: ", line, sizeof(line), "first offline message");
+    snprintf(want, sizeof(want), "[%d]%s said: while you were out", peer.id, peer.name);
+    H_CHECK(strstr(line, want) != NULL, "offline one-to-one chat: \"%s\" lacks \"%s\"", line, want);
+    qchat_expect(&p, "offline: ", line, sizeof(line), "second offline message");
+    snprintf(want, sizeof(want), "group message[%d]: ", gid);
+    H_CHECK(strstr(line, want) != NULL && strstr(line, "group while out") != NULL,
+            "offline group chat, in order: \"%s\"", line);
+    qchat_cmd(&p, "quit");
+    H_CHECK(qchat_finish(&p) == 0, "exit status 0 after quit; output:\n%s", p.transcript);
+}
+
+static void test_qchat_kicked_by_second_login(void **state)
+{
+    static struct qchat_proc p;
+    struct h_user me;
+    qchat_start(&p);
+    qchat_register_login(&p, &me, "clk");
+    struct qclient *other = h_login(&me, NULL);
+    qchat_expect(&p, "kicked: ", NULL, 0, "the old session is told");
+    qchat_expect(&p, "disconnected", NULL, 0, "and disconnected");
+    int rc = qchat_finish(&p);
+    H_CHECK(rc == 1, "a lost connection exits with status 1, got %d; output:\n%s", rc, p.transcript);
+    h_expect_quiet(other, "the new session is fine");
+}
+
+static void test_qchat_whole_script_piped(void **state)
+{
+    static struct qchat_proc p;
+    struct h_user peer;
+    struct qclient *cp = h_new_user(&peer, "pip");
+    char name[H_NAME_LEN];
+    h_unique_name(name, sizeof(name), "piped");
+
+    /* register first to learn the id, then pipe a whole script and close stdin */
+    qchat_start(&p);
+    qchat_cmd(&p, "# a comment, then an empty line\n");
+    qchat_cmd(&p, "register:%s:pw", name);
+    char line[512];
+    qchat_expect(&p, "registered id ", line, sizeof(line), "register");
+    int32_t id = number_after(line, "registered id ");
+    qchat_cmd(&p, "login:%d:pw\nchat:%d:one\nchat:%d:two\nchat:%d:three", id, peer.id, peer.id,
+              peer.id);
+    int rc = qchat_finish(&p);
+    H_CHECK(rc == 0, "end of input: exit status 0, got %d; output:\n%s", rc, p.transcript);
+    static const char *const texts[] = { "one", "two", "three" };
+    for (int i = 0; i < 3; i++) {
+        struct json_object *m = h_expect(cp, QC_ONE_CHAT_MSG, "piped chats arrive in order");
+        H_CHECK(strcmp(h_str(m, "msg"), texts[i]) == 0 && h_int(m, "id") == id,
+                "chat %d: want \"%s\" from %d, got %s", i, texts[i], id, h_json(m));
+        json_object_put(m);
+    }
+    H_CHECK(strstr(p.transcript, "sent: mid ") != NULL, "outcomes printed:\n%s", p.transcript);
+}
+
+static void test_server_stops_cleanly(void **state)
+{
+    h_stop_and_check_clean();
+}
+
+/* Kill qchat processes a failed test left behind. */
+static int kill_leftover_qchats(void **state)
+{
+    for (size_t i = 0; i < sizeof(procs) / sizeof(procs[0]); i++) {
+        if (procs[i] != NULL && procs[i]->pid > 0) {
+            kill(procs[i]->pid, SIGKILL);
+            waitpid(procs[i]->pid, NULL, 0);
+            close(procs[i]->in);
+            close(procs[i]->out);
+            procs[i]->pid = 0;
+        }
+        procs[i] = NULL;
+    }
+    return h_test_teardown(state);
+}
+
+static int group_setup(void **state)
+{
+    return h_group_setup_with(NULL);
+}
+
+#define QCHAT_TEST(f) { #f, h_run_test, NULL, kill_leftover_qchats, &(struct h_test){ f } }
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        QCHAT_TEST(test_qchat_chat_both_ways),
+        QCHAT_TEST(test_qchat_friends_groups_offline),
+        QCHAT_TEST(test_qchat_kicked_by_second_login),
+        QCHAT_TEST(test_qchat_whole_script_piped),
+        H_TEST(test_server_stops_cleanly),
+    };
+    h_apply_filter();
+    return cmocka_run_group_tests_name("client", tests, group_setup, h_group_teardown);
+}

@@ -1,0 +1,114 @@
+#!/bin/sh
+# run.sh - run every test binary and script, print one line per binary and
+# a last line "N passed, N failed" (test cases), exit non-zero on any failure.
+#
+#   B=build sh tests/run.sh          (make check does this; B=build-san for SANITIZE=1)
+#
+# Runs $B/tests/test_* (unit, cmocka), $B/tests/it_* (integration, cmocka)
+# and every executable tests/scripts/*.sh (exit 0 counts as 1 passed, else
+# 1 failed), each under `timeout`.  Counts come from cmocka's summary:
+# "[==========] Running N test(s)." and "[  PASSED  ] N test(s)." (a test
+# that errored in a fixture is counted as failed); a binary that crashed
+# or timed out without a summary, or exited non-zero after it (a sanitizer
+# report at exit), counts one more failure.  Full output of each binary:
+# $B/test-logs/NAME.log; the logs of failures are shown at the end.
+
+B=${B:-build}
+TIME_LIMIT=${TEST_TIME_LIMIT:-300}   # seconds per binary
+KILL_AFTER=10                        # then SIGKILL
+LOG_LINES=${TEST_LOG_LINES:-300}     # lines of a failure's log shown
+
+cd "$(dirname "$0")/.." || exit 2
+LOGDIR=$B/test-logs
+mkdir -p "$LOGDIR" || exit 2
+
+# cmocka's plain format, whatever the caller's environment says.
+CMOCKA_MESSAGE_OUTPUT=stdout
+export CMOCKA_MESSAGE_OUTPUT B
+if [ "${SANITIZE:-}" = 1 ]; then
+    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=1}
+    UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+    export ASAN_OPTIONS UBSAN_OPTIONS
+fi
+
+total_pass=0
+total_fail=0
+failed_logs=""
+
+# summary_number PATTERN LOG: the N of the first line "PATTERN N test(s)".
+summary_number() {
+    sed -n "s/^$1 \([0-9][0-9]*\) test(s).*/\1/p" "$2" | head -n 1
+}
+
+# run_one KIND PATH: run a binary or script, count, print its line.
+run_one() {
+    kind=$1
+    path=$2
+    name=$(basename "$path")
+    log=$LOGDIR/$name.log
+    start=$(date +%s)
+    timeout -k "$KILL_AFTER" "$TIME_LIMIT" "$path" >"$log" 2>&1 </dev/null
+    rc=$?
+    secs=$(( $(date +%s) - start ))
+
+    if [ "$kind" = script ]; then
+        if [ "$rc" -eq 0 ]; then pass=1; fail=0; else pass=0; fail=1; fi
+    else
+        running=$(summary_number '\[==========\] Running' "$log")
+        passed=$(summary_number '\[  PASSED  \]' "$log")
+        failed=$(summary_number '\[  FAILED  \]' "$log")
+        skipped=$(summary_number '\[  SKIPPED \]' "$log")
+        pass=${passed:-0}
+        fail=${failed:-0}
+        if [ -n "$passed" ] && [ -n "$running" ]; then
+            # errors in fixtures are in neither PASSED nor FAILED
+            missing=$(( running - pass - ${skipped:-0} ))
+            [ "$missing" -gt "$fail" ] && fail=$missing
+        fi
+        if [ -z "$passed" ]; then
+            fail=1          # crashed or timed out: no summary
+        elif [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ]; then
+            fail=1          # e.g. a sanitizer report after the summary
+        fi
+    fi
+
+    case $rc in
+        0)   how="" ;;
+        124) how=" (timed out after ${TIME_LIMIT}s)" ;;
+        137) how=" (killed)" ;;
+        *)   if [ "$rc" -gt 128 ]; then how=" (signal $((rc - 128)))"; else how=" (exit $rc)"; fi ;;
+    esac
+    if [ "$fail" -eq 0 ]; then status=ok; else status=FAIL; fi
+    printf '%-4s  %-28s %4d passed, %3d failed  %4ds%s\n' "$status" "$name" "$pass" "$fail" \
+        "$secs" "$how"
+    total_pass=$((total_pass + pass))
+    total_fail=$((total_fail + fail))
+    [ "$fail" -eq 0 ] || failed_logs="$failed_logs $log"
+}
+
+found=0
+for t in "$B"/tests/test_* "$B"/tests/it_*; do
+    [ -f "$t" ] && [ -x "$t" ] || continue
+    found=1
+    run_one cmocka "$t"
+done
+if [ -d tests/scripts ]; then
+    for t in tests/scripts/*.sh; do
+        [ -f "$t" ] && [ -x "$t" ] || continue
+        found=1
+        run_one script "$t"
+    done
+fi
+if [ "$found" -eq 0 ]; then
+    echo "no test binaries under $B/tests (build them: make tests)" >&2
+    total_fail=1
+fi
+
+for log in $failed_logs; do
+    echo
+    echo "==== $log (last $LOG_LINES lines) ===="
+    tail -n "$LOG_LINES" "$log"
+done
+[ -n "$failed_logs" ] && echo
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]
