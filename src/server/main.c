@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/resource.h>
 #include <libutil.h>
 
 #include "common/config.h"
@@ -22,6 +23,7 @@
 
 #define QCHATD_VERSION "0.1.0"
 #define MAX_OVERRIDES  256
+#define FD_RESERVE     64      /* descriptors besides clients: links, store, logs */
 
 extern char **environ;
 
@@ -37,6 +39,26 @@ static void usage(FILE *out)
             "  --init-db      create the database schema, then exit\n"
             "  -V             print the version\n",
             QC_DEFAULT_CONFIG);
+}
+
+/*
+ * One descriptor per client: take the whole hard limit (systemd's LimitNOFILE
+ * sets it), and say so when it cannot hold max_users connections.
+ */
+static void raise_fd_limit(const struct qc_config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            log_warning("cannot raise the open-file limit to %llu: %s",
+                        (unsigned long long)rl.rlim_max, strerror(errno));
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)cfg->max_users + FD_RESERVE)
+        log_warning("open-file limit %llu is below server.max_users (%d) + %d: raise LimitNOFILE",
+                    (unsigned long long)rl.rlim_cur, cfg->max_users, FD_RESERVE);
 }
 
 static int setup_logging(const struct qc_config *cfg)
@@ -170,6 +192,7 @@ int main(int argc, char **argv)
         return 1;
     }
     log_set_role("master");
+    raise_fd_limit(&cfg);
     if (check_storage(&cfg, false) < 0)
         return 1;
 
