@@ -22,8 +22,11 @@
 -- No foreign keys: a migrated seed database may hold orphan rows, and the
 -- driver checks existence itself where the protocol needs an answer.
 --
--- Every statement is idempotent.  Apply with:
---   mysql --default-character-set=utf8mb4 qchat < schema.sql
+-- src/store/mysql.c holds the same statements and runs them whenever it
+-- opens a database (and for qchatd --init-db); tests/unit/test_store_mysql.c
+-- checks that both build identical tables.  A seed database is converted
+-- by migrate-from-seed.sql instead.  Every statement is idempotent.  By hand:
+--   mariadb --default-character-set=utf8mb4 qchat < schema.sql
 
 CREATE TABLE IF NOT EXISTS User (
     id       INT NOT NULL AUTO_INCREMENT PRIMARY KEY,

@@ -8,6 +8,7 @@
 
 static const struct store_ops *const drivers[] = {
     &store_sqlite_ops,
+    &store_mysql_ops,
 };
 
 const struct store_ops *store_driver(const char *name)

@@ -1,0 +1,1610 @@
+/*
+ * mysql.c - the MariaDB / MySQL storage driver (storage.driver = mysql).
+ *
+ * MariaDB Connector/C (the libmysqlclient API).  One connection per handle,
+ * opened by open() after fork and used from one thread.  Every statement is
+ * a fixed literal prepared with mysql_stmt_prepare (lazily, on first use on
+ * a connection) and bound with parameters: no SQL text is ever built from
+ * data.  The connection speaks utf8mb4 and sets, at every connect, a strict
+ * sql_mode and short lock waits.
+ *
+ * Failures.  Connect, read and write timeouts of a few seconds bound what a
+ * dead or hung server costs a worker.  When the server went away (restart,
+ * KILL, timeout) the operation reconnects, prepares its statements again
+ * and is retried once; a deadlock is retried a few times.  Otherwise the
+ * caller gets QC_ESTORAGE and later calls try to reconnect again, at most
+ * once per RECONNECT_INTERVAL_MS, failing at once in between: a database
+ * that is down costs each request little.
+ *
+ * Retrying is safe because every write of more than one idempotent row runs
+ * in an explicit transaction: a connection lost before COMMIT was sent means
+ * the server rolled everything back.  A connection lost during COMMIT leaves
+ * the outcome unknown; that is reported (QC_ESTORAGE), never retried, except
+ * in offline_take, which then hands the messages over anyway (the worst case
+ * is a message delivered twice, never one lost).
+ *
+ * Results are buffered in the client (mysql_stmt_store_result) before any
+ * callback runs, so a callback may call other store functions (group_members
+ * from within user_groups), but not the function that called it.  While a
+ * callback runs the connection is never replaced: a nested call that loses
+ * it fails, and the next call reconnects.
+ *
+ * offline_store batches: OFFLINE_BATCH recipients per INSERT ... SELECT that
+ * joins the recipients against User (so an unknown recipient is noticed in
+ * the same statement), the message text sent once per batch; the last,
+ * partial batch pads the unused placeholders with NULL, which match nobody.
+ * (MariaDB's array binding would send the text once per row and works only
+ * against MariaDB servers.)  The max_offline_messages cap costs one more
+ * statement per batch, plus two per recipient over the cap.
+ *
+ * The password comes from storage.password_file, read at open (the file
+ * must not be accessible by group or others).  It stays in the handle only
+ * for reconnecting, is never logged, and is wiped at close.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mysql.h>
+#include <errmsg.h>
+#include <mysqld_error.h>
+
+#include "common/log.h"
+#include "store/store.h"
+
+#define CONNECT_TIMEOUT_SEC   2     /* TCP connect and handshake */
+#define READ_TIMEOUT_SEC      4     /* one wait for the server's answer */
+#define WRITE_TIMEOUT_SEC     4
+#define LOCK_WAIT_SEC         2     /* row and metadata locks; below READ_TIMEOUT_SEC */
+#define RECONNECT_INTERVAL_MS 1000  /* at most one connection attempt per interval */
+#define DEADLOCK_RETRIES      3
+#define PASSWORD_MAX          512   /* longest password file accepted */
+#define TEXT_INITIAL          256   /* first size of a text column buffer */
+#define OFFLINE_BATCH         64    /* recipients per INSERT (see ID_ROWS_64) */
+#define MAX_PARAMS            (OFFLINE_BATCH + 1)
+#define MAX_COLS              3
+#define CHARSET               "utf8mb4"
+#define TARGET_MAX            (PATH_MAX + 2 * QC_CONFIG_STR_MAX + 16)
+
+#define STR_(x)  #x
+#define STR(x)   STR_(x)
+
+/* Run at every connect, before any statement. */
+#define SESSION_SETUP \
+    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'," \
+    " innodb_lock_wait_timeout = " STR(LOCK_WAIT_SEC) "," \
+    " lock_wait_timeout = " STR(LOCK_WAIT_SEC)
+
+/* Internal outcomes, never returned to callers (run() maps them to QC_ESTORAGE). */
+enum {
+    E_LOST           = -1,   /* the connection is gone: reconnect, retry once */
+    E_DEADLOCK       = -2,   /* the server rolled the transaction back: retry */
+    E_DUP            = -3,   /* duplicate key: the caller names the conflict */
+    E_COMMIT_UNKNOWN = -4    /* lost during COMMIT: it may or may not have happened */
+};
+
+/*
+ * sql/mysql/schema.sql, statement by statement (tests/unit/test_store_mysql.c
+ * checks that both build the same tables).
+ */
+static const char *const schema_ddl[] = {
+    "CREATE TABLE IF NOT EXISTS User ("
+    " id INT NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+    " name VARCHAR(50) NOT NULL,"
+    " password VARCHAR(256) NOT NULL,"
+    " state ENUM('online', 'offline') NOT NULL DEFAULT 'offline',"
+    " UNIQUE KEY name (name)"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+
+    "CREATE TABLE IF NOT EXISTS Friend ("
+    " userid INT NOT NULL,"
+    " friendid INT NOT NULL,"
+    " PRIMARY KEY (userid, friendid)"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+
+    "CREATE TABLE IF NOT EXISTS AllGroup ("
+    " groupid INT NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+    " groupname VARCHAR(50) NOT NULL,"
+    " groupdesc VARCHAR(200) NOT NULL DEFAULT '',"
+    " UNIQUE KEY groupname (groupname)"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+
+    "CREATE TABLE IF NOT EXISTS GroupUser ("
+    " groupid INT NOT NULL,"
+    " userid INT NOT NULL,"
+    " grouprole ENUM('creator', 'normal') NOT NULL DEFAULT 'normal',"
+    " PRIMARY KEY (groupid, userid),"
+    " KEY userid (userid)"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+
+    "CREATE TABLE IF NOT EXISTS OfflineMessage ("
+    " id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+    " userid INT NOT NULL,"
+    " message MEDIUMTEXT NOT NULL,"
+    " KEY userid_id (userid, id)"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+
+    "CREATE TABLE IF NOT EXISTS OfflineDropped ("
+    " userid INT NOT NULL PRIMARY KEY,"
+    " dropped BIGINT NOT NULL DEFAULT 0"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+};
+
+#define SCHEMA_COUNT (sizeof(schema_ddl) / sizeof(schema_ddl[0]))
+
+/* OFFLINE_BATCH placeholders, as a derived table of ids and as a list. */
+#define ID_ROW    " UNION ALL SELECT ?"
+#define ID_ROWS_8 ID_ROW ID_ROW ID_ROW ID_ROW ID_ROW ID_ROW ID_ROW ID_ROW
+#define ID_ROWS_64 "SELECT ? AS id" ID_ROW ID_ROW ID_ROW ID_ROW ID_ROW ID_ROW ID_ROW \
+    ID_ROWS_8 ID_ROWS_8 ID_ROWS_8 ID_ROWS_8 ID_ROWS_8 ID_ROWS_8 ID_ROWS_8
+#define LIST_8    "?, ?, ?, ?, ?, ?, ?, ?"
+#define LIST_64   LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " \
+                  LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8
+
+enum stmt_id {
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_PING,
+    ST_USER_INSERT,
+    ST_USER_GET,
+    ST_USER_SET_PASSWORD,
+    ST_USERS_FOUND,
+    ST_USER_EXISTS,
+    ST_FRIEND_INSERT_BOTH,
+    ST_FRIEND_COUNT,
+    ST_FRIEND_LIST,
+    ST_GROUP_INSERT,
+    ST_GROUP_EXISTS,
+    ST_MEMBER_INSERT,
+    ST_MEMBER_COUNT,
+    ST_MEMBER_LIST,
+    ST_USER_GROUPS,
+    ST_OFFLINE_INSERT_BATCH,
+    ST_OFFLINE_OVER_CAP,
+    ST_OFFLINE_TRIM,
+    ST_OFFLINE_PENDING,
+    ST_OFFLINE_LIST,
+    ST_OFFLINE_DELETE,
+    ST_OFFLINE_COUNT,
+    ST_DROPPED_ADD,
+    ST_DROPPED_GET,
+    ST_DROPPED_CLEAR,
+    ST_COUNT
+};
+
+struct stmt_def {
+    const char *name;       /* for log lines */
+    const char *sql;
+    unsigned    params;     /* placeholders (checked after prepare) */
+    const char *cols;       /* result columns, 'i' integer, 't' text; NULL: none */
+};
+
+/*
+ * INSERT IGNORE skips only duplicate keys here: every other value is a
+ * number or a fixed role name.  Row counts are "found rows"
+ * (CLIENT_FOUND_ROWS), so an UPDATE to the same value still counts.
+ */
+static const struct stmt_def stmt_defs[ST_COUNT] = {
+    [ST_BEGIN]            = { "begin", "START TRANSACTION", 0, NULL },
+    [ST_COMMIT]           = { "commit", "COMMIT", 0, NULL },
+    [ST_ROLLBACK]         = { "rollback", "ROLLBACK", 0, NULL },
+    [ST_PING]             = { "ping", "SELECT 1", 0, "i" },
+    [ST_USER_INSERT]      = { "user insert",
+        "INSERT INTO User (name, password) VALUES (?, ?)", 2, NULL },
+    [ST_USER_GET]         = { "user get",
+        "SELECT name, password FROM User WHERE id = ?", 1, "tt" },
+    [ST_USER_SET_PASSWORD] = { "user set password",
+        "UPDATE User SET password = ? WHERE id = ?", 2, NULL },
+    [ST_USERS_FOUND]      = { "users found",
+        "SELECT count(*) FROM User WHERE id IN (?, ?)", 2, "i" },
+    [ST_USER_EXISTS]      = { "user exists",
+        "SELECT 1 FROM User WHERE id = ?", 1, "i" },
+    [ST_FRIEND_INSERT_BOTH] = { "friend insert",
+        "INSERT IGNORE INTO Friend (userid, friendid) VALUES (?, ?), (?, ?)", 4, NULL },
+    [ST_FRIEND_COUNT]     = { "friend count",
+        "SELECT count(*) FROM Friend WHERE userid = ?", 1, "i" },
+    [ST_FRIEND_LIST]      = { "friend list",
+        "SELECT u.id, u.name FROM Friend f JOIN User u ON u.id = f.friendid"
+        " WHERE f.userid = ? ORDER BY f.friendid", 1, "it" },
+    [ST_GROUP_INSERT]     = { "group insert",
+        "INSERT INTO AllGroup (groupname, groupdesc) VALUES (?, ?)", 2, NULL },
+    [ST_GROUP_EXISTS]     = { "group exists",
+        "SELECT 1 FROM AllGroup WHERE groupid = ?", 1, "i" },
+    /* Nothing is inserted when the group or the user does not exist. */
+    [ST_MEMBER_INSERT]    = { "member insert",
+        "INSERT IGNORE INTO GroupUser (groupid, userid, grouprole)"
+        " SELECT g.groupid, u.id, ? FROM AllGroup g JOIN User u ON u.id = ?"
+        " WHERE g.groupid = ?", 3, NULL },
+    [ST_MEMBER_COUNT]     = { "member count",
+        "SELECT (SELECT count(*) FROM GroupUser WHERE groupid = ?)"
+        " FROM AllGroup WHERE groupid = ?", 2, "i" },
+    [ST_MEMBER_LIST]      = { "member list",
+        "SELECT u.id, u.name, m.grouprole FROM GroupUser m JOIN User u ON u.id = m.userid"
+        " WHERE m.groupid = ? ORDER BY m.userid", 1, "itt" },
+    [ST_USER_GROUPS]      = { "user groups",
+        "SELECT g.groupid, g.groupname, g.groupdesc FROM GroupUser m"
+        " JOIN AllGroup g ON g.groupid = m.groupid WHERE m.userid = ? ORDER BY m.groupid",
+        1, "itt" },
+    /* One row per listed recipient that exists (a recipient listed twice: two rows). */
+    [ST_OFFLINE_INSERT_BATCH] = { "offline insert",
+        "INSERT INTO OfflineMessage (userid, message)"
+        " SELECT u.id, ? FROM (" ID_ROWS_64 ") AS r JOIN User u ON u.id = r.id",
+        OFFLINE_BATCH + 1, NULL },
+    [ST_OFFLINE_OVER_CAP] = { "offline over cap",
+        "SELECT userid, count(*) FROM OfflineMessage WHERE userid IN (" LIST_64 ")"
+        " GROUP BY userid HAVING count(*) > ?", OFFLINE_BATCH + 1, "ii" },
+    /* The ? oldest of a user's queue. */
+    [ST_OFFLINE_TRIM]     = { "offline trim",
+        "DELETE FROM OfflineMessage WHERE userid = ? ORDER BY id LIMIT ?", 2, NULL },
+    [ST_OFFLINE_PENDING]  = { "offline pending",
+        "SELECT EXISTS (SELECT 1 FROM OfflineMessage WHERE userid = ?)"
+        " OR EXISTS (SELECT 1 FROM OfflineDropped WHERE userid = ?)", 2, "i" },
+    [ST_OFFLINE_LIST]     = { "offline list",
+        "SELECT id, message FROM OfflineMessage WHERE userid = ? ORDER BY id FOR UPDATE",
+        1, "it" },
+    [ST_OFFLINE_DELETE]   = { "offline delete",
+        "DELETE FROM OfflineMessage WHERE userid = ? AND id <= ?", 2, NULL },
+    [ST_OFFLINE_COUNT]    = { "offline count",
+        "SELECT count(*) FROM OfflineMessage WHERE userid = ?", 1, "i" },
+    [ST_DROPPED_ADD]      = { "dropped add",
+        "INSERT INTO OfflineDropped (userid, dropped) VALUES (?, ?)"
+        " ON DUPLICATE KEY UPDATE dropped = dropped + ?", 3, NULL },
+    [ST_DROPPED_GET]      = { "dropped get",
+        "SELECT dropped FROM OfflineDropped WHERE userid = ? FOR UPDATE", 1, "i" },
+    [ST_DROPPED_CLEAR]    = { "dropped clear",
+        "DELETE FROM OfflineDropped WHERE userid = ?", 1, NULL },
+};
+
+/* A prepared statement and the buffers its result columns are fetched into. */
+struct stmt {
+    MYSQL_STMT   *h;                    /* NULL: not prepared on this connection */
+    MYSQL_BIND    out[MAX_COLS];
+    unsigned long len[MAX_COLS];        /* full length of the column value */
+    my_bool       null[MAX_COLS];
+    my_bool       trunc[MAX_COLS];
+    long long     num[MAX_COLS];
+    char         *text[MAX_COLS];       /* kept across connections, freed at close */
+    size_t        cap[MAX_COLS];        /* bytes in text[i], the NUL included */
+};
+
+/* Parameters of one execution; the values live here until it is done. */
+struct params {
+    MYSQL_BIND    b[MAX_PARAMS];
+    long long     num[MAX_PARAMS];
+    unsigned long len[MAX_PARAMS];
+    unsigned      n;
+    bool          overflow;             /* more than MAX_PARAMS: exec refuses */
+};
+
+struct store {
+    MYSQL       *db;                    /* NULL while disconnected */
+    bool         broken;                /* lost: replace before the next use */
+    int          depth;                 /* callbacks running on buffered results */
+    int64_t      next_attempt_ms;       /* no connection attempt before this */
+    int64_t      down_since_ms;         /* 0 while the database answers */
+    struct stmt  stmt[ST_COUNT];
+    int          max_offline;           /* messages kept per user; 0: no cap */
+
+    char         host[QC_CONFIG_STR_MAX];
+    char         socket[PATH_MAX];
+    char         user[QC_CONFIG_STR_MAX];
+    char         database[QC_CONFIG_STR_MAX];
+    unsigned     port;
+    bool         has_password;
+    char         password[PASSWORD_MAX + 1];
+    char         target[TARGET_MAX];    /* "user@host:port/db", for messages */
+};
+
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int clamp_int(long long v)
+{
+    return v > INT_MAX ? INT_MAX : v < 0 ? 0 : (int)v;
+}
+
+/* ---- errors --------------------------------------------------------- */
+
+/* Errors after which the connection cannot be used again. */
+static bool connection_is_gone(unsigned code)
+{
+    switch (code) {
+    case CR_SERVER_GONE_ERROR:
+    case CR_SERVER_LOST:
+    case CR_SERVER_LOST_EXTENDED:
+    case CR_CONNECTION_ERROR:
+    case CR_CONN_HOST_ERROR:
+    case CR_COMMANDS_OUT_OF_SYNC:       /* a bug; a fresh connection heals it */
+    case CR_STMT_CLOSED:
+    case CR_ERR_NET_READ:
+    case CR_ERR_NET_WRITE:
+    case ER_CONNECTION_KILLED:
+    case ER_SERVER_SHUTDOWN:
+    case ER_NET_READ_ERROR:
+    case ER_NET_READ_INTERRUPTED:
+    case ER_NET_ERROR_ON_WRITE:
+    case ER_NEW_ABORTING_CONNECTION:
+    case ER_NEED_REPREPARE:             /* a table changed under the statement */
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* What error code of statement id means for the caller (logged here). */
+static int classify(struct store *st, enum stmt_id id, unsigned code, const char *msg)
+{
+    if (code == ER_DUP_ENTRY)
+        return E_DUP;
+    if (code == ER_LOCK_DEADLOCK) {
+        log_debug("mysql: %s: deadlock, retrying", stmt_defs[id].name);
+        return E_DEADLOCK;
+    }
+    if (connection_is_gone(code)) {
+        if (!st->broken)
+            log_warning("mysql: %s: %s (error %u): connection lost",
+                        stmt_defs[id].name, msg, code);
+        st->broken = true;
+        return E_LOST;
+    }
+    log_error("mysql: %s: %s (error %u)", stmt_defs[id].name, msg, code);
+    return QC_ESTORAGE;
+}
+
+static int stmt_failed(struct store *st, enum stmt_id id)
+{
+    MYSQL_STMT *h = st->stmt[id].h;
+
+    return classify(st, id, mysql_stmt_errno(h), mysql_stmt_error(h));
+}
+
+static int db_failed(struct store *st, enum stmt_id id)
+{
+    return classify(st, id, mysql_errno(st->db), mysql_error(st->db));
+}
+
+/* ---- parameters ----------------------------------------------------- */
+
+static void params_init(struct params *p)
+{
+    memset(p, 0, sizeof(*p));
+}
+
+/* The next free slot, or NULL (and the overflow noted) when there is none. */
+static MYSQL_BIND *next_param(struct params *p)
+{
+    if (p->n < MAX_PARAMS)
+        return &p->b[p->n];
+    p->overflow = true;
+    return NULL;
+}
+
+static void param_int(struct params *p, long long v)
+{
+    MYSQL_BIND *b = next_param(p);
+
+    if (b == NULL)
+        return;
+    p->num[p->n] = v;
+    b->buffer_type = MYSQL_TYPE_LONGLONG;
+    b->buffer = &p->num[p->n];
+    p->n++;
+}
+
+static void param_text(struct params *p, const char *s, size_t len)
+{
+    MYSQL_BIND *b = next_param(p);
+
+    if (b == NULL)
+        return;
+    p->len[p->n] = len;
+    b->buffer_type = MYSQL_TYPE_STRING;
+    b->buffer = (void *)s;
+    b->buffer_length = len;
+    b->length = &p->len[p->n];
+    p->n++;
+}
+
+static void param_str(struct params *p, const char *s)
+{
+    param_text(p, s, strlen(s));
+}
+
+static void param_null(struct params *p)
+{
+    MYSQL_BIND *b = next_param(p);
+
+    if (b == NULL)
+        return;
+    b->buffer_type = MYSQL_TYPE_NULL;
+    p->n++;
+}
+
+/* The same key for every placeholder of statement id. */
+static void params_key(struct params *p, enum stmt_id id, long long key)
+{
+    unsigned i;
+
+    params_init(p);
+    for (i = 0; i < stmt_defs[id].params; i++)
+        param_int(p, key);
+}
+
+/* ---- statements ----------------------------------------------------- */
+
+static int bind_columns(struct store *st, enum stmt_id id)
+{
+    struct stmt *s = &st->stmt[id];
+    const char *cols = stmt_defs[id].cols;
+    size_t i;
+
+    for (i = 0; cols[i] != '\0'; i++) {
+        MYSQL_BIND *b = &s->out[i];
+
+        memset(b, 0, sizeof(*b));
+        b->length = &s->len[i];
+        b->is_null = &s->null[i];
+        b->error = &s->trunc[i];
+        if (cols[i] == 'i') {
+            b->buffer_type = MYSQL_TYPE_LONGLONG;
+            b->buffer = &s->num[i];
+            continue;
+        }
+        if (s->text[i] == NULL) {
+            s->text[i] = malloc(TEXT_INITIAL);
+            if (s->text[i] == NULL) {
+                log_error("mysql: %s: out of memory", stmt_defs[id].name);
+                return QC_ESTORAGE;
+            }
+            s->cap[i] = TEXT_INITIAL;
+        }
+        b->buffer_type = MYSQL_TYPE_STRING;
+        b->buffer = s->text[i];
+        b->buffer_length = s->cap[i];
+    }
+    if (mysql_stmt_bind_result(s->h, s->out))
+        return stmt_failed(st, id);
+    return QC_OK;
+}
+
+/* Prepare statement id on the current connection unless it already is. */
+static int prepare(struct store *st, enum stmt_id id)
+{
+    struct stmt *s = &st->stmt[id];
+    const struct stmt_def *d = &stmt_defs[id];
+    int err = QC_OK;
+
+    if (s->h != NULL)
+        return QC_OK;
+    s->h = mysql_stmt_init(st->db);
+    if (s->h == NULL)
+        return db_failed(st, id);
+    if (mysql_stmt_prepare(s->h, d->sql, strlen(d->sql)) != 0) {
+        err = stmt_failed(st, id);
+    } else if (mysql_stmt_param_count(s->h) != d->params) {
+        log_error("mysql: %s: %lu placeholders, expected %u", d->name,
+                  mysql_stmt_param_count(s->h), d->params);
+        err = QC_ESTORAGE;
+    } else if (d->cols != NULL) {
+        err = bind_columns(st, id);
+    }
+    if (err != QC_OK) {
+        (void)mysql_stmt_close(s->h);       /* prepared again next time */
+        s->h = NULL;
+    }
+    return err;
+}
+
+/*
+ * Execute statement id with p (NULL: none) and buffer its whole result in
+ * the client, so the connection is free again when this returns.
+ */
+static int exec(struct store *st, enum stmt_id id, struct params *p)
+{
+    struct stmt *s = &st->stmt[id];
+    int err;
+
+    if (st->broken)
+        return E_LOST;
+    if ((err = prepare(st, id)) != QC_OK)
+        return err;
+    if (p != NULL && (p->overflow || p->n != stmt_defs[id].params)) {
+        log_error("mysql: %s: %u parameters bound, expected %u", stmt_defs[id].name,
+                  p->n, stmt_defs[id].params);
+        return QC_ESTORAGE;
+    }
+    (void)mysql_stmt_free_result(s->h);     /* a result a failed run left behind */
+    if (p != NULL && p->n > 0 && mysql_stmt_bind_param(s->h, p->b) != 0)
+        return stmt_failed(st, id);
+    if (mysql_stmt_execute(s->h) != 0)
+        return stmt_failed(st, id);
+    if (stmt_defs[id].cols != NULL && mysql_stmt_store_result(s->h) != 0)
+        return stmt_failed(st, id);
+    return QC_OK;
+}
+
+static unsigned long long affected(struct store *st, enum stmt_id id)
+{
+    return mysql_stmt_affected_rows(st->stmt[id].h);
+}
+
+/* Fetch a truncated text column again into a buffer big enough for it. */
+static int refetch_text(struct store *st, enum stmt_id id, unsigned col)
+{
+    struct stmt *s = &st->stmt[id];
+    size_t need = (size_t)s->len[col] + 1;
+    char *bigger = realloc(s->text[col], need);
+    MYSQL_BIND b;
+
+    if (bigger == NULL) {
+        log_error("mysql: %s: out of memory for %lu bytes", stmt_defs[id].name, s->len[col]);
+        return -1;
+    }
+    s->text[col] = bigger;
+    s->cap[col] = need;
+    memset(&b, 0, sizeof(b));
+    b.buffer_type = MYSQL_TYPE_STRING;
+    b.buffer = bigger;
+    b.buffer_length = need;
+    b.length = &s->len[col];
+    if (mysql_stmt_fetch_column(s->h, &b, col, 0) != 0) {
+        log_error("mysql: %s: %s", stmt_defs[id].name, mysql_stmt_error(s->h));
+        return -1;
+    }
+    /* Later rows go straight into the bigger buffer. */
+    s->out[col].buffer = bigger;
+    s->out[col].buffer_length = need;
+    return mysql_stmt_bind_result(s->h, s->out) == 0 ? 0 : -1;
+}
+
+/* Next buffered row of statement id: 1, 0 at the end, -1 on error. */
+static int fetch(struct store *st, enum stmt_id id)
+{
+    struct stmt *s = &st->stmt[id];
+    const char *cols = stmt_defs[id].cols;
+    int rc = mysql_stmt_fetch(s->h);
+    unsigned i;
+
+    if (rc == MYSQL_NO_DATA)
+        return 0;
+    if (rc != 0 && rc != MYSQL_DATA_TRUNCATED) {
+        log_error("mysql: %s: fetch: %s", stmt_defs[id].name, mysql_stmt_error(s->h));
+        return -1;
+    }
+    for (i = 0; cols[i] != '\0'; i++) {
+        if (cols[i] == 'i') {
+            if (s->null[i])
+                s->num[i] = 0;
+            continue;
+        }
+        if (s->null[i])
+            s->len[i] = 0;
+        else if (s->len[i] >= s->cap[i] && refetch_text(st, id, i) != 0)
+            return -1;
+        s->text[i][s->len[i]] = '\0';
+    }
+    return 1;
+}
+
+static long long col_int(struct store *st, enum stmt_id id, unsigned col)
+{
+    return st->stmt[id].num[col];
+}
+
+static const char *col_text(struct store *st, enum stmt_id id, unsigned col)
+{
+    return st->stmt[id].text[col];
+}
+
+static size_t col_len(struct store *st, enum stmt_id id, unsigned col)
+{
+    return st->stmt[id].len[col];
+}
+
+/* Release statement id's buffered result. */
+static void finish(struct store *st, enum stmt_id id)
+{
+    if (st->stmt[id].h != NULL)
+        (void)mysql_stmt_free_result(st->stmt[id].h);
+}
+
+/* Run a one-row query with p: *found and column 0 in *value. */
+static int query_int(struct store *st, enum stmt_id id, struct params *p, bool *found,
+                     long long *value)
+{
+    int err = exec(st, id, p), rc;
+
+    if (err != QC_OK)
+        return err;
+    rc = fetch(st, id);
+    *found = rc > 0;
+    if (rc > 0)
+        *value = col_int(st, id, 0);
+    finish(st, id);
+    return rc < 0 ? QC_ESTORAGE : QC_OK;
+}
+
+/* QC_OK when statement id finds a row for key, else missing. */
+static int key_exists(struct store *st, enum stmt_id id, long long key, int missing)
+{
+    struct params p;
+    long long v = 0;
+    bool found = false;
+    int err;
+
+    params_key(&p, id, key);
+    err = query_int(st, id, &p, &found, &v);
+    if (err != QC_OK)
+        return err;
+    return found ? QC_OK : missing;
+}
+
+/* ---- transactions --------------------------------------------------- */
+
+static int tx_begin(struct store *st)
+{
+    return exec(st, ST_BEGIN, NULL);
+}
+
+/* Commit when err is QC_OK, roll back otherwise; returns the outcome. */
+static int tx_end(struct store *st, int err)
+{
+    if (err == QC_OK) {
+        err = exec(st, ST_COMMIT, NULL);
+        if (err == QC_OK)
+            return QC_OK;
+        if (err == E_LOST)
+            return E_COMMIT_UNKNOWN;
+    }
+    /* A lost connection or a deadlock has already rolled back. */
+    if (!st->broken && err != E_DEADLOCK && exec(st, ST_ROLLBACK, NULL) != QC_OK)
+        log_error("mysql: rollback failed");
+    return err;
+}
+
+/* ---- connections ---------------------------------------------------- */
+
+/* Close the statements and the connection (the buffers stay). */
+static void disconnect(struct store *st)
+{
+    int i;
+
+    for (i = 0; i < ST_COUNT; i++) {
+        if (st->stmt[i].h != NULL)
+            (void)mysql_stmt_close(st->stmt[i].h);
+        st->stmt[i].h = NULL;
+    }
+    if (st->db != NULL)
+        mysql_close(st->db);
+    st->db = NULL;
+    st->broken = false;
+}
+
+static int set_options(MYSQL *db, const struct store *st)
+{
+    unsigned int connect_timeout = CONNECT_TIMEOUT_SEC;
+    unsigned int read_timeout = READ_TIMEOUT_SEC;
+    unsigned int write_timeout = WRITE_TIMEOUT_SEC;
+    unsigned int protocol = st->socket[0] != '\0' ? MYSQL_PROTOCOL_SOCKET : MYSQL_PROTOCOL_TCP;
+    my_bool off = 0;
+
+    return mysql_options(db, MYSQL_SET_CHARSET_NAME, CHARSET) ||
+           mysql_options(db, MYSQL_OPT_CONNECT_TIMEOUT, &connect_timeout) ||
+           mysql_options(db, MYSQL_OPT_READ_TIMEOUT, &read_timeout) ||
+           mysql_options(db, MYSQL_OPT_WRITE_TIMEOUT, &write_timeout) ||
+           mysql_options(db, MYSQL_OPT_PROTOCOL, &protocol) ||
+           mysql_options(db, MYSQL_OPT_RECONNECT, &off) ||
+           mysql_options(db, MYSQL_OPT_LOCAL_INFILE, &off) ||
+           mysql_options(db, MYSQL_INIT_COMMAND, SESSION_SETUP) ? -1 : 0;
+}
+
+/* Open a new connection; on failure err says why (never with the password). */
+static int connect_db(struct store *st, char *err, size_t errlen)
+{
+    MYSQL *db = mysql_init(NULL);
+    const char *cs;
+
+    if (db == NULL) {
+        snprintf(err, errlen, "mysql: out of memory");
+        return -1;
+    }
+    if (set_options(db, st) != 0) {
+        snprintf(err, errlen, "mysql: setting connection options: %s", mysql_error(db));
+        mysql_close(db);
+        return -1;
+    }
+    if (mysql_real_connect(db, st->socket[0] != '\0' ? NULL : st->host, st->user,
+                           st->has_password ? st->password : NULL, st->database,
+                           st->port, st->socket[0] != '\0' ? st->socket : NULL,
+                           CLIENT_FOUND_ROWS) == NULL) {
+        snprintf(err, errlen, "mysql: connecting to %s: %s (error %u)", st->target,
+                 mysql_error(db), mysql_errno(db));
+        mysql_close(db);
+        return -1;
+    }
+    cs = mysql_character_set_name(db);
+    if (strcmp(cs, CHARSET) != 0) {
+        snprintf(err, errlen, "mysql: %s: connection character set is %s, not " CHARSET,
+                 st->target, cs);
+        mysql_close(db);
+        return -1;
+    }
+    st->db = db;
+    st->broken = false;
+    return 0;
+}
+
+/*
+ * Make sure a usable connection exists: replace a lost one (never while a
+ * callback runs on a buffered result), at most one attempt per interval.
+ */
+static int ensure_connected(struct store *st)
+{
+    char err[QC_CONFIG_ERR_MAX];
+    int64_t now;
+
+    if (st->db != NULL && !st->broken)
+        return QC_OK;
+    if (st->depth > 0)
+        return QC_ESTORAGE;
+    disconnect(st);
+    now = monotonic_ms();
+    if (now < st->next_attempt_ms)
+        return QC_ESTORAGE;
+    if (connect_db(st, err, sizeof(err)) != 0) {
+        st->next_attempt_ms = monotonic_ms() + RECONNECT_INTERVAL_MS;
+        if (st->down_since_ms == 0) {
+            st->down_since_ms = now;
+            log_error("%s; retrying at most every %d ms", err, RECONNECT_INTERVAL_MS);
+        } else {
+            log_debug("%s", err);
+        }
+        return QC_ESTORAGE;
+    }
+    if (st->down_since_ms != 0)
+        log_info("mysql: reconnected to %s after %.1f s", st->target,
+                 (double)(monotonic_ms() - st->down_since_ms) / 1000.0);
+    else
+        log_info("mysql: reconnected to %s", st->target);
+    st->down_since_ms = 0;
+    return QC_OK;
+}
+
+typedef int (*op_fn)(struct store *st, void *arg);
+
+/*
+ * Run one operation: on a lost connection reconnect and run it once more,
+ * on a deadlock run it again (bounded).  Internal outcomes become
+ * QC_ESTORAGE.
+ */
+static int run(struct store *st, op_fn op, void *arg)
+{
+    bool retried_lost = false;
+    int attempt, err = QC_ESTORAGE;
+
+    for (attempt = 0; attempt <= DEADLOCK_RETRIES; attempt++) {
+        if ((err = ensure_connected(st)) != QC_OK)
+            return err;
+        err = op(st, arg);
+        if (err == E_DEADLOCK)
+            continue;
+        if (err == E_LOST && !retried_lost && st->depth == 0) {
+            retried_lost = true;
+            st->next_attempt_ms = 0;            /* reconnect now, once */
+            continue;
+        }
+        break;
+    }
+    if (err == E_COMMIT_UNKNOWN)
+        log_error("mysql: connection lost during COMMIT: outcome unknown");
+    if (err == E_DEADLOCK)
+        log_error("mysql: deadlock %d times in a row", DEADLOCK_RETRIES + 1);
+    if (err == E_DUP)
+        log_error("mysql: unexpected duplicate key");
+    return err < 0 ? QC_ESTORAGE : err;
+}
+
+/* ---- opening -------------------------------------------------------- */
+
+/*
+ * Read storage.password_file into st: a regular file that group and others
+ * cannot access, one line (a trailing newline is dropped).  The bytes read
+ * are wiped from the stack.
+ */
+static int read_password(struct store *st, const char *path, char *err, size_t errlen)
+{
+    char buf[PASSWORD_MAX + 2];
+    struct stat sb;
+    ssize_t n;
+    size_t len;
+    int fd, rc = -1;
+
+    st->has_password = false;
+    if (path[0] == '\0')
+        return 0;
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        snprintf(err, errlen, "storage.password_file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, &sb) != 0) {
+        snprintf(err, errlen, "storage.password_file %s: %s", path, strerror(errno));
+    } else if (!S_ISREG(sb.st_mode)) {
+        snprintf(err, errlen, "storage.password_file %s is not a regular file", path);
+    } else if ((sb.st_mode & 077) != 0) {
+        snprintf(err, errlen, "storage.password_file %s is accessible by group or others "
+                 "(mode %04o); refusing it: chmod 600 %s", path,
+                 (unsigned)(sb.st_mode & 07777), path);
+    } else if ((n = read(fd, buf, sizeof(buf))) < 0) {
+        snprintf(err, errlen, "storage.password_file %s: %s", path, strerror(errno));
+    } else {
+        len = (size_t)n;
+        if (len > 0 && buf[len - 1] == '\n')
+            len--;
+        if (len > 0 && buf[len - 1] == '\r')
+            len--;
+        if (len > PASSWORD_MAX || (size_t)n == sizeof(buf))
+            snprintf(err, errlen, "storage.password_file %s: longer than %d bytes",
+                     path, PASSWORD_MAX);
+        else if (memchr(buf, '\0', len) != NULL || memchr(buf, '\n', len) != NULL)
+            snprintf(err, errlen, "storage.password_file %s: must hold one line", path);
+        else {
+            memcpy(st->password, buf, len);
+            st->password[len] = '\0';
+            st->has_password = true;
+            rc = 0;
+        }
+    }
+    explicit_bzero(buf, sizeof(buf));
+    (void)close(fd);
+    return rc;
+}
+
+static int copy_setting(char *dst, size_t size, const char *src, const char *key,
+                        char *err, size_t errlen)
+{
+    if (strlcpy(dst, src, size) < size)
+        return 0;
+    snprintf(err, errlen, "storage.%s is too long", key);
+    return -1;
+}
+
+static int load_settings(struct store *st, const struct qc_config *cfg, char *err, size_t errlen)
+{
+    if (copy_setting(st->host, sizeof(st->host), cfg->storage_host, "host", err, errlen) ||
+        copy_setting(st->socket, sizeof(st->socket), cfg->storage_socket, "socket",
+                     err, errlen) ||
+        copy_setting(st->user, sizeof(st->user), cfg->storage_user, "user", err, errlen) ||
+        copy_setting(st->database, sizeof(st->database), cfg->storage_database, "database",
+                     err, errlen))
+        return -1;
+    if (st->database[0] == '\0' || st->user[0] == '\0') {
+        snprintf(err, errlen, "storage.driver = mysql needs storage.database and storage.user");
+        return -1;
+    }
+    st->port = (unsigned)cfg->storage_port;
+    if (st->socket[0] != '\0')
+        snprintf(st->target, sizeof(st->target), "%s@%s/%s", st->user, st->socket,
+                 st->database);
+    else
+        snprintf(st->target, sizeof(st->target), "%s@%s:%u/%s", st->user, st->host,
+                 st->port, st->database);
+    st->max_offline = cfg->max_offline_messages > 0 ? cfg->max_offline_messages : 0;
+    return read_password(st, cfg->storage_password_file, err, errlen);
+}
+
+/* One fixed DDL statement, prepared and run once. */
+static int run_ddl(struct store *st, const char *sql, char *err, size_t errlen)
+{
+    MYSQL_STMT *h = mysql_stmt_init(st->db);
+    int rc = -1;
+
+    if (h == NULL) {
+        snprintf(err, errlen, "mysql: creating the schema: %s", mysql_error(st->db));
+        return -1;
+    }
+    if (mysql_stmt_prepare(h, sql, strlen(sql)) == 0 && mysql_stmt_execute(h) == 0)
+        rc = 0;
+    else
+        snprintf(err, errlen, "mysql: %s: creating the schema: %s (error %u)", st->target,
+                 mysql_stmt_error(h), mysql_stmt_errno(h));
+    if (rc != 0 && connection_is_gone(mysql_stmt_errno(h)))
+        st->broken = true;
+    (void)mysql_stmt_close(h);
+    return rc;
+}
+
+static int create_schema(struct store *st, char *err, size_t errlen)
+{
+    size_t i;
+
+    for (i = 0; i < SCHEMA_COUNT; i++)
+        if (run_ddl(st, schema_ddl[i], err, errlen) != 0)
+            return -1;
+    return 0;
+}
+
+static void mysql_store_close(struct store *st)
+{
+    int i, c;
+
+    if (st == NULL)
+        return;
+    disconnect(st);
+    for (i = 0; i < ST_COUNT; i++)
+        for (c = 0; c < MAX_COLS; c++)
+            free(st->stmt[i].text[c]);
+    explicit_bzero(st->password, sizeof(st->password));
+    free(st);
+}
+
+static int mysql_store_open(struct store **out, const struct qc_config *cfg, char *err,
+                            size_t errlen)
+{
+    struct store *st;
+
+    *out = NULL;
+    if (mysql_library_init(0, NULL, NULL) != 0) {
+        snprintf(err, errlen, "mysql: cannot initialize the client library");
+        return QC_ESTORAGE;
+    }
+    st = calloc(1, sizeof(*st));
+    if (st == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return QC_ESTORAGE;
+    }
+    if (load_settings(st, cfg, err, errlen) != 0 || connect_db(st, err, errlen) != 0 ||
+        create_schema(st, err, errlen) != 0) {
+        mysql_store_close(st);
+        return QC_ESTORAGE;
+    }
+    *out = st;
+    return QC_OK;
+}
+
+static int op_init_schema(struct store *st, void *arg)
+{
+    char err[QC_CONFIG_ERR_MAX];
+
+    if (create_schema(st, err, sizeof(err)) == 0)
+        return QC_OK;
+    if (st->broken)
+        return E_LOST;
+    log_error("%s", err);
+    return QC_ESTORAGE;
+}
+
+static int mysql_store_init_schema(struct store *st)
+{
+    return run(st, op_init_schema, NULL);
+}
+
+/* ---- one-statement reads -------------------------------------------- */
+
+/* Execute a statement whose every placeholder is key; its result stays buffered. */
+struct keyed {
+    enum stmt_id id;
+    long long    key;
+};
+
+static int op_keyed(struct store *st, void *arg)
+{
+    struct keyed *k = arg;
+    struct params p;
+
+    params_key(&p, k->id, k->key);
+    return exec(st, k->id, &p);
+}
+
+/* One-row, one-integer read: QC_OK, missing (no row) or QC_ESTORAGE. */
+static int read_int(struct store *st, enum stmt_id id, long long key, int missing, int *value)
+{
+    struct keyed k = { id, key };
+    int err = run(st, op_keyed, &k), rc;
+
+    if (err != QC_OK)
+        return err;
+    rc = fetch(st, id);
+    if (rc > 0)
+        *value = clamp_int(col_int(st, id, 0));
+    finish(st, id);
+    return rc < 0 ? QC_ESTORAGE : rc == 0 ? missing : QC_OK;
+}
+
+static int mysql_store_ping(struct store *st)
+{
+    int one = 0;
+
+    return read_int(st, ST_PING, 0, QC_ESTORAGE, &one) == QC_OK && one == 1;
+}
+
+/* ---- users ---------------------------------------------------------- */
+
+struct user_args {
+    const char *name;
+    const char *pwhash;
+    int32_t     id;
+};
+
+static int op_user_create(struct store *st, void *arg)
+{
+    struct user_args *a = arg;
+    struct params p;
+    int err;
+
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    params_init(&p);
+    param_str(&p, a->name);
+    param_str(&p, a->pwhash);
+    err = exec(st, ST_USER_INSERT, &p);
+    if (err == QC_OK)
+        a->id = (int32_t)mysql_stmt_insert_id(st->stmt[ST_USER_INSERT].h);
+    else if (err == E_DUP)
+        err = QC_ENAMETAKEN;
+    return tx_end(st, err);
+}
+
+static int mysql_store_user_create(struct store *st, const char *name, const char *pwhash,
+                                   int32_t *id)
+{
+    struct user_args a = { name, pwhash, 0 };
+    int err;
+
+    if (strlen(name) > QC_NAME_MAX || strlen(pwhash) > QC_HASH_MAX)
+        return QC_ETOOLONG;
+    err = run(st, op_user_create, &a);
+    if (err == QC_OK)
+        *id = a.id;
+    return err;
+}
+
+static int mysql_store_user_get(struct store *st, int32_t id, struct store_user *out)
+{
+    struct keyed k = { ST_USER_GET, id };
+    int err = run(st, op_keyed, &k), rc;
+
+    if (err != QC_OK)
+        return err;
+    rc = fetch(st, ST_USER_GET);
+    if (rc > 0) {
+        out->id = id;
+        if (strlcpy(out->name, col_text(st, ST_USER_GET, 0), sizeof(out->name))
+                >= sizeof(out->name) ||
+            strlcpy(out->password, col_text(st, ST_USER_GET, 1), sizeof(out->password))
+                >= sizeof(out->password)) {
+            log_error("mysql: user %d: stored name or password too long", (int)id);
+            rc = -1;
+        }
+    }
+    finish(st, ST_USER_GET);
+    return rc < 0 ? QC_ESTORAGE : rc == 0 ? QC_ENOUSER : QC_OK;
+}
+
+/* One UPDATE: running it twice changes nothing, so no transaction. */
+static int op_user_set_password(struct store *st, void *arg)
+{
+    struct user_args *a = arg;
+    struct params p;
+    int err;
+
+    params_init(&p);
+    param_str(&p, a->pwhash);
+    param_int(&p, a->id);
+    if ((err = exec(st, ST_USER_SET_PASSWORD, &p)) != QC_OK)
+        return err;
+    return affected(st, ST_USER_SET_PASSWORD) > 0 ? QC_OK : QC_ENOUSER;
+}
+
+static int mysql_store_user_set_password(struct store *st, int32_t id, const char *pwhash)
+{
+    struct user_args a = { NULL, pwhash, id };
+
+    if (strlen(pwhash) > QC_HASH_MAX)
+        return QC_ETOOLONG;
+    return run(st, op_user_set_password, &a);
+}
+
+/* ---- friends -------------------------------------------------------- */
+
+struct pair_args {
+    int32_t a, b;
+};
+
+/*
+ * Both directions.  A seed database holds one-way rows (its ADD_FRIEND
+ * wrote one); adding the missing direction completes the friendship.
+ */
+static int add_friendship(struct store *st, int32_t userid, int32_t friendid)
+{
+    struct params p;
+    long long found = 0;
+    bool row = false;
+    int err;
+
+    params_init(&p);
+    param_int(&p, userid);
+    param_int(&p, friendid);
+    if ((err = query_int(st, ST_USERS_FOUND, &p, &row, &found)) != QC_OK)
+        return err;
+    if (found < 2)
+        return QC_ENOUSER;
+    params_init(&p);
+    param_int(&p, userid);
+    param_int(&p, friendid);
+    param_int(&p, friendid);
+    param_int(&p, userid);
+    if ((err = exec(st, ST_FRIEND_INSERT_BOTH, &p)) != QC_OK)
+        return err;
+    return affected(st, ST_FRIEND_INSERT_BOTH) > 0 ? QC_OK : QC_EALREADY;
+}
+
+static int op_friend_add(struct store *st, void *arg)
+{
+    struct pair_args *a = arg;
+    int err;
+
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    return tx_end(st, add_friendship(st, a->a, a->b));
+}
+
+static int mysql_store_friend_add(struct store *st, int32_t userid, int32_t friendid)
+{
+    struct pair_args a = { userid, friendid };
+
+    if (userid == friendid)
+        return QC_ESELF;
+    return run(st, op_friend_add, &a);
+}
+
+static int mysql_store_friend_count(struct store *st, int32_t userid, int *count)
+{
+    return read_int(st, ST_FRIEND_COUNT, userid, QC_ESTORAGE, count);
+}
+
+/* Where the rows of a list query go: one of the callbacks, and its argument. */
+struct sink {
+    store_user_cb   user;
+    store_member_cb member;
+    store_group_cb  group;
+    store_msg_cb    msg;
+    void           *arg;
+};
+
+/* Hand one buffered row of statement id to the sink's callback. */
+static void emit(struct store *st, enum stmt_id id, const struct sink *k)
+{
+    int32_t first = (int32_t)col_int(st, id, 0);
+
+    if (k->user != NULL)
+        k->user(k->arg, first, col_text(st, id, 1));
+    else if (k->member != NULL)
+        k->member(k->arg, first, col_text(st, id, 1), col_text(st, id, 2));
+    else if (k->group != NULL)
+        k->group(k->arg, first, col_text(st, id, 1), col_text(st, id, 2));
+    else
+        k->msg(k->arg, col_text(st, id, 1), col_len(st, id, 1));
+}
+
+/*
+ * Hand the buffered rows of a query to the sink.  depth keeps the
+ * connection (and so these rows) in place while callbacks make calls.
+ */
+static int each_row(struct store *st, enum stmt_id id, const struct sink *k, int *rows)
+{
+    int rc;
+
+    *rows = 0;
+    st->depth++;
+    while ((rc = fetch(st, id)) > 0) {
+        emit(st, id, k);
+        (*rows)++;
+    }
+    st->depth--;
+    finish(st, id);
+    return rc < 0 ? QC_ESTORAGE : QC_OK;
+}
+
+/* Run a list query keyed by key and hand its rows to the sink. */
+static int list(struct store *st, enum stmt_id id, long long key, const struct sink *k,
+                int *rows)
+{
+    struct keyed q = { id, key };
+    int err = run(st, op_keyed, &q);
+
+    *rows = 0;
+    if (err != QC_OK)
+        return err;
+    return each_row(st, id, k, rows);
+}
+
+static int mysql_store_friend_list(struct store *st, int32_t userid, store_user_cb cb,
+                                   void *arg)
+{
+    struct sink k = { .user = cb, .arg = arg };
+    int rows;
+
+    return list(st, ST_FRIEND_LIST, userid, &k, &rows);
+}
+
+/* ---- groups --------------------------------------------------------- */
+
+struct group_args {
+    const char *name;
+    const char *desc;
+    int32_t     userid;
+    int32_t     groupid;
+};
+
+/* Insert userid into groupid with role; *added is 1 for a new member. */
+static int insert_member(struct store *st, int32_t groupid, int32_t userid, const char *role,
+                         int *added)
+{
+    struct params p;
+    int err;
+
+    params_init(&p);
+    param_str(&p, role);
+    param_int(&p, userid);
+    param_int(&p, groupid);
+    if ((err = exec(st, ST_MEMBER_INSERT, &p)) != QC_OK)
+        return err;
+    *added = affected(st, ST_MEMBER_INSERT) > 0;
+    return QC_OK;
+}
+
+static int insert_group(struct store *st, struct group_args *a)
+{
+    struct params p;
+    int err, added = 0;
+
+    params_init(&p);
+    param_str(&p, a->name);
+    param_str(&p, a->desc);
+    err = exec(st, ST_GROUP_INSERT, &p);
+    if (err == E_DUP)
+        return QC_EGROUPTAKEN;
+    if (err != QC_OK)
+        return err;
+    a->groupid = (int32_t)mysql_stmt_insert_id(st->stmt[ST_GROUP_INSERT].h);
+    if ((err = insert_member(st, a->groupid, a->userid, QC_ROLE_CREATOR, &added)) != QC_OK)
+        return err;
+    return added ? QC_OK : QC_ENOUSER;          /* the group is new: no such creator */
+}
+
+static int op_group_create(struct store *st, void *arg)
+{
+    struct group_args *a = arg;
+    int err;
+
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    return tx_end(st, insert_group(st, a));
+}
+
+static int mysql_store_group_create(struct store *st, const char *name, const char *desc,
+                                    int32_t creator, int32_t *groupid)
+{
+    struct group_args a = { name, desc != NULL ? desc : "", creator, 0 };
+    int err;
+
+    if (strlen(a.name) > QC_NAME_MAX || strlen(a.desc) > QC_GROUPDESC_MAX)
+        return QC_ETOOLONG;
+    err = run(st, op_group_create, &a);
+    if (err == QC_OK)
+        *groupid = a.groupid;
+    return err;
+}
+
+/* Nothing inserted: say why, in the SQLite driver's order. */
+static int join_refused(struct store *st, int32_t groupid, int32_t userid)
+{
+    int err = key_exists(st, ST_GROUP_EXISTS, groupid, QC_ENOGROUP);
+
+    if (err == QC_OK)
+        err = key_exists(st, ST_USER_EXISTS, userid, QC_ENOUSER);
+    return err == QC_OK ? QC_EALREADY : err;
+}
+
+static int join_group(struct store *st, int32_t groupid, int32_t userid)
+{
+    int err, added = 0;
+
+    if ((err = insert_member(st, groupid, userid, QC_ROLE_NORMAL, &added)) != QC_OK)
+        return err;
+    return added ? QC_OK : join_refused(st, groupid, userid);
+}
+
+static int op_group_join(struct store *st, void *arg)
+{
+    struct group_args *a = arg;
+    int err;
+
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    return tx_end(st, join_group(st, a->groupid, a->userid));
+}
+
+static int mysql_store_group_join(struct store *st, int32_t groupid, int32_t userid)
+{
+    struct group_args a = { NULL, NULL, userid, groupid };
+
+    return run(st, op_group_join, &a);
+}
+
+static int mysql_store_group_member_count(struct store *st, int32_t groupid, int *count)
+{
+    return read_int(st, ST_MEMBER_COUNT, groupid, QC_ENOGROUP, count);
+}
+
+static int mysql_store_group_members(struct store *st, int32_t groupid, store_member_cb cb,
+                                     void *arg)
+{
+    struct sink k = { .member = cb, .arg = arg };
+    int rows, dummy = 0;
+    int err = list(st, ST_MEMBER_LIST, groupid, &k, &rows);
+
+    if (err != QC_OK || rows > 0)
+        return err;
+    /* Every group has its creator: only an empty answer needs the check. */
+    return read_int(st, ST_GROUP_EXISTS, groupid, QC_ENOGROUP, &dummy);
+}
+
+static int mysql_store_user_groups(struct store *st, int32_t userid, store_group_cb cb,
+                                   void *arg)
+{
+    struct sink k = { .group = cb, .arg = arg };
+    int rows;
+
+    return list(st, ST_USER_GROUPS, userid, &k, &rows);
+}
+
+/* ---- offline messages: storing -------------------------------------- */
+
+struct store_args {
+    const int32_t *userids;
+    size_t         n;
+    const char    *msg;
+    size_t         len;
+};
+
+/* The cap: drop the oldest beyond max_offline of one user, and count them. */
+static int trim_queue(struct store *st, int32_t userid, long long excess)
+{
+    struct params p;
+    unsigned long long dropped;
+    int err;
+
+    params_init(&p);
+    param_int(&p, userid);
+    param_int(&p, excess);
+    if ((err = exec(st, ST_OFFLINE_TRIM, &p)) != QC_OK)
+        return err;
+    dropped = affected(st, ST_OFFLINE_TRIM);
+    if (dropped == 0)
+        return QC_OK;
+    params_init(&p);
+    param_int(&p, userid);
+    param_int(&p, (long long)dropped);
+    param_int(&p, (long long)dropped);
+    return exec(st, ST_DROPPED_ADD, &p);
+}
+
+/* Trim every recipient of one batch whose queue is over the cap. */
+static int apply_cap(struct store *st, const int32_t *ids, size_t n)
+{
+    struct params p;
+    size_t i;
+    int err, rc;
+
+    params_init(&p);
+    for (i = 0; i < OFFLINE_BATCH; i++) {
+        if (i < n)
+            param_int(&p, ids[i]);
+        else
+            param_null(&p);
+    }
+    param_int(&p, st->max_offline);
+    if ((err = exec(st, ST_OFFLINE_OVER_CAP, &p)) != QC_OK)
+        return err;
+    /* The rows are buffered: other statements may run while reading them. */
+    while ((rc = fetch(st, ST_OFFLINE_OVER_CAP)) > 0) {
+        err = trim_queue(st, (int32_t)col_int(st, ST_OFFLINE_OVER_CAP, 0),
+                         col_int(st, ST_OFFLINE_OVER_CAP, 1) - st->max_offline);
+        if (err != QC_OK)
+            break;
+    }
+    finish(st, ST_OFFLINE_OVER_CAP);
+    return rc < 0 ? QC_ESTORAGE : err;
+}
+
+/* One batch of at most OFFLINE_BATCH recipients; every one of them must exist. */
+static int store_batch(struct store *st, const struct store_args *a, const int32_t *ids,
+                       size_t n)
+{
+    struct params p;
+    size_t i;
+    int err;
+
+    params_init(&p);
+    param_text(&p, a->msg, a->len);
+    for (i = 0; i < OFFLINE_BATCH; i++) {
+        if (i < n)
+            param_int(&p, ids[i]);
+        else
+            param_null(&p);
+    }
+    if ((err = exec(st, ST_OFFLINE_INSERT_BATCH, &p)) != QC_OK)
+        return err;
+    if (affected(st, ST_OFFLINE_INSERT_BATCH) != n)
+        return QC_ENOUSER;
+    return st->max_offline > 0 ? apply_cap(st, ids, n) : QC_OK;
+}
+
+static int op_offline_store(struct store *st, void *arg)
+{
+    struct store_args *a = arg;
+    size_t done, chunk;
+    int err;
+
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    for (done = 0; done < a->n && err == QC_OK; done += chunk) {
+        chunk = a->n - done < OFFLINE_BATCH ? a->n - done : OFFLINE_BATCH;
+        err = store_batch(st, a, a->userids + done, chunk);
+    }
+    return tx_end(st, err);
+}
+
+static int mysql_store_offline_store(struct store *st, const int32_t *userids, size_t n,
+                                     const char *msg, size_t len)
+{
+    struct store_args a = { userids, n, msg, len };
+
+    if (n == 0)
+        return QC_OK;
+    if (len > INT_MAX)
+        return QC_ETOOLONG;
+    return run(st, op_offline_store, &a);
+}
+
+/* ---- offline messages: taking --------------------------------------- */
+
+struct take_args {
+    int32_t   userid;
+    long long rows;             /* messages buffered in ST_OFFLINE_LIST */
+    long long dropped;
+};
+
+/* Read the count of messages dropped for the cap and reset it. */
+static int take_dropped(struct store *st, struct take_args *a)
+{
+    struct params p;
+    bool found = false;
+    int err;
+
+    a->dropped = 0;
+    params_key(&p, ST_DROPPED_GET, a->userid);
+    if ((err = query_int(st, ST_DROPPED_GET, &p, &found, &a->dropped)) != QC_OK || !found)
+        return err;
+    params_key(&p, ST_DROPPED_CLEAR, a->userid);
+    return exec(st, ST_DROPPED_CLEAR, &p);
+}
+
+/* Lock and buffer the queue, then delete exactly what was read. */
+static int take_queue(struct store *st, struct take_args *a)
+{
+    MYSQL_STMT *h;
+    struct params p;
+    long long maxid;
+    int err;
+
+    params_key(&p, ST_OFFLINE_LIST, a->userid);
+    if ((err = exec(st, ST_OFFLINE_LIST, &p)) != QC_OK)
+        return err;
+    h = st->stmt[ST_OFFLINE_LIST].h;
+    a->rows = (long long)mysql_stmt_num_rows(h);
+    if (a->rows == 0)
+        return QC_OK;
+    mysql_stmt_data_seek(h, (unsigned long long)a->rows - 1);
+    if (fetch(st, ST_OFFLINE_LIST) <= 0)
+        return QC_ESTORAGE;
+    maxid = col_int(st, ST_OFFLINE_LIST, 0);
+    mysql_stmt_data_seek(h, 0);
+    params_init(&p);
+    param_int(&p, a->userid);
+    param_int(&p, maxid);
+    return exec(st, ST_OFFLINE_DELETE, &p);
+}
+
+/*
+ * The rows stay buffered for the caller, who hands them over after the
+ * commit.  When the commit's outcome is unknown they are handed over all
+ * the same: if it did not happen they come again at the next login.
+ */
+static int op_offline_take(struct store *st, void *arg)
+{
+    struct take_args *a = arg;
+    int err;
+
+    a->rows = 0;
+    a->dropped = 0;
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    err = take_queue(st, a);
+    if (err == QC_OK)
+        err = take_dropped(st, a);
+    err = tx_end(st, err);
+    if (err == E_COMMIT_UNKNOWN) {
+        log_warning("mysql: user %d: commit of the offline take unknown; "
+                    "the messages may be delivered twice", (int)a->userid);
+        return QC_OK;
+    }
+    return err;
+}
+
+static int mysql_store_offline_take(struct store *st, int32_t userid, store_msg_cb cb,
+                                    void *arg, int *dropped)
+{
+    struct take_args a = { userid, 0, 0 };
+    struct sink k = { .msg = cb, .arg = arg };
+    int pending = 0, rows, err;
+
+    *dropped = 0;
+    /* Most logins find nothing: check that without locking anything. */
+    err = read_int(st, ST_OFFLINE_PENDING, userid, QC_ESTORAGE, &pending);
+    if (err != QC_OK || !pending)
+        return err;
+    err = run(st, op_offline_take, &a);
+    if (err != QC_OK) {
+        finish(st, ST_OFFLINE_LIST);
+        return err;
+    }
+    *dropped = clamp_int(a.dropped);
+    if (a.rows == 0) {
+        finish(st, ST_OFFLINE_LIST);
+        return QC_OK;
+    }
+    return each_row(st, ST_OFFLINE_LIST, &k, &rows);
+}
+
+static int mysql_store_offline_count(struct store *st, int32_t userid, int *count)
+{
+    return read_int(st, ST_OFFLINE_COUNT, userid, QC_ESTORAGE, count);
+}
+
+const struct store_ops store_mysql_ops = {
+    .name               = "mysql",
+    .open               = mysql_store_open,
+    .close              = mysql_store_close,
+    .init_schema        = mysql_store_init_schema,
+    .ping               = mysql_store_ping,
+    .user_create        = mysql_store_user_create,
+    .user_get           = mysql_store_user_get,
+    .user_set_password  = mysql_store_user_set_password,
+    .friend_add         = mysql_store_friend_add,
+    .friend_count       = mysql_store_friend_count,
+    .friend_list        = mysql_store_friend_list,
+    .group_create       = mysql_store_group_create,
+    .group_join         = mysql_store_group_join,
+    .group_member_count = mysql_store_group_member_count,
+    .group_members      = mysql_store_group_members,
+    .user_groups        = mysql_store_user_groups,
+    .offline_store      = mysql_store_offline_store,
+    .offline_take       = mysql_store_offline_take,
+    .offline_count      = mysql_store_offline_count,
+};
