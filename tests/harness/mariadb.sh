@@ -235,7 +235,7 @@ cmd_createdb() {
     dir=$(absdir "$1")
     check_dbname "$2"
     server_pid "$dir" >/dev/null || die "no server running from $dir"
-    client "$dir" -e "CREATE DATABASE \`$2\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+    client "$dir" -e "CREATE DATABASE IF NOT EXISTS \`$2\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
 }
 
 cmd_dropdb() {

@@ -355,6 +355,46 @@ static bool log_contains(const char *needle)
 
 #define MAX_ARGS 128
 
+/*
+ * With QCHAT_TEST_STORAGE=mysql (tests/run.sh's second pass), the server
+ * uses the private MariaDB that tests/harness/mariadb.sh started (its env
+ * exported).  Each storage.path gets its own database, named after the path,
+ * so a test that restarts a server on the same path finds its data again.
+ * Returns the number of options written, 0 for SQLite, -1 on failure.
+ */
+static int mysql_storage_options(const char *const *extra, char opt[5][PATH_MAX + 64])
+{
+    const char *kind = getenv("QCHAT_TEST_STORAGE");
+    if (kind == NULL || strcmp(kind, "mysql") != 0)
+        return 0;
+    const char *dir = getenv("QCHAT_MYSQL_DIR"), *sock = getenv("QCHAT_MYSQL_SOCKET");
+    const char *user = getenv("QCHAT_MYSQL_USER"), *pwf = getenv("QCHAT_MYSQL_PASSWORD_FILE");
+    if (dir == NULL || sock == NULL || user == NULL || pwf == NULL) {
+        fprintf(stderr, "harness: QCHAT_TEST_STORAGE=mysql but no private MariaDB env\n");
+        return -1;
+    }
+    const char *path = h_srv.db_path;
+    for (int i = 0; extra != NULL && extra[i] != NULL; i++)
+        if (strncmp(extra[i], "storage.path=", 13) == 0)
+            path = extra[i] + 13;
+    uint32_t hash = 2166136261u;
+    for (const char *p = path; *p; p++)
+        hash = (hash ^ (unsigned char)*p) * 16777619u;
+    char db[64], cmd[PATH_MAX * 2];
+    snprintf(db, sizeof db, "qchat_h%u_%08x", (unsigned)getpid(), hash);
+    snprintf(cmd, sizeof cmd, "sh tests/harness/mariadb.sh createdb '%s' %s >/dev/null", dir, db);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "harness: cannot create database %s\n", db);
+        return -1;
+    }
+    snprintf(opt[0], PATH_MAX + 64, "storage.driver=mysql");
+    snprintf(opt[1], PATH_MAX + 64, "storage.socket=%s", sock);
+    snprintf(opt[2], PATH_MAX + 64, "storage.user=%s", user);
+    snprintf(opt[3], PATH_MAX + 64, "storage.password_file=%s", pwf);
+    snprintf(opt[4], PATH_MAX + 64, "storage.database=%s", db);
+    return 5;
+}
+
 static pid_t spawn_server(const char *const *extra)
 {
     const char *bdir = getenv("B");
@@ -378,6 +418,15 @@ static pid_t spawn_server(const char *const *extra)
     for (int i = 0; i < 6; i++) {
         argv[argc++] = "-o";
         argv[argc++] = opt[i];
+    }
+    /* QCHAT_TEST_STORAGE=mysql: the same tests on the private MariaDB. */
+    static char mysql_opt[5][PATH_MAX + 64];
+    int nmysql = mysql_storage_options(extra, mysql_opt);
+    if (nmysql < 0)
+        return -1;
+    for (int i = 0; i < nmysql; i++) {
+        argv[argc++] = "-o";
+        argv[argc++] = mysql_opt[i];
     }
     for (int i = 0; extra != NULL && extra[i] != NULL && argc < MAX_ARGS - 3; i++) {
         argv[argc++] = "-o";
@@ -682,15 +731,20 @@ int h_test_teardown(void **state)
 
 struct json_object *h_ctl(const char *request)
 {
+    return h_ctl_at(h_srv.ctl_path, request);
+}
+
+struct json_object *h_ctl_at(const char *ctl_path, const char *request)
+{
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    if (strlen(h_srv.ctl_path) >= sizeof(sa.sun_path))
+    if (strlen(ctl_path) >= sizeof(sa.sun_path))
         return NULL;
-    strcpy(sa.sun_path, h_srv.ctl_path);
+    strcpy(sa.sun_path, ctl_path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd == -1)
         return NULL;
     if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1) {
-        fprintf(stderr, "harness: control socket %s: %s\n", h_srv.ctl_path, strerror(errno));
+        fprintf(stderr, "harness: control socket %s: %s\n", ctl_path, strerror(errno));
         close(fd);
         return NULL;
     }
@@ -806,9 +860,14 @@ static void track(struct qclient *c)
 
 struct qclient *h_connect(void)
 {
+    return h_connect_to(h_srv.port);
+}
+
+struct qclient *h_connect_to(int port)
+{
     char err[256] = "";
-    struct qclient *c = qclient_connect(H_HOST, h_srv.port, H_REPLY_MS, err, sizeof(err));
-    H_CHECK(c != NULL, "connect to " H_HOST ":%d failed: %s", h_srv.port, err);
+    struct qclient *c = qclient_connect(H_HOST, port, H_REPLY_MS, err, sizeof(err));
+    H_CHECK(c != NULL, "connect to " H_HOST ":%d failed: %s", port, err);
     track(c);
     return c;
 }
@@ -836,7 +895,13 @@ void h_register(struct qclient *c, struct h_user *u, const char *tag)
 
 static struct qclient *login_as(const struct h_user *u, bool presence, struct json_object **ack)
 {
-    struct qclient *c = h_connect();
+    return h_login_to(h_srv.port, u, presence, ack);
+}
+
+struct qclient *h_login_to(int port, const struct h_user *u, bool presence,
+                           struct json_object **ack)
+{
+    struct qclient *c = h_connect_to(port);
     struct json_object *reply = NULL;
     int rc = qclient_login(c, u->id, u->password, presence, &reply, H_REPLY_MS);
     H_CHECK(rc == 0, "LOGIN {id:%d} as %s: expected errno 0, got rc %d: %s",
