@@ -161,14 +161,13 @@ uninstall:
 clean:
 	rm -rf build build-san build-fuzz
 
--include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
 
 # ---- fuzzing (clang libFuzzer + ASan + UBSan) ---------------------------
 FUZZ_B      := build-fuzz
 FUZZ_CC     ?= clang
 FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
                -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
-               -Iinclude $(PKG_CFLAGS)
+               -Iinclude $(PKG_CFLAGS) -MMD -MP
 FUZZ_SRC    := $(COMMON_SRC) $(STORE_SRC) $(SERVER_SRC)
 FUZZ_TIME   ?= 60
 .PHONY: fuzz fuzz-build
@@ -187,3 +186,5 @@ fuzz: fuzz-build
 	@rm -rf $(FUZZ_B)/corpus && mkdir -p $(FUZZ_B)/corpus && cp tests/fuzz/corpus/* $(FUZZ_B)/corpus/
 	$(FUZZ_B)/fuzz_requests -max_total_time=$(FUZZ_TIME) -timeout=10 -rss_limit_mb=2048 \
 	    -max_len=8192 -print_final_stats=1 $(FUZZ_B)/corpus
+
+-include $(shell find $(B)/obj $(FUZZ_B)/obj -name '*.d' 2>/dev/null)

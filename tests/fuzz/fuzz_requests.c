@@ -94,6 +94,15 @@ static void wait_for_jobs(struct conn *c, int peer)
     }
 }
 
+/* Set up before fuzzing starts, outside libFuzzer's per-input leak check. */
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    setup_once();
+    return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!ready)

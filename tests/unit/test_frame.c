@@ -4,13 +4,19 @@
  * Covers: objects split at every byte boundary, several objects in one
  * read, whitespace and NUL separators, the size limit (an object exactly at
  * it passes, one byte more fails, a huge single read fails without being
- * parsed whole), depth limit, non-objects at the top level, invalid UTF-8
- * and garbage after a valid object.
+ * parsed whole), depth limit (objects and arrays, innermost empty or not),
+ * non-objects at the top level, valid UTF-8 split anywhere, invalid UTF-8
+ * (overlong, surrogates, beyond U+10FFFF, stray, truncated), things json-c
+ * takes that are not JSON (single quotes, NaN, Infinity, raw control
+ * characters, bad numbers), a corpus of valid JSON, garbage after a valid
+ * object, and a reader left usable by an error in any scanner state.
  */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
@@ -257,10 +263,14 @@ test_too_big_after_valid_object(void **state)
     free(big);
 }
 
+/*
+ * {"n":[[...[1]...]]} with `levels` levels counting the object.  With
+ * `empty`, the innermost level holds nothing: {"n":[[...[]...]]}.  json-c's
+ * own depth counts these two shapes differently; ours must not.
+ */
 static char *
-nested(int levels)
+nested_arrays(int levels, bool empty)
 {
-    /* {"n":[[...[1]...]]} with `levels` levels counting the object. */
     size_t len = 5 + 2 * (size_t)(levels - 1) + 2 + 1;
     char *s = malloc(len);
     size_t p = 0;
@@ -270,7 +280,8 @@ nested(int levels)
     p = 5;
     for (int i = 1; i < levels; i++)
         s[p++] = '[';
-    s[p++] = '1';
+    if (!empty)
+        s[p++] = '1';
     for (int i = 1; i < levels; i++)
         s[p++] = ']';
     s[p++] = '}';
@@ -278,21 +289,59 @@ nested(int levels)
     return s;
 }
 
+/* {"a":{"a":...{"a":1}...}} with `levels` objects (innermost {} if empty). */
+static char *
+nested_objects(int levels, bool empty)
+{
+    size_t len = 5 * (size_t)(levels - 1) + 6 + (size_t)levels + 1;
+    char *s = malloc(len);
+    size_t p = 0;
+
+    assert_non_null(s);
+    for (int i = 1; i < levels; i++) {
+        memcpy(s + p, "{\"a\":", 5);
+        p += 5;
+    }
+    if (empty) {
+        s[p++] = '{';
+    } else {
+        memcpy(s + p, "{\"a\":1", 6);
+        p += 6;
+    }
+    for (int i = 0; i < levels; i++)
+        s[p++] = '}';
+    s[p] = '\0';
+    return s;
+}
+
+/* Whole, and one byte at a time: the status the stream ends with. */
+static void
+assert_depth_status(char *s, int want_objects, enum frame_status want_last)
+{
+    struct run r;
+
+    r = feed(s, strlen(s), strlen(s), TEST_MAX);
+    assert_int_equal(r.nobj, want_objects);
+    assert_int_equal(r.last, want_last);
+    r = feed(s, strlen(s), 1, TEST_MAX);
+    assert_int_equal(r.nobj, want_objects);
+    assert_int_equal(r.last, want_last);
+    free(s);
+}
+
 static void
 test_depth(void **state)
 {
-    char *ok = nested(FRAME_MAX_DEPTH);
-    char *deep = nested(FRAME_MAX_DEPTH + 1);
-    struct run r;
+    static const bool shapes[] = { false, true };
 
-    r = feed(ok, strlen(ok), strlen(ok), TEST_MAX);
-    assert_int_equal(r.last, FRAME_NEED_MORE);
-    assert_int_equal(r.nobj, 1);
-    r = feed(deep, strlen(deep), strlen(deep), TEST_MAX);
-    assert_int_equal(r.nobj, 0);
-    assert_int_equal(r.last, FRAME_MALFORMED);
-    free(ok);
-    free(deep);
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        bool empty = shapes[i];
+
+        assert_depth_status(nested_arrays(FRAME_MAX_DEPTH, empty), 1, FRAME_NEED_MORE);
+        assert_depth_status(nested_arrays(FRAME_MAX_DEPTH + 1, empty), 0, FRAME_MALFORMED);
+        assert_depth_status(nested_objects(FRAME_MAX_DEPTH, empty), 1, FRAME_NEED_MORE);
+        assert_depth_status(nested_objects(FRAME_MAX_DEPTH + 1, empty), 0, FRAME_MALFORMED);
+    }
 }
 
 static enum frame_status
@@ -336,21 +385,196 @@ test_malformed_objects(void **state)
         assert_int_equal(read_one(bad[i], lens[i]), FRAME_MALFORMED);
 }
 
+/* Refused whole and when fed one byte at a time, with no object out. */
+static void
+assert_malformed(const char *s, size_t len)
+{
+    struct run r;
+
+    r = feed(s, len, len, TEST_MAX);
+    assert_int_equal(r.nobj, 0);
+    assert_int_equal(r.last, FRAME_MALFORMED);
+    r = feed(s, len, 1, TEST_MAX);
+    assert_int_equal(r.nobj, 0);
+    assert_int_equal(r.last, FRAME_MALFORMED);
+}
+
+/* Exactly one object, whole and split in two at every byte boundary. */
+static void
+assert_one_object(const char *s, size_t len)
+{
+    struct run r;
+
+    r = feed(s, len, len, TEST_MAX);
+    assert_int_equal(r.nobj, 1);
+    assert_int_equal(r.last, FRAME_NEED_MORE);
+    for (size_t step = 1; step < len; step++) {
+        r = feed(s, len, step, TEST_MAX);
+        assert_int_equal(r.nobj, 1);
+        assert_int_equal(r.last, FRAME_NEED_MORE);
+    }
+}
+
+struct bytes {
+    const char *s;
+    size_t      len;
+};
+
+#define BYTES(lit) { lit, sizeof(lit) - 1 }
+
+/* Put raw bytes inside a string, as a value ({"a":"..."}) or a key. */
+static size_t
+in_string(char *out, size_t size, struct bytes b, bool as_key)
+{
+    const char *head = as_key ? "{\"" : "{\"a\":\"";
+    const char *tail = as_key ? "\":1}" : "\"}";
+    size_t hl = strlen(head), tl = strlen(tail);
+
+    assert_true(hl + b.len + tl <= size);
+    memcpy(out, head, hl);
+    memcpy(out + hl, b.s, b.len);
+    memcpy(out + hl + b.len, tail, tl);
+    return hl + b.len + tl;
+}
+
+static const struct bytes valid_utf8[] = {
+    BYTES("\x7f"),                  /* U+007F */
+    BYTES("\xc2\x80"),              /* U+0080 */
+    BYTES("\xc3\xa9"),              /* é */
+    BYTES("\xdf\xbf"),              /* U+07FF */
+    BYTES("\xe0\xa0\x80"),          /* U+0800 */
+    BYTES("\xe4\xbd\xa0\xe5\xa5\xbd"),
+    BYTES("\xed\x9f\xbf"),          /* U+D7FF, last before the surrogates */
+    BYTES("\xee\x80\x80"),          /* U+E000, first after them */
+    BYTES("\xef\xbf\xbf"),          /* U+FFFF */
+    BYTES("\xf0\x90\x80\x80"),      /* U+10000 */
+    BYTES("\xf0\x9f\x98\x80"),      /* emoji */
+    BYTES("\xf3\xbf\xbf\xbf"),      /* U+FFFFF */
+    BYTES("\xf4\x8f\xbf\xbf"),      /* U+10FFFF, the last code point */
+    BYTES("a\xc3\xa9z\xf0\x9f\x98\x80\xe2\x82\xac!"),
+};
+
+static const struct bytes invalid_utf8[] = {
+    BYTES("\xff"),
+    BYTES("\xfe"),
+    BYTES("\xc0\xaf"),              /* overlong '/' */
+    BYTES("\xc1\xbf"),              /* overlong */
+    BYTES("\xe0\x80\xaf"),          /* overlong '/' */
+    BYTES("\xe0\x9f\xbf"),          /* overlong U+07FF */
+    BYTES("\xf0\x80\x80\xaf"),      /* overlong '/' */
+    BYTES("\xf0\x8f\xbf\xbf"),      /* overlong U+FFFF */
+    BYTES("\xed\xa0\x80"),          /* U+D800, a surrogate */
+    BYTES("\xed\xbf\xbf"),          /* U+DFFF */
+    BYTES("\xed\xa0\xbd\xed\xb8\x80"), /* a surrogate pair, CESU-8 style */
+    BYTES("\xf4\x90\x80\x80"),      /* U+110000 */
+    BYTES("\xf5\x80\x80\x80"),
+    BYTES("\xf8\x88\x80\x80\x80"),  /* old 5-byte form */
+    BYTES("\x80"),                  /* stray continuation */
+    BYTES("a\xbf"),
+    BYTES("\xc3\xa9\xa9"),          /* one continuation too many */
+    BYTES("\xc3"),                  /* truncated at the end of the string */
+    BYTES("\xe2\x82"),
+    BYTES("\xf0\x9f\x98"),
+    BYTES("\xc3\x41"),              /* lead byte then ASCII */
+    BYTES("\xe2\x28\xa1"),
+};
+
+static void
+test_valid_utf8_split_anywhere(void **state)
+{
+    char buf[64];
+
+    for (size_t i = 0; i < sizeof(valid_utf8) / sizeof(valid_utf8[0]); i++) {
+        assert_one_object(buf, in_string(buf, sizeof(buf), valid_utf8[i], false));
+        assert_one_object(buf, in_string(buf, sizeof(buf), valid_utf8[i], true));
+    }
+}
+
 static void
 test_invalid_utf8(void **state)
 {
-    const char *bad[] = {
-        "{\"a\":\"\xff\"}",
-        "{\"a\":\"\xc3\"}",             /* truncated sequence */
-        "{\"\xe2\x82\":1}",             /* truncated, in a key */
+    char buf[64];
+    const char *outside = "{\"a\":1 \xc3\xa9}";
+
+    for (size_t i = 0; i < sizeof(invalid_utf8) / sizeof(invalid_utf8[0]); i++) {
+        assert_malformed(buf, in_string(buf, sizeof(buf), invalid_utf8[i], false));
+        assert_malformed(buf, in_string(buf, sizeof(buf), invalid_utf8[i], true));
+    }
+    assert_malformed(outside, strlen(outside));
+}
+
+/* json-c takes all of these even in strict mode; none is JSON. */
+static void
+test_not_json(void **state)
+{
+    static const struct bytes bad[] = {
+        BYTES("{'msgid':14}"),
+        BYTES("{\"a\":'x'}"),
+        BYTES("{\"a\":NaN}"),
+        BYTES("{\"a\":nan}"),
+        BYTES("{\"a\":NAN}"),
+        BYTES("{\"a\":-NaN}"),
+        BYTES("{\"a\":Infinity}"),
+        BYTES("{\"a\":-Infinity}"),
+        BYTES("{\"a\":infinity}"),
+        BYTES("{\"a\":inf}"),
+        BYTES("{\"a\":-inf}"),
+        BYTES("{\"a\":[1,Infinity]}"),
+        BYTES("{\"a\":\"x\ty\"}"),      /* raw control characters in strings */
+        BYTES("{\"a\":\"x\ny\"}"),
+        BYTES("{\"a\":\"\r\"}"),
+        BYTES("{\"a\":\"\x01\"}"),
+        BYTES("{\"a\":\"\x1f\"}"),
+        BYTES("{\"\x1b\":1}"),
+        BYTES("{\"a\":\"\\\x01\"}"),    /* escaping one does not help */
+        BYTES("{\"a\":1.}"),            /* numbers outside the grammar */
+        BYTES("{\"a\":1.e5}"),
+        BYTES("{\"a\":00}"),
+        BYTES("{\"a\":-01}"),
+        BYTES("{\"a\":.5}"),
+        BYTES("{\"a\":+1}"),
+        BYTES("{\"a\":-}"),
+        BYTES("{\"a\":1e}"),
+        BYTES("{\"a\":1e+}"),
+        BYTES("{\"a\":0x10}"),
+        BYTES("{\"a\":1e999}"),         /* grammatical, but not a finite double */
+        BYTES("{\"a\":-1e999}"),
+        BYTES("{\"a\":tru}"),
+        BYTES("{\"a\":True}"),
+        BYTES("{\"a\":/*c*/1}"),
+        BYTES("{\"a\":\f1}"),
+        BYTES("{\"a\":1\v}"),
+        BYTES("{\"a\"\0:1}"),
     };
-    const char *good;
+    char huge[512];
+    size_t n;
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        assert_int_equal(read_one(bad[i], strlen(bad[i])), FRAME_MALFORMED);
-    /* Valid multi-byte UTF-8 passes. */
-    good = "{\"a\":\"\xe4\xbd\xa0\xe5\xa5\xbd\"}";
-    assert_int_equal(read_one(good, strlen(good)), FRAME_OBJECT);
+        assert_malformed(bad[i].s, bad[i].len);
+
+    /* A mantissa so long it overflows a double, without any exponent. */
+    n = (size_t)snprintf(huge, sizeof(huge), "{\"a\":1%0400d.5}", 0);
+    assert_true(n < sizeof(huge));
+    assert_malformed(huge, n);
+}
+
+/* Every path through the grammar that must keep working. */
+static void
+test_valid_json(void **state)
+{
+    static const struct bytes good[] = {
+        BYTES("{}"),
+        BYTES("{ \"a\" : [ ] , \"b\" : { } }\n"),
+        BYTES("{\"a\":[true,false,null,0,-0,1,-12,0.5,-0.25,1e5,1E+5,1.5e-3,10E-0,7e07]}"),
+        BYTES("{\"a\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\uD83D\\uDE00\"}"),
+        BYTES("{\"it's\":\"{[\\\"]}'\",\"b\":\"\x7f\"}"),
+        BYTES("{\"t\":true,\"f\":false,\"n\":null}"),
+        BYTES("{\"a\":[[],[{}],{\"b\":[1,[2,[3]]]}]}"),
+        BYTES("{\"a\":1.7976931348623157e308,\"b\":-2.2250738585072014e-308}"),
+    };
+
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        assert_one_object(good[i].s, good[i].len);
 }
 
 static void
@@ -392,7 +616,13 @@ test_reset_after_error(void **state)
 static void
 test_error_leaves_reader_usable(void **state)
 {
-    static const char *const bad[] = { "{\"a\":,}", "[1]", "{\"a\":\"\xff\"}" };
+    static const char *const bad[] = {
+        "{\"a\":,}", "[1]", "{\"a\":\"\xff\"}",
+        "{\"a\":\"\x01",             /* inside a string */
+        "{\"a\":\"\xe2\x82\x01",       /* inside a UTF-8 sequence */
+        "{\"a\":[[{\"b\":tru]",       /* nested, inside a literal */
+        "{\"a\":[-1.e",               /* inside a number */
+    };
     struct frame_reader fr;
     struct json_object *obj;
     size_t consumed;
@@ -432,7 +662,10 @@ main(void)
         cmocka_unit_test(test_depth),
         cmocka_unit_test(test_top_level_not_object),
         cmocka_unit_test(test_malformed_objects),
+        cmocka_unit_test(test_valid_utf8_split_anywhere),
         cmocka_unit_test(test_invalid_utf8),
+        cmocka_unit_test(test_not_json),
+        cmocka_unit_test(test_valid_json),
         cmocka_unit_test(test_garbage_after_object),
         cmocka_unit_test(test_reset_after_error),
         cmocka_unit_test(test_error_leaves_reader_usable),
