@@ -44,6 +44,8 @@ struct worker_stats {
     _Atomic uint64_t msgs_out;
     _Atomic uint32_t restarts;
     _Atomic uint64_t offline_stored;
+    _Atomic uint64_t store_failures;   /* requests answered "storage unavailable" */
+    _Atomic int64_t  store_failed_ms;  /* CLOCK_MONOTONIC ms of the last one */
 } __attribute__((aligned(64)));
 
 /* The relay's state, written by the relay, read by the master. */

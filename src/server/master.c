@@ -40,6 +40,7 @@
 #define RESPAWN_STABLE_MS     10000      /* a child alive this long resets backoff */
 #define STOP_GRACE_MS         2000       /* beyond shutdown_timeout, then SIGKILL */
 #define CTL_TIMEOUT_MS        1000
+#define STORE_RECENT_MS       10000      /* a storage failure this recent: "failing" */
 #define CTL_REQUEST_MAX       4096
 #define QCHAT_VERSION         "0.1.0"
 
@@ -472,6 +473,26 @@ static void add_user_json(void *arg, int32_t uid, const struct online_loc *loc)
                uid, loc->worker);
 }
 
+/* "failing" while a worker answered "storage unavailable" in the last STORE_RECENT_MS. */
+static const char *store_state(struct master *m)
+{
+    int64_t now = now_ms();
+    for (uint32_t k = 0; k < m->nworkers; k++) {
+        struct worker_stats *ws = online_stats(m->online, k);
+        if (ws->store_failures && now - ws->store_failed_ms < STORE_RECENT_MS)
+            return "failing";
+    }
+    return "ok";
+}
+
+static unsigned long long store_failures(struct master *m)
+{
+    unsigned long long n = 0;
+    for (uint32_t k = 0; k < m->nworkers; k++)
+        n += online_stats(m->online, k)->store_failures;
+    return n;
+}
+
 static void status_json(struct master *m, struct buf *b)
 {
     buf_printf(b, "{\"ok\":true,\"node_id\":%d,\"pid\":%d,\"version\":\"%s\",\"uptime\":%lld,",
@@ -484,10 +505,10 @@ static void status_json(struct master *m, struct buf *b)
     static const char *const relay_states[] = { "disabled", "connecting", "connected", "down" };
     struct relay_stats *rs = online_relay_stats(m->online);
     uint32_t rstate = m->clustered ? rs->state : RELAY_DISABLED;
-    buf_printf(b, ",\"state\":\"%s\"},\"relay\":{\"state\":\"%s\",\"pid\":%d,"
+    buf_printf(b, ",\"state\":\"%s\",\"failures\":%llu},\"relay\":{\"state\":\"%s\",\"pid\":%d,"
                   "\"subscribed\":%u,\"published\":%llu,\"received\":%llu,"
                   "\"publish_failed\":%llu,\"reconnects\":%u},\"workers\":[",
-               running_children(m) ? "ok" : "unknown",
+               store_state(m), store_failures(m),
                relay_states[rstate <= RELAY_DOWN ? rstate : RELAY_DOWN], (int)m->relay.pid,
                (unsigned)rs->subscribed, (unsigned long long)rs->published,
                (unsigned long long)rs->received, (unsigned long long)rs->publish_failed,

@@ -209,6 +209,8 @@ int route_store_offline(struct worker *w, int32_t uid, const char *payload, size
     int err = w->st->offline_store(w->store, &uid, 1, payload, len);
     if (err) {
         log_error("offline store for user %d failed: %s; message lost", uid, qc_strerror(err));
+        w->stats->store_failures++;
+        w->stats->store_failed_ms = w->now_ms;
         return err;
     }
     w->stats->offline_stored++;

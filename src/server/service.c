@@ -86,6 +86,10 @@ void service_reply_error(struct worker *w, struct conn *c, int msgid, const char
 
 static void reply_error(struct worker *w, struct conn *c, const struct request *r, int err)
 {
+    if (err == QC_ESTORAGE) {
+        w->stats->store_failures++;
+        w->stats->store_failed_ms = w->now_ms;
+    }
     if (r->msgid == QC_LOGIN_MSG || r->msgid == QC_REG_MSG) {
         struct buf b;
         struct jsonw jw;
