@@ -30,6 +30,9 @@ struct peer {
 
 struct slab;                /* handle tables in route.c */
 
+#define WORKER_SPARE_BUFS     64          /* reusable buffers kept per worker */
+#define WORKER_SPARE_MAX_CAP  (64 * 1024) /* larger ones are freed, not kept */
+
 struct worker {
     uint32_t             index;
     uint32_t             nworkers;
@@ -64,6 +67,8 @@ struct worker {
     size_t               rbuf_size;
     char                *ipcbuf;            /* peer packet scratch */
 
+    struct buf           spare[WORKER_SPARE_BUFS];  /* emptied buffers, reused: no malloc per message */
+    uint32_t             nspare;
     struct slab         *pending;           /* requests waiting to be ACKed */
     struct slab         *handoffs;          /* chats handed to peers, unconfirmed */
 
@@ -101,6 +106,15 @@ void worker_mark_dirty(struct worker *w, struct conn *c);
 struct conn *worker_conn(struct worker *w, uint32_t slot);
 int  worker_take_slot(struct worker *w, struct conn *c);     /* sets c->slot; 0 or -1 */
 void worker_release_slot(struct worker *w, struct conn *c);
+/*
+ * Buffers for replies, forwarded messages and connection output come from a
+ * small per-worker stack of emptied buffers, so the hot path does not call
+ * malloc per message.  worker_buf_take returns an empty buffer (possibly
+ * with room already); worker_buf_give takes one back (freed if too large or
+ * the stack is full) and leaves *b empty.
+ */
+struct buf worker_buf_take(struct worker *w);
+void worker_buf_give(struct worker *w, struct buf *b);
 /* "YYYY-MM-DD HH:MM:SS" of now and epoch milliseconds. */
 const char *worker_time_str(struct worker *w, int64_t *epoch_ms);
 

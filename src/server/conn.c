@@ -68,7 +68,7 @@ struct conn *conn_open(struct worker *w, int fd)
 void conn_free(struct worker *w, struct conn *c)
 {
     worker_release_slot(w, c);
-    buf_free(&c->out);
+    worker_buf_give(w, &c->out);
     buf_free(&c->held);
     free(c->marks);
     free(c);
@@ -87,10 +87,18 @@ static void schedule_flush(struct worker *w, struct conn *c)
     worker_mark_dirty(w, c);
 }
 
+/* An idle connection has no output buffer: lend it one from the worker. */
+static void ensure_output_buffer(struct worker *w, struct conn *c)
+{
+    if (c->out.data == NULL)
+        c->out = worker_buf_take(w);
+}
+
 void conn_send(struct worker *w, struct conn *c, const void *p, size_t n)
 {
     if (c->state == CONN_DEAD)
         return;
+    ensure_output_buffer(w, c);
     if (buf_append(&c->out, p, n) < 0) {
         c->overflow = true;          /* out of memory: treat as a slow reader */
         worker_mark_dirty(w, c);
@@ -123,6 +131,7 @@ static void send_marked(struct worker *w, struct conn *c, int32_t uid, const cha
                         bool newline, uint32_t origin, uint32_t token, char *stash)
 {
     uint64_t start = conn_out_end(c);
+    ensure_output_buffer(w, c);
     struct out_mark *m = c->state == CONN_OPEN ? push_mark(c) : NULL;
     if (m == NULL || buf_append(&c->out, p, n) < 0 ||
         (newline && buf_append_char(&c->out, '\n') < 0)) {
@@ -180,7 +189,7 @@ static void complete_written_marks(struct worker *w, struct conn *c)
 }
 
 /* Drop written bytes, but keep those of a chat only partly written. */
-static void trim_output(struct conn *c)
+static void trim_output(struct worker *w, struct conn *c)
 {
     uint64_t keep_from = c->out_written;
     if (c->marks_len > 0 && c->marks[c->marks_head].start < keep_from)
@@ -188,7 +197,7 @@ static void trim_output(struct conn *c)
     buf_consume(&c->out, keep_from - c->out_base);
     c->out_base = keep_from;
     if (buf_used(&c->out) == 0)
-        buf_free(&c->out);           /* idle connections hold no output memory */
+        worker_buf_give(w, &c->out); /* idle connections hold no output memory */
 }
 
 /* Input is watched unless a request is being finished; output while some waits. */
@@ -222,7 +231,7 @@ int conn_flush(struct worker *w, struct conn *c)
         c->out_written += (uint64_t)k;
     }
     complete_written_marks(w, c);
-    trim_output(c);
+    trim_output(w, c);
     watch_output(w, c, c->out_written < conn_out_end(c));
     if (c->state == CONN_CLOSING && !c->half_closed && c->out_written == conn_out_end(c)) {
         shutdown(c->fd, SHUT_WR);

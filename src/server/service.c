@@ -43,15 +43,14 @@ static void finish_reply(struct worker *w, struct conn *c, struct buf *b, struct
         conn_send(w, c, buf_head(b), buf_used(b));
     else
         log_error("out of memory building a reply");
-    buf_free(b);
+    worker_buf_give(w, b);
 }
 
 void service_send_ack(struct worker *w, struct conn *c, int req_msgid, const char *seq,
                       int err, int64_t mid, int32_t groupid)
 {
-    struct buf b;
+    struct buf b = worker_buf_take(w);
     struct jsonw jw;
-    buf_init(&b);
     jsonw_begin(&jw, &b);
     jsonw_int(&jw, "msgid", QC_ACK_MSG);
     jsonw_int(&jw, "errno", err);
@@ -68,9 +67,8 @@ void service_send_ack(struct worker *w, struct conn *c, int req_msgid, const cha
 
 void service_send_kick(struct worker *w, struct conn *c, const char *reason)
 {
-    struct buf b;
+    struct buf b = worker_buf_take(w);
     struct jsonw jw;
-    buf_init(&b);
     jsonw_begin(&jw, &b);
     jsonw_int(&jw, "msgid", QC_KICK_MSG);
     jsonw_str(&jw, "reason", reason);
@@ -91,9 +89,8 @@ static void reply_error(struct worker *w, struct conn *c, const struct request *
         w->stats->store_failed_ms = w->now_ms;
     }
     if (r->msgid == QC_LOGIN_MSG || r->msgid == QC_REG_MSG) {
-        struct buf b;
+        struct buf b = worker_buf_take(w);
         struct jsonw jw;
-        buf_init(&b);
         jsonw_begin(&jw, &b);
         jsonw_int(&jw, "msgid", r->msgid == QC_LOGIN_MSG ? QC_LOGIN_MSG_ACK : QC_REG_MSG_ACK);
         jsonw_int(&jw, "errno", err);
@@ -197,9 +194,8 @@ void service_announce_presence(struct worker *w, int32_t uid, const char *name, 
         free(friends.ids);
         return;
     }
-    struct buf b;
+    struct buf b = worker_buf_take(w);
     struct jsonw jw;
-    buf_init(&b);
     jsonw_begin(&jw, &b);
     jsonw_int(&jw, "msgid", QC_PRESENCE_MSG);
     jsonw_int(&jw, "id", uid);
@@ -208,7 +204,7 @@ void service_announce_presence(struct worker *w, int32_t uid, const char *name, 
     if (jsonw_end(&jw) == 0 && buf_append_char(&b, '\n') == 0)
         for (size_t i = 0; i < friends.n; i++)
             route_notice(w, friends.ids[i], buf_head(&b), buf_used(&b));
-    buf_free(&b);
+    worker_buf_give(w, &b);
     free(friends.ids);
 }
 
@@ -416,9 +412,8 @@ static void finish_register(struct worker *w, struct conn *c, const struct crypt
         reply_error(w, c, r, err);
         return;
     }
-    struct buf b;
+    struct buf b = worker_buf_take(w);
     struct jsonw jw;
-    buf_init(&b);
     jsonw_begin(&jw, &b);
     jsonw_int(&jw, "msgid", QC_REG_MSG_ACK);
     jsonw_int(&jw, "errno", 0);
@@ -477,11 +472,10 @@ static void handle_one_chat(struct worker *w, struct conn *c, const struct reque
         reply_error(w, c, r, err);
         return;
     }
-    struct buf b;
+    struct buf b = worker_buf_take(w);
     int64_t mid;
-    buf_init(&b);
     if ((err = build_chat(w, c, &b, QC_ONE_CHAT_MSG, to, text, len, &mid)) != 0) {
-        buf_free(&b);
+        worker_buf_give(w, &b);
         reply_error(w, c, r, err);
         return;
     }
@@ -493,7 +487,7 @@ static void handle_one_chat(struct worker *w, struct conn *c, const struct reque
         pending_done(w, req, err);
     else
         reply_result(w, c, r, err, 0);
-    buf_free(&b);
+    worker_buf_give(w, &b);
 }
 
 struct group_fanout {
@@ -528,14 +522,13 @@ static void handle_group_chat(struct worker *w, struct conn *c, const struct req
         err = g.members.err;
     if (!err && !g.member)
         err = QC_ENOTMEMBER;
-    struct buf b;
+    struct buf b = worker_buf_take(w);
     int64_t mid;
-    buf_init(&b);
     if (!err)
         err = build_chat(w, c, &b, QC_GROUP_CHAT_MSG, gid, text, len, &mid);
     if (err) {
         free(g.members.ids);
-        buf_free(&b);
+        worker_buf_give(w, &b);
         reply_error(w, c, r, err);
         return;
     }
@@ -559,7 +552,7 @@ static void handle_group_chat(struct worker *w, struct conn *c, const struct req
     else
         reply_result(w, c, r, err, 0);
     free(g.members.ids);
-    buf_free(&b);
+    worker_buf_give(w, &b);
 }
 
 /* ---- friends and groups ------------------------------------------------- */

@@ -115,6 +115,29 @@ void worker_release_slot(struct worker *w, struct conn *c)
     }
 }
 
+/* ---- reusable buffers ----------------------------------------------------- */
+
+struct buf worker_buf_take(struct worker *w)
+{
+    struct buf b;
+    if (w->nspare > 0) {
+        b = w->spare[--w->nspare];
+        buf_reset(&b);
+    } else {
+        buf_init(&b);
+    }
+    return b;
+}
+
+void worker_buf_give(struct worker *w, struct buf *b)
+{
+    if (b->data != NULL && b->cap <= WORKER_SPARE_MAX_CAP && w->nspare < WORKER_SPARE_BUFS)
+        w->spare[w->nspare++] = *b;
+    else
+        buf_free(b);
+    buf_init(b);
+}
+
 /* ---- time --------------------------------------------------------------- */
 
 static int64_t monotonic_ms(void)
@@ -413,6 +436,8 @@ static void __attribute__((noreturn)) finish_stop(struct worker *w)
             route_peer_output(w, p);
     route_shutdown(w);
     crypt_pool_stop(w);
+    while (w->nspare > 0)
+        buf_free(&w->spare[--w->nspare]);
     w->st->close(w->store);
     log_info("stopped");
     _exit(0);
