@@ -19,6 +19,9 @@ enum log_level log_get_level(void);
 /* Choose the destination; path is used for LOG_TARGET_FILE. Returns 0 or -1. */
 int  log_open(enum log_target target, const char *path);
 int  log_reopen(void);                       /* reopen the file after rotation */
+struct qc_config;
+/* log_open with [log] target and file of cfg (stderr, syslog or file).  0 or -1. */
+int  log_open_configured(const struct qc_config *cfg);
 int  log_level_parse(const char *s, enum log_level *out);   /* 0 ok, -1 unknown */
 const char *log_level_name(enum log_level level);
 

@@ -2,7 +2,7 @@
  * bench.c - qchat-bench main: command line, limits and signals, the thread
  * helper, and the dispatch to one mode.  See qchat-bench(1) and --help.
  *
- *   qchat-bench MODE [options]     MODE: reg pingpong login conns group
+ *   qchat-bench MODE [options]     MODE: reg pingpong login conns group offline
  *
  * Exit status: 0 no errors, 1 errors (or a failure to run), 2 usage.
  */
@@ -37,6 +37,10 @@
 #define DEFAULT_MEMBERS     100
 #define DEFAULT_SENDERS     4
 #define DEFAULT_USERS       100
+#define DEFAULT_BACKLOG     1000
+#define DEFAULT_ROUNDS      5
+#define OFFLINE_CONNS       2          /* offline: the sender and the receiver */
+#define OFFLINE_STEPS       5          /* offline: steps of a round, each within --timeout */
 #define DEADLINE_SLACK      30.0       /* seconds past the phases' own limits */
 #define FD_SLACK            64         /* descriptors besides the connections */
 #define SIZE_MAX_TEXT       (1 << 20)
@@ -56,6 +60,8 @@ static void usage(FILE *f)
 "  login      --loops C concurrent loops of LOGIN (+ LOGINOUT, or --reconnect)\n"
 "  conns      hold --conns N idle sessions for the duration, then check each receives\n"
 "  group      --members M in one group, --senders S send GROUP_CHATs (K in flight)\n"
+"  offline    store --backlog N chats for a logged-out user, time its login\n"
+"             (connect to the full LOGIN_MSG_ACK), --rounds R times\n"
 "\n"
 "Server:\n"
 "  --host H          server address (default " DEFAULT_HOST ")\n"
@@ -83,7 +89,10 @@ static void usage(FILE *f)
 "  --members M       group: members (default 100)\n"
 "  --senders S       group: members that send (default 4)\n"
 "  --groupid G       group: join group G instead of creating one\n"
-"  -k, --inflight K  messages in flight per pair / sender (1..64, default 1)\n"
+"  --backlog N       offline: messages stored before each login (default 1000)\n"
+"  --rounds R        offline: store + login rounds (default 5)\n"
+"  -k, --inflight K  messages in flight per pair / sender, or offline: chats\n"
+"                    being stored at once (1..64, default 1)\n"
 "  -s, --size S      chat text bytes (default 64; never below the 33-byte tag)\n"
 "  -n, --count N     messages per pair / sender, then stop (default: duration)\n"
 "  --rate R          group: at most R messages/s over all senders\n"
@@ -92,6 +101,8 @@ static void usage(FILE *f)
 "  --verify N        conns: sessions checked after the hold (default all)\n"
 "  --heartbeat SEC   conns: HEARTBEAT every SEC while holding (default off)\n"
 "  --ready-file F    conns: create F (holding the session count) once all are up\n"
+"  --go-file F       conns: once all are up, wait for F to exist (at most --timeout)\n"
+"                    before the hold: several processes hold at the same time\n"
 "  -c, --concurrency N  connects + logins at once (default 256), or registrations\n"
 "                    at once (default 16: more only queue up in the server)\n"
 "  -j, --threads N   threads, each with its own epoll loop (default 1; not group)\n"
@@ -118,7 +129,7 @@ enum {
     OPT_ID_BASE, OPT_PASSWORD, OPT_PREFIX, OPT_OUT, OPT_USERS, OPT_PAIRS, OPT_LOOPS,
     OPT_CONNS, OPT_MEMBERS, OPT_SENDERS, OPT_GROUPID, OPT_RATE, OPT_SEQ, OPT_RECONNECT,
     OPT_VERIFY, OPT_HEARTBEAT, OPT_READY_FILE, OPT_TIMEOUT, OPT_DRAIN, OPT_STALL,
-    OPT_DEADLINE, OPT_JSON, OPT_PROGRESS, OPT_SKIP
+    OPT_DEADLINE, OPT_JSON, OPT_PROGRESS, OPT_SKIP, OPT_BACKLOG, OPT_ROUNDS, OPT_GO_FILE
 };
 
 static const struct option longopts[] = {
@@ -141,6 +152,8 @@ static const struct option longopts[] = {
     { "members", required_argument, NULL, OPT_MEMBERS },
     { "senders", required_argument, NULL, OPT_SENDERS },
     { "groupid", required_argument, NULL, OPT_GROUPID },
+    { "backlog", required_argument, NULL, OPT_BACKLOG },
+    { "rounds", required_argument, NULL, OPT_ROUNDS },
     { "inflight", required_argument, NULL, 'k' },
     { "size", required_argument, NULL, 's' },
     { "count", required_argument, NULL, 'n' },
@@ -150,6 +163,7 @@ static const struct option longopts[] = {
     { "verify", required_argument, NULL, OPT_VERIFY },
     { "heartbeat", required_argument, NULL, OPT_HEARTBEAT },
     { "ready-file", required_argument, NULL, OPT_READY_FILE },
+    { "go-file", required_argument, NULL, OPT_GO_FILE },
     { "concurrency", required_argument, NULL, 'c' },
     { "threads", required_argument, NULL, 'j' },
     { "duration", required_argument, NULL, 'd' },
@@ -169,7 +183,7 @@ static const struct {
     enum bench_mode mode;
 } modes[] = {
     { "reg", MODE_REG }, { "pingpong", MODE_PINGPONG }, { "login", MODE_LOGIN },
-    { "conns", MODE_CONNS }, { "group", MODE_GROUP },
+    { "conns", MODE_CONNS }, { "group", MODE_GROUP }, { "offline", MODE_OFFLINE },
 };
 
 /* ---- option values ------------------------------------------------------ */
@@ -278,6 +292,8 @@ static void set_defaults(struct bench_opts *o)
     o->loops = DEFAULT_LOOPS;
     o->conns = DEFAULT_CONNS;
     o->members = DEFAULT_MEMBERS;
+    o->backlog = DEFAULT_BACKLOG;
+    o->rounds = DEFAULT_ROUNDS;
     o->senders = DEFAULT_SENDERS;
     o->inflight = 1;
     o->size = DEFAULT_SIZE;
@@ -329,6 +345,8 @@ static int parse_option(struct bench_opts *o, int opt, const char *arg,
     case OPT_MEMBERS: return parse_long_opt("--members", arg, 2, MAX_POPULATION, &o->members);
     case OPT_SENDERS: return parse_int_opt("--senders", arg, 1, 1000000, &o->senders);
     case OPT_GROUPID: return parse_long_opt("--groupid", arg, 1, INT32_MAX, &o->groupid);
+    case OPT_BACKLOG: return parse_long_opt("--backlog", arg, 0, MAX_COUNT, &o->backlog);
+    case OPT_ROUNDS: return parse_long_opt("--rounds", arg, 1, MAX_COUNT, &o->rounds);
     case 'k': return parse_int_opt("--inflight", arg, 1, BENCH_WINDOW, &o->inflight);
     case 's': return parse_int_opt("--size", arg, 0, SIZE_MAX_TEXT, &o->size);
     case 'n': return parse_long_opt("--count", arg, 1, MAX_COUNT, &o->count);
@@ -338,6 +356,7 @@ static int parse_option(struct bench_opts *o, int opt, const char *arg,
     case OPT_VERIFY: return parse_long_opt("--verify", arg, 0, MAX_POPULATION, &o->verify);
     case OPT_HEARTBEAT: return parse_secs("--heartbeat", arg, 0, &o->heartbeat);
     case OPT_READY_FILE: o->ready_file = arg; return 0;
+    case OPT_GO_FILE: o->go_file = arg; return 0;
     case 'c': return parse_int_opt("--concurrency", arg, 1, 1000000, &o->concurrency);
     case 'j': return parse_int_opt("--threads", arg, 1, BENCH_MAX_THREADS, &o->threads);
     case 'd': return parse_secs("--duration", arg, 0, &o->duration);
@@ -371,7 +390,7 @@ static int parse_args(struct bench_opts *o, int argc, char **argv, char *prefix,
         if (!strcmp(argv[1], modes[i].name))
             break;
     if (i == sizeof modes / sizeof modes[0]) {
-        fprintf(stderr, "qchat-bench: unknown mode '%s' (reg pingpong login conns group)\n",
+        fprintf(stderr, "qchat-bench: unknown mode '%s' (reg pingpong login conns group offline)\n",
                 argv[1]);
         return -1;
     }
@@ -423,6 +442,7 @@ static long fds_needed(const struct bench_opts *o)
     case MODE_LOGIN: return o->loops;
     case MODE_CONNS: return o->conns;
     case MODE_GROUP: return o->members;
+    case MODE_OFFLINE: return OFFLINE_CONNS;
     }
     return 0;
 }
@@ -482,8 +502,12 @@ static void set_signals(const struct bench_opts *o)
     sa.sa_handler = on_deadline;
     sigaction(SIGALRM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    if (secs <= 0)
+    if (secs <= 0 && o->mode == MODE_OFFLINE)
+        secs = o->timeout * (double)(1 + o->rounds * OFFLINE_STEPS) + DEADLINE_SLACK;
+    else if (secs <= 0)
         secs = 2 * o->timeout + o->duration + 2 * o->drain + DEADLINE_SLACK;
+    if (secs > MAX_SECONDS)
+        secs = MAX_SECONDS;
     alarm((unsigned)(secs + 1));
 }
 
@@ -532,6 +556,7 @@ int main(int argc, char **argv)
     case MODE_LOGIN: rc = mode_login(&o, &r); break;
     case MODE_CONNS: rc = mode_conns(&o, &r); break;
     case MODE_GROUP: rc = mode_group(&o, &r); break;
+    case MODE_OFFLINE: rc = mode_offline(&o, &r); break;
     }
     if (rc < 0)
         return 1;

@@ -6,8 +6,8 @@
  * connections; it frames the server's newline-terminated JSON objects itself
  * and pulls the few fields it needs out with a small scanner, so a message
  * costs no allocation and no JSON tree.  Each mode (reg, pingpong, login,
- * conns, group) is a set of callbacks on that engine plus a driver that runs
- * its phases: users, connect + login, measure, drain, report.
+ * conns, group, offline) is a set of callbacks on that engine plus a driver
+ * that runs its phases: users, connect + login, measure, drain, report.
  */
 #ifndef QCHAT_BENCH_BENCH_H
 #define QCHAT_BENCH_BENCH_H
@@ -40,7 +40,7 @@
 #define BENCH_REG_CONCURRENCY   16          /* default registrations at once */
 #define BENCH_SRV_ERRNO_MAX 32              /* server errno values counted one by one */
 
-enum bench_mode { MODE_REG, MODE_PINGPONG, MODE_LOGIN, MODE_CONNS, MODE_GROUP };
+enum bench_mode { MODE_REG, MODE_PINGPONG, MODE_LOGIN, MODE_CONNS, MODE_GROUP, MODE_OFFLINE };
 
 /* ---- options ---------------------------------------------------------- */
 
@@ -71,12 +71,14 @@ struct bench_opts {
     double rate;                       /* group: messages/s over all senders, 0: window */
     long verify;                       /* conns: sessions checked after the hold, -1: all */
     long groupid;                      /* group: join this group instead of creating one */
+    long backlog;                      /* offline: messages stored before each login */
+    long rounds;                       /* offline: fill + login rounds */
     int  threads;
     int  concurrency;                  /* connects + logins (or registrations) at once, 0: default */
 
     double duration, timeout, drain, stall, heartbeat, deadline;
 
-    const char *ids_file, *out_file, *ready_file;
+    const char *ids_file, *out_file, *ready_file, *go_file;
     const char *password, *prefix;
     bool synthetic;
     long id_base;
@@ -168,6 +170,17 @@ struct jfields {
 
 /* Scan one top-level object; 0, or -1 if it is not a well-formed object. */
 int jscan(const char *s, size_t n, struct jfields *f);
+/* The raw value of top-level member key (a string without its quotes); 0 or -1. */
+int jfind(const char *s, size_t n, const char *key, const char **v, size_t *vn);
+/*
+ * Iterate the string items of the array s[0..n): *pos starts at 0; each call
+ * gives the next item's raw content.  1: an item, 0: the end, -1: malformed
+ * (or an item that is not a string).
+ */
+int jarray_next(const char *s, size_t n, size_t *pos, const char **v, size_t *vn);
+/* In the raw content of a string holding a serialized object: string member key. */
+int jescaped_string_field(const char *s, size_t n, const char *key,
+                          const char **v, size_t *vn);
 
 /*
  * A chat text starts with a tag: kind letter, two 32-bit numbers and the
@@ -266,6 +279,8 @@ struct engine {
     bool measuring;
     bool draining;                    /* only a second SIGINT stops engine_run */
     struct stats st;
+    const char *line;                 /* the server line being handled */
+    size_t linelen;
     const uint64_t *pcount;           /* what the progress line counts */
     uint64_t pub_count, pub_errors;   /* published for the progress line */
     uint32_t pub_ready;
@@ -352,5 +367,6 @@ int mode_pingpong(const struct bench_opts *o, struct result *r);
 int mode_login(const struct bench_opts *o, struct result *r);
 int mode_conns(const struct bench_opts *o, struct result *r);
 int mode_group(const struct bench_opts *o, struct result *r);
+int mode_offline(const struct bench_opts *o, struct result *r);
 
 #endif

@@ -6,13 +6,17 @@
  * ONE_CHAT from a neighbour, and every one must arrive exactly once.
  * Buffers are freed while a session is idle, so 100,000 sessions cost the
  * bench little more than its socket table.  --ready-file is created once
- * every session is up, so a harness can measure the server while it holds.
+ * every session is up, so a harness can measure the server while it holds;
+ * with --go-file the hold starts only once that file exists, so several
+ * processes (each under its own open-file limit) hold their sessions at
+ * the same time.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bench.h"
 #include "common/proto.h"
@@ -100,6 +104,25 @@ static void cn_send_checks(struct cnthread *th)
     }
 }
 
+static bool go_file_exists(struct engine *e)
+{
+    return access(e->o->go_file, F_OK) == 0;
+}
+
+/* Hold the sessions until the harness says go (bounded by --timeout). */
+static void wait_for_go(struct engine *e)
+{
+    const struct bench_opts *o = e->o;
+
+    if (!o->go_file)
+        return;
+    if (e->index == 0)
+        progress_phase("wait");
+    if (engine_run(e, go_file_exists, now_ns() + (uint64_t)(o->timeout * NS_PER_SEC)) ==
+        RUN_DEADLINE)
+        engine_error(e, E_TIMEOUT, "%s did not appear within %.0fs", o->go_file, o->timeout);
+}
+
 static void write_ready_file(const struct bench_opts *o, struct engine **es, int n)
 {
     uint64_t ready = 0;
@@ -150,10 +173,11 @@ static void *cn_thread(void *arg)
     th->setup_ns = now_ns() - start;
     engine_publish(e);
     pthread_barrier_wait(th->bar);
-    if (e->index == 0) {
+    if (e->index == 0)
         write_ready_file(o, cn_shared.engines, cn_shared.n);
+    wait_for_go(e);
+    if (e->index == 0)
         progress_phase("hold");
-    }
     uint64_t hold0 = now_ns();
     if (o->heartbeat)
         th->next_beat = hold0 + (uint64_t)(o->heartbeat * NS_PER_SEC);

@@ -490,6 +490,8 @@ static void handle_line(struct engine *e, struct conn *c, const char *p, size_t 
         engine_error(e, E_PROTOCOL, "user %d: unparseable line (%zu bytes)", (int)c->uid, n);
         return;
     }
+    e->line = p;
+    e->linelen = n;
     if (c->state == CS_LOGIN && f.msgid == QC_LOGIN_MSG_ACK) {
         login_reply(e, c, &f);
         return;

@@ -111,13 +111,18 @@ static void take_field(struct jfields *f, const char *k, size_t kn,
         take_int(f, JF_USERID, &f->userid, v, vn);
 }
 
-int jscan(const char *s, size_t n, struct jfields *f)
+/*
+ * Walk the top-level members of one object, calling visit(key, value) for
+ * each; a string value is given without its quotes.  0, or -1 if s is not
+ * a well-formed object.  visit returns false to stop early.
+ */
+typedef bool (*jvisit_fn)(void *arg, const char *k, size_t kn,
+                          const char *v, size_t vn, bool is_string);
+
+static int jwalk(const char *s, size_t n, jvisit_fn visit, void *arg)
 {
     size_t i = skip_ws(s, n, 0);
 
-    f->has = 0;
-    f->msg = NULL;
-    f->msglen = 0;
     if (i >= n || s[i] != '{')
         return -1;
     i++;
@@ -158,8 +163,112 @@ int jscan(const char *s, size_t n, struct jfields *f)
                 i++;
             ve = i;
         }
-        take_field(f, s + ks, ke - ks, s + vs, ve - vs, is_string);
+        if (!visit(arg, s + ks, ke - ks, s + vs, ve - vs, is_string))
+            return 0;
     }
+}
+
+static bool take_visit(void *arg, const char *k, size_t kn, const char *v, size_t vn,
+                       bool is_string)
+{
+    take_field(arg, k, kn, v, vn, is_string);
+    return true;
+}
+
+int jscan(const char *s, size_t n, struct jfields *f)
+{
+    f->has = 0;
+    f->msg = NULL;
+    f->msglen = 0;
+    return jwalk(s, n, take_visit, f);
+}
+
+struct jfind {
+    const char *key;
+    const char *v;
+    size_t vn;
+    bool found;
+};
+
+static bool find_visit(void *arg, const char *k, size_t kn, const char *v, size_t vn,
+                       bool is_string)
+{
+    struct jfind *jf = arg;
+
+    if (!key_is(k, kn, jf->key))
+        return true;
+    jf->v = v;
+    jf->vn = vn;
+    jf->found = true;
+    return false;
+}
+
+int jfind(const char *s, size_t n, const char *key, const char **v, size_t *vn)
+{
+    struct jfind jf = { .key = key };
+
+    if (jwalk(s, n, find_visit, &jf) < 0 || !jf.found)
+        return -1;
+    *v = jf.v;
+    *vn = jf.vn;
+    return 0;
+}
+
+int jarray_next(const char *s, size_t n, size_t *pos, const char **v, size_t *vn)
+{
+    size_t i = *pos;
+
+    if (i == 0) {
+        i = skip_ws(s, n, 0);
+        if (i >= n || s[i] != '[')
+            return -1;
+        i++;
+    }
+    while (i < n && (is_ws(s[i]) || s[i] == ','))
+        i++;
+    if (i >= n)
+        return -1;
+    if (s[i] == ']') {
+        *pos = n;
+        return 0;
+    }
+    if (s[i] != '"')
+        return -1;
+    size_t end = skip_string(s, n, i);
+    if (end >= n)
+        return -1;
+    *v = s + i + 1;
+    *vn = end - i - 1;
+    *pos = end + 1;
+    return 1;
+}
+
+int jescaped_string_field(const char *s, size_t n, const char *key,
+                          const char **v, size_t *vn)
+{
+    size_t kl = strlen(key);
+
+    /* inside an escaped object a key reads \"key\" and a string value \"... */
+    for (size_t i = 0; i + kl + 4 <= n; i++) {
+        if (s[i] != '\\' || s[i + 1] != '"' || memcmp(s + i + 2, key, kl) != 0 ||
+            s[i + 2 + kl] != '\\' || s[i + 3 + kl] != '"')
+            continue;
+        size_t j = skip_ws(s, n, i + kl + 4);
+        if (j >= n || s[j] != ':')
+            continue;
+        j = skip_ws(s, n, j + 1);
+        if (j + 2 > n || s[j] != '\\' || s[j + 1] != '"')
+            continue;
+        size_t start = j + 2, k = start;
+        while (k + 1 < n && !(s[k] == '\\' && s[k + 1] == '"'))
+            k += s[k] == '\\' && s[k + 1] == '\\' ? 2 : 1;
+        if (k + 1 >= n)
+            return -1;
+        *v = s + start;
+        *vn = k - start;
+        return 0;
+    }
+    return -1;
 }
 
 /* ---- tags --------------------------------------------------------------- */

@@ -308,6 +308,16 @@ config_set(struct qc_config *cfg, const char *section, const char *key,
             set_err(err, errlen, "unknown key '%s' in section [%s]", key, section);
         return -1;
     }
+    /* An address is checked where it is written, so its error names the line. */
+    if (strcmp(section, "server") == 0 && strcmp(key, "listen") == 0) {
+        char host[QC_CONFIG_STR_MAX];
+        int port;
+        if (config_split_hostport(value, host, sizeof(host), &port) < 0 || port < 1) {
+            set_err(err, errlen, "bad value '%.64s' for server.listen: want HOST:PORT "
+                    "(e.g. 127.0.0.1:6000 or [::1]:6000), port 1-65535", value);
+            return -1;
+        }
+    }
     return set_value(cfg, k, value, err, errlen);
 }
 

@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/config.h"
 #include "common/log.h"
 
 #define LOG_IDENT        "qchatd"
@@ -307,4 +308,17 @@ log_msg(enum log_level level, const char *fmt, ...)
         write_line(logger.fd, line, len);
     }
     errno = saved_errno;
+}
+
+int
+log_open_configured(const struct qc_config *cfg)
+{
+    enum log_target target = LOG_TARGET_STDERR;
+
+    if (strcmp(cfg->log_target, "syslog") == 0)
+        target = LOG_TARGET_SYSLOG;
+    else if (strcmp(cfg->log_target, "file") == 0)
+        target = LOG_TARGET_FILE;
+    log_set_level((enum log_level)cfg->log_level);
+    return log_open(target, cfg->log_file);
 }

@@ -61,17 +61,6 @@ static void raise_fd_limit(const struct qc_config *cfg)
                     (unsigned long long)rl.rlim_cur, cfg->max_users, FD_RESERVE);
 }
 
-static int setup_logging(const struct qc_config *cfg)
-{
-    enum log_target target = LOG_TARGET_STDERR;
-    if (strcmp(cfg->log_target, "syslog") == 0)
-        target = LOG_TARGET_SYSLOG;
-    else if (strcmp(cfg->log_target, "file") == 0)
-        target = LOG_TARGET_FILE;
-    log_set_level((enum log_level)cfg->log_level);
-    return log_open(target, cfg->log_file);
-}
-
 /* Open the store once: proves it is reachable and creates the schema. */
 static int check_storage(const struct qc_config *cfg, bool init_schema)
 {
@@ -95,7 +84,8 @@ static int check_storage(const struct qc_config *cfg, bool init_schema)
     return rc;
 }
 
-static struct pidfh *daemonize(const struct qc_config *cfg)
+/* Taken before anything else is opened: a second start says "already running". */
+static struct pidfh *claim_pidfile(const struct qc_config *cfg)
 {
     pid_t other;
     struct pidfh *pfh = pidfile_open(cfg->pidfile, 0644, &other);
@@ -104,15 +94,52 @@ static struct pidfh *daemonize(const struct qc_config *cfg)
             fprintf(stderr, "qchatd: already running, pid %d (%s)\n", (int)other, cfg->pidfile);
         else
             fprintf(stderr, "qchatd: pidfile %s: %s\n", cfg->pidfile, strerror(errno));
-        return NULL;
     }
+    return pfh;
+}
+
+static int daemonize(struct pidfh *pfh)
+{
     if (daemon(0, 0) < 0) {
         fprintf(stderr, "qchatd: daemon: %s\n", strerror(errno));
-        pidfile_remove(pfh);
-        return NULL;
+        return -1;
     }
     pidfile_write(pfh);
-    return pfh;
+    return 0;
+}
+
+/* Open everything the master needs, then become it.  Returns the exit status. */
+static int serve(const struct master_args *args, const struct qc_config *cfg, struct pidfh *pfh)
+{
+    char err[QC_CONFIG_ERR_MAX];
+    if (log_open_configured(cfg) < 0) {
+        fprintf(stderr, "qchatd: cannot open the log: %s\n", strerror(errno));
+        return 1;
+    }
+    log_set_role("master");
+    raise_fd_limit(cfg);
+    if (check_storage(cfg, false) < 0)
+        return 1;
+    int listen_fd = net_listen_tcp(cfg->listen, err, sizeof err);
+    if (listen_fd < 0) {
+        fprintf(stderr, "qchatd: listen %s: %s\n", cfg->listen, err);
+        return 1;
+    }
+    struct online_table *online = online_create((uint32_t)cfg->max_users);
+    struct guard *guard = online ? guard_create() : NULL;
+    if (online == NULL || guard == NULL) {
+        fprintf(stderr, "qchatd: shared tables for %d users: %s\n", cfg->max_users, strerror(errno));
+        online_destroy(online);
+        close(listen_fd);
+        return 1;
+    }
+    online_set_node(online, cfg->node_id);
+    int rc = 1;
+    if (pfh == NULL || daemonize(pfh) == 0)
+        rc = master_run(args, cfg, listen_fd, online, guard);
+    online_destroy(online);
+    guard_destroy(guard);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -187,39 +214,11 @@ int main(int argc, char **argv)
         printf("qchatd: schema ready (%s)\n", cfg.storage_driver);
         return 0;
     }
-    if (setup_logging(&cfg) < 0) {
-        fprintf(stderr, "qchatd: cannot open the log: %s\n", strerror(errno));
-        return 1;
-    }
-    log_set_role("master");
-    raise_fd_limit(&cfg);
-    if (check_storage(&cfg, false) < 0)
-        return 1;
-
-    int listen_fd = net_listen_tcp(cfg.listen, err, sizeof err);
-    if (listen_fd < 0) {
-        fprintf(stderr, "qchatd: listen %s: %s\n", cfg.listen, err);
-        return 1;
-    }
-    struct online_table *online = online_create((uint32_t)cfg.max_users);
-    if (online == NULL) {
-        fprintf(stderr, "qchatd: online table for %d users: %s\n", cfg.max_users, strerror(errno));
-        return 1;
-    }
-    online_set_node(online, cfg.node_id);
-    struct guard *guard = guard_create();
-    if (guard == NULL) {
-        fprintf(stderr, "qchatd: flood control tables: %s\n", strerror(errno));
-        return 1;
-    }
-
     struct pidfh *pfh = NULL;
-    if (detach && (pfh = daemonize(&cfg)) == NULL)
+    if (detach && (pfh = claim_pidfile(&cfg)) == NULL)
         return 1;
-    int rc = master_run(&args, &cfg, listen_fd, online, guard);
+    int rc = serve(&args, &cfg, pfh);
     if (pfh)
         pidfile_remove(pfh);
-    online_destroy(online);
-    guard_destroy(guard);
     return rc;
 }

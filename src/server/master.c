@@ -432,6 +432,9 @@ static int reload_config(struct master *m)
     }
     int changed = config_diff(&m->cfg, &next, note_restart_key, NULL);
     log_set_level((enum log_level)next.log_level);
+    if ((strcmp(m->cfg.log_target, next.log_target) != 0 || strcmp(m->cfg.log_file, next.log_file) != 0) &&
+        log_open_configured(&next) < 0)
+        log_error("reload: cannot open the new log destination: %s", strerror(errno));
     for (uint32_t k = 0; k < m->nworkers; k++) {
         struct ipc_hdr h = { .type = IPC_CONFIG };
         if (m->workers[k].channel >= 0 &&

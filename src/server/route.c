@@ -305,8 +305,9 @@ void route_peer_lost(struct worker *w, uint32_t peer)
     struct peer *pe = &w->peers[peer];
     if (pe->fd < 0)
         return;
-    log_warning("link to %s %u lost; storing its unconfirmed hand-offs offline",
-                peer == RELAY_PEER ? "the relay" : "worker", peer);
+    log_msg(w->stopping ? LOG_LEVEL_INFO : LOG_LEVEL_WARNING,
+            "link to %s %u closed; its unconfirmed hand-offs go offline",
+            peer == RELAY_PEER ? "the relay" : "worker", peer);
     epoll_ctl(w->epfd, EPOLL_CTL_DEL, pe->fd, NULL);
     close(pe->fd);
     pe->fd = -1;

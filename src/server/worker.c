@@ -257,7 +257,11 @@ static void note_restart_key(void *arg, const char *name, bool live)
 static void apply_config(struct worker *w, const struct qc_config *next)
 {
     config_diff(&w->cfg, next, note_restart_key, NULL);
+    bool log_moved = strcmp(w->cfg.log_target, next->log_target) != 0 ||
+                     strcmp(w->cfg.log_file, next->log_file) != 0;
     config_apply_live(&w->cfg, next);
+    if (log_moved && log_open_configured(&w->cfg) < 0)
+        log_error("reload: cannot open the new log destination: %s", strerror(errno));
     log_set_level((enum log_level)w->cfg.log_level);
     w->fr.max_bytes = (size_t)w->cfg.max_message_bytes;
     log_info("configuration reloaded");
@@ -406,11 +410,12 @@ static void on_signal(struct worker *w)
     }
 }
 
+/* Stopping waits for output to be written, not for clients to hang up. */
 static bool output_pending(struct worker *w)
 {
     for (uint32_t i = 0; i < w->conns_cap; i++) {
         struct conn *c = w->conns[i];
-        if (c && c->state != CONN_DEAD)
+        if (c && c->state != CONN_DEAD && (c->busy || c->out_written < conn_out_end(c)))
             return true;
     }
     for (uint32_t p = 0; p <= RELAY_PEER; p++)
