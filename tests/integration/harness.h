@@ -98,6 +98,8 @@ int   h_group_teardown(void **state);
 
 /* Send one request line, return the parsed answer (caller puts) or NULL. */
 struct json_object *h_ctl(const char *request);
+/* The same on another server's control socket (several nodes in one test). */
+struct json_object *h_ctl_at(const char *ctl_path, const char *request);
 /* Online users: fills ids/workers (max entries), returns count or -1. */
 int  h_ctl_users(int32_t *ids, int *workers, int max);
 /* Worker index holding id, -1 if not online.  Fails the test if ctl fails. */
@@ -119,12 +121,17 @@ int64_t h_next_seq(void);
 
 /* Connections opened here are closed in the test teardown if still open. */
 struct qclient *h_connect(void);
+/* The same to another port on H_HOST (another node, a balancer in front). */
+struct qclient *h_connect_to(int port);
 void h_close(struct qclient *c);
 /* Register a fresh user named after tag on c. */
 void h_register(struct qclient *c, struct h_user *u, const char *tag);
 /* New connection logged in as u; *ack gets the LOGIN_MSG_ACK if asked. */
 struct qclient *h_login(const struct h_user *u, struct json_object **ack);
 struct qclient *h_login_presence(const struct h_user *u, struct json_object **ack);
+/* New connection to port logged in as u, asking for presence notices or not. */
+struct qclient *h_login_to(int port, const struct h_user *u, bool presence,
+                           struct json_object **ack);
 /* Connect, register and log in a fresh user. */
 struct qclient *h_new_user(struct h_user *u, const char *tag);
 /* Register a fresh user on a throw-away connection (stays offline). */
