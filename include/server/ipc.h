@@ -17,7 +17,7 @@
 
 enum ipc_type {
     IPC_DELIVER = 1,   /* worker->worker: payload for (uid, slot, gen); token to confirm */
-    IPC_CONFIRM,       /* worker->worker: token is safe (written or stored); err in flags */
+    IPC_CONFIRM,       /* worker->worker, worker->relay: token is safe (written or stored); err in flags */
     IPC_KICK,          /* worker->worker: session (uid, slot, gen) was taken over */
     IPC_NEW_PEER,      /* master->worker: fd is the link to worker `uid` (its index) */
     IPC_CONFIG,        /* master->worker: payload is a struct qc_config (HUP) */
@@ -29,12 +29,14 @@ enum ipc_type {
     IPC_PUBLISHED,     /* relay->worker: token's PUBLISH reached `gen` receivers; flags: error */
     IPC_NUMSUB,        /* worker->relay: payload int32 uids; token */
     IPC_NUMSUB_REPLY,  /* relay->worker: payload one byte per uid (1 online elsewhere); flags: error */
+    IPC_SUBSCRIBED,    /* relay->worker: the SUB with this token is confirmed by Redis; flags: error */
 };
 
 /* DELIVER flags */
 #define IPC_F_CHAT    0x1   /* a chat: store offline if the session is gone */
 #define IPC_F_NOTICE  0x2   /* a notice (presence): drop if the session is gone */
 #define IPC_F_KICK    0x4   /* PUBLISH: the user logged in on this node; others kick */
+#define IPC_F_STORE   0x8   /* DELIVER from the relay: its worker died; store it offline */
 
 /* The relay's index among a worker's peers, and as a "from" in packets. */
 #define RELAY_PEER    64    /* == ONLINE_MAX_WORKERS */

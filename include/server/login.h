@@ -28,6 +28,8 @@ bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char
 /* The relay answered NUMSUB for token (online: one byte per asked id). */
 void login_numsub_done(struct worker *w, uint32_t token, const uint8_t *online, size_t n,
                        bool failed);
+/* Redis confirmed the subscription of the login with token (failed: Redis away). */
+void login_subscribed(struct worker *w, uint32_t token, bool failed);
 /* The relay link is gone: every waiting reply is sent with what is known. */
 void login_relay_lost(struct worker *w);
 

@@ -47,8 +47,12 @@ void route_mark_done(struct worker *w, uint32_t origin, uint32_t token, int err)
 int  route_store_offline(struct worker *w, int32_t uid, const char *payload, size_t len);
 /* Store a chat for uid offline if uid exists (QC_ENOUSER otherwise). */
 int  route_store_offline_checked(struct worker *w, int32_t uid, const char *payload, size_t len);
-/* In a cluster: uid's session started here (other nodes kick theirs; we subscribe). */
-void route_session_started(struct worker *w, int32_t uid);
+/*
+ * In a cluster: uid's session started here (other nodes kick theirs; we
+ * subscribe).  Returns true when the relay will answer IPC_SUBSCRIBED with
+ * token once Redis confirms the subscription.
+ */
+bool route_session_started(struct worker *w, int32_t uid, uint32_t token);
 /* In a cluster: uid has no session on this node any more. */
 void route_session_ended(struct worker *w, int32_t uid);
 /* Store each line of stash (messages taken from storage at login) again. */

@@ -54,6 +54,8 @@ struct login_ctx {
     int                count;
     int                dropped;
     int                err;
+    bool               want_numsub;     /* waiting for the relay's NUMSUB answer */
+    bool               want_sub;        /* waiting for Redis to confirm our SUBSCRIBE */
     int32_t           *check;           /* sorted ids not online here */
     uint8_t           *remote;          /* 1: online on another node */
     size_t             ncheck;
@@ -396,37 +398,71 @@ bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char
         free_ctx(x);
         return true;
     }
+    /*
+     * In a cluster the reply waits until Redis confirms this node's
+     * subscription (so a chat sent by anyone who sees the reply reaches the
+     * session), and for the states of people online elsewhere.
+     */
+    x->token = ++next_token ? next_token : ++next_token;
+    x->want_sub = route_session_started(w, uid, x->token);
     if (w->clustered)
         list_unknown(w, x);
     if (x->ncheck > 0 && w->peers[RELAY_PEER].fd >= 0) {
-        x->token = ++next_token ? next_token : ++next_token;
         struct ipc_hdr h = { .type = IPC_NUMSUB, .from = (uint16_t)w->index, .token = x->token };
-        if (route_send_relay(w, &h, x->check, x->ncheck * sizeof *x->check) == 0) {
-            x->next = waiting;
-            waiting = x;
-            return false;
-        }
+        x->want_numsub = route_send_relay(w, &h, x->check, x->ncheck * sizeof *x->check) == 0;
+    }
+    if (x->want_sub || x->want_numsub) {
+        x->next = waiting;
+        waiting = x;
+        return false;
     }
     send_reply(w, c, x);
     free_ctx(x);
     return true;
 }
 
+/* The waiting reply with token, unlinked when nothing more is awaited. */
+static struct login_ctx *waiting_reply(uint32_t token, struct login_ctx ***where)
+{
+    for (struct login_ctx **pp = &waiting; *pp; pp = &(*pp)->next)
+        if ((*pp)->token == token) {
+            *where = pp;
+            return *pp;
+        }
+    return NULL;
+}
+
+static void finish_if_complete(struct worker *w, struct login_ctx *x, struct login_ctx **where)
+{
+    if (x->want_sub || x->want_numsub)
+        return;
+    *where = x->next;
+    finish(w, x);
+}
+
+void login_subscribed(struct worker *w, uint32_t token, bool failed)
+{
+    struct login_ctx **where, *x = waiting_reply(token, &where);
+    if (x == NULL || !x->want_sub)
+        return;
+    if (failed)
+        log_warning("user %d: redis did not confirm the subscription; replying anyway", x->uid);
+    x->want_sub = false;
+    finish_if_complete(w, x, where);
+}
+
 void login_numsub_done(struct worker *w, uint32_t token, const uint8_t *online, size_t n,
                        bool failed)
 {
-    for (struct login_ctx **pp = &waiting; *pp; pp = &(*pp)->next) {
-        struct login_ctx *x = *pp;
-        if (x->token != token)
-            continue;
-        *pp = x->next;
-        if (!failed && n == x->ncheck && (x->remote = malloc(n)) != NULL)
-            memcpy(x->remote, online, n);
-        else if (failed)
-            log_warning("cluster presence unknown for user %d's login (redis unavailable)", x->uid);
-        finish(w, x);
+    struct login_ctx **where, *x = waiting_reply(token, &where);
+    if (x == NULL || !x->want_numsub)
         return;
-    }
+    if (!failed && n == x->ncheck && (x->remote = malloc(n)) != NULL)
+        memcpy(x->remote, online, n);
+    else if (failed)
+        log_warning("cluster presence unknown for user %d's login (redis unavailable)", x->uid);
+    x->want_numsub = false;
+    finish_if_complete(w, x, where);
 }
 
 void login_relay_lost(struct worker *w)

@@ -35,6 +35,7 @@
 #include "common/log.h"
 #include "server/ipc.h"
 #include "server/relay.h"
+#include "server/slab.h"
 
 #define RELAY_TICK_MS          250
 #define RELAY_RECONCILE_MS     3000
@@ -64,6 +65,19 @@ struct worker_link {
     bool       want_write;
 };
 
+/*
+ * A chat from Redis handed to a worker, kept until the worker confirms it is
+ * written or stored: if the worker dies first, another stores it offline.
+ */
+struct delivery {
+    struct slab_hdr h;
+    uint32_t worker;                    /* RELAY_NO_WORKER: waiting for a live one */
+    int32_t  uid;
+    char    *payload;
+    size_t   len;
+};
+#define RELAY_NO_WORKER UINT32_MAX
+
 /* Open-addressing set of subscribed user ids (0 empty, UINT32_MAX deleted). */
 struct uid_set {
     uint32_t *ids;
@@ -79,6 +93,7 @@ struct relay {
     struct worker_link   workers[ONLINE_MAX_WORKERS];
     struct redis_link    sub, pub;
     struct uid_set       subscribed;
+    struct slab         *deliveries;        /* chats handed to workers, unconfirmed */
     int64_t              now_ms;
     int64_t              next_connect_ms;
     int                  backoff_ms;
@@ -181,6 +196,8 @@ static bool set_del(struct uid_set *s, uint32_t id)
 
 /* ---- links to the workers ----------------------------------------------- */
 
+static void redispatch_deliveries(struct relay *r, uint32_t k);
+
 static void watch_worker(struct relay *r, uint32_t k, bool out)
 {
     struct epoll_event ev = { .events = EPOLLIN | (out ? EPOLLOUT : 0),
@@ -199,8 +216,58 @@ static void drop_worker(struct relay *r, uint32_t k)
     wl->fd = -1;
     buf_free(&wl->queue);
     log_info("link to worker %u closed", k);
+    redispatch_deliveries(r, k);
     /* Its users' rows are cleared by the master; the next pass unsubscribes them. */
     r->next_reconcile_ms = r->now_ms + RELAY_TICK_MS * 2;
+}
+
+static void send_to_worker(struct relay *r, uint32_t k, const struct ipc_hdr *h,
+                           const void *payload, size_t len);
+
+static uint32_t first_live_worker(struct relay *r)
+{
+    for (uint32_t k = 0; k < r->nworkers; k++)
+        if (r->workers[k].fd >= 0)
+            return k;
+    return RELAY_NO_WORKER;
+}
+
+/* Hand a kept chat to worker k: to its session, or (store) to its offline queue. */
+static void send_delivery(struct relay *r, uint32_t token, struct delivery *d, uint32_t k,
+                          const struct online_loc *loc, bool store)
+{
+    d->worker = k;
+    if (k == RELAY_NO_WORKER)
+        return;                          /* sent when a worker link comes back */
+    struct ipc_hdr h = { .type = IPC_DELIVER, .from = RELAY_PEER, .token = token, .uid = d->uid,
+                         .slot = loc ? loc->slot : 0, .gen = loc ? loc->gen : 0,
+                         .flags = IPC_F_CHAT | (store ? IPC_F_STORE : 0) };
+    send_to_worker(r, k, &h, d->payload, d->len);
+}
+
+/* Worker k died (or was never there): its unconfirmed chats go to another to be stored. */
+static void redispatch_deliveries(struct relay *r, uint32_t k)
+{
+    uint32_t to = first_live_worker(r), n = 0;
+    for (uint32_t i = 0; i < slab_capacity(r->deliveries); i++) {
+        struct delivery *d = slab_at(r->deliveries, i);
+        if (!d->h.live || d->worker != k)
+            continue;
+        send_delivery(r, slab_handle_of(r->deliveries, i), d, to, NULL, true);
+        n++;
+    }
+    if (n)
+        log_info("%u unconfirmed chat(s) for worker %u handed to %s to store offline", n,
+                 k, to == RELAY_NO_WORKER ? "the next live worker" : "another worker");
+}
+
+static void confirm_delivery(struct relay *r, uint32_t token)
+{
+    struct delivery *d = slab_get(r->deliveries, token);
+    if (d == NULL)
+        return;
+    free(d->payload);
+    slab_free(r->deliveries, token);
 }
 
 static void send_to_worker(struct relay *r, uint32_t k, const struct ipc_hdr *h,
@@ -295,7 +362,7 @@ static void schedule_reconnect(struct relay *r)
 }
 
 static void drop_redis(struct relay *r, const char *why);
-static void subscribe_uid(struct relay *r, uint32_t uid);
+static void subscribe_uid(struct relay *r, uint32_t uid, uint32_t worker, uint32_t token);
 static void reconcile(struct relay *r);
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -431,21 +498,33 @@ static void deliver_from_redis(struct relay *r, int32_t uid, const char *msg, si
             log_warning("chat for user %d arrived after the session ended; the worker was gone", uid);
         if (type != 'M')
             return;
-        /* Any worker can store it offline: hand it to the first live one. */
-        for (loc.worker = 0; loc.worker < r->nworkers && r->workers[loc.worker].fd < 0; loc.worker++)
-            ;
-        if (loc.worker == r->nworkers)
-            return;
+        /* Any worker can store it offline: the first live one (or the next to come back). */
+        loc.worker = first_live_worker(r);
         loc.slot = 0;
         loc.gen = 0;
     }
     struct ipc_hdr h = { .from = RELAY_PEER, .uid = uid, .slot = loc.slot, .gen = loc.gen };
     switch (type) {
-    case 'M':
-        h.type = IPC_DELIVER;
-        h.flags = IPC_F_CHAT;
-        send_to_worker(r, loc.worker, &h, payload, plen);
+    case 'M': {
+        uint32_t token;
+        struct delivery *d = slab_alloc(r->deliveries, &token);
+        char *copy = d ? malloc(plen ? plen : 1) : NULL;
+        if (copy == NULL) {
+            if (d)
+                slab_free(r->deliveries, token);
+            log_error("out of memory keeping a chat for user %d: delivered unconfirmed", uid);
+            h.type = IPC_DELIVER;
+            h.flags = IPC_F_CHAT;
+            send_to_worker(r, loc.worker, &h, payload, plen);
+            break;
+        }
+        memcpy(copy, payload, plen);
+        d->uid = uid;
+        d->payload = copy;
+        d->len = plen;
+        send_delivery(r, token, d, loc.worker, &loc, loc.gen == 0);
         break;
+    }
     case 'P':
         h.type = IPC_DELIVER;
         h.flags = IPC_F_NOTICE;
@@ -462,15 +541,36 @@ static void deliver_from_redis(struct relay *r, int32_t uid, const char *msg, si
     }
 }
 
+/* A SUBSCRIBE's privdata: the worker and login token waiting for it (0: nobody). */
+static void *subscribe_tag(uint32_t worker, uint32_t token)
+{
+    return token ? (void *)(uintptr_t)((uint64_t)token << 32 | worker) : NULL;
+}
+
+static void tell_subscribed(struct relay *r, uint32_t worker, uint32_t token, bool failed)
+{
+    struct ipc_hdr h = { .type = IPC_SUBSCRIBED, .from = RELAY_PEER, .token = token,
+                         .flags = failed ? 1 : 0 };
+    if (token)
+        send_to_worker(r, worker, &h, NULL, 0);
+}
+
 static void on_subscription(redisAsyncContext *ac, void *reply, void *priv)
 {
     struct relay *r = &the_relay;
     redisReply *rep = reply;
     (void)ac;
-    (void)priv;
-    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3)
+    uint64_t tag = (uintptr_t)priv;
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3) {
+        if (rep == NULL && tag)
+            tell_subscribed(r, (uint32_t)tag, (uint32_t)(tag >> 32), true);
         return;
+    }
     redisReply *kind = rep->element[0];
+    if (kind->type == REDIS_REPLY_STRING && strcmp(kind->str, "subscribe") == 0 && tag) {
+        tell_subscribed(r, (uint32_t)tag, (uint32_t)(tag >> 32), false);
+        return;
+    }
     if (kind->type != REDIS_REPLY_STRING || strcmp(kind->str, "message") != 0)
         return;
     redisReply *ch = rep->element[1], *msg = rep->element[2];
@@ -486,13 +586,20 @@ static void channel_of(uint32_t uid, char *out)
     snprintf(out, RELAY_CHANNEL_MAX, RELAY_CHANNEL_PREFIX "%u", uid);
 }
 
-static void subscribe_uid(struct relay *r, uint32_t uid)
+/* Subscribe uid's channel; (worker, token) hears when Redis confirms it. */
+static void subscribe_uid(struct relay *r, uint32_t uid, uint32_t worker, uint32_t token)
 {
-    if (!r->sub.up || !set_add(&r->subscribed, uid))
+    if (!r->sub.up) {
+        tell_subscribed(r, worker, token, true);
         return;
+    }
+    if (!set_add(&r->subscribed, uid)) {
+        tell_subscribed(r, worker, token, false);    /* already listening */
+        return;
+    }
     char ch[RELAY_CHANNEL_MAX];
     channel_of(uid, ch);
-    redisAsyncCommand(r->sub.ac, on_subscription, NULL, "SUBSCRIBE %s", ch);
+    redisAsyncCommand(r->sub.ac, on_subscription, subscribe_tag(worker, token), "SUBSCRIBE %s", ch);
     r->stats->subscribed = r->subscribed.live;
 }
 
@@ -509,7 +616,7 @@ static void unsubscribe_uid(struct relay *r, uint32_t uid)
 static void subscribe_online(void *arg, int32_t uid, const struct online_loc *loc)
 {
     (void)loc;
-    subscribe_uid(arg, (uint32_t)uid);
+    subscribe_uid(arg, (uint32_t)uid, 0, 0);
 }
 
 /* Make the subscribed set equal to the online table. */
@@ -675,7 +782,10 @@ static void read_worker(struct relay *r, uint32_t k)
         }
         switch (h.type) {
         case IPC_SUB:
-            subscribe_uid(r, (uint32_t)h.uid);
+            subscribe_uid(r, (uint32_t)h.uid, k, h.token);
+            break;
+        case IPC_CONFIRM:
+            confirm_delivery(r, h.token);
             break;
         case IPC_UNSUB:
             unsubscribe_uid(r, (uint32_t)h.uid);
@@ -708,6 +818,7 @@ static void adopt_worker(struct relay *r, uint32_t k, int fd)
     if (k >= r->nworkers)
         r->nworkers = k + 1;
     log_info("link to worker %u (re)established", k);
+    redispatch_deliveries(r, RELAY_NO_WORKER);
 }
 
 static void read_channel(struct relay *r)
@@ -814,11 +925,12 @@ void relay_main(uint32_t nworkers, int channel_fd, const int *worker_fds,
     r->channel = channel_fd;
     r->now_ms = monotonic_ms();
     r->pkt = malloc(IPC_MAX_PACKET);
+    r->deliveries = slab_new(sizeof(struct delivery));
     for (uint32_t k = 0; k < ONLINE_MAX_WORKERS; k++) {
         r->workers[k].fd = k < nworkers ? worker_fds[k] : -1;
         buf_init(&r->workers[k].queue);
     }
-    if (r->pkt == NULL || open_sources(r) < 0) {
+    if (r->pkt == NULL || r->deliveries == NULL || open_sources(r) < 0) {
         log_error("relay setup: %s", strerror(errno));
         _exit(1);
     }

@@ -24,28 +24,10 @@
 #include "server/login.h"
 #include "server/route.h"
 #include "server/service.h"
+#include "server/slab.h"
 #include "server/worker.h"
 
-#define HANDLE_INDEX_BITS 20
-#define HANDLE_INDEX_MASK ((1u << HANDLE_INDEX_BITS) - 1)
-#define HANDLE_GEN_MASK   0xfffu
-#define SLAB_MIN          64
 #define PEER_READS_PER_EVENT 256
-
-/* ---- handle tables ---------------------------------------------------- */
-
-struct slab_hdr {
-    uint32_t gen;
-    uint32_t live;
-};
-
-struct slab {
-    char     *mem;
-    size_t    esize;
-    uint32_t  cap;
-    uint32_t *freelist;
-    uint32_t  nfree;
-};
 
 struct pending {
     struct slab_hdr h;
@@ -66,87 +48,6 @@ struct handoff {
     char    *payload;
     size_t   len;
 };
-
-static struct slab *slab_new(size_t esize)
-{
-    struct slab *s = calloc(1, sizeof *s);
-    if (s)
-        s->esize = esize;
-    return s;
-}
-
-static void *slab_at(struct slab *s, uint32_t i)
-{
-    return s->mem + (size_t)i * s->esize;
-}
-
-static int slab_grow(struct slab *s)
-{
-    uint32_t ncap = s->cap ? s->cap * 2 : SLAB_MIN;
-    if (ncap > HANDLE_INDEX_MASK + 1)
-        return -1;
-    char *mem = realloc(s->mem, (size_t)ncap * s->esize);
-    if (mem == NULL)
-        return -1;
-    uint32_t *fl = realloc(s->freelist, ncap * sizeof *fl);
-    if (fl == NULL) {
-        s->mem = mem;
-        return -1;
-    }
-    memset(mem + (size_t)s->cap * s->esize, 0, (size_t)(ncap - s->cap) * s->esize);
-    for (uint32_t i = ncap; i > s->cap; i--)
-        fl[s->nfree++] = i - 1;
-    s->mem = mem;
-    s->freelist = fl;
-    s->cap = ncap;
-    return 0;
-}
-
-/* A fresh zeroed entry; *handle names it.  NULL when memory runs out. */
-static void *slab_alloc(struct slab *s, uint32_t *handle)
-{
-    if (s->nfree == 0 && slab_grow(s) < 0)
-        return NULL;
-    uint32_t i = s->freelist[--s->nfree];
-    struct slab_hdr *h = slab_at(s, i);
-    uint32_t gen = (h->gen + 1) & HANDLE_GEN_MASK;
-    if (gen == 0)
-        gen = 1;
-    memset(h, 0, s->esize);
-    h->gen = gen;
-    h->live = 1;
-    *handle = gen << HANDLE_INDEX_BITS | i;
-    return h;
-}
-
-static void *slab_get(struct slab *s, uint32_t handle)
-{
-    uint32_t i = handle & HANDLE_INDEX_MASK;
-    if (handle == 0 || i >= s->cap)
-        return NULL;
-    struct slab_hdr *h = slab_at(s, i);
-    if (!h->live || h->gen != handle >> HANDLE_INDEX_BITS)
-        return NULL;
-    return h;
-}
-
-static void slab_free(struct slab *s, uint32_t handle)
-{
-    struct slab_hdr *h = slab_get(s, handle);
-    if (h == NULL)
-        return;
-    h->live = 0;
-    s->freelist[s->nfree++] = handle & HANDLE_INDEX_MASK;
-}
-
-static void slab_destroy(struct slab *s)
-{
-    if (s) {
-        free(s->mem);
-        free(s->freelist);
-        free(s);
-    }
-}
 
 /* ---- pending requests -------------------------------------------------- */
 
@@ -314,11 +215,11 @@ void route_peer_lost(struct worker *w, uint32_t peer)
     pe->want_write = false;
     buf_free(&pe->queue);
     size_t n = 0;
-    for (uint32_t i = 0; i < w->handoffs->cap; i++) {
+    for (uint32_t i = 0; i < slab_capacity(w->handoffs); i++) {
         struct handoff *ho = slab_at(w->handoffs, i);
         if (!ho->h.live || ho->peer != peer)
             continue;
-        uint32_t handle = ho->h.gen << HANDLE_INDEX_BITS | i;
+        uint32_t handle = slab_handle_of(w->handoffs, i);
         int err = route_store_offline(w, ho->uid, ho->payload, ho->len);
         uint32_t req = ho->req;
         free(ho->payload);
@@ -335,8 +236,8 @@ void route_peer_lost(struct worker *w, uint32_t peer)
 
 static void confirm_to(struct worker *w, uint32_t origin, uint32_t token, int err)
 {
-    if (token == 0 || origin == RELAY_PEER)
-        return;                          /* nobody waits (the relay's PUBLISH was answered) */
+    if (token == 0)
+        return;                          /* nobody waits */
     struct ipc_hdr h = { .type = IPC_CONFIRM, .from = (uint16_t)w->index, .token = token,
                          .flags = (uint32_t)err };
     peer_send(w, origin, &h, NULL, 0);   /* a dead origin stored its copy already */
@@ -407,6 +308,8 @@ static void accept_delivery(struct worker *w, const struct ipc_hdr *h, const cha
             conn_send(w, c, payload, len);
         return;
     }
+    if (h->flags & IPC_F_STORE)
+        c = NULL;                        /* the relay asks only for storage */
     if (c) {
         conn_send_chat(w, c, h->uid, payload, len, h->from, h->token);
         return;
@@ -453,6 +356,9 @@ void route_peer_input(struct worker *w, uint32_t peer)
             break;
         case IPC_NUMSUB_REPLY:
             login_numsub_done(w, h.token, (const uint8_t *)w->ipcbuf, (size_t)n, h.flags != 0);
+            break;
+        case IPC_SUBSCRIBED:
+            login_subscribed(w, h.token, h.flags != 0);
             break;
         default:
             log_error("unknown packet type %u from worker %u ignored", h.type, peer);
@@ -516,15 +422,16 @@ static int publish_elsewhere(struct worker *w, int32_t uid, const char *payload,
     return peer_send(w, RELAY_PEER, &h, payload, len);
 }
 
-void route_session_started(struct worker *w, int32_t uid)
+bool route_session_started(struct worker *w, int32_t uid, uint32_t token)
 {
-    if (!w->clustered)
-        return;
+    if (!w->clustered || w->peers[RELAY_PEER].fd < 0)
+        return false;
     struct ipc_hdr kick = { .type = IPC_PUBLISH, .from = (uint16_t)w->index, .uid = uid,
                             .flags = IPC_F_KICK };
-    struct ipc_hdr sub = { .type = IPC_SUB, .from = (uint16_t)w->index, .uid = uid };
+    struct ipc_hdr sub = { .type = IPC_SUB, .from = (uint16_t)w->index, .uid = uid,
+                           .token = token };
     peer_send(w, RELAY_PEER, &kick, NULL, 0);
-    peer_send(w, RELAY_PEER, &sub, NULL, 0);
+    return peer_send(w, RELAY_PEER, &sub, NULL, 0) == 0 && token != 0;
 }
 
 void route_session_ended(struct worker *w, int32_t uid)
@@ -596,7 +503,7 @@ void route_init(struct worker *w)
 void route_shutdown(struct worker *w)
 {
     size_t n = 0;
-    for (uint32_t i = 0; i < w->handoffs->cap; i++) {
+    for (uint32_t i = 0; i < slab_capacity(w->handoffs); i++) {
         struct handoff *ho = slab_at(w->handoffs, i);
         if (!ho->h.live)
             continue;

@@ -258,7 +258,6 @@ static int open_session(struct worker *w, struct conn *c, const struct store_use
     w->stats->sessions++;
     if (rc == 1)
         route_kick(w, u->id, prev.worker, prev.slot, prev.gen);
-    route_session_started(w, u->id);
     return 0;
 }
 
