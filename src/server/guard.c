@@ -6,6 +6,7 @@
  * (48 bits).  CLOCK_MONOTONIC is the same clock in every process.
  */
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
 #include <sys/mman.h>
@@ -17,6 +18,7 @@
 #define FAIL_TIME_MASK  ((UINT64_C(1) << 48) - 1)
 
 struct guard {
+    uint32_t         seed;              /* random per start: buckets cannot be aimed at */
     _Atomic uint16_t conns[ONLINE_MAX_WORKERS][GUARD_ADDR_BUCKETS];
     _Atomic uint64_t addr_fails[GUARD_FAIL_BUCKETS];
     _Atomic uint64_t acct_fails[GUARD_FAIL_BUCKETS];
@@ -26,7 +28,10 @@ struct guard *guard_create(void)
 {
     struct guard *g = mmap(NULL, sizeof *g, PROT_READ | PROT_WRITE,
                            MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    return g == MAP_FAILED ? NULL : g;
+    if (g == MAP_FAILED)
+        return NULL;
+    g->seed = arc4random();
+    return g;
 }
 
 void guard_destroy(struct guard *g)
@@ -61,14 +66,25 @@ uint32_t guard_addr_hash(const struct sockaddr_storage *sa)
     return h;
 }
 
-static uint32_t addr_bucket(uint32_t addr)
+/* Every bit of the address reaches the bucket (murmur3's finalizer). */
+static uint32_t fmix(uint32_t h)
 {
-    return addr % GUARD_ADDR_BUCKETS;
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
+}
+
+static uint32_t addr_bucket(const struct guard *g, uint32_t addr)
+{
+    return fmix(addr ^ g->seed) % GUARD_ADDR_BUCKETS;
 }
 
 bool guard_conn_open(struct guard *g, uint32_t worker, uint32_t addr, int max)
 {
-    uint32_t b = addr_bucket(addr);
+    uint32_t b = addr_bucket(g, addr);
     if (max > 0) {
         uint32_t total = 0;
         for (uint32_t k = 0; k < ONLINE_MAX_WORKERS; k++)
@@ -83,7 +99,7 @@ bool guard_conn_open(struct guard *g, uint32_t worker, uint32_t addr, int max)
 
 void guard_conn_close(struct guard *g, uint32_t worker, uint32_t addr)
 {
-    uint32_t b = addr_bucket(addr);
+    uint32_t b = addr_bucket(g, addr);
     if (atomic_load_explicit(&g->conns[worker][b], memory_order_relaxed) > 0)
         atomic_fetch_sub_explicit(&g->conns[worker][b], 1, memory_order_relaxed);
 }
@@ -98,12 +114,12 @@ void guard_clear_worker(struct guard *g, uint32_t worker)
 
 static _Atomic uint64_t *addr_record(struct guard *g, uint32_t addr)
 {
-    return &g->addr_fails[addr % GUARD_FAIL_BUCKETS];
+    return &g->addr_fails[fmix(addr ^ g->seed) % GUARD_FAIL_BUCKETS];
 }
 
 static _Atomic uint64_t *acct_record(struct guard *g, int32_t uid)
 {
-    return &g->acct_fails[mix32(0x811c9dc5u, (uint32_t)uid) % GUARD_FAIL_BUCKETS];
+    return &g->acct_fails[fmix((uint32_t)uid ^ g->seed) % GUARD_FAIL_BUCKETS];
 }
 
 static int64_t wait_of(uint64_t rec, int64_t now_ms)

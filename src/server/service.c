@@ -323,6 +323,7 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
         err = w->st->user_get(w->store, id, &u);
         if (err == QC_ENOUSER) {
             u.id = 0;
+            u.name[0] = '\0';
             strlcpy(u.password, w->dummy_hash, sizeof u.password);
             err = 0;
         }
@@ -563,8 +564,13 @@ static void handle_add_friend(struct worker *w, struct conn *c, const struct req
     int err = get_id(r, "friendid", &fid);
     if (!err && fid == c->uid)
         err = QC_ESELF;
+    /* Friendship is mutual: both sides must have room. */
     if (!err)
         err = w->st->friend_count(w->store, c->uid, &count);
+    if (!err && count >= w->cfg.max_friends)
+        err = QC_ELIMIT;
+    if (!err)
+        err = w->st->friend_count(w->store, fid, &count);
     if (!err && count >= w->cfg.max_friends)
         err = QC_ELIMIT;
     if (!err)

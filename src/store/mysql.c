@@ -1397,6 +1397,8 @@ static int trim_queue(struct store *st, int32_t userid, long long excess)
     dropped = affected(st, ST_OFFLINE_TRIM);
     if (dropped == 0)
         return QC_OK;
+    log_info("user %d: offline queue over limits.max_offline_messages (%d): dropped the "
+             "oldest %llu message(s)", userid, st->max_offline, dropped);
     params_init(&p);
     param_int(&p, userid);
     param_int(&p, (long long)dropped);

@@ -769,6 +769,8 @@ static int trim_queue(struct store *st, int32_t userid)
     dropped = sqlite3_changes(st->db);
     if (dropped == 0)
         return QC_OK;
+    log_info("user %d: offline queue over limits.max_offline_messages (%d): dropped the "
+             "oldest %d message(s)", userid, st->max_offline, dropped);
 
     s = st->stmt[ST_DROPPED_ADD];
     rc = sqlite3_bind_int64(s, 1, userid);

@@ -1,0 +1,1256 @@
+/*
+ * test_security.c - qchatd's defences, each at its boundary, and the fault
+ * injection of issue 6.
+ *
+ * Limits: limits.max_text_bytes (exactly the limit passes, one byte more is
+ * errno 18), server.max_message_bytes (an object exactly at the limit passes,
+ * one byte more is errno 5 and the close), limits.max_friends and
+ * limits.max_group_members (the last allowed succeeds, the next is errno 17),
+ * limits.max_offline_messages (the newest kept, in order, "offlinedropped").
+ * Flood control: the token bucket (security.request_rate / request_burst),
+ * security.max_conns_per_ip, security.login_timeout, security.idle_timeout
+ * with HEARTBEAT, and failed-login throttling per account and per address.
+ * Faults: 1,000 connections holding half a request (memory and latency of
+ * the others measured), one connection flooding (round trips of another
+ * client measured during the flood), and forged identity fields on the
+ * offline path.
+ *
+ * Every test starts its own server with the options it needs (the limits
+ * are per address, and every client of the harness comes from 127.0.0.1)
+ * and ends by stopping it with the clean-exit check.  Tests that need other
+ * source addresses bind to 127.0.0.N, which Linux routes to loopback.
+ * Measured numbers are printed with print_message ("security: ...").
+ */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+/* limits server */
+#define LIM_TEXT_BYTES       1000
+#define LIM_MESSAGE_BYTES    2048
+#define LIM_FRIENDS          3
+#define LIM_GROUP_MEMBERS    3
+#define LIM_OFFLINE          5
+#define OFFLINE_SENT         8
+#define SPLIT_PAUSE_MS       50      /* between the halves of an object */
+#define EURO                 "\xe2\x82\xac"   /* U+20AC: 3 bytes of UTF-8 */
+#define EURO_BYTES           3
+
+/* token bucket */
+#define RATE_PER_SEC         2
+#define RATE_BURST           10
+#define RATE_REFILL_MS       (1000 / RATE_PER_SEC + 100)  /* one token and some */
+#define RATE_CHATS           15      /* pipelined by a logged-in user */
+
+/* connections per address */
+#define CONN_CAP             8
+#define CONN_RETRY_MS        50
+#define CONN_SETTLE_MS       5000
+
+/* deadlines */
+#define LOGIN_TIMEOUT_S      2
+#define IDLE_TIMEOUT_S       3
+#define DEADLINE_SLACK_MS    1500    /* 250 ms ticks plus a loaded machine */
+#define DEADLINE_WATCH_MS    8000    /* > 2 idle timeouts */
+#define DEADLINE_STEP_MS     50
+#define LOGIN_HB_EVERY_MS    500     /* heartbeats of the never-logged-in client */
+#define USER_HB_EVERY_MS     1000    /* heartbeats of the client that stays */
+
+/* failed logins (guard.h: 5 free failures, then 1 s doubling) */
+#define THROTTLE_COST        "security.password_cost=6"   /* ~40 ms per check */
+#define FREE_FAILURES        5
+#define FIRST_DELAY_MS       1000
+#define SECOND_DELAY_MS      2000
+#define DELAY_EARLY_MS       200     /* a refusal this long before the end is certain */
+#define DELAY_LATE_MS        1500    /* the delay must be over by then */
+#define RETRY_STEP_MS        100
+#define NO_SUCH_ID           2147470000
+#define ATTACK_ADDR_1        "127.0.0.2"
+#define OWNER_ADDR           "127.0.0.3"
+#define ATTACK_ADDR_2        "127.0.0.4"
+#define CLEAN_ADDR           "127.0.0.5"
+#define OTHER_ADDR           "127.0.0.6"
+
+/* 1,000 half requests */
+#define HALF_CONNS           1000
+#define HALF_PAD             200
+#define HALF_SETTLE_MS       500
+#define HALF_LOGIN_TIMEOUT_S 120     /* longer than the test: the server holds them all */
+#define HALF_MAX_GROWTH_KB   (32 * 1024)   /* 32 KiB a connection at most */
+#define RTT_SAMPLES          200
+#define RTT_PACE_MS          10      /* 100 chats/s: under the default request_rate */
+#define RTT_LIMIT_MS         10000   /* one measurement at most (slow sanitizer builds) */
+
+/* floods */
+#define FLOOD_MS             3000    /* chats measured during it: FLOOD_MS / RTT_PACE_MS */
+#define FLOOD_BATCH          5000    /* heartbeats per buffer */
+#define FLOOD_CHUNK          65536
+#define FLOOD_POLL_MS        10
+#define FLOOD_RTT_SAMPLES    100
+#define FLOOD_MAX_P99_MS     1000    /* others keep their latency (loose: 2 shared cores) */
+#define UNLIMITED_MAX_P99_MS 5000    /* rate limit off: others are merely not starved */
+
+#define SOURCED_MAX          16
+#define STR_(x)              #x
+#define STR(x)               STR_(x)
+#define RSS_LINE             256
+
+/* ---- sockets from other loopback addresses ---------------------------- */
+
+static int sourced_fds[SOURCED_MAX];   /* +1, 0: free; closed if a test failed */
+
+static void forget_sourced(int fd)
+{
+    for (int i = 0; i < SOURCED_MAX; i++)
+        if (sourced_fds[i] == fd + 1)
+            sourced_fds[i] = 0;
+}
+
+static void close_leftover_sourced(void)
+{
+    for (int i = 0; i < SOURCED_MAX; i++) {
+        if (sourced_fds[i] > 0)
+            close(sourced_fds[i] - 1);
+        sourced_fds[i] = 0;
+    }
+}
+
+/* A raw connection to the server from source address src (127.0.0.N). */
+static void sourced_connect(struct h_raw *r, const char *src)
+{
+    memset(r, 0, sizeof(*r));
+    r->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    H_CHECK(r->fd >= 0, "socket: %s", strerror(errno));
+    int slot = 0;
+    while (slot < SOURCED_MAX && sourced_fds[slot] != 0)
+        slot++;
+    if (slot == SOURCED_MAX) {
+        close(r->fd);
+        H_FAIL("more than %d sourced sockets open", SOURCED_MAX);
+    }
+    sourced_fds[slot] = r->fd + 1;
+    struct sockaddr_in me = { .sin_family = AF_INET, .sin_port = 0 };
+    H_CHECK(inet_pton(AF_INET, src, &me.sin_addr) == 1, "bad address %s", src);
+    H_CHECK(bind(r->fd, (struct sockaddr *)&me, sizeof(me)) == 0, "bind %s: %s", src,
+            strerror(errno));
+    int one = 1;
+    setsockopt(r->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)h_srv.port) };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    H_CHECK(connect(r->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0,
+            "connect from %s to port %d: %s", src, h_srv.port, strerror(errno));
+    H_CHECK(fcntl(r->fd, F_SETFL, fcntl(r->fd, F_GETFL) | O_NONBLOCK) == 0,
+            "O_NONBLOCK: %s", strerror(errno));
+}
+
+static void sourced_close(struct h_raw *r)
+{
+    forget_sourced(r->fd);
+    h_raw_close(r);
+}
+
+/* ---- server per test --------------------------------------------------- */
+
+static void start_with(const char *const *opts)
+{
+    close_leftover_sourced();
+    server_stop();                       /* the previous test's, if it failed */
+    H_CHECK(server_start(opts) == 0, "qchatd did not start");
+}
+
+/* Stop the server and check its exit; the test closed its clients first. */
+static void stop_clean(void)
+{
+    h_stop_and_check_clean();
+    server_stop();
+}
+
+/* Sum of workers[].connections in the control socket's status. */
+static int server_connections(void)
+{
+    struct json_object *o = h_ctl("{\"cmd\":\"status\"}"), *ws;
+    H_CHECK(o != NULL, "control socket status: no answer");
+    H_CHECK(json_object_object_get_ex(o, "workers", &ws) &&
+            json_object_is_type(ws, json_type_array), "status without workers[]: %s", h_json(o));
+    int sum = 0;
+    for (size_t i = 0; i < json_object_array_length(ws); i++)
+        sum += (int)h_int(json_object_array_get_idx(ws, i), "connections");
+    json_object_put(o);
+    return sum;
+}
+
+struct conn_count { int want; int last; };
+
+static bool connections_are(void *arg)
+{
+    struct conn_count *cc = arg;
+    cc->last = server_connections();
+    return cc->last == cc->want;
+}
+
+static void wait_connections(int want, const char *what)
+{
+    struct conn_count cc = { want, -1 };
+    H_CHECK(h_wait_for(connections_are, &cc, CONN_SETTLE_MS),
+            "%s: want %d connections on the server, status says %d", what, want, cc.last);
+}
+
+/* VmRSS of every worker, in KiB. */
+static long workers_rss_kb(void)
+{
+    pid_t pids[64];
+    int n = server_worker_pids(pids, 64);
+    long total = 0;
+    for (int i = 0; i < n; i++) {
+        char path[64], line[RSS_LINE];
+        snprintf(path, sizeof(path), "/proc/%d/status", (int)pids[i]);
+        FILE *f = fopen(path, "re");
+        H_CHECK(f != NULL, "%s: %s", path, strerror(errno));
+        while (fgets(line, sizeof(line), f) != NULL)
+            if (strncmp(line, "VmRSS:", 6) == 0)
+                total += strtol(line + 6, NULL, 10);
+        fclose(f);
+    }
+    return total;
+}
+
+/* ---- requests on raw sockets ------------------------------------------- */
+
+static struct json_object *raw_next(struct h_raw *r, const char *what)
+{
+    struct json_object *o = h_raw_recv(r, H_REPLY_MS);
+    if (o == NULL)
+        H_FAIL("%s: no reply within %d ms (%s)", what, H_REPLY_MS,
+               r->eof ? "EOF" : r->error ? strerror(r->error) : "timeout");
+    return o;
+}
+
+static void raw_sendf(struct h_raw *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void raw_sendf(struct h_raw *r, const char *fmt, ...)
+{
+    char *text = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&text, fmt, ap);
+    va_end(ap);
+    H_CHECK(n >= 0, "out of memory");
+    int rc = h_raw_send(r, text, (size_t)n);
+    free(text);
+    H_CHECK(rc == 0, "send on a raw connection: %s", strerror(errno));
+}
+
+/* The next line is an ACK of seq with errno err. */
+static void raw_expect_ack(struct h_raw *r, int64_t seq, int err, const char *what)
+{
+    struct json_object *o = raw_next(r, what);
+    H_CHECK(h_int(o, "msgid") == QC_ACK_MSG && h_has(o, "seq") && h_int(o, "seq") == seq &&
+            h_int(o, "errno") == err, "%s: want ACK seq %lld errno %d, got %s", what,
+            (long long)seq, err, h_json(o));
+    json_object_put(o);
+}
+
+/* The server's last words on a stream it kills: ACK req 0 with err, then EOF. */
+static void raw_expect_fatal(struct h_raw *r, int err, const char *what)
+{
+    struct json_object *o = raw_next(r, what);
+    H_CHECK(h_int(o, "msgid") == QC_ACK_MSG && h_int(o, "errno") == err &&
+            h_int(o, "req") == 0, "%s: want {\"msgid\":11,\"errno\":%d,\"req\":0}, got %s",
+            what, err, h_json(o));
+    json_object_put(o);
+    int e = h_raw_wait_eof(r, H_REPLY_MS);
+    H_CHECK(e == 0, "%s: want a clean close after the error, got %s", what,
+            e == ETIMEDOUT ? "no close" : strerror(e));
+}
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* LOGIN on a raw connection; returns the reply's errno, *us the round trip. */
+static int raw_login(struct h_raw *r, int32_t id, const char *password, int64_t *us)
+{
+    int64_t seq = h_next_seq();
+    int64_t t0 = now_us();
+    raw_sendf(r, "{\"msgid\":1,\"id\":%d,\"password\":%s,\"seq\":%lld}", id, h_q(password),
+              (long long)seq);
+    struct json_object *o = raw_next(r, "LOGIN reply");
+    if (us != NULL)
+        *us = now_us() - t0;
+    H_CHECK(h_int(o, "msgid") == QC_LOGIN_MSG_ACK && h_int(o, "seq") == seq,
+            "LOGIN %d: want msgid 2 with seq %lld, got %s", id, (long long)seq, h_json(o));
+    int err = (int)h_int(o, "errno");
+    json_object_put(o);
+    if (err == 0) {
+        /* log out again so that the connection can try the next one */
+        int64_t s2 = h_next_seq();
+        raw_sendf(r, "{\"msgid\":10,\"seq\":%lld}", (long long)s2);
+        raw_expect_ack(r, s2, 0, "LOGINOUT after a successful raw login");
+    }
+    return err;
+}
+
+/* ---- round trips -------------------------------------------------------- */
+
+struct rtt {
+    int64_t p50, p99, max;      /* microseconds */
+    int     n;                  /* samples */
+};
+
+static int cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/*
+ * Up to n chats from a to b, one every RTT_PACE_MS (the sender stays under
+ * the default request_rate), for at most limit_ms; each timed until a has
+ * its ACK and b the chat.
+ */
+static struct rtt chat_round_trips(struct qclient *a, struct qclient *b, int32_t to, int n,
+                                   int limit_ms)
+{
+    int64_t *us = calloc((size_t)n, sizeof(*us));
+    H_CHECK(us != NULL, "out of memory");
+    int64_t deadline = h_now_ms() + limit_ms;
+    for (int i = 0; i < n; i++) {
+        if (i > 0 && h_now_ms() >= deadline) {
+            n = i;
+            break;
+        }
+        int64_t seq = h_next_seq();
+        int64_t t0 = now_us();
+        h_send(a, "{\"msgid\":5,\"toid\":%d,\"msg\":\"rtt %d\",\"seq\":%lld}", to, i,
+               (long long)seq);
+        json_object_put(h_expect_ack(a, QC_ONE_CHAT_MSG, seq, 0, "round-trip chat ACK"));
+        json_object_put(h_expect(b, QC_ONE_CHAT_MSG, "round-trip chat"));
+        us[i] = now_us() - t0;
+        h_sleep_ms(RTT_PACE_MS);
+    }
+    qsort(us, (size_t)n, sizeof(*us), cmp_i64);
+    struct rtt r = { us[n / 2], us[(n * 99) / 100], us[n - 1], n };
+    free(us);
+    return r;
+}
+
+static void print_rtt(const char *label, struct rtt r)
+{
+    print_message("security: %s: %d chat round trips: p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
+                  label, r.n, r.p50 / 1000.0, r.p99 / 1000.0, r.max / 1000.0);
+}
+
+/* ---- limits ------------------------------------------------------------- */
+
+static const char *const limits_opts[] = {
+    "limits.max_text_bytes=" STR(LIM_TEXT_BYTES),
+    "server.max_message_bytes=" STR(LIM_MESSAGE_BYTES),
+    "limits.max_friends=" STR(LIM_FRIENDS),
+    "limits.max_group_members=" STR(LIM_GROUP_MEMBERS),
+    "limits.max_offline_messages=" STR(LIM_OFFLINE), NULL,
+};
+
+static int32_t create_group(struct qclient *c, const char *tag)
+{
+    char name[H_NAME_LEN];
+    h_unique_name(name, sizeof(name), tag);
+    struct json_object *ack = h_request(c, QC_CREATE_GROUP_MSG, 0, "CREATE_GROUP",
+                                        "\"groupname\":%s,\"groupdesc\":\"\"", h_q(name));
+    int32_t gid = (int32_t)h_int(ack, "groupid");
+    json_object_put(ack);
+    return gid;
+}
+
+/* A chat of exactly `text` reaches b unchanged. */
+static void chat_arrives(struct qclient *a, struct qclient *b, int32_t to, const char *text,
+                         const char *what)
+{
+    json_object_put(h_request(a, QC_ONE_CHAT_MSG, 0, what, "\"toid\":%d,\"msg\":%s", to,
+                              h_q(text)));
+    struct json_object *m = h_expect(b, QC_ONE_CHAT_MSG, what);
+    H_CHECK(strcmp(h_str(m, "msg"), text) == 0, "%s: text changed on the way (%zu bytes sent)",
+            what, strlen(text));
+    json_object_put(m);
+}
+
+static void test_text_limit(void **state)
+{
+    start_with(limits_opts);
+    struct h_user a, b;
+    struct qclient *ca = h_new_user(&a, "txa");
+    struct qclient *cb = h_new_user(&b, "txb");
+    char text[LIM_TEXT_BYTES + 2];
+
+    /* exactly the limit, ASCII, then one byte more */
+    memset(text, 'x', LIM_TEXT_BYTES);
+    text[LIM_TEXT_BYTES] = '\0';
+    chat_arrives(ca, cb, b.id, text, "ONE_CHAT of exactly max_text_bytes");
+    strcat(text, "x");
+    json_object_put(h_request(ca, QC_ONE_CHAT_MSG, QC_ETOOLONG, "ONE_CHAT one byte over",
+                              "\"toid\":%d,\"msg\":%s", b.id, h_q(text)));
+    h_expect_quiet(cb, "a refused chat is not delivered");
+
+    /* bytes, not characters: 333 three-byte characters and one ASCII byte */
+    text[0] = '\0';
+    for (int i = 0; i < LIM_TEXT_BYTES / EURO_BYTES; i++)
+        strcat(text, EURO);
+    strcat(text, "y");
+    H_CHECK(strlen(text) == LIM_TEXT_BYTES, "test text is %zu bytes", strlen(text));
+    chat_arrives(ca, cb, b.id, text, "UTF-8 ONE_CHAT of exactly max_text_bytes");
+    strcat(text, "z");
+    json_object_put(h_request(ca, QC_ONE_CHAT_MSG, QC_ETOOLONG, "UTF-8 ONE_CHAT one byte over",
+                              "\"toid\":%d,\"msg\":%s", b.id, h_q(text)));
+
+    /* without seq the seed gets nothing on success, the error on failure */
+    h_send(ca, "{\"msgid\":5,\"toid\":%d,\"msg\":%s}", b.id, h_q(text));
+    struct json_object *e = h_expect(ca, QC_ACK_MSG, "ONE_CHAT over the limit without seq");
+    H_CHECK(h_int(e, "errno") == QC_ETOOLONG && h_int(e, "req") == QC_ONE_CHAT_MSG &&
+            !h_has(e, "seq"), "want errno 18 for req 5 without seq, got %s", h_json(e));
+    json_object_put(e);
+
+    /* group chat: the same limit */
+    int32_t gid = create_group(ca, "txg");
+    json_object_put(h_request(cb, QC_ADD_GROUP_MSG, 0, "ADD_GROUP", "\"groupid\":%d", gid));
+    memset(text, 'g', LIM_TEXT_BYTES);
+    text[LIM_TEXT_BYTES] = '\0';
+    json_object_put(h_request(ca, QC_GROUP_CHAT_MSG, 0, "GROUP_CHAT of exactly max_text_bytes",
+                              "\"groupid\":%d,\"msg\":%s", gid, h_q(text)));
+    struct json_object *m = h_expect(cb, QC_GROUP_CHAT_MSG, "group chat at the limit");
+    H_CHECK(h_str(m, "msg")[LIM_TEXT_BYTES - 1] == 'g' &&
+            strlen(h_str(m, "msg")) == LIM_TEXT_BYTES, "group text changed");
+    json_object_put(m);
+    strcat(text, "g");
+    json_object_put(h_request(ca, QC_GROUP_CHAT_MSG, QC_ETOOLONG, "GROUP_CHAT one byte over",
+                              "\"groupid\":%d,\"msg\":%s", gid, h_q(text)));
+    h_expect_quiet(cb, "a refused group chat is not delivered");
+    h_expect_quiet(ca, "the connection stays after errno 18");
+    h_close(ca);
+    h_close(cb);
+    stop_clean();
+}
+
+/* {"msgid":14,"seq":SEQ,"pad":"ppp..."} of exactly `bytes` bytes. */
+static char *heartbeat_of_size(int64_t seq, size_t bytes)
+{
+    char head[64];
+    int n = snprintf(head, sizeof(head), "{\"msgid\":14,\"seq\":%lld,\"pad\":\"", (long long)seq);
+    static const char tail[] = "\"}";
+    size_t pad = bytes - (size_t)n - (sizeof(tail) - 1);
+    char *s = malloc(bytes + 1);
+    H_CHECK(s != NULL, "out of memory");
+    memcpy(s, head, (size_t)n);
+    memset(s + n, 'p', pad);
+    memcpy(s + n + pad, tail, sizeof(tail));
+    H_CHECK(strlen(s) == bytes, "built %zu bytes, wanted %zu", strlen(s), bytes);
+    return s;
+}
+
+static void test_message_limit(void **state)
+{
+    start_with(limits_opts);
+    struct h_raw r;
+    h_raw_connect(&r, 0);
+
+    /* exactly the limit in one write, a NUL after it (a separator: not counted) */
+    char *obj = heartbeat_of_size(1, LIM_MESSAGE_BYTES);
+    H_CHECK(h_raw_send(&r, obj, LIM_MESSAGE_BYTES + 1) == 0, "send");
+    raw_expect_ack(&r, 1, 0, "object of exactly max_message_bytes");
+    free(obj);
+
+    /* exactly the limit in two writes: the parser state waits for the rest */
+    obj = heartbeat_of_size(2, LIM_MESSAGE_BYTES);
+    size_t half = LIM_MESSAGE_BYTES / 2;
+    H_CHECK(h_raw_send(&r, obj, half) == 0, "send");
+    h_sleep_ms(SPLIT_PAUSE_MS);
+    H_CHECK(h_raw_send(&r, obj + half, LIM_MESSAGE_BYTES - half) == 0, "send");
+    raw_expect_ack(&r, 2, 0, "object of exactly max_message_bytes in two writes");
+    free(obj);
+
+    /* one byte more: errno 5, then the stream is closed */
+    obj = heartbeat_of_size(3, LIM_MESSAGE_BYTES + 1);
+    H_CHECK(h_raw_send(&r, obj, LIM_MESSAGE_BYTES + 1) == 0, "send");
+    raw_expect_fatal(&r, QC_ETOOBIG, "object one byte over max_message_bytes");
+    free(obj);
+    h_raw_close(&r);
+
+    /* the same object sent in pieces: refused while reading */
+    h_raw_connect(&r, 0);
+    obj = heartbeat_of_size(4, LIM_MESSAGE_BYTES + 1);
+    H_CHECK(h_raw_send(&r, obj, half) == 0, "send");
+    h_sleep_ms(SPLIT_PAUSE_MS);
+    H_CHECK(h_raw_send(&r, obj + half, LIM_MESSAGE_BYTES + 1 - half) == 0, "send");
+    raw_expect_fatal(&r, QC_ETOOBIG, "split object one byte over max_message_bytes");
+    free(obj);
+    h_raw_close(&r);
+    stop_clean();
+}
+
+static void test_friend_limit(void **state)
+{
+    start_with(limits_opts);
+    struct h_user a, f[LIM_FRIENDS + 1];
+    struct qclient *ca = h_new_user(&a, "fra");
+    for (int i = 0; i <= LIM_FRIENDS; i++)
+        h_new_offline_user(&f[i], "frf");
+    for (int i = 0; i < LIM_FRIENDS; i++)
+        json_object_put(h_request(ca, QC_ADD_FRIEND_MSG, 0, "ADD_FRIEND up to max_friends",
+                                  "\"friendid\":%d", f[i].id));
+    json_object_put(h_request(ca, QC_ADD_FRIEND_MSG, QC_ELIMIT, "ADD_FRIEND one over max_friends",
+                              "\"friendid\":%d", f[LIM_FRIENDS].id));
+    h_close(ca);
+    struct json_object *ack = NULL;
+    ca = h_login(&a, &ack);
+    H_CHECK(h_arr_len_opt(ack, "friends") == LIM_FRIENDS, "want %d friends at login, got %s",
+            LIM_FRIENDS, h_json(ack));
+    json_object_put(ack);
+
+    /* The limit is checked for the one who asks: note what the other side gets. */
+    struct qclient *cf = h_login(&f[LIM_FRIENDS], NULL);
+    int64_t seq = h_next_seq();
+    h_send(cf, "{\"msgid\":6,\"friendid\":%d,\"seq\":%lld}", a.id, (long long)seq);
+    struct json_object *o = h_expect(cf, QC_ACK_MSG, "ADD_FRIEND of a user at max_friends");
+    int64_t err = h_int(o, "errno");
+    json_object_put(o);
+    h_close(ca);
+    ca = h_login(&a, &ack);
+    size_t nf = h_arr_len_opt(ack, "friends");
+    json_object_put(ack);
+    print_message("security: ADD_FRIEND of a user already at max_friends (%d): errno %lld, "
+                  "that user now has %zu friends\n", LIM_FRIENDS, (long long)err, nf);
+    H_CHECK(err == 0 || err == QC_ELIMIT, "unexpected errno %lld", (long long)err);
+    h_close(ca);
+    h_close(cf);
+    stop_clean();
+}
+
+static void test_group_member_limit(void **state)
+{
+    start_with(limits_opts);
+    struct h_user owner, m[LIM_GROUP_MEMBERS];
+    struct qclient *co = h_new_user(&owner, "gmo");
+    struct qclient *cm[LIM_GROUP_MEMBERS];
+    int32_t gid = create_group(co, "gml");
+    /* the creator is member 1 */
+    for (int i = 0; i < LIM_GROUP_MEMBERS; i++) {
+        cm[i] = h_new_user(&m[i], "gmm");
+        int want = i < LIM_GROUP_MEMBERS - 1 ? 0 : QC_ELIMIT;
+        json_object_put(h_request(cm[i], QC_ADD_GROUP_MSG, want,
+                                  want ? "ADD_GROUP one over max_group_members"
+                                       : "ADD_GROUP up to max_group_members",
+                                  "\"groupid\":%d", gid));
+    }
+    /* the refused one is not a member: its group chat is refused, nothing stored */
+    json_object_put(h_request(cm[LIM_GROUP_MEMBERS - 1], QC_GROUP_CHAT_MSG, QC_ENOTMEMBER,
+                              "GROUP_CHAT by the refused joiner", "\"groupid\":%d,\"msg\":\"x\"",
+                              gid));
+    json_object_put(h_request(co, QC_GROUP_CHAT_MSG, 0, "GROUP_CHAT of the full group",
+                              "\"groupid\":%d,\"msg\":\"full\"", gid));
+    for (int i = 0; i < LIM_GROUP_MEMBERS - 1; i++)
+        json_object_put(h_expect(cm[i], QC_GROUP_CHAT_MSG, "members get the group chat"));
+    h_expect_quiet(cm[LIM_GROUP_MEMBERS - 1], "the refused joiner gets nothing");
+    h_close(co);
+    for (int i = 0; i < LIM_GROUP_MEMBERS; i++)
+        h_close(cm[i]);
+    stop_clean();
+}
+
+static void test_offline_limit(void **state)
+{
+    start_with(limits_opts);
+    struct h_user a, b;
+    struct qclient *ca = h_new_user(&a, "ofa");
+    h_new_offline_user(&b, "ofb");
+    char text[32];
+    for (int i = 1; i <= OFFLINE_SENT; i++) {
+        snprintf(text, sizeof(text), "off %d", i);
+        json_object_put(h_request(ca, QC_ONE_CHAT_MSG, 0, "chat to an offline user",
+                                  "\"toid\":%d,\"msg\":%s", b.id, h_q(text)));
+    }
+    struct json_object *ack = NULL;
+    struct qclient *cb = h_login(&b, &ack);
+    size_t n = h_arr_len_opt(ack, "offlinemsg");
+    H_CHECK(n == LIM_OFFLINE, "want the newest %d of %d offline messages, got %zu: %s",
+            LIM_OFFLINE, OFFLINE_SENT, n, h_json(ack));
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *m = h_parse_item(h_arr(ack, "offlinemsg"), i, "offlinemsg[]");
+        snprintf(text, sizeof(text), "off %zu", (size_t)(OFFLINE_SENT - LIM_OFFLINE) + i + 1);
+        H_CHECK(strcmp(h_str(m, "msg"), text) == 0 && h_int(m, "id") == a.id,
+                "offlinemsg[%zu]: want \"%s\" from %d, got %s", i, text, a.id, h_json(m));
+        json_object_put(m);
+    }
+    H_CHECK(h_has(ack, "offlinedropped") &&
+            h_int(ack, "offlinedropped") == OFFLINE_SENT - LIM_OFFLINE,
+            "want \"offlinedropped\":%d, got %s", OFFLINE_SENT - LIM_OFFLINE, h_json(ack));
+    json_object_put(ack);
+    h_close(cb);
+
+    /* told once: the next login has neither messages nor the count */
+    cb = h_login(&b, &ack);
+    H_CHECK(h_arr_len_opt(ack, "offlinemsg") == 0 && !h_has(ack, "offlinedropped"),
+            "second login must be empty: %s", h_json(ack));
+    json_object_put(ack);
+    h_close(ca);
+    h_close(cb);
+    stop_clean();
+}
+
+/* ---- token bucket -------------------------------------------------------- */
+
+static const char *const rate_opts[] = {
+    "security.request_rate=" STR(RATE_PER_SEC), "security.request_burst=" STR(RATE_BURST), NULL,
+};
+
+static void send_heartbeats(struct h_raw *r, int64_t first_seq, int count)
+{
+    size_t cap = (size_t)count * 40 + 1, len = 0;
+    char *buf = malloc(cap);
+    H_CHECK(buf != NULL, "out of memory");
+    for (int i = 0; i < count; i++)
+        len += (size_t)snprintf(buf + len, cap - len, "{\"msgid\":14,\"seq\":%lld}",
+                                (long long)(first_seq + i));
+    int rc = h_raw_send(r, buf, len);
+    free(buf);
+    H_CHECK(rc == 0, "send %d heartbeats: %s", count, strerror(errno));
+}
+
+static void test_request_rate(void **state)
+{
+    start_with(rate_opts);
+    struct h_raw r, other;
+    h_raw_connect(&r, 0);
+
+    /* a whole burst passes, the next one is refused */
+    int64_t emptied = h_now_ms();
+    send_heartbeats(&r, 1, RATE_BURST + 1);
+    for (int i = 1; i <= RATE_BURST; i++)
+        raw_expect_ack(&r, i, 0, "request within the burst");
+    raw_expect_ack(&r, RATE_BURST + 1, QC_ERATE, "request burst+1");
+
+    /* the bucket refills at request_rate: one more after 1/rate s, not two */
+    h_sleep_ms(RATE_REFILL_MS);
+    send_heartbeats(&r, 100, 2);
+    int64_t refilled_for = h_now_ms() - emptied;
+    raw_expect_ack(&r, 100, 0, "request after one refill period");
+    if (refilled_for < 2 * 1000 / RATE_PER_SEC)
+        raw_expect_ack(&r, 101, QC_ERATE, "second request after one refill period");
+    else
+        json_object_put(raw_next(&r, "second request (a slow machine: two tokens)"));
+
+    /* the bucket is per connection */
+    h_raw_connect(&other, 0);
+    send_heartbeats(&other, 1, 1);
+    raw_expect_ack(&other, 1, 0, "another connection from the same address");
+
+    /* sustained abuse: burst refusals in a row are answered, one more closes */
+    h_raw_close(&r);
+    h_raw_connect(&r, 0);
+    send_heartbeats(&r, 1, 3 * RATE_BURST);
+    for (int i = 1; i <= 2 * RATE_BURST; i++)
+        raw_expect_ack(&r, i, i <= RATE_BURST ? 0 : QC_ERATE, "flooding connection");
+    raw_expect_fatal(&r, QC_ERATE, "request 2*burst+1 of a flood");
+    h_raw_close(&r);
+    send_heartbeats(&other, 2, 1);
+    raw_expect_ack(&other, 2, 0, "the other connection is not affected");
+    h_raw_close(&other);
+
+    /* a refused request does nothing: only the accepted chats are delivered */
+    struct h_user a, b;
+    struct qclient *cb = h_new_user(&b, "rtb");
+    struct qclient *ca = h_new_user(&a, "rta");     /* REG and LOGIN took 2 tokens */
+    size_t cap = RATE_CHATS * 80, len = 0;
+    char *buf = malloc(cap);
+    H_CHECK(buf != NULL, "out of memory");
+    for (int i = 0; i < RATE_CHATS; i++)
+        len += (size_t)snprintf(buf + len, cap - len,
+                                "{\"msgid\":5,\"toid\":%d,\"msg\":\"r%d\",\"seq\":%d}", b.id, i,
+                                i + 1);
+    int rc = qclient_send_raw(ca, buf, len);
+    free(buf);
+    H_CHECK(rc == 0, "send");
+    int ok = 0, limited = 0, ok_seqs[RATE_CHATS];
+    for (int i = 0; i < RATE_CHATS; i++) {
+        struct json_object *ack = h_expect_skip(ca, QC_ACK_MSG, "ACK of a pipelined chat");
+        int64_t e = h_int(ack, "errno");
+        H_CHECK(e == 0 || e == QC_ERATE, "chat %d: want errno 0 or 14, got %s", i, h_json(ack));
+        if (e == 0)
+            ok_seqs[ok++] = (int)h_int(ack, "seq");
+        else
+            limited++;
+        json_object_put(ack);
+    }
+    qsort(ok_seqs, (size_t)ok, sizeof(ok_seqs[0]), cmp_int);
+    for (int i = 0; i < ok; i++) {
+        struct json_object *m = h_expect(cb, QC_ONE_CHAT_MSG, "accepted chat");
+        char want[16];
+        snprintf(want, sizeof(want), "r%d", ok_seqs[i] - 1);
+        H_CHECK(strcmp(h_str(m, "msg"), want) == 0, "want %s, got %s", want, h_json(m));
+        json_object_put(m);
+    }
+    print_message("security: %d chats pipelined after login: %d accepted, %d refused (14)\n",
+                  RATE_CHATS, ok, limited);
+    H_CHECK(ok <= RATE_BURST && ok >= RATE_BURST - 3 && ok + limited == RATE_CHATS,
+            "want about burst (%d) accepted, got %d", RATE_BURST, ok);
+    h_close(ca);
+    h_close(cb);
+    stop_clean();
+}
+
+/* ---- connections per address ------------------------------------------ */
+
+static const char *const conns_opts[] = { "security.max_conns_per_ip=" STR(CONN_CAP), NULL };
+
+/* A connection that is served: a heartbeat gets its ACK.  false if refused. */
+static bool connection_served(struct h_raw *r, int64_t seq)
+{
+    send_heartbeats(r, seq, 1);
+    struct json_object *o = raw_next(r, "first reply on a new connection");
+    bool served = h_int(o, "msgid") == QC_ACK_MSG && h_has(o, "seq") && h_int(o, "seq") == seq &&
+                  h_int(o, "errno") == 0;
+    if (!served)
+        H_CHECK(h_int(o, "errno") == QC_ELIMIT && h_int(o, "req") == 0,
+                "a refused connection gets errno 17, got %s", h_json(o));
+    json_object_put(o);
+    return served;
+}
+
+static void test_conns_per_ip(void **state)
+{
+    start_with(conns_opts);
+    wait_connections(0, "before the test");
+    struct h_raw r[CONN_CAP], extra, other;
+    for (int i = 0; i < CONN_CAP; i++) {
+        h_raw_connect(&r[i], 0);
+        H_CHECK(connection_served(&r[i], i + 1), "connection %d of %d refused", i + 1, CONN_CAP);
+    }
+    /* N+1: one error line, then the close, without reading a request */
+    h_raw_connect(&extra, 0);
+    raw_expect_fatal(&extra, QC_ELIMIT, "connection max_conns_per_ip+1");
+    h_raw_close(&extra);
+
+    /* another address has its own count */
+    sourced_connect(&other, OTHER_ADDR);
+    H_CHECK(connection_served(&other, 1), "a connection from " OTHER_ADDR " was refused: "
+            "its count must be its own, not 127.0.0.1's (guard_addr_hash buckets)");
+    sourced_close(&other);
+
+    /* one closed: a new one is accepted once the server has seen the close */
+    h_raw_close(&r[0]);
+    int64_t t0 = h_now_ms();
+    int attempts = 0;
+    bool served = false;
+    while (!served && h_now_ms() - t0 < CONN_SETTLE_MS) {
+        h_raw_connect(&r[0], 0);
+        attempts++;
+        served = connection_served(&r[0], 1);
+        if (!served) {
+            h_raw_close(&r[0]);
+            h_sleep_ms(CONN_RETRY_MS);
+        }
+    }
+    H_CHECK(served, "after closing one of %d, no new connection accepted within %d ms",
+            CONN_CAP, CONN_SETTLE_MS);
+    print_message("security: max_conns_per_ip=%d: connection %d refused with 17; after a "
+                  "close a new one was accepted (attempt %d, %lld ms)\n", CONN_CAP, CONN_CAP + 1,
+                  attempts, (long long)(h_now_ms() - t0));
+    h_raw_connect(&extra, 0);
+    raw_expect_fatal(&extra, QC_ELIMIT, "at the cap again");
+    h_raw_close(&extra);
+    for (int i = 0; i < CONN_CAP; i++)
+        h_raw_close(&r[i]);
+    wait_connections(0, "after closing every connection");
+    stop_clean();
+}
+
+/* ---- deadlines ---------------------------------------------------------- */
+
+static const char *const deadline_opts[] = {
+    "security.login_timeout=" STR(LOGIN_TIMEOUT_S), "security.idle_timeout=" STR(IDLE_TIMEOUT_S),
+    NULL,
+};
+
+struct deadline_watch {
+    struct h_raw    silent, beating;     /* never log in */
+    struct qclient *idle, *alive;        /* logged in */
+    int64_t         start, idle_start;
+    int64_t         silent_closed, beating_closed, idle_closed;   /* ms after start, -1 */
+    int             beats_acked;
+};
+
+/* Lines on a never-logged-in connection; the closing ACK (errno 8) ends it. */
+static void watch_unauthenticated(struct deadline_watch *d, struct h_raw *r, int64_t *closed_at)
+{
+    struct json_object *o;
+    while (*closed_at < 0 && (o = h_raw_recv(r, 1)) != NULL) {
+        if (h_int(o, "req") == 0) {
+            H_CHECK(h_int(o, "errno") == QC_ENOTLOGGEDIN, "login deadline: want errno 8, got %s",
+                    h_json(o));
+            *closed_at = h_now_ms() - d->start;
+            int e = h_raw_wait_eof(r, H_REPLY_MS);
+            H_CHECK(e == 0, "login deadline: want a close after errno 8, got %s",
+                    e == ETIMEDOUT ? "no close" : strerror(e));
+        } else {
+            H_CHECK(h_int(o, "errno") == 0, "heartbeat before login: %s", h_json(o));
+        }
+        json_object_put(o);
+    }
+    H_CHECK(*closed_at >= 0 || (!r->eof && !r->error),
+            "connection closed without the errno 8 line");
+}
+
+static void test_login_and_idle_timeouts(void **state)
+{
+    start_with(deadline_opts);
+    static struct deadline_watch d;
+    memset(&d, 0, sizeof(d));
+    d.silent_closed = d.beating_closed = d.idle_closed = -1;
+    struct h_user iu, au;
+    h_new_offline_user(&iu, "idl");
+    h_new_offline_user(&au, "alv");
+
+    d.start = h_now_ms();
+    h_raw_connect(&d.silent, 0);
+    h_raw_connect(&d.beating, 0);
+    d.idle_start = h_now_ms() - d.start;      /* before its LOGIN is sent */
+    d.idle = h_login(&iu, NULL);
+    d.alive = h_login(&au, NULL);
+    int64_t next_hb = 0, next_beat = USER_HB_EVERY_MS;
+    int64_t seq = 1;
+    while (h_now_ms() - d.start < DEADLINE_WATCH_MS) {
+        int64_t now = h_now_ms() - d.start;
+        if (d.beating_closed < 0 && now >= next_hb) {
+            send_heartbeats(&d.beating, seq++, 1);
+            next_hb += LOGIN_HB_EVERY_MS;
+        }
+        if (now >= next_beat) {
+            int rc = qclient_heartbeat(d.alive, h_next_seq(), H_REPLY_MS);
+            H_CHECK(rc == 0, "a logged-in client sending heartbeats lost its connection "
+                    "after %lld ms (rc %d)", (long long)now, rc);
+            d.beats_acked++;
+            next_beat += USER_HB_EVERY_MS;
+        }
+        watch_unauthenticated(&d, &d.silent, &d.silent_closed);
+        watch_unauthenticated(&d, &d.beating, &d.beating_closed);
+        if (d.idle_closed < 0) {
+            struct json_object *o = qclient_recv(d.idle, 0);
+            H_CHECK(o == NULL, "the idle client got %s", h_json(o));
+            if (qclient_eof(d.idle))
+                d.idle_closed = h_now_ms() - d.start;
+        }
+        h_sleep_ms(DEADLINE_STEP_MS);
+    }
+    print_message("security: login_timeout=%d s: silent client closed after %lld ms, one "
+                  "sending heartbeats after %lld ms; idle_timeout=%d s: idle user closed "
+                  "%lld ms after login; the user sending heartbeats stayed %d s (%d ACKs)\n",
+                  LOGIN_TIMEOUT_S, (long long)d.silent_closed, (long long)d.beating_closed,
+                  IDLE_TIMEOUT_S, (long long)(d.idle_closed - d.idle_start),
+                  DEADLINE_WATCH_MS / 1000, d.beats_acked);
+    const int64_t lt = LOGIN_TIMEOUT_S * 1000, it = IDLE_TIMEOUT_S * 1000;
+    H_CHECK(d.silent_closed >= lt && d.silent_closed <= lt + DEADLINE_SLACK_MS,
+            "silent connection: closed at %lld ms, want %lld..%lld", (long long)d.silent_closed,
+            (long long)lt, (long long)(lt + DEADLINE_SLACK_MS));
+    H_CHECK(d.beating_closed >= lt && d.beating_closed <= lt + DEADLINE_SLACK_MS,
+            "heartbeats do not replace logging in: closed at %lld ms, want %lld..%lld",
+            (long long)d.beating_closed, (long long)lt, (long long)(lt + DEADLINE_SLACK_MS));
+    int64_t idle_for = d.idle_closed - d.idle_start;
+    H_CHECK(d.idle_closed >= 0 && idle_for >= it && idle_for <= it + DEADLINE_SLACK_MS,
+            "idle session: closed %lld ms after login, want %lld..%lld", (long long)idle_for,
+            (long long)it, (long long)(it + DEADLINE_SLACK_MS));
+    H_CHECK(h_wait_online(iu.id, false, H_REPLY_MS), "the idle user is still listed online");
+    H_CHECK(h_worker_of(au.id) >= 0, "the user sending heartbeats is not online any more");
+    h_raw_close(&d.silent);
+    h_raw_close(&d.beating);
+    h_close(d.idle);
+    h_close(d.alive);
+    stop_clean();
+}
+
+/* ---- failed logins ------------------------------------------------------ */
+
+static const char *const throttle_opts[] = { THROTTLE_COST, NULL };
+
+/* Retry the right password until accepted; returns ms since `since`, -1 if never. */
+static int64_t accepted_after(struct h_raw *r, const struct h_user *u, int64_t since,
+                              int64_t limit_ms)
+{
+    while (h_now_ms() - since < limit_ms) {
+        int err = raw_login(r, u->id, u->password, NULL);
+        if (err == 0)
+            return h_now_ms() - since;
+        H_CHECK(err == QC_ERATE, "right password during the delay: want 14, got %d", err);
+        h_sleep_ms(RETRY_STEP_MS);
+    }
+    return -1;
+}
+
+static void test_failed_login_throttling(void **state)
+{
+    start_with(throttle_opts);
+    struct h_user v, w[FREE_FAILURES + 1];
+    h_new_offline_user(&v, "vic");
+    for (int i = 0; i <= FREE_FAILURES; i++)
+        h_new_offline_user(&w[i], "adr");
+    struct h_raw atk, owner;
+    sourced_connect(&atk, ATTACK_ADDR_1);
+    sourced_connect(&owner, OWNER_ADDR);
+
+    /* per account: five failures cost a password check each */
+    int64_t fail_min = INT64_MAX, fail_max = 0, us, last_fail = 0;
+    for (int i = 0; i < FREE_FAILURES; i++) {
+        int err = raw_login(&atk, v.id, "wrong password", &us);
+        H_CHECK(err == QC_EAUTH, "wrong password %d: want errno 1, got %d", i + 1, err);
+        fail_min = us < fail_min ? us : fail_min;
+        fail_max = us > fail_max ? us : fail_max;
+        last_fail = h_now_ms();
+    }
+    /* the sixth is refused before any hashing */
+    int64_t refused_us;
+    int err = raw_login(&atk, v.id, "wrong password", &refused_us);
+    H_CHECK(err == QC_ERATE, "sixth wrong password: want errno 14, got %d", err);
+    H_CHECK(refused_us * 2 < fail_min, "refusal took %lld us, a password check %lld us: "
+            "the refusal must come before hashing", (long long)refused_us, (long long)fail_min);
+    /* the right password, from another address, is refused too while the delay runs */
+    err = raw_login(&owner, v.id, v.password, &us);
+    H_CHECK(err == QC_ERATE, "right password during the delay: want 14, got %d", err);
+    print_message("security: wrong password %d times: %.1f..%.1f ms each; the next attempt "
+                  "refused (14) in %.2f ms; the owner's right password from another address "
+                  "refused too (%.2f ms)\n", FREE_FAILURES, fail_min / 1000.0,
+                  fail_max / 1000.0, refused_us / 1000.0, us / 1000.0);
+
+    /* after the first delay one more failure doubles it */
+    int64_t wait = FIRST_DELAY_MS - (h_now_ms() - last_fail);
+    if (wait > 0)
+        h_sleep_ms((int)wait + RETRY_STEP_MS);
+    err = raw_login(&atk, v.id, "wrong password", NULL);
+    H_CHECK(err == QC_EAUTH, "after the first delay a password is checked again: want 1, "
+            "got %d", err);
+    last_fail = h_now_ms();
+    h_sleep_ms(SECOND_DELAY_MS - DELAY_EARLY_MS * 5);
+    err = raw_login(&owner, v.id, v.password, NULL);
+    H_CHECK(err == QC_ERATE, "%d ms into the doubled delay: want 14, got %d",
+            SECOND_DELAY_MS - DELAY_EARLY_MS * 5, err);
+    int64_t after = accepted_after(&owner, &v, last_fail, SECOND_DELAY_MS + DELAY_LATE_MS);
+    print_message("security: a 6th failure: the right password was accepted %lld ms later "
+                  "(delay %d ms)\n", (long long)after, SECOND_DELAY_MS);
+    H_CHECK(after >= SECOND_DELAY_MS - DELAY_EARLY_MS && after >= 0,
+            "doubled delay: accepted after %lld ms, want >= %d", (long long)after,
+            SECOND_DELAY_MS - DELAY_EARLY_MS);
+
+    /* per address: failures on many accounts (real or not) throttle the address */
+    struct h_raw atk2, clean;
+    sourced_connect(&atk2, ATTACK_ADDR_2);
+    for (int i = 0; i < FREE_FAILURES; i++) {
+        int32_t id = i % 2 ? NO_SUCH_ID + i : w[i].id;
+        err = raw_login(&atk2, id, "guess", NULL);
+        H_CHECK(err == QC_EAUTH, "address attack %d from " ATTACK_ADDR_2 ": want errno 1, got %d "
+                "(14: it shares the failures of " ATTACK_ADDR_1 ", guard_addr_hash buckets)",
+                i + 1, err);
+    }
+    err = raw_login(&atk2, w[FREE_FAILURES].id, w[FREE_FAILURES].password, NULL);
+    H_CHECK(err == QC_ERATE, "an untouched account from the throttled address: want 14, "
+            "got %d", err);
+    sourced_connect(&clean, CLEAN_ADDR);
+    err = raw_login(&clean, w[FREE_FAILURES].id, w[FREE_FAILURES].password, NULL);
+    H_CHECK(err == 0, "the same account from another address: want 0, got %d", err);
+    h_close(h_login(&w[0], NULL));       /* 127.0.0.1 never failed */
+    print_message("security: %d failures on different accounts from one address: a right "
+                  "password from it refused (14); from another address accepted\n",
+                  FREE_FAILURES);
+    sourced_close(&atk);
+    sourced_close(&owner);
+    sourced_close(&atk2);
+    sourced_close(&clean);
+    stop_clean();
+}
+
+/* ---- 1,000 half requests ------------------------------------------------ */
+
+static const char *const half_opts[] = { "security.login_timeout=" STR(HALF_LOGIN_TIMEOUT_S), NULL };
+
+static void test_half_requests(void **state)
+{
+    start_with(half_opts);
+    struct h_user a, b;
+    struct qclient *ca = h_new_user(&a, "hfa");
+    struct qclient *cb = h_new_user(&b, "hfb");
+    struct rtt before = chat_round_trips(ca, cb, b.id, RTT_SAMPLES, RTT_LIMIT_MS);
+    long rss0 = workers_rss_kb();
+
+    static struct h_raw r[HALF_CONNS];
+    char head[HALF_PAD + 32];
+    int n = snprintf(head, sizeof(head), "{\"msgid\":14,\"pad\":\"%s", h_fill('p', HALF_PAD, ""));
+    int64_t t0 = h_now_ms();
+    for (int i = 0; i < HALF_CONNS; i++) {
+        h_raw_connect(&r[i], 0);
+        H_CHECK(h_raw_send(&r[i], head, (size_t)n) == 0, "half request %d: %s", i,
+                strerror(errno));
+    }
+    int64_t open_ms = h_now_ms() - t0;
+    h_sleep_ms(HALF_SETTLE_MS);
+    wait_connections(HALF_CONNS + 2, "1,000 half requests held");
+    long rss1 = workers_rss_kb();
+    struct rtt during = chat_round_trips(ca, cb, b.id, RTT_SAMPLES, RTT_LIMIT_MS);
+
+    /* every held request completes: each connection kept its parser state */
+    char rest[64];
+    for (int i = 0; i < HALF_CONNS; i++) {
+        int k = snprintf(rest, sizeof(rest), "\",\"seq\":%d}", i + 1);
+        H_CHECK(h_raw_send(&r[i], rest, (size_t)k) == 0, "rest of request %d", i);
+    }
+    int acked = 0;
+    for (int i = 0; i < HALF_CONNS; i++) {
+        raw_expect_ack(&r[i], i + 1, 0, "completed half request");
+        acked++;
+    }
+    long rss2 = workers_rss_kb();
+    for (int i = 0; i < HALF_CONNS; i++)
+        h_raw_close(&r[i]);
+    wait_connections(2, "after closing the 1,000");
+    long rss3 = workers_rss_kb();
+    struct rtt after = chat_round_trips(ca, cb, b.id, RTT_SAMPLES, RTT_LIMIT_MS);
+
+    print_message("security: %d connections holding %d-byte half requests opened in %lld ms\n",
+                  HALF_CONNS, n, (long long)open_ms);
+    print_message("security: workers' VmRSS: %ld KiB before, %ld KiB holding (+%ld KiB, "
+                  "%.1f KiB a connection), %ld KiB after completing, %ld KiB after closing\n",
+                  rss0, rss1, rss1 - rss0, (double)(rss1 - rss0) / HALF_CONNS, rss2, rss3);
+    print_rtt("before", before);
+    print_rtt("with 1,000 half requests held", during);
+    print_rtt("after", after);
+    print_message("security: %d of %d completed requests answered\n", acked, HALF_CONNS);
+    H_CHECK(rss1 - rss0 < (long)HALF_CONNS * HALF_MAX_GROWTH_KB / 1024,
+            "memory: +%ld KiB for %d half requests (bound %d KiB a connection)", rss1 - rss0,
+            HALF_CONNS, HALF_MAX_GROWTH_KB / 1024);
+    H_CHECK(during.p99 < FLOOD_MAX_P99_MS * 1000,
+            "chat p99 %.1f ms with 1,000 half requests held (bound %d ms)", during.p99 / 1000.0,
+            FLOOD_MAX_P99_MS);
+    h_close(ca);
+    h_close(cb);
+    stop_clean();
+}
+
+/* ---- a flood from one connection --------------------------------------- */
+
+struct flooder {
+    int              port;
+    atomic_bool      stop;
+    long long        bytes_sent, lines, connections, closed_by_server;
+    int              error;
+};
+
+static int flood_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/*
+ * Write heartbeats as fast as the socket takes them, read and count the
+ * replies; when the server closes the connection, open a new one.
+ */
+static void *flood_main(void *arg)
+{
+    struct flooder *f = arg;
+    static const char one[] = "{\"msgid\":14}";
+    size_t len = (sizeof(one) - 1) * FLOOD_BATCH, off = 0;
+    char *batch = malloc(len), *sink = malloc(FLOOD_CHUNK);
+    if (batch == NULL || sink == NULL) {
+        f->error = ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < FLOOD_BATCH; i++)
+        memcpy(batch + i * (sizeof(one) - 1), one, sizeof(one) - 1);
+    int fd = -1;
+    while (!atomic_load(&f->stop)) {
+        if (fd < 0) {
+            if ((fd = flood_connect(f->port)) < 0) {
+                f->error = errno;
+                break;
+            }
+            f->connections++;
+            off = 0;
+        }
+        struct pollfd p = { .fd = fd, .events = POLLIN | POLLOUT };
+        if (poll(&p, 1, FLOOD_POLL_MS) <= 0)
+            continue;
+        bool gone = false;
+        if (p.revents & POLLOUT) {
+            ssize_t k = send(fd, batch + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (k > 0) {
+                f->bytes_sent += k;
+                off = (off + (size_t)k) % len;
+            } else if (k < 0 && errno != EAGAIN && errno != EINTR) {
+                gone = true;
+            }
+        }
+        if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t k = recv(fd, sink, FLOOD_CHUNK, MSG_DONTWAIT);
+            if (k > 0) {
+                for (ssize_t i = 0; i < k; i++)
+                    f->lines += sink[i] == '\n';
+            } else if (k == 0 || (errno != EAGAIN && errno != EINTR)) {
+                gone = true;
+            }
+        }
+        if (gone) {
+            f->closed_by_server++;
+            close(fd);
+            fd = -1;                     /* and a new connection */
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+out:
+    free(batch);
+    free(sink);
+    return NULL;
+}
+
+static void flood_and_measure(const char *label, int max_p99_ms)
+{
+    struct h_user a, b;
+    struct qclient *ca = h_new_user(&a, "fla");
+    struct qclient *cb = h_new_user(&b, "flb");
+    struct rtt before = chat_round_trips(ca, cb, b.id, FLOOD_RTT_SAMPLES, RTT_LIMIT_MS);
+
+    static struct flooder f;
+    memset(&f, 0, sizeof(f));
+    f.port = h_srv.port;
+    pthread_t th;
+    H_CHECK(pthread_create(&th, NULL, flood_main, &f) == 0, "pthread_create");
+    int64_t t0 = h_now_ms();
+    struct rtt during = chat_round_trips(ca, cb, b.id, FLOOD_MS / RTT_PACE_MS, FLOOD_MS);
+    atomic_store(&f.stop, true);
+    pthread_join(th, NULL);
+    int64_t secs_ms = h_now_ms() - t0;
+    struct rtt after = chat_round_trips(ca, cb, b.id, FLOOD_RTT_SAMPLES, RTT_LIMIT_MS);
+
+    print_message("security: %s: %lld ms, %lld connection(s), %lld closed by the server, "
+                  "%lld requests answered, %.1f MB written into the sockets\n", label,
+                  (long long)secs_ms, f.connections, f.closed_by_server, f.lines,
+                  f.bytes_sent / 1e6);
+    print_rtt("before the flood", before);
+    print_rtt("during the flood", during);
+    print_rtt("after the flood", after);
+    H_CHECK(f.error == 0, "flooder: %s", strerror(f.error));
+    H_CHECK(during.p99 < (int64_t)max_p99_ms * 1000,
+            "chat p99 %.1f ms during the flood (bound %d ms)", during.p99 / 1000.0, max_p99_ms);
+    h_expect_quiet(ca, "the victim's sender is still served");
+    h_expect_quiet(cb, "the victim's receiver is still served");
+    h_close(ca);
+    h_close(cb);
+}
+
+/* One worker: the flooder and the others share one event loop. */
+static const char *const flood_opts[] = { "server.workers=1", NULL };
+static const char *const flood_unlimited_opts[] = {
+    "server.workers=1", "security.request_rate=0", NULL,
+};
+
+static void test_flood_rate_limited(void **state)
+{
+    start_with(flood_opts);
+    flood_and_measure("flood with the default request_rate (reconnecting when cut off)",
+                      FLOOD_MAX_P99_MS);
+    stop_clean();
+}
+
+static void test_flood_unlimited(void **state)
+{
+    start_with(flood_unlimited_opts);
+    flood_and_measure("flood with request_rate=0 (no limit)", UNLIMITED_MAX_P99_MS);
+    stop_clean();
+}
+
+/* ---- forged identity on the offline path ------------------------------- */
+
+static void test_forged_identity_offline(void **state)
+{
+    start_with(NULL);
+    struct h_user a, b, c;
+    struct qclient *ca = h_new_user(&a, "fga");
+    struct qclient *cb = h_new_user(&b, "fgb");
+    int32_t gid = create_group(ca, "fgg");
+    json_object_put(h_request(cb, QC_ADD_GROUP_MSG, 0, "ADD_GROUP", "\"groupid\":%d", gid));
+    h_close(cb);
+    H_CHECK(h_wait_online(b.id, false, H_REPLY_MS), "b still online");
+    h_new_offline_user(&c, "fgc");
+
+    json_object_put(h_request(ca, QC_ONE_CHAT_MSG, 0, "forged ONE_CHAT to an offline user",
+                              "\"id\":%d,\"userid\":%d,\"name\":%s,\"toid\":%d,\"msg\":\"o1\","
+                              "\"time\":\"1999-01-01 00:00:00\",\"ts\":1,\"mid\":1",
+                              c.id, c.id, h_q(c.name), b.id));
+    json_object_put(h_request(ca, QC_GROUP_CHAT_MSG, 0, "forged GROUP_CHAT, b offline",
+                              "\"id\":%d,\"userid\":%d,\"name\":%s,\"groupid\":%d,\"msg\":\"o2\"",
+                              c.id, c.id, h_q(c.name), gid));
+    struct json_object *ack = NULL;
+    cb = h_login(&b, &ack);
+    size_t n = h_arr_len_opt(ack, "offlinemsg");
+    H_CHECK(n == 2, "want 2 offline messages, got %s", h_json(ack));
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *m = h_parse_item(h_arr(ack, "offlinemsg"), i, "offlinemsg[]");
+        H_CHECK(h_int(m, "id") == a.id && strcmp(h_str(m, "name"), a.name) == 0 &&
+                (!h_has(m, "userid") || h_int(m, "userid") == a.id) &&
+                strcmp(h_str(m, "time"), "1999-01-01 00:00:00") != 0 && h_int(m, "ts") != 1,
+                "offlinemsg[%zu] must name the real sender %d (%s): %s", i, a.id, a.name,
+                h_json(m));
+        json_object_put(m);
+    }
+    json_object_put(ack);
+    h_close(cb);
+    h_close(ca);
+    stop_clean();
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        H_TEST(test_text_limit),
+        H_TEST(test_message_limit),
+        H_TEST(test_friend_limit),
+        H_TEST(test_group_member_limit),
+        H_TEST(test_offline_limit),
+        H_TEST(test_request_rate),
+        H_TEST(test_conns_per_ip),
+        H_TEST(test_login_and_idle_timeouts),
+        H_TEST(test_failed_login_throttling),
+        H_TEST(test_half_requests),
+        H_TEST(test_flood_rate_limited),
+        H_TEST(test_flood_unlimited),
+        H_TEST(test_forged_identity_offline),
+    };
+    h_apply_filter();
+    int rc = cmocka_run_group_tests_name("security", tests, NULL, h_group_teardown);
+    close_leftover_sourced();
+    return rc;
+}
