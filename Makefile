@@ -95,7 +95,11 @@ $(B)/qchat-bench: $(call obj,$(BENCH_SRC)) $(LIBCLIENT) $(LIBCOMMON)
 
 $(B)/tests/%: $(B)/obj/tests/unit/%.o $(LIBSERVER) $(LIBSTORE) $(LIBCLIENT) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(filter %.a,$^) $(LDLIBS) $(TEST_LIBS)
+# The cases every storage driver shares, linked into each driver's test;
+# the MariaDB test helpers, shared with the integration tests.
+$(B)/tests/test_store $(B)/tests/test_store_mysql: $(call obj,tests/unit/store_cases.c)
+$(B)/tests/test_store_mysql: $(call obj,tests/integration/mysql_env.c)
 $(B)/tests/it_%: $(B)/obj/tests/integration/test_%.o $(call obj,$(IT_LIB_SRC)) $(LIBCLIENT) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)

@@ -239,6 +239,7 @@ struct conn {
     uint32_t user;            /* index in the users table */
     uint32_t slot;            /* mode's index: pair, loop, member */
     uint64_t t_req;           /* when the pending request was sent */
+    uint64_t t_conn;          /* when the connection was started */
     char    *in;
     uint32_t inlen, incap;
     char    *out;

@@ -348,7 +348,7 @@ void engine_start(struct engine *e, struct conn *c)
 
     c->gen++;
     c->state = CS_IDLE;
-    c->t_req = e->now;
+    c->t_req = c->t_conn = e->now;
     c->inlen = 0;
     c->outlen = c->outoff = 0;
     int fd = socket(ep->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

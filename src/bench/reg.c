@@ -2,13 +2,17 @@
  * reg.c - registration: `qchat-bench reg` creates N accounts over
  * `concurrency` connections (one REG in flight on each) and writes the ids
  * file; the other modes call the same code to get their users when neither
- * --ids nor --synthetic is given.  Bounded by --timeout.
+ * --ids nor --synthetic is given.  Bounded by --timeout.  A connection that
+ * never logs in is closed by the server after security.login_timeout (30 s
+ * by default), so each one is replaced by a fresh one after REG_CONN_NS.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "bench.h"
 #include "common/proto.h"
+
+#define REG_CONN_NS (10 * NS_PER_SEC)  /* well below the server's login_timeout */
 
 struct regctx {
     struct users *u;
@@ -50,7 +54,10 @@ static void reg_line(struct engine *e, struct conn *c, const char *p, size_t n,
         engine_error(e, E_REG, "register %s%u: errno %ld", e->o->prefix, c->slot,
                      (f->has & JF_ERRNO) ? f->err : -1L);
     }
-    reg_next(e, c);
+    if (rc->next < rc->u->n && e->now - c->t_conn >= REG_CONN_NS)
+        engine_restart_later(e, c);          /* connects again, then reg_next */
+    else
+        reg_next(e, c);
 }
 
 static void reg_closed(struct engine *e, struct conn *c)

@@ -1,7 +1,8 @@
 #!/bin/sh
 # bench.sh - `make bench`: qchat-bench against qchatd and the relay_ref
-# yardstick on this machine, side by side in one run, RUNS runs of each row,
-# medians and ratios at the end.  The rows (issue 5's targets, one node):
+# yardstick on this machine, side by side in one run, RUNS runs of each row
+# (alternating servers), medians and ratios at the end.  The rows (issue 5's
+# targets; ROWS picks some, default all):
 #
 #   pingpong  PAIRS pairs, 64-byte chats, one in flight: msgs/s and p99
 #   conns     CONNS idle logged-in sessions: PSS of all server processes,
@@ -9,26 +10,41 @@
 #   group     MEMBERS online members of one group: deliveries/s, compared
 #             with qchatd's ping-pong deliveries/s
 #   storm     qchatd ping-pong p99 alone, then during STORM_LOOPS login loops
+#   cluster   ping-pong through nginx with every pair split across two nodes
+#             (MariaDB store, Redis between them), beside relay_ref and the
+#             one-node qchatd
+#   offline   login with OFFLINE_BACKLOG stored offline messages, on SQLite
+#             and on MariaDB (connect to the last byte of LOGIN_MSG_ACK)
+#   big       BIG_CONNS idle sessions on one node: qchatd with BIG_WORKERS
+#             workers, BIG_PROCS qchat-bench processes from their own
+#             127.x.0.y source addresses; all must log in, stay and receive
 #
-#   B=build sh tests/harness/bench.sh       (RUNS=3 DUR=10 by default)
+#   B=build sh tests/harness/bench.sh           (RUNS=3 DUR=10 by default)
+#   ROWS="pingpong storm" sh tests/harness/bench.sh
 #
 # Users are registered first on a qchatd running with password_cost=1 (so
 # that setup is quick); the measurements then run on a fresh qchatd over
 # the same database with the default configuration except request_rate=0
-# (no per-connection rate limit) and log.level=warning; the login-storm
-# users are registered there, at the default password cost.  relay_ref runs
-# with as many workers as qchatd.  Everything listens on free 127.0.0.1
-# ports in a temporary directory and is stopped by PID.  Bounded: each run
-# has a deadline, and rows are skipped once BUDGET seconds have passed.
+# (no per-connection rate limit) and log.level=warning; the login-storm and
+# offline users are registered there, at the default password cost.
+# relay_ref runs with as many workers as qchatd.  Everything listens on free
+# 127.0.0.1 ports in a temporary directory and is stopped by PID; MariaDB,
+# Redis and nginx are private instances started by the harness scripts
+# beside this one.  Bounded: each run has a deadline, and rows are skipped
+# once BUDGET seconds have passed.
 
 top=$(cd "$(dirname "$0")/../.." && pwd) || exit 1
+H=$top/tests/harness
+. "$H/lib.sh"
 B=${B:-build}
 case $B in /*) ;; *) B=$top/$B ;; esac
 BENCH=$B/qchat-bench
 QCHATD=$B/qchatd
+QCHATCTL=$B/qchatctl
 RELAY=$B/relay_ref
 CC=${CC:-cc}
 
+ROWS=${ROWS:-pingpong conns group storm cluster offline big}
 RUNS=${RUNS:-3}
 DUR=${DUR:-10}               # seconds measured per run
 PAIRS=${PAIRS:-1000}
@@ -39,36 +55,45 @@ SENDERS=${SENDERS:-4}
 GROUP_INFLIGHT=${GROUP_INFLIGHT:-2}
 STORM_LOOPS=${STORM_LOOPS:-32}
 STORM_STALL=${STORM_STALL:-10}  # seconds: at the default cost a login waits ~1 s in line
-BUDGET=${BUDGET:-600}        # seconds; later rows are skipped past it
+CLUSTER_WORKERS=${CLUSTER_WORKERS:-1}   # per node: two nodes share the 2 cores
+OFFLINE_BACKLOG=${OFFLINE_BACKLOG:-1000}
+OFFLINE_ROUNDS=${OFFLINE_ROUNDS:-10}
+OFFLINE_INFLIGHT=32          # chats being stored at once while filling a mailbox
+BIG_CONNS=${BIG_CONNS:-100000}
+BIG_WORKERS=${BIG_WORKERS:-8}   # each worker is a process: BIG_CONNS / BIG_WORKERS fds each
+BIG_PROCS=${BIG_PROCS:-8}       # qchat-bench processes, each from its own source address
+BIG_MAX_USERS=${BIG_MAX_USERS:-120000}
+BIG_TIMEOUT=${BIG_TIMEOUT:-300} # seconds for all sessions to log in
+BUDGET=${BUDGET:-2400}       # seconds; later rows are skipped past it
 WORKERS=${WORKERS:-$(nproc)}
 
 PORT_MIN=20000
 PORT_SPAN=12000              # below the ephemeral range (32768..)
 PORT_ATTEMPTS=5
-START_WAIT=300               # polls of POLL seconds for a server to listen
-STOP_WAIT=150
+START_WAIT=30                # seconds for a server to listen
+STOP_WAIT=15                 # seconds for a server to stop before SIGKILL
 POLL=0.1
 RUN_SLACK=60                 # seconds past a run's own phases before it is killed
 REG_TIMEOUT=120
+BIG_REG_TIMEOUT=600          # BIG_CONNS registrations at password_cost=1
+REG_CONCURRENCY=32
+DB_BENCH=qchat_bench         # MariaDB databases (mariadb.sh grants qchat_*)
+DB_CLUSTER=qchat_cluster
 
 started=$(date +%s)
 pids=""
 tmp=$(mktemp -d /tmp/qchat-bench.XXXXXX) || exit 1
 res=$tmp/results
 mkdir -p "$res"
+mariadb_up=0
+redis_up=0
+nginx_dirs=""
 
 say() { echo "bench: $*"; }
 
-stop_pid() {
-    kill -TERM "$1" 2>/dev/null || return 0
-    n=0
-    while kill -0 "$1" 2>/dev/null && [ $n -lt $STOP_WAIT ]; do
-        sleep $POLL
-        n=$((n + 1))
-    done
-    kill -KILL "$1" 2>/dev/null
-    wait "$1" 2>/dev/null
-    return 0
+want_row() {
+    case " $ROWS " in *" $1 "*) return 0 ;; esac
+    return 1
 }
 
 forget_pid() {
@@ -79,57 +104,32 @@ forget_pid() {
     pids=$rest
 }
 
+# stop_server PID: stop_pid; children that outlive it (qchatd workers
+# after a KILLed master) are killed by PID too.
+stop_server() {
+    stop_pid "$1" "$STOP_WAIT" "" || :
+    forget_pid "$1"
+}
+
 cleanup() {
-    for p in $pids; do
-        stop_pid "$p"
+    stop_pids "$STOP_WAIT" ""
+    for d in $nginx_dirs; do
+        sh "$H/nginx.sh" stop "$d" >/dev/null 2>&1
     done
-    pids=""
-    rm -rf "$tmp"
+    [ $redis_up = 1 ] && sh "$H/redis.sh" stop "$tmp/redis" >/dev/null 2>&1
+    [ $mariadb_up = 1 ] && sh "$H/mariadb.sh" stop "$tmp/mariadb" >/dev/null 2>&1
+    finish_tmp
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-port_busy() {
-    ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
+# start NAME FUNC: start_server (lib.sh), or end the run.
+start() {
+    start_server "$@" || exit 1
 }
 
-random_port() {
-    echo $((PORT_MIN + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % PORT_SPAN))
-}
-
-wait_listen() {
-    n=0
-    while [ $n -lt $START_WAIT ]; do
-        kill -0 "$1" 2>/dev/null || return 1
-        port_busy "$2" && return 0
-        sleep $POLL
-        n=$((n + 1))
-    done
-    return 1
-}
-
-# start_server NAME FUNC: FUNC PORT execs the server; sets server_pid, server_port
-start_server() {
-    attempt=0
-    while [ $attempt -lt $PORT_ATTEMPTS ]; do
-        attempt=$((attempt + 1))
-        port=$(random_port)
-        port_busy "$port" && continue
-        "$2" "$port" >>"$tmp/$1.log" 2>&1 &
-        server_pid=$!
-        if wait_listen "$server_pid" "$port"; then
-            server_port=$port
-            pids="$pids $server_pid"
-            return 0
-        fi
-        stop_pid "$server_pid"
-    done
-    say "could not start $1:"
-    tail -n 20 "$tmp/$1.log" >&2
-    exit 1
-}
-
-QCHATD_COMMON="-o storage.path=$tmp/q.db -o server.control_socket=$tmp/ctl.sock -o security.request_rate=0 -o log.level=warning"
+QCHATD_COMMON="-o security.request_rate=0 -o log.level=warning"
+QCHATD_SQLITE="-o storage.path=$tmp/q.db -o server.control_socket=$tmp/ctl.sock"
 
 run_relay_ref() {
     exec "$RELAY" -l 127.0.0.1 -p "$1" -w "$WORKERS"
@@ -137,12 +137,13 @@ run_relay_ref() {
 
 # shellcheck disable=SC2086
 run_qchatd_setup() {
-    exec "$QCHATD" -f -o server.listen="127.0.0.1:$1" $QCHATD_COMMON -o security.password_cost=1
+    exec "$QCHATD" -f -o server.listen="127.0.0.1:$1" $QCHATD_SQLITE $QCHATD_COMMON \
+        -o security.password_cost=1
 }
 
 # shellcheck disable=SC2086
 run_qchatd() {
-    exec "$QCHATD" -f -o server.listen="127.0.0.1:$1" $QCHATD_COMMON
+    exec "$QCHATD" -f -o server.listen="127.0.0.1:$1" $QCHATD_SQLITE $QCHATD_COMMON
 }
 
 over_budget() {
@@ -195,6 +196,16 @@ pss_kib() {
     echo $total
 }
 
+# max_fds PID: the most descriptors any of PID's children holds
+max_fds() {
+    most=0
+    for p in $(pgrep -P "$1"); do
+        n=$(ls "/proc/$p/fd" 2>/dev/null | wc -l)
+        [ "$n" -gt "$most" ] && most=$n
+    done
+    echo $most
+}
+
 # hold_and_measure LABEL SERVER_PID ARGS...: conns run; PSS sampled once all are up
 hold_and_measure() {
     label=$1
@@ -205,11 +216,7 @@ hold_and_measure() {
     timeout $((HOLD + REG_TIMEOUT + RUN_SLACK)) "$BENCH" "$@" -q --ready-file "$tmp/ready" \
         >"$tmp/out" 2>"$tmp/err" &
     bpid=$!
-    n=0
-    while [ ! -s "$tmp/ready" ] && kill -0 $bpid 2>/dev/null && [ $n -lt $((REG_TIMEOUT * 10)) ]; do
-        sleep $POLL
-        n=$((n + 1))
-    done
+    wait_started "$bpid" "$REG_TIMEOUT" test -s "$tmp/ready"
     pss=$(pss_kib "$spid")
     wait $bpid
     rc=$?
@@ -221,101 +228,363 @@ hold_and_measure() {
 
 # ---- build and users ------------------------------------------------------
 
-for f in "$BENCH" "$QCHATD"; do
+for f in "$BENCH" "$QCHATD" "$QCHATCTL"; do
     [ -x "$f" ] || { say "$f not built (make all)"; exit 1; }
 done
 relay_src=""
-for f in "${RELAY_REF_SRC:-}" "$top/tests/harness/relay_ref.c" "$top/../shared/bench/relay_ref.c"; do
+for f in "${RELAY_REF_SRC:-}" "$H/relay_ref.c" "$top/../shared/bench/relay_ref.c"; do
     [ -n "$f" ] && [ -f "$f" ] && { relay_src=$f; break; }
 done
 [ -n "$relay_src" ] || { say "relay_ref.c not found (set RELAY_REF_SRC)"; exit 1; }
 $CC -O2 -o "$RELAY" "$relay_src" || exit 1
 
-say "machine: $(nproc) CPU, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1), Linux $(uname -r)"
-say "runs=$RUNS duration=${DUR}s pairs=$PAIRS conns=$CONNS members=$MEMBERS storm=$STORM_LOOPS workers=$WORKERS"
+say "machine: $(nproc) CPU, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n 1)," \
+    "$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)," \
+    "Linux $(uname -r), open files $(ulimit -Sn)/$(ulimit -Hn)"
+say "rows: $ROWS"
+say "runs=$RUNS duration=${DUR}s pairs=$PAIRS conns=$CONNS members=$MEMBERS storm=$STORM_LOOPS" \
+    "workers=$WORKERS backlog=$OFFLINE_BACKLOG big=$BIG_CONNS/$BIG_WORKERS workers"
 
-start_server qchatd-setup run_qchatd_setup
+start qchatd-setup run_qchatd_setup
 setup_pid=$server_pid
 sp=$server_port
 for set in pp:$((2 * PAIRS)) conns:$CONNS group:$MEMBERS; do
     name=${set%%:*}
     n=${set#*:}
+    case $name in
+        pp) want_row pingpong || want_row storm || want_row cluster || continue ;;
+        conns) want_row conns || continue ;;
+        group) want_row group || continue ;;
+    esac
     bench "register $name" reg --port "$sp" --users "$n" --out "$tmp/ids.$name" \
-        --prefix "b${name}_" --timeout $REG_TIMEOUT || exit 1
+        --prefix "b${name}_" -c $REG_CONCURRENCY --timeout $REG_TIMEOUT || exit 1
 done
-stop_pid "$setup_pid"
-forget_pid "$setup_pid"
+stop_server "$setup_pid"
 
-start_server qchatd run_qchatd
+start qchatd run_qchatd
 qpid=$server_pid
 qp=$server_port
-bench "register storm" reg --port "$qp" --users "$STORM_LOOPS" --out "$tmp/ids.storm" \
-    --prefix bstorm_ --timeout $REG_TIMEOUT || exit 1
-start_server relay_ref run_relay_ref
+if want_row storm; then
+    bench "register storm" reg --port "$qp" --users "$STORM_LOOPS" --out "$tmp/ids.storm" \
+        --prefix bstorm_ --timeout $REG_TIMEOUT || exit 1
+fi
+if want_row offline; then
+    bench "register offline" reg --port "$qp" --users 2 --out "$tmp/ids.offline" \
+        --prefix boff_ --timeout $REG_TIMEOUT || exit 1
+fi
+start relay_ref run_relay_ref
 rpid=$server_pid
 rp=$server_port
-say "qchatd $QCHATD -f -o server.listen=127.0.0.1:$qp $QCHATD_COMMON (pid $qpid)"
+say "qchatd $QCHATD -f -o server.listen=127.0.0.1:$qp $QCHATD_SQLITE $QCHATD_COMMON (pid $qpid)"
 say "relay_ref -l 127.0.0.1 -p $rp -w $WORKERS (pid $rpid)"
 
-# ---- rows -----------------------------------------------------------------
+# ---- one node -------------------------------------------------------------
 
-echo
-say "row 1: pingpong, $PAIRS pairs, 64 B, one in flight, ${DUR}s"
-for run in $(seq "$RUNS"); do
-    over_budget && { say "over budget, row skipped"; break; }
-    bench "relay_ref run $run" pingpong --port "$rp" --synthetic --pairs "$PAIRS" -d "$DUR" &&
-        { keep pp_rate_r "$(field "$line" rate)"; keep pp_p99_r "$(field "$line" p99)"; }
-    bench "qchatd run $run" pingpong --port "$qp" --ids "$tmp/ids.pp" --pairs "$PAIRS" -d "$DUR" &&
-        { keep pp_rate_q "$(field "$line" rate)"; keep pp_p99_q "$(field "$line" p99)"; }
-done
+if want_row pingpong; then
+    echo
+    say "row pingpong: $PAIRS pairs, 64 B, one in flight, ${DUR}s"
+    for run in $(seq "$RUNS"); do
+        over_budget && { say "over budget, row skipped"; break; }
+        bench "relay_ref run $run" pingpong --port "$rp" --synthetic --pairs "$PAIRS" -d "$DUR" &&
+            { keep pp_rate_r "$(field "$line" rate)"; keep pp_p99_r "$(field "$line" p99)"; }
+        bench "qchatd run $run" pingpong --port "$qp" --ids "$tmp/ids.pp" --pairs "$PAIRS" -d "$DUR" &&
+            { keep pp_rate_q "$(field "$line" rate)"; keep pp_p99_q "$(field "$line" p99)"; }
+    done
+fi
 
-echo
-say "row 2: conns, $CONNS idle sessions held ${HOLD}s, then each must receive"
-for run in $(seq "$RUNS"); do
-    over_budget && { say "over budget, row skipped"; break; }
-    hold_and_measure "relay_ref run $run" "$rpid" conns --port "$rp" --synthetic \
-        --id-base 100000 --conns "$CONNS" -d "$HOLD" && keep conns_pss_r "$pss"
-    hold_and_measure "qchatd run $run" "$qpid" conns --port "$qp" --ids "$tmp/ids.conns" \
-        --conns "$CONNS" -d "$HOLD" && { keep conns_pss_q "$pss"; keep conns_rate_q "$(field "$line" rate)"; }
-done
+if want_row conns; then
+    echo
+    say "row conns: $CONNS idle sessions held ${HOLD}s, then each must receive"
+    for run in $(seq "$RUNS"); do
+        over_budget && { say "over budget, row skipped"; break; }
+        hold_and_measure "relay_ref run $run" "$rpid" conns --port "$rp" --synthetic \
+            --id-base 100000 --conns "$CONNS" -d "$HOLD" && keep conns_pss_r "$pss"
+        hold_and_measure "qchatd run $run" "$qpid" conns --port "$qp" --ids "$tmp/ids.conns" \
+            --conns "$CONNS" -d "$HOLD" && { keep conns_pss_q "$pss"; keep conns_rate_q "$(field "$line" rate)"; }
+    done
+fi
 
-echo
-say "row 3: group, $MEMBERS members, $SENDERS senders, $GROUP_INFLIGHT in flight each, ${DUR}s (qchatd only)"
-gid=""
-for run in $(seq "$RUNS"); do
-    over_budget && { say "over budget, row skipped"; break; }
-    bench "qchatd run $run" group --port "$qp" --ids "$tmp/ids.group" --members "$MEMBERS" \
-        --senders "$SENDERS" -k "$GROUP_INFLIGHT" -d "$DUR" ${gid:+--groupid "$gid"} &&
-        { keep group_rate_q "$(field "$line" rate)"; keep group_p99_q "$(field "$line" p99)"; }
-    g=$(field "$line" groupid)
-    [ -n "$g" ] && [ "$g" != 0 ] && gid=$g
-done
+if want_row group; then
+    echo
+    say "row group: $MEMBERS members, $SENDERS senders, $GROUP_INFLIGHT in flight each, ${DUR}s (qchatd only)"
+    gid=""
+    for run in $(seq "$RUNS"); do
+        over_budget && { say "over budget, row skipped"; break; }
+        bench "qchatd run $run" group --port "$qp" --ids "$tmp/ids.group" --members "$MEMBERS" \
+            --senders "$SENDERS" -k "$GROUP_INFLIGHT" -d "$DUR" ${gid:+--groupid "$gid"} &&
+            { keep group_rate_q "$(field "$line" rate)"; keep group_p99_q "$(field "$line" p99)"; }
+        g=$(field "$line" groupid)
+        [ -n "$g" ] && [ "$g" != 0 ] && gid=$g
+    done
+fi
 
-echo
-say "row 4: qchatd pingpong p99 alone, then during $STORM_LOOPS login loops (default password cost)"
-for run in $(seq "$RUNS"); do
-    over_budget && { say "over budget, row skipped"; break; }
-    bench "alone run $run" pingpong --port "$qp" --ids "$tmp/ids.pp" --pairs "$PAIRS" -d "$DUR" &&
-        keep storm_p99_alone "$(field "$line" p99)"
-    echo "+ qchat-bench login --port $qp --ids IDS --loops $STORM_LOOPS -d $((DUR + 4)) --stall $STORM_STALL" \
-        >>"$tmp/commands"
-    timeout $((DUR + RUN_SLACK)) "$BENCH" login --port "$qp" --ids "$tmp/ids.storm" \
-        --loops "$STORM_LOOPS" -d $((DUR + 4)) --stall "$STORM_STALL" -q \
-        >"$tmp/storm.out" 2>"$tmp/storm.err" &
-    spid=$!
-    sleep 2
-    bench "storm run $run" pingpong --port "$qp" --ids "$tmp/ids.pp" --pairs "$PAIRS" -d "$DUR" &&
-        keep storm_p99_storm "$(field "$line" p99)"
-    wait $spid
-    sline=$(tail -n 1 "$tmp/storm.out")
-    printf '%-22s %s\n' "  (login storm)" "$sline"
-    keep storm_login_rate "$(field "$sline" rate)"
-done
+if want_row storm; then
+    echo
+    say "row storm: qchatd pingpong p99 alone, then during $STORM_LOOPS login loops (default password cost)"
+    for run in $(seq "$RUNS"); do
+        over_budget && { say "over budget, row skipped"; break; }
+        bench "alone run $run" pingpong --port "$qp" --ids "$tmp/ids.pp" --pairs "$PAIRS" -d "$DUR" &&
+            keep storm_p99_alone "$(field "$line" p99)"
+        echo "+ qchat-bench login --port $qp --ids IDS --loops $STORM_LOOPS -d $((DUR + 4)) --stall $STORM_STALL" \
+            >>"$tmp/commands"
+        timeout $((DUR + RUN_SLACK)) "$BENCH" login --port "$qp" --ids "$tmp/ids.storm" \
+            --loops "$STORM_LOOPS" -d $((DUR + 4)) --stall "$STORM_STALL" -q \
+            >"$tmp/storm.out" 2>"$tmp/storm.err" &
+        lpid=$!
+        sleep 2
+        bench "storm run $run" pingpong --port "$qp" --ids "$tmp/ids.pp" --pairs "$PAIRS" -d "$DUR" &&
+            keep storm_p99_storm "$(field "$line" p99)"
+        wait $lpid
+        sline=$(tail -n 1 "$tmp/storm.out")
+        printf '%-22s %s\n' "  (login storm)" "$sline"
+        keep storm_login_rate "$(field "$sline" rate)"
+    done
+fi
 
-stop_pid "$rpid"
-forget_pid "$rpid"
-stop_pid "$qpid"
-forget_pid "$qpid"
+# ---- MariaDB, Redis, two nodes, nginx ---------------------------------------
+
+start_mariadb() {
+    [ $mariadb_up = 1 ] && return 0
+    say "starting a private MariaDB ($H/mariadb.sh)"
+    sh "$H/mariadb.sh" start "$tmp/mariadb" >"$tmp/mariadb.out" 2>&1 ||
+        { cat "$tmp/mariadb.out" >&2; say "MariaDB did not start"; exit 1; }
+    mariadb_up=1
+    set -a; . "$tmp/mariadb/env"; set +a
+    for db in $DB_BENCH $DB_CLUSTER; do
+        sh "$H/mariadb.sh" createdb "$tmp/mariadb" "$db" || exit 1
+    done
+    QCHATD_MYSQL="-o storage.driver=mysql -o storage.socket=$QCHAT_MYSQL_SOCKET"
+    QCHATD_MYSQL="$QCHATD_MYSQL -o storage.user=$QCHAT_MYSQL_USER"
+    QCHATD_MYSQL="$QCHATD_MYSQL -o storage.password_file=$QCHAT_MYSQL_PASSWORD_FILE"
+}
+
+# shellcheck disable=SC2086
+run_qchatd_mysql() {
+    exec "$QCHATD" -f -o server.listen="127.0.0.1:$1" -o server.control_socket="$tmp/my.sock" \
+        $QCHATD_MYSQL -o storage.database=$DB_BENCH $QCHATD_COMMON
+}
+
+# shellcheck disable=SC2086
+run_node() {
+    exec "$QCHATD" -f -o server.listen="127.0.0.1:$1" -o server.node_id="$node" \
+        -o server.workers="$CLUSTER_WORKERS" -o server.control_socket="$tmp/node$node.sock" \
+        $QCHATD_MYSQL -o storage.database=$DB_CLUSTER \
+        -o redis.host=127.0.0.1 -o redis.port="$QCHAT_REDIS_PORT" \
+        $QCHATD_COMMON -o security.password_cost=1
+}
+
+wait_relay() {
+    wait_until "$START_WAIT" relay_connected "$1"
+}
+
+# start_nginx NAME UPSTREAM: a private nginx (stream) in front of one node; sets nginx_port
+start_nginx() {
+    sh "$H/nginx.sh" start "$tmp/$1" 0 "$2" >"$tmp/$1.out" 2>&1 ||
+        { cat "$tmp/$1.out" >&2; say "nginx did not start"; exit 1; }
+    nginx_dirs="$nginx_dirs $tmp/$1"
+    nginx_port=$(sed -n "s/^export QCHAT_NGINX_PORT='\([0-9]*\)'/\1/p" "$tmp/$1/nginx.env")
+}
+
+if want_row cluster && ! over_budget; then
+    echo
+    start_mariadb
+    say "starting a private Redis ($H/redis.sh)"
+    sh "$H/redis.sh" start "$tmp/redis" >"$tmp/redis.out" 2>&1 ||
+        { cat "$tmp/redis.out" >&2; say "Redis did not start"; exit 1; }
+    redis_up=1
+    set -a; . "$tmp/redis/redis.env"; set +a
+    for node in 1 2; do
+        start "node$node" run_node
+        eval "node${node}_pid=$server_pid node${node}_port=$server_port"
+        wait_relay "$tmp/node$node.sock" || { say "node $node: relay not connected"; exit 1; }
+    done
+    # one balancer per node, so that A of every pair lands on node 1 and B on node 2
+    start_nginx nginx1 "127.0.0.1:$node1_port"
+    n1=$nginx_port
+    start_nginx nginx2 "127.0.0.1:$node2_port"
+    n2=$nginx_port
+    say "nodes: 127.0.0.1:$node1_port 127.0.0.1:$node2_port ($CLUSTER_WORKERS worker each," \
+        "MariaDB, Redis $QCHAT_REDIS_PORT); nginx 127.0.0.1:$n1 -> node 1, 127.0.0.1:$n2 -> node 2"
+    bench "register cluster" reg --port "$n1" --users $((2 * PAIRS)) --out "$tmp/ids.cluster" \
+        --prefix bcl_ -c $REG_CONCURRENCY --timeout $REG_TIMEOUT || exit 1
+    say "row cluster: $PAIRS pairs split over two nodes through nginx, 64 B, one in flight, ${DUR}s"
+    for run in $(seq "$RUNS"); do
+        over_budget && { say "over budget, row skipped"; break; }
+        bench "relay_ref run $run" pingpong --port "$rp" --synthetic --pairs "$PAIRS" -d "$DUR" &&
+            keep cl_rate_r "$(field "$line" rate)"
+        bench "one node run $run" pingpong --port "$qp" --ids "$tmp/ids.pp" --pairs "$PAIRS" -d "$DUR" &&
+            keep cl_rate_q "$(field "$line" rate)"
+        bench "cluster run $run" pingpong --port "$n1" --port2 "$n2" --ids "$tmp/ids.cluster" \
+            --pairs "$PAIRS" -d "$DUR"
+        keep cl_rate_c "$(field "$line" rate)"
+        keep cl_p99_c "$(field "$line" p99)"
+        keep cl_errors_c "$(field "$line" errors)"
+        keep cl_stalls_c "$(field "$line" stalls)"
+    done
+    for node in 1 2; do
+        printf '%-22s ' "  node $node"
+        "$QCHATCTL" -s "$tmp/node$node.sock" --json status 2>/dev/null |
+            grep -o '"relay": *{[^}]*}' || echo
+    done
+    for d in $nginx_dirs; do
+        sh "$H/nginx.sh" stop "$d" >/dev/null 2>&1
+    done
+    nginx_dirs=""
+    stop_server "$node1_pid"
+    stop_server "$node2_pid"
+    sh "$H/redis.sh" stop "$tmp/redis" >/dev/null 2>&1
+    redis_up=0
+fi
+
+if want_row offline && ! over_budget; then
+    echo
+    start_mariadb
+    start qchatd-mysql run_qchatd_mysql
+    mpid=$server_pid
+    mp=$server_port
+    say "qchatd (mysql) $QCHATD -f -o server.listen=127.0.0.1:$mp $QCHATD_MYSQL" \
+        "-o storage.database=$DB_BENCH $QCHATD_COMMON (pid $mpid)"
+    bench "register offline/my" reg --port "$mp" --users 2 --out "$tmp/ids.offline.my" \
+        --prefix boff_ --timeout $REG_TIMEOUT || exit 1
+    say "row offline: login with $OFFLINE_BACKLOG stored offline messages, $OFFLINE_ROUNDS rounds per run"
+    for run in $(seq "$RUNS"); do
+        over_budget && { say "over budget, row skipped"; break; }
+        for st in sqlite mysql; do
+            if [ $st = sqlite ]; then port=$qp ids=$tmp/ids.offline; else port=$mp ids=$tmp/ids.offline.my; fi
+            bench "$st run $run" offline --port "$port" --ids "$ids" --backlog "$OFFLINE_BACKLOG" \
+                --rounds "$OFFLINE_ROUNDS" -k $OFFLINE_INFLIGHT &&
+                { keep "off_p50_$st" "$(field "$line" p50)"; keep "off_max_$st" "$(field "$line" max)";
+                  keep "off_empty_$st" "$(field "$line" empty_p50)";
+                  keep "off_store_$st" "$(field "$line" store_rate)"; }
+        done
+    done
+    stop_server "$mpid"
+fi
+
+stop_server "$rpid"
+stop_server "$qpid"
+if [ $mariadb_up = 1 ]; then
+    sh "$H/mariadb.sh" stop "$tmp/mariadb" >/dev/null 2>&1
+    mariadb_up=0
+fi
+
+# ---- 100,000 sessions on one node ------------------------------------------
+
+# shellcheck disable=SC2086
+run_qchatd_big_setup() {
+    exec "$QCHATD" -f -o server.listen="127.0.0.1:$1" -o storage.path="$tmp/big.db" \
+        -o server.control_socket="$tmp/big.sock" -o server.max_users="$BIG_MAX_USERS" \
+        $QCHATD_COMMON -o security.password_cost=1
+}
+
+# shellcheck disable=SC2086
+run_qchatd_big() {
+    exec "$QCHATD" -f -o server.listen="127.0.0.1:$1" -o storage.path="$tmp/big.db" \
+        -o server.control_socket="$tmp/big.sock" -o server.max_users="$BIG_MAX_USERS" \
+        -o server.workers="$BIG_WORKERS" $QCHATD_COMMON
+}
+
+run_relay_ref_big() {
+    exec "$RELAY" -l 127.0.0.1 -p "$1" -w "$BIG_WORKERS"
+}
+
+# big_hold LABEL SERVER_PID PORT RUN USERS...: BIG_PROCS conns processes,
+# process i from source 127.RUN.0.(i+2); all must be up before any holds.
+big_hold() {
+    label=$1 spid=$2 port=$3 brun=$4
+    shift 4
+    per=$((BIG_CONNS / BIG_PROCS))
+    rm -f "$tmp"/big.ready.* "$tmp/big.go"
+    bpids=""
+    i=0
+    while [ $i -lt $BIG_PROCS ]; do
+        if [ "$1" = --synthetic ]; then users="--synthetic --id-base $((200000 + i * per))"
+        else users="--ids $1 --skip $((i * per))"; fi
+        args="conns --port $port $users --conns $per --sources 127.$brun.0.$((i + 2))"
+        args="$args -d $HOLD --timeout $BIG_TIMEOUT --ready-file $tmp/big.ready.$i --go-file $tmp/big.go"
+        [ $i = 0 ] && echo "+ qchat-bench $args (x$BIG_PROCS: --skip/--id-base, source per process)" \
+            >>"$tmp/commands"
+        # shellcheck disable=SC2086
+        timeout $((2 * BIG_TIMEOUT + HOLD + RUN_SLACK)) "$BENCH" $args -q \
+            >"$tmp/big.out.$i" 2>"$tmp/big.err.$i" &
+        bpids="$bpids $!"
+        i=$((i + 1))
+    done
+    t0=$(date +%s)
+    while :; do
+        ready=0 dead=0 i=0
+        for p in $bpids; do
+            if [ -s "$tmp/big.ready.$i" ]; then ready=$((ready + 1))
+            elif ! alive "$p"; then dead=$((dead + 1)); fi
+            i=$((i + 1))
+        done
+        [ $ready -eq $BIG_PROCS ] || [ $dead -gt 0 ] && break
+        [ $(($(date +%s) - t0)) -gt $((BIG_TIMEOUT + RUN_SLACK)) ] && break
+        sleep 1
+    done
+    setup=$(($(date +%s) - t0))
+    held=$(cat "$tmp"/big.ready.* 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
+    online=-
+    [ "$spid" = "$bigq_pid" ] &&
+        online=$("$QCHATCTL" -s "$tmp/big.sock" --json status 2>/dev/null |
+                 sed -n 's/.*"online":\([0-9]*\).*/\1/p')
+    pss=$(pss_kib "$spid")
+    fds=$(max_fds "$spid")
+    : >"$tmp/big.go"
+    brc=0
+    for p in $bpids; do
+        wait "$p" || brc=1
+    done
+    got=0 checked=0 errors=0
+    i=0
+    while [ $i -lt $BIG_PROCS ]; do
+        l=$(tail -n 1 "$tmp/big.out.$i")
+        v=$(field "$l" received)
+        got=$((got + ${v:-0}))
+        v=$(field "$l" checked)
+        checked=$((checked + ${v:-0}))
+        v=$(field "$l" errors)
+        errors=$((errors + ${v:-1}))
+        [ -s "$tmp/big.err.$i" ] && head -n 3 "$tmp/big.err.$i" | sed "s/^/    [$i] /"
+        i=$((i + 1))
+    done
+    printf '%-22s held=%s online=%s setup=%ss received=%s/%s errors=%s pss=%sKiB maxfds/worker=%s\n' \
+        "$label" "$held" "$online" "$setup" "$got" "$checked" "$errors" "$pss" "$fds"
+    big_ok=0
+    [ "$held" -eq "$BIG_CONNS" ] && [ "$got" -eq "$BIG_CONNS" ] && [ "$errors" -eq 0 ] &&
+        [ $brc -eq 0 ] && big_ok=1
+}
+
+if want_row big && ! over_budget; then
+    echo
+    say "row big: $BIG_CONNS idle sessions on one node, $BIG_WORKERS workers, $BIG_PROCS bench processes"
+    start qchatd-big-setup run_qchatd_big_setup
+    bsp=$server_port
+    bench "register big" reg --port "$bsp" --users "$BIG_CONNS" --out "$tmp/ids.big" \
+        --prefix bbig_ -c $REG_CONCURRENCY --timeout $BIG_REG_TIMEOUT
+    stop_server "$server_pid"
+    start qchatd-big run_qchatd_big
+    bigq_pid=$server_pid
+    bqp=$server_port
+    start relay_ref-big run_relay_ref_big
+    bigr_pid=$server_pid
+    brp=$server_port
+    say "qchatd $QCHATD -f -o server.listen=127.0.0.1:$bqp -o storage.path=big.db" \
+        "-o server.max_users=$BIG_MAX_USERS -o server.workers=$BIG_WORKERS $QCHATD_COMMON"
+    say "relay_ref -l 127.0.0.1 -p $brp -w $BIG_WORKERS"
+    for run in $(seq "$RUNS"); do
+        over_budget && { say "over budget, row skipped"; break; }
+        big_hold "relay_ref run $run" "$bigr_pid" "$brp" $((2 * run - 1)) --synthetic
+        keep big_pss_r "$pss"
+        big_hold "qchatd run $run" "$bigq_pid" "$bqp" $((2 * run)) "$tmp/ids.big"
+        keep big_pss_q "$pss"
+        keep big_held_q "$held"
+        keep big_ok_q "$big_ok"
+        keep big_setup_q "$setup"
+    done
+    stop_server "$bigr_pid"
+    stop_server "$bigq_pid"
+fi
 
 # ---- summary --------------------------------------------------------------
 
@@ -324,16 +593,29 @@ r_p99=$(median pp_p99_r); q_p99=$(median pp_p99_q)
 r_pss=$(median conns_pss_r); q_pss=$(median conns_pss_q)
 g_rate=$(median group_rate_q)
 s_alone=$(median storm_p99_alone); s_storm=$(median storm_p99_storm)
+c_r=$(median cl_rate_r); c_q=$(median cl_rate_q); c_c=$(median cl_rate_c)
 
 echo
 say "medians of $RUNS runs"
-printf '%-36s %14s %14s %8s\n' "row" "relay_ref" "qchatd" "ratio"
-printf '%-36s %14s %14s %8s\n' "pingpong $PAIRS pairs msgs/s" "$r_rate" "$q_rate" "$(ratio "$q_rate" "$r_rate")"
-printf '%-36s %14s %14s %8s\n' "pingpong $PAIRS pairs p99 ms" "$r_p99" "$q_p99" "$(ratio "$q_p99" "$r_p99")"
-printf '%-36s %14s %14s\n' "conns $CONNS PSS KiB (all processes)" "$r_pss" "$q_pss"
-printf '%-36s %14s %14s %8s\n' "group $MEMBERS deliveries/s (vs pp)" "-" "$g_rate" "$(ratio "$g_rate" "$q_rate")"
-printf '%-36s %14s %14s %8s\n' "p99 ms alone / during login storm" "$s_alone" "$s_storm" "$(ratio "$s_storm" "$s_alone")"
-printf '%-36s %14s %14s\n' "login storm logins/s" "-" "$(median storm_login_rate)"
+printf '%-40s %14s %14s %8s\n' "row" "relay_ref" "qchatd" "ratio"
+printf '%-40s %14s %14s %8s\n' "pingpong $PAIRS pairs msgs/s" "$r_rate" "$q_rate" "$(ratio "$q_rate" "$r_rate")"
+printf '%-40s %14s %14s %8s\n' "pingpong $PAIRS pairs p99 ms" "$r_p99" "$q_p99" "$(ratio "$q_p99" "$r_p99")"
+printf '%-40s %14s %14s\n' "conns $CONNS PSS KiB (all processes)" "$r_pss" "$q_pss"
+printf '%-40s %14s %14s %8s\n' "group $MEMBERS deliveries/s (vs pp)" "-" "$g_rate" "$(ratio "$g_rate" "$q_rate")"
+printf '%-40s %14s %14s %8s\n' "p99 ms alone / during login storm" "$s_alone" "$s_storm" "$(ratio "$s_storm" "$s_alone")"
+printf '%-40s %14s %14s\n' "login storm logins/s" "-" "$(median storm_login_rate)"
+printf '%-40s %14s %14s %8s\n' "cluster msgs/s (vs one node $c_q)" "$c_r" "$c_c" "$(ratio "$c_c" "$c_q")"
+printf '%-40s %14s %14s %8s\n' "cluster p99 ms / errors / stalls" "-" "$(median cl_p99_c)" \
+    "$(median cl_errors_c)/$(median cl_stalls_c)"
+for st in sqlite mysql; do
+    printf '%-40s %14s %14s\n' "offline $OFFLINE_BACKLOG: login p50 / max ms ($st)" \
+        "$(median "off_p50_$st")" "$(median "off_max_$st")"
+    printf '%-40s %14s %14s\n' "  empty-mailbox login p50 ms / store/s" \
+        "$(median "off_empty_$st")" "$(median "off_store_$st")"
+done
+printf '%-40s %14s %14s\n' "big $BIG_CONNS sessions PSS KiB" "$(median big_pss_r)" "$(median big_pss_q)"
+printf '%-40s %14s %14s\n' "big: held (median) / runs all held" "-" \
+    "$(median big_held_q)/$(cat "$res/big_ok_q" 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')"
 echo
 say "commands (ids files and ports vary per run):"
 sed 's/^/    /' "$tmp/commands"

@@ -30,6 +30,7 @@ QCHATD=$B/qchatd
 QCHAT=$B/qchat
 QCHATCTL=$B/qchatctl
 H=$top/tests/harness
+. "$H/lib.sh"
 
 NODES=2
 WORKERS=${CLUSTER_WORKERS:-2}
@@ -54,45 +55,12 @@ stopping=0
 say() { echo "cluster: $*"; }
 die() { echo "cluster: $*" >&2; cleanup; exit 1; }
 
-random_port() {
-    n=$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')
-    echo $((PORT_MIN + n % PORT_SPAN))
-}
-
-port_free() {
-    [ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]
-}
-
-accepting() {
-    [ -n "$(ss -Hltn "src 127.0.0.1:$1" 2>/dev/null)" ]
-}
-
-alive() {
-    kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]
-}
-
 # stop_node PID: SIGTERM the master, bounded wait, then SIGKILL it and
 # every child it had (workers, relay), by PID.
 stop_node() {
-    np=$1
-    alive "$np" || return 0
-    kids=$(cat "/proc/$np/task/$np/children" 2>/dev/null || true)
-    kill -TERM "$np" 2>/dev/null || true
-    n=0
-    while alive "$np" && [ $n -lt $((STOP_WAIT * 10)) ]; do
-        sleep $POLL
-        n=$((n + 1))
-    done
-    if alive "$np"; then
-        say "node pid $np did not stop within ${STOP_WAIT}s: SIGKILL"
-        kill -KILL "$np" 2>/dev/null || true
-    fi
-    for k in $kids; do
-        if { tr '\0' ' ' <"/proc/$k/cmdline"; } 2>/dev/null | grep -q '^qchatd:'; then
-            kill -KILL "$k" 2>/dev/null || true
-        fi
-    done
-    wait "$np" 2>/dev/null || true
+    alive "$1" || return 0
+    stop_pid "$1" "$STOP_WAIT" qchatd: ||
+        say "node pid $1 did not stop within ${STOP_WAIT}s: SIGKILL"
 }
 
 cleanup() {
@@ -107,17 +75,18 @@ cleanup() {
     done
     [ -d "$tmp/redis" ] && sh "$H/redis.sh" stop "$tmp/redis" 2>/dev/null
     [ -d "$tmp/mariadb" ] && sh "$H/mariadb.sh" stop "$tmp/mariadb" 2>/dev/null
-    if [ "${KEEP:-0}" = 1 ]; then
-        say "kept $tmp"
-    else
-        rm -rf "$tmp"
-    fi
+    finish_tmp
 }
 
 on_signal() {
     echo
     cleanup
     exit 0
+}
+
+# node_ready N PORT: node N accepts on PORT and answers on its control socket.
+node_ready() {
+    accepting "$2" && "$QCHATCTL" -s "$tmp/node$1.sock" status >/dev/null 2>&1
 }
 
 # start_node N: qchatd node_id N on a free port; sets node_port.
@@ -150,17 +119,10 @@ start_node() {
             "$@" </dev/null >>"$log" 2>&1 &
         np=$!
         node_pids="$node_pids $np"
-        w=0
-        while [ $w -lt $((START_WAIT * 10)) ]; do
-            alive "$np" || break
-            if accepting "$node_port" &&
-                "$QCHATCTL" -s "$tmp/node$n.sock" status >/dev/null 2>&1; then
-                eval "node${n}_pid=$np node${n}_port=$node_port"
-                return 0
-            fi
-            sleep $POLL
-            w=$((w + 1))
-        done
+        if wait_started "$np" "$START_WAIT" node_ready "$n" "$node_port"; then
+            eval "node${n}_pid=$np node${n}_port=$node_port"
+            return 0
+        fi
         stop_node "$np"
         grep -q 'in use' "$log" 2>/dev/null || break
     done
@@ -170,14 +132,7 @@ start_node() {
 
 # wait_relay N: node N's relay says connected (qchatctl status --json).
 wait_relay() {
-    w=0
-    while [ $w -lt $((START_WAIT * 10)) ]; do
-        "$QCHATCTL" -s "$tmp/node$1.sock" --json status 2>/dev/null |
-            grep -q '"relay": *{[^}]*"state": *"connected"' && return 0
-        sleep $POLL
-        w=$((w + 1))
-    done
-    return 1
+    wait_until "$START_WAIT" relay_connected "$tmp/node$1.sock"
 }
 
 print_banner() {

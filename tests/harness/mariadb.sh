@@ -21,7 +21,9 @@
 # in DIR.  It is tuned for tests: no fsync per commit, no doublewrite.  As
 # root it runs as root (--user=root): DIR then needs no chown.
 set -eu
+. "$(dirname "$0")/lib.sh"
 
+PROG=mariadb.sh
 PORT_MIN=20000
 PORT_SPAN=40000           # ports tried: PORT_MIN .. PORT_MIN+PORT_SPAN-1
 PORT_ATTEMPTS=5           # fresh ports tried when one turns out taken
@@ -31,11 +33,6 @@ POLL=0.1                  # seconds between checks
 DB_USER=qchat
 DB_PATTERN='qchat\_%'     # grant pattern: databases named qchat_*
 
-die() {
-    echo "mariadb.sh: $*" >&2
-    exit 1
-}
-
 usage() {
     echo "usage: mariadb.sh start DIR | stop DIR | createdb DIR NAME | dropdb DIR NAME | sql DIR [DB]" >&2
     exit 2
@@ -43,31 +40,6 @@ usage() {
 
 need() {
     command -v "$1" >/dev/null 2>&1 || die "$1 not found (apt-get install mariadb-server mariadb-client)"
-}
-
-# Absolute path of a directory (created when $2 is "new"), without quotes in it.
-absdir() {
-    if [ "${2:-}" = new ]; then
-        mkdir -p "$1"
-    elif [ ! -d "$1" ]; then
-        die "$1: no such directory"
-    fi
-    d=$(cd "$1" && pwd -P)
-    case $d in
-        *\'* | *' '*) die "directory '$d' must not contain quotes or spaces" ;;
-    esac
-    echo "$d"
-}
-
-random_port() {
-    n=$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')
-    echo $((PORT_MIN + n % PORT_SPAN))
-}
-
-# Free as far as ss(8) can tell; without ss, a taken port shows when mariadbd binds.
-port_free() {
-    command -v ss >/dev/null 2>&1 || return 0
-    [ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]
 }
 
 # Seconds since the epoch with fractions, for the start-up time.
@@ -90,19 +62,9 @@ server_pid() {
     echo "$p"
 }
 
-# Wait until the server answers a query; fails early if it died.
-wait_answering() {
-    wdir=$1
-    wpid=$2
-    deadline=$(( $(date +%s) + START_WAIT ))
-    while [ "$(date +%s)" -lt "$deadline" ]; do
-        kill -0 "$wpid" 2>/dev/null || return 1
-        if [ -S "$wdir/mysql.sock" ] && client "$wdir" -e 'SELECT 1' >/dev/null 2>&1; then
-            return 0
-        fi
-        sleep "$POLL"
-    done
-    return 1
+# The server in DIR answers a query.
+answering() {
+    [ -S "$1/mysql.sock" ] && client "$1" -e 'SELECT 1' >/dev/null 2>&1
 }
 
 install_datadir() {
@@ -131,7 +93,7 @@ launch() {
     mariadbd "$@" </dev/null >>"$ldir/mariadbd.out" 2>&1 &
     lpid=$!
     echo "$lpid" >"$ldir/mariadbd.pid.saved"
-    if wait_answering "$ldir" "$lpid"; then
+    if wait_started "$lpid" "$START_WAIT" answering "$ldir"; then
         echo "$lpid"
         return 0
     fi
@@ -212,17 +174,8 @@ cmd_stop() {
         return 0
     fi
     kill -CONT "$pid" 2>/dev/null || true
-    kill -TERM "$pid" 2>/dev/null || true
-    deadline=$(( $(date +%s) + STOP_WAIT ))
-    while kill -0 "$pid" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do
-        # A zombie child of this shell would stay "alive": reap it.
-        [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ] && break
-        sleep "$POLL"
-    done
-    if kill -0 "$pid" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then
+    stop_pid "$pid" "$STOP_WAIT" ||
         echo "mariadb.sh: pid $pid did not stop within ${STOP_WAIT}s: SIGKILL" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
     rm -f "$dir/mariadbd.pid.saved"
 }
 

@@ -22,7 +22,9 @@
 # the nodes (tests rely on it to land users on different nodes); the
 # production example, etc/nginx-qchat.conf, uses least_conn.
 set -eu
+. "$(dirname "$0")/lib.sh"
 
+PROG=nginx.sh
 STREAM_MODULE=${NGINX_STREAM_MODULE:-/usr/lib/nginx/modules/ngx_stream_module.so}
 PORT_MIN=20000
 PORT_SPAN=12000           # ports tried: 20000..31999, below the ephemeral range
@@ -36,11 +38,6 @@ MAX_FAILS=3               # failed connects before a node is left out ...
 FAIL_TIMEOUT=5s           # ... for this long
 WORKER_CONNECTIONS=4096   # each proxied client takes two
 
-die() {
-    echo "nginx.sh: $*" >&2
-    exit 1
-}
-
 usage() {
     echo "usage: nginx.sh start DIR PORT UPSTREAM... | stop DIR" >&2
     exit 2
@@ -50,31 +47,23 @@ need() {
     command -v "$1" >/dev/null 2>&1 || die "$1 not found (apt-get install nginx-light libnginx-mod-stream)"
 }
 
-# Absolute path of a directory (created when $2 is "new"), without quotes in it.
-absdir() {
-    if [ "${2:-}" = new ]; then
-        mkdir -p "$1"
-    elif [ ! -d "$1" ]; then
-        die "$1: no such directory"
-    fi
-    d=$(cd "$1" && pwd -P)
+# absdir, and no ';' or '"' either: nginx.conf takes the directory unquoted.
+nginx_dir() {
+    d=$(absdir "$@") || exit 1
     case $d in
-        *\'* | *' '* | *\;* | *\"*) die "directory '$d' must not contain quotes, spaces or ';'" ;;
+        *\;* | *\"*) die "directory '$d' must not contain quotes, spaces or ';'" ;;
     esac
     echo "$d"
 }
 
-random_port() {
-    n=$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')
-    echo $((PORT_MIN + n % PORT_SPAN))
+# The nginx from DIR is gone.
+stopped() {
+    ! server_pid "$1" >/dev/null
 }
 
-port_free() {
-    [ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]
-}
-
-accepting() {
-    [ -n "$(ss -Hltn "src 127.0.0.1:$1" 2>/dev/null)" ]
+# nginx accepts on PORT and has written its pid file in DIR.
+started() {
+    accepting "$1" && [ -s "$2/nginx.pid" ]
 }
 
 # PID of the nginx master started from DIR if it is alive and really ours.
@@ -140,16 +129,10 @@ launch() {
         </dev/null >>"$ldir/nginx.out" 2>&1 &
     lpid=$!
     echo "$lpid" >"$ldir/nginx.pid.saved"
-    deadline=$(( $(date +%s) + START_WAIT ))
-    while [ "$(date +%s)" -lt "$deadline" ]; do
-        kill -0 "$lpid" 2>/dev/null || break
-        [ "$(awk '{print $3}' "/proc/$lpid/stat" 2>/dev/null)" != Z ] || break
-        if accepting "$lport" && [ -s "$ldir/nginx.pid" ]; then
-            echo "$lpid"
-            return 0
-        fi
-        sleep "$POLL"
-    done
+    if wait_started "$lpid" "$START_WAIT" started "$lport" "$ldir"; then
+        echo "$lpid"
+        return 0
+    fi
     kill -9 "$lpid" 2>/dev/null || true
     wait "$lpid" 2>/dev/null || true
     rm -f "$ldir/nginx.pid.saved"
@@ -168,7 +151,7 @@ cmd_start() {
     need nginx
     need ss
     [ -r "$STREAM_MODULE" ] || die "$STREAM_MODULE not found (apt-get install libnginx-mod-stream)"
-    dir=$(absdir "$1" new)
+    dir=$(nginx_dir "$1" new)
     want=$2
     shift 2
     [ $# -ge 1 ] || usage
@@ -214,7 +197,7 @@ cmd_stop() {
         echo "nginx.sh: no nginx running from $1" >&2
         return 0
     fi
-    dir=$(absdir "$1")
+    dir=$(nginx_dir "$1")
     if ! pid=$(server_pid "$dir"); then
         echo "nginx.sh: no nginx running from $dir" >&2
         rm -f "$dir/nginx.pid.saved"
@@ -223,11 +206,7 @@ cmd_stop() {
     # The master's workers, to make sure none outlives a SIGKILLed master.
     workers=$(cat "/proc/$pid/task/$pid/children" 2>/dev/null || true)
     kill -TERM "$pid" 2>/dev/null || true
-    deadline=$(( $(date +%s) + STOP_WAIT ))
-    while server_pid "$dir" >/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do
-        sleep "$POLL"
-    done
-    if server_pid "$dir" >/dev/null; then
+    if ! wait_until "$STOP_WAIT" stopped "$dir"; then
         echo "nginx.sh: pid $pid did not stop within ${STOP_WAIT}s: SIGKILL" >&2
         kill -KILL "$pid" 2>/dev/null || true
     fi

@@ -16,7 +16,9 @@
 # server runs in the caller's process group, in the foreground of a
 # background job (no daemonize), so its PID is known without a race.
 set -eu
+. "$(dirname "$0")/lib.sh"
 
+PROG=redis.sh
 PORT_MIN=20000
 PORT_SPAN=12000           # ports tried: 20000..31999, below the ephemeral range
 PORT_ATTEMPTS=5           # fresh ports tried when one turns out taken
@@ -25,11 +27,6 @@ START_WAIT=20             # seconds for the server to answer PING
 STOP_WAIT=10              # seconds for a clean stop before SIGKILL
 POLL=0.05                 # seconds between checks
 
-die() {
-    echo "redis.sh: $*" >&2
-    exit 1
-}
-
 usage() {
     echo "usage: redis.sh start DIR [PORT] | stop DIR" >&2
     exit 2
@@ -37,29 +34,6 @@ usage() {
 
 need() {
     command -v "$1" >/dev/null 2>&1 || die "$1 not found (apt-get install redis-server)"
-}
-
-# Absolute path of a directory (created when $2 is "new"), without quotes in it.
-absdir() {
-    if [ "${2:-}" = new ]; then
-        mkdir -p "$1"
-    elif [ ! -d "$1" ]; then
-        die "$1: no such directory"
-    fi
-    d=$(cd "$1" && pwd -P)
-    case $d in
-        *\'* | *' '*) die "directory '$d' must not contain quotes or spaces" ;;
-    esac
-    echo "$d"
-}
-
-random_port() {
-    n=$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')
-    echo $((PORT_MIN + n % PORT_SPAN))
-}
-
-port_free() {
-    [ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]
 }
 
 # PID of the server started from DIR if it is alive and really ours.
@@ -71,6 +45,11 @@ server_pid() {
     tr '\0' ' ' < "/proc/$p/cmdline" | grep -q "redis-server" || return 1
     [ "$(readlink "/proc/$p/cwd" 2>/dev/null)" = "$1" ] || return 1
     echo "$p"
+}
+
+# The server from DIR is gone.
+stopped() {
+    ! server_pid "$1" >/dev/null
 }
 
 answering() {
@@ -89,15 +68,10 @@ launch() {
         </dev/null >>"$ldir/redis.out" 2>&1) &
     lpid=$!
     echo "$lpid" >"$ldir/redis.pid.saved"
-    deadline=$(( $(date +%s) + START_WAIT ))
-    while [ "$(date +%s)" -lt "$deadline" ]; do
-        kill -0 "$lpid" 2>/dev/null || break
-        if answering "$lport"; then
-            echo "$lpid"
-            return 0
-        fi
-        sleep "$POLL"
-    done
+    if wait_started "$lpid" "$START_WAIT" answering "$lport"; then
+        echo "$lpid"
+        return 0
+    fi
     kill -9 "$lpid" 2>/dev/null || true
     wait "$lpid" 2>/dev/null || true
     rm -f "$ldir/redis.pid.saved"
@@ -164,11 +138,7 @@ cmd_stop() {
     fi
     kill -CONT "$pid" 2>/dev/null || true
     kill -TERM "$pid" 2>/dev/null || true
-    deadline=$(( $(date +%s) + STOP_WAIT ))
-    while server_pid "$dir" >/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do
-        sleep "$POLL"
-    done
-    if server_pid "$dir" >/dev/null; then
+    if ! wait_until "$STOP_WAIT" stopped "$dir"; then
         echo "redis.sh: pid $pid did not stop within ${STOP_WAIT}s: SIGKILL" >&2
         kill -KILL "$pid" 2>/dev/null || true
     fi

@@ -15,18 +15,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <hiredis/hiredis.h>
@@ -57,64 +51,7 @@ struct cl_cluster cl;
 
 static bool initialized;
 
-/* ---- time and processes ---------------------------------------------- */
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-        ;
-}
-
-static int read_file_line(const char *path, char *out, size_t outlen)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd == -1)
-        return -1;
-    ssize_t n = read(fd, out, outlen - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    for (ssize_t i = 0; i < n; i++)
-        if (out[i] == '\0')
-            out[i] = ' ';
-    out[n] = '\0';
-    return 0;
-}
-
-/* Alive and not a zombie. */
-static bool process_alive(pid_t pid)
-{
-    char path[64], stat[LINE_MAX_LEN];
-    if (pid <= 0 || kill(pid, 0) == -1)
-        return false;
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    if (read_file_line(path, stat, sizeof(stat)) != 0)
-        return false;
-    char *p = strrchr(stat, ')');
-    return p != NULL && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
-}
-
-static bool process_titled(pid_t pid, const char *prefix)
-{
-    char path[64], cmd[LINE_MAX_LEN];
-    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
-    return read_file_line(path, cmd, sizeof(cmd)) == 0 &&
-           strncmp(cmd, prefix, strlen(prefix)) == 0;
-}
-
-/* ---- the directory and the scripts ----------------------------------- */
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
-static void remove_dir(const char *dir)
-{
-    if (dir[0] != '\0' && nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
-        fprintf(stderr, "cluster: could not remove %s: %s\n", dir, strerror(errno));
-}
+/* ---- the scripts ------------------------------------------------------ */
 
 static void script_path(char *out, size_t outlen, const char *name)
 {
@@ -159,7 +96,7 @@ static int run_script(const char *name, const char *const *args, int limit_s)
     int status = 0;
     pid_t r;
     while ((r = waitpid(pid, &status, WNOHANG)) == 0 && h_now_ms() < deadline)
-        sleep_ms(POLL_MS);
+        h_sleep_ms(POLL_MS);
     if (r == 0) {
         fprintf(stderr, "cluster: %s %s did not finish within %d s: killed\n", name, args[0],
                 limit_s);
@@ -253,12 +190,7 @@ static void init_once(void)
     if (initialized)
         return;
     initialized = true;
-    signal(SIGPIPE, SIG_IGN);
-    static const int fatal[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
-    for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
-        signal(fatal[i], on_fatal_signal);
-    atexit(stop_at_exit);
-    setvbuf(stdout, NULL, _IOLBF, 0);
+    h_install_exit_handlers(on_fatal_signal, stop_at_exit);
     for (int i = 0; i < CL_NODES; i++) {
         cl.node[i].index = i;
         cl.node[i].exit_status = -1;
@@ -392,9 +324,9 @@ int cl_redis_kill(void)
     if (kill(cl.redis_pid, SIGKILL) != 0)
         return -1;
     int64_t deadline = h_now_ms() + CHILD_GONE_MS;
-    while (process_alive(cl.redis_pid) && h_now_ms() < deadline)
-        sleep_ms(POLL_MS);
-    if (process_alive(cl.redis_pid))
+    while (h_process_alive(cl.redis_pid) && h_now_ms() < deadline)
+        h_sleep_ms(POLL_MS);
+    if (h_process_alive(cl.redis_pid))
         return -1;
     cl.redis_pid = 0;
     return 0;
@@ -445,7 +377,7 @@ bool cl_wait_numsub(int32_t uid, long want, int timeout_ms)
             return true;
         if (h_now_ms() >= deadline)
             return false;
-        sleep_ms(POLL_MS);
+        h_sleep_ms(POLL_MS);
     }
 }
 
@@ -487,41 +419,13 @@ static void nginx_stop(void)
 
 /* ---- the nodes ------------------------------------------------------------ */
 
-static int free_loopback_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd == -1)
-        return -1;
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = 0 };
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(sa);
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
-}
-
-static bool port_accepting(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd == -1)
-        return false;
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    close(fd);
-    return ok;
-}
-
 static void remember_child(struct cl_node *n, pid_t pid)
 {
     int free_slot = -1;
     for (int k = 0; k < CL_MAX_CHILDREN; k++) {
         if (n->children[k] == pid)
             return;
-        if (free_slot < 0 && (n->children[k] == 0 || !process_alive(n->children[k])))
+        if (free_slot < 0 && (n->children[k] == 0 || !h_process_alive(n->children[k])))
             free_slot = k;
     }
     if (free_slot >= 0)
@@ -531,23 +435,14 @@ static void remember_child(struct cl_node *n, pid_t pid)
 int cl_node_children(int i, pid_t *pids, int max)
 {
     struct cl_node *n = &cl.node[i];
-    char path[64], line[LINE_MAX_LEN];
+    pid_t seen[CL_MAX_CHILDREN];
     if (n->pid <= 0)
         return 0;
-    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)n->pid, (int)n->pid);
-    if (read_file_line(path, line, sizeof(line)) != 0)
-        return 0;
-    int count = 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(line, " \n", &save); tok != NULL;
-         tok = strtok_r(NULL, " \n", &save)) {
-        pid_t pid = (pid_t)atoi(tok);
-        if (pid <= 0 || !process_titled(pid, TITLE_ANY))
-            continue;
-        remember_child(n, pid);
-        if (pids != NULL && count < max)
-            pids[count] = pid;
-        count++;
+    int count = h_child_pids(n->pid, TITLE_ANY, seen, CL_MAX_CHILDREN);
+    for (int k = 0; k < count; k++) {
+        remember_child(n, seen[k]);
+        if (pids != NULL && k < max)
+            pids[k] = seen[k];
     }
     return count;
 }
@@ -557,7 +452,7 @@ int cl_node_workers(int i)
     pid_t pids[CL_MAX_CHILDREN];
     int n = cl_node_children(i, pids, CL_MAX_CHILDREN), workers = 0;
     for (int k = 0; k < n && k < CL_MAX_CHILDREN; k++)
-        if (process_titled(pids[k], TITLE_WORKER))
+        if (h_process_titled(pids[k], TITLE_WORKER))
             workers++;
     return workers;
 }
@@ -567,7 +462,7 @@ pid_t cl_node_relay_pid(int i)
     pid_t pids[CL_MAX_CHILDREN];
     int n = cl_node_children(i, pids, CL_MAX_CHILDREN);
     for (int k = 0; k < n && k < CL_MAX_CHILDREN; k++)
-        if (process_titled(pids[k], TITLE_RELAY))
+        if (h_process_titled(pids[k], TITLE_RELAY))
             return pids[k];
     return 0;
 }
@@ -575,16 +470,12 @@ pid_t cl_node_relay_pid(int i)
 pid_t cl_node_worker_pid(int i, int index)
 {
     pid_t pids[CL_MAX_CHILDREN];
-    char title[64], path[64], cmd[LINE_MAX_LEN];
+    char title[64];
     int n = cl_node_children(i, pids, CL_MAX_CHILDREN);
     snprintf(title, sizeof(title), TITLE_WORKER " %d", index);
-    size_t tlen = strlen(title);
-    for (int k = 0; k < n && k < CL_MAX_CHILDREN; k++) {
-        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pids[k]);
-        if (read_file_line(path, cmd, sizeof(cmd)) == 0 && strncmp(cmd, title, tlen) == 0 &&
-            (cmd[tlen] == '\0' || cmd[tlen] == ' '))
+    for (int k = 0; k < n && k < CL_MAX_CHILDREN; k++)
+        if (h_process_titled_word(pids[k], title))
             return pids[k];
-    }
     return 0;
 }
 
@@ -603,19 +494,6 @@ bool cl_node_running(int i)
         return false;
     }
     return true;
-}
-
-static bool log_contains(const char *path, const char *needle)
-{
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return false;
-    char line[LINE_MAX_LEN];
-    bool found = false;
-    while (!found && fgets(line, sizeof(line), f) != NULL)
-        found = strstr(line, needle) != NULL;
-    fclose(f);
-    return found;
 }
 
 static pid_t spawn_node(int i)
@@ -652,36 +530,7 @@ static pid_t spawn_node(int i)
         argv[argc++] = opt[k];
     }
     argv[argc] = NULL;
-
-    FILE *log = fopen(n->log_path, "ae");
-    if (log != NULL) {
-        fprintf(log, "#");
-        for (int k = 0; k < argc; k++)
-            fprintf(log, " %s", argv[k]);
-        fprintf(log, "\n");
-        fclose(log);
-    }
-
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid == -1) {
-        perror("cluster: fork");
-        return -1;
-    }
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent)
-            _exit(127);
-        int fd = open(n->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        int nul = open("/dev/null", O_RDONLY);
-        if (fd == -1 || nul == -1 || dup2(nul, 0) == -1 || dup2(fd, 1) == -1 || dup2(fd, 2) == -1)
-            _exit(126);
-        signal(SIGPIPE, SIG_DFL);
-        execv(bin, (char *const *)argv);
-        dprintf(2, "cluster: exec %s: %s\n", bin, strerror(errno));
-        _exit(127);
-    }
-    return pid;
+    return h_spawn_logged(argv, n->log_path, NULL);
 }
 
 enum ready { READY, PORT_BUSY, NOT_READY };
@@ -695,13 +544,13 @@ static enum ready wait_node_ready(int i)
 
     while (h_now_ms() < deadline) {
         if (!cl_node_running(i))
-            return log_contains(n->log_path, PORT_BUSY_TEXT) ? PORT_BUSY : NOT_READY;
+            return h_file_contains(n->log_path, PORT_BUSY_TEXT) ? PORT_BUSY : NOT_READY;
         if (!accepting)
-            accepting = port_accepting(n->port);
+            accepting = h_port_accepting(n->port);
         if (accepting && cl_node_workers(i) >= CL_WORKERS && cl_relay_state(i, state, sizeof(state)) &&
             strcmp(state, RELAY_CONNECTED) == 0)
             return READY;
-        sleep_ms(POLL_MS);
+        h_sleep_ms(POLL_MS);
     }
     fprintf(stderr, "cluster: node %d not ready within %d ms (accepting %d, workers %d, "
             "relay \"%s\")\n", i + 1, NODE_START_MS, accepting, cl_node_workers(i), state);
@@ -724,7 +573,7 @@ int cl_node_start(int i)
 
     for (int attempt = 0; attempt < PORT_ATTEMPTS; attempt++) {
         if (!fixed_port)
-            n->port = free_loopback_port();
+            n->port = h_free_port();
         if (n->port <= 0)
             return -1;
         n->pid = spawn_node(i);
@@ -740,7 +589,7 @@ int cl_node_start(int i)
         case PORT_BUSY:
             cl_node_stop(i);
             if (fixed_port) {
-                sleep_ms(POLL_MS * 10);    /* the old sockets may linger a moment */
+                h_sleep_ms(POLL_MS * 10);    /* the old sockets may linger a moment */
                 continue;
             }
             continue;
@@ -763,9 +612,9 @@ static int reap_children(struct cl_node *n)
         pid_t pid = n->children[k];
         if (pid <= 0)
             continue;
-        while (process_alive(pid) && process_titled(pid, TITLE_ANY) && h_now_ms() < deadline)
-            sleep_ms(POLL_MS);
-        if (process_alive(pid) && process_titled(pid, TITLE_ANY)) {
+        while (h_process_alive(pid) && h_process_titled(pid, TITLE_ANY) && h_now_ms() < deadline)
+            h_sleep_ms(POLL_MS);
+        if (h_process_alive(pid) && h_process_titled(pid, TITLE_ANY)) {
             fprintf(stderr, "cluster: killing leftover child %d of node %d\n", (int)pid,
                     n->index + 1);
             kill(pid, SIGKILL);
@@ -789,7 +638,7 @@ void cl_node_stop(int i)
         int status = 0;
         pid_t r;
         while ((r = waitpid(n->pid, &status, WNOHANG)) == 0 && h_now_ms() < deadline)
-            sleep_ms(POLL_MS);
+            h_sleep_ms(POLL_MS);
         if (r == 0) {
             fprintf(stderr, "cluster: node %d (%d) did not stop within %d ms: SIGKILL\n", i + 1,
                     (int)n->pid, NODE_STOP_MS);
@@ -852,7 +701,7 @@ bool cl_wait_relay(int i, const char *state, int timeout_ms)
             return true;
         if (h_now_ms() >= deadline)
             return false;
-        sleep_ms(POLL_MS);
+        h_sleep_ms(POLL_MS);
     }
 }
 
@@ -895,67 +744,30 @@ bool cl_wait_node_of(int32_t uid, int node, int timeout_ms)
             return true;
         if (h_now_ms() >= deadline)
             return false;
-        sleep_ms(POLL_MS);
+        h_sleep_ms(POLL_MS);
     }
 }
 
 /* ---- logs ------------------------------------------------------------------ */
-
-static void file_tail(const char *path, int lines)
-{
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long size = ftell(f), pos = size;
-        int seen = 0;
-        while (pos > 0 && seen <= lines) {
-            pos--;
-            if (fseek(f, pos, SEEK_SET) != 0)
-                break;
-            if (fgetc(f) == '\n' && pos != size - 1)
-                seen++;
-        }
-        if (fseek(f, pos == 0 ? 0 : pos + 1, SEEK_SET) != 0)
-            rewind(f);
-    }
-    fprintf(stderr, "---- last %d lines of %s ----\n", lines, path);
-    char buf[LINE_MAX_LEN];
-    while (fgets(buf, sizeof(buf), f) != NULL)
-        fputs(buf, stderr);
-    fprintf(stderr, "---- end of %s ----\n", path);
-    fclose(f);
-}
 
 void cl_log_tails(int lines)
 {
     char path[PATH_MAX];
     for (int i = 0; i < CL_NODES; i++)
         if (cl.node[i].log_path[0] != '\0')
-            file_tail(cl.node[i].log_path, lines);
+            h_file_tail(cl.node[i].log_path, lines);
     if (cl.nginx_dir[0] != '\0') {
         snprintf(path, sizeof(path), "%s/error.log", cl.nginx_dir);
-        file_tail(path, lines / 4);
+        h_file_tail(path, lines / 4);
     }
 }
 
-static const char *const sanitizer_marks[] = {
-    "ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "ThreadSanitizer",
-};
-
 int cl_sanitizer_lines(int i)
 {
-    FILE *f = fopen(cl.node[i].log_path, "re");
-    if (f == NULL)
-        return 0;
-    char line[LINE_MAX_LEN];
-    int found = 0;
-    while (fgets(line, sizeof(line), f) != NULL)
-        for (size_t k = 0; k < sizeof(sanitizer_marks) / sizeof(sanitizer_marks[0]); k++)
-            if (strstr(line, sanitizer_marks[k]) != NULL && found++ < 20)
-                fprintf(stderr, "node %d log: %s", i + 1, line);
-    fclose(f);
-    return found;
+    char label[32];
+    snprintf(label, sizeof(label), "node %d log", i + 1);
+    int found = h_sanitizer_lines(cl.node[i].log_path, label);
+    return found < 0 ? 0 : found;
 }
 
 /* ---- everything ------------------------------------------------------------ */
@@ -1010,11 +822,11 @@ void cl_stop(void)
         if (cl.own_mysql && cl.mysql_dir[0] != '\0') {
             char data[PATH_MAX];
             snprintf(data, sizeof(data), "%s/data", cl.mysql_dir);
-            remove_dir(data);        /* ~100 MB; the logs stay */
+            h_remove_dir(data);        /* ~100 MB; the logs stay */
         }
         fprintf(stderr, "cluster: kept the logs in %s for inspection\n", cl.dir);
     } else {
-        remove_dir(cl.dir);
+        h_remove_dir(cl.dir);
     }
     cl.dir[0] = '\0';
 }

@@ -39,6 +39,7 @@
 #define RAW_CHUNK          65536
 #define RAW_SEND_MS        10000
 #define PROC_LINE          4096
+#define SANITIZER_LINES_SHOWN 20
 #define WORKER_TITLE       "qchatd: worker"
 #define QCHATD_TITLE       "qchatd:"
 #define PORT_BUSY_TEXT     "in use"
@@ -87,11 +88,9 @@ bool h_wait_for(bool (*cond)(void *arg), void *arg, int timeout_ms)
 
 /* ---- processes ------------------------------------------------------- */
 
-/* First line of /proc/PID/cmdline with NULs turned into spaces. */
-static int read_cmdline(pid_t pid, char *out, size_t outlen)
+/* A /proc file (one read, up to outlen - 1 bytes) with NULs turned into spaces. */
+static int read_proc_file(const char *path, char *out, size_t outlen)
 {
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd == -1)
         return -1;
@@ -106,11 +105,59 @@ static int read_cmdline(pid_t pid, char *out, size_t outlen)
     return 0;
 }
 
-static bool process_titled(pid_t pid, const char *prefix)
+static int read_cmdline(pid_t pid, char *out, size_t outlen)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+    return read_proc_file(path, out, outlen);
+}
+
+bool h_process_alive(pid_t pid)
+{
+    char path[64], stat[PROC_LINE];
+    if (pid <= 0 || kill(pid, 0) == -1)
+        return false;
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    if (read_proc_file(path, stat, sizeof(stat)) != 0)
+        return false;
+    char *p = strrchr(stat, ')');
+    return p != NULL && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+bool h_process_titled(pid_t pid, const char *prefix)
 {
     char cmd[PROC_LINE];
     return read_cmdline(pid, cmd, sizeof(cmd)) == 0 &&
            strncmp(cmd, prefix, strlen(prefix)) == 0;
+}
+
+bool h_process_titled_word(pid_t pid, const char *title)
+{
+    char cmd[PROC_LINE];
+    size_t len = strlen(title);
+    return read_cmdline(pid, cmd, sizeof(cmd)) == 0 && strncmp(cmd, title, len) == 0 &&
+           (cmd[len] == '\0' || cmd[len] == ' ');
+}
+
+int h_child_pids(pid_t parent, const char *prefix, pid_t *pids, int max)
+{
+    char path[64], line[PROC_LINE];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)parent, (int)parent);
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return 0;
+    int n = 0;
+    if (fgets(line, sizeof(line), f) != NULL) {
+        char *save = NULL;
+        for (char *tok = strtok_r(line, " \n", &save); tok != NULL && n < max;
+             tok = strtok_r(NULL, " \n", &save)) {
+            pid_t pid = (pid_t)atoi(tok);
+            if (h_process_alive(pid) && h_process_titled(pid, prefix))
+                pids[n++] = pid;
+        }
+    }
+    fclose(f);
+    return n;
 }
 
 /* Field 22 of /proc/PID/stat: start time, to tell a reused PID apart. */
@@ -153,24 +200,9 @@ static void remember_workers(const pid_t *pids, int n)
 
 int server_worker_pids(pid_t *pids, int max)
 {
-    char path[64], line[PROC_LINE];
     if (h_srv.pid <= 0)
         return 0;
-    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)h_srv.pid, (int)h_srv.pid);
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return 0;
-    int n = 0;
-    if (fgets(line, sizeof(line), f) != NULL) {
-        char *save = NULL;
-        for (char *tok = strtok_r(line, " \n", &save); tok != NULL && n < max;
-             tok = strtok_r(NULL, " \n", &save)) {
-            pid_t pid = (pid_t)atoi(tok);
-            if (pid > 0 && process_titled(pid, WORKER_TITLE))
-                pids[n++] = pid;
-        }
-    }
-    fclose(f);
+    int n = h_child_pids(h_srv.pid, WORKER_TITLE, pids, max);
     remember_workers(pids, n);
     return n;
 }
@@ -178,16 +210,12 @@ int server_worker_pids(pid_t *pids, int max)
 pid_t server_worker_pid(int index)
 {
     pid_t pids[MAX_WORKERS_SEEN];
-    char want[64], cmd[PROC_LINE];
+    char want[64];
     int n = server_worker_pids(pids, MAX_WORKERS_SEEN);
     snprintf(want, sizeof(want), WORKER_TITLE " %d", index);
-    size_t wl = strlen(want);
-    for (int i = 0; i < n; i++) {
-        if (read_cmdline(pids[i], cmd, sizeof(cmd)) != 0)
-            continue;
-        if (strncmp(cmd, want, wl) == 0 && (cmd[wl] == '\0' || cmd[wl] == ' '))
+    for (int i = 0; i < n; i++)
+        if (h_process_titled_word(pids[i], want))
             return pids[i];
-    }
     return 0;
 }
 
@@ -214,7 +242,12 @@ bool server_running(void)
 
 void server_log_tail(int lines)
 {
-    FILE *f = fopen(h_srv.log_path, "re");
+    h_file_tail(h_srv.log_path, lines);
+}
+
+void h_file_tail(const char *path, int lines)
+{
+    FILE *f = fopen(path, "re");
     if (f == NULL)
         return;
     /* Find the start of the last `lines` lines by scanning backwards. */
@@ -231,11 +264,11 @@ void server_log_tail(int lines)
         if (fseek(f, pos == 0 ? 0 : pos + 1, SEEK_SET) != 0)
             rewind(f);
     }
-    fprintf(stderr, "---- last %d lines of %s ----\n", lines, h_srv.log_path);
+    fprintf(stderr, "---- last %d lines of %s ----\n", lines, path);
     char buf[PROC_LINE];
     while (fgets(buf, sizeof(buf), f) != NULL)
         fputs(buf, stderr);
-    fprintf(stderr, "---- end of server log ----\n");
+    fprintf(stderr, "---- end of %s ----\n", path);
     fclose(f);
 }
 
@@ -243,7 +276,7 @@ void server_log_tail(int lines)
 static bool seen_worker_alive(int i)
 {
     pid_t pid = workers_seen[i];
-    return pid > 0 && process_titled(pid, QCHATD_TITLE) &&
+    return pid > 0 && h_process_titled(pid, QCHATD_TITLE) &&
            process_start_time(pid) == workers_started[i];
 }
 
@@ -284,17 +317,22 @@ static void stop_at_exit(void)
     server_stop();
 }
 
+void h_install_exit_handlers(void (*on_signal)(int), void (*at_exit)(void))
+{
+    signal(SIGPIPE, SIG_IGN);
+    static const int fatal[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
+    for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
+        signal(fatal[i], on_signal);
+    atexit(at_exit);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+}
+
 static void harness_init(void)
 {
     if (harness_ready)
         return;
     harness_ready = true;
-    signal(SIGPIPE, SIG_IGN);
-    static const int fatal[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
-    for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
-        signal(fatal[i], on_fatal_signal);
-    atexit(stop_at_exit);
-    setvbuf(stdout, NULL, _IOLBF, 0);
+    h_install_exit_handlers(on_fatal_signal, stop_at_exit);
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -302,13 +340,13 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
     return remove(path);
 }
 
-static void remove_dir(const char *dir)
+void h_remove_dir(const char *dir)
 {
     if (dir[0] != '\0' && nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
         fprintf(stderr, "harness: could not remove %s: %s\n", dir, strerror(errno));
 }
 
-static int free_loopback_port(void)
+int h_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd == -1)
@@ -340,9 +378,18 @@ static int connect_loopback(int port)
     return fd;
 }
 
-static bool log_contains(const char *needle)
+bool h_port_accepting(int port)
 {
-    FILE *f = fopen(h_srv.log_path, "re");
+    int fd = connect_loopback(port);
+    if (fd < 0)
+        return false;
+    close(fd);
+    return true;
+}
+
+bool h_file_contains(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "re");
     if (f == NULL)
         return false;
     char line[PROC_LINE];
@@ -434,10 +481,15 @@ static pid_t spawn_server(const char *const *extra)
     }
     argv[argc] = NULL;
 
-    FILE *log = fopen(h_srv.log_path, "ae");
+    return h_spawn_logged(argv, h_srv.log_path, NULL);
+}
+
+pid_t h_spawn_logged(const char *const *argv, const char *log_path, void (*in_child)(void))
+{
+    FILE *log = fopen(log_path, "ae");
     if (log != NULL) {
         fprintf(log, "#");
-        for (int i = 0; i < argc; i++)
+        for (int i = 0; argv[i] != NULL; i++)
             fprintf(log, " %s", argv[i]);
         fprintf(log, "\n");
         fclose(log);
@@ -453,13 +505,15 @@ static pid_t spawn_server(const char *const *extra)
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != parent)
             _exit(127);
-        int fd = open(h_srv.log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
         int nul = open("/dev/null", O_RDONLY);
         if (fd == -1 || nul == -1 || dup2(nul, 0) == -1 || dup2(fd, 1) == -1 || dup2(fd, 2) == -1)
             _exit(126);
         signal(SIGPIPE, SIG_DFL);
-        execv(bin, (char *const *)argv);
-        dprintf(2, "harness: exec %s: %s\n", bin, strerror(errno));
+        if (in_child != NULL)
+            in_child();
+        execv(argv[0], (char *const *)argv);
+        dprintf(2, "harness: exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
     return pid;
@@ -475,14 +529,10 @@ static enum ready wait_ready(void)
 
     while (h_now_ms() < deadline) {
         if (!server_running())
-            return log_contains(PORT_BUSY_TEXT) ? NOT_READY_PORT_BUSY : NOT_READY;
-        if (!accepting) {
-            int fd = connect_loopback(h_srv.port);
-            if (fd >= 0) {
-                close(fd);
-                accepting = true;
-            }
-        }
+            return h_file_contains(h_srv.log_path, PORT_BUSY_TEXT) ? NOT_READY_PORT_BUSY
+                                                                   : NOT_READY;
+        if (!accepting)
+            accepting = h_port_accepting(h_srv.port);
         if (accepting && server_worker_pids(pids, MAX_WORKERS_SEEN) >= h_srv.workers)
             return READY;
         h_sleep_ms(POLL_STEP_MS);
@@ -539,7 +589,7 @@ int server_start(const char *const *extra_opts)
     h_srv.exit_status = -1;
 
     for (int attempt = 0; attempt < PORT_ATTEMPTS; attempt++) {
-        h_srv.port = free_loopback_port();
+        h_srv.port = h_free_port();
         if (h_srv.port <= 0) {
             fprintf(stderr, "harness: no free loopback port: %s\n", strerror(errno));
             return -1;
@@ -610,7 +660,7 @@ void server_stop(void)
         if (any_test_failed)
             fprintf(stderr, "harness: kept %s for inspection\n", h_srv.dir);
         else
-            remove_dir(h_srv.dir);
+            h_remove_dir(h_srv.dir);
         h_srv.dir[0] = '\0';
     }
 }
@@ -619,6 +669,21 @@ void server_stop(void)
 static const char *const sanitizer_marks[] = {
     "ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "ThreadSanitizer",
 };
+
+int h_sanitizer_lines(const char *path, const char *label)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return -1;
+    char line[PROC_LINE];
+    int found = 0;
+    while (fgets(line, sizeof(line), f) != NULL)
+        for (size_t i = 0; i < sizeof(sanitizer_marks) / sizeof(sanitizer_marks[0]); i++)
+            if (strstr(line, sanitizer_marks[i]) != NULL && found++ < SANITIZER_LINES_SHOWN)
+                fprintf(stderr, "%s: %s", label, line);
+    fclose(f);
+    return found;
+}
 
 void h_stop_and_check_clean(void)
 {
@@ -629,17 +694,8 @@ void h_stop_and_check_clean(void)
             H_STOP_MS, status, status != -1 && WIFSIGNALED(status) ? ", killed by a signal" : "");
     H_CHECK(h_srv.leftover_workers == 0, "%d worker(s) still running after the master exited",
             h_srv.leftover_workers);
-    FILE *f = fopen(h_srv.log_path, "re");
-    H_CHECK(f != NULL, "server log %s: %s", h_srv.log_path, strerror(errno));
-    char line[PROC_LINE];
-    int found = 0;
-    while (fgets(line, sizeof(line), f) != NULL) {
-        for (size_t i = 0; i < sizeof(sanitizer_marks) / sizeof(sanitizer_marks[0]); i++) {
-            if (strstr(line, sanitizer_marks[i]) != NULL && found++ < 20)
-                print_error("server log: %s", line);
-        }
-    }
-    fclose(f);
+    int found = h_sanitizer_lines(h_srv.log_path, "server log");
+    H_CHECK(found >= 0, "server log %s: %s", h_srv.log_path, strerror(errno));
     H_CHECK(found == 0, "%d sanitizer report line(s) in %s", found, h_srv.log_path);
 }
 

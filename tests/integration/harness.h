@@ -195,6 +195,39 @@ struct json_object *h_raw_recv(struct h_raw *r, int timeout_ms);
 /* Read until EOF: 0 clean EOF, else the errno (ECONNRESET, ETIMEDOUT). */
 int  h_raw_wait_eof(struct h_raw *r, int timeout_ms);
 
+/* ---- processes, ports and files (cluster_harness.c and tests too) ---- */
+
+/* PID exists and is neither a zombie nor dead. */
+bool  h_process_alive(pid_t pid);
+/* /proc/PID/cmdline (NULs read as spaces) starts with prefix. */
+bool  h_process_titled(pid_t pid, const char *prefix);
+/* The same, title being a whole word: "qchatd: worker 1" is not "... 10". */
+bool  h_process_titled_word(pid_t pid, const char *title);
+/* Live children of parent whose title starts with prefix; the count (<= max). */
+int   h_child_pids(pid_t parent, const char *prefix, pid_t *pids, int max);
+/*
+ * fork and exec argv[0] with argv (NULL-terminated): stdin /dev/null,
+ * stdout and stderr appended to log_path after a "# COMMAND" line, SIGTERM
+ * when the test process dies.  in_child (may be NULL) runs in the child
+ * just before the exec.  The PID, or -1.
+ */
+pid_t h_spawn_logged(const char *const *argv, const char *log_path, void (*in_child)(void));
+/* A port on 127.0.0.1 that was free a moment ago (bind port 0), -1 on failure. */
+int   h_free_port(void);
+/* A TCP connection to 127.0.0.1:port is accepted. */
+bool  h_port_accepting(int port);
+/* Some line of the file holds needle. */
+bool  h_file_contains(const char *path, const char *needle);
+/* The last lines of a file on stderr, between two marker lines. */
+void  h_file_tail(const char *path, int lines);
+/* Lines of a log holding a sanitizer report (the first printed after label); -1 no file. */
+int   h_sanitizer_lines(const char *path, const char *label);
+/* Remove a directory tree ("" does nothing); a failure is said on stderr. */
+void  h_remove_dir(const char *dir);
+/* SIGPIPE ignored, on_signal for SIGINT, SIGTERM, SIGHUP and SIGQUIT, at_exit
+ * registered with atexit(), stdout line-buffered. */
+void  h_install_exit_handlers(void (*on_signal)(int), void (*at_exit)(void));
+
 /* ---- time ----------------------------------------------------------- */
 
 int64_t h_now_ms(void);

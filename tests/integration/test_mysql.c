@@ -16,6 +16,7 @@
  * after SIGCONT the same qchatd (no restart) serves storage again.
  */
 #include "harness.h"
+#include "mysql_env.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -99,16 +100,6 @@ static const char seed_chat_to_li[] =
     "{\"id\":1,\"msgid\":5,\"msg\":\"ping\",\"name\":\"zhang san\","
     "\"time\":\"2023-03-01 10:02:00\",\"toid\":3}";
 
-static struct {
-    char  socket[PATH_MAX];
-    char  user[H_NAME_LEN * 4];
-    char  password_file[PATH_MAX];
-    char  password[256];
-    pid_t pid;
-} env;
-
-static pid_t  stopped_pid;         /* mariadbd while the outage test holds it */
-static pid_t  guard_pid;           /* resumes it should this process die first */
 static MYSQL *admin;               /* the tests' own connection */
 static unsigned db_counter;
 
@@ -116,153 +107,13 @@ static unsigned db_counter;
 
 static bool have_server(void)
 {
-    return env.socket[0] != '\0';
-}
-
-static void load_env(void)
-{
-    const char *sock = getenv("QCHAT_MYSQL_SOCKET");
-    const char *user = getenv("QCHAT_MYSQL_USER");
-    const char *pwf = getenv("QCHAT_MYSQL_PASSWORD_FILE");
-    const char *pid = getenv("QCHAT_MYSQL_PID");
-    FILE *f;
-
-    if (sock == NULL || user == NULL || pwf == NULL || pid == NULL || *sock == '\0') {
-        fprintf(stderr, "it_mysql: no private MariaDB (QCHAT_MYSQL_SOCKET, QCHAT_MYSQL_USER, "
-                "QCHAT_MYSQL_PASSWORD_FILE, QCHAT_MYSQL_PID unset): skipping.  Start one "
-                "with: tests/harness/mariadb.sh start DIR && set -a && . DIR/env && set +a\n");
-        return;
-    }
-    snprintf(env.socket, sizeof(env.socket), "%s", sock);
-    snprintf(env.user, sizeof(env.user), "%s", user);
-    snprintf(env.password_file, sizeof(env.password_file), "%s", pwf);
-    env.pid = (pid_t)atoi(pid);
-    f = fopen(pwf, "re");
-    if (f != NULL) {
-        if (fgets(env.password, sizeof(env.password), f) == NULL)
-            env.password[0] = '\0';
-        env.password[strcspn(env.password, "\r\n")] = '\0';
-        fclose(f);
-    }
-}
-
-static MYSQL *connect_raw(const char *db, unsigned long flags)
-{
-    MYSQL *m = mysql_init(NULL);
-
-    H_CHECK(m != NULL, "mysql_init: out of memory");
-    H_CHECK(mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4") == 0, "utf8mb4");
-    if (mysql_real_connect(m, NULL, env.user, env.password, db, 0, env.socket, flags) == NULL)
-        H_FAIL("connecting to %s as %s: %s", env.socket, env.user, mysql_error(m));
-    return m;
-}
-
-/* Run every statement of text (a multi-statement connection). */
-static void run_script(MYSQL *m, const char *text, const char *what)
-{
-    MYSQL_RES *res;
-    int rc;
-
-    if (mysql_real_query(m, text, strlen(text)) != 0)
-        H_FAIL("%s: %s", what, mysql_error(m));
-    do {
-        res = mysql_store_result(m);
-        if (res != NULL)
-            mysql_free_result(res);
-        else if (mysql_field_count(m) != 0)
-            H_FAIL("%s: %s", what, mysql_error(m));
-        rc = mysql_next_result(m);
-        H_CHECK(rc <= 0, "%s: %s", what, mysql_error(m));
-    } while (rc == 0);
-}
-
-static void raw_exec(MYSQL *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void raw_exec(MYSQL *m, const char *fmt, ...)
-{
-    char sql[SQL_MAX];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof(sql), fmt, ap);
-    va_end(ap);
-    run_script(m, sql, sql);
-}
-
-/* First column of the first row as text into out ("" when no row). */
-static void raw_text(MYSQL *m, char *out, size_t size, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void raw_text(MYSQL *m, char *out, size_t size, const char *fmt, ...)
-{
-    char sql[SQL_MAX];
-    MYSQL_RES *res;
-    MYSQL_ROW row;
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof(sql), fmt, ap);
-    va_end(ap);
-    if (mysql_query(m, sql) != 0)
-        H_FAIL("%s: %s", sql, mysql_error(m));
-    res = mysql_store_result(m);
-    H_CHECK(res != NULL, "%s: no result: %s", sql, mysql_error(m));
-    row = mysql_fetch_row(res);
-    snprintf(out, size, "%s", row != NULL && row[0] != NULL ? row[0] : "");
-    mysql_free_result(res);
-}
-
-static char *slurp(const char *rel)
-{
-    const char *srcdir = getenv("QCHAT_SRCDIR");
-    char path[PATH_MAX];
-    FILE *f;
-    long size = 0;
-    char *text;
-
-    snprintf(path, sizeof(path), "%s/%s", srcdir != NULL ? srcdir : ".", rel);
-    f = fopen(path, "re");
-    H_CHECK(f != NULL, "%s: %s (set QCHAT_SRCDIR to the project root)", path, strerror(errno));
-    H_CHECK(fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) > 0, "%s: empty", path);
-    rewind(f);
-    text = calloc(1, (size_t)size + 1);
-    H_CHECK(text != NULL && fread(text, 1, (size_t)size, f) == (size_t)size, "%s: read", path);
-    fclose(f);
-    return text;
-}
-
-static void run_file(MYSQL *m, const char *rel)
-{
-    char *text = slurp(rel);
-
-    run_script(m, text, rel);
-    free(text);
+    return mdb_env.socket[0] != '\0';
 }
 
 static void new_database(char *name, size_t size, const char *tag, const char *charset)
 {
     snprintf(name, size, "qchat_it%d_%s%u", (int)getpid(), tag, ++db_counter);
-    raw_exec(admin, "CREATE DATABASE `%s` CHARACTER SET %s", name, charset);
-}
-
-/* SHOW CREATE TABLE without the AUTO_INCREMENT=N counter. */
-static void table_definition(const char *db, const char *table, char *out, size_t size)
-{
-    char sql[SQL_MAX], *p;
-    MYSQL_RES *res;
-    MYSQL_ROW row = NULL;
-
-    snprintf(sql, sizeof(sql), "SHOW CREATE TABLE `%s`.`%s`", db, table);
-    if (mysql_query(admin, sql) != 0)
-        H_FAIL("%s: %s", sql, mysql_error(admin));
-    res = mysql_store_result(admin);
-    H_CHECK(res != NULL && (row = mysql_fetch_row(res)) != NULL, "%s: no row", sql);
-    snprintf(out, size, "%s", row[1]);
-    mysql_free_result(res);
-    if ((p = strstr(out, " AUTO_INCREMENT=")) != NULL) {
-        size_t skip = 1 + strcspn(p + 1, " ");
-        memmove(p, p + skip, strlen(p + skip) + 1);
-    }
+    mdb_exec(admin, "CREATE DATABASE `%s` CHARACTER SET %s", name, charset);
 }
 
 /* Every table's content, as one checksum line per table. */
@@ -273,7 +124,7 @@ static void checksums(const char *db, char *out, size_t size)
 
     out[0] = '\0';
     for (int i = 0; i < ALL_TABLES; i++) {
-        raw_text(admin, one, sizeof(one), "SELECT concat(count(*), ':', coalesce(sum(crc32("
+        mdb_text(admin, one, sizeof(one), "SELECT concat(count(*), ':', coalesce(sum(crc32("
                  "concat_ws('|', %s))), 0)) FROM `%s`.`%s`",
                  i == 0 ? "id, name, password, state" :
                  i == 1 ? "userid, friendid" :
@@ -294,9 +145,9 @@ static void start_on(const char *db)
     const char *const opts[] = { "storage.driver=mysql", opt_socket, opt_user, opt_pwfile,
                                  opt_db, NULL };
 
-    snprintf(opt_socket, sizeof(opt_socket), "storage.socket=%s", env.socket);
-    snprintf(opt_user, sizeof(opt_user), "storage.user=%s", env.user);
-    snprintf(opt_pwfile, sizeof(opt_pwfile), "storage.password_file=%s", env.password_file);
+    snprintf(opt_socket, sizeof(opt_socket), "storage.socket=%s", mdb_env.socket);
+    snprintf(opt_user, sizeof(opt_user), "storage.user=%s", mdb_env.user);
+    snprintf(opt_pwfile, sizeof(opt_pwfile), "storage.password_file=%s", mdb_env.password_file);
     snprintf(opt_db, sizeof(opt_db), "storage.database=%s", db);
     H_CHECK(server_start(opts) == 0, "qchatd on the mysql store (database %s) did not start", db);
 }
@@ -341,7 +192,7 @@ static bool password_hashed(void *arg)
     const char *db = arg;
     char pw[512];
 
-    raw_text(admin, pw, sizeof(pw), "SELECT password FROM `%s`.User WHERE id = %d", db, JOSE);
+    mdb_text(admin, pw, sizeof(pw), "SELECT password FROM `%s`.User WHERE id = %d", db, JOSE);
     return strncmp(pw, "$y$", 3) == 0;
 }
 
@@ -349,10 +200,10 @@ static bool password_hashed(void *arg)
 
 static void fill_seed(const char *db)
 {
-    MYSQL *m = connect_raw(db, CLIENT_MULTI_STATEMENTS);
+    MYSQL *m = mdb_connect(db, CLIENT_MULTI_STATEMENTS);
     char sql[SQL_MAX * 2];
 
-    run_script(m, seed_schema, "the seed's README schema");
+    mdb_run(m, seed_schema, "the seed's README schema");
     /* As the seed left them: states stuck 'online' after a crash, NULL, one-way friends. */
     snprintf(sql, sizeof(sql),
              "INSERT INTO User (name, password, state) VALUES ('zhang san', '%s', 'online'),"
@@ -362,22 +213,22 @@ static void fill_seed(const char *db)
              "INSERT INTO GroupUser VALUES (%d, %d, 'creator'), (%d, %d, 'normal');",
              seed_passwords[ZHANG], seed_passwords[JOSE], seed_passwords[LI],
              ZHANG, JOSE, JOSE, ZHANG, ZHANG, LI, GROUP_ID, ZHANG, GROUP_ID, JOSE);
-    run_script(m, sql, "seed rows");
+    mdb_run(m, sql, "seed rows");
     snprintf(sql, sizeof(sql), "INSERT INTO OfflineMessage VALUES (%d, '%s'), (%d, '%s'),"
              " (%d, '%s')", JOSE, seed_chat_to_jose, LI, seed_chat_to_li, JOSE, seed_group_chat);
-    run_script(m, sql, "seed offline messages");
+    mdb_run(m, sql, "seed offline messages");
     mysql_close(m);
 }
 
 static void migrate_twice(const char *db)
 {
-    MYSQL *m = connect_raw(db, CLIENT_MULTI_STATEMENTS);
+    MYSQL *m = mdb_connect(db, CLIENT_MULTI_STATEMENTS);
     char before[SQL_MAX], after[SQL_MAX], fresh_db[DBNAME_MAX], a[SQL_MAX * 2], b[SQL_MAX * 2];
     MYSQL *f;
 
-    run_file(m, MIGRATION_FILE);
+    mdb_run_file(m, MIGRATION_FILE);
     checksums(db, before, sizeof(before));
-    run_file(m, MIGRATION_FILE);
+    mdb_run_file(m, MIGRATION_FILE);
     checksums(db, after, sizeof(after));
     H_CHECK(strcmp(before, after) == 0, "a second migration changed rows:\n  %s\n  %s",
             before, after);
@@ -385,16 +236,16 @@ static void migrate_twice(const char *db)
 
     /* The migrated tables are exactly those of schema.sql. */
     new_database(fresh_db, sizeof(fresh_db), "fresh", "utf8mb4");
-    f = connect_raw(fresh_db, CLIENT_MULTI_STATEMENTS);
-    run_file(f, SCHEMA_FILE);
+    f = mdb_connect(fresh_db, CLIENT_MULTI_STATEMENTS);
+    mdb_run_file(f, SCHEMA_FILE);
     mysql_close(f);
     for (int i = 0; i < ALL_TABLES; i++) {
-        table_definition(db, tables[i], a, sizeof(a));
-        table_definition(fresh_db, tables[i], b, sizeof(b));
+        mdb_table_definition(admin, db, tables[i], a, sizeof(a));
+        mdb_table_definition(admin, fresh_db, tables[i], b, sizeof(b));
         H_CHECK(strcmp(a, b) == 0, "migrated %s differs from schema.sql:\n%s\n---\n%s",
                 tables[i], a, b);
     }
-    raw_exec(admin, "DROP DATABASE `%s`", fresh_db);
+    mdb_exec(admin, "DROP DATABASE `%s`", fresh_db);
 }
 
 static void check_jose(const char *db)
@@ -436,7 +287,7 @@ static void check_jose(const char *db)
 
     H_CHECK(h_wait_for(password_hashed, (void *)db, UPGRADE_WAIT_MS),
             "the plaintext password must become a yescrypt hash within %d ms", UPGRADE_WAIT_MS);
-    raw_text(admin, pw, sizeof(pw), "SELECT password FROM `%s`.User WHERE id = %d", db, JOSE);
+    mdb_text(admin, pw, sizeof(pw), "SELECT password FROM `%s`.User WHERE id = %d", db, JOSE);
     H_CHECK(strstr(pw, seed_passwords[JOSE]) == NULL, "the hash must not hold the password");
 
     /* The hash works, the queue is empty, a wrong password is refused. */
@@ -505,51 +356,14 @@ static void test_migrate_seed_database(void **state)
     h_close(c);
     h_stop_and_check_clean();
     server_stop();                      /* removes its directory before the next start */
-    raw_exec(admin, "DROP DATABASE `%s`", db);
+    mdb_exec(admin, "DROP DATABASE `%s`", db);
 }
 
 /* ---- outage ------------------------------------------------------------- */
 
-static void resume_server(void)
-{
-    if (stopped_pid > 0) {
-        kill(stopped_pid, SIGCONT);
-        stopped_pid = 0;
-    }
-    if (guard_pid > 0) {
-        kill(guard_pid, SIGKILL);
-        (void)waitpid(guard_pid, NULL, 0);
-        guard_pid = 0;
-    }
-}
-
-/*
- * SIGSTOP mariadbd.  A guard in its own session sends SIGCONT after
- * GUARD_MS unless resume_server() kills it first, so a test killed by a
- * timeout never leaves the server stopped for the tests after it.
- */
-static void stop_database(void)
-{
-    pid_t g;
-
-    H_CHECK(env.pid > 0, "QCHAT_MYSQL_PID is not set");
-    g = fork();
-    H_CHECK(g >= 0, "fork: %s", strerror(errno));
-    if (g == 0) {
-        (void)setsid();
-        h_sleep_ms(GUARD_MS);
-        kill(env.pid, SIGCONT);
-        _exit(0);
-    }
-    guard_pid = g;
-    H_CHECK(kill(env.pid, SIGSTOP) == 0, "SIGSTOP mariadbd %d: %s", (int)env.pid,
-            strerror(errno));
-    stopped_pid = env.pid;
-}
-
 static int outage_teardown(void **state)
 {
-    resume_server();
+    mdb_resume_server();
     return h_test_teardown(state);
 }
 
@@ -620,7 +434,7 @@ static void test_outage_and_recovery(void **state)
     cb = h_new_user(&b, "outB");
     h_new_offline_user(&c, "outC");
 
-    stop_database();
+    mdb_stop_server(GUARD_MS);
 
     err = timed(add_friend_req, ca, b.id, &ms);
     print_message("outage: ADD_FRIEND answered errno %d after %lld ms\n", err, (long long)ms);
@@ -641,7 +455,7 @@ static void test_outage_and_recovery(void **state)
             "chat to an offline user: errno %d after %lld ms", err, (long long)ms);
     chat_online(ca, cb, b.id, "and again");
 
-    resume_server();
+    mdb_resume_server();
     t0 = h_now_ms();
     do {
         err = timed(add_friend_req, ca, b.id, &ms);
@@ -673,22 +487,22 @@ static void test_outage_and_recovery(void **state)
     h_close(cb);
     h_stop_and_check_clean();
     server_stop();                      /* removes its directory before the next start */
-    raw_exec(admin, "DROP DATABASE `%s`", db);
+    mdb_exec(admin, "DROP DATABASE `%s`", db);
 }
 
 /* ---- main --------------------------------------------------------------- */
 
 static int group_setup(void **state)
 {
-    load_env();
+    (void)mdb_load_env("it_mysql");
     if (have_server())
-        admin = connect_raw(NULL, CLIENT_MULTI_STATEMENTS);
+        admin = mdb_connect(NULL, CLIENT_MULTI_STATEMENTS);
     return 0;
 }
 
 static int group_teardown(void **state)
 {
-    resume_server();
+    mdb_resume_server();
     if (admin != NULL)
         mysql_close(admin);
     admin = NULL;

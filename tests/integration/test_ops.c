@@ -47,7 +47,6 @@
 #define PROG_TIMEOUT_MS     15000    /* one run of qchatctl or qchatd -d */
 #define PROG_DRAIN_MS       1000     /* output still read after the exit */
 #define PROG_OUT_MAX        (256 * 1024)
-#define PROC_LINE_MAX       4096
 #define MAX_PIDS            64
 #define LOG_WAIT_MS         5000     /* a log line expected soon */
 
@@ -172,62 +171,10 @@ static bool wait_log(long from, const char *needle, const char *needle2, int cou
     return h_wait_for(log_has_enough, &w, ms);
 }
 
-/* First line of /proc/PID/cmdline, NULs as spaces; "" if gone. */
-static void proc_title(pid_t pid, char *out, size_t len)
-{
-    char path[64];
-    out[0] = '\0';
-    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    ssize_t n = read(fd, out, len - 1);
-    close(fd);
-    if (n <= 0)
-        return;
-    for (ssize_t i = 0; i < n; i++)
-        if (out[i] == '\0')
-            out[i] = ' ';
-    out[n] = '\0';
-}
-
 /* Running (not a zombie) and titled with prefix. */
 static bool process_alive_titled(pid_t pid, const char *prefix)
 {
-    char path[64], stat_line[PROC_LINE_MAX], title[PROC_LINE_MAX];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return false;
-    char *got = fgets(stat_line, sizeof stat_line, f);
-    fclose(f);
-    char *p = got != NULL ? strrchr(stat_line, ')') : NULL;
-    if (p == NULL || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
-        return false;
-    proc_title(pid, title, sizeof title);
-    return strncmp(title, prefix, strlen(prefix)) == 0;
-}
-
-/* Children of pid whose title starts with prefix. */
-static int children_titled(pid_t pid, const char *prefix, pid_t *out, int max)
-{
-    char path[96], line[PROC_LINE_MAX];
-    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid, (int)pid);
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return 0;
-    int n = 0;
-    if (fgets(line, sizeof line, f) != NULL) {
-        char *save = NULL;
-        for (char *tok = strtok_r(line, " \n", &save); tok != NULL && n < max;
-             tok = strtok_r(NULL, " \n", &save)) {
-            pid_t c = (pid_t)atoi(tok);
-            if (c > 0 && process_alive_titled(c, prefix))
-                out[n++] = c;
-        }
-    }
-    fclose(f);
-    return n;
+    return h_process_alive(pid) && h_process_titled(pid, prefix);
 }
 
 static bool pid_in(pid_t pid, const pid_t *set, int n)
@@ -373,34 +320,16 @@ static void ops_path(char *out, size_t len, const char *name)
     snprintf(out, len, "%s/%s", h_srv.dir, name);
 }
 
-static int free_port(void)
-{
-    /* Let the kernel pick: bind port 0, read it back, release it. */
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET };
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof sa;
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        port = ntohs(sa.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-static bool port_accepts(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
 #define OPS_MAX_ARGS 64
+
+/* In the child: NOTIFY_SOCKET is the test's own socket, or not set. */
+static void set_notify_socket(void)
+{
+    if (notify_path[0] != '\0')
+        setenv("NOTIFY_SOCKET", notify_path, 1);
+    else
+        unsetenv("NOTIFY_SOCKET");
+}
 
 /* qchatd -f [-c conf] -o listen -o control_socket -o storage.path [-o opts...] */
 static pid_t ops_spawn(const char *conf, const char *const *opts)
@@ -429,34 +358,8 @@ static pid_t ops_spawn(const char *conf, const char *const *opts)
     }
     argv[argc] = NULL;
 
-    FILE *log = fopen(h_srv.log_path, "ae");
-    if (log != NULL) {
-        fputs("#", log);
-        for (int i = 0; i < argc; i++)
-            fprintf(log, " %s", argv[i]);
-        fputs("\n", log);
-        fclose(log);
-    }
-    pid_t parent = getpid();
-    pid_t pid = fork();
+    pid_t pid = h_spawn_logged(argv, h_srv.log_path, set_notify_socket);
     H_CHECK(pid >= 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent)
-            _exit(127);
-        int fd = open(h_srv.log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        int nul = open("/dev/null", O_RDONLY);
-        if (fd < 0 || nul < 0 || dup2(nul, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
-            _exit(126);
-        signal(SIGPIPE, SIG_DFL);
-        if (notify_path[0] != '\0')
-            setenv("NOTIFY_SOCKET", notify_path, 1);
-        else
-            unsetenv("NOTIFY_SOCKET");
-        execv(bin, (char *const *)argv);
-        dprintf(2, "exec %s: %s\n", bin, strerror(errno));
-        _exit(127);
-    }
     return pid;
 }
 
@@ -471,7 +374,7 @@ static void ops_start(const char *conf, const char *const *opts, int workers)
     h_srv.workers = workers;
     for (int attempt = 0; attempt < OPS_PORT_ATTEMPTS; attempt++) {
         long log_from = file_size(h_srv.log_path);
-        h_srv.port = free_port();
+        h_srv.port = h_free_port();
         H_CHECK(h_srv.port > 0, "no free loopback port: %s", strerror(errno));
         h_srv.pid = ops_spawn(conf, opts);
         int64_t deadline = h_now_ms() + H_START_MS;
@@ -484,7 +387,7 @@ static void ops_start(const char *conf, const char *const *opts, int workers)
                 h_srv.pid = 0;
                 break;
             }
-            up = port_accepts(h_srv.port) &&
+            up = h_port_accepting(h_srv.port) &&
                  server_worker_pids(pids, MAX_PIDS) >= workers &&
                  access(h_srv.ctl_path, F_OK) == 0;
             if (!up)
@@ -1574,8 +1477,8 @@ static bool pidfile_written(void *arg)
 static bool daemon_serves(void *arg)
 {
     pid_t pids[MAX_PIDS];
-    return port_accepts(h_srv.port) && access(h_srv.ctl_path, F_OK) == 0 &&
-           children_titled(daemon_pid, "qchatd: worker", pids, MAX_PIDS) == OPS_WORKERS;
+    return h_port_accepting(h_srv.port) && access(h_srv.ctl_path, F_OK) == 0 &&
+           h_child_pids(daemon_pid, "qchatd: worker", pids, MAX_PIDS) == OPS_WORKERS;
 }
 
 static bool daemon_stopped(void *arg)
@@ -1591,7 +1494,7 @@ static void test_daemon_with_pidfile(void **state)
     H_CHECK(p != NULL, "out of memory");
 
     ops_make_dir();
-    h_srv.port = free_port();
+    h_srv.port = h_free_port();
     h_srv.workers = OPS_WORKERS;
     bin_path(bin, sizeof bin, "qchatd");
     ops_path(pidfile, sizeof pidfile, "q.pid");
@@ -1636,7 +1539,7 @@ static void test_daemon_with_pidfile(void **state)
      * latter is checked after the stop, so that the stop is tested anyway.
      */
     char listen2[64], ctl2[PATH_MAX + 32], ctl2_path[PATH_MAX];
-    snprintf(listen2, sizeof listen2, "server.listen=" H_HOST ":%d", free_port());
+    snprintf(listen2, sizeof listen2, "server.listen=" H_HOST ":%d", h_free_port());
     ops_path(ctl2_path, sizeof ctl2_path, "ctl2.sock");
     snprintf(ctl2, sizeof ctl2, "server.control_socket=%s", ctl2_path);
     const char *argv2[] = { bin, "-d", "-o", listen2, "-o", ctl2, "-o", db, "-o", pidopt,
@@ -1657,7 +1560,7 @@ static void test_daemon_with_pidfile(void **state)
 
     /* SIGTERM: stops, exit status 0, pidfile removed, no worker left. */
     pid_t workers[MAX_PIDS];
-    int nworkers = children_titled(daemon_pid, "qchatd: worker", workers, MAX_PIDS);
+    int nworkers = h_child_pids(daemon_pid, "qchatd: worker", workers, MAX_PIDS);
     pid_t pid = daemon_pid;
     H_CHECK(kill(pid, SIGTERM) == 0, "kill -TERM %d: %s", (int)pid, strerror(errno));
     int status = -1;

@@ -17,14 +17,16 @@ B=${B:-build}
 case $B in /*) ;; *) B=$top/$B ;; esac
 BENCH=$B/qchat-bench
 QCHATD=$B/qchatd
+. "$top/tests/harness/lib.sh"
 
 PORT_MIN=20000
 PORT_SPAN=12000           # below the ephemeral range (32768..)
 PORT_ATTEMPTS=5
-START_WAIT=100            # polls of POLL seconds for a server to listen
-STOP_WAIT=100
+START_WAIT=10             # seconds for a server to listen
+STOP_WAIT=10              # seconds for a server to stop before SIGKILL
 POLL=0.1
 RUN_LIMIT=60              # seconds any one qchat-bench run may take
+GO_WAIT=1                 # seconds a conns run must keep waiting for its go file
 CC=${CC:-cc}
 
 passed=0
@@ -34,72 +36,8 @@ tmp=$(mktemp -d /tmp/bench_smoke.XXXXXX) || exit 1
 
 say() { echo "bench_smoke: $*"; }
 
-stop_pid() {
-    pid=$1
-    kill -TERM "$pid" 2>/dev/null || return 0
-    n=0
-    while kill -0 "$pid" 2>/dev/null && [ $n -lt $STOP_WAIT ]; do
-        sleep $POLL
-        n=$((n + 1))
-    done
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    return 0
-}
-
-cleanup() {
-    for p in $pids; do
-        stop_pid "$p"
-    done
-    pids=""
-    if [ "$failed" -eq 0 ]; then
-        rm -rf "$tmp"
-    else
-        say "logs kept in $tmp"
-    fi
-}
-trap cleanup EXIT
+trap finish_script EXIT
 trap 'exit 1' INT TERM
-
-port_busy() {
-    ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
-}
-
-random_port() {
-    echo $((PORT_MIN + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % PORT_SPAN))
-}
-
-# wait_listen PID PORT: 0 once PORT listens, 1 if PID died or time ran out
-wait_listen() {
-    n=0
-    while [ $n -lt $START_WAIT ]; do
-        kill -0 "$1" 2>/dev/null || return 1
-        port_busy "$2" && return 0
-        sleep $POLL
-        n=$((n + 1))
-    done
-    return 1
-}
-
-# start_server NAME FUNC: FUNC PORT execs the server; sets server_pid, server_port
-start_server() {
-    attempt=0
-    while [ $attempt -lt $PORT_ATTEMPTS ]; do
-        attempt=$((attempt + 1))
-        port=$(random_port)
-        port_busy "$port" && continue
-        "$2" "$port" >"$tmp/$1.log" 2>&1 &
-        server_pid=$!
-        if wait_listen "$server_pid" "$port"; then
-            server_port=$port
-            pids="$pids $server_pid"
-            return 0
-        fi
-        stop_pid "$server_pid"
-    done
-    say "could not start $1 (see $tmp/$1.log)"
-    return 1
-}
 
 run_relay_ref() {
     exec "$tmp/relay_ref" -l 127.0.0.1 -p "$1" -w 2
@@ -186,6 +124,30 @@ check_json() {
     fi
 }
 
+# check_go_file PORT: a conns run waits for its --go-file before the hold
+check_go_file() {
+    rm -f "$tmp/ready" "$tmp/go" "$tmp/out" "$tmp/err"
+    timeout $RUN_LIMIT "$BENCH" conns --port "$1" --synthetic --id-base 5000 --conns 50 -d 0.2 \
+        --ready-file "$tmp/ready" --go-file "$tmp/go" --timeout 20 -q >"$tmp/out" 2>"$tmp/err" &
+    gpid=$!
+    wait_started "$gpid" "$START_WAIT" test -s "$tmp/ready"
+    sleep $GO_WAIT
+    if ! kill -0 $gpid 2>/dev/null; then
+        wait $gpid
+        fail "conns --go-file (ended before the go file existed)"
+        return
+    fi
+    : >"$tmp/go"
+    wait $gpid
+    rc=$?
+    line=$(tail -n 1 "$tmp/out")
+    if [ $rc -eq 0 ] && [ "$(field "$line" received)" = 50 ]; then
+        ok "conns --go-file"
+    else
+        fail "conns --go-file (exit $rc)"
+    fi
+}
+
 find_relay_src() {
     for f in "${RELAY_REF_SRC:-}" "$top/tests/harness/relay_ref.c" "$top/../shared/bench/relay_ref.c"; do
         [ -n "$f" ] && [ -f "$f" ] && { echo "$f"; return 0; }
@@ -228,8 +190,8 @@ if src=$(find_relay_src); then
             check "relay_ref conns" received conns --port "$rp" --synthetic --conns 200 -d 0.3 \
                 --sources 127.0.0.1,127.0.0.2 --ready-file "$tmp/ready"
             if [ "$(cat "$tmp/ready" 2>/dev/null)" = 200 ]; then ok "ready file"; else fail "ready file"; fi
-            stop_pid "$server_pid"
-            pids=""
+            check_go_file "$rp"
+            stop_pids "$STOP_WAIT"
         else
             fail "relay_ref start"
         fi
@@ -257,6 +219,8 @@ if [ -x "$QCHATD" ]; then
         check "qchatd conns" received conns --port "$qp" --ids "$tmp/q/ids.misc" --conns 20 -d 0.3
         check "qchatd group" deliveries group --port "$qp" --ids "$tmp/q/ids.group" --members 20 -k 2 -d 0.5
         check "qchatd pingpong, registering" msgs pingpong --port "$qp" --pairs 4 -d 0.3
+        check "qchatd offline" stored offline --port "$qp" --ids "$tmp/q/ids.misc" --skip 18 \
+            --backlog 50 --rounds 2 -k 8
     else
         fail "qchatd start"
     fi

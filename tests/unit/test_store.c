@@ -2,87 +2,64 @@
  * test_store.c - the SQLite storage driver against a temporary database.
  *
  * Every test gets a fresh directory from mkdtemp() holding qchat.db and an
- * open handle on it.  The schema test reads sql/sqlite/schema.sql below
- * $QCHAT_SRCDIR (default ".": the tests run from the project root).
+ * open handle on it.  The cases every driver shares are in store_cases.c;
+ * here are those only SQLite has (its schema file, its directory, its
+ * lock).  The schema test reads sql/sqlite/schema.sql below $QCHAT_SRCDIR
+ * (default ".": the tests run from the project root).
  */
 #include <errno.h>
 #include <limits.h>
-#include <setjmp.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cmocka.h>
 #include <sqlite3.h>
 
-#include "common/config.h"
-#include "common/proto.h"
-#include "store/store.h"
+#include "store_cases.h"
 
 #define TMP_TEMPLATE    "/tmp/qchat-test-store-XXXXXX"
 #define DB_NAME         "qchat.db"
 #define SCHEMA_FILE     "sql/sqlite/schema.sql"
-#define NO_SUCH_ID      999999
-#define LIST_MAX        16
-#define MSG_MAX         512
-#define SMALL_CAP       3
-#define CONCURRENT_MSGS 100          /* per writer in the concurrency tests */
-#define CHILD_ALARM_SEC 60           /* a stuck child dies instead of hanging */
-#define ERR_MAX         512
 
-struct fixture {
+struct sqlite_fixture {
+    struct store_fixture store;        /* first: *state points at both */
     char dir[sizeof(TMP_TEMPLATE)];
     char path[PATH_MAX];
-    struct qc_config cfg;
-    const struct store_ops *ops;
-    struct store *st;
 };
 
-/* What the list callbacks saw. */
-struct seen {
-    int     n;
-    int32_t ids[LIST_MAX];
-    char    names[LIST_MAX][QC_NAME_MAX + 1];
-    char    extra[LIST_MAX][QC_GROUPDESC_MAX + 1];   /* role or description */
-};
-
-struct msgs {
-    int    n;
-    size_t len[LIST_MAX * 16];
-    char   text[LIST_MAX * 16][MSG_MAX];
-};
+static struct sqlite_fixture *sqlite_fixture(struct store_fixture *f)
+{
+    return (struct sqlite_fixture *)((char *)f - offsetof(struct sqlite_fixture, store));
+}
 
 /* ---- fixture -------------------------------------------------------- */
 
-static struct store *open_store(struct fixture *f, int cap)
+/* Run SQL on a connection of the test's own, bypassing the driver. */
+static void raw_sql(struct store_fixture *f, const char *sql)
 {
-    struct qc_config cfg = f->cfg;
-    char err[ERR_MAX] = "";
-    struct store *st = NULL;
+    sqlite3 *db = NULL;
 
-    cfg.max_offline_messages = cap;
-    assert_int_equal(f->ops->open(&st, &cfg, err, sizeof(err)), QC_OK);
-    assert_non_null(st);
-    return st;
+    assert_int_equal(sqlite3_open(sqlite_fixture(f)->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
 static int setup(void **state)
 {
-    struct fixture *f = calloc(1, sizeof(*f));
+    struct sqlite_fixture *sf = calloc(1, sizeof(*sf));
+    struct store_fixture *f;
 
-    assert_non_null(f);
-    memcpy(f->dir, TMP_TEMPLATE, sizeof(TMP_TEMPLATE));
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof(f->path), "%s/%s", f->dir, DB_NAME);
+    assert_non_null(sf);
+    f = &sf->store;
+    memcpy(sf->dir, TMP_TEMPLATE, sizeof(TMP_TEMPLATE));
+    assert_non_null(mkdtemp(sf->dir));
+    snprintf(sf->path, sizeof(sf->path), "%s/%s", sf->dir, DB_NAME);
     config_defaults(&f->cfg);
     strlcpy(f->cfg.storage_driver, "sqlite", sizeof(f->cfg.storage_driver));
-    strlcpy(f->cfg.storage_path, f->path, sizeof(f->cfg.storage_path));
+    strlcpy(f->cfg.storage_path, sf->path, sizeof(f->cfg.storage_path));
+    f->raw_sql = raw_sql;
     f->ops = store_driver("sqlite");
     assert_non_null(f->ops);
     f->st = open_store(f, f->cfg.max_offline_messages);
@@ -101,90 +78,18 @@ static void remove_file(const char *dir, const char *name)
 
 static int teardown(void **state)
 {
-    struct fixture *f = *state;
+    struct store_fixture *f = *state;
+    struct sqlite_fixture *sf = sqlite_fixture(f);
 
     if (f->st != NULL)
         f->ops->close(f->st);
-    remove_file(f->dir, DB_NAME);
-    remove_file(f->dir, DB_NAME "-wal");
-    remove_file(f->dir, DB_NAME "-shm");
-    if (rmdir(f->dir) != 0)
-        fprintf(stderr, "rmdir %s: %s\n", f->dir, strerror(errno));
-    free(f);
+    remove_file(sf->dir, DB_NAME);
+    remove_file(sf->dir, DB_NAME "-wal");
+    remove_file(sf->dir, DB_NAME "-shm");
+    if (rmdir(sf->dir) != 0)
+        fprintf(stderr, "rmdir %s: %s\n", sf->dir, strerror(errno));
+    free(sf);
     return 0;
-}
-
-/* ---- helpers -------------------------------------------------------- */
-
-static int32_t new_user(struct fixture *f, const char *name)
-{
-    int32_t id = 0;
-
-    assert_int_equal(f->ops->user_create(f->st, name, "$y$hash", &id), QC_OK);
-    assert_true(id > 0);
-    return id;
-}
-
-static void seen_user(void *arg, int32_t id, const char *name)
-{
-    struct seen *s = arg;
-
-    assert_true(s->n < LIST_MAX);
-    s->ids[s->n] = id;
-    strlcpy(s->names[s->n], name, sizeof(s->names[0]));
-    s->n++;
-}
-
-static void seen_member(void *arg, int32_t id, const char *name, const char *role)
-{
-    struct seen *s = arg;
-
-    seen_user(s, id, name);
-    strlcpy(s->extra[s->n - 1], role, sizeof(s->extra[0]));
-}
-
-static void seen_group(void *arg, int32_t groupid, const char *name, const char *desc)
-{
-    struct seen *s = arg;
-
-    seen_user(s, groupid, name);
-    strlcpy(s->extra[s->n - 1], desc, sizeof(s->extra[0]));
-}
-
-static void seen_msg(void *arg, const char *msg, size_t len)
-{
-    struct msgs *m = arg;
-
-    assert_true(m->n < (int)(sizeof(m->len) / sizeof(m->len[0])));
-    assert_true(len < MSG_MAX);
-    memcpy(m->text[m->n], msg, len);
-    m->text[m->n][len] = '\0';
-    m->len[m->n] = len;
-    m->n++;
-}
-
-static void store_text(struct fixture *f, struct store *st, const int32_t *ids, size_t n,
-                       const char *text)
-{
-    assert_int_equal(f->ops->offline_store(st, ids, n, text, strlen(text)), QC_OK);
-}
-
-static int offline_count(struct fixture *f, int32_t id)
-{
-    int n = -1;
-
-    assert_int_equal(f->ops->offline_count(f->st, id, &n), QC_OK);
-    return n;
-}
-
-/* Run SQL on a connection of the test's own, bypassing the driver. */
-static void raw_sql(struct fixture *f, const char *sql)
-{
-    sqlite3 *db = NULL;
-
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
 /* ---- tests ---------------------------------------------------------- */
@@ -222,19 +127,20 @@ static void test_schema_matches_file(void **state)
 
 static void test_open_missing_directory(void **state)
 {
-    struct fixture *f = *state;
+    struct store_fixture *f = *state;
+    const char *dir = sqlite_fixture(f)->dir;
     struct qc_config cfg = f->cfg;
     struct store *st = NULL;
     char err[ERR_MAX] = "";
 
-    snprintf(cfg.storage_path, sizeof(cfg.storage_path), "%s/missing/%s", f->dir, DB_NAME);
+    snprintf(cfg.storage_path, sizeof(cfg.storage_path), "%s/missing/%s", dir, DB_NAME);
     assert_int_equal(f->ops->open(&st, &cfg, err, sizeof(err)), QC_ESTORAGE);
     assert_null(st);
     assert_non_null(strstr(err, "missing"));
     assert_non_null(strstr(err, "No such file or directory"));
 
     /* The parent is a file, not a directory. */
-    snprintf(cfg.storage_path, sizeof(cfg.storage_path), "%s/%s/x.db", f->dir, DB_NAME);
+    snprintf(cfg.storage_path, sizeof(cfg.storage_path), "%s/%s/x.db", dir, DB_NAME);
     assert_int_equal(f->ops->open(&st, &cfg, err, sizeof(err)), QC_ESTORAGE);
     assert_null(st);
     assert_non_null(strstr(err, "not a directory"));
@@ -244,429 +150,15 @@ static void test_open_missing_directory(void **state)
     assert_non_null(strstr(err, "empty"));
 }
 
-static void test_reopen_ping_init_schema(void **state)
-{
-    struct fixture *f = *state;
-    struct store_user u;
-    int32_t id = new_user(f, "alice");
-
-    assert_true(f->ops->ping(f->st));
-    assert_int_equal(f->ops->init_schema(f->st), QC_OK);
-    f->ops->close(f->st);
-    f->st = open_store(f, f->cfg.max_offline_messages);
-    assert_int_equal(f->ops->init_schema(f->st), QC_OK);
-    assert_int_equal(f->ops->user_get(f->st, id, &u), QC_OK);
-    assert_string_equal(u.name, "alice");
-}
-
-static void test_users(void **state)
-{
-    struct fixture *f = *state;
-    char longname[QC_NAME_MAX + 2];
-    struct store_user u;
-    int32_t alice, bob, id = 0;
-
-    alice = new_user(f, "alice");
-    bob = new_user(f, "bob");
-    assert_int_not_equal(alice, bob);
-
-    assert_int_equal(f->ops->user_create(f->st, "alice", "x", &id), QC_ENAMETAKEN);
-    assert_int_equal(f->ops->user_create(f->st, "Alice", "x", &id), QC_OK);
-
-    memset(&u, 0, sizeof(u));
-    assert_int_equal(f->ops->user_get(f->st, alice, &u), QC_OK);
-    assert_int_equal(u.id, alice);
-    assert_string_equal(u.name, "alice");
-    assert_string_equal(u.password, "$y$hash");
-    assert_int_equal(f->ops->user_get(f->st, NO_SUCH_ID, &u), QC_ENOUSER);
-
-    assert_int_equal(f->ops->user_set_password(f->st, bob, "$y$other"), QC_OK);
-    assert_int_equal(f->ops->user_get(f->st, bob, &u), QC_OK);
-    assert_string_equal(u.password, "$y$other");
-    assert_int_equal(f->ops->user_set_password(f->st, NO_SUCH_ID, "x"), QC_ENOUSER);
-
-    memset(longname, 'n', sizeof(longname) - 1);
-    longname[sizeof(longname) - 1] = '\0';            /* QC_NAME_MAX + 1 bytes */
-    assert_int_equal(f->ops->user_create(f->st, longname, "x", &id), QC_ETOOLONG);
-    longname[QC_NAME_MAX] = '\0';                     /* exactly QC_NAME_MAX */
-    assert_int_equal(f->ops->user_create(f->st, longname, "x", &id), QC_OK);
-    assert_int_equal(f->ops->user_get(f->st, id, &u), QC_OK);
-    assert_string_equal(u.name, longname);
-}
-
-static void test_friends(void **state)
-{
-    struct fixture *f = *state;
-    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), carol = new_user(f, "carol");
-    struct seen s;
-    int n = -1;
-
-    assert_int_equal(f->ops->friend_add(f->st, alice, bob), QC_OK);
-    assert_int_equal(f->ops->friend_add(f->st, carol, alice), QC_OK);
-    assert_int_equal(f->ops->friend_add(f->st, alice, bob), QC_EALREADY);
-    assert_int_equal(f->ops->friend_add(f->st, bob, alice), QC_EALREADY);
-    assert_int_equal(f->ops->friend_add(f->st, alice, NO_SUCH_ID), QC_ENOUSER);
-    assert_int_equal(f->ops->friend_add(f->st, alice, alice), QC_ESELF);
-
-    assert_int_equal(f->ops->friend_count(f->st, alice, &n), QC_OK);
-    assert_int_equal(n, 2);
-    assert_int_equal(f->ops->friend_count(f->st, bob, &n), QC_OK);
-    assert_int_equal(n, 1);
-    assert_int_equal(f->ops->friend_count(f->st, NO_SUCH_ID, &n), QC_OK);
-    assert_int_equal(n, 0);
-
-    memset(&s, 0, sizeof(s));
-    assert_int_equal(f->ops->friend_list(f->st, alice, seen_user, &s), QC_OK);
-    assert_int_equal(s.n, 2);
-    assert_int_equal(s.ids[0], bob);
-    assert_string_equal(s.names[0], "bob");
-    assert_int_equal(s.ids[1], carol);
-    assert_string_equal(s.names[1], "carol");
-
-    memset(&s, 0, sizeof(s));
-    assert_int_equal(f->ops->friend_list(f->st, bob, seen_user, &s), QC_OK);
-    assert_int_equal(s.n, 1);
-    assert_int_equal(s.ids[0], alice);
-    assert_string_equal(s.names[0], "alice");
-}
-
-/* A seed database holds one-way rows; adding the friend again completes them. */
-static void test_friends_seed_one_way(void **state)
-{
-    struct fixture *f = *state;
-    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob");
-    char sql[128];
-    int n = -1;
-
-    snprintf(sql, sizeof(sql), "INSERT INTO Friend VALUES (%d, %d)", (int)alice, (int)bob);
-    raw_sql(f, sql);
-    assert_int_equal(f->ops->friend_count(f->st, bob, &n), QC_OK);
-    assert_int_equal(n, 0);
-    assert_int_equal(f->ops->friend_add(f->st, bob, alice), QC_OK);
-    assert_int_equal(f->ops->friend_count(f->st, bob, &n), QC_OK);
-    assert_int_equal(n, 1);
-    assert_int_equal(f->ops->friend_count(f->st, alice, &n), QC_OK);
-    assert_int_equal(n, 1);
-}
-
-static void test_groups(void **state)
-{
-    struct fixture *f = *state;
-    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob");
-    int32_t g1 = 0, g2 = 0, other = 0;
-    char longdesc[QC_GROUPDESC_MAX + 2];
-    struct seen s;
-    int n = -1;
-
-    assert_int_equal(f->ops->group_create(f->st, "g1", "study", alice, &g1), QC_OK);
-    assert_true(g1 > 0);
-    assert_int_equal(f->ops->group_create(f->st, "g1", "again", bob, &other), QC_EGROUPTAKEN);
-    assert_int_equal(other, 0);
-    assert_int_equal(f->ops->group_create(f->st, "g2", NULL, bob, &g2), QC_OK);
-    assert_int_not_equal(g1, g2);
-
-    memset(longdesc, 'd', sizeof(longdesc) - 1);
-    longdesc[sizeof(longdesc) - 1] = '\0';
-    assert_int_equal(f->ops->group_create(f->st, "g3", longdesc, bob, &other), QC_ETOOLONG);
-
-    assert_int_equal(f->ops->group_join(f->st, g1, bob), QC_OK);
-    assert_int_equal(f->ops->group_join(f->st, g1, bob), QC_EALREADY);
-    assert_int_equal(f->ops->group_join(f->st, g1, alice), QC_EALREADY);
-    assert_int_equal(f->ops->group_join(f->st, NO_SUCH_ID, bob), QC_ENOGROUP);
-
-    assert_int_equal(f->ops->group_member_count(f->st, g1, &n), QC_OK);
-    assert_int_equal(n, 2);
-    assert_int_equal(f->ops->group_member_count(f->st, g2, &n), QC_OK);
-    assert_int_equal(n, 1);
-    assert_int_equal(f->ops->group_member_count(f->st, NO_SUCH_ID, &n), QC_ENOGROUP);
-
-    memset(&s, 0, sizeof(s));
-    assert_int_equal(f->ops->group_members(f->st, g1, seen_member, &s), QC_OK);
-    assert_int_equal(s.n, 2);
-    assert_int_equal(s.ids[0], alice);
-    assert_string_equal(s.names[0], "alice");
-    assert_string_equal(s.extra[0], QC_ROLE_CREATOR);
-    assert_int_equal(s.ids[1], bob);
-    assert_string_equal(s.extra[1], QC_ROLE_NORMAL);
-
-    memset(&s, 0, sizeof(s));
-    assert_int_equal(f->ops->group_members(f->st, NO_SUCH_ID, seen_member, &s), QC_ENOGROUP);
-    assert_int_equal(s.n, 0);
-
-    memset(&s, 0, sizeof(s));
-    assert_int_equal(f->ops->user_groups(f->st, bob, seen_group, &s), QC_OK);
-    assert_int_equal(s.n, 2);
-    assert_int_equal(s.ids[0], g1);
-    assert_string_equal(s.names[0], "g1");
-    assert_string_equal(s.extra[0], "study");
-    assert_int_equal(s.ids[1], g2);
-    assert_string_equal(s.extra[1], "");
-
-    memset(&s, 0, sizeof(s));
-    assert_int_equal(f->ops->user_groups(f->st, NO_SUCH_ID, seen_group, &s), QC_OK);
-    assert_int_equal(s.n, 0);
-}
-
-/* Login builds groups[] with their users[]: group_members inside user_groups. */
-struct nested {
-    struct fixture *f;
-    int groups, members;
-};
-
-static void count_member(void *arg, int32_t id, const char *name, const char *role)
-{
-    struct nested *n = arg;
-
-    n->members++;
-}
-
-static void list_members(void *arg, int32_t groupid, const char *name, const char *desc)
-{
-    struct nested *n = arg;
-
-    n->groups++;
-    assert_int_equal(n->f->ops->group_members(n->f->st, groupid, count_member, n), QC_OK);
-}
-
-static void test_nested_calls(void **state)
-{
-    struct fixture *f = *state;
-    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), g1 = 0, g2 = 0;
-    struct nested n = { .f = f };
-
-    assert_int_equal(f->ops->group_create(f->st, "g1", "", alice, &g1), QC_OK);
-    assert_int_equal(f->ops->group_create(f->st, "g2", "", bob, &g2), QC_OK);
-    assert_int_equal(f->ops->group_join(f->st, g2, alice), QC_OK);
-    assert_int_equal(f->ops->user_groups(f->st, alice, list_members, &n), QC_OK);
-    assert_int_equal(n.groups, 2);
-    assert_int_equal(n.members, 3);
-}
-
-static void test_group_unknown_creator(void **state)
-{
-    struct fixture *f = *state;
-    int32_t g = 0;
-    struct seen s;
-
-    assert_int_equal(f->ops->group_create(f->st, "g1", "", NO_SUCH_ID, &g), QC_ENOUSER);
-    /* Rolled back: the name is still free. */
-    assert_int_equal(f->ops->group_create(f->st, "g1", "", new_user(f, "alice"), &g), QC_OK);
-    memset(&s, 0, sizeof(s));
-    assert_int_equal(f->ops->group_members(f->st, g, seen_member, &s), QC_OK);
-    assert_int_equal(s.n, 1);
-}
-
-static void test_offline_order_and_take(void **state)
-{
-    struct fixture *f = *state;
-    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob");
-    int32_t both[] = { alice, bob };
-    struct msgs *m = calloc(1, sizeof(*m));
-    int dropped = -1;
-
-    assert_non_null(m);
-    store_text(f, f->st, both, 2, "{\"msg\":\"one\"}");
-    store_text(f, f->st, &alice, 1, "{\"msg\":\"two\"}");
-    store_text(f, f->st, &alice, 1, "{\"msg\":\"three\"}");
-    assert_int_equal(f->ops->offline_store(f->st, &alice, 0, "x", 1), QC_OK);
-    assert_int_equal(offline_count(f, alice), 3);
-    assert_int_equal(offline_count(f, bob), 1);
-
-    assert_int_equal(f->ops->offline_take(f->st, alice, seen_msg, m, &dropped), QC_OK);
-    assert_int_equal(dropped, 0);
-    assert_int_equal(m->n, 3);
-    assert_string_equal(m->text[0], "{\"msg\":\"one\"}");
-    assert_string_equal(m->text[1], "{\"msg\":\"two\"}");
-    assert_string_equal(m->text[2], "{\"msg\":\"three\"}");
-    assert_int_equal(m->len[2], strlen("{\"msg\":\"three\"}"));
-    assert_int_equal(offline_count(f, alice), 0);
-    assert_int_equal(offline_count(f, bob), 1);
-
-    m->n = 0;
-    dropped = -1;
-    assert_int_equal(f->ops->offline_take(f->st, alice, seen_msg, m, &dropped), QC_OK);
-    assert_int_equal(m->n, 0);
-    assert_int_equal(dropped, 0);
-
-    assert_int_equal(f->ops->offline_take(f->st, bob, seen_msg, m, &dropped), QC_OK);
-    assert_int_equal(m->n, 1);
-    assert_string_equal(m->text[0], "{\"msg\":\"one\"}");
-    assert_int_equal(offline_count(f, bob), 0);
-    free(m);
-}
-
-static void test_offline_exact_length(void **state)
-{
-    struct fixture *f = *state;
-    int32_t alice = new_user(f, "alice");
-    struct msgs *m = calloc(1, sizeof(*m));
-    int dropped = -1;
-
-    assert_non_null(m);
-    assert_int_equal(f->ops->offline_store(f->st, &alice, 1, "abcdef", 3), QC_OK);
-    assert_int_equal(f->ops->offline_store(f->st, &alice, 1, "", 0), QC_OK);
-    assert_int_equal(f->ops->offline_take(f->st, alice, seen_msg, m, &dropped), QC_OK);
-    assert_int_equal(m->n, 2);
-    assert_int_equal(m->len[0], 3);
-    assert_string_equal(m->text[0], "abc");
-    assert_int_equal(m->len[1], 0);
-    free(m);
-}
-
-/* One unknown recipient fails the whole batch: nothing is stored. */
-static void test_offline_unknown_user(void **state)
-{
-    struct fixture *f = *state;
-    int32_t alice = new_user(f, "alice");
-    int32_t ids[] = { alice, NO_SUCH_ID };
-
-    assert_int_equal(f->ops->offline_store(f->st, ids, 2, "x", 1), QC_ENOUSER);
-    assert_int_equal(offline_count(f, alice), 0);
-}
-
-static void test_offline_cap(void **state)
-{
-    struct fixture *f = *state;
-    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob");
-    int32_t both[] = { alice, bob };
-    struct store *capped = open_store(f, SMALL_CAP);
-    struct msgs *m = calloc(1, sizeof(*m));
-    char text[MSG_MAX];
-    int i, dropped = -1;
-
-    assert_non_null(m);
-    for (i = 1; i <= SMALL_CAP + 2; i++) {
-        snprintf(text, sizeof(text), "m%d", i);
-        store_text(f, capped, &alice, 1, text);
-    }
-    store_text(f, capped, both, 2, "last");
-    assert_int_equal(offline_count(f, alice), SMALL_CAP);
-    assert_int_equal(offline_count(f, bob), 1);
-
-    assert_int_equal(f->ops->offline_take(capped, alice, seen_msg, m, &dropped), QC_OK);
-    assert_int_equal(dropped, 3);                     /* m1, m2, m3 */
-    assert_int_equal(m->n, SMALL_CAP);
-    assert_string_equal(m->text[0], "m4");
-    assert_string_equal(m->text[1], "m5");
-    assert_string_equal(m->text[2], "last");
-
-    /* The count was reset by the take. */
-    m->n = 0;
-    store_text(f, capped, &alice, 1, "after");
-    assert_int_equal(f->ops->offline_take(capped, alice, seen_msg, m, &dropped), QC_OK);
-    assert_int_equal(dropped, 0);
-    assert_int_equal(m->n, 1);
-    assert_string_equal(m->text[0], "after");
-
-    m->n = 0;
-    assert_int_equal(f->ops->offline_take(capped, bob, seen_msg, m, &dropped), QC_OK);
-    assert_int_equal(dropped, 0);
-    assert_int_equal(m->n, 1);
-    f->ops->close(capped);
-    free(m);
-}
-
-/* Check that writer A's and B's messages each arrived complete and in order. */
-static void check_interleaved(const struct msgs *m, int per_writer)
-{
-    int i, a = 0, b = 0, k;
-    char want[MSG_MAX];
-
-    assert_int_equal(m->n, 2 * per_writer);
-    for (i = 0; i < m->n; i++) {
-        assert_true(m->text[i][0] == 'A' || m->text[i][0] == 'B');
-        k = m->text[i][0] == 'A' ? a++ : b++;
-        snprintf(want, sizeof(want), "%c%d", m->text[i][0], k);
-        assert_string_equal(m->text[i], want);
-    }
-    assert_int_equal(a, per_writer);
-    assert_int_equal(b, per_writer);
-}
-
-static void test_two_handles(void **state)
-{
-    struct fixture *f = *state;
-    struct store *second = open_store(f, f->cfg.max_offline_messages);
-    int32_t alice = new_user(f, "alice"), id = 0;
-    struct msgs *m = calloc(1, sizeof(*m));
-    struct store_user u;
-    char text[MSG_MAX];
-    int i, dropped = -1;
-
-    assert_non_null(m);
-    assert_int_equal(f->ops->user_get(second, alice, &u), QC_OK);
-    assert_int_equal(f->ops->user_create(second, "alice", "x", &id), QC_ENAMETAKEN);
-    for (i = 0; i < CONCURRENT_MSGS; i++) {
-        snprintf(text, sizeof(text), "A%d", i);
-        store_text(f, f->st, &alice, 1, text);
-        snprintf(text, sizeof(text), "B%d", i);
-        store_text(f, second, &alice, 1, text);
-    }
-    assert_int_equal(f->ops->offline_take(second, alice, seen_msg, m, &dropped), QC_OK);
-    check_interleaved(m, CONCURRENT_MSGS);
-    assert_int_equal(offline_count(f, alice), 0);
-    f->ops->close(second);
-    free(m);
-}
-
-/* A worker process: its own handle after fork, CONCURRENT_MSGS stores. */
-static void run_writer(struct fixture *f, int32_t userid, char tag)
-{
-    char err[ERR_MAX], text[MSG_MAX];
-    struct store *st = NULL;
-    int i;
-
-    if (f->ops->open(&st, &f->cfg, err, sizeof(err)) != QC_OK) {
-        fprintf(stderr, "writer %c: %s\n", tag, err);
-        _exit(1);
-    }
-    for (i = 0; i < CONCURRENT_MSGS; i++) {
-        snprintf(text, sizeof(text), "%c%d", tag, i);
-        if (f->ops->offline_store(st, &userid, 1, text, strlen(text)) != QC_OK)
-            _exit(2);
-    }
-    f->ops->close(st);
-}
-
-static void test_two_processes(void **state)
-{
-    struct fixture *f = *state;
-    int32_t alice = new_user(f, "alice");
-    int status = -1, dropped = -1;
-    struct msgs *m;
-    pid_t pid;
-
-    f->ops->close(f->st);               /* like the master: nothing open across fork */
-    f->st = NULL;
-    pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        alarm(CHILD_ALARM_SEC);
-        run_writer(f, alice, 'B');
-        _exit(0);
-    }
-    run_writer(f, alice, 'A');
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
-
-    f->st = open_store(f, f->cfg.max_offline_messages);
-    m = calloc(1, sizeof(*m));
-    assert_non_null(m);
-    assert_int_equal(f->ops->offline_take(f->st, alice, seen_msg, m, &dropped), QC_OK);
-    check_interleaved(m, CONCURRENT_MSGS);
-    free(m);
-}
-
 /* Another connection holds the write lock past the busy timeout. */
 static void test_busy_is_storage_error(void **state)
 {
-    struct fixture *f = *state;
+    struct store_fixture *f = *state;
     int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob");
     struct store_user u;
     sqlite3 *db = NULL;
 
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_open(sqlite_fixture(f)->path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(f->ops->friend_add(f->st, alice, bob), QC_ESTORAGE);
     assert_int_equal(f->ops->user_get(f->st, alice, &u), QC_OK);   /* WAL: reads go on */
@@ -683,19 +175,7 @@ int main(void)
         cmocka_unit_test(test_driver_lookup),
         cmocka_unit_test(test_schema_matches_file),
         STORE_TEST(test_open_missing_directory),
-        STORE_TEST(test_reopen_ping_init_schema),
-        STORE_TEST(test_users),
-        STORE_TEST(test_friends),
-        STORE_TEST(test_friends_seed_one_way),
-        STORE_TEST(test_groups),
-        STORE_TEST(test_nested_calls),
-        STORE_TEST(test_group_unknown_creator),
-        STORE_TEST(test_offline_order_and_take),
-        STORE_TEST(test_offline_exact_length),
-        STORE_TEST(test_offline_unknown_user),
-        STORE_TEST(test_offline_cap),
-        STORE_TEST(test_two_handles),
-        STORE_TEST(test_two_processes),
+        STORE_CASES(setup, teardown),
         STORE_TEST(test_busy_is_storage_error),
     };
 
