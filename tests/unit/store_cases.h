@@ -1,0 +1,113 @@
+/*
+ * store_cases.h - the storage driver cases every driver must pass, written
+ * once against struct store_ops and run by test_store.c (SQLite) and
+ * test_store_mysql.c (MySQL), each with its own fixture around a
+ * struct store_fixture.
+ *
+ * A driver test's setup fills the struct store_fixture (first member of its
+ * own fixture, so that *state points at both) and the shared cases use
+ * only that: the driver's ops, an open handle, its configuration, and a way
+ * to run raw SQL behind the driver's back.  The helpers are for the
+ * driver-specific cases too.
+ */
+#ifndef QCHAT_TESTS_STORE_CASES_H
+#define QCHAT_TESTS_STORE_CASES_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "common/config.h"
+#include "common/proto.h"
+#include "store/store.h"
+
+#define NO_SUCH_ID      999999
+#define LIST_MAX        16
+#define MSG_MAX         512
+#define SMALL_CAP       3
+#define CONCURRENT_MSGS 100          /* per writer in the concurrency tests */
+#define CHILD_ALARM_SEC 60           /* a stuck child dies instead of hanging */
+#define ERR_MAX         512
+
+struct store_fixture {
+    struct qc_config cfg;
+    const struct store_ops *ops;
+    struct store *st;
+    bool unavailable;                /* no server to test against: cases skip */
+    /* Run one SQL statement on a connection of the test's own. */
+    void (*raw_sql)(struct store_fixture *f, const char *sql);
+};
+
+/* What the list callbacks saw. */
+struct seen {
+    int     n;
+    int32_t ids[LIST_MAX];
+    char    names[LIST_MAX][QC_NAME_MAX + 1];
+    char    extra[LIST_MAX][QC_GROUPDESC_MAX + 1];   /* role or description */
+};
+
+struct msgs {
+    int    n;
+    size_t len[LIST_MAX * 16];
+    char   text[LIST_MAX * 16][MSG_MAX];
+};
+
+/* Login builds groups[] with their users[]: group_members inside user_groups. */
+struct nested {
+    struct store_fixture *f;
+    int groups, members;
+};
+
+/* ---- helpers -------------------------------------------------------- */
+
+/* The fixture of a case; skips the case when there is nothing to test. */
+struct store_fixture *store_case_fixture(void **state);
+/* A second handle on the same database with max_offline_messages = cap. */
+struct store *open_store(struct store_fixture *f, int cap);
+int32_t new_user(struct store_fixture *f, const char *name);
+void seen_user(void *arg, int32_t id, const char *name);
+void seen_member(void *arg, int32_t id, const char *name, const char *role);
+void seen_group(void *arg, int32_t groupid, const char *name, const char *desc);
+void seen_msg(void *arg, const char *msg, size_t len);
+/* A callback for user_groups: struct nested counts groups and their members. */
+void list_members(void *arg, int32_t groupid, const char *name, const char *desc);
+void store_text(struct store_fixture *f, struct store *st, const int32_t *ids, size_t n,
+                const char *text);
+int  offline_count(struct store_fixture *f, int32_t id);
+
+/* ---- the cases -------------------------------------------------------- */
+
+void test_reopen_ping_init_schema(void **state);
+void test_users(void **state);
+void test_friends(void **state);
+void test_friends_seed_one_way(void **state);
+void test_groups(void **state);
+void test_nested_calls(void **state);
+void test_group_unknown_creator(void **state);
+void test_offline_order_and_take(void **state);
+void test_offline_exact_length(void **state);
+void test_offline_unknown_user(void **state);
+void test_offline_cap(void **state);
+void test_two_handles(void **state);
+void test_two_processes(void **state);
+
+/* Every shared case, for a driver test's list, with its fixture. */
+#define STORE_CASES(setup, teardown) \
+    cmocka_unit_test_setup_teardown(test_reopen_ping_init_schema, setup, teardown), \
+    cmocka_unit_test_setup_teardown(test_users, setup, teardown), \
+    cmocka_unit_test_setup_teardown(test_friends, setup, teardown), \
+    cmocka_unit_test_setup_teardown(test_friends_seed_one_way, setup, teardown), \
+    cmocka_unit_test_setup_teardown(test_groups, setup, teardown), \
+    cmocka_unit_test_setup_teardown(test_nested_calls, setup, teardown), \
+    cmocka_unit_test_setup_teardown(test_group_unknown_creator, setup, teardown), \
+    cmocka_unit_test_setup_teardown(test_offline_order_and_take, setup, teardown), \
+    cmocka_unit_test_setup_teardown(test_offline_exact_length, setup, teardown), \
+    cmocka_unit_test_setup_teardown(test_offline_unknown_user, setup, teardown), \
+    cmocka_unit_test_setup_teardown(test_offline_cap, setup, teardown), \
+    cmocka_unit_test_setup_teardown(test_two_handles, setup, teardown), \
+    cmocka_unit_test_setup_teardown(test_two_processes, setup, teardown)
+
+#endif
