@@ -264,15 +264,19 @@ void conn_close(struct worker *w, struct conn *c, const char *why)
 {
     if (c->state == CONN_DEAD)
         return;
-    if (c->sgen)
-        service_end_session(w, c);
     /* One last attempt, then whatever is left is stored. */
     if (c->out_written < conn_out_end(c) && !c->overflow)
         conn_flush(w, c);
     if (c->marks_len > 0)
         log_info("conn %u: closing with %u unwritten chat(s) (%s); storing them offline",
                  c->slot, c->marks_len, why);
+    /*
+     * Stored while the session is still in the online table: a chat sent
+     * after these can only be stored after them, so the queue keeps order.
+     */
     store_unwritten_marks(w, c);
+    if (c->sgen)
+        service_end_session(w, c);
     log_debug("conn %u: closed (%s)", c->slot, why);
     epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
