@@ -56,6 +56,7 @@ GROUP_INFLIGHT=${GROUP_INFLIGHT:-2}
 STORM_LOOPS=${STORM_LOOPS:-32}
 STORM_STALL=${STORM_STALL:-10}  # seconds: at the default cost a login waits ~1 s in line
 CLUSTER_WORKERS=${CLUSTER_WORKERS:-1}   # per node: two nodes share the 2 cores
+CLUSTER_DIRECT=${CLUSTER_DIRECT:-1}     # 1: also A -> node 1, B -> node 2 without nginx
 OFFLINE_BACKLOG=${OFFLINE_BACKLOG:-1000}
 OFFLINE_ROUNDS=${OFFLINE_ROUNDS:-10}
 OFFLINE_INFLIGHT=32          # chats being stored at once while filling a mailbox
@@ -261,7 +262,11 @@ for set in pp:$((2 * PAIRS)) conns:$CONNS group:$MEMBERS; do
 done
 stop_server "$setup_pid"
 
-start qchatd run_qchatd
+one_node=0
+for r in pingpong conns group storm cluster offline; do
+    want_row $r && one_node=1
+done
+[ $one_node = 1 ] && start qchatd run_qchatd
 qpid=$server_pid
 qp=$server_port
 if want_row storm; then
@@ -272,11 +277,13 @@ if want_row offline; then
     bench "register offline" reg --port "$qp" --users 2 --out "$tmp/ids.offline" \
         --prefix boff_ --timeout $REG_TIMEOUT || exit 1
 fi
-start relay_ref run_relay_ref
-rpid=$server_pid
-rp=$server_port
-say "qchatd $QCHATD -f -o server.listen=127.0.0.1:$qp $QCHATD_SQLITE $QCHATD_COMMON (pid $qpid)"
-say "relay_ref -l 127.0.0.1 -p $rp -w $WORKERS (pid $rpid)"
+if [ $one_node = 1 ]; then
+    start relay_ref run_relay_ref
+    rpid=$server_pid
+    rp=$server_port
+    say "qchatd $QCHATD -f -o server.listen=127.0.0.1:$qp $QCHATD_SQLITE $QCHATD_COMMON (pid $qpid)"
+    say "relay_ref -l 127.0.0.1 -p $rp -w $WORKERS (pid $rpid)"
+fi
 
 # ---- one node -------------------------------------------------------------
 
@@ -420,6 +427,10 @@ if want_row cluster && ! over_budget; then
         keep cl_p99_c "$(field "$line" p99)"
         keep cl_errors_c "$(field "$line" errors)"
         keep cl_stalls_c "$(field "$line" stalls)"
+        [ "$CLUSTER_DIRECT" = 1 ] || continue
+        bench "direct run $run" pingpong --port "$node1_port" --port2 "$node2_port" \
+            --ids "$tmp/ids.cluster" --pairs "$PAIRS" -d "$DUR" &&
+            keep cl_rate_d "$(field "$line" rate)"
     done
     for node in 1 2; do
         printf '%-22s ' "  node $node"
@@ -461,8 +472,10 @@ if want_row offline && ! over_budget; then
     stop_server "$mpid"
 fi
 
-stop_server "$rpid"
-stop_server "$qpid"
+if [ $one_node = 1 ]; then
+    stop_server "$rpid"
+    stop_server "$qpid"
+fi
 if [ $mariadb_up = 1 ]; then
     sh "$H/mariadb.sh" stop "$tmp/mariadb" >/dev/null 2>&1
     mariadb_up=0
@@ -607,6 +620,8 @@ printf '%-40s %14s %14s\n' "login storm logins/s" "-" "$(median storm_login_rate
 printf '%-40s %14s %14s %8s\n' "cluster msgs/s (vs one node $c_q)" "$c_r" "$c_c" "$(ratio "$c_c" "$c_q")"
 printf '%-40s %14s %14s %8s\n' "cluster p99 ms / errors / stalls" "-" "$(median cl_p99_c)" \
     "$(median cl_errors_c)/$(median cl_stalls_c)"
+printf '%-40s %14s %14s %8s\n' "  without nginx msgs/s (vs one node)" "-" "$(median cl_rate_d)" \
+    "$(ratio "$(median cl_rate_d)" "$c_q")"
 for st in sqlite mysql; do
     printf '%-40s %14s %14s\n' "offline $OFFLINE_BACKLOG: login p50 / max ms ($st)" \
         "$(median "off_p50_$st")" "$(median "off_max_$st")"
