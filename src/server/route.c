@@ -441,13 +441,36 @@ void route_session_ended(struct worker *w, int32_t uid)
         peer_send(w, RELAY_PEER, &h, NULL, 0);
 }
 
+/*
+ * A worker that still holds unconfirmed hand-offs of ours for uid (its
+ * session just ended there): the next chat goes the same way, so that worker
+ * stores it after the earlier ones and the offline queue keeps send order.
+ * The slab is walked only on this path, which stores to disk anyway.
+ */
+static bool handoff_in_flight(struct worker *w, int32_t uid, struct online_loc *loc)
+{
+    for (uint32_t i = 0; i < slab_capacity(w->handoffs); i++) {
+        struct handoff *ho = slab_at(w->handoffs, i);
+        if (ho->h.live && ho->uid == uid && ho->peer < ONLINE_MAX_WORKERS &&
+            w->peers[ho->peer].fd >= 0) {
+            *loc = (struct online_loc){ .worker = ho->peer };
+            return true;
+        }
+    }
+    return false;
+}
+
 enum route_result route_chat(struct worker *w, int32_t uid, const char *payload, size_t len,
                              uint32_t req)
 {
     struct online_loc loc;
-    if (!online_lookup(w->online, uid, &loc))
+    if (!online_lookup(w->online, uid, &loc)) {
+        if (handoff_in_flight(w, uid, &loc) &&
+            hand_over(w, &loc, uid, payload, len, req, IPC_F_CHAT, IPC_DELIVER) == 0)
+            return ROUTE_SENT;
         return publish_elsewhere(w, uid, payload, len, req, IPC_F_CHAT) == 0 ? ROUTE_SENT
                                                                           : ROUTE_OFFLINE;
+    }
     if (loc.worker == w->index) {
         struct conn *c = session_conn(w, uid, loc.slot, loc.gen);
         if (c == NULL)
