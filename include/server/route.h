@@ -69,6 +69,8 @@ void route_peer_lost(struct worker *w, uint32_t peer);
 void route_kick(struct worker *w, int32_t uid, uint32_t worker, uint32_t slot, uint32_t gen);
 
 void route_init(struct worker *w);
+/* Chats handed to a live peer and not confirmed yet (a stop waits for them). */
+bool route_handoffs_pending(struct worker *w);
 /* At exit: every unconfirmed hand-off is stored offline. */
 void route_shutdown(struct worker *w);
 

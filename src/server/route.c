@@ -160,6 +160,17 @@ static void watch_peer_output(struct worker *w, uint32_t peer, bool on)
     worker_rewatch(w, pe->fd, EPOLLIN | (on ? EPOLLOUT : 0), SRC_PEER, peer);
 }
 
+/*
+ * A send failed because the peer is gone.  Its last packets (confirmations
+ * of chats it did write) may still wait in our receive queue: read them
+ * first, so that only what it really never confirmed is stored offline.
+ */
+static void link_broken(struct worker *w, uint32_t peer)
+{
+    route_peer_input(w, peer);           /* ends in route_peer_lost at end of stream */
+    route_peer_lost(w, peer);            /* no-op if that already happened */
+}
+
 /* Send a packet to a peer, queueing behind anything already waiting. 0 or -1 (link lost). */
 static int peer_send(struct worker *w, uint32_t peer, const struct ipc_hdr *h,
                      const void *payload, size_t len)
@@ -171,7 +182,7 @@ static int peer_send(struct worker *w, uint32_t peer, const struct ipc_hdr *h,
         if (ipc_send(pe->fd, h, payload, len, -1) == 0)
             return 0;
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
-            route_peer_lost(w, peer);
+            link_broken(w, peer);
             return -1;
         }
     }
@@ -192,7 +203,7 @@ void route_peer_output(struct worker *w, uint32_t peer)
         if (ipc_send(pe->fd, &h, pkt + sizeof h, total - sizeof h, -1) < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
                 return;
-            route_peer_lost(w, peer);
+            link_broken(w, peer);
             return;
         }
         buf_consume(&pe->queue, sizeof total + total);
@@ -511,6 +522,16 @@ void route_kick(struct worker *w, int32_t uid, uint32_t worker, uint32_t slot, u
                          .slot = slot, .gen = gen };
     if (worker < w->nworkers && peer_send(w, worker, &h, NULL, 0) < 0)
         log_warning("kick of user %d on worker %u: link down (the master clears it)", uid, worker);
+}
+
+bool route_handoffs_pending(struct worker *w)
+{
+    for (uint32_t i = 0; i < slab_capacity(w->handoffs); i++) {
+        struct handoff *ho = slab_at(w->handoffs, i);
+        if (ho->h.live && w->peers[ho->peer].fd >= 0)
+            return true;
+    }
+    return false;
 }
 
 void route_init(struct worker *w)

@@ -421,7 +421,8 @@ static bool output_pending(struct worker *w)
     for (uint32_t p = 0; p <= RELAY_PEER; p++)
         if (w->peers[p].fd >= 0 && buf_used(&w->peers[p].queue) > 0)
             return true;
-    return false;
+    /* A confirmation still on its way: exiting now would store a written chat again. */
+    return route_handoffs_pending(w);
 }
 
 static void flush_dirty(struct worker *w);
