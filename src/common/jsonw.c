@@ -78,21 +78,36 @@ json_append_string(struct buf *b, const char *s, size_t n)
     return 0;
 }
 
-/* Comma if needed, then "key": (key may be NULL for array elements). */
+/*
+ * Comma if needed, then "key": (key may be NULL for array elements).  Keys
+ * are the program's own literals (member names of the protocol), never
+ * client text, so they are copied without escaping, in one reserve.
+ */
 static void
 write_key(struct jsonw *w, const char *key)
 {
+    size_t klen;
+    char *out;
+
     if (w->err)
         return;
-    if (!w->first && buf_append_char(w->b, ',') < 0) {
+    klen = key != NULL ? strlen(key) : 0;
+    if (buf_reserve(w->b, klen + 4) < 0) {         /* , " key " : */
         w->err = 1;
         return;
     }
+    out = w->b->data + w->b->len;
+    if (!w->first)
+        *out++ = ',';
     w->first = 0;
-    if (key == NULL)
-        return;
-    if (json_append_string(w->b, key, strlen(key)) < 0 || buf_append_char(w->b, ':') < 0)
-        w->err = 1;
+    if (key != NULL) {
+        *out++ = '"';
+        memcpy(out, key, klen);
+        out += klen;
+        *out++ = '"';
+        *out++ = ':';
+    }
+    w->b->len = (size_t)(out - w->b->data);
 }
 
 static void
@@ -112,15 +127,32 @@ jsonw_begin(struct jsonw *w, struct buf *b)
     write_raw(w, "{", 1);
 }
 
+/* Decimal digits of v at the end of buf[0..JSON_INT_MAX_LEN); returns the start. */
+static char *
+format_int(char *end, int64_t v)
+{
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    char *p = end;
+
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        *--p = '-';
+    return p;
+}
+
 void
 jsonw_int(struct jsonw *w, const char *key, int64_t v)
 {
     char num[JSON_INT_MAX_LEN];
-    int n;
+    char *end = num + sizeof(num);
+    char *start;
 
     write_key(w, key);
-    n = snprintf(num, sizeof(num), "%" PRId64, v);
-    write_raw(w, num, (size_t)n);
+    start = format_int(end, v);       /* no snprintf: this runs for every field */
+    write_raw(w, start, (size_t)(end - start));
 }
 
 void
