@@ -29,6 +29,7 @@ struct qc_config {
     char control_socket[PATH_MAX];
     char pidfile[PATH_MAX];           /* used with -d */
     int  shutdown_timeout;            /* seconds a graceful stop may take */
+    char proxy_protocol[8];           /* "on": connections start with a PROXY v1 header */
 
     /* [storage] */
     char storage_driver[16];          /* "sqlite" | "mysql" */

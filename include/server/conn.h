@@ -45,6 +45,8 @@ struct conn {
     bool      want_write;       /* EPOLLOUT armed */
     bool      overflow;         /* output cap exceeded: close as a slow reader */
     bool      half_closed;      /* shutdown(SHUT_WR) done while CLOSING */
+    bool      awaiting_proxy;   /* server.proxy_protocol: the PROXY header comes first */
+    bool      ip_counted;       /* counted in the per-address connection table */
     bool      busy;             /* a request is being finished off the loop (hashing):
                                    later requests wait in held, in order */
 

@@ -83,6 +83,9 @@ static const struct config_key config_keys[] = {
             "pid file written with -d"),
     INT_KEY("server", "shutdown_timeout", shutdown_timeout, 1, 300, "10", LIVE,
             "seconds a graceful stop may take"),
+    ENUM_KEY("server", "proxy_protocol", proxy_protocol, "off", RESTART,
+             "on: every connection starts with a PROXY v1 header from a load balancer",
+             "off", "on"),
 
     ENUM_KEY("storage", "driver", storage_driver, "sqlite", RESTART,
              "storage driver: sqlite or mysql", "sqlite", "mysql"),

@@ -29,6 +29,7 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "server/conn.h"
+#include "server/proxy.h"
 #include "server/route.h"
 #include "server/service.h"
 #include "server/worker.h"
@@ -281,7 +282,8 @@ void conn_close(struct worker *w, struct conn *c, const char *why)
     epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
-    guard_conn_close(w->guard, w->index, c->ip_hash);
+    if (c->ip_counted)
+        guard_conn_close(w->guard, w->index, c->ip_hash);
     if (c->fr) {
         frame_reader_free(c->fr);
         free(c->fr);
@@ -431,13 +433,53 @@ void conn_resume(struct worker *w, struct conn *c)
         update_events(w, c);
 }
 
+/*
+ * server.proxy_protocol: the connection starts with a PROXY header naming the
+ * client.  Returns how many of p[0..n) it took (the rest are requests), or -1
+ * when the connection was refused or is still waiting for the header.
+ */
+static ssize_t take_proxy_header(struct worker *w, struct conn *c, const char *p, size_t n)
+{
+    size_t before = buf_used(&c->held);
+    size_t want = PROXY_V1_MAX - before < n ? PROXY_V1_MAX - before : n;
+    if (buf_append(&c->held, p, want) < 0) {
+        conn_close(w, c, "out of memory");
+        return -1;
+    }
+    struct sockaddr_storage addr;
+    int used = proxy_parse_v1(buf_head(&c->held), buf_used(&c->held), &addr);
+    if (used == 0)
+        return -1;                       /* more to come */
+    if (used < 0) {
+        log_info("conn %u: no valid PROXY header (server.proxy_protocol is on); closing", c->slot);
+        buf_free(&c->held);
+        conn_close(w, c, "bad PROXY header");
+        return -1;
+    }
+    c->awaiting_proxy = false;
+    buf_free(&c->held);
+    if (addr.ss_family != AF_UNSPEC)
+        c->ip_hash = guard_addr_hash(&addr);
+    if (!guard_conn_open(w->guard, w->index, c->ip_hash, w->cfg.max_conns_per_ip)) {
+        log_info("connection refused: server.max_conns_per_ip (%d) reached for an address",
+                 w->cfg.max_conns_per_ip);
+        conn_fail(w, c, QC_ELIMIT);
+        return -1;
+    }
+    c->ip_counted = true;
+    return (ssize_t)((size_t)used - before);
+}
+
 void conn_handle_input(struct worker *w, struct conn *c)
 {
     for (int i = 0; i < CONN_READS_PER_EVENT && c->state == CONN_OPEN && !c->busy; i++) {
         ssize_t n = recv(c->fd, w->rbuf, w->rbuf_size, MSG_DONTWAIT);
         if (n > 0) {
             c->last_active = w->now_ms;
-            feed_requests(w, c, w->rbuf, (size_t)n);
+            ssize_t skip = 0;
+            if (c->awaiting_proxy && (skip = take_proxy_header(w, c, w->rbuf, (size_t)n)) < 0)
+                return;
+            feed_requests(w, c, w->rbuf + skip, (size_t)(n - skip));
             if ((size_t)n < w->rbuf_size)
                 return;
             continue;

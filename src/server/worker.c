@@ -226,16 +226,21 @@ static void accept_clients(struct worker *w)
                 log_warning("accept: %s", strerror(errno));
             return;
         }
+        /* Behind a load balancer speaking PROXY, the address comes in the header. */
+        bool proxied = strcmp(w->cfg.proxy_protocol, "on") == 0;
         uint32_t addr = guard_addr_hash(&peer);
-        if (!guard_conn_open(w->guard, w->index, addr, w->cfg.max_conns_per_ip)) {
+        if (!proxied && !guard_conn_open(w->guard, w->index, addr, w->cfg.max_conns_per_ip)) {
             refuse_connection(w, fd);
             continue;
         }
         struct conn *c = conn_open(w, fd);
-        if (c)
+        if (c) {
             c->ip_hash = addr;
-        else
+            c->ip_counted = !proxied;
+            c->awaiting_proxy = proxied;
+        } else if (!proxied) {
             guard_conn_close(w->guard, w->index, addr);
+        }
         if (c == NULL) {
             log_error("cannot take a new connection: out of memory or slots");
             close(fd);

@@ -1232,6 +1232,60 @@ static void test_forged_identity_offline(void **state)
 
 /* ---- main --------------------------------------------------------------- */
 
+/*
+ * server.proxy_protocol=on: a load balancer's PROXY v1 header names the
+ * client, and the per-address cap counts the client's address, not the
+ * balancer's; a connection without a valid header is closed unanswered.
+ */
+static const char *const proxy_opts[] = {
+    "server.proxy_protocol=on", "security.max_conns_per_ip=2", "security.request_rate=0", NULL
+};
+
+static bool proxied_heartbeat(struct h_raw *r, const char *client, int seq)
+{
+    char req[256];
+    int n = snprintf(req, sizeof req,
+                     "PROXY TCP4 %s 127.0.0.1 40000 6000\r\n{\"msgid\":14,\"seq\":%d}", client, seq);
+    h_raw_connect(r, 0);
+    if (h_raw_send(r, req, (size_t)n) < 0)
+        return false;
+    struct json_object *o = h_raw_recv(r, H_REPLY_MS);
+    bool ok = o && h_int(o, "msgid") == QC_ACK_MSG && h_int(o, "errno") == 0 && h_int(o, "seq") == seq;
+    json_object_put(o);
+    return ok;
+}
+
+static void test_proxy_protocol(void **state)
+{
+    start_with(proxy_opts);
+    struct h_raw a1, a2, a3, b, bad;
+    H_CHECK(proxied_heartbeat(&a1, "10.1.2.3", 1), "first connection from 10.1.2.3 refused");
+    H_CHECK(proxied_heartbeat(&a2, "10.1.2.3", 2), "second connection from 10.1.2.3 refused");
+    /* the third from the same client: over the cap of 2 */
+    h_raw_connect(&a3, 0);
+    static const char third[] = "PROXY TCP4 10.1.2.3 127.0.0.1 40000 6000\r\n";
+    H_CHECK(h_raw_send(&a3, third, sizeof third - 1) == 0, "send");
+    struct json_object *o = h_raw_recv(&a3, H_REPLY_MS);
+    H_CHECK(o && h_int(o, "errno") == QC_ELIMIT, "third connection from 10.1.2.3: want errno %d, "
+            "got %s", QC_ELIMIT, o ? h_json(o) : "nothing");
+    json_object_put(o);
+    H_CHECK(h_raw_wait_eof(&a3, H_REPLY_MS) == 0, "the refused connection must be closed");
+    /* another client behind the same balancer (the same 127.0.0.1) has its own count */
+    H_CHECK(proxied_heartbeat(&b, "10.9.9.9", 3), "a connection from 10.9.9.9 was refused");
+    /* no header: closed without an answer */
+    h_raw_connect(&bad, 0);
+    static const char plain[] = "{\"msgid\":14,\"seq\":4}";
+    h_raw_send(&bad, plain, sizeof plain - 1);
+    o = h_raw_recv(&bad, H_REPLY_MS);
+    H_CHECK(o == NULL, "a request without a PROXY header must get no answer, got %s", h_json(o));
+    H_CHECK(bad.eof || bad.error, "a connection without a PROXY header must be closed");
+    h_raw_close(&a1);
+    h_raw_close(&a2);
+    h_raw_close(&a3);
+    h_raw_close(&b);
+    h_raw_close(&bad);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1248,6 +1302,7 @@ int main(void)
         H_TEST(test_flood_rate_limited),
         H_TEST(test_flood_unlimited),
         H_TEST(test_forged_identity_offline),
+        H_TEST(test_proxy_protocol),
     };
     h_apply_filter();
     int rc = cmocka_run_group_tests_name("security", tests, NULL, h_group_teardown);
