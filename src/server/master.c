@@ -31,6 +31,7 @@
 #include "common/net.h"
 #include "server/ipc.h"
 #include "server/master.h"
+#include "server/proc.h"
 #include "server/relay.h"
 #include "server/worker.h"
 
@@ -70,13 +71,6 @@ struct master {
     time_t               started;
     int64_t              last_status_ms;
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int master_load_config(const struct master_args *args, struct qc_config *cfg,
                        char *err, size_t errlen)
@@ -126,7 +120,7 @@ static int fork_worker(struct master *m, uint32_t k, int *peer_fds, int worker_c
         worker_main(k, m->nworkers, m->listen_fd, worker_chan, peer_fds, &m->cfg, m->online, m->guard);
     }
     m->workers[k].pid = pid;
-    m->workers[k].started_ms = now_ms();
+    m->workers[k].started_ms = proc_now_ms();
     m->workers[k].respawn_at = 0;
     return 0;
 }
@@ -193,7 +187,7 @@ static int spawn_relay(struct master *m)
     }
     m->relay.pid = pid;
     m->relay.channel = chan[0];
-    m->relay.started_ms = now_ms();
+    m->relay.started_ms = proc_now_ms();
     m->relay.respawn_at = 0;
     return 0;
 }
@@ -286,7 +280,7 @@ static int spawn_all_workers(struct master *m)
             worker_main(k, n, m->listen_fd, chans[k], links[k], &m->cfg, m->online, m->guard);
         }
         m->workers[k].pid = pid;
-        m->workers[k].started_ms = now_ms();
+        m->workers[k].started_ms = proc_now_ms();
     }
     for (uint32_t i = 0; i < n; i++) {
         close(chans[i]);
@@ -345,7 +339,7 @@ static void reap_children(struct master *m)
                 log_info("relay (pid %d) %s", (int)pid, how);
             } else {
                 log_warning("relay (pid %d) %s", (int)pid, how);
-                schedule_child_respawn(&m->relay, "relay", now_ms());
+                schedule_child_respawn(&m->relay, "relay", proc_now_ms());
             }
             continue;
         }
@@ -368,7 +362,7 @@ static void reap_children(struct master *m)
                 log_warning("worker %u (pid %d) %s; cleared %zu online user(s)",
                             k, (int)pid, how, cleared);
                 ws->restarts++;
-                schedule_respawn(m, k, now_ms());
+                schedule_respawn(m, k, proc_now_ms());
             }
         }
     }
@@ -456,7 +450,7 @@ static void begin_stop(struct master *m, const char *why)
     if (m->stopping)
         return;
     m->stopping = true;
-    m->stop_deadline = now_ms() + (int64_t)m->cfg.shutdown_timeout * 1000 + STOP_GRACE_MS;
+    m->stop_deadline = proc_now_ms() + (int64_t)m->cfg.shutdown_timeout * 1000 + STOP_GRACE_MS;
     log_info("stopping (%s)", why);
     sd_notify(0, "STOPPING=1");
     signal_children(m, SIGTERM);
@@ -465,21 +459,21 @@ static void begin_stop(struct master *m, const char *why)
 /* ---- control socket ----------------------------------------------------- */
 
 struct users_out {
-    struct jsonw *jw;
-    struct buf   *item;
+    struct buf *b;
+    bool        first;
 };
 
 static void add_user_json(void *arg, int32_t uid, const struct online_loc *loc)
 {
-    struct buf *b = arg;
-    buf_printf(b, "%s{\"id\":%d,\"worker\":%u}", b->len > b->off && buf_head(b)[buf_used(b) - 1] == '}' ? "," : "",
-               uid, loc->worker);
+    struct users_out *u = arg;
+    buf_printf(u->b, "%s{\"id\":%d,\"worker\":%u}", u->first ? "" : ",", uid, loc->worker);
+    u->first = false;
 }
 
 /* "failing" while a worker answered "storage unavailable" in the last STORE_RECENT_MS. */
 static const char *store_state(struct master *m)
 {
-    int64_t now = now_ms();
+    int64_t now = proc_now_ms();
     for (uint32_t k = 0; k < m->nworkers; k++) {
         struct worker_stats *ws = online_stats(m->online, k);
         if (ws->store_failures && now - ws->store_failed_ms < STORE_RECENT_MS)
@@ -543,10 +537,9 @@ static void run_control_command(struct master *m, struct json_object *req, struc
     if (strcmp(cmd, "status") == 0) {
         status_json(m, out);
     } else if (strcmp(cmd, "users") == 0) {
+        struct users_out u = { out, true };
         buf_append_str(out, "{\"ok\":true,\"users\":[");
-        size_t at = buf_used(out);
-        (void)at;
-        online_foreach(m->online, add_user_json, out);
+        online_foreach(m->online, add_user_json, &u);
         buf_append_str(out, "]}");
     } else if (strcmp(cmd, "kick") == 0) {
         struct online_loc loc;
@@ -661,25 +654,11 @@ static void on_signals(struct master *m)
 
 static int open_master_sources(struct master *m)
 {
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGHUP);
-    sigaddset(&mask, SIGUSR1);
-    sigaddset(&mask, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
-    signal(SIGPIPE, SIG_IGN);
     m->epfd = epoll_create1(EPOLL_CLOEXEC);
-    m->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-    m->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    m->sigfd = proc_signal_fd();
+    m->timerfd = proc_tick_fd(MASTER_TICK_MS);
     if (m->epfd < 0 || m->sigfd < 0 || m->timerfd < 0)
         return -1;
-    struct itimerspec tick = {
-        .it_interval = { 0, MASTER_TICK_MS * 1000000L },
-        .it_value = { 0, MASTER_TICK_MS * 1000000L },
-    };
-    timerfd_settime(m->timerfd, 0, &tick, NULL);
     struct epoll_event ev = { .events = EPOLLIN };
     ev.data.u32 = SRC_M_SIGNAL;
     epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->sigfd, &ev);
@@ -738,7 +717,7 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
     }
     /* The master keeps the listening socket only to hand it to respawned workers. */
     if (m->clustered && spawn_relay(m) < 0)
-        schedule_child_respawn(&m->relay, "relay", now_ms());
+        schedule_child_respawn(&m->relay, "relay", proc_now_ms());
     log_info("qchatd %s: listening on %s, %u worker(s), node %d, store %s%s%s",
              QCHAT_VERSION, cfg->listen, m->nworkers, cfg->node_id, cfg->storage_driver,
              m->clustered ? ", redis " : "", m->clustered ? cfg->redis_host : "");
@@ -747,7 +726,7 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
     struct epoll_event events[16];
     while (!m->stopping || running_children(m) > 0) {
         int n = epoll_wait(m->epfd, events, 16, -1);
-        int64_t now = now_ms();
+        int64_t now = proc_now_ms();
         for (int i = 0; i < n; i++) {
             switch (events[i].data.u32) {
             case SRC_M_SIGNAL:

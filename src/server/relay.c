@@ -34,6 +34,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "server/ipc.h"
+#include "server/proc.h"
 #include "server/relay.h"
 #include "server/slab.h"
 
@@ -106,13 +107,6 @@ struct relay {
 };
 
 static struct relay the_relay;
-
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- the subscribed set ------------------------------------------------- */
 
@@ -869,22 +863,11 @@ static void on_signal(struct relay *r)
 
 static int open_sources(struct relay *r)
 {
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGUSR1);
-    sigaddset(&mask, SIGHUP);
-    sigaddset(&mask, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
-    signal(SIGPIPE, SIG_IGN);
     r->epfd = epoll_create1(EPOLL_CLOEXEC);
-    r->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-    r->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    r->sigfd = proc_signal_fd();
+    r->timerfd = proc_tick_fd(RELAY_TICK_MS);
     if (r->epfd < 0 || r->sigfd < 0 || r->timerfd < 0)
         return -1;
-    struct itimerspec tick = { { 0, RELAY_TICK_MS * 1000000L }, { 0, RELAY_TICK_MS * 1000000L } };
-    timerfd_settime(r->timerfd, 0, &tick, NULL);
     struct epoll_event ev = { .events = EPOLLIN };
     ev.data.u64 = (uint64_t)R_SIGNAL << 32;
     epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->sigfd, &ev);
@@ -923,7 +906,7 @@ void relay_main(uint32_t nworkers, int channel_fd, const int *worker_fds,
     r->stats->pid = getpid();
     r->nworkers = nworkers;
     r->channel = channel_fd;
-    r->now_ms = monotonic_ms();
+    r->now_ms = proc_now_ms();
     r->pkt = malloc(IPC_MAX_PACKET);
     r->deliveries = slab_new(sizeof(struct delivery));
     for (uint32_t k = 0; k < ONLINE_MAX_WORKERS; k++) {
@@ -940,7 +923,7 @@ void relay_main(uint32_t nworkers, int channel_fd, const int *worker_fds,
     struct epoll_event events[RELAY_MAX_EVENTS];
     while (!r->stopping) {
         int n = epoll_wait(r->epfd, events, RELAY_MAX_EVENTS, -1);
-        r->now_ms = monotonic_ms();
+        r->now_ms = proc_now_ms();
         for (int i = 0; i < n; i++) {
             int kind = (int)(events[i].data.u64 >> 32);
             uint32_t id = (uint32_t)events[i].data.u64;

@@ -26,6 +26,7 @@
 #include "server/conn.h"
 #include "server/crypt_pool.h"
 #include "server/ipc.h"
+#include "server/proc.h"
 #include "server/route.h"
 #include "server/service.h"
 #include "server/worker.h"
@@ -139,13 +140,6 @@ void worker_buf_give(struct worker *w, struct buf *b)
 }
 
 /* ---- time --------------------------------------------------------------- */
-
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 const char *worker_time_str(struct worker *w, int64_t *epoch_ms)
 {
@@ -541,7 +535,7 @@ static void run_loop(struct worker *w)
             log_error("epoll_wait: %s", strerror(errno));
             begin_stop(w, "epoll failure");
         }
-        w->now_ms = monotonic_ms();
+        w->now_ms = proc_now_ms();
         for (int i = 0; i < n; i++)
             handle_event(w, &events[i]);
         flush_dirty(w);
@@ -555,25 +549,9 @@ static void run_loop(struct worker *w)
 
 static int open_event_sources(struct worker *w)
 {
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGUSR1);
-    sigaddset(&mask, SIGHUP);
-    sigaddset(&mask, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    w->signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-    w->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    w->signal_fd = proc_signal_fd();
+    w->timer_fd = proc_tick_fd(WORKER_TICK_MS);
     if (w->signal_fd < 0 || w->timer_fd < 0)
-        return -1;
-    struct itimerspec tick = {
-        .it_interval = { WORKER_TICK_MS / 1000, (WORKER_TICK_MS % 1000) * 1000000L },
-        .it_value = { WORKER_TICK_MS / 1000, (WORKER_TICK_MS % 1000) * 1000000L },
-    };
-    if (timerfd_settime(w->timer_fd, 0, &tick, NULL) < 0)
         return -1;
     if (worker_watch(w, w->listen_fd, EPOLLIN | EPOLLEXCLUSIVE, SRC_LISTEN, 0) < 0 ||
         worker_watch(w, w->channel_fd, EPOLLIN, SRC_CHANNEL, 0) < 0 ||
@@ -598,7 +576,7 @@ int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
     w->stats->pid = getpid();
     w->stats->connections = 0;
     w->stats->sessions = 0;
-    w->now_ms = monotonic_ms();
+    w->now_ms = proc_now_ms();
     w->listen_fd = w->channel_fd = w->signal_fd = w->timer_fd = -1;
     for (uint32_t p = 0; p <= RELAY_PEER; p++) {
         w->peers[p].fd = -1;

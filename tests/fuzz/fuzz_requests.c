@@ -25,6 +25,7 @@
 #include "server/conn.h"
 #include "server/guard.h"
 #include "server/online.h"
+#include "server/proc.h"
 #include "server/worker.h"
 
 #define FUZZ_MAX_INPUT   (256 * 1024)
@@ -64,26 +65,19 @@ static void drain(int fd)
         ;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /*
  * Password jobs run on threads: wait for them like the loop would.  poll is
  * retried on EINTR (libFuzzer's -timeout ticks with SIGALRM).
  */
 static void wait_for_jobs(struct conn *c, int peer)
 {
-    int64_t deadline = now_ms() + FUZZ_JOB_WAIT_MS;
+    int64_t deadline = proc_now_ms() + FUZZ_JOB_WAIT_MS;
     while (c->state == CONN_OPEN && c->busy) {
         struct pollfd p = { .fd = worker.crypt_fd, .events = POLLIN };
         int n = poll(&p, 1, FUZZ_JOB_WAIT_MS);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0 && now_ms() >= deadline) {
+        if (n <= 0 && proc_now_ms() >= deadline) {
             fprintf(stderr, "fuzz: password job lost: conn %u busy, state %d, held %zu bytes\n",
                     c->slot, c->state, buf_used(&c->held));
             abort();                       /* a job that never comes back is a bug */
