@@ -28,7 +28,8 @@ struct peer {
     bool       want_write;
 };
 
-struct slab;                /* handle tables in route.c */
+struct slab;                /* handle tables (slab.c) */
+struct inflight;            /* route.c */
 
 #define WORKER_SPARE_BUFS     64          /* reusable buffers kept per worker */
 #define WORKER_SPARE_MAX_CAP  (64 * 1024) /* larger ones are freed, not kept */
@@ -71,6 +72,7 @@ struct worker {
     uint32_t             nspare;
     struct slab         *pending;           /* requests waiting to be ACKed */
     struct slab         *handoffs;          /* chats handed to peers, unconfirmed */
+    struct inflight     *inflight;          /* uid -> the peer holding unconfirmed hand-offs */
 
     bool                 accepting;
     bool                 stopping;

@@ -49,6 +49,148 @@ struct handoff {
     size_t   len;
 };
 
+/* ---- chats in flight to a worker, by recipient ------------------------------ */
+
+/*
+ * uid -> (peer, count) for chats handed to another worker and not confirmed:
+ * open addressing, linear probing, deletion by backward shift (no
+ * tombstones).  route_chat asks it when the recipient just went offline.
+ */
+#define INFLIGHT_MIN 64
+
+struct inflight_entry {
+    int32_t  uid;                        /* 0: empty */
+    uint32_t peer;
+    uint32_t count;
+};
+
+struct inflight {
+    struct inflight_entry *e;
+    uint32_t mask, used;
+};
+
+static struct inflight *inflight_new(void)
+{
+    struct inflight *m = calloc(1, sizeof *m);
+    if (m && (m->e = calloc(INFLIGHT_MIN, sizeof *m->e)) == NULL) {
+        free(m);
+        return NULL;
+    }
+    if (m)
+        m->mask = INFLIGHT_MIN - 1;
+    return m;
+}
+
+static uint32_t inflight_home(const struct inflight *m, int32_t uid)
+{
+    return ((uint32_t)uid * 0x9e3779b1u) & m->mask;
+}
+
+static struct inflight_entry *inflight_find(struct inflight *m, int32_t uid)
+{
+    for (uint32_t i = inflight_home(m, uid); m->e[i].uid; i = (i + 1) & m->mask)
+        if (m->e[i].uid == uid)
+            return &m->e[i];
+    return NULL;
+}
+
+static int inflight_grow(struct inflight *m)
+{
+    struct inflight old = *m;
+    uint32_t cap = (old.mask + 1) * 2;
+    struct inflight_entry *e = calloc(cap, sizeof *e);
+    if (e == NULL)
+        return -1;
+    m->e = e;
+    m->mask = cap - 1;
+    for (uint32_t i = 0; i <= old.mask; i++)
+        if (old.e[i].uid) {
+            uint32_t j = inflight_home(m, old.e[i].uid);
+            while (m->e[j].uid)
+                j = (j + 1) & m->mask;
+            m->e[j] = old.e[i];
+        }
+    free(old.e);
+    return 0;
+}
+
+/* One more chat for uid in flight to peer (a failure only loses the ordering hint). */
+static void inflight_add(struct inflight *m, int32_t uid, uint32_t peer)
+{
+    struct inflight_entry *x = inflight_find(m, uid);
+    if (x == NULL) {
+        if ((m->used + 1) * 2 > m->mask + 1 && inflight_grow(m) < 0)
+            return;
+        uint32_t i = inflight_home(m, uid);
+        while (m->e[i].uid)
+            i = (i + 1) & m->mask;
+        x = &m->e[i];
+        x->uid = uid;
+        x->count = 0;
+        m->used++;
+    }
+    x->peer = peer;
+    x->count++;
+}
+
+static void inflight_del(struct inflight *m, int32_t uid)
+{
+    struct inflight_entry *x = inflight_find(m, uid);
+    if (x == NULL || --x->count > 0)
+        return;
+    uint32_t i = (uint32_t)(x - m->e);
+    m->e[i].uid = 0;
+    m->used--;
+    /* Backward shift: entries after the hole move up if their home allows. */
+    for (uint32_t j = (i + 1) & m->mask; m->e[j].uid; j = (j + 1) & m->mask) {
+        uint32_t home = inflight_home(m, m->e[j].uid);
+        if (((j - home) & m->mask) >= ((j - i) & m->mask)) {
+            m->e[i] = m->e[j];
+            m->e[j].uid = 0;
+            i = j;
+        }
+    }
+}
+
+/* ---- hand-offs ------------------------------------------------------------ */
+
+/* Keep a copy of a chat handed to peer until it is confirmed; 0 when out of memory. */
+static uint32_t handoff_keep(struct worker *w, uint32_t peer, int32_t uid, uint32_t req,
+                             const char *payload, size_t len)
+{
+    uint32_t token;
+    struct handoff *ho = slab_alloc(w->handoffs, &token);
+    char *copy = ho ? malloc(len) : NULL;
+    if (copy == NULL) {
+        if (ho)
+            slab_free(w->handoffs, token);
+        return 0;
+    }
+    memcpy(copy, payload, len);
+    ho->peer = peer;
+    ho->uid = uid;
+    ho->req = req;
+    ho->payload = copy;
+    ho->len = len;
+    if (peer < ONLINE_MAX_WORKERS)
+        inflight_add(w->inflight, uid, peer);
+    return token;
+}
+
+/* Forget a hand-off; its copy is first stored offline when store is set. */
+static void handoff_release(struct worker *w, struct handoff *ho, uint32_t token, int err,
+                            bool store)
+{
+    if (store)
+        err = route_store_offline(w, ho->uid, ho->payload, ho->len);
+    uint32_t req = ho->req;
+    if (ho->peer < ONLINE_MAX_WORKERS)
+        inflight_del(w->inflight, ho->uid);
+    free(ho->payload);
+    slab_free(w->handoffs, token);
+    pending_done(w, req, err);
+}
+
 /* ---- pending requests -------------------------------------------------- */
 
 uint32_t pending_open(struct worker *w, struct conn *c, int msgid, const char *seq)
@@ -230,12 +372,7 @@ void route_peer_lost(struct worker *w, uint32_t peer)
         struct handoff *ho = slab_at(w->handoffs, i);
         if (!ho->h.live || ho->peer != peer)
             continue;
-        uint32_t handle = slab_handle_of(w->handoffs, i);
-        int err = route_store_offline(w, ho->uid, ho->payload, ho->len);
-        uint32_t req = ho->req;
-        free(ho->payload);
-        slab_free(w->handoffs, handle);
-        pending_done(w, req, err);
+        handoff_release(w, ho, slab_handle_of(w->handoffs, i), 0, true);
         n++;
     }
     if (n)
@@ -267,12 +404,8 @@ void route_mark_done(struct worker *w, uint32_t origin, uint32_t token, int err)
 static void confirm_handoff(struct worker *w, uint32_t token, int err)
 {
     struct handoff *ho = slab_get(w->handoffs, token);
-    if (ho == NULL)
-        return;
-    uint32_t req = ho->req;
-    free(ho->payload);
-    slab_free(w->handoffs, token);
-    pending_done(w, req, err);
+    if (ho)
+        handoff_release(w, ho, token, err, false);
 }
 
 /* The relay's PUBLISH of a chat was answered: receivers elsewhere, or store it. */
@@ -284,10 +417,7 @@ static void publish_answered(struct worker *w, uint32_t token, uint32_t receiver
     int err = 0;
     if (failed || receivers == 0)
         err = route_store_offline_checked(w, ho->uid, ho->payload, ho->len);
-    uint32_t req = ho->req;
-    free(ho->payload);
-    slab_free(w->handoffs, token);
-    pending_done(w, req, err);
+    handoff_release(w, ho, token, err, false);
 }
 
 /* The session a packet names, if it is still here. */
@@ -384,31 +514,21 @@ static int hand_over(struct worker *w, const struct online_loc *loc, int32_t uid
 {
     uint32_t token = 0;
     if (flags & IPC_F_CHAT) {
-        struct handoff *ho = slab_alloc(w->handoffs, &token);
-        char *copy = ho ? malloc(len) : NULL;
-        if (copy == NULL) {
-            if (ho)
-                slab_free(w->handoffs, token);
+        if ((token = handoff_keep(w, loc->worker, uid, req, payload, len)) == 0)
             return -1;
-        }
-        memcpy(copy, payload, len);
-        ho->peer = loc->worker;
-        ho->uid = uid;
-        ho->req = req;
-        ho->payload = copy;
-        ho->len = len;
         pending_add(w, req);
     }
     struct ipc_hdr h = { .type = type, .from = (uint16_t)w->index, .token = token,
                          .uid = uid, .slot = loc->slot, .gen = loc->gen, .flags = flags };
     if (peer_send(w, loc->worker, &h, payload, len) == 0)
         return 0;
-    /* Link down: route_peer_lost stored the copy, or there was no link at all. */
-    if (token && slab_get(w->handoffs, token)) {
-        struct handoff *ho = slab_get(w->handoffs, token);
-        free(ho->payload);
-        slab_free(w->handoffs, token);
-        pending_done(w, req, 0);
+    /*
+     * No link: give the copy back, the caller stores the chat.  A link that
+     * broke while sending was handled by route_peer_lost (copy stored): done.
+     */
+    struct handoff *ho = token ? slab_get(w->handoffs, token) : NULL;
+    if (ho) {
+        handoff_release(w, ho, token, 0, false);
         return -1;
     }
     return token ? 0 : -1;
@@ -456,19 +576,14 @@ void route_session_ended(struct worker *w, int32_t uid)
  * A worker that still holds unconfirmed hand-offs of ours for uid (its
  * session just ended there): the next chat goes the same way, so that worker
  * stores it after the earlier ones and the offline queue keeps send order.
- * The slab is walked only on this path, which stores to disk anyway.
  */
 static bool handoff_in_flight(struct worker *w, int32_t uid, struct online_loc *loc)
 {
-    for (uint32_t i = 0; i < slab_capacity(w->handoffs); i++) {
-        struct handoff *ho = slab_at(w->handoffs, i);
-        if (ho->h.live && ho->uid == uid && ho->peer < ONLINE_MAX_WORKERS &&
-            w->peers[ho->peer].fd >= 0) {
-            *loc = (struct online_loc){ .worker = ho->peer };
-            return true;
-        }
-    }
-    return false;
+    struct inflight_entry *x = inflight_find(w->inflight, uid);
+    if (x == NULL || w->peers[x->peer].fd < 0)
+        return false;
+    *loc = (struct online_loc){ .worker = x->peer };
+    return true;
 }
 
 enum route_result route_chat(struct worker *w, int32_t uid, const char *payload, size_t len,
@@ -538,7 +653,8 @@ void route_init(struct worker *w)
 {
     w->pending = slab_new(sizeof(struct pending));
     w->handoffs = slab_new(sizeof(struct handoff));
-    if (w->pending == NULL || w->handoffs == NULL) {
+    w->inflight = inflight_new();
+    if (w->pending == NULL || w->handoffs == NULL || w->inflight == NULL) {
         log_error("out of memory at start");
         exit(1);
     }
@@ -560,5 +676,8 @@ void route_shutdown(struct worker *w)
         log_info("stored %zu unconfirmed hand-off(s) offline at exit", n);
     slab_destroy(w->pending);
     slab_destroy(w->handoffs);
+    free(w->inflight->e);
+    free(w->inflight);
     w->pending = w->handoffs = NULL;
+    w->inflight = NULL;
 }
