@@ -27,6 +27,9 @@ void service_send_kick(struct worker *w, struct conn *c, const char *reason);
 void service_reply_error(struct worker *w, struct conn *c, int msgid, const char *seq, int err);
 /* Tell uid's online friends (those who asked) that uid is now state. */
 void service_announce_presence(struct worker *w, int32_t uid, const char *name, const char *state);
+/* The same to the listed friends (the caller knows who is online). */
+void service_announce_presence_to(struct worker *w, int32_t uid, const char *name,
+                                  const char *state, const int32_t *ids, size_t n);
 /* End c's session: online table, presence to friends.  Keeps the connection. */
 void service_end_session(struct worker *w, struct conn *c);
 /* End the session (uid, gen) held on this worker because it was taken over. */

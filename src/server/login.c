@@ -313,6 +313,26 @@ static void restore_stash(struct worker *w, struct login_ctx *x)
     x->count = 0;
 }
 
+/*
+ * The reply just told this user who of its friends is online; the same
+ * friends hear that it came online.  No second friend query, and in a
+ * cluster no PUBLISH to friends who are online nowhere.
+ */
+static void announce_to_online_friends(struct worker *w, const struct login_ctx *x)
+{
+    int32_t *ids = malloc((x->nfriends ? x->nfriends : 1) * sizeof *ids);
+    size_t n = 0;
+    if (ids == NULL) {
+        service_announce_presence(w, x->uid, x->name, QC_STATE_ONLINE);
+        return;
+    }
+    for (size_t i = 0; i < x->nfriends; i++)
+        if (strcmp(state_text(w, x, x->friends[i].id), QC_STATE_ONLINE) == 0)
+            ids[n++] = x->friends[i].id;
+    service_announce_presence_to(w, x->uid, x->name, QC_STATE_ONLINE, ids, n);
+    free(ids);
+}
+
 static void send_reply(struct worker *w, struct conn *c, struct login_ctx *x)
 {
     struct buf b, item, member;
@@ -344,7 +364,7 @@ static void send_reply(struct worker *w, struct conn *c, struct login_ctx *x)
         }
         conn_send_stashed(w, c, x->uid, buf_head(&b), buf_used(&b), stash);
         log_info("user %d logged in on conn %u (%d offline message(s))", x->uid, c->slot, x->count);
-        service_announce_presence(w, x->uid, x->name, QC_STATE_ONLINE);
+        announce_to_online_friends(w, x);
     }
     buf_free(&b);
     buf_free(&item);

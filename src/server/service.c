@@ -190,10 +190,16 @@ void service_announce_presence(struct worker *w, int32_t uid, const char *name, 
 {
     struct id_list friends = { 0 };
     void *arg[2] = { w, &friends };
-    if (w->st->friend_list(w->store, uid, collect_online_friend, arg) != 0 || friends.n == 0) {
-        free(friends.ids);
+    if (w->st->friend_list(w->store, uid, collect_online_friend, arg) == 0)
+        service_announce_presence_to(w, uid, name, state, friends.ids, friends.n);
+    free(friends.ids);
+}
+
+void service_announce_presence_to(struct worker *w, int32_t uid, const char *name,
+                                  const char *state, const int32_t *ids, size_t n)
+{
+    if (n == 0)
         return;
-    }
     struct buf b = worker_buf_take(w);
     struct jsonw jw;
     jsonw_begin(&jw, &b);
@@ -202,10 +208,9 @@ void service_announce_presence(struct worker *w, int32_t uid, const char *name, 
     jsonw_str(&jw, "name", name);
     jsonw_str(&jw, "state", state);
     if (jsonw_end(&jw) == 0 && buf_append_char(&b, '\n') == 0)
-        for (size_t i = 0; i < friends.n; i++)
-            route_notice(w, friends.ids[i], buf_head(&b), buf_used(&b));
+        for (size_t i = 0; i < n; i++)
+            route_notice(w, ids[i], buf_head(&b), buf_used(&b));
     worker_buf_give(w, &b);
-    free(friends.ids);
 }
 
 /* ---- sessions ----------------------------------------------------------- */
