@@ -242,25 +242,27 @@ static int spawn_all_workers(struct master *m)
     uint32_t n = m->nworkers;
     int (*links)[ONLINE_MAX_WORKERS + 1] = calloc(n, sizeof *links);
     int *chans = calloc(n, sizeof *chans);
-    if (links == NULL || chans == NULL)
-        return -1;
-    for (uint32_t i = 0; i < n; i++)
+    int rc = links && chans ? 0 : -1;
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
+        chans[i] = -1;
         for (uint32_t j = 0; j <= RELAY_PEER; j++)
             links[i][j] = -1;
-    for (uint32_t i = 0; i < n; i++) {
+    }
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
         int sv[2];
-        if (ipc_pair(sv) < 0)
-            return -1;
+        if ((rc = ipc_pair(sv)) < 0)
+            break;
         m->workers[i].channel = sv[0];
         chans[i] = sv[1];
-        for (uint32_t j = i + 1; j < n; j++) {
-            if (ipc_pair(sv) < 0)
-                return -1;
+        for (uint32_t j = i + 1; j < n && rc == 0; j++) {
+            if ((rc = ipc_pair(sv)) < 0)
+                break;
             links[i][j] = sv[0];
             links[j][i] = sv[1];
         }
     }
-    int rc = 0;
+    if (rc < 0)
+        log_error("socketpairs for the workers: %s", strerror(errno));
     for (uint32_t k = 0; k < n && rc == 0; k++) {
         pid_t pid = fork();
         if (pid < 0) {
@@ -282,8 +284,9 @@ static int spawn_all_workers(struct master *m)
         m->workers[k].pid = pid;
         m->workers[k].started_ms = proc_now_ms();
     }
-    for (uint32_t i = 0; i < n; i++) {
-        close(chans[i]);
+    for (uint32_t i = 0; links && chans && i < n; i++) {
+        if (chans[i] >= 0)
+            close(chans[i]);
         for (uint32_t j = 0; j < n; j++)
             if (links[i][j] >= 0)
                 close(links[i][j]);
