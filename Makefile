@@ -28,7 +28,7 @@ DEB_BUILD := build-essential pkg-config clang libjson-c-dev libhiredis-dev libma
              libsqlite3-dev libbsd-dev libcrypt-dev libinih-dev libsystemd-dev libedit-dev \
              libcmocka-dev
 DEB_CHECK := mariadb-server redis-server nginx-light libnginx-mod-stream mandoc systemd \
-             sqlite3 valgrind libclang-rt-14-dev
+             sqlite3 valgrind libclang-rt-14-dev clang-format
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -68,7 +68,7 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 IT_BINS   := $(patsubst tests/integration/test_%.c,$(B)/tests/it_%,$(IT_SRC))
 
 .SECONDARY:
-.PHONY: all deps check-deps run check install uninstall cluster bench fuzz clean lint
+.PHONY: all deps check-deps run check install uninstall cluster bench fuzz clean lint format
 all: $(PROGS)
 tests: $(UNIT_BINS) $(IT_BINS)
 
@@ -116,6 +116,10 @@ run: deps
 	exec $(B)/qchatd -f -o storage.path=$(CURDIR)/run/qchat.db \
 	    -o server.control_socket=$(CURDIR)/run/qchatd.sock \
 	    -o server.pidfile=$(CURDIR)/run/qchatd.pid $(RUNFLAGS)
+
+# Apply the house style (.clang-format); make check fails on unformatted files.
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
 
 check: check-deps
 	@$(MAKE) --no-print-directory all tests

@@ -15,17 +15,17 @@
 struct qclient;
 
 /* Connect to host:port within timeout_ms.  NULL with err filled on failure. */
-struct qclient *qclient_connect(const char *host, int port, int timeout_ms,
-                                char *err, size_t errlen);
+struct qclient *qclient_connect(const char *host, int port, int timeout_ms, char *err,
+                                size_t errlen);
 void qclient_close(struct qclient *c);
-int  qclient_fd(const struct qclient *c);
+int qclient_fd(const struct qclient *c);
 
 /* Send bytes as they are (tests use it for malformed input). 0 or -1. */
-int  qclient_send_raw(struct qclient *c, const void *p, size_t n);
+int qclient_send_raw(struct qclient *c, const void *p, size_t n);
 /* Serialize obj and send it (no separator unless qclient_set_trailing_nul). */
-int  qclient_send(struct qclient *c, struct json_object *obj);
+int qclient_send(struct qclient *c, struct json_object *obj);
 /* Send a JSON text given with printf formatting. */
-int  qclient_sendf(struct qclient *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int qclient_sendf(struct qclient *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Append a NUL after each object, as the seed's client does. */
 void qclient_set_trailing_nul(struct qclient *c, bool on);
 
@@ -54,29 +54,29 @@ typedef void qclient_skip_fn(void *arg, struct json_object *obj);
 void qclient_set_skip_handler(struct qclient *c, qclient_skip_fn *fn, void *arg);
 
 /* Field helpers: 0 when present with the right type. */
-int  qjson_int(struct json_object *o, const char *key, int64_t *out);
-const char *qjson_str(struct json_object *o, const char *key);   /* NULL if absent */
+int qjson_int(struct json_object *o, const char *key, int64_t *out);
+const char *qjson_str(struct json_object *o, const char *key); /* NULL if absent */
 
 /*
  * Requests.  Each returns the reply's errno (0 ok, >0 server error) or -1 on
  * a transport error / timeout.  seq > 0 adds a "seq" field; replies with seq
  * are matched.  *ack (if given) receives the reply object to inspect.
  */
-int  qclient_register(struct qclient *c, const char *name, const char *password,
-                      int32_t *id, int timeout_ms);
-int  qclient_login(struct qclient *c, int32_t id, const char *password,
-                   bool presence, struct json_object **ack, int timeout_ms);
-/* Requests whose only reply is the generic ACK (msgid 11): send with seq. */
-int  qclient_chat(struct qclient *c, int32_t toid, const char *text, int64_t seq,
+int qclient_register(struct qclient *c, const char *name, const char *password, int32_t *id,
+                     int timeout_ms);
+int qclient_login(struct qclient *c, int32_t id, const char *password, bool presence,
                   struct json_object **ack, int timeout_ms);
-int  qclient_add_friend(struct qclient *c, int32_t friendid, int64_t seq, int timeout_ms);
+/* Requests whose only reply is the generic ACK (msgid 11): send with seq. */
+int qclient_chat(struct qclient *c, int32_t toid, const char *text, int64_t seq,
+                 struct json_object **ack, int timeout_ms);
+int qclient_add_friend(struct qclient *c, int32_t friendid, int64_t seq, int timeout_ms);
 /* *groupid gets the new group's id from the ACK (0 when seq == 0: no ACK). */
-int  qclient_create_group(struct qclient *c, const char *name, const char *desc,
-                          int64_t seq, int32_t *groupid, int timeout_ms);
-int  qclient_add_group(struct qclient *c, int32_t groupid, int64_t seq, int timeout_ms);
-int  qclient_group_chat(struct qclient *c, int32_t groupid, const char *text, int64_t seq,
-                        struct json_object **ack, int timeout_ms);
-int  qclient_logout(struct qclient *c, int64_t seq, int timeout_ms);
-int  qclient_heartbeat(struct qclient *c, int64_t seq, int timeout_ms);
+int qclient_create_group(struct qclient *c, const char *name, const char *desc, int64_t seq,
+                         int32_t *groupid, int timeout_ms);
+int qclient_add_group(struct qclient *c, int32_t groupid, int64_t seq, int timeout_ms);
+int qclient_group_chat(struct qclient *c, int32_t groupid, const char *text, int64_t seq,
+                       struct json_object **ack, int timeout_ms);
+int qclient_logout(struct qclient *c, int64_t seq, int timeout_ms);
+int qclient_heartbeat(struct qclient *c, int64_t seq, int timeout_ms);
 
 #endif

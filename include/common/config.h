@@ -12,58 +12,58 @@
 #include <stddef.h>
 #include <stdbool.h>
 
-#define QC_DEFAULT_CONFIG   "/etc/qchat/qchatd.conf"
-#define QC_CONFIG_STR_MAX   256
-#define QC_CONFIG_ERR_MAX   512
+#define QC_DEFAULT_CONFIG "/etc/qchat/qchatd.conf"
+#define QC_CONFIG_STR_MAX 256
+#define QC_CONFIG_ERR_MAX 512
 
 struct qc_config {
-    char source[PATH_MAX];            /* file loaded, "" when none */
+    char source[PATH_MAX]; /* file loaded, "" when none */
 
     /* [server] */
-    char listen[QC_CONFIG_STR_MAX];   /* "127.0.0.1:6000", "[::1]:6000" */
-    int  workers;                     /* 0: one per CPU */
-    int  node_id;
-    int  max_users;                   /* online table capacity (sessions per node) */
-    int  max_message_bytes;           /* largest request object accepted */
-    int  max_output_bytes;            /* per-connection output cap (slow reader) */
+    char listen[QC_CONFIG_STR_MAX]; /* "127.0.0.1:6000", "[::1]:6000" */
+    int workers;                    /* 0: one per CPU */
+    int node_id;
+    int max_users;         /* online table capacity (sessions per node) */
+    int max_message_bytes; /* largest request object accepted */
+    int max_output_bytes;  /* per-connection output cap (slow reader) */
     char control_socket[PATH_MAX];
-    char pidfile[PATH_MAX];           /* used with -d */
-    int  shutdown_timeout;            /* seconds a graceful stop may take */
-    char proxy_protocol[8];           /* "on": connections start with a PROXY v1 header */
+    char pidfile[PATH_MAX]; /* used with -d */
+    int shutdown_timeout;   /* seconds a graceful stop may take */
+    char proxy_protocol[8]; /* "on": connections start with a PROXY v1 header */
 
     /* [storage] */
-    char storage_driver[16];          /* "sqlite" | "mysql" */
-    char storage_path[PATH_MAX];      /* sqlite database file */
+    char storage_driver[16];     /* "sqlite" | "mysql" */
+    char storage_path[PATH_MAX]; /* sqlite database file */
     char storage_host[QC_CONFIG_STR_MAX];
-    int  storage_port;
+    int storage_port;
     char storage_socket[PATH_MAX];
     char storage_user[QC_CONFIG_STR_MAX];
     char storage_password_file[PATH_MAX];
     char storage_database[QC_CONFIG_STR_MAX];
 
     /* [redis] */
-    char redis_host[QC_CONFIG_STR_MAX];  /* "": single node, no relay */
-    int  redis_port;
+    char redis_host[QC_CONFIG_STR_MAX]; /* "": single node, no relay */
+    int redis_port;
 
     /* [log] */
-    int  log_level;                   /* enum log_level */
-    char log_target[16];              /* "stderr" | "syslog" | "file" */
+    int log_level;       /* enum log_level */
+    char log_target[16]; /* "stderr" | "syslog" | "file" */
     char log_file[PATH_MAX];
 
     /* [security] */
-    int  password_cost;               /* yescrypt cost, 1..11 */
-    int  hash_threads;                /* password hashing threads per worker */
-    int  request_rate;                /* requests per second per connection */
-    int  request_burst;               /* token bucket depth */
-    int  login_timeout;               /* seconds to authenticate, 0: none */
-    int  idle_timeout;                /* seconds without traffic, 0: none */
-    int  max_conns_per_ip;            /* 0: unlimited */
+    int password_cost;    /* yescrypt cost, 1..11 */
+    int hash_threads;     /* password hashing threads per worker */
+    int request_rate;     /* requests per second per connection */
+    int request_burst;    /* token bucket depth */
+    int login_timeout;    /* seconds to authenticate, 0: none */
+    int idle_timeout;     /* seconds without traffic, 0: none */
+    int max_conns_per_ip; /* 0: unlimited */
 
     /* [limits] */
-    int  max_text_bytes;              /* "msg" field of a chat */
-    int  max_friends;
-    int  max_group_members;
-    int  max_offline_messages;        /* kept per user; oldest dropped beyond */
+    int max_text_bytes; /* "msg" field of a chat */
+    int max_friends;
+    int max_group_members;
+    int max_offline_messages; /* kept per user; oldest dropped beyond */
 };
 
 /* Fill cfg with the built-in defaults. */
@@ -73,12 +73,11 @@ void config_defaults(struct qc_config *cfg);
  * Load an INI file over cfg.  Returns 0, or -1 with err set to
  * "FILE:LINE: message".  A missing file is an error unless missing_ok.
  */
-int config_load(struct qc_config *cfg, const char *path, bool missing_ok,
-                char *err, size_t errlen);
+int config_load(struct qc_config *cfg, const char *path, bool missing_ok, char *err, size_t errlen);
 
 /* Set one key from its text; 0 or -1 with err ("unknown key", "bad value"). */
-int config_set(struct qc_config *cfg, const char *section, const char *key,
-               const char *value, char *err, size_t errlen);
+int config_set(struct qc_config *cfg, const char *section, const char *key, const char *value,
+               char *err, size_t errlen);
 
 /* Apply "-o SECTION.KEY=VALUE"; 0 or -1 with err naming the option. */
 int config_override(struct qc_config *cfg, const char *spec, char *err, size_t errlen);
@@ -92,8 +91,7 @@ int config_validate(const struct qc_config *cfg, char *err, size_t errlen);
  * Returns the number of differing keys.
  */
 typedef void (*config_diff_cb)(void *arg, const char *name, bool live);
-int config_diff(const struct qc_config *a, const struct qc_config *b,
-                config_diff_cb cb, void *arg);
+int config_diff(const struct qc_config *a, const struct qc_config *b, config_diff_cb cb, void *arg);
 
 /* Copy every key that can change without a restart from src into dst. */
 void config_apply_live(struct qc_config *dst, const struct qc_config *src);

@@ -16,23 +16,24 @@
 
 struct jsonw {
     struct buf *b;
-    int   first;      /* no member written yet at this level */
-    int   err;
-    int   depth;
+    int first; /* no member written yet at this level */
+    int err;
+    int depth;
 };
 
-void jsonw_begin(struct jsonw *w, struct buf *b);           /* writes "{" */
+void jsonw_begin(struct jsonw *w, struct buf *b); /* writes "{" */
 void jsonw_int(struct jsonw *w, const char *key, int64_t v);
 void jsonw_str(struct jsonw *w, const char *key, const char *s);
 void jsonw_strn(struct jsonw *w, const char *key, const char *s, size_t n);
-void jsonw_raw(struct jsonw *w, const char *key, const char *json, size_t n); /* pre-serialized value */
+void jsonw_raw(struct jsonw *w, const char *key, const char *json,
+               size_t n); /* pre-serialized value */
 void jsonw_bool(struct jsonw *w, const char *key, int v);
-void jsonw_array_begin(struct jsonw *w, const char *key);   /* "key":[ */
-void jsonw_array_str(struct jsonw *w, const char *s, size_t n);  /* string element */
-void jsonw_array_end(struct jsonw *w);                      /* ] */
-int  jsonw_end(struct jsonw *w);                            /* writes "}", 0 or -1 */
+void jsonw_array_begin(struct jsonw *w, const char *key);       /* "key":[ */
+void jsonw_array_str(struct jsonw *w, const char *s, size_t n); /* string element */
+void jsonw_array_end(struct jsonw *w);                          /* ] */
+int jsonw_end(struct jsonw *w);                                 /* writes "}", 0 or -1 */
 
 /* Append s[0..n) as a quoted JSON string. */
-int  json_append_string(struct buf *b, const char *s, size_t n);
+int json_append_string(struct buf *b, const char *s, size_t n);
 
 #endif

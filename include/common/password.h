@@ -15,7 +15,7 @@
 #define PASSWORD_HASH_MAX 256
 
 /* Hash plain with a fresh yescrypt salt of the given cost (1..11). 0 or -1. */
-int  password_hash(const char *plain, int cost, char *out, size_t outlen);
+int password_hash(const char *plain, int cost, char *out, size_t outlen);
 /* true when plain matches stored (a hash, or a seed plaintext). */
 bool password_verify(const char *plain, const char *stored);
 /* true when stored is not a hash (seed plaintext) and must be re-hashed. */

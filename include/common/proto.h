@@ -9,64 +9,64 @@
 #define QCHAT_COMMON_PROTO_H
 
 enum qc_msgid {
-    QC_LOGIN_MSG        = 1,  /* id, password [, presence] [, seq]        */
-    QC_LOGIN_MSG_ACK    = 2,  /* errno, errmsg | id, name, offlinemsg[], friends[], groups[] */
-    QC_REG_MSG          = 3,  /* name, password [, seq]                   */
-    QC_REG_MSG_ACK      = 4,  /* errno [, errmsg], id                     */
-    QC_ONE_CHAT_MSG     = 5,  /* toid, msg                                */
-    QC_ADD_FRIEND_MSG   = 6,  /* friendid                                 */
-    QC_CREATE_GROUP_MSG = 7,  /* groupname, groupdesc                     */
-    QC_ADD_GROUP_MSG    = 8,  /* groupid                                  */
-    QC_GROUP_CHAT_MSG   = 9,  /* groupid, msg                             */
-    QC_LOGINOUT_MSG     = 10, /* -                                        */
+    QC_LOGIN_MSG = 1,        /* id, password [, presence] [, seq]        */
+    QC_LOGIN_MSG_ACK = 2,    /* errno, errmsg | id, name, offlinemsg[], friends[], groups[] */
+    QC_REG_MSG = 3,          /* name, password [, seq]                   */
+    QC_REG_MSG_ACK = 4,      /* errno [, errmsg], id                     */
+    QC_ONE_CHAT_MSG = 5,     /* toid, msg                                */
+    QC_ADD_FRIEND_MSG = 6,   /* friendid                                 */
+    QC_CREATE_GROUP_MSG = 7, /* groupname, groupdesc                     */
+    QC_ADD_GROUP_MSG = 8,    /* groupid                                  */
+    QC_GROUP_CHAT_MSG = 9,   /* groupid, msg                             */
+    QC_LOGINOUT_MSG = 10,    /* -                                        */
     /* extensions */
-    QC_ACK_MSG          = 11, /* errno, errmsg, req (request msgid) [, seq] [, groupid] [, mid] */
-    QC_KICK_MSG         = 12, /* reason: the session was taken over        */
-    QC_PRESENCE_MSG     = 13, /* id, name, state ("online" | "offline")   */
-    QC_HEARTBEAT_MSG    = 14, /* request; answered by an ACK (req 14)     */
-    QC_MSGID_MAX        = 14
+    QC_ACK_MSG = 11,       /* errno, errmsg, req (request msgid) [, seq] [, groupid] [, mid] */
+    QC_KICK_MSG = 12,      /* reason: the session was taken over        */
+    QC_PRESENCE_MSG = 13,  /* id, name, state ("online" | "offline")   */
+    QC_HEARTBEAT_MSG = 14, /* request; answered by an ACK (req 14)     */
+    QC_MSGID_MAX = 14
 };
 
 /* Stable error numbers, carried in "errno". */
 enum qc_err {
-    QC_OK               = 0,
-    QC_EAUTH            = 1,  /* bad id or password (seed value)           */
-    QC_ERESERVED2       = 2,  /* seed's "already online": never sent now   */
-    QC_ENAMETAKEN       = 3,  /* register: user name already taken         */
-    QC_EMALFORMED       = 4,  /* not JSON, or not an object: conn closed   */
-    QC_ETOOBIG          = 5,  /* object over max_message_bytes: conn closed */
-    QC_EBADREQ          = 6,  /* missing or mistyped field                 */
-    QC_EUNKNOWN         = 7,  /* unknown msgid                             */
-    QC_ENOTLOGGEDIN     = 8,  /* request needs a session                   */
-    QC_ENOUSER          = 9,  /* no such user                              */
-    QC_ENOGROUP         = 10, /* no such group                             */
-    QC_ENOTMEMBER       = 11, /* group chat by a non-member                */
-    QC_EALREADY         = 12, /* already friends / already a member        */
-    QC_ESTORAGE         = 13, /* storage unavailable                       */
-    QC_ERATE            = 14, /* rate limited                              */
-    QC_EINTERNAL        = 15, /* internal error                            */
-    QC_ESELF            = 16, /* befriending yourself                      */
-    QC_ELIMIT           = 17, /* a per-user limit (friends, group size)    */
-    QC_ETOOLONG         = 18, /* a text field over its length limit        */
-    QC_EGROUPTAKEN      = 19, /* create group: name already taken          */
-    QC_ESHUTDOWN        = 20, /* server is stopping                        */
-    QC_EALREADYIN       = 21, /* login while this connection is logged in  */
-    QC_ERR_MAX          = 21
+    QC_OK = 0,
+    QC_EAUTH = 1,        /* bad id or password (seed value)           */
+    QC_ERESERVED2 = 2,   /* seed's "already online": never sent now   */
+    QC_ENAMETAKEN = 3,   /* register: user name already taken         */
+    QC_EMALFORMED = 4,   /* not JSON, or not an object: conn closed   */
+    QC_ETOOBIG = 5,      /* object over max_message_bytes: conn closed */
+    QC_EBADREQ = 6,      /* missing or mistyped field                 */
+    QC_EUNKNOWN = 7,     /* unknown msgid                             */
+    QC_ENOTLOGGEDIN = 8, /* request needs a session                   */
+    QC_ENOUSER = 9,      /* no such user                              */
+    QC_ENOGROUP = 10,    /* no such group                             */
+    QC_ENOTMEMBER = 11,  /* group chat by a non-member                */
+    QC_EALREADY = 12,    /* already friends / already a member        */
+    QC_ESTORAGE = 13,    /* storage unavailable                       */
+    QC_ERATE = 14,       /* rate limited                              */
+    QC_EINTERNAL = 15,   /* internal error                            */
+    QC_ESELF = 16,       /* befriending yourself                      */
+    QC_ELIMIT = 17,      /* a per-user limit (friends, group size)    */
+    QC_ETOOLONG = 18,    /* a text field over its length limit        */
+    QC_EGROUPTAKEN = 19, /* create group: name already taken          */
+    QC_ESHUTDOWN = 20,   /* server is stopping                        */
+    QC_EALREADYIN = 21,  /* login while this connection is logged in  */
+    QC_ERR_MAX = 21
 };
 
 /* Human-readable text for an error number (never NULL). */
 const char *qc_strerror(int err);
 
 /* Field length limits (bytes of UTF-8), from the seed's schema. */
-#define QC_NAME_MAX        50   /* User.name, AllGroup.groupname */
-#define QC_GROUPDESC_MAX   200  /* AllGroup.groupdesc            */
-#define QC_PASSWORD_MAX    128  /* plaintext password on the wire */
-#define QC_SEQ_MAX         64   /* serialized "seq" value echoed back */
-#define QC_HASH_MAX        256  /* stored password hash (column width) */
+#define QC_NAME_MAX      50  /* User.name, AllGroup.groupname */
+#define QC_GROUPDESC_MAX 200 /* AllGroup.groupdesc            */
+#define QC_PASSWORD_MAX  128 /* plaintext password on the wire */
+#define QC_SEQ_MAX       64  /* serialized "seq" value echoed back */
+#define QC_HASH_MAX      256 /* stored password hash (column width) */
 
-#define QC_STATE_ONLINE    "online"
-#define QC_STATE_OFFLINE   "offline"
-#define QC_ROLE_CREATOR    "creator"
-#define QC_ROLE_NORMAL     "normal"
+#define QC_STATE_ONLINE  "online"
+#define QC_STATE_OFFLINE "offline"
+#define QC_ROLE_CREATOR  "creator"
+#define QC_ROLE_NORMAL   "normal"
 
 #endif

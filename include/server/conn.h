@@ -20,55 +20,55 @@
 struct worker;
 
 enum conn_state {
-    CONN_OPEN = 0,      /* reading requests */
-    CONN_CLOSING,       /* error sent or kicked: flush, half-close, drain, close */
-    CONN_DEAD,          /* closed; freed at the end of the loop turn */
+    CONN_OPEN = 0, /* reading requests */
+    CONN_CLOSING,  /* error sent or kicked: flush, half-close, drain, close */
+    CONN_DEAD,     /* closed; freed at the end of the loop turn */
 };
 
 /* A chat in the output buffer whose delivery someone waits for. */
 struct out_mark {
-    uint64_t start, end;    /* absolute output offsets [start, end) incl. '\n' */
-    int32_t  uid;           /* recipient: whose offline queue takes it on failure */
-    uint32_t origin;        /* worker index that waits (may be this one) */
-    uint32_t token;         /* that worker's handle: pending request or hand-off */
-    char    *stash;         /* login reply: the offline messages it carries,
+    uint64_t start, end; /* absolute output offsets [start, end) incl. '\n' */
+    int32_t uid;         /* recipient: whose offline queue takes it on failure */
+    uint32_t origin;     /* worker index that waits (may be this one) */
+    uint32_t token;      /* that worker's handle: pending request or hand-off */
+    char *stash;         /* login reply: the offline messages it carries,
                                one per line, restored if it is never written */
 };
 
 struct conn {
-    int       fd;
-    uint32_t  slot;
-    uint32_t  cgen;             /* connection generation: stale handles fail */
-    uint8_t   state;
-    bool      dirty;            /* on the worker's flush list */
-    bool      presence;         /* session asked for presence notices */
-    bool      want_write;       /* EPOLLOUT armed */
-    bool      overflow;         /* output cap exceeded: close as a slow reader */
-    bool      half_closed;      /* shutdown(SHUT_WR) done while CLOSING */
-    bool      awaiting_proxy;   /* server.proxy_protocol: the PROXY header comes first */
-    bool      ip_counted;       /* counted in the per-address connection table */
-    bool      busy;             /* a request is being finished off the loop (hashing):
+    int fd;
+    uint32_t slot;
+    uint32_t cgen; /* connection generation: stale handles fail */
+    uint8_t state;
+    bool dirty;          /* on the worker's flush list */
+    bool presence;       /* session asked for presence notices */
+    bool want_write;     /* EPOLLOUT armed */
+    bool overflow;       /* output cap exceeded: close as a slow reader */
+    bool half_closed;    /* shutdown(SHUT_WR) done while CLOSING */
+    bool awaiting_proxy; /* server.proxy_protocol: the PROXY header comes first */
+    bool ip_counted;     /* counted in the per-address connection table */
+    bool busy;           /* a request is being finished off the loop (hashing):
                                    later requests wait in held, in order */
 
-    int32_t   uid;              /* session user, 0 before login */
-    uint32_t  sgen;             /* session generation in the online table, 0: none */
-    char      name[QC_NAME_MAX + 1];
+    int32_t uid;   /* session user, 0 before login */
+    uint32_t sgen; /* session generation in the online table, 0: none */
+    char name[QC_NAME_MAX + 1];
 
-    struct frame_reader *fr;    /* own parser state while a request is incomplete */
-    struct buf held;            /* input received while busy, not parsed yet */
-    struct buf out;             /* output from absolute offset out_base */
-    uint64_t  out_base;         /* absolute offset of buf_head(&out) */
-    uint64_t  out_written;      /* bytes the socket has taken so far */
-    uint64_t  exempt_end;       /* the login reply ends here: not counted against the cap */
-    struct out_mark *marks;     /* FIFO of chats in out */
-    uint32_t  marks_head, marks_len, marks_cap;
+    struct frame_reader *fr; /* own parser state while a request is incomplete */
+    struct buf held;         /* input received while busy, not parsed yet */
+    struct buf out;          /* output from absolute offset out_base */
+    uint64_t out_base;       /* absolute offset of buf_head(&out) */
+    uint64_t out_written;    /* bytes the socket has taken so far */
+    uint64_t exempt_end;     /* the login reply ends here: not counted against the cap */
+    struct out_mark *marks;  /* FIFO of chats in out */
+    uint32_t marks_head, marks_len, marks_cap;
 
-    int64_t   deadline;         /* ms (CLOCK_MONOTONIC): login or drain deadline, 0: none */
-    int64_t   last_active;      /* ms of the last request */
-    double    tokens;           /* request rate limiter bucket */
-    int64_t   tokens_ms;        /* when the bucket was last filled */
-    uint32_t  ip_hash;          /* source address, for per-address limits */
-    uint32_t  rate_strikes;     /* requests refused in a row by the rate limit */
+    int64_t deadline;      /* ms (CLOCK_MONOTONIC): login or drain deadline, 0: none */
+    int64_t last_active;   /* ms of the last request */
+    double tokens;         /* request rate limiter bucket */
+    int64_t tokens_ms;     /* when the bucket was last filled */
+    uint32_t ip_hash;      /* source address, for per-address limits */
+    uint32_t rate_strikes; /* requests refused in a row by the rate limit */
     struct conn *dirty_next;
     struct conn *dead_next;
 };
@@ -83,8 +83,8 @@ struct conn *conn_open(struct worker *w, int fd);
 /* Queue bytes (a whole reply ending in '\n'); schedules a flush. */
 void conn_send(struct worker *w, struct conn *c, const void *p, size_t n);
 /* Queue a chat payload (no trailing newline) with a delivery mark. */
-void conn_send_chat(struct worker *w, struct conn *c, int32_t uid, const char *payload,
-                    size_t n, uint32_t origin, uint32_t token);
+void conn_send_chat(struct worker *w, struct conn *c, int32_t uid, const char *payload, size_t n,
+                    uint32_t origin, uint32_t token);
 /* Queue a login reply; stash (one message per line, may be NULL) is restored
    to uid's offline queue if the reply is never written.  Takes stash. */
 void conn_send_stashed(struct worker *w, struct conn *c, int32_t uid, const void *p, size_t n,
@@ -92,7 +92,7 @@ void conn_send_stashed(struct worker *w, struct conn *c, int32_t uid, const void
 /* Free a dead connection (end of the loop turn). */
 void conn_free(struct worker *w, struct conn *c);
 /* Write what the socket takes; completes marks.  -1 if the connection died. */
-int  conn_flush(struct worker *w, struct conn *c);
+int conn_flush(struct worker *w, struct conn *c);
 /* Parse and dispatch the requests in p[0..n) as if just read (fuzz target, tests). */
 void conn_feed(struct worker *w, struct conn *c, const char *p, size_t n);
 /* Read and dispatch requests (EPOLLIN). */

@@ -18,33 +18,33 @@
 struct worker;
 
 enum crypt_job_kind {
-    CRYPT_VERIFY,       /* plain vs stored; on success re-hash a seed plaintext */
-    CRYPT_HASH,         /* hash plain with cost */
+    CRYPT_VERIFY, /* plain vs stored; on success re-hash a seed plaintext */
+    CRYPT_HASH,   /* hash plain with cost */
 };
 
 struct crypt_job {
     enum crypt_job_kind kind;
     /* who waits: the connection (slot, cgen) and the request */
     uint32_t slot, cgen;
-    int      msgid;
-    char     seq[QC_SEQ_MAX + 1];
-    bool     has_seq;
-    bool     presence;
-    int32_t  uid;                         /* the user found, 0: no such user */
-    int32_t  asked_uid;                   /* the id the client sent */
-    char     name[QC_NAME_MAX + 1];
-    int      cost;
+    int msgid;
+    char seq[QC_SEQ_MAX + 1];
+    bool has_seq;
+    bool presence;
+    int32_t uid;       /* the user found, 0: no such user */
+    int32_t asked_uid; /* the id the client sent */
+    char name[QC_NAME_MAX + 1];
+    int cost;
     /* secrets in, results out */
-    char     plain[QC_PASSWORD_MAX + 1];
-    char     stored[PASSWORD_HASH_MAX];
-    bool     ok;                          /* verified / hashed */
-    bool     upgraded;                    /* hash holds a replacement for a seed plaintext */
-    char     hash[PASSWORD_HASH_MAX];
+    char plain[QC_PASSWORD_MAX + 1];
+    char stored[PASSWORD_HASH_MAX];
+    bool ok;       /* verified / hashed */
+    bool upgraded; /* hash holds a replacement for a seed plaintext */
+    char hash[PASSWORD_HASH_MAX];
     struct crypt_job *next;
 };
 
 /* Start nthreads threads; returns the eventfd to watch, or -1. */
-int  crypt_pool_start(struct worker *w, int nthreads);
+int crypt_pool_start(struct worker *w, int nthreads);
 /* Queue a job (the pool owns it until it comes back from crypt_pool_done). */
 void crypt_pool_submit(struct worker *w, struct crypt_job *job);
 /* Finished jobs, oldest first (the eventfd was readable); caller frees them. */

@@ -18,12 +18,12 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define GUARD_ADDR_BUCKETS     16384
-#define GUARD_FAIL_BUCKETS     65536
-#define GUARD_FREE_FAILURES    5          /* failures before delays start */
-#define GUARD_DELAY_BASE_MS    1000       /* first delay; doubles per failure */
-#define GUARD_DELAY_MAX_MS     300000     /* longest delay (5 minutes) */
-#define GUARD_FORGET_MS        900000     /* failures forgotten after 15 quiet minutes */
+#define GUARD_ADDR_BUCKETS  16384
+#define GUARD_FAIL_BUCKETS  65536
+#define GUARD_FREE_FAILURES 5      /* failures before delays start */
+#define GUARD_DELAY_BASE_MS 1000   /* first delay; doubles per failure */
+#define GUARD_DELAY_MAX_MS  300000 /* longest delay (5 minutes) */
+#define GUARD_FORGET_MS     900000 /* failures forgotten after 15 quiet minutes */
 
 struct guard;
 
@@ -41,7 +41,7 @@ void guard_clear_worker(struct guard *g, uint32_t worker);
 
 /* Milliseconds before a login for uid from addr may be tried; 0: now. */
 int64_t guard_login_wait(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms);
-void    guard_login_failed(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms);
-void    guard_login_succeeded(struct guard *g, uint32_t addr, int32_t uid);
+void guard_login_failed(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms);
+void guard_login_succeeded(struct guard *g, uint32_t addr, int32_t uid);
 
 #endif

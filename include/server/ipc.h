@@ -16,39 +16,39 @@
 #include <sys/types.h>
 
 enum ipc_type {
-    IPC_DELIVER = 1,   /* worker->worker: payload for (uid, slot, gen); token to confirm */
-    IPC_CONFIRM,       /* worker->worker, worker->relay: token is safe (written or stored); err in flags */
-    IPC_KICK,          /* worker->worker: session (uid, slot, gen) was taken over */
-    IPC_NEW_PEER,      /* master->worker: fd is the link to worker `uid` (its index) */
-    IPC_CONFIG,        /* master->worker: payload is a struct qc_config (HUP) */
-    IPC_KICK_USER,     /* master->worker: qchatctl kick uid */
+    IPC_DELIVER = 1, /* worker->worker: payload for (uid, slot, gen); token to confirm */
+    IPC_CONFIRM, /* worker->worker, worker->relay: token is safe (written or stored); err in flags */
+    IPC_KICK,    /* worker->worker: session (uid, slot, gen) was taken over */
+    IPC_NEW_PEER,  /* master->worker: fd is the link to worker `uid` (its index) */
+    IPC_CONFIG,    /* master->worker: payload is a struct qc_config (HUP) */
+    IPC_KICK_USER, /* master->worker: qchatctl kick uid */
     /* worker <-> relay (the relay's link is peer RELAY_PEER in every worker) */
-    IPC_SUB,           /* worker->relay: uid now has a session on this node */
-    IPC_UNSUB,         /* worker->relay: uid has no session on this node any more */
-    IPC_PUBLISH,       /* worker->relay: payload for uid elsewhere; flags IPC_F_*; token */
-    IPC_PUBLISHED,     /* relay->worker: token's PUBLISH reached `gen` receivers; flags: error */
-    IPC_NUMSUB,        /* worker->relay: payload int32 uids; token */
-    IPC_NUMSUB_REPLY,  /* relay->worker: payload one byte per uid (1 online elsewhere); flags: error */
-    IPC_SUBSCRIBED,    /* relay->worker: the SUB with this token is confirmed by Redis; flags: error */
+    IPC_SUB,          /* worker->relay: uid now has a session on this node */
+    IPC_UNSUB,        /* worker->relay: uid has no session on this node any more */
+    IPC_PUBLISH,      /* worker->relay: payload for uid elsewhere; flags IPC_F_*; token */
+    IPC_PUBLISHED,    /* relay->worker: token's PUBLISH reached `gen` receivers; flags: error */
+    IPC_NUMSUB,       /* worker->relay: payload int32 uids; token */
+    IPC_NUMSUB_REPLY, /* relay->worker: payload one byte per uid (1 online elsewhere); flags: error */
+    IPC_SUBSCRIBED, /* relay->worker: the SUB with this token is confirmed by Redis; flags: error */
 };
 
 /* DELIVER flags */
-#define IPC_F_CHAT    0x1   /* a chat: store offline if the session is gone */
-#define IPC_F_NOTICE  0x2   /* a notice (presence): drop if the session is gone */
-#define IPC_F_KICK    0x4   /* PUBLISH: the user logged in on this node; others kick */
-#define IPC_F_STORE   0x8   /* DELIVER from the relay: its worker died; store it offline */
+#define IPC_F_CHAT   0x1 /* a chat: store offline if the session is gone */
+#define IPC_F_NOTICE 0x2 /* a notice (presence): drop if the session is gone */
+#define IPC_F_KICK   0x4 /* PUBLISH: the user logged in on this node; others kick */
+#define IPC_F_STORE  0x8 /* DELIVER from the relay: its worker died; store it offline */
 
 /* The relay's index among a worker's peers, and as a "from" in packets. */
-#define RELAY_PEER    64    /* == ONLINE_MAX_WORKERS */
+#define RELAY_PEER 64 /* == ONLINE_MAX_WORKERS */
 
 struct ipc_hdr {
     uint16_t type;
-    uint16_t from;      /* sender's worker index */
-    uint32_t token;     /* DELIVER/CONFIRM: the sender's hand-off handle */
-    int32_t  uid;
+    uint16_t from;  /* sender's worker index */
+    uint32_t token; /* DELIVER/CONFIRM: the sender's hand-off handle */
+    int32_t uid;
     uint32_t slot;
     uint32_t gen;
-    uint32_t flags;     /* DELIVER: IPC_F_*; CONFIRM: error number (0 = safe) */
+    uint32_t flags; /* DELIVER: IPC_F_*; CONFIRM: error number (0 = safe) */
 };
 
 /* Largest packet: header + a forwarded message or a config block. */

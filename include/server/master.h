@@ -13,9 +13,9 @@
 #include "server/online.h"
 
 struct master_args {
-    const char  *config_path;     /* file given with -c, or NULL for the default */
-    const char **overrides;       /* -o SECTION.KEY=VALUE, in order */
-    int          noverrides;
+    const char *config_path; /* file given with -c, or NULL for the default */
+    const char **overrides;  /* -o SECTION.KEY=VALUE, in order */
+    int noverrides;
 };
 
 /* Run until stopped; returns the process exit status. */
@@ -23,7 +23,7 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
                struct online_table *online, struct guard *guard);
 
 /* Load config the way the command line asks (file, then -o overrides, then checks). */
-int master_load_config(const struct master_args *args, struct qc_config *cfg,
-                       char *err, size_t errlen);
+int master_load_config(const struct master_args *args, struct qc_config *cfg, char *err,
+                       size_t errlen);
 
 #endif

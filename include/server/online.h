@@ -25,35 +25,35 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ONLINE_MAX_WORKERS 64            /* hard limit on server.workers */
-#define ONLINE_SLOT_BITS   24            /* connection slots per worker: 16M */
+#define ONLINE_MAX_WORKERS 64 /* hard limit on server.workers */
+#define ONLINE_SLOT_BITS   24 /* connection slots per worker: 16M */
 #define ONLINE_SLOT_MAX    ((1u << ONLINE_SLOT_BITS) - 1)
 
 struct online_loc {
-    uint32_t worker;    /* worker index, 0..ONLINE_MAX_WORKERS-1 */
-    uint32_t slot;      /* connection slot inside that worker */
-    uint32_t gen;       /* session generation: unique per login on this node */
+    uint32_t worker; /* worker index, 0..ONLINE_MAX_WORKERS-1 */
+    uint32_t slot;   /* connection slot inside that worker */
+    uint32_t gen;    /* session generation: unique per login on this node */
 };
 
 /* Per-worker counters, written by the worker, read by the master. */
 struct worker_stats {
-    _Atomic int32_t  pid;
+    _Atomic int32_t pid;
     _Atomic uint32_t connections;
     _Atomic uint32_t sessions;
     _Atomic uint64_t msgs_in;
     _Atomic uint64_t msgs_out;
     _Atomic uint32_t restarts;
     _Atomic uint64_t offline_stored;
-    _Atomic uint64_t store_failures;   /* requests answered "storage unavailable" */
-    _Atomic int64_t  store_failed_ms;  /* CLOCK_MONOTONIC ms of the last one */
+    _Atomic uint64_t store_failures; /* requests answered "storage unavailable" */
+    _Atomic int64_t store_failed_ms; /* CLOCK_MONOTONIC ms of the last one */
 } __attribute__((aligned(64)));
 
 /* The relay's state, written by the relay, read by the master. */
 enum relay_link_state { RELAY_DISABLED = 0, RELAY_CONNECTING, RELAY_CONNECTED, RELAY_DOWN };
 
 struct relay_stats {
-    _Atomic int32_t  pid;
-    _Atomic uint32_t state;             /* enum relay_link_state */
+    _Atomic int32_t pid;
+    _Atomic uint32_t state; /* enum relay_link_state */
     _Atomic uint32_t subscribed;
     _Atomic uint64_t published;
     _Atomic uint64_t received;
@@ -72,12 +72,12 @@ void online_destroy(struct online_table *t);
  * *prev holds the location it replaces (the session to kick), 0 when it was
  * not, -1 when the table is full.
  */
-int  online_insert(struct online_table *t, int32_t uid, const struct online_loc *loc,
-                   struct online_loc *prev);
+int online_insert(struct online_table *t, int32_t uid, const struct online_loc *loc,
+                  struct online_loc *prev);
 /* 1 and *out when uid is online on this node, else 0. */
-int  online_lookup(const struct online_table *t, int32_t uid, struct online_loc *out);
+int online_lookup(const struct online_table *t, int32_t uid, struct online_loc *out);
 /* Remove uid if its current session is generation gen; 1 if removed. */
-int  online_remove(struct online_table *t, int32_t uid, uint32_t gen);
+int online_remove(struct online_table *t, int32_t uid, uint32_t gen);
 /* Remove every entry of a worker (the master, after that worker died). */
 size_t online_clear_worker(struct online_table *t, uint32_t worker);
 uint32_t online_count(const struct online_table *t);
@@ -86,12 +86,12 @@ uint32_t online_capacity(const struct online_table *t);
 void online_foreach(const struct online_table *t,
                     void (*cb)(void *arg, int32_t uid, const struct online_loc *loc), void *arg);
 
-uint32_t online_next_gen(struct online_table *t);   /* never 0 */
-int64_t  online_next_mid(struct online_table *t);   /* node-unique message id */
-void     online_set_node(struct online_table *t, int node_id);
+uint32_t online_next_gen(struct online_table *t); /* never 0 */
+int64_t online_next_mid(struct online_table *t);  /* node-unique message id */
+void online_set_node(struct online_table *t, int node_id);
 
 struct worker_stats *online_stats(struct online_table *t, uint32_t worker);
-struct relay_stats  *online_relay_stats(struct online_table *t);
+struct relay_stats *online_relay_stats(struct online_table *t);
 
 /* The writers' lock, exposed for tests of a holder killed mid-update. */
 void online_lock(struct online_table *t);

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
-#define PROXY_V1_MAX 107        /* longest header, "\r\n" included (the spec's bound) */
+#define PROXY_V1_MAX 107 /* longest header, "\r\n" included (the spec's bound) */
 
 /*
  * Parse a header at the start of p[0..n).  Returns the bytes it takes (> 0)

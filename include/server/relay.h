@@ -18,8 +18,7 @@
 
 /* Entry point after fork; never returns.  worker_fds[k] is the link to worker k (-1: none). */
 void relay_main(uint32_t nworkers, int channel_fd, const int *worker_fds,
-                const struct qc_config *cfg, struct online_table *online)
-    __attribute__((noreturn));
+                const struct qc_config *cfg, struct online_table *online) __attribute__((noreturn));
 
 /* For qchatd -t: connect, PING, disconnect.  0 or -1 with err. */
 int relay_check_redis(const struct qc_config *cfg, char *err, size_t errlen);

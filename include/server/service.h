@@ -20,8 +20,8 @@ void service_dispatch(struct worker *w, struct conn *c, struct json_object *req)
 /* A password job of a LOGIN or REG came back from the hashing threads. */
 void service_crypt_done(struct worker *w, struct crypt_job *job);
 /* Reply helpers (also used by conn.c and route.c). */
-void service_send_ack(struct worker *w, struct conn *c, int req_msgid, const char *seq,
-                      int err, int64_t mid, int32_t groupid);
+void service_send_ack(struct worker *w, struct conn *c, int req_msgid, const char *seq, int err,
+                      int64_t mid, int32_t groupid);
 void service_send_kick(struct worker *w, struct conn *c, const char *reason);
 /* An error reply in the form the request expects (msgid 2, 4, or the ACK). */
 void service_reply_error(struct worker *w, struct conn *c, int msgid, const char *seq, int err);

@@ -21,15 +21,15 @@ struct slab_hdr {
 struct slab;
 
 struct slab *slab_new(size_t esize);
-void  slab_destroy(struct slab *s);
+void slab_destroy(struct slab *s);
 /* A fresh zeroed entry (header set); *handle names it.  NULL when full or out of memory. */
 void *slab_alloc(struct slab *s, uint32_t *handle);
 /* The live entry named by handle, or NULL. */
 void *slab_get(struct slab *s, uint32_t handle);
-void  slab_free(struct slab *s, uint32_t handle);
+void slab_free(struct slab *s, uint32_t handle);
 /* Walking every entry: index i < slab_capacity; check hdr->live. */
 uint32_t slab_capacity(const struct slab *s);
-void    *slab_at(struct slab *s, uint32_t i);
+void *slab_at(struct slab *s, uint32_t i);
 uint32_t slab_handle_of(struct slab *s, uint32_t i);
 
 #endif

@@ -21,169 +21,197 @@
 #include "bench.h"
 #include "common/proto.h"
 
-#define EXIT_USAGE          2
-#define DEFAULT_HOST        "127.0.0.1"
-#define DEFAULT_PORT        6000
-#define DEFAULT_DURATION    10.0
-#define DEFAULT_TIMEOUT     60.0
-#define DEFAULT_DRAIN       5.0
-#define DEFAULT_STALL       2.0
-#define DEFAULT_PASSWORD    "benchpw"
-#define DEFAULT_IDS_OUT     "qchat-bench.ids"
-#define DEFAULT_SIZE        64
-#define DEFAULT_PAIRS       100
-#define DEFAULT_LOOPS       32
-#define DEFAULT_CONNS       1000
-#define DEFAULT_MEMBERS     100
-#define DEFAULT_SENDERS     4
-#define DEFAULT_USERS       100
-#define DEFAULT_BACKLOG     1000
-#define DEFAULT_ROUNDS      5
-#define OFFLINE_CONNS       2          /* offline: the sender and the receiver */
-#define OFFLINE_STEPS       5          /* offline: steps of a round, each within --timeout */
-#define DEADLINE_SLACK      30.0       /* seconds past the phases' own limits */
-#define FD_SLACK            64         /* descriptors besides the connections */
-#define SIZE_MAX_TEXT       (1 << 20)
-#define PREFIX_MAX          32         /* names are PREFIX + number, <= QC_NAME_MAX */
-#define MAX_COUNT           100000000L
-#define MAX_POPULATION      10000000L
-#define MAX_SECONDS         1e6
+#define EXIT_USAGE       2
+#define DEFAULT_HOST     "127.0.0.1"
+#define DEFAULT_PORT     6000
+#define DEFAULT_DURATION 10.0
+#define DEFAULT_TIMEOUT  60.0
+#define DEFAULT_DRAIN    5.0
+#define DEFAULT_STALL    2.0
+#define DEFAULT_PASSWORD "benchpw"
+#define DEFAULT_IDS_OUT  "qchat-bench.ids"
+#define DEFAULT_SIZE     64
+#define DEFAULT_PAIRS    100
+#define DEFAULT_LOOPS    32
+#define DEFAULT_CONNS    1000
+#define DEFAULT_MEMBERS  100
+#define DEFAULT_SENDERS  4
+#define DEFAULT_USERS    100
+#define DEFAULT_BACKLOG  1000
+#define DEFAULT_ROUNDS   5
+#define OFFLINE_CONNS    2    /* offline: the sender and the receiver */
+#define OFFLINE_STEPS    5    /* offline: steps of a round, each within --timeout */
+#define DEADLINE_SLACK   30.0 /* seconds past the phases' own limits */
+#define FD_SLACK         64   /* descriptors besides the connections */
+#define SIZE_MAX_TEXT    (1 << 20)
+#define PREFIX_MAX       32 /* names are PREFIX + number, <= QC_NAME_MAX */
+#define MAX_COUNT        100000000L
+#define MAX_POPULATION   10000000L
+#define MAX_SECONDS      1e6
 
 static void usage(FILE *f)
 {
-    fputs(
-"usage: qchat-bench MODE [options]\n"
-"\n"
-"Modes:\n"
-"  reg        register --users N accounts, write \"id password\" lines to --out\n"
-"  pingpong   --pairs P pairs, A sends ONE_CHATs to B, B answers each (K in flight)\n"
-"  login      --loops C concurrent loops of LOGIN (+ LOGINOUT, or --reconnect)\n"
-"  conns      hold --conns N idle sessions for the duration, then check each receives\n"
-"  group      --members M in one group, --senders S send GROUP_CHATs (K in flight)\n"
-"  offline    store --backlog N chats for a logged-out user, time its login\n"
-"             (connect to the full LOGIN_MSG_ACK), --rounds R times\n"
-"\n"
-"Server:\n"
-"  --host H          server address (default " DEFAULT_HOST ")\n"
-"  --port P          server port (default 6000)\n"
-"  --host2 H         second address: B side of pairs, odd members/sessions/loops\n"
-"  --port2 P         second port (default: --port)\n"
-"  --sources LIST    comma-separated local addresses to bind, round robin\n"
-"                    (e.g. 127.0.0.1,127.0.0.2: more than 64k connections)\n"
-"\n"
-"Users:\n"
-"  --ids FILE        use the accounts in FILE (\"id password\" per line, from reg)\n"
-"  --skip N          pass over the first N accounts of --ids (several processes)\n"
-"  --synthetic       ids --id-base.. with --password, no registration (relay_ref)\n"
-"  --id-base N       first synthetic id (default 1)\n"
-"  --password PW     password of registered / synthetic users (default " DEFAULT_PASSWORD ")\n"
-"  --prefix NAME     registered user names are NAME<number> (default: unique per run)\n"
-"  --out FILE        reg: ids file to write (default " DEFAULT_IDS_OUT ")\n"
-"  (without --ids or --synthetic, the users a mode needs are registered first)\n"
-"\n"
-"Load:\n"
-"  --users N         reg: accounts to create (default 100)\n"
-"  --pairs P         pingpong: pairs (default 100)\n"
-"  --loops C         login: concurrent loops (default 32)\n"
-"  --conns N         conns: sessions to hold (default 1000)\n"
-"  --members M       group: members (default 100)\n"
-"  --senders S       group: members that send (default 4)\n"
-"  --groupid G       group: join group G instead of creating one\n"
-"  --backlog N       offline: messages stored before each login (default 1000)\n"
-"  --rounds R        offline: store + login rounds (default 5)\n"
-"  -k, --inflight K  messages in flight per pair / sender, or offline: chats\n"
-"                    being stored at once (1..64, default 1)\n"
-"  -s, --size S      chat text bytes (default 64; never below the 33-byte tag)\n"
-"  -n, --count N     messages per pair / sender, then stop (default: duration)\n"
-"  --rate R          group: at most R messages/s over all senders\n"
-"  --seq             send chats with \"seq\" (the server ACKs each one)\n"
-"  --reconnect       login: new connection for every login\n"
-"  --verify N        conns: sessions checked after the hold (default all)\n"
-"  --heartbeat SEC   conns: HEARTBEAT every SEC while holding (default off)\n"
-"  --ready-file F    conns: create F (holding the session count) once all are up\n"
-"  --go-file F       conns: once all are up, wait for F to exist (at most --timeout)\n"
-"                    before the hold: several processes hold at the same time\n"
-"  -c, --concurrency N  connects + logins at once (default 256), or registrations\n"
-"                    at once (default 16: more only queue up in the server)\n"
-"  -j, --threads N   threads, each with its own epoll loop (default 1; not group)\n"
-"\n"
-"Time (seconds, fractions allowed):\n"
-"  -d, --duration D  measurement / hold time (default 10)\n"
-"  --timeout T       limit for each setup step: register, log in, join (default 60)\n"
-"  --drain T         wait for messages in flight after the duration (default 5)\n"
-"  --stall T         no progress for T with messages in flight is a stall (default 2)\n"
-"  --deadline T      hard limit for the whole run (default: the sum of the above + 30)\n"
-"\n"
-"Output:\n"
-"  --json            print the summary as one JSON object\n"
-"  -q, --quiet       no progress line or notes on stderr (errors still shown)\n"
-"  --progress        progress line even when stderr is not a terminal\n"
-"  -h, --help        this text\n"
-"\n"
-"One summary line on stdout; latency is one-way, from the send time in the\n"
-"message.  Exit status: 0 no errors, 1 errors, 2 usage.\n", f);
+    fputs("usage: qchat-bench MODE [options]\n"
+          "\n"
+          "Modes:\n"
+          "  reg        register --users N accounts, write \"id password\" lines to --out\n"
+          "  pingpong   --pairs P pairs, A sends ONE_CHATs to B, B answers each (K in flight)\n"
+          "  login      --loops C concurrent loops of LOGIN (+ LOGINOUT, or --reconnect)\n"
+          "  conns      hold --conns N idle sessions for the duration, then check each receives\n"
+          "  group      --members M in one group, --senders S send GROUP_CHATs (K in flight)\n"
+          "  offline    store --backlog N chats for a logged-out user, time its login\n"
+          "             (connect to the full LOGIN_MSG_ACK), --rounds R times\n"
+          "\n"
+          "Server:\n"
+          "  --host H          server address (default " DEFAULT_HOST ")\n"
+          "  --port P          server port (default 6000)\n"
+          "  --host2 H         second address: B side of pairs, odd members/sessions/loops\n"
+          "  --port2 P         second port (default: --port)\n"
+          "  --sources LIST    comma-separated local addresses to bind, round robin\n"
+          "                    (e.g. 127.0.0.1,127.0.0.2: more than 64k connections)\n"
+          "\n"
+          "Users:\n"
+          "  --ids FILE        use the accounts in FILE (\"id password\" per line, from reg)\n"
+          "  --skip N          pass over the first N accounts of --ids (several processes)\n"
+          "  --synthetic       ids --id-base.. with --password, no registration (relay_ref)\n"
+          "  --id-base N       first synthetic id (default 1)\n"
+          "  --password PW     password of registered / synthetic users (default " DEFAULT_PASSWORD
+          ")\n"
+          "  --prefix NAME     registered user names are NAME<number> (default: unique per run)\n"
+          "  --out FILE        reg: ids file to write (default " DEFAULT_IDS_OUT ")\n"
+          "  (without --ids or --synthetic, the users a mode needs are registered first)\n"
+          "\n"
+          "Load:\n"
+          "  --users N         reg: accounts to create (default 100)\n"
+          "  --pairs P         pingpong: pairs (default 100)\n"
+          "  --loops C         login: concurrent loops (default 32)\n"
+          "  --conns N         conns: sessions to hold (default 1000)\n"
+          "  --members M       group: members (default 100)\n"
+          "  --senders S       group: members that send (default 4)\n"
+          "  --groupid G       group: join group G instead of creating one\n"
+          "  --backlog N       offline: messages stored before each login (default 1000)\n"
+          "  --rounds R        offline: store + login rounds (default 5)\n"
+          "  -k, --inflight K  messages in flight per pair / sender, or offline: chats\n"
+          "                    being stored at once (1..64, default 1)\n"
+          "  -s, --size S      chat text bytes (default 64; never below the 33-byte tag)\n"
+          "  -n, --count N     messages per pair / sender, then stop (default: duration)\n"
+          "  --rate R          group: at most R messages/s over all senders\n"
+          "  --seq             send chats with \"seq\" (the server ACKs each one)\n"
+          "  --reconnect       login: new connection for every login\n"
+          "  --verify N        conns: sessions checked after the hold (default all)\n"
+          "  --heartbeat SEC   conns: HEARTBEAT every SEC while holding (default off)\n"
+          "  --ready-file F    conns: create F (holding the session count) once all are up\n"
+          "  --go-file F       conns: once all are up, wait for F to exist (at most --timeout)\n"
+          "                    before the hold: several processes hold at the same time\n"
+          "  -c, --concurrency N  connects + logins at once (default 256), or registrations\n"
+          "                    at once (default 16: more only queue up in the server)\n"
+          "  -j, --threads N   threads, each with its own epoll loop (default 1; not group)\n"
+          "\n"
+          "Time (seconds, fractions allowed):\n"
+          "  -d, --duration D  measurement / hold time (default 10)\n"
+          "  --timeout T       limit for each setup step: register, log in, join (default 60)\n"
+          "  --drain T         wait for messages in flight after the duration (default 5)\n"
+          "  --stall T         no progress for T with messages in flight is a stall (default 2)\n"
+          "  --deadline T      hard limit for the whole run (default: the sum of the above + 30)\n"
+          "\n"
+          "Output:\n"
+          "  --json            print the summary as one JSON object\n"
+          "  -q, --quiet       no progress line or notes on stderr (errors still shown)\n"
+          "  --progress        progress line even when stderr is not a terminal\n"
+          "  -h, --help        this text\n"
+          "\n"
+          "One summary line on stdout; latency is one-way, from the send time in the\n"
+          "message.  Exit status: 0 no errors, 1 errors, 2 usage.\n",
+          f);
 }
 
 enum {
-    OPT_HOST = 256, OPT_PORT, OPT_HOST2, OPT_PORT2, OPT_SOURCES, OPT_IDS, OPT_SYNTHETIC,
-    OPT_ID_BASE, OPT_PASSWORD, OPT_PREFIX, OPT_OUT, OPT_USERS, OPT_PAIRS, OPT_LOOPS,
-    OPT_CONNS, OPT_MEMBERS, OPT_SENDERS, OPT_GROUPID, OPT_RATE, OPT_SEQ, OPT_RECONNECT,
-    OPT_VERIFY, OPT_HEARTBEAT, OPT_READY_FILE, OPT_TIMEOUT, OPT_DRAIN, OPT_STALL,
-    OPT_DEADLINE, OPT_JSON, OPT_PROGRESS, OPT_SKIP, OPT_BACKLOG, OPT_ROUNDS, OPT_GO_FILE
+    OPT_HOST = 256,
+    OPT_PORT,
+    OPT_HOST2,
+    OPT_PORT2,
+    OPT_SOURCES,
+    OPT_IDS,
+    OPT_SYNTHETIC,
+    OPT_ID_BASE,
+    OPT_PASSWORD,
+    OPT_PREFIX,
+    OPT_OUT,
+    OPT_USERS,
+    OPT_PAIRS,
+    OPT_LOOPS,
+    OPT_CONNS,
+    OPT_MEMBERS,
+    OPT_SENDERS,
+    OPT_GROUPID,
+    OPT_RATE,
+    OPT_SEQ,
+    OPT_RECONNECT,
+    OPT_VERIFY,
+    OPT_HEARTBEAT,
+    OPT_READY_FILE,
+    OPT_TIMEOUT,
+    OPT_DRAIN,
+    OPT_STALL,
+    OPT_DEADLINE,
+    OPT_JSON,
+    OPT_PROGRESS,
+    OPT_SKIP,
+    OPT_BACKLOG,
+    OPT_ROUNDS,
+    OPT_GO_FILE
 };
 
-static const struct option longopts[] = {
-    { "host", required_argument, NULL, OPT_HOST },
-    { "port", required_argument, NULL, OPT_PORT },
-    { "host2", required_argument, NULL, OPT_HOST2 },
-    { "port2", required_argument, NULL, OPT_PORT2 },
-    { "sources", required_argument, NULL, OPT_SOURCES },
-    { "ids", required_argument, NULL, OPT_IDS },
-    { "skip", required_argument, NULL, OPT_SKIP },
-    { "synthetic", no_argument, NULL, OPT_SYNTHETIC },
-    { "id-base", required_argument, NULL, OPT_ID_BASE },
-    { "password", required_argument, NULL, OPT_PASSWORD },
-    { "prefix", required_argument, NULL, OPT_PREFIX },
-    { "out", required_argument, NULL, OPT_OUT },
-    { "users", required_argument, NULL, OPT_USERS },
-    { "pairs", required_argument, NULL, OPT_PAIRS },
-    { "loops", required_argument, NULL, OPT_LOOPS },
-    { "conns", required_argument, NULL, OPT_CONNS },
-    { "members", required_argument, NULL, OPT_MEMBERS },
-    { "senders", required_argument, NULL, OPT_SENDERS },
-    { "groupid", required_argument, NULL, OPT_GROUPID },
-    { "backlog", required_argument, NULL, OPT_BACKLOG },
-    { "rounds", required_argument, NULL, OPT_ROUNDS },
-    { "inflight", required_argument, NULL, 'k' },
-    { "size", required_argument, NULL, 's' },
-    { "count", required_argument, NULL, 'n' },
-    { "rate", required_argument, NULL, OPT_RATE },
-    { "seq", no_argument, NULL, OPT_SEQ },
-    { "reconnect", no_argument, NULL, OPT_RECONNECT },
-    { "verify", required_argument, NULL, OPT_VERIFY },
-    { "heartbeat", required_argument, NULL, OPT_HEARTBEAT },
-    { "ready-file", required_argument, NULL, OPT_READY_FILE },
-    { "go-file", required_argument, NULL, OPT_GO_FILE },
-    { "concurrency", required_argument, NULL, 'c' },
-    { "threads", required_argument, NULL, 'j' },
-    { "duration", required_argument, NULL, 'd' },
-    { "timeout", required_argument, NULL, OPT_TIMEOUT },
-    { "drain", required_argument, NULL, OPT_DRAIN },
-    { "stall", required_argument, NULL, OPT_STALL },
-    { "deadline", required_argument, NULL, OPT_DEADLINE },
-    { "json", no_argument, NULL, OPT_JSON },
-    { "quiet", no_argument, NULL, 'q' },
-    { "progress", no_argument, NULL, OPT_PROGRESS },
-    { "help", no_argument, NULL, 'h' },
-    { NULL, 0, NULL, 0 }
-};
+static const struct option longopts[] = { { "host", required_argument, NULL, OPT_HOST },
+                                          { "port", required_argument, NULL, OPT_PORT },
+                                          { "host2", required_argument, NULL, OPT_HOST2 },
+                                          { "port2", required_argument, NULL, OPT_PORT2 },
+                                          { "sources", required_argument, NULL, OPT_SOURCES },
+                                          { "ids", required_argument, NULL, OPT_IDS },
+                                          { "skip", required_argument, NULL, OPT_SKIP },
+                                          { "synthetic", no_argument, NULL, OPT_SYNTHETIC },
+                                          { "id-base", required_argument, NULL, OPT_ID_BASE },
+                                          { "password", required_argument, NULL, OPT_PASSWORD },
+                                          { "prefix", required_argument, NULL, OPT_PREFIX },
+                                          { "out", required_argument, NULL, OPT_OUT },
+                                          { "users", required_argument, NULL, OPT_USERS },
+                                          { "pairs", required_argument, NULL, OPT_PAIRS },
+                                          { "loops", required_argument, NULL, OPT_LOOPS },
+                                          { "conns", required_argument, NULL, OPT_CONNS },
+                                          { "members", required_argument, NULL, OPT_MEMBERS },
+                                          { "senders", required_argument, NULL, OPT_SENDERS },
+                                          { "groupid", required_argument, NULL, OPT_GROUPID },
+                                          { "backlog", required_argument, NULL, OPT_BACKLOG },
+                                          { "rounds", required_argument, NULL, OPT_ROUNDS },
+                                          { "inflight", required_argument, NULL, 'k' },
+                                          { "size", required_argument, NULL, 's' },
+                                          { "count", required_argument, NULL, 'n' },
+                                          { "rate", required_argument, NULL, OPT_RATE },
+                                          { "seq", no_argument, NULL, OPT_SEQ },
+                                          { "reconnect", no_argument, NULL, OPT_RECONNECT },
+                                          { "verify", required_argument, NULL, OPT_VERIFY },
+                                          { "heartbeat", required_argument, NULL, OPT_HEARTBEAT },
+                                          { "ready-file", required_argument, NULL, OPT_READY_FILE },
+                                          { "go-file", required_argument, NULL, OPT_GO_FILE },
+                                          { "concurrency", required_argument, NULL, 'c' },
+                                          { "threads", required_argument, NULL, 'j' },
+                                          { "duration", required_argument, NULL, 'd' },
+                                          { "timeout", required_argument, NULL, OPT_TIMEOUT },
+                                          { "drain", required_argument, NULL, OPT_DRAIN },
+                                          { "stall", required_argument, NULL, OPT_STALL },
+                                          { "deadline", required_argument, NULL, OPT_DEADLINE },
+                                          { "json", no_argument, NULL, OPT_JSON },
+                                          { "quiet", no_argument, NULL, 'q' },
+                                          { "progress", no_argument, NULL, OPT_PROGRESS },
+                                          { "help", no_argument, NULL, 'h' },
+                                          { NULL, 0, NULL, 0 } };
 
 static const struct {
     const char *name;
     enum bench_mode mode;
 } modes[] = {
-    { "reg", MODE_REG }, { "pingpong", MODE_PINGPONG }, { "login", MODE_LOGIN },
-    { "conns", MODE_CONNS }, { "group", MODE_GROUP }, { "offline", MODE_OFFLINE },
+    { "reg", MODE_REG },     { "pingpong", MODE_PINGPONG }, { "login", MODE_LOGIN },
+    { "conns", MODE_CONNS }, { "group", MODE_GROUP },       { "offline", MODE_OFFLINE },
 };
 
 /* ---- option values ------------------------------------------------------ */
@@ -314,8 +342,8 @@ static void default_prefix(char *buf, size_t len)
     snprintf(buf, len, "qb%lx%lx_", (unsigned long)getpid(), (unsigned long)time(NULL));
 }
 
-static int parse_option(struct bench_opts *o, int opt, const char *arg,
-                        const char **host, const char **host2, int *port, int *port2)
+static int parse_option(struct bench_opts *o, int opt, const char *arg, const char **host,
+                        const char **host2, int *port, int *port2)
 {
     switch (opt) {
     case OPT_HOST: *host = arg; return 0;
@@ -463,7 +491,8 @@ static void raise_nofile(const struct bench_opts *o)
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
     if (need > rl.rlim_max)
-        fprintf(stderr, "qchat-bench: warning: %llu descriptors needed, limit %llu "
+        fprintf(stderr,
+                "qchat-bench: warning: %llu descriptors needed, limit %llu "
                 "(run several processes, see --skip and --id-base)\n",
                 (unsigned long long)need, (unsigned long long)rl.rlim_max);
 }
@@ -528,7 +557,7 @@ int run_threads(int n, void *arg, size_t argsize, void *(*fn)(void *))
         int rc = pthread_create(&tids[i], NULL, fn, (char *)arg + (size_t)i * argsize);
         if (rc != 0) {
             fprintf(stderr, "qchat-bench: pthread_create: %s\n", strerror(rc));
-            exit(1);     /* the others would wait at a barrier forever */
+            exit(1); /* the others would wait at a barrier forever */
         }
         started++;
     }

@@ -21,15 +21,15 @@
 #include "bench.h"
 #include "common/proto.h"
 
-#define CN_KIND     'C'
-#define CN_GOT      1             /* conn->role bit: its verify message arrived */
+#define CN_KIND 'C'
+#define CN_GOT  1 /* conn->role bit: its verify message arrived */
 
 struct cnthread {
     const struct bench_opts *o;
     const struct users *u;
     struct engine *e;
     uint32_t lo, hi;
-    uint32_t verify;              /* sessions of this thread to check */
+    uint32_t verify; /* sessions of this thread to check */
     pthread_barrier_t *bar;
     uint32_t vsent, vgot;
     uint64_t setup_ns, hold_ns, next_beat;
@@ -71,8 +71,8 @@ static void cn_heartbeat(struct engine *e)
         return;
     th->next_beat = e->now + (uint64_t)(th->o->heartbeat * NS_PER_SEC);
     for (uint32_t i = 0; i < e->nconns; i++)
-        if (e->conns[i].state == CS_READY && conn_printf(e, &e->conns[i], "{\"msgid\":%d}",
-                                                         QC_HEARTBEAT_MSG) == 0)
+        if (e->conns[i].state == CS_READY &&
+            conn_printf(e, &e->conns[i], "{\"msgid\":%d}", QC_HEARTBEAT_MSG) == 0)
             e->st.sent++;
 }
 

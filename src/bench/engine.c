@@ -43,8 +43,8 @@ static void conn_lost(struct engine *e, struct conn *c, int err);
 
 /* ---- setup -------------------------------------------------------------- */
 
-struct engine *engine_new(const struct bench_opts *o, const struct users *u,
-                          uint32_t nconns, uint32_t gbase, int index)
+struct engine *engine_new(const struct bench_opts *o, const struct users *u, uint32_t nconns,
+                          uint32_t gbase, int index)
 {
     struct engine *e = calloc(1, sizeof *e);
 
@@ -86,7 +86,7 @@ static void conn_release(struct conn *c)
 static void conn_close(struct engine *e, struct conn *c)
 {
     if (c->fd >= 0)
-        close(c->fd);          /* also leaves the epoll set */
+        close(c->fd); /* also leaves the epoll set */
     c->fd = -1;
     c->state = CS_CLOSED;
     c->armed_out = 0;
@@ -295,8 +295,8 @@ int conn_printf(struct engine *e, struct conn *c, const char *fmt, ...)
     return conn_send(e, c, line, (size_t)k);
 }
 
-int conn_send_tmpl(struct engine *e, struct conn *c, const struct msgtmpl *t,
-                   char kind, uint32_t a, uint32_t b, uint32_t seq)
+int conn_send_tmpl(struct engine *e, struct conn *c, const struct msgtmpl *t, char kind, uint32_t a,
+                   uint32_t b, uint32_t seq)
 {
     char *p = conn_reserve(e, c, t->len);
 
@@ -313,8 +313,8 @@ void engine_send_login(struct engine *e, struct conn *c)
 {
     c->state = CS_LOGIN;
     c->t_req = e->now;
-    conn_printf(e, c, "{\"msgid\":%d,\"id\":%d,\"password\":\"%s\"}",
-                QC_LOGIN_MSG, (int)c->uid, e->users->pw[c->user]);
+    conn_printf(e, c, "{\"msgid\":%d,\"id\":%d,\"password\":\"%s\"}", QC_LOGIN_MSG, (int)c->uid,
+                e->users->pw[c->user]);
 }
 
 /* ---- connect ------------------------------------------------------------ */
@@ -406,7 +406,7 @@ static void engine_pump(struct engine *e)
         struct conn *c = &e->conns[e->started++];
         e->pending++;
         if (c->uid < 0) {
-            conn_abort(e, c);               /* user never registered: already counted */
+            conn_abort(e, c); /* user never registered: already counted */
             continue;
         }
         engine_start(e, c);
@@ -425,18 +425,10 @@ static void conn_lost(struct engine *e, struct conn *c, int err)
     const char *why = err ? strerror(err) : "closed by the server";
 
     switch (c->state) {
-    case CS_CONNECTING:
-        engine_fail(e, c, E_CONNECT, why);
-        break;
-    case CS_LOGIN:
-        engine_fail(e, c, c->settled ? E_DISCONNECT : E_LOGIN, why);
-        break;
-    case CS_REG:
-        engine_fail(e, c, E_REG, why);
-        break;
-    default:
-        engine_fail(e, c, E_DISCONNECT, why);
-        break;
+    case CS_CONNECTING: engine_fail(e, c, E_CONNECT, why); break;
+    case CS_LOGIN: engine_fail(e, c, c->settled ? E_DISCONNECT : E_LOGIN, why); break;
+    case CS_REG: engine_fail(e, c, E_REG, why); break;
+    default: engine_fail(e, c, E_DISCONNECT, why); break;
     }
 }
 
@@ -474,8 +466,7 @@ void engine_unexpected(struct engine *e, struct conn *c, const struct jfields *f
     case QC_KICK_MSG:
         engine_error(e, E_KICKED, "user %d: kicked (logged in elsewhere)", (int)c->uid);
         return;
-    case QC_PRESENCE_MSG:
-        return;
+    case QC_PRESENCE_MSG: return;
     default:
         engine_error(e, E_PROTOCOL, "user %d: unexpected msgid %ld", (int)c->uid, f->msgid);
         return;
@@ -581,7 +572,7 @@ static void dispatch(struct engine *e, const struct epoll_event *ev)
         return;
     struct conn *c = &e->conns[idx];
     if (c->fd < 0 || c->gen != gen)
-        return;                              /* closed earlier in this batch */
+        return; /* closed earlier in this batch */
     if (c->state == CS_CONNECTING) {
         connect_done(e, c);
         return;

@@ -15,9 +15,9 @@
 #include "bench.h"
 #include "common/proto.h"
 
-#define GR_KIND     'G'
-#define GR_JOINED   1           /* conn->role bit */
-#define GR_JOINING  2
+#define GR_KIND       'G'
+#define GR_JOINED     1 /* conn->role bit */
+#define GR_JOINING    2
 #define GR_SEQ_CREATE "\"create\""
 #define GR_SEQ_JOIN   "\"join\""
 
@@ -27,11 +27,11 @@ struct gslot {
 };
 
 struct gsender {
-    uint32_t member;            /* conn index */
+    uint32_t member; /* conn index */
     uint32_t next_seq, outstanding;
     uint64_t last_progress;
     bool stalled;
-    struct gslot *slots;        /* inflight of them, by seq % inflight */
+    struct gslot *slots; /* inflight of them, by seq % inflight */
     struct msgtmpl t;
 };
 
@@ -44,10 +44,10 @@ struct grctx {
     long groupid;
     bool create_failed;
     uint32_t joins_pending, joined;
-    uint32_t nsenders, expect;      /* expect: deliveries per message */
+    uint32_t nsenders, expect; /* expect: deliveries per message */
     struct gsender *senders;
-    struct seqwin *wins;            /* [member * nsenders + sender] */
-    uint32_t *sender_of;            /* member -> sender number + 1, 0: not a sender */
+    struct seqwin *wins; /* [member * nsenders + sender] */
+    uint32_t *sender_of; /* member -> sender number + 1, 0: not a sender */
     uint32_t outstanding;
     uint64_t total_sent, t0, t1;
 };
@@ -77,8 +77,8 @@ static void gr_send_more(struct grctx *g, uint32_t j)
         struct gslot *slot = &s->slots[s->next_seq % (uint32_t)g->o->inflight];
         if (slot->used)
             break;
-        if (conn_send_tmpl(e, &e->conns[s->member], &s->t, GR_KIND, j, s->next_seq,
-                           s->next_seq) < 0)
+        if (conn_send_tmpl(e, &e->conns[s->member], &s->t, GR_KIND, j, s->next_seq, s->next_seq) <
+            0)
             break;
         *slot = (struct gslot){ .seq = s->next_seq, .got = 0, .used = true };
         s->next_seq++;
@@ -119,8 +119,8 @@ static void gr_delivery(struct grctx *g, struct conn *c, const struct jfields *f
         return;
     }
     if (r == SEQ_LATE)
-        engine_error(e, E_REORDER, "user %d: group message %u/%u after a later one",
-                     (int)c->uid, j, seq);
+        engine_error(e, E_REORDER, "user %d: group message %u/%u after a later one", (int)c->uid, j,
+                     seq);
     if (ts <= e->now)
         hist_add(&e->st.lat, e->now - ts);
     e->st.msgs++;
@@ -243,8 +243,10 @@ static int gr_create(struct grctx *g, uint64_t deadline)
         struct conn *c = &e->conns[i];
         if (c->state != CS_READY)
             continue;
-        conn_printf(e, c, "{\"msgid\":%d,\"groupname\":\"%sgroup\",\"groupdesc\":\"qchat-bench\","
-                    "\"seq\":" GR_SEQ_CREATE "}", QC_CREATE_GROUP_MSG, g->o->prefix);
+        conn_printf(e, c,
+                    "{\"msgid\":%d,\"groupname\":\"%sgroup\",\"groupdesc\":\"qchat-bench\","
+                    "\"seq\":" GR_SEQ_CREATE "}",
+                    QC_CREATE_GROUP_MSG, g->o->prefix);
         if (engine_run(e, gr_created, deadline) != RUN_DONE && !g->create_failed)
             engine_error(e, E_TIMEOUT, "no answer to CREATE_GROUP");
         if (g->groupid > 0)
@@ -295,8 +297,8 @@ static int gr_pick_senders(struct grctx *g)
         struct gsender *s = &g->senders[g->nsenders];
         s->member = i;
         s->slots = calloc((size_t)g->o->inflight, sizeof *s->slots);
-        snprintf(head, sizeof head, "{\"msgid\":%d,\"id\":%d,\"groupid\":%ld,",
-                 QC_GROUP_CHAT_MSG, (int)c->uid, g->groupid);
+        snprintf(head, sizeof head, "{\"msgid\":%d,\"id\":%d,\"groupid\":%ld,", QC_GROUP_CHAT_MSG,
+                 (int)c->uid, g->groupid);
         if (!s->slots || tmpl_init(&s->t, head, g->o->size, g->o->seq) < 0)
             return -1;
         g->nsenders++;

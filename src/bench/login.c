@@ -13,14 +13,14 @@
 #include "bench.h"
 #include "common/proto.h"
 
-#define LOOP_STALLED 1        /* conn->role bit: a stall was already counted */
+#define LOOP_STALLED 1 /* conn->role bit: a stall was already counted */
 
 struct lgthread {
     const struct bench_opts *o;
     const struct users *u;
     struct engine *e;
     uint32_t lo, hi;
-    uint32_t live;            /* loops still running */
+    uint32_t live; /* loops still running */
     uint64_t t0, t1;
 };
 
@@ -35,7 +35,7 @@ static void lg_logged_in(struct engine *e, struct conn *c, long err)
     struct lgthread *th = e->ctx;
 
     if (err != QC_OK)
-        return;                               /* the engine counts and closes it */
+        return; /* the engine counts and closes it */
     hist_add(&e->st.lat, e->now - c->t_req);
     e->st.logins++;
     if (e->measuring)

@@ -25,12 +25,12 @@
 #include "bench.h"
 #include "common/proto.h"
 
-#define OFF_KIND      'O'
-#define OFF_SENDER    0
-#define OFF_RECEIVER  1
-#define OFF_USERS     2
-#define OFF_TEXT_KEY  "msg"
-#define OFF_LIST_KEY  "offlinemsg"
+#define OFF_KIND     'O'
+#define OFF_SENDER   0
+#define OFF_RECEIVER 1
+#define OFF_USERS    2
+#define OFF_TEXT_KEY "msg"
+#define OFF_LIST_KEY "offlinemsg"
 
 enum off_wait { W_NONE, W_LOGIN, W_LOGOUT, W_FILL };
 
@@ -39,12 +39,12 @@ struct offctx {
     struct msgtmpl chat;
     uint32_t round, backlog;
     enum off_wait wait;
-    bool done;                  /* what we wait for happened (or failed) */
+    bool done; /* what we wait for happened (or failed) */
     bool ok;
-    bool want_backlog;          /* the login in progress must bring the backlog */
+    bool want_backlog; /* the login in progress must bring the backlog */
     uint64_t t_connect;
     uint32_t sent, replies, stored;
-    struct hist empty;          /* baseline logins */
+    struct hist empty; /* baseline logins */
     uint64_t fill_ns, fill_msgs, ack_bytes, backlog_logins;
 };
 
@@ -76,7 +76,7 @@ static bool backlog_is_complete(struct engine *e, struct offctx *x)
 
     if (jfind(e->line, e->linelen, OFF_LIST_KEY, &list, &listlen) < 0) {
         if (want == 0)
-            return true;            /* an empty array may be left out */
+            return true; /* an empty array may be left out */
         engine_error(e, E_LOST, "round %u: login ack has no %s (%u expected)", x->round,
                      OFF_LIST_KEY, want);
         return false;
@@ -118,7 +118,7 @@ static void off_logged_in(struct engine *e, struct conn *c, long err)
     struct offctx *x = e->ctx;
 
     if (err != QC_OK) {
-        step_over(x, false);         /* the engine counts and closes it */
+        step_over(x, false); /* the engine counts and closes it */
         return;
     }
     e->st.logins++;
@@ -163,7 +163,7 @@ static void off_line(struct engine *e, struct conn *c, const char *p, size_t n,
             e->st.acks++;
             e->st.window++;
         } else {
-            engine_unexpected(e, c, f);          /* counted as a server error */
+            engine_unexpected(e, c, f); /* counted as a server error */
         }
         fill_more(e, x);
         if (x->replies == x->backlog)
@@ -216,7 +216,7 @@ static bool log_in(struct engine *e, struct offctx *x, struct conn *c, bool with
     x->t_connect = e->now = now_ns();
     engine_start(e, c);
     if (c->fd < 0)
-        return false;                /* connect failed at once: already counted */
+        return false; /* connect failed at once: already counted */
     return finish_step(e, x, "login");
 }
 
@@ -252,8 +252,8 @@ static bool run_round(struct engine *e, struct offctx *x)
 {
     struct conn *r = receiver(e);
 
-    return log_in(e, x, r, false) && log_out(e, x, r) && fill(e, x) &&
-           log_in(e, x, r, true) && log_out(e, x, r);
+    return log_in(e, x, r, false) && log_out(e, x, r) && fill(e, x) && log_in(e, x, r, true) &&
+           log_out(e, x, r);
 }
 
 static int arm_sender(struct engine *e, struct offctx *x)
@@ -261,8 +261,8 @@ static int arm_sender(struct engine *e, struct offctx *x)
     struct conn *s = sender(e), *r = receiver(e);
     char head[BENCH_LINE_MAX];
 
-    snprintf(head, sizeof head, "{\"msgid\":%d,\"id\":%d,\"toid\":%d,",
-             QC_ONE_CHAT_MSG, (int)s->uid, (int)r->uid);
+    snprintf(head, sizeof head, "{\"msgid\":%d,\"id\":%d,\"toid\":%d,", QC_ONE_CHAT_MSG,
+             (int)s->uid, (int)r->uid);
     if (tmpl_init(&x->chat, head, x->o->size, true) < 0) {
         fprintf(stderr, "qchat-bench: out of memory\n");
         return -1;
@@ -291,7 +291,7 @@ int mode_offline(const struct bench_opts *o, struct result *r)
     e->ops.line = off_line;
     e->ops.closed = off_closed;
     e->pcount = &e->st.logins;
-    e->started = e->nconns;          /* connections are started by the steps */
+    e->started = e->nconns; /* connections are started by the steps */
     for (uint32_t i = 0; i < OFF_USERS; i++) {
         struct conn *c = &e->conns[i];
         c->user = i;
@@ -320,15 +320,15 @@ report:
     stats_merge(&r->st, &e->st);
     result_add(r, "backlog", x.backlog, 0, NULL);
     result_add(r, "rounds", rounds, 0, NULL);
-    result_add(r, "ack_kb", x.backlog_logins ? (double)x.ack_bytes / x.backlog_logins / 1024 : 0,
-               1, NULL);
+    result_add(r, "ack_kb", x.backlog_logins ? (double)x.ack_bytes / x.backlog_logins / 1024 : 0, 1,
+               NULL);
     result_add(r, "stored", (double)x.fill_msgs, 0, NULL);
-    result_add(r, "store_rate", x.fill_ns ? (double)x.fill_msgs * NS_PER_SEC / x.fill_ns : 0,
-               0, "/s");
+    result_add(r, "store_rate", x.fill_ns ? (double)x.fill_msgs * NS_PER_SEC / x.fill_ns : 0, 0,
+               "/s");
     result_add(r, "empty_p50", (double)hist_percentile(&x.empty, 50.0) / NS_PER_MS, 3, "ms");
     result_add(r, "empty_max", (double)x.empty.max / NS_PER_MS, 3, "ms");
     if (rounds < (uint32_t)o->rounds && !bench_interrupted && stats_errors(&r->st) == 0)
-        r->st.err[E_TIMEOUT]++;      /* stopped early without a counted cause */
+        r->st.err[E_TIMEOUT]++; /* stopped early without a counted cause */
     tmpl_free(&x.chat);
     engine_free(e);
     users_free(&u);

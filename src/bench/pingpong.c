@@ -22,8 +22,8 @@
 #define ROLE_B  1
 
 struct pair {
-    uint32_t next_seq;          /* next seq A sends = A's messages so far */
-    uint32_t outstanding;       /* A's messages whose answer is not back */
+    uint32_t next_seq;    /* next seq A sends = A's messages so far */
+    uint32_t outstanding; /* A's messages whose answer is not back */
     uint32_t sent_ba, recv_ab, recv_ba;
     struct seqwin win_ab, win_ba;
     uint64_t last_progress;
@@ -35,12 +35,12 @@ struct ppthread {
     const struct bench_opts *o;
     const struct users *u;
     struct engine *e;
-    struct pair *pairs;             /* this thread's pairs */
-    uint32_t lo, hi;                /* global pair numbers */
+    struct pair *pairs; /* this thread's pairs */
+    uint32_t lo, hi;    /* global pair numbers */
     pthread_barrier_t *bar;
-    uint32_t outstanding;           /* messages in flight over all pairs */
-    uint32_t busy;                  /* pairs with messages left (--count) */
-    uint32_t live;                  /* pairs running */
+    uint32_t outstanding; /* messages in flight over all pairs */
+    uint32_t busy;        /* pairs with messages left (--count) */
+    uint32_t live;        /* pairs running */
     uint64_t t0, t1;
 };
 
@@ -59,8 +59,8 @@ static void pair_send(struct ppthread *th, uint32_t local)
     struct pair *pr = &th->pairs[local];
     struct engine *e = th->e;
 
-    if (conn_send_tmpl(e, pair_conn(th, local, ROLE_A), &pr->ab, PP_KIND,
-                       th->lo + local, pr->next_seq, pr->next_seq) < 0)
+    if (conn_send_tmpl(e, pair_conn(th, local, ROLE_A), &pr->ab, PP_KIND, th->lo + local,
+                       pr->next_seq, pr->next_seq) < 0)
         return;
     pr->next_seq++;
     pr->outstanding++;
@@ -151,9 +151,8 @@ static void pp_tick(struct engine *e)
         if (!pr->active || !pr->outstanding || pr->stalled || e->now - pr->last_progress <= stall)
             continue;
         pr->stalled = true;
-        engine_error(e, E_STALL, "pair %u: no progress for %.1fs (%u in flight)",
-                     th->lo + i, (double)(e->now - pr->last_progress) / NS_PER_SEC,
-                     pr->outstanding);
+        engine_error(e, E_STALL, "pair %u: no progress for %.1fs (%u in flight)", th->lo + i,
+                     (double)(e->now - pr->last_progress) / NS_PER_SEC, pr->outstanding);
     }
 }
 

@@ -12,7 +12,7 @@
 #include "bench.h"
 #include "common/proto.h"
 
-#define REG_CONN_NS (10 * NS_PER_SEC)  /* well below the server's login_timeout */
+#define REG_CONN_NS (10 * NS_PER_SEC) /* well below the server's login_timeout */
 
 struct regctx {
     struct users *u;
@@ -31,8 +31,8 @@ static void reg_next(struct engine *e, struct conn *c)
     c->slot = rc->next++;
     c->state = CS_REG;
     c->t_req = e->now;
-    conn_printf(e, c, "{\"msgid\":%d,\"name\":\"%s%u\",\"password\":\"%s\"}",
-                QC_REG_MSG, o->prefix, c->slot, rc->u->pw[c->slot]);
+    conn_printf(e, c, "{\"msgid\":%d,\"name\":\"%s%u\",\"password\":\"%s\"}", QC_REG_MSG, o->prefix,
+                c->slot, rc->u->pw[c->slot]);
 }
 
 static void reg_line(struct engine *e, struct conn *c, const char *p, size_t n,
@@ -55,7 +55,7 @@ static void reg_line(struct engine *e, struct conn *c, const char *p, size_t n,
                      (f->has & JF_ERRNO) ? f->err : -1L);
     }
     if (rc->next < rc->u->n && e->now - c->t_conn >= REG_CONN_NS)
-        engine_restart_later(e, c);          /* connects again, then reg_next */
+        engine_restart_later(e, c); /* connects again, then reg_next */
     else
         reg_next(e, c);
 }

@@ -11,10 +11,10 @@
 #include "bench.h"
 
 const char *const err_names[E_COUNT] = {
-    [E_CONNECT] = "connfail",     [E_LOGIN] = "loginfail",   [E_REG] = "regfail",
+    [E_CONNECT] = "connfail",       [E_LOGIN] = "loginfail", [E_REG] = "regfail",
     [E_DISCONNECT] = "disconnects", [E_STALL] = "stalls",    [E_LOST] = "lost",
-    [E_MISROUTED] = "misrouted",  [E_DUP] = "dup",           [E_REORDER] = "reorder",
-    [E_SERVER] = "srverr",        [E_KICKED] = "kicked",     [E_PROTOCOL] = "protocol",
+    [E_MISROUTED] = "misrouted",    [E_DUP] = "dup",         [E_REORDER] = "reorder",
+    [E_SERVER] = "srverr",          [E_KICKED] = "kicked",   [E_PROTOCOL] = "protocol",
     [E_TIMEOUT] = "timeouts",
 };
 
@@ -209,7 +209,10 @@ static const struct {
     const char *key;
     double pct;
 } pcts[] = {
-    { "p50", 50.0 }, { "p90", 90.0 }, { "p99", 99.0 }, { "p999", 99.9 },
+    { "p50", 50.0 },
+    { "p90", 90.0 },
+    { "p99", 99.0 },
+    { "p999", 99.9 },
 };
 
 static double ns_to_ms(uint64_t ns)

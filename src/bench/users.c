@@ -12,7 +12,7 @@
 #include "bench.h"
 #include "common/proto.h"
 
-#define PW_ESCAPED_MAX (QC_PASSWORD_MAX * 6 + 1)   /* every byte as \u00XX */
+#define PW_ESCAPED_MAX (QC_PASSWORD_MAX * 6 + 1) /* every byte as \u00XX */
 
 int json_escape(char *dst, size_t cap, const char *s)
 {

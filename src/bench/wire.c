@@ -84,8 +84,8 @@ static void take_int(struct jfields *f, unsigned bit, long *slot, const char *v,
         f->has |= bit;
 }
 
-static void take_field(struct jfields *f, const char *k, size_t kn,
-                       const char *v, size_t vn, bool is_string)
+static void take_field(struct jfields *f, const char *k, size_t kn, const char *v, size_t vn,
+                       bool is_string)
 {
     if (is_string) {
         if (key_is(k, kn, "msg")) {
@@ -116,8 +116,8 @@ static void take_field(struct jfields *f, const char *k, size_t kn,
  * each; a string value is given without its quotes.  0, or -1 if s is not
  * a well-formed object.  visit returns false to stop early.
  */
-typedef bool (*jvisit_fn)(void *arg, const char *k, size_t kn,
-                          const char *v, size_t vn, bool is_string);
+typedef bool (*jvisit_fn)(void *arg, const char *k, size_t kn, const char *v, size_t vn,
+                          bool is_string);
 
 static int jwalk(const char *s, size_t n, jvisit_fn visit, void *arg)
 {
@@ -243,8 +243,7 @@ int jarray_next(const char *s, size_t n, size_t *pos, const char **v, size_t *vn
     return 1;
 }
 
-int jescaped_string_field(const char *s, size_t n, const char *key,
-                          const char **v, size_t *vn)
+int jescaped_string_field(const char *s, size_t n, const char *key, const char **v, size_t *vn)
 {
     size_t kl = strlen(key);
 
@@ -336,7 +335,7 @@ int tag_read(const char *p, size_t n, char kind, uint32_t *a, uint32_t *b, uint6
 /* ---- templates ---------------------------------------------------------- */
 
 #define SEQ_FIELD      "\"seq\":\"00000000\","
-#define SEQ_FIELD_SKIP 7                /* from the field start to the digits */
+#define SEQ_FIELD_SKIP 7 /* from the field start to the digits */
 #define MSG_FIELD      "\"msg\":\""
 #define MSG_END        "\"}"
 

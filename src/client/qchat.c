@@ -70,15 +70,14 @@
 
 #include "qchat.h"
 
-#define EXIT_LOST   1
-#define EXIT_USAGE  2
-#define REPLY_TIMEOUT_MAX_MS  (10 * 60 * 1000)
-#define PORT_MAX    65535
+#define EXIT_LOST            1
+#define EXIT_USAGE           2
+#define REPLY_TIMEOUT_MAX_MS (10 * 60 * 1000)
+#define PORT_MAX             65535
 
 /* ---- time and sequence numbers ---------------------------------------- */
 
-int64_t
-qchat_now_ms(void)
+int64_t qchat_now_ms(void)
 {
     struct timespec ts;
 
@@ -86,8 +85,7 @@ qchat_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int64_t
-qchat_seq(struct qchat *q)
+int64_t qchat_seq(struct qchat *q)
 {
     q->last_send_ms = qchat_now_ms();
     return q->next_seq++;
@@ -96,14 +94,12 @@ qchat_seq(struct qchat *q)
 /* ---- the wait loop ---------------------------------------------------- */
 
 /* Incoming objects met while a request waits for its reply. */
-static void
-print_skipped(void *arg, struct json_object *obj)
+static void print_skipped(void *arg, struct json_object *obj)
 {
     out_incoming(arg, obj);
 }
 
-bool
-qchat_drain(struct qchat *q)
+bool qchat_drain(struct qchat *q)
 {
     int i;
 
@@ -127,8 +123,7 @@ qchat_drain(struct qchat *q)
 }
 
 /* Keep an idle session alive past the server's idle_timeout. */
-static void
-heartbeat_if_idle(struct qchat *q)
+static void heartbeat_if_idle(struct qchat *q)
 {
     if (!q->logged_in || qchat_now_ms() - q->last_send_ms < QCHAT_HEARTBEAT_MS)
         return;
@@ -138,8 +133,7 @@ heartbeat_if_idle(struct qchat *q)
 }
 
 /* poll() timeout: the caller's, shortened to the next heartbeat. */
-static int
-poll_timeout(struct qchat *q, int64_t deadline)
+static int poll_timeout(struct qchat *q, int64_t deadline)
 {
     int64_t now = qchat_now_ms();
     int64_t until = deadline;
@@ -157,8 +151,7 @@ poll_timeout(struct qchat *q, int64_t deadline)
     return until - now > INT32_MAX ? INT32_MAX : (int)(until - now);
 }
 
-int
-qchat_wait(struct qchat *q, int in_fd, int timeout_ms)
+int qchat_wait(struct qchat *q, int in_fd, int timeout_ms)
 {
     int64_t deadline = timeout_ms < 0 ? -1 : qchat_now_ms() + timeout_ms;
 
@@ -204,12 +197,11 @@ qchat_wait(struct qchat *q, int in_fd, int timeout_ms)
 struct line_reader {
     struct buf buf;
     bool eof;
-    bool skipping;      /* discarding the rest of an overlong line */
+    bool skipping; /* discarding the rest of an overlong line */
 };
 
 /* Cut the next complete line out of r->buf into *line (NUL-terminated, in place). */
-static bool
-take_line(struct line_reader *r, char **line)
+static bool take_line(struct line_reader *r, char **line)
 {
     char *start, *nl;
     size_t len;
@@ -237,8 +229,7 @@ take_line(struct line_reader *r, char **line)
 }
 
 /* One read(2) from stdin.  An overlong line is reported and dropped. */
-static void
-read_stdin(struct qchat *q, struct line_reader *r)
+static void read_stdin(struct qchat *q, struct line_reader *r)
 {
     ssize_t n;
 
@@ -266,13 +257,11 @@ read_stdin(struct qchat *q, struct line_reader *r)
         if (!r->skipping)
             out_line(q, "error: line longer than %d bytes", QCHAT_LINE_MAX);
         r->skipping = nl == NULL;
-        buf_consume(&r->buf, nl == NULL ? buf_used(&r->buf)
-                                        : (size_t)(nl - buf_head(&r->buf)) + 1);
+        buf_consume(&r->buf, nl == NULL ? buf_used(&r->buf) : (size_t)(nl - buf_head(&r->buf)) + 1);
     }
 }
 
-static int
-run_script(struct qchat *q)
+static int run_script(struct qchat *q)
 {
     struct line_reader r;
     int64_t linger_end;
@@ -306,17 +295,16 @@ run_script(struct qchat *q)
 
 /* ---- main ------------------------------------------------------------- */
 
-static void
-usage(FILE *f)
+static void usage(FILE *f)
 {
-    fprintf(f, "usage: qchat [-s] [-t MS] HOST PORT\n"
-               "  -s     script mode: commands from stdin, one per line\n"
-               "  -t MS  wait at most MS milliseconds for each reply (default %d)\n",
+    fprintf(f,
+            "usage: qchat [-s] [-t MS] HOST PORT\n"
+            "  -s     script mode: commands from stdin, one per line\n"
+            "  -t MS  wait at most MS milliseconds for each reply (default %d)\n",
             QCHAT_REPLY_TIMEOUT_MS);
 }
 
-static bool
-parse_int_arg(const char *s, long min, long max, int *out)
+static bool parse_int_arg(const char *s, long min, long max, int *out)
 {
     char *end;
     long v;
@@ -329,8 +317,7 @@ parse_int_arg(const char *s, long min, long max, int *out)
     return true;
 }
 
-int
-main(int argc, char **argv)
+int main(int argc, char **argv)
 {
     struct qchat q;
     char err[256];
@@ -342,21 +329,15 @@ main(int argc, char **argv)
     q.next_seq = 1;
     while ((opt = getopt(argc, argv, "st:h")) != -1) {
         switch (opt) {
-        case 's':
-            script = true;
-            break;
+        case 's': script = true; break;
         case 't':
             if (!parse_int_arg(optarg, 1, REPLY_TIMEOUT_MAX_MS, &q.reply_timeout_ms)) {
                 fprintf(stderr, "qchat: -t wants milliseconds, 1..%d\n", REPLY_TIMEOUT_MAX_MS);
                 return EXIT_USAGE;
             }
             break;
-        case 'h':
-            usage(stdout);
-            return EXIT_SUCCESS;
-        default:
-            usage(stderr);
-            return EXIT_USAGE;
+        case 'h': usage(stdout); return EXIT_SUCCESS;
+        default: usage(stderr); return EXIT_USAGE;
         }
     }
     if (argc - optind != 2) {

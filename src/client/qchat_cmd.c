@@ -17,21 +17,20 @@
 #include "common/proto.h"
 #include "qchat.h"
 
-#define CMD_WAIT_MAX_MS   (10 * 60 * 1000)  /* longest wait:MS */
-#define CMD_OK_TEXT_MAX   96                /* room for one outcome text */
+#define CMD_WAIT_MAX_MS (10 * 60 * 1000) /* longest wait:MS */
+#define CMD_OK_TEXT_MAX 96               /* room for one outcome text */
 
 struct command {
     const char *name;
     const char *help;
     const char *format;
-    void (*run)(struct qchat *q, char *args);   /* args: after "name:", NULL if none */
+    void (*run)(struct qchat *q, char *args); /* args: after "name:", NULL if none */
 };
 
 /* ---- argument parsing ------------------------------------------------- */
 
 /* Decimal integer in [min, max], surrounding blanks allowed. */
-static bool
-parse_number(const char *s, long long min, long long max, long long *out)
+static bool parse_number(const char *s, long long min, long long max, long long *out)
 {
     char *end;
     long long v;
@@ -52,8 +51,7 @@ parse_number(const char *s, long long min, long long max, long long *out)
     return true;
 }
 
-static bool
-parse_id(const char *s, int32_t *out)
+static bool parse_id(const char *s, int32_t *out)
 {
     long long v;
 
@@ -64,8 +62,7 @@ parse_id(const char *s, int32_t *out)
 }
 
 /* Split "a:b" at the first ':' into a and b; false when there is none. */
-static bool
-split_colon(char *s, char **rest)
+static bool split_colon(char *s, char **rest)
 {
     char *colon = s != NULL ? strchr(s, ':') : NULL;
 
@@ -80,8 +77,7 @@ static void usage_error(struct qchat *q, const char *name);
 
 /* ---- requests ----------------------------------------------------------- */
 
-int
-qchat_login(struct qchat *q, const char *idtext, char *password)
+int qchat_login(struct qchat *q, const char *idtext, char *password)
 {
     struct json_object *ack = NULL;
     int32_t id;
@@ -93,7 +89,7 @@ qchat_login(struct qchat *q, const char *idtext, char *password)
         out_line(q, "error: bad user id");
         return -1;
     }
-    (void)qchat_seq(q);     /* notes the send time for the heartbeat */
+    (void)qchat_seq(q); /* notes the send time for the heartbeat */
     rc = qclient_login(q->c, id, password, true, &ack, q->reply_timeout_ms);
     explicit_bzero(password, strlen(password));
     if (rc != 0) {
@@ -108,8 +104,7 @@ qchat_login(struct qchat *q, const char *idtext, char *password)
     return 0;
 }
 
-void
-qchat_register(struct qchat *q, const char *name, char *password)
+void qchat_register(struct qchat *q, const char *name, char *password)
 {
     char ok[CMD_OK_TEXT_MAX];
     int32_t id = 0;
@@ -123,8 +118,7 @@ qchat_register(struct qchat *q, const char *name, char *password)
 }
 
 /* "sent: mid M" from a chat ACK, "sent" if it names no mid. */
-static void
-report_sent(struct qchat *q, int rc, struct json_object *ack)
+static void report_sent(struct qchat *q, int rc, struct json_object *ack)
 {
     char ok[CMD_OK_TEXT_MAX];
     int64_t mid;
@@ -137,8 +131,7 @@ report_sent(struct qchat *q, int rc, struct json_object *ack)
     json_object_put(ack);
 }
 
-static void
-cmd_chat(struct qchat *q, char *args)
+static void cmd_chat(struct qchat *q, char *args)
 {
     struct json_object *ack = NULL;
     char *text;
@@ -153,8 +146,7 @@ cmd_chat(struct qchat *q, char *args)
     report_sent(q, rc, ack);
 }
 
-static void
-cmd_groupchat(struct qchat *q, char *args)
+static void cmd_groupchat(struct qchat *q, char *args)
 {
     struct json_object *ack = NULL;
     char *text;
@@ -169,8 +161,7 @@ cmd_groupchat(struct qchat *q, char *args)
     report_sent(q, rc, ack);
 }
 
-static void
-cmd_addfriend(struct qchat *q, char *args)
+static void cmd_addfriend(struct qchat *q, char *args)
 {
     char ok[CMD_OK_TEXT_MAX];
     int32_t id;
@@ -185,8 +176,7 @@ cmd_addfriend(struct qchat *q, char *args)
     out_outcome(q, rc, ok);
 }
 
-static void
-cmd_creategroup(struct qchat *q, char *args)
+static void cmd_creategroup(struct qchat *q, char *args)
 {
     char ok[CMD_OK_TEXT_MAX];
     char *desc = "";
@@ -197,14 +187,13 @@ cmd_creategroup(struct qchat *q, char *args)
         usage_error(q, "creategroup");
         return;
     }
-    (void)split_colon(args, &desc);     /* the description may be left out */
+    (void)split_colon(args, &desc); /* the description may be left out */
     rc = qclient_create_group(q->c, args, desc, qchat_seq(q), &gid, q->reply_timeout_ms);
     snprintf(ok, sizeof ok, "group created: id %d", gid);
     out_outcome(q, rc, ok);
 }
 
-static void
-cmd_addgroup(struct qchat *q, char *args)
+static void cmd_addgroup(struct qchat *q, char *args)
 {
     char ok[CMD_OK_TEXT_MAX];
     int32_t gid;
@@ -219,8 +208,7 @@ cmd_addgroup(struct qchat *q, char *args)
     out_outcome(q, rc, ok);
 }
 
-static void
-cmd_loginout(struct qchat *q, char *args)
+static void cmd_loginout(struct qchat *q, char *args)
 {
     int rc = qclient_logout(q->c, qchat_seq(q), q->reply_timeout_ms);
 
@@ -229,8 +217,7 @@ cmd_loginout(struct qchat *q, char *args)
     out_outcome(q, rc, "logged out");
 }
 
-static void
-cmd_login(struct qchat *q, char *args)
+static void cmd_login(struct qchat *q, char *args)
 {
     char *password;
 
@@ -243,8 +230,7 @@ cmd_login(struct qchat *q, char *args)
     (void)qchat_login(q, args, password);
 }
 
-static void
-cmd_register(struct qchat *q, char *args)
+static void cmd_register(struct qchat *q, char *args)
 {
     char *password;
 
@@ -257,8 +243,7 @@ cmd_register(struct qchat *q, char *args)
     qchat_register(q, args, password);
 }
 
-static void
-cmd_wait(struct qchat *q, char *args)
+static void cmd_wait(struct qchat *q, char *args)
 {
     long long ms;
     int64_t deadline;
@@ -276,36 +261,33 @@ cmd_wait(struct qchat *q, char *args)
     }
 }
 
-static void
-cmd_quit(struct qchat *q, char *args)
+static void cmd_quit(struct qchat *q, char *args)
 {
     q->quit = true;
 }
 
-static void
-cmd_help(struct qchat *q, char *args)
+static void cmd_help(struct qchat *q, char *args)
 {
     qchat_help(q);
 }
 
 static const struct command commands[] = {
-    { "help",        "show the commands",               "help",                          cmd_help },
-    { "chat",        "one-to-one chat",                 "chat:friendid:message",         cmd_chat },
-    { "addfriend",   "add a friend",                    "addfriend:friendid",            cmd_addfriend },
-    { "creategroup", "create a group",                  "creategroup:groupname:groupdesc", cmd_creategroup },
-    { "addgroup",    "join a group",                    "addgroup:groupid",              cmd_addgroup },
-    { "groupchat",   "group chat",                      "groupchat:groupid:message",     cmd_groupchat },
-    { "loginout",    "log out",                         "loginout",                      cmd_loginout },
-    { "login",       "log in",                          "login:userid:password",         cmd_login },
-    { "register",    "register a new user",             "register:username:password",    cmd_register },
-    { "wait",        "print incoming messages for MS ms", "wait:MS",                     cmd_wait },
-    { "quit",        "leave qchat",                     "quit",                          cmd_quit },
+    { "help", "show the commands", "help", cmd_help },
+    { "chat", "one-to-one chat", "chat:friendid:message", cmd_chat },
+    { "addfriend", "add a friend", "addfriend:friendid", cmd_addfriend },
+    { "creategroup", "create a group", "creategroup:groupname:groupdesc", cmd_creategroup },
+    { "addgroup", "join a group", "addgroup:groupid", cmd_addgroup },
+    { "groupchat", "group chat", "groupchat:groupid:message", cmd_groupchat },
+    { "loginout", "log out", "loginout", cmd_loginout },
+    { "login", "log in", "login:userid:password", cmd_login },
+    { "register", "register a new user", "register:username:password", cmd_register },
+    { "wait", "print incoming messages for MS ms", "wait:MS", cmd_wait },
+    { "quit", "leave qchat", "quit", cmd_quit },
 };
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
-static void
-usage_error(struct qchat *q, const char *name)
+static void usage_error(struct qchat *q, const char *name)
 {
     size_t i;
 
@@ -314,8 +296,7 @@ usage_error(struct qchat *q, const char *name)
             out_line(q, "error: usage: %s", commands[i].format);
 }
 
-void
-qchat_help(struct qchat *q)
+void qchat_help(struct qchat *q)
 {
     size_t i;
 
@@ -323,8 +304,7 @@ qchat_help(struct qchat *q)
         out_line(q, "%-12s %-34s %s", commands[i].name, commands[i].help, commands[i].format);
 }
 
-void
-qchat_exec(struct qchat *q, char *line)
+void qchat_exec(struct qchat *q, char *line)
 {
     struct buf b;
     char *args = NULL;

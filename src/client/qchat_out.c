@@ -20,12 +20,11 @@
 #include "common/proto.h"
 #include "qchat.h"
 
-#define OUT_CLEAR_LINE "\r\033[K"   /* to column 0, erase to end of line */
+#define OUT_CLEAR_LINE "\r\033[K" /* to column 0, erase to end of line */
 
 /* ---- building lines --------------------------------------------------- */
 
-void
-out_append_text(struct buf *b, const char *text)
+void out_append_text(struct buf *b, const char *text)
 {
     const unsigned char *p;
 
@@ -44,8 +43,8 @@ out_append_text(struct buf *b, const char *text)
 }
 
 /* Append the string field key of o, escaped; fallback when absent. */
-static void
-append_field(struct buf *b, struct json_object *o, const char *key, const char *fallback)
+static void append_field(struct buf *b, struct json_object *o, const char *key,
+                         const char *fallback)
 {
     const char *s = qjson_str(o, key);
 
@@ -53,8 +52,8 @@ append_field(struct buf *b, struct json_object *o, const char *key, const char *
 }
 
 /* Append the integer field key (or alt_key) of o; "?" when absent. */
-static void
-append_int_field(struct buf *b, struct json_object *o, const char *key, const char *alt_key)
+static void append_int_field(struct buf *b, struct json_object *o, const char *key,
+                             const char *alt_key)
 {
     int64_t v;
 
@@ -65,8 +64,7 @@ append_int_field(struct buf *b, struct json_object *o, const char *key, const ch
 }
 
 /* The server stamps "time"; a peer that does not (relay_ref) gets ours. */
-static void
-append_time(struct buf *b, struct json_object *msg)
+static void append_time(struct buf *b, struct json_object *msg)
 {
     const char *t = qjson_str(msg, "time");
     char now[QCHAT_TIME_LEN];
@@ -78,14 +76,12 @@ append_time(struct buf *b, struct json_object *msg)
         return;
     }
     secs = time(NULL);
-    if (localtime_r(&secs, &tm) == NULL ||
-        strftime(now, sizeof now, "%Y-%m-%d %H:%M:%S", &tm) == 0)
+    if (localtime_r(&secs, &tm) == NULL || strftime(now, sizeof now, "%Y-%m-%d %H:%M:%S", &tm) == 0)
         snprintf(now, sizeof now, "%lld", (long long)secs);
     buf_append_str(b, now);
 }
 
-void
-out_chat_line(struct buf *b, struct json_object *msg)
+void out_chat_line(struct buf *b, struct json_object *msg)
 {
     int64_t msgid = 0;
 
@@ -106,21 +102,19 @@ out_chat_line(struct buf *b, struct json_object *msg)
 
 /* ---- printing --------------------------------------------------------- */
 
-void
-out_emit(struct qchat *q, struct buf *b)
+void out_emit(struct qchat *q, struct buf *b)
 {
     if (q->in_prompt)
         fputs(OUT_CLEAR_LINE, stdout);
     fwrite(buf_head(b), 1, buf_used(b), stdout);
     fputc('\n', stdout);
     fflush(stdout);
-    if (q->in_prompt && !q->lost)     /* no prompt to redraw once the server is gone */
+    if (q->in_prompt && !q->lost) /* no prompt to redraw once the server is gone */
         el_set(q->el, EL_REFRESH);
     buf_reset(b);
 }
 
-void
-out_line(struct qchat *q, const char *fmt, ...)
+void out_line(struct qchat *q, const char *fmt, ...)
 {
     struct buf b;
     va_list ap;
@@ -146,8 +140,7 @@ out_line(struct qchat *q, const char *fmt, ...)
     buf_free(&b);
 }
 
-void
-out_disconnected(struct qchat *q)
+void out_disconnected(struct qchat *q)
 {
     if (q->lost_reported)
         return;
@@ -155,8 +148,7 @@ out_disconnected(struct qchat *q)
     out_line(q, "disconnected");
 }
 
-void
-out_outcome(struct qchat *q, int rc, const char *ok_text)
+void out_outcome(struct qchat *q, int rc, const char *ok_text)
 {
     if (rc == 0)
         out_line(q, "%s", ok_text);
@@ -167,15 +159,14 @@ out_outcome(struct qchat *q, int rc, const char *ok_text)
     else if (errno == EPROTO)
         out_line(q, "error: protocol error from the server");
     else if (qclient_eof(q->c))
-        q->lost = true;     /* reported once, by the caller's loop */
+        q->lost = true; /* reported once, by the caller's loop */
     else
         out_line(q, "error: %s", strerror(errno));
 }
 
 /* ---- incoming messages ------------------------------------------------ */
 
-static void
-print_presence(struct qchat *q, struct buf *b, struct json_object *obj)
+static void print_presence(struct qchat *q, struct buf *b, struct json_object *obj)
 {
     buf_append_str(b, "presence: [");
     append_int_field(b, obj, "id", NULL);
@@ -186,8 +177,7 @@ print_presence(struct qchat *q, struct buf *b, struct json_object *obj)
     out_emit(q, b);
 }
 
-static void
-print_kick(struct qchat *q, struct buf *b, struct json_object *obj)
+static void print_kick(struct qchat *q, struct buf *b, struct json_object *obj)
 {
     buf_append_str(b, "kicked: ");
     append_field(b, obj, "reason", "");
@@ -195,8 +185,7 @@ print_kick(struct qchat *q, struct buf *b, struct json_object *obj)
 }
 
 /* An ACK nobody waited for: a late reply, or an error notice without seq. */
-static void
-print_stray_ack(struct qchat *q, struct buf *b, struct json_object *obj)
+static void print_stray_ack(struct qchat *q, struct buf *b, struct json_object *obj)
 {
     struct json_object *seq;
     int64_t err = -1, req = 0;
@@ -214,22 +203,20 @@ print_stray_ack(struct qchat *q, struct buf *b, struct json_object *obj)
         return;
     }
     if (err == 0)
-        return;     /* a heartbeat's answer */
+        return; /* a heartbeat's answer */
     buf_printf(b, "server error %lld: %s", (long long)err, qc_strerror((int)err));
     out_emit(q, b);
 }
 
-static void
-print_unknown(struct qchat *q, struct buf *b, struct json_object *obj)
+static void print_unknown(struct qchat *q, struct buf *b, struct json_object *obj)
 {
     buf_append_str(b, "unknown: ");
     out_append_text(b, json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN |
-                                                           JSON_C_TO_STRING_NOSLASHESCAPE));
+                                                               JSON_C_TO_STRING_NOSLASHESCAPE));
     out_emit(q, b);
 }
 
-void
-out_incoming(struct qchat *q, struct json_object *obj)
+void out_incoming(struct qchat *q, struct json_object *obj)
 {
     struct buf b;
     int64_t msgid = 0;
@@ -242,17 +229,10 @@ out_incoming(struct qchat *q, struct json_object *obj)
         out_chat_line(&b, obj);
         out_emit(q, &b);
         break;
-    case QC_PRESENCE_MSG:
-        print_presence(q, &b, obj);
-        break;
-    case QC_KICK_MSG:
-        print_kick(q, &b, obj);
-        break;
-    case QC_ACK_MSG:
-        print_stray_ack(q, &b, obj);
-        break;
-    default:
-        print_unknown(q, &b, obj);
+    case QC_PRESENCE_MSG: print_presence(q, &b, obj); break;
+    case QC_KICK_MSG: print_kick(q, &b, obj); break;
+    case QC_ACK_MSG: print_stray_ack(q, &b, obj); break;
+    default: print_unknown(q, &b, obj);
     }
     buf_free(&b);
 }
@@ -260,8 +240,7 @@ out_incoming(struct qchat *q, struct json_object *obj)
 /* ---- the login summary ------------------------------------------------ */
 
 /* Array items are JSON texts (the seed's format); parse one, NULL if bad. */
-static struct json_object *
-parse_item(struct json_object *item)
+static struct json_object *parse_item(struct json_object *item)
 {
     struct json_object *o;
 
@@ -278,9 +257,8 @@ parse_item(struct json_object *item)
 }
 
 /* Call fn on each parsed item of the array field key. */
-static void
-for_each_item(struct qchat *q, struct json_object *ack, const char *key,
-              void (*fn)(struct qchat *, struct json_object *))
+static void for_each_item(struct qchat *q, struct json_object *ack, const char *key,
+                          void (*fn)(struct qchat *, struct json_object *))
 {
     struct json_object *arr;
     size_t i, n;
@@ -300,8 +278,7 @@ for_each_item(struct qchat *q, struct json_object *ack, const char *key,
     }
 }
 
-static void
-print_friend(struct qchat *q, struct json_object *f)
+static void print_friend(struct qchat *q, struct json_object *f)
 {
     struct buf b;
 
@@ -317,8 +294,7 @@ print_friend(struct qchat *q, struct json_object *f)
     buf_free(&b);
 }
 
-static void
-print_member(struct qchat *q, struct buf *b, int64_t gid, struct json_object *u)
+static void print_member(struct qchat *q, struct buf *b, int64_t gid, struct json_object *u)
 {
     if (q->interactive)
         buf_append_str(b, "    ");
@@ -334,8 +310,7 @@ print_member(struct qchat *q, struct buf *b, int64_t gid, struct json_object *u)
     out_emit(q, b);
 }
 
-static void
-print_group(struct qchat *q, struct json_object *g)
+static void print_group(struct qchat *q, struct json_object *g)
 {
     struct json_object *users;
     struct buf b;
@@ -365,8 +340,7 @@ print_group(struct qchat *q, struct json_object *g)
     buf_free(&b);
 }
 
-static void
-print_offline(struct qchat *q, struct json_object *m)
+static void print_offline(struct qchat *q, struct json_object *m)
 {
     struct buf b;
 
@@ -378,8 +352,7 @@ print_offline(struct qchat *q, struct json_object *m)
     buf_free(&b);
 }
 
-void
-out_login(struct qchat *q, struct json_object *ack)
+void out_login(struct qchat *q, struct json_object *ack)
 {
     struct buf b;
     int64_t dropped = 0;

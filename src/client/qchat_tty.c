@@ -23,14 +23,13 @@
 #include "common/proto.h"
 #include "qchat.h"
 
-#define TTY_HISTORY_SIZE  500
-#define TTY_PROMPT        "qchat> "
+#define TTY_HISTORY_SIZE 500
+#define TTY_PROMPT       "qchat> "
 
 /* ---- reading characters for libedit ----------------------------------- */
 
 /* EL_GETCFN: one character from the terminal; 0 at EOF or when the server is gone. */
-static int
-tty_getc(EditLine *el, wchar_t *wc)
+static int tty_getc(EditLine *el, wchar_t *wc)
 {
     struct qchat *q;
     mbstate_t mbs;
@@ -55,17 +54,16 @@ tty_getc(EditLine *el, wchar_t *wc)
         }
         k = mbrtowc(wc, &ch, 1, &mbs);
         if (k == (size_t)-2)
-            continue;                       /* the rest of a multibyte character */
+            continue; /* the rest of a multibyte character */
         if (k == (size_t)-1) {
-            memset(&mbs, 0, sizeof mbs);    /* not valid here: drop the byte */
+            memset(&mbs, 0, sizeof mbs); /* not valid here: drop the byte */
             continue;
         }
         return 1;
     }
 }
 
-static char *
-tty_prompt(EditLine *el)
+static char *tty_prompt(EditLine *el)
 {
     struct qchat *q;
 
@@ -75,8 +73,7 @@ tty_prompt(EditLine *el)
 }
 
 /* A line typed at prompt, without its newline (malloc'd); NULL at EOF. */
-static char *
-read_line(struct qchat *q, const char *prompt)
+static char *read_line(struct qchat *q, const char *prompt)
 {
     const char *line;
     char *copy;
@@ -105,16 +102,14 @@ static const int password_signals[] = { SIGINT, SIGQUIT, SIGTERM, SIGHUP };
 #define NPASSWORD_SIGNALS (sizeof password_signals / sizeof password_signals[0])
 
 /* A signal while echo is off: give the terminal back, then die of it. */
-static void
-restore_echo_and_raise(int sig)
+static void restore_echo_and_raise(int sig)
 {
     tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved_termios);
     signal(sig, SIG_DFL);
     raise(sig);
 }
 
-static void
-set_password_signals(void (*handler)(int))
+static void set_password_signals(void (*handler)(int))
 {
     struct sigaction sa;
     size_t i;
@@ -130,8 +125,7 @@ set_password_signals(void (*handler)(int))
  * Read a password of at most QC_PASSWORD_MAX bytes with echo off into out
  * (QC_PASSWORD_MAX + 1 bytes).  false at EOF or when it is too long.
  */
-static bool
-read_password(struct qchat *q, const char *prompt, char *out)
+static bool read_password(struct qchat *q, const char *prompt, char *out)
 {
     struct termios t;
     size_t len = 0;
@@ -182,8 +176,7 @@ read_password(struct qchat *q, const char *prompt, char *out)
 /* ---- the menu and the command loop ------------------------------------ */
 
 /* ^D at a prompt: leave, on a fresh line. */
-static void
-end_of_input(struct qchat *q)
+static void end_of_input(struct qchat *q)
 {
     if (q->lost)
         return;
@@ -192,28 +185,25 @@ end_of_input(struct qchat *q)
     fflush(stdout);
 }
 
-static bool
-starts_with(const char *s, const char *prefix)
+static bool starts_with(const char *s, const char *prefix)
 {
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
 /* Lines that carry a password stay out of the history. */
-static bool
-keep_in_history(const char *line)
+static bool keep_in_history(const char *line)
 {
     return line[0] != '\0' && !starts_with(line, "login:") && !starts_with(line, "register:");
 }
 
-static void
-command_loop(struct qchat *q)
+static void command_loop(struct qchat *q)
 {
     HistEvent ev;
 
     while (q->logged_in && !q->quit && !q->lost) {
         char *line;
 
-        if (!qchat_drain(q))        /* what came with the last reply, before the prompt */
+        if (!qchat_drain(q)) /* what came with the last reply, before the prompt */
             break;
         line = read_line(q, TTY_PROMPT);
         if (line == NULL) {
@@ -229,23 +219,20 @@ command_loop(struct qchat *q)
     }
 }
 
-static void
-login_dialog(struct qchat *q)
+static void login_dialog(struct qchat *q)
 {
     char password[QC_PASSWORD_MAX + 1];
     char *id = read_line(q, "userid: ");
 
     if (id == NULL)
         return;
-    if (read_password(q, "userpassword: ", password) &&
-        qchat_login(q, id, password) == 0)
+    if (read_password(q, "userpassword: ", password) && qchat_login(q, id, password) == 0)
         command_loop(q);
     explicit_bzero(password, sizeof password);
     free(id);
 }
 
-static void
-register_dialog(struct qchat *q)
+static void register_dialog(struct qchat *q)
 {
     char password[QC_PASSWORD_MAX + 1];
     char *name = read_line(q, "username: ");
@@ -258,8 +245,7 @@ register_dialog(struct qchat *q)
     free(name);
 }
 
-static void
-menu(struct qchat *q)
+static void menu(struct qchat *q)
 {
     while (!q->quit && !q->lost) {
         char *choice;
@@ -288,8 +274,7 @@ menu(struct qchat *q)
 
 /* ---- setup ------------------------------------------------------------ */
 
-static int
-editor_open(struct qchat *q)
+static int editor_open(struct qchat *q)
 {
     HistEvent ev;
 
@@ -297,21 +282,17 @@ editor_open(struct qchat *q)
     q->hist = history_init();
     if (q->el == NULL || q->hist == NULL)
         return -1;
-    if (el_set(q->el, EL_CLIENTDATA, q) < 0 ||
-        el_set(q->el, EL_PROMPT, tty_prompt) < 0 ||
-        el_set(q->el, EL_EDITOR, "emacs") < 0 ||
-        el_set(q->el, EL_SIGNAL, 1) < 0 ||
-        el_set(q->el, EL_GETCFN, tty_getc) < 0 ||
-        el_set(q->el, EL_HIST, history, q->hist) < 0 ||
+    if (el_set(q->el, EL_CLIENTDATA, q) < 0 || el_set(q->el, EL_PROMPT, tty_prompt) < 0 ||
+        el_set(q->el, EL_EDITOR, "emacs") < 0 || el_set(q->el, EL_SIGNAL, 1) < 0 ||
+        el_set(q->el, EL_GETCFN, tty_getc) < 0 || el_set(q->el, EL_HIST, history, q->hist) < 0 ||
         history(q->hist, &ev, H_SETSIZE, TTY_HISTORY_SIZE) < 0 ||
         history(q->hist, &ev, H_SETUNIQUE, 1) < 0)
         return -1;
-    (void)el_source(q->el, NULL);     /* ~/.editrc, if there is one */
+    (void)el_source(q->el, NULL); /* ~/.editrc, if there is one */
     return 0;
 }
 
-static void
-editor_close(struct qchat *q)
+static void editor_close(struct qchat *q)
 {
     if (q->el != NULL)
         el_end(q->el);
@@ -321,8 +302,7 @@ editor_close(struct qchat *q)
     q->hist = NULL;
 }
 
-int
-qchat_run_tty(struct qchat *q)
+int qchat_run_tty(struct qchat *q)
 {
     if (editor_open(q) < 0) {
         editor_close(q);

@@ -31,19 +31,19 @@
 #include "common/net.h"
 #include "common/proto.h"
 
-#define QCLIENT_MAX_OBJECT_BYTES  (64u << 20)  /* largest server object (login ack) */
-#define QCLIENT_READ_CHUNK        16384        /* bytes asked of one read(2) */
-#define QCLIENT_FIFO_MIN          16           /* first FIFO allocation, objects */
-#define QCLIENT_JSON_FLAGS        (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+#define QCLIENT_MAX_OBJECT_BYTES (64u << 20) /* largest server object (login ack) */
+#define QCLIENT_READ_CHUNK       16384       /* bytes asked of one read(2) */
+#define QCLIENT_FIFO_MIN         16          /* first FIFO allocation, objects */
+#define QCLIENT_JSON_FLAGS       (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
 struct qclient {
-    int   fd;
-    bool  trailing_nul;     /* append '\0' after each object sent */
-    bool  eof;              /* peer closed (or the socket failed) */
-    bool  broken;           /* framing error: the stream cannot be resynced */
+    int fd;
+    bool trailing_nul; /* append '\0' after each object sent */
+    bool eof;          /* peer closed (or the socket failed) */
+    bool broken;       /* framing error: the stream cannot be resynced */
     struct frame_reader fr;
-    struct buf in;          /* received bytes not yet given to the frame reader */
-    struct buf out;         /* serialization scratch */
+    struct buf in;  /* received bytes not yet given to the frame reader */
+    struct buf out; /* serialization scratch */
 
     /* FIFO of set-aside objects: ring of fifo_cap slots */
     struct json_object **fifo;
@@ -55,8 +55,7 @@ struct qclient {
 
 /* ---- time ------------------------------------------------------------- */
 
-static int64_t
-now_ms(void)
+static int64_t now_ms(void)
 {
     struct timespec ts;
 
@@ -65,15 +64,13 @@ now_ms(void)
 }
 
 /* Deadline for a timeout in ms; -1 stays "forever". */
-static int64_t
-deadline_after(int timeout_ms)
+static int64_t deadline_after(int timeout_ms)
 {
     return timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
 }
 
 /* Milliseconds left until deadline, for poll(): -1 forever, 0 expired. */
-static int
-ms_until(int64_t deadline)
+static int ms_until(int64_t deadline)
 {
     int64_t left;
 
@@ -87,8 +84,8 @@ ms_until(int64_t deadline)
 
 /* ---- connection ------------------------------------------------------- */
 
-struct qclient *
-qclient_connect(const char *host, int port, int timeout_ms, char *err, size_t errlen)
+struct qclient *qclient_connect(const char *host, int port, int timeout_ms, char *err,
+                                size_t errlen)
 {
     struct qclient *c;
 
@@ -118,8 +115,7 @@ qclient_connect(const char *host, int port, int timeout_ms, char *err, size_t er
     return c;
 }
 
-void
-qclient_close(struct qclient *c)
+void qclient_close(struct qclient *c)
 {
     if (c == NULL)
         return;
@@ -137,32 +133,27 @@ qclient_close(struct qclient *c)
     free(c);
 }
 
-int
-qclient_fd(const struct qclient *c)
+int qclient_fd(const struct qclient *c)
 {
     return c->fd;
 }
 
-bool
-qclient_eof(const struct qclient *c)
+bool qclient_eof(const struct qclient *c)
 {
     return c->eof;
 }
 
-bool
-qclient_buffered(const struct qclient *c)
+bool qclient_buffered(const struct qclient *c)
 {
     return c->fifo_len > 0 || buf_used(&c->in) > 0;
 }
 
-void
-qclient_set_trailing_nul(struct qclient *c, bool on)
+void qclient_set_trailing_nul(struct qclient *c, bool on)
 {
     c->trailing_nul = on;
 }
 
-void
-qclient_set_skip_handler(struct qclient *c, qclient_skip_fn *fn, void *arg)
+void qclient_set_skip_handler(struct qclient *c, qclient_skip_fn *fn, void *arg)
 {
     c->skip_fn = fn;
     c->skip_arg = arg;
@@ -170,8 +161,7 @@ qclient_set_skip_handler(struct qclient *c, qclient_skip_fn *fn, void *arg)
 
 /* ---- sending ---------------------------------------------------------- */
 
-static int
-send_all(struct qclient *c, const char *p, size_t n)
+static int send_all(struct qclient *c, const char *p, size_t n)
 {
     while (n > 0) {
         ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
@@ -187,15 +177,13 @@ send_all(struct qclient *c, const char *p, size_t n)
     return 0;
 }
 
-int
-qclient_send_raw(struct qclient *c, const void *p, size_t n)
+int qclient_send_raw(struct qclient *c, const void *p, size_t n)
 {
     return send_all(c, p, n);
 }
 
 /* Send what is in c->out, followed by the NUL separator when asked. */
-static int
-send_out_buffer(struct qclient *c)
+static int send_out_buffer(struct qclient *c)
 {
     int rc;
 
@@ -209,8 +197,7 @@ send_out_buffer(struct qclient *c)
     return rc;
 }
 
-int
-qclient_send(struct qclient *c, struct json_object *obj)
+int qclient_send(struct qclient *c, struct json_object *obj)
 {
     size_t n;
     const char *text = json_object_to_json_string_length(obj, QCLIENT_JSON_FLAGS, &n);
@@ -226,8 +213,7 @@ qclient_send(struct qclient *c, struct json_object *obj)
     return send_out_buffer(c);
 }
 
-int
-qclient_sendf(struct qclient *c, const char *fmt, ...)
+int qclient_sendf(struct qclient *c, const char *fmt, ...)
 {
     va_list ap;
     int n;
@@ -260,8 +246,7 @@ qclient_sendf(struct qclient *c, const char *fmt, ...)
 
 /* ---- the FIFO of set-aside objects ------------------------------------ */
 
-static int
-fifo_grow(struct qclient *c)
+static int fifo_grow(struct qclient *c)
 {
     size_t ncap = c->fifo_cap ? c->fifo_cap * 2 : QCLIENT_FIFO_MIN;
     struct json_object **n;
@@ -279,8 +264,7 @@ fifo_grow(struct qclient *c)
     return 0;
 }
 
-static int
-fifo_push(struct qclient *c, struct json_object *obj)
+static int fifo_push(struct qclient *c, struct json_object *obj)
 {
     if (c->fifo_len == c->fifo_cap && fifo_grow(c) < 0)
         return -1;
@@ -290,23 +274,20 @@ fifo_push(struct qclient *c, struct json_object *obj)
 }
 
 /* Remove and return entry i (0 = oldest), keeping the others in order. */
-static struct json_object *
-fifo_take(struct qclient *c, size_t i)
+static struct json_object *fifo_take(struct qclient *c, size_t i)
 {
     struct json_object *obj = c->fifo[(c->fifo_head + i) % c->fifo_cap];
     size_t j;
 
     for (j = i; j > 0; j--)
-        c->fifo[(c->fifo_head + j) % c->fifo_cap] =
-            c->fifo[(c->fifo_head + j - 1) % c->fifo_cap];
+        c->fifo[(c->fifo_head + j) % c->fifo_cap] = c->fifo[(c->fifo_head + j - 1) % c->fifo_cap];
     c->fifo_head = (c->fifo_head + 1) % c->fifo_cap;
     c->fifo_len--;
     return obj;
 }
 
 /* An object nobody is waiting for: to the skip handler, else the FIFO. */
-static int
-set_aside(struct qclient *c, struct json_object *obj)
+static int set_aside(struct qclient *c, struct json_object *obj)
 {
     if (c->skip_fn != NULL) {
         c->skip_fn(c->skip_arg, obj);
@@ -324,8 +305,7 @@ set_aside(struct qclient *c, struct json_object *obj)
 /* ---- receiving -------------------------------------------------------- */
 
 /* Take the next complete object out of the input buffer, if there is one. */
-static struct json_object *
-next_buffered_object(struct qclient *c)
+static struct json_object *next_buffered_object(struct qclient *c)
 {
     struct json_object *obj = NULL;
     enum frame_status st;
@@ -343,8 +323,7 @@ next_buffered_object(struct qclient *c)
 }
 
 /* One read(2) into the input buffer.  0 data or retry, -1 end of stream. */
-static int
-read_some(struct qclient *c)
+static int read_some(struct qclient *c)
 {
     ssize_t n;
 
@@ -369,8 +348,7 @@ read_some(struct qclient *c)
  * Next object from the socket (not the FIFO), waiting until deadline.
  * NULL with errno ETIMEDOUT, EPROTO (framing) or ENOTCONN/other (stream end).
  */
-static struct json_object *
-stream_next(struct qclient *c, int64_t deadline)
+static struct json_object *stream_next(struct qclient *c, int64_t deadline)
 {
     for (;;) {
         struct json_object *obj;
@@ -406,16 +384,14 @@ stream_next(struct qclient *c, int64_t deadline)
     }
 }
 
-struct json_object *
-qclient_recv(struct qclient *c, int timeout_ms)
+struct json_object *qclient_recv(struct qclient *c, int timeout_ms)
 {
     if (c->fifo_len > 0)
         return fifo_take(c, 0);
     return stream_next(c, deadline_after(timeout_ms));
 }
 
-static bool
-has_msgid(struct json_object *obj, int msgid)
+static bool has_msgid(struct json_object *obj, int msgid)
 {
     int64_t v;
 
@@ -423,8 +399,7 @@ has_msgid(struct json_object *obj, int msgid)
 }
 
 /* The reply we wait for: right msgid and, when seq > 0, the same seq. */
-static bool
-is_reply(struct json_object *obj, int msgid, int64_t seq)
+static bool is_reply(struct json_object *obj, int msgid, int64_t seq)
 {
     int64_t v;
 
@@ -436,8 +411,7 @@ is_reply(struct json_object *obj, int msgid, int64_t seq)
 }
 
 /* Wait for the first object matching (msgid, seq); others are set aside. */
-static struct json_object *
-wait_for(struct qclient *c, int msgid, int64_t seq, int timeout_ms)
+static struct json_object *wait_for(struct qclient *c, int msgid, int64_t seq, int timeout_ms)
 {
     int64_t deadline = deadline_after(timeout_ms);
     size_t i;
@@ -457,16 +431,14 @@ wait_for(struct qclient *c, int msgid, int64_t seq, int timeout_ms)
     }
 }
 
-struct json_object *
-qclient_recv_msgid(struct qclient *c, int msgid, int timeout_ms)
+struct json_object *qclient_recv_msgid(struct qclient *c, int msgid, int timeout_ms)
 {
     return wait_for(c, msgid, 0, timeout_ms);
 }
 
 /* ---- field helpers ---------------------------------------------------- */
 
-int
-qjson_int(struct json_object *o, const char *key, int64_t *out)
+int qjson_int(struct json_object *o, const char *key, int64_t *out)
 {
     struct json_object *v;
 
@@ -477,8 +449,7 @@ qjson_int(struct json_object *o, const char *key, int64_t *out)
     return 0;
 }
 
-const char *
-qjson_str(struct json_object *o, const char *key)
+const char *qjson_str(struct json_object *o, const char *key)
 {
     struct json_object *v;
 
@@ -491,8 +462,7 @@ qjson_str(struct json_object *o, const char *key)
 /* ---- requests --------------------------------------------------------- */
 
 /* Add key: value to req, where value may be NULL from a failed allocation. */
-static bool
-request_add(struct json_object *req, const char *key, struct json_object *value)
+static bool request_add(struct json_object *req, const char *key, struct json_object *value)
 {
     if (value == NULL)
         return false;
@@ -504,8 +474,7 @@ request_add(struct json_object *req, const char *key, struct json_object *value)
 }
 
 /* A new request object {"msgid":msgid[,"seq":seq]}; NULL on ENOMEM. */
-static struct json_object *
-request_new(int msgid, int64_t seq)
+static struct json_object *request_new(int msgid, int64_t seq)
 {
     struct json_object *req = json_object_new_object();
 
@@ -520,8 +489,7 @@ request_new(int msgid, int64_t seq)
 }
 
 /* The reply's errno, or -1 (EPROTO) when it has none. */
-static int
-reply_errno(struct json_object *reply)
+static int reply_errno(struct json_object *reply)
 {
     int64_t e;
 
@@ -537,9 +505,8 @@ reply_errno(struct json_object *reply)
  * Returns the reply's errno, 0 when not waiting, -1 on a transport error.
  * *reply gets the reply when asked for (else it is released).
  */
-static int
-transact(struct qclient *c, struct json_object *req, bool wait, int reply_msgid,
-         int64_t seq, struct json_object **reply, int timeout_ms)
+static int transact(struct qclient *c, struct json_object *req, bool wait, int reply_msgid,
+                    int64_t seq, struct json_object **reply, int timeout_ms)
 {
     struct json_object *r;
     int rc;
@@ -568,16 +535,14 @@ transact(struct qclient *c, struct json_object *req, bool wait, int reply_msgid,
 }
 
 /* A request answered only by the generic ACK: wait only when seq > 0. */
-static int
-transact_acked(struct qclient *c, struct json_object *req, int64_t seq,
-               struct json_object **ack, int timeout_ms)
+static int transact_acked(struct qclient *c, struct json_object *req, int64_t seq,
+                          struct json_object **ack, int timeout_ms)
 {
     return transact(c, req, seq > 0, QC_ACK_MSG, seq, ack, timeout_ms);
 }
 
-int
-qclient_register(struct qclient *c, const char *name, const char *password,
-                 int32_t *id, int timeout_ms)
+int qclient_register(struct qclient *c, const char *name, const char *password, int32_t *id,
+                     int timeout_ms)
 {
     struct json_object *req = request_new(QC_REG_MSG, 0);
     struct json_object *reply;
@@ -602,16 +567,14 @@ qclient_register(struct qclient *c, const char *name, const char *password,
     return rc;
 }
 
-int
-qclient_login(struct qclient *c, int32_t id, const char *password, bool presence,
-              struct json_object **ack, int timeout_ms)
+int qclient_login(struct qclient *c, int32_t id, const char *password, bool presence,
+                  struct json_object **ack, int timeout_ms)
 {
     struct json_object *req = request_new(QC_LOGIN_MSG, 0);
 
     if (req != NULL && (!request_add(req, "id", json_object_new_int(id)) ||
                         !request_add(req, "password", json_object_new_string(password)) ||
-                        (presence && !request_add(req, "presence",
-                                                  json_object_new_boolean(1))))) {
+                        (presence && !request_add(req, "presence", json_object_new_boolean(1))))) {
         json_object_put(req);
         req = NULL;
     }
@@ -619,8 +582,8 @@ qclient_login(struct qclient *c, int32_t id, const char *password, bool presence
 }
 
 /* Build a chat request (one-to-one or group) with its target and text. */
-static struct json_object *
-chat_request(int msgid, const char *target_key, int32_t target, const char *text, int64_t seq)
+static struct json_object *chat_request(int msgid, const char *target_key, int32_t target,
+                                        const char *text, int64_t seq)
 {
     struct json_object *req = request_new(msgid, seq);
 
@@ -632,25 +595,22 @@ chat_request(int msgid, const char *target_key, int32_t target, const char *text
     return req;
 }
 
-int
-qclient_chat(struct qclient *c, int32_t toid, const char *text, int64_t seq,
-             struct json_object **ack, int timeout_ms)
+int qclient_chat(struct qclient *c, int32_t toid, const char *text, int64_t seq,
+                 struct json_object **ack, int timeout_ms)
 {
-    return transact_acked(c, chat_request(QC_ONE_CHAT_MSG, "toid", toid, text, seq),
-                          seq, ack, timeout_ms);
+    return transact_acked(c, chat_request(QC_ONE_CHAT_MSG, "toid", toid, text, seq), seq, ack,
+                          timeout_ms);
 }
 
-int
-qclient_group_chat(struct qclient *c, int32_t groupid, const char *text, int64_t seq,
-                   struct json_object **ack, int timeout_ms)
+int qclient_group_chat(struct qclient *c, int32_t groupid, const char *text, int64_t seq,
+                       struct json_object **ack, int timeout_ms)
 {
-    return transact_acked(c, chat_request(QC_GROUP_CHAT_MSG, "groupid", groupid, text, seq),
-                          seq, ack, timeout_ms);
+    return transact_acked(c, chat_request(QC_GROUP_CHAT_MSG, "groupid", groupid, text, seq), seq,
+                          ack, timeout_ms);
 }
 
 /* A request carrying one integer field. */
-static struct json_object *
-int_request(int msgid, const char *key, int32_t value, int64_t seq)
+static struct json_object *int_request(int msgid, const char *key, int32_t value, int64_t seq)
 {
     struct json_object *req = request_new(msgid, seq);
 
@@ -661,23 +621,20 @@ int_request(int msgid, const char *key, int32_t value, int64_t seq)
     return req;
 }
 
-int
-qclient_add_friend(struct qclient *c, int32_t friendid, int64_t seq, int timeout_ms)
+int qclient_add_friend(struct qclient *c, int32_t friendid, int64_t seq, int timeout_ms)
 {
-    return transact_acked(c, int_request(QC_ADD_FRIEND_MSG, "friendid", friendid, seq),
-                          seq, NULL, timeout_ms);
+    return transact_acked(c, int_request(QC_ADD_FRIEND_MSG, "friendid", friendid, seq), seq, NULL,
+                          timeout_ms);
 }
 
-int
-qclient_add_group(struct qclient *c, int32_t groupid, int64_t seq, int timeout_ms)
+int qclient_add_group(struct qclient *c, int32_t groupid, int64_t seq, int timeout_ms)
 {
-    return transact_acked(c, int_request(QC_ADD_GROUP_MSG, "groupid", groupid, seq),
-                          seq, NULL, timeout_ms);
+    return transact_acked(c, int_request(QC_ADD_GROUP_MSG, "groupid", groupid, seq), seq, NULL,
+                          timeout_ms);
 }
 
-int
-qclient_create_group(struct qclient *c, const char *name, const char *desc,
-                     int64_t seq, int32_t *groupid, int timeout_ms)
+int qclient_create_group(struct qclient *c, const char *name, const char *desc, int64_t seq,
+                         int32_t *groupid, int timeout_ms)
 {
     struct json_object *req = request_new(QC_CREATE_GROUP_MSG, seq);
     struct json_object *ack;
@@ -704,14 +661,12 @@ qclient_create_group(struct qclient *c, const char *name, const char *desc,
     return rc;
 }
 
-int
-qclient_logout(struct qclient *c, int64_t seq, int timeout_ms)
+int qclient_logout(struct qclient *c, int64_t seq, int timeout_ms)
 {
     return transact_acked(c, request_new(QC_LOGINOUT_MSG, seq), seq, NULL, timeout_ms);
 }
 
-int
-qclient_heartbeat(struct qclient *c, int64_t seq, int timeout_ms)
+int qclient_heartbeat(struct qclient *c, int64_t seq, int timeout_ms)
 {
     return transact_acked(c, request_new(QC_HEARTBEAT_MSG, seq), seq, NULL, timeout_ms);
 }

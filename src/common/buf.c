@@ -15,11 +15,10 @@
 
 #include "common/buf.h"
 
-#define BUF_MIN_CAP      256   /* first allocation, bytes */
-#define BUF_PRINTF_GUESS 64    /* room tried before measuring a printf */
+#define BUF_MIN_CAP      256 /* first allocation, bytes */
+#define BUF_PRINTF_GUESS 64  /* room tried before measuring a printf */
 
-void
-buf_init(struct buf *b)
+void buf_init(struct buf *b)
 {
     b->data = NULL;
     b->off = 0;
@@ -27,22 +26,19 @@ buf_init(struct buf *b)
     b->cap = 0;
 }
 
-void
-buf_free(struct buf *b)
+void buf_free(struct buf *b)
 {
     free(b->data);
     buf_init(b);
 }
 
-void
-buf_reset(struct buf *b)
+void buf_reset(struct buf *b)
 {
     b->off = 0;
     b->len = 0;
 }
 
-void
-buf_compact(struct buf *b)
+void buf_compact(struct buf *b)
 {
     if (b->off == 0)
         return;
@@ -52,8 +48,7 @@ buf_compact(struct buf *b)
     b->off = 0;
 }
 
-static size_t
-grown_capacity(size_t cap, size_t need)
+static size_t grown_capacity(size_t cap, size_t need)
 {
     size_t n = cap < BUF_MIN_CAP ? BUF_MIN_CAP : cap;
 
@@ -65,8 +60,7 @@ grown_capacity(size_t cap, size_t need)
     return n;
 }
 
-int
-buf_reserve(struct buf *b, size_t extra)
+int buf_reserve(struct buf *b, size_t extra)
 {
     size_t used = b->len - b->off;
     size_t ncap;
@@ -89,8 +83,7 @@ buf_reserve(struct buf *b, size_t extra)
     return 0;
 }
 
-int
-buf_append(struct buf *b, const void *p, size_t n)
+int buf_append(struct buf *b, const void *p, size_t n)
 {
     if (n == 0)
         return 0;
@@ -101,14 +94,12 @@ buf_append(struct buf *b, const void *p, size_t n)
     return 0;
 }
 
-int
-buf_append_str(struct buf *b, const char *s)
+int buf_append_str(struct buf *b, const char *s)
 {
     return buf_append(b, s, strlen(s));
 }
 
-int
-buf_append_char(struct buf *b, char c)
+int buf_append_char(struct buf *b, char c)
 {
     if (b->len == b->cap && buf_reserve(b, 1) < 0)
         return -1;
@@ -116,8 +107,7 @@ buf_append_char(struct buf *b, char c)
     return 0;
 }
 
-int
-buf_printf(struct buf *b, const char *fmt, ...)
+int buf_printf(struct buf *b, const char *fmt, ...)
 {
     va_list ap;
     size_t room;
@@ -145,8 +135,7 @@ buf_printf(struct buf *b, const char *fmt, ...)
     return 0;
 }
 
-void
-buf_consume(struct buf *b, size_t n)
+void buf_consume(struct buf *b, size_t n)
 {
     if (n >= b->len - b->off) {
         b->off = 0;
@@ -156,8 +145,7 @@ buf_consume(struct buf *b, size_t n)
     b->off += n;
 }
 
-void
-buf_shrink(struct buf *b, size_t keep_cap)
+void buf_shrink(struct buf *b, size_t keep_cap)
 {
     size_t used = b->len - b->off;
     size_t ncap;
@@ -173,7 +161,7 @@ buf_shrink(struct buf *b, size_t keep_cap)
     ncap = keep_cap > used ? keep_cap : used;
     p = realloc(b->data, ncap);
     if (p == NULL)
-        return;     /* keeping the larger block is harmless */
+        return; /* keeping the larger block is harmless */
     b->data = p;
     b->cap = ncap;
 }

@@ -31,35 +31,41 @@
 #include "common/log.h"
 
 enum config_type {
-    CFG_INT,        /* int, min..max */
-    CFG_STR,        /* char[], any text that fits */
-    CFG_ENUM,       /* char[], one of choices[] */
-    CFG_LOGLEVEL    /* int holding enum log_level */
+    CFG_INT,     /* int, min..max */
+    CFG_STR,     /* char[], any text that fits */
+    CFG_ENUM,    /* char[], one of choices[] */
+    CFG_LOGLEVEL /* int holding enum log_level */
 };
 
 #define CFG_CHOICES_MAX 4
 
 struct config_key {
-    const char      *section;
-    const char      *key;
+    const char *section;
+    const char *key;
     enum config_type type;
-    size_t           offset;
-    size_t           size;          /* bytes of the field (strings) */
-    long long        min, max;      /* CFG_INT range, inclusive */
-    const char      *def;           /* default, as it would be written in the file */
-    const char      *choices[CFG_CHOICES_MAX + 1];   /* CFG_ENUM, NULL-terminated */
-    bool             live;          /* HUP applies it without a restart */
-    const char      *doc;
+    size_t offset;
+    size_t size;                              /* bytes of the field (strings) */
+    long long min, max;                       /* CFG_INT range, inclusive */
+    const char *def;                          /* default, as it would be written in the file */
+    const char *choices[CFG_CHOICES_MAX + 1]; /* CFG_ENUM, NULL-terminated */
+    bool live;                                /* HUP applies it without a restart */
+    const char *doc;
 };
 
-#define FIELD(f)  offsetof(struct qc_config, f), sizeof(((struct qc_config *)0)->f)
+#define FIELD(f) offsetof(struct qc_config, f), sizeof(((struct qc_config *)0)->f)
 
-#define INT_KEY(sec, name, field, lo, hi, dflt, lv, text) \
-    { sec, name, CFG_INT, FIELD(field), lo, hi, dflt, { NULL }, lv, text }
-#define STR_KEY(sec, name, field, dflt, lv, text) \
-    { sec, name, CFG_STR, FIELD(field), 0, 0, dflt, { NULL }, lv, text }
-#define ENUM_KEY(sec, name, field, dflt, lv, text, ...) \
-    { sec, name, CFG_ENUM, FIELD(field), 0, 0, dflt, { __VA_ARGS__, NULL }, lv, text }
+#define INT_KEY(sec, name, field, lo, hi, dflt, lv, text)                  \
+    {                                                                      \
+        sec, name, CFG_INT, FIELD(field), lo, hi, dflt, { NULL }, lv, text \
+    }
+#define STR_KEY(sec, name, field, dflt, lv, text)                        \
+    {                                                                    \
+        sec, name, CFG_STR, FIELD(field), 0, 0, dflt, { NULL }, lv, text \
+    }
+#define ENUM_KEY(sec, name, field, dflt, lv, text, ...)                                \
+    {                                                                                  \
+        sec, name, CFG_ENUM, FIELD(field), 0, 0, dflt, { __VA_ARGS__, NULL }, lv, text \
+    }
 
 #define LIVE    true
 #define RESTART false
@@ -67,8 +73,7 @@ struct config_key {
 static const struct config_key config_keys[] = {
     STR_KEY("server", "listen", listen, "127.0.0.1:6000", RESTART,
             "address to accept clients on: HOST:PORT or [V6]:PORT"),
-    INT_KEY("server", "workers", workers, 0, 256, "0", RESTART,
-            "worker processes, 0: one per CPU"),
+    INT_KEY("server", "workers", workers, 0, 256, "0", RESTART, "worker processes, 0: one per CPU"),
     INT_KEY("server", "node_id", node_id, 1, 511, "1", RESTART,
             "this node's number in a cluster, unique per node"),
     INT_KEY("server", "max_users", max_users, 16, 10000000, "100000", RESTART,
@@ -84,37 +89,39 @@ static const struct config_key config_keys[] = {
     INT_KEY("server", "shutdown_timeout", shutdown_timeout, 1, 300, "10", LIVE,
             "seconds a graceful stop may take"),
     ENUM_KEY("server", "proxy_protocol", proxy_protocol, "off", RESTART,
-             "on: every connection starts with a PROXY v1 header from a load balancer",
-             "off", "on"),
+             "on: every connection starts with a PROXY v1 header from a load balancer", "off",
+             "on"),
 
     ENUM_KEY("storage", "driver", storage_driver, "sqlite", RESTART,
              "storage driver: sqlite or mysql", "sqlite", "mysql"),
     STR_KEY("storage", "path", storage_path, "/var/lib/qchat/qchat.db", RESTART,
             "sqlite database file"),
-    STR_KEY("storage", "host", storage_host, "localhost", RESTART,
-            "mysql server host"),
-    INT_KEY("storage", "port", storage_port, 1, 65535, "3306", RESTART,
-            "mysql server port"),
+    STR_KEY("storage", "host", storage_host, "localhost", RESTART, "mysql server host"),
+    INT_KEY("storage", "port", storage_port, 1, 65535, "3306", RESTART, "mysql server port"),
     STR_KEY("storage", "socket", storage_socket, "", RESTART,
             "mysql unix socket, used instead of host and port when set"),
-    STR_KEY("storage", "user", storage_user, "qchat", RESTART,
-            "mysql user"),
+    STR_KEY("storage", "user", storage_user, "qchat", RESTART, "mysql user"),
     STR_KEY("storage", "password_file", storage_password_file, "", RESTART,
             "file holding the mysql password, empty: no password"),
-    STR_KEY("storage", "database", storage_database, "qchat", RESTART,
-            "mysql database"),
+    STR_KEY("storage", "database", storage_database, "qchat", RESTART, "mysql database"),
 
     STR_KEY("redis", "host", redis_host, "", RESTART,
             "redis server host, empty: single node, no relay"),
-    INT_KEY("redis", "port", redis_port, 1, 65535, "6379", RESTART,
-            "redis server port"),
+    INT_KEY("redis", "port", redis_port, 1, 65535, "6379", RESTART, "redis server port"),
 
-    { "log", "level", CFG_LOGLEVEL, FIELD(log_level), 0, 0, "info", { NULL }, LIVE,
+    { "log",
+      "level",
+      CFG_LOGLEVEL,
+      FIELD(log_level),
+      0,
+      0,
+      "info",
+      { NULL },
+      LIVE,
       "least severe level logged: debug, info, warning or error" },
     ENUM_KEY("log", "target", log_target, "stderr", LIVE,
              "where records go: stderr, syslog or file", "stderr", "syslog", "file"),
-    STR_KEY("log", "file", log_file, "", LIVE,
-            "log file when target = file; reopened on SIGUSR1"),
+    STR_KEY("log", "file", log_file, "", LIVE, "log file when target = file; reopened on SIGUSR1"),
 
     INT_KEY("security", "password_cost", password_cost, 1, 11, "5", LIVE,
             "yescrypt cost of new password hashes"),
@@ -141,16 +148,15 @@ static const struct config_key config_keys[] = {
             "offline messages kept per user; the oldest are dropped beyond"),
 };
 
-#define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
-#define CONFIG_NAME_MAX 64              /* "section.key" */
-#define CONFIG_VALUE_SHOWN 64           /* bytes of a bad value quoted back */
-#define CONFIG_LINE_END 3               /* "\r\n\0", per ini.h */
+#define CONFIG_NKEYS       (sizeof(config_keys) / sizeof(config_keys[0]))
+#define CONFIG_NAME_MAX    64 /* "section.key" */
+#define CONFIG_VALUE_SHOWN 64 /* bytes of a bad value quoted back */
+#define CONFIG_LINE_END    3  /* "\r\n\0", per ini.h */
 
-static void
-set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
-static void
-set_err(char *err, size_t errlen, const char *fmt, ...)
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
 
@@ -161,20 +167,17 @@ set_err(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-static void *
-field_of(struct qc_config *cfg, const struct config_key *k)
+static void *field_of(struct qc_config *cfg, const struct config_key *k)
 {
     return (char *)cfg + k->offset;
 }
 
-static const void *
-cfield_of(const struct qc_config *cfg, const struct config_key *k)
+static const void *cfield_of(const struct qc_config *cfg, const struct config_key *k)
 {
     return (const char *)cfg + k->offset;
 }
 
-static const struct config_key *
-find_key(const char *section, const char *key)
+static const struct config_key *find_key(const char *section, const char *key)
 {
     for (size_t i = 0; i < CONFIG_NKEYS; i++)
         if (strcmp(config_keys[i].section, section) == 0 && strcmp(config_keys[i].key, key) == 0)
@@ -182,8 +185,7 @@ find_key(const char *section, const char *key)
     return NULL;
 }
 
-static bool
-section_exists(const char *section)
+static bool section_exists(const char *section)
 {
     for (size_t i = 0; i < CONFIG_NKEYS; i++)
         if (strcmp(config_keys[i].section, section) == 0)
@@ -192,14 +194,13 @@ section_exists(const char *section)
 }
 
 /* Whole-string decimal integer within [min, max]. */
-static int
-parse_int(const char *s, long long min, long long max, long long *out)
+static int parse_int(const char *s, long long min, long long max, long long *out)
 {
     char *end;
     long long v;
 
     if (*s == '\0' || isspace((unsigned char)*s))
-        return -1;      /* strtoll would skip leading blanks */
+        return -1; /* strtoll would skip leading blanks */
     errno = 0;
     v = strtoll(s, &end, 10);
     if (errno != 0 || *end != '\0' || v < min || v > max)
@@ -209,8 +210,7 @@ parse_int(const char *s, long long min, long long max, long long *out)
 }
 
 /* Strip one pair of surrounding double quotes into out. */
-static int
-unquote(const char *s, char *out, size_t outlen)
+static int unquote(const char *s, char *out, size_t outlen)
 {
     size_t n = strlen(s);
 
@@ -225,8 +225,7 @@ unquote(const char *s, char *out, size_t outlen)
     return 0;
 }
 
-static void
-describe_choices(const struct config_key *k, char *out, size_t outlen)
+static void describe_choices(const struct config_key *k, char *out, size_t outlen)
 {
     size_t len = 0;
 
@@ -240,9 +239,8 @@ describe_choices(const struct config_key *k, char *out, size_t outlen)
     }
 }
 
-static int
-set_value(struct qc_config *cfg, const struct config_key *k, const char *value,
-          char *err, size_t errlen)
+static int set_value(struct qc_config *cfg, const struct config_key *k, const char *value,
+                     char *err, size_t errlen)
 {
     char choices[CONFIG_NAME_MAX * CFG_CHOICES_MAX];
     enum log_level level;
@@ -251,7 +249,8 @@ set_value(struct qc_config *cfg, const struct config_key *k, const char *value,
     switch (k->type) {
     case CFG_INT:
         if (parse_int(value, k->min, k->max, &v) < 0) {
-            set_err(err, errlen, "bad value '%.*s' for %s.%s: must be an integer between %lld and %lld",
+            set_err(err, errlen,
+                    "bad value '%.*s' for %s.%s: must be an integer between %lld and %lld",
                     CONFIG_VALUE_SHOWN, value, k->section, k->key, k->min, k->max);
             return -1;
         }
@@ -259,8 +258,8 @@ set_value(struct qc_config *cfg, const struct config_key *k, const char *value,
         return 0;
     case CFG_STR:
         if (unquote(value, field_of(cfg, k), k->size) < 0) {
-            set_err(err, errlen, "bad value for %s.%s: longer than %zu bytes",
-                    k->section, k->key, k->size - 1);
+            set_err(err, errlen, "bad value for %s.%s: longer than %zu bytes", k->section, k->key,
+                    k->size - 1);
             return -1;
         }
         return 0;
@@ -272,12 +271,13 @@ set_value(struct qc_config *cfg, const struct config_key *k, const char *value,
             }
         }
         describe_choices(k, choices, sizeof(choices));
-        set_err(err, errlen, "bad value '%.*s' for %s.%s: must be one of %s",
-                CONFIG_VALUE_SHOWN, value, k->section, k->key, choices);
+        set_err(err, errlen, "bad value '%.*s' for %s.%s: must be one of %s", CONFIG_VALUE_SHOWN,
+                value, k->section, k->key, choices);
         return -1;
     case CFG_LOGLEVEL:
         if (log_level_parse(value, &level) < 0) {
-            set_err(err, errlen, "bad value '%.*s' for %s.%s: must be one of debug, info, warning, error",
+            set_err(err, errlen,
+                    "bad value '%.*s' for %s.%s: must be one of debug, info, warning, error",
                     CONFIG_VALUE_SHOWN, value, k->section, k->key);
             return -1;
         }
@@ -287,8 +287,7 @@ set_value(struct qc_config *cfg, const struct config_key *k, const char *value,
     return -1;
 }
 
-void
-config_defaults(struct qc_config *cfg)
+void config_defaults(struct qc_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     /* The table's defaults are within their own ranges: this cannot fail. */
@@ -296,9 +295,8 @@ config_defaults(struct qc_config *cfg)
         set_value(cfg, &config_keys[i], config_keys[i].def, NULL, 0);
 }
 
-int
-config_set(struct qc_config *cfg, const char *section, const char *key,
-           const char *value, char *err, size_t errlen)
+int config_set(struct qc_config *cfg, const char *section, const char *key, const char *value,
+               char *err, size_t errlen)
 {
     const struct config_key *k = find_key(section, key);
 
@@ -316,8 +314,10 @@ config_set(struct qc_config *cfg, const char *section, const char *key,
         char host[QC_CONFIG_STR_MAX];
         int port;
         if (config_split_hostport(value, host, sizeof(host), &port) < 0 || port < 1) {
-            set_err(err, errlen, "bad value '%.64s' for server.listen: want HOST:PORT "
-                    "(e.g. 127.0.0.1:6000 or [::1]:6000), port 1-65535", value);
+            set_err(err, errlen,
+                    "bad value '%.64s' for server.listen: want HOST:PORT "
+                    "(e.g. 127.0.0.1:6000 or [::1]:6000), port 1-65535",
+                    value);
             return -1;
         }
     }
@@ -328,17 +328,16 @@ config_set(struct qc_config *cfg, const char *section, const char *key,
 struct ini_state {
     struct qc_config *cfg;
     const char *path;
-    FILE  *fp;
-    char  *line;            /* getline buffer */
+    FILE *fp;
+    char *line; /* getline buffer */
     size_t linecap;
-    int    lineno;          /* line last handed to inih */
-    int    err_line;        /* first error found by us, 0: none */
-    int    seen[CONFIG_NKEYS];   /* line each key was set on, 0: not yet */
-    char   err[QC_CONFIG_ERR_MAX];
+    int lineno;             /* line last handed to inih */
+    int err_line;           /* first error found by us, 0: none */
+    int seen[CONFIG_NKEYS]; /* line each key was set on, 0: not yet */
+    char err[QC_CONFIG_ERR_MAX];
 };
 
-static void
-record_error(struct ini_state *st, const char *msg)
+static void record_error(struct ini_state *st, const char *msg)
 {
     if (st->err_line != 0)
         return;
@@ -347,8 +346,7 @@ record_error(struct ini_state *st, const char *msg)
 }
 
 /* fgets-like reader for inih that counts lines and refuses overlong ones. */
-static char *
-read_line(char *str, int num, void *arg)
+static char *read_line(char *str, int num, void *arg)
 {
     struct ini_state *st = arg;
     char msg[QC_CONFIG_ERR_MAX];
@@ -361,14 +359,13 @@ read_line(char *str, int num, void *arg)
     if (n >= num) {
         set_err(msg, sizeof(msg), "line too long (at most %d bytes)", num - CONFIG_LINE_END);
         record_error(st, msg);
-        return NULL;        /* stop: what follows cannot be trusted */
+        return NULL; /* stop: what follows cannot be trusted */
     }
     memcpy(str, st->line, (size_t)n + 1);
     return str;
 }
 
-static int
-handle_key(void *arg, const char *section, const char *name, const char *value)
+static int handle_key(void *arg, const char *section, const char *name, const char *value)
 {
     struct ini_state *st = arg;
     char msg[QC_CONFIG_ERR_MAX];
@@ -380,8 +377,8 @@ handle_key(void *arg, const char *section, const char *name, const char *value)
     }
     k = find_key(section, name);
     if (st->seen[k - config_keys] != 0) {
-        set_err(msg, sizeof(msg), "duplicate key '%s' in section [%s] (first set on line %d)",
-                 name, section, st->seen[k - config_keys]);
+        set_err(msg, sizeof(msg), "duplicate key '%s' in section [%s] (first set on line %d)", name,
+                section, st->seen[k - config_keys]);
         record_error(st, msg);
         return 0;
     }
@@ -389,9 +386,7 @@ handle_key(void *arg, const char *section, const char *name, const char *value)
     return 1;
 }
 
-int
-config_load(struct qc_config *cfg, const char *path, bool missing_ok,
-            char *err, size_t errlen)
+int config_load(struct qc_config *cfg, const char *path, bool missing_ok, char *err, size_t errlen)
 {
     struct ini_state *st;
     int rc;
@@ -438,8 +433,7 @@ config_load(struct qc_config *cfg, const char *path, bool missing_ok,
     return rc == 0 ? 0 : -1;
 }
 
-int
-config_override(struct qc_config *cfg, const char *spec, char *err, size_t errlen)
+int config_override(struct qc_config *cfg, const char *spec, char *err, size_t errlen)
 {
     char section[CONFIG_NAME_MAX], msg[QC_CONFIG_ERR_MAX];
     const char *dot = strchr(spec, '.');
@@ -468,8 +462,7 @@ config_override(struct qc_config *cfg, const char *spec, char *err, size_t errle
     return 0;
 }
 
-int
-config_split_hostport(const char *s, char *host, size_t hostlen, int *port)
+int config_split_hostport(const char *s, char *host, size_t hostlen, int *port)
 {
     const char *colon, *hstart = s;
     size_t hlen;
@@ -486,7 +479,7 @@ config_split_hostport(const char *s, char *host, size_t hostlen, int *port)
     } else {
         colon = strrchr(s, ':');
         if (colon == NULL || memchr(s, ':', (size_t)(colon - s)) != NULL)
-            return -1;      /* a bare IPv6 address needs brackets */
+            return -1; /* a bare IPv6 address needs brackets */
         hlen = (size_t)(colon - s);
     }
     if (hlen >= hostlen || parse_int(colon + 1, 0, UINT16_MAX, &v) < 0)
@@ -497,16 +490,15 @@ config_split_hostport(const char *s, char *host, size_t hostlen, int *port)
     return 0;
 }
 
-int
-config_validate(const struct qc_config *cfg, char *err, size_t errlen)
+int config_validate(const struct qc_config *cfg, char *err, size_t errlen)
 {
     const char *src = cfg->source[0] ? cfg->source : "configuration";
     char host[QC_CONFIG_STR_MAX];
     int port;
 
     if (config_split_hostport(cfg->listen, host, sizeof(host), &port) < 0) {
-        set_err(err, errlen, "%s: server.listen = %s: want HOST:PORT or [V6]:PORT",
-                src, cfg->listen);
+        set_err(err, errlen, "%s: server.listen = %s: want HOST:PORT or [V6]:PORT", src,
+                cfg->listen);
         return -1;
     }
     if (strcmp(cfg->log_target, "file") == 0 && cfg->log_file[0] == '\0') {
@@ -514,17 +506,18 @@ config_validate(const struct qc_config *cfg, char *err, size_t errlen)
         return -1;
     }
     if (cfg->max_text_bytes >= cfg->max_message_bytes) {
-        set_err(err, errlen, "%s: limits.max_text_bytes (%d) must be less than "
-                "server.max_message_bytes (%d)", src, cfg->max_text_bytes,
-                cfg->max_message_bytes);
+        set_err(err, errlen,
+                "%s: limits.max_text_bytes (%d) must be less than "
+                "server.max_message_bytes (%d)",
+                src, cfg->max_text_bytes, cfg->max_message_bytes);
         return -1;
     }
     if (strcmp(cfg->storage_driver, "sqlite") == 0 && cfg->storage_path[0] == '\0') {
         set_err(err, errlen, "%s: storage.driver = sqlite needs storage.path", src);
         return -1;
     }
-    if (strcmp(cfg->storage_driver, "mysql") == 0
-        && (cfg->storage_database[0] == '\0' || cfg->storage_user[0] == '\0')) {
+    if (strcmp(cfg->storage_driver, "mysql") == 0 &&
+        (cfg->storage_database[0] == '\0' || cfg->storage_user[0] == '\0')) {
         set_err(err, errlen, "%s: storage.driver = mysql needs storage.database and storage.user",
                 src);
         return -1;
@@ -532,17 +525,15 @@ config_validate(const struct qc_config *cfg, char *err, size_t errlen)
     return 0;
 }
 
-static bool
-values_differ(const struct qc_config *a, const struct qc_config *b, const struct config_key *k)
+static bool values_differ(const struct qc_config *a, const struct qc_config *b,
+                          const struct config_key *k)
 {
     if (k->type == CFG_INT || k->type == CFG_LOGLEVEL)
         return *(const int *)cfield_of(a, k) != *(const int *)cfield_of(b, k);
     return strcmp(cfield_of(a, k), cfield_of(b, k)) != 0;
 }
 
-int
-config_diff(const struct qc_config *a, const struct qc_config *b,
-            config_diff_cb cb, void *arg)
+int config_diff(const struct qc_config *a, const struct qc_config *b, config_diff_cb cb, void *arg)
 {
     char name[CONFIG_NAME_MAX];
     int n = 0;
@@ -561,8 +552,7 @@ config_diff(const struct qc_config *a, const struct qc_config *b,
     return n;
 }
 
-void
-config_apply_live(struct qc_config *dst, const struct qc_config *src)
+void config_apply_live(struct qc_config *dst, const struct qc_config *src)
 {
     for (size_t i = 0; i < CONFIG_NKEYS; i++) {
         const struct config_key *k = &config_keys[i];
@@ -572,15 +562,13 @@ config_apply_live(struct qc_config *dst, const struct qc_config *src)
     }
 }
 
-static void
-format_value(const struct qc_config *cfg, const struct config_key *k, char *out, size_t outlen)
+static void format_value(const struct qc_config *cfg, const struct config_key *k, char *out,
+                         size_t outlen)
 {
     const char *s;
 
     switch (k->type) {
-    case CFG_INT:
-        snprintf(out, outlen, "%d", *(const int *)cfield_of(cfg, k));
-        return;
+    case CFG_INT: snprintf(out, outlen, "%d", *(const int *)cfield_of(cfg, k)); return;
     case CFG_LOGLEVEL:
         snprintf(out, outlen, "%s", log_level_name(*(const int *)cfield_of(cfg, k)));
         return;
@@ -592,8 +580,7 @@ format_value(const struct qc_config *cfg, const struct config_key *k, char *out,
     }
 }
 
-void
-config_dump(const struct qc_config *cfg, void (*out)(void *arg, const char *line), void *arg)
+void config_dump(const struct qc_config *cfg, void (*out)(void *arg, const char *line), void *arg)
 {
     char line[QC_CONFIG_ERR_MAX + PATH_MAX], value[PATH_MAX];
     const char *section = NULL;

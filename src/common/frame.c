@@ -41,30 +41,30 @@
  * json-c 0.16's check fails on a character split across two reads. */
 #define FRAME_TOKENER_FLAGS JSON_TOKENER_STRICT
 
-#define ASCII_CONTROL_END  0x20     /* bytes below are control characters */
-#define ASCII_END          0x80     /* bytes from here on are UTF-8 sequences */
-#define UTF8_CONT_MIN      0x80     /* range of a continuation byte */
-#define UTF8_CONT_MAX      0xbf
-#define STRING_REFUSED     SIZE_MAX
+#define ASCII_CONTROL_END 0x20 /* bytes below are control characters */
+#define ASCII_END         0x80 /* bytes from here on are UTF-8 sequences */
+#define UTF8_CONT_MIN     0x80 /* range of a continuation byte */
+#define UTF8_CONT_MAX     0xbf
+#define STRING_REFUSED    SIZE_MAX
 
 /* Where in a number the scanner is (struct frame_scan.number). */
 enum number_state {
-    NUM_NONE = 0,       /* not in a number */
-    NUM_MINUS,          /* "-": a digit must follow */
-    NUM_ZERO,           /* a leading "0": no more integer digits */
-    NUM_INT,            /* integer digits */
-    NUM_POINT,          /* ".": a digit must follow */
-    NUM_FRACTION,       /* fraction digits */
-    NUM_E,              /* "e" or "E": a sign or a digit must follow */
-    NUM_E_SIGN,         /* exponent sign: a digit must follow */
-    NUM_EXPONENT,       /* exponent digits */
-    NUM_END             /* the byte does not continue the number */
+    NUM_NONE = 0, /* not in a number */
+    NUM_MINUS,    /* "-": a digit must follow */
+    NUM_ZERO,     /* a leading "0": no more integer digits */
+    NUM_INT,      /* integer digits */
+    NUM_POINT,    /* ".": a digit must follow */
+    NUM_FRACTION, /* fraction digits */
+    NUM_E,        /* "e" or "E": a sign or a digit must follow */
+    NUM_E_SIGN,   /* exponent sign: a digit must follow */
+    NUM_EXPONENT, /* exponent digits */
+    NUM_END       /* the byte does not continue the number */
 };
 
 enum scan_result {
-    SCAN_OPEN,          /* all bytes are fine, the object goes on */
-    SCAN_CLOSED,        /* the object's closing brace is among them */
-    SCAN_REFUSED        /* not JSON */
+    SCAN_OPEN,   /* all bytes are fine, the object goes on */
+    SCAN_CLOSED, /* the object's closing brace is among them */
+    SCAN_REFUSED /* not JSON */
 };
 
 /*
@@ -73,121 +73,101 @@ enum scan_result {
  * always 80..BF).  Indexed by utf8_lead_kinds[byte].
  */
 enum utf8_lead_kind {
-    LEAD_NONE = 0,      /* cannot lead: ASCII, continuation, C0, C1, F5..FF */
-    LEAD_2,             /* C2..DF */
+    LEAD_NONE = 0, /* cannot lead: ASCII, continuation, C0, C1, F5..FF */
+    LEAD_2,        /* C2..DF */
     LEAD_E0,
-    LEAD_3,             /* E1..EC, EE..EF */
+    LEAD_3, /* E1..EC, EE..EF */
     LEAD_ED,
     LEAD_F0,
-    LEAD_4,             /* F1..F3 */
+    LEAD_4, /* F1..F3 */
     LEAD_F4
 };
 
 static const struct utf8_lead {
     unsigned char continuations, next_min, next_max;
 } utf8_leads[] = {
-    [LEAD_NONE] = { 0, 0, 0 },
-    [LEAD_2]    = { 1, 0x80, 0xbf },
-    [LEAD_E0]   = { 2, 0xa0, 0xbf },    /* no overlong forms */
-    [LEAD_3]    = { 2, 0x80, 0xbf },
-    [LEAD_ED]   = { 2, 0x80, 0x9f },    /* no surrogates D800..DFFF */
-    [LEAD_F0]   = { 3, 0x90, 0xbf },    /* no overlong forms */
-    [LEAD_4]    = { 3, 0x80, 0xbf },
-    [LEAD_F4]   = { 3, 0x80, 0x8f },    /* nothing past U+10FFFF */
+    [LEAD_NONE] = { 0, 0, 0 },     [LEAD_2] = { 1, 0x80, 0xbf },
+    [LEAD_E0] = { 2, 0xa0, 0xbf },                                /* no overlong forms */
+    [LEAD_3] = { 2, 0x80, 0xbf },  [LEAD_ED] = { 2, 0x80, 0x9f }, /* no surrogates D800..DFFF */
+    [LEAD_F0] = { 3, 0x90, 0xbf },                                /* no overlong forms */
+    [LEAD_4] = { 3, 0x80, 0xbf },  [LEAD_F4] = { 3, 0x80, 0x8f }, /* nothing past U+10FFFF */
 };
 
 /* Ranges in initializers are a GNU C extension (gcc and clang). */
 static const unsigned char utf8_lead_kinds[UCHAR_MAX + 1] = {
-    [0xc2 ... 0xdf] = LEAD_2,
-    [0xe0]          = LEAD_E0,
-    [0xe1 ... 0xec] = LEAD_3,
-    [0xed]          = LEAD_ED,
-    [0xee ... 0xef] = LEAD_3,
-    [0xf0]          = LEAD_F0,
-    [0xf1 ... 0xf3] = LEAD_4,
-    [0xf4]          = LEAD_F4,
+    [0xc2 ... 0xdf] = LEAD_2, [0xe0] = LEAD_E0, [0xe1 ... 0xec] = LEAD_3, [0xed] = LEAD_ED,
+    [0xee ... 0xef] = LEAD_3, [0xf0] = LEAD_F0, [0xf1 ... 0xf3] = LEAD_4, [0xf4] = LEAD_F4,
 };
 
 /* Bytes that stand for themselves inside a string: printable ASCII but the
  * quote and the backslash. */
 static const bool plain_string_byte[UCHAR_MAX + 1] = {
-    [ASCII_CONTROL_END ... '"' - 1] = true,
+    [ASCII_CONTROL_END... '"' - 1] = true,
     ['"' + 1 ... '\\' - 1] = true,
     ['\\' + 1 ... ASCII_END - 1] = true,
 };
 
-static bool
-is_separator(unsigned char c)
+static bool is_separator(unsigned char c)
 {
     return c == '\0' || c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-static bool
-is_digit(unsigned char c)
+static bool is_digit(unsigned char c)
 {
     return c >= '0' && c <= '9';
 }
 
-static bool
-is_exponent_mark(unsigned char c)
+static bool is_exponent_mark(unsigned char c)
 {
     return c == 'e' || c == 'E';
 }
 
 /* What may follow a number or a literal: JSON whitespace, ',', ']', '}'. */
-static bool
-ends_value(unsigned char c)
+static bool ends_value(unsigned char c)
 {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' ||
-           c == ',' || c == ']' || c == '}';
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == ',' || c == ']' || c == '}';
 }
 
 /* The byte after a backslash in a string. */
-static bool
-is_escape_char(unsigned char c)
+static bool is_escape_char(unsigned char c)
 {
     switch (c) {
-    case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't': case 'u':
-        return true;
-    default:
-        return false;
+    case '"':
+    case '\\':
+    case '/':
+    case 'b':
+    case 'f':
+    case 'n':
+    case 'r':
+    case 't':
+    case 'u': return true;
+    default: return false;
     }
 }
 
-static enum number_state
-number_next(enum number_state st, unsigned char c)
+static enum number_state number_next(enum number_state st, unsigned char c)
 {
     switch (st) {
-    case NUM_MINUS:
-        return c == '0' ? NUM_ZERO : is_digit(c) ? NUM_INT : NUM_END;
-    case NUM_ZERO:
-        return c == '.' ? NUM_POINT : is_exponent_mark(c) ? NUM_E : NUM_END;
+    case NUM_MINUS: return c == '0' ? NUM_ZERO : is_digit(c) ? NUM_INT : NUM_END;
+    case NUM_ZERO: return c == '.' ? NUM_POINT : is_exponent_mark(c) ? NUM_E : NUM_END;
     case NUM_INT:
-        return is_digit(c) ? NUM_INT : c == '.' ? NUM_POINT
-             : is_exponent_mark(c) ? NUM_E : NUM_END;
-    case NUM_POINT:
-        return is_digit(c) ? NUM_FRACTION : NUM_END;
-    case NUM_FRACTION:
-        return is_digit(c) ? NUM_FRACTION : is_exponent_mark(c) ? NUM_E : NUM_END;
-    case NUM_E:
-        return c == '+' || c == '-' ? NUM_E_SIGN : is_digit(c) ? NUM_EXPONENT : NUM_END;
+        return is_digit(c) ? NUM_INT : c == '.' ? NUM_POINT : is_exponent_mark(c) ? NUM_E : NUM_END;
+    case NUM_POINT: return is_digit(c) ? NUM_FRACTION : NUM_END;
+    case NUM_FRACTION: return is_digit(c) ? NUM_FRACTION : is_exponent_mark(c) ? NUM_E : NUM_END;
+    case NUM_E: return c == '+' || c == '-' ? NUM_E_SIGN : is_digit(c) ? NUM_EXPONENT : NUM_END;
     case NUM_E_SIGN:
-    case NUM_EXPONENT:
-        return is_digit(c) ? NUM_EXPONENT : NUM_END;
-    default:
-        return NUM_END;
+    case NUM_EXPONENT: return is_digit(c) ? NUM_EXPONENT : NUM_END;
+    default: return NUM_END;
     }
 }
 
-static bool
-number_may_end_in(enum number_state st)
+static bool number_may_end_in(enum number_state st)
 {
     return st == NUM_ZERO || st == NUM_INT || st == NUM_FRACTION || st == NUM_EXPONENT;
 }
 
 /* Continuation bytes due from p[*i] on, as many as there are. */
-static bool
-take_continuations(struct frame_scan *s, const unsigned char *p, size_t *i, size_t n)
+static bool take_continuations(struct frame_scan *s, const unsigned char *p, size_t *i, size_t n)
 {
     while (s->utf8_left > 0 && *i < n) {
         unsigned char c = p[*i];
@@ -209,8 +189,7 @@ take_continuations(struct frame_scan *s, const unsigned char *p, size_t *i, size
  * character is taken whole where it starts; only one cut by the end of the
  * bytes is left in *s for the next call.
  */
-static size_t
-scan_string(struct frame_scan *s, const unsigned char *p, size_t i, size_t n)
+static size_t scan_string(struct frame_scan *s, const unsigned char *p, size_t i, size_t n)
 {
     if (s->escaped && i < n) {
         if (!is_escape_char(p[i++]))
@@ -224,7 +203,7 @@ scan_string(struct frame_scan *s, const unsigned char *p, size_t i, size_t n)
         unsigned char c = p[i++];
 
         if (plain_string_byte[c])
-            continue;       /* most bytes of a request */
+            continue; /* most bytes of a request */
         if (c == '"') {
             s->in_string = 0;
             return i - 1;
@@ -234,7 +213,7 @@ scan_string(struct frame_scan *s, const unsigned char *p, size_t i, size_t n)
                 s->escaped = 1;
                 break;
             }
-            if (!is_escape_char(p[i++]))    /* \u's hex digits are json-c's job */
+            if (!is_escape_char(p[i++])) /* \u's hex digits are json-c's job */
                 return STRING_REFUSED;
         } else if (c >= ASCII_END && utf8_lead_kinds[c] != LEAD_NONE) {
             const struct utf8_lead *lead = &utf8_leads[utf8_lead_kinds[c]];
@@ -245,7 +224,7 @@ scan_string(struct frame_scan *s, const unsigned char *p, size_t i, size_t n)
             if (!take_continuations(s, p, &i, n))
                 return STRING_REFUSED;
         } else {
-            return STRING_REFUSED;  /* a control character or a byte that cannot lead */
+            return STRING_REFUSED; /* a control character or a byte that cannot lead */
         }
     }
     return n;
@@ -255,8 +234,7 @@ scan_string(struct frame_scan *s, const unsigned char *p, size_t i, size_t n)
  * Check p[0..*len) as the continuation of the object being read.  When the
  * object's closing brace is among the bytes, *len is cut back to end with it.
  */
-static enum scan_result
-scan_bytes(struct frame_scan *sc, const unsigned char *p, size_t *len)
+static enum scan_result scan_bytes(struct frame_scan *sc, const unsigned char *p, size_t *len)
 {
     struct frame_scan s = *sc;
     enum scan_result res = SCAN_OPEN;
@@ -298,9 +276,7 @@ scan_bytes(struct frame_scan *sc, const unsigned char *p, size_t *len)
             s.literal = NULL;
         }
         switch (c) {
-        case '"':
-            s.in_string = 1;
-            break;
+        case '"': s.in_string = 1; break;
         case '{':
         case '[':
             if (++s.depth > FRAME_MAX_DEPTH)
@@ -314,28 +290,27 @@ scan_bytes(struct frame_scan *sc, const unsigned char *p, size_t *len)
                 goto done;
             }
             break;
-        case ',': case ':': case ' ': case '\t': case '\n': case '\r':
-            break;
-        case '-':
-            s.number = NUM_MINUS;
-            break;
-        case '0':
-            s.number = NUM_ZERO;
-            break;
-        case '1': case '2': case '3': case '4': case '5': case '6': case '7': case '8': case '9':
-            s.number = NUM_INT;
-            break;
-        case 't':
-            s.literal = "rue";
-            break;
-        case 'f':
-            s.literal = "alse";
-            break;
-        case 'n':
-            s.literal = "ull";
-            break;
-        default:
-            goto refused;   /* quotes, NaN, Infinity, comments, stray bytes */
+        case ',':
+        case ':':
+        case ' ':
+        case '\t':
+        case '\n':
+        case '\r': break;
+        case '-': s.number = NUM_MINUS; break;
+        case '0': s.number = NUM_ZERO; break;
+        case '1':
+        case '2':
+        case '3':
+        case '4':
+        case '5':
+        case '6':
+        case '7':
+        case '8':
+        case '9': s.number = NUM_INT; break;
+        case 't': s.literal = "rue"; break;
+        case 'f': s.literal = "alse"; break;
+        case 'n': s.literal = "ull"; break;
+        default: goto refused; /* quotes, NaN, Infinity, comments, stray bytes */
         }
     }
 done:
@@ -347,16 +322,15 @@ refused:
 }
 
 /* json-c turns a number beyond a double's range into an infinity. */
-static bool
-doubles_all_finite(struct json_object *o)
+static bool doubles_all_finite(struct json_object *o)
 {
     switch (json_object_get_type(o)) {
-    case json_type_double:
-        return isfinite(json_object_get_double(o));
+    case json_type_double: return isfinite(json_object_get_double(o));
     case json_type_object: {
         struct json_object_iter member;
 
-        json_object_object_foreachC(o, member) {
+        json_object_object_foreachC(o, member)
+        {
             if (!doubles_all_finite(member.val))
                 return false;
         }
@@ -368,19 +342,16 @@ doubles_all_finite(struct json_object *o)
                 return false;
         }
         return true;
-    default:
-        return true;
+    default: return true;
     }
 }
 
-static void
-scan_reset(struct frame_scan *s)
+static void scan_reset(struct frame_scan *s)
 {
     *s = (struct frame_scan){ .literal = NULL, .number = NUM_NONE };
 }
 
-int
-frame_reader_init(struct frame_reader *fr, size_t max_bytes)
+int frame_reader_init(struct frame_reader *fr, size_t max_bytes)
 {
     fr->tok = json_tokener_new_ex(TOKENER_DEPTH);
     if (fr->tok == NULL)
@@ -393,8 +364,7 @@ frame_reader_init(struct frame_reader *fr, size_t max_bytes)
     return 0;
 }
 
-void
-frame_reader_free(struct frame_reader *fr)
+void frame_reader_free(struct frame_reader *fr)
 {
     if (fr->tok != NULL)
         json_tokener_free(fr->tok);
@@ -404,8 +374,7 @@ frame_reader_free(struct frame_reader *fr)
     fr->in_object = 0;
 }
 
-void
-frame_reader_reset(struct frame_reader *fr)
+void frame_reader_reset(struct frame_reader *fr)
 {
     json_tokener_reset(fr->tok);
     scan_reset(&fr->scan);
@@ -413,8 +382,7 @@ frame_reader_reset(struct frame_reader *fr)
     fr->in_object = 0;
 }
 
-static size_t
-skip_separators(const char *buf, size_t len)
+static size_t skip_separators(const char *buf, size_t len)
 {
     size_t i = 0;
 
@@ -424,12 +392,11 @@ skip_separators(const char *buf, size_t len)
 }
 
 /* Bytes we may hand the tokener now: what is left of the limit, plus one. */
-static size_t
-slice_allowed(const struct frame_reader *fr, size_t avail)
+static size_t slice_allowed(const struct frame_reader *fr, size_t avail)
 {
     size_t room = fr->max_bytes - fr->obj_bytes + 1;
 
-    if (room > INT_MAX)     /* json_tokener_parse_ex takes an int length */
+    if (room > INT_MAX) /* json_tokener_parse_ex takes an int length */
         room = INT_MAX;
     return avail < room ? avail : room;
 }
@@ -438,16 +405,14 @@ slice_allowed(const struct frame_reader *fr, size_t avail)
  * A dead stream leaves the reader ready for the next one: a worker shares one
  * reader among all its connections, so an error must not outlive its stream.
  */
-static enum frame_status
-stream_failed(struct frame_reader *fr, enum frame_status st)
+static enum frame_status stream_failed(struct frame_reader *fr, enum frame_status st)
 {
     frame_reader_reset(fr);
     return st;
 }
 
 /* The tokener's verdict on the bytes that closed the object. */
-static bool
-object_complete(struct frame_reader *fr, struct json_object *obj, size_t fed)
+static bool object_complete(struct frame_reader *fr, struct json_object *obj, size_t fed)
 {
     return json_tokener_get_error(fr->tok) == json_tokener_success && obj != NULL &&
            json_tokener_get_parse_end(fr->tok) == fed &&
@@ -455,9 +420,8 @@ object_complete(struct frame_reader *fr, struct json_object *obj, size_t fed)
            (!fr->scan.has_real || doubles_all_finite(obj));
 }
 
-enum frame_status
-frame_read(struct frame_reader *fr, const char *buf, size_t len,
-           size_t *consumed, struct json_object **out)
+enum frame_status frame_read(struct frame_reader *fr, const char *buf, size_t len, size_t *consumed,
+                             struct json_object **out)
 {
     size_t pos = 0;
 

@@ -13,25 +13,44 @@
 
 #include "common/jsonw.h"
 
-#define JSON_ESCAPE_MAX   6     /* "\u00XX" */
-#define JSON_INT_MAX_LEN  24    /* "-9223372036854775808" and room */
+#define JSON_ESCAPE_MAX  6  /* "\u00XX" */
+#define JSON_INT_MAX_LEN 24 /* "-9223372036854775808" and room */
 
 static const char hex_digits[] = "0123456789abcdef";
 
 /* Write byte c, escaped when JSON requires it; returns the bytes written. */
-static size_t
-escape_byte(unsigned char c, char *out)
+static size_t escape_byte(unsigned char c, char *out)
 {
     switch (c) {
-    case '"':  out[0] = '\\'; out[1] = '"';  return 2;
-    case '\\': out[0] = '\\'; out[1] = '\\'; return 2;
-    case '\b': out[0] = '\\'; out[1] = 'b';  return 2;
-    case '\f': out[0] = '\\'; out[1] = 'f';  return 2;
-    case '\n': out[0] = '\\'; out[1] = 'n';  return 2;
-    case '\r': out[0] = '\\'; out[1] = 'r';  return 2;
-    case '\t': out[0] = '\\'; out[1] = 't';  return 2;
-    default:
-        break;
+    case '"':
+        out[0] = '\\';
+        out[1] = '"';
+        return 2;
+    case '\\':
+        out[0] = '\\';
+        out[1] = '\\';
+        return 2;
+    case '\b':
+        out[0] = '\\';
+        out[1] = 'b';
+        return 2;
+    case '\f':
+        out[0] = '\\';
+        out[1] = 'f';
+        return 2;
+    case '\n':
+        out[0] = '\\';
+        out[1] = 'n';
+        return 2;
+    case '\r':
+        out[0] = '\\';
+        out[1] = 'r';
+        return 2;
+    case '\t':
+        out[0] = '\\';
+        out[1] = 't';
+        return 2;
+    default: break;
     }
     if (c < 0x20) {
         memcpy(out, "\\u00", 4);
@@ -43,14 +62,12 @@ escape_byte(unsigned char c, char *out)
     return 1;
 }
 
-static int
-needs_escape(unsigned char c)
+static int needs_escape(unsigned char c)
 {
     return c < 0x20 || c == '"' || c == '\\';
 }
 
-int
-json_append_string(struct buf *b, const char *s, size_t n)
+int json_append_string(struct buf *b, const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
@@ -83,8 +100,7 @@ json_append_string(struct buf *b, const char *s, size_t n)
  * are the program's own literals (member names of the protocol), never
  * client text, so they are copied without escaping, in one reserve.
  */
-static void
-write_key(struct jsonw *w, const char *key)
+static void write_key(struct jsonw *w, const char *key)
 {
     size_t klen;
     char *out;
@@ -92,7 +108,7 @@ write_key(struct jsonw *w, const char *key)
     if (w->err)
         return;
     klen = key != NULL ? strlen(key) : 0;
-    if (buf_reserve(w->b, klen + 4) < 0) {         /* , " key " : */
+    if (buf_reserve(w->b, klen + 4) < 0) { /* , " key " : */
         w->err = 1;
         return;
     }
@@ -110,15 +126,13 @@ write_key(struct jsonw *w, const char *key)
     w->b->len = (size_t)(out - w->b->data);
 }
 
-static void
-write_raw(struct jsonw *w, const char *s, size_t n)
+static void write_raw(struct jsonw *w, const char *s, size_t n)
 {
     if (!w->err && buf_append(w->b, s, n) < 0)
         w->err = 1;
 }
 
-void
-jsonw_begin(struct jsonw *w, struct buf *b)
+void jsonw_begin(struct jsonw *w, struct buf *b)
 {
     w->b = b;
     w->first = 1;
@@ -128,8 +142,7 @@ jsonw_begin(struct jsonw *w, struct buf *b)
 }
 
 /* Decimal digits of v at the end of buf[0..JSON_INT_MAX_LEN); returns the start. */
-static char *
-format_int(char *end, int64_t v)
+static char *format_int(char *end, int64_t v)
 {
     uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
     char *p = end;
@@ -143,41 +156,36 @@ format_int(char *end, int64_t v)
     return p;
 }
 
-void
-jsonw_int(struct jsonw *w, const char *key, int64_t v)
+void jsonw_int(struct jsonw *w, const char *key, int64_t v)
 {
     char num[JSON_INT_MAX_LEN];
     char *end = num + sizeof(num);
     char *start;
 
     write_key(w, key);
-    start = format_int(end, v);       /* no snprintf: this runs for every field */
+    start = format_int(end, v); /* no snprintf: this runs for every field */
     write_raw(w, start, (size_t)(end - start));
 }
 
-void
-jsonw_strn(struct jsonw *w, const char *key, const char *s, size_t n)
+void jsonw_strn(struct jsonw *w, const char *key, const char *s, size_t n)
 {
     write_key(w, key);
     if (!w->err && json_append_string(w->b, s, n) < 0)
         w->err = 1;
 }
 
-void
-jsonw_str(struct jsonw *w, const char *key, const char *s)
+void jsonw_str(struct jsonw *w, const char *key, const char *s)
 {
     jsonw_strn(w, key, s, strlen(s));
 }
 
-void
-jsonw_raw(struct jsonw *w, const char *key, const char *json, size_t n)
+void jsonw_raw(struct jsonw *w, const char *key, const char *json, size_t n)
 {
     write_key(w, key);
     write_raw(w, json, n);
 }
 
-void
-jsonw_bool(struct jsonw *w, const char *key, int v)
+void jsonw_bool(struct jsonw *w, const char *key, int v)
 {
     write_key(w, key);
     if (v)
@@ -186,8 +194,7 @@ jsonw_bool(struct jsonw *w, const char *key, int v)
         write_raw(w, "false", 5);
 }
 
-void
-jsonw_array_begin(struct jsonw *w, const char *key)
+void jsonw_array_begin(struct jsonw *w, const char *key)
 {
     write_key(w, key);
     write_raw(w, "[", 1);
@@ -195,22 +202,19 @@ jsonw_array_begin(struct jsonw *w, const char *key)
     w->depth++;
 }
 
-void
-jsonw_array_str(struct jsonw *w, const char *s, size_t n)
+void jsonw_array_str(struct jsonw *w, const char *s, size_t n)
 {
     jsonw_strn(w, NULL, s, n);
 }
 
-void
-jsonw_array_end(struct jsonw *w)
+void jsonw_array_end(struct jsonw *w)
 {
     write_raw(w, "]", 1);
-    w->first = 0;       /* the array itself was a member */
+    w->first = 0; /* the array itself was a member */
     w->depth--;
 }
 
-int
-jsonw_end(struct jsonw *w)
+int jsonw_end(struct jsonw *w)
 {
     write_raw(w, "}", 1);
     w->depth--;

@@ -31,22 +31,22 @@
 #include "common/config.h"
 #include "common/log.h"
 
-#define LOG_IDENT        "qchatd"
-#define LOG_LINE_MAX     4096
-#define LOG_ROLE_MAX     32
-#define LOG_TIME_MAX     40
-#define LOG_FILE_MODE    0640
-#define LOG_WRITE_TRIES  8     /* partial writes retried at most this often */
-#define LOG_ELLIPSIS     "...\n"
+#define LOG_IDENT       "qchatd"
+#define LOG_LINE_MAX    4096
+#define LOG_ROLE_MAX    32
+#define LOG_TIME_MAX    40
+#define LOG_FILE_MODE   0640
+#define LOG_WRITE_TRIES 8 /* partial writes retried at most this often */
+#define LOG_ELLIPSIS    "...\n"
 
 static struct {
-    enum log_level  level;
+    enum log_level level;
     enum log_target target;
-    char  role[LOG_ROLE_MAX];
-    char  path[PATH_MAX];
-    int   fd;                   /* stderr or the log file */
-    bool  journal;              /* stderr is connected to journald */
-    bool  journal_checked;
+    char role[LOG_ROLE_MAX];
+    char path[PATH_MAX];
+    int fd;       /* stderr or the log file */
+    bool journal; /* stderr is connected to journald */
+    bool journal_checked;
 } logger = {
     .level = LOG_LEVEL_INFO,
     .target = LOG_TARGET_STDERR,
@@ -75,39 +75,33 @@ static const int syslog_priorities[] = {
     [LOG_LEVEL_ERROR] = LOG_ERR,
 };
 
-static bool
-level_is_valid(int level)
+static bool level_is_valid(int level)
 {
     return level >= LOG_LEVEL_DEBUG && level <= LOG_LEVEL_ERROR;
 }
 
-void
-log_set_role(const char *role)
+void log_set_role(const char *role)
 {
     snprintf(logger.role, sizeof(logger.role), "%s", role);
 }
 
-void
-log_set_level(enum log_level level)
+void log_set_level(enum log_level level)
 {
     if (level_is_valid((int)level))
         logger.level = level;
 }
 
-enum log_level
-log_get_level(void)
+enum log_level log_get_level(void)
 {
     return logger.level;
 }
 
-const char *
-log_level_name(enum log_level level)
+const char *log_level_name(enum log_level level)
 {
     return level_is_valid((int)level) ? level_names[level] : "unknown";
 }
 
-int
-log_level_parse(const char *s, enum log_level *out)
+int log_level_parse(const char *s, enum log_level *out)
 {
     for (int i = LOG_LEVEL_DEBUG; i <= LOG_LEVEL_ERROR; i++) {
         if (strcmp(s, level_names[i]) == 0) {
@@ -119,8 +113,7 @@ log_level_parse(const char *s, enum log_level *out)
 }
 
 /* JOURNAL_STREAM is "DEV:INO" of the stream journald gave us. */
-static bool
-stderr_is_journal(void)
+static bool stderr_is_journal(void)
 {
     const char *env = getenv("JOURNAL_STREAM");
     unsigned long long dev, ino;
@@ -133,22 +126,19 @@ stderr_is_journal(void)
     return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
 }
 
-static int
-open_log_file(const char *path)
+static int open_log_file(const char *path)
 {
     return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, LOG_FILE_MODE);
 }
 
-static void
-close_log_file(void)
+static void close_log_file(void)
 {
     if (logger.target == LOG_TARGET_FILE && logger.fd > STDERR_FILENO)
         close(logger.fd);
     logger.fd = STDERR_FILENO;
 }
 
-int
-log_open(enum log_target target, const char *path)
+int log_open(enum log_target target, const char *path)
 {
     int fd = -1;
 
@@ -174,14 +164,9 @@ log_open(enum log_target target, const char *path)
         snprintf(logger.path, sizeof(logger.path), "%s", path);
         logger.fd = fd;
         break;
-    case LOG_TARGET_SYSLOG:
-        openlog(LOG_IDENT, LOG_PID | LOG_NDELAY, LOG_DAEMON);
-        break;
-    case LOG_TARGET_STDERR:
-        break;
-    default:
-        errno = EINVAL;
-        return -1;
+    case LOG_TARGET_SYSLOG: openlog(LOG_IDENT, LOG_PID | LOG_NDELAY, LOG_DAEMON); break;
+    case LOG_TARGET_STDERR: break;
+    default: errno = EINVAL; return -1;
     }
     logger.target = target;
     logger.journal = stderr_is_journal();
@@ -189,8 +174,7 @@ log_open(enum log_target target, const char *path)
     return 0;
 }
 
-int
-log_reopen(void)
+int log_reopen(void)
 {
     int fd;
 
@@ -211,8 +195,7 @@ log_reopen(void)
     return 0;
 }
 
-static size_t
-format_time(char *out, size_t outlen)
+static size_t format_time(char *out, size_t outlen)
 {
     struct timespec ts;
     struct tm tm;
@@ -224,13 +207,11 @@ format_time(char *out, size_t outlen)
     n = strftime(out, outlen, "%Y-%m-%dT%H:%M:%S", &tm);
     if (n == 0 || strftime(zone, sizeof(zone), "%z", &tm) == 0)
         return 0;
-    return n + (size_t)snprintf(out + n, outlen - n, ".%03ld%s",
-                                ts.tv_nsec / 1000000L, zone);
+    return n + (size_t)snprintf(out + n, outlen - n, ".%03ld%s", ts.tv_nsec / 1000000L, zone);
 }
 
 /* One write(2) in the normal case; a short write is finished, bounded. */
-static void
-write_line(int fd, const char *p, size_t n)
+static void write_line(int fd, const char *p, size_t n)
 {
     for (int tries = 0; n > 0 && tries < LOG_WRITE_TRIES; tries++) {
         ssize_t w = write(fd, p, n);
@@ -246,16 +227,14 @@ write_line(int fd, const char *p, size_t n)
 }
 
 /* Clamp a snprintf result to what was really written into room bytes. */
-static size_t
-written(int n, size_t room)
+static size_t written(int n, size_t room)
 {
     if (n < 0)
         return 0;
     return (size_t)n < room ? (size_t)n : room - 1;
 }
 
-void
-log_msg(enum log_level level, const char *fmt, ...)
+void log_msg(enum log_level level, const char *fmt, ...)
 {
     int saved_errno = errno;
     char line[LOG_LINE_MAX];
@@ -272,16 +251,16 @@ log_msg(enum log_level level, const char *fmt, ...)
     }
 
     if (logger.target == LOG_TARGET_STDERR && logger.journal) {
-        n = snprintf(line, sizeof(line), "%s%s[%ld]: %s: ", journal_prefixes[level],
-                     logger.role, (long)getpid(), level_names[level]);
+        n = snprintf(line, sizeof(line), "%s%s[%ld]: %s: ", journal_prefixes[level], logger.role,
+                     (long)getpid(), level_names[level]);
         len = written(n, sizeof(line));
     } else if (logger.target != LOG_TARGET_SYSLOG) {
         char when[LOG_TIME_MAX];
 
         if (format_time(when, sizeof(when)) == 0)
             snprintf(when, sizeof(when), "-");
-        n = snprintf(line, sizeof(line), "%s %s[%ld] %s %s: ", when, LOG_IDENT,
-                     (long)getpid(), logger.role, level_names[level]);
+        n = snprintf(line, sizeof(line), "%s %s[%ld] %s %s: ", when, LOG_IDENT, (long)getpid(),
+                     logger.role, level_names[level]);
         len = written(n, sizeof(line));
     }
 
@@ -310,8 +289,7 @@ log_msg(enum log_level level, const char *fmt, ...)
     errno = saved_errno;
 }
 
-int
-log_open_configured(const struct qc_config *cfg)
+int log_open_configured(const struct qc_config *cfg)
 {
     enum log_target target = LOG_TARGET_STDERR;
 

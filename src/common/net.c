@@ -25,16 +25,15 @@
 #include "common/config.h"
 #include "common/net.h"
 
-#define NET_PORT_STR_MAX  8
-#define NET_HOST_STR_MAX  256
-#define NET_BIND_UMASK    0077    /* no access until chmod gives the real mode */
+#define NET_PORT_STR_MAX 8
+#define NET_HOST_STR_MAX 256
+#define NET_BIND_UMASK   0077 /* no access until chmod gives the real mode */
 
-static void
-set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Fill err (when given) keeping errno for the caller. */
-static void
-set_err(char *err, size_t errlen, const char *fmt, ...)
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
 {
     int saved = errno;
     va_list ap;
@@ -47,8 +46,7 @@ set_err(char *err, size_t errlen, const char *fmt, ...)
     errno = saved;
 }
 
-static void
-close_keep_errno(int fd)
+static void close_keep_errno(int fd)
 {
     int saved = errno;
 
@@ -56,8 +54,7 @@ close_keep_errno(int fd)
     errno = saved;
 }
 
-int
-net_set_nonblock(int fd)
+int net_set_nonblock(int fd)
 {
     int flags = fcntl(fd, F_GETFL);
 
@@ -68,8 +65,7 @@ net_set_nonblock(int fd)
     return fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 }
 
-static int
-set_blocking(int fd)
+static int set_blocking(int fd)
 {
     int flags = fcntl(fd, F_GETFL);
 
@@ -78,17 +74,15 @@ set_blocking(int fd)
     return fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
 }
 
-int
-net_set_nodelay(int fd)
+int net_set_nodelay(int fd)
 {
     int on = 1;
 
     return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 }
 
-static int
-resolve(const char *host, int port, int flags, struct addrinfo **res,
-        char *err, size_t errlen)
+static int resolve(const char *host, int port, int flags, struct addrinfo **res, char *err,
+                   size_t errlen)
 {
     struct addrinfo hints;
     char portstr[NET_PORT_STR_MAX];
@@ -108,26 +102,22 @@ resolve(const char *host, int port, int flags, struct addrinfo **res,
     return 0;
 }
 
-static int
-listen_on(const struct addrinfo *ai)
+static int listen_on(const struct addrinfo *ai)
 {
     int on = 1;
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    ai->ai_protocol);
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
 
     if (fd < 0)
         return -1;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0
-        || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0
-        || listen(fd, NET_LISTEN_BACKLOG) < 0) {
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, NET_LISTEN_BACKLOG) < 0) {
         close_keep_errno(fd);
         return -1;
     }
     return fd;
 }
 
-int
-net_listen_tcp(const char *hostport, char *err, size_t errlen)
+int net_listen_tcp(const char *hostport, char *err, size_t errlen)
 {
     char host[NET_HOST_STR_MAX];
     struct addrinfo *res, *ai;
@@ -136,8 +126,7 @@ net_listen_tcp(const char *hostport, char *err, size_t errlen)
 
     if (config_split_hostport(hostport, host, sizeof(host), &port) < 0) {
         errno = EINVAL;
-        set_err(err, errlen, "bad listen address '%s': want HOST:PORT or [V6]:PORT",
-                hostport);
+        set_err(err, errlen, "bad listen address '%s': want HOST:PORT or [V6]:PORT", hostport);
         return -1;
     }
     /* "" and "*" mean every local address. */
@@ -152,8 +141,7 @@ net_listen_tcp(const char *hostport, char *err, size_t errlen)
     return fd;
 }
 
-static int
-fill_unix_addr(struct sockaddr_un *sa, const char *path)
+static int fill_unix_addr(struct sockaddr_un *sa, const char *path)
 {
     memset(sa, 0, sizeof(*sa));
     sa->sun_family = AF_UNIX;
@@ -169,8 +157,7 @@ fill_unix_addr(struct sockaddr_un *sa, const char *path)
  * A socket file left by a dead server is removed; one a live server
  * still accepts on, or a file that is not a socket, is left alone.
  */
-static int
-remove_stale_socket(const char *path, char *err, size_t errlen)
+static int remove_stale_socket(const char *path, char *err, size_t errlen)
 {
     struct sockaddr_un sa;
     struct stat st;
@@ -201,8 +188,7 @@ remove_stale_socket(const char *path, char *err, size_t errlen)
     return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
 }
 
-int
-net_listen_unix(const char *path, int mode, char *err, size_t errlen)
+int net_listen_unix(const char *path, int mode, char *err, size_t errlen)
 {
     struct sockaddr_un sa;
     mode_t old_umask;
@@ -239,8 +225,7 @@ net_listen_unix(const char *path, int mode, char *err, size_t errlen)
     return fd;
 }
 
-static long long
-now_ms(void)
+static long long now_ms(void)
 {
     struct timespec ts;
 
@@ -249,8 +234,7 @@ now_ms(void)
 }
 
 /* Wait for a non-blocking connect until the deadline (-1: forever). */
-static int
-finish_connect(int fd, long long deadline)
+static int finish_connect(int fd, long long deadline)
 {
     struct pollfd pfd = { .fd = fd, .events = POLLOUT };
     socklen_t len = sizeof(int);
@@ -287,16 +271,14 @@ finish_connect(int fd, long long deadline)
     return 0;
 }
 
-static int
-connect_one(const struct addrinfo *ai, long long deadline)
+static int connect_one(const struct addrinfo *ai, long long deadline)
 {
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    ai->ai_protocol);
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
 
     if (fd < 0)
         return -1;
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0
-        && (errno != EINPROGRESS || finish_connect(fd, deadline) < 0)) {
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 &&
+        (errno != EINPROGRESS || finish_connect(fd, deadline) < 0)) {
         close_keep_errno(fd);
         return -1;
     }
@@ -307,8 +289,7 @@ connect_one(const struct addrinfo *ai, long long deadline)
     return fd;
 }
 
-int
-net_connect_tcp(const char *host, int port, int timeout_ms, char *err, size_t errlen)
+int net_connect_tcp(const char *host, int port, int timeout_ms, char *err, size_t errlen)
 {
     long long deadline = timeout_ms > 0 ? now_ms() + timeout_ms : -1;
     struct addrinfo *res, *ai;
@@ -324,8 +305,7 @@ net_connect_tcp(const char *host, int port, int timeout_ms, char *err, size_t er
     return fd;
 }
 
-int
-net_connect_unix(const char *path, char *err, size_t errlen)
+int net_connect_unix(const char *path, char *err, size_t errlen)
 {
     struct sockaddr_un sa;
     int fd;
@@ -349,8 +329,7 @@ net_connect_unix(const char *path, char *err, size_t errlen)
     return fd;
 }
 
-void
-net_peer_name(int fd, char *out, size_t outlen)
+void net_peer_name(int fd, char *out, size_t outlen)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);

@@ -20,13 +20,12 @@
 
 #include "common/password.h"
 
-#define PASSWORD_PREFIX   "$y$"     /* yescrypt */
+#define PASSWORD_PREFIX   "$y$" /* yescrypt */
 #define PASSWORD_COST_MIN 1
 #define PASSWORD_COST_MAX 11
 
 /* Constant-time equality of two byte strings of the same length n. */
-static bool
-bytes_equal(const void *a, const void *b, size_t n)
+static bool bytes_equal(const void *a, const void *b, size_t n)
 {
     const volatile unsigned char *pa = a, *pb = b;
     unsigned char diff = 0;
@@ -37,8 +36,7 @@ bytes_equal(const void *a, const void *b, size_t n)
 }
 
 /* Constant-time (for a given pair of lengths) string equality. */
-static bool
-strings_equal(const char *a, const char *b)
+static bool strings_equal(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b), n = la > lb ? la : lb;
     const volatile unsigned char *pa = (const unsigned char *)a;
@@ -53,21 +51,18 @@ strings_equal(const char *a, const char *b)
     return diff == 0;
 }
 
-static struct crypt_data *
-crypt_data_new(void)
+static struct crypt_data *crypt_data_new(void)
 {
     return calloc(1, sizeof(struct crypt_data));
 }
 
-static void
-crypt_data_free(struct crypt_data *cd)
+static void crypt_data_free(struct crypt_data *cd)
 {
     explicit_bzero(cd, sizeof(*cd));
     free(cd);
 }
 
-int
-password_hash(const char *plain, int cost, char *out, size_t outlen)
+int password_hash(const char *plain, int cost, char *out, size_t outlen)
 {
     char setting[CRYPT_GENSALT_OUTPUT_SIZE];
     struct crypt_data *cd;
@@ -77,8 +72,8 @@ password_hash(const char *plain, int cost, char *out, size_t outlen)
 
     if (cost < PASSWORD_COST_MIN || cost > PASSWORD_COST_MAX)
         return -1;
-    if (crypt_gensalt_rn(PASSWORD_PREFIX, (unsigned long)cost, NULL, 0,
-                         setting, (int)sizeof(setting)) == NULL)
+    if (crypt_gensalt_rn(PASSWORD_PREFIX, (unsigned long)cost, NULL, 0, setting,
+                         (int)sizeof(setting)) == NULL)
         return -1;
     cd = crypt_data_new();
     if (cd == NULL)
@@ -95,14 +90,12 @@ password_hash(const char *plain, int cost, char *out, size_t outlen)
     return rc;
 }
 
-bool
-password_needs_upgrade(const char *stored)
+bool password_needs_upgrade(const char *stored)
 {
     return stored[0] != '$' && stored[0] != '*' && stored[0] != '\0';
 }
 
-bool
-password_verify(const char *plain, const char *stored)
+bool password_verify(const char *plain, const char *stored)
 {
     struct crypt_data *cd;
     const char *h;

@@ -34,10 +34,10 @@
 
 #define QCHATCTL_DEFAULT_SOCKET "/run/qchat/qchatd.sock"
 #define QCHATCTL_SOCKET_ENV     "QCHATCTL_SOCKET"
-#define CTL_TIMEOUT_MS          5000          /* whole exchange */
-#define CTL_REPLY_MAX           (16u << 20)   /* largest reply accepted */
+#define CTL_TIMEOUT_MS          5000        /* whole exchange */
+#define CTL_REPLY_MAX           (16u << 20) /* largest reply accepted */
 #define CTL_READ_CHUNK          4096
-#define CTL_KEY_WIDTH           9             /* "node_id: " column */
+#define CTL_KEY_WIDTH           9 /* "node_id: " column */
 #define SECS_PER_DAY            86400
 #define SECS_PER_HOUR           3600
 #define SECS_PER_MIN            60
@@ -49,19 +49,18 @@ struct ctl {
     bool json;
 };
 
-static void
-usage(FILE *f)
+static void usage(FILE *f)
 {
-    fprintf(f, "usage: qchatctl [-s SOCKET] [--json] status | users | kick ID | reload\n"
-               "  -s, --socket SOCKET  control socket (default $%s or %s)\n"
-               "  -j, --json           print the server's JSON reply as is\n",
+    fprintf(f,
+            "usage: qchatctl [-s SOCKET] [--json] status | users | kick ID | reload\n"
+            "  -s, --socket SOCKET  control socket (default $%s or %s)\n"
+            "  -j, --json           print the server's JSON reply as is\n",
             QCHATCTL_SOCKET_ENV, QCHATCTL_DEFAULT_SOCKET);
 }
 
 /* ---- the exchange ------------------------------------------------------- */
 
-static int64_t
-now_ms(void)
+static int64_t now_ms(void)
 {
     struct timespec ts;
 
@@ -69,8 +68,7 @@ now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int
-send_all(int fd, const char *p, size_t n)
+static int send_all(int fd, const char *p, size_t n)
 {
     while (n > 0) {
         ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
@@ -87,8 +85,7 @@ send_all(int fd, const char *p, size_t n)
 }
 
 /* Read the reply line into b (until '\n' or EOF).  0, or -1 with a message. */
-static int
-read_reply(int fd, struct buf *b, const char *path)
+static int read_reply(int fd, struct buf *b, const char *path)
 {
     int64_t deadline = now_ms() + CTL_TIMEOUT_MS;
 
@@ -125,14 +122,13 @@ read_reply(int fd, struct buf *b, const char *path)
             return -1;
         }
         if (n == 0)
-            return 0;   /* closed: the reply is what we have */
+            return 0; /* closed: the reply is what we have */
         b->len += (size_t)n;
     }
 }
 
 /* Send request (one line) and return the parsed reply object; raw gets its text. */
-static struct json_object *
-exchange(const struct ctl *ctl, const char *request, struct buf *raw)
+static struct json_object *exchange(const struct ctl *ctl, const char *request, struct buf *raw)
 {
     struct json_object *reply;
     char err[256];
@@ -155,8 +151,8 @@ exchange(const struct ctl *ctl, const char *request, struct buf *raw)
     }
     close(fd);
     len = buf_used(raw);
-    while (len > 0 && (raw->data[raw->off + len - 1] == '\n' ||
-                       raw->data[raw->off + len - 1] == '\r'))
+    while (len > 0 &&
+           (raw->data[raw->off + len - 1] == '\n' || raw->data[raw->off + len - 1] == '\r'))
         len--;
     raw->len = raw->off + len;
     if (len == 0) {
@@ -167,7 +163,7 @@ exchange(const struct ctl *ctl, const char *request, struct buf *raw)
         fprintf(stderr, "qchatctl: out of memory\n");
         return NULL;
     }
-    raw->len--;     /* keep the NUL out of the text, but in memory */
+    raw->len--; /* keep the NUL out of the text, but in memory */
     reply = json_tokener_parse(buf_head(raw));
     if (reply == NULL || !json_object_is_type(reply, json_type_object)) {
         json_object_put(reply);
@@ -179,8 +175,7 @@ exchange(const struct ctl *ctl, const char *request, struct buf *raw)
 
 /* ---- field access ------------------------------------------------------- */
 
-static struct json_object *
-field(struct json_object *o, const char *key)
+static struct json_object *field(struct json_object *o, const char *key)
 {
     struct json_object *v;
 
@@ -188,8 +183,7 @@ field(struct json_object *o, const char *key)
 }
 
 /* A field as text: strings bare, anything else as JSON; "-" when absent. */
-static const char *
-field_text(struct json_object *o, const char *key)
+static const char *field_text(struct json_object *o, const char *key)
 {
     struct json_object *v = field(o, key);
 
@@ -200,19 +194,16 @@ field_text(struct json_object *o, const char *key)
     return json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
 }
 
-static bool
-reply_ok(struct json_object *reply)
+static bool reply_ok(struct json_object *reply)
 {
     struct json_object *ok = field(reply, "ok");
 
-    return ok != NULL && json_object_is_type(ok, json_type_boolean) &&
-           json_object_get_boolean(ok);
+    return ok != NULL && json_object_is_type(ok, json_type_boolean) && json_object_get_boolean(ok);
 }
 
 /* ---- human output ------------------------------------------------------- */
 
-static void
-print_kv(const char *key, const char *value)
+static void print_kv(const char *key, const char *value)
 {
     size_t len = strlen(key);
     int pad = len < CTL_KEY_WIDTH ? (int)(CTL_KEY_WIDTH - len) : 1;
@@ -221,8 +212,7 @@ print_kv(const char *key, const char *value)
 }
 
 /* "3d 04:05:06" style uptime, with the seconds first so scripts can cut it. */
-static void
-print_uptime(struct json_object *status)
+static void print_uptime(struct json_object *status)
 {
     struct json_object *v = field(status, "uptime");
     char text[96];
@@ -240,8 +230,7 @@ print_uptime(struct json_object *status)
 }
 
 /* A detail worth showing: present, and not a zero (e.g. no relay pid). */
-static bool
-has_detail(struct json_object *o, const char *key)
+static bool has_detail(struct json_object *o, const char *key)
 {
     struct json_object *v = field(o, key);
 
@@ -249,9 +238,8 @@ has_detail(struct json_object *o, const char *key)
 }
 
 /* "store: sqlite (ok)", "relay: connected (pid 42)". */
-static void
-print_sub(struct json_object *status, const char *key, const char *main_key,
-          const char *extra_key, const char *extra_label)
+static void print_sub(struct json_object *status, const char *key, const char *main_key,
+                      const char *extra_key, const char *extra_label)
 {
     struct json_object *o = field(status, key);
     char text[512];
@@ -268,13 +256,11 @@ print_sub(struct json_object *status, const char *key, const char *main_key,
     print_kv(key, text);
 }
 
-static const char *const worker_columns[] = {
-    "index", "pid", "connections", "sessions", "msgs_in", "msgs_out", "restarts"
-};
+static const char *const worker_columns[] = { "index",   "pid",      "connections", "sessions",
+                                              "msgs_in", "msgs_out", "restarts" };
 #define NWORKER_COLUMNS (sizeof worker_columns / sizeof worker_columns[0])
 
-static void
-print_workers(struct json_object *status)
+static void print_workers(struct json_object *status)
 {
     struct json_object *workers = field(status, "workers");
     size_t i, j, n;
@@ -282,8 +268,8 @@ print_workers(struct json_object *status)
     if (workers == NULL || !json_object_is_type(workers, json_type_array))
         return;
     n = json_object_array_length(workers);
-    printf("\n%-6s %-8s %12s %9s %12s %12s %9s\n", "index", "pid", "connections",
-           "sessions", "msgs_in", "msgs_out", "restarts");
+    printf("\n%-6s %-8s %12s %9s %12s %12s %9s\n", "index", "pid", "connections", "sessions",
+           "msgs_in", "msgs_out", "restarts");
     for (i = 0; i < n; i++) {
         struct json_object *w = json_object_array_get_idx(workers, i);
         const char *v[NWORKER_COLUMNS];
@@ -294,13 +280,10 @@ print_workers(struct json_object *status)
     }
 }
 
-static bool
-is_known_status_key(const char *key)
+static bool is_known_status_key(const char *key)
 {
-    static const char *const known[] = {
-        "ok", "node_id", "pid", "version", "uptime", "listen", "online", "store",
-        "relay", "workers"
-    };
+    static const char *const known[] = { "ok",     "node_id", "pid",   "version", "uptime",
+                                         "listen", "online",  "store", "relay",   "workers" };
     size_t i;
 
     for (i = 0; i < sizeof known / sizeof known[0]; i++)
@@ -309,8 +292,7 @@ is_known_status_key(const char *key)
     return false;
 }
 
-static void
-print_status(struct json_object *status)
+static void print_status(struct json_object *status)
 {
     static const char *const plain[] = { "node_id", "pid", "version" };
     size_t i;
@@ -323,7 +305,8 @@ print_status(struct json_object *status)
     print_sub(status, "store", "driver", "state", "");
     print_sub(status, "relay", "state", "pid", "pid ");
     /* Keys a newer server adds are shown too. */
-    json_object_object_foreach(status, key, val) {
+    json_object_object_foreach(status, key, val)
+    {
         (void)val;
         if (!is_known_status_key(key))
             print_kv(key, field_text(status, key));
@@ -331,8 +314,7 @@ print_status(struct json_object *status)
     print_workers(status);
 }
 
-static void
-print_users(struct json_object *reply)
+static void print_users(struct json_object *reply)
 {
     struct json_object *users = field(reply, "users");
     size_t i, n = 0;
@@ -351,8 +333,7 @@ print_users(struct json_object *reply)
 /* ---- commands ----------------------------------------------------------- */
 
 /* Parse a user id: decimal, 1..INT32_MAX. */
-static bool
-parse_user_id(const char *s, long *out)
+static bool parse_user_id(const char *s, long *out)
 {
     char *end;
     long v;
@@ -367,8 +348,7 @@ parse_user_id(const char *s, long *out)
     return true;
 }
 
-static int
-run(const struct ctl *ctl, const char *cmd, const char *request, long kick_id)
+static int run(const struct ctl *ctl, const char *cmd, const char *request, long kick_id)
 {
     struct json_object *reply;
     struct buf raw;
@@ -403,15 +383,12 @@ run(const struct ctl *ctl, const char *cmd, const char *request, long kick_id)
     return rc;
 }
 
-int
-main(int argc, char **argv)
+int main(int argc, char **argv)
 {
-    static const struct option options[] = {
-        { "socket", required_argument, NULL, 's' },
-        { "json",   no_argument,       NULL, 'j' },
-        { "help",   no_argument,       NULL, 'h' },
-        { NULL, 0, NULL, 0 }
-    };
+    static const struct option options[] = { { "socket", required_argument, NULL, 's' },
+                                             { "json", no_argument, NULL, 'j' },
+                                             { "help", no_argument, NULL, 'h' },
+                                             { NULL, 0, NULL, 0 } };
     struct ctl ctl = { .socket_path = NULL, .json = false };
     char request[128];
     const char *cmd;
@@ -420,18 +397,10 @@ main(int argc, char **argv)
 
     while ((opt = getopt_long(argc, argv, "s:jh", options, NULL)) != -1) {
         switch (opt) {
-        case 's':
-            ctl.socket_path = optarg;
-            break;
-        case 'j':
-            ctl.json = true;
-            break;
-        case 'h':
-            usage(stdout);
-            return EXIT_OK;
-        default:
-            usage(stderr);
-            return EXIT_USAGE;
+        case 's': ctl.socket_path = optarg; break;
+        case 'j': ctl.json = true; break;
+        case 'h': usage(stdout); return EXIT_OK;
+        default: usage(stderr); return EXIT_USAGE;
         }
     }
     if (ctl.socket_path == NULL)
@@ -443,8 +412,8 @@ main(int argc, char **argv)
         return EXIT_USAGE;
     }
     cmd = argv[optind];
-    if ((strcmp(cmd, "status") == 0 || strcmp(cmd, "users") == 0 ||
-         strcmp(cmd, "reload") == 0) && argc - optind == 1) {
+    if ((strcmp(cmd, "status") == 0 || strcmp(cmd, "users") == 0 || strcmp(cmd, "reload") == 0) &&
+        argc - optind == 1) {
         snprintf(request, sizeof request, "{\"cmd\":\"%s\"}\n", cmd);
     } else if (strcmp(cmd, "kick") == 0 && argc - optind == 2) {
         if (!parse_user_id(argv[optind + 1], &kick_id)) {

@@ -34,8 +34,8 @@
 #include "server/service.h"
 #include "server/worker.h"
 
-#define CONN_READS_PER_EVENT 4        /* reads per wakeup before yielding */
-#define CONN_DRAIN_MS        1000     /* how long a failed stream is drained */
+#define CONN_READS_PER_EVENT 4    /* reads per wakeup before yielding */
+#define CONN_DRAIN_MS        1000 /* how long a failed stream is drained */
 #define CONN_DRAIN_BYTES     (256 * 1024)
 #define CONN_MARKS_MIN       8
 
@@ -101,7 +101,7 @@ void conn_send(struct worker *w, struct conn *c, const void *p, size_t n)
         return;
     ensure_output_buffer(w, c);
     if (buf_append(&c->out, p, n) < 0) {
-        c->overflow = true;          /* out of memory: treat as a slow reader */
+        c->overflow = true; /* out of memory: treat as a slow reader */
         worker_mark_dirty(w, c);
         return;
     }
@@ -158,8 +158,8 @@ static void send_marked(struct worker *w, struct conn *c, int32_t uid, const cha
     schedule_flush(w, c);
 }
 
-void conn_send_chat(struct worker *w, struct conn *c, int32_t uid, const char *payload,
-                    size_t n, uint32_t origin, uint32_t token)
+void conn_send_chat(struct worker *w, struct conn *c, int32_t uid, const char *payload, size_t n,
+                    uint32_t origin, uint32_t token)
 {
     send_marked(w, c, uid, payload, n, true, origin, token, NULL);
 }
@@ -253,7 +253,7 @@ static void store_unwritten_marks(struct worker *w, struct conn *c)
             free(m.stash);
         } else {
             const char *p = buf_head(&c->out) + (m.start - c->out_base);
-            err = route_store_offline(w, m.uid, p, m.end - m.start - 1);   /* no '\n' */
+            err = route_store_offline(w, m.uid, p, m.end - m.start - 1); /* no '\n' */
         }
         if (m.token)
             route_mark_done(w, m.origin, m.token, err);
@@ -269,8 +269,8 @@ void conn_close(struct worker *w, struct conn *c, const char *why)
     if (c->out_written < conn_out_end(c) && !c->overflow)
         conn_flush(w, c);
     if (c->marks_len > 0)
-        log_info("conn %u: closing with %u unwritten chat(s) (%s); storing them offline",
-                 c->slot, c->marks_len, why);
+        log_info("conn %u: closing with %u unwritten chat(s) (%s); storing them offline", c->slot,
+                 c->marks_len, why);
     /*
      * Stored while the session is still in the online table: a chat sent
      * after these can only be stored after them, so the queue keeps order.
@@ -318,7 +318,7 @@ void conn_fail(struct worker *w, struct conn *c, int err)
 void conn_drain(struct worker *w, struct conn *c)
 {
     char sink[4096];
-    for (size_t total = 0; total < CONN_DRAIN_BYTES; ) {
+    for (size_t total = 0; total < CONN_DRAIN_BYTES;) {
         ssize_t n = recv(c->fd, sink, sizeof sink, MSG_DONTWAIT);
         if (n > 0) {
             total += (size_t)n;
@@ -328,7 +328,7 @@ void conn_drain(struct worker *w, struct conn *c)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
-        break;                          /* EOF or error: the client is done */
+        break; /* EOF or error: the client is done */
     }
     conn_close(w, c, "drained");
 }
@@ -393,7 +393,7 @@ static void feed_requests(struct worker *w, struct conn *c, const char *p, size_
             service_dispatch(w, c, req);
             json_object_put(req);
             if (c->busy && c->state == CONN_OPEN)
-                update_events(w, c);     /* stop reading until it is done */
+                update_events(w, c); /* stop reading until it is done */
             break;
         case FRAME_NEED_MORE:
             if (c->fr == NULL && keep_parser(w, c) < 0) {
@@ -401,12 +401,8 @@ static void feed_requests(struct worker *w, struct conn *c, const char *p, size_
                 return;
             }
             return;
-        case FRAME_MALFORMED:
-            conn_fail(w, c, QC_EMALFORMED);
-            return;
-        case FRAME_TOO_BIG:
-            conn_fail(w, c, QC_ETOOBIG);
-            return;
+        case FRAME_MALFORMED: conn_fail(w, c, QC_EMALFORMED); return;
+        case FRAME_TOO_BIG: conn_fail(w, c, QC_ETOOBIG); return;
         }
     }
     if (c->fr && !c->fr->in_object)
@@ -449,7 +445,7 @@ static ssize_t take_proxy_header(struct worker *w, struct conn *c, const char *p
     struct sockaddr_storage addr;
     int used = proxy_parse_v1(buf_head(&c->held), buf_used(&c->held), &addr);
     if (used == 0)
-        return -1;                       /* more to come */
+        return -1; /* more to come */
     if (used < 0) {
         log_info("conn %u: no valid PROXY header (server.proxy_protocol is on); closing", c->slot);
         buf_free(&c->held);

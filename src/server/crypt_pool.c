@@ -21,14 +21,14 @@
 #define CRYPT_POOL_MAX_THREADS 64
 
 struct crypt_pool {
-    pthread_mutex_t   lock;
-    pthread_cond_t    wake;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
     struct crypt_job *todo_head, *todo_tail;
     struct crypt_job *done_head, *done_tail;
-    bool              stopping;
-    int               efd;
-    int               nthreads;
-    pthread_t         threads[CRYPT_POOL_MAX_THREADS];
+    bool stopping;
+    int efd;
+    int nthreads;
+    pthread_t threads[CRYPT_POOL_MAX_THREADS];
 };
 
 static struct crypt_pool pool = {

@@ -18,7 +18,7 @@
 #define FAIL_TIME_MASK  ((UINT64_C(1) << 48) - 1)
 
 struct guard {
-    uint32_t         seed;              /* random per start: buckets cannot be aimed at */
+    uint32_t seed; /* random per start: buckets cannot be aimed at */
     _Atomic uint16_t conns[ONLINE_MAX_WORKERS][GUARD_ADDR_BUCKETS];
     _Atomic uint64_t addr_fails[GUARD_FAIL_BUCKETS];
     _Atomic uint64_t acct_fails[GUARD_FAIL_BUCKETS];
@@ -26,8 +26,8 @@ struct guard {
 
 struct guard *guard_create(void)
 {
-    struct guard *g = mmap(NULL, sizeof *g, PROT_READ | PROT_WRITE,
-                           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    struct guard *g =
+        mmap(NULL, sizeof *g, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (g == MAP_FAILED)
         return NULL;
     g->seed = arc4random();
@@ -43,7 +43,7 @@ void guard_destroy(struct guard *g)
 static uint32_t mix32(uint32_t h, uint32_t v)
 {
     h ^= v;
-    h *= 0x01000193u;               /* FNV-1a step per word */
+    h *= 0x01000193u; /* FNV-1a step per word */
     return h;
 }
 
@@ -139,8 +139,9 @@ static int64_t wait_of(uint64_t rec, int64_t now_ms)
 int64_t guard_login_wait(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms)
 {
     int64_t a = wait_of(atomic_load_explicit(addr_record(g, addr), memory_order_relaxed), now_ms);
-    int64_t b = uid > 0 ? wait_of(atomic_load_explicit(acct_record(g, uid), memory_order_relaxed),
-                                  now_ms) : 0;
+    int64_t b =
+        uid > 0 ? wait_of(atomic_load_explicit(acct_record(g, uid), memory_order_relaxed), now_ms)
+                : 0;
     return a > b ? a : b;
 }
 
@@ -168,7 +169,7 @@ void guard_login_failed(struct guard *g, uint32_t addr, int32_t uid, int64_t now
 
 void guard_login_succeeded(struct guard *g, uint32_t addr, int32_t uid)
 {
-    (void)addr;     /* one success does not clear an address that tries many accounts */
+    (void)addr; /* one success does not clear an address that tries many accounts */
     if (uid > 0)
         atomic_store_explicit(acct_record(g, uid), 0, memory_order_relaxed);
 }

@@ -9,7 +9,7 @@
 
 #include "server/ipc.h"
 
-#define IPC_SOCKBUF (4 * 1024 * 1024)   /* room for bursts of hand-offs */
+#define IPC_SOCKBUF (4 * 1024 * 1024) /* room for bursts of hand-offs */
 
 int ipc_pair(int sv[2])
 {
@@ -62,8 +62,10 @@ ssize_t ipc_recv(int fd, struct ipc_hdr *h, void *payload, size_t cap, int *pass
         struct cmsghdr align;
     } control;
     struct msghdr msg = {
-        .msg_iov = iov, .msg_iovlen = 2,
-        .msg_control = control.buf, .msg_controllen = sizeof control.buf,
+        .msg_iov = iov,
+        .msg_iovlen = 2,
+        .msg_control = control.buf,
+        .msg_controllen = sizeof control.buf,
     };
     *passed_fd = -1;
     ssize_t n;

@@ -20,48 +20,48 @@
 #include "server/service.h"
 #include "server/worker.h"
 
-#define LOGIN_CHECK_MAX (IPC_MAX_PACKET / sizeof(int32_t))   /* ids asked of Redis at once */
+#define LOGIN_CHECK_MAX (IPC_MAX_PACKET / sizeof(int32_t)) /* ids asked of Redis at once */
 
 enum person_state { STATE_UNKNOWN = 0, STATE_ONLINE, STATE_OFFLINE };
 
 struct person {
-    int32_t     id;
-    char       *name;
-    const char *role;           /* static text, groups only */
+    int32_t id;
+    char *name;
+    const char *role; /* static text, groups only */
 };
 
 struct group_info {
-    int32_t        id;
-    char          *name;
-    char          *desc;
+    int32_t id;
+    char *name;
+    char *desc;
     struct person *members;
-    size_t         n, cap;
+    size_t n, cap;
 };
 
 struct login_ctx {
-    struct login_ctx  *next;
-    uint32_t           token;
-    uint32_t           slot, cgen;
-    int32_t            uid;
-    char               name[QC_NAME_MAX + 1];
-    char               seq[QC_SEQ_MAX + 1];
-    bool               has_seq;
-    struct person     *friends;
-    size_t             nfriends, capfriends;
+    struct login_ctx *next;
+    uint32_t token;
+    uint32_t slot, cgen;
+    int32_t uid;
+    char name[QC_NAME_MAX + 1];
+    char seq[QC_SEQ_MAX + 1];
+    bool has_seq;
+    struct person *friends;
+    size_t nfriends, capfriends;
     struct group_info *groups;
-    size_t             ngroups, capgroups;
-    struct buf         stash;           /* offline messages, one per line */
-    int                count;
-    int                dropped;
-    int                err;
-    bool               want_numsub;     /* waiting for the relay's NUMSUB answer */
-    bool               want_sub;        /* waiting for Redis to confirm our SUBSCRIBE */
-    int32_t           *check;           /* sorted ids not online here */
-    uint8_t           *remote;          /* 1: online on another node */
-    size_t             ncheck;
+    size_t ngroups, capgroups;
+    struct buf stash; /* offline messages, one per line */
+    int count;
+    int dropped;
+    int err;
+    bool want_numsub; /* waiting for the relay's NUMSUB answer */
+    bool want_sub;    /* waiting for Redis to confirm our SUBSCRIBE */
+    int32_t *check;   /* sorted ids not online here */
+    uint8_t *remote;  /* 1: online on another node */
+    size_t ncheck;
 };
 
-static struct login_ctx *waiting;       /* replies waiting for the relay */
+static struct login_ctx *waiting; /* replies waiting for the relay */
 static uint32_t next_token;
 
 /* ---- collect ------------------------------------------------------------ */
@@ -169,7 +169,7 @@ static int collect(struct worker *w, struct login_ctx *x)
         void *arg[2] = { &x->groups[i], x };
         err = w->st->group_members(w->store, x->groups[i].id, add_member, arg);
         if (err == QC_ENOGROUP)
-            err = 0;                 /* deleted meanwhile: listed empty */
+            err = 0; /* deleted meanwhile: listed empty */
     }
     /* Taken last: once deleted from storage, the messages ride in the stash. */
     if (!err && !x->err)
@@ -359,7 +359,7 @@ static void send_reply(struct worker *w, struct conn *c, struct login_ctx *x)
     } else {
         char *stash = NULL;
         if (x->count > 0 && buf_append_char(&x->stash, '\0') == 0) {
-            stash = x->stash.data;        /* the connection takes it */
+            stash = x->stash.data; /* the connection takes it */
             buf_init(&x->stash);
         }
         conn_send_stashed(w, c, x->uid, buf_head(&b), buf_used(&b), stash);
@@ -385,7 +385,7 @@ static void finish(struct worker *w, struct login_ctx *x)
         send_reply(w, c, x);
         conn_resume(w, c);
     } else {
-        restore_stash(w, x);         /* the client left before its reply */
+        restore_stash(w, x); /* the client left before its reply */
     }
     free_ctx(x);
 }

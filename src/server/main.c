@@ -23,7 +23,7 @@
 
 #define QCHATD_VERSION "0.1.0"
 #define MAX_OVERRIDES  256
-#define FD_RESERVE     64      /* descriptors besides clients: links, store, logs */
+#define FD_RESERVE     64 /* descriptors besides clients: links, store, logs */
 
 extern char **environ;
 
@@ -128,7 +128,8 @@ static int serve(const struct master_args *args, const struct qc_config *cfg, st
     struct online_table *online = online_create((uint32_t)cfg->max_users);
     struct guard *guard = online ? guard_create() : NULL;
     if (online == NULL || guard == NULL) {
-        fprintf(stderr, "qchatd: shared tables for %d users: %s\n", cfg->max_users, strerror(errno));
+        fprintf(stderr, "qchatd: shared tables for %d users: %s\n", cfg->max_users,
+                strerror(errno));
         online_destroy(online);
         close(listen_fd);
         return 1;

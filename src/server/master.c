@@ -35,45 +35,45 @@
 #include "server/relay.h"
 #include "server/worker.h"
 
-#define MASTER_TICK_MS        250
-#define RESPAWN_MIN_MS        100
-#define RESPAWN_MAX_MS        5000
-#define RESPAWN_STABLE_MS     10000      /* a child alive this long resets backoff */
-#define STOP_GRACE_MS         2000       /* beyond shutdown_timeout, then SIGKILL */
-#define CTL_TIMEOUT_MS        1000
-#define STORE_RECENT_MS       10000      /* a storage failure this recent: "failing" */
-#define CTL_REQUEST_MAX       4096
-#define QCHAT_VERSION         "0.1.0"
+#define MASTER_TICK_MS    250
+#define RESPAWN_MIN_MS    100
+#define RESPAWN_MAX_MS    5000
+#define RESPAWN_STABLE_MS 10000 /* a child alive this long resets backoff */
+#define STOP_GRACE_MS     2000  /* beyond shutdown_timeout, then SIGKILL */
+#define CTL_TIMEOUT_MS    1000
+#define STORE_RECENT_MS   10000 /* a storage failure this recent: "failing" */
+#define CTL_REQUEST_MAX   4096
+#define QCHAT_VERSION     "0.1.0"
 
 enum { SRC_M_SIGNAL = 1, SRC_M_TIMER, SRC_M_CONTROL };
 
 struct child {
-    pid_t    pid;               /* 0: not running */
-    int      channel;           /* master's end, -1 when not running */
-    int64_t  started_ms;
-    int64_t  respawn_at;        /* 0: no respawn scheduled */
-    int      backoff_ms;
+    pid_t pid;   /* 0: not running */
+    int channel; /* master's end, -1 when not running */
+    int64_t started_ms;
+    int64_t respawn_at; /* 0: no respawn scheduled */
+    int backoff_ms;
 };
 
 struct master {
     const struct master_args *args;
-    struct qc_config     cfg;
-    int                  listen_fd;
+    struct qc_config cfg;
+    int listen_fd;
     struct online_table *online;
-    struct guard        *guard;
-    uint32_t             nworkers;
-    struct child         workers[ONLINE_MAX_WORKERS];
-    struct child         relay;              /* pid 0 and never started without Redis */
-    bool                 clustered;
-    int                  epfd, sigfd, timerfd, ctlfd;
-    bool                 stopping;
-    int64_t              stop_deadline;
-    time_t               started;
-    int64_t              last_status_ms;
+    struct guard *guard;
+    uint32_t nworkers;
+    struct child workers[ONLINE_MAX_WORKERS];
+    struct child relay; /* pid 0 and never started without Redis */
+    bool clustered;
+    int epfd, sigfd, timerfd, ctlfd;
+    bool stopping;
+    int64_t stop_deadline;
+    time_t started;
+    int64_t last_status_ms;
 };
 
-int master_load_config(const struct master_args *args, struct qc_config *cfg,
-                       char *err, size_t errlen)
+int master_load_config(const struct master_args *args, struct qc_config *cfg, char *err,
+                       size_t errlen)
 {
     config_defaults(cfg);
     const char *path = args->config_path ? args->config_path : QC_DEFAULT_CONFIG;
@@ -88,7 +88,8 @@ int master_load_config(const struct master_args *args, struct qc_config *cfg,
 /* ---- spawning ----------------------------------------------------------- */
 
 /* In a new child: drop every descriptor that belongs to the master or to others. */
-static void close_master_fds(struct master *m, uint32_t keep_worker)   /* keep_worker: its own index, or RELAY_PEER */
+static void close_master_fds(struct master *m,
+                             uint32_t keep_worker) /* keep_worker: its own index, or RELAY_PEER */
 {
     close(m->epfd);
     close(m->sigfd);
@@ -117,7 +118,8 @@ static int fork_worker(struct master *m, uint32_t k, int *peer_fds, int worker_c
     }
     if (pid == 0) {
         close_master_fds(m, k);
-        worker_main(k, m->nworkers, m->listen_fd, worker_chan, peer_fds, &m->cfg, m->online, m->guard);
+        worker_main(k, m->nworkers, m->listen_fd, worker_chan, peer_fds, &m->cfg, m->online,
+                    m->guard);
     }
     m->workers[k].pid = pid;
     m->workers[k].started_ms = proc_now_ms();
@@ -240,7 +242,7 @@ static int spawn_worker(struct master *m, uint32_t k)
 static int spawn_all_workers(struct master *m)
 {
     uint32_t n = m->nworkers;
-    int (*links)[ONLINE_MAX_WORKERS + 1] = calloc(n, sizeof *links);
+    int(*links)[ONLINE_MAX_WORKERS + 1] = calloc(n, sizeof *links);
     int *chans = calloc(n, sizeof *chans);
     int rc = links && chans ? 0 : -1;
     for (uint32_t i = 0; i < n && rc == 0; i++) {
@@ -303,7 +305,8 @@ static void describe_exit(int status, char *out, size_t len)
     if (WIFEXITED(status))
         snprintf(out, len, "exited with status %d", WEXITSTATUS(status));
     else if (WIFSIGNALED(status))
-        snprintf(out, len, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+        snprintf(out, len, "killed by signal %d (%s)", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)));
     else
         snprintf(out, len, "ended (status 0x%x)", status);
 }
@@ -362,8 +365,8 @@ static void reap_children(struct master *m)
             if (m->stopping) {
                 log_info("worker %u (pid %d) %s", k, (int)pid, how);
             } else {
-                log_warning("worker %u (pid %d) %s; cleared %zu online user(s)",
-                            k, (int)pid, how, cleared);
+                log_warning("worker %u (pid %d) %s; cleared %zu online user(s)", k, (int)pid, how,
+                            cleared);
                 ws->restarts++;
                 schedule_respawn(m, k, proc_now_ms());
             }
@@ -429,7 +432,8 @@ static int reload_config(struct master *m)
     }
     int changed = config_diff(&m->cfg, &next, note_restart_key, NULL);
     log_set_level((enum log_level)next.log_level);
-    if ((strcmp(m->cfg.log_target, next.log_target) != 0 || strcmp(m->cfg.log_file, next.log_file) != 0) &&
+    if ((strcmp(m->cfg.log_target, next.log_target) != 0 ||
+         strcmp(m->cfg.log_file, next.log_file) != 0) &&
         log_open_configured(&next) < 0)
         log_error("reload: cannot open the new log destination: %s", strerror(errno));
     for (uint32_t k = 0; k < m->nworkers; k++) {
@@ -463,7 +467,7 @@ static void begin_stop(struct master *m, const char *why)
 
 struct users_out {
     struct buf *b;
-    bool        first;
+    bool first;
 };
 
 static void add_user_json(void *arg, int32_t uid, const struct online_loc *loc)
@@ -499,15 +503,16 @@ static void status_json(struct master *m, struct buf *b)
                m->cfg.node_id, (int)getpid(), QCHAT_VERSION, (long long)(time(NULL) - m->started));
     buf_append_str(b, "\"listen\":");
     json_append_string(b, m->cfg.listen, strlen(m->cfg.listen));
-    buf_printf(b, ",\"online\":%u,\"max_users\":%u,\"store\":{\"driver\":",
-               online_count(m->online), online_capacity(m->online));
+    buf_printf(b, ",\"online\":%u,\"max_users\":%u,\"store\":{\"driver\":", online_count(m->online),
+               online_capacity(m->online));
     json_append_string(b, m->cfg.storage_driver, strlen(m->cfg.storage_driver));
     static const char *const relay_states[] = { "disabled", "connecting", "connected", "down" };
     struct relay_stats *rs = online_relay_stats(m->online);
     uint32_t rstate = m->clustered ? rs->state : RELAY_DISABLED;
-    buf_printf(b, ",\"state\":\"%s\",\"failures\":%llu},\"relay\":{\"state\":\"%s\",\"pid\":%d,"
-                  "\"subscribed\":%u,\"published\":%llu,\"received\":%llu,"
-                  "\"publish_failed\":%llu,\"reconnects\":%u},\"workers\":[",
+    buf_printf(b,
+               ",\"state\":\"%s\",\"failures\":%llu},\"relay\":{\"state\":\"%s\",\"pid\":%d,"
+               "\"subscribed\":%u,\"published\":%llu,\"received\":%llu,"
+               "\"publish_failed\":%llu,\"reconnects\":%u},\"workers\":[",
                store_state(m), store_failures(m),
                relay_states[rstate <= RELAY_DOWN ? rstate : RELAY_DOWN], (int)m->relay.pid,
                (unsigned)rs->subscribed, (unsigned long long)rs->published,
@@ -515,8 +520,9 @@ static void status_json(struct master *m, struct buf *b)
                (unsigned)rs->reconnects);
     for (uint32_t k = 0; k < m->nworkers; k++) {
         struct worker_stats *ws = online_stats(m->online, k);
-        buf_printf(b, "%s{\"index\":%u,\"pid\":%d,\"connections\":%u,\"sessions\":%u,"
-                      "\"msgs_in\":%llu,\"msgs_out\":%llu,\"offline_stored\":%llu,\"restarts\":%u}",
+        buf_printf(b,
+                   "%s{\"index\":%u,\"pid\":%d,\"connections\":%u,\"sessions\":%u,"
+                   "\"msgs_in\":%llu,\"msgs_out\":%llu,\"offline_stored\":%llu,\"restarts\":%u}",
                    k ? "," : "", k, (int)m->workers[k].pid, (unsigned)ws->connections,
                    (unsigned)ws->sessions, (unsigned long long)ws->msgs_in,
                    (unsigned long long)ws->msgs_out, (unsigned long long)ws->offline_stored,
@@ -535,8 +541,10 @@ static void control_error(struct buf *b, const char *msg)
 static void run_control_command(struct master *m, struct json_object *req, struct buf *out)
 {
     struct json_object *v;
-    const char *cmd = json_object_object_get_ex(req, "cmd", &v) &&
-                      json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
+    const char *cmd =
+        json_object_object_get_ex(req, "cmd", &v) && json_object_is_type(v, json_type_string)
+            ? json_object_get_string(v)
+            : "";
     if (strcmp(cmd, "status") == 0) {
         status_json(m, out);
     } else if (strcmp(cmd, "users") == 0) {
@@ -550,8 +558,8 @@ static void run_control_command(struct master *m, struct json_object *req, struc
         char msg[96];
         if (id <= 0 || id > INT32_MAX) {
             control_error(out, "kick needs a user id");
-        } else if (!online_lookup(m->online, (int32_t)id, &loc) ||
-                   loc.worker >= m->nworkers || m->workers[loc.worker].channel < 0) {
+        } else if (!online_lookup(m->online, (int32_t)id, &loc) || loc.worker >= m->nworkers ||
+                   m->workers[loc.worker].channel < 0) {
             snprintf(msg, sizeof msg, "user %lld is not online", (long long)id);
             control_error(out, msg);
         } else {
@@ -636,21 +644,17 @@ static void on_signals(struct master *m)
     while (read(m->sigfd, &si, sizeof si) == sizeof si) {
         switch (si.ssi_signo) {
         case SIGTERM:
-        case SIGINT:
-            begin_stop(m, si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
-            break;
+        case SIGINT: begin_stop(m, si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT"); break;
         case SIGHUP:
-            log_info("SIGHUP: reloading %s", m->args->config_path ? m->args->config_path
-                                                                   : QC_DEFAULT_CONFIG);
+            log_info("SIGHUP: reloading %s",
+                     m->args->config_path ? m->args->config_path : QC_DEFAULT_CONFIG);
             reload_config(m);
             break;
         case SIGUSR1:
             log_reopen();
             signal_children(m, SIGUSR1);
             break;
-        case SIGCHLD:
-            reap_children(m);
-            break;
+        case SIGCHLD: reap_children(m); break;
         }
     }
 }
@@ -721,8 +725,8 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
     /* The master keeps the listening socket only to hand it to respawned workers. */
     if (m->clustered && spawn_relay(m) < 0)
         schedule_child_respawn(&m->relay, "relay", proc_now_ms());
-    log_info("qchatd %s: listening on %s, %u worker(s), node %d, store %s%s%s",
-             QCHAT_VERSION, cfg->listen, m->nworkers, cfg->node_id, cfg->storage_driver,
+    log_info("qchatd %s: listening on %s, %u worker(s), node %d, store %s%s%s", QCHAT_VERSION,
+             cfg->listen, m->nworkers, cfg->node_id, cfg->storage_driver,
              m->clustered ? ", redis " : "", m->clustered ? cfg->redis_host : "");
     sd_notifyf(0, "READY=1\nMAINPID=%d", (int)getpid());
 
@@ -732,9 +736,7 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
         int64_t now = proc_now_ms();
         for (int i = 0; i < n; i++) {
             switch (events[i].data.u32) {
-            case SRC_M_SIGNAL:
-                on_signals(m);
-                break;
+            case SRC_M_SIGNAL: on_signals(m); break;
             case SRC_M_TIMER: {
                 uint64_t x;
                 if (read(m->timerfd, &x, sizeof x) < 0 && errno != EAGAIN)
@@ -749,9 +751,7 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
                 }
                 break;
             }
-            case SRC_M_CONTROL:
-                serve_control_client(m);
-                break;
+            case SRC_M_CONTROL: serve_control_client(m); break;
             }
         }
     }

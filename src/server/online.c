@@ -18,27 +18,27 @@
 #include "common/log.h"
 #include "server/online.h"
 
-#define UID_EMPTY 0u
-#define UID_TOMB  0xffffffffu
-#define MID_NODE_SHIFT 44            /* mid = node_id << 44 | counter */
+#define UID_EMPTY      0u
+#define UID_TOMB       0xffffffffu
+#define MID_NODE_SHIFT 44 /* mid = node_id << 44 | counter */
 
 struct online_entry {
     _Atomic uint32_t uid;
-    uint32_t         pad;
-    _Atomic uint64_t loc;            /* gen << 32 | worker << 24 | slot */
+    uint32_t pad;
+    _Atomic uint64_t loc; /* gen << 32 | worker << 24 | slot */
 };
 
 struct online_table {
-    pthread_mutex_t   lock;
-    size_t            map_size;
-    uint32_t          mask;          /* entries - 1 */
-    uint32_t          max_users;
-    _Atomic uint32_t  count;
-    _Atomic uint32_t  gen;
-    _Atomic int64_t   mid;
-    int64_t           mid_base;
+    pthread_mutex_t lock;
+    size_t map_size;
+    uint32_t mask; /* entries - 1 */
+    uint32_t max_users;
+    _Atomic uint32_t count;
+    _Atomic uint32_t gen;
+    _Atomic int64_t mid;
+    int64_t mid_base;
     struct worker_stats stats[ONLINE_MAX_WORKERS];
-    struct relay_stats  relay;
+    struct relay_stats relay;
     struct online_entry entries[];
 };
 
@@ -77,8 +77,8 @@ struct online_table *online_create(uint32_t max_users)
 {
     uint32_t n = capacity_for(max_users);
     size_t size = sizeof(struct online_table) + (size_t)n * sizeof(struct online_entry);
-    struct online_table *t = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    struct online_table *t =
+        mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (t == MAP_FAILED)
         return NULL;
 
@@ -181,7 +181,7 @@ int online_lookup(const struct online_table *t, int32_t uid, struct online_loc *
             continue;
         uint64_t v = atomic_load_explicit(&e->loc, memory_order_acquire);
         if (atomic_load_explicit(&e->uid, memory_order_acquire) != (uint32_t)uid)
-            return 0;                   /* removed while we looked: not online */
+            return 0; /* removed while we looked: not online */
         unpack_loc(v, out);
         return 1;
     }
@@ -241,7 +241,8 @@ size_t online_clear_worker(struct online_table *t, uint32_t worker)
     for (uint32_t i = 0; i <= t->mask; i++) {
         if (atomic_load_explicit(&t->entries[i].uid, memory_order_relaxed) == UID_EMPTY) {
             for (uint32_t j = (i - 1) & t->mask;
-                 j != i && atomic_load_explicit(&t->entries[j].uid, memory_order_relaxed) == UID_TOMB;
+                 j != i &&
+                 atomic_load_explicit(&t->entries[j].uid, memory_order_relaxed) == UID_TOMB;
                  j = (j - 1) & t->mask)
                 atomic_store_explicit(&t->entries[j].uid, UID_EMPTY, memory_order_release);
         }

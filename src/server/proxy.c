@@ -12,7 +12,7 @@
 #include "server/proxy.h"
 
 #define PROXY_SIGNATURE "PROXY "
-#define PROXY_FIELDS    6       /* PROXY family src dst sport dport */
+#define PROXY_FIELDS    6 /* PROXY family src dst sport dport */
 
 static int parse_port(const char *s)
 {
@@ -31,7 +31,7 @@ int proxy_parse_v1(const char *p, size_t n, struct sockaddr_storage *addr)
         return n >= PROXY_V1_MAX ? -1 : 0;
     size_t len = (size_t)(cr - p);
     if (len + 1 >= n)
-        return 0;                           /* the '\n' is not here yet */
+        return 0; /* the '\n' is not here yet */
     if (cr[1] != '\n')
         return -1;
 
@@ -40,27 +40,30 @@ int proxy_parse_v1(const char *p, size_t n, struct sockaddr_storage *addr)
     line[len] = '\0';
     char *field[PROXY_FIELDS] = { 0 }, *save = NULL;
     int nf = 0;
-    for (char *t = strtok_r(line, " ", &save); t && nf < PROXY_FIELDS; t = strtok_r(NULL, " ", &save))
+    for (char *t = strtok_r(line, " ", &save); t && nf < PROXY_FIELDS;
+         t = strtok_r(NULL, " ", &save))
         field[nf++] = t;
     memset(addr, 0, sizeof *addr);
     if (nf >= 2 && strcmp(field[1], "UNKNOWN") == 0) {
         addr->ss_family = AF_UNSPEC;
         return (int)len + 2;
     }
-    if (nf != PROXY_FIELDS || strtok_r(NULL, " ", &save) != NULL ||
-        parse_port(field[4]) < 0 || parse_port(field[5]) < 0)
+    if (nf != PROXY_FIELDS || strtok_r(NULL, " ", &save) != NULL || parse_port(field[4]) < 0 ||
+        parse_port(field[5]) < 0)
         return -1;
     if (strcmp(field[1], "TCP4") == 0) {
         struct sockaddr_in *in = (struct sockaddr_in *)addr;
         struct in_addr dst;
-        if (inet_pton(AF_INET, field[2], &in->sin_addr) != 1 || inet_pton(AF_INET, field[3], &dst) != 1)
+        if (inet_pton(AF_INET, field[2], &in->sin_addr) != 1 ||
+            inet_pton(AF_INET, field[3], &dst) != 1)
             return -1;
         in->sin_family = AF_INET;
         in->sin_port = htons((uint16_t)parse_port(field[4]));
     } else if (strcmp(field[1], "TCP6") == 0) {
         struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)addr;
         struct in6_addr dst;
-        if (inet_pton(AF_INET6, field[2], &in6->sin6_addr) != 1 || inet_pton(AF_INET6, field[3], &dst) != 1)
+        if (inet_pton(AF_INET6, field[2], &in6->sin6_addr) != 1 ||
+            inet_pton(AF_INET6, field[3], &dst) != 1)
             return -1;
         in6->sin6_family = AF_INET6;
         in6->sin6_port = htons((uint16_t)parse_port(field[4]));

@@ -42,7 +42,7 @@
 #define RELAY_RECONCILE_MS     3000
 #define RELAY_BACKOFF_MIN_MS   100
 #define RELAY_BACKOFF_MAX_MS   5000
-#define RELAY_REPLY_TIMEOUT_MS 3000       /* a Redis that stops answering is dropped */
+#define RELAY_REPLY_TIMEOUT_MS 3000 /* a Redis that stops answering is dropped */
 #define RELAY_CHANNEL_MAX      32
 #define RELAY_SET_MIN          1024
 #define RELAY_READS_PER_EVENT  256
@@ -52,18 +52,18 @@ enum { R_SIGNAL = 1, R_TIMER, R_CHANNEL, R_WORKER, R_REDIS_SUB, R_REDIS_PUB };
 
 struct redis_link {
     redisAsyncContext *ac;
-    int                fd;
-    uint32_t           events;          /* what hiredis asked for */
-    bool               registered;
-    bool               up;
-    int                kind;            /* R_REDIS_SUB | R_REDIS_PUB */
-    struct relay      *r;
+    int fd;
+    uint32_t events; /* what hiredis asked for */
+    bool registered;
+    bool up;
+    int kind; /* R_REDIS_SUB | R_REDIS_PUB */
+    struct relay *r;
 };
 
 struct worker_link {
-    int        fd;
-    struct buf queue;                   /* [uint32 len][packet]... while the link is full */
-    bool       want_write;
+    int fd;
+    struct buf queue; /* [uint32 len][packet]... while the link is full */
+    bool want_write;
 };
 
 /*
@@ -72,38 +72,38 @@ struct worker_link {
  */
 struct delivery {
     struct slab_hdr h;
-    uint32_t worker;                    /* RELAY_NO_WORKER: waiting for a live one */
-    int32_t  uid;
-    char    *payload;
-    size_t   len;
+    uint32_t worker; /* RELAY_NO_WORKER: waiting for a live one */
+    int32_t uid;
+    char *payload;
+    size_t len;
 };
 #define RELAY_NO_WORKER UINT32_MAX
 
 /* Open-addressing set of subscribed user ids (0 empty, UINT32_MAX deleted). */
 struct uid_set {
     uint32_t *ids;
-    uint32_t  cap, used, live;
+    uint32_t cap, used, live;
 };
 
 struct relay {
-    struct qc_config     cfg;
+    struct qc_config cfg;
     struct online_table *online;
-    struct relay_stats  *stats;
-    uint32_t             nworkers;
-    int                  epfd, sigfd, timerfd, channel;
-    struct worker_link   workers[ONLINE_MAX_WORKERS];
-    struct redis_link    sub, pub;
-    struct uid_set       subscribed;
-    struct slab         *deliveries;        /* chats handed to workers, unconfirmed */
-    int64_t              now_ms;
-    int64_t              next_connect_ms;
-    int                  backoff_ms;
-    int64_t              next_reconcile_ms;
-    uint32_t             pub_outstanding;
-    int64_t              pub_last_progress_ms;
-    bool                 stopping;
-    bool                 outage_logged;     /* "redis unavailable" said for this outage */
-    char                *pkt;
+    struct relay_stats *stats;
+    uint32_t nworkers;
+    int epfd, sigfd, timerfd, channel;
+    struct worker_link workers[ONLINE_MAX_WORKERS];
+    struct redis_link sub, pub;
+    struct uid_set subscribed;
+    struct slab *deliveries; /* chats handed to workers, unconfirmed */
+    int64_t now_ms;
+    int64_t next_connect_ms;
+    int backoff_ms;
+    int64_t next_reconcile_ms;
+    uint32_t pub_outstanding;
+    int64_t pub_last_progress_ms;
+    bool stopping;
+    bool outage_logged; /* "redis unavailable" said for this outage */
+    char *pkt;
 };
 
 static struct relay the_relay;
@@ -145,7 +145,8 @@ static bool set_has(const struct uid_set *s, uint32_t id)
 {
     if (s->cap == 0)
         return false;
-    for (uint32_t j = set_hash(id) & (s->cap - 1), n = 0; n < s->cap; n++, j = (j + 1) & (s->cap - 1)) {
+    for (uint32_t j = set_hash(id) & (s->cap - 1), n = 0; n < s->cap;
+         n++, j = (j + 1) & (s->cap - 1)) {
         if (s->ids[j] == id)
             return true;
         if (s->ids[j] == 0)
@@ -176,7 +177,8 @@ static bool set_del(struct uid_set *s, uint32_t id)
 {
     if (s->cap == 0)
         return false;
-    for (uint32_t j = set_hash(id) & (s->cap - 1), n = 0; n < s->cap; n++, j = (j + 1) & (s->cap - 1)) {
+    for (uint32_t j = set_hash(id) & (s->cap - 1), n = 0; n < s->cap;
+         n++, j = (j + 1) & (s->cap - 1)) {
         if (s->ids[j] == id) {
             s->ids[j] = SET_DELETED;
             s->live--;
@@ -232,9 +234,13 @@ static void send_delivery(struct relay *r, uint32_t token, struct delivery *d, u
 {
     d->worker = k;
     if (k == RELAY_NO_WORKER)
-        return;                          /* sent when a worker link comes back */
-    struct ipc_hdr h = { .type = IPC_DELIVER, .from = RELAY_PEER, .token = token, .uid = d->uid,
-                         .slot = loc ? loc->slot : 0, .gen = loc ? loc->gen : 0,
+        return; /* sent when a worker link comes back */
+    struct ipc_hdr h = { .type = IPC_DELIVER,
+                         .from = RELAY_PEER,
+                         .token = token,
+                         .uid = d->uid,
+                         .slot = loc ? loc->slot : 0,
+                         .gen = loc ? loc->gen : 0,
                          .flags = IPC_F_CHAT | (store ? IPC_F_STORE : 0) };
     send_to_worker(r, k, &h, d->payload, d->len);
 }
@@ -251,8 +257,8 @@ static void redispatch_deliveries(struct relay *r, uint32_t k)
         n++;
     }
     if (n)
-        log_info("%u unconfirmed chat(s) for worker %u handed to %s to store offline", n,
-                 k, to == RELAY_NO_WORKER ? "the next live worker" : "another worker");
+        log_info("%u unconfirmed chat(s) for worker %u handed to %s to store offline", n, k,
+                 to == RELAY_NO_WORKER ? "the next live worker" : "another worker");
 }
 
 static void confirm_delivery(struct relay *r, uint32_t token)
@@ -279,7 +285,8 @@ static void send_to_worker(struct relay *r, uint32_t k, const struct ipc_hdr *h,
         }
     }
     uint32_t total = (uint32_t)(sizeof *h + len);
-    if (buf_append(&wl->queue, &total, sizeof total) < 0 || buf_append(&wl->queue, h, sizeof *h) < 0 ||
+    if (buf_append(&wl->queue, &total, sizeof total) < 0 ||
+        buf_append(&wl->queue, h, sizeof *h) < 0 ||
         (len && buf_append(&wl->queue, payload, len) < 0)) {
         log_error("queue to worker %u: out of memory", k);
         return;
@@ -324,10 +331,30 @@ static void redis_update_events(struct redis_link *l)
         l->registered = true;
 }
 
-static void ev_add_read(void *p)  { struct redis_link *l = p; l->events |= EPOLLIN;   redis_update_events(l); }
-static void ev_del_read(void *p)  { struct redis_link *l = p; l->events &= ~EPOLLIN;  redis_update_events(l); }
-static void ev_add_write(void *p) { struct redis_link *l = p; l->events |= EPOLLOUT;  redis_update_events(l); }
-static void ev_del_write(void *p) { struct redis_link *l = p; l->events &= ~EPOLLOUT; redis_update_events(l); }
+static void ev_add_read(void *p)
+{
+    struct redis_link *l = p;
+    l->events |= EPOLLIN;
+    redis_update_events(l);
+}
+static void ev_del_read(void *p)
+{
+    struct redis_link *l = p;
+    l->events &= ~EPOLLIN;
+    redis_update_events(l);
+}
+static void ev_add_write(void *p)
+{
+    struct redis_link *l = p;
+    l->events |= EPOLLOUT;
+    redis_update_events(l);
+}
+static void ev_del_write(void *p)
+{
+    struct redis_link *l = p;
+    l->events &= ~EPOLLOUT;
+    redis_update_events(l);
+}
 static void ev_cleanup(void *p)
 {
     struct redis_link *l = p;
@@ -342,8 +369,9 @@ static const char *link_name(const struct redis_link *l)
 
 static void publish_state(struct relay *r)
 {
-    uint32_t st = r->sub.up && r->pub.up ? RELAY_CONNECTED
-                : (r->sub.ac || r->pub.ac) ? RELAY_CONNECTING : RELAY_DOWN;
+    uint32_t st = r->sub.up && r->pub.up     ? RELAY_CONNECTED
+                  : (r->sub.ac || r->pub.ac) ? RELAY_CONNECTING
+                                             : RELAY_DOWN;
     r->stats->state = st;
 }
 
@@ -378,10 +406,10 @@ static void on_connect(const redisAsyncContext *ac, int status)
     struct redis_link *l = ac->ev.data;
     struct relay *r = l->r;
     if (status != REDIS_OK) {
-        if (!r->outage_logged)                   /* said once per outage, not per retry */
+        if (!r->outage_logged) /* said once per outage, not per retry */
             log_warning("redis %s: cannot connect to %s:%d: %s", link_name(l), r->cfg.redis_host,
                         r->cfg.redis_port, ac->errstr);
-        l->ac = NULL;                    /* hiredis frees it after this callback */
+        l->ac = NULL; /* hiredis frees it after this callback */
         l->events = 0;
         l->registered = false;
         drop_redis(r, "connect failed");
@@ -423,7 +451,7 @@ static int connect_link(struct relay *r, struct redis_link *l, int kind)
     l->ac->ev.delWrite = ev_del_write;
     l->ac->ev.cleanup = ev_cleanup;
     redisAsyncSetDisconnectCallback(l->ac, on_disconnect);
-    redisAsyncSetConnectCallback(l->ac, on_connect);   /* arms the first write event */
+    redisAsyncSetConnectCallback(l->ac, on_connect); /* arms the first write event */
     return 0;
 }
 
@@ -489,7 +517,8 @@ static void deliver_from_redis(struct relay *r, int32_t uid, const char *msg, si
     r->stats->received++;
     if (!online_lookup(r->online, uid, &loc) || loc.worker >= r->nworkers) {
         if (type == 'M')
-            log_warning("chat for user %d arrived after the session ended; the worker was gone", uid);
+            log_warning("chat for user %d arrived after the session ended; the worker was gone",
+                        uid);
         if (type != 'M')
             return;
         /* Any worker can store it offline: the first live one (or the next to come back). */
@@ -530,8 +559,7 @@ static void deliver_from_redis(struct relay *r, int32_t uid, const char *msg, si
             send_to_worker(r, loc.worker, &h, NULL, 0);
         }
         break;
-    default:
-        break;
+    default: break;
     }
 }
 
@@ -543,8 +571,9 @@ static void *subscribe_tag(uint32_t worker, uint32_t token)
 
 static void tell_subscribed(struct relay *r, uint32_t worker, uint32_t token, bool failed)
 {
-    struct ipc_hdr h = { .type = IPC_SUBSCRIBED, .from = RELAY_PEER, .token = token,
-                         .flags = failed ? 1 : 0 };
+    struct ipc_hdr h = {
+        .type = IPC_SUBSCRIBED, .from = RELAY_PEER, .token = token, .flags = failed ? 1 : 0
+    };
     if (token)
         send_to_worker(r, worker, &h, NULL, 0);
 }
@@ -588,7 +617,7 @@ static void subscribe_uid(struct relay *r, uint32_t uid, uint32_t worker, uint32
         return;
     }
     if (!set_add(&r->subscribed, uid)) {
-        tell_subscribed(r, worker, token, false);    /* already listening */
+        tell_subscribed(r, worker, token, false); /* already listening */
         return;
     }
     char ch[RELAY_CHANNEL_MAX];
@@ -654,8 +683,11 @@ static void on_published(redisAsyncContext *ac, void *reply, void *priv)
         r->stats->publish_failed++;
     if (!(flags & IPC_F_CHAT) || token == 0)
         return;
-    struct ipc_hdr h = { .type = IPC_PUBLISHED, .from = RELAY_PEER, .token = token,
-                         .gen = ok ? (uint32_t)rep->integer : 0, .flags = ok ? 0 : 1 };
+    struct ipc_hdr h = { .type = IPC_PUBLISHED,
+                         .from = RELAY_PEER,
+                         .token = token,
+                         .gen = ok ? (uint32_t)rep->integer : 0,
+                         .flags = ok ? 0 : 1 };
     send_to_worker(r, worker, &h, NULL, 0);
 }
 
@@ -664,8 +696,9 @@ static void publish_for_worker(struct relay *r, uint32_t k, const struct ipc_hdr
 {
     if (!r->pub.up) {
         if (h->flags & IPC_F_CHAT) {
-            struct ipc_hdr rep = { .type = IPC_PUBLISHED, .from = RELAY_PEER, .token = h->token,
-                                   .flags = 1 };
+            struct ipc_hdr rep = {
+                .type = IPC_PUBLISHED, .from = RELAY_PEER, .token = h->token, .flags = 1
+            };
             send_to_worker(r, k, &rep, NULL, 0);
         }
         r->stats->publish_failed++;
@@ -685,15 +718,15 @@ static void publish_for_worker(struct relay *r, uint32_t k, const struct ipc_hdr
         r->pub_last_progress_ms = r->now_ms;
     r->pub_outstanding++;
     r->stats->published++;
-    redisAsyncCommand(r->pub.ac, on_published, publish_tag(k, h->token, h->flags),
-                      "PUBLISH %s %b", ch, buf_head(&body), buf_used(&body));
+    redisAsyncCommand(r->pub.ac, on_published, publish_tag(k, h->token, h->flags), "PUBLISH %s %b",
+                      ch, buf_head(&body), buf_used(&body));
     buf_free(&body);
 }
 
 /* NUMSUB for a list of users: one byte per user, 1 when subscribed somewhere. */
 struct numsub_req {
     uint32_t worker, token;
-    size_t   n;
+    size_t n;
 };
 
 static void on_numsub(redisAsyncContext *ac, void *reply, void *priv)
@@ -726,8 +759,9 @@ static void numsub_for_worker(struct relay *r, uint32_t k, const struct ipc_hdr 
     size_t *argl = calloc(n + 2, sizeof *argl);
     char *names = calloc(n ? n : 1, RELAY_CHANNEL_MAX);
     if (!r->pub.up || q == NULL || argv == NULL || argl == NULL || names == NULL) {
-        struct ipc_hdr rep = { .type = IPC_NUMSUB_REPLY, .from = RELAY_PEER, .token = h->token,
-                               .flags = 1 };
+        struct ipc_hdr rep = {
+            .type = IPC_NUMSUB_REPLY, .from = RELAY_PEER, .token = h->token, .flags = 1
+        };
         send_to_worker(r, k, &rep, NULL, 0);
         free(q);
         free(argv);
@@ -775,23 +809,12 @@ static void read_worker(struct relay *r, uint32_t k)
             return;
         }
         switch (h.type) {
-        case IPC_SUB:
-            subscribe_uid(r, (uint32_t)h.uid, k, h.token);
-            break;
-        case IPC_CONFIRM:
-            confirm_delivery(r, h.token);
-            break;
-        case IPC_UNSUB:
-            unsubscribe_uid(r, (uint32_t)h.uid);
-            break;
-        case IPC_PUBLISH:
-            publish_for_worker(r, k, &h, r->pkt, (size_t)n);
-            break;
-        case IPC_NUMSUB:
-            numsub_for_worker(r, k, &h, r->pkt, (size_t)n);
-            break;
-        default:
-            log_error("unknown packet type %u from worker %u ignored", h.type, k);
+        case IPC_SUB: subscribe_uid(r, (uint32_t)h.uid, k, h.token); break;
+        case IPC_CONFIRM: confirm_delivery(r, h.token); break;
+        case IPC_UNSUB: unsubscribe_uid(r, (uint32_t)h.uid); break;
+        case IPC_PUBLISH: publish_for_worker(r, k, &h, r->pkt, (size_t)n); break;
+        case IPC_NUMSUB: numsub_for_worker(r, k, &h, r->pkt, (size_t)n); break;
+        default: log_error("unknown packet type %u from worker %u ignored", h.type, k);
         }
     }
 }
@@ -831,7 +854,7 @@ static void read_channel(struct relay *r)
             adopt_worker(r, (uint32_t)h.uid, fd);
         else if (h.type == IPC_CONFIG && (size_t)n == sizeof(struct qc_config))
             config_apply_live(&r->cfg, (const struct qc_config *)(const void *)r->pkt),
-            log_set_level((enum log_level)r->cfg.log_level);
+                log_set_level((enum log_level)r->cfg.log_level);
         else if (fd >= 0)
             close(fd);
     }
@@ -842,7 +865,8 @@ static void on_tick(struct relay *r)
     uint64_t x;
     if (read(r->timerfd, &x, sizeof x) < 0 && errno != EAGAIN)
         log_warning("timer: %s", strerror(errno));
-    if (r->sub.ac == NULL && r->pub.ac == NULL && r->next_connect_ms && r->now_ms >= r->next_connect_ms)
+    if (r->sub.ac == NULL && r->pub.ac == NULL && r->next_connect_ms &&
+        r->now_ms >= r->next_connect_ms)
         connect_redis(r);
     if (r->pub_outstanding && r->now_ms - r->pub_last_progress_ms > RELAY_REPLY_TIMEOUT_MS)
         drop_redis(r, "no reply within the timeout");
@@ -928,8 +952,8 @@ void relay_main(uint32_t nworkers, int channel_fd, const int *worker_fds,
             int kind = (int)(events[i].data.u64 >> 32);
             uint32_t id = (uint32_t)events[i].data.u64;
             switch (kind) {
-            case R_SIGNAL:  on_signal(r); break;
-            case R_TIMER:   on_tick(r); break;
+            case R_SIGNAL: on_signal(r); break;
+            case R_TIMER: on_tick(r); break;
             case R_CHANNEL: read_channel(r); break;
             case R_WORKER:
                 if (events[i].events & EPOLLOUT)

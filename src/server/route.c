@@ -32,21 +32,21 @@
 struct pending {
     struct slab_hdr h;
     uint32_t slot, cgen;
-    int      msgid;
-    int      err;
-    int      outstanding;
-    int64_t  mid;
-    int32_t  groupid;
-    char     seq[QC_SEQ_MAX + 1];
+    int msgid;
+    int err;
+    int outstanding;
+    int64_t mid;
+    int32_t groupid;
+    char seq[QC_SEQ_MAX + 1];
 };
 
 struct handoff {
     struct slab_hdr h;
     uint32_t peer;
-    int32_t  uid;
+    int32_t uid;
     uint32_t req;
-    char    *payload;
-    size_t   len;
+    char *payload;
+    size_t len;
 };
 
 /* ---- chats in flight to a worker, by recipient ------------------------------ */
@@ -59,7 +59,7 @@ struct handoff {
 #define INFLIGHT_MIN 64
 
 struct inflight_entry {
-    int32_t  uid;                        /* 0: empty */
+    int32_t uid; /* 0: empty */
     uint32_t peer;
     uint32_t count;
 };
@@ -202,7 +202,7 @@ uint32_t pending_open(struct worker *w, struct conn *c, int msgid, const char *s
     p->slot = c->slot;
     p->cgen = c->cgen;
     p->msgid = msgid;
-    p->outstanding = 1;             /* the opener's reference */
+    p->outstanding = 1; /* the opener's reference */
     if (seq)
         strlcpy(p->seq, seq, sizeof p->seq);
     return handle;
@@ -240,8 +240,8 @@ void pending_done(struct worker *w, uint32_t req, int err)
         return;
     struct conn *c = worker_conn(w, p->slot);
     if (c && c->cgen == p->cgen && c->state == CONN_OPEN && (p->seq[0] || p->err))
-        service_send_ack(w, c, p->msgid, p->seq[0] ? p->seq : NULL, p->err,
-                         p->err ? 0 : p->mid, p->err ? 0 : p->groupid);
+        service_send_ack(w, c, p->msgid, p->seq[0] ? p->seq : NULL, p->err, p->err ? 0 : p->mid,
+                         p->err ? 0 : p->groupid);
     slab_free(w->pending, req);
 }
 
@@ -271,7 +271,7 @@ int route_store_offline_checked(struct worker *w, int32_t uid, const char *paylo
 int route_restore_stash(struct worker *w, int32_t uid, const char *stash)
 {
     int first_err = 0;
-    for (const char *p = stash; *p; ) {
+    for (const char *p = stash; *p;) {
         const char *nl = strchr(p, '\n');
         size_t n = nl ? (size_t)(nl - p) : strlen(p);
         int err = route_store_offline(w, uid, p, n);
@@ -309,13 +309,13 @@ static void watch_peer_output(struct worker *w, uint32_t peer, bool on)
  */
 static void link_broken(struct worker *w, uint32_t peer)
 {
-    route_peer_input(w, peer);           /* ends in route_peer_lost at end of stream */
-    route_peer_lost(w, peer);            /* no-op if that already happened */
+    route_peer_input(w, peer); /* ends in route_peer_lost at end of stream */
+    route_peer_lost(w, peer);  /* no-op if that already happened */
 }
 
 /* Send a packet to a peer, queueing behind anything already waiting. 0 or -1 (link lost). */
-static int peer_send(struct worker *w, uint32_t peer, const struct ipc_hdr *h,
-                     const void *payload, size_t len)
+static int peer_send(struct worker *w, uint32_t peer, const struct ipc_hdr *h, const void *payload,
+                     size_t len)
 {
     struct peer *pe = &w->peers[peer];
     if (pe->fd < 0)
@@ -385,10 +385,11 @@ void route_peer_lost(struct worker *w, uint32_t peer)
 static void confirm_to(struct worker *w, uint32_t origin, uint32_t token, int err)
 {
     if (token == 0)
-        return;                          /* nobody waits */
-    struct ipc_hdr h = { .type = IPC_CONFIRM, .from = (uint16_t)w->index, .token = token,
-                         .flags = (uint32_t)err };
-    peer_send(w, origin, &h, NULL, 0);   /* a dead origin stored its copy already */
+        return; /* nobody waits */
+    struct ipc_hdr h = {
+        .type = IPC_CONFIRM, .from = (uint16_t)w->index, .token = token, .flags = (uint32_t)err
+    };
+    peer_send(w, origin, &h, NULL, 0); /* a dead origin stored its copy already */
 }
 
 void route_mark_done(struct worker *w, uint32_t origin, uint32_t token, int err)
@@ -450,7 +451,7 @@ static void accept_delivery(struct worker *w, const struct ipc_hdr *h, const cha
         return;
     }
     if (h->flags & IPC_F_STORE)
-        c = NULL;                        /* the relay asks only for storage */
+        c = NULL; /* the relay asks only for storage */
     if (c) {
         conn_send_chat(w, c, h->uid, payload, len, h->from, h->token);
         return;
@@ -467,7 +468,7 @@ void route_peer_input(struct worker *w, uint32_t peer)
         int passed;
         ssize_t n = ipc_recv(pe->fd, &h, w->ipcbuf, IPC_MAX_PACKET, &passed);
         if (passed >= 0)
-            close(passed);              /* peers never pass descriptors */
+            close(passed); /* peers never pass descriptors */
         if (n == -2) {
             route_peer_lost(w, peer);
             return;
@@ -483,26 +484,15 @@ void route_peer_input(struct worker *w, uint32_t peer)
             return;
         }
         switch (h.type) {
-        case IPC_DELIVER:
-            accept_delivery(w, &h, w->ipcbuf, (size_t)n);
-            break;
-        case IPC_CONFIRM:
-            confirm_handoff(w, h.token, (int)h.flags);
-            break;
-        case IPC_KICK:
-            service_kick_session(w, h.uid, h.slot, h.gen, "logged in elsewhere");
-            break;
-        case IPC_PUBLISHED:
-            publish_answered(w, h.token, h.gen, h.flags != 0);
-            break;
+        case IPC_DELIVER: accept_delivery(w, &h, w->ipcbuf, (size_t)n); break;
+        case IPC_CONFIRM: confirm_handoff(w, h.token, (int)h.flags); break;
+        case IPC_KICK: service_kick_session(w, h.uid, h.slot, h.gen, "logged in elsewhere"); break;
+        case IPC_PUBLISHED: publish_answered(w, h.token, h.gen, h.flags != 0); break;
         case IPC_NUMSUB_REPLY:
             login_numsub_done(w, h.token, (const uint8_t *)w->ipcbuf, (size_t)n, h.flags != 0);
             break;
-        case IPC_SUBSCRIBED:
-            login_subscribed(w, h.token, h.flags != 0);
-            break;
-        default:
-            log_error("unknown packet type %u from worker %u ignored", h.type, peer);
+        case IPC_SUBSCRIBED: login_subscribed(w, h.token, h.flags != 0); break;
+        default: log_error("unknown packet type %u from worker %u ignored", h.type, peer);
         }
     }
 }
@@ -518,8 +508,13 @@ static int hand_over(struct worker *w, const struct online_loc *loc, int32_t uid
             return -1;
         pending_add(w, req);
     }
-    struct ipc_hdr h = { .type = type, .from = (uint16_t)w->index, .token = token,
-                         .uid = uid, .slot = loc->slot, .gen = loc->gen, .flags = flags };
+    struct ipc_hdr h = { .type = type,
+                         .from = (uint16_t)w->index,
+                         .token = token,
+                         .uid = uid,
+                         .slot = loc->slot,
+                         .gen = loc->gen,
+                         .flags = flags };
     if (peer_send(w, loc->worker, &h, payload, len) == 0)
         return 0;
     /*
@@ -548,8 +543,9 @@ static int publish_elsewhere(struct worker *w, int32_t uid, const char *payload,
     struct online_loc relay = { .worker = RELAY_PEER };
     if (flags & IPC_F_CHAT)
         return hand_over(w, &relay, uid, payload, len, req, flags, IPC_PUBLISH);
-    struct ipc_hdr h = { .type = IPC_PUBLISH, .from = (uint16_t)w->index, .uid = uid,
-                         .flags = flags };
+    struct ipc_hdr h = {
+        .type = IPC_PUBLISH, .from = (uint16_t)w->index, .uid = uid, .flags = flags
+    };
     return peer_send(w, RELAY_PEER, &h, payload, len);
 }
 
@@ -557,10 +553,12 @@ bool route_session_started(struct worker *w, int32_t uid, uint32_t token)
 {
     if (!w->clustered || w->peers[RELAY_PEER].fd < 0)
         return false;
-    struct ipc_hdr kick = { .type = IPC_PUBLISH, .from = (uint16_t)w->index, .uid = uid,
-                            .flags = IPC_F_KICK };
-    struct ipc_hdr sub = { .type = IPC_SUB, .from = (uint16_t)w->index, .uid = uid,
-                           .token = token };
+    struct ipc_hdr kick = {
+        .type = IPC_PUBLISH, .from = (uint16_t)w->index, .uid = uid, .flags = IPC_F_KICK
+    };
+    struct ipc_hdr sub = {
+        .type = IPC_SUB, .from = (uint16_t)w->index, .uid = uid, .token = token
+    };
     peer_send(w, RELAY_PEER, &kick, NULL, 0);
     return peer_send(w, RELAY_PEER, &sub, NULL, 0) == 0 && token != 0;
 }
@@ -595,7 +593,7 @@ enum route_result route_chat(struct worker *w, int32_t uid, const char *payload,
             hand_over(w, &loc, uid, payload, len, req, IPC_F_CHAT, IPC_DELIVER) == 0)
             return ROUTE_SENT;
         return publish_elsewhere(w, uid, payload, len, req, IPC_F_CHAT) == 0 ? ROUTE_SENT
-                                                                          : ROUTE_OFFLINE;
+                                                                             : ROUTE_OFFLINE;
     }
     if (loc.worker == w->index) {
         struct conn *c = session_conn(w, uid, loc.slot, loc.gen);
@@ -605,7 +603,8 @@ enum route_result route_chat(struct worker *w, int32_t uid, const char *payload,
         conn_send_chat(w, c, uid, payload, len, w->index, req);
         return ROUTE_SENT;
     }
-    if (loc.worker >= w->nworkers || hand_over(w, &loc, uid, payload, len, req, IPC_F_CHAT, IPC_DELIVER) < 0)
+    if (loc.worker >= w->nworkers ||
+        hand_over(w, &loc, uid, payload, len, req, IPC_F_CHAT, IPC_DELIVER) < 0)
         return ROUTE_OFFLINE;
     return ROUTE_SENT;
 }
@@ -633,8 +632,9 @@ void route_kick(struct worker *w, int32_t uid, uint32_t worker, uint32_t slot, u
         service_kick_session(w, uid, slot, gen, "logged in elsewhere");
         return;
     }
-    struct ipc_hdr h = { .type = IPC_KICK, .from = (uint16_t)w->index, .uid = uid,
-                         .slot = slot, .gen = gen };
+    struct ipc_hdr h = {
+        .type = IPC_KICK, .from = (uint16_t)w->index, .uid = uid, .slot = slot, .gen = gen
+    };
     if (worker < w->nworkers && peer_send(w, worker, &h, NULL, 0) < 0)
         log_warning("kick of user %d on worker %u: link down (the master clears it)", uid, worker);
 }

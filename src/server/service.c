@@ -23,14 +23,14 @@
 #include "server/service.h"
 #include "server/worker.h"
 
-#define GROUP_BATCH_MIN 64      /* initial room for a group's member ids */
+#define GROUP_BATCH_MIN 64 /* initial room for a group's member ids */
 
 /* One request being handled: the envelope fields every handler needs. */
 struct request {
     struct json_object *obj;
-    int         msgid;
-    const char *seq;            /* serialized seq, NULL when absent */
-    char        seqbuf[QC_SEQ_MAX + 1];
+    int msgid;
+    const char *seq; /* serialized seq, NULL when absent */
+    char seqbuf[QC_SEQ_MAX + 1];
 };
 
 /* ---- replies ------------------------------------------------------------ */
@@ -46,8 +46,8 @@ static void finish_reply(struct worker *w, struct conn *c, struct buf *b, struct
     worker_buf_give(w, b);
 }
 
-void service_send_ack(struct worker *w, struct conn *c, int req_msgid, const char *seq,
-                      int err, int64_t mid, int32_t groupid)
+void service_send_ack(struct worker *w, struct conn *c, int req_msgid, const char *seq, int err,
+                      int64_t mid, int32_t groupid)
 {
     struct buf b = worker_buf_take(w);
     struct jsonw jw;
@@ -155,8 +155,8 @@ static void wipe_field(const struct request *r, const char *key)
 
 struct id_list {
     int32_t *ids;
-    size_t   n, cap;
-    int      err;
+    size_t n, cap;
+    int err;
 };
 
 static void id_list_push(struct id_list *l, int32_t id)
@@ -246,10 +246,10 @@ void service_kick_session(struct worker *w, int32_t uid, uint32_t slot, uint32_t
 /* ---- LOGIN -------------------------------------------------------------- */
 
 /* Make (uid) this connection's session; the previous session, anywhere on the node, is kicked. */
-static int open_session(struct worker *w, struct conn *c, const struct store_user *u,
-                        bool presence)
+static int open_session(struct worker *w, struct conn *c, const struct store_user *u, bool presence)
 {
-    struct online_loc loc = { .worker = w->index, .slot = c->slot,
+    struct online_loc loc = { .worker = w->index,
+                              .slot = c->slot,
                               .gen = online_next_gen(w->online) };
     struct online_loc prev;
     int rc = online_insert(w->online, u->id, &loc, &prev);
@@ -343,8 +343,7 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
         return;
     }
     struct json_object *v;
-    job->presence = json_object_object_get_ex(r->obj, "presence", &v) &&
-                    json_object_get_boolean(v);
+    job->presence = json_object_object_get_ex(r->obj, "presence", &v) && json_object_get_boolean(v);
     job->uid = u.id;
     job->asked_uid = id;
     strlcpy(job->name, u.name, sizeof job->name);
@@ -433,9 +432,9 @@ void service_crypt_done(struct worker *w, struct crypt_job *job)
 {
     struct conn *c = worker_conn(w, job->slot);
     if (c == NULL || c->cgen != job->cgen || c->state != CONN_OPEN)
-        return;                      /* the client left meanwhile */
+        return; /* the client left meanwhile */
     if (job->kind == CRYPT_VERIFY && !finish_login(w, c, job))
-        return;                      /* the login reply resumes the connection */
+        return; /* the login reply resumes the connection */
     if (job->kind == CRYPT_HASH)
         finish_register(w, c, job);
     conn_resume(w, c);
@@ -496,8 +495,8 @@ static void handle_one_chat(struct worker *w, struct conn *c, const struct reque
 }
 
 struct group_fanout {
-    int32_t        sender;
-    bool           member;
+    int32_t sender;
+    bool member;
     struct id_list members;
 };
 
@@ -547,8 +546,8 @@ static void handle_group_chat(struct worker *w, struct conn *c, const struct req
     if (offline > 0) {
         err = w->st->offline_store(w->store, g.members.ids, offline, buf_head(&b), buf_used(&b));
         if (err)
-            log_error("group %d: storing for %zu offline member(s) failed: %s",
-                      gid, offline, qc_strerror(err));
+            log_error("group %d: storing for %zu offline member(s) failed: %s", gid, offline,
+                      qc_strerror(err));
         else
             w->stats->offline_stored += offline;
     }
@@ -628,17 +627,17 @@ typedef void (*handler_fn)(struct worker *, struct conn *, const struct request 
 
 static const struct {
     handler_fn fn;
-    bool       needs_session;
+    bool needs_session;
 } handlers[QC_MSGID_MAX + 1] = {
-    [QC_LOGIN_MSG]        = { handle_login, false },
-    [QC_REG_MSG]          = { handle_register, false },
-    [QC_ONE_CHAT_MSG]     = { handle_one_chat, true },
-    [QC_ADD_FRIEND_MSG]   = { handle_add_friend, true },
+    [QC_LOGIN_MSG] = { handle_login, false },
+    [QC_REG_MSG] = { handle_register, false },
+    [QC_ONE_CHAT_MSG] = { handle_one_chat, true },
+    [QC_ADD_FRIEND_MSG] = { handle_add_friend, true },
     [QC_CREATE_GROUP_MSG] = { handle_create_group, true },
-    [QC_ADD_GROUP_MSG]    = { handle_add_group, true },
-    [QC_GROUP_CHAT_MSG]   = { handle_group_chat, true },
-    [QC_LOGINOUT_MSG]     = { handle_loginout, true },
-    [QC_HEARTBEAT_MSG]    = { handle_heartbeat, false },
+    [QC_ADD_GROUP_MSG] = { handle_add_group, true },
+    [QC_GROUP_CHAT_MSG] = { handle_group_chat, true },
+    [QC_LOGINOUT_MSG] = { handle_loginout, true },
+    [QC_HEARTBEAT_MSG] = { handle_heartbeat, false },
 };
 
 /* "seq" is echoed verbatim: an integer or a short string. */
@@ -649,8 +648,8 @@ static int read_seq(struct request *r)
         return 0;
     if (!json_object_is_type(v, json_type_int) && !json_object_is_type(v, json_type_string))
         return QC_EBADREQ;
-    const char *s = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
-                                                      JSON_C_TO_STRING_NOSLASHESCAPE);
+    const char *s =
+        json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
     if (s == NULL || strlen(s) > QC_SEQ_MAX)
         return QC_EBADREQ;
     strcpy(r->seqbuf, s);

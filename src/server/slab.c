@@ -13,11 +13,11 @@
 #define SLAB_MIN          64
 
 struct slab {
-    char     *mem;
-    size_t    esize;
-    uint32_t  cap;
+    char *mem;
+    size_t esize;
+    uint32_t cap;
     uint32_t *freelist;
-    uint32_t  nfree;
+    uint32_t nfree;
 };
 
 struct slab *slab_new(size_t esize)

@@ -31,13 +31,13 @@
 #include "server/service.h"
 #include "server/worker.h"
 
-#define WORKER_MAX_EVENTS   256
-#define WORKER_TICK_MS      250          /* timers: deadlines, idle checks */
+#define WORKER_MAX_EVENTS        256
+#define WORKER_TICK_MS           250 /* timers: deadlines, idle checks */
 #define WORKER_ACCEPTS_PER_EVENT 64
-#define WORKER_READ_BUF     (64 * 1024)
-#define WORKER_SLOTS_MIN    1024
-#define ACCEPT_SLACK_MIN    2            /* connections ahead of the least loaded worker */
-#define ACCEPT_SLACK_SHIFT  3            /* ... or 1/8 of ours, whichever is more */
+#define WORKER_READ_BUF          (64 * 1024)
+#define WORKER_SLOTS_MIN         1024
+#define ACCEPT_SLACK_MIN         2 /* connections ahead of the least loaded worker */
+#define ACCEPT_SLACK_SHIFT       3 /* ... or 1/8 of ours, whichever is more */
 
 static struct worker the_worker;
 
@@ -212,7 +212,8 @@ static void accept_clients(struct worker *w)
     for (int i = 0; i < WORKER_ACCEPTS_PER_EVENT && w->accepting; i++) {
         struct sockaddr_storage peer;
         socklen_t plen = sizeof peer;
-        int fd = accept4(w->listen_fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd =
+            accept4(w->listen_fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
@@ -325,9 +326,7 @@ static void read_channel(struct worker *w)
             if ((size_t)n == sizeof(struct qc_config))
                 apply_config(w, (const struct qc_config *)(const void *)w->ipcbuf);
             break;
-        case IPC_KICK_USER:
-            kick_user(w, h.uid);
-            break;
+        case IPC_KICK_USER: kick_user(w, h.uid); break;
         default:
             if (fd >= 0)
                 close(fd);
@@ -397,14 +396,9 @@ static void on_signal(struct worker *w)
     while (read(w->signal_fd, &si, sizeof si) == sizeof si) {
         switch (si.ssi_signo) {
         case SIGTERM:
-        case SIGINT:
-            begin_stop(w, "signal");
-            break;
-        case SIGUSR1:
-            log_reopen();
-            break;
-        default:
-            break;
+        case SIGINT: begin_stop(w, "signal"); break;
+        case SIGUSR1: log_reopen(); break;
+        default: break;
         }
     }
 }
@@ -459,8 +453,8 @@ static void flush_dirty(struct worker *w)
         if (c->state == CONN_DEAD)
             continue;
         if (c->overflow) {
-            log_info("conn %u: output over %d bytes (reader too slow), closing",
-                     c->slot, w->cfg.max_output_bytes);
+            log_info("conn %u: output over %d bytes (reader too slow), closing", c->slot,
+                     w->cfg.max_output_bytes);
             conn_close(w, c, "slow reader");
         } else if (conn_flush(w, c) < 0) {
             conn_close(w, c, strerror(errno));
@@ -482,27 +476,17 @@ static void handle_event(struct worker *w, const struct epoll_event *ev)
     enum worker_src kind = (enum worker_src)(ev->data.u64 >> 32);
     uint32_t id = (uint32_t)ev->data.u64;
     switch (kind) {
-    case SRC_LISTEN:
-        accept_clients(w);
-        break;
-    case SRC_CHANNEL:
-        read_channel(w);
-        break;
-    case SRC_SIGNAL:
-        on_signal(w);
-        break;
-    case SRC_TIMER:
-        on_tick(w);
-        break;
+    case SRC_LISTEN: accept_clients(w); break;
+    case SRC_CHANNEL: read_channel(w); break;
+    case SRC_SIGNAL: on_signal(w); break;
+    case SRC_TIMER: on_tick(w); break;
     case SRC_PEER:
         if (ev->events & EPOLLOUT)
             route_peer_output(w, id);
         if (ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR))
             route_peer_input(w, id);
         break;
-    case SRC_CRYPT:
-        worker_finish_crypt_jobs(w);
-        break;
+    case SRC_CRYPT: worker_finish_crypt_jobs(w); break;
     case SRC_CONN: {
         struct conn *c = worker_conn(w, id);
         if (c == NULL || c->state == CONN_DEAD)
@@ -624,8 +608,8 @@ void worker_end_turn(struct worker *w)
 }
 
 void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_fd,
-                 const int *peer_fds, const struct qc_config *cfg,
-                 struct online_table *online, struct guard *guard)
+                 const int *peer_fds, const struct qc_config *cfg, struct online_table *online,
+                 struct guard *guard)
 {
     struct worker *w = &the_worker;
     char role[32];

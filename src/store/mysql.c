@@ -59,35 +59,35 @@
 #include "common/log.h"
 #include "store/store.h"
 
-#define CONNECT_TIMEOUT_SEC   2     /* TCP connect and handshake */
-#define READ_TIMEOUT_SEC      4     /* one wait for the server's answer */
+#define CONNECT_TIMEOUT_SEC   2 /* TCP connect and handshake */
+#define READ_TIMEOUT_SEC      4 /* one wait for the server's answer */
 #define WRITE_TIMEOUT_SEC     4
-#define LOCK_WAIT_SEC         2     /* row and metadata locks; below READ_TIMEOUT_SEC */
-#define RECONNECT_INTERVAL_MS 1000  /* at most one connection attempt per interval */
+#define LOCK_WAIT_SEC         2    /* row and metadata locks; below READ_TIMEOUT_SEC */
+#define RECONNECT_INTERVAL_MS 1000 /* at most one connection attempt per interval */
 #define DEADLOCK_RETRIES      3
-#define PASSWORD_MAX          512   /* longest password file accepted */
-#define TEXT_INITIAL          256   /* first size of a text column buffer */
-#define OFFLINE_BATCH         64    /* recipients per INSERT (see ID_ROWS_64) */
+#define PASSWORD_MAX          512 /* longest password file accepted */
+#define TEXT_INITIAL          256 /* first size of a text column buffer */
+#define OFFLINE_BATCH         64  /* recipients per INSERT (see ID_ROWS_64) */
 #define MAX_PARAMS            (OFFLINE_BATCH + 1)
 #define MAX_COLS              3
 #define CHARSET               "utf8mb4"
 #define TARGET_MAX            (PATH_MAX + 2 * QC_CONFIG_STR_MAX + 16)
 
-#define STR_(x)  #x
-#define STR(x)   STR_(x)
+#define STR_(x) #x
+#define STR(x)  STR_(x)
 
 /* Run at every connect, before any statement. */
-#define SESSION_SETUP \
+#define SESSION_SETUP                                                    \
     "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'," \
-    " innodb_lock_wait_timeout = " STR(LOCK_WAIT_SEC) "," \
-    " lock_wait_timeout = " STR(LOCK_WAIT_SEC)
+    " innodb_lock_wait_timeout = " STR(LOCK_WAIT_SEC) ","                \
+                                                      " lock_wait_timeout = " STR(LOCK_WAIT_SEC)
 
 /* Internal outcomes, never returned to callers (run() maps them to QC_ESTORAGE). */
 enum {
-    E_LOST           = -1,   /* the connection is gone: reconnect, retry once */
-    E_DEADLOCK       = -2,   /* the server rolled the transaction back: retry */
-    E_DUP            = -3,   /* duplicate key: the caller names the conflict */
-    E_COMMIT_UNKNOWN = -4    /* lost during COMMIT: it may or may not have happened */
+    E_LOST = -1,          /* the connection is gone: reconnect, retry once */
+    E_DEADLOCK = -2,      /* the server rolled the transaction back: retry */
+    E_DUP = -3,           /* duplicate key: the caller names the conflict */
+    E_COMMIT_UNKNOWN = -4 /* lost during COMMIT: it may or may not have happened */
 };
 
 /*
@@ -142,11 +142,12 @@ static const char *const schema_ddl[] = {
 /* OFFLINE_BATCH placeholders, as a derived table of ids and as a list. */
 #define ID_ROW    " UNION ALL SELECT ?"
 #define ID_ROWS_8 ID_ROW ID_ROW ID_ROW ID_ROW ID_ROW ID_ROW ID_ROW ID_ROW
-#define ID_ROWS_64 "SELECT ? AS id" ID_ROW ID_ROW ID_ROW ID_ROW ID_ROW ID_ROW ID_ROW \
-    ID_ROWS_8 ID_ROWS_8 ID_ROWS_8 ID_ROWS_8 ID_ROWS_8 ID_ROWS_8 ID_ROWS_8
-#define LIST_8    "?, ?, ?, ?, ?, ?, ?, ?"
-#define LIST_64   LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " \
-                  LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8
+#define ID_ROWS_64                                                                        \
+    "SELECT ? AS id" ID_ROW ID_ROW ID_ROW ID_ROW ID_ROW ID_ROW ID_ROW ID_ROWS_8 ID_ROWS_8 \
+        ID_ROWS_8 ID_ROWS_8 ID_ROWS_8 ID_ROWS_8 ID_ROWS_8
+#define LIST_8 "?, ?, ?, ?, ?, ?, ?, ?"
+#define LIST_64 \
+    LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8
 
 enum stmt_id {
     ST_BEGIN,
@@ -181,10 +182,10 @@ enum stmt_id {
 };
 
 struct stmt_def {
-    const char *name;       /* for log lines */
+    const char *name; /* for log lines */
     const char *sql;
-    unsigned    params;     /* placeholders (checked after prepare) */
-    const char *cols;       /* result columns, 'i' integer, 't' text; NULL: none */
+    unsigned params;  /* placeholders (checked after prepare) */
+    const char *cols; /* result columns, 'i' integer, 't' text; NULL: none */
 };
 
 /*
@@ -193,114 +194,120 @@ struct stmt_def {
  * (CLIENT_FOUND_ROWS), so an UPDATE to the same value still counts.
  */
 static const struct stmt_def stmt_defs[ST_COUNT] = {
-    [ST_BEGIN]            = { "begin", "START TRANSACTION", 0, NULL },
-    [ST_COMMIT]           = { "commit", "COMMIT", 0, NULL },
-    [ST_ROLLBACK]         = { "rollback", "ROLLBACK", 0, NULL },
-    [ST_PING]             = { "ping", "SELECT 1", 0, "i" },
-    [ST_USER_INSERT]      = { "user insert",
-        "INSERT INTO User (name, password) VALUES (?, ?)", 2, NULL },
-    [ST_USER_GET]         = { "user get",
-        "SELECT name, password FROM User WHERE id = ?", 1, "tt" },
-    [ST_USER_SET_PASSWORD] = { "user set password",
-        "UPDATE User SET password = ? WHERE id = ?", 2, NULL },
-    [ST_USERS_FOUND]      = { "users found",
-        "SELECT count(*) FROM User WHERE id IN (?, ?)", 2, "i" },
-    [ST_USER_EXISTS]      = { "user exists",
-        "SELECT 1 FROM User WHERE id = ?", 1, "i" },
+    [ST_BEGIN] = { "begin", "START TRANSACTION", 0, NULL },
+    [ST_COMMIT] = { "commit", "COMMIT", 0, NULL },
+    [ST_ROLLBACK] = { "rollback", "ROLLBACK", 0, NULL },
+    [ST_PING] = { "ping", "SELECT 1", 0, "i" },
+    [ST_USER_INSERT] = { "user insert", "INSERT INTO User (name, password) VALUES (?, ?)", 2,
+                         NULL },
+    [ST_USER_GET] = { "user get", "SELECT name, password FROM User WHERE id = ?", 1, "tt" },
+    [ST_USER_SET_PASSWORD] = { "user set password", "UPDATE User SET password = ? WHERE id = ?", 2,
+                               NULL },
+    [ST_USERS_FOUND] = { "users found", "SELECT count(*) FROM User WHERE id IN (?, ?)", 2, "i" },
+    [ST_USER_EXISTS] = { "user exists", "SELECT 1 FROM User WHERE id = ?", 1, "i" },
     [ST_FRIEND_INSERT_BOTH] = { "friend insert",
-        "INSERT IGNORE INTO Friend (userid, friendid) VALUES (?, ?), (?, ?)", 4, NULL },
-    [ST_FRIEND_COUNT]     = { "friend count",
-        "SELECT count(*) FROM Friend WHERE userid = ?", 1, "i" },
-    [ST_FRIEND_LIST]      = { "friend list",
-        "SELECT u.id, u.name FROM Friend f JOIN User u ON u.id = f.friendid"
-        " WHERE f.userid = ? ORDER BY f.friendid", 1, "it" },
-    [ST_GROUP_INSERT]     = { "group insert",
-        "INSERT INTO AllGroup (groupname, groupdesc) VALUES (?, ?)", 2, NULL },
-    [ST_GROUP_EXISTS]     = { "group exists",
-        "SELECT 1 FROM AllGroup WHERE groupid = ?", 1, "i" },
+                                "INSERT IGNORE INTO Friend (userid, friendid) VALUES (?, ?), (?, ?)",
+                                4, NULL },
+    [ST_FRIEND_COUNT] = { "friend count", "SELECT count(*) FROM Friend WHERE userid = ?", 1, "i" },
+    [ST_FRIEND_LIST] = { "friend list",
+                         "SELECT u.id, u.name FROM Friend f JOIN User u ON u.id = f.friendid"
+                         " WHERE f.userid = ? ORDER BY f.friendid",
+                         1, "it" },
+    [ST_GROUP_INSERT] = { "group insert",
+                          "INSERT INTO AllGroup (groupname, groupdesc) VALUES (?, ?)", 2, NULL },
+    [ST_GROUP_EXISTS] = { "group exists", "SELECT 1 FROM AllGroup WHERE groupid = ?", 1, "i" },
     /* Nothing is inserted when the group or the user does not exist. */
-    [ST_MEMBER_INSERT]    = { "member insert",
-        "INSERT IGNORE INTO GroupUser (groupid, userid, grouprole)"
-        " SELECT g.groupid, u.id, ? FROM AllGroup g JOIN User u ON u.id = ?"
-        " WHERE g.groupid = ?", 3, NULL },
-    [ST_MEMBER_COUNT]     = { "member count",
-        "SELECT (SELECT count(*) FROM GroupUser WHERE groupid = ?)"
-        " FROM AllGroup WHERE groupid = ?", 2, "i" },
-    [ST_MEMBER_LIST]      = { "member list",
-        "SELECT u.id, u.name, m.grouprole FROM GroupUser m JOIN User u ON u.id = m.userid"
-        " WHERE m.groupid = ? ORDER BY m.userid", 1, "itt" },
-    [ST_USER_GROUPS]      = { "user groups",
-        "SELECT g.groupid, g.groupname, g.groupdesc FROM GroupUser m"
-        " JOIN AllGroup g ON g.groupid = m.groupid WHERE m.userid = ? ORDER BY m.groupid",
-        1, "itt" },
+    [ST_MEMBER_INSERT] = { "member insert",
+                           "INSERT IGNORE INTO GroupUser (groupid, userid, grouprole)"
+                           " SELECT g.groupid, u.id, ? FROM AllGroup g JOIN User u ON u.id = ?"
+                           " WHERE g.groupid = ?",
+                           3, NULL },
+    [ST_MEMBER_COUNT] = { "member count",
+                          "SELECT (SELECT count(*) FROM GroupUser WHERE groupid = ?)"
+                          " FROM AllGroup WHERE groupid = ?",
+                          2, "i" },
+    [ST_MEMBER_LIST] = { "member list",
+                         "SELECT u.id, u.name, m.grouprole FROM GroupUser m JOIN User u ON u.id = m.userid"
+                         " WHERE m.groupid = ? ORDER BY m.userid",
+                         1, "itt" },
+    [ST_USER_GROUPS] = { "user groups",
+                         "SELECT g.groupid, g.groupname, g.groupdesc FROM GroupUser m"
+                         " JOIN AllGroup g ON g.groupid = m.groupid WHERE m.userid = ? ORDER BY m.groupid",
+                         1, "itt" },
     /* One row per listed recipient that exists (a recipient listed twice: two rows). */
     [ST_OFFLINE_INSERT_BATCH] = { "offline insert",
-        "INSERT INTO OfflineMessage (userid, message)"
-        " SELECT u.id, ? FROM (" ID_ROWS_64 ") AS r JOIN User u ON u.id = r.id",
-        OFFLINE_BATCH + 1, NULL },
+                                  "INSERT INTO OfflineMessage (userid, message)"
+                                  " SELECT u.id, ? FROM (" ID_ROWS_64
+                                  ") AS r JOIN User u ON u.id = r.id",
+                                  OFFLINE_BATCH + 1, NULL },
     [ST_OFFLINE_OVER_CAP] = { "offline over cap",
-        "SELECT userid, count(*) FROM OfflineMessage WHERE userid IN (" LIST_64 ")"
-        " GROUP BY userid HAVING count(*) > ?", OFFLINE_BATCH + 1, "ii" },
+                              "SELECT userid, count(*) FROM OfflineMessage WHERE userid IN (" LIST_64
+                              ")"
+                              " GROUP BY userid HAVING count(*) > ?",
+                              OFFLINE_BATCH + 1, "ii" },
     /* The ? oldest of a user's queue. */
-    [ST_OFFLINE_TRIM]     = { "offline trim",
-        "DELETE FROM OfflineMessage WHERE userid = ? ORDER BY id LIMIT ?", 2, NULL },
-    [ST_OFFLINE_PENDING]  = { "offline pending",
-        "SELECT EXISTS (SELECT 1 FROM OfflineMessage WHERE userid = ?)"
-        " OR EXISTS (SELECT 1 FROM OfflineDropped WHERE userid = ?)", 2, "i" },
-    [ST_OFFLINE_LIST]     = { "offline list",
-        "SELECT id, message FROM OfflineMessage WHERE userid = ? ORDER BY id FOR UPDATE",
-        1, "it" },
-    [ST_OFFLINE_DELETE]   = { "offline delete",
-        "DELETE FROM OfflineMessage WHERE userid = ? AND id <= ?", 2, NULL },
-    [ST_OFFLINE_COUNT]    = { "offline count",
-        "SELECT count(*) FROM OfflineMessage WHERE userid = ?", 1, "i" },
-    [ST_DROPPED_ADD]      = { "dropped add",
-        "INSERT INTO OfflineDropped (userid, dropped) VALUES (?, ?)"
-        " ON DUPLICATE KEY UPDATE dropped = dropped + ?", 3, NULL },
-    [ST_DROPPED_GET]      = { "dropped get",
-        "SELECT dropped FROM OfflineDropped WHERE userid = ? FOR UPDATE", 1, "i" },
-    [ST_DROPPED_CLEAR]    = { "dropped clear",
-        "DELETE FROM OfflineDropped WHERE userid = ?", 1, NULL },
+    [ST_OFFLINE_TRIM] = { "offline trim",
+                          "DELETE FROM OfflineMessage WHERE userid = ? ORDER BY id LIMIT ?", 2,
+                          NULL },
+    [ST_OFFLINE_PENDING] = { "offline pending",
+                             "SELECT EXISTS (SELECT 1 FROM OfflineMessage WHERE userid = ?)"
+                             " OR EXISTS (SELECT 1 FROM OfflineDropped WHERE userid = ?)",
+                             2, "i" },
+    [ST_OFFLINE_LIST] = { "offline list",
+                          "SELECT id, message FROM OfflineMessage WHERE userid = ? ORDER BY id FOR UPDATE",
+                          1, "it" },
+    [ST_OFFLINE_DELETE] = { "offline delete",
+                            "DELETE FROM OfflineMessage WHERE userid = ? AND id <= ?", 2, NULL },
+    [ST_OFFLINE_COUNT] = { "offline count", "SELECT count(*) FROM OfflineMessage WHERE userid = ?",
+                           1, "i" },
+    [ST_DROPPED_ADD] = { "dropped add",
+                         "INSERT INTO OfflineDropped (userid, dropped) VALUES (?, ?)"
+                         " ON DUPLICATE KEY UPDATE dropped = dropped + ?",
+                         3, NULL },
+    [ST_DROPPED_GET] = { "dropped get",
+                         "SELECT dropped FROM OfflineDropped WHERE userid = ? FOR UPDATE", 1, "i" },
+    [ST_DROPPED_CLEAR] = { "dropped clear", "DELETE FROM OfflineDropped WHERE userid = ?", 1,
+                           NULL },
 };
 
 /* A prepared statement and the buffers its result columns are fetched into. */
 struct stmt {
-    MYSQL_STMT   *h;                    /* NULL: not prepared on this connection */
-    MYSQL_BIND    out[MAX_COLS];
-    unsigned long len[MAX_COLS];        /* full length of the column value */
-    my_bool       null[MAX_COLS];
-    my_bool       trunc[MAX_COLS];
-    long long     num[MAX_COLS];
-    char         *text[MAX_COLS];       /* kept across connections, freed at close */
-    size_t        cap[MAX_COLS];        /* bytes in text[i], the NUL included */
+    MYSQL_STMT *h; /* NULL: not prepared on this connection */
+    MYSQL_BIND out[MAX_COLS];
+    unsigned long len[MAX_COLS]; /* full length of the column value */
+    my_bool null[MAX_COLS];
+    my_bool trunc[MAX_COLS];
+    long long num[MAX_COLS];
+    char *text[MAX_COLS]; /* kept across connections, freed at close */
+    size_t cap[MAX_COLS]; /* bytes in text[i], the NUL included */
 };
 
 /* Parameters of one execution; the values live here until it is done. */
 struct params {
-    MYSQL_BIND    b[MAX_PARAMS];
-    long long     num[MAX_PARAMS];
+    MYSQL_BIND b[MAX_PARAMS];
+    long long num[MAX_PARAMS];
     unsigned long len[MAX_PARAMS];
-    unsigned      n;
-    bool          overflow;             /* more than MAX_PARAMS: exec refuses */
+    unsigned n;
+    bool overflow; /* more than MAX_PARAMS: exec refuses */
 };
 
 struct store {
-    MYSQL       *db;                    /* NULL while disconnected */
-    bool         broken;                /* lost: replace before the next use */
-    int          depth;                 /* callbacks running on buffered results */
-    int64_t      next_attempt_ms;       /* no connection attempt before this */
-    int64_t      down_since_ms;         /* 0 while the database answers */
-    struct stmt  stmt[ST_COUNT];
-    int          max_offline;           /* messages kept per user; 0: no cap */
+    MYSQL *db;               /* NULL while disconnected */
+    bool broken;             /* lost: replace before the next use */
+    int depth;               /* callbacks running on buffered results */
+    int64_t next_attempt_ms; /* no connection attempt before this */
+    int64_t down_since_ms;   /* 0 while the database answers */
+    struct stmt stmt[ST_COUNT];
+    int max_offline; /* messages kept per user; 0: no cap */
 
-    char         host[QC_CONFIG_STR_MAX];
-    char         socket[PATH_MAX];
-    char         user[QC_CONFIG_STR_MAX];
-    char         database[QC_CONFIG_STR_MAX];
-    unsigned     port;
-    bool         has_password;
-    char         password[PASSWORD_MAX + 1];
-    char         target[TARGET_MAX];    /* "user@host:port/db", for messages */
+    char host[QC_CONFIG_STR_MAX];
+    char socket[PATH_MAX];
+    char user[QC_CONFIG_STR_MAX];
+    char database[QC_CONFIG_STR_MAX];
+    unsigned port;
+    bool has_password;
+    char password[PASSWORD_MAX + 1];
+    char target[TARGET_MAX]; /* "user@host:port/db", for messages */
 };
 
 static int64_t monotonic_ms(void)
@@ -327,7 +334,7 @@ static bool connection_is_gone(unsigned code)
     case CR_SERVER_LOST_EXTENDED:
     case CR_CONNECTION_ERROR:
     case CR_CONN_HOST_ERROR:
-    case CR_COMMANDS_OUT_OF_SYNC:       /* a bug; a fresh connection heals it */
+    case CR_COMMANDS_OUT_OF_SYNC: /* a bug; a fresh connection heals it */
     case CR_STMT_CLOSED:
     case CR_ERR_NET_READ:
     case CR_ERR_NET_WRITE:
@@ -337,10 +344,8 @@ static bool connection_is_gone(unsigned code)
     case ER_NET_READ_INTERRUPTED:
     case ER_NET_ERROR_ON_WRITE:
     case ER_NEW_ABORTING_CONNECTION:
-    case ER_NEED_REPREPARE:             /* a table changed under the statement */
-        return true;
-    default:
-        return false;
+    case ER_NEED_REPREPARE: /* a table changed under the statement */ return true;
+    default: return false;
     }
 }
 
@@ -355,8 +360,7 @@ static int classify(struct store *st, enum stmt_id id, unsigned code, const char
     }
     if (connection_is_gone(code)) {
         if (!st->broken)
-            log_warning("mysql: %s: %s (error %u): connection lost",
-                        stmt_defs[id].name, msg, code);
+            log_warning("mysql: %s: %s (error %u): connection lost", stmt_defs[id].name, msg, code);
         st->broken = true;
         return E_LOST;
     }
@@ -495,14 +499,14 @@ static int prepare(struct store *st, enum stmt_id id)
     if (mysql_stmt_prepare(s->h, d->sql, strlen(d->sql)) != 0) {
         err = stmt_failed(st, id);
     } else if (mysql_stmt_param_count(s->h) != d->params) {
-        log_error("mysql: %s: %lu placeholders, expected %u", d->name,
-                  mysql_stmt_param_count(s->h), d->params);
+        log_error("mysql: %s: %lu placeholders, expected %u", d->name, mysql_stmt_param_count(s->h),
+                  d->params);
         err = QC_ESTORAGE;
     } else if (d->cols != NULL) {
         err = bind_columns(st, id);
     }
     if (err != QC_OK) {
-        (void)mysql_stmt_close(s->h);       /* prepared again next time */
+        (void)mysql_stmt_close(s->h); /* prepared again next time */
         s->h = NULL;
     }
     return err;
@@ -522,11 +526,11 @@ static int exec(struct store *st, enum stmt_id id, struct params *p)
     if ((err = prepare(st, id)) != QC_OK)
         return err;
     if (p != NULL && (p->overflow || p->n != stmt_defs[id].params)) {
-        log_error("mysql: %s: %u parameters bound, expected %u", stmt_defs[id].name,
-                  p->n, stmt_defs[id].params);
+        log_error("mysql: %s: %u parameters bound, expected %u", stmt_defs[id].name, p->n,
+                  stmt_defs[id].params);
         return QC_ESTORAGE;
     }
-    (void)mysql_stmt_free_result(s->h);     /* a result a failed run left behind */
+    (void)mysql_stmt_free_result(s->h); /* a result a failed run left behind */
     if (p != NULL && p->n > 0 && mysql_stmt_bind_param(s->h, p->b) != 0)
         return stmt_failed(st, id);
     if (mysql_stmt_execute(s->h) != 0)
@@ -702,13 +706,15 @@ static int set_options(MYSQL *db, const struct store *st)
     my_bool off = 0;
 
     return mysql_options(db, MYSQL_SET_CHARSET_NAME, CHARSET) ||
-           mysql_options(db, MYSQL_OPT_CONNECT_TIMEOUT, &connect_timeout) ||
-           mysql_options(db, MYSQL_OPT_READ_TIMEOUT, &read_timeout) ||
-           mysql_options(db, MYSQL_OPT_WRITE_TIMEOUT, &write_timeout) ||
-           mysql_options(db, MYSQL_OPT_PROTOCOL, &protocol) ||
-           mysql_options(db, MYSQL_OPT_RECONNECT, &off) ||
-           mysql_options(db, MYSQL_OPT_LOCAL_INFILE, &off) ||
-           mysql_options(db, MYSQL_INIT_COMMAND, SESSION_SETUP) ? -1 : 0;
+                   mysql_options(db, MYSQL_OPT_CONNECT_TIMEOUT, &connect_timeout) ||
+                   mysql_options(db, MYSQL_OPT_READ_TIMEOUT, &read_timeout) ||
+                   mysql_options(db, MYSQL_OPT_WRITE_TIMEOUT, &write_timeout) ||
+                   mysql_options(db, MYSQL_OPT_PROTOCOL, &protocol) ||
+                   mysql_options(db, MYSQL_OPT_RECONNECT, &off) ||
+                   mysql_options(db, MYSQL_OPT_LOCAL_INFILE, &off) ||
+                   mysql_options(db, MYSQL_INIT_COMMAND, SESSION_SETUP)
+               ? -1
+               : 0;
 }
 
 /* Open a new connection; on failure err says why (never with the password). */
@@ -727,18 +733,17 @@ static int connect_db(struct store *st, char *err, size_t errlen)
         return -1;
     }
     if (mysql_real_connect(db, st->socket[0] != '\0' ? NULL : st->host, st->user,
-                           st->has_password ? st->password : NULL, st->database,
-                           st->port, st->socket[0] != '\0' ? st->socket : NULL,
-                           CLIENT_FOUND_ROWS) == NULL) {
-        snprintf(err, errlen, "mysql: connecting to %s: %s (error %u)", st->target,
-                 mysql_error(db), mysql_errno(db));
+                           st->has_password ? st->password : NULL, st->database, st->port,
+                           st->socket[0] != '\0' ? st->socket : NULL, CLIENT_FOUND_ROWS) == NULL) {
+        snprintf(err, errlen, "mysql: connecting to %s: %s (error %u)", st->target, mysql_error(db),
+                 mysql_errno(db));
         mysql_close(db);
         return -1;
     }
     cs = mysql_character_set_name(db);
     if (strcmp(cs, CHARSET) != 0) {
-        snprintf(err, errlen, "mysql: %s: connection character set is %s, not " CHARSET,
-                 st->target, cs);
+        snprintf(err, errlen, "mysql: %s: connection character set is %s, not " CHARSET, st->target,
+                 cs);
         mysql_close(db);
         return -1;
     }
@@ -803,7 +808,7 @@ static int run(struct store *st, op_fn op, void *arg)
             continue;
         if (err == E_LOST && !retried_lost && st->depth == 0) {
             retried_lost = true;
-            st->next_attempt_ms = 0;            /* reconnect now, once */
+            st->next_attempt_ms = 0; /* reconnect now, once */
             continue;
         }
         break;
@@ -845,9 +850,10 @@ static int read_password(struct store *st, const char *path, char *err, size_t e
     } else if (!S_ISREG(sb.st_mode)) {
         snprintf(err, errlen, "storage.password_file %s is not a regular file", path);
     } else if ((sb.st_mode & 077) != 0) {
-        snprintf(err, errlen, "storage.password_file %s is accessible by group or others "
-                 "(mode %04o); refusing it: chmod 600 %s", path,
-                 (unsigned)(sb.st_mode & 07777), path);
+        snprintf(err, errlen,
+                 "storage.password_file %s is accessible by group or others "
+                 "(mode %04o); refusing it: chmod 600 %s",
+                 path, (unsigned)(sb.st_mode & 07777), path);
     } else if ((n = read(fd, buf, sizeof(buf))) < 0) {
         snprintf(err, errlen, "storage.password_file %s: %s", path, strerror(errno));
     } else {
@@ -857,8 +863,8 @@ static int read_password(struct store *st, const char *path, char *err, size_t e
         if (len > 0 && buf[len - 1] == '\r')
             len--;
         if (len > PASSWORD_MAX || (size_t)n == sizeof(buf))
-            snprintf(err, errlen, "storage.password_file %s: longer than %d bytes",
-                     path, PASSWORD_MAX);
+            snprintf(err, errlen, "storage.password_file %s: longer than %d bytes", path,
+                     PASSWORD_MAX);
         else if (memchr(buf, '\0', len) != NULL || memchr(buf, '\n', len) != NULL)
             snprintf(err, errlen, "storage.password_file %s: must hold one line", path);
         else {
@@ -873,8 +879,8 @@ static int read_password(struct store *st, const char *path, char *err, size_t e
     return rc;
 }
 
-static int copy_setting(char *dst, size_t size, const char *src, const char *key,
-                        char *err, size_t errlen)
+static int copy_setting(char *dst, size_t size, const char *src, const char *key, char *err,
+                        size_t errlen)
 {
     if (strlcpy(dst, src, size) < size)
         return 0;
@@ -885,11 +891,10 @@ static int copy_setting(char *dst, size_t size, const char *src, const char *key
 static int load_settings(struct store *st, const struct qc_config *cfg, char *err, size_t errlen)
 {
     if (copy_setting(st->host, sizeof(st->host), cfg->storage_host, "host", err, errlen) ||
-        copy_setting(st->socket, sizeof(st->socket), cfg->storage_socket, "socket",
-                     err, errlen) ||
+        copy_setting(st->socket, sizeof(st->socket), cfg->storage_socket, "socket", err, errlen) ||
         copy_setting(st->user, sizeof(st->user), cfg->storage_user, "user", err, errlen) ||
-        copy_setting(st->database, sizeof(st->database), cfg->storage_database, "database",
-                     err, errlen))
+        copy_setting(st->database, sizeof(st->database), cfg->storage_database, "database", err,
+                     errlen))
         return -1;
     if (st->database[0] == '\0' || st->user[0] == '\0') {
         snprintf(err, errlen, "storage.driver = mysql needs storage.database and storage.user");
@@ -897,11 +902,10 @@ static int load_settings(struct store *st, const struct qc_config *cfg, char *er
     }
     st->port = (unsigned)cfg->storage_port;
     if (st->socket[0] != '\0')
-        snprintf(st->target, sizeof(st->target), "%s@%s/%s", st->user, st->socket,
-                 st->database);
+        snprintf(st->target, sizeof(st->target), "%s@%s/%s", st->user, st->socket, st->database);
     else
-        snprintf(st->target, sizeof(st->target), "%s@%s:%u/%s", st->user, st->host,
-                 st->port, st->database);
+        snprintf(st->target, sizeof(st->target), "%s@%s:%u/%s", st->user, st->host, st->port,
+                 st->database);
     st->max_offline = cfg->max_offline_messages > 0 ? cfg->max_offline_messages : 0;
     return read_password(st, cfg->storage_password_file, err, errlen);
 }
@@ -997,7 +1001,7 @@ static int mysql_store_init_schema(struct store *st)
 /* Execute a statement whose every placeholder is key; its result stays buffered. */
 struct keyed {
     enum stmt_id id;
-    long long    key;
+    long long key;
 };
 
 static int op_keyed(struct store *st, void *arg)
@@ -1036,7 +1040,7 @@ static int mysql_store_ping(struct store *st)
 struct user_args {
     const char *name;
     const char *pwhash;
-    int32_t     id;
+    int32_t id;
 };
 
 static int op_user_create(struct store *st, void *arg)
@@ -1082,10 +1086,10 @@ static int mysql_store_user_get(struct store *st, int32_t id, struct store_user 
     rc = fetch(st, ST_USER_GET);
     if (rc > 0) {
         out->id = id;
-        if (strlcpy(out->name, col_text(st, ST_USER_GET, 0), sizeof(out->name))
-                >= sizeof(out->name) ||
-            strlcpy(out->password, col_text(st, ST_USER_GET, 1), sizeof(out->password))
-                >= sizeof(out->password)) {
+        if (strlcpy(out->name, col_text(st, ST_USER_GET, 0), sizeof(out->name)) >=
+                sizeof(out->name) ||
+            strlcpy(out->password, col_text(st, ST_USER_GET, 1), sizeof(out->password)) >=
+                sizeof(out->password)) {
             log_error("mysql: user %d: stored name or password too long", (int)id);
             rc = -1;
         }
@@ -1178,11 +1182,11 @@ static int mysql_store_friend_count(struct store *st, int32_t userid, int *count
 
 /* Where the rows of a list query go: one of the callbacks, and its argument. */
 struct sink {
-    store_user_cb   user;
+    store_user_cb user;
     store_member_cb member;
-    store_group_cb  group;
-    store_msg_cb    msg;
-    void           *arg;
+    store_group_cb group;
+    store_msg_cb msg;
+    void *arg;
 };
 
 /* Hand one buffered row of statement id to the sink's callback. */
@@ -1220,8 +1224,7 @@ static int each_row(struct store *st, enum stmt_id id, const struct sink *k, int
 }
 
 /* Run a list query keyed by key and hand its rows to the sink. */
-static int list(struct store *st, enum stmt_id id, long long key, const struct sink *k,
-                int *rows)
+static int list(struct store *st, enum stmt_id id, long long key, const struct sink *k, int *rows)
 {
     struct keyed q = { id, key };
     int err = run(st, op_keyed, &q);
@@ -1232,8 +1235,7 @@ static int list(struct store *st, enum stmt_id id, long long key, const struct s
     return each_row(st, id, k, rows);
 }
 
-static int mysql_store_friend_list(struct store *st, int32_t userid, store_user_cb cb,
-                                   void *arg)
+static int mysql_store_friend_list(struct store *st, int32_t userid, store_user_cb cb, void *arg)
 {
     struct sink k = { .user = cb, .arg = arg };
     int rows;
@@ -1246,8 +1248,8 @@ static int mysql_store_friend_list(struct store *st, int32_t userid, store_user_
 struct group_args {
     const char *name;
     const char *desc;
-    int32_t     userid;
-    int32_t     groupid;
+    int32_t userid;
+    int32_t groupid;
 };
 
 /* Insert userid into groupid with role; *added is 1 for a new member. */
@@ -1283,7 +1285,7 @@ static int insert_group(struct store *st, struct group_args *a)
     a->groupid = (int32_t)mysql_stmt_insert_id(st->stmt[ST_GROUP_INSERT].h);
     if ((err = insert_member(st, a->groupid, a->userid, QC_ROLE_CREATOR, &added)) != QC_OK)
         return err;
-    return added ? QC_OK : QC_ENOUSER;          /* the group is new: no such creator */
+    return added ? QC_OK : QC_ENOUSER; /* the group is new: no such creator */
 }
 
 static int op_group_create(struct store *st, void *arg)
@@ -1364,8 +1366,7 @@ static int mysql_store_group_members(struct store *st, int32_t groupid, store_me
     return read_int(st, ST_GROUP_EXISTS, groupid, QC_ENOGROUP, &dummy);
 }
 
-static int mysql_store_user_groups(struct store *st, int32_t userid, store_group_cb cb,
-                                   void *arg)
+static int mysql_store_user_groups(struct store *st, int32_t userid, store_group_cb cb, void *arg)
 {
     struct sink k = { .group = cb, .arg = arg };
     int rows;
@@ -1377,9 +1378,9 @@ static int mysql_store_user_groups(struct store *st, int32_t userid, store_group
 
 struct store_args {
     const int32_t *userids;
-    size_t         n;
-    const char    *msg;
-    size_t         len;
+    size_t n;
+    const char *msg;
+    size_t len;
 };
 
 /* The cap: drop the oldest beyond max_offline of one user, and count them. */
@@ -1398,7 +1399,8 @@ static int trim_queue(struct store *st, int32_t userid, long long excess)
     if (dropped == 0)
         return QC_OK;
     log_info("user %d: offline queue over limits.max_offline_messages (%d): dropped the "
-             "oldest %llu message(s)", userid, st->max_offline, dropped);
+             "oldest %llu message(s)",
+             userid, st->max_offline, dropped);
     params_init(&p);
     param_int(&p, userid);
     param_int(&p, (long long)dropped);
@@ -1435,8 +1437,7 @@ static int apply_cap(struct store *st, const int32_t *ids, size_t n)
 }
 
 /* One batch of at most OFFLINE_BATCH recipients; every one of them must exist. */
-static int store_batch(struct store *st, const struct store_args *a, const int32_t *ids,
-                       size_t n)
+static int store_batch(struct store *st, const struct store_args *a, const int32_t *ids, size_t n)
 {
     struct params p;
     size_t i;
@@ -1487,8 +1488,8 @@ static int mysql_store_offline_store(struct store *st, const int32_t *userids, s
 /* ---- offline messages: taking --------------------------------------- */
 
 struct take_args {
-    int32_t   userid;
-    long long rows;             /* messages buffered in ST_OFFLINE_LIST */
+    int32_t userid;
+    long long rows; /* messages buffered in ST_OFFLINE_LIST */
     long long dropped;
 };
 
@@ -1553,14 +1554,15 @@ static int op_offline_take(struct store *st, void *arg)
     err = tx_end(st, err);
     if (err == E_COMMIT_UNKNOWN) {
         log_warning("mysql: user %d: commit of the offline take unknown; "
-                    "the messages may be delivered twice", (int)a->userid);
+                    "the messages may be delivered twice",
+                    (int)a->userid);
         return QC_OK;
     }
     return err;
 }
 
-static int mysql_store_offline_take(struct store *st, int32_t userid, store_msg_cb cb,
-                                    void *arg, int *dropped)
+static int mysql_store_offline_take(struct store *st, int32_t userid, store_msg_cb cb, void *arg,
+                                    int *dropped)
 {
     struct take_args a = { userid, 0, 0 };
     struct sink k = { .msg = cb, .arg = arg };
@@ -1590,23 +1592,23 @@ static int mysql_store_offline_count(struct store *st, int32_t userid, int *coun
 }
 
 const struct store_ops store_mysql_ops = {
-    .name               = "mysql",
-    .open               = mysql_store_open,
-    .close              = mysql_store_close,
-    .init_schema        = mysql_store_init_schema,
-    .ping               = mysql_store_ping,
-    .user_create        = mysql_store_user_create,
-    .user_get           = mysql_store_user_get,
-    .user_set_password  = mysql_store_user_set_password,
-    .friend_add         = mysql_store_friend_add,
-    .friend_count       = mysql_store_friend_count,
-    .friend_list        = mysql_store_friend_list,
-    .group_create       = mysql_store_group_create,
-    .group_join         = mysql_store_group_join,
+    .name = "mysql",
+    .open = mysql_store_open,
+    .close = mysql_store_close,
+    .init_schema = mysql_store_init_schema,
+    .ping = mysql_store_ping,
+    .user_create = mysql_store_user_create,
+    .user_get = mysql_store_user_get,
+    .user_set_password = mysql_store_user_set_password,
+    .friend_add = mysql_store_friend_add,
+    .friend_count = mysql_store_friend_count,
+    .friend_list = mysql_store_friend_list,
+    .group_create = mysql_store_group_create,
+    .group_join = mysql_store_group_join,
     .group_member_count = mysql_store_group_member_count,
-    .group_members      = mysql_store_group_members,
-    .user_groups        = mysql_store_user_groups,
-    .offline_store      = mysql_store_offline_store,
-    .offline_take       = mysql_store_offline_take,
-    .offline_count      = mysql_store_offline_count,
+    .group_members = mysql_store_group_members,
+    .user_groups = mysql_store_user_groups,
+    .offline_store = mysql_store_offline_store,
+    .offline_take = mysql_store_offline_take,
+    .offline_count = mysql_store_offline_count,
 };

@@ -33,9 +33,9 @@
 #include "common/log.h"
 #include "store/store.h"
 
-#define BUSY_TIMEOUT_MS   5000          /* workers take turns writing one file */
-#define MEMORY_DB         ":memory:"    /* private database, for tests */
-#define OPEN_FLAGS        (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX)
+#define BUSY_TIMEOUT_MS 5000       /* workers take turns writing one file */
+#define MEMORY_DB       ":memory:" /* private database, for tests */
+#define OPEN_FLAGS      (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX)
 
 /* sql/sqlite/schema.sql, byte for byte (tests/unit/test_store.c checks). */
 const char store_sqlite_schema[] =
@@ -135,7 +135,7 @@ enum stmt_id {
 };
 
 struct stmt_def {
-    const char *name;       /* for log lines */
+    const char *name; /* for log lines */
     const char *sql;
 };
 
@@ -144,69 +144,61 @@ struct stmt_def {
  * no change); unlike INSERT OR IGNORE it still fails on CHECK violations.
  */
 static const struct stmt_def stmt_defs[ST_COUNT] = {
-    [ST_BEGIN]            = { "begin", "BEGIN IMMEDIATE" },
-    [ST_COMMIT]           = { "commit", "COMMIT" },
-    [ST_ROLLBACK]         = { "rollback", "ROLLBACK" },
-    [ST_PING]             = { "ping", "SELECT count(*) FROM sqlite_master" },
-    [ST_USER_INSERT]      = { "user insert",
-        "INSERT INTO User (name, password) VALUES (?1, ?2)" },
-    [ST_USER_GET]         = { "user get",
-        "SELECT name, password FROM User WHERE id = ?1" },
-    [ST_USER_SET_PASSWORD] = { "user set password",
-        "UPDATE User SET password = ?2 WHERE id = ?1" },
-    [ST_USER_EXISTS]      = { "user exists",
-        "SELECT 1 FROM User WHERE id = ?1" },
-    [ST_FRIEND_INSERT]    = { "friend insert",
-        "INSERT INTO Friend (userid, friendid) VALUES (?1, ?2) ON CONFLICT DO NOTHING" },
-    [ST_FRIEND_COUNT]     = { "friend count",
-        "SELECT count(*) FROM Friend WHERE userid = ?1" },
-    [ST_FRIEND_LIST]      = { "friend list",
-        "SELECT u.id, u.name FROM Friend f JOIN User u ON u.id = f.friendid"
-        " WHERE f.userid = ?1 ORDER BY f.friendid" },
-    [ST_GROUP_INSERT]     = { "group insert",
-        "INSERT INTO AllGroup (groupname, groupdesc) VALUES (?1, ?2)" },
-    [ST_GROUP_EXISTS]     = { "group exists",
-        "SELECT 1 FROM AllGroup WHERE groupid = ?1" },
-    [ST_MEMBER_INSERT]    = { "member insert",
-        "INSERT INTO GroupUser (groupid, userid, grouprole) VALUES (?1, ?2, ?3)"
-        " ON CONFLICT DO NOTHING" },
-    [ST_MEMBER_COUNT]     = { "member count",
-        "SELECT (SELECT count(*) FROM GroupUser WHERE groupid = ?1)"
-        " FROM AllGroup WHERE groupid = ?1" },
-    [ST_MEMBER_LIST]      = { "member list",
-        "SELECT u.id, u.name, m.grouprole FROM GroupUser m JOIN User u ON u.id = m.userid"
-        " WHERE m.groupid = ?1 ORDER BY m.userid" },
-    [ST_USER_GROUPS]      = { "user groups",
-        "SELECT g.groupid, g.groupname, g.groupdesc FROM GroupUser m"
-        " JOIN AllGroup g ON g.groupid = m.groupid WHERE m.userid = ?1 ORDER BY m.groupid" },
-    [ST_OFFLINE_INSERT]   = { "offline insert",
-        "INSERT INTO OfflineMessage (userid, message) VALUES (?1, ?2)" },
+    [ST_BEGIN] = { "begin", "BEGIN IMMEDIATE" },
+    [ST_COMMIT] = { "commit", "COMMIT" },
+    [ST_ROLLBACK] = { "rollback", "ROLLBACK" },
+    [ST_PING] = { "ping", "SELECT count(*) FROM sqlite_master" },
+    [ST_USER_INSERT] = { "user insert", "INSERT INTO User (name, password) VALUES (?1, ?2)" },
+    [ST_USER_GET] = { "user get", "SELECT name, password FROM User WHERE id = ?1" },
+    [ST_USER_SET_PASSWORD] = { "user set password", "UPDATE User SET password = ?2 WHERE id = ?1" },
+    [ST_USER_EXISTS] = { "user exists", "SELECT 1 FROM User WHERE id = ?1" },
+    [ST_FRIEND_INSERT] = { "friend insert",
+                           "INSERT INTO Friend (userid, friendid) VALUES (?1, ?2) ON CONFLICT DO NOTHING" },
+    [ST_FRIEND_COUNT] = { "friend count", "SELECT count(*) FROM Friend WHERE userid = ?1" },
+    [ST_FRIEND_LIST] = { "friend list",
+                         "SELECT u.id, u.name FROM Friend f JOIN User u ON u.id = f.friendid"
+                         " WHERE f.userid = ?1 ORDER BY f.friendid" },
+    [ST_GROUP_INSERT] = { "group insert",
+                          "INSERT INTO AllGroup (groupname, groupdesc) VALUES (?1, ?2)" },
+    [ST_GROUP_EXISTS] = { "group exists", "SELECT 1 FROM AllGroup WHERE groupid = ?1" },
+    [ST_MEMBER_INSERT] = { "member insert",
+                           "INSERT INTO GroupUser (groupid, userid, grouprole) VALUES (?1, ?2, ?3)"
+                           " ON CONFLICT DO NOTHING" },
+    [ST_MEMBER_COUNT] = { "member count",
+                          "SELECT (SELECT count(*) FROM GroupUser WHERE groupid = ?1)"
+                          " FROM AllGroup WHERE groupid = ?1" },
+    [ST_MEMBER_LIST] = { "member list",
+                         "SELECT u.id, u.name, m.grouprole FROM GroupUser m JOIN User u ON u.id = m.userid"
+                         " WHERE m.groupid = ?1 ORDER BY m.userid" },
+    [ST_USER_GROUPS] = { "user groups",
+                         "SELECT g.groupid, g.groupname, g.groupdesc FROM GroupUser m"
+                         " JOIN AllGroup g ON g.groupid = m.groupid WHERE m.userid = ?1 ORDER BY m.groupid" },
+    [ST_OFFLINE_INSERT] = { "offline insert",
+                            "INSERT INTO OfflineMessage (userid, message) VALUES (?1, ?2)" },
     /* Everything older than the ?2 newest: one walk of at most ?2 index entries. */
-    [ST_OFFLINE_TRIM]     = { "offline trim",
-        "DELETE FROM OfflineMessage WHERE userid = ?1 AND id <="
-        " (SELECT id FROM OfflineMessage WHERE userid = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)" },
-    [ST_OFFLINE_PENDING]  = { "offline pending",
-        "SELECT EXISTS (SELECT 1 FROM OfflineMessage WHERE userid = ?1)"
-        " OR EXISTS (SELECT 1 FROM OfflineDropped WHERE userid = ?1)" },
-    [ST_OFFLINE_LIST]     = { "offline list",
-        "SELECT id, message FROM OfflineMessage WHERE userid = ?1 ORDER BY id" },
-    [ST_OFFLINE_DELETE]   = { "offline delete",
-        "DELETE FROM OfflineMessage WHERE userid = ?1 AND id <= ?2" },
-    [ST_OFFLINE_COUNT]    = { "offline count",
-        "SELECT count(*) FROM OfflineMessage WHERE userid = ?1" },
-    [ST_DROPPED_ADD]      = { "dropped add",
-        "INSERT INTO OfflineDropped (userid, dropped) VALUES (?1, ?2)"
-        " ON CONFLICT (userid) DO UPDATE SET dropped = dropped + excluded.dropped" },
-    [ST_DROPPED_GET]      = { "dropped get",
-        "SELECT dropped FROM OfflineDropped WHERE userid = ?1" },
-    [ST_DROPPED_CLEAR]    = { "dropped clear",
-        "DELETE FROM OfflineDropped WHERE userid = ?1" },
+    [ST_OFFLINE_TRIM] = { "offline trim",
+                          "DELETE FROM OfflineMessage WHERE userid = ?1 AND id <="
+                          " (SELECT id FROM OfflineMessage WHERE userid = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)" },
+    [ST_OFFLINE_PENDING] = { "offline pending",
+                             "SELECT EXISTS (SELECT 1 FROM OfflineMessage WHERE userid = ?1)"
+                             " OR EXISTS (SELECT 1 FROM OfflineDropped WHERE userid = ?1)" },
+    [ST_OFFLINE_LIST] = { "offline list",
+                          "SELECT id, message FROM OfflineMessage WHERE userid = ?1 ORDER BY id" },
+    [ST_OFFLINE_DELETE] = { "offline delete",
+                            "DELETE FROM OfflineMessage WHERE userid = ?1 AND id <= ?2" },
+    [ST_OFFLINE_COUNT] = { "offline count",
+                           "SELECT count(*) FROM OfflineMessage WHERE userid = ?1" },
+    [ST_DROPPED_ADD] = { "dropped add",
+                         "INSERT INTO OfflineDropped (userid, dropped) VALUES (?1, ?2)"
+                         " ON CONFLICT (userid) DO UPDATE SET dropped = dropped + excluded.dropped" },
+    [ST_DROPPED_GET] = { "dropped get", "SELECT dropped FROM OfflineDropped WHERE userid = ?1" },
+    [ST_DROPPED_CLEAR] = { "dropped clear", "DELETE FROM OfflineDropped WHERE userid = ?1" },
 };
 
 struct store {
-    sqlite3      *db;
+    sqlite3 *db;
     sqlite3_stmt *stmt[ST_COUNT];
-    int           max_offline;          /* messages kept per user; 0: no cap */
+    int max_offline; /* messages kept per user; 0: no cap */
 };
 
 /* Log what failed on st's connection; the caller reports QC_ESTORAGE. */
@@ -268,7 +260,7 @@ static void tx_rollback(struct store *st)
     int rc;
 
     if (sqlite3_get_autocommit(st->db))
-        return;                         /* SQLite already rolled back */
+        return; /* SQLite already rolled back */
     rc = run_to_end(st->stmt[ST_ROLLBACK]);
     if (rc != SQLITE_DONE)
         (void)statement_failed(st, ST_ROLLBACK, rc);
@@ -306,8 +298,7 @@ static int row_exists(struct store *st, enum stmt_id id, int64_t key, int missin
 }
 
 /* Run a one-row, one-integer query keyed by key: QC_OK, missing or QC_ESTORAGE. */
-static int query_int(struct store *st, enum stmt_id id, int64_t key, int missing,
-                     int64_t *value)
+static int query_int(struct store *st, enum stmt_id id, int64_t key, int missing, int64_t *value)
 {
     sqlite3_stmt *s = st->stmt[id];
     int rc = sqlite3_bind_int64(s, 1, key);
@@ -358,8 +349,8 @@ static int check_directory(const char *path, char *err, size_t errlen)
         return -1;
     }
     if (access(dir, W_OK | X_OK) != 0) {
-        snprintf(err, errlen, "storage.path %s: directory %s is not writable: %s",
-                 path, dir, strerror(errno));
+        snprintf(err, errlen, "storage.path %s: directory %s is not writable: %s", path, dir,
+                 strerror(errno));
         return -1;
     }
     return 0;
@@ -402,8 +393,8 @@ static int connect_db(struct store *st, const char *path, char *err, size_t errl
     }
     if (use_wal(st, path, err, errlen) != 0)
         return -1;
-    rc = sqlite3_exec(st->db, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON",
-                      NULL, NULL, NULL);
+    rc =
+        sqlite3_exec(st->db, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(st->db));
         return -1;
@@ -454,7 +445,7 @@ static void sqlite_close(struct store *st)
     if (st == NULL)
         return;
     for (i = 0; i < ST_COUNT; i++)
-        (void)sqlite3_finalize(st->stmt[i]);    /* NULL is a no-op */
+        (void)sqlite3_finalize(st->stmt[i]); /* NULL is a no-op */
     rc = sqlite3_close(st->db);
     if (rc != SQLITE_OK)
         log_error("sqlite: close: %s", sqlite3_errstr(rc));
@@ -658,7 +649,7 @@ static int insert_member(struct store *st, int64_t groupid, int32_t userid, cons
         return QC_OK;
     }
     if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
-        return QC_ENOUSER;              /* the group is known to exist */
+        return QC_ENOUSER; /* the group is known to exist */
     return statement_failed(st, ST_MEMBER_INSERT, rc);
 }
 
@@ -770,7 +761,8 @@ static int trim_queue(struct store *st, int32_t userid)
     if (dropped == 0)
         return QC_OK;
     log_info("user %d: offline queue over limits.max_offline_messages (%d): dropped the "
-             "oldest %d message(s)", userid, st->max_offline, dropped);
+             "oldest %d message(s)",
+             userid, st->max_offline, dropped);
 
     s = st->stmt[ST_DROPPED_ADD];
     rc = sqlite3_bind_int64(s, 1, userid);
@@ -797,8 +789,8 @@ static int queue_message(struct store *st, int32_t userid, const char *msg, int 
     return st->max_offline > 0 ? trim_queue(st, userid) : QC_OK;
 }
 
-static int sqlite_offline_store(struct store *st, const int32_t *userids, size_t n,
-                                const char *msg, size_t len)
+static int sqlite_offline_store(struct store *st, const int32_t *userids, size_t n, const char *msg,
+                                size_t len)
 {
     size_t i;
     int err;
@@ -895,23 +887,23 @@ static int sqlite_offline_count(struct store *st, int32_t userid, int *count)
 }
 
 const struct store_ops store_sqlite_ops = {
-    .name               = "sqlite",
-    .open               = sqlite_open,
-    .close              = sqlite_close,
-    .init_schema        = sqlite_init_schema,
-    .ping               = sqlite_ping,
-    .user_create        = sqlite_user_create,
-    .user_get           = sqlite_user_get,
-    .user_set_password  = sqlite_user_set_password,
-    .friend_add         = sqlite_friend_add,
-    .friend_count       = sqlite_friend_count,
-    .friend_list        = sqlite_friend_list,
-    .group_create       = sqlite_group_create,
-    .group_join         = sqlite_group_join,
+    .name = "sqlite",
+    .open = sqlite_open,
+    .close = sqlite_close,
+    .init_schema = sqlite_init_schema,
+    .ping = sqlite_ping,
+    .user_create = sqlite_user_create,
+    .user_get = sqlite_user_get,
+    .user_set_password = sqlite_user_set_password,
+    .friend_add = sqlite_friend_add,
+    .friend_count = sqlite_friend_count,
+    .friend_list = sqlite_friend_list,
+    .group_create = sqlite_group_create,
+    .group_join = sqlite_group_join,
     .group_member_count = sqlite_group_member_count,
-    .group_members      = sqlite_group_members,
-    .user_groups        = sqlite_user_groups,
-    .offline_store      = sqlite_offline_store,
-    .offline_take       = sqlite_offline_take,
-    .offline_count      = sqlite_offline_count,
+    .group_members = sqlite_group_members,
+    .user_groups = sqlite_user_groups,
+    .offline_store = sqlite_offline_store,
+    .offline_take = sqlite_offline_take,
+    .offline_count = sqlite_offline_count,
 };

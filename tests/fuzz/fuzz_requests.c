@@ -29,7 +29,7 @@
 #include "server/worker.h"
 
 #define FUZZ_MAX_INPUT   (256 * 1024)
-#define FUZZ_JOB_WAIT_MS 10000     /* a password job at cost 1 takes milliseconds */
+#define FUZZ_JOB_WAIT_MS 10000 /* a password job at cost 1 takes milliseconds */
 
 static struct worker worker;
 static int ready;
@@ -80,7 +80,7 @@ static void wait_for_jobs(struct conn *c, int peer)
         if (n <= 0 && proc_now_ms() >= deadline) {
             fprintf(stderr, "fuzz: password job lost: conn %u busy, state %d, held %zu bytes\n",
                     c->slot, c->state, buf_used(&c->held));
-            abort();                       /* a job that never comes back is a bug */
+            abort(); /* a job that never comes back is a bug */
         }
         worker_finish_crypt_jobs(&worker);
         worker_end_turn(&worker);

@@ -28,24 +28,24 @@
 
 #include "server/relay.h"
 
-#define SCRIPT_DIR         "tests/harness"
-#define MYSQL_START_S      90       /* mariadb.sh start: install + first answer */
-#define SCRIPT_S           30       /* any other script call */
-#define NODE_START_MS      15000    /* port accepting, workers up, relay connected */
-#define NODE_STOP_MS       15000    /* graceful stop before SIGKILL */
-#define CHILD_GONE_MS      5000     /* children of a stopped master to disappear */
-#define REDIS_TIMEOUT_MS   2000
-#define POLL_MS            20
-#define PORT_ATTEMPTS      5
-#define MAX_ARGS           64
-#define OPT_MAX            (PATH_MAX + 64)
-#define LINE_MAX_LEN       4096
-#define ENV_VALUE_MAX      PATH_MAX
-#define TITLE_ANY          "qchatd:"
-#define TITLE_WORKER       "qchatd: worker"
-#define TITLE_RELAY        "qchatd: relay"
-#define PORT_BUSY_TEXT     "in use"
-#define RELAY_CONNECTED    "connected"
+#define SCRIPT_DIR       "tests/harness"
+#define MYSQL_START_S    90    /* mariadb.sh start: install + first answer */
+#define SCRIPT_S         30    /* any other script call */
+#define NODE_START_MS    15000 /* port accepting, workers up, relay connected */
+#define NODE_STOP_MS     15000 /* graceful stop before SIGKILL */
+#define CHILD_GONE_MS    5000  /* children of a stopped master to disappear */
+#define REDIS_TIMEOUT_MS 2000
+#define POLL_MS          20
+#define PORT_ATTEMPTS    5
+#define MAX_ARGS         64
+#define OPT_MAX          (PATH_MAX + 64)
+#define LINE_MAX_LEN     4096
+#define ENV_VALUE_MAX    PATH_MAX
+#define TITLE_ANY        "qchatd:"
+#define TITLE_WORKER     "qchatd: worker"
+#define TITLE_RELAY      "qchatd: relay"
+#define PORT_BUSY_TEXT   "in use"
+#define RELAY_CONNECTED  "connected"
 
 struct cl_cluster cl;
 
@@ -488,8 +488,8 @@ bool cl_node_running(int i)
     pid_t r = waitpid(n->pid, &status, WNOHANG);
     if (r == n->pid) {
         n->exit_status = status;
-        fprintf(stderr, "cluster: node %d master %d exited (status 0x%x)\n", i + 1,
-                (int)n->pid, status);
+        fprintf(stderr, "cluster: node %d master %d exited (status 0x%x)\n", i + 1, (int)n->pid,
+                status);
         n->pid = 0;
         return false;
     }
@@ -547,13 +547,15 @@ static enum ready wait_node_ready(int i)
             return h_file_contains(n->log_path, PORT_BUSY_TEXT) ? PORT_BUSY : NOT_READY;
         if (!accepting)
             accepting = h_port_accepting(n->port);
-        if (accepting && cl_node_workers(i) >= CL_WORKERS && cl_relay_state(i, state, sizeof(state)) &&
-            strcmp(state, RELAY_CONNECTED) == 0)
+        if (accepting && cl_node_workers(i) >= CL_WORKERS &&
+            cl_relay_state(i, state, sizeof(state)) && strcmp(state, RELAY_CONNECTED) == 0)
             return READY;
         h_sleep_ms(POLL_MS);
     }
-    fprintf(stderr, "cluster: node %d not ready within %d ms (accepting %d, workers %d, "
-            "relay \"%s\")\n", i + 1, NODE_START_MS, accepting, cl_node_workers(i), state);
+    fprintf(stderr,
+            "cluster: node %d not ready within %d ms (accepting %d, workers %d, "
+            "relay \"%s\")\n",
+            i + 1, NODE_START_MS, accepting, cl_node_workers(i), state);
     return NOT_READY;
 }
 
@@ -589,12 +591,11 @@ int cl_node_start(int i)
         case PORT_BUSY:
             cl_node_stop(i);
             if (fixed_port) {
-                h_sleep_ms(POLL_MS * 10);    /* the old sockets may linger a moment */
+                h_sleep_ms(POLL_MS * 10); /* the old sockets may linger a moment */
                 continue;
             }
             continue;
-        case NOT_READY:
-            break;
+        case NOT_READY: break;
         }
         break;
     }
@@ -632,7 +633,7 @@ void cl_node_stop(int i)
         pid_t pids[CL_MAX_CHILDREN];
         int count = cl_node_children(i, pids, CL_MAX_CHILDREN);
         for (int k = 0; k < count && k < CL_MAX_CHILDREN; k++)
-            kill(pids[k], SIGCONT);        /* a test may have stopped one */
+            kill(pids[k], SIGCONT); /* a test may have stopped one */
         kill(n->pid, SIGTERM);
         int64_t deadline = h_now_ms() + NODE_STOP_MS;
         int status = 0;
@@ -822,7 +823,7 @@ void cl_stop(void)
         if (cl.own_mysql && cl.mysql_dir[0] != '\0') {
             char data[PATH_MAX];
             snprintf(data, sizeof(data), "%s/data", cl.mysql_dir);
-            h_remove_dir(data);        /* ~100 MB; the logs stay */
+            h_remove_dir(data); /* ~100 MB; the logs stay */
         }
         fprintf(stderr, "cluster: kept the logs in %s for inspection\n", cl.dir);
     } else {

@@ -23,55 +23,55 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define CL_NODES          2
-#define CL_WORKERS        2       /* server.workers of each node */
-#define CL_MAX_CHILDREN   64      /* workers + relay of one node, remembered for kill */
-#define CL_DIR_MAX        (PATH_MAX - 256)
-#define CL_SUBDIR_MAX     (CL_DIR_MAX + 32)   /* a directory under dir */
-#define CL_NAME_MAX       128
+#define CL_NODES        2
+#define CL_WORKERS      2  /* server.workers of each node */
+#define CL_MAX_CHILDREN 64 /* workers + relay of one node, remembered for kill */
+#define CL_DIR_MAX      (PATH_MAX - 256)
+#define CL_SUBDIR_MAX   (CL_DIR_MAX + 32) /* a directory under dir */
+#define CL_NAME_MAX     128
 
 struct cl_node {
-    int   index;                  /* 0 .. CL_NODES-1 (node_id index + 1) */
-    pid_t pid;                    /* master, 0 when not running */
-    int   port;
-    int   exit_status;            /* wait status of the last stop, -1 unknown */
-    int   leftover_children;      /* children alive after the master stopped */
-    pid_t children[CL_MAX_CHILDREN];   /* workers and relay seen, for kill -9 */
-    char  log_path[PATH_MAX];
-    char  ctl_path[PATH_MAX];
+    int index; /* 0 .. CL_NODES-1 (node_id index + 1) */
+    pid_t pid; /* master, 0 when not running */
+    int port;
+    int exit_status;                 /* wait status of the last stop, -1 unknown */
+    int leftover_children;           /* children alive after the master stopped */
+    pid_t children[CL_MAX_CHILDREN]; /* workers and relay seen, for kill -9 */
+    char log_path[PATH_MAX];
+    char ctl_path[PATH_MAX];
 };
 
 struct cl_cluster {
-    char  dir[CL_DIR_MAX];        /* temporary directory, "" when none */
+    char dir[CL_DIR_MAX]; /* temporary directory, "" when none */
     struct cl_node node[CL_NODES];
 
-    bool  own_mysql;              /* started here (else taken from the environment) */
+    bool own_mysql; /* started here (else taken from the environment) */
     pid_t mysql_pid;
-    char  mysql_dir[CL_SUBDIR_MAX];
-    char  mysql_socket[PATH_MAX];
-    char  mysql_user[CL_NAME_MAX];
-    char  mysql_password_file[PATH_MAX];
-    char  database[CL_NAME_MAX];
+    char mysql_dir[CL_SUBDIR_MAX];
+    char mysql_socket[PATH_MAX];
+    char mysql_user[CL_NAME_MAX];
+    char mysql_password_file[PATH_MAX];
+    char database[CL_NAME_MAX];
 
     pid_t redis_pid;
-    int   redis_port;
-    char  redis_dir[CL_SUBDIR_MAX];
+    int redis_port;
+    char redis_dir[CL_SUBDIR_MAX];
 
     pid_t nginx_pid;
-    int   nginx_port;
-    char  nginx_dir[CL_SUBDIR_MAX];
+    int nginx_port;
+    char nginx_dir[CL_SUBDIR_MAX];
 
-    bool  failed;                 /* keep the directory for inspection */
+    bool failed; /* keep the directory for inspection */
 };
 extern struct cl_cluster cl;
 
 /* Everything up: MariaDB, Redis, the nodes (relays connected), nginx.  0 or -1. */
-int  cl_start(void);
+int cl_start(void);
 /* Everything down, by PID; the directory removed unless a test failed.  Idempotent. */
 void cl_stop(void);
 
 /* Start node i on its port (a fresh one if 0); waits for workers, control socket, relay. */
-int  cl_node_start(int i);
+int cl_node_start(int i);
 /* SIGTERM, bounded wait, SIGKILL; then its children by PID.  Idempotent. */
 void cl_node_stop(int i);
 /* SIGCONT every child of every node (a failed test may have left one stopped). */
@@ -83,15 +83,15 @@ bool cl_node_running(int i);
 pid_t cl_node_relay_pid(int i);
 /* The node's child titled "qchatd: worker INDEX", 0 if none; live workers counted. */
 pid_t cl_node_worker_pid(int i, int index);
-int  cl_node_workers(int i);
+int cl_node_workers(int i);
 /* Worker index holding uid on node i ({"cmd":"users"}), -1 if not there. */
-int  cl_worker_of(int i, int32_t uid);
+int cl_worker_of(int i, int32_t uid);
 /* The node's live children (workers and relay); remembers them.  Returns the count. */
-int  cl_node_children(int i, pid_t *pids, int max);
+int cl_node_children(int i, pid_t *pids, int max);
 
 /* SIGKILL Redis / start a new one on the same port.  0 or -1. */
-int  cl_redis_kill(void);
-int  cl_redis_restart(void);
+int cl_redis_kill(void);
+int cl_redis_restart(void);
 
 /* The relay state from {"cmd":"status"} ("connected", ...) into out; false if none. */
 bool cl_relay_state(int i, char *out, size_t outlen);
@@ -100,12 +100,12 @@ bool cl_wait_relay(int i, const char *state, int timeout_ms);
 long cl_numsub(int32_t uid);
 bool cl_wait_numsub(int32_t uid, long want, int timeout_ms);
 /* Index of the node listing uid in {"cmd":"users"}, -1 if none. */
-int  cl_node_of(int32_t uid);
+int cl_node_of(int32_t uid);
 bool cl_wait_node_of(int32_t uid, int node, int timeout_ms);
 
 /* The last lines of every node's log (and nginx's error log) on stderr. */
 void cl_log_tails(int lines);
 /* Lines of node i's log holding a sanitizer report (printed); 0 if clean. */
-int  cl_sanitizer_lines(int i);
+int cl_sanitizer_lines(int i);
 
 #endif

@@ -30,32 +30,32 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
-#define PORT_ATTEMPTS      5        /* fresh ports tried when one is taken */
-#define POLL_STEP_MS       10       /* granularity of condition polling */
-#define CTL_TIMEOUT_MS     5000
-#define CTL_MAX_REPLY      (1 << 20)
-#define MAX_TRACKED        2048     /* open clients closed by the teardown */
-#define MAX_WORKERS_SEEN   64
-#define RAW_CHUNK          65536
-#define RAW_SEND_MS        10000
-#define PROC_LINE          4096
+#define PORT_ATTEMPTS         5  /* fresh ports tried when one is taken */
+#define POLL_STEP_MS          10 /* granularity of condition polling */
+#define CTL_TIMEOUT_MS        5000
+#define CTL_MAX_REPLY         (1 << 20)
+#define MAX_TRACKED           2048 /* open clients closed by the teardown */
+#define MAX_WORKERS_SEEN      64
+#define RAW_CHUNK             65536
+#define RAW_SEND_MS           10000
+#define PROC_LINE             4096
 #define SANITIZER_LINES_SHOWN 20
-#define WORKER_TITLE       "qchatd: worker"
-#define QCHATD_TITLE       "qchatd:"
-#define PORT_BUSY_TEXT     "in use"
-#define JSON_PLAIN         (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+#define WORKER_TITLE          "qchatd: worker"
+#define QCHATD_TITLE          "qchatd:"
+#define PORT_BUSY_TEXT        "in use"
+#define JSON_PLAIN            (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
 struct h_server h_srv = { .exit_status = -1 };
 
-static bool     test_completed;          /* set when the test body returned */
-static bool     any_test_failed;         /* keep the directory for inspection */
-static bool     harness_ready;
+static bool test_completed;  /* set when the test body returned */
+static bool any_test_failed; /* keep the directory for inspection */
+static bool harness_ready;
 static unsigned name_counter;
-static int64_t  seq_counter = 1000;
+static int64_t seq_counter = 1000;
 static struct qclient *tracked[MAX_TRACKED];
-static int tracked_fds[MAX_TRACKED];          /* raw sockets, +1 (0: free slot) */
-static char *tracked_bufs[MAX_TRACKED];       /* their receive buffers */
-static volatile pid_t workers_seen[MAX_WORKERS_SEEN];  /* for the signal handler */
+static int tracked_fds[MAX_TRACKED];                  /* raw sockets, +1 (0: free slot) */
+static char *tracked_bufs[MAX_TRACKED];               /* their receive buffers */
+static volatile pid_t workers_seen[MAX_WORKERS_SEEN]; /* for the signal handler */
 static unsigned long long workers_started[MAX_WORKERS_SEEN];
 
 /* ---- time ------------------------------------------------------------ */
@@ -127,8 +127,7 @@ bool h_process_alive(pid_t pid)
 bool h_process_titled(pid_t pid, const char *prefix)
 {
     char cmd[PROC_LINE];
-    return read_cmdline(pid, cmd, sizeof(cmd)) == 0 &&
-           strncmp(cmd, prefix, strlen(prefix)) == 0;
+    return read_cmdline(pid, cmd, sizeof(cmd)) == 0 && strncmp(cmd, prefix, strlen(prefix)) == 0;
 }
 
 bool h_process_titled_word(pid_t pid, const char *title)
@@ -539,13 +538,15 @@ static enum ready wait_ready(void)
     }
     if (accepting) {
         /* Tests that look at workers will say so; the others can run. */
-        fprintf(stderr, "harness: WARNING: %d of %d processes titled \"" WORKER_TITLE
-                " N\" under master %d after %d ms\n", server_worker_pids(pids, MAX_WORKERS_SEEN),
-                h_srv.workers, (int)h_srv.pid, H_START_MS);
+        fprintf(stderr,
+                "harness: WARNING: %d of %d processes titled \"" WORKER_TITLE
+                " N\" under master %d after %d ms\n",
+                server_worker_pids(pids, MAX_WORKERS_SEEN), h_srv.workers, (int)h_srv.pid,
+                H_START_MS);
         return READY;
     }
-    fprintf(stderr, "harness: qchatd did not accept on port %d within %d ms\n",
-            h_srv.port, H_START_MS);
+    fprintf(stderr, "harness: qchatd did not accept on port %d within %d ms\n", h_srv.port,
+            H_START_MS);
     return NOT_READY;
 }
 
@@ -577,7 +578,8 @@ int server_start(const char *const *extra_opts)
         server_stop();
 
     const char *tmp = getenv("TMPDIR");
-    snprintf(h_srv.dir, sizeof(h_srv.dir), "%s/qchat-it.XXXXXX", tmp != NULL && *tmp ? tmp : "/tmp");
+    snprintf(h_srv.dir, sizeof(h_srv.dir), "%s/qchat-it.XXXXXX",
+             tmp != NULL && *tmp ? tmp : "/tmp");
     if (mkdtemp(h_srv.dir) == NULL) {
         fprintf(stderr, "harness: mkdtemp %s: %s\n", h_srv.dir, strerror(errno));
         return -1;
@@ -602,15 +604,14 @@ int server_start(const char *const *extra_opts)
         switch (wait_ready()) {
         case READY:
             wait_control_socket();
-            fprintf(stderr, "harness: qchatd %d on " H_HOST ":%d, dir %s\n",
-                    (int)h_srv.pid, h_srv.port, h_srv.dir);
+            fprintf(stderr, "harness: qchatd %d on " H_HOST ":%d, dir %s\n", (int)h_srv.pid,
+                    h_srv.port, h_srv.dir);
             return 0;
         case NOT_READY_PORT_BUSY:
             fprintf(stderr, "harness: port %d taken, retrying\n", h_srv.port);
             server_stop();
             continue;
-        case NOT_READY:
-            break;
+        case NOT_READY: break;
         }
         break;
     }
@@ -667,7 +668,10 @@ void server_stop(void)
 
 /* Lines a sanitizer (ASan, LSan, UBSan) writes into the server's stderr. */
 static const char *const sanitizer_marks[] = {
-    "ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "ThreadSanitizer",
+    "ERROR: AddressSanitizer",
+    "ERROR: LeakSanitizer",
+    "runtime error:",
+    "ThreadSanitizer",
 };
 
 int h_sanitizer_lines(const char *path, const char *label)
@@ -687,7 +691,7 @@ int h_sanitizer_lines(const char *path, const char *label)
 
 void h_stop_and_check_clean(void)
 {
-    stop_processes();     /* the directory stays until the group teardown */
+    stop_processes(); /* the directory stays until the group teardown */
     int status = h_srv.exit_status;
     H_CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
             "SIGTERM: the master must exit with status 0 within %d ms (wait status 0x%x%s)",
@@ -877,7 +881,10 @@ int h_worker_of(int32_t id)
     return -1;
 }
 
-struct online_wait { int32_t id; bool online; };
+struct online_wait {
+    int32_t id;
+    bool online;
+};
 
 static bool online_reached(void *arg)
 {
@@ -960,8 +967,8 @@ struct qclient *h_login_to(int port, const struct h_user *u, bool presence,
     struct qclient *c = h_connect_to(port);
     struct json_object *reply = NULL;
     int rc = qclient_login(c, u->id, u->password, presence, &reply, H_REPLY_MS);
-    H_CHECK(rc == 0, "LOGIN {id:%d} as %s: expected errno 0, got rc %d: %s",
-            u->id, u->name, rc, h_json(reply));
+    H_CHECK(rc == 0, "LOGIN {id:%d} as %s: expected errno 0, got rc %d: %s", u->id, u->name, rc,
+            h_json(reply));
     if (ack != NULL)
         *ack = reply;
     else
@@ -985,8 +992,8 @@ struct qclient *h_new_user(struct h_user *u, const char *tag)
     h_register(c, u, tag);
     struct json_object *reply = NULL;
     int rc = qclient_login(c, u->id, u->password, false, &reply, H_REPLY_MS);
-    H_CHECK(rc == 0, "LOGIN {id:%d} right after REG: expected errno 0, got rc %d: %s",
-            u->id, rc, h_json(reply));
+    H_CHECK(rc == 0, "LOGIN {id:%d} right after REG: expected errno 0, got rc %d: %s", u->id, rc,
+            h_json(reply));
     json_object_put(reply);
     return c;
 }
@@ -1050,18 +1057,17 @@ struct json_object *h_expect_skip(struct qclient *c, int msgid, const char *what
     return o;
 }
 
-struct json_object *h_expect_ack(struct qclient *c, int req, int64_t seq, int err,
-                                 const char *what)
+struct json_object *h_expect_ack(struct qclient *c, int req, int64_t seq, int err, const char *what)
 {
     struct json_object *o = h_expect(c, QC_ACK_MSG, what), *s;
     bool seq_ok = json_object_object_get_ex(o, "seq", &s) &&
                   json_object_is_type(s, json_type_int) && json_object_get_int64(s) == seq;
-    if (!seq_ok || !h_has(o, "errno") || h_int(o, "errno") != err ||
-        !h_has(o, "req") || h_int(o, "req") != req)
-        H_FAIL("%s: expected {\"msgid\":11,\"errno\":%d,\"req\":%d,\"seq\":%lld}, got %s",
-               what, err, req, (long long)seq, h_json(o));
-    H_CHECK(h_has(o, "errmsg") && json_object_is_type(json_object_object_get(o, "errmsg"),
-                                                      json_type_string),
+    if (!seq_ok || !h_has(o, "errno") || h_int(o, "errno") != err || !h_has(o, "req") ||
+        h_int(o, "req") != req)
+        H_FAIL("%s: expected {\"msgid\":11,\"errno\":%d,\"req\":%d,\"seq\":%lld}, got %s", what,
+               err, req, (long long)seq, h_json(o));
+    H_CHECK(h_has(o, "errmsg") &&
+                json_object_is_type(json_object_object_get(o, "errmsg"), json_type_string),
             "%s: ACK without an errmsg string: %s", what, h_json(o));
     return o;
 }
@@ -1075,8 +1081,8 @@ void h_expect_quiet(struct qclient *c, const char *what)
                   json_object_is_type(s, json_type_int) && json_object_get_int64(s) == seq &&
                   h_has(o, "msgid") && h_int(o, "msgid") == QC_ACK_MSG;
     if (!is_ack)
-        H_FAIL("%s: expected no traffic (next object = ACK of HEARTBEAT seq %lld), got %s",
-               what, (long long)seq, h_json(o));
+        H_FAIL("%s: expected no traffic (next object = ACK of HEARTBEAT seq %lld), got %s", what,
+               (long long)seq, h_json(o));
     json_object_put(o);
 }
 
@@ -1120,8 +1126,8 @@ const char *h_json(struct json_object *o)
     return o == NULL ? "(nothing)" : json_object_to_json_string_ext(o, JSON_PLAIN);
 }
 
-#define QUOTE_RING   8
-#define QUOTE_MAX    (64 * 1024)
+#define QUOTE_RING 8
+#define QUOTE_MAX  (64 * 1024)
 
 const char *h_q(const char *s)
 {
@@ -1198,8 +1204,8 @@ struct json_object *h_parse_item(struct json_object *arr, size_t i, const char *
 {
     struct json_object *item = json_object_array_get_idx(arr, i);
     if (item == NULL || !json_object_is_type(item, json_type_string))
-        H_FAIL("%s: item %zu must be a JSON string (the seed's encoding), got %s",
-               what, i, h_json(item));
+        H_FAIL("%s: item %zu must be a JSON string (the seed's encoding), got %s", what, i,
+               h_json(item));
     struct json_object *o = json_tokener_parse(json_object_get_string(item));
     if (o == NULL || !json_object_is_type(o, json_type_object))
         H_FAIL("%s: item %zu does not hold a JSON object: %s", what, i, h_json(item));
@@ -1219,8 +1225,8 @@ void h_check_time_fields(struct json_object *msg)
     int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
     int64_t ts = h_int(msg, "ts");
     H_CHECK(ts > now_ms - 600000 && ts < now_ms + 60000,
-            "\"ts\" must be epoch milliseconds near now (%lld), got %lld",
-            (long long)now_ms, (long long)ts);
+            "\"ts\" must be epoch milliseconds near now (%lld), got %lld", (long long)now_ms,
+            (long long)ts);
 }
 
 /* ---- raw sockets ----------------------------------------------------- */
@@ -1238,10 +1244,10 @@ void h_raw_connect(struct h_raw *r, int rcvbuf)
     setsockopt(r->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)h_srv.port) };
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    H_CHECK(connect(r->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0,
-            "connect to port %d: %s", h_srv.port, strerror(errno));
-    H_CHECK(fcntl(r->fd, F_SETFL, fcntl(r->fd, F_GETFL) | O_NONBLOCK) == 0,
-            "O_NONBLOCK: %s", strerror(errno));
+    H_CHECK(connect(r->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect to port %d: %s",
+            h_srv.port, strerror(errno));
+    H_CHECK(fcntl(r->fd, F_SETFL, fcntl(r->fd, F_GETFL) | O_NONBLOCK) == 0, "O_NONBLOCK: %s",
+            strerror(errno));
 }
 
 void h_raw_close(struct h_raw *r)
@@ -1342,7 +1348,7 @@ int h_raw_wait_eof(struct h_raw *r, int timeout_ms)
         if (left <= 0)
             return ETIMEDOUT;
         raw_fill(r, left);
-        r->len = 0;   /* discard */
+        r->len = 0; /* discard */
     }
     return r->eof ? 0 : r->error;
 }

@@ -28,44 +28,61 @@
 #include "client/qclient.h"
 #include "common/proto.h"
 
-#define H_HOST            "127.0.0.1"
-#define H_WORKERS         4        /* server.workers unless a test overrides it */
-#define H_REPLY_MS        5000     /* longest wait for one expected reply */
-#define H_START_MS        10000    /* server start: port accepting, workers up */
-#define H_STOP_MS         15000    /* graceful stop before SIGKILL (> shutdown_timeout) */
-#define H_LOG_TAIL_LINES  60       /* server log lines shown on a failure */
-#define H_NAME_LEN        (QC_NAME_MAX + 1)
-#define H_PASSWORD_LEN    32
+#define H_HOST           "127.0.0.1"
+#define H_WORKERS        4     /* server.workers unless a test overrides it */
+#define H_REPLY_MS       5000  /* longest wait for one expected reply */
+#define H_START_MS       10000 /* server start: port accepting, workers up */
+#define H_STOP_MS        15000 /* graceful stop before SIGKILL (> shutdown_timeout) */
+#define H_LOG_TAIL_LINES 60    /* server log lines shown on a failure */
+#define H_NAME_LEN       (QC_NAME_MAX + 1)
+#define H_PASSWORD_LEN   32
 
 struct h_server {
-    pid_t pid;                     /* master, 0 when not running */
-    int   port;
-    int   workers;                 /* expected worker count */
-    int   exit_status;             /* wait status of the last stop, -1 unknown */
-    int   leftover_workers;        /* workers still alive after the master stopped */
-    char  dir[PATH_MAX - 64];      /* temporary directory */
-    char  log_path[PATH_MAX];
-    char  db_path[PATH_MAX];
-    char  ctl_path[PATH_MAX];
+    pid_t pid; /* master, 0 when not running */
+    int port;
+    int workers;             /* expected worker count */
+    int exit_status;         /* wait status of the last stop, -1 unknown */
+    int leftover_workers;    /* workers still alive after the master stopped */
+    char dir[PATH_MAX - 64]; /* temporary directory */
+    char log_path[PATH_MAX];
+    char db_path[PATH_MAX];
+    char ctl_path[PATH_MAX];
 };
 extern struct h_server h_srv;
 
 /* ---- cmocka glue ---------------------------------------------------- */
 
-struct h_test { void (*fn)(void **state); };
-#define H_TEST(f) { #f, h_run_test, NULL, h_test_teardown, &(struct h_test){ f } }
+struct h_test {
+    void (*fn)(void **state);
+};
+#define H_TEST(f)                                               \
+    {                                                           \
+#f, h_run_test, NULL, h_test_teardown, &(struct h_test) \
+        {                                                       \
+            f                                                   \
+        }                                                       \
+    }
 void h_run_test(void **state);
-int  h_test_teardown(void **state);
+int h_test_teardown(void **state);
 
 /* Run only the tests whose names match $H_FILTER (cmocka glob), if set. */
 void h_apply_filter(void);
 
 /* Fail the current test with a formatted message. */
-#define H_FAIL(...) do { print_error(__VA_ARGS__); print_error("\n"); fail(); } while (0)
+#define H_FAIL(...)               \
+    do {                          \
+        print_error(__VA_ARGS__); \
+        print_error("\n");        \
+        fail();                   \
+    } while (0)
 /* Fail unless cond, with a formatted message saying what was expected. */
-#define H_CHECK(cond, ...) do { if (!(cond)) { \
-        print_error("%s:%d: check failed: %s\n  ", __FILE__, __LINE__, #cond); \
-        H_FAIL(__VA_ARGS__); } } while (0)
+#define H_CHECK(cond, ...)                                                         \
+    do {                                                                           \
+        if (!(cond)) {                                                             \
+            print_error("%s:%d: check failed: %s\n  ", __FILE__, __LINE__, #cond); \
+            H_FAIL(__VA_ARGS__);                                                   \
+        }                                                                          \
+    } while (0)
 
 /* ---- the server ----------------------------------------------------- */
 
@@ -74,25 +91,25 @@ void h_apply_filter(void);
  * ending with NULL, may be NULL).  Waits until the port accepts and the
  * workers are up.  0, or -1 with the log printed.
  */
-int   server_start(const char *const *extra_opts);
+int server_start(const char *const *extra_opts);
 /* SIGTERM, bounded wait, SIGKILL; leftover workers killed by PID.  Idempotent. */
-void  server_stop(void);
-bool  server_running(void);
+void server_stop(void);
+bool server_running(void);
 pid_t server_master_pid(void);
 /* Children of the master titled "qchatd: worker"; returns the count. */
-int   server_worker_pids(pid_t *pids, int max);
+int server_worker_pids(pid_t *pids, int max);
 /* The worker titled "qchatd: worker INDEX", 0 if none. */
 pid_t server_worker_pid(int index);
-void  server_log_tail(int lines);
+void server_log_tail(int lines);
 /*
  * Stop the server with SIGTERM and fail unless it exited 0 within H_STOP_MS,
  * left no worker behind, and its log has no sanitizer report.  Each test
  * file ends with a test calling this.
  */
-void  h_stop_and_check_clean(void);
+void h_stop_and_check_clean(void);
 /* cmocka group fixtures that start/stop a server with the given options. */
-int   h_group_setup_with(const char *const *extra_opts);
-int   h_group_teardown(void **state);
+int h_group_setup_with(const char *const *extra_opts);
+int h_group_teardown(void **state);
 
 /* ---- control socket ------------------------------------------------- */
 
@@ -101,9 +118,9 @@ struct json_object *h_ctl(const char *request);
 /* The same on another server's control socket (several nodes in one test). */
 struct json_object *h_ctl_at(const char *ctl_path, const char *request);
 /* Online users: fills ids/workers (max entries), returns count or -1. */
-int  h_ctl_users(int32_t *ids, int *workers, int max);
+int h_ctl_users(int32_t *ids, int *workers, int max);
 /* Worker index holding id, -1 if not online.  Fails the test if ctl fails. */
-int  h_worker_of(int32_t id);
+int h_worker_of(int32_t id);
 /* Wait until id is (online) or is not (!online) listed; true if reached. */
 bool h_wait_online(int32_t id, bool online, int timeout_ms);
 
@@ -111,8 +128,8 @@ bool h_wait_online(int32_t id, bool online, int timeout_ms);
 
 struct h_user {
     int32_t id;
-    char    name[H_NAME_LEN];
-    char    password[H_PASSWORD_LEN];
+    char name[H_NAME_LEN];
+    char password[H_PASSWORD_LEN];
 };
 
 /* "TAG_PID_N": unique across tests and runs in parallel. */
@@ -161,50 +178,50 @@ struct json_object *h_request(struct qclient *c, int req, int err, const char *w
 
 /* ---- JSON field checks ---------------------------------------------- */
 
-bool        h_has(struct json_object *o, const char *key);
-int64_t     h_int(struct json_object *o, const char *key);        /* must be an int */
-const char *h_str(struct json_object *o, const char *key);        /* must be a string */
+bool h_has(struct json_object *o, const char *key);
+int64_t h_int(struct json_object *o, const char *key);             /* must be an int */
+const char *h_str(struct json_object *o, const char *key);         /* must be a string */
 struct json_object *h_arr(struct json_object *o, const char *key); /* must be an array */
 /* Array item i must be a string holding a JSON object: parse it (caller puts). */
 struct json_object *h_parse_item(struct json_object *arr, size_t i, const char *what);
 /* Array field as the seed sends it: absent or empty -> 0 items. */
-size_t      h_arr_len_opt(struct json_object *o, const char *key);
-const char *h_json(struct json_object *o);                         /* for messages */
+size_t h_arr_len_opt(struct json_object *o, const char *key);
+const char *h_json(struct json_object *o); /* for messages */
 /* s as a JSON string literal (quotes, escapes); valid until 8 more calls. */
 const char *h_q(const char *s);
 /* n bytes of c followed by suffix, in a buffer valid until the next call. */
 const char *h_fill(char c, size_t n, const char *suffix);
-void        h_check_time_fields(struct json_object *msg);           /* time, ts */
+void h_check_time_fields(struct json_object *msg); /* time, ts */
 
 /* ---- raw sockets ---------------------------------------------------- */
 
 struct h_raw {
-    int    fd;
-    char  *buf;          /* received bytes not yet returned */
+    int fd;
+    char *buf; /* received bytes not yet returned */
     size_t len, cap;
-    bool   eof;
-    int    error;        /* errno of a failed read (ECONNRESET...), 0 if none */
+    bool eof;
+    int error; /* errno of a failed read (ECONNRESET...), 0 if none */
 };
 /* Connect to the server; rcvbuf > 0 sets SO_RCVBUF before connecting. */
 void h_raw_connect(struct h_raw *r, int rcvbuf);
 void h_raw_close(struct h_raw *r);
 /* Write all bytes (bounded); -1 if the peer closed or reset. */
-int  h_raw_send(struct h_raw *r, const void *p, size_t n);
+int h_raw_send(struct h_raw *r, const void *p, size_t n);
 /* Next newline-terminated object; NULL on timeout/EOF/error. */
 struct json_object *h_raw_recv(struct h_raw *r, int timeout_ms);
 /* Read until EOF: 0 clean EOF, else the errno (ECONNRESET, ETIMEDOUT). */
-int  h_raw_wait_eof(struct h_raw *r, int timeout_ms);
+int h_raw_wait_eof(struct h_raw *r, int timeout_ms);
 
 /* ---- processes, ports and files (cluster_harness.c and tests too) ---- */
 
 /* PID exists and is neither a zombie nor dead. */
-bool  h_process_alive(pid_t pid);
+bool h_process_alive(pid_t pid);
 /* /proc/PID/cmdline (NULs read as spaces) starts with prefix. */
-bool  h_process_titled(pid_t pid, const char *prefix);
+bool h_process_titled(pid_t pid, const char *prefix);
 /* The same, title being a whole word: "qchatd: worker 1" is not "... 10". */
-bool  h_process_titled_word(pid_t pid, const char *title);
+bool h_process_titled_word(pid_t pid, const char *title);
 /* Live children of parent whose title starts with prefix; the count (<= max). */
-int   h_child_pids(pid_t parent, const char *prefix, pid_t *pids, int max);
+int h_child_pids(pid_t parent, const char *prefix, pid_t *pids, int max);
 /*
  * fork and exec argv[0] with argv (NULL-terminated): stdin /dev/null,
  * stdout and stderr appended to log_path after a "# COMMAND" line, SIGTERM
@@ -213,26 +230,26 @@ int   h_child_pids(pid_t parent, const char *prefix, pid_t *pids, int max);
  */
 pid_t h_spawn_logged(const char *const *argv, const char *log_path, void (*in_child)(void));
 /* A port on 127.0.0.1 that was free a moment ago (bind port 0), -1 on failure. */
-int   h_free_port(void);
+int h_free_port(void);
 /* A TCP connection to 127.0.0.1:port is accepted. */
-bool  h_port_accepting(int port);
+bool h_port_accepting(int port);
 /* Some line of the file holds needle. */
-bool  h_file_contains(const char *path, const char *needle);
+bool h_file_contains(const char *path, const char *needle);
 /* The last lines of a file on stderr, between two marker lines. */
-void  h_file_tail(const char *path, int lines);
+void h_file_tail(const char *path, int lines);
 /* Lines of a log holding a sanitizer report (the first printed after label); -1 no file. */
-int   h_sanitizer_lines(const char *path, const char *label);
+int h_sanitizer_lines(const char *path, const char *label);
 /* Remove a directory tree ("" does nothing); a failure is said on stderr. */
-void  h_remove_dir(const char *dir);
+void h_remove_dir(const char *dir);
 /* SIGPIPE ignored, on_signal for SIGINT, SIGTERM, SIGHUP and SIGQUIT, at_exit
  * registered with atexit(), stdout line-buffered. */
-void  h_install_exit_handlers(void (*on_signal)(int), void (*at_exit)(void));
+void h_install_exit_handlers(void (*on_signal)(int), void (*at_exit)(void));
 
 /* ---- time ----------------------------------------------------------- */
 
 int64_t h_now_ms(void);
-void    h_sleep_ms(int ms);
+void h_sleep_ms(int ms);
 /* Poll cond every few ms until true or timeout; returns the last value. */
-bool    h_wait_for(bool (*cond)(void *arg), void *arg, int timeout_ms);
+bool h_wait_for(bool (*cond)(void *arg), void *arg, int timeout_ms);
 
 #endif

@@ -20,8 +20,8 @@
 
 struct mdb_env mdb_env;
 
-static pid_t stopped_pid;            /* mariadbd while a test holds it stopped */
-static pid_t guard_pid;              /* resumes it should this process die first */
+static pid_t stopped_pid; /* mariadbd while a test holds it stopped */
+static pid_t guard_pid;   /* resumes it should this process die first */
 
 static void read_first_line(const char *path, char *out, size_t size)
 {
@@ -44,7 +44,8 @@ bool mdb_load_env(const char *prog)
     const char *pid = getenv("QCHAT_MYSQL_PID");
 
     if (sock == NULL || user == NULL || pwf == NULL || pid == NULL || *sock == '\0') {
-        fprintf(stderr, "%s: no private MariaDB (QCHAT_MYSQL_SOCKET, QCHAT_MYSQL_USER, "
+        fprintf(stderr,
+                "%s: no private MariaDB (QCHAT_MYSQL_SOCKET, QCHAT_MYSQL_USER, "
                 "QCHAT_MYSQL_PASSWORD_FILE, QCHAT_MYSQL_PID unset): skipping.  Start one "
                 "with: tests/harness/mariadb.sh start DIR && set -a && . DIR/env && set +a\n",
                 prog);
@@ -64,8 +65,8 @@ MYSQL *mdb_connect(const char *db, unsigned long flags)
 
     assert_non_null(m);
     assert_int_equal(mysql_options(m, MYSQL_SET_CHARSET_NAME, "utf8mb4"), 0);
-    if (mysql_real_connect(m, NULL, mdb_env.user, mdb_env.password, db, 0, mdb_env.socket,
-                           flags) == NULL)
+    if (mysql_real_connect(m, NULL, mdb_env.user, mdb_env.password, db, 0, mdb_env.socket, flags) ==
+        NULL)
         fail_msg("connecting to %s as %s: %s", mdb_env.socket, mdb_env.user, mysql_error(m));
     return m;
 }

@@ -19,21 +19,21 @@
 #include <unistd.h>
 #include <sys/wait.h>
 
-#define QCHAT_LINE_MS     5000     /* longest wait for one expected line */
-#define QCHAT_EXIT_MS     5000     /* after stdin is closed */
-#define TRANSCRIPT_MAX    (64 * 1024)
-#define NO_SUCH_ID        2147480000
+#define QCHAT_LINE_MS  5000 /* longest wait for one expected line */
+#define QCHAT_EXIT_MS  5000 /* after stdin is closed */
+#define TRANSCRIPT_MAX (64 * 1024)
+#define NO_SUCH_ID     2147480000
 
 /* One qchat process: stdin and stdout (with stderr) on pipes. */
 struct qchat_proc {
-    pid_t  pid;
-    int    in;                       /* its stdin */
-    int    out;                      /* its stdout + stderr */
-    char   buf[TRANSCRIPT_MAX];      /* output not yet consumed */
+    pid_t pid;
+    int in;                   /* its stdin */
+    int out;                  /* its stdout + stderr */
+    char buf[TRANSCRIPT_MAX]; /* output not yet consumed */
     size_t len;
-    char   transcript[TRANSCRIPT_MAX];  /* every line so far, for failures */
+    char transcript[TRANSCRIPT_MAX]; /* every line so far, for failures */
     size_t tlen;
-    bool   eof;
+    bool eof;
 };
 
 static struct qchat_proc *procs[8];
@@ -68,7 +68,8 @@ static void qchat_start(struct qchat_proc *p)
         }
 }
 
-static void qchat_cmd(struct qchat_proc *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void qchat_cmd(struct qchat_proc *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void qchat_cmd(struct qchat_proc *p, const char *fmt, ...)
 {
     char line[8192];
@@ -197,7 +198,8 @@ static void qchat_register_login(struct qchat_proc *p, struct h_user *u, const c
 
 static int32_t number_after(const char *line, const char *prefix)
 {
-    H_CHECK(strncmp(line, prefix, strlen(prefix)) == 0, "\"%s\" must start with \"%s\"", line, prefix);
+    H_CHECK(strncmp(line, prefix, strlen(prefix)) == 0, "\"%s\" must start with \"%s\"", line,
+            prefix);
     return atoi(line + strlen(prefix));
 }
 
@@ -222,8 +224,8 @@ static void test_qchat_chat_both_ways(void **state)
     json_object_put(m);
 
     /* incoming, seed format */
-    json_object_put(h_request(cp, QC_ONE_CHAT_MSG, 0, "peer chats", "\"toid\":%d,\"msg\":\"hi back\"",
-                              me.id));
+    json_object_put(
+        h_request(cp, QC_ONE_CHAT_MSG, 0, "peer chats", "\"toid\":%d,\"msg\":\"hi back\"", me.id));
     snprintf(want, sizeof(want), "[%d]%s said: hi back", peer.id, peer.name);
     qchat_expect(&p, "", line, sizeof(line), "incoming chat");
     H_CHECK(strlen(line) > 20 && strcmp(line + 20, want) == 0 && line[19] == ' ',
@@ -273,7 +275,8 @@ static void test_qchat_friends_groups_offline(void **state)
     qchat_expect(&p, "sent", line, sizeof(line), "groupchat");
     struct json_object *m = h_expect(cp, QC_GROUP_CHAT_MSG, "peer receives the group chat");
     H_CHECK(h_int(m, "groupid") == gid && h_int(m, "userid") == me.id &&
-            strcmp(h_str(m, "msg"), "hello group") == 0, "group chat from qchat: %s", h_json(m));
+                strcmp(h_str(m, "msg"), "hello group") == 0,
+            "group chat from qchat: %s", h_json(m));
     json_object_put(m);
 
     json_object_put(h_request(cp, QC_GROUP_CHAT_MSG, 0, "peer group-chats",
@@ -281,8 +284,8 @@ static void test_qchat_friends_groups_offline(void **state)
     snprintf(want, sizeof(want), "group message[%d]: ", gid);
     qchat_expect(&p, want, line, sizeof(line), "incoming group chat");
     snprintf(want, sizeof(want), "[%d]%s said: hello from peer", peer.id, peer.name);
-    H_CHECK(strstr(line, want) != NULL, "incoming group chat line \"%s\" must contain \"%s\"",
-            line, want);
+    H_CHECK(strstr(line, want) != NULL, "incoming group chat line \"%s\" must contain \"%s\"", line,
+            want);
 
     /* join a group created by someone else */
     char g2[H_NAME_LEN];
@@ -335,7 +338,8 @@ static void test_qchat_kicked_by_second_login(void **state)
     qchat_expect(&p, "kicked: ", NULL, 0, "the old session is told");
     qchat_expect(&p, "disconnected", NULL, 0, "and disconnected");
     int rc = qchat_finish(&p);
-    H_CHECK(rc == 1, "a lost connection exits with status 1, got %d; output:\n%s", rc, p.transcript);
+    H_CHECK(rc == 1, "a lost connection exits with status 1, got %d; output:\n%s", rc,
+            p.transcript);
     h_expect_quiet(other, "the new session is fine");
 }
 
@@ -394,7 +398,13 @@ static int group_setup(void **state)
     return h_group_setup_with(NULL);
 }
 
-#define QCHAT_TEST(f) { #f, h_run_test, NULL, kill_leftover_qchats, &(struct h_test){ f } }
+#define QCHAT_TEST(f)                                                \
+    {                                                                \
+#f, h_run_test, NULL, kill_leftover_qchats, &(struct h_test) \
+        {                                                            \
+            f                                                        \
+        }                                                            \
+    }
 
 int main(void)
 {

@@ -39,32 +39,32 @@
 #include <unistd.h>
 #include <sys/wait.h>
 
-#define NODE_A            0
-#define NODE_B            1
-#define SUB_WAIT_MS       5000     /* a session's channel subscribed / released */
-#define ORDERED_MSGS      20       /* one-to-one messages checked for order */
-#define OFFLINE_MSGS      3
-#define NGINX_TRIES       6        /* connections to land a user on the other node */
-#define LIVE_LOGINS       10       /* chats sent right after a login ACK */
-#define LOG_TAIL_LINES    60
-#define RELAY_STALL_MS    500      /* node B's relay stopped while a login is answered */
+#define NODE_A         0
+#define NODE_B         1
+#define SUB_WAIT_MS    5000 /* a session's channel subscribed / released */
+#define ORDERED_MSGS   20   /* one-to-one messages checked for order */
+#define OFFLINE_MSGS   3
+#define NGINX_TRIES    6  /* connections to land a user on the other node */
+#define LIVE_LOGINS    10 /* chats sent right after a login ACK */
+#define LOG_TAIL_LINES 60
+#define RELAY_STALL_MS 500 /* node B's relay stopped while a login is answered */
 
 /* Traffic under a fault. */
-#define LOSS_PAIRS        4        /* users on node A chatting with users on node B */
-#define LOSS_BEFORE_MS    700      /* traffic before the fault */
-#define LOSS_OUTAGE_MS    1500     /* Redis away / the worker hung */
-#define LOSS_AFTER_MS     700      /* traffic once the cluster is whole again */
-#define LOSS_LIMIT_MS     30000    /* the whole phase (relay backoff <= 5 s) */
+#define LOSS_PAIRS        4     /* users on node A chatting with users on node B */
+#define LOSS_BEFORE_MS    700   /* traffic before the fault */
+#define LOSS_OUTAGE_MS    1500  /* Redis away / the worker hung */
+#define LOSS_AFTER_MS     700   /* traffic once the cluster is whole again */
+#define LOSS_LIMIT_MS     30000 /* the whole phase (relay backoff <= 5 s) */
 #define LOSS_ROUND_GAP_MS 20
-#define LOSS_PIPELINE     4        /* chats each user has in flight per round */
-#define LOSS_SEQ_BASE     1000000000LL   /* seq of "loss N" is LOSS_SEQ_BASE + N */
+#define LOSS_PIPELINE     4            /* chats each user has in flight per round */
+#define LOSS_SEQ_BASE     1000000000LL /* seq of "loss N" is LOSS_SEQ_BASE + N */
 #define LOSS_MAX_MSGS     16384
 #define LOSS_TAG          "loss "
 #define GLOSS_TAG         "gloss "
-#define GLOSS_MAX         2048     /* group chats (one per round) */
-#define GLOSS_SEQ_BASE    2000000000LL   /* seq of "gloss N" is GLOSS_SEQ_BASE + N */
+#define GLOSS_MAX         2048         /* group chats (one per round) */
+#define GLOSS_SEQ_BASE    2000000000LL /* seq of "gloss N" is GLOSS_SEQ_BASE + N */
 #define LOSS_USERS        (2 * LOSS_PAIRS)
-#define DRAIN_QUIET_MS    300      /* no more pushes for this long: drained */
+#define DRAIN_QUIET_MS    300 /* no more pushes for this long: drained */
 
 static bool test_done;
 
@@ -87,7 +87,13 @@ static int c_teardown(void **state)
     return h_test_teardown(state);
 }
 
-#define C_TEST(f) { #f, c_run_test, NULL, c_teardown, &(struct h_test){ f } }
+#define C_TEST(f)                                          \
+    {                                                      \
+#f, c_run_test, NULL, c_teardown, &(struct h_test) \
+        {                                                  \
+            f                                              \
+        }                                                  \
+    }
 
 static int group_setup(void **state)
 {
@@ -123,8 +129,9 @@ static void new_user(struct h_user *u, const char *tag)
 static void wait_subscribed(const struct h_user *u, long want)
 {
     H_CHECK(cl_wait_numsub(u->id, want, SUB_WAIT_MS),
-            "PUBSUB NUMSUB " "qchat:u:%d: want %ld within %d ms, got %ld", u->id, want,
-            SUB_WAIT_MS, cl_numsub(u->id));
+            "PUBSUB NUMSUB "
+            "qchat:u:%d: want %ld within %d ms, got %ld",
+            u->id, want, SUB_WAIT_MS, cl_numsub(u->id));
 }
 
 /* Log in on a node and wait until the session is reachable from the other. */
@@ -132,9 +139,10 @@ static struct qclient *login_on(int node, const struct h_user *u, bool presence,
                                 struct json_object **ack)
 {
     struct qclient *c = h_login_to(port_of(node), u, presence, ack);
-    H_CHECK(cl_wait_node_of(u->id, node, SUB_WAIT_MS), "user %d logged in on node %d but "
-            "node %d's {\"cmd\":\"users\"} does not list it (found on index %d)", u->id,
-            node + 1, node + 1, cl_node_of(u->id));
+    H_CHECK(cl_wait_node_of(u->id, node, SUB_WAIT_MS),
+            "user %d logged in on node %d but "
+            "node %d's {\"cmd\":\"users\"} does not list it (found on index %d)",
+            u->id, node + 1, node + 1, cl_node_of(u->id));
     wait_subscribed(u, 1);
     return c;
 }
@@ -149,15 +157,15 @@ static void close_and_wait_gone(struct qclient *c, const struct h_user *u)
 static int64_t chat(struct qclient *c, int32_t toid, const char *text, const char *what)
 {
     int64_t seq = h_next_seq();
-    h_send(c, "{\"msgid\":5,\"toid\":%d,\"msg\":%s,\"seq\":%lld}", toid, h_q(text),
-           (long long)seq);
+    h_send(c, "{\"msgid\":5,\"toid\":%d,\"msg\":%s,\"seq\":%lld}", toid, h_q(text), (long long)seq);
     struct json_object *ack = qclient_recv_msgid(c, QC_ACK_MSG, H_REPLY_MS);
     H_CHECK(ack != NULL, "%s: chat to %d: no ACK within %d ms (%s)", what, toid, H_REPLY_MS,
             qclient_eof(c) ? "EOF" : strerror(errno));
     H_CHECK(h_has(ack, "seq") && h_int(ack, "seq") == seq && h_int(ack, "req") == QC_ONE_CHAT_MSG &&
-            h_int(ack, "errno") == 0 && h_has(ack, "mid"),
+                h_int(ack, "errno") == 0 && h_has(ack, "mid"),
             "%s: chat to %d: want {\"msgid\":11,\"errno\":0,\"req\":5,\"seq\":%lld,\"mid\":..}, "
-            "got %s", what, toid, (long long)seq, h_json(ack));
+            "got %s",
+            what, toid, (long long)seq, h_json(ack));
     int64_t mid = h_int(ack, "mid");
     json_object_put(ack);
     return mid;
@@ -180,7 +188,7 @@ static void expect_chat(struct qclient *c, const struct h_user *from, const stru
 {
     struct json_object *m = h_expect(c, QC_ONE_CHAT_MSG, what);
     H_CHECK(h_int(m, "id") == from->id && strcmp(h_str(m, "name"), from->name) == 0 &&
-            h_int(m, "toid") == to->id && strcmp(h_str(m, "msg"), text) == 0,
+                h_int(m, "toid") == to->id && strcmp(h_str(m, "msg"), text) == 0,
             "%s: want a chat {id:%d, name:\"%s\", toid:%d, msg:\"%s\"}, got %s", what, from->id,
             from->name, to->id, text, h_json(m));
     if (mid > 0)
@@ -194,11 +202,12 @@ static void check_group_msg(struct json_object *m, const struct h_user *from, in
                             const char *text, int64_t mid, const char *what)
 {
     H_CHECK(h_int(m, "msgid") == QC_GROUP_CHAT_MSG && h_int(m, "groupid") == gid &&
-            h_int(m, "userid") == from->id && h_int(m, "id") == from->id &&
-            strcmp(h_str(m, "name"), from->name) == 0 && strcmp(h_str(m, "msg"), text) == 0 &&
-            h_int(m, "mid") == mid,
+                h_int(m, "userid") == from->id && h_int(m, "id") == from->id &&
+                strcmp(h_str(m, "name"), from->name) == 0 && strcmp(h_str(m, "msg"), text) == 0 &&
+                h_int(m, "mid") == mid,
             "%s: want a group chat {groupid:%d, userid:%d, name:\"%s\", msg:\"%s\", mid:%lld}, "
-            "got %s", what, gid, from->id, from->name, text, (long long)mid, h_json(m));
+            "got %s",
+            what, gid, from->id, from->name, text, (long long)mid, h_json(m));
 }
 
 static void expect_presence(struct qclient *c, const struct h_user *who, const char *state,
@@ -206,7 +215,7 @@ static void expect_presence(struct qclient *c, const struct h_user *who, const c
 {
     struct json_object *p = h_expect(c, QC_PRESENCE_MSG, what);
     H_CHECK(h_int(p, "id") == who->id && strcmp(h_str(p, "name"), who->name) == 0 &&
-            strcmp(h_str(p, "state"), state) == 0,
+                strcmp(h_str(p, "state"), state) == 0,
             "%s: want {\"msgid\":13,\"id\":%d,\"name\":\"%s\",\"state\":\"%s\"}, got %s", what,
             who->id, who->name, state, h_json(p));
     json_object_put(p);
@@ -336,10 +345,10 @@ static void test_chat_through_nginx(void **state)
         while ((nb = cl_node_of(b.id)) < 0 && h_now_ms() < deadline)
             h_sleep_ms(10);
     }
-    H_CHECK(nb == 1 - na, "nginx put user %d on node index %d in %d tries (user %d is on %d)",
-            b.id, nb, NGINX_TRIES, a.id, na);
-    print_message("through nginx: user %d on node %d, user %d on node %d\n", a.id, na + 1,
-                  b.id, nb + 1);
+    H_CHECK(nb == 1 - na, "nginx put user %d on node index %d in %d tries (user %d is on %d)", b.id,
+            nb, NGINX_TRIES, a.id, na);
+    print_message("through nginx: user %d on node %d, user %d on node %d\n", a.id, na + 1, b.id,
+                  nb + 1);
     wait_subscribed(&a, 1);
     wait_subscribed(&b, 1);
 
@@ -399,8 +408,8 @@ static void test_chat_right_after_login_is_live(void **state)
             h_close(cb);
             wait_subscribed(&b, 0);
             H_FAIL("login %d: a chat (mid %lld) sent from node 1 after user %d's LOGIN_MSG_ACK "
-                   "on node 2 did not arrive within %d ms: %s", i, (long long)mid, b.id,
-                   H_REPLY_MS, whereabouts(&b, mid));
+                   "on node 2 did not arrive within %d ms: %s",
+                   i, (long long)mid, b.id, H_REPLY_MS, whereabouts(&b, mid));
         }
         H_CHECK(h_int(m, "msgid") == QC_ONE_CHAT_MSG && h_int(m, "mid") == mid,
                 "login %d: want the chat mid %lld, got %s", i, (long long)mid, h_json(m));
@@ -418,8 +427,8 @@ static void test_chat_right_after_login_is_live(void **state)
            h_q(b.password), (long long)seq);
     struct json_object *ack = qclient_recv(cb, RELAY_STALL_MS);
     bool answered_during_stall = ack != NULL;
-    print_message("login on node 2 with its relay stopped: %s\n", answered_during_stall ?
-                  "answered at once" : "answered once the relay ran again");
+    print_message("login on node 2 with its relay stopped: %s\n",
+                  answered_during_stall ? "answered at once" : "answered once the relay ran again");
     if (!answered_during_stall) {
         kill(relay, SIGCONT);
         ack = h_next(cb, "LOGIN_MSG_ACK once the relay runs again");
@@ -437,8 +446,9 @@ static void test_chat_right_after_login_is_live(void **state)
         wait_subscribed(&b, 0);
         H_FAIL("user %d's LOGIN_MSG_ACK on node 2 came %s its relay had subscribed the "
                "channel; a chat (mid %lld) sent from node 1 after that ACK did not arrive "
-               "within %d ms: %s", b.id, answered_during_stall ? "before" : "after", (long long)mid,
-               H_REPLY_MS, whereabouts(&b, mid));
+               "within %d ms: %s",
+               b.id, answered_during_stall ? "before" : "after", (long long)mid, H_REPLY_MS,
+               whereabouts(&b, mid));
     }
     H_CHECK(h_int(m, "msgid") == QC_ONE_CHAT_MSG && h_int(m, "mid") == mid,
             "want the chat mid %lld, got %s", (long long)mid, h_json(m));
@@ -475,7 +485,7 @@ static void test_group_chat_members_on_both_nodes(void **state)
     struct json_object *ack = NULL;
     struct qclient *cb2 = login_on(NODE_B, &b2, false, &ack);
     H_CHECK(strcmp(member_state(ack, gid, a1.id), QC_STATE_ONLINE) == 0 &&
-            strcmp(member_state(ack, gid, a2.id), QC_STATE_ONLINE) == 0,
+                strcmp(member_state(ack, gid, a2.id), QC_STATE_ONLINE) == 0,
             "members on the other node must be \"online\" in groups[].users: %s", h_json(ack));
     H_CHECK(strcmp(member_state(ack, gid, b1.id), QC_STATE_ONLINE) == 0,
             "member on the same node must be \"online\": %s", h_json(ack));
@@ -508,8 +518,10 @@ static void test_group_chat_members_on_both_nodes(void **state)
     /* The offline member gets both at login, in order, on either node. */
     ack = NULL;
     c = login_on(NODE_A, &off, false, &ack);
-    H_CHECK(h_arr_len_opt(ack, "offlinemsg") == 2, "offline member: want 2 offline group "
-            "messages, got %s", h_json(ack));
+    H_CHECK(h_arr_len_opt(ack, "offlinemsg") == 2,
+            "offline member: want 2 offline group "
+            "messages, got %s",
+            h_json(ack));
     struct json_object *m = h_parse_item(h_arr(ack, "offlinemsg"), 0, "offlinemsg");
     check_group_msg(m, &a1, gid, "group hello from node 1", mid1, "offline group message 1");
     json_object_put(m);
@@ -566,7 +578,7 @@ static void test_presence_across_nodes(void **state)
     json_object_put(ack);
     ca = login_on(NODE_A, &a, true, &ack);
     H_CHECK(strcmp(friend_state(ack, b.id), QC_STATE_ONLINE) == 0 &&
-            strcmp(friend_state(ack, s.id), QC_STATE_ONLINE) == 0,
+                strcmp(friend_state(ack, s.id), QC_STATE_ONLINE) == 0,
             "a on node 1: friends b and s on node 2 must be \"online\": %s", h_json(ack));
     json_object_put(ack);
     expect_presence(cb, &a, QC_STATE_ONLINE, "b: a logged in on node 1");
@@ -598,8 +610,10 @@ static void test_takeover_across_nodes(void **state)
     struct qclient *c1 = login_on(NODE_A, &a, false, NULL);
     struct qclient *c2 = h_login_to(port_of(NODE_B), &a, false, NULL);
     expect_kicked(c1, "session on node 1 after a login on node 2");
-    H_CHECK(cl_wait_node_of(a.id, NODE_B, SUB_WAIT_MS), "after the takeover user %d must be "
-            "listed on node 2 only (found on index %d)", a.id, cl_node_of(a.id));
+    H_CHECK(cl_wait_node_of(a.id, NODE_B, SUB_WAIT_MS),
+            "after the takeover user %d must be "
+            "listed on node 2 only (found on index %d)",
+            a.id, cl_node_of(a.id));
     wait_subscribed(&a, 1);
 
     int64_t mid = chat(cd, a.id, "from node 1 after takeover", "D(A)->a(B)");
@@ -610,8 +624,10 @@ static void test_takeover_across_nodes(void **state)
     /* And back to node A. */
     struct qclient *c3 = h_login_to(port_of(NODE_A), &a, false, NULL);
     expect_kicked(c2, "session on node 2 after a login on node 1");
-    H_CHECK(cl_wait_node_of(a.id, NODE_A, SUB_WAIT_MS), "after the second takeover user %d "
-            "must be listed on node 1 only (found on index %d)", a.id, cl_node_of(a.id));
+    H_CHECK(cl_wait_node_of(a.id, NODE_A, SUB_WAIT_MS),
+            "after the second takeover user %d "
+            "must be listed on node 1 only (found on index %d)",
+            a.id, cl_node_of(a.id));
     wait_subscribed(&a, 1);
     mid = chat(cb, a.id, "from node 2 after takeover back", "b(B)->a(A)");
     expect_chat(c3, &b, &a, "from node 2 after takeover back", mid, "newest session on node 1");
@@ -639,16 +655,19 @@ static void test_offline_messages_stored_by_the_other_node(void **state)
 
     struct json_object *ack = NULL;
     struct qclient *cb = login_on(NODE_B, &b, false, &ack);
-    H_CHECK(h_arr_len_opt(ack, "offlinemsg") == OFFLINE_MSGS, "b on node 2: want %d offline "
-            "messages stored by node 1, got %s", OFFLINE_MSGS, h_json(ack));
+    H_CHECK(h_arr_len_opt(ack, "offlinemsg") == OFFLINE_MSGS,
+            "b on node 2: want %d offline "
+            "messages stored by node 1, got %s",
+            OFFLINE_MSGS, h_json(ack));
     for (int i = 0; i < OFFLINE_MSGS; i++) {
         struct json_object *m = h_parse_item(h_arr(ack, "offlinemsg"), (size_t)i, "offlinemsg");
         snprintf(text, sizeof(text), "stored by node 1, %d", i);
         H_CHECK(h_int(m, "msgid") == QC_ONE_CHAT_MSG && h_int(m, "id") == a.id &&
-                h_int(m, "toid") == b.id && strcmp(h_str(m, "msg"), text) == 0 &&
-                h_int(m, "mid") == mids[i],
+                    h_int(m, "toid") == b.id && strcmp(h_str(m, "msg"), text) == 0 &&
+                    h_int(m, "mid") == mids[i],
                 "offline message %d (oldest first): want {msgid:5, id:%d, toid:%d, msg:\"%s\", "
-                "mid:%lld}, got %s", i, a.id, b.id, text, (long long)mids[i], h_json(m));
+                "mid:%lld}, got %s",
+                i, a.id, b.id, text, (long long)mids[i], h_json(m));
         json_object_put(m);
     }
     json_object_put(ack);
@@ -657,8 +676,10 @@ static void test_offline_messages_stored_by_the_other_node(void **state)
     /* Delivered means deleted: the next login has only the newer one, on node A. */
     int64_t mid = chat(ca, b.id, "stored while b was away again", "second offline chat");
     cb = login_on(NODE_A, &b, false, &ack);
-    H_CHECK(h_arr_len_opt(ack, "offlinemsg") == 1, "b's second login: want exactly the 1 new "
-            "offline message, got %s", h_json(ack));
+    H_CHECK(h_arr_len_opt(ack, "offlinemsg") == 1,
+            "b's second login: want exactly the 1 new "
+            "offline message, got %s",
+            h_json(ack));
     struct json_object *m = h_parse_item(h_arr(ack, "offlinemsg"), 0, "offlinemsg");
     H_CHECK(h_int(m, "mid") == mid, "want mid %lld, got %s", (long long)mid, h_json(m));
     json_object_put(m);
@@ -681,35 +702,35 @@ static void test_offline_messages_stored_by_the_other_node(void **state)
 enum fault_kind { FAULT_REDIS, FAULT_WORKER };
 
 struct loss_user {
-    struct h_user   u;
+    struct h_user u;
     struct qclient *c;
-    int             index;
-    int             partner;       /* index of the user it chats with */
-    int             burst_first;   /* its first chat index in this round, -1: none */
-    bool            gone;          /* session closed by the fault, not yet back */
+    int index;
+    int partner;     /* index of the user it chats with */
+    int burst_first; /* its first chat index in this round, -1: none */
+    bool gone;       /* session closed by the fault, not yet back */
 };
 
 static struct {
     enum fault_kind kind;
-    pid_t    victim;               /* FAULT_WORKER: the killed worker */
-    pid_t    killer;               /* the process that SIGKILLs it */
-    int      sent, acked, refused, unanswered;
-    int      cut;                  /* the sender's session closed before its ACK */
-    int      relogins;             /* sessions closed by the fault, logged in again */
-    int      sent_outage;          /* sent while the fault lasted */
-    int      in_flight_at_fault;   /* sent, not yet acknowledged, at the fault */
-    int32_t  to[LOSS_MAX_MSGS];    /* recipient's user index */
-    bool     ok[LOSS_MAX_MSGS];    /* acknowledged with errno 0 */
-    uint16_t live[LOSS_MAX_MSGS];  /* deliveries on a live session */
-    uint16_t stored[LOSS_MAX_MSGS];/* found in offlinemsg at a later login */
-    int      misrouted;
-    int      last_refusal;
-    bool     saw_down;             /* the fault was visible (relay state, worker count) */
+    pid_t victim; /* FAULT_WORKER: the killed worker */
+    pid_t killer; /* the process that SIGKILLs it */
+    int sent, acked, refused, unanswered;
+    int cut;                        /* the sender's session closed before its ACK */
+    int relogins;                   /* sessions closed by the fault, logged in again */
+    int sent_outage;                /* sent while the fault lasted */
+    int in_flight_at_fault;         /* sent, not yet acknowledged, at the fault */
+    int32_t to[LOSS_MAX_MSGS];      /* recipient's user index */
+    bool ok[LOSS_MAX_MSGS];         /* acknowledged with errno 0 */
+    uint16_t live[LOSS_MAX_MSGS];   /* deliveries on a live session */
+    uint16_t stored[LOSS_MAX_MSGS]; /* found in offlinemsg at a later login */
+    int misrouted;
+    int last_refusal;
+    bool saw_down; /* the fault was visible (relay state, worker count) */
 
-    int32_t  gid;
-    int      gsent, gacked, grefused;
-    int8_t   gfrom[GLOSS_MAX];     /* sender's user index */
-    bool     gok[GLOSS_MAX];
+    int32_t gid;
+    int gsent, gacked, grefused;
+    int8_t gfrom[GLOSS_MAX]; /* sender's user index */
+    bool gok[GLOSS_MAX];
     uint16_t glive[GLOSS_MAX][LOSS_USERS];
     uint16_t gstored[GLOSS_MAX][LOSS_USERS];
 } lt;
@@ -754,7 +775,7 @@ static void record_received(int k, struct json_object *o, bool offline)
         else
             lt.glive[i][k]++;
         if (lt.gfrom[i] == k)
-            lt.misrouted++;          /* the sender is excluded */
+            lt.misrouted++; /* the sender is excluded */
     }
 }
 
@@ -862,8 +883,10 @@ static void send_burst(bool outage, int round, int *g)
             lt.to[i] = to->index;
             lt.sent_outage += outage;
             /* A send to a session the fault just closed fails: its ACK never comes. */
-            qclient_sendf(from->c, "{\"msgid\":5,\"toid\":%d,\"msg\":\"" LOSS_TAG "%d\","
-                          "\"seq\":%lld}", to->u.id, i, LOSS_SEQ_BASE + i);
+            qclient_sendf(from->c,
+                          "{\"msgid\":5,\"toid\":%d,\"msg\":\"" LOSS_TAG "%d\","
+                          "\"seq\":%lld}",
+                          to->u.id, i, LOSS_SEQ_BASE + i);
         }
     }
 }
@@ -904,11 +927,13 @@ static void collect_acks(int k, int g)
         struct json_object *o = left > 0 ? qclient_recv(u->c, left) : NULL, *v;
         if (o == NULL) {
             if (session_open(u))
-                break;               /* a timeout */
+                break; /* a timeout */
             continue;
         }
-        int64_t seq = json_object_object_get_ex(o, "seq", &v) &&
-                      json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : -1;
+        int64_t seq =
+            json_object_object_get_ex(o, "seq", &v) && json_object_is_type(v, json_type_int)
+                ? json_object_get_int64(v)
+                : -1;
         int i = (int)(seq - LOSS_SEQ_BASE);
         if (h_int(o, "msgid") == QC_ACK_MSG && g >= 0 && seq == GLOSS_SEQ_BASE + g) {
             count_group_ack(g, o);
@@ -955,7 +980,7 @@ static void inject_fault(void)
     H_CHECK(lt.victim > 0, "node 2 has no worker %d", w);
     for (int k = LOSS_PAIRS; k < LOSS_USERS; k++)
         if (cl_worker_of(NODE_B, lu[k].u.id) == w)
-            lu[k].gone = true;       /* its session stays open, unanswered */
+            lu[k].gone = true; /* its session stays open, unanswered */
     H_CHECK(kill(lt.victim, SIGSTOP) == 0, "SIGSTOP node 2's worker %d (pid %d): %s", w,
             (int)lt.victim, strerror(errno));
     /* Requests waiting for it may hold the test up: the kill comes on its own time. */
@@ -992,11 +1017,11 @@ static void check_cross_node_live(struct loss_user *x, struct loss_user *y, cons
 {
     int64_t mid = chat(x->c, y->u.id, "after the repair", what);
     struct json_object *m = qclient_recv_msgid(y->c, QC_ONE_CHAT_MSG, H_REPLY_MS);
-    H_CHECK(m != NULL, "%s: a chat from node %d to node %d after the repair did not arrive "
-            "live within %d ms", what, node_of_user(x->index) + 1, node_of_user(y->index) + 1,
-            H_REPLY_MS);
-    H_CHECK(h_int(m, "mid") == mid, "%s: want mid %lld, got %s", what, (long long)mid,
-            h_json(m));
+    H_CHECK(m != NULL,
+            "%s: a chat from node %d to node %d after the repair did not arrive "
+            "live within %d ms",
+            what, node_of_user(x->index) + 1, node_of_user(y->index) + 1, H_REPLY_MS);
+    H_CHECK(h_int(m, "mid") == mid, "%s: want mid %lld, got %s", what, (long long)mid, h_json(m));
     json_object_put(m);
 }
 
@@ -1014,8 +1039,10 @@ static void check_qchatctl_relay(int node)
         if (strncmp(line, "relay:", 6) == 0 && strstr(line, "connected") != NULL)
             connected = true;
     int st = pclose(p);
-    H_CHECK(st == 0 && connected, "%s: want exit 0 and a line \"relay: connected ...\" (exit "
-            "status 0x%x)", cmd, st);
+    H_CHECK(st == 0 && connected,
+            "%s: want exit 0 and a line \"relay: connected ...\" (exit "
+            "status 0x%x)",
+            cmd, st);
 }
 
 static void setup_loss_users(enum fault_kind kind)
@@ -1042,10 +1069,11 @@ static void run_traffic_under_fault(const char *name)
     int rounds = 0;
     for (;;) {
         int64_t now = h_now_ms();
-        H_CHECK(now - t0 < LOSS_LIMIT_MS, "%s: the phase took over %d ms (fault %lld ms in, "
-                "repair %lld, whole again %lld)", name, LOSS_LIMIT_MS,
-                (long long)(fault ? fault - t0 : -1), (long long)(repaired ? repaired - t0 : -1),
-                (long long)(back ? back - t0 : -1));
+        H_CHECK(now - t0 < LOSS_LIMIT_MS,
+                "%s: the phase took over %d ms (fault %lld ms in, "
+                "repair %lld, whole again %lld)",
+                name, LOSS_LIMIT_MS, (long long)(fault ? fault - t0 : -1),
+                (long long)(repaired ? repaired - t0 : -1), (long long)(back ? back - t0 : -1));
         if (fault && !repaired && now - fault >= LOSS_OUTAGE_MS) {
             repair_fault();
             repaired = h_now_ms();
@@ -1068,7 +1096,7 @@ static void run_traffic_under_fault(const char *name)
         int g, first = lt.sent;
         send_burst(fault && !back, rounds, &g);
         if (!fault && now - t0 >= LOSS_BEFORE_MS) {
-            inject_fault();          /* while this round is in flight */
+            inject_fault(); /* while this round is in flight */
             fault = h_now_ms();
             lt.in_flight_at_fault = lt.sent - first;
         }
@@ -1080,8 +1108,9 @@ static void run_traffic_under_fault(const char *name)
         H_CHECK(lt.sent + LOSS_USERS * LOSS_PIPELINE < LOSS_MAX_MSGS, "raise LOSS_MAX_MSGS");
     }
     print_message("%s: %d rounds; fault at %lld ms, repaired +%lld ms, whole again +%lld ms "
-                  "after the repair\n", name, rounds, (long long)(fault - t0),
-                  (long long)(repaired - fault), (long long)(back - repaired));
+                  "after the repair\n",
+                  name, rounds, (long long)(fault - t0), (long long)(repaired - fault),
+                  (long long)(back - repaired));
 }
 
 /* Everyone logs in again on the other node; then count and check. */
@@ -1106,10 +1135,12 @@ static void account_and_check(const char *name)
         }
         if (got == 0 && lost++ < 10)
             print_error("%s: lost: chat %d to user %d (acknowledged, neither delivered nor "
-                        "stored)\n", name, i, lu[lt.to[i]].u.id);
+                        "stored)\n",
+                        name, i, lu[lt.to[i]].u.id);
         if (got > 1 && dup++ < 10)
             print_error("%s: duplicate: chat %d to user %d delivered live %u time(s), stored %u "
-                        "time(s)\n", name, i, lu[lt.to[i]].u.id, lt.live[i], lt.stored[i]);
+                        "time(s)\n",
+                        name, i, lu[lt.to[i]].u.id, lt.live[i], lt.stored[i]);
     }
     int glost = 0, gdup = 0, gcopies = 0;
     for (int g = 0; g < lt.gsent; g++) {
@@ -1122,27 +1153,28 @@ static void account_and_check(const char *name)
                 print_error("%s: lost: group chat %d from user %d to member %d\n", name, g,
                             lu[lt.gfrom[g]].u.id, lu[k].u.id);
             if (got > 1 && gdup++ < 10)
-                print_error("%s: duplicate: group chat %d to member %d: live %u, stored %u\n",
-                            name, g, lu[k].u.id, lt.glive[g][k], lt.gstored[g][k]);
+                print_error("%s: duplicate: group chat %d to member %d: live %u, stored %u\n", name,
+                            g, lu[k].u.id, lt.glive[g][k], lt.gstored[g][k]);
         }
     }
     print_message("%s: chats sent %d (%d in flight at the fault, %d while it lasted), acked %d, "
                   "refused %d (last errno %d; %d arrived anyway), unanswered %d, cut with the "
                   "sender's session %d; delivered live %d, offline %d, lost %d, duplicates %d; "
                   "group chats sent %d, acked %d, member copies %d, lost %d, duplicates %d; "
-                  "misrouted %d; sessions logged in again %d\n", name, lt.sent,
-                  lt.in_flight_at_fault, lt.sent_outage, lt.acked, lt.refused, lt.last_refusal,
-                  refused_arrived, lt.unanswered, lt.cut, live, stored, lost, dup, lt.gsent,
-                  lt.gacked, gcopies, glost, gdup, lt.misrouted, lt.relogins);
+                  "misrouted %d; sessions logged in again %d\n",
+                  name, lt.sent, lt.in_flight_at_fault, lt.sent_outage, lt.acked, lt.refused,
+                  lt.last_refusal, refused_arrived, lt.unanswered, lt.cut, live, stored, lost, dup,
+                  lt.gsent, lt.gacked, gcopies, glost, gdup, lt.misrouted, lt.relogins);
     H_CHECK(lt.sent_outage > 0, "%s: no chat was sent while the fault lasted", name);
-    H_CHECK(lt.unanswered == 0, "%s: %d request(s) on open sessions got no ACK within %d ms: a "
-            "worker blocked?", name, lt.unanswered, H_REPLY_MS);
+    H_CHECK(lt.unanswered == 0,
+            "%s: %d request(s) on open sessions got no ACK within %d ms: a "
+            "worker blocked?",
+            name, lt.unanswered, H_REPLY_MS);
     H_CHECK(lost == 0, "%s: %d acknowledged chat(s) lost", name, lost);
     H_CHECK(glost == 0, "%s: %d member copies of acknowledged group chats lost", name, glost);
     H_CHECK(lt.misrouted == 0, "%s: %d message(s) reached the wrong user", name, lt.misrouted);
     H_CHECK(dup == 0, "%s: %d chat(s) delivered more than once", name, dup);
-    H_CHECK(gdup == 0, "%s: %d member copies of group chats delivered more than once", name,
-            gdup);
+    H_CHECK(gdup == 0, "%s: %d member copies of group chats delivered more than once", name, gdup);
     for (int k = 0; k < LOSS_USERS; k++)
         h_expect_quiet(lu[k].c, "after the accounting");
 }
@@ -1152,15 +1184,16 @@ static void test_redis_restart_loses_nothing(void **state)
     setup_loss_users(FAULT_REDIS);
     run_traffic_under_fault("redis restart");
     H_CHECK(lt.saw_down, "{\"cmd\":\"status\"} said \"relay\":{\"state\":\"connected\"} on both "
-            "nodes all through the Redis outage");
+                         "nodes all through the Redis outage");
     for (int i = 0; i < CL_NODES; i++)
         check_qchatctl_relay(i);
 
     /* Every session is subscribed again and cross-node chat is live again. */
     for (int k = 0; k < LOSS_USERS; k++)
-        H_CHECK(cl_wait_numsub(lu[k].u.id, 1, SUB_WAIT_MS), "user %d (node %d) not "
-                "re-subscribed after Redis came back: NUMSUB %ld", lu[k].u.id,
-                node_of_user(k) + 1, cl_numsub(lu[k].u.id));
+        H_CHECK(cl_wait_numsub(lu[k].u.id, 1, SUB_WAIT_MS),
+                "user %d (node %d) not "
+                "re-subscribed after Redis came back: NUMSUB %ld",
+                lu[k].u.id, node_of_user(k) + 1, cl_numsub(lu[k].u.id));
     drain_all(DRAIN_QUIET_MS);
     check_cross_node_live(&lu[0], &lu[LOSS_PAIRS], "A->B after the restart");
     check_cross_node_live(&lu[LOSS_PAIRS], &lu[0], "B->A after the restart");
@@ -1202,8 +1235,10 @@ static void test_node_killed_users_go_offline_then_elsewhere(void **state)
     H_CHECK(cl.node[NODE_B].leftover_children == 0, "%d child(ren) of node 2 survived SIGKILL",
             cl.node[NODE_B].leftover_children);
     struct json_object *o = qclient_recv(cb, H_REPLY_MS);
-    H_CHECK(o == NULL && errno != ETIMEDOUT, "b's connection to the killed node must be closed, "
-            "got %s", o != NULL ? h_json(o) : "a timeout");
+    H_CHECK(o == NULL && errno != ETIMEDOUT,
+            "b's connection to the killed node must be closed, "
+            "got %s",
+            o != NULL ? h_json(o) : "a timeout");
     h_close(cb);
     h_close(cc);
 
@@ -1223,8 +1258,10 @@ static void test_node_killed_users_go_offline_then_elsewhere(void **state)
 
     /* b logs in on node A directly and gets the message. */
     cb = login_on(NODE_A, &b, false, &ack);
-    H_CHECK(h_arr_len_opt(ack, "offlinemsg") == 1, "b on node 1: want the 1 message stored "
-            "while its node was dead, got %s", h_json(ack));
+    H_CHECK(h_arr_len_opt(ack, "offlinemsg") == 1,
+            "b on node 1: want the 1 message stored "
+            "while its node was dead, got %s",
+            h_json(ack));
     struct json_object *m = h_parse_item(h_arr(ack, "offlinemsg"), 0, "offlinemsg");
     H_CHECK(h_int(m, "mid") == mid_b && h_int(m, "id") == a.id, "want mid %lld from %d, got %s",
             (long long)mid_b, a.id, h_json(m));
@@ -1233,10 +1270,14 @@ static void test_node_killed_users_go_offline_then_elsewhere(void **state)
 
     /* c comes back through nginx, which must send it to the live node. */
     cc = h_login_to(cl.nginx_port, &c, false, &ack);
-    H_CHECK(cl_wait_node_of(c.id, NODE_A, SUB_WAIT_MS), "c logged in through nginx with node 2 "
-            "dead must be on node 1 (found on index %d)", cl_node_of(c.id));
-    H_CHECK(h_arr_len_opt(ack, "offlinemsg") == 1, "c through nginx: want the 1 message stored "
-            "while its node was dead, got %s", h_json(ack));
+    H_CHECK(cl_wait_node_of(c.id, NODE_A, SUB_WAIT_MS),
+            "c logged in through nginx with node 2 "
+            "dead must be on node 1 (found on index %d)",
+            cl_node_of(c.id));
+    H_CHECK(h_arr_len_opt(ack, "offlinemsg") == 1,
+            "c through nginx: want the 1 message stored "
+            "while its node was dead, got %s",
+            h_json(ack));
     m = h_parse_item(h_arr(ack, "offlinemsg"), 0, "offlinemsg");
     H_CHECK(h_int(m, "mid") == mid_c, "want mid %lld, got %s", (long long)mid_c, h_json(m));
     json_object_put(m);
@@ -1269,8 +1310,10 @@ static void test_nodes_stop_cleanly(void **state)
         H_CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
                 "node %d: SIGTERM: the master must exit with status 0 (wait status 0x%x)", i + 1,
                 st);
-        H_CHECK(cl.node[i].leftover_children == 0, "node %d: %d child(ren) still running after "
-                "the master exited", i + 1, cl.node[i].leftover_children);
+        H_CHECK(cl.node[i].leftover_children == 0,
+                "node %d: %d child(ren) still running after "
+                "the master exited",
+                i + 1, cl.node[i].leftover_children);
         H_CHECK(cl_sanitizer_lines(i) == 0, "node %d: sanitizer report in %s", i + 1,
                 cl.node[i].log_path);
     }

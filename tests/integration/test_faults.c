@@ -19,29 +19,29 @@
 #include <unistd.h>
 #include <sys/socket.h>
 
-#define OUTPUT_CAP        65536     /* server.max_output_bytes for this file */
-#define KILL_USERS        40
-#define KILL_ROUNDS       12
-#define KILL_AT_ROUND     4
-#define RESPAWN_MS        10000
-#define CTL_MAX_USERS     8192
+#define OUTPUT_CAP    65536 /* server.max_output_bytes for this file */
+#define KILL_USERS    40
+#define KILL_ROUNDS   12
+#define KILL_AT_ROUND 4
+#define RESPAWN_MS    10000
+#define CTL_MAX_USERS 8192
 
-#define STOP_TEXT_BYTES   4000      /* per chat to the stopped reader */
-#define STOP_WINDOW       64        /* chats in flight: 256 KB, far over the cap */
-#define STOP_MAX_MSGS     6000      /* bound: ~24 MB */
-#define STOP_EXTRA_MSGS   20        /* sent after the disconnect: stored offline */
-#define STOP_CHECK_EVERY  32        /* control socket polls */
-#define SMALL_RCVBUF      4096
+#define STOP_TEXT_BYTES  4000 /* per chat to the stopped reader */
+#define STOP_WINDOW      64   /* chats in flight: 256 KB, far over the cap */
+#define STOP_MAX_MSGS    6000 /* bound: ~24 MB */
+#define STOP_EXTRA_MSGS  20   /* sent after the disconnect: stored offline */
+#define STOP_CHECK_EVERY 32   /* control socket polls */
+#define SMALL_RCVBUF     4096
 
-#define SLOW_MSGS         1000
-#define SLOW_TEXT_BYTES   1000
-#define SLOW_READ_BYTES   1024      /* per read(2) of the slow reader */
-#define SLOW_PAUSE_US     1000      /* between its reads */
-#define SLOW_DEADLINE_MS  60000
+#define SLOW_MSGS        1000
+#define SLOW_TEXT_BYTES  1000
+#define SLOW_READ_BYTES  1024 /* per read(2) of the slow reader */
+#define SLOW_PAUSE_US    1000 /* between its reads */
+#define SLOW_DEADLINE_MS 60000
 
 static int32_t ctl_ids[CTL_MAX_USERS];
-static int     ctl_workers[CTL_MAX_USERS];
-static pid_t   master_at_start;
+static int ctl_workers[CTL_MAX_USERS];
+static pid_t master_at_start;
 
 static int worker_of_snapshot(int n, int32_t id)
 {
@@ -54,16 +54,16 @@ static int worker_of_snapshot(int n, int32_t id)
 /* ---- kill -9 of a worker ------------------------------------------------ */
 
 struct kill_state {
-    struct h_user   users[KILL_USERS];
+    struct h_user users[KILL_USERS];
     struct qclient *conns[KILL_USERS];
-    int             worker[KILL_USERS];
-    bool            alive[KILL_USERS];
-    int64_t         seq[KILL_USERS][KILL_ROUNDS];
-    bool            sent[KILL_USERS][KILL_ROUNDS];
-    bool            acked[KILL_USERS][KILL_ROUNDS];
-    int             live[KILL_USERS][KILL_ROUNDS];     /* copies received live */
-    int             offline[KILL_USERS][KILL_ROUNDS];  /* copies found offline */
-    int             victim;                            /* worker index killed */
+    int worker[KILL_USERS];
+    bool alive[KILL_USERS];
+    int64_t seq[KILL_USERS][KILL_ROUNDS];
+    bool sent[KILL_USERS][KILL_ROUNDS];
+    bool acked[KILL_USERS][KILL_ROUNDS];
+    int live[KILL_USERS][KILL_ROUNDS];    /* copies received live */
+    int offline[KILL_USERS][KILL_ROUNDS]; /* copies found offline */
+    int victim;                           /* worker index killed */
 };
 
 /* Note a chat "k FROM ROUND" seen by user `to`, live or offline. */
@@ -72,7 +72,8 @@ static void note_chat(struct kill_state *ks, int to, struct json_object *m, bool
     int from, round;
     const char *text = h_str(m, "msg");
     H_CHECK(sscanf(text, "k %d %d", &from, &round) == 2 && from >= 0 && from < KILL_USERS &&
-            round >= 0 && round < KILL_ROUNDS, "unexpected chat %s", h_json(m));
+                round >= 0 && round < KILL_ROUNDS,
+            "unexpected chat %s", h_json(m));
     H_CHECK((from + 1) % KILL_USERS == to && h_int(m, "id") == ks->users[from].id,
             "user %d got a chat meant for someone else: %s", to, h_json(m));
     (live ? ks->live : ks->offline)[from][round]++;
@@ -86,17 +87,18 @@ static bool read_until_ack(struct kill_state *ks, int i, int64_t seq, int round)
         if (o == NULL) {
             if (qclient_eof(ks->conns[i]))
                 return false;
-            H_FAIL("user %d (worker %d): no ACK for round %d within %d ms", i, ks->worker[i],
-                   round, H_REPLY_MS);
+            H_FAIL("user %d (worker %d): no ACK for round %d within %d ms", i, ks->worker[i], round,
+                   H_REPLY_MS);
         }
         int64_t msgid = h_int(o, "msgid");
         if (msgid == QC_ONE_CHAT_MSG) {
             note_chat(ks, i, o, true);
         } else if (msgid == QC_ACK_MSG && h_has(o, "seq") && h_int(o, "seq") == seq) {
             int64_t err = h_int(o, "errno");
-            H_CHECK(err == 0, "user %d round %d: chat refused while a worker died: %s "
-                    "(the sender's own worker is alive: it must store the chat)", i, round,
-                    h_json(o));
+            H_CHECK(err == 0,
+                    "user %d round %d: chat refused while a worker died: %s "
+                    "(the sender's own worker is alive: it must store the chat)",
+                    i, round, h_json(o));
             ks->acked[i][round] = true;
             json_object_put(o);
             return true;
@@ -107,7 +109,10 @@ static bool read_until_ack(struct kill_state *ks, int i, int64_t seq, int round)
     }
 }
 
-struct respawn_wait { int index; pid_t old; };
+struct respawn_wait {
+    int index;
+    pid_t old;
+};
 
 static bool worker_respawned(void *arg)
 {
@@ -116,7 +121,10 @@ static bool worker_respawned(void *arg)
     return now > 0 && now != w->old;
 }
 
-struct gone_wait { struct kill_state *ks; int still; };
+struct gone_wait {
+    struct kill_state *ks;
+    int still;
+};
 
 static bool dead_users_gone(void *arg)
 {
@@ -163,8 +171,8 @@ static void test_kill9_worker_while_chatting(void **state)
             "all %d users on worker %d: nobody would be left chatting", KILL_USERS, ks.victim);
     pid_t victim_pid = server_worker_pid(ks.victim);
     H_CHECK(victim_pid > 0, "no process titled \"qchatd: worker %d\"", ks.victim);
-    print_message("killing worker %d (pid %d) holding %d of %d users\n", ks.victim,
-                  (int)victim_pid, per_worker[ks.victim], KILL_USERS);
+    print_message("killing worker %d (pid %d) holding %d of %d users\n", ks.victim, (int)victim_pid,
+                  per_worker[ks.victim], KILL_USERS);
 
     for (int r = 0; r < KILL_ROUNDS; r++) {
         for (int i = 0; i < KILL_USERS; i++) {
@@ -206,8 +214,10 @@ static void test_kill9_worker_while_chatting(void **state)
                             note_chat(&ks, i, o, true);
                         json_object_put(o);
                     }
-                    H_CHECK(qclient_eof(ks.conns[i]), "user %d of the killed worker: "
-                            "connection still open", i);
+                    H_CHECK(qclient_eof(ks.conns[i]),
+                            "user %d of the killed worker: "
+                            "connection still open",
+                            i);
                     ks.alive[i] = false;
                 }
             struct gone_wait gw = { &ks, 0 };
@@ -281,17 +291,17 @@ static void test_kill9_worker_while_chatting(void **state)
                 lost++;
                 print_error("LOST: chat \"k %d %d\" from user %d (worker %d) to user %d "
                             "(worker %d) was acknowledged but never delivered nor stored\n",
-                            i, r, ks.users[i].id, ks.worker[i],
-                            ks.users[(i + 1) % KILL_USERS].id, ks.worker[(i + 1) % KILL_USERS]);
+                            i, r, ks.users[i].id, ks.worker[i], ks.users[(i + 1) % KILL_USERS].id,
+                            ks.worker[(i + 1) % KILL_USERS]);
             }
             if (copies > 1)
-                print_message("duplicate: \"k %d %d\" seen %d times (live %d, offline %d)\n", i,
-                              r, copies, ks.live[i][r], ks.offline[i][r]);
+                print_message("duplicate: \"k %d %d\" seen %d times (live %d, offline %d)\n", i, r,
+                              copies, ks.live[i][r], ks.offline[i][r]);
         }
     }
     print_message("kill -9: sent %d, acked %d, delivered live %d, offline %d, lost %d, "
-                  "duplicates %d, unacked but delivered %d\n", sent, acked, live, offline, lost,
-                  dup, unacked_delivered);
+                  "duplicates %d, unacked but delivered %d\n",
+                  sent, acked, live, offline, lost, dup, unacked_delivered);
     H_CHECK(lost == 0, "%d acknowledged chat(s) lost when worker %d was killed", lost, ks.victim);
 
     /* the killed worker's users are reachable again */
@@ -306,16 +316,15 @@ static void test_kill9_worker_while_chatting(void **state)
     h_send(ks.conns[a], "{\"msgid\":5,\"toid\":%d,\"msg\":\"welcome back\",\"seq\":%lld}",
            ks.users[b].id, (long long)seq);
     json_object_put(h_expect_ack(ks.conns[a], QC_ONE_CHAT_MSG, seq, 0, "chat after respawn"));
-    struct json_object *m = h_expect(ks.conns[b], QC_ONE_CHAT_MSG,
-                                     "a user of the killed worker gets chats again");
+    struct json_object *m =
+        h_expect(ks.conns[b], QC_ONE_CHAT_MSG, "a user of the killed worker gets chats again");
     H_CHECK(strcmp(h_str(m, "msg"), "welcome back") == 0, "got %s", h_json(m));
     json_object_put(m);
     for (int i = 0; i < KILL_USERS; i++)
         h_close(ks.conns[i]);
 
     pid_t pids[16];
-    H_CHECK(server_worker_pids(pids, 16) == H_WORKERS, "%d workers after the respawn",
-            H_WORKERS);
+    H_CHECK(server_worker_pids(pids, 16) == H_WORKERS, "%d workers after the respawn", H_WORKERS);
     struct json_object *st = h_ctl("{\"cmd\":\"status\"}");
     H_CHECK(st != NULL, "control socket status");
     struct json_object *ws = h_arr(st, "workers");
@@ -323,8 +332,8 @@ static void test_kill9_worker_while_chatting(void **state)
     for (size_t i = 0; i < json_object_array_length(ws); i++) {
         struct json_object *w = json_object_array_get_idx(ws, i);
         if (h_int(w, "index") == ks.victim)
-            restart_counted = h_int(w, "restarts") >= 1 &&
-                              h_int(w, "pid") == server_worker_pid(ks.victim);
+            restart_counted =
+                h_int(w, "restarts") >= 1 && h_int(w, "pid") == server_worker_pid(ks.victim);
     }
     H_CHECK(restart_counted, "status must show worker %d's restart and new pid: %s", ks.victim,
             h_json(st));
@@ -385,15 +394,16 @@ static void test_stopped_reader_disconnected_then_offline(void **state)
             outstanding++;
             if (disconnected_after < 0 && sent % STOP_CHECK_EVERY == 0 && h_worker_of(rd.id) < 0) {
                 disconnected_after = sent;
-                stop_at = sent + STOP_EXTRA_MSGS < STOP_MAX_MSGS ? sent + STOP_EXTRA_MSGS
-                                                                 : STOP_MAX_MSGS;
+                stop_at =
+                    sent + STOP_EXTRA_MSGS < STOP_MAX_MSGS ? sent + STOP_EXTRA_MSGS : STOP_MAX_MSGS;
             }
             continue;
         }
         struct json_object *o = qclient_recv(cs, H_REPLY_MS * 2);
         if (o == NULL)
             H_FAIL("sender: no ACK within %d ms with %d chats in flight to a reader that "
-                   "stopped reading (%d sent, %s)", H_REPLY_MS * 2, outstanding, sent,
+                   "stopped reading (%d sent, %s)",
+                   H_REPLY_MS * 2, outstanding, sent,
                    disconnected_after < 0 ? "reader still online" : "reader disconnected");
         H_CHECK(h_int(o, "msgid") == QC_ACK_MSG && h_int(o, "errno") == 0,
                 "sender: want ACK errno 0, got %s", h_json(o));
@@ -405,9 +415,10 @@ static void test_stopped_reader_disconnected_then_offline(void **state)
         outstanding--;
         json_object_put(o);
     }
-    H_CHECK(disconnected_after > 0, "the server never disconnected a reader that stopped "
-            "reading, after %d chats of %d bytes (server.max_output_bytes=%d)", sent,
-            STOP_TEXT_BYTES, OUTPUT_CAP);
+    H_CHECK(disconnected_after > 0,
+            "the server never disconnected a reader that stopped "
+            "reading, after %d chats of %d bytes (server.max_output_bytes=%d)",
+            sent, STOP_TEXT_BYTES, OUTPUT_CAP);
 
     /* what reached the reader's socket: complete lines, then EOF */
     static int live[STOP_MAX_MSGS];
@@ -420,8 +431,7 @@ static void test_stopped_reader_disconnected_then_offline(void **state)
         json_object_put(o);
     }
     H_CHECK(r.eof || r.error, "the server must close the stopped reader's connection");
-    print_message("stopped reader: connection ended by %s\n",
-                  r.eof ? "FIN" : strerror(r.error));
+    print_message("stopped reader: connection ended by %s\n", r.eof ? "FIN" : strerror(r.error));
     h_raw_close(&r);
 
     struct json_object *ack = NULL;
@@ -475,14 +485,14 @@ static void test_stopped_reader_disconnected_then_offline(void **state)
 /* ---- a reader that is merely slow -------------------------------------- */
 
 struct slow_reader {
-    int     fd;
-    volatile bool stop;        /* set by the sender when it gives up */
-    int     expected;
-    int     received;
-    int     out_of_order;
-    int     bad_lines;
-    bool    eof;
-    int     error;
+    int fd;
+    volatile bool stop; /* set by the sender when it gives up */
+    int expected;
+    int received;
+    int out_of_order;
+    int bad_lines;
+    bool eof;
+    int error;
 };
 
 /* Reader thread: small reads with pauses; no cmocka calls here. */
@@ -498,7 +508,7 @@ static void *slow_reader_main(void *arg)
         if (poll(&pf, 1, 100) <= 0)
             continue;
         if (cap - len < SLOW_READ_BYTES) {
-            sr->bad_lines++;   /* a line longer than a megabyte */
+            sr->bad_lines++; /* a line longer than a megabyte */
             break;
         }
         ssize_t n = recv(sr->fd, buf + len, SLOW_READ_BYTES, 0);
@@ -569,14 +579,15 @@ static void test_slow_reader_keeps_order(void **state)
     pthread_join(th, NULL);
     bool still_online = h_worker_of(rd.id) >= 0;
     print_message("slow reader: received %d of %d in order (%d out of order), %s\n", sr.received,
-                  SLOW_MSGS, sr.out_of_order, still_online ? "still online" :
-                  "disconnected");
+                  SLOW_MSGS, sr.out_of_order, still_online ? "still online" : "disconnected");
     H_CHECK(failed_at < 0, "sender: chat %d to a slow reader failed: rc %d %s", failed_at, rc,
             h_json(bad));
     H_CHECK(sr.received == SLOW_MSGS && sr.out_of_order == 0 && sr.bad_lines == 0,
             "slow reader: want all %d chats in order, got %d (%d out of order, %d bad lines, %s)",
             SLOW_MSGS, sr.received, sr.out_of_order, sr.bad_lines,
-            sr.eof ? "disconnected" : sr.error ? strerror(sr.error) : "no close");
+            sr.eof     ? "disconnected"
+            : sr.error ? strerror(sr.error)
+                       : "no close");
     H_CHECK(still_online && !sr.eof, "a reader that keeps reading must not be disconnected");
     h_raw_close(&r);
 }

@@ -28,19 +28,19 @@
 
 #include <mysql.h>
 
-#define SQL_MAX          2048
-#define DBNAME_MAX       64
-#define OPT_MAX          (PATH_MAX + 64)
-#define MIGRATION_FILE   "sql/mysql/migrate-from-seed.sql"
-#define SCHEMA_FILE      "sql/mysql/schema.sql"
-#define OUTAGE_MAX_MS    8000      /* storage error while the database hangs */
-#define REQUEST_WAIT_MS  15000     /* reply wait in the outage (> OUTAGE_MAX_MS) */
-#define RECOVER_MAX_MS   15000     /* storage works again after SIGCONT */
-#define UPGRADE_WAIT_MS  5000      /* plaintext password replaced by its hash */
-#define POLL_MS          100
-#define SEED_TABLES      5
-#define ALL_TABLES       6
-#define GUARD_MS         60000     /* SIGCONT by a guard process if the test dies */
+#define SQL_MAX         2048
+#define DBNAME_MAX      64
+#define OPT_MAX         (PATH_MAX + 64)
+#define MIGRATION_FILE  "sql/mysql/migrate-from-seed.sql"
+#define SCHEMA_FILE     "sql/mysql/schema.sql"
+#define OUTAGE_MAX_MS   8000  /* storage error while the database hangs */
+#define REQUEST_WAIT_MS 15000 /* reply wait in the outage (> OUTAGE_MAX_MS) */
+#define RECOVER_MAX_MS  15000 /* storage works again after SIGCONT */
+#define UPGRADE_WAIT_MS 5000  /* plaintext password replaced by its hash */
+#define POLL_MS         100
+#define SEED_TABLES     5
+#define ALL_TABLES      6
+#define GUARD_MS        60000 /* SIGCONT by a guard process if the test dies */
 
 static const char *const tables[ALL_TABLES] = {
     "User", "Friend", "AllGroup", "GroupUser", "OfflineMessage", "OfflineDropped",
@@ -81,11 +81,11 @@ static const char seed_schema[] =
     ");\n";
 
 /* Seed users (ids 1..3 in a fresh database) with their plaintext passwords. */
-#define ZHANG      1
-#define JOSE       2
-#define LI         3
-#define JOSE_NAME  "Jos\xc3\xa9"           /* stored in a latin1 column by the seed */
-#define GROUP_ID   1
+#define ZHANG     1
+#define JOSE      2
+#define LI        3
+#define JOSE_NAME "Jos\xc3\xa9" /* stored in a latin1 column by the seed */
+#define GROUP_ID  1
 
 static const char *const seed_passwords[] = { NULL, "123456", "pw-jose", "654321" };
 
@@ -100,7 +100,7 @@ static const char seed_chat_to_li[] =
     "{\"id\":1,\"msgid\":5,\"msg\":\"ping\",\"name\":\"zhang san\","
     "\"time\":\"2023-03-01 10:02:00\",\"toid\":3}";
 
-static MYSQL *admin;               /* the tests' own connection */
+static MYSQL *admin; /* the tests' own connection */
 static unsigned db_counter;
 
 /* ---- the database side ------------------------------------------------ */
@@ -124,13 +124,16 @@ static void checksums(const char *db, char *out, size_t size)
 
     out[0] = '\0';
     for (int i = 0; i < ALL_TABLES; i++) {
-        mdb_text(admin, one, sizeof(one), "SELECT concat(count(*), ':', coalesce(sum(crc32("
+        mdb_text(admin, one, sizeof(one),
+                 "SELECT concat(count(*), ':', coalesce(sum(crc32("
                  "concat_ws('|', %s))), 0)) FROM `%s`.`%s`",
-                 i == 0 ? "id, name, password, state" :
-                 i == 1 ? "userid, friendid" :
-                 i == 2 ? "groupid, groupname, groupdesc" :
-                 i == 3 ? "groupid, userid, grouprole" :
-                 i == 4 ? "id, userid, message" : "userid, dropped", db, tables[i]);
+                 i == 0   ? "id, name, password, state"
+                 : i == 1 ? "userid, friendid"
+                 : i == 2 ? "groupid, groupname, groupdesc"
+                 : i == 3 ? "groupid, userid, grouprole"
+                 : i == 4 ? "id, userid, message"
+                          : "userid, dropped",
+                 db, tables[i]);
         used += (size_t)snprintf(out + used, size - used, "%s=%s ", tables[i], one);
         H_CHECK(used < size, "checksum buffer too small");
     }
@@ -142,8 +145,9 @@ static char opt_socket[OPT_MAX], opt_user[OPT_MAX], opt_pwfile[OPT_MAX], opt_db[
 
 static void start_on(const char *db)
 {
-    const char *const opts[] = { "storage.driver=mysql", opt_socket, opt_user, opt_pwfile,
-                                 opt_db, NULL };
+    const char *const opts[] = {
+        "storage.driver=mysql", opt_socket, opt_user, opt_pwfile, opt_db, NULL
+    };
 
     snprintf(opt_socket, sizeof(opt_socket), "storage.socket=%s", mdb_env.socket);
     snprintf(opt_user, sizeof(opt_user), "storage.user=%s", mdb_env.user);
@@ -163,8 +167,8 @@ static struct qclient *login(int32_t id, const char *password, struct json_objec
 }
 
 /* The item of a LOGIN_MSG_ACK array whose "id" (or key) is want, parsed; NULL if none. */
-static struct json_object *find_item(struct json_object *ack, const char *array,
-                                     const char *key, int64_t want)
+static struct json_object *find_item(struct json_object *ack, const char *array, const char *key,
+                                     int64_t want)
 {
     size_t n = h_arr_len_opt(ack, array);
 
@@ -211,11 +215,13 @@ static void fill_seed(const char *db)
              "INSERT INTO Friend VALUES (%d, %d), (%d, %d), (%d, %d);"
              "INSERT INTO AllGroup (groupname, groupdesc) VALUES ('study', 'study group');"
              "INSERT INTO GroupUser VALUES (%d, %d, 'creator'), (%d, %d, 'normal');",
-             seed_passwords[ZHANG], seed_passwords[JOSE], seed_passwords[LI],
-             ZHANG, JOSE, JOSE, ZHANG, ZHANG, LI, GROUP_ID, ZHANG, GROUP_ID, JOSE);
+             seed_passwords[ZHANG], seed_passwords[JOSE], seed_passwords[LI], ZHANG, JOSE, JOSE,
+             ZHANG, ZHANG, LI, GROUP_ID, ZHANG, GROUP_ID, JOSE);
     mdb_run(m, sql, "seed rows");
-    snprintf(sql, sizeof(sql), "INSERT INTO OfflineMessage VALUES (%d, '%s'), (%d, '%s'),"
-             " (%d, '%s')", JOSE, seed_chat_to_jose, LI, seed_chat_to_li, JOSE, seed_group_chat);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO OfflineMessage VALUES (%d, '%s'), (%d, '%s'),"
+             " (%d, '%s')",
+             JOSE, seed_chat_to_jose, LI, seed_chat_to_li, JOSE, seed_group_chat);
     mdb_run(m, sql, "seed offline messages");
     mysql_close(m);
 }
@@ -230,8 +236,8 @@ static void migrate_twice(const char *db)
     checksums(db, before, sizeof(before));
     mdb_run_file(m, MIGRATION_FILE);
     checksums(db, after, sizeof(after));
-    H_CHECK(strcmp(before, after) == 0, "a second migration changed rows:\n  %s\n  %s",
-            before, after);
+    H_CHECK(strcmp(before, after) == 0, "a second migration changed rows:\n  %s\n  %s", before,
+            after);
     mysql_close(m);
 
     /* The migrated tables are exactly those of schema.sql. */
@@ -242,8 +248,8 @@ static void migrate_twice(const char *db)
     for (int i = 0; i < ALL_TABLES; i++) {
         mdb_table_definition(admin, db, tables[i], a, sizeof(a));
         mdb_table_definition(admin, fresh_db, tables[i], b, sizeof(b));
-        H_CHECK(strcmp(a, b) == 0, "migrated %s differs from schema.sql:\n%s\n---\n%s",
-                tables[i], a, b);
+        H_CHECK(strcmp(a, b) == 0, "migrated %s differs from schema.sql:\n%s\n---\n%s", tables[i],
+                a, b);
     }
     mdb_exec(admin, "DROP DATABASE `%s`", fresh_db);
 }
@@ -254,8 +260,7 @@ static void check_jose(const char *db)
     struct qclient *c = login(JOSE, seed_passwords[JOSE], &ack);
     char pw[512];
 
-    H_CHECK(strcmp(h_str(ack, "name"), JOSE_NAME) == 0, "name converted to UTF-8: %s",
-            h_json(ack));
+    H_CHECK(strcmp(h_str(ack, "name"), JOSE_NAME) == 0, "name converted to UTF-8: %s", h_json(ack));
     item = find_item(ack, "friends", "id", ZHANG);
     H_CHECK(item != NULL, "friends[] must list zhang san: %s", h_json(ack));
     H_CHECK(strcmp(h_str(item, "name"), "zhang san") == 0, "friend name: %s", h_json(item));
@@ -265,7 +270,8 @@ static void check_jose(const char *db)
     item = find_item(ack, "groups", "groupid", GROUP_ID);
     H_CHECK(item != NULL, "groups[] must list the seed's group: %s", h_json(ack));
     H_CHECK(strcmp(h_str(item, "groupname"), "study") == 0 &&
-            strcmp(h_str(item, "groupdesc"), "study group") == 0, "group: %s", h_json(item));
+                strcmp(h_str(item, "groupdesc"), "study group") == 0,
+            "group: %s", h_json(item));
     users = h_arr(item, "users");
     H_CHECK(json_object_array_length(users) == 2, "two members: %s", h_json(item));
     member = find_item(item, "users", "userid", ZHANG);
@@ -280,7 +286,7 @@ static void check_jose(const char *db)
 
     H_CHECK(h_arr_len_opt(ack, "offlinemsg") == 2, "two offline messages: %s", h_json(ack));
     H_CHECK(strcmp(offline_item(ack, 0), seed_chat_to_jose) == 0 &&
-            strcmp(offline_item(ack, 1), seed_group_chat) == 0,
+                strcmp(offline_item(ack, 1), seed_group_chat) == 0,
             "offline messages as the seed stored them, oldest first: %s", h_json(ack));
     json_object_put(ack);
     h_close(c);
@@ -311,8 +317,8 @@ static void check_zhang_and_li(void)
 
     H_CHECK(h_arr_len_opt(ack, "friends") == 2, "zhang san's two friends: %s", h_json(ack));
     item = find_item(ack, "friends", "id", JOSE);
-    H_CHECK(item != NULL && strcmp(h_str(item, "name"), JOSE_NAME) == 0,
-            "Jose listed: %s", h_json(ack));
+    H_CHECK(item != NULL && strcmp(h_str(item, "name"), JOSE_NAME) == 0, "Jose listed: %s",
+            h_json(ack));
     json_object_put(item);
     H_CHECK(h_arr_len_opt(ack, "groups") == 1 && h_arr_len_opt(ack, "offlinemsg") == 0,
             "one group, no messages: %s", h_json(ack));
@@ -322,8 +328,8 @@ static void check_zhang_and_li(void)
     li = login(LI, seed_passwords[LI], &ack);
     H_CHECK(h_arr_len_opt(ack, "friends") == 0, "li si has no friend row: %s", h_json(ack));
     H_CHECK(h_arr_len_opt(ack, "offlinemsg") == 1 &&
-            strcmp(offline_item(ack, 0), seed_chat_to_li) == 0, "li si's message: %s",
-            h_json(ack));
+                strcmp(offline_item(ack, 0), seed_chat_to_li) == 0,
+            "li si's message: %s", h_json(ack));
     json_object_put(ack);
     /* Adding back completes the friendship; a new user gets the next id. */
     seq = h_next_seq();
@@ -355,7 +361,7 @@ static void test_migrate_seed_database(void **state)
     H_CHECK(u.id > LI, "a new user after the seed's: id %d", u.id);
     h_close(c);
     h_stop_and_check_clean();
-    server_stop();                      /* removes its directory before the next start */
+    server_stop(); /* removes its directory before the next start */
     mdb_exec(admin, "DROP DATABASE `%s`", db);
 }
 
@@ -446,8 +452,8 @@ static void test_outage_and_recovery(void **state)
 
     err = timed(create_group_req, ca, 0, &ms);
     print_message("outage: CREATE_GROUP answered errno %d after %lld ms\n", err, (long long)ms);
-    H_CHECK(err == QC_ESTORAGE && ms <= OUTAGE_MAX_MS, "CREATE_GROUP: errno %d after %lld ms",
-            err, (long long)ms);
+    H_CHECK(err == QC_ESTORAGE && ms <= OUTAGE_MAX_MS, "CREATE_GROUP: errno %d after %lld ms", err,
+            (long long)ms);
     err = timed(chat_req, cb, c.id, &ms);
     print_message("outage: chat to an offline user answered errno %d after %lld ms\n", err,
                   (long long)ms);
@@ -481,12 +487,12 @@ static void test_outage_and_recovery(void **state)
     json_object_put(ack);
     H_CHECK(server_master_pid() == master, "the master must not have been restarted");
     H_CHECK(server_worker_pids(after, H_WORKERS * 4) == nworkers &&
-            memcmp(workers, after, sizeof(pid_t) * (size_t)nworkers) == 0,
+                memcmp(workers, after, sizeof(pid_t) * (size_t)nworkers) == 0,
             "no worker may have been restarted");
     h_close(ca);
     h_close(cb);
     h_stop_and_check_clean();
-    server_stop();                      /* removes its directory before the next start */
+    server_stop(); /* removes its directory before the next start */
     mdb_exec(admin, "DROP DATABASE `%s`", db);
 }
 

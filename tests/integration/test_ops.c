@@ -41,55 +41,55 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
-#define OPS_WORKERS         2        /* workers of the reload tests */
-#define OPS_PORT_ATTEMPTS   5
-#define OPS_POLL_MS         10
-#define PROG_TIMEOUT_MS     15000    /* one run of qchatctl or qchatd -d */
-#define PROG_DRAIN_MS       1000     /* output still read after the exit */
-#define PROG_OUT_MAX        (256 * 1024)
-#define MAX_PIDS            64
-#define LOG_WAIT_MS         5000     /* a log line expected soon */
+#define OPS_WORKERS       2 /* workers of the reload tests */
+#define OPS_PORT_ATTEMPTS 5
+#define OPS_POLL_MS       10
+#define PROG_TIMEOUT_MS   15000 /* one run of qchatctl or qchatd -d */
+#define PROG_DRAIN_MS     1000  /* output still read after the exit */
+#define PROG_OUT_MAX      (256 * 1024)
+#define MAX_PIDS          64
+#define LOG_WAIT_MS       5000 /* a log line expected soon */
 
 /* reload */
-#define RATE_BEFORE         1000     /* request_rate / request_burst before */
-#define RATE_AFTER          1        /* ... and after the reload */
+#define RATE_BEFORE         1000 /* request_rate / request_burst before */
+#define RATE_AFTER          1    /* ... and after the reload */
 #define BURST_AFTER         5
-#define BURST_EXTRA         3        /* beyond the burst: refused, not a flood */
-#define REFILL_MS           1500     /* > 1 s: one token back at RATE_AFTER */
-#define TEXT_LIMIT_FILE     1000     /* limits.max_text_bytes in the file */
-#define TEXT_LIMIT_OPT      200      /* ... and by -o, which wins */
-#define TEXT_OVER_OPT       300      /* a text between the two */
-#define DEBUG_PROBE_CONNS   4        /* connections opened to provoke debug lines */
-#define WORKERS_IN_NEW_FILE 3        /* server.workers changed: needs a restart */
+#define BURST_EXTRA         3    /* beyond the burst: refused, not a flood */
+#define REFILL_MS           1500 /* > 1 s: one token back at RATE_AFTER */
+#define TEXT_LIMIT_FILE     1000 /* limits.max_text_bytes in the file */
+#define TEXT_LIMIT_OPT      200  /* ... and by -o, which wins */
+#define TEXT_OVER_OPT       300  /* a text between the two */
+#define DEBUG_PROBE_CONNS   4    /* connections opened to provoke debug lines */
+#define WORKERS_IN_NEW_FILE 3    /* server.workers changed: needs a restart */
 
 /* SIGTERM while sending */
 #define TERM_WORKERS        3
 #define TERM_SENDERS        6
-#define TERM_ONLINE         3        /* recipients logged in */
-#define TERM_OFFLINE        3        /* recipients never logged in */
+#define TERM_ONLINE         3 /* recipients logged in */
+#define TERM_OFFLINE        3 /* recipients never logged in */
 #define TERM_RCPTS          (TERM_ONLINE + TERM_OFFLINE)
-#define TERM_WINDOW         8        /* chats in flight per sender */
+#define TERM_WINDOW         8 /* chats in flight per sender */
 #define TERM_MAX_PER_SENDER 600
 #define TERM_MAX_MSGS       (TERM_SENDERS * TERM_MAX_PER_SENDER)
-#define TERM_AFTER_ACKS     600      /* SIGTERM once this many chats were acked */
-#define TERM_SHUTDOWN_S     3        /* server.shutdown_timeout */
-#define TERM_EXIT_SLACK_MS  2500     /* "a little" beyond it */
-#define TERM_PUMP_MS        30000    /* bound on the sending phase */
+#define TERM_AFTER_ACKS     600   /* SIGTERM once this many chats were acked */
+#define TERM_SHUTDOWN_S     3     /* server.shutdown_timeout */
+#define TERM_EXIT_SLACK_MS  2500  /* "a little" beyond it */
+#define TERM_PUMP_MS        30000 /* bound on the sending phase */
 #define TERM_SEQ_BASE       1000000
-#define IDLE_SHUTDOWN_S     10       /* the default server.shutdown_timeout */
-#define IDLE_CLIENTS        3        /* logged in, never closing their end */
-#define IDLE_PROMPT_MS      3000     /* nothing to flush: the stop is this quick */
+#define IDLE_SHUTDOWN_S     10   /* the default server.shutdown_timeout */
+#define IDLE_CLIENTS        3    /* logged in, never closing their end */
+#define IDLE_PROMPT_MS      3000 /* nothing to flush: the stop is this quick */
 
 /* qchatctl */
-#define CTL_WORKERS         3
-#define CTL_USERS           3
-#define NO_SUCH_USER        999999999
+#define CTL_WORKERS  3
+#define CTL_USERS    3
+#define NO_SUCH_USER 999999999
 
 enum { CTL_EXIT_OK = 0, CTL_EXIT_SERVER = 1, CTL_EXIT_USAGE = 2 };
 
-static char  bin_dir[PATH_MAX - 32];
-static char  notify_path[PATH_MAX];    /* $NOTIFY_SOCKET for the next ops_spawn, "" none */
-static volatile pid_t daemon_pid;      /* a -d server, not our child at first */
+static char bin_dir[PATH_MAX - 32];
+static char notify_path[PATH_MAX]; /* $NOTIFY_SOCKET for the next ops_spawn, "" none */
+static volatile pid_t daemon_pid;  /* a -d server, not our child at first */
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -157,7 +157,11 @@ static int log_count_since(long from, const char *needle, const char *needle2)
     return n;
 }
 
-struct log_wait { long from; const char *needle, *needle2; int count; };
+struct log_wait {
+    long from;
+    const char *needle, *needle2;
+    int count;
+};
 
 static bool log_has_enough(void *arg)
 {
@@ -188,7 +192,7 @@ static bool pid_in(pid_t pid, const pid_t *set, int n)
 /* ---- running programs ---------------------------------------------------- */
 
 struct prog {
-    int  status;                 /* wait status, -1 if it had to be killed */
+    int status; /* wait status, -1 if it had to be killed */
     char out[PROG_OUT_MAX];
     char err[PROG_OUT_MAX];
 };
@@ -296,8 +300,8 @@ static struct json_object *parse_json_output(const struct prog *p, const char *w
 {
     struct json_object *o = json_tokener_parse(p->out);
     H_CHECK(o != NULL && json_object_is_type(o, json_type_object),
-            "%s: expected one JSON object on stdout, got \"%.300s\" (stderr \"%.300s\")",
-            what, p->out, p->err);
+            "%s: expected one JSON object on stdout, got \"%.300s\" (stderr \"%.300s\")", what,
+            p->out, p->err);
     return o;
 }
 
@@ -387,19 +391,18 @@ static void ops_start(const char *conf, const char *const *opts, int workers)
                 h_srv.pid = 0;
                 break;
             }
-            up = h_port_accepting(h_srv.port) &&
-                 server_worker_pids(pids, MAX_PIDS) >= workers &&
+            up = h_port_accepting(h_srv.port) && server_worker_pids(pids, MAX_PIDS) >= workers &&
                  access(h_srv.ctl_path, F_OK) == 0;
             if (!up)
                 h_sleep_ms(OPS_POLL_MS);
         }
         if (up) {
-            fprintf(stderr, "test_ops: qchatd %d on " H_HOST ":%d, dir %s\n",
-                    (int)h_srv.pid, h_srv.port, h_srv.dir);
+            fprintf(stderr, "test_ops: qchatd %d on " H_HOST ":%d, dir %s\n", (int)h_srv.pid,
+                    h_srv.port, h_srv.dir);
             return;
         }
         if (died && log_count_since(log_from, "in use", NULL) > 0)
-            continue;   /* someone took the port in between: another one */
+            continue; /* someone took the port in between: another one */
         H_FAIL("qchatd did not come up within %d ms (%s)", H_START_MS,
                died ? "it exited" : "no port, workers or control socket");
     }
@@ -444,7 +447,13 @@ static int ops_teardown(void **state)
     return 0;
 }
 
-#define OPS_TEST(f) { #f, h_run_test, NULL, ops_teardown, &(struct h_test){ f } }
+#define OPS_TEST(f)                                          \
+    {                                                        \
+#f, h_run_test, NULL, ops_teardown, &(struct h_test) \
+        {                                                    \
+            f                                                \
+        }                                                    \
+    }
 
 /* Killed from outside (timeout): the daemon is not tied to us, stop it. */
 static void on_fatal_signal(int sig)
@@ -463,8 +472,8 @@ static void on_fatal_signal(int sig)
 static void chat_through(struct qclient *from, const struct h_user *fu, struct qclient *to,
                          const struct h_user *tu, const char *text, const char *what)
 {
-    json_object_put(h_request(from, QC_ONE_CHAT_MSG, 0, what, "\"toid\":%d,\"msg\":%s",
-                              tu->id, h_q(text)));
+    json_object_put(
+        h_request(from, QC_ONE_CHAT_MSG, 0, what, "\"toid\":%d,\"msg\":%s", tu->id, h_q(text)));
     struct json_object *m = h_expect_skip(to, QC_ONE_CHAT_MSG, what);
     H_CHECK(strcmp(h_str(m, "msg"), text) == 0 && h_int(m, "id") == fu->id,
             "%s: expected the chat \"%s\" from %d, got %s", what, text, fu->id, h_json(m));
@@ -494,8 +503,8 @@ static int heartbeat_burst(struct qclient *c, int n, const char *what)
     for (int i = 0; i < n; i++) {
         struct json_object *a = h_expect_skip(c, QC_ACK_MSG, what);
         H_CHECK(h_int(a, "seq") == first + i && h_int(a, "req") == QC_HEARTBEAT_MSG,
-                "%s: expected the ACK of heartbeat seq %lld, got %s", what,
-                (long long)(first + i), h_json(a));
+                "%s: expected the ACK of heartbeat seq %lld, got %s", what, (long long)(first + i),
+                h_json(a));
         int64_t err = h_int(a, "errno");
         H_CHECK(err == QC_OK || err == QC_ERATE, "%s: heartbeat %d: expected errno 0 or 14, got %s",
                 what, i, h_json(a));
@@ -507,8 +516,7 @@ static int heartbeat_burst(struct qclient *c, int n, const char *what)
 
 /* ---- HUP / qchatctl reload ------------------------------------------------ */
 
-static void write_reload_conf(const char *path, const char *level, int rate, int burst,
-                              int workers)
+static void write_reload_conf(const char *path, const char *level, int rate, int burst, int workers)
 {
     char text[2048];
     snprintf(text, sizeof text,
@@ -586,8 +594,10 @@ static void reload_keeps_clients(enum reload_trigger how)
         char out[256];
         snprintf(out, sizeof out, "%.200s", p->out);
         free(p);
-        H_CHECK(rc == CTL_EXIT_OK && said, "qchatctl reload: expected exit 0 and a line about "
-                "the reload, got exit %d, \"%s\"", rc, out);
+        H_CHECK(rc == CTL_EXIT_OK && said,
+                "qchatctl reload: expected exit 0 and a line about "
+                "the reload, got exit %d, \"%s\"",
+                rc, out);
     }
     /* The master and every worker take the new configuration. */
     H_CHECK(wait_log(from, "configuration reloaded", NULL, 1 + OPS_WORKERS, LOG_WAIT_MS),
@@ -597,13 +607,15 @@ static void reload_keeps_clients(enum reload_trigger how)
             "server.workers changed in the file: expected a log line naming it as needing "
             "a restart");
     H_CHECK(log_count_since(from, "log.level", "restart") == 0 &&
-            log_count_since(from, "request_rate", "restart") == 0,
+                log_count_since(from, "request_rate", "restart") == 0,
             "log.level and security.request_rate are live keys: no restart may be asked for");
 
     /* No worker replaced, none added (workers needs a restart). */
     int nafter = server_worker_pids(after, MAX_PIDS);
-    H_CHECK(nafter == nbefore, "workers: %d before the reload, %d after (server.workers "
-            "needs a restart)", nbefore, nafter);
+    H_CHECK(nafter == nbefore,
+            "workers: %d before the reload, %d after (server.workers "
+            "needs a restart)",
+            nbefore, nafter);
     for (int i = 0; i < nafter; i++)
         H_CHECK(pid_in(after[i], before, nbefore), "worker %d is new after the reload",
                 (int)after[i]);
@@ -612,21 +624,25 @@ static void reload_keeps_clients(enum reload_trigger how)
     int refused = heartbeat_burst(ca, BURST_AFTER + BURST_EXTRA, "burst after the reload");
     H_CHECK(refused >= BURST_EXTRA - 1 && refused <= BURST_EXTRA,
             "request_burst %d -> %d: of %d heartbeats sent at once expected about %d refused "
-            "with errno 14, got %d", RATE_BEFORE, BURST_AFTER, BURST_AFTER + BURST_EXTRA,
-            BURST_EXTRA, refused);
+            "with errno 14, got %d",
+            RATE_BEFORE, BURST_AFTER, BURST_AFTER + BURST_EXTRA, BURST_EXTRA, refused);
     /* ...and on a new one. */
     struct qclient *cc = h_connect();
     refused = heartbeat_burst(cc, BURST_AFTER + BURST_EXTRA, "burst on a new connection");
-    H_CHECK(refused >= BURST_EXTRA - 1, "new connection after the reload: expected about %d of "
-            "%d heartbeats refused, got %d", BURST_EXTRA, BURST_AFTER + BURST_EXTRA, refused);
+    H_CHECK(refused >= BURST_EXTRA - 1,
+            "new connection after the reload: expected about %d of "
+            "%d heartbeats refused, got %d",
+            BURST_EXTRA, BURST_AFTER + BURST_EXTRA, refused);
     h_close(cc);
 
     /* The same connections still chat, both ways, once a token is back. */
     h_sleep_ms(REFILL_MS);
-    chat_through(ca, &a, cb, &b, "after the reload", "A->B on the same connection after the reload");
+    chat_through(ca, &a, cb, &b, "after the reload",
+                 "A->B on the same connection after the reload");
     chat_through(cb, &b, ca, &a, "reply after the reload", "B->A after the reload");
     /* -o limits.max_text_bytes still wins over the file's value. */
-    json_object_put(h_request(cb, QC_ONE_CHAT_MSG, QC_ETOOLONG, "text over the -o limit "
+    json_object_put(h_request(cb, QC_ONE_CHAT_MSG, QC_ETOOLONG,
+                              "text over the -o limit "
                               "after the reload (the reload re-applies -o)",
                               "\"toid\":%d,\"msg\":%s", a.id, h_q(big)));
 
@@ -666,8 +682,10 @@ static void reload_keeps_clients(enum reload_trigger how)
         char err[256];
         snprintf(err, sizeof err, "%.200s", p->err);
         free(p);
-        H_CHECK(rc == CTL_EXIT_SERVER, "qchatctl reload with an unknown key in the file: "
-                "expected exit 1, got %d (stderr \"%s\")", rc, err);
+        H_CHECK(rc == CTL_EXIT_SERVER,
+                "qchatctl reload with an unknown key in the file: "
+                "expected exit 1, got %d (stderr \"%s\")",
+                rc, err);
         H_CHECK(wait_log(from, "qchatd.conf:3", NULL, 1, LOG_WAIT_MS),
                 "a failed reload must log the error naming FILE:LINE (qchatd.conf:3)");
         h_sleep_ms(REFILL_MS);
@@ -691,24 +709,24 @@ static void test_qchatctl_reload_like_sighup(void **state)
 /* ---- SIGTERM while clients are sending ------------------------------------ */
 
 struct term_msg {
-    int  sender, rcpt;
+    int sender, rcpt;
     bool sent, answered;
-    int  err;                    /* errno of its ACK */
-    int  live, offline;          /* copies the recipient got */
+    int err;           /* errno of its ACK */
+    int live, offline; /* copies the recipient got */
 };
 
 struct term_peer {
-    struct h_user   u;
-    struct qclient *c;           /* NULL: offline recipient, or closed */
-    bool            eof;
-    int             next;        /* senders: chats sent */
-    int             in_flight;
+    struct h_user u;
+    struct qclient *c; /* NULL: offline recipient, or closed */
+    bool eof;
+    int next; /* senders: chats sent */
+    int in_flight;
 };
 
 struct term_state {
     struct term_peer senders[TERM_SENDERS];
     struct term_peer rcpts[TERM_RCPTS];
-    struct term_msg  msgs[TERM_MAX_MSGS];
+    struct term_msg msgs[TERM_MAX_MSGS];
     int nmsgs, acked, refused, kicks, other_errors;
     int first_other_err;
 };
@@ -748,7 +766,7 @@ static void term_send_one(struct term_state *ts, int s)
                      QC_ONE_CHAT_MSG, ts->rcpts[tm->rcpt].u.id, idx, TERM_SEQ_BASE + idx);
     p->next++;
     if (qclient_send_raw(p->c, text, (size_t)n) != 0) {
-        p->eof = true;           /* the server closed: this one was never sent */
+        p->eof = true; /* the server closed: this one was never sent */
         memset(tm, 0, sizeof *tm);
         ts->nmsgs--;
         return;
@@ -764,12 +782,11 @@ static void term_read_sender(struct term_state *ts, int s)
     while ((o = qclient_recv(p->c, 0)) != NULL) {
         int64_t msgid = -1, seq = -1, err = -1;
         qjson_int(o, "msgid", &msgid);
-        if (msgid == QC_ACK_MSG && qjson_int(o, "seq", &seq) == 0 &&
-            seq >= TERM_SEQ_BASE && seq < TERM_SEQ_BASE + ts->nmsgs &&
-            qjson_int(o, "errno", &err) == 0) {
+        if (msgid == QC_ACK_MSG && qjson_int(o, "seq", &seq) == 0 && seq >= TERM_SEQ_BASE &&
+            seq < TERM_SEQ_BASE + ts->nmsgs && qjson_int(o, "errno", &err) == 0) {
             struct term_msg *tm = &ts->msgs[seq - TERM_SEQ_BASE];
-            H_CHECK(!tm->answered && tm->sender == s, "sender %d: a second or foreign ACK %s",
-                    s, h_json(o));
+            H_CHECK(!tm->answered && tm->sender == s, "sender %d: a second or foreign ACK %s", s,
+                    h_json(o));
             tm->answered = true;
             tm->err = (int)err;
             p->in_flight--;
@@ -866,8 +883,10 @@ static void test_sigterm_while_sending_loses_no_acked_chat(void **state)
     snprintf(timeout_opt, sizeof timeout_opt, "server.shutdown_timeout=%d", TERM_SHUTDOWN_S);
     char workers_opt[64];
     snprintf(workers_opt, sizeof workers_opt, "server.workers=%d", TERM_WORKERS);
-    const char *opts[] = { workers_opt, timeout_opt, "security.request_rate=0",
-                           "security.password_cost=1", "log.level=info", NULL };
+    const char *opts[] = {
+        workers_opt,      timeout_opt, "security.request_rate=0", "security.password_cost=1",
+        "log.level=info", NULL
+    };
     struct term_state *ts = calloc(1, sizeof *ts);
     H_CHECK(ts != NULL, "out of memory");
 
@@ -891,8 +910,10 @@ static void test_sigterm_while_sending_loses_no_acked_chat(void **state)
     int64_t deadline = h_now_ms() + TERM_PUMP_MS;
     while (ts->acked < TERM_AFTER_ACKS && h_now_ms() < deadline)
         term_pump(ts, true);
-    H_CHECK(ts->acked >= TERM_AFTER_ACKS, "only %d chats acknowledged in %d ms before the "
-            "SIGTERM", ts->acked, TERM_PUMP_MS);
+    H_CHECK(ts->acked >= TERM_AFTER_ACKS,
+            "only %d chats acknowledged in %d ms before the "
+            "SIGTERM",
+            ts->acked, TERM_PUMP_MS);
     int sent_before_term = ts->nmsgs;
     pid_t master = h_srv.pid;
     int64_t term_at = h_now_ms();
@@ -913,16 +934,17 @@ static void test_sigterm_while_sending_loses_no_acked_chat(void **state)
         term_pump(ts, true);
     }
     if (!exited_at) {
-        server_stop();     /* SIGKILL after H_STOP_MS; the directory is kept below */
+        server_stop(); /* SIGKILL after H_STOP_MS; the directory is kept below */
         H_FAIL("SIGTERM: the master did not exit within %lld ms", (long long)limit_ms + H_REPLY_MS);
     }
     int64_t took = exited_at - term_at;
     H_CHECK(term_all_closed(ts), "the master exited but a client connection is still open");
     H_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
             "SIGTERM: expected exit status 0, got wait status 0x%x", status);
-    H_CHECK(took <= limit_ms, "SIGTERM: the master took %lld ms to exit, more than "
-            "shutdown_timeout (%d s) + %d ms", (long long)took, TERM_SHUTDOWN_S,
-            TERM_EXIT_SLACK_MS);
+    H_CHECK(took <= limit_ms,
+            "SIGTERM: the master took %lld ms to exit, more than "
+            "shutdown_timeout (%d s) + %d ms",
+            (long long)took, TERM_SHUTDOWN_S, TERM_EXIT_SLACK_MS);
     for (int i = 0; i < nworkers; i++)
         H_CHECK(!process_alive_titled(workers[i], "qchatd"),
                 "worker %d is still running after the master exited", (int)workers[i]);
@@ -940,8 +962,7 @@ static void test_sigterm_while_sending_loses_no_acked_chat(void **state)
             note_delivery(ts, r, m, false);
             json_object_put(m);
         }
-        H_CHECK(!h_has(ack, "offlinedropped"), "offline messages were dropped: %s",
-                h_json(ack));
+        H_CHECK(!h_has(ack, "offlinedropped"), "offline messages were dropped: %s", h_json(ack));
         json_object_put(ack);
         h_close(c);
     }
@@ -964,19 +985,21 @@ static void test_sigterm_while_sending_loses_no_acked_chat(void **state)
                 print_error("lost: chat %d from sender %d (user %d) to recipient %d (user %d, "
                             "%s), ACKed with errno 0, neither received nor stored offline\n",
                             i, tm->sender, ts->senders[tm->sender].u.id, tm->rcpt,
-                            ts->rcpts[tm->rcpt].u.id, tm->rcpt < TERM_ONLINE ? "online" : "offline");
+                            ts->rcpts[tm->rcpt].u.id,
+                            tm->rcpt < TERM_ONLINE ? "online" : "offline");
         }
     }
     printf("SIGTERM after %d chats: sent %d, answered %d: acked %d, refused %d (other errno: %d, "
            "first %d); unanswered %d, delivered live %d, stored offline %d, delivered twice %d, "
            "unanswered but delivered %d, kick notices %d, lost %d; exit after %lld ms\n",
            sent_before_term, sent, answered, ts->acked, ts->refused, ts->other_errors,
-           ts->first_other_err, unanswered, live, offline, twice, late_delivered, ts->kicks,
-           lost, (long long)took);
+           ts->first_other_err, unanswered, live, offline, twice, late_delivered, ts->kicks, lost,
+           (long long)took);
     H_CHECK(lost == 0, "%d acknowledged chat(s) lost across the SIGTERM", lost);
     H_CHECK(twice == 0, "%d chat(s) delivered more than once (live and offline)", twice);
     H_CHECK(log_count_since(from, "ERROR: AddressSanitizer", NULL) == 0 &&
-            log_count_since(0, "runtime error:", NULL) == 0, "sanitizer report in the log");
+                log_count_since(0, "runtime error:", NULL) == 0,
+            "sanitizer report in the log");
     free(ts);
     h_stop_and_check_clean();
 }
@@ -1024,20 +1047,21 @@ static void test_sigterm_with_idle_clients_is_prompt(void **state)
     for (int i = 0; i < nworkers; i++)
         H_CHECK(!process_alive_titled(workers[i], "qchatd"),
                 "worker %d is still running after the master exited", (int)workers[i]);
-    H_CHECK(took <= IDLE_PROMPT_MS, "SIGTERM with %d idle clients and nothing to flush: expected "
+    H_CHECK(took <= IDLE_PROMPT_MS,
+            "SIGTERM with %d idle clients and nothing to flush: expected "
             "an exit within %d ms, took %lld ms (shutdown_timeout = %d s): the stop waits for "
-            "the clients to close their end", IDLE_CLIENTS, IDLE_PROMPT_MS, (long long)took,
-            IDLE_SHUTDOWN_S);
+            "the clients to close their end",
+            IDLE_CLIENTS, IDLE_PROMPT_MS, (long long)took, IDLE_SHUTDOWN_S);
 }
 
 /* ---- systemd notifications -------------------------------------------------- */
 
 struct notify_rx {
-    int   fd;
-    char  seen[8192];            /* every datagram so far, one per line */
+    int fd;
+    char seen[8192]; /* every datagram so far, one per line */
     size_t len;
     pid_t master;
-    int   foreign;               /* datagrams from another pid than the master */
+    int foreign; /* datagrams from another pid than the master */
     pid_t foreign_pid;
 };
 
@@ -1045,10 +1069,15 @@ static void notify_read(struct notify_rx *n)
 {
     for (;;) {
         char data[1024];
-        union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(struct ucred))]; } ctl;
+        union {
+            struct cmsghdr h;
+            char buf[CMSG_SPACE(sizeof(struct ucred))];
+        } ctl;
         struct iovec iov = { data, sizeof data - 1 };
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
-                             .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf };
+        struct msghdr mh = { .msg_iov = &iov,
+                             .msg_iovlen = 1,
+                             .msg_control = ctl.buf,
+                             .msg_controllen = sizeof ctl.buf };
         ssize_t got = recvmsg(n->fd, &mh, MSG_DONTWAIT);
         if (got < 0)
             return;
@@ -1072,7 +1101,11 @@ static void notify_read(struct notify_rx *n)
     }
 }
 
-struct notify_wait { struct notify_rx *n; const char *text; size_t from; };
+struct notify_wait {
+    struct notify_rx *n;
+    const char *text;
+    size_t from;
+};
 
 static bool notify_seen(void *arg)
 {
@@ -1100,7 +1133,7 @@ static void test_sd_notify_ready_status_reloading_stopping(void **state)
     strcpy(sa.sun_path, notify_path);
     int one = 1;
     H_CHECK(n->fd >= 0 && bind(n->fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-            setsockopt(n->fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) == 0,
+                setsockopt(n->fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) == 0,
             "notify socket %s: %s", notify_path, strerror(errno));
 
     const char *opts[] = { "server.workers=2", "security.password_cost=1", NULL };
@@ -1134,8 +1167,10 @@ static void test_sd_notify_ready_status_reloading_stopping(void **state)
     notify_read(n);
     H_CHECK(strstr(n->seen + from, "STOPPING=1") != NULL, "SIGTERM: no STOPPING=1; got:\n%s",
             n->seen + from);
-    H_CHECK(n->foreign == 0, "%d notification(s) came from pid %d, not the master %d "
-            "(NotifyAccess=main drops them)", n->foreign, (int)n->foreign_pid, (int)n->master);
+    H_CHECK(n->foreign == 0,
+            "%d notification(s) came from pid %d, not the master %d "
+            "(NotifyAccess=main drops them)",
+            n->foreign, (int)n->foreign_pid, (int)n->master);
     close(n->fd);
     free(n);
 }
@@ -1151,8 +1186,10 @@ static void test_log_file_reopened_on_usr1_and_moved_by_reload(void **state)
     ops_path(logfile, sizeof logfile, "file.log");
     ops_path(moved, sizeof moved, "moved.log");
     snprintf(rotated, sizeof rotated, "%s.1", logfile);
-    snprintf(text, sizeof text, "[server]\nworkers = %d\n[log]\ntarget = file\nfile = %s\n"
-             "[security]\npassword_cost = 1\n", OPS_WORKERS, logfile);
+    snprintf(text, sizeof text,
+             "[server]\nworkers = %d\n[log]\ntarget = file\nfile = %s\n"
+             "[security]\npassword_cost = 1\n",
+             OPS_WORKERS, logfile);
     write_file(conf, text);
     ops_start(conf, NULL, OPS_WORKERS);
     struct h_user a, b, c;
@@ -1166,10 +1203,10 @@ static void test_log_file_reopened_on_usr1_and_moved_by_reload(void **state)
     H_CHECK(rename(logfile, rotated) == 0, "rename %s: %s", logfile, strerror(errno));
     H_CHECK(kill(h_srv.pid, SIGUSR1) == 0, "kill -USR1: %s", strerror(errno));
     h_sleep_ms(OPS_POLL_MS * 20);
-    struct qclient *cb = h_new_user(&b, "usr1_b");      /* a worker logs */
+    struct qclient *cb = h_new_user(&b, "usr1_b"); /* a worker logs */
     snprintf(id_text, sizeof id_text, "user %d", b.id);
     snprintf(text, sizeof text, "{\"cmd\":\"kick\",\"id\":%d}", b.id);
-    json_object_put(h_ctl(text));                            /* the master logs */
+    json_object_put(h_ctl(text)); /* the master logs */
     json_object_put(h_expect(cb, QC_KICK_MSG, "the kicked user"));
     char kicked[64];
     snprintf(kicked, sizeof kicked, "kicked user %d", b.id);
@@ -1191,8 +1228,10 @@ static void test_log_file_reopened_on_usr1_and_moved_by_reload(void **state)
     H_CHECK(!old_has_new, "after USR1: new lines still go to the rotated %s", rotated);
 
     /* log.file is a live key: a reload moves the log (or says it needs a restart). */
-    snprintf(text, sizeof text, "[server]\nworkers = %d\n[log]\ntarget = file\nfile = %s\n"
-             "[security]\npassword_cost = 1\n", OPS_WORKERS, moved);
+    snprintf(text, sizeof text,
+             "[server]\nworkers = %d\n[log]\ntarget = file\nfile = %s\n"
+             "[security]\npassword_cost = 1\n",
+             OPS_WORKERS, moved);
     write_file(conf, text);
     long from = file_size(logfile);
     H_CHECK(kill(h_srv.pid, SIGHUP) == 0, "kill -HUP: %s", strerror(errno));
@@ -1209,12 +1248,14 @@ static void test_log_file_reopened_on_usr1_and_moved_by_reload(void **state)
             h_sleep_ms(OPS_POLL_MS);
     }
     char *old_log = read_file(logfile);
-    bool restart_said = strstr(old_log + ((size_t)from <= strlen(old_log) ? (size_t)from : 0),
-                               "log.file") != NULL;
+    bool restart_said =
+        strstr(old_log + ((size_t)from <= strlen(old_log) ? (size_t)from : 0), "log.file") != NULL;
     free(old_log);
-    H_CHECK(in_moved || restart_said, "log.file changed to %s and SIGHUP: expected the log to "
+    H_CHECK(in_moved || restart_said,
+            "log.file changed to %s and SIGHUP: expected the log to "
             "move there (log.file is documented as live) or a line naming log.file as needing "
-            "a restart; \"%s\" is still written to %s", moved, id_text, logfile);
+            "a restart; \"%s\" is still written to %s",
+            moved, id_text, logfile);
     h_stop_and_check_clean();
 }
 
@@ -1242,7 +1283,7 @@ static int status_table_pids(const char *text, pid_t *out, int max)
 static bool status_value(const char *text, const char *key, long long *v)
 {
     size_t klen = strlen(key);
-    for (const char *line = text; line != NULL && *line != '\0'; ) {
+    for (const char *line = text; line != NULL && *line != '\0';) {
         if (strncmp(line, key, klen) == 0 && line[klen] == ':')
             return sscanf(line + klen + 1, " %lld", v) == 1;
         line = strchr(line, '\n');
@@ -1289,8 +1330,8 @@ static void test_qchatctl_status_users_kick(void **state)
 
     /* status, for people */
     int rc = run_ctl(p, "status", NULL, NULL);
-    H_CHECK(rc == CTL_EXIT_OK, "qchatctl status: expected exit 0, got %d (stderr \"%.300s\")",
-            rc, p->err);
+    H_CHECK(rc == CTL_EXIT_OK, "qchatctl status: expected exit 0, got %d (stderr \"%.300s\")", rc,
+            p->err);
     long long v;
     H_CHECK(status_value(p->out, "online", &v) && v == CTL_USERS,
             "qchatctl status: expected \"online: %d\", got:\n%s", CTL_USERS, p->out);
@@ -1301,8 +1342,10 @@ static void test_qchatctl_status_users_kick(void **state)
     H_CHECK(nshown == nworkers, "qchatctl status: expected a table of %d workers, got %d rows:\n%s",
             nworkers, nshown, p->out);
     for (int i = 0; i < nshown; i++)
-        H_CHECK(pid_in(shown[i], workers, nworkers), "qchatctl status shows worker pid %d, "
-                "which is not a running worker:\n%s", (int)shown[i], p->out);
+        H_CHECK(pid_in(shown[i], workers, nworkers),
+                "qchatctl status shows worker pid %d, "
+                "which is not a running worker:\n%s",
+                (int)shown[i], p->out);
     H_CHECK(p->err[0] == '\0', "qchatctl status wrote to stderr: %s", p->err);
 
     /* status --json */
@@ -1316,7 +1359,7 @@ static void test_qchatctl_status_users_kick(void **state)
     H_CHECK(h_has(st, "uptime") && h_int(st, "uptime") >= 0, "status: no uptime in %s", h_json(st));
     struct json_object *store = json_object_object_get(st, "store");
     H_CHECK(store != NULL && strcmp(h_str(store, "driver"), "sqlite") == 0 &&
-            strcmp(h_str(store, "state"), "ok") == 0,
+                strcmp(h_str(store, "state"), "ok") == 0,
             "status: expected store {driver: sqlite, state: ok}, got %s", h_json(st));
     struct json_object *relay = json_object_object_get(st, "relay");
     H_CHECK(relay != NULL && strcmp(h_str(relay, "state"), "disabled") == 0,
@@ -1332,9 +1375,10 @@ static void test_qchatctl_status_users_kick(void **state)
         pid_t wp = (pid_t)h_int(w, "pid");
         H_CHECK(pid_in(wp, workers, nworkers) && server_worker_pid((int)i) == wp,
                 "status: worker %zu has pid %d, but the process titled \"qchatd: worker %zu\" "
-                "is %d", i, (int)wp, i, (int)server_worker_pid((int)i));
+                "is %d",
+                i, (int)wp, i, (int)server_worker_pid((int)i));
         H_CHECK(h_int(w, "connections") >= h_int(w, "sessions") && h_int(w, "restarts") == 0 &&
-                h_int(w, "msgs_in") >= 0 && h_int(w, "msgs_out") >= 0,
+                    h_int(w, "msgs_in") >= 0 && h_int(w, "msgs_out") >= 0,
                 "status: worker %zu: implausible counters %s", i, h_json(w));
         sessions += h_int(w, "sessions");
     }
@@ -1347,8 +1391,10 @@ static void test_qchatctl_status_users_kick(void **state)
     H_CHECK(rc == CTL_EXIT_OK, "qchatctl users: expected exit 0, got %d", rc);
     for (int i = 0; i < CTL_USERS; i++) {
         int w = users_table_worker(p->out, u[i].id);
-        H_CHECK(w >= 0 && w == h_worker_of(u[i].id), "qchatctl users: expected user %d on "
-                "worker %d, got:\n%s", u[i].id, h_worker_of(u[i].id), p->out);
+        H_CHECK(w >= 0 && w == h_worker_of(u[i].id),
+                "qchatctl users: expected user %d on "
+                "worker %d, got:\n%s",
+                u[i].id, h_worker_of(u[i].id), p->out);
     }
     char online_line[64];
     snprintf(online_line, sizeof online_line, "%d users online", CTL_USERS);
@@ -1393,9 +1439,9 @@ static void test_qchatctl_status_users_kick(void **state)
             u[0].id);
     rc = run_ctl(p, "users", NULL, NULL);
     H_CHECK(rc == CTL_EXIT_OK && users_table_worker(p->out, u[0].id) < 0 &&
-            users_table_worker(p->out, u[1].id) >= 0,
-            "qchatctl users after kicking %d: expected it gone and %d listed, got:\n%s",
-            u[0].id, u[1].id, p->out);
+                users_table_worker(p->out, u[1].id) >= 0,
+            "qchatctl users after kicking %d: expected it gone and %d listed, got:\n%s", u[0].id,
+            u[1].id, p->out);
     h_expect_quiet(c[1], "another user, after the kick");
 
     /* kick errors: not online (server error, 1); not a user id (usage, 2) */
@@ -1411,8 +1457,8 @@ static void test_qchatctl_status_users_kick(void **state)
     H_CHECK(rc == CTL_EXIT_SERVER, "qchatctl --json kick %s: expected exit 1, got %d", other, rc);
     struct json_object *ke = parse_json_output(p, "qchatctl --json kick (not online)");
     H_CHECK(h_has(ke, "ok") && !json_object_get_boolean(json_object_object_get(ke, "ok")) &&
-            h_has(ke, "error"), "kick of a user not online: expected {ok:false, error}, got %s",
-            h_json(ke));
+                h_has(ke, "error"),
+            "kick of a user not online: expected {ok:false, error}, got %s", h_json(ke));
     json_object_put(ke);
     static const char *const bad_ids[] = { "abc", "0", "-5", "12x", "99999999999" };
     for (size_t i = 0; i < sizeof bad_ids / sizeof bad_ids[0]; i++) {
@@ -1438,8 +1484,8 @@ static void test_qchatctl_status_users_kick(void **state)
 
     /* reload: no -c file (the default is absent): ok, nothing changes */
     rc = run_ctl(p, "reload", NULL, NULL);
-    H_CHECK(rc == CTL_EXIT_OK, "qchatctl reload: expected exit 0, got %d (stderr \"%.300s\")",
-            rc, p->err);
+    H_CHECK(rc == CTL_EXIT_OK, "qchatctl reload: expected exit 0, got %d (stderr \"%.300s\")", rc,
+            p->err);
     rc = run_ctl(p, "--json", "reload", NULL);
     H_CHECK(rc == CTL_EXIT_OK, "qchatctl --json reload: expected exit 0, got %d", rc);
     struct json_object *rl = parse_json_output(p, "qchatctl --json reload");
@@ -1466,7 +1512,9 @@ static pid_t read_pidfile(const char *path)
     return ok && pid > 0 ? (pid_t)pid : 0;
 }
 
-struct pidfile_wait { const char *path; };
+struct pidfile_wait {
+    const char *path;
+};
 
 static bool pidfile_written(void *arg)
 {
@@ -1504,21 +1552,29 @@ static void test_daemon_with_pidfile(void **state)
     snprintf(pidopt, sizeof pidopt, "server.pidfile=%s", pidfile);
     snprintf(logfile, sizeof logfile, "log.file=%s", h_srv.log_path);
     snprintf(workers_opt, sizeof workers_opt, "server.workers=%d", OPS_WORKERS);
-    const char *argv[] = { bin, "-d", "-o", listen, "-o", ctl, "-o", db, "-o", pidopt,
-                           "-o", workers_opt, "-o", "log.target=file", "-o", logfile,
-                           "-o", "security.password_cost=1", NULL };
+    const char *argv[] = { bin,  "-d",
+                           "-o", listen,
+                           "-o", ctl,
+                           "-o", db,
+                           "-o", pidopt,
+                           "-o", workers_opt,
+                           "-o", "log.target=file",
+                           "-o", logfile,
+                           "-o", "security.password_cost=1",
+                           NULL };
 
     /* The daemon becomes our child when its parent exits: we can reap it. */
     H_CHECK(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0, "PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
     int rc = run_prog(p, NULL, argv);
-    H_CHECK(rc == 0, "qchatd -d: expected the command to return 0, got %d (stderr \"%.300s\")",
-            rc, p->err);
+    H_CHECK(rc == 0, "qchatd -d: expected the command to return 0, got %d (stderr \"%.300s\")", rc,
+            p->err);
     struct pidfile_wait pw = { pidfile };
     H_CHECK(h_wait_for(pidfile_written, &pw, H_START_MS), "qchatd -d: no pid in %s", pidfile);
     daemon_pid = read_pidfile(pidfile);
     H_CHECK(h_wait_for(daemon_serves, NULL, H_START_MS),
             "qchatd -d: the daemon %d (from %s) does not serve: port %d, control socket, "
-            "%d workers as its children", (int)daemon_pid, pidfile, h_srv.port, OPS_WORKERS);
+            "%d workers as its children",
+            (int)daemon_pid, pidfile, h_srv.port, OPS_WORKERS);
     H_CHECK(process_alive_titled(daemon_pid, "qchatd: master"),
             "the pidfile's pid %d is not the master", (int)daemon_pid);
 
@@ -1542,13 +1598,21 @@ static void test_daemon_with_pidfile(void **state)
     snprintf(listen2, sizeof listen2, "server.listen=" H_HOST ":%d", h_free_port());
     ops_path(ctl2_path, sizeof ctl2_path, "ctl2.sock");
     snprintf(ctl2, sizeof ctl2, "server.control_socket=%s", ctl2_path);
-    const char *argv2[] = { bin, "-d", "-o", listen2, "-o", ctl2, "-o", db, "-o", pidopt,
-                            "-o", workers_opt, "-o", "log.target=file", "-o", logfile,
-                            "-o", "security.password_cost=1", NULL };
+    const char *argv2[] = { bin,  "-d",
+                            "-o", listen2,
+                            "-o", ctl2,
+                            "-o", db,
+                            "-o", pidopt,
+                            "-o", workers_opt,
+                            "-o", "log.target=file",
+                            "-o", logfile,
+                            "-o", "security.password_cost=1",
+                            NULL };
     rc = run_prog(p, NULL, argv2);
     H_CHECK(rc == 1 && strstr(p->err, "already running") != NULL,
             "a second qchatd -d (other port, same pidfile): expected exit 1 and \"already "
-            "running\", got %d, stderr \"%.300s\"", rc, p->err);
+            "running\", got %d, stderr \"%.300s\"",
+            rc, p->err);
     H_CHECK(access(ctl2_path, F_OK) != 0, "the refused second daemon created its control socket");
     rc = run_prog(p, NULL, argv);
     char same_cmd_err[512];
@@ -1571,8 +1635,8 @@ static void test_daemon_with_pidfile(void **state)
             break;
         h_sleep_ms(OPS_POLL_MS);
     }
-    H_CHECK(daemon_stopped(NULL), "the daemon %d is still running %d ms after SIGTERM",
-            (int)pid, H_STOP_MS);
+    H_CHECK(daemon_stopped(NULL), "the daemon %d is still running %d ms after SIGTERM", (int)pid,
+            H_STOP_MS);
     daemon_pid = 0;
     prctl(PR_SET_CHILD_SUBREAPER, 0);
     H_CHECK(status == -1 || (WIFEXITED(status) && WEXITSTATUS(status) == 0),
@@ -1580,12 +1644,14 @@ static void test_daemon_with_pidfile(void **state)
     H_CHECK(access(pidfile, F_OK) != 0 && errno == ENOENT,
             "the pidfile %s is still there after the daemon stopped", pidfile);
     for (int i = 0; i < nworkers; i++)
-        H_CHECK(!process_alive_titled(workers[i], "qchatd"),
-                "worker %d of the daemon still runs", (int)workers[i]);
+        H_CHECK(!process_alive_titled(workers[i], "qchatd"), "worker %d of the daemon still runs",
+                (int)workers[i]);
     H_CHECK(access(h_srv.ctl_path, F_OK) != 0, "the control socket is still there");
     free(p);
-    H_CHECK(same_cmd_ok, "the same qchatd -d command run twice: expected the second to exit 1 "
-            "saying \"already running\" (the pidfile), got %s", same_cmd_err);
+    H_CHECK(same_cmd_ok,
+            "the same qchatd -d command run twice: expected the second to exit 1 "
+            "saying \"already running\" (the pidfile), got %s",
+            same_cmd_err);
 }
 
 int main(void)

@@ -14,17 +14,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NO_SUCH_ID        2147480000   /* an id no test run registers */
-#define MAX_TEXT_BYTES    4096         /* limits.max_text_bytes default */
-#define MAX_MESSAGE_BYTES 65536        /* server.max_message_bytes default */
-#define MAX_DEPTH         16           /* nesting accepted by the spec */
-#define PIPELINED         100          /* requests in one write */
-#define JUNK_AFTER_BAD    (32 * 1024)  /* bytes sent after bad input (RST if not drained) */
+#define NO_SUCH_ID        2147480000  /* an id no test run registers */
+#define MAX_TEXT_BYTES    4096        /* limits.max_text_bytes default */
+#define MAX_MESSAGE_BYTES 65536       /* server.max_message_bytes default */
+#define MAX_DEPTH         16          /* nesting accepted by the spec */
+#define PIPELINED         100         /* requests in one write */
+#define JUNK_AFTER_BAD    (32 * 1024) /* bytes sent after bad input (RST if not drained) */
 #define HUGE_STREAM       (1024 * 1024)
 #define STREAM_CHUNK      8192
 
 static pid_t initial_workers[H_WORKERS * 4];
-static int   n_initial_workers;
+static int n_initial_workers;
 
 /* ---- local helpers ---------------------------------------------------- */
 
@@ -76,8 +76,8 @@ static void befriend(struct qclient *c, int32_t friendid)
 /* One chat with seq; returns the ACK's mid. */
 static int64_t chat(struct qclient *c, int32_t toid, const char *text)
 {
-    struct json_object *ack = h_request(c, QC_ONE_CHAT_MSG, 0, "ONE_CHAT",
-                                        "\"toid\":%d,\"msg\":%s", toid, h_q(text));
+    struct json_object *ack =
+        h_request(c, QC_ONE_CHAT_MSG, 0, "ONE_CHAT", "\"toid\":%d,\"msg\":%s", toid, h_q(text));
     int64_t mid = h_int(ack, "mid");
     json_object_put(ack);
     return mid;
@@ -131,21 +131,21 @@ static void check_member(struct json_object *group, const struct h_user *u, cons
                 "users[] item needs both id and userid, equal: %s", h_json(m));
         if (h_int(m, "userid") == u->id) {
             seen++;
-            H_CHECK(strcmp(h_str(m, "name"), u->name) == 0, "member name: want %s in %s",
-                    u->name, h_json(m));
-            H_CHECK(strcmp(h_str(m, "role"), role) == 0, "member %s: want role %s in %s",
-                    u->name, role, h_json(m));
+            H_CHECK(strcmp(h_str(m, "name"), u->name) == 0, "member name: want %s in %s", u->name,
+                    h_json(m));
+            H_CHECK(strcmp(h_str(m, "role"), role) == 0, "member %s: want role %s in %s", u->name,
+                    role, h_json(m));
             const char *st = h_str(m, "state");
             H_CHECK(strcmp(st, QC_STATE_ONLINE) == 0 || strcmp(st, QC_STATE_OFFLINE) == 0,
                     "state must be online|offline: %s", h_json(m));
             if (state != NULL)
-                H_CHECK(strcmp(st, state) == 0, "member %s: want state %s in %s", u->name,
-                        state, h_json(m));
+                H_CHECK(strcmp(st, state) == 0, "member %s: want state %s in %s", u->name, state,
+                        h_json(m));
         }
         json_object_put(m);
     }
-    H_CHECK(seen == 1, "user %d must be listed once in group %s, seen %d", u->id,
-            h_json(group), seen);
+    H_CHECK(seen == 1, "user %d must be listed once in group %s, seen %d", u->id, h_json(group),
+            seen);
 }
 
 static bool group_has_member(struct json_object *group, int32_t uid)
@@ -165,13 +165,13 @@ static void check_one_chat(struct json_object *m, const struct h_user *from, int
                            const char *text, int64_t mid)
 {
     H_CHECK(h_int(m, "msgid") == QC_ONE_CHAT_MSG, "forwarded chat: msgid 5 in %s", h_json(m));
-    H_CHECK(h_int(m, "id") == from->id, "forwarded chat: id must be the sender %d: %s",
-            from->id, h_json(m));
+    H_CHECK(h_int(m, "id") == from->id, "forwarded chat: id must be the sender %d: %s", from->id,
+            h_json(m));
     H_CHECK(strcmp(h_str(m, "name"), from->name) == 0,
             "forwarded chat: name must be the sender's %s: %s", from->name, h_json(m));
     H_CHECK(h_int(m, "toid") == toid, "forwarded chat: toid %d: %s", toid, h_json(m));
-    H_CHECK(strcmp(h_str(m, "msg"), text) == 0, "forwarded chat: msg must be %s: %s",
-            h_q(text), h_json(m));
+    H_CHECK(strcmp(h_str(m, "msg"), text) == 0, "forwarded chat: msg must be %s: %s", h_q(text),
+            h_json(m));
     h_check_time_fields(m);
     if (mid > 0)
         H_CHECK(h_int(m, "mid") == mid, "forwarded chat: mid must equal the ACK's %lld: %s",
@@ -185,8 +185,8 @@ static void check_group_chat(struct json_object *m, const struct h_user *from, i
     H_CHECK(h_int(m, "msgid") == QC_GROUP_CHAT_MSG, "group chat: msgid 9 in %s", h_json(m));
     H_CHECK(h_int(m, "id") == from->id && h_int(m, "userid") == from->id,
             "group chat: id and userid must be the sender %d: %s", from->id, h_json(m));
-    H_CHECK(strcmp(h_str(m, "name"), from->name) == 0, "group chat: name %s: %s",
-            from->name, h_json(m));
+    H_CHECK(strcmp(h_str(m, "name"), from->name) == 0, "group chat: name %s: %s", from->name,
+            h_json(m));
     H_CHECK(h_int(m, "groupid") == gid, "group chat: groupid %d: %s", gid, h_json(m));
     H_CHECK(strcmp(h_str(m, "msg"), text) == 0, "group chat: msg %s: %s", h_q(text), h_json(m));
     h_check_time_fields(m);
@@ -201,8 +201,8 @@ static void chat_self(struct qclient *c, const struct h_user *u, const char *tex
     struct json_object *ack = NULL;
     int64_t seq = h_next_seq();
     int rc = qclient_chat(c, u->id, text, seq, &ack, H_REPLY_MS);
-    H_CHECK(rc == 0, "ONE_CHAT to self (seq %lld): want errno 0, got rc %d: %s",
-            (long long)seq, rc, h_json(ack));
+    H_CHECK(rc == 0, "ONE_CHAT to self (seq %lld): want errno 0, got rc %d: %s", (long long)seq, rc,
+            h_json(ack));
     int64_t mid = h_int(ack, "mid");
     json_object_put(ack);
     struct json_object *m = h_expect_skip(c, QC_ONE_CHAT_MSG, "chat to self arrives");
@@ -211,14 +211,14 @@ static void chat_self(struct qclient *c, const struct h_user *u, const char *tex
 }
 
 /* REG with seq whose name/password are given as JSON values. */
-static struct json_object *reg_values(struct qclient *c, const char *name_json,
-                                      const char *pw_json, int64_t seq, const char *what)
+static struct json_object *reg_values(struct qclient *c, const char *name_json, const char *pw_json,
+                                      int64_t seq, const char *what)
 {
     h_send(c, "{\"msgid\":3,\"name\":%s,\"password\":%s,\"seq\":%lld}", name_json, pw_json,
            (long long)seq);
     struct json_object *r = h_expect(c, QC_REG_MSG_ACK, what);
-    H_CHECK(h_has(r, "seq") && h_int(r, "seq") == seq, "%s: REG reply must echo seq %lld: %s",
-            what, (long long)seq, h_json(r));
+    H_CHECK(h_has(r, "seq") && h_int(r, "seq") == seq, "%s: REG reply must echo seq %lld: %s", what,
+            (long long)seq, h_json(r));
     return r;
 }
 
@@ -230,8 +230,8 @@ static void reg_fails2(struct qclient *c, const char *name_json, const char *pw_
     int64_t e = h_int(r, "errno");
     H_CHECK(e == err || e == err2, "%s: REG {name:%.80s, password:%.80s}: want errno %d%s, got %s",
             what, name_json, pw_json, err, err2 > 0 ? " or 18" : "", h_json(r));
-    H_CHECK(!h_has(r, "id") || h_int(r, "id") <= 0, "%s: failed REG must not give an id: %s",
-            what, h_json(r));
+    H_CHECK(!h_has(r, "id") || h_int(r, "id") <= 0, "%s: failed REG must not give an id: %s", what,
+            h_json(r));
     json_object_put(r);
 }
 
@@ -345,7 +345,7 @@ static void test_register_utf8_name(void **state)
 {
     struct qclient *c = h_connect();
     char name[H_NAME_LEN];
-    h_unique_name(name, sizeof(name), "\xe5\x90\x8d\xe5\xad\x97\"q\\");   /* 名字"q\ */
+    h_unique_name(name, sizeof(name), "\xe5\x90\x8d\xe5\xad\x97\"q\\"); /* 名字"q\ */
     int32_t id = reg_ok(c, name, "pw", "UTF-8 name with quote and backslash");
     h_send(c, "{\"msgid\":1,\"id\":%d,\"password\":\"pw\"}", id);
     struct json_object *r = h_expect(c, QC_LOGIN_MSG_ACK, "LOGIN of the UTF-8 name");
@@ -437,8 +437,9 @@ static void test_login_lists_friends_and_groups(void **state)
     char base[H_NAME_LEN];
     h_unique_name(base, sizeof(base), "g\"\\\xc3\xbc");
     snprintf(gname, sizeof(gname), "%s", base);
-    struct json_object *ack = h_request(ca, QC_CREATE_GROUP_MSG, 0, "CREATE_GROUP",
-                                        "\"groupname\":%s,\"groupdesc\":%s", h_q(gname), h_q(gdesc));
+    struct json_object *ack =
+        h_request(ca, QC_CREATE_GROUP_MSG, 0, "CREATE_GROUP", "\"groupname\":%s,\"groupdesc\":%s",
+                  h_q(gname), h_q(gdesc));
     int32_t gid = (int32_t)h_int(ack, "groupid");
     json_object_put(ack);
     join_group(cb, gid);
@@ -554,7 +555,7 @@ static void heartbeat_seq_echo(struct qclient *c, const char *seq_json)
     struct json_object *want = json_tokener_parse(seq_json), *got = NULL;
     json_object_object_get_ex(r, "seq", &got);
     H_CHECK(want != NULL && got != NULL && json_object_equal(want, got) &&
-            json_object_get_type(want) == json_object_get_type(got),
+                json_object_get_type(want) == json_object_get_type(got),
             "seq %s must be echoed verbatim: %s", seq_json, h_json(r));
     H_CHECK(h_int(r, "errno") == 0, "HEARTBEAT: errno 0: %s", h_json(r));
     json_object_put(want);
@@ -566,7 +567,7 @@ static void test_seq_echoed_verbatim(void **state)
     struct h_user a;
     struct qclient *c = h_new_user(&a, "sv");
 
-    heartbeat_seq_echo(c, "9007199254740993");        /* 2^53 + 1: not a double */
+    heartbeat_seq_echo(c, "9007199254740993"); /* 2^53 + 1: not a double */
     heartbeat_seq_echo(c, "-7");
     heartbeat_seq_echo(c, "0");
     heartbeat_seq_echo(c, "\"abc \\\"q\\\" \\\\ \\u00e9\\ud83d\\ude00\"");
@@ -619,7 +620,8 @@ static void test_seed_client_no_extra_traffic(void **state)
     h_expect_quiet(ca, "seed ADD_FRIEND without seq: no reply on success");
     char gname[H_NAME_LEN];
     h_unique_name(gname, sizeof(gname), "seedG");
-    h_send(ca, "{\"msgid\":7,\"id\":%d,\"groupname\":%s,\"groupdesc\":\"d\"}%c", aid, h_q(gname), '\0');
+    h_send(ca, "{\"msgid\":7,\"id\":%d,\"groupname\":%s,\"groupdesc\":\"d\"}%c", aid, h_q(gname),
+           '\0');
     h_expect_quiet(ca, "seed CREATE_GROUP without seq: no reply on success");
     h_send(ca, "{\"msgid\":10,\"id\":%d}%c", aid, '\0');
     h_expect_quiet(ca, "seed LOGINOUT without seq: no reply");
@@ -636,15 +638,19 @@ static void test_seed_client_no_extra_traffic(void **state)
     h_send(cb, "{\"msgid\":8,\"id\":%d,\"groupid\":%d}%c", bid, gid, '\0');
     h_expect_quiet(cb, "seed ADD_GROUP without seq: no reply on success");
 
-    h_send(ca, "{\"msgid\":5,\"id\":%d,\"name\":%s,\"toid\":%d,\"msg\":\"hello\",\"time\":"
-           "\"2020-01-01 00:00:00\"}%c", aid, h_q(an), bid, '\0');
+    h_send(ca,
+           "{\"msgid\":5,\"id\":%d,\"name\":%s,\"toid\":%d,\"msg\":\"hello\",\"time\":"
+           "\"2020-01-01 00:00:00\"}%c",
+           aid, h_q(an), bid, '\0');
     struct json_object *m = h_expect(cb, QC_ONE_CHAT_MSG, "B receives the seed chat");
     check_one_chat(m, &a, bid, "hello", 0);
     json_object_put(m);
     h_expect_quiet(ca, "seed ONE_CHAT without seq: nothing back to the sender");
 
-    h_send(ca, "{\"msgid\":9,\"id\":%d,\"name\":%s,\"groupid\":%d,\"msg\":\"hi all\",\"time\":"
-           "\"2020-01-01 00:00:00\"}%c", aid, h_q(an), gid, '\0');
+    h_send(ca,
+           "{\"msgid\":9,\"id\":%d,\"name\":%s,\"groupid\":%d,\"msg\":\"hi all\",\"time\":"
+           "\"2020-01-01 00:00:00\"}%c",
+           aid, h_q(an), gid, '\0');
     m = h_expect(cb, QC_GROUP_CHAT_MSG, "B receives the seed group chat");
     check_group_chat(m, &a, gid, "hi all", 0);
     json_object_put(m);
@@ -654,7 +660,8 @@ static void test_seed_client_no_extra_traffic(void **state)
     h_send(ca, "{\"msgid\":5,\"id\":%d,\"toid\":%d,\"msg\":\"x\"}%c", aid, NO_SUCH_ID, '\0');
     r = h_expect(ca, QC_ACK_MSG, "seed chat to an unknown id");
     H_CHECK(h_int(r, "errno") == QC_ENOUSER && h_int(r, "req") == QC_ONE_CHAT_MSG &&
-            !h_has(r, "seq"), "want {msgid 11, errno 9, req 5} without seq: %s", h_json(r));
+                !h_has(r, "seq"),
+            "want {msgid 11, errno 9, req 5} without seq: %s", h_json(r));
     json_object_put(r);
     h_expect_quiet(cb, "B got nothing else");
 }
@@ -696,7 +703,8 @@ static void test_text_with_nul_is_exact_or_refused(void **state)
     h_new_offline_user(&off, "zo");
 
     int64_t seq = h_next_seq();
-    h_send(ca, "{\"msgid\":5,\"toid\":%d,\"msg\":\"x\\u0000y\",\"seq\":%lld}", b.id, (long long)seq);
+    h_send(ca, "{\"msgid\":5,\"toid\":%d,\"msg\":\"x\\u0000y\",\"seq\":%lld}", b.id,
+           (long long)seq);
     struct json_object *ack = h_expect(ca, QC_ACK_MSG, "chat with \\u0000 inside");
     int64_t err = h_int(ack, "errno");
     json_object_put(ack);
@@ -709,13 +717,14 @@ static void test_text_with_nul_is_exact_or_refused(void **state)
     struct json_object *m = h_expect(cb, QC_ONE_CHAT_MSG, "B receives x\\u0000y");
     struct json_object *msg = json_object_object_get(m, "msg");
     H_CHECK(msg != NULL && json_object_get_string_len(msg) == 3 &&
-            memcmp(json_object_get_string(msg), "x\0y", 3) == 0,
+                memcmp(json_object_get_string(msg), "x\0y", 3) == 0,
             "\"x\\u0000y\" must arrive as 3 bytes, got %s", h_json(m));
     json_object_put(m);
 
     /* and through offline storage */
     seq = h_next_seq();
-    h_send(ca, "{\"msgid\":5,\"toid\":%d,\"msg\":\"x\\u0000y\",\"seq\":%lld}", off.id, (long long)seq);
+    h_send(ca, "{\"msgid\":5,\"toid\":%d,\"msg\":\"x\\u0000y\",\"seq\":%lld}", off.id,
+           (long long)seq);
     json_object_put(h_expect_ack(ca, QC_ONE_CHAT_MSG, seq, 0, "offline chat with NUL"));
     struct json_object *la = NULL;
     struct qclient *co = h_login(&off, &la);
@@ -723,7 +732,7 @@ static void test_text_with_nul_is_exact_or_refused(void **state)
     m = h_parse_item(h_arr(la, "offlinemsg"), 0, "offlinemsg");
     msg = json_object_object_get(m, "msg");
     H_CHECK(msg != NULL && json_object_get_string_len(msg) == 3 &&
-            memcmp(json_object_get_string(msg), "x\0y", 3) == 0,
+                memcmp(json_object_get_string(msg), "x\0y", 3) == 0,
             "stored \"x\\u0000y\" must come back as 3 bytes, got %s", h_json(m));
     json_object_put(m);
     json_object_put(la);
@@ -731,7 +740,7 @@ static void test_text_with_nul_is_exact_or_refused(void **state)
 }
 
 #define UTF8_OFFLINE_MSGS 12   /* enough for a login ack far over one 16 KiB read */
-#define UTF8_CHARS        2000   /* two-byte characters per message */
+#define UTF8_CHARS        2000 /* two-byte characters per message */
 
 /* A chat written in two pieces cut inside a two-byte character. */
 static void test_utf8_split_in_request(void **state)
@@ -742,10 +751,11 @@ static void test_utf8_split_in_request(void **state)
 
     int64_t seq = h_next_seq();
     char *req = NULL;
-    int n = asprintf(&req, "{\"msgid\":5,\"toid\":%d,\"msg\":\"caf\xc3\xa9 \xe4\xb8\xad\",\"seq\":%lld}",
+    int n = asprintf(&req,
+                     "{\"msgid\":5,\"toid\":%d,\"msg\":\"caf\xc3\xa9 \xe4\xb8\xad\",\"seq\":%lld}",
                      b.id, (long long)seq);
     H_CHECK(n > 0, "oom");
-    size_t cut = (size_t)(strstr(req, "\xc3") - req) + 1;   /* inside the two-byte character */
+    size_t cut = (size_t)(strstr(req, "\xc3") - req) + 1; /* inside the two-byte character */
     int rc = qclient_send_raw(ca, req, cut);
     h_sleep_ms(20);
     rc |= qclient_send_raw(ca, req + cut, (size_t)n - cut);
@@ -759,7 +769,7 @@ static void test_utf8_split_in_request(void **state)
 }
 
 #define UTF8_OFFLINE_MSGS 12   /* enough for a login ack far over one 16 KiB read */
-#define UTF8_CHARS        2000   /* two-byte characters per message */
+#define UTF8_CHARS        2000 /* two-byte characters per message */
 
 /*
  * A login ack of ~50 KiB of two-byte characters, which the client library
@@ -785,7 +795,8 @@ static void test_utf8_split_in_login_ack(void **state)
     struct qclient *cb = h_connect();
     struct json_object *lb = NULL;
     int rc = qclient_login(cb, b.id, b.password, false, &lb, H_REPLY_MS);
-    H_CHECK(rc == 0, "LOGIN whose ack carries %d offline messages of %d two-byte characters: "
+    H_CHECK(rc == 0,
+            "LOGIN whose ack carries %d offline messages of %d two-byte characters: "
             "rc %d (%s) - a UTF-8 character split between two reads must not break framing",
             UTF8_OFFLINE_MSGS, UTF8_CHARS, rc, rc < 0 ? strerror(errno) : h_json(lb));
     H_CHECK(h_arr_len_opt(lb, "offlinemsg") == UTF8_OFFLINE_MSGS, "all offline messages: %zu",
@@ -809,7 +820,8 @@ static void test_identity_comes_from_session(void **state)
     join_group(cb, gid);
 
     int64_t seq = h_next_seq();
-    h_send(ca, "{\"msgid\":5,\"id\":%d,\"userid\":%d,\"name\":\"forged\",\"toid\":%d,\"msg\":\"f1\","
+    h_send(ca,
+           "{\"msgid\":5,\"id\":%d,\"userid\":%d,\"name\":\"forged\",\"toid\":%d,\"msg\":\"f1\","
            "\"time\":\"1999-01-01 00:00:00\",\"ts\":1,\"mid\":1,\"seq\":%lld}",
            b.id, b.id, b.id, (long long)seq);
     struct json_object *ack = h_expect_ack(ca, QC_ONE_CHAT_MSG, seq, 0, "forged ONE_CHAT");
@@ -824,8 +836,10 @@ static void test_identity_comes_from_session(void **state)
 
     /* group chat claiming to come from B: B must still get it, A must not */
     seq = h_next_seq();
-    h_send(ca, "{\"msgid\":9,\"id\":%d,\"userid\":%d,\"name\":\"forged\",\"groupid\":%d,"
-           "\"msg\":\"f2\",\"seq\":%lld}", b.id, b.id, gid, (long long)seq);
+    h_send(ca,
+           "{\"msgid\":9,\"id\":%d,\"userid\":%d,\"name\":\"forged\",\"groupid\":%d,"
+           "\"msg\":\"f2\",\"seq\":%lld}",
+           b.id, b.id, gid, (long long)seq);
     ack = h_expect_ack(ca, QC_GROUP_CHAT_MSG, seq, 0, "forged GROUP_CHAT");
     mid = h_int(ack, "mid");
     json_object_put(ack);
@@ -887,8 +901,8 @@ static void test_chat_errors(void **state)
                               "\"toid\":%d,\"msg\":\"ghost\"", probe.id + 1));
     h_new_offline_user(&next, "en");
     if (next.id != probe.id + 1) {
-        print_message("note: ids not consecutive (%d then %d): next-id check skipped\n",
-                      probe.id, next.id);
+        print_message("note: ids not consecutive (%d then %d): next-id check skipped\n", probe.id,
+                      next.id);
         return;
     }
     struct json_object *la = NULL;
@@ -909,12 +923,12 @@ static void test_add_friend(void **state)
     h_new_offline_user(&off, "fo");
 
     befriend(ca, b.id);
-    json_object_put(h_request(ca, QC_ADD_FRIEND_MSG, QC_EALREADY, "befriend again",
-                              "\"friendid\":%d", b.id));
+    json_object_put(
+        h_request(ca, QC_ADD_FRIEND_MSG, QC_EALREADY, "befriend again", "\"friendid\":%d", b.id));
     json_object_put(h_request(cb, QC_ADD_FRIEND_MSG, QC_EALREADY, "befriend back (mutual)",
                               "\"friendid\":%d", a.id));
-    json_object_put(h_request(ca, QC_ADD_FRIEND_MSG, QC_ESELF, "befriend yourself",
-                              "\"friendid\":%d", a.id));
+    json_object_put(
+        h_request(ca, QC_ADD_FRIEND_MSG, QC_ESELF, "befriend yourself", "\"friendid\":%d", a.id));
     json_object_put(h_request(ca, QC_ADD_FRIEND_MSG, QC_ENOUSER, "befriend no one",
                               "\"friendid\":%d", NO_SUCH_ID));
     befriend(ca, off.id);
@@ -953,12 +967,12 @@ static void test_groups_create_join(void **state)
     json_object_put(h_request(cb, QC_CREATE_GROUP_MSG, QC_EGROUPTAKEN, "group name taken",
                               "\"groupname\":%s,\"groupdesc\":\"\"", h_q(gname)));
     join_group(cb, gid);
-    json_object_put(h_request(cb, QC_ADD_GROUP_MSG, QC_EALREADY, "join twice",
-                              "\"groupid\":%d", gid));
+    json_object_put(
+        h_request(cb, QC_ADD_GROUP_MSG, QC_EALREADY, "join twice", "\"groupid\":%d", gid));
     json_object_put(h_request(ca, QC_ADD_GROUP_MSG, QC_EALREADY, "creator joins own group",
                               "\"groupid\":%d", gid));
-    json_object_put(h_request(ca, QC_ADD_GROUP_MSG, QC_ENOGROUP, "join no group",
-                              "\"groupid\":%d", NO_SUCH_ID));
+    json_object_put(h_request(ca, QC_ADD_GROUP_MSG, QC_ENOGROUP, "join no group", "\"groupid\":%d",
+                              NO_SUCH_ID));
     json_object_put(h_request(ca, QC_CREATE_GROUP_MSG, QC_EBADREQ, "empty group name",
                               "\"groupname\":\"\",\"groupdesc\":\"\""));
 
@@ -1012,7 +1026,7 @@ static void test_groups_create_join(void **state)
         lb = relogin(cb, &b);
         g = find_group(lb, next);
         H_CHECK(g != NULL && !group_has_member(g, a.id) &&
-                json_object_array_length(h_arr(g, "users")) == 1,
+                    json_object_array_length(h_arr(g, "users")) == 1,
                 "new group %d has only its creator: %s", next, h_json(g));
         json_object_put(g);
         json_object_put(lb);
@@ -1069,8 +1083,8 @@ static void test_group_chat_members_only(void **state)
 
     /* E was offline: both messages wait for it, in order */
     struct json_object *le = NULL;
-    H_CHECK(qclient_login(ce, e.id, e.password, false, &le, H_REPLY_MS) == 0,
-            "E logs in again: %s", h_json(le));
+    H_CHECK(qclient_login(ce, e.id, e.password, false, &le, H_REPLY_MS) == 0, "E logs in again: %s",
+            h_json(le));
     H_CHECK(h_arr_len_opt(le, "offlinemsg") == 2, "E: 2 offline group messages: %s", h_json(le));
     m = h_parse_item(h_arr(le, "offlinemsg"), 0, "offlinemsg");
     check_group_chat(m, &a, gid, "to all", mid1);
@@ -1165,14 +1179,15 @@ static void test_presence_only_when_asked(void **state)
     json_object_put(h_request(cb, QC_LOGINOUT_MSG, 0, "B logs out", "%s", ""));
     struct json_object *p = h_expect_skip(ca, QC_PRESENCE_MSG, "presence offline to A");
     H_CHECK(h_int(p, "id") == b.id && strcmp(h_str(p, "state"), "offline") == 0 &&
-            strcmp(h_str(p, "name"), b.name) == 0, "want B offline: %s", h_json(p));
+                strcmp(h_str(p, "name"), b.name) == 0,
+            "want B offline: %s", h_json(p));
     json_object_put(p);
     struct json_object *ack = NULL;
     H_CHECK(qclient_login(cb, b.id, b.password, false, &ack, H_REPLY_MS) == 0, "B back");
     json_object_put(ack);
     p = h_expect_skip(ca, QC_PRESENCE_MSG, "presence online to A");
-    H_CHECK(h_int(p, "id") == b.id && strcmp(h_str(p, "state"), "online") == 0,
-            "want B online: %s", h_json(p));
+    H_CHECK(h_int(p, "id") == b.id && strcmp(h_str(p, "state"), "online") == 0, "want B online: %s",
+            h_json(p));
     json_object_put(p);
     h_expect_quiet(cc, "a session without \"presence\":true never gets presence notices");
 }
@@ -1215,8 +1230,11 @@ static void test_framing_separators(void **state)
     }
     struct json_object *o = h_raw_recv(&r, H_REPLY_MS);
     H_CHECK(o != NULL && h_int(o, "msgid") == QC_ACK_MSG &&
-            strcmp(h_str(o, "seq"), "a\xc3\xa9" "b") == 0,
-            "request split byte by byte: want ACK with seq \"a\xc3\xa9" "b\", got %s", h_json(o));
+                strcmp(h_str(o, "seq"), "a\xc3\xa9"
+                                        "b") == 0,
+            "request split byte by byte: want ACK with seq \"a\xc3\xa9"
+            "b\", got %s",
+            h_json(o));
     json_object_put(o);
     h_raw_close(&r);
 }
@@ -1239,13 +1257,14 @@ static bool error_and_close(const char *bytes, size_t n, int acks, int err, bool
         return false;
     }
     const char *junk = h_fill('j', JUNK_AFTER_BAD, "");
-    (void)h_raw_send(&r, junk, JUNK_AFTER_BAD);   /* may fail once the server closes */
+    (void)h_raw_send(&r, junk, JUNK_AFTER_BAD); /* may fail once the server closes */
     for (int i = 0; i < acks && ok; i++) {
         struct json_object *o = h_raw_recv(&r, H_REPLY_MS);
         struct json_object *e = o ? json_object_object_get(o, "errno") : NULL;
         if (o == NULL || e == NULL || json_object_get_int(e) != 0) {
             print_error("%s: the valid request before the bad input must be answered first, "
-                        "got %s\n", what, h_json(o));
+                        "got %s\n",
+                        what, h_json(o));
             ok = false;
         }
         json_object_put(o);
@@ -1253,8 +1272,10 @@ static bool error_and_close(const char *bytes, size_t n, int acks, int err, bool
     struct json_object *o = ok ? h_raw_recv(&r, H_REPLY_MS) : NULL;
     if (ok && o == NULL) {
         print_error("%s: sent %.60s...: expected {\"msgid\":11,\"errno\":%d}, got %s\n", what,
-                    bytes, err, r.error ? strerror(r.error) : r.eof ? "EOF without a reply" :
-                    "nothing");
+                    bytes, err,
+                    r.error ? strerror(r.error)
+                    : r.eof ? "EOF without a reply"
+                            : "nothing");
         ok = false;
     }
     if (ok) {
@@ -1266,7 +1287,8 @@ static bool error_and_close(const char *bytes, size_t n, int acks, int err, bool
             (want_req0 && json_object_get_int(req) != 0) ||
             !json_object_is_type(json_object_object_get(o, "errmsg"), json_type_string)) {
             print_error("%s: sent %.60s...: expected {\"msgid\":11,\"errno\":%d,\"errmsg\":..,"
-                        "\"req\":%s}, got %s\n", what, bytes, err, want_req0 ? "0" : "N", h_json(o));
+                        "\"req\":%s}, got %s\n",
+                        what, bytes, err, want_req0 ? "0" : "N", h_json(o));
             ok = false;
         }
     }
@@ -1282,8 +1304,8 @@ static bool error_and_close(const char *bytes, size_t n, int acks, int err, bool
     if (ok) {
         int e = h_raw_wait_eof(&r, H_REPLY_MS);
         if (e != 0) {
-            print_error("%s: after the error the server must close cleanly (FIN), got %s\n",
-                        what, e == ETIMEDOUT ? "no close within the timeout" : strerror(e));
+            print_error("%s: after the error the server must close cleanly (FIN), got %s\n", what,
+                        e == ETIMEDOUT ? "no close within the timeout" : strerror(e));
             ok = false;
         }
     }
@@ -1291,8 +1313,8 @@ static bool error_and_close(const char *bytes, size_t n, int acks, int err, bool
     return ok;
 }
 
-static void expect_error_and_close(const char *bytes, size_t n, int acks, int err,
-                                   bool want_req0, const char *what)
+static void expect_error_and_close(const char *bytes, size_t n, int acks, int err, bool want_req0,
+                                   const char *what)
 {
     H_CHECK(error_and_close(bytes, n, acks, err, want_req0, what), "%s (see above)", what);
 }
@@ -1394,7 +1416,8 @@ static void test_oversize_closes(void **state)
     /* a complete object over max_message_bytes */
     char *big = NULL;
     H_CHECK(asprintf(&big, "{\"msgid\":5,\"toid\":1,\"msg\":\"%s\"}",
-                     h_fill('a', MAX_MESSAGE_BYTES + 1000, "")) > 0, "oom");
+                     h_fill('a', MAX_MESSAGE_BYTES + 1000, "")) > 0,
+            "oom");
     expect_error_and_close(big, strlen(big), 0, QC_ETOOBIG, false, "object over 64 KiB");
     free(big);
 
@@ -1414,9 +1437,13 @@ static void test_oversize_closes(void **state)
     }
     if (o == NULL)
         o = h_raw_recv(&r, H_REPLY_MS);
-    H_CHECK(o != NULL, "endless object: after %zu bytes no errno 5 reply (%s): "
-            "max_message_bytes must be enforced while reading", sent,
-            r.error ? strerror(r.error) : r.eof ? "EOF" : "timeout");
+    H_CHECK(o != NULL,
+            "endless object: after %zu bytes no errno 5 reply (%s): "
+            "max_message_bytes must be enforced while reading",
+            sent,
+            r.error ? strerror(r.error)
+            : r.eof ? "EOF"
+                    : "timeout");
     H_CHECK(h_int(o, "msgid") == QC_ACK_MSG && h_int(o, "errno") == QC_ETOOBIG,
             "endless object: want errno 5, got %s", h_json(o));
     json_object_put(o);
@@ -1486,7 +1513,7 @@ static void test_unknown_msgid_keeps_connection(void **state)
         h_send(c, "{\"msgid\":%d,\"seq\":%lld}", unknown[i], (long long)seq);
         struct json_object *r = h_next(c, "unknown msgid");
         H_CHECK(h_int(r, "msgid") == QC_ACK_MSG && h_int(r, "errno") == QC_EUNKNOWN &&
-                h_int(r, "seq") == seq && h_int(r, "req") == unknown[i],
+                    h_int(r, "seq") == seq && h_int(r, "req") == unknown[i],
                 "msgid %d: want {msgid 11, errno 7, req %d, seq %lld}, got %s", unknown[i],
                 unknown[i], (long long)seq, h_json(r));
         json_object_put(r);
@@ -1522,8 +1549,8 @@ static void test_requests_before_login(void **state)
         h_send(c, "%s", text);
         struct json_object *r = h_next(c, text);
         H_CHECK(h_int(r, "msgid") == QC_ACK_MSG && h_int(r, "errno") == QC_ENOTLOGGEDIN &&
-                h_int(r, "seq") == seq, "before login %s: want errno 8 with seq, got %s",
-                text, h_json(r));
+                    h_int(r, "seq") == seq,
+                "before login %s: want errno 8 with seq, got %s", text, h_json(r));
         json_object_put(r);
     }
     /* seed style (no seq): still an error reply */
@@ -1548,8 +1575,10 @@ static void test_no_worker_died_and_sigterm_stops(void **state)
 {
     pid_t now[H_WORKERS * 4];
     int n = server_worker_pids(now, H_WORKERS * 4);
-    H_CHECK(n_initial_workers == H_WORKERS, "%d workers at start, want %d (titled \"qchatd: "
-            "worker N\")", n_initial_workers, H_WORKERS);
+    H_CHECK(n_initial_workers == H_WORKERS,
+            "%d workers at start, want %d (titled \"qchatd: "
+            "worker N\")",
+            n_initial_workers, H_WORKERS);
     for (int i = 0; i < n_initial_workers; i++) {
         bool alive = false;
         for (int j = 0; j < n; j++)

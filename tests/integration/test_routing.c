@@ -13,18 +13,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define OFFLINE_MSGS      60     /* interleaved one-to-one and group messages */
-#define MANY_USERS        200
-#define MSGS_PER_USER     5
-#define GROUP_MEMBERS     30
-#define GROUP_OFFLINE     5      /* members logged out while the group chats */
-#define GROUP_SENDERS     3
-#define GROUP_MSGS        3      /* per sender */
-#define TAKEOVER_CONNS    16
-#define CTL_MAX_USERS     8192
+#define OFFLINE_MSGS   60 /* interleaved one-to-one and group messages */
+#define MANY_USERS     200
+#define MSGS_PER_USER  5
+#define GROUP_MEMBERS  30
+#define GROUP_OFFLINE  5 /* members logged out while the group chats */
+#define GROUP_SENDERS  3
+#define GROUP_MSGS     3 /* per sender */
+#define TAKEOVER_CONNS 16
+#define CTL_MAX_USERS  8192
 
 static int32_t ctl_ids[CTL_MAX_USERS];
-static int     ctl_workers[CTL_MAX_USERS];
+static int ctl_workers[CTL_MAX_USERS];
 
 /* Worker of each user from one control-socket snapshot (-1: not online). */
 static void workers_of(const struct h_user *users, int n, int *out)
@@ -60,8 +60,8 @@ static int64_t ack_mid_among_pushes(struct qclient *c, int req, int64_t seq, con
     struct json_object *ack = qclient_recv_msgid(c, QC_ACK_MSG, H_REPLY_MS);
     H_CHECK(ack != NULL, "%s: no ACK within %d ms", what, H_REPLY_MS);
     H_CHECK(h_has(ack, "seq") && h_int(ack, "seq") == seq && h_int(ack, "errno") == 0 &&
-            h_int(ack, "req") == req, "%s: want ACK errno 0 seq %lld, got %s", what,
-            (long long)seq, h_json(ack));
+                h_int(ack, "req") == req,
+            "%s: want ACK errno 0 seq %lld, got %s", what, (long long)seq, h_json(ack));
     int64_t mid = h_int(ack, "mid");
     json_object_put(ack);
     return mid;
@@ -82,7 +82,8 @@ static void test_offline_messages_in_order_then_gone(void **state)
     json_object_put(h_request(c2, QC_ADD_GROUP_MSG, 0, "ADD_GROUP", "\"groupid\":%d", gid));
     json_object_put(h_request(cb, QC_ADD_GROUP_MSG, 0, "ADD_GROUP", "\"groupid\":%d", gid));
     h_close(cb);
-    H_CHECK(h_wait_online(b.id, false, H_REPLY_MS), "B still online %d ms after closing", H_REPLY_MS);
+    H_CHECK(h_wait_online(b.id, false, H_REPLY_MS), "B still online %d ms after closing",
+            H_REPLY_MS);
 
     /* what B should find, in order: the exact objects a live recipient gets */
     struct json_object *expected[OFFLINE_MSGS];
@@ -95,7 +96,8 @@ static void test_offline_messages_in_order_then_gone(void **state)
                    (long long)seq);
             int64_t mid = ack_mid(c1, QC_GROUP_CHAT_MSG, seq, "group chat to an offline member");
             expected[k] = h_expect(c2, QC_GROUP_CHAT_MSG, "online member gets the group chat");
-            H_CHECK(h_int(expected[k], "mid") == mid, "mid of the live copy: %s", h_json(expected[k]));
+            H_CHECK(h_int(expected[k], "mid") == mid, "mid of the live copy: %s",
+                    h_json(expected[k]));
         } else {
             struct qclient *c = k % 3 == 0 ? c1 : c2;
             const struct h_user *from = k % 3 == 0 ? &a1 : &a2;
@@ -124,9 +126,11 @@ static void test_offline_messages_in_order_then_gone(void **state)
         if (k % 3 == 2) {
             H_CHECK(json_object_equal(m, expected[k]),
                     "offline group message %d must be exactly what was forwarded:\n"
-                    "  live:    %s\n  offline: %s", k, h_json(expected[k]), h_json(m));
+                    "  live:    %s\n  offline: %s",
+                    k, h_json(expected[k]), h_json(m));
         } else {
-            json_object_object_foreach(expected[k], key, val) {
+            json_object_object_foreach(expected[k], key, val)
+            {
                 struct json_object *got = json_object_object_get(m, key);
                 H_CHECK(got != NULL && json_object_equal(got, val),
                         "offline message %d: field %s must be %s: %s", k, key, h_json(val),
@@ -192,8 +196,10 @@ static void test_200_users_across_workers_all_delivered(void **state)
     workers_of(users, MANY_USERS, worker);
     int per_worker[64] = { 0 }, used = 0;
     for (int i = 0; i < MANY_USERS; i++) {
-        H_CHECK(worker[i] >= 0 && worker[i] < 64, "user %d (%d) logged in but not listed online "
-                "by the control socket", i, users[i].id);
+        H_CHECK(worker[i] >= 0 && worker[i] < 64,
+                "user %d (%d) logged in but not listed online "
+                "by the control socket",
+                i, users[i].id);
         if (per_worker[worker[i]]++ == 0)
             used++;
     }
@@ -224,8 +230,9 @@ static void test_200_users_across_workers_all_delivered(void **state)
             struct json_object *o = qclient_recv(conns[i], H_REPLY_MS);
             if (o == NULL)
                 H_FAIL("user %d (worker %d): after %d acks and %d of %d messages from user %d "
-                       "(worker %d), nothing more: %s", i, worker[i], acks, got, MSGS_PER_USER,
-                       from, worker[from], qclient_eof(conns[i]) ? "EOF" : strerror(errno));
+                       "(worker %d), nothing more: %s",
+                       i, worker[i], acks, got, MSGS_PER_USER, from, worker[from],
+                       qclient_eof(conns[i]) ? "EOF" : strerror(errno));
             int64_t msgid = h_int(o, "msgid");
             if (msgid == QC_ACK_MSG) {
                 int64_t seq = h_has(o, "seq") ? h_int(o, "seq") : -1;
@@ -234,13 +241,13 @@ static void test_200_users_across_workers_all_delivered(void **state)
                     k++;
                 H_CHECK(k < MSGS_PER_USER && h_int(o, "errno") == 0,
                         "user %d: want an ACK errno 0 for one of its chats, got %s", i, h_json(o));
-                seqs[i][k] = -1;   /* each ACK once */
+                seqs[i][k] = -1; /* each ACK once */
                 acks++;
             } else {
                 char want[64];
                 snprintf(want, sizeof(want), "m %d %d", from, got);
                 H_CHECK(msgid == QC_ONE_CHAT_MSG && got < MSGS_PER_USER &&
-                        h_int(o, "id") == users[from].id && strcmp(h_str(o, "msg"), want) == 0,
+                            h_int(o, "id") == users[from].id && strcmp(h_str(o, "msg"), want) == 0,
                         "user %d: message %d must be \"%s\" from %d (each once, in order), got %s",
                         i, got, want, users[from].id, h_json(o));
                 got++;
@@ -270,8 +277,9 @@ static void test_group_fanout_across_workers(void **state)
                 "LOGIN member %d", i);
         json_object_put(ack);
     }
-    struct json_object *ack = h_request(c[0], QC_CREATE_GROUP_MSG, 0, "CREATE_GROUP",
-                                        "\"groupname\":%s,\"groupdesc\":\"fanout\"", h_q(m[0].name));
+    struct json_object *ack =
+        h_request(c[0], QC_CREATE_GROUP_MSG, 0, "CREATE_GROUP",
+                  "\"groupname\":%s,\"groupdesc\":\"fanout\"", h_q(m[0].name));
     int32_t gid = (int32_t)h_int(ack, "groupid");
     json_object_put(ack);
     for (int i = 1; i < GROUP_MEMBERS; i++)
@@ -296,12 +304,13 @@ static void test_group_fanout_across_workers(void **state)
             if (s == i)
                 continue;
             char what[128], text[16];
-            snprintf(what, sizeof(what), "member %d (worker %d) gets g%d from %d (worker %d)",
-                     i, worker[i], k, s, worker[s]);
+            snprintf(what, sizeof(what), "member %d (worker %d) gets g%d from %d (worker %d)", i,
+                     worker[i], k, s, worker[s]);
             struct json_object *o = h_expect(c[i], QC_GROUP_CHAT_MSG, what);
             snprintf(text, sizeof(text), "g%d", k);
             H_CHECK(h_int(o, "mid") == mids[k] && strcmp(h_str(o, "msg"), text) == 0 &&
-                    h_int(o, "userid") == m[s].id, "%s: got %s", what, h_json(o));
+                        h_int(o, "userid") == m[s].id,
+                    "%s: got %s", what, h_json(o));
             json_object_put(o);
         }
         h_expect_quiet(c[i], "no group message twice, none of one's own");
@@ -316,8 +325,8 @@ static void test_group_fanout_across_workers(void **state)
                 GROUP_SENDERS * GROUP_MSGS, h_json(la));
         for (int k = 0; k < GROUP_SENDERS * GROUP_MSGS; k++) {
             struct json_object *o = h_parse_item(h_arr(la, "offlinemsg"), (size_t)k, "offlinemsg");
-            H_CHECK(h_int(o, "mid") == mids[k], "offline member %d: message %d in order: %s",
-                    i, k, h_json(o));
+            H_CHECK(h_int(o, "mid") == mids[k], "offline member %d: message %d in order: %s", i, k,
+                    h_json(o));
             json_object_put(o);
         }
         json_object_put(la);

@@ -39,78 +39,78 @@
 #include <sys/socket.h>
 
 /* limits server */
-#define LIM_TEXT_BYTES       1000
-#define LIM_MESSAGE_BYTES    2048
-#define LIM_FRIENDS          3
-#define LIM_GROUP_MEMBERS    3
-#define LIM_OFFLINE          5
-#define OFFLINE_SENT         8
-#define SPLIT_PAUSE_MS       50      /* between the halves of an object */
-#define EURO                 "\xe2\x82\xac"   /* U+20AC: 3 bytes of UTF-8 */
-#define EURO_BYTES           3
+#define LIM_TEXT_BYTES    1000
+#define LIM_MESSAGE_BYTES 2048
+#define LIM_FRIENDS       3
+#define LIM_GROUP_MEMBERS 3
+#define LIM_OFFLINE       5
+#define OFFLINE_SENT      8
+#define SPLIT_PAUSE_MS    50             /* between the halves of an object */
+#define EURO              "\xe2\x82\xac" /* U+20AC: 3 bytes of UTF-8 */
+#define EURO_BYTES        3
 
 /* token bucket */
-#define RATE_PER_SEC         2
-#define RATE_BURST           10
-#define RATE_REFILL_MS       (1000 / RATE_PER_SEC + 100)  /* one token and some */
-#define RATE_CHATS           15      /* pipelined by a logged-in user */
+#define RATE_PER_SEC   2
+#define RATE_BURST     10
+#define RATE_REFILL_MS (1000 / RATE_PER_SEC + 100) /* one token and some */
+#define RATE_CHATS     15                          /* pipelined by a logged-in user */
 
 /* connections per address */
-#define CONN_CAP             8
-#define CONN_RETRY_MS        50
-#define CONN_SETTLE_MS       5000
+#define CONN_CAP       8
+#define CONN_RETRY_MS  50
+#define CONN_SETTLE_MS 5000
 
 /* deadlines */
-#define LOGIN_TIMEOUT_S      2
-#define IDLE_TIMEOUT_S       3
-#define DEADLINE_SLACK_MS    1500    /* 250 ms ticks plus a loaded machine */
-#define DEADLINE_WATCH_MS    8000    /* > 2 idle timeouts */
-#define DEADLINE_STEP_MS     50
-#define LOGIN_HB_EVERY_MS    500     /* heartbeats of the never-logged-in client */
-#define USER_HB_EVERY_MS     1000    /* heartbeats of the client that stays */
+#define LOGIN_TIMEOUT_S   2
+#define IDLE_TIMEOUT_S    3
+#define DEADLINE_SLACK_MS 1500 /* 250 ms ticks plus a loaded machine */
+#define DEADLINE_WATCH_MS 8000 /* > 2 idle timeouts */
+#define DEADLINE_STEP_MS  50
+#define LOGIN_HB_EVERY_MS 500  /* heartbeats of the never-logged-in client */
+#define USER_HB_EVERY_MS  1000 /* heartbeats of the client that stays */
 
 /* failed logins (guard.h: 5 free failures, then 1 s doubling) */
-#define THROTTLE_COST        "security.password_cost=6"   /* ~40 ms per check */
-#define FREE_FAILURES        5
-#define FIRST_DELAY_MS       1000
-#define SECOND_DELAY_MS      2000
-#define DELAY_EARLY_MS       200     /* a refusal this long before the end is certain */
-#define DELAY_LATE_MS        1500    /* the delay must be over by then */
-#define RETRY_STEP_MS        100
-#define NO_SUCH_ID           2147470000
-#define ATTACK_ADDR_1        "127.0.0.2"
-#define OWNER_ADDR           "127.0.0.3"
-#define ATTACK_ADDR_2        "127.0.0.4"
-#define CLEAN_ADDR           "127.0.0.5"
-#define OTHER_ADDR           "127.0.0.6"
+#define THROTTLE_COST   "security.password_cost=6" /* ~40 ms per check */
+#define FREE_FAILURES   5
+#define FIRST_DELAY_MS  1000
+#define SECOND_DELAY_MS 2000
+#define DELAY_EARLY_MS  200  /* a refusal this long before the end is certain */
+#define DELAY_LATE_MS   1500 /* the delay must be over by then */
+#define RETRY_STEP_MS   100
+#define NO_SUCH_ID      2147470000
+#define ATTACK_ADDR_1   "127.0.0.2"
+#define OWNER_ADDR      "127.0.0.3"
+#define ATTACK_ADDR_2   "127.0.0.4"
+#define CLEAN_ADDR      "127.0.0.5"
+#define OTHER_ADDR      "127.0.0.6"
 
 /* 1,000 half requests */
 #define HALF_CONNS           1000
 #define HALF_PAD             200
 #define HALF_SETTLE_MS       500
-#define HALF_LOGIN_TIMEOUT_S 120     /* longer than the test: the server holds them all */
-#define HALF_MAX_GROWTH_KB   (32 * 1024)   /* 32 KiB a connection at most */
+#define HALF_LOGIN_TIMEOUT_S 120         /* longer than the test: the server holds them all */
+#define HALF_MAX_GROWTH_KB   (32 * 1024) /* 32 KiB a connection at most */
 #define RTT_SAMPLES          200
-#define RTT_PACE_MS          10      /* 100 chats/s: under the default request_rate */
-#define RTT_LIMIT_MS         10000   /* one measurement at most (slow sanitizer builds) */
+#define RTT_PACE_MS          10    /* 100 chats/s: under the default request_rate */
+#define RTT_LIMIT_MS         10000 /* one measurement at most (slow sanitizer builds) */
 
 /* floods */
-#define FLOOD_MS             3000    /* chats measured during it: FLOOD_MS / RTT_PACE_MS */
-#define FLOOD_BATCH          5000    /* heartbeats per buffer */
+#define FLOOD_MS             3000 /* chats measured during it: FLOOD_MS / RTT_PACE_MS */
+#define FLOOD_BATCH          5000 /* heartbeats per buffer */
 #define FLOOD_CHUNK          65536
 #define FLOOD_POLL_MS        10
 #define FLOOD_RTT_SAMPLES    100
-#define FLOOD_MAX_P99_MS     1000    /* others keep their latency (loose: 2 shared cores) */
-#define UNLIMITED_MAX_P99_MS 5000    /* rate limit off: others are merely not starved */
+#define FLOOD_MAX_P99_MS     1000 /* others keep their latency (loose: 2 shared cores) */
+#define UNLIMITED_MAX_P99_MS 5000 /* rate limit off: others are merely not starved */
 
-#define SOURCED_MAX          16
-#define STR_(x)              #x
-#define STR(x)               STR_(x)
-#define RSS_LINE             256
+#define SOURCED_MAX 16
+#define STR_(x)     #x
+#define STR(x)      STR_(x)
+#define RSS_LINE    256
 
 /* ---- sockets from other loopback addresses ---------------------------- */
 
-static int sourced_fds[SOURCED_MAX];   /* +1, 0: free; closed if a test failed */
+static int sourced_fds[SOURCED_MAX]; /* +1, 0: free; closed if a test failed */
 
 static void forget_sourced(int fd)
 {
@@ -152,8 +152,8 @@ static void sourced_connect(struct h_raw *r, const char *src)
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     H_CHECK(connect(r->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0,
             "connect from %s to port %d: %s", src, h_srv.port, strerror(errno));
-    H_CHECK(fcntl(r->fd, F_SETFL, fcntl(r->fd, F_GETFL) | O_NONBLOCK) == 0,
-            "O_NONBLOCK: %s", strerror(errno));
+    H_CHECK(fcntl(r->fd, F_SETFL, fcntl(r->fd, F_GETFL) | O_NONBLOCK) == 0, "O_NONBLOCK: %s",
+            strerror(errno));
 }
 
 static void sourced_close(struct h_raw *r)
@@ -167,7 +167,7 @@ static void sourced_close(struct h_raw *r)
 static void start_with(const char *const *opts)
 {
     close_leftover_sourced();
-    server_stop();                       /* the previous test's, if it failed */
+    server_stop(); /* the previous test's, if it failed */
     H_CHECK(server_start(opts) == 0, "qchatd did not start");
 }
 
@@ -184,7 +184,8 @@ static int server_connections(void)
     struct json_object *o = h_ctl("{\"cmd\":\"status\"}"), *ws;
     H_CHECK(o != NULL, "control socket status: no answer");
     H_CHECK(json_object_object_get_ex(o, "workers", &ws) &&
-            json_object_is_type(ws, json_type_array), "status without workers[]: %s", h_json(o));
+                json_object_is_type(ws, json_type_array),
+            "status without workers[]: %s", h_json(o));
     int sum = 0;
     for (size_t i = 0; i < json_object_array_length(ws); i++)
         sum += (int)h_int(json_object_array_get_idx(ws, i), "connections");
@@ -192,7 +193,10 @@ static int server_connections(void)
     return sum;
 }
 
-struct conn_count { int want; int last; };
+struct conn_count {
+    int want;
+    int last;
+};
 
 static bool connections_are(void *arg)
 {
@@ -234,7 +238,9 @@ static struct json_object *raw_next(struct h_raw *r, const char *what)
     struct json_object *o = h_raw_recv(r, H_REPLY_MS);
     if (o == NULL)
         H_FAIL("%s: no reply within %d ms (%s)", what, H_REPLY_MS,
-               r->eof ? "EOF" : r->error ? strerror(r->error) : "timeout");
+               r->eof     ? "EOF"
+               : r->error ? strerror(r->error)
+                          : "timeout");
     return o;
 }
 
@@ -257,8 +263,8 @@ static void raw_expect_ack(struct h_raw *r, int64_t seq, int err, const char *wh
 {
     struct json_object *o = raw_next(r, what);
     H_CHECK(h_int(o, "msgid") == QC_ACK_MSG && h_has(o, "seq") && h_int(o, "seq") == seq &&
-            h_int(o, "errno") == err, "%s: want ACK seq %lld errno %d, got %s", what,
-            (long long)seq, err, h_json(o));
+                h_int(o, "errno") == err,
+            "%s: want ACK seq %lld errno %d, got %s", what, (long long)seq, err, h_json(o));
     json_object_put(o);
 }
 
@@ -266,9 +272,8 @@ static void raw_expect_ack(struct h_raw *r, int64_t seq, int err, const char *wh
 static void raw_expect_fatal(struct h_raw *r, int err, const char *what)
 {
     struct json_object *o = raw_next(r, what);
-    H_CHECK(h_int(o, "msgid") == QC_ACK_MSG && h_int(o, "errno") == err &&
-            h_int(o, "req") == 0, "%s: want {\"msgid\":11,\"errno\":%d,\"req\":0}, got %s",
-            what, err, h_json(o));
+    H_CHECK(h_int(o, "msgid") == QC_ACK_MSG && h_int(o, "errno") == err && h_int(o, "req") == 0,
+            "%s: want {\"msgid\":11,\"errno\":%d,\"req\":0}, got %s", what, err, h_json(o));
     json_object_put(o);
     int e = h_raw_wait_eof(r, H_REPLY_MS);
     H_CHECK(e == 0, "%s: want a clean close after the error, got %s", what,
@@ -308,8 +313,8 @@ static int raw_login(struct h_raw *r, int32_t id, const char *password, int64_t 
 /* ---- round trips -------------------------------------------------------- */
 
 struct rtt {
-    int64_t p50, p99, max;      /* microseconds */
-    int     n;                  /* samples */
+    int64_t p50, p99, max; /* microseconds */
+    int n;                 /* samples */
 };
 
 static int cmp_int(const void *a, const void *b)
@@ -368,7 +373,8 @@ static const char *const limits_opts[] = {
     "server.max_message_bytes=" STR(LIM_MESSAGE_BYTES),
     "limits.max_friends=" STR(LIM_FRIENDS),
     "limits.max_group_members=" STR(LIM_GROUP_MEMBERS),
-    "limits.max_offline_messages=" STR(LIM_OFFLINE), NULL,
+    "limits.max_offline_messages=" STR(LIM_OFFLINE),
+    NULL,
 };
 
 static int32_t create_group(struct qclient *c, const char *tag)
@@ -386,8 +392,8 @@ static int32_t create_group(struct qclient *c, const char *tag)
 static void chat_arrives(struct qclient *a, struct qclient *b, int32_t to, const char *text,
                          const char *what)
 {
-    json_object_put(h_request(a, QC_ONE_CHAT_MSG, 0, what, "\"toid\":%d,\"msg\":%s", to,
-                              h_q(text)));
+    json_object_put(
+        h_request(a, QC_ONE_CHAT_MSG, 0, what, "\"toid\":%d,\"msg\":%s", to, h_q(text)));
     struct json_object *m = h_expect(b, QC_ONE_CHAT_MSG, what);
     H_CHECK(strcmp(h_str(m, "msg"), text) == 0, "%s: text changed on the way (%zu bytes sent)",
             what, strlen(text));
@@ -426,7 +432,8 @@ static void test_text_limit(void **state)
     h_send(ca, "{\"msgid\":5,\"toid\":%d,\"msg\":%s}", b.id, h_q(text));
     struct json_object *e = h_expect(ca, QC_ACK_MSG, "ONE_CHAT over the limit without seq");
     H_CHECK(h_int(e, "errno") == QC_ETOOLONG && h_int(e, "req") == QC_ONE_CHAT_MSG &&
-            !h_has(e, "seq"), "want errno 18 for req 5 without seq, got %s", h_json(e));
+                !h_has(e, "seq"),
+            "want errno 18 for req 5 without seq, got %s", h_json(e));
     json_object_put(e);
 
     /* group chat: the same limit */
@@ -437,8 +444,8 @@ static void test_text_limit(void **state)
     json_object_put(h_request(ca, QC_GROUP_CHAT_MSG, 0, "GROUP_CHAT of exactly max_text_bytes",
                               "\"groupid\":%d,\"msg\":%s", gid, h_q(text)));
     struct json_object *m = h_expect(cb, QC_GROUP_CHAT_MSG, "group chat at the limit");
-    H_CHECK(h_str(m, "msg")[LIM_TEXT_BYTES - 1] == 'g' &&
-            strlen(h_str(m, "msg")) == LIM_TEXT_BYTES, "group text changed");
+    H_CHECK(h_str(m, "msg")[LIM_TEXT_BYTES - 1] == 'g' && strlen(h_str(m, "msg")) == LIM_TEXT_BYTES,
+            "group text changed");
     json_object_put(m);
     strcat(text, "g");
     json_object_put(h_request(ca, QC_GROUP_CHAT_MSG, QC_ETOOLONG, "GROUP_CHAT one byte over",
@@ -537,7 +544,8 @@ static void test_friend_limit(void **state)
     size_t nf = h_arr_len_opt(ack, "friends");
     json_object_put(ack);
     print_message("security: ADD_FRIEND of a user already at max_friends (%d): errno %lld, "
-                  "that user now has %zu friends\n", LIM_FRIENDS, (long long)err, nf);
+                  "that user now has %zu friends\n",
+                  LIM_FRIENDS, (long long)err, nf);
     H_CHECK(err == 0 || err == QC_ELIMIT, "unexpected errno %lld", (long long)err);
     h_close(ca);
     h_close(cf);
@@ -590,8 +598,8 @@ static void test_offline_limit(void **state)
     struct json_object *ack = NULL;
     struct qclient *cb = h_login(&b, &ack);
     size_t n = h_arr_len_opt(ack, "offlinemsg");
-    H_CHECK(n == LIM_OFFLINE, "want the newest %d of %d offline messages, got %zu: %s",
-            LIM_OFFLINE, OFFLINE_SENT, n, h_json(ack));
+    H_CHECK(n == LIM_OFFLINE, "want the newest %d of %d offline messages, got %zu: %s", LIM_OFFLINE,
+            OFFLINE_SENT, n, h_json(ack));
     for (size_t i = 0; i < n; i++) {
         struct json_object *m = h_parse_item(h_arr(ack, "offlinemsg"), i, "offlinemsg[]");
         snprintf(text, sizeof(text), "off %zu", (size_t)(OFFLINE_SENT - LIM_OFFLINE) + i + 1);
@@ -600,7 +608,7 @@ static void test_offline_limit(void **state)
         json_object_put(m);
     }
     H_CHECK(h_has(ack, "offlinedropped") &&
-            h_int(ack, "offlinedropped") == OFFLINE_SENT - LIM_OFFLINE,
+                h_int(ack, "offlinedropped") == OFFLINE_SENT - LIM_OFFLINE,
             "want \"offlinedropped\":%d, got %s", OFFLINE_SENT - LIM_OFFLINE, h_json(ack));
     json_object_put(ack);
     h_close(cb);
@@ -618,7 +626,9 @@ static void test_offline_limit(void **state)
 /* ---- token bucket -------------------------------------------------------- */
 
 static const char *const rate_opts[] = {
-    "security.request_rate=" STR(RATE_PER_SEC), "security.request_burst=" STR(RATE_BURST), NULL,
+    "security.request_rate=" STR(RATE_PER_SEC),
+    "security.request_burst=" STR(RATE_BURST),
+    NULL,
 };
 
 static void send_heartbeats(struct h_raw *r, int64_t first_seq, int count)
@@ -677,7 +687,7 @@ static void test_request_rate(void **state)
     /* a refused request does nothing: only the accepted chats are delivered */
     struct h_user a, b;
     struct qclient *cb = h_new_user(&b, "rtb");
-    struct qclient *ca = h_new_user(&a, "rta");     /* REG and LOGIN took 2 tokens */
+    struct qclient *ca = h_new_user(&a, "rta"); /* REG and LOGIN took 2 tokens */
     size_t cap = RATE_CHATS * 80, len = 0;
     char *buf = malloc(cap);
     H_CHECK(buf != NULL, "out of memory");
@@ -750,7 +760,8 @@ static void test_conns_per_ip(void **state)
 
     /* another address has its own count */
     sourced_connect(&other, OTHER_ADDR);
-    H_CHECK(connection_served(&other, 1), "a connection from " OTHER_ADDR " was refused: "
+    H_CHECK(connection_served(&other, 1),
+            "a connection from " OTHER_ADDR " was refused: "
             "its count must be its own, not 127.0.0.1's (guard_addr_hash buckets)");
     sourced_close(&other);
 
@@ -768,11 +779,11 @@ static void test_conns_per_ip(void **state)
             h_sleep_ms(CONN_RETRY_MS);
         }
     }
-    H_CHECK(served, "after closing one of %d, no new connection accepted within %d ms",
-            CONN_CAP, CONN_SETTLE_MS);
+    H_CHECK(served, "after closing one of %d, no new connection accepted within %d ms", CONN_CAP,
+            CONN_SETTLE_MS);
     print_message("security: max_conns_per_ip=%d: connection %d refused with 17; after a "
-                  "close a new one was accepted (attempt %d, %lld ms)\n", CONN_CAP, CONN_CAP + 1,
-                  attempts, (long long)(h_now_ms() - t0));
+                  "close a new one was accepted (attempt %d, %lld ms)\n",
+                  CONN_CAP, CONN_CAP + 1, attempts, (long long)(h_now_ms() - t0));
     h_raw_connect(&extra, 0);
     raw_expect_fatal(&extra, QC_ELIMIT, "at the cap again");
     h_raw_close(&extra);
@@ -785,16 +796,17 @@ static void test_conns_per_ip(void **state)
 /* ---- deadlines ---------------------------------------------------------- */
 
 static const char *const deadline_opts[] = {
-    "security.login_timeout=" STR(LOGIN_TIMEOUT_S), "security.idle_timeout=" STR(IDLE_TIMEOUT_S),
+    "security.login_timeout=" STR(LOGIN_TIMEOUT_S),
+    "security.idle_timeout=" STR(IDLE_TIMEOUT_S),
     NULL,
 };
 
 struct deadline_watch {
-    struct h_raw    silent, beating;     /* never log in */
-    struct qclient *idle, *alive;        /* logged in */
-    int64_t         start, idle_start;
-    int64_t         silent_closed, beating_closed, idle_closed;   /* ms after start, -1 */
-    int             beats_acked;
+    struct h_raw silent, beating; /* never log in */
+    struct qclient *idle, *alive; /* logged in */
+    int64_t start, idle_start;
+    int64_t silent_closed, beating_closed, idle_closed; /* ms after start, -1 */
+    int beats_acked;
 };
 
 /* Lines on a never-logged-in connection; the closing ACK (errno 8) ends it. */
@@ -831,7 +843,7 @@ static void test_login_and_idle_timeouts(void **state)
     d.start = h_now_ms();
     h_raw_connect(&d.silent, 0);
     h_raw_connect(&d.beating, 0);
-    d.idle_start = h_now_ms() - d.start;      /* before its LOGIN is sent */
+    d.idle_start = h_now_ms() - d.start; /* before its LOGIN is sent */
     d.idle = h_login(&iu, NULL);
     d.alive = h_login(&au, NULL);
     int64_t next_hb = 0, next_beat = USER_HB_EVERY_MS;
@@ -844,8 +856,10 @@ static void test_login_and_idle_timeouts(void **state)
         }
         if (now >= next_beat) {
             int rc = qclient_heartbeat(d.alive, h_next_seq(), H_REPLY_MS);
-            H_CHECK(rc == 0, "a logged-in client sending heartbeats lost its connection "
-                    "after %lld ms (rc %d)", (long long)now, rc);
+            H_CHECK(rc == 0,
+                    "a logged-in client sending heartbeats lost its connection "
+                    "after %lld ms (rc %d)",
+                    (long long)now, rc);
             d.beats_acked++;
             next_beat += USER_HB_EVERY_MS;
         }
@@ -927,23 +941,28 @@ static void test_failed_login_throttling(void **state)
     int64_t refused_us;
     int err = raw_login(&atk, v.id, "wrong password", &refused_us);
     H_CHECK(err == QC_ERATE, "sixth wrong password: want errno 14, got %d", err);
-    H_CHECK(refused_us * 2 < fail_min, "refusal took %lld us, a password check %lld us: "
-            "the refusal must come before hashing", (long long)refused_us, (long long)fail_min);
+    H_CHECK(refused_us * 2 < fail_min,
+            "refusal took %lld us, a password check %lld us: "
+            "the refusal must come before hashing",
+            (long long)refused_us, (long long)fail_min);
     /* the right password, from another address, is refused too while the delay runs */
     err = raw_login(&owner, v.id, v.password, &us);
     H_CHECK(err == QC_ERATE, "right password during the delay: want 14, got %d", err);
     print_message("security: wrong password %d times: %.1f..%.1f ms each; the next attempt "
                   "refused (14) in %.2f ms; the owner's right password from another address "
-                  "refused too (%.2f ms)\n", FREE_FAILURES, fail_min / 1000.0,
-                  fail_max / 1000.0, refused_us / 1000.0, us / 1000.0);
+                  "refused too (%.2f ms)\n",
+                  FREE_FAILURES, fail_min / 1000.0, fail_max / 1000.0, refused_us / 1000.0,
+                  us / 1000.0);
 
     /* after the first delay one more failure doubles it */
     int64_t wait = FIRST_DELAY_MS - (h_now_ms() - last_fail);
     if (wait > 0)
         h_sleep_ms((int)wait + RETRY_STEP_MS);
     err = raw_login(&atk, v.id, "wrong password", NULL);
-    H_CHECK(err == QC_EAUTH, "after the first delay a password is checked again: want 1, "
-            "got %d", err);
+    H_CHECK(err == QC_EAUTH,
+            "after the first delay a password is checked again: want 1, "
+            "got %d",
+            err);
     last_fail = h_now_ms();
     h_sleep_ms(SECOND_DELAY_MS - DELAY_EARLY_MS * 5);
     err = raw_login(&owner, v.id, v.password, NULL);
@@ -951,7 +970,8 @@ static void test_failed_login_throttling(void **state)
             SECOND_DELAY_MS - DELAY_EARLY_MS * 5, err);
     int64_t after = accepted_after(&owner, &v, last_fail, SECOND_DELAY_MS + DELAY_LATE_MS);
     print_message("security: a 6th failure: the right password was accepted %lld ms later "
-                  "(delay %d ms)\n", (long long)after, SECOND_DELAY_MS);
+                  "(delay %d ms)\n",
+                  (long long)after, SECOND_DELAY_MS);
     H_CHECK(after >= SECOND_DELAY_MS - DELAY_EARLY_MS && after >= 0,
             "doubled delay: accepted after %lld ms, want >= %d", (long long)after,
             SECOND_DELAY_MS - DELAY_EARLY_MS);
@@ -962,17 +982,20 @@ static void test_failed_login_throttling(void **state)
     for (int i = 0; i < FREE_FAILURES; i++) {
         int32_t id = i % 2 ? NO_SUCH_ID + i : w[i].id;
         err = raw_login(&atk2, id, "guess", NULL);
-        H_CHECK(err == QC_EAUTH, "address attack %d from " ATTACK_ADDR_2 ": want errno 1, got %d "
+        H_CHECK(err == QC_EAUTH,
+                "address attack %d from " ATTACK_ADDR_2 ": want errno 1, got %d "
                 "(14: it shares the failures of " ATTACK_ADDR_1 ", guard_addr_hash buckets)",
                 i + 1, err);
     }
     err = raw_login(&atk2, w[FREE_FAILURES].id, w[FREE_FAILURES].password, NULL);
-    H_CHECK(err == QC_ERATE, "an untouched account from the throttled address: want 14, "
-            "got %d", err);
+    H_CHECK(err == QC_ERATE,
+            "an untouched account from the throttled address: want 14, "
+            "got %d",
+            err);
     sourced_connect(&clean, CLEAN_ADDR);
     err = raw_login(&clean, w[FREE_FAILURES].id, w[FREE_FAILURES].password, NULL);
     H_CHECK(err == 0, "the same account from another address: want 0, got %d", err);
-    h_close(h_login(&w[0], NULL));       /* 127.0.0.1 never failed */
+    h_close(h_login(&w[0], NULL)); /* 127.0.0.1 never failed */
     print_message("security: %d failures on different accounts from one address: a right "
                   "password from it refused (14); from another address accepted\n",
                   FREE_FAILURES);
@@ -985,7 +1008,8 @@ static void test_failed_login_throttling(void **state)
 
 /* ---- 1,000 half requests ------------------------------------------------ */
 
-static const char *const half_opts[] = { "security.login_timeout=" STR(HALF_LOGIN_TIMEOUT_S), NULL };
+static const char *const half_opts[] = { "security.login_timeout=" STR(HALF_LOGIN_TIMEOUT_S),
+                                         NULL };
 
 static void test_half_requests(void **state)
 {
@@ -1002,8 +1026,7 @@ static void test_half_requests(void **state)
     int64_t t0 = h_now_ms();
     for (int i = 0; i < HALF_CONNS; i++) {
         h_raw_connect(&r[i], 0);
-        H_CHECK(h_raw_send(&r[i], head, (size_t)n) == 0, "half request %d: %s", i,
-                strerror(errno));
+        H_CHECK(h_raw_send(&r[i], head, (size_t)n) == 0, "half request %d: %s", i, strerror(errno));
     }
     int64_t open_ms = h_now_ms() - t0;
     h_sleep_ms(HALF_SETTLE_MS);
@@ -1052,10 +1075,10 @@ static void test_half_requests(void **state)
 /* ---- a flood from one connection --------------------------------------- */
 
 struct flooder {
-    int              port;
-    atomic_bool      stop;
-    long long        bytes_sent, lines, connections, closed_by_server;
-    int              error;
+    int port;
+    atomic_bool stop;
+    long long bytes_sent, lines, connections, closed_by_server;
+    int error;
 };
 
 static int flood_connect(int port)
@@ -1123,7 +1146,7 @@ static void *flood_main(void *arg)
         if (gone) {
             f->closed_by_server++;
             close(fd);
-            fd = -1;                     /* and a new connection */
+            fd = -1; /* and a new connection */
         }
     }
     if (fd >= 0)
@@ -1154,8 +1177,8 @@ static void flood_and_measure(const char *label, int max_p99_ms)
     struct rtt after = chat_round_trips(ca, cb, b.id, FLOOD_RTT_SAMPLES, RTT_LIMIT_MS);
 
     print_message("security: %s: %lld ms, %lld connection(s), %lld closed by the server, "
-                  "%lld requests answered, %.1f MB written into the sockets\n", label,
-                  (long long)secs_ms, f.connections, f.closed_by_server, f.lines,
+                  "%lld requests answered, %.1f MB written into the sockets\n",
+                  label, (long long)secs_ms, f.connections, f.closed_by_server, f.lines,
                   f.bytes_sent / 1e6);
     print_rtt("before the flood", before);
     print_rtt("during the flood", during);
@@ -1172,7 +1195,9 @@ static void flood_and_measure(const char *label, int max_p99_ms)
 /* One worker: the flooder and the others share one event loop. */
 static const char *const flood_opts[] = { "server.workers=1", NULL };
 static const char *const flood_unlimited_opts[] = {
-    "server.workers=1", "security.request_rate=0", NULL,
+    "server.workers=1",
+    "security.request_rate=0",
+    NULL,
 };
 
 static void test_flood_rate_limited(void **state)
@@ -1218,8 +1243,8 @@ static void test_forged_identity_offline(void **state)
     for (size_t i = 0; i < n; i++) {
         struct json_object *m = h_parse_item(h_arr(ack, "offlinemsg"), i, "offlinemsg[]");
         H_CHECK(h_int(m, "id") == a.id && strcmp(h_str(m, "name"), a.name) == 0 &&
-                (!h_has(m, "userid") || h_int(m, "userid") == a.id) &&
-                strcmp(h_str(m, "time"), "1999-01-01 00:00:00") != 0 && h_int(m, "ts") != 1,
+                    (!h_has(m, "userid") || h_int(m, "userid") == a.id) &&
+                    strcmp(h_str(m, "time"), "1999-01-01 00:00:00") != 0 && h_int(m, "ts") != 1,
                 "offlinemsg[%zu] must name the real sender %d (%s): %s", i, a.id, a.name,
                 h_json(m));
         json_object_put(m);
@@ -1237,20 +1262,21 @@ static void test_forged_identity_offline(void **state)
  * client, and the per-address cap counts the client's address, not the
  * balancer's; a connection without a valid header is closed unanswered.
  */
-static const char *const proxy_opts[] = {
-    "server.proxy_protocol=on", "security.max_conns_per_ip=2", "security.request_rate=0", NULL
-};
+static const char *const proxy_opts[] = { "server.proxy_protocol=on", "security.max_conns_per_ip=2",
+                                          "security.request_rate=0", NULL };
 
 static bool proxied_heartbeat(struct h_raw *r, const char *client, int seq)
 {
     char req[256];
-    int n = snprintf(req, sizeof req,
-                     "PROXY TCP4 %s 127.0.0.1 40000 6000\r\n{\"msgid\":14,\"seq\":%d}", client, seq);
+    int n =
+        snprintf(req, sizeof req, "PROXY TCP4 %s 127.0.0.1 40000 6000\r\n{\"msgid\":14,\"seq\":%d}",
+                 client, seq);
     h_raw_connect(r, 0);
     if (h_raw_send(r, req, (size_t)n) < 0)
         return false;
     struct json_object *o = h_raw_recv(r, H_REPLY_MS);
-    bool ok = o && h_int(o, "msgid") == QC_ACK_MSG && h_int(o, "errno") == 0 && h_int(o, "seq") == seq;
+    bool ok =
+        o && h_int(o, "msgid") == QC_ACK_MSG && h_int(o, "errno") == 0 && h_int(o, "seq") == seq;
     json_object_put(o);
     return ok;
 }
@@ -1266,8 +1292,10 @@ static void test_proxy_protocol(void **state)
     static const char third[] = "PROXY TCP4 10.1.2.3 127.0.0.1 40000 6000\r\n";
     H_CHECK(h_raw_send(&a3, third, sizeof third - 1) == 0, "send");
     struct json_object *o = h_raw_recv(&a3, H_REPLY_MS);
-    H_CHECK(o && h_int(o, "errno") == QC_ELIMIT, "third connection from 10.1.2.3: want errno %d, "
-            "got %s", QC_ELIMIT, o ? h_json(o) : "nothing");
+    H_CHECK(o && h_int(o, "errno") == QC_ELIMIT,
+            "third connection from 10.1.2.3: want errno %d, "
+            "got %s",
+            QC_ELIMIT, o ? h_json(o) : "nothing");
     json_object_put(o);
     H_CHECK(h_raw_wait_eof(&a3, H_REPLY_MS) == 0, "the refused connection must be closed");
     /* another client behind the same balancer (the same 127.0.0.1) has its own count */

@@ -160,9 +160,9 @@ void test_users(void **state)
     assert_int_equal(f->ops->user_set_password(f->st, NO_SUCH_ID, "x"), QC_ENOUSER);
 
     memset(longname, 'n', sizeof(longname) - 1);
-    longname[sizeof(longname) - 1] = '\0';            /* QC_NAME_MAX + 1 bytes */
+    longname[sizeof(longname) - 1] = '\0'; /* QC_NAME_MAX + 1 bytes */
     assert_int_equal(f->ops->user_create(f->st, longname, "x", &id), QC_ETOOLONG);
-    longname[QC_NAME_MAX] = '\0';                     /* exactly QC_NAME_MAX */
+    longname[QC_NAME_MAX] = '\0'; /* exactly QC_NAME_MAX */
     assert_int_equal(f->ops->user_create(f->st, longname, "x", &id), QC_OK);
     assert_int_equal(f->ops->user_get(f->st, id, &u), QC_OK);
     assert_string_equal(u.name, longname);
@@ -404,7 +404,7 @@ void test_offline_cap(void **state)
     assert_int_equal(offline_count(f, bob), 1);
 
     assert_int_equal(f->ops->offline_take(capped, alice, seen_msg, m, &dropped), QC_OK);
-    assert_int_equal(dropped, 3);                     /* m1, m2, m3 */
+    assert_int_equal(dropped, 3); /* m1, m2, m3 */
     assert_int_equal(m->n, SMALL_CAP);
     assert_string_equal(m->text[0], "m4");
     assert_string_equal(m->text[1], "m5");
@@ -498,7 +498,7 @@ void test_two_processes(void **state)
     struct msgs *m;
     pid_t pid;
 
-    f->ops->close(f->st);               /* like the master: nothing open across fork */
+    f->ops->close(f->st); /* like the master: nothing open across fork */
     f->st = NULL;
     pid = fork();
     assert_true(pid >= 0);

@@ -28,31 +28,31 @@
 #define LIST_MAX        16
 #define MSG_MAX         512
 #define SMALL_CAP       3
-#define CONCURRENT_MSGS 100          /* per writer in the concurrency tests */
-#define CHILD_ALARM_SEC 60           /* a stuck child dies instead of hanging */
+#define CONCURRENT_MSGS 100 /* per writer in the concurrency tests */
+#define CHILD_ALARM_SEC 60  /* a stuck child dies instead of hanging */
 #define ERR_MAX         512
 
 struct store_fixture {
     struct qc_config cfg;
     const struct store_ops *ops;
     struct store *st;
-    bool unavailable;                /* no server to test against: cases skip */
+    bool unavailable; /* no server to test against: cases skip */
     /* Run one SQL statement on a connection of the test's own. */
     void (*raw_sql)(struct store_fixture *f, const char *sql);
 };
 
 /* What the list callbacks saw. */
 struct seen {
-    int     n;
+    int n;
     int32_t ids[LIST_MAX];
-    char    names[LIST_MAX][QC_NAME_MAX + 1];
-    char    extra[LIST_MAX][QC_GROUPDESC_MAX + 1];   /* role or description */
+    char names[LIST_MAX][QC_NAME_MAX + 1];
+    char extra[LIST_MAX][QC_GROUPDESC_MAX + 1]; /* role or description */
 };
 
 struct msgs {
-    int    n;
+    int n;
     size_t len[LIST_MAX * 16];
-    char   text[LIST_MAX * 16][MSG_MAX];
+    char text[LIST_MAX * 16][MSG_MAX];
 };
 
 /* Login builds groups[] with their users[]: group_members inside user_groups. */
@@ -76,7 +76,7 @@ void seen_msg(void *arg, const char *msg, size_t len);
 void list_members(void *arg, int32_t groupid, const char *name, const char *desc);
 void store_text(struct store_fixture *f, struct store *st, const int32_t *ids, size_t n,
                 const char *text);
-int  offline_count(struct store_fixture *f, int32_t id);
+int offline_count(struct store_fixture *f, int32_t id);
 
 /* ---- the cases -------------------------------------------------------- */
 
@@ -95,19 +95,19 @@ void test_two_handles(void **state);
 void test_two_processes(void **state);
 
 /* Every shared case, for a driver test's list, with its fixture. */
-#define STORE_CASES(setup, teardown) \
-    cmocka_unit_test_setup_teardown(test_reopen_ping_init_schema, setup, teardown), \
-    cmocka_unit_test_setup_teardown(test_users, setup, teardown), \
-    cmocka_unit_test_setup_teardown(test_friends, setup, teardown), \
-    cmocka_unit_test_setup_teardown(test_friends_seed_one_way, setup, teardown), \
-    cmocka_unit_test_setup_teardown(test_groups, setup, teardown), \
-    cmocka_unit_test_setup_teardown(test_nested_calls, setup, teardown), \
-    cmocka_unit_test_setup_teardown(test_group_unknown_creator, setup, teardown), \
-    cmocka_unit_test_setup_teardown(test_offline_order_and_take, setup, teardown), \
-    cmocka_unit_test_setup_teardown(test_offline_exact_length, setup, teardown), \
-    cmocka_unit_test_setup_teardown(test_offline_unknown_user, setup, teardown), \
-    cmocka_unit_test_setup_teardown(test_offline_cap, setup, teardown), \
-    cmocka_unit_test_setup_teardown(test_two_handles, setup, teardown), \
-    cmocka_unit_test_setup_teardown(test_two_processes, setup, teardown)
+#define STORE_CASES(setup, teardown)                                                   \
+    cmocka_unit_test_setup_teardown(test_reopen_ping_init_schema, setup, teardown),    \
+        cmocka_unit_test_setup_teardown(test_users, setup, teardown),                  \
+        cmocka_unit_test_setup_teardown(test_friends, setup, teardown),                \
+        cmocka_unit_test_setup_teardown(test_friends_seed_one_way, setup, teardown),   \
+        cmocka_unit_test_setup_teardown(test_groups, setup, teardown),                 \
+        cmocka_unit_test_setup_teardown(test_nested_calls, setup, teardown),           \
+        cmocka_unit_test_setup_teardown(test_group_unknown_creator, setup, teardown),  \
+        cmocka_unit_test_setup_teardown(test_offline_order_and_take, setup, teardown), \
+        cmocka_unit_test_setup_teardown(test_offline_exact_length, setup, teardown),   \
+        cmocka_unit_test_setup_teardown(test_offline_unknown_user, setup, teardown),   \
+        cmocka_unit_test_setup_teardown(test_offline_cap, setup, teardown),            \
+        cmocka_unit_test_setup_teardown(test_two_handles, setup, teardown),            \
+        cmocka_unit_test_setup_teardown(test_two_processes, setup, teardown)
 
 #endif

@@ -20,11 +20,10 @@
 #include "common/jsonw.h"
 #include "common/proto.h"
 
-#define BIG_APPENDS  10000
-#define SHRINK_KEEP  1024
+#define BIG_APPENDS 10000
+#define SHRINK_KEEP 1024
 
-static void
-test_buf_append_consume(void **state)
+static void test_buf_append_consume(void **state)
 {
     struct buf b;
 
@@ -47,8 +46,7 @@ test_buf_append_consume(void **state)
     assert_null(b.data);
 }
 
-static void
-test_buf_growth_keeps_unread(void **state)
+static void test_buf_growth_keeps_unread(void **state)
 {
     struct buf b;
     char expect[16];
@@ -67,8 +65,7 @@ test_buf_growth_keeps_unread(void **state)
     buf_free(&b);
 }
 
-static void
-test_buf_printf_long(void **state)
+static void test_buf_printf_long(void **state)
 {
     struct buf b;
     char *big = malloc(5000);
@@ -85,8 +82,7 @@ test_buf_printf_long(void **state)
     buf_free(&b);
 }
 
-static void
-test_buf_reset_shrink(void **state)
+static void test_buf_reset_shrink(void **state)
 {
     struct buf b;
     char chunk[4096];
@@ -109,8 +105,7 @@ test_buf_reset_shrink(void **state)
 }
 
 /* Parse b's text and return the string member "s". */
-static char *
-round_trip_string(const char *s, size_t n)
+static char *round_trip_string(const char *s, size_t n)
 {
     struct json_object *obj, *val;
     struct jsonw w;
@@ -134,8 +129,7 @@ round_trip_string(const char *s, size_t n)
     return copy;
 }
 
-static void
-test_escape_round_trip_all_ascii(void **state)
+static void test_escape_round_trip_all_ascii(void **state)
 {
     char s[128];
     char *back;
@@ -147,8 +141,7 @@ test_escape_round_trip_all_ascii(void **state)
     free(back);
 }
 
-static void
-test_escape_forms(void **state)
+static void test_escape_forms(void **state)
 {
     const char *in = "\"\\\b\f\n\r\t\x01\x1f/\x7f";
     const char *want = "\"\\\"\\\\\\b\\f\\n\\r\\t\\u0001\\u001f/\x7f\"";
@@ -161,8 +154,7 @@ test_escape_forms(void **state)
     buf_free(&b);
 }
 
-static void
-test_escape_utf8_and_nul(void **state)
+static void test_escape_utf8_and_nul(void **state)
 {
     const char s[] = "ni\xe4\xbd\xa0 hao\xe5\xa5\xbd \xf0\x9f\x98\x80 a\0b";
     char *back = round_trip_string(s, sizeof(s) - 1);
@@ -171,8 +163,7 @@ test_escape_utf8_and_nul(void **state)
     free(back);
 }
 
-static void
-test_jsonw_object(void **state)
+static void test_jsonw_object(void **state)
 {
     struct json_object *obj, *arr, *v;
     struct jsonw w;
@@ -218,8 +209,7 @@ test_jsonw_object(void **state)
     buf_free(&b);
 }
 
-static void
-test_jsonw_empty_object(void **state)
+static void test_jsonw_empty_object(void **state)
 {
     struct jsonw w;
     struct buf b;
@@ -232,8 +222,7 @@ test_jsonw_empty_object(void **state)
     buf_free(&b);
 }
 
-static void
-test_strerror(void **state)
+static void test_strerror(void **state)
 {
     assert_string_equal(qc_strerror(QC_EAUTH), "id or password is invalid!");
     assert_string_equal(qc_strerror(QC_OK), "ok");
@@ -246,8 +235,7 @@ test_strerror(void **state)
     assert_string_equal(qc_strerror(QC_ERR_MAX + 1), "unknown error");
 }
 
-int
-main(void)
+int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf_append_consume),

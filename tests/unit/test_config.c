@@ -23,8 +23,7 @@ struct tmpfile {
     char path[64];
 };
 
-static void
-write_conf(struct tmpfile *t, const char *text)
+static void write_conf(struct tmpfile *t, const char *text)
 {
     int fd;
 
@@ -36,9 +35,8 @@ write_conf(struct tmpfile *t, const char *text)
 }
 
 /* Load text over the defaults; return the result and the error text. */
-static int
-load_text(const char *text, struct qc_config *cfg, char *err, size_t errlen,
-          struct tmpfile *t)
+static int load_text(const char *text, struct qc_config *cfg, char *err, size_t errlen,
+                     struct tmpfile *t)
 {
     int rc;
 
@@ -51,8 +49,7 @@ load_text(const char *text, struct qc_config *cfg, char *err, size_t errlen,
 }
 
 /* The error for text must be "PATH:LINE: " followed by want. */
-static void
-expect_error(const char *text, int line, const char *want)
+static void expect_error(const char *text, int line, const char *want)
 {
     struct qc_config *cfg = malloc(sizeof(*cfg));
     char err[QC_CONFIG_ERR_MAX], prefix[128];
@@ -66,8 +63,7 @@ expect_error(const char *text, int line, const char *want)
     free(cfg);
 }
 
-static void
-test_defaults(void **state)
+static void test_defaults(void **state)
 {
     struct qc_config cfg;
     char err[QC_CONFIG_ERR_MAX];
@@ -109,30 +105,28 @@ test_defaults(void **state)
     assert_int_equal(config_validate(&cfg, err, sizeof(err)), 0);
 }
 
-static void
-test_load_valid(void **state)
+static void test_load_valid(void **state)
 {
-    const char *text =
-        "; comment\n"
-        "# another comment\n"
-        "[server]\n"
-        "listen = [::1]:7000\n"
-        "workers = 4   ; inline comment\n"
-        "node_id=511\n"
-        "\n"
-        "[storage]\n"
-        "driver = mysql\n"
-        "socket = \"\"\n"
-        "password_file = \"/etc/qchat/db pass\"\n"
-        "[redis]\n"
-        "host = 127.0.0.1\n"
-        "port = 6380\n"
-        "[log]\n"
-        "level = debug\n"
-        "target = file\n"
-        "file = /var/log/qchat.log\n"
-        "[limits]\n"
-        "max_text_bytes = 1\n";
+    const char *text = "; comment\n"
+                       "# another comment\n"
+                       "[server]\n"
+                       "listen = [::1]:7000\n"
+                       "workers = 4   ; inline comment\n"
+                       "node_id=511\n"
+                       "\n"
+                       "[storage]\n"
+                       "driver = mysql\n"
+                       "socket = \"\"\n"
+                       "password_file = \"/etc/qchat/db pass\"\n"
+                       "[redis]\n"
+                       "host = 127.0.0.1\n"
+                       "port = 6380\n"
+                       "[log]\n"
+                       "level = debug\n"
+                       "target = file\n"
+                       "file = /var/log/qchat.log\n"
+                       "[limits]\n"
+                       "max_text_bytes = 1\n";
     struct qc_config cfg;
     char err[QC_CONFIG_ERR_MAX];
     struct tmpfile t;
@@ -156,8 +150,7 @@ test_load_valid(void **state)
     assert_int_equal(config_validate(&cfg, err, sizeof(err)), 0);
 }
 
-static void
-test_missing_file(void **state)
+static void test_missing_file(void **state)
 {
     struct qc_config cfg;
     char err[QC_CONFIG_ERR_MAX];
@@ -171,8 +164,7 @@ test_missing_file(void **state)
     assert_non_null(strstr(err, "No such file"));
 }
 
-static void
-test_unknown_names(void **state)
+static void test_unknown_names(void **state)
 {
     expect_error("[server]\nworkers = 2\nbogus = 1\n", 3,
                  "unknown key 'bogus' in section [server]");
@@ -182,12 +174,19 @@ test_unknown_names(void **state)
     expect_error("[log]\nworkers = 2\n", 2, "unknown key 'workers' in section [log]");
 }
 
-static void
-test_bad_integers(void **state)
+static void test_bad_integers(void **state)
 {
     const char *range = "bad value '%s' for server.workers: must be an integer between 0 and 256";
-    const char *bad[] = { "12abc", "abc", "", "1.5", "0x10", "257", "-1",
-                          "99999999999999999999", "-99999999999999999999", "4 4" };
+    const char *bad[] = { "12abc",
+                          "abc",
+                          "",
+                          "1.5",
+                          "0x10",
+                          "257",
+                          "-1",
+                          "99999999999999999999",
+                          "-99999999999999999999",
+                          "4 4" };
     char text[128], want[256];
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -200,8 +199,7 @@ test_bad_integers(void **state)
     expect_error("[redis]\nport = 0\n", 2, "between 1 and 65535");
 }
 
-static void
-test_bad_enums(void **state)
+static void test_bad_enums(void **state)
 {
     expect_error("[storage]\ndriver = postgres\n", 2,
                  "bad value 'postgres' for storage.driver: must be one of sqlite, mysql");
@@ -213,8 +211,7 @@ test_bad_enums(void **state)
     expect_error("[log]\nlevel = INFO\n", 2, "bad value 'INFO' for log.level");
 }
 
-static void
-test_syntax_and_shape(void **state)
+static void test_syntax_and_shape(void **state)
 {
     char *text;
     size_t n;
@@ -240,8 +237,7 @@ test_syntax_and_shape(void **state)
     free(text);
 }
 
-static void
-test_string_too_long(void **state)
+static void test_string_too_long(void **state)
 {
     char text[QC_CONFIG_STR_MAX + 64];
 
@@ -275,8 +271,7 @@ test_string_too_long(void **state)
     }
 }
 
-static void
-test_failed_load_keeps_config(void **state)
+static void test_failed_load_keeps_config(void **state)
 {
     struct qc_config cfg;
     char err[QC_CONFIG_ERR_MAX];
@@ -290,8 +285,7 @@ test_failed_load_keeps_config(void **state)
     assert_string_equal(cfg.source, "");
 }
 
-static void
-test_overrides(void **state)
+static void test_overrides(void **state)
 {
     struct qc_config cfg;
     char err[QC_CONFIG_ERR_MAX];
@@ -316,12 +310,11 @@ test_overrides(void **state)
     assert_string_equal(err, "-o server.nope=3: unknown key 'nope' in section [server]");
     assert_int_equal(config_override(&cfg, "server.workers=many", err, sizeof(err)), -1);
     assert_string_equal(err, "-o server.workers=many: bad value 'many' for server.workers: "
-                        "must be an integer between 0 and 256");
+                             "must be an integer between 0 and 256");
     assert_int_equal(cfg.workers, 3);
 }
 
-static void
-test_validate(void **state)
+static void test_validate(void **state)
 {
     struct qc_config cfg;
     char err[QC_CONFIG_ERR_MAX];
@@ -354,8 +347,7 @@ test_validate(void **state)
     assert_non_null(strstr(err, "server.listen"));
 }
 
-static void
-test_split_hostport(void **state)
+static void test_split_hostport(void **state)
 {
     char host[64];
     int port;
@@ -382,13 +374,12 @@ test_split_hostport(void **state)
 }
 
 struct diff_seen {
-    int  n;
+    int n;
     char names[8][64];
     bool live[8];
 };
 
-static void
-record_diff(void *arg, const char *name, bool live)
+static void record_diff(void *arg, const char *name, bool live)
 {
     struct diff_seen *d = arg;
 
@@ -398,8 +389,7 @@ record_diff(void *arg, const char *name, bool live)
     d->n++;
 }
 
-static void
-test_diff(void **state)
+static void test_diff(void **state)
 {
     struct qc_config a, b;
     struct diff_seen d = { 0 };
@@ -429,16 +419,14 @@ test_diff(void **state)
     assert_int_equal(config_diff(&a, &b, NULL, NULL), 5);
 }
 
-static void
-dump_to_file(void *arg, const char *line)
+static void dump_to_file(void *arg, const char *line)
 {
     FILE *f = arg;
 
     fprintf(f, "%s\n", line);
 }
 
-static void
-test_dump_round_trip(void **state)
+static void test_dump_round_trip(void **state)
 {
     struct qc_config a, b;
     char err[QC_CONFIG_ERR_MAX];
@@ -466,8 +454,7 @@ test_dump_round_trip(void **state)
     assert_int_equal(config_diff(&a, &b, NULL, NULL), 0);
 }
 
-int
-main(void)
+int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),

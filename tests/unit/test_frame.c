@@ -23,20 +23,19 @@
 
 #include "common/frame.h"
 
-#define TEST_MAX      65536
-#define MIB           (1024 * 1024)
-#define SMALL_MAX     1024
-#define MAX_OBJECTS   16
+#define TEST_MAX    65536
+#define MIB         (1024 * 1024)
+#define SMALL_MAX   1024
+#define MAX_OBJECTS 16
 
 /* Feed data in chunks of `step` bytes; collect the objects' "n" members. */
 struct run {
-    int    values[MAX_OBJECTS];
-    int    nobj;
+    int values[MAX_OBJECTS];
+    int nobj;
     enum frame_status last;
 };
 
-static struct run
-feed(const char *data, size_t len, size_t step, size_t max)
+static struct run feed(const char *data, size_t len, size_t step, size_t max)
 {
     struct frame_reader fr;
     struct run r = { .nobj = 0, .last = FRAME_NEED_MORE };
@@ -69,14 +68,13 @@ feed(const char *data, size_t len, size_t step, size_t max)
         if (r.last != FRAME_NEED_MORE)
             break;
         if (n == 0)
-            break;      /* leftover bytes that form no object */
+            break; /* leftover bytes that form no object */
     }
     frame_reader_free(&fr);
     return r;
 }
 
-static void
-test_split_every_boundary(void **state)
+static void test_split_every_boundary(void **state)
 {
     const char *msg = "{\"n\":1,\"msg\":\"h\\u00e9llo \\\"w\\\"\",\"a\":[1,{\"b\":null}]}"
                       "{\"n\":2}";
@@ -113,8 +111,7 @@ test_split_every_boundary(void **state)
     }
 }
 
-static void
-test_byte_by_byte(void **state)
+static void test_byte_by_byte(void **state)
 {
     const char *msg = "{\"n\":7} \n{\"n\":8}\0{\"n\":9}";
     size_t len = 8 + 2 + 7 + 1 + 7;
@@ -127,8 +124,7 @@ test_byte_by_byte(void **state)
     assert_int_equal(r.values[2], 9);
 }
 
-static void
-test_coalesced(void **state)
+static void test_coalesced(void **state)
 {
     const char *msg = "{\"n\":1}{\"n\":2}{\"n\":3}";
     struct run r = feed(msg, strlen(msg), strlen(msg), TEST_MAX);
@@ -138,8 +134,7 @@ test_coalesced(void **state)
     assert_int_equal(r.last, FRAME_NEED_MORE);
 }
 
-static void
-test_separators(void **state)
+static void test_separators(void **state)
 {
     /* Seed client style: trailing NUL; plus blank lines, CRLF and tabs. */
     const char msg[] = "\0\0 {\"n\":1}\0\r\n\t {\"n\":2}\n\n\0";
@@ -151,8 +146,7 @@ test_separators(void **state)
     assert_int_equal(r.last, FRAME_NEED_MORE);
 }
 
-static void
-test_separators_only_consumed(void **state)
+static void test_separators_only_consumed(void **state)
 {
     struct frame_reader fr;
     struct json_object *obj;
@@ -168,8 +162,7 @@ test_separators_only_consumed(void **state)
 }
 
 /* {"n":1,"p":"xxx..."} exactly `size` bytes long. */
-static char *
-object_of_size(size_t size)
+static char *object_of_size(size_t size)
 {
     const char *head = "{\"n\":1,\"p\":\"", *tail = "\"}";
     size_t fixed = strlen(head) + strlen(tail);
@@ -184,8 +177,7 @@ object_of_size(size_t size)
     return s;
 }
 
-static void
-test_exactly_at_limit(void **state)
+static void test_exactly_at_limit(void **state)
 {
     char *s = object_of_size(SMALL_MAX);
     struct run r;
@@ -213,8 +205,7 @@ test_exactly_at_limit(void **state)
     free(s);
 }
 
-static void
-test_one_over_limit(void **state)
+static void test_one_over_limit(void **state)
 {
     char *s = object_of_size(SMALL_MAX + 1);
     struct run r;
@@ -228,8 +219,7 @@ test_one_over_limit(void **state)
     free(s);
 }
 
-static void
-test_huge_single_read(void **state)
+static void test_huge_single_read(void **state)
 {
     char *s = object_of_size(MIB);
     struct frame_reader fr;
@@ -245,8 +235,7 @@ test_huge_single_read(void **state)
     free(s);
 }
 
-static void
-test_too_big_after_valid_object(void **state)
+static void test_too_big_after_valid_object(void **state)
 {
     char *big = object_of_size(SMALL_MAX * 2);
     char *s = malloc(8 + SMALL_MAX * 2);
@@ -268,8 +257,7 @@ test_too_big_after_valid_object(void **state)
  * `empty`, the innermost level holds nothing: {"n":[[...[]...]]}.  json-c's
  * own depth counts these two shapes differently; ours must not.
  */
-static char *
-nested_arrays(int levels, bool empty)
+static char *nested_arrays(int levels, bool empty)
 {
     size_t len = 5 + 2 * (size_t)(levels - 1) + 2 + 1;
     char *s = malloc(len);
@@ -290,8 +278,7 @@ nested_arrays(int levels, bool empty)
 }
 
 /* {"a":{"a":...{"a":1}...}} with `levels` objects (innermost {} if empty). */
-static char *
-nested_objects(int levels, bool empty)
+static char *nested_objects(int levels, bool empty)
 {
     size_t len = 5 * (size_t)(levels - 1) + 6 + (size_t)levels + 1;
     char *s = malloc(len);
@@ -315,8 +302,7 @@ nested_objects(int levels, bool empty)
 }
 
 /* Whole, and one byte at a time: the status the stream ends with. */
-static void
-assert_depth_status(char *s, int want_objects, enum frame_status want_last)
+static void assert_depth_status(char *s, int want_objects, enum frame_status want_last)
 {
     struct run r;
 
@@ -329,8 +315,7 @@ assert_depth_status(char *s, int want_objects, enum frame_status want_last)
     free(s);
 }
 
-static void
-test_depth(void **state)
+static void test_depth(void **state)
 {
     static const bool shapes[] = { false, true };
 
@@ -344,8 +329,7 @@ test_depth(void **state)
     }
 }
 
-static enum frame_status
-read_one(const char *s, size_t len)
+static enum frame_status read_one(const char *s, size_t len)
 {
     struct frame_reader fr;
     struct json_object *obj;
@@ -360,8 +344,7 @@ read_one(const char *s, size_t len)
     return st;
 }
 
-static void
-test_top_level_not_object(void **state)
+static void test_top_level_not_object(void **state)
 {
     const char *bad[] = { "[1,2]", "\"str\"", "42", "true", "null", "x", "}", " ]" };
 
@@ -369,15 +352,14 @@ test_top_level_not_object(void **state)
         assert_int_equal(read_one(bad[i], strlen(bad[i])), FRAME_MALFORMED);
 }
 
-static void
-test_malformed_objects(void **state)
+static void test_malformed_objects(void **state)
 {
     const char *bad[] = {
-        "{\"a\":1,}",           /* trailing comma */
-        "{\"a\" 1}",            /* missing colon */
-        "{\"a\":01}",           /* leading zero */
-        "{a:1}",                /* bare key */
-        "{\"a\":\"x\0y\"}",     /* NUL inside a string (length below) */
+        "{\"a\":1,}",       /* trailing comma */
+        "{\"a\" 1}",        /* missing colon */
+        "{\"a\":01}",       /* leading zero */
+        "{a:1}",            /* bare key */
+        "{\"a\":\"x\0y\"}", /* NUL inside a string (length below) */
     };
     size_t lens[] = { 8, 7, 8, 5, 11 };
 
@@ -386,8 +368,7 @@ test_malformed_objects(void **state)
 }
 
 /* Refused whole and when fed one byte at a time, with no object out. */
-static void
-assert_malformed(const char *s, size_t len)
+static void assert_malformed(const char *s, size_t len)
 {
     struct run r;
 
@@ -400,8 +381,7 @@ assert_malformed(const char *s, size_t len)
 }
 
 /* Exactly one object, whole and split in two at every byte boundary. */
-static void
-assert_one_object(const char *s, size_t len)
+static void assert_one_object(const char *s, size_t len)
 {
     struct run r;
 
@@ -417,14 +397,16 @@ assert_one_object(const char *s, size_t len)
 
 struct bytes {
     const char *s;
-    size_t      len;
+    size_t len;
 };
 
-#define BYTES(lit) { lit, sizeof(lit) - 1 }
+#define BYTES(lit)           \
+    {                        \
+        lit, sizeof(lit) - 1 \
+    }
 
 /* Put raw bytes inside a string, as a value ({"a":"..."}) or a key. */
-static size_t
-in_string(char *out, size_t size, struct bytes b, bool as_key)
+static size_t in_string(char *out, size_t size, struct bytes b, bool as_key)
 {
     const char *head = as_key ? "{\"" : "{\"a\":\"";
     const char *tail = as_key ? "\":1}" : "\"}";
@@ -438,49 +420,48 @@ in_string(char *out, size_t size, struct bytes b, bool as_key)
 }
 
 static const struct bytes valid_utf8[] = {
-    BYTES("\x7f"),                  /* U+007F */
-    BYTES("\xc2\x80"),              /* U+0080 */
-    BYTES("\xc3\xa9"),              /* é */
-    BYTES("\xdf\xbf"),              /* U+07FF */
-    BYTES("\xe0\xa0\x80"),          /* U+0800 */
+    BYTES("\x7f"),         /* U+007F */
+    BYTES("\xc2\x80"),     /* U+0080 */
+    BYTES("\xc3\xa9"),     /* é */
+    BYTES("\xdf\xbf"),     /* U+07FF */
+    BYTES("\xe0\xa0\x80"), /* U+0800 */
     BYTES("\xe4\xbd\xa0\xe5\xa5\xbd"),
-    BYTES("\xed\x9f\xbf"),          /* U+D7FF, last before the surrogates */
-    BYTES("\xee\x80\x80"),          /* U+E000, first after them */
-    BYTES("\xef\xbf\xbf"),          /* U+FFFF */
-    BYTES("\xf0\x90\x80\x80"),      /* U+10000 */
-    BYTES("\xf0\x9f\x98\x80"),      /* emoji */
-    BYTES("\xf3\xbf\xbf\xbf"),      /* U+FFFFF */
-    BYTES("\xf4\x8f\xbf\xbf"),      /* U+10FFFF, the last code point */
+    BYTES("\xed\x9f\xbf"),     /* U+D7FF, last before the surrogates */
+    BYTES("\xee\x80\x80"),     /* U+E000, first after them */
+    BYTES("\xef\xbf\xbf"),     /* U+FFFF */
+    BYTES("\xf0\x90\x80\x80"), /* U+10000 */
+    BYTES("\xf0\x9f\x98\x80"), /* emoji */
+    BYTES("\xf3\xbf\xbf\xbf"), /* U+FFFFF */
+    BYTES("\xf4\x8f\xbf\xbf"), /* U+10FFFF, the last code point */
     BYTES("a\xc3\xa9z\xf0\x9f\x98\x80\xe2\x82\xac!"),
 };
 
 static const struct bytes invalid_utf8[] = {
     BYTES("\xff"),
     BYTES("\xfe"),
-    BYTES("\xc0\xaf"),              /* overlong '/' */
-    BYTES("\xc1\xbf"),              /* overlong */
-    BYTES("\xe0\x80\xaf"),          /* overlong '/' */
-    BYTES("\xe0\x9f\xbf"),          /* overlong U+07FF */
-    BYTES("\xf0\x80\x80\xaf"),      /* overlong '/' */
-    BYTES("\xf0\x8f\xbf\xbf"),      /* overlong U+FFFF */
-    BYTES("\xed\xa0\x80"),          /* U+D800, a surrogate */
-    BYTES("\xed\xbf\xbf"),          /* U+DFFF */
+    BYTES("\xc0\xaf"),                 /* overlong '/' */
+    BYTES("\xc1\xbf"),                 /* overlong */
+    BYTES("\xe0\x80\xaf"),             /* overlong '/' */
+    BYTES("\xe0\x9f\xbf"),             /* overlong U+07FF */
+    BYTES("\xf0\x80\x80\xaf"),         /* overlong '/' */
+    BYTES("\xf0\x8f\xbf\xbf"),         /* overlong U+FFFF */
+    BYTES("\xed\xa0\x80"),             /* U+D800, a surrogate */
+    BYTES("\xed\xbf\xbf"),             /* U+DFFF */
     BYTES("\xed\xa0\xbd\xed\xb8\x80"), /* a surrogate pair, CESU-8 style */
-    BYTES("\xf4\x90\x80\x80"),      /* U+110000 */
+    BYTES("\xf4\x90\x80\x80"),         /* U+110000 */
     BYTES("\xf5\x80\x80\x80"),
-    BYTES("\xf8\x88\x80\x80\x80"),  /* old 5-byte form */
-    BYTES("\x80"),                  /* stray continuation */
+    BYTES("\xf8\x88\x80\x80\x80"), /* old 5-byte form */
+    BYTES("\x80"),                 /* stray continuation */
     BYTES("a\xbf"),
-    BYTES("\xc3\xa9\xa9"),          /* one continuation too many */
-    BYTES("\xc3"),                  /* truncated at the end of the string */
+    BYTES("\xc3\xa9\xa9"), /* one continuation too many */
+    BYTES("\xc3"),         /* truncated at the end of the string */
     BYTES("\xe2\x82"),
     BYTES("\xf0\x9f\x98"),
-    BYTES("\xc3\x41"),              /* lead byte then ASCII */
+    BYTES("\xc3\x41"), /* lead byte then ASCII */
     BYTES("\xe2\x28\xa1"),
 };
 
-static void
-test_valid_utf8_split_anywhere(void **state)
+static void test_valid_utf8_split_anywhere(void **state)
 {
     char buf[64];
 
@@ -490,8 +471,7 @@ test_valid_utf8_split_anywhere(void **state)
     }
 }
 
-static void
-test_invalid_utf8(void **state)
+static void test_invalid_utf8(void **state)
 {
     char buf[64];
     const char *outside = "{\"a\":1 \xc3\xa9}";
@@ -504,8 +484,7 @@ test_invalid_utf8(void **state)
 }
 
 /* json-c takes all of these even in strict mode; none is JSON. */
-static void
-test_not_json(void **state)
+static void test_not_json(void **state)
 {
     static const struct bytes bad[] = {
         BYTES("{'msgid':14}"),
@@ -520,14 +499,14 @@ test_not_json(void **state)
         BYTES("{\"a\":inf}"),
         BYTES("{\"a\":-inf}"),
         BYTES("{\"a\":[1,Infinity]}"),
-        BYTES("{\"a\":\"x\ty\"}"),      /* raw control characters in strings */
+        BYTES("{\"a\":\"x\ty\"}"), /* raw control characters in strings */
         BYTES("{\"a\":\"x\ny\"}"),
         BYTES("{\"a\":\"\r\"}"),
         BYTES("{\"a\":\"\x01\"}"),
         BYTES("{\"a\":\"\x1f\"}"),
         BYTES("{\"\x1b\":1}"),
-        BYTES("{\"a\":\"\\\x01\"}"),    /* escaping one does not help */
-        BYTES("{\"a\":1.}"),            /* numbers outside the grammar */
+        BYTES("{\"a\":\"\\\x01\"}"), /* escaping one does not help */
+        BYTES("{\"a\":1.}"),         /* numbers outside the grammar */
         BYTES("{\"a\":1.e5}"),
         BYTES("{\"a\":00}"),
         BYTES("{\"a\":-01}"),
@@ -537,7 +516,7 @@ test_not_json(void **state)
         BYTES("{\"a\":1e}"),
         BYTES("{\"a\":1e+}"),
         BYTES("{\"a\":0x10}"),
-        BYTES("{\"a\":1e999}"),         /* grammatical, but not a finite double */
+        BYTES("{\"a\":1e999}"), /* grammatical, but not a finite double */
         BYTES("{\"a\":-1e999}"),
         BYTES("{\"a\":tru}"),
         BYTES("{\"a\":True}"),
@@ -559,8 +538,7 @@ test_not_json(void **state)
 }
 
 /* Every path through the grammar that must keep working. */
-static void
-test_valid_json(void **state)
+static void test_valid_json(void **state)
 {
     static const struct bytes good[] = {
         BYTES("{}"),
@@ -577,8 +555,7 @@ test_valid_json(void **state)
         assert_one_object(good[i].s, good[i].len);
 }
 
-static void
-test_garbage_after_object(void **state)
+static void test_garbage_after_object(void **state)
 {
     const char *msg = "{\"n\":1}garbage";
     struct run r = feed(msg, strlen(msg), strlen(msg), TEST_MAX);
@@ -591,8 +568,7 @@ test_garbage_after_object(void **state)
     assert_int_equal(r.last, FRAME_MALFORMED);
 }
 
-static void
-test_reset_after_error(void **state)
+static void test_reset_after_error(void **state)
 {
     struct frame_reader fr;
     struct json_object *obj;
@@ -613,15 +589,16 @@ test_reset_after_error(void **state)
  * (malformed, too big), the same reader must parse the next stream's objects
  * without anyone resetting it by hand.
  */
-static void
-test_error_leaves_reader_usable(void **state)
+static void test_error_leaves_reader_usable(void **state)
 {
     static const char *const bad[] = {
-        "{\"a\":,}", "[1]", "{\"a\":\"\xff\"}",
-        "{\"a\":\"\x01",             /* inside a string */
-        "{\"a\":\"\xe2\x82\x01",       /* inside a UTF-8 sequence */
-        "{\"a\":[[{\"b\":tru]",       /* nested, inside a literal */
-        "{\"a\":[-1.e",               /* inside a number */
+        "{\"a\":,}",
+        "[1]",
+        "{\"a\":\"\xff\"}",
+        "{\"a\":\"\x01",         /* inside a string */
+        "{\"a\":\"\xe2\x82\x01", /* inside a UTF-8 sequence */
+        "{\"a\":[[{\"b\":tru]",  /* nested, inside a literal */
+        "{\"a\":[-1.e",          /* inside a number */
     };
     struct frame_reader fr;
     struct json_object *obj;
@@ -646,8 +623,7 @@ test_error_leaves_reader_usable(void **state)
     frame_reader_free(&fr);
 }
 
-int
-main(void)
+int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_split_every_boundary),

@@ -14,10 +14,9 @@
 
 #include "common/password.h"
 
-#define TEST_COST 1     /* the cheapest yescrypt cost keeps the test fast */
+#define TEST_COST 1 /* the cheapest yescrypt cost keeps the test fast */
 
-static void
-test_hash_and_verify(void **state)
+static void test_hash_and_verify(void **state)
 {
     char h1[PASSWORD_HASH_MAX], h2[PASSWORD_HASH_MAX];
 
@@ -35,8 +34,7 @@ test_hash_and_verify(void **state)
     assert_true(password_verify("s3cret pass", h2));
 }
 
-static void
-test_utf8_password(void **state)
+static void test_utf8_password(void **state)
 {
     char h[PASSWORD_HASH_MAX];
 
@@ -45,8 +43,7 @@ test_utf8_password(void **state)
     assert_false(password_verify("\xe5\xaf\x86", h));
 }
 
-static void
-test_seed_plaintext(void **state)
+static void test_seed_plaintext(void **state)
 {
     assert_true(password_needs_upgrade("123456"));
     assert_true(password_verify("123456", "123456"));
@@ -56,8 +53,7 @@ test_seed_plaintext(void **state)
     assert_false(password_verify("", "123456"));
 }
 
-static void
-test_unusable_values(void **state)
+static void test_unusable_values(void **state)
 {
     assert_false(password_verify("", ""));
     assert_false(password_verify("x", ""));
@@ -70,8 +66,7 @@ test_unusable_values(void **state)
     assert_false(password_verify("x", "$y$"));
 }
 
-static void
-test_bad_arguments(void **state)
+static void test_bad_arguments(void **state)
 {
     char h[PASSWORD_HASH_MAX], tiny[8];
 
@@ -80,14 +75,11 @@ test_bad_arguments(void **state)
     assert_int_equal(password_hash("p", TEST_COST, tiny, sizeof(tiny)), -1);
 }
 
-int
-main(void)
+int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hash_and_verify),
-        cmocka_unit_test(test_utf8_password),
-        cmocka_unit_test(test_seed_plaintext),
-        cmocka_unit_test(test_unusable_values),
+        cmocka_unit_test(test_hash_and_verify), cmocka_unit_test(test_utf8_password),
+        cmocka_unit_test(test_seed_plaintext),  cmocka_unit_test(test_unusable_values),
         cmocka_unit_test(test_bad_arguments),
     };
 

@@ -19,12 +19,12 @@
 
 #include "store_cases.h"
 
-#define TMP_TEMPLATE    "/tmp/qchat-test-store-XXXXXX"
-#define DB_NAME         "qchat.db"
-#define SCHEMA_FILE     "sql/sqlite/schema.sql"
+#define TMP_TEMPLATE "/tmp/qchat-test-store-XXXXXX"
+#define DB_NAME      "qchat.db"
+#define SCHEMA_FILE  "sql/sqlite/schema.sql"
 
 struct sqlite_fixture {
-    struct store_fixture store;        /* first: *state points at both */
+    struct store_fixture store; /* first: *state points at both */
     char dir[sizeof(TMP_TEMPLATE)];
     char path[PATH_MAX];
 };
@@ -118,7 +118,7 @@ static void test_schema_matches_file(void **state)
         fail_msg("%s: %s (set QCHAT_SRCDIR to the project root)", path, strerror(errno));
     text = calloc(1, want + 2);
     assert_non_null(text);
-    got = fread(text, 1, want + 1, fp);      /* one more: the file must not be longer */
+    got = fread(text, 1, want + 1, fp); /* one more: the file must not be longer */
     assert_int_equal(fclose(fp), 0);
     assert_int_equal(got, want);
     assert_memory_equal(text, store_sqlite_schema, want);
@@ -161,7 +161,7 @@ static void test_busy_is_storage_error(void **state)
     assert_int_equal(sqlite3_open(sqlite_fixture(f)->path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(f->ops->friend_add(f->st, alice, bob), QC_ESTORAGE);
-    assert_int_equal(f->ops->user_get(f->st, alice, &u), QC_OK);   /* WAL: reads go on */
+    assert_int_equal(f->ops->user_get(f->st, alice, &u), QC_OK); /* WAL: reads go on */
     assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     assert_int_equal(f->ops->friend_add(f->st, alice, bob), QC_OK);
@@ -172,10 +172,8 @@ static void test_busy_is_storage_error(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_driver_lookup),
-        cmocka_unit_test(test_schema_matches_file),
-        STORE_TEST(test_open_missing_directory),
-        STORE_CASES(setup, teardown),
+        cmocka_unit_test(test_driver_lookup),    cmocka_unit_test(test_schema_matches_file),
+        STORE_TEST(test_open_missing_directory), STORE_CASES(setup, teardown),
         STORE_TEST(test_busy_is_storage_error),
     };
 

@@ -30,17 +30,17 @@
 #include "../integration/mysql_env.h"
 #include "store_cases.h"
 
-#define SCHEMA_FILE     "sql/mysql/schema.sql"
-#define SQL_MAX         1024
-#define DBNAME_MAX      64
-#define BIG_MSG         (200 * 1024) /* bigger than any first column buffer */
-#define MANY_USERS      150          /* more than two offline batches */
-#define OUTAGE_MAX_MS   8000         /* a hung server costs a call at most this */
-#define FAST_FAIL_MS    500          /* a call while it is known to be down */
-#define RECOVER_MAX_MS  10000        /* back to work after SIGCONT */
-#define POLL_MS         100
-#define SCHEMA_TABLES   6
-#define GUARD_MS        60000        /* SIGCONT by a guard process if the test dies */
+#define SCHEMA_FILE    "sql/mysql/schema.sql"
+#define SQL_MAX        1024
+#define DBNAME_MAX     64
+#define BIG_MSG        (200 * 1024) /* bigger than any first column buffer */
+#define MANY_USERS     150          /* more than two offline batches */
+#define OUTAGE_MAX_MS  8000         /* a hung server costs a call at most this */
+#define FAST_FAIL_MS   500          /* a call while it is known to be down */
+#define RECOVER_MAX_MS 10000        /* back to work after SIGCONT */
+#define POLL_MS        100
+#define SCHEMA_TABLES  6
+#define GUARD_MS       60000 /* SIGCONT by a guard process if the test dies */
 
 static const char *const tables[SCHEMA_TABLES] = {
     "User", "Friend", "AllGroup", "GroupUser", "OfflineMessage", "OfflineDropped",
@@ -49,9 +49,9 @@ static const char *const tables[SCHEMA_TABLES] = {
 static unsigned db_counter;
 
 struct mysql_fixture {
-    struct store_fixture store;      /* first: *state points at both */
-    char   db[DBNAME_MAX];
-    MYSQL *admin;                    /* the test's own connection, on db */
+    struct store_fixture store; /* first: *state points at both */
+    char db[DBNAME_MAX];
+    MYSQL *admin; /* the test's own connection, on db */
 };
 
 static struct mysql_fixture *mysql_fixture(struct store_fixture *f)
@@ -88,7 +88,11 @@ static void sleep_ms(int ms)
 
 /* ---- the environment ------------------------------------------------ */
 
-#define NEED_SERVER() do { if (mdb_env.socket[0] == '\0') skip(); } while (0)
+#define NEED_SERVER()                  \
+    do {                               \
+        if (mdb_env.socket[0] == '\0') \
+            skip();                    \
+    } while (0)
 
 /* ---- fixture -------------------------------------------------------- */
 
@@ -140,11 +144,11 @@ static int teardown(void **state)
     struct store_fixture *f = *state;
     struct mysql_fixture *mf = mysql_fixture(f);
 
-    mdb_resume_server();                /* a failed outage test must not leave it stopped */
+    mdb_resume_server(); /* a failed outage test must not leave it stopped */
     if (f->st != NULL)
         f->ops->close(f->st);
     if (mf->admin != NULL) {
-        if (mysql_ping(mf->admin) != 0) {       /* killed or timed out: a new one */
+        if (mysql_ping(mf->admin) != 0) { /* killed or timed out: a new one */
             mysql_close(mf->admin);
             mf->admin = mdb_connect(NULL, 0);
         }
@@ -160,8 +164,10 @@ static int teardown(void **state)
 /* The id of the driver's connection to the test's database (the only one besides admin's). */
 static long long driver_connection(struct store_fixture *f)
 {
-    return mdb_int(admin(f), "SELECT id FROM information_schema.PROCESSLIST"
-                   " WHERE db = '%s' AND id <> CONNECTION_ID() ORDER BY id LIMIT 1", dbname(f));
+    return mdb_int(admin(f),
+                   "SELECT id FROM information_schema.PROCESSLIST"
+                   " WHERE db = '%s' AND id <> CONNECTION_ID() ORDER BY id LIMIT 1",
+                   dbname(f));
 }
 
 /* ---- tests ---------------------------------------------------------- */
@@ -187,11 +193,17 @@ static void test_schema_matches_file(void **state)
     new_database(admin(f), other, sizeof(other));
     m = mdb_connect(other, CLIENT_MULTI_STATEMENTS);
     mdb_run_file(m, SCHEMA_FILE);
-    mdb_run_file(m, SCHEMA_FILE);               /* idempotent */
-    assert_int_equal(mdb_int(m, "SELECT count(*) FROM information_schema.TABLES"
-                             " WHERE table_schema = '%s'", other), SCHEMA_TABLES);
-    assert_int_equal(mdb_int(m, "SELECT count(*) FROM information_schema.TABLES"
-                             " WHERE table_schema = '%s'", dbname(f)), SCHEMA_TABLES);
+    mdb_run_file(m, SCHEMA_FILE); /* idempotent */
+    assert_int_equal(mdb_int(m,
+                             "SELECT count(*) FROM information_schema.TABLES"
+                             " WHERE table_schema = '%s'",
+                             other),
+                     SCHEMA_TABLES);
+    assert_int_equal(mdb_int(m,
+                             "SELECT count(*) FROM information_schema.TABLES"
+                             " WHERE table_schema = '%s'",
+                             dbname(f)),
+                     SCHEMA_TABLES);
     for (i = 0; i < SCHEMA_TABLES; i++) {
         mdb_table_definition(m, dbname(f), tables[i], a, sizeof(a));
         mdb_table_definition(m, other, tables[i], b, sizeof(b));
@@ -217,7 +229,8 @@ static void password_file(const char *dir, const char *name, const char *text, m
     assert_int_equal(close(fd), 0);
 }
 
-static void expect_open_error(struct store_fixture *f, const struct qc_config *cfg, const char *want)
+static void expect_open_error(struct store_fixture *f, const struct qc_config *cfg,
+                              const char *want)
 {
     struct store *st = NULL;
     char err[ERR_MAX] = "";
@@ -320,7 +333,7 @@ static void test_tcp(void **state)
 static void test_utf8mb4(void **state)
 {
     struct store_fixture *f = *state;
-    const char *name = "\xe5\xbc\xa0\xe4\xb8\x89\xf0\x9f\x98\x80";   /* 张三😀 */
+    const char *name = "\xe5\xbc\xa0\xe4\xb8\x89\xf0\x9f\x98\x80"; /* 张三😀 */
     const char *text = "{\"msg\":\"\xf0\x9f\x8e\x89 \xe4\xbd\xa0\xe5\xa5\xbd\"}";
     struct msgs *m = calloc(1, sizeof(*m));
     struct store_user u;
@@ -348,9 +361,9 @@ static void test_utf8mb4(void **state)
 
 /* A message far bigger than the driver's first column buffer, intact. */
 struct big {
-    int    n;
+    int n;
     size_t len;
-    bool   intact;
+    bool intact;
 };
 
 static void check_big(void *arg, const char *msg, size_t len)
@@ -403,11 +416,11 @@ static void test_offline_many_recipients(void **state)
         snprintf(name, sizeof(name), "user%d", i);
         ids[i] = new_user(f, name);
     }
-    ids[MANY_USERS] = NO_SUCH_ID;                        /* in the last, partial batch */
+    ids[MANY_USERS] = NO_SUCH_ID; /* in the last, partial batch */
     assert_int_equal(f->ops->offline_store(f->st, ids, MANY_USERS + 1, "x", 1), QC_ENOUSER);
     assert_int_equal(mdb_int(admin(f), "SELECT count(*) FROM OfflineMessage"), 0);
 
-    ids[MANY_USERS] = ids[0];                            /* listed twice: two copies */
+    ids[MANY_USERS] = ids[0]; /* listed twice: two copies */
     store_text(f, f->st, ids, MANY_USERS + 1, "hello");
     assert_int_equal(mdb_int(admin(f), "SELECT count(*) FROM OfflineMessage"), MANY_USERS + 1);
     assert_int_equal(offline_count(f, ids[0]), 2);
@@ -453,7 +466,7 @@ static void test_busy_is_storage_error(void **state)
     t0 = now_ms();
     assert_int_equal(f->ops->friend_add(f->st, alice, bob), QC_ESTORAGE);
     assert_true(now_ms() - t0 < OUTAGE_MAX_MS);
-    assert_int_equal(f->ops->user_get(f->st, alice, &u), QC_OK);   /* reads go on */
+    assert_int_equal(f->ops->user_get(f->st, alice, &u), QC_OK); /* reads go on */
     mdb_exec(locker, "ROLLBACK");
     mysql_close(locker);
     assert_int_equal(f->ops->friend_add(f->st, alice, bob), QC_OK);
@@ -473,17 +486,17 @@ static void test_reconnect_after_kill(void **state)
     conn = driver_connection(f);
     assert_true(conn > 0);
     mdb_exec(admin(f), "KILL CONNECTION %lld", conn);
-    assert_int_equal(f->ops->user_get(f->st, alice, &u), QC_OK);    /* a read */
+    assert_int_equal(f->ops->user_get(f->st, alice, &u), QC_OK); /* a read */
     assert_string_equal(u.name, "alice");
     assert_true(driver_connection(f) != conn);
 
     mdb_exec(admin(f), "KILL CONNECTION %lld", driver_connection(f));
-    assert_int_equal(f->ops->user_create(f->st, "bob", "$y$x", &id), QC_OK);   /* a write */
+    assert_int_equal(f->ops->user_create(f->st, "bob", "$y$x", &id), QC_OK); /* a write */
     bob = id;
     assert_int_equal(mdb_int(admin(f), "SELECT count(*) FROM User WHERE name = 'bob'"), 1);
 
     mdb_exec(admin(f), "KILL CONNECTION %lld", driver_connection(f));
-    assert_int_equal(f->ops->group_create(f->st, "g", "", bob, &g), QC_OK);   /* a transaction */
+    assert_int_equal(f->ops->group_create(f->st, "g", "", bob, &g), QC_OK); /* a transaction */
     assert_int_equal(mdb_int(admin(f), "SELECT count(*) FROM GroupUser"), 1);
     assert_int_equal(f->ops->group_join(f->st, g, alice), QC_OK);
 }
@@ -519,7 +532,7 @@ static void test_lost_in_callback(void **state)
     assert_int_equal(f->ops->group_create(f->st, "g1", "", alice, &g1), QC_OK);
     assert_int_equal(f->ops->group_create(f->st, "g2", "", alice, &g2), QC_OK);
     assert_int_equal(f->ops->user_groups(f->st, alice, kill_then_nest, &k), QC_OK);
-    assert_int_equal(k.groups, 2);              /* the outer rows were all handed over */
+    assert_int_equal(k.groups, 2); /* the outer rows were all handed over */
     assert_int_equal(k.nested_err, QC_ESTORAGE);
     assert_int_equal(f->ops->user_groups(f->st, alice, list_members, &n), QC_OK);
     assert_int_equal(n.groups, 2);
@@ -550,14 +563,15 @@ static void test_server_stopped(void **state)
     t0 = now_ms();
     assert_int_equal(f->ops->user_get(f->st, alice, &u), QC_ESTORAGE);
     second = now_ms() - t0;
-    sleep_ms(1100);                     /* past the reconnect interval: one more attempt */
+    sleep_ms(1100); /* past the reconnect interval: one more attempt */
     t0 = now_ms();
     assert_int_equal(f->ops->offline_count(f->st, alice, &n), QC_ESTORAGE);
     third = now_ms() - t0;
     assert_false(f->ops->ping(f->st));
-    fprintf(stderr, "test_server_stopped: first call %lld ms, next %lld ms, "
-            "after the interval %lld ms\n", (long long)first, (long long)second,
-            (long long)third);
+    fprintf(stderr,
+            "test_server_stopped: first call %lld ms, next %lld ms, "
+            "after the interval %lld ms\n",
+            (long long)first, (long long)second, (long long)third);
     assert_true(first <= OUTAGE_MAX_MS);
     assert_true(second <= FAST_FAIL_MS);
     assert_true(third <= OUTAGE_MAX_MS);
@@ -584,18 +598,12 @@ static void test_server_stopped(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_driver_lookup),
-        STORE_TEST(test_schema_matches_file),
-        STORE_TEST(test_open_errors),
-        STORE_TEST(test_tcp),
-        STORE_CASES(setup, teardown),
-        STORE_TEST(test_utf8mb4),
-        STORE_TEST(test_offline_big_message),
-        STORE_TEST(test_offline_many_recipients),
-        STORE_TEST(test_offline_dropped_only),
-        STORE_TEST(test_busy_is_storage_error),
-        STORE_TEST(test_reconnect_after_kill),
-        STORE_TEST(test_lost_in_callback),
+        cmocka_unit_test(test_driver_lookup),  STORE_TEST(test_schema_matches_file),
+        STORE_TEST(test_open_errors),          STORE_TEST(test_tcp),
+        STORE_CASES(setup, teardown),          STORE_TEST(test_utf8mb4),
+        STORE_TEST(test_offline_big_message),  STORE_TEST(test_offline_many_recipients),
+        STORE_TEST(test_offline_dropped_only), STORE_TEST(test_busy_is_storage_error),
+        STORE_TEST(test_reconnect_after_kill), STORE_TEST(test_lost_in_callback),
         STORE_TEST(test_server_stopped),
     };
 
