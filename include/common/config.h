@@ -66,6 +66,9 @@ struct qc_config {
     int max_offline_messages; /* kept per user; oldest dropped beyond */
     int max_groups;           /* groups a user created or joined */
 
+    /* [social] */
+    char friend_consent[8]; /* "yes" | "no" */
+
     /* [session] */
     int token_days;        /* login token lifetime */
     char session_mode[16]; /* "takeover" | "refuse" | "multi" */

@@ -149,6 +149,10 @@ static const struct config_key config_keys[] = {
     INT_KEY("limits", "max_groups", max_groups, 1, 1000000, "500", LIVE,
             "groups one user may create or join"),
 
+    ENUM_KEY("social", "friend_consent", friend_consent, "yes", LIVE,
+             "yes: ADD_FRIEND_MSG asks the other user first; no: friends at once (the seed)", "yes",
+             "no"),
+
     INT_KEY("session", "token_days", token_days, 1, 3650, "30", LIVE,
             "days a login token stays valid"),
     ENUM_KEY("session", "mode", session_mode, "takeover", LIVE,
