@@ -497,32 +497,35 @@ struct member_sink {
     store_member_cb cb;
     void *arg;
     int32_t group;
+    int rows;
 };
 
 static void emit_member(void *arg, const struct sdb_row *row)
 {
     struct member_sink *k = arg;
 
+    k->rows++;
     k->cb(k->arg, (int32_t)row->i[0], row->t[1], row->t[2]);
 }
 
+/* One query; only an empty answer needs the check that the group exists. */
 static int op_group_members(struct sdb *db, void *arg)
 {
     struct member_sink *k = arg;
-    int err;
+    int err = db->p->query(db,
+                           "SELECT u.id, u.name, m.grouprole FROM GroupUser m"
+                           " JOIN User u ON u.id = m.userid WHERE m.groupid = ? ORDER BY m.joinseq",
+                           false, VALS(SV_INT(k->group)), "itt", emit_member, k);
 
-    if ((err = group_exists(db, k->group, false)) != QC_OK)
+    if (err != QC_OK || k->rows > 0)
         return err;
-    return db->p->query(db,
-                        "SELECT u.id, u.name, m.grouprole FROM GroupUser m"
-                        " JOIN User u ON u.id = m.userid WHERE m.groupid = ? ORDER BY m.joinseq",
-                        false, VALS(SV_INT(k->group)), "itt", emit_member, k);
+    return group_exists(db, k->group, false);
 }
 
 int rules_group_members(const struct sdb_prims *p, struct store *st, int32_t group,
                         store_member_cb cb, void *arg)
 {
-    struct member_sink k = { cb, arg, group };
+    struct member_sink k = { cb, arg, group, 0 };
 
     return p->transact(st, op_group_members, &k, false);
 }
