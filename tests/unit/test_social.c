@@ -90,12 +90,21 @@ static char *slurp(const char *rel)
     return text;
 }
 
-/* As the migration runner will: the whole file in one transaction. */
+/*
+ * As the migration runner will: the whole file in one transaction.  Once
+ * the store's open applies the numbered migrations itself (the log
+ * branch's runner), the tables are there already and this does nothing.
+ */
 static void migrate(struct social_fixture *f)
 {
-    char *text = slurp(MIGRATION_FILE);
-    sqlite3 *db = open_raw(&f->store);
+    char *text;
+    sqlite3 *db;
     char *msg = NULL;
+
+    if (raw_int(f, "SELECT count(*) FROM sqlite_master WHERE name = 'FriendRequest'") > 0)
+        return;
+    text = slurp(MIGRATION_FILE);
+    db = open_raw(&f->store);
 
     if (sqlite3_exec(db, "PRAGMA foreign_keys=ON; BEGIN", NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(db, text, NULL, NULL, &msg) != SQLITE_OK ||
