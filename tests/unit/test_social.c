@@ -276,14 +276,37 @@ static void test_no_full_scans(void **state)
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
+/*
+ * Another connection holds the write lock past the driver's busy timeout:
+ * a social change fails with QC_ESTORAGE and leaves nothing behind, reads
+ * go on (WAL), and the same change works once the lock is gone.
+ */
+static void test_locked_is_storage_error(void **state)
+{
+    struct social_fixture *f = social_case_fixture(state);
+    int32_t alice = new_user(&f->store, "alice"), bob = new_user(&f->store, "bob");
+    sqlite3 *locker = open_raw(&f->store);
+    bool blocked = true;
+
+    assert_int_equal(f->so->friend_add(f->store.st, alice, bob, 10), QC_OK);
+    assert_int_equal(sqlite3_exec(locker, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(f->so->block(f->store.st, alice, bob), QC_ESTORAGE);
+    assert_int_equal(f->so->is_blocked(f->store.st, alice, bob, &blocked), QC_OK);
+    assert_false(blocked);
+    assert_int_equal(sqlite3_exec(locker, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_close(locker), SQLITE_OK);
+    assert_int_equal(f->raw_int(f, "SELECT count(*) FROM Friend"), 2);
+    assert_int_equal(f->so->block(f->store.st, alice, bob), QC_OK);
+    assert_int_equal(f->raw_int(f, "SELECT count(*) FROM Friend"), 0);
+}
+
 #define SOCIAL_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_driver_lookup),
-        cmocka_unit_test(test_token_helpers),
-        SOCIAL_TEST(test_no_full_scans),
+        cmocka_unit_test(test_driver_lookup), cmocka_unit_test(test_token_helpers),
+        SOCIAL_TEST(test_no_full_scans),      SOCIAL_TEST(test_locked_is_storage_error),
         SOCIAL_CASES(setup, teardown),
     };
 

@@ -238,6 +238,30 @@ static void test_explain_uses_keys(void **state)
     }
 }
 
+/*
+ * Another connection holds the rows a change needs past the lock wait
+ * timeout: QC_ESTORAGE, nothing half done, and the change works after.
+ */
+static void test_lock_wait_is_storage_error(void **state)
+{
+    struct social_fixture *f = social_case_fixture(state);
+    struct mysql_social_fixture *mf = *state;
+    int32_t alice = new_user(&f->store, "alice"), bob = new_user(&f->store, "bob");
+    MYSQL *locker;
+
+    assert_int_equal(f->so->friend_add(f->store.st, alice, bob, 10), QC_OK);
+    locker = mdb_connect(mf->db, 0);
+    mdb_exec(locker, "START TRANSACTION");
+    mdb_exec(locker, "SELECT * FROM Friend FOR UPDATE");
+    assert_int_equal(f->so->block(f->store.st, alice, bob), QC_ESTORAGE);
+    mdb_exec(locker, "ROLLBACK");
+    mysql_close(locker);
+    assert_int_equal(mdb_int(mf->admin, "SELECT count(*) FROM UserBlock"), 0);
+    assert_int_equal(mdb_int(mf->admin, "SELECT count(*) FROM Friend"), 2);
+    assert_int_equal(f->so->block(f->store.st, alice, bob), QC_OK);
+    assert_int_equal(mdb_int(mf->admin, "SELECT count(*) FROM Friend"), 0);
+}
+
 #define SOCIAL_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -247,6 +271,7 @@ int main(void)
         SOCIAL_TEST(test_reconnect_after_kill),
         SOCIAL_TEST(test_crossing_requests),
         SOCIAL_TEST(test_explain_uses_keys),
+        SOCIAL_TEST(test_lock_wait_is_storage_error),
     };
 
     (void)mdb_load_env("test_social_mysql");
