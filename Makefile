@@ -20,7 +20,7 @@ SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 
 CC       ?= cc
 B        := build
-PKGS     := json-c hiredis libmariadb sqlite3 libbsd-overlay libcrypt inih libsystemd libedit
+PKGS     := json-c hiredis libmariadb sqlite3 libbsd-overlay libcrypt inih libsystemd libedit libmd
 TESTPKGS := cmocka
 
 # Debian packages: build, then what make check / make cluster start privately.
@@ -100,6 +100,9 @@ $(B)/tests/%: $(B)/obj/tests/unit/%.o $(LIBSERVER) $(LIBSTORE) $(LIBCLIENT) $(LI
 # the MariaDB test helpers, shared with the integration tests.
 $(B)/tests/test_store $(B)/tests/test_store_mysql: $(call obj,tests/unit/store_cases.c)
 $(B)/tests/test_store_mysql: $(call obj,tests/integration/mysql_env.c)
+# The social cases (issue 12 and 15 storage), shared the same way.
+$(B)/tests/test_social $(B)/tests/test_social_mysql: $(call obj,tests/unit/social_cases.c tests/unit/store_cases.c)
+$(B)/tests/test_social_mysql: $(call obj,tests/integration/mysql_env.c)
 $(B)/tests/it_%: $(B)/obj/tests/integration/test_%.o $(call obj,$(IT_LIB_SRC)) $(LIBCLIENT) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)

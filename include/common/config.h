@@ -64,6 +64,15 @@ struct qc_config {
     int max_friends;
     int max_group_members;
     int max_offline_messages; /* kept per user; oldest dropped beyond */
+    int max_groups;           /* groups a user created or joined */
+
+    /* [social] */
+    char friend_consent[8]; /* "yes" | "no" */
+
+    /* [session] */
+    int token_days;        /* login token lifetime */
+    char session_mode[16]; /* "takeover" | "refuse" | "multi" */
+    int max_devices;       /* sessions per account in mode multi */
 };
 
 /* Fill cfg with the built-in defaults. */

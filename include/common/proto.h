@@ -51,7 +51,11 @@ enum qc_err {
     QC_EGROUPTAKEN = 19, /* create group: name already taken          */
     QC_ESHUTDOWN = 20,   /* server is stopping                        */
     QC_EALREADYIN = 21,  /* login while this connection is logged in  */
-    QC_ERR_MAX = 21
+    QC_EBLOCKED = 22,    /* the other user has blocked you (or you them) */
+    QC_ENOTALLOWED = 23, /* your group role does not allow it         */
+    QC_EBADTOKEN = 24,   /* login token bad, expired or revoked       */
+    QC_EDEVICES = 25,    /* too many devices (reserved)               */
+    QC_ERR_MAX = 25
 };
 
 /* Human-readable text for an error number (never NULL). */
@@ -67,6 +71,7 @@ const char *qc_strerror(int err);
 #define QC_STATE_ONLINE  "online"
 #define QC_STATE_OFFLINE "offline"
 #define QC_ROLE_CREATOR  "creator"
+#define QC_ROLE_ADMIN    "admin"
 #define QC_ROLE_NORMAL   "normal"
 
 #endif

@@ -146,6 +146,20 @@ static const struct config_key config_keys[] = {
             "members one group may have"),
     INT_KEY("limits", "max_offline_messages", max_offline_messages, 1, 10000000, "10000", LIVE,
             "offline messages kept per user; the oldest are dropped beyond"),
+    INT_KEY("limits", "max_groups", max_groups, 1, 1000000, "500", LIVE,
+            "groups one user may create or join"),
+
+    ENUM_KEY("social", "friend_consent", friend_consent, "yes", LIVE,
+             "yes: ADD_FRIEND_MSG asks the other user first; no: friends at once (the seed)", "yes",
+             "no"),
+
+    INT_KEY("session", "token_days", token_days, 1, 3650, "30", LIVE,
+            "days a login token stays valid"),
+    ENUM_KEY("session", "mode", session_mode, "takeover", LIVE,
+             "second login of an account: takeover, refuse or multi (up to max_devices)",
+             "takeover", "refuse", "multi"),
+    INT_KEY("session", "max_devices", max_devices, 1, 100, "5", LIVE,
+            "sessions one account may hold in mode = multi"),
 };
 
 #define CONFIG_NKEYS       (sizeof(config_keys) / sizeof(config_keys[0]))

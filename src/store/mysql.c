@@ -58,6 +58,7 @@
 
 #include "common/log.h"
 #include "store/store.h"
+#include "social_db.h"
 
 #define CONNECT_TIMEOUT_SEC   2 /* TCP connect and handshake */
 #define READ_TIMEOUT_SEC      4 /* one wait for the server's answer */
@@ -820,6 +821,24 @@ static int run(struct store *st, op_fn op, void *arg)
     if (err == E_DUP)
         log_error("mysql: unexpected duplicate key");
     return err < 0 ? QC_ESTORAGE : err;
+}
+
+/* ---- for the social functions (mysql_social.c) --------------------- */
+
+MYSQL *mysql_store_connection(struct store *st)
+{
+    return ensure_connected(st) == QC_OK ? st->db : NULL;
+}
+
+void mysql_store_connection_lost(struct store *st)
+{
+    st->broken = true;
+    st->next_attempt_ms = 0; /* reconnect now, once */
+}
+
+bool mysql_store_error_is_lost(unsigned code)
+{
+    return connection_is_gone(code);
 }
 
 /* ---- opening -------------------------------------------------------- */

@@ -32,6 +32,7 @@
 
 #include "common/log.h"
 #include "store/store.h"
+#include "social_db.h"
 
 #define BUSY_TIMEOUT_MS 5000       /* workers take turns writing one file */
 #define MEMORY_DB       ":memory:" /* private database, for tests */
@@ -486,6 +487,12 @@ static int sqlite_init_schema(struct store *st)
         return QC_OK;
     log_error("sqlite: %s", err);
     return QC_ESTORAGE;
+}
+
+/* The connection, for the social functions (sqlite_social.c). */
+struct sqlite3 *sqlite_store_db(struct store *st)
+{
+    return st->db;
 }
 
 static int sqlite_ping(struct store *st)

@@ -102,6 +102,11 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.max_friends, 1000);
     assert_int_equal(cfg.max_group_members, 2000);
     assert_int_equal(cfg.max_offline_messages, 10000);
+    assert_int_equal(cfg.max_groups, 500);
+    assert_string_equal(cfg.friend_consent, "yes");
+    assert_int_equal(cfg.token_days, 30);
+    assert_string_equal(cfg.session_mode, "takeover");
+    assert_int_equal(cfg.max_devices, 5);
     assert_int_equal(config_validate(&cfg, err, sizeof(err)), 0);
 }
 
@@ -209,6 +214,14 @@ static void test_bad_enums(void **state)
                  "bad value 'verbose' for log.level: must be one of debug, info, warning, error");
     /* Case matters: values are written as documented. */
     expect_error("[log]\nlevel = INFO\n", 2, "bad value 'INFO' for log.level");
+    expect_error("[session]\nmode = shared\n", 2,
+                 "bad value 'shared' for session.mode: must be one of takeover, refuse, multi");
+    expect_error("[social]\nfriend_consent = maybe\n", 2,
+                 "bad value 'maybe' for social.friend_consent: must be one of yes, no");
+    expect_error("[session]\ntoken_days = 0\n", 2,
+                 "bad value '0' for session.token_days: must be an integer between 1 and 3650");
+    expect_error("[limits]\nmax_groups = 0\n", 2,
+                 "bad value '0' for limits.max_groups: must be an integer between 1 and 1000000");
 }
 
 static void test_syntax_and_shape(void **state)
