@@ -64,6 +64,9 @@ struct qc_config {
     int max_friends;
     int max_group_members;
     int max_offline_messages; /* kept per user; oldest dropped beyond */
+
+    /* [metrics] */
+    char metrics_listen[QC_CONFIG_STR_MAX]; /* "": off; else HOST:PORT of GET /metrics */
 };
 
 /* Fill cfg with the built-in defaults. */

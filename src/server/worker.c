@@ -30,6 +30,8 @@
 #include "server/route.h"
 #include "server/service.h"
 #include "server/worker.h"
+#include "server/metrics.h"
+#include "server/title.h"
 
 #define WORKER_MAX_EVENTS        256
 #define WORKER_TICK_MS           250 /* timers: deadlines, idle checks */
@@ -361,6 +363,7 @@ static void on_tick(struct worker *w)
     uint64_t expirations;
     if (read(w->timer_fd, &expirations, sizeof expirations) < 0 && errno != EAGAIN)
         log_warning("timer: %s", strerror(errno));
+    metrics_heartbeat();
     check_deadlines(w);
     balance_accepting(w);
 }
@@ -615,7 +618,7 @@ void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_f
     char role[32];
     snprintf(role, sizeof role, "worker %u", index);
     log_set_role(role);
-    setproctitle("-qchatd: worker %u", index);
+    title_set("qchatd: worker %u", index);
     if (worker_setup(w, index, cfg, online, guard) < 0)
         _exit(1);
     w->nworkers = nworkers;
@@ -629,6 +632,7 @@ void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_f
         _exit(1);
     }
     log_info("started (pid %d)", (int)getpid());
+    metrics_attach(index);
     run_loop(w);
     _exit(0);
 }
