@@ -1,5 +1,5 @@
 /*
- * metrics.h - counters, gauges and histograms of a qchatd node, in shared
+ * metrics.h - counters and histograms of a qchatd node, in shared
  * memory, plus each child's heartbeat.
  *
  * The master maps one block (mmap MAP_SHARED|MAP_ANONYMOUS) before it forks.
@@ -45,9 +45,6 @@ enum qm_login { QM_LOGIN_OK = 0, QM_LOGIN_BAD, QM_LOGIN_REFUSED, QM_LOGIN_ERROR,
 
 #define QM_LABELS_MAX 4
 
-/* Gauges a child keeps up to date by adding and subtracting. */
-enum qm_gauge { QM_G_OUTPUT_BYTES = 0, QM_G_RELAY_BACKLOG, QM_GAUGE_COUNT };
-
 /* Histograms of durations. */
 enum qm_histogram { QM_H_DELIVERY = 0, QM_H_STORE, QM_HISTOGRAM_COUNT };
 
@@ -65,7 +62,8 @@ void metrics_destroy(struct metrics *m);
 
 /*
  * A child, once its loop is set up: write into slot from now on (a worker's
- * index, or METRICS_RELAY_SLOT); also its first heartbeat.
+ * index, or METRICS_RELAY_SLOT); also its first heartbeat.  A respawned
+ * child keeps counting in its predecessor's slot.
  */
 void metrics_attach(uint32_t slot);
 /* A child's tick: "I am alive and my loop turns". */
@@ -73,7 +71,6 @@ void metrics_heartbeat(void);
 
 void metrics_count(enum qm_counter c, unsigned label);
 void metrics_add(enum qm_counter c, unsigned label, uint64_t n);
-void metrics_gauge_add(enum qm_gauge g, int64_t delta);
 void metrics_observe(enum qm_histogram h, int64_t micros);
 /* Microseconds on CLOCK_MONOTONIC, for metrics_observe. */
 int64_t metrics_now_us(void);
@@ -89,7 +86,6 @@ int64_t metrics_heartbeat_stale_ms(void);
 int64_t metrics_heartbeat_ms(const struct metrics *m, uint32_t slot);
 
 uint64_t metrics_counter_sum(const struct metrics *m, enum qm_counter c, unsigned label);
-int64_t metrics_gauge_sum(const struct metrics *m, enum qm_gauge g);
 
 struct qm_histogram_sum {
     uint64_t buckets[QM_BUCKETS + 1]; /* cumulative, last = +Inf = count */

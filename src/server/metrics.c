@@ -1,5 +1,5 @@
 /*
- * metrics.c - the node's counters, gauges, histograms and child heartbeats
+ * metrics.c - the node's counters, histograms and child heartbeats
  * in shared memory (see metrics.h).
  *
  * One slot per child, each on its own cache lines, written only by that
@@ -21,7 +21,6 @@
 struct metrics_slot {
     _Atomic int64_t heartbeat_ms;
     _Atomic uint64_t counters[QM_COUNTER_COUNT][QM_LABELS_MAX];
-    _Atomic int64_t gauges[QM_GAUGE_COUNT];
     struct {
         _Atomic uint64_t buckets[QM_BUCKETS + 1]; /* per bucket, not cumulative */
         _Atomic uint64_t sum_us;
@@ -117,11 +116,6 @@ void metrics_destroy(struct metrics *m)
 void metrics_attach(uint32_t slot)
 {
     my_slot = node_metrics && slot < METRICS_SLOTS ? &node_metrics->slots[slot] : NULL;
-    if (my_slot == NULL)
-        return;
-    /* A respawned child starts with an empty output queue and Redis backlog. */
-    for (unsigned g = 0; g < QM_GAUGE_COUNT; g++)
-        atomic_store_explicit(&my_slot->gauges[g], 0, memory_order_relaxed);
     metrics_heartbeat();
 }
 
@@ -145,12 +139,6 @@ void metrics_add(enum qm_counter c, unsigned label, uint64_t n)
 void metrics_count(enum qm_counter c, unsigned label)
 {
     metrics_add(c, label, 1);
-}
-
-void metrics_gauge_add(enum qm_gauge g, int64_t delta)
-{
-    if (my_slot && (unsigned)g < QM_GAUGE_COUNT)
-        atomic_fetch_add_explicit(&my_slot->gauges[g], delta, memory_order_relaxed);
 }
 
 static unsigned bucket_of(int64_t micros)
@@ -208,16 +196,6 @@ uint64_t metrics_counter_sum(const struct metrics *m, enum qm_counter c, unsigne
     for (unsigned s = 0; s < METRICS_SLOTS; s++)
         n += atomic_load_explicit(&m->slots[s].counters[c][label], memory_order_relaxed);
     return n;
-}
-
-int64_t metrics_gauge_sum(const struct metrics *m, enum qm_gauge g)
-{
-    int64_t n = 0;
-    if (m == NULL || (unsigned)g >= QM_GAUGE_COUNT)
-        return 0;
-    for (unsigned s = 0; s < METRICS_SLOTS; s++)
-        n += atomic_load_explicit(&m->slots[s].gauges[g], memory_order_relaxed);
-    return n < 0 ? 0 : n;
 }
 
 void metrics_histogram_sum(const struct metrics *m, enum qm_histogram h,

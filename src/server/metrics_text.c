@@ -106,10 +106,6 @@ void metrics_render(struct buf *out, const struct metrics_source *src)
                   "Publishes that failed (the message was stored instead).", rs->publish_failed);
     counter_value(out, "qchat_relay_reconnects_total", "Reconnections of the relay to Redis.",
                   rs->reconnects);
-    gauge(out, "qchat_relay_backlog", "Publishes waiting for Redis's answer.",
-          (long long)metrics_gauge_sum(m, QM_G_RELAY_BACKLOG));
-    gauge(out, "qchat_output_queue_bytes", "Bytes queued for clients, not yet written.",
-          (long long)metrics_gauge_sum(m, QM_G_OUTPUT_BYTES));
     counter_value(out, "qchat_offline_stored_total", "Messages stored for a later login.",
                   t.offline_stored);
     counter_value(out, "qchat_storage_unavailable_total",

@@ -232,6 +232,7 @@ static void accept_clients(struct worker *w)
         }
         struct conn *c = conn_open(w, fd);
         if (c) {
+            metrics_count(QM_ACCEPTED, 0);
             c->ip_hash = addr;
             c->ip_counted = !proxied;
             c->awaiting_proxy = proxied;
@@ -458,6 +459,7 @@ static void flush_dirty(struct worker *w)
         if (c->overflow) {
             log_info("conn %u: output over %d bytes (reader too slow), closing", c->slot,
                      w->cfg.max_output_bytes);
+            metrics_count(QM_SLOW_KICKED, 0);
             conn_close(w, c, "slow reader");
         } else if (conn_flush(w, c) < 0) {
             conn_close(w, c, strerror(errno));
