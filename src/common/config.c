@@ -314,7 +314,8 @@ int config_set(struct qc_config *cfg, const char *section, const char *key, cons
     }
     /* An address is checked where it is written, so its error names the line. */
     if (strcmp(key, "listen") == 0 &&
-        (strcmp(section, "server") == 0 || (strcmp(section, "metrics") == 0 && *value != '\0'))) {
+        (strcmp(section, "server") == 0 ||
+         (strcmp(section, "metrics") == 0 && *value != '\0' && strcmp(value, "\"\"") != 0))) {
         char host[QC_CONFIG_STR_MAX];
         int port;
         if (config_split_hostport(value, host, sizeof(host), &port) < 0 || port < 1) {
