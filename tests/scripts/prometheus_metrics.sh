@@ -6,7 +6,9 @@
 #     (Debian's prometheus package: its own configuration, scrape_interval
 #     1s, its data in the temporary directory, on another loopback port).
 #  2. GET /metrics passes "promtool check metrics" and answers HEAD; other
-#     paths get 404, other methods 405.
+#     paths get 404, other methods 405; garbage gets 400, a header over the
+#     request limit 431; 20 idle connections (more than the server keeps)
+#     are all closed by the per-request deadline, then GET works again.
 #  3. Traffic through the installed client in script mode: two users
 #     register, one logs in with a wrong password (refused), both log in,
 #     CHATS one-to-one chats from one to the other (online: delivered),
@@ -37,7 +39,7 @@ CHATS_OFFLINE=3
 PASSWORD=prom-secret
 
 say() { echo "$PROG: $*"; }
-for tool in prometheus promtool curl; do
+for tool in prometheus promtool curl python3; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "SKIP: $PROG: $tool not found (Debian packages prometheus, curl)"
         exit 77
@@ -96,6 +98,43 @@ code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 [ "$(code "http://127.0.0.1:$metrics_port/nope")" = 404 ] || fail "GET /nope is not 404"
 [ "$(code -X POST "http://127.0.0.1:$metrics_port/metrics")" = 405 ] || fail "POST is not 405"
 [ "$(code -I "http://127.0.0.1:$metrics_port/metrics")" = 200 ] || fail "HEAD is not 200"
+cat > "$tmp/abuse.py" <<'PY'
+import socket, sys, time
+port = int(sys.argv[1])
+def talk(data, wait=3.0):
+    s = socket.create_connection(("127.0.0.1", port)); s.settimeout(wait)
+    try:
+        s.sendall(data)
+    except OSError:
+        pass
+    out = b""
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b: break
+            out += b
+    except OSError:
+        pass
+    s.close(); return out.split(b"\r\n", 1)[0].decode(errors="replace")
+fails = []
+r = talk(b"GARBAGE\r\n\r\n");            r == "HTTP/1.1 400 Bad Request" or fails.append("garbage: " + r)
+r = talk(b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 5000 + b"\r\n\r\n")
+r.startswith("HTTP/1.1 431") or fails.append("big header: " + r)
+idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+for s in idle: s.settimeout(8)
+t0 = time.time(); closed = 0
+for s in idle:
+    try:
+        if s.recv(1) == b"": closed += 1
+    except OSError: pass
+took = time.time() - t0
+closed == 20 or fails.append("idle connections not closed: %d" % closed)
+took < 7.5 or fails.append("idle connections closed after %.1f s" % took)
+r = talk(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"); r == "HTTP/1.1 200 OK" or fails.append("after idle: " + r)
+print("\n".join(fails) if fails else "metrics_http abuse ok (idle closed in %.1f s)" % took)
+sys.exit(1 if fails else 0)
+PY
+python3 "$tmp/abuse.py" "$metrics_port" > "$tmp/abuse.out" 2>&1 || fail "$(cat "$tmp/abuse.out")"
 
 # 3. traffic
 client() { timeout 30 "$QCHAT" 127.0.0.1 "$qport" > "$tmp/$1.out" 2>&1; }
