@@ -215,6 +215,7 @@ int main(int argc, char **argv)
     int opt;
 
     title_init(argc, argv, environ);
+    opterr = 0; /* getopt's own messages would bypass the logger */
     while ((opt = getopt_long(argc, argv, "c:o:tfdVh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'c': args.config_path = optarg; break;
@@ -231,11 +232,11 @@ int main(int argc, char **argv)
         case 'I': init_db = true; break;
         case 'V': printf("qchatd %s\n", QCHATD_VERSION); return 0;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 1;
+        default: log_error("bad option %s (qchatd -h lists them)", argv[optind - 1]); return 1;
         }
     }
     if (optind != argc) {
-        usage(stderr);
+        log_error("unexpected argument '%s' (qchatd -h lists the options)", argv[optind]);
         return 1;
     }
 
