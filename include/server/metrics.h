@@ -45,6 +45,13 @@ enum qm_login { QM_LOGIN_OK = 0, QM_LOGIN_BAD, QM_LOGIN_REFUSED, QM_LOGIN_ERROR,
 
 #define QM_LABELS_MAX 4
 
+/* Gauges a child sets from time to time (metrics_sample.c). */
+enum qm_gauge {
+    QM_G_OUTPUT_BYTES = 0, /* bytes queued for clients, not yet written */
+    QM_G_LINK_BYTES,       /* bytes queued on links to other workers and the relay */
+    QM_GAUGE_COUNT
+};
+
 /* Histograms of durations. */
 enum qm_histogram { QM_H_DELIVERY = 0, QM_H_STORE, QM_HISTOGRAM_COUNT };
 
@@ -72,6 +79,7 @@ void metrics_heartbeat(void);
 void metrics_count(enum qm_counter c, unsigned label);
 void metrics_add(enum qm_counter c, unsigned label, uint64_t n);
 void metrics_observe(enum qm_histogram h, int64_t micros);
+void metrics_gauge_set(enum qm_gauge g, int64_t value);
 /* Microseconds on CLOCK_MONOTONIC, for metrics_observe. */
 int64_t metrics_now_us(void);
 
@@ -86,6 +94,10 @@ int64_t metrics_heartbeat_stale_ms(void);
 int64_t metrics_heartbeat_ms(const struct metrics *m, uint32_t slot);
 
 uint64_t metrics_counter_sum(const struct metrics *m, enum qm_counter c, unsigned label);
+/* Summed over the children running now (a dead child's last value is dropped). */
+int64_t metrics_gauge_sum(const struct metrics *m, enum qm_gauge g);
+/* The master, when a child died: its gauges no longer describe anything. */
+void metrics_clear_gauges(struct metrics *m, uint32_t slot);
 
 struct qm_histogram_sum {
     uint64_t buckets[QM_BUCKETS + 1]; /* cumulative, last = +Inf = count */

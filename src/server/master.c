@@ -366,6 +366,7 @@ static void reap_children(struct master *m)
             size_t cleared = online_clear_worker(m->online, k);
             guard_clear_worker(m->guard, k);
             struct worker_stats *ws = online_stats(m->online, k);
+            metrics_clear_gauges(metrics_node(), k);
             ws->pid = 0;
             ws->connections = 0;
             ws->sessions = 0;

@@ -21,6 +21,7 @@
 struct metrics_slot {
     _Atomic int64_t heartbeat_ms;
     _Atomic uint64_t counters[QM_COUNTER_COUNT][QM_LABELS_MAX];
+    _Atomic int64_t gauges[QM_GAUGE_COUNT];
     struct {
         _Atomic uint64_t buckets[QM_BUCKETS + 1]; /* per bucket, not cumulative */
         _Atomic uint64_t sum_us;
@@ -141,6 +142,12 @@ void metrics_count(enum qm_counter c, unsigned label)
     metrics_add(c, label, 1);
 }
 
+void metrics_gauge_set(enum qm_gauge g, int64_t value)
+{
+    if (my_slot && (unsigned)g < QM_GAUGE_COUNT)
+        atomic_store_explicit(&my_slot->gauges[g], value, memory_order_relaxed);
+}
+
 static unsigned bucket_of(int64_t micros)
 {
     unsigned i = 0;
@@ -196,6 +203,24 @@ uint64_t metrics_counter_sum(const struct metrics *m, enum qm_counter c, unsigne
     for (unsigned s = 0; s < METRICS_SLOTS; s++)
         n += atomic_load_explicit(&m->slots[s].counters[c][label], memory_order_relaxed);
     return n;
+}
+
+int64_t metrics_gauge_sum(const struct metrics *m, enum qm_gauge g)
+{
+    int64_t n = 0;
+    if (m == NULL || (unsigned)g >= QM_GAUGE_COUNT)
+        return 0;
+    for (unsigned s = 0; s < METRICS_SLOTS; s++)
+        n += atomic_load_explicit(&m->slots[s].gauges[g], memory_order_relaxed);
+    return n;
+}
+
+void metrics_clear_gauges(struct metrics *m, uint32_t slot)
+{
+    if (m == NULL || slot >= METRICS_SLOTS)
+        return;
+    for (unsigned g = 0; g < QM_GAUGE_COUNT; g++)
+        atomic_store_explicit(&m->slots[slot].gauges[g], 0, memory_order_relaxed);
 }
 
 void metrics_histogram_sum(const struct metrics *m, enum qm_histogram h,

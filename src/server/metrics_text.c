@@ -106,6 +106,11 @@ void metrics_render(struct buf *out, const struct metrics_source *src)
                   "Publishes that failed (the message was stored instead).", rs->publish_failed);
     counter_value(out, "qchat_relay_reconnects_total", "Reconnections of the relay to Redis.",
                   rs->reconnects);
+    gauge(out, "qchat_output_queue_bytes", "Bytes queued for clients, not yet written.",
+          (long long)metrics_gauge_sum(m, QM_G_OUTPUT_BYTES));
+    gauge(out, "qchat_link_queue_bytes",
+          "Bytes queued on the links between workers and to the relay, not yet written.",
+          (long long)metrics_gauge_sum(m, QM_G_LINK_BYTES));
     counter_value(out, "qchat_offline_stored_total", "Messages stored for a later login.",
                   t.offline_stored);
     counter_value(out, "qchat_storage_unavailable_total",

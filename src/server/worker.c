@@ -31,6 +31,7 @@
 #include "server/service.h"
 #include "server/worker.h"
 #include "server/metrics.h"
+#include "server/metrics_sample.h"
 #include "server/title.h"
 
 #define WORKER_MAX_EVENTS        256
@@ -365,6 +366,7 @@ static void on_tick(struct worker *w)
     if (read(w->timer_fd, &expirations, sizeof expirations) < 0 && errno != EAGAIN)
         log_warning("timer: %s", strerror(errno));
     metrics_heartbeat();
+    metrics_sample_worker(w);
     check_deadlines(w);
     balance_accepting(w);
 }

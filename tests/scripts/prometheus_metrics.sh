@@ -91,7 +91,8 @@ if ! promtool check metrics < "$tmp/metrics.txt" > "$tmp/promtool.out" 2>&1; the
 fi
 for name in qchat_connections qchat_sessions qchat_messages_total qchat_deliveries_total \
     qchat_delivery_seconds_bucket qchat_store_seconds_bucket qchat_logins_total \
-    qchat_relay_up qchat_worker_restarts_total; do
+    qchat_relay_up qchat_worker_restarts_total qchat_output_queue_bytes qchat_storage_errors_total \
+    qchat_rate_limited_total qchat_slow_readers_kicked_total; do
     grep -q "^$name[ {]" "$tmp/metrics.txt" || fail "/metrics has no $name"
 done
 code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
