@@ -28,7 +28,16 @@ DEB_BUILD := build-essential pkg-config clang libjson-c-dev libhiredis-dev libma
              libsqlite3-dev libbsd-dev libcrypt-dev libinih-dev libsystemd-dev libedit-dev \
              libcmocka-dev
 DEB_CHECK := mariadb-server redis-server nginx-light libnginx-mod-stream mandoc systemd \
-             sqlite3 valgrind libclang-rt-14-dev clang-format
+             sqlite3 valgrind libclang-rt-14-dev clang-format debootstrap systemd-container \
+             prometheus curl
+
+# Building needs the -dev packages; say how to get them instead of failing on a header.
+NODEPS_GOALS := deps check-deps clean format uninstall run check bench cluster
+ifneq ($(filter-out $(NODEPS_GOALS),$(if $(MAKECMDGOALS),$(MAKECMDGOALS),all)),)
+  ifneq ($(shell pkg-config --exists $(PKGS) 2>/dev/null && echo ok),ok)
+    $(error missing build packages (pkg-config: $(PKGS)): run "make deps" (as root) to install them, or "make run")
+  endif
+endif
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -156,6 +165,8 @@ install: all
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
 	sed 's|@SBINDIR@|$(SBINDIR)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/qchatd.service > $(DESTDIR)$(UNITDIR)/qchatd.service
 	sed 's|@SBINDIR@|$(SBINDIR)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/qchatd@.service > $(DESTDIR)$(UNITDIR)/qchatd@.service
+	install -m 0644 systemd/qchatd-nodes.target $(DESTDIR)$(UNITDIR)/qchatd-nodes.target
+	install -m 0644 etc/grafana-qchat.json $(DESTDIR)$(DATADIR)/examples/
 	install -m 0644 systemd/qchat.sysusers $(DESTDIR)$(SYSUSERSDIR)/qchat.conf
 
 uninstall:
@@ -166,6 +177,7 @@ uninstall:
 	rm -f $(DESTDIR)$(MANDIR)/man8/qchatd.8 $(DESTDIR)$(MANDIR)/man8/qchatctl.8
 	rm -rf $(DESTDIR)$(DATADIR)
 	rm -f $(DESTDIR)$(UNITDIR)/qchatd.service $(DESTDIR)$(UNITDIR)/qchatd@.service
+	rm -f $(DESTDIR)$(UNITDIR)/qchatd-nodes.target
 	rm -f $(DESTDIR)$(SYSUSERSDIR)/qchat.conf
 	@echo "kept $(DESTDIR)$(SYSCONFDIR)/qchat/qchatd.conf (remove it by hand)"
 

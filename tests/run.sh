@@ -5,8 +5,10 @@
 #   B=build sh tests/run.sh          (make check does this; B=build-san for SANITIZE=1)
 #
 # Runs $B/tests/test_* (unit, cmocka), $B/tests/it_* (integration, cmocka)
-# and every executable tests/scripts/*.sh (exit 0 counts as 1 passed, else
-# 1 failed), each under `timeout`.  Counts come from cmocka's summary:
+# and every executable tests/scripts/*.sh (exit 0 counts as 1 passed, exit
+# 77 as 1 skipped -- the script could not run here and said why in a SKIP
+# line --, else 1 failed), each under `timeout`.  The last line then ends
+# in ", N skipped".  Counts come from cmocka's summary:
 # "[==========] Running N test(s)." and "[  PASSED  ] N test(s)." (a test
 # that errored in a fixture is counted as failed); a binary that crashed
 # or timed out without a summary, or exited non-zero after it (a sanitizer
@@ -31,8 +33,10 @@ if [ "${SANITIZE:-}" = 1 ]; then
     export ASAN_OPTIONS UBSAN_OPTIONS
 fi
 
+SKIP_STATUS=77                       # a script that cannot run here
 total_pass=0
 total_fail=0
+total_skip=0
 failed_logs=""
 
 # summary_number PATTERN LOG: the N of the first line "PATTERN N test(s)".
@@ -51,8 +55,11 @@ run_one() {
     rc=$?
     secs=$(( $(date +%s) - start ))
 
+    skip=0
     if [ "$kind" = script ]; then
-        if [ "$rc" -eq 0 ]; then pass=1; fail=0; else pass=0; fail=1; fi
+        if [ "$rc" -eq 0 ]; then pass=1; fail=0;
+        elif [ "$rc" -eq "$SKIP_STATUS" ]; then pass=0; fail=0; skip=1;
+        else pass=0; fail=1; fi
     else
         running=$(summary_number '\[==========\] Running' "$log")
         passed=$(summary_number '\[  PASSED  \]' "$log")
@@ -74,15 +81,17 @@ run_one() {
 
     case $rc in
         0)   how="" ;;
+        "$SKIP_STATUS") how=" (skipped: $(grep -m1 '^SKIP' "$log" | cut -c1-80))" ;;
         124) how=" (timed out after ${TIME_LIMIT}s)" ;;
         137) how=" (killed)" ;;
         *)   if [ "$rc" -gt 128 ]; then how=" (signal $((rc - 128)))"; else how=" (exit $rc)"; fi ;;
     esac
-    if [ "$fail" -eq 0 ]; then status=ok; else status=FAIL; fi
+    if [ "$fail" -ne 0 ]; then status=FAIL; elif [ "$skip" -ne 0 ]; then status=skip; else status=ok; fi
     printf '%-4s  %-28s %4d passed, %3d failed  %4ds%s\n' "$status" "$name" "$pass" "$fail" \
         "$secs" "$how"
     total_pass=$((total_pass + pass))
     total_fail=$((total_fail + fail))
+    total_skip=$((total_skip + skip))
     [ "$fail" -eq 0 ] || failed_logs="$failed_logs $log"
 }
 
@@ -141,5 +150,5 @@ for log in $failed_logs; do
     tail -n "$LOG_LINES" "$log"
 done
 [ -n "$failed_logs" ] && echo
-echo "$total_pass passed, $total_fail failed"
+echo "$total_pass passed, $total_fail failed, $total_skip skipped"
 [ "$total_fail" -eq 0 ]

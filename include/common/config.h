@@ -73,6 +73,9 @@ struct qc_config {
     int token_days;        /* login token lifetime */
     char session_mode[16]; /* "takeover" | "refuse" | "multi" */
     int max_devices;       /* sessions per account in mode multi */
+
+    /* [metrics] */
+    char metrics_listen[QC_CONFIG_STR_MAX]; /* "": off; else HOST:PORT of GET /metrics */
 };
 
 /* Fill cfg with the built-in defaults. */

@@ -160,6 +160,9 @@ static const struct config_key config_keys[] = {
              "takeover", "refuse", "multi"),
     INT_KEY("session", "max_devices", max_devices, 1, 100, "5", LIVE,
             "sessions one account may hold in mode = multi"),
+
+    STR_KEY("metrics", "listen", metrics_listen, "", RESTART,
+            "HOST:PORT the master serves GET /metrics on (Prometheus text format), empty: off"),
 };
 
 #define CONFIG_NKEYS       (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -324,14 +327,16 @@ int config_set(struct qc_config *cfg, const char *section, const char *key, cons
         return -1;
     }
     /* An address is checked where it is written, so its error names the line. */
-    if (strcmp(section, "server") == 0 && strcmp(key, "listen") == 0) {
+    if (strcmp(key, "listen") == 0 &&
+        (strcmp(section, "server") == 0 ||
+         (strcmp(section, "metrics") == 0 && *value != '\0' && strcmp(value, "\"\"") != 0))) {
         char host[QC_CONFIG_STR_MAX];
         int port;
         if (config_split_hostport(value, host, sizeof(host), &port) < 0 || port < 1) {
             set_err(err, errlen,
-                    "bad value '%.64s' for server.listen: want HOST:PORT "
+                    "bad value '%.64s' for %s.listen: want HOST:PORT "
                     "(e.g. 127.0.0.1:6000 or [::1]:6000), port 1-65535",
-                    value);
+                    value, section);
             return -1;
         }
     }

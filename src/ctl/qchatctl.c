@@ -1,7 +1,7 @@
 /*
  * qchatctl.c - the qchatd operator tool:
  *
- *   qchatctl [-s SOCKET] [--json] status | users | kick ID | reload
+ *   qchatctl [-s SOCKET] [--json] status | users | kick ID | reload | stats
  *
  * Speaks the master's control protocol (PROTOCOL.md, "Control socket"):
  * one JSON line to the unix socket, one JSON line back, then the master
@@ -10,7 +10,9 @@
  *
  * Output: --json prints the server's reply as it came.  Otherwise status
  * prints aligned "key: value" lines and a table of workers, users a table
- * of online users, kick and reload one line.  Errors go to stderr.
+ * of online users, kick and reload one line, stats the node's metrics (the
+ * counters GET /metrics serves) one per line, histograms as count and mean.
+ * reload waits for the outcome.  Errors go to stderr.
  *
  * Exit status: 0 ok, 1 the server answered with an error ("ok":false),
  * 2 usage error, cannot connect, no or unreadable reply.
@@ -37,7 +39,9 @@
 #define CTL_TIMEOUT_MS          5000        /* whole exchange */
 #define CTL_REPLY_MAX           (16u << 20) /* largest reply accepted */
 #define CTL_READ_CHUNK          4096
-#define CTL_KEY_WIDTH           9 /* "node_id: " column */
+#define CTL_KEY_WIDTH           9  /* "node_id: " column */
+#define STATS_NAME_WIDTH        48 /* "qchat_deliveries_total{path=\"worker\"}" column */
+#define STATS_LINE_MAX          512
 #define SECS_PER_DAY            86400
 #define SECS_PER_HOUR           3600
 #define SECS_PER_MIN            60
@@ -52,7 +56,7 @@ struct ctl {
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: qchatctl [-s SOCKET] [--json] status | users | kick ID | reload\n"
+            "usage: qchatctl [-s SOCKET] [--json] status | users | kick ID | reload | stats\n"
             "  -s, --socket SOCKET  control socket (default $%s or %s)\n"
             "  -j, --json           print the server's JSON reply as is\n",
             QCHATCTL_SOCKET_ENV, QCHATCTL_DEFAULT_SOCKET);
@@ -330,6 +334,47 @@ static void print_users(struct json_object *reply)
     printf("%zu user%s online\n", n, n == 1 ? "" : "s");
 }
 
+/* ---- stats ------------------------------------------------------------- */
+
+/* "name value" of a histogram's _sum or _count line, remembered for its mean. */
+struct hist_line {
+    char name[STATS_LINE_MAX];
+    double sum;
+};
+
+/* Print the exposition text human-readably: samples aligned, buckets left out. */
+static void print_stats(struct json_object *reply)
+{
+    const char *text = field_text(reply, "metrics");
+    struct hist_line h = { "", 0 };
+    while (*text) {
+        size_t len = strcspn(text, "\n");
+        char line[STATS_LINE_MAX];
+        snprintf(line, sizeof line, "%.*s", (int)(len < sizeof line ? len : sizeof line - 1), text);
+        text += len + (text[len] == '\n');
+        char *space = strrchr(line, ' ');
+        if (line[0] == '#' || space == NULL || strstr(line, "_bucket{"))
+            continue;
+        *space = '\0';
+        const char *value = space + 1;
+        size_t nlen = strlen(line);
+        if (nlen > 4 && strcmp(line + nlen - 4, "_sum") == 0) {
+            snprintf(h.name, sizeof h.name, "%.*s", (int)(nlen - 4), line);
+            h.sum = strtod(value, NULL);
+            continue;
+        }
+        if (nlen > 6 && strcmp(line + nlen - 6, "_count") == 0 && h.name[0] &&
+            strncmp(line, h.name, nlen - 6) == 0) {
+            double n = strtod(value, NULL);
+            printf("%-*s %s observed, mean %.3f ms\n", STATS_NAME_WIDTH, h.name, value,
+                   n > 0 ? h.sum / n * 1000.0 : 0.0);
+            h.name[0] = '\0';
+            continue;
+        }
+        printf("%-*s %s\n", STATS_NAME_WIDTH, line, value);
+    }
+}
+
 /* ---- commands ----------------------------------------------------------- */
 
 /* Parse a user id: decimal, 1..INT32_MAX. */
@@ -371,8 +416,10 @@ static int run(const struct ctl *ctl, const char *cmd, const char *request, long
         print_users(reply);
     } else if (strcmp(cmd, "kick") == 0) {
         printf("kicked user %ld\n", kick_id);
+    } else if (strcmp(cmd, "stats") == 0) {
+        print_stats(reply);
     } else {
-        printf("reload started\n");
+        printf("configuration reloaded\n");
     }
     json_object_put(reply);
     buf_free(&raw);
@@ -412,7 +459,8 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     cmd = argv[optind];
-    if ((strcmp(cmd, "status") == 0 || strcmp(cmd, "users") == 0 || strcmp(cmd, "reload") == 0) &&
+    if ((strcmp(cmd, "status") == 0 || strcmp(cmd, "users") == 0 || strcmp(cmd, "reload") == 0 ||
+         strcmp(cmd, "stats") == 0) &&
         argc - optind == 1) {
         snprintf(request, sizeof request, "{\"cmd\":\"%s\"}\n", cmd);
     } else if (strcmp(cmd, "kick") == 0 && argc - optind == 2) {

@@ -2,6 +2,11 @@
  * main.c - qchatd's command line: load the configuration, check it (-t),
  * create the schema (--init-db), or daemonize (-d) and become the master.
  *
+ * Every error goes through the logger, so under systemd it reaches the
+ * journal at priority err ("journalctl -p err -u qchatd" shows why a start
+ * failed).  A configuration the operator must fix exits with
+ * QCHATD_EXIT_CONFIG (78), which the units name in RestartPreventExitStatus=.
+ *
  *   qchatd [-c FILE] [-o SECTION.KEY=VALUE]... [-t] [-f | -d] [--init-db] [-V] [-h]
  */
 #include <errno.h>
@@ -17,8 +22,11 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "server/master.h"
+#include "server/metrics.h"
 #include "server/online.h"
+#include "server/preflight.h"
 #include "server/relay.h"
+#include "server/title.h"
 #include "store/store.h"
 
 #define QCHATD_VERSION "0.1.0"
@@ -61,23 +69,23 @@ static void raise_fd_limit(const struct qc_config *cfg)
                     (unsigned long long)rl.rlim_cur, cfg->max_users, FD_RESERVE);
 }
 
-/* Open the store once: proves it is reachable and creates the schema. */
-static int check_storage(const struct qc_config *cfg, bool init_schema)
+/* --init-db: open the store and create the schema. */
+static int init_storage(const struct qc_config *cfg)
 {
     const struct store_ops *ops = store_driver(cfg->storage_driver);
     char err[QC_CONFIG_ERR_MAX];
     struct store *st;
     if (ops == NULL) {
-        fprintf(stderr, "qchatd: storage driver '%s' is not available\n", cfg->storage_driver);
+        log_error("storage driver '%s' is not available", cfg->storage_driver);
         return -1;
     }
     if (ops->open(&st, cfg, err, sizeof err) != 0) {
-        fprintf(stderr, "qchatd: storage (%s): %s\n", cfg->storage_driver, err);
+        log_error("storage (%s): %s", cfg->storage_driver, err);
         return -1;
     }
     int rc = 0;
-    if (init_schema && ops->init_schema(st) != 0) {
-        fprintf(stderr, "qchatd: storage (%s): creating the schema failed\n", cfg->storage_driver);
+    if (ops->init_schema(st) != 0) {
+        log_error("storage (%s): creating the schema failed", cfg->storage_driver);
         rc = -1;
     }
     ops->close(st);
@@ -91,9 +99,9 @@ static struct pidfh *claim_pidfile(const struct qc_config *cfg)
     struct pidfh *pfh = pidfile_open(cfg->pidfile, 0644, &other);
     if (pfh == NULL) {
         if (errno == EEXIST)
-            fprintf(stderr, "qchatd: already running, pid %d (%s)\n", (int)other, cfg->pidfile);
+            log_error("already running, pid %d (%s)", (int)other, cfg->pidfile);
         else
-            fprintf(stderr, "qchatd: pidfile %s: %s\n", cfg->pidfile, strerror(errno));
+            log_error("pidfile %s: %s", cfg->pidfile, strerror(errno));
     }
     return pfh;
 }
@@ -101,46 +109,96 @@ static struct pidfh *claim_pidfile(const struct qc_config *cfg)
 static int daemonize(struct pidfh *pfh)
 {
     if (daemon(0, 0) < 0) {
-        fprintf(stderr, "qchatd: daemon: %s\n", strerror(errno));
+        log_error("daemon: %s", strerror(errno));
         return -1;
     }
     pidfile_write(pfh);
     return 0;
 }
 
+/* The shared memory every child writes: online table, flood guard, metrics. */
+struct shared {
+    struct online_table *online;
+    struct guard *guard;
+    struct metrics *metrics;
+};
+
+static int map_shared(const struct qc_config *cfg, struct shared *sh)
+{
+    sh->online = online_create((uint32_t)cfg->max_users);
+    sh->guard = sh->online ? guard_create() : NULL;
+    sh->metrics = sh->guard ? metrics_create() : NULL;
+    if (sh->metrics == NULL) {
+        log_error("shared tables for %d users: %s", cfg->max_users, strerror(errno));
+        return -1;
+    }
+    online_set_node(sh->online, cfg->node_id);
+    return 0;
+}
+
+static void unmap_shared(struct shared *sh)
+{
+    online_destroy(sh->online);
+    guard_destroy(sh->guard);
+    metrics_destroy(sh->metrics);
+}
+
 /* Open everything the master needs, then become it.  Returns the exit status. */
 static int serve(const struct master_args *args, const struct qc_config *cfg, struct pidfh *pfh)
 {
     char err[QC_CONFIG_ERR_MAX];
+    bool config_error;
     if (log_open_configured(cfg) < 0) {
-        fprintf(stderr, "qchatd: cannot open the log: %s\n", strerror(errno));
-        return 1;
+        log_error("cannot open the log (log.file %s): %s", cfg->log_file, strerror(errno));
+        return QCHATD_EXIT_CONFIG;
     }
     log_set_role("master");
     raise_fd_limit(cfg);
-    if (check_storage(cfg, false) < 0)
-        return 1;
+    if (preflight_storage(cfg, &config_error) < 0)
+        return config_error ? QCHATD_EXIT_CONFIG : 1;
+    if (preflight_runtime_dir(cfg->control_socket, "server.control_socket") < 0 ||
+        (pfh && preflight_runtime_dir(cfg->pidfile, "server.pidfile") < 0))
+        return QCHATD_EXIT_CONFIG;
     int listen_fd = net_listen_tcp(cfg->listen, err, sizeof err);
     if (listen_fd < 0) {
-        fprintf(stderr, "qchatd: listen %s: %s\n", cfg->listen, err);
+        log_error("server.listen %s: %s", cfg->listen, err);
         return 1;
     }
-    struct online_table *online = online_create((uint32_t)cfg->max_users);
-    struct guard *guard = online ? guard_create() : NULL;
-    if (online == NULL || guard == NULL) {
-        fprintf(stderr, "qchatd: shared tables for %d users: %s\n", cfg->max_users,
-                strerror(errno));
-        online_destroy(online);
+    struct shared sh = { 0 };
+    if (map_shared(cfg, &sh) < 0) {
+        unmap_shared(&sh);
         close(listen_fd);
         return 1;
     }
-    online_set_node(online, cfg->node_id);
     int rc = 1;
     if (pfh == NULL || daemonize(pfh) == 0)
-        rc = master_run(args, cfg, listen_fd, online, guard);
-    online_destroy(online);
-    guard_destroy(guard);
+        rc = master_run(args, cfg, listen_fd, sh.online, sh.guard);
+    unmap_shared(&sh);
     return rc;
+}
+
+/* -t: like nginx -t, results on stdout, errors through the logger; creates nothing. */
+static int test_config(const struct qc_config *cfg)
+{
+    char err[QC_CONFIG_ERR_MAX];
+    const char *shown = cfg->source[0] ? cfg->source : "(built-in defaults)";
+    printf("qchatd: the configuration file %s syntax is ok\n", shown);
+    fflush(stdout);
+    if (preflight_test_storage(cfg) < 0) {
+        log_error("configuration file %s test failed", shown);
+        return 1;
+    }
+    printf("qchatd: storage (%s) is reachable\n", cfg->storage_driver);
+    if (cfg->redis_host[0]) {
+        if (relay_check_redis(cfg, err, sizeof err) < 0) {
+            log_error("%s", err);
+            log_error("configuration file %s test failed", shown);
+            return 1;
+        }
+        printf("qchatd: redis %s:%d is reachable\n", cfg->redis_host, cfg->redis_port);
+    }
+    printf("qchatd: configuration file %s test is successful\n", shown);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -156,14 +214,15 @@ int main(int argc, char **argv)
     bool test_only = false, init_db = false, detach = false;
     int opt;
 
-    setproctitle_init(argc, argv, environ);
+    title_init(argc, argv, environ);
+    opterr = 0; /* getopt's own messages would bypass the logger */
     while ((opt = getopt_long(argc, argv, "c:o:tfdVh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'c': args.config_path = optarg; break;
         case 'o':
             if (args.noverrides == MAX_OVERRIDES) {
-                fprintf(stderr, "qchatd: too many -o options (at most %d)\n", MAX_OVERRIDES);
-                return 1;
+                log_error("too many -o options (at most %d)", MAX_OVERRIDES);
+                return QCHATD_EXIT_CONFIG;
             }
             overrides[args.noverrides++] = optarg;
             break;
@@ -173,11 +232,11 @@ int main(int argc, char **argv)
         case 'I': init_db = true; break;
         case 'V': printf("qchatd %s\n", QCHATD_VERSION); return 0;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 1;
+        default: log_error("bad option %s (qchatd -h lists them)", argv[optind - 1]); return 1;
         }
     }
     if (optind != argc) {
-        usage(stderr);
+        log_error("unexpected argument '%s' (qchatd -h lists the options)", argv[optind]);
         return 1;
     }
 
@@ -185,32 +244,17 @@ int main(int argc, char **argv)
     char err[QC_CONFIG_ERR_MAX];
     const char *path = args.config_path ? args.config_path : QC_DEFAULT_CONFIG;
     if (master_load_config(&args, &cfg, err, sizeof err) < 0) {
-        fprintf(stderr, "qchatd: %s\n", err);
-        if (test_only)
-            fprintf(stderr, "qchatd: configuration file %s test failed\n", path);
-        return 1;
-    }
-    if (test_only) {
-        const char *shown = cfg.source[0] ? cfg.source : "(built-in defaults)";
-        printf("qchatd: the configuration file %s syntax is ok\n", shown);
-        if (check_storage(&cfg, false) < 0) {
-            fprintf(stderr, "qchatd: configuration file %s test failed\n", shown);
+        log_error("%s", err);
+        if (test_only) {
+            log_error("configuration file %s test failed", path);
             return 1;
         }
-        printf("qchatd: storage (%s) is reachable\n", cfg.storage_driver);
-        if (cfg.redis_host[0]) {
-            if (relay_check_redis(&cfg, err, sizeof err) < 0) {
-                fprintf(stderr, "qchatd: %s\n", err);
-                fprintf(stderr, "qchatd: configuration file %s test failed\n", shown);
-                return 1;
-            }
-            printf("qchatd: redis %s:%d is reachable\n", cfg.redis_host, cfg.redis_port);
-        }
-        printf("qchatd: configuration file %s test is successful\n", shown);
-        return 0;
+        return QCHATD_EXIT_CONFIG;
     }
+    if (test_only)
+        return test_config(&cfg);
     if (init_db) {
-        if (check_storage(&cfg, true) < 0)
+        if (init_storage(&cfg) < 0)
             return 1;
         printf("qchatd: schema ready (%s)\n", cfg.storage_driver);
         return 0;

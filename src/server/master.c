@@ -31,8 +31,11 @@
 #include "common/net.h"
 #include "server/ipc.h"
 #include "server/master.h"
+#include "server/metrics.h"
+#include "server/metrics_http.h"
 #include "server/proc.h"
 #include "server/relay.h"
+#include "server/title.h"
 #include "server/worker.h"
 
 #define MASTER_TICK_MS    250
@@ -45,7 +48,7 @@
 #define CTL_REQUEST_MAX   4096
 #define QCHAT_VERSION     "0.1.0"
 
-enum { SRC_M_SIGNAL = 1, SRC_M_TIMER, SRC_M_CONTROL };
+enum { SRC_M_SIGNAL = 1, SRC_M_TIMER, SRC_M_CONTROL, SRC_M_METRICS };
 
 struct child {
     pid_t pid;   /* 0: not running */
@@ -70,6 +73,8 @@ struct master {
     int64_t stop_deadline;
     time_t started;
     int64_t last_status_ms;
+    bool ready; /* READY=1 sent: every child's loop has turned once */
+    struct metrics_http *http;
 };
 
 int master_load_config(const struct master_args *args, struct qc_config *cfg, char *err,
@@ -96,6 +101,8 @@ static void close_master_fds(struct master *m,
     close(m->timerfd);
     if (m->ctlfd >= 0)
         close(m->ctlfd);
+    metrics_http_close(m->http);
+    m->http = NULL;
     for (uint32_t k = 0; k < m->nworkers; k++)
         if (m->workers[k].channel >= 0 && k != keep_worker)
             close(m->workers[k].channel);
@@ -359,6 +366,7 @@ static void reap_children(struct master *m)
             size_t cleared = online_clear_worker(m->online, k);
             guard_clear_worker(m->guard, k);
             struct worker_stats *ws = online_stats(m->online, k);
+            metrics_clear_gauges(metrics_node(), k);
             ws->pid = 0;
             ws->connections = 0;
             ws->sessions = 0;
@@ -531,6 +539,14 @@ static void status_json(struct master *m, struct buf *b)
     buf_append_str(b, "]}");
 }
 
+static const struct metrics_source *metrics_source_of(struct master *m)
+{
+    static struct metrics_source src;
+    src = (struct metrics_source){ m->online, m->nworkers, m->clustered,
+                                   strcmp(store_state(m), "ok") != 0 };
+    return &src;
+}
+
 static void control_error(struct buf *b, const char *msg)
 {
     buf_append_str(b, "{\"ok\":false,\"error\":");
@@ -576,8 +592,16 @@ static void run_control_command(struct master *m, struct json_object *req, struc
             buf_append_str(out, "{\"ok\":true}");
         else
             control_error(out, "reload failed; see the log");
+    } else if (strcmp(cmd, "stats") == 0) {
+        struct buf text;
+        buf_init(&text);
+        metrics_render(&text, metrics_source_of(m));
+        buf_append_str(out, "{\"ok\":true,\"metrics\":");
+        json_append_string(out, buf_head(&text), buf_used(&text));
+        buf_append_char(out, '}');
+        buf_free(&text);
     } else {
-        control_error(out, "unknown command (status, users, kick, reload)");
+        control_error(out, "unknown command (status, users, kick, reload, stats)");
     }
 }
 
@@ -627,13 +651,40 @@ static void serve_control_client(struct master *m)
 
 /* ---- the loop ----------------------------------------------------------- */
 
+/*
+ * READY=1 once every child has posted a heartbeat from its loop; WATCHDOG=1
+ * only while every child's heartbeat is recent (a stopped or stuck worker
+ * stops the pings, and systemd restarts the service); STATUS= says which
+ * child is late and how the store is.
+ */
 static void notify_systemd(struct master *m, int64_t now)
 {
-    if (running_children(m) == m->nworkers + (m->clustered ? 1 : 0))
+    char late[64] = "";
+    const struct metrics *mx = metrics_node();
+    int64_t stale_ms = metrics_heartbeat_stale_ms();
+    for (uint32_t k = 0; k <= m->nworkers && late[0] == '\0'; k++) {
+        bool relay = k == m->nworkers;
+        const struct child *c = relay ? &m->relay : &m->workers[k];
+        if (relay && !m->clustered)
+            break;
+        int64_t hb = metrics_heartbeat_ms(mx, relay ? METRICS_RELAY_SLOT : k);
+        if (c->pid == 0)
+            snprintf(late, sizeof late, relay ? "relay not running" : "worker %u not running", k);
+        else if (hb < c->started_ms || now - hb > stale_ms)
+            snprintf(late, sizeof late, relay ? "relay not responding" : "worker %u not responding",
+                     k);
+    }
+    if (late[0] == '\0' && !m->ready && !m->stopping) {
+        sd_notifyf(0, "READY=1\nMAINPID=%d", (int)getpid());
+        m->ready = true;
+        log_info("ready: %u worker(s)%s up", m->nworkers, m->clustered ? " and the relay" : "");
+    }
+    if (late[0] == '\0' && m->ready)
         sd_notify(0, "WATCHDOG=1");
     if (now - m->last_status_ms >= 1000) {
-        sd_notifyf(0, "STATUS=%u online, %u/%u workers", online_count(m->online),
-                   running_children(m), m->nworkers);
+        sd_notifyf(0, "STATUS=%u online, %u/%u workers, store %s %s%s%s", online_count(m->online),
+                   running_children(m) - (m->relay.pid != 0), m->nworkers, m->cfg.storage_driver,
+                   store_state(m), late[0] ? ", " : "", late);
         m->last_status_ms = now;
     }
 }
@@ -681,6 +732,15 @@ static int open_master_sources(struct master *m)
         ev.data.u32 = SRC_M_CONTROL;
         epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->ctlfd, &ev);
     }
+    if (m->cfg.metrics_listen[0]) {
+        char err[256];
+        if ((m->http = metrics_http_open(m->cfg.metrics_listen, err, sizeof err)) == NULL) {
+            log_error("metrics.listen %s: %s", m->cfg.metrics_listen, err);
+            return -1;
+        }
+        ev.data.u32 = SRC_M_METRICS;
+        epoll_ctl(m->epfd, EPOLL_CTL_ADD, metrics_http_fd(m->http), &ev);
+    }
     return 0;
 }
 
@@ -712,7 +772,7 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
     m->relay.channel = -1;
     m->clustered = cfg->redis_host[0] != '\0';
     log_set_role("master");
-    setproctitle("-qchatd: master");
+    title_set("qchatd: master");
     if (open_master_sources(m) < 0) {
         log_error("master setup: %s", strerror(errno));
         return 1;
@@ -728,7 +788,7 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
     log_info("qchatd %s: listening on %s, %u worker(s), node %d, store %s%s%s", QCHAT_VERSION,
              cfg->listen, m->nworkers, cfg->node_id, cfg->storage_driver,
              m->clustered ? ", redis " : "", m->clustered ? cfg->redis_host : "");
-    sd_notifyf(0, "READY=1\nMAINPID=%d", (int)getpid());
+    notify_systemd(m, proc_now_ms());
 
     struct epoll_event events[16];
     while (!m->stopping || running_children(m) > 0) {
@@ -744,6 +804,7 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
                 reap_children(m);
                 respawn_due_workers(m, now);
                 notify_systemd(m, now);
+                metrics_http_tick(m->http, now);
                 if (m->stopping && now >= m->stop_deadline) {
                     log_warning("children still running after the shutdown timeout: killing");
                     signal_children(m, SIGKILL);
@@ -752,11 +813,13 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
                 break;
             }
             case SRC_M_CONTROL: serve_control_client(m); break;
+            case SRC_M_METRICS: metrics_http_run(m->http, metrics_source_of(m)); break;
             }
         }
     }
     if (m->ctlfd >= 0)
         unlink(m->cfg.control_socket);
+    metrics_http_close(m->http);
     log_info("stopped");
     return 0;
 }

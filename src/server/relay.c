@@ -36,6 +36,8 @@
 #include "server/ipc.h"
 #include "server/proc.h"
 #include "server/relay.h"
+#include "server/metrics.h"
+#include "server/title.h"
 #include "server/slab.h"
 
 #define RELAY_TICK_MS          250
@@ -865,6 +867,7 @@ static void on_tick(struct relay *r)
     uint64_t x;
     if (read(r->timerfd, &x, sizeof x) < 0 && errno != EAGAIN)
         log_warning("timer: %s", strerror(errno));
+    metrics_heartbeat();
     if (r->sub.ac == NULL && r->pub.ac == NULL && r->next_connect_ms &&
         r->now_ms >= r->next_connect_ms)
         connect_redis(r);
@@ -923,7 +926,7 @@ void relay_main(uint32_t nworkers, int channel_fd, const int *worker_fds,
 {
     struct relay *r = &the_relay;
     log_set_role("relay");
-    setproctitle("-qchatd: relay");
+    title_set("qchatd: relay");
     r->cfg = *cfg;
     r->online = online;
     r->stats = online_relay_stats(online);
@@ -943,6 +946,7 @@ void relay_main(uint32_t nworkers, int channel_fd, const int *worker_fds,
     }
     log_info("started (pid %d), redis %s:%d", (int)getpid(), cfg->redis_host, cfg->redis_port);
     connect_redis(r);
+    metrics_attach(METRICS_RELAY_SLOT);
 
     struct epoll_event events[RELAY_MAX_EVENTS];
     while (!r->stopping) {

@@ -22,6 +22,7 @@
 #include "server/conn.h"
 #include "server/ipc.h"
 #include "server/login.h"
+#include "server/metrics.h"
 #include "server/route.h"
 #include "server/service.h"
 #include "server/slab.h"
@@ -37,6 +38,7 @@ struct pending {
     int outstanding;
     int64_t mid;
     int32_t groupid;
+    int64_t opened_us; /* for qchat_delivery_seconds */
     char seq[QC_SEQ_MAX + 1];
 };
 
@@ -203,6 +205,7 @@ uint32_t pending_open(struct worker *w, struct conn *c, int msgid, const char *s
     p->cgen = c->cgen;
     p->msgid = msgid;
     p->outstanding = 1; /* the opener's reference */
+    p->opened_us = metrics_now_us();
     if (seq)
         strlcpy(p->seq, seq, sizeof p->seq);
     return handle;
@@ -238,6 +241,7 @@ void pending_done(struct worker *w, uint32_t req, int err)
         p->err = err;
     if (--p->outstanding > 0)
         return;
+    metrics_observe(QM_H_DELIVERY, metrics_now_us() - p->opened_us);
     struct conn *c = worker_conn(w, p->slot);
     if (c && c->cgen == p->cgen && c->state == CONN_OPEN && (p->seq[0] || p->err))
         service_send_ack(w, c, p->msgid, p->seq[0] ? p->seq : NULL, p->err, p->err ? 0 : p->mid,
@@ -249,14 +253,18 @@ void pending_done(struct worker *w, uint32_t req, int err)
 
 int route_store_offline(struct worker *w, int32_t uid, const char *payload, size_t len)
 {
+    int64_t t0 = metrics_now_us();
     int err = w->st->offline_store(w->store, &uid, 1, payload, len);
+    metrics_observe(QM_H_STORE, metrics_now_us() - t0);
     if (err) {
+        metrics_count(QM_STORE_ERRORS, 0);
         log_error("offline store for user %d failed: %s; message lost", uid, qc_strerror(err));
         w->stats->store_failures++;
         w->stats->store_failed_ms = w->now_ms;
         return err;
     }
     w->stats->offline_stored++;
+    metrics_count(QM_DELIVERIES, QM_PATH_STORED);
     return 0;
 }
 
@@ -590,10 +598,14 @@ enum route_result route_chat(struct worker *w, int32_t uid, const char *payload,
     struct online_loc loc;
     if (!online_lookup(w->online, uid, &loc)) {
         if (handoff_in_flight(w, uid, &loc) &&
-            hand_over(w, &loc, uid, payload, len, req, IPC_F_CHAT, IPC_DELIVER) == 0)
+            hand_over(w, &loc, uid, payload, len, req, IPC_F_CHAT, IPC_DELIVER) == 0) {
+            metrics_count(QM_DELIVERIES, QM_PATH_WORKER);
             return ROUTE_SENT;
-        return publish_elsewhere(w, uid, payload, len, req, IPC_F_CHAT) == 0 ? ROUTE_SENT
-                                                                             : ROUTE_OFFLINE;
+        }
+        if (publish_elsewhere(w, uid, payload, len, req, IPC_F_CHAT) < 0)
+            return ROUTE_OFFLINE;
+        metrics_count(QM_DELIVERIES, QM_PATH_RELAY);
+        return ROUTE_SENT;
     }
     if (loc.worker == w->index) {
         struct conn *c = session_conn(w, uid, loc.slot, loc.gen);
@@ -601,11 +613,13 @@ enum route_result route_chat(struct worker *w, int32_t uid, const char *payload,
             return ROUTE_OFFLINE;
         pending_add(w, req);
         conn_send_chat(w, c, uid, payload, len, w->index, req);
+        metrics_count(QM_DELIVERIES, QM_PATH_LOCAL);
         return ROUTE_SENT;
     }
     if (loc.worker >= w->nworkers ||
         hand_over(w, &loc, uid, payload, len, req, IPC_F_CHAT, IPC_DELIVER) < 0)
         return ROUTE_OFFLINE;
+    metrics_count(QM_DELIVERIES, QM_PATH_WORKER);
     return ROUTE_SENT;
 }
 

@@ -19,6 +19,7 @@
 #include "server/crypt_pool.h"
 #include "server/guard.h"
 #include "server/login.h"
+#include "server/metrics.h"
 #include "server/route.h"
 #include "server/service.h"
 #include "server/worker.h"
@@ -85,6 +86,7 @@ void service_reply_error(struct worker *w, struct conn *c, int msgid, const char
 static void reply_error(struct worker *w, struct conn *c, const struct request *r, int err)
 {
     if (err == QC_ESTORAGE) {
+        metrics_count(QM_STORE_ERRORS, 0);
         w->stats->store_failures++;
         w->stats->store_failed_ms = w->now_ms;
     }
@@ -323,9 +325,12 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
         log_info("login for user %d refused for %lld ms after repeated failures", id,
                  (long long)wait_ms);
         err = QC_ERATE;
+        metrics_count(QM_LOGINS, QM_LOGIN_REFUSED);
     }
     if (!err) {
+        int64_t t0 = metrics_now_us();
         err = w->st->user_get(w->store, id, &u);
+        metrics_observe(QM_H_STORE, metrics_now_us() - t0);
         if (err == QC_ENOUSER) {
             u.id = 0;
             u.name[0] = '\0';
@@ -361,6 +366,7 @@ static bool finish_login(struct worker *w, struct conn *c, const struct crypt_jo
     if (!job->ok || job->uid == 0) {
         log_info("login failed on conn %u", c->slot);
         guard_login_failed(w->guard, c->ip_hash, job->uid ? job->uid : job->asked_uid, w->now_ms);
+        metrics_count(QM_LOGINS, QM_LOGIN_BAD);
         reply_error(w, c, r, QC_EAUTH);
         return true;
     }
@@ -374,6 +380,7 @@ static bool finish_login(struct worker *w, struct conn *c, const struct crypt_jo
     struct store_user u = { .id = job->uid };
     strlcpy(u.name, job->name, sizeof u.name);
     int err = open_session(w, c, &u, job->presence);
+    metrics_count(QM_LOGINS, err ? QM_LOGIN_ERROR : QM_LOGIN_OK);
     if (err) {
         reply_error(w, c, r, err);
         return true;
@@ -483,6 +490,7 @@ static void handle_one_chat(struct worker *w, struct conn *c, const struct reque
         reply_error(w, c, r, err);
         return;
     }
+    metrics_count(QM_MESSAGES, QM_MSG_ONE);
     uint32_t req = pending_open(w, c, r->msgid, r->seq);
     pending_set_mid(w, req, mid);
     if (route_chat(w, to, buf_head(&b), buf_used(&b), req) == ROUTE_OFFLINE)
@@ -536,6 +544,7 @@ static void handle_group_chat(struct worker *w, struct conn *c, const struct req
         reply_error(w, c, r, err);
         return;
     }
+    metrics_count(QM_MESSAGES, QM_MSG_GROUP);
     uint32_t req = pending_open(w, c, r->msgid, r->seq);
     pending_set_mid(w, req, mid);
     /* Online members get it now; the others in one batched store. */
@@ -544,7 +553,11 @@ static void handle_group_chat(struct worker *w, struct conn *c, const struct req
         if (route_chat(w, g.members.ids[i], buf_head(&b), buf_used(&b), req) == ROUTE_OFFLINE)
             g.members.ids[offline++] = g.members.ids[i];
     if (offline > 0) {
+        int64_t t0 = metrics_now_us();
         err = w->st->offline_store(w->store, g.members.ids, offline, buf_head(&b), buf_used(&b));
+        metrics_observe(QM_H_STORE, metrics_now_us() - t0);
+        metrics_add(err ? QM_STORE_ERRORS : QM_DELIVERIES, err ? 0 : QM_PATH_STORED,
+                    err ? 1 : offline);
         if (err)
             log_error("group %d: storing for %zu offline member(s) failed: %s", gid, offline,
                       qc_strerror(err));
@@ -694,6 +707,7 @@ void service_dispatch(struct worker *w, struct conn *c, struct json_object *obj)
     if (!err && handlers[r.msgid].needs_session && c->sgen == 0)
         err = QC_ENOTLOGGEDIN;
     if (!err && !within_rate(w, c)) {
+        metrics_count(QM_RATE_LIMITED, 0);
         /* Sustained abuse: a whole burst's worth of refused requests in a row. */
         if (++c->rate_strikes > (uint32_t)w->cfg.request_burst) {
             log_info("conn %u: request flood, closing", c->slot);

@@ -30,6 +30,9 @@
 #include "server/route.h"
 #include "server/service.h"
 #include "server/worker.h"
+#include "server/metrics.h"
+#include "server/metrics_sample.h"
+#include "server/title.h"
 
 #define WORKER_MAX_EVENTS        256
 #define WORKER_TICK_MS           250 /* timers: deadlines, idle checks */
@@ -230,6 +233,7 @@ static void accept_clients(struct worker *w)
         }
         struct conn *c = conn_open(w, fd);
         if (c) {
+            metrics_count(QM_ACCEPTED, 0);
             c->ip_hash = addr;
             c->ip_counted = !proxied;
             c->awaiting_proxy = proxied;
@@ -361,6 +365,8 @@ static void on_tick(struct worker *w)
     uint64_t expirations;
     if (read(w->timer_fd, &expirations, sizeof expirations) < 0 && errno != EAGAIN)
         log_warning("timer: %s", strerror(errno));
+    metrics_heartbeat();
+    metrics_sample_worker(w);
     check_deadlines(w);
     balance_accepting(w);
 }
@@ -455,6 +461,7 @@ static void flush_dirty(struct worker *w)
         if (c->overflow) {
             log_info("conn %u: output over %d bytes (reader too slow), closing", c->slot,
                      w->cfg.max_output_bytes);
+            metrics_count(QM_SLOW_KICKED, 0);
             conn_close(w, c, "slow reader");
         } else if (conn_flush(w, c) < 0) {
             conn_close(w, c, strerror(errno));
@@ -615,7 +622,7 @@ void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_f
     char role[32];
     snprintf(role, sizeof role, "worker %u", index);
     log_set_role(role);
-    setproctitle("-qchatd: worker %u", index);
+    title_set("qchatd: worker %u", index);
     if (worker_setup(w, index, cfg, online, guard) < 0)
         _exit(1);
     w->nworkers = nworkers;
@@ -629,6 +636,7 @@ void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_f
         _exit(1);
     }
     log_info("started (pid %d)", (int)getpid());
+    metrics_attach(index);
     run_loop(w);
     _exit(0);
 }

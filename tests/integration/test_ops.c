@@ -13,7 +13,13 @@
  *    stored offline, found after a restart on the same database), exit 0
  *    within shutdown_timeout, no worker left; and a stop with idle clients
  *    does not wait shutdown_timeout for them;
- *  - -d with a pidfile: returns, serves, refuses a second start, stops.
+ *  - -d with a pidfile: returns, serves, refuses a second start, stops;
+ *  - (issue 17) READY=1 only once every worker's loop turned; WATCHDOG=1
+ *    stops while a worker is SIGSTOPped (STATUS= names it) and resumes
+ *    after SIGCONT; process titles exactly "qchatd: master" / "qchatd:
+ *    worker N"; startup errors at journal priority err with exit status 78
+ *    (a broken file, a database the user cannot write, a control socket
+ *    directory that cannot be created), a missing one created.
  *
  * These tests need what the harness's server_start cannot give: a real
  * configuration file (-c), since a reload re-reads the file and re-applies
@@ -89,6 +95,7 @@ enum { CTL_EXIT_OK = 0, CTL_EXIT_SERVER = 1, CTL_EXIT_USAGE = 2 };
 
 static char bin_dir[PATH_MAX - 32];
 static char notify_path[PATH_MAX]; /* $NOTIFY_SOCKET for the next ops_spawn, "" none */
+static char watchdog_usec[32];     /* $WATCHDOG_USEC for the next ops_spawn, "" none */
 static volatile pid_t daemon_pid;  /* a -d server, not our child at first */
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -333,6 +340,11 @@ static void set_notify_socket(void)
         setenv("NOTIFY_SOCKET", notify_path, 1);
     else
         unsetenv("NOTIFY_SOCKET");
+    unsetenv("WATCHDOG_PID");
+    if (watchdog_usec[0] != '\0')
+        setenv("WATCHDOG_USEC", watchdog_usec, 1);
+    else
+        unsetenv("WATCHDOG_USEC");
 }
 
 /* qchatd -f [-c conf] -o listen -o control_socket -o storage.path [-o opts...] */
@@ -442,6 +454,7 @@ static int ops_teardown(void **state)
 {
     h_test_teardown(state);
     notify_path[0] = '\0';
+    watchdog_usec[0] = '\0';
     stop_daemon();
     server_stop();
     return 0;
@@ -1499,6 +1512,197 @@ static void test_qchatctl_status_users_kick(void **state)
     h_stop_and_check_clean();
 }
 
+/* ---- issue 17: readiness, watchdog, titles, startup errors ------------------ */
+
+#define WATCHDOG_TEST_USEC "2000000" /* heartbeats count as stale after 1 s */
+#define STALE_WAIT_MS      1500      /* past the staleness limit */
+#define NO_PING_MS         1500      /* then no WATCHDOG=1 for this long */
+#define EX_CONFIG_STATUS   78
+
+static struct notify_rx *notify_open(void)
+{
+    struct notify_rx *n = calloc(1, sizeof *n);
+    H_CHECK(n != NULL, "out of memory");
+    ops_path(notify_path, sizeof notify_path, "notify.sock");
+    n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    H_CHECK(strlen(notify_path) < sizeof sa.sun_path, "socket path too long");
+    strcpy(sa.sun_path, notify_path);
+    H_CHECK(n->fd >= 0 && bind(n->fd, (struct sockaddr *)&sa, sizeof sa) == 0,
+            "notify socket %s: %s", notify_path, strerror(errno));
+    return n;
+}
+
+static void test_watchdog_follows_every_worker_heartbeat(void **state)
+{
+    ops_make_dir();
+    struct notify_rx *n = notify_open();
+    snprintf(watchdog_usec, sizeof watchdog_usec, "%s", WATCHDOG_TEST_USEC);
+    const char *opts[] = { "server.workers=2", NULL };
+    ops_start(NULL, opts, OPS_WORKERS);
+    H_CHECK(notify_wait(n, "READY=1", 0, H_REPLY_MS), "no READY=1; got:\n%s", n->seen);
+    /* READY=1 follows every worker's start, as the log shows. */
+    char *log = read_file(h_srv.log_path);
+    const char *ready = log ? strstr(log, "ready: 2 worker(s)") : NULL;
+    H_CHECK(ready != NULL, "no \"ready\" line in the log:\n%s", log ? log : "");
+    int started_before = 0;
+    for (const char *p = log; (p = strstr(p, "info: started (pid")) != NULL && p < ready; p++)
+        started_before++;
+    H_CHECK(started_before == 2, "READY came after %d of 2 workers started:\n%s", started_before,
+            log);
+    free(log);
+    H_CHECK(notify_wait(n, "WATCHDOG=1", 0, H_REPLY_MS), "no WATCHDOG=1; got:\n%s", n->seen);
+
+    pid_t workers[MAX_PIDS];
+    H_CHECK(server_worker_pids(workers, MAX_PIDS) == 2, "expected 2 workers");
+    H_CHECK(kill(workers[0], SIGSTOP) == 0, "SIGSTOP: %s", strerror(errno));
+    h_sleep_ms(STALE_WAIT_MS);
+    notify_read(n);
+    size_t from = n->len;
+    h_sleep_ms(NO_PING_MS);
+    notify_read(n);
+    bool pinged = strstr(n->seen + from, "WATCHDOG=1") != NULL;
+    bool named = strstr(n->seen + from, "not responding") != NULL;
+    kill(workers[0], SIGCONT);
+    H_CHECK(!pinged, "a worker is stopped, yet the master kept sending WATCHDOG=1:\n%s",
+            n->seen + from);
+    H_CHECK(named, "STATUS= does not name the stopped worker:\n%s", n->seen + from);
+    from = n->len;
+    H_CHECK(notify_wait(n, "WATCHDOG=1", from, H_REPLY_MS), "no WATCHDOG=1 after SIGCONT:\n%s",
+            n->seen + from);
+    h_stop_and_check_clean();
+    close(n->fd);
+    free(n);
+}
+
+/* /proc/PID/cmdline is exactly title (a trailing NUL allowed). */
+static void check_title(pid_t pid, const char *title)
+{
+    char path[64], got[512];
+    snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    H_CHECK(fd >= 0, "%s: %s", path, strerror(errno));
+    ssize_t n = read(fd, got, sizeof got - 1);
+    close(fd);
+    H_CHECK(n > 0, "%s: empty", path);
+    if (got[n - 1] == '\0')
+        n--;
+    got[n] = '\0';
+    for (ssize_t i = 0; i < n; i++)
+        if (got[i] == '\0')
+            got[i] = '|'; /* show where the NULs are */
+    H_CHECK(strcmp(got, title) == 0, "process %d: title \"%s\", expected \"%s\"", (int)pid, got,
+            title);
+}
+
+static void test_process_titles_are_exact(void **state)
+{
+    ops_make_dir();
+    const char *opts[] = { "server.workers=2", NULL };
+    ops_start(NULL, opts, OPS_WORKERS);
+    check_title(h_srv.pid, "qchatd: master");
+    pid_t workers[MAX_PIDS];
+    H_CHECK(server_worker_pids(workers, MAX_PIDS) == 2, "expected 2 workers");
+    char want[32];
+    int seen = 0;
+    for (int w = 0; w < 2; w++) {
+        for (int i = 0; i < 2; i++) {
+            snprintf(want, sizeof want, "qchatd: worker %d", i);
+            char path[64], got[64] = "";
+            snprintf(path, sizeof path, "/proc/%d/cmdline", (int)workers[w]);
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd >= 0) {
+                ssize_t n = read(fd, got, sizeof got - 1);
+                got[n > 0 ? n : 0] = '\0';
+                close(fd);
+            }
+            if (strcmp(got, want) == 0) {
+                check_title(workers[w], want);
+                seen++;
+            }
+        }
+    }
+    H_CHECK(seen == 2, "expected the titles \"qchatd: worker 0\" and \"qchatd: worker 1\"");
+    h_stop_and_check_clean();
+}
+
+/*
+ * Run qchatd through sh with JOURNAL_STREAM naming its stderr, as systemd
+ * does; prefix is put before the command (e.g. setpriv).  Returns the exit
+ * status; p->err holds what it logged.
+ */
+static int run_qchatd_journal(struct prog *p, const char *prefix, const char *args)
+{
+    char bin[PATH_MAX], cmd[4 * PATH_MAX];
+    bin_path(bin, sizeof bin, "qchatd");
+    snprintf(cmd, sizeof cmd,
+             "JOURNAL_STREAM=$(stat -L -c %%d:%%i /proc/self/fd/2) exec %s %s -f -o "
+             "server.listen=" H_HOST ":%d %s",
+             prefix, bin, h_free_port(), args);
+    const char *argv[] = { "/bin/sh", "-c", cmd, NULL };
+    return run_prog(p, NULL, argv);
+}
+
+static void test_startup_errors_reach_the_journal_as_errors(void **state)
+{
+    struct prog *p = calloc(1, sizeof *p);
+    H_CHECK(p != NULL, "out of memory");
+    ops_make_dir();
+    char conf[PATH_MAX], args[4 * PATH_MAX];
+
+    /* A broken file: exit 78, at priority err (<3>), naming FILE:LINE. */
+    ops_path(conf, sizeof conf, "broken.conf");
+    write_file(conf, "[server]\nworkers = 1\nbogus = 1\n");
+    snprintf(args, sizeof args, "-c %s -o server.control_socket=%s -o storage.path=%s", conf,
+             h_srv.ctl_path, h_srv.db_path);
+    int rc = run_qchatd_journal(p, "", args);
+    H_CHECK(rc == EX_CONFIG_STATUS, "unknown key: expected exit 78, got %d; stderr:\n%s", rc,
+            p->err);
+    H_CHECK(strncmp(p->err, "<3>", 3) == 0 && strstr(p->err, "broken.conf:3") != NULL,
+            "unknown key: expected a \"<3>\" (err) journal line naming broken.conf:3, got:\n%s",
+            p->err);
+
+    /* A control socket whose directory cannot be created: one line naming the key. */
+    snprintf(args, sizeof args,
+             "-o server.control_socket=%s/no/such/dir/ctl.sock -o storage.path=%s", h_srv.dir,
+             h_srv.db_path);
+    rc = run_qchatd_journal(p, "", args);
+    H_CHECK(rc == EX_CONFIG_STATUS && strstr(p->err, "<3>") != NULL &&
+                strstr(p->err, "server.control_socket") != NULL,
+            "uncreatable control socket directory: expected exit 78 and an err line naming "
+            "server.control_socket, got %d:\n%s",
+            rc, p->err);
+
+    /* A database the service user cannot write (root's, 0644): refused, exit 78. */
+    H_CHECK(chmod(h_srv.dir, 0755) == 0, "chmod: %s", strerror(errno));
+    write_file(h_srv.db_path, "");
+    H_CHECK(chmod(h_srv.db_path, 0644) == 0, "chmod: %s", strerror(errno));
+    if (geteuid() == 0 && access("/usr/bin/setpriv", X_OK) == 0) {
+        char ctl[PATH_MAX];
+        ops_path(ctl, sizeof ctl, "nobody.sock");
+        snprintf(args, sizeof args, "-o server.control_socket=%s -o storage.path=%s", ctl,
+                 h_srv.db_path);
+        rc = run_qchatd_journal(p, "/usr/bin/setpriv --reuid=nobody --regid=nogroup --clear-groups",
+                                args);
+        H_CHECK(rc == EX_CONFIG_STATUS && strstr(p->err, "<3>") != NULL &&
+                    strstr(p->err, "not writable") != NULL,
+                "a root-owned 0644 database run as nobody: expected exit 78 and an err line "
+                "saying it is not writable, got %d:\n%s",
+                rc, p->err);
+    } else {
+        fprintf(stderr, "test_ops: not root or no setpriv: the unwritable-database case "
+                        "was not run\n");
+    }
+    unlink(h_srv.db_path);
+
+    /* A control socket directory that is missing but can be made: made, and it serves. */
+    snprintf(h_srv.ctl_path, sizeof h_srv.ctl_path, "%s/run/ctl.sock", h_srv.dir);
+    const char *opts[] = { "server.workers=1", NULL };
+    ops_start(NULL, opts, 1);
+    h_stop_and_check_clean();
+    free(p);
+}
+
 /* ---- -d: daemon with a pidfile --------------------------------------------- */
 
 static pid_t read_pidfile(const char *path)
@@ -1674,6 +1878,9 @@ int main(void)
         OPS_TEST(test_sigterm_while_sending_loses_no_acked_chat),
         OPS_TEST(test_sigterm_with_idle_clients_is_prompt),
         OPS_TEST(test_daemon_with_pidfile),
+        OPS_TEST(test_watchdog_follows_every_worker_heartbeat),
+        OPS_TEST(test_process_titles_are_exact),
+        OPS_TEST(test_startup_errors_reach_the_journal_as_errors),
     };
     return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
 }

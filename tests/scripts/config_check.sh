@@ -9,9 +9,10 @@
 #     section, bad value of each type (integer, enum, log level), number
 #     out of range (above and below), duplicate key, syntax error, a
 #     listen address without a port or with a port above 65535.
-#  3. A good file whose storage or Redis cannot be reached exits 1: SQLite
-#     in a directory that does not exist, MySQL and Redis on a closed port.
-#     A missing -c file and a bad -o option exit 1 too.
+#  3. A good file whose storage or Redis cannot be reached exits 1: MySQL
+#     and Redis on a closed port, a SQLite path that is not a database.
+#     A missing -c file and a bad -o option exit 1 too.  A SQLite file (or
+#     its directory) that does not exist yet passes, and -t creates nothing.
 #
 # Uses $B/qchatd (B defaults to build).  Every run is bounded by timeout(1).
 # Nothing listens: -t never starts the server.  Prints each problem and
@@ -134,9 +135,18 @@ bad_file listen_port_range.conf 2 "listen port out of range" \
     '[server]\nlisten = 127.0.0.1:99999\n'
 
 # 3. unreachable storage / Redis, missing file, bad -o
-check_t 1 "test failed" "sqlite in a missing directory" \
+# A fresh install: the state directory appears only at the first start
+# (StateDirectory=), so -t passes, says so, and creates nothing (run as root
+# it would otherwise leave a root-owned database the service cannot write).
+check_t 0 "does not exist yet" "sqlite in a missing directory" \
     -c good.conf -o "storage.path=$tmp/no/such/dir/q.db"
 [ -e "$tmp/no" ] && fail "qchatd -t created $tmp/no"
+check_t 0 "created at the first start" "sqlite file not created yet" \
+    -c good.conf -o "storage.path=$tmp/fresh.db"
+[ -e "$tmp/fresh.db" ] && fail "qchatd -t created $tmp/fresh.db"
+printf 'not a database, just text\n' > "$tmp/text.db"
+check_t 1 "not a SQLite database" "storage.path is not a database" \
+    -c good.conf -o "storage.path=$tmp/text.db"
 check_t 1 "test failed" "mysql on a closed port" -c good.conf \
     -o storage.driver=mysql -o storage.host=127.0.0.1 -o "storage.port=$CLOSED_PORT"
 check_t 1 "test failed" "redis on a closed port" -c good.conf \

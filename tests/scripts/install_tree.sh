@@ -70,6 +70,8 @@ $SYSCONFDIR/qchat/qchatd.conf
 $PREFIX/share/qchat/examples/nginx-qchat.conf
 $PREFIX/lib/systemd/system/qchatd.service
 $PREFIX/lib/systemd/system/qchatd@.service
+$PREFIX/lib/systemd/system/qchatd-nodes.target
+$PREFIX/share/qchat/examples/grafana-qchat.json
 $PREFIX/lib/sysusers.d/qchat.conf
 EOF
     for f in sql/mysql/*.sql sql/sqlite/*.sql; do

@@ -47,6 +47,9 @@ else
     server=/bin/true
 fi
 ln -s "$server" "$tmp/sbin/qchatd" || exit 1
+# ExecReload runs qchatctl from the same directory.
+if [ -x "$build/qchatctl" ]; then ctl=$build/qchatctl; else ctl=/bin/true; fi
+ln -s "$ctl" "$tmp/sbin/qchatctl" || exit 1
 substitute() {
     sed -e "s|@SBINDIR@|$tmp/sbin|g" -e "s|@SYSCONFDIR@|/etc|g" "$1" > "$2"
 }
