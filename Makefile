@@ -20,25 +20,28 @@ SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 
 CC       ?= cc
 B        := build
-PKGS     := json-c hiredis libmariadb sqlite3 libbsd-overlay libcrypt inih libsystemd libedit
+PKGS     := json-c hiredis libmariadb sqlite3 libbsd-overlay libcrypt inih libsystemd libedit libmd
 TESTPKGS := cmocka
 
 # Debian packages: build, then what make check / make cluster start privately.
 DEB_BUILD := build-essential pkg-config clang libjson-c-dev libhiredis-dev libmariadb-dev \
              libsqlite3-dev libbsd-dev libcrypt-dev libinih-dev libsystemd-dev libedit-dev \
-             libcmocka-dev
+             libcmocka-dev libwslay-dev libmd-dev
 DEB_CHECK := mariadb-server redis-server nginx-light libnginx-mod-stream mandoc systemd \
-             sqlite3 valgrind libclang-rt-14-dev clang-format
+             sqlite3 valgrind libclang-rt-14-dev clang-format chromium nodejs npm openssl
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# Debian's libwslay-dev ships no .pc file: ask pkg-config, else link it plainly.
+# libresolv: b64_ntop/b64_pton for the WebSocket handshake.
+WSLAY_LIBS := $(shell pkg-config --libs libwslay 2>/dev/null || echo -lwslay)
 TEST_LIBS  := $(shell pkg-config --libs $(TESTPKGS) 2>/dev/null)
 
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
 QCFLAGS  := -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
-            -Iinclude $(PKG_CFLAGS) -MMD -MP
-LDLIBS   := $(PKG_LIBS) -lpthread
+            -Iinclude $(PKG_CFLAGS) -MMD -MP -DQC_DATADIR='"$(DATADIR)"'
+LDLIBS   := $(PKG_LIBS) $(WSLAY_LIBS) -lresolv -lpthread
 ifeq ($(SANITIZE),1)
   QCFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   LDFLAGS += -fsanitize=address,undefined
@@ -114,6 +117,7 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	@mkdir -p run
 	exec $(B)/qchatd -f -o storage.path=$(CURDIR)/run/qchat.db \
+	    -o websocket.listen=127.0.0.1:6080 -o websocket.web_root=$(CURDIR)/web \
 	    -o server.control_socket=$(CURDIR)/run/qchatd.sock \
 	    -o server.pidfile=$(CURDIR)/run/qchatd.pid $(RUNFLAGS)
 
@@ -149,7 +153,9 @@ install: all
 	install -d $(DESTDIR)$(DATADIR)/sql/mysql $(DESTDIR)$(DATADIR)/sql/sqlite $(DESTDIR)$(DATADIR)/examples
 	install -m 0644 sql/mysql/*.sql $(DESTDIR)$(DATADIR)/sql/mysql/
 	install -m 0644 sql/sqlite/*.sql $(DESTDIR)$(DATADIR)/sql/sqlite/
-	install -m 0644 etc/nginx-qchat.conf $(DESTDIR)$(DATADIR)/examples/
+	install -m 0644 etc/nginx-qchat.conf etc/nginx-qchat-web.conf $(DESTDIR)$(DATADIR)/examples/
+	install -d $(DESTDIR)$(DATADIR)/web
+	install -m 0644 web/index.html web/app.js web/style.css $(DESTDIR)$(DATADIR)/web/
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
 	sed 's|@SBINDIR@|$(SBINDIR)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/qchatd.service > $(DESTDIR)$(UNITDIR)/qchatd.service
 	sed 's|@SBINDIR@|$(SBINDIR)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/qchatd@.service > $(DESTDIR)$(UNITDIR)/qchatd@.service
