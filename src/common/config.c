@@ -146,6 +146,16 @@ static const struct config_key config_keys[] = {
             "members one group may have"),
     INT_KEY("limits", "max_offline_messages", max_offline_messages, 1, 10000000, "10000", LIVE,
             "offline messages kept per user; the oldest are dropped beyond"),
+
+    STR_KEY("websocket", "listen", ws_listen, "", RESTART,
+            "address for browsers (HTTP/1.1, WebSocket at /ws, web client at /), empty: off"),
+    STR_KEY("websocket", "origins", ws_origins, "", LIVE,
+            "allowed Origin values, separated by spaces; *: any; empty: the request's own host"),
+    STR_KEY("websocket", "web_root", ws_web_root, QC_DATADIR "/web", LIVE,
+            "directory of the web client served at GET /, empty: serve no files"),
+    INT_KEY(
+        "websocket", "ping_interval", ws_ping_interval, 0, 3600, "30", LIVE,
+        "seconds of silence before a websocket is pinged (and as long again for the answer), 0: never"),
 };
 
 #define CONFIG_NKEYS       (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -191,6 +201,12 @@ static bool section_exists(const char *section)
         if (strcmp(config_keys[i].section, section) == 0)
             return true;
     return false;
+}
+
+/* "" or a pair of double quotes: an empty string value (websocket.listen = off). */
+static bool is_empty(const char *value)
+{
+    return value[0] == '\0' || strcmp(value, "\"\"") == 0;
 }
 
 /* Whole-string decimal integer within [min, max]. */
@@ -310,14 +326,14 @@ int config_set(struct qc_config *cfg, const char *section, const char *key, cons
         return -1;
     }
     /* An address is checked where it is written, so its error names the line. */
-    if (strcmp(section, "server") == 0 && strcmp(key, "listen") == 0) {
+    if (strcmp(key, "listen") == 0 && !(strcmp(section, "websocket") == 0 && is_empty(value))) {
         char host[QC_CONFIG_STR_MAX];
         int port;
         if (config_split_hostport(value, host, sizeof(host), &port) < 0 || port < 1) {
             set_err(err, errlen,
-                    "bad value '%.64s' for server.listen: want HOST:PORT "
+                    "bad value '%.64s' for %s.listen: want HOST:PORT "
                     "(e.g. 127.0.0.1:6000 or [::1]:6000), port 1-65535",
-                    value);
+                    value, section);
             return -1;
         }
     }
@@ -498,6 +514,11 @@ int config_validate(const struct qc_config *cfg, char *err, size_t errlen)
 
     if (config_split_hostport(cfg->listen, host, sizeof(host), &port) < 0) {
         set_err(err, errlen, "%s: server.listen = %s: want HOST:PORT or [V6]:PORT", src,
+                cfg->listen);
+        return -1;
+    }
+    if (cfg->ws_listen[0] != '\0' && strcmp(cfg->ws_listen, cfg->listen) == 0) {
+        set_err(err, errlen, "%s: websocket.listen must differ from server.listen (%s)", src,
                 cfg->listen);
         return -1;
     }
