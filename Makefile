@@ -28,7 +28,8 @@ DEB_BUILD := build-essential pkg-config clang libjson-c-dev libhiredis-dev libma
              libsqlite3-dev libbsd-dev libcrypt-dev libinih-dev libsystemd-dev libedit-dev \
              libcmocka-dev libwslay-dev libmd-dev
 DEB_CHECK := mariadb-server redis-server nginx-light libnginx-mod-stream mandoc systemd \
-             sqlite3 valgrind libclang-rt-14-dev clang-format chromium nodejs npm openssl
+             sqlite3 valgrind libclang-rt-14-dev clang-format chromium nodejs npm openssl curl \
+             fonts-noto-cjk fonts-noto-color-emoji
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)

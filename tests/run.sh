@@ -5,8 +5,8 @@
 #   B=build sh tests/run.sh          (make check does this; B=build-san for SANITIZE=1)
 #
 # Runs $B/tests/test_* (unit, cmocka), $B/tests/it_* (integration, cmocka)
-# and every executable tests/scripts/*.sh (exit 0 counts as 1 passed, else
-# 1 failed), each under `timeout`.  Counts come from cmocka's summary:
+# and every executable tests/scripts/*.sh (exit 0 counts as 1 passed, 77 as
+# skipped (status SKIP, counted in neither), else 1 failed), each under `timeout`.  Counts come from cmocka's summary:
 # "[==========] Running N test(s)." and "[  PASSED  ] N test(s)." (a test
 # that errored in a fixture is counted as failed); a binary that crashed
 # or timed out without a summary, or exited non-zero after it (a sanitizer
@@ -51,8 +51,12 @@ run_one() {
     rc=$?
     secs=$(( $(date +%s) - start ))
 
+    skip=0
     if [ "$kind" = script ]; then
-        if [ "$rc" -eq 0 ]; then pass=1; fail=0; else pass=0; fail=1; fi
+        # exit 77: the script found its subject absent and said why (SKIP)
+        if [ "$rc" -eq 0 ]; then pass=1; fail=0;
+        elif [ "$rc" -eq 77 ]; then pass=0; fail=0; skip=1;
+        else pass=0; fail=1; fi
     else
         running=$(summary_number '\[==========\] Running' "$log")
         passed=$(summary_number '\[  PASSED  \]' "$log")
@@ -74,11 +78,12 @@ run_one() {
 
     case $rc in
         0)   how="" ;;
+        77)  how=" (skipped: $(grep -m1 SKIP "$log" | sed 's/^.*SKIP *//'))" ;;
         124) how=" (timed out after ${TIME_LIMIT}s)" ;;
         137) how=" (killed)" ;;
         *)   if [ "$rc" -gt 128 ]; then how=" (signal $((rc - 128)))"; else how=" (exit $rc)"; fi ;;
     esac
-    if [ "$fail" -eq 0 ]; then status=ok; else status=FAIL; fi
+    if [ "$skip" -eq 1 ]; then status=SKIP; elif [ "$fail" -eq 0 ]; then status=ok; else status=FAIL; fi
     printf '%-4s  %-28s %4d passed, %3d failed  %4ds%s\n' "$status" "$name" "$pass" "$fail" \
         "$secs" "$how"
     total_pass=$((total_pass + pass))

@@ -65,6 +65,7 @@ const S = {
     typingSent: 0,
     typingTimers: new Map(),
     hasHistory: true,       /* the server answers HISTORY_MSG */
+    v2: false,              /* the server answered CONVERSATIONS_MSG: READ and TYPING exist */
 };
 
 function convKey(m) {
@@ -349,6 +350,7 @@ function logout() {
 async function loadConversations() {
     try {
         const r = await request({ msgid: MSG.CONVERSATIONS, limit: 100 });
+        S.v2 = true;
         for (const v of r.convs || []) {
             const c = getConv(convKey(v));
             if (v.name)
@@ -541,10 +543,10 @@ function catchUp(c) {
 }
 
 function markRead(c) {
-    if (document.visibilityState !== 'visible' || !c.lastCseq)
+    if (document.visibilityState !== 'visible')
         return;
     c.unread = 0;
-    if (c.lastCseq > c.readCseq) {
+    if (S.v2 && c.lastCseq > c.readCseq) {
         c.readCseq = c.lastCseq;
         const req = { msgid: MSG.READ, cseq: c.lastCseq };
         if (c.isGroup)
@@ -578,7 +580,7 @@ function onReceipt(m) {
 
 function onInput() {
     autoGrow();
-    if (!S.open || Date.now() - S.typingSent < TYPING_SEND_EVERY_MS)
+    if (!S.v2 || !S.open || Date.now() - S.typingSent < TYPING_SEND_EVERY_MS)
         return;
     S.typingSent = Date.now();
     const c = getConv(S.open);
@@ -646,6 +648,9 @@ async function addFriend(ev) {
     const id = Number($('add-friend-id').value);
     await friendAction(MSG.ADD_FRIEND, 'friendid', id, () => {
         $('add-friend-id').value = '';
+        if (!S.v2 && !S.friends.has(id)) /* the seed's protocol: friends at once, name unknown */
+            S.friends.set(id, { id, name: 'User ' + id, state: '' });
+        getConv('u:' + id);
         note(S.requestsIn.has(id) || S.friends.has(id) ? 'Friend added.' : 'Request sent.', true);
     });
 }
@@ -952,10 +957,9 @@ function openConv(key) {
     renderMessages(c, true);
     renderTyping();
     renderConvList();
+    markRead(c);
     if (!c.loadedOnce)
         loadHistory(c);
-    else
-        markRead(c);
     if (c.isGroup)
         refreshMembers(c.id).then(() => renderSub(c));
     $('input').focus();
@@ -1068,9 +1072,13 @@ function showApp() {
     $('me-avatar').replaceWith(Object.assign(avatar(S.me.name), { id: 'me-avatar' }));
 }
 
-function onKick() {
+/* KICK_MSG: a server going down reconnects like any loss; a takeover or an operator's kick does not. */
+function onKick(m) {
+    if (/shutting down/i.test(m.reason || ''))
+        return;
     S.kicked = true;
-    banner('You logged in somewhere else. Reload the page to use qchat here.');
+    banner(/elsewhere/i.test(m.reason || '') ? 'You logged in somewhere else. Reload the page to use qchat here.'
+                                              : 'Disconnected by the server: ' + (m.reason || 'kicked') + '.');
 }
 
 function wire() {
