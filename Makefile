@@ -80,6 +80,15 @@ $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(QCFLAGS) -c -o $@ $<
 
+# websocket.web_root's default is $(DATADIR)/web, compiled into config.o:
+# this file changes (and config.o is rebuilt) only when DATADIR does, e.g.
+# when make install is given another PREFIX than the build.
+DATADIR_MARK := $(B)/datadir.txt
+$(shell mkdir -p $(B) && printf '%s\n' '$(DATADIR)' >$(DATADIR_MARK).new && \
+    { cmp -s $(DATADIR_MARK).new $(DATADIR_MARK) && rm -f $(DATADIR_MARK).new || \
+      mv -f $(DATADIR_MARK).new $(DATADIR_MARK); })
+$(call obj,src/common/config.c): $(DATADIR_MARK)
+
 $(LIBCOMMON): $(call obj,$(COMMON_SRC))
 $(LIBSTORE):  $(call obj,$(STORE_SRC))
 $(LIBSERVER): $(call obj,$(SERVER_SRC))
