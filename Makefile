@@ -28,8 +28,11 @@ DEB_BUILD := build-essential pkg-config clang libjson-c-dev libhiredis-dev libma
              libsqlite3-dev libbsd-dev libcrypt-dev libinih-dev libsystemd-dev libedit-dev \
              libcmocka-dev libwslay-dev libmd-dev
 DEB_CHECK := mariadb-server redis-server nginx-light libnginx-mod-stream mandoc systemd \
-             sqlite3 valgrind libclang-rt-14-dev clang-format chromium nodejs npm openssl curl \
+             sqlite3 valgrind libclang-rt-14-dev clang-format chromium nodejs openssl curl \
              fonts-noto-cjk fonts-noto-color-emoji
+# npm for the browser tests: Debian's package, unless an npm is there already
+# (a nodejs build that bundles npm conflicts with Debian's npm package).
+DEB_CHECK += $(if $(shell command -v npm),,npm)
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
