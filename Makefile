@@ -26,10 +26,13 @@ TESTPKGS := cmocka
 # Debian packages: build, then what make check / make cluster start privately.
 DEB_BUILD := build-essential pkg-config clang libjson-c-dev libhiredis-dev libmariadb-dev \
              libsqlite3-dev libbsd-dev libcrypt-dev libinih-dev libsystemd-dev libedit-dev \
-             libcmocka-dev
+             libcmocka-dev libwslay-dev libmd-dev
 DEB_CHECK := mariadb-server redis-server nginx-light libnginx-mod-stream mandoc systemd \
              sqlite3 valgrind libclang-rt-14-dev clang-format debootstrap systemd-container \
-             prometheus curl
+             prometheus curl chromium nodejs openssl fonts-noto-cjk fonts-noto-color-emoji
+# npm for the browser tests: Debian's package, unless an npm is there already
+# (a nodejs build that bundles npm conflicts with Debian's npm package).
+DEB_CHECK += $(if $(shell command -v npm),,npm)
 
 # Building needs the -dev packages; say how to get them instead of failing on a header.
 NODEPS_GOALS := deps check-deps clean format uninstall run check bench cluster
@@ -41,13 +44,16 @@ endif
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# Debian's libwslay-dev ships no .pc file: ask pkg-config, else link it plainly.
+# libresolv: b64_ntop/b64_pton for the WebSocket handshake.
+WSLAY_LIBS := $(shell pkg-config --libs libwslay 2>/dev/null || echo -lwslay)
 TEST_LIBS  := $(shell pkg-config --libs $(TESTPKGS) 2>/dev/null)
 
 OPT      ?= -O2
 CFLAGS   ?= $(OPT) -g
 QCFLAGS  := -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
-            -Iinclude $(PKG_CFLAGS) -MMD -MP
-LDLIBS   := $(PKG_LIBS) -lpthread
+            -Iinclude $(PKG_CFLAGS) -MMD -MP -DQC_DATADIR='"$(DATADIR)"'
+LDLIBS   := $(PKG_LIBS) $(WSLAY_LIBS) -lresolv -lpthread
 ifeq ($(SANITIZE),1)
   QCFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   LDFLAGS += -fsanitize=address,undefined
@@ -84,6 +90,15 @@ tests: $(UNIT_BINS) $(IT_BINS)
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(QCFLAGS) -c -o $@ $<
+
+# websocket.web_root's default is $(DATADIR)/web, compiled into config.o:
+# this file changes (and config.o is rebuilt) only when DATADIR does, e.g.
+# when make install is given another PREFIX than the build.
+DATADIR_MARK := $(B)/datadir.txt
+$(shell mkdir -p $(B) && printf '%s\n' '$(DATADIR)' >$(DATADIR_MARK).new && \
+    { cmp -s $(DATADIR_MARK).new $(DATADIR_MARK) && rm -f $(DATADIR_MARK).new || \
+      mv -f $(DATADIR_MARK).new $(DATADIR_MARK); })
+$(call obj,src/common/config.c): $(DATADIR_MARK)
 
 $(LIBCOMMON): $(call obj,$(COMMON_SRC))
 $(LIBSTORE):  $(call obj,$(STORE_SRC))
@@ -126,6 +141,7 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	@mkdir -p run
 	exec $(B)/qchatd -f -o storage.path=$(CURDIR)/run/qchat.db \
+	    -o websocket.listen=127.0.0.1:6080 -o websocket.web_root=$(CURDIR)/web \
 	    -o server.control_socket=$(CURDIR)/run/qchatd.sock \
 	    -o server.pidfile=$(CURDIR)/run/qchatd.pid $(RUNFLAGS)
 
@@ -161,7 +177,9 @@ install: all
 	install -d $(DESTDIR)$(DATADIR)/sql/mysql $(DESTDIR)$(DATADIR)/sql/sqlite $(DESTDIR)$(DATADIR)/examples
 	install -m 0644 sql/mysql/*.sql $(DESTDIR)$(DATADIR)/sql/mysql/
 	install -m 0644 sql/sqlite/*.sql $(DESTDIR)$(DATADIR)/sql/sqlite/
-	install -m 0644 etc/nginx-qchat.conf $(DESTDIR)$(DATADIR)/examples/
+	install -m 0644 etc/nginx-qchat.conf etc/nginx-qchat-web.conf $(DESTDIR)$(DATADIR)/examples/
+	install -d $(DESTDIR)$(DATADIR)/web
+	install -m 0644 web/index.html web/app.js web/style.css $(DESTDIR)$(DATADIR)/web/
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
 	sed 's|@SBINDIR@|$(SBINDIR)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/qchatd.service > $(DESTDIR)$(UNITDIR)/qchatd.service
 	sed 's|@SBINDIR@|$(SBINDIR)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/qchatd@.service > $(DESTDIR)$(UNITDIR)/qchatd@.service

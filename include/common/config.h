@@ -15,6 +15,9 @@
 #define QC_DEFAULT_CONFIG "/etc/qchat/qchatd.conf"
 #define QC_CONFIG_STR_MAX 256
 #define QC_CONFIG_ERR_MAX 512
+#ifndef QC_DATADIR
+#define QC_DATADIR "/usr/local/share/qchat" /* the Makefile passes $(DATADIR) */
+#endif
 
 struct qc_config {
     char source[PATH_MAX]; /* file loaded, "" when none */
@@ -76,6 +79,12 @@ struct qc_config {
 
     /* [metrics] */
     char metrics_listen[QC_CONFIG_STR_MAX]; /* "": off; else HOST:PORT of GET /metrics */
+
+    /* [websocket] */
+    char ws_listen[QC_CONFIG_STR_MAX];      /* "": no websocket listener */
+    char ws_origins[QC_CONFIG_STR_MAX * 4]; /* allow-list, see ws_origin_allowed() */
+    char ws_web_root[PATH_MAX];             /* web client directory, "": none */
+    int ws_ping_interval;                   /* seconds, 0: no pings */
 };
 
 /* Fill cfg with the built-in defaults. */

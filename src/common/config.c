@@ -163,6 +163,16 @@ static const struct config_key config_keys[] = {
 
     STR_KEY("metrics", "listen", metrics_listen, "", RESTART,
             "HOST:PORT the master serves GET /metrics on (Prometheus text format), empty: off"),
+
+    STR_KEY("websocket", "listen", ws_listen, "", RESTART,
+            "address for browsers (HTTP/1.1, WebSocket at /ws, web client at /), empty: off"),
+    STR_KEY("websocket", "origins", ws_origins, "", LIVE,
+            "allowed Origin values, separated by spaces; *: any; empty: the request's own host"),
+    STR_KEY("websocket", "web_root", ws_web_root, QC_DATADIR "/web", LIVE,
+            "directory of the web client served at GET /, empty: serve no files"),
+    INT_KEY(
+        "websocket", "ping_interval", ws_ping_interval, 0, 3600, "30", LIVE,
+        "seconds of silence before a websocket is pinged (and as long again for the answer), 0: never"),
 };
 
 #define CONFIG_NKEYS       (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -208,6 +218,12 @@ static bool section_exists(const char *section)
         if (strcmp(config_keys[i].section, section) == 0)
             return true;
     return false;
+}
+
+/* "" or a pair of double quotes: an empty string value (websocket.listen = off). */
+static bool is_empty(const char *value)
+{
+    return value[0] == '\0' || strcmp(value, "\"\"") == 0;
 }
 
 /* Whole-string decimal integer within [min, max]. */
@@ -327,9 +343,7 @@ int config_set(struct qc_config *cfg, const char *section, const char *key, cons
         return -1;
     }
     /* An address is checked where it is written, so its error names the line. */
-    if (strcmp(key, "listen") == 0 &&
-        (strcmp(section, "server") == 0 ||
-         (strcmp(section, "metrics") == 0 && *value != '\0' && strcmp(value, "\"\"") != 0))) {
+    if (strcmp(key, "listen") == 0 && (strcmp(section, "server") == 0 || !is_empty(value))) {
         char host[QC_CONFIG_STR_MAX];
         int port;
         if (config_split_hostport(value, host, sizeof(host), &port) < 0 || port < 1) {
@@ -517,6 +531,11 @@ int config_validate(const struct qc_config *cfg, char *err, size_t errlen)
 
     if (config_split_hostport(cfg->listen, host, sizeof(host), &port) < 0) {
         set_err(err, errlen, "%s: server.listen = %s: want HOST:PORT or [V6]:PORT", src,
+                cfg->listen);
+        return -1;
+    }
+    if (cfg->ws_listen[0] != '\0' && strcmp(cfg->ws_listen, cfg->listen) == 0) {
+        set_err(err, errlen, "%s: websocket.listen must differ from server.listen (%s)", src,
                 cfg->listen);
         return -1;
     }

@@ -360,6 +360,42 @@ static void test_validate(void **state)
     assert_non_null(strstr(err, "server.listen"));
 }
 
+static void test_websocket_keys(void **state)
+{
+    struct qc_config *cfg = malloc(sizeof(*cfg));
+    char err[QC_CONFIG_ERR_MAX];
+    struct tmpfile t;
+
+    (void)state;
+    assert_non_null(cfg);
+    config_defaults(cfg);
+    assert_string_equal(cfg->ws_listen, ""); /* off by default */
+    assert_string_equal(cfg->ws_origins, "");
+    assert_string_equal(cfg->ws_web_root, QC_DATADIR "/web");
+    assert_int_equal(cfg->ws_ping_interval, 30);
+    assert_int_equal(load_text("[websocket]\nlisten = 127.0.0.1:6080\n"
+                               "origins = https://a.org https://b.org\n"
+                               "web_root = /srv/web\nping_interval = 0\n",
+                               cfg, err, sizeof(err), &t),
+                     0);
+    assert_string_equal(cfg->ws_listen, "127.0.0.1:6080");
+    assert_string_equal(cfg->ws_origins, "https://a.org https://b.org");
+    assert_string_equal(cfg->ws_web_root, "/srv/web");
+    assert_int_equal(cfg->ws_ping_interval, 0);
+    assert_int_equal(config_validate(cfg, err, sizeof(err)), 0);
+    assert_int_equal(load_text("[websocket]\nlisten =\n", cfg, err, sizeof(err), &t), 0);
+    expect_error("[websocket]\n\nlisten = 127.0.0.1\n", 3, "websocket.listen");
+    expect_error("[websocket]\nlisten = 127.0.0.1:70000\n", 2, "websocket.listen");
+    expect_error("[websocket]\nping_interval = 3601\n", 2, "ping_interval");
+    expect_error("[websocket]\nport = 1\n", 2, "unknown key");
+
+    config_defaults(cfg);
+    snprintf(cfg->ws_listen, sizeof(cfg->ws_listen), "%s", cfg->listen);
+    assert_int_equal(config_validate(cfg, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "websocket.listen must differ"));
+    free(cfg);
+}
+
 static void test_split_hostport(void **state)
 {
     char host[64];
@@ -462,7 +498,8 @@ static void test_dump_round_trip(void **state)
     config_defaults(&b);
     b.node_id = 9;
     snprintf(b.storage_socket, sizeof(b.storage_socket), "/x.sock");
-    assert_int_equal(config_load(&b, t.path, false, err, sizeof(err)), 0);
+    if (config_load(&b, t.path, false, err, sizeof(err)) != 0)
+        fail_msg("%s", err);
     unlink(t.path);
     assert_int_equal(config_diff(&a, &b, NULL, NULL), 0);
 }
@@ -481,6 +518,7 @@ int main(void)
         cmocka_unit_test(test_failed_load_keeps_config),
         cmocka_unit_test(test_overrides),
         cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_websocket_keys),
         cmocka_unit_test(test_split_hostport),
         cmocka_unit_test(test_diff),
         cmocka_unit_test(test_dump_round_trip),
