@@ -47,6 +47,10 @@ endif
 
 COMMON_SRC := $(wildcard src/common/*.c)
 STORE_SRC  := $(wildcard src/store/*.c)
+# The numbered migrations of each driver, embedded as C (sql/embed.sh).
+SQL_SQLITE := $(sort $(wildcard sql/sqlite/[0-9]*.sql))
+SQL_MYSQL  := $(sort $(wildcard sql/mysql/[0-9]*.sql))
+GEN_SQL    := $(B)/gen/store_sql.c
 SERVER_SRC := $(filter-out src/server/main.c,$(wildcard src/server/*.c))
 CLIB_SRC   := src/client/qclient.c
 QCHAT_SRC  := $(filter-out $(CLIB_SRC),$(wildcard src/client/*.c))
@@ -77,9 +81,13 @@ $(B)/obj/%.o: %.c
 	$(CC) $(CFLAGS) $(QCFLAGS) -c -o $@ $<
 
 $(LIBCOMMON): $(call obj,$(COMMON_SRC))
-$(LIBSTORE):  $(call obj,$(STORE_SRC))
+$(LIBSTORE):  $(call obj,$(STORE_SRC) $(GEN_SQL))
 $(LIBSERVER): $(call obj,$(SERVER_SRC))
 $(LIBCLIENT): $(call obj,$(CLIB_SRC))
+$(GEN_SQL): sql/embed.sh $(SQL_SQLITE) $(SQL_MYSQL)
+	@mkdir -p $(dir $@)
+	{ sh sql/embed.sh sqlite $(SQL_SQLITE) && sh sql/embed.sh mysql $(SQL_MYSQL); } > $@.tmp
+	mv $@.tmp $@
 $(B)/lib%.a:
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
@@ -176,7 +184,7 @@ FUZZ_CC     ?= clang
 FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
                -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
                -Iinclude $(PKG_CFLAGS) -MMD -MP
-FUZZ_SRC    := $(COMMON_SRC) $(STORE_SRC) $(SERVER_SRC)
+FUZZ_SRC    := $(COMMON_SRC) $(STORE_SRC) $(GEN_SQL) $(SERVER_SRC)
 FUZZ_TIME   ?= 60
 .PHONY: fuzz fuzz-build
 
