@@ -107,7 +107,7 @@ $(B)/tests/%: $(B)/obj/tests/unit/%.o $(LIBSERVER) $(LIBSTORE) $(LIBCLIENT) $(LI
 # The cases every storage driver shares, linked into each driver's test;
 # the MariaDB test helpers, shared with the integration tests.
 $(B)/tests/test_store $(B)/tests/test_store_mysql: $(call obj,tests/unit/store_cases.c)
-$(B)/tests/test_store_mysql: $(call obj,tests/integration/mysql_env.c)
+$(B)/tests/test_store_mysql $(B)/tests/test_storage: $(call obj,tests/integration/mysql_env.c)
 $(B)/tests/it_%: $(B)/obj/tests/integration/test_%.o $(call obj,$(IT_LIB_SRC)) $(LIBCLIENT) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)

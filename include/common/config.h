@@ -40,6 +40,7 @@ struct qc_config {
     char storage_user[QC_CONFIG_STR_MAX];
     char storage_password_file[PATH_MAX];
     char storage_database[QC_CONFIG_STR_MAX];
+    int storage_queue_size; /* items a worker's storage thread may have waiting */
 
     /* [redis] */
     char redis_host[QC_CONFIG_STR_MAX]; /* "": single node, no relay */
@@ -63,7 +64,13 @@ struct qc_config {
     int max_text_bytes; /* "msg" field of a chat */
     int max_friends;
     int max_group_members;
-    int max_offline_messages; /* kept per user; oldest dropped beyond */
+    int max_offline_messages;  /* kept per user; oldest dropped beyond */
+    int max_login_reply_bytes; /* offline messages' bytes in one login reply */
+
+    /* [history] */
+    char history_enabled[4];          /* "yes": the log keeps what was delivered; "no" */
+    int history_keep_days;            /* 0: forever */
+    int history_max_per_conversation; /* 0: no cap */
 };
 
 /* Fill cfg with the built-in defaults. */

@@ -78,6 +78,7 @@ struct store_cursor {
 };
 
 /* Limits of the log calls. */
+#define STORE_NO_CURSOR        (-1) /* history: before / after not given */
 #define STORE_HISTORY_MAX      100  /* messages in one history page */
 #define STORE_CONVS_MAX        1000 /* conversations in one list */
 #define STORE_SQLITE_FILE_MODE 0600 /* a new SQLite file, whatever the umask */
@@ -177,7 +178,8 @@ struct store_ops {
     int (*conv_last_cseq)(struct store *st, int64_t conv, int64_t *last);
     /*
      * One page of conv's log, ascending cseq, at most limit (1..100,
-     * else QC_EBADREQ) messages.  before/after are cseqs, 0 = not given:
+     * else QC_EBADREQ) messages.  before/after are cseqs, STORE_NO_CURSOR
+     * (any negative) = not given; after 0 starts at the first message:
      * neither: the newest limit; before: the newest below it; after: the
      * oldest above it; both: the oldest between them.  *more: older
      * messages exist (neither, before) or newer ones (after).

@@ -1818,7 +1818,7 @@ static int op_prepared(struct store *st, void *arg)
 static int mysql_store_history(struct store *st, int64_t conv, int64_t before, int64_t after,
                                int limit, store_logmsg_cb cb, void *arg, bool *more)
 {
-    bool newest = after <= 0;
+    bool newest = after < 0;
     struct prepared q;
     struct store_logmsg m;
     int err, rc, row = 0;
@@ -1829,8 +1829,8 @@ static int mysql_store_history(struct store *st, int64_t conv, int64_t before, i
     q.id = newest ? ST_HISTORY_NEWEST : ST_HISTORY_OLDEST;
     params_init(&q.p);
     param_int(&q.p, conv);
-    param_int(&q.p, before > 0 ? before : CSEQ_NONE);
-    param_int(&q.p, after > 0 ? after : 0);
+    param_int(&q.p, before >= 0 ? before : CSEQ_NONE);
+    param_int(&q.p, after >= 0 ? after : 0);
     param_int(&q.p, limit + 1);
     if ((err = run(st, op_prepared, &q)) != QC_OK)
         return err;

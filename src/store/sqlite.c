@@ -1078,7 +1078,7 @@ static int bind_range(sqlite3_stmt *s, int64_t conv, int64_t below, int64_t abov
 static int sqlite_history(struct store *st, int64_t conv, int64_t before, int64_t after, int limit,
                           store_logmsg_cb cb, void *arg, bool *more)
 {
-    bool newest = after <= 0;
+    bool newest = after < 0;
     enum stmt_id id = newest ? ST_HISTORY_NEWEST : ST_HISTORY_OLDEST;
     sqlite3_stmt *s = st->stmt[id];
     struct store_logmsg m;
@@ -1087,7 +1087,7 @@ static int sqlite_history(struct store *st, int64_t conv, int64_t before, int64_
     *more = false;
     if (limit < 1 || limit > STORE_HISTORY_MAX)
         return QC_EBADREQ;
-    rc = bind_range(s, conv, before > 0 ? before : CSEQ_NONE, after > 0 ? after : 0, limit + 1);
+    rc = bind_range(s, conv, before >= 0 ? before : CSEQ_NONE, after >= 0 ? after : 0, limit + 1);
     if (rc == SQLITE_OK)
         while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
             bool extra;

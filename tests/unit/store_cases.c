@@ -628,7 +628,9 @@ void test_log_append_idempotent(void **state)
     }
     assert_int_equal(f->ops->log_append(f->st, m, 6), QC_OK);
     assert_int_equal(f->ops->log_append(f->st, m, 0), QC_OK);
-    assert_int_equal(f->ops->history(f->st, pair, 0, 0, LOG_PAGE, got_msg, got, &more), QC_OK);
+    assert_int_equal(f->ops->history(f->st, pair, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE,
+                                     got_msg, got, &more),
+                     QC_OK);
     assert_int_equal(got->n, 3);
     assert_false(more);
     for (i = 0; i < 3; i++) {
@@ -677,19 +679,27 @@ void test_log_history_pages(void **state)
         m[i] = (struct store_logmsg){ pair, i + 1, i, BASE_TS + i, alice, "{}", 2 };
     assert_int_equal(f->ops->log_append(f->st, m, LOG_MSGS), QC_OK);
 
-    expect_page(f, pair, 0, 0, LOG_PAGE, 71, 120, true);     /* the newest */
-    expect_page(f, pair, 71, 0, LOG_PAGE, 21, 70, true);     /* before */
-    expect_page(f, pair, 21, 0, LOG_PAGE, 1, 20, false);     /* the oldest page */
-    expect_page(f, pair, 1, 0, LOG_PAGE, 0, 0, false);       /* nothing older */
-    expect_page(f, pair, 0, 100, LOG_PAGE, 101, 120, false); /* after */
-    expect_page(f, pair, 0, 10, 5, 11, 15, true);
+    expect_page(f, pair, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 71, 120,
+                true);                                                     /* the newest */
+    expect_page(f, pair, 71, STORE_NO_CURSOR, LOG_PAGE, 21, 70, true);     /* before */
+    expect_page(f, pair, 21, STORE_NO_CURSOR, LOG_PAGE, 1, 20, false);     /* the oldest page */
+    expect_page(f, pair, 1, STORE_NO_CURSOR, LOG_PAGE, 0, 0, false);       /* nothing older */
+    expect_page(f, pair, STORE_NO_CURSOR, 100, LOG_PAGE, 101, 120, false); /* after */
+    expect_page(f, pair, STORE_NO_CURSOR, 10, 5, 11, 15, true);
     expect_page(f, pair, 20, 10, LOG_PAGE, 11, 19, false); /* between */
     expect_page(f, pair, 20, 10, 3, 11, 13, true);
-    expect_page(f, pair, 0, 0, 100, 21, 120, true);
-    expect_page(f, pair, 0, 120, 1, 0, 0, false);
-    expect_page(f, store_conv_pair(alice, alice + 1000), 0, 0, 1, 0, 0, false);
-    assert_int_equal(f->ops->history(f->st, pair, 0, 0, 0, got_msg, got, &more), QC_EBADREQ);
-    assert_int_equal(f->ops->history(f->st, pair, 0, 0, 101, got_msg, got, &more), QC_EBADREQ);
+    expect_page(f, pair, STORE_NO_CURSOR, STORE_NO_CURSOR, 100, 21, 120, true);
+    expect_page(f, pair, STORE_NO_CURSOR, 120, 1, 0, 0, false);
+    expect_page(f, pair, STORE_NO_CURSOR, 0, 5, 1, 5, true);  /* after 0: from the start */
+    expect_page(f, pair, 0, STORE_NO_CURSOR, 5, 0, 0, false); /* before 0: nothing */
+    expect_page(f, store_conv_pair(alice, alice + 1000), STORE_NO_CURSOR, STORE_NO_CURSOR, 1, 0, 0,
+                false);
+    assert_int_equal(
+        f->ops->history(f->st, pair, STORE_NO_CURSOR, STORE_NO_CURSOR, 0, got_msg, got, &more),
+        QC_EBADREQ);
+    assert_int_equal(
+        f->ops->history(f->st, pair, STORE_NO_CURSOR, STORE_NO_CURSOR, 101, got_msg, got, &more),
+        QC_EBADREQ);
     assert_int_equal(got->n, 0);
     free(got);
     free(m);
@@ -950,10 +960,10 @@ void test_log_retention(void **state)
     assert_int_equal(f->ops->log_purge(f->st, 0, 0, 0, &removed), QC_EBADREQ);
 
     assert_int_equal(purge_all(f, 30, 0), 10);
-    expect_page(f, ab, 0, 0, LOG_PAGE, 11, 20, false);
+    expect_page(f, ab, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 11, 20, false);
     assert_int_equal(purge_all(f, 0, 8), 2 + 22);
-    expect_page(f, ab, 0, 0, LOG_PAGE, 13, 20, false);
-    expect_page(f, grp, 0, 0, LOG_PAGE, 23, 30, false);
+    expect_page(f, ab, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 13, 20, false);
+    expect_page(f, grp, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 23, 30, false);
     assert_int_equal(last_cseq(f, ab), 20); /* never reused */
     assert_int_equal(purge_all(f, 0, 8), 0);
 
@@ -964,8 +974,8 @@ void test_log_retention(void **state)
     assert_int_equal(f->ops->conv_delete(f->st, grp, 5, &removed), QC_OK);
     assert_int_equal(removed, 3);
     assert_int_equal(last_cseq(f, grp), 0);
-    expect_page(f, grp, 0, 0, LOG_PAGE, 0, 0, false);
-    expect_page(f, ab, 0, 0, LOG_PAGE, 13, 20, false);
+    expect_page(f, grp, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 0, 0, false);
+    expect_page(f, ab, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 13, 20, false);
 }
 
 /*
@@ -1006,7 +1016,9 @@ void test_log_migrate_v1(void **state)
 
     assert_int_equal(last_cseq(f, ab), 2);
     assert_int_equal(last_cseq(f, grp), 1);
-    assert_int_equal(f->ops->history(f->st, ab, 0, 0, LOG_PAGE, got_msg, got, &more), QC_OK);
+    assert_int_equal(
+        f->ops->history(f->st, ab, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, got_msg, got, &more),
+        QC_OK);
     assert_int_equal(got->n, 2);
     assert_int_equal(got->sender[0], 1);
     assert_int_equal(got->ts[0] % 1000, 0);
