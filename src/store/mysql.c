@@ -161,6 +161,7 @@ enum stmt_id {
     ST_LOG_INSERT_N,
     ST_CONV_BUMP,
     ST_CURSOR_INIT_PAIR,
+    ST_SENDER_SEEN,
     ST_CONV_LAST,
     ST_HISTORY_NEWEST,
     ST_HISTORY_OLDEST,
@@ -296,6 +297,10 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
     [ST_CURSOR_INIT_PAIR] = { "cursor init",
                               "INSERT IGNORE INTO ConvCursor (userid, conv) VALUES (?, ?), (?, ?)",
                               4, NULL },
+    [ST_SENDER_SEEN] = { "sender seen",
+                         "UPDATE ConvCursor SET delivered_cseq = ? WHERE userid = ? AND conv = ?"
+                         " AND delivered_cseq >= ? - 1 AND delivered_cseq < ?",
+                         5, NULL },
     [ST_CONV_LAST] = { "conversation last", "SELECT last_cseq FROM Conversation WHERE conv = ?", 1,
                        "i" },
     /* The newest ? + 1 between the bounds, handed out ascending, with their count. */
@@ -332,17 +337,23 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                            " WHERE m.userid = ?) ORDER BY last_ts DESC, conv LIMIT ?) AS x"
                            " ORDER BY x.last_ts DESC, x.conv",
                            6, "iiiitti" },
+    /*
+     * The window and the sort run on keys only, the bodies are joined in
+     * last: a derived table with a MEDIUMTEXT column is materialised on disk.
+     */
     [ST_UNDELIVERED] = { "undelivered",
-                         "SELECT conv, cseq, mid, sender, ts, body FROM"
-                         " (SELECT m.conv, m.cseq, m.mid, m.sender, m.ts, m.body,"
-                         " MAX(m.ts) OVER (PARTITION BY m.conv ORDER BY m.cseq"
-                         " ROWS UNBOUNDED PRECEDING) AS ets"
+                         "SELECT m.conv, m.cseq, m.mid, m.sender, m.ts, m.body FROM"
+                         " (SELECT conv, cseq, ets FROM"
+                         " (SELECT m.conv, m.cseq, m.sender, MAX(m.ts) OVER (PARTITION BY m.conv"
+                         " ORDER BY m.cseq ROWS UNBOUNDED PRECEDING) AS ets"
                          " FROM ConvCursor c JOIN Conversation v ON v.conv = c.conv"
                          " AND v.last_cseq > c.delivered_cseq"
                          " JOIN Message m ON m.conv = c.conv AND m.cseq > c.delivered_cseq"
                          " WHERE c.userid = ? AND (c.conv > 0 OR EXISTS (SELECT 1 FROM GroupUser g"
-                         " WHERE g.groupid = -c.conv AND g.userid = ?))) AS u"
-                         " WHERE sender <> ? ORDER BY ets, conv, cseq LIMIT ?",
+                         " WHERE g.groupid = -c.conv AND g.userid = ?))) AS k"
+                         " WHERE sender <> ? ORDER BY ets, conv, cseq LIMIT ?) AS u"
+                         " JOIN Message m ON m.conv = u.conv AND m.cseq = u.cseq"
+                         " ORDER BY u.ets, u.conv, u.cseq",
                          4, "iiiiit" },
     [ST_DELIVERED_UP] = { "delivered advance",
                           "INSERT INTO ConvCursor (userid, conv, delivered_cseq) VALUES (?, ?, ?)"
@@ -1684,17 +1695,20 @@ static int insert_messages(struct store *st, const struct store_logmsg *msgs, si
     return err;
 }
 
-/* The highest cseq of one conversation in a batch, and its time. */
+/* One message of a batch, for the per-conversation and per-sender updates. */
 struct conv_top {
     int64_t conv, cseq, ts;
+    int32_t sender;
 };
 
-static int by_conv_then_cseq(const void *a, const void *b)
+static int by_conv_sender_cseq(const void *a, const void *b)
 {
     const struct conv_top *x = a, *y = b;
 
     if (x->conv != y->conv)
         return x->conv < y->conv ? -1 : 1;
+    if (x->sender != y->sender)
+        return x->sender < y->sender ? -1 : 1;
     return x->cseq < y->cseq ? -1 : x->cseq > y->cseq;
 }
 
@@ -1718,21 +1732,54 @@ static int bump_conversation(struct store *st, const struct conv_top *t)
     return exec(st, ST_CURSOR_INIT_PAIR, &p);
 }
 
+/* See the SQLite driver: the sender's cursor over its first contiguous run. */
+static int sender_seen(struct store *st, const struct conv_top *t, size_t n)
+{
+    struct params p;
+    size_t k = 1;
+
+    while (k < n && t[k].cseq == t[k - 1].cseq + 1)
+        k++;
+    params_init(&p);
+    param_int(&p, t[k - 1].cseq);
+    param_int(&p, t[0].sender);
+    param_int(&p, t[0].conv);
+    param_int(&p, t[0].cseq);
+    param_int(&p, t[k - 1].cseq);
+    return exec(st, ST_SENDER_SEEN, &p);
+}
+
+static int update_conversations(struct store *st, const struct conv_top *t, size_t n)
+{
+    size_t i = 0, j, k, top;
+    int err = QC_OK;
+
+    while (i < n && err == QC_OK) {
+        for (j = i, top = i; j < n && t[j].conv == t[i].conv; j++)
+            if (t[j].cseq > t[top].cseq)
+                top = j;
+        err = bump_conversation(st, &t[top]);
+        for (k = i; k < j && err == QC_OK; k = i) {
+            for (i = k; i < j && t[i].sender == t[k].sender; i++)
+                ;
+            err = sender_seen(st, &t[k], i - k);
+        }
+        i = j;
+    }
+    return err;
+}
+
 struct append_args {
     const struct store_logmsg *msgs;
     size_t n;
-    struct conv_top *tops; /* n entries, sorted by conv then cseq */
+    struct conv_top *tops; /* n entries, sorted by conv, sender, cseq */
 };
 
 static int append_batch(struct store *st, struct append_args *a)
 {
-    size_t i;
     int err = insert_messages(st, a->msgs, a->n);
 
-    for (i = 0; i < a->n && err == QC_OK; i++)
-        if (i + 1 == a->n || a->tops[i + 1].conv != a->tops[i].conv)
-            err = bump_conversation(st, &a->tops[i]);
-    return err;
+    return err == QC_OK ? update_conversations(st, a->tops, a->n) : err;
 }
 
 static int op_log_append(struct store *st, void *arg)
@@ -1768,8 +1815,8 @@ static int mysql_store_log_append(struct store *st, const struct store_logmsg *m
         return QC_ESTORAGE;
     }
     for (i = 0; i < n; i++)
-        a.tops[i] = (struct conv_top){ msgs[i].conv, msgs[i].cseq, msgs[i].ts };
-    qsort(a.tops, n, sizeof(*a.tops), by_conv_then_cseq);
+        a.tops[i] = (struct conv_top){ msgs[i].conv, msgs[i].cseq, msgs[i].ts, msgs[i].sender };
+    qsort(a.tops, n, sizeof(*a.tops), by_conv_sender_cseq);
     err = run(st, op_log_append, &a);
     free(a.tops);
     return err;

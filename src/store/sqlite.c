@@ -81,6 +81,7 @@ enum stmt_id {
     ST_LOG_INSERT,
     ST_CONV_BUMP,
     ST_CURSOR_INIT,
+    ST_SENDER_SEEN,
     ST_CONV_LAST,
     ST_HISTORY_NEWEST,
     ST_HISTORY_OLDEST,
@@ -175,6 +176,10 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                        " ELSE last_ts END, last_cseq = max(last_cseq, excluded.last_cseq)" },
     [ST_CURSOR_INIT] = { "cursor init",
                          "INSERT OR IGNORE INTO ConvCursor (userid, conv) VALUES (?1, ?2)" },
+    /* The sender's own run ?3..?4 continues what it has: nothing of others is skipped. */
+    [ST_SENDER_SEEN] = { "sender seen",
+                         "UPDATE ConvCursor SET delivered_cseq = ?4 WHERE userid = ?1 AND conv = ?2"
+                         " AND delivered_cseq >= ?3 - 1 AND delivered_cseq < ?4" },
     [ST_CONV_LAST] = { "conversation last", "SELECT last_cseq FROM Conversation WHERE conv = ?1" },
     /* The newest ?4 + 1 between ?3 and ?2 (exclusive), handed out ascending. */
     [ST_HISTORY_NEWEST] = { "history newest",
@@ -1001,42 +1006,112 @@ static int insert_message(struct store *st, const struct store_logmsg *m)
     return rc == SQLITE_DONE ? QC_OK : statement_failed(st, ST_LOG_INSERT, rc);
 }
 
-/* The message, its conversation's last cseq, and a new pair's two cursors. */
-static int append_one(struct store *st, const struct store_logmsg *m)
+/* One message of a batch, for the per-conversation and per-sender updates. */
+struct conv_top {
+    int64_t conv, cseq, ts;
+    int32_t sender;
+};
+
+static int by_conv_sender_cseq(const void *a, const void *b)
 {
-    int64_t bump[3] = { m->conv, m->cseq, m->ts };
-    int64_t a[2] = { m->conv >> 32, m->conv }, b[2] = { m->conv & 0xffffffff, m->conv };
-    bool is_new;
+    const struct conv_top *x = a, *y = b;
+
+    if (x->conv != y->conv)
+        return x->conv < y->conv ? -1 : 1;
+    if (x->sender != y->sender)
+        return x->sender < y->sender ? -1 : 1;
+    return x->cseq < y->cseq ? -1 : x->cseq > y->cseq;
+}
+
+/* A conversation's last cseq (never lowered) and a pair's two cursors (at 0 if new). */
+static int bump_conversation(struct store *st, const struct conv_top *t)
+{
+    int64_t bump[3] = { t->conv, t->cseq, t->ts };
+    int64_t a[2] = { t->conv >> 32, t->conv }, b[2] = { t->conv & 0xffffffff, t->conv };
     int err;
 
-    if (m->cseq <= 0 || m->conv == 0)
-        return QC_EBADREQ;
-    if ((err = insert_message(st, m)) != QC_OK)
+    if ((err = run_ints(st, ST_CONV_BUMP, bump, 3)) != QC_OK || t->conv < 0)
         return err;
-    is_new = sqlite3_changes(st->db) > 0;
-    if (!is_new)
-        return QC_OK; /* a replay: everything below was done with it */
-    if ((err = run_ints(st, ST_CONV_BUMP, bump, 3)) != QC_OK)
-        return err;
-    if (m->conv < 0)
-        return QC_OK;
     if ((err = run_ints(st, ST_CURSOR_INIT, a, 2)) != QC_OK)
         return err;
     return run_ints(st, ST_CURSOR_INIT, b, 2);
 }
 
+/*
+ * The sender's own messages t[0..n) (one conversation, ascending cseq):
+ * its delivered cursor moves over the first contiguous run of them if it
+ * already reached the run's start, so nothing of others is ever skipped.
+ */
+static int sender_seen(struct store *st, const struct conv_top *t, size_t n)
+{
+    size_t k = 1;
+    int64_t v[4];
+
+    while (k < n && t[k].cseq == t[k - 1].cseq + 1)
+        k++;
+    v[0] = t[0].sender;
+    v[1] = t[0].conv;
+    v[2] = t[0].cseq;
+    v[3] = t[k - 1].cseq;
+    return run_ints(st, ST_SENDER_SEEN, v, 4);
+}
+
+/* Per conversation: its last cseq and cursors, then each sender's own cursor. */
+static int update_conversations(struct store *st, const struct conv_top *t, size_t n)
+{
+    size_t i = 0, j, k, top;
+    int err = QC_OK;
+
+    while (i < n && err == QC_OK) {
+        for (j = i, top = i; j < n && t[j].conv == t[i].conv; j++)
+            if (t[j].cseq > t[top].cseq)
+                top = j;
+        err = bump_conversation(st, &t[top]);
+        for (k = i; k < j && err == QC_OK; k = i) {
+            for (i = k; i < j && t[i].sender == t[k].sender; i++)
+                ;
+            err = sender_seen(st, &t[k], i - k);
+        }
+        i = j;
+    }
+    return err;
+}
+
+/* Every message (a stored (conv, cseq) is ignored), then each conversation once. */
+static int append_batch(struct store *st, const struct store_logmsg *msgs, size_t n,
+                        const struct conv_top *tops)
+{
+    size_t i;
+    int err = QC_OK;
+
+    for (i = 0; i < n && err == QC_OK; i++)
+        err = insert_message(st, &msgs[i]);
+    return err == QC_OK ? update_conversations(st, tops, n) : err;
+}
+
 static int sqlite_log_append(struct store *st, const struct store_logmsg *msgs, size_t n)
 {
+    struct conv_top *tops;
     size_t i;
     int err;
 
     if (n == 0)
         return QC_OK;
-    if ((err = tx_begin(st)) != QC_OK)
-        return err;
-    for (i = 0; i < n && err == QC_OK; i++)
-        err = append_one(st, &msgs[i]);
-    return tx_end(st, err);
+    for (i = 0; i < n; i++)
+        if (msgs[i].cseq <= 0 || msgs[i].conv == 0)
+            return QC_EBADREQ;
+    tops = malloc(n * sizeof(*tops));
+    if (tops == NULL) {
+        log_error("sqlite: log append: out of memory for %zu messages", n);
+        return QC_ESTORAGE;
+    }
+    for (i = 0; i < n; i++)
+        tops[i] = (struct conv_top){ msgs[i].conv, msgs[i].cseq, msgs[i].ts, msgs[i].sender };
+    qsort(tops, n, sizeof(*tops), by_conv_sender_cseq);
+    if ((err = tx_begin(st)) == QC_OK)
+        err = tx_end(st, append_batch(st, msgs, n, tops));
+    free(tops);
+    return err;
 }
 
 static int sqlite_conv_last_cseq(struct store *st, int64_t conv, int64_t *last)

@@ -1060,3 +1060,127 @@ void test_log_migrate_v1(void **state)
     free(m);
     free(got);
 }
+
+/* ---- speed ---------------------------------------------------------- */
+
+#define BIG_CONV_MSGS    1000000 /* the history page target's conversation */
+#define BIG_BATCH        10000
+#define WAITING_MSGS     1000 /* the login target: undelivered messages */
+#define WAITING_CONVS    10
+#define PAGE_SAMPLES     200
+#define LOGIN_SAMPLES    21
+#define PAGE_P99_MAX_MS  20.0 /* target 5 ms; the slack is for a shared machine */
+#define LOGIN_P50_MAX_MS 30.0
+#define BODY_TEXT \
+    "{\"msgid\":5,\"id\":1,\"name\":\"alice\",\"toid\":2,\"msg\":\"a message of ordinary size\"}"
+
+static double elapsed_ms(const struct timespec *a, const struct timespec *b)
+{
+    return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
+}
+
+static int by_value(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static void count_msg(void *arg, const struct store_logmsg *m)
+{
+    int *n = arg;
+
+    (*n)++;
+}
+
+/* Append count messages of conv from first_cseq, BIG_BATCH per transaction. */
+static void fill_conversation(struct store_fixture *f, int64_t conv, int64_t count, int32_t sender,
+                              int64_t ts0)
+{
+    struct store_logmsg *m = calloc(BIG_BATCH, sizeof(*m));
+    int64_t done = 0, i;
+
+    assert_non_null(m);
+    while (done < count) {
+        int64_t n = count - done < BIG_BATCH ? count - done : BIG_BATCH;
+
+        for (i = 0; i < n; i++)
+            m[i] = (struct store_logmsg){ conv,   done + i + 1, done + i,         ts0 + done + i,
+                                          sender, BODY_TEXT,    strlen(BODY_TEXT) };
+        assert_int_equal(f->ops->log_append(f->st, m, (size_t)n), QC_OK);
+        done += n;
+    }
+    free(m);
+}
+
+/*
+ * A history page of 50 anywhere in a 1,000,000-message conversation, and
+ * the undelivered list of a user with 1,000 messages waiting in 10
+ * conversations (beside that big one), each timed on its own.
+ */
+void test_log_speed(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob");
+    int64_t big = store_conv_pair(alice, bob);
+    struct store_cursor seen = { big, BIG_CONV_MSGS };
+    double page[PAGE_SAMPLES], login[LOGIN_SAMPLES];
+    struct timespec t0, t1;
+    bool more;
+    int i, n;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    fill_conversation(f, big, BIG_CONV_MSGS, alice, BASE_TS);
+    for (i = 0; i < WAITING_CONVS; i++) {
+        char name[QC_NAME_MAX];
+
+        snprintf(name, sizeof(name), "friend%d", i);
+        fill_conversation(f, store_conv_pair(bob, new_user(f, name)), WAITING_MSGS / WAITING_CONVS,
+                          bob + 1 + i, BASE_TS + i);
+    }
+    /* The big conversation was delivered long ago. */
+    assert_int_equal(f->ops->delivered_advance(f->st, bob, &seen, 1), QC_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    print_message("%s: %d messages appended in %.1f s\n", f->ops->name,
+                  BIG_CONV_MSGS + WAITING_MSGS, elapsed_ms(&t0, &t1) / 1e3);
+
+    srand(1);
+    for (i = 0; i < PAGE_SAMPLES; i++) {
+        int64_t before = 1 + rand() % BIG_CONV_MSGS;
+
+        n = 0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        assert_int_equal(f->ops->history(f->st, big, i == 0 ? STORE_NO_CURSOR : before,
+                                         STORE_NO_CURSOR, LOG_PAGE, count_msg, &n, &more),
+                         QC_OK);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        page[i] = elapsed_ms(&t0, &t1);
+        assert_int_equal(n, i == 0 || before > LOG_PAGE ? LOG_PAGE : before - 1);
+    }
+    for (i = 0; i < LOGIN_SAMPLES; i++) {
+        n = 0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        assert_int_equal(f->ops->undelivered(f->st, bob, 10000, 16 << 20, count_msg, &n, &more),
+                         QC_OK);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        login[i] = elapsed_ms(&t0, &t1);
+        assert_int_equal(n, WAITING_MSGS);
+    }
+    /* alice sent the million herself: her own messages are never scanned again */
+    n = 0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(f->ops->undelivered(f->st, alice, 10000, 16 << 20, count_msg, &n, &more),
+                     QC_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(n, 0);
+    assert_true(elapsed_ms(&t0, &t1) < LOGIN_P50_MAX_MS);
+    qsort(page, PAGE_SAMPLES, sizeof(page[0]), by_value);
+    qsort(login, LOGIN_SAMPLES, sizeof(login[0]), by_value);
+    print_message("%s: history page of %d in %d messages: p50 %.2f ms, p99 %.2f ms; "
+                  "undelivered (%d waiting): p50 %.2f ms, max %.2f ms\n",
+                  f->ops->name, LOG_PAGE, BIG_CONV_MSGS, page[PAGE_SAMPLES / 2],
+                  page[PAGE_SAMPLES * 99 / 100], WAITING_MSGS, login[LOGIN_SAMPLES / 2],
+                  login[LOGIN_SAMPLES - 1]);
+    assert_true(page[PAGE_SAMPLES * 99 / 100] < PAGE_P99_MAX_MS);
+    assert_true(login[LOGIN_SAMPLES / 2] < LOGIN_P50_MAX_MS);
+}

@@ -109,6 +109,7 @@ void test_log_undelivered_prefix(void **state);
 void test_log_conversations(void **state);
 void test_log_retention(void **state);
 void test_log_migrate_v1(void **state);
+void test_log_speed(void **state);
 
 /* Every shared case, for a driver test's list, with its fixture. */
 #define STORE_CASES(setup, teardown)                                                   \
@@ -133,6 +134,7 @@ void test_log_migrate_v1(void **state);
         cmocka_unit_test_setup_teardown(test_log_undelivered_prefix, setup, teardown), \
         cmocka_unit_test_setup_teardown(test_log_conversations, setup, teardown),      \
         cmocka_unit_test_setup_teardown(test_log_retention, setup, teardown),          \
-        cmocka_unit_test_setup_teardown(test_log_migrate_v1, setup, teardown)
+        cmocka_unit_test_setup_teardown(test_log_migrate_v1, setup, teardown),         \
+        cmocka_unit_test_setup_teardown(test_log_speed, setup, teardown)
 
 #endif
