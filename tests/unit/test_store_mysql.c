@@ -274,6 +274,94 @@ static void test_newer_schema_refused(void **state)
     assert_non_null(strstr(err, "newer"));
 }
 
+/* The seed's README schema (the part that matters here: no id on the queue). */
+static const char seed_schema[] =
+    "CREATE TABLE User(id INT NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+    " name VARCHAR(50) NOT NULL UNIQUE, password VARCHAR(50) NOT NULL,"
+    " state ENUM('online','offline') DEFAULT('offline'));\n"
+    "CREATE TABLE Friend(userid INT NOT NULL, friendid INT NOT NULL,"
+    " PRIMARY KEY (userid,friendid));\n"
+    "CREATE TABLE AllGroup(groupid INT NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+    " groupname VARCHAR(50) NOT NULL UNIQUE, groupdesc VARCHAR(200) NOT NULL DEFAULT(''));\n"
+    "CREATE TABLE GroupUser(groupid INT NOT NULL, userid INT NOT NULL,"
+    " grouprole ENUM('creator','normal') NOT NULL DEFAULT('normal'),"
+    " PRIMARY KEY (groupid,userid));\n"
+    "CREATE TABLE OfflineMessage(userid INT NOT NULL, message VARCHAR(500) NOT NULL);\n";
+
+/* Messages as the seed stored them: one per recipient, a group chat once per member. */
+static const char seed_rows[] =
+    "INSERT INTO User (name, password) VALUES ('zhang san', '123456'), ('jose', 'pw'),"
+    " ('li si', '654321');\n"
+    "INSERT INTO AllGroup (groupname, groupdesc) VALUES ('study', 'study group');\n"
+    "INSERT INTO GroupUser VALUES (1, 1, 'creator'), (1, 2, 'normal'), (1, 3, 'normal');\n"
+    "INSERT INTO OfflineMessage VALUES"
+    " (2, '{\"id\":1,\"msgid\":5,\"msg\":\"hello\",\"name\":\"zhang san\","
+    "\"time\":\"2023-03-01 10:00:00\",\"toid\":2}'),"
+    " (2, '{\"groupid\":1,\"id\":1,\"msg\":\"hi all\",\"msgid\":9,\"name\":\"zhang san\","
+    "\"time\":\"2023-03-01 10:01:00\"}'),"
+    " (3, '{\"groupid\":1,\"id\":1,\"msg\":\"hi all\",\"msgid\":9,\"name\":\"zhang san\","
+    "\"time\":\"2023-03-01 10:01:00\"}'),"
+    " (3, '{\"id\":1,\"msgid\":5,\"msg\":\"ping\",\"name\":\"zhang san\","
+    "\"time\":\"2023-03-01 10:02:00\",\"toid\":3}');\n";
+
+static void count_log(void *arg, const struct store_logmsg *m)
+{
+    int *n = arg;
+
+    (*n)++;
+}
+
+/*
+ * A seed database, converted by migrate-from-seed.sql, opens as version 2:
+ * its queue is in the log (the group chat queued for two members is one
+ * message), each recipient still has it undelivered, and the group's
+ * creator, who sent it, has nothing waiting.
+ */
+static void test_seed_to_log(void **state)
+{
+    struct store_fixture *f = *state;
+    struct mysql_fixture *mf;
+    MYSQL *m;
+    int64_t last = 0;
+    bool more = true;
+    int n, version = 0;
+
+    NEED_SERVER();
+    mf = mysql_fixture(f);
+    f->ops->close(f->st);
+    f->st = NULL;
+    mdb_exec(mf->admin, "DROP DATABASE `%s`", mf->db);
+    mdb_exec(mf->admin, "CREATE DATABASE `%s` CHARACTER SET latin1", mf->db);
+    assert_int_equal(mysql_select_db(mf->admin, mf->db), 0);
+    m = mdb_connect(mf->db, CLIENT_MULTI_STATEMENTS);
+    mdb_run(m, seed_schema, "the seed's schema");
+    mdb_run(m, seed_rows, "seed rows");
+    mdb_run_file(m, "sql/mysql/migrate-from-seed.sql");
+    mysql_close(m);
+
+    f->st = open_store(f, f->cfg.max_offline_messages);
+    assert_int_equal(f->ops->schema_version(f->st, &version), QC_OK);
+    assert_int_equal(version, (int)store_mysql_migration_count);
+    assert_int_equal(mdb_int(mf->admin, "SELECT count(*) FROM OfflineMessage"), 0);
+    assert_int_equal(mdb_int(mf->admin, "SELECT count(*) FROM Message"), 3);
+    assert_int_equal(f->ops->conv_last_cseq(f->st, store_conv_group(1), &last), QC_OK);
+    assert_int_equal(last, 1);
+    n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, 2, 100, 1 << 20, count_log, &n, &more), QC_OK);
+    assert_int_equal(n, 2);
+    n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, 3, 100, 1 << 20, count_log, &n, &more), QC_OK);
+    assert_int_equal(n, 2);
+    n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, 1, 100, 1 << 20, count_log, &n, &more), QC_OK);
+    assert_int_equal(n, 0);
+    n = 0;
+    assert_int_equal(f->ops->history(f->st, store_conv_pair(1, 3), STORE_NO_CURSOR, STORE_NO_CURSOR,
+                                     10, count_log, &n, &more),
+                     QC_OK);
+    assert_int_equal(n, 1);
+}
+
 /* Write a password file with mode; returns its path in out. */
 static void password_file(const char *dir, const char *name, const char *text, mode_t mode,
                           char *out, size_t size)
@@ -661,6 +749,7 @@ int main(void)
         STORE_TEST(test_schema_matches_file),
         cmocka_unit_test(test_migrations_match_files),
         STORE_TEST(test_newer_schema_refused),
+        STORE_TEST(test_seed_to_log),
         STORE_TEST(test_open_errors),
         STORE_TEST(test_tcp),
         STORE_CASES(setup, teardown),
