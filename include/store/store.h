@@ -227,6 +227,12 @@ struct store_ops {
      */
     int (*log_purge)(struct store *st, int keep_days, int max_per_conv, int batch, int *removed);
     /*
+     * history.enabled = no: remove at most batch messages that every
+     * participant (both users of a pair, every current member of a group)
+     * has had delivered.  *removed as for log_purge.
+     */
+    int (*log_purge_delivered)(struct store *st, int batch, int *removed);
+    /*
      * Remove at most batch messages of conv (a deleted group's log); when
      * none are left, its cursors and last cseq go too.  Loop while
      * *removed equals batch.

@@ -175,6 +175,7 @@ enum stmt_id {
     ST_PURGE_AGE,
     ST_PURGE_FIND,
     ST_PURGE_CONV,
+    ST_PURGE_DELIVERED_FIND,
     ST_CONV_DELETE_MSGS,
     ST_CONV_DELETE_CURSORS,
     ST_CONV_DELETE_ROW,
@@ -388,6 +389,15 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
     [ST_PURGE_CONV] = { "purge conversation",
                         "DELETE FROM Message WHERE conv = ? AND cseq <= ? ORDER BY cseq LIMIT ?", 3,
                         NULL },
+    /* A conversation whose oldest stored message every participant has had. */
+    [ST_PURGE_DELIVERED_FIND] = { "purge delivered find",
+                                  "SELECT c.conv, MIN(c.delivered_cseq) FROM ConvCursor c"
+                                  " WHERE c.conv > 0 OR EXISTS (SELECT 1 FROM GroupUser g"
+                                  " WHERE g.groupid = -c.conv AND g.userid = c.userid)"
+                                  " GROUP BY c.conv HAVING MIN(c.delivered_cseq) >="
+                                  " (SELECT MIN(m.cseq) FROM Message m WHERE m.conv = c.conv)"
+                                  " LIMIT 1",
+                                  0, "ii" },
     [ST_CONV_DELETE_MSGS] = { "conversation delete",
                               "DELETE FROM Message WHERE conv = ? ORDER BY cseq LIMIT ?", 2, NULL },
     [ST_CONV_DELETE_CURSORS] = { "conversation cursors delete",
@@ -2192,6 +2202,58 @@ static int mysql_store_log_purge(struct store *st, int keep_days, int max_per_co
     return err;
 }
 
+/* Delete, conversation by conversation, what every participant has had delivered. */
+static int purge_delivered(struct store *st, struct purge_args *a)
+{
+    struct params p;
+    int64_t conv, upto;
+    int err = QC_OK, rc;
+
+    while (a->removed < a->batch && err == QC_OK) {
+        if ((err = exec(st, ST_PURGE_DELIVERED_FIND, NULL)) != QC_OK)
+            return err;
+        rc = fetch(st, ST_PURGE_DELIVERED_FIND);
+        conv = rc > 0 ? col_int(st, ST_PURGE_DELIVERED_FIND, 0) : 0;
+        upto = rc > 0 ? col_int(st, ST_PURGE_DELIVERED_FIND, 1) : 0;
+        finish(st, ST_PURGE_DELIVERED_FIND);
+        if (rc < 0)
+            return QC_ESTORAGE;
+        if (rc == 0)
+            break;
+        params_init(&p);
+        param_int(&p, conv);
+        param_int(&p, upto);
+        param_int(&p, a->batch - a->removed);
+        err = delete_counted(st, ST_PURGE_CONV, &p, &a->removed);
+    }
+    return err;
+}
+
+static int op_purge_delivered(struct store *st, void *arg)
+{
+    struct purge_args *a = arg;
+    int err;
+
+    a->removed = 0;
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    return tx_end(st, purge_delivered(st, a));
+}
+
+static int mysql_store_log_purge_delivered(struct store *st, int batch, int *removed)
+{
+    struct purge_args a = { 0, 0, batch, 0, 0 };
+    int err;
+
+    *removed = 0;
+    if (batch < 1)
+        return QC_EBADREQ;
+    err = run(st, op_purge_delivered, &a);
+    if (err == QC_OK)
+        *removed = a.removed;
+    return err;
+}
+
 static int delete_conversation(struct store *st, struct purge_args *a)
 {
     struct params p;
@@ -2535,5 +2597,6 @@ const struct store_ops store_mysql_ops = {
     .conv_member = mysql_store_conv_member,
     .conv_join = mysql_store_conv_join,
     .log_purge = mysql_store_log_purge,
+    .log_purge_delivered = mysql_store_log_purge_delivered,
     .conv_delete = mysql_store_conv_delete,
 };

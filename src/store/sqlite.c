@@ -95,6 +95,7 @@ enum stmt_id {
     ST_PURGE_AGE,
     ST_PURGE_FIND,
     ST_PURGE_CONV,
+    ST_PURGE_DELIVERED_FIND,
     ST_CONV_DELETE_MSGS,
     ST_CONV_DELETE_CURSORS,
     ST_CONV_DELETE_ROW,
@@ -262,6 +263,15 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
     [ST_PURGE_CONV] = { "purge conversation",
                         "DELETE FROM Message WHERE rowid IN (SELECT rowid FROM Message"
                         " WHERE conv = ?1 AND cseq <= ?2 ORDER BY cseq LIMIT ?3)" },
+    /* A conversation holding messages every participant has had delivered. */
+    [ST_PURGE_DELIVERED_FIND] = { "purge delivered find",
+                                  "SELECT v.conv, d.upto FROM Conversation v JOIN"
+                                  " (SELECT c.conv AS conv, min(c.delivered_cseq) AS upto"
+                                  " FROM ConvCursor c WHERE c.conv > 0 OR EXISTS (SELECT 1"
+                                  " FROM GroupUser g WHERE g.groupid = -c.conv AND g.userid = c.userid)"
+                                  " GROUP BY c.conv) AS d ON d.conv = v.conv"
+                                  " WHERE EXISTS (SELECT 1 FROM Message m WHERE m.conv = v.conv"
+                                  " AND m.cseq <= d.upto) LIMIT 1" },
     [ST_CONV_DELETE_MSGS] = { "conversation delete",
                               "DELETE FROM Message WHERE rowid IN"
                               " (SELECT rowid FROM Message WHERE conv = ?1 LIMIT ?2)" },
@@ -1383,6 +1393,45 @@ static int sqlite_log_purge(struct store *st, int keep_days, int max_per_conv, i
     return err;
 }
 
+/* Delete, conversation by conversation, what every participant has had delivered. */
+static int purge_delivered(struct store *st, int batch, int *removed)
+{
+    sqlite3_stmt *s = st->stmt[ST_PURGE_DELIVERED_FIND];
+    int64_t v[3];
+    int rc, err = QC_OK;
+
+    while (*removed < batch && err == QC_OK) {
+        rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+            v[0] = sqlite3_column_int64(s, 0);
+            v[1] = sqlite3_column_int64(s, 1);
+        }
+        (void)sqlite3_reset(s);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW)
+            return statement_failed(st, ST_PURGE_DELIVERED_FIND, rc);
+        v[2] = batch - *removed;
+        err = delete_rows(st, ST_PURGE_CONV, v, 3, removed);
+    }
+    return err;
+}
+
+static int sqlite_log_purge_delivered(struct store *st, int batch, int *removed)
+{
+    int err;
+
+    *removed = 0;
+    if (batch < 1)
+        return QC_EBADREQ;
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    err = tx_end(st, purge_delivered(st, batch, removed));
+    if (err != QC_OK)
+        *removed = 0;
+    return err;
+}
+
 static int delete_conversation(struct store *st, int64_t conv, int batch, int *removed)
 {
     int64_t v[2] = { conv, batch };
@@ -1615,5 +1664,6 @@ const struct store_ops store_sqlite_ops = {
     .conv_member = sqlite_conv_member,
     .conv_join = sqlite_conv_join,
     .log_purge = sqlite_log_purge,
+    .log_purge_delivered = sqlite_log_purge_delivered,
     .conv_delete = sqlite_conv_delete,
 };

@@ -978,6 +978,43 @@ void test_log_retention(void **state)
     expect_page(f, ab, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 13, 20, false);
 }
 
+/* history.enabled = no: what every participant has had is removed, nothing else. */
+void test_log_purge_delivered(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), carol = new_user(f, "carol");
+    int64_t ab = store_conv_pair(alice, bob), grp;
+    struct store_cursor c;
+    int32_t g = 0;
+    int i, removed = -1, total = 0;
+
+    assert_int_equal(f->ops->group_create(f->st, "g", "", alice, &g), QC_OK);
+    assert_int_equal(f->ops->group_join(f->st, g, bob), QC_OK);
+    assert_int_equal(f->ops->group_join(f->st, g, carol), QC_OK);
+    grp = store_conv_group(g);
+    for (i = 1; i <= 5; i++) {
+        append_msg(f, ab, i, alice, BASE_TS + i);
+        append_msg(f, grp, i, alice, BASE_TS + i);
+    }
+    assert_int_equal(f->ops->log_purge_delivered(f->st, PURGE_BATCH, &removed), QC_OK);
+    assert_int_equal(removed, 0); /* bob, carol: nothing delivered yet */
+
+    c = (struct store_cursor){ ab, 3 };
+    assert_int_equal(f->ops->delivered_advance(f->st, bob, &c, 1), QC_OK);
+    c = (struct store_cursor){ grp, 4 };
+    assert_int_equal(f->ops->delivered_advance(f->st, bob, &c, 1), QC_OK);
+    c = (struct store_cursor){ grp, 2 };
+    assert_int_equal(f->ops->delivered_advance(f->st, carol, &c, 1), QC_OK);
+    do {
+        assert_int_equal(f->ops->log_purge_delivered(f->st, 2, &removed), QC_OK);
+        total += removed;
+    } while (removed == 2);
+    assert_int_equal(total, 3 + 2);
+    expect_page(f, ab, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 4, 5, false);
+    expect_page(f, grp, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 3, 5, false);
+    assert_int_equal(f->ops->log_purge_delivered(f->st, 0, &removed), QC_EBADREQ);
+}
+
 /*
  * A database made by version 1 (the first migration's text, no
  * SchemaVersion), with friends, a group and offline messages, opens as

@@ -108,6 +108,7 @@ void test_log_undelivered(void **state);
 void test_log_undelivered_prefix(void **state);
 void test_log_conversations(void **state);
 void test_log_retention(void **state);
+void test_log_purge_delivered(void **state);
 void test_log_migrate_v1(void **state);
 void test_log_speed(void **state);
 
@@ -134,6 +135,7 @@ void test_log_speed(void **state);
         cmocka_unit_test_setup_teardown(test_log_undelivered_prefix, setup, teardown), \
         cmocka_unit_test_setup_teardown(test_log_conversations, setup, teardown),      \
         cmocka_unit_test_setup_teardown(test_log_retention, setup, teardown),          \
+        cmocka_unit_test_setup_teardown(test_log_purge_delivered, setup, teardown),    \
         cmocka_unit_test_setup_teardown(test_log_migrate_v1, setup, teardown),         \
         cmocka_unit_test_setup_teardown(test_log_speed, setup, teardown)
 
