@@ -202,7 +202,10 @@ struct store_ops {
      */
     int (*undelivered)(struct store *st, int32_t userid, int max_count, size_t max_bytes,
                        store_logmsg_cb cb, void *arg, bool *more);
-    /* Raise userid's delivered cursors (never lowers one), one transaction. */
+    /*
+     * Raise userid's delivered cursors (never lowers one), one transaction.
+     * Like read_set it trusts the caller to have checked conv_member.
+     */
     int (*delivered_advance)(struct store *st, int32_t userid, const struct store_cursor *pos,
                              size_t n);
     /*
