@@ -62,6 +62,10 @@ endif
 
 COMMON_SRC := $(wildcard src/common/*.c)
 STORE_SRC  := $(wildcard src/store/*.c)
+# The numbered migrations of each driver, embedded as C (sql/embed.sh).
+SQL_SQLITE := $(sort $(wildcard sql/sqlite/[0-9]*.sql))
+SQL_MYSQL  := $(sort $(wildcard sql/mysql/[0-9]*.sql))
+GEN_SQL    := $(B)/gen/store_sql.c
 SERVER_SRC := $(filter-out src/server/main.c,$(wildcard src/server/*.c))
 CLIB_SRC   := src/client/qclient.c
 QCHAT_SRC  := $(filter-out $(CLIB_SRC),$(wildcard src/client/*.c))
@@ -101,9 +105,13 @@ $(shell mkdir -p $(B) && printf '%s\n' '$(DATADIR)' >$(DATADIR_MARK).new && \
 $(call obj,src/common/config.c): $(DATADIR_MARK)
 
 $(LIBCOMMON): $(call obj,$(COMMON_SRC))
-$(LIBSTORE):  $(call obj,$(STORE_SRC))
+$(LIBSTORE):  $(call obj,$(STORE_SRC) $(GEN_SQL))
 $(LIBSERVER): $(call obj,$(SERVER_SRC))
 $(LIBCLIENT): $(call obj,$(CLIB_SRC))
+$(GEN_SQL): sql/embed.sh $(SQL_SQLITE) $(SQL_MYSQL)
+	@mkdir -p $(dir $@)
+	{ sh sql/embed.sh sqlite $(SQL_SQLITE) && sh sql/embed.sh mysql $(SQL_MYSQL); } > $@.tmp
+	mv $@.tmp $@
 $(B)/lib%.a:
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
@@ -127,6 +135,7 @@ $(B)/tests/test_store_mysql: $(call obj,tests/integration/mysql_env.c)
 # The social cases (issue 12 and 15 storage), shared the same way.
 $(B)/tests/test_social $(B)/tests/test_social_mysql: $(call obj,tests/unit/social_cases.c tests/unit/store_cases.c)
 $(B)/tests/test_social_mysql: $(call obj,tests/integration/mysql_env.c)
+$(B)/tests/test_storage: $(call obj,tests/integration/mysql_env.c)
 $(B)/tests/it_%: $(B)/obj/tests/integration/test_%.o $(call obj,$(IT_LIB_SRC)) $(LIBCLIENT) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)
@@ -209,7 +218,7 @@ FUZZ_CC     ?= clang
 FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer \
                -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
                -Iinclude $(PKG_CFLAGS) -MMD -MP
-FUZZ_SRC    := $(COMMON_SRC) $(STORE_SRC) $(SERVER_SRC)
+FUZZ_SRC    := $(COMMON_SRC) $(STORE_SRC) $(GEN_SQL) $(SERVER_SRC)
 FUZZ_TIME   ?= 60
 .PHONY: fuzz fuzz-build
 

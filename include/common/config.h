@@ -43,6 +43,7 @@ struct qc_config {
     char storage_user[QC_CONFIG_STR_MAX];
     char storage_password_file[PATH_MAX];
     char storage_database[QC_CONFIG_STR_MAX];
+    int storage_queue_size; /* items a worker's storage thread may have waiting */
 
     /* [redis] */
     char redis_host[QC_CONFIG_STR_MAX]; /* "": single node, no relay */
@@ -85,6 +86,12 @@ struct qc_config {
     char ws_origins[QC_CONFIG_STR_MAX * 4]; /* allow-list, see ws_origin_allowed() */
     char ws_web_root[PATH_MAX];             /* web client directory, "": none */
     int ws_ping_interval;                   /* seconds, 0: no pings */
+    int max_login_reply_bytes; /* offline messages' bytes in one login reply */
+
+    /* [history] */
+    char history_enabled[4];          /* "yes": the log keeps what was delivered; "no" */
+    int history_keep_days;            /* 0: forever */
+    int history_max_per_conversation; /* 0: no cap */
 };
 
 /* Fill cfg with the built-in defaults. */

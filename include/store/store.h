@@ -9,12 +9,26 @@
  * it and keeps running).  Strings passed in are NUL-terminated UTF-8; names
  * handed to callbacks are valid only during the call.
  *
- * Schema: the seed's tables User, Friend, AllGroup, GroupUser and
- * OfflineMessage (sql/sqlite/schema.sql, sql/mysql/schema.sql).
+ * Schema: versioned.  sql/<driver>/NNN-what.sql brings a database to
+ * version NNN; the build embeds them (sql/embed.sh) and open() and
+ * init_schema() apply, in order, those newer than the database's
+ * SchemaVersion.  Version 1 is the seed's tables (User, Friend, AllGroup,
+ * GroupUser, OfflineMessage); a database made before versioning is
+ * recognised as version 1.  Version 2 is the conversation log.
+ *
+ * The conversation log.  A conversation is one int64_t key (store_conv_*
+ * below): a pair of users a < b is (a << 32) | b, a group is -groupid.  A
+ * message is stored once per conversation with its cseq (1, 2, 3, ...),
+ * which the server assigns BEFORE the append: log_append takes the cseqs it
+ * is given and ignores a (conv, cseq) that is already stored, so a journal
+ * can be replayed.  Per user and conversation two cursors only grow:
+ * delivered (the highest cseq written to a session of the user) and read.
+ * A user's own messages are never "undelivered" to that user.
  */
 #ifndef QCHAT_STORE_STORE_H
 #define QCHAT_STORE_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "common/config.h"
@@ -32,6 +46,79 @@ typedef void (*store_user_cb)(void *arg, int32_t id, const char *name);
 typedef void (*store_group_cb)(void *arg, int32_t groupid, const char *name, const char *desc);
 typedef void (*store_member_cb)(void *arg, int32_t userid, const char *name, const char *role);
 typedef void (*store_msg_cb)(void *arg, const char *msg, size_t len);
+
+/* One message of the log.  body: the forwarded JSON object (not NUL-terminated). */
+struct store_logmsg {
+    int64_t conv;
+    int64_t cseq;
+    int64_t mid;
+    int64_t ts; /* epoch milliseconds */
+    int32_t sender;
+    const char *body;
+    size_t len;
+};
+typedef void (*store_logmsg_cb)(void *arg, const struct store_logmsg *m);
+
+/* One entry of a user's conversation list. */
+struct store_conv_info {
+    int64_t conv;
+    int32_t with;     /* the other user of a pair, else 0 */
+    int32_t groupid;  /* the group, else 0 */
+    const char *name; /* the other user's name or the group's name */
+    int64_t last_cseq, read_cseq, unread, last_ts;
+    const char *last; /* the newest message's body, NULL when there is none */
+    size_t last_len;
+};
+typedef void (*store_conv_cb)(void *arg, const struct store_conv_info *c);
+
+/* A cursor position: (conv, cseq). */
+struct store_cursor {
+    int64_t conv;
+    int64_t cseq;
+};
+
+/* Limits of the log calls. */
+#define STORE_NO_CURSOR        (-1) /* history: before / after not given */
+#define STORE_HISTORY_MAX      100  /* messages in one history page */
+#define STORE_CONVS_MAX        1000 /* conversations in one list */
+#define STORE_SQLITE_FILE_MODE 0600 /* a new SQLite file, whatever the umask */
+
+/* The conversation of the pair a, b (a != b, both > 0). */
+static inline int64_t store_conv_pair(int32_t a, int32_t b)
+{
+    int64_t lo = a < b ? a : b, hi = a < b ? b : a;
+
+    return (int64_t)((uint64_t)lo << 32 | (uint64_t)hi);
+}
+
+static inline int64_t store_conv_group(int32_t groupid)
+{
+    return -(int64_t)groupid;
+}
+
+static inline int32_t store_conv_groupid(int64_t conv)
+{
+    return conv < 0 ? (int32_t)-conv : 0;
+}
+
+/* The other user of a pair conversation, 0 when me is not in it (or a group). */
+static inline int32_t store_conv_other(int64_t conv, int32_t me)
+{
+    int32_t a, b;
+
+    if (conv <= 0)
+        return 0;
+    a = (int32_t)(conv >> 32);
+    b = (int32_t)(conv & 0xffffffff);
+    return me == a ? b : me == b ? a : 0;
+}
+
+/* One embedded migration (generated from sql/<driver>/NNN-*.sql). */
+struct store_migration {
+    int version;
+    const char *name; /* the file's name */
+    const char *sql;  /* its text, byte for byte */
+};
 
 struct store_ops {
     const char *name;
@@ -75,6 +162,85 @@ struct store_ops {
     int (*offline_take)(struct store *st, int32_t userid, store_msg_cb cb, void *arg, int *dropped);
     /* Number of stored offline messages for userid. */
     int (*offline_count)(struct store *st, int32_t userid, int *count);
+
+    /* ---- the conversation log (schema version 2) ---- */
+
+    /* The schema version of the open database. */
+    int (*schema_version)(struct store *st, int *version);
+    /*
+     * Append n messages (any conversations, caller-assigned cseqs) in ONE
+     * transaction.  A (conv, cseq) already stored is left as it is.  Keeps
+     * each conversation's last cseq and time, and creates both users'
+     * cursors of a new pair conversation (at 0).
+     */
+    int (*log_append)(struct store *st, const struct store_logmsg *msgs, size_t n);
+    /* The highest cseq stored for conv (0: none), to seed a sequencer. */
+    int (*conv_last_cseq)(struct store *st, int64_t conv, int64_t *last);
+    /*
+     * One page of conv's log, ascending cseq, at most limit (1..100,
+     * else QC_EBADREQ) messages.  before/after are cseqs, STORE_NO_CURSOR
+     * (any negative) = not given; after 0 starts at the first message:
+     * neither: the newest limit; before: the newest below it; after: the
+     * oldest above it; both: the oldest between them.  *more: older
+     * messages exist (neither, before) or newer ones (after).
+     */
+    int (*history)(struct store *st, int64_t conv, int64_t before, int64_t after, int limit,
+                   store_logmsg_cb cb, void *arg, bool *more);
+    /*
+     * userid's conversations, most recent first, at most limit (1..1000):
+     * the pairs the user took part in and every group the user belongs to
+     * (a group without messages has last_cseq 0 and no last).
+     */
+    int (*conversations)(struct store *st, int32_t userid, int limit, store_conv_cb cb, void *arg);
+    /*
+     * Messages of others after userid's delivered cursors, across the
+     * user's conversations (pairs, and groups the user is a member of),
+     * oldest first and in cseq order within each conversation, at most
+     * max_count and max_bytes of bodies (but always the first one, however
+     * big).  *more: some were left out.  Nothing moves: the caller advances
+     * the cursors (delivered_advance) once the messages are written.
+     */
+    int (*undelivered)(struct store *st, int32_t userid, int max_count, size_t max_bytes,
+                       store_logmsg_cb cb, void *arg, bool *more);
+    /*
+     * Raise userid's delivered cursors (never lowers one), one transaction.
+     * Like read_set it trusts the caller to have checked conv_member.
+     */
+    int (*delivered_advance)(struct store *st, int32_t userid, const struct store_cursor *pos,
+                             size_t n);
+    /*
+     * Raise userid's read cursor of conv to cseq, clamped to the
+     * conversation's last cseq (never lowers it); *now: the cursor after.
+     */
+    int (*read_set)(struct store *st, int32_t userid, int64_t conv, int64_t cseq, int64_t *now);
+    /* *member: userid is one of the pair / a member of the group. */
+    int (*conv_member)(struct store *st, int32_t userid, int64_t conv, bool *member);
+    /*
+     * userid starts following conv at start (a group member joining: the
+     * sequencer's current cseq; the stored last cseq if that is higher):
+     * both cursors are raised to it.  group_create and group_join do this
+     * with the stored last cseq; call it for any other way into a group.
+     */
+    int (*conv_join)(struct store *st, int32_t userid, int64_t conv, int64_t start);
+    /*
+     * Retention, in small steps: remove at most batch messages older than
+     * keep_days (0: no age limit) or beyond the newest max_per_conv of
+     * their conversation (0: no cap).  *removed: how many; loop while it
+     * equals batch.  Last cseqs are kept, so cseqs are never reused.
+     */
+    int (*log_purge)(struct store *st, int keep_days, int max_per_conv, int batch, int *removed);
+    /*
+     * history.enabled = no: remove at most batch messages that every
+     * participant (both users of a pair, every current member of a group)
+     * has had delivered.  *removed as for log_purge.
+     */
+    int (*log_purge_delivered)(struct store *st, int batch, int *removed);
+    /*
+     * Remove at most batch messages of conv (a deleted group's log); when
+     * none are left, its cursors and last cseq go too.  Loop while
+     * *removed equals batch.
+     */
+    int (*conv_delete)(struct store *st, int64_t conv, int batch, int *removed);
 };
 
 /* The driver named by cfg->storage_driver, or NULL. */
@@ -83,7 +249,10 @@ const struct store_ops *store_driver(const char *name);
 extern const struct store_ops store_sqlite_ops;
 extern const struct store_ops store_mysql_ops;
 
-/* The SQLite schema, byte for byte the text of sql/sqlite/schema.sql. */
-extern const char store_sqlite_schema[];
+/* The embedded migrations of each driver, version 1 first. */
+extern const struct store_migration store_sqlite_migrations[];
+extern const size_t store_sqlite_migration_count;
+extern const struct store_migration store_mysql_migrations[];
+extern const size_t store_mysql_migration_count;
 
 #endif

@@ -104,6 +104,9 @@ static const struct config_key config_keys[] = {
     STR_KEY("storage", "password_file", storage_password_file, "", RESTART,
             "file holding the mysql password, empty: no password"),
     STR_KEY("storage", "database", storage_database, "qchat", RESTART, "mysql database"),
+    INT_KEY("storage", "queue_size", storage_queue_size, 16, 10000000, "100000", RESTART,
+            "store requests and log appends a worker's storage thread may have waiting;"
+            " beyond it requests get errno 13 at once"),
 
     STR_KEY("redis", "host", redis_host, "", RESTART,
             "redis server host, empty: single node, no relay"),
@@ -173,6 +176,16 @@ static const struct config_key config_keys[] = {
     INT_KEY(
         "websocket", "ping_interval", ws_ping_interval, 0, 3600, "30", LIVE,
         "seconds of silence before a websocket is pinged (and as long again for the answer), 0: never"),
+    INT_KEY("limits", "max_login_reply_bytes", max_login_reply_bytes, 4096, 268435456, "1048576",
+            LIVE, "bytes of offline messages in one login reply; the rest come at the next login"),
+
+    ENUM_KEY("history", "enabled", history_enabled, "yes", LIVE,
+             "yes: the conversation log keeps messages after delivery; no: only undelivered ones",
+             "yes", "no"),
+    INT_KEY("history", "keep_days", history_keep_days, 0, 36500, "0", LIVE,
+            "days a message is kept in the log, 0: forever"),
+    INT_KEY("history", "max_per_conversation", history_max_per_conversation, 0, 1000000000, "0",
+            LIVE, "messages kept per conversation (the oldest are purged), 0: no cap"),
 };
 
 #define CONFIG_NKEYS       (sizeof(config_keys) / sizeof(config_keys[0]))

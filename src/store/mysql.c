@@ -37,6 +37,13 @@
  * against MariaDB servers.)  The max_offline_messages cap costs one more
  * statement per batch, plus two per recipient over the cap.
  *
+ * The schema is versioned: open() and init_schema() apply the embedded
+ * migrations (sql/mysql/NNN-*.sql) newer than SchemaVersion, statement by
+ * statement, under GET_LOCK('qchat_schema') because DDL commits by itself.
+ * log_append writes APPEND_BATCH messages per multi-row INSERT IGNORE in
+ * one transaction, then each conversation's last cseq in conv order (so
+ * two writers never wait for each other in a cycle).
+ *
  * The password comes from storage.password_file, read at open (the file
  * must not be accessible by group or others).  It stays in the handle only
  * for reconnecting, is never logged, and is wiped at close.
@@ -69,8 +76,12 @@
 #define PASSWORD_MAX          512 /* longest password file accepted */
 #define TEXT_INITIAL          256 /* first size of a text column buffer */
 #define OFFLINE_BATCH         64  /* recipients per INSERT (see ID_ROWS_64) */
-#define MAX_PARAMS            (OFFLINE_BATCH + 1)
-#define MAX_COLS              3
+#define APPEND_BATCH          32  /* messages per multi-row INSERT (see LOG_ROWS_32) */
+#define LOG_COLS              6   /* conv, cseq, mid, sender, ts, body */
+#define MAX_PARAMS            (APPEND_BATCH * LOG_COLS)
+#define MAX_COLS              7
+#define MS_PER_DAY            86400000LL
+#define CSEQ_NONE             INT64_MAX /* "no before": above every cseq */
 #define CHARSET               "utf8mb4"
 #define TARGET_MAX            (PATH_MAX + 2 * QC_CONFIG_STR_MAX + 16)
 
@@ -91,54 +102,13 @@ enum {
     E_COMMIT_UNKNOWN = -4 /* lost during COMMIT: it may or may not have happened */
 };
 
-/*
- * sql/mysql/schema.sql, statement by statement (tests/unit/test_store_mysql.c
- * checks that both build the same tables).
- */
-static const char *const schema_ddl[] = {
-    "CREATE TABLE IF NOT EXISTS User ("
-    " id INT NOT NULL AUTO_INCREMENT PRIMARY KEY,"
-    " name VARCHAR(50) NOT NULL,"
-    " password VARCHAR(256) NOT NULL,"
-    " state ENUM('online', 'offline') NOT NULL DEFAULT 'offline',"
-    " UNIQUE KEY name (name)"
-    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-
-    "CREATE TABLE IF NOT EXISTS Friend ("
-    " userid INT NOT NULL,"
-    " friendid INT NOT NULL,"
-    " PRIMARY KEY (userid, friendid)"
-    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-
-    "CREATE TABLE IF NOT EXISTS AllGroup ("
-    " groupid INT NOT NULL AUTO_INCREMENT PRIMARY KEY,"
-    " groupname VARCHAR(50) NOT NULL,"
-    " groupdesc VARCHAR(200) NOT NULL DEFAULT '',"
-    " UNIQUE KEY groupname (groupname)"
-    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-
-    "CREATE TABLE IF NOT EXISTS GroupUser ("
-    " groupid INT NOT NULL,"
-    " userid INT NOT NULL,"
-    " grouprole ENUM('creator', 'normal') NOT NULL DEFAULT 'normal',"
-    " PRIMARY KEY (groupid, userid),"
-    " KEY userid (userid)"
-    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-
-    "CREATE TABLE IF NOT EXISTS OfflineMessage ("
-    " id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,"
-    " userid INT NOT NULL,"
-    " message MEDIUMTEXT NOT NULL,"
-    " KEY userid_id (userid, id)"
-    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-
-    "CREATE TABLE IF NOT EXISTS OfflineDropped ("
-    " userid INT NOT NULL PRIMARY KEY,"
-    " dropped BIGINT NOT NULL DEFAULT 0"
-    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-};
-
-#define SCHEMA_COUNT (sizeof(schema_ddl) / sizeof(schema_ddl[0]))
+/* The version table: the one table no migration file creates. */
+#define SCHEMA_VERSION_DDL                                                        \
+    "CREATE TABLE IF NOT EXISTS SchemaVersion (version INT NOT NULL PRIMARY KEY," \
+    " name VARCHAR(100) NOT NULL,"                                                \
+    " applied TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP"                       \
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+#define SCHEMA_LOCK_SEC 60 /* a worker waits this long for another's migration */
 
 /* OFFLINE_BATCH placeholders, as a derived table of ids and as a list. */
 #define ID_ROW    " UNION ALL SELECT ?"
@@ -146,6 +116,11 @@ static const char *const schema_ddl[] = {
 #define ID_ROWS_64                                                                        \
     "SELECT ? AS id" ID_ROW ID_ROW ID_ROW ID_ROW ID_ROW ID_ROW ID_ROW ID_ROWS_8 ID_ROWS_8 \
         ID_ROWS_8 ID_ROWS_8 ID_ROWS_8 ID_ROWS_8 ID_ROWS_8
+#define LOG_ROW    "(?, ?, ?, ?, ?, ?)"
+#define LOG_ROWS_4 LOG_ROW ", " LOG_ROW ", " LOG_ROW ", " LOG_ROW
+#define LOG_ROWS_32                                                                            \
+    LOG_ROWS_4 ", " LOG_ROWS_4 ", " LOG_ROWS_4 ", " LOG_ROWS_4 ", " LOG_ROWS_4 ", " LOG_ROWS_4 \
+               ", " LOG_ROWS_4 ", " LOG_ROWS_4
 #define LIST_8 "?, ?, ?, ?, ?, ?, ?, ?"
 #define LIST_64 \
     LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8
@@ -179,6 +154,34 @@ enum stmt_id {
     ST_DROPPED_ADD,
     ST_DROPPED_GET,
     ST_DROPPED_CLEAR,
+    ST_SCHEMA_LOCK,
+    ST_SCHEMA_UNLOCK,
+    ST_SCHEMA_VERSION,
+    ST_VERSION_ADD,
+    ST_LOG_INSERT_1,
+    ST_LOG_INSERT_N,
+    ST_CONV_BUMP,
+    ST_CURSOR_INIT_PAIR,
+    ST_SENDER_SEEN,
+    ST_CONV_LAST,
+    ST_HISTORY_NEWEST,
+    ST_HISTORY_OLDEST,
+    ST_CONVERSATIONS,
+    ST_UNDELIVERED,
+    ST_DELIVERED_UP,
+    ST_READ_UP,
+    ST_READ_GET,
+    ST_MEMBER_EXISTS,
+    ST_CURSOR_JOIN,
+    ST_PURGE_AGE,
+    ST_PURGE_FIND,
+    ST_PURGE_CONV,
+    ST_PURGE_DELIVERED_FIND,
+    ST_CONV_DELETE_MSGS,
+    ST_CONV_DELETE_CURSORS,
+    ST_CONV_DELETE_ROW,
+    ST_LOG_PENDING,
+    ST_LOG_CATCH_UP,
     ST_COUNT
 };
 
@@ -269,6 +272,148 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                          "SELECT dropped FROM OfflineDropped WHERE userid = ? FOR UPDATE", 1, "i" },
     [ST_DROPPED_CLEAR] = { "dropped clear", "DELETE FROM OfflineDropped WHERE userid = ?", 1,
                            NULL },
+    /* ---- schema versions ---- */
+    [ST_SCHEMA_LOCK] = { "schema lock", "SELECT GET_LOCK('qchat_schema', " STR(SCHEMA_LOCK_SEC) ")",
+                         0, "i" },
+    [ST_SCHEMA_UNLOCK] = { "schema unlock", "SELECT RELEASE_LOCK('qchat_schema')", 0, "i" },
+    [ST_SCHEMA_VERSION] = { "schema version", "SELECT COALESCE(MAX(version), 0) FROM SchemaVersion",
+                            0, "i" },
+    [ST_VERSION_ADD] = { "schema version add",
+                         "INSERT INTO SchemaVersion (version, name) VALUES (?, ?)", 2, NULL },
+    /* ---- the log ---- */
+    [ST_LOG_INSERT_1] = { "log insert",
+                          "INSERT IGNORE INTO Message (conv, cseq, mid, sender, ts, body)"
+                          " VALUES " LOG_ROW,
+                          LOG_COLS, NULL },
+    [ST_LOG_INSERT_N] = { "log insert batch",
+                          "INSERT IGNORE INTO Message (conv, cseq, mid, sender, ts, body)"
+                          " VALUES " LOG_ROWS_32,
+                          APPEND_BATCH *LOG_COLS, NULL },
+    /* Assignments run left to right: last_ts sees the old last_cseq. */
+    [ST_CONV_BUMP] = { "conversation bump",
+                       "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES (?, ?, ?)"
+                       " ON DUPLICATE KEY UPDATE"
+                       " last_ts = IF(VALUES(last_cseq) > last_cseq, VALUES(last_ts), last_ts),"
+                       " last_cseq = GREATEST(last_cseq, VALUES(last_cseq))",
+                       3, NULL },
+    [ST_CURSOR_INIT_PAIR] = { "cursor init",
+                              "INSERT IGNORE INTO ConvCursor (userid, conv) VALUES (?, ?), (?, ?)",
+                              4, NULL },
+    [ST_SENDER_SEEN] = { "sender seen",
+                         "UPDATE ConvCursor SET delivered_cseq = ? WHERE userid = ? AND conv = ?"
+                         " AND delivered_cseq >= ? - 1 AND delivered_cseq < ?",
+                         5, NULL },
+    [ST_CONV_LAST] = { "conversation last", "SELECT last_cseq FROM Conversation WHERE conv = ?", 1,
+                       "i" },
+    /* The newest ? + 1 between the bounds, handed out ascending, with their count. */
+    [ST_HISTORY_NEWEST] = { "history newest",
+                            "SELECT conv, cseq, mid, sender, ts, body, COUNT(*) OVER () FROM"
+                            " (SELECT conv, cseq, mid, sender, ts, body FROM Message"
+                            " WHERE conv = ? AND cseq < ? AND cseq > ? ORDER BY cseq DESC LIMIT ?)"
+                            " AS p ORDER BY cseq",
+                            4, "iiiiiti" },
+    [ST_HISTORY_OLDEST] = { "history oldest",
+                            "SELECT conv, cseq, mid, sender, ts, body, COUNT(*) OVER () FROM"
+                            " (SELECT conv, cseq, mid, sender, ts, body FROM Message"
+                            " WHERE conv = ? AND cseq < ? AND cseq > ? ORDER BY cseq LIMIT ?)"
+                            " AS p ORDER BY cseq",
+                            4, "iiiiiti" },
+    /* See the SQLite driver: pairs from cursors, groups from memberships. */
+    [ST_CONVERSATIONS] = { "conversations",
+                           "SELECT x.conv, x.last_cseq, x.read_cseq, x.last_ts, x.name,"
+                           " (SELECT body FROM Message m WHERE m.conv = x.conv AND m.cseq = x.last_cseq),"
+                           " (SELECT COUNT(*) FROM Message m WHERE m.conv = x.conv"
+                           " AND m.cseq > x.read_cseq AND m.sender <> ?)"
+                           " FROM ((SELECT c.conv AS conv, v.last_cseq AS last_cseq,"
+                           " c.read_cseq AS read_cseq, v.last_ts AS last_ts, u.name AS name"
+                           " FROM ConvCursor c JOIN Conversation v ON v.conv = c.conv"
+                           " JOIN User u ON u.id = IF((c.conv >> 32) = ?,"
+                           " c.conv & 4294967295, c.conv >> 32)"
+                           " WHERE c.userid = ? AND c.conv > 0)"
+                           " UNION ALL"
+                           " (SELECT -m.groupid, COALESCE(v.last_cseq, 0), COALESCE(c.read_cseq, 0),"
+                           " COALESCE(v.last_ts, 0), g.groupname"
+                           " FROM GroupUser m JOIN AllGroup g ON g.groupid = m.groupid"
+                           " LEFT JOIN Conversation v ON v.conv = -m.groupid"
+                           " LEFT JOIN ConvCursor c ON c.userid = ? AND c.conv = -m.groupid"
+                           " WHERE m.userid = ?) ORDER BY last_ts DESC, conv LIMIT ?) AS x"
+                           " ORDER BY x.last_ts DESC, x.conv",
+                           6, "iiiitti" },
+    /*
+     * The window and the sort run on keys only, the bodies are joined in
+     * last: a derived table with a MEDIUMTEXT column is materialised on disk.
+     */
+    [ST_UNDELIVERED] = { "undelivered",
+                         "SELECT m.conv, m.cseq, m.mid, m.sender, m.ts, m.body FROM"
+                         " (SELECT conv, cseq, ets FROM"
+                         " (SELECT m.conv, m.cseq, m.sender, MAX(m.ts) OVER (PARTITION BY m.conv"
+                         " ORDER BY m.cseq ROWS UNBOUNDED PRECEDING) AS ets"
+                         " FROM ConvCursor c JOIN Conversation v ON v.conv = c.conv"
+                         " AND v.last_cseq > c.delivered_cseq"
+                         " JOIN Message m ON m.conv = c.conv AND m.cseq > c.delivered_cseq"
+                         " WHERE c.userid = ? AND (c.conv > 0 OR EXISTS (SELECT 1 FROM GroupUser g"
+                         " WHERE g.groupid = -c.conv AND g.userid = ?))) AS k"
+                         " WHERE sender <> ? ORDER BY ets, conv, cseq LIMIT ?) AS u"
+                         " JOIN Message m ON m.conv = u.conv AND m.cseq = u.cseq"
+                         " ORDER BY u.ets, u.conv, u.cseq",
+                         4, "iiiiit" },
+    [ST_DELIVERED_UP] = { "delivered advance",
+                          "INSERT INTO ConvCursor (userid, conv, delivered_cseq) VALUES (?, ?, ?)"
+                          " ON DUPLICATE KEY UPDATE"
+                          " delivered_cseq = GREATEST(delivered_cseq, VALUES(delivered_cseq))",
+                          3, NULL },
+    [ST_READ_UP] = { "read set",
+                     "INSERT INTO ConvCursor (userid, conv, read_cseq) SELECT ?, ?,"
+                     " GREATEST(0, LEAST(?, COALESCE((SELECT last_cseq FROM Conversation"
+                     " WHERE conv = ?), 0)))"
+                     " ON DUPLICATE KEY UPDATE read_cseq = GREATEST(read_cseq, VALUES(read_cseq))",
+                     4, NULL },
+    [ST_READ_GET] = { "read get", "SELECT read_cseq FROM ConvCursor WHERE userid = ? AND conv = ?",
+                      2, "i" },
+    [ST_MEMBER_EXISTS] = { "member exists",
+                           "SELECT 1 FROM GroupUser WHERE groupid = ? AND userid = ?", 2, "i" },
+    [ST_CURSOR_JOIN] = { "cursor join",
+                         "INSERT INTO ConvCursor (userid, conv, delivered_cseq, read_cseq)"
+                         " SELECT ?, ?, s, s FROM (SELECT GREATEST(?, COALESCE((SELECT last_cseq"
+                         " FROM Conversation WHERE conv = ?), 0)) AS s) AS j"
+                         " ON DUPLICATE KEY UPDATE"
+                         " delivered_cseq = GREATEST(delivered_cseq, VALUES(delivered_cseq)),"
+                         " read_cseq = GREATEST(read_cseq, VALUES(read_cseq))",
+                         4, NULL },
+    [ST_PURGE_AGE] = { "purge by age", "DELETE FROM Message WHERE ts < ? ORDER BY ts LIMIT ?", 2,
+                       NULL },
+    [ST_PURGE_FIND] = { "purge find",
+                        "SELECT conv, last_cseq - ? FROM Conversation v WHERE last_cseq > ?"
+                        " AND EXISTS (SELECT 1 FROM Message m WHERE m.conv = v.conv"
+                        " AND m.cseq <= v.last_cseq - ?) LIMIT 1",
+                        3, "ii" },
+    [ST_PURGE_CONV] = { "purge conversation",
+                        "DELETE FROM Message WHERE conv = ? AND cseq <= ? ORDER BY cseq LIMIT ?", 3,
+                        NULL },
+    /* A conversation whose oldest stored message every participant has had. */
+    [ST_PURGE_DELIVERED_FIND] = { "purge delivered find",
+                                  "SELECT c.conv, MIN(c.delivered_cseq) FROM ConvCursor c"
+                                  " WHERE c.conv > 0 OR EXISTS (SELECT 1 FROM GroupUser g"
+                                  " WHERE g.groupid = -c.conv AND g.userid = c.userid)"
+                                  " GROUP BY c.conv HAVING MIN(c.delivered_cseq) >="
+                                  " (SELECT MIN(m.cseq) FROM Message m WHERE m.conv = c.conv)"
+                                  " LIMIT 1",
+                                  0, "ii" },
+    [ST_CONV_DELETE_MSGS] = { "conversation delete",
+                              "DELETE FROM Message WHERE conv = ? ORDER BY cseq LIMIT ?", 2, NULL },
+    [ST_CONV_DELETE_CURSORS] = { "conversation cursors delete",
+                                 "DELETE FROM ConvCursor WHERE conv = ?", 1, NULL },
+    [ST_CONV_DELETE_ROW] = { "conversation row delete", "DELETE FROM Conversation WHERE conv = ?",
+                             1, NULL },
+    [ST_LOG_PENDING] = { "log pending",
+                         "SELECT EXISTS (SELECT 1 FROM ConvCursor c JOIN Conversation v"
+                         " ON v.conv = c.conv AND v.last_cseq > c.delivered_cseq WHERE c.userid = ?)",
+                         1, "i" },
+    [ST_LOG_CATCH_UP] = { "log catch up",
+                          "UPDATE ConvCursor c JOIN Conversation v ON v.conv = c.conv"
+                          " SET c.delivered_cseq = v.last_cseq"
+                          " WHERE c.userid = ? AND c.delivered_cseq < v.last_cseq",
+                          1, NULL },
 };
 
 /* A prepared statement and the buffers its result columns are fetched into. */
@@ -950,14 +1095,131 @@ static int run_ddl(struct store *st, const char *sql, char *err, size_t errlen)
     return rc;
 }
 
-static int create_schema(struct store *st, char *err, size_t errlen)
+/* A line that is only a comment or blank. */
+static bool is_comment_line(const char *line, size_t len)
 {
+    size_t i = 0;
+
+    while (i < len && (line[i] == ' ' || line[i] == '\t'))
+        i++;
+    return i == len || (i + 1 < len && line[i] == '-' && line[i + 1] == '-');
+}
+
+/*
+ * Run a migration's statements one by one: a statement ends with ';' at the
+ * end of a line (the rule the sql/mysql files keep), comment lines are left out.
+ */
+static int run_migration_text(struct store *st, const struct store_migration *m, char *err,
+                              size_t errlen)
+{
+    size_t total = strlen(m->sql), used = 0, len;
+    const char *line = m->sql, *nl;
+    char *stmt = malloc(total + 1);
+    int rc = 0;
+
+    if (stmt == NULL) {
+        snprintf(err, errlen, "mysql: %s: out of memory", m->name);
+        return -1;
+    }
+    for (; *line != '\0' && rc == 0; line = *nl != '\0' ? nl + 1 : nl) {
+        nl = strchr(line, '\n');
+        if (nl == NULL)
+            nl = line + strlen(line);
+        len = (size_t)(nl - line);
+        if (is_comment_line(line, len))
+            continue;
+        while (len > 0 && (line[len - 1] == ' ' || line[len - 1] == '\r'))
+            len--;
+        memcpy(stmt + used, line, len);
+        used += len;
+        if (len > 0 && line[len - 1] == ';') {
+            stmt[used - 1] = '\0';
+            rc = run_ddl(st, stmt, err, errlen);
+            used = 0;
+        } else {
+            stmt[used++] = '\n';
+        }
+    }
+    if (rc == 0 && used > 0) {
+        snprintf(err, errlen, "mysql: %s: the last statement has no ';'", m->name);
+        rc = -1;
+    }
+    free(stmt);
+    return rc;
+}
+
+/* One-integer query with no parameter: -1 on failure (err set). */
+static long long schema_query(struct store *st, enum stmt_id id, char *err, size_t errlen)
+{
+    long long v = -1;
+    bool found = false;
+
+    if (query_int(st, id, NULL, &found, &v) != QC_OK || !found) {
+        snprintf(err, errlen, "mysql: %s: %s failed", st->target, stmt_defs[id].name);
+        return -1;
+    }
+    return v;
+}
+
+static int record_version(struct store *st, const struct store_migration *m, char *err,
+                          size_t errlen)
+{
+    struct params p;
+
+    params_init(&p);
+    param_int(&p, m->version);
+    param_str(&p, m->name);
+    if (exec(st, ST_VERSION_ADD, &p) == QC_OK)
+        return 0;
+    snprintf(err, errlen, "mysql: %s: recording schema version %d failed", st->target, m->version);
+    return -1;
+}
+
+/* Apply every migration newer than the database, under the schema lock. */
+static int apply_migrations(struct store *st, char *err, size_t errlen)
+{
+    long long have;
     size_t i;
 
-    for (i = 0; i < SCHEMA_COUNT; i++)
-        if (run_ddl(st, schema_ddl[i], err, errlen) != 0)
+    if (run_ddl(st, SCHEMA_VERSION_DDL, err, errlen) != 0)
+        return -1;
+    if ((have = schema_query(st, ST_SCHEMA_VERSION, err, errlen)) < 0)
+        return -1;
+    if (have > (long long)store_mysql_migration_count) {
+        snprintf(err, errlen,
+                 "mysql: %s: the database has schema version %lld, newer than this qchatd (%zu)",
+                 st->target, have, store_mysql_migration_count);
+        return -1;
+    }
+    for (i = (size_t)have; i < store_mysql_migration_count; i++) {
+        const struct store_migration *m = &store_mysql_migrations[i];
+
+        if (run_migration_text(st, m, err, errlen) != 0 || record_version(st, m, err, errlen) != 0)
             return -1;
+        log_info("mysql: schema migrated to version %d (%s)", m->version, m->name);
+    }
     return 0;
+}
+
+/*
+ * DDL commits by itself, so workers and nodes opening at once take turns
+ * with GET_LOCK; the first migrates, the others find nothing to do.
+ */
+static int create_schema(struct store *st, char *err, size_t errlen)
+{
+    long long locked = schema_query(st, ST_SCHEMA_LOCK, err, errlen);
+    int rc;
+
+    if (locked < 0)
+        return -1;
+    if (locked != 1) {
+        snprintf(err, errlen, "mysql: %s: no schema lock within %d s", st->target, SCHEMA_LOCK_SEC);
+        return -1;
+    }
+    rc = apply_migrations(st, err, errlen);
+    if (!st->broken)
+        (void)schema_query(st, ST_SCHEMA_UNLOCK, err, rc == 0 ? errlen : 0); /* keep err */
+    return rc;
 }
 
 static void mysql_store_close(struct store *st)
@@ -1264,6 +1526,19 @@ static int mysql_store_friend_list(struct store *st, int32_t userid, store_user_
 
 /* ---- groups --------------------------------------------------------- */
 
+/* Raise userid's cursors of conv to start (or the stored last cseq). */
+static int join_conversation(struct store *st, int32_t userid, int64_t conv, int64_t start)
+{
+    struct params p;
+
+    params_init(&p);
+    param_int(&p, userid);
+    param_int(&p, conv);
+    param_int(&p, start);
+    param_int(&p, conv);
+    return exec(st, ST_CURSOR_JOIN, &p);
+}
+
 struct group_args {
     const char *name;
     const char *desc;
@@ -1304,7 +1579,9 @@ static int insert_group(struct store *st, struct group_args *a)
     a->groupid = (int32_t)mysql_stmt_insert_id(st->stmt[ST_GROUP_INSERT].h);
     if ((err = insert_member(st, a->groupid, a->userid, QC_ROLE_CREATOR, &added)) != QC_OK)
         return err;
-    return added ? QC_OK : QC_ENOUSER; /* the group is new: no such creator */
+    if (!added)
+        return QC_ENOUSER; /* the group is new: no such creator */
+    return join_conversation(st, a->userid, store_conv_group(a->groupid), 0);
 }
 
 static int op_group_create(struct store *st, void *arg)
@@ -1347,7 +1624,9 @@ static int join_group(struct store *st, int32_t groupid, int32_t userid)
 
     if ((err = insert_member(st, groupid, userid, QC_ROLE_NORMAL, &added)) != QC_OK)
         return err;
-    return added ? QC_OK : join_refused(st, groupid, userid);
+    if (!added)
+        return join_refused(st, groupid, userid);
+    return join_conversation(st, userid, store_conv_group(groupid), 0);
 }
 
 static int op_group_join(struct store *st, void *arg)
@@ -1391,6 +1670,700 @@ static int mysql_store_user_groups(struct store *st, int32_t userid, store_group
     int rows;
 
     return list(st, ST_USER_GROUPS, userid, &k, &rows);
+}
+
+/* ---- the conversation log ------------------------------------------- */
+
+static int op_schema_version(struct store *st, void *arg)
+{
+    long long *v = arg;
+    bool found = false;
+    int err = query_int(st, ST_SCHEMA_VERSION, NULL, &found, v);
+
+    return err == QC_OK && !found ? QC_ESTORAGE : err;
+}
+
+static int mysql_store_schema_version(struct store *st, int *version)
+{
+    long long v = 0;
+    int err = run(st, op_schema_version, &v);
+
+    if (err == QC_OK)
+        *version = clamp_int(v);
+    return err;
+}
+
+static void param_message(struct params *p, const struct store_logmsg *m)
+{
+    param_int(p, m->conv);
+    param_int(p, m->cseq);
+    param_int(p, m->mid);
+    param_int(p, m->sender);
+    param_int(p, m->ts);
+    param_text(p, m->body, m->len);
+}
+
+/* The messages: APPEND_BATCH rows per INSERT, the rest one by one. */
+static int insert_messages(struct store *st, const struct store_logmsg *msgs, size_t n)
+{
+    struct params p;
+    size_t i = 0, k;
+    int err = QC_OK;
+
+    for (; i + APPEND_BATCH <= n && err == QC_OK; i += APPEND_BATCH) {
+        params_init(&p);
+        for (k = 0; k < APPEND_BATCH; k++)
+            param_message(&p, &msgs[i + k]);
+        err = exec(st, ST_LOG_INSERT_N, &p);
+    }
+    for (; i < n && err == QC_OK; i++) {
+        params_init(&p);
+        param_message(&p, &msgs[i]);
+        err = exec(st, ST_LOG_INSERT_1, &p);
+    }
+    return err;
+}
+
+/* One message of a batch, for the per-conversation and per-sender updates. */
+struct conv_top {
+    int64_t conv, cseq, ts;
+    int32_t sender;
+};
+
+static int by_conv_sender_cseq(const void *a, const void *b)
+{
+    const struct conv_top *x = a, *y = b;
+
+    if (x->conv != y->conv)
+        return x->conv < y->conv ? -1 : 1;
+    if (x->sender != y->sender)
+        return x->sender < y->sender ? -1 : 1;
+    return x->cseq < y->cseq ? -1 : x->cseq > y->cseq;
+}
+
+/* One conversation row (and a pair's two cursors), in conv order: no lock cycles. */
+static int bump_conversation(struct store *st, const struct conv_top *t)
+{
+    struct params p;
+    int err;
+
+    params_init(&p);
+    param_int(&p, t->conv);
+    param_int(&p, t->cseq);
+    param_int(&p, t->ts);
+    if ((err = exec(st, ST_CONV_BUMP, &p)) != QC_OK || t->conv < 0)
+        return err;
+    params_init(&p);
+    param_int(&p, t->conv >> 32);
+    param_int(&p, t->conv);
+    param_int(&p, t->conv & 0xffffffff);
+    param_int(&p, t->conv);
+    return exec(st, ST_CURSOR_INIT_PAIR, &p);
+}
+
+/* See the SQLite driver: the sender's cursor over its first contiguous run. */
+static int sender_seen(struct store *st, const struct conv_top *t, size_t n)
+{
+    struct params p;
+    size_t k = 1;
+
+    while (k < n && t[k].cseq == t[k - 1].cseq + 1)
+        k++;
+    params_init(&p);
+    param_int(&p, t[k - 1].cseq);
+    param_int(&p, t[0].sender);
+    param_int(&p, t[0].conv);
+    param_int(&p, t[0].cseq);
+    param_int(&p, t[k - 1].cseq);
+    return exec(st, ST_SENDER_SEEN, &p);
+}
+
+static int update_conversations(struct store *st, const struct conv_top *t, size_t n)
+{
+    size_t i = 0, j, k, top;
+    int err = QC_OK;
+
+    while (i < n && err == QC_OK) {
+        for (j = i, top = i; j < n && t[j].conv == t[i].conv; j++)
+            if (t[j].cseq > t[top].cseq)
+                top = j;
+        err = bump_conversation(st, &t[top]);
+        for (k = i; k < j && err == QC_OK; k = i) {
+            for (i = k; i < j && t[i].sender == t[k].sender; i++)
+                ;
+            err = sender_seen(st, &t[k], i - k);
+        }
+        i = j;
+    }
+    return err;
+}
+
+struct append_args {
+    const struct store_logmsg *msgs;
+    size_t n;
+    struct conv_top *tops; /* n entries, sorted by conv, sender, cseq */
+};
+
+static int append_batch(struct store *st, struct append_args *a)
+{
+    int err = insert_messages(st, a->msgs, a->n);
+
+    return err == QC_OK ? update_conversations(st, a->tops, a->n) : err;
+}
+
+static int op_log_append(struct store *st, void *arg)
+{
+    int err;
+
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    return tx_end(st, append_batch(st, arg));
+}
+
+/*
+ * Idempotent as a whole (INSERT IGNORE, GREATEST, INSERT IGNORE), so a
+ * lost connection or a deadlock simply runs it again.
+ */
+static int mysql_store_log_append(struct store *st, const struct store_logmsg *msgs, size_t n)
+{
+    struct append_args a = { msgs, n, NULL };
+    size_t i;
+    int err;
+
+    if (n == 0)
+        return QC_OK;
+    for (i = 0; i < n; i++) {
+        if (msgs[i].cseq <= 0 || msgs[i].conv == 0)
+            return QC_EBADREQ;
+        if (msgs[i].len > INT_MAX)
+            return QC_ETOOLONG;
+    }
+    a.tops = malloc(n * sizeof(*a.tops));
+    if (a.tops == NULL) {
+        log_error("mysql: log append: out of memory for %zu messages", n);
+        return QC_ESTORAGE;
+    }
+    for (i = 0; i < n; i++)
+        a.tops[i] = (struct conv_top){ msgs[i].conv, msgs[i].cseq, msgs[i].ts, msgs[i].sender };
+    qsort(a.tops, n, sizeof(*a.tops), by_conv_sender_cseq);
+    err = run(st, op_log_append, &a);
+    free(a.tops);
+    return err;
+}
+
+static int mysql_store_conv_last_cseq(struct store *st, int64_t conv, int64_t *last)
+{
+    struct keyed k = { ST_CONV_LAST, conv };
+    int err, rc;
+
+    *last = 0;
+    if ((err = run(st, op_keyed, &k)) != QC_OK)
+        return err;
+    rc = fetch(st, ST_CONV_LAST);
+    if (rc > 0)
+        *last = col_int(st, ST_CONV_LAST, 0);
+    finish(st, ST_CONV_LAST);
+    return rc < 0 ? QC_ESTORAGE : QC_OK;
+}
+
+/* The current row of a (conv, cseq, mid, sender, ts, body) result. */
+static void row_message(struct store *st, enum stmt_id id, struct store_logmsg *m)
+{
+    m->conv = col_int(st, id, 0);
+    m->cseq = col_int(st, id, 1);
+    m->mid = col_int(st, id, 2);
+    m->sender = (int32_t)col_int(st, id, 3);
+    m->ts = col_int(st, id, 4);
+    m->body = col_text(st, id, 5);
+    m->len = col_len(st, id, 5);
+}
+
+/* A statement with its parameters, run (and retried) by run(). */
+struct prepared {
+    enum stmt_id id;
+    struct params p;
+};
+
+static int op_prepared(struct store *st, void *arg)
+{
+    struct prepared *q = arg;
+
+    return exec(st, q->id, &q->p);
+}
+
+static int mysql_store_history(struct store *st, int64_t conv, int64_t before, int64_t after,
+                               int limit, store_logmsg_cb cb, void *arg, bool *more)
+{
+    bool newest = after < 0;
+    struct prepared q;
+    struct store_logmsg m;
+    int err, rc, row = 0;
+
+    *more = false;
+    if (limit < 1 || limit > STORE_HISTORY_MAX)
+        return QC_EBADREQ;
+    q.id = newest ? ST_HISTORY_NEWEST : ST_HISTORY_OLDEST;
+    params_init(&q.p);
+    param_int(&q.p, conv);
+    param_int(&q.p, before >= 0 ? before : CSEQ_NONE);
+    param_int(&q.p, after >= 0 ? after : 0);
+    param_int(&q.p, limit + 1);
+    if ((err = run(st, op_prepared, &q)) != QC_OK)
+        return err;
+    st->depth++;
+    while ((rc = fetch(st, q.id)) > 0) {
+        bool extra;
+
+        *more = col_int(st, q.id, 6) > limit;
+        extra = *more && (newest ? row == 0 : row == limit);
+        row++;
+        if (extra)
+            continue;
+        row_message(st, q.id, &m);
+        cb(arg, &m);
+    }
+    st->depth--;
+    finish(st, q.id);
+    return rc < 0 ? QC_ESTORAGE : QC_OK;
+}
+
+static int mysql_store_conversations(struct store *st, int32_t userid, int limit, store_conv_cb cb,
+                                     void *arg)
+{
+    struct prepared q;
+    struct store_conv_info c;
+    int err, rc, i;
+
+    if (limit < 1 || limit > STORE_CONVS_MAX)
+        return QC_EBADREQ;
+    q.id = ST_CONVERSATIONS;
+    params_init(&q.p);
+    for (i = 0; i < 5; i++)
+        param_int(&q.p, userid);
+    param_int(&q.p, limit);
+    if ((err = run(st, op_prepared, &q)) != QC_OK)
+        return err;
+    st->depth++;
+    while ((rc = fetch(st, q.id)) > 0) {
+        memset(&c, 0, sizeof(c));
+        c.conv = col_int(st, q.id, 0);
+        c.with = store_conv_other(c.conv, userid);
+        c.groupid = store_conv_groupid(c.conv);
+        c.last_cseq = col_int(st, q.id, 1);
+        c.read_cseq = col_int(st, q.id, 2);
+        c.last_ts = col_int(st, q.id, 3);
+        c.name = col_text(st, q.id, 4);
+        if (!st->stmt[q.id].null[5]) {
+            c.last = col_text(st, q.id, 5);
+            c.last_len = col_len(st, q.id, 5);
+        }
+        c.unread = col_int(st, q.id, 6);
+        cb(arg, &c);
+    }
+    st->depth--;
+    finish(st, q.id);
+    return rc < 0 ? QC_ESTORAGE : QC_OK;
+}
+
+static int run_undelivered(struct store *st, int32_t userid, long long max_rows)
+{
+    struct prepared q;
+
+    q.id = ST_UNDELIVERED;
+    params_init(&q.p);
+    param_int(&q.p, userid);
+    param_int(&q.p, userid);
+    param_int(&q.p, userid);
+    param_int(&q.p, max_rows);
+    return run(st, op_prepared, &q);
+}
+
+/* Hand buffered undelivered rows to cb within max_count and max_bytes. */
+static int hand_undelivered(struct store *st, int max_count, size_t max_bytes, store_logmsg_cb cb,
+                            void *arg, bool *more)
+{
+    struct store_logmsg m;
+    size_t bytes = 0;
+    int rc, rows = 0;
+
+    st->depth++;
+    while ((rc = fetch(st, ST_UNDELIVERED)) > 0) {
+        row_message(st, ST_UNDELIVERED, &m);
+        if (rows == max_count || (rows > 0 && m.len > max_bytes - bytes)) {
+            *more = true;
+            rc = 0;
+            break;
+        }
+        bytes += m.len < max_bytes - bytes ? m.len : max_bytes - bytes;
+        rows++;
+        cb(arg, &m);
+    }
+    st->depth--;
+    finish(st, ST_UNDELIVERED);
+    return rc < 0 ? QC_ESTORAGE : QC_OK;
+}
+
+static int mysql_store_undelivered(struct store *st, int32_t userid, int max_count,
+                                   size_t max_bytes, store_logmsg_cb cb, void *arg, bool *more)
+{
+    int err;
+
+    *more = false;
+    if (max_count < 1)
+        return QC_EBADREQ;
+    if ((err = run_undelivered(st, userid, (long long)max_count + 1)) != QC_OK)
+        return err;
+    return hand_undelivered(st, max_count, max_bytes, cb, arg, more);
+}
+
+struct advance_args {
+    int32_t userid;
+    const struct store_cursor *pos;
+    size_t n;
+};
+
+static int op_delivered_advance(struct store *st, void *arg)
+{
+    struct advance_args *a = arg;
+    struct params p;
+    size_t i;
+    int err;
+
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    for (i = 0; i < a->n && err == QC_OK; i++) {
+        params_init(&p);
+        param_int(&p, a->userid);
+        param_int(&p, a->pos[i].conv);
+        param_int(&p, a->pos[i].cseq);
+        err = exec(st, ST_DELIVERED_UP, &p);
+    }
+    return tx_end(st, err);
+}
+
+static int mysql_store_delivered_advance(struct store *st, int32_t userid,
+                                         const struct store_cursor *pos, size_t n)
+{
+    struct advance_args a = { userid, pos, n };
+
+    return n == 0 ? QC_OK : run(st, op_delivered_advance, &a);
+}
+
+struct cursor_args {
+    int32_t userid;
+    int64_t conv, cseq;
+    long long now;
+};
+
+static int op_read_set(struct store *st, void *arg)
+{
+    struct cursor_args *a = arg;
+    struct params p;
+    bool found = false;
+    int err;
+
+    params_init(&p);
+    param_int(&p, a->userid);
+    param_int(&p, a->conv);
+    param_int(&p, a->cseq);
+    param_int(&p, a->conv);
+    if ((err = exec(st, ST_READ_UP, &p)) != QC_OK)
+        return err;
+    params_init(&p);
+    param_int(&p, a->userid);
+    param_int(&p, a->conv);
+    err = query_int(st, ST_READ_GET, &p, &found, &a->now);
+    return err == QC_OK && !found ? QC_ESTORAGE : err;
+}
+
+static int mysql_store_read_set(struct store *st, int32_t userid, int64_t conv, int64_t cseq,
+                                int64_t *now)
+{
+    struct cursor_args a = { userid, conv, cseq, 0 };
+    int err = run(st, op_read_set, &a);
+
+    *now = err == QC_OK ? a.now : 0;
+    return err;
+}
+
+static int op_member(struct store *st, void *arg)
+{
+    struct cursor_args *a = arg;
+    struct params p;
+    bool found = false;
+    long long one = 0;
+    int err;
+
+    params_init(&p);
+    param_int(&p, store_conv_groupid(a->conv));
+    param_int(&p, a->userid);
+    err = query_int(st, ST_MEMBER_EXISTS, &p, &found, &one);
+    a->now = found;
+    return err;
+}
+
+static int mysql_store_conv_member(struct store *st, int32_t userid, int64_t conv, bool *member)
+{
+    struct cursor_args a = { userid, conv, 0, 0 };
+    int err;
+
+    *member = false;
+    if (conv > 0) {
+        *member = store_conv_other(conv, userid) > 0;
+        return QC_OK;
+    }
+    err = run(st, op_member, &a);
+    *member = err == QC_OK && a.now;
+    return err;
+}
+
+static int op_conv_join(struct store *st, void *arg)
+{
+    struct cursor_args *a = arg;
+
+    return join_conversation(st, a->userid, a->conv, a->cseq);
+}
+
+static int mysql_store_conv_join(struct store *st, int32_t userid, int64_t conv, int64_t start)
+{
+    struct cursor_args a = { userid, conv, start, 0 };
+
+    return run(st, op_conv_join, &a);
+}
+
+struct purge_args {
+    int keep_days, max_per_conv, batch;
+    int64_t conv; /* conv_delete */
+    int removed;
+};
+
+static int delete_counted(struct store *st, enum stmt_id id, struct params *p, int *removed)
+{
+    int err = exec(st, id, p);
+
+    if (err == QC_OK)
+        *removed += (int)affected(st, id);
+    return err;
+}
+
+/* Trim conversations over the cap, one at a time, within what is left of the batch. */
+static int purge_over_cap(struct store *st, struct purge_args *a)
+{
+    struct params p;
+    int64_t conv, upto;
+    int err = QC_OK, rc;
+
+    while (a->removed < a->batch && err == QC_OK) {
+        params_key(&p, ST_PURGE_FIND, a->max_per_conv);
+        if ((err = exec(st, ST_PURGE_FIND, &p)) != QC_OK)
+            return err;
+        rc = fetch(st, ST_PURGE_FIND);
+        conv = rc > 0 ? col_int(st, ST_PURGE_FIND, 0) : 0;
+        upto = rc > 0 ? col_int(st, ST_PURGE_FIND, 1) : 0;
+        finish(st, ST_PURGE_FIND);
+        if (rc < 0)
+            return QC_ESTORAGE;
+        if (rc == 0)
+            break;
+        params_init(&p);
+        param_int(&p, conv);
+        param_int(&p, upto);
+        param_int(&p, a->batch - a->removed);
+        err = delete_counted(st, ST_PURGE_CONV, &p, &a->removed);
+    }
+    return err;
+}
+
+static int purge_step(struct store *st, struct purge_args *a)
+{
+    struct params p;
+    struct timespec now;
+    int err = QC_OK;
+
+    if (a->keep_days > 0) {
+        clock_gettime(CLOCK_REALTIME, &now);
+        params_init(&p);
+        param_int(&p,
+                  (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000 - a->keep_days * MS_PER_DAY);
+        param_int(&p, a->batch);
+        err = delete_counted(st, ST_PURGE_AGE, &p, &a->removed);
+    }
+    if (err == QC_OK && a->max_per_conv > 0)
+        err = purge_over_cap(st, a);
+    return err;
+}
+
+static int op_log_purge(struct store *st, void *arg)
+{
+    struct purge_args *a = arg;
+    int err;
+
+    a->removed = 0;
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    return tx_end(st, purge_step(st, a));
+}
+
+static int mysql_store_log_purge(struct store *st, int keep_days, int max_per_conv, int batch,
+                                 int *removed)
+{
+    struct purge_args a = { keep_days, max_per_conv, batch, 0, 0 };
+    int err;
+
+    *removed = 0;
+    if (batch < 1 || keep_days < 0 || max_per_conv < 0)
+        return QC_EBADREQ;
+    if (keep_days == 0 && max_per_conv == 0)
+        return QC_OK;
+    err = run(st, op_log_purge, &a);
+    if (err == QC_OK)
+        *removed = a.removed;
+    return err;
+}
+
+/* Delete, conversation by conversation, what every participant has had delivered. */
+static int purge_delivered(struct store *st, struct purge_args *a)
+{
+    struct params p;
+    int64_t conv, upto;
+    int err = QC_OK, rc;
+
+    while (a->removed < a->batch && err == QC_OK) {
+        if ((err = exec(st, ST_PURGE_DELIVERED_FIND, NULL)) != QC_OK)
+            return err;
+        rc = fetch(st, ST_PURGE_DELIVERED_FIND);
+        conv = rc > 0 ? col_int(st, ST_PURGE_DELIVERED_FIND, 0) : 0;
+        upto = rc > 0 ? col_int(st, ST_PURGE_DELIVERED_FIND, 1) : 0;
+        finish(st, ST_PURGE_DELIVERED_FIND);
+        if (rc < 0)
+            return QC_ESTORAGE;
+        if (rc == 0)
+            break;
+        params_init(&p);
+        param_int(&p, conv);
+        param_int(&p, upto);
+        param_int(&p, a->batch - a->removed);
+        err = delete_counted(st, ST_PURGE_CONV, &p, &a->removed);
+    }
+    return err;
+}
+
+static int op_purge_delivered(struct store *st, void *arg)
+{
+    struct purge_args *a = arg;
+    int err;
+
+    a->removed = 0;
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    return tx_end(st, purge_delivered(st, a));
+}
+
+static int mysql_store_log_purge_delivered(struct store *st, int batch, int *removed)
+{
+    struct purge_args a = { 0, 0, batch, 0, 0 };
+    int err;
+
+    *removed = 0;
+    if (batch < 1)
+        return QC_EBADREQ;
+    err = run(st, op_purge_delivered, &a);
+    if (err == QC_OK)
+        *removed = a.removed;
+    return err;
+}
+
+static int delete_conversation(struct store *st, struct purge_args *a)
+{
+    struct params p;
+    int err, none = 0;
+
+    params_init(&p);
+    param_int(&p, a->conv);
+    param_int(&p, a->batch);
+    if ((err = delete_counted(st, ST_CONV_DELETE_MSGS, &p, &a->removed)) != QC_OK ||
+        a->removed == a->batch)
+        return err;
+    params_key(&p, ST_CONV_DELETE_CURSORS, a->conv);
+    if ((err = delete_counted(st, ST_CONV_DELETE_CURSORS, &p, &none)) != QC_OK)
+        return err;
+    params_key(&p, ST_CONV_DELETE_ROW, a->conv);
+    return delete_counted(st, ST_CONV_DELETE_ROW, &p, &none);
+}
+
+static int op_conv_delete(struct store *st, void *arg)
+{
+    struct purge_args *a = arg;
+    int err;
+
+    a->removed = 0;
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    return tx_end(st, delete_conversation(st, a));
+}
+
+static int mysql_store_conv_delete(struct store *st, int64_t conv, int batch, int *removed)
+{
+    struct purge_args a = { 0, 0, batch, conv, 0 };
+    int err;
+
+    *removed = 0;
+    if (batch < 1)
+        return QC_EBADREQ;
+    err = run(st, op_conv_delete, &a);
+    if (err == QC_OK)
+        *removed = a.removed;
+    return err;
+}
+
+/*
+ * The legacy take's first half: the log's undelivered messages (a migrated
+ * queue), read and the cursors caught up in one transaction, handed over
+ * after the commit (twice at worst, never lost, as for the queue).
+ */
+static int op_log_take(struct store *st, void *arg)
+{
+    int32_t *userid = arg;
+    struct params p;
+    int err;
+
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    params_init(&p);
+    param_int(&p, *userid);
+    param_int(&p, *userid);
+    param_int(&p, *userid);
+    param_int(&p, INT_MAX);
+    err = exec(st, ST_UNDELIVERED, &p);
+    if (err == QC_OK) {
+        params_key(&p, ST_LOG_CATCH_UP, *userid);
+        err = exec(st, ST_LOG_CATCH_UP, &p);
+    }
+    err = tx_end(st, err);
+    return err == E_COMMIT_UNKNOWN ? QC_OK : err;
+}
+
+static void legacy_message(void *arg, const struct store_logmsg *m)
+{
+    const struct sink *k = arg;
+
+    k->msg(k->arg, m->body, m->len);
+}
+
+static int take_log(struct store *st, int32_t userid, store_msg_cb cb, void *arg)
+{
+    struct sink k = { .msg = cb, .arg = arg };
+    bool more = false;
+    int pending = 0, err;
+
+    err = read_int(st, ST_LOG_PENDING, userid, QC_ESTORAGE, &pending);
+    if (err != QC_OK || !pending)
+        return err;
+    if ((err = run(st, op_log_take, &userid)) != QC_OK) {
+        finish(st, ST_UNDELIVERED);
+        return err;
+    }
+    return hand_undelivered(st, INT_MAX, (size_t)-1, legacy_message, &k, &more);
 }
 
 /* ---- offline messages: storing -------------------------------------- */
@@ -1588,6 +2561,8 @@ static int mysql_store_offline_take(struct store *st, int32_t userid, store_msg_
     int pending = 0, rows, err;
 
     *dropped = 0;
+    if ((err = take_log(st, userid, cb, arg)) != QC_OK)
+        return err;
     /* Most logins find nothing: check that without locking anything. */
     err = read_int(st, ST_OFFLINE_PENDING, userid, QC_ESTORAGE, &pending);
     if (err != QC_OK || !pending)
@@ -1630,4 +2605,17 @@ const struct store_ops store_mysql_ops = {
     .offline_store = mysql_store_offline_store,
     .offline_take = mysql_store_offline_take,
     .offline_count = mysql_store_offline_count,
+    .schema_version = mysql_store_schema_version,
+    .log_append = mysql_store_log_append,
+    .conv_last_cseq = mysql_store_conv_last_cseq,
+    .history = mysql_store_history,
+    .conversations = mysql_store_conversations,
+    .undelivered = mysql_store_undelivered,
+    .delivered_advance = mysql_store_delivered_advance,
+    .read_set = mysql_store_read_set,
+    .conv_member = mysql_store_conv_member,
+    .conv_join = mysql_store_conv_join,
+    .log_purge = mysql_store_log_purge,
+    .log_purge_delivered = mysql_store_log_purge_delivered,
+    .conv_delete = mysql_store_conv_delete,
 };

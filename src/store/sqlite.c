@@ -14,18 +14,31 @@
  * IMMEDIATE: a transaction that starts as a reader and then writes cannot
  * wait for the lock in WAL mode, it fails at once with SQLITE_BUSY.
  *
+ * The schema is versioned: open() applies the embedded migrations
+ * (sql/sqlite/NNN-*.sql, see store.h) newer than the database's
+ * SchemaVersion in the same BEGIN IMMEDIATE transaction, so workers
+ * opening at once take turns and a failed migration leaves nothing behind.
+ * A new database file is created mode 0600, whatever the umask.
+ *
+ * The conversation log (version 2): appends are one INSERT OR IGNORE per
+ * message plus the conversation's last cseq, in one transaction per batch;
+ * the caller batches (group commit), which is what keeps several workers'
+ * writers from serialising on the file lock.
+ *
  * Callbacks run while their statement is stepping.  A callback may call
  * other store functions that only read (user_get or group_members from
  * within user_groups, for example), but not the function that called it,
  * and nothing at all from within offline_take's callback.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -37,73 +50,6 @@
 #define BUSY_TIMEOUT_MS 5000       /* workers take turns writing one file */
 #define MEMORY_DB       ":memory:" /* private database, for tests */
 #define OPEN_FLAGS      (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX)
-
-/* sql/sqlite/schema.sql, byte for byte (tests/unit/test_store.c checks). */
-const char store_sqlite_schema[] =
-    "-- sql/sqlite/schema.sql - qchat schema for the embedded SQLite store.\n"
-    "--\n"
-    "-- The seed's tables and columns (User, Friend, AllGroup, GroupUser,\n"
-    "-- OfflineMessage), with these changes:\n"
-    "--   * User.password holds a yescrypt hash (a seed plaintext password is\n"
-    "--     replaced by its hash at the first successful login);\n"
-    "--   * OfflineMessage has an autoincrement id: a user's queue is delivered\n"
-    "--     in id order, and the index on (userid, id) serves both the delivery\n"
-    "--     and the limits.max_offline_messages cap;\n"
-    "--   * OfflineDropped counts, per user, the messages discarded for that cap\n"
-    "--     since the user's last login (reported in LOGIN_MSG_ACK, then reset);\n"
-    "--   * Friend and GroupUser are WITHOUT ROWID tables clustered on their\n"
-    "--     primary key, and the index on GroupUser(userid) covers \"groups of a\n"
-    "--     user\", so every hot lookup is one B-tree range scan;\n"
-    "--   * foreign keys name the User and AllGroup rows a row depends on\n"
-    "--     (the driver turns on PRAGMA foreign_keys).\n"
-    "--\n"
-    "-- src/store/sqlite.c embeds this exact text (tests/unit/test_store.c checks\n"
-    "-- that the two are identical) and runs it in one transaction whenever it\n"
-    "-- opens a database.  Every statement is idempotent.  By hand:\n"
-    "--   sqlite3 /var/lib/qchat/qchat.db < schema.sql\n"
-    "\n"
-    "CREATE TABLE IF NOT EXISTS User (\n"
-    "    id       INTEGER PRIMARY KEY AUTOINCREMENT,\n"
-    "    name     TEXT NOT NULL UNIQUE,\n"
-    "    password TEXT NOT NULL,\n"
-    "    state    TEXT NOT NULL DEFAULT 'offline' CHECK (state IN ('online', 'offline'))\n"
-    ");\n"
-    "\n"
-    "-- Friendship is mutual: one row in each direction.\n"
-    "CREATE TABLE IF NOT EXISTS Friend (\n"
-    "    userid   INTEGER NOT NULL REFERENCES User(id),\n"
-    "    friendid INTEGER NOT NULL REFERENCES User(id),\n"
-    "    PRIMARY KEY (userid, friendid)\n"
-    ") WITHOUT ROWID;\n"
-    "\n"
-    "CREATE TABLE IF NOT EXISTS AllGroup (\n"
-    "    groupid   INTEGER PRIMARY KEY AUTOINCREMENT,\n"
-    "    groupname TEXT NOT NULL UNIQUE,\n"
-    "    groupdesc TEXT NOT NULL DEFAULT ''\n"
-    ");\n"
-    "\n"
-    "CREATE TABLE IF NOT EXISTS GroupUser (\n"
-    "    groupid   INTEGER NOT NULL REFERENCES AllGroup(groupid),\n"
-    "    userid    INTEGER NOT NULL REFERENCES User(id),\n"
-    "    grouprole TEXT NOT NULL DEFAULT 'normal' CHECK (grouprole IN ('creator', 'normal')),\n"
-    "    PRIMARY KEY (groupid, userid)\n"
-    ") WITHOUT ROWID;\n"
-    "\n"
-    "CREATE INDEX IF NOT EXISTS GroupUser_userid ON GroupUser (userid);\n"
-    "\n"
-    "-- message: the JSON object exactly as it would have been forwarded.\n"
-    "CREATE TABLE IF NOT EXISTS OfflineMessage (\n"
-    "    id      INTEGER PRIMARY KEY AUTOINCREMENT,\n"
-    "    userid  INTEGER NOT NULL REFERENCES User(id),\n"
-    "    message TEXT NOT NULL\n"
-    ");\n"
-    "\n"
-    "CREATE INDEX IF NOT EXISTS OfflineMessage_userid_id ON OfflineMessage (userid, id);\n"
-    "\n"
-    "CREATE TABLE IF NOT EXISTS OfflineDropped (\n"
-    "    userid  INTEGER PRIMARY KEY REFERENCES User(id),\n"
-    "    dropped INTEGER NOT NULL DEFAULT 0\n"
-    ");\n";
 
 enum stmt_id {
     ST_BEGIN,
@@ -132,6 +78,30 @@ enum stmt_id {
     ST_DROPPED_ADD,
     ST_DROPPED_GET,
     ST_DROPPED_CLEAR,
+    ST_SCHEMA_VERSION,
+    ST_LOG_INSERT,
+    ST_CONV_BUMP,
+    ST_CURSOR_INIT,
+    ST_SENDER_SEEN,
+    ST_CONV_LAST,
+    ST_HISTORY_NEWEST,
+    ST_HISTORY_OLDEST,
+    ST_CONVERSATIONS,
+    ST_UNDELIVERED,
+    ST_DELIVERED_UP,
+    ST_READ_UP,
+    ST_READ_GET,
+    ST_MEMBER_EXISTS,
+    ST_CURSOR_JOIN,
+    ST_PURGE_AGE,
+    ST_PURGE_FIND,
+    ST_PURGE_CONV,
+    ST_PURGE_DELIVERED_FIND,
+    ST_CONV_DELETE_MSGS,
+    ST_CONV_DELETE_CURSORS,
+    ST_CONV_DELETE_ROW,
+    ST_LOG_PENDING,
+    ST_LOG_CATCH_UP,
     ST_COUNT
 };
 
@@ -194,6 +164,130 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                          " ON CONFLICT (userid) DO UPDATE SET dropped = dropped + excluded.dropped" },
     [ST_DROPPED_GET] = { "dropped get", "SELECT dropped FROM OfflineDropped WHERE userid = ?1" },
     [ST_DROPPED_CLEAR] = { "dropped clear", "DELETE FROM OfflineDropped WHERE userid = ?1" },
+    [ST_SCHEMA_VERSION] = { "schema version",
+                            "SELECT coalesce(max(version), 0) FROM SchemaVersion" },
+    /* ---- the log ---- */
+    [ST_LOG_INSERT] = { "log insert",
+                        "INSERT OR IGNORE INTO Message (conv, cseq, mid, sender, ts, body)"
+                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6)" },
+    /* Every SET expression sees the old row: last_ts follows the old last_cseq. */
+    [ST_CONV_BUMP] = { "conversation bump",
+                       "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES (?1, ?2, ?3)"
+                       " ON CONFLICT (conv) DO UPDATE SET"
+                       " last_ts = CASE WHEN excluded.last_cseq > last_cseq THEN excluded.last_ts"
+                       " ELSE last_ts END, last_cseq = max(last_cseq, excluded.last_cseq)" },
+    [ST_CURSOR_INIT] = { "cursor init",
+                         "INSERT OR IGNORE INTO ConvCursor (userid, conv) VALUES (?1, ?2)" },
+    /* The sender's own run ?3..?4 continues what it has: nothing of others is skipped. */
+    [ST_SENDER_SEEN] = { "sender seen",
+                         "UPDATE ConvCursor SET delivered_cseq = ?4 WHERE userid = ?1 AND conv = ?2"
+                         " AND delivered_cseq >= ?3 - 1 AND delivered_cseq < ?4" },
+    [ST_CONV_LAST] = { "conversation last", "SELECT last_cseq FROM Conversation WHERE conv = ?1" },
+    /* The newest ?4 + 1 between ?3 and ?2 (exclusive), handed out ascending. */
+    [ST_HISTORY_NEWEST] = { "history newest",
+                            "SELECT conv, cseq, mid, sender, ts, body, count(*) OVER () FROM"
+                            " (SELECT conv, cseq, mid, sender, ts, body FROM Message"
+                            " WHERE conv = ?1 AND cseq < ?2 AND cseq > ?3 ORDER BY cseq DESC LIMIT ?4)"
+                            " ORDER BY cseq" },
+    [ST_HISTORY_OLDEST] = { "history oldest",
+                            "SELECT conv, cseq, mid, sender, ts, body, count(*) OVER () FROM"
+                            " (SELECT conv, cseq, mid, sender, ts, body FROM Message"
+                            " WHERE conv = ?1 AND cseq < ?2 AND cseq > ?3 ORDER BY cseq LIMIT ?4)"
+                            " ORDER BY cseq" },
+    /*
+     * Pairs from the user's cursors, groups from the user's memberships;
+     * the newest message and the unread count only for the ?2 listed.
+     */
+    [ST_CONVERSATIONS] = { "conversations",
+                           "SELECT conv, last_cseq, read_cseq, last_ts, name,"
+                           " (SELECT body FROM Message m WHERE m.conv = x.conv AND m.cseq = x.last_cseq),"
+                           " (SELECT count(*) FROM Message m WHERE m.conv = x.conv"
+                           " AND m.cseq > x.read_cseq AND m.sender <> ?1)"
+                           " FROM (SELECT c.conv AS conv, v.last_cseq AS last_cseq,"
+                           " c.read_cseq AS read_cseq, v.last_ts AS last_ts, u.name AS name"
+                           " FROM ConvCursor c JOIN Conversation v ON v.conv = c.conv"
+                           " JOIN User u ON u.id = CASE WHEN (c.conv >> 32) = ?1"
+                           " THEN (c.conv & 4294967295) ELSE (c.conv >> 32) END"
+                           " WHERE c.userid = ?1 AND c.conv > 0"
+                           " UNION ALL"
+                           " SELECT -m.groupid, coalesce(v.last_cseq, 0), coalesce(c.read_cseq, 0),"
+                           " coalesce(v.last_ts, 0), g.groupname"
+                           " FROM GroupUser m JOIN AllGroup g ON g.groupid = m.groupid"
+                           " LEFT JOIN Conversation v ON v.conv = -m.groupid"
+                           " LEFT JOIN ConvCursor c ON c.userid = ?1 AND c.conv = -m.groupid"
+                           " WHERE m.userid = ?1 ORDER BY 4 DESC, 1 LIMIT ?2) AS x"
+                           " ORDER BY last_ts DESC, conv" },
+    /*
+     * ets, the running maximum of ts along each conversation's cseqs, orders
+     * the messages oldest first and yet every prefix of the answer is a
+     * prefix of each conversation: a cut never skips a cseq.
+     */
+    [ST_UNDELIVERED] = { "undelivered",
+                         "SELECT conv, cseq, mid, sender, ts, body FROM"
+                         " (SELECT m.conv AS conv, m.cseq AS cseq, m.mid AS mid, m.sender AS sender,"
+                         " m.ts AS ts, m.body AS body, max(m.ts) OVER (PARTITION BY m.conv"
+                         " ORDER BY m.cseq ROWS UNBOUNDED PRECEDING) AS ets"
+                         " FROM ConvCursor c JOIN Conversation v ON v.conv = c.conv"
+                         " AND v.last_cseq > c.delivered_cseq"
+                         " JOIN Message m ON m.conv = c.conv AND m.cseq > c.delivered_cseq"
+                         " WHERE c.userid = ?1 AND (c.conv > 0 OR EXISTS (SELECT 1 FROM GroupUser g"
+                         " WHERE g.groupid = -c.conv AND g.userid = ?1)))"
+                         " WHERE sender <> ?1 ORDER BY ets, conv, cseq LIMIT ?2" },
+    [ST_DELIVERED_UP] = { "delivered advance",
+                          "INSERT INTO ConvCursor (userid, conv, delivered_cseq) VALUES (?1, ?2, ?3)"
+                          " ON CONFLICT (userid, conv) DO UPDATE SET"
+                          " delivered_cseq = max(delivered_cseq, excluded.delivered_cseq)" },
+    [ST_READ_UP] = { "read set",
+                     "INSERT INTO ConvCursor (userid, conv, read_cseq) VALUES (?1, ?2,"
+                     " max(0, min(?3, coalesce((SELECT last_cseq FROM Conversation WHERE conv = ?2), 0))))"
+                     " ON CONFLICT (userid, conv) DO UPDATE SET"
+                     " read_cseq = max(read_cseq, excluded.read_cseq)" },
+    [ST_READ_GET] = { "read get",
+                      "SELECT read_cseq FROM ConvCursor WHERE userid = ?1 AND conv = ?2" },
+    [ST_MEMBER_EXISTS] = { "member exists",
+                           "SELECT 1 FROM GroupUser WHERE groupid = ?1 AND userid = ?2" },
+    [ST_CURSOR_JOIN] = { "cursor join",
+                         "INSERT INTO ConvCursor (userid, conv, delivered_cseq, read_cseq)"
+                         " SELECT ?1, ?2, s, s FROM (SELECT max(?3, coalesce((SELECT last_cseq"
+                         " FROM Conversation WHERE conv = ?2), 0)) AS s) WHERE true"
+                         " ON CONFLICT (userid, conv) DO UPDATE SET"
+                         " delivered_cseq = max(delivered_cseq, excluded.delivered_cseq),"
+                         " read_cseq = max(read_cseq, excluded.read_cseq)" },
+    [ST_PURGE_AGE] = { "purge by age",
+                       "DELETE FROM Message WHERE rowid IN"
+                       " (SELECT rowid FROM Message WHERE ts < ?1 ORDER BY ts LIMIT ?2)" },
+    /* A conversation holding more than the newest ?1: one index probe each. */
+    [ST_PURGE_FIND] = { "purge find",
+                        "SELECT conv, last_cseq - ?1 FROM Conversation v WHERE last_cseq > ?1"
+                        " AND EXISTS (SELECT 1 FROM Message m WHERE m.conv = v.conv"
+                        " AND m.cseq <= v.last_cseq - ?1) LIMIT 1" },
+    [ST_PURGE_CONV] = { "purge conversation",
+                        "DELETE FROM Message WHERE rowid IN (SELECT rowid FROM Message"
+                        " WHERE conv = ?1 AND cseq <= ?2 ORDER BY cseq LIMIT ?3)" },
+    /* A conversation holding messages every participant has had delivered. */
+    [ST_PURGE_DELIVERED_FIND] = { "purge delivered find",
+                                  "SELECT v.conv, d.upto FROM Conversation v JOIN"
+                                  " (SELECT c.conv AS conv, min(c.delivered_cseq) AS upto"
+                                  " FROM ConvCursor c WHERE c.conv > 0 OR EXISTS (SELECT 1"
+                                  " FROM GroupUser g WHERE g.groupid = -c.conv AND g.userid = c.userid)"
+                                  " GROUP BY c.conv) AS d ON d.conv = v.conv"
+                                  " WHERE EXISTS (SELECT 1 FROM Message m WHERE m.conv = v.conv"
+                                  " AND m.cseq <= d.upto) LIMIT 1" },
+    [ST_CONV_DELETE_MSGS] = { "conversation delete",
+                              "DELETE FROM Message WHERE rowid IN"
+                              " (SELECT rowid FROM Message WHERE conv = ?1 LIMIT ?2)" },
+    [ST_CONV_DELETE_CURSORS] = { "conversation cursors delete",
+                                 "DELETE FROM ConvCursor WHERE conv = ?1" },
+    [ST_CONV_DELETE_ROW] = { "conversation row delete",
+                             "DELETE FROM Conversation WHERE conv = ?1" },
+    [ST_LOG_PENDING] = { "log pending",
+                         "SELECT EXISTS (SELECT 1 FROM ConvCursor c JOIN Conversation v"
+                         " ON v.conv = c.conv AND v.last_cseq > c.delivered_cseq WHERE c.userid = ?1)" },
+    /* After the legacy take handed over everything of others. */
+    [ST_LOG_CATCH_UP] = { "log catch up",
+                          "UPDATE ConvCursor SET delivered_cseq = (SELECT last_cseq FROM Conversation v"
+                          " WHERE v.conv = ConvCursor.conv) WHERE userid = ?1 AND delivered_cseq <"
+                          " (SELECT last_cseq FROM Conversation v WHERE v.conv = ConvCursor.conv)" },
 };
 
 struct store {
@@ -316,6 +410,14 @@ static int query_int(struct store *st, enum stmt_id id, int64_t key, int missing
     return statement_failed(st, id, rc);
 }
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int clamp_int(int64_t v)
 {
     return v > INT_MAX ? INT_MAX : (int)v;
@@ -378,9 +480,41 @@ static int use_wal(struct store *st, const char *path, char *err, size_t errlen)
     return ok ? 0 : -1;
 }
 
+/*
+ * A new database file is created here, mode STORE_SQLITE_FILE_MODE whatever
+ * the umask: it holds password hashes and every conversation.  SQLite gives
+ * its -wal and -shm files the mode of the database file.  An existing file
+ * keeps the mode its operator chose.
+ */
+static int create_private_file(const char *path, char *err, size_t errlen)
+{
+    int fd;
+
+    if (strcmp(path, MEMORY_DB) == 0)
+        return 0;
+    fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, STORE_SQLITE_FILE_MODE);
+    if (fd < 0) {
+        if (errno == EEXIST)
+            return 0;
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (fchmod(fd, STORE_SQLITE_FILE_MODE) != 0) {
+        snprintf(err, errlen, "%s: chmod: %s", path, strerror(errno));
+        (void)close(fd);
+        return -1;
+    }
+    (void)close(fd);
+    return 0;
+}
+
 static int connect_db(struct store *st, const char *path, char *err, size_t errlen)
 {
-    int rc = sqlite3_open_v2(path, &st->db, OPEN_FLAGS, NULL);
+    int rc;
+
+    if (create_private_file(path, err, errlen) != 0)
+        return -1;
+    rc = sqlite3_open_v2(path, &st->db, OPEN_FLAGS, NULL);
 
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "%s: %s", path,
@@ -403,18 +537,86 @@ static int connect_db(struct store *st, const char *path, char *err, size_t errl
     return 0;
 }
 
+/* The version table itself: the one table no migration file creates. */
+#define SCHEMA_VERSION_DDL                                                   \
+    "CREATE TABLE IF NOT EXISTS SchemaVersion (version INTEGER PRIMARY KEY," \
+    " name TEXT NOT NULL, applied TEXT NOT NULL DEFAULT (datetime('now')))"
+#define SCHEMA_VERSION_READ "SELECT coalesce(max(version), 0) FROM SchemaVersion"
+#define SCHEMA_VERSION_ADD  "INSERT INTO SchemaVersion (version, name) VALUES (?1, ?2)"
+
+/* Run one statement with no result on a statement of its own. */
+static int exec_once(struct store *st, const char *sql, int64_t num, const char *text, int64_t *out)
+{
+    sqlite3_stmt *s;
+    int rc = sqlite3_prepare_v2(st->db, sql, -1, &s, NULL);
+
+    if (rc != SQLITE_OK)
+        return rc;
+    if (sqlite3_bind_parameter_count(s) >= 1)
+        rc = sqlite3_bind_int64(s, 1, num);
+    if (rc == SQLITE_OK && sqlite3_bind_parameter_count(s) >= 2)
+        rc = bind_text(s, 2, text);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW && out != NULL)
+        *out = sqlite3_column_int64(s, 0);
+    (void)sqlite3_finalize(s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Apply, in the open transaction, every migration newer than the database. */
+static int apply_migrations(struct store *st, char *err, size_t errlen)
+{
+    int64_t have = 0;
+    size_t i;
+    int rc;
+
+    rc = exec_once(st, SCHEMA_VERSION_DDL, 0, NULL, NULL);
+    if (rc == SQLITE_OK)
+        rc = exec_once(st, SCHEMA_VERSION_READ, 0, NULL, &have);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "reading the schema version: %s", sqlite3_errmsg(st->db));
+        return -1;
+    }
+    if (have > (int64_t)store_sqlite_migration_count) {
+        snprintf(err, errlen, "the database has schema version %lld, newer than this qchatd (%zu)",
+                 (long long)have, store_sqlite_migration_count);
+        return -1;
+    }
+    for (i = (size_t)have; i < store_sqlite_migration_count; i++) {
+        const struct store_migration *m = &store_sqlite_migrations[i];
+
+        rc = sqlite3_exec(st->db, m->sql, NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            rc = exec_once(st, SCHEMA_VERSION_ADD, m->version, m->name, NULL);
+        if (rc != SQLITE_OK) {
+            snprintf(err, errlen, "applying migration %s: %s", m->name, sqlite3_errmsg(st->db));
+            return -1;
+        }
+        log_info("sqlite: schema migrated to version %d (%s)", m->version, m->name);
+    }
+    return 0;
+}
+
 /*
- * Run the schema in one write transaction (workers may open at once).
+ * Bring the schema up to date in one write transaction (workers may open
+ * at once: the first migrates, the others then find nothing to do).
  * On failure err says why, and QC_ESTORAGE is returned.
  */
 static int create_schema(struct store *st, char *err, size_t errlen)
 {
     int rc = sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
 
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(st->db, store_sqlite_schema, NULL, NULL, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "creating the schema: %s (code %d)", sqlite3_errmsg(st->db), rc);
+        return QC_ESTORAGE;
+    }
+    if (apply_migrations(st, err, errlen) != 0) {
+        if (!sqlite3_get_autocommit(st->db))
+            (void)sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+        return QC_ESTORAGE;
+    }
+    rc = sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL);
     if (rc == SQLITE_OK)
         return QC_OK;
     snprintf(err, errlen, "creating the schema: %s (code %d)", sqlite3_errmsg(st->db), rc);
@@ -638,6 +840,8 @@ static int sqlite_friend_list(struct store *st, int32_t userid, store_user_cb cb
 
 /* ---- groups --------------------------------------------------------- */
 
+static int join_conversation(struct store *st, int32_t userid, int64_t conv, int64_t start);
+
 /* *added is 1 for a new member, 0 when userid already was one. */
 static int insert_member(struct store *st, int64_t groupid, int32_t userid, const char *role,
                          int *added)
@@ -664,7 +868,7 @@ static int insert_group(struct store *st, const char *name, const char *desc, in
                         int64_t *groupid)
 {
     sqlite3_stmt *s = st->stmt[ST_GROUP_INSERT];
-    int rc, added;
+    int rc, added, err;
 
     rc = bind_text(s, 1, name);
     if (rc == SQLITE_OK)
@@ -676,7 +880,9 @@ static int insert_group(struct store *st, const char *name, const char *desc, in
     if (rc != SQLITE_DONE)
         return statement_failed(st, ST_GROUP_INSERT, rc);
     *groupid = sqlite3_last_insert_rowid(st->db);
-    return insert_member(st, *groupid, creator, QC_ROLE_CREATOR, &added);
+    if ((err = insert_member(st, *groupid, creator, QC_ROLE_CREATOR, &added)) != QC_OK)
+        return err;
+    return join_conversation(st, creator, store_conv_group((int32_t)*groupid), 0);
 }
 
 static int sqlite_group_create(struct store *st, const char *name, const char *desc,
@@ -697,8 +903,8 @@ static int sqlite_group_create(struct store *st, const char *name, const char *d
     return err;
 }
 
-/* Groups are never deleted, so no transaction is needed around the check. */
-static int sqlite_group_join(struct store *st, int32_t groupid, int32_t userid)
+/* The member row and the new member's cursors at the group's last cseq. */
+static int join_group(struct store *st, int32_t groupid, int32_t userid)
 {
     int err, added = 0;
 
@@ -706,7 +912,18 @@ static int sqlite_group_join(struct store *st, int32_t groupid, int32_t userid)
         return err;
     if ((err = insert_member(st, groupid, userid, QC_ROLE_NORMAL, &added)) != QC_OK)
         return err;
-    return added ? QC_OK : QC_EALREADY;
+    if (!added)
+        return QC_EALREADY;
+    return join_conversation(st, userid, store_conv_group(groupid), 0);
+}
+
+static int sqlite_group_join(struct store *st, int32_t groupid, int32_t userid)
+{
+    int err;
+
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    return tx_end(st, join_group(st, groupid, userid));
 }
 
 static int sqlite_group_member_count(struct store *st, int32_t groupid, int *count)
@@ -747,6 +964,532 @@ static int sqlite_user_groups(struct store *st, int32_t userid, store_group_cb c
             cb(arg, sqlite3_column_int(s, 0), column_text(s, 1), column_text(s, 2));
     (void)sqlite3_reset(s);
     return rc == SQLITE_DONE ? QC_OK : statement_failed(st, ST_USER_GROUPS, rc);
+}
+
+/* ---- the conversation log ------------------------------------------- */
+
+#define MS_PER_DAY   86400000LL
+#define CSEQ_NONE    INT64_MAX /* "no before": above every cseq */
+#define BYTES_NO_CAP ((size_t)-1)
+
+static int sqlite_schema_version(struct store *st, int *version)
+{
+    sqlite3_stmt *s = st->stmt[ST_SCHEMA_VERSION];
+    int rc = sqlite3_step(s);
+
+    if (rc == SQLITE_ROW)
+        *version = clamp_int(sqlite3_column_int64(s, 0));
+    (void)sqlite3_reset(s);
+    return rc == SQLITE_ROW ? QC_OK : statement_failed(st, ST_SCHEMA_VERSION, rc);
+}
+
+/* Bind and run a statement of integers only (n of them, ?1..?n). */
+static int run_ints(struct store *st, enum stmt_id id, const int64_t *v, int n)
+{
+    sqlite3_stmt *s = st->stmt[id];
+    int i, rc = SQLITE_OK;
+
+    for (i = 0; i < n && rc == SQLITE_OK; i++)
+        rc = sqlite3_bind_int64(s, i + 1, v[i]);
+    if (rc == SQLITE_OK)
+        rc = run_to_end(s);
+    else
+        (void)sqlite3_reset(s);
+    return rc == SQLITE_DONE ? QC_OK : statement_failed(st, id, rc);
+}
+
+static int insert_message(struct store *st, const struct store_logmsg *m)
+{
+    sqlite3_stmt *s = st->stmt[ST_LOG_INSERT];
+    int rc;
+
+    if (m->len > INT_MAX)
+        return QC_ETOOLONG;
+    rc = sqlite3_bind_int64(s, 1, m->conv);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s, 2, m->cseq);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s, 3, m->mid);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s, 4, m->sender);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s, 5, m->ts);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(s, 6, m->body, (int)m->len, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = run_to_end(s);
+    else
+        (void)sqlite3_reset(s);
+    return rc == SQLITE_DONE ? QC_OK : statement_failed(st, ST_LOG_INSERT, rc);
+}
+
+/* One message of a batch, for the per-conversation and per-sender updates. */
+struct conv_top {
+    int64_t conv, cseq, ts;
+    int32_t sender;
+};
+
+static int by_conv_sender_cseq(const void *a, const void *b)
+{
+    const struct conv_top *x = a, *y = b;
+
+    if (x->conv != y->conv)
+        return x->conv < y->conv ? -1 : 1;
+    if (x->sender != y->sender)
+        return x->sender < y->sender ? -1 : 1;
+    return x->cseq < y->cseq ? -1 : x->cseq > y->cseq;
+}
+
+/* A conversation's last cseq (never lowered) and a pair's two cursors (at 0 if new). */
+static int bump_conversation(struct store *st, const struct conv_top *t)
+{
+    int64_t bump[3] = { t->conv, t->cseq, t->ts };
+    int64_t a[2] = { t->conv >> 32, t->conv }, b[2] = { t->conv & 0xffffffff, t->conv };
+    int err;
+
+    if ((err = run_ints(st, ST_CONV_BUMP, bump, 3)) != QC_OK || t->conv < 0)
+        return err;
+    if ((err = run_ints(st, ST_CURSOR_INIT, a, 2)) != QC_OK)
+        return err;
+    return run_ints(st, ST_CURSOR_INIT, b, 2);
+}
+
+/*
+ * The sender's own messages t[0..n) (one conversation, ascending cseq):
+ * its delivered cursor moves over the first contiguous run of them if it
+ * already reached the run's start, so nothing of others is ever skipped.
+ */
+static int sender_seen(struct store *st, const struct conv_top *t, size_t n)
+{
+    size_t k = 1;
+    int64_t v[4];
+
+    while (k < n && t[k].cseq == t[k - 1].cseq + 1)
+        k++;
+    v[0] = t[0].sender;
+    v[1] = t[0].conv;
+    v[2] = t[0].cseq;
+    v[3] = t[k - 1].cseq;
+    return run_ints(st, ST_SENDER_SEEN, v, 4);
+}
+
+/* Per conversation: its last cseq and cursors, then each sender's own cursor. */
+static int update_conversations(struct store *st, const struct conv_top *t, size_t n)
+{
+    size_t i = 0, j, k, top;
+    int err = QC_OK;
+
+    while (i < n && err == QC_OK) {
+        for (j = i, top = i; j < n && t[j].conv == t[i].conv; j++)
+            if (t[j].cseq > t[top].cseq)
+                top = j;
+        err = bump_conversation(st, &t[top]);
+        for (k = i; k < j && err == QC_OK; k = i) {
+            for (i = k; i < j && t[i].sender == t[k].sender; i++)
+                ;
+            err = sender_seen(st, &t[k], i - k);
+        }
+        i = j;
+    }
+    return err;
+}
+
+/* Every message (a stored (conv, cseq) is ignored), then each conversation once. */
+static int append_batch(struct store *st, const struct store_logmsg *msgs, size_t n,
+                        const struct conv_top *tops)
+{
+    size_t i;
+    int err = QC_OK;
+
+    for (i = 0; i < n && err == QC_OK; i++)
+        err = insert_message(st, &msgs[i]);
+    return err == QC_OK ? update_conversations(st, tops, n) : err;
+}
+
+static int sqlite_log_append(struct store *st, const struct store_logmsg *msgs, size_t n)
+{
+    struct conv_top *tops;
+    size_t i;
+    int err;
+
+    if (n == 0)
+        return QC_OK;
+    for (i = 0; i < n; i++)
+        if (msgs[i].cseq <= 0 || msgs[i].conv == 0)
+            return QC_EBADREQ;
+    tops = malloc(n * sizeof(*tops));
+    if (tops == NULL) {
+        log_error("sqlite: log append: out of memory for %zu messages", n);
+        return QC_ESTORAGE;
+    }
+    for (i = 0; i < n; i++)
+        tops[i] = (struct conv_top){ msgs[i].conv, msgs[i].cseq, msgs[i].ts, msgs[i].sender };
+    qsort(tops, n, sizeof(*tops), by_conv_sender_cseq);
+    if ((err = tx_begin(st)) == QC_OK)
+        err = tx_end(st, append_batch(st, msgs, n, tops));
+    free(tops);
+    return err;
+}
+
+static int sqlite_conv_last_cseq(struct store *st, int64_t conv, int64_t *last)
+{
+    *last = 0;
+    return query_int(st, ST_CONV_LAST, conv, QC_OK, last);
+}
+
+/* The current row of a (conv, cseq, mid, sender, ts, body) query. */
+static void row_message(sqlite3_stmt *s, struct store_logmsg *m)
+{
+    m->conv = sqlite3_column_int64(s, 0);
+    m->cseq = sqlite3_column_int64(s, 1);
+    m->mid = sqlite3_column_int64(s, 2);
+    m->sender = (int32_t)sqlite3_column_int64(s, 3);
+    m->ts = sqlite3_column_int64(s, 4);
+    m->body = column_text(s, 5);
+    m->len = (size_t)sqlite3_column_bytes(s, 5);
+}
+
+static int bind_range(sqlite3_stmt *s, int64_t conv, int64_t below, int64_t above, int limit)
+{
+    int rc = sqlite3_bind_int64(s, 1, conv);
+
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s, 2, below);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s, 3, above);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int(s, 4, limit);
+    return rc;
+}
+
+/*
+ * limit + 1 rows are asked for, each with the count of rows found: the
+ * extra one only says there is more.  Newest-first pages come ascending,
+ * so their extra row is the first; oldest-first pages, the last.
+ */
+static int sqlite_history(struct store *st, int64_t conv, int64_t before, int64_t after, int limit,
+                          store_logmsg_cb cb, void *arg, bool *more)
+{
+    bool newest = after < 0;
+    enum stmt_id id = newest ? ST_HISTORY_NEWEST : ST_HISTORY_OLDEST;
+    sqlite3_stmt *s = st->stmt[id];
+    struct store_logmsg m;
+    int rc, row = 0;
+
+    *more = false;
+    if (limit < 1 || limit > STORE_HISTORY_MAX)
+        return QC_EBADREQ;
+    rc = bind_range(s, conv, before >= 0 ? before : CSEQ_NONE, after >= 0 ? after : 0, limit + 1);
+    if (rc == SQLITE_OK)
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+            bool extra;
+
+            *more = sqlite3_column_int(s, 6) > limit;
+            extra = *more && (newest ? row == 0 : row == limit);
+            row++;
+            if (extra)
+                continue;
+            row_message(s, &m);
+            cb(arg, &m);
+        }
+    (void)sqlite3_reset(s);
+    return rc == SQLITE_DONE ? QC_OK : statement_failed(st, id, rc);
+}
+
+static int sqlite_conversations(struct store *st, int32_t userid, int limit, store_conv_cb cb,
+                                void *arg)
+{
+    sqlite3_stmt *s = st->stmt[ST_CONVERSATIONS];
+    struct store_conv_info c;
+    int rc;
+
+    if (limit < 1 || limit > STORE_CONVS_MAX)
+        return QC_EBADREQ;
+    rc = sqlite3_bind_int64(s, 1, userid);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int(s, 2, limit);
+    if (rc == SQLITE_OK)
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+            memset(&c, 0, sizeof(c));
+            c.conv = sqlite3_column_int64(s, 0);
+            c.with = store_conv_other(c.conv, userid);
+            c.groupid = store_conv_groupid(c.conv);
+            c.last_cseq = sqlite3_column_int64(s, 1);
+            c.read_cseq = sqlite3_column_int64(s, 2);
+            c.last_ts = sqlite3_column_int64(s, 3);
+            c.name = column_text(s, 4);
+            if (sqlite3_column_type(s, 5) != SQLITE_NULL) {
+                c.last = column_text(s, 5);
+                c.last_len = (size_t)sqlite3_column_bytes(s, 5);
+            }
+            c.unread = sqlite3_column_int64(s, 6);
+            cb(arg, &c);
+        }
+    (void)sqlite3_reset(s);
+    return rc == SQLITE_DONE ? QC_OK : statement_failed(st, ST_CONVERSATIONS, rc);
+}
+
+/* Hand rows to cb while they fit max_count and max_bytes (the first always does). */
+static int sqlite_undelivered(struct store *st, int32_t userid, int max_count, size_t max_bytes,
+                              store_logmsg_cb cb, void *arg, bool *more)
+{
+    sqlite3_stmt *s = st->stmt[ST_UNDELIVERED];
+    struct store_logmsg m;
+    size_t bytes = 0;
+    int rc, rows = 0;
+
+    *more = false;
+    if (max_count < 1)
+        return QC_EBADREQ;
+    rc = sqlite3_bind_int64(s, 1, userid);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s, 2, (int64_t)max_count + 1);
+    if (rc == SQLITE_OK)
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+            row_message(s, &m);
+            if (rows == max_count || (rows > 0 && m.len > max_bytes - bytes)) {
+                *more = true;
+                rc = SQLITE_DONE;
+                break;
+            }
+            bytes += m.len < max_bytes - bytes ? m.len : max_bytes - bytes;
+            rows++;
+            cb(arg, &m);
+        }
+    (void)sqlite3_reset(s);
+    return rc == SQLITE_DONE ? QC_OK : statement_failed(st, ST_UNDELIVERED, rc);
+}
+
+static int sqlite_delivered_advance(struct store *st, int32_t userid,
+                                    const struct store_cursor *pos, size_t n)
+{
+    size_t i;
+    int err;
+
+    if (n == 0)
+        return QC_OK;
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    for (i = 0; i < n && err == QC_OK; i++) {
+        int64_t v[3] = { userid, pos[i].conv, pos[i].cseq };
+
+        err = run_ints(st, ST_DELIVERED_UP, v, 3);
+    }
+    return tx_end(st, err);
+}
+
+static int sqlite_read_set(struct store *st, int32_t userid, int64_t conv, int64_t cseq,
+                           int64_t *now)
+{
+    sqlite3_stmt *s = st->stmt[ST_READ_GET];
+    int64_t v[3] = { userid, conv, cseq };
+    int rc, err;
+
+    *now = 0;
+    if ((err = run_ints(st, ST_READ_UP, v, 3)) != QC_OK)
+        return err;
+    rc = sqlite3_bind_int64(s, 1, userid);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s, 2, conv);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        *now = sqlite3_column_int64(s, 0);
+    (void)sqlite3_reset(s);
+    return rc == SQLITE_ROW ? QC_OK : statement_failed(st, ST_READ_GET, rc);
+}
+
+static int sqlite_conv_member(struct store *st, int32_t userid, int64_t conv, bool *member)
+{
+    sqlite3_stmt *s = st->stmt[ST_MEMBER_EXISTS];
+    int rc;
+
+    *member = false;
+    if (conv > 0) {
+        *member = store_conv_other(conv, userid) > 0;
+        return QC_OK;
+    }
+    rc = sqlite3_bind_int64(s, 1, store_conv_groupid(conv));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s, 2, userid);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(s);
+    (void)sqlite3_reset(s);
+    *member = rc == SQLITE_ROW;
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? QC_OK
+                                                 : statement_failed(st, ST_MEMBER_EXISTS, rc);
+}
+
+static int join_conversation(struct store *st, int32_t userid, int64_t conv, int64_t start)
+{
+    int64_t v[3] = { userid, conv, start };
+
+    return run_ints(st, ST_CURSOR_JOIN, v, 3);
+}
+
+static int sqlite_conv_join(struct store *st, int32_t userid, int64_t conv, int64_t start)
+{
+    return join_conversation(st, userid, conv, start);
+}
+
+/* Delete by a statement of integer parameters; *removed += rows. */
+static int delete_rows(struct store *st, enum stmt_id id, const int64_t *v, int n, int *removed)
+{
+    int err = run_ints(st, id, v, n);
+
+    if (err == QC_OK)
+        *removed += sqlite3_changes(st->db);
+    return err;
+}
+
+/* Trim conversations over max_per_conv, one at a time, within what is left of batch. */
+static int purge_over_cap(struct store *st, int max_per_conv, int batch, int *removed)
+{
+    sqlite3_stmt *s = st->stmt[ST_PURGE_FIND];
+    int64_t v[3];
+    int rc, err = QC_OK;
+
+    while (*removed < batch && err == QC_OK) {
+        rc = sqlite3_bind_int64(s, 1, max_per_conv);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+            v[0] = sqlite3_column_int64(s, 0);
+            v[1] = sqlite3_column_int64(s, 1);
+        }
+        (void)sqlite3_reset(s);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW)
+            return statement_failed(st, ST_PURGE_FIND, rc);
+        v[2] = batch - *removed;
+        err = delete_rows(st, ST_PURGE_CONV, v, 3, removed);
+    }
+    return err;
+}
+
+static int purge_step(struct store *st, int keep_days, int max_per_conv, int batch, int *removed)
+{
+    int err = QC_OK;
+
+    if (keep_days > 0) {
+        int64_t v[2] = { now_ms() - keep_days * MS_PER_DAY, batch };
+
+        err = delete_rows(st, ST_PURGE_AGE, v, 2, removed);
+    }
+    if (err == QC_OK && max_per_conv > 0)
+        err = purge_over_cap(st, max_per_conv, batch, removed);
+    return err;
+}
+
+static int sqlite_log_purge(struct store *st, int keep_days, int max_per_conv, int batch,
+                            int *removed)
+{
+    int err;
+
+    *removed = 0;
+    if (batch < 1 || keep_days < 0 || max_per_conv < 0)
+        return QC_EBADREQ;
+    if (keep_days == 0 && max_per_conv == 0)
+        return QC_OK;
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    err = tx_end(st, purge_step(st, keep_days, max_per_conv, batch, removed));
+    if (err != QC_OK)
+        *removed = 0;
+    return err;
+}
+
+/* Delete, conversation by conversation, what every participant has had delivered. */
+static int purge_delivered(struct store *st, int batch, int *removed)
+{
+    sqlite3_stmt *s = st->stmt[ST_PURGE_DELIVERED_FIND];
+    int64_t v[3];
+    int rc, err = QC_OK;
+
+    while (*removed < batch && err == QC_OK) {
+        rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+            v[0] = sqlite3_column_int64(s, 0);
+            v[1] = sqlite3_column_int64(s, 1);
+        }
+        (void)sqlite3_reset(s);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW)
+            return statement_failed(st, ST_PURGE_DELIVERED_FIND, rc);
+        v[2] = batch - *removed;
+        err = delete_rows(st, ST_PURGE_CONV, v, 3, removed);
+    }
+    return err;
+}
+
+static int sqlite_log_purge_delivered(struct store *st, int batch, int *removed)
+{
+    int err;
+
+    *removed = 0;
+    if (batch < 1)
+        return QC_EBADREQ;
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    err = tx_end(st, purge_delivered(st, batch, removed));
+    if (err != QC_OK)
+        *removed = 0;
+    return err;
+}
+
+static int delete_conversation(struct store *st, int64_t conv, int batch, int *removed)
+{
+    int64_t v[2] = { conv, batch };
+    int err = delete_rows(st, ST_CONV_DELETE_MSGS, v, 2, removed), none = 0;
+
+    if (err != QC_OK || *removed == batch)
+        return err;
+    if ((err = delete_rows(st, ST_CONV_DELETE_CURSORS, v, 1, &none)) != QC_OK)
+        return err;
+    return delete_rows(st, ST_CONV_DELETE_ROW, v, 1, &none);
+}
+
+static int sqlite_conv_delete(struct store *st, int64_t conv, int batch, int *removed)
+{
+    int err;
+
+    *removed = 0;
+    if (batch < 1)
+        return QC_EBADREQ;
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    err = tx_end(st, delete_conversation(st, conv, batch, removed));
+    if (err != QC_OK)
+        *removed = 0;
+    return err;
+}
+
+/* The legacy take: the log's undelivered messages first (a migrated queue). */
+struct legacy_sink {
+    store_msg_cb cb;
+    void *arg;
+};
+
+static void legacy_message(void *arg, const struct store_logmsg *m)
+{
+    struct legacy_sink *k = arg;
+
+    k->cb(k->arg, m->body, m->len);
+}
+
+static int deliver_log(struct store *st, int32_t userid, store_msg_cb cb, void *arg)
+{
+    struct legacy_sink k = { cb, arg };
+    int64_t v[1] = { userid };
+    bool more = false;
+    int err;
+
+    err = sqlite_undelivered(st, userid, INT_MAX - 1, BYTES_NO_CAP, legacy_message, &k, &more);
+    if (err != QC_OK)
+        return err;
+    return run_ints(st, ST_LOG_CATCH_UP, v, 1);
 }
 
 /* ---- offline messages ----------------------------------------------- */
@@ -865,16 +1608,20 @@ static int take_dropped(struct store *st, int32_t userid, int64_t *dropped)
 static int sqlite_offline_take(struct store *st, int32_t userid, store_msg_cb cb, void *arg,
                                int *dropped)
 {
-    int64_t pending = 0, lost = 0;
+    int64_t pending = 0, logged = 0, lost = 0;
     int err;
 
     *dropped = 0;
     err = query_int(st, ST_OFFLINE_PENDING, userid, QC_ESTORAGE, &pending);
-    if (err != QC_OK || !pending)
+    if (err == QC_OK)
+        err = query_int(st, ST_LOG_PENDING, userid, QC_ESTORAGE, &logged);
+    if (err != QC_OK || (!pending && !logged))
         return err;
     if ((err = tx_begin(st)) != QC_OK)
         return err;
-    err = deliver_queue(st, userid, cb, arg);
+    err = deliver_log(st, userid, cb, arg);
+    if (err == QC_OK)
+        err = deliver_queue(st, userid, cb, arg);
     if (err == QC_OK)
         err = take_dropped(st, userid, &lost);
     err = tx_end(st, err);
@@ -913,4 +1660,17 @@ const struct store_ops store_sqlite_ops = {
     .offline_store = sqlite_offline_store,
     .offline_take = sqlite_offline_take,
     .offline_count = sqlite_offline_count,
+    .schema_version = sqlite_schema_version,
+    .log_append = sqlite_log_append,
+    .conv_last_cseq = sqlite_conv_last_cseq,
+    .history = sqlite_history,
+    .conversations = sqlite_conversations,
+    .undelivered = sqlite_undelivered,
+    .delivered_advance = sqlite_delivered_advance,
+    .read_set = sqlite_read_set,
+    .conv_member = sqlite_conv_member,
+    .conv_join = sqlite_conv_join,
+    .log_purge = sqlite_log_purge,
+    .log_purge_delivered = sqlite_log_purge_delivered,
+    .conv_delete = sqlite_conv_delete,
 };

@@ -32,7 +32,7 @@
 #define DBNAME_MAX      64
 #define OPT_MAX         (PATH_MAX + 64)
 #define MIGRATION_FILE  "sql/mysql/migrate-from-seed.sql"
-#define SCHEMA_FILE     "sql/mysql/schema.sql"
+#define SCHEMA_FILE     "sql/mysql/001-base.sql"
 #define OUTAGE_MAX_MS   8000  /* storage error while the database hangs */
 #define REQUEST_WAIT_MS 15000 /* reply wait in the outage (> OUTAGE_MAX_MS) */
 #define RECOVER_MAX_MS  15000 /* storage works again after SIGCONT */

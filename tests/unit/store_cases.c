@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -518,4 +519,705 @@ void test_two_processes(void **state)
     assert_int_equal(f->ops->offline_take(f->st, alice, seen_msg, m, &dropped), QC_OK);
     check_interleaved(m, CONCURRENT_MSGS);
     free(m);
+}
+
+/* ---- the conversation log ------------------------------------------- */
+
+#define LOG_PAGE    50
+#define LOG_MSGS    120
+#define DAY_MS      86400000LL
+#define BASE_TS     1700000000000LL /* a fixed epoch-ms start for made-up times */
+#define GOT_MAX     256
+#define PURGE_BATCH 7
+
+/* What a log callback saw. */
+struct got {
+    int n;
+    int64_t conv[GOT_MAX], cseq[GOT_MAX], ts[GOT_MAX];
+    int32_t sender[GOT_MAX];
+    char body[GOT_MAX][MSG_MAX];
+};
+
+static void got_msg(void *arg, const struct store_logmsg *m)
+{
+    struct got *g = arg;
+
+    assert_true(g->n < GOT_MAX);
+    assert_true(m->len < MSG_MAX);
+    g->conv[g->n] = m->conv;
+    g->cseq[g->n] = m->cseq;
+    g->ts[g->n] = m->ts;
+    g->sender[g->n] = m->sender;
+    memcpy(g->body[g->n], m->body, m->len);
+    g->body[g->n][m->len] = '\0';
+    g->n++;
+}
+
+static struct got *new_got(void)
+{
+    struct got *g = calloc(1, sizeof(*g));
+
+    assert_non_null(g);
+    return g;
+}
+
+/* Append one message whose body is "<conv-tag>:<cseq>". */
+void append_msg(struct store_fixture *f, int64_t conv, int64_t cseq, int32_t sender, int64_t ts)
+{
+    char body[MSG_MAX];
+    struct store_logmsg m = { conv, cseq, cseq * 10, ts, sender, body, 0 };
+
+    m.len = (size_t)snprintf(body, sizeof(body), "{\"c\":%lld,\"cseq\":%lld}", (long long)conv,
+                             (long long)cseq);
+    assert_int_equal(f->ops->log_append(f->st, &m, 1), QC_OK);
+}
+
+static int64_t last_cseq(struct store_fixture *f, int64_t conv)
+{
+    int64_t last = -1;
+
+    assert_int_equal(f->ops->conv_last_cseq(f->st, conv, &last), QC_OK);
+    return last;
+}
+
+void test_log_conv_keys(void **state)
+{
+    (void)state;
+    assert_int_equal(store_conv_pair(3, 7), ((int64_t)3 << 32) | 7);
+    assert_int_equal(store_conv_pair(7, 3), store_conv_pair(3, 7));
+    assert_int_equal(store_conv_other(store_conv_pair(3, 7), 3), 7);
+    assert_int_equal(store_conv_other(store_conv_pair(3, 7), 7), 3);
+    assert_int_equal(store_conv_other(store_conv_pair(3, 7), 5), 0);
+    assert_int_equal(store_conv_group(12), -12);
+    assert_int_equal(store_conv_groupid(-12), 12);
+    assert_int_equal(store_conv_groupid(store_conv_pair(1, 2)), 0);
+    assert_int_equal(store_conv_other(-12, 12), 0);
+}
+
+/* Many conversations in one batch; a replay (even with other bodies) changes nothing. */
+void test_log_append_idempotent(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), g = 0;
+    int64_t pair = store_conv_pair(alice, bob), grp;
+    struct store_logmsg m[6];
+    struct got *got = new_got();
+    bool more = true;
+    int i, version = 0;
+
+    assert_int_equal(f->ops->schema_version(f->st, &version), QC_OK);
+    assert_true(version >= 2);
+    assert_int_equal(f->ops->group_create(f->st, "g", "", alice, &g), QC_OK);
+    grp = store_conv_group(g);
+    assert_int_equal(last_cseq(f, pair), 0);
+    for (i = 0; i < 6; i++) {
+        m[i].conv = i % 2 ? grp : pair;
+        m[i].cseq = i / 2 + 1;
+        m[i].mid = 100 + i;
+        m[i].ts = BASE_TS + i;
+        m[i].sender = i % 3 ? alice : bob;
+        m[i].body = "{\"first\":true}";
+        m[i].len = strlen(m[i].body);
+    }
+    assert_int_equal(f->ops->log_append(f->st, m, 6), QC_OK);
+    assert_int_equal(last_cseq(f, pair), 3);
+    assert_int_equal(last_cseq(f, grp), 3);
+    for (i = 0; i < 6; i++) {
+        m[i].body = "{\"replayed\":true}";
+        m[i].len = strlen(m[i].body);
+    }
+    assert_int_equal(f->ops->log_append(f->st, m, 6), QC_OK);
+    assert_int_equal(f->ops->log_append(f->st, m, 0), QC_OK);
+    assert_int_equal(f->ops->history(f->st, pair, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE,
+                                     got_msg, got, &more),
+                     QC_OK);
+    assert_int_equal(got->n, 3);
+    assert_false(more);
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(got->cseq[i], i + 1);
+        assert_string_equal(got->body[i], "{\"first\":true}");
+    }
+    /* A cseq out of order later fills its gap; last_cseq stays the highest. */
+    append_msg(f, pair, 5, alice, BASE_TS + 50);
+    append_msg(f, pair, 4, bob, BASE_TS + 40);
+    assert_int_equal(last_cseq(f, pair), 5);
+    m[0].cseq = 0;
+    assert_int_equal(f->ops->log_append(f->st, m, 1), QC_EBADREQ);
+    free(got);
+}
+
+static void expect_page(struct store_fixture *f, int64_t conv, int64_t before, int64_t after,
+                        int limit, int64_t first, int64_t last, bool want_more)
+{
+    struct got *got = new_got();
+    bool more = !want_more;
+    int i;
+
+    assert_int_equal(f->ops->history(f->st, conv, before, after, limit, got_msg, got, &more),
+                     QC_OK);
+    assert_int_equal(got->n, first == 0 ? 0 : last - first + 1);
+    for (i = 0; i < got->n; i++) {
+        assert_int_equal(got->conv[i], conv);
+        assert_int_equal(got->cseq[i], first + i);
+    }
+    assert_int_equal(more, want_more);
+    free(got);
+}
+
+void test_log_history_pages(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob");
+    int64_t pair = store_conv_pair(alice, bob);
+    struct store_logmsg *m = calloc(LOG_MSGS, sizeof(*m));
+    struct got *got = new_got();
+    bool more;
+    int i;
+
+    assert_non_null(m);
+    for (i = 0; i < LOG_MSGS; i++)
+        m[i] = (struct store_logmsg){ pair, i + 1, i, BASE_TS + i, alice, "{}", 2 };
+    assert_int_equal(f->ops->log_append(f->st, m, LOG_MSGS), QC_OK);
+
+    expect_page(f, pair, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 71, 120,
+                true);                                                     /* the newest */
+    expect_page(f, pair, 71, STORE_NO_CURSOR, LOG_PAGE, 21, 70, true);     /* before */
+    expect_page(f, pair, 21, STORE_NO_CURSOR, LOG_PAGE, 1, 20, false);     /* the oldest page */
+    expect_page(f, pair, 1, STORE_NO_CURSOR, LOG_PAGE, 0, 0, false);       /* nothing older */
+    expect_page(f, pair, STORE_NO_CURSOR, 100, LOG_PAGE, 101, 120, false); /* after */
+    expect_page(f, pair, STORE_NO_CURSOR, 10, 5, 11, 15, true);
+    expect_page(f, pair, 20, 10, LOG_PAGE, 11, 19, false); /* between */
+    expect_page(f, pair, 20, 10, 3, 11, 13, true);
+    expect_page(f, pair, STORE_NO_CURSOR, STORE_NO_CURSOR, 100, 21, 120, true);
+    expect_page(f, pair, STORE_NO_CURSOR, 120, 1, 0, 0, false);
+    expect_page(f, pair, STORE_NO_CURSOR, 0, 5, 1, 5, true);  /* after 0: from the start */
+    expect_page(f, pair, 0, STORE_NO_CURSOR, 5, 0, 0, false); /* before 0: nothing */
+    expect_page(f, store_conv_pair(alice, alice + 1000), STORE_NO_CURSOR, STORE_NO_CURSOR, 1, 0, 0,
+                false);
+    assert_int_equal(
+        f->ops->history(f->st, pair, STORE_NO_CURSOR, STORE_NO_CURSOR, 0, got_msg, got, &more),
+        QC_EBADREQ);
+    assert_int_equal(
+        f->ops->history(f->st, pair, STORE_NO_CURSOR, STORE_NO_CURSOR, 101, got_msg, got, &more),
+        QC_EBADREQ);
+    assert_int_equal(got->n, 0);
+    free(got);
+    free(m);
+}
+
+/* delivered and read only grow; read is clamped to the last cseq. */
+void test_log_cursors(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), g = 0;
+    int64_t pair = store_conv_pair(alice, bob), now = -1;
+    struct store_cursor c = { pair, 2 };
+    struct got *got = new_got();
+    bool more = true, member = false;
+    int i;
+
+    for (i = 1; i <= 4; i++)
+        append_msg(f, pair, i, alice, BASE_TS + i);
+    assert_int_equal(f->ops->read_set(f->st, bob, pair, 3, &now), QC_OK);
+    assert_int_equal(now, 3);
+    assert_int_equal(f->ops->read_set(f->st, bob, pair, 1, &now), QC_OK);
+    assert_int_equal(now, 3); /* never backwards */
+    assert_int_equal(f->ops->read_set(f->st, bob, pair, 99, &now), QC_OK);
+    assert_int_equal(now, 4); /* clamped */
+
+    assert_int_equal(f->ops->delivered_advance(f->st, bob, &c, 1), QC_OK);
+    assert_int_equal(f->ops->undelivered(f->st, bob, 10, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 2);
+    assert_int_equal(got->cseq[0], 3);
+    assert_false(more);
+    c.cseq = 1; /* backwards: ignored */
+    assert_int_equal(f->ops->delivered_advance(f->st, bob, &c, 1), QC_OK);
+    got->n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, bob, 10, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 2);
+
+    assert_int_equal(f->ops->conv_member(f->st, alice, pair, &member), QC_OK);
+    assert_true(member);
+    assert_int_equal(f->ops->conv_member(f->st, alice + 1000, pair, &member), QC_OK);
+    assert_false(member);
+    assert_int_equal(f->ops->group_create(f->st, "g", "", alice, &g), QC_OK);
+    assert_int_equal(f->ops->conv_member(f->st, alice, store_conv_group(g), &member), QC_OK);
+    assert_true(member);
+    assert_int_equal(f->ops->conv_member(f->st, bob, store_conv_group(g), &member), QC_OK);
+    assert_false(member);
+    assert_int_equal(f->ops->group_join(f->st, g, bob), QC_OK);
+    assert_int_equal(f->ops->conv_member(f->st, bob, store_conv_group(g), &member), QC_OK);
+    assert_true(member);
+    free(got);
+}
+
+/*
+ * Offline = after delivered: others' messages only, oldest first across
+ * conversations, capped by count and bytes; a group's past before joining
+ * is not offline; the group is stored once.
+ */
+void test_log_undelivered(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), carol = new_user(f, "carol");
+    int32_t g = 0;
+    int64_t ab = 0, cb, grp;
+    struct store_cursor pos[2];
+    struct got *got = new_got();
+    bool more = false;
+
+    ab = store_conv_pair(alice, bob);
+    cb = store_conv_pair(carol, bob);
+    assert_int_equal(f->ops->group_create(f->st, "g", "", alice, &g), QC_OK);
+    grp = store_conv_group(g);
+    assert_int_equal(f->ops->group_join(f->st, g, carol), QC_OK);
+    append_msg(f, grp, 1, alice, BASE_TS + 1); /* before bob joins */
+    assert_int_equal(f->ops->group_join(f->st, g, bob), QC_OK);
+    append_msg(f, ab, 1, alice, BASE_TS + 10);
+    append_msg(f, cb, 1, carol, BASE_TS + 20);
+    append_msg(f, ab, 2, bob, BASE_TS + 30); /* bob's own */
+    append_msg(f, grp, 2, carol, BASE_TS + 40);
+    append_msg(f, ab, 3, alice, BASE_TS + 50);
+    append_msg(f, grp, 3, bob, BASE_TS + 60); /* bob's own */
+
+    assert_int_equal(f->ops->undelivered(f->st, bob, 100, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_false(more);
+    assert_int_equal(got->n, 4);
+    assert_int_equal(got->conv[0], ab);
+    assert_int_equal(got->cseq[0], 1);
+    assert_int_equal(got->conv[1], cb);
+    assert_int_equal(got->conv[2], grp);
+    assert_int_equal(got->cseq[2], 2);
+    assert_int_equal(got->conv[3], ab);
+    assert_int_equal(got->cseq[3], 3);
+
+    /* Capped by count. */
+    got->n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, bob, 2, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 2);
+    assert_true(more);
+    /* Capped by bytes: one body is about 30 bytes; the first always comes. */
+    got->n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, bob, 100, 1, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 1);
+    assert_true(more);
+    got->n = 0;
+    assert_int_equal(
+        f->ops->undelivered(f->st, bob, 100, strlen(got->body[0]) * 2 + 1, got_msg, got, &more),
+        QC_OK);
+    assert_int_equal(got->n, 2);
+    assert_true(more);
+
+    /* Written: the cursors move, and what remains comes next. */
+    pos[0] = (struct store_cursor){ ab, 1 };
+    pos[1] = (struct store_cursor){ cb, 1 };
+    assert_int_equal(f->ops->delivered_advance(f->st, bob, pos, 2), QC_OK);
+    got->n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, bob, 100, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 2);
+    assert_int_equal(got->conv[0], grp);
+    assert_int_equal(got->conv[1], ab);
+
+    /* carol joined before the first group message; alice sent it. */
+    got->n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, carol, 100, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 2); /* grp 1 (alice) and grp 3 (bob) */
+    assert_int_equal(got->cseq[0], 1);
+    assert_int_equal(got->cseq[1], 3);
+    got->n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, alice, 100, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 3); /* ab 2, grp 2, grp 3 */
+    assert_int_equal(f->ops->undelivered(f->st, alice, 0, 1, got_msg, got, &more), QC_EBADREQ);
+    free(got);
+}
+
+/* ts inversions inside a conversation never let a cut skip a cseq. */
+void test_log_undelivered_prefix(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), carol = new_user(f, "carol");
+    int64_t ab = store_conv_pair(alice, bob), cb = store_conv_pair(carol, bob);
+    struct got *got = new_got();
+    bool more = false;
+
+    append_msg(f, ab, 1, alice, BASE_TS + 100);
+    append_msg(f, ab, 2, alice, BASE_TS + 10); /* stamped earlier, numbered later */
+    append_msg(f, cb, 1, carol, BASE_TS + 50);
+    assert_int_equal(f->ops->undelivered(f->st, bob, 2, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 2);
+    assert_true(more);
+    assert_int_equal(got->conv[0], cb);
+    assert_int_equal(got->conv[1], ab);
+    assert_int_equal(got->cseq[1], 1);
+    free(got);
+}
+
+struct convs {
+    int n;
+    struct store_conv_info c[LIST_MAX];
+    char names[LIST_MAX][QC_NAME_MAX + 1];
+    char last[LIST_MAX][MSG_MAX];
+};
+
+static void got_conv(void *arg, const struct store_conv_info *c)
+{
+    struct convs *v = arg;
+
+    assert_true(v->n < LIST_MAX);
+    v->c[v->n] = *c;
+    strlcpy(v->names[v->n], c->name, sizeof(v->names[0]));
+    if (c->last != NULL) {
+        assert_true(c->last_len < MSG_MAX);
+        memcpy(v->last[v->n], c->last, c->last_len);
+        v->last[v->n][c->last_len] = '\0';
+    }
+    v->c[v->n].name = v->names[v->n];
+    v->c[v->n].last = c->last != NULL ? v->last[v->n] : NULL;
+    v->n++;
+}
+
+void test_log_conversations(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), carol = new_user(f, "carol");
+    int32_t g = 0, quiet = 0;
+    int64_t ab = store_conv_pair(alice, bob), ac = store_conv_pair(alice, carol), now = 0;
+    struct convs *v = calloc(1, sizeof(*v));
+
+    assert_non_null(v);
+    assert_int_equal(f->ops->group_create(f->st, "g", "", bob, &g), QC_OK);
+    assert_int_equal(f->ops->group_join(f->st, g, alice), QC_OK);
+    assert_int_equal(f->ops->group_create(f->st, "quiet", "", alice, &quiet), QC_OK);
+    append_msg(f, ab, 1, bob, BASE_TS + 1);
+    append_msg(f, ab, 2, bob, BASE_TS + 2);
+    append_msg(f, ab, 3, alice, BASE_TS + 3);
+    append_msg(f, ac, 1, carol, BASE_TS + 30);
+    append_msg(f, store_conv_group(g), 1, bob, BASE_TS + 20);
+    assert_int_equal(f->ops->read_set(f->st, alice, ab, 1, &now), QC_OK);
+
+    assert_int_equal(f->ops->conversations(f->st, alice, 100, got_conv, v), QC_OK);
+    assert_int_equal(v->n, 4);
+    assert_int_equal(v->c[0].conv, ac); /* most recent first */
+    assert_int_equal(v->c[0].with, carol);
+    assert_int_equal(v->c[0].groupid, 0);
+    assert_string_equal(v->c[0].name, "carol");
+    assert_int_equal(v->c[0].unread, 1);
+    assert_int_equal(v->c[1].groupid, g);
+    assert_string_equal(v->c[1].name, "g");
+    assert_int_equal(v->c[1].unread, 1);
+    assert_int_equal(v->c[2].conv, ab);
+    assert_int_equal(v->c[2].with, bob);
+    assert_int_equal(v->c[2].last_cseq, 3);
+    assert_int_equal(v->c[2].read_cseq, 1);
+    assert_int_equal(v->c[2].unread, 1); /* bob's 2; alice's own 3 is not unread */
+    assert_non_null(v->c[2].last);
+    assert_non_null(strstr(v->c[2].last, "\"cseq\":3"));
+    assert_int_equal(v->c[3].groupid, quiet); /* no messages: last */
+    assert_int_equal(v->c[3].last_cseq, 0);
+    assert_null(v->c[3].last);
+
+    v->n = 0;
+    assert_int_equal(f->ops->conversations(f->st, alice, 2, got_conv, v), QC_OK);
+    assert_int_equal(v->n, 2);
+    v->n = 0;
+    assert_int_equal(f->ops->conversations(f->st, carol, 100, got_conv, v), QC_OK);
+    assert_int_equal(v->n, 1);
+    assert_string_equal(v->c[0].name, "alice");
+    assert_int_equal(f->ops->conversations(f->st, alice, 0, got_conv, v), QC_EBADREQ);
+    assert_int_equal(f->ops->conversations(f->st, alice, 1001, got_conv, v), QC_EBADREQ);
+    free(v);
+}
+
+static int purge_all(struct store_fixture *f, int keep_days, int max_per_conv)
+{
+    int removed = 0, total = 0, calls = 0;
+
+    do {
+        assert_int_equal(f->ops->log_purge(f->st, keep_days, max_per_conv, PURGE_BATCH, &removed),
+                         QC_OK);
+        assert_true(removed <= PURGE_BATCH);
+        total += removed;
+        assert_true(++calls < 1000);
+    } while (removed == PURGE_BATCH);
+    return total;
+}
+
+void test_log_retention(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), g = 0;
+    int64_t ab = store_conv_pair(alice, bob), now = (int64_t)time(NULL) * 1000, grp;
+    int i, removed = -1;
+
+    assert_int_equal(f->ops->group_create(f->st, "g", "", alice, &g), QC_OK);
+    grp = store_conv_group(g);
+    for (i = 1; i <= 20; i++) /* 10 old, 10 recent */
+        append_msg(f, ab, i, alice, i <= 10 ? now - 40 * DAY_MS : now - DAY_MS);
+    for (i = 1; i <= 30; i++)
+        append_msg(f, grp, i, alice, now);
+    assert_int_equal(f->ops->log_purge(f->st, 0, 0, PURGE_BATCH, &removed), QC_OK);
+    assert_int_equal(removed, 0);
+    assert_int_equal(f->ops->log_purge(f->st, 0, 0, 0, &removed), QC_EBADREQ);
+
+    assert_int_equal(purge_all(f, 30, 0), 10);
+    expect_page(f, ab, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 11, 20, false);
+    assert_int_equal(purge_all(f, 0, 8), 2 + 22);
+    expect_page(f, ab, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 13, 20, false);
+    expect_page(f, grp, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 23, 30, false);
+    assert_int_equal(last_cseq(f, ab), 20); /* never reused */
+    assert_int_equal(purge_all(f, 0, 8), 0);
+
+    /* A deleted group's log goes, in batches, then its last cseq and cursors. */
+    removed = -1;
+    assert_int_equal(f->ops->conv_delete(f->st, grp, 5, &removed), QC_OK);
+    assert_int_equal(removed, 5);
+    assert_int_equal(f->ops->conv_delete(f->st, grp, 5, &removed), QC_OK);
+    assert_int_equal(removed, 3);
+    assert_int_equal(last_cseq(f, grp), 0);
+    expect_page(f, grp, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 0, 0, false);
+    expect_page(f, ab, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 13, 20, false);
+}
+
+/* history.enabled = no: what every participant has had is removed, nothing else. */
+void test_log_purge_delivered(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), carol = new_user(f, "carol");
+    int64_t ab = store_conv_pair(alice, bob), grp;
+    struct store_cursor c;
+    int32_t g = 0;
+    int i, removed = -1, total = 0;
+
+    assert_int_equal(f->ops->group_create(f->st, "g", "", alice, &g), QC_OK);
+    assert_int_equal(f->ops->group_join(f->st, g, bob), QC_OK);
+    assert_int_equal(f->ops->group_join(f->st, g, carol), QC_OK);
+    grp = store_conv_group(g);
+    for (i = 1; i <= 5; i++) {
+        append_msg(f, ab, i, alice, BASE_TS + i);
+        append_msg(f, grp, i, alice, BASE_TS + i);
+    }
+    assert_int_equal(f->ops->log_purge_delivered(f->st, PURGE_BATCH, &removed), QC_OK);
+    assert_int_equal(removed, 0); /* bob, carol: nothing delivered yet */
+
+    c = (struct store_cursor){ ab, 3 };
+    assert_int_equal(f->ops->delivered_advance(f->st, bob, &c, 1), QC_OK);
+    c = (struct store_cursor){ grp, 4 };
+    assert_int_equal(f->ops->delivered_advance(f->st, bob, &c, 1), QC_OK);
+    c = (struct store_cursor){ grp, 2 };
+    assert_int_equal(f->ops->delivered_advance(f->st, carol, &c, 1), QC_OK);
+    do {
+        assert_int_equal(f->ops->log_purge_delivered(f->st, 2, &removed), QC_OK);
+        total += removed;
+    } while (removed == 2);
+    assert_int_equal(total, 3 + 2);
+    expect_page(f, ab, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 4, 5, false);
+    expect_page(f, grp, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 3, 5, false);
+    assert_int_equal(f->ops->log_purge_delivered(f->st, 0, &removed), QC_EBADREQ);
+}
+
+/*
+ * A database made by version 1 (the first migration's text, no
+ * SchemaVersion), with friends, a group and offline messages, opens as
+ * version 2: each queued chat became one log message (a group chat queued
+ * for two members: one message), and is still delivered at the next login.
+ */
+void test_log_migrate_v1(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    struct got *got = new_got();
+    struct msgs *m = calloc(1, sizeof(*m));
+    bool more = true;
+    int version = 0, dropped = -1;
+    int64_t grp = store_conv_group(1), ab = store_conv_pair(1, 2);
+
+    assert_non_null(m);
+    f->ops->close(f->st);
+    f->st = NULL;
+    f->make_v1(f);
+    f->raw_sql(f, "INSERT INTO User (name, password) VALUES ('alice', 'a'), ('bob', 'b'),"
+                  " ('carol', 'c')");
+    f->raw_sql(f, "INSERT INTO AllGroup (groupname, groupdesc) VALUES ('g', '')");
+    f->raw_sql(f, "INSERT INTO GroupUser VALUES (1, 1, 'creator'), (1, 2, 'normal'),"
+                  " (1, 3, 'normal')");
+    f->raw_sql(f,
+               "INSERT INTO OfflineMessage (userid, message) VALUES"
+               " (2, '{\"msgid\":5,\"id\":1,\"toid\":2,\"msg\":\"one\","
+               "\"time\":\"2023-03-01 10:00:00\"}'),"
+               " (2, '{\"msgid\":9,\"id\":1,\"groupid\":1,\"msg\":\"all\",\"ts\":1677664860000}'),"
+               " (3, '{\"msgid\":9,\"id\":1,\"groupid\":1,\"msg\":\"all\",\"ts\":1677664860000}'),"
+               " (2, 'not json'),"
+               " (2, '{\"msgid\":5,\"id\":1,\"toid\":2,\"msg\":\"two\",\"ts\":1677664920000}')");
+    f->st = open_store(f, f->cfg.max_offline_messages);
+    assert_int_equal(f->ops->schema_version(f->st, &version), QC_OK);
+    assert_true(version >= 2);
+
+    assert_int_equal(last_cseq(f, ab), 2);
+    assert_int_equal(last_cseq(f, grp), 1);
+    assert_int_equal(
+        f->ops->history(f->st, ab, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, got_msg, got, &more),
+        QC_OK);
+    assert_int_equal(got->n, 2);
+    assert_int_equal(got->sender[0], 1);
+    assert_int_equal(got->ts[0] % 1000, 0);
+    assert_non_null(strstr(got->body[0], "\"one\""));
+    assert_non_null(strstr(got->body[1], "\"two\""));
+    assert_false(more);
+    assert_int_equal(offline_count(f, 2), 1); /* "not json" stays queued */
+
+    /* bob: three undelivered, oldest first; carol: the group's one; alice: none. */
+    got->n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, 2, 100, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 3);
+    assert_non_null(strstr(got->body[0], "\"one\""));
+    assert_non_null(strstr(got->body[1], "\"all\""));
+    assert_non_null(strstr(got->body[2], "\"two\""));
+    got->n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, 3, 100, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 1);
+    got->n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, 1, 100, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 0);
+
+    /* The legacy take hands them over too, once, then the queue's leftover. */
+    assert_int_equal(f->ops->offline_take(f->st, 2, seen_msg, m, &dropped), QC_OK);
+    assert_int_equal(m->n, 4);
+    assert_non_null(strstr(m->text[0], "\"one\""));
+    assert_string_equal(m->text[3], "not json");
+    m->n = 0;
+    assert_int_equal(f->ops->offline_take(f->st, 2, seen_msg, m, &dropped), QC_OK);
+    assert_int_equal(m->n, 0);
+    got->n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, 2, 100, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 0);
+
+    /* Opening again migrates nothing twice. */
+    f->ops->close(f->st);
+    f->st = open_store(f, f->cfg.max_offline_messages);
+    assert_int_equal(last_cseq(f, ab), 2);
+    free(m);
+    free(got);
+}
+
+/* ---- speed ---------------------------------------------------------- */
+
+#define BIG_CONV_MSGS    1000000 /* the history page target's conversation */
+#define BIG_BATCH        10000
+#define WAITING_MSGS     1000 /* the login target: undelivered messages */
+#define WAITING_CONVS    10
+#define PAGE_SAMPLES     200
+#define LOGIN_SAMPLES    21
+#define PAGE_P99_MAX_MS  20.0 /* target 5 ms; the slack is for a shared machine */
+#define LOGIN_P50_MAX_MS 30.0
+#define BODY_TEXT \
+    "{\"msgid\":5,\"id\":1,\"name\":\"alice\",\"toid\":2,\"msg\":\"a message of ordinary size\"}"
+
+static double elapsed_ms(const struct timespec *a, const struct timespec *b)
+{
+    return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
+}
+
+static int by_value(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static void count_msg(void *arg, const struct store_logmsg *m)
+{
+    int *n = arg;
+
+    (*n)++;
+}
+
+/* Append count messages of conv from first_cseq, BIG_BATCH per transaction. */
+static void fill_conversation(struct store_fixture *f, int64_t conv, int64_t count, int32_t sender,
+                              int64_t ts0)
+{
+    struct store_logmsg *m = calloc(BIG_BATCH, sizeof(*m));
+    int64_t done = 0, i;
+
+    assert_non_null(m);
+    while (done < count) {
+        int64_t n = count - done < BIG_BATCH ? count - done : BIG_BATCH;
+
+        for (i = 0; i < n; i++)
+            m[i] = (struct store_logmsg){ conv,   done + i + 1, done + i,         ts0 + done + i,
+                                          sender, BODY_TEXT,    strlen(BODY_TEXT) };
+        assert_int_equal(f->ops->log_append(f->st, m, (size_t)n), QC_OK);
+        done += n;
+    }
+    free(m);
+}
+
+/*
+ * A history page of 50 anywhere in a 1,000,000-message conversation, and
+ * the undelivered list of a user with 1,000 messages waiting in 10
+ * conversations (beside that big one), each timed on its own.
+ */
+void test_log_speed(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob");
+    int64_t big = store_conv_pair(alice, bob);
+    struct store_cursor seen = { big, BIG_CONV_MSGS };
+    double page[PAGE_SAMPLES], login[LOGIN_SAMPLES];
+    struct timespec t0, t1;
+    bool more;
+    int i, n;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    fill_conversation(f, big, BIG_CONV_MSGS, alice, BASE_TS);
+    for (i = 0; i < WAITING_CONVS; i++) {
+        char name[QC_NAME_MAX];
+
+        snprintf(name, sizeof(name), "friend%d", i);
+        fill_conversation(f, store_conv_pair(bob, new_user(f, name)), WAITING_MSGS / WAITING_CONVS,
+                          bob + 1 + i, BASE_TS + i);
+    }
+    /* The big conversation was delivered long ago. */
+    assert_int_equal(f->ops->delivered_advance(f->st, bob, &seen, 1), QC_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    print_message("%s: %d messages appended in %.1f s\n", f->ops->name,
+                  BIG_CONV_MSGS + WAITING_MSGS, elapsed_ms(&t0, &t1) / 1e3);
+
+    srand(1);
+    for (i = 0; i < PAGE_SAMPLES; i++) {
+        int64_t before = 1 + rand() % BIG_CONV_MSGS;
+
+        n = 0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        assert_int_equal(f->ops->history(f->st, big, i == 0 ? STORE_NO_CURSOR : before,
+                                         STORE_NO_CURSOR, LOG_PAGE, count_msg, &n, &more),
+                         QC_OK);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        page[i] = elapsed_ms(&t0, &t1);
+        assert_int_equal(n, i == 0 || before > LOG_PAGE ? LOG_PAGE : before - 1);
+    }
+    for (i = 0; i < LOGIN_SAMPLES; i++) {
+        n = 0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        assert_int_equal(f->ops->undelivered(f->st, bob, 10000, 16 << 20, count_msg, &n, &more),
+                         QC_OK);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        login[i] = elapsed_ms(&t0, &t1);
+        assert_int_equal(n, WAITING_MSGS);
+    }
+    /* alice sent the million herself: her own messages are never scanned again */
+    n = 0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(f->ops->undelivered(f->st, alice, 10000, 16 << 20, count_msg, &n, &more),
+                     QC_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(n, 0);
+    assert_true(elapsed_ms(&t0, &t1) < LOGIN_P50_MAX_MS);
+    qsort(page, PAGE_SAMPLES, sizeof(page[0]), by_value);
+    qsort(login, LOGIN_SAMPLES, sizeof(login[0]), by_value);
+    print_message("%s: history page of %d in %d messages: p50 %.2f ms, p99 %.2f ms; "
+                  "undelivered (%d waiting): p50 %.2f ms, max %.2f ms\n",
+                  f->ops->name, LOG_PAGE, BIG_CONV_MSGS, page[PAGE_SAMPLES / 2],
+                  page[PAGE_SAMPLES * 99 / 100], WAITING_MSGS, login[LOGIN_SAMPLES / 2],
+                  login[LOGIN_SAMPLES - 1]);
+    assert_true(page[PAGE_SAMPLES * 99 / 100] < PAGE_P99_MAX_MS);
+    assert_true(login[LOGIN_SAMPLES / 2] < LOGIN_P50_MAX_MS);
 }

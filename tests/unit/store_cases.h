@@ -39,6 +39,11 @@ struct store_fixture {
     bool unavailable; /* no server to test against: cases skip */
     /* Run one SQL statement on a connection of the test's own. */
     void (*raw_sql)(struct store_fixture *f, const char *sql);
+    /*
+     * Replace the (closed) database with an empty one holding only what
+     * version 1 made: the first embedded migration's text, no SchemaVersion.
+     */
+    void (*make_v1)(struct store_fixture *f);
 };
 
 /* What the list callbacks saw. */
@@ -77,6 +82,8 @@ void list_members(void *arg, int32_t groupid, const char *name, const char *desc
 void store_text(struct store_fixture *f, struct store *st, const int32_t *ids, size_t n,
                 const char *text);
 int offline_count(struct store_fixture *f, int32_t id);
+/* Append one message of conv with body {"c":conv,"cseq":cseq}. */
+void append_msg(struct store_fixture *f, int64_t conv, int64_t cseq, int32_t sender, int64_t ts);
 
 /* ---- the cases -------------------------------------------------------- */
 
@@ -93,6 +100,17 @@ void test_offline_unknown_user(void **state);
 void test_offline_cap(void **state);
 void test_two_handles(void **state);
 void test_two_processes(void **state);
+void test_log_conv_keys(void **state);
+void test_log_append_idempotent(void **state);
+void test_log_history_pages(void **state);
+void test_log_cursors(void **state);
+void test_log_undelivered(void **state);
+void test_log_undelivered_prefix(void **state);
+void test_log_conversations(void **state);
+void test_log_retention(void **state);
+void test_log_purge_delivered(void **state);
+void test_log_migrate_v1(void **state);
+void test_log_speed(void **state);
 
 /* Every shared case, for a driver test's list, with its fixture. */
 #define STORE_CASES(setup, teardown)                                                   \
@@ -108,6 +126,17 @@ void test_two_processes(void **state);
         cmocka_unit_test_setup_teardown(test_offline_unknown_user, setup, teardown),   \
         cmocka_unit_test_setup_teardown(test_offline_cap, setup, teardown),            \
         cmocka_unit_test_setup_teardown(test_two_handles, setup, teardown),            \
-        cmocka_unit_test_setup_teardown(test_two_processes, setup, teardown)
+        cmocka_unit_test_setup_teardown(test_two_processes, setup, teardown),          \
+        cmocka_unit_test(test_log_conv_keys),                                          \
+        cmocka_unit_test_setup_teardown(test_log_append_idempotent, setup, teardown),  \
+        cmocka_unit_test_setup_teardown(test_log_history_pages, setup, teardown),      \
+        cmocka_unit_test_setup_teardown(test_log_cursors, setup, teardown),            \
+        cmocka_unit_test_setup_teardown(test_log_undelivered, setup, teardown),        \
+        cmocka_unit_test_setup_teardown(test_log_undelivered_prefix, setup, teardown), \
+        cmocka_unit_test_setup_teardown(test_log_conversations, setup, teardown),      \
+        cmocka_unit_test_setup_teardown(test_log_retention, setup, teardown),          \
+        cmocka_unit_test_setup_teardown(test_log_purge_delivered, setup, teardown),    \
+        cmocka_unit_test_setup_teardown(test_log_migrate_v1, setup, teardown),         \
+        cmocka_unit_test_setup_teardown(test_log_speed, setup, teardown)
 
 #endif

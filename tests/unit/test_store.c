@@ -4,8 +4,9 @@
  * Every test gets a fresh directory from mkdtemp() holding qchat.db and an
  * open handle on it.  The cases every driver shares are in store_cases.c;
  * here are those only SQLite has (its schema file, its directory, its
- * lock).  The schema test reads sql/sqlite/schema.sql below $QCHAT_SRCDIR
- * (default ".": the tests run from the project root).
+ * lock, its file mode).  The schema test reads the migrations of
+ * sql/sqlite/ below $QCHAT_SRCDIR (default ".": the tests run from the
+ * project root).
  */
 #include <errno.h>
 #include <limits.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -21,7 +23,7 @@
 
 #define TMP_TEMPLATE "/tmp/qchat-test-store-XXXXXX"
 #define DB_NAME      "qchat.db"
-#define SCHEMA_FILE  "sql/sqlite/schema.sql"
+#define SQL_DIR      "sql/sqlite"
 
 struct sqlite_fixture {
     struct store_fixture store; /* first: *state points at both */
@@ -46,6 +48,23 @@ static void raw_sql(struct store_fixture *f, const char *sql)
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
+static void remove_file(const char *dir, const char *name);
+
+/* An empty database with the version 1 tables only, as v1 of qchatd made it. */
+static void make_v1(struct store_fixture *f)
+{
+    struct sqlite_fixture *sf = sqlite_fixture(f);
+    sqlite3 *db = NULL;
+
+    remove_file(sf->dir, DB_NAME);
+    remove_file(sf->dir, DB_NAME "-wal");
+    remove_file(sf->dir, DB_NAME "-shm");
+    assert_int_equal(sqlite3_open(sf->path, &db), SQLITE_OK);
+    assert_string_equal(store_sqlite_migrations[0].name, "001-base.sql");
+    assert_int_equal(sqlite3_exec(db, store_sqlite_migrations[0].sql, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
 static int setup(void **state)
 {
     struct sqlite_fixture *sf = calloc(1, sizeof(*sf));
@@ -60,6 +79,7 @@ static int setup(void **state)
     strlcpy(f->cfg.storage_driver, "sqlite", sizeof(f->cfg.storage_driver));
     strlcpy(f->cfg.storage_path, sf->path, sizeof(f->cfg.storage_path));
     f->raw_sql = raw_sql;
+    f->make_v1 = make_v1;
     f->ops = store_driver("sqlite");
     assert_non_null(f->ops);
     f->st = open_store(f, f->cfg.max_offline_messages);
@@ -104,25 +124,77 @@ static void test_driver_lookup(void **state)
     assert_null(store_driver(NULL));
 }
 
+/* The embedded migrations are the files of sql/sqlite/, byte for byte, numbered 1, 2, ... */
 static void test_schema_matches_file(void **state)
 {
     const char *srcdir = getenv("QCHAT_SRCDIR");
     char path[PATH_MAX], *text;
-    size_t want = strlen(store_sqlite_schema), got;
+    size_t i, want, got;
     FILE *fp;
 
     (void)state;
-    snprintf(path, sizeof(path), "%s/%s", srcdir != NULL ? srcdir : ".", SCHEMA_FILE);
-    fp = fopen(path, "r");
-    if (fp == NULL)
-        fail_msg("%s: %s (set QCHAT_SRCDIR to the project root)", path, strerror(errno));
-    text = calloc(1, want + 2);
-    assert_non_null(text);
-    got = fread(text, 1, want + 1, fp); /* one more: the file must not be longer */
-    assert_int_equal(fclose(fp), 0);
-    assert_int_equal(got, want);
-    assert_memory_equal(text, store_sqlite_schema, want);
-    free(text);
+    assert_true(store_sqlite_migration_count >= 2);
+    for (i = 0; i < store_sqlite_migration_count; i++) {
+        const struct store_migration *m = &store_sqlite_migrations[i];
+
+        assert_int_equal(m->version, (int)i + 1);
+        snprintf(path, sizeof(path), "%s/%s/%s", srcdir != NULL ? srcdir : ".", SQL_DIR, m->name);
+        fp = fopen(path, "r");
+        if (fp == NULL)
+            fail_msg("%s: %s (set QCHAT_SRCDIR to the project root)", path, strerror(errno));
+        want = strlen(m->sql);
+        text = calloc(1, want + 2);
+        assert_non_null(text);
+        got = fread(text, 1, want + 1, fp); /* one more: the file must not be longer */
+        assert_int_equal(fclose(fp), 0);
+        assert_int_equal(got, want);
+        assert_memory_equal(text, m->sql, want);
+        free(text);
+    }
+}
+
+/* A new database file is 0600 whatever the umask; its WAL too. */
+static void test_file_mode(void **state)
+{
+    struct store_fixture *f = *state;
+    struct sqlite_fixture *sf = sqlite_fixture(f);
+    struct stat sb;
+    mode_t old;
+
+    f->ops->close(f->st);
+    f->st = NULL;
+    remove_file(sf->dir, DB_NAME);
+    remove_file(sf->dir, DB_NAME "-wal");
+    remove_file(sf->dir, DB_NAME "-shm");
+    old = umask(0);
+    f->st = open_store(f, f->cfg.max_offline_messages);
+    (void)umask(old);
+    new_user(f, "alice");
+    assert_int_equal(stat(sf->path, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0600);
+    snprintf(sf->path + strlen(sf->path), sizeof(sf->path) - strlen(sf->path), "-wal");
+    assert_int_equal(stat(sf->path, &sb), 0);
+    sf->path[strlen(sf->path) - 4] = '\0';
+    assert_int_equal(sb.st_mode & 07777, 0600);
+    /* An existing file keeps the mode its operator gave it. */
+    f->ops->close(f->st);
+    assert_int_equal(chmod(sf->path, 0640), 0);
+    f->st = open_store(f, f->cfg.max_offline_messages);
+    assert_int_equal(stat(sf->path, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0640);
+}
+
+/* A database from a newer qchatd is refused, not damaged. */
+static void test_newer_schema_refused(void **state)
+{
+    struct store_fixture *f = *state;
+    struct store *st = NULL;
+    char err[ERR_MAX] = "";
+
+    f->raw_sql(f, "INSERT INTO SchemaVersion (version, name) VALUES (999, '999-future.sql')");
+    assert_int_equal(f->ops->open(&st, &f->cfg, err, sizeof(err)), QC_ESTORAGE);
+    assert_null(st);
+    assert_non_null(strstr(err, "newer"));
 }
 
 static void test_open_missing_directory(void **state)
@@ -174,7 +246,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_driver_lookup),    cmocka_unit_test(test_schema_matches_file),
         STORE_TEST(test_open_missing_directory), STORE_CASES(setup, teardown),
-        STORE_TEST(test_busy_is_storage_error),
+        STORE_TEST(test_busy_is_storage_error),  STORE_TEST(test_file_mode),
+        STORE_TEST(test_newer_schema_refused),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

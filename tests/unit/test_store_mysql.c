@@ -9,8 +9,8 @@
  * SQLite too); here are those only MySQL has: its schema file, password
  * files, TCP, utf8mb4, big messages and batches, and what only a server
  * can do: lose the connection (KILL from a second client) and stop
- * answering (SIGSTOP of mariadbd).  The schema test reads
- * sql/mysql/schema.sql below $QCHAT_SRCDIR (default ".").
+ * answering (SIGSTOP of mariadbd).  The schema test reads the migrations
+ * of sql/mysql/ below $QCHAT_SRCDIR (default ".").
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,7 +30,7 @@
 #include "../integration/mysql_env.h"
 #include "store_cases.h"
 
-#define SCHEMA_FILE    "sql/mysql/schema.sql"
+#define SQL_DIR        "sql/mysql"
 #define SQL_MAX        1024
 #define DBNAME_MAX     64
 #define BIG_MSG        (200 * 1024) /* bigger than any first column buffer */
@@ -39,11 +39,12 @@
 #define FAST_FAIL_MS   500          /* a call while it is known to be down */
 #define RECOVER_MAX_MS 10000        /* back to work after SIGCONT */
 #define POLL_MS        100
-#define SCHEMA_TABLES  6
+#define SCHEMA_TABLES  9     /* the migrations' tables; the driver adds SchemaVersion */
 #define GUARD_MS       60000 /* SIGCONT by a guard process if the test dies */
 
 static const char *const tables[SCHEMA_TABLES] = {
-    "User", "Friend", "AllGroup", "GroupUser", "OfflineMessage", "OfflineDropped",
+    "User",           "Friend",  "AllGroup",     "GroupUser",  "OfflineMessage",
+    "OfflineDropped", "Message", "Conversation", "ConvCursor",
 };
 
 static unsigned db_counter;
@@ -117,6 +118,21 @@ static void raw_sql(struct store_fixture *f, const char *sql)
     mdb_exec(admin(f), "%s", sql);
 }
 
+/* The test's database, emptied and given the version 1 tables only. */
+static void make_v1(struct store_fixture *f)
+{
+    struct mysql_fixture *mf = mysql_fixture(f);
+    MYSQL *m;
+
+    mdb_exec(mf->admin, "DROP DATABASE `%s`", mf->db);
+    mdb_exec(mf->admin, "CREATE DATABASE `%s` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin", mf->db);
+    assert_int_equal(mysql_select_db(mf->admin, mf->db), 0);
+    m = mdb_connect(mf->db, CLIENT_MULTI_STATEMENTS);
+    assert_string_equal(store_mysql_migrations[0].name, "001-base.sql");
+    mdb_run(m, store_mysql_migrations[0].sql, "version 1 schema");
+    mysql_close(m);
+}
+
 static int setup(void **state)
 {
     struct mysql_fixture *mf = calloc(1, sizeof(*mf));
@@ -128,6 +144,7 @@ static int setup(void **state)
     f->ops = store_driver("mysql");
     assert_non_null(f->ops);
     f->raw_sql = raw_sql;
+    f->make_v1 = make_v1;
     f->unavailable = mdb_env.socket[0] == '\0';
     if (f->unavailable)
         return 0;
@@ -181,19 +198,43 @@ static void test_driver_lookup(void **state)
     assert_null(store_driver("MySQL"));
 }
 
-/* The driver's tables (built at open) are those of sql/mysql/schema.sql. */
+/* The embedded migrations are the files of sql/mysql/, byte for byte, numbered 1, 2, ... */
+static void test_migrations_match_files(void **state)
+{
+    char path[PATH_MAX];
+    size_t i;
+
+    (void)state;
+    assert_true(store_mysql_migration_count >= 2);
+    for (i = 0; i < store_mysql_migration_count; i++) {
+        const struct store_migration *m = &store_mysql_migrations[i];
+        char *text;
+
+        assert_int_equal(m->version, (int)i + 1);
+        snprintf(path, sizeof(path), "%s/%s", SQL_DIR, m->name);
+        text = mdb_slurp(path);
+        assert_string_equal(text, m->sql);
+        free(text);
+    }
+}
+
+/* The driver's tables (built at open) are those the files build, run twice by hand. */
 static void test_schema_matches_file(void **state)
 {
     struct store_fixture *f = *state;
-    char other[DBNAME_MAX], a[SQL_MAX * 2], b[SQL_MAX * 2];
+    char other[DBNAME_MAX], a[SQL_MAX * 2], b[SQL_MAX * 2], path[PATH_MAX];
     MYSQL *m;
-    size_t i;
+    size_t i, pass;
+    int version = 0;
 
     NEED_SERVER();
     new_database(admin(f), other, sizeof(other));
     m = mdb_connect(other, CLIENT_MULTI_STATEMENTS);
-    mdb_run_file(m, SCHEMA_FILE);
-    mdb_run_file(m, SCHEMA_FILE); /* idempotent */
+    for (pass = 0; pass < 2; pass++) /* idempotent */
+        for (i = 0; i < store_mysql_migration_count; i++) {
+            snprintf(path, sizeof(path), "%s/%s", SQL_DIR, store_mysql_migrations[i].name);
+            mdb_run_file(m, path);
+        }
     assert_int_equal(mdb_int(m,
                              "SELECT count(*) FROM information_schema.TABLES"
                              " WHERE table_schema = '%s'",
@@ -203,7 +244,7 @@ static void test_schema_matches_file(void **state)
                              "SELECT count(*) FROM information_schema.TABLES"
                              " WHERE table_schema = '%s'",
                              dbname(f)),
-                     SCHEMA_TABLES);
+                     SCHEMA_TABLES + 1);
     for (i = 0; i < SCHEMA_TABLES; i++) {
         mdb_table_definition(m, dbname(f), tables[i], a, sizeof(a));
         mdb_table_definition(m, other, tables[i], b, sizeof(b));
@@ -211,8 +252,114 @@ static void test_schema_matches_file(void **state)
         assert_non_null(strstr(a, "ENGINE=InnoDB"));
         assert_non_null(strstr(a, "CHARSET=utf8mb4"));
     }
+    assert_int_equal(f->ops->schema_version(f->st, &version), QC_OK);
+    assert_int_equal(version, (int)store_mysql_migration_count);
+    assert_int_equal(mdb_int(admin(f), "SELECT count(*) FROM SchemaVersion"),
+                     (long long)store_mysql_migration_count);
     mdb_exec(m, "DROP DATABASE `%s`", other);
     mysql_close(m);
+}
+
+/* A database from a newer qchatd is refused, not damaged. */
+static void test_newer_schema_refused(void **state)
+{
+    struct store_fixture *f = *state;
+    struct store *st = NULL;
+    char err[ERR_MAX] = "";
+
+    NEED_SERVER();
+    mdb_exec(admin(f), "INSERT INTO SchemaVersion (version, name) VALUES (999, 'x.sql')");
+    assert_int_equal(f->ops->open(&st, &f->cfg, err, sizeof(err)), QC_ESTORAGE);
+    assert_null(st);
+    assert_non_null(strstr(err, "newer"));
+}
+
+/* The seed's README schema (the part that matters here: no id on the queue). */
+static const char seed_schema[] =
+    "CREATE TABLE User(id INT NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+    " name VARCHAR(50) NOT NULL UNIQUE, password VARCHAR(50) NOT NULL,"
+    " state ENUM('online','offline') DEFAULT('offline'));\n"
+    "CREATE TABLE Friend(userid INT NOT NULL, friendid INT NOT NULL,"
+    " PRIMARY KEY (userid,friendid));\n"
+    "CREATE TABLE AllGroup(groupid INT NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+    " groupname VARCHAR(50) NOT NULL UNIQUE, groupdesc VARCHAR(200) NOT NULL DEFAULT(''));\n"
+    "CREATE TABLE GroupUser(groupid INT NOT NULL, userid INT NOT NULL,"
+    " grouprole ENUM('creator','normal') NOT NULL DEFAULT('normal'),"
+    " PRIMARY KEY (groupid,userid));\n"
+    "CREATE TABLE OfflineMessage(userid INT NOT NULL, message VARCHAR(500) NOT NULL);\n";
+
+/* Messages as the seed stored them: one per recipient, a group chat once per member. */
+static const char seed_rows[] =
+    "INSERT INTO User (name, password) VALUES ('zhang san', '123456'), ('jose', 'pw'),"
+    " ('li si', '654321');\n"
+    "INSERT INTO AllGroup (groupname, groupdesc) VALUES ('study', 'study group');\n"
+    "INSERT INTO GroupUser VALUES (1, 1, 'creator'), (1, 2, 'normal'), (1, 3, 'normal');\n"
+    "INSERT INTO OfflineMessage VALUES"
+    " (2, '{\"id\":1,\"msgid\":5,\"msg\":\"hello\",\"name\":\"zhang san\","
+    "\"time\":\"2023-03-01 10:00:00\",\"toid\":2}'),"
+    " (2, '{\"groupid\":1,\"id\":1,\"msg\":\"hi all\",\"msgid\":9,\"name\":\"zhang san\","
+    "\"time\":\"2023-03-01 10:01:00\"}'),"
+    " (3, '{\"groupid\":1,\"id\":1,\"msg\":\"hi all\",\"msgid\":9,\"name\":\"zhang san\","
+    "\"time\":\"2023-03-01 10:01:00\"}'),"
+    " (3, '{\"id\":1,\"msgid\":5,\"msg\":\"ping\",\"name\":\"zhang san\","
+    "\"time\":\"2023-03-01 10:02:00\",\"toid\":3}');\n";
+
+static void count_log(void *arg, const struct store_logmsg *m)
+{
+    int *n = arg;
+
+    (*n)++;
+}
+
+/*
+ * A seed database, converted by migrate-from-seed.sql, opens as version 2:
+ * its queue is in the log (the group chat queued for two members is one
+ * message), each recipient still has it undelivered, and the group's
+ * creator, who sent it, has nothing waiting.
+ */
+static void test_seed_to_log(void **state)
+{
+    struct store_fixture *f = *state;
+    struct mysql_fixture *mf;
+    MYSQL *m;
+    int64_t last = 0;
+    bool more = true;
+    int n, version = 0;
+
+    NEED_SERVER();
+    mf = mysql_fixture(f);
+    f->ops->close(f->st);
+    f->st = NULL;
+    mdb_exec(mf->admin, "DROP DATABASE `%s`", mf->db);
+    mdb_exec(mf->admin, "CREATE DATABASE `%s` CHARACTER SET latin1", mf->db);
+    assert_int_equal(mysql_select_db(mf->admin, mf->db), 0);
+    m = mdb_connect(mf->db, CLIENT_MULTI_STATEMENTS);
+    mdb_run(m, seed_schema, "the seed's schema");
+    mdb_run(m, seed_rows, "seed rows");
+    mdb_run_file(m, "sql/mysql/migrate-from-seed.sql");
+    mysql_close(m);
+
+    f->st = open_store(f, f->cfg.max_offline_messages);
+    assert_int_equal(f->ops->schema_version(f->st, &version), QC_OK);
+    assert_int_equal(version, (int)store_mysql_migration_count);
+    assert_int_equal(mdb_int(mf->admin, "SELECT count(*) FROM OfflineMessage"), 0);
+    assert_int_equal(mdb_int(mf->admin, "SELECT count(*) FROM Message"), 3);
+    assert_int_equal(f->ops->conv_last_cseq(f->st, store_conv_group(1), &last), QC_OK);
+    assert_int_equal(last, 1);
+    n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, 2, 100, 1 << 20, count_log, &n, &more), QC_OK);
+    assert_int_equal(n, 2);
+    n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, 3, 100, 1 << 20, count_log, &n, &more), QC_OK);
+    assert_int_equal(n, 2);
+    n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, 1, 100, 1 << 20, count_log, &n, &more), QC_OK);
+    assert_int_equal(n, 0);
+    n = 0;
+    assert_int_equal(f->ops->history(f->st, store_conv_pair(1, 3), STORE_NO_CURSOR, STORE_NO_CURSOR,
+                                     10, count_log, &n, &more),
+                     QC_OK);
+    assert_int_equal(n, 1);
 }
 
 /* Write a password file with mode; returns its path in out. */
@@ -598,12 +745,21 @@ static void test_server_stopped(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_driver_lookup),  STORE_TEST(test_schema_matches_file),
-        STORE_TEST(test_open_errors),          STORE_TEST(test_tcp),
-        STORE_CASES(setup, teardown),          STORE_TEST(test_utf8mb4),
-        STORE_TEST(test_offline_big_message),  STORE_TEST(test_offline_many_recipients),
-        STORE_TEST(test_offline_dropped_only), STORE_TEST(test_busy_is_storage_error),
-        STORE_TEST(test_reconnect_after_kill), STORE_TEST(test_lost_in_callback),
+        cmocka_unit_test(test_driver_lookup),
+        STORE_TEST(test_schema_matches_file),
+        cmocka_unit_test(test_migrations_match_files),
+        STORE_TEST(test_newer_schema_refused),
+        STORE_TEST(test_seed_to_log),
+        STORE_TEST(test_open_errors),
+        STORE_TEST(test_tcp),
+        STORE_CASES(setup, teardown),
+        STORE_TEST(test_utf8mb4),
+        STORE_TEST(test_offline_big_message),
+        STORE_TEST(test_offline_many_recipients),
+        STORE_TEST(test_offline_dropped_only),
+        STORE_TEST(test_busy_is_storage_error),
+        STORE_TEST(test_reconnect_after_kill),
+        STORE_TEST(test_lost_in_callback),
         STORE_TEST(test_server_stopped),
     };
 

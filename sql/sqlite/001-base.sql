@@ -1,4 +1,4 @@
--- sql/sqlite/schema.sql - qchat schema for the embedded SQLite store.
+-- sql/sqlite/001-base.sql - schema version 1 of the embedded SQLite store.
 --
 -- The seed's tables and columns (User, Friend, AllGroup, GroupUser,
 -- OfflineMessage), with these changes:
@@ -15,10 +15,11 @@
 --   * foreign keys name the User and AllGroup rows a row depends on
 --     (the driver turns on PRAGMA foreign_keys).
 --
--- src/store/sqlite.c embeds this exact text (tests/unit/test_store.c checks
--- that the two are identical) and runs it in one transaction whenever it
--- opens a database.  Every statement is idempotent.  By hand:
---   sqlite3 /var/lib/qchat/qchat.db < schema.sql
+-- The build embeds every numbered file of this directory (sql/embed.sh);
+-- the driver applies those newer than the database's SchemaVersion, in
+-- order, each in the one transaction that records it (src/store/sqlite.c).
+-- A database made before versioning has these tables and no SchemaVersion:
+-- every statement here is idempotent, so it is recognised as version 1.
 
 CREATE TABLE IF NOT EXISTS User (
     id       INTEGER PRIMARY KEY AUTOINCREMENT,

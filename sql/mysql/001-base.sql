@@ -1,4 +1,4 @@
--- sql/mysql/schema.sql - qchat schema for MariaDB / MySQL (storage.driver = mysql).
+-- sql/mysql/001-base.sql - schema version 1 for MariaDB / MySQL (storage.driver = mysql).
 --
 -- The seed's tables and columns (User, Friend, AllGroup, GroupUser,
 -- OfflineMessage), so that a seed database can be migrated in place, with
@@ -22,11 +22,12 @@
 -- No foreign keys: a migrated seed database may hold orphan rows, and the
 -- driver checks existence itself where the protocol needs an answer.
 --
--- src/store/mysql.c holds the same statements and runs them whenever it
--- opens a database (and for qchatd --init-db); tests/unit/test_store_mysql.c
--- checks that both build identical tables.  A seed database is converted
--- by migrate-from-seed.sql instead.  Every statement is idempotent.  By hand:
---   mariadb --default-character-set=utf8mb4 qchat < schema.sql
+-- The build embeds every numbered file of this directory (sql/embed.sh);
+-- src/store/mysql.c applies those newer than the database's SchemaVersion,
+-- in order, at open and for qchatd --init-db.  A seed database is first
+-- converted by migrate-from-seed.sql; it then has these tables and no
+-- SchemaVersion, and since every statement here is idempotent it is
+-- recognised as version 1.  Statements end with ';' at the end of a line.
 
 CREATE TABLE IF NOT EXISTS User (
     id       INT NOT NULL AUTO_INCREMENT PRIMARY KEY,

@@ -1,0 +1,80 @@
+/*
+ * storage.h - a worker's storage thread: every store call off the event loop.
+ *
+ * Each worker starts one storage thread with its own store handle.  The
+ * worker's loop queues work and never waits for the database; the thread
+ * runs it and reports completion through an eventfd the loop watches
+ * (storage_fd); the loop then calls storage_complete(), which runs each
+ * finished item's done callback on the worker's own thread.  A hung
+ * database therefore delays callbacks (ACKs, history, login lists), never
+ * the loop.
+ *
+ * Two kinds of work:
+ *   - appends to the conversation log (storage_append), with GROUP COMMIT:
+ *     every append queued while the previous transaction ran is written in
+ *     the next one, one store_ops.log_append call (one transaction) for all
+ *     of them.  The message's cseq is assigned by the caller before it is
+ *     queued (live delivery does not wait), and log_append ignores a
+ *     (conv, cseq) that is already stored, so appends can be replayed.
+ *   - any other store call (storage_submit): a function run on the thread
+ *     with the thread's store handle, its result handed to the callback.
+ * In one round the thread writes the appends first, then runs the jobs, so
+ * a job queued after an append sees it committed.
+ *
+ * The queue is bounded (storage.queue_size items submitted and not yet
+ * completed): beyond it storage_submit and storage_append refuse at once
+ * with STORAGE_QUEUE_FULL, and the caller answers QC_ESTORAGE.
+ */
+#ifndef QCHAT_SERVER_STORAGE_H
+#define QCHAT_SERVER_STORAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/config.h"
+#include "store/store.h"
+
+#define STORAGE_QUEUE_FULL (-1)  /* storage_submit / storage_append: queue at its bound */
+#define STORAGE_TX_MAX     10000 /* appends in one transaction at most */
+
+struct storage;
+
+/* Runs on the storage thread; returns QC_OK or a QC_E* error. */
+typedef int (*storage_run_fn)(const struct store_ops *ops, struct store *st, void *arg);
+/* Runs on the worker's thread, in storage_complete(), with the outcome. */
+typedef void (*storage_done_fn)(void *arg, int err);
+
+struct storage_stats {
+    uint64_t appended;  /* messages written by log_append (including replays) */
+    uint64_t commits;   /* log_append transactions */
+    uint64_t jobs;      /* generic jobs run */
+    uint64_t rejected;  /* refused with STORAGE_QUEUE_FULL */
+    size_t outstanding; /* submitted, not yet completed */
+};
+
+/*
+ * Open a store handle (cfg's driver), start the thread.  NULL with err
+ * set when the store cannot be opened or the thread cannot start.
+ */
+struct storage *storage_start(const struct qc_config *cfg, char *err, size_t errlen);
+/* The eventfd that becomes readable when items are done. */
+int storage_fd(const struct storage *s);
+/* Queue fn(arg) for the thread; done(arg, err) later.  QC_OK or STORAGE_QUEUE_FULL. */
+int storage_submit(struct storage *s, storage_run_fn fn, storage_done_fn done, void *arg);
+/*
+ * Queue one message for the log (m and its body are copied); done(arg, err)
+ * once the transaction that holds it committed (err QC_OK) or failed.
+ * QC_OK, QC_EBADREQ (cseq or conv unset) or STORAGE_QUEUE_FULL.
+ */
+int storage_append(struct storage *s, const struct store_logmsg *m, storage_done_fn done,
+                   void *arg);
+/* Run the done callbacks of finished items (the eventfd fired); returns how many. */
+size_t storage_complete(struct storage *s);
+void storage_get_stats(struct storage *s, struct storage_stats *out);
+/*
+ * Finish everything queued, stop the thread, run the last callbacks,
+ * close the store handle and free s.
+ */
+void storage_stop(struct storage *s);
+
+#endif

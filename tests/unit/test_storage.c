@@ -1,0 +1,522 @@
+/*
+ * test_storage.c - the per-worker storage thread (src/server/storage.c) on
+ * both drivers: SQLite in a temporary directory, MySQL on the private
+ * MariaDB of tests/harness/mariadb.sh (its DIR/env exported; without it
+ * the MySQL cases are skipped with a note).
+ *
+ * What a worker relies on: appends queued while a transaction runs are
+ * written together (group commit: 10,000 appends from one producer take
+ * far fewer transactions); done callbacks run on the submitting thread,
+ * jobs on the storage thread, in queue order; a blocked database never
+ * blocks the submitter, and a full queue is refused at once; several
+ * workers (each its own storage thread and handle) appending to one
+ * conversation with cseqs from one atomic counter leave cseq 1..N with no
+ * gap and no duplicate, and replaying every append changes nothing.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <cmocka.h>
+
+#include "../integration/mysql_env.h"
+#include "server/storage.h"
+#include "store/store.h"
+
+#define TMP_TEMPLATE  "/tmp/qchat-test-storage-XXXXXX"
+#define DB_NAME       "qchat.db"
+#define DBNAME_MAX    64
+#define ERR_MAX       512
+#define BODY_MAX      64
+#define PRODUCER_MSGS 10000
+#define WORKERS       4
+#define WORKER_MSGS   2500 /* per worker: WORKERS * WORKER_MSGS in one conversation */
+#define SMALL_QUEUE   16
+#define DRAIN_MS      120000 /* everything queued is done within this */
+#define REFUSE_MAX_MS 100    /* a full queue answers at once */
+#define PAGE          100
+
+struct env {
+    struct qc_config cfg;
+    bool skip;
+    bool mysql;
+    char dir[sizeof(TMP_TEMPLATE)];
+    char db[DBNAME_MAX];
+    MYSQL *admin;
+};
+
+static unsigned db_counter;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- fixtures ------------------------------------------------------- */
+
+static int setup_sqlite(void **state)
+{
+    struct env *e = calloc(1, sizeof(*e));
+
+    assert_non_null(e);
+    memcpy(e->dir, TMP_TEMPLATE, sizeof(TMP_TEMPLATE));
+    assert_non_null(mkdtemp(e->dir));
+    config_defaults(&e->cfg);
+    strlcpy(e->cfg.storage_driver, "sqlite", sizeof(e->cfg.storage_driver));
+    snprintf(e->cfg.storage_path, sizeof(e->cfg.storage_path), "%s/%s", e->dir, DB_NAME);
+    *state = e;
+    return 0;
+}
+
+static int setup_mysql(void **state)
+{
+    struct env *e = calloc(1, sizeof(*e));
+
+    assert_non_null(e);
+    *state = e;
+    e->mysql = true;
+    e->skip = mdb_env.socket[0] == '\0';
+    if (e->skip)
+        return 0;
+    e->admin = mdb_connect(NULL, 0);
+    snprintf(e->db, sizeof(e->db), "qchat_s%d_%u", (int)getpid(), ++db_counter);
+    mdb_exec(e->admin, "CREATE DATABASE `%s` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin", e->db);
+    config_defaults(&e->cfg);
+    strlcpy(e->cfg.storage_driver, "mysql", sizeof(e->cfg.storage_driver));
+    strlcpy(e->cfg.storage_socket, mdb_env.socket, sizeof(e->cfg.storage_socket));
+    strlcpy(e->cfg.storage_user, mdb_env.user, sizeof(e->cfg.storage_user));
+    strlcpy(e->cfg.storage_password_file, mdb_env.password_file,
+            sizeof(e->cfg.storage_password_file));
+    strlcpy(e->cfg.storage_database, e->db, sizeof(e->cfg.storage_database));
+    return 0;
+}
+
+static void remove_in(const char *dir, const char *name)
+{
+    char path[PATH_MAX];
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    (void)unlink(path);
+}
+
+static int teardown(void **state)
+{
+    struct env *e = *state;
+
+    if (e->mysql && e->admin != NULL) {
+        mdb_exec(e->admin, "DROP DATABASE IF EXISTS `%s`", e->db);
+        mysql_close(e->admin);
+    }
+    if (!e->mysql) {
+        remove_in(e->dir, DB_NAME);
+        remove_in(e->dir, DB_NAME "-wal");
+        remove_in(e->dir, DB_NAME "-shm");
+        if (rmdir(e->dir) != 0)
+            fprintf(stderr, "rmdir %s: %s\n", e->dir, strerror(errno));
+    }
+    free(e);
+    return 0;
+}
+
+static struct env *env_of(void **state)
+{
+    struct env *e = *state;
+
+    if (e->skip)
+        skip();
+    return e;
+}
+
+static struct storage *start(struct env *e)
+{
+    char err[ERR_MAX] = "";
+    struct storage *s = storage_start(&e->cfg, err, sizeof(err));
+
+    if (s == NULL)
+        fail_msg("storage_start: %s", err);
+    return s;
+}
+
+/* A store handle of the test's own, to look at what the threads wrote. */
+static struct store *open_direct(struct env *e, const struct store_ops **ops)
+{
+    char err[ERR_MAX] = "";
+    struct store *st = NULL;
+
+    *ops = store_driver(e->cfg.storage_driver);
+    assert_non_null(*ops);
+    if ((*ops)->open(&st, &e->cfg, err, sizeof(err)) != QC_OK)
+        fail_msg("open: %s", err);
+    return st;
+}
+
+/* ---- completion ----------------------------------------------------- */
+
+/* What the done callbacks saw; they must run on the thread that submitted. */
+struct tally {
+    pthread_t owner;
+    atomic_size_t done;
+    atomic_size_t failed;
+    atomic_size_t wrong_thread;
+};
+
+static void count_done(void *arg, int err)
+{
+    struct tally *t = arg;
+
+    if (err != QC_OK)
+        atomic_fetch_add(&t->failed, 1);
+    if (!pthread_equal(pthread_self(), t->owner))
+        atomic_fetch_add(&t->wrong_thread, 1);
+    atomic_fetch_add(&t->done, 1);
+}
+
+/* Watch the eventfd like a worker's loop until want items are done. */
+static void drain(struct storage *s, struct tally *t, size_t want)
+{
+    struct pollfd pfd = { storage_fd(s), POLLIN, 0 };
+    int64_t deadline = now_ms() + DRAIN_MS;
+
+    while (atomic_load(&t->done) < want) {
+        int left = (int)(deadline - now_ms());
+
+        assert_true(left > 0);
+        if (poll(&pfd, 1, left) > 0)
+            (void)storage_complete(s);
+    }
+}
+
+static void make_body(char *out, size_t size, const char *tag, int64_t cseq, size_t *len)
+{
+    *len = (size_t)snprintf(out, size, "{\"w\":\"%s\",\"cseq\":%lld}", tag, (long long)cseq);
+}
+
+static int append_one(struct storage *s, int64_t conv, int64_t cseq, int32_t sender,
+                      const char *tag, struct tally *t)
+{
+    char body[BODY_MAX];
+    struct store_logmsg m = { conv, cseq, cseq, 1700000000000LL + cseq, sender, body, 0 };
+
+    make_body(body, sizeof(body), tag, cseq, &m.len);
+    return storage_append(s, &m, count_done, t);
+}
+
+/* Every cseq 1..n of conv exactly once (history walked forward), bodies from tag. */
+static void expect_log(struct env *e, int64_t conv, int64_t n, const char *not_tag);
+
+struct walk {
+    int64_t next;
+    const char *not_tag;
+    bool bad;
+};
+
+static void walk_msg(void *arg, const struct store_logmsg *m)
+{
+    struct walk *w = arg;
+    char want[BODY_MAX];
+
+    if (m->cseq != w->next)
+        w->bad = true;
+    snprintf(want, sizeof(want), "\"cseq\":%lld}", (long long)m->cseq);
+    if (m->len < strlen(want) || memcmp(m->body + m->len - strlen(want), want, strlen(want)) != 0)
+        w->bad = true;
+    if (w->not_tag != NULL && memmem(m->body, m->len, w->not_tag, strlen(w->not_tag)) != NULL)
+        w->bad = true;
+    w->next++;
+}
+
+static void expect_log(struct env *e, int64_t conv, int64_t n, const char *not_tag)
+{
+    const struct store_ops *ops;
+    struct store *st = open_direct(e, &ops);
+    struct walk w = { 1, not_tag, false };
+    int64_t last = -1, after = 0;
+    bool more = true;
+
+    assert_int_equal(ops->conv_last_cseq(st, conv, &last), QC_OK);
+    assert_int_equal(last, n);
+    while (more) {
+        assert_int_equal(ops->history(st, conv, STORE_NO_CURSOR, after, PAGE, walk_msg, &w, &more),
+                         QC_OK);
+        assert_false(w.bad);
+        after = w.next - 1;
+    }
+    assert_int_equal(w.next, n + 1);
+    ops->close(st);
+}
+
+/* ---- tests ---------------------------------------------------------- */
+
+/* 10,000 appends from one producer: all committed, in far fewer transactions. */
+static void test_group_commit(void **state)
+{
+    struct env *e = env_of(state);
+    struct storage *s = start(e);
+    struct tally t = { .owner = pthread_self() };
+    struct storage_stats st;
+    int64_t conv = store_conv_pair(1, 2);
+    int i;
+
+    for (i = 1; i <= PRODUCER_MSGS; i++)
+        assert_int_equal(append_one(s, conv, i, i % 2 + 1, "p", &t), QC_OK);
+    drain(s, &t, PRODUCER_MSGS);
+    assert_int_equal(atomic_load(&t.failed), 0);
+    assert_int_equal(atomic_load(&t.wrong_thread), 0);
+    storage_get_stats(s, &st);
+    print_message("%s: %d appends in %llu transactions\n", e->cfg.storage_driver, PRODUCER_MSGS,
+                  (unsigned long long)st.commits);
+    assert_int_equal(st.appended, PRODUCER_MSGS);
+    assert_true(st.commits <= PRODUCER_MSGS / 2);
+    assert_int_equal(st.outstanding, 0);
+    storage_stop(s);
+    expect_log(e, conv, PRODUCER_MSGS, NULL);
+}
+
+/* A job runs on the storage thread, after the appends queued before it. */
+struct probe {
+    struct tally *t;
+    pthread_t ran_on;
+    int64_t conv, last;
+    int32_t id;
+};
+
+static int read_last(const struct store_ops *ops, struct store *st, void *arg)
+{
+    struct probe *p = arg;
+
+    p->ran_on = pthread_self();
+    return ops->conv_last_cseq(st, p->conv, &p->last);
+}
+
+static int register_user(const struct store_ops *ops, struct store *st, void *arg)
+{
+    struct probe *p = arg;
+
+    return ops->user_create(st, "carol", "$y$hash", &p->id);
+}
+
+static void probe_done(void *arg, int err)
+{
+    struct probe *p = arg;
+
+    count_done(p->t, err);
+}
+
+static void test_jobs_in_order(void **state)
+{
+    struct env *e = env_of(state);
+    struct storage *s = start(e);
+    struct tally t = { .owner = pthread_self() };
+    struct probe p = { .t = &t, .conv = store_conv_group(7) };
+    int i;
+
+    for (i = 1; i <= 3; i++)
+        assert_int_equal(append_one(s, p.conv, i, 1, "j", &t), QC_OK);
+    assert_int_equal(storage_submit(s, read_last, probe_done, &p), QC_OK);
+    assert_int_equal(storage_submit(s, register_user, probe_done, &p), QC_OK);
+    drain(s, &t, 5);
+    assert_int_equal(atomic_load(&t.failed), 0);
+    assert_int_equal(atomic_load(&t.wrong_thread), 0);
+    assert_false(pthread_equal(p.ran_on, pthread_self()));
+    assert_int_equal(p.last, 3);
+    assert_true(p.id > 0);
+    storage_stop(s);
+}
+
+/* A job that blocks the storage thread until the test opens the gate. */
+struct gate {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool open, entered;
+};
+
+static int wait_at_gate(const struct store_ops *ops, struct store *st, void *arg)
+{
+    struct gate *g = arg;
+
+    pthread_mutex_lock(&g->lock);
+    g->entered = true;
+    pthread_cond_broadcast(&g->cond);
+    while (!g->open)
+        pthread_cond_wait(&g->cond, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+    return QC_OK;
+}
+
+/*
+ * While the storage thread is stuck (a hung database), submitting costs
+ * nothing; at storage.queue_size items the next is refused at once; once
+ * it is free again everything queued completes and submitting works again.
+ */
+static void test_blocked_and_full(void **state)
+{
+    struct env *e = env_of(state);
+    struct gate g = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false };
+    struct tally t = { .owner = pthread_self() };
+    struct storage_stats st;
+    struct storage *s;
+    int64_t t0, conv = store_conv_pair(3, 4);
+    int i;
+
+    e->cfg.storage_queue_size = SMALL_QUEUE;
+    s = start(e);
+    assert_int_equal(storage_submit(s, wait_at_gate, NULL, &g), QC_OK);
+    pthread_mutex_lock(&g.lock);
+    while (!g.entered)
+        pthread_cond_wait(&g.cond, &g.lock);
+    pthread_mutex_unlock(&g.lock);
+
+    t0 = now_ms();
+    for (i = 1; i < SMALL_QUEUE; i++)
+        assert_int_equal(append_one(s, conv, i, 3, "b", &t), QC_OK);
+    assert_int_equal(append_one(s, conv, SMALL_QUEUE, 3, "b", &t), STORAGE_QUEUE_FULL);
+    assert_int_equal(storage_submit(s, read_last, NULL, NULL), STORAGE_QUEUE_FULL);
+    assert_true(now_ms() - t0 < REFUSE_MAX_MS);
+    storage_get_stats(s, &st);
+    assert_int_equal(st.rejected, 2);
+    assert_int_equal(st.outstanding, SMALL_QUEUE);
+
+    pthread_mutex_lock(&g.lock);
+    g.open = true;
+    pthread_cond_broadcast(&g.cond);
+    pthread_mutex_unlock(&g.lock);
+    drain(s, &t, SMALL_QUEUE - 1);
+    (void)storage_complete(s); /* the gate job's completion, if it came apart */
+    assert_int_equal(atomic_load(&t.failed), 0);
+    assert_int_equal(append_one(s, conv, SMALL_QUEUE, 3, "b", &t), QC_OK);
+    drain(s, &t, SMALL_QUEUE);
+    storage_stop(s);
+    expect_log(e, conv, SMALL_QUEUE, NULL);
+}
+
+/* ---- several workers, one conversation ------------------------------ */
+
+struct worker_run {
+    struct env *e;
+    atomic_llong *next_cseq;
+    int index;
+    int failed;
+    struct tally t;
+};
+
+/* A worker: its own storage thread; cseqs from the shared counter (the sequencer). */
+static void *worker_main(void *arg)
+{
+    struct worker_run *w = arg;
+    char err[ERR_MAX] = "", tag[8];
+    struct storage *s = storage_start(&w->e->cfg, err, sizeof(err));
+    struct pollfd pfd;
+    int i;
+
+    w->t.owner = pthread_self();
+    if (s == NULL) {
+        fprintf(stderr, "worker %d: %s\n", w->index, err);
+        w->failed = 1;
+        return NULL;
+    }
+    snprintf(tag, sizeof(tag), "w%d", w->index);
+    pfd = (struct pollfd){ storage_fd(s), POLLIN, 0 };
+    for (i = 0; i < WORKER_MSGS; i++) {
+        int64_t cseq = atomic_fetch_add(w->next_cseq, 1) + 1;
+
+        if (append_one(s, store_conv_group(1), cseq, w->index + 1, tag, &w->t) != QC_OK)
+            w->failed = 1;
+        if (poll(&pfd, 1, 0) > 0) /* the loop serves completions as they come */
+            (void)storage_complete(s);
+    }
+    while (atomic_load(&w->t.done) < WORKER_MSGS && poll(&pfd, 1, DRAIN_MS) > 0)
+        (void)storage_complete(s);
+    storage_stop(s);
+    if (atomic_load(&w->t.done) != WORKER_MSGS || atomic_load(&w->t.failed) != 0 ||
+        atomic_load(&w->t.wrong_thread) != 0)
+        w->failed = 1;
+    return NULL;
+}
+
+static void test_workers_one_conversation(void **state)
+{
+    struct env *e = env_of(state);
+    struct worker_run *w = calloc(WORKERS, sizeof(*w));
+    pthread_t th[WORKERS];
+    atomic_llong next = 0;
+    struct tally t = { .owner = pthread_self() };
+    struct storage *s;
+    int i;
+
+    assert_non_null(w);
+    for (i = 0; i < WORKERS; i++) {
+        w[i].e = e;
+        w[i].next_cseq = &next;
+        w[i].index = i;
+        assert_int_equal(pthread_create(&th[i], NULL, worker_main, &w[i]), 0);
+    }
+    for (i = 0; i < WORKERS; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(w[i].failed, 0);
+    }
+    expect_log(e, store_conv_group(1), WORKERS * WORKER_MSGS, NULL);
+
+    /* A crashed worker's journal replayed: same cseqs, other bodies; nothing changes. */
+    s = start(e);
+    for (i = 1; i <= WORKERS * WORKER_MSGS; i++)
+        assert_int_equal(append_one(s, store_conv_group(1), i, 1, "replay", &t), QC_OK);
+    drain(s, &t, WORKERS * WORKER_MSGS);
+    assert_int_equal(atomic_load(&t.failed), 0);
+    storage_stop(s);
+    expect_log(e, store_conv_group(1), WORKERS * WORKER_MSGS, "replay");
+    free(w);
+}
+
+static void test_bad_append(void **state)
+{
+    struct env *e = env_of(state);
+    struct storage *s = start(e);
+    struct store_logmsg m = { 0, 1, 0, 0, 1, "{}", 2 };
+
+    assert_int_equal(storage_append(s, &m, NULL, NULL), QC_EBADREQ);
+    m.conv = store_conv_pair(1, 2);
+    m.cseq = 0;
+    assert_int_equal(storage_append(s, &m, NULL, NULL), QC_EBADREQ);
+    storage_stop(s);
+}
+
+static void test_start_fails_cleanly(void **state)
+{
+    struct env *e = env_of(state);
+    char err[ERR_MAX] = "";
+
+    snprintf(e->cfg.storage_path, sizeof(e->cfg.storage_path), "%s/missing/x.db", e->dir);
+    assert_null(storage_start(&e->cfg, err, sizeof(err)));
+    assert_non_null(strstr(err, "missing"));
+}
+
+#define SQLITE_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup_sqlite, teardown)
+#define MYSQL_TEST(fn)  cmocka_unit_test_setup_teardown(fn, setup_mysql, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        SQLITE_TEST(test_group_commit),     SQLITE_TEST(test_jobs_in_order),
+        SQLITE_TEST(test_blocked_and_full), SQLITE_TEST(test_workers_one_conversation),
+        SQLITE_TEST(test_bad_append),       SQLITE_TEST(test_start_fails_cleanly),
+        MYSQL_TEST(test_group_commit),      MYSQL_TEST(test_jobs_in_order),
+        MYSQL_TEST(test_blocked_and_full),  MYSQL_TEST(test_workers_one_conversation),
+    };
+
+    (void)mdb_load_env("test_storage"); /* without it the mysql cases skip */
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
