@@ -4,8 +4,9 @@
  * Lives in a MAP_SHARED mapping made before the fork, like the online table:
  *  - connections per source address: one row of counters per worker (so the
  *    master can zero a dead worker's row), addresses hashed into buckets;
- *  - failed logins, per account and per source address: after a few
- *    failures every further attempt is refused without checking the password
+ *  - failed logins, per account and per source address, counted when a
+ *    login is accepted for hashing (a check still running counts as a
+ *    failure): after a few, every further attempt is refused without checking the password
  *    for a delay that doubles with each failure (brute force gets slower,
  *    never faster), forgotten after a quiet period.
  * Buckets are shared by colliding addresses or ids: a collision can only make
@@ -39,9 +40,16 @@ void guard_conn_close(struct guard *g, uint32_t worker, uint32_t addr);
 /* The master, after a worker died: its connections are gone. */
 void guard_clear_worker(struct guard *g, uint32_t worker);
 
-/* Milliseconds before a login for uid from addr may be tried; 0: now. */
-int64_t guard_login_wait(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms);
+/*
+ * A login for uid from addr is about to be checked: 0 when it may be, and
+ * then it is already counted as a failure (so parallel logins cannot all
+ * pass the check before any of them has failed); else the milliseconds left
+ * of the delay, nothing counted, and the password must not be checked.
+ */
+int64_t guard_login_begin(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms);
+/* The counted attempt failed: its delay runs from now. */
 void guard_login_failed(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms);
+/* The counted attempt succeeded: taken back from addr; uid's failures cleared. */
 void guard_login_succeeded(struct guard *g, uint32_t addr, int32_t uid);
 
 #endif

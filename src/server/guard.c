@@ -136,19 +136,14 @@ static int64_t wait_of(uint64_t rec, int64_t now_ms)
     return until > now_ms ? until - now_ms : 0;
 }
 
-int64_t guard_login_wait(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms)
-{
-    int64_t a = wait_of(atomic_load_explicit(addr_record(g, addr), memory_order_relaxed), now_ms);
-    int64_t b =
-        uid > 0 ? wait_of(atomic_load_explicit(acct_record(g, uid), memory_order_relaxed), now_ms)
-                : 0;
-    return a > b ? a : b;
-}
-
-static void record_failure(_Atomic uint64_t *rec, int64_t now_ms)
+/* Count one attempt on rec unless a delay runs there: 0 (counted) or the wait. */
+static int64_t count_attempt(_Atomic uint64_t *rec, int64_t now_ms)
 {
     uint64_t old = atomic_load_explicit(rec, memory_order_relaxed), next;
     do {
+        int64_t wait = wait_of(old, now_ms);
+        if (wait > 0)
+            return wait;
         uint64_t fails = old >> (64 - FAIL_COUNT_BITS);
         int64_t last = (int64_t)(old & FAIL_TIME_MASK);
         if (now_ms - last >= GUARD_FORGET_MS)
@@ -158,18 +153,59 @@ static void record_failure(_Atomic uint64_t *rec, int64_t now_ms)
         next = fails << (64 - FAIL_COUNT_BITS) | ((uint64_t)now_ms & FAIL_TIME_MASK);
     } while (!atomic_compare_exchange_weak_explicit(rec, &old, next, memory_order_relaxed,
                                                     memory_order_relaxed));
+    return 0;
+}
+
+/* Take back one counted attempt (it succeeded, or was refused by the other record). */
+static void uncount_attempt(_Atomic uint64_t *rec)
+{
+    uint64_t old = atomic_load_explicit(rec, memory_order_relaxed), next;
+    do {
+        uint64_t fails = old >> (64 - FAIL_COUNT_BITS);
+        if (fails == 0)
+            return;
+        next = (fails - 1) << (64 - FAIL_COUNT_BITS) | (old & FAIL_TIME_MASK);
+    } while (!atomic_compare_exchange_weak_explicit(rec, &old, next, memory_order_relaxed,
+                                                    memory_order_relaxed));
+}
+
+int64_t guard_login_begin(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms)
+{
+    _Atomic uint64_t *a = addr_record(g, addr);
+    int64_t wait = count_attempt(a, now_ms);
+    if (wait > 0 || uid <= 0)
+        return wait;
+    wait = count_attempt(acct_record(g, uid), now_ms);
+    if (wait > 0)
+        uncount_attempt(a); /* refused before hashing: not an attempt */
+    return wait;
+}
+
+/* The failure is already counted: its delay runs from now, when it ended. */
+static void touch_failure(_Atomic uint64_t *rec, int64_t now_ms)
+{
+    uint64_t old = atomic_load_explicit(rec, memory_order_relaxed), next;
+    do {
+        if ((old >> (64 - FAIL_COUNT_BITS)) == 0)
+            return; /* forgotten or taken back meanwhile */
+        next = (old & ~FAIL_TIME_MASK) | ((uint64_t)now_ms & FAIL_TIME_MASK);
+    } while (!atomic_compare_exchange_weak_explicit(rec, &old, next, memory_order_relaxed,
+                                                    memory_order_relaxed));
 }
 
 void guard_login_failed(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms)
 {
-    record_failure(addr_record(g, addr), now_ms);
+    touch_failure(addr_record(g, addr), now_ms);
     if (uid > 0)
-        record_failure(acct_record(g, uid), now_ms);
+        touch_failure(acct_record(g, uid), now_ms);
 }
 
 void guard_login_succeeded(struct guard *g, uint32_t addr, int32_t uid)
 {
-    (void)addr; /* one success does not clear an address that tries many accounts */
+    /* The attempt counted at the start is taken back from the address; its
+     * other failures stay: one success does not clear an address that tries
+     * many accounts. */
+    uncount_attempt(addr_record(g, addr));
     if (uid > 0)
         atomic_store_explicit(acct_record(g, uid), 0, memory_order_relaxed);
 }

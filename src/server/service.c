@@ -317,7 +317,7 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
         err = get_text(r, "password", 0, QC_PASSWORD_MAX, &pw, &pwlen);
     if (err == QC_ETOOLONG)
         err = QC_EAUTH;
-    int64_t wait_ms = err ? 0 : guard_login_wait(w->guard, c->ip_hash, id, w->now_ms);
+    int64_t wait_ms = err ? 0 : guard_login_begin(w->guard, c->ip_hash, id, w->now_ms);
     if (wait_ms > 0) {
         /* Refused before any hashing: a brute force only gets slower. */
         log_info("login for user %d refused for %lld ms after repeated failures", id,

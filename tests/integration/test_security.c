@@ -84,6 +84,11 @@
 #define CLEAN_ADDR      "127.0.0.5"
 #define OTHER_ADDR      "127.0.0.6"
 
+/* failed logins sent at once (issue 14, item 1) */
+#define PARALLEL_LOGINS 100
+#define RIGHT_GUESS     51 /* the right password is the 51st guess */
+#define PARALLEL_ADDR   "127.0.0.7"
+
 /* 1,000 half requests */
 #define HALF_CONNS           1000
 #define HALF_PAD             200
@@ -103,7 +108,7 @@
 #define FLOOD_MAX_P99_MS     1000 /* others keep their latency (loose: 2 shared cores) */
 #define UNLIMITED_MAX_P99_MS 5000 /* rate limit off: others are merely not starved */
 
-#define SOURCED_MAX 16
+#define SOURCED_MAX 128
 #define STR_(x)     #x
 #define STR(x)      STR_(x)
 #define RSS_LINE    256
@@ -1006,6 +1011,65 @@ static void test_failed_login_throttling(void **state)
     stop_clean();
 }
 
+/*
+ * 100 wrong passwords sent at once from one address, the right one as guess
+ * 51: a login counts as an attempt when it is accepted for hashing, so only
+ * the free failures get a password check (errno 1); every other guess is
+ * refused before hashing (errno 14), the right one too.  Before the fix the
+ * failure was counted after hashing, and most guesses were checked.
+ */
+static void test_parallel_login_throttling(void **state)
+{
+    start_with(throttle_opts);
+    struct h_user v;
+    h_new_offline_user(&v, "par");
+    struct h_raw *r = calloc(PARALLEL_LOGINS, sizeof(*r));
+    int64_t *seq = calloc(PARALLEL_LOGINS, sizeof(*seq));
+    H_CHECK(r != NULL && seq != NULL, "out of memory");
+    for (int i = 0; i < PARALLEL_LOGINS; i++)
+        sourced_connect(&r[i], PARALLEL_ADDR);
+    /* every connection accepted first: the guesses then arrive within milliseconds */
+    wait_connections(PARALLEL_LOGINS, "parallel guessers connected");
+    int64_t t0 = h_now_ms();
+    for (int i = 0; i < PARALLEL_LOGINS; i++) {
+        seq[i] = h_next_seq();
+        raw_sendf(&r[i], "{\"msgid\":1,\"id\":%d,\"password\":%s,\"seq\":%lld}", v.id,
+                  h_q(i == RIGHT_GUESS - 1 ? v.password : "wrong password"), (long long)seq[i]);
+    }
+    int checked = 0, refused = 0, right_err = -1;
+    for (int i = 0; i < PARALLEL_LOGINS; i++) {
+        struct json_object *o = raw_next(&r[i], "LOGIN reply of a parallel guess");
+        H_CHECK(h_int(o, "msgid") == QC_LOGIN_MSG_ACK && h_int(o, "seq") == seq[i],
+                "guess %d: want msgid 2 with seq %lld, got %s", i + 1, (long long)seq[i],
+                h_json(o));
+        int err = (int)h_int(o, "errno");
+        json_object_put(o);
+        if (i == RIGHT_GUESS - 1)
+            right_err = err;
+        else if (err == QC_EAUTH)
+            checked++;
+        else
+            H_CHECK(err == QC_ERATE, "guess %d: want errno 1 or 14, got %d", i + 1, err);
+        refused += err == QC_ERATE;
+    }
+    print_message("security: %d logins sent at once from one address: %d password checks "
+                  "(errno 1), %d refused before hashing (errno 14), all answered in %lld ms; "
+                  "the right password as guess %d: errno %d\n",
+                  PARALLEL_LOGINS, checked, refused, (long long)(h_now_ms() - t0), RIGHT_GUESS,
+                  right_err);
+    H_CHECK(checked <= FREE_FAILURES,
+            "%d wrong passwords were checked, at most %d may be (the free failures)", checked,
+            FREE_FAILURES);
+    H_CHECK(right_err == QC_ERATE,
+            "the right password as guess %d: want errno 14 (refused), got %d", RIGHT_GUESS,
+            right_err);
+    for (int i = 0; i < PARALLEL_LOGINS; i++)
+        sourced_close(&r[i]);
+    free(r);
+    free(seq);
+    stop_clean();
+}
+
 /* ---- 1,000 half requests ------------------------------------------------ */
 
 static const char *const half_opts[] = { "security.login_timeout=" STR(HALF_LOGIN_TIMEOUT_S),
@@ -1326,6 +1390,7 @@ int main(void)
         H_TEST(test_conns_per_ip),
         H_TEST(test_login_and_idle_timeouts),
         H_TEST(test_failed_login_throttling),
+        H_TEST(test_parallel_login_throttling),
         H_TEST(test_half_requests),
         H_TEST(test_flood_rate_limited),
         H_TEST(test_flood_unlimited),
