@@ -16,6 +16,18 @@
 #define QC_CONFIG_STR_MAX 256
 #define QC_CONFIG_ERR_MAX 512
 
+/*
+ * limits.max_text_bytes has a ceiling.  A chat crosses between processes
+ * (worker to worker, worker and relay) as one internal packet of at most
+ * IPC_MAX_PACKET bytes (server/ipc.h) holding its forwarded JSON object, in
+ * which each byte of the text may take QC_TEXT_ESCAPE_MAX bytes ("\u00XX")
+ * and everything else (header, other fields, name) at most
+ * QC_CHAT_ENVELOPE_MAX.  A longer limit is refused when the config is read,
+ * so no chat that was accepted can be too large to hand over.
+ */
+#define QC_TEXT_ESCAPE_MAX   6
+#define QC_CHAT_ENVELOPE_MAX 4096
+
 struct qc_config {
     char source[PATH_MAX]; /* file loaded, "" when none */
 
