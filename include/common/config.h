@@ -39,9 +39,10 @@ struct qc_config {
     int max_message_bytes; /* largest request object accepted */
     int max_output_bytes;  /* per-connection output cap (slow reader) */
     char control_socket[PATH_MAX];
-    char pidfile[PATH_MAX]; /* used with -d */
-    int shutdown_timeout;   /* seconds a graceful stop may take */
-    char proxy_protocol[8]; /* "on": connections start with a PROXY v1 header */
+    char pidfile[PATH_MAX];  /* used with -d */
+    int shutdown_timeout;    /* seconds a graceful stop may take */
+    char proxy_protocol[8];  /* "on": connections start with a PROXY v1 header */
+    char mid_file[PATH_MAX]; /* message ids reserved here, "": none */
 
     /* [storage] */
     char storage_driver[16];     /* "sqlite" | "mysql" */

@@ -90,6 +90,8 @@ static const struct config_key config_keys[] = {
             "unix socket qchatctl talks to"),
     STR_KEY("server", "pidfile", pidfile, "/run/qchat/qchatd.pid", RESTART,
             "pid file written with -d"),
+    STR_KEY("server", "mid_file", mid_file, "/var/lib/qchat/qchatd.mid", RESTART,
+            "file reserving message ids (mid) so a restart never reissues one, one per node"),
     INT_KEY("server", "shutdown_timeout", shutdown_timeout, 1, 300, "10", LIVE,
             "seconds a graceful stop may take"),
     ENUM_KEY("server", "proxy_protocol", proxy_protocol, "off", RESTART,

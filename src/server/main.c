@@ -135,6 +135,10 @@ static int serve(const struct master_args *args, const struct qc_config *cfg, st
         return 1;
     }
     online_set_node(online, cfg->node_id);
+    if (cfg->mid_file[0] != '\0' && online_mid_file(online, cfg->mid_file, err, sizeof err) < 0)
+        log_warning("%s; message ids rely on the clock alone and may repeat after a quick "
+                    "restart that follows a burst",
+                    err);
     int rc = 1;
     if (pfh == NULL || daemonize(pfh) == 0)
         rc = master_run(args, cfg, listen_fd, online, guard);

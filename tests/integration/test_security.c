@@ -1070,6 +1070,75 @@ static void test_parallel_login_throttling(void **state)
     stop_clean();
 }
 
+/* ---- mid unique across restarts ----------------------------------------- */
+
+#define MID_RUN1_CHATS 6000
+#define MID_RUN2_CHATS 2000
+#define MID_BATCH      200 /* chats pipelined before their ACKs are read */
+
+/* n chats from a fresh user to another (both online); their mids into out. */
+static void chats_collect_mids(int n, int64_t *out, const char *tag)
+{
+    struct h_user ua, ub;
+    struct qclient *a = h_new_user(&ua, tag), *b = h_new_user(&ub, tag);
+    int64_t seq0 = 0;
+    for (int done = 0; done < n; done += MID_BATCH) {
+        int k = n - done < MID_BATCH ? n - done : MID_BATCH;
+        for (int i = 0; i < k; i++) {
+            int64_t seq = h_next_seq();
+            if (i == 0)
+                seq0 = seq;
+            h_send(a, "{\"msgid\":5,\"toid\":%d,\"msg\":\"m%d\",\"seq\":%lld}", ub.id, done + i,
+                   (long long)seq);
+        }
+        for (int i = 0; i < k; i++) {
+            struct json_object *ack =
+                h_expect_ack(a, QC_ONE_CHAT_MSG, seq0 + i, 0, "ACK of a chat (mid)");
+            H_CHECK(h_has(ack, "mid"), "chat ACK without a mid: %s", h_json(ack));
+            out[done + i] = h_int(ack, "mid");
+            json_object_put(ack);
+            json_object_put(h_expect(b, QC_ONE_CHAT_MSG, "chat (mid)"));
+        }
+    }
+    h_close(a);
+    h_close(b);
+}
+
+/*
+ * mid is documented as unique in the cluster: 6,000 chats, a restart of the
+ * node, more chats, and no mid repeats (issue 14, item 10: the old base was
+ * the start time in ms plus a counter).
+ */
+static void test_mid_unique_across_restart(void **state)
+{
+    int64_t *mids = calloc(MID_RUN1_CHATS + MID_RUN2_CHATS, sizeof(*mids));
+    H_CHECK(mids != NULL, "out of memory");
+    /* both runs on one node's files: its database and its server.mid_file */
+    char dir[] = "/tmp/qchat-it-mid.XXXXXX";
+    H_CHECK(mkdtemp(dir) != NULL, "mkdtemp: %s", strerror(errno));
+    char db_opt[PATH_MAX], mid_opt[PATH_MAX];
+    snprintf(db_opt, sizeof db_opt, "storage.path=%s/qchat.db", dir);
+    snprintf(mid_opt, sizeof mid_opt, "server.mid_file=%s/qchatd.mid", dir);
+    const char *const mid_opts[] = { "security.request_rate=0", db_opt, mid_opt, NULL };
+    start_with(mid_opts);
+    int64_t t0 = h_now_ms();
+    chats_collect_mids(MID_RUN1_CHATS, mids, "mid1");
+    int64_t run1_ms = h_now_ms() - t0;
+    stop_clean();
+    start_with(mid_opts);
+    chats_collect_mids(MID_RUN2_CHATS, mids + MID_RUN1_CHATS, "mid2");
+    qsort(mids, MID_RUN1_CHATS + MID_RUN2_CHATS, sizeof(*mids), cmp_i64);
+    int repeats = 0;
+    for (int i = 1; i < MID_RUN1_CHATS + MID_RUN2_CHATS; i++)
+        repeats += mids[i] == mids[i - 1];
+    print_message("security: %d chats in %lld ms, a restart, %d more chats: %d repeated mids\n",
+                  MID_RUN1_CHATS, (long long)run1_ms, MID_RUN2_CHATS, repeats);
+    free(mids);
+    H_CHECK(repeats == 0, "%d mids were issued twice across a restart", repeats);
+    stop_clean();
+    h_remove_dir(dir);
+}
+
 /* ---- 1,000 half requests ------------------------------------------------ */
 
 static const char *const half_opts[] = { "security.login_timeout=" STR(HALF_LOGIN_TIMEOUT_S),
@@ -1391,6 +1460,7 @@ int main(void)
         H_TEST(test_login_and_idle_timeouts),
         H_TEST(test_failed_login_throttling),
         H_TEST(test_parallel_login_throttling),
+        H_TEST(test_mid_unique_across_restart),
         H_TEST(test_half_requests),
         H_TEST(test_flood_rate_limited),
         H_TEST(test_flood_unlimited),
