@@ -64,13 +64,15 @@ struct qc_config {
     char log_file[PATH_MAX];
 
     /* [security] */
-    int password_cost;    /* yescrypt cost, 1..11 */
-    int hash_threads;     /* password hashing threads per worker */
-    int request_rate;     /* requests per second per connection */
-    int request_burst;    /* token bucket depth */
-    int login_timeout;    /* seconds to authenticate, 0: none */
-    int idle_timeout;     /* seconds without traffic, 0: none */
-    int max_conns_per_ip; /* 0: unlimited */
+    int password_cost;        /* yescrypt cost, 1..11 */
+    int hash_threads;         /* password hashing threads per worker */
+    int request_rate;         /* requests per second per connection */
+    int request_burst;        /* token bucket depth */
+    int login_timeout;        /* seconds to authenticate, 0: none */
+    int idle_timeout;         /* seconds without traffic, 0: none */
+    int max_conns_per_ip;     /* 0: unlimited */
+    int register_rate;        /* registrations per address per minute, 0: unlimited */
+    int register_rate_global; /* registrations per node per minute, 0: unlimited */
 
     /* [limits] */
     int max_text_bytes; /* "msg" field of a chat */

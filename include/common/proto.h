@@ -51,7 +51,12 @@ enum qc_err {
     QC_EGROUPTAKEN = 19, /* create group: name already taken          */
     QC_ESHUTDOWN = 20,   /* server is stopping                        */
     QC_EALREADYIN = 21,  /* login while this connection is logged in  */
-    QC_ERR_MAX = 21
+    QC_EBLOCKED = 22,    /* the other user has blocked you (or you them) */
+    QC_ENOTALLOWED = 23, /* your group role does not allow it         */
+    QC_EBADTOKEN = 24,   /* login token bad, expired or revoked       */
+    QC_EDEVICES = 25,    /* too many devices (reserved)               */
+    QC_EREGRATE = 26,    /* too many registrations: try again later   */
+    QC_ERR_MAX = 26
 };
 
 /* Human-readable text for an error number (never NULL). */

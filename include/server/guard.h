@@ -4,6 +4,8 @@
  * Lives in a MAP_SHARED mapping made before the fork, like the online table:
  *  - connections per source address: one row of counters per worker (so the
  *    master can zero a dead worker's row), addresses hashed into buckets;
+ *  - registrations, per source address and in all, as rates (GCRA: one
+ *    "theoretical arrival time" per record, updated with compare-and-swap);
  *  - failed logins, per account and per source address, counted when a
  *    login is accepted for hashing (a check still running counts as a
  *    failure): after a few, every further attempt is refused without checking the password
@@ -19,17 +21,27 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define GUARD_ADDR_BUCKETS  16384
-#define GUARD_FAIL_BUCKETS  65536
-#define GUARD_FREE_FAILURES 5      /* failures before delays start */
-#define GUARD_DELAY_BASE_MS 1000   /* first delay; doubles per failure */
-#define GUARD_DELAY_MAX_MS  300000 /* longest delay (5 minutes) */
-#define GUARD_FORGET_MS     900000 /* failures forgotten after 15 quiet minutes */
+#define GUARD_ADDR_BUCKETS   16384
+#define GUARD_FAIL_BUCKETS   65536
+#define GUARD_FREE_FAILURES  5      /* failures before delays start */
+#define GUARD_DELAY_BASE_MS  1000   /* first delay; doubles per failure */
+#define GUARD_DELAY_MAX_MS   300000 /* longest delay (5 minutes) */
+#define GUARD_FORGET_MS      900000 /* failures forgotten after 15 quiet minutes */
+#define GUARD_REG_BUCKETS    16384
+#define GUARD_RATE_PERIOD_MS 60000 /* registration rates are per minute */
 
 struct guard;
 
 struct guard *guard_create(void);
 void guard_destroy(struct guard *g);
+
+/*
+ * A registration from addr may go ahead: at most per_addr a minute from one
+ * address and global a minute in all (0: no limit), each allowed in a burst
+ * of as many.  false: refused, nothing counted.
+ */
+bool guard_register_allowed(struct guard *g, uint32_t addr, int per_addr, int global,
+                            int64_t now_ms);
 
 /* Bucket of a peer address (IPv4, IPv6; an IPv4-mapped IPv6 counts as IPv4). */
 uint32_t guard_addr_hash(const struct sockaddr_storage *sa);

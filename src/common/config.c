@@ -143,6 +143,10 @@ static const struct config_key config_keys[] = {
             "seconds without traffic before a connection is closed, 0: never"),
     INT_KEY("security", "max_conns_per_ip", max_conns_per_ip, 0, 1000000, "0", LIVE,
             "connections one address may hold on a worker, 0: unlimited"),
+    INT_KEY("security", "register_rate", register_rate, 0, 1000000, "0", LIVE,
+            "registrations one address may make per minute, 0: unlimited"),
+    INT_KEY("security", "register_rate_global", register_rate_global, 0, 1000000, "0", LIVE,
+            "registrations this node accepts per minute from all addresses, 0: unlimited"),
 
     INT_KEY("limits", "max_text_bytes", max_text_bytes, 1, TEXT_BYTES_CEILING, "4096", LIVE,
             "longest chat text, bytes (escaped, it must fit in one internal packet)"),

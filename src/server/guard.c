@@ -22,6 +22,8 @@ struct guard {
     _Atomic uint16_t conns[ONLINE_MAX_WORKERS][GUARD_ADDR_BUCKETS];
     _Atomic uint64_t addr_fails[GUARD_FAIL_BUCKETS];
     _Atomic uint64_t acct_fails[GUARD_FAIL_BUCKETS];
+    _Atomic int64_t reg_addr[GUARD_REG_BUCKETS]; /* registrations: arrival times */
+    _Atomic int64_t reg_all;
 };
 
 struct guard *guard_create(void)
@@ -208,4 +210,52 @@ void guard_login_succeeded(struct guard *g, uint32_t addr, int32_t uid)
     uncount_attempt(addr_record(g, addr));
     if (uid > 0)
         atomic_store_explicit(acct_record(g, uid), 0, memory_order_relaxed);
+}
+
+/* ---- registrations ------------------------------------------------------ */
+
+/*
+ * GCRA with a burst of rate: one registration every period / rate on
+ * average, up to rate at once.  *tat is the time the record is "paid up"
+ * to; an arrival passes when that is at most a period (less one step)
+ * ahead of now.  true: passed and paid.
+ */
+static bool rate_take(_Atomic int64_t *tat, int rate, int64_t now_ms)
+{
+    if (rate <= 0)
+        return true;
+    int64_t step = GUARD_RATE_PERIOD_MS / rate;
+    if (step < 1)
+        step = 1;
+    int64_t old = atomic_load_explicit(tat, memory_order_relaxed), next;
+    do {
+        int64_t base = old > now_ms ? old : now_ms;
+        if (base - now_ms > GUARD_RATE_PERIOD_MS - step)
+            return false;
+        next = base + step;
+    } while (!atomic_compare_exchange_weak_explicit(tat, &old, next, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    return true;
+}
+
+/* Give back what rate_take took (the other limit refused). */
+static void rate_refund(_Atomic int64_t *tat, int rate)
+{
+    if (rate <= 0)
+        return;
+    int64_t step = GUARD_RATE_PERIOD_MS / rate;
+    atomic_fetch_sub_explicit(tat, step < 1 ? 1 : step, memory_order_relaxed);
+}
+
+bool guard_register_allowed(struct guard *g, uint32_t addr, int per_addr, int global,
+                            int64_t now_ms)
+{
+    _Atomic int64_t *a = &g->reg_addr[fmix(addr ^ g->seed) % GUARD_REG_BUCKETS];
+    if (!rate_take(a, per_addr, now_ms))
+        return false;
+    if (!rate_take(&g->reg_all, global, now_ms)) {
+        rate_refund(a, per_addr);
+        return false;
+    }
+    return true;
 }

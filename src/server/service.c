@@ -392,6 +392,9 @@ static void handle_register(struct worker *w, struct conn *c, const struct reque
     int err = get_text(r, "name", 1, QC_NAME_MAX, &name, &namelen);
     if (!err)
         err = get_text(r, "password", 1, QC_PASSWORD_MAX, &pw, &pwlen);
+    if (!err && !guard_register_allowed(w->guard, c->ip_hash, w->cfg.register_rate,
+                                        w->cfg.register_rate_global, w->now_ms))
+        err = QC_EREGRATE; /* before hashing: a burst costs the server nothing */
     struct crypt_job *job = err ? NULL : new_job(w, c, r, CRYPT_HASH, pw);
     wipe_field(r, "password");
     if (!err && job == NULL)

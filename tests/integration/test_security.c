@@ -1395,6 +1395,99 @@ static void test_forged_identity_offline(void **state)
  * client, and the per-address cap counts the client's address, not the
  * balancer's; a connection without a valid header is closed unanswered.
  */
+/* ---- registration rate ---------------------------------------------------- */
+
+#define REG_RATE        3 /* security.register_rate: per address per minute */
+#define REG_GLOBAL      5 /* security.register_rate_global: per node per minute */
+#define REG_BURST       8 /* registrations tried from the first address */
+#define REG_ADDR_1      "127.0.0.8"
+#define REG_ADDR_2      "127.0.0.9"
+#define REG_ADDR_3      "127.0.0.10"
+#define REG_PROXY_RATE  2
+#define REG_PROXY_TRIES 5 /* proxied registrations tried from one client */
+
+static const char *const reg_opts[] = { "security.register_rate=" STR(REG_RATE),
+                                        "security.register_rate_global=" STR(REG_GLOBAL), NULL };
+static const char *const reg_proxy_opts[] = { "server.proxy_protocol=on",
+                                              "security.register_rate=" STR(REG_PROXY_RATE), NULL };
+
+/* REG_MSG with a fresh name on r (prefix: bytes sent first); the reply's errno. */
+static int raw_register(struct h_raw *r, const char *prefix)
+{
+    char name[H_NAME_LEN];
+    h_unique_name(name, sizeof name, "reg");
+    int64_t seq = h_next_seq();
+    raw_sendf(r, "%s{\"msgid\":3,\"name\":%s,\"password\":\"pw\",\"seq\":%lld}", prefix, h_q(name),
+              (long long)seq);
+    struct json_object *o = raw_next(r, "REG reply");
+    int msgid = (int)h_int(o, "msgid");
+    H_CHECK((msgid == QC_REG_MSG_ACK || msgid == QC_ACK_MSG) && h_int(o, "seq") == seq,
+            "REG: want msgid 4 or 11 with seq %lld, got %s", (long long)seq, h_json(o));
+    int err = (int)h_int(o, "errno");
+    if (err == QC_EREGRATE)
+        H_CHECK(strcmp(h_str(o, "errmsg"), qc_strerror(QC_EREGRATE)) == 0,
+                "errno 26 with errmsg \"%s\": %s", qc_strerror(QC_EREGRATE), h_json(o));
+    json_object_put(o);
+    return err;
+}
+
+/*
+ * security.register_rate and register_rate_global (issue 14, item 12): a
+ * burst from one address is refused past its rate with errno 26, another
+ * address still registers until the node's rate is used up; behind the
+ * PROXY protocol the rate is the client's, not the balancer's.
+ */
+static void test_register_rate(void **state)
+{
+    start_with(reg_opts);
+    struct h_raw a, b, c;
+    sourced_connect(&a, REG_ADDR_1);
+    int ok = 0, refused = 0;
+    for (int i = 0; i < REG_BURST; i++) {
+        int err = raw_register(&a, "");
+        H_CHECK(err == 0 || err == QC_EREGRATE, "registration %d: want errno 0 or 26, got %d",
+                i + 1, err);
+        H_CHECK(err == (i < REG_RATE ? 0 : QC_EREGRATE),
+                "registration %d from one address: want errno %d, got %d", i + 1,
+                i < REG_RATE ? 0 : QC_EREGRATE, err);
+        ok += err == 0;
+        refused += err != 0;
+    }
+    sourced_connect(&b, REG_ADDR_2);
+    for (int i = 0; i < REG_GLOBAL - REG_RATE; i++)
+        H_CHECK(raw_register(&b, "") == 0, "another address, registration %d: refused", i + 1);
+    sourced_connect(&c, REG_ADDR_3);
+    int err = raw_register(&c, "");
+    H_CHECK(err == QC_EREGRATE,
+            "a third address past the node's %d a minute: want errno 26, got %d", REG_GLOBAL, err);
+    print_message("security: %d registrations at once from one address: %d accepted, %d "
+                  "refused (26); another address registered %d; past %d a minute on the node "
+                  "a third address is refused\n",
+                  REG_BURST, ok, refused, REG_GLOBAL - REG_RATE, REG_GLOBAL);
+    sourced_close(&a);
+    sourced_close(&b);
+    sourced_close(&c);
+    stop_clean();
+
+    start_with(reg_proxy_opts);
+    struct h_raw p1, p2;
+    h_raw_connect(&p1, 0);
+    raw_sendf(&p1, "PROXY TCP4 10.7.7.7 127.0.0.1 40000 6000\r\n");
+    for (int i = 0; i < REG_PROXY_TRIES; i++) {
+        err = raw_register(&p1, "");
+        H_CHECK(err == (i < REG_PROXY_RATE ? 0 : QC_EREGRATE),
+                "proxied registration %d from 10.7.7.7: want errno %d, got %d", i + 1,
+                i < REG_PROXY_RATE ? 0 : QC_EREGRATE, err);
+    }
+    h_raw_connect(&p2, 0); /* the same balancer address, another client */
+    raw_sendf(&p2, "PROXY TCP4 10.8.8.8 127.0.0.1 40001 6000\r\n");
+    H_CHECK(raw_register(&p2, "") == 0, "a registration from 10.8.8.8 behind the same balancer "
+                                        "was refused: the rate must be per client");
+    h_raw_close(&p1);
+    h_raw_close(&p2);
+    stop_clean();
+}
+
 static const char *const proxy_opts[] = { "server.proxy_protocol=on", "security.max_conns_per_ip=2",
                                           "security.request_rate=0", NULL };
 
@@ -1461,6 +1554,7 @@ int main(void)
         H_TEST(test_failed_login_throttling),
         H_TEST(test_parallel_login_throttling),
         H_TEST(test_mid_unique_across_restart),
+        H_TEST(test_register_rate),
         H_TEST(test_half_requests),
         H_TEST(test_flood_rate_limited),
         H_TEST(test_flood_unlimited),
