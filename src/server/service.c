@@ -370,7 +370,7 @@ static bool finish_login(struct worker *w, struct conn *c, const struct crypt_jo
     }
     guard_login_succeeded(w->guard, c->ip_hash, job->uid);
     if (job->upgraded && w->st->user_set_password(w->store, job->uid, job->hash) == 0)
-        log_info("user %d: seed plaintext password replaced by a hash", job->uid);
+        log_info("user %d: password re-hashed at the current cost", job->uid);
     struct store_user u = { .id = job->uid };
     strlcpy(u.name, job->name, sizeof u.name);
     int err = open_session(w, c, &u, job->presence);
