@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1395,6 +1396,161 @@ static void test_forged_identity_offline(void **state)
  * client, and the per-address cap counts the client's address, not the
  * balancer's; a connection without a valid header is closed unanswered.
  */
+/* ---- login timing -------------------------------------------------------- */
+
+#define TIMING_COST_BEFORE "1" /* security.password_cost in the file at start */
+#define TIMING_COST_AFTER  "7" /* ... after the reload (HUP): ~10 ms or more */
+#define TIMING_TRIES       3   /* per case, each from its own address, < 5 failures */
+#define TIMING_RATIO       0.5 /* "the same cost": at least this part of a real check */
+#define TIMING_SEED_PW     "seed123"
+#define RELOAD_WAIT_MS     10000
+#define START_POLL_MS      50
+
+/* The server, started with -c FILE (a reload re-reads it; -o would pin the cost). */
+static void start_with_conf(const char *cost)
+{
+    close_leftover_sourced();
+    server_stop();
+    const char *tmp = getenv("TMPDIR");
+    snprintf(h_srv.dir, sizeof h_srv.dir, "%s/qchat-it.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    H_CHECK(mkdtemp(h_srv.dir) != NULL, "mkdtemp: %s", strerror(errno));
+    snprintf(h_srv.log_path, sizeof h_srv.log_path, "%s/qchatd.log", h_srv.dir);
+    snprintf(h_srv.db_path, sizeof h_srv.db_path, "%s/qchat.db", h_srv.dir);
+    snprintf(h_srv.ctl_path, sizeof h_srv.ctl_path, "%s/ctl.sock", h_srv.dir);
+    h_srv.workers = H_WORKERS;
+    h_srv.exit_status = -1;
+    h_srv.port = h_free_port();
+    H_CHECK(h_srv.port > 0, "no free port");
+    char conf[PATH_MAX], bin[PATH_MAX], o_listen[64], o_workers[64];
+    char o_db[PATH_MAX + 32], o_ctl[PATH_MAX + 32], o_mid[PATH_MAX + 32];
+    snprintf(conf, sizeof conf, "%s/qchatd.conf", h_srv.dir);
+    FILE *f = fopen(conf, "we");
+    H_CHECK(f != NULL, "%s: %s", conf, strerror(errno));
+    fprintf(f, "[security]\npassword_cost = %s\n", cost);
+    fclose(f);
+    const char *bdir = getenv("B");
+    snprintf(bin, sizeof bin, "%s/qchatd", bdir && *bdir ? bdir : "build");
+    snprintf(o_listen, sizeof o_listen, "server.listen=" H_HOST ":%d", h_srv.port);
+    snprintf(o_workers, sizeof o_workers, "server.workers=%d", H_WORKERS);
+    snprintf(o_db, sizeof o_db, "storage.path=%s", h_srv.db_path);
+    snprintf(o_ctl, sizeof o_ctl, "server.control_socket=%s", h_srv.ctl_path);
+    snprintf(o_mid, sizeof o_mid, "server.mid_file=%s/qchatd.mid", h_srv.dir);
+    const char *argv[] = { bin,  "-f", "-c", conf,  "-o", o_listen, "-o", o_workers,
+                           "-o", o_db, "-o", o_ctl, "-o", o_mid,    "-o", "log.level=debug",
+                           NULL };
+    h_srv.pid = h_spawn_logged(argv, h_srv.log_path, NULL);
+    H_CHECK(h_srv.pid > 0, "cannot start %s", bin);
+    pid_t pids[H_WORKERS + 1];
+    int64_t deadline = h_now_ms() + H_START_MS;
+    while (!(h_port_accepting(h_srv.port) && server_worker_pids(pids, H_WORKERS + 1) >= H_WORKERS &&
+             access(h_srv.ctl_path, F_OK) == 0)) {
+        H_CHECK(h_now_ms() < deadline && h_process_alive(h_srv.pid), "qchatd -c %s did not start",
+                conf);
+        h_sleep_ms(START_POLL_MS);
+    }
+    fprintf(stderr, "harness: qchatd %d on " H_HOST ":%d, dir %s (with -c)\n", (int)h_srv.pid,
+            h_srv.port, h_srv.dir);
+}
+
+/* Rewrite the file with another cost, HUP, and wait until every worker has it. */
+static void reload_with_cost(const char *cost)
+{
+    char conf[PATH_MAX], line[512];
+    snprintf(conf, sizeof conf, "%s/qchatd.conf", h_srv.dir);
+    FILE *f = fopen(conf, "we");
+    H_CHECK(f != NULL, "%s: %s", conf, strerror(errno));
+    fprintf(f, "[security]\npassword_cost = %s\n", cost);
+    fclose(f);
+    H_CHECK(kill(h_srv.pid, SIGHUP) == 0, "kill -HUP: %s", strerror(errno));
+    int64_t deadline = h_now_ms() + RELOAD_WAIT_MS;
+    for (;;) {
+        int n = 0;
+        FILE *log = fopen(h_srv.log_path, "re");
+        H_CHECK(log != NULL, "%s: %s", h_srv.log_path, strerror(errno));
+        while (fgets(line, sizeof line, log) != NULL)
+            n += strstr(line, "configuration reloaded") != NULL;
+        fclose(log);
+        if (n >= 1 + H_WORKERS)
+            return;
+        H_CHECK(h_now_ms() < deadline, "reload: %d of %d processes said so", n, 1 + H_WORKERS);
+        h_sleep_ms(START_POLL_MS);
+    }
+}
+
+/* The fastest of TIMING_TRIES failed logins for id, from its own address; microseconds. */
+static int64_t failed_login_us(const char *src, int32_t id, int tries_ids_apart)
+{
+    struct h_raw r;
+    sourced_connect(&r, src);
+    int64_t best = INT64_MAX, us;
+    for (int i = 0; i < TIMING_TRIES; i++) {
+        int32_t who = id + i * tries_ids_apart;
+        int err = raw_login(&r, who, "not the password", &us);
+        H_CHECK(err == QC_EAUTH, "failed login for %d from %s: want errno 1, got %d", who, src,
+                err);
+        best = us < best ? us : best;
+    }
+    sourced_close(&r);
+    return best;
+}
+
+/* Replace u's stored password by a seed plaintext, as a migrated seed database has it. */
+static void set_seed_plaintext(const struct h_user *u, const char *plain)
+{
+    char cmd[PATH_MAX * 2];
+    snprintf(cmd, sizeof cmd,
+             "sqlite3 -cmd '.timeout 5000' '%s' \"UPDATE User SET password='%s' WHERE id=%d\"",
+             h_srv.db_path, plain, u->id);
+    H_CHECK(system(cmd) == 0, "%s failed", cmd);
+}
+
+/*
+ * A failed login costs the same whatever the reason (issue 14, item 5):
+ * after a reload raises security.password_cost, an unknown id, an account
+ * hashed at the old cost (once it has logged in again) and a seed
+ * plaintext each cost about a real check at the new cost.  Before the fix
+ * the unknown id was checked against a dummy hash of the start cost, old
+ * hashes were kept, and a seed plaintext was compared without any hashing.
+ */
+static void test_login_timing_equal(void **state)
+{
+    if (system("sqlite3 -version >/dev/null 2>&1") != 0)
+        skip(); /* the seed case writes the database with the sqlite3 tool */
+    start_with_conf(TIMING_COST_BEFORE);
+    struct h_user old, seed, fresh;
+    h_new_offline_user(&old, "tim_old");
+    h_new_offline_user(&seed, "tim_seed");
+    reload_with_cost(TIMING_COST_AFTER);
+    h_new_offline_user(&fresh, "tim_new"); /* hashed at the new cost */
+    set_seed_plaintext(&seed, TIMING_SEED_PW);
+
+    int64_t real = failed_login_us("127.0.0.11", fresh.id, 0);
+    int64_t unknown = failed_login_us("127.0.0.12", NO_SUCH_ID, 1);
+    int64_t stale = failed_login_us("127.0.0.13", old.id, 0);
+    h_close(h_login(&old, NULL)); /* re-hashed now, at the new cost */
+    int64_t rehashed = failed_login_us("127.0.0.14", old.id, 0);
+    int64_t seeded = failed_login_us("127.0.0.15", seed.id, 0);
+    struct h_user seed_right = seed;
+    strlcpy(seed_right.password, TIMING_SEED_PW, sizeof seed_right.password);
+    h_close(h_login(&seed_right, NULL)); /* the seed plaintext still logs in */
+    print_message("security: failed login after a reload to cost %s: %.1f ms (a real hash), "
+                  "%.1f ms (unknown id), %.1f ms (hash of cost %s), %.1f ms (the same after its "
+                  "login re-hashed it), %.1f ms (seed plaintext)\n",
+                  TIMING_COST_AFTER, real / 1e3, unknown / 1e3, stale / 1e3, TIMING_COST_BEFORE,
+                  rehashed / 1e3, seeded / 1e3);
+    H_CHECK(unknown >= real * TIMING_RATIO,
+            "an unknown id costs %.1f ms, a real check %.1f ms: the dummy is not at the new cost",
+            unknown / 1e3, real / 1e3);
+    H_CHECK(rehashed >= real * TIMING_RATIO,
+            "an old-cost account after its login costs %.1f ms, a real check %.1f ms: "
+            "not re-hashed at login",
+            rehashed / 1e3, real / 1e3);
+    H_CHECK(seeded >= real * TIMING_RATIO,
+            "a seed plaintext costs %.1f ms, a real check %.1f ms: compared without hashing",
+            seeded / 1e3, real / 1e3);
+    stop_clean();
+}
+
 /* ---- registration rate ---------------------------------------------------- */
 
 #define REG_RATE        3 /* security.register_rate: per address per minute */
@@ -1555,6 +1711,7 @@ int main(void)
         H_TEST(test_parallel_login_throttling),
         H_TEST(test_mid_unique_across_restart),
         H_TEST(test_register_rate),
+        H_TEST(test_login_timing_equal),
         H_TEST(test_half_requests),
         H_TEST(test_flood_rate_limited),
         H_TEST(test_flood_unlimited),
