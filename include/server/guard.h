@@ -2,8 +2,9 @@
  * guard.h - flood control shared by every worker of a node.
  *
  * Lives in a MAP_SHARED mapping made before the fork, like the online table:
- *  - connections per source address: one row of counters per worker (so the
- *    master can zero a dead worker's row), addresses hashed into buckets;
+ *  - connections per source address, and those of them not logged in yet:
+ *    one row of counters per worker (so the master can zero a dead worker's
+ *    row), addresses hashed into buckets;
  *  - registrations, per source address and in all, as rates (GCRA: one
  *    "theoretical arrival time" per record, updated with compare-and-swap);
  *  - failed logins, per account and per source address, counted when a
@@ -49,6 +50,9 @@ uint32_t guard_addr_hash(const struct sockaddr_storage *sa);
 /* Count a new connection for worker; false (not counted) when max (>0) is reached. */
 bool guard_conn_open(struct guard *g, uint32_t worker, uint32_t addr, int max);
 void guard_conn_close(struct guard *g, uint32_t worker, uint32_t addr);
+/* The same for connections that have not logged in yet (security.max_prelogin_per_ip). */
+bool guard_prelogin_open(struct guard *g, uint32_t worker, uint32_t addr, int max);
+void guard_prelogin_close(struct guard *g, uint32_t worker, uint32_t addr);
 /* The master, after a worker died: its connections are gone. */
 void guard_clear_worker(struct guard *g, uint32_t worker);
 

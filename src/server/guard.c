@@ -20,6 +20,7 @@
 struct guard {
     uint32_t seed; /* random per start: buckets cannot be aimed at */
     _Atomic uint16_t conns[ONLINE_MAX_WORKERS][GUARD_ADDR_BUCKETS];
+    _Atomic uint16_t prelogin[ONLINE_MAX_WORKERS][GUARD_ADDR_BUCKETS]; /* not logged in yet */
     _Atomic uint64_t addr_fails[GUARD_FAIL_BUCKETS];
     _Atomic uint64_t acct_fails[GUARD_FAIL_BUCKETS];
     _Atomic int64_t reg_addr[GUARD_REG_BUCKETS]; /* registrations: arrival times */
@@ -84,32 +85,54 @@ static uint32_t addr_bucket(const struct guard *g, uint32_t addr)
     return fmix(addr ^ g->seed) % GUARD_ADDR_BUCKETS;
 }
 
-bool guard_conn_open(struct guard *g, uint32_t worker, uint32_t addr, int max)
+/* Count one more in row[worker] for addr's bucket; false when max (>0) is reached. */
+static bool count_open(_Atomic uint16_t (*row)[GUARD_ADDR_BUCKETS], uint32_t worker, uint32_t b,
+                       int max)
 {
-    uint32_t b = addr_bucket(g, addr);
     if (max > 0) {
         uint32_t total = 0;
         for (uint32_t k = 0; k < ONLINE_MAX_WORKERS; k++)
-            total += atomic_load_explicit(&g->conns[k][b], memory_order_relaxed);
+            total += atomic_load_explicit(&row[k][b], memory_order_relaxed);
         if (total >= (uint32_t)max)
             return false;
     }
-    if (atomic_load_explicit(&g->conns[worker][b], memory_order_relaxed) < UINT16_MAX)
-        atomic_fetch_add_explicit(&g->conns[worker][b], 1, memory_order_relaxed);
+    if (atomic_load_explicit(&row[worker][b], memory_order_relaxed) < UINT16_MAX)
+        atomic_fetch_add_explicit(&row[worker][b], 1, memory_order_relaxed);
     return true;
+}
+
+static void count_close(_Atomic uint16_t (*row)[GUARD_ADDR_BUCKETS], uint32_t worker, uint32_t b)
+{
+    if (atomic_load_explicit(&row[worker][b], memory_order_relaxed) > 0)
+        atomic_fetch_sub_explicit(&row[worker][b], 1, memory_order_relaxed);
+}
+
+bool guard_conn_open(struct guard *g, uint32_t worker, uint32_t addr, int max)
+{
+    return count_open(g->conns, worker, addr_bucket(g, addr), max);
 }
 
 void guard_conn_close(struct guard *g, uint32_t worker, uint32_t addr)
 {
-    uint32_t b = addr_bucket(g, addr);
-    if (atomic_load_explicit(&g->conns[worker][b], memory_order_relaxed) > 0)
-        atomic_fetch_sub_explicit(&g->conns[worker][b], 1, memory_order_relaxed);
+    count_close(g->conns, worker, addr_bucket(g, addr));
+}
+
+bool guard_prelogin_open(struct guard *g, uint32_t worker, uint32_t addr, int max)
+{
+    return count_open(g->prelogin, worker, addr_bucket(g, addr), max);
+}
+
+void guard_prelogin_close(struct guard *g, uint32_t worker, uint32_t addr)
+{
+    count_close(g->prelogin, worker, addr_bucket(g, addr));
 }
 
 void guard_clear_worker(struct guard *g, uint32_t worker)
 {
-    for (uint32_t b = 0; b < GUARD_ADDR_BUCKETS; b++)
+    for (uint32_t b = 0; b < GUARD_ADDR_BUCKETS; b++) {
         atomic_store_explicit(&g->conns[worker][b], 0, memory_order_relaxed);
+        atomic_store_explicit(&g->prelogin[worker][b], 0, memory_order_relaxed);
+    }
 }
 
 /* ---- failed logins ------------------------------------------------------ */

@@ -259,6 +259,7 @@ static int open_session(struct worker *w, struct conn *c, const struct store_use
     c->sgen = loc.gen;
     c->presence = presence;
     c->deadline = 0;
+    conn_end_prelogin(w, c);
     strlcpy(c->name, u->name, sizeof c->name);
     w->stats->sessions++;
     if (rc == 1)
