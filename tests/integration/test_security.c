@@ -1076,7 +1076,7 @@ static void test_parallel_login_throttling(void **state)
 
 /* ---- connections waiting for a login (issue 14, item 15) ---------------- */
 
-#define PRELOGIN_CAP   16 /* security.max_prelogin_per_ip default */
+#define PRELOGIN_CAP   16 /* security.max_prelogin_per_ip (default 1024) */
 #define PRELOGIN_ADDR  "127.0.0.17"
 #define PRELOGIN_OTHER "127.0.0.18"
 
@@ -1095,13 +1095,16 @@ static bool raw_heartbeat_ok(struct h_raw *r)
 /*
  * The default login_timeout is long enough for a person at the seed client's
  * menu (300 s); what bounds idle connections is security.max_prelogin_per_ip
- * (default 16): one address holds at most that many connections without a
+ * (here 16; default 1024): one address holds at most that many connections without a
  * session, the next is sent errno 17 and closed, a login frees a place, and
  * another address is not affected.
  */
+static const char *const prelogin_opts[] = { "security.max_prelogin_per_ip=" STR(PRELOGIN_CAP),
+                                             NULL };
+
 static void test_prelogin_cap(void **state)
 {
-    start_with(NULL);
+    start_with(prelogin_opts);
     struct h_user u;
     h_new_offline_user(&u, "pre");
     struct h_raw idle[PRELOGIN_CAP], extra, later, other;

@@ -97,7 +97,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.request_rate, 200);
     assert_int_equal(cfg.request_burst, 400);
     assert_int_equal(cfg.login_timeout, 300);
-    assert_int_equal(cfg.max_prelogin_per_ip, 16);
+    assert_int_equal(cfg.max_prelogin_per_ip, 1024);
     assert_int_equal(cfg.idle_timeout, 0);
     assert_int_equal(cfg.max_conns_per_ip, 0);
     assert_int_equal(cfg.max_text_bytes, 4096);
