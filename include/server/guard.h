@@ -7,9 +7,8 @@
  *    row), addresses hashed into buckets;
  *  - registrations, per source address and in all, as rates (GCRA: one
  *    "theoretical arrival time" per record, updated with compare-and-swap);
- *  - failed logins, per account and per source address, counted when a
- *    login is accepted for hashing (a check still running counts as a
- *    failure): after a few, every further attempt is refused without checking the password
+ *  - failed logins, per account and per source address: after a few
+ *    failures every further attempt is refused without checking the password
  *    for a delay that doubles with each failure (brute force gets slower,
  *    never faster), forgotten after a quiet period.
  * Buckets are shared by colliding addresses or ids: a collision can only make
@@ -22,14 +21,16 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define GUARD_ADDR_BUCKETS   16384
-#define GUARD_FAIL_BUCKETS   65536
-#define GUARD_FREE_FAILURES  5      /* failures before delays start */
-#define GUARD_DELAY_BASE_MS  1000   /* first delay; doubles per failure */
-#define GUARD_DELAY_MAX_MS   300000 /* longest delay (5 minutes) */
-#define GUARD_FORGET_MS      900000 /* failures forgotten after 15 quiet minutes */
-#define GUARD_REG_BUCKETS    16384
-#define GUARD_RATE_PERIOD_MS 60000 /* registration rates are per minute */
+#define GUARD_ADDR_BUCKETS          16384
+#define GUARD_FAIL_BUCKETS          65536
+#define GUARD_FREE_FAILURES         5      /* failures before delays start */
+#define GUARD_DELAY_BASE_MS         1000   /* first delay; doubles per failure */
+#define GUARD_DELAY_MAX_MS          300000 /* longest delay (5 minutes) */
+#define GUARD_FORGET_MS             900000 /* failures forgotten after 15 quiet minutes */
+#define GUARD_ADDR_CHECKS_PER_S     256    /* password checks one address may start a second */
+#define GUARD_ADDR_CHECKS_PERIOD_MS 1000
+#define GUARD_REG_BUCKETS           16384
+#define GUARD_RATE_PERIOD_MS        60000 /* registration rates are per minute */
 
 struct guard;
 
@@ -57,15 +58,18 @@ void guard_prelogin_close(struct guard *g, uint32_t worker, uint32_t addr);
 void guard_clear_worker(struct guard *g, uint32_t worker);
 
 /*
- * A login for uid from addr is about to be checked: 0 when it may be, and
- * then it is already counted as a failure (so parallel logins cannot all
- * pass the check before any of them has failed); else the milliseconds left
- * of the delay, nothing counted, and the password must not be checked.
+ * A login for uid from addr is about to be checked: 0 when it may be, else
+ * the milliseconds to wait (nothing counted; the password must not be
+ * checked).  When it may, the attempt is already counted as a failure of
+ * the account, so that logins sent in parallel cannot all pass before the
+ * first has failed; the address, which many people may share, counts its
+ * failures when they end, and may start at most GUARD_ADDR_CHECKS_PER_S
+ * checks a second (as many at once).
  */
 int64_t guard_login_begin(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms);
-/* The counted attempt failed: its delay runs from now. */
+/* The check failed: one more failure for addr; uid's (counted) runs from now. */
 void guard_login_failed(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms);
-/* The counted attempt succeeded: taken back from addr; uid's failures cleared. */
+/* The check succeeded: uid's failures are cleared (addr's are not). */
 void guard_login_succeeded(struct guard *g, uint32_t addr, int32_t uid);
 
 #endif

@@ -23,7 +23,8 @@ struct guard {
     _Atomic uint16_t prelogin[ONLINE_MAX_WORKERS][GUARD_ADDR_BUCKETS]; /* not logged in yet */
     _Atomic uint64_t addr_fails[GUARD_FAIL_BUCKETS];
     _Atomic uint64_t acct_fails[GUARD_FAIL_BUCKETS];
-    _Atomic int64_t reg_addr[GUARD_REG_BUCKETS]; /* registrations: arrival times */
+    _Atomic int64_t addr_checks[GUARD_FAIL_BUCKETS]; /* password checks started: GCRA */
+    _Atomic int64_t reg_addr[GUARD_REG_BUCKETS];     /* registrations: GCRA */
     _Atomic int64_t reg_all;
 };
 
@@ -181,7 +182,7 @@ static int64_t count_attempt(_Atomic uint64_t *rec, int64_t now_ms)
     return 0;
 }
 
-/* Take back one counted attempt (it succeeded, or was refused by the other record). */
+/* Take back one counted attempt (refused by another limit before hashing). */
 static void uncount_attempt(_Atomic uint64_t *rec)
 {
     uint64_t old = atomic_load_explicit(rec, memory_order_relaxed), next;
@@ -194,16 +195,20 @@ static void uncount_attempt(_Atomic uint64_t *rec)
                                                     memory_order_relaxed));
 }
 
-int64_t guard_login_begin(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms)
+/* Count one completed failure on rec (its delay runs from now). */
+static void record_failure(_Atomic uint64_t *rec, int64_t now_ms)
 {
-    _Atomic uint64_t *a = addr_record(g, addr);
-    int64_t wait = count_attempt(a, now_ms);
-    if (wait > 0 || uid <= 0)
-        return wait;
-    wait = count_attempt(acct_record(g, uid), now_ms);
-    if (wait > 0)
-        uncount_attempt(a); /* refused before hashing: not an attempt */
-    return wait;
+    uint64_t old = atomic_load_explicit(rec, memory_order_relaxed), next;
+    do {
+        uint64_t fails = old >> (64 - FAIL_COUNT_BITS);
+        int64_t last = (int64_t)(old & FAIL_TIME_MASK);
+        if (now_ms - last >= GUARD_FORGET_MS)
+            fails = 0;
+        if (fails < UINT16_MAX)
+            fails++;
+        next = fails << (64 - FAIL_COUNT_BITS) | ((uint64_t)now_ms & FAIL_TIME_MASK);
+    } while (!atomic_compare_exchange_weak_explicit(rec, &old, next, memory_order_relaxed,
+                                                    memory_order_relaxed));
 }
 
 /* The failure is already counted: its delay runs from now, when it ended. */
@@ -212,25 +217,42 @@ static void touch_failure(_Atomic uint64_t *rec, int64_t now_ms)
     uint64_t old = atomic_load_explicit(rec, memory_order_relaxed), next;
     do {
         if ((old >> (64 - FAIL_COUNT_BITS)) == 0)
-            return; /* forgotten or taken back meanwhile */
+            return; /* forgotten or cleared meanwhile */
         next = (old & ~FAIL_TIME_MASK) | ((uint64_t)now_ms & FAIL_TIME_MASK);
     } while (!atomic_compare_exchange_weak_explicit(rec, &old, next, memory_order_relaxed,
                                                     memory_order_relaxed));
 }
 
+static bool rate_take(_Atomic int64_t *tat, int rate, int64_t period_ms, int64_t now_ms);
+
+int64_t guard_login_begin(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms)
+{
+    _Atomic uint64_t *a = addr_record(g, addr);
+    int64_t wait = wait_of(atomic_load_explicit(a, memory_order_relaxed), now_ms);
+    if (wait > 0)
+        return wait;
+    _Atomic uint64_t *u = uid > 0 ? acct_record(g, uid) : NULL;
+    if (u != NULL && (wait = count_attempt(u, now_ms)) > 0)
+        return wait;
+    _Atomic int64_t *checks = &g->addr_checks[fmix(addr ^ g->seed) % GUARD_FAIL_BUCKETS];
+    if (!rate_take(checks, GUARD_ADDR_CHECKS_PER_S, GUARD_ADDR_CHECKS_PERIOD_MS, now_ms)) {
+        if (u != NULL)
+            uncount_attempt(u); /* refused before hashing: not an attempt */
+        return GUARD_ADDR_CHECKS_PERIOD_MS;
+    }
+    return 0;
+}
+
 void guard_login_failed(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms)
 {
-    touch_failure(addr_record(g, addr), now_ms);
+    record_failure(addr_record(g, addr), now_ms);
     if (uid > 0)
         touch_failure(acct_record(g, uid), now_ms);
 }
 
 void guard_login_succeeded(struct guard *g, uint32_t addr, int32_t uid)
 {
-    /* The attempt counted at the start is taken back from the address; its
-     * other failures stay: one success does not clear an address that tries
-     * many accounts. */
-    uncount_attempt(addr_record(g, addr));
+    (void)addr; /* one success does not clear an address that tries many accounts */
     if (uid > 0)
         atomic_store_explicit(acct_record(g, uid), 0, memory_order_relaxed);
 }
@@ -238,22 +260,22 @@ void guard_login_succeeded(struct guard *g, uint32_t addr, int32_t uid)
 /* ---- registrations ------------------------------------------------------ */
 
 /*
- * GCRA with a burst of rate: one registration every period / rate on
- * average, up to rate at once.  *tat is the time the record is "paid up"
- * to; an arrival passes when that is at most a period (less one step)
- * ahead of now.  true: passed and paid.
+ * GCRA with a burst of rate: one arrival every period / rate on average, up
+ * to rate at once.  *tat is the time the record is "paid up" to; an arrival
+ * passes when that is at most a period (less one step) ahead of now.
+ * true: passed and paid.
  */
-static bool rate_take(_Atomic int64_t *tat, int rate, int64_t now_ms)
+static bool rate_take(_Atomic int64_t *tat, int rate, int64_t period_ms, int64_t now_ms)
 {
     if (rate <= 0)
         return true;
-    int64_t step = GUARD_RATE_PERIOD_MS / rate;
+    int64_t step = period_ms / rate;
     if (step < 1)
         step = 1;
     int64_t old = atomic_load_explicit(tat, memory_order_relaxed), next;
     do {
         int64_t base = old > now_ms ? old : now_ms;
-        if (base - now_ms > GUARD_RATE_PERIOD_MS - step)
+        if (base - now_ms > period_ms - step)
             return false;
         next = base + step;
     } while (!atomic_compare_exchange_weak_explicit(tat, &old, next, memory_order_relaxed,
@@ -274,9 +296,9 @@ bool guard_register_allowed(struct guard *g, uint32_t addr, int per_addr, int gl
                             int64_t now_ms)
 {
     _Atomic int64_t *a = &g->reg_addr[fmix(addr ^ g->seed) % GUARD_REG_BUCKETS];
-    if (!rate_take(a, per_addr, now_ms))
+    if (!rate_take(a, per_addr, GUARD_RATE_PERIOD_MS, now_ms))
         return false;
-    if (!rate_take(&g->reg_all, global, now_ms)) {
+    if (!rate_take(&g->reg_all, global, GUARD_RATE_PERIOD_MS, now_ms)) {
         rate_refund(a, per_addr);
         return false;
     }

@@ -89,6 +89,8 @@
 #define PARALLEL_LOGINS 100
 #define RIGHT_GUESS     51 /* the right password is the 51st guess */
 #define PARALLEL_ADDR   "127.0.0.7"
+#define PARALLEL_PEOPLE 20 /* different accounts logging in at once from one address */
+#define PEOPLE_ADDR     "127.0.0.19"
 
 /* 1,000 half requests */
 #define HALF_CONNS           1000
@@ -1069,6 +1071,30 @@ static void test_parallel_login_throttling(void **state)
             right_err);
     for (int i = 0; i < PARALLEL_LOGINS; i++)
         sourced_close(&r[i]);
+
+    /* many people behind one address logging in at once are not throttled */
+    struct h_user *people = calloc(PARALLEL_PEOPLE, sizeof(*people));
+    H_CHECK(people != NULL, "out of memory");
+    for (int i = 0; i < PARALLEL_PEOPLE; i++) {
+        h_new_offline_user(&people[i], "ppl");
+        sourced_connect(&r[i], PEOPLE_ADDR);
+    }
+    for (int i = 0; i < PARALLEL_PEOPLE; i++) {
+        seq[i] = h_next_seq();
+        raw_sendf(&r[i], "{\"msgid\":1,\"id\":%d,\"password\":%s,\"seq\":%lld}", people[i].id,
+                  h_q(people[i].password), (long long)seq[i]);
+    }
+    for (int i = 0; i < PARALLEL_PEOPLE; i++) {
+        struct json_object *o = raw_next(&r[i], "LOGIN reply of one of many people");
+        H_CHECK(h_int(o, "seq") == seq[i] && h_int(o, "errno") == 0,
+                "person %d of %d logging in at once from one address: %s", i + 1, PARALLEL_PEOPLE,
+                h_json(o));
+        json_object_put(o);
+        sourced_close(&r[i]);
+    }
+    print_message("security: %d people logging in at once from one address: all accepted\n",
+                  PARALLEL_PEOPLE);
+    free(people);
     free(r);
     free(seq);
     stop_clean();
