@@ -1284,7 +1284,7 @@ static void two_chats_two_senders(void *arg)
  * SKIPPED: today's server coalesces them into one write (issue 14, item 14);
  * the fix lands with the conversation log's legacy-connection rule
  * (DESIGN.md, "one object per write(), never two coalesced by the server").
- * Remove the skip() once it has landed.
+ * Remove the skip() once it has landed, and register it with H_TEST in main().
  */
 static void test_legacy_one_object_per_read(void **state)
 {
@@ -1952,7 +1952,10 @@ int main(void)
         H_TEST(test_parallel_login_throttling),
         H_TEST(test_mid_unique_across_restart),
         H_TEST(test_prelogin_cap),
-        H_TEST(test_legacy_one_object_per_read),
+        /* Plain cmocka while it skips: skip() leaves H_TEST's completion flag
+           unset, which marks the run failed and keeps every later test's
+           directory.  Make it H_TEST(...) when the skip() goes. */
+        cmocka_unit_test(test_legacy_one_object_per_read),
         H_TEST(test_register_rate),
         H_TEST(test_login_timing_equal),
         H_TEST(test_half_requests),
