@@ -408,6 +408,63 @@ static void chat_arrives(struct qclient *a, struct qclient *b, int32_t to, const
     json_object_put(m);
 }
 
+/* ---- the text ceiling crosses workers (issue 14, item 9) --------------- */
+
+#define CEILING_TEXT_BYTES 43008  /* the largest limits.max_text_bytes accepted */
+#define CEILING_MSG_BYTES  300000 /* server.max_message_bytes that lets it in escaped */
+#define CEILING_TRIES      12     /* recipients tried until one is on another worker */
+
+static const char *const ceiling_opts[] = { "limits.max_text_bytes=" STR(CEILING_TEXT_BYTES),
+                                            "server.max_message_bytes=" STR(CEILING_MSG_BYTES),
+                                            NULL };
+
+/*
+ * A chat of the largest limits.max_text_bytes the config accepts, every byte
+ * escaped ("\u0001": 6 bytes on the wire), handed to a recipient on another
+ * worker: it arrives intact and is ACKed.  Before, a limit up to 1 MiB was
+ * accepted and a large chat was dropped between workers with a log line.
+ */
+static void test_text_ceiling_crosses_workers(void **state)
+{
+    start_with(ceiling_opts);
+    struct h_user a, b;
+    struct qclient *ca = h_new_user(&a, "ceil_a"), *cb = NULL;
+    int wa = h_worker_of(a.id), wb = wa;
+    for (int i = 0; i < CEILING_TRIES && wb == wa; i++) {
+        if (cb != NULL)
+            h_close(cb);
+        cb = h_new_user(&b, "ceil_b");
+        wb = h_worker_of(b.id);
+    }
+    H_CHECK(wb != wa, "%d recipients all landed on worker %d", CEILING_TRIES, wa);
+    size_t esc = strlen("\\u0001");
+    char *msg = malloc(CEILING_TEXT_BYTES * esc + 1);
+    H_CHECK(msg != NULL, "out of memory");
+    for (size_t i = 0; i < CEILING_TEXT_BYTES; i++)
+        memcpy(msg + i * esc, "\\u0001", esc);
+    msg[CEILING_TEXT_BYTES * esc] = '\0';
+    int64_t seq = h_next_seq();
+    h_send(ca, "{\"msgid\":5,\"toid\":%d,\"msg\":\"%s\",\"seq\":%lld}", b.id, msg, (long long)seq);
+    free(msg);
+    json_object_put(h_expect_ack(ca, QC_ONE_CHAT_MSG, seq, 0, "ACK of the largest chat"));
+    struct json_object *m = h_expect(cb, QC_ONE_CHAT_MSG, "the largest chat, on another worker");
+    struct json_object *t;
+    H_CHECK(json_object_object_get_ex(m, "msg", &t) &&
+                json_object_get_string_len(t) == CEILING_TEXT_BYTES,
+            "the chat arrived with %d bytes of text, want %d",
+            t ? json_object_get_string_len(t) : -1, CEILING_TEXT_BYTES);
+    const char *text = json_object_get_string(t);
+    for (int i = 0; i < CEILING_TEXT_BYTES; i++)
+        H_CHECK(text[i] == '\x01', "byte %d of the text changed", i);
+    json_object_put(m);
+    print_message("security: a chat of %d bytes of \\u0001 (%d escaped) from worker %d to "
+                  "worker %d: ACKed and delivered intact\n",
+                  CEILING_TEXT_BYTES, CEILING_TEXT_BYTES * 6, wa, wb);
+    h_close(ca);
+    h_close(cb);
+    stop_clean();
+}
+
 static void test_text_limit(void **state)
 {
     start_with(limits_opts);
@@ -1941,6 +1998,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         H_TEST(test_text_limit),
+        H_TEST(test_text_ceiling_crosses_workers),
         H_TEST(test_message_limit),
         H_TEST(test_friend_limit),
         H_TEST(test_group_member_limit),
