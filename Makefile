@@ -229,12 +229,18 @@ $(FUZZ_B)/obj/%.o: %.c
 $(FUZZ_B)/fuzz_requests: $(patsubst %.c,$(FUZZ_B)/obj/%.o,$(FUZZ_SRC) tests/fuzz/fuzz_requests.c)
 	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDLIBS)
 
-fuzz-build: deps $(FUZZ_B)/fuzz_requests
+$(FUZZ_B)/fuzz_proxy: $(patsubst %.c,$(FUZZ_B)/obj/%.o,src/server/proxy.c tests/fuzz/fuzz_proxy.c)
+	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^
+
+fuzz-build: deps $(FUZZ_B)/fuzz_requests $(FUZZ_B)/fuzz_proxy
 
 # A bounded run (FUZZ_TIME seconds); new inputs go to a scratch copy of the corpus.
 fuzz: fuzz-build
 	@rm -rf $(FUZZ_B)/corpus && mkdir -p $(FUZZ_B)/corpus && cp tests/fuzz/corpus/* $(FUZZ_B)/corpus/
 	$(FUZZ_B)/fuzz_requests -max_total_time=$(FUZZ_TIME) -timeout=10 -rss_limit_mb=2048 \
 	    -max_len=8192 -print_final_stats=1 $(FUZZ_B)/corpus
+	@rm -rf $(FUZZ_B)/corpus_proxy && mkdir -p $(FUZZ_B)/corpus_proxy && cp tests/fuzz/corpus_proxy/* $(FUZZ_B)/corpus_proxy/
+	$(FUZZ_B)/fuzz_proxy -max_total_time=$(FUZZ_TIME) -timeout=10 -max_len=512 \
+	    -print_final_stats=1 $(FUZZ_B)/corpus_proxy
 
 -include $(shell find $(B)/obj $(FUZZ_B)/obj -name '*.d' 2>/dev/null)

@@ -19,6 +19,18 @@
 #define QC_DATADIR "/usr/local/share/qchat" /* the Makefile passes $(DATADIR) */
 #endif
 
+/*
+ * limits.max_text_bytes has a ceiling.  A chat crosses between processes
+ * (worker to worker, worker and relay) as one internal packet of at most
+ * IPC_MAX_PACKET bytes (server/ipc.h) holding its forwarded JSON object, in
+ * which each byte of the text may take QC_TEXT_ESCAPE_MAX bytes ("\u00XX")
+ * and everything else (header, other fields, name) at most
+ * QC_CHAT_ENVELOPE_MAX.  A longer limit is refused when the config is read,
+ * so no chat that was accepted can be too large to hand over.
+ */
+#define QC_TEXT_ESCAPE_MAX   6
+#define QC_CHAT_ENVELOPE_MAX 4096
+
 struct qc_config {
     char source[PATH_MAX]; /* file loaded, "" when none */
 
@@ -30,9 +42,10 @@ struct qc_config {
     int max_message_bytes; /* largest request object accepted */
     int max_output_bytes;  /* per-connection output cap (slow reader) */
     char control_socket[PATH_MAX];
-    char pidfile[PATH_MAX]; /* used with -d */
-    int shutdown_timeout;   /* seconds a graceful stop may take */
-    char proxy_protocol[8]; /* "on": connections start with a PROXY v1 header */
+    char pidfile[PATH_MAX];  /* used with -d */
+    int shutdown_timeout;    /* seconds a graceful stop may take */
+    char proxy_protocol[8];  /* "on": connections start with a PROXY v1 header */
+    char mid_file[PATH_MAX]; /* message ids reserved here, "": none */
 
     /* [storage] */
     char storage_driver[16];     /* "sqlite" | "mysql" */
@@ -55,13 +68,16 @@ struct qc_config {
     char log_file[PATH_MAX];
 
     /* [security] */
-    int password_cost;    /* yescrypt cost, 1..11 */
-    int hash_threads;     /* password hashing threads per worker */
-    int request_rate;     /* requests per second per connection */
-    int request_burst;    /* token bucket depth */
-    int login_timeout;    /* seconds to authenticate, 0: none */
-    int idle_timeout;     /* seconds without traffic, 0: none */
-    int max_conns_per_ip; /* 0: unlimited */
+    int password_cost;        /* yescrypt cost, 1..11 */
+    int hash_threads;         /* password hashing threads per worker */
+    int request_rate;         /* requests per second per connection */
+    int request_burst;        /* token bucket depth */
+    int login_timeout;        /* seconds to authenticate, 0: none */
+    int idle_timeout;         /* seconds without traffic, 0: none */
+    int max_conns_per_ip;     /* 0: unlimited */
+    int max_prelogin_per_ip;  /* connections not logged in, per address per node, 0: unlimited */
+    int register_rate;        /* registrations per address per minute, 0: unlimited */
+    int register_rate_global; /* registrations per node per minute, 0: unlimited */
 
     /* [limits] */
     int max_text_bytes; /* "msg" field of a chat */
@@ -86,7 +102,7 @@ struct qc_config {
     char ws_origins[QC_CONFIG_STR_MAX * 4]; /* allow-list, see ws_origin_allowed() */
     char ws_web_root[PATH_MAX];             /* web client directory, "": none */
     int ws_ping_interval;                   /* seconds, 0: no pings */
-    int max_login_reply_bytes; /* offline messages' bytes in one login reply */
+    int max_login_reply_bytes;              /* offline messages' bytes in one login reply */
 
     /* [history] */
     char history_enabled[4];          /* "yes": the log keeps what was delivered; "no" */

@@ -20,5 +20,15 @@ int password_hash(const char *plain, int cost, char *out, size_t outlen);
 bool password_verify(const char *plain, const char *stored);
 /* true when stored is not a hash (seed plaintext) and must be re-hashed. */
 bool password_needs_upgrade(const char *stored);
+/* true when stored is a hash, but not a yescrypt hash of this cost. */
+bool password_needs_rehash(const char *stored, int cost);
+/*
+ * A login's check of plain against stored (NULL or "": no such user), at the
+ * price of one hash of the given cost whatever stored is (see password.c).
+ * true when it matches; *rehashed when rehash (len bytes) then holds the
+ * value to store instead (a seed plaintext, or a hash at another cost).
+ */
+bool password_check(const char *plain, const char *stored, int cost, char *rehash, size_t len,
+                    bool *rehashed);
 
 #endif

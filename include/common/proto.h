@@ -55,7 +55,8 @@ enum qc_err {
     QC_ENOTALLOWED = 23, /* your group role does not allow it         */
     QC_EBADTOKEN = 24,   /* login token bad, expired or revoked       */
     QC_EDEVICES = 25,    /* too many devices (reserved)               */
-    QC_ERR_MAX = 25
+    QC_EREGRATE = 26,    /* too many registrations: try again later   */
+    QC_ERR_MAX = 26
 };
 
 /* Human-readable text for an error number (never NULL). */

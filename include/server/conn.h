@@ -47,6 +47,7 @@ struct conn {
     bool half_closed;    /* shutdown(SHUT_WR) done while CLOSING */
     bool awaiting_proxy; /* server.proxy_protocol: the PROXY header comes first */
     bool ip_counted;     /* counted in the per-address connection table */
+    bool prelogin;       /* ... and among its connections not logged in yet */
     bool busy;           /* a request is being finished off the loop (hashing):
                                    later requests wait in held, in order */
 
@@ -101,6 +102,11 @@ void conn_handle_input(struct worker *w, struct conn *c);
 void conn_fail(struct worker *w, struct conn *c, int err);
 /* Stop reading, flush, half-close, drain briefly, close. */
 void conn_close_gracefully(struct worker *w, struct conn *c);
+/* Count c (address known) as not logged in yet; false: its address has
+   security.max_prelogin_per_ip such connections already (nothing counted). */
+bool conn_count_prelogin(struct worker *w, struct conn *c);
+/* c logged in (or closes): no longer counted as waiting for a login. */
+void conn_end_prelogin(struct worker *w, struct conn *c);
 /* Close now: unflushed chats go offline, the session ends. */
 void conn_close(struct worker *w, struct conn *c, const char *why);
 /* The request that made c busy is finished: parse what was held, read again. */

@@ -18,7 +18,7 @@
 struct worker;
 
 enum crypt_job_kind {
-    CRYPT_VERIFY, /* plain vs stored; on success re-hash a seed plaintext */
+    CRYPT_VERIFY, /* plain vs stored; on success re-hash a seed plaintext or an old cost */
     CRYPT_HASH,   /* hash plain with cost */
 };
 
@@ -38,7 +38,7 @@ struct crypt_job {
     char plain[QC_PASSWORD_MAX + 1];
     char stored[PASSWORD_HASH_MAX];
     bool ok;       /* verified / hashed */
-    bool upgraded; /* hash holds a replacement for a seed plaintext */
+    bool upgraded; /* hash holds a replacement (seed plaintext, old cost) */
     char hash[PASSWORD_HASH_MAX];
     struct crypt_job *next;
 };

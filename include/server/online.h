@@ -89,6 +89,12 @@ void online_foreach(const struct online_table *t,
 uint32_t online_next_gen(struct online_table *t); /* never 0 */
 int64_t online_next_mid(struct online_table *t);  /* node-unique message id */
 void online_set_node(struct online_table *t, int node_id);
+/*
+ * Reserve message ids in the file at path (server.mid_file), so that a
+ * restart never reissues one: the sequence starts above what it holds.
+ * 0, or -1 with err (the ids then rely on the clock alone).
+ */
+int online_mid_file(struct online_table *t, const char *path, char *err, size_t errlen);
 
 struct worker_stats *online_stats(struct online_table *t, uint32_t worker);
 struct relay_stats *online_relay_stats(struct online_table *t);

@@ -29,6 +29,10 @@
 
 #include "common/config.h"
 #include "common/log.h"
+#include "server/ipc.h" /* IPC_MAX_PACKET: the ceiling of limits.max_text_bytes */
+
+/* The longest chat text whose forwarded object fits in one internal packet. */
+#define TEXT_BYTES_CEILING ((IPC_MAX_PACKET - QC_CHAT_ENVELOPE_MAX) / QC_TEXT_ESCAPE_MAX)
 
 enum config_type {
     CFG_INT,     /* int, min..max */
@@ -86,6 +90,8 @@ static const struct config_key config_keys[] = {
             "unix socket qchatctl talks to"),
     STR_KEY("server", "pidfile", pidfile, "/run/qchat/qchatd.pid", RESTART,
             "pid file written with -d"),
+    STR_KEY("server", "mid_file", mid_file, "/var/lib/qchat/qchatd.mid", RESTART,
+            "file reserving message ids (mid) so a restart never reissues one, one per node"),
     INT_KEY("server", "shutdown_timeout", shutdown_timeout, 1, 300, "10", LIVE,
             "seconds a graceful stop may take"),
     ENUM_KEY("server", "proxy_protocol", proxy_protocol, "off", RESTART,
@@ -134,15 +140,21 @@ static const struct config_key config_keys[] = {
             "requests per second per connection, 0: unlimited"),
     INT_KEY("security", "request_burst", request_burst, 1, 1000000, "400", LIVE,
             "requests a connection may send at once above the rate"),
-    INT_KEY("security", "login_timeout", login_timeout, 0, 3600, "30", LIVE,
+    INT_KEY("security", "login_timeout", login_timeout, 0, 3600, "300", LIVE,
             "seconds a new connection has to log in, 0: no limit"),
     INT_KEY("security", "idle_timeout", idle_timeout, 0, 86400, "0", LIVE,
             "seconds without traffic before a connection is closed, 0: never"),
     INT_KEY("security", "max_conns_per_ip", max_conns_per_ip, 0, 1000000, "0", LIVE,
             "connections one address may hold on a worker, 0: unlimited"),
+    INT_KEY("security", "max_prelogin_per_ip", max_prelogin_per_ip, 0, 1000000, "1024", LIVE,
+            "connections not logged in yet one address may hold on this node, 0: unlimited"),
+    INT_KEY("security", "register_rate", register_rate, 0, 1000000, "0", LIVE,
+            "registrations one address may make per minute, 0: unlimited"),
+    INT_KEY("security", "register_rate_global", register_rate_global, 0, 1000000, "0", LIVE,
+            "registrations this node accepts per minute from all addresses, 0: unlimited"),
 
-    INT_KEY("limits", "max_text_bytes", max_text_bytes, 1, 1048576, "4096", LIVE,
-            "longest chat text, bytes"),
+    INT_KEY("limits", "max_text_bytes", max_text_bytes, 1, TEXT_BYTES_CEILING, "4096", LIVE,
+            "longest chat text, bytes (escaped, it must fit in one internal packet)"),
     INT_KEY("limits", "max_friends", max_friends, 1, 1000000, "1000", LIVE,
             "friends one user may have"),
     INT_KEY("limits", "max_group_members", max_group_members, 2, 1000000, "2000", LIVE,
@@ -341,6 +353,13 @@ void config_defaults(struct qc_config *cfg)
         set_value(cfg, &config_keys[i], config_keys[i].def, NULL, 0);
 }
 
+/* A whole integer above what an internal packet can carry as chat text. */
+static bool text_over_ceiling(const char *value)
+{
+    long long v;
+    return parse_int(value, TEXT_BYTES_CEILING + 1LL, LLONG_MAX, &v) == 0;
+}
+
 int config_set(struct qc_config *cfg, const char *section, const char *key, const char *value,
                char *err, size_t errlen)
 {
@@ -366,6 +385,15 @@ int config_set(struct qc_config *cfg, const char *section, const char *key, cons
                     value, section);
             return -1;
         }
+    }
+    if (strcmp(section, "limits") == 0 && strcmp(key, "max_text_bytes") == 0 &&
+        text_over_ceiling(value)) {
+        set_err(err, errlen,
+                "bad value '%.64s' for limits.max_text_bytes: at most %d, so that a chat "
+                "escaped in JSON (up to %d bytes per byte) fits in one internal packet "
+                "(%d bytes) with its other fields",
+                value, TEXT_BYTES_CEILING, QC_TEXT_ESCAPE_MAX, IPC_MAX_PACKET);
+        return -1;
     }
     return set_value(cfg, k, value, err, errlen);
 }

@@ -10,6 +10,12 @@
  * a seed database.  It is compared in constant time over the longer of the
  * two lengths; the lengths themselves may leak through timing, which is
  * acceptable for a value that is replaced by a hash at the first login.
+ *
+ * password_check is the whole login check, made to cost one hash at the
+ * current cost whatever the stored value: an unknown user pays a hash of the
+ * attempt, a seed plaintext is compared only after its replacement hash is
+ * made, and a hash at another cost (or another method) is replaced at the
+ * next successful login.
  * A stored value starting with '*' is libxcrypt's marker of an unusable
  * hash (a locked account) and never verifies, nor does an empty value
  * (so a seed plaintext beginning with '*' cannot be used: lock, not guess).
@@ -116,5 +122,49 @@ bool password_verify(const char *plain, const char *stored)
         ok = strlen(h) == n && bytes_equal(h, stored, n);
     }
     crypt_data_free(cd);
+    return ok;
+}
+
+bool password_needs_rehash(const char *stored, int cost)
+{
+    char setting[CRYPT_GENSALT_OUTPUT_SIZE];
+
+    if (stored[0] != '$')
+        return false; /* plaintext: password_needs_upgrade; locked: never */
+    if (crypt_gensalt_rn(PASSWORD_PREFIX, (unsigned long)cost, NULL, 0, setting,
+                         (int)sizeof(setting)) == NULL)
+        return false;
+    /* "$y$PARAMS$SALT": the parameters encode the cost */
+    const char *end = strchr(setting + strlen(PASSWORD_PREFIX), '$');
+    if (end == NULL)
+        return false;
+    size_t n = (size_t)(end - setting) + 1;
+    return strncmp(stored, setting, n) != 0;
+}
+
+bool password_check(const char *plain, const char *stored, int cost, char *rehash, size_t len,
+                    bool *rehashed)
+{
+    bool ok;
+
+    *rehashed = false;
+    if (stored == NULL || stored[0] == '\0' || stored[0] == '*') {
+        /* no such user, or locked: the same price as a real check, then no */
+        password_hash(plain, cost, rehash, len);
+        explicit_bzero(rehash, len);
+        return false;
+    }
+    if (password_needs_upgrade(stored)) {
+        /* pay the hash first: a plaintext compare alone would be instant */
+        bool hashed = password_hash(plain, cost, rehash, len) == 0;
+        ok = password_verify(plain, stored);
+        *rehashed = ok && hashed;
+        if (!*rehashed)
+            explicit_bzero(rehash, len);
+        return ok;
+    }
+    ok = password_verify(plain, stored);
+    if (ok && password_needs_rehash(stored, cost))
+        *rehashed = password_hash(plain, cost, rehash, len) == 0;
     return ok;
 }

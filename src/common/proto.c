@@ -35,6 +35,7 @@ static const char *const error_texts[QC_ERR_MAX + 1] = {
     [QC_ENOTALLOWED] = "not allowed by your group role",
     [QC_EBADTOKEN] = "bad or expired token",
     [QC_EDEVICES] = "too many devices",
+    [QC_EREGRATE] = "too many registrations, try again later",
 };
 
 const char *qc_strerror(int err)

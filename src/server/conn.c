@@ -66,6 +66,26 @@ struct conn *conn_open(struct worker *w, int fd)
     return c;
 }
 
+bool conn_count_prelogin(struct worker *w, struct conn *c)
+{
+    if (!guard_prelogin_open(w->guard, w->index, c->ip_hash, w->cfg.max_prelogin_per_ip)) {
+        log_info("connection refused: security.max_prelogin_per_ip (%d) connections of an "
+                 "address are waiting for a login",
+                 w->cfg.max_prelogin_per_ip);
+        return false;
+    }
+    c->prelogin = true;
+    return true;
+}
+
+void conn_end_prelogin(struct worker *w, struct conn *c)
+{
+    if (!c->prelogin)
+        return;
+    guard_prelogin_close(w->guard, w->index, c->ip_hash);
+    c->prelogin = false;
+}
+
 void conn_free(struct worker *w, struct conn *c)
 {
     worker_release_slot(w, c);
@@ -284,6 +304,7 @@ void conn_close(struct worker *w, struct conn *c, const char *why)
     c->fd = -1;
     if (c->ip_counted)
         guard_conn_close(w->guard, w->index, c->ip_hash);
+    conn_end_prelogin(w, c);
     if (c->fr) {
         frame_reader_free(c->fr);
         free(c->fr);
@@ -463,6 +484,10 @@ static ssize_t take_proxy_header(struct worker *w, struct conn *c, const char *p
         return -1;
     }
     c->ip_counted = true;
+    if (!conn_count_prelogin(w, c)) {
+        conn_fail(w, c, QC_ELIMIT);
+        return -1;
+    }
     return (ssize_t)((size_t)used - before);
 }
 

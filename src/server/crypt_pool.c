@@ -1,6 +1,10 @@
 /*
  * crypt_pool.c - password hashing threads of one worker (see crypt_pool.h).
  *
+ * A login's check costs one hash at the job's cost (the current
+ * security.password_cost, which a reload changes) whatever the account:
+ * see password_check.
+ *
  * Two queues under one mutex: "todo" (the loop pushes, threads pop, a
  * condition variable wakes them) and "done" (threads push, the loop pops
  * after the eventfd fires).  Nothing else is shared with the threads: a job
@@ -50,9 +54,9 @@ static void push(struct crypt_job **head, struct crypt_job **tail, struct crypt_
 static void run_job(struct crypt_job *job)
 {
     if (job->kind == CRYPT_VERIFY) {
-        job->ok = password_verify(job->plain, job->stored);
-        if (job->ok && password_needs_upgrade(job->stored))
-            job->upgraded = password_hash(job->plain, job->cost, job->hash, sizeof job->hash) == 0;
+        /* an unknown user (uid 0) is checked against nothing, at the same price */
+        job->ok = password_check(job->plain, job->uid ? job->stored : NULL, job->cost, job->hash,
+                                 sizeof job->hash, &job->upgraded);
     } else {
         job->ok = password_hash(job->plain, job->cost, job->hash, sizeof job->hash) == 0;
     }

@@ -20,8 +20,12 @@
 struct guard {
     uint32_t seed; /* random per start: buckets cannot be aimed at */
     _Atomic uint16_t conns[ONLINE_MAX_WORKERS][GUARD_ADDR_BUCKETS];
+    _Atomic uint16_t prelogin[ONLINE_MAX_WORKERS][GUARD_ADDR_BUCKETS]; /* not logged in yet */
     _Atomic uint64_t addr_fails[GUARD_FAIL_BUCKETS];
     _Atomic uint64_t acct_fails[GUARD_FAIL_BUCKETS];
+    _Atomic int64_t addr_checks[GUARD_FAIL_BUCKETS]; /* password checks started: GCRA */
+    _Atomic int64_t reg_addr[GUARD_REG_BUCKETS];     /* registrations: GCRA */
+    _Atomic int64_t reg_all;
 };
 
 struct guard *guard_create(void)
@@ -82,32 +86,54 @@ static uint32_t addr_bucket(const struct guard *g, uint32_t addr)
     return fmix(addr ^ g->seed) % GUARD_ADDR_BUCKETS;
 }
 
-bool guard_conn_open(struct guard *g, uint32_t worker, uint32_t addr, int max)
+/* Count one more in row[worker] for addr's bucket; false when max (>0) is reached. */
+static bool count_open(_Atomic uint16_t (*row)[GUARD_ADDR_BUCKETS], uint32_t worker, uint32_t b,
+                       int max)
 {
-    uint32_t b = addr_bucket(g, addr);
     if (max > 0) {
         uint32_t total = 0;
         for (uint32_t k = 0; k < ONLINE_MAX_WORKERS; k++)
-            total += atomic_load_explicit(&g->conns[k][b], memory_order_relaxed);
+            total += atomic_load_explicit(&row[k][b], memory_order_relaxed);
         if (total >= (uint32_t)max)
             return false;
     }
-    if (atomic_load_explicit(&g->conns[worker][b], memory_order_relaxed) < UINT16_MAX)
-        atomic_fetch_add_explicit(&g->conns[worker][b], 1, memory_order_relaxed);
+    if (atomic_load_explicit(&row[worker][b], memory_order_relaxed) < UINT16_MAX)
+        atomic_fetch_add_explicit(&row[worker][b], 1, memory_order_relaxed);
     return true;
+}
+
+static void count_close(_Atomic uint16_t (*row)[GUARD_ADDR_BUCKETS], uint32_t worker, uint32_t b)
+{
+    if (atomic_load_explicit(&row[worker][b], memory_order_relaxed) > 0)
+        atomic_fetch_sub_explicit(&row[worker][b], 1, memory_order_relaxed);
+}
+
+bool guard_conn_open(struct guard *g, uint32_t worker, uint32_t addr, int max)
+{
+    return count_open(g->conns, worker, addr_bucket(g, addr), max);
 }
 
 void guard_conn_close(struct guard *g, uint32_t worker, uint32_t addr)
 {
-    uint32_t b = addr_bucket(g, addr);
-    if (atomic_load_explicit(&g->conns[worker][b], memory_order_relaxed) > 0)
-        atomic_fetch_sub_explicit(&g->conns[worker][b], 1, memory_order_relaxed);
+    count_close(g->conns, worker, addr_bucket(g, addr));
+}
+
+bool guard_prelogin_open(struct guard *g, uint32_t worker, uint32_t addr, int max)
+{
+    return count_open(g->prelogin, worker, addr_bucket(g, addr), max);
+}
+
+void guard_prelogin_close(struct guard *g, uint32_t worker, uint32_t addr)
+{
+    count_close(g->prelogin, worker, addr_bucket(g, addr));
 }
 
 void guard_clear_worker(struct guard *g, uint32_t worker)
 {
-    for (uint32_t b = 0; b < GUARD_ADDR_BUCKETS; b++)
+    for (uint32_t b = 0; b < GUARD_ADDR_BUCKETS; b++) {
         atomic_store_explicit(&g->conns[worker][b], 0, memory_order_relaxed);
+        atomic_store_explicit(&g->prelogin[worker][b], 0, memory_order_relaxed);
+    }
 }
 
 /* ---- failed logins ------------------------------------------------------ */
@@ -136,15 +162,40 @@ static int64_t wait_of(uint64_t rec, int64_t now_ms)
     return until > now_ms ? until - now_ms : 0;
 }
 
-int64_t guard_login_wait(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms)
+/* Count one attempt on rec unless a delay runs there: 0 (counted) or the wait. */
+static int64_t count_attempt(_Atomic uint64_t *rec, int64_t now_ms)
 {
-    int64_t a = wait_of(atomic_load_explicit(addr_record(g, addr), memory_order_relaxed), now_ms);
-    int64_t b =
-        uid > 0 ? wait_of(atomic_load_explicit(acct_record(g, uid), memory_order_relaxed), now_ms)
-                : 0;
-    return a > b ? a : b;
+    uint64_t old = atomic_load_explicit(rec, memory_order_relaxed), next;
+    do {
+        int64_t wait = wait_of(old, now_ms);
+        if (wait > 0)
+            return wait;
+        uint64_t fails = old >> (64 - FAIL_COUNT_BITS);
+        int64_t last = (int64_t)(old & FAIL_TIME_MASK);
+        if (now_ms - last >= GUARD_FORGET_MS)
+            fails = 0;
+        if (fails < UINT16_MAX)
+            fails++;
+        next = fails << (64 - FAIL_COUNT_BITS) | ((uint64_t)now_ms & FAIL_TIME_MASK);
+    } while (!atomic_compare_exchange_weak_explicit(rec, &old, next, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    return 0;
 }
 
+/* Take back one counted attempt (refused by another limit before hashing). */
+static void uncount_attempt(_Atomic uint64_t *rec)
+{
+    uint64_t old = atomic_load_explicit(rec, memory_order_relaxed), next;
+    do {
+        uint64_t fails = old >> (64 - FAIL_COUNT_BITS);
+        if (fails == 0)
+            return;
+        next = (fails - 1) << (64 - FAIL_COUNT_BITS) | (old & FAIL_TIME_MASK);
+    } while (!atomic_compare_exchange_weak_explicit(rec, &old, next, memory_order_relaxed,
+                                                    memory_order_relaxed));
+}
+
+/* Count one completed failure on rec (its delay runs from now). */
 static void record_failure(_Atomic uint64_t *rec, int64_t now_ms)
 {
     uint64_t old = atomic_load_explicit(rec, memory_order_relaxed), next;
@@ -160,11 +211,43 @@ static void record_failure(_Atomic uint64_t *rec, int64_t now_ms)
                                                     memory_order_relaxed));
 }
 
+/* The failure is already counted: its delay runs from now, when it ended. */
+static void touch_failure(_Atomic uint64_t *rec, int64_t now_ms)
+{
+    uint64_t old = atomic_load_explicit(rec, memory_order_relaxed), next;
+    do {
+        if ((old >> (64 - FAIL_COUNT_BITS)) == 0)
+            return; /* forgotten or cleared meanwhile */
+        next = (old & ~FAIL_TIME_MASK) | ((uint64_t)now_ms & FAIL_TIME_MASK);
+    } while (!atomic_compare_exchange_weak_explicit(rec, &old, next, memory_order_relaxed,
+                                                    memory_order_relaxed));
+}
+
+static bool rate_take(_Atomic int64_t *tat, int rate, int64_t period_ms, int64_t now_ms);
+
+int64_t guard_login_begin(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms)
+{
+    _Atomic uint64_t *a = addr_record(g, addr);
+    int64_t wait = wait_of(atomic_load_explicit(a, memory_order_relaxed), now_ms);
+    if (wait > 0)
+        return wait;
+    _Atomic uint64_t *u = uid > 0 ? acct_record(g, uid) : NULL;
+    if (u != NULL && (wait = count_attempt(u, now_ms)) > 0)
+        return wait;
+    _Atomic int64_t *checks = &g->addr_checks[fmix(addr ^ g->seed) % GUARD_FAIL_BUCKETS];
+    if (!rate_take(checks, GUARD_ADDR_CHECKS_PER_S, GUARD_ADDR_CHECKS_PERIOD_MS, now_ms)) {
+        if (u != NULL)
+            uncount_attempt(u); /* refused before hashing: not an attempt */
+        return GUARD_ADDR_CHECKS_PERIOD_MS;
+    }
+    return 0;
+}
+
 void guard_login_failed(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms)
 {
     record_failure(addr_record(g, addr), now_ms);
     if (uid > 0)
-        record_failure(acct_record(g, uid), now_ms);
+        touch_failure(acct_record(g, uid), now_ms);
 }
 
 void guard_login_succeeded(struct guard *g, uint32_t addr, int32_t uid)
@@ -172,4 +255,52 @@ void guard_login_succeeded(struct guard *g, uint32_t addr, int32_t uid)
     (void)addr; /* one success does not clear an address that tries many accounts */
     if (uid > 0)
         atomic_store_explicit(acct_record(g, uid), 0, memory_order_relaxed);
+}
+
+/* ---- registrations ------------------------------------------------------ */
+
+/*
+ * GCRA with a burst of rate: one arrival every period / rate on average, up
+ * to rate at once.  *tat is the time the record is "paid up" to; an arrival
+ * passes when that is at most a period (less one step) ahead of now.
+ * true: passed and paid.
+ */
+static bool rate_take(_Atomic int64_t *tat, int rate, int64_t period_ms, int64_t now_ms)
+{
+    if (rate <= 0)
+        return true;
+    int64_t step = period_ms / rate;
+    if (step < 1)
+        step = 1;
+    int64_t old = atomic_load_explicit(tat, memory_order_relaxed), next;
+    do {
+        int64_t base = old > now_ms ? old : now_ms;
+        if (base - now_ms > period_ms - step)
+            return false;
+        next = base + step;
+    } while (!atomic_compare_exchange_weak_explicit(tat, &old, next, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    return true;
+}
+
+/* Give back what rate_take took (the other limit refused). */
+static void rate_refund(_Atomic int64_t *tat, int rate)
+{
+    if (rate <= 0)
+        return;
+    int64_t step = GUARD_RATE_PERIOD_MS / rate;
+    atomic_fetch_sub_explicit(tat, step < 1 ? 1 : step, memory_order_relaxed);
+}
+
+bool guard_register_allowed(struct guard *g, uint32_t addr, int per_addr, int global,
+                            int64_t now_ms)
+{
+    _Atomic int64_t *a = &g->reg_addr[fmix(addr ^ g->seed) % GUARD_REG_BUCKETS];
+    if (!rate_take(a, per_addr, GUARD_RATE_PERIOD_MS, now_ms))
+        return false;
+    if (!rate_take(&g->reg_all, global, GUARD_RATE_PERIOD_MS, now_ms)) {
+        rate_refund(a, per_addr);
+        return false;
+    }
+    return true;
 }

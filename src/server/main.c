@@ -170,6 +170,10 @@ static int serve(const struct master_args *args, const struct qc_config *cfg, st
         close(listen_fd);
         return 1;
     }
+    if (cfg->mid_file[0] != '\0' && online_mid_file(sh.online, cfg->mid_file, err, sizeof err) < 0)
+        log_warning("%s; message ids rely on the clock alone and may repeat after a quick "
+                    "restart that follows a burst",
+                    err);
     int rc = 1;
     if (pfh == NULL || daemonize(pfh) == 0)
         rc = master_run(args, cfg, listen_fd, sh.online, sh.guard);

@@ -9,18 +9,39 @@
  * keeps chains from filling with tombstones under churn.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "server/online.h"
 
-#define UID_EMPTY      0u
-#define UID_TOMB       0xffffffffu
-#define MID_NODE_SHIFT 44 /* mid = node_id << 44 | counter */
+#define UID_EMPTY 0u
+#define UID_TOMB  0xffffffffu
+/*
+ * mid = node_id << 44 | sequence.  The sequence counts MID_PER_MS per
+ * millisecond of wall-clock time since MID_EPOCH_MS (40 bits of milliseconds:
+ * until 2060), and each mid takes max(last + 1, clock * MID_PER_MS): it never
+ * goes below one already issued, and after a restart it starts from the
+ * clock.  The clock alone is not enough: a burst above MID_PER_MS mids a
+ * millisecond runs the sequence ahead of it, and a quick restart would then
+ * reissue mids.  So the sequence is also reserved in server.mid_file: before
+ * the sequence passes the reserved value, a higher one (MID_RESERVE more) is
+ * written there, and a start begins above what the file holds.  A mid stays
+ * below 2^53 (exact in JavaScript) for node_id <= 511.
+ */
+#define MID_NODE_SHIFT 44
+#define MID_PER_MS     16
+#define MID_EPOCH_MS   INT64_C(1767225600000) /* 2026-01-01T00:00:00Z */
+#define MID_SEQ_MASK   ((INT64_C(1) << MID_NODE_SHIFT) - 1)
+#define MID_RESERVE    (INT64_C(1) << 20) /* sequence reserved per write of the file */
+#define MID_FILE_MAX   32                 /* bytes of the file's decimal text */
 
 struct online_entry {
     _Atomic uint32_t uid;
@@ -35,8 +56,10 @@ struct online_table {
     uint32_t max_users;
     _Atomic uint32_t count;
     _Atomic uint32_t gen;
-    _Atomic int64_t mid;
-    int64_t mid_base;
+    _Atomic int64_t mid;          /* the last sequence issued */
+    int64_t mid_node;             /* node_id << MID_NODE_SHIFT */
+    int mid_fd;                   /* server.mid_file, -1: none */
+    _Atomic int64_t mid_reserved; /* the sequence written in it */
     struct worker_stats stats[ONLINE_MAX_WORKERS];
     struct relay_stats relay;
     struct online_entry entries[];
@@ -96,17 +119,19 @@ struct online_table *online_create(uint32_t max_users)
     t->mask = n - 1;
     t->max_users = max_users;
     atomic_init(&t->gen, 0);
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    t->mid_base = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
     atomic_init(&t->mid, 0);
+    t->mid_fd = -1;
+    atomic_init(&t->mid_reserved, 0);
     return t;
 }
 
 void online_destroy(struct online_table *t)
 {
-    if (t)
-        munmap(t, t->map_size);
+    if (t == NULL)
+        return;
+    if (t->mid_fd >= 0)
+        close(t->mid_fd);
+    munmap(t, t->map_size);
 }
 
 void online_lock(struct online_table *t)
@@ -286,12 +311,98 @@ uint32_t online_next_gen(struct online_table *t)
 
 void online_set_node(struct online_table *t, int node_id)
 {
-    t->mid_base += (int64_t)node_id << MID_NODE_SHIFT;
+    t->mid_node = (int64_t)node_id << MID_NODE_SHIFT;
+}
+
+/* The lowest sequence the wall clock allows now. */
+static int64_t mid_clock_floor(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 - MID_EPOCH_MS;
+    return ms > 0 ? ms * MID_PER_MS : 0;
+}
+
+/* Write reserved as the file's whole content, synced.  0 or -1 (errno). */
+static int mid_file_write(int fd, int64_t reserved)
+{
+    char text[MID_FILE_MAX];
+    int n = snprintf(text, sizeof text, "%lld\n", (long long)reserved);
+    if (pwrite(fd, text, (size_t)n, 0) != n || ftruncate(fd, n) < 0 || fdatasync(fd) < 0)
+        return -1;
+    return 0;
+}
+
+/* The sequence saved in the file: 0 for an empty file, -1 when unreadable. */
+static int64_t mid_file_read(int fd)
+{
+    char text[MID_FILE_MAX];
+    ssize_t n = pread(fd, text, sizeof text - 1, 0);
+    if (n < 0)
+        return -1;
+    text[n] = '\0';
+    if (n == 0)
+        return 0;
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno != 0 || end == text || (*end != '\n' && *end != '\0') || v < 0)
+        return -1;
+    return v;
+}
+
+int online_mid_file(struct online_table *t, const char *path, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "server.mid_file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    int64_t saved = mid_file_read(fd);
+    if (saved < 0) {
+        snprintf(err, errlen, "server.mid_file %s: not a number written by qchatd", path);
+        close(fd);
+        return -1;
+    }
+    int64_t start = saved > mid_clock_floor() ? saved : mid_clock_floor();
+    if (mid_file_write(fd, start + MID_RESERVE) < 0) {
+        snprintf(err, errlen, "server.mid_file %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    atomic_store(&t->mid, start);
+    atomic_store(&t->mid_reserved, start + MID_RESERVE);
+    t->mid_fd = fd;
+    return 0;
+}
+
+/*
+ * Half the reservation used: the process that moves it writes the file, well
+ * before any process can pass the value reserved before.
+ */
+static void mid_reserve_ahead(struct online_table *t, int64_t seq)
+{
+    int64_t reserved = atomic_load_explicit(&t->mid_reserved, memory_order_relaxed);
+    if (t->mid_fd < 0 || seq < reserved - MID_RESERVE / 2)
+        return;
+    int64_t next = seq + MID_RESERVE;
+    if (!atomic_compare_exchange_strong(&t->mid_reserved, &reserved, next))
+        return; /* another process took it */
+    if (mid_file_write(t->mid_fd, next) < 0)
+        log_error("server.mid_file: cannot reserve message ids up to %lld: %s", (long long)next,
+                  strerror(errno));
 }
 
 int64_t online_next_mid(struct online_table *t)
 {
-    return t->mid_base + atomic_fetch_add_explicit(&t->mid, 1, memory_order_relaxed);
+    int64_t least = mid_clock_floor();
+    int64_t last = atomic_load_explicit(&t->mid, memory_order_relaxed), next;
+    do
+        next = last + 1 > least ? last + 1 : least;
+    while (!atomic_compare_exchange_weak_explicit(&t->mid, &last, next, memory_order_relaxed,
+                                                  memory_order_relaxed));
+    mid_reserve_ahead(t, next);
+    return t->mid_node | (next & MID_SEQ_MASK);
 }
 
 struct worker_stats *online_stats(struct online_table *t, uint32_t worker)

@@ -26,9 +26,13 @@ int proxy_parse_v1(const char *p, size_t n, struct sockaddr_storage *addr)
     size_t siglen = strlen(PROXY_SIGNATURE);
     if (memcmp(p, PROXY_SIGNATURE, n < siglen ? n : siglen) != 0)
         return -1;
-    const char *cr = memchr(p, '\r', n < PROXY_V1_MAX ? n : PROXY_V1_MAX);
+    /* The '\r' is at most at PROXY_V1_MAX - 2, the '\n' after it: a '\r' one
+     * further would make the header longer than the spec allows (fuzz_proxy
+     * found that one was accepted, and "need more" said with 107 bytes). */
+    size_t cr_limit = PROXY_V1_MAX - 1;
+    const char *cr = memchr(p, '\r', n < cr_limit ? n : cr_limit);
     if (cr == NULL)
-        return n >= PROXY_V1_MAX ? -1 : 0;
+        return n >= cr_limit ? -1 : 0;
     size_t len = (size_t)(cr - p);
     if (len + 1 >= n)
         return 0; /* the '\n' is not here yet */

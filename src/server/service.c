@@ -261,6 +261,7 @@ static int open_session(struct worker *w, struct conn *c, const struct store_use
     c->sgen = loc.gen;
     c->presence = presence;
     c->deadline = 0;
+    conn_end_prelogin(w, c);
     strlcpy(c->name, u->name, sizeof c->name);
     w->stats->sessions++;
     if (rc == 1)
@@ -319,7 +320,7 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
         err = get_text(r, "password", 0, QC_PASSWORD_MAX, &pw, &pwlen);
     if (err == QC_ETOOLONG)
         err = QC_EAUTH;
-    int64_t wait_ms = err ? 0 : guard_login_wait(w->guard, c->ip_hash, id, w->now_ms);
+    int64_t wait_ms = err ? 0 : guard_login_begin(w->guard, c->ip_hash, id, w->now_ms);
     if (wait_ms > 0) {
         /* Refused before any hashing: a brute force only gets slower. */
         log_info("login for user %d refused for %lld ms after repeated failures", id,
@@ -376,7 +377,7 @@ static bool finish_login(struct worker *w, struct conn *c, const struct crypt_jo
     }
     guard_login_succeeded(w->guard, c->ip_hash, job->uid);
     if (job->upgraded && w->st->user_set_password(w->store, job->uid, job->hash) == 0)
-        log_info("user %d: seed plaintext password replaced by a hash", job->uid);
+        log_info("user %d: password re-hashed at the current cost", job->uid);
     struct store_user u = { .id = job->uid };
     strlcpy(u.name, job->name, sizeof u.name);
     int err = open_session(w, c, &u, job->presence);
@@ -399,6 +400,9 @@ static void handle_register(struct worker *w, struct conn *c, const struct reque
     int err = get_text(r, "name", 1, QC_NAME_MAX, &name, &namelen);
     if (!err)
         err = get_text(r, "password", 1, QC_PASSWORD_MAX, &pw, &pwlen);
+    if (!err && !guard_register_allowed(w->guard, c->ip_hash, w->cfg.register_rate,
+                                        w->cfg.register_rate_global, w->now_ms))
+        err = QC_EREGRATE; /* before hashing: a burst costs the server nothing */
     struct crypt_job *job = err ? NULL : new_job(w, c, r, CRYPT_HASH, pw);
     wipe_field(r, "password");
     if (!err && job == NULL)

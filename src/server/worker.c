@@ -237,6 +237,8 @@ static void accept_clients(struct worker *w)
             c->ip_hash = addr;
             c->ip_counted = !proxied;
             c->awaiting_proxy = proxied;
+            if (!proxied && !conn_count_prelogin(w, c))
+                conn_fail(w, c, QC_ELIMIT);
         } else if (!proxied) {
             guard_conn_close(w->guard, w->index, addr);
         }

@@ -27,6 +27,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,6 +85,13 @@
 #define CLEAN_ADDR      "127.0.0.5"
 #define OTHER_ADDR      "127.0.0.6"
 
+/* failed logins sent at once (issue 14, item 1) */
+#define PARALLEL_LOGINS 100
+#define RIGHT_GUESS     51 /* the right password is the 51st guess */
+#define PARALLEL_ADDR   "127.0.0.7"
+#define PARALLEL_PEOPLE 20 /* different accounts logging in at once from one address */
+#define PEOPLE_ADDR     "127.0.0.19"
+
 /* 1,000 half requests */
 #define HALF_CONNS           1000
 #define HALF_PAD             200
@@ -103,7 +111,7 @@
 #define FLOOD_MAX_P99_MS     1000 /* others keep their latency (loose: 2 shared cores) */
 #define UNLIMITED_MAX_P99_MS 5000 /* rate limit off: others are merely not starved */
 
-#define SOURCED_MAX 16
+#define SOURCED_MAX 128
 #define STR_(x)     #x
 #define STR(x)      STR_(x)
 #define RSS_LINE    256
@@ -398,6 +406,63 @@ static void chat_arrives(struct qclient *a, struct qclient *b, int32_t to, const
     H_CHECK(strcmp(h_str(m, "msg"), text) == 0, "%s: text changed on the way (%zu bytes sent)",
             what, strlen(text));
     json_object_put(m);
+}
+
+/* ---- the text ceiling crosses workers (issue 14, item 9) --------------- */
+
+#define CEILING_TEXT_BYTES 43008  /* the largest limits.max_text_bytes accepted */
+#define CEILING_MSG_BYTES  300000 /* server.max_message_bytes that lets it in escaped */
+#define CEILING_TRIES      12     /* recipients tried until one is on another worker */
+
+static const char *const ceiling_opts[] = { "limits.max_text_bytes=" STR(CEILING_TEXT_BYTES),
+                                            "server.max_message_bytes=" STR(CEILING_MSG_BYTES),
+                                            NULL };
+
+/*
+ * A chat of the largest limits.max_text_bytes the config accepts, every byte
+ * escaped ("\u0001": 6 bytes on the wire), handed to a recipient on another
+ * worker: it arrives intact and is ACKed.  Before, a limit up to 1 MiB was
+ * accepted and a large chat was dropped between workers with a log line.
+ */
+static void test_text_ceiling_crosses_workers(void **state)
+{
+    start_with(ceiling_opts);
+    struct h_user a, b;
+    struct qclient *ca = h_new_user(&a, "ceil_a"), *cb = NULL;
+    int wa = h_worker_of(a.id), wb = wa;
+    for (int i = 0; i < CEILING_TRIES && wb == wa; i++) {
+        if (cb != NULL)
+            h_close(cb);
+        cb = h_new_user(&b, "ceil_b");
+        wb = h_worker_of(b.id);
+    }
+    H_CHECK(wb != wa, "%d recipients all landed on worker %d", CEILING_TRIES, wa);
+    size_t esc = strlen("\\u0001");
+    char *msg = malloc(CEILING_TEXT_BYTES * esc + 1);
+    H_CHECK(msg != NULL, "out of memory");
+    for (size_t i = 0; i < CEILING_TEXT_BYTES; i++)
+        memcpy(msg + i * esc, "\\u0001", esc);
+    msg[CEILING_TEXT_BYTES * esc] = '\0';
+    int64_t seq = h_next_seq();
+    h_send(ca, "{\"msgid\":5,\"toid\":%d,\"msg\":\"%s\",\"seq\":%lld}", b.id, msg, (long long)seq);
+    free(msg);
+    json_object_put(h_expect_ack(ca, QC_ONE_CHAT_MSG, seq, 0, "ACK of the largest chat"));
+    struct json_object *m = h_expect(cb, QC_ONE_CHAT_MSG, "the largest chat, on another worker");
+    struct json_object *t;
+    H_CHECK(json_object_object_get_ex(m, "msg", &t) &&
+                json_object_get_string_len(t) == CEILING_TEXT_BYTES,
+            "the chat arrived with %d bytes of text, want %d",
+            t ? json_object_get_string_len(t) : -1, CEILING_TEXT_BYTES);
+    const char *text = json_object_get_string(t);
+    for (int i = 0; i < CEILING_TEXT_BYTES; i++)
+        H_CHECK(text[i] == '\x01', "byte %d of the text changed", i);
+    json_object_put(m);
+    print_message("security: a chat of %d bytes of \\u0001 (%d escaped) from worker %d to "
+                  "worker %d: ACKed and delivered intact\n",
+                  CEILING_TEXT_BYTES, CEILING_TEXT_BYTES * 6, wa, wb);
+    h_close(ca);
+    h_close(cb);
+    stop_clean();
 }
 
 static void test_text_limit(void **state)
@@ -1006,10 +1071,377 @@ static void test_failed_login_throttling(void **state)
     stop_clean();
 }
 
+static const char *const parallel_opts[] = { THROTTLE_COST, "security.max_prelogin_per_ip=0",
+                                             NULL };
+
+/*
+ * 100 wrong passwords sent at once from one address, the right one as guess
+ * 51: a login counts as an attempt when it is accepted for hashing, so only
+ * the free failures get a password check (errno 1); every other guess is
+ * refused before hashing (errno 14), the right one too.  Before the fix the
+ * failure was counted after hashing, and most guesses were checked.
+ */
+static void test_parallel_login_throttling(void **state)
+{
+    start_with(parallel_opts);
+    struct h_user v;
+    h_new_offline_user(&v, "par");
+    struct h_raw *r = calloc(PARALLEL_LOGINS, sizeof(*r));
+    int64_t *seq = calloc(PARALLEL_LOGINS, sizeof(*seq));
+    H_CHECK(r != NULL && seq != NULL, "out of memory");
+    for (int i = 0; i < PARALLEL_LOGINS; i++)
+        sourced_connect(&r[i], PARALLEL_ADDR);
+    /* every connection accepted first: the guesses then arrive within milliseconds */
+    wait_connections(PARALLEL_LOGINS, "parallel guessers connected");
+    int64_t t0 = h_now_ms();
+    for (int i = 0; i < PARALLEL_LOGINS; i++) {
+        seq[i] = h_next_seq();
+        raw_sendf(&r[i], "{\"msgid\":1,\"id\":%d,\"password\":%s,\"seq\":%lld}", v.id,
+                  h_q(i == RIGHT_GUESS - 1 ? v.password : "wrong password"), (long long)seq[i]);
+    }
+    int checked = 0, refused = 0, right_err = -1;
+    for (int i = 0; i < PARALLEL_LOGINS; i++) {
+        struct json_object *o = raw_next(&r[i], "LOGIN reply of a parallel guess");
+        H_CHECK(h_int(o, "msgid") == QC_LOGIN_MSG_ACK && h_int(o, "seq") == seq[i],
+                "guess %d: want msgid 2 with seq %lld, got %s", i + 1, (long long)seq[i],
+                h_json(o));
+        int err = (int)h_int(o, "errno");
+        json_object_put(o);
+        if (i == RIGHT_GUESS - 1)
+            right_err = err;
+        else if (err == QC_EAUTH)
+            checked++;
+        else
+            H_CHECK(err == QC_ERATE, "guess %d: want errno 1 or 14, got %d", i + 1, err);
+        refused += err == QC_ERATE;
+    }
+    print_message("security: %d logins sent at once from one address: %d password checks "
+                  "(errno 1), %d refused before hashing (errno 14), all answered in %lld ms; "
+                  "the right password as guess %d: errno %d\n",
+                  PARALLEL_LOGINS, checked, refused, (long long)(h_now_ms() - t0), RIGHT_GUESS,
+                  right_err);
+    H_CHECK(checked <= FREE_FAILURES,
+            "%d wrong passwords were checked, at most %d may be (the free failures)", checked,
+            FREE_FAILURES);
+    H_CHECK(right_err == QC_ERATE,
+            "the right password as guess %d: want errno 14 (refused), got %d", RIGHT_GUESS,
+            right_err);
+    for (int i = 0; i < PARALLEL_LOGINS; i++)
+        sourced_close(&r[i]);
+
+    /* many people behind one address logging in at once are not throttled */
+    struct h_user *people = calloc(PARALLEL_PEOPLE, sizeof(*people));
+    H_CHECK(people != NULL, "out of memory");
+    for (int i = 0; i < PARALLEL_PEOPLE; i++) {
+        h_new_offline_user(&people[i], "ppl");
+        sourced_connect(&r[i], PEOPLE_ADDR);
+    }
+    for (int i = 0; i < PARALLEL_PEOPLE; i++) {
+        seq[i] = h_next_seq();
+        raw_sendf(&r[i], "{\"msgid\":1,\"id\":%d,\"password\":%s,\"seq\":%lld}", people[i].id,
+                  h_q(people[i].password), (long long)seq[i]);
+    }
+    for (int i = 0; i < PARALLEL_PEOPLE; i++) {
+        struct json_object *o = raw_next(&r[i], "LOGIN reply of one of many people");
+        H_CHECK(h_int(o, "seq") == seq[i] && h_int(o, "errno") == 0,
+                "person %d of %d logging in at once from one address: %s", i + 1, PARALLEL_PEOPLE,
+                h_json(o));
+        json_object_put(o);
+        sourced_close(&r[i]);
+    }
+    print_message("security: %d people logging in at once from one address: all accepted\n",
+                  PARALLEL_PEOPLE);
+    free(people);
+    free(r);
+    free(seq);
+    stop_clean();
+}
+
+/* ---- connections waiting for a login (issue 14, item 15) ---------------- */
+
+#define PRELOGIN_CAP   16 /* security.max_prelogin_per_ip (default 1024) */
+#define PRELOGIN_ADDR  "127.0.0.17"
+#define PRELOGIN_OTHER "127.0.0.18"
+
+/* A HEARTBEAT with seq on r is answered: the connection is open and served. */
+static bool raw_heartbeat_ok(struct h_raw *r)
+{
+    int64_t seq = h_next_seq();
+    raw_sendf(r, "{\"msgid\":14,\"seq\":%lld}", (long long)seq);
+    struct json_object *o = h_raw_recv(r, H_REPLY_MS);
+    bool ok =
+        o && h_int(o, "msgid") == QC_ACK_MSG && h_int(o, "seq") == seq && h_int(o, "errno") == 0;
+    json_object_put(o);
+    return ok;
+}
+
+/*
+ * The default login_timeout is long enough for a person at the seed client's
+ * menu (300 s); what bounds idle connections is security.max_prelogin_per_ip
+ * (here 16; default 1024): one address holds at most that many connections without a
+ * session, the next is sent errno 17 and closed, a login frees a place, and
+ * another address is not affected.
+ */
+static const char *const prelogin_opts[] = { "security.max_prelogin_per_ip=" STR(PRELOGIN_CAP),
+                                             NULL };
+
+static void test_prelogin_cap(void **state)
+{
+    start_with(prelogin_opts);
+    struct h_user u;
+    h_new_offline_user(&u, "pre");
+    struct h_raw idle[PRELOGIN_CAP], extra, later, other;
+    for (int i = 0; i < PRELOGIN_CAP; i++) {
+        sourced_connect(&idle[i], PRELOGIN_ADDR);
+        H_CHECK(raw_heartbeat_ok(&idle[i]), "connection %d of %d without login refused", i + 1,
+                PRELOGIN_CAP);
+    }
+    sourced_connect(&extra, PRELOGIN_ADDR);
+    struct json_object *o = h_raw_recv(&extra, H_REPLY_MS);
+    H_CHECK(o && h_int(o, "errno") == QC_ELIMIT,
+            "connection %d without login from one address: want errno %d, got %s", PRELOGIN_CAP + 1,
+            QC_ELIMIT, o ? h_json(o) : "nothing");
+    json_object_put(o);
+    H_CHECK(h_raw_wait_eof(&extra, H_REPLY_MS) == 0, "the refused connection must be closed");
+    sourced_connect(&other, PRELOGIN_OTHER);
+    H_CHECK(raw_heartbeat_ok(&other), "another address was refused");
+    /* one of them logs in: its place is free */
+    int64_t seq = h_next_seq();
+    raw_sendf(&idle[0], "{\"msgid\":1,\"id\":%d,\"password\":%s,\"seq\":%lld}", u.id,
+              h_q(u.password), (long long)seq);
+    o = raw_next(&idle[0], "LOGIN on a waiting connection");
+    H_CHECK(h_int(o, "msgid") == QC_LOGIN_MSG_ACK && h_int(o, "errno") == 0,
+            "login on a waiting connection: %s", h_json(o));
+    json_object_put(o);
+    sourced_connect(&later, PRELOGIN_ADDR);
+    H_CHECK(raw_heartbeat_ok(&later), "after a login freed a place, a new connection was refused");
+    print_message("security: %d connections without login from one address held; the next "
+                  "refused (17); a login freed a place; another address unaffected\n",
+                  PRELOGIN_CAP);
+    for (int i = 0; i < PRELOGIN_CAP; i++)
+        sourced_close(&idle[i]);
+    sourced_close(&extra);
+    sourced_close(&later);
+    sourced_close(&other);
+    stop_clean();
+}
+
+/* ---- the seed client's one object per read (issue 14, item 14) ---------- */
+
+#define LEGACY_READ      1024 /* the seed client's recv() buffer */
+#define LEGACY_CHUNKS    8
+#define LEGACY_WAIT_MS   3000
+#define LEGACY_QUIET_MS  300 /* nothing more after the last expected object */
+#define LEGACY_SETTLE_MS 100 /* the receiver thread is in recv() before the chats */
+
+/* What one recv() of the legacy receiver got, as the seed client would. */
+struct legacy_reads {
+    int fd;
+    int want; /* objects expected */
+    int n;    /* recv() calls that returned bytes */
+    char chunk[LEGACY_CHUNKS][LEGACY_READ + 1];
+    size_t len[LEGACY_CHUNKS];
+};
+
+/* Receiver thread: blocking reads of at most 1024 bytes, like the seed client. */
+static void *legacy_reader(void *arg)
+{
+    struct legacy_reads *lr = arg;
+    int64_t deadline = h_now_ms() + LEGACY_WAIT_MS;
+    int objects = 0;
+    while (lr->n < LEGACY_CHUNKS && h_now_ms() < deadline) {
+        struct pollfd pfd = { .fd = lr->fd, .events = POLLIN };
+        int wait = objects >= lr->want ? LEGACY_QUIET_MS : (int)(deadline - h_now_ms());
+        if (poll(&pfd, 1, wait > 0 ? wait : 0) <= 0)
+            break;
+        ssize_t got = recv(lr->fd, lr->chunk[lr->n], LEGACY_READ, 0);
+        if (got <= 0)
+            break;
+        lr->len[lr->n] = (size_t)got;
+        lr->chunk[lr->n][got] = '\0';
+        for (ssize_t i = 0; i < got; i++)
+            objects += lr->chunk[lr->n][i] == '\n';
+        lr->n++;
+    }
+    return NULL;
+}
+
+/* Objects in one read (the server ends each with a newline); -1 if one is cut. */
+static int objects_in_read(const char *p, size_t n)
+{
+    int count = 0;
+    size_t start = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != '\n')
+            continue;
+        struct json_object *o = json_tokener_parse(strndupa(p + start, i - start));
+        if (o == NULL)
+            return -1;
+        json_object_put(o);
+        count++;
+        start = i + 1;
+    }
+    return start == n ? count : -1;
+}
+
+/* Start reading on fd, run send(arg), and check each read held exactly one chat. */
+static void legacy_expect_single_reads(int fd, int want, void (*send)(void *), void *arg,
+                                       const char *what)
+{
+    struct legacy_reads *lr = calloc(1, sizeof(*lr));
+    H_CHECK(lr != NULL, "out of memory");
+    lr->fd = fd;
+    lr->want = want;
+    pthread_t t;
+    H_CHECK(pthread_create(&t, NULL, legacy_reader, lr) == 0, "pthread_create");
+    h_sleep_ms(LEGACY_SETTLE_MS);
+    send(arg);
+    pthread_join(t, NULL);
+    int total = 0;
+    for (int i = 0; i < lr->n; i++) {
+        int k = objects_in_read(lr->chunk[i], lr->len[i]);
+        H_CHECK(k == 1,
+                "%s: read %d of the legacy receiver holds %d objects (-1: a cut one), "
+                "the seed client handles exactly one: \"%.300s\"",
+                what, i + 1, k, lr->chunk[i]);
+        total += k;
+    }
+    H_CHECK(total == want, "%s: the legacy receiver got %d chats in %d reads, want %d", what, total,
+            lr->n, want);
+    free(lr);
+}
+
+struct legacy_senders {
+    struct qclient *a, *b;
+    int32_t to;
+};
+
+static void two_chats_one_sender(void *arg)
+{
+    struct legacy_senders *s = arg;
+    h_send(s->a,
+           "{\"msgid\":5,\"toid\":%d,\"msg\":\"first\"}"
+           "{\"msgid\":5,\"toid\":%d,\"msg\":\"second\"}",
+           s->to, s->to);
+}
+
+static void two_chats_two_senders(void *arg)
+{
+    struct legacy_senders *s = arg;
+    h_send(s->a, "{\"msgid\":5,\"toid\":%d,\"msg\":\"from a\"}", s->to);
+    h_send(s->b, "{\"msgid\":5,\"toid\":%d,\"msg\":\"from b\"}", s->to);
+}
+
+/*
+ * The seed's client reads one object per recv() into 1024 bytes and aborts
+ * when a read holds two.  A legacy receiver (requests end in NUL, no seq)
+ * gets two chats pasted at once by one sender, then two chats sent at once
+ * by two senders: each must arrive in its own read.
+ *
+ * SKIPPED: today's server coalesces them into one write (issue 14, item 14);
+ * the fix lands with the conversation log's legacy-connection rule
+ * (DESIGN.md, "one object per write(), never two coalesced by the server").
+ * Remove the skip() once it has landed, and register it with H_TEST in main().
+ */
+static void test_legacy_one_object_per_read(void **state)
+{
+    skip();
+    start_with(NULL);
+    struct h_user ru, au, bu;
+    h_new_offline_user(&ru, "leg_r");
+    struct legacy_senders s = { h_new_user(&au, "leg_a"), h_new_user(&bu, "leg_b"), ru.id };
+    struct h_raw r;
+    h_raw_connect(&r, 0);
+    char login[256];
+    int n = snprintf(login, sizeof login, "{\"msgid\":1,\"id\":%d,\"password\":%s}", ru.id,
+                     h_q(ru.password));
+    H_CHECK(h_raw_send(&r, login, (size_t)n + 1) == 0, "send the seed's login (with its NUL)");
+    struct json_object *ack = raw_next(&r, "legacy LOGIN_MSG_ACK");
+    H_CHECK(h_int(ack, "msgid") == QC_LOGIN_MSG_ACK && h_int(ack, "errno") == 0, "legacy login: %s",
+            h_json(ack));
+    json_object_put(ack);
+    H_CHECK(r.len == 0, "bytes after the login reply: %.*s", (int)r.len, r.buf);
+    legacy_expect_single_reads(r.fd, 2, two_chats_one_sender, &s, "two chats pasted at once");
+    legacy_expect_single_reads(r.fd, 2, two_chats_two_senders, &s, "two senders at once");
+    h_raw_close(&r);
+    h_close(s.a);
+    h_close(s.b);
+    stop_clean();
+}
+
+/* ---- mid unique across restarts ----------------------------------------- */
+
+#define MID_RUN1_CHATS 6000
+#define MID_RUN2_CHATS 2000
+#define MID_BATCH      200 /* chats pipelined before their ACKs are read */
+
+/* n chats from a fresh user to another (both online); their mids into out. */
+static void chats_collect_mids(int n, int64_t *out, const char *tag)
+{
+    struct h_user ua, ub;
+    struct qclient *a = h_new_user(&ua, tag), *b = h_new_user(&ub, tag);
+    int64_t seq0 = 0;
+    for (int done = 0; done < n; done += MID_BATCH) {
+        int k = n - done < MID_BATCH ? n - done : MID_BATCH;
+        for (int i = 0; i < k; i++) {
+            int64_t seq = h_next_seq();
+            if (i == 0)
+                seq0 = seq;
+            h_send(a, "{\"msgid\":5,\"toid\":%d,\"msg\":\"m%d\",\"seq\":%lld}", ub.id, done + i,
+                   (long long)seq);
+        }
+        for (int i = 0; i < k; i++) {
+            struct json_object *ack =
+                h_expect_ack(a, QC_ONE_CHAT_MSG, seq0 + i, 0, "ACK of a chat (mid)");
+            H_CHECK(h_has(ack, "mid"), "chat ACK without a mid: %s", h_json(ack));
+            out[done + i] = h_int(ack, "mid");
+            json_object_put(ack);
+            json_object_put(h_expect(b, QC_ONE_CHAT_MSG, "chat (mid)"));
+        }
+    }
+    h_close(a);
+    h_close(b);
+}
+
+/*
+ * mid is documented as unique in the cluster: 6,000 chats, a restart of the
+ * node, more chats, and no mid repeats (issue 14, item 10: the old base was
+ * the start time in ms plus a counter).
+ */
+static void test_mid_unique_across_restart(void **state)
+{
+    int64_t *mids = calloc(MID_RUN1_CHATS + MID_RUN2_CHATS, sizeof(*mids));
+    H_CHECK(mids != NULL, "out of memory");
+    /* both runs on one node's files: its database and its server.mid_file */
+    char dir[] = "/tmp/qchat-it-mid.XXXXXX";
+    H_CHECK(mkdtemp(dir) != NULL, "mkdtemp: %s", strerror(errno));
+    char db_opt[PATH_MAX], mid_opt[PATH_MAX];
+    snprintf(db_opt, sizeof db_opt, "storage.path=%s/qchat.db", dir);
+    snprintf(mid_opt, sizeof mid_opt, "server.mid_file=%s/qchatd.mid", dir);
+    const char *const mid_opts[] = { "security.request_rate=0", db_opt, mid_opt, NULL };
+    start_with(mid_opts);
+    int64_t t0 = h_now_ms();
+    chats_collect_mids(MID_RUN1_CHATS, mids, "mid1");
+    int64_t run1_ms = h_now_ms() - t0;
+    stop_clean();
+    start_with(mid_opts);
+    chats_collect_mids(MID_RUN2_CHATS, mids + MID_RUN1_CHATS, "mid2");
+    qsort(mids, MID_RUN1_CHATS + MID_RUN2_CHATS, sizeof(*mids), cmp_i64);
+    int repeats = 0;
+    for (int i = 1; i < MID_RUN1_CHATS + MID_RUN2_CHATS; i++)
+        repeats += mids[i] == mids[i - 1];
+    print_message("security: %d chats in %lld ms, a restart, %d more chats: %d repeated mids\n",
+                  MID_RUN1_CHATS, (long long)run1_ms, MID_RUN2_CHATS, repeats);
+    free(mids);
+    H_CHECK(repeats == 0, "%d mids were issued twice across a restart", repeats);
+    stop_clean();
+    h_remove_dir(dir);
+}
+
 /* ---- 1,000 half requests ------------------------------------------------ */
 
 static const char *const half_opts[] = { "security.login_timeout=" STR(HALF_LOGIN_TIMEOUT_S),
-                                         NULL };
+                                         "security.max_prelogin_per_ip=0", NULL };
 
 static void test_half_requests(void **state)
 {
@@ -1262,6 +1694,254 @@ static void test_forged_identity_offline(void **state)
  * client, and the per-address cap counts the client's address, not the
  * balancer's; a connection without a valid header is closed unanswered.
  */
+/* ---- login timing -------------------------------------------------------- */
+
+#define TIMING_COST_BEFORE "1" /* security.password_cost in the file at start */
+#define TIMING_COST_AFTER  "7" /* ... after the reload (HUP): ~10 ms or more */
+#define TIMING_TRIES       3   /* per case, each from its own address, < 5 failures */
+#define TIMING_RATIO       0.5 /* "the same cost": at least this part of a real check */
+#define TIMING_SEED_PW     "seed123"
+#define RELOAD_WAIT_MS     10000
+#define START_POLL_MS      50
+
+/* The server, started with -c FILE (a reload re-reads it; -o would pin the cost). */
+static void start_with_conf(const char *cost)
+{
+    close_leftover_sourced();
+    server_stop();
+    const char *tmp = getenv("TMPDIR");
+    snprintf(h_srv.dir, sizeof h_srv.dir, "%s/qchat-it.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    H_CHECK(mkdtemp(h_srv.dir) != NULL, "mkdtemp: %s", strerror(errno));
+    snprintf(h_srv.log_path, sizeof h_srv.log_path, "%s/qchatd.log", h_srv.dir);
+    snprintf(h_srv.db_path, sizeof h_srv.db_path, "%s/qchat.db", h_srv.dir);
+    snprintf(h_srv.ctl_path, sizeof h_srv.ctl_path, "%s/ctl.sock", h_srv.dir);
+    h_srv.workers = H_WORKERS;
+    h_srv.exit_status = -1;
+    h_srv.port = h_free_port();
+    H_CHECK(h_srv.port > 0, "no free port");
+    char conf[PATH_MAX], bin[PATH_MAX], o_listen[64], o_workers[64];
+    char o_db[PATH_MAX + 32], o_ctl[PATH_MAX + 32], o_mid[PATH_MAX + 32];
+    snprintf(conf, sizeof conf, "%s/qchatd.conf", h_srv.dir);
+    FILE *f = fopen(conf, "we");
+    H_CHECK(f != NULL, "%s: %s", conf, strerror(errno));
+    fprintf(f, "[security]\npassword_cost = %s\n", cost);
+    fclose(f);
+    const char *bdir = getenv("B");
+    snprintf(bin, sizeof bin, "%s/qchatd", bdir && *bdir ? bdir : "build");
+    snprintf(o_listen, sizeof o_listen, "server.listen=" H_HOST ":%d", h_srv.port);
+    snprintf(o_workers, sizeof o_workers, "server.workers=%d", H_WORKERS);
+    snprintf(o_db, sizeof o_db, "storage.path=%s", h_srv.db_path);
+    snprintf(o_ctl, sizeof o_ctl, "server.control_socket=%s", h_srv.ctl_path);
+    snprintf(o_mid, sizeof o_mid, "server.mid_file=%s/qchatd.mid", h_srv.dir);
+    const char *argv[] = { bin,  "-f", "-c", conf,  "-o", o_listen, "-o", o_workers,
+                           "-o", o_db, "-o", o_ctl, "-o", o_mid,    "-o", "log.level=debug",
+                           NULL };
+    h_srv.pid = h_spawn_logged(argv, h_srv.log_path, NULL);
+    H_CHECK(h_srv.pid > 0, "cannot start %s", bin);
+    pid_t pids[H_WORKERS + 1];
+    int64_t deadline = h_now_ms() + H_START_MS;
+    while (!(h_port_accepting(h_srv.port) && server_worker_pids(pids, H_WORKERS + 1) >= H_WORKERS &&
+             access(h_srv.ctl_path, F_OK) == 0)) {
+        H_CHECK(h_now_ms() < deadline && h_process_alive(h_srv.pid), "qchatd -c %s did not start",
+                conf);
+        h_sleep_ms(START_POLL_MS);
+    }
+    fprintf(stderr, "harness: qchatd %d on " H_HOST ":%d, dir %s (with -c)\n", (int)h_srv.pid,
+            h_srv.port, h_srv.dir);
+}
+
+/* Rewrite the file with another cost, HUP, and wait until every worker has it. */
+static void reload_with_cost(const char *cost)
+{
+    char conf[PATH_MAX], line[512];
+    snprintf(conf, sizeof conf, "%s/qchatd.conf", h_srv.dir);
+    FILE *f = fopen(conf, "we");
+    H_CHECK(f != NULL, "%s: %s", conf, strerror(errno));
+    fprintf(f, "[security]\npassword_cost = %s\n", cost);
+    fclose(f);
+    H_CHECK(kill(h_srv.pid, SIGHUP) == 0, "kill -HUP: %s", strerror(errno));
+    int64_t deadline = h_now_ms() + RELOAD_WAIT_MS;
+    for (;;) {
+        int n = 0;
+        FILE *log = fopen(h_srv.log_path, "re");
+        H_CHECK(log != NULL, "%s: %s", h_srv.log_path, strerror(errno));
+        while (fgets(line, sizeof line, log) != NULL)
+            n += strstr(line, "configuration reloaded") != NULL;
+        fclose(log);
+        if (n >= 1 + H_WORKERS)
+            return;
+        H_CHECK(h_now_ms() < deadline, "reload: %d of %d processes said so", n, 1 + H_WORKERS);
+        h_sleep_ms(START_POLL_MS);
+    }
+}
+
+/* The fastest of TIMING_TRIES failed logins for id, from its own address; microseconds. */
+static int64_t failed_login_us(const char *src, int32_t id, int tries_ids_apart)
+{
+    struct h_raw r;
+    sourced_connect(&r, src);
+    int64_t best = INT64_MAX, us;
+    for (int i = 0; i < TIMING_TRIES; i++) {
+        int32_t who = id + i * tries_ids_apart;
+        int err = raw_login(&r, who, "not the password", &us);
+        H_CHECK(err == QC_EAUTH, "failed login for %d from %s: want errno 1, got %d", who, src,
+                err);
+        best = us < best ? us : best;
+    }
+    sourced_close(&r);
+    return best;
+}
+
+/* Replace u's stored password by a seed plaintext, as a migrated seed database has it. */
+static void set_seed_plaintext(const struct h_user *u, const char *plain)
+{
+    char cmd[PATH_MAX * 2];
+    snprintf(cmd, sizeof cmd,
+             "sqlite3 -cmd '.timeout 5000' '%s' \"UPDATE User SET password='%s' WHERE id=%d\"",
+             h_srv.db_path, plain, u->id);
+    H_CHECK(system(cmd) == 0, "%s failed", cmd);
+}
+
+/*
+ * A failed login costs the same whatever the reason (issue 14, item 5):
+ * after a reload raises security.password_cost, an unknown id, an account
+ * hashed at the old cost (once it has logged in again) and a seed
+ * plaintext each cost about a real check at the new cost.  Before the fix
+ * the unknown id was checked against a dummy hash of the start cost, old
+ * hashes were kept, and a seed plaintext was compared without any hashing.
+ */
+static void test_login_timing_equal(void **state)
+{
+    if (system("sqlite3 -version >/dev/null 2>&1") != 0)
+        skip(); /* the seed case writes the database with the sqlite3 tool */
+    start_with_conf(TIMING_COST_BEFORE);
+    struct h_user old, seed, fresh;
+    h_new_offline_user(&old, "tim_old");
+    h_new_offline_user(&seed, "tim_seed");
+    reload_with_cost(TIMING_COST_AFTER);
+    h_new_offline_user(&fresh, "tim_new"); /* hashed at the new cost */
+    set_seed_plaintext(&seed, TIMING_SEED_PW);
+
+    int64_t real = failed_login_us("127.0.0.11", fresh.id, 0);
+    int64_t unknown = failed_login_us("127.0.0.12", NO_SUCH_ID, 1);
+    int64_t stale = failed_login_us("127.0.0.13", old.id, 0);
+    h_close(h_login(&old, NULL)); /* re-hashed now, at the new cost */
+    int64_t rehashed = failed_login_us("127.0.0.14", old.id, 0);
+    int64_t seeded = failed_login_us("127.0.0.15", seed.id, 0);
+    struct h_user seed_right = seed;
+    strlcpy(seed_right.password, TIMING_SEED_PW, sizeof seed_right.password);
+    h_close(h_login(&seed_right, NULL)); /* the seed plaintext still logs in */
+    print_message("security: failed login after a reload to cost %s: %.1f ms (a real hash), "
+                  "%.1f ms (unknown id), %.1f ms (hash of cost %s), %.1f ms (the same after its "
+                  "login re-hashed it), %.1f ms (seed plaintext)\n",
+                  TIMING_COST_AFTER, real / 1e3, unknown / 1e3, stale / 1e3, TIMING_COST_BEFORE,
+                  rehashed / 1e3, seeded / 1e3);
+    H_CHECK(unknown >= real * TIMING_RATIO,
+            "an unknown id costs %.1f ms, a real check %.1f ms: the dummy is not at the new cost",
+            unknown / 1e3, real / 1e3);
+    H_CHECK(rehashed >= real * TIMING_RATIO,
+            "an old-cost account after its login costs %.1f ms, a real check %.1f ms: "
+            "not re-hashed at login",
+            rehashed / 1e3, real / 1e3);
+    H_CHECK(seeded >= real * TIMING_RATIO,
+            "a seed plaintext costs %.1f ms, a real check %.1f ms: compared without hashing",
+            seeded / 1e3, real / 1e3);
+    stop_clean();
+}
+
+/* ---- registration rate ---------------------------------------------------- */
+
+#define REG_RATE        3 /* security.register_rate: per address per minute */
+#define REG_GLOBAL      5 /* security.register_rate_global: per node per minute */
+#define REG_BURST       8 /* registrations tried from the first address */
+#define REG_ADDR_1      "127.0.0.8"
+#define REG_ADDR_2      "127.0.0.9"
+#define REG_ADDR_3      "127.0.0.10"
+#define REG_PROXY_RATE  2
+#define REG_PROXY_TRIES 5 /* proxied registrations tried from one client */
+
+static const char *const reg_opts[] = { "security.register_rate=" STR(REG_RATE),
+                                        "security.register_rate_global=" STR(REG_GLOBAL), NULL };
+static const char *const reg_proxy_opts[] = { "server.proxy_protocol=on",
+                                              "security.register_rate=" STR(REG_PROXY_RATE), NULL };
+
+/* REG_MSG with a fresh name on r (prefix: bytes sent first); the reply's errno. */
+static int raw_register(struct h_raw *r, const char *prefix)
+{
+    char name[H_NAME_LEN];
+    h_unique_name(name, sizeof name, "reg");
+    int64_t seq = h_next_seq();
+    raw_sendf(r, "%s{\"msgid\":3,\"name\":%s,\"password\":\"pw\",\"seq\":%lld}", prefix, h_q(name),
+              (long long)seq);
+    struct json_object *o = raw_next(r, "REG reply");
+    int msgid = (int)h_int(o, "msgid");
+    H_CHECK((msgid == QC_REG_MSG_ACK || msgid == QC_ACK_MSG) && h_int(o, "seq") == seq,
+            "REG: want msgid 4 or 11 with seq %lld, got %s", (long long)seq, h_json(o));
+    int err = (int)h_int(o, "errno");
+    if (err == QC_EREGRATE)
+        H_CHECK(strcmp(h_str(o, "errmsg"), qc_strerror(QC_EREGRATE)) == 0,
+                "errno 26 with errmsg \"%s\": %s", qc_strerror(QC_EREGRATE), h_json(o));
+    json_object_put(o);
+    return err;
+}
+
+/*
+ * security.register_rate and register_rate_global (issue 14, item 12): a
+ * burst from one address is refused past its rate with errno 26, another
+ * address still registers until the node's rate is used up; behind the
+ * PROXY protocol the rate is the client's, not the balancer's.
+ */
+static void test_register_rate(void **state)
+{
+    start_with(reg_opts);
+    struct h_raw a, b, c;
+    sourced_connect(&a, REG_ADDR_1);
+    int ok = 0, refused = 0;
+    for (int i = 0; i < REG_BURST; i++) {
+        int err = raw_register(&a, "");
+        H_CHECK(err == 0 || err == QC_EREGRATE, "registration %d: want errno 0 or 26, got %d",
+                i + 1, err);
+        H_CHECK(err == (i < REG_RATE ? 0 : QC_EREGRATE),
+                "registration %d from one address: want errno %d, got %d", i + 1,
+                i < REG_RATE ? 0 : QC_EREGRATE, err);
+        ok += err == 0;
+        refused += err != 0;
+    }
+    sourced_connect(&b, REG_ADDR_2);
+    for (int i = 0; i < REG_GLOBAL - REG_RATE; i++)
+        H_CHECK(raw_register(&b, "") == 0, "another address, registration %d: refused", i + 1);
+    sourced_connect(&c, REG_ADDR_3);
+    int err = raw_register(&c, "");
+    H_CHECK(err == QC_EREGRATE,
+            "a third address past the node's %d a minute: want errno 26, got %d", REG_GLOBAL, err);
+    print_message("security: %d registrations at once from one address: %d accepted, %d "
+                  "refused (26); another address registered %d; past %d a minute on the node "
+                  "a third address is refused\n",
+                  REG_BURST, ok, refused, REG_GLOBAL - REG_RATE, REG_GLOBAL);
+    sourced_close(&a);
+    sourced_close(&b);
+    sourced_close(&c);
+    stop_clean();
+
+    start_with(reg_proxy_opts);
+    struct h_raw p1, p2;
+    h_raw_connect(&p1, 0);
+    raw_sendf(&p1, "PROXY TCP4 10.7.7.7 127.0.0.1 40000 6000\r\n");
+    for (int i = 0; i < REG_PROXY_TRIES; i++) {
+        err = raw_register(&p1, "");
+        H_CHECK(err == (i < REG_PROXY_RATE ? 0 : QC_EREGRATE),
+                "proxied registration %d from 10.7.7.7: want errno %d, got %d", i + 1,
+                i < REG_PROXY_RATE ? 0 : QC_EREGRATE, err);
+    }
+    h_raw_connect(&p2, 0); /* the same balancer address, another client */
+    raw_sendf(&p2, "PROXY TCP4 10.8.8.8 127.0.0.1 40001 6000\r\n");
+    H_CHECK(raw_register(&p2, "") == 0, "a registration from 10.8.8.8 behind the same balancer "
+                                        "was refused: the rate must be per client");
+    h_raw_close(&p1);
+    h_raw_close(&p2);
+    stop_clean();
+}
+
 static const char *const proxy_opts[] = { "server.proxy_protocol=on", "security.max_conns_per_ip=2",
                                           "security.request_rate=0", NULL };
 
@@ -1318,6 +1998,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         H_TEST(test_text_limit),
+        H_TEST(test_text_ceiling_crosses_workers),
         H_TEST(test_message_limit),
         H_TEST(test_friend_limit),
         H_TEST(test_group_member_limit),
@@ -1326,6 +2007,15 @@ int main(void)
         H_TEST(test_conns_per_ip),
         H_TEST(test_login_and_idle_timeouts),
         H_TEST(test_failed_login_throttling),
+        H_TEST(test_parallel_login_throttling),
+        H_TEST(test_mid_unique_across_restart),
+        H_TEST(test_prelogin_cap),
+        /* Plain cmocka while it skips: skip() leaves H_TEST's completion flag
+           unset, which marks the run failed and keeps every later test's
+           directory.  Make it H_TEST(...) when the skip() goes. */
+        cmocka_unit_test(test_legacy_one_object_per_read),
+        H_TEST(test_register_rate),
+        H_TEST(test_login_timing_equal),
         H_TEST(test_half_requests),
         H_TEST(test_flood_rate_limited),
         H_TEST(test_flood_unlimited),

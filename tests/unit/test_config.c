@@ -18,6 +18,7 @@
 
 #include "common/config.h"
 #include "common/log.h"
+#include "server/ipc.h"
 
 struct tmpfile {
     char path[64];
@@ -95,7 +96,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.password_cost, 5);
     assert_int_equal(cfg.request_rate, 200);
     assert_int_equal(cfg.request_burst, 400);
-    assert_int_equal(cfg.login_timeout, 30);
+    assert_int_equal(cfg.login_timeout, 300);
+    assert_int_equal(cfg.max_prelogin_per_ip, 1024);
     assert_int_equal(cfg.idle_timeout, 0);
     assert_int_equal(cfg.max_conns_per_ip, 0);
     assert_int_equal(cfg.max_text_bytes, 4096);
@@ -202,6 +204,35 @@ static void test_bad_integers(void **state)
     expect_error("[security]\npassword_cost = 12\n", 2,
                  "bad value '12' for security.password_cost: must be an integer between 1 and 11");
     expect_error("[redis]\nport = 0\n", 2, "between 1 and 65535");
+}
+
+/*
+ * limits.max_text_bytes beyond what an internal packet can carry, escaped
+ * (issue 14, item 9): refused with FILE:LINE and the reason; the ceiling
+ * itself loads.  The packet's own size is checked against it too.
+ */
+static void test_text_limit_fits_internal_packet(void **state)
+{
+    int ceiling = (IPC_MAX_PACKET - QC_CHAT_ENVELOPE_MAX) / QC_TEXT_ESCAPE_MAX;
+    char text[128], err[QC_CONFIG_ERR_MAX];
+    struct qc_config cfg;
+    struct tmpfile t;
+
+    assert_true((long long)ceiling * QC_TEXT_ESCAPE_MAX + QC_CHAT_ENVELOPE_MAX <= IPC_MAX_PACKET);
+    snprintf(text, sizeof(text), "[limits]\nmax_text_bytes = %d\n", ceiling + 1);
+    expect_error(text, 2, "fits in one internal packet");
+    expect_error("[limits]\nmax_text_bytes = 1048576\n", 2, "at most");
+    snprintf(text, sizeof(text),
+             "[server]\nmax_message_bytes = 16777216\n[limits]\n"
+             "max_text_bytes = %d\n",
+             ceiling);
+    assert_int_equal(load_text(text, &cfg, err, sizeof(err), &t), 0);
+    assert_int_equal(cfg.max_text_bytes, ceiling);
+    assert_int_equal(config_validate(&cfg, err, sizeof(err)), 0);
+    snprintf(text, sizeof(text), "limits.max_text_bytes=%d", ceiling + 1);
+    config_defaults(&cfg);
+    assert_int_equal(config_override(&cfg, text, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "internal packet"));
 }
 
 static void test_bad_enums(void **state)
@@ -512,6 +543,7 @@ int main(void)
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_unknown_names),
         cmocka_unit_test(test_bad_integers),
+        cmocka_unit_test(test_text_limit_fits_internal_packet),
         cmocka_unit_test(test_bad_enums),
         cmocka_unit_test(test_syntax_and_shape),
         cmocka_unit_test(test_string_too_long),

@@ -8,9 +8,13 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#include <stdlib.h>
+#include <stdio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <time.h>
 
 #include "server/online.h"
 
@@ -185,10 +189,85 @@ static void test_mids_are_unique_and_carry_node(void **state)
     online_destroy(b);
 }
 
+/*
+ * A restarted node (a new table, same node_id) issues mids above every mid
+ * of the previous run, even when that run issued a burst just before it
+ * stopped (issue 14, item 10: the old base was the start time in ms plus a
+ * counter, so 1,600 mids then a restart 150 ms later reused mids).
+ */
+static void test_mids_unique_across_restart(void **state)
+{
+    (void)state;
+    enum { BURST = 1600, RESTART_MS = 150, NODE = 511 };
+    struct online_table *a = online_create(16);
+    online_set_node(a, NODE);
+    int64_t last = 0;
+    for (int i = 0; i < BURST; i++) {
+        int64_t m = online_next_mid(a);
+        assert_true(m > last);
+        assert_int_equal(m >> 44, NODE);
+        assert_true(m < ((int64_t)1 << 53));
+        last = m;
+    }
+    online_destroy(a);
+    struct timespec pause = { 0, RESTART_MS * 1000000L };
+    nanosleep(&pause, NULL);
+    struct online_table *b = online_create(16);
+    online_set_node(b, NODE);
+    int64_t first = online_next_mid(b);
+    assert_true(first > last);
+    assert_int_equal(first >> 44, NODE);
+    online_destroy(b);
+}
+
+/*
+ * With server.mid_file, a burst far ahead of the clock (200,000 mids at
+ * once: 12.5 s of the clock's 16 a millisecond) and an immediate restart
+ * still issue no mid twice; an unreadable file is refused.
+ */
+static void test_mids_reserved_in_file(void **state)
+{
+    (void)state;
+    enum { BURST = 200000, NODE = 7 };
+    char dir[] = "/tmp/qchat-test-mid.XXXXXX", path[64], err[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/mid", dir);
+    struct online_table *a = online_create(16);
+    online_set_node(a, NODE);
+    assert_int_equal(online_mid_file(a, path, err, sizeof err), 0);
+    int64_t last = 0;
+    for (int i = 0; i < BURST; i++) {
+        int64_t m = online_next_mid(a);
+        assert_true(m > last);
+        last = m;
+    }
+    online_destroy(a);
+    struct online_table *b = online_create(16);
+    online_set_node(b, NODE);
+    assert_int_equal(online_mid_file(b, path, err, sizeof err), 0);
+    int64_t first = online_next_mid(b);
+    assert_true(first > last);
+    assert_int_equal(first >> 44, NODE);
+    online_destroy(b);
+
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("not a number\n", f);
+    fclose(f);
+    struct online_table *c = online_create(16);
+    assert_int_equal(online_mid_file(c, path, err, sizeof err), -1);
+    assert_non_null(strstr(err, "not a number written by qchatd"));
+    online_destroy(c);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_insert_lookup_remove),
+        cmocka_unit_test(test_mids_unique_across_restart),
+        cmocka_unit_test(test_mids_reserved_in_file),
         cmocka_unit_test(test_takeover_returns_previous),
         cmocka_unit_test(test_capacity_is_enforced),
         cmocka_unit_test(test_clear_worker),
