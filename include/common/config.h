@@ -83,8 +83,9 @@ struct qc_config {
     int max_text_bytes; /* "msg" field of a chat */
     int max_friends;
     int max_group_members;
-    int max_offline_messages; /* kept per user; oldest dropped beyond */
-    int max_groups;           /* groups a user created or joined */
+    int max_offline_messages;  /* kept per user; oldest dropped beyond */
+    int max_groups;            /* groups a user created or joined */
+    int max_login_reply_bytes; /* offline messages' bytes in one login reply */
 
     /* [social] */
     char friend_consent[8]; /* "yes" | "no" */
@@ -102,7 +103,6 @@ struct qc_config {
     char ws_origins[QC_CONFIG_STR_MAX * 4]; /* allow-list, see ws_origin_allowed() */
     char ws_web_root[PATH_MAX];             /* web client directory, "": none */
     int ws_ping_interval;                   /* seconds, 0: no pings */
-    int max_login_reply_bytes;              /* offline messages' bytes in one login reply */
 
     /* [history] */
     char history_enabled[4];          /* "yes": the log keeps what was delivered; "no" */
