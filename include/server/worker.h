@@ -26,6 +26,7 @@ struct peer {
     int fd;           /* -1: no link (peer dead or not started) */
     struct buf queue; /* packets waiting: [uint32 len][packet]... */
     bool want_write;
+    bool broken; /* a send failed: its last packets are being read, sends refused */
 };
 
 struct slab;     /* handle tables (slab.c) */

@@ -2,6 +2,7 @@
  * ipc.c - typed packets over SOCK_SEQPACKET socketpairs (see ipc.h).
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -51,6 +52,31 @@ int ipc_send(int fd, const struct ipc_hdr *h, const void *payload, size_t len, i
     return n < 0 ? -1 : 0;
 }
 
+/*
+ * recvmsg, retried after EINTR and after one ECONNRESET.  A peer that closed
+ * while packets of ours were still unread in its queue makes the kernel
+ * report ECONNRESET once, *ahead of* the packets that peer sent us before it
+ * closed: they are still queued (confirmations of chats it wrote, say), and
+ * the end of the stream (0) comes only after them.  Treating the reset as the
+ * end would throw them away and store offline chats already delivered.
+ */
+static ssize_t recv_retrying(int fd, struct msghdr *msg)
+{
+    bool reset_seen = false;
+    for (;;) {
+        ssize_t n = recvmsg(fd, msg, MSG_CMSG_CLOEXEC);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno == ECONNRESET && !reset_seen) {
+            reset_seen = true;
+            continue;
+        }
+        return -1;
+    }
+}
+
 ssize_t ipc_recv(int fd, struct ipc_hdr *h, void *payload, size_t cap, int *passed_fd)
 {
     struct iovec iov[2] = {
@@ -68,10 +94,7 @@ ssize_t ipc_recv(int fd, struct ipc_hdr *h, void *payload, size_t cap, int *pass
         .msg_controllen = sizeof control.buf,
     };
     *passed_fd = -1;
-    ssize_t n;
-    do
-        n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
+    ssize_t n = recv_retrying(fd, &msg);
     if (n < 0)
         return -1;
     if (n == 0)

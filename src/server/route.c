@@ -12,6 +12,7 @@
  * duplicate confirmation can never complete someone else's entry.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -307,10 +308,16 @@ static void watch_peer_output(struct worker *w, uint32_t peer, bool on)
  * of chats it did write) may still wait in our receive queue: read them
  * first, so that only what it really never confirmed is stored offline.
  */
+static void read_peer(struct worker *w, uint32_t peer, int max_reads);
+
 static void link_broken(struct worker *w, uint32_t peer)
 {
-    route_peer_input(w, peer); /* ends in route_peer_lost at end of stream */
-    route_peer_lost(w, peer);  /* no-op if that already happened */
+    struct peer *pe = &w->peers[peer];
+    if (pe->broken)
+        return; /* already draining it (a send while reading its last packets) */
+    pe->broken = true;
+    read_peer(w, peer, INT_MAX); /* all of it: ends in route_peer_lost at end of stream */
+    route_peer_lost(w, peer);    /* no-op if that already happened */
 }
 
 /* Send a packet to a peer, queueing behind anything already waiting. 0 or -1 (link lost). */
@@ -318,7 +325,7 @@ static int peer_send(struct worker *w, uint32_t peer, const struct ipc_hdr *h, c
                      size_t len)
 {
     struct peer *pe = &w->peers[peer];
-    if (pe->fd < 0)
+    if (pe->fd < 0 || pe->broken)
         return -1;
     if (buf_used(&pe->queue) == 0) {
         if (ipc_send(pe->fd, h, payload, len, -1) == 0)
@@ -366,6 +373,7 @@ void route_peer_lost(struct worker *w, uint32_t peer)
     close(pe->fd);
     pe->fd = -1;
     pe->want_write = false;
+    pe->broken = false;
     buf_free(&pe->queue);
     size_t n = 0;
     for (uint32_t i = 0; i < slab_capacity(w->handoffs); i++) {
@@ -462,8 +470,14 @@ static void accept_delivery(struct worker *w, const struct ipc_hdr *h, const cha
 
 void route_peer_input(struct worker *w, uint32_t peer)
 {
+    read_peer(w, peer, PEER_READS_PER_EVENT);
+}
+
+/* Read and handle up to max_reads packets; a closed link ends in route_peer_lost. */
+static void read_peer(struct worker *w, uint32_t peer, int max_reads)
+{
     struct peer *pe = &w->peers[peer];
-    for (int i = 0; i < PEER_READS_PER_EVENT && pe->fd >= 0; i++) {
+    for (int i = 0; i < max_reads && pe->fd >= 0; i++) {
         struct ipc_hdr h;
         int passed;
         ssize_t n = ipc_recv(pe->fd, &h, w->ipcbuf, IPC_MAX_PACKET, &passed);

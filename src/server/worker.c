@@ -564,6 +564,7 @@ int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
     w->listen_fd = w->channel_fd = w->signal_fd = w->timer_fd = -1;
     for (uint32_t p = 0; p <= RELAY_PEER; p++) {
         w->peers[p].fd = -1;
+        w->peers[p].broken = false;
         buf_init(&w->peers[p].queue);
     }
     w->clustered = cfg->redis_host[0] != '\0';
