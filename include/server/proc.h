@@ -1,7 +1,7 @@
 /*
  * proc.h - plumbing every qchatd process shares (master, workers, relay):
- * the signals it turns into events on a signalfd, its periodic tick on a
- * timerfd, and the monotonic clock its deadlines use.
+ * the signals it turns into events on a signalfd and its periodic tick on a
+ * timerfd.  (The monotonic clock is common/clock.h, shared by every program.)
  */
 #ifndef QCHAT_SERVER_PROC_H
 #define QCHAT_SERVER_PROC_H
@@ -16,7 +16,5 @@
 int proc_signal_fd(void);
 /* A non-blocking timerfd firing every ms milliseconds, or -1. */
 int proc_tick_fd(int ms);
-/* CLOCK_MONOTONIC in milliseconds: the same clock in every process. */
-int64_t proc_now_ms(void);
 
 #endif

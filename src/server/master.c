@@ -25,6 +25,7 @@
 #include <json-c/json.h>
 #include <systemd/sd-daemon.h>
 
+#include "common/clock.h"
 #include "common/buf.h"
 #include "common/jsonw.h"
 #include "common/log.h"
@@ -122,7 +123,7 @@ static int fork_worker(struct master *m, uint32_t k, int *peer_fds, int worker_c
                     m->guard);
     }
     m->workers[k].pid = pid;
-    m->workers[k].started_ms = proc_now_ms();
+    m->workers[k].started_ms = clock_now_ms();
     m->workers[k].respawn_at = 0;
     return 0;
 }
@@ -189,7 +190,7 @@ static int spawn_relay(struct master *m)
     }
     m->relay.pid = pid;
     m->relay.channel = chan[0];
-    m->relay.started_ms = proc_now_ms();
+    m->relay.started_ms = clock_now_ms();
     m->relay.respawn_at = 0;
     return 0;
 }
@@ -284,7 +285,7 @@ static int spawn_all_workers(struct master *m)
             worker_main(k, n, m->listen_fd, chans[k], links[k], &m->cfg, m->online, m->guard);
         }
         m->workers[k].pid = pid;
-        m->workers[k].started_ms = proc_now_ms();
+        m->workers[k].started_ms = clock_now_ms();
     }
     for (uint32_t i = 0; links && chans && i < n; i++) {
         if (chans[i] >= 0)
@@ -345,7 +346,7 @@ static void reap_children(struct master *m)
                 log_info("relay (pid %d) %s", (int)pid, how);
             } else {
                 log_warning("relay (pid %d) %s", (int)pid, how);
-                schedule_child_respawn(&m->relay, "relay", proc_now_ms());
+                schedule_child_respawn(&m->relay, "relay", clock_now_ms());
             }
             continue;
         }
@@ -368,7 +369,7 @@ static void reap_children(struct master *m)
                 log_warning("worker %u (pid %d) %s; cleared %zu online user(s)", k, (int)pid, how,
                             cleared);
                 ws->restarts++;
-                schedule_respawn(m, k, proc_now_ms());
+                schedule_respawn(m, k, clock_now_ms());
             }
         }
     }
@@ -457,7 +458,7 @@ static void begin_stop(struct master *m, const char *why)
     if (m->stopping)
         return;
     m->stopping = true;
-    m->stop_deadline = proc_now_ms() + (int64_t)m->cfg.shutdown_timeout * 1000 + STOP_GRACE_MS;
+    m->stop_deadline = clock_now_ms() + (int64_t)m->cfg.shutdown_timeout * 1000 + STOP_GRACE_MS;
     log_info("stopping (%s)", why);
     sd_notify(0, "STOPPING=1");
     signal_children(m, SIGTERM);
@@ -480,7 +481,7 @@ static void add_user_json(void *arg, int32_t uid, const struct online_loc *loc)
 /* "failing" while a worker answered "storage unavailable" in the last STORE_RECENT_MS. */
 static const char *store_state(struct master *m)
 {
-    int64_t now = proc_now_ms();
+    int64_t now = clock_now_ms();
     for (uint32_t k = 0; k < m->nworkers; k++) {
         struct worker_stats *ws = online_stats(m->online, k);
         if (ws->store_failures && now - ws->store_failed_ms < STORE_RECENT_MS)
@@ -724,7 +725,7 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
     }
     /* The master keeps the listening socket only to hand it to respawned workers. */
     if (m->clustered && spawn_relay(m) < 0)
-        schedule_child_respawn(&m->relay, "relay", proc_now_ms());
+        schedule_child_respawn(&m->relay, "relay", clock_now_ms());
     log_info("qchatd %s: listening on %s, %u worker(s), node %d, store %s%s%s", QCHAT_VERSION,
              cfg->listen, m->nworkers, cfg->node_id, cfg->storage_driver,
              m->clustered ? ", redis " : "", m->clustered ? cfg->redis_host : "");
@@ -733,7 +734,7 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
     struct epoll_event events[16];
     while (!m->stopping || running_children(m) > 0) {
         int n = epoll_wait(m->epfd, events, 16, -1);
-        int64_t now = proc_now_ms();
+        int64_t now = clock_now_ms();
         for (int i = 0; i < n; i++) {
             switch (events[i].data.u32) {
             case SRC_M_SIGNAL: on_signals(m); break;

@@ -1,5 +1,5 @@
 /*
- * proc.c - signals, tick and clock shared by qchatd's processes (see proc.h).
+ * proc.c - signals and tick shared by qchatd's processes (see proc.h).
  */
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -36,11 +36,4 @@ int proc_tick_fd(int ms)
         return -1;
     }
     return fd;
-}
-
-int64_t proc_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }

@@ -31,6 +31,7 @@
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
 
+#include "common/clock.h"
 #include "common/buf.h"
 #include "common/log.h"
 #include "server/ipc.h"
@@ -930,7 +931,7 @@ void relay_main(uint32_t nworkers, int channel_fd, const int *worker_fds,
     r->stats->pid = getpid();
     r->nworkers = nworkers;
     r->channel = channel_fd;
-    r->now_ms = proc_now_ms();
+    r->now_ms = clock_now_ms();
     r->pkt = malloc(IPC_MAX_PACKET);
     r->deliveries = slab_new(sizeof(struct delivery));
     for (uint32_t k = 0; k < ONLINE_MAX_WORKERS; k++) {
@@ -947,7 +948,7 @@ void relay_main(uint32_t nworkers, int channel_fd, const int *worker_fds,
     struct epoll_event events[RELAY_MAX_EVENTS];
     while (!r->stopping) {
         int n = epoll_wait(r->epfd, events, RELAY_MAX_EVENTS, -1);
-        r->now_ms = proc_now_ms();
+        r->now_ms = clock_now_ms();
         for (int i = 0; i < n; i++) {
             int kind = (int)(events[i].data.u64 >> 32);
             uint32_t id = (uint32_t)events[i].data.u64;

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/net.h"
 #include "common/password.h"
@@ -519,7 +520,7 @@ static void run_loop(struct worker *w)
             log_error("epoll_wait: %s", strerror(errno));
             begin_stop(w, "epoll failure");
         }
-        w->now_ms = proc_now_ms();
+        w->now_ms = clock_now_ms();
         for (int i = 0; i < n; i++)
             handle_event(w, &events[i]);
         flush_dirty(w);
@@ -560,7 +561,7 @@ int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
     w->stats->pid = getpid();
     w->stats->connections = 0;
     w->stats->sessions = 0;
-    w->now_ms = proc_now_ms();
+    w->now_ms = clock_now_ms();
     w->listen_fd = w->channel_fd = w->signal_fd = w->timer_fd = -1;
     for (uint32_t p = 0; p <= RELAY_PEER; p++) {
         w->peers[p].fd = -1;

@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "server/conn.h"
@@ -71,13 +72,13 @@ static void drain(int fd)
  */
 static void wait_for_jobs(struct conn *c, int peer)
 {
-    int64_t deadline = proc_now_ms() + FUZZ_JOB_WAIT_MS;
+    int64_t deadline = clock_now_ms() + FUZZ_JOB_WAIT_MS;
     while (c->state == CONN_OPEN && c->busy) {
         struct pollfd p = { .fd = worker.crypt_fd, .events = POLLIN };
         int n = poll(&p, 1, FUZZ_JOB_WAIT_MS);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0 && proc_now_ms() >= deadline) {
+        if (n <= 0 && clock_now_ms() >= deadline) {
             fprintf(stderr, "fuzz: password job lost: conn %u busy, state %d, held %zu bytes\n",
                     c->slot, c->state, buf_used(&c->held));
             abort(); /* a job that never comes back is a bug */
