@@ -80,6 +80,10 @@ static inline uint64_t conn_out_end(const struct conn *c)
 }
 
 struct conn *conn_open(struct worker *w, int fd);
+/* The open connection holding session (uid, gen) in slot, or NULL. */
+struct conn *conn_of_session(struct worker *w, int32_t uid, uint32_t slot, uint32_t gen);
+/* The connection of uid's current session on this worker, or NULL. */
+struct conn *conn_local_session(struct worker *w, int32_t uid);
 /* Queue bytes (a whole reply ending in '\n'); schedules a flush. */
 void conn_send(struct worker *w, struct conn *c, const void *p, size_t n);
 /* Queue a chat payload (no trailing newline) with a delivery mark. */

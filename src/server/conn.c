@@ -8,7 +8,7 @@
  * so a slow sender is never re-parsed and idle connections hold no parser.
  *
  * Output: replies and forwarded messages are appended to c->out and written
- * when the loop turn ends (worker_mark_dirty), so everything a turn produced
+ * when the loop turn ends (mark_dirty), so everything a turn produced
  * for one client leaves in one write.  A chat carries a mark; a mark is
  * complete when the socket has taken its last byte.  Bytes of a mark that is
  * not complete stay in the buffer, so a connection that dies can still store
@@ -29,15 +29,24 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "server/conn.h"
+#include "server/offline.h"
 #include "server/proxy.h"
-#include "server/route.h"
-#include "server/service.h"
 #include "server/worker.h"
 
 #define CONN_READS_PER_EVENT 4    /* reads per wakeup before yielding */
 #define CONN_DRAIN_MS        1000 /* how long a failed stream is drained */
 #define CONN_DRAIN_BYTES     (256 * 1024)
 #define CONN_MARKS_MIN       8
+
+/* Output to write at the end of the loop turn: on the worker's flush list. */
+static void mark_dirty(struct worker *w, struct conn *c)
+{
+    if (c->dirty || c->state == CONN_DEAD)
+        return;
+    c->dirty = true;
+    c->dirty_next = w->dirty;
+    w->dirty = c;
+}
 
 struct conn *conn_open(struct worker *w, int fd)
 {
@@ -53,12 +62,12 @@ struct conn *conn_open(struct worker *w, int fd)
     if (w->cfg.login_timeout > 0)
         c->deadline = w->now_ms + (int64_t)w->cfg.login_timeout * 1000;
     net_set_nodelay(fd);
-    if (worker_take_slot(w, c) < 0) {
+    if (worker_take_slot(w, c, &c->slot) < 0) {
         free(c);
         return NULL;
     }
     if (worker_watch(w, fd, EPOLLIN | EPOLLRDHUP, SRC_CONN, c->slot) < 0) {
-        worker_release_slot(w, c);
+        worker_release_slot(w, c->slot, c);
         free(c);
         return NULL;
     }
@@ -66,9 +75,25 @@ struct conn *conn_open(struct worker *w, int fd)
     return c;
 }
 
+struct conn *conn_of_session(struct worker *w, int32_t uid, uint32_t slot, uint32_t gen)
+{
+    struct conn *c = worker_conn(w, slot);
+    if (c && c->state == CONN_OPEN && c->uid == uid && c->sgen == gen)
+        return c;
+    return NULL;
+}
+
+struct conn *conn_local_session(struct worker *w, int32_t uid)
+{
+    struct online_loc loc;
+    if (!online_lookup(w->online, uid, &loc) || loc.worker != w->index)
+        return NULL;
+    return conn_of_session(w, uid, loc.slot, loc.gen);
+}
+
 void conn_free(struct worker *w, struct conn *c)
 {
-    worker_release_slot(w, c);
+    worker_release_slot(w, c->slot, c);
     worker_buf_give(w, &c->out);
     buf_free(&c->held);
     free(c->marks);
@@ -85,7 +110,7 @@ static void schedule_flush(struct worker *w, struct conn *c)
     uint64_t end = conn_out_end(c);
     if (end > from && end - from > (uint64_t)w->cfg.max_output_bytes)
         c->overflow = true;
-    worker_mark_dirty(w, c);
+    mark_dirty(w, c);
 }
 
 /* An idle connection has no output buffer: lend it one from the worker. */
@@ -102,7 +127,7 @@ void conn_send(struct worker *w, struct conn *c, const void *p, size_t n)
     ensure_output_buffer(w, c);
     if (buf_append(&c->out, p, n) < 0) {
         c->overflow = true; /* out of memory: treat as a slow reader */
-        worker_mark_dirty(w, c);
+        mark_dirty(w, c);
         return;
     }
     w->stats->msgs_out++;
@@ -141,11 +166,11 @@ static void send_marked(struct worker *w, struct conn *c, int32_t uid, const cha
         /* Could not queue it: keep the message safe in offline storage. */
         int err = 0;
         if (stash)
-            err = route_restore_stash(w, uid, stash);
+            err = offline_keep_stash(w, uid, stash);
         else
-            err = route_store_offline(w, uid, p, n);
+            err = offline_keep(w, uid, p, n);
         free(stash);
-        route_mark_done(w, origin, token, err);
+        w->hooks.mark_done(w, origin, token, err);
         return;
     }
     m->start = start;
@@ -183,7 +208,7 @@ static void complete_written_marks(struct worker *w, struct conn *c)
         c->marks_len--;
         free(m.stash);
         if (m.token)
-            route_mark_done(w, m.origin, m.token, 0);
+            w->hooks.mark_done(w, m.origin, m.token, 0);
     }
     if (c->marks_len == 0)
         c->marks_head = 0;
@@ -249,14 +274,14 @@ static void store_unwritten_marks(struct worker *w, struct conn *c)
         c->marks_len--;
         int err;
         if (m.stash) {
-            err = route_restore_stash(w, m.uid, m.stash);
+            err = offline_keep_stash(w, m.uid, m.stash);
             free(m.stash);
         } else {
             const char *p = buf_head(&c->out) + (m.start - c->out_base);
-            err = route_store_offline(w, m.uid, p, m.end - m.start - 1); /* no '\n' */
+            err = offline_keep(w, m.uid, p, m.end - m.start - 1); /* no '\n' */
         }
         if (m.token)
-            route_mark_done(w, m.origin, m.token, err);
+            w->hooks.mark_done(w, m.origin, m.token, err);
     }
     c->marks_head = 0;
 }
@@ -277,7 +302,7 @@ void conn_close(struct worker *w, struct conn *c, const char *why)
      */
     store_unwritten_marks(w, c);
     if (c->sgen)
-        service_end_session(w, c);
+        w->hooks.session_closing(w, c);
     log_debug("conn %u: closed (%s)", c->slot, why);
     epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
@@ -300,10 +325,10 @@ void conn_close_gracefully(struct worker *w, struct conn *c)
     if (c->state != CONN_OPEN)
         return;
     if (c->sgen)
-        service_end_session(w, c);
+        w->hooks.session_closing(w, c);
     c->state = CONN_CLOSING;
     c->deadline = w->now_ms + CONN_DRAIN_MS;
-    worker_mark_dirty(w, c);
+    mark_dirty(w, c);
 }
 
 void conn_fail(struct worker *w, struct conn *c, int err)
@@ -311,7 +336,7 @@ void conn_fail(struct worker *w, struct conn *c, int err)
     if (c->state != CONN_OPEN)
         return;
     log_info("conn %u: %s; closing the stream", c->slot, qc_strerror(err));
-    service_send_ack(w, c, 0, NULL, err, 0, 0);
+    w->hooks.stream_error(w, c, err);
     conn_close_gracefully(w, c);
 }
 
@@ -390,7 +415,7 @@ static void feed_requests(struct worker *w, struct conn *c, const char *p, size_
         n -= used;
         switch (st) {
         case FRAME_OBJECT:
-            service_dispatch(w, c, req);
+            w->hooks.request(w, c, req);
             json_object_put(req);
             if (c->busy && c->state == CONN_OPEN)
                 update_events(w, c); /* stop reading until it is done */

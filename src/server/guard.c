@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <sys/mman.h>
 
+#include "common/inttable.h"
 #include "server/guard.h"
 #include "server/online.h"
 
@@ -66,20 +67,9 @@ uint32_t guard_addr_hash(const struct sockaddr_storage *sa)
     return h;
 }
 
-/* Every bit of the address reaches the bucket (murmur3's finalizer). */
-static uint32_t fmix(uint32_t h)
-{
-    h ^= h >> 16;
-    h *= 0x85ebca6bu;
-    h ^= h >> 13;
-    h *= 0xc2b2ae35u;
-    h ^= h >> 16;
-    return h;
-}
-
 static uint32_t addr_bucket(const struct guard *g, uint32_t addr)
 {
-    return fmix(addr ^ g->seed) % GUARD_ADDR_BUCKETS;
+    return int_hash(addr ^ g->seed) % GUARD_ADDR_BUCKETS;
 }
 
 bool guard_conn_open(struct guard *g, uint32_t worker, uint32_t addr, int max)
@@ -114,12 +104,12 @@ void guard_clear_worker(struct guard *g, uint32_t worker)
 
 static _Atomic uint64_t *addr_record(struct guard *g, uint32_t addr)
 {
-    return &g->addr_fails[fmix(addr ^ g->seed) % GUARD_FAIL_BUCKETS];
+    return &g->addr_fails[int_hash(addr ^ g->seed) % GUARD_FAIL_BUCKETS];
 }
 
 static _Atomic uint64_t *acct_record(struct guard *g, int32_t uid)
 {
-    return &g->acct_fails[fmix((uint32_t)uid ^ g->seed) % GUARD_FAIL_BUCKETS];
+    return &g->acct_fails[int_hash((uint32_t)uid ^ g->seed) % GUARD_FAIL_BUCKETS];
 }
 
 static int64_t wait_of(uint64_t rec, int64_t now_ms)

@@ -34,7 +34,7 @@
 #include "server/master.h"
 #include "server/proc.h"
 #include "server/relay.h"
-#include "server/worker.h"
+#include "server/worker_loop.h"
 
 #define MASTER_TICK_MS    250
 #define RESPAWN_MIN_MS    100
@@ -49,8 +49,8 @@
 enum { SRC_M_SIGNAL = 1, SRC_M_TIMER, SRC_M_CONTROL };
 
 struct child {
-    pid_t pid;   /* 0: not running */
-    int channel; /* master's end, -1 when not running */
+    pid_t pid;            /* 0: not running */
+    struct ipc_chan chan; /* master's end of the channel, fd -1 when not running */
     int64_t started_ms;
     int64_t respawn_at; /* 0: no respawn scheduled */
     int backoff_ms;
@@ -98,12 +98,8 @@ static void close_master_fds(struct master *m,
     if (m->ctlfd >= 0)
         close(m->ctlfd);
     for (uint32_t k = 0; k < m->nworkers; k++)
-        if (m->workers[k].channel >= 0 && k != keep_worker)
-            close(m->workers[k].channel);
-    if (keep_worker < ONLINE_MAX_WORKERS && m->workers[keep_worker].channel >= 0)
-        close(m->workers[keep_worker].channel);
-    if (m->relay.channel >= 0)
-        close(m->relay.channel);
+        ipc_chan_close(&m->workers[k].chan);
+    ipc_chan_close(&m->relay.chan);
 }
 
 /*
@@ -128,23 +124,34 @@ static int fork_worker(struct master *m, uint32_t k, int *peer_fds, int worker_c
     return 0;
 }
 
-/* A link between the running relay and worker k: the relay's end goes over its channel. */
-static int give_relay_link(struct master *m, uint32_t k)
+/*
+ * A new link between a running child (reached through its channel `to`) and
+ * a child about to start, which the running one will know as `peer`: the
+ * running child's end goes over its channel; returns the other end, or -1.
+ */
+static int give_link(struct ipc_chan *to, const char *to_name, uint32_t peer)
 {
     int link[2];
     if (ipc_pair(link) < 0) {
-        log_error("relay link for worker %u: %s", k, strerror(errno));
+        log_error("link for %s to %u: %s", to_name, peer, strerror(errno));
         return -1;
     }
-    struct ipc_hdr h = { .type = IPC_NEW_PEER, .uid = (int32_t)k };
-    if (ipc_send(m->relay.channel, &h, NULL, 0, link[0]) < 0) {
-        log_error("giving the relay its link to worker %u: %s", k, strerror(errno));
+    struct ipc_new_peer np = { .peer = peer };
+    if (ipc_chan_send_fd(to, IPC_NEW_PEER, &np, link[0]) < 0) {
+        log_error("giving %s its link to %u: %s", to_name, peer, strerror(errno));
         close(link[0]);
         close(link[1]);
         return -1;
     }
     close(link[0]);
     return link[1];
+}
+
+static int give_worker_link(struct master *m, uint32_t k, uint32_t peer)
+{
+    char name[32];
+    snprintf(name, sizeof name, "worker %u", k);
+    return give_link(&m->workers[k].chan, name, peer);
 }
 
 /* Spawn (or respawn) the relay with a link to every live worker. */
@@ -156,22 +163,8 @@ static int spawn_relay(struct master *m)
         return -1;
     }
     int fds[ONLINE_MAX_WORKERS];
-    for (uint32_t k = 0; k < m->nworkers; k++) {
-        fds[k] = -1;
-        if (m->workers[k].pid == 0)
-            continue;
-        int link[2];
-        if (ipc_pair(link) < 0)
-            continue;
-        struct ipc_hdr h = { .type = IPC_NEW_PEER, .uid = RELAY_PEER };
-        if (ipc_send(m->workers[k].channel, &h, NULL, 0, link[0]) < 0) {
-            close(link[0]);
-            close(link[1]);
-            continue;
-        }
-        close(link[0]);
-        fds[k] = link[1];
-    }
+    for (uint32_t k = 0; k < m->nworkers; k++)
+        fds[k] = m->workers[k].pid ? give_worker_link(m, k, RELAY_PEER) : -1;
     pid_t pid = fork();
     if (pid == 0) {
         close(chan[0]);
@@ -189,7 +182,7 @@ static int spawn_relay(struct master *m)
         return -1;
     }
     m->relay.pid = pid;
-    m->relay.channel = chan[0];
+    ipc_chan_init(&m->relay.chan, chan[0]);
     m->relay.started_ms = clock_now_ms();
     m->relay.respawn_at = 0;
     return 0;
@@ -204,27 +197,10 @@ static int spawn_worker(struct master *m, uint32_t k)
         return -1;
     }
     int peer_fds[ONLINE_MAX_WORKERS + 1];
-    peer_fds[RELAY_PEER] = m->relay.pid ? give_relay_link(m, k) : -1;
-    for (uint32_t j = 0; j < m->nworkers; j++) {
-        peer_fds[j] = -1;
-        if (j == k || m->workers[j].pid == 0)
-            continue;
-        int link[2];
-        if (ipc_pair(link) < 0) {
-            log_error("link %u-%u: %s", k, j, strerror(errno));
-            continue;
-        }
-        struct ipc_hdr h = { .type = IPC_NEW_PEER, .uid = (int32_t)k };
-        if (ipc_send(m->workers[j].channel, &h, NULL, 0, link[0]) < 0) {
-            log_error("giving worker %u its link to %u: %s", j, k, strerror(errno));
-            close(link[0]);
-            close(link[1]);
-            continue;
-        }
-        close(link[0]);
-        peer_fds[j] = link[1];
-    }
-    m->workers[k].channel = chan[0];
+    peer_fds[RELAY_PEER] = m->relay.pid ? give_link(&m->relay.chan, "the relay", k) : -1;
+    for (uint32_t j = 0; j < m->nworkers; j++)
+        peer_fds[j] = j != k && m->workers[j].pid ? give_worker_link(m, j, k) : -1;
+    ipc_chan_init(&m->workers[k].chan, chan[0]);
     int rc = fork_worker(m, k, peer_fds, chan[1]);
     close(chan[1]);
     for (uint32_t j = 0; j < m->nworkers; j++)
@@ -232,10 +208,8 @@ static int spawn_worker(struct master *m, uint32_t k)
             close(peer_fds[j]);
     if (peer_fds[RELAY_PEER] >= 0)
         close(peer_fds[RELAY_PEER]);
-    if (rc < 0) {
-        close(chan[0]);
-        m->workers[k].channel = -1;
-    }
+    if (rc < 0)
+        ipc_chan_close(&m->workers[k].chan);
     return rc;
 }
 
@@ -255,7 +229,7 @@ static int spawn_all_workers(struct master *m)
         int sv[2];
         if ((rc = ipc_pair(sv)) < 0)
             break;
-        m->workers[i].channel = sv[0];
+        ipc_chan_init(&m->workers[i].chan, sv[0]);
         chans[i] = sv[1];
         for (uint32_t j = i + 1; j < n && rc == 0; j++) {
             if ((rc = ipc_pair(sv)) < 0)
@@ -338,8 +312,7 @@ static void reap_children(struct master *m)
         describe_exit(status, how, sizeof how);
         if (pid == m->relay.pid) {
             m->relay.pid = 0;
-            close(m->relay.channel);
-            m->relay.channel = -1;
+            ipc_chan_close(&m->relay.chan);
             online_relay_stats(m->online)->pid = 0;
             online_relay_stats(m->online)->state = RELAY_DOWN;
             if (m->stopping) {
@@ -355,8 +328,7 @@ static void reap_children(struct master *m)
             if (c->pid != pid)
                 continue;
             c->pid = 0;
-            close(c->channel);
-            c->channel = -1;
+            ipc_chan_close(&c->chan);
             size_t cleared = online_clear_worker(m->online, k);
             guard_clear_worker(m->guard, k);
             struct worker_stats *ws = online_stats(m->online, k);
@@ -393,6 +365,16 @@ static void respawn_due_workers(struct master *m, int64_t now)
                 schedule_respawn(m, k, now);
         }
     }
+}
+
+/* Packets a full channel could not take (a HUP's config, a kick) go out on the tick. */
+static void flush_channels(struct master *m)
+{
+    for (uint32_t k = 0; k < m->nworkers; k++)
+        if (m->workers[k].chan.fd >= 0 && ipc_chan_flush(&m->workers[k].chan) < 0)
+            log_warning("channel to worker %u: %s", k, strerror(errno));
+    if (m->relay.chan.fd >= 0 && ipc_chan_flush(&m->relay.chan) < 0)
+        log_warning("channel to the relay: %s", strerror(errno));
 }
 
 static uint32_t running_children(const struct master *m)
@@ -437,14 +419,11 @@ static int reload_config(struct master *m)
          strcmp(m->cfg.log_file, next.log_file) != 0) &&
         log_open_configured(&next) < 0)
         log_error("reload: cannot open the new log destination: %s", strerror(errno));
-    for (uint32_t k = 0; k < m->nworkers; k++) {
-        struct ipc_hdr h = { .type = IPC_CONFIG };
-        if (m->workers[k].channel >= 0 &&
-            ipc_send(m->workers[k].channel, &h, &next, sizeof next, -1) < 0)
+    for (uint32_t k = 0; k < m->nworkers; k++)
+        if (m->workers[k].chan.fd >= 0 &&
+            ipc_chan_send(&m->workers[k].chan, IPC_CONFIG, &next, NULL, 0) < 0)
             log_error("sending the new configuration to worker %u: %s", k, strerror(errno));
-    }
-    struct ipc_hdr rh = { .type = IPC_CONFIG };
-    if (m->relay.channel >= 0 && ipc_send(m->relay.channel, &rh, &next, sizeof next, -1) < 0)
+    if (m->relay.chan.fd >= 0 && ipc_chan_send(&m->relay.chan, IPC_CONFIG, &next, NULL, 0) < 0)
         log_error("sending the new configuration to the relay: %s", strerror(errno));
     /* Keys that need a restart keep their running values in the master too. */
     config_apply_live(&m->cfg, &next);
@@ -560,12 +539,12 @@ static void run_control_command(struct master *m, struct json_object *req, struc
         if (id <= 0 || id > INT32_MAX) {
             control_error(out, "kick needs a user id");
         } else if (!online_lookup(m->online, (int32_t)id, &loc) || loc.worker >= m->nworkers ||
-                   m->workers[loc.worker].channel < 0) {
+                   m->workers[loc.worker].chan.fd < 0) {
             snprintf(msg, sizeof msg, "user %lld is not online", (long long)id);
             control_error(out, msg);
         } else {
-            struct ipc_hdr h = { .type = IPC_KICK_USER, .uid = (int32_t)id };
-            if (ipc_send(m->workers[loc.worker].channel, &h, NULL, 0, -1) < 0) {
+            struct ipc_user u = { .uid = (int32_t)id };
+            if (ipc_chan_send(&m->workers[loc.worker].chan, IPC_KICK_USER, &u, NULL, 0) < 0) {
                 control_error(out, strerror(errno));
             } else {
                 log_info("operator kicked user %lld", (long long)id);
@@ -709,8 +688,8 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
     m->started = time(NULL);
     m->nworkers = worker_count(cfg);
     for (uint32_t k = 0; k < ONLINE_MAX_WORKERS; k++)
-        m->workers[k].channel = -1;
-    m->relay.channel = -1;
+        ipc_chan_init(&m->workers[k].chan, -1);
+    ipc_chan_init(&m->relay.chan, -1);
     m->clustered = cfg->redis_host[0] != '\0';
     log_set_role("master");
     setproctitle("-qchatd: master");
@@ -743,6 +722,7 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
                 if (read(m->timerfd, &x, sizeof x) < 0 && errno != EAGAIN)
                     log_warning("timer: %s", strerror(errno));
                 reap_children(m);
+                flush_channels(m);
                 respawn_due_workers(m, now);
                 notify_systemd(m, now);
                 if (m->stopping && now >= m->stop_deadline) {

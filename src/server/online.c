@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "common/inttable.h"
 #include "server/online.h"
 
 #define UID_EMPTY      0u
@@ -53,16 +54,6 @@ static void unpack_loc(uint64_t v, struct online_loc *l)
     l->gen = (uint32_t)(v >> 32);
     l->worker = (uint32_t)(v >> ONLINE_SLOT_BITS) & 0xff;
     l->slot = (uint32_t)v & ONLINE_SLOT_MAX;
-}
-
-static uint32_t hash_uid(uint32_t uid)
-{
-    uid ^= uid >> 16;
-    uid *= 0x7feb352du;
-    uid ^= uid >> 15;
-    uid *= 0x846ca68bu;
-    uid ^= uid >> 16;
-    return uid;
 }
 
 static uint32_t capacity_for(uint32_t max_users)
@@ -127,7 +118,7 @@ void online_unlock(struct online_table *t)
 /* Index of uid's entry, or of the first reusable entry when absent; locked. */
 static uint32_t find_slot(struct online_table *t, uint32_t uid, int *found)
 {
-    uint32_t i = hash_uid(uid) & t->mask, reusable = UINT32_MAX;
+    uint32_t i = int_hash(uid) & t->mask, reusable = UINT32_MAX;
     for (uint32_t probes = 0; probes <= t->mask; probes++, i = (i + 1) & t->mask) {
         uint32_t cur = atomic_load_explicit(&t->entries[i].uid, memory_order_relaxed);
         if (cur == uid) {
@@ -171,7 +162,7 @@ int online_insert(struct online_table *t, int32_t uid, const struct online_loc *
 int online_lookup(const struct online_table *t, int32_t uid, struct online_loc *out)
 {
     struct online_table *mt = (struct online_table *)t;
-    uint32_t i = hash_uid((uint32_t)uid) & t->mask;
+    uint32_t i = int_hash((uint32_t)uid) & t->mask;
     for (uint32_t probes = 0; probes <= t->mask; probes++, i = (i + 1) & t->mask) {
         struct online_entry *e = &mt->entries[i];
         uint32_t cur = atomic_load_explicit(&e->uid, memory_order_acquire);

@@ -27,7 +27,7 @@
 #include "server/guard.h"
 #include "server/online.h"
 #include "server/proc.h"
-#include "server/worker.h"
+#include "server/worker_loop.h"
 
 #define FUZZ_MAX_INPUT   (256 * 1024)
 #define FUZZ_JOB_WAIT_MS 10000 /* a password job at cost 1 takes milliseconds */
