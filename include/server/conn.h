@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include "common/buf.h"
 #include "common/frame.h"
+#include "common/loop.h"
 #include "common/proto.h"
 
 struct worker;
@@ -37,6 +38,8 @@ struct out_mark {
 
 struct conn {
     int fd;
+    struct loop_source src; /* fd in the worker's loop */
+    struct worker *w;
     uint32_t slot;
     uint32_t cgen; /* connection generation: stale handles fail */
     uint8_t state;

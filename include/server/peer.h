@@ -23,6 +23,8 @@ int peer_send(struct worker *w, uint32_t peer, uint32_t type, const void *body, 
               size_t tail_len);
 /* Tell origin (another worker or the relay) that its delivery token is safe or failed. */
 void peer_confirm(struct worker *w, uint32_t origin, uint32_t token, int err);
+/* Start reading the link fd to peer (at start: the links the master made before the fork). */
+int peer_watch(struct worker *w, uint32_t peer, int fd);
 /* The master gave us a (new) link to peer. */
 void peer_adopt(struct worker *w, uint32_t peer, int fd);
 /* Link events from the loop. */

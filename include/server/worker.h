@@ -1,6 +1,6 @@
 /*
  * worker.h - what every part of a worker shares: the worker's state, its
- * connection slots, reusable buffers, epoll registration, cached time, and
+ * connection slots, reusable buffers, the event loop, cached time, and
  * the hooks through which lower layers report upward.
  *
  * A worker process accepts from the one listening socket (EPOLLEXCLUSIVE),
@@ -24,6 +24,7 @@
 #include "common/buf.h"
 #include "common/config.h"
 #include "common/frame.h"
+#include "common/loop.h"
 #include "server/guard.h"
 #include "server/ipc.h"
 #include "server/online.h"
@@ -57,8 +58,11 @@ struct worker_hooks {
 
 /* Peer link to another worker, with a queue for when it is full. */
 struct peer {
-    struct ipc_chan ch; /* fd -1: no link (peer dead or not started) */
-    bool want_write;    /* EPOLLOUT armed: packets wait in ch's queue */
+    struct ipc_chan ch;     /* fd -1: no link (peer dead or not started) */
+    struct loop_source src; /* ch.fd in the worker's loop */
+    struct worker *w;
+    uint32_t index;  /* a worker index, or RELAY_PEER */
+    bool want_write; /* EPOLLOUT armed: packets wait in ch's queue */
 };
 
 struct slab;     /* handle tables (slab.c) */
@@ -70,11 +74,11 @@ struct inttable; /* common/inttable.c */
 struct worker {
     uint32_t index;
     uint32_t nworkers;
-    int epfd;
+    struct loop loop;
+    struct loop_source listen_src, channel_src, signal_src, crypt_src;
     int listen_fd;
     struct ipc_chan channel; /* to the master */
     int signal_fd;
-    int timer_fd;
     int crypt_fd;         /* eventfd: hashing jobs finished */
     char dummy_hash[256]; /* verified against for unknown ids: same cost */
     struct qc_config cfg;
@@ -113,18 +117,6 @@ struct worker {
     char time_str[32]; /* "YYYY-MM-DD HH:MM:SS" */
 };
 
-/* Epoll registration helpers for conn.c and peer.c. */
-enum worker_src {
-    SRC_LISTEN = 1,
-    SRC_CHANNEL,
-    SRC_SIGNAL,
-    SRC_TIMER,
-    SRC_PEER,
-    SRC_CONN,
-    SRC_CRYPT
-};
-int worker_watch(struct worker *w, int fd, uint32_t events, enum worker_src kind, uint32_t id);
-int worker_rewatch(struct worker *w, int fd, uint32_t events, enum worker_src kind, uint32_t id);
 int worker_init_slots(struct worker *w); /* 0 or -1 */
 struct conn *worker_conn(struct worker *w, uint32_t slot);
 /* Slots to walk: every slot < this may hold a connection (worker_conn). */

@@ -48,12 +48,15 @@ static void mark_dirty(struct worker *w, struct conn *c)
     w->dirty = c;
 }
 
+static void conn_event(void *ctx, uint32_t events);
+
 struct conn *conn_open(struct worker *w, int fd)
 {
     struct conn *c = calloc(1, sizeof *c);
     if (c == NULL)
         return NULL;
     c->fd = fd;
+    c->w = w;
     c->cgen = ++w->next_cgen;
     buf_init(&c->out);
     c->last_active = w->now_ms;
@@ -66,7 +69,7 @@ struct conn *conn_open(struct worker *w, int fd)
         free(c);
         return NULL;
     }
-    if (worker_watch(w, fd, EPOLLIN | EPOLLRDHUP, SRC_CONN, c->slot) < 0) {
+    if (loop_watch(&w->loop, &c->src, fd, EPOLLIN | EPOLLRDHUP, conn_event, c) < 0) {
         worker_release_slot(w, c->slot, c);
         free(c);
         return NULL;
@@ -230,7 +233,7 @@ static void trim_output(struct worker *w, struct conn *c)
 static void update_events(struct worker *w, struct conn *c)
 {
     uint32_t ev = (c->busy ? 0 : EPOLLIN | EPOLLRDHUP) | (c->want_write ? EPOLLOUT : 0);
-    worker_rewatch(w, c->fd, ev, SRC_CONN, c->slot);
+    loop_rewatch(&w->loop, &c->src, ev);
 }
 
 static void watch_output(struct worker *w, struct conn *c, bool on)
@@ -304,7 +307,7 @@ void conn_close(struct worker *w, struct conn *c, const char *why)
     if (c->sgen)
         w->hooks.session_closing(w, c);
     log_debug("conn %u: closed (%s)", c->slot, why);
-    epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    loop_unwatch(&w->loop, &c->src);
     close(c->fd);
     c->fd = -1;
     if (c->ip_counted)
@@ -511,5 +514,28 @@ void conn_handle_input(struct worker *w, struct conn *c)
             return;
         conn_close(w, c, n == 0 ? "client closed" : strerror(errno));
         return;
+    }
+}
+
+/* The loop's callback: output writable, input or hang-up. */
+static void conn_event(void *ctx, uint32_t events)
+{
+    struct conn *c = ctx;
+    struct worker *w = c->w;
+    if (c->state == CONN_DEAD)
+        return; /* closed earlier in this batch; freed before the loop sleeps */
+    if (c->busy && (events & (EPOLLHUP | EPOLLERR))) {
+        conn_close(w, c, "connection lost");
+        return;
+    }
+    if ((events & EPOLLOUT) && conn_flush(w, c) < 0) {
+        conn_close(w, c, strerror(errno));
+        return;
+    }
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        if (c->state == CONN_OPEN && !c->busy)
+            conn_handle_input(w, c);
+        else if (c->state == CONN_CLOSING)
+            conn_drain(w, c);
     }
 }

@@ -28,7 +28,7 @@ static void watch_peer_output(struct worker *w, uint32_t peer, bool on)
     if (pe->want_write == on)
         return;
     pe->want_write = on;
-    worker_rewatch(w, pe->ch.fd, EPOLLIN | (on ? EPOLLOUT : 0), SRC_PEER, peer);
+    loop_rewatch(&w->loop, &pe->src, EPOLLIN | (on ? EPOLLOUT : 0));
 }
 
 static void read_peer(struct worker *w, uint32_t peer, int max_reads);
@@ -100,7 +100,7 @@ void peer_lost(struct worker *w, uint32_t peer)
         return;
     log_msg(w->stopping ? LOG_LEVEL_INFO : LOG_LEVEL_WARNING,
             "link to %s %u closed; its unconfirmed hand-offs go offline", peer_kind(peer), peer);
-    epoll_ctl(w->epfd, EPOLL_CTL_DEL, pe->ch.fd, NULL);
+    loop_unwatch(&w->loop, &pe->src);
     ipc_chan_close(&pe->ch);
     pe->want_write = false;
     size_t n = handoff_store_all_to(w, peer);
@@ -110,18 +110,38 @@ void peer_lost(struct worker *w, uint32_t peer)
         w->hooks.relay_lost(w);
 }
 
+static void peer_event(void *ctx, uint32_t events)
+{
+    struct peer *pe = ctx;
+    if (events & EPOLLOUT)
+        peer_output(pe->w, pe->index);
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+        peer_input(pe->w, pe->index);
+}
+
+int peer_watch(struct worker *w, uint32_t peer, int fd)
+{
+    struct peer *pe = &w->peers[peer];
+    ipc_chan_init(&pe->ch, fd);
+    pe->w = w;
+    pe->index = peer;
+    pe->want_write = false;
+    if (loop_watch(&w->loop, &pe->src, fd, EPOLLIN, peer_event, pe) < 0) {
+        log_error("watching the link to %s %u: %s", peer_kind(peer), peer, strerror(errno));
+        ipc_chan_close(&pe->ch);
+        return -1;
+    }
+    return 0;
+}
+
 void peer_adopt(struct worker *w, uint32_t peer, int fd)
 {
     if ((peer >= ONLINE_MAX_WORKERS && peer != RELAY_PEER) || peer == w->index)
         qc_fatal("the master sent a link to peer %u (this is worker %u)", peer, w->index);
     if (w->peers[peer].ch.fd >= 0)
         peer_lost(w, peer);
-    ipc_chan_init(&w->peers[peer].ch, fd);
-    if (worker_watch(w, fd, EPOLLIN, SRC_PEER, peer) < 0) {
-        log_error("watching the link to %s %u: %s", peer_kind(peer), peer, strerror(errno));
-        ipc_chan_close(&w->peers[peer].ch);
+    if (peer_watch(w, peer, fd) < 0)
         return;
-    }
     if (peer < ONLINE_MAX_WORKERS && peer >= w->nworkers)
         w->nworkers = peer + 1;
     if (peer == RELAY_PEER)

@@ -26,7 +26,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
-#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 #include <hiredis/hiredis.h>
@@ -37,6 +36,7 @@
 #include "common/fatal.h"
 #include "common/inttable.h"
 #include "common/log.h"
+#include "common/loop.h"
 #include "server/ipc.h"
 #include "server/proc.h"
 #include "server/relay.h"
@@ -50,14 +50,14 @@
 #define RELAY_CHANNEL_MAX      32
 #define RELAY_BATCH_MIN        1024 /* first room for a list of stale subscriptions */
 #define RELAY_READS_PER_EVENT  256
-#define RELAY_MAX_EVENTS       64
 
-enum { R_SIGNAL = 1, R_TIMER, R_CHANNEL, R_WORKER, R_REDIS_SUB, R_REDIS_PUB };
+enum { R_REDIS_SUB = 1, R_REDIS_PUB };
 
 struct redis_link {
     redisAsyncContext *ac;
     int fd;
     uint32_t events; /* what hiredis asked for */
+    struct loop_source src;
     bool registered;
     bool up;
     int kind; /* R_REDIS_SUB | R_REDIS_PUB */
@@ -66,6 +66,9 @@ struct redis_link {
 
 struct worker_link {
     struct ipc_chan ch;
+    struct loop_source src; /* ch.fd in the relay's loop */
+    struct relay *r;
+    uint32_t index;
     bool want_write; /* EPOLLOUT armed: packets wait in ch's queue */
 };
 
@@ -87,7 +90,9 @@ struct relay {
     struct online_table *online;
     struct relay_stats *stats;
     uint32_t nworkers;
-    int epfd, sigfd, timerfd;
+    struct loop loop;
+    int sigfd;
+    struct loop_source signal_src, channel_src;
     struct ipc_chan channel; /* to the master */
     struct worker_link workers[ONLINE_MAX_WORKERS];
     struct redis_link sub, pub;
@@ -130,9 +135,7 @@ static void redispatch_deliveries(struct relay *r, uint32_t k);
 
 static void watch_worker(struct relay *r, uint32_t k, bool out)
 {
-    struct epoll_event ev = { .events = EPOLLIN | (out ? EPOLLOUT : 0),
-                              .data.u64 = (uint64_t)R_WORKER << 32 | k };
-    epoll_ctl(r->epfd, EPOLL_CTL_MOD, r->workers[k].ch.fd, &ev);
+    loop_rewatch(&r->loop, &r->workers[k].src, EPOLLIN | (out ? EPOLLOUT : 0));
     r->workers[k].want_write = out;
 }
 
@@ -141,7 +144,7 @@ static void drop_worker(struct relay *r, uint32_t k)
     struct worker_link *wl = &r->workers[k];
     if (wl->ch.fd < 0)
         return;
-    epoll_ctl(r->epfd, EPOLL_CTL_DEL, wl->ch.fd, NULL);
+    loop_unwatch(&r->loop, &wl->src);
     ipc_chan_close(&wl->ch);
     wl->want_write = false;
     log_info("link to worker %u closed", k);
@@ -230,16 +233,29 @@ static void flush_worker(struct relay *r, uint32_t k)
 
 /* ---- Redis connections ---------------------------------------------------- */
 
+static void redis_event(void *ctx, uint32_t events)
+{
+    struct redis_link *l = ctx;
+    if (l->ac == NULL)
+        return;
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+        redisAsyncHandleRead(l->ac);
+    if (l->ac && (events & EPOLLOUT))
+        redisAsyncHandleWrite(l->ac);
+}
+
+/* hiredis asked for other events: the loop watches what it wants now. */
 static void redis_update_events(struct redis_link *l)
 {
-    struct epoll_event ev = { .events = l->events, .data.u64 = (uint64_t)l->kind << 32 };
     if (l->events == 0) {
         if (l->registered)
-            epoll_ctl(l->r->epfd, EPOLL_CTL_DEL, l->fd, NULL);
+            loop_unwatch(&l->r->loop, &l->src);
         l->registered = false;
         return;
     }
-    if (epoll_ctl(l->r->epfd, l->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, l->fd, &ev) == 0)
+    int rc = l->registered ? loop_rewatch(&l->r->loop, &l->src, l->events)
+                           : loop_watch(&l->r->loop, &l->src, l->fd, l->events, redis_event, l);
+    if (rc == 0)
         l->registered = true;
 }
 
@@ -765,15 +781,38 @@ static void read_worker(struct relay *r, uint32_t k)
 
 /* ---- the master's channel, signals, timer -------------------------------- */
 
+static void worker_link_event(void *ctx, uint32_t events)
+{
+    struct worker_link *wl = ctx;
+    if (events & EPOLLOUT)
+        flush_worker(wl->r, wl->index);
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+        read_worker(wl->r, wl->index);
+}
+
+static int watch_worker_link(struct relay *r, uint32_t k, int fd)
+{
+    struct worker_link *wl = &r->workers[k];
+    ipc_chan_init(&wl->ch, fd);
+    wl->r = r;
+    wl->index = k;
+    wl->want_write = false;
+    if (loop_watch(&r->loop, &wl->src, fd, EPOLLIN, worker_link_event, wl) < 0) {
+        log_error("watching the link to worker %u: %s", k, strerror(errno));
+        ipc_chan_close(&wl->ch);
+        return -1;
+    }
+    return 0;
+}
+
 static void adopt_worker(struct relay *r, uint32_t k, int fd)
 {
     if (k >= ONLINE_MAX_WORKERS)
         qc_fatal("the master sent a link to worker %u (at most %d)", k, ONLINE_MAX_WORKERS);
     if (r->workers[k].ch.fd >= 0)
         drop_worker(r, k);
-    ipc_chan_init(&r->workers[k].ch, fd);
-    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)R_WORKER << 32 | k };
-    epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &ev);
+    if (watch_worker_link(r, k, fd) < 0)
+        return;
     if (k >= r->nworkers)
         r->nworkers = k + 1;
     log_info("link to worker %u (re)established", k);
@@ -811,11 +850,9 @@ static void read_channel(struct relay *r)
         r->stopping = true;
 }
 
-static void on_tick(struct relay *r)
+static void on_tick(void *ctx)
 {
-    uint64_t x;
-    if (read(r->timerfd, &x, sizeof x) < 0 && errno != EAGAIN)
-        log_warning("timer: %s", strerror(errno));
+    struct relay *r = ctx;
     if (r->sub.ac == NULL && r->pub.ac == NULL && r->next_connect_ms &&
         r->now_ms >= r->next_connect_ms)
         connect_redis(r);
@@ -825,9 +862,11 @@ static void on_tick(struct relay *r)
         reconcile(r);
 }
 
-static void on_signal(struct relay *r)
+static void on_signal(void *ctx, uint32_t events)
 {
+    struct relay *r = ctx;
     struct signalfd_siginfo si;
+    (void)events;
     while (read(r->sigfd, &si, sizeof si) == sizeof si) {
         if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
             r->stopping = true;
@@ -836,37 +875,32 @@ static void on_signal(struct relay *r)
     }
 }
 
-static int open_sources(struct relay *r)
+static void on_channel_event(void *ctx, uint32_t events)
 {
-    r->epfd = epoll_create1(EPOLL_CLOEXEC);
-    r->sigfd = proc_signal_fd();
-    r->timerfd = proc_tick_fd(RELAY_TICK_MS);
-    if (r->epfd < 0 || r->sigfd < 0 || r->timerfd < 0)
-        return -1;
-    struct epoll_event ev = { .events = EPOLLIN };
-    ev.data.u64 = (uint64_t)R_SIGNAL << 32;
-    epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->sigfd, &ev);
-    ev.data.u64 = (uint64_t)R_TIMER << 32;
-    epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->timerfd, &ev);
-    ev.data.u64 = (uint64_t)R_CHANNEL << 32;
-    epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->channel.fd, &ev);
-    for (uint32_t k = 0; k < r->nworkers; k++) {
-        if (r->workers[k].ch.fd < 0)
-            continue;
-        ev.data.u64 = (uint64_t)R_WORKER << 32 | k;
-        epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->workers[k].ch.fd, &ev);
-    }
-    return 0;
+    (void)events;
+    read_channel(ctx);
 }
 
-static void handle_redis_event(struct redis_link *l, uint32_t events)
+static void on_wake(void *ctx)
 {
-    if (l->ac == NULL)
-        return;
-    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-        redisAsyncHandleRead(l->ac);
-    if (l->ac && (events & EPOLLOUT))
-        redisAsyncHandleWrite(l->ac);
+    struct relay *r = ctx;
+    r->now_ms = r->loop.now_ms;
+}
+
+/* Signals, tick, the master's channel, the links to the workers made before the fork. */
+static int open_sources(struct relay *r, const int *worker_fds)
+{
+    r->sigfd = proc_signal_fd();
+    if (loop_init(&r->loop, r) < 0 || r->sigfd < 0 ||
+        loop_set_tick(&r->loop, RELAY_TICK_MS, on_tick) < 0 ||
+        loop_watch(&r->loop, &r->signal_src, r->sigfd, EPOLLIN, on_signal, r) < 0 ||
+        loop_watch(&r->loop, &r->channel_src, r->channel.fd, EPOLLIN, on_channel_event, r) < 0)
+        return -1;
+    loop_set_on_wake(&r->loop, on_wake);
+    for (uint32_t k = 0; k < r->nworkers; k++)
+        if (worker_fds[k] >= 0 && watch_worker_link(r, k, worker_fds[k]) < 0)
+            return -1;
+    return 0;
 }
 
 void relay_main(uint32_t nworkers, int channel_fd, const int *worker_fds,
@@ -885,40 +919,18 @@ void relay_main(uint32_t nworkers, int channel_fd, const int *worker_fds,
     r->pkt = malloc(IPC_MAX_PACKET);
     r->deliveries = slab_new(sizeof(struct delivery));
     r->subscribed = inttable_new();
-    for (uint32_t k = 0; k < ONLINE_MAX_WORKERS; k++) {
-        ipc_chan_init(&r->workers[k].ch, k < nworkers ? worker_fds[k] : -1);
-    }
-    if (r->pkt == NULL || r->deliveries == NULL || r->subscribed == NULL || open_sources(r) < 0) {
+    for (uint32_t k = 0; k < ONLINE_MAX_WORKERS; k++)
+        ipc_chan_init(&r->workers[k].ch, -1);
+    if (r->pkt == NULL || r->deliveries == NULL || r->subscribed == NULL ||
+        open_sources(r, worker_fds) < 0) {
         log_error("relay setup: %s", strerror(errno));
         _exit(1);
     }
     log_info("started (pid %d), redis %s:%d", (int)getpid(), cfg->redis_host, cfg->redis_port);
     connect_redis(r);
-
-    struct epoll_event events[RELAY_MAX_EVENTS];
-    while (!r->stopping) {
-        int n = epoll_wait(r->epfd, events, RELAY_MAX_EVENTS, -1);
-        r->now_ms = clock_now_ms();
-        for (int i = 0; i < n; i++) {
-            int kind = (int)(events[i].data.u64 >> 32);
-            uint32_t id = (uint32_t)events[i].data.u64;
-            switch (kind) {
-            case R_SIGNAL: on_signal(r); break;
-            case R_TIMER: on_tick(r); break;
-            case R_CHANNEL: read_channel(r); break;
-            case R_WORKER:
-                if (events[i].events & EPOLLOUT)
-                    flush_worker(r, id);
-                if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-                    read_worker(r, id);
-                break;
-            case R_REDIS_SUB: handle_redis_event(&r->sub, events[i].events); break;
-            case R_REDIS_PUB: handle_redis_event(&r->pub, events[i].events); break;
-            }
-        }
-    }
+    while (!r->stopping)
+        loop_run_once(&r->loop, -1);
     log_info("stopping");
-    r->stopping = true;
     drop_redis(r, "stopping");
     for (uint32_t k = 0; k < r->nworkers; k++)
         if (r->workers[k].ch.fd >= 0)

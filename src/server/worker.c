@@ -1,34 +1,14 @@
 /*
- * worker.c - the state every part of a worker shares (see worker.h): epoll
- * registration, connection slots, reusable buffers, cached time.
+ * worker.c - the state every part of a worker shares (see worker.h):
+ * connection slots, reusable buffers, cached time.
  */
 #include <errno.h>
 #include <stdlib.h>
-#include <sys/epoll.h>
 #include <time.h>
 
 #include "common/fatal.h"
 #include "server/slab.h"
 #include "server/worker.h"
-
-/* ---- epoll bookkeeping -------------------------------------------------- */
-
-static uint64_t event_tag(enum worker_src kind, uint32_t id)
-{
-    return (uint64_t)kind << 32 | id;
-}
-
-int worker_watch(struct worker *w, int fd, uint32_t events, enum worker_src kind, uint32_t id)
-{
-    struct epoll_event ev = { .events = events, .data.u64 = event_tag(kind, id) };
-    return epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev);
-}
-
-int worker_rewatch(struct worker *w, int fd, uint32_t events, enum worker_src kind, uint32_t id)
-{
-    struct epoll_event ev = { .events = events, .data.u64 = event_tag(kind, id) };
-    return epoll_ctl(w->epfd, EPOLL_CTL_MOD, fd, &ev);
-}
 
 /* ---- connection slots --------------------------------------------------- */
 

@@ -42,7 +42,6 @@
 #include "server/worker.h"
 #include "server/worker_loop.h"
 
-#define WORKER_MAX_EVENTS        256
 #define WORKER_TICK_MS           250 /* timers: deadlines, idle checks */
 #define WORKER_ACCEPTS_PER_EVENT 64
 #define WORKER_READ_BUF          (64 * 1024)
@@ -76,6 +75,14 @@ static bool ahead_of_others(struct worker *w)
     return least != UINT32_MAX && mine > least + slack;
 }
 
+static void accept_clients(struct worker *w);
+
+static void on_listen_event(void *ctx, uint32_t events)
+{
+    (void)events;
+    accept_clients(ctx);
+}
+
 static void balance_accepting(struct worker *w)
 {
     if (w->stopping)
@@ -84,9 +91,10 @@ static void balance_accepting(struct worker *w)
     if (want == w->accepting)
         return;
     if (want)
-        worker_watch(w, w->listen_fd, EPOLLIN | EPOLLEXCLUSIVE, SRC_LISTEN, 0);
+        loop_watch(&w->loop, &w->listen_src, w->listen_fd, EPOLLIN | EPOLLEXCLUSIVE,
+                   on_listen_event, w);
     else
-        epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fd, NULL);
+        loop_unwatch(&w->loop, &w->listen_src);
     w->accepting = want;
 }
 
@@ -213,7 +221,7 @@ static void read_channel(struct worker *w)
     while (r == IPC_READ_MORE);
     if (r == IPC_READ_CLOSED) {
         begin_stop(w, "master went away");
-        epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->channel.fd, NULL);
+        loop_unwatch(&w->loop, &w->channel_src);
         ipc_chan_close(&w->channel);
     }
 }
@@ -239,11 +247,9 @@ static void check_deadlines(struct worker *w)
     }
 }
 
-static void on_tick(struct worker *w)
+static void on_tick(void *ctx)
 {
-    uint64_t expirations;
-    if (read(w->timer_fd, &expirations, sizeof expirations) < 0 && errno != EAGAIN)
-        log_warning("timer: %s", strerror(errno));
+    struct worker *w = ctx;
     check_deadlines(w);
     balance_accepting(w);
 }
@@ -258,7 +264,7 @@ static void begin_stop(struct worker *w, const char *why)
     w->stopping = true;
     w->stop_deadline = w->now_ms + (int64_t)w->cfg.shutdown_timeout * 1000;
     if (w->accepting)
-        epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fd, NULL);
+        loop_unwatch(&w->loop, &w->listen_src);
     w->accepting = false;
     close(w->listen_fd);
     w->listen_fd = -1;
@@ -273,9 +279,11 @@ static void begin_stop(struct worker *w, const char *why)
     }
 }
 
-static void on_signal(struct worker *w)
+static void on_signal(void *ctx, uint32_t events)
 {
+    struct worker *w = ctx;
     struct signalfd_siginfo si;
+    (void)events;
     while (read(w->signal_fd, &si, sizeof si) == sizeof si) {
         switch (si.ssi_signo) {
         case SIGTERM:
@@ -352,59 +360,27 @@ static void free_dead(struct worker *w)
     }
 }
 
-static void handle_event(struct worker *w, const struct epoll_event *ev)
+/* Before the loop sleeps: the batch's output leaves, closed connections go. */
+static void before_sleep(void *ctx)
 {
-    enum worker_src kind = (enum worker_src)(ev->data.u64 >> 32);
-    uint32_t id = (uint32_t)ev->data.u64;
-    switch (kind) {
-    case SRC_LISTEN: accept_clients(w); break;
-    case SRC_CHANNEL: read_channel(w); break;
-    case SRC_SIGNAL: on_signal(w); break;
-    case SRC_TIMER: on_tick(w); break;
-    case SRC_PEER:
-        if (ev->events & EPOLLOUT)
-            peer_output(w, id);
-        if (ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-            peer_input(w, id);
-        break;
-    case SRC_CRYPT: worker_finish_crypt_jobs(w); break;
-    case SRC_CONN: {
-        struct conn *c = worker_conn(w, id);
-        if (c == NULL || c->state == CONN_DEAD)
-            break;
-        if (c->busy && (ev->events & (EPOLLHUP | EPOLLERR))) {
-            conn_close(w, c, "connection lost");
-            break;
-        }
-        if ((ev->events & EPOLLOUT) && conn_flush(w, c) < 0) {
-            conn_close(w, c, strerror(errno));
-            break;
-        }
-        if (ev->events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-            if (c->state == CONN_OPEN && !c->busy)
-                conn_handle_input(w, c);
-            else if (c->state == CONN_CLOSING)
-                conn_drain(w, c);
-        }
-        break;
-    }
-    }
+    struct worker *w = ctx;
+    flush_dirty(w);
+    free_dead(w);
+}
+
+static void on_wake(void *ctx)
+{
+    struct worker *w = ctx;
+    w->now_ms = w->loop.now_ms;
 }
 
 static void run_loop(struct worker *w)
 {
-    struct epoll_event events[WORKER_MAX_EVENTS];
     for (;;) {
-        int n = epoll_wait(w->epfd, events, WORKER_MAX_EVENTS, w->stopping ? WORKER_TICK_MS : -1);
-        if (n < 0 && errno != EINTR) {
+        if (loop_run_once(&w->loop, w->stopping ? WORKER_TICK_MS : -1) < 0) {
             log_error("epoll_wait: %s", strerror(errno));
             begin_stop(w, "epoll failure");
         }
-        w->now_ms = clock_now_ms();
-        for (int i = 0; i < n; i++)
-            handle_event(w, &events[i]);
-        flush_dirty(w);
-        free_dead(w);
         if (w->stopping && (!output_pending(w) || w->now_ms >= w->stop_deadline))
             finish_stop(w);
     }
@@ -412,21 +388,34 @@ static void run_loop(struct worker *w)
 
 /* ---- start -------------------------------------------------------------- */
 
-static int open_event_sources(struct worker *w)
+static void on_channel_event(void *ctx, uint32_t events)
+{
+    (void)events;
+    read_channel(ctx);
+}
+
+static void on_crypt_event(void *ctx, uint32_t events)
+{
+    (void)events;
+    worker_finish_crypt_jobs(ctx);
+}
+
+/* A worker's sources: listening socket, channel, signals, the links made before the fork. */
+static int open_event_sources(struct worker *w, const int *peer_fds)
 {
     w->signal_fd = proc_signal_fd();
-    w->timer_fd = proc_tick_fd(WORKER_TICK_MS);
-    if (w->signal_fd < 0 || w->timer_fd < 0)
+    if (w->signal_fd < 0 || loop_set_tick(&w->loop, WORKER_TICK_MS, on_tick) < 0)
         return -1;
-    if (worker_watch(w, w->listen_fd, EPOLLIN | EPOLLEXCLUSIVE, SRC_LISTEN, 0) < 0 ||
-        worker_watch(w, w->channel.fd, EPOLLIN, SRC_CHANNEL, 0) < 0 ||
-        worker_watch(w, w->signal_fd, EPOLLIN, SRC_SIGNAL, 0) < 0 ||
-        worker_watch(w, w->timer_fd, EPOLLIN, SRC_TIMER, 0) < 0 ||
-        worker_watch(w, w->crypt_fd, EPOLLIN, SRC_CRYPT, 0) < 0)
+    if (loop_watch(&w->loop, &w->listen_src, w->listen_fd, EPOLLIN | EPOLLEXCLUSIVE,
+                   on_listen_event, w) < 0 ||
+        loop_watch(&w->loop, &w->channel_src, w->channel.fd, EPOLLIN, on_channel_event, w) < 0 ||
+        loop_watch(&w->loop, &w->signal_src, w->signal_fd, EPOLLIN, on_signal, w) < 0)
         return -1;
-    for (uint32_t p = 0; p <= RELAY_PEER; p++)
-        if (w->peers[p].ch.fd >= 0 && worker_watch(w, w->peers[p].ch.fd, EPOLLIN, SRC_PEER, p) < 0)
+    for (uint32_t p = 0; p <= RELAY_PEER; p++) {
+        int fd = p < w->nworkers || p == RELAY_PEER ? peer_fds[p] : -1;
+        if (fd >= 0 && peer_watch(w, p, fd) < 0)
             return -1;
+    }
     return 0;
 }
 
@@ -454,11 +443,10 @@ int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
     w->stats->connections = 0;
     w->stats->sessions = 0;
     w->now_ms = clock_now_ms();
-    w->listen_fd = w->signal_fd = w->timer_fd = -1;
+    w->listen_fd = w->signal_fd = -1;
     ipc_chan_init(&w->channel, -1);
-    for (uint32_t p = 0; p <= RELAY_PEER; p++) {
+    for (uint32_t p = 0; p <= RELAY_PEER; p++)
         ipc_chan_init(&w->peers[p].ch, -1);
-    }
     w->clustered = cfg->redis_host[0] != '\0';
     if (worker_init_slots(w) < 0) {
         log_error("worker setup: out of memory");
@@ -467,8 +455,7 @@ int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
     w->rbuf_size = WORKER_READ_BUF;
     w->rbuf = malloc(w->rbuf_size);
     w->ipcbuf = malloc(IPC_MAX_PACKET);
-    w->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (w->rbuf == NULL || w->ipcbuf == NULL || w->epfd < 0 ||
+    if (w->rbuf == NULL || w->ipcbuf == NULL || loop_init(&w->loop, w) < 0 ||
         frame_reader_init(&w->fr, (size_t)cfg->max_message_bytes) < 0) {
         log_error("worker setup: %s", strerror(errno));
         return -1;
@@ -479,10 +466,14 @@ int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
         log_error("storage: %s", w->st ? err : "unknown driver");
         return -1;
     }
+    loop_set_on_wake(&w->loop, on_wake);
+    loop_set_before_sleep(&w->loop, before_sleep);
     install_layers(w);
     w->crypt_fd = crypt_pool_start(w, cfg->hash_threads);
-    if (w->crypt_fd < 0 || password_hash("unknown user", cfg->password_cost, w->dummy_hash,
-                                         sizeof w->dummy_hash) < 0) {
+    if (w->crypt_fd < 0 ||
+        loop_watch(&w->loop, &w->crypt_src, w->crypt_fd, EPOLLIN, on_crypt_event, w) < 0 ||
+        password_hash("unknown user", cfg->password_cost, w->dummy_hash, sizeof w->dummy_hash) <
+            0) {
         log_error("password hashing threads: %s", strerror(errno));
         return -1;
     }
@@ -519,9 +510,7 @@ void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_f
     w->listen_fd = listen_fd;
     ipc_chan_init(&w->channel, channel_fd);
     w->accepting = true;
-    for (uint32_t p = 0; p <= RELAY_PEER; p++)
-        ipc_chan_init(&w->peers[p].ch, p < nworkers || p == RELAY_PEER ? peer_fds[p] : -1);
-    if (open_event_sources(w) < 0) {
+    if (open_event_sources(w, peer_fds) < 0) {
         log_error("event loop setup: %s", strerror(errno));
         _exit(1);
     }
