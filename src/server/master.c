@@ -17,8 +17,6 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/time.h>
-#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,7 +27,9 @@
 #include "common/buf.h"
 #include "common/jsonw.h"
 #include "common/log.h"
+#include "common/loop.h"
 #include "common/net.h"
+#include "server/control.h"
 #include "server/ipc.h"
 #include "server/master.h"
 #include "server/proc.h"
@@ -41,12 +41,8 @@
 #define RESPAWN_MAX_MS    5000
 #define RESPAWN_STABLE_MS 10000 /* a child alive this long resets backoff */
 #define STOP_GRACE_MS     2000  /* beyond shutdown_timeout, then SIGKILL */
-#define CTL_TIMEOUT_MS    1000
 #define STORE_RECENT_MS   10000 /* a storage failure this recent: "failing" */
-#define CTL_REQUEST_MAX   4096
 #define QCHAT_VERSION     "0.1.0"
-
-enum { SRC_M_SIGNAL = 1, SRC_M_TIMER, SRC_M_CONTROL };
 
 struct child {
     pid_t pid;            /* 0: not running */
@@ -66,7 +62,10 @@ struct master {
     struct child workers[ONLINE_MAX_WORKERS];
     struct child relay; /* pid 0 and never started without Redis */
     bool clustered;
-    int epfd, sigfd, timerfd, ctlfd;
+    struct loop loop;
+    int sigfd;
+    struct loop_source signal_src;
+    struct control *ctl; /* NULL: no control socket */
     bool stopping;
     int64_t stop_deadline;
     time_t started;
@@ -92,11 +91,9 @@ int master_load_config(const struct master_args *args, struct qc_config *cfg, ch
 static void close_master_fds(struct master *m,
                              uint32_t keep_worker) /* keep_worker: its own index, or RELAY_PEER */
 {
-    close(m->epfd);
+    loop_close(&m->loop);
     close(m->sigfd);
-    close(m->timerfd);
-    if (m->ctlfd >= 0)
-        close(m->ctlfd);
+    control_close_in_child(m->ctl);
     for (uint32_t k = 0; k < m->nworkers; k++)
         ipc_chan_close(&m->workers[k].chan);
     ipc_chan_close(&m->relay.chan);
@@ -511,15 +508,9 @@ static void status_json(struct master *m, struct buf *b)
     buf_append_str(b, "]}");
 }
 
-static void control_error(struct buf *b, const char *msg)
+static void run_control_command(void *ctx, struct json_object *req, struct buf *out)
 {
-    buf_append_str(b, "{\"ok\":false,\"error\":");
-    json_append_string(b, msg, strlen(msg));
-    buf_append_char(b, '}');
-}
-
-static void run_control_command(struct master *m, struct json_object *req, struct buf *out)
-{
+    struct master *m = ctx;
     struct json_object *v;
     const char *cmd =
         json_object_object_get_ex(req, "cmd", &v) && json_object_is_type(v, json_type_string)
@@ -561,50 +552,6 @@ static void run_control_command(struct master *m, struct json_object *req, struc
     }
 }
 
-static void write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return;
-        p += k;
-        n -= (size_t)k;
-    }
-}
-
-static void serve_control_client(struct master *m)
-{
-    int fd = accept4(m->ctlfd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd < 0)
-        return;
-    struct timeval tv = { CTL_TIMEOUT_MS / 1000, (CTL_TIMEOUT_MS % 1000) * 1000 };
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    char req[CTL_REQUEST_MAX + 1];
-    size_t len = 0;
-    while (len < CTL_REQUEST_MAX && memchr(req, '\n', len) == NULL) {
-        ssize_t n = read(fd, req + len, CTL_REQUEST_MAX - len);
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-    }
-    req[len] = '\0';
-    struct buf out;
-    buf_init(&out);
-    struct json_object *obj = json_tokener_parse(req);
-    if (obj == NULL || !json_object_is_type(obj, json_type_object))
-        control_error(&out, "bad request: expected one JSON object line");
-    else
-        run_control_command(m, obj, &out);
-    json_object_put(obj);
-    buf_append_char(&out, '\n');
-    write_all(fd, buf_head(&out), buf_used(&out));
-    buf_free(&out);
-    close(fd);
-}
-
 /* ---- the loop ----------------------------------------------------------- */
 
 static void notify_systemd(struct master *m, int64_t now)
@@ -618,9 +565,11 @@ static void notify_systemd(struct master *m, int64_t now)
     }
 }
 
-static void on_signals(struct master *m)
+static void on_signals(void *ctx, uint32_t events)
 {
+    struct master *m = ctx;
     struct signalfd_siginfo si;
+    (void)events;
     while (read(m->sigfd, &si, sizeof si) == sizeof si) {
         switch (si.ssi_signo) {
         case SIGTERM:
@@ -639,27 +588,37 @@ static void on_signals(struct master *m)
     }
 }
 
+static void on_tick(void *ctx)
+{
+    struct master *m = ctx;
+    int64_t now = m->loop.now_ms;
+    reap_children(m);
+    flush_channels(m);
+    respawn_due_workers(m, now);
+    notify_systemd(m, now);
+    control_expire(m->ctl, now);
+    if (m->stopping && now >= m->stop_deadline) {
+        log_warning("children still running after the shutdown timeout: killing");
+        signal_children(m, SIGKILL);
+        m->stop_deadline = now + STOP_GRACE_MS;
+    }
+}
+
 static int open_master_sources(struct master *m)
 {
-    m->epfd = epoll_create1(EPOLL_CLOEXEC);
     m->sigfd = proc_signal_fd();
-    m->timerfd = proc_tick_fd(MASTER_TICK_MS);
-    if (m->epfd < 0 || m->sigfd < 0 || m->timerfd < 0)
+    if (loop_init(&m->loop, m) < 0 || m->sigfd < 0 ||
+        loop_set_tick(&m->loop, MASTER_TICK_MS, on_tick) < 0 ||
+        loop_watch(&m->loop, &m->signal_src, m->sigfd, EPOLLIN, on_signals, m) < 0)
         return -1;
-    struct epoll_event ev = { .events = EPOLLIN };
-    ev.data.u32 = SRC_M_SIGNAL;
-    epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->sigfd, &ev);
-    ev.data.u32 = SRC_M_TIMER;
-    epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->timerfd, &ev);
     if (m->cfg.control_socket[0]) {
         char err[256];
-        m->ctlfd = net_listen_unix(m->cfg.control_socket, 0660, err, sizeof err);
-        if (m->ctlfd < 0) {
+        m->ctl =
+            control_open(&m->loop, m->cfg.control_socket, run_control_command, m, err, sizeof err);
+        if (m->ctl == NULL) {
             log_error("control socket: %s", err);
             return -1;
         }
-        ev.data.u32 = SRC_M_CONTROL;
-        epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->ctlfd, &ev);
     }
     return 0;
 }
@@ -684,7 +643,6 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
     m->listen_fd = listen_fd;
     m->online = online;
     m->guard = guard;
-    m->ctlfd = -1;
     m->started = time(NULL);
     m->nworkers = worker_count(cfg);
     for (uint32_t k = 0; k < ONLINE_MAX_WORKERS; k++)
@@ -710,34 +668,9 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
              m->clustered ? ", redis " : "", m->clustered ? cfg->redis_host : "");
     sd_notifyf(0, "READY=1\nMAINPID=%d", (int)getpid());
 
-    struct epoll_event events[16];
-    while (!m->stopping || running_children(m) > 0) {
-        int n = epoll_wait(m->epfd, events, 16, -1);
-        int64_t now = clock_now_ms();
-        for (int i = 0; i < n; i++) {
-            switch (events[i].data.u32) {
-            case SRC_M_SIGNAL: on_signals(m); break;
-            case SRC_M_TIMER: {
-                uint64_t x;
-                if (read(m->timerfd, &x, sizeof x) < 0 && errno != EAGAIN)
-                    log_warning("timer: %s", strerror(errno));
-                reap_children(m);
-                flush_channels(m);
-                respawn_due_workers(m, now);
-                notify_systemd(m, now);
-                if (m->stopping && now >= m->stop_deadline) {
-                    log_warning("children still running after the shutdown timeout: killing");
-                    signal_children(m, SIGKILL);
-                    m->stop_deadline = now + STOP_GRACE_MS;
-                }
-                break;
-            }
-            case SRC_M_CONTROL: serve_control_client(m); break;
-            }
-        }
-    }
-    if (m->ctlfd >= 0)
-        unlink(m->cfg.control_socket);
+    while (!m->stopping || running_children(m) > 0)
+        loop_run_once(&m->loop, -1);
+    control_close(m->ctl, 1);
     log_info("stopped");
     return 0;
 }
