@@ -187,5 +187,8 @@ enum ipc_read_result ipc_chan_read(struct ipc_chan *ch, char *buf, int max_packe
  */
 const char *ipc_decode(const char *pkt, size_t n, int fd, const struct ipc_handlers *hs,
                        struct ipc_msg *m);
+/* Decode pkt against hs and hand it to its handler: NULL, or why it was refused. */
+const char *ipc_dispatch(const char *pkt, size_t n, int fd, const struct ipc_handlers *hs,
+                         void *ctx, uint32_t link);
 
 #endif

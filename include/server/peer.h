@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 struct worker;
+struct ipc_handlers;
 
 /* Send a packet (see ipc.h) to peer, queued if the link is full.  0, or -1: not sent. */
 int peer_send(struct worker *w, uint32_t peer, uint32_t type, const void *body, const void *tail,
@@ -32,6 +33,8 @@ void peer_input(struct worker *w, uint32_t peer);
 void peer_output(struct worker *w, uint32_t peer);
 /* The link is gone: close it, store what it never settled. */
 void peer_lost(struct worker *w, uint32_t peer);
+/* What a worker accepts on the link to peer (a worker index or RELAY_PEER); fuzz target too. */
+const struct ipc_handlers *peer_handlers(uint32_t peer);
 /* Packets wait in some link's queue. */
 bool peer_output_waiting(struct worker *w);
 /* At exit: one last attempt to write every queue. */

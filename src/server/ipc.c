@@ -293,9 +293,8 @@ enum ipc_read_result ipc_chan_read(struct ipc_chan *ch, char *buf, int max_packe
             return errno == EAGAIN || errno == EWOULDBLOCK ? IPC_READ_IDLE : IPC_READ_CLOSED;
         if (n == 0)
             return IPC_READ_CLOSED;
-        struct ipc_msg m;
         const char *why = truncated ? "truncated (larger than IPC_MAX_PACKET)"
-                                    : ipc_decode(buf, (size_t)n, fd, hs, &m);
+                                    : ipc_dispatch(buf, (size_t)n, fd, hs, ctx, link);
         if (why) {
             uint32_t type = 0;
             if ((size_t)n >= sizeof type)
@@ -303,7 +302,16 @@ enum ipc_read_result ipc_chan_read(struct ipc_chan *ch, char *buf, int max_packe
             qc_fatal("malformed packet from %s %u (type %u %s, %zd bytes): %s", hs->from, link,
                      type, ipc_type_name(type), n, why);
         }
-        hs->fn[m.type](ctx, link, &m);
     }
     return IPC_READ_MORE;
+}
+
+const char *ipc_dispatch(const char *pkt, size_t n, int fd, const struct ipc_handlers *hs,
+                         void *ctx, uint32_t link)
+{
+    struct ipc_msg m;
+    const char *why = ipc_decode(pkt, n, fd, hs, &m);
+    if (why == NULL)
+        hs->fn[m.type](ctx, link, &m);
+    return why;
 }

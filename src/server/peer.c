@@ -233,11 +233,16 @@ static const struct ipc_handlers from_relay = {
             [IPC_SUBSCRIBED] = on_subscribed },
 };
 
+const struct ipc_handlers *peer_handlers(uint32_t peer)
+{
+    return peer == RELAY_PEER ? &from_relay : &from_worker;
+}
+
 /* Read and handle up to max_reads packets; a closed link ends in peer_lost. */
 static void read_peer(struct worker *w, uint32_t peer, int max_reads)
 {
-    const struct ipc_handlers *hs = peer == RELAY_PEER ? &from_relay : &from_worker;
-    if (ipc_chan_read(&w->peers[peer].ch, w->ipcbuf, max_reads, hs, w, peer) == IPC_READ_CLOSED)
+    if (ipc_chan_read(&w->peers[peer].ch, w->ipcbuf, max_reads, peer_handlers(peer), w, peer) ==
+        IPC_READ_CLOSED)
         peer_lost(w, peer);
 }
 
