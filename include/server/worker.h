@@ -90,6 +90,7 @@ struct worker {
 
     struct peer peers[ONLINE_MAX_WORKERS + 1]; /* + the relay, RELAY_PEER */
     bool clustered;                            /* a relay exists (redis.host set) */
+    bool proxy_protocol; /* server.proxy_protocol = on: a PROXY header comes first */
 
     struct slab *slots; /* connections by slot (worker_conn) */
     uint32_t nconns;

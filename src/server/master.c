@@ -59,8 +59,7 @@ struct master {
     struct online_table *online;
     struct guard *guard;
     uint32_t nworkers;
-    struct child workers[ONLINE_MAX_WORKERS];
-    struct child relay; /* pid 0 and never started without Redis */
+    struct child children[ONLINE_MAX_WORKERS + 1]; /* the workers, then the relay (RELAY_PEER) */
     bool clustered;
     struct loop loop;
     int sigfd;
@@ -85,57 +84,59 @@ int master_load_config(const struct master_args *args, struct qc_config *cfg, ch
     return config_validate(cfg, err, errlen);
 }
 
-/* ---- spawning ----------------------------------------------------------- */
+/* ---- the process table: spawning ------------------------------------------ */
+
+/*
+ * One table, one spawn path (as nginx's ngx_spawn_process): children[k] is
+ * worker k for k < nworkers, children[RELAY_PEER] is the relay; first start
+ * and respawn both go through spawn_child.
+ */
+static bool is_relay(uint32_t k)
+{
+    return k == RELAY_PEER;
+}
+
+static const char *child_name(uint32_t k, char *buf, size_t len)
+{
+    if (is_relay(k))
+        return "relay";
+    snprintf(buf, len, "worker %u", k);
+    return buf;
+}
+
+/* Every slot of the table in use: the workers, and the relay in a cluster. */
+static bool child_slot_used(const struct master *m, uint32_t k)
+{
+    return k < m->nworkers || (is_relay(k) && m->clustered);
+}
 
 /* In a new child: drop every descriptor that belongs to the master or to others. */
-static void close_master_fds(struct master *m,
-                             uint32_t keep_worker) /* keep_worker: its own index, or RELAY_PEER */
+static void close_master_fds(struct master *m)
 {
     loop_close(&m->loop);
     close(m->sigfd);
     control_close_in_child(m->ctl);
-    for (uint32_t k = 0; k < m->nworkers; k++)
-        ipc_chan_close(&m->workers[k].chan);
-    ipc_chan_close(&m->relay.chan);
+    for (uint32_t k = 0; k <= RELAY_PEER; k++)
+        ipc_chan_close(&m->children[k].chan);
 }
 
 /*
- * Start worker k.  peer_fds[j] is k's end of its link to worker j (-1: none);
- * the master's ends were already given to the live workers.
+ * A new link between running child j (reached through its channel) and child
+ * k about to start, which j will know as k: j's end goes over its channel;
+ * returns k's end, or -1.
  */
-static int fork_worker(struct master *m, uint32_t k, int *peer_fds, int worker_chan)
+static int give_link(struct master *m, uint32_t j, uint32_t k)
 {
-    pid_t pid = fork();
-    if (pid < 0) {
-        log_error("fork worker %u: %s", k, strerror(errno));
-        return -1;
-    }
-    if (pid == 0) {
-        close_master_fds(m, k);
-        worker_main(k, m->nworkers, m->listen_fd, worker_chan, peer_fds, &m->cfg, m->online,
-                    m->guard);
-    }
-    m->workers[k].pid = pid;
-    m->workers[k].started_ms = clock_now_ms();
-    m->workers[k].respawn_at = 0;
-    return 0;
-}
-
-/*
- * A new link between a running child (reached through its channel `to`) and
- * a child about to start, which the running one will know as `peer`: the
- * running child's end goes over its channel; returns the other end, or -1.
- */
-static int give_link(struct ipc_chan *to, const char *to_name, uint32_t peer)
-{
+    char name[32];
     int link[2];
     if (ipc_pair(link) < 0) {
-        log_error("link for %s to %u: %s", to_name, peer, strerror(errno));
+        log_error("link for %s to %u: %s", child_name(j, name, sizeof name), k, strerror(errno));
         return -1;
     }
-    struct ipc_new_peer np = { .peer = peer };
-    if (ipc_chan_send_fd(to, IPC_NEW_PEER, &np, link[0]) < 0) {
-        log_error("giving %s its link to %u: %s", to_name, peer, strerror(errno));
+    struct ipc_new_peer np = { .peer = k };
+    if (ipc_chan_send_fd(&m->children[j].chan, IPC_NEW_PEER, &np, link[0]) < 0) {
+        log_error("giving %s its link to %u: %s", child_name(j, name, sizeof name), k,
+                  strerror(errno));
         close(link[0]);
         close(link[1]);
         return -1;
@@ -144,130 +145,56 @@ static int give_link(struct ipc_chan *to, const char *to_name, uint32_t peer)
     return link[1];
 }
 
-static int give_worker_link(struct master *m, uint32_t k, uint32_t peer)
+/* In the child: become worker k or the relay; never returns. */
+static void __attribute__((noreturn))
+run_child(struct master *m, uint32_t k, int chan, const int *links)
 {
-    char name[32];
-    snprintf(name, sizeof name, "worker %u", k);
-    return give_link(&m->workers[k].chan, name, peer);
+    close_master_fds(m);
+    if (is_relay(k)) {
+        close(m->listen_fd);
+        relay_main(m->nworkers, chan, links, &m->cfg, m->online);
+    }
+    worker_main(k, m->nworkers, m->listen_fd, chan, links, &m->cfg, m->online, m->guard);
 }
 
-/* Spawn (or respawn) the relay with a link to every live worker. */
-static int spawn_relay(struct master *m)
+/*
+ * Start (or restart) child k: a fresh channel, and a link to every live
+ * child it talks to (a worker: every other worker and the relay; the relay:
+ * every worker), whose other ends go to those children over their channels.
+ */
+static int spawn_child(struct master *m, uint32_t k)
 {
+    char name[32];
     int chan[2];
     if (ipc_pair(chan) < 0) {
-        log_error("relay channel: %s", strerror(errno));
+        log_error("%s channel: %s", child_name(k, name, sizeof name), strerror(errno));
         return -1;
     }
-    int fds[ONLINE_MAX_WORKERS];
-    for (uint32_t k = 0; k < m->nworkers; k++)
-        fds[k] = m->workers[k].pid ? give_worker_link(m, k, RELAY_PEER) : -1;
+    int links[ONLINE_MAX_WORKERS + 1];
+    for (uint32_t j = 0; j <= RELAY_PEER; j++) {
+        bool talks = j != k && child_slot_used(m, j) && (!is_relay(k) || !is_relay(j));
+        links[j] = talks && m->children[j].pid ? give_link(m, j, k) : -1;
+    }
     pid_t pid = fork();
     if (pid == 0) {
         close(chan[0]);
-        close_master_fds(m, RELAY_PEER);
-        close(m->listen_fd);
-        relay_main(m->nworkers, chan[1], fds, &m->cfg, m->online);
+        run_child(m, k, chan[1], links);
     }
     close(chan[1]);
-    for (uint32_t k = 0; k < m->nworkers; k++)
-        if (fds[k] >= 0)
-            close(fds[k]);
+    for (uint32_t j = 0; j <= RELAY_PEER; j++)
+        if (links[j] >= 0)
+            close(links[j]);
     if (pid < 0) {
-        log_error("fork relay: %s", strerror(errno));
+        log_error("fork %s: %s", child_name(k, name, sizeof name), strerror(errno));
         close(chan[0]);
         return -1;
     }
-    m->relay.pid = pid;
-    ipc_chan_init(&m->relay.chan, chan[0]);
-    m->relay.started_ms = clock_now_ms();
-    m->relay.respawn_at = 0;
+    struct child *c = &m->children[k];
+    ipc_chan_init(&c->chan, chan[0]);
+    c->pid = pid;
+    c->started_ms = clock_now_ms();
+    c->respawn_at = 0;
     return 0;
-}
-
-/* Spawn (or respawn) worker k with links to every live worker. */
-static int spawn_worker(struct master *m, uint32_t k)
-{
-    int chan[2];
-    if (ipc_pair(chan) < 0) {
-        log_error("worker %u channel: %s", k, strerror(errno));
-        return -1;
-    }
-    int peer_fds[ONLINE_MAX_WORKERS + 1];
-    peer_fds[RELAY_PEER] = m->relay.pid ? give_link(&m->relay.chan, "the relay", k) : -1;
-    for (uint32_t j = 0; j < m->nworkers; j++)
-        peer_fds[j] = j != k && m->workers[j].pid ? give_worker_link(m, j, k) : -1;
-    ipc_chan_init(&m->workers[k].chan, chan[0]);
-    int rc = fork_worker(m, k, peer_fds, chan[1]);
-    close(chan[1]);
-    for (uint32_t j = 0; j < m->nworkers; j++)
-        if (peer_fds[j] >= 0)
-            close(peer_fds[j]);
-    if (peer_fds[RELAY_PEER] >= 0)
-        close(peer_fds[RELAY_PEER]);
-    if (rc < 0)
-        ipc_chan_close(&m->workers[k].chan);
-    return rc;
-}
-
-/* First start: every link is made before any worker is forked. */
-static int spawn_all_workers(struct master *m)
-{
-    uint32_t n = m->nworkers;
-    int(*links)[ONLINE_MAX_WORKERS + 1] = calloc(n, sizeof *links);
-    int *chans = calloc(n, sizeof *chans);
-    int rc = links && chans ? 0 : -1;
-    for (uint32_t i = 0; i < n && rc == 0; i++) {
-        chans[i] = -1;
-        for (uint32_t j = 0; j <= RELAY_PEER; j++)
-            links[i][j] = -1;
-    }
-    for (uint32_t i = 0; i < n && rc == 0; i++) {
-        int sv[2];
-        if ((rc = ipc_pair(sv)) < 0)
-            break;
-        ipc_chan_init(&m->workers[i].chan, sv[0]);
-        chans[i] = sv[1];
-        for (uint32_t j = i + 1; j < n && rc == 0; j++) {
-            if ((rc = ipc_pair(sv)) < 0)
-                break;
-            links[i][j] = sv[0];
-            links[j][i] = sv[1];
-        }
-    }
-    if (rc < 0)
-        log_error("socketpairs for the workers: %s", strerror(errno));
-    for (uint32_t k = 0; k < n && rc == 0; k++) {
-        pid_t pid = fork();
-        if (pid < 0) {
-            log_error("fork worker %u: %s", k, strerror(errno));
-            rc = -1;
-            break;
-        }
-        if (pid == 0) {
-            for (uint32_t i = 0; i < n; i++) {
-                if (i != k)
-                    close(chans[i]);
-                for (uint32_t j = 0; j < n; j++)
-                    if (i != k && links[i][j] >= 0)
-                        close(links[i][j]);
-            }
-            close_master_fds(m, k);
-            worker_main(k, n, m->listen_fd, chans[k], links[k], &m->cfg, m->online, m->guard);
-        }
-        m->workers[k].pid = pid;
-        m->workers[k].started_ms = clock_now_ms();
-    }
-    for (uint32_t i = 0; links && chans && i < n; i++) {
-        if (chans[i] >= 0)
-            close(chans[i]);
-        for (uint32_t j = 0; j < n; j++)
-            if (links[i][j] >= 0)
-                close(links[i][j]);
-    }
-    free(links);
-    free(chans);
-    return rc;
 }
 
 /* ---- children that exit ------------------------------------------------- */
@@ -283,21 +210,43 @@ static void describe_exit(int status, char *out, size_t len)
         snprintf(out, len, "ended (status 0x%x)", status);
 }
 
-static void schedule_child_respawn(struct child *c, const char *what, int64_t now)
+static void schedule_respawn(struct master *m, uint32_t k, int64_t now)
 {
+    struct child *c = &m->children[k];
+    char name[32];
     if (now - c->started_ms >= RESPAWN_STABLE_MS || c->backoff_ms == 0)
         c->backoff_ms = RESPAWN_MIN_MS;
     else if (c->backoff_ms < RESPAWN_MAX_MS)
         c->backoff_ms = c->backoff_ms * 2 > RESPAWN_MAX_MS ? RESPAWN_MAX_MS : c->backoff_ms * 2;
     c->respawn_at = now + c->backoff_ms;
-    log_info("%s will be restarted in %d ms", what, c->backoff_ms);
+    log_info("%s will be restarted in %d ms", child_name(k, name, sizeof name), c->backoff_ms);
 }
 
-static void schedule_respawn(struct master *m, uint32_t k, int64_t now)
+/* What the node forgets with a dead child: a worker's sessions, the relay's state. */
+static size_t forget_child(struct master *m, uint32_t k)
 {
-    char what[32];
-    snprintf(what, sizeof what, "worker %u", k);
-    schedule_child_respawn(&m->workers[k], what, now);
+    if (is_relay(k)) {
+        online_relay_stats(m->online)->pid = 0;
+        online_relay_stats(m->online)->state = RELAY_DOWN;
+        return 0;
+    }
+    size_t cleared = online_clear_worker(m->online, k);
+    guard_clear_worker(m->guard, k);
+    struct worker_stats *ws = online_stats(m->online, k);
+    ws->pid = 0;
+    ws->connections = 0;
+    ws->sessions = 0;
+    if (!m->stopping)
+        ws->restarts++;
+    return cleared;
+}
+
+static uint32_t child_of_pid(const struct master *m, pid_t pid)
+{
+    for (uint32_t k = 0; k <= RELAY_PEER; k++)
+        if (child_slot_used(m, k) && m->children[k].pid == pid)
+            return k;
+    return UINT32_MAX;
 }
 
 static void reap_children(struct master *m)
@@ -305,90 +254,75 @@ static void reap_children(struct master *m)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        char how[96];
-        describe_exit(status, how, sizeof how);
-        if (pid == m->relay.pid) {
-            m->relay.pid = 0;
-            ipc_chan_close(&m->relay.chan);
-            online_relay_stats(m->online)->pid = 0;
-            online_relay_stats(m->online)->state = RELAY_DOWN;
-            if (m->stopping) {
-                log_info("relay (pid %d) %s", (int)pid, how);
-            } else {
-                log_warning("relay (pid %d) %s", (int)pid, how);
-                schedule_child_respawn(&m->relay, "relay", clock_now_ms());
-            }
+        uint32_t k = child_of_pid(m, pid);
+        if (k == UINT32_MAX)
             continue;
-        }
-        for (uint32_t k = 0; k < m->nworkers; k++) {
-            struct child *c = &m->workers[k];
-            if (c->pid != pid)
-                continue;
-            c->pid = 0;
-            ipc_chan_close(&c->chan);
-            size_t cleared = online_clear_worker(m->online, k);
-            guard_clear_worker(m->guard, k);
-            struct worker_stats *ws = online_stats(m->online, k);
-            ws->pid = 0;
-            ws->connections = 0;
-            ws->sessions = 0;
-            if (m->stopping) {
-                log_info("worker %u (pid %d) %s", k, (int)pid, how);
-            } else {
-                log_warning("worker %u (pid %d) %s; cleared %zu online user(s)", k, (int)pid, how,
-                            cleared);
-                ws->restarts++;
-                schedule_respawn(m, k, clock_now_ms());
-            }
+        char how[96], name[32];
+        describe_exit(status, how, sizeof how);
+        child_name(k, name, sizeof name);
+        m->children[k].pid = 0;
+        ipc_chan_close(&m->children[k].chan);
+        size_t cleared = forget_child(m, k);
+        if (m->stopping) {
+            log_info("%s (pid %d) %s", name, (int)pid, how);
+        } else if (is_relay(k)) {
+            log_warning("%s (pid %d) %s", name, (int)pid, how);
+            schedule_respawn(m, k, clock_now_ms());
+        } else {
+            log_warning("%s (pid %d) %s; cleared %zu online user(s)", name, (int)pid, how, cleared);
+            schedule_respawn(m, k, clock_now_ms());
         }
     }
 }
 
-static void respawn_due_workers(struct master *m, int64_t now)
+static void respawn_due_children(struct master *m, int64_t now)
 {
-    if (m->clustered && !m->stopping && m->relay.pid == 0 && m->relay.respawn_at &&
-        now >= m->relay.respawn_at) {
-        if (spawn_relay(m) == 0)
-            log_info("relay restarted (pid %d)", (int)m->relay.pid);
+    for (uint32_t k = 0; k <= RELAY_PEER && !m->stopping; k++) {
+        struct child *c = &m->children[k];
+        if (!child_slot_used(m, k) || c->pid || !c->respawn_at || now < c->respawn_at)
+            continue;
+        char name[32];
+        if (spawn_child(m, k) == 0)
+            log_info("%s restarted (pid %d)", child_name(k, name, sizeof name), (int)c->pid);
         else
-            schedule_child_respawn(&m->relay, "relay", now);
-    }
-    for (uint32_t k = 0; k < m->nworkers && !m->stopping; k++) {
-        struct child *c = &m->workers[k];
-        if (c->pid == 0 && c->respawn_at && now >= c->respawn_at) {
-            if (spawn_worker(m, k) == 0)
-                log_info("worker %u restarted (pid %d)", k, (int)c->pid);
-            else
-                schedule_respawn(m, k, now);
-        }
+            schedule_respawn(m, k, now);
     }
 }
 
 /* Packets a full channel could not take (a HUP's config, a kick) go out on the tick. */
 static void flush_channels(struct master *m)
 {
-    for (uint32_t k = 0; k < m->nworkers; k++)
-        if (m->workers[k].chan.fd >= 0 && ipc_chan_flush(&m->workers[k].chan) < 0)
-            log_warning("channel to worker %u: %s", k, strerror(errno));
-    if (m->relay.chan.fd >= 0 && ipc_chan_flush(&m->relay.chan) < 0)
-        log_warning("channel to the relay: %s", strerror(errno));
+    for (uint32_t k = 0; k <= RELAY_PEER; k++) {
+        char name[32];
+        if (m->children[k].chan.fd >= 0 && ipc_chan_flush(&m->children[k].chan) < 0)
+            log_warning("channel to %s: %s", child_name(k, name, sizeof name), strerror(errno));
+    }
 }
 
 static uint32_t running_children(const struct master *m)
 {
     uint32_t n = 0;
-    for (uint32_t k = 0; k < m->nworkers; k++)
-        n += m->workers[k].pid != 0;
-    return n + (m->relay.pid != 0);
+    for (uint32_t k = 0; k <= RELAY_PEER; k++)
+        n += m->children[k].pid != 0;
+    return n;
 }
 
 static void signal_children(struct master *m, int sig)
 {
+    for (uint32_t k = 0; k <= RELAY_PEER; k++)
+        if (m->children[k].pid)
+            kill(m->children[k].pid, sig);
+}
+
+/* First start: the workers in order (each links to those before it), then the relay. */
+static int spawn_all(struct master *m)
+{
     for (uint32_t k = 0; k < m->nworkers; k++)
-        if (m->workers[k].pid)
-            kill(m->workers[k].pid, sig);
-    if (m->relay.pid)
-        kill(m->relay.pid, sig);
+        if (spawn_child(m, k) < 0)
+            return -1;
+    if (m->clustered && spawn_child(m, RELAY_PEER) < 0)
+        schedule_respawn(m, RELAY_PEER, clock_now_ms());
+    return 0;
 }
 
 /* ---- reload, stop ------------------------------------------------------- */
@@ -417,10 +351,11 @@ static int reload_config(struct master *m)
         log_open_configured(&next) < 0)
         log_error("reload: cannot open the new log destination: %s", strerror(errno));
     for (uint32_t k = 0; k < m->nworkers; k++)
-        if (m->workers[k].chan.fd >= 0 &&
-            ipc_chan_send(&m->workers[k].chan, IPC_CONFIG, &next, NULL, 0) < 0)
+        if (m->children[k].chan.fd >= 0 &&
+            ipc_chan_send(&m->children[k].chan, IPC_CONFIG, &next, NULL, 0) < 0)
             log_error("sending the new configuration to worker %u: %s", k, strerror(errno));
-    if (m->relay.chan.fd >= 0 && ipc_chan_send(&m->relay.chan, IPC_CONFIG, &next, NULL, 0) < 0)
+    if (m->children[RELAY_PEER].chan.fd >= 0 &&
+        ipc_chan_send(&m->children[RELAY_PEER].chan, IPC_CONFIG, &next, NULL, 0) < 0)
         log_error("sending the new configuration to the relay: %s", strerror(errno));
     /* Keys that need a restart keep their running values in the master too. */
     config_apply_live(&m->cfg, &next);
@@ -491,16 +426,16 @@ static void status_json(struct master *m, struct buf *b)
                "\"subscribed\":%u,\"published\":%llu,\"received\":%llu,"
                "\"publish_failed\":%llu,\"reconnects\":%u},\"workers\":[",
                store_state(m), store_failures(m),
-               relay_states[rstate <= RELAY_DOWN ? rstate : RELAY_DOWN], (int)m->relay.pid,
-               (unsigned)rs->subscribed, (unsigned long long)rs->published,
-               (unsigned long long)rs->received, (unsigned long long)rs->publish_failed,
-               (unsigned)rs->reconnects);
+               relay_states[rstate <= RELAY_DOWN ? rstate : RELAY_DOWN],
+               (int)m->children[RELAY_PEER].pid, (unsigned)rs->subscribed,
+               (unsigned long long)rs->published, (unsigned long long)rs->received,
+               (unsigned long long)rs->publish_failed, (unsigned)rs->reconnects);
     for (uint32_t k = 0; k < m->nworkers; k++) {
         struct worker_stats *ws = online_stats(m->online, k);
         buf_printf(b,
                    "%s{\"index\":%u,\"pid\":%d,\"connections\":%u,\"sessions\":%u,"
                    "\"msgs_in\":%llu,\"msgs_out\":%llu,\"offline_stored\":%llu,\"restarts\":%u}",
-                   k ? "," : "", k, (int)m->workers[k].pid, (unsigned)ws->connections,
+                   k ? "," : "", k, (int)m->children[k].pid, (unsigned)ws->connections,
                    (unsigned)ws->sessions, (unsigned long long)ws->msgs_in,
                    (unsigned long long)ws->msgs_out, (unsigned long long)ws->offline_stored,
                    (unsigned)ws->restarts);
@@ -530,12 +465,12 @@ static void run_control_command(void *ctx, struct json_object *req, struct buf *
         if (id <= 0 || id > INT32_MAX) {
             control_error(out, "kick needs a user id");
         } else if (!online_lookup(m->online, (int32_t)id, &loc) || loc.worker >= m->nworkers ||
-                   m->workers[loc.worker].chan.fd < 0) {
+                   m->children[loc.worker].chan.fd < 0) {
             snprintf(msg, sizeof msg, "user %lld is not online", (long long)id);
             control_error(out, msg);
         } else {
             struct ipc_user u = { .uid = (int32_t)id };
-            if (ipc_chan_send(&m->workers[loc.worker].chan, IPC_KICK_USER, &u, NULL, 0) < 0) {
+            if (ipc_chan_send(&m->children[loc.worker].chan, IPC_KICK_USER, &u, NULL, 0) < 0) {
                 control_error(out, strerror(errno));
             } else {
                 log_info("operator kicked user %lld", (long long)id);
@@ -594,7 +529,7 @@ static void on_tick(void *ctx)
     int64_t now = m->loop.now_ms;
     reap_children(m);
     flush_channels(m);
-    respawn_due_workers(m, now);
+    respawn_due_children(m, now);
     notify_systemd(m, now);
     control_expire(m->ctl, now);
     if (m->stopping && now >= m->stop_deadline) {
@@ -645,9 +580,8 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
     m->guard = guard;
     m->started = time(NULL);
     m->nworkers = worker_count(cfg);
-    for (uint32_t k = 0; k < ONLINE_MAX_WORKERS; k++)
-        ipc_chan_init(&m->workers[k].chan, -1);
-    ipc_chan_init(&m->relay.chan, -1);
+    for (uint32_t k = 0; k <= RELAY_PEER; k++)
+        ipc_chan_init(&m->children[k].chan, -1);
     m->clustered = cfg->redis_host[0] != '\0';
     log_set_role("master");
     setproctitle("-qchatd: master");
@@ -655,14 +589,12 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
         log_error("master setup: %s", strerror(errno));
         return 1;
     }
-    if (spawn_all_workers(m) < 0) {
+    /* The master keeps the listening socket only to hand it to respawned workers. */
+    if (spawn_all(m) < 0) {
         log_error("could not start the workers");
         signal_children(m, SIGKILL);
         return 1;
     }
-    /* The master keeps the listening socket only to hand it to respawned workers. */
-    if (m->clustered && spawn_relay(m) < 0)
-        schedule_child_respawn(&m->relay, "relay", clock_now_ms());
     log_info("qchatd %s: listening on %s, %u worker(s), node %d, store %s%s%s", QCHAT_VERSION,
              cfg->listen, m->nworkers, cfg->node_id, cfg->storage_driver,
              m->clustered ? ", redis " : "", m->clustered ? cfg->redis_host : "");

@@ -126,7 +126,7 @@ static void accept_clients(struct worker *w)
             return;
         }
         /* Behind a load balancer speaking PROXY, the address comes in the header. */
-        bool proxied = strcmp(w->cfg.proxy_protocol, "on") == 0;
+        bool proxied = w->proxy_protocol;
         uint32_t addr = guard_addr_hash(&peer);
         if (!proxied && !guard_conn_open(w->guard, w->index, addr, w->cfg.max_conns_per_ip)) {
             refuse_connection(w, fd);
@@ -448,6 +448,7 @@ int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
     for (uint32_t p = 0; p <= RELAY_PEER; p++)
         ipc_chan_init(&w->peers[p].ch, -1);
     w->clustered = cfg->redis_host[0] != '\0';
+    w->proxy_protocol = strcmp(cfg->proxy_protocol, "on") == 0; /* restart-only: parsed once */
     if (worker_init_slots(w) < 0) {
         log_error("worker setup: out of memory");
         return -1;
