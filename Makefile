@@ -186,7 +186,8 @@ $(FUZZ_B)/obj/%.o: %.c
 
 # One binary per target: the request stream, the internal packets, the control socket.
 FUZZ_TARGETS := fuzz_requests fuzz_ipc fuzz_control
-$(FUZZ_B)/fuzz_%: $(patsubst %.c,$(FUZZ_B)/obj/%.o,$(FUZZ_SRC)) $(FUZZ_B)/obj/tests/fuzz/fuzz_%.o
+$(FUZZ_B)/fuzz_%: $(patsubst %.c,$(FUZZ_B)/obj/%.o,$(FUZZ_SRC) tests/fuzz/worker_setup.c) \
+                  $(FUZZ_B)/obj/tests/fuzz/fuzz_%.o
 	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDLIBS)
 
 fuzz-build: deps $(addprefix $(FUZZ_B)/,$(FUZZ_TARGETS))

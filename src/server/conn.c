@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/fatal.h"
 #include "common/jsonw.h"
 #include "common/log.h"
 #include "common/net.h"
@@ -176,6 +177,8 @@ static void send_marked(struct worker *w, struct conn *c, int32_t uid, const cha
         w->hooks.mark_done(w, origin, token, err);
         return;
     }
+    /* Marks are a FIFO of disjoint, increasing ranges: completion relies on it. */
+    qc_assert(c->marks_len < 2 || c->marks[c->marks_head + c->marks_len - 2].end <= start);
     m->start = start;
     m->end = conn_out_end(c);
     m->uid = uid;

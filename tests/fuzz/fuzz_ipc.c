@@ -27,6 +27,7 @@
 #include "server/online.h"
 #include "server/peer.h"
 #include "server/worker_loop.h"
+#include "worker_setup.h"
 
 #define FUZZ_LINK_WORKER 1 /* a link to another worker (this one is worker 0) */
 
@@ -36,24 +37,10 @@ static int ready;
 
 static void setup_once(void)
 {
-    static struct qc_config cfg;
-    char dir[] = "/tmp/qchat-fuzzipc-XXXXXX";
-    if (mkdtemp(dir) == NULL) {
-        perror("mkdtemp");
-        abort();
-    }
-    config_defaults(&cfg);
-    snprintf(cfg.storage_path, sizeof cfg.storage_path, "%s/fuzz.db", dir);
-    cfg.password_cost = 1;
-    log_set_level(getenv("FUZZ_DEBUG") ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR);
-    log_set_role("fuzz");
-    struct online_table *online = online_create(1024);
-    struct guard *guard = guard_create();
     packet = malloc(IPC_MAX_PACKET);
-    if (online == NULL || guard == NULL || packet == NULL ||
-        worker_setup(&worker, 0, &cfg, online, guard) < 0)
+    if (packet == NULL)
         abort();
-    worker.nworkers = 2;
+    fuzz_worker_setup(&worker, 2);
     ready = 1;
 }
 
