@@ -51,6 +51,24 @@ static void mark_dirty(struct worker *w, struct conn *c)
 
 static void conn_event(void *ctx, uint32_t events);
 
+static ssize_t tcp_read(struct conn *c, void *buf, size_t cap)
+{
+    return recv(c->fd, buf, cap, MSG_DONTWAIT);
+}
+
+static ssize_t tcp_write(struct conn *c, const void *p, size_t n)
+{
+    return send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+const struct conn_transport conn_tcp = { .name = "tcp", .read = tcp_read, .write = tcp_write };
+
+void conn_set_transport(struct conn *c, const struct conn_transport *tr, void *state)
+{
+    c->tr = tr;
+    c->tr_state = state;
+}
+
 struct conn *conn_open(struct worker *w, int fd)
 {
     struct conn *c = calloc(1, sizeof *c);
@@ -58,6 +76,7 @@ struct conn *conn_open(struct worker *w, int fd)
         return NULL;
     c->fd = fd;
     c->w = w;
+    c->tr = &conn_tcp;
     c->cgen = ++w->next_cgen;
     buf_init(&c->out);
     c->last_active = w->now_ms;
@@ -252,7 +271,7 @@ int conn_flush(struct worker *w, struct conn *c)
     while (c->out_written < conn_out_end(c)) {
         const char *p = buf_head(&c->out) + (c->out_written - c->out_base);
         size_t n = conn_out_end(c) - c->out_written;
-        ssize_t k = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t k = c->tr->write(c, p, n);
         if (k < 0) {
             if (errno == EINTR)
                 continue;
@@ -350,7 +369,7 @@ void conn_drain(struct worker *w, struct conn *c)
 {
     char sink[4096];
     for (size_t total = 0; total < CONN_DRAIN_BYTES;) {
-        ssize_t n = recv(c->fd, sink, sizeof sink, MSG_DONTWAIT);
+        ssize_t n = c->tr->read(c, sink, sizeof sink);
         if (n > 0) {
             total += (size_t)n;
             continue;
@@ -500,7 +519,7 @@ static ssize_t take_proxy_header(struct worker *w, struct conn *c, const char *p
 void conn_handle_input(struct worker *w, struct conn *c)
 {
     for (int i = 0; i < CONN_READS_PER_EVENT && c->state == CONN_OPEN && !c->busy; i++) {
-        ssize_t n = recv(c->fd, w->rbuf, w->rbuf_size, MSG_DONTWAIT);
+        ssize_t n = c->tr->read(c, w->rbuf, w->rbuf_size);
         if (n > 0) {
             c->last_active = w->now_ms;
             ssize_t skip = 0;
