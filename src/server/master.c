@@ -1,12 +1,15 @@
 /*
  * master.c - the master process (see master.h).
  *
- * Everything the master reacts to arrives on one epoll set: a signalfd (the
- * signals become flags handled in the loop, as in nginx), a timer (respawns
- * that are due, the systemd watchdog and status), and the control socket.
- * Respawning lives in one place, spawn_worker: a new worker gets a fresh
- * channel and a fresh peer link to every live worker, whose ends the master
- * passes to those workers over their channels.
+ * Everything the master reacts to arrives through its event loop
+ * (common/loop.c): a signalfd (the signals become actions handled in the
+ * loop, as in nginx), the loop's tick (reaping, respawns that are due,
+ * queued channel packets, the systemd watchdog and status, control-socket
+ * deadlines), and the control socket (control.c).  Its children are one
+ * table, the workers and the relay, started by one function, spawn_child:
+ * a new child gets a fresh channel and a fresh link to every live child it
+ * talks to, whose other ends the master passes to those children over their
+ * channels.
  */
 #include <errno.h>
 #include <fcntl.h>
