@@ -226,21 +226,19 @@ $(FUZZ_B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
 
-$(FUZZ_B)/fuzz_requests: $(patsubst %.c,$(FUZZ_B)/obj/%.o,$(FUZZ_SRC) tests/fuzz/fuzz_requests.c)
+# One binary per target: the request stream, the internal packets, the control socket.
+FUZZ_TARGETS := fuzz_requests fuzz_ipc fuzz_control
+$(FUZZ_B)/fuzz_%: $(patsubst %.c,$(FUZZ_B)/obj/%.o,$(FUZZ_SRC) tests/fuzz/worker_setup.c) \
+                  $(FUZZ_B)/obj/tests/fuzz/fuzz_%.o
 	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDLIBS)
 
 $(FUZZ_B)/fuzz_proxy: $(patsubst %.c,$(FUZZ_B)/obj/%.o,src/server/proxy.c tests/fuzz/fuzz_proxy.c)
 	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^
 
-fuzz-build: deps $(FUZZ_B)/fuzz_requests $(FUZZ_B)/fuzz_proxy
+fuzz-build: deps $(addprefix $(FUZZ_B)/,$(FUZZ_TARGETS)) $(FUZZ_B)/fuzz_proxy
 
-# A bounded run (FUZZ_TIME seconds); new inputs go to a scratch copy of the corpus.
+# A bounded run of every target (FUZZ_TIME seconds each; see tests/scripts/fuzz_bounded.sh).
 fuzz: fuzz-build
-	@rm -rf $(FUZZ_B)/corpus && mkdir -p $(FUZZ_B)/corpus && cp tests/fuzz/corpus/* $(FUZZ_B)/corpus/
-	$(FUZZ_B)/fuzz_requests -max_total_time=$(FUZZ_TIME) -timeout=10 -rss_limit_mb=2048 \
-	    -max_len=8192 -print_final_stats=1 $(FUZZ_B)/corpus
-	@rm -rf $(FUZZ_B)/corpus_proxy && mkdir -p $(FUZZ_B)/corpus_proxy && cp tests/fuzz/corpus_proxy/* $(FUZZ_B)/corpus_proxy/
-	$(FUZZ_B)/fuzz_proxy -max_total_time=$(FUZZ_TIME) -timeout=10 -max_len=512 \
-	    -print_final_stats=1 $(FUZZ_B)/corpus_proxy
+	FUZZ_TIME=$(FUZZ_TIME) FUZZ_TIME_SMALL=$(FUZZ_TIME) sh tests/scripts/fuzz_bounded.sh
 
 -include $(shell find $(B)/obj $(FUZZ_B)/obj -name '*.d' 2>/dev/null)

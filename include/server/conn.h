@@ -13,11 +13,29 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include "common/buf.h"
 #include "common/frame.h"
+#include "common/loop.h"
 #include "common/proto.h"
 
 struct worker;
+struct conn;
+
+/*
+ * How bytes move on a connection's socket.  The default is plain TCP
+ * (conn_tcp); another listener (a WebSocket endpoint) sets its own with
+ * conn_set_transport, and keeps every other part of a connection: request
+ * framing, the output queue, delivery marks, closing.  read returns what
+ * recv(2) would (application bytes: a transport that unwraps frames returns
+ * their payload), write what send(2) would for raw output bytes.
+ */
+struct conn_transport {
+    const char *name;
+    ssize_t (*read)(struct conn *c, void *buf, size_t cap);
+    ssize_t (*write)(struct conn *c, const void *p, size_t n);
+};
+extern const struct conn_transport conn_tcp;
 
 enum conn_state {
     CONN_OPEN = 0, /* reading requests */
@@ -37,6 +55,10 @@ struct out_mark {
 
 struct conn {
     int fd;
+    struct loop_source src; /* fd in the worker's loop */
+    struct worker *w;
+    const struct conn_transport *tr; /* conn_tcp unless a listener set another */
+    void *tr_state;                  /* the transport's own per-connection state */
     uint32_t slot;
     uint32_t cgen; /* connection generation: stale handles fail */
     uint8_t state;
@@ -81,6 +103,12 @@ static inline uint64_t conn_out_end(const struct conn *c)
 }
 
 struct conn *conn_open(struct worker *w, int fd);
+/* Use transport tr (with its state) for c's bytes from now on. */
+void conn_set_transport(struct conn *c, const struct conn_transport *tr, void *state);
+/* The open connection holding session (uid, gen) in slot, or NULL. */
+struct conn *conn_of_session(struct worker *w, int32_t uid, uint32_t slot, uint32_t gen);
+/* The connection of uid's current session on this worker, or NULL. */
+struct conn *conn_local_session(struct worker *w, int32_t uid);
 /* Queue bytes (a whole reply ending in '\n'); schedules a flush. */
 void conn_send(struct worker *w, struct conn *c, const void *p, size_t n);
 /* Queue a chat payload (no trailing newline) with a delivery mark. */

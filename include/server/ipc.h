@@ -1,67 +1,194 @@
 /*
- * ipc.h - small typed messages between qchatd's processes.
+ * ipc.h - the channel between qchatd's processes, in the manner of OpenBSD's
+ * imsg.
  *
  * Every pair of processes that talk has a socketpair(SOCK_SEQPACKET): the
- * master and each worker (the "channel"), and each pair of workers (the
- * "peer" links used to hand chats over).  One message is one packet: a fixed
- * header and an optional payload (the JSON text of a forwarded message, or a
- * config block).  A file descriptor may ride along (SCM_RIGHTS) when the
- * master gives a worker the link to a respawned peer.
+ * master and each child (the "channel": config, new links, operator kicks),
+ * each pair of workers (the "peer" links that hand chats over), and the
+ * relay and each worker.  One packet is one message: a header (type and
+ * length), the type's fixed payload struct, and for some types a variable
+ * tail (the JSON text of a message, a list of user ids).  A descriptor may
+ * ride along (SCM_RIGHTS) with IPC_NEW_PEER only.
+ *
+ * struct ipc_chan is one end: packets the socket cannot take yet wait in a
+ * queue (ipc_chan_flush when the socket is writable again), and
+ * ipc_chan_read hands each packet received to the receiver's handler for its
+ * type.  Every packet is checked against its type's rule (payload size,
+ * tail unit and size, descriptor) and against what the receiver accepts on
+ * that link before any handler sees it; one that fails is fatal for the
+ * receiving process (qc_fatal: it is respawned): a sibling that sends
+ * garbage is a bug, and a state built on a misread packet cannot be trusted.
+ * A handler still range-checks every index and handle the packet names.
  */
 #ifndef QCHAT_SERVER_IPC_H
 #define QCHAT_SERVER_IPC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "common/buf.h"
+
 enum ipc_type {
-    IPC_DELIVER = 1, /* worker->worker: payload for (uid, slot, gen); token to confirm */
-    IPC_CONFIRM, /* worker->worker, worker->relay: token is safe (written or stored); err in flags */
-    IPC_KICK,    /* worker->worker: session (uid, slot, gen) was taken over */
-    IPC_NEW_PEER,  /* master->worker: fd is the link to worker `uid` (its index) */
-    IPC_CONFIG,    /* master->worker: payload is a struct qc_config (HUP) */
-    IPC_KICK_USER, /* master->worker: qchatctl kick uid */
-    /* worker <-> relay (the relay's link is peer RELAY_PEER in every worker) */
-    IPC_SUB,          /* worker->relay: uid now has a session on this node */
-    IPC_UNSUB,        /* worker->relay: uid has no session on this node any more */
-    IPC_PUBLISH,      /* worker->relay: payload for uid elsewhere; flags IPC_F_*; token */
-    IPC_PUBLISHED,    /* relay->worker: token's PUBLISH reached `gen` receivers; flags: error */
-    IPC_NUMSUB,       /* worker->relay: payload int32 uids; token */
-    IPC_NUMSUB_REPLY, /* relay->worker: payload one byte per uid (1 online elsewhere); flags: error */
-    IPC_SUBSCRIBED, /* relay->worker: the SUB with this token is confirmed by Redis; flags: error */
+    IPC_DELIVER = 1,  /* worker/relay -> worker: ipc_deliver + text */
+    IPC_CONFIRM,      /* worker -> worker/relay: ipc_confirm */
+    IPC_KICK,         /* worker -> worker: ipc_session was taken over */
+    IPC_NEW_PEER,     /* master -> worker/relay: ipc_new_peer + the link's descriptor */
+    IPC_CONFIG,       /* master -> worker/relay: struct qc_config (HUP) */
+    IPC_KICK_USER,    /* master -> worker: ipc_user (qchatctl kick) */
+    IPC_SUB,          /* worker -> relay: ipc_sub, uid has a session on this node */
+    IPC_UNSUB,        /* worker -> relay: ipc_user has no session on this node any more */
+    IPC_PUBLISH,      /* worker -> relay: ipc_publish + text, for uid elsewhere */
+    IPC_PUBLISHED,    /* relay -> worker: ipc_published, the PUBLISH's receiver count */
+    IPC_NUMSUB,       /* worker -> relay: ipc_token + int32 uids */
+    IPC_NUMSUB_REPLY, /* relay -> worker: ipc_answer + one byte per uid (1: online elsewhere) */
+    IPC_SUBSCRIBED,   /* relay -> worker: ipc_answer, Redis confirmed the SUB with token */
+    IPC_TYPE_COUNT
 };
 
-/* DELIVER flags */
+/* ipc_deliver.flags and ipc_publish.kind */
 #define IPC_F_CHAT   0x1 /* a chat: store offline if the session is gone */
 #define IPC_F_NOTICE 0x2 /* a notice (presence): drop if the session is gone */
 #define IPC_F_KICK   0x4 /* PUBLISH: the user logged in on this node; others kick */
 #define IPC_F_STORE  0x8 /* DELIVER from the relay: its worker died; store it offline */
 
-/* The relay's index among a worker's peers, and as a "from" in packets. */
+/* The relay's index among a worker's peers. */
 #define RELAY_PEER 64 /* == ONLINE_MAX_WORKERS */
 
+/* Largest packet: header + payload struct + tail. */
+#define IPC_MAX_PACKET (256 * 1024)
+
 struct ipc_hdr {
-    uint16_t type;
-    uint16_t from;  /* sender's worker index */
-    uint32_t token; /* DELIVER/CONFIRM: the sender's hand-off handle */
-    int32_t uid;
-    uint32_t slot;
-    uint32_t gen;
-    uint32_t flags; /* DELIVER: IPC_F_*; CONFIRM: error number (0 = safe) */
+    uint32_t type;
+    uint32_t len; /* payload struct + tail, in bytes */
 };
 
-/* Largest packet: header + a forwarded message or a config block. */
-#define IPC_MAX_PACKET (256 * 1024)
+/* A chat or notice for the session (uid, slot, gen); token names the sender's copy. */
+struct ipc_deliver {
+    int32_t uid;
+    uint32_t slot, gen;
+    uint32_t token; /* 0: nobody waits for a confirmation */
+    uint32_t flags; /* IPC_F_CHAT, IPC_F_NOTICE, IPC_F_STORE */
+};
+
+/* The delivery named by token is safe (err 0: written or stored) or failed. */
+struct ipc_confirm {
+    uint32_t token;
+    int32_t err;
+};
+
+struct ipc_session {
+    int32_t uid;
+    uint32_t slot, gen;
+};
+
+struct ipc_new_peer {
+    uint32_t peer; /* a worker index, or RELAY_PEER */
+};
+
+struct ipc_user {
+    int32_t uid;
+};
+
+struct ipc_sub {
+    int32_t uid;
+    uint32_t token; /* 0: no IPC_SUBSCRIBED wanted */
+};
+
+struct ipc_publish {
+    int32_t uid;
+    uint32_t token; /* chats: the worker's copy, answered by IPC_PUBLISHED */
+    uint32_t kind;  /* IPC_F_CHAT, IPC_F_NOTICE or IPC_F_KICK */
+};
+
+struct ipc_published {
+    uint32_t token;
+    uint32_t receivers;
+    int32_t failed; /* 1: Redis unavailable */
+};
+
+struct ipc_token {
+    uint32_t token;
+};
+
+struct ipc_answer {
+    uint32_t token;
+    int32_t failed;
+};
+
+/* A packet as received: checked against its type's rule. */
+struct ipc_msg {
+    uint32_t type;
+    const void *body; /* the type's payload struct (aligned) */
+    const char *tail; /* the variable part, tail_len bytes (never NULL) */
+    size_t tail_len;
+    int fd; /* the descriptor that came along, or -1 */
+};
+
+/* One end of a link. */
+struct ipc_chan {
+    int fd;           /* -1: closed */
+    struct buf queue; /* packets the socket did not take yet: [uint32 len][packet]... */
+    bool broken;      /* a send failed: its last packets are being read, sends refused */
+};
+
+/*
+ * What a process accepts on one kind of link: a handler per type (NULL: that
+ * type is a protocol violation here).  link is the receiver's own name for
+ * the link (a worker index, RELAY_PEER), never a value the sender chose.
+ */
+struct ipc_handlers {
+    const char *from; /* "worker", "relay", "master": for messages */
+    void (*fn[IPC_TYPE_COUNT])(void *ctx, uint32_t link, const struct ipc_msg *m);
+};
+
+enum ipc_read_result {
+    IPC_READ_IDLE = 0, /* nothing more waiting */
+    IPC_READ_MORE,     /* max_packets read; more may wait */
+    IPC_READ_CLOSED,   /* end of stream or a broken link: the caller closes it */
+};
+
+/* "DELIVER", "CONFIRM", ...; "unknown" for a type without a rule. */
+const char *ipc_type_name(uint32_t type);
 
 /* Create a SOCK_SEQPACKET pair, non-blocking, close-on-exec.  0 or -1. */
 int ipc_pair(int sv[2]);
-/* Send one message; 0, or -1 with errno (EAGAIN when the link is full). */
-int ipc_send(int fd, const struct ipc_hdr *h, const void *payload, size_t len, int pass_fd);
+
+void ipc_chan_init(struct ipc_chan *ch, int fd);
+/* Close the descriptor and drop what was queued. */
+void ipc_chan_close(struct ipc_chan *ch);
 /*
- * Receive one message: payload length (>= 0), or -1 with errno (EAGAIN: none
- * waiting), or -2 on end of stream.  *passed_fd is -1 unless one came along.
+ * Send one packet (body is the type's payload struct, its size given by the
+ * type), or queue it behind those already waiting.  0: sent or queued
+ * (ipc_chan_waiting says which); -1 with errno: EMSGSIZE or ENOMEM (this
+ * packet cannot go, the link is fine), else the link is closed or broken.
  */
-ssize_t ipc_recv(int fd, struct ipc_hdr *h, void *payload, size_t cap, int *passed_fd);
+int ipc_chan_send(struct ipc_chan *ch, uint32_t type, const void *body, const void *tail,
+                  size_t tail_len);
+/* Send a packet with a descriptor now (never queued): 0, or -1 with errno (EAGAIN: full). */
+int ipc_chan_send_fd(struct ipc_chan *ch, uint32_t type, const void *body, int fd);
+/* Packets wait for the socket to become writable. */
+bool ipc_chan_waiting(const struct ipc_chan *ch);
+/* Write what waits: 0 (all written or some still waiting), -1 the link is broken. */
+int ipc_chan_flush(struct ipc_chan *ch);
+/*
+ * Read up to max_packets packets into buf (IPC_MAX_PACKET bytes, aligned)
+ * and hand each to its handler.  A packet that breaks its rule or is not
+ * accepted here is fatal (qc_fatal).
+ */
+enum ipc_read_result ipc_chan_read(struct ipc_chan *ch, char *buf, int max_packets,
+                                   const struct ipc_handlers *hs, void *ctx, uint32_t link);
+
+/*
+ * Check packet pkt[0..n) (with fd, -1 for none) against its type's rule and
+ * the handler table hs (NULL: any valid type); fill m.  NULL when it is
+ * valid, else why it is not.  pkt must be aligned for the payload structs.
+ */
+const char *ipc_decode(const char *pkt, size_t n, int fd, const struct ipc_handlers *hs,
+                       struct ipc_msg *m);
+/* Decode pkt against hs and hand it to its handler: NULL, or why it was refused. */
+const char *ipc_dispatch(const char *pkt, size_t n, int fd, const struct ipc_handlers *hs,
+                         void *ctx, uint32_t link);
 
 #endif

@@ -32,5 +32,7 @@ void login_numsub_done(struct worker *w, uint32_t token, const uint8_t *online, 
 void login_subscribed(struct worker *w, uint32_t token, bool failed);
 /* The relay link is gone: every waiting reply is sent with what is known. */
 void login_relay_lost(struct worker *w);
+/* Install the relay's answers as the worker's continuations of a login. */
+void login_install(struct worker *w);
 
 #endif

@@ -90,7 +90,7 @@ int64_t metrics_now_us(void);
  * half of systemd's WatchdogSec when it is set, clamped to 1..10 s.
  */
 int64_t metrics_heartbeat_stale_ms(void);
-/* CLOCK_MONOTONIC ms (proc_now_ms) of slot's last heartbeat, 0: never. */
+/* CLOCK_MONOTONIC ms (clock_now_ms) of slot's last heartbeat, 0: never. */
 int64_t metrics_heartbeat_ms(const struct metrics *m, uint32_t slot);
 
 uint64_t metrics_counter_sum(const struct metrics *m, enum qm_counter c, unsigned label);

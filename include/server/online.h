@@ -99,6 +99,13 @@ int online_mid_file(struct online_table *t, const char *path, char *err, size_t 
 struct worker_stats *online_stats(struct online_table *t, uint32_t worker);
 struct relay_stats *online_relay_stats(struct online_table *t);
 
+/*
+ * The shared counters after the lock (count, generation, message ids),
+ * exposed for tests that corrupt them as a broken worker could: no layout
+ * value is among them (each process keeps its own), so nothing a worker
+ * writes there can make another process index outside the mapping.
+ */
+void *online_shared_counters(struct online_table *t, size_t *len);
 /* The writers' lock, exposed for tests of a holder killed mid-update. */
 void online_lock(struct online_table *t);
 void online_unlock(struct online_table *t);

@@ -1,7 +1,7 @@
 /*
- * proc.h - plumbing every qchatd process shares (master, workers, relay):
- * the signals it turns into events on a signalfd, its periodic tick on a
- * timerfd, and the monotonic clock its deadlines use.
+ * proc.h - the signals every qchatd process (master, workers, relay) turns
+ * into events on a signalfd.  (The tick is common/loop.h's, the monotonic
+ * clock common/clock.h's.)
  */
 #ifndef QCHAT_SERVER_PROC_H
 #define QCHAT_SERVER_PROC_H
@@ -14,9 +14,5 @@
  * return a non-blocking signalfd for them, or -1.
  */
 int proc_signal_fd(void);
-/* A non-blocking timerfd firing every ms milliseconds, or -1. */
-int proc_tick_fd(int ms);
-/* CLOCK_MONOTONIC in milliseconds: the same clock in every process. */
-int64_t proc_now_ms(void);
 
 #endif

@@ -21,11 +21,16 @@ struct slab_hdr {
 struct slab;
 
 struct slab *slab_new(size_t esize);
+/* At most max entries (default: all that a handle can index). */
+void slab_set_max(struct slab *s, uint32_t max);
+/* The index a handle names (for tables published by index, like connection slots). */
+uint32_t slab_index(uint32_t handle);
 void slab_destroy(struct slab *s);
 /* A fresh zeroed entry (header set); *handle names it.  NULL when full or out of memory. */
 void *slab_alloc(struct slab *s, uint32_t *handle);
 /* The live entry named by handle, or NULL. */
 void *slab_get(struct slab *s, uint32_t handle);
+/* Free a live entry: a stale or foreign handle is a broken contract (fatal). */
 void slab_free(struct slab *s, uint32_t handle);
 /* Walking every entry: index i < slab_capacity; check hdr->live. */
 uint32_t slab_capacity(const struct slab *s);

@@ -1,35 +1,72 @@
 /*
- * worker.h - a worker process: one epoll loop owning its client connections.
+ * worker.h - what every part of a worker shares: the worker's state, its
+ * connection slots, reusable buffers, the event loop, cached time, and
+ * the hooks through which lower layers report upward.
  *
- * All workers accept from the one listening socket (EPOLLEXCLUSIVE), parse
- * requests, call storage and route messages.  A worker talks to the master
- * over its channel and to every other worker over a peer link.
+ * A worker process accepts from the one listening socket (EPOLLEXCLUSIVE),
+ * parses requests, calls storage and routes messages; worker_loop.c runs it.
+ * The layers, bottom up, each including only those below it:
+ *   worker.c (this state) - conn.c (a client connection) - offline.c,
+ *   pending.c, handoff.c, peer.c (delivery mechanisms) - route.c (routing
+ *   decisions) - reply.c, session.c - login.c - service.c (request
+ *   handlers) - worker_loop.c (the process: event loop, wiring).
+ * A lower layer never calls a higher one by name: it calls a hook of struct
+ * worker_hooks, which the higher layer installs at setup.
  */
 #ifndef QCHAT_SERVER_WORKER_H
 #define QCHAT_SERVER_WORKER_H
 
 #include <signal.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/buf.h"
 #include "common/config.h"
 #include "common/frame.h"
+#include "common/loop.h"
 #include "server/guard.h"
+#include "server/ipc.h"
 #include "server/online.h"
 #include "store/store.h"
 
+struct worker;
 struct conn;
+struct json_object;
+
+/* Calls upward, installed by the layer that answers them (see the top). */
+struct worker_hooks {
+    /* conn.c: a request was parsed (service.c) */
+    void (*request)(struct worker *w, struct conn *c, struct json_object *req);
+    /* conn.c: a request broke the stream; send err before closing (reply.c) */
+    void (*stream_error)(struct worker *w, struct conn *c, int err);
+    /* conn.c: a delivery mark was written (err 0) or stored/lost: tell its origin (route.c) */
+    void (*mark_done)(struct worker *w, uint32_t origin, uint32_t token, int err);
+    /* conn.c: a connection holding a session is closing (session.c) */
+    void (*session_closing)(struct worker *w, struct conn *c);
+    /* pending.c: a request's outcome is known (reply.c) */
+    void (*answer)(struct worker *w, struct conn *c, int msgid, const char *seq, int err,
+                   int64_t mid, int32_t groupid);
+    /* peer.c, route.c: a session here was taken over (session.c) */
+    void (*kick)(struct worker *w, int32_t uid, uint32_t slot, uint32_t gen, const char *reason);
+    /* peer.c: the relay's answers, continuations of a login (login.c) */
+    void (*numsub_done)(struct worker *w, uint32_t token, const uint8_t *online, size_t n,
+                        bool failed);
+    void (*subscribed)(struct worker *w, uint32_t token, bool failed);
+    void (*relay_lost)(struct worker *w);
+};
 
 /* Peer link to another worker, with a queue for when it is full. */
 struct peer {
-    int fd;           /* -1: no link (peer dead or not started) */
-    struct buf queue; /* packets waiting: [uint32 len][packet]... */
-    bool want_write;
+    struct ipc_chan ch;     /* fd -1: no link (peer dead or not started) */
+    struct loop_source src; /* ch.fd in the worker's loop */
+    struct worker *w;
+    uint32_t index;  /* a worker index, or RELAY_PEER */
+    bool want_write; /* EPOLLOUT armed: packets wait in ch's queue */
 };
 
 struct slab;     /* handle tables (slab.c) */
-struct inflight; /* route.c */
+struct inttable; /* common/inttable.c */
 
 #define WORKER_SPARE_BUFS    64          /* reusable buffers kept per worker */
 #define WORKER_SPARE_MAX_CAP (64 * 1024) /* larger ones are freed, not kept */
@@ -37,11 +74,11 @@ struct inflight; /* route.c */
 struct worker {
     uint32_t index;
     uint32_t nworkers;
-    int epfd;
+    struct loop loop;
+    struct loop_source listen_src, channel_src, signal_src, crypt_src;
     int listen_fd;
-    int channel_fd; /* to the master */
+    struct ipc_chan channel; /* to the master */
     int signal_fd;
-    int timer_fd;
     int crypt_fd;         /* eventfd: hashing jobs finished */
     char dummy_hash[256]; /* verified against for unknown ids: same cost */
     struct qc_config cfg;
@@ -53,11 +90,9 @@ struct worker {
 
     struct peer peers[ONLINE_MAX_WORKERS + 1]; /* + the relay, RELAY_PEER */
     bool clustered;                            /* a relay exists (redis.host set) */
+    bool proxy_protocol; /* server.proxy_protocol = on: a PROXY header comes first */
 
-    struct conn **conns; /* by slot */
-    uint32_t conns_cap;
-    uint32_t *free_slots; /* stack of unused slots */
-    uint32_t nfree;
+    struct slab *slots; /* connections by slot (worker_conn) */
     uint32_t nconns;
     uint32_t next_cgen;
     struct conn *dirty; /* connections with output to flush */
@@ -70,9 +105,10 @@ struct worker {
 
     struct buf spare[WORKER_SPARE_BUFS]; /* emptied buffers, reused: no malloc per message */
     uint32_t nspare;
-    struct slab *pending;      /* requests waiting to be ACKed */
-    struct slab *handoffs;     /* chats handed to peers, unconfirmed */
-    struct inflight *inflight; /* uid -> the peer holding unconfirmed hand-offs */
+    struct slab *pending;      /* requests waiting to be ACKed (pending.c) */
+    struct slab *handoffs;     /* chats handed to peers, unconfirmed (handoff.c) */
+    struct inttable *inflight; /* uid -> the peer holding unconfirmed hand-offs */
+    struct worker_hooks hooks;
 
     bool accepting;
     bool stopping;
@@ -82,40 +118,13 @@ struct worker {
     char time_str[32]; /* "YYYY-MM-DD HH:MM:SS" */
 };
 
-/* Entry point after fork; never returns.  peer_fds has ONLINE_MAX_WORKERS + 1
-   entries: the links to the other workers, then the relay's (-1: none). */
-void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_fd,
-                 const int *peer_fds, const struct qc_config *cfg, struct online_table *online,
-                 struct guard *guard) __attribute__((noreturn));
-
-/*
- * The parts of a worker that do not depend on the master: buffers, epoll set,
- * storage, routing tables, hashing threads.  worker_main calls it; so does
- * the fuzz target, which then drives connections by hand.  0 or -1.
- */
-int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
-                 struct online_table *online, struct guard *guard);
-/* Finish the password jobs that came back (the eventfd was readable). */
-void worker_finish_crypt_jobs(struct worker *w);
-/* End of a loop turn: write pending output, free closed connections. */
-void worker_end_turn(struct worker *w);
-
-/* Epoll registration helpers for conn.c and route.c. */
-enum worker_src {
-    SRC_LISTEN = 1,
-    SRC_CHANNEL,
-    SRC_SIGNAL,
-    SRC_TIMER,
-    SRC_PEER,
-    SRC_CONN,
-    SRC_CRYPT
-};
-int worker_watch(struct worker *w, int fd, uint32_t events, enum worker_src kind, uint32_t id);
-int worker_rewatch(struct worker *w, int fd, uint32_t events, enum worker_src kind, uint32_t id);
-void worker_mark_dirty(struct worker *w, struct conn *c);
+int worker_init_slots(struct worker *w); /* 0 or -1 */
 struct conn *worker_conn(struct worker *w, uint32_t slot);
-int worker_take_slot(struct worker *w, struct conn *c); /* sets c->slot; 0 or -1 */
-void worker_release_slot(struct worker *w, struct conn *c);
+/* Slots to walk: every slot < this may hold a connection (worker_conn). */
+uint32_t worker_slot_count(const struct worker *w);
+/* A slot for c (its index in the table, named in the online table): 0, or -1 when full. */
+int worker_take_slot(struct worker *w, struct conn *c, uint32_t *slot);
+void worker_release_slot(struct worker *w, uint32_t slot, const struct conn *c);
 /*
  * Buffers for replies, forwarded messages and connection output come from a
  * small per-worker stack of emptied buffers, so the hot path does not call

@@ -68,6 +68,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "qchat.h"
 
 #define EXIT_LOST            1
@@ -77,17 +78,9 @@
 
 /* ---- time and sequence numbers ---------------------------------------- */
 
-int64_t qchat_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int64_t qchat_seq(struct qchat *q)
 {
-    q->last_send_ms = qchat_now_ms();
+    q->last_send_ms = clock_now_ms();
     return q->next_seq++;
 }
 
@@ -125,9 +118,9 @@ bool qchat_drain(struct qchat *q)
 /* Keep an idle session alive past the server's idle_timeout. */
 static void heartbeat_if_idle(struct qchat *q)
 {
-    if (!q->logged_in || qchat_now_ms() - q->last_send_ms < QCHAT_HEARTBEAT_MS)
+    if (!q->logged_in || clock_now_ms() - q->last_send_ms < QCHAT_HEARTBEAT_MS)
         return;
-    q->last_send_ms = qchat_now_ms();
+    q->last_send_ms = clock_now_ms();
     if (qclient_heartbeat(q->c, 0, 0) < 0)
         q->lost = true;
 }
@@ -135,7 +128,7 @@ static void heartbeat_if_idle(struct qchat *q)
 /* poll() timeout: the caller's, shortened to the next heartbeat. */
 static int poll_timeout(struct qchat *q, int64_t deadline)
 {
-    int64_t now = qchat_now_ms();
+    int64_t now = clock_now_ms();
     int64_t until = deadline;
 
     if (q->logged_in) {
@@ -153,7 +146,7 @@ static int poll_timeout(struct qchat *q, int64_t deadline)
 
 int qchat_wait(struct qchat *q, int in_fd, int timeout_ms)
 {
-    int64_t deadline = timeout_ms < 0 ? -1 : qchat_now_ms() + timeout_ms;
+    int64_t deadline = timeout_ms < 0 ? -1 : clock_now_ms() + timeout_ms;
 
     for (;;) {
         struct pollfd pfd[2];
@@ -185,7 +178,7 @@ int qchat_wait(struct qchat *q, int in_fd, int timeout_ms)
             break;
         if (in_fd >= 0 && pfd[1].revents != 0)
             return 1;
-        if (deadline >= 0 && qchat_now_ms() >= deadline)
+        if (deadline >= 0 && clock_now_ms() >= deadline)
             return 0;
     }
     out_disconnected(q);
@@ -286,9 +279,9 @@ static int run_script(struct qchat *q)
     }
     buf_free(&r.buf);
     if (!q->quit && !q->lost) {
-        linger_end = qchat_now_ms() + QCHAT_EOF_LINGER_MS;
-        while (!q->lost && qchat_now_ms() < linger_end)
-            (void)qchat_wait(q, -1, (int)(linger_end - qchat_now_ms()));
+        linger_end = clock_now_ms() + QCHAT_EOF_LINGER_MS;
+        while (!q->lost && clock_now_ms() < linger_end)
+            (void)qchat_wait(q, -1, (int)(linger_end - clock_now_ms()));
     }
     return q->lost ? EXIT_LOST : EXIT_SUCCESS;
 }
@@ -360,7 +353,7 @@ int main(int argc, char **argv)
         return EXIT_LOST;
     }
     qclient_set_skip_handler(q.c, print_skipped, &q);
-    q.last_send_ms = qchat_now_ms();
+    q.last_send_ms = clock_now_ms();
 
     rc = q.interactive ? qchat_run_tty(&q) : run_script(&q);
     qclient_close(q.c);

@@ -50,7 +50,6 @@ struct qchat {
 };
 
 /* qchat.c */
-int64_t qchat_now_ms(void);
 int64_t qchat_seq(struct qchat *q); /* next request seq, also notes the send time */
 /*
  * Wait up to timeout_ms (-1: forever) for in_fd (-1: none) to become

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/proto.h"
 #include "qchat.h"
 
@@ -252,9 +253,9 @@ static void cmd_wait(struct qchat *q, char *args)
         usage_error(q, "wait");
         return;
     }
-    deadline = qchat_now_ms() + ms;
+    deadline = clock_now_ms() + ms;
     while (!q->lost) {
-        int64_t left = deadline - qchat_now_ms();
+        int64_t left = deadline - clock_now_ms();
 
         if (left <= 0 || qchat_wait(q, -1, (int)left) < 0)
             break;

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "client/qclient.h"
 #include "common/buf.h"
 #include "common/frame.h"
@@ -55,18 +56,10 @@ struct qclient {
 
 /* ---- time ------------------------------------------------------------- */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Deadline for a timeout in ms; -1 stays "forever". */
 static int64_t deadline_after(int timeout_ms)
 {
-    return timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+    return timeout_ms < 0 ? -1 : clock_now_ms() + timeout_ms;
 }
 
 /* Milliseconds left until deadline, for poll(): -1 forever, 0 expired. */
@@ -76,7 +69,7 @@ static int ms_until(int64_t deadline)
 
     if (deadline < 0)
         return -1;
-    left = deadline - now_ms();
+    left = deadline - clock_now_ms();
     if (left <= 0)
         return 0;
     return left > INT32_MAX ? INT32_MAX : (int)left;

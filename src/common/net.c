@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/net.h"
 
@@ -225,14 +226,6 @@ int net_listen_unix(const char *path, int mode, char *err, size_t errlen)
     return fd;
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Wait for a non-blocking connect until the deadline (-1: forever). */
 static int finish_connect(int fd, long long deadline)
 {
@@ -244,7 +237,7 @@ static int finish_connect(int fd, long long deadline)
         int wait_ms = -1;
 
         if (deadline >= 0) {
-            long long left = deadline - now_ms();
+            long long left = deadline - clock_now_ms();
 
             if (left <= 0) {
                 errno = ETIMEDOUT;
@@ -291,7 +284,7 @@ static int connect_one(const struct addrinfo *ai, long long deadline)
 
 int net_connect_tcp(const char *host, int port, int timeout_ms, char *err, size_t errlen)
 {
-    long long deadline = timeout_ms > 0 ? now_ms() + timeout_ms : -1;
+    long long deadline = timeout_ms > 0 ? clock_now_ms() + timeout_ms : -1;
     struct addrinfo *res, *ai;
     int fd = -1;
 

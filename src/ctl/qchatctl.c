@@ -31,6 +31,7 @@
 
 #include <json-c/json.h>
 
+#include "common/clock.h"
 #include "common/buf.h"
 #include "common/net.h"
 
@@ -64,14 +65,6 @@ static void usage(FILE *f)
 
 /* ---- the exchange ------------------------------------------------------- */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int send_all(int fd, const char *p, size_t n)
 {
     while (n > 0) {
@@ -91,11 +84,11 @@ static int send_all(int fd, const char *p, size_t n)
 /* Read the reply line into b (until '\n' or EOF).  0, or -1 with a message. */
 static int read_reply(int fd, struct buf *b, const char *path)
 {
-    int64_t deadline = now_ms() + CTL_TIMEOUT_MS;
+    int64_t deadline = clock_now_ms() + CTL_TIMEOUT_MS;
 
     for (;;) {
         struct pollfd pfd = { .fd = fd, .events = POLLIN, .revents = 0 };
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - clock_now_ms();
         ssize_t n;
         int rc;
 

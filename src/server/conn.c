@@ -8,7 +8,7 @@
  * so a slow sender is never re-parsed and idle connections hold no parser.
  *
  * Output: replies and forwarded messages are appended to c->out and written
- * when the loop turn ends (worker_mark_dirty), so everything a turn produced
+ * when the loop turn ends (mark_dirty), so everything a turn produced
  * for one client leaves in one write.  A chat carries a mark; a mark is
  * complete when the socket has taken its last byte.  Bytes of a mark that is
  * not complete stay in the buffer, so a connection that dies can still store
@@ -25,13 +25,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/fatal.h"
 #include "common/jsonw.h"
 #include "common/log.h"
 #include "common/net.h"
 #include "server/conn.h"
+#include "server/offline.h"
 #include "server/proxy.h"
-#include "server/route.h"
-#include "server/service.h"
 #include "server/worker.h"
 
 #define CONN_READS_PER_EVENT 4    /* reads per wakeup before yielding */
@@ -39,12 +39,44 @@
 #define CONN_DRAIN_BYTES     (256 * 1024)
 #define CONN_MARKS_MIN       8
 
+/* Output to write at the end of the loop turn: on the worker's flush list. */
+static void mark_dirty(struct worker *w, struct conn *c)
+{
+    if (c->dirty || c->state == CONN_DEAD)
+        return;
+    c->dirty = true;
+    c->dirty_next = w->dirty;
+    w->dirty = c;
+}
+
+static void conn_event(void *ctx, uint32_t events);
+
+static ssize_t tcp_read(struct conn *c, void *buf, size_t cap)
+{
+    return recv(c->fd, buf, cap, MSG_DONTWAIT);
+}
+
+static ssize_t tcp_write(struct conn *c, const void *p, size_t n)
+{
+    return send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+const struct conn_transport conn_tcp = { .name = "tcp", .read = tcp_read, .write = tcp_write };
+
+void conn_set_transport(struct conn *c, const struct conn_transport *tr, void *state)
+{
+    c->tr = tr;
+    c->tr_state = state;
+}
+
 struct conn *conn_open(struct worker *w, int fd)
 {
     struct conn *c = calloc(1, sizeof *c);
     if (c == NULL)
         return NULL;
     c->fd = fd;
+    c->w = w;
+    c->tr = &conn_tcp;
     c->cgen = ++w->next_cgen;
     buf_init(&c->out);
     c->last_active = w->now_ms;
@@ -53,12 +85,12 @@ struct conn *conn_open(struct worker *w, int fd)
     if (w->cfg.login_timeout > 0)
         c->deadline = w->now_ms + (int64_t)w->cfg.login_timeout * 1000;
     net_set_nodelay(fd);
-    if (worker_take_slot(w, c) < 0) {
+    if (worker_take_slot(w, c, &c->slot) < 0) {
         free(c);
         return NULL;
     }
-    if (worker_watch(w, fd, EPOLLIN | EPOLLRDHUP, SRC_CONN, c->slot) < 0) {
-        worker_release_slot(w, c);
+    if (loop_watch(&w->loop, &c->src, fd, EPOLLIN | EPOLLRDHUP, conn_event, c) < 0) {
+        worker_release_slot(w, c->slot, c);
         free(c);
         return NULL;
     }
@@ -86,9 +118,25 @@ void conn_end_prelogin(struct worker *w, struct conn *c)
     c->prelogin = false;
 }
 
+struct conn *conn_of_session(struct worker *w, int32_t uid, uint32_t slot, uint32_t gen)
+{
+    struct conn *c = worker_conn(w, slot);
+    if (c && c->state == CONN_OPEN && c->uid == uid && c->sgen == gen)
+        return c;
+    return NULL;
+}
+
+struct conn *conn_local_session(struct worker *w, int32_t uid)
+{
+    struct online_loc loc;
+    if (!online_lookup(w->online, uid, &loc) || loc.worker != w->index)
+        return NULL;
+    return conn_of_session(w, uid, loc.slot, loc.gen);
+}
+
 void conn_free(struct worker *w, struct conn *c)
 {
-    worker_release_slot(w, c);
+    worker_release_slot(w, c->slot, c);
     worker_buf_give(w, &c->out);
     buf_free(&c->held);
     free(c->marks);
@@ -105,7 +153,7 @@ static void schedule_flush(struct worker *w, struct conn *c)
     uint64_t end = conn_out_end(c);
     if (end > from && end - from > (uint64_t)w->cfg.max_output_bytes)
         c->overflow = true;
-    worker_mark_dirty(w, c);
+    mark_dirty(w, c);
 }
 
 /* An idle connection has no output buffer: lend it one from the worker. */
@@ -122,7 +170,7 @@ void conn_send(struct worker *w, struct conn *c, const void *p, size_t n)
     ensure_output_buffer(w, c);
     if (buf_append(&c->out, p, n) < 0) {
         c->overflow = true; /* out of memory: treat as a slow reader */
-        worker_mark_dirty(w, c);
+        mark_dirty(w, c);
         return;
     }
     w->stats->msgs_out++;
@@ -161,13 +209,15 @@ static void send_marked(struct worker *w, struct conn *c, int32_t uid, const cha
         /* Could not queue it: keep the message safe in offline storage. */
         int err = 0;
         if (stash)
-            err = route_restore_stash(w, uid, stash);
+            err = offline_keep_stash(w, uid, stash);
         else
-            err = route_store_offline(w, uid, p, n);
+            err = offline_keep(w, uid, p, n);
         free(stash);
-        route_mark_done(w, origin, token, err);
+        w->hooks.mark_done(w, origin, token, err);
         return;
     }
+    /* Marks are a FIFO of disjoint, increasing ranges: completion relies on it. */
+    qc_assert(c->marks_len < 2 || c->marks[c->marks_head + c->marks_len - 2].end <= start);
     m->start = start;
     m->end = conn_out_end(c);
     m->uid = uid;
@@ -203,7 +253,7 @@ static void complete_written_marks(struct worker *w, struct conn *c)
         c->marks_len--;
         free(m.stash);
         if (m.token)
-            route_mark_done(w, m.origin, m.token, 0);
+            w->hooks.mark_done(w, m.origin, m.token, 0);
     }
     if (c->marks_len == 0)
         c->marks_head = 0;
@@ -225,7 +275,7 @@ static void trim_output(struct worker *w, struct conn *c)
 static void update_events(struct worker *w, struct conn *c)
 {
     uint32_t ev = (c->busy ? 0 : EPOLLIN | EPOLLRDHUP) | (c->want_write ? EPOLLOUT : 0);
-    worker_rewatch(w, c->fd, ev, SRC_CONN, c->slot);
+    loop_rewatch(&w->loop, &c->src, ev);
 }
 
 static void watch_output(struct worker *w, struct conn *c, bool on)
@@ -241,7 +291,7 @@ int conn_flush(struct worker *w, struct conn *c)
     while (c->out_written < conn_out_end(c)) {
         const char *p = buf_head(&c->out) + (c->out_written - c->out_base);
         size_t n = conn_out_end(c) - c->out_written;
-        ssize_t k = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t k = c->tr->write(c, p, n);
         if (k < 0) {
             if (errno == EINTR)
                 continue;
@@ -269,14 +319,14 @@ static void store_unwritten_marks(struct worker *w, struct conn *c)
         c->marks_len--;
         int err;
         if (m.stash) {
-            err = route_restore_stash(w, m.uid, m.stash);
+            err = offline_keep_stash(w, m.uid, m.stash);
             free(m.stash);
         } else {
             const char *p = buf_head(&c->out) + (m.start - c->out_base);
-            err = route_store_offline(w, m.uid, p, m.end - m.start - 1); /* no '\n' */
+            err = offline_keep(w, m.uid, p, m.end - m.start - 1); /* no '\n' */
         }
         if (m.token)
-            route_mark_done(w, m.origin, m.token, err);
+            w->hooks.mark_done(w, m.origin, m.token, err);
     }
     c->marks_head = 0;
 }
@@ -297,9 +347,9 @@ void conn_close(struct worker *w, struct conn *c, const char *why)
      */
     store_unwritten_marks(w, c);
     if (c->sgen)
-        service_end_session(w, c);
+        w->hooks.session_closing(w, c);
     log_debug("conn %u: closed (%s)", c->slot, why);
-    epoll_ctl(w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    loop_unwatch(&w->loop, &c->src);
     close(c->fd);
     c->fd = -1;
     if (c->ip_counted)
@@ -321,10 +371,10 @@ void conn_close_gracefully(struct worker *w, struct conn *c)
     if (c->state != CONN_OPEN)
         return;
     if (c->sgen)
-        service_end_session(w, c);
+        w->hooks.session_closing(w, c);
     c->state = CONN_CLOSING;
     c->deadline = w->now_ms + CONN_DRAIN_MS;
-    worker_mark_dirty(w, c);
+    mark_dirty(w, c);
 }
 
 void conn_fail(struct worker *w, struct conn *c, int err)
@@ -332,7 +382,7 @@ void conn_fail(struct worker *w, struct conn *c, int err)
     if (c->state != CONN_OPEN)
         return;
     log_info("conn %u: %s; closing the stream", c->slot, qc_strerror(err));
-    service_send_ack(w, c, 0, NULL, err, 0, 0);
+    w->hooks.stream_error(w, c, err);
     conn_close_gracefully(w, c);
 }
 
@@ -340,7 +390,7 @@ void conn_drain(struct worker *w, struct conn *c)
 {
     char sink[4096];
     for (size_t total = 0; total < CONN_DRAIN_BYTES;) {
-        ssize_t n = recv(c->fd, sink, sizeof sink, MSG_DONTWAIT);
+        ssize_t n = c->tr->read(c, sink, sizeof sink);
         if (n > 0) {
             total += (size_t)n;
             continue;
@@ -411,7 +461,7 @@ static void feed_requests(struct worker *w, struct conn *c, const char *p, size_
         n -= used;
         switch (st) {
         case FRAME_OBJECT:
-            service_dispatch(w, c, req);
+            w->hooks.request(w, c, req);
             json_object_put(req);
             if (c->busy && c->state == CONN_OPEN)
                 update_events(w, c); /* stop reading until it is done */
@@ -494,7 +544,7 @@ static ssize_t take_proxy_header(struct worker *w, struct conn *c, const char *p
 void conn_handle_input(struct worker *w, struct conn *c)
 {
     for (int i = 0; i < CONN_READS_PER_EVENT && c->state == CONN_OPEN && !c->busy; i++) {
-        ssize_t n = recv(c->fd, w->rbuf, w->rbuf_size, MSG_DONTWAIT);
+        ssize_t n = c->tr->read(c, w->rbuf, w->rbuf_size);
         if (n > 0) {
             c->last_active = w->now_ms;
             ssize_t skip = 0;
@@ -511,5 +561,28 @@ void conn_handle_input(struct worker *w, struct conn *c)
             return;
         conn_close(w, c, n == 0 ? "client closed" : strerror(errno));
         return;
+    }
+}
+
+/* The loop's callback: output writable, input or hang-up. */
+static void conn_event(void *ctx, uint32_t events)
+{
+    struct conn *c = ctx;
+    struct worker *w = c->w;
+    if (c->state == CONN_DEAD)
+        return; /* closed earlier in this batch; freed before the loop sleeps */
+    if (c->busy && (events & (EPOLLHUP | EPOLLERR))) {
+        conn_close(w, c, "connection lost");
+        return;
+    }
+    if ((events & EPOLLOUT) && conn_flush(w, c) < 0) {
+        conn_close(w, c, strerror(errno));
+        return;
+    }
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        if (c->state == CONN_OPEN && !c->busy)
+            conn_handle_input(w, c);
+        else if (c->state == CONN_CLOSING)
+            conn_drain(w, c);
     }
 }

@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <sys/mman.h>
 
+#include "common/inttable.h"
 #include "server/guard.h"
 #include "server/online.h"
 
@@ -70,20 +71,9 @@ uint32_t guard_addr_hash(const struct sockaddr_storage *sa)
     return h;
 }
 
-/* Every bit of the address reaches the bucket (murmur3's finalizer). */
-static uint32_t fmix(uint32_t h)
-{
-    h ^= h >> 16;
-    h *= 0x85ebca6bu;
-    h ^= h >> 13;
-    h *= 0xc2b2ae35u;
-    h ^= h >> 16;
-    return h;
-}
-
 static uint32_t addr_bucket(const struct guard *g, uint32_t addr)
 {
-    return fmix(addr ^ g->seed) % GUARD_ADDR_BUCKETS;
+    return int_hash(addr ^ g->seed) % GUARD_ADDR_BUCKETS;
 }
 
 /* Count one more in row[worker] for addr's bucket; false when max (>0) is reached. */
@@ -140,12 +130,12 @@ void guard_clear_worker(struct guard *g, uint32_t worker)
 
 static _Atomic uint64_t *addr_record(struct guard *g, uint32_t addr)
 {
-    return &g->addr_fails[fmix(addr ^ g->seed) % GUARD_FAIL_BUCKETS];
+    return &g->addr_fails[int_hash(addr ^ g->seed) % GUARD_FAIL_BUCKETS];
 }
 
 static _Atomic uint64_t *acct_record(struct guard *g, int32_t uid)
 {
-    return &g->acct_fails[fmix((uint32_t)uid ^ g->seed) % GUARD_FAIL_BUCKETS];
+    return &g->acct_fails[int_hash((uint32_t)uid ^ g->seed) % GUARD_FAIL_BUCKETS];
 }
 
 static int64_t wait_of(uint64_t rec, int64_t now_ms)
@@ -234,7 +224,7 @@ int64_t guard_login_begin(struct guard *g, uint32_t addr, int32_t uid, int64_t n
     _Atomic uint64_t *u = uid > 0 ? acct_record(g, uid) : NULL;
     if (u != NULL && (wait = count_attempt(u, now_ms)) > 0)
         return wait;
-    _Atomic int64_t *checks = &g->addr_checks[fmix(addr ^ g->seed) % GUARD_FAIL_BUCKETS];
+    _Atomic int64_t *checks = &g->addr_checks[int_hash(addr ^ g->seed) % GUARD_FAIL_BUCKETS];
     if (!rate_take(checks, GUARD_ADDR_CHECKS_PER_S, GUARD_ADDR_CHECKS_PERIOD_MS, now_ms)) {
         if (u != NULL)
             uncount_attempt(u); /* refused before hashing: not an attempt */
@@ -295,7 +285,7 @@ static void rate_refund(_Atomic int64_t *tat, int rate)
 bool guard_register_allowed(struct guard *g, uint32_t addr, int per_addr, int global,
                             int64_t now_ms)
 {
-    _Atomic int64_t *a = &g->reg_addr[fmix(addr ^ g->seed) % GUARD_REG_BUCKETS];
+    _Atomic int64_t *a = &g->reg_addr[int_hash(addr ^ g->seed) % GUARD_REG_BUCKETS];
     if (!rate_take(a, per_addr, GUARD_RATE_PERIOD_MS, now_ms))
         return false;
     if (!rate_take(&g->reg_all, global, GUARD_RATE_PERIOD_MS, now_ms)) {

@@ -16,8 +16,10 @@
 #include "server/conn.h"
 #include "server/ipc.h"
 #include "server/login.h"
+#include "server/offline.h"
+#include "server/reply.h"
 #include "server/route.h"
-#include "server/service.h"
+#include "server/session.h"
 #include "server/worker.h"
 
 #define LOGIN_CHECK_MAX (IPC_MAX_PACKET / sizeof(int32_t)) /* ids asked of Redis at once */
@@ -309,7 +311,7 @@ static void write_offline(const struct login_ctx *x, struct jsonw *jw)
 static void restore_stash(struct worker *w, struct login_ctx *x)
 {
     if (x->count > 0 && buf_append_char(&x->stash, '\0') == 0)
-        route_restore_stash(w, x->uid, buf_head(&x->stash));
+        offline_keep_stash(w, x->uid, buf_head(&x->stash));
     x->count = 0;
 }
 
@@ -323,13 +325,13 @@ static void announce_to_online_friends(struct worker *w, const struct login_ctx 
     int32_t *ids = malloc((x->nfriends ? x->nfriends : 1) * sizeof *ids);
     size_t n = 0;
     if (ids == NULL) {
-        service_announce_presence(w, x->uid, x->name, QC_STATE_ONLINE);
+        session_announce(w, x->uid, x->name, QC_STATE_ONLINE);
         return;
     }
     for (size_t i = 0; i < x->nfriends; i++)
         if (strcmp(state_text(w, x, x->friends[i].id), QC_STATE_ONLINE) == 0)
             ids[n++] = x->friends[i].id;
-    service_announce_presence_to(w, x->uid, x->name, QC_STATE_ONLINE, ids, n);
+    session_announce_to(w, x->uid, x->name, QC_STATE_ONLINE, ids, n);
     free(ids);
 }
 
@@ -354,8 +356,8 @@ static void send_reply(struct worker *w, struct conn *c, struct login_ctx *x)
         jsonw_int(&jw, "offlinedropped", x->dropped);
     if (jsonw_end(&jw) < 0 || buf_append_char(&b, '\n') < 0) {
         restore_stash(w, x);
-        service_end_session(w, c);
-        service_reply_error(w, c, QC_LOGIN_MSG, x->has_seq ? x->seq : NULL, QC_EINTERNAL);
+        session_end(w, c);
+        reply_error(w, c, QC_LOGIN_MSG, x->has_seq ? x->seq : NULL, QC_EINTERNAL);
     } else {
         char *stash = NULL;
         if (x->count > 0 && buf_append_char(&x->stash, '\0') == 0) {
@@ -397,8 +399,8 @@ bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char
 {
     struct login_ctx *x = calloc(1, sizeof *x);
     if (x == NULL) {
-        service_end_session(w, c);
-        service_reply_error(w, c, QC_LOGIN_MSG, seq, QC_EINTERNAL);
+        session_end(w, c);
+        reply_error(w, c, QC_LOGIN_MSG, seq, QC_EINTERNAL);
         return true;
     }
     x->slot = c->slot;
@@ -413,8 +415,8 @@ bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char
     int err = collect(w, x);
     if (err) {
         restore_stash(w, x);
-        service_end_session(w, c);
-        service_reply_error(w, c, QC_LOGIN_MSG, seq, err);
+        session_end(w, c);
+        reply_error(w, c, QC_LOGIN_MSG, seq, err);
         free_ctx(x);
         return true;
     }
@@ -427,9 +429,10 @@ bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char
     x->want_sub = route_session_started(w, uid, x->token);
     if (w->clustered)
         list_unknown(w, x);
-    if (x->ncheck > 0 && w->peers[RELAY_PEER].fd >= 0) {
-        struct ipc_hdr h = { .type = IPC_NUMSUB, .from = (uint16_t)w->index, .token = x->token };
-        x->want_numsub = route_send_relay(w, &h, x->check, x->ncheck * sizeof *x->check) == 0;
+    if (x->ncheck > 0 && w->peers[RELAY_PEER].ch.fd >= 0) {
+        struct ipc_token t = { .token = x->token };
+        x->want_numsub =
+            route_send_relay(w, IPC_NUMSUB, &t, x->check, x->ncheck * sizeof *x->check) == 0;
     }
     if (x->want_sub || x->want_numsub) {
         x->next = waiting;
@@ -492,4 +495,11 @@ void login_relay_lost(struct worker *w)
         waiting = x->next;
         finish(w, x);
     }
+}
+
+void login_install(struct worker *w)
+{
+    w->hooks.numsub_done = login_numsub_done;
+    w->hooks.subscribed = login_subscribed;
+    w->hooks.relay_lost = login_relay_lost;
 }

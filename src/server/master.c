@@ -1,12 +1,15 @@
 /*
  * master.c - the master process (see master.h).
  *
- * Everything the master reacts to arrives on one epoll set: a signalfd (the
- * signals become flags handled in the loop, as in nginx), a timer (respawns
- * that are due, the systemd watchdog and status), and the control socket.
- * Respawning lives in one place, spawn_worker: a new worker gets a fresh
- * channel and a fresh peer link to every live worker, whose ends the master
- * passes to those workers over their channels.
+ * Everything the master reacts to arrives through its event loop
+ * (common/loop.c): a signalfd (the signals become actions handled in the
+ * loop, as in nginx), the loop's tick (reaping, respawns that are due,
+ * queued channel packets, the systemd watchdog and status, control-socket
+ * deadlines), and the control socket (control.c).  Its children are one
+ * table, the workers and the relay, started by one function, spawn_child:
+ * a new child gets a fresh channel and a fresh link to every live child it
+ * talks to, whose other ends the master passes to those children over their
+ * channels.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,42 +20,39 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/time.h>
-#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <json-c/json.h>
 #include <systemd/sd-daemon.h>
 
+#include "common/clock.h"
 #include "common/buf.h"
 #include "common/jsonw.h"
 #include "common/log.h"
+#include "common/loop.h"
 #include "common/net.h"
+#include "server/control.h"
 #include "server/ipc.h"
 #include "server/master.h"
-#include "server/metrics.h"
-#include "server/metrics_http.h"
 #include "server/proc.h"
 #include "server/relay.h"
+#include "server/metrics.h"
+#include "server/metrics_http.h"
 #include "server/title.h"
-#include "server/worker.h"
+#include "server/worker_loop.h"
 
 #define MASTER_TICK_MS    250
 #define RESPAWN_MIN_MS    100
 #define RESPAWN_MAX_MS    5000
 #define RESPAWN_STABLE_MS 10000 /* a child alive this long resets backoff */
 #define STOP_GRACE_MS     2000  /* beyond shutdown_timeout, then SIGKILL */
-#define CTL_TIMEOUT_MS    1000
 #define STORE_RECENT_MS   10000 /* a storage failure this recent: "failing" */
-#define CTL_REQUEST_MAX   4096
 #define QCHAT_VERSION     "0.1.0"
 
-enum { SRC_M_SIGNAL = 1, SRC_M_TIMER, SRC_M_CONTROL, SRC_M_METRICS };
-
 struct child {
-    pid_t pid;   /* 0: not running */
-    int channel; /* master's end, -1 when not running */
+    pid_t pid;            /* 0: not running */
+    struct ipc_chan chan; /* master's end of the channel, fd -1 when not running */
     int64_t started_ms;
     int64_t respawn_at; /* 0: no respawn scheduled */
     int backoff_ms;
@@ -65,16 +65,19 @@ struct master {
     struct online_table *online;
     struct guard *guard;
     uint32_t nworkers;
-    struct child workers[ONLINE_MAX_WORKERS];
-    struct child relay; /* pid 0 and never started without Redis */
+    struct child children[ONLINE_MAX_WORKERS + 1]; /* the workers, then the relay (RELAY_PEER) */
     bool clustered;
-    int epfd, sigfd, timerfd, ctlfd;
+    struct loop loop;
+    int sigfd;
+    struct loop_source signal_src;
+    struct control *ctl; /* NULL: no control socket */
     bool stopping;
     int64_t stop_deadline;
     time_t started;
     int64_t last_status_ms;
     bool ready; /* READY=1 sent: every child's loop has turned once */
     struct metrics_http *http;
+    struct loop_source metrics_src;
 };
 
 int master_load_config(const struct master_args *args, struct qc_config *cfg, char *err,
@@ -90,61 +93,61 @@ int master_load_config(const struct master_args *args, struct qc_config *cfg, ch
     return config_validate(cfg, err, errlen);
 }
 
-/* ---- spawning ----------------------------------------------------------- */
+/* ---- the process table: spawning ------------------------------------------ */
+
+/*
+ * One table, one spawn path (as nginx's ngx_spawn_process): children[k] is
+ * worker k for k < nworkers, children[RELAY_PEER] is the relay; first start
+ * and respawn both go through spawn_child.
+ */
+static bool is_relay(uint32_t k)
+{
+    return k == RELAY_PEER;
+}
+
+static const char *child_name(uint32_t k, char *buf, size_t len)
+{
+    if (is_relay(k))
+        return "relay";
+    snprintf(buf, len, "worker %u", k);
+    return buf;
+}
+
+/* Every slot of the table in use: the workers, and the relay in a cluster. */
+static bool child_slot_used(const struct master *m, uint32_t k)
+{
+    return k < m->nworkers || (is_relay(k) && m->clustered);
+}
 
 /* In a new child: drop every descriptor that belongs to the master or to others. */
-static void close_master_fds(struct master *m,
-                             uint32_t keep_worker) /* keep_worker: its own index, or RELAY_PEER */
+static void close_master_fds(struct master *m)
 {
-    close(m->epfd);
+    loop_close(&m->loop);
     close(m->sigfd);
-    close(m->timerfd);
-    if (m->ctlfd >= 0)
-        close(m->ctlfd);
+    control_close_in_child(m->ctl);
     metrics_http_close(m->http);
     m->http = NULL;
-    for (uint32_t k = 0; k < m->nworkers; k++)
-        if (m->workers[k].channel >= 0 && k != keep_worker)
-            close(m->workers[k].channel);
-    if (keep_worker < ONLINE_MAX_WORKERS && m->workers[keep_worker].channel >= 0)
-        close(m->workers[keep_worker].channel);
-    if (m->relay.channel >= 0)
-        close(m->relay.channel);
+    for (uint32_t k = 0; k <= RELAY_PEER; k++)
+        ipc_chan_close(&m->children[k].chan);
 }
 
 /*
- * Start worker k.  peer_fds[j] is k's end of its link to worker j (-1: none);
- * the master's ends were already given to the live workers.
+ * A new link between running child j (reached through its channel) and child
+ * k about to start, which j will know as k: j's end goes over its channel;
+ * returns k's end, or -1.
  */
-static int fork_worker(struct master *m, uint32_t k, int *peer_fds, int worker_chan)
+static int give_link(struct master *m, uint32_t j, uint32_t k)
 {
-    pid_t pid = fork();
-    if (pid < 0) {
-        log_error("fork worker %u: %s", k, strerror(errno));
-        return -1;
-    }
-    if (pid == 0) {
-        close_master_fds(m, k);
-        worker_main(k, m->nworkers, m->listen_fd, worker_chan, peer_fds, &m->cfg, m->online,
-                    m->guard);
-    }
-    m->workers[k].pid = pid;
-    m->workers[k].started_ms = proc_now_ms();
-    m->workers[k].respawn_at = 0;
-    return 0;
-}
-
-/* A link between the running relay and worker k: the relay's end goes over its channel. */
-static int give_relay_link(struct master *m, uint32_t k)
-{
+    char name[32];
     int link[2];
     if (ipc_pair(link) < 0) {
-        log_error("relay link for worker %u: %s", k, strerror(errno));
+        log_error("link for %s to %u: %s", child_name(j, name, sizeof name), k, strerror(errno));
         return -1;
     }
-    struct ipc_hdr h = { .type = IPC_NEW_PEER, .uid = (int32_t)k };
-    if (ipc_send(m->relay.channel, &h, NULL, 0, link[0]) < 0) {
-        log_error("giving the relay its link to worker %u: %s", k, strerror(errno));
+    struct ipc_new_peer np = { .peer = k };
+    if (ipc_chan_send_fd(&m->children[j].chan, IPC_NEW_PEER, &np, link[0]) < 0) {
+        log_error("giving %s its link to %u: %s", child_name(j, name, sizeof name), k,
+                  strerror(errno));
         close(link[0]);
         close(link[1]);
         return -1;
@@ -153,156 +156,56 @@ static int give_relay_link(struct master *m, uint32_t k)
     return link[1];
 }
 
-/* Spawn (or respawn) the relay with a link to every live worker. */
-static int spawn_relay(struct master *m)
+/* In the child: become worker k or the relay; never returns. */
+static void __attribute__((noreturn))
+run_child(struct master *m, uint32_t k, int chan, const int *links)
 {
+    close_master_fds(m);
+    if (is_relay(k)) {
+        close(m->listen_fd);
+        relay_main(m->nworkers, chan, links, &m->cfg, m->online);
+    }
+    worker_main(k, m->nworkers, m->listen_fd, chan, links, &m->cfg, m->online, m->guard);
+}
+
+/*
+ * Start (or restart) child k: a fresh channel, and a link to every live
+ * child it talks to (a worker: every other worker and the relay; the relay:
+ * every worker), whose other ends go to those children over their channels.
+ */
+static int spawn_child(struct master *m, uint32_t k)
+{
+    char name[32];
     int chan[2];
     if (ipc_pair(chan) < 0) {
-        log_error("relay channel: %s", strerror(errno));
+        log_error("%s channel: %s", child_name(k, name, sizeof name), strerror(errno));
         return -1;
     }
-    int fds[ONLINE_MAX_WORKERS];
-    for (uint32_t k = 0; k < m->nworkers; k++) {
-        fds[k] = -1;
-        if (m->workers[k].pid == 0)
-            continue;
-        int link[2];
-        if (ipc_pair(link) < 0)
-            continue;
-        struct ipc_hdr h = { .type = IPC_NEW_PEER, .uid = RELAY_PEER };
-        if (ipc_send(m->workers[k].channel, &h, NULL, 0, link[0]) < 0) {
-            close(link[0]);
-            close(link[1]);
-            continue;
-        }
-        close(link[0]);
-        fds[k] = link[1];
+    int links[ONLINE_MAX_WORKERS + 1];
+    for (uint32_t j = 0; j <= RELAY_PEER; j++) {
+        bool talks = j != k && child_slot_used(m, j) && (!is_relay(k) || !is_relay(j));
+        links[j] = talks && m->children[j].pid ? give_link(m, j, k) : -1;
     }
     pid_t pid = fork();
     if (pid == 0) {
         close(chan[0]);
-        close_master_fds(m, RELAY_PEER);
-        close(m->listen_fd);
-        relay_main(m->nworkers, chan[1], fds, &m->cfg, m->online);
+        run_child(m, k, chan[1], links);
     }
     close(chan[1]);
-    for (uint32_t k = 0; k < m->nworkers; k++)
-        if (fds[k] >= 0)
-            close(fds[k]);
+    for (uint32_t j = 0; j <= RELAY_PEER; j++)
+        if (links[j] >= 0)
+            close(links[j]);
     if (pid < 0) {
-        log_error("fork relay: %s", strerror(errno));
+        log_error("fork %s: %s", child_name(k, name, sizeof name), strerror(errno));
         close(chan[0]);
         return -1;
     }
-    m->relay.pid = pid;
-    m->relay.channel = chan[0];
-    m->relay.started_ms = proc_now_ms();
-    m->relay.respawn_at = 0;
+    struct child *c = &m->children[k];
+    ipc_chan_init(&c->chan, chan[0]);
+    c->pid = pid;
+    c->started_ms = clock_now_ms();
+    c->respawn_at = 0;
     return 0;
-}
-
-/* Spawn (or respawn) worker k with links to every live worker. */
-static int spawn_worker(struct master *m, uint32_t k)
-{
-    int chan[2];
-    if (ipc_pair(chan) < 0) {
-        log_error("worker %u channel: %s", k, strerror(errno));
-        return -1;
-    }
-    int peer_fds[ONLINE_MAX_WORKERS + 1];
-    peer_fds[RELAY_PEER] = m->relay.pid ? give_relay_link(m, k) : -1;
-    for (uint32_t j = 0; j < m->nworkers; j++) {
-        peer_fds[j] = -1;
-        if (j == k || m->workers[j].pid == 0)
-            continue;
-        int link[2];
-        if (ipc_pair(link) < 0) {
-            log_error("link %u-%u: %s", k, j, strerror(errno));
-            continue;
-        }
-        struct ipc_hdr h = { .type = IPC_NEW_PEER, .uid = (int32_t)k };
-        if (ipc_send(m->workers[j].channel, &h, NULL, 0, link[0]) < 0) {
-            log_error("giving worker %u its link to %u: %s", j, k, strerror(errno));
-            close(link[0]);
-            close(link[1]);
-            continue;
-        }
-        close(link[0]);
-        peer_fds[j] = link[1];
-    }
-    m->workers[k].channel = chan[0];
-    int rc = fork_worker(m, k, peer_fds, chan[1]);
-    close(chan[1]);
-    for (uint32_t j = 0; j < m->nworkers; j++)
-        if (peer_fds[j] >= 0)
-            close(peer_fds[j]);
-    if (peer_fds[RELAY_PEER] >= 0)
-        close(peer_fds[RELAY_PEER]);
-    if (rc < 0) {
-        close(chan[0]);
-        m->workers[k].channel = -1;
-    }
-    return rc;
-}
-
-/* First start: every link is made before any worker is forked. */
-static int spawn_all_workers(struct master *m)
-{
-    uint32_t n = m->nworkers;
-    int(*links)[ONLINE_MAX_WORKERS + 1] = calloc(n, sizeof *links);
-    int *chans = calloc(n, sizeof *chans);
-    int rc = links && chans ? 0 : -1;
-    for (uint32_t i = 0; i < n && rc == 0; i++) {
-        chans[i] = -1;
-        for (uint32_t j = 0; j <= RELAY_PEER; j++)
-            links[i][j] = -1;
-    }
-    for (uint32_t i = 0; i < n && rc == 0; i++) {
-        int sv[2];
-        if ((rc = ipc_pair(sv)) < 0)
-            break;
-        m->workers[i].channel = sv[0];
-        chans[i] = sv[1];
-        for (uint32_t j = i + 1; j < n && rc == 0; j++) {
-            if ((rc = ipc_pair(sv)) < 0)
-                break;
-            links[i][j] = sv[0];
-            links[j][i] = sv[1];
-        }
-    }
-    if (rc < 0)
-        log_error("socketpairs for the workers: %s", strerror(errno));
-    for (uint32_t k = 0; k < n && rc == 0; k++) {
-        pid_t pid = fork();
-        if (pid < 0) {
-            log_error("fork worker %u: %s", k, strerror(errno));
-            rc = -1;
-            break;
-        }
-        if (pid == 0) {
-            for (uint32_t i = 0; i < n; i++) {
-                if (i != k)
-                    close(chans[i]);
-                for (uint32_t j = 0; j < n; j++)
-                    if (i != k && links[i][j] >= 0)
-                        close(links[i][j]);
-            }
-            close_master_fds(m, k);
-            worker_main(k, n, m->listen_fd, chans[k], links[k], &m->cfg, m->online, m->guard);
-        }
-        m->workers[k].pid = pid;
-        m->workers[k].started_ms = proc_now_ms();
-    }
-    for (uint32_t i = 0; links && chans && i < n; i++) {
-        if (chans[i] >= 0)
-            close(chans[i]);
-        for (uint32_t j = 0; j < n; j++)
-            if (links[i][j] >= 0)
-                close(links[i][j]);
-    }
-    free(links);
-    free(chans);
-    return rc;
 }
 
 /* ---- children that exit ------------------------------------------------- */
@@ -318,21 +221,44 @@ static void describe_exit(int status, char *out, size_t len)
         snprintf(out, len, "ended (status 0x%x)", status);
 }
 
-static void schedule_child_respawn(struct child *c, const char *what, int64_t now)
+static void schedule_respawn(struct master *m, uint32_t k, int64_t now)
 {
+    struct child *c = &m->children[k];
+    char name[32];
     if (now - c->started_ms >= RESPAWN_STABLE_MS || c->backoff_ms == 0)
         c->backoff_ms = RESPAWN_MIN_MS;
     else if (c->backoff_ms < RESPAWN_MAX_MS)
         c->backoff_ms = c->backoff_ms * 2 > RESPAWN_MAX_MS ? RESPAWN_MAX_MS : c->backoff_ms * 2;
     c->respawn_at = now + c->backoff_ms;
-    log_info("%s will be restarted in %d ms", what, c->backoff_ms);
+    log_info("%s will be restarted in %d ms", child_name(k, name, sizeof name), c->backoff_ms);
 }
 
-static void schedule_respawn(struct master *m, uint32_t k, int64_t now)
+/* What the node forgets with a dead child: a worker's sessions, the relay's state. */
+static size_t forget_child(struct master *m, uint32_t k)
 {
-    char what[32];
-    snprintf(what, sizeof what, "worker %u", k);
-    schedule_child_respawn(&m->workers[k], what, now);
+    if (is_relay(k)) {
+        online_relay_stats(m->online)->pid = 0;
+        online_relay_stats(m->online)->state = RELAY_DOWN;
+        return 0;
+    }
+    size_t cleared = online_clear_worker(m->online, k);
+    guard_clear_worker(m->guard, k);
+    struct worker_stats *ws = online_stats(m->online, k);
+    metrics_clear_gauges(metrics_node(), k);
+    ws->pid = 0;
+    ws->connections = 0;
+    ws->sessions = 0;
+    if (!m->stopping)
+        ws->restarts++;
+    return cleared;
+}
+
+static uint32_t child_of_pid(const struct master *m, pid_t pid)
+{
+    for (uint32_t k = 0; k <= RELAY_PEER; k++)
+        if (child_slot_used(m, k) && m->children[k].pid == pid)
+            return k;
+    return UINT32_MAX;
 }
 
 static void reap_children(struct master *m)
@@ -340,83 +266,75 @@ static void reap_children(struct master *m)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        char how[96];
-        describe_exit(status, how, sizeof how);
-        if (pid == m->relay.pid) {
-            m->relay.pid = 0;
-            close(m->relay.channel);
-            m->relay.channel = -1;
-            online_relay_stats(m->online)->pid = 0;
-            online_relay_stats(m->online)->state = RELAY_DOWN;
-            if (m->stopping) {
-                log_info("relay (pid %d) %s", (int)pid, how);
-            } else {
-                log_warning("relay (pid %d) %s", (int)pid, how);
-                schedule_child_respawn(&m->relay, "relay", proc_now_ms());
-            }
+        uint32_t k = child_of_pid(m, pid);
+        if (k == UINT32_MAX)
             continue;
-        }
-        for (uint32_t k = 0; k < m->nworkers; k++) {
-            struct child *c = &m->workers[k];
-            if (c->pid != pid)
-                continue;
-            c->pid = 0;
-            close(c->channel);
-            c->channel = -1;
-            size_t cleared = online_clear_worker(m->online, k);
-            guard_clear_worker(m->guard, k);
-            struct worker_stats *ws = online_stats(m->online, k);
-            metrics_clear_gauges(metrics_node(), k);
-            ws->pid = 0;
-            ws->connections = 0;
-            ws->sessions = 0;
-            if (m->stopping) {
-                log_info("worker %u (pid %d) %s", k, (int)pid, how);
-            } else {
-                log_warning("worker %u (pid %d) %s; cleared %zu online user(s)", k, (int)pid, how,
-                            cleared);
-                ws->restarts++;
-                schedule_respawn(m, k, proc_now_ms());
-            }
+        char how[96], name[32];
+        describe_exit(status, how, sizeof how);
+        child_name(k, name, sizeof name);
+        m->children[k].pid = 0;
+        ipc_chan_close(&m->children[k].chan);
+        size_t cleared = forget_child(m, k);
+        if (m->stopping) {
+            log_info("%s (pid %d) %s", name, (int)pid, how);
+        } else if (is_relay(k)) {
+            log_warning("%s (pid %d) %s", name, (int)pid, how);
+            schedule_respawn(m, k, clock_now_ms());
+        } else {
+            log_warning("%s (pid %d) %s; cleared %zu online user(s)", name, (int)pid, how, cleared);
+            schedule_respawn(m, k, clock_now_ms());
         }
     }
 }
 
-static void respawn_due_workers(struct master *m, int64_t now)
+static void respawn_due_children(struct master *m, int64_t now)
 {
-    if (m->clustered && !m->stopping && m->relay.pid == 0 && m->relay.respawn_at &&
-        now >= m->relay.respawn_at) {
-        if (spawn_relay(m) == 0)
-            log_info("relay restarted (pid %d)", (int)m->relay.pid);
+    for (uint32_t k = 0; k <= RELAY_PEER && !m->stopping; k++) {
+        struct child *c = &m->children[k];
+        if (!child_slot_used(m, k) || c->pid || !c->respawn_at || now < c->respawn_at)
+            continue;
+        char name[32];
+        if (spawn_child(m, k) == 0)
+            log_info("%s restarted (pid %d)", child_name(k, name, sizeof name), (int)c->pid);
         else
-            schedule_child_respawn(&m->relay, "relay", now);
+            schedule_respawn(m, k, now);
     }
-    for (uint32_t k = 0; k < m->nworkers && !m->stopping; k++) {
-        struct child *c = &m->workers[k];
-        if (c->pid == 0 && c->respawn_at && now >= c->respawn_at) {
-            if (spawn_worker(m, k) == 0)
-                log_info("worker %u restarted (pid %d)", k, (int)c->pid);
-            else
-                schedule_respawn(m, k, now);
-        }
+}
+
+/* Packets a full channel could not take (a HUP's config, a kick) go out on the tick. */
+static void flush_channels(struct master *m)
+{
+    for (uint32_t k = 0; k <= RELAY_PEER; k++) {
+        char name[32];
+        if (m->children[k].chan.fd >= 0 && ipc_chan_flush(&m->children[k].chan) < 0)
+            log_warning("channel to %s: %s", child_name(k, name, sizeof name), strerror(errno));
     }
 }
 
 static uint32_t running_children(const struct master *m)
 {
     uint32_t n = 0;
-    for (uint32_t k = 0; k < m->nworkers; k++)
-        n += m->workers[k].pid != 0;
-    return n + (m->relay.pid != 0);
+    for (uint32_t k = 0; k <= RELAY_PEER; k++)
+        n += m->children[k].pid != 0;
+    return n;
 }
 
 static void signal_children(struct master *m, int sig)
 {
+    for (uint32_t k = 0; k <= RELAY_PEER; k++)
+        if (m->children[k].pid)
+            kill(m->children[k].pid, sig);
+}
+
+/* First start: the workers in order (each links to those before it), then the relay. */
+static int spawn_all(struct master *m)
+{
     for (uint32_t k = 0; k < m->nworkers; k++)
-        if (m->workers[k].pid)
-            kill(m->workers[k].pid, sig);
-    if (m->relay.pid)
-        kill(m->relay.pid, sig);
+        if (spawn_child(m, k) < 0)
+            return -1;
+    if (m->clustered && spawn_child(m, RELAY_PEER) < 0)
+        schedule_respawn(m, RELAY_PEER, clock_now_ms());
+    return 0;
 }
 
 /* ---- reload, stop ------------------------------------------------------- */
@@ -444,14 +362,12 @@ static int reload_config(struct master *m)
          strcmp(m->cfg.log_file, next.log_file) != 0) &&
         log_open_configured(&next) < 0)
         log_error("reload: cannot open the new log destination: %s", strerror(errno));
-    for (uint32_t k = 0; k < m->nworkers; k++) {
-        struct ipc_hdr h = { .type = IPC_CONFIG };
-        if (m->workers[k].channel >= 0 &&
-            ipc_send(m->workers[k].channel, &h, &next, sizeof next, -1) < 0)
+    for (uint32_t k = 0; k < m->nworkers; k++)
+        if (m->children[k].chan.fd >= 0 &&
+            ipc_chan_send(&m->children[k].chan, IPC_CONFIG, &next, NULL, 0) < 0)
             log_error("sending the new configuration to worker %u: %s", k, strerror(errno));
-    }
-    struct ipc_hdr rh = { .type = IPC_CONFIG };
-    if (m->relay.channel >= 0 && ipc_send(m->relay.channel, &rh, &next, sizeof next, -1) < 0)
+    if (m->children[RELAY_PEER].chan.fd >= 0 &&
+        ipc_chan_send(&m->children[RELAY_PEER].chan, IPC_CONFIG, &next, NULL, 0) < 0)
         log_error("sending the new configuration to the relay: %s", strerror(errno));
     /* Keys that need a restart keep their running values in the master too. */
     config_apply_live(&m->cfg, &next);
@@ -465,7 +381,7 @@ static void begin_stop(struct master *m, const char *why)
     if (m->stopping)
         return;
     m->stopping = true;
-    m->stop_deadline = proc_now_ms() + (int64_t)m->cfg.shutdown_timeout * 1000 + STOP_GRACE_MS;
+    m->stop_deadline = clock_now_ms() + (int64_t)m->cfg.shutdown_timeout * 1000 + STOP_GRACE_MS;
     log_info("stopping (%s)", why);
     sd_notify(0, "STOPPING=1");
     signal_children(m, SIGTERM);
@@ -488,7 +404,7 @@ static void add_user_json(void *arg, int32_t uid, const struct online_loc *loc)
 /* "failing" while a worker answered "storage unavailable" in the last STORE_RECENT_MS. */
 static const char *store_state(struct master *m)
 {
-    int64_t now = proc_now_ms();
+    int64_t now = clock_now_ms();
     for (uint32_t k = 0; k < m->nworkers; k++) {
         struct worker_stats *ws = online_stats(m->online, k);
         if (ws->store_failures && now - ws->store_failed_ms < STORE_RECENT_MS)
@@ -522,16 +438,16 @@ static void status_json(struct master *m, struct buf *b)
                "\"subscribed\":%u,\"published\":%llu,\"received\":%llu,"
                "\"publish_failed\":%llu,\"reconnects\":%u},\"workers\":[",
                store_state(m), store_failures(m),
-               relay_states[rstate <= RELAY_DOWN ? rstate : RELAY_DOWN], (int)m->relay.pid,
-               (unsigned)rs->subscribed, (unsigned long long)rs->published,
-               (unsigned long long)rs->received, (unsigned long long)rs->publish_failed,
-               (unsigned)rs->reconnects);
+               relay_states[rstate <= RELAY_DOWN ? rstate : RELAY_DOWN],
+               (int)m->children[RELAY_PEER].pid, (unsigned)rs->subscribed,
+               (unsigned long long)rs->published, (unsigned long long)rs->received,
+               (unsigned long long)rs->publish_failed, (unsigned)rs->reconnects);
     for (uint32_t k = 0; k < m->nworkers; k++) {
         struct worker_stats *ws = online_stats(m->online, k);
         buf_printf(b,
                    "%s{\"index\":%u,\"pid\":%d,\"connections\":%u,\"sessions\":%u,"
                    "\"msgs_in\":%llu,\"msgs_out\":%llu,\"offline_stored\":%llu,\"restarts\":%u}",
-                   k ? "," : "", k, (int)m->workers[k].pid, (unsigned)ws->connections,
+                   k ? "," : "", k, (int)m->children[k].pid, (unsigned)ws->connections,
                    (unsigned)ws->sessions, (unsigned long long)ws->msgs_in,
                    (unsigned long long)ws->msgs_out, (unsigned long long)ws->offline_stored,
                    (unsigned)ws->restarts);
@@ -547,15 +463,9 @@ static const struct metrics_source *metrics_source_of(struct master *m)
     return &src;
 }
 
-static void control_error(struct buf *b, const char *msg)
+static void run_control_command(void *ctx, struct json_object *req, struct buf *out)
 {
-    buf_append_str(b, "{\"ok\":false,\"error\":");
-    json_append_string(b, msg, strlen(msg));
-    buf_append_char(b, '}');
-}
-
-static void run_control_command(struct master *m, struct json_object *req, struct buf *out)
-{
+    struct master *m = ctx;
     struct json_object *v;
     const char *cmd =
         json_object_object_get_ex(req, "cmd", &v) && json_object_is_type(v, json_type_string)
@@ -575,12 +485,12 @@ static void run_control_command(struct master *m, struct json_object *req, struc
         if (id <= 0 || id > INT32_MAX) {
             control_error(out, "kick needs a user id");
         } else if (!online_lookup(m->online, (int32_t)id, &loc) || loc.worker >= m->nworkers ||
-                   m->workers[loc.worker].channel < 0) {
+                   m->children[loc.worker].chan.fd < 0) {
             snprintf(msg, sizeof msg, "user %lld is not online", (long long)id);
             control_error(out, msg);
         } else {
-            struct ipc_hdr h = { .type = IPC_KICK_USER, .uid = (int32_t)id };
-            if (ipc_send(m->workers[loc.worker].channel, &h, NULL, 0, -1) < 0) {
+            struct ipc_user u = { .uid = (int32_t)id };
+            if (ipc_chan_send(&m->children[loc.worker].chan, IPC_KICK_USER, &u, NULL, 0) < 0) {
                 control_error(out, strerror(errno));
             } else {
                 log_info("operator kicked user %lld", (long long)id);
@@ -605,50 +515,6 @@ static void run_control_command(struct master *m, struct json_object *req, struc
     }
 }
 
-static void write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return;
-        p += k;
-        n -= (size_t)k;
-    }
-}
-
-static void serve_control_client(struct master *m)
-{
-    int fd = accept4(m->ctlfd, NULL, NULL, SOCK_CLOEXEC);
-    if (fd < 0)
-        return;
-    struct timeval tv = { CTL_TIMEOUT_MS / 1000, (CTL_TIMEOUT_MS % 1000) * 1000 };
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    char req[CTL_REQUEST_MAX + 1];
-    size_t len = 0;
-    while (len < CTL_REQUEST_MAX && memchr(req, '\n', len) == NULL) {
-        ssize_t n = read(fd, req + len, CTL_REQUEST_MAX - len);
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-    }
-    req[len] = '\0';
-    struct buf out;
-    buf_init(&out);
-    struct json_object *obj = json_tokener_parse(req);
-    if (obj == NULL || !json_object_is_type(obj, json_type_object))
-        control_error(&out, "bad request: expected one JSON object line");
-    else
-        run_control_command(m, obj, &out);
-    json_object_put(obj);
-    buf_append_char(&out, '\n');
-    write_all(fd, buf_head(&out), buf_used(&out));
-    buf_free(&out);
-    close(fd);
-}
-
 /* ---- the loop ----------------------------------------------------------- */
 
 /*
@@ -664,7 +530,7 @@ static void notify_systemd(struct master *m, int64_t now)
     int64_t stale_ms = metrics_heartbeat_stale_ms();
     for (uint32_t k = 0; k <= m->nworkers && late[0] == '\0'; k++) {
         bool relay = k == m->nworkers;
-        const struct child *c = relay ? &m->relay : &m->workers[k];
+        const struct child *c = relay ? &m->children[RELAY_PEER] : &m->children[k];
         if (relay && !m->clustered)
             break;
         int64_t hb = metrics_heartbeat_ms(mx, relay ? METRICS_RELAY_SLOT : k);
@@ -683,15 +549,17 @@ static void notify_systemd(struct master *m, int64_t now)
         sd_notify(0, "WATCHDOG=1");
     if (now - m->last_status_ms >= 1000) {
         sd_notifyf(0, "STATUS=%u online, %u/%u workers, store %s %s%s%s", online_count(m->online),
-                   running_children(m) - (m->relay.pid != 0), m->nworkers, m->cfg.storage_driver,
-                   store_state(m), late[0] ? ", " : "", late);
+                   running_children(m) - (m->children[RELAY_PEER].pid != 0), m->nworkers,
+                   m->cfg.storage_driver, store_state(m), late[0] ? ", " : "", late);
         m->last_status_ms = now;
     }
 }
 
-static void on_signals(struct master *m)
+static void on_signals(void *ctx, uint32_t events)
 {
+    struct master *m = ctx;
     struct signalfd_siginfo si;
+    (void)events;
     while (read(m->sigfd, &si, sizeof si) == sizeof si) {
         switch (si.ssi_signo) {
         case SIGTERM:
@@ -710,27 +578,45 @@ static void on_signals(struct master *m)
     }
 }
 
+static void on_tick(void *ctx)
+{
+    struct master *m = ctx;
+    int64_t now = m->loop.now_ms;
+    reap_children(m);
+    flush_channels(m);
+    respawn_due_children(m, now);
+    notify_systemd(m, now);
+    metrics_http_tick(m->http, now);
+    control_expire(m->ctl, now);
+    if (m->stopping && now >= m->stop_deadline) {
+        log_warning("children still running after the shutdown timeout: killing");
+        signal_children(m, SIGKILL);
+        m->stop_deadline = now + STOP_GRACE_MS;
+    }
+}
+
+static void on_metrics_request(void *ctx, uint32_t events)
+{
+    struct master *m = ctx;
+    (void)events;
+    metrics_http_run(m->http, metrics_source_of(m));
+}
+
 static int open_master_sources(struct master *m)
 {
-    m->epfd = epoll_create1(EPOLL_CLOEXEC);
     m->sigfd = proc_signal_fd();
-    m->timerfd = proc_tick_fd(MASTER_TICK_MS);
-    if (m->epfd < 0 || m->sigfd < 0 || m->timerfd < 0)
+    if (loop_init(&m->loop, m) < 0 || m->sigfd < 0 ||
+        loop_set_tick(&m->loop, MASTER_TICK_MS, on_tick) < 0 ||
+        loop_watch(&m->loop, &m->signal_src, m->sigfd, EPOLLIN, on_signals, m) < 0)
         return -1;
-    struct epoll_event ev = { .events = EPOLLIN };
-    ev.data.u32 = SRC_M_SIGNAL;
-    epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->sigfd, &ev);
-    ev.data.u32 = SRC_M_TIMER;
-    epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->timerfd, &ev);
     if (m->cfg.control_socket[0]) {
         char err[256];
-        m->ctlfd = net_listen_unix(m->cfg.control_socket, 0660, err, sizeof err);
-        if (m->ctlfd < 0) {
+        m->ctl =
+            control_open(&m->loop, m->cfg.control_socket, run_control_command, m, err, sizeof err);
+        if (m->ctl == NULL) {
             log_error("control socket: %s", err);
             return -1;
         }
-        ev.data.u32 = SRC_M_CONTROL;
-        epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->ctlfd, &ev);
     }
     if (m->cfg.metrics_listen[0]) {
         char err[256];
@@ -738,8 +624,9 @@ static int open_master_sources(struct master *m)
             log_error("metrics.listen %s: %s", m->cfg.metrics_listen, err);
             return -1;
         }
-        ev.data.u32 = SRC_M_METRICS;
-        epoll_ctl(m->epfd, EPOLL_CTL_ADD, metrics_http_fd(m->http), &ev);
+        if (loop_watch(&m->loop, &m->metrics_src, metrics_http_fd(m->http), EPOLLIN,
+                       on_metrics_request, m) < 0)
+            return -1;
     }
     return 0;
 }
@@ -764,12 +651,10 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
     m->listen_fd = listen_fd;
     m->online = online;
     m->guard = guard;
-    m->ctlfd = -1;
     m->started = time(NULL);
     m->nworkers = worker_count(cfg);
-    for (uint32_t k = 0; k < ONLINE_MAX_WORKERS; k++)
-        m->workers[k].channel = -1;
-    m->relay.channel = -1;
+    for (uint32_t k = 0; k <= RELAY_PEER; k++)
+        ipc_chan_init(&m->children[k].chan, -1);
     m->clustered = cfg->redis_host[0] != '\0';
     log_set_role("master");
     title_set("qchatd: master");
@@ -777,48 +662,20 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
         log_error("master setup: %s", strerror(errno));
         return 1;
     }
-    if (spawn_all_workers(m) < 0) {
+    /* The master keeps the listening socket only to hand it to respawned workers. */
+    if (spawn_all(m) < 0) {
         log_error("could not start the workers");
         signal_children(m, SIGKILL);
         return 1;
     }
-    /* The master keeps the listening socket only to hand it to respawned workers. */
-    if (m->clustered && spawn_relay(m) < 0)
-        schedule_child_respawn(&m->relay, "relay", proc_now_ms());
     log_info("qchatd %s: listening on %s, %u worker(s), node %d, store %s%s%s", QCHAT_VERSION,
              cfg->listen, m->nworkers, cfg->node_id, cfg->storage_driver,
              m->clustered ? ", redis " : "", m->clustered ? cfg->redis_host : "");
-    notify_systemd(m, proc_now_ms());
+    notify_systemd(m, clock_now_ms());
 
-    struct epoll_event events[16];
-    while (!m->stopping || running_children(m) > 0) {
-        int n = epoll_wait(m->epfd, events, 16, -1);
-        int64_t now = proc_now_ms();
-        for (int i = 0; i < n; i++) {
-            switch (events[i].data.u32) {
-            case SRC_M_SIGNAL: on_signals(m); break;
-            case SRC_M_TIMER: {
-                uint64_t x;
-                if (read(m->timerfd, &x, sizeof x) < 0 && errno != EAGAIN)
-                    log_warning("timer: %s", strerror(errno));
-                reap_children(m);
-                respawn_due_workers(m, now);
-                notify_systemd(m, now);
-                metrics_http_tick(m->http, now);
-                if (m->stopping && now >= m->stop_deadline) {
-                    log_warning("children still running after the shutdown timeout: killing");
-                    signal_children(m, SIGKILL);
-                    m->stop_deadline = now + STOP_GRACE_MS;
-                }
-                break;
-            }
-            case SRC_M_CONTROL: serve_control_client(m); break;
-            case SRC_M_METRICS: metrics_http_run(m->http, metrics_source_of(m)); break;
-            }
-        }
-    }
-    if (m->ctlfd >= 0)
-        unlink(m->cfg.control_socket);
+    while (!m->stopping || running_children(m) > 0)
+        loop_run_once(&m->loop, -1);
+    control_close(m->ctl, 1);
     metrics_http_close(m->http);
     log_info("stopped");
     return 0;

@@ -16,7 +16,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "server/metrics.h"
-#include "server/proc.h"
+#include "common/clock.h"
 
 struct metrics_slot {
     _Atomic int64_t heartbeat_ms;
@@ -123,7 +123,7 @@ void metrics_attach(uint32_t slot)
 void metrics_heartbeat(void)
 {
     if (my_slot)
-        atomic_store_explicit(&my_slot->heartbeat_ms, proc_now_ms(), memory_order_relaxed);
+        atomic_store_explicit(&my_slot->heartbeat_ms, clock_now_ms(), memory_order_relaxed);
 }
 
 static bool counter_cell_is_valid(enum qm_counter c, unsigned label)

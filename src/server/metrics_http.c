@@ -20,7 +20,7 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "server/metrics_http.h"
-#include "server/proc.h"
+#include "common/clock.h"
 
 #define HTTP_CONNS_MAX    16
 #define HTTP_REQUEST_MAX  4096
@@ -120,7 +120,7 @@ static void accept_clients(struct metrics_http *h)
         c->fd = fd;
         c->in_len = 0;
         c->responding = false;
-        c->deadline_ms = proc_now_ms() + HTTP_DEADLINE_MS;
+        c->deadline_ms = clock_now_ms() + HTTP_DEADLINE_MS;
         buf_init(&c->out);
     }
 }

@@ -21,14 +21,14 @@ void metrics_sample_worker(struct worker *w)
         return;
     last_ms = w->now_ms;
     uint64_t out = 0, links = 0;
-    for (uint32_t i = 0; i < w->conns_cap; i++) {
-        const struct conn *c = w->conns[i];
+    for (uint32_t i = 0; i < worker_slot_count(w); i++) {
+        const struct conn *c = worker_conn(w, i);
         if (c && c->state != CONN_DEAD && conn_out_end(c) > c->out_written)
             out += conn_out_end(c) - c->out_written;
     }
     for (uint32_t p = 0; p <= RELAY_PEER; p++)
-        if (w->peers[p].fd >= 0)
-            links += buf_used(&w->peers[p].queue);
+        if (w->peers[p].ch.fd >= 0)
+            links += buf_used(&w->peers[p].ch.queue);
     metrics_gauge_set(QM_G_OUTPUT_BYTES, (int64_t)out);
     metrics_gauge_set(QM_G_LINK_BYTES, (int64_t)links);
 }

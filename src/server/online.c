@@ -14,12 +14,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/inttable.h"
 #include "server/online.h"
 
 #define UID_EMPTY 0u
@@ -49,20 +52,30 @@ struct online_entry {
     _Atomic uint64_t loc; /* gen << 32 | worker << 24 | slot */
 };
 
-struct online_table {
+/*
+ * The shared mapping holds no layout value: every process could write it,
+ * and a size or mask read from it could send the master outside the
+ * mapping.  The layout (size, mask, capacity) lives in struct online_table,
+ * each process's own copy (the master's, inherited by the children at fork).
+ */
+struct online_shared {
     pthread_mutex_t lock;
-    size_t map_size;
-    uint32_t mask; /* entries - 1 */
-    uint32_t max_users;
     _Atomic uint32_t count;
     _Atomic uint32_t gen;
     _Atomic int64_t mid;          /* the last sequence issued */
-    int64_t mid_node;             /* node_id << MID_NODE_SHIFT */
-    int mid_fd;                   /* server.mid_file, -1: none */
-    _Atomic int64_t mid_reserved; /* the sequence written in it */
+    _Atomic int64_t mid_reserved; /* the sequence written in server.mid_file */
     struct worker_stats stats[ONLINE_MAX_WORKERS];
     struct relay_stats relay;
     struct online_entry entries[];
+};
+
+struct online_table {
+    struct online_shared *sh;
+    size_t map_size;
+    uint32_t mask; /* entries - 1 */
+    uint32_t max_users;
+    int64_t mid_node; /* node_id << MID_NODE_SHIFT */
+    int mid_fd;       /* server.mid_file, -1: none */
 };
 
 static uint64_t pack_loc(const struct online_loc *l)
@@ -78,14 +91,10 @@ static void unpack_loc(uint64_t v, struct online_loc *l)
     l->slot = (uint32_t)v & ONLINE_SLOT_MAX;
 }
 
-static uint32_t hash_uid(uint32_t uid)
+/* Rows are written by every worker: check one before using it as an index. */
+static bool loc_valid(const struct online_loc *l)
 {
-    uid ^= uid >> 16;
-    uid *= 0x7feb352du;
-    uid ^= uid >> 15;
-    uid *= 0x846ca68bu;
-    uid ^= uid >> 16;
-    return uid;
+    return l->worker < ONLINE_MAX_WORKERS;
 }
 
 static uint32_t capacity_for(uint32_t max_users)
@@ -99,18 +108,24 @@ static uint32_t capacity_for(uint32_t max_users)
 struct online_table *online_create(uint32_t max_users)
 {
     uint32_t n = capacity_for(max_users);
-    size_t size = sizeof(struct online_table) + (size_t)n * sizeof(struct online_entry);
-    struct online_table *t =
-        mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (t == MAP_FAILED)
+    size_t size = sizeof(struct online_shared) + (size_t)n * sizeof(struct online_entry);
+    struct online_table *t = calloc(1, sizeof *t);
+    if (t == NULL)
         return NULL;
+    void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (map == MAP_FAILED) {
+        free(t);
+        return NULL;
+    }
+    t->sh = map;
 
     pthread_mutexattr_t attr;
     if (pthread_mutexattr_init(&attr) != 0 ||
         pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED) != 0 ||
         pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST) != 0 ||
-        pthread_mutex_init(&t->lock, &attr) != 0) {
-        munmap(t, size);
+        pthread_mutex_init(&t->sh->lock, &attr) != 0) {
+        munmap(map, size);
+        free(t);
         errno = ENOMEM;
         return NULL;
     }
@@ -118,10 +133,10 @@ struct online_table *online_create(uint32_t max_users)
     t->map_size = size;
     t->mask = n - 1;
     t->max_users = max_users;
-    atomic_init(&t->gen, 0);
-    atomic_init(&t->mid, 0);
+    atomic_init(&t->sh->gen, 0);
+    atomic_init(&t->sh->mid, 0);
     t->mid_fd = -1;
-    atomic_init(&t->mid_reserved, 0);
+    atomic_init(&t->sh->mid_reserved, 0);
     return t;
 }
 
@@ -131,30 +146,31 @@ void online_destroy(struct online_table *t)
         return;
     if (t->mid_fd >= 0)
         close(t->mid_fd);
-    munmap(t, t->map_size);
+    munmap(t->sh, t->map_size);
+    free(t);
 }
 
 void online_lock(struct online_table *t)
 {
-    int rc = pthread_mutex_lock(&t->lock);
+    int rc = pthread_mutex_lock(&t->sh->lock);
     if (rc == EOWNERDEAD) {
         /* A worker died holding the lock; entries are valid at every step. */
         log_warning("online table: previous lock holder died, recovering");
-        pthread_mutex_consistent(&t->lock);
+        pthread_mutex_consistent(&t->sh->lock);
     }
 }
 
 void online_unlock(struct online_table *t)
 {
-    pthread_mutex_unlock(&t->lock);
+    pthread_mutex_unlock(&t->sh->lock);
 }
 
 /* Index of uid's entry, or of the first reusable entry when absent; locked. */
 static uint32_t find_slot(struct online_table *t, uint32_t uid, int *found)
 {
-    uint32_t i = hash_uid(uid) & t->mask, reusable = UINT32_MAX;
+    uint32_t i = int_hash(uid) & t->mask, reusable = UINT32_MAX;
     for (uint32_t probes = 0; probes <= t->mask; probes++, i = (i + 1) & t->mask) {
-        uint32_t cur = atomic_load_explicit(&t->entries[i].uid, memory_order_relaxed);
+        uint32_t cur = atomic_load_explicit(&t->sh->entries[i].uid, memory_order_relaxed);
         if (cur == uid) {
             *found = 1;
             return i;
@@ -176,17 +192,18 @@ int online_insert(struct online_table *t, int32_t uid, const struct online_loc *
     int found, rc;
     online_lock(t);
     uint32_t i = find_slot(t, (uint32_t)uid, &found);
-    struct online_entry *e = i == UINT32_MAX ? NULL : &t->entries[i];
+    struct online_entry *e = i == UINT32_MAX ? NULL : &t->sh->entries[i];
     if (found) {
         unpack_loc(atomic_load_explicit(&e->loc, memory_order_relaxed), prev);
         atomic_store_explicit(&e->loc, pack_loc(loc), memory_order_release);
         rc = 1;
-    } else if (e == NULL || atomic_load_explicit(&t->count, memory_order_relaxed) >= t->max_users) {
+    } else if (e == NULL ||
+               atomic_load_explicit(&t->sh->count, memory_order_relaxed) >= t->max_users) {
         rc = -1;
     } else {
         atomic_store_explicit(&e->loc, pack_loc(loc), memory_order_relaxed);
         atomic_store_explicit(&e->uid, (uint32_t)uid, memory_order_release);
-        atomic_fetch_add_explicit(&t->count, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&t->sh->count, 1, memory_order_relaxed);
         rc = 0;
     }
     online_unlock(t);
@@ -195,10 +212,9 @@ int online_insert(struct online_table *t, int32_t uid, const struct online_loc *
 
 int online_lookup(const struct online_table *t, int32_t uid, struct online_loc *out)
 {
-    struct online_table *mt = (struct online_table *)t;
-    uint32_t i = hash_uid((uint32_t)uid) & t->mask;
+    uint32_t i = int_hash((uint32_t)uid) & t->mask;
     for (uint32_t probes = 0; probes <= t->mask; probes++, i = (i + 1) & t->mask) {
-        struct online_entry *e = &mt->entries[i];
+        struct online_entry *e = &t->sh->entries[i];
         uint32_t cur = atomic_load_explicit(&e->uid, memory_order_acquire);
         if (cur == UID_EMPTY)
             return 0;
@@ -208,7 +224,7 @@ int online_lookup(const struct online_table *t, int32_t uid, struct online_loc *
         if (atomic_load_explicit(&e->uid, memory_order_acquire) != (uint32_t)uid)
             return 0; /* removed while we looked: not online */
         unpack_loc(v, out);
-        return 1;
+        return loc_valid(out); /* a row no worker can own: not trusted, not online */
     }
     return 0;
 }
@@ -217,16 +233,16 @@ int online_lookup(const struct online_table *t, int32_t uid, struct online_loc *
 static void erase_entry(struct online_table *t, uint32_t i)
 {
     uint32_t next = (i + 1) & t->mask;
-    if (atomic_load_explicit(&t->entries[next].uid, memory_order_relaxed) != UID_EMPTY) {
-        atomic_store_explicit(&t->entries[i].uid, UID_TOMB, memory_order_release);
+    if (atomic_load_explicit(&t->sh->entries[next].uid, memory_order_relaxed) != UID_EMPTY) {
+        atomic_store_explicit(&t->sh->entries[i].uid, UID_TOMB, memory_order_release);
     } else {
-        atomic_store_explicit(&t->entries[i].uid, UID_EMPTY, memory_order_release);
+        atomic_store_explicit(&t->sh->entries[i].uid, UID_EMPTY, memory_order_release);
         for (uint32_t j = (i - 1) & t->mask;
-             atomic_load_explicit(&t->entries[j].uid, memory_order_relaxed) == UID_TOMB;
+             atomic_load_explicit(&t->sh->entries[j].uid, memory_order_relaxed) == UID_TOMB;
              j = (j - 1) & t->mask)
-            atomic_store_explicit(&t->entries[j].uid, UID_EMPTY, memory_order_release);
+            atomic_store_explicit(&t->sh->entries[j].uid, UID_EMPTY, memory_order_release);
     }
-    atomic_fetch_sub_explicit(&t->count, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&t->sh->count, 1, memory_order_relaxed);
 }
 
 int online_remove(struct online_table *t, int32_t uid, uint32_t gen)
@@ -236,7 +252,7 @@ int online_remove(struct online_table *t, int32_t uid, uint32_t gen)
     uint32_t i = find_slot(t, (uint32_t)uid, &found);
     if (found) {
         struct online_loc cur;
-        unpack_loc(atomic_load_explicit(&t->entries[i].loc, memory_order_relaxed), &cur);
+        unpack_loc(atomic_load_explicit(&t->sh->entries[i].loc, memory_order_relaxed), &cur);
         if (cur.gen == gen) {
             erase_entry(t, i);
             removed = 1;
@@ -251,25 +267,25 @@ size_t online_clear_worker(struct online_table *t, uint32_t worker)
     size_t n = 0;
     online_lock(t);
     for (uint32_t i = 0; i <= t->mask; i++) {
-        uint32_t cur = atomic_load_explicit(&t->entries[i].uid, memory_order_relaxed);
+        uint32_t cur = atomic_load_explicit(&t->sh->entries[i].uid, memory_order_relaxed);
         if (cur == UID_EMPTY || cur == UID_TOMB)
             continue;
         struct online_loc l;
-        unpack_loc(atomic_load_explicit(&t->entries[i].loc, memory_order_relaxed), &l);
+        unpack_loc(atomic_load_explicit(&t->sh->entries[i].loc, memory_order_relaxed), &l);
         if (l.worker == worker) {
-            atomic_store_explicit(&t->entries[i].uid, UID_TOMB, memory_order_release);
-            atomic_fetch_sub_explicit(&t->count, 1, memory_order_relaxed);
+            atomic_store_explicit(&t->sh->entries[i].uid, UID_TOMB, memory_order_release);
+            atomic_fetch_sub_explicit(&t->sh->count, 1, memory_order_relaxed);
             n++;
         }
     }
     /* Tombstones followed by an empty entry can become empty again. */
     for (uint32_t i = 0; i <= t->mask; i++) {
-        if (atomic_load_explicit(&t->entries[i].uid, memory_order_relaxed) == UID_EMPTY) {
+        if (atomic_load_explicit(&t->sh->entries[i].uid, memory_order_relaxed) == UID_EMPTY) {
             for (uint32_t j = (i - 1) & t->mask;
                  j != i &&
-                 atomic_load_explicit(&t->entries[j].uid, memory_order_relaxed) == UID_TOMB;
+                 atomic_load_explicit(&t->sh->entries[j].uid, memory_order_relaxed) == UID_TOMB;
                  j = (j - 1) & t->mask)
-                atomic_store_explicit(&t->entries[j].uid, UID_EMPTY, memory_order_release);
+                atomic_store_explicit(&t->sh->entries[j].uid, UID_EMPTY, memory_order_release);
         }
     }
     online_unlock(t);
@@ -278,7 +294,7 @@ size_t online_clear_worker(struct online_table *t, uint32_t worker)
 
 uint32_t online_count(const struct online_table *t)
 {
-    return atomic_load_explicit(&((struct online_table *)t)->count, memory_order_relaxed);
+    return atomic_load_explicit(&t->sh->count, memory_order_relaxed);
 }
 
 uint32_t online_capacity(const struct online_table *t)
@@ -289,14 +305,14 @@ uint32_t online_capacity(const struct online_table *t)
 void online_foreach(const struct online_table *t,
                     void (*cb)(void *arg, int32_t uid, const struct online_loc *loc), void *arg)
 {
-    struct online_table *mt = (struct online_table *)t;
     for (uint32_t i = 0; i <= t->mask; i++) {
-        uint32_t cur = atomic_load_explicit(&mt->entries[i].uid, memory_order_acquire);
+        uint32_t cur = atomic_load_explicit(&t->sh->entries[i].uid, memory_order_acquire);
         if (cur == UID_EMPTY || cur == UID_TOMB)
             continue;
         struct online_loc l;
-        unpack_loc(atomic_load_explicit(&mt->entries[i].loc, memory_order_acquire), &l);
-        cb(arg, (int32_t)cur, &l);
+        unpack_loc(atomic_load_explicit(&t->sh->entries[i].loc, memory_order_acquire), &l);
+        if (loc_valid(&l))
+            cb(arg, (int32_t)cur, &l);
     }
 }
 
@@ -304,7 +320,7 @@ uint32_t online_next_gen(struct online_table *t)
 {
     uint32_t g;
     do
-        g = atomic_fetch_add_explicit(&t->gen, 1, memory_order_relaxed) + 1;
+        g = atomic_fetch_add_explicit(&t->sh->gen, 1, memory_order_relaxed) + 1;
     while (g == 0);
     return g;
 }
@@ -370,8 +386,8 @@ int online_mid_file(struct online_table *t, const char *path, char *err, size_t 
         close(fd);
         return -1;
     }
-    atomic_store(&t->mid, start);
-    atomic_store(&t->mid_reserved, start + MID_RESERVE);
+    atomic_store(&t->sh->mid, start);
+    atomic_store(&t->sh->mid_reserved, start + MID_RESERVE);
     t->mid_fd = fd;
     return 0;
 }
@@ -382,11 +398,11 @@ int online_mid_file(struct online_table *t, const char *path, char *err, size_t 
  */
 static void mid_reserve_ahead(struct online_table *t, int64_t seq)
 {
-    int64_t reserved = atomic_load_explicit(&t->mid_reserved, memory_order_relaxed);
+    int64_t reserved = atomic_load_explicit(&t->sh->mid_reserved, memory_order_relaxed);
     if (t->mid_fd < 0 || seq < reserved - MID_RESERVE / 2)
         return;
     int64_t next = seq + MID_RESERVE;
-    if (!atomic_compare_exchange_strong(&t->mid_reserved, &reserved, next))
+    if (!atomic_compare_exchange_strong(&t->sh->mid_reserved, &reserved, next))
         return; /* another process took it */
     if (mid_file_write(t->mid_fd, next) < 0)
         log_error("server.mid_file: cannot reserve message ids up to %lld: %s", (long long)next,
@@ -396,10 +412,10 @@ static void mid_reserve_ahead(struct online_table *t, int64_t seq)
 int64_t online_next_mid(struct online_table *t)
 {
     int64_t least = mid_clock_floor();
-    int64_t last = atomic_load_explicit(&t->mid, memory_order_relaxed), next;
+    int64_t last = atomic_load_explicit(&t->sh->mid, memory_order_relaxed), next;
     do
         next = last + 1 > least ? last + 1 : least;
-    while (!atomic_compare_exchange_weak_explicit(&t->mid, &last, next, memory_order_relaxed,
+    while (!atomic_compare_exchange_weak_explicit(&t->sh->mid, &last, next, memory_order_relaxed,
                                                   memory_order_relaxed));
     mid_reserve_ahead(t, next);
     return t->mid_node | (next & MID_SEQ_MASK);
@@ -407,10 +423,16 @@ int64_t online_next_mid(struct online_table *t)
 
 struct worker_stats *online_stats(struct online_table *t, uint32_t worker)
 {
-    return worker < ONLINE_MAX_WORKERS ? &t->stats[worker] : NULL;
+    return worker < ONLINE_MAX_WORKERS ? &t->sh->stats[worker] : NULL;
 }
 
 struct relay_stats *online_relay_stats(struct online_table *t)
 {
-    return &t->relay;
+    return &t->sh->relay;
+}
+
+void *online_shared_counters(struct online_table *t, size_t *len)
+{
+    *len = offsetof(struct online_shared, stats) - offsetof(struct online_shared, count);
+    return &t->sh->count;
 }

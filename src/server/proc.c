@@ -1,11 +1,8 @@
 /*
- * proc.c - signals, tick and clock shared by qchatd's processes (see proc.h).
+ * proc.c - the signals every qchatd process handles (see proc.h).
  */
 #include <signal.h>
 #include <sys/signalfd.h>
-#include <sys/timerfd.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "server/proc.h"
 
@@ -22,25 +19,4 @@ int proc_signal_fd(void)
         return -1;
     signal(SIGPIPE, SIG_IGN);
     return signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-}
-
-int proc_tick_fd(int ms)
-{
-    int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    struct timespec every = { ms / 1000, (long)(ms % 1000) * 1000000L };
-    struct itimerspec tick = { .it_interval = every, .it_value = every };
-    if (timerfd_settime(fd, 0, &tick, NULL) < 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-int64_t proc_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }

@@ -19,20 +19,24 @@
  * online user of the node.
  */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
-#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
 
+#include "common/clock.h"
 #include "common/buf.h"
+#include "common/fatal.h"
+#include "common/inttable.h"
 #include "common/log.h"
+#include "common/loop.h"
 #include "server/ipc.h"
 #include "server/proc.h"
 #include "server/relay.h"
@@ -46,16 +50,16 @@
 #define RELAY_BACKOFF_MAX_MS   5000
 #define RELAY_REPLY_TIMEOUT_MS 3000 /* a Redis that stops answering is dropped */
 #define RELAY_CHANNEL_MAX      32
-#define RELAY_SET_MIN          1024
+#define RELAY_BATCH_MIN        1024 /* first room for a list of stale subscriptions */
 #define RELAY_READS_PER_EVENT  256
-#define RELAY_MAX_EVENTS       64
 
-enum { R_SIGNAL = 1, R_TIMER, R_CHANNEL, R_WORKER, R_REDIS_SUB, R_REDIS_PUB };
+enum { R_REDIS_SUB = 1, R_REDIS_PUB };
 
 struct redis_link {
     redisAsyncContext *ac;
     int fd;
     uint32_t events; /* what hiredis asked for */
+    struct loop_source src;
     bool registered;
     bool up;
     int kind; /* R_REDIS_SUB | R_REDIS_PUB */
@@ -63,9 +67,11 @@ struct redis_link {
 };
 
 struct worker_link {
-    int fd;
-    struct buf queue; /* [uint32 len][packet]... while the link is full */
-    bool want_write;
+    struct ipc_chan ch;
+    struct loop_source src; /* ch.fd in the relay's loop */
+    struct relay *r;
+    uint32_t index;
+    bool want_write; /* EPOLLOUT armed: packets wait in ch's queue */
 };
 
 /*
@@ -81,22 +87,19 @@ struct delivery {
 };
 #define RELAY_NO_WORKER UINT32_MAX
 
-/* Open-addressing set of subscribed user ids (0 empty, UINT32_MAX deleted). */
-struct uid_set {
-    uint32_t *ids;
-    uint32_t cap, used, live;
-};
-
 struct relay {
     struct qc_config cfg;
     struct online_table *online;
     struct relay_stats *stats;
     uint32_t nworkers;
-    int epfd, sigfd, timerfd, channel;
+    struct loop loop;
+    int sigfd;
+    struct loop_source signal_src, channel_src;
+    struct ipc_chan channel; /* to the master */
     struct worker_link workers[ONLINE_MAX_WORKERS];
     struct redis_link sub, pub;
-    struct uid_set subscribed;
-    struct slab *deliveries; /* chats handed to workers, unconfirmed */
+    struct inttable *subscribed; /* user ids whose channel is subscribed */
+    struct slab *deliveries;     /* chats handed to workers, unconfirmed */
     int64_t now_ms;
     int64_t next_connect_ms;
     int backoff_ms;
@@ -112,84 +115,20 @@ static struct relay the_relay;
 
 /* ---- the subscribed set ------------------------------------------------- */
 
-#define SET_DELETED UINT32_MAX
-
-static uint32_t set_hash(uint32_t x)
-{
-    x ^= x >> 16;
-    x *= 0x45d9f3bu;
-    x ^= x >> 16;
-    return x;
-}
-
-static int set_rehash(struct uid_set *s, uint32_t ncap)
-{
-    uint32_t *ids = calloc(ncap, sizeof *ids);
-    if (ids == NULL)
-        return -1;
-    for (uint32_t i = 0; i < s->cap; i++) {
-        uint32_t id = s->ids[i];
-        if (id == 0 || id == SET_DELETED)
-            continue;
-        uint32_t j = set_hash(id) & (ncap - 1);
-        while (ids[j])
-            j = (j + 1) & (ncap - 1);
-        ids[j] = id;
-    }
-    free(s->ids);
-    s->ids = ids;
-    s->cap = ncap;
-    s->used = s->live;
-    return 0;
-}
-
-static bool set_has(const struct uid_set *s, uint32_t id)
-{
-    if (s->cap == 0)
-        return false;
-    for (uint32_t j = set_hash(id) & (s->cap - 1), n = 0; n < s->cap;
-         n++, j = (j + 1) & (s->cap - 1)) {
-        if (s->ids[j] == id)
-            return true;
-        if (s->ids[j] == 0)
-            return false;
-    }
-    return false;
-}
-
 /* true when id was added (it was not there). */
-static bool set_add(struct uid_set *s, uint32_t id)
+static bool set_add(struct inttable *set, uint32_t id)
 {
-    if (set_has(s, id))
-        return false;
-    if ((s->used + 1) * 2 > s->cap &&
-        set_rehash(s, s->cap ? (s->live * 4 > s->cap ? s->cap * 2 : s->cap) : RELAY_SET_MIN) < 0)
-        return false;
-    uint32_t j = set_hash(id) & (s->cap - 1);
-    while (s->ids[j] && s->ids[j] != SET_DELETED)
-        j = (j + 1) & (s->cap - 1);
-    if (s->ids[j] == 0)
-        s->used++;
-    s->ids[j] = id;
-    s->live++;
-    return true;
+    return !inttable_get(set, id, NULL) && inttable_put(set, id, 1) == 0;
 }
 
-static bool set_del(struct uid_set *s, uint32_t id)
+/* Forget every subscription (Redis went away: its subscriptions went with it). */
+static void set_clear(struct relay *r)
 {
-    if (s->cap == 0)
-        return false;
-    for (uint32_t j = set_hash(id) & (s->cap - 1), n = 0; n < s->cap;
-         n++, j = (j + 1) & (s->cap - 1)) {
-        if (s->ids[j] == id) {
-            s->ids[j] = SET_DELETED;
-            s->live--;
-            return true;
-        }
-        if (s->ids[j] == 0)
-            return false;
-    }
-    return false;
+    struct inttable *fresh = inttable_new();
+    if (fresh == NULL)
+        qc_fatal("out of memory");
+    inttable_free(r->subscribed);
+    r->subscribed = fresh;
 }
 
 /* ---- links to the workers ----------------------------------------------- */
@@ -198,34 +137,47 @@ static void redispatch_deliveries(struct relay *r, uint32_t k);
 
 static void watch_worker(struct relay *r, uint32_t k, bool out)
 {
-    struct epoll_event ev = { .events = EPOLLIN | (out ? EPOLLOUT : 0),
-                              .data.u64 = (uint64_t)R_WORKER << 32 | k };
-    epoll_ctl(r->epfd, EPOLL_CTL_MOD, r->workers[k].fd, &ev);
+    loop_rewatch(&r->loop, &r->workers[k].src, EPOLLIN | (out ? EPOLLOUT : 0));
     r->workers[k].want_write = out;
 }
 
 static void drop_worker(struct relay *r, uint32_t k)
 {
     struct worker_link *wl = &r->workers[k];
-    if (wl->fd < 0)
+    if (wl->ch.fd < 0)
         return;
-    epoll_ctl(r->epfd, EPOLL_CTL_DEL, wl->fd, NULL);
-    close(wl->fd);
-    wl->fd = -1;
-    buf_free(&wl->queue);
+    loop_unwatch(&r->loop, &wl->src);
+    ipc_chan_close(&wl->ch);
+    wl->want_write = false;
     log_info("link to worker %u closed", k);
     redispatch_deliveries(r, k);
     /* Its users' rows are cleared by the master; the next pass unsubscribes them. */
     r->next_reconcile_ms = r->now_ms + RELAY_TICK_MS * 2;
 }
 
-static void send_to_worker(struct relay *r, uint32_t k, const struct ipc_hdr *h,
-                           const void *payload, size_t len);
+/* Send a packet to worker k (queued while its link is full); a broken link is dropped. */
+static void send_to_worker(struct relay *r, uint32_t k, uint32_t type, const void *body,
+                           const void *tail, size_t tail_len)
+{
+    if (k >= ONLINE_MAX_WORKERS || r->workers[k].ch.fd < 0)
+        return;
+    struct worker_link *wl = &r->workers[k];
+    if (ipc_chan_send(&wl->ch, type, body, tail, tail_len) < 0) {
+        if (errno == EMSGSIZE || errno == ENOMEM)
+            log_error("%s packet of %zu bytes for worker %u not sent: %s", ipc_type_name(type),
+                      tail_len, k, strerror(errno));
+        else
+            drop_worker(r, k);
+        return;
+    }
+    if (ipc_chan_waiting(&wl->ch) && !wl->want_write)
+        watch_worker(r, k, true);
+}
 
 static uint32_t first_live_worker(struct relay *r)
 {
     for (uint32_t k = 0; k < r->nworkers; k++)
-        if (r->workers[k].fd >= 0)
+        if (r->workers[k].ch.fd >= 0)
             return k;
     return RELAY_NO_WORKER;
 }
@@ -237,14 +189,12 @@ static void send_delivery(struct relay *r, uint32_t token, struct delivery *d, u
     d->worker = k;
     if (k == RELAY_NO_WORKER)
         return; /* sent when a worker link comes back */
-    struct ipc_hdr h = { .type = IPC_DELIVER,
-                         .from = RELAY_PEER,
-                         .token = token,
-                         .uid = d->uid,
-                         .slot = loc ? loc->slot : 0,
-                         .gen = loc ? loc->gen : 0,
-                         .flags = IPC_F_CHAT | (store ? IPC_F_STORE : 0) };
-    send_to_worker(r, k, &h, d->payload, d->len);
+    struct ipc_deliver dv = { .uid = d->uid,
+                              .slot = loc ? loc->slot : 0,
+                              .gen = loc ? loc->gen : 0,
+                              .token = token,
+                              .flags = IPC_F_CHAT | (store ? IPC_F_STORE : 0) };
+    send_to_worker(r, k, IPC_DELIVER, &dv, d->payload, d->len);
 }
 
 /* Worker k died (or was never there): its unconfirmed chats go to another to be stored. */
@@ -272,64 +222,42 @@ static void confirm_delivery(struct relay *r, uint32_t token)
     slab_free(r->deliveries, token);
 }
 
-static void send_to_worker(struct relay *r, uint32_t k, const struct ipc_hdr *h,
-                           const void *payload, size_t len)
-{
-    struct worker_link *wl = &r->workers[k];
-    if (k >= ONLINE_MAX_WORKERS || wl->fd < 0)
-        return;
-    if (buf_used(&wl->queue) == 0) {
-        if (ipc_send(wl->fd, h, payload, len, -1) == 0)
-            return;
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
-            drop_worker(r, k);
-            return;
-        }
-    }
-    uint32_t total = (uint32_t)(sizeof *h + len);
-    if (buf_append(&wl->queue, &total, sizeof total) < 0 ||
-        buf_append(&wl->queue, h, sizeof *h) < 0 ||
-        (len && buf_append(&wl->queue, payload, len) < 0)) {
-        log_error("queue to worker %u: out of memory", k);
-        return;
-    }
-    if (!wl->want_write)
-        watch_worker(r, k, true);
-}
-
 static void flush_worker(struct relay *r, uint32_t k)
 {
     struct worker_link *wl = &r->workers[k];
-    while (buf_used(&wl->queue) >= sizeof(uint32_t)) {
-        uint32_t total;
-        memcpy(&total, buf_head(&wl->queue), sizeof total);
-        const char *p = buf_head(&wl->queue) + sizeof total;
-        struct ipc_hdr h;
-        memcpy(&h, p, sizeof h);
-        if (ipc_send(wl->fd, &h, p + sizeof h, total - sizeof h, -1) < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
-                return;
-            drop_worker(r, k);
-            return;
-        }
-        buf_consume(&wl->queue, sizeof total + total);
+    if (ipc_chan_flush(&wl->ch) < 0) {
+        drop_worker(r, k);
+        return;
     }
-    buf_free(&wl->queue);
-    watch_worker(r, k, false);
+    if (!ipc_chan_waiting(&wl->ch) && wl->want_write)
+        watch_worker(r, k, false);
 }
 
 /* ---- Redis connections ---------------------------------------------------- */
 
+static void redis_event(void *ctx, uint32_t events)
+{
+    struct redis_link *l = ctx;
+    if (l->ac == NULL)
+        return;
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+        redisAsyncHandleRead(l->ac);
+    if (l->ac && (events & EPOLLOUT))
+        redisAsyncHandleWrite(l->ac);
+}
+
+/* hiredis asked for other events: the loop watches what it wants now. */
 static void redis_update_events(struct redis_link *l)
 {
-    struct epoll_event ev = { .events = l->events, .data.u64 = (uint64_t)l->kind << 32 };
     if (l->events == 0) {
         if (l->registered)
-            epoll_ctl(l->r->epfd, EPOLL_CTL_DEL, l->fd, NULL);
+            loop_unwatch(&l->r->loop, &l->src);
         l->registered = false;
         return;
     }
-    if (epoll_ctl(l->r->epfd, l->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, l->fd, &ev) == 0)
+    int rc = l->registered ? loop_rewatch(&l->r->loop, &l->src, l->events)
+                           : loop_watch(&l->r->loop, &l->src, l->fd, l->events, redis_event, l);
+    if (rc == 0)
         l->registered = true;
 }
 
@@ -423,8 +351,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
     if (r->sub.up && r->pub.up) {
         r->backoff_ms = 0;
         /* Everyone online on this node listens again. */
-        free(r->subscribed.ids);
-        memset(&r->subscribed, 0, sizeof r->subscribed);
+        set_clear(r);
         reconcile(r);
     }
     publish_state(r);
@@ -480,8 +407,7 @@ static void drop_redis(struct relay *r, const char *why)
         redisAsyncFree(sub);
     if (pub)
         redisAsyncFree(pub);
-    free(r->subscribed.ids);
-    memset(&r->subscribed, 0, sizeof r->subscribed);
+    set_clear(r);
     r->stats->subscribed = 0;
     r->pub_outstanding = 0;
     if (!r->stopping && r->next_connect_ms == 0)
@@ -528,7 +454,8 @@ static void deliver_from_redis(struct relay *r, int32_t uid, const char *msg, si
         loc.slot = 0;
         loc.gen = 0;
     }
-    struct ipc_hdr h = { .from = RELAY_PEER, .uid = uid, .slot = loc.slot, .gen = loc.gen };
+    struct ipc_deliver dv = { .uid = uid, .slot = loc.slot, .gen = loc.gen };
+    struct ipc_session kick = { .uid = uid, .slot = loc.slot, .gen = loc.gen };
     switch (type) {
     case 'M': {
         uint32_t token;
@@ -538,9 +465,8 @@ static void deliver_from_redis(struct relay *r, int32_t uid, const char *msg, si
             if (d)
                 slab_free(r->deliveries, token);
             log_error("out of memory keeping a chat for user %d: delivered unconfirmed", uid);
-            h.type = IPC_DELIVER;
-            h.flags = IPC_F_CHAT;
-            send_to_worker(r, loc.worker, &h, payload, plen);
+            dv.flags = IPC_F_CHAT;
+            send_to_worker(r, loc.worker, IPC_DELIVER, &dv, payload, plen);
             break;
         }
         memcpy(copy, payload, plen);
@@ -551,14 +477,12 @@ static void deliver_from_redis(struct relay *r, int32_t uid, const char *msg, si
         break;
     }
     case 'P':
-        h.type = IPC_DELIVER;
-        h.flags = IPC_F_NOTICE;
-        send_to_worker(r, loc.worker, &h, payload, plen);
+        dv.flags = IPC_F_NOTICE;
+        send_to_worker(r, loc.worker, IPC_DELIVER, &dv, payload, plen);
         break;
     case 'K':
         if (node != r->cfg.node_id) {
-            h.type = IPC_KICK;
-            send_to_worker(r, loc.worker, &h, NULL, 0);
+            send_to_worker(r, loc.worker, IPC_KICK, &kick, NULL, 0);
         }
         break;
     default: break;
@@ -573,11 +497,9 @@ static void *subscribe_tag(uint32_t worker, uint32_t token)
 
 static void tell_subscribed(struct relay *r, uint32_t worker, uint32_t token, bool failed)
 {
-    struct ipc_hdr h = {
-        .type = IPC_SUBSCRIBED, .from = RELAY_PEER, .token = token, .flags = failed ? 1 : 0
-    };
+    struct ipc_answer a = { .token = token, .failed = failed ? 1 : 0 };
     if (token)
-        send_to_worker(r, worker, &h, NULL, 0);
+        send_to_worker(r, worker, IPC_SUBSCRIBED, &a, NULL, 0);
 }
 
 static void on_subscription(redisAsyncContext *ac, void *reply, void *priv)
@@ -618,30 +540,55 @@ static void subscribe_uid(struct relay *r, uint32_t uid, uint32_t worker, uint32
         tell_subscribed(r, worker, token, true);
         return;
     }
-    if (!set_add(&r->subscribed, uid)) {
+    if (!set_add(r->subscribed, uid)) {
         tell_subscribed(r, worker, token, false); /* already listening */
         return;
     }
     char ch[RELAY_CHANNEL_MAX];
     channel_of(uid, ch);
     redisAsyncCommand(r->sub.ac, on_subscription, subscribe_tag(worker, token), "SUBSCRIBE %s", ch);
-    r->stats->subscribed = r->subscribed.live;
+    r->stats->subscribed = inttable_count(r->subscribed);
 }
 
 static void unsubscribe_uid(struct relay *r, uint32_t uid)
 {
-    if (!r->sub.up || !set_del(&r->subscribed, uid))
+    if (!r->sub.up || !inttable_del(r->subscribed, uid))
         return;
     char ch[RELAY_CHANNEL_MAX];
     channel_of(uid, ch);
     redisAsyncCommand(r->sub.ac, on_subscription, NULL, "UNSUBSCRIBE %s", ch);
-    r->stats->subscribed = r->subscribed.live;
+    r->stats->subscribed = inttable_count(r->subscribed);
 }
 
 static void subscribe_online(void *arg, int32_t uid, const struct online_loc *loc)
 {
     (void)loc;
     subscribe_uid(arg, (uint32_t)uid, 0, 0);
+}
+
+/* Subscribed users no longer online on this node (collected, then unsubscribed). */
+struct id_batch {
+    struct relay *r;
+    uint32_t *ids;
+    uint32_t n, cap;
+};
+
+static void note_gone(void *arg, uint32_t id, uint64_t value)
+{
+    struct id_batch *b = arg;
+    struct online_loc loc;
+    (void)value;
+    if (online_lookup(b->r->online, (int32_t)id, &loc))
+        return;
+    if (b->n == b->cap) {
+        uint32_t ncap = b->cap ? b->cap * 2 : RELAY_BATCH_MIN;
+        uint32_t *p = realloc(b->ids, ncap * sizeof *p);
+        if (p == NULL)
+            return; /* the next pass gets it */
+        b->ids = p;
+        b->cap = ncap;
+    }
+    b->ids[b->n++] = id;
 }
 
 /* Make the subscribed set equal to the online table. */
@@ -651,14 +598,11 @@ static void reconcile(struct relay *r)
     if (!r->sub.up)
         return;
     online_foreach(r->online, subscribe_online, r);
-    struct online_loc loc;
-    for (uint32_t i = 0; i < r->subscribed.cap; i++) {
-        uint32_t id = r->subscribed.ids[i];
-        if (id && id != SET_DELETED && !online_lookup(r->online, (int32_t)id, &loc))
-            unsubscribe_uid(r, id);
-    }
-    if (r->subscribed.cap > RELAY_SET_MIN && r->subscribed.used > r->subscribed.live * 2)
-        set_rehash(&r->subscribed, r->subscribed.cap);
+    struct id_batch gone = { .r = r };
+    inttable_foreach(r->subscribed, note_gone, &gone);
+    for (uint32_t i = 0; i < gone.n; i++)
+        unsubscribe_uid(r, gone.ids[i]);
+    free(gone.ids);
 }
 
 /* ---- publisher: messages for users elsewhere ---------------------------- */
@@ -685,30 +629,26 @@ static void on_published(redisAsyncContext *ac, void *reply, void *priv)
         r->stats->publish_failed++;
     if (!(flags & IPC_F_CHAT) || token == 0)
         return;
-    struct ipc_hdr h = { .type = IPC_PUBLISHED,
-                         .from = RELAY_PEER,
-                         .token = token,
-                         .gen = ok ? (uint32_t)rep->integer : 0,
-                         .flags = ok ? 0 : 1 };
-    send_to_worker(r, worker, &h, NULL, 0);
+    struct ipc_published p = { .token = token,
+                               .receivers = ok ? (uint32_t)rep->integer : 0,
+                               .failed = ok ? 0 : 1 };
+    send_to_worker(r, worker, IPC_PUBLISHED, &p, NULL, 0);
 }
 
-static void publish_for_worker(struct relay *r, uint32_t k, const struct ipc_hdr *h,
+static void publish_for_worker(struct relay *r, uint32_t k, const struct ipc_publish *h,
                                const char *payload, size_t len)
 {
     if (!r->pub.up) {
-        if (h->flags & IPC_F_CHAT) {
-            struct ipc_hdr rep = {
-                .type = IPC_PUBLISHED, .from = RELAY_PEER, .token = h->token, .flags = 1
-            };
-            send_to_worker(r, k, &rep, NULL, 0);
+        if (h->kind & IPC_F_CHAT) {
+            struct ipc_published rep = { .token = h->token, .failed = 1 };
+            send_to_worker(r, k, IPC_PUBLISHED, &rep, NULL, 0);
         }
         r->stats->publish_failed++;
         return;
     }
     char ch[RELAY_CHANNEL_MAX], head[24];
     channel_of((uint32_t)h->uid, ch);
-    char type = (h->flags & IPC_F_KICK) ? 'K' : (h->flags & IPC_F_NOTICE) ? 'P' : 'M';
+    char type = (h->kind & IPC_F_KICK) ? 'K' : (h->kind & IPC_F_NOTICE) ? 'P' : 'M';
     int hl = snprintf(head, sizeof head, "%c%d:", type, r->cfg.node_id);
     struct buf body;
     buf_init(&body);
@@ -720,7 +660,7 @@ static void publish_for_worker(struct relay *r, uint32_t k, const struct ipc_hdr
         r->pub_last_progress_ms = r->now_ms;
     r->pub_outstanding++;
     r->stats->published++;
-    redisAsyncCommand(r->pub.ac, on_published, publish_tag(k, h->token, h->flags), "PUBLISH %s %b",
+    redisAsyncCommand(r->pub.ac, on_published, publish_tag(k, h->token, h->kind), "PUBLISH %s %b",
                       ch, buf_head(&body), buf_used(&body));
     buf_free(&body);
 }
@@ -737,7 +677,7 @@ static void on_numsub(redisAsyncContext *ac, void *reply, void *priv)
     struct numsub_req *q = priv;
     redisReply *rep = reply;
     (void)ac;
-    struct ipc_hdr h = { .type = IPC_NUMSUB_REPLY, .from = RELAY_PEER, .token = q->token };
+    struct ipc_answer h = { .token = q->token };
     char *online = calloc(q->n ? q->n : 1, 1);
     if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 * q->n && online) {
         for (size_t i = 0; i < q->n; i++) {
@@ -745,14 +685,14 @@ static void on_numsub(redisAsyncContext *ac, void *reply, void *priv)
             online[i] = cnt->type == REDIS_REPLY_INTEGER && cnt->integer > 0;
         }
     } else {
-        h.flags = 1;
+        h.failed = 1;
     }
-    send_to_worker(r, q->worker, &h, online, online ? q->n : 0);
+    send_to_worker(r, q->worker, IPC_NUMSUB_REPLY, &h, online, online ? q->n : 0);
     free(online);
     free(q);
 }
 
-static void numsub_for_worker(struct relay *r, uint32_t k, const struct ipc_hdr *h,
+static void numsub_for_worker(struct relay *r, uint32_t k, const struct ipc_token *h,
                               const char *payload, size_t len)
 {
     size_t n = len / sizeof(int32_t);
@@ -761,10 +701,8 @@ static void numsub_for_worker(struct relay *r, uint32_t k, const struct ipc_hdr 
     size_t *argl = calloc(n + 2, sizeof *argl);
     char *names = calloc(n ? n : 1, RELAY_CHANNEL_MAX);
     if (!r->pub.up || q == NULL || argv == NULL || argl == NULL || names == NULL) {
-        struct ipc_hdr rep = {
-            .type = IPC_NUMSUB_REPLY, .from = RELAY_PEER, .token = h->token, .flags = 1
-        };
-        send_to_worker(r, k, &rep, NULL, 0);
+        struct ipc_answer rep = { .token = h->token, .failed = 1 };
+        send_to_worker(r, k, IPC_NUMSUB_REPLY, &rep, NULL, 0);
         free(q);
         free(argv);
         free(argl);
@@ -792,81 +730,131 @@ static void numsub_for_worker(struct relay *r, uint32_t k, const struct ipc_hdr 
     free(names);
 }
 
+static void on_sub(void *ctx, uint32_t k, const struct ipc_msg *m)
+{
+    const struct ipc_sub *sub = m->body;
+    subscribe_uid(ctx, (uint32_t)sub->uid, k, sub->token);
+}
+
+static void on_unsub(void *ctx, uint32_t k, const struct ipc_msg *m)
+{
+    const struct ipc_user *u = m->body;
+    (void)k;
+    unsubscribe_uid(ctx, (uint32_t)u->uid);
+}
+
+static void on_confirm(void *ctx, uint32_t k, const struct ipc_msg *m)
+{
+    struct relay *r = ctx;
+    const struct ipc_confirm *c = m->body;
+    struct delivery *d = slab_get(r->deliveries, c->token);
+    if (d && d->worker != k)
+        qc_fatal("worker %u confirmed delivery %u, which went to worker %u", k, c->token,
+                 d->worker);
+    confirm_delivery(r, c->token);
+}
+
+static void on_publish_request(void *ctx, uint32_t k, const struct ipc_msg *m)
+{
+    publish_for_worker(ctx, k, m->body, m->tail, m->tail_len);
+}
+
+static void on_numsub_request(void *ctx, uint32_t k, const struct ipc_msg *m)
+{
+    numsub_for_worker(ctx, k, m->body, m->tail, m->tail_len);
+}
+
+/* What the relay accepts from a worker. */
+static const struct ipc_handlers from_worker = {
+    .from = "worker",
+    .fn = { [IPC_SUB] = on_sub,
+            [IPC_UNSUB] = on_unsub,
+            [IPC_CONFIRM] = on_confirm,
+            [IPC_PUBLISH] = on_publish_request,
+            [IPC_NUMSUB] = on_numsub_request },
+};
+
 static void read_worker(struct relay *r, uint32_t k)
 {
-    struct worker_link *wl = &r->workers[k];
-    for (int i = 0; i < RELAY_READS_PER_EVENT && wl->fd >= 0; i++) {
-        struct ipc_hdr h;
-        int fd;
-        ssize_t n = ipc_recv(wl->fd, &h, r->pkt, IPC_MAX_PACKET, &fd);
-        if (fd >= 0)
-            close(fd);
-        if (n == -2 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EBADMSG)) {
-            drop_worker(r, k);
-            return;
-        }
-        if (n < 0) {
-            if (errno == EBADMSG)
-                continue;
-            return;
-        }
-        switch (h.type) {
-        case IPC_SUB: subscribe_uid(r, (uint32_t)h.uid, k, h.token); break;
-        case IPC_CONFIRM: confirm_delivery(r, h.token); break;
-        case IPC_UNSUB: unsubscribe_uid(r, (uint32_t)h.uid); break;
-        case IPC_PUBLISH: publish_for_worker(r, k, &h, r->pkt, (size_t)n); break;
-        case IPC_NUMSUB: numsub_for_worker(r, k, &h, r->pkt, (size_t)n); break;
-        default: log_error("unknown packet type %u from worker %u ignored", h.type, k);
-        }
-    }
+    if (ipc_chan_read(&r->workers[k].ch, r->pkt, RELAY_READS_PER_EVENT, &from_worker, r, k) ==
+        IPC_READ_CLOSED)
+        drop_worker(r, k);
 }
 
 /* ---- the master's channel, signals, timer -------------------------------- */
 
+static void worker_link_event(void *ctx, uint32_t events)
+{
+    struct worker_link *wl = ctx;
+    if (events & EPOLLOUT)
+        flush_worker(wl->r, wl->index);
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+        read_worker(wl->r, wl->index);
+}
+
+static int watch_worker_link(struct relay *r, uint32_t k, int fd)
+{
+    struct worker_link *wl = &r->workers[k];
+    ipc_chan_init(&wl->ch, fd);
+    wl->r = r;
+    wl->index = k;
+    wl->want_write = false;
+    if (loop_watch(&r->loop, &wl->src, fd, EPOLLIN, worker_link_event, wl) < 0) {
+        log_error("watching the link to worker %u: %s", k, strerror(errno));
+        ipc_chan_close(&wl->ch);
+        return -1;
+    }
+    return 0;
+}
+
 static void adopt_worker(struct relay *r, uint32_t k, int fd)
 {
-    if (k >= ONLINE_MAX_WORKERS) {
-        close(fd);
-        return;
-    }
-    if (r->workers[k].fd >= 0)
+    if (k >= ONLINE_MAX_WORKERS)
+        qc_fatal("the master sent a link to worker %u (at most %d)", k, ONLINE_MAX_WORKERS);
+    if (r->workers[k].ch.fd >= 0)
         drop_worker(r, k);
-    r->workers[k].fd = fd;
-    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)R_WORKER << 32 | k };
-    epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &ev);
+    if (watch_worker_link(r, k, fd) < 0)
+        return;
     if (k >= r->nworkers)
         r->nworkers = k + 1;
     log_info("link to worker %u (re)established", k);
     redispatch_deliveries(r, RELAY_NO_WORKER);
 }
 
-static void read_channel(struct relay *r)
+static void on_new_peer(void *ctx, uint32_t link, const struct ipc_msg *m)
 {
-    for (;;) {
-        struct ipc_hdr h;
-        int fd;
-        ssize_t n = ipc_recv(r->channel, &h, r->pkt, IPC_MAX_PACKET, &fd);
-        if (n == -2) {
-            r->stopping = true;
-            return;
-        }
-        if (n < 0)
-            return;
-        if (h.type == IPC_NEW_PEER && fd >= 0)
-            adopt_worker(r, (uint32_t)h.uid, fd);
-        else if (h.type == IPC_CONFIG && (size_t)n == sizeof(struct qc_config))
-            config_apply_live(&r->cfg, (const struct qc_config *)(const void *)r->pkt),
-                log_set_level((enum log_level)r->cfg.log_level);
-        else if (fd >= 0)
-            close(fd);
-    }
+    const struct ipc_new_peer *np = m->body;
+    (void)link;
+    adopt_worker(ctx, np->peer, m->fd);
 }
 
-static void on_tick(struct relay *r)
+static void on_config(void *ctx, uint32_t link, const struct ipc_msg *m)
 {
-    uint64_t x;
-    if (read(r->timerfd, &x, sizeof x) < 0 && errno != EAGAIN)
-        log_warning("timer: %s", strerror(errno));
+    struct relay *r = ctx;
+    (void)link;
+    config_apply_live(&r->cfg, m->body);
+    log_set_level((enum log_level)r->cfg.log_level);
+}
+
+/* What the relay accepts from the master. */
+static const struct ipc_handlers from_master = {
+    .from = "the master",
+    .fn = { [IPC_NEW_PEER] = on_new_peer, [IPC_CONFIG] = on_config },
+};
+
+static void read_channel(struct relay *r)
+{
+    enum ipc_read_result res;
+    do
+        res = ipc_chan_read(&r->channel, r->pkt, INT_MAX, &from_master, r, 0);
+    while (res == IPC_READ_MORE);
+    if (res == IPC_READ_CLOSED)
+        r->stopping = true;
+}
+
+static void on_tick(void *ctx)
+{
+    struct relay *r = ctx;
     metrics_heartbeat();
     if (r->sub.ac == NULL && r->pub.ac == NULL && r->next_connect_ms &&
         r->now_ms >= r->next_connect_ms)
@@ -877,9 +865,11 @@ static void on_tick(struct relay *r)
         reconcile(r);
 }
 
-static void on_signal(struct relay *r)
+static void on_signal(void *ctx, uint32_t events)
 {
+    struct relay *r = ctx;
     struct signalfd_siginfo si;
+    (void)events;
     while (read(r->sigfd, &si, sizeof si) == sizeof si) {
         if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
             r->stopping = true;
@@ -888,37 +878,32 @@ static void on_signal(struct relay *r)
     }
 }
 
-static int open_sources(struct relay *r)
+static void on_channel_event(void *ctx, uint32_t events)
 {
-    r->epfd = epoll_create1(EPOLL_CLOEXEC);
-    r->sigfd = proc_signal_fd();
-    r->timerfd = proc_tick_fd(RELAY_TICK_MS);
-    if (r->epfd < 0 || r->sigfd < 0 || r->timerfd < 0)
-        return -1;
-    struct epoll_event ev = { .events = EPOLLIN };
-    ev.data.u64 = (uint64_t)R_SIGNAL << 32;
-    epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->sigfd, &ev);
-    ev.data.u64 = (uint64_t)R_TIMER << 32;
-    epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->timerfd, &ev);
-    ev.data.u64 = (uint64_t)R_CHANNEL << 32;
-    epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->channel, &ev);
-    for (uint32_t k = 0; k < r->nworkers; k++) {
-        if (r->workers[k].fd < 0)
-            continue;
-        ev.data.u64 = (uint64_t)R_WORKER << 32 | k;
-        epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->workers[k].fd, &ev);
-    }
-    return 0;
+    (void)events;
+    read_channel(ctx);
 }
 
-static void handle_redis_event(struct redis_link *l, uint32_t events)
+static void on_wake(void *ctx)
 {
-    if (l->ac == NULL)
-        return;
-    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-        redisAsyncHandleRead(l->ac);
-    if (l->ac && (events & EPOLLOUT))
-        redisAsyncHandleWrite(l->ac);
+    struct relay *r = ctx;
+    r->now_ms = r->loop.now_ms;
+}
+
+/* Signals, tick, the master's channel, the links to the workers made before the fork. */
+static int open_sources(struct relay *r, const int *worker_fds)
+{
+    r->sigfd = proc_signal_fd();
+    if (loop_init(&r->loop, r) < 0 || r->sigfd < 0 ||
+        loop_set_tick(&r->loop, RELAY_TICK_MS, on_tick) < 0 ||
+        loop_watch(&r->loop, &r->signal_src, r->sigfd, EPOLLIN, on_signal, r) < 0 ||
+        loop_watch(&r->loop, &r->channel_src, r->channel.fd, EPOLLIN, on_channel_event, r) < 0)
+        return -1;
+    loop_set_on_wake(&r->loop, on_wake);
+    for (uint32_t k = 0; k < r->nworkers; k++)
+        if (worker_fds[k] >= 0 && watch_worker_link(r, k, worker_fds[k]) < 0)
+            return -1;
+    return 0;
 }
 
 void relay_main(uint32_t nworkers, int channel_fd, const int *worker_fds,
@@ -932,49 +917,27 @@ void relay_main(uint32_t nworkers, int channel_fd, const int *worker_fds,
     r->stats = online_relay_stats(online);
     r->stats->pid = getpid();
     r->nworkers = nworkers;
-    r->channel = channel_fd;
-    r->now_ms = proc_now_ms();
+    ipc_chan_init(&r->channel, channel_fd);
+    r->now_ms = clock_now_ms();
     r->pkt = malloc(IPC_MAX_PACKET);
     r->deliveries = slab_new(sizeof(struct delivery));
-    for (uint32_t k = 0; k < ONLINE_MAX_WORKERS; k++) {
-        r->workers[k].fd = k < nworkers ? worker_fds[k] : -1;
-        buf_init(&r->workers[k].queue);
-    }
-    if (r->pkt == NULL || r->deliveries == NULL || open_sources(r) < 0) {
+    r->subscribed = inttable_new();
+    for (uint32_t k = 0; k < ONLINE_MAX_WORKERS; k++)
+        ipc_chan_init(&r->workers[k].ch, -1);
+    if (r->pkt == NULL || r->deliveries == NULL || r->subscribed == NULL ||
+        open_sources(r, worker_fds) < 0) {
         log_error("relay setup: %s", strerror(errno));
         _exit(1);
     }
     log_info("started (pid %d), redis %s:%d", (int)getpid(), cfg->redis_host, cfg->redis_port);
     connect_redis(r);
     metrics_attach(METRICS_RELAY_SLOT);
-
-    struct epoll_event events[RELAY_MAX_EVENTS];
-    while (!r->stopping) {
-        int n = epoll_wait(r->epfd, events, RELAY_MAX_EVENTS, -1);
-        r->now_ms = proc_now_ms();
-        for (int i = 0; i < n; i++) {
-            int kind = (int)(events[i].data.u64 >> 32);
-            uint32_t id = (uint32_t)events[i].data.u64;
-            switch (kind) {
-            case R_SIGNAL: on_signal(r); break;
-            case R_TIMER: on_tick(r); break;
-            case R_CHANNEL: read_channel(r); break;
-            case R_WORKER:
-                if (events[i].events & EPOLLOUT)
-                    flush_worker(r, id);
-                if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-                    read_worker(r, id);
-                break;
-            case R_REDIS_SUB: handle_redis_event(&r->sub, events[i].events); break;
-            case R_REDIS_PUB: handle_redis_event(&r->pub, events[i].events); break;
-            }
-        }
-    }
+    while (!r->stopping)
+        loop_run_once(&r->loop, -1);
     log_info("stopping");
-    r->stopping = true;
     drop_redis(r, "stopping");
     for (uint32_t k = 0; k < r->nworkers; k++)
-        if (r->workers[k].fd >= 0)
+        if (r->workers[k].ch.fd >= 0)
             flush_worker(r, k);
     r->stats->state = RELAY_DOWN;
     r->stats->pid = 0;

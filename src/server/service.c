@@ -20,11 +20,13 @@
 #include "server/guard.h"
 #include "server/login.h"
 #include "server/metrics.h"
+#include "server/offline.h"
+#include "server/pending.h"
+#include "server/reply.h"
 #include "server/route.h"
 #include "server/service.h"
+#include "server/session.h"
 #include "server/worker.h"
-
-#define GROUP_BATCH_MIN 64 /* initial room for a group's member ids */
 
 /* One request being handled: the envelope fields every handler needs. */
 struct request {
@@ -36,73 +38,9 @@ struct request {
 
 /* ---- replies ------------------------------------------------------------ */
 
-static void reply_error(struct worker *w, struct conn *c, const struct request *r, int err);
-
-static void finish_reply(struct worker *w, struct conn *c, struct buf *b, struct jsonw *jw)
+static void reply_request_error(struct worker *w, struct conn *c, const struct request *r, int err)
 {
-    if (jsonw_end(jw) == 0 && buf_append_char(b, '\n') == 0)
-        conn_send(w, c, buf_head(b), buf_used(b));
-    else
-        log_error("out of memory building a reply");
-    worker_buf_give(w, b);
-}
-
-void service_send_ack(struct worker *w, struct conn *c, int req_msgid, const char *seq, int err,
-                      int64_t mid, int32_t groupid)
-{
-    struct buf b = worker_buf_take(w);
-    struct jsonw jw;
-    jsonw_begin(&jw, &b);
-    jsonw_int(&jw, "msgid", QC_ACK_MSG);
-    jsonw_int(&jw, "errno", err);
-    jsonw_str(&jw, "errmsg", err ? qc_strerror(err) : "ok");
-    jsonw_int(&jw, "req", req_msgid);
-    if (seq)
-        jsonw_raw(&jw, "seq", seq, strlen(seq));
-    if (mid)
-        jsonw_int(&jw, "mid", mid);
-    if (groupid)
-        jsonw_int(&jw, "groupid", groupid);
-    finish_reply(w, c, &b, &jw);
-}
-
-void service_send_kick(struct worker *w, struct conn *c, const char *reason)
-{
-    struct buf b = worker_buf_take(w);
-    struct jsonw jw;
-    jsonw_begin(&jw, &b);
-    jsonw_int(&jw, "msgid", QC_KICK_MSG);
-    jsonw_str(&jw, "reason", reason);
-    finish_reply(w, c, &b, &jw);
-}
-
-/* The seed answers LOGIN with 2 and REG with 4; everything else gets an ACK. */
-void service_reply_error(struct worker *w, struct conn *c, int msgid, const char *seq, int err)
-{
-    struct request r = { .msgid = msgid, .seq = seq };
-    reply_error(w, c, &r, err);
-}
-
-static void reply_error(struct worker *w, struct conn *c, const struct request *r, int err)
-{
-    if (err == QC_ESTORAGE) {
-        metrics_count(QM_STORE_ERRORS, 0);
-        w->stats->store_failures++;
-        w->stats->store_failed_ms = w->now_ms;
-    }
-    if (r->msgid == QC_LOGIN_MSG || r->msgid == QC_REG_MSG) {
-        struct buf b = worker_buf_take(w);
-        struct jsonw jw;
-        jsonw_begin(&jw, &b);
-        jsonw_int(&jw, "msgid", r->msgid == QC_LOGIN_MSG ? QC_LOGIN_MSG_ACK : QC_REG_MSG_ACK);
-        jsonw_int(&jw, "errno", err);
-        jsonw_str(&jw, "errmsg", qc_strerror(err));
-        if (r->seq)
-            jsonw_raw(&jw, "seq", r->seq, strlen(r->seq));
-        finish_reply(w, c, &b, &jw);
-        return;
-    }
-    service_send_ack(w, c, r->msgid, r->seq, err, 0, 0);
+    reply_error(w, c, r->msgid, r->seq, err);
 }
 
 /* Outcome of a request that has no delivery to wait for. */
@@ -110,9 +48,9 @@ static void reply_result(struct worker *w, struct conn *c, const struct request 
                          int32_t groupid)
 {
     if (err)
-        reply_error(w, c, r, err);
+        reply_request_error(w, c, r, err);
     else if (r->seq)
-        service_send_ack(w, c, r->msgid, r->seq, 0, 0, groupid);
+        reply_ack(w, c, r->msgid, r->seq, 0, 0, groupid);
 }
 
 /* ---- field access ------------------------------------------------------- */
@@ -151,98 +89,6 @@ static void wipe_field(const struct request *r, const char *key)
     struct json_object *v;
     if (json_object_object_get_ex(r->obj, key, &v) && json_object_is_type(v, json_type_string))
         explicit_bzero((char *)json_object_get_string(v), (size_t)json_object_get_string_len(v));
-}
-
-/* ---- presence ----------------------------------------------------------- */
-
-struct id_list {
-    int32_t *ids;
-    size_t n, cap;
-    int err;
-};
-
-static void id_list_push(struct id_list *l, int32_t id)
-{
-    if (l->n == l->cap) {
-        size_t ncap = l->cap ? l->cap * 2 : GROUP_BATCH_MIN;
-        int32_t *p = realloc(l->ids, ncap * sizeof *p);
-        if (p == NULL) {
-            l->err = QC_EINTERNAL;
-            return;
-        }
-        l->ids = p;
-        l->cap = ncap;
-    }
-    l->ids[l->n++] = id;
-}
-
-static void collect_online_friend(void *arg, int32_t id, const char *name)
-{
-    struct worker *w = ((void **)arg)[0];
-    struct id_list *l = ((void **)arg)[1];
-    (void)name;
-    struct online_loc loc;
-    /* In a cluster a friend may be online on another node: the relay finds out. */
-    if (w->clustered || online_lookup(w->online, id, &loc))
-        id_list_push(l, id);
-}
-
-/* Tell online friends (who asked for it) that uid came or went. */
-void service_announce_presence(struct worker *w, int32_t uid, const char *name, const char *state)
-{
-    struct id_list friends = { 0 };
-    void *arg[2] = { w, &friends };
-    if (w->st->friend_list(w->store, uid, collect_online_friend, arg) == 0)
-        service_announce_presence_to(w, uid, name, state, friends.ids, friends.n);
-    free(friends.ids);
-}
-
-void service_announce_presence_to(struct worker *w, int32_t uid, const char *name,
-                                  const char *state, const int32_t *ids, size_t n)
-{
-    if (n == 0)
-        return;
-    struct buf b = worker_buf_take(w);
-    struct jsonw jw;
-    jsonw_begin(&jw, &b);
-    jsonw_int(&jw, "msgid", QC_PRESENCE_MSG);
-    jsonw_int(&jw, "id", uid);
-    jsonw_str(&jw, "name", name);
-    jsonw_str(&jw, "state", state);
-    if (jsonw_end(&jw) == 0 && buf_append_char(&b, '\n') == 0)
-        for (size_t i = 0; i < n; i++)
-            route_notice(w, ids[i], buf_head(&b), buf_used(&b));
-    worker_buf_give(w, &b);
-}
-
-/* ---- sessions ----------------------------------------------------------- */
-
-void service_end_session(struct worker *w, struct conn *c)
-{
-    if (c->sgen == 0)
-        return;
-    int32_t uid = c->uid;
-    bool removed = online_remove(w->online, uid, c->sgen);
-    c->sgen = 0;
-    c->uid = 0;
-    c->presence = false;
-    w->stats->sessions--;
-    if (removed) {
-        route_session_ended(w, uid);
-        service_announce_presence(w, uid, c->name, QC_STATE_OFFLINE);
-    }
-    log_debug("user %d: session ended on conn %u", uid, c->slot);
-}
-
-void service_kick_session(struct worker *w, int32_t uid, uint32_t slot, uint32_t gen,
-                          const char *reason)
-{
-    struct conn *c = worker_conn(w, slot);
-    if (c == NULL || c->state != CONN_OPEN || c->uid != uid || c->sgen != gen)
-        return;
-    log_info("user %d: session on conn %u ended (%s)", uid, slot, reason);
-    service_send_kick(w, c, reason);
-    conn_close_gracefully(w, c);
 }
 
 /* ---- LOGIN -------------------------------------------------------------- */
@@ -312,7 +158,7 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
     struct store_user u;
     if (c->sgen) {
         wipe_field(r, "password");
-        reply_error(w, c, r, QC_EALREADYIN);
+        reply_request_error(w, c, r, QC_EALREADYIN);
         return;
     }
     int err = get_id(r, "id", &id);
@@ -345,7 +191,7 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
         err = QC_EINTERNAL;
     if (err) {
         explicit_bzero(u.password, sizeof u.password);
-        reply_error(w, c, r, err);
+        reply_request_error(w, c, r, err);
         return;
     }
     struct json_object *v;
@@ -368,11 +214,11 @@ static bool finish_login(struct worker *w, struct conn *c, const struct crypt_jo
         log_info("login failed on conn %u", c->slot);
         guard_login_failed(w->guard, c->ip_hash, job->uid ? job->uid : job->asked_uid, w->now_ms);
         metrics_count(QM_LOGINS, QM_LOGIN_BAD);
-        reply_error(w, c, r, QC_EAUTH);
+        reply_request_error(w, c, r, QC_EAUTH);
         return true;
     }
     if (c->sgen) {
-        reply_error(w, c, r, QC_EALREADYIN);
+        reply_request_error(w, c, r, QC_EALREADYIN);
         return true;
     }
     guard_login_succeeded(w->guard, c->ip_hash, job->uid);
@@ -383,7 +229,7 @@ static bool finish_login(struct worker *w, struct conn *c, const struct crypt_jo
     int err = open_session(w, c, &u, job->presence);
     metrics_count(QM_LOGINS, err ? QM_LOGIN_ERROR : QM_LOGIN_OK);
     if (err) {
-        reply_error(w, c, r, err);
+        reply_request_error(w, c, r, err);
         return true;
     }
 
@@ -408,7 +254,7 @@ static void handle_register(struct worker *w, struct conn *c, const struct reque
     if (!err && job == NULL)
         err = QC_EINTERNAL;
     if (err) {
-        reply_error(w, c, r, err);
+        reply_request_error(w, c, r, err);
         return;
     }
     strlcpy(job->name, name, sizeof job->name);
@@ -424,7 +270,7 @@ static void finish_register(struct worker *w, struct conn *c, const struct crypt
     int32_t id = 0;
     int err = job->ok ? w->st->user_create(w->store, job->name, job->hash, &id) : QC_EINTERNAL;
     if (err) {
-        reply_error(w, c, r, err);
+        reply_request_error(w, c, r, err);
         return;
     }
     struct buf b = worker_buf_take(w);
@@ -435,7 +281,7 @@ static void finish_register(struct worker *w, struct conn *c, const struct crypt
     jsonw_int(&jw, "id", id);
     if (r->seq)
         jsonw_raw(&jw, "seq", r->seq, strlen(r->seq));
-    finish_reply(w, c, &b, &jw);
+    reply_finish(w, c, &b, &jw);
     log_info("user %d registered", id);
 }
 
@@ -484,21 +330,21 @@ static void handle_one_chat(struct worker *w, struct conn *c, const struct reque
     if (!err)
         err = get_text(r, "msg", 0, (size_t)w->cfg.max_text_bytes, &text, &len);
     if (err) {
-        reply_error(w, c, r, err);
+        reply_request_error(w, c, r, err);
         return;
     }
     struct buf b = worker_buf_take(w);
     int64_t mid;
     if ((err = build_chat(w, c, &b, QC_ONE_CHAT_MSG, to, text, len, &mid)) != 0) {
         worker_buf_give(w, &b);
-        reply_error(w, c, r, err);
+        reply_request_error(w, c, r, err);
         return;
     }
     metrics_count(QM_MESSAGES, QM_MSG_ONE);
     uint32_t req = pending_open(w, c, r->msgid, r->seq);
     pending_set_mid(w, req, mid);
     if (route_chat(w, to, buf_head(&b), buf_used(&b), req) == ROUTE_OFFLINE)
-        err = route_store_offline_checked(w, to, buf_head(&b), buf_used(&b));
+        err = offline_keep_checked(w, to, buf_head(&b), buf_used(&b));
     if (req)
         pending_done(w, req, err);
     else
@@ -545,7 +391,7 @@ static void handle_group_chat(struct worker *w, struct conn *c, const struct req
     if (err) {
         free(g.members.ids);
         worker_buf_give(w, &b);
-        reply_error(w, c, r, err);
+        reply_request_error(w, c, r, err);
         return;
     }
     metrics_count(QM_MESSAGES, QM_MSG_GROUP);
@@ -629,13 +475,13 @@ static void handle_add_group(struct worker *w, struct conn *c, const struct requ
 static void handle_loginout(struct worker *w, struct conn *c, const struct request *r)
 {
     log_info("user %d logged out on conn %u", c->uid, c->slot);
-    service_end_session(w, c);
+    session_end(w, c);
     reply_result(w, c, r, 0, 0);
 }
 
 static void handle_heartbeat(struct worker *w, struct conn *c, const struct request *r)
 {
-    service_send_ack(w, c, r->msgid, r->seq, 0, 0, 0);
+    reply_ack(w, c, r->msgid, r->seq, 0, 0, 0);
 }
 
 /* ---- dispatch ----------------------------------------------------------- */
@@ -698,7 +544,7 @@ void service_dispatch(struct worker *w, struct conn *c, struct json_object *obj)
     w->stats->msgs_in++;
     if (!json_object_object_get_ex(obj, "msgid", &v) || !json_object_is_type(v, json_type_int)) {
         read_seq(&r);
-        reply_error(w, c, &r, QC_EBADREQ);
+        reply_request_error(w, c, &r, QC_EBADREQ);
         return;
     }
     int64_t msgid = json_object_get_int64(v);
@@ -723,8 +569,13 @@ void service_dispatch(struct worker *w, struct conn *c, struct json_object *obj)
     if (err) {
         if (r.msgid == QC_LOGIN_MSG || r.msgid == QC_REG_MSG)
             wipe_field(&r, "password");
-        reply_error(w, c, &r, err);
+        reply_request_error(w, c, &r, err);
         return;
     }
     handlers[r.msgid].fn(w, c, &r);
+}
+
+void service_install(struct worker *w)
+{
+    w->hooks.request = service_dispatch;
 }

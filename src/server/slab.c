@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/fatal.h"
 #include "server/slab.h"
 
 #define HANDLE_INDEX_BITS 20
@@ -18,14 +19,27 @@ struct slab {
     uint32_t cap;
     uint32_t *freelist;
     uint32_t nfree;
+    uint32_t max;
 };
 
 struct slab *slab_new(size_t esize)
 {
     struct slab *s = calloc(1, sizeof *s);
-    if (s)
+    if (s) {
         s->esize = esize;
+        s->max = HANDLE_INDEX_MASK + 1;
+    }
     return s;
+}
+
+void slab_set_max(struct slab *s, uint32_t max)
+{
+    s->max = max < HANDLE_INDEX_MASK + 1 ? max : HANDLE_INDEX_MASK + 1;
+}
+
+uint32_t slab_index(uint32_t handle)
+{
+    return handle & HANDLE_INDEX_MASK;
 }
 
 void slab_destroy(struct slab *s)
@@ -56,7 +70,9 @@ uint32_t slab_handle_of(struct slab *s, uint32_t i)
 static int slab_grow(struct slab *s)
 {
     uint32_t ncap = s->cap ? s->cap * 2 : SLAB_MIN;
-    if (ncap > HANDLE_INDEX_MASK + 1)
+    if (ncap > s->max)
+        ncap = s->max;
+    if (ncap <= s->cap)
         return -1;
     char *mem = realloc(s->mem, (size_t)ncap * s->esize);
     if (mem == NULL)
@@ -103,8 +119,7 @@ void *slab_get(struct slab *s, uint32_t handle)
 void slab_free(struct slab *s, uint32_t handle)
 {
     struct slab_hdr *h = slab_get(s, handle);
-    if (h == NULL)
-        return;
+    qc_assert(h != NULL);
     h->live = 0;
     s->freelist[s->nfree++] = handle & HANDLE_INDEX_MASK;
 }

@@ -1,122 +1,62 @@
 /*
- * worker.c - a worker process: its epoll loop and everything the loop owns.
- *
- * The loop turns events into calls: the listening socket (shared by every
- * worker with EPOLLEXCLUSIVE) into conn_open, client sockets into
- * conn_handle_input / conn_flush, peer links into route.c, the master's
- * channel into config updates, new peer links and operator kicks, signals
- * into the stop flag.  At the end of every turn, the output the turn produced
- * is written (one write per connection) and closed connections are freed.
+ * worker.c - the state every part of a worker shares (see worker.h):
+ * connection slots, reusable buffers, cached time.
  */
 #include <errno.h>
-#include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/epoll.h>
-#include <sys/signalfd.h>
-#include <sys/socket.h>
-#include <sys/timerfd.h>
 #include <time.h>
-#include <unistd.h>
 
-#include "common/log.h"
-#include "common/net.h"
-#include "common/password.h"
-#include "server/conn.h"
-#include "server/crypt_pool.h"
-#include "server/ipc.h"
-#include "server/proc.h"
-#include "server/route.h"
-#include "server/service.h"
+#include "common/fatal.h"
+#include "server/slab.h"
 #include "server/worker.h"
-#include "server/metrics.h"
-#include "server/metrics_sample.h"
-#include "server/title.h"
-
-#define WORKER_MAX_EVENTS        256
-#define WORKER_TICK_MS           250 /* timers: deadlines, idle checks */
-#define WORKER_ACCEPTS_PER_EVENT 64
-#define WORKER_READ_BUF          (64 * 1024)
-#define WORKER_SLOTS_MIN         1024
-#define ACCEPT_SLACK_MIN         2 /* connections ahead of the least loaded worker */
-#define ACCEPT_SLACK_SHIFT       3 /* ... or 1/8 of ours, whichever is more */
-
-static struct worker the_worker;
-
-/* ---- epoll bookkeeping -------------------------------------------------- */
-
-static uint64_t event_tag(enum worker_src kind, uint32_t id)
-{
-    return (uint64_t)kind << 32 | id;
-}
-
-int worker_watch(struct worker *w, int fd, uint32_t events, enum worker_src kind, uint32_t id)
-{
-    struct epoll_event ev = { .events = events, .data.u64 = event_tag(kind, id) };
-    return epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev);
-}
-
-int worker_rewatch(struct worker *w, int fd, uint32_t events, enum worker_src kind, uint32_t id)
-{
-    struct epoll_event ev = { .events = events, .data.u64 = event_tag(kind, id) };
-    return epoll_ctl(w->epfd, EPOLL_CTL_MOD, fd, &ev);
-}
-
-void worker_mark_dirty(struct worker *w, struct conn *c)
-{
-    if (c->dirty || c->state == CONN_DEAD)
-        return;
-    c->dirty = true;
-    c->dirty_next = w->dirty;
-    w->dirty = c;
-}
 
 /* ---- connection slots --------------------------------------------------- */
 
-struct conn *worker_conn(struct worker *w, uint32_t slot)
-{
-    return slot < w->conns_cap ? w->conns[slot] : NULL;
-}
+/* A connection slot: an entry of the slab whose index the online table names. */
+struct conn_slot {
+    struct slab_hdr h;
+    struct conn *c;
+};
 
-static int grow_slots(struct worker *w)
+int worker_init_slots(struct worker *w)
 {
-    uint32_t ncap = w->conns_cap ? w->conns_cap * 2 : WORKER_SLOTS_MIN;
-    if (ncap > ONLINE_SLOT_MAX)
+    w->slots = slab_new(sizeof(struct conn_slot));
+    if (w->slots == NULL)
         return -1;
-    struct conn **conns = realloc(w->conns, ncap * sizeof *conns);
-    if (conns == NULL)
-        return -1;
-    w->conns = conns;
-    uint32_t *fs = realloc(w->free_slots, ncap * sizeof *fs);
-    if (fs == NULL)
-        return -1;
-    w->free_slots = fs;
-    for (uint32_t i = ncap; i > w->conns_cap; i--) {
-        w->conns[i - 1] = NULL;
-        w->free_slots[w->nfree++] = i - 1;
-    }
-    w->conns_cap = ncap;
+    slab_set_max(w->slots, ONLINE_SLOT_MAX + 1);
     return 0;
 }
 
-int worker_take_slot(struct worker *w, struct conn *c)
+uint32_t worker_slot_count(const struct worker *w)
 {
-    if (w->nfree == 0 && grow_slots(w) < 0)
+    return slab_capacity(w->slots);
+}
+
+struct conn *worker_conn(struct worker *w, uint32_t slot)
+{
+    if (slot >= slab_capacity(w->slots))
+        return NULL;
+    struct conn_slot *s = slab_at(w->slots, slot);
+    return s->h.live ? s->c : NULL;
+}
+
+int worker_take_slot(struct worker *w, struct conn *c, uint32_t *slot)
+{
+    uint32_t handle;
+    struct conn_slot *s = slab_alloc(w->slots, &handle);
+    if (s == NULL)
         return -1;
-    c->slot = w->free_slots[--w->nfree];
-    w->conns[c->slot] = c;
+    s->c = c;
+    *slot = slab_index(handle);
     w->nconns++;
     return 0;
 }
 
-void worker_release_slot(struct worker *w, struct conn *c)
+void worker_release_slot(struct worker *w, uint32_t slot, const struct conn *c)
 {
-    if (c->slot < w->conns_cap && w->conns[c->slot] == c) {
-        w->conns[c->slot] = NULL;
-        w->free_slots[w->nfree++] = c->slot;
-        w->nconns--;
-    }
+    qc_assert(worker_conn(w, slot) == c);
+    slab_free(w->slots, slab_handle_of(w->slots, slot));
+    w->nconns--;
 }
 
 /* ---- reusable buffers ----------------------------------------------------- */
@@ -156,489 +96,4 @@ const char *worker_time_str(struct worker *w, int64_t *epoch_ms)
         w->time_sec = ts.tv_sec;
     }
     return w->time_str;
-}
-
-/* ---- accepting ---------------------------------------------------------- */
-
-/*
- * EPOLLEXCLUSIVE wakes one waiter, and an idle kernel tends to pick the same
- * one: like nginx's accept_disabled, a worker well ahead of the least loaded
- * live worker stops watching the listening socket until a tick finds it no
- * longer ahead, so connections spread over the workers.
- */
-static bool ahead_of_others(struct worker *w)
-{
-    uint32_t least = UINT32_MAX;
-    for (uint32_t k = 0; k < w->nworkers; k++) {
-        struct worker_stats *ws = online_stats(w->online, k);
-        if (k == w->index || ws->pid == 0)
-            continue;
-        if (ws->connections < least)
-            least = ws->connections;
-    }
-    uint32_t mine = w->stats->connections;
-    uint32_t slack = mine >> ACCEPT_SLACK_SHIFT;
-    if (slack < ACCEPT_SLACK_MIN)
-        slack = ACCEPT_SLACK_MIN;
-    return least != UINT32_MAX && mine > least + slack;
-}
-
-static void balance_accepting(struct worker *w)
-{
-    if (w->stopping)
-        return;
-    bool want = !ahead_of_others(w);
-    if (want == w->accepting)
-        return;
-    if (want)
-        worker_watch(w, w->listen_fd, EPOLLIN | EPOLLEXCLUSIVE, SRC_LISTEN, 0);
-    else
-        epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fd, NULL);
-    w->accepting = want;
-}
-
-/* Over the per-address cap: one error line, then the door. */
-static void refuse_connection(struct worker *w, int fd)
-{
-    char line[160];
-    int n = snprintf(line, sizeof line, "{\"msgid\":%d,\"errno\":%d,\"errmsg\":\"%s\",\"req\":0}\n",
-                     QC_ACK_MSG, QC_ELIMIT, "too many connections from your address");
-    if (send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-        log_debug("refused connection: %s", strerror(errno));
-    close(fd);
-    log_info("connection refused: server.max_conns_per_ip (%d) reached for an address",
-             w->cfg.max_conns_per_ip);
-}
-
-static void accept_clients(struct worker *w)
-{
-    for (int i = 0; i < WORKER_ACCEPTS_PER_EVENT && w->accepting; i++) {
-        struct sockaddr_storage peer;
-        socklen_t plen = sizeof peer;
-        int fd =
-            accept4(w->listen_fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                log_warning("accept: %s", strerror(errno));
-            return;
-        }
-        /* Behind a load balancer speaking PROXY, the address comes in the header. */
-        bool proxied = strcmp(w->cfg.proxy_protocol, "on") == 0;
-        uint32_t addr = guard_addr_hash(&peer);
-        if (!proxied && !guard_conn_open(w->guard, w->index, addr, w->cfg.max_conns_per_ip)) {
-            refuse_connection(w, fd);
-            continue;
-        }
-        struct conn *c = conn_open(w, fd);
-        if (c) {
-            metrics_count(QM_ACCEPTED, 0);
-            c->ip_hash = addr;
-            c->ip_counted = !proxied;
-            c->awaiting_proxy = proxied;
-            if (!proxied && !conn_count_prelogin(w, c))
-                conn_fail(w, c, QC_ELIMIT);
-        } else if (!proxied) {
-            guard_conn_close(w->guard, w->index, addr);
-        }
-        if (c == NULL) {
-            log_error("cannot take a new connection: out of memory or slots");
-            close(fd);
-        }
-        balance_accepting(w);
-    }
-}
-
-/* ---- the master's channel ----------------------------------------------- */
-
-static void note_restart_key(void *arg, const char *name, bool live)
-{
-    (void)arg;
-    if (!live)
-        log_warning("reload: %s changed but needs a restart; keeping the old value", name);
-}
-
-/* Take the live keys of a new config; the others stay as they were. */
-static void apply_config(struct worker *w, const struct qc_config *next)
-{
-    config_diff(&w->cfg, next, note_restart_key, NULL);
-    bool log_moved = strcmp(w->cfg.log_target, next->log_target) != 0 ||
-                     strcmp(w->cfg.log_file, next->log_file) != 0;
-    config_apply_live(&w->cfg, next);
-    if (log_moved && log_open_configured(&w->cfg) < 0)
-        log_error("reload: cannot open the new log destination: %s", strerror(errno));
-    log_set_level((enum log_level)w->cfg.log_level);
-    w->fr.max_bytes = (size_t)w->cfg.max_message_bytes;
-    log_info("configuration reloaded");
-}
-
-static void kick_user(struct worker *w, int32_t uid)
-{
-    struct online_loc loc;
-    if (online_lookup(w->online, uid, &loc) && loc.worker == w->index) {
-        struct conn *c = worker_conn(w, loc.slot);
-        if (c && c->sgen == loc.gen) {
-            service_send_kick(w, c, "kicked by the operator");
-            conn_close_gracefully(w, c);
-        }
-    }
-}
-
-static void begin_stop(struct worker *w, const char *why);
-
-static void adopt_peer(struct worker *w, uint32_t peer, int fd)
-{
-    if ((peer >= ONLINE_MAX_WORKERS && peer != RELAY_PEER) || peer == w->index) {
-        close(fd);
-        return;
-    }
-    if (w->peers[peer].fd >= 0)
-        route_peer_lost(w, peer);
-    w->peers[peer].fd = fd;
-    if (worker_watch(w, fd, EPOLLIN, SRC_PEER, peer) < 0) {
-        log_error("watching the link to worker %u: %s", peer, strerror(errno));
-        close(fd);
-        w->peers[peer].fd = -1;
-        return;
-    }
-    if (peer < ONLINE_MAX_WORKERS && peer >= w->nworkers)
-        w->nworkers = peer + 1;
-    if (peer == RELAY_PEER)
-        log_info("link to the relay (re)established");
-    else
-        log_info("link to worker %u (re)established", peer);
-}
-
-static void read_channel(struct worker *w)
-{
-    for (;;) {
-        struct ipc_hdr h;
-        int fd;
-        ssize_t n = ipc_recv(w->channel_fd, &h, w->ipcbuf, IPC_MAX_PACKET, &fd);
-        if (n == -2) {
-            begin_stop(w, "master went away");
-            epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->channel_fd, NULL);
-            return;
-        }
-        if (n < 0)
-            return;
-        switch (h.type) {
-        case IPC_NEW_PEER:
-            if (fd >= 0)
-                adopt_peer(w, (uint32_t)h.uid, fd);
-            break;
-        case IPC_CONFIG:
-            if ((size_t)n == sizeof(struct qc_config))
-                apply_config(w, (const struct qc_config *)(const void *)w->ipcbuf);
-            break;
-        case IPC_KICK_USER: kick_user(w, h.uid); break;
-        default:
-            if (fd >= 0)
-                close(fd);
-            log_error("unknown packet type %u from the master ignored", h.type);
-        }
-    }
-}
-
-/* ---- timers ------------------------------------------------------------- */
-
-static void check_deadlines(struct worker *w)
-{
-    int64_t idle_ms = (int64_t)w->cfg.idle_timeout * 1000;
-    for (uint32_t i = 0; i < w->conns_cap; i++) {
-        struct conn *c = w->conns[i];
-        if (c == NULL || c->state == CONN_DEAD)
-            continue;
-        if (c->state == CONN_CLOSING) {
-            if (w->now_ms >= c->deadline)
-                conn_close(w, c, "drain deadline");
-        } else if (c->deadline && w->now_ms >= c->deadline && c->sgen == 0) {
-            conn_fail(w, c, QC_ENOTLOGGEDIN);
-        } else if (idle_ms > 0 && w->now_ms - c->last_active >= idle_ms) {
-            log_info("conn %u: idle for %d s, closing", c->slot, w->cfg.idle_timeout);
-            conn_close_gracefully(w, c);
-        }
-    }
-}
-
-static void on_tick(struct worker *w)
-{
-    uint64_t expirations;
-    if (read(w->timer_fd, &expirations, sizeof expirations) < 0 && errno != EAGAIN)
-        log_warning("timer: %s", strerror(errno));
-    metrics_heartbeat();
-    metrics_sample_worker(w);
-    check_deadlines(w);
-    balance_accepting(w);
-}
-
-/* ---- stopping ----------------------------------------------------------- */
-
-static void begin_stop(struct worker *w, const char *why)
-{
-    if (w->stopping)
-        return;
-    log_info("stopping (%s)", why);
-    w->stopping = true;
-    w->stop_deadline = w->now_ms + (int64_t)w->cfg.shutdown_timeout * 1000;
-    if (w->accepting)
-        epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fd, NULL);
-    w->accepting = false;
-    close(w->listen_fd);
-    w->listen_fd = -1;
-    for (uint32_t i = 0; i < w->conns_cap; i++) {
-        struct conn *c = w->conns[i];
-        if (c == NULL || c->state != CONN_OPEN)
-            continue;
-        if (c->sgen)
-            service_send_kick(w, c, "server shutting down");
-        conn_close_gracefully(w, c);
-        c->deadline = w->stop_deadline;
-    }
-}
-
-static void on_signal(struct worker *w)
-{
-    struct signalfd_siginfo si;
-    while (read(w->signal_fd, &si, sizeof si) == sizeof si) {
-        switch (si.ssi_signo) {
-        case SIGTERM:
-        case SIGINT: begin_stop(w, "signal"); break;
-        case SIGUSR1: log_reopen(); break;
-        default: break;
-        }
-    }
-}
-
-/* Stopping waits for output to be written, not for clients to hang up. */
-static bool output_pending(struct worker *w)
-{
-    for (uint32_t i = 0; i < w->conns_cap; i++) {
-        struct conn *c = w->conns[i];
-        if (c && c->state != CONN_DEAD && (c->busy || c->out_written < conn_out_end(c)))
-            return true;
-    }
-    for (uint32_t p = 0; p <= RELAY_PEER; p++)
-        if (w->peers[p].fd >= 0 && buf_used(&w->peers[p].queue) > 0)
-            return true;
-    /* A confirmation still on its way: exiting now would store a written chat again. */
-    return route_handoffs_pending(w);
-}
-
-static void flush_dirty(struct worker *w);
-static void free_dead(struct worker *w);
-
-static void __attribute__((noreturn)) finish_stop(struct worker *w)
-{
-    for (uint32_t i = 0; i < w->conns_cap; i++) {
-        struct conn *c = w->conns[i];
-        if (c && c->state != CONN_DEAD)
-            conn_close(w, c, "shutdown");
-    }
-    flush_dirty(w);
-    free_dead(w);
-    for (uint32_t p = 0; p <= RELAY_PEER; p++)
-        if (w->peers[p].fd >= 0)
-            route_peer_output(w, p);
-    route_shutdown(w);
-    crypt_pool_stop(w);
-    while (w->nspare > 0)
-        buf_free(&w->spare[--w->nspare]);
-    w->st->close(w->store);
-    log_info("stopped");
-    _exit(0);
-}
-
-/* ---- the loop ----------------------------------------------------------- */
-
-static void flush_dirty(struct worker *w)
-{
-    while (w->dirty) {
-        struct conn *c = w->dirty;
-        w->dirty = c->dirty_next;
-        c->dirty = false;
-        if (c->state == CONN_DEAD)
-            continue;
-        if (c->overflow) {
-            log_info("conn %u: output over %d bytes (reader too slow), closing", c->slot,
-                     w->cfg.max_output_bytes);
-            metrics_count(QM_SLOW_KICKED, 0);
-            conn_close(w, c, "slow reader");
-        } else if (conn_flush(w, c) < 0) {
-            conn_close(w, c, strerror(errno));
-        }
-    }
-}
-
-static void free_dead(struct worker *w)
-{
-    while (w->dead) {
-        struct conn *c = w->dead;
-        w->dead = c->dead_next;
-        conn_free(w, c);
-    }
-}
-
-static void handle_event(struct worker *w, const struct epoll_event *ev)
-{
-    enum worker_src kind = (enum worker_src)(ev->data.u64 >> 32);
-    uint32_t id = (uint32_t)ev->data.u64;
-    switch (kind) {
-    case SRC_LISTEN: accept_clients(w); break;
-    case SRC_CHANNEL: read_channel(w); break;
-    case SRC_SIGNAL: on_signal(w); break;
-    case SRC_TIMER: on_tick(w); break;
-    case SRC_PEER:
-        if (ev->events & EPOLLOUT)
-            route_peer_output(w, id);
-        if (ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-            route_peer_input(w, id);
-        break;
-    case SRC_CRYPT: worker_finish_crypt_jobs(w); break;
-    case SRC_CONN: {
-        struct conn *c = worker_conn(w, id);
-        if (c == NULL || c->state == CONN_DEAD)
-            break;
-        if (c->busy && (ev->events & (EPOLLHUP | EPOLLERR))) {
-            conn_close(w, c, "connection lost");
-            break;
-        }
-        if ((ev->events & EPOLLOUT) && conn_flush(w, c) < 0) {
-            conn_close(w, c, strerror(errno));
-            break;
-        }
-        if (ev->events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-            if (c->state == CONN_OPEN && !c->busy)
-                conn_handle_input(w, c);
-            else if (c->state == CONN_CLOSING)
-                conn_drain(w, c);
-        }
-        break;
-    }
-    }
-}
-
-static void run_loop(struct worker *w)
-{
-    struct epoll_event events[WORKER_MAX_EVENTS];
-    for (;;) {
-        int n = epoll_wait(w->epfd, events, WORKER_MAX_EVENTS, w->stopping ? WORKER_TICK_MS : -1);
-        if (n < 0 && errno != EINTR) {
-            log_error("epoll_wait: %s", strerror(errno));
-            begin_stop(w, "epoll failure");
-        }
-        w->now_ms = proc_now_ms();
-        for (int i = 0; i < n; i++)
-            handle_event(w, &events[i]);
-        flush_dirty(w);
-        free_dead(w);
-        if (w->stopping && (!output_pending(w) || w->now_ms >= w->stop_deadline))
-            finish_stop(w);
-    }
-}
-
-/* ---- start -------------------------------------------------------------- */
-
-static int open_event_sources(struct worker *w)
-{
-    w->signal_fd = proc_signal_fd();
-    w->timer_fd = proc_tick_fd(WORKER_TICK_MS);
-    if (w->signal_fd < 0 || w->timer_fd < 0)
-        return -1;
-    if (worker_watch(w, w->listen_fd, EPOLLIN | EPOLLEXCLUSIVE, SRC_LISTEN, 0) < 0 ||
-        worker_watch(w, w->channel_fd, EPOLLIN, SRC_CHANNEL, 0) < 0 ||
-        worker_watch(w, w->signal_fd, EPOLLIN, SRC_SIGNAL, 0) < 0 ||
-        worker_watch(w, w->timer_fd, EPOLLIN, SRC_TIMER, 0) < 0 ||
-        worker_watch(w, w->crypt_fd, EPOLLIN, SRC_CRYPT, 0) < 0)
-        return -1;
-    for (uint32_t p = 0; p <= RELAY_PEER; p++)
-        if (w->peers[p].fd >= 0 && worker_watch(w, w->peers[p].fd, EPOLLIN, SRC_PEER, p) < 0)
-            return -1;
-    return 0;
-}
-
-int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
-                 struct online_table *online, struct guard *guard)
-{
-    w->index = index;
-    w->cfg = *cfg;
-    w->online = online;
-    w->guard = guard;
-    w->stats = online_stats(online, index);
-    w->stats->pid = getpid();
-    w->stats->connections = 0;
-    w->stats->sessions = 0;
-    w->now_ms = proc_now_ms();
-    w->listen_fd = w->channel_fd = w->signal_fd = w->timer_fd = -1;
-    for (uint32_t p = 0; p <= RELAY_PEER; p++) {
-        w->peers[p].fd = -1;
-        buf_init(&w->peers[p].queue);
-    }
-    w->clustered = cfg->redis_host[0] != '\0';
-    w->rbuf_size = WORKER_READ_BUF;
-    w->rbuf = malloc(w->rbuf_size);
-    w->ipcbuf = malloc(IPC_MAX_PACKET);
-    w->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (w->rbuf == NULL || w->ipcbuf == NULL || w->epfd < 0 ||
-        frame_reader_init(&w->fr, (size_t)cfg->max_message_bytes) < 0) {
-        log_error("worker setup: %s", strerror(errno));
-        return -1;
-    }
-    char err[QC_CONFIG_ERR_MAX];
-    w->st = store_driver(cfg->storage_driver);
-    if (w->st == NULL || w->st->open(&w->store, cfg, err, sizeof err) != 0) {
-        log_error("storage: %s", w->st ? err : "unknown driver");
-        return -1;
-    }
-    route_init(w);
-    w->crypt_fd = crypt_pool_start(w, cfg->hash_threads);
-    if (w->crypt_fd < 0 || password_hash("unknown user", cfg->password_cost, w->dummy_hash,
-                                         sizeof w->dummy_hash) < 0) {
-        log_error("password hashing threads: %s", strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-void worker_finish_crypt_jobs(struct worker *w)
-{
-    for (struct crypt_job *job = crypt_pool_done(w), *next; job; job = next) {
-        next = job->next;
-        service_crypt_done(w, job);
-        crypt_job_free(job);
-    }
-}
-
-void worker_end_turn(struct worker *w)
-{
-    flush_dirty(w);
-    free_dead(w);
-}
-
-void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_fd,
-                 const int *peer_fds, const struct qc_config *cfg, struct online_table *online,
-                 struct guard *guard)
-{
-    struct worker *w = &the_worker;
-    char role[32];
-    snprintf(role, sizeof role, "worker %u", index);
-    log_set_role(role);
-    title_set("qchatd: worker %u", index);
-    if (worker_setup(w, index, cfg, online, guard) < 0)
-        _exit(1);
-    w->nworkers = nworkers;
-    w->listen_fd = listen_fd;
-    w->channel_fd = channel_fd;
-    w->accepting = true;
-    for (uint32_t p = 0; p <= RELAY_PEER; p++)
-        w->peers[p].fd = p < nworkers || p == RELAY_PEER ? peer_fds[p] : -1;
-    if (open_event_sources(w) < 0) {
-        log_error("event loop setup: %s", strerror(errno));
-        _exit(1);
-    }
-    log_info("started (pid %d)", (int)getpid());
-    metrics_attach(index);
-    run_loop(w);
-    _exit(0);
 }

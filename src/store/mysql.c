@@ -63,6 +63,7 @@
 #include <errmsg.h>
 #include <mysqld_error.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "store/store.h"
 #include "social_db.h"
@@ -455,14 +456,6 @@ struct store {
     char password[PASSWORD_MAX + 1];
     char target[TARGET_MAX]; /* "user@host:port/db", for messages */
 };
-
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int clamp_int(long long v)
 {
@@ -912,11 +905,11 @@ static int ensure_connected(struct store *st)
     if (st->depth > 0)
         return QC_ESTORAGE;
     disconnect(st);
-    now = monotonic_ms();
+    now = clock_now_ms();
     if (now < st->next_attempt_ms)
         return QC_ESTORAGE;
     if (connect_db(st, err, sizeof(err)) != 0) {
-        st->next_attempt_ms = monotonic_ms() + RECONNECT_INTERVAL_MS;
+        st->next_attempt_ms = clock_now_ms() + RECONNECT_INTERVAL_MS;
         if (st->down_since_ms == 0) {
             st->down_since_ms = now;
             log_error("%s; retrying at most every %d ms", err, RECONNECT_INTERVAL_MS);
@@ -927,7 +920,7 @@ static int ensure_connected(struct store *st)
     }
     if (st->down_since_ms != 0)
         log_info("mysql: reconnected to %s after %.1f s", st->target,
-                 (double)(monotonic_ms() - st->down_since_ms) / 1000.0);
+                 (double)(clock_now_ms() - st->down_since_ms) / 1000.0);
     else
         log_info("mysql: reconnected to %s", st->target);
     st->down_since_ms = 0;

@@ -20,13 +20,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "server/conn.h"
 #include "server/guard.h"
 #include "server/online.h"
 #include "server/proc.h"
-#include "server/worker.h"
+#include "server/worker_loop.h"
+#include "worker_setup.h"
 
 #define FUZZ_MAX_INPUT   (256 * 1024)
 #define FUZZ_JOB_WAIT_MS 10000 /* a password job at cost 1 takes milliseconds */
@@ -36,25 +38,7 @@ static int ready;
 
 static void setup_once(void)
 {
-    static struct qc_config cfg;
-    char dir[] = "/tmp/qchat-fuzz-XXXXXX";
-    if (mkdtemp(dir) == NULL) {
-        perror("mkdtemp");
-        abort();
-    }
-    config_defaults(&cfg);
-    snprintf(cfg.storage_path, sizeof cfg.storage_path, "%s/fuzz.db", dir);
-    cfg.password_cost = 1;
-    cfg.max_message_bytes = 4096;
-    cfg.max_output_bytes = 65536;
-    cfg.request_rate = 0;
-    log_set_level(getenv("FUZZ_DEBUG") ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR);
-    log_set_role("fuzz");
-    struct online_table *online = online_create(1024);
-    struct guard *guard = guard_create();
-    if (online == NULL || guard == NULL || worker_setup(&worker, 0, &cfg, online, guard) < 0)
-        abort();
-    worker.nworkers = 1;
+    fuzz_worker_setup(&worker, 1);
     ready = 1;
 }
 
@@ -71,13 +55,13 @@ static void drain(int fd)
  */
 static void wait_for_jobs(struct conn *c, int peer)
 {
-    int64_t deadline = proc_now_ms() + FUZZ_JOB_WAIT_MS;
+    int64_t deadline = clock_now_ms() + FUZZ_JOB_WAIT_MS;
     while (c->state == CONN_OPEN && c->busy) {
         struct pollfd p = { .fd = worker.crypt_fd, .events = POLLIN };
         int n = poll(&p, 1, FUZZ_JOB_WAIT_MS);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0 && proc_now_ms() >= deadline) {
+        if (n <= 0 && clock_now_ms() >= deadline) {
             fprintf(stderr, "fuzz: password job lost: conn %u busy, state %d, held %zu bytes\n",
                     c->slot, c->state, buf_used(&c->held));
             abort(); /* a job that never comes back is a bug */

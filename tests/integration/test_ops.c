@@ -1705,6 +1705,110 @@ static void test_startup_errors_reach_the_journal_as_errors(void **state)
 
 /* ---- -d: daemon with a pidfile --------------------------------------------- */
 
+/* ---- a slow control client does not hold the master ---------------------- */
+
+#define SLOW_WORKERS     2
+#define SLOW_DRIP_MS     200  /* one byte this often: each read succeeds, none finishes */
+#define SLOW_RESPAWN_MS  3000 /* a killed worker is back within this */
+#define SLOW_CLOSED_MS   3000 /* the master closes the slow client within this */
+#define SLOW_PROBE_BYTES 1
+
+static int connect_ctl(void)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    H_CHECK(strlen(h_srv.ctl_path) < sizeof sa.sun_path, "socket path too long: %s",
+            h_srv.ctl_path);
+    memcpy(sa.sun_path, h_srv.ctl_path, strlen(h_srv.ctl_path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    H_CHECK(fd >= 0, "socket: %s", strerror(errno));
+    H_CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect %s: %s", h_srv.ctl_path,
+            strerror(errno));
+    return fd;
+}
+
+/* The master closed fd: a read sees EOF (after any error line) or a reset. */
+static bool ctl_closed_by_master(int fd)
+{
+    char buf[256];
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            return true;
+        if (n < 0)
+            return false;
+    }
+}
+
+/* A worker other than the killed one, new since the kill. */
+static bool replacement_running(pid_t killed, const pid_t *before, int nbefore)
+{
+    pid_t now[MAX_PIDS];
+    int n = server_worker_pids(now, MAX_PIDS);
+    for (int i = 0; i < n; i++)
+        if (now[i] != killed && !pid_in(now[i], before, nbefore))
+            return true;
+    return false;
+}
+
+/*
+ * Issue 14 item 6: the master served the control socket with blocking reads
+ * (1 s each, up to 4096 of them), so a client sending one byte now and then
+ * held it: a killed worker stayed a zombie.  Now: non-blocking, with a
+ * deadline per request.
+ */
+static void test_slow_control_client_does_not_block_the_master(void **state)
+{
+    char workers_opt[64];
+    snprintf(workers_opt, sizeof workers_opt, "server.workers=%d", SLOW_WORKERS);
+    const char *opts[] = { workers_opt, NULL };
+    ops_make_dir();
+    ops_start(NULL, opts, SLOW_WORKERS);
+    pid_t before[MAX_PIDS];
+    int nbefore = server_worker_pids(before, MAX_PIDS);
+    H_CHECK(nbefore == SLOW_WORKERS, "expected %d workers, found %d", SLOW_WORKERS, nbefore);
+
+    int fd = connect_ctl();
+    H_CHECK(send(fd, "{\"cmd\":", 7, MSG_NOSIGNAL) == 7, "send: %s", strerror(errno));
+    h_sleep_ms(SLOW_DRIP_MS); /* the master has started on this request */
+    int64_t killed_at = h_now_ms();
+    H_CHECK(kill(before[0], SIGKILL) == 0, "kill worker %d: %s", (int)before[0], strerror(errno));
+
+    bool respawned = false, closed = false;
+    int64_t respawn_ms = -1, closed_ms = -1;
+    while (h_now_ms() - killed_at < SLOW_RESPAWN_MS + SLOW_CLOSED_MS && !(respawned && closed)) {
+        if (!closed &&
+            (send(fd, " ", SLOW_PROBE_BYTES, MSG_NOSIGNAL) < 0 || ctl_closed_by_master(fd))) {
+            closed = true;
+            closed_ms = h_now_ms() - killed_at;
+        }
+        if (!respawned && replacement_running(before[0], before, nbefore)) {
+            respawned = true;
+            respawn_ms = h_now_ms() - killed_at;
+        }
+        h_sleep_ms(SLOW_DRIP_MS);
+    }
+    close(fd);
+    printf("slow control client: worker respawned after %lld ms, client closed after %lld ms\n",
+           (long long)respawn_ms, (long long)closed_ms);
+    H_CHECK(respawned && respawn_ms <= SLOW_RESPAWN_MS,
+            "a worker killed while a control client dripped bytes was not respawned within %d ms",
+            SLOW_RESPAWN_MS);
+    H_CHECK(closed && closed_ms <= SLOW_CLOSED_MS,
+            "the master did not close a control client that never finished its request within %d "
+            "ms",
+            SLOW_CLOSED_MS);
+    H_CHECK(!process_alive_titled(before[0], "qchatd"), "the killed worker %d was not reaped",
+            (int)before[0]);
+
+    /* Everyone else is still served. */
+    struct prog *p = malloc(sizeof *p);
+    H_CHECK(p != NULL, "out of memory");
+    int rc = run_ctl(p, "status", NULL, NULL);
+    H_CHECK(rc == CTL_EXIT_OK, "qchatctl status after the slow client: exit %d (%.300s)", rc,
+            p->err);
+    free(p);
+}
+
 static pid_t read_pidfile(const char *path)
 {
     char *text = read_file(path);
@@ -1881,6 +1985,7 @@ int main(void)
         OPS_TEST(test_watchdog_follows_every_worker_heartbeat),
         OPS_TEST(test_process_titles_are_exact),
         OPS_TEST(test_startup_errors_reach_the_journal_as_errors),
+        OPS_TEST(test_slow_control_client_does_not_block_the_master),
     };
     return cmocka_run_group_tests_name("ops", tests, NULL, NULL);
 }
