@@ -86,12 +86,14 @@ struct qc_config {
     char ws_origins[QC_CONFIG_STR_MAX * 4]; /* allow-list, see ws_origin_allowed() */
     char ws_web_root[PATH_MAX];             /* web client directory, "": none */
     int ws_ping_interval;                   /* seconds, 0: no pings */
-    int max_login_reply_bytes; /* offline messages' bytes in one login reply */
+    int max_login_reply_bytes;              /* offline messages' bytes in one login reply */
 
     /* [history] */
     char history_enabled[4];          /* "yes": the log keeps what was delivered; "no" */
     int history_keep_days;            /* 0: forever */
     int history_max_per_conversation; /* 0: no cap */
+    int history_journal_bytes;        /* the append journal's ring per worker, bytes */
+    int history_sequencer_slots;      /* conversations in the shared cseq sequencer */
 };
 
 /* Fill cfg with the built-in defaults. */
