@@ -20,7 +20,13 @@
  * first copy is deleted the same way.
  *
  * An entry is evictable when every cseq it assigned is committed; a clock
- * hand walks the table to find one when a seed needs room.
+ * hand walks the table to find one when a seed needs room.  An evicted
+ * entry's last cseq is also kept in a small ring of "ghosts": a worker that
+ * found the conversation cold and read the store just BEFORE another one
+ * seeded, used, committed and evicted it would otherwise seed a stale last
+ * and hand out a cseq twice; seqtab_seed takes the larger of the two.  The
+ * guard holds as long as fewer than SEQ_GHOSTS evictions happen during one
+ * store read.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -35,12 +41,19 @@
 #define SEQ_MOVING     INT64_MIN /* a hole being filled by a deletion */
 #define SEQ_MIN_SLOTS  16u
 #define SEQ_MAX_SLOTS  (1u << 31)
-#define SEQ_LOAD_RATIO 2u /* slots per conversation of capacity */
+#define SEQ_LOAD_RATIO 2u    /* slots per conversation of capacity */
+#define SEQ_GHOSTS     1024u /* evicted conversations remembered */
 
 struct seq_entry {
     _Atomic int64_t conv;
     _Atomic int64_t assigned;  /* the last cseq handed out */
     _Atomic int64_t committed; /* the last cseq the store committed */
+};
+
+/* An evicted conversation and its last cseq (conv 0: unused). */
+struct seq_ghost {
+    _Atomic int64_t conv;
+    _Atomic int64_t last;
 };
 
 struct seqtab {
@@ -49,7 +62,9 @@ struct seqtab {
     uint32_t mask;     /* slots - 1 */
     uint32_t capacity; /* conversations at most */
     _Atomic uint32_t count;
-    uint32_t hand; /* the eviction clock */
+    uint32_t hand;       /* the eviction clock */
+    uint32_t ghost_next; /* the ghost ring's next slot */
+    struct seq_ghost ghosts[SEQ_GHOSTS];
     struct seq_entry entries[];
 };
 
@@ -221,6 +236,39 @@ static int is_evictable(const struct seqtab *t, uint32_t i)
                atomic_load_explicit(&e->committed, memory_order_relaxed);
 }
 
+/* Remember that conv's last cseq was last when it left the table. */
+static void remember_ghost(struct seqtab *t, int64_t conv, int64_t last)
+{
+    struct seq_ghost *g = &t->ghosts[t->ghost_next];
+    t->ghost_next = (t->ghost_next + 1) % SEQ_GHOSTS;
+    atomic_store_explicit(&g->conv, CONV_EMPTY, memory_order_seq_cst);
+    atomic_store_explicit(&g->last, last, memory_order_seq_cst);
+    atomic_store_explicit(&g->conv, conv, memory_order_seq_cst);
+}
+
+/* The largest last cseq remembered for conv, or -1. */
+static int64_t ghost_last(const struct seqtab *t, int64_t conv)
+{
+    int64_t best = -1;
+    for (uint32_t i = 0; i < SEQ_GHOSTS; i++) {
+        const struct seq_ghost *g = &t->ghosts[i];
+        if (atomic_load_explicit(&g->conv, memory_order_acquire) == conv) {
+            int64_t last = atomic_load_explicit(&g->last, memory_order_relaxed);
+            if (last > best)
+                best = last;
+        }
+    }
+    return best;
+}
+
+/* Forget every ghost of conv (its log is gone: it starts again at 1). */
+static void drop_ghosts(struct seqtab *t, int64_t conv)
+{
+    for (uint32_t i = 0; i < SEQ_GHOSTS; i++)
+        if (atomic_load_explicit(&t->ghosts[i].conv, memory_order_relaxed) == conv)
+            atomic_store_explicit(&t->ghosts[i].conv, CONV_EMPTY, memory_order_seq_cst);
+}
+
 /* Evict one fully committed entry; 0, or -1 when every entry has cseqs in flight. */
 static int evict_one(struct seqtab *t)
 {
@@ -228,6 +276,8 @@ static int evict_one(struct seqtab *t)
         uint32_t i = t->hand;
         t->hand = (t->hand + 1) & t->mask;
         if (is_evictable(t, i)) {
+            remember_ghost(t, key_at(t, i),
+                           atomic_load_explicit(&t->entries[i].committed, memory_order_relaxed));
             delete_entry(t, i);
             return 0;
         }
@@ -277,10 +327,11 @@ int seqtab_seed(struct seqtab *t, int64_t conv, int64_t last)
     int rc = 0;
     lock_table(t);
     if (find_entry(t, conv) == UINT32_MAX) {
+        int64_t ghost = ghost_last(t, conv);
         if (table_is_full(t) && evict_one(t) != 0)
             rc = -1;
         else
-            insert_entry(t, conv, last);
+            insert_entry(t, conv, ghost > last ? ghost : last);
     }
     unlock_table(t);
     return rc;
@@ -311,6 +362,7 @@ void seqtab_forget(struct seqtab *t, int64_t conv)
     uint32_t i = find_entry(t, conv);
     if (i != UINT32_MAX)
         delete_entry(t, i);
+    drop_ghosts(t, conv);
     unlock_table(t);
 }
 

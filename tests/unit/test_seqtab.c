@@ -1,6 +1,7 @@
 /*
  * test_seqtab.c - the shared-memory cseq sequencer: assignment order, cold
- * entries and seeding, commits and eviction under pressure, forget, several
+ * entries and seeding, commits and eviction under pressure, a stale seed
+ * after an eviction, forget, several
  * forked processes assigning on the same conversations (no duplicate, no
  * gap), and a child SIGKILLed while it holds the mutex.
  */
@@ -108,6 +109,38 @@ static void test_eviction_under_pressure(void **state)
             assert_true(seqtab_count(t) <= PRESSURE_CAP);
         }
     }
+    seqtab_destroy(t);
+}
+
+/*
+ * A worker found conv cold and read the store (last 5); before it seeds,
+ * another seeded, assigned 6, committed it and the entry was evicted.  The
+ * stale seed must not hand out 6 again.
+ */
+static void test_stale_seed_after_eviction(void **state)
+{
+    (void)state;
+    struct seqtab *t = seqtab_create(1); /* one entry: any other seed evicts conv */
+    int64_t conv = store_conv_pair(2, 3), other = store_conv_group(1);
+    assert_int_equal(seqtab_next(t, conv), SEQ_COLD); /* worker A reads the store: 5 */
+    assert_int_equal(seqtab_seed(t, conv, 5), 0);     /* worker B was quicker */
+    assert_int_equal(seqtab_next(t, conv), 6);
+    seqtab_committed(t, conv, 6);
+    assert_int_equal(seqtab_seed(t, other, 0), 0); /* pressure evicts conv */
+    assert_int_equal(seqtab_count(t), 1);
+    assert_int_equal(seqtab_next(t, conv), SEQ_COLD);
+    assert_int_equal(seqtab_seed(t, conv, 5), 0); /* A's stale read */
+    assert_int_equal(seqtab_next(t, conv), 7);
+    /* A fresher read than the ghost wins. */
+    seqtab_committed(t, conv, 7);
+    assert_int_equal(seqtab_seed(t, other, 0), 0);
+    assert_int_equal(seqtab_next(t, conv), SEQ_COLD);
+    assert_int_equal(seqtab_seed(t, conv, 20), 0);
+    assert_int_equal(seqtab_next(t, conv), 21);
+    /* Forgotten (its log deleted): the ghosts go too, it starts again. */
+    seqtab_forget(t, conv);
+    assert_int_equal(seqtab_seed(t, conv, 0), 0);
+    assert_int_equal(seqtab_next(t, conv), 1);
     seqtab_destroy(t);
 }
 
@@ -237,9 +270,13 @@ static void test_killed_mid_churn(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cold_then_seeded_order),  cmocka_unit_test(test_forget),
-        cmocka_unit_test(test_eviction_under_pressure), cmocka_unit_test(test_forked_assigners),
-        cmocka_unit_test(test_holder_killed_with_lock), cmocka_unit_test(test_killed_mid_churn),
+        cmocka_unit_test(test_cold_then_seeded_order),
+        cmocka_unit_test(test_forget),
+        cmocka_unit_test(test_eviction_under_pressure),
+        cmocka_unit_test(test_stale_seed_after_eviction),
+        cmocka_unit_test(test_forked_assigners),
+        cmocka_unit_test(test_holder_killed_with_lock),
+        cmocka_unit_test(test_killed_mid_churn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
