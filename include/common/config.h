@@ -108,6 +108,8 @@ struct qc_config {
     char history_enabled[4];          /* "yes": the log keeps what was delivered; "no" */
     int history_keep_days;            /* 0: forever */
     int history_max_per_conversation; /* 0: no cap */
+    int history_journal_bytes;        /* the append journal's ring per worker, bytes */
+    int history_sequencer_slots;      /* conversations in the shared cseq sequencer */
 };
 
 /* Fill cfg with the built-in defaults. */

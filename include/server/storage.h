@@ -16,6 +16,8 @@
  *     of them.  The message's cseq is assigned by the caller before it is
  *     queued (live delivery does not wait), and log_append ignores a
  *     (conv, cseq) that is already stored, so appends can be replayed.
+ *     With several nodes, storage_append_assign queues it with cseq 0 and
+ *     the store numbers it in the same group-commit transaction.
  *   - any other store call (storage_submit): a function run on the thread
  *     with the thread's store handle, its result handed to the callback.
  * In one round the thread writes the appends first, then runs the jobs, so
@@ -43,6 +45,8 @@ struct storage;
 typedef int (*storage_run_fn)(const struct store_ops *ops, struct store *st, void *arg);
 /* Runs on the worker's thread, in storage_complete(), with the outcome. */
 typedef void (*storage_done_fn)(void *arg, int err);
+/* Runs on the worker's thread with the outcome and the cseq the store assigned (0 on error). */
+typedef void (*storage_assign_fn)(void *arg, int err, int64_t cseq);
 
 struct storage_stats {
     uint64_t appended;  /* messages written by log_append (including replays) */
@@ -68,6 +72,16 @@ int storage_submit(struct storage *s, storage_run_fn fn, storage_done_fn done, v
  */
 int storage_append(struct storage *s, const struct store_logmsg *m, storage_done_fn done,
                    void *arg);
+/*
+ * Queue one message with cseq 0 for the log (copied like storage_append):
+ * the store gives it the next cseq of its conversation inside the
+ * transaction that commits it (several nodes: the database is the
+ * sequencer), in queue order within one conversation.  done(arg, err, cseq)
+ * once committed (cseq > 0) or failed (cseq 0).  QC_OK, QC_EBADREQ (conv
+ * unset or cseq not 0) or STORAGE_QUEUE_FULL.
+ */
+int storage_append_assign(struct storage *s, const struct store_logmsg *m,
+                          void (*done)(void *arg, int err, int64_t cseq), void *arg);
 /* Run the done callbacks of finished items (the eventfd fired); returns how many. */
 size_t storage_complete(struct storage *s);
 void storage_get_stats(struct storage *s, struct storage_stats *out);

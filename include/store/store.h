@@ -21,7 +21,9 @@
  * message is stored once per conversation with its cseq (1, 2, 3, ...),
  * which the server assigns BEFORE the append: log_append takes the cseqs it
  * is given and ignores a (conv, cseq) that is already stored, so a journal
- * can be replayed.  Per user and conversation two cursors only grow:
+ * can be replayed.  With several nodes the database assigns instead: a
+ * message appended with cseq 0 is numbered in the committing transaction.
+ * Per user and conversation two cursors only grow:
  * delivered (the highest cseq written to a session of the user) and read.
  * A user's own messages are never "undelivered" to that user.
  */
@@ -168,12 +170,16 @@ struct store_ops {
     /* The schema version of the open database. */
     int (*schema_version)(struct store *st, int *version);
     /*
-     * Append n messages (any conversations, caller-assigned cseqs) in ONE
-     * transaction.  A (conv, cseq) already stored is left as it is.  Keeps
-     * each conversation's last cseq and time, and creates both users'
-     * cursors of a new pair conversation (at 0).
+     * Append n messages (any conversations) in ONE transaction.  A message
+     * with cseq > 0 keeps it (assigned by the node's sequencer), and a
+     * (conv, cseq) already stored is left as it is.  A message with cseq 0
+     * gets the next cseq of its conversation INSIDE the transaction (the
+     * database is the sequencer, for several nodes), in batch order, written
+     * back into msgs[i].cseq; on an error those are 0 again.  cseq < 0 or
+     * conv 0: QC_EBADREQ.  Keeps each conversation's last cseq and time, and
+     * creates both users' cursors of a new pair conversation (at 0).
      */
-    int (*log_append)(struct store *st, const struct store_logmsg *msgs, size_t n);
+    int (*log_append)(struct store *st, struct store_logmsg *msgs, size_t n);
     /* The highest cseq stored for conv (0: none), to seed a sequencer. */
     int (*conv_last_cseq)(struct store *st, int64_t conv, int64_t *last);
     /*

@@ -198,6 +198,14 @@ static const struct config_key config_keys[] = {
             "days a message is kept in the log, 0: forever"),
     INT_KEY("history", "max_per_conversation", history_max_per_conversation, 0, 1000000000, "0",
             LIVE, "messages kept per conversation (the oldest are purged), 0: no cap"),
+    INT_KEY("history", "journal_bytes", history_journal_bytes, 65536, 1073741824, "8388608",
+            RESTART,
+            "bytes of shared memory per worker for chats given a cseq and not yet committed;"
+            " a worker whose journal is full answers errno 13"),
+    INT_KEY("history", "sequencer_slots", history_sequencer_slots, 1024, 16777216, "262144",
+            RESTART,
+            "conversations the node's cseq sequencer holds at once (about 48 bytes of shared"
+            " memory each); fully committed ones are evicted to make room"),
 };
 
 #define CONFIG_NKEYS       (sizeof(config_keys) / sizeof(config_keys[0]))

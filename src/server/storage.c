@@ -7,6 +7,10 @@
  * queued at once: that is the group commit.  Nothing else is shared: an
  * item carries everything it needs (an append carries a copy of its body).
  *
+ * An append made by storage_append_assign carries cseq 0: the store numbers
+ * it inside the committing transaction, and the number it wrote back into
+ * the batch goes to the item's callback.
+ *
  * The store handle is opened by storage_start() in the caller's thread and
  * from then on used by the storage thread only (pthread_create orders the
  * two), as the drivers require: one handle, one thread at a time.
@@ -30,6 +34,7 @@ struct item {
     enum item_kind kind;
     storage_run_fn fn;
     storage_done_fn done;
+    storage_assign_fn assigned; /* an append numbered by the database, instead of done */
     void *arg;
     int err;
     struct store_logmsg msg; /* ITEM_APPEND: msg.body points at body[] */
@@ -102,8 +107,11 @@ static void write_appends(struct storage *s, struct list *l, struct storage_stat
         err = batch != NULL ? s->ops->log_append(s->st, batch, n) : QC_ESTORAGE;
         if (batch == NULL)
             log_error("storage: out of memory for a batch of %zu appends", n);
-        for (i = 0, it = first; i < n; i++, it = it->next)
+        for (i = 0, it = first; i < n; i++, it = it->next) {
             it->err = err;
+            if (batch != NULL)
+                it->msg.cseq = batch[i].cseq; /* as the store numbered it (0: failed) */
+        }
         round->commits++;
         if (err == QC_OK)
             round->appended += n;
@@ -241,6 +249,37 @@ int storage_submit(struct storage *s, storage_run_fn fn, storage_done_fn done, v
     return enqueue(s, it);
 }
 
+/* A copy of m (and its body) as an append item, or NULL when out of memory. */
+static struct item *append_item(const struct store_logmsg *m)
+{
+    struct item *it = malloc(sizeof(*it) + m->len + 1);
+
+    if (it == NULL)
+        return NULL;
+    memset(it, 0, sizeof(*it));
+    it->kind = ITEM_APPEND;
+    if (m->len)
+        memcpy(it->body, m->body, m->len);
+    it->body[m->len] = '\0';
+    it->msg = *m;
+    it->msg.body = it->body;
+    return it;
+}
+
+int storage_append_assign(struct storage *s, const struct store_logmsg *m,
+                          void (*done)(void *arg, int err, int64_t cseq), void *arg)
+{
+    struct item *it;
+
+    if (m->conv == 0 || m->cseq != 0 || (m->len > 0 && m->body == NULL))
+        return QC_EBADREQ;
+    if ((it = append_item(m)) == NULL)
+        return STORAGE_QUEUE_FULL;
+    it->assigned = done;
+    it->arg = arg;
+    return enqueue(s, it);
+}
+
 int storage_append(struct storage *s, const struct store_logmsg *m, storage_done_fn done, void *arg)
 {
     struct item *it;
@@ -277,7 +316,9 @@ size_t storage_complete(struct storage *s)
     pthread_mutex_unlock(&s->lock);
     for (it = done.head; it != NULL; it = next) {
         next = it->next;
-        if (it->done != NULL)
+        if (it->assigned != NULL)
+            it->assigned(it->arg, it->err, it->err == QC_OK ? it->msg.cseq : 0);
+        else if (it->done != NULL)
             it->done(it->arg, it->err);
         free(it);
         count++;

@@ -42,7 +42,12 @@
  * statement, under GET_LOCK('qchat_schema') because DDL commits by itself.
  * log_append writes APPEND_BATCH messages per multi-row INSERT IGNORE in
  * one transaction, then each conversation's last cseq in conv order (so
- * two writers never wait for each other in a cycle).
+ * two writers never wait for each other in a cycle).  Messages given with
+ * cseq 0 are numbered first, in the same transaction and in conv order: an
+ * upsert raises Conversation.last_cseq by their number (which locks the row
+ * until the commit, so writers of other nodes queue there) and reads it
+ * back; they take the numbers below it in batch order.  A retry after a
+ * deadlock numbers them again from 0.
  *
  * The password comes from storage.password_file, read at open (the file
  * must not be accessible by group or others).  It stays in the handle only
@@ -162,6 +167,7 @@ enum stmt_id {
     ST_LOG_INSERT_1,
     ST_LOG_INSERT_N,
     ST_CONV_BUMP,
+    ST_CONV_RESERVE,
     ST_CURSOR_INIT_PAIR,
     ST_SENDER_SEEN,
     ST_CONV_LAST,
@@ -297,6 +303,12 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                        " last_ts = IF(VALUES(last_cseq) > last_cseq, VALUES(last_ts), last_ts),"
                        " last_cseq = GREATEST(last_cseq, VALUES(last_cseq))",
                        3, NULL },
+    /* Reserve ? cseqs after the last one: the row stays locked until the commit. */
+    [ST_CONV_RESERVE] = { "conversation reserve",
+                          "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES (?, ?, ?)"
+                          " ON DUPLICATE KEY UPDATE last_cseq = last_cseq + VALUES(last_cseq),"
+                          " last_ts = VALUES(last_ts)",
+                          3, NULL },
     [ST_CURSOR_INIT_PAIR] = { "cursor init",
                               "INSERT IGNORE INTO ConvCursor (userid, conv) VALUES (?, ?), (?, ?)",
                               4, NULL },
@@ -1792,54 +1804,128 @@ static int update_conversations(struct store *st, const struct conv_top *t, size
 }
 
 struct append_args {
-    const struct store_logmsg *msgs;
+    struct store_logmsg *msgs;
     size_t n;
     struct conv_top *tops; /* n entries, sorted by conv, sender, cseq */
+    const size_t *todo;    /* the messages given with cseq 0, by conv then batch order */
+    size_t ntodo;
 };
+
+/* Give the k messages todo[0..k) (one conversation, batch order) the next k cseqs. */
+static int reserve_cseqs(struct store *st, struct store_logmsg *msgs, const size_t *todo, size_t k)
+{
+    struct params p;
+    long long last = 0;
+    bool found = false;
+    int err;
+
+    params_init(&p);
+    param_int(&p, msgs[todo[0]].conv);
+    param_int(&p, (long long)k);
+    param_int(&p, msgs[todo[k - 1]].ts);
+    if ((err = exec(st, ST_CONV_RESERVE, &p)) != QC_OK)
+        return err;
+    params_init(&p);
+    param_int(&p, msgs[todo[0]].conv);
+    if ((err = query_int(st, ST_CONV_LAST, &p, &found, &last)) != QC_OK)
+        return err;
+    if (!found || last < (long long)k)
+        return QC_ESTORAGE;
+    for (size_t i = 0; i < k; i++)
+        msgs[todo[i]].cseq = last - (int64_t)k + 1 + (int64_t)i;
+    return QC_OK;
+}
+
+/* Number the messages given with cseq 0, one reservation per conversation. */
+static int assign_cseqs(struct store *st, struct append_args *a)
+{
+    size_t i = 0, j;
+    int err = QC_OK;
+
+    while (i < a->ntodo && err == QC_OK) {
+        for (j = i; j < a->ntodo && a->msgs[a->todo[j]].conv == a->msgs[a->todo[i]].conv; j++)
+            ;
+        err = reserve_cseqs(st, a->msgs, a->todo + i, j - i);
+        i = j;
+    }
+    return err;
+}
 
 static int append_batch(struct store *st, struct append_args *a)
 {
-    int err = insert_messages(st, a->msgs, a->n);
+    int err = assign_cseqs(st, a);
+    size_t i;
 
+    if (err != QC_OK)
+        return err;
+    for (i = 0; i < a->n; i++)
+        a->tops[i] =
+            (struct conv_top){ a->msgs[i].conv, a->msgs[i].cseq, a->msgs[i].ts, a->msgs[i].sender };
+    qsort(a->tops, a->n, sizeof(*a->tops), by_conv_sender_cseq);
+    err = insert_messages(st, a->msgs, a->n);
     return err == QC_OK ? update_conversations(st, a->tops, a->n) : err;
 }
 
 static int op_log_append(struct store *st, void *arg)
 {
+    struct append_args *a = arg;
     int err;
 
+    for (size_t i = 0; i < a->ntodo; i++)
+        a->msgs[a->todo[i]].cseq = 0; /* a retry numbers them again */
     if ((err = tx_begin(st)) != QC_OK)
         return err;
-    return tx_end(st, append_batch(st, arg));
+    return tx_end(st, append_batch(st, a));
+}
+
+/* Order of the messages to number: by conversation, then batch order. */
+static int by_conv_then_index(const void *x, const void *y, void *arg)
+{
+    const struct store_logmsg *msgs = arg;
+    size_t i = *(const size_t *)x, j = *(const size_t *)y;
+
+    if (msgs[i].conv != msgs[j].conv)
+        return msgs[i].conv < msgs[j].conv ? -1 : 1;
+    return i < j ? -1 : i > j;
 }
 
 /*
- * Idempotent as a whole (INSERT IGNORE, GREATEST, INSERT IGNORE), so a
- * lost connection or a deadlock simply runs it again.
+ * Idempotent as a whole for messages with their cseq (INSERT IGNORE,
+ * GREATEST, INSERT IGNORE), so a lost connection or a deadlock simply runs
+ * it again; messages with cseq 0 are numbered afresh by each run.
  */
-static int mysql_store_log_append(struct store *st, const struct store_logmsg *msgs, size_t n)
+static int mysql_store_log_append(struct store *st, struct store_logmsg *msgs, size_t n)
 {
-    struct append_args a = { msgs, n, NULL };
-    size_t i;
+    struct append_args a = { msgs, n, NULL, NULL, 0 };
+    size_t i, *todo;
     int err;
 
     if (n == 0)
         return QC_OK;
     for (i = 0; i < n; i++) {
-        if (msgs[i].cseq <= 0 || msgs[i].conv == 0)
+        if (msgs[i].cseq < 0 || msgs[i].conv == 0)
             return QC_EBADREQ;
         if (msgs[i].len > INT_MAX)
             return QC_ETOOLONG;
     }
     a.tops = malloc(n * sizeof(*a.tops));
-    if (a.tops == NULL) {
+    todo = malloc(n * sizeof(*todo));
+    if (a.tops == NULL || todo == NULL) {
         log_error("mysql: log append: out of memory for %zu messages", n);
+        free(a.tops);
+        free(todo);
         return QC_ESTORAGE;
     }
     for (i = 0; i < n; i++)
-        a.tops[i] = (struct conv_top){ msgs[i].conv, msgs[i].cseq, msgs[i].ts, msgs[i].sender };
-    qsort(a.tops, n, sizeof(*a.tops), by_conv_sender_cseq);
+        if (msgs[i].cseq == 0)
+            todo[a.ntodo++] = i;
+    qsort_r(todo, a.ntodo, sizeof(*todo), by_conv_then_index, msgs);
+    a.todo = todo;
     err = run(st, op_log_append, &a);
+    if (err != QC_OK) /* rolled back (or unknown): the caller's messages are as they were */
+        for (i = 0; i < a.ntodo; i++)
+            msgs[todo[i]].cseq = 0;
+    free(todo);
     free(a.tops);
     return err;
 }

@@ -23,7 +23,10 @@
  * The conversation log (version 2): appends are one INSERT OR IGNORE per
  * message plus the conversation's last cseq, in one transaction per batch;
  * the caller batches (group commit), which is what keeps several workers'
- * writers from serialising on the file lock.
+ * writers from serialising on the file lock.  A message given with cseq 0
+ * gets the next cseq of its conversation inside that transaction (BEGIN
+ * IMMEDIATE: no other writer runs): Conversation.last_cseq is raised by the
+ * number of such messages and they take the numbers below it in batch order.
  *
  * Callbacks run while their statement is stepping.  A callback may call
  * other store functions that only read (user_get or group_members from
@@ -48,6 +51,7 @@
 #include "social_db.h"
 
 #define BUSY_TIMEOUT_MS 5000       /* workers take turns writing one file */
+#define WAL_RETRY_MS    10         /* between tries to switch a busy file to WAL */
 #define MEMORY_DB       ":memory:" /* private database, for tests */
 #define OPEN_FLAGS      (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX)
 
@@ -81,6 +85,7 @@ enum stmt_id {
     ST_SCHEMA_VERSION,
     ST_LOG_INSERT,
     ST_CONV_BUMP,
+    ST_CONV_RESERVE,
     ST_CURSOR_INIT,
     ST_SENDER_SEEN,
     ST_CONV_LAST,
@@ -176,6 +181,12 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                        " ON CONFLICT (conv) DO UPDATE SET"
                        " last_ts = CASE WHEN excluded.last_cseq > last_cseq THEN excluded.last_ts"
                        " ELSE last_ts END, last_cseq = max(last_cseq, excluded.last_cseq)" },
+    /* Reserve ?2 cseqs after the last one (the transaction holds the write lock). */
+    [ST_CONV_RESERVE] = { "conversation reserve",
+                          "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES (?1, ?2, ?3)"
+                          " ON CONFLICT (conv) DO UPDATE SET"
+                          " last_cseq = last_cseq + excluded.last_cseq,"
+                          " last_ts = excluded.last_ts" },
     [ST_CURSOR_INIT] = { "cursor init",
                          "INSERT OR IGNORE INTO ConvCursor (userid, conv) VALUES (?1, ?2)" },
     /* The sender's own run ?3..?4 continues what it has: nothing of others is skipped. */
@@ -471,7 +482,19 @@ static int use_wal(struct store *st, const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "%s: journal_mode: %s", path, sqlite3_errmsg(st->db));
         return -1;
     }
-    rc = sqlite3_step(s);
+    /*
+     * Switching to WAL takes an exclusive lock, and SQLite answers BUSY at
+     * once, without its busy handler, while another connection (a worker
+     * starting beside this one) holds the file: retry until the timeout.
+     */
+    for (int waited = 0;; waited += WAL_RETRY_MS) {
+        rc = sqlite3_step(s);
+        if ((rc & 0xff) != SQLITE_BUSY || waited >= BUSY_TIMEOUT_MS)
+            break;
+        (void)sqlite3_reset(s);
+        struct timespec pause = { 0, WAL_RETRY_MS * 1000000L };
+        nanosleep(&pause, NULL);
+    }
     ok = rc == SQLITE_ROW && strcmp(column_text(s, 0), want) == 0;
     if (!ok)
         snprintf(err, errlen, "%s: cannot use WAL journal mode: %s", path,
@@ -1106,27 +1129,91 @@ static int append_batch(struct store *st, const struct store_logmsg *msgs, size_
     return err == QC_OK ? update_conversations(st, tops, n) : err;
 }
 
-static int sqlite_log_append(struct store *st, const struct store_logmsg *msgs, size_t n)
+/* Order of the messages to number: by conversation, then batch order. */
+static int by_conv_then_index(const void *a, const void *b, void *arg)
+{
+    const struct store_logmsg *msgs = arg;
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+
+    if (msgs[x].conv != msgs[y].conv)
+        return msgs[x].conv < msgs[y].conv ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+/* Give the k messages todo[0..k) (one conversation, batch order) the next k cseqs. */
+static int reserve_cseqs(struct store *st, struct store_logmsg *msgs, const size_t *todo, size_t k)
+{
+    int64_t v[3] = { msgs[todo[0]].conv, (int64_t)k, msgs[todo[k - 1]].ts };
+    int64_t last = 0;
+    int err;
+
+    if ((err = run_ints(st, ST_CONV_RESERVE, v, 3)) != QC_OK)
+        return err;
+    if ((err = query_int(st, ST_CONV_LAST, v[0], QC_ESTORAGE, &last)) != QC_OK)
+        return err;
+    for (size_t i = 0; i < k; i++)
+        msgs[todo[i]].cseq = last - (int64_t)k + 1 + (int64_t)i;
+    return QC_OK;
+}
+
+/* Number every message of todo[0..n) (sorted by conversation), one reservation each. */
+static int assign_cseqs(struct store *st, struct store_logmsg *msgs, const size_t *todo, size_t n)
+{
+    size_t i = 0, j;
+    int err = QC_OK;
+
+    while (i < n && err == QC_OK) {
+        for (j = i; j < n && msgs[todo[j]].conv == msgs[todo[i]].conv; j++)
+            ;
+        err = reserve_cseqs(st, msgs, todo + i, j - i);
+        i = j;
+    }
+    return err;
+}
+
+/* The per-conversation updates need the final cseqs: sorted after numbering. */
+static int append_numbered(struct store *st, struct store_logmsg *msgs, size_t n,
+                           struct conv_top *tops, const size_t *todo, size_t ntodo)
+{
+    int err = assign_cseqs(st, msgs, todo, ntodo);
+
+    if (err != QC_OK)
+        return err;
+    for (size_t i = 0; i < n; i++)
+        tops[i] = (struct conv_top){ msgs[i].conv, msgs[i].cseq, msgs[i].ts, msgs[i].sender };
+    qsort(tops, n, sizeof(*tops), by_conv_sender_cseq);
+    return append_batch(st, msgs, n, tops);
+}
+
+static int sqlite_log_append(struct store *st, struct store_logmsg *msgs, size_t n)
 {
     struct conv_top *tops;
-    size_t i;
+    size_t i, *todo, ntodo = 0;
     int err;
 
     if (n == 0)
         return QC_OK;
     for (i = 0; i < n; i++)
-        if (msgs[i].cseq <= 0 || msgs[i].conv == 0)
+        if (msgs[i].cseq < 0 || msgs[i].conv == 0)
             return QC_EBADREQ;
     tops = malloc(n * sizeof(*tops));
-    if (tops == NULL) {
+    todo = malloc(n * sizeof(*todo));
+    if (tops == NULL || todo == NULL) {
         log_error("sqlite: log append: out of memory for %zu messages", n);
+        free(tops);
+        free(todo);
         return QC_ESTORAGE;
     }
     for (i = 0; i < n; i++)
-        tops[i] = (struct conv_top){ msgs[i].conv, msgs[i].cseq, msgs[i].ts, msgs[i].sender };
-    qsort(tops, n, sizeof(*tops), by_conv_sender_cseq);
+        if (msgs[i].cseq == 0)
+            todo[ntodo++] = i;
+    qsort_r(todo, ntodo, sizeof(*todo), by_conv_then_index, msgs);
     if ((err = tx_begin(st)) == QC_OK)
-        err = tx_end(st, append_batch(st, msgs, n, tops));
+        err = tx_end(st, append_numbered(st, msgs, n, tops, todo, ntodo));
+    if (err != QC_OK) /* rolled back: the caller's messages are as they were */
+        for (i = 0; i < ntodo; i++)
+            msgs[todo[i]].cseq = 0;
+    free(todo);
     free(tops);
     return err;
 }

@@ -641,7 +641,7 @@ void test_log_append_idempotent(void **state)
     append_msg(f, pair, 5, alice, BASE_TS + 50);
     append_msg(f, pair, 4, bob, BASE_TS + 40);
     assert_int_equal(last_cseq(f, pair), 5);
-    m[0].cseq = 0;
+    m[0].cseq = -1; /* (0 now asks the store to assign one) */
     assert_int_equal(f->ops->log_append(f->st, m, 1), QC_EBADREQ);
     free(got);
 }
@@ -1220,4 +1220,182 @@ void test_log_speed(void **state)
                   login[LOGIN_SAMPLES - 1]);
     assert_true(page[PAGE_SAMPLES * 99 / 100] < PAGE_P99_MAX_MS);
     assert_true(login[LOGIN_SAMPLES / 2] < LOGIN_P50_MAX_MS);
+}
+
+/* ---- the database as the sequencer (cseq 0) ------------------------------ */
+
+#define ASSIGN_MSGS  150 /* per process in the two-process case */
+#define ASSIGN_BATCH 7   /* batches of 1..ASSIGN_BATCH messages */
+
+/* Set m to a message of conv with cseq 0 and body "<tag><i>" in buf. */
+static void assign_msg(struct store_logmsg *m, int64_t conv, int32_t sender, char tag, int i,
+                       char *buf)
+{
+    int len = snprintf(buf, MSG_MAX, "{\"t\":\"%c%d\"}", tag, i);
+
+    *m = (struct store_logmsg){ conv, 0, i, BASE_TS + i, sender, buf, (size_t)len };
+}
+
+/* Numbered in batch order per conversation, after what the log already has. */
+void test_log_assign_batch(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), g = 0;
+    int64_t pair = store_conv_pair(alice, bob), grp;
+    char bufs[8][MSG_MAX];
+    struct store_logmsg m[8];
+    struct got *got = new_got();
+    bool more = true;
+    int i;
+
+    assert_int_equal(f->ops->group_create(f->st, "g", "", alice, &g), QC_OK);
+    grp = store_conv_group(g);
+    append_msg(f, pair, 1, alice, BASE_TS);
+    append_msg(f, pair, 2, bob, BASE_TS + 1);
+    /* pair, grp, pair, grp, pair, grp, grp, pair: all with cseq 0 */
+    for (i = 0; i < 8; i++)
+        assign_msg(&m[i], (i % 2 && i != 7) || i == 6 ? grp : pair, i % 3 ? alice : bob, 'b', i,
+                   bufs[i]);
+    assert_int_equal(f->ops->log_append(f->st, m, 8), QC_OK);
+    int64_t want[8] = { 3, 1, 4, 2, 5, 3, 4, 6 };
+    for (i = 0; i < 8; i++)
+        assert_int_equal(m[i].cseq, want[i]);
+    assert_int_equal(last_cseq(f, pair), 6);
+    assert_int_equal(last_cseq(f, grp), 4);
+    /* What is stored under each cseq is the message that got it. */
+    assert_int_equal(f->ops->history(f->st, pair, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE,
+                                     got_msg, got, &more),
+                     QC_OK);
+    assert_int_equal(got->n, 6);
+    assert_string_equal(got->body[2], "{\"t\":\"b0\"}");
+    assert_string_equal(got->body[3], "{\"t\":\"b2\"}");
+    assert_string_equal(got->body[4], "{\"t\":\"b4\"}");
+    assert_string_equal(got->body[5], "{\"t\":\"b7\"}");
+    assert_int_equal(got->ts[5], BASE_TS + 7);
+    /* A mixed batch: a given cseq is kept, the zero one follows the store's last. */
+    assign_msg(&m[0], grp, alice, 'c', 0, bufs[0]);
+    m[0].cseq = 9;
+    assign_msg(&m[1], pair, bob, 'c', 1, bufs[1]);
+    assert_int_equal(f->ops->log_append(f->st, m, 2), QC_OK);
+    assert_int_equal(m[0].cseq, 9);
+    assert_int_equal(m[1].cseq, 7);
+    /* A rejected batch numbers nothing. */
+    assign_msg(&m[0], pair, bob, 'd', 0, bufs[0]);
+    assign_msg(&m[1], pair, bob, 'd', 1, bufs[1]);
+    m[1].cseq = -5;
+    assert_int_equal(f->ops->log_append(f->st, m, 2), QC_EBADREQ);
+    assert_int_equal(m[0].cseq, 0);
+    assert_int_equal(last_cseq(f, pair), 7);
+    free(got);
+}
+
+/* One "node": its own handle, ASSIGN_MSGS messages in batches; (i, cseq) to fd. */
+static void run_assigner(struct store_fixture *f, int64_t conv, int32_t sender, char tag, int fd)
+{
+    char err[ERR_MAX], bufs[ASSIGN_BATCH][MSG_MAX];
+    struct store_logmsg m[ASSIGN_BATCH];
+    struct store *st = NULL;
+    int i = 0, k, n;
+
+    if (f->ops->open(&st, &f->cfg, err, sizeof(err)) != QC_OK) {
+        fprintf(stderr, "assigner %c: %s\n", tag, err);
+        _exit(1);
+    }
+    for (n = 1; i < ASSIGN_MSGS; n = n % ASSIGN_BATCH + 1) {
+        for (k = 0; k < n && i + k < ASSIGN_MSGS; k++)
+            assign_msg(&m[k], conv, sender, tag, i + k, bufs[k]);
+        if (f->ops->log_append(st, m, (size_t)k) != QC_OK)
+            _exit(2);
+        for (int j = 0; j < k; j++) {
+            int64_t rec[2] = { i + j, m[j].cseq };
+            if (write(fd, rec, sizeof(rec)) != (ssize_t)sizeof(rec))
+                _exit(3);
+        }
+        i += k;
+    }
+    f->ops->close(st);
+}
+
+/* Read what an assigner reported: by_cseq[c] = the index it sent with c. */
+static void read_assigned(int fd, int64_t *by_cseq, char *tag_of, char tag, int total)
+{
+    int64_t rec[2], prev = 0;
+    int n = 0;
+
+    while (read(fd, rec, sizeof(rec)) == (ssize_t)sizeof(rec)) {
+        assert_true(rec[1] >= 1 && rec[1] <= total);
+        assert_true(rec[1] > prev); /* one process's messages keep their order */
+        prev = rec[1];
+        assert_int_equal(tag_of[rec[1]], 0); /* no cseq given twice */
+        tag_of[rec[1]] = tag;
+        by_cseq[rec[1]] = rec[0];
+        n++;
+    }
+    assert_int_equal(n, ASSIGN_MSGS);
+}
+
+/* Two nodes number one conversation at once: distinct, no gap, what was stored. */
+void test_log_assign_two_processes(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob");
+    int64_t conv = store_conv_pair(alice, bob), by_cseq[2 * ASSIGN_MSGS + 1] = { 0 };
+    char tag_of[2 * ASSIGN_MSGS + 1] = { 0 }, want[MSG_MAX];
+    int a_fds[2], b_fds[2], status = -1, total = 2 * ASSIGN_MSGS;
+    pid_t pa, pb;
+    struct got *got;
+
+    f->ops->close(f->st); /* like the master: nothing open across fork */
+    f->st = NULL;
+    assert_int_equal(pipe(a_fds), 0);
+    assert_int_equal(pipe(b_fds), 0);
+    pa = fork();
+    assert_true(pa >= 0);
+    if (pa == 0) {
+        alarm(CHILD_ALARM_SEC);
+        close(a_fds[0]);
+        close(b_fds[0]);
+        close(b_fds[1]);
+        run_assigner(f, conv, alice, 'A', a_fds[1]);
+        _exit(0);
+    }
+    pb = fork();
+    assert_true(pb >= 0);
+    if (pb == 0) {
+        alarm(CHILD_ALARM_SEC);
+        close(b_fds[0]);
+        close(a_fds[0]);
+        close(a_fds[1]);
+        run_assigner(f, conv, bob, 'B', b_fds[1]);
+        _exit(0);
+    }
+    close(a_fds[1]);
+    close(b_fds[1]);
+    read_assigned(a_fds[0], by_cseq, tag_of, 'A', total);
+    read_assigned(b_fds[0], by_cseq, tag_of, 'B', total);
+    close(a_fds[0]);
+    close(b_fds[0]);
+    assert_int_equal(waitpid(pa, &status, 0), pa);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(waitpid(pb, &status, 0), pb);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    f->st = open_store(f, f->cfg.max_offline_messages);
+    assert_int_equal(last_cseq(f, conv), total);
+    got = new_got();
+    for (int64_t from = 0; from < total; from = got->cseq[got->n - 1]) {
+        got->n = 0;
+        bool more = false;
+        assert_int_equal(
+            f->ops->history(f->st, conv, STORE_NO_CURSOR, from, LOG_PAGE, got_msg, got, &more),
+            QC_OK);
+        assert_true(got->n > 0);
+        for (int i = 0; i < got->n; i++) {
+            int64_t c = got->cseq[i];
+            assert_int_equal(c, from + 1 + i); /* no gap */
+            snprintf(want, sizeof(want), "{\"t\":\"%c%lld\"}", tag_of[c], (long long)by_cseq[c]);
+            assert_string_equal(got->body[i], want);
+        }
+    }
+    free(got);
 }

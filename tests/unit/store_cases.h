@@ -111,6 +111,8 @@ void test_log_retention(void **state);
 void test_log_purge_delivered(void **state);
 void test_log_migrate_v1(void **state);
 void test_log_speed(void **state);
+void test_log_assign_batch(void **state);
+void test_log_assign_two_processes(void **state);
 
 /* Every shared case, for a driver test's list, with its fixture. */
 #define STORE_CASES(setup, teardown)                                                   \
@@ -137,6 +139,8 @@ void test_log_speed(void **state);
         cmocka_unit_test_setup_teardown(test_log_retention, setup, teardown),          \
         cmocka_unit_test_setup_teardown(test_log_purge_delivered, setup, teardown),    \
         cmocka_unit_test_setup_teardown(test_log_migrate_v1, setup, teardown),         \
-        cmocka_unit_test_setup_teardown(test_log_speed, setup, teardown)
+        cmocka_unit_test_setup_teardown(test_log_speed, setup, teardown),              \
+        cmocka_unit_test_setup_teardown(test_log_assign_batch, setup, teardown),       \
+        cmocka_unit_test_setup_teardown(test_log_assign_two_processes, setup, teardown)
 
 #endif

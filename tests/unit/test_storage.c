@@ -11,7 +11,10 @@
  * blocks the submitter, and a full queue is refused at once; several
  * workers (each its own storage thread and handle) appending to one
  * conversation with cseqs from one atomic counter leave cseq 1..N with no
- * gap and no duplicate, and replaying every append changes nothing.
+ * gap and no duplicate, and replaying every append changes nothing.  With
+ * the store as the sequencer (storage_append_assign): cseqs follow queue
+ * order per conversation, and two nodes (processes) numbering one
+ * conversation at once get distinct cseqs 1..N, each what the log holds.
  */
 #include <errno.h>
 #include <limits.h>
@@ -23,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -504,6 +508,273 @@ static void test_start_fails_cleanly(void **state)
     assert_non_null(strstr(err, "missing"));
 }
 
+/* ---- the store as the sequencer (storage_append_assign) --------------- */
+
+#define NODE_MSGS  1500 /* per node in the two-node case */
+#define NODE_CHUNK 25   /* appends a node queues before it waits for their commit */
+
+/* What the assign callbacks saw, in the order they ran. */
+struct assigned {
+    pthread_t owner;
+    size_t n, failed, wrong_thread;
+    int64_t *cseq; /* by queue index */
+    size_t *order; /* queue indexes in callback order */
+};
+
+struct assign_ref {
+    struct assigned *a;
+    size_t index;
+};
+
+static void record_cseq(void *arg, int err, int64_t cseq)
+{
+    struct assign_ref *r = arg;
+    struct assigned *a = r->a;
+
+    if (err != QC_OK || cseq <= 0)
+        a->failed++;
+    if (!pthread_equal(pthread_self(), a->owner))
+        a->wrong_thread++;
+    a->cseq[r->index] = cseq;
+    a->order[a->n++] = r->index;
+}
+
+static int assign_one(struct storage *s, int64_t conv, const char *tag, struct assign_ref *r)
+{
+    char body[BODY_MAX];
+    struct store_logmsg m = { conv, 0, (int64_t)r->index, 1700000000000LL, 1, body, 0 };
+
+    m.len = (size_t)snprintf(body, sizeof(body), "{\"w\":\"%s\",\"i\":%zu}", tag, r->index);
+    return storage_append_assign(s, &m, record_cseq, r);
+}
+
+/* Queue n in chunks, each committed before the next; then wait for the rest. */
+static void assign_all(struct storage *s, int64_t conv, const char *tag, struct assigned *a,
+                       struct assign_ref *refs, size_t n)
+{
+    struct pollfd pfd = { storage_fd(s), POLLIN, 0 };
+    int64_t deadline = now_ms() + DRAIN_MS;
+
+    for (size_t i = 0; i < n; i++) {
+        refs[i] = (struct assign_ref){ a, i };
+        if (assign_one(s, conv, tag, &refs[i]) != QC_OK)
+            a->failed++;
+        /* Every NODE_CHUNK, wait for the commit: the nodes' transactions interleave. */
+        while ((i + 1) % NODE_CHUNK == 0 && a->n + a->failed < i + 1 && now_ms() < deadline)
+            if (poll(&pfd, 1, (int)(deadline - now_ms())) > 0)
+                (void)storage_complete(s);
+    }
+    while (a->n + a->failed < n && now_ms() < deadline)
+        if (poll(&pfd, 1, (int)(deadline - now_ms())) > 0)
+            (void)storage_complete(s);
+}
+
+static struct assigned *new_assigned(size_t n)
+{
+    struct assigned *a = calloc(1, sizeof(*a));
+
+    assert_non_null(a);
+    a->owner = pthread_self();
+    a->cseq = calloc(n, sizeof(*a->cseq));
+    a->order = calloc(n, sizeof(*a->order));
+    assert_non_null(a->cseq);
+    assert_non_null(a->order);
+    return a;
+}
+
+static void free_assigned(struct assigned *a)
+{
+    free(a->cseq);
+    free(a->order);
+    free(a);
+}
+
+/* In one process: queue order is cseq order per conversation, callbacks in queue order. */
+static void test_assign_order(void **state)
+{
+    struct env *e = env_of(state);
+    struct storage *s = start(e);
+    struct assigned *a = new_assigned(PRODUCER_MSGS);
+    struct assign_ref *refs = calloc(PRODUCER_MSGS, sizeof(*refs));
+    int64_t pair = store_conv_pair(5, 6), grp = store_conv_group(5), next_pair = 1, next_grp = 1;
+    struct pollfd pfd = { storage_fd(s), POLLIN, 0 };
+    struct storage_stats st;
+    size_t i;
+
+    assert_non_null(refs);
+    for (i = 0; i < PRODUCER_MSGS; i++) {
+        refs[i] = (struct assign_ref){ a, i };
+        assert_int_equal(assign_one(s, i % 3 ? pair : grp, "o", &refs[i]), QC_OK);
+        if (poll(&pfd, 1, 0) > 0)
+            (void)storage_complete(s);
+    }
+    while (a->n < PRODUCER_MSGS && poll(&pfd, 1, DRAIN_MS) > 0)
+        (void)storage_complete(s);
+    assert_int_equal(a->n, PRODUCER_MSGS);
+    assert_int_equal(a->failed, 0);
+    assert_int_equal(a->wrong_thread, 0);
+    for (i = 0; i < PRODUCER_MSGS; i++) {
+        assert_int_equal(a->order[i], i);
+        assert_int_equal(a->cseq[i], i % 3 ? next_pair++ : next_grp++);
+    }
+    storage_get_stats(s, &st);
+    print_message("%s: %d numbered appends in %llu transactions\n", e->cfg.storage_driver,
+                  PRODUCER_MSGS, (unsigned long long)st.commits);
+    assert_true(st.commits <= PRODUCER_MSGS / 2);
+    /* Not for this path: a given cseq, or no conversation. */
+    struct store_logmsg m = { pair, 3, 0, 0, 1, "{}", 2 };
+    assert_int_equal(storage_append_assign(s, &m, record_cseq, &refs[0]), QC_EBADREQ);
+    m.cseq = 0;
+    m.conv = 0;
+    assert_int_equal(storage_append_assign(s, &m, record_cseq, &refs[0]), QC_EBADREQ);
+    storage_stop(s);
+    free(refs);
+    free_assigned(a);
+}
+
+/* One node: its own process, storage thread and handle; (index, cseq) pairs to fd. */
+static void run_node(struct env *e, int64_t conv, const char *tag, int fd)
+{
+    char err[ERR_MAX] = "";
+    struct storage *s = storage_start(&e->cfg, err, sizeof(err));
+    struct assigned *a;
+    struct assign_ref *refs;
+
+    if (s == NULL) {
+        fprintf(stderr, "node %s: %s\n", tag, err);
+        _exit(1);
+    }
+    a = calloc(1, sizeof(*a));
+    refs = calloc(NODE_MSGS, sizeof(*refs));
+    if (a == NULL || refs == NULL)
+        _exit(2);
+    a->owner = pthread_self();
+    a->cseq = calloc(NODE_MSGS, sizeof(*a->cseq));
+    a->order = calloc(NODE_MSGS, sizeof(*a->order));
+    if (a->cseq == NULL || a->order == NULL)
+        _exit(2);
+    assign_all(s, conv, tag, a, refs, NODE_MSGS);
+    storage_stop(s);
+    if (a->n != NODE_MSGS || a->failed != 0 || a->wrong_thread != 0)
+        _exit(3);
+    for (size_t i = 0; i < NODE_MSGS; i++) {
+        int64_t rec[2] = { (int64_t)i, a->cseq[i] };
+        if (write(fd, rec, sizeof(rec)) != (ssize_t)sizeof(rec))
+            _exit(4);
+    }
+    _exit(0);
+}
+
+/* What the nodes reported, by cseq. */
+struct by_cseq {
+    char tag[2 * NODE_MSGS + 1];
+    int64_t index[2 * NODE_MSGS + 1];
+};
+
+static void read_node(int fd, char tag, struct by_cseq *b)
+{
+    int64_t rec[2], prev = 0;
+    size_t n = 0;
+
+    while (read(fd, rec, sizeof(rec)) == (ssize_t)sizeof(rec)) {
+        assert_true(rec[1] >= 1 && rec[1] <= 2 * NODE_MSGS);
+        assert_true(rec[1] > prev); /* a node's own messages keep their queue order */
+        prev = rec[1];
+        assert_int_equal(b->tag[rec[1]], 0); /* no cseq given twice */
+        b->tag[rec[1]] = tag;
+        b->index[rec[1]] = rec[0];
+        n++;
+    }
+    assert_int_equal(n, NODE_MSGS);
+}
+
+struct node_walk {
+    const struct by_cseq *b;
+    int64_t next;
+    bool bad;
+};
+
+static void node_walk_msg(void *arg, const struct store_logmsg *m)
+{
+    struct node_walk *w = arg;
+    char want[BODY_MAX];
+    int len;
+
+    if (m->cseq != w->next)
+        w->bad = true;
+    len = snprintf(want, sizeof(want), "{\"w\":\"%c\",\"i\":%lld}", w->b->tag[m->cseq],
+                   (long long)w->b->index[m->cseq]);
+    if (m->len != (size_t)len || memcmp(m->body, want, m->len) != 0)
+        w->bad = true;
+    w->next++;
+}
+
+static pid_t start_node(struct env *e, int64_t conv, const char *tag, int *rfd)
+{
+    int fds[2];
+    pid_t pid;
+
+    assert_int_equal(pipe(fds), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        alarm(DRAIN_MS / 1000);
+        run_node(e, conv, tag, fds[1]);
+    }
+    close(fds[1]);
+    *rfd = fds[0];
+    return pid;
+}
+
+/*
+ * Two nodes (processes, each its own storage thread and store handle)
+ * append with cseq 0 to one conversation at once: every message gets a
+ * distinct cseq, 1..2N with no gap, and what each node was told is what
+ * the log holds under that cseq.
+ */
+static void test_two_nodes_assign(void **state)
+{
+    struct env *e = env_of(state);
+    struct by_cseq *b = calloc(1, sizeof(*b));
+    int64_t conv = store_conv_pair(8, 9), last = -1, after = 0;
+    struct node_walk w = { b, 1, false };
+    const struct store_ops *ops;
+    struct store *st;
+    bool more = true;
+    int fa, fb, status;
+    pid_t pa, pb;
+
+    assert_non_null(b);
+    pa = start_node(e, conv, "A", &fa);
+    pb = start_node(e, conv, "B", &fb);
+    read_node(fa, 'A', b);
+    read_node(fb, 'B', b);
+    int switches = 0;
+    for (int c = 2; c <= 2 * NODE_MSGS; c++)
+        switches += b->tag[c] != b->tag[c - 1];
+    print_message("%s: the two nodes' cseqs alternate %d times\n", e->cfg.storage_driver, switches);
+    close(fa);
+    close(fb);
+    assert_int_equal(waitpid(pa, &status, 0), pa);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(waitpid(pb, &status, 0), pb);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    st = open_direct(e, &ops);
+    assert_int_equal(ops->conv_last_cseq(st, conv, &last), QC_OK);
+    assert_int_equal(last, 2 * NODE_MSGS);
+    while (more) {
+        assert_int_equal(
+            ops->history(st, conv, STORE_NO_CURSOR, after, PAGE, node_walk_msg, &w, &more), QC_OK);
+        assert_false(w.bad);
+        after = w.next - 1;
+    }
+    assert_int_equal(w.next, 2 * NODE_MSGS + 1);
+    ops->close(st);
+    free(b);
+}
+
 #define SQLITE_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup_sqlite, teardown)
 #define MYSQL_TEST(fn)  cmocka_unit_test_setup_teardown(fn, setup_mysql, teardown)
 
@@ -515,6 +786,8 @@ int main(void)
         SQLITE_TEST(test_bad_append),       SQLITE_TEST(test_start_fails_cleanly),
         MYSQL_TEST(test_group_commit),      MYSQL_TEST(test_jobs_in_order),
         MYSQL_TEST(test_blocked_and_full),  MYSQL_TEST(test_workers_one_conversation),
+        SQLITE_TEST(test_assign_order),     SQLITE_TEST(test_two_nodes_assign),
+        MYSQL_TEST(test_assign_order),      MYSQL_TEST(test_two_nodes_assign),
     };
 
     (void)mdb_load_env("test_storage"); /* without it the mysql cases skip */

@@ -230,8 +230,11 @@ static void test_schema_matches_file(void **state)
     NEED_SERVER();
     new_database(admin(f), other, sizeof(other));
     m = mdb_connect(other, CLIENT_MULTI_STATEMENTS);
-    for (pass = 0; pass < 2; pass++) /* idempotent */
+    /* 001 and 002 are idempotent; later migrations rebuild tables and run once. */
+    for (pass = 0; pass < 2; pass++)
         for (i = 0; i < store_mysql_migration_count; i++) {
+            if (pass > 0 && store_mysql_migrations[i].version > 2)
+                continue;
             snprintf(path, sizeof(path), "%s/%s", SQL_DIR, store_mysql_migrations[i].name);
             mdb_run_file(m, path);
         }
