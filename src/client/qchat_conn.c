@@ -171,6 +171,7 @@ static bool reconnect_now(struct qchat *q)
         q->backoff_ms = QCHAT_BACKOFF_FIRST_MS;
         out_relogin(q, ack);
         json_object_put(ack);
+        conv_flush_reads(q); /* the messages that came meanwhile are shown now */
         return true;
     }
     json_object_put(ack);
