@@ -173,6 +173,11 @@ static void heartbeat_if_idle(struct qchat *q)
         qconn_lost(q);
 }
 
+static bool reconnect_planned(const struct qchat *q)
+{
+    return q->c == NULL && q->logged_in && q->reconnect_at > 0;
+}
+
 /* poll() timeout: the caller's, shortened to the next heartbeat or reconnect. */
 static int poll_timeout(struct qchat *q, int64_t deadline)
 {
@@ -185,7 +190,7 @@ static int poll_timeout(struct qchat *q, int64_t deadline)
         if (until < 0 || beat < until)
             until = beat;
     }
-    if (q->c == NULL && q->reconnect_at > 0 && (until < 0 || q->reconnect_at < until))
+    if (reconnect_planned(q) && (until < 0 || q->reconnect_at < until))
         until = q->reconnect_at;
     if (until < 0)
         return -1;
@@ -219,7 +224,7 @@ int qchat_wait(struct qchat *q, int in_fd, int timeout_ms)
             pfd[n].events = POLLIN;
             pfd[n++].revents = 0;
         }
-        if (n == 0 && deadline < 0 && q->reconnect_at == 0)
+        if (n == 0 && deadline < 0 && !reconnect_planned(q))
             return 0; /* nothing can ever happen */
         rc = poll(pfd, n, poll_timeout(q, deadline));
         if (rc < 0) {
