@@ -122,8 +122,10 @@ void qconn_lost(struct qchat *q)
         return;
     if (!q->logged_in || q->kicked) {
         out_line(q, "disconnected");
-        if (q->kicked)
+        if (q->kicked) {
             q->trouble = true;
+            qconn_forget_credentials(q); /* the session is over: log in again */
+        }
         q->logged_in = false;
         return;
     }
