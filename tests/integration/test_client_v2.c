@@ -743,7 +743,7 @@ static void test_conversations_friends_groups(void **state)
 
     qchat_cmd(&p, "convs");
     struct json_object *req = fake_expect(&f, 22, "convs");
-    check_seq(&*req, "CONVERSATIONS_MSG");
+    check_seq(req, "CONVERSATIONS_MSG");
     bob_chat(last, sizeof last, 12, "latest");
     fake_send(&f,
               "{\"msgid\":23,\"errno\":0,\"seq\":%lld,\"convs\":[{\"with\":%d,\"name\":\"bob\","
