@@ -79,4 +79,28 @@ int qclient_group_chat(struct qclient *c, int32_t groupid, const char *text, int
 int qclient_logout(struct qclient *c, int64_t seq, int timeout_ms);
 int qclient_heartbeat(struct qclient *c, int64_t seq, int timeout_ms);
 
+/*
+ * Version 2 requests whose success has its own reply (HISTORY 20 -> 21,
+ * CONVERSATIONS 22 -> 23, FRIEND_LIST 30 -> 31, GROUP_MEMBERS 40 -> 41) and
+ * whose failure is the generic ACK: send req (consumed; NULL counts as
+ * ENOMEM) after adding "seq" (seq > 0 required), then wait for reply_msgid
+ * or QC_ACK_MSG echoing seq.  Returns the reply's errno or -1 as above;
+ * *reply receives the reply when it is not NULL.
+ */
+int qclient_call(struct qclient *c, struct json_object *req, int reply_msgid, int64_t seq,
+                 struct json_object **reply, int timeout_ms);
+
+/* LOGIN_MSG with the version 2 fields; NULL or false fields are left out. */
+struct qclient_login_opts {
+    const char *password; /* or token */
+    const char *token;    /* log in with a token instead of the password */
+    const char *device;   /* names this device's session */
+    bool presence;        /* presence notices */
+    bool receipts;        /* RECEIPT_MSG pushes */
+    bool typing;          /* TYPING_MSG pushes */
+    bool want_token;      /* "token": true, the reply carries a token */
+};
+int qclient_login_opts(struct qclient *c, int32_t id, const struct qclient_login_opts *o,
+                       struct json_object **ack, int timeout_ms);
+
 #endif

@@ -5,16 +5,27 @@
  * seed's ChatClient: a menu (1. login 2. register 3. quit), then the
  * seed's commands with line editing and history (qchat_tty.c).  Otherwise
  * it runs in script mode: one command per line from stdin, every outcome
- * and every incoming message printed on stdout, one per line.
+ * and every incoming message printed on stdout, one per line.  The
+ * connection is made at login or register time, and restored when the
+ * server drops it (qchat_conn.c).
  *
  * Commands (both modes; the last argument takes the rest of the line):
  *   help                         list the commands
  *   chat:ID:TEXT                 one-to-one chat
- *   addfriend:ID                 add a friend (mutual)
+ *   addfriend:ID                 add a friend (a request, where consent is asked)
  *   creategroup:NAME:DESC        create a group (":DESC" may be left out)
  *   addgroup:ID                  join a group
  *   groupchat:ID:TEXT            group chat
- *   loginout                     log out (interactive: back to the menu)
+ *   loginout[:revoke]            log out (interactive: back to the menu)
+ *   history:ID[:BEFORE]          a page of the chat with ID (before cseq BEFORE)
+ *   ghistory:GID[:BEFORE]        a page of group GID's chat
+ *   convs                        conversations with unread counts
+ *   friends                      friends, requests in and out, blocked users
+ *   accept:ID  decline:ID        answer a friend request
+ *   unfriend:ID  block:ID  unblock:ID
+ *   members:GID  leave:GID  kick:GID:ID  role:GID:ID:admin|normal
+ *   rename:GID:NAME  delgroup:GID
+ *   passwd:OLD:NEW               change the password (interactive: "passwd" asks)
  *   login:ID:PASSWORD            log in
  *   register:NAME:PASSWORD       register a new user
  *   wait:MS                      print incoming messages for MS milliseconds
@@ -22,42 +33,68 @@
  * Script mode skips empty lines and lines starting with '#'.
  *
  * Output, script mode (stable: tests grep it; qchat(1) documents it).
- * Outcome of each command, exactly one line (login: the first line, then
- * its summary lines):
+ * Outcome of each command, exactly one line (login and the listings: the
+ * first line, then one line per item):
  *   registered id ID
  *   logged in: id ID name NAME
  *   friend: ID NAME STATE                        one per friend
  *   group: GROUPID GROUPNAME GROUPDESC            one per group, then
  *   member: GROUPID USERID NAME STATE ROLE        one per member
  *   offline: <chat line, formats below>           offline messages, oldest first
- *   offline dropped: N                            older offline messages lost
+ *   offline dropped: N                            older offline messages lost (v1 server)
  *   sent: mid MID                                 chat / groupchat ("sent" without mid)
  *   friend added: id ID
  *   group created: id GROUPID
  *   group joined: id GROUPID
- *   logged out
+ *   logged out | logged out, token revoked
+ *   history with ID: N messages | history of group GID: N messages, then
+ *     cseq C: <chat line>                         oldest first, then maybe
+ *     more: history:ID:C | more: ghistory:GID:C   the command for the older page
+ *   conversations: N, then
+ *     conv: with ID NAME, unread U: <chat line>  | conv: group GID NAME, unread U: ...
+ *   friends: F friends, I requests in, O requests out, B blocked, then
+ *     friend: ID NAME STATE | request in: ID NAME | request out: ID NAME | blocked: ID NAME
+ *   members of group GID: N, then member: lines as above
+ *   friend accepted: id ID      friend request declined: id ID    friend removed: id ID
+ *   user blocked: id ID         user unblocked: id ID
+ *   group left: id GID          group deleted: id GID             group renamed: id GID
+ *   member kicked: group GID id ID                role set: group GID id ID ROLE
+ *   password changed
  *   error N: TEXT            the server refused: N its errno, TEXT qc_strerror(N)
  *   error: TEXT              a local failure: "error: usage: chat:friendid:message",
  *                            "error: no reply within MS ms", "error: bad user id",
- *                            "error: unknown command "X" (try help)", ...
+ *                            "error: unknown command "X" (try help)",
+ *                            "error: connection lost", "error: not logged in",
+ *                            "error: not connected (reconnecting in S s)", ...
  * Incoming, printed as it arrives:
  *   TIME [ID]NAME said: TEXT                      one-to-one chat (seed format)
  *   group message[GROUPID]: TIME [ID]NAME said: TEXT
  *   presence: [ID]NAME online|offline
+ *   read by [ID]NAME up to CSEQ                   a receipt
+ *   read elsewhere: with ID up to C | read elsewhere: group GID up to C
+ *   [ID]NAME is typing | group[GID]: [ID]NAME is typing
+ *   friend request: [ID]NAME (accept:ID or decline:ID)
+ *   group event[GID]: EVENT[ user ID][ by ID]
  *   kicked: REASON
  *   server error N: TEXT                          an error notice without seq
  *   late reply seq S: ok | late reply seq S: error N: TEXT
  *   unknown: JSON
- *   disconnected                                  the server closed the connection
+ *   login timeout              the server closed a connection without a session
+ *   disconnected               the server closed it (not logged in, or kicked)
+ *   disconnected: reconnecting                    a session's connection dropped
+ *   reconnected: id ID name NAME                  restored, then offline: lines
+ *   reconnect failed: error N: TEXT               the token was refused: log in again
  * TIME is the server's "YYYY-MM-DD HH:MM:SS".  Text from the network has
  * control characters escaped (\n \r \t \xHH), so every item is one line.
+ * A chat whose (conversation, cseq) was shown already is not shown again.
  * The interactive mode prints the same lines, except that the login
  * summary is the seed's block (friend and group lists under banners,
  * members indented, offline messages without the "offline: " prefix).
  *
  * Exit status: 0 after quit or end of input (script mode waits
- * QCHAT_EOF_LINGER_MS for stragglers first), 1 when the connection cannot
- * be made or is lost, 2 on a usage error.
+ * QCHAT_EOF_LINGER_MS for stragglers first), 1 when at that point the
+ * last connection could not be made or was lost and not restored (kicked,
+ * or the server still away), 2 on a usage error.
  */
 #include <errno.h>
 #include <locale.h>
@@ -86,57 +123,68 @@ int64_t qchat_seq(struct qchat *q)
 
 /* ---- the wait loop ---------------------------------------------------- */
 
-/* Incoming objects met while a request waits for its reply. */
-static void print_skipped(void *arg, struct json_object *obj)
-{
-    out_incoming(arg, obj);
-}
-
-bool qchat_drain(struct qchat *q)
+/* Print what the server has sent, up to QCHAT_DRAIN_MAX objects. */
+static void print_received(struct qchat *q)
 {
     int i;
 
-    if (q->lost)
-        return false;
-    for (i = 0; i < QCHAT_DRAIN_MAX; i++) {
+    for (i = 0; i < QCHAT_DRAIN_MAX && q->c != NULL && !q->broken; i++) {
         struct json_object *obj = qclient_recv(q->c, 0);
 
         if (obj == NULL) {
             if (errno == ETIMEDOUT)
-                return true;
+                return;
             if (errno == EPROTO)
                 out_line(q, "error: protocol error from the server");
-            q->lost = true;
-            return false;
+            q->broken = true;
+            return;
         }
         out_incoming(q, obj);
         json_object_put(obj);
     }
-    return true;
+}
+
+void qchat_drain(struct qchat *q)
+{
+    if (q->c != NULL && !q->broken)
+        print_received(q);
+    if (q->broken)
+        qconn_lost(q);
+    if (q->c != NULL && q->logged_in)
+        conv_flush_reads(q);
+    if (q->broken)
+        qconn_lost(q);
 }
 
 /* Keep an idle session alive past the server's idle_timeout. */
 static void heartbeat_if_idle(struct qchat *q)
 {
-    if (!q->logged_in || clock_now_ms() - q->last_send_ms < QCHAT_HEARTBEAT_MS)
+    if (!q->logged_in || q->c == NULL || clock_now_ms() - q->last_send_ms < QCHAT_HEARTBEAT_MS)
         return;
     q->last_send_ms = clock_now_ms();
     if (qclient_heartbeat(q->c, 0, 0) < 0)
-        q->lost = true;
+        qconn_lost(q);
 }
 
-/* poll() timeout: the caller's, shortened to the next heartbeat. */
+static bool reconnect_planned(const struct qchat *q)
+{
+    return q->c == NULL && q->logged_in && q->reconnect_at > 0;
+}
+
+/* poll() timeout: the caller's, shortened to the next heartbeat or reconnect. */
 static int poll_timeout(struct qchat *q, int64_t deadline)
 {
     int64_t now = clock_now_ms();
     int64_t until = deadline;
 
-    if (q->logged_in) {
+    if (q->logged_in && q->c != NULL) {
         int64_t beat = q->last_send_ms + QCHAT_HEARTBEAT_MS;
 
         if (until < 0 || beat < until)
             until = beat;
     }
+    if (reconnect_planned(q) && (until < 0 || q->reconnect_at < until))
+        until = q->reconnect_at;
     if (until < 0)
         return -1;
     if (until <= now)
@@ -151,38 +199,40 @@ int qchat_wait(struct qchat *q, int in_fd, int timeout_ms)
     for (;;) {
         struct pollfd pfd[2];
         nfds_t n = 0;
-        int rc;
+        int rc, sock = -1, in = -1;
 
-        if (qclient_buffered(q->c) && !qchat_drain(q))
-            break;
+        if (q->c != NULL && qclient_buffered(q->c))
+            qchat_drain(q);
+        qconn_reconnect_if_due(q);
         heartbeat_if_idle(q);
-        if (q->lost)
-            break;
-        pfd[n].fd = qclient_fd(q->c);
-        pfd[n].events = POLLIN;
-        pfd[n++].revents = 0;
+        if (q->c != NULL) {
+            sock = (int)n;
+            pfd[n].fd = qclient_fd(q->c);
+            pfd[n].events = POLLIN;
+            pfd[n++].revents = 0;
+        }
         if (in_fd >= 0) {
+            in = (int)n;
             pfd[n].fd = in_fd;
             pfd[n].events = POLLIN;
             pfd[n++].revents = 0;
         }
+        if (n == 0 && deadline < 0 && !reconnect_planned(q))
+            return 0; /* nothing can ever happen */
         rc = poll(pfd, n, poll_timeout(q, deadline));
         if (rc < 0) {
             if (errno == EINTR)
                 continue;
             out_line(q, "error: poll: %s", strerror(errno));
-            q->lost = true;
-            break;
+            return 0;
         }
-        if (pfd[0].revents != 0 && !qchat_drain(q))
-            break;
-        if (in_fd >= 0 && pfd[1].revents != 0)
+        if (sock >= 0 && pfd[sock].revents != 0)
+            qchat_drain(q);
+        if (in >= 0 && pfd[in].revents != 0)
             return 1;
         if (deadline >= 0 && clock_now_ms() >= deadline)
             return 0;
     }
-    out_disconnected(q);
-    return -1;
 }
 
 /* ---- script mode ------------------------------------------------------ */
@@ -262,14 +312,13 @@ static int run_script(struct qchat *q)
     buf_init(&r.buf);
     r.eof = false;
     r.skipping = false;
-    while (!q->quit && !q->lost) {
+    while (!q->quit) {
         char *line;
 
         if (take_line(&r, &line)) {
             if (line[0] != '\0' && line[0] != '#')
                 qchat_exec(q, line);
-            if (!qchat_drain(q))
-                out_disconnected(q);
+            qchat_drain(q);
             continue;
         }
         if (r.eof)
@@ -278,15 +327,26 @@ static int run_script(struct qchat *q)
             read_stdin(q, &r);
     }
     buf_free(&r.buf);
-    if (!q->quit && !q->lost) {
+    if (!q->quit && q->c != NULL) {
         linger_end = clock_now_ms() + QCHAT_EOF_LINGER_MS;
-        while (!q->lost && clock_now_ms() < linger_end)
+        while (q->c != NULL && clock_now_ms() < linger_end)
             (void)qchat_wait(q, -1, (int)(linger_end - clock_now_ms()));
     }
-    return q->lost ? EXIT_LOST : EXIT_SUCCESS;
+    return q->trouble ? EXIT_LOST : EXIT_SUCCESS;
 }
 
 /* ---- main ------------------------------------------------------------- */
+
+/* LOGIN_MSG "device": "qchat-HOSTNAME", the same for every run on this host. */
+static void set_device_name(struct qchat *q)
+{
+    char host[QCHAT_DEVICE_MAX + 1];
+
+    if (gethostname(host, sizeof host) < 0 || host[0] == '\0')
+        snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+    snprintf(q->device, sizeof q->device, "qchat-%.*s", QCHAT_DEVICE_MAX - 6, host);
+}
 
 static void usage(FILE *f)
 {
@@ -313,7 +373,6 @@ static bool parse_int_arg(const char *s, long min, long max, int *out)
 int main(int argc, char **argv)
 {
     struct qchat q;
-    char err[256];
     bool script = false;
     int opt, rc;
 
@@ -347,15 +406,13 @@ int main(int argc, char **argv)
     if (!q.interactive)
         setvbuf(stdout, NULL, _IOLBF, 0);
 
-    q.c = qclient_connect(q.host, q.port, QCHAT_CONNECT_TIMEOUT_MS, err, sizeof err);
-    if (q.c == NULL) {
-        fprintf(stderr, "qchat: %s\n", err);
-        return EXIT_LOST;
-    }
-    qclient_set_skip_handler(q.c, print_skipped, &q);
+    set_device_name(&q);
     q.last_send_ms = clock_now_ms();
 
+    /* No connection yet: login and register make one (qchat_conn.c). */
     rc = q.interactive ? qchat_run_tty(&q) : run_script(&q);
-    qclient_close(q.c);
+    qconn_close(&q);
+    qconn_forget_credentials(&q);
+    conv_reset(&q);
     return rc;
 }

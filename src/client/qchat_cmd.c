@@ -2,7 +2,8 @@
  * qchat_cmd.c - qchat's commands: the seed client's set (help,
  * chat:ID:TEXT, addfriend:ID, creategroup:NAME:DESC, addgroup:ID,
  * groupchat:ID:TEXT, loginout) plus login:ID:PASSWORD,
- * register:NAME:PASSWORD, wait:MS and quit.
+ * register:NAME:PASSWORD, wait:MS and quit, and the table of every
+ * command (the version 2 ones are in qchat_v2.c).
  *
  * A command is its name, then ':' and its arguments; the last argument
  * takes the rest of the line, colons included.  Every request carries a
@@ -52,7 +53,7 @@ static bool parse_number(const char *s, long long min, long long max, long long 
     return true;
 }
 
-static bool parse_id(const char *s, int32_t *out)
+bool cmd_parse_id(const char *s, int32_t *out)
 {
     long long v;
 
@@ -62,8 +63,18 @@ static bool parse_id(const char *s, int32_t *out)
     return true;
 }
 
+bool cmd_parse_cseq(const char *s, int64_t *out)
+{
+    long long v;
+
+    if (!parse_number(s, 1, INT64_MAX, &v))
+        return false;
+    *out = v;
+    return true;
+}
+
 /* Split "a:b" at the first ':' into a and b; false when there is none. */
-static bool split_colon(char *s, char **rest)
+bool cmd_split_colon(char *s, char **rest)
 {
     char *colon = s != NULL ? strchr(s, ':') : NULL;
 
@@ -74,8 +85,6 @@ static bool split_colon(char *s, char **rest)
     return true;
 }
 
-static void usage_error(struct qchat *q, const char *name);
-
 /* ---- requests ----------------------------------------------------------- */
 
 int qchat_login(struct qchat *q, const char *idtext, char *password)
@@ -85,21 +94,32 @@ int qchat_login(struct qchat *q, const char *idtext, char *password)
     int64_t v;
     int rc;
 
-    if (!parse_id(idtext, &id)) {
+    if (!cmd_parse_id(idtext, &id)) {
         explicit_bzero(password, strlen(password));
         out_line(q, "error: bad user id");
         return -1;
     }
-    (void)qchat_seq(q); /* notes the send time for the heartbeat */
-    rc = qclient_login(q->c, id, password, true, &ack, q->reply_timeout_ms);
-    explicit_bzero(password, strlen(password));
+    if (!qconn_open(q)) {
+        explicit_bzero(password, strlen(password));
+        return -1;
+    }
+    q->reconnect_at = 0; /* this login replaces any session being restored */
+    rc = qconn_login(q, id, password, NULL, &ack);
     if (rc != 0) {
+        explicit_bzero(password, strlen(password));
         out_outcome(q, rc, "");
         json_object_put(ack);
         return -1;
     }
+    if (qjson_int(ack, "id", &v) == 0)
+        id = (int32_t)v;
+    if (id != q->my_id)
+        conv_reset(q); /* another user: nothing shown before counts */
     q->logged_in = true;
-    q->my_id = qjson_int(ack, "id", &v) == 0 ? (int32_t)v : id;
+    q->my_id = id;
+    q->trouble = false;
+    qconn_keep_credentials(q, ack, password);
+    explicit_bzero(password, strlen(password));
     out_login(q, ack);
     json_object_put(ack);
     return 0;
@@ -111,6 +131,10 @@ void qchat_register(struct qchat *q, const char *name, char *password)
     int32_t id = 0;
     int rc;
 
+    if (!qconn_open(q)) {
+        explicit_bzero(password, strlen(password));
+        return;
+    }
     (void)qchat_seq(q);
     rc = qclient_register(q->c, name, password, &id, q->reply_timeout_ms);
     explicit_bzero(password, strlen(password));
@@ -118,11 +142,18 @@ void qchat_register(struct qchat *q, const char *name, char *password)
     out_outcome(q, rc, ok);
 }
 
-/* "sent: mid M" from a chat ACK, "sent" if it names no mid. */
-static void report_sent(struct qchat *q, int rc, struct json_object *ack)
+/*
+ * "sent: mid M" from a chat ACK, "sent" if it names no mid.  The ACK's
+ * cseq counts as shown in key: the same message coming back (another
+ * device's echo, a login reply) is not printed as news.
+ */
+static void report_sent(struct qchat *q, int rc, struct json_object *ack, struct conv_key key)
 {
     char ok[CMD_OK_TEXT_MAX];
-    int64_t mid;
+    int64_t mid, cseq;
+
+    if (rc == 0 && qjson_int(ack, "cseq", &cseq) == 0)
+        (void)conv_first_sight(q, key, cseq);
 
     if (rc == 0 && qjson_int(ack, "mid", &mid) == 0)
         snprintf(ok, sizeof ok, "sent: mid %lld", (long long)mid);
@@ -139,12 +170,14 @@ static void cmd_chat(struct qchat *q, char *args)
     int32_t toid;
     int rc;
 
-    if (!split_colon(args, &text) || !parse_id(args, &toid)) {
-        usage_error(q, "chat");
+    if (!cmd_split_colon(args, &text) || !cmd_parse_id(args, &toid)) {
+        cmd_usage_error(q, "chat");
         return;
     }
+    if (!qconn_ready(q))
+        return;
     rc = qclient_chat(q->c, toid, text, qchat_seq(q), &ack, q->reply_timeout_ms);
-    report_sent(q, rc, ack);
+    report_sent(q, rc, ack, (struct conv_key){ .group = false, .id = toid });
 }
 
 static void cmd_groupchat(struct qchat *q, char *args)
@@ -154,12 +187,14 @@ static void cmd_groupchat(struct qchat *q, char *args)
     int32_t gid;
     int rc;
 
-    if (!split_colon(args, &text) || !parse_id(args, &gid)) {
-        usage_error(q, "groupchat");
+    if (!cmd_split_colon(args, &text) || !cmd_parse_id(args, &gid)) {
+        cmd_usage_error(q, "groupchat");
         return;
     }
+    if (!qconn_ready(q))
+        return;
     rc = qclient_group_chat(q->c, gid, text, qchat_seq(q), &ack, q->reply_timeout_ms);
-    report_sent(q, rc, ack);
+    report_sent(q, rc, ack, (struct conv_key){ .group = true, .id = gid });
 }
 
 static void cmd_addfriend(struct qchat *q, char *args)
@@ -168,10 +203,12 @@ static void cmd_addfriend(struct qchat *q, char *args)
     int32_t id;
     int rc;
 
-    if (!parse_id(args, &id)) {
-        usage_error(q, "addfriend");
+    if (!cmd_parse_id(args, &id)) {
+        cmd_usage_error(q, "addfriend");
         return;
     }
+    if (!qconn_ready(q))
+        return;
     rc = qclient_add_friend(q->c, id, qchat_seq(q), q->reply_timeout_ms);
     snprintf(ok, sizeof ok, "friend added: id %d", id);
     out_outcome(q, rc, ok);
@@ -185,10 +222,12 @@ static void cmd_creategroup(struct qchat *q, char *args)
     int rc;
 
     if (args == NULL || *args == '\0') {
-        usage_error(q, "creategroup");
+        cmd_usage_error(q, "creategroup");
         return;
     }
-    (void)split_colon(args, &desc); /* the description may be left out */
+    (void)cmd_split_colon(args, &desc); /* the description may be left out */
+    if (!qconn_ready(q))
+        return;
     rc = qclient_create_group(q->c, args, desc, qchat_seq(q), &gid, q->reply_timeout_ms);
     snprintf(ok, sizeof ok, "group created: id %d", gid);
     out_outcome(q, rc, ok);
@@ -200,32 +239,60 @@ static void cmd_addgroup(struct qchat *q, char *args)
     int32_t gid;
     int rc;
 
-    if (!parse_id(args, &gid)) {
-        usage_error(q, "addgroup");
+    if (!cmd_parse_id(args, &gid)) {
+        cmd_usage_error(q, "addgroup");
         return;
     }
+    if (!qconn_ready(q))
+        return;
     rc = qclient_add_group(q->c, gid, qchat_seq(q), q->reply_timeout_ms);
     snprintf(ok, sizeof ok, "group joined: id %d", gid);
     out_outcome(q, rc, ok);
 }
 
+/* LOGINOUT_MSG, with "revoke": true for loginout:revoke. */
+static int send_logout(struct qchat *q, bool revoke)
+{
+    struct json_object *req = json_object_new_object();
+    int64_t seq = qchat_seq(q);
+
+    if (req != NULL &&
+        (json_object_object_add(req, "msgid", json_object_new_int(QC_LOGINOUT_MSG)) < 0 ||
+         (revoke && json_object_object_add(req, "revoke", json_object_new_boolean(1)) < 0))) {
+        json_object_put(req);
+        req = NULL;
+    }
+    return qclient_call(q->c, req, QC_ACK_MSG, seq, NULL, q->reply_timeout_ms);
+}
+
 static void cmd_loginout(struct qchat *q, char *args)
 {
-    int rc = qclient_logout(q->c, qchat_seq(q), q->reply_timeout_ms);
+    bool revoke = args != NULL && strcmp(args, "revoke") == 0;
+    int rc;
 
+    if (args != NULL && !revoke) {
+        cmd_usage_error(q, "loginout");
+        return;
+    }
+    if (!qconn_ready(q))
+        return;
+    rc = send_logout(q, revoke);
     /* Whatever the answer, this client no longer acts as logged in. */
     q->logged_in = false;
-    out_outcome(q, rc, "logged out");
+    q->reconnect_at = 0;
+    qconn_forget_credentials(q);
+    out_outcome(q, rc, revoke ? "logged out, token revoked" : "logged out");
+    qconn_close(q); /* sitting at the menu costs the server nothing */
 }
 
 static void cmd_login(struct qchat *q, char *args)
 {
     char *password;
 
-    if (!split_colon(args, &password)) {
+    if (!cmd_split_colon(args, &password)) {
         if (args != NULL)
             explicit_bzero(args, strlen(args));
-        usage_error(q, "login");
+        cmd_usage_error(q, "login");
         return;
     }
     (void)qchat_login(q, args, password);
@@ -235,10 +302,10 @@ static void cmd_register(struct qchat *q, char *args)
 {
     char *password;
 
-    if (!split_colon(args, &password) || *args == '\0') {
+    if (!cmd_split_colon(args, &password) || *args == '\0') {
         if (args != NULL)
             explicit_bzero(args, strlen(args));
-        usage_error(q, "register");
+        cmd_usage_error(q, "register");
         return;
     }
     qchat_register(q, args, password);
@@ -250,15 +317,16 @@ static void cmd_wait(struct qchat *q, char *args)
     int64_t deadline;
 
     if (!parse_number(args, 0, CMD_WAIT_MAX_MS, &ms)) {
-        usage_error(q, "wait");
+        cmd_usage_error(q, "wait");
         return;
     }
     deadline = clock_now_ms() + ms;
-    while (!q->lost) {
+    for (;;) {
         int64_t left = deadline - clock_now_ms();
 
-        if (left <= 0 || qchat_wait(q, -1, (int)left) < 0)
+        if (left <= 0)
             break;
+        (void)qchat_wait(q, -1, (int)left);
     }
 }
 
@@ -275,11 +343,27 @@ static void cmd_help(struct qchat *q, char *args)
 static const struct command commands[] = {
     { "help", "show the commands", "help", cmd_help },
     { "chat", "one-to-one chat", "chat:friendid:message", cmd_chat },
-    { "addfriend", "add a friend", "addfriend:friendid", cmd_addfriend },
+    { "addfriend", "add a friend (ask, with consent)", "addfriend:friendid", cmd_addfriend },
     { "creategroup", "create a group", "creategroup:groupname:groupdesc", cmd_creategroup },
     { "addgroup", "join a group", "addgroup:groupid", cmd_addgroup },
     { "groupchat", "group chat", "groupchat:groupid:message", cmd_groupchat },
-    { "loginout", "log out", "loginout", cmd_loginout },
+    { "loginout", "log out (revoke: end the token too)", "loginout[:revoke]", cmd_loginout },
+    { "history", "a page of a one-to-one chat", "history:userid[:before]", cmd_history },
+    { "ghistory", "a page of a group chat", "ghistory:groupid[:before]", cmd_ghistory },
+    { "convs", "conversations, unread counts", "convs", cmd_convs },
+    { "friends", "friends, requests, blocked users", "friends", cmd_friends },
+    { "accept", "accept a friend request", "accept:userid", cmd_accept },
+    { "decline", "decline a friend request", "decline:userid", cmd_decline },
+    { "unfriend", "end a friendship", "unfriend:userid", cmd_unfriend },
+    { "block", "block a user", "block:userid", cmd_block },
+    { "unblock", "unblock a user", "unblock:userid", cmd_unblock },
+    { "members", "members of a group", "members:groupid", cmd_members },
+    { "leave", "leave a group", "leave:groupid", cmd_leave },
+    { "kick", "remove a member of a group", "kick:groupid:userid", cmd_kick },
+    { "role", "make a member admin or normal", "role:groupid:userid:admin|normal", cmd_role },
+    { "rename", "rename a group", "rename:groupid:groupname", cmd_rename },
+    { "delgroup", "delete a group", "delgroup:groupid", cmd_delgroup },
+    { "passwd", "change the password", "passwd:oldpassword:newpassword", cmd_passwd },
     { "login", "log in", "login:userid:password", cmd_login },
     { "register", "register a new user", "register:username:password", cmd_register },
     { "wait", "print incoming messages for MS ms", "wait:MS", cmd_wait },
@@ -288,7 +372,7 @@ static const struct command commands[] = {
 
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
-static void usage_error(struct qchat *q, const char *name)
+void cmd_usage_error(struct qchat *q, const char *name)
 {
     size_t i;
 
@@ -302,7 +386,7 @@ void qchat_help(struct qchat *q)
     size_t i;
 
     for (i = 0; i < NCOMMANDS; i++)
-        out_line(q, "%-12s %-34s %s", commands[i].name, commands[i].help, commands[i].format);
+        out_line(q, "%-12s %-38s %s", commands[i].name, commands[i].help, commands[i].format);
 }
 
 void qchat_exec(struct qchat *q, char *line)
@@ -311,7 +395,7 @@ void qchat_exec(struct qchat *q, char *line)
     char *args = NULL;
     size_t i;
 
-    (void)split_colon(line, &args);
+    (void)cmd_split_colon(line, &args);
     for (i = 0; i < NCOMMANDS; i++) {
         if (strcmp(commands[i].name, line) == 0) {
             commands[i].run(q, args);

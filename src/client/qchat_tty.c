@@ -9,7 +9,8 @@
  * the prompt line, prints, and has libedit redraw the prompt and the
  * half-typed line with EL_REFRESH), and a heartbeat goes out when idle.
  * Passwords are read with echo off, outside libedit, and never enter the
- * history; neither do login: and register: lines.
+ * history; neither do login:, register: and passwd: lines.  The menu holds
+ * no connection: logging in or registering makes one (qchat_conn.c).
  */
 #include <errno.h>
 #include <signal.h>
@@ -28,7 +29,7 @@
 
 /* ---- reading characters for libedit ----------------------------------- */
 
-/* EL_GETCFN: one character from the terminal; 0 at EOF or when the server is gone. */
+/* EL_GETCFN: one character from the terminal; 0 at EOF. */
 static int tty_getc(EditLine *el, wchar_t *wc)
 {
     struct qchat *q;
@@ -42,8 +43,8 @@ static int tty_getc(EditLine *el, wchar_t *wc)
         size_t k;
         ssize_t n;
 
-        if (qchat_wait(q, STDIN_FILENO, -1) < 0)
-            return 0;
+        if (qchat_wait(q, STDIN_FILENO, -1) != 1)
+            return -1;
         n = read(STDIN_FILENO, &ch, 1);
         if (n == 0)
             return 0;
@@ -125,7 +126,7 @@ static void set_password_signals(void (*handler)(int))
  * Read a password of at most QC_PASSWORD_MAX bytes with echo off into out
  * (QC_PASSWORD_MAX + 1 bytes).  false at EOF or when it is too long.
  */
-static bool read_password(struct qchat *q, const char *prompt, char *out)
+bool qchat_read_password(struct qchat *q, const char *prompt, char *out)
 {
     struct termios t;
     size_t len = 0;
@@ -178,8 +179,6 @@ static bool read_password(struct qchat *q, const char *prompt, char *out)
 /* ^D at a prompt: leave, on a fresh line. */
 static void end_of_input(struct qchat *q)
 {
-    if (q->lost)
-        return;
     q->quit = true;
     fputc('\n', stdout);
     fflush(stdout);
@@ -193,17 +192,21 @@ static bool starts_with(const char *s, const char *prefix)
 /* Lines that carry a password stay out of the history. */
 static bool keep_in_history(const char *line)
 {
-    return line[0] != '\0' && !starts_with(line, "login:") && !starts_with(line, "register:");
+    return line[0] != '\0' && !starts_with(line, "login:") && !starts_with(line, "register:") &&
+           !starts_with(line, "passwd:");
 }
 
 static void command_loop(struct qchat *q)
 {
     HistEvent ev;
 
-    while (q->logged_in && !q->quit && !q->lost) {
+    /* A dropped connection keeps the session wanted (it is restored); a
+     * kick, a refused reconnect or loginout end it: back to the menu. */
+    while (q->logged_in && !q->quit) {
         char *line;
 
-        if (!qchat_drain(q)) /* what came with the last reply, before the prompt */
+        qchat_drain(q); /* what came with the last reply, before the prompt */
+        if (!q->logged_in)
             break;
         line = read_line(q, TTY_PROMPT);
         if (line == NULL) {
@@ -226,7 +229,7 @@ static void login_dialog(struct qchat *q)
 
     if (id == NULL)
         return;
-    if (read_password(q, "userpassword: ", password) && qchat_login(q, id, password) == 0)
+    if (qchat_read_password(q, "userpassword: ", password) && qchat_login(q, id, password) == 0)
         command_loop(q);
     explicit_bzero(password, sizeof password);
     free(id);
@@ -239,7 +242,7 @@ static void register_dialog(struct qchat *q)
 
     if (name == NULL)
         return;
-    if (read_password(q, "userpassword: ", password))
+    if (qchat_read_password(q, "userpassword: ", password))
         qchat_register(q, name, password);
     explicit_bzero(password, sizeof password);
     free(name);
@@ -247,7 +250,7 @@ static void register_dialog(struct qchat *q)
 
 static void menu(struct qchat *q)
 {
-    while (!q->quit && !q->lost) {
+    while (!q->quit) {
         char *choice;
 
         out_line(q, "========================");
@@ -311,9 +314,5 @@ int qchat_run_tty(struct qchat *q)
     }
     menu(q);
     editor_close(q);
-    if (q->lost) {
-        out_disconnected(q);
-        return EXIT_FAILURE;
-    }
-    return EXIT_SUCCESS;
+    return q->trouble ? EXIT_FAILURE : EXIT_SUCCESS;
 }

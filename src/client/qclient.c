@@ -663,3 +663,81 @@ int qclient_heartbeat(struct qclient *c, int64_t seq, int timeout_ms)
 {
     return transact_acked(c, request_new(QC_HEARTBEAT_MSG, seq), seq, NULL, timeout_ms);
 }
+
+/* ---- version 2 requests ----------------------------------------------- */
+
+/* The reply of a call: reply_msgid or the generic ACK, with the same seq. */
+static bool is_call_reply(struct json_object *obj, int reply_msgid, int64_t seq)
+{
+    return is_reply(obj, reply_msgid, seq) || is_reply(obj, QC_ACK_MSG, seq);
+}
+
+int qclient_call(struct qclient *c, struct json_object *req, int reply_msgid, int64_t seq,
+                 struct json_object **reply, int timeout_ms)
+{
+    int64_t deadline = deadline_after(timeout_ms);
+    struct json_object *r = NULL;
+    size_t i;
+    int rc;
+
+    if (reply != NULL)
+        *reply = NULL;
+    if (req == NULL || seq <= 0 || !request_add(req, "seq", json_object_new_int64(seq))) {
+        json_object_put(req);
+        errno = req == NULL ? ENOMEM : EINVAL;
+        return -1;
+    }
+    rc = qclient_send(c, req);
+    json_object_put(req);
+    if (rc < 0)
+        return -1;
+    for (i = 0; i < c->fifo_len && r == NULL; i++)
+        if (is_call_reply(c->fifo[(c->fifo_head + i) % c->fifo_cap], reply_msgid, seq))
+            r = fifo_take(c, i);
+    while (r == NULL) {
+        struct json_object *obj = stream_next(c, deadline);
+
+        if (obj == NULL)
+            return -1;
+        if (is_call_reply(obj, reply_msgid, seq))
+            r = obj;
+        else if (set_aside(c, obj) < 0)
+            return -1;
+    }
+    rc = reply_errno(r);
+    if (reply != NULL && rc >= 0)
+        *reply = r;
+    else
+        json_object_put(r);
+    return rc;
+}
+
+/* Add key: string when s is not NULL, key: true when flag; false on ENOMEM. */
+static bool login_add_str(struct json_object *req, const char *key, const char *s)
+{
+    return s == NULL || request_add(req, key, json_object_new_string(s));
+}
+
+static bool login_add_flag(struct json_object *req, const char *key, bool flag)
+{
+    return !flag || request_add(req, key, json_object_new_boolean(1));
+}
+
+int qclient_login_opts(struct qclient *c, int32_t id, const struct qclient_login_opts *o,
+                       struct json_object **ack, int timeout_ms)
+{
+    struct json_object *req = request_new(QC_LOGIN_MSG, 0);
+
+    if (req != NULL &&
+        (!request_add(req, "id", json_object_new_int(id)) ||
+         !login_add_str(req, "password", o->token == NULL ? o->password : NULL) ||
+         !login_add_str(req, "token", o->token) || !login_add_str(req, "device", o->device) ||
+         !login_add_flag(req, "presence", o->presence) ||
+         !login_add_flag(req, "receipts", o->receipts) ||
+         !login_add_flag(req, "typing", o->typing) ||
+         !login_add_flag(req, "token", o->want_token && o->token == NULL))) {
+        json_object_put(req);
+        req = NULL;
+    }
+    return transact(c, req, true, QC_LOGIN_MSG_ACK, 0, ack, timeout_ms);
+}

@@ -5,7 +5,8 @@
  * qchatd.  The peer is driven with the client library so that what qchat
  * sends is checked on the wire and what qchat prints is checked on its
  * stdout: register, login, chat both ways, friends, groups, group chat,
- * offline messages, errors, takeover, and a whole script piped at once.
+ * offline messages, errors, takeover, a whole script piped at once, and
+ * the reconnect after the worker holding qchat's session is killed.
  */
 #include "harness.h"
 
@@ -372,6 +373,42 @@ static void test_qchat_whole_script_piped(void **state)
     H_CHECK(strstr(p.transcript, "sent: mid ") != NULL, "outcomes printed:\n%s", p.transcript);
 }
 
+/* The worker holding qchat's session dies: qchat says so in one line and logs in again. */
+static void test_qchat_reconnects_after_worker_killed(void **state)
+{
+    static struct qchat_proc p;
+    struct h_user me, peer;
+    char want[256], line[1024];
+    qchat_start(&p);
+    qchat_register_login(&p, &me, "clr");
+    H_CHECK(h_wait_online(me.id, true, H_REPLY_MS), "qchat's user online");
+    int worker = h_worker_of(me.id);
+    pid_t pid = server_worker_pid(worker);
+    H_CHECK(pid > 0, "the pid of worker %d", worker);
+    H_CHECK(kill(pid, SIGKILL) == 0, "kill worker %d (pid %d): %s", worker, (int)pid,
+            strerror(errno));
+    qchat_expect_exact(&p, "disconnected: reconnecting", "one line for the lost connection");
+    snprintf(want, sizeof(want), "reconnected: id %d name %s", me.id, me.name);
+    qchat_expect_exact(&p, want, "the session comes back by itself");
+    H_CHECK(h_wait_online(me.id, true, H_REPLY_MS), "online again after the reconnect");
+
+    struct qclient *cp = h_new_user(&peer, "clrp");
+    qchat_cmd(&p, "chat:%d:after the crash", peer.id);
+    qchat_expect(&p, "sent", line, sizeof(line), "chat after the reconnect");
+    struct json_object *m = h_expect(cp, QC_ONE_CHAT_MSG, "peer receives it");
+    H_CHECK(h_int(m, "id") == me.id && strcmp(h_str(m, "msg"), "after the crash") == 0,
+            "chat after the reconnect: %s", h_json(m));
+    json_object_put(m);
+    qchat_cmd(&p, "quit");
+    int rc = qchat_finish(&p);
+    H_CHECK(rc == 0, "restored session, quit: exit 0, got %d; output:\n%s", rc, p.transcript);
+    /* the master restarts the worker; later tests need all of them */
+    int64_t deadline = h_now_ms() + H_START_MS;
+    while (server_worker_pid(worker) <= 0 && h_now_ms() < deadline)
+        h_sleep_ms(50);
+    H_CHECK(server_worker_pid(worker) > 0, "worker %d restarted", worker);
+}
+
 static void test_server_stops_cleanly(void **state)
 {
     h_stop_and_check_clean();
@@ -413,6 +450,7 @@ int main(void)
         QCHAT_TEST(test_qchat_friends_groups_offline),
         QCHAT_TEST(test_qchat_kicked_by_second_login),
         QCHAT_TEST(test_qchat_whole_script_piped),
+        QCHAT_TEST(test_qchat_reconnects_after_worker_killed),
         H_TEST(test_server_stops_cleanly),
     };
     h_apply_filter();
