@@ -39,12 +39,12 @@
 #define FAST_FAIL_MS   500          /* a call while it is known to be down */
 #define RECOVER_MAX_MS 10000        /* back to work after SIGCONT */
 #define POLL_MS        100
-#define SCHEMA_TABLES  9     /* the migrations' tables; the driver adds SchemaVersion */
+#define SCHEMA_TABLES  12    /* the migrations' tables; the driver adds SchemaVersion */
 #define GUARD_MS       60000 /* SIGCONT by a guard process if the test dies */
 
 static const char *const tables[SCHEMA_TABLES] = {
-    "User",           "Friend",  "AllGroup",     "GroupUser",  "OfflineMessage",
-    "OfflineDropped", "Message", "Conversation", "ConvCursor",
+    "User",    "Friend",       "AllGroup",   "GroupUser",     "OfflineMessage", "OfflineDropped",
+    "Message", "Conversation", "ConvCursor", "FriendRequest", "UserBlock",      "LoginToken",
 };
 
 static unsigned db_counter;
