@@ -41,6 +41,7 @@ RUNTIME_PKGS=libjson-c5,libhiredis0.14,libmariadb3,libsqlite3-0,libbsd0,libinih1
 say() { echo "$PROG: $*"; }
 skip() { echo "SKIP: $PROG: $*"; exit $SKIP; }
 
+[ "${SANITIZE:-}" != 1 ] || skip "not in the SANITIZE=1 pass (the units are tested with the plain build)"
 [ "$(id -u)" -eq 0 ] || skip "needs root (systemd-nspawn)"
 for tool in systemd-nspawn debootstrap nsenter; do
     command -v "$tool" >/dev/null 2>&1 ||
