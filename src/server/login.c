@@ -434,8 +434,12 @@ static void finish(struct worker *w, struct login_ctx *x)
     if (c) {
         send_reply(w, c, x);
         conn_resume(w, c);
+    } else if ((c = worker_conn(w, x->slot)) != NULL && c->cgen == x->cgen &&
+               c->state == CONN_OPEN) {
+        conn_release(w, c); /* the session was taken over meanwhile: no reply */
+        conn_resume(w, c);
     }
-    /* else the client left before its reply: its messages stay after its cursors */
+    /* the messages not sent stay after the user's cursors */
     free_ctx(x);
 }
 
