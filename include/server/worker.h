@@ -66,6 +66,7 @@ struct peer {
 };
 
 struct slab;     /* handle tables (slab.c) */
+struct storage;  /* server/storage.h */
 struct inttable; /* common/inttable.c */
 
 #define WORKER_SPARE_BUFS    64          /* reusable buffers kept per worker */
@@ -87,6 +88,8 @@ struct worker {
     struct worker_stats *stats;
     const struct store_ops *st;
     struct store *store;
+    struct storage *storage;        /* the storage thread: store calls off the loop */
+    struct loop_source storage_src; /* its eventfd: finished jobs */
 
     struct peer peers[ONLINE_MAX_WORKERS + 1]; /* + the relay, RELAY_PEER */
     bool clustered;                            /* a relay exists (redis.host set) */

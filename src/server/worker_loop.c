@@ -41,6 +41,7 @@
 #include "server/route.h"
 #include "server/service.h"
 #include "server/title.h"
+#include "server/storage.h"
 #include "server/session.h"
 #include "server/worker.h"
 #include "server/worker_loop.h"
@@ -332,6 +333,8 @@ static void __attribute__((noreturn)) finish_stop(struct worker *w)
     handoff_shutdown(w);
     pending_destroy(w);
     crypt_pool_stop(w);
+    if (w->storage)
+        storage_stop(w->storage);
     while (w->nspare > 0)
         buf_free(&w->spare[--w->nspare]);
     w->st->close(w->store);
@@ -401,6 +404,13 @@ static void on_channel_event(void *ctx, uint32_t events)
 {
     (void)events;
     read_channel(ctx);
+}
+
+static void on_storage_event(void *ctx, uint32_t events)
+{
+    struct worker *w = ctx;
+    (void)events;
+    storage_complete(w->storage);
 }
 
 static void on_crypt_event(void *ctx, uint32_t events)
@@ -474,6 +484,12 @@ int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
     w->st = store_driver(cfg->storage_driver);
     if (w->st == NULL || w->st->open(&w->store, cfg, err, sizeof err) != 0) {
         log_error("storage: %s", w->st ? err : "unknown driver");
+        return -1;
+    }
+    w->storage = storage_start(cfg, err, sizeof err);
+    if (w->storage == NULL || loop_watch(&w->loop, &w->storage_src, storage_fd(w->storage), EPOLLIN,
+                                         on_storage_event, w) < 0) {
+        log_error("storage thread: %s", w->storage ? strerror(errno) : err);
         return -1;
     }
     loop_set_on_wake(&w->loop, on_wake);
