@@ -23,18 +23,12 @@
 #include "server/offline.h"
 #include "server/pending.h"
 #include "server/reply.h"
+#include "server/request.h"
 #include "server/route.h"
 #include "server/service.h"
+#include "server/service_social.h"
 #include "server/session.h"
 #include "server/worker.h"
-
-/* One request being handled: the envelope fields every handler needs. */
-struct request {
-    struct json_object *obj;
-    int msgid;
-    const char *seq; /* serialized seq, NULL when absent */
-    char seqbuf[QC_SEQ_MAX + 1];
-};
 
 /* ---- replies ------------------------------------------------------------ */
 
@@ -422,55 +416,7 @@ static void handle_group_chat(struct worker *w, struct conn *c, const struct req
     worker_buf_give(w, &b);
 }
 
-/* ---- friends and groups ------------------------------------------------- */
-
-static void handle_add_friend(struct worker *w, struct conn *c, const struct request *r)
-{
-    int32_t fid;
-    int count = 0;
-    int err = get_id(r, "friendid", &fid);
-    if (!err && fid == c->uid)
-        err = QC_ESELF;
-    /* Friendship is mutual: both sides must have room. */
-    if (!err)
-        err = w->st->friend_count(w->store, c->uid, &count);
-    if (!err && count >= w->cfg.max_friends)
-        err = QC_ELIMIT;
-    if (!err)
-        err = w->st->friend_count(w->store, fid, &count);
-    if (!err && count >= w->cfg.max_friends)
-        err = QC_ELIMIT;
-    if (!err)
-        err = w->st->friend_add(w->store, c->uid, fid);
-    reply_result(w, c, r, err, 0);
-}
-
-static void handle_create_group(struct worker *w, struct conn *c, const struct request *r)
-{
-    const char *name, *desc = "";
-    size_t namelen, desclen = 0;
-    int32_t gid = 0;
-    int err = get_text(r, "groupname", 1, QC_NAME_MAX, &name, &namelen);
-    if (!err && json_object_object_get_ex(r->obj, "groupdesc", NULL))
-        err = get_text(r, "groupdesc", 0, QC_GROUPDESC_MAX, &desc, &desclen);
-    if (!err)
-        err = w->st->group_create(w->store, name, desc, c->uid, &gid);
-    reply_result(w, c, r, err, gid);
-}
-
-static void handle_add_group(struct worker *w, struct conn *c, const struct request *r)
-{
-    int32_t gid;
-    int count = 0;
-    int err = get_id(r, "groupid", &gid);
-    if (!err)
-        err = w->st->group_member_count(w->store, gid, &count);
-    if (!err && count >= w->cfg.max_group_members)
-        err = QC_ELIMIT;
-    if (!err)
-        err = w->st->group_join(w->store, gid, c->uid);
-    reply_result(w, c, r, err, 0);
-}
+/* ---- session ---------------------------------------------------------- */
 
 static void handle_loginout(struct worker *w, struct conn *c, const struct request *r)
 {
@@ -486,8 +432,6 @@ static void handle_heartbeat(struct worker *w, struct conn *c, const struct requ
 
 /* ---- dispatch ----------------------------------------------------------- */
 
-typedef void (*handler_fn)(struct worker *, struct conn *, const struct request *);
-
 static const struct {
     handler_fn fn;
     bool needs_session;
@@ -495,12 +439,24 @@ static const struct {
     [QC_LOGIN_MSG] = { handle_login, false },
     [QC_REG_MSG] = { handle_register, false },
     [QC_ONE_CHAT_MSG] = { handle_one_chat, true },
-    [QC_ADD_FRIEND_MSG] = { handle_add_friend, true },
-    [QC_CREATE_GROUP_MSG] = { handle_create_group, true },
-    [QC_ADD_GROUP_MSG] = { handle_add_group, true },
+    [QC_ADD_FRIEND_MSG] = { social_add_friend, true },
+    [QC_CREATE_GROUP_MSG] = { social_create_group, true },
+    [QC_ADD_GROUP_MSG] = { social_add_group, true },
     [QC_GROUP_CHAT_MSG] = { handle_group_chat, true },
     [QC_LOGINOUT_MSG] = { handle_loginout, true },
     [QC_HEARTBEAT_MSG] = { handle_heartbeat, false },
+    /* friends, blocks, groups: service_social.c */
+    [QC_FRIEND_LIST_MSG] = { social_friend_list, true },
+    [QC_FRIEND_REMOVE_MSG] = { social_friend_remove, true },
+    [QC_BLOCK_MSG] = { social_block, true },
+    [QC_UNBLOCK_MSG] = { social_unblock, true },
+    [QC_FRIEND_DECLINE_MSG] = { social_friend_decline, true },
+    [QC_GROUP_MEMBERS_MSG] = { social_group_members, true },
+    [QC_GROUP_LEAVE_MSG] = { social_group_leave, true },
+    [QC_GROUP_KICK_MSG] = { social_group_kick, true },
+    [QC_GROUP_ROLE_MSG] = { social_group_role, true },
+    [QC_GROUP_UPDATE_MSG] = { social_group_update, true },
+    [QC_GROUP_DELETE_MSG] = { social_group_delete, true },
 };
 
 /* "seq" is echoed verbatim: an integer or a short string. */
