@@ -6,9 +6,23 @@
 #ifndef QCHAT_SERVER_SERVICE_SOCIAL_H
 #define QCHAT_SERVER_SERVICE_SOCIAL_H
 
+#include <stdbool.h>
+
 struct worker;
 struct conn;
 struct request;
+
+#include "server/request.h"
+
+/*
+ * The block check of a ONE_CHAT (error 22 when either user has blocked the
+ * other), on the storage thread.  Returns true when it took the request:
+ * the check is queued and the connection waits; once it passes, handler is
+ * called again with the same request marked checked.  false: go on (already
+ * checked, or a field is bad and the handler reports it).
+ */
+bool social_chat_gate(struct worker *w, struct conn *c, const struct request *r,
+                      handler_fn handler);
 
 void social_add_friend(struct worker *w, struct conn *c, const struct request *r);
 void social_create_group(struct worker *w, struct conn *c, const struct request *r);

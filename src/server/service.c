@@ -320,6 +320,8 @@ static void handle_one_chat(struct worker *w, struct conn *c, const struct reque
     int32_t to;
     const char *text;
     size_t len;
+    if (social_chat_gate(w, c, r, handle_one_chat))
+        return; /* comes back once the block check passed */
     int err = get_id(r, "toid", &to);
     if (!err)
         err = get_text(r, "msg", 0, (size_t)w->cfg.max_text_bytes, &text, &len);

@@ -670,3 +670,83 @@ void social_group_update(struct worker *w, struct conn *c, const struct request 
 {
     named_group_request(w, c, r, OP_UPDATE);
 }
+
+/* ---- the block check of a chat ------------------------------------------ */
+
+struct chat_check {
+    struct worker *w;
+    const struct social_ops *so;
+    uint32_t slot, cgen;
+    int32_t from, to;
+    bool blocked;
+    struct json_object *obj; /* the request, held until the check returns */
+    handler_fn handler;
+};
+
+static int run_chat_check(const struct store_ops *ops, struct store *st, void *arg)
+{
+    struct chat_check *k = arg;
+    bool a = false, b = false;
+    (void)ops;
+    int err = k->so->is_blocked(st, k->to, k->from, &a);
+    if (!err && !a)
+        err = k->so->is_blocked(st, k->from, k->to, &b);
+    k->blocked = a || b;
+    return err;
+}
+
+static void chat_check_done(void *arg, int err)
+{
+    struct chat_check *k = arg;
+    struct worker *w = k->w;
+    struct conn *c = worker_conn(w, k->slot);
+    if (c != NULL && c->cgen == k->cgen && c->state == CONN_OPEN) {
+        struct request r = { .obj = k->obj, .block_checked = true };
+        struct json_object *v;
+        r.msgid = QC_ONE_CHAT_MSG;
+        if (json_object_object_get_ex(k->obj, "seq", &v)) {
+            strlcpy(r.seqbuf,
+                    json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
+                                                          JSON_C_TO_STRING_NOSLASHESCAPE),
+                    sizeof r.seqbuf);
+            r.seq = r.seqbuf;
+        }
+        if (err || k->blocked)
+            reply_error(w, c, r.msgid, r.seq, err ? err : QC_EBLOCKED);
+        else if (c->sgen != 0)
+            k->handler(w, c, &r);
+        else
+            reply_error(w, c, r.msgid, r.seq, QC_ENOTLOGGEDIN);
+        conn_resume(w, c);
+    }
+    json_object_put(k->obj);
+    free(k);
+}
+
+bool social_chat_gate(struct worker *w, struct conn *c, const struct request *r, handler_fn handler)
+{
+    int32_t to;
+    if (r->block_checked || field_id(r, "toid", &to) != 0 || to == c->uid)
+        return false;
+    struct chat_check *k = calloc(1, sizeof *k);
+    if (k == NULL) {
+        reply_error(w, c, r->msgid, r->seq, QC_EINTERNAL);
+        return true;
+    }
+    *k = (struct chat_check){ .w = w,
+                              .so = social_driver(w->cfg.storage_driver),
+                              .slot = c->slot,
+                              .cgen = c->cgen,
+                              .from = c->uid,
+                              .to = to,
+                              .obj = json_object_get(r->obj),
+                              .handler = handler };
+    if (k->so == NULL || storage_submit(w->storage, run_chat_check, chat_check_done, k) != 0) {
+        json_object_put(k->obj);
+        free(k);
+        reply_error(w, c, r->msgid, r->seq, QC_ESTORAGE);
+        return true;
+    }
+    c->busy = true;
+    return true;
+}

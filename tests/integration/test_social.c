@@ -315,6 +315,15 @@ static void test_block(void **state)
     json_object_put(la);
     json_object_put(lb);
 
+    /* Chats get 22 both ways, with seq (the ACK) and without (an error reply). */
+    refused(cb, QC_ONE_CHAT_MSG, QC_EBLOCKED, "chat to the blocker", "\"toid\":%d,\"msg\":\"x%d\"",
+            a.id, 0);
+    refused(ca, QC_ONE_CHAT_MSG, QC_EBLOCKED, "chat to the blocked", "\"toid\":%d,\"msg\":\"x%d\"",
+            b.id, 0);
+    h_send(cb, "{\"msgid\":5,\"toid\":%d,\"msg\":\"no seq\"}", a.id);
+    struct json_object *e = h_expect(cb, QC_ACK_MSG, "blocked chat without seq");
+    H_CHECK(h_int(e, "errno") == QC_EBLOCKED, "want errno 22: %s", h_json(e));
+    json_object_put(e);
     /* The blocked user's friend requests get 22, and so do the blocker's. */
     refused(cb, QC_ADD_FRIEND_MSG, QC_EBLOCKED, "request to the blocker", "\"friendid\":%d", a.id,
             0);
@@ -335,6 +344,10 @@ static void test_block(void **state)
     H_CHECK(arr_len(la, "blocked") == 0 && arr_len(la, "friends") == 0,
             "unblocking does not restore the friendship: %s", h_json(la));
     json_object_put(la);
+    ok(cb, QC_ONE_CHAT_MSG, "chat after unblock", "\"toid\":%d,\"msg\":\"y%d\"", a.id, 0);
+    struct json_object *m = h_expect(ca, QC_ONE_CHAT_MSG, "the chat arrives");
+    H_CHECK(h_int(m, "id") == b.id, "from b: %s", h_json(m));
+    json_object_put(m);
     ok(cb, QC_ADD_FRIEND_MSG, "a request after unblock", "\"friendid\":%d", a.id, 0);
     json_object_put(h_expect(ca, QC_FRIEND_REQUEST_MSG, "request reaches a again"));
 }
