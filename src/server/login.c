@@ -21,8 +21,10 @@
 #include "server/route.h"
 #include "server/session.h"
 #include "server/worker.h"
+#include "store/social.h"
 
-#define LOGIN_CHECK_MAX (IPC_MAX_PACKET / sizeof(int32_t)) /* ids asked of Redis at once */
+#define LOGIN_ITEM_SLACK 16 /* an item as a string: quotes, comma; escaping is bounded by 2x */
+#define LOGIN_CHECK_MAX  (IPC_MAX_PACKET / sizeof(int32_t)) /* ids asked of Redis at once */
 
 enum person_state { STATE_UNKNOWN = 0, STATE_ONLINE, STATE_OFFLINE };
 
@@ -162,17 +164,29 @@ static void free_ctx(struct login_ctx *x)
     free(x);
 }
 
+/* One row of social login_groups: rows come grouped by group, members in join order. */
+static void add_group_row(void *arg, int32_t gid, const char *gname, const char *gdesc, int32_t uid,
+                          const char *name, const char *role)
+{
+    struct login_ctx *x = arg;
+    if (x->err)
+        return;
+    if (x->ngroups == 0 || x->groups[x->ngroups - 1].id != gid) {
+        add_group(x, gid, gname, gdesc);
+        if (x->err)
+            return;
+    }
+    void *member_arg[2] = { &x->groups[x->ngroups - 1], x };
+    add_member(member_arg, uid, name, role);
+}
+
+/* Friends and groups with every member: two queries, however many groups. */
 static int collect(struct worker *w, struct login_ctx *x)
 {
-    int err = w->st->friend_list(w->store, x->uid, add_friend, x);
+    const struct social_ops *so = social_driver(w->cfg.storage_driver);
+    int err = so ? so->friends(w->store, x->uid, add_friend, x) : QC_EINTERNAL;
     if (!err && !x->err)
-        err = w->st->user_groups(w->store, x->uid, add_group, x);
-    for (size_t i = 0; i < x->ngroups && !err && !x->err; i++) {
-        void *arg[2] = { &x->groups[i], x };
-        err = w->st->group_members(w->store, x->groups[i].id, add_member, arg);
-        if (err == QC_ENOGROUP)
-            err = 0; /* deleted meanwhile: listed empty */
-    }
+        err = so->login_groups(w->store, x->uid, add_group_row, x);
     /* Taken last: once deleted from storage, the messages ride in the stash. */
     if (!err && !x->err)
         err = w->st->offline_take(w->store, x->uid, add_offline, x, &x->dropped);
@@ -234,6 +248,16 @@ static const char *state_text(struct worker *w, const struct login_ctx *x, int32
 
 /* ---- serialize ---------------------------------------------------------- */
 
+/*
+ * Whether one more list item of item_len bytes keeps the reply within
+ * limits.max_login_reply_bytes; what does not fit is left out (logged),
+ * the lists being available in full by FRIEND_LIST and GROUP_MEMBERS.
+ */
+static bool list_item_fits(struct worker *w, const struct jsonw *jw, size_t item_len)
+{
+    return buf_used(jw->b) + item_len <= (size_t)w->cfg.max_login_reply_bytes;
+}
+
 static void string_item(struct jsonw *outer, struct buf *item, struct jsonw *iw)
 {
     if (jsonw_end(iw) == 0)
@@ -255,6 +279,12 @@ static void write_friends(struct worker *w, const struct login_ctx *x, struct js
         jsonw_int(&iw, "id", x->friends[i].id);
         jsonw_str(&iw, "name", x->friends[i].name);
         jsonw_str(&iw, "state", state_text(w, x, x->friends[i].id));
+        if (!list_item_fits(w, jw, 2 * buf_used(item) + LOGIN_ITEM_SLACK)) {
+            log_warning("user %d: login reply over limits.max_login_reply_bytes: %zu of %zu "
+                        "friend(s) left out",
+                        x->uid, x->nfriends - i, x->nfriends);
+            break;
+        }
         string_item(jw, item, &iw);
     }
     jsonw_array_end(jw);
@@ -288,6 +318,12 @@ static void write_groups(struct worker *w, const struct login_ctx *x, struct jso
             string_item(&gw, member, &uw);
         }
         jsonw_array_end(&gw);
+        if (!list_item_fits(w, jw, 2 * buf_used(item) + LOGIN_ITEM_SLACK)) {
+            log_warning("user %d: login reply over limits.max_login_reply_bytes: %zu of %zu "
+                        "group(s) left out",
+                        x->uid, x->ngroups - i, x->ngroups);
+            break;
+        }
         string_item(jw, item, &gw);
     }
     jsonw_array_end(jw);

@@ -18,11 +18,13 @@
 
 #define NO_SUCH_ID   2147480000 /* an id no test run registers */
 #define MAX_GROUPS   3          /* limits.max_groups for this server */
+#define REPLY_CAP    4096       /* limits.max_login_reply_bytes for this server */
+#define BIG_MEMBERS  12         /* members of each group in the login-size test */
 #define BURST        8          /* connections opened at once to spread over workers */
 #define BURST_ROUNDS 10         /* bursts tried */
 
 static const char *const consent_yes[] = { "social.friend_consent=yes", "limits.max_groups=3",
-                                           NULL };
+                                           "limits.max_login_reply_bytes=4096", NULL };
 static const char *const consent_no[] = { "social.friend_consent=no", NULL };
 
 /* ---- helpers ---------------------------------------------------------- */
@@ -578,6 +580,43 @@ static void test_max_groups(void **state)
             0, 0);
 }
 
+/* The login's groups list (one query) stays within limits.max_login_reply_bytes. */
+static void test_login_lists_within_reply_cap(void **state)
+{
+    struct h_user a, m;
+    struct qclient *ca = h_new_user(&a, "cap");
+    int32_t gid[MAX_GROUPS];
+    for (int g = 0; g < MAX_GROUPS; g++) {
+        char name[H_NAME_LEN];
+        h_unique_name(name, sizeof name, "cap");
+        struct json_object *ack = h_request(ca, QC_CREATE_GROUP_MSG, 0, "CREATE_GROUP",
+                                            "\"groupname\":%s,\"groupdesc\":%s", h_q(name),
+                                            h_q(h_fill('d', QC_GROUPDESC_MAX, "")));
+        gid[g] = (int32_t)h_int(ack, "groupid");
+        json_object_put(ack);
+    }
+    for (int i = 0; i < BIG_MEMBERS; i++) {
+        struct qclient *cm = h_new_user(&m, "capmember_with_a_long_name");
+        for (int g = 0; g < MAX_GROUPS; g++)
+            ok(cm, QC_ADD_GROUP_MSG, "join", "\"groupid\":%d", gid[g], 0);
+        h_close(cm);
+    }
+    h_close(ca);
+    struct json_object *ack = NULL;
+    ca = h_login(&a, &ack);
+    size_t len = strlen(json_object_to_json_string_ext(ack, JSON_C_TO_STRING_PLAIN |
+                                                                JSON_C_TO_STRING_NOSLASHESCAPE));
+    size_t n = h_arr_len_opt(ack, "groups");
+    H_CHECK(len <= REPLY_CAP, "login reply of %zu bytes over the cap %d", len, REPLY_CAP);
+    H_CHECK(n >= 1 && n < MAX_GROUPS, "want some but not all %d groups within the cap, got %zu",
+            MAX_GROUPS, n);
+    struct json_object *g = h_parse_item(h_arr(ack, "groups"), 0, "group item");
+    H_CHECK(json_object_array_length(h_arr(g, "users")) == BIG_MEMBERS + 1,
+            "a listed group has all its members: %s", h_json(g));
+    json_object_put(g);
+    json_object_put(ack);
+}
+
 static void test_bad_requests_keep_connection(void **state)
 {
     struct h_user a;
@@ -646,6 +685,7 @@ int main(void)
         H_TEST(test_group_leave_hands_over_and_deletes),
         H_TEST(test_group_delete),
         H_TEST(test_max_groups),
+        H_TEST(test_login_lists_within_reply_cap),
         H_TEST(test_bad_requests_keep_connection),
         H_TEST(test_consent_no),
     };
