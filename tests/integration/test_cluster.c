@@ -532,6 +532,40 @@ static void test_group_chat_members_on_both_nodes(void **state)
     h_expect_quiet(c, "offline member after login");
 }
 
+/* GROUP_EVENT_MSG 47 crosses nodes through the relay: joined, role, kicked. */
+static void test_group_events_across_nodes(void **state)
+{
+    struct h_user a, b;
+    new_user(&a, "gea");
+    new_user(&b, "geb");
+    struct qclient *ca = login_on(NODE_A, &a, true, NULL);
+    struct qclient *cb = login_on(NODE_B, &b, true, NULL);
+    int32_t gid = create_group(ca, "ge");
+    join_group(cb, gid);
+    struct json_object *e = h_expect(ca, QC_GROUP_EVENT_MSG, "joined, from the other node");
+    H_CHECK(h_int(e, "groupid") == gid && strcmp(h_str(e, "event"), "joined") == 0 &&
+                h_int(e, "userid") == b.id && h_int(e, "by") == b.id,
+            "joined event across nodes: %s", h_json(e));
+    json_object_put(e);
+    json_object_put(h_request(ca, QC_GROUP_ROLE_MSG, 0, "ROLE",
+                              "\"groupid\":%d,\"userid\":%d,\"role\":\"admin\"", gid, b.id));
+    e = h_expect(cb, QC_GROUP_EVENT_MSG, "role, from the other node");
+    H_CHECK(strcmp(h_str(e, "event"), "role") == 0 && h_int(e, "userid") == b.id &&
+                h_int(e, "by") == a.id && strcmp(h_str(e, "role"), "admin") == 0,
+            "role event across nodes: %s", h_json(e));
+    json_object_put(e);
+    json_object_put(
+        h_request(ca, QC_GROUP_KICK_MSG, 0, "KICK", "\"groupid\":%d,\"userid\":%d", gid, b.id));
+    e = h_expect(cb, QC_GROUP_EVENT_MSG, "kicked, from the other node");
+    H_CHECK(strcmp(h_str(e, "event"), "kicked") == 0 && h_int(e, "userid") == b.id &&
+                h_int(e, "by") == a.id,
+            "kicked event across nodes: %s", h_json(e));
+    json_object_put(e);
+    json_object_put(h_request(cb, QC_GROUP_CHAT_MSG, QC_ENOTMEMBER, "post after the kick",
+                              "\"groupid\":%d,\"msg\":\"x\"", gid));
+    h_expect_quiet(ca, "nothing more for the creator");
+}
+
 /* ---- presence -------------------------------------------------------------- */
 
 static void test_presence_across_nodes(void **state)
@@ -1326,6 +1360,7 @@ int main(void)
         C_TEST(test_chat_through_nginx),
         C_TEST(test_chat_right_after_login_is_live),
         C_TEST(test_group_chat_members_on_both_nodes),
+        C_TEST(test_group_events_across_nodes),
         C_TEST(test_presence_across_nodes),
         C_TEST(test_takeover_across_nodes),
         C_TEST(test_offline_messages_stored_by_the_other_node),
