@@ -27,6 +27,7 @@
 #include "server/guard.h"
 #include "server/online.h"
 #include "server/proc.h"
+#include "server/storage.h"
 #include "server/worker_loop.h"
 #include "worker_setup.h"
 
@@ -50,15 +51,16 @@ static void drain(int fd)
 }
 
 /*
- * Password jobs run on threads: wait for them like the loop would.  poll is
+ * Password jobs and store work run on threads: wait for them like the loop would.  poll is
  * retried on EINTR (libFuzzer's -timeout ticks with SIGALRM).
  */
 static void wait_for_jobs(struct conn *c, int peer)
 {
     int64_t deadline = clock_now_ms() + FUZZ_JOB_WAIT_MS;
     while (c->state == CONN_OPEN && c->busy) {
-        struct pollfd p = { .fd = worker.crypt_fd, .events = POLLIN };
-        int n = poll(&p, 1, FUZZ_JOB_WAIT_MS);
+        struct pollfd p[2] = { { .fd = worker.crypt_fd, .events = POLLIN },
+                               { .fd = storage_fd(worker.storage), .events = POLLIN } };
+        int n = poll(p, 2, FUZZ_JOB_WAIT_MS);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0 && clock_now_ms() >= deadline) {
@@ -67,6 +69,8 @@ static void wait_for_jobs(struct conn *c, int peer)
             abort(); /* a job that never comes back is a bug */
         }
         worker_finish_crypt_jobs(&worker);
+        if (p[1].revents & POLLIN)
+            storage_complete(worker.storage); /* social requests' store work */
         worker_end_turn(&worker);
         drain(peer);
     }
