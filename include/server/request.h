@@ -6,8 +6,6 @@
 #ifndef QCHAT_SERVER_REQUEST_H
 #define QCHAT_SERVER_REQUEST_H
 
-#include <stdbool.h>
-
 #include "common/proto.h"
 
 struct json_object;
@@ -19,7 +17,6 @@ struct request {
     int msgid;
     const char *seq; /* serialized seq, NULL when absent */
     char seqbuf[QC_SEQ_MAX + 1];
-    bool block_checked; /* a chat whose block check already ran (service_social.c) */
 };
 
 /* A handler of one message id (the dispatch table of service.c). */

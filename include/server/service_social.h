@@ -7,6 +7,7 @@
 #define QCHAT_SERVER_SERVICE_SOCIAL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct worker;
 struct conn;
@@ -15,14 +16,19 @@ struct request;
 #include "server/request.h"
 
 /*
- * The block check of a ONE_CHAT (error 22 when either user has blocked the
- * other), on the storage thread.  Returns true when it took the request:
- * the check is queued and the connection waits; once it passes, handler is
- * called again with the same request marked checked.  false: go on (already
- * checked, or a field is bad and the handler reports it).
+ * The block check of a request to one user named by "toid" (ONE_CHAT, and
+ * TYPING when it comes), from the session's cache (blockcache.h): true when
+ * it answered error 22 (either user blocked the other); false: go on.
  */
-bool social_chat_gate(struct worker *w, struct conn *c, const struct request *r,
-                      handler_fn handler);
+bool social_chat_gate(struct worker *w, struct conn *c, const struct request *r);
+/* A session started on c: load its blocks for the chat check, off the loop. */
+void social_session_started(struct worker *w, struct conn *c);
+/*
+ * A notice for c's session (route_notice's payload): true when it was the
+ * internal notice of a BLOCK / UNBLOCK by another user, taken here and
+ * never shown to the client.
+ */
+bool social_notice(struct worker *w, struct conn *c, const char *payload, size_t len);
 
 void social_add_friend(struct worker *w, struct conn *c, const struct request *r);
 void social_create_group(struct worker *w, struct conn *c, const struct request *r);

@@ -226,6 +226,7 @@ static bool finish_login(struct worker *w, struct conn *c, const struct crypt_jo
         reply_request_error(w, c, r, err);
         return true;
     }
+    social_session_started(w, c);
 
     return login_reply_start(w, c, u.id, u.name, r->seq);
 }
@@ -320,8 +321,8 @@ static void handle_one_chat(struct worker *w, struct conn *c, const struct reque
     int32_t to;
     const char *text;
     size_t len;
-    if (social_chat_gate(w, c, r, handle_one_chat))
-        return; /* comes back once the block check passed */
+    if (social_chat_gate(w, c, r))
+        return; /* error 22: one of the two blocked the other */
     int err = get_id(r, "toid", &to);
     if (!err)
         err = get_text(r, "msg", 0, (size_t)w->cfg.max_text_bytes, &text, &len);
@@ -536,4 +537,5 @@ void service_dispatch(struct worker *w, struct conn *c, struct json_object *obj)
 void service_install(struct worker *w)
 {
     w->hooks.request = service_dispatch;
+    w->hooks.notice = social_notice;
 }

@@ -23,6 +23,7 @@
 
 #include "common/jsonw.h"
 #include "common/log.h"
+#include "server/blockcache.h"
 #include "server/conn.h"
 #include "server/reply.h"
 #include "server/request.h"
@@ -42,6 +43,7 @@ enum social_op {
     OP_BLOCK,
     OP_UNBLOCK,
     OP_DECLINE,
+    OP_LOAD_BLOCKS, /* a session started: its blocks for blockcache.c */
     OP_CREATE_GROUP,
     OP_ADD_GROUP,
     OP_MEMBERS,
@@ -72,7 +74,7 @@ struct social_job {
     struct worker *w;
     const struct social_ops *so;
     enum social_op op;
-    uint32_t slot, cgen;
+    uint32_t slot, cgen, sgen;
     int32_t uid;
     char uname[QC_NAME_MAX + 1];
     int msgid;
@@ -205,6 +207,14 @@ static int run_friend_op(struct social_job *j, const struct store_ops *ops, stru
     case OP_BLOCK: return j->so->block(st, j->uid, j->target);
     case OP_UNBLOCK: return j->so->unblock(st, j->uid, j->target);
     case OP_DECLINE: return j->so->friend_decline(st, j->uid, j->target);
+    case OP_LOAD_BLOCKS: {
+        int err = j->so->blocked_list(st, j->uid, collect_user, &j->lists[LIST_BLOCKED]);
+        if (!err)
+            err = j->so->blocked_by(st, j->uid, collect_user, &j->lists[LIST_IN]);
+        if (!err)
+            err = j->lists[LIST_BLOCKED].err ? j->lists[LIST_BLOCKED].err : j->lists[LIST_IN].err;
+        return err;
+    }
     default: return QC_EINTERNAL;
     }
 }
@@ -329,6 +339,10 @@ static void push_group_event(struct worker *w, const struct social_job *j, const
     worker_buf_give(w, &b);
 }
 
+/* Blocks on the chat path: defined with the chat check below. */
+static void update_blocks(struct worker *w, const struct social_job *j);
+static void blocks_loaded(struct worker *w, const struct social_job *j, int err);
+
 static void push_outcome(struct worker *w, const struct social_job *j)
 {
     switch (j->op) {
@@ -351,6 +365,8 @@ static void push_outcome(struct worker *w, const struct social_job *j)
         push_group_event(w, j, event_name(j->op), j->op == OP_KICK ? j->target : j->uid, NULL);
         break;
     case OP_ROLE: push_group_event(w, j, "role", j->target, j->role); break;
+    case OP_BLOCK:
+    case OP_UNBLOCK: update_blocks(w, j); break;
     default: break;
     }
 }
@@ -431,6 +447,11 @@ static void job_done(void *arg, int err)
 {
     struct social_job *j = arg;
     struct worker *w = j->w;
+    if (j->op == OP_LOAD_BLOCKS) {
+        blocks_loaded(w, j, err); /* no request waits for it */
+        job_free(j);
+        return;
+    }
     if (!err)
         push_outcome(w, j);
     struct conn *c = worker_conn(w, j->slot);
@@ -455,6 +476,7 @@ static struct social_job *new_job(struct worker *w, struct conn *c, const struct
     j->op = op;
     j->slot = c->slot;
     j->cgen = c->cgen;
+    j->sgen = c->sgen;
     j->uid = c->uid;
     strlcpy(j->uname, c->name, sizeof j->uname);
     j->msgid = r->msgid;
@@ -671,82 +693,81 @@ void social_group_update(struct worker *w, struct conn *c, const struct request 
     named_group_request(w, c, r, OP_UPDATE);
 }
 
-/* ---- the block check of a chat ------------------------------------------ */
+/* ---- blocks on the chat path (blockcache.c) ------------------------------ */
 
-struct chat_check {
-    struct worker *w;
-    const struct social_ops *so;
-    uint32_t slot, cgen;
-    int32_t from, to;
-    bool blocked;
-    struct json_object *obj; /* the request, held until the check returns */
-    handler_fn handler;
-};
+/*
+ * The notice one session's BLOCK / UNBLOCK sends to the other user's
+ * session, through route_notice (any worker, any node): never shown to a
+ * client, taken by social_notice.  Its msgid is not a protocol id.
+ */
+#define BLOCK_NOTICE_PREFIX "{\"msgid\":-1,"
 
-static int run_chat_check(const struct store_ops *ops, struct store *st, void *arg)
-{
-    struct chat_check *k = arg;
-    bool a = false, b = false;
-    (void)ops;
-    int err = k->so->is_blocked(st, k->to, k->from, &a);
-    if (!err && !a)
-        err = k->so->is_blocked(st, k->from, k->to, &b);
-    k->blocked = a || b;
-    return err;
-}
-
-static void chat_check_done(void *arg, int err)
-{
-    struct chat_check *k = arg;
-    struct worker *w = k->w;
-    struct conn *c = worker_conn(w, k->slot);
-    if (c != NULL && c->cgen == k->cgen && c->state == CONN_OPEN) {
-        struct request r = { .obj = k->obj, .block_checked = true };
-        struct json_object *v;
-        r.msgid = QC_ONE_CHAT_MSG;
-        if (json_object_object_get_ex(k->obj, "seq", &v)) {
-            strlcpy(r.seqbuf,
-                    json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN |
-                                                          JSON_C_TO_STRING_NOSLASHESCAPE),
-                    sizeof r.seqbuf);
-            r.seq = r.seqbuf;
-        }
-        if (err || k->blocked)
-            reply_error(w, c, r.msgid, r.seq, err ? err : QC_EBLOCKED);
-        else if (c->sgen != 0)
-            k->handler(w, c, &r);
-        else
-            reply_error(w, c, r.msgid, r.seq, QC_ENOTLOGGEDIN);
-        conn_resume(w, c);
-    }
-    json_object_put(k->obj);
-    free(k);
-}
-
-bool social_chat_gate(struct worker *w, struct conn *c, const struct request *r, handler_fn handler)
+bool social_chat_gate(struct worker *w, struct conn *c, const struct request *r)
 {
     int32_t to;
-    if (r->block_checked || field_id(r, "toid", &to) != 0 || to == c->uid)
+    if (field_id(r, "toid", &to) != 0 || !blockcache_blocked(c, to))
         return false;
-    struct chat_check *k = calloc(1, sizeof *k);
-    if (k == NULL) {
-        reply_error(w, c, r->msgid, r->seq, QC_EINTERNAL);
-        return true;
-    }
-    *k = (struct chat_check){ .w = w,
-                              .so = social_driver(w->cfg.storage_driver),
-                              .slot = c->slot,
-                              .cgen = c->cgen,
-                              .from = c->uid,
-                              .to = to,
-                              .obj = json_object_get(r->obj),
-                              .handler = handler };
-    if (k->so == NULL || storage_submit(w->storage, run_chat_check, chat_check_done, k) != 0) {
-        json_object_put(k->obj);
-        free(k);
-        reply_error(w, c, r->msgid, r->seq, QC_ESTORAGE);
-        return true;
-    }
-    c->busy = true;
+    reply_error(w, c, r->msgid, r->seq, QC_EBLOCKED);
     return true;
+}
+
+static void send_block_notice(struct worker *w, const struct social_job *j)
+{
+    struct buf b = worker_buf_take(w);
+    if (buf_printf(&b, BLOCK_NOTICE_PREFIX "\"blockedby\":%d,\"on\":%d}\n", j->uid,
+                   j->op == OP_BLOCK) >= 0)
+        route_notice(w, j->target, buf_head(&b), buf_used(&b));
+    worker_buf_give(w, &b);
+}
+
+/* The requester's own set, and the other side's through a notice. */
+static void update_blocks(struct worker *w, const struct social_job *j)
+{
+    struct conn *c = worker_conn(w, j->slot);
+    if (c != NULL && c->cgen == j->cgen)
+        blockcache_set(c, BLOCKS_MINE, j->target, j->op == OP_BLOCK);
+    send_block_notice(w, j);
+}
+
+bool social_notice(struct worker *w, struct conn *c, const char *payload, size_t len)
+{
+    size_t plen = strlen(BLOCK_NOTICE_PREFIX);
+    (void)w;
+    if (len < plen || memcmp(payload, BLOCK_NOTICE_PREFIX, plen) != 0)
+        return false;
+    struct json_object *o = json_tokener_parse(payload), *by, *on;
+    if (o != NULL && json_object_object_get_ex(o, "blockedby", &by) &&
+        json_object_object_get_ex(o, "on", &on))
+        blockcache_set(c, BLOCKS_OF_ME, json_object_get_int(by), json_object_get_int(on) != 0);
+    json_object_put(o);
+    return true;
+}
+
+static void blocks_loaded(struct worker *w, const struct social_job *j, int err)
+{
+    struct conn *c = worker_conn(w, j->slot);
+    if (c == NULL || c->cgen != j->cgen || c->sgen != j->sgen)
+        return; /* that session is over */
+    if (err) {
+        log_warning("user %d: blocks not loaded (%s): chats are not checked", j->uid,
+                    qc_strerror(err));
+        return;
+    }
+    for (size_t i = 0; i < j->lists[LIST_BLOCKED].n; i++)
+        blockcache_set(c, BLOCKS_MINE, j->lists[LIST_BLOCKED].v[i].id, true);
+    for (size_t i = 0; i < j->lists[LIST_IN].n; i++)
+        blockcache_set(c, BLOCKS_OF_ME, j->lists[LIST_IN].v[i].id, true);
+    blockcache_loaded(c);
+}
+
+void social_session_started(struct worker *w, struct conn *c)
+{
+    blockcache_begin(c);
+    struct request r = { .msgid = QC_LOGIN_MSG };
+    struct social_job *j = new_job(w, c, &r, OP_LOAD_BLOCKS);
+    if (j == NULL || j->so == NULL || storage_submit(w->storage, run_job, job_done, j) != 0) {
+        log_warning("user %d: blocks not loaded (storage queue): chats are not checked", c->uid);
+        if (j)
+            job_free(j);
+    }
 }

@@ -338,6 +338,10 @@ static void test_block(void **state)
     h_expect_quiet(ca, "no presence from a blocked user");
     cb = h_login_presence(&b, NULL);
     h_expect_quiet(ca, "still none at its login");
+    /* Its new session learnt the block from the store (a list request orders after the load). */
+    json_object_put(friend_list(cb));
+    refused(cb, QC_ONE_CHAT_MSG, QC_EBLOCKED, "chat to the blocker after a new login",
+            "\"toid\":%d,\"msg\":\"x%d\"", a.id, 1);
 
     ok(ca, QC_UNBLOCK_MSG, "unblock", "\"userid\":%d", b.id, 0);
     refused(ca, QC_UNBLOCK_MSG, QC_ENOUSER, "unblock twice", "\"userid\":%d", b.id, 0);
