@@ -24,7 +24,23 @@ enum qc_msgid {
     QC_KICK_MSG = 12,      /* reason: the session was taken over        */
     QC_PRESENCE_MSG = 13,  /* id, name, state ("online" | "offline")   */
     QC_HEARTBEAT_MSG = 14, /* request; answered by an ACK (req 14)     */
-    QC_MSGID_MAX = 14
+    /* version 2: friends with consent, blocking, group administration (issue 12) */
+    QC_FRIEND_LIST_MSG = 30,       /* -> 31 friends, requests_in, requests_out, blocked */
+    QC_FRIEND_LIST_MSG_ACK = 31,   /* errno, the four arrays of objects      */
+    QC_FRIEND_REMOVE_MSG = 32,     /* friendid                               */
+    QC_BLOCK_MSG = 33,             /* userid                                 */
+    QC_UNBLOCK_MSG = 34,           /* userid                                 */
+    QC_FRIEND_REQUEST_MSG = 35,    /* push: id, name (asks to be your friend) */
+    QC_FRIEND_DECLINE_MSG = 36,    /* friendid                               */
+    QC_GROUP_MEMBERS_MSG = 40,     /* groupid -> 41                          */
+    QC_GROUP_MEMBERS_MSG_ACK = 41, /* errno, groupid, users [{id,name,state,role}] */
+    QC_GROUP_LEAVE_MSG = 42,       /* groupid                                */
+    QC_GROUP_KICK_MSG = 43,        /* groupid, userid                        */
+    QC_GROUP_ROLE_MSG = 44,        /* groupid, userid, role                  */
+    QC_GROUP_UPDATE_MSG = 45,      /* groupid, groupname and/or groupdesc    */
+    QC_GROUP_DELETE_MSG = 46,      /* groupid                                */
+    QC_GROUP_EVENT_MSG = 47,       /* push: groupid, event, userid, by       */
+    QC_MSGID_MAX = 47
 };
 
 /* Stable error numbers, carried in "errno". */

@@ -47,6 +47,8 @@ struct worker_hooks {
     /* pending.c: a request's outcome is known (reply.c) */
     void (*answer)(struct worker *w, struct conn *c, int msgid, const char *seq, int err,
                    int64_t mid, int32_t groupid, int64_t cseq);
+    /* peer.c, route.c: a notice for c's session; true if taken (service_social.c) */
+    bool (*notice)(struct worker *w, struct conn *c, const char *payload, size_t len);
     /* peer.c, route.c: a session here was taken over (session.c) */
     void (*kick)(struct worker *w, int32_t uid, uint32_t slot, uint32_t gen, const char *reason);
     /* peer.c: the relay's answers, continuations of a login (login.c) */

@@ -31,8 +31,10 @@
 #include "server/route.h"
 #include "server/session.h"
 #include "server/worker.h"
+#include "store/social.h"
 
-#define LOGIN_CHECK_MAX (IPC_MAX_PACKET / sizeof(int32_t)) /* ids asked of Redis at once */
+#define LOGIN_ITEM_SLACK 16 /* an item as a string: quotes, comma; escaping is bounded by 2x */
+#define LOGIN_CHECK_MAX  (IPC_MAX_PACKET / sizeof(int32_t)) /* ids asked of Redis at once */
 
 enum person_state { STATE_UNKNOWN = 0, STATE_ONLINE, STATE_OFFLINE };
 
@@ -332,6 +334,16 @@ static const char *state_text(struct worker *w, const struct login_ctx *x, int32
 
 /* ---- serialize ---------------------------------------------------------- */
 
+/*
+ * Whether one more list item of item_len bytes keeps the reply within
+ * limits.max_login_reply_bytes; what does not fit is left out (logged),
+ * the lists being available in full by FRIEND_LIST and GROUP_MEMBERS.
+ */
+static bool list_item_fits(struct worker *w, const struct jsonw *jw, size_t item_len)
+{
+    return buf_used(jw->b) + item_len <= (size_t)w->cfg.max_login_reply_bytes;
+}
+
 static void string_item(struct jsonw *outer, struct buf *item, struct jsonw *iw)
 {
     if (jsonw_end(iw) == 0)
@@ -353,6 +365,12 @@ static void write_friends(struct worker *w, const struct login_ctx *x, struct js
         jsonw_int(&iw, "id", x->friends[i].id);
         jsonw_str(&iw, "name", x->friends[i].name);
         jsonw_str(&iw, "state", state_text(w, x, x->friends[i].id));
+        if (!list_item_fits(w, jw, 2 * buf_used(item) + LOGIN_ITEM_SLACK)) {
+            log_warning("user %d: login reply over limits.max_login_reply_bytes: %zu of %zu "
+                        "friend(s) left out",
+                        x->uid, x->nfriends - i, x->nfriends);
+            break;
+        }
         string_item(jw, item, &iw);
     }
     jsonw_array_end(jw);
@@ -386,6 +404,12 @@ static void write_groups(struct worker *w, const struct login_ctx *x, struct jso
             string_item(&gw, member, &uw);
         }
         jsonw_array_end(&gw);
+        if (!list_item_fits(w, jw, 2 * buf_used(item) + LOGIN_ITEM_SLACK)) {
+            log_warning("user %d: login reply over limits.max_login_reply_bytes: %zu of %zu "
+                        "group(s) left out",
+                        x->uid, x->ngroups - i, x->ngroups);
+            break;
+        }
         string_item(jw, item, &gw);
     }
     jsonw_array_end(jw);

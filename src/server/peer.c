@@ -168,7 +168,7 @@ static void on_deliver(void *ctx, uint32_t link, const struct ipc_msg *m)
     if (c == NULL)
         c = conn_local_session(w, d->uid);
     if (d->flags & IPC_F_NOTICE) {
-        if (c && c->presence)
+        if (c && !(w->hooks.notice && w->hooks.notice(w, c, m->tail, m->tail_len)) && c->presence)
             conn_send(w, c, m->tail, m->tail_len);
         return;
     }

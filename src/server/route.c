@@ -138,7 +138,7 @@ void route_notice(struct worker *w, int32_t uid, const char *payload, size_t len
     }
     if (loc.worker == w->index) {
         struct conn *c = conn_of_session(w, uid, loc.slot, loc.gen);
-        if (c && c->presence)
+        if (c && !(w->hooks.notice && w->hooks.notice(w, c, payload, len)) && c->presence)
             conn_send(w, c, payload, len);
         return;
     }

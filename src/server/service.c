@@ -23,21 +23,15 @@
 #include "server/offline.h"
 #include "server/pending.h"
 #include "server/reply.h"
+#include "server/request.h"
 #include "server/route.h"
 #include "server/service.h"
 #include "server/service_async.h"
 #include "server/service_chat.h"
+#include "server/service_social.h"
 #include "server/session.h"
 #include "server/storage.h"
 #include "server/worker.h"
-
-/* One request being handled: the envelope fields every handler needs. */
-struct request {
-    struct json_object *obj;
-    int msgid;
-    const char *seq; /* serialized seq, NULL when absent */
-    char seqbuf[QC_SEQ_MAX + 1];
-};
 
 /* ---- replies ------------------------------------------------------------ */
 
@@ -293,6 +287,7 @@ static bool finish_login(struct worker *w, struct conn *c, const struct crypt_jo
         reply_request_error(w, c, r, err);
         return true;
     }
+    social_session_started(w, c);
 
     return login_reply_start(w, c, u.id, u.name, r->seq);
 }
@@ -391,143 +386,12 @@ void service_crypt_done(struct worker *w, struct crypt_job *job)
 /* The chat path of the log lives in service_chat.c. */
 static void handle_chat(struct worker *w, struct conn *c, const struct request *r)
 {
+    if (r->msgid == QC_ONE_CHAT_MSG && social_chat_gate(w, c, r))
+        return; /* error 22: one of the two blocked the other */
     service_chat(w, c, r->obj, r->msgid, r->seq);
 }
 
-/* ---- friends and groups ------------------------------------------------- */
-
-/*
- * ADD_FRIEND, CREATE_GROUP, ADD_GROUP: validated here, done on the storage
- * thread (service_async.c), answered when the store has answered.
- */
-struct social_req {
-    struct request r; /* msgid and seq (obj is gone by then) */
-    int32_t uid;      /* the session's user */
-    int32_t target;   /* friendid or groupid */
-    int32_t groupid;  /* CREATE_GROUP: the new group */
-    int limit;        /* max_friends or max_group_members */
-    char name[QC_NAME_MAX + 1];
-    char desc[QC_GROUPDESC_MAX + 1];
-};
-
-static int add_friend_on_store(const struct store_ops *ops, struct store *st, void *arg)
-{
-    struct social_req *q = arg;
-    int count = 0;
-    /* Friendship is mutual: both sides must have room. */
-    int err = ops->friend_count(st, q->uid, &count);
-    if (!err && count >= q->limit)
-        err = QC_ELIMIT;
-    if (!err)
-        err = ops->friend_count(st, q->target, &count);
-    if (!err && count >= q->limit)
-        err = QC_ELIMIT;
-    return err ? err : ops->friend_add(st, q->uid, q->target);
-}
-
-static int create_group_on_store(const struct store_ops *ops, struct store *st, void *arg)
-{
-    struct social_req *q = arg;
-    return ops->group_create(st, q->name, q->desc, q->uid, &q->groupid);
-}
-
-static int add_group_on_store(const struct store_ops *ops, struct store *st, void *arg)
-{
-    struct social_req *q = arg;
-    int count = 0;
-    int err = ops->group_member_count(st, q->target, &count);
-    if (!err && count >= q->limit)
-        err = QC_ELIMIT;
-    /* group_join starts the member's cursors at the stored last cseq: no past as offline */
-    return err ? err : ops->group_join(st, q->target, q->uid);
-}
-
-static bool social_answered(struct worker *w, struct conn *c, void *arg, int err)
-{
-    struct social_req *q = arg;
-    if (c)
-        reply_result(w, c, &q->r, err, err ? 0 : q->groupid);
-    free(q);
-    return true;
-}
-
-static struct social_req *social_req_new(const struct conn *c, const struct request *r)
-{
-    struct social_req *q = calloc(1, sizeof *q);
-    if (q == NULL)
-        return NULL;
-    q->r.msgid = r->msgid;
-    if (r->seq) {
-        strlcpy(q->r.seqbuf, r->seq, sizeof q->r.seqbuf);
-        q->r.seq = q->r.seqbuf;
-    }
-    q->uid = c->uid;
-    return q;
-}
-
-/* Queue q's store work; on failure answer and free. */
-static void run_social(struct worker *w, struct conn *c, const struct request *r,
-                       struct social_req *q, storage_run_fn run)
-{
-    int err = q ? service_async(w, c, run, social_answered, q) : QC_EINTERNAL;
-    if (err) {
-        free(q);
-        reply_request_error(w, c, r, err);
-    }
-}
-
-static void handle_add_friend(struct worker *w, struct conn *c, const struct request *r)
-{
-    int32_t fid;
-    int err = get_id(r, "friendid", &fid);
-    if (!err && fid == c->uid)
-        err = QC_ESELF;
-    if (err) {
-        reply_request_error(w, c, r, err);
-        return;
-    }
-    struct social_req *q = social_req_new(c, r);
-    if (q) {
-        q->target = fid;
-        q->limit = w->cfg.max_friends;
-    }
-    run_social(w, c, r, q, add_friend_on_store);
-}
-
-static void handle_create_group(struct worker *w, struct conn *c, const struct request *r)
-{
-    const char *name, *desc = "";
-    size_t namelen, desclen = 0;
-    int err = get_text(r, "groupname", 1, QC_NAME_MAX, &name, &namelen);
-    if (!err && json_object_object_get_ex(r->obj, "groupdesc", NULL))
-        err = get_text(r, "groupdesc", 0, QC_GROUPDESC_MAX, &desc, &desclen);
-    if (err) {
-        reply_request_error(w, c, r, err);
-        return;
-    }
-    struct social_req *q = social_req_new(c, r);
-    if (q) {
-        memcpy(q->name, name, namelen + 1);
-        memcpy(q->desc, desc, desclen + 1);
-    }
-    run_social(w, c, r, q, create_group_on_store);
-}
-
-static void handle_add_group(struct worker *w, struct conn *c, const struct request *r)
-{
-    int32_t gid;
-    int err = get_id(r, "groupid", &gid);
-    if (err) {
-        reply_request_error(w, c, r, err);
-        return;
-    }
-    struct social_req *q = social_req_new(c, r);
-    if (q) {
-        q->target = gid;
-        q->limit = w->cfg.max_group_members;
-    }
-    run_social(w, c, r, q, add_group_on_store);
-}
+/* ---- session ---------------------------------------------------------- */
 
 static void handle_loginout(struct worker *w, struct conn *c, const struct request *r)
 {
@@ -543,8 +407,6 @@ static void handle_heartbeat(struct worker *w, struct conn *c, const struct requ
 
 /* ---- dispatch ----------------------------------------------------------- */
 
-typedef void (*handler_fn)(struct worker *, struct conn *, const struct request *);
-
 static const struct {
     handler_fn fn;
     bool needs_session;
@@ -552,12 +414,24 @@ static const struct {
     [QC_LOGIN_MSG] = { handle_login, false },
     [QC_REG_MSG] = { handle_register, false },
     [QC_ONE_CHAT_MSG] = { handle_chat, true },
-    [QC_ADD_FRIEND_MSG] = { handle_add_friend, true },
-    [QC_CREATE_GROUP_MSG] = { handle_create_group, true },
-    [QC_ADD_GROUP_MSG] = { handle_add_group, true },
+    [QC_ADD_FRIEND_MSG] = { social_add_friend, true },
+    [QC_CREATE_GROUP_MSG] = { social_create_group, true },
+    [QC_ADD_GROUP_MSG] = { social_add_group, true },
     [QC_GROUP_CHAT_MSG] = { handle_chat, true },
     [QC_LOGINOUT_MSG] = { handle_loginout, true },
     [QC_HEARTBEAT_MSG] = { handle_heartbeat, false },
+    /* friends, blocks, groups: service_social.c */
+    [QC_FRIEND_LIST_MSG] = { social_friend_list, true },
+    [QC_FRIEND_REMOVE_MSG] = { social_friend_remove, true },
+    [QC_BLOCK_MSG] = { social_block, true },
+    [QC_UNBLOCK_MSG] = { social_unblock, true },
+    [QC_FRIEND_DECLINE_MSG] = { social_friend_decline, true },
+    [QC_GROUP_MEMBERS_MSG] = { social_group_members, true },
+    [QC_GROUP_LEAVE_MSG] = { social_group_leave, true },
+    [QC_GROUP_KICK_MSG] = { social_group_kick, true },
+    [QC_GROUP_ROLE_MSG] = { social_group_role, true },
+    [QC_GROUP_UPDATE_MSG] = { social_group_update, true },
+    [QC_GROUP_DELETE_MSG] = { social_group_delete, true },
 };
 
 /* "seq" is echoed verbatim: an integer or a short string. */
@@ -639,4 +513,5 @@ void service_dispatch(struct worker *w, struct conn *c, struct json_object *obj)
 void service_install(struct worker *w)
 {
     w->hooks.request = service_dispatch;
+    w->hooks.notice = social_notice;
 }

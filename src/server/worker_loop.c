@@ -44,6 +44,7 @@
 #include "server/route.h"
 #include "server/service.h"
 #include "server/title.h"
+#include "server/storage.h"
 #include "server/session.h"
 #include "server/worker.h"
 #include "server/worker_loop.h"

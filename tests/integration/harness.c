@@ -441,6 +441,15 @@ static int mysql_storage_options(const char *const *extra, char opt[5][PATH_MAX 
     return 5;
 }
 
+/* Whether one of a test's own options sets the key prefix names ("section.key="). */
+static bool extra_sets(const char *const *extra, const char *prefix)
+{
+    for (int i = 0; extra != NULL && extra[i] != NULL; i++)
+        if (strncmp(extra[i], prefix, strlen(prefix)) == 0)
+            return true;
+    return false;
+}
+
 static pid_t spawn_server(const char *const *extra)
 {
     const char *bdir = getenv("B");
@@ -473,6 +482,11 @@ static pid_t spawn_server(const char *const *extra)
     for (int i = 0; i < nmysql; i++) {
         argv[argc++] = "-o";
         argv[argc++] = mysql_opt[i];
+    }
+    if (!extra_sets(extra, "social.friend_consent=")) {
+        /* The seed's immediate ADD_FRIEND, which the older tests expect. */
+        argv[argc++] = "-o";
+        argv[argc++] = "social.friend_consent=no";
     }
     for (int i = 0; extra != NULL && extra[i] != NULL && argc < MAX_ARGS - 3; i++) {
         argv[argc++] = "-o";
