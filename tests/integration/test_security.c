@@ -2181,9 +2181,10 @@ static void test_unread_output_bounded_as_queued(void **state)
     stop_clean();
 }
 
-#define FAN_MEMBERS   299  /* offline members besides the sender */
-#define FAN_BURST     400  /* group chats in one write */
-#define FAN_HB_MAX_MS 1000 /* another user's heartbeat during the burst */
+#define FAN_MEMBERS         299  /* offline members besides the sender */
+#define FAN_BURST           400  /* group chats in one write */
+#define FAN_HB_MAX_MS       1000 /* another user's heartbeat during the burst (SQLite) */
+#define FAN_HB_MAX_MYSQL_MS 3000 /* MariaDB: ~40-70 ms per stored fan-out of 299 rows */
 
 static const char *const fan_opts[] = { "server.workers=1", NULL };
 
@@ -2192,7 +2193,8 @@ static const char *const fan_opts[] = { "server.workers=1", NULL };
  * sent 400 times in one write, must not stall another user's heartbeat on
  * the same worker.  A group chat is charged by its recipients and bytes, so
  * the burst runs a few fan-outs and the rest get errno 14 at once.  Before
- * the fix all 400 ran (3.8 s measured in the issue).
+ * the fix all 400 ran: 2,349 ms here on SQLite, no answer within 20 s on
+ * MariaDB (3.8 s in the issue).
  */
 static void test_group_fanout_charged_by_cost(void **state)
 {
@@ -2222,6 +2224,14 @@ static void test_group_fanout_charged_by_cost(void **state)
     h_sleep_ms(5); /* the burst is in the worker's socket first */
     int rc = qclient_heartbeat(co, h_next_seq(), H_REPLY_MS * 4);
     int64_t hb_ms = h_now_ms() - t0;
+    print_message("security: %d group chats to %d offline members in one write: another "
+                  "user's heartbeat on the worker answered in %lld ms (rc %d)\n",
+                  FAN_BURST, FAN_MEMBERS, (long long)hb_ms, rc);
+    H_CHECK(rc == 0, "the other user's heartbeat got no answer (rc %d)", rc);
+    const char *storage = getenv("QCHAT_TEST_STORAGE");
+    int bound = storage && strcmp(storage, "mysql") == 0 ? FAN_HB_MAX_MYSQL_MS : FAN_HB_MAX_MS;
+    H_CHECK(hb_ms < bound, "the other user's heartbeat took %lld ms (want < %d)", (long long)hb_ms,
+            bound);
     int ok = 0, refused = 0;
     for (int i = 0; i < FAN_BURST; i++) {
         struct json_object *a = h_expect_skip(cs, QC_ACK_MSG, "ACK of the burst");
@@ -2231,13 +2241,8 @@ static void test_group_fanout_charged_by_cost(void **state)
         refused += e == QC_ERATE;
         json_object_put(a);
     }
-    print_message("security: %d group chats to %d offline members in one write: %d sent, %d "
-                  "refused (errno 14); another user's heartbeat on the worker answered in "
-                  "%lld ms\n",
-                  FAN_BURST, FAN_MEMBERS, ok, refused, (long long)hb_ms);
-    H_CHECK(rc == 0, "the other user's heartbeat failed (rc %d)", rc);
-    H_CHECK(hb_ms < FAN_HB_MAX_MS, "the other user's heartbeat took %lld ms (want < %d)",
-            (long long)hb_ms, FAN_HB_MAX_MS);
+    print_message("security: of the burst %d group chats ran, %d were refused (errno 14)\n", ok,
+                  refused);
     H_CHECK(ok >= 1 && refused > 0, "want a few group chats through and the rest refused");
     h_expect_quiet(cs, "the sender is still connected");
     h_close(cs);
