@@ -2030,6 +2030,16 @@ static void test_logout_restarts_login_deadline(void **state)
     stop_clean();
 }
 
+/*
+ * Worker RSS bounds hold for the plain build.  Under a sanitizer build
+ * (tests/run.sh sets ASAN_OPTIONS for SANITIZE=1) ASan keeps freed memory
+ * resident in its quarantine (up to 256 MB) by design: printed, not checked.
+ */
+static bool rss_is_checked(void)
+{
+    return getenv("ASAN_OPTIONS") == NULL;
+}
+
 #define RELOGIN_CAP        1048576 /* server.max_output_bytes of the test */
 #define RELOGIN_GROUPS     300     /* groups of the user: a login reply of ~100 KB */
 #define RELOGIN_LOOPS      100     /* logout + login pairs: ~10 MB if nothing is counted */
@@ -2099,8 +2109,8 @@ static void test_relogin_loop_is_capped(void **state)
             "the connection logging in again and again without reading was not closed "
             "within %d ms",
             RELOGIN_CLOSE_MS);
-    H_CHECK(grew < RELOGIN_MAX_RSS_KB, "worker RSS grew by %ld KiB (want < %d)", grew,
-            RELOGIN_MAX_RSS_KB);
+    H_CHECK(!rss_is_checked() || grew < RELOGIN_MAX_RSS_KB,
+            "worker RSS grew by %ld KiB (want < %d)", grew, RELOGIN_MAX_RSS_KB);
     h_raw_close(&r);
     stop_clean();
 }
@@ -2172,7 +2182,8 @@ static void test_unread_output_bounded_as_queued(void **state)
                   PIN_CHATS, PIN_TEXT, PIN_TEXT * 6, PIN_CAP / 1024,
                   closed ? "closed" : "still open", grew, read_before, stored);
     H_CHECK(closed, "the reader that does not read is still connected");
-    H_CHECK(grew < PIN_MAX_RSS_KB, "worker RSS grew by %ld KiB (want < %d)", grew, PIN_MAX_RSS_KB);
+    H_CHECK(!rss_is_checked() || grew < PIN_MAX_RSS_KB, "worker RSS grew by %ld KiB (want < %d)",
+            grew, PIN_MAX_RSS_KB);
     H_CHECK(read_before + (int)stored == PIN_CHATS, "%d read + %zu stored, want %d: chats lost",
             read_before, stored, PIN_CHATS);
     h_raw_close(&rb);
