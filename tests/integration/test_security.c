@@ -2167,7 +2167,7 @@ static void test_unread_output_bounded_as_queued(void **state)
     bool closed = h_wait_for(one_connection, NULL, H_REPLY_MS);
     int read_before = 0;
     struct json_object *o;
-    while ((o = h_raw_recv(&rb, 100)) != NULL) {
+    while ((o = h_raw_recv(&rb, H_REPLY_MS)) != NULL) { /* until the close */
         if (h_int(o, "msgid") == QC_ONE_CHAT_MSG)
             read_before++;
         json_object_put(o);
