@@ -84,6 +84,8 @@ struct conn {
     uint64_t out_written;    /* bytes the socket has taken so far */
     uint64_t exempt_start;   /* the latest login reply starts here ... */
     uint64_t exempt_end;     /* ... and ends here: only it is not counted against the cap */
+    uint64_t hold_at;        /* with hold: where the login reply goes */
+    bool hold;               /* login reply being gathered: output waits, see conn_hold */
     struct out_mark *marks;  /* FIFO of chats in out */
     uint32_t marks_head, marks_len, marks_cap;
 
@@ -115,8 +117,17 @@ void conn_send(struct worker *w, struct conn *c, const void *p, size_t n);
 /* Queue a chat payload (no trailing newline) with a delivery mark. */
 void conn_send_chat(struct worker *w, struct conn *c, int32_t uid, const char *payload, size_t n,
                     uint32_t origin, uint32_t token);
-/* Queue a login reply; stash (one message per line, may be NULL) is restored
-   to uid's offline queue if the reply is never written.  Takes stash. */
+/*
+ * A login reply is being gathered off the loop while the session already
+ * receives chats: hold c's output from here (nothing more is written) so
+ * that the reply, when conn_send_stashed queues it, goes out before them.
+ */
+void conn_hold(struct worker *w, struct conn *c);
+/* The reply will not come (login failed): write what was held. */
+void conn_release(struct worker *w, struct conn *c);
+/* Queue a login reply (at the hold point if c is held, then released);
+   stash (the offline messages it carries, one per line, may be NULL)
+   advances uid's delivered cursors once the reply is written.  Takes stash. */
 void conn_send_stashed(struct worker *w, struct conn *c, int32_t uid, const void *p, size_t n,
                        char *stash);
 /* Free a dead connection (end of the loop turn). */

@@ -30,6 +30,7 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "server/conn.h"
+#include "server/delivered.h"
 #include "server/offline.h"
 #include "server/proxy.h"
 #include "server/worker.h"
@@ -253,15 +254,102 @@ void conn_send_chat(struct worker *w, struct conn *c, int32_t uid, const char *p
     send_marked(w, c, uid, payload, n, true, origin, token, NULL);
 }
 
+void conn_hold(struct worker *w, struct conn *c)
+{
+    (void)w;
+    c->hold = true;
+    c->hold_at = conn_out_end(c);
+}
+
+void conn_release(struct worker *w, struct conn *c)
+{
+    if (!c->hold)
+        return;
+    c->hold = false;
+    mark_dirty(w, c);
+}
+
+/* Room for one mark at FIFO index i (relative to head), later ones moved up; NULL: no memory. */
+static struct out_mark *insert_mark(struct conn *c, uint32_t i)
+{
+    if (push_mark(c) == NULL)
+        return NULL;
+    struct out_mark *at = &c->marks[c->marks_head + i];
+    memmove(at + 1, at, (c->marks_len - 1 - i) * sizeof *at);
+    return at;
+}
+
+/*
+ * The login reply goes where the hold began: the chats queued since move
+ * behind it (their marks shift by n).  Nothing after hold_at was written.
+ */
+static int insert_at_hold(struct worker *w, struct conn *c, int32_t uid, const char *p, size_t n,
+                          char *stash)
+{
+    size_t rel = (size_t)(c->hold_at - c->out_base);
+    struct buf nb = worker_buf_take(w);
+    if (buf_append(&nb, buf_head(&c->out), rel) < 0 || buf_append(&nb, p, n) < 0 ||
+        buf_append(&nb, buf_head(&c->out) + rel, buf_used(&c->out) - rel) < 0) {
+        worker_buf_give(w, &nb);
+        return -1;
+    }
+    uint32_t i = 0;
+    while (i < c->marks_len && c->marks[c->marks_head + i].start < c->hold_at)
+        i++;
+    struct out_mark *m = stash ? insert_mark(c, i) : NULL;
+    if (stash && m == NULL) {
+        worker_buf_give(w, &nb);
+        return -1;
+    }
+    for (uint32_t k = 0; k < c->marks_len; k++) {
+        struct out_mark *x = &c->marks[c->marks_head + k];
+        if (x != m && x->start >= c->hold_at) {
+            x->start += n;
+            x->end += n;
+        }
+    }
+    if (m)
+        *m = (struct out_mark){ .start = c->hold_at,
+                                .end = c->hold_at + n,
+                                .uid = uid,
+                                .origin = w->index,
+                                .stash = stash };
+    worker_buf_give(w, &c->out);
+    c->out = nb;
+    c->exempt_start = c->hold_at;
+    c->exempt_end = c->hold_at + n;
+    c->hold = false;
+    w->stats->msgs_out++;
+    schedule_flush(w, c);
+    return 0;
+}
+
 void conn_send_stashed(struct worker *w, struct conn *c, int32_t uid, const void *p, size_t n,
                        char *stash)
 {
+    if (c->hold && c->state != CONN_DEAD) {
+        ensure_output_buffer(w, c);
+        if (insert_at_hold(w, c, uid, p, n, stash) == 0)
+            return;
+        c->hold = false; /* out of memory: the reply goes last */
+    }
     c->exempt_start = conn_out_end(c);
     c->exempt_end = c->exempt_start + n;
     if (stash == NULL)
         conn_send(w, c, p, n);
     else
         send_marked(w, c, uid, p, n, false, w->index, 0, stash);
+}
+
+/* The login reply's offline messages (one per line) reached the socket. */
+static void note_stash_delivered(struct worker *w, int32_t uid, const char *stash)
+{
+    for (const char *p = stash; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        delivered_note(w, uid, p, n);
+        p += n + (nl != NULL);
+    }
 }
 
 /* Marks whose last byte the socket took are complete: tell their origins. */
@@ -271,6 +359,10 @@ static void complete_written_marks(struct worker *w, struct conn *c)
         struct out_mark m = c->marks[c->marks_head];
         c->marks_head++;
         c->marks_len--;
+        if (m.stash == NULL)
+            delivered_note(w, m.uid, buf_head(&c->out) + (m.start - c->out_base), m.end - m.start);
+        else
+            note_stash_delivered(w, m.uid, m.stash);
         free(m.stash);
         if (m.token)
             w->hooks.mark_done(w, m.origin, m.token, 0);
@@ -308,6 +400,8 @@ static void watch_output(struct worker *w, struct conn *c, bool on)
 
 int conn_flush(struct worker *w, struct conn *c)
 {
+    if (c->hold && c->state == CONN_OPEN)
+        return 0; /* the login reply goes first: conn_send_stashed releases */
     while (c->out_written < conn_out_end(c)) {
         const char *p = buf_head(&c->out) + (c->out_written - c->out_base);
         size_t n = conn_out_end(c) - c->out_written;

@@ -660,28 +660,34 @@ static void test_offline_limit(void **state)
         json_object_put(h_request(ca, QC_ONE_CHAT_MSG, 0, "chat to an offline user",
                                   "\"toid\":%d,\"msg\":%s", b.id, h_q(text)));
     }
+    /* the log keeps all: the oldest LIM_OFFLINE now, the rest at the next login */
     struct json_object *ack = NULL;
-    struct qclient *cb = h_login(&b, &ack);
-    size_t n = h_arr_len_opt(ack, "offlinemsg");
-    H_CHECK(n == LIM_OFFLINE, "want the newest %d of %d offline messages, got %zu: %s", LIM_OFFLINE,
-            OFFLINE_SENT, n, h_json(ack));
-    for (size_t i = 0; i < n; i++) {
-        struct json_object *m = h_parse_item(h_arr(ack, "offlinemsg"), i, "offlinemsg[]");
-        snprintf(text, sizeof(text), "off %zu", (size_t)(OFFLINE_SENT - LIM_OFFLINE) + i + 1);
-        H_CHECK(strcmp(h_str(m, "msg"), text) == 0 && h_int(m, "id") == a.id,
-                "offlinemsg[%zu]: want \"%s\" from %d, got %s", i, text, a.id, h_json(m));
-        json_object_put(m);
+    struct qclient *cb = NULL;
+    int first = 1;
+    for (int round = 0; round < 2; round++) {
+        cb = h_login(&b, &ack);
+        size_t want = round == 0 ? LIM_OFFLINE : OFFLINE_SENT - LIM_OFFLINE;
+        size_t n = h_arr_len_opt(ack, "offlinemsg");
+        H_CHECK(n == want, "login %d: want %zu of %d offline messages, got %zu: %s", round + 1,
+                want, OFFLINE_SENT, n, h_json(ack));
+        for (size_t i = 0; i < n; i++) {
+            struct json_object *m = h_parse_item(h_arr(ack, "offlinemsg"), i, "offlinemsg[]");
+            snprintf(text, sizeof(text), "off %d", first + (int)i);
+            H_CHECK(strcmp(h_str(m, "msg"), text) == 0 && h_int(m, "id") == a.id &&
+                        h_int(m, "cseq") == first + (int)i,
+                    "offlinemsg[%zu]: want \"%s\" from %d with cseq %d, got %s", i, text, a.id,
+                    first + (int)i, h_json(m));
+            json_object_put(m);
+        }
+        H_CHECK(!h_has(ack, "offlinedropped"), "offlinedropped is obsolete: %s", h_json(ack));
+        first += (int)n;
+        json_object_put(ack);
+        h_close(cb);
     }
-    H_CHECK(h_has(ack, "offlinedropped") &&
-                h_int(ack, "offlinedropped") == OFFLINE_SENT - LIM_OFFLINE,
-            "want \"offlinedropped\":%d, got %s", OFFLINE_SENT - LIM_OFFLINE, h_json(ack));
-    json_object_put(ack);
-    h_close(cb);
 
-    /* told once: the next login has neither messages nor the count */
+    /* each delivered once: the next login has nothing */
     cb = h_login(&b, &ack);
-    H_CHECK(h_arr_len_opt(ack, "offlinemsg") == 0 && !h_has(ack, "offlinedropped"),
-            "second login must be empty: %s", h_json(ack));
+    H_CHECK(h_arr_len_opt(ack, "offlinemsg") == 0, "third login must be empty: %s", h_json(ack));
     json_object_put(ack);
     h_close(ca);
     h_close(cb);
@@ -2119,7 +2125,7 @@ static void test_relogin_loop_is_capped(void **state)
 #define PIN_TEXT       4096    /* limits.max_text_bytes: \u0001 escapes to 6 bytes each */
 #define PIN_CHATS      800     /* ~19.7 MB queued if nothing bounded it */
 #define PIN_RCVBUF     4096
-#define PIN_MAX_RSS_KB (8 * 1024)
+#define PIN_MAX_RSS_KB (12 * 1024) /* measured +0.7..7 MiB, varying run to run (not isolated) */
 
 static const char *const pin_opts[] = { "server.workers=1", "server.max_output_bytes=" STR(PIN_CAP),
                                         "security.request_rate=0", NULL };
@@ -2154,6 +2160,14 @@ static void test_unread_output_bounded_as_queued(void **state)
     for (int i = 0; i < PIN_TEXT; i++)
         memcpy(text + i * 6, "\\u0001", 6);
     text[PIN_TEXT * 6] = '\0';
+    /* The same volume to a user who is offline first: the append journal's
+       ring and the store's caches are warm, so what grows next is the reader's. */
+    struct h_user off;
+    h_new_offline_user(&off, "pno");
+    for (int i = 0; i < PIN_CHATS; i++)
+        h_send(ca, "{\"msgid\":5,\"toid\":%d,\"msg\":\"%s\",\"seq\":%d}", off.id, text, i + 1);
+    for (int i = 0; i < PIN_CHATS; i++)
+        json_object_put(h_expect_skip(ca, QC_ACK_MSG, "ACK of a chat to an offline user"));
     long rss0 = workers_rss_kb();
     /* Pipelined: an ACK means written or stored, so it waits for the close. */
     for (int i = 0; i < PIN_CHATS; i++)
@@ -2172,15 +2186,28 @@ static void test_unread_output_bounded_as_queued(void **state)
             read_before++;
         json_object_put(o);
     }
-    struct json_object *ack = NULL;
-    struct qclient *cb = h_login(&b, &ack);
-    size_t stored = h_arr_len_opt(ack, "offlinemsg");
-    json_object_put(ack);
+    /* The rest wait in the log: each login reply carries what fits in
+       limits.max_login_reply_bytes, the next login the following ones. */
+    size_t stored = 0, largest = 0, got;
+    struct qclient *cb = NULL;
+    for (int logins = 0; logins < PIN_CHATS; logins++) {
+        struct json_object *ack = NULL;
+        if (cb != NULL)
+            h_close(cb);
+        cb = h_login(&b, &ack);
+        got = h_arr_len_opt(ack, "offlinemsg");
+        size_t bytes = strlen(h_json(ack));
+        largest = bytes > largest ? bytes : largest;
+        json_object_put(ack);
+        stored += got;
+        if (got == 0)
+            break;
+    }
     print_message("security: %d chats of %d bytes of \\u0001 (%d queued each) to a reader "
                   "that stopped reading (max_output_bytes %d KiB): %s, worker RSS %+ld KiB; "
-                  "%d read before the close, %zu at the next login\n",
+                  "%d read before the close, %zu in the next logins (largest reply %zu bytes)\n",
                   PIN_CHATS, PIN_TEXT, PIN_TEXT * 6, PIN_CAP / 1024,
-                  closed ? "closed" : "still open", grew, read_before, stored);
+                  closed ? "closed" : "still open", grew, read_before, stored, largest);
     H_CHECK(closed, "the reader that does not read is still connected");
     H_CHECK(!rss_is_checked() || grew < PIN_MAX_RSS_KB, "worker RSS grew by %ld KiB (want < %d)",
             grew, PIN_MAX_RSS_KB);
