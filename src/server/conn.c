@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "common/fatal.h"
@@ -248,9 +249,42 @@ static void send_marked(struct worker *w, struct conn *c, int32_t uid, const cha
     schedule_flush(w, c);
 }
 
+/* Remove ,"key":INTEGER from b (a key with its comma cannot occur inside a JSON string). */
+static void drop_int_field(struct buf *b, const char *key)
+{
+    size_t klen = strlen(key);
+    char *p = buf_head(b), *end = p + buf_used(b);
+    char *k = memmem(p, (size_t)(end - p), key, klen);
+    if (k == NULL)
+        return;
+    char *q = k + klen;
+    while (q < end && ((*q >= '0' && *q <= '9') || *q == '-'))
+        q++;
+    memmove(k, q, (size_t)(end - q));
+    b->len -= (size_t)(q - k);
+}
+
+bool conn_legacy_shape(const char *p, size_t n, struct buf *out)
+{
+    if (n < 2 || p[0] != '{' || buf_append(out, p, n) < 0)
+        return false;
+    drop_int_field(out, ",\"ts\":");
+    drop_int_field(out, ",\"mid\":");
+    return true;
+}
+
 void conn_send_chat(struct worker *w, struct conn *c, int32_t uid, const char *payload, size_t n,
                     uint32_t origin, uint32_t token)
 {
+    if (c->legacy) {
+        struct buf b = worker_buf_take(w);
+        if (conn_legacy_shape(payload, n, &b)) {
+            send_marked(w, c, uid, buf_head(&b), buf_used(&b), true, origin, token, NULL);
+            worker_buf_give(w, &b);
+            return;
+        }
+        worker_buf_give(w, &b);
+    }
     send_marked(w, c, uid, payload, n, true, origin, token, NULL);
 }
 
@@ -398,13 +432,64 @@ static void watch_output(struct worker *w, struct conn *c, bool on)
     update_events(w, c);
 }
 
+/* ---- legacy pacing: one object per write(), a gap between them ---- */
+
+static int pace_fd = -1; /* one timerfd per worker process */
+static struct loop_source pace_src;
+
+/* The gap is over: every legacy connection with output writes its next object. */
+static void on_pace(void *ctx, uint32_t events)
+{
+    struct worker *w = ctx;
+    uint64_t expirations;
+    (void)events;
+    if (read(pace_fd, &expirations, sizeof expirations) < 0 && errno != EAGAIN)
+        log_warning("legacy pacing timer: %s", strerror(errno));
+    for (uint32_t i = 0; i < worker_slot_count(w); i++) {
+        struct conn *c = worker_conn(w, i);
+        if (c && c->legacy && c->state != CONN_DEAD && c->out_written < conn_out_end(c))
+            mark_dirty(w, c);
+    }
+}
+
+static void pace_later(struct worker *w)
+{
+    if (pace_fd < 0) {
+        pace_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        if (pace_fd < 0 || loop_watch(&w->loop, &pace_src, pace_fd, EPOLLIN, on_pace, w) < 0) {
+            log_error("legacy pacing timer: %s", strerror(errno));
+            if (pace_fd >= 0)
+                close(pace_fd);
+            pace_fd = -1;
+            return;
+        }
+    }
+    struct itimerspec t = { .it_value = { .tv_nsec = CONN_LEGACY_GAP_MS * 1000000L } };
+    timerfd_settime(pace_fd, 0, &t, NULL);
+}
+
+/* Legacy: how much of the output may go in this write (up to one object's end). */
+static size_t legacy_write_size(struct worker *w, struct conn *c, const char *p, size_t n)
+{
+    if (!c->legacy)
+        return n;
+    if (w->now_ms < c->pace_until) {
+        pace_later(w);
+        return 0;
+    }
+    const char *nl = memchr(p, '\n', n);
+    return nl ? (size_t)(nl - p) + 1 : n;
+}
+
 int conn_flush(struct worker *w, struct conn *c)
 {
     if (c->hold && c->state == CONN_OPEN)
         return 0; /* the login reply goes first: conn_send_stashed releases */
     while (c->out_written < conn_out_end(c)) {
         const char *p = buf_head(&c->out) + (c->out_written - c->out_base);
-        size_t n = conn_out_end(c) - c->out_written;
+        size_t n = legacy_write_size(w, c, p, conn_out_end(c) - c->out_written);
+        if (n == 0)
+            break;
         ssize_t k = c->tr->write(c, p, n);
         if (k < 0) {
             if (errno == EINTR)
@@ -414,10 +499,17 @@ int conn_flush(struct worker *w, struct conn *c)
             return -1;
         }
         c->out_written += (uint64_t)k;
+        if (c->legacy && (size_t)k == n && p[n - 1] == '\n') {
+            c->pace_until = w->now_ms + CONN_LEGACY_GAP_MS; /* its own read(), then the next */
+            if (c->out_written < conn_out_end(c))
+                pace_later(w);
+            break;
+        }
     }
     complete_written_marks(w, c);
     trim_output(w, c);
-    watch_output(w, c, c->out_written < conn_out_end(c));
+    bool paced = c->legacy && w->now_ms < c->pace_until; /* the timer resumes it */
+    watch_output(w, c, c->out_written < conn_out_end(c) && !paced);
     if (c->state == CONN_CLOSING && !c->half_closed && c->out_written == conn_out_end(c)) {
         shutdown(c->fd, SHUT_WR);
         c->half_closed = true;
@@ -575,6 +667,7 @@ static void feed_requests(struct worker *w, struct conn *c, const char *p, size_
         n -= used;
         switch (st) {
         case FRAME_OBJECT:
+            c->nul_ended = n > 0 && *p == '\0';
             w->hooks.request(w, c, req);
             json_object_put(req);
             if (c->busy && c->state == CONN_OPEN)

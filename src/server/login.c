@@ -344,7 +344,9 @@ static void write_groups(struct worker *w, const struct login_ctx *x, struct jso
     jsonw_array_end(jw);
 }
 
-static void write_offline(const struct login_ctx *x, struct jsonw *jw)
+/* Legacy connections get each item in the seed's shape (conn_legacy_shape). */
+static void write_offline(const struct login_ctx *x, struct jsonw *jw, bool legacy,
+                          struct buf *item)
 {
     if (x->count == 0)
         return;
@@ -352,7 +354,11 @@ static void write_offline(const struct login_ctx *x, struct jsonw *jw)
     const char *p = buf_head(&x->stash), *end = p + buf_used(&x->stash);
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
-        jsonw_array_str(jw, p, (size_t)(nl - p));
+        buf_reset(item);
+        if (legacy && conn_legacy_shape(p, (size_t)(nl - p), item))
+            jsonw_array_str(jw, buf_head(item), buf_used(item));
+        else
+            jsonw_array_str(jw, p, (size_t)(nl - p));
         p = nl + 1;
     }
     jsonw_array_end(jw);
@@ -394,7 +400,7 @@ static void send_reply(struct worker *w, struct conn *c, struct login_ctx *x)
         jsonw_raw(&jw, "seq", x->seq, strlen(x->seq));
     write_friends(w, x, &jw, &item);
     write_groups(w, x, &jw, &item, &member);
-    write_offline(x, &jw);
+    write_offline(x, &jw, c->legacy, &item);
     if (jsonw_end(&jw) < 0 || buf_append_char(&b, '\n') < 0) {
         conn_release(w, c);
         session_end(w, c);

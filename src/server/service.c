@@ -592,6 +592,10 @@ void service_dispatch(struct worker *w, struct conn *c, struct json_object *obj)
     int64_t msgid = json_object_get_int64(v);
     r.msgid = msgid >= 0 && msgid <= QC_MSGID_MAX ? (int)msgid : 0;
     int err = read_seq(&r);
+    if (!err && r.seq)
+        c->legacy = false; /* a client that numbers its requests reads replies properly */
+    else if (!err && c->nul_ended)
+        c->legacy = true; /* the seed's client: NUL after each request, no seq */
     if (!err && (msgid < 0 || msgid > QC_MSGID_MAX || handlers[msgid].fn == NULL)) {
         r.msgid = msgid >= INT32_MIN && msgid <= INT32_MAX ? (int)msgid : 0;
         err = QC_EUNKNOWN;

@@ -1343,15 +1343,11 @@ static void two_chats_two_senders(void *arg)
  * when a read holds two.  A legacy receiver (requests end in NUL, no seq)
  * gets two chats pasted at once by one sender, then two chats sent at once
  * by two senders: each must arrive in its own read.
- *
- * SKIPPED: today's server coalesces them into one write (issue 14, item 14);
- * the fix lands with the conversation log's legacy-connection rule
+ * The server writes one object per write() to it, CONN_LEGACY_GAP_MS apart
  * (DESIGN.md, "one object per write(), never two coalesced by the server").
- * Remove the skip() once it has landed, and register it with H_TEST in main().
  */
 static void test_legacy_one_object_per_read(void **state)
 {
-    skip();
     start_with(NULL);
     struct h_user ru, au, bu;
     h_new_offline_user(&ru, "leg_r");
@@ -2304,10 +2300,7 @@ int main(void)
         H_TEST(test_parallel_login_throttling),
         H_TEST(test_mid_unique_across_restart),
         H_TEST(test_prelogin_cap),
-        /* Plain cmocka while it skips: skip() leaves H_TEST's completion flag
-           unset, which marks the run failed and keeps every later test's
-           directory.  Make it H_TEST(...) when the skip() goes. */
-        cmocka_unit_test(test_legacy_one_object_per_read),
+        H_TEST(test_legacy_one_object_per_read),
         H_TEST(test_register_rate),
         H_TEST(test_login_timing_equal),
         H_TEST(test_half_requests),
