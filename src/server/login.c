@@ -68,6 +68,7 @@ struct login_ctx {
     int max_count;    /* limits.max_offline_messages */
     size_t max_bytes; /* limits.max_login_reply_bytes, for the messages */
     bool more;        /* some were left for the next login */
+    bool lists_cut;   /* friends or groups left out for the byte limit */
     int err;
     bool want_numsub; /* waiting for the relay's NUMSUB answer */
     bool want_sub;    /* waiting for Redis to confirm our SUBSCRIBE */
@@ -197,24 +198,68 @@ static void add_offline(void *arg, const struct store_logmsg *m)
     x->count++;
 }
 
+static void free_group(struct group_info *g);
+
 static void free_ctx(struct login_ctx *x)
 {
     for (size_t i = 0; i < x->nfriends; i++)
         free(x->friends[i].name);
     free(x->friends);
-    for (size_t i = 0; i < x->ngroups; i++) {
-        struct group_info *g = &x->groups[i];
-        for (size_t j = 0; j < g->n; j++)
-            free(g->members[j].name);
-        free(g->members);
-        free(g->name);
-        free(g->desc);
-    }
+    for (size_t i = 0; i < x->ngroups; i++)
+        free_group(&x->groups[i]);
     free(x->groups);
     buf_free(&x->stash);
     free(x->check);
     free(x->remote);
     free(x);
+}
+
+/*
+ * The reply stays within limits.max_login_reply_bytes: friends first, then
+ * groups whole, in order, while their serialized size (estimated, escaping
+ * counted generously) fits; what does not fit is left out of this reply
+ * (FRIEND_LIST_MSG and GROUP_MEMBERS_MSG list everything).  The offline
+ * messages get what is left (at least the first one, however big).
+ */
+#define LOGIN_REPLY_BASE   256 /* msgid, errno, id, name, seq, array brackets */
+#define LOGIN_FRIEND_BYTES 64  /* one friends[] item besides its name */
+#define LOGIN_GROUP_BYTES  112 /* one groups[] item besides names and members */
+#define LOGIN_MEMBER_BYTES 128 /* one users[] item (a string in a string) besides its name */
+
+static void free_group(struct group_info *g)
+{
+    for (size_t j = 0; j < g->n; j++)
+        free(g->members[j].name);
+    free(g->members);
+    free(g->name);
+    free(g->desc);
+}
+
+static size_t group_bytes(const struct group_info *g)
+{
+    size_t n = LOGIN_GROUP_BYTES + 2 * (strlen(g->name) + strlen(g->desc));
+    for (size_t j = 0; j < g->n; j++)
+        n += LOGIN_MEMBER_BYTES + 4 * strlen(g->members[j].name);
+    return n;
+}
+
+static void fit_lists(struct login_ctx *x)
+{
+    size_t used = LOGIN_REPLY_BASE, max = x->max_bytes;
+    size_t i = 0;
+    while (i < x->nfriends && used + LOGIN_FRIEND_BYTES + 2 * strlen(x->friends[i].name) <= max)
+        used += LOGIN_FRIEND_BYTES + 2 * strlen(x->friends[i++].name);
+    for (size_t k = i; k < x->nfriends; k++)
+        free(x->friends[k].name);
+    x->lists_cut = i < x->nfriends;
+    x->nfriends = i;
+    for (i = 0; i < x->ngroups && used + group_bytes(&x->groups[i]) <= max; i++)
+        used += group_bytes(&x->groups[i]);
+    for (size_t k = i; k < x->ngroups; k++)
+        free_group(&x->groups[k]);
+    x->lists_cut = x->lists_cut || i < x->ngroups;
+    x->ngroups = i;
+    x->max_bytes = used < max ? max - used : 1;
 }
 
 /* On the storage thread: everything the reply lists. */
@@ -225,8 +270,10 @@ static int collect_on_store(const struct store_ops *ops, struct store *st, void 
     int err = ops->friend_list(st, x->uid, add_friend, x);
     if (!err && !x->err)
         err = so ? so->login_groups(st, x->uid, add_group_row, x) : QC_EINTERNAL;
-    if (!err && !x->err)
+    if (!err && !x->err) {
+        fit_lists(x);
         err = ops->undelivered(st, x->uid, x->max_count, x->max_bytes, add_offline, x, &x->more);
+    }
     return err ? err : x->err;
 }
 
@@ -412,8 +459,9 @@ static void send_reply(struct worker *w, struct conn *c, struct login_ctx *x)
             buf_init(&x->stash);
         }
         conn_send_stashed(w, c, x->uid, buf_head(&b), buf_used(&b), stash);
-        log_info("user %d logged in on conn %u (%d offline message(s)%s)", x->uid, c->slot,
-                 x->count, x->more ? ", more at the next login" : "");
+        log_info("user %d logged in on conn %u (%d offline message(s)%s%s)", x->uid, c->slot,
+                 x->count, x->more ? ", more at the next login" : "",
+                 x->lists_cut ? ", lists cut to limits.max_login_reply_bytes" : "");
         announce_to_online_friends(w, x);
     }
     buf_free(&b);
@@ -434,8 +482,12 @@ static void finish(struct worker *w, struct login_ctx *x)
     if (c) {
         send_reply(w, c, x);
         conn_resume(w, c);
+    } else if ((c = worker_conn(w, x->slot)) != NULL && c->cgen == x->cgen &&
+               c->state == CONN_OPEN) {
+        conn_release(w, c); /* the session was taken over meanwhile: no reply */
+        conn_resume(w, c);
     }
-    /* else the client left before its reply: its messages stay after its cursors */
+    /* the messages not sent stay after the user's cursors */
     free_ctx(x);
 }
 

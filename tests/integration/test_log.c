@@ -524,6 +524,39 @@ static void test_legacy_forward_shape(void **state)
     json_object_put(m);
 }
 
+/*
+ * The login reply stays within limits.max_login_reply_bytes (this file's
+ * server: REPLY_CAP): a user in more groups than fit gets the groups that
+ * fit, whole, and the reply is not larger than the cap (this branch's
+ * addition to the lead's tests).
+ */
+#define REPLY_CAP   4096
+#define MANY_GROUPS 40
+
+static void test_login_reply_byte_cap(void **state)
+{
+    (void)state;
+    struct h_user u;
+    struct qclient *c = h_new_user(&u, "rb");
+    for (int i = 0; i < MANY_GROUPS; i++)
+        new_group(c, "rb_group_with_a_longish_name");
+    h_close(c);
+    struct json_object *ack = NULL;
+    c = h_login(&u, &ack);
+    size_t len = strlen(json_object_to_json_string_ext(ack, JSON_C_TO_STRING_PLAIN));
+    size_t n = h_arr_len_opt(ack, "groups");
+    H_CHECK(len <= REPLY_CAP, "login reply of %zu bytes, over the cap %d", len, REPLY_CAP);
+    H_CHECK(n > 0 && n < MANY_GROUPS, "want some but not all of %d groups, got %zu", MANY_GROUPS,
+            n);
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *g = h_parse_item(h_arr(ack, "groups"), i, "groups[]");
+        H_CHECK(h_arr_len_opt(g, "users") == 1, "a listed group is whole: %s", h_json(g));
+        json_object_put(g);
+    }
+    json_object_put(ack);
+    h_close(c);
+}
+
 static void test_no_worker_died_and_sigterm_stops(void **state)
 {
     (void)state;
@@ -533,7 +566,8 @@ static void test_no_worker_died_and_sigterm_stops(void **state)
 static int group_setup(void **state)
 {
     (void)state;
-    static const char *const opts[] = { "limits.max_offline_messages=5", NULL };
+    static const char *const opts[] = { "limits.max_offline_messages=5",
+                                        "limits.max_login_reply_bytes=4096", NULL };
     return h_group_setup_with(opts);
 }
 
@@ -547,6 +581,7 @@ int main(void)
            test_conversations_and_unread, test_read_cursor_and_receipt, test_typing */
         H_TEST(test_login_reply_count_cap),
         H_TEST(test_legacy_forward_shape),
+        H_TEST(test_login_reply_byte_cap),
         H_TEST(test_no_worker_died_and_sigterm_stops),
     };
     h_apply_filter();
