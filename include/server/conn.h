@@ -82,7 +82,8 @@ struct conn {
     struct buf out;          /* output from absolute offset out_base */
     uint64_t out_base;       /* absolute offset of buf_head(&out) */
     uint64_t out_written;    /* bytes the socket has taken so far */
-    uint64_t exempt_end;     /* the login reply ends here: not counted against the cap */
+    uint64_t exempt_start;   /* the latest login reply starts here ... */
+    uint64_t exempt_end;     /* ... and ends here: only it is not counted against the cap */
     uint64_t hold_at;        /* with hold: where the login reply goes */
     bool hold;               /* login reply being gathered: output waits, see conn_hold */
     bool nul_ended;          /* the request being handled was followed by a NUL */
@@ -156,6 +157,10 @@ void conn_close_gracefully(struct worker *w, struct conn *c);
 /* Count c (address known) as not logged in yet; false: its address has
    security.max_prelogin_per_ip such connections already (nothing counted). */
 bool conn_count_prelogin(struct worker *w, struct conn *c);
+/* c's session ended but it stays open: like a fresh connection, it has
+   security.login_timeout to log in again and counts as waiting for a login
+   (over security.max_prelogin_per_ip it gets errno 17 and is closed). */
+void conn_await_login(struct worker *w, struct conn *c);
 /* c logged in (or closes): no longer counted as waiting for a login. */
 void conn_end_prelogin(struct worker *w, struct conn *c);
 /* Close now: unflushed chats go offline, the session ends. */

@@ -112,6 +112,16 @@ bool conn_count_prelogin(struct worker *w, struct conn *c)
     return true;
 }
 
+void conn_await_login(struct worker *w, struct conn *c)
+{
+    if (c->state != CONN_OPEN)
+        return;
+    if (w->cfg.login_timeout > 0)
+        c->deadline = w->now_ms + (int64_t)w->cfg.login_timeout * 1000;
+    if (!c->prelogin && !conn_count_prelogin(w, c))
+        conn_fail(w, c, QC_ELIMIT);
+}
+
 void conn_end_prelogin(struct worker *w, struct conn *c)
 {
     if (!c->prelogin)
@@ -146,14 +156,23 @@ void conn_free(struct worker *w, struct conn *c)
 }
 
 /*
- * The cap counts what waits beyond the login reply: a reply carrying many
- * offline messages may be larger than the cap, and its reader is not slow.
+ * Queued bytes counted against server.max_output_bytes: everything not yet
+ * written, as queued (escaped), except what is left of the latest login
+ * reply.  A reply carrying many offline messages may be larger than the cap,
+ * and its reader is not slow; but only one reply is ever exempt, so logging
+ * out and in again cannot make earlier output invisible (issue 14, item 2).
  */
+static uint64_t counted_output(const struct conn *c)
+{
+    uint64_t queued = conn_out_end(c) - c->out_written;
+    uint64_t from = c->out_written > c->exempt_start ? c->out_written : c->exempt_start;
+    uint64_t exempt = c->exempt_end > from ? c->exempt_end - from : 0;
+    return queued - exempt;
+}
+
 static void schedule_flush(struct worker *w, struct conn *c)
 {
-    uint64_t from = c->out_written > c->exempt_end ? c->out_written : c->exempt_end;
-    uint64_t end = conn_out_end(c);
-    if (end > from && end - from > (uint64_t)w->cfg.max_output_bytes)
+    if (counted_output(c) > (uint64_t)w->cfg.max_output_bytes)
         c->overflow = true;
     mark_dirty(w, c);
 }
@@ -331,6 +350,7 @@ static int insert_at_hold(struct worker *w, struct conn *c, int32_t uid, const c
                                 .stash = stash };
     worker_buf_give(w, &c->out);
     c->out = nb;
+    c->exempt_start = c->hold_at;
     c->exempt_end = c->hold_at + n;
     c->hold = false;
     w->stats->msgs_out++;
@@ -347,7 +367,8 @@ void conn_send_stashed(struct worker *w, struct conn *c, int32_t uid, const void
             return;
         c->hold = false; /* out of memory: the reply goes last */
     }
-    c->exempt_end = conn_out_end(c) + n;
+    c->exempt_start = conn_out_end(c);
+    c->exempt_end = c->exempt_start + n;
     if (stash == NULL)
         conn_send(w, c, p, n);
     else

@@ -22,6 +22,7 @@
 #include "server/metrics.h"
 #include "server/offline.h"
 #include "server/pending.h"
+#include "server/rate.h"
 #include "server/reply.h"
 #include "server/request.h"
 #include "server/route.h"
@@ -398,6 +399,7 @@ static void handle_loginout(struct worker *w, struct conn *c, const struct reque
     log_info("user %d logged out on conn %u", c->uid, c->slot);
     session_end(w, c);
     reply_result(w, c, r, 0, 0);
+    conn_await_login(w, c); /* issue 14, item 11: login_timeout applies again */
 }
 
 static void handle_heartbeat(struct worker *w, struct conn *c, const struct request *r)
@@ -451,23 +453,6 @@ static int read_seq(struct request *r)
     return 0;
 }
 
-/* Token bucket: request_rate per second, request_burst deep. */
-static bool within_rate(struct worker *w, struct conn *c)
-{
-    if (w->cfg.request_rate <= 0)
-        return true;
-    double elapsed = (double)(w->now_ms - c->tokens_ms) / 1000.0;
-    c->tokens_ms = w->now_ms;
-    c->tokens += elapsed * w->cfg.request_rate;
-    if (c->tokens > w->cfg.request_burst)
-        c->tokens = w->cfg.request_burst;
-    if (c->tokens < 1.0)
-        return false;
-    c->tokens -= 1.0;
-    c->rate_strikes = 0;
-    return true;
-}
-
 void service_dispatch(struct worker *w, struct conn *c, struct json_object *obj)
 {
     struct request r = { .obj = obj };
@@ -491,7 +476,7 @@ void service_dispatch(struct worker *w, struct conn *c, struct json_object *obj)
     }
     if (!err && handlers[r.msgid].needs_session && c->sgen == 0)
         err = QC_ENOTLOGGEDIN;
-    if (!err && !within_rate(w, c)) {
+    if (!err && !rate_admit(w, c)) {
         metrics_count(QM_RATE_LIMITED, 0);
         /* Sustained abuse: a whole burst's worth of refused requests in a row. */
         if (++c->rate_strikes > (uint32_t)w->cfg.request_burst) {

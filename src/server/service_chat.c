@@ -37,6 +37,7 @@
 #include "server/service_async.h"
 #include "server/service_chat.h"
 #include "server/session.h"
+#include "server/rate.h"
 #include "server/storage.h"
 #include "server/worker.h"
 
@@ -350,6 +351,7 @@ static int send_sequenced(struct worker *w, struct conn *c, struct chat *ch, int
     if (w->journal && (a->journal = journal_put(w->journal, w->index, &m)) == 0)
         log_warning("conv %lld cseq %lld: journal full, appended without it", (long long)ch->conv,
                     (long long)cseq);
+    rate_charge(w, c, rate_fanout_cost(ch->recipients.n, buf_used(&b))); /* issue 14 item 4 */
     pending_set_mid(w, ch->req, ch->mid);
     pending_set_cseq(w, ch->req, cseq);
     pending_add(w, ch->req); /* the append's reference: the ACK waits for the commit */
@@ -374,6 +376,8 @@ static void send_to_database(struct worker *w, struct conn *c, struct chat *ch)
                               .len = buf_used(&b) };
     ch->req = err ? 0 : pending_open(w, c, ch->msgid, ch->has_seq ? ch->seq : NULL);
     struct appended *a = ch->req ? appended_new(w, &m, ch->req) : NULL;
+    if (a != NULL)
+        rate_charge(w, c, rate_fanout_cost(ch->recipients.n, buf_used(&b))); /* issue 14 item 4 */
     worker_buf_give(w, &b);
     if (a == NULL) {
         if (ch->req)
