@@ -50,7 +50,7 @@ enum ipc_type {
 /* ipc_deliver.flags and ipc_publish.kind */
 #define IPC_F_CHAT   0x1 /* a chat: store offline if the session is gone */
 #define IPC_F_NOTICE 0x2 /* a notice (presence): drop if the session is gone */
-#define IPC_F_KICK   0x4 /* PUBLISH: the user logged in on this node; others kick */
+#define IPC_F_KICK   0x4 /* SUB: the user logged in on this node; older sessions elsewhere go */
 #define IPC_F_STORE  0x8 /* DELIVER from the relay: its worker died; store it offline */
 
 /* The relay's index among a worker's peers. */
@@ -94,6 +94,7 @@ struct ipc_user {
 struct ipc_sub {
     int32_t uid;
     uint32_t token; /* 0: no IPC_SUBSCRIBED wanted */
+    uint32_t flags; /* IPC_F_KICK: a new session; claim the account cluster-wide (relay.c) */
 };
 
 struct ipc_publish {
