@@ -132,6 +132,7 @@ struct ipc_chan {
     int fd;           /* -1: closed */
     struct buf queue; /* packets the socket did not take yet: [uint32 len][packet]... */
     bool broken;      /* a send failed: its last packets are being read, sends refused */
+    bool corked;      /* sends wait in queue for ipc_chan_flush: one sendmmsg per loop round */
 };
 
 /*
@@ -169,7 +170,14 @@ int ipc_chan_send(struct ipc_chan *ch, uint32_t type, const void *body, const vo
                   size_t tail_len);
 /* Send a packet with a descriptor now (never queued): 0, or -1 with errno (EAGAIN: full). */
 int ipc_chan_send_fd(struct ipc_chan *ch, uint32_t type, const void *body, int fd);
-/* Packets wait for the socket to become writable. */
+/*
+ * Corked: every send is queued, and the owner calls ipc_chan_flush once per
+ * event-loop round (before it sleeps), which hands the round's packets to
+ * the kernel with one sendmmsg: one system call, and one wake-up of the
+ * receiver, instead of one per packet.
+ */
+void ipc_chan_cork(struct ipc_chan *ch, bool on);
+/* Packets wait for the socket to become writable (or for a corked flush). */
 bool ipc_chan_waiting(const struct ipc_chan *ch);
 /* Write what waits: 0 (all written or some still waiting), -1 the link is broken. */
 int ipc_chan_flush(struct ipc_chan *ch);

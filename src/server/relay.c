@@ -76,7 +76,9 @@ enum { R_REDIS_SUB = 1, R_REDIS_PUB };
 struct redis_link {
     redisAsyncContext *ac;
     int fd;
-    uint32_t events; /* what hiredis asked for */
+    uint32_t events;    /* what hiredis asked for */
+    uint32_t watched;   /* what the loop watches (see redis_update_events) */
+    bool write_blocked; /* the last write left output behind: wait for EPOLLOUT */
     struct loop_source src;
     bool registered;
     bool up;
@@ -202,8 +204,7 @@ static void send_to_worker(struct relay *r, uint32_t k, uint32_t type, const voi
             drop_worker(r, k);
         return;
     }
-    if (ipc_chan_waiting(&wl->ch) && !wl->want_write)
-        watch_worker(r, k, true);
+    /* Corked: the packet leaves with the rest of this round's (flush_round). */
 }
 
 static uint32_t first_live_worker(struct relay *r)
@@ -261,8 +262,9 @@ static void flush_worker(struct relay *r, uint32_t k)
         drop_worker(r, k);
         return;
     }
-    if (!ipc_chan_waiting(&wl->ch) && wl->want_write)
-        watch_worker(r, k, false);
+    bool waiting = ipc_chan_waiting(&wl->ch);
+    if (waiting != wl->want_write)
+        watch_worker(r, k, waiting); /* a full socket: EPOLLOUT says when to go on */
 }
 
 /* ---- Redis connections ---------------------------------------------------- */
@@ -278,17 +280,27 @@ static void redis_event(void *ctx, uint32_t events)
         redisAsyncHandleWrite(l->ac);
 }
 
-/* hiredis asked for other events: the loop watches what it wants now. */
+/*
+ * hiredis asked for other events: the loop watches what it wants now.
+ * EPOLLOUT is not watched while the connection is healthy: hiredis asks for
+ * it after every command, and the round's commands are written together in
+ * flush_round instead (one write, Redis pipelining them); the loop watches
+ * it only while the socket is connecting or full.
+ */
 static void redis_update_events(struct redis_link *l)
 {
-    if (l->events == 0) {
+    uint32_t want = l->up && !l->write_blocked ? l->events & ~(uint32_t)EPOLLOUT : l->events;
+    if (l->registered && want == l->watched)
+        return; /* no epoll_ctl for a change the loop does not see */
+    l->watched = want;
+    if (want == 0) {
         if (l->registered)
             loop_unwatch(&l->r->loop, &l->src);
         l->registered = false;
         return;
     }
-    int rc = l->registered ? loop_rewatch(&l->r->loop, &l->src, l->events)
-                           : loop_watch(&l->r->loop, &l->src, l->fd, l->events, redis_event, l);
+    int rc = l->registered ? loop_rewatch(&l->r->loop, &l->src, want)
+                           : loop_watch(&l->r->loop, &l->src, l->fd, want, redis_event, l);
     if (rc == 0)
         l->registered = true;
 }
@@ -315,6 +327,7 @@ static void ev_del_write(void *p)
 {
     struct redis_link *l = p;
     l->events &= ~EPOLLOUT;
+    l->write_blocked = false;
     redis_update_events(l);
 }
 static void ev_cleanup(void *p)
@@ -395,6 +408,8 @@ static int connect_link(struct relay *r, struct redis_link *l, int kind)
     l->kind = kind;
     l->up = false;
     l->events = 0;
+    l->watched = 0;
+    l->write_blocked = false;
     l->registered = false;
     l->ac = redisAsyncConnect(r->cfg.redis_host, r->cfg.redis_port);
     if (l->ac == NULL || l->ac->err) {
@@ -1030,6 +1045,7 @@ static int watch_worker_link(struct relay *r, uint32_t k, int fd)
 {
     struct worker_link *wl = &r->workers[k];
     ipc_chan_init(&wl->ch, fd);
+    ipc_chan_cork(&wl->ch, true); /* sent by flush_round, once per loop round */
     wl->r = r;
     wl->index = k;
     wl->want_write = false;
@@ -1099,6 +1115,35 @@ static void on_tick(void *ctx)
         reconcile(r);
 }
 
+/* The commands this round queued go to Redis in one write (a pipeline). */
+static void flush_redis(struct redis_link *l)
+{
+    if (l->ac == NULL || !l->up || l->write_blocked || !(l->events & EPOLLOUT))
+        return;
+    redisAsyncHandleWrite(l->ac); /* all of it, or what the socket takes */
+    if (l->ac && (l->events & EPOLLOUT)) {
+        l->write_blocked = true; /* the rest when the socket drains */
+        redis_update_events(l);
+    }
+}
+
+/*
+ * Before the loop sleeps: what this round produced leaves together, the
+ * Redis commands in one write per connection and the packets for each
+ * worker in one sendmmsg per link (see docs/BENCHMARKS.md, cluster).
+ */
+static void flush_round(void *ctx)
+{
+    struct relay *r = ctx;
+    flush_redis(&r->pub);
+    flush_redis(&r->sub);
+    for (uint32_t k = 0; k < r->nworkers; k++) {
+        struct worker_link *wl = &r->workers[k];
+        if (wl->ch.fd >= 0 && !wl->want_write && ipc_chan_waiting(&wl->ch))
+            flush_worker(r, k);
+    }
+}
+
 static void on_signal(void *ctx, uint32_t events)
 {
     struct relay *r = ctx;
@@ -1134,6 +1179,7 @@ static int open_sources(struct relay *r, const int *worker_fds)
         loop_watch(&r->loop, &r->channel_src, r->channel.fd, EPOLLIN, on_channel_event, r) < 0)
         return -1;
     loop_set_on_wake(&r->loop, on_wake);
+    loop_set_before_sleep(&r->loop, flush_round);
     for (uint32_t k = 0; k < r->nworkers; k++)
         if (worker_fds[k] >= 0 && watch_worker_link(r, k, worker_fds[k]) < 0)
             return -1;

@@ -375,6 +375,7 @@ static void before_sleep(void *ctx)
     struct worker *w = ctx;
     flush_dirty(w);
     free_dead(w);
+    peer_flush_corked(w); /* last: the confirmations of what flush_dirty wrote go too */
 }
 
 static void on_wake(void *ctx)
