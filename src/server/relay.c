@@ -988,7 +988,11 @@ static void on_sub(void *ctx, uint32_t k, const struct ipc_msg *m)
 static void on_unsub(void *ctx, uint32_t k, const struct ipc_msg *m)
 {
     const struct ipc_user *u = m->body;
+    struct online_loc loc;
     (void)k;
+    /* A newer session (on another worker of this node) keeps the channel and its claim. */
+    if (online_lookup(((struct relay *)ctx)->online, u->uid, &loc))
+        return;
     unsubscribe_uid(ctx, (uint32_t)u->uid);
 }
 
