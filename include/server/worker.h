@@ -65,8 +65,10 @@ struct peer {
     bool want_write; /* EPOLLOUT armed: packets wait in ch's queue */
 };
 
-struct slab;     /* handle tables (slab.c) */
-struct inttable; /* common/inttable.c */
+struct slab;        /* handle tables (slab.c) */
+struct storage;     /* server/storage.c */
+struct purge_state; /* server/purge.c */
+struct inttable;    /* common/inttable.c */
 
 #define WORKER_SPARE_BUFS    64          /* reusable buffers kept per worker */
 #define WORKER_SPARE_MAX_CAP (64 * 1024) /* larger ones are freed, not kept */
@@ -87,6 +89,9 @@ struct worker {
     struct worker_stats *stats;
     const struct store_ops *st;
     struct store *store;
+    struct storage *storage;        /* the storage thread: store calls off the loop */
+    struct loop_source storage_src; /* its completion eventfd */
+    struct purge_state *purge;      /* retention (purge.c), worker 0 only */
 
     struct peer peers[ONLINE_MAX_WORKERS + 1]; /* + the relay, RELAY_PEER */
     bool clustered;                            /* a relay exists (redis.host set) */

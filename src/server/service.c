@@ -25,6 +25,7 @@
 #include "server/reply.h"
 #include "server/route.h"
 #include "server/service.h"
+#include "server/service_log.h"
 #include "server/session.h"
 #include "server/worker.h"
 
@@ -196,6 +197,8 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
     }
     struct json_object *v;
     job->presence = json_object_object_get_ex(r->obj, "presence", &v) && json_object_get_boolean(v);
+    job->receipts = json_object_object_get_ex(r->obj, "receipts", &v) && json_object_get_boolean(v);
+    job->typing = json_object_object_get_ex(r->obj, "typing", &v) && json_object_get_boolean(v);
     job->uid = u.id;
     job->asked_uid = id;
     strlcpy(job->name, u.name, sizeof job->name);
@@ -227,6 +230,8 @@ static bool finish_login(struct worker *w, struct conn *c, const struct crypt_jo
     struct store_user u = { .id = job->uid };
     strlcpy(u.name, job->name, sizeof u.name);
     int err = open_session(w, c, &u, job->presence);
+    c->receipts = !err && job->receipts;
+    c->typing = !err && job->typing;
     metrics_count(QM_LOGINS, err ? QM_LOGIN_ERROR : QM_LOGIN_OK);
     if (err) {
         reply_request_error(w, c, r, err);
@@ -484,6 +489,12 @@ static void handle_heartbeat(struct worker *w, struct conn *c, const struct requ
     reply_ack(w, c, r->msgid, r->seq, 0, 0, 0);
 }
 
+/* HISTORY, CONVERSATIONS, READ, TYPING: service_log.c. */
+static void handle_log(struct worker *w, struct conn *c, const struct request *r)
+{
+    service_log_dispatch(w, c, r->obj, r->msgid, r->seq);
+}
+
 /* ---- dispatch ----------------------------------------------------------- */
 
 typedef void (*handler_fn)(struct worker *, struct conn *, const struct request *);
@@ -501,6 +512,11 @@ static const struct {
     [QC_GROUP_CHAT_MSG] = { handle_group_chat, true },
     [QC_LOGINOUT_MSG] = { handle_loginout, true },
     [QC_HEARTBEAT_MSG] = { handle_heartbeat, false },
+    /* the conversation log (service_log.c) */
+    [QC_HISTORY_MSG] = { handle_log, true },
+    [QC_CONVERSATIONS_MSG] = { handle_log, true },
+    [QC_READ_MSG] = { handle_log, true },
+    [QC_TYPING_MSG] = { handle_log, true },
 };
 
 /* "seq" is echoed verbatim: an integer or a short string. */

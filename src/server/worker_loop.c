@@ -37,6 +37,8 @@
 #include "server/pending.h"
 #include "server/peer.h"
 #include "server/proc.h"
+#include "server/purge.h"
+#include "server/storage.h"
 #include "server/reply.h"
 #include "server/route.h"
 #include "server/service.h"
@@ -204,6 +206,13 @@ static void on_config(void *ctx, uint32_t link, const struct ipc_msg *m)
     apply_config(ctx, m->body);
 }
 
+static void on_purge(void *ctx, uint32_t link, const struct ipc_msg *m)
+{
+    (void)link;
+    (void)m;
+    purge_now(ctx);
+}
+
 static void on_kick_user(void *ctx, uint32_t link, const struct ipc_msg *m)
 {
     const struct ipc_user *u = m->body;
@@ -216,7 +225,8 @@ static const struct ipc_handlers from_master = {
     .from = "the master",
     .fn = { [IPC_NEW_PEER] = on_new_peer,
             [IPC_CONFIG] = on_config,
-            [IPC_KICK_USER] = on_kick_user },
+            [IPC_KICK_USER] = on_kick_user,
+            [IPC_PURGE] = on_purge },
 };
 
 static void read_channel(struct worker *w)
@@ -260,6 +270,7 @@ static void on_tick(void *ctx)
     metrics_sample_worker(w);
     check_deadlines(w);
     balance_accepting(w);
+    purge_tick(w);
 }
 
 /* ---- stopping ----------------------------------------------------------- */
@@ -332,6 +343,8 @@ static void __attribute__((noreturn)) finish_stop(struct worker *w)
     handoff_shutdown(w);
     pending_destroy(w);
     crypt_pool_stop(w);
+    storage_stop(w->storage); /* finishes what is queued; callbacks see closed conns */
+    purge_stop(w);            /* after: a purge batch may have been on the thread */
     while (w->nspare > 0)
         buf_free(&w->spare[--w->nspare]);
     w->st->close(w->store);
@@ -409,6 +422,31 @@ static void on_crypt_event(void *ctx, uint32_t events)
     worker_finish_crypt_jobs(ctx);
 }
 
+/* The storage thread finished work: run its callbacks on this thread. */
+static void on_storage_event(void *ctx, uint32_t events)
+{
+    struct worker *w = ctx;
+    (void)events;
+    storage_complete(w->storage);
+}
+
+/* The storage thread (store calls off the loop) and the retention purge. */
+static int start_storage(struct worker *w, const struct qc_config *cfg)
+{
+    char err[QC_CONFIG_ERR_MAX];
+    w->storage = storage_start(cfg, err, sizeof err);
+    if (w->storage == NULL) {
+        log_error("storage thread: %s", err);
+        return -1;
+    }
+    if (loop_watch(&w->loop, &w->storage_src, storage_fd(w->storage), EPOLLIN, on_storage_event,
+                   w) < 0) {
+        log_error("storage thread: %s", strerror(errno));
+        return -1;
+    }
+    return purge_init(w);
+}
+
 /* A worker's sources: listening socket, channel, signals, the links made before the fork. */
 static int open_event_sources(struct worker *w, const int *peer_fds)
 {
@@ -479,6 +517,8 @@ int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
     loop_set_on_wake(&w->loop, on_wake);
     loop_set_before_sleep(&w->loop, before_sleep);
     install_layers(w);
+    if (start_storage(w, cfg) < 0)
+        return -1;
     w->crypt_fd = crypt_pool_start(w, cfg->hash_threads);
     if (w->crypt_fd < 0 ||
         loop_watch(&w->loop, &w->crypt_src, w->crypt_fd, EPOLLIN, on_crypt_event, w) < 0 ||
