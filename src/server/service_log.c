@@ -42,6 +42,7 @@ struct log_job {
     int64_t conv;
     int64_t before, after; /* HISTORY cursors, STORE_NO_CURSOR when absent */
     int64_t cseq;          /* READ: the cseq asked, then the cursor after the store */
+    bool moved;            /* READ: the cursor is where the request put it (not behind it) */
     int limit;             /* HISTORY, CONVERSATIONS page size */
 
     struct buf out;         /* HISTORY msgs / CONVERSATIONS convs: a JSON array */
@@ -290,7 +291,10 @@ static int run_read(const struct store_ops *ops, struct store *st, void *arg)
     int err = resolve_conversation(ops, st, j);
     if (err)
         return err;
-    return ops->read_set(st, j->uid, j->conv, j->cseq, &j->cseq);
+    int64_t asked = j->cseq;
+    err = ops->read_set(st, j->uid, j->conv, asked, &j->cseq);
+    j->moved = !err && asked >= j->cseq; /* lower than the cursor: nothing changed */
+    return err;
 }
 
 static void collect_other_member(void *arg, int32_t userid, const char *name, const char *role)
@@ -445,7 +449,7 @@ static void push_read(struct worker *w, const struct log_job *j)
 static void done_read(void *arg, int err)
 {
     struct log_job *j = arg;
-    if (!err)
+    if (!err && j->moved)
         push_read(j->w, j);
     finish_job(j, err, reply_acked);
 }
