@@ -27,6 +27,7 @@
 #include "server/guard.h"
 #include "server/online.h"
 #include "server/proc.h"
+#include "server/storage.h"
 #include "server/worker_loop.h"
 #include "worker_setup.h"
 
@@ -57,8 +58,10 @@ static void wait_for_jobs(struct conn *c, int peer)
 {
     int64_t deadline = clock_now_ms() + FUZZ_JOB_WAIT_MS;
     while (c->state == CONN_OPEN && c->busy) {
-        struct pollfd p = { .fd = worker.crypt_fd, .events = POLLIN };
-        int n = poll(&p, 1, FUZZ_JOB_WAIT_MS);
+        /* Password jobs and storage jobs (HISTORY, READ, ...: service_log.c). */
+        struct pollfd p[2] = { { .fd = worker.crypt_fd, .events = POLLIN },
+                               { .fd = storage_fd(worker.storage), .events = POLLIN } };
+        int n = poll(p, 2, FUZZ_JOB_WAIT_MS);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0 && clock_now_ms() >= deadline) {
@@ -67,6 +70,7 @@ static void wait_for_jobs(struct conn *c, int peer)
             abort(); /* a job that never comes back is a bug */
         }
         worker_finish_crypt_jobs(&worker);
+        storage_complete(worker.storage);
         worker_end_turn(&worker);
         drain(peer);
     }
