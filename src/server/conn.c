@@ -30,6 +30,7 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "server/conn.h"
+#include "server/delivered.h"
 #include "server/offline.h"
 #include "server/proxy.h"
 #include "server/worker.h"
@@ -251,6 +252,8 @@ static void complete_written_marks(struct worker *w, struct conn *c)
         struct out_mark m = c->marks[c->marks_head];
         c->marks_head++;
         c->marks_len--;
+        if (m.stash == NULL)
+            delivered_note(w, m.uid, buf_head(&c->out) + (m.start - c->out_base), m.end - m.start);
         free(m.stash);
         if (m.token)
             w->hooks.mark_done(w, m.origin, m.token, 0);

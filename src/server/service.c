@@ -25,6 +25,7 @@
 #include "server/reply.h"
 #include "server/route.h"
 #include "server/service.h"
+#include "server/service_chat.h"
 #include "server/service_log.h"
 #include "server/session.h"
 #include "server/worker.h"
@@ -51,7 +52,7 @@ static void reply_result(struct worker *w, struct conn *c, const struct request 
     if (err)
         reply_request_error(w, c, r, err);
     else if (r->seq)
-        reply_ack(w, c, r->msgid, r->seq, 0, 0, groupid);
+        reply_ack(w, c, r->msgid, r->seq, 0, 0, groupid, 0);
 }
 
 /* ---- field access ------------------------------------------------------- */
@@ -304,127 +305,10 @@ void service_crypt_done(struct worker *w, struct crypt_job *job)
 
 /* ---- chats -------------------------------------------------------------- */
 
-/* The forwarded form of a chat: built once, sent to every recipient as is. */
-static int build_chat(struct worker *w, struct conn *c, struct buf *b, int msgid, int32_t to,
-                      const char *text, size_t textlen, int64_t *mid)
+/* The chat path of the log lives in service_chat.c. */
+static void handle_chat(struct worker *w, struct conn *c, const struct request *r)
 {
-    int64_t ts;
-    const char *now = worker_time_str(w, &ts);
-    *mid = online_next_mid(w->online);
-    struct jsonw jw;
-    jsonw_begin(&jw, b);
-    jsonw_int(&jw, "msgid", msgid);
-    jsonw_int(&jw, "id", c->uid);
-    if (msgid == QC_GROUP_CHAT_MSG)
-        jsonw_int(&jw, "userid", c->uid);
-    jsonw_str(&jw, "name", c->name);
-    jsonw_int(&jw, msgid == QC_GROUP_CHAT_MSG ? "groupid" : "toid", to);
-    jsonw_strn(&jw, "msg", text, textlen);
-    jsonw_str(&jw, "time", now);
-    jsonw_int(&jw, "ts", ts);
-    jsonw_int(&jw, "mid", *mid);
-    return jsonw_end(&jw) < 0 ? QC_EINTERNAL : 0;
-}
-
-static void handle_one_chat(struct worker *w, struct conn *c, const struct request *r)
-{
-    int32_t to;
-    const char *text;
-    size_t len;
-    int err = get_id(r, "toid", &to);
-    if (!err)
-        err = get_text(r, "msg", 0, (size_t)w->cfg.max_text_bytes, &text, &len);
-    if (err) {
-        reply_request_error(w, c, r, err);
-        return;
-    }
-    struct buf b = worker_buf_take(w);
-    int64_t mid;
-    if ((err = build_chat(w, c, &b, QC_ONE_CHAT_MSG, to, text, len, &mid)) != 0) {
-        worker_buf_give(w, &b);
-        reply_request_error(w, c, r, err);
-        return;
-    }
-    metrics_count(QM_MESSAGES, QM_MSG_ONE);
-    uint32_t req = pending_open(w, c, r->msgid, r->seq);
-    pending_set_mid(w, req, mid);
-    if (route_chat(w, to, buf_head(&b), buf_used(&b), req) == ROUTE_OFFLINE)
-        err = offline_keep_checked(w, to, buf_head(&b), buf_used(&b));
-    if (req)
-        pending_done(w, req, err);
-    else
-        reply_result(w, c, r, err, 0);
-    worker_buf_give(w, &b);
-}
-
-struct group_fanout {
-    int32_t sender;
-    bool member;
-    struct id_list members;
-};
-
-static void collect_member(void *arg, int32_t userid, const char *name, const char *role)
-{
-    struct group_fanout *g = arg;
-    (void)name;
-    (void)role;
-    if (userid == g->sender)
-        g->member = true;
-    else
-        id_list_push(&g->members, userid);
-}
-
-static void handle_group_chat(struct worker *w, struct conn *c, const struct request *r)
-{
-    int32_t gid;
-    const char *text;
-    size_t len;
-    int err = get_id(r, "groupid", &gid);
-    if (!err)
-        err = get_text(r, "msg", 0, (size_t)w->cfg.max_text_bytes, &text, &len);
-    struct group_fanout g = { .sender = c->uid };
-    if (!err)
-        err = w->st->group_members(w->store, gid, collect_member, &g);
-    if (!err && g.members.err)
-        err = g.members.err;
-    if (!err && !g.member)
-        err = QC_ENOTMEMBER;
-    struct buf b = worker_buf_take(w);
-    int64_t mid;
-    if (!err)
-        err = build_chat(w, c, &b, QC_GROUP_CHAT_MSG, gid, text, len, &mid);
-    if (err) {
-        free(g.members.ids);
-        worker_buf_give(w, &b);
-        reply_request_error(w, c, r, err);
-        return;
-    }
-    metrics_count(QM_MESSAGES, QM_MSG_GROUP);
-    uint32_t req = pending_open(w, c, r->msgid, r->seq);
-    pending_set_mid(w, req, mid);
-    /* Online members get it now; the others in one batched store. */
-    size_t offline = 0;
-    for (size_t i = 0; i < g.members.n; i++)
-        if (route_chat(w, g.members.ids[i], buf_head(&b), buf_used(&b), req) == ROUTE_OFFLINE)
-            g.members.ids[offline++] = g.members.ids[i];
-    if (offline > 0) {
-        int64_t t0 = metrics_now_us();
-        err = w->st->offline_store(w->store, g.members.ids, offline, buf_head(&b), buf_used(&b));
-        metrics_observe(QM_H_STORE, metrics_now_us() - t0);
-        metrics_add(err ? QM_STORE_ERRORS : QM_DELIVERIES, err ? 0 : QM_PATH_STORED,
-                    err ? 1 : offline);
-        if (err)
-            log_error("group %d: storing for %zu offline member(s) failed: %s", gid, offline,
-                      qc_strerror(err));
-        else
-            w->stats->offline_stored += offline;
-    }
-    if (req)
-        pending_done(w, req, err);
-    else
-        reply_result(w, c, r, err, 0);
-    free(g.members.ids);
-    worker_buf_give(w, &b);
+    service_chat(w, c, r->obj, r->msgid, r->seq);
 }
 
 /* ---- friends and groups ------------------------------------------------- */
@@ -486,7 +370,7 @@ static void handle_loginout(struct worker *w, struct conn *c, const struct reque
 
 static void handle_heartbeat(struct worker *w, struct conn *c, const struct request *r)
 {
-    reply_ack(w, c, r->msgid, r->seq, 0, 0, 0);
+    reply_ack(w, c, r->msgid, r->seq, 0, 0, 0, 0);
 }
 
 /* HISTORY, CONVERSATIONS, READ, TYPING: service_log.c. */
@@ -505,11 +389,11 @@ static const struct {
 } handlers[QC_MSGID_MAX + 1] = {
     [QC_LOGIN_MSG] = { handle_login, false },
     [QC_REG_MSG] = { handle_register, false },
-    [QC_ONE_CHAT_MSG] = { handle_one_chat, true },
+    [QC_ONE_CHAT_MSG] = { handle_chat, true },
     [QC_ADD_FRIEND_MSG] = { handle_add_friend, true },
     [QC_CREATE_GROUP_MSG] = { handle_create_group, true },
     [QC_ADD_GROUP_MSG] = { handle_add_group, true },
-    [QC_GROUP_CHAT_MSG] = { handle_group_chat, true },
+    [QC_GROUP_CHAT_MSG] = { handle_chat, true },
     [QC_LOGINOUT_MSG] = { handle_loginout, true },
     [QC_HEARTBEAT_MSG] = { handle_heartbeat, false },
     /* the conversation log (service_log.c) */

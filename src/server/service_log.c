@@ -6,10 +6,11 @@
  *
  * Each request becomes one log_job: validated here on the loop, its store
  * work run on the storage thread (run_*), its reply written back on the
- * loop (done_*).  While the job is out the connection is busy and reads no
- * further request; the callback answers only the connection that asked
- * (slot and connection generation unchanged).  Errors follow the seq rule
- * through reply_error: a failed request gets ACK_MSG 11 with the errno.
+ * loop (resume_*), through service_async: while the job is out the
+ * connection is parked and reads no further request, and the resume step
+ * answers only the connection that asked (slot and connection generation
+ * unchanged; NULL otherwise).  Errors follow the seq rule through
+ * reply_error: a failed request gets ACK_MSG 11 with the errno.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include "server/online.h"
 #include "server/reply.h"
 #include "server/route.h"
+#include "server/service_async.h"
 #include "server/service_log.h"
 #include "server/session.h"
 #include "server/storage.h"
@@ -30,8 +32,7 @@
 
 /* One request of this module, carried to the storage thread and back. */
 struct log_job {
-    struct worker *w;
-    uint32_t slot, cgen, sgen; /* the asking connection and its session */
+    uint32_t slot, sgen; /* the asking connection's slot and session */
     int32_t uid;
     char name[QC_NAME_MAX + 1];
     int msgid;
@@ -111,14 +112,12 @@ static int get_conversation(struct json_object *obj, const char *user_key, struc
 
 /* ---- the job's life ----------------------------------------------------- */
 
-static struct log_job *job_new(struct worker *w, struct conn *c, int msgid, const char *seq)
+static struct log_job *job_new(const struct conn *c, int msgid, const char *seq)
 {
     struct log_job *j = calloc(1, sizeof *j);
     if (j == NULL)
         return NULL;
-    j->w = w;
     j->slot = c->slot;
-    j->cgen = c->cgen;
     j->sgen = c->sgen;
     j->uid = c->uid;
     strlcpy(j->name, c->name, sizeof j->name);
@@ -144,23 +143,15 @@ static const char *job_seq(const struct log_job *j)
     return j->has_seq ? j->seq : NULL;
 }
 
-/* The connection that asked, if it is still there (same slot, same generation). */
-static struct conn *job_conn(const struct log_job *j)
-{
-    struct conn *c = worker_conn(j->w, j->slot);
-    return c && c->cgen == j->cgen ? c : NULL;
-}
-
-/* Hand j to the storage thread; c reads nothing more until done runs. */
+/* Hand j to the storage thread; c reads nothing more until resume runs. */
 static void job_submit(struct worker *w, struct conn *c, struct log_job *j, storage_run_fn run,
-                       storage_done_fn done)
+                       service_resume_fn resume)
 {
-    if (storage_submit(w->storage, run, done, j) != QC_OK) {
-        reply_error(w, c, j->msgid, job_seq(j), QC_ESTORAGE);
+    int err = service_async(w, c, run, resume, j);
+    if (err) {
+        reply_error(w, c, j->msgid, job_seq(j), err);
         job_free(j);
-        return;
     }
-    c->busy = true;
 }
 
 /* ---- on the storage thread ---------------------------------------------- */
@@ -347,24 +338,18 @@ static void write_conversation(struct jsonw *jw, const struct log_job *j)
 }
 
 /*
- * The end of every job: the asking connection (if still there) gets the
- * error, or reply(w, c, j) on success, and reads requests again.
+ * The end of every job: the asking connection (NULL when it has gone) gets
+ * the error, or reply(w, c, j) on success; then it reads requests again.
  */
-static void finish_job(struct log_job *j, int err,
+static bool finish_job(struct worker *w, struct conn *c, struct log_job *j, int err,
                        void (*reply)(struct worker *w, struct conn *c, struct log_job *j))
 {
-    struct worker *w = j->w;
-    struct conn *c = job_conn(j);
-    if (c) {
-        if (c->state == CONN_OPEN) {
-            if (err)
-                reply_error(w, c, j->msgid, job_seq(j), err);
-            else
-                reply(w, c, j);
-        }
-        conn_resume(w, c);
-    }
+    if (c && err)
+        reply_error(w, c, j->msgid, job_seq(j), err);
+    else if (c)
+        reply(w, c, j);
     job_free(j);
+    return true;
 }
 
 static void reply_history(struct worker *w, struct conn *c, struct log_job *j)
@@ -382,9 +367,9 @@ static void reply_history(struct worker *w, struct conn *c, struct log_job *j)
     reply_finish(w, c, &b, &jw);
 }
 
-static void done_history(void *arg, int err)
+static bool resume_history(struct worker *w, struct conn *c, void *arg, int err)
 {
-    finish_job(arg, err, reply_history);
+    return finish_job(w, c, arg, err, reply_history);
 }
 
 static void reply_conversations(struct worker *w, struct conn *c, struct log_job *j)
@@ -400,16 +385,16 @@ static void reply_conversations(struct worker *w, struct conn *c, struct log_job
     reply_finish(w, c, &b, &jw);
 }
 
-static void done_conversations(void *arg, int err)
+static bool resume_conversations(struct worker *w, struct conn *c, void *arg, int err)
 {
-    finish_job(arg, err, reply_conversations);
+    return finish_job(w, c, arg, err, reply_conversations);
 }
 
 /* The generic ACK, only when the request carried seq (the seed rule). */
 static void reply_acked(struct worker *w, struct conn *c, struct log_job *j)
 {
     if (j->has_seq)
-        reply_ack(w, c, j->msgid, j->seq, 0, 0, 0);
+        reply_ack(w, c, j->msgid, j->seq, 0, 0, 0, 0);
 }
 
 /* Send a push to uid's sessions other than the asking one (route_notice filters by wish). */
@@ -446,12 +431,13 @@ static void push_read(struct worker *w, const struct log_job *j)
     worker_buf_give(w, &b);
 }
 
-static void done_read(void *arg, int err)
+/* The pushes go whether or not the reader's connection is still there. */
+static bool resume_read(struct worker *w, struct conn *c, void *arg, int err)
 {
     struct log_job *j = arg;
     if (!err && j->moved)
-        push_read(j->w, j);
-    finish_job(j, err, reply_acked);
+        push_read(w, j);
+    return finish_job(w, c, j, err, reply_acked);
 }
 
 /* TYPING done: {msgid 26, id, name, toid | groupid} to each recipient that asked for it. */
@@ -476,12 +462,12 @@ static void push_typing(struct worker *w, const struct log_job *j)
     worker_buf_give(w, &b);
 }
 
-static void done_typing(void *arg, int err)
+static bool resume_typing(struct worker *w, struct conn *c, void *arg, int err)
 {
     struct log_job *j = arg;
     if (!err)
-        push_typing(j->w, j);
-    finish_job(j, err, reply_acked);
+        push_typing(w, j);
+    return finish_job(w, c, j, err, reply_acked);
 }
 
 /* ---- the handlers ------------------------------------------------------- */
@@ -541,27 +527,27 @@ static int parse_read(struct json_object *obj, struct log_job *j)
 void service_log_dispatch(struct worker *w, struct conn *c, struct json_object *obj, int msgid,
                           const char *seq)
 {
-    struct log_job *j = job_new(w, c, msgid, seq);
+    struct log_job *j = job_new(c, msgid, seq);
     int err = j ? QC_OK : QC_EINTERNAL;
     storage_run_fn run = NULL;
-    storage_done_fn done = NULL;
+    service_resume_fn resume = NULL;
     if (!err) {
         switch (msgid) {
         case QC_HISTORY_MSG:
             err = parse_history(obj, j);
-            run = run_history, done = done_history;
+            run = run_history, resume = resume_history;
             break;
         case QC_CONVERSATIONS_MSG:
             err = get_limit(obj, 1, STORE_CONVS_MAX, CONVS_LIMIT_DEFAULT, &j->limit);
-            run = run_conversations, done = done_conversations;
+            run = run_conversations, resume = resume_conversations;
             break;
         case QC_READ_MSG:
             err = parse_read(obj, j);
-            run = run_read, done = done_read;
+            run = run_read, resume = resume_read;
             break;
         case QC_TYPING_MSG:
             err = get_conversation(obj, "toid", j);
-            run = run_typing, done = done_typing;
+            run = run_typing, resume = resume_typing;
             break;
         default: err = QC_EUNKNOWN; break;
         }
@@ -571,7 +557,7 @@ void service_log_dispatch(struct worker *w, struct conn *c, struct json_object *
         if (j->with != j->uid && !typing_allowed(c, conv, w->now_ms)) {
             /* Over the limit: dropped, not an error (the typist retries anyway). */
             if (seq)
-                reply_ack(w, c, msgid, seq, 0, 0, 0);
+                reply_ack(w, c, msgid, seq, 0, 0, 0, 0);
             job_free(j);
             return;
         }
@@ -582,5 +568,5 @@ void service_log_dispatch(struct worker *w, struct conn *c, struct json_object *
             job_free(j);
         return;
     }
-    job_submit(w, c, j, run, done);
+    job_submit(w, c, j, run, resume);
 }

@@ -29,6 +29,9 @@
 #include "common/password.h"
 #include "server/conn.h"
 #include "server/crypt_pool.h"
+#include "server/delivered.h"
+#include "server/service_chat.h"
+#include "server/storage.h"
 #include "server/handoff.h"
 #include "server/ipc.h"
 #include "server/login.h"
@@ -270,6 +273,7 @@ static void on_tick(void *ctx)
     metrics_sample_worker(w);
     check_deadlines(w);
     balance_accepting(w);
+    service_chat_tick(w);
     purge_tick(w);
 }
 
@@ -323,6 +327,11 @@ static bool output_pending(struct worker *w)
     }
     if (peer_output_waiting(w))
         return true;
+    /* Chats whose append has not committed yet: their ACKs wait. */
+    struct storage_stats st;
+    storage_get_stats(w->storage, &st);
+    if (st.outstanding > 0 || service_chat_waiting(w))
+        return true;
     /* A confirmation still on its way: exiting now would store a written chat again. */
     return handoff_waiting(w);
 }
@@ -341,10 +350,11 @@ static void __attribute__((noreturn)) finish_stop(struct worker *w)
     free_dead(w);
     peer_flush_all(w);
     handoff_shutdown(w);
+    delivered_flush(w);
+    storage_stop(w->storage); /* commits what is queued; the journal keeps the rest */
     pending_destroy(w);
     crypt_pool_stop(w);
-    storage_stop(w->storage); /* finishes what is queued; callbacks see closed conns */
-    purge_stop(w);            /* after: a purge batch may have been on the thread */
+    purge_stop(w); /* after storage_stop: a purge batch may have been on the thread */
     while (w->nspare > 0)
         buf_free(&w->spare[--w->nspare]);
     w->st->close(w->store);
@@ -388,6 +398,7 @@ static void before_sleep(void *ctx)
     struct worker *w = ctx;
     flush_dirty(w);
     free_dead(w);
+    delivered_flush(w);
 }
 
 static void on_wake(void *ctx)
@@ -416,13 +427,6 @@ static void on_channel_event(void *ctx, uint32_t events)
     read_channel(ctx);
 }
 
-static void on_crypt_event(void *ctx, uint32_t events)
-{
-    (void)events;
-    worker_finish_crypt_jobs(ctx);
-}
-
-/* The storage thread finished work: run its callbacks on this thread. */
 static void on_storage_event(void *ctx, uint32_t events)
 {
     struct worker *w = ctx;
@@ -430,21 +434,10 @@ static void on_storage_event(void *ctx, uint32_t events)
     storage_complete(w->storage);
 }
 
-/* The storage thread (store calls off the loop) and the retention purge. */
-static int start_storage(struct worker *w, const struct qc_config *cfg)
+static void on_crypt_event(void *ctx, uint32_t events)
 {
-    char err[QC_CONFIG_ERR_MAX];
-    w->storage = storage_start(cfg, err, sizeof err);
-    if (w->storage == NULL) {
-        log_error("storage thread: %s", err);
-        return -1;
-    }
-    if (loop_watch(&w->loop, &w->storage_src, storage_fd(w->storage), EPOLLIN, on_storage_event,
-                   w) < 0) {
-        log_error("storage thread: %s", strerror(errno));
-        return -1;
-    }
-    return purge_init(w);
+    (void)events;
+    worker_finish_crypt_jobs(ctx);
 }
 
 /* A worker's sources: listening socket, channel, signals, the links made before the fork. */
@@ -514,10 +507,16 @@ int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
         log_error("storage: %s", w->st ? err : "unknown driver");
         return -1;
     }
+    w->storage = storage_start(cfg, err, sizeof err);
+    if (w->storage == NULL || loop_watch(&w->loop, &w->storage_src, storage_fd(w->storage), EPOLLIN,
+                                         on_storage_event, w) < 0) {
+        log_error("storage thread: %s", w->storage ? strerror(errno) : err);
+        return -1;
+    }
     loop_set_on_wake(&w->loop, on_wake);
     loop_set_before_sleep(&w->loop, before_sleep);
     install_layers(w);
-    if (start_storage(w, cfg) < 0)
+    if (purge_init(w) < 0)
         return -1;
     w->crypt_fd = crypt_pool_start(w, cfg->hash_threads);
     if (w->crypt_fd < 0 ||
@@ -547,7 +546,7 @@ void worker_end_turn(struct worker *w)
 
 void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_fd,
                  const int *peer_fds, const struct qc_config *cfg, struct online_table *online,
-                 struct guard *guard)
+                 struct guard *guard, struct seqtab *seqtab, struct journal *journal)
 {
     struct worker *w = &the_worker;
     char role[32];
@@ -557,6 +556,9 @@ void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_f
     if (worker_setup(w, index, cfg, online, guard) < 0)
         _exit(1);
     w->nworkers = nworkers;
+    w->seqtab = seqtab;
+    w->journal = journal;
+    service_chat_replay(w); /* queued before any client's chat */
     w->listen_fd = listen_fd;
     ipc_chan_init(&w->channel, channel_fd);
     w->accepting = true;

@@ -30,6 +30,7 @@
 #define OFFLINE_CAP        5   /* limits.max_offline_messages in this file's server */
 #define OFFLINE_SENT       12  /* more than two login replies' worth */
 #define QUIET_MS           300 /* a push that must not come: wait this long */
+#define ORDER_GAP_MS       5   /* apart by this much, two messages' ts order them */
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -357,8 +358,15 @@ static void test_conversations_and_unread(void **state)
     struct qclient *cy = h_new_user(&y, "cv_y");
     chat(cx, me.id, "from x 1");
     chat(cx, me.id, "from x 2");
+    /* me is online: take the forwarded chats before me's own requests read their replies. */
+    for (int i = 0; i < 2; i++)
+        json_object_put(h_expect(cm, QC_ONE_CHAT_MSG, "chat from x"));
+    /* "Most recent" is by the millisecond: keep the conversations' last messages apart. */
     chat(cm, x.id, "to x");
+    h_sleep_ms(ORDER_GAP_MS);
     chat(cy, me.id, "from y");
+    json_object_put(h_expect(cm, QC_ONE_CHAT_MSG, "chat from y"));
+    h_sleep_ms(ORDER_GAP_MS);
     int32_t gid = new_group(cm, "cv_g");
     group_chat(cm, gid, "to my group");
     struct json_object *r = call_ok(cm, CONVERSATIONS_MSG, CONVERSATIONS_MSG_ACK, "%s", "");
