@@ -5,7 +5,7 @@
  * LOGIN (the seed's client must never get traffic it did not ask for):
  * presence notices (13) to "presence": true, read receipts (25) to
  * "receipts": true, typing (26) to "typing": true; the READ_MSG sync (24)
- * to every session (legacy connections excepted once they are told apart).
+ * to every session that is not a legacy connection (the seed's client).
  * The receiving worker decides, from the push's msgid, so the routing of a
  * notice (this worker, another worker, another node) stays one path.
  */

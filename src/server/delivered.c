@@ -8,6 +8,7 @@
  * and dropped: the cursor stays lower, so those chats come again at the next
  * login (a duplicate the client drops by cseq), never lost.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,17 +32,23 @@ struct delivered_batch {
 /* ---- reading a forwarded chat --------------------------------------------- */
 
 /*
- * The integer after key (e.g. ",\"cseq\":") in p.  A key with its leading
- * comma and quotes cannot occur inside a JSON string (a quote there is
- * escaped), so the first match is the field.
+ * The integer value of member "name" of the JSON object in p.  A quote
+ * inside a JSON string is escaped, so "name": preceded by '{' or ',' is a
+ * member of the object (of the outer one: a chat has no nested objects).
  */
-static bool field_after(const char *p, size_t n, const char *key, int64_t *out)
+static bool field_after(const char *p, size_t n, const char *name, int64_t *out)
 {
-    size_t klen = strlen(key);
-    const char *k = memmem(p, n, key, klen);
+    char key[32];
+    int klen = snprintf(key, sizeof key, "\"%s\":", name);
+    const char *end = p + n, *k = p;
+    while ((k = memmem(k, (size_t)(end - k), key, (size_t)klen)) != NULL) {
+        if (k > p && (k[-1] == '{' || k[-1] == ','))
+            break;
+        k++;
+    }
     if (k == NULL)
         return false;
-    const char *q = k + klen, *end = p + n;
+    const char *q = k + klen;
     int64_t v = 0;
     if (q >= end || *q < '0' || *q > '9')
         return false;
@@ -54,15 +61,14 @@ static bool field_after(const char *p, size_t n, const char *key, int64_t *out)
 bool delivered_position(const char *p, size_t n, int64_t *conv, int64_t *cseq)
 {
     int64_t msgid, sender, to;
-    if (!field_after(p, n, "{\"msgid\":", &msgid) || !field_after(p, n, ",\"cseq\":", cseq) ||
-        *cseq <= 0)
+    if (!field_after(p, n, "msgid", &msgid) || !field_after(p, n, "cseq", cseq) || *cseq <= 0)
         return false;
-    if (msgid == QC_GROUP_CHAT_MSG && field_after(p, n, ",\"groupid\":", &to) && to <= INT32_MAX) {
+    if (msgid == QC_GROUP_CHAT_MSG && field_after(p, n, "groupid", &to) && to <= INT32_MAX) {
         *conv = store_conv_group((int32_t)to);
         return true;
     }
-    if (msgid == QC_ONE_CHAT_MSG && field_after(p, n, ",\"id\":", &sender) &&
-        field_after(p, n, ",\"toid\":", &to) && sender > 0 && sender <= INT32_MAX && to > 0 &&
+    if (msgid == QC_ONE_CHAT_MSG && field_after(p, n, "id", &sender) &&
+        field_after(p, n, "toid", &to) && sender > 0 && sender <= INT32_MAX && to > 0 &&
         to <= INT32_MAX) {
         *conv = store_conv_pair((int32_t)sender, (int32_t)to);
         return true;

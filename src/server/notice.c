@@ -27,7 +27,7 @@ int notice_msgid(const char *payload, size_t len)
 bool notice_wanted(const struct conn *c, const char *payload, size_t len)
 {
     switch (notice_msgid(payload, len)) {
-    case QC_READ_MSG: return true;
+    case QC_READ_MSG: return !c->legacy; /* legacy connections get chats and KICK only */
     case QC_RECEIPT_MSG: return c->receipts;
     case QC_TYPING_MSG: return c->typing;
     default: return c->presence;

@@ -35,6 +35,9 @@ int offline_keep(struct worker *w, int32_t uid, const char *payload, size_t len)
 
 int offline_keep_checked(struct worker *w, int32_t uid, const char *payload, size_t len)
 {
+    int64_t conv, cseq;
+    if (delivered_position(payload, len, &conv, &cseq))
+        return offline_keep(w, uid, payload, len); /* the chat path checked uid */
     struct store_user u;
     int err = w->st->user_get(w->store, uid, &u);
     explicit_bzero(u.password, sizeof u.password);

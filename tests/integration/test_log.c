@@ -499,7 +499,12 @@ static void test_legacy_forward_shape(void **state)
     /* The seed client: trailing NUL, no seq. */
     struct qclient *cb = h_connect();
     qclient_set_trailing_nul(cb, true);
-    h_send(cb, "{\"msgid\":1,\"id\":%d,\"password\":%s}", b.id, h_q(b.password));
+    /* h_send is raw (no NUL even with trailing_nul): the NUL goes explicitly. */
+    char login[256];
+    int n = snprintf(login, sizeof login, "{\"msgid\":1,\"id\":%d,\"password\":%s}", b.id,
+                     h_q(b.password));
+    H_CHECK(n > 0 && (size_t)n < sizeof login && qclient_send_raw(cb, login, (size_t)n + 1) == 0,
+            "send the seed's login with its NUL");
     json_object_put(h_expect(cb, QC_LOGIN_MSG_ACK, "legacy login"));
     chat(ca, b.id, "to the seed client");
     struct json_object *m = h_expect(cb, QC_ONE_CHAT_MSG, "legacy forwarded chat");
@@ -515,6 +520,39 @@ static void test_legacy_forward_shape(void **state)
     }
     H_CHECK(h_has(m, "cseq"), "legacy receivers still get cseq: %s", h_json(m));
     json_object_put(m);
+}
+
+/*
+ * The login reply stays within limits.max_login_reply_bytes (this file's
+ * server: REPLY_CAP): a user in more groups than fit gets the groups that
+ * fit, whole, and the reply is not larger than the cap (this branch's
+ * addition to the lead's tests).
+ */
+#define REPLY_CAP   4096
+#define MANY_GROUPS 40
+
+static void test_login_reply_byte_cap(void **state)
+{
+    (void)state;
+    struct h_user u;
+    struct qclient *c = h_new_user(&u, "rb");
+    for (int i = 0; i < MANY_GROUPS; i++)
+        new_group(c, "rb_group_with_a_longish_name");
+    h_close(c);
+    struct json_object *ack = NULL;
+    c = h_login(&u, &ack);
+    size_t len = strlen(json_object_to_json_string_ext(ack, JSON_C_TO_STRING_PLAIN));
+    size_t n = h_arr_len_opt(ack, "groups");
+    H_CHECK(len <= REPLY_CAP, "login reply of %zu bytes, over the cap %d", len, REPLY_CAP);
+    H_CHECK(n > 0 && n < MANY_GROUPS, "want some but not all of %d groups, got %zu", MANY_GROUPS,
+            n);
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *g = h_parse_item(h_arr(ack, "groups"), i, "groups[]");
+        H_CHECK(h_arr_len_opt(g, "users") == 1, "a listed group is whole: %s", h_json(g));
+        json_object_put(g);
+    }
+    json_object_put(ack);
+    h_close(c);
 }
 
 /* ---- log-b: errors of every field, typing limit, pushes across workers, retention ---- */
@@ -700,7 +738,8 @@ static void test_receipt_across_workers_and_no_self_push(void **state)
 static void restart_with(const char *opt)
 {
     h_stop_and_check_clean();
-    const char *const opts[] = { "limits.max_offline_messages=5", opt, NULL };
+    const char *const opts[] = { "limits.max_offline_messages=5",
+                                 "limits.max_login_reply_bytes=4096", opt, NULL };
     H_CHECK(server_start(opts) == 0, "qchatd with %s did not start", opt);
 }
 
@@ -790,7 +829,8 @@ static void test_no_worker_died_and_sigterm_stops(void **state)
 static int group_setup(void **state)
 {
     (void)state;
-    static const char *const opts[] = { "limits.max_offline_messages=5", NULL };
+    static const char *const opts[] = { "limits.max_offline_messages=5",
+                                        "limits.max_login_reply_bytes=4096", NULL };
     return h_group_setup_with(opts);
 }
 
@@ -807,6 +847,7 @@ int main(void)
         H_TEST(test_typing),
         H_TEST(test_login_reply_count_cap),
         H_TEST(test_legacy_forward_shape),
+        H_TEST(test_login_reply_byte_cap),
         /* log-b */
         H_TEST(test_log_request_field_errors),
         H_TEST(test_typing_rate_limit_and_group),
