@@ -41,6 +41,7 @@
 
 /* limits server */
 #define LIM_TEXT_BYTES    1000
+#define CURSOR_SETTLE_MS  200 /* a written login reply's cursor reaches the store */
 #define LIM_MESSAGE_BYTES 2048
 #define LIM_FRIENDS       3
 #define LIM_GROUP_MEMBERS 3
@@ -683,6 +684,10 @@ static void test_offline_limit(void **state)
         first += (int)n;
         json_object_put(ack);
         h_close(cb);
+        /* The cursor moves once the reply is written, by a storage job of
+           the worker that wrote it: let it reach the store before the next
+           login (qchat-protocol(7), the conversation log and its cursors). */
+        h_sleep_ms(CURSOR_SETTLE_MS);
     }
 
     /* each delivered once: the next login has nothing */
