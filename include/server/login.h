@@ -21,10 +21,11 @@ struct conn;
 /*
  * Gather and send the reply for c's new session of (uid, name).  Returns true
  * when it was sent (or failed) now, false when it waits for the relay and
- * will call conn_resume itself.  seq may be NULL.
+ * will call conn_resume itself.  seq may be NULL; token (may be NULL) is a
+ * login token issued with this login, carried as "token".
  */
 bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char *name,
-                       const char *seq);
+                       const char *seq, const char *token);
 /* The relay answered NUMSUB for token (online: one byte per asked id). */
 void login_numsub_done(struct worker *w, uint32_t token, const uint8_t *online, size_t n,
                        bool failed);

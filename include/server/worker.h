@@ -33,6 +33,7 @@
 struct worker;
 struct conn;
 struct json_object;
+struct social_ops;
 
 /* Calls upward, installed by the layer that answers them (see the top). */
 struct worker_hooks {
@@ -87,6 +88,7 @@ struct worker {
     struct worker_stats *stats;
     const struct store_ops *st;
     struct store *store;
+    const struct social_ops *social; /* tokens, password change (same handle as store) */
 
     struct peer peers[ONLINE_MAX_WORKERS + 1]; /* + the relay, RELAY_PEER */
     bool clustered;                            /* a relay exists (redis.host set) */

@@ -48,6 +48,7 @@ struct login_ctx {
     char name[QC_NAME_MAX + 1];
     char seq[QC_SEQ_MAX + 1];
     bool has_seq;
+    char login_token[QC_TOKEN_MAX + 1]; /* a login token issued with this login, "" none */
     struct person *friends;
     size_t nfriends, capfriends;
     struct group_info *groups;
@@ -144,6 +145,7 @@ static void add_offline(void *arg, const char *msg, size_t len)
 
 static void free_ctx(struct login_ctx *x)
 {
+    explicit_bzero(x->login_token, sizeof x->login_token);
     for (size_t i = 0; i < x->nfriends; i++)
         free(x->friends[i].name);
     free(x->friends);
@@ -349,6 +351,8 @@ static void send_reply(struct worker *w, struct conn *c, struct login_ctx *x)
     jsonw_str(&jw, "name", x->name);
     if (x->has_seq)
         jsonw_raw(&jw, "seq", x->seq, strlen(x->seq));
+    if (x->login_token[0])
+        jsonw_str(&jw, "token", x->login_token);
     write_friends(w, x, &jw, &item);
     write_groups(w, x, &jw, &item, &member);
     write_offline(x, &jw);
@@ -395,7 +399,7 @@ static void finish(struct worker *w, struct login_ctx *x)
 /* ---- entry points ------------------------------------------------------- */
 
 bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char *name,
-                       const char *seq)
+                       const char *seq, const char *token)
 {
     struct login_ctx *x = calloc(1, sizeof *x);
     if (x == NULL) {
@@ -411,6 +415,8 @@ bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char
         strlcpy(x->seq, seq, sizeof x->seq);
         x->has_seq = true;
     }
+    if (token)
+        strlcpy(x->login_token, token, sizeof x->login_token);
     buf_init(&x->stash);
     int err = collect(w, x);
     if (err) {

@@ -394,6 +394,24 @@ struct users_out {
     bool first;
 };
 
+/* Ask every worker holding a session of uid (several devices) to end them. */
+static int kick_every_session(struct master *m, int32_t uid)
+{
+    struct online_loc locs[ONLINE_USER_MAX];
+    bool told[ONLINE_MAX_WORKERS] = { false };
+    size_t n = online_sessions(m->online, uid, locs, ONLINE_USER_MAX);
+    struct ipc_user u = { .uid = uid };
+    for (size_t k = 0; k < n; k++) {
+        uint32_t wk = locs[k].worker;
+        if (wk >= m->nworkers || told[wk] || m->children[wk].chan.fd < 0)
+            continue;
+        told[wk] = true;
+        if (ipc_chan_send(&m->children[wk].chan, IPC_KICK_USER, &u, NULL, 0) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 static void add_user_json(void *arg, int32_t uid, const struct online_loc *loc)
 {
     struct users_out *u = arg;
@@ -488,14 +506,11 @@ static void run_control_command(void *ctx, struct json_object *req, struct buf *
                    m->children[loc.worker].chan.fd < 0) {
             snprintf(msg, sizeof msg, "user %lld is not online", (long long)id);
             control_error(out, msg);
+        } else if (kick_every_session(m, (int32_t)id) < 0) {
+            control_error(out, strerror(errno));
         } else {
-            struct ipc_user u = { .uid = (int32_t)id };
-            if (ipc_chan_send(&m->children[loc.worker].chan, IPC_KICK_USER, &u, NULL, 0) < 0) {
-                control_error(out, strerror(errno));
-            } else {
-                log_info("operator kicked user %lld", (long long)id);
-                buf_append_str(out, "{\"ok\":true}");
-            }
+            log_info("operator kicked user %lld", (long long)id);
+            buf_append_str(out, "{\"ok\":true}");
         }
     } else if (strcmp(cmd, "reload") == 0) {
         if (reload_config(m) == 0)

@@ -25,6 +25,7 @@
 #include "server/reply.h"
 #include "server/route.h"
 #include "server/service.h"
+#include "server/service_session.h"
 #include "server/session.h"
 #include "server/worker.h"
 
@@ -93,28 +94,6 @@ static void wipe_field(const struct request *r, const char *key)
 
 /* ---- LOGIN -------------------------------------------------------------- */
 
-/* Make (uid) this connection's session; the previous session, anywhere on the node, is kicked. */
-static int open_session(struct worker *w, struct conn *c, const struct store_user *u, bool presence)
-{
-    struct online_loc loc = { .worker = w->index,
-                              .slot = c->slot,
-                              .gen = online_next_gen(w->online) };
-    struct online_loc prev;
-    int rc = online_insert(w->online, u->id, &loc, &prev);
-    if (rc < 0)
-        return QC_ELIMIT;
-    c->uid = u->id;
-    c->sgen = loc.gen;
-    c->presence = presence;
-    c->deadline = 0;
-    conn_end_prelogin(w, c);
-    strlcpy(c->name, u->name, sizeof c->name);
-    w->stats->sessions++;
-    if (rc == 1)
-        route_kick(w, u->id, prev.worker, prev.slot, prev.gen);
-    return 0;
-}
-
 /* The request a finished password job answers (no JSON object any more). */
 static void request_of_job(const struct crypt_job *job, struct request *r)
 {
@@ -156,6 +135,13 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
     size_t pwlen;
     int32_t id;
     struct store_user u;
+    struct login_wish wish;
+    if (session_is_token_login(r->obj)) {
+        wipe_field(r, "password");
+        if (!service_login_token(w, c, r->obj, r->msgid, r->seq))
+            c->busy = true; /* the login reply waits for the relay, then resumes c */
+        return;
+    }
     if (c->sgen) {
         wipe_field(r, "password");
         reply_request_error(w, c, r, QC_EALREADYIN);
@@ -166,6 +152,8 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
         err = get_text(r, "password", 0, QC_PASSWORD_MAX, &pw, &pwlen);
     if (err == QC_ETOOLONG)
         err = QC_EAUTH;
+    if (!err)
+        err = session_login_wish(r->obj, &wish);
     int64_t wait_ms = err ? 0 : guard_login_begin(w->guard, c->ip_hash, id, w->now_ms);
     if (wait_ms > 0) {
         /* Refused before any hashing: a brute force only gets slower. */
@@ -196,6 +184,9 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
     }
     struct json_object *v;
     job->presence = json_object_object_get_ex(r->obj, "presence", &v) && json_object_get_boolean(v);
+    job->want_token = wish.want_token;
+    job->device_named = wish.named;
+    strlcpy(job->device, wish.device, sizeof job->device);
     job->uid = u.id;
     job->asked_uid = id;
     strlcpy(job->name, u.name, sizeof job->name);
@@ -224,16 +215,21 @@ static bool finish_login(struct worker *w, struct conn *c, const struct crypt_jo
     guard_login_succeeded(w->guard, c->ip_hash, job->uid);
     if (job->upgraded && w->st->user_set_password(w->store, job->uid, job->hash) == 0)
         log_info("user %d: password re-hashed at the current cost", job->uid);
-    struct store_user u = { .id = job->uid };
-    strlcpy(u.name, job->name, sizeof u.name);
-    int err = open_session(w, c, &u, job->presence);
+    struct login_wish wish = { .named = job->device_named, .want_token = job->want_token };
+    strlcpy(wish.device, job->device, sizeof wish.device);
+    char token[QC_TOKEN_MAX + 1] = "";
+    if (wish.want_token && session_issue_token(w, job->uid, wish.device, token) != QC_OK)
+        token[0] = '\0'; /* the login still succeeds, without a token */
+    int err = session_open(w, c, job->uid, job->name, job->presence, &wish, token);
     metrics_count(QM_LOGINS, err ? QM_LOGIN_ERROR : QM_LOGIN_OK);
     if (err) {
+        explicit_bzero(token, sizeof token);
         reply_request_error(w, c, r, err);
         return true;
     }
-
-    return login_reply_start(w, c, u.id, u.name, r->seq);
+    bool now = login_reply_start(w, c, job->uid, job->name, r->seq, token[0] ? token : NULL);
+    explicit_bzero(token, sizeof token);
+    return now;
 }
 
 /* ---- REG ---------------------------------------------------------------- */
@@ -294,6 +290,8 @@ void service_crypt_done(struct worker *w, struct crypt_job *job)
         return; /* the login reply resumes the connection */
     if (job->kind == CRYPT_HASH)
         finish_register(w, c, job);
+    if (job->kind == CRYPT_CHANGE)
+        service_password_done(w, c, job);
     conn_resume(w, c);
 }
 
@@ -345,6 +343,8 @@ static void handle_one_chat(struct worker *w, struct conn *c, const struct reque
     pending_set_mid(w, req, mid);
     if (route_chat(w, to, buf_head(&b), buf_used(&b), req) == ROUTE_OFFLINE)
         err = offline_keep_checked(w, to, buf_head(&b), buf_used(&b));
+    if (to != c->uid)
+        route_echo(w, c->uid, c->sgen, buf_head(&b), buf_used(&b), req); /* sender's devices */
     if (req)
         pending_done(w, req, err);
     else
@@ -402,6 +402,7 @@ static void handle_group_chat(struct worker *w, struct conn *c, const struct req
     for (size_t i = 0; i < g.members.n; i++)
         if (route_chat(w, g.members.ids[i], buf_head(&b), buf_used(&b), req) == ROUTE_OFFLINE)
             g.members.ids[offline++] = g.members.ids[i];
+    route_echo(w, c->uid, c->sgen, buf_head(&b), buf_used(&b), req); /* the sender's devices */
     if (offline > 0) {
         int64_t t0 = metrics_now_us();
         err = w->st->offline_store(w->store, g.members.ids, offline, buf_head(&b), buf_used(&b));
@@ -475,8 +476,14 @@ static void handle_add_group(struct worker *w, struct conn *c, const struct requ
 static void handle_loginout(struct worker *w, struct conn *c, const struct request *r)
 {
     log_info("user %d logged out on conn %u", c->uid, c->slot);
+    service_loginout_revoke(w, c, r->obj);
     session_end(w, c);
     reply_result(w, c, r, 0, 0);
+}
+
+static void handle_password(struct worker *w, struct conn *c, const struct request *r)
+{
+    service_password(w, c, r->obj, r->msgid, r->seq);
 }
 
 static void handle_heartbeat(struct worker *w, struct conn *c, const struct request *r)
@@ -501,6 +508,7 @@ static const struct {
     [QC_GROUP_CHAT_MSG] = { handle_group_chat, true },
     [QC_LOGINOUT_MSG] = { handle_loginout, true },
     [QC_HEARTBEAT_MSG] = { handle_heartbeat, false },
+    [QC_PASSWORD_MSG] = { handle_password, true },
 };
 
 /* "seq" is echoed verbatim: an integer or a short string. */
@@ -569,6 +577,12 @@ void service_dispatch(struct worker *w, struct conn *c, struct json_object *obj)
     if (err) {
         if (r.msgid == QC_LOGIN_MSG || r.msgid == QC_REG_MSG)
             wipe_field(&r, "password");
+        if (r.msgid == QC_LOGIN_MSG)
+            wipe_field(&r, "token");
+        if (r.msgid == QC_PASSWORD_MSG) {
+            wipe_field(&r, "old");
+            wipe_field(&r, "new");
+        }
         reply_request_error(w, c, &r, err);
         return;
     }

@@ -2,6 +2,7 @@
  * session.c - how a session ends, and presence notices (see session.h).
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/jsonw.h"
 #include "common/log.h"
@@ -75,8 +76,11 @@ void session_end(struct worker *w, struct conn *c)
     c->sgen = 0;
     c->uid = 0;
     c->presence = false;
+    explicit_bzero(c->token, sizeof c->token);
     w->stats->sessions--;
-    if (removed) {
+    /* Presence is online while any session of the user is (several devices). */
+    struct online_loc other;
+    if (removed && !online_lookup(w->online, uid, &other)) {
         route_session_ended(w, uid);
         session_announce(w, uid, c->name, QC_STATE_OFFLINE);
     }

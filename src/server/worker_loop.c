@@ -44,6 +44,7 @@
 #include "server/session.h"
 #include "server/worker.h"
 #include "server/worker_loop.h"
+#include "store/social.h"
 
 #define WORKER_TICK_MS           250 /* timers: deadlines, idle checks */
 #define WORKER_ACCEPTS_PER_EVENT 64
@@ -179,10 +180,11 @@ static void apply_config(struct worker *w, const struct qc_config *next)
 
 static void kick_user(struct worker *w, int32_t uid)
 {
-    struct online_loc loc;
-    if (online_lookup(w->online, uid, &loc) && loc.worker == w->index) {
-        struct conn *c = worker_conn(w, loc.slot);
-        if (c && c->sgen == loc.gen) {
+    struct online_loc locs[ONLINE_USER_MAX];
+    size_t n = online_sessions(w->online, uid, locs, ONLINE_USER_MAX);
+    for (size_t k = 0; k < n; k++) {
+        struct conn *c = locs[k].worker == w->index ? worker_conn(w, locs[k].slot) : NULL;
+        if (c && c->sgen == locs[k].gen) {
             reply_kick(w, c, "kicked by the operator");
             conn_close_gracefully(w, c);
         }
@@ -472,7 +474,8 @@ int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
     }
     char err[QC_CONFIG_ERR_MAX];
     w->st = store_driver(cfg->storage_driver);
-    if (w->st == NULL || w->st->open(&w->store, cfg, err, sizeof err) != 0) {
+    w->social = social_driver(cfg->storage_driver);
+    if (w->st == NULL || w->social == NULL || w->st->open(&w->store, cfg, err, sizeof err) != 0) {
         log_error("storage: %s", w->st ? err : "unknown driver");
         return -1;
     }
