@@ -145,7 +145,7 @@ static void wipe_token_field(struct json_object *req)
 static int check_token(struct worker *w, struct conn *c, int32_t id, const char *token,
                        struct store_user *u, char device[QC_DEVICE_MAX + 1])
 {
-    int64_t wait_ms = guard_login_begin(w->guard, c->ip_hash, id, w->now_ms);
+    int64_t wait_ms = guard_token_begin(w->guard, c->ip_hash, id, w->now_ms);
     if (wait_ms > 0) {
         log_info("token login for user %d refused for %lld ms after repeated failures", id,
                  (long long)wait_ms);
