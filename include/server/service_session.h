@@ -64,6 +64,12 @@ bool service_login_token(struct worker *w, struct conn *c, struct json_object *r
                          const char *seq);
 /* LOGINOUT with "revoke": true: revoke the session's token (before the session ends). */
 void service_loginout_revoke(struct worker *w, struct conn *c, struct json_object *req);
+/*
+ * qchatctl revoke ID (the master passed the control connection fd): revoke
+ * every token of uid, answer {"ok":true,"revoked":N} or an error on fd,
+ * close it.
+ */
+void service_revoke_user(struct worker *w, int32_t uid, int fd);
 /* PASSWORD_MSG 48 {old, new}: the check and the new hash go to the hashing threads. */
 void service_password(struct worker *w, struct conn *c, struct json_object *req, int msgid,
                       const char *seq);

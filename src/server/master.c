@@ -412,6 +412,29 @@ static int kick_every_session(struct master *m, int32_t uid)
     return 0;
 }
 
+/*
+ * qchatctl revoke ID: a worker revokes every login token of the user (a
+ * store call) and answers the control connection itself; out stays empty.
+ */
+static void revoke_tokens(struct master *m, struct json_object *req, struct buf *out)
+{
+    struct json_object *v;
+    int64_t id = json_object_object_get_ex(req, "id", &v) ? json_object_get_int64(v) : 0;
+    if (id <= 0 || id > INT32_MAX) {
+        control_error(out, "revoke needs a user id");
+        return;
+    }
+    struct ipc_user u = { .uid = (int32_t)id };
+    for (uint32_t k = 0; k < m->nworkers; k++) {
+        if (m->children[k].chan.fd < 0 || ipc_chan_send_fd(&m->children[k].chan, IPC_REVOKE_USER,
+                                                           &u, control_client_fd(m->ctl)) < 0)
+            continue;
+        log_info("operator revokes the login tokens of user %lld (worker %u)", (long long)id, k);
+        return;
+    }
+    control_error(out, "no worker available");
+}
+
 static void add_user_json(void *arg, int32_t uid, const struct online_loc *loc)
 {
     struct users_out *u = arg;
@@ -512,6 +535,8 @@ static void run_control_command(void *ctx, struct json_object *req, struct buf *
             log_info("operator kicked user %lld", (long long)id);
             buf_append_str(out, "{\"ok\":true}");
         }
+    } else if (strcmp(cmd, "revoke") == 0) {
+        revoke_tokens(m, req, out);
     } else if (strcmp(cmd, "reload") == 0) {
         if (reload_config(m) == 0)
             buf_append_str(out, "{\"ok\":true}");

@@ -8,12 +8,16 @@
  * keep a session they should have replaced.  The replaced sessions are
  * then kicked wherever they are on the node (route_kick).
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
+#include "common/jsonw.h"
 #include "common/log.h"
 #include "server/conn.h"
 #include "server/crypt_pool.h"
@@ -225,6 +229,30 @@ void service_loginout_revoke(struct worker *w, struct conn *c, struct json_objec
     else
         log_info("user %d: token revoked at logout", c->uid);
     explicit_bzero(c->token, sizeof c->token);
+}
+
+/* ---- qchatctl revoke ---------------------------------------------------- */
+
+void service_revoke_user(struct worker *w, int32_t uid, int fd)
+{
+    int revoked = 0;
+    int err = w->social->token_revoke_all(w->store, uid, &revoked);
+    struct buf b = worker_buf_take(w);
+    if (err) {
+        buf_append_str(&b, "{\"ok\":false,\"error\":");
+        json_append_string(&b, qc_strerror(err), strlen(qc_strerror(err)));
+        buf_append_str(&b, "}\n");
+        log_error("qchatctl revoke %d: %s", uid, qc_strerror(err));
+    } else {
+        buf_printf(&b, "{\"ok\":true,\"id\":%d,\"revoked\":%d}\n", uid, revoked);
+        log_info("operator revoked %d login token(s) of user %d", revoked, uid);
+    }
+    /* A reply of a few dozen bytes into a fresh socket: it does not block. */
+    if (fd >= 0 && send(fd, buf_head(&b), buf_used(&b), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+        log_warning("qchatctl revoke %d: the answer was not sent: %s", uid, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    worker_buf_give(w, &b);
 }
 
 /* ---- PASSWORD_MSG 48 ---------------------------------------------------- */

@@ -40,6 +40,7 @@
 #include "server/reply.h"
 #include "server/route.h"
 #include "server/service.h"
+#include "server/service_session.h"
 #include "server/title.h"
 #include "server/session.h"
 #include "server/worker.h"
@@ -213,12 +214,20 @@ static void on_kick_user(void *ctx, uint32_t link, const struct ipc_msg *m)
     kick_user(ctx, u->uid);
 }
 
+static void on_revoke_user(void *ctx, uint32_t link, const struct ipc_msg *m)
+{
+    const struct ipc_user *u = m->body;
+    (void)link;
+    service_revoke_user(ctx, u->uid, m->fd);
+}
+
 /* What a worker accepts from the master. */
 static const struct ipc_handlers from_master = {
     .from = "the master",
     .fn = { [IPC_NEW_PEER] = on_new_peer,
             [IPC_CONFIG] = on_config,
-            [IPC_KICK_USER] = on_kick_user },
+            [IPC_KICK_USER] = on_kick_user,
+            [IPC_REVOKE_USER] = on_revoke_user },
 };
 
 static void read_channel(struct worker *w)

@@ -300,6 +300,36 @@ static void test_token_login_and_revocations(void **state)
     stop_clean();
 }
 
+/* qchatctl revoke ID: a worker revokes every token of the user and answers. */
+static void test_operator_revokes_tokens(void **state)
+{
+    start_mode("multi", NULL);
+    struct h_user a;
+    char t1[TOKEN_CHARS + 1], t2[TOKEN_CHARS + 1];
+    h_new_offline_user(&a, "ctl");
+    struct qclient *c1 = login_for_token(&a, "phone", t1);
+    struct qclient *c2 = login_for_token(&a, "laptop", t2);
+    char req[96];
+    snprintf(req, sizeof req, "{\"cmd\":\"revoke\",\"id\":%d}", a.id);
+    struct json_object *o = h_ctl(req);
+    H_CHECK(o != NULL, "control socket revoke: no answer");
+    struct json_object *ok;
+    H_CHECK(json_object_object_get_ex(o, "ok", &ok) && json_object_get_boolean(ok) &&
+                h_int(o, "revoked") == 2 && h_int(o, "id") == a.id,
+            "revoke answer: %s", h_json(o));
+    json_object_put(o);
+    H_CHECK(token_login(&a, t1, NULL) == QC_EBADTOKEN, "phone token alive after revoke");
+    H_CHECK(token_login(&a, t2, NULL) == QC_EBADTOKEN, "laptop token alive after revoke");
+    h_expect_quiet(c1, "open sessions stay after a revoke");
+    o = h_ctl("{\"cmd\":\"revoke\",\"id\":0}");
+    H_CHECK(o != NULL && json_object_object_get_ex(o, "ok", &ok) && !json_object_get_boolean(ok),
+            "revoke without an id: %s", h_json(o));
+    json_object_put(o);
+    h_close(c1);
+    h_close(c2);
+    stop_clean();
+}
+
 static void test_token_expires(void **state)
 {
     start_mode("takeover", "session.token_seconds=" STR(TOKEN_LIFE_S));
@@ -375,6 +405,7 @@ int main(void)
         H_TEST(test_multi_fanout_echo_and_oldest_kicked),
         H_TEST(test_multi_presence_while_any_session),
         H_TEST(test_token_login_and_revocations),
+        H_TEST(test_operator_revokes_tokens),
         H_TEST(test_token_expires),
         H_TEST(test_bad_tokens_throttled_like_passwords),
         H_TEST(test_login_field_errors),
