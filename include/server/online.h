@@ -41,6 +41,7 @@ struct online_loc {
 struct worker_stats {
     _Atomic int32_t pid;
     _Atomic uint32_t connections;
+    _Atomic uint32_t accepting; /* 1: watching the listening socket */
     _Atomic uint32_t sessions;
     _Atomic uint64_t msgs_in;
     _Atomic uint64_t msgs_out;

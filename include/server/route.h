@@ -34,6 +34,13 @@ void route_echo(struct worker *w, int32_t uid, uint32_t gen, const char *payload
                 uint32_t req);
 /* Send a notice (presence) to uid's sessions that asked for them; dropped otherwise. */
 void route_notice(struct worker *w, int32_t uid, const char *payload, size_t len);
+/*
+ * A push for uid's sessions on this node other than its session of
+ * generation gen on this worker (READ_MSG 24 to the reader's other devices);
+ * like route_notice, only sessions that asked for pushes get it.
+ */
+void route_notice_others(struct worker *w, int32_t uid, uint32_t gen, const char *payload,
+                         size_t len);
 /* Ask the worker owning (uid, slot, gen) to end that session (takeover). */
 void route_kick(struct worker *w, int32_t uid, uint32_t worker, uint32_t slot, uint32_t gen);
 /*

@@ -125,7 +125,10 @@ static void lg_line(struct engine *e, struct conn *c, const char *p, size_t n,
 
 static void lg_closed(struct engine *e, struct conn *c)
 {
-    loop_end(e->ctx, c);
+    struct lgthread *th = e->ctx;
+    if (th->warming && c->state != CS_CLOSED && !th->tokens[c->slot][0])
+        th->missing--; /* this loop will never have a token: do not wait for it */
+    loop_end(th, c);
 }
 
 /* A loop waiting longer than --stall for its connect or login ack. */

@@ -247,6 +247,7 @@ static size_t forget_child(struct master *m, uint32_t k)
     metrics_clear_gauges(metrics_node(), k);
     ws->pid = 0;
     ws->connections = 0;
+    ws->accepting = 0;
     ws->sessions = 0;
     if (!m->stopping)
         ws->restarts++;

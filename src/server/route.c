@@ -192,6 +192,16 @@ void route_notice(struct worker *w, int32_t uid, const char *payload, size_t len
         notice_session(w, uid, &locs[k], payload, len);
 }
 
+void route_notice_others(struct worker *w, int32_t uid, uint32_t gen, const char *payload,
+                         size_t len)
+{
+    struct online_loc locs[ONLINE_USER_MAX];
+    size_t n = online_sessions(w->online, uid, locs, ONLINE_USER_MAX);
+    for (size_t k = 0; k < n; k++)
+        if (locs[k].worker != w->index || locs[k].gen != gen)
+            notice_session(w, uid, &locs[k], payload, len);
+}
+
 void route_kick(struct worker *w, int32_t uid, uint32_t worker, uint32_t slot, uint32_t gen)
 {
     if (worker == w->index) {

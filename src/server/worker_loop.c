@@ -60,9 +60,22 @@ static struct worker the_worker;
 /*
  * EPOLLEXCLUSIVE wakes one waiter, and an idle kernel tends to pick the same
  * one: like nginx's accept_disabled, a worker well ahead of the least loaded
- * live worker stops watching the listening socket until a tick finds it no
- * longer ahead, so connections spread over the workers.
+ * live worker stops watching the listening socket until it is no longer
+ * ahead (checked before each sleep and at each tick), so connections spread
+ * over the workers.  It never stops while no other worker accepts: under
+ * reconnect churn the least loaded worker may itself have stopped a moment
+ * ago, and nobody would accept until a tick (a 250 ms stall per connection).
  */
+static bool another_accepting(struct worker *w)
+{
+    for (uint32_t k = 0; k < w->nworkers; k++) {
+        struct worker_stats *ws = online_stats(w->online, k);
+        if (k != w->index && ws->pid != 0 && ws->accepting)
+            return true;
+    }
+    return false;
+}
+
 static bool ahead_of_others(struct worker *w)
 {
     uint32_t least = UINT32_MAX;
@@ -92,7 +105,7 @@ static void balance_accepting(struct worker *w)
 {
     if (w->stopping)
         return;
-    bool want = !ahead_of_others(w);
+    bool want = !ahead_of_others(w) || !another_accepting(w);
     if (want == w->accepting)
         return;
     if (want)
@@ -101,6 +114,7 @@ static void balance_accepting(struct worker *w)
     else
         loop_unwatch(&w->loop, &w->listen_src);
     w->accepting = want;
+    w->stats->accepting = want;
 }
 
 /* Over the per-address cap: one error line, then the door. */
@@ -285,6 +299,7 @@ static void begin_stop(struct worker *w, const char *why)
     if (w->accepting)
         loop_unwatch(&w->loop, &w->listen_src);
     w->accepting = false;
+    w->stats->accepting = false;
     close(w->listen_fd);
     w->listen_fd = -1;
     for (uint32_t i = 0; i < worker_slot_count(w); i++) {
@@ -386,6 +401,7 @@ static void before_sleep(void *ctx)
     struct worker *w = ctx;
     flush_dirty(w);
     free_dead(w);
+    balance_accepting(w);
 }
 
 static void on_wake(void *ctx)
@@ -532,6 +548,7 @@ void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_f
     w->listen_fd = listen_fd;
     ipc_chan_init(&w->channel, channel_fd);
     w->accepting = true;
+    w->stats->accepting = true;
     if (open_event_sources(w, peer_fds) < 0) {
         log_error("event loop setup: %s", strerror(errno));
         _exit(1);
