@@ -48,32 +48,41 @@ bool session_is_token_login(struct json_object *req);
  */
 int session_open(struct worker *w, struct conn *c, int32_t uid, const char *name, bool presence,
                  const struct login_wish *wish, const char *token);
-/*
- * A new token for uid on device, valid for [session] token_days (or
- * token_seconds).  QC_OK with out filled, or the store's error.
- */
-int session_issue_token(struct worker *w, int32_t uid, const char *device,
-                        char out[QC_TOKEN_MAX + 1]);
+/* When a token issued now expires (epoch seconds): [session] token_days or token_seconds. */
+int64_t session_token_expiry(const struct worker *w);
 
 /*
- * A LOGIN with "token" as a string: checked without hashing, then the
- * session and the login reply.  Returns false when the reply waits (the
- * login reply resumes the connection), true when it was answered now.
+ * A LOGIN with "token" as a string: the check (no hashing) runs on the
+ * storage thread with the connection parked; then the session and the
+ * login reply, or errno 24 (counted as a failed login).
  */
-bool service_login_token(struct worker *w, struct conn *c, struct json_object *req, int msgid,
+void service_login_token(struct worker *w, struct conn *c, struct json_object *req, int msgid,
                          const char *seq);
-/* LOGINOUT with "revoke": true: revoke the session's token (before the session ends). */
-void service_loginout_revoke(struct worker *w, struct conn *c, struct json_object *req);
+/*
+ * LOGINOUT with "revoke": true and a session holding a token: ends the
+ * session, revokes the token on the storage thread and answers when it is
+ * done; true when it took the request over, false when the caller answers
+ * a plain LOGINOUT.
+ */
+bool service_loginout_revoke(struct worker *w, struct conn *c, struct json_object *req, int msgid,
+                             const char *seq);
 /*
  * qchatctl revoke ID (the master passed the control connection fd): revoke
  * every token of uid, answer {"ok":true,"revoked":N} or an error on fd,
  * close it.
  */
 void service_revoke_user(struct worker *w, int32_t uid, int fd);
-/* PASSWORD_MSG 48 {old, new}: the check and the new hash go to the hashing threads. */
+/*
+ * PASSWORD_MSG 48 {old, new}: the stored hash is fetched off the loop, the
+ * check and the new hash go to the hashing threads.
+ */
 void service_password(struct worker *w, struct conn *c, struct json_object *req, int msgid,
                       const char *seq);
-/* The hashing threads finished a CRYPT_CHANGE job: store it, revoke every token, answer. */
-void service_password_done(struct worker *w, struct conn *c, const struct crypt_job *job);
+/*
+ * The hashing threads finished a CRYPT_CHANGE job: store the hash and
+ * revoke every token (one transaction, off the loop), then answer.  false:
+ * parked, the store's answer resumes the connection.
+ */
+bool service_password_done(struct worker *w, struct conn *c, const struct crypt_job *job);
 
 #endif
