@@ -31,6 +31,7 @@ struct crypt_job {
     char seq[QC_SEQ_MAX + 1];
     bool has_seq;
     bool presence;
+    bool receipts, typing;              /* LOGIN's "receipts" / "typing" */
     bool want_token;                    /* LOGIN "token": true */
     bool device_named;                  /* LOGIN named its "device" */
     char device[QC_DEVICE_MAX + 1];     /* LOGIN "device" ("default" when not named) */

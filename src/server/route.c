@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "server/conn.h"
+#include "server/notice.h"
 #include "server/handoff.h"
 #include "server/ipc.h"
 #include "server/metrics.h"
@@ -172,7 +173,7 @@ static void notice_session(struct worker *w, int32_t uid, const struct online_lo
 {
     if (loc->worker == w->index) {
         struct conn *c = conn_of_session(w, uid, loc->slot, loc->gen);
-        if (c && c->presence)
+        if (c && notice_wanted(c, payload, len))
             conn_send(w, c, payload, len);
         return;
     }

@@ -28,6 +28,7 @@
 #include "server/service_session.h"
 #include "server/service_async.h"
 #include "server/service_chat.h"
+#include "server/service_log.h"
 #include "server/session.h"
 #include "server/storage.h"
 #include "server/worker.h"
@@ -212,6 +213,9 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
         struct json_object *v;
         job->presence =
             json_object_object_get_ex(r->obj, "presence", &v) && json_object_get_boolean(v);
+        job->receipts =
+            json_object_object_get_ex(r->obj, "receipts", &v) && json_object_get_boolean(v);
+        job->typing = json_object_object_get_ex(r->obj, "typing", &v) && json_object_get_boolean(v);
         job->asked_uid = id;
         job->want_token = wish.want_token;
         job->device_named = wish.named;
@@ -278,6 +282,8 @@ static bool finish_login(struct worker *w, struct conn *c, const struct crypt_jo
     struct login_wish wish = { .named = job->device_named, .want_token = job->want_token };
     strlcpy(wish.device, job->device, sizeof wish.device);
     int err = session_open(w, c, job->uid, job->name, job->presence, &wish, NULL);
+    c->receipts = !err && job->receipts;
+    c->typing = !err && job->typing;
     metrics_count(QM_LOGINS, err ? QM_LOGIN_ERROR : QM_LOGIN_OK);
     if (err) {
         reply_request_error(w, c, r, err);
@@ -540,6 +546,12 @@ static void handle_heartbeat(struct worker *w, struct conn *c, const struct requ
     reply_ack(w, c, r->msgid, r->seq, 0, 0, 0, 0);
 }
 
+/* HISTORY, CONVERSATIONS, READ, TYPING: service_log.c. */
+static void handle_log(struct worker *w, struct conn *c, const struct request *r)
+{
+    service_log_dispatch(w, c, r->obj, r->msgid, r->seq);
+}
+
 /* ---- dispatch ----------------------------------------------------------- */
 
 typedef void (*handler_fn)(struct worker *, struct conn *, const struct request *);
@@ -557,6 +569,11 @@ static const struct {
     [QC_GROUP_CHAT_MSG] = { handle_chat, true },
     [QC_LOGINOUT_MSG] = { handle_loginout, true },
     [QC_HEARTBEAT_MSG] = { handle_heartbeat, false },
+    /* the conversation log (service_log.c) */
+    [QC_HISTORY_MSG] = { handle_log, true },
+    [QC_CONVERSATIONS_MSG] = { handle_log, true },
+    [QC_READ_MSG] = { handle_log, true },
+    [QC_TYPING_MSG] = { handle_log, true },
     [QC_PASSWORD_MSG] = { handle_password, true },
 };
 

@@ -128,7 +128,7 @@ struct token_login {
     int msgid;
     char seq[QC_SEQ_MAX + 1];
     bool has_seq;
-    bool presence;
+    bool presence, receipts, typing; /* the pushes the session asks for */
     struct login_wish wish;
     int32_t id;
     char token[QC_TOKEN_MAX + 1];
@@ -205,6 +205,10 @@ static bool token_checked(struct worker *w, struct conn *c, void *arg, int err)
                            t->wish.want_token ? NULL : t->token);
         metrics_count(QM_LOGINS, err ? QM_LOGIN_ERROR : QM_LOGIN_OK);
     }
+    if (!err) {
+        c->receipts = t->receipts;
+        c->typing = t->typing;
+    }
     if (err) {
         reply_error(w, c, t->msgid, seq, err);
         token_login_free(t);
@@ -233,6 +237,8 @@ void service_login_token(struct worker *w, struct conn *c, struct json_object *r
         if (seq)
             strlcpy(t->seq, seq, sizeof t->seq);
         t->presence = json_object_object_get_ex(req, "presence", &v) && json_object_get_boolean(v);
+        t->receipts = json_object_object_get_ex(req, "receipts", &v) && json_object_get_boolean(v);
+        t->typing = json_object_object_get_ex(req, "typing", &v) && json_object_get_boolean(v);
         t->now = (int64_t)time(NULL);
     }
     wipe_token_field(req);

@@ -111,6 +111,7 @@ void session_end(struct worker *w, struct conn *c)
     c->uid = 0;
     c->presence = false;
     explicit_bzero(c->token, sizeof c->token);
+    c->receipts = c->typing = false;
     w->stats->sessions--;
     /* Presence is online while any session of the user is (several devices). */
     struct online_loc other;

@@ -418,10 +418,13 @@ static void kill_session_worker(const struct h_user *me)
     H_CHECK(kill(pid, SIGKILL) == 0, "kill worker %d (pid %d): %s", worker, (int)pid,
             strerror(errno));
     int64_t deadline = h_now_ms() + H_START_MS;
-    while ((server_worker_pid(worker) <= 0 || server_worker_pid(worker) == pid) &&
-           h_now_ms() < deadline)
+    pid_t now = server_worker_pid(worker);
+    while ((now <= 0 || now == pid) && h_now_ms() < deadline) {
         h_sleep_ms(50);
-    H_CHECK(server_worker_pid(worker) > 0, "worker %d restarted", worker);
+        now = server_worker_pid(worker);
+    }
+    H_CHECK(now > 0 && now != pid, "worker %d restarted (pid %d, was %d)", worker, (int)now,
+            (int)pid);
 }
 
 /*
