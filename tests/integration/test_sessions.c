@@ -260,6 +260,89 @@ static void test_multi_presence_while_any_session(void **state)
     stop_clean();
 }
 
+/* The cseq of the next chat on c, which must be text from from_id. */
+static int64_t expect_chat_cseq(struct qclient *c, int32_t from_id, const char *text,
+                                const char *what)
+{
+    struct json_object *m = h_expect(c, QC_ONE_CHAT_MSG, what);
+    H_CHECK(h_int(m, "id") == from_id && strcmp(h_str(m, "msg"), text) == 0 && h_has(m, "cseq"),
+            "%s: want %s from %d with cseq, got %s", what, text, from_id, h_json(m));
+    int64_t cseq = h_int(m, "cseq");
+    json_object_put(m);
+    return cseq;
+}
+
+/*
+ * READ on one device is pushed to the others (msgid 24); a device away for
+ * a while finds what the others received meanwhile through CONVERSATIONS
+ * and HISTORY after its own last cseq (the account-level delivered cursor
+ * does not bring it back in its login reply: another device had it).
+ */
+static void test_multi_read_sync_and_device_catch_up(void **state)
+{
+    start_mode("multi", NULL);
+    struct h_user a, b;
+    struct qclient *cb = h_new_user(&b, "rsb");
+    h_new_offline_user(&a, "rsa");
+    struct qclient *phone = login_ok(&a, "\"device\":\"phone\"");
+    struct qclient *laptop = login_ok(&a, "\"device\":\"laptop\"");
+    int64_t seq = send_chat(cb, a.id, "m1");
+    json_object_put(h_expect_ack(cb, QC_ONE_CHAT_MSG, seq, 0, "ACK m1"));
+    int64_t c1 = expect_chat_cseq(phone, b.id, "m1", "phone gets m1");
+    H_CHECK(expect_chat_cseq(laptop, b.id, "m1", "laptop gets m1") == c1, "same cseq");
+
+    json_object_put(h_request(phone, 24, 0, "READ on the phone", "\"with\":%d,\"cseq\":%lld", b.id,
+                              (long long)c1));
+    struct json_object *r = h_expect(laptop, 24, "the READ pushed to the laptop");
+    H_CHECK(h_int(r, "with") == b.id && h_int(r, "cseq") == c1, "READ push: %s", h_json(r));
+    json_object_put(r);
+    h_expect_quiet(phone, "the reader gets no push of its own READ");
+
+    /* The laptop goes away; the phone receives three more. */
+    h_close(laptop);
+    const char *texts[] = { "m2", "m3", "m4" };
+    int64_t last = c1;
+    for (int i = 0; i < 3; i++) {
+        seq = send_chat(cb, a.id, texts[i]);
+        json_object_put(h_expect_ack(cb, QC_ONE_CHAT_MSG, seq, 0, "ACK while the laptop is away"));
+        last = expect_chat_cseq(phone, b.id, texts[i], "phone gets it");
+    }
+    H_CHECK(last == c1 + 3, "cseqs %lld..%lld", (long long)c1, (long long)last);
+
+    /* The laptop comes back with its own position, c1. */
+    struct json_object *ack;
+    char f[160];
+    snprintf(f, sizeof f, "\"password\":%s,\"device\":\"laptop\"", h_q(a.password));
+    laptop = login_with(&a, f, &ack);
+    H_CHECK(h_int(ack, "errno") == 0 && h_arr_len_opt(ack, "offlinemsg") == 0,
+            "the account's delivered cursor is past them (the phone had them): %s", h_json(ack));
+    json_object_put(ack);
+    h_send(laptop, "{\"msgid\":22,\"seq\":%lld}", (long long)h_next_seq());
+    struct json_object *convs = h_expect(laptop, 23, "CONVERSATIONS");
+    struct json_object *arr = h_arr(convs, "convs");
+    H_CHECK(json_object_array_length(arr) == 1, "one conversation: %s", h_json(convs));
+    struct json_object *cv = json_object_array_get_idx(arr, 0);
+    H_CHECK(h_int(cv, "with") == b.id && h_int(cv, "last_cseq") == last &&
+                h_int(cv, "read_cseq") == c1,
+            "conversation: %s", h_json(convs));
+    json_object_put(convs);
+    h_send(laptop, "{\"msgid\":20,\"with\":%d,\"after\":%lld,\"seq\":%lld}", b.id, (long long)c1,
+           (long long)h_next_seq());
+    struct json_object *hist = h_expect(laptop, 21, "HISTORY after the laptop's cseq");
+    struct json_object *msgs = h_arr(hist, "msgs");
+    H_CHECK(json_object_array_length(msgs) == 3, "three missed: %s", h_json(hist));
+    for (size_t i = 0; i < 3; i++) {
+        struct json_object *m = json_object_array_get_idx(msgs, i);
+        H_CHECK(h_int(m, "cseq") == c1 + 1 + (int64_t)i && strcmp(h_str(m, "msg"), texts[i]) == 0,
+                "missed message %zu: %s", i, h_json(hist));
+    }
+    json_object_put(hist);
+    h_close(laptop);
+    h_close(phone);
+    h_close(cb);
+    stop_clean();
+}
+
 /* ---- tokens ---------------------------------------------------------- */
 
 static void test_token_login_and_revocations(void **state)
@@ -404,6 +487,7 @@ int main(void)
         H_TEST(test_refuse_mode),
         H_TEST(test_multi_fanout_echo_and_oldest_kicked),
         H_TEST(test_multi_presence_while_any_session),
+        H_TEST(test_multi_read_sync_and_device_catch_up),
         H_TEST(test_token_login_and_revocations),
         H_TEST(test_operator_revokes_tokens),
         H_TEST(test_token_expires),
