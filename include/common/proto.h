@@ -48,14 +48,15 @@ enum qc_msgid {
     QC_GROUP_UPDATE_MSG = 45,      /* groupid, groupname and/or groupdesc    */
     QC_GROUP_DELETE_MSG = 46,      /* groupid                                */
     QC_GROUP_EVENT_MSG = 47,       /* push: groupid, event, userid, by       */
-    QC_MSGID_MAX = 47
+    QC_PASSWORD_MSG = 48,          /* old, new: change the password, revoke every token */
+    QC_MSGID_MAX = 48
 };
 
 /* Stable error numbers, carried in "errno". */
 enum qc_err {
     QC_OK = 0,
     QC_EAUTH = 1,        /* bad id or password (seed value)           */
-    QC_ERESERVED2 = 2,   /* seed's "already online": never sent now   */
+    QC_ERESERVED2 = 2,   /* seed's "already online": session.mode = refuse */
     QC_ENAMETAKEN = 3,   /* register: user name already taken         */
     QC_EMALFORMED = 4,   /* not JSON, or not an object: conn closed   */
     QC_ETOOBIG = 5,      /* object over max_message_bytes: conn closed */
@@ -91,6 +92,8 @@ const char *qc_strerror(int err);
 #define QC_GROUPDESC_MAX 200 /* AllGroup.groupdesc            */
 #define QC_PASSWORD_MAX  128 /* plaintext password on the wire */
 #define QC_SEQ_MAX       64  /* serialized "seq" value echoed back */
+#define QC_DEVICE_MAX    64  /* LOGIN_MSG "device" */
+#define QC_TOKEN_MAX     43  /* a login token's text (base64url of 32 bytes) */
 #define QC_HASH_MAX      256 /* stored password hash (column width) */
 
 #define QC_STATE_ONLINE  "online"

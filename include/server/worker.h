@@ -33,6 +33,7 @@
 struct worker;
 struct conn;
 struct json_object;
+struct social_ops;
 
 /* Calls upward, installed by the layer that answers them (see the top). */
 struct worker_hooks {
@@ -95,6 +96,7 @@ struct worker {
     struct worker_stats *stats;
     const struct store_ops *st;
     struct store *store;
+    const struct social_ops *social; /* tokens, password change (same handle as store) */
     /* The conversation log (issue 11): every store call off the loop. */
     struct storage *storage; /* this worker's storage thread */
     struct loop_source storage_src;

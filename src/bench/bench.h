@@ -84,6 +84,7 @@ struct bench_opts {
     long id_base;
     long skip; /* ids file entries to pass over */
     bool json, quiet, progress, seq, reconnect;
+    bool tokens; /* login: log in with tokens (one password login each first) */
 };
 
 /* ---- users ------------------------------------------------------------ */

@@ -619,6 +619,8 @@ int engine_run(struct engine *e, engine_done_fn done, uint64_t deadline)
         if (deadline - e->now < wait)
             wait = deadline - e->now;
         int ms = (int)((wait + NS_PER_MS - 1) / NS_PER_MS);
+        if (e->nrestart > 0)
+            ms = 0; /* connections to start again: do not sleep until the tick */
         int n = epoll_wait(e->ep, ev, BENCH_MAX_EVENTS, ms);
         if (n < 0) {
             if (errno == EINTR)

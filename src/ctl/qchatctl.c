@@ -1,7 +1,7 @@
 /*
  * qchatctl.c - the qchatd operator tool:
  *
- *   qchatctl [-s SOCKET] [--json] status | users | kick ID | reload | stats | purge
+ *   qchatctl [-s SOCKET] [--json] status | users | kick ID | revoke ID | reload | stats | purge
  *
  * Speaks the master's control protocol (PROTOCOL.md, "Control socket"):
  * one JSON line to the unix socket, one JSON line back, then the master
@@ -60,11 +60,12 @@ struct ctl {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: qchatctl [-s SOCKET] [--json] status | users | kick ID | reload | stats\n"
-            "  -s, --socket SOCKET  control socket (default $%s or %s)\n"
-            "  -j, --json           print the server's JSON reply as is\n",
-            QCHATCTL_SOCKET_ENV, QCHATCTL_DEFAULT_SOCKET);
+    fprintf(
+        f,
+        "usage: qchatctl [-s SOCKET] [--json] status | users | kick ID | revoke ID | reload | stats\n"
+        "  -s, --socket SOCKET  control socket (default $%s or %s)\n"
+        "  -j, --json           print the server's JSON reply as is\n",
+        QCHATCTL_SOCKET_ENV, QCHATCTL_DEFAULT_SOCKET);
 }
 
 /* ---- the exchange ------------------------------------------------------- */
@@ -454,6 +455,12 @@ static int run(const struct ctl *ctl, const char *cmd, const char *request, long
         print_users(reply);
     } else if (strcmp(cmd, "kick") == 0) {
         printf("kicked user %ld\n", kick_id);
+    } else if (strcmp(cmd, "revoke") == 0) {
+        struct json_object *n;
+        printf("revoked %lld login token(s) of user %ld\n",
+               json_object_object_get_ex(reply, "revoked", &n) ? (long long)json_object_get_int64(n)
+                                                               : 0LL,
+               kick_id);
     } else if (strcmp(cmd, "stats") == 0) {
         print_stats(reply);
     } else if (strcmp(cmd, "purge") == 0) {
@@ -504,12 +511,12 @@ int main(int argc, char **argv)
          strcmp(cmd, "stats") == 0 || strcmp(cmd, "purge") == 0) &&
         argc - optind == 1) {
         snprintf(request, sizeof request, "{\"cmd\":\"%s\"}\n", cmd);
-    } else if (strcmp(cmd, "kick") == 0 && argc - optind == 2) {
+    } else if ((strcmp(cmd, "kick") == 0 || strcmp(cmd, "revoke") == 0) && argc - optind == 2) {
         if (!parse_user_id(argv[optind + 1], &kick_id)) {
-            fprintf(stderr, "qchatctl: kick: \"%s\" is not a user id\n", argv[optind + 1]);
+            fprintf(stderr, "qchatctl: %s: \"%s\" is not a user id\n", cmd, argv[optind + 1]);
             return EXIT_USAGE;
         }
-        snprintf(request, sizeof request, "{\"cmd\":\"kick\",\"id\":%ld}\n", kick_id);
+        snprintf(request, sizeof request, "{\"cmd\":\"%s\",\"id\":%ld}\n", cmd, kick_id);
     } else {
         usage(stderr);
         return EXIT_USAGE;

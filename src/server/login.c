@@ -61,6 +61,9 @@ struct login_ctx {
     char name[QC_NAME_MAX + 1];
     char seq[QC_SEQ_MAX + 1];
     bool has_seq;
+    char device[QC_DEVICE_MAX + 1];     /* a login token to issue for this device */
+    int64_t token_expires;              /* its expiry (epoch s), 0: no token asked */
+    char login_token[QC_TOKEN_MAX + 1]; /* the token issued, "" none */
     struct person *friends;
     size_t nfriends, capfriends;
     struct group_info *groups;
@@ -204,6 +207,7 @@ static void free_group(struct group_info *g);
 
 static void free_ctx(struct login_ctx *x)
 {
+    explicit_bzero(x->login_token, sizeof x->login_token);
     for (size_t i = 0; i < x->nfriends; i++)
         free(x->friends[i].name);
     free(x->friends);
@@ -269,6 +273,12 @@ static int collect_on_store(const struct store_ops *ops, struct store *st, void 
 {
     struct login_ctx *x = arg;
     const struct social_ops *so = social_driver(ops->name);
+    /* A token asked for with "token": true; the login succeeds without one if this fails. */
+    if (x->token_expires && so &&
+        so->token_create(st, x->uid, x->device, x->token_expires, x->login_token) != QC_OK) {
+        log_error("user %d: cannot issue a login token", x->uid);
+        x->login_token[0] = '\0';
+    }
     int err = ops->friend_list(st, x->uid, add_friend, x);
     if (!err && !x->err)
         err = so ? so->login_groups(st, x->uid, add_group_row, x) : QC_EINTERNAL;
@@ -469,6 +479,8 @@ static void send_reply(struct worker *w, struct conn *c, struct login_ctx *x)
     jsonw_str(&jw, "name", x->name);
     if (x->has_seq)
         jsonw_raw(&jw, "seq", x->seq, strlen(x->seq));
+    if (x->login_token[0])
+        jsonw_str(&jw, "token", x->login_token);
     write_friends(w, x, &jw, &item);
     write_groups(w, x, &jw, &item, &member);
     write_offline(x, &jw, c->legacy, &item);
@@ -541,6 +553,8 @@ static void collected(void *arg, int err)
         free_ctx(x);
         return;
     }
+    if (x->login_token[0])
+        strlcpy(c->token, x->login_token, sizeof c->token); /* for LOGINOUT's revoke */
     /*
      * In a cluster the reply waits until Redis confirms this node's
      * subscription (so a chat sent by anyone who sees the reply reaches the
@@ -564,7 +578,7 @@ static void collected(void *arg, int err)
 }
 
 bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char *name,
-                       const char *seq)
+                       const char *seq, const char *token_device, int64_t token_expires)
 {
     struct login_ctx *x = calloc(1, sizeof *x);
     if (x == NULL) {
@@ -582,6 +596,10 @@ bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char
     if (seq) {
         strlcpy(x->seq, seq, sizeof x->seq);
         x->has_seq = true;
+    }
+    if (token_expires > 0) {
+        strlcpy(x->device, token_device, sizeof x->device);
+        x->token_expires = token_expires;
     }
     buf_init(&x->stash);
     if (storage_submit(w->storage, collect_on_store, collected, x) != QC_OK) {

@@ -27,6 +27,7 @@
 #include "server/request.h"
 #include "server/route.h"
 #include "server/service.h"
+#include "server/service_session.h"
 #include "server/service_async.h"
 #include "server/service_chat.h"
 #include "server/service_social.h"
@@ -91,28 +92,6 @@ static void wipe_field(const struct request *r, const char *key)
 }
 
 /* ---- LOGIN -------------------------------------------------------------- */
-
-/* Make (uid) this connection's session; the previous session, anywhere on the node, is kicked. */
-static int open_session(struct worker *w, struct conn *c, const struct store_user *u, bool presence)
-{
-    struct online_loc loc = { .worker = w->index,
-                              .slot = c->slot,
-                              .gen = online_next_gen(w->online) };
-    struct online_loc prev;
-    int rc = online_insert(w->online, u->id, &loc, &prev);
-    if (rc < 0)
-        return QC_ELIMIT;
-    c->uid = u->id;
-    c->sgen = loc.gen;
-    c->presence = presence;
-    c->deadline = 0;
-    conn_end_prelogin(w, c);
-    strlcpy(c->name, u->name, sizeof c->name);
-    w->stats->sessions++;
-    if (rc == 1)
-        route_kick(w, u->id, prev.worker, prev.slot, prev.gen);
-    return 0;
-}
 
 /* The request a finished password job answers (no JSON object any more). */
 static void request_of_job(const struct crypt_job *job, struct request *r)
@@ -195,6 +174,12 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
     const char *pw;
     size_t pwlen;
     int32_t id;
+    struct login_wish wish;
+    if (session_is_token_login(r->obj)) {
+        wipe_field(r, "password");
+        service_login_token(w, c, r->obj, r->msgid, r->seq);
+        return;
+    }
     if (c->sgen) {
         wipe_field(r, "password");
         reply_request_error(w, c, r, QC_EALREADYIN);
@@ -205,6 +190,8 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
         err = get_text(r, "password", 0, QC_PASSWORD_MAX, &pw, &pwlen);
     if (err == QC_ETOOLONG)
         err = QC_EAUTH;
+    if (!err)
+        err = session_login_wish(r->obj, &wish);
     int64_t wait_ms = err ? 0 : guard_login_begin(w->guard, c->ip_hash, id, w->now_ms);
     if (wait_ms > 0) {
         /* Refused before any hashing: a brute force only gets slower. */
@@ -225,6 +212,9 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
             json_object_object_get_ex(r->obj, "receipts", &v) && json_object_get_boolean(v);
         job->typing = json_object_object_get_ex(r->obj, "typing", &v) && json_object_get_boolean(v);
         job->asked_uid = id;
+        job->want_token = wish.want_token;
+        job->device_named = wish.named;
+        strlcpy(job->device, wish.device, sizeof job->device);
         err = service_async(w, c, fetch_account, account_fetched, job);
         if (err)
             crypt_job_free(job);
@@ -284,9 +274,9 @@ static bool finish_login(struct worker *w, struct conn *c, const struct crypt_jo
     guard_login_succeeded(w->guard, c->ip_hash, job->uid);
     if (job->upgraded)
         upgrade_password(w, job);
-    struct store_user u = { .id = job->uid };
-    strlcpy(u.name, job->name, sizeof u.name);
-    int err = open_session(w, c, &u, job->presence);
+    struct login_wish wish = { .named = job->device_named, .want_token = job->want_token };
+    strlcpy(wish.device, job->device, sizeof wish.device);
+    int err = session_open(w, c, job->uid, job->name, job->presence, &wish, NULL);
     c->receipts = !err && job->receipts;
     c->typing = !err && job->typing;
     metrics_count(QM_LOGINS, err ? QM_LOGIN_ERROR : QM_LOGIN_OK);
@@ -296,7 +286,8 @@ static bool finish_login(struct worker *w, struct conn *c, const struct crypt_jo
     }
     social_session_started(w, c);
 
-    return login_reply_start(w, c, u.id, u.name, r->seq);
+    return login_reply_start(w, c, job->uid, job->name, r->seq, wish.device,
+                             wish.want_token ? session_token_expiry(w) : 0);
 }
 
 /* ---- REG ---------------------------------------------------------------- */
@@ -385,6 +376,8 @@ void service_crypt_done(struct worker *w, struct crypt_job *job)
         return; /* the login reply resumes the connection */
     if (job->kind == CRYPT_HASH && !finish_register(w, c, job))
         return; /* the store's answer resumes the connection */
+    if (job->kind == CRYPT_CHANGE && !service_password_done(w, c, job))
+        return; /* the store's answer resumes the connection */
     conn_resume(w, c);
 }
 
@@ -403,9 +396,16 @@ static void handle_chat(struct worker *w, struct conn *c, const struct request *
 static void handle_loginout(struct worker *w, struct conn *c, const struct request *r)
 {
     log_info("user %d logged out on conn %u", c->uid, c->slot);
+    if (service_loginout_revoke(w, c, r->obj, r->msgid, r->seq))
+        return; /* answered once the token is revoked */
     session_end(w, c);
     reply_result(w, c, r, 0, 0);
     conn_await_login(w, c); /* issue 14, item 11: login_timeout applies again */
+}
+
+static void handle_password(struct worker *w, struct conn *c, const struct request *r)
+{
+    service_password(w, c, r->obj, r->msgid, r->seq);
 }
 
 static void handle_heartbeat(struct worker *w, struct conn *c, const struct request *r)
@@ -451,6 +451,7 @@ static const struct {
     [QC_CONVERSATIONS_MSG] = { handle_log, true },
     [QC_READ_MSG] = { handle_log, true },
     [QC_TYPING_MSG] = { handle_log, true },
+    [QC_PASSWORD_MSG] = { handle_password, true },
 };
 
 /* "seq" is echoed verbatim: an integer or a short string. */
@@ -506,6 +507,12 @@ void service_dispatch(struct worker *w, struct conn *c, struct json_object *obj)
     if (err) {
         if (r.msgid == QC_LOGIN_MSG || r.msgid == QC_REG_MSG)
             wipe_field(&r, "password");
+        if (r.msgid == QC_LOGIN_MSG)
+            wipe_field(&r, "token");
+        if (r.msgid == QC_PASSWORD_MSG) {
+            wipe_field(&r, "old");
+            wipe_field(&r, "new");
+        }
         reply_request_error(w, c, &r, err);
         return;
     }

@@ -47,6 +47,7 @@ struct chat {
     char seq[QC_SEQ_MAX + 1];
     bool has_seq;
     int32_t sender;
+    uint32_t sender_gen; /* the sending session: the echo skips it (issue 15) */
     char name[QC_NAME_MAX + 1];
     int32_t to; /* toid, or the groupid */
     int64_t conv;
@@ -130,6 +131,7 @@ static struct chat *chat_new(const struct conn *c, int msgid, const char *seq, i
         ch->has_seq = true;
     }
     ch->sender = c->uid;
+    ch->sender_gen = c->sgen;
     strlcpy(ch->name, c->name, sizeof ch->name);
     ch->to = to;
     memcpy(ch->text, text, len);
@@ -174,6 +176,8 @@ static void deliver_live(struct worker *w, const struct chat *ch, const char *bo
     for (size_t i = 0; i < ch->recipients.n; i++)
         if (route_chat(w, ch->recipients.ids[i], body, len, ch->req) == ROUTE_OFFLINE)
             left++;
+    if (ch->msgid != QC_ONE_CHAT_MSG || ch->to != ch->sender)
+        route_echo(w, ch->sender, ch->sender_gen, body, len, ch->req); /* the sender's devices */
     if (left > 0) {
         metrics_add(QM_DELIVERIES, QM_PATH_STORED, left); /* "stored": left in the log */
         w->stats->offline_stored += left;

@@ -401,11 +401,7 @@ static void reply_acked(struct worker *w, struct conn *c, struct log_job *j)
 static void push_to_other_sessions(struct worker *w, const struct log_job *j, const char *p,
                                    size_t n)
 {
-    struct online_loc loc;
-    if (online_lookup(w->online, j->uid, &loc) && loc.worker == w->index && loc.slot == j->slot &&
-        loc.gen == j->sgen)
-        return; /* the only session of the account is the reader's own */
-    route_notice(w, j->uid, p, n);
+    route_notice_others(w, j->uid, j->sgen, p, n); /* every session but the reader's (issue 15) */
 }
 
 /* READ done: the reader's other sessions follow; the other user of a pair gets a receipt. */

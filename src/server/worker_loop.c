@@ -45,11 +45,13 @@
 #include "server/reply.h"
 #include "server/route.h"
 #include "server/service.h"
+#include "server/service_session.h"
 #include "server/title.h"
 #include "server/storage.h"
 #include "server/session.h"
 #include "server/worker.h"
 #include "server/worker_loop.h"
+#include "store/social.h"
 
 #define WORKER_TICK_MS           250 /* timers: deadlines, idle checks */
 #define WORKER_ACCEPTS_PER_EVENT 64
@@ -64,9 +66,22 @@ static struct worker the_worker;
 /*
  * EPOLLEXCLUSIVE wakes one waiter, and an idle kernel tends to pick the same
  * one: like nginx's accept_disabled, a worker well ahead of the least loaded
- * live worker stops watching the listening socket until a tick finds it no
- * longer ahead, so connections spread over the workers.
+ * live worker stops watching the listening socket until it is no longer
+ * ahead (checked before each sleep and at each tick), so connections spread
+ * over the workers.  It never stops while no other worker accepts: under
+ * reconnect churn the least loaded worker may itself have stopped a moment
+ * ago, and nobody would accept until a tick (a 250 ms stall per connection).
  */
+static bool another_accepting(struct worker *w)
+{
+    for (uint32_t k = 0; k < w->nworkers; k++) {
+        struct worker_stats *ws = online_stats(w->online, k);
+        if (k != w->index && ws->pid != 0 && ws->accepting)
+            return true;
+    }
+    return false;
+}
+
 static bool ahead_of_others(struct worker *w)
 {
     uint32_t least = UINT32_MAX;
@@ -96,7 +111,7 @@ static void balance_accepting(struct worker *w)
 {
     if (w->stopping)
         return;
-    bool want = !ahead_of_others(w);
+    bool want = !ahead_of_others(w) || !another_accepting(w);
     if (want == w->accepting)
         return;
     if (want)
@@ -105,6 +120,7 @@ static void balance_accepting(struct worker *w)
     else
         loop_unwatch(&w->loop, &w->listen_src);
     w->accepting = want;
+    w->stats->accepting = want;
 }
 
 /* Over the per-address cap: one error line, then the door. */
@@ -185,10 +201,11 @@ static void apply_config(struct worker *w, const struct qc_config *next)
 
 static void kick_user(struct worker *w, int32_t uid)
 {
-    struct online_loc loc;
-    if (online_lookup(w->online, uid, &loc) && loc.worker == w->index) {
-        struct conn *c = worker_conn(w, loc.slot);
-        if (c && c->sgen == loc.gen) {
+    struct online_loc locs[ONLINE_USER_MAX];
+    size_t n = online_sessions(w->online, uid, locs, ONLINE_USER_MAX);
+    for (size_t k = 0; k < n; k++) {
+        struct conn *c = locs[k].worker == w->index ? worker_conn(w, locs[k].slot) : NULL;
+        if (c && c->sgen == locs[k].gen) {
             reply_kick(w, c, "kicked by the operator");
             conn_close_gracefully(w, c);
         }
@@ -224,12 +241,20 @@ static void on_kick_user(void *ctx, uint32_t link, const struct ipc_msg *m)
     kick_user(ctx, u->uid);
 }
 
+static void on_revoke_user(void *ctx, uint32_t link, const struct ipc_msg *m)
+{
+    const struct ipc_user *u = m->body;
+    (void)link;
+    service_revoke_user(ctx, u->uid, m->fd);
+}
+
 /* What a worker accepts from the master. */
 static const struct ipc_handlers from_master = {
     .from = "the master",
     .fn = { [IPC_NEW_PEER] = on_new_peer,
             [IPC_CONFIG] = on_config,
             [IPC_KICK_USER] = on_kick_user,
+            [IPC_REVOKE_USER] = on_revoke_user,
             [IPC_PURGE] = on_purge },
 };
 
@@ -290,6 +315,7 @@ static void begin_stop(struct worker *w, const char *why)
     if (w->accepting)
         loop_unwatch(&w->loop, &w->listen_src);
     w->accepting = false;
+    w->stats->accepting = false;
     close(w->listen_fd);
     w->listen_fd = -1;
     for (uint32_t i = 0; i < worker_slot_count(w); i++) {
@@ -400,6 +426,7 @@ static void before_sleep(void *ctx)
     flush_dirty(w);
     free_dead(w);
     delivered_flush(w);
+    balance_accepting(w);
     peer_flush_corked(w); /* last: the confirmations of what flush_dirty wrote go too */
 }
 
@@ -505,7 +532,8 @@ int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
     }
     char err[QC_CONFIG_ERR_MAX];
     w->st = store_driver(cfg->storage_driver);
-    if (w->st == NULL || w->st->open(&w->store, cfg, err, sizeof err) != 0) {
+    w->social = social_driver(cfg->storage_driver);
+    if (w->st == NULL || w->social == NULL || w->st->open(&w->store, cfg, err, sizeof err) != 0) {
         log_error("storage: %s", w->st ? err : "unknown driver");
         return -1;
     }
@@ -564,6 +592,7 @@ void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_f
     w->listen_fd = listen_fd;
     ipc_chan_init(&w->channel, channel_fd);
     w->accepting = true;
+    w->stats->accepting = true;
     if (open_event_sources(w, peer_fds) < 0) {
         log_error("event loop setup: %s", strerror(errno));
         _exit(1);
