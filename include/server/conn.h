@@ -34,6 +34,12 @@ struct conn_transport {
     const char *name;
     ssize_t (*read)(struct conn *c, void *buf, size_t cap);
     ssize_t (*write)(struct conn *c, const void *p, size_t n);
+    /* Optional (a framing transport, ws_conn.c); NULL for TCP: */
+    void (*feed)(struct conn *c, const char *p, size_t n); /* bytes read, instead of
+                                                               the request framing */
+    int (*flush)(struct conn *c);                 /* own bytes: 1 while some wait, -1 error */
+    void (*closing)(struct conn *c, bool failed); /* a graceful close starts */
+    void (*release)(struct conn *c);              /* the connection is freed */
 };
 extern const struct conn_transport conn_tcp;
 
@@ -151,6 +157,8 @@ void conn_send_stashed(struct worker *w, struct conn *c, int32_t uid, const void
  */
 #define CONN_LEGACY_GAP_MS 50
 bool conn_legacy_shape(const char *p, size_t n, struct buf *out);
+/* Output waits in the transport: write it at the end of the loop turn. */
+void conn_want_flush(struct worker *w, struct conn *c);
 /* Free a dead connection (end of the loop turn). */
 void conn_free(struct worker *w, struct conn *c);
 /* Write what the socket takes; completes marks.  -1 if the connection died. */

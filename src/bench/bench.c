@@ -99,6 +99,8 @@ static void usage(FILE *f)
           "  --seq             send chats with \"seq\" (the server ACKs each one)\n"
           "  --reconnect       login: new connection for every login\n"
           "  --tokens          login: log in with a token (each loop gets one first)\n"
+          "  --ws              WebSocket clients: GET /ws on --port (the server's\n"
+          "                    websocket.listen), one masked text frame per object\n"
           "  --verify N        conns: sessions checked after the hold (default all)\n"
           "  --heartbeat SEC   conns: HEARTBEAT every SEC while holding (default off)\n"
           "  --ready-file F    conns: create F (holding the session count) once all are up\n"
@@ -158,6 +160,7 @@ enum {
     OPT_DEADLINE,
     OPT_JSON,
     OPT_PROGRESS,
+    OPT_WS,
     OPT_SKIP,
     OPT_BACKLOG,
     OPT_ROUNDS,
@@ -206,6 +209,7 @@ static const struct option longopts[] = { { "host", required_argument, NULL, OPT
                                           { "json", no_argument, NULL, OPT_JSON },
                                           { "quiet", no_argument, NULL, 'q' },
                                           { "progress", no_argument, NULL, OPT_PROGRESS },
+                                          { "ws", no_argument, NULL, OPT_WS },
                                           { "help", no_argument, NULL, 'h' },
                                           { NULL, 0, NULL, 0 } };
 
@@ -399,6 +403,7 @@ static int parse_option(struct bench_opts *o, int opt, const char *arg, const ch
     case OPT_JSON: o->json = true; return 0;
     case 'q': o->quiet = true; return 0;
     case OPT_PROGRESS: o->progress = true; return 0;
+    case OPT_WS: o->ws = true; return 0;
     default: return -1;
     }
 }

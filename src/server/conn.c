@@ -146,8 +146,15 @@ struct conn *conn_local_session(struct worker *w, int32_t uid)
     return conn_of_session(w, uid, loc.slot, loc.gen);
 }
 
+void conn_want_flush(struct worker *w, struct conn *c)
+{
+    mark_dirty(w, c);
+}
+
 void conn_free(struct worker *w, struct conn *c)
 {
+    if (c->tr->release)
+        c->tr->release(c);
     worker_release_slot(w, c->slot, c);
     worker_buf_give(w, &c->out);
     buf_free(&c->held);
@@ -506,11 +513,14 @@ int conn_flush(struct worker *w, struct conn *c)
             break;
         }
     }
+    int more = c->tr->flush ? c->tr->flush(c) : 0; /* the transport's own bytes */
+    if (more < 0)
+        return -1;
     complete_written_marks(w, c);
     trim_output(w, c);
     bool paced = c->legacy && w->now_ms < c->pace_until; /* the timer resumes it */
-    watch_output(w, c, c->out_written < conn_out_end(c) && !paced);
-    if (c->state == CONN_CLOSING && !c->half_closed && c->out_written == conn_out_end(c)) {
+    watch_output(w, c, more > 0 || (c->out_written < conn_out_end(c) && !paced));
+    if (c->state == CONN_CLOSING && !c->half_closed && !more && c->out_written == conn_out_end(c)) {
         shutdown(c->fd, SHUT_WR);
         c->half_closed = true;
     }
@@ -572,15 +582,22 @@ void conn_close(struct worker *w, struct conn *c, const char *why)
     w->dead = c;
 }
 
-void conn_close_gracefully(struct worker *w, struct conn *c)
+static void close_gracefully(struct worker *w, struct conn *c, bool failed)
 {
     if (c->state != CONN_OPEN)
         return;
+    if (c->tr->closing)
+        c->tr->closing(c, failed);
     if (c->sgen)
         w->hooks.session_closing(w, c);
     c->state = CONN_CLOSING;
     c->deadline = w->now_ms + CONN_DRAIN_MS;
     mark_dirty(w, c);
+}
+
+void conn_close_gracefully(struct worker *w, struct conn *c)
+{
+    close_gracefully(w, c, false);
 }
 
 void conn_fail(struct worker *w, struct conn *c, int err)
@@ -589,7 +606,7 @@ void conn_fail(struct worker *w, struct conn *c, int err)
         return;
     log_info("conn %u: %s; closing the stream", c->slot, qc_strerror(err));
     w->hooks.stream_error(w, c, err);
-    conn_close_gracefully(w, c);
+    close_gracefully(w, c, true);
 }
 
 void conn_drain(struct worker *w, struct conn *c)
@@ -757,7 +774,10 @@ void conn_handle_input(struct worker *w, struct conn *c)
             ssize_t skip = 0;
             if (c->awaiting_proxy && (skip = take_proxy_header(w, c, w->rbuf, (size_t)n)) < 0)
                 return;
-            feed_requests(w, c, w->rbuf + skip, (size_t)(n - skip));
+            if (c->tr->feed)
+                c->tr->feed(c, w->rbuf + skip, (size_t)(n - skip));
+            else
+                feed_requests(w, c, w->rbuf + skip, (size_t)(n - skip));
             if ((size_t)n < w->rbuf_size)
                 return;
             continue;

@@ -44,6 +44,7 @@
 #include "server/metrics_http.h"
 #include "server/title.h"
 #include "server/worker_loop.h"
+#include "server/ws_conn.h"
 
 #define MASTER_TICK_MS    250
 #define RESPAWN_MIN_MS    100
@@ -168,6 +169,7 @@ run_child(struct master *m, uint32_t k, int chan, const int *links)
     close_master_fds(m);
     if (is_relay(k)) {
         close(m->listen_fd);
+        ws_conn_unlisten();
         relay_main(m->nworkers, chan, links, &m->cfg, m->online);
     }
     worker_main(k, m->nworkers, m->listen_fd, chan, links, &m->cfg, m->online, m->guard, m->seqtab,

@@ -52,6 +52,7 @@
 #include "server/worker.h"
 #include "server/worker_loop.h"
 #include "store/social.h"
+#include "server/ws_conn.h"
 
 #define WORKER_TICK_MS           250 /* timers: deadlines, idle checks */
 #define WORKER_ACCEPTS_PER_EVENT 64
@@ -298,6 +299,7 @@ static void on_tick(void *ctx)
     metrics_heartbeat();
     metrics_sample_worker(w);
     check_deadlines(w);
+    ws_conn_tick(w);
     balance_accepting(w);
     service_chat_tick(w);
     purge_tick(w);
@@ -318,6 +320,7 @@ static void begin_stop(struct worker *w, const char *why)
     w->stats->accepting = false;
     close(w->listen_fd);
     w->listen_fd = -1;
+    ws_conn_stop(w);
     for (uint32_t i = 0; i < worker_slot_count(w); i++) {
         struct conn *c = worker_conn(w, i);
         if (c == NULL || c->state != CONN_OPEN)
@@ -478,7 +481,8 @@ static int open_event_sources(struct worker *w, const int *peer_fds)
     if (loop_watch(&w->loop, &w->listen_src, w->listen_fd, EPOLLIN | EPOLLEXCLUSIVE,
                    on_listen_event, w) < 0 ||
         loop_watch(&w->loop, &w->channel_src, w->channel.fd, EPOLLIN, on_channel_event, w) < 0 ||
-        loop_watch(&w->loop, &w->signal_src, w->signal_fd, EPOLLIN, on_signal, w) < 0)
+        loop_watch(&w->loop, &w->signal_src, w->signal_fd, EPOLLIN, on_signal, w) < 0 ||
+        ws_conn_start(w) < 0)
         return -1;
     for (uint32_t p = 0; p <= RELAY_PEER; p++) {
         int fd = p < w->nworkers || p == RELAY_PEER ? peer_fds[p] : -1;
