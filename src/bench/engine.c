@@ -520,7 +520,13 @@ void engine_unexpected(struct engine *e, struct conn *c, const struct jfields *f
     case QC_KICK_MSG:
         engine_error(e, E_KICKED, "user %d: kicked (logged in elsewhere)", (int)c->uid);
         return;
-    case QC_PRESENCE_MSG: return;
+    case QC_PRESENCE_MSG:
+    /* version 2 pushes every non-legacy session gets: read sync, friend requests, group events */
+    case QC_READ_MSG:
+    case QC_RECEIPT_MSG:
+    case QC_TYPING_MSG:
+    case QC_FRIEND_REQUEST_MSG:
+    case QC_GROUP_EVENT_MSG: return;
     default:
         engine_error(e, E_PROTOCOL, "user %d: unexpected msgid %ld", (int)c->uid, f->msgid);
         return;

@@ -200,7 +200,7 @@ static const struct config_key config_keys[] = {
             "days a message is kept in the log, 0: forever"),
     INT_KEY("history", "max_per_conversation", history_max_per_conversation, 0, 1000000000, "0",
             LIVE, "messages kept per conversation (the oldest are purged), 0: no cap"),
-    INT_KEY("history", "journal_bytes", history_journal_bytes, 65536, 1073741824, "8388608",
+    INT_KEY("history", "journal_bytes", history_journal_bytes, 65536, 1073741824, "33554432",
             RESTART,
             "bytes of shared memory per worker for chats given a cseq and not yet committed;"
             " a worker whose journal is full answers errno 13"),
