@@ -1,16 +1,16 @@
 #!/bin/sh
 # fuzz_bounded.sh - every libFuzzer target for a bounded time: the request
 # stream (arbitrary bytes through a worker's framing, decoding and dispatch,
-# FUZZ_TIME, default 60 s), the internal packets between processes and the
-# control-socket requests (FUZZ_TIME_SMALL each, default 30 s), and the PROXY
-# protocol v1 header parser with its contract checked (FUZZ_PROXY_TIME, default 20 s).
+# FUZZ_TIME, default 40 s), the internal packets between processes and the
+# control-socket requests (FUZZ_TIME_SMALL each, default 15 s), and the PROXY
+# protocol v1 header parser with its contract checked (FUZZ_PROXY_TIME, default 15 s).
 # Fails on any crash, sanitizer report, leak or hang (-timeout per input).
 # Needs clang and libclang-rt (make check installs them).
 set -u
 cd "$(dirname "$0")/../.." || exit 1
-FUZZ_TIME=${FUZZ_TIME:-60}
-FUZZ_TIME_SMALL=${FUZZ_TIME_SMALL:-30}
-FUZZ_PROXY_TIME=${FUZZ_PROXY_TIME:-20}
+FUZZ_TIME=${FUZZ_TIME:-40}
+FUZZ_TIME_SMALL=${FUZZ_TIME_SMALL:-15}
+FUZZ_PROXY_TIME=${FUZZ_PROXY_TIME:-15}
 if [ "${SANITIZE:-}" = 1 ]; then echo "fuzz_bounded: skipped in the SANITIZE=1 pass (the fuzz build is already ASan+UBSan)"; exit 0; fi
 if ! make -s fuzz-build >/tmp/qchat-fuzz-build.$$ 2>&1; then
     cat /tmp/qchat-fuzz-build.$$; rm -f /tmp/qchat-fuzz-build.$$
