@@ -24,6 +24,14 @@ enum qc_msgid {
     QC_KICK_MSG = 12,      /* reason: the session was taken over        */
     QC_PRESENCE_MSG = 13,  /* id, name, state ("online" | "offline")   */
     QC_HEARTBEAT_MSG = 14, /* request; answered by an ACK (req 14)     */
+    /* version 2: the conversation log (service_log.c) */
+    QC_HISTORY_MSG = 20,           /* with | groupid [, before] [, after] [, limit] */
+    QC_HISTORY_MSG_ACK = 21,       /* errno, with | groupid, msgs[], more */
+    QC_CONVERSATIONS_MSG = 22,     /* [limit] */
+    QC_CONVERSATIONS_MSG_ACK = 23, /* errno, convs[] */
+    QC_READ_MSG = 24,              /* with | groupid, cseq; also the push to other sessions */
+    QC_RECEIPT_MSG = 25,           /* push: id (reader), cseq */
+    QC_TYPING_MSG = 26,            /* toid | groupid; forwarded with id, name */
     /* version 2: friends with consent, blocking, group administration (issue 12) */
     QC_FRIEND_LIST_MSG = 30,       /* -> 31 friends, requests_in, requests_out, blocked */
     QC_FRIEND_LIST_MSG_ACK = 31,   /* errno, the four arrays of objects      */

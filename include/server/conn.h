@@ -43,6 +43,9 @@ enum conn_state {
     CONN_DEAD,     /* closed; freed at the end of the loop turn */
 };
 
+/* TYPING_MSG: conversations remembered per connection for its rate limit (service_log.c). */
+#define CONN_TYPING_SLOTS 4
+
 /* A chat in the output buffer whose delivery someone waits for. */
 struct out_mark {
     uint64_t start, end; /* absolute output offsets [start, end) incl. '\n' */
@@ -72,6 +75,8 @@ struct conn {
     bool prelogin;       /* ... and among its connections not logged in yet */
     bool busy;           /* a request is being finished off the loop (hashing):
                                    later requests wait in held, in order */
+    bool receipts;       /* session asked for RECEIPT_MSG pushes (LOGIN "receipts") */
+    bool typing;         /* session asked for TYPING_MSG pushes (LOGIN "typing") */
 
     int32_t uid;   /* session user, 0 before login */
     uint32_t sgen; /* session generation in the online table, 0: none */
@@ -98,6 +103,9 @@ struct conn {
     int64_t tokens_ms;     /* when the bucket was last filled */
     uint32_t ip_hash;      /* source address, for per-address limits */
     uint32_t rate_strikes; /* requests refused in a row by the rate limit */
+    /* TYPING_MSG rate limit (service_log.c): the conversations last typed to, and when */
+    int64_t typing_conv[CONN_TYPING_SLOTS];
+    int64_t typing_ms[CONN_TYPING_SLOTS];
     struct conn *dirty_next;
     struct conn *dead_next;
 };

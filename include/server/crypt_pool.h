@@ -30,8 +30,9 @@ struct crypt_job {
     char seq[QC_SEQ_MAX + 1];
     bool has_seq;
     bool presence;
-    int32_t uid;       /* the user found, 0: no such user */
-    int32_t asked_uid; /* the id the client sent */
+    bool receipts, typing; /* LOGIN's "receipts" / "typing" */
+    int32_t uid;           /* the user found, 0: no such user */
+    int32_t asked_uid;     /* the id the client sent */
     char name[QC_NAME_MAX + 1];
     int cost;
     /* secrets in, results out */

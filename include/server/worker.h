@@ -74,6 +74,7 @@ struct seqtab;          /* the node's cseq sequencer (seqtab.h) */
 struct journal;         /* chats given a cseq, not yet committed (journal.h) */
 struct log_retry;       /* appends the store refused, tried again (service_chat.c) */
 struct delivered_batch; /* written chats, for the delivered cursors (delivered.c) */
+struct purge_state;     /* retention (purge.c) */
 
 #define WORKER_SPARE_BUFS    64          /* reusable buffers kept per worker */
 #define WORKER_SPARE_MAX_CAP (64 * 1024) /* larger ones are freed, not kept */
@@ -101,6 +102,7 @@ struct worker {
     struct journal *journal;           /* NULL with seqtab */
     struct log_retry *log_retry;       /* appends waiting to be queued again */
     struct delivered_batch *delivered; /* chats written this turn */
+    struct purge_state *purge;         /* retention (purge.c), worker PURGE_WORKER only */
 
     struct peer peers[ONLINE_MAX_WORKERS + 1]; /* + the relay, RELAY_PEER */
     bool clustered;                            /* a relay exists (redis.host set) */

@@ -38,6 +38,7 @@
 #include "server/master.h"
 #include "server/seqtab.h"
 #include "server/proc.h"
+#include "server/purge.h"
 #include "server/relay.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
@@ -468,6 +469,29 @@ static const struct metrics_source *metrics_source_of(struct master *m)
     return &src;
 }
 
+/*
+ * qchatctl purge: worker PURGE_WORKER runs a purge round now.  The answer
+ * (and purge_status's) carries the rounds finished and messages purged so
+ * far; qchatctl waits until the round count passes the one it was given.
+ */
+static void purge_command(struct master *m, bool start, struct buf *out)
+{
+    const struct metrics *mx = metrics_node();
+    uint64_t runs = mx ? metrics_counter_sum(mx, QM_PURGE_RUNS, 0) : 0;
+    uint64_t purged = mx ? metrics_counter_sum(mx, QM_HISTORY_PURGED, 0) : 0;
+    if (start) {
+        struct ipc_token t = { 0 };
+        if (m->nworkers <= PURGE_WORKER || m->children[PURGE_WORKER].chan.fd < 0 ||
+            ipc_chan_send(&m->children[PURGE_WORKER].chan, IPC_PURGE, &t, NULL, 0) < 0) {
+            control_error(out, "the purging worker is not running");
+            return;
+        }
+        log_info("operator asked for a purge");
+    }
+    buf_printf(out, "{\"ok\":true,\"runs\":%llu,\"purged\":%llu}", (unsigned long long)runs,
+               (unsigned long long)purged);
+}
+
 static void run_control_command(void *ctx, struct json_object *req, struct buf *out)
 {
     struct master *m = ctx;
@@ -502,6 +526,8 @@ static void run_control_command(void *ctx, struct json_object *req, struct buf *
                 buf_append_str(out, "{\"ok\":true}");
             }
         }
+    } else if (strcmp(cmd, "purge") == 0 || strcmp(cmd, "purge_status") == 0) {
+        purge_command(m, strcmp(cmd, "purge") == 0, out);
     } else if (strcmp(cmd, "reload") == 0) {
         if (reload_config(m) == 0)
             buf_append_str(out, "{\"ok\":true}");
@@ -516,7 +542,7 @@ static void run_control_command(void *ctx, struct json_object *req, struct buf *
         buf_append_char(out, '}');
         buf_free(&text);
     } else {
-        control_error(out, "unknown command (status, users, kick, reload, stats)");
+        control_error(out, "unknown command (status, users, kick, reload, stats, purge)");
     }
 }
 

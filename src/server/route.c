@@ -7,6 +7,7 @@
  */
 #include "common/log.h"
 #include "server/conn.h"
+#include "server/notice.h"
 #include "server/handoff.h"
 #include "server/ipc.h"
 #include "server/metrics.h"
@@ -138,7 +139,8 @@ void route_notice(struct worker *w, int32_t uid, const char *payload, size_t len
     }
     if (loc.worker == w->index) {
         struct conn *c = conn_of_session(w, uid, loc.slot, loc.gen);
-        if (c && !(w->hooks.notice && w->hooks.notice(w, c, payload, len)) && c->presence)
+        if (c && !(w->hooks.notice && w->hooks.notice(w, c, payload, len)) &&
+            notice_wanted(c, payload, len))
             conn_send(w, c, payload, len);
         return;
     }

@@ -30,6 +30,7 @@
 #include "server/service_async.h"
 #include "server/service_chat.h"
 #include "server/service_social.h"
+#include "server/service_log.h"
 #include "server/session.h"
 #include "server/storage.h"
 #include "server/worker.h"
@@ -220,6 +221,9 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
         struct json_object *v;
         job->presence =
             json_object_object_get_ex(r->obj, "presence", &v) && json_object_get_boolean(v);
+        job->receipts =
+            json_object_object_get_ex(r->obj, "receipts", &v) && json_object_get_boolean(v);
+        job->typing = json_object_object_get_ex(r->obj, "typing", &v) && json_object_get_boolean(v);
         job->asked_uid = id;
         err = service_async(w, c, fetch_account, account_fetched, job);
         if (err)
@@ -283,6 +287,8 @@ static bool finish_login(struct worker *w, struct conn *c, const struct crypt_jo
     struct store_user u = { .id = job->uid };
     strlcpy(u.name, job->name, sizeof u.name);
     int err = open_session(w, c, &u, job->presence);
+    c->receipts = !err && job->receipts;
+    c->typing = !err && job->typing;
     metrics_count(QM_LOGINS, err ? QM_LOGIN_ERROR : QM_LOGIN_OK);
     if (err) {
         reply_request_error(w, c, r, err);
@@ -407,6 +413,12 @@ static void handle_heartbeat(struct worker *w, struct conn *c, const struct requ
     reply_ack(w, c, r->msgid, r->seq, 0, 0, 0, 0);
 }
 
+/* HISTORY, CONVERSATIONS, READ, TYPING: service_log.c. */
+static void handle_log(struct worker *w, struct conn *c, const struct request *r)
+{
+    service_log_dispatch(w, c, r->obj, r->msgid, r->seq);
+}
+
 /* ---- dispatch ----------------------------------------------------------- */
 
 static const struct {
@@ -434,6 +446,11 @@ static const struct {
     [QC_GROUP_ROLE_MSG] = { social_group_role, true },
     [QC_GROUP_UPDATE_MSG] = { social_group_update, true },
     [QC_GROUP_DELETE_MSG] = { social_group_delete, true },
+    /* the conversation log (service_log.c) */
+    [QC_HISTORY_MSG] = { handle_log, true },
+    [QC_CONVERSATIONS_MSG] = { handle_log, true },
+    [QC_READ_MSG] = { handle_log, true },
+    [QC_TYPING_MSG] = { handle_log, true },
 };
 
 /* "seq" is echoed verbatim: an integer or a short string. */

@@ -110,6 +110,7 @@ void session_end(struct worker *w, struct conn *c)
     c->sgen = 0;
     c->uid = 0;
     c->presence = false;
+    c->receipts = c->typing = false;
     w->stats->sessions--;
     if (removed) {
         route_session_ended(w, uid);

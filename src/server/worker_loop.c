@@ -40,6 +40,8 @@
 #include "server/pending.h"
 #include "server/peer.h"
 #include "server/proc.h"
+#include "server/purge.h"
+#include "server/storage.h"
 #include "server/reply.h"
 #include "server/route.h"
 #include "server/service.h"
@@ -208,6 +210,13 @@ static void on_config(void *ctx, uint32_t link, const struct ipc_msg *m)
     apply_config(ctx, m->body);
 }
 
+static void on_purge(void *ctx, uint32_t link, const struct ipc_msg *m)
+{
+    (void)link;
+    (void)m;
+    purge_now(ctx);
+}
+
 static void on_kick_user(void *ctx, uint32_t link, const struct ipc_msg *m)
 {
     const struct ipc_user *u = m->body;
@@ -220,7 +229,8 @@ static const struct ipc_handlers from_master = {
     .from = "the master",
     .fn = { [IPC_NEW_PEER] = on_new_peer,
             [IPC_CONFIG] = on_config,
-            [IPC_KICK_USER] = on_kick_user },
+            [IPC_KICK_USER] = on_kick_user,
+            [IPC_PURGE] = on_purge },
 };
 
 static void read_channel(struct worker *w)
@@ -265,6 +275,7 @@ static void on_tick(void *ctx)
     check_deadlines(w);
     balance_accepting(w);
     service_chat_tick(w);
+    purge_tick(w);
 }
 
 /* ---- stopping ----------------------------------------------------------- */
@@ -344,6 +355,7 @@ static void __attribute__((noreturn)) finish_stop(struct worker *w)
     storage_stop(w->storage); /* commits what is queued; the journal keeps the rest */
     pending_destroy(w);
     crypt_pool_stop(w);
+    purge_stop(w); /* after storage_stop: a purge batch may have been on the thread */
     while (w->nspare > 0)
         buf_free(&w->spare[--w->nspare]);
     w->st->close(w->store);
@@ -505,6 +517,8 @@ int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
     loop_set_on_wake(&w->loop, on_wake);
     loop_set_before_sleep(&w->loop, before_sleep);
     install_layers(w);
+    if (purge_init(w) < 0)
+        return -1;
     w->crypt_fd = crypt_pool_start(w, cfg->hash_threads);
     if (w->crypt_fd < 0 ||
         loop_watch(&w->loop, &w->crypt_src, w->crypt_fd, EPOLLIN, on_crypt_event, w) < 0 ||
