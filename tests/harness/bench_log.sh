@@ -229,6 +229,8 @@ EOF
 }
 
 if want_row history; then
+    # the two ids, one per word
+    # shellcheck disable=SC2046
     set -- $(awk '{ print $1 }' "$tmp/ids.hist")
     t0=$(date +%s)
     history_sql "$1" "$2" "$HISTORY_ROWS" | sqlite3 "$tmp/on.db" || exit 1
