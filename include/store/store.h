@@ -215,6 +215,15 @@ struct store_ops {
     int (*delivered_advance)(struct store *st, int32_t userid, const struct store_cursor *pos,
                              size_t n);
     /*
+     * Optional (NULL: call delivered_advance per user): raise the delivered
+     * cursor pos[i] of userids[i] for every i, all in ONE transaction.  A
+     * worker advances the cursors of every user it wrote to in a loop turn
+     * at once; a transaction per user made the storage thread the limit of
+     * the chat path (docs/BENCHMARKS.md, version 2).
+     */
+    int (*delivered_advance_many)(struct store *st, const int32_t *userids,
+                                  const struct store_cursor *pos, size_t n);
+    /*
      * Raise userid's read cursor of conv to cseq, clamped to the
      * conversation's last cseq (never lowers it); *now: the cursor after.
      */

@@ -3,6 +3,7 @@
  * helper, and the dispatch to one mode.  See qchat-bench(1) and --help.
  *
  *   qchat-bench MODE [options]     MODE: reg pingpong login conns group offline
+ *                                  history
  *
  * Exit status: 0 no errors, 1 errors (or a failure to run), 2 usage.
  */
@@ -39,6 +40,9 @@
 #define DEFAULT_USERS    100
 #define DEFAULT_BACKLOG  1000
 #define DEFAULT_ROUNDS   5
+#define DEFAULT_LIMIT    50   /* history: the server's default page */
+#define MAX_LIMIT        100  /* history: the protocol's largest page */
+#define HISTORY_CONNS    1    /* history: the reader */
 #define OFFLINE_CONNS    2    /* offline: the sender and the receiver */
 #define OFFLINE_STEPS    5    /* offline: steps of a round, each within --timeout */
 #define DEADLINE_SLACK   30.0 /* seconds past the phases' own limits */
@@ -61,6 +65,8 @@ static void usage(FILE *f)
           "  group      --members M in one group, --senders S send GROUP_CHATs (K in flight)\n"
           "  offline    store --backlog N chats for a logged-out user, time its login\n"
           "             (connect to the full LOGIN_MSG_ACK), --rounds R times\n"
+          "  history    HISTORY_MSG pages (--limit) of the conversation of the first two\n"
+          "             accounts (or of --groupid), one in flight, at random depths\n"
           "\n"
           "Server:\n"
           "  --host H          server address (default " DEFAULT_HOST ")\n"
@@ -88,13 +94,16 @@ static void usage(FILE *f)
           "  --conns N         conns: sessions to hold (default 1000)\n"
           "  --members M       group: members (default 100)\n"
           "  --senders S       group: members that send (default 4)\n"
-          "  --groupid G       group: join group G instead of creating one\n"
+          "  --groupid G       group: join group G instead of creating one; history: read\n"
+          "                    group G instead of the one-to-one conversation\n"
           "  --backlog N       offline: messages stored before each login (default 1000)\n"
           "  --rounds R        offline: store + login rounds (default 5)\n"
+          "  --limit L         history: messages per page (1..100, default 50)\n"
           "  -k, --inflight K  messages in flight per pair / sender, or offline: chats\n"
           "                    being stored at once (1..64, default 1)\n"
           "  -s, --size S      chat text bytes (default 64; never below the 33-byte tag)\n"
-          "  -n, --count N     messages per pair / sender, then stop (default: duration)\n"
+          "  -n, --count N     messages per pair / sender, or history: pages, then stop\n"
+          "                    (default: duration)\n"
           "  --rate R          group: at most R messages/s over all senders\n"
           "  --seq             send chats with \"seq\" (the server ACKs each one)\n"
           "  --reconnect       login: new connection for every login\n"
@@ -164,6 +173,7 @@ enum {
     OPT_SKIP,
     OPT_BACKLOG,
     OPT_ROUNDS,
+    OPT_LIMIT,
     OPT_GO_FILE
 };
 
@@ -188,6 +198,7 @@ static const struct option longopts[] = { { "host", required_argument, NULL, OPT
                                           { "groupid", required_argument, NULL, OPT_GROUPID },
                                           { "backlog", required_argument, NULL, OPT_BACKLOG },
                                           { "rounds", required_argument, NULL, OPT_ROUNDS },
+                                          { "limit", required_argument, NULL, OPT_LIMIT },
                                           { "inflight", required_argument, NULL, 'k' },
                                           { "size", required_argument, NULL, 's' },
                                           { "count", required_argument, NULL, 'n' },
@@ -217,8 +228,9 @@ static const struct {
     const char *name;
     enum bench_mode mode;
 } modes[] = {
-    { "reg", MODE_REG },     { "pingpong", MODE_PINGPONG }, { "login", MODE_LOGIN },
-    { "conns", MODE_CONNS }, { "group", MODE_GROUP },       { "offline", MODE_OFFLINE },
+    { "reg", MODE_REG },         { "pingpong", MODE_PINGPONG }, { "login", MODE_LOGIN },
+    { "conns", MODE_CONNS },     { "group", MODE_GROUP },       { "offline", MODE_OFFLINE },
+    { "history", MODE_HISTORY },
 };
 
 /* ---- option values ------------------------------------------------------ */
@@ -329,6 +341,7 @@ static void set_defaults(struct bench_opts *o)
     o->members = DEFAULT_MEMBERS;
     o->backlog = DEFAULT_BACKLOG;
     o->rounds = DEFAULT_ROUNDS;
+    o->limit = DEFAULT_LIMIT;
     o->senders = DEFAULT_SENDERS;
     o->inflight = 1;
     o->size = DEFAULT_SIZE;
@@ -382,6 +395,7 @@ static int parse_option(struct bench_opts *o, int opt, const char *arg, const ch
     case OPT_GROUPID: return parse_long_opt("--groupid", arg, 1, INT32_MAX, &o->groupid);
     case OPT_BACKLOG: return parse_long_opt("--backlog", arg, 0, MAX_COUNT, &o->backlog);
     case OPT_ROUNDS: return parse_long_opt("--rounds", arg, 1, MAX_COUNT, &o->rounds);
+    case OPT_LIMIT: return parse_int_opt("--limit", arg, 1, MAX_LIMIT, &o->limit);
     case 'k': return parse_int_opt("--inflight", arg, 1, BENCH_WINDOW, &o->inflight);
     case 's': return parse_int_opt("--size", arg, 0, SIZE_MAX_TEXT, &o->size);
     case 'n': return parse_long_opt("--count", arg, 1, MAX_COUNT, &o->count);
@@ -427,7 +441,8 @@ static int parse_args(struct bench_opts *o, int argc, char **argv, char *prefix,
         if (!strcmp(argv[1], modes[i].name))
             break;
     if (i == sizeof modes / sizeof modes[0]) {
-        fprintf(stderr, "qchat-bench: unknown mode '%s' (reg pingpong login conns group offline)\n",
+        fprintf(stderr,
+                "qchat-bench: unknown mode '%s' (reg pingpong login conns group offline history)\n",
                 argv[1]);
         return -1;
     }
@@ -480,6 +495,7 @@ static long fds_needed(const struct bench_opts *o)
     case MODE_CONNS: return o->conns;
     case MODE_GROUP: return o->members;
     case MODE_OFFLINE: return OFFLINE_CONNS;
+    case MODE_HISTORY: return HISTORY_CONNS;
     }
     return 0;
 }
@@ -595,6 +611,7 @@ int main(int argc, char **argv)
     case MODE_CONNS: rc = mode_conns(&o, &r); break;
     case MODE_GROUP: rc = mode_group(&o, &r); break;
     case MODE_OFFLINE: rc = mode_offline(&o, &r); break;
+    case MODE_HISTORY: rc = mode_history(&o, &r); break;
     }
     if (rc < 0)
         return 1;

@@ -6,7 +6,7 @@
  * connections; it frames the server's newline-terminated JSON objects itself
  * and pulls the few fields it needs out with a small scanner, so a message
  * costs no allocation and no JSON tree.  Each mode (reg, pingpong, login,
- * conns, group, offline) is a set of callbacks on that engine plus a driver
+ * conns, group, offline, history) is a set of callbacks on that engine plus a driver
  * that runs its phases: users, connect + login, measure, drain, report.
  */
 #ifndef QCHAT_BENCH_BENCH_H
@@ -40,7 +40,15 @@
 #define BENCH_REG_CONCURRENCY   16  /* default registrations at once */
 #define BENCH_SRV_ERRNO_MAX     32  /* server errno values counted one by one */
 
-enum bench_mode { MODE_REG, MODE_PINGPONG, MODE_LOGIN, MODE_CONNS, MODE_GROUP, MODE_OFFLINE };
+enum bench_mode {
+    MODE_REG,
+    MODE_PINGPONG,
+    MODE_LOGIN,
+    MODE_CONNS,
+    MODE_GROUP,
+    MODE_OFFLINE,
+    MODE_HISTORY
+};
 
 /* ---- options ---------------------------------------------------------- */
 
@@ -73,6 +81,7 @@ struct bench_opts {
     long groupid; /* group: join this group instead of creating one */
     long backlog; /* offline: messages stored before each login */
     long rounds;  /* offline: fill + login rounds */
+    int limit;    /* history: messages per page */
     int threads;
     int concurrency; /* connects + logins (or registrations) at once, 0: default */
 
@@ -397,5 +406,6 @@ int mode_login(const struct bench_opts *o, struct result *r);
 int mode_conns(const struct bench_opts *o, struct result *r);
 int mode_group(const struct bench_opts *o, struct result *r);
 int mode_offline(const struct bench_opts *o, struct result *r);
+int mode_history(const struct bench_opts *o, struct result *r);
 
 #endif

@@ -4,7 +4,8 @@
  *
  * The notes of one loop turn are sorted by user and conversation, the
  * highest cseq of each pair kept, and handed to the storage thread in one
- * job that calls delivered_advance once per user.  A failed job is logged
+ * job: one transaction for all of them when the driver has
+ * delivered_advance_many, else delivered_advance once per user.  A failed job is logged
  * and dropped: the cursor stays lower, so those chats come again at the next
  * login (a duplicate the client drops by cseq), never lost.
  */
@@ -136,6 +137,22 @@ struct advance_job {
     size_t n;
 };
 
+/* Every user's cursors in one transaction, when the driver can. */
+static int advance_all_at_once(const struct store_ops *ops, struct store *st,
+                               const struct advance_job *j, struct store_cursor *pos)
+{
+    int32_t *uids = malloc(j->n * sizeof *uids);
+    if (uids == NULL)
+        return QC_EINTERNAL;
+    for (size_t i = 0; i < j->n; i++) {
+        uids[i] = j->notes[i].uid;
+        pos[i] = j->notes[i].pos;
+    }
+    int err = ops->delivered_advance_many(st, uids, pos, j->n);
+    free(uids);
+    return err;
+}
+
 static int advance_on_store(const struct store_ops *ops, struct store *st, void *arg)
 {
     struct advance_job *j = arg;
@@ -143,6 +160,11 @@ static int advance_on_store(const struct store_ops *ops, struct store *st, void 
     int first_err = 0;
     if (pos == NULL)
         return QC_EINTERNAL;
+    if (ops->delivered_advance_many != NULL) {
+        first_err = advance_all_at_once(ops, st, j, pos);
+        free(pos);
+        return first_err;
+    }
     for (size_t i = 0; i < j->n;) {
         size_t k = 0;
         int32_t uid = j->notes[i].uid;

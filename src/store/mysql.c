@@ -2096,8 +2096,10 @@ static int mysql_store_undelivered(struct store *st, int32_t userid, int max_cou
     return hand_undelivered(st, max_count, max_bytes, cb, arg, more);
 }
 
+/* userids[i] owns pos[i]; one user for all (userids NULL): userid. */
 struct advance_args {
     int32_t userid;
+    const int32_t *userids;
     const struct store_cursor *pos;
     size_t n;
 };
@@ -2113,7 +2115,7 @@ static int op_delivered_advance(struct store *st, void *arg)
         return err;
     for (i = 0; i < a->n && err == QC_OK; i++) {
         params_init(&p);
-        param_int(&p, a->userid);
+        param_int(&p, a->userids ? a->userids[i] : a->userid);
         param_int(&p, a->pos[i].conv);
         param_int(&p, a->pos[i].cseq);
         err = exec(st, ST_DELIVERED_UP, &p);
@@ -2124,7 +2126,15 @@ static int op_delivered_advance(struct store *st, void *arg)
 static int mysql_store_delivered_advance(struct store *st, int32_t userid,
                                          const struct store_cursor *pos, size_t n)
 {
-    struct advance_args a = { userid, pos, n };
+    struct advance_args a = { userid, NULL, pos, n };
+
+    return n == 0 ? QC_OK : run(st, op_delivered_advance, &a);
+}
+
+static int mysql_store_delivered_advance_many(struct store *st, const int32_t *userids,
+                                              const struct store_cursor *pos, size_t n)
+{
+    struct advance_args a = { 0, userids, pos, n };
 
     return n == 0 ? QC_OK : run(st, op_delivered_advance, &a);
 }
@@ -2692,6 +2702,7 @@ const struct store_ops store_mysql_ops = {
     .conversations = mysql_store_conversations,
     .undelivered = mysql_store_undelivered,
     .delivered_advance = mysql_store_delivered_advance,
+    .delivered_advance_many = mysql_store_delivered_advance_many,
     .read_set = mysql_store_read_set,
     .conv_member = mysql_store_conv_member,
     .conv_join = mysql_store_conv_join,

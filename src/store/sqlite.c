@@ -1367,6 +1367,24 @@ static int sqlite_delivered_advance(struct store *st, int32_t userid,
     return tx_end(st, err);
 }
 
+static int sqlite_delivered_advance_many(struct store *st, const int32_t *userids,
+                                         const struct store_cursor *pos, size_t n)
+{
+    size_t i;
+    int err;
+
+    if (n == 0)
+        return QC_OK;
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    for (i = 0; i < n && err == QC_OK; i++) {
+        int64_t v[3] = { userids[i], pos[i].conv, pos[i].cseq };
+
+        err = run_ints(st, ST_DELIVERED_UP, v, 3);
+    }
+    return tx_end(st, err);
+}
+
 static int sqlite_read_set(struct store *st, int32_t userid, int64_t conv, int64_t cseq,
                            int64_t *now)
 {
@@ -1756,6 +1774,7 @@ const struct store_ops store_sqlite_ops = {
     .conversations = sqlite_conversations,
     .undelivered = sqlite_undelivered,
     .delivered_advance = sqlite_delivered_advance,
+    .delivered_advance_many = sqlite_delivered_advance_many,
     .read_set = sqlite_read_set,
     .conv_member = sqlite_conv_member,
     .conv_join = sqlite_conv_join,

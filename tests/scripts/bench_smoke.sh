@@ -225,6 +225,26 @@ if [ -x "$QCHATD" ]; then
         check "qchatd login" logins login --port "$qp" --ids "$tmp/q/ids.misc" --loops 4 -d 0.5
         check "qchatd conns" received conns --port "$qp" --ids "$tmp/q/ids.misc" --conns 20 -d 0.3
         check "qchatd group" deliveries group --port "$qp" --ids "$tmp/q/ids.group" --members 20 -k 2 -d 0.5
+        gid=$(field "$line" groupid)
+        check "qchatd group --seq (ACK after commit)" deliveries group --port "$qp" \
+            --ids "$tmp/q/ids.group" --members 20 -k 2 -d 0.5 --seq --groupid "${gid:-0}"
+        # the log: the first pair's conversation gets 2 x 120 messages, then pages of it
+        check "qchatd pingpong -n (fills a conversation)" msgs pingpong --port "$qp" \
+            --ids "$tmp/q/ids.pp" --pairs 1 -n 120 -d 10
+        check "qchatd history" pages history --port "$qp" --ids "$tmp/q/ids.pp" -n 50 --limit 50
+        check "qchatd history --limit 7 -d" pages history --port "$qp" --ids "$tmp/q/ids.pp" \
+            --limit 7 -d 0.3
+        check "qchatd history --groupid" pages history --port "$qp" --ids "$tmp/q/ids.group" \
+            --groupid "${gid:-0}" -n 20
+        check_json "qchatd history --json" history --port "$qp" --ids "$tmp/q/ids.pp" -n 5
+        # two members of the group never chatted one to one: an empty conversation is an error
+        timeout $RUN_LIMIT "$BENCH" history --port "$qp" --ids "$tmp/q/ids.group" -n 5 -q \
+            >"$tmp/out" 2>"$tmp/err"
+        if [ $? -eq 1 ] && grep -q "empty" "$tmp/err"; then
+            ok "qchatd history on an empty conversation fails"
+        else
+            fail "qchatd history on an empty conversation fails"
+        fi
         check "qchatd pingpong, registering" msgs pingpong --port "$qp" --pairs 4 -d 0.3
         check "qchatd pingpong --ws" msgs pingpong --port "$ws_port" --ws --ids "$tmp/q/ids.pp" \
             --pairs 10 -k 2 -d 1

@@ -705,6 +705,54 @@ void test_log_history_pages(void **state)
     free(m);
 }
 
+/*
+ * delivered_advance_many (a driver may leave it out): several users' cursors
+ * in one call, each only growing, and what each user has left follows them.
+ */
+void test_log_cursors_many(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    if (f->ops->delivered_advance_many == NULL)
+        skip();
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), carol = new_user(f, "carol");
+    int64_t ab = store_conv_pair(alice, bob), cb = store_conv_pair(carol, bob);
+    int64_t ac = store_conv_pair(alice, carol);
+    struct got *got = new_got();
+    bool more = true;
+    int i;
+
+    for (i = 1; i <= 3; i++) {
+        append_msg(f, ab, i, alice, BASE_TS + i);
+        append_msg(f, cb, i, carol, BASE_TS + 10 + i);
+        append_msg(f, ac, i, alice, BASE_TS + 20 + i);
+    }
+    int32_t uids[] = { bob, bob, carol };
+    struct store_cursor pos[] = { { ab, 2 }, { cb, 3 }, { ac, 1 } };
+    assert_int_equal(f->ops->delivered_advance_many(f->st, uids, pos, 3), QC_OK);
+    assert_int_equal(f->ops->undelivered(f->st, bob, 10, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 1); /* ab 3 */
+    assert_int_equal(got->conv[0], ab);
+    assert_int_equal(got->cseq[0], 3);
+    got->n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, carol, 10, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 2); /* ac 2, 3 */
+    assert_int_equal(got->cseq[0], 2);
+
+    /* Backwards is ignored, forwards moves, in the same call. */
+    pos[0] = (struct store_cursor){ ab, 1 };
+    pos[2] = (struct store_cursor){ ac, 3 };
+    assert_int_equal(f->ops->delivered_advance_many(f->st, uids, pos, 3), QC_OK);
+    got->n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, bob, 10, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 1);
+    assert_int_equal(got->cseq[0], 3);
+    got->n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, carol, 10, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 0);
+    assert_int_equal(f->ops->delivered_advance_many(f->st, uids, pos, 0), QC_OK);
+    free(got);
+}
+
 /* delivered and read only grow; read is clamped to the last cseq. */
 void test_log_cursors(void **state)
 {
