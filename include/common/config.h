@@ -75,6 +75,7 @@ struct qc_config {
     int login_timeout;        /* seconds to authenticate, 0: none */
     int idle_timeout;         /* seconds without traffic, 0: none */
     int max_conns_per_ip;     /* 0: unlimited */
+    int login_checks_per_ip;  /* password checks started per address a second, 0: unlimited */
     int max_prelogin_per_ip;  /* connections not logged in, per address per node, 0: unlimited */
     int register_rate;        /* registrations per address per minute, 0: unlimited */
     int register_rate_global; /* registrations per node per minute, 0: unlimited */

@@ -27,7 +27,6 @@
 #define GUARD_DELAY_BASE_MS         1000   /* first delay; doubles per failure */
 #define GUARD_DELAY_MAX_MS          300000 /* longest delay (5 minutes) */
 #define GUARD_FORGET_MS             900000 /* failures forgotten after 15 quiet minutes */
-#define GUARD_ADDR_CHECKS_PER_S     256    /* password checks one address may start a second */
 #define GUARD_ADDR_CHECKS_PERIOD_MS 1000
 #define GUARD_REG_BUCKETS           16384
 #define GUARD_RATE_PERIOD_MS        60000 /* registration rates are per minute */
@@ -63,10 +62,11 @@ void guard_clear_worker(struct guard *g, uint32_t worker);
  * checked).  When it may, the attempt is already counted as a failure of
  * the account, so that logins sent in parallel cannot all pass before the
  * first has failed; the address, which many people may share, counts its
- * failures when they end, and may start at most GUARD_ADDR_CHECKS_PER_S
+ * failures when they end, and may start at most checks_per_s (security.login_checks_per_ip)
  * checks a second (as many at once).
  */
-int64_t guard_login_begin(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms);
+int64_t guard_login_begin(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms,
+                          int checks_per_s);
 /*
  * The same for a login token (issue 15): the failure delays of the address
  * and the account apply, and the attempt is counted like a password's; the

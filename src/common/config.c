@@ -146,6 +146,8 @@ static const struct config_key config_keys[] = {
             "seconds without traffic before a connection is closed, 0: never"),
     INT_KEY("security", "max_conns_per_ip", max_conns_per_ip, 0, 1000000, "0", LIVE,
             "connections one address may hold on a worker, 0: unlimited"),
+    INT_KEY("security", "login_checks_per_ip", login_checks_per_ip, 0, 1000000, "256", LIVE,
+            "password checks one address may start a second (issue 14 item 1), 0: unlimited"),
     INT_KEY("security", "max_prelogin_per_ip", max_prelogin_per_ip, 0, 1000000, "1024", LIVE,
             "connections not logged in yet one address may hold on this node, 0: unlimited"),
     INT_KEY("security", "register_rate", register_rate, 0, 1000000, "0", LIVE,

@@ -215,7 +215,8 @@ static void touch_failure(_Atomic uint64_t *rec, int64_t now_ms)
 
 static bool rate_take(_Atomic int64_t *tat, int rate, int64_t period_ms, int64_t now_ms);
 
-int64_t guard_login_begin(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms)
+int64_t guard_login_begin(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms,
+                          int checks_per_s)
 {
     _Atomic uint64_t *a = addr_record(g, addr);
     int64_t wait = wait_of(atomic_load_explicit(a, memory_order_relaxed), now_ms);
@@ -225,7 +226,7 @@ int64_t guard_login_begin(struct guard *g, uint32_t addr, int32_t uid, int64_t n
     if (u != NULL && (wait = count_attempt(u, now_ms)) > 0)
         return wait;
     _Atomic int64_t *checks = &g->addr_checks[int_hash(addr ^ g->seed) % GUARD_FAIL_BUCKETS];
-    if (!rate_take(checks, GUARD_ADDR_CHECKS_PER_S, GUARD_ADDR_CHECKS_PERIOD_MS, now_ms)) {
+    if (checks_per_s > 0 && !rate_take(checks, checks_per_s, GUARD_ADDR_CHECKS_PERIOD_MS, now_ms)) {
         if (u != NULL)
             uncount_attempt(u); /* refused before hashing: not an attempt */
         return GUARD_ADDR_CHECKS_PERIOD_MS;
