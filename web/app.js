@@ -615,11 +615,27 @@ function autoGrow() {
 
 /* ---- friends and presence ----------------------------------------------- */
 
+/*
+ * PRESENCE_MSG 13.  It is also how an accepted friend request is told to
+ * both sides (qchat-protocol(7): there is no other push for it), so a
+ * notice about someone not yet in the list makes them a friend and the
+ * list is read again for the requests that changed.
+ */
 function onPresence(m) {
     const f = S.friends.get(m.id);
-    if (f)
+    if (f) {
         f.state = m.state;
+        render();
+        return;
+    }
+    S.friends.set(m.id, { id: m.id, name: m.name || 'User ' + m.id, state: m.state });
+    S.requestsOut.delete(m.id);
+    S.requestsIn.delete(m.id);
+    const c = getConv('u:' + m.id);
+    if (m.name)
+        c.name = m.name;
     render();
+    loadFriends().then(render);
 }
 
 function onFriendRequest(m) {
