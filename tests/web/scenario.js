@@ -230,10 +230,16 @@ async function main() {
     await openChatWith(a, 'u:' + idB);
     await shot(a, 'chat-laptop', LAPTOP);
     await shot(a, 'chat-phone', PHONE);
-    await b.click('#back').catch(() => {});
-    await shot(b, 'list-phone', PHONE);
-    await b.setViewportSize(LAPTOP);
     await a.setViewportSize(LAPTOP);
+    await check('at a phone width the back button leaves the conversation for the list', async () => {
+        await b.setViewportSize(PHONE);
+        await b.click('#back', { timeout: WAIT });
+        await b.locator(`#conv-list li[data-key="u:${idA}"]`).waitFor({ timeout: WAIT });
+        if (await b.isVisible('#composer'))
+            throw new Error('the conversation is still shown');
+        await shot(b, 'list-phone', PHONE);
+    });
+    await b.setViewportSize(LAPTOP);
     await openChatWith(b, 'u:' + idA);
 
     await check('a server restart shows the banner on both pages, then they recover', async () => {
