@@ -444,6 +444,7 @@ function onChat(m) {
         c.name = m.name; /* a stranger: the chat carries the name */
     if (!addMsg(c, m, true))
         return;
+    stopTyping(c, senderOf(m));
     if (S.open === c.key) {
         renderMessages(c, true);
         markRead(c);
@@ -459,6 +460,7 @@ async function sendMessage(ev) {
     const c = getConv(S.open);
     $('input').value = '';
     autoGrow();
+    S.typingSent = 0; /* the next keystroke starts a new burst: tell it at once */
     const entry = { cseq: 0, from: S.me.id, name: S.me.name, text, ts: Date.now(), mine: true,
                     state: 'sent' };
     c.msgs.push(entry);
@@ -605,6 +607,15 @@ function onTyping(m) {
         c.typing.delete(m.id);
         renderTyping();
     }, TYPING_SHOW_MS));
+    renderTyping();
+}
+
+/* A chat from someone ends their "typing" line at once, not after TYPING_SHOW_MS. */
+function stopTyping(c, who) {
+    if (!c.typing || !c.typing.delete(who))
+        return;
+    clearTimeout(S.typingTimers.get(c.key + ':' + who));
+    S.typingTimers.delete(c.key + ':' + who);
     renderTyping();
 }
 

@@ -29,6 +29,7 @@ const path = require('path');
 const [base, outdir, restartCmd] = process.argv.slice(2);
 const WAIT = 10000;
 const HISTORY_COUNT = 60;
+const TYPING_INTERVAL_MS = 1100; /* the server's TYPING rate limit (1 s), and a margin */
 const PASSWORD = 'web-test-pw';
 const LAPTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
@@ -183,11 +184,18 @@ async function main() {
     await check('A\'s message turns "read" after B read it (RECEIPT 25)', async () => {
         await a.locator('#msg-list li.bubble.mine .state.read').first().waitFor({ timeout: WAIT });
     });
-    await check('B typing shows on A\'s page (TYPING 26)', async () => {
+    await check('B typing shows on A\'s page (TYPING 26) and ends with B\'s message', async () => {
+        /* B's answer above was typed too: the server forwards one notice a second */
+        await b.waitForTimeout(TYPING_INTERVAL_MS);
         await b.type('#input', 'typing…');
         await a.waitForFunction(() => /typing/.test(document.getElementById('typing').textContent),
                                 null, { timeout: WAIT });
         await b.fill('#input', '');
+        await say(b, '打字 done');
+        await a.locator('#msg-list li.bubble:not(.mine):has-text("打字 done")').waitFor({ timeout: WAIT });
+        const still = await a.textContent('#typing');
+        if (still !== '')
+            throw new Error('after the message A still shows "' + still + '"');
     });
     await check(`A sends ${HISTORY_COUNT} more; B scrolls up and history loads to the first`, async () => {
         for (let i = 1; i <= HISTORY_COUNT; i++)
@@ -205,8 +213,8 @@ async function main() {
         }
         await b.locator('#msg-list li.bubble:has-text("你好 Bob 👋 第一条")').waitFor({ timeout: WAIT });
         const cseqs = await b.$$eval('#msg-list li.bubble', (l) => l.map((e) => Number(e.dataset.cseq)));
-        if (cseqs.length !== HISTORY_COUNT + 2)
-            throw new Error(cseqs.length + ' messages after scrolling, not ' + (HISTORY_COUNT + 2));
+        if (cseqs.length !== HISTORY_COUNT + 3)
+            throw new Error(cseqs.length + ' messages after scrolling, not ' + (HISTORY_COUNT + 3));
         cseqs.forEach((c, i) => {
             if (c !== i + 1)
                 throw new Error('message ' + (i + 1) + ' has cseq ' + c + ' (duplicated or out of order)');
