@@ -13,7 +13,7 @@
  * token; then RESTART_CMD restarts qchatd: both pages (both reloaded
  * before, so both resume with the kept token) show the reconnect banner,
  * it goes away, and a chat goes through again; last a group with its name,
- * members and a group chat.  Screenshots at 1280x800 and 390x844 into
+ * members, a group chat and A made admin.  Screenshots at 1280x800 and 390x844 into
  * OUTDIR.
  *
  * Prints "ok ..." / "FAIL ..." lines; exit 0 when nothing failed.  Every
@@ -290,6 +290,11 @@ async function main() {
         await b.click('#conv-info');
         await b.locator(`#member-list li:has-text("${nameA}")`).waitFor({ timeout: WAIT });
         await b.locator(`#member-list li:has-text("${nameB}") .role:has-text("creator")`).waitFor({ timeout: WAIT });
+    });
+    await check('the creator makes A an admin from the member list (GROUP_ROLE 44)', async () => {
+        await b.click(`#member-list li:has-text("${nameA}") button:has-text("Make admin")`, { timeout: WAIT });
+        await b.locator(`#member-list li:has-text("${nameA}") .role:has-text("admin")`).waitFor({ timeout: WAIT });
+        await b.locator(`#member-list li:has-text("${nameA}") button:has-text("Make normal")`).waitFor({ timeout: WAIT });
         await shot(b, 'group-members-laptop', LAPTOP);
         await shot(b, 'group-members-phone', PHONE);
         await b.setViewportSize(LAPTOP);
