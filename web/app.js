@@ -247,7 +247,7 @@ async function resumeSession() {
     }
     try {
         const reply = await loginRequest(id, secret);
-        await afterLogin(reply, secret.password, s ? s.remember !== false : true);
+        await afterLogin(reply, secret, s ? s.remember !== false : true);
     } catch (e) {
         if (e.errno === ERR_BAD_TOKEN || e.errno === 1) {
             localStorage.removeItem(STORE_KEY);
@@ -273,7 +273,7 @@ async function doLogin(ev) {
     try {
         const reply = await loginRequest(id, { password });
         $('login-password').value = '';
-        await afterLogin(reply, password, $('login-remember').checked);
+        await afterLogin(reply, { password }, $('login-remember').checked);
     } catch (e) {
         authMsg(e.errno === 1 ? 'Wrong user id or password.' : e.message);
     }
@@ -305,15 +305,20 @@ function parseItems(arr) {
     }).filter(Boolean);
 }
 
-async function afterLogin(reply, password, remember) {
+/*
+ * secret is what the login used: {token} or {password}.  A token login's
+ * reply carries no new token (it did not ask for one), so the token used
+ * stays the session's: the next reconnect or reload needs it again.
+ */
+async function afterLogin(reply, secret, remember) {
     S.me = { id: reply.id, name: reply.name };
     S.loggedIn = true;
     S.kicked = false;
-    if (reply.token) {
-        S.token = reply.token;
+    if (reply.token || secret.token) {
+        S.token = reply.token || secret.token;
         S.password = null;
-    } else if (password) {
-        S.password = password; /* no tokens on this server: memory only, never stored */
+    } else if (secret.password) {
+        S.password = secret.password; /* no token was given: memory only, never stored */
     }
     if (remember && S.token)
         localStorage.setItem(STORE_KEY, JSON.stringify({ id: S.me.id, token: S.token, remember }));
@@ -355,6 +360,9 @@ async function loadConversations() {
             const c = getConv(convKey(v));
             if (v.name)
                 c.name = v.name;
+            const g = v.groupid !== undefined && S.groups.get(v.groupid);
+            if (g && v.name)
+                g.groupname = v.name; /* a joined group's name is known from here only */
             c.lastCseq = v.last_cseq || 0;
             c.readCseq = v.read_cseq || 0;
             c.unread = v.unread || 0;
@@ -436,6 +444,7 @@ function onChat(m) {
         c.name = m.name; /* a stranger: the chat carries the name */
     if (!addMsg(c, m, true))
         return;
+    stopTyping(c, senderOf(m));
     if (S.open === c.key) {
         renderMessages(c, true);
         markRead(c);
@@ -451,6 +460,7 @@ async function sendMessage(ev) {
     const c = getConv(S.open);
     $('input').value = '';
     autoGrow();
+    S.typingSent = 0; /* the next keystroke starts a new burst: tell it at once */
     const entry = { cseq: 0, from: S.me.id, name: S.me.name, text, ts: Date.now(), mine: true,
                     state: 'sent' };
     c.msgs.push(entry);
@@ -600,6 +610,15 @@ function onTyping(m) {
     renderTyping();
 }
 
+/* A chat from someone ends their "typing" line at once, not after TYPING_SHOW_MS. */
+function stopTyping(c, who) {
+    if (!c.typing || !c.typing.delete(who))
+        return;
+    clearTimeout(S.typingTimers.get(c.key + ':' + who));
+    S.typingTimers.delete(c.key + ':' + who);
+    renderTyping();
+}
+
 function renderTyping() {
     const c = S.open && S.convs.get(S.open);
     const names = c && c.typing ? [...c.typing.values()] : [];
@@ -615,11 +634,27 @@ function autoGrow() {
 
 /* ---- friends and presence ----------------------------------------------- */
 
+/*
+ * PRESENCE_MSG 13.  It is also how an accepted friend request is told to
+ * both sides (qchat-protocol(7): there is no other push for it), so a
+ * notice about someone not yet in the list makes them a friend and the
+ * list is read again for the requests that changed.
+ */
 function onPresence(m) {
     const f = S.friends.get(m.id);
-    if (f)
+    if (f) {
         f.state = m.state;
+        render();
+        return;
+    }
+    S.friends.set(m.id, { id: m.id, name: m.name || 'User ' + m.id, state: m.state });
+    S.requestsOut.delete(m.id);
+    S.requestsIn.delete(m.id);
+    const c = getConv('u:' + m.id);
+    if (m.name)
+        c.name = m.name;
     render();
+    loadFriends().then(render);
 }
 
 function onFriendRequest(m) {
@@ -682,7 +717,7 @@ async function joinGroup(ev) {
         $('join-group-id').value = '';
         S.groups.set(id, { groupid: id, groupname: 'Group ' + id, groupdesc: '', users: [] });
         getConv('g:' + id);
-        await refreshMembers(id);
+        await Promise.allSettled([refreshMembers(id), loadConversations()]);
         render();
     } catch (e) {
         note(e.message);
@@ -743,7 +778,10 @@ function onGroupEvent(m) {
         render();
         return;
     }
-    refreshMembers(m.groupid).then(() => {
+    /* a new name or description is told by CONVERSATIONS_MSG only */
+    const lists = m.event === 'updated' ? [refreshMembers(m.groupid), loadConversations()]
+                                        : [refreshMembers(m.groupid)];
+    Promise.allSettled(lists).then(() => {
         renderDrawer();
         render();
     });

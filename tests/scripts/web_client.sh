@@ -13,9 +13,10 @@
 # tests' own: qchatd is stopped by PID and started again on the same ports
 # and database.
 #
-# Exit 0 when every check passed, 1 when one failed, 77 (SKIP) when this
-# qchatd does not serve [websocket] listen (the key is unknown, or nothing
-# listens on it), or chromium / node / npm are not installed.
+# Exit 0 when every check passed, 1 when one failed (a qchatd that does not
+# know [websocket] listen, or does not listen on it, fails too: the workers
+# serve browsers now), 77 (SKIP) only when chromium / node / npm / curl are
+# not installed.
 
 top=$(cd "$(dirname "$0")/../.." && pwd) || exit 1
 B=${B:-build}
@@ -64,7 +65,9 @@ done
 
 if ! "$QCHATD" -t -o storage.path="$tmp/probe.db" -o websocket.listen=127.0.0.1:1 \
     >"$tmp/probe.log" 2>&1; then
-    skip "qchatd does not know [websocket] listen: $(grep -m1 -i websocket "$tmp/probe.log")"
+    say "FAIL qchatd does not accept [websocket] listen: $(grep -m1 -i websocket "$tmp/probe.log")"
+    failed=1
+    exit 1
 fi
 
 tcp_port=""
@@ -104,7 +107,9 @@ while [ -z "$ws_port" ] && [ "$attempt" -lt "$PORT_ATTEMPTS" ]; do
         continue
     fi
     if ! wait_until "$WS_WAIT" accepting "$p"; then
-        skip "qchatd listens on 127.0.0.1:$tcp_port but not on websocket.listen 127.0.0.1:$p (not served yet)"
+        say "FAIL qchatd listens on 127.0.0.1:$tcp_port but not on websocket.listen 127.0.0.1:$p"
+        failed=1
+        exit 1
     fi
     ws_port=$p
 done

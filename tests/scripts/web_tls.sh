@@ -17,8 +17,8 @@
 #      in over wss:// (tests/web/tls_smoke.js; playwright-core from the
 #      lock file, installed by web_client.sh's rule into $B/web-test).
 # Both servers are stopped by PID.  Exit 0 when every check passed, 1 when
-# one failed, 77 (SKIP) when qchatd serves no [websocket] listen yet or a
-# tool is missing.
+# one failed (a qchatd that serves no [websocket] listen fails), 77 (SKIP)
+# only when a tool is missing.
 
 top=$(cd "$(dirname "$0")/../.." && pwd) || exit 1
 B=${B:-build}
@@ -66,8 +66,10 @@ for tool in "$NGINX" openssl curl node npm ss timeout; do
 done
 [ -x "$CHROMIUM" ] || skip "$CHROMIUM not found (apt-get install chromium)"
 [ -x "$QCHATD" ] || { fail "$QCHATD not built"; exit 1; }
-"$QCHATD" -t -o storage.path="$tmp/probe.db" -o websocket.listen=127.0.0.1:1 >/dev/null 2>&1 ||
-    skip "qchatd does not know [websocket] listen"
+if ! "$QCHATD" -t -o storage.path="$tmp/probe.db" -o websocket.listen=127.0.0.1:1 >/dev/null 2>&1; then
+    fail "qchatd does not accept [websocket] listen"
+    exit 1
+fi
 
 # run_qchatd TCP_PORT: clients on TCP_PORT, browsers on $ws_port
 run_qchatd() {
@@ -130,8 +132,10 @@ fi
 
 ws_port=$(free_port) || { fail "no free port"; exit 1; }
 start_server qchatd run_qchatd || { fail "qchatd start"; exit 1; }
-wait_until "$WS_WAIT" accepting "$ws_port" ||
-    skip "qchatd does not serve websocket.listen 127.0.0.1:$ws_port yet"
+if ! wait_until "$WS_WAIT" accepting "$ws_port"; then
+    fail "qchatd does not listen on websocket.listen 127.0.0.1:$ws_port"
+    exit 1
+fi
 ok "qchatd, browsers on 127.0.0.1:$ws_port"
 
 http_port=$(free_port) || { fail "no free port"; exit 1; }
