@@ -83,9 +83,9 @@ struct qc_config {
     int max_text_bytes; /* "msg" field of a chat */
     int max_friends;
     int max_group_members;
-    int max_offline_messages;  /* kept per user; oldest dropped beyond */
+    int max_offline_messages;  /* offline messages in one login reply */
     int max_groups;            /* groups a user created or joined */
-    int max_login_reply_bytes; /* offline messages' bytes in one login reply */
+    int max_login_reply_bytes; /* bytes of one login reply */
 
     /* [social] */
     char friend_consent[8]; /* "yes" | "no" */

@@ -83,6 +83,11 @@ struct conn {
     uint64_t out_base;       /* absolute offset of buf_head(&out) */
     uint64_t out_written;    /* bytes the socket has taken so far */
     uint64_t exempt_end;     /* the login reply ends here: not counted against the cap */
+    uint64_t hold_at;        /* with hold: where the login reply goes */
+    bool hold;               /* login reply being gathered: output waits, see conn_hold */
+    bool nul_ended;          /* the request being handled was followed by a NUL */
+    bool legacy;             /* the seed's client: see conn_legacy_shape */
+    int64_t pace_until;      /* legacy: no write before this (ms, CLOCK_MONOTONIC) */
     struct out_mark *marks;  /* FIFO of chats in out */
     uint32_t marks_head, marks_len, marks_cap;
 
@@ -114,10 +119,28 @@ void conn_send(struct worker *w, struct conn *c, const void *p, size_t n);
 /* Queue a chat payload (no trailing newline) with a delivery mark. */
 void conn_send_chat(struct worker *w, struct conn *c, int32_t uid, const char *payload, size_t n,
                     uint32_t origin, uint32_t token);
-/* Queue a login reply; stash (one message per line, may be NULL) is restored
-   to uid's offline queue if the reply is never written.  Takes stash. */
+/*
+ * A login reply is being gathered off the loop while the session already
+ * receives chats: hold c's output from here (nothing more is written) so
+ * that the reply, when conn_send_stashed queues it, goes out before them.
+ */
+void conn_hold(struct worker *w, struct conn *c);
+/* The reply will not come (login failed): write what was held. */
+void conn_release(struct worker *w, struct conn *c);
+/* Queue a login reply (at the hold point if c is held, then released);
+   stash (the offline messages it carries, one per line, may be NULL)
+   advances uid's delivered cursors once the reply is written.  Takes stash. */
 void conn_send_stashed(struct worker *w, struct conn *c, int32_t uid, const void *p, size_t n,
                        char *stash);
+/*
+ * Legacy connections (the seed's client: requests end in NUL and carry no
+ * seq) read one object per recv() into 1024 bytes: they get each object in
+ * its own write(), CONN_LEGACY_GAP_MS apart, and chats in the seed's shape.
+ * Copy the forwarded chat p (n bytes) into out without "ts" and "mid";
+ * false if p is not such a chat or out of memory (then send p as is).
+ */
+#define CONN_LEGACY_GAP_MS 50
+bool conn_legacy_shape(const char *p, size_t n, struct buf *out);
 /* Free a dead connection (end of the loop turn). */
 void conn_free(struct worker *w, struct conn *c);
 /* Write what the socket takes; completes marks.  -1 if the connection died. */

@@ -22,6 +22,8 @@ struct conn;
  */
 uint32_t pending_open(struct worker *w, struct conn *c, int msgid, const char *seq);
 void pending_set_mid(struct worker *w, uint32_t req, int64_t mid);
+/* The chat's position in its conversation, for its ACK. */
+void pending_set_cseq(struct worker *w, uint32_t req, int64_t cseq);
 void pending_set_groupid(struct worker *w, uint32_t req, int32_t groupid);
 /* One more delivery of req is on its way. */
 void pending_add(struct worker *w, uint32_t req);

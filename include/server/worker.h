@@ -46,7 +46,7 @@ struct worker_hooks {
     void (*session_closing)(struct worker *w, struct conn *c);
     /* pending.c: a request's outcome is known (reply.c) */
     void (*answer)(struct worker *w, struct conn *c, int msgid, const char *seq, int err,
-                   int64_t mid, int32_t groupid);
+                   int64_t mid, int32_t groupid, int64_t cseq);
     /* peer.c, route.c: a session here was taken over (session.c) */
     void (*kick)(struct worker *w, int32_t uid, uint32_t slot, uint32_t gen, const char *reason);
     /* peer.c: the relay's answers, continuations of a login (login.c) */
@@ -65,8 +65,13 @@ struct peer {
     bool want_write; /* EPOLLOUT armed: packets wait in ch's queue */
 };
 
-struct slab;     /* handle tables (slab.c) */
-struct inttable; /* common/inttable.c */
+struct slab;            /* handle tables (slab.c) */
+struct inttable;        /* common/inttable.c */
+struct storage;         /* the storage thread (storage.h) */
+struct seqtab;          /* the node's cseq sequencer (seqtab.h) */
+struct journal;         /* chats given a cseq, not yet committed (journal.h) */
+struct log_retry;       /* appends the store refused, tried again (service_chat.c) */
+struct delivered_batch; /* written chats, for the delivered cursors (delivered.c) */
 
 #define WORKER_SPARE_BUFS    64          /* reusable buffers kept per worker */
 #define WORKER_SPARE_MAX_CAP (64 * 1024) /* larger ones are freed, not kept */
@@ -87,6 +92,13 @@ struct worker {
     struct worker_stats *stats;
     const struct store_ops *st;
     struct store *store;
+    /* The conversation log (issue 11): every store call off the loop. */
+    struct storage *storage; /* this worker's storage thread */
+    struct loop_source storage_src;
+    struct seqtab *seqtab;             /* NULL: the database assigns cseq (several nodes) */
+    struct journal *journal;           /* NULL with seqtab */
+    struct log_retry *log_retry;       /* appends waiting to be queued again */
+    struct delivered_batch *delivered; /* chats written this turn */
 
     struct peer peers[ONLINE_MAX_WORKERS + 1]; /* + the relay, RELAY_PEER */
     bool clustered;                            /* a relay exists (redis.host set) */

@@ -21,7 +21,8 @@
    entries: the links to the other workers, then the relay's (-1: none). */
 void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_fd,
                  const int *peer_fds, const struct qc_config *cfg, struct online_table *online,
-                 struct guard *guard) __attribute__((noreturn));
+                 struct guard *guard, struct seqtab *seqtab, struct journal *journal)
+    __attribute__((noreturn));
 
 /*
  * The parts of a worker that do not depend on the master: buffers, epoll set,

@@ -160,7 +160,7 @@ static const struct config_key config_keys[] = {
     INT_KEY("limits", "max_group_members", max_group_members, 2, 1000000, "2000", LIVE,
             "members one group may have"),
     INT_KEY("limits", "max_offline_messages", max_offline_messages, 1, 10000000, "10000", LIVE,
-            "offline messages kept per user; the oldest are dropped beyond"),
+            "offline messages in one login reply, oldest first; the rest at the next login"),
     INT_KEY("limits", "max_groups", max_groups, 1, 1000000, "500", LIVE,
             "groups one user may create or join"),
 
@@ -189,7 +189,7 @@ static const struct config_key config_keys[] = {
         "websocket", "ping_interval", ws_ping_interval, 0, 3600, "30", LIVE,
         "seconds of silence before a websocket is pinged (and as long again for the answer), 0: never"),
     INT_KEY("limits", "max_login_reply_bytes", max_login_reply_bytes, 4096, 268435456, "1048576",
-            LIVE, "bytes of offline messages in one login reply; the rest come at the next login"),
+            LIVE, "bytes of one login reply: friends, whole groups, then offline messages"),
 
     ENUM_KEY("history", "enabled", history_enabled, "yes", LIVE,
              "yes: the conversation log keeps messages after delivery; no: only undelivered ones",

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "common/fatal.h"
@@ -30,6 +31,7 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "server/conn.h"
+#include "server/delivered.h"
 #include "server/offline.h"
 #include "server/proxy.h"
 #include "server/worker.h"
@@ -228,20 +230,139 @@ static void send_marked(struct worker *w, struct conn *c, int32_t uid, const cha
     schedule_flush(w, c);
 }
 
+/* Remove ,"key":INTEGER from b (a key with its comma cannot occur inside a JSON string). */
+static void drop_int_field(struct buf *b, const char *key)
+{
+    size_t klen = strlen(key);
+    char *p = buf_head(b), *end = p + buf_used(b);
+    char *k = memmem(p, (size_t)(end - p), key, klen);
+    if (k == NULL)
+        return;
+    char *q = k + klen;
+    while (q < end && ((*q >= '0' && *q <= '9') || *q == '-'))
+        q++;
+    memmove(k, q, (size_t)(end - q));
+    b->len -= (size_t)(q - k);
+}
+
+bool conn_legacy_shape(const char *p, size_t n, struct buf *out)
+{
+    if (n < 2 || p[0] != '{' || buf_append(out, p, n) < 0)
+        return false;
+    drop_int_field(out, ",\"ts\":");
+    drop_int_field(out, ",\"mid\":");
+    return true;
+}
+
 void conn_send_chat(struct worker *w, struct conn *c, int32_t uid, const char *payload, size_t n,
                     uint32_t origin, uint32_t token)
 {
+    if (c->legacy) {
+        struct buf b = worker_buf_take(w);
+        if (conn_legacy_shape(payload, n, &b)) {
+            send_marked(w, c, uid, buf_head(&b), buf_used(&b), true, origin, token, NULL);
+            worker_buf_give(w, &b);
+            return;
+        }
+        worker_buf_give(w, &b);
+    }
     send_marked(w, c, uid, payload, n, true, origin, token, NULL);
+}
+
+void conn_hold(struct worker *w, struct conn *c)
+{
+    (void)w;
+    c->hold = true;
+    c->hold_at = conn_out_end(c);
+}
+
+void conn_release(struct worker *w, struct conn *c)
+{
+    if (!c->hold)
+        return;
+    c->hold = false;
+    mark_dirty(w, c);
+}
+
+/* Room for one mark at FIFO index i (relative to head), later ones moved up; NULL: no memory. */
+static struct out_mark *insert_mark(struct conn *c, uint32_t i)
+{
+    if (push_mark(c) == NULL)
+        return NULL;
+    struct out_mark *at = &c->marks[c->marks_head + i];
+    memmove(at + 1, at, (c->marks_len - 1 - i) * sizeof *at);
+    return at;
+}
+
+/*
+ * The login reply goes where the hold began: the chats queued since move
+ * behind it (their marks shift by n).  Nothing after hold_at was written.
+ */
+static int insert_at_hold(struct worker *w, struct conn *c, int32_t uid, const char *p, size_t n,
+                          char *stash)
+{
+    size_t rel = (size_t)(c->hold_at - c->out_base);
+    struct buf nb = worker_buf_take(w);
+    if (buf_append(&nb, buf_head(&c->out), rel) < 0 || buf_append(&nb, p, n) < 0 ||
+        buf_append(&nb, buf_head(&c->out) + rel, buf_used(&c->out) - rel) < 0) {
+        worker_buf_give(w, &nb);
+        return -1;
+    }
+    uint32_t i = 0;
+    while (i < c->marks_len && c->marks[c->marks_head + i].start < c->hold_at)
+        i++;
+    struct out_mark *m = stash ? insert_mark(c, i) : NULL;
+    if (stash && m == NULL) {
+        worker_buf_give(w, &nb);
+        return -1;
+    }
+    for (uint32_t k = 0; k < c->marks_len; k++) {
+        struct out_mark *x = &c->marks[c->marks_head + k];
+        if (x != m && x->start >= c->hold_at) {
+            x->start += n;
+            x->end += n;
+        }
+    }
+    if (m)
+        *m = (struct out_mark){ .start = c->hold_at,
+                                .end = c->hold_at + n,
+                                .uid = uid,
+                                .origin = w->index,
+                                .stash = stash };
+    worker_buf_give(w, &c->out);
+    c->out = nb;
+    c->exempt_end = c->hold_at + n;
+    c->hold = false;
+    w->stats->msgs_out++;
+    schedule_flush(w, c);
+    return 0;
 }
 
 void conn_send_stashed(struct worker *w, struct conn *c, int32_t uid, const void *p, size_t n,
                        char *stash)
 {
+    if (c->hold && c->state != CONN_DEAD) {
+        ensure_output_buffer(w, c);
+        if (insert_at_hold(w, c, uid, p, n, stash) == 0)
+            return;
+        c->hold = false; /* out of memory: the reply goes last */
+    }
     c->exempt_end = conn_out_end(c) + n;
     if (stash == NULL)
         conn_send(w, c, p, n);
     else
         send_marked(w, c, uid, p, n, false, w->index, 0, stash);
+}
+
+/* The login reply's offline messages (one per line) reached the socket. */
+static void note_stash_delivered(struct worker *w, int32_t uid, const char *stash)
+{
+    for (const char *p = stash; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        delivered_note(w, uid, p, n);
+        p += n + (nl != NULL);
+    }
 }
 
 /* Marks whose last byte the socket took are complete: tell their origins. */
@@ -251,6 +372,10 @@ static void complete_written_marks(struct worker *w, struct conn *c)
         struct out_mark m = c->marks[c->marks_head];
         c->marks_head++;
         c->marks_len--;
+        if (m.stash == NULL)
+            delivered_note(w, m.uid, buf_head(&c->out) + (m.start - c->out_base), m.end - m.start);
+        else
+            note_stash_delivered(w, m.uid, m.stash);
         free(m.stash);
         if (m.token)
             w->hooks.mark_done(w, m.origin, m.token, 0);
@@ -286,11 +411,64 @@ static void watch_output(struct worker *w, struct conn *c, bool on)
     update_events(w, c);
 }
 
+/* ---- legacy pacing: one object per write(), a gap between them ---- */
+
+static int pace_fd = -1; /* one timerfd per worker process */
+static struct loop_source pace_src;
+
+/* The gap is over: every legacy connection with output writes its next object. */
+static void on_pace(void *ctx, uint32_t events)
+{
+    struct worker *w = ctx;
+    uint64_t expirations;
+    (void)events;
+    if (read(pace_fd, &expirations, sizeof expirations) < 0 && errno != EAGAIN)
+        log_warning("legacy pacing timer: %s", strerror(errno));
+    for (uint32_t i = 0; i < worker_slot_count(w); i++) {
+        struct conn *c = worker_conn(w, i);
+        if (c && c->legacy && c->state != CONN_DEAD && c->out_written < conn_out_end(c))
+            mark_dirty(w, c);
+    }
+}
+
+static void pace_later(struct worker *w)
+{
+    if (pace_fd < 0) {
+        pace_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        if (pace_fd < 0 || loop_watch(&w->loop, &pace_src, pace_fd, EPOLLIN, on_pace, w) < 0) {
+            log_error("legacy pacing timer: %s", strerror(errno));
+            if (pace_fd >= 0)
+                close(pace_fd);
+            pace_fd = -1;
+            return;
+        }
+    }
+    struct itimerspec t = { .it_value = { .tv_nsec = CONN_LEGACY_GAP_MS * 1000000L } };
+    timerfd_settime(pace_fd, 0, &t, NULL);
+}
+
+/* Legacy: how much of the output may go in this write (up to one object's end). */
+static size_t legacy_write_size(struct worker *w, struct conn *c, const char *p, size_t n)
+{
+    if (!c->legacy)
+        return n;
+    if (w->now_ms < c->pace_until) {
+        pace_later(w);
+        return 0;
+    }
+    const char *nl = memchr(p, '\n', n);
+    return nl ? (size_t)(nl - p) + 1 : n;
+}
+
 int conn_flush(struct worker *w, struct conn *c)
 {
+    if (c->hold && c->state == CONN_OPEN)
+        return 0; /* the login reply goes first: conn_send_stashed releases */
     while (c->out_written < conn_out_end(c)) {
         const char *p = buf_head(&c->out) + (c->out_written - c->out_base);
-        size_t n = conn_out_end(c) - c->out_written;
+        size_t n = legacy_write_size(w, c, p, conn_out_end(c) - c->out_written);
+        if (n == 0)
+            break;
         ssize_t k = c->tr->write(c, p, n);
         if (k < 0) {
             if (errno == EINTR)
@@ -300,10 +478,17 @@ int conn_flush(struct worker *w, struct conn *c)
             return -1;
         }
         c->out_written += (uint64_t)k;
+        if (c->legacy && (size_t)k == n && p[n - 1] == '\n') {
+            c->pace_until = w->now_ms + CONN_LEGACY_GAP_MS; /* its own read(), then the next */
+            if (c->out_written < conn_out_end(c))
+                pace_later(w);
+            break;
+        }
     }
     complete_written_marks(w, c);
     trim_output(w, c);
-    watch_output(w, c, c->out_written < conn_out_end(c));
+    bool paced = c->legacy && w->now_ms < c->pace_until; /* the timer resumes it */
+    watch_output(w, c, c->out_written < conn_out_end(c) && !paced);
     if (c->state == CONN_CLOSING && !c->half_closed && c->out_written == conn_out_end(c)) {
         shutdown(c->fd, SHUT_WR);
         c->half_closed = true;
@@ -461,6 +646,7 @@ static void feed_requests(struct worker *w, struct conn *c, const char *p, size_
         n -= used;
         switch (st) {
         case FRAME_OBJECT:
+            c->nul_ended = n > 0 && *p == '\0';
             w->hooks.request(w, c, req);
             json_object_put(req);
             if (c->busy && c->state == CONN_OPEN)

@@ -1,22 +1,32 @@
 /*
  * login.c - building the LOGIN_MSG_ACK (see login.h).
  *
- * Three steps.  collect: friends, groups with their members, and the offline
- * messages (taken from storage last, into a stash that is restored if the
- * reply is never written).  resolve: who is online, from the online table,
- * then from Redis for the rest when this node is part of a cluster.
- * serialize: the seed's encoding, each friend, group and member a JSON
- * object serialized into a string inside the arrays.
+ * Three steps.  collect, on the worker's storage thread (the connection
+ * reads nothing meanwhile, and its output is held so the reply goes out
+ * before any chat the new session receives): friends, groups with all their
+ * members (one query, social login_groups), and the offline messages: the
+ * log's messages after the user's delivered cursors, oldest first, at most
+ * limits.max_offline_messages and limits.max_login_reply_bytes of them.
+ * Nothing moves in the store: the reply carries them in a stash, and the
+ * cursors advance only once the reply has been written to the socket
+ * (conn.c, delivered.c); what did not fit comes at the next login.
+ * resolve: who is online, from the online table, then from Redis for the
+ * rest when this node is part of a cluster.  serialize: the seed's
+ * encoding, each friend, group and member a JSON object serialized into a
+ * string inside the arrays.
  */
 #include <stdlib.h>
 #include <string.h>
+
+#include <json-c/json.h>
 
 #include "common/jsonw.h"
 #include "common/log.h"
 #include "server/conn.h"
 #include "server/ipc.h"
 #include "server/login.h"
-#include "server/offline.h"
+#include "server/storage.h"
+#include "store/social.h"
 #include "server/reply.h"
 #include "server/route.h"
 #include "server/session.h"
@@ -42,6 +52,7 @@ struct group_info {
 
 struct login_ctx {
     struct login_ctx *next;
+    struct worker *w;
     uint32_t token;
     uint32_t slot, cgen;
     int32_t uid;
@@ -54,7 +65,10 @@ struct login_ctx {
     size_t ngroups, capgroups;
     struct buf stash; /* offline messages, one per line */
     int count;
-    int dropped;
+    int max_count;    /* limits.max_offline_messages */
+    size_t max_bytes; /* limits.max_login_reply_bytes, for the messages */
+    bool more;        /* some were left for the next login */
+    bool lists_cut;   /* friends or groups left out for the byte limit */
     int err;
     bool want_numsub; /* waiting for the relay's NUMSUB answer */
     bool want_sub;    /* waiting for Redis to confirm our SUBSCRIBE */
@@ -113,28 +127,70 @@ static void add_group(void *arg, int32_t id, const char *name, const char *desc)
     x->ngroups++;
 }
 
-static void add_member(void *arg, int32_t id, const char *name, const char *role)
+static const char *role_of(const char *role)
 {
-    struct group_info *g = ((void **)arg)[0];
-    struct login_ctx *x = ((void **)arg)[1];
+    if (strcmp(role, QC_ROLE_CREATOR) == 0)
+        return QC_ROLE_CREATOR;
+    return strcmp(role, "admin") == 0 ? "admin" : QC_ROLE_NORMAL;
+}
+
+/* One row of social login_groups: a group and one member (rows of a group together). */
+static void add_group_row(void *arg, int32_t groupid, const char *groupname, const char *groupdesc,
+                          int32_t userid, const char *name, const char *role)
+{
+    struct login_ctx *x = arg;
+    if (x->err)
+        return;
+    if (x->ngroups == 0 || x->groups[x->ngroups - 1].id != groupid) {
+        add_group(x, groupid, groupname, groupdesc);
+        if (x->err)
+            return;
+    }
+    struct group_info *g = &x->groups[x->ngroups - 1];
+    if (userid <= 0)
+        return; /* a group listed without members */
     if (grow((void **)&g->members, &g->cap, g->n, sizeof *g->members) < 0 ||
         (g->members[g->n].name = strdup(name)) == NULL) {
         x->err = QC_EINTERNAL;
         return;
     }
-    g->members[g->n].id = id;
-    g->members[g->n].role = strcmp(role, QC_ROLE_CREATOR) == 0 ? QC_ROLE_CREATOR : QC_ROLE_NORMAL;
+    g->members[g->n].id = userid;
+    g->members[g->n].role = role_of(role);
     g->n++;
 }
 
-static void add_offline(void *arg, const char *msg, size_t len)
+/*
+ * A body without "cseq" (migrated from the v1 offline table): the field is
+ * added, so every offline item carries its place in the log.
+ */
+static int append_with_cseq(struct buf *out, const struct store_logmsg *m)
+{
+    if (memmem(m->body, m->len, "\"cseq\":", 7) != NULL)
+        return buf_append(out, m->body, m->len);
+    struct json_tokener *tok = json_tokener_new();
+    struct json_object *o = tok ? json_tokener_parse_ex(tok, m->body, (int)m->len) : NULL;
+    json_tokener_free(tok);
+    int rc = -1;
+    if (o && json_object_is_type(o, json_type_object)) {
+        json_object_object_add(o, "cseq", json_object_new_int64(m->cseq));
+        rc = buf_append_str(out, json_object_to_json_string_ext(
+                                     o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    } else {
+        rc = buf_append(out, m->body, m->len); /* not an object: as stored */
+    }
+    json_object_put(o);
+    return rc;
+}
+
+static void add_offline(void *arg, const struct store_logmsg *m)
 {
     struct login_ctx *x = arg;
     size_t at = buf_used(&x->stash);
-    if (buf_append(&x->stash, msg, len) < 0 || buf_append_char(&x->stash, '\n') < 0) {
+    if (append_with_cseq(&x->stash, m) < 0 || buf_append_char(&x->stash, '\n') < 0) {
         x->err = QC_EINTERNAL;
         return;
     }
+    size_t len = buf_used(&x->stash) - at - 1;
     /* A raw newline in JSON text is whitespace: a space keeps one message per line. */
     for (char *p = buf_head(&x->stash) + at, *end = p + len; p < end; p++)
         if (*p == '\n')
@@ -142,19 +198,15 @@ static void add_offline(void *arg, const char *msg, size_t len)
     x->count++;
 }
 
+static void free_group(struct group_info *g);
+
 static void free_ctx(struct login_ctx *x)
 {
     for (size_t i = 0; i < x->nfriends; i++)
         free(x->friends[i].name);
     free(x->friends);
-    for (size_t i = 0; i < x->ngroups; i++) {
-        struct group_info *g = &x->groups[i];
-        for (size_t j = 0; j < g->n; j++)
-            free(g->members[j].name);
-        free(g->members);
-        free(g->name);
-        free(g->desc);
-    }
+    for (size_t i = 0; i < x->ngroups; i++)
+        free_group(&x->groups[i]);
     free(x->groups);
     buf_free(&x->stash);
     free(x->check);
@@ -162,20 +214,66 @@ static void free_ctx(struct login_ctx *x)
     free(x);
 }
 
-static int collect(struct worker *w, struct login_ctx *x)
+/*
+ * The reply stays within limits.max_login_reply_bytes: friends first, then
+ * groups whole, in order, while their serialized size (estimated, escaping
+ * counted generously) fits; what does not fit is left out of this reply
+ * (FRIEND_LIST_MSG and GROUP_MEMBERS_MSG list everything).  The offline
+ * messages get what is left (at least the first one, however big).
+ */
+#define LOGIN_REPLY_BASE   256 /* msgid, errno, id, name, seq, array brackets */
+#define LOGIN_FRIEND_BYTES 64  /* one friends[] item besides its name */
+#define LOGIN_GROUP_BYTES  112 /* one groups[] item besides names and members */
+#define LOGIN_MEMBER_BYTES 128 /* one users[] item (a string in a string) besides its name */
+
+static void free_group(struct group_info *g)
 {
-    int err = w->st->friend_list(w->store, x->uid, add_friend, x);
+    for (size_t j = 0; j < g->n; j++)
+        free(g->members[j].name);
+    free(g->members);
+    free(g->name);
+    free(g->desc);
+}
+
+static size_t group_bytes(const struct group_info *g)
+{
+    size_t n = LOGIN_GROUP_BYTES + 2 * (strlen(g->name) + strlen(g->desc));
+    for (size_t j = 0; j < g->n; j++)
+        n += LOGIN_MEMBER_BYTES + 4 * strlen(g->members[j].name);
+    return n;
+}
+
+static void fit_lists(struct login_ctx *x)
+{
+    size_t used = LOGIN_REPLY_BASE, max = x->max_bytes;
+    size_t i = 0;
+    while (i < x->nfriends && used + LOGIN_FRIEND_BYTES + 2 * strlen(x->friends[i].name) <= max)
+        used += LOGIN_FRIEND_BYTES + 2 * strlen(x->friends[i++].name);
+    for (size_t k = i; k < x->nfriends; k++)
+        free(x->friends[k].name);
+    x->lists_cut = i < x->nfriends;
+    x->nfriends = i;
+    for (i = 0; i < x->ngroups && used + group_bytes(&x->groups[i]) <= max; i++)
+        used += group_bytes(&x->groups[i]);
+    for (size_t k = i; k < x->ngroups; k++)
+        free_group(&x->groups[k]);
+    x->lists_cut = x->lists_cut || i < x->ngroups;
+    x->ngroups = i;
+    x->max_bytes = used < max ? max - used : 1;
+}
+
+/* On the storage thread: everything the reply lists. */
+static int collect_on_store(const struct store_ops *ops, struct store *st, void *arg)
+{
+    struct login_ctx *x = arg;
+    const struct social_ops *so = social_driver(ops->name);
+    int err = ops->friend_list(st, x->uid, add_friend, x);
     if (!err && !x->err)
-        err = w->st->user_groups(w->store, x->uid, add_group, x);
-    for (size_t i = 0; i < x->ngroups && !err && !x->err; i++) {
-        void *arg[2] = { &x->groups[i], x };
-        err = w->st->group_members(w->store, x->groups[i].id, add_member, arg);
-        if (err == QC_ENOGROUP)
-            err = 0; /* deleted meanwhile: listed empty */
+        err = so ? so->login_groups(st, x->uid, add_group_row, x) : QC_EINTERNAL;
+    if (!err && !x->err) {
+        fit_lists(x);
+        err = ops->undelivered(st, x->uid, x->max_count, x->max_bytes, add_offline, x, &x->more);
     }
-    /* Taken last: once deleted from storage, the messages ride in the stash. */
-    if (!err && !x->err)
-        err = w->st->offline_take(w->store, x->uid, add_offline, x, &x->dropped);
     return err ? err : x->err;
 }
 
@@ -293,7 +391,9 @@ static void write_groups(struct worker *w, const struct login_ctx *x, struct jso
     jsonw_array_end(jw);
 }
 
-static void write_offline(const struct login_ctx *x, struct jsonw *jw)
+/* Legacy connections get each item in the seed's shape (conn_legacy_shape). */
+static void write_offline(const struct login_ctx *x, struct jsonw *jw, bool legacy,
+                          struct buf *item)
 {
     if (x->count == 0)
         return;
@@ -301,18 +401,14 @@ static void write_offline(const struct login_ctx *x, struct jsonw *jw)
     const char *p = buf_head(&x->stash), *end = p + buf_used(&x->stash);
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
-        jsonw_array_str(jw, p, (size_t)(nl - p));
+        buf_reset(item);
+        if (legacy && conn_legacy_shape(p, (size_t)(nl - p), item))
+            jsonw_array_str(jw, buf_head(item), buf_used(item));
+        else
+            jsonw_array_str(jw, p, (size_t)(nl - p));
         p = nl + 1;
     }
     jsonw_array_end(jw);
-}
-
-/* Put taken messages back when no reply will carry them. */
-static void restore_stash(struct worker *w, struct login_ctx *x)
-{
-    if (x->count > 0 && buf_append_char(&x->stash, '\0') == 0)
-        offline_keep_stash(w, x->uid, buf_head(&x->stash));
-    x->count = 0;
 }
 
 /*
@@ -351,11 +447,9 @@ static void send_reply(struct worker *w, struct conn *c, struct login_ctx *x)
         jsonw_raw(&jw, "seq", x->seq, strlen(x->seq));
     write_friends(w, x, &jw, &item);
     write_groups(w, x, &jw, &item, &member);
-    write_offline(x, &jw);
-    if (x->dropped > 0)
-        jsonw_int(&jw, "offlinedropped", x->dropped);
+    write_offline(x, &jw, c->legacy, &item);
     if (jsonw_end(&jw) < 0 || buf_append_char(&b, '\n') < 0) {
-        restore_stash(w, x);
+        conn_release(w, c);
         session_end(w, c);
         reply_error(w, c, QC_LOGIN_MSG, x->has_seq ? x->seq : NULL, QC_EINTERNAL);
     } else {
@@ -365,7 +459,9 @@ static void send_reply(struct worker *w, struct conn *c, struct login_ctx *x)
             buf_init(&x->stash);
         }
         conn_send_stashed(w, c, x->uid, buf_head(&b), buf_used(&b), stash);
-        log_info("user %d logged in on conn %u (%d offline message(s))", x->uid, c->slot, x->count);
+        log_info("user %d logged in on conn %u (%d offline message(s)%s%s)", x->uid, c->slot,
+                 x->count, x->more ? ", more at the next login" : "",
+                 x->lists_cut ? ", lists cut to limits.max_login_reply_bytes" : "");
         announce_to_online_friends(w, x);
     }
     buf_free(&b);
@@ -386,39 +482,40 @@ static void finish(struct worker *w, struct login_ctx *x)
     if (c) {
         send_reply(w, c, x);
         conn_resume(w, c);
-    } else {
-        restore_stash(w, x); /* the client left before its reply */
+    } else if ((c = worker_conn(w, x->slot)) != NULL && c->cgen == x->cgen &&
+               c->state == CONN_OPEN) {
+        conn_release(w, c); /* the session was taken over meanwhile: no reply */
+        conn_resume(w, c);
     }
+    /* the messages not sent stay after the user's cursors */
     free_ctx(x);
 }
 
 /* ---- entry points ------------------------------------------------------- */
 
-bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char *name,
-                       const char *seq)
+/* The collected lists came back: resolve who is online, then reply. */
+static void collected(void *arg, int err)
 {
-    struct login_ctx *x = calloc(1, sizeof *x);
-    if (x == NULL) {
-        session_end(w, c);
-        reply_error(w, c, QC_LOGIN_MSG, seq, QC_EINTERNAL);
-        return true;
+    struct login_ctx *x = arg;
+    struct worker *w = x->w;
+    struct conn *c = worker_conn(w, x->slot);
+    if (c == NULL || c->cgen != x->cgen || c->state != CONN_OPEN) {
+        free_ctx(x); /* the client left: nothing was taken from the store */
+        return;
     }
-    x->slot = c->slot;
-    x->cgen = c->cgen;
-    x->uid = uid;
-    strlcpy(x->name, name, sizeof x->name);
-    if (seq) {
-        strlcpy(x->seq, seq, sizeof x->seq);
-        x->has_seq = true;
-    }
-    buf_init(&x->stash);
-    int err = collect(w, x);
-    if (err) {
-        restore_stash(w, x);
-        session_end(w, c);
-        reply_error(w, c, QC_LOGIN_MSG, seq, err);
+    if (c->uid != x->uid) {
+        conn_release(w, c); /* the session was taken over meanwhile */
+        conn_resume(w, c);
         free_ctx(x);
-        return true;
+        return;
+    }
+    if (err) {
+        conn_release(w, c);
+        session_end(w, c);
+        reply_error(w, c, QC_LOGIN_MSG, x->has_seq ? x->seq : NULL, err);
+        conn_resume(w, c);
+        free_ctx(x);
+        return;
     }
     /*
      * In a cluster the reply waits until Redis confirms this node's
@@ -426,7 +523,7 @@ bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char
      * session), and for the states of people online elsewhere.
      */
     x->token = ++next_token ? next_token : ++next_token;
-    x->want_sub = route_session_started(w, uid, x->token);
+    x->want_sub = route_session_started(w, x->uid, x->token);
     if (w->clustered)
         list_unknown(w, x);
     if (x->ncheck > 0 && w->peers[RELAY_PEER].ch.fd >= 0) {
@@ -437,11 +534,40 @@ bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char
     if (x->want_sub || x->want_numsub) {
         x->next = waiting;
         waiting = x;
-        return false;
+        return;
     }
-    send_reply(w, c, x);
-    free_ctx(x);
-    return true;
+    finish(w, x);
+}
+
+bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char *name,
+                       const char *seq)
+{
+    struct login_ctx *x = calloc(1, sizeof *x);
+    if (x == NULL) {
+        session_end(w, c);
+        reply_error(w, c, QC_LOGIN_MSG, seq, QC_EINTERNAL);
+        return true;
+    }
+    x->w = w;
+    x->slot = c->slot;
+    x->cgen = c->cgen;
+    x->uid = uid;
+    x->max_count = w->cfg.max_offline_messages;
+    x->max_bytes = (size_t)w->cfg.max_login_reply_bytes;
+    strlcpy(x->name, name, sizeof x->name);
+    if (seq) {
+        strlcpy(x->seq, seq, sizeof x->seq);
+        x->has_seq = true;
+    }
+    buf_init(&x->stash);
+    if (storage_submit(w->storage, collect_on_store, collected, x) != QC_OK) {
+        session_end(w, c);
+        reply_error(w, c, QC_LOGIN_MSG, seq, QC_ESTORAGE);
+        free_ctx(x);
+        return true;
+    }
+    conn_hold(w, c); /* chats to the new session wait behind the reply */
+    return false;
 }
 
 /* The waiting reply with token, unlinked when nothing more is awaited. */

@@ -34,7 +34,9 @@
 #include "common/net.h"
 #include "server/control.h"
 #include "server/ipc.h"
+#include "server/journal.h"
 #include "server/master.h"
+#include "server/seqtab.h"
 #include "server/proc.h"
 #include "server/relay.h"
 #include "server/metrics.h"
@@ -64,6 +66,8 @@ struct master {
     int listen_fd;
     struct online_table *online;
     struct guard *guard;
+    struct seqtab *seqtab;   /* single node: the cseq sequencer (NULL with Redis) */
+    struct journal *journal; /* single node: each worker's uncommitted chats */
     uint32_t nworkers;
     struct child children[ONLINE_MAX_WORKERS + 1]; /* the workers, then the relay (RELAY_PEER) */
     bool clustered;
@@ -165,7 +169,8 @@ run_child(struct master *m, uint32_t k, int chan, const int *links)
         close(m->listen_fd);
         relay_main(m->nworkers, chan, links, &m->cfg, m->online);
     }
-    worker_main(k, m->nworkers, m->listen_fd, chan, links, &m->cfg, m->online, m->guard);
+    worker_main(k, m->nworkers, m->listen_fd, chan, links, &m->cfg, m->online, m->guard, m->seqtab,
+                m->journal);
 }
 
 /*
@@ -641,6 +646,24 @@ static uint32_t worker_count(const struct qc_config *cfg)
     return (uint32_t)n;
 }
 
+/*
+ * Single node: the cseq sequencer and the append journal live in shared
+ * memory made before the fork, so a worker's successor finds its
+ * predecessor's uncommitted chats (docs/ARCHITECTURE.md, "How cseq is
+ * assigned").  Several nodes: the database assigns cseq, neither exists.
+ */
+static int create_log_sequencer(struct master *m)
+{
+    m->seqtab = seqtab_create((uint32_t)m->cfg.history_sequencer_slots);
+    m->journal =
+        m->seqtab ? journal_create(m->nworkers, (size_t)m->cfg.history_journal_bytes) : NULL;
+    if (m->journal == NULL) {
+        log_error("cseq sequencer and journal in shared memory: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 int master_run(const struct master_args *args, const struct qc_config *cfg, int listen_fd,
                struct online_table *online, struct guard *guard)
 {
@@ -658,6 +681,8 @@ int master_run(const struct master_args *args, const struct qc_config *cfg, int 
     m->clustered = cfg->redis_host[0] != '\0';
     log_set_role("master");
     title_set("qchatd: master");
+    if (!m->clustered && create_log_sequencer(m) < 0)
+        return 1;
     if (open_master_sources(m) < 0) {
         log_error("master setup: %s", strerror(errno));
         return 1;

@@ -4,12 +4,20 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "server/delivered.h"
 #include "server/metrics.h"
 #include "server/offline.h"
 #include "server/worker.h"
 
 int offline_keep(struct worker *w, int32_t uid, const char *payload, size_t len)
 {
+    int64_t conv, cseq;
+    if (delivered_position(payload, len, &conv, &cseq)) {
+        /* In the log already, after uid's delivered cursor: nothing to store. */
+        w->stats->offline_stored++;
+        metrics_count(QM_DELIVERIES, QM_PATH_STORED);
+        return 0;
+    }
     int64_t t0 = metrics_now_us();
     int err = w->st->offline_store(w->store, &uid, 1, payload, len);
     metrics_observe(QM_H_STORE, metrics_now_us() - t0);
@@ -27,6 +35,9 @@ int offline_keep(struct worker *w, int32_t uid, const char *payload, size_t len)
 
 int offline_keep_checked(struct worker *w, int32_t uid, const char *payload, size_t len)
 {
+    int64_t conv, cseq;
+    if (delivered_position(payload, len, &conv, &cseq))
+        return offline_keep(w, uid, payload, len); /* the chat path checked uid */
     struct store_user u;
     int err = w->st->user_get(w->store, uid, &u);
     explicit_bzero(u.password, sizeof u.password);

@@ -19,6 +19,7 @@ struct pending {
     int err;
     int outstanding;
     int64_t mid;
+    int64_t cseq;
     int32_t groupid;
     int64_t opened_us; /* for qchat_delivery_seconds */
     char seq[QC_SEQ_MAX + 1];
@@ -45,6 +46,13 @@ void pending_set_mid(struct worker *w, uint32_t req, int64_t mid)
     struct pending *p = slab_get(w->pending, req);
     if (p)
         p->mid = mid;
+}
+
+void pending_set_cseq(struct worker *w, uint32_t req, int64_t cseq)
+{
+    struct pending *p = slab_get(w->pending, req);
+    if (p)
+        p->cseq = cseq;
 }
 
 void pending_set_groupid(struct worker *w, uint32_t req, int32_t groupid)
@@ -75,7 +83,7 @@ void pending_done(struct worker *w, uint32_t req, int err)
     struct conn *c = worker_conn(w, p->slot);
     if (c && c->cgen == p->cgen && c->state == CONN_OPEN && (p->seq[0] || p->err))
         w->hooks.answer(w, c, p->msgid, p->seq[0] ? p->seq : NULL, p->err, p->err ? 0 : p->mid,
-                        p->err ? 0 : p->groupid);
+                        p->err ? 0 : p->groupid, p->err ? 0 : p->cseq);
     slab_free(w->pending, req);
 }
 

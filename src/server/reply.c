@@ -20,7 +20,7 @@ void reply_finish(struct worker *w, struct conn *c, struct buf *b, struct jsonw 
 }
 
 void reply_ack(struct worker *w, struct conn *c, int req_msgid, const char *seq, int err,
-               int64_t mid, int32_t groupid)
+               int64_t mid, int32_t groupid, int64_t cseq)
 {
     struct buf b = worker_buf_take(w);
     struct jsonw jw;
@@ -35,6 +35,8 @@ void reply_ack(struct worker *w, struct conn *c, int req_msgid, const char *seq,
         jsonw_int(&jw, "mid", mid);
     if (groupid)
         jsonw_int(&jw, "groupid", groupid);
+    if (cseq)
+        jsonw_int(&jw, "cseq", cseq);
     reply_finish(w, c, &b, &jw);
 }
 
@@ -56,7 +58,7 @@ void reply_error(struct worker *w, struct conn *c, int msgid, const char *seq, i
         w->stats->store_failed_ms = w->now_ms;
     }
     if (msgid != QC_LOGIN_MSG && msgid != QC_REG_MSG) {
-        reply_ack(w, c, msgid, seq, err, 0, 0);
+        reply_ack(w, c, msgid, seq, err, 0, 0, 0);
         return;
     }
     struct buf b = worker_buf_take(w);
@@ -73,7 +75,7 @@ void reply_error(struct worker *w, struct conn *c, int msgid, const char *seq, i
 /* A request that broke the stream: its error, with req 0 (no request to name). */
 static void reply_stream_error(struct worker *w, struct conn *c, int err)
 {
-    reply_ack(w, c, 0, NULL, err, 0, 0);
+    reply_ack(w, c, 0, NULL, err, 0, 0, 0);
 }
 
 void reply_install(struct worker *w)

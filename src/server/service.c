@@ -25,7 +25,10 @@
 #include "server/reply.h"
 #include "server/route.h"
 #include "server/service.h"
+#include "server/service_async.h"
+#include "server/service_chat.h"
 #include "server/session.h"
+#include "server/storage.h"
 #include "server/worker.h"
 
 /* One request being handled: the envelope fields every handler needs. */
@@ -50,7 +53,7 @@ static void reply_result(struct worker *w, struct conn *c, const struct request 
     if (err)
         reply_request_error(w, c, r, err);
     else if (r->seq)
-        reply_ack(w, c, r->msgid, r->seq, 0, 0, groupid);
+        reply_ack(w, c, r->msgid, r->seq, 0, 0, groupid, 0);
 }
 
 /* ---- field access ------------------------------------------------------- */
@@ -145,17 +148,57 @@ static struct crypt_job *new_job(struct worker *w, struct conn *c, const struct 
     return job;
 }
 
+/* On the storage thread: the account the login names (uid 0: none). */
+static int fetch_account(const struct store_ops *ops, struct store *st, void *arg)
+{
+    struct crypt_job *job = arg;
+    struct store_user u;
+    int err = ops->user_get(st, job->asked_uid, &u);
+    if (err == 0) {
+        job->uid = u.id;
+        strlcpy(job->name, u.name, sizeof job->name);
+        strlcpy(job->stored, u.password, sizeof job->stored);
+    }
+    explicit_bzero(u.password, sizeof u.password);
+    return err == QC_ENOUSER ? 0 : err;
+}
+
 /*
- * LOGIN, first half: fetch the user and hand the password check to the
- * hashing threads; the connection reads nothing more until it comes back.
- * An unknown id is checked against a dummy hash: the same cost either way.
+ * LOGIN, second step: the account is known (or not: then a dummy hash, the
+ * same cost either way); the password check goes to the hashing threads.
+ */
+static bool account_fetched(struct worker *w, struct conn *c, void *arg, int err)
+{
+    struct crypt_job *job = arg;
+    if (c == NULL) {
+        crypt_job_free(job);
+        return true;
+    }
+    if (err) {
+        struct request r;
+        request_of_job(job, &r);
+        reply_request_error(w, c, &r, err);
+        crypt_job_free(job);
+        return true;
+    }
+    if (job->uid == 0) {
+        job->name[0] = '\0';
+        strlcpy(job->stored, w->dummy_hash, sizeof job->stored);
+    }
+    c->busy = true;
+    crypt_pool_submit(w, job);
+    return false; /* the hashing threads resume the connection */
+}
+
+/*
+ * LOGIN, first step: validate, then fetch the account on the storage
+ * thread; the connection reads nothing more until the reply.
  */
 static void handle_login(struct worker *w, struct conn *c, const struct request *r)
 {
     const char *pw;
     size_t pwlen;
     int32_t id;
-    struct store_user u;
     if (c->sgen) {
         wipe_field(r, "password");
         reply_request_error(w, c, r, QC_EALREADYIN);
@@ -174,35 +217,53 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
         err = QC_ERATE;
         metrics_count(QM_LOGINS, QM_LOGIN_REFUSED);
     }
-    if (!err) {
-        int64_t t0 = metrics_now_us();
-        err = w->st->user_get(w->store, id, &u);
-        metrics_observe(QM_H_STORE, metrics_now_us() - t0);
-        if (err == QC_ENOUSER) {
-            u.id = 0;
-            u.name[0] = '\0';
-            strlcpy(u.password, w->dummy_hash, sizeof u.password);
-            err = 0;
-        }
-    }
     struct crypt_job *job = err ? NULL : new_job(w, c, r, CRYPT_VERIFY, pw);
     wipe_field(r, "password");
     if (!err && job == NULL)
         err = QC_EINTERNAL;
-    if (err) {
-        explicit_bzero(u.password, sizeof u.password);
-        reply_request_error(w, c, r, err);
-        return;
+    if (!err) {
+        struct json_object *v;
+        job->presence =
+            json_object_object_get_ex(r->obj, "presence", &v) && json_object_get_boolean(v);
+        job->asked_uid = id;
+        err = service_async(w, c, fetch_account, account_fetched, job);
+        if (err)
+            crypt_job_free(job);
     }
-    struct json_object *v;
-    job->presence = json_object_object_get_ex(r->obj, "presence", &v) && json_object_get_boolean(v);
-    job->uid = u.id;
-    job->asked_uid = id;
-    strlcpy(job->name, u.name, sizeof job->name);
-    strlcpy(job->stored, u.password, sizeof job->stored);
-    explicit_bzero(u.password, sizeof u.password);
-    c->busy = true;
-    crypt_pool_submit(w, job);
+    if (err)
+        reply_request_error(w, c, r, err);
+}
+
+/* A seed plaintext (or an old cost) replaced by a hash: written off the loop, best effort. */
+struct rehash {
+    int32_t uid;
+    char hash[PASSWORD_HASH_MAX];
+};
+
+static int store_rehash(const struct store_ops *ops, struct store *st, void *arg)
+{
+    struct rehash *h = arg;
+    return ops->user_set_password(st, h->uid, h->hash);
+}
+
+static void rehash_stored(void *arg, int err)
+{
+    struct rehash *h = arg;
+    if (err == 0)
+        log_info("user %d: password re-hashed at the current cost", h->uid);
+    explicit_bzero(h->hash, sizeof h->hash);
+    free(h);
+}
+
+static void upgrade_password(struct worker *w, const struct crypt_job *job)
+{
+    struct rehash *h = malloc(sizeof *h);
+    if (h == NULL)
+        return; /* next login tries again */
+    h->uid = job->uid;
+    strlcpy(h->hash, job->hash, sizeof h->hash);
+    if (storage_submit(w->storage, store_rehash, rehash_stored, h) != QC_OK)
+        rehash_stored(h, QC_ESTORAGE);
 }
 
 /* LOGIN, second half: the password was checked off the loop.  false: the reply waits. */
@@ -222,8 +283,8 @@ static bool finish_login(struct worker *w, struct conn *c, const struct crypt_jo
         return true;
     }
     guard_login_succeeded(w->guard, c->ip_hash, job->uid);
-    if (job->upgraded && w->st->user_set_password(w->store, job->uid, job->hash) == 0)
-        log_info("user %d: password re-hashed at the current cost", job->uid);
+    if (job->upgraded)
+        upgrade_password(w, job);
     struct store_user u = { .id = job->uid };
     strlcpy(u.name, job->name, sizeof u.name);
     int err = open_session(w, c, &u, job->presence);
@@ -262,27 +323,55 @@ static void handle_register(struct worker *w, struct conn *c, const struct reque
     crypt_pool_submit(w, job);
 }
 
-/* REG, second half: store the user with the hash. */
-static void finish_register(struct worker *w, struct conn *c, const struct crypt_job *job)
+/* On the storage thread: the new user, with the hash (job->uid: the new id). */
+static int store_new_user(const struct store_ops *ops, struct store *st, void *arg)
+{
+    struct crypt_job *job = arg;
+    return job->ok ? ops->user_create(st, job->name, job->hash, &job->uid) : QC_EINTERNAL;
+}
+
+/* REG, last step: the user is stored. */
+static bool user_stored(struct worker *w, struct conn *c, void *arg, int err)
+{
+    struct crypt_job *job = arg;
+    struct request rq, *r = &rq;
+    request_of_job(job, r);
+    if (c && err)
+        reply_request_error(w, c, r, err);
+    if (c && !err) {
+        struct buf b = worker_buf_take(w);
+        struct jsonw jw;
+        jsonw_begin(&jw, &b);
+        jsonw_int(&jw, "msgid", QC_REG_MSG_ACK);
+        jsonw_int(&jw, "errno", 0);
+        jsonw_int(&jw, "id", job->uid);
+        if (r->seq)
+            jsonw_raw(&jw, "seq", r->seq, strlen(r->seq));
+        reply_finish(w, c, &b, &jw);
+        log_info("user %d registered", job->uid);
+    }
+    crypt_job_free(job);
+    return true;
+}
+
+/* REG, second step: the hash is computed; the user is stored off the loop.  false: parked. */
+static bool finish_register(struct worker *w, struct conn *c, const struct crypt_job *job)
 {
     struct request rq, *r = &rq;
     request_of_job(job, r);
-    int32_t id = 0;
-    int err = job->ok ? w->st->user_create(w->store, job->name, job->hash, &id) : QC_EINTERNAL;
-    if (err) {
-        reply_request_error(w, c, r, err);
-        return;
+    struct crypt_job *copy = malloc(sizeof *copy);
+    int err = copy ? 0 : QC_EINTERNAL;
+    if (copy) {
+        *copy = *job;
+        copy->next = NULL;
+        explicit_bzero(copy->plain, sizeof copy->plain);
+        err = service_async(w, c, store_new_user, user_stored, copy);
+        if (err)
+            crypt_job_free(copy);
     }
-    struct buf b = worker_buf_take(w);
-    struct jsonw jw;
-    jsonw_begin(&jw, &b);
-    jsonw_int(&jw, "msgid", QC_REG_MSG_ACK);
-    jsonw_int(&jw, "errno", 0);
-    jsonw_int(&jw, "id", id);
-    if (r->seq)
-        jsonw_raw(&jw, "seq", r->seq, strlen(r->seq));
-    reply_finish(w, c, &b, &jw);
-    log_info("user %d registered", id);
+    if (err)
+        reply_request_error(w, c, r, err);
+    return err != 0;
 }
 
 void service_crypt_done(struct worker *w, struct crypt_job *job)
@@ -292,184 +381,152 @@ void service_crypt_done(struct worker *w, struct crypt_job *job)
         return; /* the client left meanwhile */
     if (job->kind == CRYPT_VERIFY && !finish_login(w, c, job))
         return; /* the login reply resumes the connection */
-    if (job->kind == CRYPT_HASH)
-        finish_register(w, c, job);
+    if (job->kind == CRYPT_HASH && !finish_register(w, c, job))
+        return; /* the store's answer resumes the connection */
     conn_resume(w, c);
 }
 
 /* ---- chats -------------------------------------------------------------- */
 
-/* The forwarded form of a chat: built once, sent to every recipient as is. */
-static int build_chat(struct worker *w, struct conn *c, struct buf *b, int msgid, int32_t to,
-                      const char *text, size_t textlen, int64_t *mid)
+/* The chat path of the log lives in service_chat.c. */
+static void handle_chat(struct worker *w, struct conn *c, const struct request *r)
 {
-    int64_t ts;
-    const char *now = worker_time_str(w, &ts);
-    *mid = online_next_mid(w->online);
-    struct jsonw jw;
-    jsonw_begin(&jw, b);
-    jsonw_int(&jw, "msgid", msgid);
-    jsonw_int(&jw, "id", c->uid);
-    if (msgid == QC_GROUP_CHAT_MSG)
-        jsonw_int(&jw, "userid", c->uid);
-    jsonw_str(&jw, "name", c->name);
-    jsonw_int(&jw, msgid == QC_GROUP_CHAT_MSG ? "groupid" : "toid", to);
-    jsonw_strn(&jw, "msg", text, textlen);
-    jsonw_str(&jw, "time", now);
-    jsonw_int(&jw, "ts", ts);
-    jsonw_int(&jw, "mid", *mid);
-    return jsonw_end(&jw) < 0 ? QC_EINTERNAL : 0;
-}
-
-static void handle_one_chat(struct worker *w, struct conn *c, const struct request *r)
-{
-    int32_t to;
-    const char *text;
-    size_t len;
-    int err = get_id(r, "toid", &to);
-    if (!err)
-        err = get_text(r, "msg", 0, (size_t)w->cfg.max_text_bytes, &text, &len);
-    if (err) {
-        reply_request_error(w, c, r, err);
-        return;
-    }
-    struct buf b = worker_buf_take(w);
-    int64_t mid;
-    if ((err = build_chat(w, c, &b, QC_ONE_CHAT_MSG, to, text, len, &mid)) != 0) {
-        worker_buf_give(w, &b);
-        reply_request_error(w, c, r, err);
-        return;
-    }
-    metrics_count(QM_MESSAGES, QM_MSG_ONE);
-    uint32_t req = pending_open(w, c, r->msgid, r->seq);
-    pending_set_mid(w, req, mid);
-    if (route_chat(w, to, buf_head(&b), buf_used(&b), req) == ROUTE_OFFLINE)
-        err = offline_keep_checked(w, to, buf_head(&b), buf_used(&b));
-    if (req)
-        pending_done(w, req, err);
-    else
-        reply_result(w, c, r, err, 0);
-    worker_buf_give(w, &b);
-}
-
-struct group_fanout {
-    int32_t sender;
-    bool member;
-    struct id_list members;
-};
-
-static void collect_member(void *arg, int32_t userid, const char *name, const char *role)
-{
-    struct group_fanout *g = arg;
-    (void)name;
-    (void)role;
-    if (userid == g->sender)
-        g->member = true;
-    else
-        id_list_push(&g->members, userid);
-}
-
-static void handle_group_chat(struct worker *w, struct conn *c, const struct request *r)
-{
-    int32_t gid;
-    const char *text;
-    size_t len;
-    int err = get_id(r, "groupid", &gid);
-    if (!err)
-        err = get_text(r, "msg", 0, (size_t)w->cfg.max_text_bytes, &text, &len);
-    struct group_fanout g = { .sender = c->uid };
-    if (!err)
-        err = w->st->group_members(w->store, gid, collect_member, &g);
-    if (!err && g.members.err)
-        err = g.members.err;
-    if (!err && !g.member)
-        err = QC_ENOTMEMBER;
-    struct buf b = worker_buf_take(w);
-    int64_t mid;
-    if (!err)
-        err = build_chat(w, c, &b, QC_GROUP_CHAT_MSG, gid, text, len, &mid);
-    if (err) {
-        free(g.members.ids);
-        worker_buf_give(w, &b);
-        reply_request_error(w, c, r, err);
-        return;
-    }
-    metrics_count(QM_MESSAGES, QM_MSG_GROUP);
-    uint32_t req = pending_open(w, c, r->msgid, r->seq);
-    pending_set_mid(w, req, mid);
-    /* Online members get it now; the others in one batched store. */
-    size_t offline = 0;
-    for (size_t i = 0; i < g.members.n; i++)
-        if (route_chat(w, g.members.ids[i], buf_head(&b), buf_used(&b), req) == ROUTE_OFFLINE)
-            g.members.ids[offline++] = g.members.ids[i];
-    if (offline > 0) {
-        int64_t t0 = metrics_now_us();
-        err = w->st->offline_store(w->store, g.members.ids, offline, buf_head(&b), buf_used(&b));
-        metrics_observe(QM_H_STORE, metrics_now_us() - t0);
-        metrics_add(err ? QM_STORE_ERRORS : QM_DELIVERIES, err ? 0 : QM_PATH_STORED,
-                    err ? 1 : offline);
-        if (err)
-            log_error("group %d: storing for %zu offline member(s) failed: %s", gid, offline,
-                      qc_strerror(err));
-        else
-            w->stats->offline_stored += offline;
-    }
-    if (req)
-        pending_done(w, req, err);
-    else
-        reply_result(w, c, r, err, 0);
-    free(g.members.ids);
-    worker_buf_give(w, &b);
+    service_chat(w, c, r->obj, r->msgid, r->seq);
 }
 
 /* ---- friends and groups ------------------------------------------------- */
 
+/*
+ * ADD_FRIEND, CREATE_GROUP, ADD_GROUP: validated here, done on the storage
+ * thread (service_async.c), answered when the store has answered.
+ */
+struct social_req {
+    struct request r; /* msgid and seq (obj is gone by then) */
+    int32_t uid;      /* the session's user */
+    int32_t target;   /* friendid or groupid */
+    int32_t groupid;  /* CREATE_GROUP: the new group */
+    int limit;        /* max_friends or max_group_members */
+    char name[QC_NAME_MAX + 1];
+    char desc[QC_GROUPDESC_MAX + 1];
+};
+
+static int add_friend_on_store(const struct store_ops *ops, struct store *st, void *arg)
+{
+    struct social_req *q = arg;
+    int count = 0;
+    /* Friendship is mutual: both sides must have room. */
+    int err = ops->friend_count(st, q->uid, &count);
+    if (!err && count >= q->limit)
+        err = QC_ELIMIT;
+    if (!err)
+        err = ops->friend_count(st, q->target, &count);
+    if (!err && count >= q->limit)
+        err = QC_ELIMIT;
+    return err ? err : ops->friend_add(st, q->uid, q->target);
+}
+
+static int create_group_on_store(const struct store_ops *ops, struct store *st, void *arg)
+{
+    struct social_req *q = arg;
+    return ops->group_create(st, q->name, q->desc, q->uid, &q->groupid);
+}
+
+static int add_group_on_store(const struct store_ops *ops, struct store *st, void *arg)
+{
+    struct social_req *q = arg;
+    int count = 0;
+    int err = ops->group_member_count(st, q->target, &count);
+    if (!err && count >= q->limit)
+        err = QC_ELIMIT;
+    /* group_join starts the member's cursors at the stored last cseq: no past as offline */
+    return err ? err : ops->group_join(st, q->target, q->uid);
+}
+
+static bool social_answered(struct worker *w, struct conn *c, void *arg, int err)
+{
+    struct social_req *q = arg;
+    if (c)
+        reply_result(w, c, &q->r, err, err ? 0 : q->groupid);
+    free(q);
+    return true;
+}
+
+static struct social_req *social_req_new(const struct conn *c, const struct request *r)
+{
+    struct social_req *q = calloc(1, sizeof *q);
+    if (q == NULL)
+        return NULL;
+    q->r.msgid = r->msgid;
+    if (r->seq) {
+        strlcpy(q->r.seqbuf, r->seq, sizeof q->r.seqbuf);
+        q->r.seq = q->r.seqbuf;
+    }
+    q->uid = c->uid;
+    return q;
+}
+
+/* Queue q's store work; on failure answer and free. */
+static void run_social(struct worker *w, struct conn *c, const struct request *r,
+                       struct social_req *q, storage_run_fn run)
+{
+    int err = q ? service_async(w, c, run, social_answered, q) : QC_EINTERNAL;
+    if (err) {
+        free(q);
+        reply_request_error(w, c, r, err);
+    }
+}
+
 static void handle_add_friend(struct worker *w, struct conn *c, const struct request *r)
 {
     int32_t fid;
-    int count = 0;
     int err = get_id(r, "friendid", &fid);
     if (!err && fid == c->uid)
         err = QC_ESELF;
-    /* Friendship is mutual: both sides must have room. */
-    if (!err)
-        err = w->st->friend_count(w->store, c->uid, &count);
-    if (!err && count >= w->cfg.max_friends)
-        err = QC_ELIMIT;
-    if (!err)
-        err = w->st->friend_count(w->store, fid, &count);
-    if (!err && count >= w->cfg.max_friends)
-        err = QC_ELIMIT;
-    if (!err)
-        err = w->st->friend_add(w->store, c->uid, fid);
-    reply_result(w, c, r, err, 0);
+    if (err) {
+        reply_request_error(w, c, r, err);
+        return;
+    }
+    struct social_req *q = social_req_new(c, r);
+    if (q) {
+        q->target = fid;
+        q->limit = w->cfg.max_friends;
+    }
+    run_social(w, c, r, q, add_friend_on_store);
 }
 
 static void handle_create_group(struct worker *w, struct conn *c, const struct request *r)
 {
     const char *name, *desc = "";
     size_t namelen, desclen = 0;
-    int32_t gid = 0;
     int err = get_text(r, "groupname", 1, QC_NAME_MAX, &name, &namelen);
     if (!err && json_object_object_get_ex(r->obj, "groupdesc", NULL))
         err = get_text(r, "groupdesc", 0, QC_GROUPDESC_MAX, &desc, &desclen);
-    if (!err)
-        err = w->st->group_create(w->store, name, desc, c->uid, &gid);
-    reply_result(w, c, r, err, gid);
+    if (err) {
+        reply_request_error(w, c, r, err);
+        return;
+    }
+    struct social_req *q = social_req_new(c, r);
+    if (q) {
+        memcpy(q->name, name, namelen + 1);
+        memcpy(q->desc, desc, desclen + 1);
+    }
+    run_social(w, c, r, q, create_group_on_store);
 }
 
 static void handle_add_group(struct worker *w, struct conn *c, const struct request *r)
 {
     int32_t gid;
-    int count = 0;
     int err = get_id(r, "groupid", &gid);
-    if (!err)
-        err = w->st->group_member_count(w->store, gid, &count);
-    if (!err && count >= w->cfg.max_group_members)
-        err = QC_ELIMIT;
-    if (!err)
-        err = w->st->group_join(w->store, gid, c->uid);
-    reply_result(w, c, r, err, 0);
+    if (err) {
+        reply_request_error(w, c, r, err);
+        return;
+    }
+    struct social_req *q = social_req_new(c, r);
+    if (q) {
+        q->target = gid;
+        q->limit = w->cfg.max_group_members;
+    }
+    run_social(w, c, r, q, add_group_on_store);
 }
 
 static void handle_loginout(struct worker *w, struct conn *c, const struct request *r)
@@ -481,7 +538,7 @@ static void handle_loginout(struct worker *w, struct conn *c, const struct reque
 
 static void handle_heartbeat(struct worker *w, struct conn *c, const struct request *r)
 {
-    reply_ack(w, c, r->msgid, r->seq, 0, 0, 0);
+    reply_ack(w, c, r->msgid, r->seq, 0, 0, 0, 0);
 }
 
 /* ---- dispatch ----------------------------------------------------------- */
@@ -494,11 +551,11 @@ static const struct {
 } handlers[QC_MSGID_MAX + 1] = {
     [QC_LOGIN_MSG] = { handle_login, false },
     [QC_REG_MSG] = { handle_register, false },
-    [QC_ONE_CHAT_MSG] = { handle_one_chat, true },
+    [QC_ONE_CHAT_MSG] = { handle_chat, true },
     [QC_ADD_FRIEND_MSG] = { handle_add_friend, true },
     [QC_CREATE_GROUP_MSG] = { handle_create_group, true },
     [QC_ADD_GROUP_MSG] = { handle_add_group, true },
-    [QC_GROUP_CHAT_MSG] = { handle_group_chat, true },
+    [QC_GROUP_CHAT_MSG] = { handle_chat, true },
     [QC_LOGINOUT_MSG] = { handle_loginout, true },
     [QC_HEARTBEAT_MSG] = { handle_heartbeat, false },
 };
@@ -550,6 +607,10 @@ void service_dispatch(struct worker *w, struct conn *c, struct json_object *obj)
     int64_t msgid = json_object_get_int64(v);
     r.msgid = msgid >= 0 && msgid <= QC_MSGID_MAX ? (int)msgid : 0;
     int err = read_seq(&r);
+    if (!err && r.seq)
+        c->legacy = false; /* a client that numbers its requests reads replies properly */
+    else if (!err && c->nul_ended)
+        c->legacy = true; /* the seed's client: NUL after each request, no seq */
     if (!err && (msgid < 0 || msgid > QC_MSGID_MAX || handlers[msgid].fn == NULL)) {
         r.msgid = msgid >= INT32_MIN && msgid <= INT32_MAX ? (int)msgid : 0;
         err = QC_EUNKNOWN;

@@ -2,6 +2,7 @@
  * session.c - how a session ends, and presence notices (see session.h).
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/jsonw.h"
 #include "common/log.h"
@@ -9,6 +10,7 @@
 #include "server/reply.h"
 #include "server/route.h"
 #include "server/session.h"
+#include "server/storage.h"
 #include "server/worker.h"
 
 #define ID_LIST_MIN 64 /* initial room for a list of ids */
@@ -28,24 +30,57 @@ void id_list_push(struct id_list *l, int32_t id)
     l->ids[l->n++] = id;
 }
 
-static void collect_online_friend(void *arg, int32_t id, const char *name)
+/* A presence change whose friend list is read on the storage thread. */
+struct announce {
+    struct worker *w;
+    int32_t uid;
+    char name[QC_NAME_MAX + 1];
+    const char *state; /* static text */
+    struct id_list friends;
+};
+
+static void collect_friend(void *arg, int32_t id, const char *name)
 {
-    struct worker *w = ((void **)arg)[0];
-    struct id_list *l = ((void **)arg)[1];
+    struct announce *a = arg;
     (void)name;
-    struct online_loc loc;
-    /* In a cluster a friend may be online on another node: the relay finds out. */
-    if (w->clustered || online_lookup(w->online, id, &loc))
-        id_list_push(l, id);
+    id_list_push(&a->friends, id);
+}
+
+static int list_friends_on_store(const struct store_ops *ops, struct store *st, void *arg)
+{
+    struct announce *a = arg;
+    int err = ops->friend_list(st, a->uid, collect_friend, a);
+    return err ? err : a->friends.err;
+}
+
+/* Back on the worker: tell the friends online here (in a cluster: the relay finds out). */
+static void friends_listed(void *arg, int err)
+{
+    struct announce *a = arg;
+    struct worker *w = a->w;
+    size_t n = 0;
+    for (size_t i = 0; !err && i < a->friends.n; i++) {
+        struct online_loc loc;
+        if (w->clustered || online_lookup(w->online, a->friends.ids[i], &loc))
+            a->friends.ids[n++] = a->friends.ids[i];
+    }
+    if (!err)
+        session_announce_to(w, a->uid, a->name, a->state, a->friends.ids, n);
+    free(a->friends.ids);
+    free(a);
 }
 
 void session_announce(struct worker *w, int32_t uid, const char *name, const char *state)
 {
-    struct id_list friends = { 0 };
-    void *arg[2] = { w, &friends };
-    if (w->st->friend_list(w->store, uid, collect_online_friend, arg) == 0)
-        session_announce_to(w, uid, name, state, friends.ids, friends.n);
-    free(friends.ids);
+    struct announce *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        return; /* presence is best effort */
+    a->w = w;
+    a->uid = uid;
+    strlcpy(a->name, name, sizeof a->name);
+    a->state = strcmp(state, QC_STATE_ONLINE) == 0 ? QC_STATE_ONLINE : QC_STATE_OFFLINE;
+    if (storage_submit(w->storage, list_friends_on_store, friends_listed, a) != QC_OK)
+        friends_listed(a, QC_ESTORAGE);
 }
 
 void session_announce_to(struct worker *w, int32_t uid, const char *name, const char *state,

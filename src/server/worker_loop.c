@@ -29,6 +29,9 @@
 #include "common/password.h"
 #include "server/conn.h"
 #include "server/crypt_pool.h"
+#include "server/delivered.h"
+#include "server/service_chat.h"
+#include "server/storage.h"
 #include "server/handoff.h"
 #include "server/ipc.h"
 #include "server/login.h"
@@ -260,6 +263,7 @@ static void on_tick(void *ctx)
     metrics_sample_worker(w);
     check_deadlines(w);
     balance_accepting(w);
+    service_chat_tick(w);
 }
 
 /* ---- stopping ----------------------------------------------------------- */
@@ -312,6 +316,11 @@ static bool output_pending(struct worker *w)
     }
     if (peer_output_waiting(w))
         return true;
+    /* Chats whose append has not committed yet: their ACKs wait. */
+    struct storage_stats st;
+    storage_get_stats(w->storage, &st);
+    if (st.outstanding > 0 || service_chat_waiting(w))
+        return true;
     /* A confirmation still on its way: exiting now would store a written chat again. */
     return handoff_waiting(w);
 }
@@ -330,6 +339,8 @@ static void __attribute__((noreturn)) finish_stop(struct worker *w)
     free_dead(w);
     peer_flush_all(w);
     handoff_shutdown(w);
+    delivered_flush(w);
+    storage_stop(w->storage); /* commits what is queued; the journal keeps the rest */
     pending_destroy(w);
     crypt_pool_stop(w);
     while (w->nspare > 0)
@@ -375,6 +386,7 @@ static void before_sleep(void *ctx)
     struct worker *w = ctx;
     flush_dirty(w);
     free_dead(w);
+    delivered_flush(w);
 }
 
 static void on_wake(void *ctx)
@@ -401,6 +413,13 @@ static void on_channel_event(void *ctx, uint32_t events)
 {
     (void)events;
     read_channel(ctx);
+}
+
+static void on_storage_event(void *ctx, uint32_t events)
+{
+    struct worker *w = ctx;
+    (void)events;
+    storage_complete(w->storage);
 }
 
 static void on_crypt_event(void *ctx, uint32_t events)
@@ -476,6 +495,12 @@ int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
         log_error("storage: %s", w->st ? err : "unknown driver");
         return -1;
     }
+    w->storage = storage_start(cfg, err, sizeof err);
+    if (w->storage == NULL || loop_watch(&w->loop, &w->storage_src, storage_fd(w->storage), EPOLLIN,
+                                         on_storage_event, w) < 0) {
+        log_error("storage thread: %s", w->storage ? strerror(errno) : err);
+        return -1;
+    }
     loop_set_on_wake(&w->loop, on_wake);
     loop_set_before_sleep(&w->loop, before_sleep);
     install_layers(w);
@@ -507,7 +532,7 @@ void worker_end_turn(struct worker *w)
 
 void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_fd,
                  const int *peer_fds, const struct qc_config *cfg, struct online_table *online,
-                 struct guard *guard)
+                 struct guard *guard, struct seqtab *seqtab, struct journal *journal)
 {
     struct worker *w = &the_worker;
     char role[32];
@@ -517,6 +542,9 @@ void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_f
     if (worker_setup(w, index, cfg, online, guard) < 0)
         _exit(1);
     w->nworkers = nworkers;
+    w->seqtab = seqtab;
+    w->journal = journal;
+    service_chat_replay(w); /* queued before any client's chat */
     w->listen_fd = listen_fd;
     ipc_chan_init(&w->channel, channel_fd);
     w->accepting = true;

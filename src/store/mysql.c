@@ -358,17 +358,18 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
      */
     [ST_UNDELIVERED] = { "undelivered",
                          "SELECT m.conv, m.cseq, m.mid, m.sender, m.ts, m.body FROM"
-                         " (SELECT conv, cseq, ets FROM"
+                         " (SELECT conv, cseq, ets, emid FROM"
                          " (SELECT m.conv, m.cseq, m.sender, MAX(m.ts) OVER (PARTITION BY m.conv"
-                         " ORDER BY m.cseq ROWS UNBOUNDED PRECEDING) AS ets"
+                         " ORDER BY m.cseq ROWS UNBOUNDED PRECEDING) AS ets, MAX(m.mid) OVER"
+                         " (PARTITION BY m.conv ORDER BY m.cseq ROWS UNBOUNDED PRECEDING) AS emid"
                          " FROM ConvCursor c JOIN Conversation v ON v.conv = c.conv"
                          " AND v.last_cseq > c.delivered_cseq"
                          " JOIN Message m ON m.conv = c.conv AND m.cseq > c.delivered_cseq"
                          " WHERE c.userid = ? AND (c.conv > 0 OR EXISTS (SELECT 1 FROM GroupUser g"
                          " WHERE g.groupid = -c.conv AND g.userid = ?))) AS k"
-                         " WHERE sender <> ? ORDER BY ets, conv, cseq LIMIT ?) AS u"
+                         " WHERE sender <> ? ORDER BY ets, emid, conv, cseq LIMIT ?) AS u"
                          " JOIN Message m ON m.conv = u.conv AND m.cseq = u.cseq"
-                         " ORDER BY u.ets, u.conv, u.cseq",
+                         " ORDER BY u.ets, u.emid, u.conv, u.cseq",
                          4, "iiiiit" },
     [ST_DELIVERED_UP] = { "delivered advance",
                           "INSERT INTO ConvCursor (userid, conv, delivered_cseq) VALUES (?, ?, ?)"

@@ -231,19 +231,21 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
     /*
      * ets, the running maximum of ts along each conversation's cseqs, orders
      * the messages oldest first and yet every prefix of the answer is a
-     * prefix of each conversation: a cut never skips a cseq.
+     * prefix of each conversation: a cut never skips a cseq.  Messages of
+     * the same millisecond go by emid, the running maximum of mid (the
+     * node stamps mid in the order it sequences), so they keep send order.
      */
     [ST_UNDELIVERED] = { "undelivered",
                          "SELECT conv, cseq, mid, sender, ts, body FROM"
                          " (SELECT m.conv AS conv, m.cseq AS cseq, m.mid AS mid, m.sender AS sender,"
-                         " m.ts AS ts, m.body AS body, max(m.ts) OVER (PARTITION BY m.conv"
-                         " ORDER BY m.cseq ROWS UNBOUNDED PRECEDING) AS ets"
+                         " m.ts AS ts, m.body AS body, max(m.ts) OVER w AS ets, max(m.mid) OVER w AS emid"
                          " FROM ConvCursor c JOIN Conversation v ON v.conv = c.conv"
                          " AND v.last_cseq > c.delivered_cseq"
                          " JOIN Message m ON m.conv = c.conv AND m.cseq > c.delivered_cseq"
                          " WHERE c.userid = ?1 AND (c.conv > 0 OR EXISTS (SELECT 1 FROM GroupUser g"
-                         " WHERE g.groupid = -c.conv AND g.userid = ?1)))"
-                         " WHERE sender <> ?1 ORDER BY ets, conv, cseq LIMIT ?2" },
+                         " WHERE g.groupid = -c.conv AND g.userid = ?1))"
+                         " WINDOW w AS (PARTITION BY m.conv ORDER BY m.cseq ROWS UNBOUNDED PRECEDING))"
+                         " WHERE sender <> ?1 ORDER BY ets, emid, conv, cseq LIMIT ?2" },
     [ST_DELIVERED_UP] = { "delivered advance",
                           "INSERT INTO ConvCursor (userid, conv, delivered_cseq) VALUES (?1, ?2, ?3)"
                           " ON CONFLICT (userid, conv) DO UPDATE SET"

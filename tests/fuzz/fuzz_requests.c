@@ -28,6 +28,7 @@
 #include "server/online.h"
 #include "server/proc.h"
 #include "server/worker_loop.h"
+#include "server/storage.h"
 #include "worker_setup.h"
 
 #define FUZZ_MAX_INPUT   (256 * 1024)
@@ -49,24 +50,36 @@ static void drain(int fd)
         ;
 }
 
+/* Storage work queued and not yet completed (its callbacks not run). */
+static bool storage_outstanding(void)
+{
+    struct storage_stats st;
+    storage_get_stats(worker.storage, &st);
+    return st.outstanding > 0;
+}
+
 /*
- * Password jobs run on threads: wait for them like the loop would.  poll is
+ * Password jobs and store work run on threads: wait for them like the loop
+ * would, until the connection reads again and every store callback ran (so
+ * nothing an input allocated is still in flight when it ends).  poll is
  * retried on EINTR (libFuzzer's -timeout ticks with SIGALRM).
  */
 static void wait_for_jobs(struct conn *c, int peer)
 {
     int64_t deadline = clock_now_ms() + FUZZ_JOB_WAIT_MS;
-    while (c->state == CONN_OPEN && c->busy) {
-        struct pollfd p = { .fd = worker.crypt_fd, .events = POLLIN };
-        int n = poll(&p, 1, FUZZ_JOB_WAIT_MS);
+    while ((c->state == CONN_OPEN && c->busy) || storage_outstanding()) {
+        struct pollfd p[2] = { { .fd = worker.crypt_fd, .events = POLLIN },
+                               { .fd = storage_fd(worker.storage), .events = POLLIN } };
+        int n = poll(p, 2, FUZZ_JOB_WAIT_MS);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0 && clock_now_ms() >= deadline) {
-            fprintf(stderr, "fuzz: password job lost: conn %u busy, state %d, held %zu bytes\n",
-                    c->slot, c->state, buf_used(&c->held));
+            fprintf(stderr, "fuzz: job lost: conn %u busy, state %d, held %zu bytes\n", c->slot,
+                    c->state, buf_used(&c->held));
             abort(); /* a job that never comes back is a bug */
         }
         worker_finish_crypt_jobs(&worker);
+        storage_complete(worker.storage);
         worker_end_turn(&worker);
         drain(peer);
     }

@@ -1,0 +1,185 @@
+/*
+ * delivered.c - noting written chats and advancing the delivered cursors
+ * in batches (see delivered.h).
+ *
+ * The notes of one loop turn are sorted by user and conversation, the
+ * highest cseq of each pair kept, and handed to the storage thread in one
+ * job that calls delivered_advance once per user.  A failed job is logged
+ * and dropped: the cursor stays lower, so those chats come again at the next
+ * login (a duplicate the client drops by cseq), never lost.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "server/delivered.h"
+#include "server/storage.h"
+#include "server/worker.h"
+
+#define DELIVERED_BATCH_MAX 65536 /* notes held before a turn ends: flushed early beyond */
+
+struct note {
+    int32_t uid;
+    struct store_cursor pos;
+};
+
+struct delivered_batch {
+    struct note *notes;
+    size_t n, cap;
+};
+
+/* ---- reading a forwarded chat --------------------------------------------- */
+
+/*
+ * The integer value of member "name" of the JSON object in p.  A quote
+ * inside a JSON string is escaped, so "name": preceded by '{' or ',' is a
+ * member of the object (of the outer one: a chat has no nested objects).
+ */
+static bool field_after(const char *p, size_t n, const char *name, int64_t *out)
+{
+    char key[32];
+    int klen = snprintf(key, sizeof key, "\"%s\":", name);
+    const char *end = p + n, *k = p;
+    while ((k = memmem(k, (size_t)(end - k), key, (size_t)klen)) != NULL) {
+        if (k > p && (k[-1] == '{' || k[-1] == ','))
+            break;
+        k++;
+    }
+    if (k == NULL)
+        return false;
+    const char *q = k + klen;
+    int64_t v = 0;
+    if (q >= end || *q < '0' || *q > '9')
+        return false;
+    while (q < end && *q >= '0' && *q <= '9' && v < INT64_MAX / 10)
+        v = v * 10 + (*q++ - '0');
+    *out = v;
+    return true;
+}
+
+bool delivered_position(const char *p, size_t n, int64_t *conv, int64_t *cseq)
+{
+    int64_t msgid, sender, to;
+    if (!field_after(p, n, "msgid", &msgid) || !field_after(p, n, "cseq", cseq) || *cseq <= 0)
+        return false;
+    if (msgid == QC_GROUP_CHAT_MSG && field_after(p, n, "groupid", &to) && to <= INT32_MAX) {
+        *conv = store_conv_group((int32_t)to);
+        return true;
+    }
+    if (msgid == QC_ONE_CHAT_MSG && field_after(p, n, "id", &sender) &&
+        field_after(p, n, "toid", &to) && sender > 0 && sender <= INT32_MAX && to > 0 &&
+        to <= INT32_MAX) {
+        *conv = store_conv_pair((int32_t)sender, (int32_t)to);
+        return true;
+    }
+    return false;
+}
+
+/* ---- noting --------------------------------------------------------------- */
+
+static struct delivered_batch *batch_of(struct worker *w)
+{
+    if (w->delivered == NULL)
+        w->delivered = calloc(1, sizeof *w->delivered);
+    return w->delivered;
+}
+
+void delivered_note(struct worker *w, int32_t uid, const char *p, size_t n)
+{
+    struct note nt = { .uid = uid };
+    if (!delivered_position(p, n, &nt.pos.conv, &nt.pos.cseq))
+        return;
+    struct delivered_batch *b = batch_of(w);
+    if (b == NULL)
+        return; /* out of memory: the chat comes again at the next login */
+    if (b->n == b->cap) {
+        size_t ncap = b->cap ? b->cap * 2 : 64;
+        struct note *g = realloc(b->notes, ncap * sizeof *g);
+        if (g == NULL)
+            return;
+        b->notes = g;
+        b->cap = ncap;
+    }
+    b->notes[b->n++] = nt;
+    if (b->n >= DELIVERED_BATCH_MAX)
+        delivered_flush(w);
+}
+
+/* ---- advancing ------------------------------------------------------------ */
+
+static int by_user_conv(const void *x, const void *y)
+{
+    const struct note *a = x, *b = y;
+    if (a->uid != b->uid)
+        return a->uid < b->uid ? -1 : 1;
+    if (a->pos.conv != b->pos.conv)
+        return a->pos.conv < b->pos.conv ? -1 : 1;
+    return a->pos.cseq < b->pos.cseq ? -1 : a->pos.cseq > b->pos.cseq;
+}
+
+/* Sorted: keep the last (highest cseq) note of each (user, conv). */
+static size_t keep_highest(struct note *v, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (k > 0 && v[k - 1].uid == v[i].uid && v[k - 1].pos.conv == v[i].pos.conv)
+            v[k - 1] = v[i];
+        else
+            v[k++] = v[i];
+    }
+    return k;
+}
+
+struct advance_job {
+    struct note *notes;
+    size_t n;
+};
+
+static int advance_on_store(const struct store_ops *ops, struct store *st, void *arg)
+{
+    struct advance_job *j = arg;
+    struct store_cursor *pos = malloc(j->n * sizeof *pos);
+    int first_err = 0;
+    if (pos == NULL)
+        return QC_EINTERNAL;
+    for (size_t i = 0; i < j->n;) {
+        size_t k = 0;
+        int32_t uid = j->notes[i].uid;
+        while (i < j->n && j->notes[i].uid == uid)
+            pos[k++] = j->notes[i++].pos;
+        int err = ops->delivered_advance(st, uid, pos, k);
+        if (err && !first_err)
+            first_err = err;
+    }
+    free(pos);
+    return first_err;
+}
+
+static void advance_done(void *arg, int err)
+{
+    struct advance_job *j = arg;
+    if (err)
+        log_warning("delivered cursors of %zu conversation(s) not advanced: %s (those chats "
+                    "come again at the next login)",
+                    j->n, qc_strerror(err));
+    free(j->notes);
+    free(j);
+}
+
+void delivered_flush(struct worker *w)
+{
+    struct delivered_batch *b = w->delivered;
+    if (b == NULL || b->n == 0 || w->storage == NULL)
+        return;
+    struct advance_job *j = malloc(sizeof *j);
+    if (j == NULL)
+        return; /* kept for the next turn */
+    qsort(b->notes, b->n, sizeof *b->notes, by_user_conv);
+    j->n = keep_highest(b->notes, b->n);
+    j->notes = b->notes;
+    b->notes = NULL;
+    b->n = b->cap = 0;
+    if (storage_submit(w->storage, advance_on_store, advance_done, j) != QC_OK)
+        advance_done(j, QC_ESTORAGE);
+}

@@ -1,0 +1,559 @@
+/*
+ * service_chat.c - the chat path of the conversation log (see service_chat.h).
+ *
+ * A chat, single node (no Redis):
+ *   validate -> [storage thread: does the recipient exist / the group's
+ *   members / the conversation's last cseq, when not known] ->
+ *   cseq = seqtab_next -> build the forwarded object with its cseq ->
+ *   journal_put -> storage_append (queued) -> live delivery ->
+ *   on commit: seqtab_committed, journal_done, ACK {seq, mid, cseq}.
+ * While the storage thread answers the first step the sender's connection
+ * is parked (service_async.c): its later chats wait, so they keep order.
+ *
+ * Several nodes (Redis): the database is the sequencer.  The chat is
+ * appended with cseq 0 (storage_append_assign), and delivered live and
+ * ACKed in the callback, with the cseq the committing transaction gave it.
+ *
+ * An append the store refused (database down) is kept and queued again on
+ * the next tick, in order: its ACK waits, nothing is lost, and its cseq
+ * stays taken, so the conversation gets no gap.  Chats to recipients who
+ * are not online anywhere need nothing more: they are in the log, after the
+ * recipient's delivered cursor.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "common/jsonw.h"
+#include "common/log.h"
+#include "server/conn.h"
+#include "server/journal.h"
+#include "server/metrics.h"
+#include "server/pending.h"
+#include "server/reply.h"
+#include "server/route.h"
+#include "server/seqtab.h"
+#include "server/service_async.h"
+#include "server/service_chat.h"
+#include "server/session.h"
+#include "server/storage.h"
+#include "server/worker.h"
+
+/* A chat request between validation and its append. */
+struct chat {
+    int msgid; /* QC_ONE_CHAT_MSG or QC_GROUP_CHAT_MSG */
+    char seq[QC_SEQ_MAX + 1];
+    bool has_seq;
+    int32_t sender;
+    char name[QC_NAME_MAX + 1];
+    int32_t to; /* toid, or the groupid */
+    int64_t conv;
+    /* What the storage thread must find out first. */
+    bool need_user, need_members, need_seed;
+    int64_t last_cseq; /* conv_last_cseq's answer */
+    bool member;       /* the sender is in the group */
+    struct id_list recipients;
+    /* Set once sequenced. */
+    uint32_t req; /* pending request (answers the sender) */
+    int64_t mid, ts;
+    char time[32];
+    size_t len;
+    char text[]; /* the msg field, len bytes and a NUL */
+};
+
+/* One append queued on the storage thread (or waiting to be queued again). */
+struct appended {
+    struct appended *next;
+    struct worker *w;
+    struct chat *ch;  /* several nodes: delivered in the callback; else NULL */
+    uint32_t req;     /* gets the append's outcome */
+    uint64_t journal; /* journal handle, 0: none */
+    struct store_logmsg m;
+    char body[];
+};
+
+struct log_retry {
+    struct appended *head, *tail;
+    size_t n;
+};
+
+static void chat_free(struct chat *ch)
+{
+    if (ch) {
+        free(ch->recipients.ids);
+        free(ch);
+    }
+}
+
+static void chat_reply_error(struct worker *w, struct conn *c, const struct chat *ch, int err)
+{
+    reply_error(w, c, ch->msgid, ch->has_seq ? ch->seq : NULL, err);
+}
+
+/* ---- the request's fields ------------------------------------------------ */
+
+static int field_id(struct json_object *req, const char *key, int32_t *out)
+{
+    struct json_object *v;
+    if (!json_object_object_get_ex(req, key, &v) || !json_object_is_type(v, json_type_int))
+        return QC_EBADREQ;
+    int64_t x = json_object_get_int64(v);
+    if (x <= 0 || x > INT32_MAX)
+        return QC_EBADREQ;
+    *out = (int32_t)x;
+    return 0;
+}
+
+static int field_text(struct json_object *req, size_t max, const char **s, size_t *len)
+{
+    struct json_object *v;
+    if (!json_object_object_get_ex(req, "msg", &v) || !json_object_is_type(v, json_type_string))
+        return QC_EBADREQ;
+    *s = json_object_get_string(v);
+    *len = (size_t)json_object_get_string_len(v);
+    if (*len > max)
+        return QC_ETOOLONG;
+    return memchr(*s, '\0', *len) ? QC_EBADREQ : 0;
+}
+
+static struct chat *chat_new(const struct conn *c, int msgid, const char *seq, int32_t to,
+                             const char *text, size_t len)
+{
+    struct chat *ch = calloc(1, sizeof *ch + len + 1);
+    if (ch == NULL)
+        return NULL;
+    ch->msgid = msgid;
+    if (seq) {
+        strlcpy(ch->seq, seq, sizeof ch->seq);
+        ch->has_seq = true;
+    }
+    ch->sender = c->uid;
+    strlcpy(ch->name, c->name, sizeof ch->name);
+    ch->to = to;
+    memcpy(ch->text, text, len);
+    ch->len = len;
+    return ch;
+}
+
+/* ---- the forwarded object ------------------------------------------------- */
+
+/* The chat as every recipient gets it (cseq 0: not known yet, left out). */
+static int build_forwarded(const struct chat *ch, int64_t cseq, struct buf *b)
+{
+    struct jsonw jw;
+    jsonw_begin(&jw, b);
+    jsonw_int(&jw, "msgid", ch->msgid);
+    jsonw_int(&jw, "id", ch->sender);
+    if (ch->msgid == QC_GROUP_CHAT_MSG)
+        jsonw_int(&jw, "userid", ch->sender);
+    jsonw_str(&jw, "name", ch->name);
+    jsonw_int(&jw, ch->msgid == QC_GROUP_CHAT_MSG ? "groupid" : "toid", ch->to);
+    jsonw_strn(&jw, "msg", ch->text, ch->len);
+    jsonw_str(&jw, "time", ch->time);
+    jsonw_int(&jw, "ts", ch->ts);
+    jsonw_int(&jw, "mid", ch->mid);
+    if (cseq > 0)
+        jsonw_int(&jw, "cseq", cseq);
+    return jsonw_end(&jw) < 0 ? QC_EINTERNAL : 0;
+}
+
+static void stamp(struct worker *w, struct chat *ch)
+{
+    strlcpy(ch->time, worker_time_str(w, &ch->ts), sizeof ch->time);
+    ch->mid = online_next_mid(w->online);
+}
+
+/* ---- live delivery -------------------------------------------------------- */
+
+/* Every online recipient gets it now; the others find it in the log after their cursor. */
+static void deliver_live(struct worker *w, const struct chat *ch, const char *body, size_t len)
+{
+    size_t left = 0;
+    for (size_t i = 0; i < ch->recipients.n; i++)
+        if (route_chat(w, ch->recipients.ids[i], body, len, ch->req) == ROUTE_OFFLINE)
+            left++;
+    if (left > 0) {
+        metrics_add(QM_DELIVERIES, QM_PATH_STORED, left); /* "stored": left in the log */
+        w->stats->offline_stored += left;
+    }
+}
+
+/* ---- appends -------------------------------------------------------------- */
+
+static struct log_retry *retry_list(struct worker *w)
+{
+    if (w->log_retry == NULL)
+        w->log_retry = calloc(1, sizeof *w->log_retry);
+    return w->log_retry;
+}
+
+static void append_done(void *arg, int err);
+static void append_assigned(void *arg, int err, int64_t cseq);
+
+/* Queue a on the storage thread; false when the queue refused it. */
+static bool queue_append(struct worker *w, struct appended *a)
+{
+    if (a->ch)
+        return storage_append_assign(w->storage, &a->m, append_assigned, a) == QC_OK;
+    return storage_append(w->storage, &a->m, append_done, a) == QC_OK;
+}
+
+static void keep_for_retry(struct worker *w, struct appended *a)
+{
+    struct log_retry *r = retry_list(w);
+    if (r == NULL) {
+        /* Out of memory: the journal still holds it for the next worker. */
+        log_error("conv %lld cseq %lld: cannot keep the append for a retry", (long long)a->m.conv,
+                  (long long)a->m.cseq);
+        pending_done(w, a->req, QC_ESTORAGE);
+        chat_free(a->ch);
+        free(a);
+        return;
+    }
+    a->next = NULL;
+    if (r->tail)
+        r->tail->next = a;
+    else
+        r->head = a;
+    r->tail = a;
+    r->n++;
+}
+
+/* In order: behind any append already waiting for a retry. */
+static void append_in_order(struct worker *w, struct appended *a)
+{
+    if ((w->log_retry && w->log_retry->head) || !queue_append(w, a))
+        keep_for_retry(w, a);
+}
+
+static struct appended *appended_new(struct worker *w, const struct store_logmsg *m, uint32_t req)
+{
+    struct appended *a = calloc(1, sizeof *a + m->len);
+    if (a == NULL)
+        return NULL;
+    a->w = w;
+    a->req = req;
+    a->m = *m;
+    memcpy(a->body, m->body, m->len);
+    a->m.body = a->body;
+    return a;
+}
+
+/* Single node: the append of a sequenced chat committed (or failed: retried). */
+static void append_done(void *arg, int err)
+{
+    struct appended *a = arg;
+    struct worker *w = a->w;
+    if (err) {
+        log_warning("conv %lld cseq %lld: append failed (%s), retrying", (long long)a->m.conv,
+                    (long long)a->m.cseq, qc_strerror(err));
+        keep_for_retry(w, a);
+        return;
+    }
+    if (w->seqtab)
+        seqtab_committed(w->seqtab, a->m.conv, a->m.cseq);
+    if (w->journal && a->journal)
+        journal_done(w->journal, w->index, a->journal);
+    pending_done(w, a->req, 0);
+    free(a);
+}
+
+/* Several nodes: the database numbered the chat; now it goes out. */
+static void append_assigned(void *arg, int err, int64_t cseq)
+{
+    struct appended *a = arg;
+    struct worker *w = a->w;
+    struct chat *ch = a->ch;
+    if (err) {
+        log_warning("conv %lld: append failed (%s), retrying", (long long)a->m.conv,
+                    qc_strerror(err));
+        a->m.cseq = 0;
+        keep_for_retry(w, a);
+        return;
+    }
+    struct buf b = worker_buf_take(w);
+    if (build_forwarded(ch, cseq, &b) == 0) {
+        pending_set_cseq(w, ch->req, cseq);
+        deliver_live(w, ch, buf_head(&b), buf_used(&b));
+    } else {
+        log_error("conv %lld cseq %lld: stored, but out of memory to deliver it live",
+                  (long long)a->m.conv, (long long)cseq);
+    }
+    worker_buf_give(w, &b);
+    pending_done(w, a->req, 0);
+    chat_free(ch);
+    free(a);
+}
+
+void service_chat_tick(struct worker *w)
+{
+    struct log_retry *r = w->log_retry;
+    while (r && r->head) {
+        struct appended *a = r->head;
+        if (!queue_append(w, a))
+            return; /* still full: next tick */
+        r->head = a->next;
+        if (r->head == NULL)
+            r->tail = NULL;
+        r->n--;
+    }
+}
+
+bool service_chat_waiting(const struct worker *w)
+{
+    return w->log_retry && w->log_retry->head;
+}
+
+/* ---- sequencing ----------------------------------------------------------- */
+
+/* Room for one more append in the queue and the journal: checked before a cseq is taken. */
+static bool room_to_append(struct worker *w, size_t len)
+{
+    struct storage_stats st;
+    storage_get_stats(w->storage, &st);
+    if (st.outstanding + 1 >= (size_t)w->cfg.storage_queue_size)
+        return false;
+    if (w->log_retry && w->log_retry->n >= (size_t)w->cfg.storage_queue_size)
+        return false;
+    /* A record is its body plus a header of well under 256 bytes. */
+    return w->journal == NULL ||
+           journal_used(w->journal, w->index) + len + 256 <= (size_t)w->cfg.history_journal_bytes;
+}
+
+/* Single node: the chat has cseq; journal, queue the append, deliver. */
+static int send_sequenced(struct worker *w, struct conn *c, struct chat *ch, int64_t cseq)
+{
+    stamp(w, ch); /* after the cseq: mid grows with cseq within a conversation */
+    struct buf b = worker_buf_take(w);
+    int err = build_forwarded(ch, cseq, &b);
+    struct store_logmsg m = { .conv = ch->conv,
+                              .cseq = cseq,
+                              .mid = ch->mid,
+                              .ts = ch->ts,
+                              .sender = ch->sender,
+                              .body = buf_head(&b),
+                              .len = buf_used(&b) };
+    ch->req = err ? 0 : pending_open(w, c, ch->msgid, ch->has_seq ? ch->seq : NULL);
+    struct appended *a = ch->req ? appended_new(w, &m, ch->req) : NULL;
+    if (a == NULL) {
+        /* cseq is taken: the conversation would have a gap.  Only out of memory gets here. */
+        log_error("conv %lld cseq %lld: out of memory, the cseq is lost", (long long)ch->conv,
+                  (long long)cseq);
+        if (ch->req)
+            pending_done(w, ch->req, QC_EINTERNAL);
+        else
+            chat_reply_error(w, c, ch, QC_EINTERNAL);
+        worker_buf_give(w, &b);
+        return 0;
+    }
+    if (w->journal && (a->journal = journal_put(w->journal, w->index, &m)) == 0)
+        log_warning("conv %lld cseq %lld: journal full, appended without it", (long long)ch->conv,
+                    (long long)cseq);
+    pending_set_mid(w, ch->req, ch->mid);
+    pending_set_cseq(w, ch->req, cseq);
+    pending_add(w, ch->req); /* the append's reference: the ACK waits for the commit */
+    append_in_order(w, a);
+    deliver_live(w, ch, buf_head(&b), buf_used(&b));
+    pending_done(w, ch->req, 0); /* the opener's reference */
+    worker_buf_give(w, &b);
+    return 0;
+}
+
+/* Several nodes: append with cseq 0; chat_assigned delivers it. */
+static void send_to_database(struct worker *w, struct conn *c, struct chat *ch)
+{
+    stamp(w, ch);
+    struct buf b = worker_buf_take(w);
+    int err = build_forwarded(ch, 0, &b);
+    struct store_logmsg m = { .conv = ch->conv,
+                              .mid = ch->mid,
+                              .ts = ch->ts,
+                              .sender = ch->sender,
+                              .body = buf_head(&b),
+                              .len = buf_used(&b) };
+    ch->req = err ? 0 : pending_open(w, c, ch->msgid, ch->has_seq ? ch->seq : NULL);
+    struct appended *a = ch->req ? appended_new(w, &m, ch->req) : NULL;
+    worker_buf_give(w, &b);
+    if (a == NULL) {
+        if (ch->req)
+            pending_done(w, ch->req, QC_EINTERNAL);
+        else
+            chat_reply_error(w, c, ch, QC_EINTERNAL);
+        chat_free(ch);
+        return;
+    }
+    pending_set_mid(w, ch->req, ch->mid);
+    pending_add(w, ch->req);
+    a->ch = ch;
+    append_in_order(w, a);
+    pending_done(w, ch->req, 0);
+}
+
+static bool chat_prepared(struct worker *w, struct conn *c, void *arg, int err);
+static int prepare_on_store(const struct store_ops *ops, struct store *st, void *arg);
+
+/* Park the sender and ask the storage thread; true when it could not (answered). */
+static bool ask_store_first(struct worker *w, struct conn *c, struct chat *ch)
+{
+    int err = service_async(w, c, prepare_on_store, chat_prepared, ch);
+    if (err == 0)
+        return false;
+    chat_reply_error(w, c, ch, err);
+    chat_free(ch);
+    return true;
+}
+
+/*
+ * Take the chat as far as it goes now.  true: the request is finished (sent
+ * or answered); false: the sender is parked until the store answers.
+ */
+static bool chat_go(struct worker *w, struct conn *c, struct chat *ch)
+{
+    if (ch->need_user || ch->need_members || ch->need_seed)
+        return ask_store_first(w, c, ch);
+    if (w->seqtab == NULL) {
+        send_to_database(w, c, ch);
+        return true;
+    }
+    int err = 0;
+    int64_t cseq = room_to_append(w, ch->len) ? seqtab_next(w->seqtab, ch->conv) : SEQ_FULL;
+    if (cseq == SEQ_COLD) {
+        ch->need_seed = true;
+        return ask_store_first(w, c, ch);
+    }
+    if (cseq == SEQ_FULL) {
+        log_warning("conv %lld: sequencer, journal or storage queue full, chat refused",
+                    (long long)ch->conv);
+        err = QC_ESTORAGE;
+    }
+    if (!err)
+        err = send_sequenced(w, c, ch, cseq);
+    if (err)
+        chat_reply_error(w, c, ch, err);
+    chat_free(ch);
+    return true;
+}
+
+/* On the storage thread: what the chat needs to know before it gets its cseq. */
+static void collect_member(void *arg, int32_t userid, const char *name, const char *role)
+{
+    struct chat *ch = arg;
+    (void)name;
+    (void)role;
+    if (userid == ch->sender)
+        ch->member = true;
+    else
+        id_list_push(&ch->recipients, userid);
+}
+
+static int prepare_on_store(const struct store_ops *ops, struct store *st, void *arg)
+{
+    struct chat *ch = arg;
+    int err = 0;
+    if (ch->need_user) {
+        struct store_user u;
+        err = ops->user_get(st, ch->to, &u);
+        explicit_bzero(u.password, sizeof u.password);
+    }
+    if (!err && ch->need_members) {
+        ch->recipients.n = 0;
+        ch->member = false;
+        err = ops->group_members(st, ch->to, collect_member, ch);
+        if (!err && ch->recipients.err)
+            err = ch->recipients.err;
+        if (!err && !ch->member)
+            err = QC_ENOTMEMBER;
+    }
+    if (!err && ch->need_seed)
+        err = ops->conv_last_cseq(st, ch->conv, &ch->last_cseq);
+    return err;
+}
+
+/* Back on the worker: the store answered; go on with the chat. */
+static bool chat_prepared(struct worker *w, struct conn *c, void *arg, int err)
+{
+    struct chat *ch = arg;
+    if (c == NULL) {
+        chat_free(ch); /* the sender left: the chat was never accepted */
+        return true;
+    }
+    if (!err && ch->need_seed && seqtab_seed(w->seqtab, ch->conv, ch->last_cseq) < 0)
+        err = QC_ESTORAGE;
+    if (err) {
+        chat_reply_error(w, c, ch, err);
+        chat_free(ch);
+        return true;
+    }
+    ch->need_user = ch->need_members = ch->need_seed = false;
+    return chat_go(w, c, ch);
+}
+
+/* ---- the request ---------------------------------------------------------- */
+
+/* A chat to oneself is a conversation too: the pair (me, me), the seed allows it. */
+static int read_chat(struct worker *w, struct conn *c, struct json_object *req, int msgid,
+                     int32_t *to, const char **text, size_t *len)
+{
+    int err = field_id(req, msgid == QC_GROUP_CHAT_MSG ? "groupid" : "toid", to);
+    if (!err)
+        err = field_text(req, (size_t)w->cfg.max_text_bytes, text, len);
+    return err;
+}
+
+void service_chat(struct worker *w, struct conn *c, struct json_object *req, int msgid,
+                  const char *seq)
+{
+    int32_t to;
+    const char *text;
+    size_t len;
+    int err = read_chat(w, c, req, msgid, &to, &text, &len);
+    struct chat *ch = err ? NULL : chat_new(c, msgid, seq, to, text, len);
+    if (!err && ch == NULL)
+        err = QC_EINTERNAL;
+    if (err) {
+        reply_error(w, c, msgid, seq, err);
+        return;
+    }
+    metrics_count(QM_MESSAGES, msgid == QC_GROUP_CHAT_MSG ? QM_MSG_GROUP : QM_MSG_ONE);
+    if (msgid == QC_GROUP_CHAT_MSG) {
+        ch->conv = store_conv_group(to);
+        ch->need_members = true;
+    } else {
+        struct online_loc loc;
+        ch->conv = store_conv_pair(c->uid, to);
+        ch->need_user = !online_lookup(w->online, to, &loc); /* online: it exists */
+        id_list_push(&ch->recipients, to);
+        if (ch->recipients.err) {
+            reply_error(w, c, msgid, seq, QC_EINTERNAL);
+            chat_free(ch);
+            return;
+        }
+    }
+    chat_go(w, c, ch);
+}
+
+/* ---- a worker's start: what its predecessor left -------------------------- */
+
+static void replay_one(void *arg, uint64_t handle, const struct store_logmsg *m)
+{
+    struct worker *w = arg;
+    struct appended *a = appended_new(w, m, 0);
+    if (a == NULL) {
+        log_error("journal replay: out of memory (conv %lld cseq %lld stays in the journal)",
+                  (long long)m->conv, (long long)m->cseq);
+        return;
+    }
+    a->journal = handle;
+    append_in_order(w, a);
+}
+
+size_t service_chat_replay(struct worker *w)
+{
+    if (w->journal == NULL)
+        return 0;
+    size_t n = journal_replay(w->journal, w->index, replay_one, w);
+    if (n > 0)
+        log_info("journal: %zu chat(s) left uncommitted by the previous worker queued again", n);
+    return n;
+}
