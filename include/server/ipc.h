@@ -50,7 +50,7 @@ enum ipc_type {
 /* ipc_deliver.flags and ipc_publish.kind */
 #define IPC_F_CHAT   0x1 /* a chat: store offline if the session is gone */
 #define IPC_F_NOTICE 0x2 /* a notice (presence): drop if the session is gone */
-#define IPC_F_KICK   0x4 /* PUBLISH: the user logged in on this node; others kick */
+#define IPC_F_KICK   0x4 /* SUB: the user logged in on this node; older sessions elsewhere go */
 #define IPC_F_STORE  0x8 /* DELIVER from the relay: its worker died; store it offline */
 
 /* The relay's index among a worker's peers. */
@@ -94,6 +94,7 @@ struct ipc_user {
 struct ipc_sub {
     int32_t uid;
     uint32_t token; /* 0: no IPC_SUBSCRIBED wanted */
+    uint32_t flags; /* IPC_F_KICK: a new session; claim the account cluster-wide (relay.c) */
 };
 
 struct ipc_publish {
@@ -131,6 +132,7 @@ struct ipc_chan {
     int fd;           /* -1: closed */
     struct buf queue; /* packets the socket did not take yet: [uint32 len][packet]... */
     bool broken;      /* a send failed: its last packets are being read, sends refused */
+    bool corked;      /* sends wait in queue for ipc_chan_flush: one sendmmsg per loop round */
 };
 
 /*
@@ -168,7 +170,14 @@ int ipc_chan_send(struct ipc_chan *ch, uint32_t type, const void *body, const vo
                   size_t tail_len);
 /* Send a packet with a descriptor now (never queued): 0, or -1 with errno (EAGAIN: full). */
 int ipc_chan_send_fd(struct ipc_chan *ch, uint32_t type, const void *body, int fd);
-/* Packets wait for the socket to become writable. */
+/*
+ * Corked: every send is queued, and the owner calls ipc_chan_flush once per
+ * event-loop round (before it sleeps), which hands the round's packets to
+ * the kernel with one sendmmsg: one system call, and one wake-up of the
+ * receiver, instead of one per packet.
+ */
+void ipc_chan_cork(struct ipc_chan *ch, bool on);
+/* Packets wait for the socket to become writable (or for a corked flush). */
 bool ipc_chan_waiting(const struct ipc_chan *ch);
 /* Write what waits: 0 (all written or some still waiting), -1 the link is broken. */
 int ipc_chan_flush(struct ipc_chan *ch);

@@ -14,7 +14,9 @@
 #include "common/log.h"
 #include "server/ipc.h"
 
-#define IPC_SOCKBUF (4 * 1024 * 1024) /* room for bursts of hand-offs */
+#define IPC_SOCKBUF     (4 * 1024 * 1024) /* room for bursts of hand-offs */
+#define IPC_CORK_KEEP   (64 * 1024)       /* queue memory a corked link keeps between rounds */
+#define IPC_FLUSH_BATCH 64                /* packets per sendmmsg */
 
 /* What a packet of each type carries. */
 struct ipc_rule {
@@ -101,6 +103,12 @@ void ipc_chan_init(struct ipc_chan *ch, int fd)
     ch->fd = fd;
     buf_init(&ch->queue);
     ch->broken = false;
+    ch->corked = false;
+}
+
+void ipc_chan_cork(struct ipc_chan *ch, bool on)
+{
+    ch->corked = on;
 }
 
 void ipc_chan_close(struct ipc_chan *ch)
@@ -187,7 +195,7 @@ int ipc_chan_send(struct ipc_chan *ch, uint32_t type, const void *body, const vo
         errno = EPIPE;
         return -1;
     }
-    if (!ipc_chan_waiting(ch)) {
+    if (!ipc_chan_waiting(ch) && !ch->corked) {
         if (send_packet(ch->fd, &h, body, r->body, tail, tail_len, -1) == 0)
             return 0;
         if (!is_full(errno))
@@ -212,19 +220,48 @@ int ipc_chan_send_fd(struct ipc_chan *ch, uint32_t type, const void *body, int f
     return send_packet(ch->fd, &h, body, r->body, NULL, 0, fd);
 }
 
+/*
+ * Up to IPC_FLUSH_BATCH queued packets from the head of the queue, one
+ * sendmmsg: how many the kernel took (>= 0), or -1 with errno.
+ */
+static int send_queued_batch(struct ipc_chan *ch)
+{
+    struct mmsghdr msgs[IPC_FLUSH_BATCH];
+    struct iovec iov[IPC_FLUSH_BATCH];
+    const char *p = buf_head(&ch->queue), *end = p + buf_used(&ch->queue);
+    unsigned n = 0;
+    while (n < IPC_FLUSH_BATCH && (size_t)(end - p) >= sizeof(uint32_t)) {
+        uint32_t total;
+        memcpy(&total, p, sizeof total);
+        iov[n] = (struct iovec){ .iov_base = (void *)(p + sizeof total), .iov_len = total };
+        msgs[n] = (struct mmsghdr){ .msg_hdr = { .msg_iov = &iov[n], .msg_iovlen = 1 } };
+        p += sizeof total + total;
+        n++;
+    }
+    int sent;
+    do
+        sent = sendmmsg(ch->fd, msgs, n, MSG_NOSIGNAL);
+    while (sent < 0 && errno == EINTR);
+    if (sent < 0)
+        return is_full(errno) ? 0 : -1;
+    size_t done = 0;
+    for (int i = 0; i < sent; i++)
+        done += sizeof(uint32_t) + iov[i].iov_len;
+    buf_consume(&ch->queue, done);
+    return sent;
+}
+
 int ipc_chan_flush(struct ipc_chan *ch)
 {
     while (buf_used(&ch->queue) >= sizeof(uint32_t)) {
-        uint32_t total;
-        memcpy(&total, buf_head(&ch->queue), sizeof total);
-        const char *p = buf_head(&ch->queue) + sizeof total;
-        struct ipc_hdr h;
-        memcpy(&h, p, sizeof h);
-        if (send_packet(ch->fd, &h, p + sizeof h, total - sizeof h, NULL, 0, -1) < 0)
-            return is_full(errno) ? 0 : -1;
-        buf_consume(&ch->queue, sizeof total + total);
+        int sent = send_queued_batch(ch);
+        if (sent < 0)
+            return -1;
+        if (sent == 0)
+            return 0; /* full: the rest waits for EPOLLOUT */
     }
-    buf_free(&ch->queue);
+    buf_reset(&ch->queue);
+    buf_shrink(&ch->queue, ch->corked ? IPC_CORK_KEEP : 0);
     return 0;
 }
 

@@ -62,7 +62,7 @@ int peer_send(struct worker *w, uint32_t peer, uint32_t type, const void *body, 
             link_broken(w, peer);
         return -1;
     }
-    if (ipc_chan_waiting(&pe->ch))
+    if (ipc_chan_waiting(&pe->ch) && !pe->ch.corked)
         watch_peer_output(w, peer, true);
     return 0;
 }
@@ -84,6 +84,16 @@ bool peer_output_waiting(struct worker *w)
         if (w->peers[p].ch.fd >= 0 && ipc_chan_waiting(&w->peers[p].ch))
             return true;
     return false;
+}
+
+void peer_flush_corked(struct worker *w)
+{
+    struct peer *pe = &w->peers[RELAY_PEER];
+    if (pe->ch.fd < 0 || !pe->ch.corked || !ipc_chan_waiting(&pe->ch) || pe->want_write)
+        return; /* nothing this round, or the socket is full and EPOLLOUT flushes */
+    peer_output(w, RELAY_PEER);
+    if (pe->ch.fd >= 0 && ipc_chan_waiting(&pe->ch))
+        watch_peer_output(w, RELAY_PEER, true);
 }
 
 void peer_flush_all(struct worker *w)
@@ -123,6 +133,7 @@ int peer_watch(struct worker *w, uint32_t peer, int fd)
 {
     struct peer *pe = &w->peers[peer];
     ipc_chan_init(&pe->ch, fd);
+    ipc_chan_cork(&pe->ch, peer == RELAY_PEER); /* PUBLISH, SUB...: one sendmmsg per round */
     pe->w = w;
     pe->index = peer;
     pe->want_write = false;

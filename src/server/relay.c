@@ -6,13 +6,29 @@
  *   "M<node>:<json>"  a chat for that user   (PUBLISH's receiver count decides:
  *                      0 means online nowhere, so the worker stores it offline)
  *   "P<node>:<json>"  a presence notice      (dropped if nobody wants it)
- *   "K<node>:"        the user logged in on <node>: every other node kicks its session
+ *   "K<node>:<gen>"   the user logged in on <node> with cluster generation <gen>:
+ *                      every other node whose session is older kicks it
  *
  * Subscriptions follow the online table: a worker says SUB when a user's
  * session starts on the node and UNSUB when the last one ends, and a
  * reconciliation pass (after a worker dies, after Redis comes back, and
  * every few seconds) makes the set of subscribed channels equal to the
  * online table, so nothing stays subscribed for a user who is gone.
+ *
+ * Takeover across nodes (two logins of one account at the same moment on two
+ * nodes must leave exactly one session, the newest): a node claims a new
+ * session in three steps, each after the previous one is confirmed by Redis:
+ *   1. SUBSCRIBE the user's channel (the subscription is active);
+ *   2. INCR qchat:gen:<uid>, the account's cluster generation, which orders
+ *      every login of the account in one sequence;
+ *   3. PUBLISH "K<node>:<gen>" on the user's channel.
+ * A node receiving a kick compares generations: its own session survives a
+ * kick with a lower generation and is kicked by a higher one; a kick that
+ * arrives while its own INCR is still out is kept and compared when the
+ * generation arrives.  Of two logins A and B with gen(A) < gen(B), A's
+ * SUBSCRIBE was confirmed before its INCR, which Redis ran before B's INCR,
+ * which ran before B's PUBLISH: A's node always hears B's kick, and B's node
+ * ignores A's (if it hears it at all).  So exactly one survives: the newest.
  *
  * While Redis is away, every PUBLISH fails at once and the worker stores the
  * message offline; the relay reconnects with backoff and re-subscribes every
@@ -52,13 +68,17 @@
 #define RELAY_CHANNEL_MAX      32
 #define RELAY_BATCH_MIN        1024 /* first room for a list of stale subscriptions */
 #define RELAY_READS_PER_EVENT  256
+#define RELAY_GEN_PREFIX       "qchat:gen:" /* + uid: the account's cluster login generation */
+#define RELAY_GEN_KEY_MAX      32
 
 enum { R_REDIS_SUB = 1, R_REDIS_PUB };
 
 struct redis_link {
     redisAsyncContext *ac;
     int fd;
-    uint32_t events; /* what hiredis asked for */
+    uint32_t events;    /* what hiredis asked for */
+    uint32_t watched;   /* what the loop watches (see redis_update_events) */
+    bool write_blocked; /* the last write left output behind: wait for EPOLLOUT */
     struct loop_source src;
     bool registered;
     bool up;
@@ -98,8 +118,10 @@ struct relay {
     struct ipc_chan channel; /* to the master */
     struct worker_link workers[ONLINE_MAX_WORKERS];
     struct redis_link sub, pub;
-    struct inttable *subscribed; /* user ids whose channel is subscribed */
-    struct slab *deliveries;     /* chats handed to workers, unconfirmed */
+    struct inttable *subscribed;  /* user ids whose channel is subscribed */
+    struct inttable *sub_pending; /* uid -> SUBSCRIBE replies still to come */
+    struct inttable *claims;      /* uid -> struct claim *: this node's newest login */
+    struct slab *deliveries;      /* chats handed to workers, unconfirmed */
     int64_t now_ms;
     int64_t next_connect_ms;
     int backoff_ms;
@@ -121,14 +143,26 @@ static bool set_add(struct inttable *set, uint32_t id)
     return !inttable_get(set, id, NULL) && inttable_put(set, id, 1) == 0;
 }
 
-/* Forget every subscription (Redis went away: its subscriptions went with it). */
-static void set_clear(struct relay *r)
+static struct inttable *fresh_table(struct inttable *old)
 {
     struct inttable *fresh = inttable_new();
     if (fresh == NULL)
         qc_fatal("out of memory");
-    inttable_free(r->subscribed);
-    r->subscribed = fresh;
+    inttable_free(old);
+    return fresh;
+}
+
+static void claims_clear(struct relay *r);
+
+/*
+ * Forget every subscription (Redis went away: its subscriptions went with
+ * it), and every claim: a restarted Redis may have lost the generations.
+ */
+static void set_clear(struct relay *r)
+{
+    r->subscribed = fresh_table(r->subscribed);
+    r->sub_pending = fresh_table(r->sub_pending);
+    claims_clear(r);
 }
 
 /* ---- links to the workers ----------------------------------------------- */
@@ -170,8 +204,7 @@ static void send_to_worker(struct relay *r, uint32_t k, uint32_t type, const voi
             drop_worker(r, k);
         return;
     }
-    if (ipc_chan_waiting(&wl->ch) && !wl->want_write)
-        watch_worker(r, k, true);
+    /* Corked: the packet leaves with the rest of this round's (flush_round). */
 }
 
 static uint32_t first_live_worker(struct relay *r)
@@ -229,8 +262,9 @@ static void flush_worker(struct relay *r, uint32_t k)
         drop_worker(r, k);
         return;
     }
-    if (!ipc_chan_waiting(&wl->ch) && wl->want_write)
-        watch_worker(r, k, false);
+    bool waiting = ipc_chan_waiting(&wl->ch);
+    if (waiting != wl->want_write)
+        watch_worker(r, k, waiting); /* a full socket: EPOLLOUT says when to go on */
 }
 
 /* ---- Redis connections ---------------------------------------------------- */
@@ -246,17 +280,27 @@ static void redis_event(void *ctx, uint32_t events)
         redisAsyncHandleWrite(l->ac);
 }
 
-/* hiredis asked for other events: the loop watches what it wants now. */
+/*
+ * hiredis asked for other events: the loop watches what it wants now.
+ * EPOLLOUT is not watched while the connection is healthy: hiredis asks for
+ * it after every command, and the round's commands are written together in
+ * flush_round instead (one write, Redis pipelining them); the loop watches
+ * it only while the socket is connecting or full.
+ */
 static void redis_update_events(struct redis_link *l)
 {
-    if (l->events == 0) {
+    uint32_t want = l->up && !l->write_blocked ? l->events & ~(uint32_t)EPOLLOUT : l->events;
+    if (l->registered && want == l->watched)
+        return; /* no epoll_ctl for a change the loop does not see */
+    l->watched = want;
+    if (want == 0) {
         if (l->registered)
             loop_unwatch(&l->r->loop, &l->src);
         l->registered = false;
         return;
     }
-    int rc = l->registered ? loop_rewatch(&l->r->loop, &l->src, l->events)
-                           : loop_watch(&l->r->loop, &l->src, l->fd, l->events, redis_event, l);
+    int rc = l->registered ? loop_rewatch(&l->r->loop, &l->src, want)
+                           : loop_watch(&l->r->loop, &l->src, l->fd, want, redis_event, l);
     if (rc == 0)
         l->registered = true;
 }
@@ -283,6 +327,7 @@ static void ev_del_write(void *p)
 {
     struct redis_link *l = p;
     l->events &= ~EPOLLOUT;
+    l->write_blocked = false;
     redis_update_events(l);
 }
 static void ev_cleanup(void *p)
@@ -363,6 +408,8 @@ static int connect_link(struct relay *r, struct redis_link *l, int kind)
     l->kind = kind;
     l->up = false;
     l->events = 0;
+    l->watched = 0;
+    l->write_blocked = false;
     l->registered = false;
     l->ac = redisAsyncConnect(r->cfg.redis_host, r->cfg.redis_port);
     if (l->ac == NULL || l->ac->err) {
@@ -430,6 +477,191 @@ static int32_t uid_of_channel(const char *ch, size_t len)
     return *end == '\0' && v > 0 && v <= INT32_MAX ? (int32_t)v : 0;
 }
 
+/* ---- claims: which login of an account survives (see the top) ---------- */
+
+enum claim_state { CLAIM_WAIT_SUB = 1, CLAIM_WAIT_GEN, CLAIM_DONE };
+
+struct claim {
+    struct online_loc loc; /* the session claimed */
+    enum claim_state state;
+    uint64_t gen;     /* the cluster generation (CLAIM_DONE) */
+    uint64_t foreign; /* the highest generation another node kicked with meanwhile */
+    uint32_t token;   /* a login reply waiting for the subscription (0: none) */
+    uint32_t token_worker;
+};
+
+static struct claim *claim_of(struct relay *r, uint32_t uid)
+{
+    uint64_t v;
+    return inttable_get(r->claims, uid, &v) ? (struct claim *)(uintptr_t)v : NULL;
+}
+
+static void claim_forget(struct relay *r, uint32_t uid)
+{
+    struct claim *cl = claim_of(r, uid);
+    if (cl == NULL)
+        return;
+    inttable_del(r->claims, uid);
+    free(cl);
+}
+
+static void free_claim(void *arg, uint32_t uid, uint64_t value)
+{
+    (void)arg;
+    (void)uid;
+    free((struct claim *)(uintptr_t)value);
+}
+
+static void claims_clear(struct relay *r)
+{
+    if (r->claims)
+        inttable_foreach(r->claims, free_claim, NULL);
+    r->claims = fresh_table(r->claims);
+}
+
+static void tell_subscribed(struct relay *r, uint32_t worker, uint32_t token, bool failed);
+static void *publish_tag(uint32_t worker, uint32_t token, uint32_t flags);
+static void on_published(redisAsyncContext *ac, void *reply, void *priv);
+
+/* The session this node claimed for uid lost to a newer login elsewhere. */
+static void kick_claimed(struct relay *r, uint32_t uid, struct claim *cl)
+{
+    struct ipc_session kick = { .uid = (int32_t)uid, .slot = cl->loc.slot, .gen = cl->loc.gen };
+    log_info("user %u: a newer login elsewhere (generation %llu > %llu) takes over", uid,
+             (unsigned long long)cl->foreign, (unsigned long long)cl->gen);
+    send_to_worker(r, cl->loc.worker, IPC_KICK, &kick, NULL, 0);
+    claim_forget(r, uid);
+}
+
+/* INCR's privdata: the user and the session generation claimed. */
+static void *claim_tag(uint32_t uid, uint32_t sgen)
+{
+    return (void *)(uintptr_t)((uint64_t)uid << 32 | sgen);
+}
+
+/* Step 3: the generation is known; announce it, unless a newer login already won. */
+static void on_claim_gen(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct relay *r = &the_relay;
+    redisReply *rep = reply;
+    (void)ac;
+    uint64_t tag = (uintptr_t)priv;
+    uint32_t uid = (uint32_t)(tag >> 32), sgen = (uint32_t)tag;
+    if (r->pub_outstanding)
+        r->pub_outstanding--;
+    r->pub_last_progress_ms = r->now_ms;
+    struct claim *cl = claim_of(r, uid);
+    if (cl == NULL || cl->loc.gen != sgen || cl->state != CLAIM_WAIT_GEN)
+        return; /* superseded by a newer login on this node, or Redis went away */
+    if (rep == NULL || rep->type != REDIS_REPLY_INTEGER || rep->integer <= 0) {
+        log_warning("user %u: no login generation from redis; the takeover is not announced", uid);
+        claim_forget(r, uid);
+        return;
+    }
+    cl->gen = (uint64_t)rep->integer;
+    cl->state = CLAIM_DONE;
+    if (cl->foreign > cl->gen) {
+        kick_claimed(r, uid, cl);
+        return;
+    }
+    char ch[RELAY_CHANNEL_MAX], msg[48];
+    snprintf(ch, sizeof ch, RELAY_CHANNEL_PREFIX "%u", uid);
+    int n = snprintf(msg, sizeof msg, "K%d:%llu", r->cfg.node_id, (unsigned long long)cl->gen);
+    r->stats->published++;
+    redisAsyncCommand(r->pub.ac, on_published, publish_tag(0, 0, IPC_F_KICK), "PUBLISH %s %b", ch,
+                      msg, (size_t)n);
+    r->pub_outstanding++;
+}
+
+/* Step 2: the channel is subscribed; ask for the login's generation. */
+static void claim_generation(struct relay *r, uint32_t uid, struct claim *cl)
+{
+    if (cl->token) {
+        tell_subscribed(r, cl->token_worker, cl->token, false);
+        cl->token = 0;
+    }
+    if (!r->pub.up) {
+        claim_forget(r, uid);
+        return;
+    }
+    char key[RELAY_GEN_KEY_MAX];
+    snprintf(key, sizeof key, RELAY_GEN_PREFIX "%u", uid);
+    cl->state = CLAIM_WAIT_GEN;
+    if (r->pub_outstanding == 0)
+        r->pub_last_progress_ms = r->now_ms;
+    r->pub_outstanding++;
+    redisAsyncCommand(r->pub.ac, on_claim_gen, claim_tag(uid, cl->loc.gen), "INCR %s", key);
+}
+
+/* Redis answered every SUBSCRIBE sent for uid: a claim waiting for it goes on. */
+static void subscription_confirmed(struct relay *r, uint32_t uid)
+{
+    uint64_t n;
+    if (inttable_get(r->sub_pending, uid, &n)) {
+        if (n > 1) {
+            inttable_put(r->sub_pending, uid, n - 1);
+            return;
+        }
+        inttable_del(r->sub_pending, uid);
+    }
+    struct claim *cl = claim_of(r, uid);
+    if (cl && cl->state == CLAIM_WAIT_SUB && inttable_get(r->subscribed, uid, NULL))
+        claim_generation(r, uid, cl);
+}
+
+static bool subscription_active(struct relay *r, uint32_t uid)
+{
+    return inttable_get(r->subscribed, uid, NULL) && !inttable_get(r->sub_pending, uid, NULL);
+}
+
+/*
+ * Step 1: a new session of uid on this node (the worker's SUB with
+ * IPC_F_KICK).  Returns the token the caller still has to answer (0 when
+ * the claim answers it once the subscription is active).
+ */
+static uint32_t claim_start(struct relay *r, uint32_t uid, uint32_t worker, uint32_t token)
+{
+    struct online_loc loc;
+    if (!online_lookup(r->online, (int32_t)uid, &loc) || loc.worker >= r->nworkers)
+        return token; /* the session ended already */
+    struct claim *cl = claim_of(r, uid);
+    if (cl == NULL) {
+        cl = calloc(1, sizeof *cl);
+        if (cl == NULL || inttable_put(r->claims, uid, (uintptr_t)cl) < 0) {
+            free(cl);
+            log_error("user %u: out of memory claiming the login; no takeover announced", uid);
+            return token;
+        }
+    }
+    *cl = (struct claim){ .loc = loc, .state = CLAIM_WAIT_SUB };
+    if (inttable_get(r->subscribed, uid, NULL) && !subscription_active(r, uid)) {
+        cl->token = token; /* told with the confirmation still to come */
+        cl->token_worker = worker;
+        token = 0;
+    }
+    return token;
+}
+
+/* A kick from another node with its login's generation (0: from an older version: obey). */
+static void foreign_kick(struct relay *r, int32_t uid, const struct ipc_session *current,
+                         uint32_t worker, uint64_t gen)
+{
+    struct claim *cl = claim_of(r, (uint32_t)uid);
+    if (cl == NULL || gen == 0) {
+        /* No login of ours is in the race: the kicker is newer than anything here. */
+        if (cl)
+            claim_forget(r, (uint32_t)uid);
+        if (worker < r->nworkers)
+            send_to_worker(r, worker, IPC_KICK, current, NULL, 0);
+        return;
+    }
+    if (gen > cl->foreign)
+        cl->foreign = gen;
+    if (cl->state == CLAIM_DONE && cl->foreign > cl->gen)
+        kick_claimed(r, (uint32_t)uid, cl);
+    /* Otherwise ours is newer (that node hears our kick), or compared once ours is known. */
+}
+
 static void deliver_from_redis(struct relay *r, int32_t uid, const char *msg, size_t len)
 {
     if (len < 3)
@@ -481,9 +713,8 @@ static void deliver_from_redis(struct relay *r, int32_t uid, const char *msg, si
         send_to_worker(r, loc.worker, IPC_DELIVER, &dv, payload, plen);
         break;
     case 'K':
-        if (node != r->cfg.node_id) {
-            send_to_worker(r, loc.worker, IPC_KICK, &kick, NULL, 0);
-        }
+        if (node != r->cfg.node_id)
+            foreign_kick(r, uid, &kick, loc.worker, strtoull(payload, NULL, 10));
         break;
     default: break;
     }
@@ -514,8 +745,13 @@ static void on_subscription(redisAsyncContext *ac, void *reply, void *priv)
         return;
     }
     redisReply *kind = rep->element[0];
-    if (kind->type == REDIS_REPLY_STRING && strcmp(kind->str, "subscribe") == 0 && tag) {
-        tell_subscribed(r, (uint32_t)tag, (uint32_t)(tag >> 32), false);
+    if (kind->type == REDIS_REPLY_STRING && strcmp(kind->str, "subscribe") == 0) {
+        if (tag)
+            tell_subscribed(r, (uint32_t)tag, (uint32_t)(tag >> 32), false);
+        redisReply *sch = rep->element[1];
+        int32_t suid = sch->type == REDIS_REPLY_STRING ? uid_of_channel(sch->str, sch->len) : 0;
+        if (suid > 0)
+            subscription_confirmed(r, (uint32_t)suid);
         return;
     }
     if (kind->type != REDIS_REPLY_STRING || strcmp(kind->str, "message") != 0)
@@ -546,12 +782,17 @@ static void subscribe_uid(struct relay *r, uint32_t uid, uint32_t worker, uint32
     }
     char ch[RELAY_CHANNEL_MAX];
     channel_of(uid, ch);
+    uint64_t pending = 0;
+    inttable_get(r->sub_pending, uid, &pending);
+    if (inttable_put(r->sub_pending, uid, pending + 1) < 0)
+        qc_fatal("out of memory");
     redisAsyncCommand(r->sub.ac, on_subscription, subscribe_tag(worker, token), "SUBSCRIBE %s", ch);
     r->stats->subscribed = inttable_count(r->subscribed);
 }
 
 static void unsubscribe_uid(struct relay *r, uint32_t uid)
 {
+    claim_forget(r, uid);
     if (!r->sub.up || !inttable_del(r->subscribed, uid))
         return;
     char ch[RELAY_CHANNEL_MAX];
@@ -732,14 +973,26 @@ static void numsub_for_worker(struct relay *r, uint32_t k, const struct ipc_toke
 
 static void on_sub(void *ctx, uint32_t k, const struct ipc_msg *m)
 {
+    struct relay *r = ctx;
     const struct ipc_sub *sub = m->body;
-    subscribe_uid(ctx, (uint32_t)sub->uid, k, sub->token);
+    uint32_t uid = (uint32_t)sub->uid, token = sub->token;
+    if (sub->flags & IPC_F_KICK)
+        token = claim_start(r, uid, k, token);
+    subscribe_uid(r, uid, k, token);
+    struct claim *cl = claim_of(r, uid);
+    if ((sub->flags & IPC_F_KICK) && cl && cl->state == CLAIM_WAIT_SUB &&
+        subscription_active(r, uid))
+        claim_generation(r, uid, cl);
 }
 
 static void on_unsub(void *ctx, uint32_t k, const struct ipc_msg *m)
 {
     const struct ipc_user *u = m->body;
+    struct online_loc loc;
     (void)k;
+    /* A newer session (on another worker of this node) keeps the channel and its claim. */
+    if (online_lookup(((struct relay *)ctx)->online, u->uid, &loc))
+        return;
     unsubscribe_uid(ctx, (uint32_t)u->uid);
 }
 
@@ -796,6 +1049,7 @@ static int watch_worker_link(struct relay *r, uint32_t k, int fd)
 {
     struct worker_link *wl = &r->workers[k];
     ipc_chan_init(&wl->ch, fd);
+    ipc_chan_cork(&wl->ch, true); /* sent by flush_round, once per loop round */
     wl->r = r;
     wl->index = k;
     wl->want_write = false;
@@ -865,6 +1119,35 @@ static void on_tick(void *ctx)
         reconcile(r);
 }
 
+/* The commands this round queued go to Redis in one write (a pipeline). */
+static void flush_redis(struct redis_link *l)
+{
+    if (l->ac == NULL || !l->up || l->write_blocked || !(l->events & EPOLLOUT))
+        return;
+    redisAsyncHandleWrite(l->ac); /* all of it, or what the socket takes */
+    if (l->ac && (l->events & EPOLLOUT)) {
+        l->write_blocked = true; /* the rest when the socket drains */
+        redis_update_events(l);
+    }
+}
+
+/*
+ * Before the loop sleeps: what this round produced leaves together, the
+ * Redis commands in one write per connection and the packets for each
+ * worker in one sendmmsg per link (see docs/BENCHMARKS.md, cluster).
+ */
+static void flush_round(void *ctx)
+{
+    struct relay *r = ctx;
+    flush_redis(&r->pub);
+    flush_redis(&r->sub);
+    for (uint32_t k = 0; k < r->nworkers; k++) {
+        struct worker_link *wl = &r->workers[k];
+        if (wl->ch.fd >= 0 && !wl->want_write && ipc_chan_waiting(&wl->ch))
+            flush_worker(r, k);
+    }
+}
+
 static void on_signal(void *ctx, uint32_t events)
 {
     struct relay *r = ctx;
@@ -900,6 +1183,7 @@ static int open_sources(struct relay *r, const int *worker_fds)
         loop_watch(&r->loop, &r->channel_src, r->channel.fd, EPOLLIN, on_channel_event, r) < 0)
         return -1;
     loop_set_on_wake(&r->loop, on_wake);
+    loop_set_before_sleep(&r->loop, flush_round);
     for (uint32_t k = 0; k < r->nworkers; k++)
         if (worker_fds[k] >= 0 && watch_worker_link(r, k, worker_fds[k]) < 0)
             return -1;
@@ -922,10 +1206,12 @@ void relay_main(uint32_t nworkers, int channel_fd, const int *worker_fds,
     r->pkt = malloc(IPC_MAX_PACKET);
     r->deliveries = slab_new(sizeof(struct delivery));
     r->subscribed = inttable_new();
+    r->sub_pending = inttable_new();
+    r->claims = inttable_new();
     for (uint32_t k = 0; k < ONLINE_MAX_WORKERS; k++)
         ipc_chan_init(&r->workers[k].ch, -1);
     if (r->pkt == NULL || r->deliveries == NULL || r->subscribed == NULL ||
-        open_sources(r, worker_fds) < 0) {
+        r->sub_pending == NULL || r->claims == NULL || open_sources(r, worker_fds) < 0) {
         log_error("relay setup: %s", strerror(errno));
         _exit(1);
     }

@@ -71,9 +71,8 @@ bool route_session_started(struct worker *w, int32_t uid, uint32_t token)
 {
     if (!w->clustered || w->peers[RELAY_PEER].ch.fd < 0)
         return false;
-    struct ipc_publish kick = { .uid = uid, .kind = IPC_F_KICK };
-    struct ipc_sub sub = { .uid = uid, .token = token };
-    peer_send(w, RELAY_PEER, IPC_PUBLISH, &kick, NULL, 0);
+    /* The relay subscribes, then announces the login (the takeover race: relay.c). */
+    struct ipc_sub sub = { .uid = uid, .token = token, .flags = IPC_F_KICK };
     return peer_send(w, RELAY_PEER, IPC_SUB, &sub, NULL, 0) == 0 && token != 0;
 }
 

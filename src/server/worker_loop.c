@@ -387,6 +387,7 @@ static void before_sleep(void *ctx)
     flush_dirty(w);
     free_dead(w);
     delivered_flush(w);
+    peer_flush_corked(w); /* last: the confirmations of what flush_dirty wrote go too */
 }
 
 static void on_wake(void *ctx)

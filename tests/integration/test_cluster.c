@@ -8,7 +8,9 @@
  * sender never), presence (friends' and members' state in LOGIN_MSG_ACK,
  * PRESENCE_MSG pushes when a friend logs in or out on the other node, and
  * only to sessions that asked), takeover (KICK on the old node, messages
- * then reach the new one), offline messages stored by the other node.
+ * then reach the new one), two logins of one account on both nodes at the
+ * same moment (40 tries: exactly one survives each time), offline messages
+ * stored by the other node.
  *
  * A chat sent once the recipient's LOGIN_MSG_ACK came from the other node
  * arrives live, even when that node's relay is slow (SIGSTOPped) to
@@ -47,7 +49,12 @@
 #define NGINX_TRIES    6  /* connections to land a user on the other node */
 #define LIVE_LOGINS    10 /* chats sent right after a login ACK */
 #define LOG_TAIL_LINES 60
-#define RELAY_STALL_MS 500 /* node B's relay stopped while a login is answered */
+#define RELAY_STALL_MS 500  /* node B's relay stopped while a login is answered */
+#define RACE_TRIES     40   /* simultaneous logins of one account on both nodes */
+#define RACE_SETTLE_MS 3000 /* the loser's KICK and EOF arrive within this */
+#define RACE_QUIET_MS  300  /* the survivor stays untouched this long after */
+#define RACE_READ_MS   10
+#define RACE_POLL_MS   20
 
 /* Traffic under a fault. */
 #define LOSS_PAIRS        4     /* users on node A chatting with users on node B */
@@ -639,6 +646,110 @@ static void test_takeover_across_nodes(void **state)
 }
 
 /* ---- offline ------------------------------------------------------------------ */
+
+/*
+ * Two logins of one account on the two nodes at the same moment: exactly
+ * one session survives (the other gets KICK and EOF), every try.
+ */
+struct race_side {
+    struct qclient *c;
+    int node;
+    bool acked, kicked, eof;
+};
+
+/* Take what arrived on one side within wait_ms: the login's ACK, a KICK, the EOF. */
+static void race_read(struct race_side *s, int wait_ms, int try)
+{
+    if (s->eof)
+        return;
+    struct json_object *o = qclient_recv(s->c, wait_ms);
+    if (o == NULL) {
+        s->eof = qclient_eof(s->c);
+        return;
+    }
+    int64_t msgid = h_int(o, "msgid");
+    if (msgid == QC_LOGIN_MSG_ACK) {
+        H_CHECK(h_int(o, "errno") == 0, "try %d: login on node %d: want errno 0, got %s", try,
+                s->node + 1, h_json(o));
+        s->acked = true;
+    } else if (msgid == QC_KICK_MSG) {
+        s->kicked = true;
+    } else {
+        H_FAIL("try %d: login on node %d: want LOGIN_MSG_ACK or KICK, got %s", try, s->node + 1,
+               h_json(o));
+    }
+    json_object_put(o);
+}
+
+static bool race_settled(const struct race_side *s)
+{
+    return (s[0].eof && s[1].acked) || (s[1].eof && s[0].acked) || (s[0].eof && s[1].eof);
+}
+
+static int nodes_listing(int32_t uid)
+{
+    int n = 0;
+    for (int i = 0; i < CL_NODES; i++)
+        n += cl_worker_of(i, uid) >= 0;
+    return n;
+}
+
+static bool wait_listed_on(int32_t uid, int node, int timeout_ms)
+{
+    int64_t deadline = h_now_ms() + timeout_ms;
+    while (!(nodes_listing(uid) == (node >= 0) && (node < 0 || cl_worker_of(node, uid) >= 0))) {
+        if (h_now_ms() >= deadline)
+            return false;
+        h_sleep_ms(RACE_POLL_MS);
+    }
+    return true;
+}
+
+/* One try: both logins sent back to back; returns the surviving node. */
+static int takeover_race_once(const struct h_user *a, int try)
+{
+    struct race_side s[2] = { { .c = h_connect_to(port_of(NODE_A)), .node = NODE_A },
+                              { .c = h_connect_to(port_of(NODE_B)), .node = NODE_B } };
+    for (int i = 0; i < 2; i++)
+        h_send(s[i].c, "{\"msgid\":1,\"id\":%d,\"password\":%s}", a->id, h_q(a->password));
+    int64_t deadline = h_now_ms() + RACE_SETTLE_MS;
+    while (!race_settled(s) && h_now_ms() < deadline)
+        for (int i = 0; i < 2; i++)
+            race_read(&s[i], RACE_READ_MS, try);
+    H_CHECK(!(s[0].eof && s[1].eof), "try %d: both simultaneous logins were kicked", try);
+    H_CHECK(s[0].eof || s[1].eof,
+            "try %d: two simultaneous logins on node 1 and node 2 both stayed logged in "
+            "for %d ms (acked: %d, %d)",
+            try, RACE_SETTLE_MS, s[0].acked, s[1].acked);
+    struct race_side *loser = s[0].eof ? &s[0] : &s[1], *winner = s[0].eof ? &s[1] : &s[0];
+    H_CHECK(loser->kicked, "try %d: the session on node %d closed without a KICK", try,
+            loser->node + 1);
+    /* The survivor stays: no late kick, answers a heartbeat, and is the one listed. */
+    race_read(winner, RACE_QUIET_MS, try);
+    H_CHECK(!winner->eof && !winner->kicked,
+            "try %d: the surviving session on node %d was kicked too", try, winner->node + 1);
+    h_expect_quiet(winner->c, "the surviving session");
+    H_CHECK(wait_listed_on(a->id, winner->node, SUB_WAIT_MS),
+            "try %d: user %d must be listed on node %d only (listed on %d node(s))", try, a->id,
+            winner->node + 1, nodes_listing(a->id));
+    h_close(loser->c);
+    h_close(winner->c);
+    H_CHECK(wait_listed_on(a->id, -1, SUB_WAIT_MS), "try %d: user %d still listed after closing",
+            try, a->id);
+    wait_subscribed(a, 0);
+    return winner->node;
+}
+
+static void test_simultaneous_logins_on_two_nodes_leave_one(void **state)
+{
+    struct h_user a;
+    new_user(&a, "race");
+    int won[CL_NODES] = { 0 };
+    for (int try = 1; try <= RACE_TRIES; try++)
+        won[takeover_race_once(&a, try)]++;
+    fprintf(stderr, "takeover race: %d tries, the survivor was on node 1 %d times, node 2 %d\n",
+            RACE_TRIES, won[NODE_A], won[NODE_B]);
+}
 
 static void test_offline_messages_stored_by_the_other_node(void **state)
 {
@@ -1328,6 +1439,7 @@ int main(void)
         C_TEST(test_group_chat_members_on_both_nodes),
         C_TEST(test_presence_across_nodes),
         C_TEST(test_takeover_across_nodes),
+        C_TEST(test_simultaneous_logins_on_two_nodes_leave_one),
         C_TEST(test_offline_messages_stored_by_the_other_node),
         C_TEST(test_redis_restart_loses_nothing),
         C_TEST(test_hung_worker_killed_under_cross_node_traffic_loses_nothing),

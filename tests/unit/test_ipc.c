@@ -8,7 +8,8 @@
  * sent before it closed: those confirmations must still be read, or a chat
  * the peer wrote would be stored offline too and delivered twice - the
  * SIGTERM duplicate of issue 10); a descriptor passed with NEW_PEER; packets
- * queued while the socket is full leave in order on flush; the decoder's
+ * queued while the socket is full leave in order on flush; a corked link
+ * sends nothing until flushed, then all of a round's packets in order; the decoder's
  * rules (length field, payload size, tail unit, descriptor, unknown type);
  * a malformed packet kills the receiving process (SIGABRT), a packet too
  * large for a link is refused at the sender with EMSGSIZE.
@@ -20,6 +21,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -30,11 +32,12 @@
 #include "common/log.h"
 #include "server/ipc.h"
 
-#define CONFIRMS  5
-#define MAX_SEEN  4096
-#define TEXT_MAX  64
-#define BIG_TEXT  (60 * 1024) /* a few of these fill a socket's buffer */
-#define MAX_READS 100000
+#define CONFIRMS       5
+#define MAX_SEEN       4096
+#define TEXT_MAX       64
+#define BIG_TEXT       (60 * 1024) /* a few of these fill a socket's buffer */
+#define MAX_READS      100000
+#define CORKED_PACKETS 150 /* more than one sendmmsg batch */
 
 /* What the handlers saw. */
 struct seen {
@@ -212,6 +215,41 @@ static void test_queue_keeps_order(void **state)
     free(big);
 }
 
+/* A corked link sends nothing until flushed, then every packet, in order, in batches. */
+static void test_corked_link_sends_on_flush(void **state)
+{
+    (void)state;
+    struct ipc_chan a, b;
+    make_pair(&a, &b);
+    ipc_chan_cork(&a, true);
+    char *buf = packet_buf();
+    struct seen s = { .fd = -1 };
+    for (int round = 0; round < 2; round++) {
+        for (uint32_t t = 1; t <= CORKED_PACKETS; t++) {
+            char text[TEXT_MAX];
+            int n = snprintf(text, sizeof text, "chat %d.%u", round, t);
+            struct ipc_deliver d = { .token = round * CORKED_PACKETS + t };
+            assert_int_equal(ipc_chan_send(&a, IPC_DELIVER, &d, text, (size_t)n), 0);
+        }
+        assert_true(ipc_chan_waiting(&a));
+        assert_int_equal(ipc_chan_read(&b, buf, MAX_READS, &table, &s, 0), IPC_READ_IDLE);
+        assert_int_equal(s.n, round * CORKED_PACKETS); /* nothing before the flush */
+        assert_int_equal(ipc_chan_flush(&a), 0);
+        assert_false(ipc_chan_waiting(&a));
+        assert_int_equal(ipc_chan_read(&b, buf, MAX_READS, &table, &s, 0), IPC_READ_IDLE);
+        assert_int_equal(s.n, (round + 1) * CORKED_PACKETS);
+        char last[TEXT_MAX];
+        int n = snprintf(last, sizeof last, "chat %d.%d", round, CORKED_PACKETS);
+        assert_int_equal(s.text_len, (size_t)n);
+        assert_memory_equal(s.text, last, (size_t)n);
+    }
+    for (int t = 1; t <= 2 * CORKED_PACKETS; t++)
+        assert_int_equal(s.token[t - 1], t);
+    ipc_chan_close(&a);
+    ipc_chan_close(&b);
+    free(buf);
+}
+
 static void test_too_large_is_refused_at_the_sender(void **state)
 {
     (void)state;
@@ -307,6 +345,7 @@ int main(void)
         cmocka_unit_test(test_packets_after_reset_are_read),
         cmocka_unit_test(test_descriptor_passed),
         cmocka_unit_test(test_queue_keeps_order),
+        cmocka_unit_test(test_corked_link_sends_on_flush),
         cmocka_unit_test(test_too_large_is_refused_at_the_sender),
         cmocka_unit_test(test_decoder_rules),
         cmocka_unit_test(test_malformed_packet_is_fatal),
