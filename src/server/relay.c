@@ -130,6 +130,7 @@ struct relay {
     int64_t pub_last_progress_ms;
     bool stopping;
     bool outage_logged; /* "redis unavailable" said for this outage */
+    bool resync_wanted; /* connected again: tell the workers once re-subscribed (issue 16) */
     char *pkt;
 };
 
@@ -395,9 +396,10 @@ static void on_connect(const redisAsyncContext *ac, int status)
     log_info("redis %s connected to %s:%d", link_name(l), r->cfg.redis_host, r->cfg.redis_port);
     if (r->sub.up && r->pub.up) {
         r->backoff_ms = 0;
-        /* Everyone online on this node listens again. */
+        /* Everyone online on this node listens again, then fills from the log. */
         set_clear(r);
         reconcile(r);
+        r->resync_wanted = true;
     }
     publish_state(r);
 }
@@ -1106,6 +1108,23 @@ static void read_channel(struct relay *r)
         r->stopping = true;
 }
 
+/*
+ * Redis is back (or this relay is new): once every SUBSCRIBE of the node is
+ * confirmed, each worker fills its sessions from the log, so a chat
+ * published while nobody listened is read from the log, and one published
+ * after is heard (the workers drop what comes both ways by cseq).
+ */
+static void resync_when_subscribed(struct relay *r)
+{
+    if (!r->resync_wanted || !r->sub.up || !r->pub.up || inttable_count(r->sub_pending) > 0)
+        return;
+    r->resync_wanted = false;
+    struct ipc_token t = { .token = 0 };
+    for (uint32_t k = 0; k < r->nworkers; k++)
+        send_to_worker(r, k, IPC_RESYNC, &t, NULL, 0);
+    log_info("re-subscribed: workers fill their sessions from the log");
+}
+
 static void on_tick(void *ctx)
 {
     struct relay *r = ctx;
@@ -1117,6 +1136,7 @@ static void on_tick(void *ctx)
         drop_redis(r, "no reply within the timeout");
     if (r->now_ms >= r->next_reconcile_ms)
         reconcile(r);
+    resync_when_subscribed(r);
 }
 
 /* The commands this round queued go to Redis in one write (a pipeline). */
