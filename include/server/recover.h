@@ -16,6 +16,9 @@
  *   - a conversation the session has not seen: the storage thread reads
  *     the user's undelivered messages (after the delivered cursors, which
  *     only move when a chat is written) and they are written first.
+ * While a login reply is being read from the log, chats for the new session
+ * wait here, and those the reply carries (committed before it was read)
+ * are dropped by cseq when it is queued.
  * When the relay's Redis connection comes back (or a new relay starts),
  * the relay sends IPC_RESYNC once the re-subscriptions are confirmed, and
  * every session of the worker is filled the same way from its undelivered
@@ -41,6 +44,8 @@ struct conn;
 /* Write chat p (n bytes, a forwarded chat) to c's session uid: in order, once, gaps filled. */
 void recover_send_chat(struct worker *w, struct conn *c, int32_t uid, const char *p, size_t n,
                        uint32_t origin, uint32_t token);
+/* c's login reply is queued (its stash marks what it carries): the chats held meanwhile go. */
+void recover_login_sent(struct worker *w, struct conn *c);
 /* Redis is back: fill every session of this worker from the log. */
 void recover_resync_all(struct worker *w);
 /* c is freed: its waiting chats are confirmed (they are in the log), its state goes. */

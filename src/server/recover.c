@@ -350,11 +350,8 @@ static bool deliver_one(struct worker *w, struct conn *c, struct recover_state *
         return true;
     }
     bool gap = known && cseq > last + 1;
-    /*
-     * Unknown conversation: what came before it is after the delivered
-     * cursor.  While the login reply is gathered (hold) that reply carries it.
-     */
-    bool unknown = !known && cseq > 1 && !c->hold;
+    /* Unknown conversation: what came before it is after the delivered cursor. */
+    bool unknown = !known && cseq > 1;
     if ((gap || unknown) && start_fill(w, c, s, gap ? conv : 0, last, conv, cseq)) {
         hold(w, c, s, uid, p, n, origin, token);
         return false;
@@ -366,7 +363,7 @@ static bool deliver_one(struct worker *w, struct conn *c, struct recover_state *
 
 static void release_held(struct worker *w, struct conn *c, struct recover_state *s)
 {
-    while (s->head && !s->filling && c->state == CONN_OPEN) {
+    while (s->head && !s->filling && !c->hold && c->state == CONN_OPEN) {
         struct held_chat *h = s->head;
         s->head = h->next;
         if (s->head == NULL)
@@ -399,11 +396,23 @@ void recover_send_chat(struct worker *w, struct conn *c, int32_t uid, const char
         conn_send_chat(w, c, uid, p, n, origin, token);
         return;
     }
-    if (s->filling || s->head) {
+    /*
+     * While the login reply is read from the log (c->hold), chats wait here:
+     * the reply may carry the same ones (committed before it was read), and
+     * recover_login_sent drops those by cseq once it is queued.
+     */
+    if (s->filling || s->head || c->hold) {
         hold(w, c, s, uid, p, n, origin, token);
         return;
     }
     deliver_one(w, c, s, uid, p, n, origin, token);
+}
+
+void recover_login_sent(struct worker *w, struct conn *c)
+{
+    struct recover_state *s = c->recover;
+    if (s && !c->hold && state_of(c) == s && !s->filling)
+        release_held(w, c, s);
 }
 
 /* ---- Redis came back ------------------------------------------------------- */
