@@ -40,6 +40,7 @@ struct recover_state {
     size_t nconvs;
     uint64_t clock;
     bool filling;
+    bool overflow; /* a chat could not be kept in order: the session is closed */
     struct held_chat *head, *tail;
     size_t held;
 };
@@ -231,6 +232,7 @@ static int fill_on_store(const struct store_ops *ops, struct store *st, void *ar
 }
 
 static void release_held(struct worker *w, struct conn *c, struct recover_state *s);
+static void close_if_overflowed(struct worker *w, struct conn *c, struct recover_state *s);
 
 /* Write what the fill found and the session has not had, in order. */
 static size_t write_fill(struct worker *w, struct conn *c, struct recover_state *s,
@@ -274,6 +276,7 @@ static void fill_done(void *arg, int err)
             log_info("user %d: %zu chat(s) missed on the way written from the log", j->uid, wrote);
         s->filling = false;
         release_held(w, c, s);
+        close_if_overflowed(w, c, s);
     }
     buf_free(&j->body);
     free(j->items);
@@ -311,17 +314,15 @@ static bool start_fill(struct worker *w, struct conn *c, struct recover_state *s
 
 /* ---- delivering ------------------------------------------------------------ */
 
-static void hold(struct worker *w, struct conn *c, struct recover_state *s, int32_t uid,
-                 const char *p, size_t n, uint32_t origin, uint32_t token)
+/* Keep a chat behind the fill in progress; false (and it is confirmed: in the log) when no room. */
+static bool hold(struct worker *w, struct recover_state *s, int32_t uid, const char *p, size_t n,
+                 uint32_t origin, uint32_t token)
 {
     struct held_chat *h = s->held < RECOVER_HELD_MAX ? malloc(sizeof *h + n) : NULL;
     if (h == NULL) {
-        /* Cannot keep it in order: the session ends, its next login reads the log. */
-        log_warning("user %d: %zu chats wait behind a fill from the log; closing the session", uid,
-                    s->held);
         w->hooks.mark_done(w, origin, token, 0);
-        conn_close_gracefully(w, c);
-        return;
+        s->overflow = true;
+        return false;
     }
     *h = (struct held_chat){ .uid = uid, .origin = origin, .token = token, .len = n };
     memcpy(h->p, p, n);
@@ -331,9 +332,23 @@ static void hold(struct worker *w, struct conn *c, struct recover_state *s, int3
         s->head = h;
     s->tail = h;
     s->held++;
+    return true;
 }
 
-/* One chat through the checks; false when it started a fill (it is held, first in line). */
+/*
+ * A chat could not be kept in order: the session ends (its next login reads
+ * the log).  Last thing the caller does: the session's state goes with it.
+ */
+static void close_if_overflowed(struct worker *w, struct conn *c, struct recover_state *s)
+{
+    if (!s->overflow)
+        return;
+    log_warning("user %d: %zu chats wait behind a fill from the log; closing the session", s->uid,
+                s->held);
+    conn_close_gracefully(w, c);
+}
+
+/* One chat through the checks; false when it started a fill (the caller keeps it first). */
 static bool deliver_one(struct worker *w, struct conn *c, struct recover_state *s, int32_t uid,
                         const char *p, size_t n, uint32_t origin, uint32_t token)
 {
@@ -352,36 +367,24 @@ static bool deliver_one(struct worker *w, struct conn *c, struct recover_state *
     bool gap = known && cseq > last + 1;
     /* Unknown conversation: what came before it is after the delivered cursor. */
     bool unknown = !known && cseq > 1;
-    if ((gap || unknown) && start_fill(w, c, s, gap ? conv : 0, last, conv, cseq)) {
-        hold(w, c, s, uid, p, n, origin, token);
+    if ((gap || unknown) && start_fill(w, c, s, gap ? conv : 0, last, conv, cseq))
         return false;
-    }
     conn_send_chat(w, c, uid, p, n, origin, token);
     pos_set(s, conv, cseq);
     return true;
 }
 
+/* The chats that waited go through the checks in order, until one starts another fill. */
 static void release_held(struct worker *w, struct conn *c, struct recover_state *s)
 {
     while (s->head && !s->filling && !c->hold && c->state == CONN_OPEN) {
         struct held_chat *h = s->head;
+        if (!deliver_one(w, c, s, h->uid, h->p, h->len, h->origin, h->token))
+            break; /* it stays first in line, behind the new fill */
         s->head = h->next;
         if (s->head == NULL)
             s->tail = NULL;
         s->held--;
-        bool done = deliver_one(w, c, s, h->uid, h->p, h->len, h->origin, h->token);
-        if (!done) {
-            /* It started a fill and was held again, at the end: move it to the front. */
-            struct held_chat *again = s->tail, *prev = NULL;
-            for (struct held_chat *x = s->head; x && x != again; x = x->next)
-                prev = x;
-            if (prev && again) {
-                prev->next = NULL;
-                s->tail = prev;
-                again->next = s->head;
-                s->head = again;
-            }
-        }
         free(h);
     }
 }
@@ -401,18 +404,18 @@ void recover_send_chat(struct worker *w, struct conn *c, int32_t uid, const char
      * the reply may carry the same ones (committed before it was read), and
      * recover_login_sent drops those by cseq once it is queued.
      */
-    if (s->filling || s->head || c->hold) {
-        hold(w, c, s, uid, p, n, origin, token);
-        return;
-    }
-    deliver_one(w, c, s, uid, p, n, origin, token);
+    if ((s->filling || s->head || c->hold || !deliver_one(w, c, s, uid, p, n, origin, token)) &&
+        !hold(w, s, uid, p, n, origin, token))
+        close_if_overflowed(w, c, s);
 }
 
 void recover_login_sent(struct worker *w, struct conn *c)
 {
     struct recover_state *s = c->recover;
-    if (s && !c->hold && state_of(c) == s && !s->filling)
+    if (s && !c->hold && state_of(c) == s && !s->filling) {
         release_held(w, c, s);
+        close_if_overflowed(w, c, s);
+    }
 }
 
 /* ---- Redis came back ------------------------------------------------------- */

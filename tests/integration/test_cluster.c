@@ -78,6 +78,7 @@
 #define FILL_BEFORE_MS    1000  /* traffic before the fault */
 #define FILL_KILL_MS      2000  /* a killed node stays down this long */
 #define FILL_RESTART_MS   1500  /* a killed Redis stays down this long */
+#define FILL_RELAY_MS     1000  /* traffic while the master respawns a killed relay */
 #define FILL_PAUSE_MS     30000 /* Redis SIGSTOPped this long */
 #define FILL_AFTER_MS     1500  /* traffic once whole again: later chats reveal gaps */
 #define FILL_LIMIT_MS     90000 /* one whole case */
@@ -1585,7 +1586,7 @@ static int fill_outage_ms(void)
     case FILL_NODE_KILL: return FILL_KILL_MS;
     case FILL_REDIS_RESTART: return FILL_RESTART_MS;
     case FILL_REDIS_PAUSE: return FILL_PAUSE_MS;
-    default: return 0; /* the master respawns the relay by itself */
+    default: return FILL_RELAY_MS; /* the master respawns the relay by itself meanwhile */
     }
 }
 
