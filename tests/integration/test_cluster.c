@@ -28,7 +28,16 @@
  * (PUBSUB NUMSUB 0), friends see them offline, messages to them are
  * stored offline and delivered when they log in on the other node
  * (directly, and through nginx, which skips the dead node); the node
- * restarted on its port serves again.  Last, both nodes stop cleanly.
+ * restarted on its port serves again.
+ *
+ * The log fills what pub/sub lost (issue 16): 20 senders on node 1 chat
+ * with seq to 20 receivers on node 2 while node 2's relay is SIGKILLed
+ * (respawned), Redis is SIGKILLed and restarted, Redis is SIGSTOPped for
+ * 30 s: every ACK comes (the commit, not the PUBLISH), and the receivers,
+ * online all along, get every acknowledged cseq live, once.  With node 2
+ * SIGKILLed and restarted, the receivers log in again (on either node)
+ * and every acknowledged cseq arrives once, live or in offlinemsg.
+ * Last, both nodes stop cleanly.
  */
 #include "harness.h"
 #include "cluster_harness.h"
