@@ -3,8 +3,8 @@
  *
  * Redis messages on a user's channel carry one type byte, the sending node's
  * id and a colon before the payload:
- *   "M<node>:<json>"  a chat for that user   (PUBLISH's receiver count decides:
- *                      0 means online nowhere, so the worker stores it offline)
+ *   "M<node>:<json>"  a chat for that user   (committed to the log already: the
+ *                      PUBLISH is only the fast path, see recover.h)
  *   "P<node>:<json>"  a presence notice      (dropped if nobody wants it)
  *   "K<node>:<gen>"   the user logged in on <node> with cluster generation <gen>:
  *                      every other node whose session is older kicks it
@@ -30,9 +30,11 @@
  * which ran before B's PUBLISH: A's node always hears B's kick, and B's node
  * ignores A's (if it hears it at all).  So exactly one survives: the newest.
  *
- * While Redis is away, every PUBLISH fails at once and the worker stores the
- * message offline; the relay reconnects with backoff and re-subscribes every
- * online user of the node.
+ * While Redis is away, every PUBLISH fails at once (the chat is in the log);
+ * the relay reconnects with backoff, re-subscribes every online user of the
+ * node and, once Redis confirmed those subscriptions, sends IPC_RESYNC to
+ * every worker: each fills its sessions from the log (recover.c).  A new
+ * relay (the old one killed) does the same when it first connects.
  */
 #include <errno.h>
 #include <limits.h>
