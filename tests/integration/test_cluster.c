@@ -36,7 +36,8 @@
  * 30 s: every ACK comes (the commit, not the PUBLISH), and the receivers,
  * online all along, get every acknowledged cseq live, once.  With node 2
  * SIGKILLed and restarted, the receivers log in again (on either node)
- * and every acknowledged cseq arrives once, live or in offlinemsg.
+ * and every acknowledged cseq arrives once, live or in offlinemsg; the
+ * same when node 2 first hangs (SIGSTOP) for 500 ms, then is SIGKILLed.
  * Last, both nodes stop cleanly.
  */
 #include "harness.h"
@@ -88,6 +89,7 @@
 #define FILL_KILL_MS      2000  /* a killed node stays down this long */
 #define FILL_RESTART_MS   1500  /* a killed Redis stays down this long */
 #define FILL_RELAY_MS     1000  /* traffic while the master respawns a killed relay */
+#define FILL_HANG_MS      500   /* a node hangs (SIGSTOP) this long before it is killed */
 #define FILL_PAUSE_MS     30000 /* Redis SIGSTOPped this long */
 #define FILL_AFTER_MS     1500  /* traffic once whole again: later chats reveal gaps */
 #define FILL_LIMIT_MS     90000 /* one whole case */
@@ -1447,7 +1449,13 @@ static void test_node_killed_users_go_offline_then_elsewhere(void **state)
  * gap), the receivers drain, then all log in again on node A.  Every
  * acknowledged cseq must have arrived exactly once.
  */
-enum fill_fault { FILL_NODE_KILL, FILL_RELAY_KILL, FILL_REDIS_RESTART, FILL_REDIS_PAUSE };
+enum fill_fault {
+    FILL_NODE_KILL,
+    FILL_NODE_HANG_KILL,
+    FILL_RELAY_KILL,
+    FILL_REDIS_RESTART,
+    FILL_REDIS_PAUSE
+};
 
 struct fill_pair {
     struct h_user s, r;
@@ -1518,7 +1526,8 @@ static void fill_drain(int quiet_ms)
                 got = true;
             }
             if (!fp[k].gone && qclient_eof(fp[k].rc)) {
-                H_CHECK(ft.kind == FILL_NODE_KILL, "receiver %d's session closed", fp[k].r.id);
+                H_CHECK(ft.kind == FILL_NODE_KILL || ft.kind == FILL_NODE_HANG_KILL,
+                        "receiver %d's session closed", fp[k].r.id);
                 fp[k].gone = true;
             }
         }
@@ -1571,12 +1580,36 @@ static void fill_round(bool during)
     }
 }
 
-static pid_t fill_relay_pid;
+static pid_t fill_relay_pid, fill_killer;
+
+/*
+ * Node 2 hangs (every process SIGSTOPped: Redis still counts its relay as a
+ * subscriber, and its sockets take what comes), then a child SIGKILLs it
+ * FILL_HANG_MS later while the traffic goes on.
+ */
+static void fill_hang_then_kill(void)
+{
+    pid_t pids[CL_MAX_CHILDREN + 1];
+    int n = cl_node_children(NODE_B, pids, CL_MAX_CHILDREN);
+    H_CHECK(n > 0, "node 2 has no children");
+    pids[n++] = cl.node[NODE_B].pid;
+    for (int k = 0; k < n; k++)
+        kill(pids[k], SIGSTOP);
+    fill_killer = fork();
+    H_CHECK(fill_killer >= 0, "fork: %s", strerror(errno));
+    if (fill_killer == 0) {
+        h_sleep_ms(FILL_HANG_MS);
+        for (int k = 0; k < n; k++)
+            kill(pids[k], SIGKILL);
+        _exit(0);
+    }
+}
 
 static void fill_inject(void)
 {
     switch (ft.kind) {
     case FILL_NODE_KILL: cl_node_kill(NODE_B); break;
+    case FILL_NODE_HANG_KILL: fill_hang_then_kill(); break;
     case FILL_RELAY_KILL:
         fill_relay_pid = cl_node_relay_pid(NODE_B);
         H_CHECK(fill_relay_pid > 0, "node 2 has no relay");
@@ -1592,7 +1625,8 @@ static void fill_inject(void)
 static int fill_outage_ms(void)
 {
     switch (ft.kind) {
-    case FILL_NODE_KILL: return FILL_KILL_MS;
+    case FILL_NODE_KILL:
+    case FILL_NODE_HANG_KILL: return FILL_KILL_MS;
     case FILL_REDIS_RESTART: return FILL_RESTART_MS;
     case FILL_REDIS_PAUSE: return FILL_PAUSE_MS;
     default: return FILL_RELAY_MS; /* the master respawns the relay by itself meanwhile */
@@ -1609,6 +1643,11 @@ static void fill_wait_connected(int node)
 static void fill_repair(void)
 {
     switch (ft.kind) {
+    case FILL_NODE_HANG_KILL:
+        H_CHECK(waitpid(fill_killer, NULL, 0) == fill_killer, "the killer of node 2: %s",
+                strerror(errno));
+        cl_node_kill(NODE_B); /* reaps what the killer killed */
+        /* FALLTHROUGH */
     case FILL_NODE_KILL:
         H_CHECK(cl_node_start(NODE_B) == 0, "node 2 did not start again");
         fill_drain(0);
@@ -1721,7 +1760,7 @@ static void fill_account(const char *name, bool online_all_along)
         H_CHECK(missing_live == 0,
                 "%s: %d acknowledged chat(s) did not reach receivers online all along", name,
                 missing_live);
-    if (ft.kind != FILL_NODE_KILL)
+    if (ft.kind != FILL_NODE_KILL && ft.kind != FILL_NODE_HANG_KILL)
         H_CHECK(dup == 0, "%s: %d chat(s) delivered more than once", name, dup);
     for (int k = 0; k < FILL_PAIRS; k++) {
         h_expect_quiet(fp[k].rc, "receiver after the accounting");
@@ -1735,6 +1774,13 @@ static void test_node_killed_receivers_get_everything_once(void **state)
     fill_setup(FILL_NODE_KILL);
     fill_traffic("node killed");
     fill_account("node killed", false);
+}
+
+static void test_node_hung_then_killed_receivers_get_everything_once(void **state)
+{
+    fill_setup(FILL_NODE_HANG_KILL);
+    fill_traffic("node hung 500 ms, then killed");
+    fill_account("node hung 500 ms, then killed", false);
 }
 
 static void test_relay_killed_online_receivers_get_everything(void **state)
@@ -1796,6 +1842,7 @@ int main(void)
         C_TEST(test_redis_restarted_online_receivers_get_everything),
         C_TEST(test_redis_paused_online_receivers_get_everything),
         C_TEST(test_node_killed_receivers_get_everything_once),
+        C_TEST(test_node_hung_then_killed_receivers_get_everything_once),
         C_TEST(test_nodes_stop_cleanly),
     };
     h_apply_filter();
