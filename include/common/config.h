@@ -92,6 +92,7 @@ struct qc_config {
 
     /* [session] */
     int token_days;        /* login token lifetime */
+    int token_seconds;     /* lifetime in seconds when not 0 (overrides token_days) */
     char session_mode[16]; /* "takeover" | "refuse" | "multi" */
     int max_devices;       /* sessions per account in mode multi */
 

@@ -24,14 +24,39 @@ enum qc_msgid {
     QC_KICK_MSG = 12,      /* reason: the session was taken over        */
     QC_PRESENCE_MSG = 13,  /* id, name, state ("online" | "offline")   */
     QC_HEARTBEAT_MSG = 14, /* request; answered by an ACK (req 14)     */
-    QC_MSGID_MAX = 14
+    /* version 2: the conversation log (service_log.c) */
+    QC_HISTORY_MSG = 20,           /* with | groupid [, before] [, after] [, limit] */
+    QC_HISTORY_MSG_ACK = 21,       /* errno, with | groupid, msgs[], more */
+    QC_CONVERSATIONS_MSG = 22,     /* [limit] */
+    QC_CONVERSATIONS_MSG_ACK = 23, /* errno, convs[] */
+    QC_READ_MSG = 24,              /* with | groupid, cseq; also the push to other sessions */
+    QC_RECEIPT_MSG = 25,           /* push: id (reader), cseq */
+    QC_TYPING_MSG = 26,            /* toid | groupid; forwarded with id, name */
+    /* version 2: friends with consent, blocking, group administration (issue 12) */
+    QC_FRIEND_LIST_MSG = 30,       /* -> 31 friends, requests_in, requests_out, blocked */
+    QC_FRIEND_LIST_MSG_ACK = 31,   /* errno, the four arrays of objects      */
+    QC_FRIEND_REMOVE_MSG = 32,     /* friendid                               */
+    QC_BLOCK_MSG = 33,             /* userid                                 */
+    QC_UNBLOCK_MSG = 34,           /* userid                                 */
+    QC_FRIEND_REQUEST_MSG = 35,    /* push: id, name (asks to be your friend) */
+    QC_FRIEND_DECLINE_MSG = 36,    /* friendid                               */
+    QC_GROUP_MEMBERS_MSG = 40,     /* groupid -> 41                          */
+    QC_GROUP_MEMBERS_MSG_ACK = 41, /* errno, groupid, users [{id,name,state,role}] */
+    QC_GROUP_LEAVE_MSG = 42,       /* groupid                                */
+    QC_GROUP_KICK_MSG = 43,        /* groupid, userid                        */
+    QC_GROUP_ROLE_MSG = 44,        /* groupid, userid, role                  */
+    QC_GROUP_UPDATE_MSG = 45,      /* groupid, groupname and/or groupdesc    */
+    QC_GROUP_DELETE_MSG = 46,      /* groupid                                */
+    QC_GROUP_EVENT_MSG = 47,       /* push: groupid, event, userid, by       */
+    QC_PASSWORD_MSG = 48,          /* old, new: change the password, revoke every token */
+    QC_MSGID_MAX = 48
 };
 
 /* Stable error numbers, carried in "errno". */
 enum qc_err {
     QC_OK = 0,
     QC_EAUTH = 1,        /* bad id or password (seed value)           */
-    QC_ERESERVED2 = 2,   /* seed's "already online": never sent now   */
+    QC_ERESERVED2 = 2,   /* seed's "already online": session.mode = refuse */
     QC_ENAMETAKEN = 3,   /* register: user name already taken         */
     QC_EMALFORMED = 4,   /* not JSON, or not an object: conn closed   */
     QC_ETOOBIG = 5,      /* object over max_message_bytes: conn closed */
@@ -67,6 +92,8 @@ const char *qc_strerror(int err);
 #define QC_GROUPDESC_MAX 200 /* AllGroup.groupdesc            */
 #define QC_PASSWORD_MAX  128 /* plaintext password on the wire */
 #define QC_SEQ_MAX       64  /* serialized "seq" value echoed back */
+#define QC_DEVICE_MAX    64  /* LOGIN_MSG "device" */
+#define QC_TOKEN_MAX     43  /* a login token's text (base64url of 32 bytes) */
 #define QC_HASH_MAX      256 /* stored password hash (column width) */
 
 #define QC_STATE_ONLINE  "online"

@@ -34,6 +34,12 @@ struct conn_transport {
     const char *name;
     ssize_t (*read)(struct conn *c, void *buf, size_t cap);
     ssize_t (*write)(struct conn *c, const void *p, size_t n);
+    /* Optional (a framing transport, ws_conn.c); NULL for TCP: */
+    void (*feed)(struct conn *c, const char *p, size_t n); /* bytes read, instead of
+                                                               the request framing */
+    int (*flush)(struct conn *c);                 /* own bytes: 1 while some wait, -1 error */
+    void (*closing)(struct conn *c, bool failed); /* a graceful close starts */
+    void (*release)(struct conn *c);              /* the connection is freed */
 };
 extern const struct conn_transport conn_tcp;
 
@@ -42,6 +48,9 @@ enum conn_state {
     CONN_CLOSING,  /* error sent or kicked: flush, half-close, drain, close */
     CONN_DEAD,     /* closed; freed at the end of the loop turn */
 };
+
+/* TYPING_MSG: conversations remembered per connection for its rate limit (service_log.c). */
+#define CONN_TYPING_SLOTS 4
 
 /* A chat in the output buffer whose delivery someone waits for. */
 struct out_mark {
@@ -74,9 +83,12 @@ struct conn {
     bool prelogin;       /* ... and among its connections not logged in yet */
     bool busy;           /* a request is being finished off the loop (hashing):
                                    later requests wait in held, in order */
+    bool receipts;       /* session asked for RECEIPT_MSG pushes (LOGIN "receipts") */
+    bool typing;         /* session asked for TYPING_MSG pushes (LOGIN "typing") */
 
-    int32_t uid;   /* session user, 0 before login */
-    uint32_t sgen; /* session generation in the online table, 0: none */
+    int32_t uid;                  /* session user, 0 before login */
+    char token[QC_TOKEN_MAX + 1]; /* the session's login token ("": none), for LOGINOUT revoke */
+    uint32_t sgen;                /* session generation in the online table, 0: none */
     char name[QC_NAME_MAX + 1];
 
     struct frame_reader *fr; /* own parser state while a request is incomplete */
@@ -84,7 +96,8 @@ struct conn {
     struct buf out;          /* output from absolute offset out_base */
     uint64_t out_base;       /* absolute offset of buf_head(&out) */
     uint64_t out_written;    /* bytes the socket has taken so far */
-    uint64_t exempt_end;     /* the login reply ends here: not counted against the cap */
+    uint64_t exempt_start;   /* the latest login reply starts here ... */
+    uint64_t exempt_end;     /* ... and ends here: only it is not counted against the cap */
     uint64_t hold_at;        /* with hold: where the login reply goes */
     bool hold;               /* login reply being gathered: output waits, see conn_hold */
     bool nul_ended;          /* the request being handled was followed by a NUL */
@@ -99,6 +112,9 @@ struct conn {
     int64_t tokens_ms;     /* when the bucket was last filled */
     uint32_t ip_hash;      /* source address, for per-address limits */
     uint32_t rate_strikes; /* requests refused in a row by the rate limit */
+    /* TYPING_MSG rate limit (service_log.c): the conversations last typed to, and when */
+    int64_t typing_conv[CONN_TYPING_SLOTS];
+    int64_t typing_ms[CONN_TYPING_SLOTS];
     struct conn *dirty_next;
     struct conn *dead_next;
     /* cluster: the last cseq written per conversation, chats behind a fill (recover.c) */
@@ -145,6 +161,8 @@ void conn_send_stashed(struct worker *w, struct conn *c, int32_t uid, const void
  */
 #define CONN_LEGACY_GAP_MS 50
 bool conn_legacy_shape(const char *p, size_t n, struct buf *out);
+/* Output waits in the transport: write it at the end of the loop turn. */
+void conn_want_flush(struct worker *w, struct conn *c);
 /* Free a dead connection (end of the loop turn). */
 void conn_free(struct worker *w, struct conn *c);
 /* Write what the socket takes; completes marks.  -1 if the connection died. */
@@ -160,6 +178,10 @@ void conn_close_gracefully(struct worker *w, struct conn *c);
 /* Count c (address known) as not logged in yet; false: its address has
    security.max_prelogin_per_ip such connections already (nothing counted). */
 bool conn_count_prelogin(struct worker *w, struct conn *c);
+/* c's session ended but it stays open: like a fresh connection, it has
+   security.login_timeout to log in again and counts as waiting for a login
+   (over security.max_prelogin_per_ip it gets errno 17 and is closed). */
+void conn_await_login(struct worker *w, struct conn *c);
 /* c logged in (or closes): no longer counted as waiting for a login. */
 void conn_end_prelogin(struct worker *w, struct conn *c);
 /* Close now: unflushed chats go offline, the session ends. */

@@ -33,6 +33,13 @@ typedef void control_command_fn(void *ctx, struct json_object *req, struct buf *
 /* Listen on path (mode 0660) in loop; NULL with err on failure. */
 struct control *control_open(struct loop *loop, const char *path, control_command_fn *run,
                              void *ctx, char *err, size_t errlen);
+/*
+ * During a command: the client's descriptor, so that a command answered by
+ * a worker (qchatctl revoke: a store call) can pass it on.  A command that
+ * writes nothing into out has handed the connection over: the master then
+ * closes its own descriptor without a reply.  -1 outside a command.
+ */
+int control_client_fd(const struct control *ctl);
 /* Close connections whose deadline passed (call it from the loop's tick). */
 void control_expire(struct control *ctl, int64_t now_ms);
 /* Stop serving: close every descriptor; unlink the socket file when asked. */

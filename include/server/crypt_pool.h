@@ -20,6 +20,7 @@ struct worker;
 enum crypt_job_kind {
     CRYPT_VERIFY, /* plain vs stored; on success re-hash a seed plaintext or an old cost */
     CRYPT_HASH,   /* hash plain with cost */
+    CRYPT_CHANGE, /* PASSWORD_MSG: verify plain vs stored, then hash newplain */
 };
 
 struct crypt_job {
@@ -30,8 +31,13 @@ struct crypt_job {
     char seq[QC_SEQ_MAX + 1];
     bool has_seq;
     bool presence;
-    int32_t uid;       /* the user found, 0: no such user */
-    int32_t asked_uid; /* the id the client sent */
+    bool receipts, typing;              /* LOGIN's "receipts" / "typing" */
+    bool want_token;                    /* LOGIN "token": true */
+    bool device_named;                  /* LOGIN named its "device" */
+    char device[QC_DEVICE_MAX + 1];     /* LOGIN "device" ("default" when not named) */
+    char newplain[QC_PASSWORD_MAX + 1]; /* CRYPT_CHANGE: the new password */
+    int32_t uid;                        /* the user found, 0: no such user */
+    int32_t asked_uid;                  /* the id the client sent */
     char name[QC_NAME_MAX + 1];
     int cost;
     /* secrets in, results out */

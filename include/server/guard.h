@@ -67,6 +67,12 @@ void guard_clear_worker(struct guard *g, uint32_t worker);
  * checks a second (as many at once).
  */
 int64_t guard_login_begin(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms);
+/*
+ * The same for a login token (issue 15): the failure delays of the address
+ * and the account apply, and the attempt is counted like a password's; the
+ * address's rate of password checks does not (a token check costs no hash).
+ */
+int64_t guard_token_begin(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms);
 /* The check failed: one more failure for addr; uid's (counted) runs from now. */
 void guard_login_failed(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms);
 /* The check succeeded: uid's failures are cleared (addr's are not). */

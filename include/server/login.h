@@ -21,10 +21,12 @@ struct conn;
 /*
  * Gather and send the reply for c's new session of (uid, name).  Returns true
  * when it was sent (or failed) now, false when it waits for the relay and
- * will call conn_resume itself.  seq may be NULL.
+ * will call conn_resume itself.  seq may be NULL.  token_expires > 0: the
+ * same storage job issues a login token for token_device, valid until then
+ * (epoch seconds), carried as "token" (issue 15).
  */
 bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char *name,
-                       const char *seq);
+                       const char *seq, const char *token_device, int64_t token_expires);
 /* The relay answered NUMSUB for token (online: one byte per asked id). */
 void login_numsub_done(struct worker *w, uint32_t token, const uint8_t *online, size_t n,
                        bool failed);

@@ -36,6 +36,7 @@ enum qm_counter {
     QM_STORE_ERRORS,   /* storage calls that failed */
     QM_ACCEPTED,       /* connections accepted */
     QM_HISTORY_PURGED, /* messages removed by retention */
+    QM_PURGE_RUNS,     /* retention purge rounds finished (purge.c; qchatctl purge waits on it) */
     QM_COUNTER_COUNT
 };
 

@@ -3,8 +3,10 @@
  *
  * Created by the master with mmap(MAP_SHARED|MAP_ANONYMOUS) before it forks,
  * so every worker sees the same table: user id -> (worker, connection slot,
- * session generation).  Fixed capacity (server.max_users), open addressing
- * with linear probing.
+ * session generation, device).  A user may hold several sessions (one row
+ * each, [session] mode = multi; issue 15): every row of a user lies on the
+ * probe chain of the user's hash.  Fixed capacity (server.max_users
+ * sessions), open addressing with linear probing.
  *
  * Concurrency: writers (insert, remove, clear) serialize on one
  * process-shared robust mutex, so a worker SIGKILLed while holding it cannot
@@ -39,6 +41,7 @@ struct online_loc {
 struct worker_stats {
     _Atomic int32_t pid;
     _Atomic uint32_t connections;
+    _Atomic uint32_t accepting; /* 1: watching the listening socket */
     _Atomic uint32_t sessions;
     _Atomic uint64_t msgs_in;
     _Atomic uint64_t msgs_out;
@@ -61,7 +64,28 @@ struct relay_stats {
     _Atomic uint32_t reconnects;
 } __attribute__((aligned(64)));
 
+/* [session] mode: what a login does to the account's other sessions on the node. */
+enum online_mode {
+    ONLINE_TAKEOVER = 0, /* every other session is kicked */
+    ONLINE_REFUSE,       /* refused while another session exists (same device: replaced) */
+    ONLINE_MULTI,        /* same device replaced; beyond max sessions the oldest kicked */
+};
+
+/* The rule one login applies (online_login). */
+struct online_policy {
+    enum online_mode mode;
+    uint32_t device; /* online_device_hash of the login's device name */
+    bool named;      /* the login named its device (refuse: unnamed is refused) */
+    uint32_t max;    /* ONLINE_MULTI: sessions per user, 1..ONLINE_USER_MAX */
+};
+
+#define ONLINE_USER_MAX 128  /* sessions of one user the table keeps (>= session.max_devices) */
+#define ONLINE_REFUSED  (-2) /* online_login: refused by mode refuse */
+
 struct online_table;
+
+/* The 32-bit hash a device name is kept as ("" and NULL: "default"). */
+uint32_t online_device_hash(const char *device);
 
 /* Map a table for max_users sessions; NULL on failure (errno set). */
 struct online_table *online_create(uint32_t max_users);
@@ -74,9 +98,23 @@ void online_destroy(struct online_table *t);
  */
 int online_insert(struct online_table *t, int32_t uid, const struct online_loc *loc,
                   struct online_loc *prev);
-/* 1 and *out when uid is online on this node, else 0. */
+/*
+ * Add the session loc of uid under policy p, atomically with removing the
+ * sessions it replaces, which are copied to kicked[] (room for
+ * ONLINE_USER_MAX) and counted in *nkicked.  0, ONLINE_REFUSED (nothing
+ * changed) or -1 when the table is full.
+ */
+int online_login(struct online_table *t, int32_t uid, const struct online_loc *loc,
+                 const struct online_policy *p, struct online_loc *kicked, size_t *nkicked);
+/*
+ * Every session of uid on this node (no lock: a snapshot, each row checked
+ * as online_lookup does), up to max, oldest first.  Returns how many.
+ */
+size_t online_sessions(const struct online_table *t, int32_t uid, struct online_loc *out,
+                       size_t max);
+/* 1 and *out when uid is online on this node (one of its sessions), else 0. */
 int online_lookup(const struct online_table *t, int32_t uid, struct online_loc *out);
-/* Remove uid if its current session is generation gen; 1 if removed. */
+/* Remove uid's session of generation gen; 1 if removed. */
 int online_remove(struct online_table *t, int32_t uid, uint32_t gen);
 /* Remove every entry of a worker (the master, after that worker died). */
 size_t online_clear_worker(struct online_table *t, uint32_t worker);

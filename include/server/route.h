@@ -22,11 +22,25 @@ enum route_result {
     ROUTE_OFFLINE,  /* recipient not online on this node: caller stores it */
 };
 
-/* Send a chat to uid: ROUTE_SENT (req gets one more outstanding) or ROUTE_OFFLINE. */
+/* Send a chat to every session of uid: ROUTE_SENT (req gets one more outstanding) or ROUTE_OFFLINE. */
 enum route_result route_chat(struct worker *w, int32_t uid, const char *payload, size_t len,
                              uint32_t req);
-/* Send a notice (presence) to uid's session if online and it asked; dropped otherwise. */
+/*
+ * uid's own chat, sent from its session of generation gen on this worker:
+ * the same forwarded object to every other session of uid on the node
+ * ([session] mode = multi), each delivery adding to req like route_chat.
+ */
+void route_echo(struct worker *w, int32_t uid, uint32_t gen, const char *payload, size_t len,
+                uint32_t req);
+/* Send a notice (presence) to uid's sessions that asked for them; dropped otherwise. */
 void route_notice(struct worker *w, int32_t uid, const char *payload, size_t len);
+/*
+ * A push for uid's sessions on this node other than its session of
+ * generation gen on this worker (READ_MSG 24 to the reader's other devices);
+ * like route_notice, only sessions that asked for pushes get it.
+ */
+void route_notice_others(struct worker *w, int32_t uid, uint32_t gen, const char *payload,
+                         size_t len);
 /* Ask the worker owning (uid, slot, gen) to end that session (takeover). */
 void route_kick(struct worker *w, int32_t uid, uint32_t worker, uint32_t slot, uint32_t gen);
 /*

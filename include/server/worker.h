@@ -33,6 +33,7 @@
 struct worker;
 struct conn;
 struct json_object;
+struct social_ops;
 
 /* Calls upward, installed by the layer that answers them (see the top). */
 struct worker_hooks {
@@ -47,6 +48,8 @@ struct worker_hooks {
     /* pending.c: a request's outcome is known (reply.c) */
     void (*answer)(struct worker *w, struct conn *c, int msgid, const char *seq, int err,
                    int64_t mid, int32_t groupid, int64_t cseq);
+    /* peer.c, route.c: a notice for c's session; true if taken (service_social.c) */
+    bool (*notice)(struct worker *w, struct conn *c, const char *payload, size_t len);
     /* peer.c, route.c: a session here was taken over (session.c) */
     void (*kick)(struct worker *w, int32_t uid, uint32_t slot, uint32_t gen, const char *reason);
     /* peer.c: the relay's answers, continuations of a login (login.c) */
@@ -72,6 +75,7 @@ struct seqtab;          /* the node's cseq sequencer (seqtab.h) */
 struct journal;         /* chats given a cseq, not yet committed (journal.h) */
 struct log_retry;       /* appends the store refused, tried again (service_chat.c) */
 struct delivered_batch; /* written chats, for the delivered cursors (delivered.c) */
+struct purge_state;     /* retention (purge.c) */
 
 #define WORKER_SPARE_BUFS    64          /* reusable buffers kept per worker */
 #define WORKER_SPARE_MAX_CAP (64 * 1024) /* larger ones are freed, not kept */
@@ -92,6 +96,7 @@ struct worker {
     struct worker_stats *stats;
     const struct store_ops *st;
     struct store *store;
+    const struct social_ops *social; /* tokens, password change (same handle as store) */
     /* The conversation log (issue 11): every store call off the loop. */
     struct storage *storage; /* this worker's storage thread */
     struct loop_source storage_src;
@@ -99,6 +104,7 @@ struct worker {
     struct journal *journal;           /* NULL with seqtab */
     struct log_retry *log_retry;       /* appends waiting to be queued again */
     struct delivered_batch *delivered; /* chats written this turn */
+    struct purge_state *purge;         /* retention (purge.c), worker PURGE_WORKER only */
 
     struct peer peers[ONLINE_MAX_WORKERS + 1]; /* + the relay, RELAY_PEER */
     bool clustered;                            /* a relay exists (redis.host set) */

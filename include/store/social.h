@@ -90,6 +90,8 @@ struct social_ops {
     /* QC_ENOUSER when target was not blocked. */
     int (*unblock)(struct store *st, int32_t user, int32_t target);
     int (*blocked_list)(struct store *st, int32_t user, store_user_cb cb, void *arg);
+    /* Who has blocked user, by id (the per-session chat check; scans UserBlock on SQLite). */
+    int (*blocked_by)(struct store *st, int32_t user, store_user_cb cb, void *arg);
     /* *blocked: a has blocked b. */
     int (*is_blocked)(struct store *st, int32_t a, int32_t b, bool *blocked);
 

@@ -98,6 +98,9 @@ static void usage(FILE *f)
           "  --rate R          group: at most R messages/s over all senders\n"
           "  --seq             send chats with \"seq\" (the server ACKs each one)\n"
           "  --reconnect       login: new connection for every login\n"
+          "  --tokens          login: log in with a token (each loop gets one first)\n"
+          "  --ws              WebSocket clients: GET /ws on --port (the server's\n"
+          "                    websocket.listen), one masked text frame per object\n"
           "  --verify N        conns: sessions checked after the hold (default all)\n"
           "  --heartbeat SEC   conns: HEARTBEAT every SEC while holding (default off)\n"
           "  --ready-file F    conns: create F (holding the session count) once all are up\n"
@@ -147,6 +150,7 @@ enum {
     OPT_RATE,
     OPT_SEQ,
     OPT_RECONNECT,
+    OPT_TOKENS,
     OPT_VERIFY,
     OPT_HEARTBEAT,
     OPT_READY_FILE,
@@ -156,6 +160,7 @@ enum {
     OPT_DEADLINE,
     OPT_JSON,
     OPT_PROGRESS,
+    OPT_WS,
     OPT_SKIP,
     OPT_BACKLOG,
     OPT_ROUNDS,
@@ -189,6 +194,7 @@ static const struct option longopts[] = { { "host", required_argument, NULL, OPT
                                           { "rate", required_argument, NULL, OPT_RATE },
                                           { "seq", no_argument, NULL, OPT_SEQ },
                                           { "reconnect", no_argument, NULL, OPT_RECONNECT },
+                                          { "tokens", no_argument, NULL, OPT_TOKENS },
                                           { "verify", required_argument, NULL, OPT_VERIFY },
                                           { "heartbeat", required_argument, NULL, OPT_HEARTBEAT },
                                           { "ready-file", required_argument, NULL, OPT_READY_FILE },
@@ -203,6 +209,7 @@ static const struct option longopts[] = { { "host", required_argument, NULL, OPT
                                           { "json", no_argument, NULL, OPT_JSON },
                                           { "quiet", no_argument, NULL, 'q' },
                                           { "progress", no_argument, NULL, OPT_PROGRESS },
+                                          { "ws", no_argument, NULL, OPT_WS },
                                           { "help", no_argument, NULL, 'h' },
                                           { NULL, 0, NULL, 0 } };
 
@@ -381,6 +388,7 @@ static int parse_option(struct bench_opts *o, int opt, const char *arg, const ch
     case OPT_RATE: return parse_secs("--rate", arg, 0, &o->rate);
     case OPT_SEQ: o->seq = true; return 0;
     case OPT_RECONNECT: o->reconnect = true; return 0;
+    case OPT_TOKENS: o->tokens = true; return 0;
     case OPT_VERIFY: return parse_long_opt("--verify", arg, 0, MAX_POPULATION, &o->verify);
     case OPT_HEARTBEAT: return parse_secs("--heartbeat", arg, 0, &o->heartbeat);
     case OPT_READY_FILE: o->ready_file = arg; return 0;
@@ -395,6 +403,7 @@ static int parse_option(struct bench_opts *o, int opt, const char *arg, const ch
     case OPT_JSON: o->json = true; return 0;
     case 'q': o->quiet = true; return 0;
     case OPT_PROGRESS: o->progress = true; return 0;
+    case OPT_WS: o->ws = true; return 0;
     default: return -1;
     }
 }

@@ -84,6 +84,8 @@ struct bench_opts {
     long id_base;
     long skip; /* ids file entries to pass over */
     bool json, quiet, progress, seq, reconnect;
+    bool tokens; /* login: log in with tokens (one password login each first) */
+    bool ws;     /* --ws: WebSocket clients (GET /ws on the port) instead of plain TCP */
 };
 
 /* ---- users ------------------------------------------------------------ */
@@ -245,11 +247,31 @@ struct conn {
     uint32_t slot;   /* mode's index: pair, loop, member */
     uint64_t t_req;  /* when the pending request was sent */
     uint64_t t_conn; /* when the connection was started */
+    uint8_t ws;      /* --ws: enum wsc_phase */
+    uint32_t wsmask; /* --ws: offset in out of the first frame not masked yet */
     char *in;
     uint32_t inlen, incap;
     char *out;
     uint32_t outlen, outoff, outcap;
 };
+
+/* ---- WebSocket clients (--ws, wsframe.c) -------------------------------- */
+
+enum wsc_phase { WSC_NONE = 0, WSC_HANDSHAKE, WSC_OPEN };
+enum ws_opcode { WS_OP_TEXT = 0x1, WS_OP_CLOSE = 0x8, WS_OP_PING = 0x9, WS_OP_PONG = 0xA };
+
+/* The upgrade request for GET /ws on hostport; its length, -1 if cap is too small. */
+int ws_upgrade_request(char *dst, size_t cap, const char *hostport);
+/* Length of a complete 101 answer head in p[0..n), 0: incomplete, -1: refused or bad. */
+long ws_upgrade_answer(const char *p, size_t n);
+/* Bytes of a client frame's header (with its mask key) for a payload of this size. */
+size_t ws_frame_header_len(size_t payload);
+/* Write a masked frame header (FIN, opcode, length, key); returns its length. */
+size_t ws_frame_header(char *dst, int opcode, size_t payload, uint32_t key);
+/* The frame at p[0..n): total length, 0: incomplete, -1: malformed or fragmented. */
+long ws_frame_parse(const char *p, size_t n, int *opcode, size_t *off, size_t *len, bool *masked);
+/* Mask, in place, the payloads of complete client frames in p[0..n). */
+void ws_mask_frames(char *p, size_t n);
 
 struct engine;
 
@@ -291,6 +313,7 @@ struct engine {
     uint64_t pub_count, pub_errors; /* published for the progress line */
     uint32_t pub_ready;
     uint32_t reported[E_COUNT];
+    uint32_t wsrand; /* --ws: mask keys (xorshift) */
     char rbuf[BENCH_RBUF_BYTES];
 };
 

@@ -10,6 +10,11 @@
  * across messages, or freed when empty in "lean" mode for many idle sessions.
  * Connects and logins are started at most `concurrency` at a time; every
  * run is bounded by a deadline.
+ *
+ * With --ws every connection first upgrades with GET /ws; then each object
+ * sent is one masked text frame (conn_reserve writes the header, the payload
+ * is masked just before it is sent) and each text frame received is one
+ * line for the mode; pings are answered.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -58,6 +63,7 @@ struct engine *engine_new(const struct bench_opts *o, const struct users *u, uin
     e->concurrency = o->concurrency > 0 ? (uint32_t)o->concurrency : BENCH_LOGIN_CONCURRENCY;
     e->tick_ns = BENCH_TICK_NS;
     e->now = e->last_tick = now_ns();
+    e->wsrand = (uint32_t)e->now | 1u;
     stats_init(&e->st);
     e->ep = epoll_create1(EPOLL_CLOEXEC);
     e->conns = calloc(nconns ? nconns : 1, sizeof *e->conns);
@@ -92,6 +98,8 @@ static void conn_close(struct engine *e, struct conn *c)
     c->armed_out = 0;
     c->inlen = 0;
     c->outlen = c->outoff = 0;
+    c->ws = WSC_NONE;
+    c->wsmask = 0;
     if (e->lean)
         conn_release(c);
 }
@@ -194,6 +202,10 @@ static void conn_flush(struct engine *e, struct conn *c)
 {
     if (c->fd < 0 || c->state == CS_CONNECTING)
         return;
+    if (c->ws == WSC_OPEN && c->wsmask < c->outlen) {
+        ws_mask_frames(c->out + c->wsmask, c->outlen - c->wsmask);
+        c->wsmask = c->outlen;
+    }
     while (c->outoff < c->outlen) {
         ssize_t w = send(c->fd, c->out + c->outoff, c->outlen - c->outoff, MSG_NOSIGNAL);
         if (w > 0) {
@@ -210,7 +222,7 @@ static void conn_flush(struct engine *e, struct conn *c)
         conn_lost(e, c, w < 0 ? errno : EPIPE);
         return;
     }
-    c->outoff = c->outlen = 0;
+    c->outoff = c->outlen = c->wsmask = 0;
     if (c->armed_out)
         arm_out(e, c, false);
     if (e->lean) {
@@ -250,13 +262,14 @@ static int grow(char **p, uint32_t *cap, size_t need, size_t limit, size_t first
     return 0;
 }
 
-char *conn_reserve(struct engine *e, struct conn *c, size_t n)
+static char *reserve_raw(struct engine *e, struct conn *c, size_t n)
 {
     if (c->fd < 0)
         return NULL;
     if (c->outoff && c->outlen + n > c->outcap) {
         memmove(c->out, c->out + c->outoff, c->outlen - c->outoff);
         c->outlen -= c->outoff;
+        c->wsmask -= c->outoff; /* sent bytes were masked: wsmask >= outoff */
         c->outoff = 0;
     }
     if (grow(&c->out, &c->outcap, (size_t)c->outlen + n, BENCH_OUT_MAX, BENCH_OUT_MIN) < 0) {
@@ -270,6 +283,31 @@ char *conn_reserve(struct engine *e, struct conn *c, size_t n)
         e->dirty[e->ndirty++] = conn_index(e, c);
     }
     return p;
+}
+
+static uint32_t next_mask_key(struct engine *e)
+{
+    uint32_t x = e->wsrand;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return e->wsrand = x;
+}
+
+/* Room for a frame's payload of n bytes after its header; masked at the flush. */
+static char *reserve_frame(struct engine *e, struct conn *c, int opcode, size_t n)
+{
+    char *h = reserve_raw(e, c, ws_frame_header_len(n) + n);
+    if (!h)
+        return NULL;
+    return h + ws_frame_header(h, opcode, n, next_mask_key(e));
+}
+
+char *conn_reserve(struct engine *e, struct conn *c, size_t n)
+{
+    if (c->ws == WSC_OPEN)
+        return reserve_frame(e, c, WS_OP_TEXT, n);
+    return reserve_raw(e, c, n);
 }
 
 int conn_send(struct engine *e, struct conn *c, const void *p, size_t n)
@@ -319,9 +357,23 @@ void engine_send_login(struct engine *e, struct conn *c)
 
 /* ---- connect ------------------------------------------------------------ */
 
+/* --ws: ask for the upgrade; the mode hears of the connection after the 101. */
+static void send_upgrade(struct engine *e, struct conn *c)
+{
+    char req[BENCH_LINE_MAX];
+    int n = ws_upgrade_request(req, sizeof req, e->o->ep[c->side].name);
+    c->ws = WSC_HANDSHAKE;
+    if (n < 0 || conn_send(e, c, req, (size_t)n) < 0)
+        engine_fail(e, c, E_CONNECT, "cannot build the websocket upgrade request");
+}
+
 static void conn_connected(struct engine *e, struct conn *c)
 {
     c->state = CS_OPEN;
+    if (e->o->ws && c->ws == WSC_NONE) {
+        send_upgrade(e, c);
+        return;
+    }
     if (e->ops.connected)
         e->ops.connected(e, c);
     else
@@ -348,6 +400,8 @@ void engine_start(struct engine *e, struct conn *c)
 
     c->gen++;
     c->state = CS_IDLE;
+    c->ws = WSC_NONE;
+    c->wsmask = 0;
     c->t_req = c->t_conn = e->now;
     c->inlen = 0;
     c->outlen = c->outoff = 0;
@@ -536,13 +590,100 @@ static int conn_input(struct engine *e, struct conn *c, const char *p, size_t n)
     return 0;
 }
 
+/* --ws: one server frame; -1: c is gone. */
+static int ws_frame_in(struct engine *e, struct conn *c, int op, const char *p, size_t n)
+{
+    char *d;
+    switch (op) {
+    case WS_OP_TEXT: handle_line(e, c, p, n); break;
+    case WS_OP_PING:
+        if ((d = reserve_frame(e, c, WS_OP_PONG, n)) != NULL)
+            memcpy(d, p, n);
+        break;
+    case WS_OP_PONG: break;
+    case WS_OP_CLOSE: conn_lost(e, c, 0); break;
+    default: engine_fail(e, c, E_PROTOCOL, "unexpected websocket frame"); break;
+    }
+    return c->fd < 0 ? -1 : 0;
+}
+
+/* --ws: the 101, then frames; a partial one waits in c->in.  -1: c is gone. */
+static int ws_input(struct engine *e, struct conn *c, const char *p, size_t n)
+{
+    if (c->inlen) {
+        if (grow(&c->in, &c->incap, (size_t)c->inlen + n, BENCH_IN_MAX, BENCH_RBUF_BYTES) < 0) {
+            engine_fail(e, c, E_PROTOCOL, "server frame over the input limit");
+            return -1;
+        }
+        memcpy(c->in + c->inlen, p, n);
+        c->inlen += (uint32_t)n;
+        p = c->in;
+        n = c->inlen;
+    }
+    size_t off = 0;
+    while (off < n) {
+        long k;
+        if (c->ws == WSC_HANDSHAKE) {
+            k = ws_upgrade_answer(p + off, n - off);
+            if (k > 0) {
+                c->ws = WSC_OPEN;
+                off += (size_t)k;
+                conn_connected(e, c);
+                if (c->fd < 0)
+                    return -1;
+                continue;
+            }
+        } else {
+            int op;
+            size_t po, pl;
+            bool masked;
+            k = ws_frame_parse(p + off, n - off, &op, &po, &pl, &masked);
+            if (k > 0 && !masked) {
+                off += (size_t)k;
+                if (ws_frame_in(e, c, op, p + off - (size_t)k + po, pl) < 0)
+                    return -1;
+                continue;
+            }
+            if (k > 0)
+                k = -1; /* a server never masks */
+        }
+        if (k < 0) {
+            engine_fail(e, c, E_PROTOCOL,
+                        c->ws == WSC_HANDSHAKE ? "websocket upgrade refused"
+                                               : "bad websocket frame");
+            return -1;
+        }
+        break; /* incomplete */
+    }
+    size_t left = n - off;
+    if (p == c->in) {
+        if (left && off)
+            memmove(c->in, c->in + off, left);
+        c->inlen = (uint32_t)left;
+    } else if (left) {
+        if (grow(&c->in, &c->incap, left, BENCH_IN_MAX, BENCH_RBUF_BYTES) < 0) {
+            engine_fail(e, c, E_PROTOCOL, "server frame over the input limit");
+            return -1;
+        }
+        memcpy(c->in, p + off, left);
+        c->inlen = (uint32_t)left;
+    }
+    if (c->inlen == 0 && e->lean && c->in) {
+        free(c->in);
+        c->in = NULL;
+        c->incap = 0;
+    }
+    return 0;
+}
+
 static void conn_readable(struct engine *e, struct conn *c)
 {
     for (int round = 0; round < BENCH_READ_ROUNDS; round++) {
         ssize_t r = recv(c->fd, e->rbuf, sizeof e->rbuf, 0);
         if (r > 0) {
             e->now = now_ns();
-            if (conn_input(e, c, e->rbuf, (size_t)r) < 0)
+            if ((c->ws ? ws_input(e, c, e->rbuf, (size_t)r)
+                       : conn_input(e, c, e->rbuf, (size_t)r)) < 0)
                 return;
             if ((size_t)r < sizeof e->rbuf)
                 break;
@@ -619,6 +760,8 @@ int engine_run(struct engine *e, engine_done_fn done, uint64_t deadline)
         if (deadline - e->now < wait)
             wait = deadline - e->now;
         int ms = (int)((wait + NS_PER_MS - 1) / NS_PER_MS);
+        if (e->nrestart > 0)
+            ms = 0; /* connections to start again: do not sleep until the tick */
         int n = epoll_wait(e->ep, ev, BENCH_MAX_EVENTS, ms);
         if (n < 0) {
             if (errno == EINTR)

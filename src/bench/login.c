@@ -5,15 +5,27 @@
  * --reconnect closes and connects again.  Reports logins/s and the login
  * latency (request to ack; with --reconnect, connect to ack).  Run beside a
  * pingpong to measure chat latency during a login storm.
+ *
+ * --tokens: before measuring, each loop logs in once with its password and
+ * "token": true and keeps the token of the reply; every measured login then
+ * sends {id, token} instead of the password (no hashing on the server).
+ * "all_in" reports when every loop had finished its first measured login:
+ * with --reconnect and as many loops as users, a reconnect storm's length.
  */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "bench.h"
 #include "common/proto.h"
 
-#define LOOP_STALLED 1 /* conn->role bit: a stall was already counted */
+#define LOOP_STALLED  1   /* conn->role bit: a stall was already counted */
+#define LOOP_MEASURED 2   /* conn->role bit: a measured login finished */
+#define TOKEN_CHARS   43  /* a login token's text (base64url of 32 bytes) */
+#define TOKEN_WAIT_S  600 /* the longest the password logins for tokens may take */
+
+typedef char token_text[TOKEN_CHARS + 1];
 
 struct lgthread {
     const struct bench_opts *o;
@@ -22,7 +34,49 @@ struct lgthread {
     uint32_t lo, hi;
     uint32_t live; /* loops still running */
     uint64_t t0, t1;
+    token_text *tokens; /* --tokens: per loop, "" until its first login */
+    bool warming;       /* --tokens: password logins that fetch the tokens */
+    uint32_t missing;   /* loops without a token yet */
+    uint32_t measured;  /* loops with a measured login done */
+    uint64_t t_all_in;  /* when the last of them finished it, 0: not yet */
 };
+
+/* LOGIN with the loop's token when it has one, else the password (asking for a token). */
+static void lg_send_login(struct engine *e, struct conn *c)
+{
+    struct lgthread *th = e->ctx;
+    if (!th->o->tokens) {
+        engine_send_login(e, c);
+        return;
+    }
+    c->state = CS_LOGIN;
+    c->t_req = e->now;
+    const char *tok = th->tokens[c->slot];
+    if (tok[0])
+        conn_printf(e, c, "{\"msgid\":%d,\"id\":%d,\"token\":\"%s\"}", QC_LOGIN_MSG, (int)c->uid,
+                    tok);
+    else
+        conn_printf(e, c, "{\"msgid\":%d,\"id\":%d,\"password\":\"%s\",\"token\":true}",
+                    QC_LOGIN_MSG, (int)c->uid, e->users->pw[c->user]);
+}
+
+static void lg_connected(struct engine *e, struct conn *c)
+{
+    lg_send_login(e, c);
+}
+
+/* The token of the LOGIN ack being handled, kept for the loop. */
+static void keep_token(struct engine *e, struct lgthread *th, struct conn *c)
+{
+    const char *v;
+    size_t vn;
+    if (th->tokens[c->slot][0] || jfind(e->line, e->linelen, "token", &v, &vn) < 0 ||
+        vn != TOKEN_CHARS)
+        return;
+    memcpy(th->tokens[c->slot], v, vn);
+    th->tokens[c->slot][vn] = '\0';
+    th->missing--;
+}
 
 static void loop_end(struct lgthread *th, struct conn *c)
 {
@@ -36,6 +90,15 @@ static void lg_logged_in(struct engine *e, struct conn *c, long err)
 
     if (err != QC_OK)
         return; /* the engine counts and closes it */
+    if (th->o->tokens)
+        keep_token(e, th, c);
+    if (th->warming)
+        return; /* stays logged in until the measurement starts */
+    if (!(c->role & LOOP_MEASURED)) {
+        c->role |= LOOP_MEASURED;
+        if (++th->measured == e->nconns)
+            th->t_all_in = e->now;
+    }
     hist_add(&e->st.lat, e->now - c->t_req);
     e->st.logins++;
     if (e->measuring)
@@ -51,7 +114,7 @@ static void lg_logged_in(struct engine *e, struct conn *c, long err)
         return;
     }
     conn_printf(e, c, "{\"msgid\":%d}", QC_LOGINOUT_MSG);
-    engine_send_login(e, c);
+    lg_send_login(e, c);
 }
 
 static void lg_line(struct engine *e, struct conn *c, const char *p, size_t n,
@@ -62,7 +125,10 @@ static void lg_line(struct engine *e, struct conn *c, const char *p, size_t n,
 
 static void lg_closed(struct engine *e, struct conn *c)
 {
-    loop_end(e->ctx, c);
+    struct lgthread *th = e->ctx;
+    if (th->warming && c->state != CS_CLOSED && !th->tokens[c->slot][0])
+        th->missing--; /* this loop will never have a token: do not wait for it */
+    loop_end(th, c);
 }
 
 /* A loop waiting longer than --stall for its connect or login ack. */
@@ -81,6 +147,35 @@ static void lg_check_stalls(struct engine *e)
     }
 }
 
+static bool lg_tokens_ready(struct engine *e)
+{
+    struct lgthread *th = e->ctx;
+    return th->missing == 0 || th->live == 0;
+}
+
+/* --tokens: every loop logs in once with its password for a token; then the first token login. */
+static void fetch_tokens(struct lgthread *th, struct engine *e)
+{
+    th->warming = true;
+    th->missing = e->nconns;
+    if (e->index == 0)
+        progress_phase("tokens");
+    engine_run(e, lg_tokens_ready, now_ns() + (uint64_t)TOKEN_WAIT_S * NS_PER_SEC);
+    th->warming = false;
+    e->now = now_ns();
+    for (uint32_t i = 0; i < e->nconns; i++) {
+        struct conn *c = &e->conns[i];
+        if (c->state != CS_READY)
+            continue;
+        if (th->o->reconnect) {
+            engine_restart_later(e, c);
+        } else {
+            conn_printf(e, c, "{\"msgid\":%d}", QC_LOGINOUT_MSG);
+            lg_send_login(e, c);
+        }
+    }
+}
+
 static bool lg_drained(struct engine *e)
 {
     struct lgthread *th = e->ctx;
@@ -94,6 +189,7 @@ static void *lg_thread(void *arg)
 
     e->ctx = th;
     e->ops.logged_in = lg_logged_in;
+    e->ops.connected = lg_connected;
     e->ops.line = lg_line;
     e->ops.closed = lg_closed;
     e->ops.tick = lg_check_stalls;
@@ -107,6 +203,8 @@ static void *lg_thread(void *arg)
         c->slot = i;
     }
     th->live = e->nconns;
+    if (th->o->tokens)
+        fetch_tokens(th, e);
     if (e->index == 0)
         progress_phase("measure");
     th->t0 = e->now = now_ns();
@@ -145,6 +243,11 @@ int mode_login(const struct bench_opts *o, struct result *r)
         th[i].o = o;
         th[i].u = &u;
         split_range(nloops, nt, i, &th[i].lo, &th[i].hi);
+        if (o->tokens &&
+            (th[i].tokens = calloc(th[i].hi - th[i].lo + 1, sizeof(token_text))) == NULL) {
+            fprintf(stderr, "qchat-bench: out of memory\n");
+            goto out;
+        }
         th[i].e = engines[i] = engine_new(o, &u, th[i].hi - th[i].lo, th[i].lo, i);
         if (!th[i].e) {
             fprintf(stderr, "qchat-bench: out of memory\n");
@@ -155,23 +258,33 @@ int mode_login(const struct bench_opts *o, struct result *r)
     run_threads(nt, th, sizeof *th, lg_thread);
     progress_end();
 
-    uint64_t window = 0;
+    uint64_t window = 0, all_in = 0;
+    bool every_loop_in = true;
     for (int i = 0; i < nt; i++) {
         stats_merge(&r->st, &th[i].e->st);
         if (th[i].t1 - th[i].t0 > window)
             window = th[i].t1 - th[i].t0;
+        if (th[i].t_all_in == 0)
+            every_loop_in = false;
+        else if (th[i].t_all_in - th[i].t0 > all_in)
+            all_in = th[i].t_all_in - th[i].t0;
     }
     double secs = (double)window / NS_PER_SEC;
     result_add(r, "loops", nloops, 0, NULL);
     result_add(r, "reconnect", o->reconnect, 0, NULL);
+    result_add(r, "tokens", o->tokens, 0, NULL);
     result_add(r, "threads", nt, 0, NULL);
     result_add(r, "dur", secs, 2, "s");
     result_add(r, "logins", (double)r->st.logins, 0, NULL);
     result_add(r, "rate", secs > 0 ? (double)r->st.window / secs : 0, 0, "/s");
+    /* every loop's first measured login done: -1 when some loop never got there */
+    result_add(r, "all_in", every_loop_in ? (double)all_in / NS_PER_SEC : -1, 2, "s");
     rc = 0;
 out:
-    for (int i = 0; i < nt; i++)
+    for (int i = 0; i < nt; i++) {
         engine_free(th[i].e);
+        free(th[i].tokens);
+    }
     users_free(&u);
     free(th);
     return rc;

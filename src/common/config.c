@@ -170,6 +170,8 @@ static const struct config_key config_keys[] = {
 
     INT_KEY("session", "token_days", token_days, 1, 3650, "30", LIVE,
             "days a login token stays valid"),
+    INT_KEY("session", "token_seconds", token_seconds, 0, 315360000, "0", LIVE,
+            "seconds a login token stays valid, overriding token_days when not 0 (tests)"),
     ENUM_KEY("session", "mode", session_mode, "takeover", LIVE,
              "second login of an account: takeover, refuse or multi (up to max_devices)",
              "takeover", "refuse", "multi"),

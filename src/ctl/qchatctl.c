@@ -1,7 +1,7 @@
 /*
  * qchatctl.c - the qchatd operator tool:
  *
- *   qchatctl [-s SOCKET] [--json] status | users | kick ID | reload | stats
+ *   qchatctl [-s SOCKET] [--json] status | users | kick ID | revoke ID | reload | stats | purge
  *
  * Speaks the master's control protocol (PROTOCOL.md, "Control socket"):
  * one JSON line to the unix socket, one JSON line back, then the master
@@ -12,7 +12,9 @@
  * prints aligned "key: value" lines and a table of workers, users a table
  * of online users, kick and reload one line, stats the node's metrics (the
  * counters GET /metrics serves) one per line, histograms as count and mean.
- * reload waits for the outcome.  Errors go to stderr.
+ * reload waits for the outcome; purge waits (up to PURGE_WAIT_MS) until the
+ * purge round it started has finished and prints how many messages it
+ * removed.  Errors go to stderr.
  *
  * Exit status: 0 ok, 1 the server answered with an error ("ok":false),
  * 2 usage error, cannot connect, no or unreadable reply.
@@ -46,6 +48,8 @@
 #define SECS_PER_DAY            86400
 #define SECS_PER_HOUR           3600
 #define SECS_PER_MIN            60
+#define PURGE_WAIT_MS           60000 /* purge: how long to wait for the round to finish */
+#define PURGE_POLL_MS           50    /* purge: how often to ask whether it has */
 
 enum { EXIT_OK = 0, EXIT_SERVER_ERROR = 1, EXIT_USAGE = 2 };
 
@@ -56,11 +60,12 @@ struct ctl {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: qchatctl [-s SOCKET] [--json] status | users | kick ID | reload | stats\n"
-            "  -s, --socket SOCKET  control socket (default $%s or %s)\n"
-            "  -j, --json           print the server's JSON reply as is\n",
-            QCHATCTL_SOCKET_ENV, QCHATCTL_DEFAULT_SOCKET);
+    fprintf(
+        f,
+        "usage: qchatctl [-s SOCKET] [--json] status | users | kick ID | revoke ID | reload | stats\n"
+        "  -s, --socket SOCKET  control socket (default $%s or %s)\n"
+        "  -j, --json           print the server's JSON reply as is\n",
+        QCHATCTL_SOCKET_ENV, QCHATCTL_DEFAULT_SOCKET);
 }
 
 /* ---- the exchange ------------------------------------------------------- */
@@ -386,6 +391,36 @@ static bool parse_user_id(const char *s, long *out)
     return true;
 }
 
+static uint64_t field_u64(struct json_object *o, const char *key)
+{
+    struct json_object *v = field(o, key);
+    return v && json_object_is_type(v, json_type_int) ? (uint64_t)json_object_get_int64(v) : 0;
+}
+
+/*
+ * purge: the master started a round and answered with the rounds finished
+ * and messages purged before it; poll until one more round has finished.
+ * Returns the last status reply (the caller frees it), or NULL.
+ */
+static struct json_object *wait_for_purge(const struct ctl *ctl, struct json_object *start,
+                                          struct buf *raw)
+{
+    uint64_t runs0 = field_u64(start, "runs");
+    int64_t deadline = clock_now_ms() + PURGE_WAIT_MS;
+    while (clock_now_ms() < deadline) {
+        struct timespec ts = { 0, PURGE_POLL_MS * 1000000L };
+        nanosleep(&ts, NULL);
+        buf_reset(raw);
+        struct json_object *st = exchange(ctl, "{\"cmd\":\"purge_status\"}\n", raw);
+        if (st == NULL || !reply_ok(st) || field_u64(st, "runs") > runs0)
+            return st;
+        json_object_put(st);
+    }
+    fprintf(stderr, "qchatctl: purge: still running after %d s; see the server's log\n",
+            PURGE_WAIT_MS / 1000);
+    return NULL;
+}
+
 static int run(const struct ctl *ctl, const char *cmd, const char *request, long kick_id)
 {
     struct json_object *reply;
@@ -399,6 +434,17 @@ static int run(const struct ctl *ctl, const char *cmd, const char *request, long
         return EXIT_USAGE;
     }
     rc = reply_ok(reply) ? EXIT_OK : EXIT_SERVER_ERROR;
+    uint64_t purged0 = field_u64(reply, "purged");
+    if (rc == EXIT_OK && strcmp(cmd, "purge") == 0) {
+        struct json_object *done = wait_for_purge(ctl, reply, &raw);
+        json_object_put(reply);
+        if (done == NULL) {
+            buf_free(&raw);
+            return EXIT_SERVER_ERROR;
+        }
+        reply = done;
+        rc = reply_ok(reply) ? EXIT_OK : EXIT_SERVER_ERROR;
+    }
     if (ctl->json) {
         printf("%s\n", buf_head(&raw));
     } else if (rc != EXIT_OK) {
@@ -409,8 +455,17 @@ static int run(const struct ctl *ctl, const char *cmd, const char *request, long
         print_users(reply);
     } else if (strcmp(cmd, "kick") == 0) {
         printf("kicked user %ld\n", kick_id);
+    } else if (strcmp(cmd, "revoke") == 0) {
+        struct json_object *n;
+        printf("revoked %lld login token(s) of user %ld\n",
+               json_object_object_get_ex(reply, "revoked", &n) ? (long long)json_object_get_int64(n)
+                                                               : 0LL,
+               kick_id);
     } else if (strcmp(cmd, "stats") == 0) {
         print_stats(reply);
+    } else if (strcmp(cmd, "purge") == 0) {
+        printf("purged %llu message(s)\n",
+               (unsigned long long)(field_u64(reply, "purged") - purged0));
     } else {
         printf("configuration reloaded\n");
     }
@@ -453,15 +508,15 @@ int main(int argc, char **argv)
     }
     cmd = argv[optind];
     if ((strcmp(cmd, "status") == 0 || strcmp(cmd, "users") == 0 || strcmp(cmd, "reload") == 0 ||
-         strcmp(cmd, "stats") == 0) &&
+         strcmp(cmd, "stats") == 0 || strcmp(cmd, "purge") == 0) &&
         argc - optind == 1) {
         snprintf(request, sizeof request, "{\"cmd\":\"%s\"}\n", cmd);
-    } else if (strcmp(cmd, "kick") == 0 && argc - optind == 2) {
+    } else if ((strcmp(cmd, "kick") == 0 || strcmp(cmd, "revoke") == 0) && argc - optind == 2) {
         if (!parse_user_id(argv[optind + 1], &kick_id)) {
-            fprintf(stderr, "qchatctl: kick: \"%s\" is not a user id\n", argv[optind + 1]);
+            fprintf(stderr, "qchatctl: %s: \"%s\" is not a user id\n", cmd, argv[optind + 1]);
             return EXIT_USAGE;
         }
-        snprintf(request, sizeof request, "{\"cmd\":\"kick\",\"id\":%ld}\n", kick_id);
+        snprintf(request, sizeof request, "{\"cmd\":\"%s\",\"id\":%ld}\n", cmd, kick_id);
     } else {
         usage(stderr);
         return EXIT_USAGE;

@@ -112,6 +112,16 @@ bool conn_count_prelogin(struct worker *w, struct conn *c)
     return true;
 }
 
+void conn_await_login(struct worker *w, struct conn *c)
+{
+    if (c->state != CONN_OPEN)
+        return;
+    if (w->cfg.login_timeout > 0)
+        c->deadline = w->now_ms + (int64_t)w->cfg.login_timeout * 1000;
+    if (!c->prelogin && !conn_count_prelogin(w, c))
+        conn_fail(w, c, QC_ELIMIT);
+}
+
 void conn_end_prelogin(struct worker *w, struct conn *c)
 {
     if (!c->prelogin)
@@ -136,8 +146,15 @@ struct conn *conn_local_session(struct worker *w, int32_t uid)
     return conn_of_session(w, uid, loc.slot, loc.gen);
 }
 
+void conn_want_flush(struct worker *w, struct conn *c)
+{
+    mark_dirty(w, c);
+}
+
 void conn_free(struct worker *w, struct conn *c)
 {
+    if (c->tr->release)
+        c->tr->release(c);
     worker_release_slot(w, c->slot, c);
     worker_buf_give(w, &c->out);
     buf_free(&c->held);
@@ -146,14 +163,23 @@ void conn_free(struct worker *w, struct conn *c)
 }
 
 /*
- * The cap counts what waits beyond the login reply: a reply carrying many
- * offline messages may be larger than the cap, and its reader is not slow.
+ * Queued bytes counted against server.max_output_bytes: everything not yet
+ * written, as queued (escaped), except what is left of the latest login
+ * reply.  A reply carrying many offline messages may be larger than the cap,
+ * and its reader is not slow; but only one reply is ever exempt, so logging
+ * out and in again cannot make earlier output invisible (issue 14, item 2).
  */
+static uint64_t counted_output(const struct conn *c)
+{
+    uint64_t queued = conn_out_end(c) - c->out_written;
+    uint64_t from = c->out_written > c->exempt_start ? c->out_written : c->exempt_start;
+    uint64_t exempt = c->exempt_end > from ? c->exempt_end - from : 0;
+    return queued - exempt;
+}
+
 static void schedule_flush(struct worker *w, struct conn *c)
 {
-    uint64_t from = c->out_written > c->exempt_end ? c->out_written : c->exempt_end;
-    uint64_t end = conn_out_end(c);
-    if (end > from && end - from > (uint64_t)w->cfg.max_output_bytes)
+    if (counted_output(c) > (uint64_t)w->cfg.max_output_bytes)
         c->overflow = true;
     mark_dirty(w, c);
 }
@@ -331,6 +357,7 @@ static int insert_at_hold(struct worker *w, struct conn *c, int32_t uid, const c
                                 .stash = stash };
     worker_buf_give(w, &c->out);
     c->out = nb;
+    c->exempt_start = c->hold_at;
     c->exempt_end = c->hold_at + n;
     c->hold = false;
     w->stats->msgs_out++;
@@ -347,7 +374,8 @@ void conn_send_stashed(struct worker *w, struct conn *c, int32_t uid, const void
             return;
         c->hold = false; /* out of memory: the reply goes last */
     }
-    c->exempt_end = conn_out_end(c) + n;
+    c->exempt_start = conn_out_end(c);
+    c->exempt_end = c->exempt_start + n;
     if (stash == NULL)
         conn_send(w, c, p, n);
     else
@@ -485,11 +513,14 @@ int conn_flush(struct worker *w, struct conn *c)
             break;
         }
     }
+    int more = c->tr->flush ? c->tr->flush(c) : 0; /* the transport's own bytes */
+    if (more < 0)
+        return -1;
     complete_written_marks(w, c);
     trim_output(w, c);
     bool paced = c->legacy && w->now_ms < c->pace_until; /* the timer resumes it */
-    watch_output(w, c, c->out_written < conn_out_end(c) && !paced);
-    if (c->state == CONN_CLOSING && !c->half_closed && c->out_written == conn_out_end(c)) {
+    watch_output(w, c, more > 0 || (c->out_written < conn_out_end(c) && !paced));
+    if (c->state == CONN_CLOSING && !c->half_closed && !more && c->out_written == conn_out_end(c)) {
         shutdown(c->fd, SHUT_WR);
         c->half_closed = true;
     }
@@ -551,15 +582,22 @@ void conn_close(struct worker *w, struct conn *c, const char *why)
     w->dead = c;
 }
 
-void conn_close_gracefully(struct worker *w, struct conn *c)
+static void close_gracefully(struct worker *w, struct conn *c, bool failed)
 {
     if (c->state != CONN_OPEN)
         return;
+    if (c->tr->closing)
+        c->tr->closing(c, failed);
     if (c->sgen)
         w->hooks.session_closing(w, c);
     c->state = CONN_CLOSING;
     c->deadline = w->now_ms + CONN_DRAIN_MS;
     mark_dirty(w, c);
+}
+
+void conn_close_gracefully(struct worker *w, struct conn *c)
+{
+    close_gracefully(w, c, false);
 }
 
 void conn_fail(struct worker *w, struct conn *c, int err)
@@ -568,7 +606,7 @@ void conn_fail(struct worker *w, struct conn *c, int err)
         return;
     log_info("conn %u: %s; closing the stream", c->slot, qc_strerror(err));
     w->hooks.stream_error(w, c, err);
-    conn_close_gracefully(w, c);
+    close_gracefully(w, c, true);
 }
 
 void conn_drain(struct worker *w, struct conn *c)
@@ -736,7 +774,10 @@ void conn_handle_input(struct worker *w, struct conn *c)
             ssize_t skip = 0;
             if (c->awaiting_proxy && (skip = take_proxy_header(w, c, w->rbuf, (size_t)n)) < 0)
                 return;
-            feed_requests(w, c, w->rbuf + skip, (size_t)(n - skip));
+            if (c->tr->feed)
+                c->tr->feed(c, w->rbuf + skip, (size_t)(n - skip));
+            else
+                feed_requests(w, c, w->rbuf + skip, (size_t)(n - skip));
             if ((size_t)n < w->rbuf_size)
                 return;
             continue;

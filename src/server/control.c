@@ -35,6 +35,7 @@ struct control {
     char path[256];
     control_command_fn *run;
     void *ctx;
+    struct client *current; /* the client whose command runs, NULL otherwise */
     struct client clients[CONTROL_CLIENTS_MAX];
 };
 
@@ -103,11 +104,18 @@ static void answer(struct client *cl)
 {
     const char *why = NULL;
     struct json_object *obj = control_parse(cl->req, cl->len, &why);
-    if (obj == NULL)
+    if (obj == NULL) {
         control_error(&cl->out, why);
-    else
+    } else {
+        cl->ctl->current = cl;
         cl->ctl->run(cl->ctl->ctx, obj, &cl->out);
+        cl->ctl->current = NULL;
+    }
     json_object_put(obj);
+    if (buf_used(&cl->out) == 0) {
+        drop_client(cl); /* the command handed the connection to a worker, which answers */
+        return;
+    }
     buf_append_char(&cl->out, '\n');
     cl->replying = true;
     loop_rewatch(cl->ctl->loop, &cl->src, EPOLLOUT);
@@ -215,6 +223,11 @@ struct control *control_open(struct loop *loop, const char *path, control_comman
         return NULL;
     }
     return ctl;
+}
+
+int control_client_fd(const struct control *ctl)
+{
+    return ctl->current ? ctl->current->fd : -1;
 }
 
 void control_expire(struct control *ctl, int64_t now_ms)

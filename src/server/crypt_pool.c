@@ -57,10 +57,16 @@ static void run_job(struct crypt_job *job)
         /* an unknown user (uid 0) is checked against nothing, at the same price */
         job->ok = password_check(job->plain, job->uid ? job->stored : NULL, job->cost, job->hash,
                                  sizeof job->hash, &job->upgraded);
+    } else if (job->kind == CRYPT_CHANGE) {
+        bool upgraded;
+        job->ok = password_check(job->plain, job->stored, job->cost, job->hash, sizeof job->hash,
+                                 &upgraded) &&
+                  password_hash(job->newplain, job->cost, job->hash, sizeof job->hash) == 0;
     } else {
         job->ok = password_hash(job->plain, job->cost, job->hash, sizeof job->hash) == 0;
     }
     explicit_bzero(job->plain, sizeof job->plain);
+    explicit_bzero(job->newplain, sizeof job->newplain);
     explicit_bzero(job->stored, sizeof job->stored);
 }
 

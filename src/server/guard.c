@@ -233,6 +233,15 @@ int64_t guard_login_begin(struct guard *g, uint32_t addr, int32_t uid, int64_t n
     return 0;
 }
 
+int64_t guard_token_begin(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms)
+{
+    int64_t wait =
+        wait_of(atomic_load_explicit(addr_record(g, addr), memory_order_relaxed), now_ms);
+    if (wait > 0)
+        return wait;
+    return uid > 0 ? count_attempt(acct_record(g, uid), now_ms) : 0;
+}
+
 void guard_login_failed(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms)
 {
     record_failure(addr_record(g, addr), now_ms);

@@ -32,8 +32,10 @@
 #include "server/route.h"
 #include "server/session.h"
 #include "server/worker.h"
+#include "store/social.h"
 
-#define LOGIN_CHECK_MAX (IPC_MAX_PACKET / sizeof(int32_t)) /* ids asked of Redis at once */
+#define LOGIN_ITEM_SLACK 16 /* an item as a string: quotes, comma; escaping is bounded by 2x */
+#define LOGIN_CHECK_MAX  (IPC_MAX_PACKET / sizeof(int32_t)) /* ids asked of Redis at once */
 
 enum person_state { STATE_UNKNOWN = 0, STATE_ONLINE, STATE_OFFLINE };
 
@@ -60,6 +62,9 @@ struct login_ctx {
     char name[QC_NAME_MAX + 1];
     char seq[QC_SEQ_MAX + 1];
     bool has_seq;
+    char device[QC_DEVICE_MAX + 1];     /* a login token to issue for this device */
+    int64_t token_expires;              /* its expiry (epoch s), 0: no token asked */
+    char login_token[QC_TOKEN_MAX + 1]; /* the token issued, "" none */
     struct person *friends;
     size_t nfriends, capfriends;
     struct group_info *groups;
@@ -203,6 +208,7 @@ static void free_group(struct group_info *g);
 
 static void free_ctx(struct login_ctx *x)
 {
+    explicit_bzero(x->login_token, sizeof x->login_token);
     for (size_t i = 0; i < x->nfriends; i++)
         free(x->friends[i].name);
     free(x->friends);
@@ -268,6 +274,12 @@ static int collect_on_store(const struct store_ops *ops, struct store *st, void 
 {
     struct login_ctx *x = arg;
     const struct social_ops *so = social_driver(ops->name);
+    /* A token asked for with "token": true; the login succeeds without one if this fails. */
+    if (x->token_expires && so &&
+        so->token_create(st, x->uid, x->device, x->token_expires, x->login_token) != QC_OK) {
+        log_error("user %d: cannot issue a login token", x->uid);
+        x->login_token[0] = '\0';
+    }
     int err = ops->friend_list(st, x->uid, add_friend, x);
     if (!err && !x->err)
         err = so ? so->login_groups(st, x->uid, add_group_row, x) : QC_EINTERNAL;
@@ -333,6 +345,16 @@ static const char *state_text(struct worker *w, const struct login_ctx *x, int32
 
 /* ---- serialize ---------------------------------------------------------- */
 
+/*
+ * Whether one more list item of item_len bytes keeps the reply within
+ * limits.max_login_reply_bytes; what does not fit is left out (logged),
+ * the lists being available in full by FRIEND_LIST and GROUP_MEMBERS.
+ */
+static bool list_item_fits(struct worker *w, const struct jsonw *jw, size_t item_len)
+{
+    return buf_used(jw->b) + item_len <= (size_t)w->cfg.max_login_reply_bytes;
+}
+
 static void string_item(struct jsonw *outer, struct buf *item, struct jsonw *iw)
 {
     if (jsonw_end(iw) == 0)
@@ -354,6 +376,12 @@ static void write_friends(struct worker *w, const struct login_ctx *x, struct js
         jsonw_int(&iw, "id", x->friends[i].id);
         jsonw_str(&iw, "name", x->friends[i].name);
         jsonw_str(&iw, "state", state_text(w, x, x->friends[i].id));
+        if (!list_item_fits(w, jw, 2 * buf_used(item) + LOGIN_ITEM_SLACK)) {
+            log_warning("user %d: login reply over limits.max_login_reply_bytes: %zu of %zu "
+                        "friend(s) left out",
+                        x->uid, x->nfriends - i, x->nfriends);
+            break;
+        }
         string_item(jw, item, &iw);
     }
     jsonw_array_end(jw);
@@ -387,6 +415,12 @@ static void write_groups(struct worker *w, const struct login_ctx *x, struct jso
             string_item(&gw, member, &uw);
         }
         jsonw_array_end(&gw);
+        if (!list_item_fits(w, jw, 2 * buf_used(item) + LOGIN_ITEM_SLACK)) {
+            log_warning("user %d: login reply over limits.max_login_reply_bytes: %zu of %zu "
+                        "group(s) left out",
+                        x->uid, x->ngroups - i, x->ngroups);
+            break;
+        }
         string_item(jw, item, &gw);
     }
     jsonw_array_end(jw);
@@ -446,6 +480,8 @@ static void send_reply(struct worker *w, struct conn *c, struct login_ctx *x)
     jsonw_str(&jw, "name", x->name);
     if (x->has_seq)
         jsonw_raw(&jw, "seq", x->seq, strlen(x->seq));
+    if (x->login_token[0])
+        jsonw_str(&jw, "token", x->login_token);
     write_friends(w, x, &jw, &item);
     write_groups(w, x, &jw, &item, &member);
     write_offline(x, &jw, c->legacy, &item);
@@ -519,6 +555,8 @@ static void collected(void *arg, int err)
         free_ctx(x);
         return;
     }
+    if (x->login_token[0])
+        strlcpy(c->token, x->login_token, sizeof c->token); /* for LOGINOUT's revoke */
     /*
      * In a cluster the reply waits until Redis confirms this node's
      * subscription (so a chat sent by anyone who sees the reply reaches the
@@ -542,7 +580,7 @@ static void collected(void *arg, int err)
 }
 
 bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char *name,
-                       const char *seq)
+                       const char *seq, const char *token_device, int64_t token_expires)
 {
     struct login_ctx *x = calloc(1, sizeof *x);
     if (x == NULL) {
@@ -560,6 +598,10 @@ bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char
     if (seq) {
         strlcpy(x->seq, seq, sizeof x->seq);
         x->has_seq = true;
+    }
+    if (token_expires > 0) {
+        strlcpy(x->device, token_device, sizeof x->device);
+        x->token_expires = token_expires;
     }
     buf_init(&x->stash);
     if (storage_submit(w->storage, collect_on_store, collected, x) != QC_OK) {

@@ -26,6 +26,7 @@
 #include "server/online.h"
 #include "server/preflight.h"
 #include "server/relay.h"
+#include "server/ws_conn.h"
 #include "server/title.h"
 #include "store/store.h"
 
@@ -162,6 +163,10 @@ static int serve(const struct master_args *args, const struct qc_config *cfg, st
     int listen_fd = net_listen_tcp(cfg->listen, err, sizeof err);
     if (listen_fd < 0) {
         log_error("server.listen %s: %s", cfg->listen, err);
+        return 1;
+    }
+    if (ws_conn_listen(cfg) < 0) { /* [websocket] listen, shared by the workers */
+        close(listen_fd);
         return 1;
     }
     struct shared sh = { 0 };

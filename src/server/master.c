@@ -38,11 +38,13 @@
 #include "server/master.h"
 #include "server/seqtab.h"
 #include "server/proc.h"
+#include "server/purge.h"
 #include "server/relay.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
 #include "server/title.h"
 #include "server/worker_loop.h"
+#include "server/ws_conn.h"
 
 #define MASTER_TICK_MS    250
 #define RESPAWN_MIN_MS    100
@@ -167,6 +169,7 @@ run_child(struct master *m, uint32_t k, int chan, const int *links)
     close_master_fds(m);
     if (is_relay(k)) {
         close(m->listen_fd);
+        ws_conn_unlisten();
         relay_main(m->nworkers, chan, links, &m->cfg, m->online);
     }
     worker_main(k, m->nworkers, m->listen_fd, chan, links, &m->cfg, m->online, m->guard, m->seqtab,
@@ -252,6 +255,7 @@ static size_t forget_child(struct master *m, uint32_t k)
     metrics_clear_gauges(metrics_node(), k);
     ws->pid = 0;
     ws->connections = 0;
+    ws->accepting = 0;
     ws->sessions = 0;
     if (!m->stopping)
         ws->restarts++;
@@ -399,6 +403,47 @@ struct users_out {
     bool first;
 };
 
+/* Ask every worker holding a session of uid (several devices) to end them. */
+static int kick_every_session(struct master *m, int32_t uid)
+{
+    struct online_loc locs[ONLINE_USER_MAX];
+    bool told[ONLINE_MAX_WORKERS] = { false };
+    size_t n = online_sessions(m->online, uid, locs, ONLINE_USER_MAX);
+    struct ipc_user u = { .uid = uid };
+    for (size_t k = 0; k < n; k++) {
+        uint32_t wk = locs[k].worker;
+        if (wk >= m->nworkers || told[wk] || m->children[wk].chan.fd < 0)
+            continue;
+        told[wk] = true;
+        if (ipc_chan_send(&m->children[wk].chan, IPC_KICK_USER, &u, NULL, 0) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/*
+ * qchatctl revoke ID: a worker revokes every login token of the user (a
+ * store call) and answers the control connection itself; out stays empty.
+ */
+static void revoke_tokens(struct master *m, struct json_object *req, struct buf *out)
+{
+    struct json_object *v;
+    int64_t id = json_object_object_get_ex(req, "id", &v) ? json_object_get_int64(v) : 0;
+    if (id <= 0 || id > INT32_MAX) {
+        control_error(out, "revoke needs a user id");
+        return;
+    }
+    struct ipc_user u = { .uid = (int32_t)id };
+    for (uint32_t k = 0; k < m->nworkers; k++) {
+        if (m->children[k].chan.fd < 0 || ipc_chan_send_fd(&m->children[k].chan, IPC_REVOKE_USER,
+                                                           &u, control_client_fd(m->ctl)) < 0)
+            continue;
+        log_info("operator revokes the login tokens of user %lld (worker %u)", (long long)id, k);
+        return;
+    }
+    control_error(out, "no worker available");
+}
+
 static void add_user_json(void *arg, int32_t uid, const struct online_loc *loc)
 {
     struct users_out *u = arg;
@@ -468,6 +513,29 @@ static const struct metrics_source *metrics_source_of(struct master *m)
     return &src;
 }
 
+/*
+ * qchatctl purge: worker PURGE_WORKER runs a purge round now.  The answer
+ * (and purge_status's) carries the rounds finished and messages purged so
+ * far; qchatctl waits until the round count passes the one it was given.
+ */
+static void purge_command(struct master *m, bool start, struct buf *out)
+{
+    const struct metrics *mx = metrics_node();
+    uint64_t runs = mx ? metrics_counter_sum(mx, QM_PURGE_RUNS, 0) : 0;
+    uint64_t purged = mx ? metrics_counter_sum(mx, QM_HISTORY_PURGED, 0) : 0;
+    if (start) {
+        struct ipc_token t = { 0 };
+        if (m->nworkers <= PURGE_WORKER || m->children[PURGE_WORKER].chan.fd < 0 ||
+            ipc_chan_send(&m->children[PURGE_WORKER].chan, IPC_PURGE, &t, NULL, 0) < 0) {
+            control_error(out, "the purging worker is not running");
+            return;
+        }
+        log_info("operator asked for a purge");
+    }
+    buf_printf(out, "{\"ok\":true,\"runs\":%llu,\"purged\":%llu}", (unsigned long long)runs,
+               (unsigned long long)purged);
+}
+
 static void run_control_command(void *ctx, struct json_object *req, struct buf *out)
 {
     struct master *m = ctx;
@@ -493,15 +561,16 @@ static void run_control_command(void *ctx, struct json_object *req, struct buf *
                    m->children[loc.worker].chan.fd < 0) {
             snprintf(msg, sizeof msg, "user %lld is not online", (long long)id);
             control_error(out, msg);
+        } else if (kick_every_session(m, (int32_t)id) < 0) {
+            control_error(out, strerror(errno));
         } else {
-            struct ipc_user u = { .uid = (int32_t)id };
-            if (ipc_chan_send(&m->children[loc.worker].chan, IPC_KICK_USER, &u, NULL, 0) < 0) {
-                control_error(out, strerror(errno));
-            } else {
-                log_info("operator kicked user %lld", (long long)id);
-                buf_append_str(out, "{\"ok\":true}");
-            }
+            log_info("operator kicked user %lld", (long long)id);
+            buf_append_str(out, "{\"ok\":true}");
         }
+    } else if (strcmp(cmd, "revoke") == 0) {
+        revoke_tokens(m, req, out);
+    } else if (strcmp(cmd, "purge") == 0 || strcmp(cmd, "purge_status") == 0) {
+        purge_command(m, strcmp(cmd, "purge") == 0, out);
     } else if (strcmp(cmd, "reload") == 0) {
         if (reload_config(m) == 0)
             buf_append_str(out, "{\"ok\":true}");
@@ -516,7 +585,7 @@ static void run_control_command(void *ctx, struct json_object *req, struct buf *
         buf_append_char(out, '}');
         buf_free(&text);
     } else {
-        control_error(out, "unknown command (status, users, kick, reload, stats)");
+        control_error(out, "unknown command (status, users, kick, reload, stats, purge)");
     }
 }
 

@@ -77,6 +77,10 @@ static const struct {
                             "Messages removed from the conversation log by retention.",
                             NULL,
                             { NULL } },
+    [QM_PURGE_RUNS] = { "qchat_history_purge_runs_total",
+                        "Retention purge rounds finished (background or qchatctl purge).",
+                        NULL,
+                        { NULL } },
 };
 
 static struct metrics *node_metrics; /* set by metrics_create, inherited by children */

@@ -4,7 +4,9 @@
  * Layout of the mapping: a header (robust mutex, counters, per-worker stats)
  * followed by a power-of-two array of entries, twice max_users, so probe
  * chains stay short.  An entry is empty (uid 0), a tombstone (UID_TOMB) or a
- * live user.  A removal turns the entry into a tombstone, or into an empty
+ * live session.  A user with several sessions has several entries, all on
+ * the probe chain of its hash: a lookup walks the chain to its first empty
+ * entry.  A removal turns the entry into a tombstone, or into an empty
  * entry (with the tombstones before it) when the next entry is empty, which
  * keeps chains from filling with tombstones under churn.
  */
@@ -48,7 +50,7 @@
 
 struct online_entry {
     _Atomic uint32_t uid;
-    uint32_t pad;
+    uint32_t device;      /* online_device_hash; written and read under the lock only */
     _Atomic uint64_t loc; /* gen << 32 | worker << 24 | slot */
 };
 
@@ -165,49 +167,171 @@ void online_unlock(struct online_table *t)
     pthread_mutex_unlock(&t->sh->lock);
 }
 
-/* Index of uid's entry, or of the first reusable entry when absent; locked. */
-static uint32_t find_slot(struct online_table *t, uint32_t uid, int *found)
+static void erase_entry(struct online_table *t, uint32_t i);
+
+uint32_t online_device_hash(const char *device)
 {
-    uint32_t i = int_hash(uid) & t->mask, reusable = UINT32_MAX;
+    /* FNV-1a: two devices of one user colliding is a 1 in 2^32 chance, and
+       costs only that the older of the two is replaced. */
+    const unsigned char *p = (const unsigned char *)(device && *device ? device : "default");
+    uint32_t h = 2166136261u;
+    while (*p)
+        h = (h ^ *p++) * 16777619u;
+    return h;
+}
+
+/* Session generations are handed out in order (and wrap): a is older than b. */
+static bool gen_older(uint32_t a, uint32_t b)
+{
+    return (int32_t)(a - b) < 0;
+}
+
+/* The entries holding uid (up to ONLINE_USER_MAX); locked. */
+static size_t find_rows(struct online_table *t, uint32_t uid, uint32_t rows[ONLINE_USER_MAX])
+{
+    size_t n = 0;
+    uint32_t i = int_hash(uid) & t->mask;
     for (uint32_t probes = 0; probes <= t->mask; probes++, i = (i + 1) & t->mask) {
         uint32_t cur = atomic_load_explicit(&t->sh->entries[i].uid, memory_order_relaxed);
-        if (cur == uid) {
-            *found = 1;
-            return i;
-        }
-        if (cur == UID_TOMB && reusable == UINT32_MAX)
-            reusable = i;
-        if (cur == UID_EMPTY) {
-            *found = 0;
-            return reusable != UINT32_MAX ? reusable : i;
+        if (cur == UID_EMPTY)
+            break;
+        if (cur == uid && n < ONLINE_USER_MAX)
+            rows[n++] = i;
+    }
+    return n;
+}
+
+static struct online_loc row_loc(struct online_table *t, uint32_t i)
+{
+    struct online_loc l;
+    unpack_loc(atomic_load_explicit(&t->sh->entries[i].loc, memory_order_relaxed), &l);
+    return l;
+}
+
+/* Mark for kicking every row of rows[0..n) the policy replaces; false: refused. */
+static bool choose_replaced(struct online_table *t, const uint32_t *rows, size_t n,
+                            const struct online_policy *p, bool *kick)
+{
+    size_t kept = 0;
+    for (size_t k = 0; k < n; k++) {
+        bool same = t->sh->entries[rows[k]].device == p->device;
+        kick[k] = p->mode == ONLINE_TAKEOVER || same;
+        kept += !kick[k];
+    }
+    if (p->mode == ONLINE_REFUSE && (kept > 0 || (!p->named && n > 0)))
+        return false;
+    uint32_t max = p->max >= 1 && p->max <= ONLINE_USER_MAX ? p->max : 1;
+    while (p->mode == ONLINE_MULTI && kept >= max) {
+        size_t oldest = n;
+        for (size_t k = 0; k < n; k++)
+            if (!kick[k] &&
+                (oldest == n || gen_older(row_loc(t, rows[k]).gen, row_loc(t, rows[oldest]).gen)))
+                oldest = k;
+        kick[oldest] = true;
+        kept--;
+    }
+    return true;
+}
+
+/* A new entry for uid on its probe chain: the first reusable one; locked. */
+static int add_row(struct online_table *t, uint32_t uid, uint64_t packed, uint32_t device)
+{
+    if (atomic_load_explicit(&t->sh->count, memory_order_relaxed) >= t->max_users)
+        return -1;
+    uint32_t i = int_hash(uid) & t->mask;
+    for (uint32_t probes = 0; probes <= t->mask; probes++, i = (i + 1) & t->mask) {
+        uint32_t cur = atomic_load_explicit(&t->sh->entries[i].uid, memory_order_relaxed);
+        if (cur != UID_EMPTY && cur != UID_TOMB)
+            continue;
+        struct online_entry *e = &t->sh->entries[i];
+        e->device = device;
+        atomic_store_explicit(&e->loc, packed, memory_order_relaxed);
+        atomic_store_explicit(&e->uid, uid, memory_order_release);
+        atomic_fetch_add_explicit(&t->sh->count, 1, memory_order_relaxed);
+        return 0;
+    }
+    return -1;
+}
+
+int online_login(struct online_table *t, int32_t uid, const struct online_loc *loc,
+                 const struct online_policy *p, struct online_loc *kicked, size_t *nkicked)
+{
+    uint32_t rows[ONLINE_USER_MAX];
+    bool kick[ONLINE_USER_MAX];
+    *nkicked = 0;
+    online_lock(t);
+    size_t n = find_rows(t, (uint32_t)uid, rows);
+    if (!choose_replaced(t, rows, n, p, kick)) {
+        online_unlock(t);
+        return ONLINE_REFUSED;
+    }
+    /*
+     * The first replaced entry takes the new location in one store, so a
+     * reader sees the old session or the new one, never neither; the other
+     * replaced entries are erased (from the last: erasing keeps earlier
+     * entries where they are).
+     */
+    int rc = 0;
+    size_t reused = n;
+    for (size_t k = 0; k < n; k++) {
+        if (!kick[k])
+            continue;
+        kicked[(*nkicked)++] = row_loc(t, rows[k]);
+        if (reused == n) {
+            t->sh->entries[rows[k]].device = p->device;
+            atomic_store_explicit(&t->sh->entries[rows[k]].loc, pack_loc(loc),
+                                  memory_order_release);
+            reused = k;
         }
     }
-    *found = 0;
-    return reusable;
+    for (size_t k = n; k-- > 0;)
+        if (kick[k] && k != reused)
+            erase_entry(t, rows[k]);
+    if (reused == n)
+        rc = add_row(t, (uint32_t)uid, pack_loc(loc), p->device);
+    online_unlock(t);
+    return rc;
 }
 
 int online_insert(struct online_table *t, int32_t uid, const struct online_loc *loc,
                   struct online_loc *prev)
 {
-    int found, rc;
-    online_lock(t);
-    uint32_t i = find_slot(t, (uint32_t)uid, &found);
-    struct online_entry *e = i == UINT32_MAX ? NULL : &t->sh->entries[i];
-    if (found) {
-        unpack_loc(atomic_load_explicit(&e->loc, memory_order_relaxed), prev);
-        atomic_store_explicit(&e->loc, pack_loc(loc), memory_order_release);
-        rc = 1;
-    } else if (e == NULL ||
-               atomic_load_explicit(&t->sh->count, memory_order_relaxed) >= t->max_users) {
-        rc = -1;
-    } else {
-        atomic_store_explicit(&e->loc, pack_loc(loc), memory_order_relaxed);
-        atomic_store_explicit(&e->uid, (uint32_t)uid, memory_order_release);
-        atomic_fetch_add_explicit(&t->sh->count, 1, memory_order_relaxed);
-        rc = 0;
+    struct online_policy p = { .mode = ONLINE_TAKEOVER, .device = online_device_hash(NULL) };
+    struct online_loc kicked[ONLINE_USER_MAX];
+    size_t n;
+    int rc = online_login(t, uid, loc, &p, kicked, &n);
+    if (rc < 0)
+        return -1;
+    if (n > 0)
+        *prev = kicked[n - 1]; /* the newest replaced */
+    return n > 0;
+}
+
+size_t online_sessions(const struct online_table *t, int32_t uid, struct online_loc *out,
+                       size_t max)
+{
+    size_t n = 0;
+    uint32_t i = int_hash((uint32_t)uid) & t->mask;
+    for (uint32_t probes = 0; probes <= t->mask && n < max; probes++, i = (i + 1) & t->mask) {
+        struct online_entry *e = &t->sh->entries[i];
+        uint32_t cur = atomic_load_explicit(&e->uid, memory_order_acquire);
+        if (cur == UID_EMPTY)
+            break;
+        if (cur != (uint32_t)uid)
+            continue;
+        uint64_t v = atomic_load_explicit(&e->loc, memory_order_acquire);
+        if (atomic_load_explicit(&e->uid, memory_order_acquire) != (uint32_t)uid)
+            continue; /* removed while we looked */
+        struct online_loc l;
+        unpack_loc(v, &l);
+        if (!loc_valid(&l))
+            continue;
+        size_t k = n++;
+        for (; k > 0 && gen_older(l.gen, out[k - 1].gen); k--)
+            out[k] = out[k - 1];
+        out[k] = l;
     }
-    online_unlock(t);
-    return rc;
+    return n;
 }
 
 int online_lookup(const struct online_table *t, int32_t uid, struct online_loc *out)
@@ -247,17 +371,15 @@ static void erase_entry(struct online_table *t, uint32_t i)
 
 int online_remove(struct online_table *t, int32_t uid, uint32_t gen)
 {
-    int found, removed = 0;
+    uint32_t rows[ONLINE_USER_MAX];
+    int removed = 0;
     online_lock(t);
-    uint32_t i = find_slot(t, (uint32_t)uid, &found);
-    if (found) {
-        struct online_loc cur;
-        unpack_loc(atomic_load_explicit(&t->sh->entries[i].loc, memory_order_relaxed), &cur);
-        if (cur.gen == gen) {
-            erase_entry(t, i);
+    size_t n = find_rows(t, (uint32_t)uid, rows);
+    for (size_t k = 0; k < n && !removed; k++)
+        if (row_loc(t, rows[k]).gen == gen) {
+            erase_entry(t, rows[k]);
             removed = 1;
         }
-    }
     online_unlock(t);
     return removed;
 }

@@ -9,6 +9,7 @@
 #include "common/fatal.h"
 #include "common/log.h"
 #include "server/conn.h"
+#include "server/notice.h"
 #include "server/handoff.h"
 #include "server/ipc.h"
 #include "server/offline.h"
@@ -180,7 +181,8 @@ static void on_deliver(void *ctx, uint32_t link, const struct ipc_msg *m)
     if (c == NULL)
         c = conn_local_session(w, d->uid);
     if (d->flags & IPC_F_NOTICE) {
-        if (c && c->presence)
+        if (c && !(w->hooks.notice && w->hooks.notice(w, c, m->tail, m->tail_len)) &&
+            notice_wanted(c, m->tail, m->tail_len))
             conn_send(w, c, m->tail, m->tail_len);
         return;
     }

@@ -5,9 +5,12 @@
  * session, handoff.c keeps what is handed over, peer.c carries packets,
  * pending.c answers the request once every delivery is safe.
  */
+#include <string.h>
+
 #include "common/log.h"
 #include "server/conn.h"
 #include "server/delivered.h"
+#include "server/notice.h"
 #include "server/handoff.h"
 #include "server/ipc.h"
 #include "server/metrics.h"
@@ -79,8 +82,14 @@ bool route_session_started(struct worker *w, int32_t uid, uint32_t token)
 {
     if (!w->clustered || w->peers[RELAY_PEER].ch.fd < 0)
         return false;
-    /* The relay subscribes, then announces the login (the takeover race: relay.c). */
-    struct ipc_sub sub = { .uid = uid, .token = token, .flags = IPC_F_KICK };
+    /*
+     * The relay subscribes, then announces the login (the takeover race:
+     * relay.c).  The other nodes kick every session of the user: right for
+     * takeover only; refuse and multi hold per node (qchatd.conf(5)).
+     */
+    struct ipc_sub sub = { .uid = uid, .token = token };
+    if (strcmp(w->cfg.session_mode, "takeover") == 0)
+        sub.flags = IPC_F_KICK;
     return peer_send(w, RELAY_PEER, IPC_SUB, &sub, NULL, 0) == 0 && token != 0;
 }
 
@@ -105,6 +114,41 @@ static bool follow_in_flight(struct worker *w, int32_t uid, struct online_loc *l
     return true;
 }
 
+/* One session of uid at loc: append here, or hand over to its worker.  0, or -1 when gone. */
+static int send_to_session(struct worker *w, int32_t uid, const struct online_loc *loc,
+                           const char *payload, size_t len, uint32_t req)
+{
+    if (loc->worker == w->index) {
+        struct conn *c = conn_of_session(w, uid, loc->slot, loc->gen);
+        if (c == NULL)
+            return -1;
+        pending_add(w, req);
+        recover_send_chat(w, c, uid, payload, len, w->index, req);
+        metrics_count(QM_DELIVERIES, QM_PATH_LOCAL);
+        return 0;
+    }
+    if (loc->worker >= w->nworkers ||
+        hand_over(w, loc, uid, payload, len, req, IPC_F_CHAT, IPC_DELIVER) < 0)
+        return -1;
+    metrics_count(QM_DELIVERIES, QM_PATH_WORKER);
+    return 0;
+}
+
+/* Every session of uid on this node but (skip_worker, skip_gen): how many got it. */
+static size_t send_to_sessions(struct worker *w, int32_t uid, const char *payload, size_t len,
+                               uint32_t req, uint32_t skip_worker, uint32_t skip_gen)
+{
+    struct online_loc locs[ONLINE_USER_MAX];
+    size_t n = online_sessions(w->online, uid, locs, ONLINE_USER_MAX), sent = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (locs[k].worker == skip_worker && locs[k].gen == skip_gen)
+            continue;
+        if (send_to_session(w, uid, &locs[k], payload, len, req) == 0)
+            sent++;
+    }
+    return sent;
+}
+
 enum route_result route_chat(struct worker *w, int32_t uid, const char *payload, size_t len,
                              uint32_t req)
 {
@@ -120,37 +164,51 @@ enum route_result route_chat(struct worker *w, int32_t uid, const char *payload,
         metrics_count(QM_DELIVERIES, QM_PATH_RELAY);
         return ROUTE_SENT;
     }
-    if (loc.worker == w->index) {
-        struct conn *c = conn_of_session(w, uid, loc.slot, loc.gen);
-        if (c == NULL)
-            return ROUTE_OFFLINE;
-        pending_add(w, req);
-        recover_send_chat(w, c, uid, payload, len, w->index, req);
-        metrics_count(QM_DELIVERIES, QM_PATH_LOCAL);
-        return ROUTE_SENT;
+    return send_to_sessions(w, uid, payload, len, req, UINT32_MAX, 0) > 0 ? ROUTE_SENT
+                                                                          : ROUTE_OFFLINE;
+}
+
+void route_echo(struct worker *w, int32_t uid, uint32_t gen, const char *payload, size_t len,
+                uint32_t req)
+{
+    send_to_sessions(w, uid, payload, len, req, w->index, gen);
+}
+
+/* A notice for one session at loc (dropped when it did not ask for them). */
+static void notice_session(struct worker *w, int32_t uid, const struct online_loc *loc,
+                           const char *payload, size_t len)
+{
+    if (loc->worker == w->index) {
+        struct conn *c = conn_of_session(w, uid, loc->slot, loc->gen);
+        if (c && !(w->hooks.notice && w->hooks.notice(w, c, payload, len)) &&
+            notice_wanted(c, payload, len))
+            conn_send(w, c, payload, len);
+        return;
     }
-    if (loc.worker >= w->nworkers ||
-        hand_over(w, &loc, uid, payload, len, req, IPC_F_CHAT, IPC_DELIVER) < 0)
-        return ROUTE_OFFLINE;
-    metrics_count(QM_DELIVERIES, QM_PATH_WORKER);
-    return ROUTE_SENT;
+    if (loc->worker < w->nworkers)
+        hand_over(w, loc, uid, payload, len, 0, IPC_F_NOTICE, IPC_DELIVER);
 }
 
 void route_notice(struct worker *w, int32_t uid, const char *payload, size_t len)
 {
-    struct online_loc loc;
-    if (!online_lookup(w->online, uid, &loc)) {
+    struct online_loc locs[ONLINE_USER_MAX];
+    size_t n = online_sessions(w->online, uid, locs, ONLINE_USER_MAX);
+    if (n == 0) {
         publish_elsewhere(w, uid, payload, len, 0, IPC_F_NOTICE);
         return;
     }
-    if (loc.worker == w->index) {
-        struct conn *c = conn_of_session(w, uid, loc.slot, loc.gen);
-        if (c && c->presence)
-            conn_send(w, c, payload, len);
-        return;
-    }
-    if (loc.worker < w->nworkers)
-        hand_over(w, &loc, uid, payload, len, 0, IPC_F_NOTICE, IPC_DELIVER);
+    for (size_t k = 0; k < n; k++)
+        notice_session(w, uid, &locs[k], payload, len);
+}
+
+void route_notice_others(struct worker *w, int32_t uid, uint32_t gen, const char *payload,
+                         size_t len)
+{
+    struct online_loc locs[ONLINE_USER_MAX];
+    size_t n = online_sessions(w->online, uid, locs, ONLINE_USER_MAX);
+    for (size_t k = 0; k < n; k++)
+        if (locs[k].worker != w->index || locs[k].gen != gen)
+            notice_session(w, uid, &locs[k], payload, len);
 }
 
 void route_kick(struct worker *w, int32_t uid, uint32_t worker, uint32_t slot, uint32_t gen)

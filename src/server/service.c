@@ -22,22 +22,19 @@
 #include "server/metrics.h"
 #include "server/offline.h"
 #include "server/pending.h"
+#include "server/rate.h"
 #include "server/reply.h"
+#include "server/request.h"
 #include "server/route.h"
 #include "server/service.h"
+#include "server/service_session.h"
 #include "server/service_async.h"
 #include "server/service_chat.h"
+#include "server/service_social.h"
+#include "server/service_log.h"
 #include "server/session.h"
 #include "server/storage.h"
 #include "server/worker.h"
-
-/* One request being handled: the envelope fields every handler needs. */
-struct request {
-    struct json_object *obj;
-    int msgid;
-    const char *seq; /* serialized seq, NULL when absent */
-    char seqbuf[QC_SEQ_MAX + 1];
-};
 
 /* ---- replies ------------------------------------------------------------ */
 
@@ -95,28 +92,6 @@ static void wipe_field(const struct request *r, const char *key)
 }
 
 /* ---- LOGIN -------------------------------------------------------------- */
-
-/* Make (uid) this connection's session; the previous session, anywhere on the node, is kicked. */
-static int open_session(struct worker *w, struct conn *c, const struct store_user *u, bool presence)
-{
-    struct online_loc loc = { .worker = w->index,
-                              .slot = c->slot,
-                              .gen = online_next_gen(w->online) };
-    struct online_loc prev;
-    int rc = online_insert(w->online, u->id, &loc, &prev);
-    if (rc < 0)
-        return QC_ELIMIT;
-    c->uid = u->id;
-    c->sgen = loc.gen;
-    c->presence = presence;
-    c->deadline = 0;
-    conn_end_prelogin(w, c);
-    strlcpy(c->name, u->name, sizeof c->name);
-    w->stats->sessions++;
-    if (rc == 1)
-        route_kick(w, u->id, prev.worker, prev.slot, prev.gen);
-    return 0;
-}
 
 /* The request a finished password job answers (no JSON object any more). */
 static void request_of_job(const struct crypt_job *job, struct request *r)
@@ -199,6 +174,12 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
     const char *pw;
     size_t pwlen;
     int32_t id;
+    struct login_wish wish;
+    if (session_is_token_login(r->obj)) {
+        wipe_field(r, "password");
+        service_login_token(w, c, r->obj, r->msgid, r->seq);
+        return;
+    }
     if (c->sgen) {
         wipe_field(r, "password");
         reply_request_error(w, c, r, QC_EALREADYIN);
@@ -209,6 +190,8 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
         err = get_text(r, "password", 0, QC_PASSWORD_MAX, &pw, &pwlen);
     if (err == QC_ETOOLONG)
         err = QC_EAUTH;
+    if (!err)
+        err = session_login_wish(r->obj, &wish);
     int64_t wait_ms = err ? 0 : guard_login_begin(w->guard, c->ip_hash, id, w->now_ms);
     if (wait_ms > 0) {
         /* Refused before any hashing: a brute force only gets slower. */
@@ -225,7 +208,13 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
         struct json_object *v;
         job->presence =
             json_object_object_get_ex(r->obj, "presence", &v) && json_object_get_boolean(v);
+        job->receipts =
+            json_object_object_get_ex(r->obj, "receipts", &v) && json_object_get_boolean(v);
+        job->typing = json_object_object_get_ex(r->obj, "typing", &v) && json_object_get_boolean(v);
         job->asked_uid = id;
+        job->want_token = wish.want_token;
+        job->device_named = wish.named;
+        strlcpy(job->device, wish.device, sizeof job->device);
         err = service_async(w, c, fetch_account, account_fetched, job);
         if (err)
             crypt_job_free(job);
@@ -285,16 +274,20 @@ static bool finish_login(struct worker *w, struct conn *c, const struct crypt_jo
     guard_login_succeeded(w->guard, c->ip_hash, job->uid);
     if (job->upgraded)
         upgrade_password(w, job);
-    struct store_user u = { .id = job->uid };
-    strlcpy(u.name, job->name, sizeof u.name);
-    int err = open_session(w, c, &u, job->presence);
+    struct login_wish wish = { .named = job->device_named, .want_token = job->want_token };
+    strlcpy(wish.device, job->device, sizeof wish.device);
+    int err = session_open(w, c, job->uid, job->name, job->presence, &wish, NULL);
+    c->receipts = !err && job->receipts;
+    c->typing = !err && job->typing;
     metrics_count(QM_LOGINS, err ? QM_LOGIN_ERROR : QM_LOGIN_OK);
     if (err) {
         reply_request_error(w, c, r, err);
         return true;
     }
+    social_session_started(w, c);
 
-    return login_reply_start(w, c, u.id, u.name, r->seq);
+    return login_reply_start(w, c, job->uid, job->name, r->seq, wish.device,
+                             wish.want_token ? session_token_expiry(w) : 0);
 }
 
 /* ---- REG ---------------------------------------------------------------- */
@@ -383,6 +376,8 @@ void service_crypt_done(struct worker *w, struct crypt_job *job)
         return; /* the login reply resumes the connection */
     if (job->kind == CRYPT_HASH && !finish_register(w, c, job))
         return; /* the store's answer resumes the connection */
+    if (job->kind == CRYPT_CHANGE && !service_password_done(w, c, job))
+        return; /* the store's answer resumes the connection */
     conn_resume(w, c);
 }
 
@@ -391,149 +386,26 @@ void service_crypt_done(struct worker *w, struct crypt_job *job)
 /* The chat path of the log lives in service_chat.c. */
 static void handle_chat(struct worker *w, struct conn *c, const struct request *r)
 {
+    if (r->msgid == QC_ONE_CHAT_MSG && social_chat_gate(w, c, r))
+        return; /* error 22: one of the two blocked the other */
     service_chat(w, c, r->obj, r->msgid, r->seq);
 }
 
-/* ---- friends and groups ------------------------------------------------- */
-
-/*
- * ADD_FRIEND, CREATE_GROUP, ADD_GROUP: validated here, done on the storage
- * thread (service_async.c), answered when the store has answered.
- */
-struct social_req {
-    struct request r; /* msgid and seq (obj is gone by then) */
-    int32_t uid;      /* the session's user */
-    int32_t target;   /* friendid or groupid */
-    int32_t groupid;  /* CREATE_GROUP: the new group */
-    int limit;        /* max_friends or max_group_members */
-    char name[QC_NAME_MAX + 1];
-    char desc[QC_GROUPDESC_MAX + 1];
-};
-
-static int add_friend_on_store(const struct store_ops *ops, struct store *st, void *arg)
-{
-    struct social_req *q = arg;
-    int count = 0;
-    /* Friendship is mutual: both sides must have room. */
-    int err = ops->friend_count(st, q->uid, &count);
-    if (!err && count >= q->limit)
-        err = QC_ELIMIT;
-    if (!err)
-        err = ops->friend_count(st, q->target, &count);
-    if (!err && count >= q->limit)
-        err = QC_ELIMIT;
-    return err ? err : ops->friend_add(st, q->uid, q->target);
-}
-
-static int create_group_on_store(const struct store_ops *ops, struct store *st, void *arg)
-{
-    struct social_req *q = arg;
-    return ops->group_create(st, q->name, q->desc, q->uid, &q->groupid);
-}
-
-static int add_group_on_store(const struct store_ops *ops, struct store *st, void *arg)
-{
-    struct social_req *q = arg;
-    int count = 0;
-    int err = ops->group_member_count(st, q->target, &count);
-    if (!err && count >= q->limit)
-        err = QC_ELIMIT;
-    /* group_join starts the member's cursors at the stored last cseq: no past as offline */
-    return err ? err : ops->group_join(st, q->target, q->uid);
-}
-
-static bool social_answered(struct worker *w, struct conn *c, void *arg, int err)
-{
-    struct social_req *q = arg;
-    if (c)
-        reply_result(w, c, &q->r, err, err ? 0 : q->groupid);
-    free(q);
-    return true;
-}
-
-static struct social_req *social_req_new(const struct conn *c, const struct request *r)
-{
-    struct social_req *q = calloc(1, sizeof *q);
-    if (q == NULL)
-        return NULL;
-    q->r.msgid = r->msgid;
-    if (r->seq) {
-        strlcpy(q->r.seqbuf, r->seq, sizeof q->r.seqbuf);
-        q->r.seq = q->r.seqbuf;
-    }
-    q->uid = c->uid;
-    return q;
-}
-
-/* Queue q's store work; on failure answer and free. */
-static void run_social(struct worker *w, struct conn *c, const struct request *r,
-                       struct social_req *q, storage_run_fn run)
-{
-    int err = q ? service_async(w, c, run, social_answered, q) : QC_EINTERNAL;
-    if (err) {
-        free(q);
-        reply_request_error(w, c, r, err);
-    }
-}
-
-static void handle_add_friend(struct worker *w, struct conn *c, const struct request *r)
-{
-    int32_t fid;
-    int err = get_id(r, "friendid", &fid);
-    if (!err && fid == c->uid)
-        err = QC_ESELF;
-    if (err) {
-        reply_request_error(w, c, r, err);
-        return;
-    }
-    struct social_req *q = social_req_new(c, r);
-    if (q) {
-        q->target = fid;
-        q->limit = w->cfg.max_friends;
-    }
-    run_social(w, c, r, q, add_friend_on_store);
-}
-
-static void handle_create_group(struct worker *w, struct conn *c, const struct request *r)
-{
-    const char *name, *desc = "";
-    size_t namelen, desclen = 0;
-    int err = get_text(r, "groupname", 1, QC_NAME_MAX, &name, &namelen);
-    if (!err && json_object_object_get_ex(r->obj, "groupdesc", NULL))
-        err = get_text(r, "groupdesc", 0, QC_GROUPDESC_MAX, &desc, &desclen);
-    if (err) {
-        reply_request_error(w, c, r, err);
-        return;
-    }
-    struct social_req *q = social_req_new(c, r);
-    if (q) {
-        memcpy(q->name, name, namelen + 1);
-        memcpy(q->desc, desc, desclen + 1);
-    }
-    run_social(w, c, r, q, create_group_on_store);
-}
-
-static void handle_add_group(struct worker *w, struct conn *c, const struct request *r)
-{
-    int32_t gid;
-    int err = get_id(r, "groupid", &gid);
-    if (err) {
-        reply_request_error(w, c, r, err);
-        return;
-    }
-    struct social_req *q = social_req_new(c, r);
-    if (q) {
-        q->target = gid;
-        q->limit = w->cfg.max_group_members;
-    }
-    run_social(w, c, r, q, add_group_on_store);
-}
+/* ---- session ---------------------------------------------------------- */
 
 static void handle_loginout(struct worker *w, struct conn *c, const struct request *r)
 {
     log_info("user %d logged out on conn %u", c->uid, c->slot);
+    if (service_loginout_revoke(w, c, r->obj, r->msgid, r->seq))
+        return; /* answered once the token is revoked */
     session_end(w, c);
     reply_result(w, c, r, 0, 0);
+    conn_await_login(w, c); /* issue 14, item 11: login_timeout applies again */
+}
+
+static void handle_password(struct worker *w, struct conn *c, const struct request *r)
+{
+    service_password(w, c, r->obj, r->msgid, r->seq);
 }
 
 static void handle_heartbeat(struct worker *w, struct conn *c, const struct request *r)
@@ -541,9 +413,13 @@ static void handle_heartbeat(struct worker *w, struct conn *c, const struct requ
     reply_ack(w, c, r->msgid, r->seq, 0, 0, 0, 0);
 }
 
-/* ---- dispatch ----------------------------------------------------------- */
+/* HISTORY, CONVERSATIONS, READ, TYPING: service_log.c. */
+static void handle_log(struct worker *w, struct conn *c, const struct request *r)
+{
+    service_log_dispatch(w, c, r->obj, r->msgid, r->seq);
+}
 
-typedef void (*handler_fn)(struct worker *, struct conn *, const struct request *);
+/* ---- dispatch ----------------------------------------------------------- */
 
 static const struct {
     handler_fn fn;
@@ -552,12 +428,30 @@ static const struct {
     [QC_LOGIN_MSG] = { handle_login, false },
     [QC_REG_MSG] = { handle_register, false },
     [QC_ONE_CHAT_MSG] = { handle_chat, true },
-    [QC_ADD_FRIEND_MSG] = { handle_add_friend, true },
-    [QC_CREATE_GROUP_MSG] = { handle_create_group, true },
-    [QC_ADD_GROUP_MSG] = { handle_add_group, true },
+    [QC_ADD_FRIEND_MSG] = { social_add_friend, true },
+    [QC_CREATE_GROUP_MSG] = { social_create_group, true },
+    [QC_ADD_GROUP_MSG] = { social_add_group, true },
     [QC_GROUP_CHAT_MSG] = { handle_chat, true },
     [QC_LOGINOUT_MSG] = { handle_loginout, true },
     [QC_HEARTBEAT_MSG] = { handle_heartbeat, false },
+    /* friends, blocks, groups: service_social.c */
+    [QC_FRIEND_LIST_MSG] = { social_friend_list, true },
+    [QC_FRIEND_REMOVE_MSG] = { social_friend_remove, true },
+    [QC_BLOCK_MSG] = { social_block, true },
+    [QC_UNBLOCK_MSG] = { social_unblock, true },
+    [QC_FRIEND_DECLINE_MSG] = { social_friend_decline, true },
+    [QC_GROUP_MEMBERS_MSG] = { social_group_members, true },
+    [QC_GROUP_LEAVE_MSG] = { social_group_leave, true },
+    [QC_GROUP_KICK_MSG] = { social_group_kick, true },
+    [QC_GROUP_ROLE_MSG] = { social_group_role, true },
+    [QC_GROUP_UPDATE_MSG] = { social_group_update, true },
+    [QC_GROUP_DELETE_MSG] = { social_group_delete, true },
+    /* the conversation log (service_log.c) */
+    [QC_HISTORY_MSG] = { handle_log, true },
+    [QC_CONVERSATIONS_MSG] = { handle_log, true },
+    [QC_READ_MSG] = { handle_log, true },
+    [QC_TYPING_MSG] = { handle_log, true },
+    [QC_PASSWORD_MSG] = { handle_password, true },
 };
 
 /* "seq" is echoed verbatim: an integer or a short string. */
@@ -575,23 +469,6 @@ static int read_seq(struct request *r)
     strcpy(r->seqbuf, s);
     r->seq = r->seqbuf;
     return 0;
-}
-
-/* Token bucket: request_rate per second, request_burst deep. */
-static bool within_rate(struct worker *w, struct conn *c)
-{
-    if (w->cfg.request_rate <= 0)
-        return true;
-    double elapsed = (double)(w->now_ms - c->tokens_ms) / 1000.0;
-    c->tokens_ms = w->now_ms;
-    c->tokens += elapsed * w->cfg.request_rate;
-    if (c->tokens > w->cfg.request_burst)
-        c->tokens = w->cfg.request_burst;
-    if (c->tokens < 1.0)
-        return false;
-    c->tokens -= 1.0;
-    c->rate_strikes = 0;
-    return true;
 }
 
 void service_dispatch(struct worker *w, struct conn *c, struct json_object *obj)
@@ -617,7 +494,7 @@ void service_dispatch(struct worker *w, struct conn *c, struct json_object *obj)
     }
     if (!err && handlers[r.msgid].needs_session && c->sgen == 0)
         err = QC_ENOTLOGGEDIN;
-    if (!err && !within_rate(w, c)) {
+    if (!err && !rate_admit(w, c)) {
         metrics_count(QM_RATE_LIMITED, 0);
         /* Sustained abuse: a whole burst's worth of refused requests in a row. */
         if (++c->rate_strikes > (uint32_t)w->cfg.request_burst) {
@@ -630,6 +507,12 @@ void service_dispatch(struct worker *w, struct conn *c, struct json_object *obj)
     if (err) {
         if (r.msgid == QC_LOGIN_MSG || r.msgid == QC_REG_MSG)
             wipe_field(&r, "password");
+        if (r.msgid == QC_LOGIN_MSG)
+            wipe_field(&r, "token");
+        if (r.msgid == QC_PASSWORD_MSG) {
+            wipe_field(&r, "old");
+            wipe_field(&r, "new");
+        }
         reply_request_error(w, c, &r, err);
         return;
     }
@@ -639,4 +522,5 @@ void service_dispatch(struct worker *w, struct conn *c, struct json_object *obj)
 void service_install(struct worker *w)
 {
     w->hooks.request = service_dispatch;
+    w->hooks.notice = social_notice;
 }

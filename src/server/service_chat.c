@@ -37,6 +37,7 @@
 #include "server/service_async.h"
 #include "server/service_chat.h"
 #include "server/session.h"
+#include "server/rate.h"
 #include "server/storage.h"
 #include "server/worker.h"
 
@@ -46,6 +47,7 @@ struct chat {
     char seq[QC_SEQ_MAX + 1];
     bool has_seq;
     int32_t sender;
+    uint32_t sender_gen; /* the sending session: the echo skips it (issue 15) */
     char name[QC_NAME_MAX + 1];
     int32_t to; /* toid, or the groupid */
     int64_t conv;
@@ -129,6 +131,7 @@ static struct chat *chat_new(const struct conn *c, int msgid, const char *seq, i
         ch->has_seq = true;
     }
     ch->sender = c->uid;
+    ch->sender_gen = c->sgen;
     strlcpy(ch->name, c->name, sizeof ch->name);
     ch->to = to;
     memcpy(ch->text, text, len);
@@ -173,6 +176,8 @@ static void deliver_live(struct worker *w, const struct chat *ch, const char *bo
     for (size_t i = 0; i < ch->recipients.n; i++)
         if (route_chat(w, ch->recipients.ids[i], body, len, ch->req) == ROUTE_OFFLINE)
             left++;
+    if (ch->msgid != QC_ONE_CHAT_MSG || ch->to != ch->sender)
+        route_echo(w, ch->sender, ch->sender_gen, body, len, ch->req); /* the sender's devices */
     if (left > 0) {
         metrics_add(QM_DELIVERIES, QM_PATH_STORED, left); /* "stored": left in the log */
         w->stats->offline_stored += left;
@@ -350,6 +355,7 @@ static int send_sequenced(struct worker *w, struct conn *c, struct chat *ch, int
     if (w->journal && (a->journal = journal_put(w->journal, w->index, &m)) == 0)
         log_warning("conv %lld cseq %lld: journal full, appended without it", (long long)ch->conv,
                     (long long)cseq);
+    rate_charge(w, c, rate_fanout_cost(ch->recipients.n, buf_used(&b))); /* issue 14 item 4 */
     pending_set_mid(w, ch->req, ch->mid);
     pending_set_cseq(w, ch->req, cseq);
     pending_add(w, ch->req); /* the append's reference: the ACK waits for the commit */
@@ -374,6 +380,8 @@ static void send_to_database(struct worker *w, struct conn *c, struct chat *ch)
                               .len = buf_used(&b) };
     ch->req = err ? 0 : pending_open(w, c, ch->msgid, ch->has_seq ? ch->seq : NULL);
     struct appended *a = ch->req ? appended_new(w, &m, ch->req) : NULL;
+    if (a != NULL)
+        rate_charge(w, c, rate_fanout_cost(ch->recipients.n, buf_used(&b))); /* issue 14 item 4 */
     worker_buf_give(w, &b);
     if (a == NULL) {
         if (ch->req)

@@ -112,8 +112,12 @@ void session_end(struct worker *w, struct conn *c)
     c->sgen = 0;
     c->uid = 0;
     c->presence = false;
+    explicit_bzero(c->token, sizeof c->token);
+    c->receipts = c->typing = false;
     w->stats->sessions--;
-    if (removed) {
+    /* Presence is online while any session of the user is (several devices). */
+    struct online_loc other;
+    if (removed && !online_lookup(w->online, uid, &other)) {
         route_session_ended(w, uid);
         session_announce(w, uid, c->name, QC_STATE_OFFLINE);
     }

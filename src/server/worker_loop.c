@@ -40,13 +40,19 @@
 #include "server/pending.h"
 #include "server/peer.h"
 #include "server/proc.h"
+#include "server/purge.h"
+#include "server/storage.h"
 #include "server/reply.h"
 #include "server/route.h"
 #include "server/service.h"
+#include "server/service_session.h"
 #include "server/title.h"
+#include "server/storage.h"
 #include "server/session.h"
 #include "server/worker.h"
 #include "server/worker_loop.h"
+#include "store/social.h"
+#include "server/ws_conn.h"
 
 #define WORKER_TICK_MS           250 /* timers: deadlines, idle checks */
 #define WORKER_ACCEPTS_PER_EVENT 64
@@ -61,9 +67,22 @@ static struct worker the_worker;
 /*
  * EPOLLEXCLUSIVE wakes one waiter, and an idle kernel tends to pick the same
  * one: like nginx's accept_disabled, a worker well ahead of the least loaded
- * live worker stops watching the listening socket until a tick finds it no
- * longer ahead, so connections spread over the workers.
+ * live worker stops watching the listening socket until it is no longer
+ * ahead (checked before each sleep and at each tick), so connections spread
+ * over the workers.  It never stops while no other worker accepts: under
+ * reconnect churn the least loaded worker may itself have stopped a moment
+ * ago, and nobody would accept until a tick (a 250 ms stall per connection).
  */
+static bool another_accepting(struct worker *w)
+{
+    for (uint32_t k = 0; k < w->nworkers; k++) {
+        struct worker_stats *ws = online_stats(w->online, k);
+        if (k != w->index && ws->pid != 0 && ws->accepting)
+            return true;
+    }
+    return false;
+}
+
 static bool ahead_of_others(struct worker *w)
 {
     uint32_t least = UINT32_MAX;
@@ -93,7 +112,7 @@ static void balance_accepting(struct worker *w)
 {
     if (w->stopping)
         return;
-    bool want = !ahead_of_others(w);
+    bool want = !ahead_of_others(w) || !another_accepting(w);
     if (want == w->accepting)
         return;
     if (want)
@@ -102,6 +121,7 @@ static void balance_accepting(struct worker *w)
     else
         loop_unwatch(&w->loop, &w->listen_src);
     w->accepting = want;
+    w->stats->accepting = want;
 }
 
 /* Over the per-address cap: one error line, then the door. */
@@ -182,10 +202,11 @@ static void apply_config(struct worker *w, const struct qc_config *next)
 
 static void kick_user(struct worker *w, int32_t uid)
 {
-    struct online_loc loc;
-    if (online_lookup(w->online, uid, &loc) && loc.worker == w->index) {
-        struct conn *c = worker_conn(w, loc.slot);
-        if (c && c->sgen == loc.gen) {
+    struct online_loc locs[ONLINE_USER_MAX];
+    size_t n = online_sessions(w->online, uid, locs, ONLINE_USER_MAX);
+    for (size_t k = 0; k < n; k++) {
+        struct conn *c = locs[k].worker == w->index ? worker_conn(w, locs[k].slot) : NULL;
+        if (c && c->sgen == locs[k].gen) {
             reply_kick(w, c, "kicked by the operator");
             conn_close_gracefully(w, c);
         }
@@ -207,6 +228,13 @@ static void on_config(void *ctx, uint32_t link, const struct ipc_msg *m)
     apply_config(ctx, m->body);
 }
 
+static void on_purge(void *ctx, uint32_t link, const struct ipc_msg *m)
+{
+    (void)link;
+    (void)m;
+    purge_now(ctx);
+}
+
 static void on_kick_user(void *ctx, uint32_t link, const struct ipc_msg *m)
 {
     const struct ipc_user *u = m->body;
@@ -214,12 +242,21 @@ static void on_kick_user(void *ctx, uint32_t link, const struct ipc_msg *m)
     kick_user(ctx, u->uid);
 }
 
+static void on_revoke_user(void *ctx, uint32_t link, const struct ipc_msg *m)
+{
+    const struct ipc_user *u = m->body;
+    (void)link;
+    service_revoke_user(ctx, u->uid, m->fd);
+}
+
 /* What a worker accepts from the master. */
 static const struct ipc_handlers from_master = {
     .from = "the master",
     .fn = { [IPC_NEW_PEER] = on_new_peer,
             [IPC_CONFIG] = on_config,
-            [IPC_KICK_USER] = on_kick_user },
+            [IPC_KICK_USER] = on_kick_user,
+            [IPC_REVOKE_USER] = on_revoke_user,
+            [IPC_PURGE] = on_purge },
 };
 
 static void read_channel(struct worker *w)
@@ -262,8 +299,10 @@ static void on_tick(void *ctx)
     metrics_heartbeat();
     metrics_sample_worker(w);
     check_deadlines(w);
+    ws_conn_tick(w);
     balance_accepting(w);
     service_chat_tick(w);
+    purge_tick(w);
 }
 
 /* ---- stopping ----------------------------------------------------------- */
@@ -278,8 +317,10 @@ static void begin_stop(struct worker *w, const char *why)
     if (w->accepting)
         loop_unwatch(&w->loop, &w->listen_src);
     w->accepting = false;
+    w->stats->accepting = false;
     close(w->listen_fd);
     w->listen_fd = -1;
+    ws_conn_stop(w);
     for (uint32_t i = 0; i < worker_slot_count(w); i++) {
         struct conn *c = worker_conn(w, i);
         if (c == NULL || c->state != CONN_OPEN)
@@ -343,6 +384,7 @@ static void __attribute__((noreturn)) finish_stop(struct worker *w)
     storage_stop(w->storage); /* commits what is queued; the journal keeps the rest */
     pending_destroy(w);
     crypt_pool_stop(w);
+    purge_stop(w); /* after storage_stop: a purge batch may have been on the thread */
     while (w->nspare > 0)
         buf_free(&w->spare[--w->nspare]);
     w->st->close(w->store);
@@ -387,6 +429,7 @@ static void before_sleep(void *ctx)
     flush_dirty(w);
     free_dead(w);
     delivered_flush(w);
+    balance_accepting(w);
     peer_flush_corked(w); /* last: the confirmations of what flush_dirty wrote go too */
 }
 
@@ -438,7 +481,8 @@ static int open_event_sources(struct worker *w, const int *peer_fds)
     if (loop_watch(&w->loop, &w->listen_src, w->listen_fd, EPOLLIN | EPOLLEXCLUSIVE,
                    on_listen_event, w) < 0 ||
         loop_watch(&w->loop, &w->channel_src, w->channel.fd, EPOLLIN, on_channel_event, w) < 0 ||
-        loop_watch(&w->loop, &w->signal_src, w->signal_fd, EPOLLIN, on_signal, w) < 0)
+        loop_watch(&w->loop, &w->signal_src, w->signal_fd, EPOLLIN, on_signal, w) < 0 ||
+        ws_conn_start(w) < 0)
         return -1;
     for (uint32_t p = 0; p <= RELAY_PEER; p++) {
         int fd = p < w->nworkers || p == RELAY_PEER ? peer_fds[p] : -1;
@@ -492,7 +536,8 @@ int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
     }
     char err[QC_CONFIG_ERR_MAX];
     w->st = store_driver(cfg->storage_driver);
-    if (w->st == NULL || w->st->open(&w->store, cfg, err, sizeof err) != 0) {
+    w->social = social_driver(cfg->storage_driver);
+    if (w->st == NULL || w->social == NULL || w->st->open(&w->store, cfg, err, sizeof err) != 0) {
         log_error("storage: %s", w->st ? err : "unknown driver");
         return -1;
     }
@@ -505,6 +550,8 @@ int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
     loop_set_on_wake(&w->loop, on_wake);
     loop_set_before_sleep(&w->loop, before_sleep);
     install_layers(w);
+    if (purge_init(w) < 0)
+        return -1;
     w->crypt_fd = crypt_pool_start(w, cfg->hash_threads);
     if (w->crypt_fd < 0 ||
         loop_watch(&w->loop, &w->crypt_src, w->crypt_fd, EPOLLIN, on_crypt_event, w) < 0 ||
@@ -549,6 +596,7 @@ void worker_main(uint32_t index, uint32_t nworkers, int listen_fd, int channel_f
     w->listen_fd = listen_fd;
     ipc_chan_init(&w->channel, channel_fd);
     w->accepting = true;
+    w->stats->accepting = true;
     if (open_event_sources(w, peer_fds) < 0) {
         log_error("event loop setup: %s", strerror(errno));
         _exit(1);

@@ -72,6 +72,10 @@ struct ws {
     size_t in_len;
     bool in_feed;     /* inside ws_feed: sending waits until wslay_event_recv returns */
     bool frame_error; /* wslay refused a frame header (see send_to_output) */
+    /* A close asked for inside ws_feed: queued after the replies of that feed,
+       since wslay sends queued control frames ahead of queued messages. */
+    int close_wanted;
+    char close_reason[WS_REASON_MAX + 1];
 
     int64_t last_rx_ms;   /* last frame from the peer */
     int64_t ping_sent_ms; /* 0: no ping outstanding */
@@ -554,6 +558,11 @@ enum ws_result ws_feed(struct ws *ws, const void *data, size_t len, int64_t now_
     ws->in = NULL;
     ws->in_len = 0;
     flush_frames(ws);
+    if (ws->close_wanted) {
+        enum ws_close_code code = (enum ws_close_code)ws->close_wanted;
+        ws->close_wanted = 0;
+        ws_close(ws, code, ws->close_reason);
+    }
     return framing_result(ws);
 }
 
@@ -579,7 +588,7 @@ int ws_send_text(struct ws *ws, const char *msg, size_t len)
 {
     struct wslay_event_msg m = { WSLAY_TEXT_FRAME, (const uint8_t *)msg, len };
 
-    if (ws->phase != WS_PHASE_OPEN || wslay_event_get_close_sent(ws->ctx))
+    if (ws->phase != WS_PHASE_OPEN || ws->close_wanted || wslay_event_get_close_sent(ws->ctx))
         return -1;
     if (wslay_event_queue_msg(ws->ctx, &m) != 0)
         return -1;
@@ -603,6 +612,14 @@ void ws_close(struct ws *ws, enum ws_close_code code, const char *reason)
         return;
     if (rl > WS_REASON_MAX)
         rl = WS_REASON_MAX;
+    if (ws->in_feed) {
+        if (ws->close_wanted == 0) {
+            ws->close_wanted = (int)code;
+            memcpy(ws->close_reason, reason ? reason : "", rl);
+            ws->close_reason[rl] = '\0';
+        }
+        return;
+    }
     if (wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)reason, rl) == 0)
         ws->close_sent = (int)code;
     wslay_event_shutdown_read(ws->ctx);

@@ -95,6 +95,8 @@ int rules_blocked_list(const struct sdb_prims *p, struct store *st, int32_t user
                        void *arg);
 int rules_is_blocked(const struct sdb_prims *p, struct store *st, int32_t a, int32_t b,
                      bool *blocked);
+int rules_blocked_by(const struct sdb_prims *p, struct store *st, int32_t user, store_user_cb cb,
+                     void *arg);
 int rules_group_role(const struct sdb_prims *p, struct store *st, int32_t group, int32_t user,
                      char role[SOCIAL_ROLE_MAX + 1]);
 int rules_group_members(const struct sdb_prims *p, struct store *st, int32_t group,

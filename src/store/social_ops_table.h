@@ -60,6 +60,11 @@ static int op_blocked_list(struct store *st, int32_t user, store_user_cb cb, voi
     return rules_blocked_list(&SOCIAL_PRIMS, st, user, cb, arg);
 }
 
+static int op_blocked_by(struct store *st, int32_t user, store_user_cb cb, void *arg)
+{
+    return rules_blocked_by(&SOCIAL_PRIMS, st, user, cb, arg);
+}
+
 static int op_is_blocked(struct store *st, int32_t a, int32_t b, bool *blocked)
 {
     return rules_is_blocked(&SOCIAL_PRIMS, st, a, b, blocked);
@@ -152,6 +157,7 @@ const struct social_ops SOCIAL_OPS_VAR = {
     .block = op_block,
     .unblock = op_unblock,
     .blocked_list = op_blocked_list,
+    .blocked_by = op_blocked_by,
     .is_blocked = op_is_blocked,
     .group_role = op_group_role,
     .group_members = op_group_members,

@@ -378,6 +378,16 @@ int rules_blocked_list(const struct sdb_prims *p, struct store *st, int32_t user
                       user, cb, arg);
 }
 
+/* Who has blocked user (the server keeps it per session for the chat check). */
+int rules_blocked_by(const struct sdb_prims *p, struct store *st, int32_t user, store_user_cb cb,
+                     void *arg)
+{
+    return list_users(p, st,
+                      "SELECT u.id, u.name FROM UserBlock b JOIN User u ON u.id = b.userid"
+                      " WHERE b.blockedid = ? ORDER BY b.userid",
+                      user, cb, arg);
+}
+
 struct blocked_args {
     int32_t a, b;
     bool blocked;

@@ -27,8 +27,8 @@
 #include "server/guard.h"
 #include "server/online.h"
 #include "server/proc.h"
-#include "server/worker_loop.h"
 #include "server/storage.h"
+#include "server/worker_loop.h"
 #include "worker_setup.h"
 
 #define FUZZ_MAX_INPUT   (256 * 1024)

@@ -523,6 +523,8 @@ static pid_t spawn_node(int i)
     snprintf(opt[o++], OPT_MAX, "redis.port=%d", cl.redis_port);
     snprintf(opt[o++], OPT_MAX, "security.password_cost=1");
     snprintf(opt[o++], OPT_MAX, "log.level=debug");
+    /* The seed's immediate ADD_FRIEND, which the presence tests rely on. */
+    snprintf(opt[o++], OPT_MAX, "social.friend_consent=no");
     argv[argc++] = bin;
     argv[argc++] = "-f";
     for (int k = 0; k < o; k++) {

@@ -409,6 +409,56 @@ static void test_qchat_reconnects_after_worker_killed(void **state)
     H_CHECK(server_worker_pid(worker) > 0, "worker %d restarted", worker);
 }
 
+/* Kill the worker holding me's session and wait for the master to restart it. */
+static void kill_session_worker(const struct h_user *me)
+{
+    int worker = h_worker_of(me->id);
+    pid_t pid = server_worker_pid(worker);
+    H_CHECK(pid > 0, "the pid of worker %d", worker);
+    H_CHECK(kill(pid, SIGKILL) == 0, "kill worker %d (pid %d): %s", worker, (int)pid,
+            strerror(errno));
+    int64_t deadline = h_now_ms() + H_START_MS;
+    pid_t now = server_worker_pid(worker);
+    while ((now <= 0 || now == pid) && h_now_ms() < deadline) {
+        h_sleep_ms(50);
+        now = server_worker_pid(worker);
+    }
+    H_CHECK(now > 0 && now != pid, "worker %d restarted (pid %d, was %d)", worker, (int)now,
+            (int)pid);
+}
+
+/*
+ * qchat reconnects with its login token, not its password: it comes back
+ * after its worker is killed, and once the operator revokes the account's
+ * tokens the next reconnect is refused with errno 24 (a password login
+ * would have succeeded).
+ */
+static void test_qchat_reconnects_with_its_token(void **state)
+{
+    static struct qchat_proc p;
+    struct h_user me;
+    char want[256], line[1024], req[96];
+    qchat_start(&p);
+    qchat_register_login(&p, &me, "clt");
+    H_CHECK(h_wait_online(me.id, true, H_REPLY_MS), "qchat's user online");
+    kill_session_worker(&me);
+    qchat_expect_exact(&p, "disconnected: reconnecting", "the first drop");
+    snprintf(want, sizeof(want), "reconnected: id %d name %s", me.id, me.name);
+    qchat_expect_exact(&p, want, "back with the token");
+    H_CHECK(h_wait_online(me.id, true, H_REPLY_MS), "online again after the reconnect");
+
+    snprintf(req, sizeof req, "{\"cmd\":\"revoke\",\"id\":%d}", me.id);
+    struct json_object *o = h_ctl(req);
+    H_CHECK(o != NULL && h_int(o, "revoked") == 1, "revoke qchat's token: %s", h_json(o));
+    json_object_put(o);
+    kill_session_worker(&me);
+    qchat_expect_exact(&p, "disconnected: reconnecting", "the second drop");
+    qchat_expect(&p, "reconnect failed: error 24", line, sizeof(line),
+                 "the revoked token is refused");
+    qchat_cmd(&p, "quit");
+    qchat_finish(&p);
+}
+
 static void test_server_stops_cleanly(void **state)
 {
     h_stop_and_check_clean();
@@ -451,6 +501,7 @@ int main(void)
         QCHAT_TEST(test_qchat_kicked_by_second_login),
         QCHAT_TEST(test_qchat_whole_script_piped),
         QCHAT_TEST(test_qchat_reconnects_after_worker_killed),
+        QCHAT_TEST(test_qchat_reconnects_with_its_token),
         H_TEST(test_server_stops_cleanly),
     };
     h_apply_filter();

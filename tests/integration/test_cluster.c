@@ -51,20 +51,22 @@
 #include <unistd.h>
 #include <sys/wait.h>
 
-#define NODE_A         0
-#define NODE_B         1
-#define SUB_WAIT_MS    5000 /* a session's channel subscribed / released */
-#define ORDERED_MSGS   20   /* one-to-one messages checked for order */
-#define OFFLINE_MSGS   3
-#define NGINX_TRIES    6  /* connections to land a user on the other node */
-#define LIVE_LOGINS    10 /* chats sent right after a login ACK */
-#define LOG_TAIL_LINES 60
-#define RELAY_STALL_MS 500  /* node B's relay stopped while a login is answered */
-#define RACE_TRIES     40   /* simultaneous logins of one account on both nodes */
-#define RACE_SETTLE_MS 3000 /* the loser's KICK and EOF arrive within this */
-#define RACE_QUIET_MS  300  /* the survivor stays untouched this long after */
-#define RACE_READ_MS   10
-#define RACE_POLL_MS   20
+#define NODE_A          0
+#define NODE_B          1
+#define SUB_WAIT_MS     5000 /* a session's channel subscribed / released */
+#define ORDERED_MSGS    20   /* one-to-one messages checked for order */
+#define OFFLINE_MSGS    3
+#define NGINX_TRIES     6  /* connections to land a user on the other node */
+#define LIVE_LOGINS     10 /* chats sent right after a login ACK */
+#define LOG_TAIL_LINES  60
+#define RELAY_STALL_MS  500  /* node B's relay stopped while a login is answered */
+#define BLOCK_NOTICE_MS 2000 /* a block reaches the other node's session */
+#define BLOCK_POLL_MS   20
+#define RACE_TRIES      40   /* simultaneous logins of one account on both nodes */
+#define RACE_SETTLE_MS  3000 /* the loser's KICK and EOF arrive within this */
+#define RACE_QUIET_MS   300  /* the survivor stays untouched this long after */
+#define RACE_READ_MS    10
+#define RACE_POLL_MS    20
 
 /* Traffic under a fault. */
 #define LOSS_PAIRS        4     /* users on node A chatting with users on node B */
@@ -565,6 +567,79 @@ static void test_group_chat_members_on_both_nodes(void **state)
     json_object_put(m);
     json_object_put(ack);
     h_expect_quiet(c, "offline member after login");
+}
+
+/* GROUP_EVENT_MSG 47 crosses nodes through the relay: joined, role, kicked. */
+static void test_group_events_across_nodes(void **state)
+{
+    struct h_user a, b;
+    new_user(&a, "gea");
+    new_user(&b, "geb");
+    struct qclient *ca = login_on(NODE_A, &a, true, NULL);
+    struct qclient *cb = login_on(NODE_B, &b, true, NULL);
+    int32_t gid = create_group(ca, "ge");
+    join_group(cb, gid);
+    struct json_object *e = h_expect(ca, QC_GROUP_EVENT_MSG, "joined, from the other node");
+    H_CHECK(h_int(e, "groupid") == gid && strcmp(h_str(e, "event"), "joined") == 0 &&
+                h_int(e, "userid") == b.id && h_int(e, "by") == b.id,
+            "joined event across nodes: %s", h_json(e));
+    json_object_put(e);
+    json_object_put(h_request(ca, QC_GROUP_ROLE_MSG, 0, "ROLE",
+                              "\"groupid\":%d,\"userid\":%d,\"role\":\"admin\"", gid, b.id));
+    e = h_expect(cb, QC_GROUP_EVENT_MSG, "role, from the other node");
+    H_CHECK(strcmp(h_str(e, "event"), "role") == 0 && h_int(e, "userid") == b.id &&
+                h_int(e, "by") == a.id && strcmp(h_str(e, "role"), "admin") == 0,
+            "role event across nodes: %s", h_json(e));
+    json_object_put(e);
+    json_object_put(
+        h_request(ca, QC_GROUP_KICK_MSG, 0, "KICK", "\"groupid\":%d,\"userid\":%d", gid, b.id));
+    e = h_expect(cb, QC_GROUP_EVENT_MSG, "kicked, from the other node");
+    H_CHECK(strcmp(h_str(e, "event"), "kicked") == 0 && h_int(e, "userid") == b.id &&
+                h_int(e, "by") == a.id,
+            "kicked event across nodes: %s", h_json(e));
+    json_object_put(e);
+    json_object_put(h_request(cb, QC_GROUP_CHAT_MSG, QC_ENOTMEMBER, "post after the kick",
+                              "\"groupid\":%d,\"msg\":\"x\"", gid));
+    h_expect_quiet(ca, "nothing more for the creator");
+}
+
+/*
+ * A block on one node reaches the blocked user's session on the other (an
+ * internal notice through the relay): its chats get error 22 within
+ * BLOCK_NOTICE_MS, and so does a session it opens later (loaded at login).
+ */
+static void test_block_across_nodes(void **state)
+{
+    struct h_user a, b;
+    new_user(&a, "bla");
+    new_user(&b, "blb");
+    struct qclient *ca = login_on(NODE_A, &a, false, NULL);
+    struct qclient *cb = login_on(NODE_B, &b, false, NULL);
+    json_object_put(h_request(ca, QC_BLOCK_MSG, 0, "BLOCK", "\"userid\":%d", b.id));
+    int64_t t0 = h_now_ms();
+    int err = 0;
+    while (err != QC_EBLOCKED && h_now_ms() - t0 < BLOCK_NOTICE_MS) {
+        struct json_object *ack = NULL;
+        err = qclient_chat(cb, a.id, "knock", h_next_seq(), &ack, H_REPLY_MS);
+        json_object_put(ack);
+        if (err != QC_EBLOCKED)
+            h_sleep_ms(BLOCK_POLL_MS);
+    }
+    print_message("cluster: block seen on the other node after %lld ms\n",
+                  (long long)(h_now_ms() - t0));
+    H_CHECK(err == QC_EBLOCKED, "chat of a user blocked on the other node: errno %d", err);
+    /* (a may have got the knocks sent before the notice arrived: the ACK is found past them.) */
+    struct json_object *ack = NULL;
+    err = qclient_chat(ca, b.id, "x", h_next_seq(), &ack, H_REPLY_MS);
+    json_object_put(ack);
+    H_CHECK(err == QC_EBLOCKED, "the blocker's chat: errno %d", err);
+    /* A new session of b loads the block from the store; a list request orders after it. */
+    close_and_wait_gone(cb, &b);
+    cb = login_on(NODE_A, &b, false, NULL);
+    h_send(cb, "{\"msgid\":30,\"seq\":1}");
+    json_object_put(h_expect(cb, QC_FRIEND_LIST_MSG_ACK, "FRIEND_LIST"));
+    json_object_put(h_request(cb, QC_ONE_CHAT_MSG, QC_EBLOCKED, "chat from a new session",
+                              "\"toid\":%d,\"msg\":\"x\"", a.id));
 }
 
 /* ---- presence -------------------------------------------------------------- */
@@ -1831,6 +1906,8 @@ int main(void)
         C_TEST(test_chat_through_nginx),
         C_TEST(test_chat_right_after_login_is_live),
         C_TEST(test_group_chat_members_on_both_nodes),
+        C_TEST(test_group_events_across_nodes),
+        C_TEST(test_block_across_nodes),
         C_TEST(test_presence_across_nodes),
         C_TEST(test_takeover_across_nodes),
         C_TEST(test_simultaneous_logins_on_two_nodes_leave_one),

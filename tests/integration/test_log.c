@@ -11,7 +11,10 @@
  */
 #include "harness.h"
 
+#include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +30,8 @@
 #define OFFLINE_CAP        5   /* limits.max_offline_messages in this file's server */
 #define OFFLINE_SENT       12  /* more than two login replies' worth */
 #define QUIET_MS           300 /* a push that must not come: wait this long */
+#define CURSOR_SETTLE_MS   200 /* a written login reply's cursor reaches the store */
+#define ORDER_GAP_MS       5   /* apart by this much, two messages' ts order them */
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -193,13 +198,6 @@ static void expect_nothing(struct qclient *c, const char *what)
 
 /* ---- tests -------------------------------------------------------------- */
 
-/*
- * Tests that need log-b's handlers (HISTORY and the rest): defined here,
- * registered in main() once that branch is merged.  Until then they are
- * marked unused so the build (-Werror) stays green.
- */
-#define LOG_B_TEST(name) static void __attribute__((unused)) name(void **state)
-
 static void test_cseq_on_ack_and_forward(void **state)
 {
     (void)state;
@@ -240,7 +238,13 @@ static void test_offline_items_carry_cseq_once(void **state)
     }
     json_object_put(ack);
     h_close(cb);
-    /* Delivered once: the next login has none. */
+    /*
+     * Delivered once: the next login has none.  The cursor moves once the
+     * reply has been written, by a storage job of the worker that wrote it;
+     * a login on another worker within those milliseconds may see the
+     * messages again (clients drop repeats by cseq), so give it a moment.
+     */
+    h_sleep_ms(CURSOR_SETTLE_MS);
     cb = h_login(&b, &ack);
     H_CHECK(h_arr_len_opt(ack, "offlinemsg") == 0, "delivered messages are not offline again: %s",
             h_json(ack));
@@ -255,8 +259,7 @@ static void test_offline_items_carry_cseq_once(void **state)
     json_object_put(ack);
 }
 
-/* log-b (HISTORY/CONVERSATIONS/READ/TYPING handlers): registered on that branch. */
-LOG_B_TEST(test_history_pages)
+static void test_history_pages(void **state)
 {
     (void)state;
     struct h_user a, b;
@@ -287,8 +290,7 @@ LOG_B_TEST(test_history_pages)
     json_object_put(r);
 }
 
-/* log-b (HISTORY/CONVERSATIONS/READ/TYPING handlers): registered on that branch. */
-LOG_B_TEST(test_history_errors)
+static void test_history_errors(void **state)
 {
     (void)state;
     struct h_user a, b, outsider;
@@ -320,8 +322,7 @@ LOG_B_TEST(test_history_errors)
     (void)ca;
 }
 
-/* log-b (HISTORY/CONVERSATIONS/READ/TYPING handlers): registered on that branch. */
-LOG_B_TEST(test_group_log_stored_once)
+static void test_group_log_stored_once(void **state)
 {
     (void)state;
     struct h_user a, b, c;
@@ -355,8 +356,7 @@ LOG_B_TEST(test_group_log_stored_once)
     expect_page(cc, "groupid", gid, "", 50, 1, 2, false);
 }
 
-/* log-b (HISTORY/CONVERSATIONS/READ/TYPING handlers): registered on that branch. */
-LOG_B_TEST(test_conversations_and_unread)
+static void test_conversations_and_unread(void **state)
 {
     (void)state;
     struct h_user me, x, y;
@@ -365,8 +365,15 @@ LOG_B_TEST(test_conversations_and_unread)
     struct qclient *cy = h_new_user(&y, "cv_y");
     chat(cx, me.id, "from x 1");
     chat(cx, me.id, "from x 2");
+    /* me is online: take the forwarded chats before me's own requests read their replies. */
+    for (int i = 0; i < 2; i++)
+        json_object_put(h_expect(cm, QC_ONE_CHAT_MSG, "chat from x"));
+    /* "Most recent" is by the millisecond: keep the conversations' last messages apart. */
     chat(cm, x.id, "to x");
+    h_sleep_ms(ORDER_GAP_MS);
     chat(cy, me.id, "from y");
+    json_object_put(h_expect(cm, QC_ONE_CHAT_MSG, "chat from y"));
+    h_sleep_ms(ORDER_GAP_MS);
     int32_t gid = new_group(cm, "cv_g");
     group_chat(cm, gid, "to my group");
     struct json_object *r = call_ok(cm, CONVERSATIONS_MSG, CONVERSATIONS_MSG_ACK, "%s", "");
@@ -403,8 +410,7 @@ LOG_B_TEST(test_conversations_and_unread)
     (void)cy;
 }
 
-/* log-b (HISTORY/CONVERSATIONS/READ/TYPING handlers): registered on that branch. */
-LOG_B_TEST(test_read_cursor_and_receipt)
+static void test_read_cursor_and_receipt(void **state)
 {
     (void)state;
     struct h_user a, b;
@@ -435,8 +441,7 @@ LOG_B_TEST(test_read_cursor_and_receipt)
     call_err(cb, READ_MSG, QC_EBADREQ, body); /* cseq missing */
 }
 
-/* log-b (HISTORY/CONVERSATIONS/READ/TYPING handlers): registered on that branch. */
-LOG_B_TEST(test_typing)
+static void test_typing(void **state)
 {
     (void)state;
     struct h_user a, b, c;
@@ -557,6 +562,274 @@ static void test_login_reply_byte_cap(void **state)
     h_close(c);
 }
 
+/* ---- log-b: errors of every field, typing limit, pushes across workers, retention ---- */
+
+#define TYPING_GAP_MS 1100 /* just over the server's TYPING_INTERVAL_MS (1 s) */
+#define TYPING_SLOTS  4    /* conversations one connection may type to per second */
+#define PURGE_KEEP    5    /* history.max_per_conversation in the purge test's server */
+#define PURGE_SENT    12
+#define WORKER_TRIES  16 /* logins tried to land two users on different workers */
+
+/* One request body must fail with err for each of HISTORY / READ / TYPING's field rules. */
+static void expect_errors(struct qclient *c, int req, int err, const char *const *bodies)
+{
+    for (size_t i = 0; bodies[i]; i++)
+        call_err(c, req, err, bodies[i]);
+}
+
+static void test_log_request_field_errors(void **state)
+{
+    (void)state;
+    struct h_user a, b, o;
+    struct qclient *ca = h_new_user(&a, "fe_a");
+    struct qclient *cb = h_new_user(&b, "fe_b");
+    struct qclient *co = h_new_user(&o, "fe_o");
+    int32_t gid = new_group(cb, "fe_g");
+    char w[64], g[64], self[64], nouser[64], nogroup[64], both[96];
+    snprintf(w, sizeof w, "\"with\":%d", b.id);
+    snprintf(g, sizeof g, "\"groupid\":%d", gid);
+    snprintf(self, sizeof self, "\"with\":%d", a.id);
+    snprintf(nouser, sizeof nouser, "\"with\":%d", 2147480001);
+    snprintf(nogroup, sizeof nogroup, "\"groupid\":%d", 2147480002);
+    snprintf(both, sizeof both, "\"with\":%d,\"groupid\":%d", b.id, gid);
+    char b1[128], b2[128], b3[128], b4[128], b5[128], b6[128], b7[128];
+    snprintf(b1, sizeof b1, "%s,\"before\":-1", w);
+    snprintf(b2, sizeof b2, "%s,\"after\":\"3\"", w);
+    snprintf(b3, sizeof b3, "%s,\"limit\":\"10\"", w);
+    snprintf(b4, sizeof b4, "%s,\"limit\":0", w);
+    snprintf(b5, sizeof b5, "%s,\"limit\":101", w);
+    snprintf(b6, sizeof b6, "\"with\":0");
+    snprintf(b7, sizeof b7, "\"groupid\":true");
+    const char *const history_bad[] = { "", both, b1, b2, b3, b4, b5, b6, b7, NULL };
+    expect_errors(ca, HISTORY_MSG, QC_EBADREQ, history_bad);
+    call_err(ca, HISTORY_MSG, QC_ENOUSER, nouser);
+    call_err(ca, HISTORY_MSG, QC_ESELF, self);
+    call_err(ca, HISTORY_MSG, QC_ENOGROUP, nogroup);
+    call_err(co, HISTORY_MSG, QC_ENOTMEMBER, g);
+    /* A page of a conversation without messages: empty, no more. */
+    struct json_object *r = call_ok(ca, HISTORY_MSG, HISTORY_MSG_ACK, "%s", w);
+    H_CHECK(json_object_array_length(h_arr(r, "msgs")) == 0 && !more_of(r) &&
+                h_int(r, "with") == b.id,
+            "empty conversation: %s", h_json(r));
+    json_object_put(r);
+    /* CONVERSATIONS: limit 1..1000, an integer. */
+    const char *const convs_bad[] = { "\"limit\":0", "\"limit\":1001", "\"limit\":\"5\"",
+                                      "\"limit\":1.5", NULL };
+    expect_errors(ca, CONVERSATIONS_MSG, QC_EBADREQ, convs_bad);
+    /* A group without messages is listed, with last_cseq 0 and no last. */
+    r = call_ok(cb, CONVERSATIONS_MSG, CONVERSATIONS_MSG_ACK, "\"limit\":1000");
+    struct json_object *cv = json_object_array_get_idx(h_arr(r, "convs"), 0);
+    H_CHECK(cv && h_int(cv, "groupid") == gid && h_int(cv, "last_cseq") == 0 &&
+                h_int(cv, "unread") == 0 && !h_has(cv, "last"),
+            "an empty group in the list: %s", h_json(r));
+    json_object_put(r);
+    /* READ: the conversation, and cseq (required, >= 0). */
+    char r1[128], r2[128], r3[128], r4[128];
+    snprintf(r1, sizeof r1, "%s", w);
+    snprintf(r2, sizeof r2, "%s,\"cseq\":-1", w);
+    snprintf(r3, sizeof r3, "%s,\"cseq\":\"1\"", w);
+    snprintf(r4, sizeof r4, "%s,\"cseq\":1", both);
+    const char *const read_bad[] = { r1, r2, r3, r4, "\"cseq\":1", NULL };
+    expect_errors(ca, READ_MSG, QC_EBADREQ, read_bad);
+    snprintf(r1, sizeof r1, "%s,\"cseq\":1", nouser);
+    call_err(ca, READ_MSG, QC_ENOUSER, r1);
+    snprintf(r1, sizeof r1, "%s,\"cseq\":1", nogroup);
+    call_err(ca, READ_MSG, QC_ENOGROUP, r1);
+    snprintf(r1, sizeof r1, "%s,\"cseq\":1", g);
+    call_err(co, READ_MSG, QC_ENOTMEMBER, r1);
+    /* TYPING: toid or groupid. */
+    char t1[96], t2[96];
+    snprintf(t1, sizeof t1, "\"toid\":%d,\"groupid\":%d", b.id, gid);
+    snprintf(t2, sizeof t2, "\"toid\":\"%d\"", b.id);
+    const char *const typing_bad[] = { "", t1, t2, "\"toid\":-4", NULL };
+    expect_errors(ca, TYPING_MSG, QC_EBADREQ, typing_bad);
+    snprintf(t1, sizeof t1, "\"toid\":%d", 2147480003);
+    call_err(ca, TYPING_MSG, QC_ENOUSER, t1);
+    snprintf(t1, sizeof t1, "\"toid\":%d", a.id);
+    call_err(ca, TYPING_MSG, QC_ESELF, t1);
+    call_err(ca, TYPING_MSG, QC_ENOGROUP, nogroup);
+    call_err(co, TYPING_MSG, QC_ENOTMEMBER, g);
+    /* Every refusal left the connections usable. */
+    json_object_put(h_request(ca, QC_HEARTBEAT_MSG, 0, "HEARTBEAT", "%s", "\"x\":0"));
+    (void)cb;
+}
+
+static void test_typing_rate_limit_and_group(void **state)
+{
+    (void)state;
+    struct h_user a, b, m[TYPING_SLOTS + 1];
+    h_new_offline_user(&a, "tl_a");
+    struct qclient *ca = login_with(&a, "\"typing\":true", NULL);
+    struct qclient *cb = h_new_user(&b, "tl_b");
+    /* The first notice goes, a second within the interval is ACKed and dropped. */
+    json_object_put(call_ok(cb, TYPING_MSG, QC_ACK_MSG, "\"toid\":%d", a.id));
+    json_object_put(h_expect(ca, TYPING_MSG, "first typing notice"));
+    json_object_put(call_ok(cb, TYPING_MSG, QC_ACK_MSG, "\"toid\":%d", a.id));
+    expect_nothing(ca, "a second typing notice within a second");
+    h_sleep_ms(TYPING_GAP_MS);
+    json_object_put(call_ok(cb, TYPING_MSG, QC_ACK_MSG, "\"toid\":%d", a.id));
+    json_object_put(h_expect(ca, TYPING_MSG, "typing again after the interval"));
+    /* Per connection at most TYPING_SLOTS conversations a second. */
+    h_sleep_ms(TYPING_GAP_MS);
+    struct qclient *cm[TYPING_SLOTS + 1];
+    for (int i = 0; i <= TYPING_SLOTS; i++) {
+        h_new_offline_user(&m[i], "tl_m");
+        cm[i] = login_with(&m[i], "\"typing\":true", NULL);
+    }
+    for (int i = 0; i <= TYPING_SLOTS; i++)
+        json_object_put(call_ok(cb, TYPING_MSG, QC_ACK_MSG, "\"toid\":%d", m[i].id));
+    for (int i = 0; i < TYPING_SLOTS; i++)
+        json_object_put(h_expect(cm[i], TYPING_MSG, "typing to one of the first conversations"));
+    expect_nothing(cm[TYPING_SLOTS], "typing to one conversation too many within a second");
+    /* A group: every other member who asked, not the typist, not one who did not ask. */
+    int32_t gid = new_group(cb, "tl_g");
+    json_object_put(h_request(ca, QC_ADD_GROUP_MSG, 0, "ADD_GROUP", "\"groupid\":%d", gid));
+    json_object_put(h_request(cm[0], QC_ADD_GROUP_MSG, 0, "ADD_GROUP", "\"groupid\":%d", gid));
+    struct h_user quiet;
+    struct qclient *cq = h_new_user(&quiet, "tl_q");
+    json_object_put(h_request(cq, QC_ADD_GROUP_MSG, 0, "ADD_GROUP", "\"groupid\":%d", gid));
+    json_object_put(call_ok(ca, TYPING_MSG, QC_ACK_MSG, "\"groupid\":%d", gid));
+    struct json_object *t = h_expect(cm[0], TYPING_MSG, "group typing");
+    H_CHECK(h_int(t, "groupid") == gid && h_int(t, "id") == a.id && !h_has(t, "toid"),
+            "group typing {id, name, groupid}: %s", h_json(t));
+    json_object_put(t);
+    expect_nothing(ca, "the typist gets no copy");
+    expect_nothing(cq, "a member who did not ask for typing");
+    (void)cb;
+}
+
+/*
+ * A fresh user logged in with receipts:true on another worker than not_on
+ * (u is filled in); NULL if none lands there.  The users that landed on
+ * not_on stay connected, so that worker counts as busier for the next
+ * accept.
+ */
+static struct qclient *login_elsewhere(struct h_user *u, int not_on)
+{
+    for (int i = 0; i < WORKER_TRIES; i++) {
+        h_new_offline_user(u, "rw_a");
+        struct qclient *c = login_with(u, "\"receipts\":true", NULL);
+        int w = h_worker_of(u->id);
+        if (w >= 0 && w != not_on)
+            return c;
+    }
+    return NULL;
+}
+
+static void test_receipt_across_workers_and_no_self_push(void **state)
+{
+    (void)state;
+    struct h_user a, b;
+    struct qclient *cb = h_new_user(&b, "rw_b");
+    struct qclient *ca = login_elsewhere(&a, h_worker_of(b.id));
+    H_CHECK(ca != NULL, "could not place two users on different workers in %d logins",
+            WORKER_TRIES);
+    for (int i = 0; i < 2; i++) {
+        chat(ca, b.id, "across");
+        json_object_put(h_expect(cb, QC_ONE_CHAT_MSG, "chat across workers"));
+    }
+    json_object_put(call_ok(cb, READ_MSG, QC_ACK_MSG, "\"with\":%d,\"cseq\":2", a.id));
+    struct json_object *rc = h_expect(ca, RECEIPT_MSG, "receipt from another worker");
+    H_CHECK(h_int(rc, "id") == b.id && h_int(rc, "cseq") == 2, "RECEIPT {id, cseq}: %s",
+            h_json(rc));
+    json_object_put(rc);
+    /* The reader's only session gets no READ sync of its own READ. */
+    expect_nothing(cb, "the reader's own session");
+    /* A READ behind the cursor changes nothing and causes no receipt. */
+    json_object_put(call_ok(cb, READ_MSG, QC_ACK_MSG, "\"with\":%d,\"cseq\":1", a.id));
+    expect_nothing(ca, "a READ behind the cursor");
+    /* Without seq: no ACK on success (the seed rule), the receipt still goes. */
+    h_send(cb, "{\"msgid\":%d,\"with\":%d,\"cseq\":2}", READ_MSG, a.id);
+    json_object_put(h_expect(ca, RECEIPT_MSG, "receipt of a READ without seq"));
+    expect_nothing(cb, "a READ without seq that succeeded");
+}
+
+/* Stop the file's server (cleanly) and start one with extra options on a fresh store. */
+static void restart_with(const char *opt)
+{
+    h_stop_and_check_clean();
+    const char *const opts[] = { "limits.max_offline_messages=5",
+                                 "limits.max_login_reply_bytes=4096", opt, NULL };
+    H_CHECK(server_start(opts) == 0, "qchatd with %s did not start", opt);
+}
+
+/* qchatctl purge against the current server; returns its exit status, out its stdout. */
+static int run_purge(char *out, size_t outlen)
+{
+    const char *bdir = getenv("B");
+    char cmd[PATH_MAX * 2 + 64];
+    snprintf(cmd, sizeof cmd, "%s/qchatctl -s '%s' purge", bdir && *bdir ? bdir : "build",
+             h_srv.ctl_path);
+    FILE *p = popen(cmd, "r");
+    H_CHECK(p != NULL, "popen %s", cmd);
+    size_t n = fread(out, 1, outlen - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_purge_max_per_conversation(void **state)
+{
+    (void)state;
+    char opt[64];
+    snprintf(opt, sizeof opt, "history.max_per_conversation=%d", PURGE_KEEP);
+    restart_with(opt);
+    struct h_user a, b;
+    struct qclient *ca = h_new_user(&a, "pg_a");
+    h_new_offline_user(&b, "pg_b");
+    for (int i = 1; i <= PURGE_SENT; i++)
+        H_CHECK(chat(ca, b.id, "old and new") == i, "cseq %d", i);
+    char out[256];
+    int rc = run_purge(out, sizeof out);
+    char want[64];
+    snprintf(want, sizeof want, "purged %d message(s)\n", PURGE_SENT - PURGE_KEEP);
+    H_CHECK(rc == 0 && strcmp(out, want) == 0, "qchatctl purge: exit %d, \"%s\", want \"%s\"", rc,
+            out, want);
+    /* History keeps the newest; nothing older is reported. */
+    expect_page(ca, "with", b.id, "", 50, PURGE_SENT - PURGE_KEEP + 1, PURGE_SENT, false);
+    /* cseq continues after the purge: never reused. */
+    H_CHECK(chat(ca, b.id, "after the purge") == PURGE_SENT + 1, "cseq continues");
+    rc = run_purge(out, sizeof out);
+    H_CHECK(rc == 0 && strcmp(out, "purged 1 message(s)\n") == 0, "second purge: %d \"%s\"", rc,
+            out);
+    struct json_object *st = h_ctl("{\"cmd\":\"stats\"}");
+    H_CHECK(st && strstr(h_str(st, "metrics"), "qchat_history_purged_total") != NULL,
+            "the purge counter is in the metrics: %s", h_json(st));
+    json_object_put(st);
+}
+
+static void test_history_disabled_keeps_only_undelivered(void **state)
+{
+    (void)state;
+    restart_with("history.enabled=no");
+    struct h_user a, b, c;
+    struct qclient *ca = h_new_user(&a, "hd_a");
+    struct qclient *cb = h_new_user(&b, "hd_b");
+    h_new_offline_user(&c, "hd_c");
+    for (int i = 0; i < 3; i++) {
+        chat(ca, b.id, "delivered live");
+        json_object_put(h_expect(cb, QC_ONE_CHAT_MSG, "live chat"));
+    }
+    chat(ca, c.id, "waiting for c");
+    char out[256];
+    /* The delivery cursor may trail the write by a moment: purge until it has. */
+    int64_t deadline = h_now_ms() + H_REPLY_MS;
+    size_t left = 1;
+    while (left > 0 && h_now_ms() < deadline) {
+        H_CHECK(run_purge(out, sizeof out) == 0, "qchatctl purge: %s", out);
+        struct json_object *r = call_ok(ca, HISTORY_MSG, HISTORY_MSG_ACK, "\"with\":%d", b.id);
+        left = json_object_array_length(h_arr(r, "msgs"));
+        json_object_put(r);
+    }
+    H_CHECK(left == 0, "history.enabled = no: delivered messages are removed");
+    expect_page(ca, "with", c.id, "", 50, 1, 1, false); /* undelivered: kept */
+    struct json_object *ack = NULL;
+    struct qclient *cc = h_login(&c, &ack);
+    H_CHECK(h_arr_len_opt(ack, "offlinemsg") == 1, "c still gets it: %s", h_json(ack));
+    json_object_put(ack);
+    (void)cc;
+}
+
 static void test_no_worker_died_and_sigterm_stops(void **state)
 {
     (void)state;
@@ -576,12 +849,21 @@ int main(void)
     const struct CMUnitTest tests[] = {
         H_TEST(test_cseq_on_ack_and_forward),
         H_TEST(test_offline_items_carry_cseq_once),
-        /* log-b registers: test_history_pages, test_history_errors,
-           test_group_log_stored_once (ends with a HISTORY page),
-           test_conversations_and_unread, test_read_cursor_and_receipt, test_typing */
+        H_TEST(test_history_pages),
+        H_TEST(test_history_errors),
+        H_TEST(test_group_log_stored_once),
+        H_TEST(test_conversations_and_unread),
+        H_TEST(test_read_cursor_and_receipt),
+        H_TEST(test_typing),
         H_TEST(test_login_reply_count_cap),
         H_TEST(test_legacy_forward_shape),
         H_TEST(test_login_reply_byte_cap),
+        /* log-b */
+        H_TEST(test_log_request_field_errors),
+        H_TEST(test_typing_rate_limit_and_group),
+        H_TEST(test_receipt_across_workers_and_no_self_push),
+        H_TEST(test_purge_max_per_conversation),              /* restarts the server */
+        H_TEST(test_history_disabled_keeps_only_undelivered), /* restarts the server */
         H_TEST(test_no_worker_died_and_sigterm_stops),
     };
     h_apply_filter();

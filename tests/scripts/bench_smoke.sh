@@ -1,7 +1,8 @@
 #!/bin/sh
 # bench_smoke.sh - qchat-bench works: a short, bounded functional run of each
 # mode against relay_ref (the yardstick) and, when $B/qchatd exists, against
-# a private qchatd.  Not a timed test: it asserts that every run ends with
+# a private qchatd (over TCP, and over its websocket listener with --ws).
+# Not a timed test: it asserts that every run ends with
 # exit status 0, zero errors (lost, misrouted, duplicate, stalls...), a
 # summary line that parses, and a --json object that parses.
 #
@@ -44,7 +45,8 @@ run_relay_ref() {
 }
 
 run_qchatd() {
-    exec "$QCHATD" -f -o server.listen="127.0.0.1:$1" -o storage.path="$tmp/q/q.db" \
+    exec "$QCHATD" -f -o server.listen="127.0.0.1:$1" -o websocket.listen="127.0.0.1:$ws_port" \
+        -o storage.path="$tmp/q/q.db" \
         -o server.control_socket="$tmp/q/ctl.sock" -o security.password_cost=1 \
         -o security.request_rate=0 -o log.level=warning
 }
@@ -206,7 +208,12 @@ fi
 
 if [ -x "$QCHATD" ]; then
     mkdir -p "$tmp/q"
-    if start_server qchatd run_qchatd; then
+    ws_port=""
+    for _ in 1 2 3 4 5; do
+        p=$(random_port)
+        port_free "$p" && { ws_port=$p; break; }
+    done
+    if [ -n "$ws_port" ] && start_server qchatd run_qchatd; then
         qp=$server_port
         check "qchatd reg" registered reg --port "$qp" --users 60 --out "$tmp/q/ids"
         head -n 20 "$tmp/q/ids" >"$tmp/q/ids.pp"
@@ -219,6 +226,10 @@ if [ -x "$QCHATD" ]; then
         check "qchatd conns" received conns --port "$qp" --ids "$tmp/q/ids.misc" --conns 20 -d 0.3
         check "qchatd group" deliveries group --port "$qp" --ids "$tmp/q/ids.group" --members 20 -k 2 -d 0.5
         check "qchatd pingpong, registering" msgs pingpong --port "$qp" --pairs 4 -d 0.3
+        check "qchatd pingpong --ws" msgs pingpong --port "$ws_port" --ws --ids "$tmp/q/ids.pp" \
+            --pairs 10 -k 2 -d 1
+        check "qchatd group --ws" deliveries group --port "$ws_port" --ws \
+            --ids "$tmp/q/ids.group" --members 20 -k 2 -d 0.5
         check "qchatd offline" stored offline --port "$qp" --ids "$tmp/q/ids.misc" --skip 18 \
             --backlog 50 --rounds 2 -k 8
     else

@@ -36,7 +36,7 @@ BOOT_WAIT=60        # seconds for the container to reach multi-user
 UNIT_WAIT=30        # seconds for a unit to change state
 WATCHDOG_SEC=4
 PASSWORD=boot-secret
-RUNTIME_PKGS=libjson-c5,libhiredis0.14,libmariadb3,libsqlite3-0,libbsd0,libinih1,libsystemd0,libedit2,libcrypt1
+RUNTIME_PKGS=libjson-c5,libhiredis0.14,libmariadb3,libsqlite3-0,libbsd0,libinih1,libsystemd0,libedit2,libcrypt1,libwslay1
 
 say() { echo "$PROG: $*"; }
 skip() { echo "SKIP: $PROG: $*"; exit $SKIP; }
@@ -60,6 +60,13 @@ mirror() {
         [ -e "$f" ] && sed -n 's/^deb  *\(\[[^]]*\] *\)\{0,1\}\([^ ]*\) .*/\2/p' "$f"
     done
 }
+# A root built for another package list (qchatd links libwslay since the
+# websocket transport) is built again.
+PKGS_STAMP=$ROOT/etc/qchat-runtime-pkgs
+if [ -x "$ROOT/lib/systemd/systemd" ] && [ "$(cat "$PKGS_STAMP" 2>/dev/null)" != "$RUNTIME_PKGS" ]; then
+    say "the root at $ROOT lacks some of $RUNTIME_PKGS: building it again"
+    rm -rf "$ROOT"
+fi
 if [ ! -x "$ROOT/lib/systemd/systemd" ]; then
     url=$(mirror | grep -v security | head -n 1)
     [ -n "$url" ] || skip "no Debian mirror in /etc/apt/sources.list*"
@@ -71,6 +78,7 @@ if [ ! -x "$ROOT/lib/systemd/systemd" ]; then
         rm -rf "$ROOT.tmp"
         skip "debootstrap from $url failed (log: $build/debootstrap.log)"
     fi
+    echo "$RUNTIME_PKGS" >"$ROOT.tmp/etc/qchat-runtime-pkgs" || exit 1
     mv "$ROOT.tmp" "$ROOT" || exit 1
 fi
 

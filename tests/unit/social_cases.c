@@ -309,6 +309,17 @@ void test_block_ends_friendship(void **state)
     assert_int_equal(pending(f, bob, carol), 0);
     list(f, f->so->blocked_list, bob, &s);
     assert_int_equal(s.n, 2);
+
+    /* Who blocked whom, seen from the blocked side (the server's chat check). */
+    list(f, f->so->blocked_by, alice, &s);
+    assert_int_equal(s.n, 2);
+    assert_true((s.ids[0] == bob && s.ids[1] == carol) || (s.ids[0] == carol && s.ids[1] == bob));
+    list(f, f->so->blocked_by, carol, &s);
+    assert_int_equal(s.n, 1);
+    assert_int_equal(s.ids[0], bob);
+    assert_string_equal(s.names[0], "bob");
+    list(f, f->so->blocked_by, bob, &s);
+    assert_int_equal(s.n, 0);
 }
 
 void test_block_errors_and_unblock(void **state)

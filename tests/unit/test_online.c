@@ -323,6 +323,139 @@ static void test_master_survives_a_scribbled_table(void **state)
     online_destroy(t);
 }
 
+/* ---- several sessions per user (issue 15) ---- */
+
+static struct online_policy policy(enum online_mode mode, const char *device, uint32_t max)
+{
+    struct online_policy p = {
+        .mode = mode, .device = online_device_hash(device), .named = device != NULL, .max = max
+    };
+    return p;
+}
+
+/* multi: devices add up to max; one more kicks the oldest, whatever its device. */
+static void test_multi_kicks_oldest_beyond_max(void **state)
+{
+    (void)state;
+    struct online_table *t = online_create(100);
+    struct online_loc kicked[ONLINE_USER_MAX], out[ONLINE_USER_MAX];
+    size_t n;
+    const char *dev[] = { "phone", "laptop", "tablet" };
+    struct online_loc l[4];
+    for (int i = 0; i < 3; i++) {
+        l[i] = loc((uint32_t)i, (uint32_t)(10 + i), online_next_gen(t));
+        struct online_policy p = policy(ONLINE_MULTI, dev[i], 3);
+        assert_int_equal(online_login(t, 5, &l[i], &p, kicked, &n), 0);
+        assert_int_equal(n, 0);
+    }
+    assert_int_equal(online_sessions(t, 5, out, ONLINE_USER_MAX), 3);
+    assert_int_equal(out[0].gen, l[0].gen); /* oldest first */
+    assert_int_equal(out[2].gen, l[2].gen);
+    assert_int_equal(online_count(t), 3);
+    l[3] = loc(3, 13, online_next_gen(t));
+    struct online_policy p = policy(ONLINE_MULTI, "watch", 3);
+    assert_int_equal(online_login(t, 5, &l[3], &p, kicked, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(kicked[0].gen, l[0].gen);
+    assert_int_equal(kicked[0].worker, 0);
+    assert_int_equal(online_sessions(t, 5, out, ONLINE_USER_MAX), 3);
+    assert_int_equal(out[0].gen, l[1].gen);
+    assert_int_equal(out[2].gen, l[3].gen);
+    assert_int_equal(online_count(t), 3);
+    /* the kicked session's own removal finds nothing; another's removes only it */
+    assert_int_equal(online_remove(t, 5, l[0].gen), 0);
+    assert_int_equal(online_remove(t, 5, l[2].gen), 1);
+    assert_int_equal(online_sessions(t, 5, out, ONLINE_USER_MAX), 2);
+    online_destroy(t);
+}
+
+/* A login naming a device replaces that device's session, in every mode. */
+static void test_same_device_replaced_in_every_mode(void **state)
+{
+    (void)state;
+    enum online_mode modes[] = { ONLINE_TAKEOVER, ONLINE_REFUSE, ONLINE_MULTI };
+    for (size_t m = 0; m < 3; m++) {
+        struct online_table *t = online_create(100);
+        struct online_loc kicked[ONLINE_USER_MAX], out[ONLINE_USER_MAX];
+        size_t n;
+        struct online_loc a = loc(0, 1, online_next_gen(t)), b = loc(2, 7, online_next_gen(t));
+        struct online_policy p = policy(modes[m], "phone", 5);
+        assert_int_equal(online_login(t, 9, &a, &p, kicked, &n), 0);
+        assert_int_equal(online_login(t, 9, &b, &p, kicked, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(kicked[0].gen, a.gen);
+        assert_int_equal(online_sessions(t, 9, out, ONLINE_USER_MAX), 1);
+        assert_int_equal(out[0].gen, b.gen);
+        assert_int_equal(online_count(t), 1);
+        online_destroy(t);
+    }
+}
+
+/* refuse: an unnamed login, or another device, is refused while a session exists. */
+static void test_refuse(void **state)
+{
+    (void)state;
+    struct online_table *t = online_create(100);
+    struct online_loc kicked[ONLINE_USER_MAX], out[ONLINE_USER_MAX];
+    size_t n;
+    struct online_loc a = loc(0, 1, online_next_gen(t)), b = loc(1, 2, online_next_gen(t));
+    struct online_policy unnamed = policy(ONLINE_REFUSE, NULL, 5);
+    struct online_policy laptop = policy(ONLINE_REFUSE, "laptop", 5);
+    assert_int_equal(online_login(t, 3, &a, &unnamed, kicked, &n), 0);
+    assert_int_equal(online_login(t, 3, &b, &unnamed, kicked, &n), ONLINE_REFUSED);
+    assert_int_equal(online_login(t, 3, &b, &laptop, kicked, &n), ONLINE_REFUSED);
+    assert_int_equal(online_sessions(t, 3, out, ONLINE_USER_MAX), 1);
+    assert_int_equal(out[0].gen, a.gen);
+    assert_int_equal(online_remove(t, 3, a.gen), 1);
+    assert_int_equal(online_login(t, 3, &b, &laptop, kicked, &n), 0);
+    online_destroy(t);
+}
+
+/* takeover: every other session goes, named or not. */
+static void test_takeover_kicks_every_session(void **state)
+{
+    (void)state;
+    struct online_table *t = online_create(100);
+    struct online_loc kicked[ONLINE_USER_MAX], out[ONLINE_USER_MAX];
+    size_t n;
+    struct online_loc a = loc(0, 1, online_next_gen(t)), b = loc(1, 2, online_next_gen(t)),
+                      c = loc(2, 3, online_next_gen(t));
+    struct online_policy pa = policy(ONLINE_MULTI, "a", 5), pb = policy(ONLINE_MULTI, "b", 5);
+    struct online_policy take = policy(ONLINE_TAKEOVER, NULL, 5);
+    assert_int_equal(online_login(t, 4, &a, &pa, kicked, &n), 0);
+    assert_int_equal(online_login(t, 4, &b, &pb, kicked, &n), 0);
+    assert_int_equal(online_login(t, 4, &c, &take, kicked, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(online_sessions(t, 4, out, ONLINE_USER_MAX), 1);
+    assert_int_equal(out[0].gen, c.gen);
+    assert_int_equal(online_count(t), 1);
+    online_destroy(t);
+}
+
+/* Many users with several sessions each, logging in and out: chains stay findable. */
+static void test_multi_churn(void **state)
+{
+    (void)state;
+    struct online_table *t = online_create(256);
+    struct online_loc kicked[ONLINE_USER_MAX], out[ONLINE_USER_MAX];
+    size_t n;
+    char dev[16];
+    for (int round = 0; round < 20000; round++) {
+        int32_t uid = (int32_t)(round * 7919 % 50) + 1;
+        snprintf(dev, sizeof dev, "d%d", round % 4);
+        struct online_policy p = policy(ONLINE_MULTI, dev, 3);
+        struct online_loc l = loc(0, (uint32_t)(round % 64), online_next_gen(t));
+        assert_int_equal(online_login(t, uid, &l, &p, kicked, &n), 0);
+        size_t k = online_sessions(t, uid, out, ONLINE_USER_MAX);
+        assert_true(k >= 1 && k <= 3);
+        assert_int_equal(out[k - 1].gen, l.gen);
+        if (round % 3 == 0)
+            assert_int_equal(online_remove(t, uid, l.gen), 1);
+    }
+    assert_true(online_count(t) <= 150);
+    online_destroy(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -337,6 +470,11 @@ int main(void)
         cmocka_unit_test(test_shared_across_fork),
         cmocka_unit_test(test_mids_are_unique_and_carry_node),
         cmocka_unit_test(test_master_survives_a_scribbled_table),
+        cmocka_unit_test(test_multi_kicks_oldest_beyond_max),
+        cmocka_unit_test(test_same_device_replaced_in_every_mode),
+        cmocka_unit_test(test_refuse),
+        cmocka_unit_test(test_takeover_kicks_every_session),
+        cmocka_unit_test(test_multi_churn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,524 @@
+/*
+ * service_session.c - devices, [session] mode, login tokens, LOGINOUT's
+ * revoke and PASSWORD_MSG 48 (see service_session.h).
+ *
+ * The mode is applied in one locked step of the online table
+ * (online_login): the sessions a login replaces are removed as the new one
+ * is added, so two logins of one account racing on two workers cannot both
+ * keep a session they should have replaced.  The replaced sessions are
+ * then kicked wherever they are on the node (route_kick).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "common/jsonw.h"
+#include "common/log.h"
+#include "server/conn.h"
+#include "server/crypt_pool.h"
+#include "server/guard.h"
+#include "server/login.h"
+#include "server/metrics.h"
+#include "server/reply.h"
+#include "server/route.h"
+#include "server/service_async.h"
+#include "server/service_session.h"
+#include "server/service_social.h"
+#include "server/session.h"
+#include "server/storage.h"
+#include "server/worker.h"
+#include "store/social.h"
+
+#define SECONDS_PER_DAY 86400
+
+_Static_assert(QC_TOKEN_MAX == SOCIAL_TOKEN_CHARS, "a token's text is the social store's");
+_Static_assert(QC_DEVICE_MAX == SOCIAL_DEVICE_MAX, "a device name is the social store's");
+
+/* ---- the LOGIN fields --------------------------------------------------- */
+
+int session_login_wish(struct json_object *req, struct login_wish *out)
+{
+    struct json_object *v;
+    memset(out, 0, sizeof *out);
+    strlcpy(out->device, SOCIAL_DEVICE_DFLT, sizeof out->device);
+    if (json_object_object_get_ex(req, "token", &v) && json_object_is_type(v, json_type_boolean))
+        out->want_token = json_object_get_boolean(v);
+    if (!json_object_object_get_ex(req, "device", &v))
+        return QC_OK;
+    if (!json_object_is_type(v, json_type_string))
+        return QC_EBADREQ;
+    size_t len = (size_t)json_object_get_string_len(v);
+    const char *s = json_object_get_string(v);
+    if (len > QC_DEVICE_MAX)
+        return QC_ETOOLONG;
+    if (len == 0 || memchr(s, '\0', len))
+        return QC_EBADREQ;
+    memcpy(out->device, s, len + 1);
+    out->named = true;
+    return QC_OK;
+}
+
+bool session_is_token_login(struct json_object *req)
+{
+    struct json_object *v;
+    return json_object_object_get_ex(req, "token", &v) && json_object_is_type(v, json_type_string);
+}
+
+/* ---- opening a session -------------------------------------------------- */
+
+static enum online_mode configured_mode(const struct worker *w)
+{
+    if (strcmp(w->cfg.session_mode, "refuse") == 0)
+        return ONLINE_REFUSE;
+    if (strcmp(w->cfg.session_mode, "multi") == 0)
+        return ONLINE_MULTI;
+    return ONLINE_TAKEOVER;
+}
+
+static void kick_replaced(struct worker *w, int32_t uid, const struct online_loc *kicked, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        route_kick(w, uid, kicked[k].worker, kicked[k].slot, kicked[k].gen);
+}
+
+int session_open(struct worker *w, struct conn *c, int32_t uid, const char *name, bool presence,
+                 const struct login_wish *wish, const char *token)
+{
+    struct online_loc loc = { .worker = w->index,
+                              .slot = c->slot,
+                              .gen = online_next_gen(w->online) };
+    struct online_policy p = { .mode = configured_mode(w),
+                               .device = online_device_hash(wish->device),
+                               .named = wish->named,
+                               .max = (uint32_t)w->cfg.max_devices };
+    struct online_loc kicked[ONLINE_USER_MAX];
+    size_t nkicked;
+    int rc = online_login(w->online, uid, &loc, &p, kicked, &nkicked);
+    if (rc == ONLINE_REFUSED)
+        return QC_ERESERVED2;
+    if (rc < 0)
+        return QC_ELIMIT;
+    c->uid = uid;
+    c->sgen = loc.gen;
+    c->presence = presence;
+    c->deadline = 0;
+    conn_end_prelogin(w, c);
+    strlcpy(c->name, name, sizeof c->name);
+    strlcpy(c->token, token ? token : "", sizeof c->token);
+    w->stats->sessions++;
+    kick_replaced(w, uid, kicked, nkicked);
+    return QC_OK;
+}
+
+int64_t session_token_expiry(const struct worker *w)
+{
+    int64_t life = w->cfg.token_seconds > 0 ? (int64_t)w->cfg.token_seconds
+                                            : (int64_t)w->cfg.token_days * SECONDS_PER_DAY;
+    return (int64_t)time(NULL) + life;
+}
+
+/* ---- token login -------------------------------------------------------- */
+
+/* A token login between the loop and the storage thread. */
+struct token_login {
+    int msgid;
+    char seq[QC_SEQ_MAX + 1];
+    bool has_seq;
+    bool presence, receipts, typing; /* the pushes the session asks for */
+    struct login_wish wish;
+    int32_t id;
+    char token[QC_TOKEN_MAX + 1];
+    int64_t now;                    /* epoch seconds of the check */
+    char device[QC_DEVICE_MAX + 1]; /* out: the token's device */
+    char name[QC_NAME_MAX + 1];     /* out: the account's name */
+};
+
+static void token_login_free(struct token_login *t)
+{
+    explicit_bzero(t->token, sizeof t->token);
+    free(t);
+}
+
+static int token_login_id(struct json_object *req, int32_t *id)
+{
+    struct json_object *v;
+    if (!json_object_object_get_ex(req, "id", &v) || !json_object_is_type(v, json_type_int))
+        return QC_EBADREQ;
+    int64_t x = json_object_get_int64(v);
+    if (x <= 0 || x > INT32_MAX)
+        return QC_EBADREQ;
+    *id = (int32_t)x;
+    return QC_OK;
+}
+
+static void wipe_token_field(struct json_object *req)
+{
+    struct json_object *v;
+    if (json_object_object_get_ex(req, "token", &v) && json_object_is_type(v, json_type_string))
+        explicit_bzero((char *)json_object_get_string(v), (size_t)json_object_get_string_len(v));
+}
+
+/* On the storage thread: the token's check (constant-time in the store) and the account. */
+static int check_token_on_store(const struct store_ops *ops, struct store *st, void *arg)
+{
+    struct token_login *t = arg;
+    const struct social_ops *so = social_driver(ops->name);
+    if (so == NULL)
+        return QC_EINTERNAL;
+    int err = so->token_check(st, t->id, t->token, t->now, t->device);
+    struct store_user u;
+    if (err == QC_OK && (err = ops->user_get(st, t->id, &u)) == QC_OK)
+        strlcpy(t->name, u.name, sizeof t->name);
+    explicit_bzero(&u, sizeof u);
+    return err == QC_ENOUSER ? QC_EBADTOKEN : err;
+}
+
+/* The token was checked: the session and the login reply, or errno 24. */
+static bool token_checked(struct worker *w, struct conn *c, void *arg, int err)
+{
+    struct token_login *t = arg;
+    const char *seq = t->has_seq ? t->seq : NULL;
+    if (c == NULL) {
+        token_login_free(t);
+        return true;
+    }
+    if (err == QC_EBADTOKEN) {
+        log_info("token login failed on conn %u", c->slot);
+        guard_login_failed(w->guard, c->ip_hash, t->id, w->now_ms);
+        metrics_count(QM_LOGINS, QM_LOGIN_BAD);
+    }
+    if (!err && c->sgen)
+        err = QC_EALREADYIN;
+    if (!err) {
+        guard_login_succeeded(w->guard, c->ip_hash, t->id);
+        /* Unnamed, the session is the token's device: a reconnect replaces itself. */
+        if (!t->wish.named) {
+            strlcpy(t->wish.device, t->device[0] ? t->device : SOCIAL_DEVICE_DFLT,
+                    sizeof t->wish.device);
+            t->wish.named = true;
+        }
+        err = session_open(w, c, t->id, t->name, t->presence, &t->wish,
+                           t->wish.want_token ? NULL : t->token);
+        metrics_count(QM_LOGINS, err ? QM_LOGIN_ERROR : QM_LOGIN_OK);
+    }
+    if (!err) {
+        c->receipts = t->receipts;
+        c->typing = t->typing;
+        social_session_started(w, c); /* the session's block list, as a password login */
+    }
+    if (err) {
+        reply_error(w, c, t->msgid, seq, err);
+        token_login_free(t);
+        return true;
+    }
+    bool now = login_reply_start(w, c, t->id, t->name, seq, t->wish.device,
+                                 t->wish.want_token ? session_token_expiry(w) : 0);
+    token_login_free(t);
+    return now;
+}
+
+void service_login_token(struct worker *w, struct conn *c, struct json_object *req, int msgid,
+                         const char *seq)
+{
+    struct json_object *v;
+    struct token_login *t = calloc(1, sizeof *t);
+    int err = t == NULL ? QC_EINTERNAL : c->sgen ? QC_EALREADYIN : token_login_id(req, &t->id);
+    if (!err)
+        err = session_login_wish(req, &t->wish);
+    if (!err) {
+        json_object_object_get_ex(req, "token", &v);
+        if ((size_t)json_object_get_string_len(v) <= QC_TOKEN_MAX)
+            strlcpy(t->token, json_object_get_string(v), sizeof t->token);
+        t->msgid = msgid;
+        t->has_seq = seq != NULL;
+        if (seq)
+            strlcpy(t->seq, seq, sizeof t->seq);
+        t->presence = json_object_object_get_ex(req, "presence", &v) && json_object_get_boolean(v);
+        t->receipts = json_object_object_get_ex(req, "receipts", &v) && json_object_get_boolean(v);
+        t->typing = json_object_object_get_ex(req, "typing", &v) && json_object_get_boolean(v);
+        t->now = (int64_t)time(NULL);
+    }
+    wipe_token_field(req);
+    /* The same failure delays as a password; no hash, so no check-rate budget. */
+    int64_t wait_ms = err ? 0 : guard_token_begin(w->guard, c->ip_hash, t->id, w->now_ms);
+    if (wait_ms > 0) {
+        log_info("token login for user %d refused for %lld ms after repeated failures", t->id,
+                 (long long)wait_ms);
+        metrics_count(QM_LOGINS, QM_LOGIN_REFUSED);
+        err = QC_ERATE;
+    }
+    if (!err)
+        err = service_async(w, c, check_token_on_store, token_checked, t);
+    if (err) {
+        if (t)
+            token_login_free(t);
+        reply_error(w, c, msgid, seq, err);
+    }
+}
+
+/* ---- LOGINOUT revoke ---------------------------------------------------- */
+
+struct revoke_one {
+    int msgid;
+    char seq[QC_SEQ_MAX + 1];
+    bool has_seq;
+    int32_t uid;
+    char token[QC_TOKEN_MAX + 1];
+};
+
+static int revoke_on_store(const struct store_ops *ops, struct store *st, void *arg)
+{
+    struct revoke_one *r = arg;
+    const struct social_ops *so = social_driver(ops->name);
+    int err = so ? so->token_revoke(st, r->uid, r->token) : QC_EINTERNAL;
+    return err == QC_EBADTOKEN ? QC_OK : err; /* revoked already (a password change) */
+}
+
+static bool token_revoked(struct worker *w, struct conn *c, void *arg, int err)
+{
+    struct revoke_one *r = arg;
+    if (err)
+        log_error("user %d: revoking the session's token failed: %s", r->uid, qc_strerror(err));
+    else
+        log_info("user %d: token revoked at logout", r->uid);
+    if (c && err)
+        reply_error(w, c, r->msgid, r->has_seq ? r->seq : NULL, err);
+    else if (c && r->has_seq)
+        reply_ack(w, c, r->msgid, r->seq, 0, 0, 0, 0);
+    explicit_bzero(r, sizeof *r);
+    free(r);
+    return true;
+}
+
+bool service_loginout_revoke(struct worker *w, struct conn *c, struct json_object *req, int msgid,
+                             const char *seq)
+{
+    struct json_object *v;
+    if (!json_object_object_get_ex(req, "revoke", &v) || !json_object_get_boolean(v) ||
+        c->token[0] == '\0')
+        return false;
+    struct revoke_one *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return false; /* the logout goes on; the token stays until it expires */
+    r->msgid = msgid;
+    r->has_seq = seq != NULL;
+    if (seq)
+        strlcpy(r->seq, seq, sizeof r->seq);
+    r->uid = c->uid;
+    strlcpy(r->token, c->token, sizeof r->token);
+    session_end(w, c);
+    int err = service_async(w, c, revoke_on_store, token_revoked, r);
+    if (err) {
+        explicit_bzero(r, sizeof *r);
+        free(r);
+        reply_error(w, c, msgid, seq, err);
+    }
+    return true;
+}
+
+/* ---- qchatctl revoke ---------------------------------------------------- */
+
+struct revoke_all {
+    int32_t uid;
+    int fd; /* the qchatctl connection, answered and closed here */
+    int revoked;
+    struct worker *w;
+};
+
+static int revoke_all_on_store(const struct store_ops *ops, struct store *st, void *arg)
+{
+    struct revoke_all *r = arg;
+    const struct social_ops *so = social_driver(ops->name);
+    return so ? so->token_revoke_all(st, r->uid, &r->revoked) : QC_EINTERNAL;
+}
+
+static void answer_revoke(void *arg, int err)
+{
+    struct revoke_all *r = arg;
+    struct buf b = worker_buf_take(r->w);
+    if (err) {
+        buf_append_str(&b, "{\"ok\":false,\"error\":");
+        json_append_string(&b, qc_strerror(err), strlen(qc_strerror(err)));
+        buf_append_str(&b, "}\n");
+        log_error("qchatctl revoke %d: %s", r->uid, qc_strerror(err));
+    } else {
+        buf_printf(&b, "{\"ok\":true,\"id\":%d,\"revoked\":%d}\n", r->uid, r->revoked);
+        log_info("operator revoked %d login token(s) of user %d", r->revoked, r->uid);
+    }
+    /* A reply of a few dozen bytes into a fresh socket: it does not block. */
+    if (send(r->fd, buf_head(&b), buf_used(&b), MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+        log_warning("qchatctl revoke %d: the answer was not sent: %s", r->uid, strerror(errno));
+    close(r->fd);
+    worker_buf_give(r->w, &b);
+    free(r);
+}
+
+void service_revoke_user(struct worker *w, int32_t uid, int fd)
+{
+    if (fd < 0)
+        return;
+    struct revoke_all *r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        close(fd); /* qchatctl reports the closed connection */
+        return;
+    }
+    *r = (struct revoke_all){ .uid = uid, .fd = fd, .w = w };
+    if (storage_submit(w->storage, revoke_all_on_store, answer_revoke, r) != QC_OK)
+        answer_revoke(r, QC_ESTORAGE);
+}
+
+/* ---- PASSWORD_MSG 48 ---------------------------------------------------- */
+
+/* A string field of min..max bytes (a password). */
+static int password_field(struct json_object *req, const char *key, size_t min, const char **s)
+{
+    struct json_object *v;
+    if (!json_object_object_get_ex(req, key, &v) || !json_object_is_type(v, json_type_string))
+        return QC_EBADREQ;
+    size_t len = (size_t)json_object_get_string_len(v);
+    *s = json_object_get_string(v);
+    if (len > QC_PASSWORD_MAX)
+        return QC_ETOOLONG;
+    if (len < min || memchr(*s, '\0', len))
+        return QC_EBADREQ;
+    return QC_OK;
+}
+
+static void wipe_password_fields(struct json_object *req)
+{
+    static const char *const keys[] = { "old", "new" };
+    struct json_object *v;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (json_object_object_get_ex(req, keys[i], &v) && json_object_is_type(v, json_type_string))
+            explicit_bzero((char *)json_object_get_string(v),
+                           (size_t)json_object_get_string_len(v));
+}
+
+/* PASSWORD_MSG between the loop, the storage thread and the hashing threads. */
+static struct crypt_job *change_job(struct worker *w, struct conn *c, int msgid, const char *seq,
+                                    const char *old, const char *new)
+{
+    struct crypt_job *job = calloc(1, sizeof *job);
+    if (job == NULL)
+        return NULL;
+    job->kind = CRYPT_CHANGE;
+    job->slot = c->slot;
+    job->cgen = c->cgen;
+    job->msgid = msgid;
+    if (seq) {
+        strlcpy(job->seq, seq, sizeof job->seq);
+        job->has_seq = true;
+    }
+    job->uid = c->uid;
+    job->asked_uid = c->uid;
+    job->cost = w->cfg.password_cost;
+    strlcpy(job->plain, old, sizeof job->plain);
+    strlcpy(job->newplain, new, sizeof job->newplain);
+    return job;
+}
+
+/* On the storage thread: the stored hash the old password is checked against. */
+static int fetch_stored_hash(const struct store_ops *ops, struct store *st, void *arg)
+{
+    struct crypt_job *job = arg;
+    struct store_user u;
+    int err = ops->user_get(st, job->uid, &u);
+    if (err == QC_OK)
+        strlcpy(job->stored, u.password, sizeof job->stored);
+    explicit_bzero(&u, sizeof u);
+    return err;
+}
+
+/* The stored hash is here: the check and the new hash go to the hashing threads. */
+static bool stored_hash_fetched(struct worker *w, struct conn *c, void *arg, int err)
+{
+    struct crypt_job *job = arg;
+    if (c != NULL && err)
+        reply_error(w, c, job->msgid, job->has_seq ? job->seq : NULL, err);
+    if (c == NULL || err) {
+        crypt_job_free(job);
+        return true;
+    }
+    c->busy = true;
+    crypt_pool_submit(w, job);
+    return false; /* the hashing threads resume the connection */
+}
+
+void service_password(struct worker *w, struct conn *c, struct json_object *req, int msgid,
+                      const char *seq)
+{
+    const char *old = NULL, *new = NULL;
+    struct crypt_job *job = NULL;
+    int err = password_field(req, "old", 0, &old);
+    if (!err)
+        err = password_field(req, "new", 1, &new);
+    if (err == QC_ETOOLONG && new == NULL)
+        err = QC_EAUTH; /* an old password that long cannot be right */
+    /* A wrong old password is a failed login: the same throttle guards it. */
+    if (!err && guard_login_begin(w->guard, c->ip_hash, c->uid, w->now_ms) > 0)
+        err = QC_ERATE;
+    if (!err && (job = change_job(w, c, msgid, seq, old, new)) == NULL)
+        err = QC_EINTERNAL;
+    wipe_password_fields(req);
+    if (!err && (err = service_async(w, c, fetch_stored_hash, stored_hash_fetched, job)) != 0)
+        crypt_job_free(job);
+    if (err)
+        reply_error(w, c, msgid, seq, err);
+}
+
+/* On the storage thread: the new hash and every token revoked, one transaction. */
+static int change_on_store(const struct store_ops *ops, struct store *st, void *arg)
+{
+    struct crypt_job *job = arg;
+    const struct social_ops *so = social_driver(ops->name);
+    return so ? so->password_change(st, job->uid, job->hash) : QC_EINTERNAL;
+}
+
+static bool password_changed(struct worker *w, struct conn *c, void *arg, int err)
+{
+    struct crypt_job *job = arg;
+    const char *seq = job->has_seq ? job->seq : NULL;
+    if (!err)
+        log_info("user %d changed the password; every login token revoked", job->uid);
+    if (c && !err && c->uid == job->uid)
+        explicit_bzero(c->token, sizeof c->token); /* revoked with every other token */
+    if (c && err)
+        reply_error(w, c, job->msgid, seq, err);
+    else if (c && seq)
+        reply_ack(w, c, job->msgid, seq, 0, 0, 0, 0);
+    crypt_job_free(job);
+    return true;
+}
+
+bool service_password_done(struct worker *w, struct conn *c, const struct crypt_job *job)
+{
+    const char *seq = job->has_seq ? job->seq : NULL;
+    if (c->uid != job->uid || c->sgen == 0) {
+        reply_error(w, c, job->msgid, seq, QC_ENOTLOGGEDIN); /* logged out meanwhile */
+        return true;
+    }
+    if (!job->ok) {
+        guard_login_failed(w->guard, c->ip_hash, job->uid, w->now_ms);
+        reply_error(w, c, job->msgid, seq, QC_EAUTH);
+        return true;
+    }
+    guard_login_succeeded(w->guard, c->ip_hash, job->uid);
+    struct crypt_job *copy = malloc(sizeof *copy);
+    int err = copy ? 0 : QC_EINTERNAL;
+    if (copy) {
+        *copy = *job;
+        copy->next = NULL;
+        explicit_bzero(copy->plain, sizeof copy->plain);
+        explicit_bzero(copy->newplain, sizeof copy->newplain);
+        if ((err = service_async(w, c, change_on_store, password_changed, copy)) != 0)
+            crypt_job_free(copy);
+    }
+    if (err)
+        reply_error(w, c, job->msgid, seq, err);
+    return err != 0;
+}
