@@ -100,6 +100,7 @@
 #define FILL_QUIET_MS     1500 /* no more chats for this long: the fills are done */
 #define FILL_MAX_CSEQ     4096 /* chats per pair */
 #define FILL_SEQ_BASE     3000000000LL
+#define FILL_HISTORY_PAGE 100 /* HISTORY limit: the protocol maximum */
 
 static bool test_done;
 
@@ -1521,7 +1522,8 @@ static void test_node_killed_users_go_offline_then_elsewhere(void **state)
  * receiver gets is counted by its cseq: live, or in offlinemsg at a login.
  * The fault comes FILL_BEFORE_MS in; after the repair the traffic goes on
  * for FILL_AFTER_MS (so every conversation has later chats, which reveal a
- * gap), the receivers drain, then all log in again on node A.  Every
+ * gap), the receivers drain, then all log in again on node A and ask
+ * HISTORY after the last cseq up to which they have everything.  Every
  * acknowledged cseq must have arrived exactly once.
  */
 enum fill_fault {
@@ -1537,9 +1539,10 @@ struct fill_pair {
     struct qclient *sc, *rc;
     bool gone; /* the receiver's session died with its node */
     int64_t max_cseq;
-    bool acked[FILL_MAX_CSEQ + 1];     /* by cseq, from the ACK */
-    uint16_t live[FILL_MAX_CSEQ + 1];  /* received as a push */
-    uint16_t login[FILL_MAX_CSEQ + 1]; /* in offlinemsg */
+    bool acked[FILL_MAX_CSEQ + 1];       /* by cseq, from the ACK */
+    uint16_t live[FILL_MAX_CSEQ + 1];    /* received as a push */
+    uint16_t login[FILL_MAX_CSEQ + 1];   /* in offlinemsg */
+    uint16_t history[FILL_MAX_CSEQ + 1]; /* fetched by HISTORY after= (never seen before) */
 };
 
 static struct fill_pair fp[FILL_PAIRS];
@@ -1784,6 +1787,40 @@ static void fill_traffic(const char *name)
 }
 
 /*
+ * What a client does after a login: HISTORY after the last cseq up to which
+ * it has everything, page by page; a cseq it had not seen is counted.
+ */
+static void fill_history(int k)
+{
+    int64_t after = 0;
+    while (after < FILL_MAX_CSEQ && fp[k].live[after + 1] + fp[k].login[after + 1] > 0)
+        after++;
+    for (int page = 0; page <= FILL_MAX_CSEQ / FILL_HISTORY_PAGE; page++) {
+        int64_t seq = h_next_seq();
+        h_send(fp[k].rc, "{\"msgid\":20,\"with\":%d,\"after\":%lld,\"limit\":%d,\"seq\":%lld}",
+               fp[k].s.id, (long long)after, FILL_HISTORY_PAGE, (long long)seq);
+        struct json_object *r = qclient_recv_msgid(fp[k].rc, QC_HISTORY_MSG_ACK, H_REPLY_MS), *v;
+        H_CHECK(r != NULL && h_int(r, "errno") == 0 && h_int(r, "seq") == seq,
+                "HISTORY after %lld for user %d: want msgid 21 with errno 0, got %s",
+                (long long)after, fp[k].r.id, r ? h_json(r) : "nothing");
+        struct json_object *msgs = h_arr(r, "msgs");
+        for (size_t j = 0; j < json_object_array_length(msgs); j++) {
+            struct json_object *m = json_object_array_get_idx(msgs, j);
+            int64_t q = h_int(m, "cseq");
+            H_CHECK(q > after && q <= FILL_MAX_CSEQ, "HISTORY after %lld gave %s", (long long)after,
+                    h_json(m));
+            if (h_int(m, "id") == fp[k].s.id && fp[k].live[q] + fp[k].login[q] == 0)
+                fp[k].history[q]++;
+            after = q;
+        }
+        bool more = json_object_object_get_ex(r, "more", &v) && json_object_get_boolean(v);
+        json_object_put(r);
+        if (!more)
+            return;
+    }
+}
+
+/*
  * Count by cseq; receivers online all along must have everything live.
  * Then every receiver logs in again on node A: nothing may be missing, and
  * nothing may come twice (except after a SIGKILLed node: a cursor advance
@@ -1800,12 +1837,15 @@ static void fill_account(const char *name, bool online_all_along)
         fill_login_receiver(k, NODE_A);
     }
     fill_drain(DRAIN_QUIET_MS);
-    int live = 0, login = 0, lost = 0, dup = 0, unacked = 0;
+    for (int k = 0; k < FILL_PAIRS; k++)
+        fill_history(k);
+    int live = 0, login = 0, history = 0, lost = 0, dup = 0, unacked = 0;
     for (int k = 0; k < FILL_PAIRS; k++) {
         for (int64_t q = 1; q <= FILL_MAX_CSEQ; q++) {
-            int got = fp[k].live[q] + fp[k].login[q];
+            int got = fp[k].live[q] + fp[k].login[q] + fp[k].history[q];
             live += fp[k].live[q];
             login += fp[k].login[q];
+            history += fp[k].history[q];
             if (!fp[k].acked[q]) {
                 unacked += got > 0;
                 continue;
@@ -1819,10 +1859,10 @@ static void fill_account(const char *name, bool online_all_along)
         }
     }
     print_message("%s: sent %d (%d during the fault), acked %d, refused %d, unanswered %d; "
-                  "delivered live %d, via login %d, via history 0; missing before the relogin %d; "
-                  "lost %d, duplicates %d; unacknowledged that arrived %d; foreign %d\n",
+                  "delivered live %d, via login %d, via history %d; missing before the relogin "
+                  "%d; lost %d, duplicates %d; unacknowledged that arrived %d; foreign %d\n",
                   name, ft.sent, ft.sent_during, ft.acked, ft.refused, ft.unanswered, live, login,
-                  missing_live, lost, dup, unacked, ft.foreign);
+                  history, missing_live, lost, dup, unacked, ft.foreign);
     H_CHECK(ft.sent_during > 0, "%s: no chat was sent during the fault", name);
     H_CHECK(ft.unanswered == 0 && ft.refused == 0,
             "%s: %d chat(s) without an ACK within %d ms, %d refused: the ACK must not depend on "
