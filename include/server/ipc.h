@@ -46,6 +46,7 @@ enum ipc_type {
     IPC_SUBSCRIBED,   /* relay -> worker: ipc_answer, Redis confirmed the SUB with token */
     IPC_REVOKE_USER,  /* master -> worker: ipc_user + the qchatctl connection (qchatctl revoke) */
     IPC_PURGE,        /* master -> worker: ipc_token, run the retention purge now (qchatctl) */
+    IPC_RESYNC, /* relay -> worker: ipc_token (0), Redis is back: fill sessions from the log */
     IPC_TYPE_COUNT
 };
 

@@ -42,6 +42,7 @@ static const struct ipc_rule rules[IPC_TYPE_COUNT] = {
     [IPC_SUBSCRIBED] = { "SUBSCRIBED", sizeof(struct ipc_answer), 0, false },
     [IPC_REVOKE_USER] = { "REVOKE_USER", sizeof(struct ipc_user), 0, true },
     [IPC_PURGE] = { "PURGE", sizeof(struct ipc_token), 0, false },
+    [IPC_RESYNC] = { "RESYNC", sizeof(struct ipc_token), 0, false },
 };
 
 static const struct ipc_rule *rule_of(uint32_t type)
