@@ -445,7 +445,11 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     l->up = false;
     l->registered = false;
     l->events = 0;
-    if (!r->stopping)
+    if (r->stopping)
+        return;
+    if (r->shards)
+        r->shards_stale = true; /* the others are read out first (on_tick) */
+    else
         drop_redis(r, "a connection went away");
 }
 
@@ -571,6 +575,7 @@ static void drop_redis(struct relay *r, const char *why)
     r->outage_logged = true;
     for (uint32_t i = 0; i < nopen; i++)
         redisAsyncFree(open[i]);
+    r->shards_stale = false; /* the next connection reads the map anew */
     set_clear(r);
     r->stats->subscribed = 0;
     r->pub_outstanding = 0;
@@ -1353,6 +1358,20 @@ static void read_channel(struct relay *r)
         r->stopping = true;
 }
 
+/*
+ * Before a cluster's connections are dropped because one master's went
+ * away: what the others' subscribers already received is read and handed
+ * on, since a sender whose SPUBLISH counted this node has its ACK.
+ */
+static void drain_subscribers(struct relay *r)
+{
+    for (uint32_t m = 0; m < master_count(r); m++) {
+        struct redis_link *l = sub_link(r, m);
+        if (l->ac && l->up)
+            redisAsyncHandleRead(l->ac);
+    }
+}
+
 static void on_tick(void *ctx)
 {
     struct relay *r = ctx;
@@ -1368,8 +1387,10 @@ static void on_tick(void *ctx)
                     (unsigned)inttable_count(r->sub_pending), RELAY_REPLY_TIMEOUT_MS);
         r->shards_stale = true;
     }
-    if (r->shards_stale)
-        drop_redis(r, "the cluster's slot map changed");
+    if (r->shards_stale) {
+        drain_subscribers(r);
+        drop_redis(r, "a cluster connection went away or the slot map changed");
+    }
     if (!any_link_open(r) && r->next_connect_ms && r->now_ms >= r->next_connect_ms)
         connect_redis(r);
     if (r->pub_outstanding && r->now_ms - r->pub_last_progress_ms > RELAY_REPLY_TIMEOUT_MS)
