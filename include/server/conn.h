@@ -53,6 +53,8 @@ struct out_mark {
                                one per line, restored if it is never written */
 };
 
+struct recover_state;
+
 struct conn {
     int fd;
     struct loop_source src; /* fd in the worker's loop */
@@ -100,6 +102,8 @@ struct conn {
     uint32_t rate_strikes; /* requests refused in a row by the rate limit */
     struct conn *dirty_next;
     struct conn *dead_next;
+    /* cluster: the last cseq written per conversation, chats behind a fill (recover.c) */
+    struct recover_state *recover;
 };
 
 /* Absolute output offset of the next byte appended. */

@@ -44,6 +44,7 @@ enum ipc_type {
     IPC_NUMSUB,       /* worker -> relay: ipc_token + int32 uids */
     IPC_NUMSUB_REPLY, /* relay -> worker: ipc_answer + one byte per uid (1: online elsewhere) */
     IPC_SUBSCRIBED,   /* relay -> worker: ipc_answer, Redis confirmed the SUB with token */
+    IPC_RESYNC, /* relay -> worker: ipc_token (0), Redis is back: fill sessions from the log */
     IPC_TYPE_COUNT
 };
 

@@ -40,6 +40,7 @@ static const struct ipc_rule rules[IPC_TYPE_COUNT] = {
     [IPC_NUMSUB] = { "NUMSUB", sizeof(struct ipc_token), sizeof(int32_t), false },
     [IPC_NUMSUB_REPLY] = { "NUMSUB_REPLY", sizeof(struct ipc_answer), 1, false },
     [IPC_SUBSCRIBED] = { "SUBSCRIBED", sizeof(struct ipc_answer), 0, false },
+    [IPC_RESYNC] = { "RESYNC", sizeof(struct ipc_token), 0, false },
 };
 
 static const struct ipc_rule *rule_of(uint32_t type)

@@ -25,6 +25,7 @@
 #include "server/conn.h"
 #include "server/ipc.h"
 #include "server/login.h"
+#include "server/recover.h"
 #include "server/storage.h"
 #include "store/social.h"
 #include "server/reply.h"
@@ -483,6 +484,7 @@ static void send_reply(struct worker *w, struct conn *c, struct login_ctx *x)
             buf_init(&x->stash);
         }
         conn_send_stashed(w, c, x->uid, buf_head(&b), buf_used(&b), stash);
+        recover_login_sent(w, c); /* chats held meanwhile, repeats of the reply dropped */
         log_info("user %d logged in on conn %u (%d offline message(s)%s%s)", x->uid, c->slot,
                  x->count, x->more ? ", more at the next login" : "",
                  x->lists_cut ? ", lists cut to limits.max_login_reply_bytes" : "");

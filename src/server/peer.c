@@ -13,6 +13,7 @@
 #include "server/ipc.h"
 #include "server/offline.h"
 #include "server/peer.h"
+#include "server/recover.h"
 #include "server/worker.h"
 
 #define PEER_READS_PER_EVENT 256
@@ -186,7 +187,7 @@ static void on_deliver(void *ctx, uint32_t link, const struct ipc_msg *m)
     if (d->flags & IPC_F_STORE)
         c = NULL; /* the relay asks only for storage */
     if (c) {
-        conn_send_chat(w, c, d->uid, m->tail, m->tail_len, link, d->token);
+        recover_send_chat(w, c, d->uid, m->tail, m->tail_len, link, d->token);
         return;
     }
     /* The session vanished in between: keep the message for the next login. */
@@ -230,6 +231,14 @@ static void on_subscribed(void *ctx, uint32_t link, const struct ipc_msg *m)
     w->hooks.subscribed(w, a->token, a->failed != 0);
 }
 
+/* The relay's Redis connection came back: what pub/sub lost comes from the log. */
+static void on_resync(void *ctx, uint32_t link, const struct ipc_msg *m)
+{
+    (void)link;
+    (void)m;
+    recover_resync_all(ctx);
+}
+
 /* What a worker accepts from another worker, and from the relay. */
 static const struct ipc_handlers from_worker = {
     .from = "worker",
@@ -241,7 +250,8 @@ static const struct ipc_handlers from_relay = {
             [IPC_KICK] = on_kick,
             [IPC_PUBLISHED] = on_published,
             [IPC_NUMSUB_REPLY] = on_numsub_reply,
-            [IPC_SUBSCRIBED] = on_subscribed },
+            [IPC_SUBSCRIBED] = on_subscribed,
+            [IPC_RESYNC] = on_resync },
 };
 
 const struct ipc_handlers *peer_handlers(uint32_t peer)

@@ -3,8 +3,8 @@
  *
  * Redis messages on a user's channel carry one type byte, the sending node's
  * id and a colon before the payload:
- *   "M<node>:<json>"  a chat for that user   (PUBLISH's receiver count decides:
- *                      0 means online nowhere, so the worker stores it offline)
+ *   "M<node>:<json>"  a chat for that user   (committed to the log already: the
+ *                      PUBLISH is only the fast path, see recover.h)
  *   "P<node>:<json>"  a presence notice      (dropped if nobody wants it)
  *   "K<node>:<gen>"   the user logged in on <node> with cluster generation <gen>:
  *                      every other node whose session is older kicks it
@@ -30,9 +30,11 @@
  * which ran before B's PUBLISH: A's node always hears B's kick, and B's node
  * ignores A's (if it hears it at all).  So exactly one survives: the newest.
  *
- * While Redis is away, every PUBLISH fails at once and the worker stores the
- * message offline; the relay reconnects with backoff and re-subscribes every
- * online user of the node.
+ * While Redis is away, every PUBLISH fails at once (the chat is in the log);
+ * the relay reconnects with backoff, re-subscribes every online user of the
+ * node and, once Redis confirmed those subscriptions, sends IPC_RESYNC to
+ * every worker: each fills its sessions from the log (recover.c).  A new
+ * relay (the old one killed) does the same when it first connects.
  */
 #include <errno.h>
 #include <limits.h>
@@ -143,6 +145,7 @@ struct relay {
     int64_t pub_last_progress_ms;
     bool stopping;
     bool outage_logged; /* "redis unavailable" said for this outage */
+    bool resync_wanted; /* connected again: tell the workers once re-subscribed (issue 16) */
     char *pkt;
 };
 
@@ -472,9 +475,10 @@ static void on_connect(const redisAsyncContext *ac, int status)
     log_info("redis %s connected to %s:%d", link_name(l), l->host, l->port);
     if (all_links_up(r)) {
         r->backoff_ms = 0;
-        /* Everyone online on this node listens again. */
+        /* Everyone online on this node listens again, then fills from the log. */
         set_clear(r);
         reconcile(r);
+        r->resync_wanted = true;
     }
     publish_state(r);
 }
@@ -1372,6 +1376,23 @@ static void drain_subscribers(struct relay *r)
     }
 }
 
+/*
+ * Redis is back (or this relay is new): once every SUBSCRIBE of the node is
+ * confirmed, each worker fills its sessions from the log, so a chat
+ * published while nobody listened is read from the log, and one published
+ * after is heard (the workers drop what comes both ways by cseq).
+ */
+static void resync_when_subscribed(struct relay *r)
+{
+    if (!r->resync_wanted || !all_links_up(r) || inttable_count(r->sub_pending) > 0)
+        return;
+    r->resync_wanted = false;
+    struct ipc_token t = { .token = 0 };
+    for (uint32_t k = 0; k < r->nworkers; k++)
+        send_to_worker(r, k, IPC_RESYNC, &t, NULL, 0);
+    log_info("re-subscribed: workers fill their sessions from the log");
+}
+
 static void on_tick(void *ctx)
 {
     struct relay *r = ctx;
@@ -1397,6 +1418,7 @@ static void on_tick(void *ctx)
         drop_redis(r, "no reply within the timeout");
     if (r->now_ms >= r->next_reconcile_ms)
         reconcile(r);
+    resync_when_subscribed(r);
 }
 
 /* The commands this round queued go to Redis in one write (a pipeline). */

@@ -7,11 +7,13 @@
  */
 #include "common/log.h"
 #include "server/conn.h"
+#include "server/delivered.h"
 #include "server/handoff.h"
 #include "server/ipc.h"
 #include "server/metrics.h"
 #include "server/pending.h"
 #include "server/peer.h"
+#include "server/recover.h"
 #include "server/route.h"
 #include "server/worker.h"
 
@@ -62,7 +64,13 @@ static int publish_elsewhere(struct worker *w, int32_t uid, const char *payload,
     if (!w->clustered || w->peers[RELAY_PEER].ch.fd < 0)
         return -1;
     struct online_loc relay = { .worker = RELAY_PEER };
-    if (flags & IPC_F_CHAT)
+    int64_t conv, cseq;
+    /*
+     * A chat with a cseq is committed before it goes out: safe.  Its PUBLISH
+     * is only the fast path (a lost one is filled from the log by the
+     * receiving node, recover.c), so the ACK does not wait for it.
+     */
+    if ((flags & IPC_F_CHAT) && !delivered_position(payload, len, &conv, &cseq))
         return hand_over(w, &relay, uid, payload, len, req, flags, IPC_PUBLISH);
     return send_message(w, &relay, uid, 0, flags, IPC_PUBLISH, payload, len);
 }
@@ -117,7 +125,7 @@ enum route_result route_chat(struct worker *w, int32_t uid, const char *payload,
         if (c == NULL)
             return ROUTE_OFFLINE;
         pending_add(w, req);
-        conn_send_chat(w, c, uid, payload, len, w->index, req);
+        recover_send_chat(w, c, uid, payload, len, w->index, req);
         metrics_count(QM_DELIVERIES, QM_PATH_LOCAL);
         return ROUTE_SENT;
     }

@@ -9,6 +9,7 @@
 #include "server/conn.h"
 #include "server/reply.h"
 #include "server/route.h"
+#include "server/recover.h"
 #include "server/session.h"
 #include "server/storage.h"
 #include "server/worker.h"
@@ -103,6 +104,7 @@ void session_announce_to(struct worker *w, int32_t uid, const char *name, const 
 
 void session_end(struct worker *w, struct conn *c)
 {
+    recover_forget(w, c); /* chats waiting behind a fill from the log: in the log */
     if (c->sgen == 0)
         return;
     int32_t uid = c->uid;

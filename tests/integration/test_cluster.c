@@ -28,7 +28,17 @@
  * (PUBSUB NUMSUB 0), friends see them offline, messages to them are
  * stored offline and delivered when they log in on the other node
  * (directly, and through nginx, which skips the dead node); the node
- * restarted on its port serves again.  Last, both nodes stop cleanly.
+ * restarted on its port serves again.
+ *
+ * The log fills what pub/sub lost (issue 16): 20 senders on node 1 chat
+ * with seq to 20 receivers on node 2 while node 2's relay is SIGKILLed
+ * (respawned), Redis is SIGKILLed and restarted, Redis is SIGSTOPped for
+ * 30 s: every ACK comes (the commit, not the PUBLISH), and the receivers,
+ * online all along, get every acknowledged cseq live, once.  With node 2
+ * SIGKILLed and restarted, the receivers log in again (on either node)
+ * and every acknowledged cseq arrives once, live or in offlinemsg; the
+ * same when node 2 first hangs (SIGSTOP) for 500 ms, then is SIGKILLed.
+ * Last, both nodes stop cleanly.
  */
 #include "harness.h"
 #include "cluster_harness.h"
@@ -75,6 +85,22 @@
 #define LOSS_USERS        (2 * LOSS_PAIRS)
 #define DRAIN_QUIET_MS    300 /* no more pushes for this long: drained */
 
+/* The log fills what pub/sub lost (issue 16): senders on node A, receivers on node B. */
+#define FILL_PAIRS        20
+#define FILL_BEFORE_MS    1000  /* traffic before the fault */
+#define FILL_KILL_MS      2000  /* a killed node stays down this long */
+#define FILL_RESTART_MS   1500  /* a killed Redis stays down this long */
+#define FILL_RELAY_MS     1000  /* traffic while the master respawns a killed relay */
+#define FILL_HANG_MS      500   /* a node hangs (SIGSTOP) this long before it is killed */
+#define FILL_PAUSE_MS     30000 /* Redis SIGSTOPped this long */
+#define FILL_AFTER_MS     1500  /* traffic once whole again: later chats reveal gaps */
+#define FILL_LIMIT_MS     90000 /* one whole case */
+#define FILL_WHOLE_MS     20000 /* relays connected again after the repair */
+#define FILL_ROUND_GAP_MS 50
+#define FILL_QUIET_MS     1500 /* no more chats for this long: the fills are done */
+#define FILL_MAX_CSEQ     4096 /* chats per pair */
+#define FILL_SEQ_BASE     3000000000LL
+
 static bool test_done;
 
 /* ---- cmocka glue: the single-node harness's, plus the cluster logs --- */
@@ -91,6 +117,8 @@ static int c_teardown(void **state)
     if (!test_done) {
         cl.failed = true;
         cl_resume_all();
+        if (cl.redis_pid > 0)
+            kill(cl.redis_pid, SIGCONT); /* a failed pause test may have left it stopped */
         cl_log_tails(LOG_TAIL_LINES);
     }
     return h_test_teardown(state);
@@ -1485,6 +1513,372 @@ static void test_node_killed_users_go_offline_then_elsewhere(void **state)
     h_expect_quiet(cf, "f");
 }
 
+/* ---- the log fills what pub/sub lost (issue 16) -------------------------- */
+
+/*
+ * FILL_PAIRS senders on node A chat with seq, one chat per round each, to
+ * FILL_PAIRS receivers on node B (one conversation per pair).  Every chat a
+ * receiver gets is counted by its cseq: live, or in offlinemsg at a login.
+ * The fault comes FILL_BEFORE_MS in; after the repair the traffic goes on
+ * for FILL_AFTER_MS (so every conversation has later chats, which reveal a
+ * gap), the receivers drain, then all log in again on node A.  Every
+ * acknowledged cseq must have arrived exactly once.
+ */
+enum fill_fault {
+    FILL_NODE_KILL,
+    FILL_NODE_HANG_KILL,
+    FILL_RELAY_KILL,
+    FILL_REDIS_RESTART,
+    FILL_REDIS_PAUSE
+};
+
+struct fill_pair {
+    struct h_user s, r;
+    struct qclient *sc, *rc;
+    bool gone; /* the receiver's session died with its node */
+    int64_t max_cseq;
+    bool acked[FILL_MAX_CSEQ + 1];     /* by cseq, from the ACK */
+    uint16_t live[FILL_MAX_CSEQ + 1];  /* received as a push */
+    uint16_t login[FILL_MAX_CSEQ + 1]; /* in offlinemsg */
+};
+
+static struct fill_pair fp[FILL_PAIRS];
+static struct {
+    enum fill_fault kind;
+    int sent, acked, refused, unanswered, foreign;
+    int sent_during; /* sent between the fault and the repair */
+} ft;
+
+/* A chat received by pair k's receiver: counted by cseq. */
+static void fill_record(int k, struct json_object *o, bool login)
+{
+    struct json_object *v;
+    if (!json_object_object_get_ex(o, "msgid", &v) || json_object_get_int(v) != QC_ONE_CHAT_MSG)
+        return;
+    int64_t cseq = json_object_object_get_ex(o, "cseq", &v) ? json_object_get_int64(v) : 0;
+    if (h_int(o, "id") != fp[k].s.id || h_int(o, "toid") != fp[k].r.id || cseq <= 0 ||
+        cseq > FILL_MAX_CSEQ) {
+        ft.foreign++;
+        return;
+    }
+    if (login)
+        fp[k].login[cseq]++;
+    else
+        fp[k].live[cseq]++;
+}
+
+static void fill_push(void *arg, struct json_object *o)
+{
+    fill_record((int)((struct fill_pair *)arg - fp), o, false);
+}
+
+static void fill_login_receiver(int k, int node)
+{
+    struct json_object *ack = NULL;
+    fp[k].rc = h_login_to(port_of(node), &fp[k].r, false, &ack);
+    size_t n = h_arr_len_opt(ack, "offlinemsg");
+    for (size_t j = 0; j < n; j++) {
+        struct json_object *m = h_parse_item(h_arr(ack, "offlinemsg"), j, "offlinemsg");
+        fill_record(k, m, true);
+        json_object_put(m);
+    }
+    json_object_put(ack);
+    qclient_set_skip_handler(fp[k].rc, fill_push, &fp[k]);
+    fp[k].gone = false;
+}
+
+/* Read what waits on every open receiver; with quiet_ms, until nothing came for that long. */
+static void fill_drain(int quiet_ms)
+{
+    int64_t last = h_now_ms();
+    do {
+        bool got = false;
+        for (int k = 0; k < FILL_PAIRS; k++) {
+            struct json_object *o;
+            while (!fp[k].gone && (o = qclient_recv(fp[k].rc, 0)) != NULL) {
+                fill_push(&fp[k], o);
+                json_object_put(o);
+                got = true;
+            }
+            if (!fp[k].gone && qclient_eof(fp[k].rc)) {
+                H_CHECK(ft.kind == FILL_NODE_KILL || ft.kind == FILL_NODE_HANG_KILL,
+                        "receiver %d's session closed", fp[k].r.id);
+                fp[k].gone = true;
+            }
+        }
+        if (got)
+            last = h_now_ms();
+        else if (quiet_ms > 0)
+            h_sleep_ms(10);
+    } while (quiet_ms > 0 && h_now_ms() - last < quiet_ms);
+}
+
+static void fill_setup(enum fill_fault kind)
+{
+    memset(&ft, 0, sizeof(ft));
+    memset(fp, 0, sizeof(fp));
+    ft.kind = kind;
+    for (int k = 0; k < FILL_PAIRS; k++) {
+        new_user(&fp[k].s, "fs");
+        new_user(&fp[k].r, "fr");
+        fp[k].sc = login_on(NODE_A, &fp[k].s, false, NULL);
+        fp[k].rc = login_on(NODE_B, &fp[k].r, false, NULL);
+        qclient_set_skip_handler(fp[k].rc, fill_push, &fp[k]);
+    }
+}
+
+/* One chat from every sender, then every ACK (its cseq noted). */
+static void fill_round(bool during)
+{
+    for (int k = 0; k < FILL_PAIRS; k++) {
+        int i = ft.sent++;
+        ft.sent_during += during;
+        h_send(fp[k].sc, "{\"msgid\":5,\"toid\":%d,\"msg\":\"fill %d\",\"seq\":%lld}", fp[k].r.id,
+               i, FILL_SEQ_BASE + i);
+    }
+    for (int k = 0; k < FILL_PAIRS; k++) {
+        struct json_object *ack = qclient_recv_msgid(fp[k].sc, QC_ACK_MSG, H_REPLY_MS);
+        if (ack == NULL) {
+            ft.unanswered++;
+            continue;
+        }
+        int64_t cseq = h_has(ack, "cseq") ? h_int(ack, "cseq") : 0;
+        if (h_int(ack, "errno") == 0 && cseq > 0 && cseq <= FILL_MAX_CSEQ) {
+            fp[k].acked[cseq] = true;
+            if (cseq > fp[k].max_cseq)
+                fp[k].max_cseq = cseq;
+            ft.acked++;
+        } else {
+            ft.refused++;
+        }
+        json_object_put(ack);
+    }
+}
+
+static pid_t fill_relay_pid, fill_killer;
+
+/*
+ * Node 2 hangs (every process SIGSTOPped: Redis still counts its relay as a
+ * subscriber, and its sockets take what comes), then a child SIGKILLs it
+ * FILL_HANG_MS later while the traffic goes on.
+ */
+static void fill_hang_then_kill(void)
+{
+    pid_t pids[CL_MAX_CHILDREN + 1];
+    int n = cl_node_children(NODE_B, pids, CL_MAX_CHILDREN);
+    H_CHECK(n > 0, "node 2 has no children");
+    pids[n++] = cl.node[NODE_B].pid;
+    for (int k = 0; k < n; k++)
+        kill(pids[k], SIGSTOP);
+    fill_killer = fork();
+    H_CHECK(fill_killer >= 0, "fork: %s", strerror(errno));
+    if (fill_killer == 0) {
+        h_sleep_ms(FILL_HANG_MS);
+        for (int k = 0; k < n; k++)
+            kill(pids[k], SIGKILL);
+        _exit(0);
+    }
+}
+
+static void fill_inject(void)
+{
+    switch (ft.kind) {
+    case FILL_NODE_KILL: cl_node_kill(NODE_B); break;
+    case FILL_NODE_HANG_KILL: fill_hang_then_kill(); break;
+    case FILL_RELAY_KILL:
+        fill_relay_pid = cl_node_relay_pid(NODE_B);
+        H_CHECK(fill_relay_pid > 0, "node 2 has no relay");
+        H_CHECK(kill(fill_relay_pid, SIGKILL) == 0, "SIGKILL the relay: %s", strerror(errno));
+        break;
+    case FILL_REDIS_RESTART: H_CHECK(cl_redis_kill() == 0, "SIGKILL redis-server failed"); break;
+    case FILL_REDIS_PAUSE:
+        H_CHECK(kill(cl.redis_pid, SIGSTOP) == 0, "SIGSTOP redis-server: %s", strerror(errno));
+        break;
+    }
+}
+
+static int fill_outage_ms(void)
+{
+    switch (ft.kind) {
+    case FILL_NODE_KILL:
+    case FILL_NODE_HANG_KILL: return FILL_KILL_MS;
+    case FILL_REDIS_RESTART: return FILL_RESTART_MS;
+    case FILL_REDIS_PAUSE: return FILL_PAUSE_MS;
+    default: return FILL_RELAY_MS; /* the master respawns the relay by itself meanwhile */
+    }
+}
+
+static void fill_wait_connected(int node)
+{
+    H_CHECK(cl_wait_relay(node, "connected", FILL_WHOLE_MS),
+            "node %d's relay not connected within %d ms of the repair", node + 1, FILL_WHOLE_MS);
+}
+
+/* The repair, and the cluster whole again (receivers of a killed node logged in again). */
+static void fill_repair(void)
+{
+    switch (ft.kind) {
+    case FILL_NODE_HANG_KILL:
+        H_CHECK(waitpid(fill_killer, NULL, 0) == fill_killer, "the killer of node 2: %s",
+                strerror(errno));
+        cl_node_kill(NODE_B); /* reaps what the killer killed */
+        /* FALLTHROUGH */
+    case FILL_NODE_KILL:
+        H_CHECK(cl_node_start(NODE_B) == 0, "node 2 did not start again");
+        fill_drain(0);
+        /* Logged in again anywhere: half on node 1, half on the restarted node 2. */
+        for (int k = 0; k < FILL_PAIRS; k++) {
+            H_CHECK(fp[k].gone, "receiver %d's session outlived its node", fp[k].r.id);
+            h_close(fp[k].rc);
+            fill_login_receiver(k, k % 2 ? NODE_B : NODE_A);
+        }
+        break;
+    case FILL_RELAY_KILL: {
+        int64_t deadline = h_now_ms() + FILL_WHOLE_MS;
+        pid_t now;
+        while (((now = cl_node_relay_pid(NODE_B)) <= 0 || now == fill_relay_pid) &&
+               h_now_ms() < deadline)
+            h_sleep_ms(20);
+        H_CHECK(now > 0 && now != fill_relay_pid, "node 2's relay was not respawned");
+        fill_wait_connected(NODE_B);
+        break;
+    }
+    case FILL_REDIS_RESTART:
+        H_CHECK(cl_redis_restart() == 0, "redis-server did not start again");
+        fill_wait_connected(NODE_A);
+        fill_wait_connected(NODE_B);
+        break;
+    case FILL_REDIS_PAUSE:
+        H_CHECK(kill(cl.redis_pid, SIGCONT) == 0, "SIGCONT redis-server: %s", strerror(errno));
+        fill_wait_connected(NODE_A);
+        fill_wait_connected(NODE_B);
+        break;
+    }
+}
+
+static void fill_traffic(const char *name)
+{
+    int64_t t0 = h_now_ms(), fault = 0, repaired = 0;
+    for (;;) {
+        int64_t now = h_now_ms();
+        H_CHECK(now - t0 < FILL_LIMIT_MS, "%s: the traffic phase took over %d ms", name,
+                FILL_LIMIT_MS);
+        if (!fault && now - t0 >= FILL_BEFORE_MS) {
+            fill_inject();
+            fault = h_now_ms();
+        }
+        if (fault && !repaired && now - fault >= fill_outage_ms()) {
+            fill_repair();
+            repaired = h_now_ms();
+        }
+        if (repaired && now - repaired >= FILL_AFTER_MS)
+            break;
+        fill_round(fault && !repaired);
+        fill_drain(0);
+        h_sleep_ms(FILL_ROUND_GAP_MS);
+    }
+    fill_drain(FILL_QUIET_MS);
+    print_message("%s: fault %lld ms in, repaired %lld ms later, %lld ms in all\n", name,
+                  (long long)(fault - t0), (long long)(repaired - fault),
+                  (long long)(h_now_ms() - t0));
+}
+
+/*
+ * Count by cseq; receivers online all along must have everything live.
+ * Then every receiver logs in again on node A: nothing may be missing, and
+ * nothing may come twice (except after a SIGKILLed node: a cursor advance
+ * it had not committed yet brings a chat written just before back once).
+ */
+static void fill_account(const char *name, bool online_all_along)
+{
+    int missing_live = 0;
+    for (int k = 0; k < FILL_PAIRS; k++)
+        for (int64_t q = 1; q <= fp[k].max_cseq; q++)
+            missing_live += fp[k].acked[q] && fp[k].live[q] == 0;
+    for (int k = 0; k < FILL_PAIRS; k++) {
+        close_and_wait_gone(fp[k].rc, &fp[k].r);
+        fill_login_receiver(k, NODE_A);
+    }
+    fill_drain(DRAIN_QUIET_MS);
+    int live = 0, login = 0, lost = 0, dup = 0, unacked = 0;
+    for (int k = 0; k < FILL_PAIRS; k++) {
+        for (int64_t q = 1; q <= FILL_MAX_CSEQ; q++) {
+            int got = fp[k].live[q] + fp[k].login[q];
+            live += fp[k].live[q];
+            login += fp[k].login[q];
+            if (!fp[k].acked[q]) {
+                unacked += got > 0;
+                continue;
+            }
+            if (got == 0 && lost++ < 10)
+                print_error("%s: lost: cseq %lld of pair %d (to user %d)\n", name, (long long)q, k,
+                            fp[k].r.id);
+            if (got > 1 && dup++ < 10)
+                print_error("%s: repeated: cseq %lld to user %d: live %u, login %u\n", name,
+                            (long long)q, fp[k].r.id, fp[k].live[q], fp[k].login[q]);
+        }
+    }
+    print_message("%s: sent %d (%d during the fault), acked %d, refused %d, unanswered %d; "
+                  "delivered live %d, via login %d, via history 0; missing before the relogin %d; "
+                  "lost %d, duplicates %d; unacknowledged that arrived %d; foreign %d\n",
+                  name, ft.sent, ft.sent_during, ft.acked, ft.refused, ft.unanswered, live, login,
+                  missing_live, lost, dup, unacked, ft.foreign);
+    H_CHECK(ft.sent_during > 0, "%s: no chat was sent during the fault", name);
+    H_CHECK(ft.unanswered == 0 && ft.refused == 0,
+            "%s: %d chat(s) without an ACK within %d ms, %d refused: the ACK must not depend on "
+            "Redis or node 2",
+            name, ft.unanswered, H_REPLY_MS, ft.refused);
+    H_CHECK(ft.foreign == 0, "%s: %d chat(s) reached the wrong user or had no cseq", name,
+            ft.foreign);
+    H_CHECK(lost == 0, "%s: %d acknowledged chat(s) lost", name, lost);
+    if (online_all_along)
+        H_CHECK(missing_live == 0,
+                "%s: %d acknowledged chat(s) did not reach receivers online all along", name,
+                missing_live);
+    if (ft.kind != FILL_NODE_KILL && ft.kind != FILL_NODE_HANG_KILL)
+        H_CHECK(dup == 0, "%s: %d chat(s) delivered more than once", name, dup);
+    for (int k = 0; k < FILL_PAIRS; k++) {
+        h_expect_quiet(fp[k].rc, "receiver after the accounting");
+        h_close(fp[k].rc);
+        h_close(fp[k].sc);
+    }
+}
+
+static void test_node_killed_receivers_get_everything_once(void **state)
+{
+    fill_setup(FILL_NODE_KILL);
+    fill_traffic("node killed");
+    fill_account("node killed", false);
+}
+
+static void test_node_hung_then_killed_receivers_get_everything_once(void **state)
+{
+    fill_setup(FILL_NODE_HANG_KILL);
+    fill_traffic("node hung 500 ms, then killed");
+    fill_account("node hung 500 ms, then killed", false);
+}
+
+static void test_relay_killed_online_receivers_get_everything(void **state)
+{
+    fill_setup(FILL_RELAY_KILL);
+    fill_traffic("relay killed");
+    fill_account("relay killed", true);
+}
+
+static void test_redis_restarted_online_receivers_get_everything(void **state)
+{
+    fill_setup(FILL_REDIS_RESTART);
+    fill_traffic("redis restarted");
+    fill_account("redis restarted", true);
+}
+
+static void test_redis_paused_online_receivers_get_everything(void **state)
+{
+    fill_setup(FILL_REDIS_PAUSE);
+    fill_traffic("redis paused 30 s");
+    fill_account("redis paused 30 s", true);
+}
+
 /* ---- the end -------------------------------------------------------------- */
 
 static void test_nodes_stop_cleanly(void **state)
@@ -1521,6 +1915,11 @@ int main(void)
         C_TEST(test_redis_restart_loses_nothing),
         C_TEST(test_hung_worker_killed_under_cross_node_traffic_loses_nothing),
         C_TEST(test_node_killed_users_go_offline_then_elsewhere),
+        C_TEST(test_relay_killed_online_receivers_get_everything),
+        C_TEST(test_redis_restarted_online_receivers_get_everything),
+        C_TEST(test_redis_paused_online_receivers_get_everything),
+        C_TEST(test_node_killed_receivers_get_everything_once),
+        C_TEST(test_node_hung_then_killed_receivers_get_everything_once),
         C_TEST(test_nodes_stop_cleanly),
     };
     h_apply_filter();
