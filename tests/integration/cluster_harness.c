@@ -739,6 +739,14 @@ void cl_node_kill(int i)
     if (n->pid <= 0)
         return;
     int count = cl_node_children(i, pids, CL_MAX_CHILDREN);
+    /*
+     * Frozen first, then killed: otherwise a worker scheduled between the
+     * master's SIGKILL and its own sees the master gone and says "server
+     * shutting down" to its clients, which a node dying at once never does.
+     */
+    kill(n->pid, SIGSTOP);
+    for (int k = 0; k < count && k < CL_MAX_CHILDREN; k++)
+        kill(pids[k], SIGSTOP);
     kill(n->pid, SIGKILL);
     for (int k = 0; k < count && k < CL_MAX_CHILDREN; k++)
         kill(pids[k], SIGKILL);
