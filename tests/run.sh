@@ -132,6 +132,11 @@ if [ -n "${QCHAT_MYSQL_SOCKET:-}" ]; then
         QCHAT_TEST_STORAGE=mysql run_one cmocka "$t" mysql
     done
 fi
+# The cluster tests once more on a private three-master Redis Cluster, the
+# relays with redis.cluster = yes (sharded pub/sub, issue 16).
+if [ -x "$B/tests/it_cluster" ]; then
+    QCHAT_TEST_REDIS_CLUSTER=1 run_one cmocka "$B/tests/it_cluster" rediscluster
+fi
 if [ -d tests/scripts ]; then
     for t in tests/scripts/*.sh; do
         [ -f "$t" ] && [ -x "$t" ] || continue

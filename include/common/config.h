@@ -61,6 +61,7 @@ struct qc_config {
     /* [redis] */
     char redis_host[QC_CONFIG_STR_MAX]; /* "": single node, no relay */
     int redis_port;
+    char redis_cluster[8]; /* "no" | "yes": Redis Cluster, sharded pub/sub (redis_cluster.c) */
 
     /* [log] */
     int log_level;       /* enum log_level */

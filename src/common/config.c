@@ -117,6 +117,9 @@ static const struct config_key config_keys[] = {
     STR_KEY("redis", "host", redis_host, "", RESTART,
             "redis server host, empty: single node, no relay"),
     INT_KEY("redis", "port", redis_port, 1, 65535, "6379", RESTART, "redis server port"),
+    ENUM_KEY("redis", "cluster", redis_cluster, "no", RESTART,
+             "yes: host:port is a seed node of a Redis Cluster; sharded pub/sub per master", "no",
+             "yes"),
 
     { "log",
       "level",

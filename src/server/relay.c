@@ -58,6 +58,7 @@
 #include "server/ipc.h"
 #include "server/proc.h"
 #include "server/relay.h"
+#include "server/redis_cluster.h"
 #include "server/metrics.h"
 #include "server/title.h"
 #include "server/slab.h"
@@ -72,6 +73,7 @@
 #define RELAY_READS_PER_EVENT  256
 #define RELAY_GEN_PREFIX       "qchat:gen:" /* + uid: the account's cluster login generation */
 #define RELAY_GEN_KEY_MAX      32
+#define RELAY_SLOTS_TIMEOUT_MS 500 /* CLUSTER SLOTS from one node (cluster = yes) */
 
 enum { R_REDIS_SUB = 1, R_REDIS_PUB };
 
@@ -84,7 +86,9 @@ struct redis_link {
     struct loop_source src;
     bool registered;
     bool up;
-    int kind; /* R_REDIS_SUB | R_REDIS_PUB */
+    int kind;         /* R_REDIS_SUB | R_REDIS_PUB */
+    const char *host; /* where it connects: the one Redis, or a cluster master */
+    int port;
     struct relay *r;
 };
 
@@ -120,6 +124,15 @@ struct relay {
     struct ipc_chan channel; /* to the master */
     struct worker_link workers[ONLINE_MAX_WORKERS];
     struct redis_link sub, pub;
+    /*
+     * cluster = yes: the slot map, and the links to masters 1.. (master 0's
+     * are sub and pub); NULL with one Redis.  shards_stale: a MOVED or a
+     * server-side SUNSUBSCRIBE said the map changed (read again at the tick).
+     */
+    struct rc_map *shards;
+    struct redis_link shard_sub[RC_MASTERS_MAX], shard_pub[RC_MASTERS_MAX];
+    bool shards_stale;
+    int64_t sub_progress_ms;      /* the last SUBSCRIBE confirmed, or the first sent since */
     struct inttable *subscribed;  /* user ids whose channel is subscribed */
     struct inttable *sub_pending; /* uid -> SUBSCRIBE replies still to come */
     struct inttable *claims;      /* uid -> struct claim *: this node's newest login */
@@ -137,6 +150,66 @@ struct relay {
 };
 
 static struct relay the_relay;
+
+/* ---- which connection: the one Redis, or the master of a key's slot ------ */
+
+static uint32_t master_count(const struct relay *r)
+{
+    return r->shards ? r->shards->nmasters : 1;
+}
+
+static struct redis_link *sub_link(struct relay *r, uint32_t m)
+{
+    return m == 0 ? &r->sub : &r->shard_sub[m];
+}
+
+static struct redis_link *pub_link(struct relay *r, uint32_t m)
+{
+    return m == 0 ? &r->pub : &r->shard_pub[m];
+}
+
+/* The master serving key (a user's channel, a generation key); 0 with one Redis. */
+static uint32_t master_for(const struct relay *r, const char *key)
+{
+    return r->shards ? rc_master_of(r->shards, key) : 0;
+}
+
+static bool subscribers_up(struct relay *r)
+{
+    for (uint32_t m = 0; m < master_count(r); m++)
+        if (!sub_link(r, m)->up)
+            return false;
+    return true;
+}
+
+static bool all_links_up(struct relay *r)
+{
+    for (uint32_t m = 0; m < master_count(r); m++)
+        if (!sub_link(r, m)->up || !pub_link(r, m)->up)
+            return false;
+    return true;
+}
+
+static bool any_link_open(struct relay *r)
+{
+    for (uint32_t m = 0; m < master_count(r); m++)
+        if (sub_link(r, m)->ac || pub_link(r, m)->ac)
+            return true;
+    return false;
+}
+
+/* A cluster's error reply saying the slot map moved: it is read again at the tick. */
+static void note_cluster_error(struct relay *r, const redisReply *rep)
+{
+    if (r->shards == NULL || rep == NULL || rep->type != REDIS_REPLY_ERROR)
+        return;
+    if (strncmp(rep->str, "MOVED", 5) == 0 || strncmp(rep->str, "ASK", 3) == 0 ||
+        strncmp(rep->str, "CLUSTERDOWN", 11) == 0) {
+        if (!r->shards_stale)
+            log_warning("redis cluster: %s; reading the slot map again", rep->str);
+        r->shards_stale = true;
+    }
+}
 
 /* ---- the subscribed set ------------------------------------------------- */
 
@@ -347,9 +420,9 @@ static const char *link_name(const struct redis_link *l)
 
 static void publish_state(struct relay *r)
 {
-    uint32_t st = r->sub.up && r->pub.up     ? RELAY_CONNECTED
-                  : (r->sub.ac || r->pub.ac) ? RELAY_CONNECTING
-                                             : RELAY_DOWN;
+    uint32_t st = all_links_up(r)    ? RELAY_CONNECTED
+                  : any_link_open(r) ? RELAY_CONNECTING
+                                     : RELAY_DOWN;
     r->stats->state = st;
 }
 
@@ -375,7 +448,11 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     l->up = false;
     l->registered = false;
     l->events = 0;
-    if (!r->stopping)
+    if (r->stopping)
+        return;
+    if (r->shards)
+        r->shards_stale = true; /* the others are read out first (on_tick) */
+    else
         drop_redis(r, "a connection went away");
 }
 
@@ -385,8 +462,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
     struct relay *r = l->r;
     if (status != REDIS_OK) {
         if (!r->outage_logged) /* said once per outage, not per retry */
-            log_warning("redis %s: cannot connect to %s:%d: %s", link_name(l), r->cfg.redis_host,
-                        r->cfg.redis_port, ac->errstr);
+            log_warning("redis %s: cannot connect to %s:%d: %s", link_name(l), l->host, l->port,
+                        ac->errstr);
         l->ac = NULL; /* hiredis frees it after this callback */
         l->events = 0;
         l->registered = false;
@@ -395,8 +472,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
     }
     l->up = true;
     r->outage_logged = false;
-    log_info("redis %s connected to %s:%d", link_name(l), r->cfg.redis_host, r->cfg.redis_port);
-    if (r->sub.up && r->pub.up) {
+    log_info("redis %s connected to %s:%d", link_name(l), l->host, l->port);
+    if (all_links_up(r)) {
         r->backoff_ms = 0;
         /* Everyone online on this node listens again, then fills from the log. */
         set_clear(r);
@@ -406,16 +483,18 @@ static void on_connect(const redisAsyncContext *ac, int status)
     publish_state(r);
 }
 
-static int connect_link(struct relay *r, struct redis_link *l, int kind)
+static int connect_link(struct relay *r, struct redis_link *l, int kind, const char *host, int port)
 {
     l->r = r;
     l->kind = kind;
+    l->host = host;
+    l->port = port;
     l->up = false;
     l->events = 0;
     l->watched = 0;
     l->write_blocked = false;
     l->registered = false;
-    l->ac = redisAsyncConnect(r->cfg.redis_host, r->cfg.redis_port);
+    l->ac = redisAsyncConnect(host, port);
     if (l->ac == NULL || l->ac->err) {
         log_warning("redis %s: %s", link_name(l), l->ac ? l->ac->errstr : "out of memory");
         if (l->ac)
@@ -435,29 +514,72 @@ static int connect_link(struct relay *r, struct redis_link *l, int kind)
     return 0;
 }
 
+/*
+ * cluster = yes: the slot map, from the seed or a master known before.  The
+ * read blocks the relay for at most RELAY_SLOTS_TIMEOUT_MS per node tried,
+ * only while it is connecting, when no command can be sent anyway.
+ */
+static int load_slot_map(struct relay *r)
+{
+    struct rc_map *fresh = malloc(sizeof *fresh);
+    char err[256];
+    if (fresh == NULL || rc_map_fetch(fresh, r->cfg.redis_host, r->cfg.redis_port, r->shards,
+                                      RELAY_SLOTS_TIMEOUT_MS, err, sizeof err) < 0) {
+        if (!r->outage_logged)
+            log_warning("redis cluster: no slot map: %s", fresh ? err : "out of memory");
+        free(fresh);
+        return -1;
+    }
+    if (r->shards == NULL || r->shards->nmasters != fresh->nmasters)
+        log_info("redis cluster: %u masters", fresh->nmasters);
+    free(r->shards);
+    r->shards = fresh;
+    r->shards_stale = false;
+    return 0;
+}
+
 static void connect_redis(struct relay *r)
 {
     r->next_connect_ms = 0;
     r->stats->reconnects++;
-    if ((r->sub.ac == NULL && connect_link(r, &r->sub, R_REDIS_SUB) < 0) ||
-        (r->pub.ac == NULL && connect_link(r, &r->pub, R_REDIS_PUB) < 0))
+    if (strcmp(r->cfg.redis_cluster, "yes") == 0 && load_slot_map(r) < 0) {
         drop_redis(r, "connect failed");
+        return;
+    }
+    for (uint32_t m = 0; m < master_count(r); m++) {
+        const char *host = r->shards ? r->shards->masters[m].host : r->cfg.redis_host;
+        int port = r->shards ? r->shards->masters[m].port : r->cfg.redis_port;
+        if ((sub_link(r, m)->ac == NULL &&
+             connect_link(r, sub_link(r, m), R_REDIS_SUB, host, port) < 0) ||
+            (pub_link(r, m)->ac == NULL &&
+             connect_link(r, pub_link(r, m), R_REDIS_PUB, host, port) < 0)) {
+            drop_redis(r, "connect failed");
+            return;
+        }
+    }
     publish_state(r);
 }
 
 /* Close both connections; outstanding PUBLISH callbacks fire with no reply (failed). */
 static void drop_redis(struct relay *r, const char *why)
 {
-    if (!r->outage_logged && (r->sub.up || r->pub.up || strcmp(why, "connect failed") == 0))
+    if (!r->outage_logged && (any_link_open(r) || strcmp(why, "connect failed") == 0))
         log_warning("redis unavailable (%s); cross-node messages go offline until it returns", why);
-    redisAsyncContext *sub = r->sub.ac, *pub = r->pub.ac;
-    r->sub.ac = r->pub.ac = NULL;
-    r->sub.up = r->pub.up = false;
+    redisAsyncContext *open[2 * RC_MASTERS_MAX];
+    uint32_t nopen = 0;
+    for (uint32_t m = 0; m < master_count(r); m++) {
+        struct redis_link *pair[2] = { sub_link(r, m), pub_link(r, m) };
+        for (int i = 0; i < 2; i++) {
+            if (pair[i]->ac)
+                open[nopen++] = pair[i]->ac;
+            pair[i]->ac = NULL;
+            pair[i]->up = false;
+        }
+    }
     r->outage_logged = true;
-    if (sub)
-        redisAsyncFree(sub);
-    if (pub)
-        redisAsyncFree(pub);
+    for (uint32_t i = 0; i < nopen; i++)
+        redisAsyncFree(open[i]);
+    r->shards_stale = false; /* the next connection reads the map anew */
     set_clear(r);
     r->stats->subscribed = 0;
     r->pub_outstanding = 0;
@@ -557,6 +679,7 @@ static void on_claim_gen(redisAsyncContext *ac, void *reply, void *priv)
     struct claim *cl = claim_of(r, uid);
     if (cl == NULL || cl->loc.gen != sgen || cl->state != CLAIM_WAIT_GEN)
         return; /* superseded by a newer login on this node, or Redis went away */
+    note_cluster_error(r, rep);
     if (rep == NULL || rep->type != REDIS_REPLY_INTEGER || rep->integer <= 0) {
         log_warning("user %u: no login generation from redis; the takeover is not announced", uid);
         claim_forget(r, uid);
@@ -571,9 +694,12 @@ static void on_claim_gen(redisAsyncContext *ac, void *reply, void *priv)
     char ch[RELAY_CHANNEL_MAX], msg[48];
     snprintf(ch, sizeof ch, RELAY_CHANNEL_PREFIX "%u", uid);
     int n = snprintf(msg, sizeof msg, "K%d:%llu", r->cfg.node_id, (unsigned long long)cl->gen);
+    struct redis_link *pub = pub_link(r, master_for(r, ch));
+    if (!pub->up)
+        return; /* Redis went away: the claims go with it */
     r->stats->published++;
-    redisAsyncCommand(r->pub.ac, on_published, publish_tag(0, 0, IPC_F_KICK), "PUBLISH %s %b", ch,
-                      msg, (size_t)n);
+    redisAsyncCommand(pub->ac, on_published, publish_tag(0, 0, IPC_F_KICK),
+                      r->shards ? "SPUBLISH %s %b" : "PUBLISH %s %b", ch, msg, (size_t)n);
     r->pub_outstanding++;
 }
 
@@ -584,23 +710,25 @@ static void claim_generation(struct relay *r, uint32_t uid, struct claim *cl)
         tell_subscribed(r, cl->token_worker, cl->token, false);
         cl->token = 0;
     }
-    if (!r->pub.up) {
+    char key[RELAY_GEN_KEY_MAX];
+    snprintf(key, sizeof key, RELAY_GEN_PREFIX "%u", uid);
+    struct redis_link *pub = pub_link(r, master_for(r, key)); /* the key's own slot */
+    if (!pub->up) {
         claim_forget(r, uid);
         return;
     }
-    char key[RELAY_GEN_KEY_MAX];
-    snprintf(key, sizeof key, RELAY_GEN_PREFIX "%u", uid);
     cl->state = CLAIM_WAIT_GEN;
     if (r->pub_outstanding == 0)
         r->pub_last_progress_ms = r->now_ms;
     r->pub_outstanding++;
-    redisAsyncCommand(r->pub.ac, on_claim_gen, claim_tag(uid, cl->loc.gen), "INCR %s", key);
+    redisAsyncCommand(pub->ac, on_claim_gen, claim_tag(uid, cl->loc.gen), "INCR %s", key);
 }
 
 /* Redis answered every SUBSCRIBE sent for uid: a claim waiting for it goes on. */
 static void subscription_confirmed(struct relay *r, uint32_t uid)
 {
     uint64_t n;
+    r->sub_progress_ms = r->now_ms;
     if (inttable_get(r->sub_pending, uid, &n)) {
         if (n > 1) {
             inttable_put(r->sub_pending, uid, n - 1);
@@ -737,6 +865,22 @@ static void tell_subscribed(struct relay *r, uint32_t worker, uint32_t token, bo
         send_to_worker(r, worker, IPC_SUBSCRIBED, &a, NULL, 0);
 }
 
+/*
+ * A "sunsubscribe" for a channel still in the subscribed set, with no
+ * SSUBSCRIBE of it outstanding, did not answer ours: the cluster moved the
+ * slot away.  The map is read again and everyone subscribed anew.
+ */
+static void unsubscribed_by_server(struct relay *r, const redisReply *ch)
+{
+    int32_t uid = ch->type == REDIS_REPLY_STRING ? uid_of_channel(ch->str, ch->len) : 0;
+    if (uid <= 0 || !inttable_get(r->subscribed, (uint32_t)uid, NULL) ||
+        inttable_get(r->sub_pending, (uint32_t)uid, NULL))
+        return;
+    if (!r->shards_stale)
+        log_warning("redis cluster: the channel of user %d moved; reading the slot map again", uid);
+    r->shards_stale = true;
+}
+
 static void on_subscription(redisAsyncContext *ac, void *reply, void *priv)
 {
     struct relay *r = &the_relay;
@@ -749,7 +893,15 @@ static void on_subscription(redisAsyncContext *ac, void *reply, void *priv)
         return;
     }
     redisReply *kind = rep->element[0];
-    if (kind->type == REDIS_REPLY_STRING && strcmp(kind->str, "subscribe") == 0) {
+    if (kind->type != REDIS_REPLY_STRING)
+        return;
+    if (strcmp(kind->str, "sunsubscribe") == 0) {
+        unsubscribed_by_server(r, rep->element[1]);
+        return;
+    }
+    /* cluster = yes: the sharded kinds, "ssubscribe" and "smessage". */
+    const char *what = kind->str + (r->shards && kind->str[0] == 's');
+    if (strcmp(what, "subscribe") == 0) {
         if (tag)
             tell_subscribed(r, (uint32_t)tag, (uint32_t)(tag >> 32), false);
         redisReply *sch = rep->element[1];
@@ -758,7 +910,7 @@ static void on_subscription(redisAsyncContext *ac, void *reply, void *priv)
             subscription_confirmed(r, (uint32_t)suid);
         return;
     }
-    if (kind->type != REDIS_REPLY_STRING || strcmp(kind->str, "message") != 0)
+    if (strcmp(what, "message") != 0)
         return;
     redisReply *ch = rep->element[1], *msg = rep->element[2];
     if (ch->type != REDIS_REPLY_STRING || msg->type != REDIS_REPLY_STRING)
@@ -776,7 +928,10 @@ static void channel_of(uint32_t uid, char *out)
 /* Subscribe uid's channel; (worker, token) hears when Redis confirms it. */
 static void subscribe_uid(struct relay *r, uint32_t uid, uint32_t worker, uint32_t token)
 {
-    if (!r->sub.up) {
+    char ch[RELAY_CHANNEL_MAX];
+    channel_of(uid, ch);
+    struct redis_link *sub = sub_link(r, master_for(r, ch));
+    if (!sub->up) {
         tell_subscribed(r, worker, token, true);
         return;
     }
@@ -784,24 +939,33 @@ static void subscribe_uid(struct relay *r, uint32_t uid, uint32_t worker, uint32
         tell_subscribed(r, worker, token, false); /* already listening */
         return;
     }
-    char ch[RELAY_CHANNEL_MAX];
-    channel_of(uid, ch);
     uint64_t pending = 0;
+    if (inttable_count(r->sub_pending) == 0)
+        r->sub_progress_ms = r->now_ms;
     inttable_get(r->sub_pending, uid, &pending);
     if (inttable_put(r->sub_pending, uid, pending + 1) < 0)
         qc_fatal("out of memory");
-    redisAsyncCommand(r->sub.ac, on_subscription, subscribe_tag(worker, token), "SUBSCRIBE %s", ch);
+    if (r->shards == NULL)
+        redisAsyncCommand(sub->ac, on_subscription, subscribe_tag(worker, token), "SUBSCRIBE %s",
+                          ch);
+    else if (rc_sharded_subscribe(sub->ac, on_subscription, subscribe_tag(worker, token), ch,
+                                  true) < 0)
+        r->shards_stale = true; /* out of memory: the next connection subscribes it */
     r->stats->subscribed = inttable_count(r->subscribed);
 }
 
 static void unsubscribe_uid(struct relay *r, uint32_t uid)
 {
     claim_forget(r, uid);
-    if (!r->sub.up || !inttable_del(r->subscribed, uid))
-        return;
     char ch[RELAY_CHANNEL_MAX];
     channel_of(uid, ch);
-    redisAsyncCommand(r->sub.ac, on_subscription, NULL, "UNSUBSCRIBE %s", ch);
+    struct redis_link *sub = sub_link(r, master_for(r, ch));
+    if (!sub->up || !inttable_del(r->subscribed, uid))
+        return;
+    if (r->shards == NULL)
+        redisAsyncCommand(sub->ac, on_subscription, NULL, "UNSUBSCRIBE %s", ch);
+    else
+        rc_sharded_subscribe(sub->ac, NULL, NULL, ch, false);
     r->stats->subscribed = inttable_count(r->subscribed);
 }
 
@@ -840,7 +1004,7 @@ static void note_gone(void *arg, uint32_t id, uint64_t value)
 static void reconcile(struct relay *r)
 {
     r->next_reconcile_ms = r->now_ms + RELAY_RECONCILE_MS;
-    if (!r->sub.up)
+    if (!subscribers_up(r))
         return;
     online_foreach(r->online, subscribe_online, r);
     struct id_batch gone = { .r = r };
@@ -872,6 +1036,7 @@ static void on_published(redisAsyncContext *ac, void *reply, void *priv)
     bool ok = rep && rep->type == REDIS_REPLY_INTEGER;
     if (!ok)
         r->stats->publish_failed++;
+    note_cluster_error(r, rep);
     if (!(flags & IPC_F_CHAT) || token == 0)
         return;
     struct ipc_published p = { .token = token,
@@ -883,7 +1048,10 @@ static void on_published(redisAsyncContext *ac, void *reply, void *priv)
 static void publish_for_worker(struct relay *r, uint32_t k, const struct ipc_publish *h,
                                const char *payload, size_t len)
 {
-    if (!r->pub.up) {
+    char ch[RELAY_CHANNEL_MAX], head[24];
+    channel_of((uint32_t)h->uid, ch);
+    struct redis_link *pub = pub_link(r, master_for(r, ch));
+    if (!pub->up) {
         if (h->kind & IPC_F_CHAT) {
             struct ipc_published rep = { .token = h->token, .failed = 1 };
             send_to_worker(r, k, IPC_PUBLISHED, &rep, NULL, 0);
@@ -891,8 +1059,6 @@ static void publish_for_worker(struct relay *r, uint32_t k, const struct ipc_pub
         r->stats->publish_failed++;
         return;
     }
-    char ch[RELAY_CHANNEL_MAX], head[24];
-    channel_of((uint32_t)h->uid, ch);
     char type = (h->kind & IPC_F_KICK) ? 'K' : (h->kind & IPC_F_NOTICE) ? 'P' : 'M';
     int hl = snprintf(head, sizeof head, "%c%d:", type, r->cfg.node_id);
     struct buf body;
@@ -905,8 +1071,9 @@ static void publish_for_worker(struct relay *r, uint32_t k, const struct ipc_pub
         r->pub_last_progress_ms = r->now_ms;
     r->pub_outstanding++;
     r->stats->published++;
-    redisAsyncCommand(r->pub.ac, on_published, publish_tag(k, h->token, h->kind), "PUBLISH %s %b",
-                      ch, buf_head(&body), buf_used(&body));
+    redisAsyncCommand(pub->ac, on_published, publish_tag(k, h->token, h->kind),
+                      r->shards ? "SPUBLISH %s %b" : "PUBLISH %s %b", ch, buf_head(&body),
+                      buf_used(&body));
     buf_free(&body);
 }
 
@@ -937,10 +1104,95 @@ static void on_numsub(redisAsyncContext *ac, void *reply, void *priv)
     free(q);
 }
 
+/*
+ * cluster = yes: PUBSUB SHARDNUMSUB counts channels of one slot per command,
+ * so each user is asked on the master of its channel's slot, one command
+ * each (pipelined with the round), and the answer goes once all are back.
+ */
+struct shard_numsub {
+    uint32_t worker, token;
+    size_t n, pending;
+    bool failed;
+    char *online; /* one byte per user */
+    struct numsub_part {
+        struct shard_numsub *all;
+        size_t i;
+    } * parts;
+};
+
+static void shard_numsub_answer(struct relay *r, struct shard_numsub *q)
+{
+    struct ipc_answer h = { .token = q->token, .failed = q->failed ? 1 : 0 };
+    send_to_worker(r, q->worker, IPC_NUMSUB_REPLY, &h, q->failed ? NULL : q->online,
+                   q->failed ? 0 : q->n);
+    free(q->online);
+    free(q->parts);
+    free(q);
+}
+
+static void on_shard_numsub(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct relay *r = &the_relay;
+    struct numsub_part *part = priv;
+    struct shard_numsub *q = part->all;
+    redisReply *rep = reply;
+    (void)ac;
+    note_cluster_error(r, rep);
+    if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+        rep->element[1]->type == REDIS_REPLY_INTEGER)
+        q->online[part->i] = rep->element[1]->integer > 0;
+    else
+        q->failed = true;
+    if (--q->pending == 0)
+        shard_numsub_answer(r, q);
+}
+
+static void shard_numsub_for_worker(struct relay *r, uint32_t k, const struct ipc_token *h,
+                                    const char *payload, size_t n)
+{
+    struct shard_numsub *q = calloc(1, sizeof *q);
+    if (q != NULL) {
+        q->online = calloc(n ? n : 1, 1);
+        q->parts = calloc(n ? n : 1, sizeof *q->parts);
+    }
+    if (q == NULL || q->online == NULL || q->parts == NULL || !all_links_up(r)) {
+        struct ipc_answer rep = { .token = h->token, .failed = 1 };
+        send_to_worker(r, k, IPC_NUMSUB_REPLY, &rep, NULL, 0);
+        if (q) {
+            free(q->online);
+            free(q->parts);
+        }
+        free(q);
+        return;
+    }
+    q->worker = k;
+    q->token = h->token;
+    q->n = n;
+    q->pending = n + 1; /* + 1: answered below, not before every command is queued */
+    for (size_t i = 0; i < n; i++) {
+        int32_t uid;
+        char ch[RELAY_CHANNEL_MAX];
+        memcpy(&uid, payload + i * sizeof uid, sizeof uid);
+        channel_of((uint32_t)uid, ch);
+        q->parts[i] = (struct numsub_part){ .all = q, .i = i };
+        if (redisAsyncCommand(pub_link(r, master_for(r, ch))->ac, on_shard_numsub, &q->parts[i],
+                              "PUBSUB SHARDNUMSUB %s", ch) != REDIS_OK) {
+            q->failed = true; /* no callback will come for it */
+            q->pending--;
+        }
+    }
+    if (--q->pending == 0)
+        shard_numsub_answer(r, q);
+}
+
 static void numsub_for_worker(struct relay *r, uint32_t k, const struct ipc_token *h,
                               const char *payload, size_t len)
 {
     size_t n = len / sizeof(int32_t);
+    if (r->shards) {
+        shard_numsub_for_worker(r, k, h, payload, n);
+        return;
+    }
     struct numsub_req *q = calloc(1, sizeof *q);
     const char **argv = calloc(n + 2, sizeof *argv);
     size_t *argl = calloc(n + 2, sizeof *argl);
@@ -1111,6 +1363,20 @@ static void read_channel(struct relay *r)
 }
 
 /*
+ * Before a cluster's connections are dropped because one master's went
+ * away: what the others' subscribers already received is read and handed
+ * on, since a sender whose SPUBLISH counted this node has its ACK.
+ */
+static void drain_subscribers(struct relay *r)
+{
+    for (uint32_t m = 0; m < master_count(r); m++) {
+        struct redis_link *l = sub_link(r, m);
+        if (l->ac && l->up)
+            redisAsyncHandleRead(l->ac);
+    }
+}
+
+/*
  * Redis is back (or this relay is new): once every SUBSCRIBE of the node is
  * confirmed, each worker fills its sessions from the log, so a chat
  * published while nobody listened is read from the log, and one published
@@ -1118,7 +1384,7 @@ static void read_channel(struct relay *r)
  */
 static void resync_when_subscribed(struct relay *r)
 {
-    if (!r->resync_wanted || !r->sub.up || !r->pub.up || inttable_count(r->sub_pending) > 0)
+    if (!r->resync_wanted || !all_links_up(r) || inttable_count(r->sub_pending) > 0)
         return;
     r->resync_wanted = false;
     struct ipc_token t = { .token = 0 };
@@ -1131,8 +1397,22 @@ static void on_tick(void *ctx)
 {
     struct relay *r = ctx;
     metrics_heartbeat();
-    if (r->sub.ac == NULL && r->pub.ac == NULL && r->next_connect_ms &&
-        r->now_ms >= r->next_connect_ms)
+    /*
+     * A cluster answers a sharded subscription it cannot take (MOVED,
+     * CLUSTERDOWN) with an error that hiredis 0.14 cannot hand to anyone
+     * (redis_cluster.c): one not confirmed in time counts as such.
+     */
+    if (r->shards && inttable_count(r->sub_pending) &&
+        r->now_ms - r->sub_progress_ms > RELAY_REPLY_TIMEOUT_MS && !r->shards_stale) {
+        log_warning("redis cluster: %u subscription(s) unconfirmed for %d ms",
+                    (unsigned)inttable_count(r->sub_pending), RELAY_REPLY_TIMEOUT_MS);
+        r->shards_stale = true;
+    }
+    if (r->shards_stale) {
+        drain_subscribers(r);
+        drop_redis(r, "a cluster connection went away or the slot map changed");
+    }
+    if (!any_link_open(r) && r->next_connect_ms && r->now_ms >= r->next_connect_ms)
         connect_redis(r);
     if (r->pub_outstanding && r->now_ms - r->pub_last_progress_ms > RELAY_REPLY_TIMEOUT_MS)
         drop_redis(r, "no reply within the timeout");
@@ -1161,8 +1441,10 @@ static void flush_redis(struct redis_link *l)
 static void flush_round(void *ctx)
 {
     struct relay *r = ctx;
-    flush_redis(&r->pub);
-    flush_redis(&r->sub);
+    for (uint32_t m = 0; m < master_count(r); m++) {
+        flush_redis(pub_link(r, m));
+        flush_redis(sub_link(r, m));
+    }
     for (uint32_t k = 0; k < r->nworkers; k++) {
         struct worker_link *wl = &r->workers[k];
         if (wl->ch.fd >= 0 && !wl->want_write && ipc_chan_waiting(&wl->ch))

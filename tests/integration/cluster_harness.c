@@ -174,6 +174,9 @@ static void on_fatal_signal(int sig)
         kill(cl.nginx_pid, SIGTERM);
     if (cl.redis_pid > 0)
         kill(cl.redis_pid, SIGTERM);
+    for (int k = 0; cl.redis_cluster && k < cl.redis_nodes; k++)
+        if (cl.redis_pids[k] > 0)
+            kill(cl.redis_pids[k], SIGTERM);
     if (cl.own_mysql && cl.mysql_pid > 0)
         kill(cl.mysql_pid, SIGTERM);
     signal(sig, SIG_DFL);
@@ -301,35 +304,85 @@ static void mysql_teardown(void)
 
 /* ---- Redis -------------------------------------------------------------- */
 
+/* Up to CL_REDIS_NODES_MAX numbers from a space-separated list; how many. */
+static int parse_numbers(const char *list, int *out)
+{
+    int n = 0;
+    char *end;
+    for (long v = strtol(list, &end, 10); end != list && n < CL_REDIS_NODES_MAX;
+         v = strtol(list, &end, 10)) {
+        out[n++] = (int)v;
+        list = end;
+    }
+    return n;
+}
+
+/* Every master of the cluster from redis.env (redis_cluster.sh). */
+static int redis_cluster_nodes(const char *env)
+{
+    char pids[ENV_VALUE_MAX], ports[ENV_VALUE_MAX];
+    int p[CL_REDIS_NODES_MAX];
+    if (env_file_get(env, "QCHAT_REDIS_PIDS", pids, sizeof(pids)) != 0 ||
+        env_file_get(env, "QCHAT_REDIS_PORTS", ports, sizeof(ports)) != 0)
+        return -1;
+    int n = parse_numbers(pids, p);
+    if (parse_numbers(ports, cl.redis_ports) != n || n == 0)
+        return -1;
+    for (int k = 0; k < n; k++)
+        cl.redis_pids[k] = p[k];
+    cl.redis_nodes = n;
+    return 0;
+}
+
+/* port 0: a fresh Redis (or cluster); else the same one again after cl_redis_kill. */
 static int redis_start(int port)
 {
     char env[PATH_MAX], portbuf[16];
     int pid = 0;
     snprintf(portbuf, sizeof(portbuf), "%d", port);
     const char *args[] = { "start", cl.redis_dir, port > 0 ? portbuf : NULL, NULL };
-    if (run_script("redis.sh", args, SCRIPT_S) != 0)
+    const char *again[] = { "restart", cl.redis_dir, NULL };
+    if (cl.redis_cluster) {
+        if (run_script("redis_cluster.sh", port > 0 ? again : args, SCRIPT_S) != 0)
+            return -1;
+    } else if (run_script("redis.sh", args, SCRIPT_S) != 0) {
         return -1;
+    }
     snprintf(env, sizeof(env), "%s/redis.env", cl.redis_dir);
     if (env_file_int(env, "QCHAT_REDIS_PID", &pid) != 0 ||
         env_file_int(env, "QCHAT_REDIS_PORT", &cl.redis_port) != 0)
         return -1;
+    if (cl.redis_cluster && redis_cluster_nodes(env) != 0)
+        return -1;
     cl.redis_pid = pid;
     return 0;
+}
+
+static int kill_and_wait(pid_t pid)
+{
+    if (pid <= 0 || kill(pid, SIGKILL) != 0)
+        return -1;
+    int64_t deadline = h_now_ms() + CHILD_GONE_MS;
+    while (h_process_alive(pid) && h_now_ms() < deadline)
+        h_sleep_ms(POLL_MS);
+    return h_process_alive(pid) ? -1 : 0;
 }
 
 int cl_redis_kill(void)
 {
     if (cl.redis_pid <= 0)
         return -1;
-    if (kill(cl.redis_pid, SIGKILL) != 0)
-        return -1;
-    int64_t deadline = h_now_ms() + CHILD_GONE_MS;
-    while (h_process_alive(cl.redis_pid) && h_now_ms() < deadline)
-        h_sleep_ms(POLL_MS);
-    if (h_process_alive(cl.redis_pid))
-        return -1;
-    cl.redis_pid = 0;
-    return 0;
+    int rc = 0;
+    if (cl.redis_cluster) {
+        for (int k = 0; k < cl.redis_nodes; k++)
+            if (kill_and_wait(cl.redis_pids[k]) != 0)
+                rc = -1;
+    } else {
+        rc = kill_and_wait(cl.redis_pid);
+    }
+    if (rc == 0)
+        cl.redis_pid = 0;
+    return rc;
 }
 
 int cl_redis_restart(void)
@@ -341,15 +394,15 @@ static void redis_stop(void)
 {
     if (cl.redis_dir[0] != '\0') {
         const char *args[] = { "stop", cl.redis_dir, NULL };
-        run_script("redis.sh", args, SCRIPT_S);
+        run_script(cl.redis_cluster ? "redis_cluster.sh" : "redis.sh", args, SCRIPT_S);
     }
     cl.redis_pid = 0;
 }
 
-long cl_numsub(int32_t uid)
+static long numsub_at(int port, int32_t uid)
 {
     struct timeval tv = { REDIS_TIMEOUT_MS / 1000, (REDIS_TIMEOUT_MS % 1000) * 1000 };
-    redisContext *c = redisConnectWithTimeout(H_HOST, cl.redis_port, tv);
+    redisContext *c = redisConnectWithTimeout(H_HOST, port, tv);
     if (c == NULL || c->err) {
         if (c != NULL)
             redisFree(c);
@@ -357,7 +410,8 @@ long cl_numsub(int32_t uid)
     }
     long n = -1;
     if (redisSetTimeout(c, tv) == REDIS_OK) {
-        redisReply *r = redisCommand(c, "PUBSUB NUMSUB " RELAY_CHANNEL_PREFIX "%d", (int)uid);
+        redisReply *r = redisCommand(c, "PUBSUB %s " RELAY_CHANNEL_PREFIX "%d",
+                                     cl.redis_cluster ? "SHARDNUMSUB" : "NUMSUB", (int)uid);
         if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
             r->element[1]->type == REDIS_REPLY_INTEGER)
             n = (long)r->element[1]->integer;
@@ -366,6 +420,19 @@ long cl_numsub(int32_t uid)
     }
     redisFree(c);
     return n;
+}
+
+long cl_numsub(int32_t uid)
+{
+    if (!cl.redis_cluster)
+        return numsub_at(cl.redis_port, uid);
+    long most = -1; /* only the master of the channel's slot counts its subscribers */
+    for (int k = 0; k < cl.redis_nodes; k++) {
+        long n = numsub_at(cl.redis_ports[k], uid);
+        if (n > most)
+            most = n;
+    }
+    return most;
 }
 
 bool cl_wait_numsub(int32_t uid, long want, int timeout_ms)
@@ -521,6 +588,7 @@ static pid_t spawn_node(int i)
     snprintf(opt[o++], OPT_MAX, "storage.database=%s", cl.database);
     snprintf(opt[o++], OPT_MAX, "redis.host=" H_HOST);
     snprintf(opt[o++], OPT_MAX, "redis.port=%d", cl.redis_port);
+    snprintf(opt[o++], OPT_MAX, "redis.cluster=%s", cl.redis_cluster ? "yes" : "no");
     snprintf(opt[o++], OPT_MAX, "security.password_cost=1");
     snprintf(opt[o++], OPT_MAX, "log.level=debug");
     /* The seed's immediate ADD_FRIEND, which the presence tests rely on. */
@@ -671,6 +739,14 @@ void cl_node_kill(int i)
     if (n->pid <= 0)
         return;
     int count = cl_node_children(i, pids, CL_MAX_CHILDREN);
+    /*
+     * Frozen first, then killed: otherwise a worker scheduled between the
+     * master's SIGKILL and its own sees the master gone and says "server
+     * shutting down" to its clients, which a node dying at once never does.
+     */
+    kill(n->pid, SIGSTOP);
+    for (int k = 0; k < count && k < CL_MAX_CHILDREN; k++)
+        kill(pids[k], SIGSTOP);
     kill(n->pid, SIGKILL);
     for (int k = 0; k < count && k < CL_MAX_CHILDREN; k++)
         kill(pids[k], SIGKILL);
@@ -788,6 +864,8 @@ int cl_start(void)
         return -1;
     }
     snprintf(cl.redis_dir, sizeof(cl.redis_dir), "%s/redis", cl.dir);
+    const char *rc_env = getenv("QCHAT_TEST_REDIS_CLUSTER");
+    cl.redis_cluster = rc_env != NULL && strcmp(rc_env, "1") == 0;
     int64_t t0 = h_now_ms();
     if (mysql_setup() != 0 || redis_start(0) != 0)
         goto failed;

@@ -41,6 +41,8 @@ struct cl_node {
     char ctl_path[PATH_MAX];
 };
 
+#define CL_REDIS_NODES_MAX 3 /* masters of the test's Redis Cluster */
+
 struct cl_cluster {
     char dir[CL_DIR_MAX]; /* temporary directory, "" when none */
     struct cl_node node[CL_NODES];
@@ -56,6 +58,15 @@ struct cl_cluster {
     pid_t redis_pid;
     int redis_port;
     char redis_dir[CL_SUBDIR_MAX];
+    /*
+     * QCHAT_TEST_REDIS_CLUSTER=1: a three-master Redis Cluster
+     * (tests/harness/redis_cluster.sh) instead of one Redis, the nodes with
+     * redis.cluster=yes; redis_pid/redis_port are its seed, these all nodes.
+     */
+    bool redis_cluster;
+    int redis_nodes;
+    pid_t redis_pids[CL_REDIS_NODES_MAX];
+    int redis_ports[CL_REDIS_NODES_MAX];
 
     pid_t nginx_pid;
     int nginx_port;
@@ -89,14 +100,17 @@ int cl_worker_of(int i, int32_t uid);
 /* The node's live children (workers and relay); remembers them.  Returns the count. */
 int cl_node_children(int i, pid_t *pids, int max);
 
-/* SIGKILL Redis / start a new one on the same port.  0 or -1. */
+/* SIGKILL Redis (every master of a cluster) / start it again on the same port(s).  0 or -1. */
 int cl_redis_kill(void);
 int cl_redis_restart(void);
 
 /* The relay state from {"cmd":"status"} ("connected", ...) into out; false if none. */
 bool cl_relay_state(int i, char *out, size_t outlen);
 bool cl_wait_relay(int i, const char *state, int timeout_ms);
-/* PUBSUB NUMSUB qchat:u:<uid>: subscriber count, -1 when Redis does not answer. */
+/*
+ * PUBSUB NUMSUB qchat:u:<uid> (a cluster: PUBSUB SHARDNUMSUB, the highest
+ * count any master gives): subscriber count, -1 when Redis does not answer.
+ */
 long cl_numsub(int32_t uid);
 bool cl_wait_numsub(int32_t uid, long want, int timeout_ms);
 /* Index of the node listing uid in {"cmd":"users"}, -1 if none. */
