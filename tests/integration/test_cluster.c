@@ -1329,7 +1329,23 @@ static void run_traffic_under_fault(const char *name)
 }
 
 /* Everyone logs in again on the other node; then count and check. */
+/*
+ * A worker killed right after it wrote a chat to its socket dies before the
+ * recipient's delivered cursor moves past it: the chat arrives live and
+ * again in the next login's offlinemsg, with the same cseq, which the client
+ * drops (the log is at-least-once across a crash; qchat-protocol(7)).  Where
+ * a test kills a process, one live copy plus one login copy is counted as
+ * such a repeat, not as a duplicate; two live or two stored copies still
+ * fail.
+ */
+static void account_and_check_crash(const char *name, bool crash);
+
 static void account_and_check(const char *name)
+{
+    account_and_check_crash(name, false);
+}
+
+static void account_and_check_crash(const char *name, bool crash)
 {
     drain_all(DRAIN_QUIET_MS);
     for (int k = 0; k < LOSS_USERS; k++) {
@@ -1339,7 +1355,7 @@ static void account_and_check(const char *name)
     for (int k = 0; k < LOSS_USERS; k++)
         login_loss_user(k, 1 - node_of_user(k));
 
-    int live = 0, stored = 0, lost = 0, dup = 0, refused_arrived = 0;
+    int live = 0, stored = 0, lost = 0, dup = 0, repeats = 0, refused_arrived = 0;
     for (int i = 0; i < lt.sent; i++) {
         int got = lt.live[i] + lt.stored[i];
         live += lt.live[i] > 0;
@@ -1352,6 +1368,10 @@ static void account_and_check(const char *name)
             print_error("%s: lost: chat %d to user %d (acknowledged, neither delivered nor "
                         "stored)\n",
                         name, i, lu[lt.to[i]].u.id);
+        if (crash && lt.live[i] == 1 && lt.stored[i] == 1) {
+            repeats++;
+            continue;
+        }
         if (got > 1 && dup++ < 10)
             print_error("%s: duplicate: chat %d to user %d delivered live %u time(s), stored %u "
                         "time(s)\n",
@@ -1385,6 +1405,10 @@ static void account_and_check(const char *name)
             "%s: %d request(s) on open sessions got no ACK within %d ms: a "
             "worker blocked?",
             name, lt.unanswered, H_REPLY_MS);
+    if (repeats > 0)
+        print_message("%s: %d chat(s) written live just before the crash came again at login "
+                      "(same cseq: the client drops them)\n",
+                      name, repeats);
     H_CHECK(lost == 0, "%s: %d acknowledged chat(s) lost", name, lost);
     H_CHECK(glost == 0, "%s: %d member copies of acknowledged group chats lost", name, glost);
     H_CHECK(lt.misrouted == 0, "%s: %d message(s) reached the wrong user", name, lt.misrouted);
@@ -1423,7 +1447,7 @@ static void test_hung_worker_killed_under_cross_node_traffic_loses_nothing(void 
     drain_all(DRAIN_QUIET_MS);
     check_cross_node_live(&lu[0], &lu[LOSS_PAIRS], "A->B after the worker restart");
     check_cross_node_live(&lu[LOSS_PAIRS], &lu[0], "B->A after the worker restart");
-    account_and_check("hung worker killed");
+    account_and_check_crash("hung worker killed", true);
 }
 
 /* ---- a node killed -------------------------------------------------------- */
