@@ -2226,21 +2226,26 @@ static int delete_counted(struct store *st, enum stmt_id id, struct params *p, i
     return err;
 }
 
-/* Trim conversations over the cap, one at a time, within what is left of the batch. */
-static int purge_over_cap(struct store *st, struct purge_args *a)
+/*
+ * Delete, conversation by conversation, the rows the find statement names (a conversation
+ * id pair per row), within what is left of the batch. cap > 0 is bound as the find
+ * statement's one parameter (the per-conversation limit); cap == 0 binds nothing.
+ */
+static int purge_conversations(struct store *st, enum stmt_id find, int cap, struct purge_args *a)
 {
     struct params p;
     int64_t conv, upto;
     int err = QC_OK, rc;
 
     while (a->removed < a->batch && err == QC_OK) {
-        params_key(&p, ST_PURGE_FIND, a->max_per_conv);
-        if ((err = exec(st, ST_PURGE_FIND, &p)) != QC_OK)
+        if (cap > 0)
+            params_key(&p, find, cap);
+        if ((err = exec(st, find, cap > 0 ? &p : NULL)) != QC_OK)
             return err;
-        rc = fetch(st, ST_PURGE_FIND);
-        conv = rc > 0 ? col_int(st, ST_PURGE_FIND, 0) : 0;
-        upto = rc > 0 ? col_int(st, ST_PURGE_FIND, 1) : 0;
-        finish(st, ST_PURGE_FIND);
+        rc = fetch(st, find);
+        conv = rc > 0 ? col_int(st, find, 0) : 0;
+        upto = rc > 0 ? col_int(st, find, 1) : 0;
+        finish(st, find);
         if (rc < 0)
             return QC_ESTORAGE;
         if (rc == 0)
@@ -2269,7 +2274,7 @@ static int purge_step(struct store *st, struct purge_args *a)
         err = delete_counted(st, ST_PURGE_AGE, &p, &a->removed);
     }
     if (err == QC_OK && a->max_per_conv > 0)
-        err = purge_over_cap(st, a);
+        err = purge_conversations(st, ST_PURGE_FIND, a->max_per_conv, a);
     return err;
 }
 
@@ -2301,33 +2306,6 @@ static int mysql_store_log_purge(struct store *st, int keep_days, int max_per_co
     return err;
 }
 
-/* Delete, conversation by conversation, what every participant has had delivered. */
-static int purge_delivered(struct store *st, struct purge_args *a)
-{
-    struct params p;
-    int64_t conv, upto;
-    int err = QC_OK, rc;
-
-    while (a->removed < a->batch && err == QC_OK) {
-        if ((err = exec(st, ST_PURGE_DELIVERED_FIND, NULL)) != QC_OK)
-            return err;
-        rc = fetch(st, ST_PURGE_DELIVERED_FIND);
-        conv = rc > 0 ? col_int(st, ST_PURGE_DELIVERED_FIND, 0) : 0;
-        upto = rc > 0 ? col_int(st, ST_PURGE_DELIVERED_FIND, 1) : 0;
-        finish(st, ST_PURGE_DELIVERED_FIND);
-        if (rc < 0)
-            return QC_ESTORAGE;
-        if (rc == 0)
-            break;
-        params_init(&p);
-        param_int(&p, conv);
-        param_int(&p, upto);
-        param_int(&p, a->batch - a->removed);
-        err = delete_counted(st, ST_PURGE_CONV, &p, &a->removed);
-    }
-    return err;
-}
-
 static int op_purge_delivered(struct store *st, void *arg)
 {
     struct purge_args *a = arg;
@@ -2336,7 +2314,8 @@ static int op_purge_delivered(struct store *st, void *arg)
     a->removed = 0;
     if ((err = tx_begin(st)) != QC_OK)
         return err;
-    return tx_end(st, purge_delivered(st, a));
+    /* what every participant has had delivered */
+    return tx_end(st, purge_conversations(st, ST_PURGE_DELIVERED_FIND, 0, a));
 }
 
 static int mysql_store_log_purge_delivered(struct store *st, int batch, int *removed)

@@ -1431,15 +1431,19 @@ static int delete_rows(struct store *st, enum stmt_id id, const int64_t *v, int 
     return err;
 }
 
-/* Trim conversations over max_per_conv, one at a time, within what is left of batch. */
-static int purge_over_cap(struct store *st, int max_per_conv, int batch, int *removed)
+/*
+ * Delete, conversation by conversation, the rows the find statement names (a conversation
+ * id pair per row), within what is left of batch. cap > 0 is bound as the find statement's
+ * one parameter (the per-conversation limit); cap == 0 binds nothing.
+ */
+static int purge_conversations(struct store *st, int find, int cap, int batch, int *removed)
 {
-    sqlite3_stmt *s = st->stmt[ST_PURGE_FIND];
+    sqlite3_stmt *s = st->stmt[find];
     int64_t v[3];
     int rc, err = QC_OK;
 
     while (*removed < batch && err == QC_OK) {
-        rc = sqlite3_bind_int64(s, 1, max_per_conv);
+        rc = cap > 0 ? sqlite3_bind_int64(s, 1, cap) : SQLITE_OK;
         if (rc == SQLITE_OK)
             rc = sqlite3_step(s);
         if (rc == SQLITE_ROW) {
@@ -1450,7 +1454,7 @@ static int purge_over_cap(struct store *st, int max_per_conv, int batch, int *re
         if (rc == SQLITE_DONE)
             break;
         if (rc != SQLITE_ROW)
-            return statement_failed(st, ST_PURGE_FIND, rc);
+            return statement_failed(st, find, rc);
         v[2] = batch - *removed;
         err = delete_rows(st, ST_PURGE_CONV, v, 3, removed);
     }
@@ -1467,7 +1471,7 @@ static int purge_step(struct store *st, int keep_days, int max_per_conv, int bat
         err = delete_rows(st, ST_PURGE_AGE, v, 2, removed);
     }
     if (err == QC_OK && max_per_conv > 0)
-        err = purge_over_cap(st, max_per_conv, batch, removed);
+        err = purge_conversations(st, ST_PURGE_FIND, max_per_conv, batch, removed);
     return err;
 }
 
@@ -1489,30 +1493,6 @@ static int sqlite_log_purge(struct store *st, int keep_days, int max_per_conv, i
     return err;
 }
 
-/* Delete, conversation by conversation, what every participant has had delivered. */
-static int purge_delivered(struct store *st, int batch, int *removed)
-{
-    sqlite3_stmt *s = st->stmt[ST_PURGE_DELIVERED_FIND];
-    int64_t v[3];
-    int rc, err = QC_OK;
-
-    while (*removed < batch && err == QC_OK) {
-        rc = sqlite3_step(s);
-        if (rc == SQLITE_ROW) {
-            v[0] = sqlite3_column_int64(s, 0);
-            v[1] = sqlite3_column_int64(s, 1);
-        }
-        (void)sqlite3_reset(s);
-        if (rc == SQLITE_DONE)
-            break;
-        if (rc != SQLITE_ROW)
-            return statement_failed(st, ST_PURGE_DELIVERED_FIND, rc);
-        v[2] = batch - *removed;
-        err = delete_rows(st, ST_PURGE_CONV, v, 3, removed);
-    }
-    return err;
-}
-
 static int sqlite_log_purge_delivered(struct store *st, int batch, int *removed)
 {
     int err;
@@ -1522,7 +1502,8 @@ static int sqlite_log_purge_delivered(struct store *st, int batch, int *removed)
         return QC_EBADREQ;
     if ((err = tx_begin(st)) != QC_OK)
         return err;
-    err = tx_end(st, purge_delivered(st, batch, removed));
+    /* what every participant has had delivered */
+    err = tx_end(st, purge_conversations(st, ST_PURGE_DELIVERED_FIND, 0, batch, removed));
     if (err != QC_OK)
         *removed = 0;
     return err;
