@@ -3,6 +3,8 @@
  * and test_store_mysql.c (MySQL): the same calls with the same
  * expectations, whatever the driver.  See store_cases.h.
  */
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +39,22 @@ struct store *open_store(struct store_fixture *f, int cap)
         fail_msg("open: %s", err);
     assert_non_null(st);
     return st;
+}
+
+static void remove_file(const char *dir, const char *name, const char *suffix)
+{
+    char path[PATH_MAX];
+
+    snprintf(path, sizeof(path), "%s/%s%s", dir, name, suffix);
+    if (unlink(path) != 0 && errno != ENOENT)
+        fprintf(stderr, "unlink %s: %s\n", path, strerror(errno));
+}
+
+void sqlite_files_remove(const char *dir, const char *name)
+{
+    remove_file(dir, name, "");
+    remove_file(dir, name, "-wal");
+    remove_file(dir, name, "-shm");
 }
 
 int32_t new_user(struct store_fixture *f, const char *name)

@@ -156,24 +156,13 @@ static int setup(void **state)
     return 0;
 }
 
-static void remove_file(const char *dir, const char *name)
-{
-    char path[PATH_MAX];
-
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    if (unlink(path) != 0 && errno != ENOENT)
-        fprintf(stderr, "unlink %s: %s\n", path, strerror(errno));
-}
-
 static int teardown(void **state)
 {
     struct sqlite_social_fixture *sf = *state;
 
     if (sf->social.store.st != NULL)
         sf->social.store.ops->close(sf->social.store.st);
-    remove_file(sf->dir, DB_NAME);
-    remove_file(sf->dir, DB_NAME "-wal");
-    remove_file(sf->dir, DB_NAME "-shm");
+    sqlite_files_remove(sf->dir, DB_NAME);
     if (rmdir(sf->dir) != 0)
         fprintf(stderr, "rmdir %s: %s\n", sf->dir, strerror(errno));
     free(sf);
