@@ -57,6 +57,13 @@ void sqlite_files_remove(const char *dir, const char *name)
     remove_file(dir, name, "-shm");
 }
 
+void sqlite_dir_remove(const char *dir, const char *name)
+{
+    sqlite_files_remove(dir, name);
+    if (rmdir(dir) != 0)
+        fprintf(stderr, "rmdir %s: %s\n", dir, strerror(errno));
+}
+
 int32_t new_user(struct store_fixture *f, const char *name)
 {
     int32_t id = 0;

@@ -86,6 +86,8 @@ int offline_count(struct store_fixture *f, int32_t id);
 void append_msg(struct store_fixture *f, int64_t conv, int64_t cseq, int32_t sender, int64_t ts);
 /* Remove SQLite database name in dir with its -wal and -shm files (absent ones are fine). */
 void sqlite_files_remove(const char *dir, const char *name);
+/* The same, then the (now empty) directory dir itself. */
+void sqlite_dir_remove(const char *dir, const char *name);
 
 /* ---- the cases -------------------------------------------------------- */
 

@@ -162,9 +162,7 @@ static int teardown(void **state)
 
     if (sf->social.store.st != NULL)
         sf->social.store.ops->close(sf->social.store.st);
-    sqlite_files_remove(sf->dir, DB_NAME);
-    if (rmdir(sf->dir) != 0)
-        fprintf(stderr, "rmdir %s: %s\n", sf->dir, strerror(errno));
+    sqlite_dir_remove(sf->dir, DB_NAME);
     free(sf);
     return 0;
 }

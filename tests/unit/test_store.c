@@ -90,9 +90,7 @@ static int teardown(void **state)
 
     if (f->st != NULL)
         f->ops->close(f->st);
-    sqlite_files_remove(sf->dir, DB_NAME);
-    if (rmdir(sf->dir) != 0)
-        fprintf(stderr, "rmdir %s: %s\n", sf->dir, strerror(errno));
+    sqlite_dir_remove(sf->dir, DB_NAME);
     free(sf);
     return 0;
 }
