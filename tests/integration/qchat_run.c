@@ -156,6 +156,13 @@ int qchat_finish(struct qchat_proc *p)
     return status == -1 ? -1 : WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+void qchat_quit(struct qchat_proc *p, const char *what)
+{
+    qchat_cmd(p, "quit");
+    int rc = qchat_finish(p);
+    H_CHECK(rc == 0, "%s: exit status 0 after quit, got %d; output:\n%s", what, rc, p->transcript);
+}
+
 void qchat_kill_leftovers(void)
 {
     for (size_t i = 0; i < QCHAT_PROCS_MAX; i++) {

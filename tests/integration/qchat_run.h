@@ -45,6 +45,9 @@ void qchat_next(struct qchat_proc *p, const char *want, const char *what);
 /* Close stdin, read the rest, return the exit status (-1: did not exit). */
 int qchat_finish(struct qchat_proc *p);
 
+/* Send quit; qchat must exit with status 0 (what names the step in a failure). */
+void qchat_quit(struct qchat_proc *p, const char *what);
+
 /* Kill and reap every qchat a failed test left behind. */
 void qchat_kill_leftovers(void);
 

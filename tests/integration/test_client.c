@@ -107,9 +107,7 @@ static void test_qchat_chat_both_ways(void **state)
     qchat_expect(&p, "error: unknown command", line, sizeof(line), "unknown command");
     qchat_cmd(&p, "chat:notanumber:x");
     qchat_expect(&p, "error", line, sizeof(line), "bad id");
-    qchat_cmd(&p, "quit");
-    int rc = qchat_finish(&p);
-    H_CHECK(rc == 0, "qchat after quit: exit status 0, got %d; output:\n%s", rc, p.transcript);
+    qchat_quit(&p, __func__);
 }
 
 static void test_qchat_friends_groups_offline(void **state)
@@ -186,8 +184,7 @@ static void test_qchat_friends_groups_offline(void **state)
     snprintf(want, sizeof(want), "group message[%d]: ", gid);
     H_CHECK(strstr(line, want) != NULL && strstr(line, "group while out") != NULL,
             "offline group chat, in order: \"%s\"", line);
-    qchat_cmd(&p, "quit");
-    H_CHECK(qchat_finish(&p) == 0, "exit status 0 after quit; output:\n%s", p.transcript);
+    qchat_quit(&p, __func__);
 }
 
 static void test_qchat_kicked_by_second_login(void **state)
@@ -260,9 +257,7 @@ static void test_qchat_reconnects_after_worker_killed(void **state)
     H_CHECK(h_int(m, "id") == me.id && strcmp(h_str(m, "msg"), "after the crash") == 0,
             "chat after the reconnect: %s", h_json(m));
     json_object_put(m);
-    qchat_cmd(&p, "quit");
-    int rc = qchat_finish(&p);
-    H_CHECK(rc == 0, "restored session, quit: exit 0, got %d; output:\n%s", rc, p.transcript);
+    qchat_quit(&p, "restored session");
     /* the master restarts the worker; later tests need all of them */
     int64_t deadline = h_now_ms() + H_START_MS;
     while (server_worker_pid(worker) <= 0 && h_now_ms() < deadline)

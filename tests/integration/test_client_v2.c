@@ -410,8 +410,7 @@ static void test_connect_at_register_and_login_timeout(void **state)
     fake_send(&f, "{\"msgid\":2,\"errno\":0,\"id\":12,\"name\":\"bob\"}");
     snprintf(want, sizeof want, "logged in: id 12 name bob");
     qchat_next(&p, want, "login after the timeout");
-    qchat_cmd(&p, "quit");
-    H_CHECK(qchat_finish(&p) == 0, "exit 0 after quit; output:\n%s", p.transcript);
+    qchat_quit(&p, "login after the timeout");
     fake_free(&f);
 }
 
@@ -502,8 +501,7 @@ static void test_history_pages_and_read(void **state)
     qchat_cmd(&p, "ghistory:x");
     qchat_next(&p, "error: usage: ghistory:groupid[:before]", "bad group id");
     fake_expect_nothing(&f, 300, "usage errors send nothing");
-    qchat_cmd(&p, "quit");
-    H_CHECK(qchat_finish(&p) == 0, "exit 0; output:\n%s", p.transcript);
+    qchat_quit(&p, __func__);
     fake_free(&f);
 }
 
@@ -573,8 +571,7 @@ static void test_live_chats_dedupe_and_pushes(void **state)
     fake_send(&f, "%s", c10);
     qchat_next(&p, TIME " [7]bob said: twelve", "chat 12");
     fake_expect_nothing(&f, 500, "no READ for what another device read already");
-    qchat_cmd(&p, "quit");
-    H_CHECK(qchat_finish(&p) == 0, "exit 0; output:\n%s", p.transcript);
+    qchat_quit(&p, __func__);
     fake_free(&f);
 }
 
@@ -711,8 +708,7 @@ static void test_conversations_friends_groups(void **state)
     json_object_put(req);
     send_login_ack(&f, "tok-new", NULL);
     qchat_next(&p, "reconnected: id 5 name alice", "reconnected");
-    qchat_cmd(&p, "quit");
-    H_CHECK(qchat_finish(&p) == 0, "exit 0; output:\n%s", p.transcript);
+    qchat_quit(&p, __func__);
     fake_free(&f);
 }
 
@@ -786,9 +782,7 @@ static void test_reconnect_with_token(void **state)
     H_CHECK(!fake_try_accept(&f, QUIET_MS), "no reconnect after loginout");
     qchat_cmd(&p, "chat:%d:x", BOB_ID);
     qchat_next(&p, "error: not logged in", "after loginout");
-    qchat_cmd(&p, "quit");
-    int rc = qchat_finish(&p);
-    H_CHECK(rc == 0, "exit 0 after quit, got %d; output:\n%s", rc, p.transcript);
+    qchat_quit(&p, "after loginout");
     fake_free(&f);
 }
 
