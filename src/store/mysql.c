@@ -2212,6 +2212,7 @@ static int mysql_store_conv_join(struct store *st, int32_t userid, int64_t conv,
 }
 
 struct purge_args {
+    int (*step)(struct store *st, struct purge_args *a); /* the deletes, in the transaction */
     int keep_days, max_per_conv, batch;
     int64_t conv; /* conv_delete */
     int removed;
@@ -2278,7 +2279,8 @@ static int purge_step(struct store *st, struct purge_args *a)
     return err;
 }
 
-static int op_log_purge(struct store *st, void *arg)
+/* Run a->step in one transaction (retried by run()); *removed only once it committed. */
+static int op_purge(struct store *st, void *arg)
 {
     struct purge_args *a = arg;
     int err;
@@ -2286,50 +2288,47 @@ static int op_log_purge(struct store *st, void *arg)
     a->removed = 0;
     if ((err = tx_begin(st)) != QC_OK)
         return err;
-    return tx_end(st, purge_step(st, a));
+    return tx_end(st, a->step(st, a));
+}
+
+static int run_purge(struct store *st, struct purge_args *a, int *removed)
+{
+    int err = run(st, op_purge, a);
+
+    if (err == QC_OK)
+        *removed = a->removed;
+    return err;
 }
 
 static int mysql_store_log_purge(struct store *st, int keep_days, int max_per_conv, int batch,
                                  int *removed)
 {
-    struct purge_args a = { keep_days, max_per_conv, batch, 0, 0 };
-    int err;
+    struct purge_args a = {
+        .step = purge_step, .keep_days = keep_days, .max_per_conv = max_per_conv, .batch = batch
+    };
 
     *removed = 0;
     if (batch < 1 || keep_days < 0 || max_per_conv < 0)
         return QC_EBADREQ;
     if (keep_days == 0 && max_per_conv == 0)
         return QC_OK;
-    err = run(st, op_log_purge, &a);
-    if (err == QC_OK)
-        *removed = a.removed;
-    return err;
+    return run_purge(st, &a, removed);
 }
 
-static int op_purge_delivered(struct store *st, void *arg)
+/* What every participant has had delivered. */
+static int purge_delivered(struct store *st, struct purge_args *a)
 {
-    struct purge_args *a = arg;
-    int err;
-
-    a->removed = 0;
-    if ((err = tx_begin(st)) != QC_OK)
-        return err;
-    /* what every participant has had delivered */
-    return tx_end(st, purge_conversations(st, ST_PURGE_DELIVERED_FIND, 0, a));
+    return purge_conversations(st, ST_PURGE_DELIVERED_FIND, 0, a);
 }
 
 static int mysql_store_log_purge_delivered(struct store *st, int batch, int *removed)
 {
-    struct purge_args a = { 0, 0, batch, 0, 0 };
-    int err;
+    struct purge_args a = { .step = purge_delivered, .batch = batch };
 
     *removed = 0;
     if (batch < 1)
         return QC_EBADREQ;
-    err = run(st, op_purge_delivered, &a);
-    if (err == QC_OK)
-        *removed = a.removed;
-    return err;
+    return run_purge(st, &a, removed);
 }
 
 static int delete_conversation(struct store *st, struct purge_args *a)
@@ -2350,29 +2349,14 @@ static int delete_conversation(struct store *st, struct purge_args *a)
     return delete_counted(st, ST_CONV_DELETE_ROW, &p, &none);
 }
 
-static int op_conv_delete(struct store *st, void *arg)
-{
-    struct purge_args *a = arg;
-    int err;
-
-    a->removed = 0;
-    if ((err = tx_begin(st)) != QC_OK)
-        return err;
-    return tx_end(st, delete_conversation(st, a));
-}
-
 static int mysql_store_conv_delete(struct store *st, int64_t conv, int batch, int *removed)
 {
-    struct purge_args a = { 0, 0, batch, conv, 0 };
-    int err;
+    struct purge_args a = { .step = delete_conversation, .batch = batch, .conv = conv };
 
     *removed = 0;
     if (batch < 1)
         return QC_EBADREQ;
-    err = run(st, op_conv_delete, &a);
-    if (err == QC_OK)
-        *removed = a.removed;
-    return err;
+    return run_purge(st, &a, removed);
 }
 
 /*

@@ -1461,6 +1461,15 @@ static int purge_conversations(struct store *st, int find, int cap, int batch, i
     return err;
 }
 
+/* End the deletes' transaction with err; nothing counts as removed unless it committed. */
+static int commit_deletes(struct store *st, int err, int *removed)
+{
+    err = tx_end(st, err);
+    if (err != QC_OK)
+        *removed = 0;
+    return err;
+}
+
 static int purge_step(struct store *st, int keep_days, int max_per_conv, int batch, int *removed)
 {
     int err = QC_OK;
@@ -1487,10 +1496,7 @@ static int sqlite_log_purge(struct store *st, int keep_days, int max_per_conv, i
         return QC_OK;
     if ((err = tx_begin(st)) != QC_OK)
         return err;
-    err = tx_end(st, purge_step(st, keep_days, max_per_conv, batch, removed));
-    if (err != QC_OK)
-        *removed = 0;
-    return err;
+    return commit_deletes(st, purge_step(st, keep_days, max_per_conv, batch, removed), removed);
 }
 
 static int sqlite_log_purge_delivered(struct store *st, int batch, int *removed)
@@ -1503,10 +1509,8 @@ static int sqlite_log_purge_delivered(struct store *st, int batch, int *removed)
     if ((err = tx_begin(st)) != QC_OK)
         return err;
     /* what every participant has had delivered */
-    err = tx_end(st, purge_conversations(st, ST_PURGE_DELIVERED_FIND, 0, batch, removed));
-    if (err != QC_OK)
-        *removed = 0;
-    return err;
+    return commit_deletes(st, purge_conversations(st, ST_PURGE_DELIVERED_FIND, 0, batch, removed),
+                          removed);
 }
 
 static int delete_conversation(struct store *st, int64_t conv, int batch, int *removed)
@@ -1530,10 +1534,7 @@ static int sqlite_conv_delete(struct store *st, int64_t conv, int batch, int *re
         return QC_EBADREQ;
     if ((err = tx_begin(st)) != QC_OK)
         return err;
-    err = tx_end(st, delete_conversation(st, conv, batch, removed));
-    if (err != QC_OK)
-        *removed = 0;
-    return err;
+    return commit_deletes(st, delete_conversation(st, conv, batch, removed), removed);
 }
 
 /* The legacy take: the log's undelivered messages first (a migrated queue). */
