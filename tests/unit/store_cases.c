@@ -41,6 +41,15 @@ struct store *open_store(struct store_fixture *f, int cap)
     return st;
 }
 
+void sqlite_case_config(struct store_fixture *f, const char *path)
+{
+    config_defaults(&f->cfg);
+    strlcpy(f->cfg.storage_driver, "sqlite", sizeof(f->cfg.storage_driver));
+    strlcpy(f->cfg.storage_path, path, sizeof(f->cfg.storage_path));
+    f->ops = store_driver("sqlite");
+    assert_non_null(f->ops);
+}
+
 static void remove_file(const char *dir, const char *name, const char *suffix)
 {
     char path[PATH_MAX];

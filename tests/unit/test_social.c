@@ -138,11 +138,8 @@ static int setup(void **state)
     memcpy(sf->dir, TMP_TEMPLATE, sizeof(TMP_TEMPLATE));
     assert_non_null(mkdtemp(sf->dir));
     snprintf(sf->path, sizeof(sf->path), "%s/%s", sf->dir, DB_NAME);
-    config_defaults(&f->cfg);
-    strlcpy(f->cfg.storage_driver, "sqlite", sizeof(f->cfg.storage_driver));
-    strlcpy(f->cfg.storage_path, sf->path, sizeof(f->cfg.storage_path));
+    sqlite_case_config(f, sf->path);
     f->raw_sql = raw_sql;
-    f->ops = store_driver("sqlite");
     f->st = open_store(f, f->cfg.max_offline_messages);
     sf->social.so = social_driver("sqlite");
     assert_ptr_equal(sf->social.so, &social_sqlite_ops);

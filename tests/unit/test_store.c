@@ -71,13 +71,9 @@ static int setup(void **state)
     memcpy(sf->dir, TMP_TEMPLATE, sizeof(TMP_TEMPLATE));
     assert_non_null(mkdtemp(sf->dir));
     snprintf(sf->path, sizeof(sf->path), "%s/%s", sf->dir, DB_NAME);
-    config_defaults(&f->cfg);
-    strlcpy(f->cfg.storage_driver, "sqlite", sizeof(f->cfg.storage_driver));
-    strlcpy(f->cfg.storage_path, sf->path, sizeof(f->cfg.storage_path));
+    sqlite_case_config(f, sf->path);
     f->raw_sql = raw_sql;
     f->make_v1 = make_v1;
-    f->ops = store_driver("sqlite");
-    assert_non_null(f->ops);
     f->st = open_store(f, f->cfg.max_offline_messages);
     *state = f;
     return 0;
