@@ -308,6 +308,15 @@ static void check_login_request(struct json_object *req, const char *password, c
     }
 }
 
+/* Accept qchat's connection and check its LOGIN_MSG (see check_login_request). */
+static void accept_login(struct fake *f, const char *password, const char *token, const char *what)
+{
+    fake_accept(f, what);
+    struct json_object *req = fake_expect(f, QC_LOGIN_MSG, what);
+    check_login_request(req, password, token);
+    json_object_put(req);
+}
+
 /* The login reply: a friend (bob), and the given offlinemsg items (a JSON array body). */
 static void send_login_ack(struct fake *f, const char *token, const char *offline)
 {
@@ -344,10 +353,7 @@ static void login(struct qchat_proc *p, struct fake *f, const char *tok, const c
     fake_start(f);
     qchat_start(p, f->port);
     qchat_cmd(p, "login:%d:pw", ME_ID);
-    fake_accept(f, "login");
-    struct json_object *req = fake_expect(f, QC_LOGIN_MSG, "login");
-    check_login_request(req, "pw", NULL);
-    json_object_put(req);
+    accept_login(f, "pw", NULL, "login");
     send_login_ack(f, tok, offline);
     snprintf(want, sizeof want, "logged in: id %d name " ME_NAME, ME_ID);
     qchat_next(p, want, "login");
@@ -702,10 +708,7 @@ static void test_conversations_friends_groups(void **state)
     json_object_put(req);
     fake_drop(&f);
     qchat_next(&p, "disconnected: reconnecting", "the server drops the connection");
-    fake_accept(&f, "reconnect after passwd");
-    req = fake_expect(&f, QC_LOGIN_MSG, "reconnect after passwd");
-    check_login_request(req, "s3cret:x", NULL);
-    json_object_put(req);
+    accept_login(&f, "s3cret:x", NULL, "reconnect after passwd");
     send_login_ack(&f, "tok-new", NULL);
     qchat_next(&p, "reconnected: id 5 name alice", "reconnected");
     qchat_quit(&p, __func__);
@@ -758,10 +761,7 @@ static void test_reconnect_with_token(void **state)
             "a command while the server is down: one error line, got \"%s\"; output:\n%s", line,
             p.transcript);
     fake_listen(&f, f.port);
-    fake_accept(&f, "reconnect after the restart");
-    req = fake_expect(&f, QC_LOGIN_MSG, "reconnect after the restart");
-    check_login_request(req, NULL, "tok-B"); /* the newest token */
-    json_object_put(req);
+    accept_login(&f, NULL, "tok-B", "reconnect after the restart"); /* the newest token */
     send_login_ack(&f, NULL, NULL);
     qchat_next(&p, "reconnected: id 5 name alice", "reconnected after the restart");
     qchat_cmd(&p, "chat:%d:after", BOB_ID);
@@ -794,10 +794,7 @@ static void test_refused_token_and_kick(void **state)
     login(&p, &f, "tok-R", NULL);
     fake_drop(&f);
     qchat_next(&p, "disconnected: reconnecting", "drop");
-    fake_accept(&f, "reconnect");
-    struct json_object *req = fake_expect(&f, QC_LOGIN_MSG, "reconnect");
-    check_login_request(req, NULL, "tok-R");
-    json_object_put(req);
+    accept_login(&f, NULL, "tok-R", "reconnect");
     fake_send(&f, "{\"msgid\":2,\"errno\":24,\"errmsg\":\"bad or expired token\"}");
     qchat_next(&p, "reconnect failed: error 24: bad or expired token", "token refused");
     H_CHECK(!fake_try_accept(&f, QUIET_MS), "no more attempts once the token is refused");
@@ -806,10 +803,7 @@ static void test_refused_token_and_kick(void **state)
 
     /* log in again; a KICK is not answered by reconnecting (it would take the account back) */
     qchat_cmd(&p, "login:%d:pw", ME_ID);
-    fake_accept(&f, "login again");
-    req = fake_expect(&f, QC_LOGIN_MSG, "login again");
-    check_login_request(req, "pw", NULL);
-    json_object_put(req);
+    accept_login(&f, "pw", NULL, "login again");
     send_login_ack(&f, "tok-K", NULL);
     qchat_next(&p, "logged in: id 5 name alice", "login again");
     qchat_next(&p, "friend: 7 bob online", "friend line");
