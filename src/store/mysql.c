@@ -2222,6 +2222,7 @@ static int mysql_store_conv_join(struct store *st, int32_t userid, int64_t conv,
 }
 
 struct purge_args {
+    int (*step)(struct store *st, struct purge_args *a); /* the deletes, in the transaction */
     int keep_days, max_per_conv, batch;
     int64_t conv; /* conv_delete */
     int removed;
@@ -2236,21 +2237,26 @@ static int delete_counted(struct store *st, enum stmt_id id, struct params *p, i
     return err;
 }
 
-/* Trim conversations over the cap, one at a time, within what is left of the batch. */
-static int purge_over_cap(struct store *st, struct purge_args *a)
+/*
+ * Delete, conversation by conversation, the rows the find statement names (a conversation
+ * id pair per row), within what is left of the batch. cap > 0 is bound as the find
+ * statement's one parameter (the per-conversation limit); cap == 0 binds nothing.
+ */
+static int purge_conversations(struct store *st, enum stmt_id find, int cap, struct purge_args *a)
 {
     struct params p;
     int64_t conv, upto;
     int err = QC_OK, rc;
 
     while (a->removed < a->batch && err == QC_OK) {
-        params_key(&p, ST_PURGE_FIND, a->max_per_conv);
-        if ((err = exec(st, ST_PURGE_FIND, &p)) != QC_OK)
+        if (cap > 0)
+            params_key(&p, find, cap);
+        if ((err = exec(st, find, cap > 0 ? &p : NULL)) != QC_OK)
             return err;
-        rc = fetch(st, ST_PURGE_FIND);
-        conv = rc > 0 ? col_int(st, ST_PURGE_FIND, 0) : 0;
-        upto = rc > 0 ? col_int(st, ST_PURGE_FIND, 1) : 0;
-        finish(st, ST_PURGE_FIND);
+        rc = fetch(st, find);
+        conv = rc > 0 ? col_int(st, find, 0) : 0;
+        upto = rc > 0 ? col_int(st, find, 1) : 0;
+        finish(st, find);
         if (rc < 0)
             return QC_ESTORAGE;
         if (rc == 0)
@@ -2279,11 +2285,12 @@ static int purge_step(struct store *st, struct purge_args *a)
         err = delete_counted(st, ST_PURGE_AGE, &p, &a->removed);
     }
     if (err == QC_OK && a->max_per_conv > 0)
-        err = purge_over_cap(st, a);
+        err = purge_conversations(st, ST_PURGE_FIND, a->max_per_conv, a);
     return err;
 }
 
-static int op_log_purge(struct store *st, void *arg)
+/* Run a->step in one transaction (retried by run()); *removed only once it committed. */
+static int op_purge(struct store *st, void *arg)
 {
     struct purge_args *a = arg;
     int err;
@@ -2291,76 +2298,47 @@ static int op_log_purge(struct store *st, void *arg)
     a->removed = 0;
     if ((err = tx_begin(st)) != QC_OK)
         return err;
-    return tx_end(st, purge_step(st, a));
+    return tx_end(st, a->step(st, a));
+}
+
+static int run_purge(struct store *st, struct purge_args *a, int *removed)
+{
+    int err = run(st, op_purge, a);
+
+    if (err == QC_OK)
+        *removed = a->removed;
+    return err;
 }
 
 static int mysql_store_log_purge(struct store *st, int keep_days, int max_per_conv, int batch,
                                  int *removed)
 {
-    struct purge_args a = { keep_days, max_per_conv, batch, 0, 0 };
-    int err;
+    struct purge_args a = {
+        .step = purge_step, .keep_days = keep_days, .max_per_conv = max_per_conv, .batch = batch
+    };
 
     *removed = 0;
     if (batch < 1 || keep_days < 0 || max_per_conv < 0)
         return QC_EBADREQ;
     if (keep_days == 0 && max_per_conv == 0)
         return QC_OK;
-    err = run(st, op_log_purge, &a);
-    if (err == QC_OK)
-        *removed = a.removed;
-    return err;
+    return run_purge(st, &a, removed);
 }
 
-/* Delete, conversation by conversation, what every participant has had delivered. */
+/* What every participant has had delivered. */
 static int purge_delivered(struct store *st, struct purge_args *a)
 {
-    struct params p;
-    int64_t conv, upto;
-    int err = QC_OK, rc;
-
-    while (a->removed < a->batch && err == QC_OK) {
-        if ((err = exec(st, ST_PURGE_DELIVERED_FIND, NULL)) != QC_OK)
-            return err;
-        rc = fetch(st, ST_PURGE_DELIVERED_FIND);
-        conv = rc > 0 ? col_int(st, ST_PURGE_DELIVERED_FIND, 0) : 0;
-        upto = rc > 0 ? col_int(st, ST_PURGE_DELIVERED_FIND, 1) : 0;
-        finish(st, ST_PURGE_DELIVERED_FIND);
-        if (rc < 0)
-            return QC_ESTORAGE;
-        if (rc == 0)
-            break;
-        params_init(&p);
-        param_int(&p, conv);
-        param_int(&p, upto);
-        param_int(&p, a->batch - a->removed);
-        err = delete_counted(st, ST_PURGE_CONV, &p, &a->removed);
-    }
-    return err;
-}
-
-static int op_purge_delivered(struct store *st, void *arg)
-{
-    struct purge_args *a = arg;
-    int err;
-
-    a->removed = 0;
-    if ((err = tx_begin(st)) != QC_OK)
-        return err;
-    return tx_end(st, purge_delivered(st, a));
+    return purge_conversations(st, ST_PURGE_DELIVERED_FIND, 0, a);
 }
 
 static int mysql_store_log_purge_delivered(struct store *st, int batch, int *removed)
 {
-    struct purge_args a = { 0, 0, batch, 0, 0 };
-    int err;
+    struct purge_args a = { .step = purge_delivered, .batch = batch };
 
     *removed = 0;
     if (batch < 1)
         return QC_EBADREQ;
-    err = run(st, op_purge_delivered, &a);
-    if (err == QC_OK)
-        *removed = a.removed;
-    return err;
+    return run_purge(st, &a, removed);
 }
 
 static int delete_conversation(struct store *st, struct purge_args *a)
@@ -2381,29 +2359,14 @@ static int delete_conversation(struct store *st, struct purge_args *a)
     return delete_counted(st, ST_CONV_DELETE_ROW, &p, &none);
 }
 
-static int op_conv_delete(struct store *st, void *arg)
-{
-    struct purge_args *a = arg;
-    int err;
-
-    a->removed = 0;
-    if ((err = tx_begin(st)) != QC_OK)
-        return err;
-    return tx_end(st, delete_conversation(st, a));
-}
-
 static int mysql_store_conv_delete(struct store *st, int64_t conv, int batch, int *removed)
 {
-    struct purge_args a = { 0, 0, batch, conv, 0 };
-    int err;
+    struct purge_args a = { .step = delete_conversation, .batch = batch, .conv = conv };
 
     *removed = 0;
     if (batch < 1)
         return QC_EBADREQ;
-    err = run(st, op_conv_delete, &a);
-    if (err == QC_OK)
-        *removed = a.removed;
-    return err;
+    return run_purge(st, &a, removed);
 }
 
 /*

@@ -56,6 +56,17 @@ static int exec_sql(struct sdb *db, const char *sql, const struct sdb_val *v, in
     return db->p->exec(db, sql, v, n, changes);
 }
 
+/* Run a DELETE that must remove something: QC_ENOUSER when it matched no row. */
+static int delete_some(struct sdb *db, const char *sql, const struct sdb_val *v, int n)
+{
+    long long changes = 0;
+    int err = exec_sql(db, sql, v, n, &changes);
+
+    if (err != QC_OK)
+        return err;
+    return changes > 0 ? QC_OK : QC_ENOUSER;
+}
+
 static int both_users_exist(struct sdb *db, int32_t a, int32_t b)
 {
     struct one_int o;
@@ -231,13 +242,9 @@ int rules_friend_request(const struct sdb_prims *p, struct store *st, int32_t fr
 static int op_friend_decline(struct sdb *db, void *arg)
 {
     struct friend_args *f = arg;
-    long long changes = 0;
-    int err = exec_sql(db, "DELETE FROM FriendRequest WHERE fromid = ? AND toid = ?",
-                       VALS(SV_INT(f->b), SV_INT(f->a)), &changes);
 
-    if (err != QC_OK)
-        return err;
-    return changes > 0 ? QC_OK : QC_ENOUSER;
+    return delete_some(db, "DELETE FROM FriendRequest WHERE fromid = ? AND toid = ?",
+                       VALS(SV_INT(f->b), SV_INT(f->a)));
 }
 
 int rules_friend_decline(const struct sdb_prims *p, struct store *st, int32_t user, int32_t from)
@@ -353,13 +360,9 @@ int rules_block(const struct sdb_prims *p, struct store *st, int32_t user, int32
 static int op_unblock(struct sdb *db, void *arg)
 {
     struct friend_args *f = arg;
-    long long changes = 0;
-    int err = exec_sql(db, "DELETE FROM UserBlock WHERE userid = ? AND blockedid = ?",
-                       VALS(SV_INT(f->a), SV_INT(f->b)), &changes);
 
-    if (err != QC_OK)
-        return err;
-    return changes > 0 ? QC_OK : QC_ENOUSER;
+    return delete_some(db, "DELETE FROM UserBlock WHERE userid = ? AND blockedid = ?",
+                       VALS(SV_INT(f->a), SV_INT(f->b)));
 }
 
 int rules_unblock(const struct sdb_prims *p, struct store *st, int32_t user, int32_t target)

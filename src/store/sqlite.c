@@ -1449,15 +1449,19 @@ static int delete_rows(struct store *st, enum stmt_id id, const int64_t *v, int 
     return err;
 }
 
-/* Trim conversations over max_per_conv, one at a time, within what is left of batch. */
-static int purge_over_cap(struct store *st, int max_per_conv, int batch, int *removed)
+/*
+ * Delete, conversation by conversation, the rows the find statement names (a conversation
+ * id pair per row), within what is left of batch. cap > 0 is bound as the find statement's
+ * one parameter (the per-conversation limit); cap == 0 binds nothing.
+ */
+static int purge_conversations(struct store *st, int find, int cap, int batch, int *removed)
 {
-    sqlite3_stmt *s = st->stmt[ST_PURGE_FIND];
+    sqlite3_stmt *s = st->stmt[find];
     int64_t v[3];
     int rc, err = QC_OK;
 
     while (*removed < batch && err == QC_OK) {
-        rc = sqlite3_bind_int64(s, 1, max_per_conv);
+        rc = cap > 0 ? sqlite3_bind_int64(s, 1, cap) : SQLITE_OK;
         if (rc == SQLITE_OK)
             rc = sqlite3_step(s);
         if (rc == SQLITE_ROW) {
@@ -1468,10 +1472,19 @@ static int purge_over_cap(struct store *st, int max_per_conv, int batch, int *re
         if (rc == SQLITE_DONE)
             break;
         if (rc != SQLITE_ROW)
-            return statement_failed(st, ST_PURGE_FIND, rc);
+            return statement_failed(st, find, rc);
         v[2] = batch - *removed;
         err = delete_rows(st, ST_PURGE_CONV, v, 3, removed);
     }
+    return err;
+}
+
+/* End the deletes' transaction with err; nothing counts as removed unless it committed. */
+static int commit_deletes(struct store *st, int err, int *removed)
+{
+    err = tx_end(st, err);
+    if (err != QC_OK)
+        *removed = 0;
     return err;
 }
 
@@ -1485,7 +1498,7 @@ static int purge_step(struct store *st, int keep_days, int max_per_conv, int bat
         err = delete_rows(st, ST_PURGE_AGE, v, 2, removed);
     }
     if (err == QC_OK && max_per_conv > 0)
-        err = purge_over_cap(st, max_per_conv, batch, removed);
+        err = purge_conversations(st, ST_PURGE_FIND, max_per_conv, batch, removed);
     return err;
 }
 
@@ -1501,34 +1514,7 @@ static int sqlite_log_purge(struct store *st, int keep_days, int max_per_conv, i
         return QC_OK;
     if ((err = tx_begin(st)) != QC_OK)
         return err;
-    err = tx_end(st, purge_step(st, keep_days, max_per_conv, batch, removed));
-    if (err != QC_OK)
-        *removed = 0;
-    return err;
-}
-
-/* Delete, conversation by conversation, what every participant has had delivered. */
-static int purge_delivered(struct store *st, int batch, int *removed)
-{
-    sqlite3_stmt *s = st->stmt[ST_PURGE_DELIVERED_FIND];
-    int64_t v[3];
-    int rc, err = QC_OK;
-
-    while (*removed < batch && err == QC_OK) {
-        rc = sqlite3_step(s);
-        if (rc == SQLITE_ROW) {
-            v[0] = sqlite3_column_int64(s, 0);
-            v[1] = sqlite3_column_int64(s, 1);
-        }
-        (void)sqlite3_reset(s);
-        if (rc == SQLITE_DONE)
-            break;
-        if (rc != SQLITE_ROW)
-            return statement_failed(st, ST_PURGE_DELIVERED_FIND, rc);
-        v[2] = batch - *removed;
-        err = delete_rows(st, ST_PURGE_CONV, v, 3, removed);
-    }
-    return err;
+    return commit_deletes(st, purge_step(st, keep_days, max_per_conv, batch, removed), removed);
 }
 
 static int sqlite_log_purge_delivered(struct store *st, int batch, int *removed)
@@ -1540,10 +1526,9 @@ static int sqlite_log_purge_delivered(struct store *st, int batch, int *removed)
         return QC_EBADREQ;
     if ((err = tx_begin(st)) != QC_OK)
         return err;
-    err = tx_end(st, purge_delivered(st, batch, removed));
-    if (err != QC_OK)
-        *removed = 0;
-    return err;
+    /* what every participant has had delivered */
+    return commit_deletes(st, purge_conversations(st, ST_PURGE_DELIVERED_FIND, 0, batch, removed),
+                          removed);
 }
 
 static int delete_conversation(struct store *st, int64_t conv, int batch, int *removed)
@@ -1567,10 +1552,7 @@ static int sqlite_conv_delete(struct store *st, int64_t conv, int batch, int *re
         return QC_EBADREQ;
     if ((err = tx_begin(st)) != QC_OK)
         return err;
-    err = tx_end(st, delete_conversation(st, conv, batch, removed));
-    if (err != QC_OK)
-        *removed = 0;
-    return err;
+    return commit_deletes(st, delete_conversation(st, conv, batch, removed), removed);
 }
 
 /* The legacy take: the log's undelivered messages first (a migrated queue). */

@@ -9,6 +9,7 @@
  * the reconnect after the worker holding qchat's session is killed.
  */
 #include "harness.h"
+#include "qchat_run.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,115 +21,13 @@
 #include <unistd.h>
 #include <sys/wait.h>
 
-#define QCHAT_LINE_MS  5000 /* longest wait for one expected line */
-#define QCHAT_EXIT_MS  5000 /* after stdin is closed */
-#define TRANSCRIPT_MAX (64 * 1024)
-#define NO_SUCH_ID     2147480000
-
-/* One qchat process: stdin and stdout (with stderr) on pipes. */
-struct qchat_proc {
-    pid_t pid;
-    int in;                   /* its stdin */
-    int out;                  /* its stdout + stderr */
-    char buf[TRANSCRIPT_MAX]; /* output not yet consumed */
-    size_t len;
-    char transcript[TRANSCRIPT_MAX]; /* every line so far, for failures */
-    size_t tlen;
-    bool eof;
-};
-
-static struct qchat_proc *procs[8];
-
-static void qchat_start(struct qchat_proc *p)
-{
-    const char *bdir = getenv("B");
-    char bin[PATH_MAX], port[16];
-    snprintf(bin, sizeof(bin), "%s/qchat", bdir != NULL && *bdir ? bdir : "build");
-    snprintf(port, sizeof(port), "%d", h_srv.port);
-    H_CHECK(access(bin, X_OK) == 0, "%s is not there: %s", bin, strerror(errno));
-    int to_child[2], from_child[2];
-    H_CHECK(pipe2(to_child, O_CLOEXEC) == 0 && pipe2(from_child, O_CLOEXEC) == 0, "pipe");
-    memset(p, 0, sizeof(*p));
-    p->pid = fork();
-    H_CHECK(p->pid >= 0, "fork: %s", strerror(errno));
-    if (p->pid == 0) {
-        if (dup2(to_child[0], 0) < 0 || dup2(from_child[1], 1) < 0 || dup2(from_child[1], 2) < 0)
-            _exit(126);
-        signal(SIGPIPE, SIG_DFL);
-        execl(bin, bin, "-s", H_HOST, port, (char *)NULL);
-        _exit(127);
-    }
-    close(to_child[0]);
-    close(from_child[1]);
-    p->in = to_child[1];
-    p->out = from_child[0];
-    for (size_t i = 0; i < sizeof(procs) / sizeof(procs[0]); i++)
-        if (procs[i] == NULL) {
-            procs[i] = p;
-            break;
-        }
-}
-
-static void qchat_cmd(struct qchat_proc *p, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void qchat_cmd(struct qchat_proc *p, const char *fmt, ...)
-{
-    char line[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
-    va_end(ap);
-    H_CHECK(n > 0 && (size_t)n < sizeof(line) - 1, "command too long");
-    line[n++] = '\n';
-    H_CHECK(write(p->in, line, (size_t)n) == n, "write to qchat: %s", strerror(errno));
-}
-
-static void note_transcript(struct qchat_proc *p, const char *line)
-{
-    size_t n = strlen(line);
-    if (p->tlen + n + 2 < sizeof(p->transcript)) {
-        memcpy(p->transcript + p->tlen, line, n);
-        p->tlen += n;
-        p->transcript[p->tlen++] = '\n';
-        p->transcript[p->tlen] = '\0';
-    }
-}
-
-/* Next output line into out; false on timeout or EOF. */
-static bool qchat_line(struct qchat_proc *p, char *out, size_t outlen, int timeout_ms)
-{
-    int64_t deadline = h_now_ms() + timeout_ms;
-    for (;;) {
-        char *nl = memchr(p->buf, '\n', p->len);
-        if (nl != NULL) {
-            size_t n = (size_t)(nl - p->buf);
-            snprintf(out, outlen, "%.*s", (int)n, p->buf);
-            memmove(p->buf, nl + 1, p->len - n - 1);
-            p->len -= n + 1;
-            note_transcript(p, out);
-            return true;
-        }
-        int left = (int)(deadline - h_now_ms());
-        if (p->eof || left <= 0)
-            return false;
-        struct pollfd pf = { .fd = p->out, .events = POLLIN };
-        if (poll(&pf, 1, left) <= 0)
-            continue;
-        if (p->len == sizeof(p->buf))
-            H_FAIL("qchat printed a line longer than %zu bytes", sizeof(p->buf));
-        ssize_t r = read(p->out, p->buf + p->len, sizeof(p->buf) - p->len);
-        if (r <= 0)
-            p->eof = true;
-        else
-            p->len += (size_t)r;
-    }
-}
+#define NO_SUCH_ID 2147480000
 
 /* Read lines until one starts with prefix (others are kept in the transcript). */
 static void qchat_expect(struct qchat_proc *p, const char *prefix, char *out, size_t outlen,
                          const char *what)
 {
-    char line[TRANSCRIPT_MAX];
+    char line[QCHAT_TRANSCRIPT_MAX];
     while (qchat_line(p, line, sizeof(line), QCHAT_LINE_MS)) {
         if (strncmp(line, prefix, strlen(prefix)) == 0) {
             if (out != NULL) {
@@ -141,44 +40,6 @@ static void qchat_expect(struct qchat_proc *p, const char *prefix, char *out, si
     }
     H_FAIL("%s: qchat did not print a line starting with \"%s\" within %d ms%s; its output:\n%s",
            what, prefix, QCHAT_LINE_MS, p->eof ? " (it exited)" : "", p->transcript);
-}
-
-/* The next line must be exactly `want`. */
-static void qchat_expect_exact(struct qchat_proc *p, const char *want, const char *what)
-{
-    char line[TRANSCRIPT_MAX];
-    bool got = qchat_line(p, line, sizeof(line), QCHAT_LINE_MS);
-    H_CHECK(got && strcmp(line, want) == 0, "%s: want the line \"%s\", got %s%s%s; output:\n%s",
-            what, want, got ? "\"" : "", got ? line : "nothing", got ? "\"" : "", p->transcript);
-}
-
-/* Close stdin, read the rest, return the exit status (-1: did not exit). */
-static int qchat_finish(struct qchat_proc *p)
-{
-    char line[TRANSCRIPT_MAX];
-    if (p->in >= 0)
-        close(p->in);
-    p->in = -1;
-    int64_t deadline = h_now_ms() + QCHAT_EXIT_MS;
-    while (!p->eof && h_now_ms() < deadline)
-        (void)qchat_line(p, line, sizeof(line), (int)(deadline - h_now_ms()));
-    while (qchat_line(p, line, sizeof(line), 0))
-        ;
-    int status = 0;
-    pid_t r;
-    while ((r = waitpid(p->pid, &status, WNOHANG)) == 0 && h_now_ms() < deadline)
-        h_sleep_ms(10);
-    if (r == 0) {
-        kill(p->pid, SIGKILL);
-        waitpid(p->pid, &status, 0);
-        status = -1;
-    }
-    close(p->out);
-    p->pid = 0;
-    for (size_t i = 0; i < sizeof(procs) / sizeof(procs[0]); i++)
-        if (procs[i] == p)
-            procs[i] = NULL;
-    return status == -1 ? -1 : WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 /* Register and log in through qchat; fills u. */
@@ -194,7 +55,7 @@ static void qchat_register_login(struct qchat_proc *p, struct h_user *u, const c
     qchat_cmd(p, "login:%d:%s", u->id, u->password);
     char want[256];
     snprintf(want, sizeof(want), "logged in: id %d name %s", u->id, u->name);
-    qchat_expect_exact(p, want, "login");
+    qchat_next(p, want, "login");
 }
 
 static int32_t number_after(const char *line, const char *prefix)
@@ -210,7 +71,7 @@ static void test_qchat_chat_both_ways(void **state)
 {
     static struct qchat_proc p;
     struct h_user me, peer;
-    qchat_start(&p);
+    qchat_start(&p, h_srv.port);
     qchat_register_login(&p, &me, "cli");
     struct qclient *cp = h_new_user(&peer, "peer");
     char line[1024], want[1024];
@@ -246,23 +107,21 @@ static void test_qchat_chat_both_ways(void **state)
     qchat_expect(&p, "error: unknown command", line, sizeof(line), "unknown command");
     qchat_cmd(&p, "chat:notanumber:x");
     qchat_expect(&p, "error", line, sizeof(line), "bad id");
-    qchat_cmd(&p, "quit");
-    int rc = qchat_finish(&p);
-    H_CHECK(rc == 0, "qchat after quit: exit status 0, got %d; output:\n%s", rc, p.transcript);
+    qchat_quit(&p, __func__);
 }
 
 static void test_qchat_friends_groups_offline(void **state)
 {
     static struct qchat_proc p;
     struct h_user me, peer;
-    qchat_start(&p);
+    qchat_start(&p, h_srv.port);
     qchat_register_login(&p, &me, "clg");
     struct qclient *cp = h_new_user(&peer, "peer");
     char line[1024], want[1024];
 
     qchat_cmd(&p, "addfriend:%d", peer.id);
     snprintf(want, sizeof(want), "friend added: id %d", peer.id);
-    qchat_expect_exact(&p, want, "addfriend");
+    qchat_next(&p, want, "addfriend");
 
     char gname[H_NAME_LEN];
     h_unique_name(gname, sizeof(gname), "cg");
@@ -297,11 +156,11 @@ static void test_qchat_friends_groups_offline(void **state)
     json_object_put(ack);
     qchat_cmd(&p, "addgroup:%d", gid2);
     snprintf(want, sizeof(want), "group joined: id %d", gid2);
-    qchat_expect_exact(&p, want, "addgroup");
+    qchat_next(&p, want, "addgroup");
 
     /* offline: log out, the peer writes, log in again */
     qchat_cmd(&p, "loginout");
-    qchat_expect_exact(&p, "logged out", "loginout");
+    qchat_next(&p, "logged out", "loginout");
     H_CHECK(h_wait_online(me.id, false, H_REPLY_MS), "qchat's user offline after loginout");
     json_object_put(h_request(cp, QC_ONE_CHAT_MSG, 0, "peer chats while qchat is out",
                               "\"toid\":%d,\"msg\":\"while you were out\"", me.id));
@@ -309,7 +168,7 @@ static void test_qchat_friends_groups_offline(void **state)
                               "\"groupid\":%d,\"msg\":\"group while out\"", gid));
     qchat_cmd(&p, "login:%d:%s", me.id, me.password);
     snprintf(want, sizeof(want), "logged in: id %d name %s", me.id, me.name);
-    qchat_expect_exact(&p, want, "login again");
+    qchat_next(&p, want, "login again");
     snprintf(want, sizeof(want), "friend: %d %s online", peer.id, peer.name);
     qchat_expect(&p, want, NULL, 0, "friend line in the login summary");
     snprintf(want, sizeof(want), "group: %d %s a test group", gid, gname);
@@ -325,15 +184,14 @@ static void test_qchat_friends_groups_offline(void **state)
     snprintf(want, sizeof(want), "group message[%d]: ", gid);
     H_CHECK(strstr(line, want) != NULL && strstr(line, "group while out") != NULL,
             "offline group chat, in order: \"%s\"", line);
-    qchat_cmd(&p, "quit");
-    H_CHECK(qchat_finish(&p) == 0, "exit status 0 after quit; output:\n%s", p.transcript);
+    qchat_quit(&p, __func__);
 }
 
 static void test_qchat_kicked_by_second_login(void **state)
 {
     static struct qchat_proc p;
     struct h_user me;
-    qchat_start(&p);
+    qchat_start(&p, h_srv.port);
     qchat_register_login(&p, &me, "clk");
     struct qclient *other = h_login(&me, NULL);
     qchat_expect(&p, "kicked: ", NULL, 0, "the old session is told");
@@ -353,7 +211,7 @@ static void test_qchat_whole_script_piped(void **state)
     h_unique_name(name, sizeof(name), "piped");
 
     /* register first to learn the id, then pipe a whole script and close stdin */
-    qchat_start(&p);
+    qchat_start(&p, h_srv.port);
     qchat_cmd(&p, "# a comment, then an empty line\n");
     qchat_cmd(&p, "register:%s:pw", name);
     char line[512];
@@ -379,7 +237,7 @@ static void test_qchat_reconnects_after_worker_killed(void **state)
     static struct qchat_proc p;
     struct h_user me, peer;
     char want[256], line[1024];
-    qchat_start(&p);
+    qchat_start(&p, h_srv.port);
     qchat_register_login(&p, &me, "clr");
     H_CHECK(h_wait_online(me.id, true, H_REPLY_MS), "qchat's user online");
     int worker = h_worker_of(me.id);
@@ -387,9 +245,9 @@ static void test_qchat_reconnects_after_worker_killed(void **state)
     H_CHECK(pid > 0, "the pid of worker %d", worker);
     H_CHECK(kill(pid, SIGKILL) == 0, "kill worker %d (pid %d): %s", worker, (int)pid,
             strerror(errno));
-    qchat_expect_exact(&p, "disconnected: reconnecting", "one line for the lost connection");
+    qchat_next(&p, "disconnected: reconnecting", "one line for the lost connection");
     snprintf(want, sizeof(want), "reconnected: id %d name %s", me.id, me.name);
-    qchat_expect_exact(&p, want, "the session comes back by itself");
+    qchat_next(&p, want, "the session comes back by itself");
     H_CHECK(h_wait_online(me.id, true, H_REPLY_MS), "online again after the reconnect");
 
     struct qclient *cp = h_new_user(&peer, "clrp");
@@ -399,9 +257,7 @@ static void test_qchat_reconnects_after_worker_killed(void **state)
     H_CHECK(h_int(m, "id") == me.id && strcmp(h_str(m, "msg"), "after the crash") == 0,
             "chat after the reconnect: %s", h_json(m));
     json_object_put(m);
-    qchat_cmd(&p, "quit");
-    int rc = qchat_finish(&p);
-    H_CHECK(rc == 0, "restored session, quit: exit 0, got %d; output:\n%s", rc, p.transcript);
+    qchat_quit(&p, "restored session");
     /* the master restarts the worker; later tests need all of them */
     int64_t deadline = h_now_ms() + H_START_MS;
     while (server_worker_pid(worker) <= 0 && h_now_ms() < deadline)
@@ -438,13 +294,13 @@ static void test_qchat_reconnects_with_its_token(void **state)
     static struct qchat_proc p;
     struct h_user me;
     char want[256], line[1024], req[96];
-    qchat_start(&p);
+    qchat_start(&p, h_srv.port);
     qchat_register_login(&p, &me, "clt");
     H_CHECK(h_wait_online(me.id, true, H_REPLY_MS), "qchat's user online");
     kill_session_worker(&me);
-    qchat_expect_exact(&p, "disconnected: reconnecting", "the first drop");
+    qchat_next(&p, "disconnected: reconnecting", "the first drop");
     snprintf(want, sizeof(want), "reconnected: id %d name %s", me.id, me.name);
-    qchat_expect_exact(&p, want, "back with the token");
+    qchat_next(&p, want, "back with the token");
     H_CHECK(h_wait_online(me.id, true, H_REPLY_MS), "online again after the reconnect");
 
     snprintf(req, sizeof req, "{\"cmd\":\"revoke\",\"id\":%d}", me.id);
@@ -452,7 +308,7 @@ static void test_qchat_reconnects_with_its_token(void **state)
     H_CHECK(o != NULL && h_int(o, "revoked") == 1, "revoke qchat's token: %s", h_json(o));
     json_object_put(o);
     kill_session_worker(&me);
-    qchat_expect_exact(&p, "disconnected: reconnecting", "the second drop");
+    qchat_next(&p, "disconnected: reconnecting", "the second drop");
     qchat_expect(&p, "reconnect failed: error 24", line, sizeof(line),
                  "the revoked token is refused");
     qchat_cmd(&p, "quit");
@@ -467,16 +323,7 @@ static void test_server_stops_cleanly(void **state)
 /* Kill qchat processes a failed test left behind. */
 static int kill_leftover_qchats(void **state)
 {
-    for (size_t i = 0; i < sizeof(procs) / sizeof(procs[0]); i++) {
-        if (procs[i] != NULL && procs[i]->pid > 0) {
-            kill(procs[i]->pid, SIGKILL);
-            waitpid(procs[i]->pid, NULL, 0);
-            close(procs[i]->in);
-            close(procs[i]->out);
-            procs[i]->pid = 0;
-        }
-        procs[i] = NULL;
-    }
+    qchat_kill_leftovers();
     return h_test_teardown(state);
 }
 

@@ -16,6 +16,7 @@
  * deterministic without threads.
  */
 #include "harness.h"
+#include "qchat_run.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,14 +32,11 @@
 
 #include "common/frame.h"
 
-#define LINE_MS        5000  /* longest wait for one expected qchat line */
-#define EXIT_MS        5000  /* qchat's exit after stdin is closed */
-#define ACCEPT_MS      10000 /* a (re)connection from qchat; covers the backoff */
-#define QUIET_MS       1500  /* "nothing happens" windows */
-#define REQUEST_MS     5000  /* one request from qchat */
-#define TRANSCRIPT_MAX (64 * 1024)
-#define FAKE_BUF       (64 * 1024)
-#define FAKE_OBJ_MAX   (1u << 20)
+#define ACCEPT_MS    10000 /* a (re)connection from qchat; covers the backoff */
+#define QUIET_MS     1500  /* "nothing happens" windows */
+#define REQUEST_MS   5000  /* one request from qchat */
+#define FAKE_BUF     (64 * 1024)
+#define FAKE_OBJ_MAX (1u << 20)
 
 #define ME_ID    5
 #define ME_NAME  "alice"
@@ -256,124 +254,13 @@ static void check_seq(struct json_object *o, const char *what)
     H_CHECK(has_key(o, "seq") && h_int(o, "seq") > 0, "%s: want a seq in %s", what, h_json(o));
 }
 
-/* ---- the qchat process (as in test_client.c, on the fake's port) ------- */
-
-struct qchat_proc {
-    pid_t pid;
-    int in, out;
-    char buf[TRANSCRIPT_MAX];
-    size_t len;
-    char transcript[TRANSCRIPT_MAX];
-    size_t tlen;
-    bool eof;
-};
-
-static struct qchat_proc *procs[4];
-
-static void qchat_start(struct qchat_proc *p, int port)
-{
-    const char *bdir = getenv("B");
-    char bin[PATH_MAX], porttext[16];
-    int to_child[2], from_child[2];
-
-    snprintf(bin, sizeof bin, "%s/qchat", bdir != NULL && *bdir ? bdir : "build");
-    snprintf(porttext, sizeof porttext, "%d", port);
-    H_CHECK(access(bin, X_OK) == 0, "%s is not there: %s", bin, strerror(errno));
-    H_CHECK(pipe2(to_child, O_CLOEXEC) == 0 && pipe2(from_child, O_CLOEXEC) == 0, "pipe");
-    memset(p, 0, sizeof *p);
-    p->pid = fork();
-    H_CHECK(p->pid >= 0, "fork: %s", strerror(errno));
-    if (p->pid == 0) {
-        if (dup2(to_child[0], 0) < 0 || dup2(from_child[1], 1) < 0 || dup2(from_child[1], 2) < 0)
-            _exit(126);
-        signal(SIGPIPE, SIG_DFL);
-        execl(bin, bin, "-s", H_HOST, porttext, (char *)NULL);
-        _exit(127);
-    }
-    close(to_child[0]);
-    close(from_child[1]);
-    p->in = to_child[1];
-    p->out = from_child[0];
-    for (size_t i = 0; i < sizeof procs / sizeof procs[0]; i++)
-        if (procs[i] == NULL) {
-            procs[i] = p;
-            break;
-        }
-}
-
-static void qchat_cmd(struct qchat_proc *p, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void qchat_cmd(struct qchat_proc *p, const char *fmt, ...)
-{
-    char line[8192];
-    va_list ap;
-
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line - 1, fmt, ap);
-    va_end(ap);
-    H_CHECK(n > 0 && (size_t)n < sizeof line - 1, "command too long");
-    line[n++] = '\n';
-    H_CHECK(write(p->in, line, (size_t)n) == n, "write to qchat: %s", strerror(errno));
-}
-
-static void note_transcript(struct qchat_proc *p, const char *line)
-{
-    size_t n = strlen(line);
-
-    if (p->tlen + n + 2 < sizeof p->transcript) {
-        memcpy(p->transcript + p->tlen, line, n);
-        p->tlen += n;
-        p->transcript[p->tlen++] = '\n';
-        p->transcript[p->tlen] = '\0';
-    }
-}
-
-/* Next output line into out; false on timeout or EOF. */
-static bool qchat_line(struct qchat_proc *p, char *out, size_t outlen, int timeout_ms)
-{
-    int64_t deadline = h_now_ms() + timeout_ms;
-
-    for (;;) {
-        char *nl = memchr(p->buf, '\n', p->len);
-        if (nl != NULL) {
-            size_t n = (size_t)(nl - p->buf);
-            snprintf(out, outlen, "%.*s", (int)n, p->buf);
-            memmove(p->buf, nl + 1, p->len - n - 1);
-            p->len -= n + 1;
-            note_transcript(p, out);
-            return true;
-        }
-        int left = (int)(deadline - h_now_ms());
-        if (p->eof || left <= 0)
-            return false;
-        struct pollfd pf = { .fd = p->out, .events = POLLIN };
-        if (poll(&pf, 1, left) <= 0)
-            continue;
-        if (p->len == sizeof p->buf)
-            H_FAIL("qchat printed a line longer than %zu bytes", sizeof p->buf);
-        ssize_t r = read(p->out, p->buf + p->len, sizeof p->buf - p->len);
-        if (r <= 0)
-            p->eof = true;
-        else
-            p->len += (size_t)r;
-    }
-}
-
-/* The next line must be exactly want. */
-static void qchat_next(struct qchat_proc *p, const char *want, const char *what)
-{
-    char line[TRANSCRIPT_MAX];
-    bool got = qchat_line(p, line, sizeof line, LINE_MS);
-
-    H_CHECK(got && strcmp(line, want) == 0, "%s: want the line \"%s\", got %s%s%s; output:\n%s",
-            what, want, got ? "\"" : "", got ? line : "nothing", got ? "\"" : "", p->transcript);
-}
+/* ---- the qchat process (qchat_run.c, on the fake's port) ------------- */
 
 /* The next line must end with suffix (chat lines start with the server's time). */
 static void qchat_next_ending(struct qchat_proc *p, const char *suffix, const char *what)
 {
-    char line[TRANSCRIPT_MAX];
-    bool got = qchat_line(p, line, sizeof line, LINE_MS);
+    char line[QCHAT_TRANSCRIPT_MAX];
+    bool got = qchat_line(p, line, sizeof line, QCHAT_LINE_MS);
     size_t n = got ? strlen(line) : 0, k = strlen(suffix);
 
     H_CHECK(got && n >= k && strcmp(line + n - k, suffix) == 0,
@@ -384,40 +271,10 @@ static void qchat_next_ending(struct qchat_proc *p, const char *suffix, const ch
 /* No line for ms. */
 static void qchat_quiet(struct qchat_proc *p, int ms, const char *what)
 {
-    char line[TRANSCRIPT_MAX];
+    char line[QCHAT_TRANSCRIPT_MAX];
 
     H_CHECK(!qchat_line(p, line, sizeof line, ms), "%s: unexpected line \"%s\"; output:\n%s", what,
             line, p->transcript);
-}
-
-/* Close stdin, read the rest, return the exit status (-1: did not exit). */
-static int qchat_finish(struct qchat_proc *p)
-{
-    char line[TRANSCRIPT_MAX];
-    int64_t deadline = h_now_ms() + EXIT_MS;
-    int status = 0;
-    pid_t r;
-
-    if (p->in >= 0)
-        close(p->in);
-    p->in = -1;
-    while (!p->eof && h_now_ms() < deadline)
-        (void)qchat_line(p, line, sizeof line, (int)(deadline - h_now_ms()));
-    while (qchat_line(p, line, sizeof line, 0))
-        ;
-    while ((r = waitpid(p->pid, &status, WNOHANG)) == 0 && h_now_ms() < deadline)
-        h_sleep_ms(10);
-    if (r == 0) {
-        kill(p->pid, SIGKILL);
-        waitpid(p->pid, &status, 0);
-        status = -1;
-    }
-    close(p->out);
-    p->pid = 0;
-    for (size_t i = 0; i < sizeof procs / sizeof procs[0]; i++)
-        if (procs[i] == p)
-            procs[i] = NULL;
-    return status == -1 ? -1 : WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 /* ---- common steps ------------------------------------------------------- */
@@ -449,6 +306,15 @@ static void check_login_request(struct json_object *req, const char *password, c
         check_str(req, "password", password, what);
         check_true(req, "token", what); /* asks for a token */
     }
+}
+
+/* Accept qchat's connection and check its LOGIN_MSG (see check_login_request). */
+static void accept_login(struct fake *f, const char *password, const char *token, const char *what)
+{
+    fake_accept(f, what);
+    struct json_object *req = fake_expect(f, QC_LOGIN_MSG, what);
+    check_login_request(req, password, token);
+    json_object_put(req);
 }
 
 /* The login reply: a friend (bob), and the given offlinemsg items (a JSON array body). */
@@ -487,10 +353,7 @@ static void login(struct qchat_proc *p, struct fake *f, const char *tok, const c
     fake_start(f);
     qchat_start(p, f->port);
     qchat_cmd(p, "login:%d:pw", ME_ID);
-    fake_accept(f, "login");
-    struct json_object *req = fake_expect(f, QC_LOGIN_MSG, "login");
-    check_login_request(req, "pw", NULL);
-    json_object_put(req);
+    accept_login(f, "pw", NULL, "login");
     send_login_ack(f, tok, offline);
     snprintf(want, sizeof want, "logged in: id %d name " ME_NAME, ME_ID);
     qchat_next(p, want, "login");
@@ -520,7 +383,7 @@ static void test_connect_at_register_and_login_timeout(void **state)
     char line[256];
     qchat_cmd(&p, "help");
     do {
-        H_CHECK(qchat_line(&p, line, sizeof line, LINE_MS), "help output:\n%s", p.transcript);
+        H_CHECK(qchat_line(&p, line, sizeof line, QCHAT_LINE_MS), "help output:\n%s", p.transcript);
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
             if (strncmp(line, names[i], strlen(names[i])) == 0 && line[strlen(names[i])] == ' ')
                 listed[i] = true;
@@ -553,8 +416,7 @@ static void test_connect_at_register_and_login_timeout(void **state)
     fake_send(&f, "{\"msgid\":2,\"errno\":0,\"id\":12,\"name\":\"bob\"}");
     snprintf(want, sizeof want, "logged in: id 12 name bob");
     qchat_next(&p, want, "login after the timeout");
-    qchat_cmd(&p, "quit");
-    H_CHECK(qchat_finish(&p) == 0, "exit 0 after quit; output:\n%s", p.transcript);
+    qchat_quit(&p, "login after the timeout");
     fake_free(&f);
 }
 
@@ -645,8 +507,7 @@ static void test_history_pages_and_read(void **state)
     qchat_cmd(&p, "ghistory:x");
     qchat_next(&p, "error: usage: ghistory:groupid[:before]", "bad group id");
     fake_expect_nothing(&f, 300, "usage errors send nothing");
-    qchat_cmd(&p, "quit");
-    H_CHECK(qchat_finish(&p) == 0, "exit 0; output:\n%s", p.transcript);
+    qchat_quit(&p, __func__);
     fake_free(&f);
 }
 
@@ -716,8 +577,7 @@ static void test_live_chats_dedupe_and_pushes(void **state)
     fake_send(&f, "%s", c10);
     qchat_next(&p, TIME " [7]bob said: twelve", "chat 12");
     fake_expect_nothing(&f, 500, "no READ for what another device read already");
-    qchat_cmd(&p, "quit");
-    H_CHECK(qchat_finish(&p) == 0, "exit 0; output:\n%s", p.transcript);
+    qchat_quit(&p, __func__);
     fake_free(&f);
 }
 
@@ -848,14 +708,10 @@ static void test_conversations_friends_groups(void **state)
     json_object_put(req);
     fake_drop(&f);
     qchat_next(&p, "disconnected: reconnecting", "the server drops the connection");
-    fake_accept(&f, "reconnect after passwd");
-    req = fake_expect(&f, QC_LOGIN_MSG, "reconnect after passwd");
-    check_login_request(req, "s3cret:x", NULL);
-    json_object_put(req);
+    accept_login(&f, "s3cret:x", NULL, "reconnect after passwd");
     send_login_ack(&f, "tok-new", NULL);
     qchat_next(&p, "reconnected: id 5 name alice", "reconnected");
-    qchat_cmd(&p, "quit");
-    H_CHECK(qchat_finish(&p) == 0, "exit 0; output:\n%s", p.transcript);
+    qchat_quit(&p, __func__);
     fake_free(&f);
 }
 
@@ -900,15 +756,12 @@ static void test_reconnect_with_token(void **state)
     h_sleep_ms(1500);
     qchat_cmd(&p, "chat:%d:while down", BOB_ID);
     char line[256];
-    H_CHECK(qchat_line(&p, line, sizeof line, LINE_MS) &&
+    H_CHECK(qchat_line(&p, line, sizeof line, QCHAT_LINE_MS) &&
                 strncmp(line, "error: not connected (reconnecting in ", 38) == 0,
             "a command while the server is down: one error line, got \"%s\"; output:\n%s", line,
             p.transcript);
     fake_listen(&f, f.port);
-    fake_accept(&f, "reconnect after the restart");
-    req = fake_expect(&f, QC_LOGIN_MSG, "reconnect after the restart");
-    check_login_request(req, NULL, "tok-B"); /* the newest token */
-    json_object_put(req);
+    accept_login(&f, NULL, "tok-B", "reconnect after the restart"); /* the newest token */
     send_login_ack(&f, NULL, NULL);
     qchat_next(&p, "reconnected: id 5 name alice", "reconnected after the restart");
     qchat_cmd(&p, "chat:%d:after", BOB_ID);
@@ -929,9 +782,7 @@ static void test_reconnect_with_token(void **state)
     H_CHECK(!fake_try_accept(&f, QUIET_MS), "no reconnect after loginout");
     qchat_cmd(&p, "chat:%d:x", BOB_ID);
     qchat_next(&p, "error: not logged in", "after loginout");
-    qchat_cmd(&p, "quit");
-    int rc = qchat_finish(&p);
-    H_CHECK(rc == 0, "exit 0 after quit, got %d; output:\n%s", rc, p.transcript);
+    qchat_quit(&p, "after loginout");
     fake_free(&f);
 }
 
@@ -943,10 +794,7 @@ static void test_refused_token_and_kick(void **state)
     login(&p, &f, "tok-R", NULL);
     fake_drop(&f);
     qchat_next(&p, "disconnected: reconnecting", "drop");
-    fake_accept(&f, "reconnect");
-    struct json_object *req = fake_expect(&f, QC_LOGIN_MSG, "reconnect");
-    check_login_request(req, NULL, "tok-R");
-    json_object_put(req);
+    accept_login(&f, NULL, "tok-R", "reconnect");
     fake_send(&f, "{\"msgid\":2,\"errno\":24,\"errmsg\":\"bad or expired token\"}");
     qchat_next(&p, "reconnect failed: error 24: bad or expired token", "token refused");
     H_CHECK(!fake_try_accept(&f, QUIET_MS), "no more attempts once the token is refused");
@@ -955,10 +803,7 @@ static void test_refused_token_and_kick(void **state)
 
     /* log in again; a KICK is not answered by reconnecting (it would take the account back) */
     qchat_cmd(&p, "login:%d:pw", ME_ID);
-    fake_accept(&f, "login again");
-    req = fake_expect(&f, QC_LOGIN_MSG, "login again");
-    check_login_request(req, "pw", NULL);
-    json_object_put(req);
+    accept_login(&f, "pw", NULL, "login again");
     send_login_ack(&f, "tok-K", NULL);
     qchat_next(&p, "logged in: id 5 name alice", "login again");
     qchat_next(&p, "friend: 7 bob online", "friend line");
@@ -975,17 +820,7 @@ static void test_refused_token_and_kick(void **state)
 /* Kill qchat processes and close fakes a failed test left behind. */
 static int cleanup(void **state)
 {
-    for (size_t i = 0; i < sizeof procs / sizeof procs[0]; i++) {
-        if (procs[i] != NULL && procs[i]->pid > 0) {
-            kill(procs[i]->pid, SIGKILL);
-            waitpid(procs[i]->pid, NULL, 0);
-            if (procs[i]->in >= 0)
-                close(procs[i]->in);
-            close(procs[i]->out);
-            procs[i]->pid = 0;
-        }
-        procs[i] = NULL;
-    }
+    qchat_kill_leftovers();
     for (size_t i = 0; i < sizeof fakes / sizeof fakes[0]; i++)
         if (fakes[i] != NULL)
             fake_free(fakes[i]);

@@ -3,6 +3,8 @@
  * and test_store_mysql.c (MySQL): the same calls with the same
  * expectations, whatever the driver.  See store_cases.h.
  */
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +39,38 @@ struct store *open_store(struct store_fixture *f, int cap)
         fail_msg("open: %s", err);
     assert_non_null(st);
     return st;
+}
+
+void sqlite_case_config(struct store_fixture *f, const char *path)
+{
+    config_defaults(&f->cfg);
+    strlcpy(f->cfg.storage_driver, "sqlite", sizeof(f->cfg.storage_driver));
+    strlcpy(f->cfg.storage_path, path, sizeof(f->cfg.storage_path));
+    f->ops = store_driver("sqlite");
+    assert_non_null(f->ops);
+}
+
+static void remove_file(const char *dir, const char *name, const char *suffix)
+{
+    char path[PATH_MAX];
+
+    snprintf(path, sizeof(path), "%s/%s%s", dir, name, suffix);
+    if (unlink(path) != 0 && errno != ENOENT)
+        fprintf(stderr, "unlink %s: %s\n", path, strerror(errno));
+}
+
+void sqlite_files_remove(const char *dir, const char *name)
+{
+    remove_file(dir, name, "");
+    remove_file(dir, name, "-wal");
+    remove_file(dir, name, "-shm");
+}
+
+void sqlite_dir_remove(const char *dir, const char *name)
+{
+    sqlite_files_remove(dir, name);
+    if (rmdir(dir) != 0)
+        fprintf(stderr, "rmdir %s: %s\n", dir, strerror(errno));
 }
 
 int32_t new_user(struct store_fixture *f, const char *name)

@@ -84,6 +84,12 @@ void store_text(struct store_fixture *f, struct store *st, const int32_t *ids, s
 int offline_count(struct store_fixture *f, int32_t id);
 /* Append one message of conv with body {"c":conv,"cseq":cseq}. */
 void append_msg(struct store_fixture *f, int64_t conv, int64_t cseq, int32_t sender, int64_t ts);
+/* Default config for the SQLite driver on the database at path, and f->ops for it. */
+void sqlite_case_config(struct store_fixture *f, const char *path);
+/* Remove SQLite database name in dir with its -wal and -shm files (absent ones are fine). */
+void sqlite_files_remove(const char *dir, const char *name);
+/* The same, then the (now empty) directory dir itself. */
+void sqlite_dir_remove(const char *dir, const char *name);
 
 /* ---- the cases -------------------------------------------------------- */
 

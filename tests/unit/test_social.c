@@ -138,11 +138,8 @@ static int setup(void **state)
     memcpy(sf->dir, TMP_TEMPLATE, sizeof(TMP_TEMPLATE));
     assert_non_null(mkdtemp(sf->dir));
     snprintf(sf->path, sizeof(sf->path), "%s/%s", sf->dir, DB_NAME);
-    config_defaults(&f->cfg);
-    strlcpy(f->cfg.storage_driver, "sqlite", sizeof(f->cfg.storage_driver));
-    strlcpy(f->cfg.storage_path, sf->path, sizeof(f->cfg.storage_path));
+    sqlite_case_config(f, sf->path);
     f->raw_sql = raw_sql;
-    f->ops = store_driver("sqlite");
     f->st = open_store(f, f->cfg.max_offline_messages);
     sf->social.so = social_driver("sqlite");
     assert_ptr_equal(sf->social.so, &social_sqlite_ops);
@@ -156,26 +153,13 @@ static int setup(void **state)
     return 0;
 }
 
-static void remove_file(const char *dir, const char *name)
-{
-    char path[PATH_MAX];
-
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    if (unlink(path) != 0 && errno != ENOENT)
-        fprintf(stderr, "unlink %s: %s\n", path, strerror(errno));
-}
-
 static int teardown(void **state)
 {
     struct sqlite_social_fixture *sf = *state;
 
     if (sf->social.store.st != NULL)
         sf->social.store.ops->close(sf->social.store.st);
-    remove_file(sf->dir, DB_NAME);
-    remove_file(sf->dir, DB_NAME "-wal");
-    remove_file(sf->dir, DB_NAME "-shm");
-    if (rmdir(sf->dir) != 0)
-        fprintf(stderr, "rmdir %s: %s\n", sf->dir, strerror(errno));
+    sqlite_dir_remove(sf->dir, DB_NAME);
     free(sf);
     return 0;
 }

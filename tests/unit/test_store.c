@@ -48,17 +48,13 @@ static void raw_sql(struct store_fixture *f, const char *sql)
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
-static void remove_file(const char *dir, const char *name);
-
 /* An empty database with the version 1 tables only, as v1 of qchatd made it. */
 static void make_v1(struct store_fixture *f)
 {
     struct sqlite_fixture *sf = sqlite_fixture(f);
     sqlite3 *db = NULL;
 
-    remove_file(sf->dir, DB_NAME);
-    remove_file(sf->dir, DB_NAME "-wal");
-    remove_file(sf->dir, DB_NAME "-shm");
+    sqlite_files_remove(sf->dir, DB_NAME);
     assert_int_equal(sqlite3_open(sf->path, &db), SQLITE_OK);
     assert_string_equal(store_sqlite_migrations[0].name, "001-base.sql");
     assert_int_equal(sqlite3_exec(db, store_sqlite_migrations[0].sql, NULL, NULL, NULL), SQLITE_OK);
@@ -75,25 +71,12 @@ static int setup(void **state)
     memcpy(sf->dir, TMP_TEMPLATE, sizeof(TMP_TEMPLATE));
     assert_non_null(mkdtemp(sf->dir));
     snprintf(sf->path, sizeof(sf->path), "%s/%s", sf->dir, DB_NAME);
-    config_defaults(&f->cfg);
-    strlcpy(f->cfg.storage_driver, "sqlite", sizeof(f->cfg.storage_driver));
-    strlcpy(f->cfg.storage_path, sf->path, sizeof(f->cfg.storage_path));
+    sqlite_case_config(f, sf->path);
     f->raw_sql = raw_sql;
     f->make_v1 = make_v1;
-    f->ops = store_driver("sqlite");
-    assert_non_null(f->ops);
     f->st = open_store(f, f->cfg.max_offline_messages);
     *state = f;
     return 0;
-}
-
-static void remove_file(const char *dir, const char *name)
-{
-    char path[PATH_MAX];
-
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    if (unlink(path) != 0 && errno != ENOENT)
-        fprintf(stderr, "unlink %s: %s\n", path, strerror(errno));
 }
 
 static int teardown(void **state)
@@ -103,11 +86,7 @@ static int teardown(void **state)
 
     if (f->st != NULL)
         f->ops->close(f->st);
-    remove_file(sf->dir, DB_NAME);
-    remove_file(sf->dir, DB_NAME "-wal");
-    remove_file(sf->dir, DB_NAME "-shm");
-    if (rmdir(sf->dir) != 0)
-        fprintf(stderr, "rmdir %s: %s\n", sf->dir, strerror(errno));
+    sqlite_dir_remove(sf->dir, DB_NAME);
     free(sf);
     return 0;
 }
@@ -163,9 +142,7 @@ static void test_file_mode(void **state)
 
     f->ops->close(f->st);
     f->st = NULL;
-    remove_file(sf->dir, DB_NAME);
-    remove_file(sf->dir, DB_NAME "-wal");
-    remove_file(sf->dir, DB_NAME "-shm");
+    sqlite_files_remove(sf->dir, DB_NAME);
     old = umask(0);
     f->st = open_store(f, f->cfg.max_offline_messages);
     (void)umask(old);
