@@ -81,7 +81,7 @@ run_one() {
 
     case $rc in
         0)   how="" ;;
-        "$SKIP_STATUS") how=" (skipped: $(grep -m1 'SKIP' "$log" | sed 's/^.*SKIP *//' | cut -c1-100))" ;;
+        "$SKIP_STATUS") how=" (skipped: $(grep -m1 'SKIP' "$log" | sed 's/^.*SKIP:* *//' | cut -c1-100))" ;;
         124) how=" (timed out after ${TIME_LIMIT}s)" ;;
         137) how=" (killed)" ;;
         *)   if [ "$rc" -gt 128 ]; then how=" (signal $((rc - 128)))"; else how=" (exit $rc)"; fi ;;
