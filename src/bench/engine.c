@@ -550,19 +550,9 @@ static void handle_line(struct engine *e, struct conn *c, const char *p, size_t 
     e->ops.line(e, c, p, n, &f);
 }
 
-/* Split bytes into lines; keep a partial one in c->in.  -1: c is gone. */
-static int conn_input(struct engine *e, struct conn *c, const char *p, size_t n)
+/* Handle the whole lines in p[0..n); returns the bytes used, -1: c is gone. */
+static long conn_lines(struct engine *e, struct conn *c, const char *p, size_t n)
 {
-    if (c->inlen) {
-        if (grow(&c->in, &c->incap, (size_t)c->inlen + n, BENCH_IN_MAX, BENCH_RBUF_BYTES) < 0) {
-            engine_fail(e, c, E_PROTOCOL, "server line over the input limit");
-            return -1;
-        }
-        memcpy(c->in + c->inlen, p, n);
-        c->inlen += (uint32_t)n;
-        p = c->in;
-        n = c->inlen;
-    }
     size_t off = 0;
     for (;;) {
         const char *nl = memchr(p + off, '\n', n - off);
@@ -575,25 +565,7 @@ static int conn_input(struct engine *e, struct conn *c, const char *p, size_t n)
             return -1;
         off += len + 1;
     }
-    size_t left = n - off;
-    if (p == c->in) {
-        if (left && off)
-            memmove(c->in, c->in + off, left);
-        c->inlen = (uint32_t)left;
-    } else if (left) {
-        if (grow(&c->in, &c->incap, left, BENCH_IN_MAX, BENCH_RBUF_BYTES) < 0) {
-            engine_fail(e, c, E_PROTOCOL, "server line over the input limit");
-            return -1;
-        }
-        memcpy(c->in, p + off, left);
-        c->inlen = (uint32_t)left;
-    }
-    if (c->inlen == 0 && e->lean && c->in) {
-        free(c->in);
-        c->in = NULL;
-        c->incap = 0;
-    }
-    return 0;
+    return (long)off;
 }
 
 /* --ws: one server frame; -1: c is gone. */
@@ -613,19 +585,10 @@ static int ws_frame_in(struct engine *e, struct conn *c, int op, const char *p, 
     return c->fd < 0 ? -1 : 0;
 }
 
-/* --ws: the 101, then frames; a partial one waits in c->in.  -1: c is gone. */
-static int ws_input(struct engine *e, struct conn *c, const char *p, size_t n)
+/* --ws: handle the 101, then the whole frames in p[0..n); returns the bytes
+ * used, -1: c is gone. */
+static long ws_frames(struct engine *e, struct conn *c, const char *p, size_t n)
 {
-    if (c->inlen) {
-        if (grow(&c->in, &c->incap, (size_t)c->inlen + n, BENCH_IN_MAX, BENCH_RBUF_BYTES) < 0) {
-            engine_fail(e, c, E_PROTOCOL, "server frame over the input limit");
-            return -1;
-        }
-        memcpy(c->in + c->inlen, p, n);
-        c->inlen += (uint32_t)n;
-        p = c->in;
-        n = c->inlen;
-    }
     size_t off = 0;
     while (off < n) {
         long k;
@@ -661,14 +624,39 @@ static int ws_input(struct engine *e, struct conn *c, const char *p, size_t n)
         }
         break; /* incomplete */
     }
-    size_t left = n - off;
+    return (long)off;
+}
+
+/*
+ * Bytes read from c: joined to the partial line or frame kept in c->in, the
+ * whole ones handled, the rest kept in c->in for the next read (c->in is
+ * freed when empty in a --lean run).  -1: c is gone.
+ */
+static int conn_input(struct engine *e, struct conn *c, const char *p, size_t n)
+{
+    const char *over =
+        c->ws ? "server frame over the input limit" : "server line over the input limit";
+    if (c->inlen) {
+        if (grow(&c->in, &c->incap, (size_t)c->inlen + n, BENCH_IN_MAX, BENCH_RBUF_BYTES) < 0) {
+            engine_fail(e, c, E_PROTOCOL, over);
+            return -1;
+        }
+        memcpy(c->in + c->inlen, p, n);
+        c->inlen += (uint32_t)n;
+        p = c->in;
+        n = c->inlen;
+    }
+    long used = c->ws ? ws_frames(e, c, p, n) : conn_lines(e, c, p, n);
+    if (used < 0)
+        return -1;
+    size_t off = (size_t)used, left = n - off;
     if (p == c->in) {
         if (left && off)
             memmove(c->in, c->in + off, left);
         c->inlen = (uint32_t)left;
     } else if (left) {
         if (grow(&c->in, &c->incap, left, BENCH_IN_MAX, BENCH_RBUF_BYTES) < 0) {
-            engine_fail(e, c, E_PROTOCOL, "server frame over the input limit");
+            engine_fail(e, c, E_PROTOCOL, over);
             return -1;
         }
         memcpy(c->in, p + off, left);
@@ -688,8 +676,7 @@ static void conn_readable(struct engine *e, struct conn *c)
         ssize_t r = recv(c->fd, e->rbuf, sizeof e->rbuf, 0);
         if (r > 0) {
             e->now = now_ns();
-            if ((c->ws ? ws_input(e, c, e->rbuf, (size_t)r)
-                       : conn_input(e, c, e->rbuf, (size_t)r)) < 0)
+            if (conn_input(e, c, e->rbuf, (size_t)r) < 0)
                 return;
             if ((size_t)r < sizeof e->rbuf)
                 break;

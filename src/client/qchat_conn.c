@@ -34,6 +34,18 @@ static void print_skipped(void *arg, struct json_object *obj)
     out_incoming(arg, obj);
 }
 
+/* A new connection in q->c with its state reset; false (why in err) when none. */
+static bool dial(struct qchat *q, char err[CONNECT_ERR_LEN])
+{
+    q->c = qclient_connect(q->host, q->port, QCHAT_CONNECT_TIMEOUT_MS, err, CONNECT_ERR_LEN);
+    if (q->c == NULL)
+        return false;
+    qclient_set_skip_handler(q->c, print_skipped, q);
+    q->broken = q->kicked = q->timed_out = false;
+    q->last_send_ms = clock_now_ms();
+    return true;
+}
+
 bool qconn_open(struct qchat *q)
 {
     char err[CONNECT_ERR_LEN];
@@ -42,17 +54,11 @@ bool qconn_open(struct qchat *q)
         qconn_lost(q);
     if (q->c != NULL)
         return true;
-    q->c = qclient_connect(q->host, q->port, QCHAT_CONNECT_TIMEOUT_MS, err, sizeof err);
-    if (q->c == NULL) {
+    if (!dial(q, err)) {
         out_line(q, "error: %s", err);
         q->trouble = true;
         return false;
     }
-    qclient_set_skip_handler(q->c, print_skipped, q);
-    q->broken = false;
-    q->kicked = false;
-    q->timed_out = false;
-    q->last_send_ms = clock_now_ms();
     return true;
 }
 
@@ -159,13 +165,10 @@ static bool reconnect_now(struct qchat *q)
     int rc;
 
     q->reconnect_at = 0;
-    q->c = qclient_connect(q->host, q->port, QCHAT_CONNECT_TIMEOUT_MS, err, sizeof err);
-    if (q->c == NULL) {
+    if (!dial(q, err)) {
         plan_reconnect(q);
         return false;
     }
-    qclient_set_skip_handler(q->c, print_skipped, q);
-    q->broken = q->kicked = q->timed_out = false;
     rc = qconn_login(q, q->my_id, q->password, q->token[0] != '\0' ? q->token : NULL, &ack);
     if (rc == 0) {
         qconn_keep_credentials(q, ack, NULL);

@@ -69,6 +69,19 @@ static int call(struct qchat *q, struct json_object *req, int reply_msgid,
     return qclient_call(q->c, req, reply_msgid, qchat_seq(q), reply, q->reply_timeout_ms);
 }
 
+/* A request with its own reply message: the reply, or NULL once the error is printed. */
+static struct json_object *query(struct qchat *q, struct json_object *req, int reply_msgid)
+{
+    struct json_object *reply = NULL;
+    int rc = call(q, req, reply_msgid, &reply);
+
+    if (rc == 0)
+        return reply;
+    out_outcome(q, rc, "");
+    json_object_put(reply);
+    return NULL;
+}
+
 /* A request answered by the ACK only: print ok_text or the error. */
 static void call_acked(struct qchat *q, struct json_object *req, const char *ok_text)
 {
@@ -161,7 +174,6 @@ static void history_command(struct qchat *q, char *args, bool group)
     struct conv_key key = { .group = group };
     char *before_text = NULL;
     int64_t before = 0;
-    int rc;
 
     if (cmd_split_colon(args, &before_text) && !cmd_parse_cseq(before_text, &before)) {
         cmd_usage_error(q, name);
@@ -177,10 +189,8 @@ static void history_command(struct qchat *q, char *args, bool group)
     add_int(&req, group ? "groupid" : "with", key.id);
     if (before > 0)
         add_int(&req, "before", before);
-    rc = call(q, req, QCHAT_HISTORY_ACK, &reply);
-    if (rc != 0)
-        out_outcome(q, rc, "");
-    else
+    reply = query(q, req, QCHAT_HISTORY_ACK);
+    if (reply != NULL)
         print_history_page(q, key, reply);
     json_object_put(reply);
 }
@@ -227,7 +237,6 @@ void cmd_convs(struct qchat *q, char *args)
 {
     struct json_object *reply = NULL, *convs;
     size_t i, n;
-    int rc;
 
     if (args != NULL) {
         cmd_usage_error(q, "convs");
@@ -235,12 +244,9 @@ void cmd_convs(struct qchat *q, char *args)
     }
     if (!qconn_ready(q))
         return;
-    rc = call(q, new_request(QCHAT_CONVERSATIONS), QCHAT_CONVERSATIONS_ACK, &reply);
-    if (rc != 0) {
-        out_outcome(q, rc, "");
-        json_object_put(reply);
+    reply = query(q, new_request(QCHAT_CONVERSATIONS), QCHAT_CONVERSATIONS_ACK);
+    if (reply == NULL)
         return;
-    }
     convs = array_field(reply, "convs");
     n = convs != NULL ? json_object_array_length(convs) : 0;
     out_line(q, "conversations: %zu", n);
@@ -293,7 +299,6 @@ static void print_people(struct qchat *q, struct json_object *reply, const char 
 void cmd_friends(struct qchat *q, char *args)
 {
     struct json_object *reply = NULL;
-    int rc;
 
     if (args != NULL) {
         cmd_usage_error(q, "friends");
@@ -301,12 +306,9 @@ void cmd_friends(struct qchat *q, char *args)
     }
     if (!qconn_ready(q))
         return;
-    rc = call(q, new_request(QCHAT_FRIEND_LIST), QCHAT_FRIEND_LIST_ACK, &reply);
-    if (rc != 0) {
-        out_outcome(q, rc, "");
-        json_object_put(reply);
+    reply = query(q, new_request(QCHAT_FRIEND_LIST), QCHAT_FRIEND_LIST_ACK);
+    if (reply == NULL)
         return;
-    }
     out_line(q, "friends: %zu friends, %zu requests in, %zu requests out, %zu blocked",
              array_count(reply, "friends"), array_count(reply, "requests_in"),
              array_count(reply, "requests_out"), array_count(reply, "blocked"));
@@ -373,7 +375,6 @@ void cmd_members(struct qchat *q, char *args)
     int32_t gid;
     size_t i, n;
     struct buf b;
-    int rc;
 
     if (!cmd_parse_id(args, &gid)) {
         cmd_usage_error(q, "members");
@@ -383,12 +384,9 @@ void cmd_members(struct qchat *q, char *args)
         return;
     req = new_request(QCHAT_GROUP_MEMBERS);
     add_int(&req, "groupid", gid);
-    rc = call(q, req, QCHAT_GROUP_MEMBERS_ACK, &reply);
-    if (rc != 0) {
-        out_outcome(q, rc, "");
-        json_object_put(reply);
+    reply = query(q, req, QCHAT_GROUP_MEMBERS_ACK);
+    if (reply == NULL)
         return;
-    }
     users = array_field(reply, "users");
     n = users != NULL ? json_object_array_length(users) : 0;
     out_line(q, "members of group %d: %zu", gid, n);

@@ -403,21 +403,31 @@ static bool is_reply(struct json_object *obj, int msgid, int64_t seq)
     return qjson_int(obj, "seq", &v) == 0 && v == seq;
 }
 
-/* Wait for the first object matching (msgid, seq); others are set aside. */
+/*
+ * The reply to a request: msgid and, when seq > 0, the same seq -- or then
+ * the generic ACK with that seq, which is how a call that has its own reply
+ * message is answered when it fails.
+ */
+static bool is_reply_to(struct json_object *obj, int msgid, int64_t seq)
+{
+    return is_reply(obj, msgid, seq) || (seq > 0 && is_reply(obj, QC_ACK_MSG, seq));
+}
+
+/* Wait for the first object that is_reply_to (msgid, seq); others are set aside. */
 static struct json_object *wait_for(struct qclient *c, int msgid, int64_t seq, int timeout_ms)
 {
     int64_t deadline = deadline_after(timeout_ms);
     size_t i;
 
     for (i = 0; i < c->fifo_len; i++)
-        if (is_reply(c->fifo[(c->fifo_head + i) % c->fifo_cap], msgid, seq))
+        if (is_reply_to(c->fifo[(c->fifo_head + i) % c->fifo_cap], msgid, seq))
             return fifo_take(c, i);
     for (;;) {
         struct json_object *obj = stream_next(c, deadline);
 
         if (obj == NULL)
             return NULL;
-        if (is_reply(obj, msgid, seq))
+        if (is_reply_to(obj, msgid, seq))
             return obj;
         if (set_aside(c, obj) < 0)
             return NULL;
@@ -666,20 +676,9 @@ int qclient_heartbeat(struct qclient *c, int64_t seq, int timeout_ms)
 
 /* ---- version 2 requests ----------------------------------------------- */
 
-/* The reply of a call: reply_msgid or the generic ACK, with the same seq. */
-static bool is_call_reply(struct json_object *obj, int reply_msgid, int64_t seq)
-{
-    return is_reply(obj, reply_msgid, seq) || is_reply(obj, QC_ACK_MSG, seq);
-}
-
 int qclient_call(struct qclient *c, struct json_object *req, int reply_msgid, int64_t seq,
                  struct json_object **reply, int timeout_ms)
 {
-    int64_t deadline = deadline_after(timeout_ms);
-    struct json_object *r = NULL;
-    size_t i;
-    int rc;
-
     if (reply != NULL)
         *reply = NULL;
     if (req == NULL || seq <= 0 || !request_add(req, "seq", json_object_new_int64(seq))) {
@@ -687,29 +686,7 @@ int qclient_call(struct qclient *c, struct json_object *req, int reply_msgid, in
         errno = req == NULL ? ENOMEM : EINVAL;
         return -1;
     }
-    rc = qclient_send(c, req);
-    json_object_put(req);
-    if (rc < 0)
-        return -1;
-    for (i = 0; i < c->fifo_len && r == NULL; i++)
-        if (is_call_reply(c->fifo[(c->fifo_head + i) % c->fifo_cap], reply_msgid, seq))
-            r = fifo_take(c, i);
-    while (r == NULL) {
-        struct json_object *obj = stream_next(c, deadline);
-
-        if (obj == NULL)
-            return -1;
-        if (is_call_reply(obj, reply_msgid, seq))
-            r = obj;
-        else if (set_aside(c, obj) < 0)
-            return -1;
-    }
-    rc = reply_errno(r);
-    if (reply != NULL && rc >= 0)
-        *reply = r;
-    else
-        json_object_put(r);
-    return rc;
+    return transact(c, req, true, reply_msgid, seq, reply, timeout_ms);
 }
 
 /* Add key: string when s is not NULL, key: true when flag; false on ENOMEM. */

@@ -18,39 +18,19 @@
 
 static const char hex_digits[] = "0123456789abcdef";
 
+/* The bytes with a two-character escape, and the letter after the backslash. */
+static const char short_escaped[] = "\"\\\b\f\n\r\t";
+static const char short_letter[] = "\"\\bfnrt";
+
 /* Write byte c, escaped when JSON requires it; returns the bytes written. */
 static size_t escape_byte(unsigned char c, char *out)
 {
-    switch (c) {
-    case '"':
+    const char *s = memchr(short_escaped, c, sizeof(short_escaped) - 1);
+
+    if (s != NULL) {
         out[0] = '\\';
-        out[1] = '"';
+        out[1] = short_letter[s - short_escaped];
         return 2;
-    case '\\':
-        out[0] = '\\';
-        out[1] = '\\';
-        return 2;
-    case '\b':
-        out[0] = '\\';
-        out[1] = 'b';
-        return 2;
-    case '\f':
-        out[0] = '\\';
-        out[1] = 'f';
-        return 2;
-    case '\n':
-        out[0] = '\\';
-        out[1] = 'n';
-        return 2;
-    case '\r':
-        out[0] = '\\';
-        out[1] = 'r';
-        return 2;
-    case '\t':
-        out[0] = '\\';
-        out[1] = 't';
-        return 2;
-    default: break;
     }
     if (c < 0x20) {
         memcpy(out, "\\u00", 4);

@@ -63,6 +63,7 @@ static void usage(FILE *f)
     fprintf(
         f,
         "usage: qchatctl [-s SOCKET] [--json] status | users | kick ID | revoke ID | reload | stats\n"
+        "                | purge\n"
         "  -s, --socket SOCKET  control socket (default $%s or %s)\n"
         "  -j, --json           print the server's JSON reply as is\n",
         QCHATCTL_SOCKET_ENV, QCHATCTL_DEFAULT_SOCKET);

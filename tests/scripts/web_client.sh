@@ -77,22 +77,18 @@ for _ in 1 2 3 4 5; do
 done
 [ -n "$tcp_port" ] || { say "FAIL no free port"; exit 1; }
 
-# run_qchatd WS_PORT: the server, its PID written for the restart
-run_qchatd() {
-    echo $$ >"$tmp/qchatd.pid"
-    exec "$QCHATD" -f -o server.listen="127.0.0.1:$tcp_port" -o websocket.listen="127.0.0.1:$1" \
-        -o websocket.web_root="$top/web" -o storage.path="$tmp/q.db" \
-        -o server.control_socket="$tmp/ctl.sock" -o security.password_cost=1 \
-        -o server.workers=2 -o log.level=info
-}
-
-# qchatd started by hand on fixed ports, for the restart
+# start.sh WS_PORT: qchatd on the TCP port and WS_PORT, its PID in
+# $tmp/qchatd.pid (exec keeps it); the first start and the scenario's restart
+cat >"$tmp/start.sh" <<START
+#!/bin/sh
+echo \$\$ >"$tmp/qchatd.pid"
+exec "$QCHATD" -f -o server.listen="127.0.0.1:$tcp_port" -o websocket.listen="127.0.0.1:\$1" \\
+    -o websocket.web_root="$top/web" -o storage.path="$tmp/q.db" \\
+    -o server.control_socket="$tmp/ctl.sock" -o security.password_cost=1 \\
+    -o server.workers=2 -o log.level=info
+START
 run_qchatd_on() {
-    sh -c 'echo $$ >"$1/qchatd.pid"; exec "$2" -f -o server.listen="127.0.0.1:$3" \
-        -o websocket.listen="127.0.0.1:$4" -o websocket.web_root="$5/web" \
-        -o storage.path="$1/q.db" -o server.control_socket="$1/ctl.sock" \
-        -o security.password_cost=1 -o server.workers=2 -o log.level=info' \
-        sh "$tmp" "$QCHATD" "$tcp_port" "$1" "$top" >>"$tmp/qchatd.log" 2>&1 &
+    sh "$tmp/start.sh" "$1" >>"$tmp/qchatd.log" 2>&1 &
 }
 
 ws_port=""
@@ -150,11 +146,7 @@ pid=\$(cat "$tmp/qchatd.pid")
 kill -TERM "\$pid"
 wait_until $STOP_WAIT gone "\$pid" || kill -KILL "\$pid"
 sleep $RESTART_PAUSE
-sh -c 'echo \$\$ >"\$1/qchatd.pid"; exec "\$2" -f -o server.listen="127.0.0.1:\$3" \\
-    -o websocket.listen="127.0.0.1:\$4" -o websocket.web_root="\$5/web" \\
-    -o storage.path="\$1/q.db" -o server.control_socket="\$1/ctl.sock" \\
-    -o security.password_cost=1 -o server.workers=2 -o log.level=info' \\
-    sh "$tmp" "$QCHATD" "$tcp_port" "$ws_port" "$top" >>"$tmp/qchatd.log" 2>&1 &
+sh "$tmp/start.sh" "$ws_port" >>"$tmp/qchatd.log" 2>&1 &
 wait_until $START_WAIT accepting "$ws_port"
 RESTART
 
