@@ -30,7 +30,6 @@
 #define OFFLINE_CAP        5   /* limits.max_offline_messages in this file's server */
 #define OFFLINE_SENT       12  /* more than two login replies' worth */
 #define QUIET_MS           300 /* a push that must not come: wait this long */
-#define CURSOR_SETTLE_MS   200 /* a written login reply's cursor reaches the store */
 #define ORDER_GAP_MS       5   /* apart by this much, two messages' ts order them */
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -239,12 +238,9 @@ static void test_offline_items_carry_cseq_once(void **state)
     json_object_put(ack);
     h_close(cb);
     /*
-     * Delivered once: the next login has none.  The cursor moves once the
-     * reply has been written, by a storage job of the worker that wrote it;
-     * a login on another worker within those milliseconds may see the
-     * messages again (clients drop repeats by cseq), so give it a moment.
+     * Delivered once: the next login has none, even at once on another
+     * worker (its read waits for the writing worker's cursor job).
      */
-    h_sleep_ms(CURSOR_SETTLE_MS);
     cb = h_login(&b, &ack);
     H_CHECK(h_arr_len_opt(ack, "offlinemsg") == 0, "delivered messages are not offline again: %s",
             h_json(ack));
