@@ -36,7 +36,6 @@
 #include "server/route.h"
 #include "server/session.h"
 #include "server/worker.h"
-#include "store/social.h"
 
 #define LOGIN_ITEM_SLACK   16 /* an item as a string: quotes, comma; escaping is bounded by 2x */
 #define LOGIN_CHECK_MAX    (IPC_MAX_PACKET / sizeof(int32_t)) /* ids asked of Redis at once */
