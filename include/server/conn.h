@@ -117,6 +117,8 @@ struct conn {
     int64_t typing_ms[CONN_TYPING_SLOTS];
     struct conn *dirty_next;
     struct conn *dead_next;
+    struct conn *paced_next, *paced_prev; /* on the worker's paced list */
+    bool paced;                           /* ... which it is on */
     /* cluster: the last cseq written per conversation, chats behind a fill (recover.c) */
     struct recover_state *recover;
 };

@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "server/online.h"
+
 struct worker;
 
 /*
@@ -29,5 +31,20 @@ bool delivered_position(const char *p, size_t n, int64_t *conv, int64_t *cseq);
 void delivered_note(struct worker *w, int32_t uid, const char *p, size_t n);
 /* Send what was noted to the storage thread (end of a loop turn). */
 void delivered_flush(struct worker *w);
+
+/*
+ * A login's read of its offline messages must see the cursors of chats
+ * already written by this node's other workers (a quick re-login on
+ * another worker would otherwise get them again).  Taken on the worker's
+ * loop when the login is handled: how far each other live worker has
+ * noted; waited on the storage thread before the read: until those
+ * workers' cursor jobs have run, at most max_ms.  The worker's own jobs
+ * run before on the same storage thread.
+ */
+struct delivered_fence {
+    uint64_t upto[ONLINE_MAX_WORKERS];
+};
+void delivered_fence_take(struct worker *w, struct delivered_fence *f);
+void delivered_fence_wait(struct worker *w, const struct delivered_fence *f, int max_ms);
 
 #endif

@@ -1,11 +1,13 @@
 /*
- * offline.h - the fallback of every delivery: keep a message in storage for
- * the recipient's next login.
+ * offline.h - the fallback of every delivery: the message waits for the
+ * recipient's next login.
  *
  * A chat whose session vanished, whose connection died before the socket
- * took it, or whose recipient is online nowhere ends here.  These are the
- * only calls that store a message for a user; they count what they store
- * (and what storage refused) in the worker's shared statistics.
+ * took it, or whose recipient is online nowhere ends here.  Since version 2
+ * every chat is in the conversation log before it is delivered, after the
+ * recipient's delivered cursor (which only moves when a socket took it):
+ * nothing needs storing, and no store call is made on the event loop.  The
+ * calls count what waits in the worker's shared statistics.
  */
 #ifndef QCHAT_SERVER_OFFLINE_H
 #define QCHAT_SERVER_OFFLINE_H
@@ -15,11 +17,12 @@
 
 struct worker;
 
-/* Store payload for uid now; 0 or an error number (logged: the message is lost). */
+/*
+ * payload (a forwarded chat, with its cseq) waits in the log for uid: 0, or
+ * QC_EINTERNAL (logged) for a message that carries no cseq.
+ */
 int offline_keep(struct worker *w, int32_t uid, const char *payload, size_t len);
-/* The same, if uid exists (QC_ENOUSER otherwise). */
-int offline_keep_checked(struct worker *w, int32_t uid, const char *payload, size_t len);
-/* Store each line of stash (messages taken from storage for a login reply) again. */
+/* The same for each line of stash (messages taken from the log for a login reply). */
 int offline_keep_stash(struct worker *w, int32_t uid, const char *stash);
 
 #endif

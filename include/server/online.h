@@ -49,6 +49,8 @@ struct worker_stats {
     _Atomic uint64_t offline_stored;
     _Atomic uint64_t store_failures; /* requests answered "storage unavailable" */
     _Atomic int64_t store_failed_ms; /* CLOCK_MONOTONIC ms of the last one */
+    _Atomic uint64_t cursor_noted;   /* chats noted as written (delivered.c) ... */
+    _Atomic uint64_t cursor_done;    /* ... of which the cursor jobs have run */
 } __attribute__((aligned(64)));
 
 /* The relay's state, written by the relay, read by the master. */

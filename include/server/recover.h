@@ -12,7 +12,8 @@
  *   - cseq == last + 1: written;
  *   - cseq > last + 1: a gap.  The chat (and every later one for the
  *     session) waits while the storage thread reads the conversation's log
- *     after last (history); the missing chats are written first, in order.
+ *     after last (history); the missing chats are written first, in order,
+ *     at most limits.max_login_reply_bytes of them (the rest: HISTORY).
  *   - a conversation the session has not seen: the storage thread reads
  *     the user's undelivered messages (after the delivered cursors, which
  *     only move when a chat is written) and they are written first.

@@ -115,6 +115,7 @@ struct worker {
     uint32_t next_cgen;
     struct conn *dirty; /* connections with output to flush */
     struct conn *dead;  /* closed this turn, freed at its end */
+    struct conn *paced; /* legacy connections waiting out their gap (conn.c) */
 
     struct frame_reader fr; /* shared: one object at a time */
     char *rbuf;             /* read scratch */

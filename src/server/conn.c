@@ -443,8 +443,25 @@ static void watch_output(struct worker *w, struct conn *c, bool on)
 
 static int pace_fd = -1; /* one timerfd per worker process */
 static struct loop_source pace_src;
+static int64_t pace_armed_until; /* when it fires (ms), while w->paced is not empty */
 
-/* The gap is over: every legacy connection with output writes its next object. */
+static void pace_arm(struct worker *w);
+
+static void unpace(struct worker *w, struct conn *c)
+{
+    if (!c->paced)
+        return;
+    if (c->paced_prev)
+        c->paced_prev->paced_next = c->paced_next;
+    else
+        w->paced = c->paced_next;
+    if (c->paced_next)
+        c->paced_next->paced_prev = c->paced_prev;
+    c->paced_next = c->paced_prev = NULL;
+    c->paced = false;
+}
+
+/* A gap is over: those legacy connections write their next object. */
 static void on_pace(void *ctx, uint32_t events)
 {
     struct worker *w = ctx;
@@ -452,15 +469,21 @@ static void on_pace(void *ctx, uint32_t events)
     (void)events;
     if (read(pace_fd, &expirations, sizeof expirations) < 0 && errno != EAGAIN)
         log_warning("legacy pacing timer: %s", strerror(errno));
-    for (uint32_t i = 0; i < worker_slot_count(w); i++) {
-        struct conn *c = worker_conn(w, i);
-        if (c && c->legacy && c->state != CONN_DEAD && c->out_written < conn_out_end(c))
+    for (struct conn *c = w->paced, *next; c; c = next) {
+        next = c->paced_next;
+        if (w->now_ms >= c->pace_until) {
+            unpace(w, c);
             mark_dirty(w, c);
+        }
     }
+    pace_arm(w);
 }
 
-static void pace_later(struct worker *w)
+/* The timer fires at the end of the earliest gap on the paced list. */
+static void pace_arm(struct worker *w)
 {
+    if (w->paced == NULL)
+        return;
     if (pace_fd < 0) {
         pace_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
         if (pace_fd < 0 || loop_watch(&w->loop, &pace_src, pace_fd, EPOLLIN, on_pace, w) < 0) {
@@ -471,8 +494,30 @@ static void pace_later(struct worker *w)
             return;
         }
     }
-    struct itimerspec t = { .it_value = { .tv_nsec = CONN_LEGACY_GAP_MS * 1000000L } };
+    int64_t until = w->paced->pace_until;
+    for (struct conn *c = w->paced->paced_next; c; c = c->paced_next)
+        if (c->pace_until < until)
+            until = c->pace_until;
+    pace_armed_until = until;
+    int64_t ms = until > w->now_ms ? until - w->now_ms : 1;
+    struct itimerspec t = { .it_value = { .tv_sec = ms / 1000, .tv_nsec = ms % 1000 * 1000000L } };
     timerfd_settime(pace_fd, 0, &t, NULL);
+}
+
+/* c has output but must wait until pace_until: the timer resumes it. */
+static void pace_later(struct worker *w, struct conn *c)
+{
+    if (c->paced)
+        return;
+    bool sooner = w->paced == NULL || c->pace_until < pace_armed_until;
+    c->paced = true;
+    c->paced_prev = NULL;
+    c->paced_next = w->paced;
+    if (w->paced)
+        w->paced->paced_prev = c;
+    w->paced = c;
+    if (sooner)
+        pace_arm(w);
 }
 
 /* Legacy: how much of the output may go in this write (up to one object's end). */
@@ -481,7 +526,7 @@ static size_t legacy_write_size(struct worker *w, struct conn *c, const char *p,
     if (!c->legacy)
         return n;
     if (w->now_ms < c->pace_until) {
-        pace_later(w);
+        pace_later(w, c);
         return 0;
     }
     const char *nl = memchr(p, '\n', n);
@@ -509,7 +554,7 @@ int conn_flush(struct worker *w, struct conn *c)
         if (c->legacy && (size_t)k == n && p[n - 1] == '\n') {
             c->pace_until = w->now_ms + CONN_LEGACY_GAP_MS; /* its own read(), then the next */
             if (c->out_written < conn_out_end(c))
-                pace_later(w);
+                pace_later(w, c);
             break;
         }
     }
@@ -562,6 +607,7 @@ void conn_close(struct worker *w, struct conn *c, const char *why)
      * after these can only be stored after them, so the queue keeps order.
      */
     store_unwritten_marks(w, c);
+    unpace(w, c);
     if (c->sgen)
         w->hooks.session_closing(w, c);
     log_debug("conn %u: closed (%s)", c->slot, why);

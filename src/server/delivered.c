@@ -12,13 +12,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "server/delivered.h"
 #include "server/storage.h"
 #include "server/worker.h"
 
-#define DELIVERED_BATCH_MAX 65536 /* notes held before a turn ends: flushed early beyond */
+#define DELIVERED_BATCH_MAX     65536 /* notes held before a turn ends: flushed early beyond */
+#define DELIVERED_FENCE_POLL_US 500   /* a waiting login looks at the counters this often */
 
 struct note {
     int32_t uid;
@@ -103,6 +106,7 @@ void delivered_note(struct worker *w, int32_t uid, const char *p, size_t n)
         b->cap = ncap;
     }
     b->notes[b->n++] = nt;
+    w->stats->cursor_noted++;
     if (b->n >= DELIVERED_BATCH_MAX)
         delivered_flush(w);
 }
@@ -133,6 +137,8 @@ static size_t keep_highest(struct note *v, size_t n)
 }
 
 struct advance_job {
+    struct worker_stats *stats;
+    uint64_t upto; /* cursor_noted when the job was made: cursor_done once it ran */
     struct note *notes;
     size_t n;
 };
@@ -153,9 +159,8 @@ static int advance_all_at_once(const struct store_ops *ops, struct store *st,
     return err;
 }
 
-static int advance_on_store(const struct store_ops *ops, struct store *st, void *arg)
+static int advance_notes(const struct store_ops *ops, struct store *st, struct advance_job *j)
 {
-    struct advance_job *j = arg;
     struct store_cursor *pos = malloc(j->n * sizeof *pos);
     int first_err = 0;
     if (pos == NULL)
@@ -178,6 +183,15 @@ static int advance_on_store(const struct store_ops *ops, struct store *st, void 
     return first_err;
 }
 
+/* Done as soon as it committed: a login on another worker may be waiting for it. */
+static int advance_on_store(const struct store_ops *ops, struct store *st, void *arg)
+{
+    struct advance_job *j = arg;
+    int err = advance_notes(ops, st, j);
+    j->stats->cursor_done = j->upto;
+    return err;
+}
+
 static void advance_done(void *arg, int err)
 {
     struct advance_job *j = arg;
@@ -197,11 +211,54 @@ void delivered_flush(struct worker *w)
     struct advance_job *j = malloc(sizeof *j);
     if (j == NULL)
         return; /* kept for the next turn */
+    j->stats = w->stats;
+    j->upto = w->stats->cursor_noted;
     qsort(b->notes, b->n, sizeof *b->notes, by_user_conv);
     j->n = keep_highest(b->notes, b->n);
     j->notes = b->notes;
     b->notes = NULL;
     b->n = b->cap = 0;
-    if (storage_submit(w->storage, advance_on_store, advance_done, j) != QC_OK)
+    if (storage_submit(w->storage, advance_on_store, advance_done, j) != QC_OK) {
+        w->stats->cursor_done = j->upto; /* nobody waits for a job that will not run */
         advance_done(j, QC_ESTORAGE);
+    }
+}
+
+/* ---- a login on another worker -------------------------------------------- */
+
+void delivered_fence_take(struct worker *w, struct delivered_fence *f)
+{
+    for (uint32_t k = 0; k < ONLINE_MAX_WORKERS; k++) {
+        struct worker_stats *ws =
+            k < w->nworkers && k != w->index ? online_stats(w->online, k) : NULL;
+        f->upto[k] = ws && ws->pid != 0 ? ws->cursor_noted : 0;
+    }
+}
+
+/* Worker k's jobs have run up to the fence (or it died or restarted: its counts began again). */
+static bool fence_passed(struct worker *w, const struct delivered_fence *f)
+{
+    for (uint32_t k = 0; k < w->nworkers && k < ONLINE_MAX_WORKERS; k++) {
+        if (f->upto[k] == 0)
+            continue;
+        struct worker_stats *ws = online_stats(w->online, k);
+        if (ws->pid != 0 && ws->cursor_done < f->upto[k] && ws->cursor_noted >= f->upto[k])
+            return false;
+    }
+    return true;
+}
+
+void delivered_fence_wait(struct worker *w, const struct delivered_fence *f, int max_ms)
+{
+    struct timespec pause = { .tv_nsec = DELIVERED_FENCE_POLL_US * 1000L };
+    int64_t t0 = clock_now_ms();
+    while (!fence_passed(w, f)) {
+        if (clock_now_ms() - t0 >= max_ms) {
+            log_info("login: other workers' delivered cursors still pending after %d ms; "
+                     "the reply may repeat messages (clients drop them by cseq)",
+                     max_ms);
+            return;
+        }
+        nanosleep(&pause, NULL);
+    }
 }

@@ -124,7 +124,7 @@ void handoff_published(struct worker *w, uint32_t token, uint32_t receivers, boo
         return;
     int err = 0;
     if (failed || receivers == 0)
-        err = offline_keep_checked(w, ho->uid, ho->payload, ho->len);
+        err = offline_keep(w, ho->uid, ho->payload, ho->len);
     release(w, ho, token, err, false);
 }
 

@@ -9,7 +9,10 @@
  * limits.max_offline_messages and limits.max_login_reply_bytes of them.
  * Nothing moves in the store: the reply carries them in a stash, and the
  * cursors advance only once the reply has been written to the socket
- * (conn.c, delivered.c); what did not fit comes at the next login.
+ * (conn.c, delivered.c); what did not fit comes at the next login.  The
+ * read first waits (briefly) for the cursor jobs other workers of the node
+ * had made when the login arrived, so a quick re-login on another worker
+ * does not get the messages the previous session was written again.
  * resolve: who is online, from the online table, then from Redis for the
  * rest when this node is part of a cluster.  serialize: the seed's
  * encoding, each friend, group and member a JSON object serialized into a
@@ -23,6 +26,7 @@
 #include "common/jsonw.h"
 #include "common/log.h"
 #include "server/conn.h"
+#include "server/delivered.h"
 #include "server/ipc.h"
 #include "server/login.h"
 #include "server/recover.h"
@@ -32,10 +36,10 @@
 #include "server/route.h"
 #include "server/session.h"
 #include "server/worker.h"
-#include "store/social.h"
 
-#define LOGIN_ITEM_SLACK 16 /* an item as a string: quotes, comma; escaping is bounded by 2x */
-#define LOGIN_CHECK_MAX  (IPC_MAX_PACKET / sizeof(int32_t)) /* ids asked of Redis at once */
+#define LOGIN_ITEM_SLACK   16 /* an item as a string: quotes, comma; escaping is bounded by 2x */
+#define LOGIN_CHECK_MAX    (IPC_MAX_PACKET / sizeof(int32_t)) /* ids asked of Redis at once */
+#define LOGIN_FENCE_MAX_MS 500 /* longest wait for other workers' cursor jobs */
 
 enum person_state { STATE_UNKNOWN = 0, STATE_ONLINE, STATE_OFFLINE };
 
@@ -81,6 +85,7 @@ struct login_ctx {
     int32_t *check;   /* sorted ids not online here */
     uint8_t *remote;  /* 1: online on another node */
     size_t ncheck;
+    struct delivered_fence fence; /* other workers' cursors to wait for (delivered.h) */
 };
 
 static struct login_ctx *waiting; /* replies waiting for the relay */
@@ -285,6 +290,7 @@ static int collect_on_store(const struct store_ops *ops, struct store *st, void 
         err = so ? so->login_groups(st, x->uid, add_group_row, x) : QC_EINTERNAL;
     if (!err && !x->err) {
         fit_lists(x);
+        delivered_fence_wait(x->w, &x->fence, LOGIN_FENCE_MAX_MS);
         err = ops->undelivered(st, x->uid, x->max_count, x->max_bytes, add_offline, x, &x->more);
     }
     return err ? err : x->err;
@@ -604,6 +610,7 @@ bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char
         x->token_expires = token_expires;
     }
     buf_init(&x->stash);
+    delivered_fence_take(w, &x->fence);
     if (storage_submit(w->storage, collect_on_store, collected, x) != QC_OK) {
         session_end(w, c);
         reply_error(w, c, QC_LOGIN_MSG, seq, QC_ESTORAGE);

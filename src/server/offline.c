@@ -12,36 +12,23 @@
 int offline_keep(struct worker *w, int32_t uid, const char *payload, size_t len)
 {
     int64_t conv, cseq;
-    if (delivered_position(payload, len, &conv, &cseq)) {
-        /* In the log already, after uid's delivered cursor: nothing to store. */
-        w->stats->offline_stored++;
-        metrics_count(QM_DELIVERIES, QM_PATH_STORED);
-        return 0;
-    }
-    int64_t t0 = metrics_now_us();
-    int err = w->st->offline_store(w->store, &uid, 1, payload, len);
-    metrics_observe(QM_H_STORE, metrics_now_us() - t0);
-    if (err) {
-        metrics_count(QM_STORE_ERRORS, 0);
-        log_error("offline store for user %d failed: %s; message lost", uid, qc_strerror(err));
+    if (!delivered_position(payload, len, &conv, &cseq)) {
+        /*
+         * Every chat is appended to the log before it is delivered, and
+         * carries its cseq; a login reads only the log.  A message without
+         * one has nowhere to wait: its origin hears the error.
+         */
+        log_error("user %d: undeliverable message without a cseq: %.*s", uid,
+                  len > 200 ? 200 : (int)len, payload);
         w->stats->store_failures++;
         w->stats->store_failed_ms = w->now_ms;
-        return err;
+        metrics_count(QM_STORE_ERRORS, 0);
+        return QC_EINTERNAL;
     }
+    /* In the log already, after uid's delivered cursor: nothing to store. */
     w->stats->offline_stored++;
     metrics_count(QM_DELIVERIES, QM_PATH_STORED);
     return 0;
-}
-
-int offline_keep_checked(struct worker *w, int32_t uid, const char *payload, size_t len)
-{
-    int64_t conv, cseq;
-    if (delivered_position(payload, len, &conv, &cseq))
-        return offline_keep(w, uid, payload, len); /* the chat path checked uid */
-    struct store_user u;
-    int err = w->st->user_get(w->store, uid, &u);
-    explicit_bzero(u.password, sizeof u.password);
-    return err ? err : offline_keep(w, uid, payload, len);
 }
 
 int offline_keep_stash(struct worker *w, int32_t uid, const char *stash)

@@ -64,6 +64,7 @@ struct fill_job {
     struct fill_item *items;
     size_t n, cap;
     int64_t page_last; /* history: highest cseq of the page being read */
+    bool full;         /* history: max_bytes reached, the rest is left to HISTORY */
     int err;
 };
 
@@ -203,8 +204,12 @@ static void collect(void *arg, const struct store_logmsg *m)
     struct fill_job *j = arg;
     if (m->cseq > j->page_last)
         j->page_last = m->cseq;
-    if (j->err || m->sender == j->uid)
+    if (j->err || j->full || m->sender == j->uid)
         return; /* the user's own chats are not delivered to the user */
+    if (j->conv != 0 && j->n > 0 && buf_used(&j->body) + m->len > j->max_bytes) {
+        j->full = true; /* as a login reply: bounded by bytes, the oldest first */
+        return;
+    }
     if (add_item(j, m) < 0)
         j->err = QC_EINTERNAL;
 }
@@ -224,7 +229,7 @@ static int fill_on_store(const struct store_ops *ops, struct store *st, void *ar
             ops->history(st, j->conv, STORE_NO_CURSOR, after, STORE_HISTORY_MAX, collect, j, &more);
         if (err || j->err)
             return err ? err : j->err;
-        if (!more || j->page_last <= after)
+        if (!more || j->full || j->page_last <= after)
             break;
         after = j->page_last;
     }

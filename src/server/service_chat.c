@@ -16,7 +16,11 @@
  *
  * An append the store refused (database down) is kept and queued again on
  * the next tick, in order: its ACK waits, nothing is lost, and its cseq
- * stays taken, so the conversation gets no gap.  Chats to recipients who
+ * stays taken, so the conversation gets no gap.  While the storage queue,
+ * the retry list, the journal or the sequencer is full, a chat is held
+ * before it takes a cseq: its sender reads nothing more until there is
+ * room (a commit or a tick releases it), and only a chat held for
+ * CHAT_HOLD_MAX_MS gets errno 13.  Chats to recipients who
  * are not online anywhere need nothing more: they are in the log, after the
  * recipient's delivered cursor.
  */
@@ -41,6 +45,8 @@
 #include "server/storage.h"
 #include "server/worker.h"
 
+#define CHAT_HOLD_MAX_MS 2000 /* a chat waits this long for room to append, then errno 13 */
+
 /* A chat request between validation and its append. */
 struct chat {
     int msgid; /* QC_ONE_CHAT_MSG or QC_GROUP_CHAT_MSG */
@@ -60,6 +66,10 @@ struct chat {
     uint32_t req; /* pending request (answers the sender) */
     int64_t mid, ts;
     char time[32];
+    /* Held for room to append (hold_chat): its sender's connection, since when. */
+    struct chat *held_next;
+    uint32_t slot, cgen;
+    int64_t held_since; /* ms, 0: never held */
     size_t len;
     char text[]; /* the msg field, len bytes and a NUL */
 };
@@ -78,6 +88,8 @@ struct appended {
 struct log_retry {
     struct appended *head, *tail;
     size_t n;
+    struct chat *held, *held_tail; /* chats waiting for room, oldest first */
+    size_t nheld;
 };
 
 static void chat_free(struct chat *ch)
@@ -132,6 +144,8 @@ static struct chat *chat_new(const struct conn *c, int msgid, const char *seq, i
     }
     ch->sender = c->uid;
     ch->sender_gen = c->sgen;
+    ch->slot = c->slot;
+    ch->cgen = c->cgen;
     strlcpy(ch->name, c->name, sizeof ch->name);
     ch->to = to;
     memcpy(ch->text, text, len);
@@ -195,6 +209,7 @@ static struct log_retry *retry_list(struct worker *w)
 
 static void append_done(void *arg, int err);
 static void append_assigned(void *arg, int err, int64_t cseq);
+static void release_held(struct worker *w);
 
 /* Queue a on the storage thread; false when the queue refused it. */
 static bool queue_append(struct worker *w, struct appended *a)
@@ -262,6 +277,7 @@ static void append_done(void *arg, int err)
         journal_done(w->journal, w->index, a->journal);
     pending_done(w, a->req, 0);
     free(a);
+    release_held(w); /* the commit made room */
 }
 
 /* Several nodes: the database numbered the chat; now it goes out. */
@@ -289,6 +305,7 @@ static void append_assigned(void *arg, int err, int64_t cseq)
     pending_done(w, a->req, 0);
     chat_free(ch);
     free(a);
+    release_held(w); /* the commit made room */
 }
 
 void service_chat_tick(struct worker *w)
@@ -297,12 +314,13 @@ void service_chat_tick(struct worker *w)
     while (r && r->head) {
         struct appended *a = r->head;
         if (!queue_append(w, a))
-            return; /* still full: next tick */
+            break; /* still full: next tick */
         r->head = a->next;
         if (r->head == NULL)
             r->tail = NULL;
         r->n--;
     }
+    release_held(w); /* room again, or held too long */
 }
 
 bool service_chat_waiting(const struct worker *w)
@@ -327,7 +345,7 @@ static bool room_to_append(struct worker *w, size_t len)
 }
 
 /* Single node: the chat has cseq; journal, queue the append, deliver. */
-static int send_sequenced(struct worker *w, struct conn *c, struct chat *ch, int64_t cseq)
+static void send_sequenced(struct worker *w, struct conn *c, struct chat *ch, int64_t cseq)
 {
     stamp(w, ch); /* after the cseq: mid grows with cseq within a conversation */
     struct buf b = worker_buf_take(w);
@@ -350,7 +368,7 @@ static int send_sequenced(struct worker *w, struct conn *c, struct chat *ch, int
         else
             chat_reply_error(w, c, ch, QC_EINTERNAL);
         worker_buf_give(w, &b);
-        return 0;
+        return;
     }
     if (w->journal && (a->journal = journal_put(w->journal, w->index, &m)) == 0)
         log_warning("conv %lld cseq %lld: journal full, appended without it", (long long)ch->conv,
@@ -363,7 +381,6 @@ static int send_sequenced(struct worker *w, struct conn *c, struct chat *ch, int
     deliver_live(w, ch, buf_head(&b), buf_used(&b));
     pending_done(w, ch->req, 0); /* the opener's reference */
     worker_buf_give(w, &b);
-    return 0;
 }
 
 /* Several nodes: append with cseq 0; chat_assigned delivers it. */
@@ -412,33 +429,85 @@ static bool ask_store_first(struct worker *w, struct conn *c, struct chat *ch)
     return true;
 }
 
+static bool chat_go(struct worker *w, struct conn *c, struct chat *ch);
+
+/*
+ * No room to append: park the sender with the chat at the end of the held
+ * list (false), or, held too long already, answer errno 13 (true).
+ */
+static bool hold_chat(struct worker *w, struct conn *c, struct chat *ch)
+{
+    struct log_retry *r = retry_list(w);
+    if (ch->held_since == 0)
+        ch->held_since = w->now_ms;
+    if (r == NULL || w->now_ms - ch->held_since >= CHAT_HOLD_MAX_MS) {
+        log_warning("conv %lld: sequencer, journal or storage queue full for %d ms, chat refused",
+                    (long long)ch->conv, CHAT_HOLD_MAX_MS);
+        chat_reply_error(w, c, ch, QC_ESTORAGE);
+        chat_free(ch);
+        return true;
+    }
+    ch->held_next = NULL;
+    if (r->held_tail)
+        r->held_tail->held_next = ch;
+    else
+        r->held = ch;
+    r->held_tail = ch;
+    r->nheld++;
+    c->busy = true; /* reads nothing more until the chat is sent or answered */
+    return false;
+}
+
+/* The held chats, oldest first, while there is room (or they waited too long). */
+static void release_held(struct worker *w)
+{
+    struct log_retry *r = w->log_retry;
+    /* Each at most once: a chat the sequencer holds again goes to the end. */
+    for (size_t n = r ? r->nheld : 0; n > 0 && r->held; n--) {
+        struct chat *ch = r->held;
+        struct conn *c = worker_conn(w, ch->slot);
+        if (c && c->cgen != ch->cgen)
+            c = NULL;
+        if (c && c->state == CONN_OPEN && !room_to_append(w, ch->len) &&
+            w->now_ms - ch->held_since < CHAT_HOLD_MAX_MS)
+            return;
+        r->held = ch->held_next;
+        if (r->held == NULL)
+            r->held_tail = NULL;
+        r->nheld--;
+        if (c == NULL || c->state != CONN_OPEN) {
+            chat_free(ch); /* the sender left: the chat was never accepted */
+            if (c)
+                conn_resume(w, c);
+        } else if (chat_go(w, c, ch)) {
+            conn_resume(w, c);
+        }
+    }
+}
+
 /*
  * Take the chat as far as it goes now.  true: the request is finished (sent
- * or answered); false: the sender is parked until the store answers.
+ * or answered); false: the sender is parked until the store answers or
+ * there is room to append.
  */
 static bool chat_go(struct worker *w, struct conn *c, struct chat *ch)
 {
     if (ch->need_user || ch->need_members || ch->need_seed)
         return ask_store_first(w, c, ch);
+    if (!room_to_append(w, ch->len))
+        return hold_chat(w, c, ch);
     if (w->seqtab == NULL) {
         send_to_database(w, c, ch);
         return true;
     }
-    int err = 0;
-    int64_t cseq = room_to_append(w, ch->len) ? seqtab_next(w->seqtab, ch->conv) : SEQ_FULL;
+    int64_t cseq = seqtab_next(w->seqtab, ch->conv);
     if (cseq == SEQ_COLD) {
         ch->need_seed = true;
         return ask_store_first(w, c, ch);
     }
-    if (cseq == SEQ_FULL) {
-        log_warning("conv %lld: sequencer, journal or storage queue full, chat refused",
-                    (long long)ch->conv);
-        err = QC_ESTORAGE;
-    }
-    if (!err)
-        err = send_sequenced(w, c, ch, cseq);
-    if (err)
-        chat_reply_error(w, c, ch, err);
+    if (cseq == SEQ_FULL)
+        return hold_chat(w, c, ch);
+    send_sequenced(w, c, ch, cseq);
     chat_free(ch);
     return true;
 }

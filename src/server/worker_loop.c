@@ -41,13 +41,11 @@
 #include "server/peer.h"
 #include "server/proc.h"
 #include "server/purge.h"
-#include "server/storage.h"
 #include "server/reply.h"
 #include "server/route.h"
 #include "server/service.h"
 #include "server/service_session.h"
 #include "server/title.h"
-#include "server/storage.h"
 #include "server/session.h"
 #include "server/worker.h"
 #include "server/worker_loop.h"
@@ -512,6 +510,7 @@ int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
     w->online = online;
     w->guard = guard;
     w->stats = online_stats(online, index);
+    w->stats->cursor_noted = w->stats->cursor_done = 0; /* before pid: see delivered_fence_wait */
     w->stats->pid = getpid();
     w->stats->connections = 0;
     w->stats->sessions = 0;
