@@ -47,7 +47,8 @@
  * upsert raises Conversation.last_cseq by their number (which locks the row
  * until the commit, so writers of other nodes queue there) and reads it
  * back; they take the numbers below it in batch order.  A retry after a
- * deadlock numbers them again from 0.
+ * deadlock numbers them again from 0.  delivered_advance raises CURSOR_BATCH
+ * cursors per multi-row upsert (idempotent: a retry raises them again).
  *
  * The password comes from storage.password_file, read at open (the file
  * must not be accessible by group or others).  It stays in the handle only
@@ -83,6 +84,7 @@
 #define TEXT_INITIAL          256 /* first size of a text column buffer */
 #define OFFLINE_BATCH         64  /* recipients per INSERT (see ID_ROWS_64) */
 #define APPEND_BATCH          32  /* messages per multi-row INSERT (see LOG_ROWS_32) */
+#define CURSOR_BATCH          64  /* cursors per multi-row upsert (see CURSOR_ROWS_64) */
 #define LOG_COLS              6   /* conv, cseq, mid, sender, ts, body */
 #define MAX_PARAMS            (APPEND_BATCH * LOG_COLS)
 #define MAX_COLS              7
@@ -90,6 +92,8 @@
 #define CSEQ_NONE             INT64_MAX /* "no before": above every cseq */
 #define CHARSET               "utf8mb4"
 #define TARGET_MAX            (PATH_MAX + 2 * QC_CONFIG_STR_MAX + 16)
+
+_Static_assert(CURSOR_BATCH * 3 <= MAX_PARAMS, "a cursor batch fits in struct params");
 
 #define STR_(x) #x
 #define STR(x)  STR_(x)
@@ -127,6 +131,13 @@ enum {
 #define LOG_ROWS_32                                                                            \
     LOG_ROWS_4 ", " LOG_ROWS_4 ", " LOG_ROWS_4 ", " LOG_ROWS_4 ", " LOG_ROWS_4 ", " LOG_ROWS_4 \
                ", " LOG_ROWS_4 ", " LOG_ROWS_4
+#define CURSOR_ROW "(?, ?, ?)"
+#define CURSOR_ROWS_8                                                                          \
+    CURSOR_ROW ", " CURSOR_ROW ", " CURSOR_ROW ", " CURSOR_ROW ", " CURSOR_ROW ", " CURSOR_ROW \
+               ", " CURSOR_ROW ", " CURSOR_ROW
+#define CURSOR_ROWS_64                                                                        \
+    CURSOR_ROWS_8 ", " CURSOR_ROWS_8 ", " CURSOR_ROWS_8 ", " CURSOR_ROWS_8 ", " CURSOR_ROWS_8 \
+                  ", " CURSOR_ROWS_8 ", " CURSOR_ROWS_8 ", " CURSOR_ROWS_8
 #define LIST_8 "?, ?, ?, ?, ?, ?, ?, ?"
 #define LIST_64 \
     LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8
@@ -176,6 +187,7 @@ enum stmt_id {
     ST_CONVERSATIONS,
     ST_UNDELIVERED,
     ST_DELIVERED_UP,
+    ST_DELIVERED_UP_N,
     ST_READ_UP,
     ST_READ_GET,
     ST_MEMBER_EXISTS,
@@ -372,10 +384,15 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                          " ORDER BY u.ets, u.emid, u.conv, u.cseq",
                          4, "iiiiit" },
     [ST_DELIVERED_UP] = { "delivered advance",
-                          "INSERT INTO ConvCursor (userid, conv, delivered_cseq) VALUES (?, ?, ?)"
+                          "INSERT INTO ConvCursor (userid, conv, delivered_cseq) VALUES " CURSOR_ROW
                           " ON DUPLICATE KEY UPDATE"
                           " delivered_cseq = GREATEST(delivered_cseq, VALUES(delivered_cseq))",
                           3, NULL },
+    [ST_DELIVERED_UP_N] = { "delivered advance batch",
+                            "INSERT INTO ConvCursor (userid, conv, delivered_cseq) VALUES " CURSOR_ROWS_64
+                            " ON DUPLICATE KEY UPDATE"
+                            " delivered_cseq = GREATEST(delivered_cseq, VALUES(delivered_cseq))",
+                            CURSOR_BATCH * 3, NULL },
     [ST_READ_UP] = { "read set",
                      "INSERT INTO ConvCursor (userid, conv, read_cseq) SELECT ?, ?,"
                      " GREATEST(0, LEAST(?, COALESCE((SELECT last_cseq FROM Conversation"
@@ -2104,22 +2121,46 @@ struct advance_args {
     size_t n;
 };
 
+static void param_cursor(struct params *p, const struct advance_args *a, size_t i)
+{
+    param_int(p, a->userids ? a->userids[i] : a->userid);
+    param_int(p, a->pos[i].conv);
+    param_int(p, a->pos[i].cseq);
+}
+
+/* Raise cursors [i, i + CURSOR_BATCH) in one statement (one cursor: the short one). */
+static int advance_some(struct store *st, const struct advance_args *a, size_t i)
+{
+    struct params p;
+    size_t k;
+
+    params_init(&p);
+    if (a->n - i == 1) {
+        param_cursor(&p, a, i);
+        return exec(st, ST_DELIVERED_UP, &p);
+    }
+    /* A last, partial batch repeats its last cursor: raising it twice changes nothing. */
+    for (k = 0; k < CURSOR_BATCH; k++)
+        param_cursor(&p, a, i + k < a->n ? i + k : a->n - 1);
+    return exec(st, ST_DELIVERED_UP_N, &p);
+}
+
+/*
+ * CURSOR_BATCH cursors per upsert, one round trip each.  One statement is
+ * atomic by itself; more run in one transaction.
+ */
 static int op_delivered_advance(struct store *st, void *arg)
 {
     struct advance_args *a = arg;
-    struct params p;
     size_t i;
     int err;
 
+    if (a->n <= CURSOR_BATCH)
+        return advance_some(st, a, 0);
     if ((err = tx_begin(st)) != QC_OK)
         return err;
-    for (i = 0; i < a->n && err == QC_OK; i++) {
-        params_init(&p);
-        param_int(&p, a->userids ? a->userids[i] : a->userid);
-        param_int(&p, a->pos[i].conv);
-        param_int(&p, a->pos[i].cseq);
-        err = exec(st, ST_DELIVERED_UP, &p);
-    }
+    for (i = 0; i < a->n && err == QC_OK; i += CURSOR_BATCH)
+        err = advance_some(st, a, i);
     return tx_end(st, err);
 }
 

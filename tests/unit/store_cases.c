@@ -787,6 +787,48 @@ void test_log_cursors_many(void **state)
     free(got);
 }
 
+/*
+ * Cursors beyond one statement's worth (the MariaDB driver sends them in
+ * batches, the last one partial): every one of them moves, and a lower
+ * repeat of a cursor later in the same call does not lower it.
+ */
+#define MANY_CONVS 141 /* two full batches of 64 and a partial one */
+void test_log_cursors_batches(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    if (f->ops->delivered_advance_many == NULL)
+        skip();
+    int32_t alice = new_user(f, "alice"), uids[MANY_CONVS + 1];
+    struct store_logmsg *m = calloc(2 * MANY_CONVS, sizeof(*m));
+    struct store_cursor pos[MANY_CONVS + 1];
+    struct got *got = new_got();
+    bool more = true;
+    int k, left = 0;
+
+    assert_non_null(m);
+    for (k = 0; k < MANY_CONVS; k++) {
+        int32_t other = alice + 1000 + k;
+        int64_t conv = store_conv_pair(alice, other);
+
+        m[2 * k] = (struct store_logmsg){ conv, 1, 2 * k, BASE_TS + k, other, "{}", 2 };
+        m[2 * k + 1] = (struct store_logmsg){ conv, 2, 2 * k + 1, BASE_TS + k, other, "{}", 2 };
+        uids[k] = alice;
+        pos[k] = (struct store_cursor){ conv, k % 7 == 0 ? 1 : 2 };
+        left += k % 7 == 0;
+    }
+    assert_int_equal(f->ops->log_append(f->st, m, 2 * MANY_CONVS), QC_OK);
+    uids[MANY_CONVS] = alice; /* the first again, lower: ignored */
+    pos[MANY_CONVS] = (struct store_cursor){ pos[1].conv, 0 };
+    assert_int_equal(f->ops->delivered_advance_many(f->st, uids, pos, MANY_CONVS + 1), QC_OK);
+    assert_int_equal(f->ops->undelivered(f->st, alice, GOT_MAX, 1 << 20, got_msg, got, &more),
+                     QC_OK);
+    assert_int_equal(got->n, left);
+    for (k = 0; k < got->n; k++)
+        assert_int_equal(got->cseq[k], 2);
+    free(got);
+    free(m);
+}
+
 /* delivered and read only grow; read is clamped to the last cseq. */
 void test_log_cursors(void **state)
 {
