@@ -1349,8 +1349,9 @@ static int sqlite_undelivered(struct store *st, int32_t userid, int max_count, s
     return rc == SQLITE_DONE ? QC_OK : statement_failed(st, ST_UNDELIVERED, rc);
 }
 
-static int sqlite_delivered_advance(struct store *st, int32_t userid,
-                                    const struct store_cursor *pos, size_t n)
+/* Raise n cursors in one transaction: of userids[i], or of userid when userids is NULL. */
+static int advance_cursors(struct store *st, const int32_t *userids, int32_t userid,
+                           const struct store_cursor *pos, size_t n)
 {
     size_t i;
     int err;
@@ -1360,29 +1361,23 @@ static int sqlite_delivered_advance(struct store *st, int32_t userid,
     if ((err = tx_begin(st)) != QC_OK)
         return err;
     for (i = 0; i < n && err == QC_OK; i++) {
-        int64_t v[3] = { userid, pos[i].conv, pos[i].cseq };
+        int64_t v[3] = { userids != NULL ? userids[i] : userid, pos[i].conv, pos[i].cseq };
 
         err = run_ints(st, ST_DELIVERED_UP, v, 3);
     }
     return tx_end(st, err);
 }
 
+static int sqlite_delivered_advance(struct store *st, int32_t userid,
+                                    const struct store_cursor *pos, size_t n)
+{
+    return advance_cursors(st, NULL, userid, pos, n);
+}
+
 static int sqlite_delivered_advance_many(struct store *st, const int32_t *userids,
                                          const struct store_cursor *pos, size_t n)
 {
-    size_t i;
-    int err;
-
-    if (n == 0)
-        return QC_OK;
-    if ((err = tx_begin(st)) != QC_OK)
-        return err;
-    for (i = 0; i < n && err == QC_OK; i++) {
-        int64_t v[3] = { userids[i], pos[i].conv, pos[i].cseq };
-
-        err = run_ints(st, ST_DELIVERED_UP, v, 3);
-    }
-    return tx_end(st, err);
+    return advance_cursors(st, userids, 0, pos, n);
 }
 
 static int sqlite_read_set(struct store *st, int32_t userid, int64_t conv, int64_t cseq,
