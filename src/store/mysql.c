@@ -88,6 +88,7 @@
 #define LOG_COLS              6   /* conv, cseq, mid, sender, ts, body */
 #define MAX_PARAMS            (APPEND_BATCH * LOG_COLS)
 #define MAX_COLS              7
+#define SOCIAL_STMTS          96 /* statements of mysql_social.c kept per connection */
 #define MS_PER_DAY            86400000LL
 #define CSEQ_NONE             INT64_MAX /* "no before": above every cseq */
 #define CHARSET               "utf8mb4"
@@ -468,6 +469,13 @@ struct params {
     bool overflow; /* more than MAX_PARAMS: exec refuses */
 };
 
+/* A statement of mysql_social.c, by its SQL literal (and FOR UPDATE or not). */
+struct social_stmt {
+    const char *sql;
+    bool lock;
+    MYSQL_STMT *h;
+};
+
 struct store {
     MYSQL *db;               /* NULL while disconnected */
     bool broken;             /* lost: replace before the next use */
@@ -475,7 +483,8 @@ struct store {
     int64_t next_attempt_ms; /* no connection attempt before this */
     int64_t down_since_ms;   /* 0 while the database answers */
     struct stmt stmt[ST_COUNT];
-    int max_offline; /* messages kept per user; 0: no cap */
+    struct social_stmt social[SOCIAL_STMTS]; /* in use: sql != NULL */
+    int max_offline;                         /* messages kept per user; 0: no cap */
 
     char host[QC_CONFIG_STR_MAX];
     char socket[PATH_MAX];
@@ -860,6 +869,10 @@ static void disconnect(struct store *st)
             (void)mysql_stmt_close(st->stmt[i].h);
         st->stmt[i].h = NULL;
     }
+    for (i = 0; i < SOCIAL_STMTS; i++)
+        if (st->social[i].h != NULL)
+            (void)mysql_stmt_close(st->social[i].h);
+    memset(st->social, 0, sizeof(st->social));
     if (st->db != NULL)
         mysql_close(st->db);
     st->db = NULL;
@@ -996,6 +1009,25 @@ static int run(struct store *st, op_fn op, void *arg)
 MYSQL *mysql_store_connection(struct store *st)
 {
     return ensure_connected(st) == QC_OK ? st->db : NULL;
+}
+
+MYSQL_STMT **mysql_store_social_stmt(struct store *st, const char *sql, bool lock)
+{
+    struct social_stmt *s;
+    int i;
+
+    for (i = 0; i < SOCIAL_STMTS; i++) {
+        s = &st->social[i];
+        if (s->sql == NULL) { /* not seen on this connection: a free slot */
+            s->sql = sql;
+            s->lock = lock;
+            s->h = NULL;
+            return &s->h;
+        }
+        if (s->sql == sql && s->lock == lock)
+            return &s->h;
+    }
+    return NULL;
 }
 
 void mysql_store_connection_lost(struct store *st)

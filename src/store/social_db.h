@@ -132,6 +132,14 @@ struct sqlite3 *sqlite_store_db(struct store *st);
 struct st_mysql;
 /* A usable MariaDB connection (reconnecting if it was lost), or NULL. */
 struct st_mysql *mysql_store_connection(struct store *st);
+struct st_mysql_stmt;
+/*
+ * The slot of the statement for sql (a literal: the key is its address) and
+ * lock on the current connection: *slot NULL until the caller prepares it
+ * there, closed when the connection is replaced.  NULL when every slot is
+ * taken (the caller prepares one for the call and closes it).
+ */
+struct st_mysql_stmt **mysql_store_social_stmt(struct store *st, const char *sql, bool lock);
 /* The connection was lost: the next mysql_store_connection() replaces it at once. */
 void mysql_store_connection_lost(struct store *st);
 /* Whether a client or server error code means the connection is gone. */
