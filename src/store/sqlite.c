@@ -303,10 +303,19 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                           " (SELECT last_cseq FROM Conversation v WHERE v.conv = ConvCursor.conv)" },
 };
 
+#define SOCIAL_STMTS 96 /* statements of sqlite_social.c kept per handle */
+
+/* A statement of sqlite_social.c, by its SQL literal. */
+struct social_stmt {
+    const char *sql;
+    sqlite3_stmt *s;
+};
+
 struct store {
     sqlite3 *db;
     sqlite3_stmt *stmt[ST_COUNT];
-    int max_offline; /* messages kept per user; 0: no cap */
+    struct social_stmt social[SOCIAL_STMTS]; /* in use: s != NULL */
+    int max_offline;                         /* messages kept per user; 0: no cap */
 };
 
 /* Log what failed on st's connection; the caller reports QC_ESTORAGE. */
@@ -674,6 +683,8 @@ static void sqlite_close(struct store *st)
         return;
     for (i = 0; i < ST_COUNT; i++)
         (void)sqlite3_finalize(st->stmt[i]); /* NULL is a no-op */
+    for (i = 0; i < SOCIAL_STMTS; i++)
+        (void)sqlite3_finalize(st->social[i].s);
     rc = sqlite3_close(st->db);
     if (rc != SQLITE_OK)
         log_error("sqlite: close: %s", sqlite3_errstr(rc));
@@ -720,6 +731,43 @@ static int sqlite_init_schema(struct store *st)
 struct sqlite3 *sqlite_store_db(struct store *st)
 {
     return st->db;
+}
+
+/*
+ * The statement for sql (a literal: the key is its address), prepared once
+ * per handle; NULL (logged) when it does not prepare.  *own: none could be
+ * kept, the caller finalizes it; else the caller resets it.
+ */
+sqlite3_stmt *sqlite_store_social_stmt(struct store *st, const char *sql, bool *own)
+{
+    sqlite3_stmt *s = NULL;
+    int i, rc;
+
+    for (i = 0; i < SOCIAL_STMTS && st->social[i].s != NULL; i++)
+        if (st->social[i].sql == sql) {
+            *own = false;
+            return st->social[i].s;
+        }
+    *own = i == SOCIAL_STMTS;
+    rc = sqlite3_prepare_v3(st->db, sql, -1, *own ? 0 : SQLITE_PREPARE_PERSISTENT, &s, NULL);
+    if (rc != SQLITE_OK) {
+        (void)storage_failed(st, sql, rc);
+        (void)sqlite3_finalize(s);
+        return NULL;
+    }
+    if (!*own)
+        st->social[i] = (struct social_stmt){ sql, s };
+    return s;
+}
+
+int sqlite_store_begin(struct store *st)
+{
+    return tx_begin(st);
+}
+
+int sqlite_store_end(struct store *st, int err)
+{
+    return tx_end(st, err);
 }
 
 static int sqlite_ping(struct store *st)
