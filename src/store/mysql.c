@@ -72,6 +72,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "store/store.h"
+#include "log_batch.h"
 #include "social_db.h"
 
 #define CONNECT_TIMEOUT_SEC   2 /* TCP connect and handshake */
@@ -1779,23 +1780,6 @@ static int insert_messages(struct store *st, const struct store_logmsg *msgs, si
     return err;
 }
 
-/* One message of a batch, for the per-conversation and per-sender updates. */
-struct conv_top {
-    int64_t conv, cseq, ts;
-    int32_t sender;
-};
-
-static int by_conv_sender_cseq(const void *a, const void *b)
-{
-    const struct conv_top *x = a, *y = b;
-
-    if (x->conv != y->conv)
-        return x->conv < y->conv ? -1 : 1;
-    if (x->sender != y->sender)
-        return x->sender < y->sender ? -1 : 1;
-    return x->cseq < y->cseq ? -1 : x->cseq > y->cseq;
-}
-
 /* One conversation row (and a pair's two cursors), in conv order: no lock cycles. */
 static int bump_conversation(struct store *st, const struct conv_top *t)
 {
@@ -1816,50 +1800,18 @@ static int bump_conversation(struct store *st, const struct conv_top *t)
     return exec(st, ST_CURSOR_INIT_PAIR, &p);
 }
 
-/* See the SQLite driver: the sender's cursor over its first contiguous run. */
-static int sender_seen(struct store *st, const struct conv_top *t, size_t n)
+static int sender_seen(struct store *st, int32_t sender, int64_t conv, int64_t from, int64_t to)
 {
     struct params p;
-    size_t k = 1;
 
-    while (k < n && t[k].cseq == t[k - 1].cseq + 1)
-        k++;
     params_init(&p);
-    param_int(&p, t[k - 1].cseq);
-    param_int(&p, t[0].sender);
-    param_int(&p, t[0].conv);
-    param_int(&p, t[0].cseq);
-    param_int(&p, t[k - 1].cseq);
+    param_int(&p, to);
+    param_int(&p, sender);
+    param_int(&p, conv);
+    param_int(&p, from);
+    param_int(&p, to);
     return exec(st, ST_SENDER_SEEN, &p);
 }
-
-static int update_conversations(struct store *st, const struct conv_top *t, size_t n)
-{
-    size_t i = 0, j, k, top;
-    int err = QC_OK;
-
-    while (i < n && err == QC_OK) {
-        for (j = i, top = i; j < n && t[j].conv == t[i].conv; j++)
-            if (t[j].cseq > t[top].cseq)
-                top = j;
-        err = bump_conversation(st, &t[top]);
-        for (k = i; k < j && err == QC_OK; k = i) {
-            for (i = k; i < j && t[i].sender == t[k].sender; i++)
-                ;
-            err = sender_seen(st, &t[k], i - k);
-        }
-        i = j;
-    }
-    return err;
-}
-
-struct append_args {
-    struct store_logmsg *msgs;
-    size_t n;
-    struct conv_top *tops; /* n entries, sorted by conv, sender, cseq */
-    const size_t *todo;    /* the messages given with cseq 0, by conv then batch order */
-    size_t ntodo;
-};
 
 /* Give the k messages todo[0..k) (one conversation, batch order) the next k cseqs. */
 static int reserve_cseqs(struct store *st, struct store_logmsg *msgs, const size_t *todo, size_t k)
@@ -1886,57 +1838,20 @@ static int reserve_cseqs(struct store *st, struct store_logmsg *msgs, const size
     return QC_OK;
 }
 
-/* Number the messages given with cseq 0, one reservation per conversation. */
-static int assign_cseqs(struct store *st, struct append_args *a)
-{
-    size_t i = 0, j;
-    int err = QC_OK;
-
-    while (i < a->ntodo && err == QC_OK) {
-        for (j = i; j < a->ntodo && a->msgs[a->todo[j]].conv == a->msgs[a->todo[i]].conv; j++)
-            ;
-        err = reserve_cseqs(st, a->msgs, a->todo + i, j - i);
-        i = j;
-    }
-    return err;
-}
-
-static int append_batch(struct store *st, struct append_args *a)
-{
-    int err = assign_cseqs(st, a);
-    size_t i;
-
-    if (err != QC_OK)
-        return err;
-    for (i = 0; i < a->n; i++)
-        a->tops[i] =
-            (struct conv_top){ a->msgs[i].conv, a->msgs[i].cseq, a->msgs[i].ts, a->msgs[i].sender };
-    qsort(a->tops, a->n, sizeof(*a->tops), by_conv_sender_cseq);
-    err = insert_messages(st, a->msgs, a->n);
-    return err == QC_OK ? update_conversations(st, a->tops, a->n) : err;
-}
-
 static int op_log_append(struct store *st, void *arg)
 {
-    struct append_args *a = arg;
+    struct log_batch *b = arg;
     int err;
 
-    for (size_t i = 0; i < a->ntodo; i++)
-        a->msgs[a->todo[i]].cseq = 0; /* a retry numbers them again */
+    log_batch_unnumber(b); /* a retry numbers them again */
     if ((err = tx_begin(st)) != QC_OK)
         return err;
-    return tx_end(st, append_batch(st, a));
-}
-
-/* Order of the messages to number: by conversation, then batch order. */
-static int by_conv_then_index(const void *x, const void *y, void *arg)
-{
-    const struct store_logmsg *msgs = arg;
-    size_t i = *(const size_t *)x, j = *(const size_t *)y;
-
-    if (msgs[i].conv != msgs[j].conv)
-        return msgs[i].conv < msgs[j].conv ? -1 : 1;
-    return i < j ? -1 : i > j;
+    err = log_batch_number(b, st, reserve_cseqs);
+    if (err == QC_OK)
+        err = insert_messages(st, b->msgs, b->n);
+    if (err == QC_OK)
+        err = log_batch_update(b, st, bump_conversation, sender_seen);
+    return tx_end(st, err);
 }
 
 /*
@@ -1946,37 +1861,17 @@ static int by_conv_then_index(const void *x, const void *y, void *arg)
  */
 static int mysql_store_log_append(struct store *st, struct store_logmsg *msgs, size_t n)
 {
-    struct append_args a = { msgs, n, NULL, NULL, 0 };
-    size_t i, *todo;
+    struct log_batch b;
     int err;
 
     if (n == 0)
         return QC_OK;
-    for (i = 0; i < n; i++) {
-        if (msgs[i].cseq < 0 || msgs[i].conv == 0)
-            return QC_EBADREQ;
-        if (msgs[i].len > INT_MAX)
-            return QC_ETOOLONG;
-    }
-    a.tops = malloc(n * sizeof(*a.tops));
-    todo = malloc(n * sizeof(*todo));
-    if (a.tops == NULL || todo == NULL) {
-        log_error("mysql: log append: out of memory for %zu messages", n);
-        free(a.tops);
-        free(todo);
-        return QC_ESTORAGE;
-    }
-    for (i = 0; i < n; i++)
-        if (msgs[i].cseq == 0)
-            todo[a.ntodo++] = i;
-    qsort_r(todo, a.ntodo, sizeof(*todo), by_conv_then_index, msgs);
-    a.todo = todo;
-    err = run(st, op_log_append, &a);
+    if ((err = log_batch_init(&b, msgs, n, "mysql")) != QC_OK)
+        return err;
+    err = run(st, op_log_append, &b);
     if (err != QC_OK) /* rolled back (or unknown): the caller's messages are as they were */
-        for (i = 0; i < a.ntodo; i++)
-            msgs[todo[i]].cseq = 0;
-    free(todo);
-    free(a.tops);
+        log_batch_unnumber(&b);
+    log_batch_free(&b);
     return err;
 }
 

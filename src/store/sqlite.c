@@ -48,6 +48,7 @@
 
 #include "common/log.h"
 #include "store/store.h"
+#include "log_batch.h"
 #include "social_db.h"
 
 #define BUSY_TIMEOUT_MS 5000       /* workers take turns writing one file */
@@ -1096,23 +1097,6 @@ static int insert_message(struct store *st, const struct store_logmsg *m)
     return rc == SQLITE_DONE ? QC_OK : statement_failed(st, ST_LOG_INSERT, rc);
 }
 
-/* One message of a batch, for the per-conversation and per-sender updates. */
-struct conv_top {
-    int64_t conv, cseq, ts;
-    int32_t sender;
-};
-
-static int by_conv_sender_cseq(const void *a, const void *b)
-{
-    const struct conv_top *x = a, *y = b;
-
-    if (x->conv != y->conv)
-        return x->conv < y->conv ? -1 : 1;
-    if (x->sender != y->sender)
-        return x->sender < y->sender ? -1 : 1;
-    return x->cseq < y->cseq ? -1 : x->cseq > y->cseq;
-}
-
 /* A conversation's last cseq (never lowered) and a pair's two cursors (at 0 if new). */
 static int bump_conversation(struct store *st, const struct conv_top *t)
 {
@@ -1127,67 +1111,11 @@ static int bump_conversation(struct store *st, const struct conv_top *t)
     return run_ints(st, ST_CURSOR_INIT, b, 2);
 }
 
-/*
- * The sender's own messages t[0..n) (one conversation, ascending cseq):
- * its delivered cursor moves over the first contiguous run of them if it
- * already reached the run's start, so nothing of others is ever skipped.
- */
-static int sender_seen(struct store *st, const struct conv_top *t, size_t n)
+static int sender_seen(struct store *st, int32_t sender, int64_t conv, int64_t from, int64_t to)
 {
-    size_t k = 1;
-    int64_t v[4];
+    int64_t v[4] = { sender, conv, from, to };
 
-    while (k < n && t[k].cseq == t[k - 1].cseq + 1)
-        k++;
-    v[0] = t[0].sender;
-    v[1] = t[0].conv;
-    v[2] = t[0].cseq;
-    v[3] = t[k - 1].cseq;
     return run_ints(st, ST_SENDER_SEEN, v, 4);
-}
-
-/* Per conversation: its last cseq and cursors, then each sender's own cursor. */
-static int update_conversations(struct store *st, const struct conv_top *t, size_t n)
-{
-    size_t i = 0, j, k, top;
-    int err = QC_OK;
-
-    while (i < n && err == QC_OK) {
-        for (j = i, top = i; j < n && t[j].conv == t[i].conv; j++)
-            if (t[j].cseq > t[top].cseq)
-                top = j;
-        err = bump_conversation(st, &t[top]);
-        for (k = i; k < j && err == QC_OK; k = i) {
-            for (i = k; i < j && t[i].sender == t[k].sender; i++)
-                ;
-            err = sender_seen(st, &t[k], i - k);
-        }
-        i = j;
-    }
-    return err;
-}
-
-/* Every message (a stored (conv, cseq) is ignored), then each conversation once. */
-static int append_batch(struct store *st, const struct store_logmsg *msgs, size_t n,
-                        const struct conv_top *tops)
-{
-    size_t i;
-    int err = QC_OK;
-
-    for (i = 0; i < n && err == QC_OK; i++)
-        err = insert_message(st, &msgs[i]);
-    return err == QC_OK ? update_conversations(st, tops, n) : err;
-}
-
-/* Order of the messages to number: by conversation, then batch order. */
-static int by_conv_then_index(const void *a, const void *b, void *arg)
-{
-    const struct store_logmsg *msgs = arg;
-    size_t x = *(const size_t *)a, y = *(const size_t *)b;
-
-    if (msgs[x].conv != msgs[y].conv)
-        return msgs[x].conv < msgs[y].conv ? -1 : 1;
-    return x < y ? -1 : x > y;
 }
 
 /* Give the k messages todo[0..k) (one conversation, batch order) the next k cseqs. */
@@ -1206,65 +1134,31 @@ static int reserve_cseqs(struct store *st, struct store_logmsg *msgs, const size
     return QC_OK;
 }
 
-/* Number every message of todo[0..n) (sorted by conversation), one reservation each. */
-static int assign_cseqs(struct store *st, struct store_logmsg *msgs, const size_t *todo, size_t n)
+/* Number, then every message (a stored (conv, cseq) is ignored), then each conversation once. */
+static int append_batch(struct store *st, struct log_batch *b)
 {
-    size_t i = 0, j;
-    int err = QC_OK;
+    size_t i;
+    int err = log_batch_number(b, st, reserve_cseqs);
 
-    while (i < n && err == QC_OK) {
-        for (j = i; j < n && msgs[todo[j]].conv == msgs[todo[i]].conv; j++)
-            ;
-        err = reserve_cseqs(st, msgs, todo + i, j - i);
-        i = j;
-    }
-    return err;
-}
-
-/* The per-conversation updates need the final cseqs: sorted after numbering. */
-static int append_numbered(struct store *st, struct store_logmsg *msgs, size_t n,
-                           struct conv_top *tops, const size_t *todo, size_t ntodo)
-{
-    int err = assign_cseqs(st, msgs, todo, ntodo);
-
-    if (err != QC_OK)
-        return err;
-    for (size_t i = 0; i < n; i++)
-        tops[i] = (struct conv_top){ msgs[i].conv, msgs[i].cseq, msgs[i].ts, msgs[i].sender };
-    qsort(tops, n, sizeof(*tops), by_conv_sender_cseq);
-    return append_batch(st, msgs, n, tops);
+    for (i = 0; i < b->n && err == QC_OK; i++)
+        err = insert_message(st, &b->msgs[i]);
+    return err == QC_OK ? log_batch_update(b, st, bump_conversation, sender_seen) : err;
 }
 
 static int sqlite_log_append(struct store *st, struct store_logmsg *msgs, size_t n)
 {
-    struct conv_top *tops;
-    size_t i, *todo, ntodo = 0;
+    struct log_batch b;
     int err;
 
     if (n == 0)
         return QC_OK;
-    for (i = 0; i < n; i++)
-        if (msgs[i].cseq < 0 || msgs[i].conv == 0)
-            return QC_EBADREQ;
-    tops = malloc(n * sizeof(*tops));
-    todo = malloc(n * sizeof(*todo));
-    if (tops == NULL || todo == NULL) {
-        log_error("sqlite: log append: out of memory for %zu messages", n);
-        free(tops);
-        free(todo);
-        return QC_ESTORAGE;
-    }
-    for (i = 0; i < n; i++)
-        if (msgs[i].cseq == 0)
-            todo[ntodo++] = i;
-    qsort_r(todo, ntodo, sizeof(*todo), by_conv_then_index, msgs);
+    if ((err = log_batch_init(&b, msgs, n, "sqlite")) != QC_OK)
+        return err;
     if ((err = tx_begin(st)) == QC_OK)
-        err = tx_end(st, append_numbered(st, msgs, n, tops, todo, ntodo));
+        err = tx_end(st, append_batch(st, &b));
     if (err != QC_OK) /* rolled back: the caller's messages are as they were */
-        for (i = 0; i < ntodo; i++)
-            msgs[todo[i]].cseq = 0;
-    free(todo);
-    free(tops);
+        log_batch_unnumber(&b);
+    log_batch_free(&b);
     return err;
 }
 
