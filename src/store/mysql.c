@@ -89,6 +89,7 @@
 #define LOG_COLS              6   /* conv, cseq, mid, sender, ts, body */
 #define MAX_PARAMS            (APPEND_BATCH * LOG_COLS)
 #define MAX_COLS              7
+#define PURGE_FIND_ROWS       64 /* conversations one purge search names */
 #define SOCIAL_STMTS          96 /* statements of mysql_social.c kept per connection */
 #define MS_PER_DAY            86400000LL
 #define CSEQ_NONE             INT64_MAX /* "no before": above every cseq */
@@ -418,19 +419,19 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
     [ST_PURGE_FIND] = { "purge find",
                         "SELECT conv, last_cseq - ? FROM Conversation v WHERE last_cseq > ?"
                         " AND EXISTS (SELECT 1 FROM Message m WHERE m.conv = v.conv"
-                        " AND m.cseq <= v.last_cseq - ?) LIMIT 1",
+                        " AND m.cseq <= v.last_cseq - ?) LIMIT " STR(PURGE_FIND_ROWS),
                         3, "ii" },
     [ST_PURGE_CONV] = { "purge conversation",
                         "DELETE FROM Message WHERE conv = ? AND cseq <= ? ORDER BY cseq LIMIT ?", 3,
                         NULL },
-    /* A conversation whose oldest stored message every participant has had. */
+    /* Conversations whose oldest stored message every participant has had. */
     [ST_PURGE_DELIVERED_FIND] = { "purge delivered find",
                                   "SELECT c.conv, MIN(c.delivered_cseq) FROM ConvCursor c"
                                   " WHERE c.conv > 0 OR EXISTS (SELECT 1 FROM GroupUser g"
                                   " WHERE g.groupid = -c.conv AND g.userid = c.userid)"
                                   " GROUP BY c.conv HAVING MIN(c.delivered_cseq) >="
                                   " (SELECT MIN(m.cseq) FROM Message m WHERE m.conv = c.conv)"
-                                  " LIMIT 1",
+                                  " LIMIT " STR(PURGE_FIND_ROWS),
                                   0, "ii" },
     [ST_CONV_DELETE_MSGS] = { "conversation delete",
                               "DELETE FROM Message WHERE conv = ? ORDER BY cseq LIMIT ?", 2, NULL },
@@ -2207,33 +2208,37 @@ static int delete_counted(struct store *st, enum stmt_id id, struct params *p, i
 
 /*
  * Delete, conversation by conversation, the rows the find statement names (a conversation
- * id pair per row), within what is left of the batch. cap > 0 is bound as the find
- * statement's one parameter (the per-conversation limit); cap == 0 binds nothing.
+ * id pair per row, up to PURGE_FIND_ROWS per search), within what is left of the batch.
+ * cap > 0 is bound as the find statement's one parameter (the per-conversation limit);
+ * cap == 0 binds nothing.
  */
 static int purge_conversations(struct store *st, enum stmt_id find, int cap, struct purge_args *a)
 {
     struct params p;
-    int64_t conv, upto;
-    int err = QC_OK, rc;
+    int64_t found[PURGE_FIND_ROWS][2];
+    int err = QC_OK, rc = 0, i, n;
 
     while (a->removed < a->batch && err == QC_OK) {
         if (cap > 0)
             params_key(&p, find, cap);
         if ((err = exec(st, find, cap > 0 ? &p : NULL)) != QC_OK)
             return err;
-        rc = fetch(st, find);
-        conv = rc > 0 ? col_int(st, find, 0) : 0;
-        upto = rc > 0 ? col_int(st, find, 1) : 0;
+        for (n = 0; n < PURGE_FIND_ROWS && (rc = fetch(st, find)) > 0; n++) {
+            found[n][0] = col_int(st, find, 0);
+            found[n][1] = col_int(st, find, 1);
+        }
         finish(st, find);
         if (rc < 0)
             return QC_ESTORAGE;
-        if (rc == 0)
+        if (n == 0)
             break;
-        params_init(&p);
-        param_int(&p, conv);
-        param_int(&p, upto);
-        param_int(&p, a->batch - a->removed);
-        err = delete_counted(st, ST_PURGE_CONV, &p, &a->removed);
+        for (i = 0; i < n && a->removed < a->batch && err == QC_OK; i++) {
+            params_init(&p);
+            param_int(&p, found[i][0]);
+            param_int(&p, found[i][1]);
+            param_int(&p, a->batch - a->removed);
+            err = delete_counted(st, ST_PURGE_CONV, &p, &a->removed);
+        }
     }
     return err;
 }

@@ -55,6 +55,10 @@
 #define WAL_RETRY_MS    10         /* between tries to switch a busy file to WAL */
 #define MEMORY_DB       ":memory:" /* private database, for tests */
 #define OPEN_FLAGS      (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX)
+#define PURGE_FIND_ROWS 64 /* conversations one purge search names */
+
+#define STR_(x) #x
+#define STR(x)  STR_(x)
 
 enum stmt_id {
     ST_BEGIN,
@@ -270,15 +274,15 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
     [ST_PURGE_AGE] = { "purge by age",
                        "DELETE FROM Message WHERE rowid IN"
                        " (SELECT rowid FROM Message WHERE ts < ?1 ORDER BY ts LIMIT ?2)" },
-    /* A conversation holding more than the newest ?1: one index probe each. */
+    /* Conversations holding more than the newest ?1: one index probe each. */
     [ST_PURGE_FIND] = { "purge find",
                         "SELECT conv, last_cseq - ?1 FROM Conversation v WHERE last_cseq > ?1"
                         " AND EXISTS (SELECT 1 FROM Message m WHERE m.conv = v.conv"
-                        " AND m.cseq <= v.last_cseq - ?1) LIMIT 1" },
+                        " AND m.cseq <= v.last_cseq - ?1) LIMIT " STR(PURGE_FIND_ROWS) },
     [ST_PURGE_CONV] = { "purge conversation",
                         "DELETE FROM Message WHERE rowid IN (SELECT rowid FROM Message"
                         " WHERE conv = ?1 AND cseq <= ?2 ORDER BY cseq LIMIT ?3)" },
-    /* A conversation holding messages every participant has had delivered. */
+    /* Conversations holding messages every participant has had delivered. */
     [ST_PURGE_DELIVERED_FIND] = { "purge delivered find",
                                   "SELECT v.conv, d.upto FROM Conversation v JOIN"
                                   " (SELECT c.conv AS conv, min(c.delivered_cseq) AS upto"
@@ -286,7 +290,7 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                                   " FROM GroupUser g WHERE g.groupid = -c.conv AND g.userid = c.userid)"
                                   " GROUP BY c.conv) AS d ON d.conv = v.conv"
                                   " WHERE EXISTS (SELECT 1 FROM Message m WHERE m.conv = v.conv"
-                                  " AND m.cseq <= d.upto) LIMIT 1" },
+                                  " AND m.cseq <= d.upto) LIMIT " STR(PURGE_FIND_ROWS) },
     [ST_CONV_DELETE_MSGS] = { "conversation delete",
                               "DELETE FROM Message WHERE rowid IN"
                               " (SELECT rowid FROM Message WHERE conv = ?1 LIMIT ?2)" },
@@ -1388,30 +1392,36 @@ static int delete_rows(struct store *st, enum stmt_id id, const int64_t *v, int 
 
 /*
  * Delete, conversation by conversation, the rows the find statement names (a conversation
- * id pair per row), within what is left of batch. cap > 0 is bound as the find statement's
- * one parameter (the per-conversation limit); cap == 0 binds nothing.
+ * id pair per row, up to PURGE_FIND_ROWS per search), within what is left of batch.
+ * cap > 0 is bound as the find statement's one parameter (the per-conversation limit);
+ * cap == 0 binds nothing.
  */
 static int purge_conversations(struct store *st, int find, int cap, int batch, int *removed)
 {
     sqlite3_stmt *s = st->stmt[find];
-    int64_t v[3];
-    int rc, err = QC_OK;
+    int64_t found[PURGE_FIND_ROWS][2], v[3];
+    int rc, i, n, err = QC_OK;
 
     while (*removed < batch && err == QC_OK) {
+        n = 0;
         rc = cap > 0 ? sqlite3_bind_int64(s, 1, cap) : SQLITE_OK;
         if (rc == SQLITE_OK)
-            rc = sqlite3_step(s);
-        if (rc == SQLITE_ROW) {
-            v[0] = sqlite3_column_int64(s, 0);
-            v[1] = sqlite3_column_int64(s, 1);
-        }
+            while (n < PURGE_FIND_ROWS && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+                found[n][0] = sqlite3_column_int64(s, 0);
+                found[n][1] = sqlite3_column_int64(s, 1);
+                n++;
+            }
         (void)sqlite3_reset(s);
-        if (rc == SQLITE_DONE)
-            break;
-        if (rc != SQLITE_ROW)
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
             return statement_failed(st, find, rc);
-        v[2] = batch - *removed;
-        err = delete_rows(st, ST_PURGE_CONV, v, 3, removed);
+        if (n == 0)
+            break;
+        for (i = 0; i < n && *removed < batch && err == QC_OK; i++) {
+            v[0] = found[i][0];
+            v[1] = found[i][1];
+            v[2] = batch - *removed;
+            err = delete_rows(st, ST_PURGE_CONV, v, 3, removed);
+        }
     }
     return err;
 }

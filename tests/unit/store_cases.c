@@ -1102,6 +1102,47 @@ void test_log_retention(void **state)
     expect_page(f, ab, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 13, 20, false);
 }
 
+/*
+ * More conversations over the limit than one search of the store names: one
+ * call goes on to the next ones and stops exactly at its batch, both for
+ * max_per_conv and for what every participant has had.
+ */
+#define PURGE_CONVS 150
+void test_log_purge_many_convs(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), uids[PURGE_CONVS];
+    struct store_logmsg *m = calloc(3 * PURGE_CONVS, sizeof(*m));
+    struct store_cursor pos[PURGE_CONVS];
+    int k, removed = -1;
+
+    assert_non_null(m);
+    for (k = 0; k < 3 * PURGE_CONVS; k++) {
+        int64_t conv = store_conv_pair(alice, alice + 1000 + k / 3);
+
+        m[k] = (struct store_logmsg){ conv, k % 3 + 1, k, BASE_TS + k, alice, "{}", 2 };
+        uids[k / 3] = alice + 1000 + k / 3;
+        pos[k / 3] = (struct store_cursor){ conv, 3 };
+    }
+    assert_int_equal(f->ops->log_append(f->st, m, 3 * PURGE_CONVS), QC_OK);
+
+    /* keep the newest 2 of each: one message per conversation goes */
+    assert_int_equal(f->ops->log_purge(f->st, 0, 2, PURGE_CONVS - 10, &removed), QC_OK);
+    assert_int_equal(removed, PURGE_CONVS - 10);
+    assert_int_equal(f->ops->log_purge(f->st, 0, 2, 3 * PURGE_CONVS, &removed), QC_OK);
+    assert_int_equal(removed, 10);
+    assert_int_equal(f->ops->log_purge(f->st, 0, 2, 3 * PURGE_CONVS, &removed), QC_OK);
+    assert_int_equal(removed, 0);
+
+    /* every one delivered to its other user (alice sent them: her cursor follows) */
+    assert_int_equal(f->ops->delivered_advance_many(f->st, uids, pos, PURGE_CONVS), QC_OK);
+    assert_int_equal(f->ops->log_purge_delivered(f->st, 3 * PURGE_CONVS, &removed), QC_OK);
+    assert_int_equal(removed, 2 * PURGE_CONVS);
+    expect_page(f, pos[PURGE_CONVS - 1].conv, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 0, 0,
+                false);
+    free(m);
+}
+
 /* history.enabled = no: what every participant has had is removed, nothing else. */
 void test_log_purge_delivered(void **state)
 {
