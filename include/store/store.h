@@ -176,7 +176,8 @@ struct store_ops {
      * gets the next cseq of its conversation INSIDE the transaction (the
      * database is the sequencer, for several nodes), in batch order, written
      * back into msgs[i].cseq; on an error those are 0 again.  cseq < 0 or
-     * conv 0: QC_EBADREQ.  Keeps each conversation's last cseq and time, and
+     * conv 0: QC_EBADREQ; a body over INT_MAX bytes: QC_ETOOLONG.  Keeps
+     * each conversation's last cseq and time, and
      * creates both users' cursors of a new pair conversation (at 0).
      */
     int (*log_append)(struct store *st, struct store_logmsg *msgs, size_t n);

@@ -284,19 +284,12 @@ int storage_append(struct storage *s, const struct store_logmsg *m, storage_done
 {
     struct item *it;
 
-    if (m->conv == 0 || m->cseq <= 0)
+    if (m->conv == 0 || m->cseq <= 0 || (m->len > 0 && m->body == NULL))
         return QC_EBADREQ;
-    it = malloc(sizeof(*it) + m->len + 1);
-    if (it == NULL)
+    if ((it = append_item(m)) == NULL)
         return STORAGE_QUEUE_FULL;
-    memset(it, 0, sizeof(*it));
-    it->kind = ITEM_APPEND;
     it->done = done;
     it->arg = arg;
-    memcpy(it->body, m->body, m->len);
-    it->body[m->len] = '\0';
-    it->msg = *m;
-    it->msg.body = it->body;
     return enqueue(s, it);
 }
 

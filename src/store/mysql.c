@@ -47,7 +47,8 @@
  * upsert raises Conversation.last_cseq by their number (which locks the row
  * until the commit, so writers of other nodes queue there) and reads it
  * back; they take the numbers below it in batch order.  A retry after a
- * deadlock numbers them again from 0.
+ * deadlock numbers them again from 0.  delivered_advance raises CURSOR_BATCH
+ * cursors per multi-row upsert (idempotent: a retry raises them again).
  *
  * The password comes from storage.password_file, read at open (the file
  * must not be accessible by group or others).  It stays in the handle only
@@ -71,6 +72,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "store/store.h"
+#include "log_batch.h"
 #include "social_db.h"
 
 #define CONNECT_TIMEOUT_SEC   2 /* TCP connect and handshake */
@@ -83,13 +85,18 @@
 #define TEXT_INITIAL          256 /* first size of a text column buffer */
 #define OFFLINE_BATCH         64  /* recipients per INSERT (see ID_ROWS_64) */
 #define APPEND_BATCH          32  /* messages per multi-row INSERT (see LOG_ROWS_32) */
+#define CURSOR_BATCH          64  /* cursors per multi-row upsert (see CURSOR_ROWS_64) */
 #define LOG_COLS              6   /* conv, cseq, mid, sender, ts, body */
 #define MAX_PARAMS            (APPEND_BATCH * LOG_COLS)
 #define MAX_COLS              7
+#define PURGE_FIND_ROWS       64 /* conversations one purge search names */
+#define SOCIAL_STMTS          96 /* statements of mysql_social.c kept per connection */
 #define MS_PER_DAY            86400000LL
 #define CSEQ_NONE             INT64_MAX /* "no before": above every cseq */
 #define CHARSET               "utf8mb4"
 #define TARGET_MAX            (PATH_MAX + 2 * QC_CONFIG_STR_MAX + 16)
+
+_Static_assert(CURSOR_BATCH * 3 <= MAX_PARAMS, "a cursor batch fits in struct params");
 
 #define STR_(x) #x
 #define STR(x)  STR_(x)
@@ -127,6 +134,13 @@ enum {
 #define LOG_ROWS_32                                                                            \
     LOG_ROWS_4 ", " LOG_ROWS_4 ", " LOG_ROWS_4 ", " LOG_ROWS_4 ", " LOG_ROWS_4 ", " LOG_ROWS_4 \
                ", " LOG_ROWS_4 ", " LOG_ROWS_4
+#define CURSOR_ROW "(?, ?, ?)"
+#define CURSOR_ROWS_8                                                                          \
+    CURSOR_ROW ", " CURSOR_ROW ", " CURSOR_ROW ", " CURSOR_ROW ", " CURSOR_ROW ", " CURSOR_ROW \
+               ", " CURSOR_ROW ", " CURSOR_ROW
+#define CURSOR_ROWS_64                                                                        \
+    CURSOR_ROWS_8 ", " CURSOR_ROWS_8 ", " CURSOR_ROWS_8 ", " CURSOR_ROWS_8 ", " CURSOR_ROWS_8 \
+                  ", " CURSOR_ROWS_8 ", " CURSOR_ROWS_8 ", " CURSOR_ROWS_8
 #define LIST_8 "?, ?, ?, ?, ?, ?, ?, ?"
 #define LIST_64 \
     LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8
@@ -176,6 +190,7 @@ enum stmt_id {
     ST_CONVERSATIONS,
     ST_UNDELIVERED,
     ST_DELIVERED_UP,
+    ST_DELIVERED_UP_N,
     ST_READ_UP,
     ST_READ_GET,
     ST_MEMBER_EXISTS,
@@ -372,10 +387,15 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                          " ORDER BY u.ets, u.emid, u.conv, u.cseq",
                          4, "iiiiit" },
     [ST_DELIVERED_UP] = { "delivered advance",
-                          "INSERT INTO ConvCursor (userid, conv, delivered_cseq) VALUES (?, ?, ?)"
+                          "INSERT INTO ConvCursor (userid, conv, delivered_cseq) VALUES " CURSOR_ROW
                           " ON DUPLICATE KEY UPDATE"
                           " delivered_cseq = GREATEST(delivered_cseq, VALUES(delivered_cseq))",
                           3, NULL },
+    [ST_DELIVERED_UP_N] = { "delivered advance batch",
+                            "INSERT INTO ConvCursor (userid, conv, delivered_cseq) VALUES " CURSOR_ROWS_64
+                            " ON DUPLICATE KEY UPDATE"
+                            " delivered_cseq = GREATEST(delivered_cseq, VALUES(delivered_cseq))",
+                            CURSOR_BATCH * 3, NULL },
     [ST_READ_UP] = { "read set",
                      "INSERT INTO ConvCursor (userid, conv, read_cseq) SELECT ?, ?,"
                      " GREATEST(0, LEAST(?, COALESCE((SELECT last_cseq FROM Conversation"
@@ -399,19 +419,19 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
     [ST_PURGE_FIND] = { "purge find",
                         "SELECT conv, last_cseq - ? FROM Conversation v WHERE last_cseq > ?"
                         " AND EXISTS (SELECT 1 FROM Message m WHERE m.conv = v.conv"
-                        " AND m.cseq <= v.last_cseq - ?) LIMIT 1",
+                        " AND m.cseq <= v.last_cseq - ?) LIMIT " STR(PURGE_FIND_ROWS),
                         3, "ii" },
     [ST_PURGE_CONV] = { "purge conversation",
                         "DELETE FROM Message WHERE conv = ? AND cseq <= ? ORDER BY cseq LIMIT ?", 3,
                         NULL },
-    /* A conversation whose oldest stored message every participant has had. */
+    /* Conversations whose oldest stored message every participant has had. */
     [ST_PURGE_DELIVERED_FIND] = { "purge delivered find",
                                   "SELECT c.conv, MIN(c.delivered_cseq) FROM ConvCursor c"
                                   " WHERE c.conv > 0 OR EXISTS (SELECT 1 FROM GroupUser g"
                                   " WHERE g.groupid = -c.conv AND g.userid = c.userid)"
                                   " GROUP BY c.conv HAVING MIN(c.delivered_cseq) >="
                                   " (SELECT MIN(m.cseq) FROM Message m WHERE m.conv = c.conv)"
-                                  " LIMIT 1",
+                                  " LIMIT " STR(PURGE_FIND_ROWS),
                                   0, "ii" },
     [ST_CONV_DELETE_MSGS] = { "conversation delete",
                               "DELETE FROM Message WHERE conv = ? ORDER BY cseq LIMIT ?", 2, NULL },
@@ -451,6 +471,13 @@ struct params {
     bool overflow; /* more than MAX_PARAMS: exec refuses */
 };
 
+/* A statement of mysql_social.c, by its SQL literal (and FOR UPDATE or not). */
+struct social_stmt {
+    const char *sql;
+    bool lock;
+    MYSQL_STMT *h;
+};
+
 struct store {
     MYSQL *db;               /* NULL while disconnected */
     bool broken;             /* lost: replace before the next use */
@@ -458,7 +485,8 @@ struct store {
     int64_t next_attempt_ms; /* no connection attempt before this */
     int64_t down_since_ms;   /* 0 while the database answers */
     struct stmt stmt[ST_COUNT];
-    int max_offline; /* messages kept per user; 0: no cap */
+    struct social_stmt social[SOCIAL_STMTS]; /* in use: sql != NULL */
+    int max_offline;                         /* messages kept per user; 0: no cap */
 
     char host[QC_CONFIG_STR_MAX];
     char socket[PATH_MAX];
@@ -843,6 +871,10 @@ static void disconnect(struct store *st)
             (void)mysql_stmt_close(st->stmt[i].h);
         st->stmt[i].h = NULL;
     }
+    for (i = 0; i < SOCIAL_STMTS; i++)
+        if (st->social[i].h != NULL)
+            (void)mysql_stmt_close(st->social[i].h);
+    memset(st->social, 0, sizeof(st->social));
     if (st->db != NULL)
         mysql_close(st->db);
     st->db = NULL;
@@ -979,6 +1011,25 @@ static int run(struct store *st, op_fn op, void *arg)
 MYSQL *mysql_store_connection(struct store *st)
 {
     return ensure_connected(st) == QC_OK ? st->db : NULL;
+}
+
+MYSQL_STMT **mysql_store_social_stmt(struct store *st, const char *sql, bool lock)
+{
+    struct social_stmt *s;
+    int i;
+
+    for (i = 0; i < SOCIAL_STMTS; i++) {
+        s = &st->social[i];
+        if (s->sql == NULL) { /* not seen on this connection: a free slot */
+            s->sql = sql;
+            s->lock = lock;
+            s->h = NULL;
+            return &s->h;
+        }
+        if (s->sql == sql && s->lock == lock)
+            return &s->h;
+    }
+    return NULL;
 }
 
 void mysql_store_connection_lost(struct store *st)
@@ -1730,23 +1781,6 @@ static int insert_messages(struct store *st, const struct store_logmsg *msgs, si
     return err;
 }
 
-/* One message of a batch, for the per-conversation and per-sender updates. */
-struct conv_top {
-    int64_t conv, cseq, ts;
-    int32_t sender;
-};
-
-static int by_conv_sender_cseq(const void *a, const void *b)
-{
-    const struct conv_top *x = a, *y = b;
-
-    if (x->conv != y->conv)
-        return x->conv < y->conv ? -1 : 1;
-    if (x->sender != y->sender)
-        return x->sender < y->sender ? -1 : 1;
-    return x->cseq < y->cseq ? -1 : x->cseq > y->cseq;
-}
-
 /* One conversation row (and a pair's two cursors), in conv order: no lock cycles. */
 static int bump_conversation(struct store *st, const struct conv_top *t)
 {
@@ -1767,50 +1801,18 @@ static int bump_conversation(struct store *st, const struct conv_top *t)
     return exec(st, ST_CURSOR_INIT_PAIR, &p);
 }
 
-/* See the SQLite driver: the sender's cursor over its first contiguous run. */
-static int sender_seen(struct store *st, const struct conv_top *t, size_t n)
+static int sender_seen(struct store *st, int32_t sender, int64_t conv, int64_t from, int64_t to)
 {
     struct params p;
-    size_t k = 1;
 
-    while (k < n && t[k].cseq == t[k - 1].cseq + 1)
-        k++;
     params_init(&p);
-    param_int(&p, t[k - 1].cseq);
-    param_int(&p, t[0].sender);
-    param_int(&p, t[0].conv);
-    param_int(&p, t[0].cseq);
-    param_int(&p, t[k - 1].cseq);
+    param_int(&p, to);
+    param_int(&p, sender);
+    param_int(&p, conv);
+    param_int(&p, from);
+    param_int(&p, to);
     return exec(st, ST_SENDER_SEEN, &p);
 }
-
-static int update_conversations(struct store *st, const struct conv_top *t, size_t n)
-{
-    size_t i = 0, j, k, top;
-    int err = QC_OK;
-
-    while (i < n && err == QC_OK) {
-        for (j = i, top = i; j < n && t[j].conv == t[i].conv; j++)
-            if (t[j].cseq > t[top].cseq)
-                top = j;
-        err = bump_conversation(st, &t[top]);
-        for (k = i; k < j && err == QC_OK; k = i) {
-            for (i = k; i < j && t[i].sender == t[k].sender; i++)
-                ;
-            err = sender_seen(st, &t[k], i - k);
-        }
-        i = j;
-    }
-    return err;
-}
-
-struct append_args {
-    struct store_logmsg *msgs;
-    size_t n;
-    struct conv_top *tops; /* n entries, sorted by conv, sender, cseq */
-    const size_t *todo;    /* the messages given with cseq 0, by conv then batch order */
-    size_t ntodo;
-};
 
 /* Give the k messages todo[0..k) (one conversation, batch order) the next k cseqs. */
 static int reserve_cseqs(struct store *st, struct store_logmsg *msgs, const size_t *todo, size_t k)
@@ -1837,57 +1839,20 @@ static int reserve_cseqs(struct store *st, struct store_logmsg *msgs, const size
     return QC_OK;
 }
 
-/* Number the messages given with cseq 0, one reservation per conversation. */
-static int assign_cseqs(struct store *st, struct append_args *a)
-{
-    size_t i = 0, j;
-    int err = QC_OK;
-
-    while (i < a->ntodo && err == QC_OK) {
-        for (j = i; j < a->ntodo && a->msgs[a->todo[j]].conv == a->msgs[a->todo[i]].conv; j++)
-            ;
-        err = reserve_cseqs(st, a->msgs, a->todo + i, j - i);
-        i = j;
-    }
-    return err;
-}
-
-static int append_batch(struct store *st, struct append_args *a)
-{
-    int err = assign_cseqs(st, a);
-    size_t i;
-
-    if (err != QC_OK)
-        return err;
-    for (i = 0; i < a->n; i++)
-        a->tops[i] =
-            (struct conv_top){ a->msgs[i].conv, a->msgs[i].cseq, a->msgs[i].ts, a->msgs[i].sender };
-    qsort(a->tops, a->n, sizeof(*a->tops), by_conv_sender_cseq);
-    err = insert_messages(st, a->msgs, a->n);
-    return err == QC_OK ? update_conversations(st, a->tops, a->n) : err;
-}
-
 static int op_log_append(struct store *st, void *arg)
 {
-    struct append_args *a = arg;
+    struct log_batch *b = arg;
     int err;
 
-    for (size_t i = 0; i < a->ntodo; i++)
-        a->msgs[a->todo[i]].cseq = 0; /* a retry numbers them again */
+    log_batch_unnumber(b); /* a retry numbers them again */
     if ((err = tx_begin(st)) != QC_OK)
         return err;
-    return tx_end(st, append_batch(st, a));
-}
-
-/* Order of the messages to number: by conversation, then batch order. */
-static int by_conv_then_index(const void *x, const void *y, void *arg)
-{
-    const struct store_logmsg *msgs = arg;
-    size_t i = *(const size_t *)x, j = *(const size_t *)y;
-
-    if (msgs[i].conv != msgs[j].conv)
-        return msgs[i].conv < msgs[j].conv ? -1 : 1;
-    return i < j ? -1 : i > j;
+    err = log_batch_number(b, st, reserve_cseqs);
+    if (err == QC_OK)
+        err = insert_messages(st, b->msgs, b->n);
+    if (err == QC_OK)
+        err = log_batch_update(b, st, bump_conversation, sender_seen);
+    return tx_end(st, err);
 }
 
 /*
@@ -1897,37 +1862,17 @@ static int by_conv_then_index(const void *x, const void *y, void *arg)
  */
 static int mysql_store_log_append(struct store *st, struct store_logmsg *msgs, size_t n)
 {
-    struct append_args a = { msgs, n, NULL, NULL, 0 };
-    size_t i, *todo;
+    struct log_batch b;
     int err;
 
     if (n == 0)
         return QC_OK;
-    for (i = 0; i < n; i++) {
-        if (msgs[i].cseq < 0 || msgs[i].conv == 0)
-            return QC_EBADREQ;
-        if (msgs[i].len > INT_MAX)
-            return QC_ETOOLONG;
-    }
-    a.tops = malloc(n * sizeof(*a.tops));
-    todo = malloc(n * sizeof(*todo));
-    if (a.tops == NULL || todo == NULL) {
-        log_error("mysql: log append: out of memory for %zu messages", n);
-        free(a.tops);
-        free(todo);
-        return QC_ESTORAGE;
-    }
-    for (i = 0; i < n; i++)
-        if (msgs[i].cseq == 0)
-            todo[a.ntodo++] = i;
-    qsort_r(todo, a.ntodo, sizeof(*todo), by_conv_then_index, msgs);
-    a.todo = todo;
-    err = run(st, op_log_append, &a);
+    if ((err = log_batch_init(&b, msgs, n, "mysql")) != QC_OK)
+        return err;
+    err = run(st, op_log_append, &b);
     if (err != QC_OK) /* rolled back (or unknown): the caller's messages are as they were */
-        for (i = 0; i < a.ntodo; i++)
-            msgs[todo[i]].cseq = 0;
-    free(todo);
-    free(a.tops);
+        log_batch_unnumber(&b);
+    log_batch_free(&b);
     return err;
 }
 
@@ -2104,22 +2049,46 @@ struct advance_args {
     size_t n;
 };
 
+static void param_cursor(struct params *p, const struct advance_args *a, size_t i)
+{
+    param_int(p, a->userids ? a->userids[i] : a->userid);
+    param_int(p, a->pos[i].conv);
+    param_int(p, a->pos[i].cseq);
+}
+
+/* Raise cursors [i, i + CURSOR_BATCH) in one statement (one cursor: the short one). */
+static int advance_some(struct store *st, const struct advance_args *a, size_t i)
+{
+    struct params p;
+    size_t k;
+
+    params_init(&p);
+    if (a->n - i == 1) {
+        param_cursor(&p, a, i);
+        return exec(st, ST_DELIVERED_UP, &p);
+    }
+    /* A last, partial batch repeats its last cursor: raising it twice changes nothing. */
+    for (k = 0; k < CURSOR_BATCH; k++)
+        param_cursor(&p, a, i + k < a->n ? i + k : a->n - 1);
+    return exec(st, ST_DELIVERED_UP_N, &p);
+}
+
+/*
+ * CURSOR_BATCH cursors per upsert, one round trip each.  One statement is
+ * atomic by itself; more run in one transaction.
+ */
 static int op_delivered_advance(struct store *st, void *arg)
 {
     struct advance_args *a = arg;
-    struct params p;
     size_t i;
     int err;
 
+    if (a->n <= CURSOR_BATCH)
+        return advance_some(st, a, 0);
     if ((err = tx_begin(st)) != QC_OK)
         return err;
-    for (i = 0; i < a->n && err == QC_OK; i++) {
-        params_init(&p);
-        param_int(&p, a->userids ? a->userids[i] : a->userid);
-        param_int(&p, a->pos[i].conv);
-        param_int(&p, a->pos[i].cseq);
-        err = exec(st, ST_DELIVERED_UP, &p);
-    }
+    for (i = 0; i < a->n && err == QC_OK; i += CURSOR_BATCH)
+        err = advance_some(st, a, i);
     return tx_end(st, err);
 }
 
@@ -2239,33 +2208,37 @@ static int delete_counted(struct store *st, enum stmt_id id, struct params *p, i
 
 /*
  * Delete, conversation by conversation, the rows the find statement names (a conversation
- * id pair per row), within what is left of the batch. cap > 0 is bound as the find
- * statement's one parameter (the per-conversation limit); cap == 0 binds nothing.
+ * id pair per row, up to PURGE_FIND_ROWS per search), within what is left of the batch.
+ * cap > 0 is bound as the find statement's one parameter (the per-conversation limit);
+ * cap == 0 binds nothing.
  */
 static int purge_conversations(struct store *st, enum stmt_id find, int cap, struct purge_args *a)
 {
     struct params p;
-    int64_t conv, upto;
-    int err = QC_OK, rc;
+    int64_t found[PURGE_FIND_ROWS][2];
+    int err = QC_OK, rc = 0, i, n;
 
     while (a->removed < a->batch && err == QC_OK) {
         if (cap > 0)
             params_key(&p, find, cap);
         if ((err = exec(st, find, cap > 0 ? &p : NULL)) != QC_OK)
             return err;
-        rc = fetch(st, find);
-        conv = rc > 0 ? col_int(st, find, 0) : 0;
-        upto = rc > 0 ? col_int(st, find, 1) : 0;
+        for (n = 0; n < PURGE_FIND_ROWS && (rc = fetch(st, find)) > 0; n++) {
+            found[n][0] = col_int(st, find, 0);
+            found[n][1] = col_int(st, find, 1);
+        }
         finish(st, find);
         if (rc < 0)
             return QC_ESTORAGE;
-        if (rc == 0)
+        if (n == 0)
             break;
-        params_init(&p);
-        param_int(&p, conv);
-        param_int(&p, upto);
-        param_int(&p, a->batch - a->removed);
-        err = delete_counted(st, ST_PURGE_CONV, &p, &a->removed);
+        for (i = 0; i < n && a->removed < a->batch && err == QC_OK; i++) {
+            params_init(&p);
+            param_int(&p, found[i][0]);
+            param_int(&p, found[i][1]);
+            param_int(&p, a->batch - a->removed);
+            err = delete_counted(st, ST_PURGE_CONV, &p, &a->removed);
+        }
     }
     return err;
 }

@@ -5,10 +5,11 @@
  * social_rules.c.
  *
  * Every statement is a fixed literal (a locking read gets " FOR UPDATE"
- * appended) prepared with mysql_stmt_prepare for the call and closed
- * after it, its values bound as parameters: no SQL text is built from
- * data.  Results are buffered in the client before the first callback
- * runs; callbacks must not call into the store.
+ * appended) prepared with mysql_stmt_prepare the first time a connection
+ * runs it and kept with the connection (mysql_store_social_stmt), its
+ * values bound as parameters: no SQL text is built from data.  Results
+ * are buffered in the client before the first callback runs; callbacks
+ * must not call into the store.
  *
  * Failures as in mysql.c: a connection lost before COMMIT was sent means
  * the server rolled the transaction back, so the op runs once more on a
@@ -67,21 +68,65 @@ static int classify(MYSQL_STMT *h, const char *sql)
     return QC_ESTORAGE;
 }
 
-/* Prepare sql (with FOR UPDATE when lock) and bind v: QC_OK or an outcome. */
-static int prepare_bound(MYSQL_STMT *h, const char *sql, bool lock, const struct sdb_val *v, int n,
-                         MYSQL_BIND *b, unsigned long *lens, long long *nums)
+/* Prepare sql (with FOR UPDATE when lock) on h: QC_OK or an outcome. */
+static int prepare_sql(MYSQL_STMT *h, const char *sql, bool lock)
 {
     char text[SDB_SQL_MAX];
-    int i;
 
-    if (n > SDB_PARAMS ||
-        snprintf(text, sizeof(text), "%s%s", sql, lock ? " FOR UPDATE" : "") >= (int)sizeof(text)) {
+    if (snprintf(text, sizeof(text), "%s%s", sql, lock ? " FOR UPDATE" : "") >= (int)sizeof(text)) {
         log_error("mysql: statement too big for the social driver: %s", sql);
         return QC_ESTORAGE;
     }
     if (mysql_stmt_prepare(h, text, strlen(text)) != 0)
         return classify(h, sql);
-    memset(b, 0, sizeof(*b) * SDB_PARAMS);
+    return QC_OK;
+}
+
+/*
+ * The prepared statement for sql and lock on d's connection: the one kept
+ * for the connection (*own false), or, when none can be kept, one for this
+ * call that the caller closes (*own true).
+ */
+static int statement(struct sdb *d, const char *sql, bool lock, MYSQL_STMT **out, bool *own)
+{
+    MYSQL_STMT **slot = mysql_store_social_stmt(d->st, sql, lock);
+    MYSQL_STMT *h;
+    int err;
+
+    *own = slot == NULL;
+    if (slot != NULL && *slot != NULL) {
+        *out = *slot;
+        return QC_OK;
+    }
+    h = mysql_stmt_init(connection_of(d));
+    if (h == NULL) {
+        log_error("mysql: out of memory for a statement");
+        return QC_ESTORAGE;
+    }
+    if ((err = prepare_sql(h, sql, lock)) != QC_OK) {
+        (void)mysql_stmt_close(h);
+        return err;
+    }
+    if (slot != NULL)
+        *slot = h;
+    *out = h;
+    return QC_OK;
+}
+
+/* Bind v to h and execute it: QC_OK or an outcome. */
+static int bind_and_execute(MYSQL_STMT *h, const char *sql, const struct sdb_val *v, int n)
+{
+    MYSQL_BIND b[SDB_PARAMS];
+    unsigned long lens[SDB_PARAMS];
+    long long nums[SDB_PARAMS];
+    int i;
+
+    if (n > SDB_PARAMS || (unsigned long)n != mysql_stmt_param_count(h)) {
+        log_error("mysql: %s: %d parameters bound, expected %lu", sql, n,
+                  mysql_stmt_param_count(h));
+        return QC_ESTORAGE;
+    }
+    memset(b, 0, sizeof(b));
     for (i = 0; i < n; i++) {
         if (v[i].type == 'i') {
             nums[i] = v[i].i;
@@ -97,35 +142,25 @@ static int prepare_bound(MYSQL_STMT *h, const char *sql, bool lock, const struct
     }
     if (n > 0 && mysql_stmt_bind_param(h, b) != 0)
         return classify(h, sql);
+    if (mysql_stmt_execute(h) != 0)
+        return classify(h, sql);
     return QC_OK;
-}
-
-static MYSQL_STMT *new_statement(MYSQL *db)
-{
-    MYSQL_STMT *h = mysql_stmt_init(db);
-
-    if (h == NULL)
-        log_error("mysql: out of memory for a statement");
-    return h;
 }
 
 static int my_exec(struct sdb *d, const char *sql, const struct sdb_val *v, int n,
                    long long *changes)
 {
-    MYSQL_STMT *h = new_statement(connection_of(d));
-    MYSQL_BIND b[SDB_PARAMS];
-    unsigned long lens[SDB_PARAMS];
-    long long nums[SDB_PARAMS];
-    int err;
+    MYSQL_STMT *h;
+    bool own;
+    int err = statement(d, sql, false, &h, &own);
 
-    if (h == NULL)
-        return QC_ESTORAGE;
-    err = prepare_bound(h, sql, false, v, n, b, lens, nums);
-    if (err == QC_OK && mysql_stmt_execute(h) != 0)
-        err = classify(h, sql);
+    if (err != QC_OK)
+        return err;
+    err = bind_and_execute(h, sql, v, n);
     if (err == QC_OK && changes != NULL)
         *changes = (long long)mysql_stmt_affected_rows(h);
-    (void)mysql_stmt_close(h);
+    if (own)
+        (void)mysql_stmt_close(h);
     return err;
 }
 
@@ -194,24 +229,22 @@ static int deliver_rows(MYSQL_STMT *h, const char *sql, struct columns *c, const
 static int my_query(struct sdb *d, const char *sql, bool lock, const struct sdb_val *v, int n,
                     const char *cols, sdb_row_fn fn, void *arg)
 {
-    MYSQL_STMT *h = new_statement(connection_of(d));
-    MYSQL_BIND b[SDB_PARAMS];
-    unsigned long lens[SDB_PARAMS];
-    long long nums[SDB_PARAMS];
+    MYSQL_STMT *h;
     struct columns *c;
+    bool own;
     int err;
 
-    if (h == NULL)
-        return QC_ESTORAGE;
     c = malloc(sizeof(*c));
     if (c == NULL) {
-        (void)mysql_stmt_close(h);
         log_error("mysql: out of memory for a result");
         return QC_ESTORAGE;
     }
-    err = prepare_bound(h, sql, lock, v, n, b, lens, nums);
-    if (err == QC_OK && mysql_stmt_execute(h) != 0)
-        err = classify(h, sql);
+    err = statement(d, sql, lock, &h, &own);
+    if (err != QC_OK) {
+        free(c);
+        return err;
+    }
+    err = bind_and_execute(h, sql, v, n);
     if (err == QC_OK) {
         bind_columns(c, cols);
         if (mysql_stmt_bind_result(h, c->out) != 0 || mysql_stmt_store_result(h) != 0)
@@ -220,7 +253,8 @@ static int my_query(struct sdb *d, const char *sql, bool lock, const struct sdb_
     if (err == QC_OK)
         err = deliver_rows(h, sql, c, cols, fn, arg);
     (void)mysql_stmt_free_result(h);
-    (void)mysql_stmt_close(h);
+    if (own)
+        (void)mysql_stmt_close(h);
     free(c);
     return err;
 }

@@ -126,12 +126,30 @@ int rules_password_change(const struct sdb_prims *p, struct store *st, int32_t u
 /* ---- driver accessors (a few lines each in sqlite.c and mysql.c) ---- */
 
 struct sqlite3;
+struct sqlite3_stmt;
 /* The handle's SQLite connection. */
 struct sqlite3 *sqlite_store_db(struct store *st);
+/*
+ * The statement for sql (a literal: the key is its address), prepared once
+ * per handle and kept; NULL (logged) when it does not prepare.  *own: none
+ * could be kept, the caller finalizes it; otherwise the caller resets it.
+ */
+struct sqlite3_stmt *sqlite_store_social_stmt(struct store *st, const char *sql, bool *own);
+/* BEGIN IMMEDIATE, and its end: commit when err is QC_OK, else roll back (the outcome). */
+int sqlite_store_begin(struct store *st);
+int sqlite_store_end(struct store *st, int err);
 
 struct st_mysql;
 /* A usable MariaDB connection (reconnecting if it was lost), or NULL. */
 struct st_mysql *mysql_store_connection(struct store *st);
+struct st_mysql_stmt;
+/*
+ * The slot of the statement for sql (a literal: the key is its address) and
+ * lock on the current connection: *slot NULL until the caller prepares it
+ * there, closed when the connection is replaced.  NULL when every slot is
+ * taken (the caller prepares one for the call and closes it).
+ */
+struct st_mysql_stmt **mysql_store_social_stmt(struct store *st, const char *sql, bool lock);
 /* The connection was lost: the next mysql_store_connection() replaces it at once. */
 void mysql_store_connection_lost(struct store *st);
 /* Whether a client or server error code means the connection is gone. */

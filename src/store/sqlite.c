@@ -48,12 +48,17 @@
 
 #include "common/log.h"
 #include "store/store.h"
+#include "log_batch.h"
 #include "social_db.h"
 
 #define BUSY_TIMEOUT_MS 5000       /* workers take turns writing one file */
 #define WAL_RETRY_MS    10         /* between tries to switch a busy file to WAL */
 #define MEMORY_DB       ":memory:" /* private database, for tests */
 #define OPEN_FLAGS      (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX)
+#define PURGE_FIND_ROWS 64 /* conversations one purge search names */
+
+#define STR_(x) #x
+#define STR(x)  STR_(x)
 
 enum stmt_id {
     ST_BEGIN,
@@ -269,15 +274,15 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
     [ST_PURGE_AGE] = { "purge by age",
                        "DELETE FROM Message WHERE rowid IN"
                        " (SELECT rowid FROM Message WHERE ts < ?1 ORDER BY ts LIMIT ?2)" },
-    /* A conversation holding more than the newest ?1: one index probe each. */
+    /* Conversations holding more than the newest ?1: one index probe each. */
     [ST_PURGE_FIND] = { "purge find",
                         "SELECT conv, last_cseq - ?1 FROM Conversation v WHERE last_cseq > ?1"
                         " AND EXISTS (SELECT 1 FROM Message m WHERE m.conv = v.conv"
-                        " AND m.cseq <= v.last_cseq - ?1) LIMIT 1" },
+                        " AND m.cseq <= v.last_cseq - ?1) LIMIT " STR(PURGE_FIND_ROWS) },
     [ST_PURGE_CONV] = { "purge conversation",
                         "DELETE FROM Message WHERE rowid IN (SELECT rowid FROM Message"
                         " WHERE conv = ?1 AND cseq <= ?2 ORDER BY cseq LIMIT ?3)" },
-    /* A conversation holding messages every participant has had delivered. */
+    /* Conversations holding messages every participant has had delivered. */
     [ST_PURGE_DELIVERED_FIND] = { "purge delivered find",
                                   "SELECT v.conv, d.upto FROM Conversation v JOIN"
                                   " (SELECT c.conv AS conv, min(c.delivered_cseq) AS upto"
@@ -285,7 +290,7 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                                   " FROM GroupUser g WHERE g.groupid = -c.conv AND g.userid = c.userid)"
                                   " GROUP BY c.conv) AS d ON d.conv = v.conv"
                                   " WHERE EXISTS (SELECT 1 FROM Message m WHERE m.conv = v.conv"
-                                  " AND m.cseq <= d.upto) LIMIT 1" },
+                                  " AND m.cseq <= d.upto) LIMIT " STR(PURGE_FIND_ROWS) },
     [ST_CONV_DELETE_MSGS] = { "conversation delete",
                               "DELETE FROM Message WHERE rowid IN"
                               " (SELECT rowid FROM Message WHERE conv = ?1 LIMIT ?2)" },
@@ -303,10 +308,19 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                           " (SELECT last_cseq FROM Conversation v WHERE v.conv = ConvCursor.conv)" },
 };
 
+#define SOCIAL_STMTS 96 /* statements of sqlite_social.c kept per handle */
+
+/* A statement of sqlite_social.c, by its SQL literal. */
+struct social_stmt {
+    const char *sql;
+    sqlite3_stmt *s;
+};
+
 struct store {
     sqlite3 *db;
     sqlite3_stmt *stmt[ST_COUNT];
-    int max_offline; /* messages kept per user; 0: no cap */
+    struct social_stmt social[SOCIAL_STMTS]; /* in use: s != NULL */
+    int max_offline;                         /* messages kept per user; 0: no cap */
 };
 
 /* Log what failed on st's connection; the caller reports QC_ESTORAGE. */
@@ -674,6 +688,8 @@ static void sqlite_close(struct store *st)
         return;
     for (i = 0; i < ST_COUNT; i++)
         (void)sqlite3_finalize(st->stmt[i]); /* NULL is a no-op */
+    for (i = 0; i < SOCIAL_STMTS; i++)
+        (void)sqlite3_finalize(st->social[i].s);
     rc = sqlite3_close(st->db);
     if (rc != SQLITE_OK)
         log_error("sqlite: close: %s", sqlite3_errstr(rc));
@@ -720,6 +736,43 @@ static int sqlite_init_schema(struct store *st)
 struct sqlite3 *sqlite_store_db(struct store *st)
 {
     return st->db;
+}
+
+/*
+ * The statement for sql (a literal: the key is its address), prepared once
+ * per handle; NULL (logged) when it does not prepare.  *own: none could be
+ * kept, the caller finalizes it; else the caller resets it.
+ */
+sqlite3_stmt *sqlite_store_social_stmt(struct store *st, const char *sql, bool *own)
+{
+    sqlite3_stmt *s = NULL;
+    int i, rc;
+
+    for (i = 0; i < SOCIAL_STMTS && st->social[i].s != NULL; i++)
+        if (st->social[i].sql == sql) {
+            *own = false;
+            return st->social[i].s;
+        }
+    *own = i == SOCIAL_STMTS;
+    rc = sqlite3_prepare_v3(st->db, sql, -1, *own ? 0 : SQLITE_PREPARE_PERSISTENT, &s, NULL);
+    if (rc != SQLITE_OK) {
+        (void)storage_failed(st, sql, rc);
+        (void)sqlite3_finalize(s);
+        return NULL;
+    }
+    if (!*own)
+        st->social[i] = (struct social_stmt){ sql, s };
+    return s;
+}
+
+int sqlite_store_begin(struct store *st)
+{
+    return tx_begin(st);
+}
+
+int sqlite_store_end(struct store *st, int err)
+{
+    return tx_end(st, err);
 }
 
 static int sqlite_ping(struct store *st)
@@ -1048,23 +1101,6 @@ static int insert_message(struct store *st, const struct store_logmsg *m)
     return rc == SQLITE_DONE ? QC_OK : statement_failed(st, ST_LOG_INSERT, rc);
 }
 
-/* One message of a batch, for the per-conversation and per-sender updates. */
-struct conv_top {
-    int64_t conv, cseq, ts;
-    int32_t sender;
-};
-
-static int by_conv_sender_cseq(const void *a, const void *b)
-{
-    const struct conv_top *x = a, *y = b;
-
-    if (x->conv != y->conv)
-        return x->conv < y->conv ? -1 : 1;
-    if (x->sender != y->sender)
-        return x->sender < y->sender ? -1 : 1;
-    return x->cseq < y->cseq ? -1 : x->cseq > y->cseq;
-}
-
 /* A conversation's last cseq (never lowered) and a pair's two cursors (at 0 if new). */
 static int bump_conversation(struct store *st, const struct conv_top *t)
 {
@@ -1079,67 +1115,11 @@ static int bump_conversation(struct store *st, const struct conv_top *t)
     return run_ints(st, ST_CURSOR_INIT, b, 2);
 }
 
-/*
- * The sender's own messages t[0..n) (one conversation, ascending cseq):
- * its delivered cursor moves over the first contiguous run of them if it
- * already reached the run's start, so nothing of others is ever skipped.
- */
-static int sender_seen(struct store *st, const struct conv_top *t, size_t n)
+static int sender_seen(struct store *st, int32_t sender, int64_t conv, int64_t from, int64_t to)
 {
-    size_t k = 1;
-    int64_t v[4];
+    int64_t v[4] = { sender, conv, from, to };
 
-    while (k < n && t[k].cseq == t[k - 1].cseq + 1)
-        k++;
-    v[0] = t[0].sender;
-    v[1] = t[0].conv;
-    v[2] = t[0].cseq;
-    v[3] = t[k - 1].cseq;
     return run_ints(st, ST_SENDER_SEEN, v, 4);
-}
-
-/* Per conversation: its last cseq and cursors, then each sender's own cursor. */
-static int update_conversations(struct store *st, const struct conv_top *t, size_t n)
-{
-    size_t i = 0, j, k, top;
-    int err = QC_OK;
-
-    while (i < n && err == QC_OK) {
-        for (j = i, top = i; j < n && t[j].conv == t[i].conv; j++)
-            if (t[j].cseq > t[top].cseq)
-                top = j;
-        err = bump_conversation(st, &t[top]);
-        for (k = i; k < j && err == QC_OK; k = i) {
-            for (i = k; i < j && t[i].sender == t[k].sender; i++)
-                ;
-            err = sender_seen(st, &t[k], i - k);
-        }
-        i = j;
-    }
-    return err;
-}
-
-/* Every message (a stored (conv, cseq) is ignored), then each conversation once. */
-static int append_batch(struct store *st, const struct store_logmsg *msgs, size_t n,
-                        const struct conv_top *tops)
-{
-    size_t i;
-    int err = QC_OK;
-
-    for (i = 0; i < n && err == QC_OK; i++)
-        err = insert_message(st, &msgs[i]);
-    return err == QC_OK ? update_conversations(st, tops, n) : err;
-}
-
-/* Order of the messages to number: by conversation, then batch order. */
-static int by_conv_then_index(const void *a, const void *b, void *arg)
-{
-    const struct store_logmsg *msgs = arg;
-    size_t x = *(const size_t *)a, y = *(const size_t *)b;
-
-    if (msgs[x].conv != msgs[y].conv)
-        return msgs[x].conv < msgs[y].conv ? -1 : 1;
-    return x < y ? -1 : x > y;
 }
 
 /* Give the k messages todo[0..k) (one conversation, batch order) the next k cseqs. */
@@ -1158,65 +1138,31 @@ static int reserve_cseqs(struct store *st, struct store_logmsg *msgs, const size
     return QC_OK;
 }
 
-/* Number every message of todo[0..n) (sorted by conversation), one reservation each. */
-static int assign_cseqs(struct store *st, struct store_logmsg *msgs, const size_t *todo, size_t n)
+/* Number, then every message (a stored (conv, cseq) is ignored), then each conversation once. */
+static int append_batch(struct store *st, struct log_batch *b)
 {
-    size_t i = 0, j;
-    int err = QC_OK;
+    size_t i;
+    int err = log_batch_number(b, st, reserve_cseqs);
 
-    while (i < n && err == QC_OK) {
-        for (j = i; j < n && msgs[todo[j]].conv == msgs[todo[i]].conv; j++)
-            ;
-        err = reserve_cseqs(st, msgs, todo + i, j - i);
-        i = j;
-    }
-    return err;
-}
-
-/* The per-conversation updates need the final cseqs: sorted after numbering. */
-static int append_numbered(struct store *st, struct store_logmsg *msgs, size_t n,
-                           struct conv_top *tops, const size_t *todo, size_t ntodo)
-{
-    int err = assign_cseqs(st, msgs, todo, ntodo);
-
-    if (err != QC_OK)
-        return err;
-    for (size_t i = 0; i < n; i++)
-        tops[i] = (struct conv_top){ msgs[i].conv, msgs[i].cseq, msgs[i].ts, msgs[i].sender };
-    qsort(tops, n, sizeof(*tops), by_conv_sender_cseq);
-    return append_batch(st, msgs, n, tops);
+    for (i = 0; i < b->n && err == QC_OK; i++)
+        err = insert_message(st, &b->msgs[i]);
+    return err == QC_OK ? log_batch_update(b, st, bump_conversation, sender_seen) : err;
 }
 
 static int sqlite_log_append(struct store *st, struct store_logmsg *msgs, size_t n)
 {
-    struct conv_top *tops;
-    size_t i, *todo, ntodo = 0;
+    struct log_batch b;
     int err;
 
     if (n == 0)
         return QC_OK;
-    for (i = 0; i < n; i++)
-        if (msgs[i].cseq < 0 || msgs[i].conv == 0)
-            return QC_EBADREQ;
-    tops = malloc(n * sizeof(*tops));
-    todo = malloc(n * sizeof(*todo));
-    if (tops == NULL || todo == NULL) {
-        log_error("sqlite: log append: out of memory for %zu messages", n);
-        free(tops);
-        free(todo);
-        return QC_ESTORAGE;
-    }
-    for (i = 0; i < n; i++)
-        if (msgs[i].cseq == 0)
-            todo[ntodo++] = i;
-    qsort_r(todo, ntodo, sizeof(*todo), by_conv_then_index, msgs);
+    if ((err = log_batch_init(&b, msgs, n, "sqlite")) != QC_OK)
+        return err;
     if ((err = tx_begin(st)) == QC_OK)
-        err = tx_end(st, append_numbered(st, msgs, n, tops, todo, ntodo));
+        err = tx_end(st, append_batch(st, &b));
     if (err != QC_OK) /* rolled back: the caller's messages are as they were */
-        for (i = 0; i < ntodo; i++)
-            msgs[todo[i]].cseq = 0;
-    free(todo);
-    free(tops);
+        log_batch_unnumber(&b);
+    log_batch_free(&b);
     return err;
 }
 
@@ -1349,8 +1295,9 @@ static int sqlite_undelivered(struct store *st, int32_t userid, int max_count, s
     return rc == SQLITE_DONE ? QC_OK : statement_failed(st, ST_UNDELIVERED, rc);
 }
 
-static int sqlite_delivered_advance(struct store *st, int32_t userid,
-                                    const struct store_cursor *pos, size_t n)
+/* Raise n cursors in one transaction: of userids[i], or of userid when userids is NULL. */
+static int advance_cursors(struct store *st, const int32_t *userids, int32_t userid,
+                           const struct store_cursor *pos, size_t n)
 {
     size_t i;
     int err;
@@ -1360,29 +1307,23 @@ static int sqlite_delivered_advance(struct store *st, int32_t userid,
     if ((err = tx_begin(st)) != QC_OK)
         return err;
     for (i = 0; i < n && err == QC_OK; i++) {
-        int64_t v[3] = { userid, pos[i].conv, pos[i].cseq };
+        int64_t v[3] = { userids != NULL ? userids[i] : userid, pos[i].conv, pos[i].cseq };
 
         err = run_ints(st, ST_DELIVERED_UP, v, 3);
     }
     return tx_end(st, err);
 }
 
+static int sqlite_delivered_advance(struct store *st, int32_t userid,
+                                    const struct store_cursor *pos, size_t n)
+{
+    return advance_cursors(st, NULL, userid, pos, n);
+}
+
 static int sqlite_delivered_advance_many(struct store *st, const int32_t *userids,
                                          const struct store_cursor *pos, size_t n)
 {
-    size_t i;
-    int err;
-
-    if (n == 0)
-        return QC_OK;
-    if ((err = tx_begin(st)) != QC_OK)
-        return err;
-    for (i = 0; i < n && err == QC_OK; i++) {
-        int64_t v[3] = { userids[i], pos[i].conv, pos[i].cseq };
-
-        err = run_ints(st, ST_DELIVERED_UP, v, 3);
-    }
-    return tx_end(st, err);
+    return advance_cursors(st, userids, 0, pos, n);
 }
 
 static int sqlite_read_set(struct store *st, int32_t userid, int64_t conv, int64_t cseq,
@@ -1451,30 +1392,36 @@ static int delete_rows(struct store *st, enum stmt_id id, const int64_t *v, int 
 
 /*
  * Delete, conversation by conversation, the rows the find statement names (a conversation
- * id pair per row), within what is left of batch. cap > 0 is bound as the find statement's
- * one parameter (the per-conversation limit); cap == 0 binds nothing.
+ * id pair per row, up to PURGE_FIND_ROWS per search), within what is left of batch.
+ * cap > 0 is bound as the find statement's one parameter (the per-conversation limit);
+ * cap == 0 binds nothing.
  */
 static int purge_conversations(struct store *st, int find, int cap, int batch, int *removed)
 {
     sqlite3_stmt *s = st->stmt[find];
-    int64_t v[3];
-    int rc, err = QC_OK;
+    int64_t found[PURGE_FIND_ROWS][2], v[3];
+    int rc, i, n, err = QC_OK;
 
     while (*removed < batch && err == QC_OK) {
+        n = 0;
         rc = cap > 0 ? sqlite3_bind_int64(s, 1, cap) : SQLITE_OK;
         if (rc == SQLITE_OK)
-            rc = sqlite3_step(s);
-        if (rc == SQLITE_ROW) {
-            v[0] = sqlite3_column_int64(s, 0);
-            v[1] = sqlite3_column_int64(s, 1);
-        }
+            while (n < PURGE_FIND_ROWS && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+                found[n][0] = sqlite3_column_int64(s, 0);
+                found[n][1] = sqlite3_column_int64(s, 1);
+                n++;
+            }
         (void)sqlite3_reset(s);
-        if (rc == SQLITE_DONE)
-            break;
-        if (rc != SQLITE_ROW)
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
             return statement_failed(st, find, rc);
-        v[2] = batch - *removed;
-        err = delete_rows(st, ST_PURGE_CONV, v, 3, removed);
+        if (n == 0)
+            break;
+        for (i = 0; i < n && *removed < batch && err == QC_OK; i++) {
+            v[0] = found[i][0];
+            v[1] = found[i][1];
+            v[2] = batch - *removed;
+            err = delete_rows(st, ST_PURGE_CONV, v, 3, removed);
+        }
     }
     return err;
 }

@@ -3,10 +3,10 @@
  * embedded SQLite store: the primitives of social_db.h over the handle's
  * connection (sqlite_store_db), bound to the rules of social_rules.c.
  *
- * Statements are prepared for each call and finalized before it returns,
- * so no read snapshot outlives a call and nothing is kept per handle.
- * Writes run in BEGIN IMMEDIATE (see sqlite.c: a transaction that starts
- * reading cannot wait for the write lock in WAL mode).  Callbacks run while
+ * Statements are prepared once per handle (sqlite_store_social_stmt) and
+ * reset before each call returns, so no read snapshot outlives a call.
+ * Writes run in the handle's BEGIN IMMEDIATE (see sqlite.c: a transaction
+ * that starts reading cannot wait for the write lock in WAL mode).  Callbacks run while
  * a statement steps: they must not call into the store.
  */
 #include <sqlite3.h>
@@ -37,18 +37,31 @@ static int bind_values(sqlite3_stmt *s, const struct sdb_val *v, int n)
     return rc;
 }
 
-/* Prepare sql and bind v: the statement, or NULL (logged). */
-static sqlite3_stmt *prepare_bound(sqlite3 *db, const char *sql, const struct sdb_val *v, int n)
+/* Done with s: finalized when the caller owns it, else reset for the next call. */
+static void release(sqlite3_stmt *s, bool own)
 {
-    sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+    if (own) {
+        (void)sqlite3_finalize(s);
+        return;
+    }
+    (void)sqlite3_reset(s);
+    (void)sqlite3_clear_bindings(s);
+}
 
-    if (rc == SQLITE_OK)
-        rc = bind_values(s, v, n);
+/* The handle's statement for sql with v bound, or NULL (logged). */
+static sqlite3_stmt *prepare_bound(struct store *st, const char *sql, const struct sdb_val *v,
+                                   int n, bool *own)
+{
+    sqlite3_stmt *s = sqlite_store_social_stmt(st, sql, own);
+    int rc;
+
+    if (s == NULL)
+        return NULL;
+    rc = bind_values(s, v, n);
     if (rc == SQLITE_OK)
         return s;
-    (void)failed(db, sql, rc);
-    (void)sqlite3_finalize(s);
+    (void)failed(sqlite_store_db(st), sql, rc);
+    release(s, *own);
     return NULL;
 }
 
@@ -61,19 +74,21 @@ static int sq_exec(struct sdb *d, const char *sql, const struct sdb_val *v, int 
                    long long *changes)
 {
     sqlite3 *db = sqlite_store_db(d->st);
-    sqlite3_stmt *s = prepare_bound(db, sql, v, n);
+    bool own;
+    sqlite3_stmt *s = prepare_bound(d->st, sql, v, n, &own);
     int rc;
 
     if (s == NULL)
         return QC_ESTORAGE;
     rc = sqlite3_step(s);
-    (void)sqlite3_finalize(s);
+    if (rc != SQLITE_DONE)
+        rc = sqlite3_extended_errcode(db);
+    release(s, own);
     if (rc == SQLITE_DONE) {
         if (changes != NULL)
             *changes = sqlite3_changes(db);
         return QC_OK;
     }
-    rc = sqlite3_extended_errcode(db);
     if (is_unique_violation(rc))
         return SDB_DUP;
     return failed(db, sql, rc);
@@ -100,7 +115,8 @@ static int sq_query(struct sdb *d, const char *sql, bool lock, const struct sdb_
                     const char *cols, sdb_row_fn fn, void *arg)
 {
     sqlite3 *db = sqlite_store_db(d->st);
-    sqlite3_stmt *s = prepare_bound(db, sql, v, n);
+    bool own;
+    sqlite3_stmt *s = prepare_bound(d->st, sql, v, n, &own);
     struct sdb_row row;
     int rc;
 
@@ -112,32 +128,22 @@ static int sq_query(struct sdb *d, const char *sql, bool lock, const struct sdb_
         read_row(s, cols, &row);
         fn(arg, &row);
     }
-    (void)sqlite3_finalize(s);
-    return rc == SQLITE_DONE ? QC_OK : failed(db, sql, rc);
-}
-
-static int run_plain(sqlite3 *db, const char *sql)
-{
-    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
-
-    return rc == SQLITE_OK ? QC_OK : failed(db, sql, rc);
+    if (rc != SQLITE_DONE)
+        (void)failed(db, sql, rc);
+    release(s, own);
+    return rc == SQLITE_DONE ? QC_OK : QC_ESTORAGE;
 }
 
 static int sq_transact(struct store *st, sdb_op op, void *arg, bool write)
 {
-    sqlite3 *db = sqlite_store_db(st);
     struct sdb d = { st, &sqlite_social_prims };
     int err;
 
     if (!write)
         return op(&d, arg);
-    if ((err = run_plain(db, "BEGIN IMMEDIATE")) != QC_OK)
+    if ((err = sqlite_store_begin(st)) != QC_OK)
         return err;
-    err = op(&d, arg);
-    if (err == QC_OK && (err = run_plain(db, "COMMIT")) == QC_OK)
-        return QC_OK;
-    if (!sqlite3_get_autocommit(db))
-        (void)run_plain(db, "ROLLBACK");
+    err = sqlite_store_end(st, op(&d, arg));
     return err < 0 ? QC_ESTORAGE : err;
 }
 

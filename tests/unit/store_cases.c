@@ -787,6 +787,48 @@ void test_log_cursors_many(void **state)
     free(got);
 }
 
+/*
+ * Cursors beyond one statement's worth (the MariaDB driver sends them in
+ * batches, the last one partial): every one of them moves, and a lower
+ * repeat of a cursor later in the same call does not lower it.
+ */
+#define MANY_CONVS 141 /* two full batches of 64 and a partial one */
+void test_log_cursors_batches(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    if (f->ops->delivered_advance_many == NULL)
+        skip();
+    int32_t alice = new_user(f, "alice"), uids[MANY_CONVS + 1];
+    struct store_logmsg *m = calloc(2 * MANY_CONVS, sizeof(*m));
+    struct store_cursor pos[MANY_CONVS + 1];
+    struct got *got = new_got();
+    bool more = true;
+    int k, left = 0;
+
+    assert_non_null(m);
+    for (k = 0; k < MANY_CONVS; k++) {
+        int32_t other = alice + 1000 + k;
+        int64_t conv = store_conv_pair(alice, other);
+
+        m[2 * k] = (struct store_logmsg){ conv, 1, 2 * k, BASE_TS + k, other, "{}", 2 };
+        m[2 * k + 1] = (struct store_logmsg){ conv, 2, 2 * k + 1, BASE_TS + k, other, "{}", 2 };
+        uids[k] = alice;
+        pos[k] = (struct store_cursor){ conv, k % 7 == 0 ? 1 : 2 };
+        left += k % 7 == 0;
+    }
+    assert_int_equal(f->ops->log_append(f->st, m, 2 * MANY_CONVS), QC_OK);
+    uids[MANY_CONVS] = alice; /* the first again, lower: ignored */
+    pos[MANY_CONVS] = (struct store_cursor){ pos[1].conv, 0 };
+    assert_int_equal(f->ops->delivered_advance_many(f->st, uids, pos, MANY_CONVS + 1), QC_OK);
+    assert_int_equal(f->ops->undelivered(f->st, alice, GOT_MAX, 1 << 20, got_msg, got, &more),
+                     QC_OK);
+    assert_int_equal(got->n, left);
+    for (k = 0; k < got->n; k++)
+        assert_int_equal(got->cseq[k], 2);
+    free(got);
+    free(m);
+}
+
 /* delivered and read only grow; read is clamped to the last cseq. */
 void test_log_cursors(void **state)
 {
@@ -1058,6 +1100,47 @@ void test_log_retention(void **state)
     assert_int_equal(last_cseq(f, grp), 0);
     expect_page(f, grp, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 0, 0, false);
     expect_page(f, ab, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 13, 20, false);
+}
+
+/*
+ * More conversations over the limit than one search of the store names: one
+ * call goes on to the next ones and stops exactly at its batch, both for
+ * max_per_conv and for what every participant has had.
+ */
+#define PURGE_CONVS 150
+void test_log_purge_many_convs(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), uids[PURGE_CONVS];
+    struct store_logmsg *m = calloc(3 * PURGE_CONVS, sizeof(*m));
+    struct store_cursor pos[PURGE_CONVS];
+    int k, removed = -1;
+
+    assert_non_null(m);
+    for (k = 0; k < 3 * PURGE_CONVS; k++) {
+        int64_t conv = store_conv_pair(alice, alice + 1000 + k / 3);
+
+        m[k] = (struct store_logmsg){ conv, k % 3 + 1, k, BASE_TS + k, alice, "{}", 2 };
+        uids[k / 3] = alice + 1000 + k / 3;
+        pos[k / 3] = (struct store_cursor){ conv, 3 };
+    }
+    assert_int_equal(f->ops->log_append(f->st, m, 3 * PURGE_CONVS), QC_OK);
+
+    /* keep the newest 2 of each: one message per conversation goes */
+    assert_int_equal(f->ops->log_purge(f->st, 0, 2, PURGE_CONVS - 10, &removed), QC_OK);
+    assert_int_equal(removed, PURGE_CONVS - 10);
+    assert_int_equal(f->ops->log_purge(f->st, 0, 2, 3 * PURGE_CONVS, &removed), QC_OK);
+    assert_int_equal(removed, 10);
+    assert_int_equal(f->ops->log_purge(f->st, 0, 2, 3 * PURGE_CONVS, &removed), QC_OK);
+    assert_int_equal(removed, 0);
+
+    /* every one delivered to its other user (alice sent them: her cursor follows) */
+    assert_int_equal(f->ops->delivered_advance_many(f->st, uids, pos, PURGE_CONVS), QC_OK);
+    assert_int_equal(f->ops->log_purge_delivered(f->st, 3 * PURGE_CONVS, &removed), QC_OK);
+    assert_int_equal(removed, 2 * PURGE_CONVS);
+    expect_page(f, pos[PURGE_CONVS - 1].conv, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 0, 0,
+                false);
+    free(m);
 }
 
 /* history.enabled = no: what every participant has had is removed, nothing else. */

@@ -111,11 +111,13 @@ void test_log_append_idempotent(void **state);
 void test_log_history_pages(void **state);
 void test_log_cursors(void **state);
 void test_log_cursors_many(void **state);
+void test_log_cursors_batches(void **state);
 void test_log_undelivered(void **state);
 void test_log_undelivered_prefix(void **state);
 void test_log_conversations(void **state);
 void test_log_retention(void **state);
 void test_log_purge_delivered(void **state);
+void test_log_purge_many_convs(void **state);
 void test_log_migrate_v1(void **state);
 void test_log_speed(void **state);
 void test_log_assign_batch(void **state);
@@ -141,11 +143,13 @@ void test_log_assign_two_processes(void **state);
         cmocka_unit_test_setup_teardown(test_log_history_pages, setup, teardown),      \
         cmocka_unit_test_setup_teardown(test_log_cursors, setup, teardown),            \
         cmocka_unit_test_setup_teardown(test_log_cursors_many, setup, teardown),       \
+        cmocka_unit_test_setup_teardown(test_log_cursors_batches, setup, teardown),    \
         cmocka_unit_test_setup_teardown(test_log_undelivered, setup, teardown),        \
         cmocka_unit_test_setup_teardown(test_log_undelivered_prefix, setup, teardown), \
         cmocka_unit_test_setup_teardown(test_log_conversations, setup, teardown),      \
         cmocka_unit_test_setup_teardown(test_log_retention, setup, teardown),          \
         cmocka_unit_test_setup_teardown(test_log_purge_delivered, setup, teardown),    \
+        cmocka_unit_test_setup_teardown(test_log_purge_many_convs, setup, teardown),   \
         cmocka_unit_test_setup_teardown(test_log_migrate_v1, setup, teardown),         \
         cmocka_unit_test_setup_teardown(test_log_speed, setup, teardown),              \
         cmocka_unit_test_setup_teardown(test_log_assign_batch, setup, teardown),       \

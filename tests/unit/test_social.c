@@ -284,6 +284,37 @@ static void test_locked_is_storage_error(void **state)
     assert_int_equal(f->raw_int(f, "SELECT count(*) FROM Friend"), 0);
 }
 
+/* How many times the connection's statement with this SQL ran (0: there is none). */
+static int runs_of(struct store *st, const char *sql)
+{
+    sqlite3 *db = sqlite_store_db(st);
+    sqlite3_stmt *s;
+
+    for (s = sqlite3_next_stmt(db, NULL); s != NULL; s = sqlite3_next_stmt(db, s))
+        if (strcmp(sqlite3_sql(s), sql) == 0)
+            return sqlite3_stmt_status(s, SQLITE_STMTSTATUS_RUN, 0);
+    return 0;
+}
+
+/* The handle keeps each social statement prepared: the same one runs call after call. */
+static void test_statements_kept(void **state)
+{
+    struct social_fixture *f = social_case_fixture(state);
+    int32_t alice = new_user(&f->store, "alice"), bob = new_user(&f->store, "bob");
+    bool blocked = false;
+    int round;
+
+    for (round = 0; round < 3; round++) {
+        assert_int_equal(f->so->block(f->store.st, alice, bob), QC_OK);
+        assert_int_equal(f->so->is_blocked(f->store.st, alice, bob, &blocked), QC_OK);
+        assert_true(blocked);
+        assert_int_equal(f->so->unblock(f->store.st, alice, bob), QC_OK);
+    }
+    assert_int_equal(
+        runs_of(f->store.st, "SELECT 1 FROM UserBlock WHERE userid = ? AND blockedid = ?"), 3);
+    assert_int_equal(runs_of(f->store.st, "BEGIN IMMEDIATE"), 6); /* the handle's own */
+}
+
 #define SOCIAL_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -291,7 +322,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_driver_lookup), cmocka_unit_test(test_token_helpers),
         SOCIAL_TEST(test_no_full_scans),      SOCIAL_TEST(test_locked_is_storage_error),
-        SOCIAL_CASES(setup, teardown),
+        SOCIAL_TEST(test_statements_kept),    SOCIAL_CASES(setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -262,6 +262,51 @@ static void test_lock_wait_is_storage_error(void **state)
     assert_int_equal(mdb_int(mf->admin, "SELECT count(*) FROM Friend"), 0);
 }
 
+static long long prepares(struct mysql_social_fixture *mf)
+{
+    return mdb_int(mf->admin, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS"
+                              " WHERE VARIABLE_NAME = 'COM_STMT_PREPARE'");
+}
+
+static void ignore_user(void *arg, int32_t id, const char *name)
+{
+    (void)arg;
+    (void)id;
+    (void)name;
+}
+
+/*
+ * A connection prepares each social statement once: calls again (reads,
+ * transactions, locking reads) prepare nothing more; after the connection
+ * is replaced they are prepared again on the new one.
+ */
+static void test_statements_prepared_once(void **state)
+{
+    struct social_fixture *f = social_case_fixture(state);
+    struct mysql_social_fixture *mf = *state;
+    int32_t alice = new_user(&f->store, "alice"), bob = new_user(&f->store, "bob");
+    bool blocked = false;
+    long long before;
+    int round;
+
+    for (round = 0; round < 4; round++) {
+        if (round == 1)
+            before = prepares(mf);
+        assert_int_equal(f->so->friend_add(f->store.st, alice, bob, 10), QC_OK);
+        assert_int_equal(f->so->friends(f->store.st, alice, ignore_user, NULL), QC_OK);
+        assert_int_equal(f->so->block(f->store.st, alice, bob), QC_OK);
+        assert_int_equal(f->so->is_blocked(f->store.st, alice, bob, &blocked), QC_OK);
+        assert_true(blocked);
+        assert_int_equal(f->so->unblock(f->store.st, alice, bob), QC_OK);
+    }
+    assert_int_equal(prepares(mf) - before, 0);
+
+    mdb_exec(mf->admin, "KILL CONNECTION %lld", driver_connection(mf));
+    assert_int_equal(f->so->is_blocked(f->store.st, alice, bob, &blocked), QC_OK);
+    assert_false(blocked);
+    assert_true(prepares(mf) > before);
+}
+
 #define SOCIAL_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -272,6 +317,7 @@ int main(void)
         SOCIAL_TEST(test_crossing_requests),
         SOCIAL_TEST(test_explain_uses_keys),
         SOCIAL_TEST(test_lock_wait_is_storage_error),
+        SOCIAL_TEST(test_statements_prepared_once),
     };
 
     (void)mdb_load_env("test_social_mysql");
