@@ -25,6 +25,7 @@
 #include "common/log.h"
 #include "server/blockcache.h"
 #include "server/conn.h"
+#include "server/presence.h"
 #include "server/reply.h"
 #include "server/request.h"
 #include "server/route.h"
@@ -94,6 +95,7 @@ struct social_job {
     struct social_leave leave;
     char target_name[QC_NAME_MAX + 1];
     struct people lists[LIST_COUNT]; /* LIST_FRIENDS also holds a group's members */
+    struct presence_set state;       /* FRIEND_LIST, MEMBERS: who is online elsewhere */
 };
 
 /* ---- lists -------------------------------------------------------------- */
@@ -140,6 +142,7 @@ static void job_free(struct social_job *j)
         free(j->lists[i].v);
     free(j->gname);
     free(j->gdesc);
+    presence_free(&j->state);
     free(j);
 }
 
@@ -373,14 +376,8 @@ static void push_outcome(struct worker *w, const struct social_job *j)
 
 /* ---- replies ------------------------------------------------------------ */
 
-static const char *state_of(struct worker *w, int32_t id)
-{
-    struct online_loc loc;
-    return online_lookup(w->online, id, &loc) ? QC_STATE_ONLINE : QC_STATE_OFFLINE;
-}
-
-static struct json_object *people_json(struct worker *w, const struct people *l, bool state,
-                                       bool role)
+static struct json_object *people_json(struct worker *w, const struct social_job *j,
+                                       const struct people *l, bool state, bool role)
 {
     struct json_object *a = json_object_new_array_ext((int)l->n);
     for (size_t i = 0; a && i < l->n; i++) {
@@ -390,7 +387,10 @@ static struct json_object *people_json(struct worker *w, const struct people *l,
         json_object_object_add(o, "id", json_object_new_int(l->v[i].id));
         json_object_object_add(o, "name", json_object_new_string(l->v[i].name));
         if (state)
-            json_object_object_add(o, "state", json_object_new_string(state_of(w, l->v[i].id)));
+            json_object_object_add(o, "state",
+                                   json_object_new_string(presence_online(w, &j->state, l->v[i].id)
+                                                              ? QC_STATE_ONLINE
+                                                              : QC_STATE_OFFLINE));
         if (role)
             json_object_object_add(o, "role", json_object_new_string(l->v[i].role));
         json_object_array_add(a, o);
@@ -411,13 +411,16 @@ static void reply_lists(struct worker *w, struct conn *c, const struct social_jo
         json_object_object_add(o, "seq", json_tokener_parse(j->seq));
     if (members) {
         json_object_object_add(o, "groupid", json_object_new_int(j->gid));
-        json_object_object_add(o, "users", people_json(w, &j->lists[LIST_FRIENDS], true, true));
+        json_object_object_add(o, "users", people_json(w, j, &j->lists[LIST_FRIENDS], true, true));
     } else {
-        json_object_object_add(o, "friends", people_json(w, &j->lists[LIST_FRIENDS], true, false));
-        json_object_object_add(o, "requests_in", people_json(w, &j->lists[LIST_IN], false, false));
+        json_object_object_add(o, "friends",
+                               people_json(w, j, &j->lists[LIST_FRIENDS], true, false));
+        json_object_object_add(o, "requests_in",
+                               people_json(w, j, &j->lists[LIST_IN], false, false));
         json_object_object_add(o, "requests_out",
-                               people_json(w, &j->lists[LIST_OUT], false, false));
-        json_object_object_add(o, "blocked", people_json(w, &j->lists[LIST_BLOCKED], false, false));
+                               people_json(w, j, &j->lists[LIST_OUT], false, false));
+        json_object_object_add(o, "blocked",
+                               people_json(w, j, &j->lists[LIST_BLOCKED], false, false));
     }
     size_t len;
     const char *s = json_object_to_json_string_length(
@@ -442,6 +445,44 @@ static void reply_outcome(struct worker *w, struct conn *c, const struct social_
         reply_ack(w, c, j->msgid, seq, 0, 0, j->op == OP_CREATE_GROUP ? j->gid : 0, 0);
 }
 
+/* The asking connection, if it is still there. */
+static struct conn *asker(struct worker *w, const struct social_job *j)
+{
+    struct conn *c = worker_conn(w, j->slot);
+    return c != NULL && c->cgen == j->cgen && c->state == CONN_OPEN ? c : NULL;
+}
+
+/* The request's outcome to the connection that asked; the job ends. */
+static void answer(struct worker *w, struct social_job *j, int err)
+{
+    struct conn *c = asker(w, j);
+    if (c != NULL) {
+        reply_outcome(w, c, j, err);
+        c->busy = false;
+        conn_resume(w, c);
+    }
+    job_free(j);
+}
+
+static void presence_known(struct worker *w, void *arg)
+{
+    answer(w, arg, 0);
+}
+
+/*
+ * A list's people not online on this node are asked of the cluster, as a
+ * login's are; true: the reply waits for the answer (presence_known).
+ */
+static bool ask_presence(struct worker *w, struct social_job *j)
+{
+    if (!w->clustered || (j->op != OP_FRIEND_LIST && j->op != OP_MEMBERS) || asker(w, j) == NULL)
+        return false;
+    const struct people *l = &j->lists[LIST_FRIENDS];
+    for (size_t i = 0; i < l->n; i++)
+        presence_add(w, &j->state, l->v[i].id);
+    return presence_ask(w, &j->state, presence_known, j);
+}
+
 /* On the worker's thread: the store answered. */
 static void job_done(void *arg, int err)
 {
@@ -454,13 +495,9 @@ static void job_done(void *arg, int err)
     }
     if (!err)
         push_outcome(w, j);
-    struct conn *c = worker_conn(w, j->slot);
-    if (c != NULL && c->cgen == j->cgen && c->state == CONN_OPEN) {
-        reply_outcome(w, c, j, err);
-        c->busy = false;
-        conn_resume(w, c);
-    }
-    job_free(j);
+    if (!err && ask_presence(w, j))
+        return; /* the connection stays busy until the relay answers */
+    answer(w, j, err);
 }
 
 /* ---- handlers ----------------------------------------------------------- */
