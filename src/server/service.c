@@ -55,19 +55,6 @@ static void reply_result(struct worker *w, struct conn *c, const struct request 
 
 /* ---- field access ------------------------------------------------------- */
 
-/* A positive 32-bit id field. */
-static int get_id(const struct request *r, const char *key, int32_t *out)
-{
-    struct json_object *v;
-    if (!json_object_object_get_ex(r->obj, key, &v) || !json_object_is_type(v, json_type_int))
-        return QC_EBADREQ;
-    int64_t x = json_object_get_int64(v);
-    if (x <= 0 || x > INT32_MAX)
-        return QC_EBADREQ;
-    *out = (int32_t)x;
-    return 0;
-}
-
 /* A string field of min..max bytes; too long is its own error. */
 static int get_text(const struct request *r, const char *key, size_t min, size_t max,
                     const char **s, size_t *len)
@@ -185,7 +172,7 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
         reply_request_error(w, c, r, QC_EALREADYIN);
         return;
     }
-    int err = get_id(r, "id", &id);
+    int err = request_id(r->obj, "id", &id);
     if (!err)
         err = get_text(r, "password", 0, QC_PASSWORD_MAX, &pw, &pwlen);
     if (err == QC_ETOOLONG)

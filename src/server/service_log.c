@@ -21,6 +21,7 @@
 #include "server/conn.h"
 #include "server/online.h"
 #include "server/reply.h"
+#include "server/request.h"
 #include "server/route.h"
 #include "server/service_async.h"
 #include "server/service_log.h"
@@ -59,19 +60,6 @@ static bool has_field(struct json_object *obj, const char *key)
     return json_object_object_get_ex(obj, key, NULL);
 }
 
-/* A positive 32-bit id. */
-static int get_id(struct json_object *obj, const char *key, int32_t *out)
-{
-    struct json_object *v;
-    if (!json_object_object_get_ex(obj, key, &v) || !json_object_is_type(v, json_type_int))
-        return QC_EBADREQ;
-    int64_t x = json_object_get_int64(v);
-    if (x <= 0 || x > INT32_MAX)
-        return QC_EBADREQ;
-    *out = (int32_t)x;
-    return QC_OK;
-}
-
 /* An optional cseq (>= 0); absent: STORE_NO_CURSOR. */
 static int get_cursor(struct json_object *obj, const char *key, int64_t *out)
 {
@@ -107,7 +95,7 @@ static int get_conversation(struct json_object *obj, const char *user_key, struc
     bool user = has_field(obj, user_key), group = has_field(obj, "groupid");
     if (user == group)
         return QC_EBADREQ;
-    return user ? get_id(obj, user_key, &j->with) : get_id(obj, "groupid", &j->groupid);
+    return user ? request_id(obj, user_key, &j->with) : request_id(obj, "groupid", &j->groupid);
 }
 
 /* ---- the job's life ----------------------------------------------------- */

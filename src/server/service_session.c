@@ -25,6 +25,7 @@
 #include "server/login.h"
 #include "server/metrics.h"
 #include "server/reply.h"
+#include "server/request.h"
 #include "server/route.h"
 #include "server/service_async.h"
 #include "server/service_session.h"
@@ -149,18 +150,6 @@ static void token_login_free(struct token_login *t)
     free(t);
 }
 
-static int token_login_id(struct json_object *req, int32_t *id)
-{
-    struct json_object *v;
-    if (!json_object_object_get_ex(req, "id", &v) || !json_object_is_type(v, json_type_int))
-        return QC_EBADREQ;
-    int64_t x = json_object_get_int64(v);
-    if (x <= 0 || x > INT32_MAX)
-        return QC_EBADREQ;
-    *id = (int32_t)x;
-    return QC_OK;
-}
-
 static void wipe_token_field(struct json_object *req)
 {
     struct json_object *v;
@@ -226,7 +215,7 @@ void service_login_token(struct worker *w, struct conn *c, struct json_object *r
 {
     struct json_object *v;
     struct token_login *t = calloc(1, sizeof *t);
-    int err = t == NULL ? QC_EINTERNAL : c->sgen ? QC_EALREADYIN : token_login_id(req, &t->id);
+    int err = t == NULL ? QC_EINTERNAL : c->sgen ? QC_EALREADYIN : request_id(req, "id", &t->id);
     if (!err)
         err = session_login_wish(req, &t->wish);
     if (!err) {

@@ -545,19 +545,6 @@ static void submit(struct worker *w, struct conn *c, const struct request *r, st
     c->busy = true;
 }
 
-/* A positive 32-bit id field. */
-static int field_id(const struct request *r, const char *key, int32_t *out)
-{
-    struct json_object *v;
-    if (!json_object_object_get_ex(r->obj, key, &v) || !json_object_is_type(v, json_type_int))
-        return QC_EBADREQ;
-    int64_t x = json_object_get_int64(v);
-    if (x <= 0 || x > INT32_MAX)
-        return QC_EBADREQ;
-    *out = (int32_t)x;
-    return 0;
-}
-
 /* An optional text field of min..max bytes, copied: *out NULL when absent. */
 static int field_text(const struct request *r, const char *key, size_t min, size_t max, char **out)
 {
@@ -582,7 +569,7 @@ static void user_request(struct worker *w, struct conn *c, const struct request 
                          enum social_op op, const char *key)
 {
     int32_t id;
-    int err = field_id(r, key, &id);
+    int err = request_id(r->obj, key, &id);
     if (!err && id == c->uid)
         err = QC_ESELF;
     if (err) {
@@ -630,9 +617,9 @@ static void group_request(struct worker *w, struct conn *c, const struct request
                           enum social_op op)
 {
     int32_t gid, uid = 0;
-    int err = field_id(r, "groupid", &gid);
+    int err = request_id(r->obj, "groupid", &gid);
     if (!err && (op == OP_KICK || op == OP_ROLE))
-        err = field_id(r, "userid", &uid);
+        err = request_id(r->obj, "userid", &uid);
     if (err) {
         reply_error(w, c, r->msgid, r->seq, err);
         return;
@@ -674,9 +661,9 @@ void social_group_role(struct worker *w, struct conn *c, const struct request *r
 {
     int32_t gid, uid;
     char *role = NULL;
-    int err = field_id(r, "groupid", &gid);
+    int err = request_id(r->obj, "groupid", &gid);
     if (!err)
-        err = field_id(r, "userid", &uid);
+        err = request_id(r->obj, "userid", &uid);
     if (!err)
         err = field_text(r, "role", 1, SOCIAL_ROLE_MAX, &role);
     if (!err && (role == NULL || (strcmp(role, "admin") != 0 && strcmp(role, "normal") != 0)))
@@ -700,7 +687,7 @@ static void named_group_request(struct worker *w, struct conn *c, const struct r
 {
     int32_t gid = 0;
     char *name = NULL, *desc = NULL;
-    int err = op == OP_UPDATE ? field_id(r, "groupid", &gid) : 0;
+    int err = op == OP_UPDATE ? request_id(r->obj, "groupid", &gid) : 0;
     if (!err)
         err = field_text(r, "groupname", 1, QC_NAME_MAX, &name);
     if (!err)
@@ -742,7 +729,7 @@ void social_group_update(struct worker *w, struct conn *c, const struct request 
 bool social_chat_gate(struct worker *w, struct conn *c, const struct request *r)
 {
     int32_t to;
-    if (field_id(r, "toid", &to) != 0 || !blockcache_blocked(c, to))
+    if (request_id(r->obj, "toid", &to) != 0 || !blockcache_blocked(c, to))
         return false;
     reply_error(w, c, r->msgid, r->seq, QC_EBLOCKED);
     return true;
