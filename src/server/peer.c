@@ -178,8 +178,8 @@ static void on_deliver(void *ctx, uint32_t link, const struct ipc_msg *m)
     struct worker *w = ctx;
     const struct ipc_deliver *d = m->body;
     struct conn *c = conn_of_session(w, d->uid, d->slot, d->gen);
-    if (c == NULL)
-        c = conn_local_session(w, d->uid);
+    if (c == NULL && !(d->flags & IPC_F_EXACT))
+        c = conn_local_session(w, d->uid); /* its successor (takeover) */
     if (d->flags & IPC_F_NOTICE) {
         if (c && !(w->hooks.notice && w->hooks.notice(w, c, m->tail, m->tail_len)) &&
             notice_wanted(c, m->tail, m->tail_len))
