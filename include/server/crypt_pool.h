@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include "common/password.h"
 #include "common/proto.h"
+#include "server/service_session.h"
 
 struct worker;
 
@@ -30,11 +31,7 @@ struct crypt_job {
     int msgid;
     char seq[QC_SEQ_MAX + 1];
     bool has_seq;
-    bool presence;
-    bool receipts, typing;              /* LOGIN's "receipts" / "typing" */
-    bool want_token;                    /* LOGIN "token": true */
-    bool device_named;                  /* LOGIN named its "device" */
-    char device[QC_DEVICE_MAX + 1];     /* LOGIN "device" ("default" when not named) */
+    struct login_wish wish;             /* LOGIN: device, token, pushes */
     char newplain[QC_PASSWORD_MAX + 1]; /* CRYPT_CHANGE: the new password */
     int32_t uid;                        /* the user found, 0: no such user */
     int32_t asked_uid;                  /* the id the client sent */

@@ -55,6 +55,8 @@ enum ipc_type {
 #define IPC_F_NOTICE 0x2 /* a notice (presence): drop if the session is gone */
 #define IPC_F_KICK   0x4 /* SUB: the user logged in on this node; older sessions elsewhere go */
 #define IPC_F_STORE  0x8 /* DELIVER from the relay: its worker died; store it offline */
+#define IPC_F_EXACT \
+    0x10 /* DELIVER: the sender addressed each session: none stands in for another */
 
 /* The relay's index among a worker's peers. */
 #define RELAY_PEER 64 /* == ONLINE_MAX_WORKERS */
@@ -72,7 +74,7 @@ struct ipc_deliver {
     int32_t uid;
     uint32_t slot, gen;
     uint32_t token; /* 0: nobody waits for a confirmation */
-    uint32_t flags; /* IPC_F_CHAT, IPC_F_NOTICE, IPC_F_STORE */
+    uint32_t flags; /* IPC_F_CHAT, IPC_F_NOTICE, IPC_F_STORE, IPC_F_EXACT */
 };
 
 /* The delivery named by token is safe (err 0: written or stored) or failed. */

@@ -2,11 +2,10 @@
  * login.h - the reply to a successful LOGIN (msgid 2).
  *
  * The reply lists the user's friends and groups with each person's state and
- * carries the offline messages.  State comes from the node's online table
- * and, in a cluster, from Redis (PUBSUB NUMSUB through the relay) for the
- * people not online here, never from a column a crashed node could leave
- * wrong.  Asking Redis is asynchronous: the connection reads nothing more
- * until the reply is sent.
+ * carries the offline messages.  State comes from presence.c: the node's
+ * online table and, in a cluster, Redis for the people not online here.
+ * Asking Redis is asynchronous: the connection reads nothing more until the
+ * reply is sent.
  */
 #ifndef QCHAT_SERVER_LOGIN_H
 #define QCHAT_SERVER_LOGIN_H
@@ -27,9 +26,6 @@ struct conn;
  */
 bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char *name,
                        const char *seq, const char *token_device, int64_t token_expires);
-/* The relay answered NUMSUB for token (online: one byte per asked id). */
-void login_numsub_done(struct worker *w, uint32_t token, const uint8_t *online, size_t n,
-                       bool failed);
 /* Redis confirmed the subscription of the login with token (failed: Redis away). */
 void login_subscribed(struct worker *w, uint32_t token, bool failed);
 /* The relay link is gone: every waiting reply is sent with what is known. */

@@ -25,14 +25,15 @@ struct json_object;
 
 /* What a LOGIN asks of its session, besides the credentials. */
 struct login_wish {
-    char device[QC_DEVICE_MAX + 1]; /* "default" when not named */
-    bool named;                     /* the request named its device */
-    bool want_token;                /* "token": true */
+    char device[QC_DEVICE_MAX + 1];  /* "default" when not named */
+    bool named;                      /* the request named its device */
+    bool want_token;                 /* "token": true */
+    bool presence, receipts, typing; /* the pushes the session asks for */
 };
 
 /*
- * Read LOGIN's "device" (optional string, 1..QC_DEVICE_MAX bytes) and
- * "token": true.  QC_OK, QC_EBADREQ (mistyped or empty device) or
+ * Read LOGIN's "device" (optional string, 1..QC_DEVICE_MAX bytes),
+ * "token": true and the booleans "presence", "receipts" and "typing".  QC_OK, QC_EBADREQ (mistyped or empty device) or
  * QC_ETOOLONG (device too long).
  */
 int session_login_wish(struct json_object *req, struct login_wish *out);
@@ -41,12 +42,14 @@ bool session_is_token_login(struct json_object *req);
 
 /*
  * Make (uid, name) c's session on the wish's device under [session] mode:
- * the sessions it replaces anywhere on the node are kicked.  token (may be
- * NULL or "") is the token the session holds, for LOGINOUT's revoke.
+ * the sessions it replaces anywhere on the node are kicked, the session
+ * takes the pushes the wish asks for, and its blocks start loading
+ * (service_social.c).  token (may be NULL or "") is the token the session
+ * holds, for LOGINOUT's revoke.
  * QC_OK, QC_ERESERVED2 (mode refuse: the account is online) or QC_ELIMIT
  * (the online table is full).
  */
-int session_open(struct worker *w, struct conn *c, int32_t uid, const char *name, bool presence,
+int session_open(struct worker *w, struct conn *c, int32_t uid, const char *name,
                  const struct login_wish *wish, const char *token);
 /* When a token issued now expires (epoch seconds): [session] token_days or token_seconds. */
 int64_t session_token_expiry(const struct worker *w);

@@ -152,6 +152,18 @@ static int64_t wait_of(uint64_t rec, int64_t now_ms)
     return until > now_ms ? until - now_ms : 0;
 }
 
+/* rec with one more failure at now_ms (the count restarts once the old ones are forgotten). */
+static uint64_t one_more(uint64_t rec, int64_t now_ms)
+{
+    uint64_t fails = rec >> (64 - FAIL_COUNT_BITS);
+    int64_t last = (int64_t)(rec & FAIL_TIME_MASK);
+    if (now_ms - last >= GUARD_FORGET_MS)
+        fails = 0;
+    if (fails < UINT16_MAX)
+        fails++;
+    return fails << (64 - FAIL_COUNT_BITS) | ((uint64_t)now_ms & FAIL_TIME_MASK);
+}
+
 /* Count one attempt on rec unless a delay runs there: 0 (counted) or the wait. */
 static int64_t count_attempt(_Atomic uint64_t *rec, int64_t now_ms)
 {
@@ -160,13 +172,7 @@ static int64_t count_attempt(_Atomic uint64_t *rec, int64_t now_ms)
         int64_t wait = wait_of(old, now_ms);
         if (wait > 0)
             return wait;
-        uint64_t fails = old >> (64 - FAIL_COUNT_BITS);
-        int64_t last = (int64_t)(old & FAIL_TIME_MASK);
-        if (now_ms - last >= GUARD_FORGET_MS)
-            fails = 0;
-        if (fails < UINT16_MAX)
-            fails++;
-        next = fails << (64 - FAIL_COUNT_BITS) | ((uint64_t)now_ms & FAIL_TIME_MASK);
+        next = one_more(old, now_ms);
     } while (!atomic_compare_exchange_weak_explicit(rec, &old, next, memory_order_relaxed,
                                                     memory_order_relaxed));
     return 0;
@@ -189,16 +195,10 @@ static void uncount_attempt(_Atomic uint64_t *rec)
 static void record_failure(_Atomic uint64_t *rec, int64_t now_ms)
 {
     uint64_t old = atomic_load_explicit(rec, memory_order_relaxed), next;
-    do {
-        uint64_t fails = old >> (64 - FAIL_COUNT_BITS);
-        int64_t last = (int64_t)(old & FAIL_TIME_MASK);
-        if (now_ms - last >= GUARD_FORGET_MS)
-            fails = 0;
-        if (fails < UINT16_MAX)
-            fails++;
-        next = fails << (64 - FAIL_COUNT_BITS) | ((uint64_t)now_ms & FAIL_TIME_MASK);
-    } while (!atomic_compare_exchange_weak_explicit(rec, &old, next, memory_order_relaxed,
-                                                    memory_order_relaxed));
+    do
+        next = one_more(old, now_ms);
+    while (!atomic_compare_exchange_weak_explicit(rec, &old, next, memory_order_relaxed,
+                                                  memory_order_relaxed));
 }
 
 /* The failure is already counted: its delay runs from now, when it ended. */

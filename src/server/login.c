@@ -27,8 +27,8 @@
 #include "common/log.h"
 #include "server/conn.h"
 #include "server/delivered.h"
-#include "server/ipc.h"
 #include "server/login.h"
+#include "server/presence.h"
 #include "server/recover.h"
 #include "server/storage.h"
 #include "store/social.h"
@@ -37,8 +37,7 @@
 #include "server/session.h"
 #include "server/worker.h"
 
-#define LOGIN_ITEM_SLACK   16 /* an item as a string: quotes, comma; escaping is bounded by 2x */
-#define LOGIN_CHECK_MAX    (IPC_MAX_PACKET / sizeof(int32_t)) /* ids asked of Redis at once */
+#define LOGIN_ITEM_SLACK   16  /* an item as a string: quotes, comma; escaping is bounded by 2x */
 #define LOGIN_FENCE_MAX_MS 500 /* longest wait for other workers' cursor jobs */
 
 enum person_state { STATE_UNKNOWN = 0, STATE_ONLINE, STATE_OFFLINE };
@@ -80,11 +79,9 @@ struct login_ctx {
     bool more;        /* some were left for the next login */
     bool lists_cut;   /* friends or groups left out for the byte limit */
     int err;
-    bool want_numsub; /* waiting for the relay's NUMSUB answer */
-    bool want_sub;    /* waiting for Redis to confirm our SUBSCRIBE */
-    int32_t *check;   /* sorted ids not online here */
-    uint8_t *remote;  /* 1: online on another node */
-    size_t ncheck;
+    bool want_numsub;             /* waiting for the relay's NUMSUB answer */
+    bool want_sub;                /* waiting for Redis to confirm our SUBSCRIBE */
+    struct presence_set state;    /* friends and members not online here */
     struct delivered_fence fence; /* other workers' cursors to wait for (delivered.h) */
 };
 
@@ -221,8 +218,7 @@ static void free_ctx(struct login_ctx *x)
         free_group(&x->groups[i]);
     free(x->groups);
     buf_free(&x->stash);
-    free(x->check);
-    free(x->remote);
+    presence_free(&x->state);
     free(x);
 }
 
@@ -298,55 +294,20 @@ static int collect_on_store(const struct store_ops *ops, struct store *st, void 
 
 /* ---- resolve ------------------------------------------------------------ */
 
-static int cmp_id(const void *a, const void *b)
-{
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
-}
-
-static bool online_here(struct worker *w, int32_t id)
-{
-    struct online_loc loc;
-    return online_lookup(w->online, id, &loc);
-}
-
-static void want_check(struct worker *w, struct login_ctx *x, int32_t id, size_t *cap)
-{
-    if (id == x->uid || online_here(w, id) || x->ncheck >= LOGIN_CHECK_MAX)
-        return;
-    if (grow((void **)&x->check, cap, x->ncheck, sizeof *x->check) == 0)
-        x->check[x->ncheck++] = id;
-}
-
-/* The ids whose state only Redis knows: sorted, unique. */
+/* The ids whose state only Redis knows. */
 static void list_unknown(struct worker *w, struct login_ctx *x)
 {
-    size_t cap = 0;
     for (size_t i = 0; i < x->nfriends; i++)
-        want_check(w, x, x->friends[i].id, &cap);
+        presence_add(w, &x->state, x->friends[i].id);
     for (size_t i = 0; i < x->ngroups; i++)
         for (size_t j = 0; j < x->groups[i].n; j++)
-            want_check(w, x, x->groups[i].members[j].id, &cap);
-    if (x->ncheck == 0)
-        return;
-    qsort(x->check, x->ncheck, sizeof *x->check, cmp_id);
-    size_t n = 1;
-    for (size_t i = 1; i < x->ncheck; i++)
-        if (x->check[i] != x->check[n - 1])
-            x->check[n++] = x->check[i];
-    x->ncheck = n;
+            if (x->groups[i].members[j].id != x->uid)
+                presence_add(w, &x->state, x->groups[i].members[j].id);
 }
 
 static const char *state_text(struct worker *w, const struct login_ctx *x, int32_t id)
 {
-    if (id == x->uid || online_here(w, id))
-        return QC_STATE_ONLINE;
-    if (x->remote) {
-        const int32_t *hit = bsearch(&id, x->check, x->ncheck, sizeof id, cmp_id);
-        if (hit && x->remote[hit - x->check])
-            return QC_STATE_ONLINE;
-    }
-    return QC_STATE_OFFLINE;
+    return id == x->uid || presence_online(w, &x->state, id) ? QC_STATE_ONLINE : QC_STATE_OFFLINE;
 }
 
 /* ---- serialize ---------------------------------------------------------- */
@@ -537,6 +498,8 @@ static void finish(struct worker *w, struct login_ctx *x)
 
 /* ---- entry points ------------------------------------------------------- */
 
+static void presence_known(struct worker *w, void *arg);
+
 /* The collected lists came back: resolve who is online, then reply. */
 static void collected(void *arg, int err)
 {
@@ -572,11 +535,7 @@ static void collected(void *arg, int err)
     x->want_sub = route_session_started(w, x->uid, x->token);
     if (w->clustered)
         list_unknown(w, x);
-    if (x->ncheck > 0 && w->peers[RELAY_PEER].ch.fd >= 0) {
-        struct ipc_token t = { .token = x->token };
-        x->want_numsub =
-            route_send_relay(w, IPC_NUMSUB, &t, x->check, x->ncheck * sizeof *x->check) == 0;
-    }
+    x->want_numsub = presence_ask(w, &x->state, presence_known, x);
     if (x->want_sub || x->want_numsub) {
         x->next = waiting;
         waiting = x;
@@ -640,6 +599,16 @@ static void finish_if_complete(struct worker *w, struct login_ctx *x, struct log
     finish(w, x);
 }
 
+/* The relay told who of the login's people is online elsewhere (or could not). */
+static void presence_known(struct worker *w, void *arg)
+{
+    struct login_ctx *x = arg, **where;
+    if (waiting_reply(x->token, &where) != x)
+        return;
+    x->want_numsub = false;
+    finish_if_complete(w, x, where);
+}
+
 void login_subscribed(struct worker *w, uint32_t token, bool failed)
 {
     struct login_ctx **where, *x = waiting_reply(token, &where);
@@ -651,22 +620,9 @@ void login_subscribed(struct worker *w, uint32_t token, bool failed)
     finish_if_complete(w, x, where);
 }
 
-void login_numsub_done(struct worker *w, uint32_t token, const uint8_t *online, size_t n,
-                       bool failed)
-{
-    struct login_ctx **where, *x = waiting_reply(token, &where);
-    if (x == NULL || !x->want_numsub)
-        return;
-    if (!failed && n == x->ncheck && (x->remote = malloc(n)) != NULL)
-        memcpy(x->remote, online, n);
-    else if (failed)
-        log_warning("cluster presence unknown for user %d's login (redis unavailable)", x->uid);
-    x->want_numsub = false;
-    finish_if_complete(w, x, where);
-}
-
 void login_relay_lost(struct worker *w)
 {
+    presence_relay_lost(w); /* first: a reply that waited only for presence goes now */
     while (waiting) {
         struct login_ctx *x = waiting;
         waiting = x->next;
@@ -676,7 +632,7 @@ void login_relay_lost(struct worker *w)
 
 void login_install(struct worker *w)
 {
-    w->hooks.numsub_done = login_numsub_done;
+    w->hooks.numsub_done = presence_numsub_done;
     w->hooks.subscribed = login_subscribed;
     w->hooks.relay_lost = login_relay_lost;
 }

@@ -178,13 +178,8 @@ static void on_deliver(void *ctx, uint32_t link, const struct ipc_msg *m)
     struct worker *w = ctx;
     const struct ipc_deliver *d = m->body;
     struct conn *c = conn_of_session(w, d->uid, d->slot, d->gen);
-    /*
-     * The session vanished in between: the user's session here takes it,
-     * unless a worker sent it in multi mode, where it sent each session of
-     * the user its own copy (a second one would be a repeat).
-     */
-    if (c == NULL && (link == RELAY_PEER || strcmp(w->cfg.session_mode, "multi") != 0))
-        c = conn_local_session(w, d->uid);
+    if (c == NULL && !(d->flags & IPC_F_EXACT))
+        c = conn_local_session(w, d->uid); /* its successor (takeover) */
     if (d->flags & IPC_F_NOTICE) {
         if (c && !(w->hooks.notice && w->hooks.notice(w, c, m->tail, m->tail_len)) &&
             notice_wanted(c, m->tail, m->tail_len))

@@ -114,9 +114,20 @@ static bool follow_in_flight(struct worker *w, int32_t uid, struct online_loc *l
     return true;
 }
 
+/*
+ * A DELIVER to a session that has gone meanwhile goes to the user's session
+ * on that worker, if any (the one that took over), unless the sender
+ * addressed several sessions (multi, or all but one): that session has its
+ * own copy, or must not get one.
+ */
+static uint32_t exact_if(bool several)
+{
+    return several ? IPC_F_EXACT : 0;
+}
+
 /* One session of uid at loc: append here, or hand over to its worker.  0, or -1 when gone. */
 static int send_to_session(struct worker *w, int32_t uid, const struct online_loc *loc,
-                           const char *payload, size_t len, uint32_t req)
+                           const char *payload, size_t len, uint32_t req, uint32_t exact)
 {
     if (loc->worker == w->index) {
         struct conn *c = conn_of_session(w, uid, loc->slot, loc->gen);
@@ -128,7 +139,7 @@ static int send_to_session(struct worker *w, int32_t uid, const struct online_lo
         return 0;
     }
     if (loc->worker >= w->nworkers ||
-        hand_over(w, loc, uid, payload, len, req, IPC_F_CHAT, IPC_DELIVER) < 0)
+        hand_over(w, loc, uid, payload, len, req, IPC_F_CHAT | exact, IPC_DELIVER) < 0)
         return -1;
     metrics_count(QM_DELIVERIES, QM_PATH_WORKER);
     return 0;
@@ -140,10 +151,11 @@ static size_t send_to_sessions(struct worker *w, int32_t uid, const char *payloa
 {
     struct online_loc locs[ONLINE_USER_MAX];
     size_t n = online_sessions(w->online, uid, locs, ONLINE_USER_MAX), sent = 0;
+    uint32_t exact = exact_if(n > 1 || skip_worker != UINT32_MAX);
     for (size_t k = 0; k < n; k++) {
         if (locs[k].worker == skip_worker && locs[k].gen == skip_gen)
             continue;
-        if (send_to_session(w, uid, &locs[k], payload, len, req) == 0)
+        if (send_to_session(w, uid, &locs[k], payload, len, req, exact) == 0)
             sent++;
     }
     return sent;
@@ -176,7 +188,7 @@ void route_echo(struct worker *w, int32_t uid, uint32_t gen, const char *payload
 
 /* A notice for one session at loc (dropped when it did not ask for them). */
 static void notice_session(struct worker *w, int32_t uid, const struct online_loc *loc,
-                           const char *payload, size_t len)
+                           const char *payload, size_t len, uint32_t exact)
 {
     if (loc->worker == w->index) {
         struct conn *c = conn_of_session(w, uid, loc->slot, loc->gen);
@@ -186,7 +198,7 @@ static void notice_session(struct worker *w, int32_t uid, const struct online_lo
         return;
     }
     if (loc->worker < w->nworkers)
-        hand_over(w, loc, uid, payload, len, 0, IPC_F_NOTICE, IPC_DELIVER);
+        hand_over(w, loc, uid, payload, len, 0, IPC_F_NOTICE | exact, IPC_DELIVER);
 }
 
 void route_notice(struct worker *w, int32_t uid, const char *payload, size_t len)
@@ -198,7 +210,7 @@ void route_notice(struct worker *w, int32_t uid, const char *payload, size_t len
         return;
     }
     for (size_t k = 0; k < n; k++)
-        notice_session(w, uid, &locs[k], payload, len);
+        notice_session(w, uid, &locs[k], payload, len, exact_if(n > 1));
 }
 
 void route_notice_others(struct worker *w, int32_t uid, uint32_t gen, const char *payload,
@@ -208,7 +220,7 @@ void route_notice_others(struct worker *w, int32_t uid, uint32_t gen, const char
     size_t n = online_sessions(w->online, uid, locs, ONLINE_USER_MAX);
     for (size_t k = 0; k < n; k++)
         if (locs[k].worker != w->index || locs[k].gen != gen)
-            notice_session(w, uid, &locs[k], payload, len);
+            notice_session(w, uid, &locs[k], payload, len, exact_if(true));
 }
 
 void route_kick(struct worker *w, int32_t uid, uint32_t worker, uint32_t slot, uint32_t gen)

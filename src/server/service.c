@@ -55,19 +55,6 @@ static void reply_result(struct worker *w, struct conn *c, const struct request 
 
 /* ---- field access ------------------------------------------------------- */
 
-/* A positive 32-bit id field. */
-static int get_id(const struct request *r, const char *key, int32_t *out)
-{
-    struct json_object *v;
-    if (!json_object_object_get_ex(r->obj, key, &v) || !json_object_is_type(v, json_type_int))
-        return QC_EBADREQ;
-    int64_t x = json_object_get_int64(v);
-    if (x <= 0 || x > INT32_MAX)
-        return QC_EBADREQ;
-    *out = (int32_t)x;
-    return 0;
-}
-
 /* A string field of min..max bytes; too long is its own error. */
 static int get_text(const struct request *r, const char *key, size_t min, size_t max,
                     const char **s, size_t *len)
@@ -185,7 +172,7 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
         reply_request_error(w, c, r, QC_EALREADYIN);
         return;
     }
-    int err = get_id(r, "id", &id);
+    int err = request_id(r->obj, "id", &id);
     if (!err)
         err = get_text(r, "password", 0, QC_PASSWORD_MAX, &pw, &pwlen);
     if (err == QC_ETOOLONG)
@@ -207,16 +194,8 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
     if (!err && job == NULL)
         err = QC_EINTERNAL;
     if (!err) {
-        struct json_object *v;
-        job->presence =
-            json_object_object_get_ex(r->obj, "presence", &v) && json_object_get_boolean(v);
-        job->receipts =
-            json_object_object_get_ex(r->obj, "receipts", &v) && json_object_get_boolean(v);
-        job->typing = json_object_object_get_ex(r->obj, "typing", &v) && json_object_get_boolean(v);
         job->asked_uid = id;
-        job->want_token = wish.want_token;
-        job->device_named = wish.named;
-        strlcpy(job->device, wish.device, sizeof job->device);
+        job->wish = wish;
         err = service_async(w, c, fetch_account, account_fetched, job);
         if (err)
             crypt_job_free(job);
@@ -276,20 +255,14 @@ static bool finish_login(struct worker *w, struct conn *c, const struct crypt_jo
     guard_login_succeeded(w->guard, c->ip_hash, job->uid);
     if (job->upgraded)
         upgrade_password(w, job);
-    struct login_wish wish = { .named = job->device_named, .want_token = job->want_token };
-    strlcpy(wish.device, job->device, sizeof wish.device);
-    int err = session_open(w, c, job->uid, job->name, job->presence, &wish, NULL);
-    c->receipts = !err && job->receipts;
-    c->typing = !err && job->typing;
+    int err = session_open(w, c, job->uid, job->name, &job->wish, NULL);
     metrics_count(QM_LOGINS, err ? QM_LOGIN_ERROR : QM_LOGIN_OK);
     if (err) {
         reply_request_error(w, c, r, err);
         return true;
     }
-    social_session_started(w, c);
-
-    return login_reply_start(w, c, job->uid, job->name, r->seq, wish.device,
-                             wish.want_token ? session_token_expiry(w) : 0);
+    return login_reply_start(w, c, job->uid, job->name, r->seq, job->wish.device,
+                             job->wish.want_token ? session_token_expiry(w) : 0);
 }
 
 /* ---- REG ---------------------------------------------------------------- */

@@ -21,6 +21,7 @@
 #include "server/conn.h"
 #include "server/online.h"
 #include "server/reply.h"
+#include "server/request.h"
 #include "server/route.h"
 #include "server/service_async.h"
 #include "server/service_log.h"
@@ -59,19 +60,6 @@ static bool has_field(struct json_object *obj, const char *key)
     return json_object_object_get_ex(obj, key, NULL);
 }
 
-/* A positive 32-bit id. */
-static int get_id(struct json_object *obj, const char *key, int32_t *out)
-{
-    struct json_object *v;
-    if (!json_object_object_get_ex(obj, key, &v) || !json_object_is_type(v, json_type_int))
-        return QC_EBADREQ;
-    int64_t x = json_object_get_int64(v);
-    if (x <= 0 || x > INT32_MAX)
-        return QC_EBADREQ;
-    *out = (int32_t)x;
-    return QC_OK;
-}
-
 /* An optional cseq (>= 0); absent: STORE_NO_CURSOR. */
 static int get_cursor(struct json_object *obj, const char *key, int64_t *out)
 {
@@ -107,7 +95,7 @@ static int get_conversation(struct json_object *obj, const char *user_key, struc
     bool user = has_field(obj, user_key), group = has_field(obj, "groupid");
     if (user == group)
         return QC_EBADREQ;
-    return user ? get_id(obj, user_key, &j->with) : get_id(obj, "groupid", &j->groupid);
+    return user ? request_id(obj, user_key, &j->with) : request_id(obj, "groupid", &j->groupid);
 }
 
 /* ---- the job's life ----------------------------------------------------- */
@@ -299,31 +287,52 @@ static void collect_other_member(void *arg, int32_t userid, const char *name, co
         id_list_push(&j->members, userid);
 }
 
-/* TYPING: the recipient exists and has not blocked the sender; or the sender is a member. */
+/* A user separated from the typist by a block (either way): struck off the members. */
+static void drop_member(void *arg, int32_t userid, const char *name)
+{
+    struct id_list *m = arg;
+    (void)name;
+    for (size_t i = 0; i < m->n; i++)
+        if (m->ids[i] == userid) {
+            m->ids[i] = m->ids[--m->n];
+            return;
+        }
+}
+
+/*
+ * TYPING: the recipient exists and neither of the two blocked the other
+ * (as for a chat); or the sender is a member of the group, and the notice
+ * goes to the other members but those separated from the sender by a block.
+ */
 static int run_typing(const struct store_ops *ops, struct store *st, void *arg)
 {
     struct log_job *j = arg;
+    const struct social_ops *so = social_driver(ops->name);
+    int err;
     if (j->with) {
         struct store_user u;
         if (j->with == j->uid)
             return QC_ESELF;
-        int err = ops->user_get(st, j->with, &u);
+        err = ops->user_get(st, j->with, &u);
         explicit_bzero(u.password, sizeof u.password);
         if (err)
             return err;
-        const struct social_ops *so = social_driver(ops->name);
         bool blocked = false;
-        if (so && (err = so->is_blocked(st, j->with, j->uid, &blocked)) != 0)
-            return err;
-        return blocked ? QC_EBLOCKED : QC_OK;
+        if (so && (err = so->is_blocked(st, j->with, j->uid, &blocked)) == 0 && !blocked)
+            err = so->is_blocked(st, j->uid, j->with, &blocked);
+        return err ? err : blocked ? QC_EBLOCKED : QC_OK;
     }
     j->cseq = 0;
-    int err = ops->group_members(st, j->groupid, collect_other_member, j);
+    err = ops->group_members(st, j->groupid, collect_other_member, j);
     if (err)
         return err;
     if (j->members.err)
         return QC_EINTERNAL;
-    return j->cseq ? QC_OK : QC_ENOTMEMBER;
+    if (!j->cseq)
+        return QC_ENOTMEMBER;
+    if (so && j->members.n > 0 && (err = so->blocked_by(st, j->uid, drop_member, &j->members)) == 0)
+        err = so->blocked_list(st, j->uid, drop_member, &j->members);
+    return err;
 }
 
 /* ---- back on the loop --------------------------------------------------- */

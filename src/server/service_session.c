@@ -25,6 +25,7 @@
 #include "server/login.h"
 #include "server/metrics.h"
 #include "server/reply.h"
+#include "server/request.h"
 #include "server/route.h"
 #include "server/service_async.h"
 #include "server/service_session.h"
@@ -48,6 +49,9 @@ int session_login_wish(struct json_object *req, struct login_wish *out)
     strlcpy(out->device, SOCIAL_DEVICE_DFLT, sizeof out->device);
     if (json_object_object_get_ex(req, "token", &v) && json_object_is_type(v, json_type_boolean))
         out->want_token = json_object_get_boolean(v);
+    out->presence = json_object_object_get_ex(req, "presence", &v) && json_object_get_boolean(v);
+    out->receipts = json_object_object_get_ex(req, "receipts", &v) && json_object_get_boolean(v);
+    out->typing = json_object_object_get_ex(req, "typing", &v) && json_object_get_boolean(v);
     if (!json_object_object_get_ex(req, "device", &v))
         return QC_OK;
     if (!json_object_is_type(v, json_type_string))
@@ -86,7 +90,7 @@ static void kick_replaced(struct worker *w, int32_t uid, const struct online_loc
         route_kick(w, uid, kicked[k].worker, kicked[k].slot, kicked[k].gen);
 }
 
-int session_open(struct worker *w, struct conn *c, int32_t uid, const char *name, bool presence,
+int session_open(struct worker *w, struct conn *c, int32_t uid, const char *name,
                  const struct login_wish *wish, const char *token)
 {
     struct online_loc loc = { .worker = w->index,
@@ -105,13 +109,16 @@ int session_open(struct worker *w, struct conn *c, int32_t uid, const char *name
         return QC_ELIMIT;
     c->uid = uid;
     c->sgen = loc.gen;
-    c->presence = presence;
+    c->presence = wish->presence;
+    c->receipts = wish->receipts;
+    c->typing = wish->typing;
     c->deadline = 0;
     conn_end_prelogin(w, c);
     strlcpy(c->name, name, sizeof c->name);
     strlcpy(c->token, token ? token : "", sizeof c->token);
     w->stats->sessions++;
     kick_replaced(w, uid, kicked, nkicked);
+    social_session_started(w, c); /* the session's blocks, for the chat check */
     return QC_OK;
 }
 
@@ -129,7 +136,6 @@ struct token_login {
     int msgid;
     char seq[QC_SEQ_MAX + 1];
     bool has_seq;
-    bool presence, receipts, typing; /* the pushes the session asks for */
     struct login_wish wish;
     int32_t id;
     char token[QC_TOKEN_MAX + 1];
@@ -142,18 +148,6 @@ static void token_login_free(struct token_login *t)
 {
     explicit_bzero(t->token, sizeof t->token);
     free(t);
-}
-
-static int token_login_id(struct json_object *req, int32_t *id)
-{
-    struct json_object *v;
-    if (!json_object_object_get_ex(req, "id", &v) || !json_object_is_type(v, json_type_int))
-        return QC_EBADREQ;
-    int64_t x = json_object_get_int64(v);
-    if (x <= 0 || x > INT32_MAX)
-        return QC_EBADREQ;
-    *id = (int32_t)x;
-    return QC_OK;
 }
 
 static void wipe_token_field(struct json_object *req)
@@ -202,14 +196,8 @@ static bool token_checked(struct worker *w, struct conn *c, void *arg, int err)
                     sizeof t->wish.device);
             t->wish.named = true;
         }
-        err = session_open(w, c, t->id, t->name, t->presence, &t->wish,
-                           t->wish.want_token ? NULL : t->token);
+        err = session_open(w, c, t->id, t->name, &t->wish, t->wish.want_token ? NULL : t->token);
         metrics_count(QM_LOGINS, err ? QM_LOGIN_ERROR : QM_LOGIN_OK);
-    }
-    if (!err) {
-        c->receipts = t->receipts;
-        c->typing = t->typing;
-        social_session_started(w, c); /* the session's block list, as a password login */
     }
     if (err) {
         reply_error(w, c, t->msgid, seq, err);
@@ -227,7 +215,7 @@ void service_login_token(struct worker *w, struct conn *c, struct json_object *r
 {
     struct json_object *v;
     struct token_login *t = calloc(1, sizeof *t);
-    int err = t == NULL ? QC_EINTERNAL : c->sgen ? QC_EALREADYIN : token_login_id(req, &t->id);
+    int err = t == NULL ? QC_EINTERNAL : c->sgen ? QC_EALREADYIN : request_id(req, "id", &t->id);
     if (!err)
         err = session_login_wish(req, &t->wish);
     if (!err) {
@@ -238,9 +226,6 @@ void service_login_token(struct worker *w, struct conn *c, struct json_object *r
         t->has_seq = seq != NULL;
         if (seq)
             strlcpy(t->seq, seq, sizeof t->seq);
-        t->presence = json_object_object_get_ex(req, "presence", &v) && json_object_get_boolean(v);
-        t->receipts = json_object_object_get_ex(req, "receipts", &v) && json_object_get_boolean(v);
-        t->typing = json_object_object_get_ex(req, "typing", &v) && json_object_get_boolean(v);
         t->now = (int64_t)time(NULL);
     }
     wipe_token_field(req);

@@ -25,6 +25,7 @@
 #include "common/log.h"
 #include "server/blockcache.h"
 #include "server/conn.h"
+#include "server/presence.h"
 #include "server/reply.h"
 #include "server/request.h"
 #include "server/route.h"
@@ -94,6 +95,7 @@ struct social_job {
     struct social_leave leave;
     char target_name[QC_NAME_MAX + 1];
     struct people lists[LIST_COUNT]; /* LIST_FRIENDS also holds a group's members */
+    struct presence_set state;       /* FRIEND_LIST, MEMBERS: who is online elsewhere */
 };
 
 /* ---- lists -------------------------------------------------------------- */
@@ -140,6 +142,7 @@ static void job_free(struct social_job *j)
         free(j->lists[i].v);
     free(j->gname);
     free(j->gdesc);
+    presence_free(&j->state);
     free(j);
 }
 
@@ -373,14 +376,8 @@ static void push_outcome(struct worker *w, const struct social_job *j)
 
 /* ---- replies ------------------------------------------------------------ */
 
-static const char *state_of(struct worker *w, int32_t id)
-{
-    struct online_loc loc;
-    return online_lookup(w->online, id, &loc) ? QC_STATE_ONLINE : QC_STATE_OFFLINE;
-}
-
-static struct json_object *people_json(struct worker *w, const struct people *l, bool state,
-                                       bool role)
+static struct json_object *people_json(struct worker *w, const struct social_job *j,
+                                       const struct people *l, bool state, bool role)
 {
     struct json_object *a = json_object_new_array_ext((int)l->n);
     for (size_t i = 0; a && i < l->n; i++) {
@@ -390,7 +387,10 @@ static struct json_object *people_json(struct worker *w, const struct people *l,
         json_object_object_add(o, "id", json_object_new_int(l->v[i].id));
         json_object_object_add(o, "name", json_object_new_string(l->v[i].name));
         if (state)
-            json_object_object_add(o, "state", json_object_new_string(state_of(w, l->v[i].id)));
+            json_object_object_add(o, "state",
+                                   json_object_new_string(presence_online(w, &j->state, l->v[i].id)
+                                                              ? QC_STATE_ONLINE
+                                                              : QC_STATE_OFFLINE));
         if (role)
             json_object_object_add(o, "role", json_object_new_string(l->v[i].role));
         json_object_array_add(a, o);
@@ -411,13 +411,16 @@ static void reply_lists(struct worker *w, struct conn *c, const struct social_jo
         json_object_object_add(o, "seq", json_tokener_parse(j->seq));
     if (members) {
         json_object_object_add(o, "groupid", json_object_new_int(j->gid));
-        json_object_object_add(o, "users", people_json(w, &j->lists[LIST_FRIENDS], true, true));
+        json_object_object_add(o, "users", people_json(w, j, &j->lists[LIST_FRIENDS], true, true));
     } else {
-        json_object_object_add(o, "friends", people_json(w, &j->lists[LIST_FRIENDS], true, false));
-        json_object_object_add(o, "requests_in", people_json(w, &j->lists[LIST_IN], false, false));
+        json_object_object_add(o, "friends",
+                               people_json(w, j, &j->lists[LIST_FRIENDS], true, false));
+        json_object_object_add(o, "requests_in",
+                               people_json(w, j, &j->lists[LIST_IN], false, false));
         json_object_object_add(o, "requests_out",
-                               people_json(w, &j->lists[LIST_OUT], false, false));
-        json_object_object_add(o, "blocked", people_json(w, &j->lists[LIST_BLOCKED], false, false));
+                               people_json(w, j, &j->lists[LIST_OUT], false, false));
+        json_object_object_add(o, "blocked",
+                               people_json(w, j, &j->lists[LIST_BLOCKED], false, false));
     }
     size_t len;
     const char *s = json_object_to_json_string_length(
@@ -442,6 +445,44 @@ static void reply_outcome(struct worker *w, struct conn *c, const struct social_
         reply_ack(w, c, j->msgid, seq, 0, 0, j->op == OP_CREATE_GROUP ? j->gid : 0, 0);
 }
 
+/* The asking connection, if it is still there. */
+static struct conn *asker(struct worker *w, const struct social_job *j)
+{
+    struct conn *c = worker_conn(w, j->slot);
+    return c != NULL && c->cgen == j->cgen && c->state == CONN_OPEN ? c : NULL;
+}
+
+/* The request's outcome to the connection that asked; the job ends. */
+static void answer(struct worker *w, struct social_job *j, int err)
+{
+    struct conn *c = asker(w, j);
+    if (c != NULL) {
+        reply_outcome(w, c, j, err);
+        c->busy = false;
+        conn_resume(w, c);
+    }
+    job_free(j);
+}
+
+static void presence_known(struct worker *w, void *arg)
+{
+    answer(w, arg, 0);
+}
+
+/*
+ * A list's people not online on this node are asked of the cluster, as a
+ * login's are; true: the reply waits for the answer (presence_known).
+ */
+static bool ask_presence(struct worker *w, struct social_job *j)
+{
+    if (!w->clustered || (j->op != OP_FRIEND_LIST && j->op != OP_MEMBERS) || asker(w, j) == NULL)
+        return false;
+    const struct people *l = &j->lists[LIST_FRIENDS];
+    for (size_t i = 0; i < l->n; i++)
+        presence_add(w, &j->state, l->v[i].id);
+    return presence_ask(w, &j->state, presence_known, j);
+}
+
 /* On the worker's thread: the store answered. */
 static void job_done(void *arg, int err)
 {
@@ -454,13 +495,9 @@ static void job_done(void *arg, int err)
     }
     if (!err)
         push_outcome(w, j);
-    struct conn *c = worker_conn(w, j->slot);
-    if (c != NULL && c->cgen == j->cgen && c->state == CONN_OPEN) {
-        reply_outcome(w, c, j, err);
-        c->busy = false;
-        conn_resume(w, c);
-    }
-    job_free(j);
+    if (!err && ask_presence(w, j))
+        return; /* the connection stays busy until the relay answers */
+    answer(w, j, err);
 }
 
 /* ---- handlers ----------------------------------------------------------- */
@@ -508,19 +545,6 @@ static void submit(struct worker *w, struct conn *c, const struct request *r, st
     c->busy = true;
 }
 
-/* A positive 32-bit id field. */
-static int field_id(const struct request *r, const char *key, int32_t *out)
-{
-    struct json_object *v;
-    if (!json_object_object_get_ex(r->obj, key, &v) || !json_object_is_type(v, json_type_int))
-        return QC_EBADREQ;
-    int64_t x = json_object_get_int64(v);
-    if (x <= 0 || x > INT32_MAX)
-        return QC_EBADREQ;
-    *out = (int32_t)x;
-    return 0;
-}
-
 /* An optional text field of min..max bytes, copied: *out NULL when absent. */
 static int field_text(const struct request *r, const char *key, size_t min, size_t max, char **out)
 {
@@ -545,7 +569,7 @@ static void user_request(struct worker *w, struct conn *c, const struct request 
                          enum social_op op, const char *key)
 {
     int32_t id;
-    int err = field_id(r, key, &id);
+    int err = request_id(r->obj, key, &id);
     if (!err && id == c->uid)
         err = QC_ESELF;
     if (err) {
@@ -593,9 +617,9 @@ static void group_request(struct worker *w, struct conn *c, const struct request
                           enum social_op op)
 {
     int32_t gid, uid = 0;
-    int err = field_id(r, "groupid", &gid);
+    int err = request_id(r->obj, "groupid", &gid);
     if (!err && (op == OP_KICK || op == OP_ROLE))
-        err = field_id(r, "userid", &uid);
+        err = request_id(r->obj, "userid", &uid);
     if (err) {
         reply_error(w, c, r->msgid, r->seq, err);
         return;
@@ -637,9 +661,9 @@ void social_group_role(struct worker *w, struct conn *c, const struct request *r
 {
     int32_t gid, uid;
     char *role = NULL;
-    int err = field_id(r, "groupid", &gid);
+    int err = request_id(r->obj, "groupid", &gid);
     if (!err)
-        err = field_id(r, "userid", &uid);
+        err = request_id(r->obj, "userid", &uid);
     if (!err)
         err = field_text(r, "role", 1, SOCIAL_ROLE_MAX, &role);
     if (!err && (role == NULL || (strcmp(role, "admin") != 0 && strcmp(role, "normal") != 0)))
@@ -663,7 +687,7 @@ static void named_group_request(struct worker *w, struct conn *c, const struct r
 {
     int32_t gid = 0;
     char *name = NULL, *desc = NULL;
-    int err = op == OP_UPDATE ? field_id(r, "groupid", &gid) : 0;
+    int err = op == OP_UPDATE ? request_id(r->obj, "groupid", &gid) : 0;
     if (!err)
         err = field_text(r, "groupname", 1, QC_NAME_MAX, &name);
     if (!err)
@@ -705,7 +729,7 @@ void social_group_update(struct worker *w, struct conn *c, const struct request 
 bool social_chat_gate(struct worker *w, struct conn *c, const struct request *r)
 {
     int32_t to;
-    if (field_id(r, "toid", &to) != 0 || !blockcache_blocked(c, to))
+    if (request_id(r->obj, "toid", &to) != 0 || !blockcache_blocked(c, to))
         return false;
     reply_error(w, c, r->msgid, r->seq, QC_EBLOCKED);
     return true;

@@ -326,6 +326,44 @@ static const char *member_state(struct json_object *ack, int32_t gid, int32_t ui
     return NULL;
 }
 
+/*
+ * "state" of id in the list reply (31 to FRIEND_LIST 30, or 41 to
+ * GROUP_MEMBERS 40 with body) that c gets now: key is its array.
+ */
+static const char *list_state(struct qclient *c, int req, int reply, const char *body,
+                              const char *key, int32_t id)
+{
+    static char state[16];
+    int64_t seq = h_next_seq();
+    h_send(c, "{\"msgid\":%d,%s%s\"seq\":%lld}", req, body, *body ? "," : "", (long long)seq);
+    struct json_object *o = h_expect_skip(c, reply, "list reply");
+    H_CHECK(h_int(o, "errno") == 0 && h_int(o, "seq") == seq, "list reply %d: %s", reply,
+            h_json(o));
+    struct json_object *a = h_arr(o, key);
+    for (size_t i = 0; i < json_object_array_length(a); i++) {
+        struct json_object *it = json_object_array_get_idx(a, i);
+        if (h_int(it, "id") == id) {
+            snprintf(state, sizeof(state), "%s", h_str(it, "state"));
+            json_object_put(o);
+            return state;
+        }
+    }
+    H_FAIL("%d is not in %s of %s", id, key, h_json(o));
+    return NULL;
+}
+
+static const char *friend_list_state(struct qclient *c, int32_t id)
+{
+    return list_state(c, QC_FRIEND_LIST_MSG, QC_FRIEND_LIST_MSG_ACK, "", "friends", id);
+}
+
+static const char *members_state(struct qclient *c, int32_t gid, int32_t id)
+{
+    char body[64];
+    snprintf(body, sizeof body, "\"groupid\":%d", gid);
+    return list_state(c, QC_GROUP_MEMBERS_MSG, QC_GROUP_MEMBERS_MSG_ACK, body, "users", id);
+}
+
 /* ---- chat across nodes ---------------------------------------------------- */
 
 static void test_chat_between_nodes_directly(void **state)
@@ -530,6 +568,13 @@ static void test_group_chat_members_on_both_nodes(void **state)
     H_CHECK(strcmp(member_state(ack, gid, off.id), QC_STATE_OFFLINE) == 0,
             "the member logged in nowhere must be \"offline\": %s", h_json(ack));
     json_object_put(ack);
+    /* GROUP_MEMBERS resolves presence across the cluster as the login reply does. */
+    H_CHECK(strcmp(members_state(cb2, gid, a1.id), QC_STATE_ONLINE) == 0,
+            "GROUP_MEMBERS on node 2: member a1 on node 1 must be \"online\"");
+    H_CHECK(strcmp(members_state(cb2, gid, b1.id), QC_STATE_ONLINE) == 0,
+            "GROUP_MEMBERS on node 2: member b1 on node 2 must be \"online\"");
+    H_CHECK(strcmp(members_state(cb2, gid, off.id), QC_STATE_OFFLINE) == 0,
+            "GROUP_MEMBERS: the member logged in nowhere must be \"offline\"");
 
     /* From node A: a2 (same node), b1 and b2 (other node) get it once, a1 nothing. */
     int64_t mid1 = group_chat(ca1, gid, "group hello from node 1", "GROUP_CHAT from A");
@@ -669,6 +714,8 @@ static void test_presence_across_nodes(void **state)
     H_CHECK(strcmp(friend_state(ack, a.id), QC_STATE_ONLINE) == 0,
             "b on node 2: friend a on node 1 must be \"online\": %s", h_json(ack));
     json_object_put(ack);
+    H_CHECK(strcmp(friend_list_state(cb, a.id), QC_STATE_ONLINE) == 0,
+            "b on node 2: FRIEND_LIST: friend a on node 1 must be \"online\"");
     expect_presence(ca, &b, QC_STATE_ONLINE, "a: b logged in on node 2");
 
     /* LOGINOUT, then a new login on the same connection, then a disconnect. */
@@ -687,6 +734,8 @@ static void test_presence_across_nodes(void **state)
     H_CHECK(strcmp(friend_state(ack, a.id), QC_STATE_OFFLINE) == 0,
             "b: friend a logged in nowhere must be \"offline\": %s", h_json(ack));
     json_object_put(ack);
+    H_CHECK(strcmp(friend_list_state(cb, a.id), QC_STATE_OFFLINE) == 0,
+            "b: FRIEND_LIST: friend a logged in nowhere must be \"offline\"");
     ca = login_on(NODE_A, &a, true, &ack);
     H_CHECK(strcmp(friend_state(ack, b.id), QC_STATE_ONLINE) == 0 &&
                 strcmp(friend_state(ack, s.id), QC_STATE_ONLINE) == 0,

@@ -463,6 +463,44 @@ static void test_typing(void **state)
     json_object_put(r);
 }
 
+/*
+ * A block stops typing as it stops chats: between the two, either way, it
+ * is error 22; in a group they share, each one's notice skips the other.
+ */
+static void test_typing_blocked(void **state)
+{
+    (void)state;
+    struct h_user a, b, c;
+    h_new_offline_user(&a, "tb_a");
+    h_new_offline_user(&b, "tb_b");
+    h_new_offline_user(&c, "tb_c");
+    struct qclient *ca = login_with(&a, "\"typing\":true", NULL);
+    struct qclient *cb = login_with(&b, "\"typing\":true", NULL);
+    struct qclient *cc = login_with(&c, "\"typing\":true", NULL);
+    int32_t gid = new_group(cc, "tb_g");
+    json_object_put(h_request(ca, QC_ADD_GROUP_MSG, 0, "ADD_GROUP", "\"groupid\":%d", gid));
+    json_object_put(h_request(cb, QC_ADD_GROUP_MSG, 0, "ADD_GROUP", "\"groupid\":%d", gid));
+    json_object_put(h_expect_skip(ca, QC_GROUP_EVENT_MSG, "b joined"));
+    json_object_put(h_request(ca, QC_BLOCK_MSG, 0, "BLOCK", "\"userid\":%d", b.id));
+    char body[64];
+    snprintf(body, sizeof body, "\"toid\":%d", a.id);
+    call_err(cb, TYPING_MSG, QC_EBLOCKED, body);
+    snprintf(body, sizeof body, "\"toid\":%d", b.id);
+    call_err(ca, TYPING_MSG, QC_EBLOCKED, body);
+    json_object_put(call_ok(cb, TYPING_MSG, QC_ACK_MSG, "\"groupid\":%d", gid));
+    struct json_object *t = h_expect_skip(cc, TYPING_MSG, "group typing of the blocked user");
+    H_CHECK(h_int(t, "id") == b.id && h_int(t, "groupid") == gid, "b types to the group: %s",
+            h_json(t));
+    json_object_put(t);
+    json_object_put(call_ok(ca, TYPING_MSG, QC_ACK_MSG, "\"groupid\":%d", gid));
+    t = h_expect_skip(cc, TYPING_MSG, "group typing of the blocker");
+    H_CHECK(h_int(t, "id") == a.id && h_int(t, "groupid") == gid, "a types to the group: %s",
+            h_json(t));
+    json_object_put(t);
+    expect_nothing(ca, "the blocker gets no typing from the blocked user in a group");
+    expect_nothing(cb, "the blocked user gets no typing from the blocker in a group");
+}
+
 static void test_login_reply_count_cap(void **state)
 {
     (void)state;
@@ -886,6 +924,7 @@ int main(void)
         H_TEST(test_conversations_and_unread),
         H_TEST(test_read_cursor_and_receipt),
         H_TEST(test_typing),
+        H_TEST(test_typing_blocked),
         H_TEST(test_login_reply_count_cap),
         H_TEST(test_legacy_forward_shape),
         H_TEST(test_login_reply_byte_cap),
