@@ -39,6 +39,7 @@
 #include "server/route.h"
 #include "server/seqtab.h"
 #include "server/service_async.h"
+#include "server/request.h"
 #include "server/service_chat.h"
 #include "server/session.h"
 #include "server/rate.h"
@@ -106,18 +107,6 @@ static void chat_reply_error(struct worker *w, struct conn *c, const struct chat
 }
 
 /* ---- the request's fields ------------------------------------------------ */
-
-static int field_id(struct json_object *req, const char *key, int32_t *out)
-{
-    struct json_object *v;
-    if (!json_object_object_get_ex(req, key, &v) || !json_object_is_type(v, json_type_int))
-        return QC_EBADREQ;
-    int64_t x = json_object_get_int64(v);
-    if (x <= 0 || x > INT32_MAX)
-        return QC_EBADREQ;
-    *out = (int32_t)x;
-    return 0;
-}
 
 static int field_text(struct json_object *req, size_t max, const char **s, size_t *len)
 {
@@ -572,7 +561,7 @@ static bool chat_prepared(struct worker *w, struct conn *c, void *arg, int err)
 static int read_chat(struct worker *w, struct conn *c, struct json_object *req, int msgid,
                      int32_t *to, const char **text, size_t *len)
 {
-    int err = field_id(req, msgid == QC_GROUP_CHAT_MSG ? "groupid" : "toid", to);
+    int err = request_id(req, msgid == QC_GROUP_CHAT_MSG ? "groupid" : "toid", to);
     if (!err)
         err = field_text(req, (size_t)w->cfg.max_text_bytes, text, len);
     return err;

@@ -29,6 +29,7 @@
 #include "server/reply.h"
 #include "server/request.h"
 #include "server/route.h"
+#include "server/seqtab.h"
 #include "server/service_social.h"
 #include "server/session.h"
 #include "server/storage.h"
@@ -168,16 +169,48 @@ static int check_group_room(struct social_job *j, const struct store_ops *ops, s
     return err;
 }
 
-/* A deleted group's log goes with it, in batches. */
-static void delete_group_log(const struct store_ops *ops, struct store *st, int32_t gid)
+/*
+ * A deleted group's log goes with it, one batch per storage job: the appends
+ * queued behind it wait for one batch at most, not for the whole log.  The
+ * job resubmits itself from the worker's thread while batches come back full.
+ */
+struct log_delete {
+    struct worker *w;
+    int32_t gid;
+    int removed;
+};
+
+static int run_log_delete(const struct store_ops *ops, struct store *st, void *arg)
 {
-    int removed = SOCIAL_LOG_DELETE_BATCH;
-    while (removed == SOCIAL_LOG_DELETE_BATCH) {
-        if (ops->conv_delete(st, store_conv_group(gid), SOCIAL_LOG_DELETE_BATCH, &removed) != 0) {
-            log_error("group %d: deleting its log failed", gid);
+    struct log_delete *d = arg;
+    return ops->conv_delete(st, store_conv_group(d->gid), SOCIAL_LOG_DELETE_BATCH, &d->removed);
+}
+
+static void log_delete_done(void *arg, int err)
+{
+    struct log_delete *d = arg;
+    if (err)
+        log_error("group %d: deleting its log failed: %s", d->gid, qc_strerror(err));
+    else if (d->removed == SOCIAL_LOG_DELETE_BATCH &&
+             storage_submit(d->w->storage, run_log_delete, log_delete_done, d) == 0)
+        return;
+    else if (d->removed == SOCIAL_LOG_DELETE_BATCH)
+        log_error("group %d: storage queue full, the rest of its log stays", d->gid);
+    else if (d->w->seqtab)
+        seqtab_forget(d->w->seqtab, store_conv_group(d->gid));
+    free(d);
+}
+
+static void delete_group_log(struct worker *w, int32_t gid)
+{
+    struct log_delete *d = calloc(1, sizeof *d);
+    if (d != NULL) {
+        *d = (struct log_delete){ .w = w, .gid = gid };
+        if (storage_submit(w->storage, run_log_delete, log_delete_done, d) == 0)
             return;
-        }
     }
+    log_error("group %d: cannot queue the deletion of its log", gid);
+    free(d);
 }
 
 static int run_friend_op(struct social_job *j, const struct store_ops *ops, struct store *st)
@@ -242,8 +275,6 @@ static int run_group_op(struct social_job *j, const struct store_ops *ops, struc
         err = read_members(j, st);
         if (!err)
             err = j->so->group_leave(st, j->gid, j->uid, &j->leave);
-        if (!err && j->leave.deleted)
-            delete_group_log(ops, st, j->gid);
         return err;
     case OP_KICK:
         err = read_members(j, st);
@@ -256,11 +287,7 @@ static int run_group_op(struct social_job *j, const struct store_ops *ops, struc
         return err ? err : read_members(j, st);
     case OP_DELETE:
         err = read_members(j, st);
-        if (!err)
-            err = j->so->group_delete(st, j->gid, j->uid);
-        if (!err)
-            delete_group_log(ops, st, j->gid);
-        return err;
+        return err ? err : j->so->group_delete(st, j->gid, j->uid);
     default: return QC_EINTERNAL;
     }
 }
@@ -495,6 +522,8 @@ static void job_done(void *arg, int err)
     }
     if (!err)
         push_outcome(w, j);
+    if (!err && (j->op == OP_DELETE || (j->op == OP_LEAVE && j->leave.deleted)))
+        delete_group_log(w, j->gid);
     if (!err && ask_presence(w, j))
         return; /* the connection stays busy until the relay answers */
     answer(w, j, err);
