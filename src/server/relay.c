@@ -895,12 +895,12 @@ static void on_subscription(redisAsyncContext *ac, void *reply, void *priv)
     redisReply *kind = rep->element[0];
     if (kind->type != REDIS_REPLY_STRING)
         return;
-    if (strcmp(kind->str, "sunsubscribe") == 0) {
+    /* cluster = yes: the sharded kinds, read as the plain ones (redis_cluster.h). */
+    const char *what = kind->str;
+    if (r->shards && strcmp(what, "unsubscribe") == 0) {
         unsubscribed_by_server(r, rep->element[1]);
         return;
     }
-    /* cluster = yes: the sharded kinds, "ssubscribe" and "smessage". */
-    const char *what = kind->str + (r->shards && kind->str[0] == 's');
     if (strcmp(what, "subscribe") == 0) {
         if (tag)
             tell_subscribed(r, (uint32_t)tag, (uint32_t)(tag >> 32), false);
