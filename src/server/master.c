@@ -585,7 +585,7 @@ static void run_control_command(void *ctx, struct json_object *req, struct buf *
         buf_append_char(out, '}');
         buf_free(&text);
     } else {
-        control_error(out, "unknown command (status, users, kick, reload, stats, purge)");
+        control_error(out, "unknown command (status, users, kick, revoke, reload, stats, purge)");
     }
 }
 
