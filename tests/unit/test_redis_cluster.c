@@ -294,6 +294,22 @@ static void test_sharded_subscribe_reads_plain_kinds(void **state)
     assert_int_equal(pushes, 5); /* u:8's only */
     assert_string_equal(push_kind[4], "message");
 
+    /* A user who logs out and in at once: SUNSUBSCRIBE and SSUBSCRIBE of one
+     * channel in one round keep the new subscription's callback. */
+    assert_int_equal(rc_sharded_subscribe(ac, NULL, NULL, "qchat:u:8", false), 0);
+    assert_int_equal(rc_sharded_subscribe(ac, on_push, NULL, "qchat:u:8", true), 0);
+    redisAsyncHandleWrite(ac);
+    expect_sent(sfd, "*2\r\n$12\r\nSUNSUBSCRIBE\r\n$9\r\nqchat:u:8\r\n"
+                     "*2\r\n$10\r\nSSUBSCRIBE\r\n$9\r\nqchat:u:8\r\n");
+    server_says(ac, sfd,
+                "*3\r\n$12\r\nsunsubscribe\r\n$9\r\nqchat:u:8\r\n:0\r\n"
+                "*3\r\n$10\r\nssubscribe\r\n$9\r\nqchat:u:8\r\n:1\r\n"
+                "*3\r\n$8\r\nsmessage\r\n$9\r\nqchat:u:8\r\n$2\r\nok\r\n");
+    assert_int_equal(pushes, 8);
+    assert_string_equal(push_kind[5], "unsubscribe");
+    assert_string_equal(push_kind[6], "subscribe");
+    assert_string_equal(push_kind[7], "message");
+
     redisAsyncFree(ac);
     close(sfd);
     close(lfd);
