@@ -8,7 +8,7 @@
  * relay and each worker.  One packet is one message: a header (type and
  * length), the type's fixed payload struct, and for some types a variable
  * tail (the JSON text of a message, a list of user ids).  A descriptor may
- * ride along (SCM_RIGHTS) with IPC_NEW_PEER only.
+ * ride along (SCM_RIGHTS) with IPC_NEW_PEER and IPC_REVOKE_USER only.
  *
  * struct ipc_chan is one end: packets the socket cannot take yet wait in a
  * queue (ipc_chan_flush when the socket is writable again), and

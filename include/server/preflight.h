@@ -32,6 +32,12 @@ int preflight_test_storage(const struct qc_config *cfg);
 int preflight_storage(const struct qc_config *cfg, bool *config_error);
 
 /*
+ * Open the configured store and close it again, creating the schema first
+ * when init_schema (qchatd --init-db).  0, or -1 (logged).
+ */
+int preflight_open_store(const struct qc_config *cfg, bool init_schema);
+
+/*
  * Before serving: make sure the directory of path (the control socket or
  * the pid file, named by key) exists, creating the last component (0755)
  * when its parent does.  0, or -1 with one error line naming the key.

@@ -58,7 +58,8 @@ int rc_map_fetch(struct rc_map *map, const char *host, int port, const struct rc
 /*
  * SSUBSCRIBE (subscribe true) or SUNSUBSCRIBE channel on ac, with fn called
  * for the "ssubscribe", "smessage" and "sunsubscribe" replies of that
- * channel (see redis_cluster.c for how, on hiredis 0.14).  0, or -1.
+ * channel, which ac's reader hands on as "subscribe", "message" and
+ * "unsubscribe" (see redis_cluster.c for how, on hiredis 0.14).  0, or -1.
  */
 int rc_sharded_subscribe(redisAsyncContext *ac, redisCallbackFn *fn, void *privdata,
                          const char *channel, bool subscribe);

@@ -28,7 +28,6 @@
 #include "server/relay.h"
 #include "server/ws_conn.h"
 #include "server/title.h"
-#include "store/store.h"
 
 #define QCHATD_VERSION "0.1.0"
 #define MAX_OVERRIDES  256
@@ -68,29 +67,6 @@ static void raise_fd_limit(const struct qc_config *cfg)
     if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)cfg->max_users + FD_RESERVE)
         log_warning("open-file limit %llu is below server.max_users (%d) + %d: raise LimitNOFILE",
                     (unsigned long long)rl.rlim_cur, cfg->max_users, FD_RESERVE);
-}
-
-/* --init-db: open the store and create the schema. */
-static int init_storage(const struct qc_config *cfg)
-{
-    const struct store_ops *ops = store_driver(cfg->storage_driver);
-    char err[QC_CONFIG_ERR_MAX];
-    struct store *st;
-    if (ops == NULL) {
-        log_error("storage driver '%s' is not available", cfg->storage_driver);
-        return -1;
-    }
-    if (ops->open(&st, cfg, err, sizeof err) != 0) {
-        log_error("storage (%s): %s", cfg->storage_driver, err);
-        return -1;
-    }
-    int rc = 0;
-    if (ops->init_schema(st) != 0) {
-        log_error("storage (%s): creating the schema failed", cfg->storage_driver);
-        rc = -1;
-    }
-    ops->close(st);
-    return rc;
 }
 
 /* Taken before anything else is opened: a second start says "already running". */
@@ -263,7 +239,7 @@ int main(int argc, char **argv)
     if (test_only)
         return test_config(&cfg);
     if (init_db) {
-        if (init_storage(&cfg) < 0)
+        if (preflight_open_store(&cfg, true) < 0)
             return 1;
         printf("qchatd: schema ready (%s)\n", cfg.storage_driver);
         return 0;

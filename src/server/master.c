@@ -245,8 +245,10 @@ static void schedule_respawn(struct master *m, uint32_t k, int64_t now)
 static size_t forget_child(struct master *m, uint32_t k)
 {
     if (is_relay(k)) {
-        online_relay_stats(m->online)->pid = 0;
-        online_relay_stats(m->online)->state = RELAY_DOWN;
+        struct relay_stats *rs = online_relay_stats(m->online);
+        rs->pid = 0;
+        rs->state = RELAY_DOWN;
+        rs->subscribed = 0; /* its subscriptions went with its connections */
         return 0;
     }
     size_t cleared = online_clear_worker(m->online, k);
@@ -585,7 +587,7 @@ static void run_control_command(void *ctx, struct json_object *req, struct buf *
         buf_append_char(out, '}');
         buf_free(&text);
     } else {
-        control_error(out, "unknown command (status, users, kick, reload, stats, purge)");
+        control_error(out, "unknown command (status, users, kick, revoke, reload, stats, purge)");
     }
 }
 

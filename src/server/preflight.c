@@ -94,7 +94,7 @@ static int test_sqlite_file(const struct qc_config *cfg)
     return 0;
 }
 
-static int open_and_close(const struct qc_config *cfg)
+int preflight_open_store(const struct qc_config *cfg, bool init_schema)
 {
     const struct store_ops *ops = store_driver(cfg->storage_driver);
     char err[QC_CONFIG_ERR_MAX];
@@ -107,13 +107,18 @@ static int open_and_close(const struct qc_config *cfg)
         log_error("storage (%s): %s", cfg->storage_driver, err);
         return -1;
     }
+    int rc = 0;
+    if (init_schema && ops->init_schema(st) != 0) {
+        log_error("storage (%s): creating the schema failed", cfg->storage_driver);
+        rc = -1;
+    }
     ops->close(st);
-    return 0;
+    return rc;
 }
 
 int preflight_test_storage(const struct qc_config *cfg)
 {
-    return is_sqlite(cfg) ? test_sqlite_file(cfg) : open_and_close(cfg);
+    return is_sqlite(cfg) ? test_sqlite_file(cfg) : preflight_open_store(cfg, false);
 }
 
 /* SQLite writes the database, and its -wal and -shm files next to it. */
@@ -148,7 +153,7 @@ int preflight_storage(const struct qc_config *cfg, bool *config_error)
         *config_error = true;
         return -1;
     }
-    return open_and_close(cfg);
+    return preflight_open_store(cfg, false);
 }
 
 int preflight_runtime_dir(const char *path, const char *key)

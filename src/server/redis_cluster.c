@@ -13,6 +13,15 @@
  * "ssubscribe", "smessage" and "sunsubscribe" all name theirs; an error
  * reply (MOVED: the map is stale) makes hiredis drop the connection, which
  * the relay answers by reading the map again and subscribing everyone anew.
+ *
+ * hiredis also keeps a channel's callback by the kind of its replies: a
+ * "subscribe" settles one pending subscription, an "unsubscribe" with none
+ * pending forgets the callback.  The sharded kinds it does not know, so
+ * every channel once subscribed would keep its callback (some 125 bytes)
+ * for as long as the connection lives.  The reader of a connection that
+ * sends sharded commands therefore reads the kind of a push ("ssubscribe",
+ * "sunsubscribe", "smessage") as the plain one: hiredis keeps its books
+ * as for SUBSCRIBE, and the relay sees the plain kinds.
  */
 #include <stdio.h>
 #include <string.h>
@@ -175,9 +184,39 @@ int rc_map_fetch(struct rc_map *map, const char *host, int port, const struct rc
     return -1;
 }
 
+static redisReplyObjectFunctions sharded_reader;
+static void *(*plain_create_string)(const redisReadTask *, char *, size_t);
+
+/* The first element of a top-level array: a push's kind, read without its 's'. */
+static void *create_string_sharded(const redisReadTask *task, char *str, size_t len)
+{
+    const redisReadTask *array = task->parent;
+    if (task->idx == 0 && array != NULL && array->parent == NULL &&
+        array->type == REDIS_REPLY_ARRAY &&
+        ((len == 10 && memcmp(str, "ssubscribe", len) == 0) ||
+         (len == 12 && memcmp(str, "sunsubscribe", len) == 0) ||
+         (len == 8 && memcmp(str, "smessage", len) == 0)))
+        return plain_create_string(task, str + 1, len - 1);
+    return plain_create_string(task, str, len);
+}
+
+static void use_sharded_reader(redisAsyncContext *ac)
+{
+    redisReader *reader = ac->c.reader;
+    if (reader == NULL || reader->fn == NULL || reader->fn == &sharded_reader)
+        return;
+    if (plain_create_string == NULL) {
+        sharded_reader = *reader->fn;
+        plain_create_string = sharded_reader.createString;
+        sharded_reader.createString = create_string_sharded;
+    }
+    reader->fn = &sharded_reader;
+}
+
 int rc_sharded_subscribe(redisAsyncContext *ac, redisCallbackFn *fn, void *privdata,
                          const char *channel, bool subscribe)
 {
+    use_sharded_reader(ac); /* before any sharded reply can come */
     char *wire;
     int wire_len =
         redisFormatCommand(&wire, subscribe ? "SSUBSCRIBE %s" : "SUNSUBSCRIBE %s", channel);

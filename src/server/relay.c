@@ -30,6 +30,13 @@
  * which ran before B's PUBLISH: A's node always hears B's kick, and B's node
  * ignores A's (if it hears it at all).  So exactly one survives: the newest.
  *
+ * The race is over within a few round trips, so a claim decided
+ * RELAY_CLAIM_KEEP_MS ago is forgotten: a kick for a user without a claim
+ * comes from a newer login and is obeyed.  That lets the generation keys
+ * expire (RELAY_GEN_TTL_S after the account's last login, far beyond any
+ * claim) instead of staying in Redis for every account that ever logged in;
+ * a key that expired starts again at 1 with no claim left to compare it to.
+ *
  * While Redis is away, every PUBLISH fails at once (the chat is in the log);
  * the relay reconnects with backoff, re-subscribes every online user of the
  * node and, once Redis confirmed those subscriptions, sends IPC_RESYNC to
@@ -73,7 +80,9 @@
 #define RELAY_READS_PER_EVENT  256
 #define RELAY_GEN_PREFIX       "qchat:gen:" /* + uid: the account's cluster login generation */
 #define RELAY_GEN_KEY_MAX      32
-#define RELAY_SLOTS_TIMEOUT_MS 500 /* CLUSTER SLOTS from one node (cluster = yes) */
+#define RELAY_GEN_TTL_S        86400 /* a generation key lives a day past the account's last login */
+#define RELAY_CLAIM_KEEP_MS    600000 /* a decided claim is forgotten after 10 min (see the top) */
+#define RELAY_SLOTS_TIMEOUT_MS 500    /* CLUSTER SLOTS from one node (cluster = yes) */
 
 enum { R_REDIS_SUB = 1, R_REDIS_PUB };
 
@@ -611,6 +620,7 @@ struct claim {
     struct online_loc loc; /* the session claimed */
     enum claim_state state;
     uint64_t gen;     /* the cluster generation (CLAIM_DONE) */
+    int64_t done_ms;  /* when it became CLAIM_DONE */
     uint64_t foreign; /* the highest generation another node kicked with meanwhile */
     uint32_t token;   /* a login reply waiting for the subscription (0: none) */
     uint32_t token_worker;
@@ -687,6 +697,7 @@ static void on_claim_gen(redisAsyncContext *ac, void *reply, void *priv)
     }
     cl->gen = (uint64_t)rep->integer;
     cl->state = CLAIM_DONE;
+    cl->done_ms = r->now_ms;
     if (cl->foreign > cl->gen) {
         kick_claimed(r, uid, cl);
         return;
@@ -722,6 +733,7 @@ static void claim_generation(struct relay *r, uint32_t uid, struct claim *cl)
         r->pub_last_progress_ms = r->now_ms;
     r->pub_outstanding++;
     redisAsyncCommand(pub->ac, on_claim_gen, claim_tag(uid, cl->loc.gen), "INCR %s", key);
+    redisAsyncCommand(pub->ac, NULL, NULL, "EXPIRE %s %d", key, RELAY_GEN_TTL_S);
 }
 
 /* Redis answered every SUBSCRIBE sent for uid: a claim waiting for it goes on. */
@@ -895,12 +907,12 @@ static void on_subscription(redisAsyncContext *ac, void *reply, void *priv)
     redisReply *kind = rep->element[0];
     if (kind->type != REDIS_REPLY_STRING)
         return;
-    if (strcmp(kind->str, "sunsubscribe") == 0) {
+    /* cluster = yes: the sharded kinds, read as the plain ones (redis_cluster.h). */
+    const char *what = kind->str;
+    if (r->shards && strcmp(what, "unsubscribe") == 0) {
         unsubscribed_by_server(r, rep->element[1]);
         return;
     }
-    /* cluster = yes: the sharded kinds, "ssubscribe" and "smessage". */
-    const char *what = kind->str + (r->shards && kind->str[0] == 's');
     if (strcmp(what, "subscribe") == 0) {
         if (tag)
             tell_subscribed(r, (uint32_t)tag, (uint32_t)(tag >> 32), false);
@@ -982,13 +994,8 @@ struct id_batch {
     uint32_t n, cap;
 };
 
-static void note_gone(void *arg, uint32_t id, uint64_t value)
+static void batch_add(struct id_batch *b, uint32_t id)
 {
-    struct id_batch *b = arg;
-    struct online_loc loc;
-    (void)value;
-    if (online_lookup(b->r->online, (int32_t)id, &loc))
-        return;
     if (b->n == b->cap) {
         uint32_t ncap = b->cap ? b->cap * 2 : RELAY_BATCH_MIN;
         uint32_t *p = realloc(b->ids, ncap * sizeof *p);
@@ -998,6 +1005,24 @@ static void note_gone(void *arg, uint32_t id, uint64_t value)
         b->cap = ncap;
     }
     b->ids[b->n++] = id;
+}
+
+static void note_gone(void *arg, uint32_t id, uint64_t value)
+{
+    struct id_batch *b = arg;
+    struct online_loc loc;
+    (void)value;
+    if (!online_lookup(b->r->online, (int32_t)id, &loc))
+        batch_add(b, id);
+}
+
+/* Claims decided long enough ago that no login can still race them. */
+static void note_settled(void *arg, uint32_t id, uint64_t value)
+{
+    struct id_batch *b = arg;
+    const struct claim *cl = (const struct claim *)(uintptr_t)value;
+    if (cl->state == CLAIM_DONE && b->r->now_ms - cl->done_ms >= RELAY_CLAIM_KEEP_MS)
+        batch_add(b, id);
 }
 
 /* Make the subscribed set equal to the online table. */
@@ -1011,7 +1036,11 @@ static void reconcile(struct relay *r)
     inttable_foreach(r->subscribed, note_gone, &gone);
     for (uint32_t i = 0; i < gone.n; i++)
         unsubscribe_uid(r, gone.ids[i]);
-    free(gone.ids);
+    struct id_batch settled = { .r = r, .ids = gone.ids, .cap = gone.cap };
+    inttable_foreach(r->claims, note_settled, &settled);
+    for (uint32_t i = 0; i < settled.n; i++)
+        claim_forget(r, settled.ids[i]);
+    free(settled.ids);
 }
 
 /* ---- publisher: messages for users elsewhere ---------------------------- */

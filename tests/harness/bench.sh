@@ -36,6 +36,7 @@
 top=$(cd "$(dirname "$0")/../.." && pwd) || exit 1
 H=$top/tests/harness
 . "$H/lib.sh"
+. "$H/bench_lib.sh"
 B=${B:-build}
 case $B in /*) ;; *) B=$top/$B ;; esac
 BENCH=$B/qchat-bench
@@ -92,26 +93,6 @@ nginx_dirs=""
 
 say() { echo "bench: $*"; }
 
-want_row() {
-    case " $ROWS " in *" $1 "*) return 0 ;; esac
-    return 1
-}
-
-forget_pid() {
-    rest=""
-    for p in $pids; do
-        [ "$p" = "$1" ] || rest="$rest $p"
-    done
-    pids=$rest
-}
-
-# stop_server PID: stop_pid; children that outlive it (qchatd workers
-# after a KILLed master) are killed by PID too.
-stop_server() {
-    stop_pid "$1" "$STOP_WAIT" "" || :
-    forget_pid "$1"
-}
-
 cleanup() {
     stop_pids "$STOP_WAIT" ""
     for d in $nginx_dirs; do
@@ -123,11 +104,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
-
-# start NAME FUNC: start_server (lib.sh), or end the run.
-start() {
-    start_server "$@" || exit 1
-}
 
 QCHATD_COMMON="-o security.request_rate=0 -o log.level=warning"
 QCHATD_SQLITE="-o storage.path=$tmp/q.db -o server.control_socket=$tmp/ctl.sock"
@@ -151,11 +127,6 @@ over_budget() {
     [ $(($(date +%s) - started)) -ge "$BUDGET" ]
 }
 
-# field LINE KEY: VALUE of KEY=VALUE in a summary line, units stripped
-field() {
-    printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1 | sed 's/[^0-9.]*$//'
-}
-
 # bench LABEL ARGS...: run qchat-bench, print and keep its summary line in $line
 bench() {
     label=$1
@@ -170,21 +141,6 @@ bench() {
         head -n 5 "$tmp/err" | sed 's/^/    /'
     fi
     return $rc
-}
-
-# keep METRIC VALUE: remember a figure for the medians
-keep() {
-    [ -n "$2" ] && echo "$2" >>"$res/$1"
-}
-
-median() {
-    [ -s "$res/$1" ] || { echo "-"; return; }
-    sort -n "$res/$1" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
-}
-
-ratio() {
-    case "$1$2" in *-*) echo "-"; return ;; esac
-    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'
 }
 
 # pss_kib PID: proportional set size of PID and its children, KiB

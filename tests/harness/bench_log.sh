@@ -27,6 +27,7 @@
 top=$(cd "$(dirname "$0")/../.." && pwd) || exit 1
 H=$top/tests/harness
 . "$H/lib.sh"
+. "$H/bench_lib.sh"
 B=${B:-build}
 case $B in /*) ;; *) B=$top/$B ;; esac
 BENCH=$B/qchat-bench
@@ -68,11 +69,6 @@ mariadb_up=0
 
 say() { echo "bench_log: $*"; }
 
-want_row() {
-    case " $ROWS " in *" $1 "*) return 0 ;; esac
-    return 1
-}
-
 cleanup() {
     stop_pids "$STOP_WAIT" ""
     [ $mariadb_up = 1 ] && sh "$H/mariadb.sh" stop "$tmp/mariadb" >/dev/null 2>&1
@@ -80,23 +76,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
-
-start() {
-    start_server "$@" || exit 1
-}
-
-forget_pid() {
-    rest=""
-    for p in $pids; do
-        [ "$p" = "$1" ] || rest="$rest $p"
-    done
-    pids=$rest
-}
-
-stop_server() {
-    stop_pid "$1" "$STOP_WAIT" "" || :
-    forget_pid "$1"
-}
 
 # password_cost=1 on the measured servers too: a login at the default cost
 # rehashes the cost-1 password (about 18 ms of CPU each), and 2,000 of them
@@ -136,10 +115,6 @@ run_relay_ref() {
     exec "$RELAY" -l 127.0.0.1 -p "$1" -w "$WORKERS"
 }
 
-field() {
-    printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1 | sed 's/[^0-9.]*$//'
-}
-
 load() {
     cut -d' ' -f1 /proc/loadavg
 }
@@ -158,20 +133,6 @@ bench() {
         head -n 5 "$tmp/err" | sed 's/^/    /'
     fi
     return $rc
-}
-
-keep() {
-    [ -n "$2" ] && echo "$2" >>"$res/$1"
-}
-
-median() {
-    [ -s "$res/$1" ] || { echo "-"; return; }
-    sort -n "$res/$1" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
-}
-
-ratio() {
-    case "$1$2" in *-*) echo "-"; return ;; esac
-    awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'
 }
 
 # pair_ratio A B: A's and B's figures of one run divided, kept as NAME

@@ -20,6 +20,7 @@
 #   QCHAT_REDIS_PORTS QCHAT_REDIS_PIDS   (space-separated, all nodes)
 set -eu
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/redis_lib.sh"
 
 PROG=redis_cluster.sh
 NODES=3
@@ -39,29 +40,6 @@ usage() {
     exit 2
 }
 
-need() {
-    command -v "$1" >/dev/null 2>&1 || die "$1 not found (apt-get install redis-server)"
-}
-
-# PID of the node started from directory $1 if it is alive and really ours.
-node_pid() {
-    [ -f "$1/redis.pid.saved" ] || return 1
-    p=$(cat "$1/redis.pid.saved")
-    [ -n "$p" ] && [ -r "/proc/$p/cmdline" ] || return 1
-    [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" != Z ] || return 1
-    tr '\0' ' ' < "/proc/$p/cmdline" | grep -q "redis-server" || return 1
-    [ "$(readlink "/proc/$p/cwd" 2>/dev/null)" = "$1" ] || return 1
-    echo "$p"
-}
-
-stopped() {
-    ! node_pid "$1" >/dev/null
-}
-
-answering() {
-    [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]
-}
-
 cluster_ok() {
     for cp in "$@"; do
         redis-cli -h 127.0.0.1 -p "$cp" cluster info 2>/dev/null | grep -q '^cluster_state:ok' ||
@@ -70,27 +48,10 @@ cluster_ok() {
 }
 
 # Start one node in directory $1 on port $2; prints its PID, or fails.
-launch() {
-    ldir=$1
-    lport=$2
-    : >"$ldir/redis.log"
-    (cd "$ldir" && exec redis-server --bind 127.0.0.1 --port "$lport" --save '' \
-        --appendonly no --dir "$ldir" --pidfile "$ldir/redis.pid" \
-        --logfile "$ldir/redis.log" --daemonize no --protected-mode yes \
-        --cluster-enabled yes --cluster-config-file "$ldir/nodes.conf" \
-        --cluster-node-timeout "$NODE_TIMEOUT_MS" \
-        </dev/null >>"$ldir/redis.out" 2>&1) &
-    lpid=$!
-    echo "$lpid" >"$ldir/redis.pid.saved"
-    echo "$lport" >"$ldir/port"
-    if wait_started "$lpid" "$START_WAIT" answering "$lport"; then
-        echo "$lpid"
-        return 0
-    fi
-    kill -9 "$lpid" 2>/dev/null || true
-    wait "$lpid" 2>/dev/null || true
-    rm -f "$ldir/redis.pid.saved"
-    return 1
+launch_node() {
+    echo "$2" >"$1/port"
+    launch "$1" "$2" --cluster-enabled yes --cluster-config-file "$1/nodes.conf" \
+        --cluster-node-timeout "$NODE_TIMEOUT_MS"
 }
 
 write_env() {
@@ -117,7 +78,7 @@ cmd_start() {
     PIDS=""
     for k in $(seq 1 $NODES); do
         nd=$(absdir "$DIR/n$k" new)
-        ! node_pid "$nd" >/dev/null || die "a node from $nd is already running"
+        ! server_pid "$nd" >/dev/null || die "a node from $nd is already running"
         rm -f "$nd/nodes.conf"
         pid=""
         attempt=0
@@ -127,7 +88,7 @@ cmd_start() {
             [ "$port" -ne "$DEFAULT_PORT" ] && port_free "$port" &&
                 port_free $((port + BUS_OFFSET)) || continue
             case " $PORTS " in *" $port "*) continue ;; esac
-            pid=$(launch "$nd" "$port") || pid=""
+            pid=$(launch_node "$nd" "$port") || pid=""
         done
         [ -n "$pid" ] || die "node $k: no free port after $PORT_ATTEMPTS attempts (log: $nd/redis.log)"
         PORTS="${PORTS:+$PORTS }$port"
@@ -155,8 +116,8 @@ cmd_restart() {
         nd="$DIR/n$k"
         [ -f "$nd/port" ] && [ -f "$nd/nodes.conf" ] || die "$nd: no node to restart"
         port=$(cat "$nd/port")
-        ! node_pid "$nd" >/dev/null || die "node $k (port $port) is still running"
-        pid=$(launch "$nd" "$port") || die "node $k did not answer on port $port"
+        ! server_pid "$nd" >/dev/null || die "node $k (port $port) is still running"
+        pid=$(launch_node "$nd" "$port") || die "node $k did not answer on port $port"
         PORTS="${PORTS:+$PORTS }$port"
         PIDS="${PIDS:+$PIDS }$pid"
     done
@@ -174,7 +135,7 @@ cmd_stop() {
     for k in $(seq 1 $NODES); do
         nd="$DIR/n$k"
         [ -d "$nd" ] || continue
-        pid=$(node_pid "$nd") || { rm -f "$nd/redis.pid.saved"; continue; }
+        pid=$(server_pid "$nd") || { rm -f "$nd/redis.pid.saved"; continue; }
         kill -CONT "$pid" 2>/dev/null || true
         kill -TERM "$pid" 2>/dev/null || true
         if ! wait_until "$STOP_WAIT" stopped "$nd"; then

@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -399,25 +400,32 @@ static void redis_stop(void)
     cl.redis_pid = 0;
 }
 
-static long numsub_at(int port, int32_t uid)
+/* A connection to the Redis (or cluster node) on port, with the harness's timeout; NULL. */
+static redisContext *redis_at(int port)
 {
     struct timeval tv = { REDIS_TIMEOUT_MS / 1000, (REDIS_TIMEOUT_MS % 1000) * 1000 };
     redisContext *c = redisConnectWithTimeout(H_HOST, port, tv);
-    if (c == NULL || c->err) {
+    if (c == NULL || c->err || redisSetTimeout(c, tv) != REDIS_OK) {
         if (c != NULL)
             redisFree(c);
+        return NULL;
+    }
+    return c;
+}
+
+static long numsub_at(int port, int32_t uid)
+{
+    redisContext *c = redis_at(port);
+    if (c == NULL)
         return -1;
-    }
     long n = -1;
-    if (redisSetTimeout(c, tv) == REDIS_OK) {
-        redisReply *r = redisCommand(c, "PUBSUB %s " RELAY_CHANNEL_PREFIX "%d",
-                                     cl.redis_cluster ? "SHARDNUMSUB" : "NUMSUB", (int)uid);
-        if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-            r->element[1]->type == REDIS_REPLY_INTEGER)
-            n = (long)r->element[1]->integer;
-        if (r != NULL)
-            freeReplyObject(r);
-    }
+    redisReply *r = redisCommand(c, "PUBSUB %s " RELAY_CHANNEL_PREFIX "%d",
+                                 cl.redis_cluster ? "SHARDNUMSUB" : "NUMSUB", (int)uid);
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[1]->type == REDIS_REPLY_INTEGER)
+        n = (long)r->element[1]->integer;
+    if (r != NULL)
+        freeReplyObject(r);
     redisFree(c);
     return n;
 }
@@ -431,6 +439,37 @@ long cl_numsub(int32_t uid)
         long n = numsub_at(cl.redis_ports[k], uid);
         if (n > most)
             most = n;
+    }
+    return most;
+}
+
+/* TTL of one key on port: seconds, -1 without expiry, -2 missing; LONG_MIN: no answer. */
+static long ttl_at(int port, const char *key)
+{
+    redisContext *c = redis_at(port);
+    if (c == NULL)
+        return LONG_MIN;
+    long ttl = LONG_MIN;
+    redisReply *r = redisCommand(c, "TTL %s", key);
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER)
+        ttl = (long)r->integer;
+    if (r != NULL)
+        freeReplyObject(r);
+    redisFree(c);
+    return ttl;
+}
+
+long cl_gen_ttl(int32_t uid)
+{
+    char key[64];
+    snprintf(key, sizeof key, "qchat:gen:%d", (int)uid);
+    if (!cl.redis_cluster)
+        return ttl_at(cl.redis_port, key);
+    long most = LONG_MIN; /* the other masters answer MOVED */
+    for (int k = 0; k < cl.redis_nodes; k++) {
+        long t = ttl_at(cl.redis_ports[k], key);
+        if (t > most)
+            most = t;
     }
     return most;
 }

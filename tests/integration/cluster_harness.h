@@ -113,6 +113,8 @@ bool cl_wait_relay(int i, const char *state, int timeout_ms);
  */
 long cl_numsub(int32_t uid);
 bool cl_wait_numsub(int32_t uid, long want, int timeout_ms);
+/* TTL in seconds of the user's login generation key (qchat:gen:<uid>), as TTL says. */
+long cl_gen_ttl(int32_t uid);
 /* Index of the node listing uid in {"cmd":"users"}, -1 if none. */
 int cl_node_of(int32_t uid);
 bool cl_wait_node_of(int32_t uid, int node, int timeout_ms);

@@ -775,6 +775,10 @@ static void test_takeover_across_nodes(void **state)
             "listed on node 2 only (found on index %d)",
             a.id, cl_node_of(a.id));
     wait_subscribed(&a, 1);
+    /* The login generation key does not outlive the account's logins forever. */
+    long ttl = cl_gen_ttl(a.id);
+    H_CHECK(ttl > 0 && ttl <= 86400, "qchat:gen:%d: want a TTL of at most a day, got %ld", a.id,
+            ttl);
 
     int64_t mid = chat(cd, a.id, "from node 1 after takeover", "D(A)->a(B)");
     expect_chat(c2, &d, &a, "from node 1 after takeover", mid, "new session on node 2");

@@ -7,15 +7,23 @@
  * first '{' and the next '}', an empty tag hashes the whole key); a CLUSTER
  * SLOTS reply becomes a map whose owner of each slot is the right master,
  * an empty host is the seed's; replies that are errors, malformed or leave
- * slots unserved are refused with a reason.
+ * slots unserved are refused with a reason; a sharded subscription goes out
+ * as SSUBSCRIBE/SUNSUBSCRIBE and its replies come as the plain kinds, so
+ * hiredis forgets the channel's callback once it is unsubscribed.
  */
+#include <netinet/in.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "server/redis_cluster.h"
@@ -200,6 +208,113 @@ static void test_bad_slot_replies_are_refused(void **state)
     free(map);
 }
 
+/* ---- sharded subscriptions, against a fake Redis on a local socket ------ */
+
+static int pushes;
+static char push_kind[8][16];
+
+static void on_push(redisAsyncContext *ac, void *reply, void *priv)
+{
+    redisReply *rep = reply;
+    (void)ac;
+    (void)priv;
+    if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 &&
+        rep->element[0]->type == REDIS_REPLY_STRING)
+        snprintf(push_kind[pushes++ % 8], sizeof push_kind[0], "%s", rep->element[0]->str);
+}
+
+/* What the client sent, up to the first byte of want's length that matches. */
+static void expect_sent(int fd, const char *want)
+{
+    char got[512];
+    size_t n = 0;
+    while (n < strlen(want)) {
+        ssize_t k = read(fd, got + n, sizeof got - 1 - n);
+        assert_true(k > 0);
+        n += (size_t)k;
+    }
+    got[n] = '\0';
+    assert_string_equal(got, want);
+}
+
+/* The fake server writes wire; the client reads until all of it is handled. */
+static void server_says(redisAsyncContext *ac, int fd, const char *wire)
+{
+    assert_int_equal(write(fd, wire, strlen(wire)), (ssize_t)strlen(wire));
+    int avail;
+    do {
+        struct pollfd p = { .fd = ac->c.fd, .events = POLLIN };
+        assert_int_equal(poll(&p, 1, 5000), 1);
+        redisAsyncHandleRead(ac);
+        assert_int_equal(ioctl(ac->c.fd, FIONREAD, &avail), 0);
+    } while (avail > 0);
+}
+
+static void test_sharded_subscribe_reads_plain_kinds(void **state)
+{
+    (void)state;
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t alen = sizeof a;
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(lfd, 1), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+    redisAsyncContext *ac = redisAsyncConnect("127.0.0.1", ntohs(a.sin_port));
+    assert_non_null(ac);
+    assert_int_equal(ac->err, 0);
+    int sfd = accept(lfd, NULL, NULL);
+    assert_true(sfd >= 0);
+
+    assert_int_equal(rc_sharded_subscribe(ac, on_push, NULL, "qchat:u:7", true), 0);
+    assert_int_equal(rc_sharded_subscribe(ac, on_push, NULL, "qchat:u:8", true), 0);
+    redisAsyncHandleWrite(ac); /* connected, then the commands */
+    redisAsyncHandleWrite(ac);
+    expect_sent(sfd, "*2\r\n$10\r\nSSUBSCRIBE\r\n$9\r\nqchat:u:7\r\n"
+                     "*2\r\n$10\r\nSSUBSCRIBE\r\n$9\r\nqchat:u:8\r\n");
+    server_says(ac, sfd,
+                "*3\r\n$10\r\nssubscribe\r\n$9\r\nqchat:u:7\r\n:1\r\n"
+                "*3\r\n$10\r\nssubscribe\r\n$9\r\nqchat:u:8\r\n:2\r\n"
+                "*3\r\n$8\r\nsmessage\r\n$9\r\nqchat:u:7\r\n$2\r\nhi\r\n");
+    assert_int_equal(pushes, 3);
+    assert_string_equal(push_kind[0], "subscribe");
+    assert_string_equal(push_kind[1], "subscribe");
+    assert_string_equal(push_kind[2], "message");
+
+    assert_int_equal(rc_sharded_subscribe(ac, NULL, NULL, "qchat:u:7", false), 0);
+    redisAsyncHandleWrite(ac);
+    expect_sent(sfd, "*2\r\n$12\r\nSUNSUBSCRIBE\r\n$9\r\nqchat:u:7\r\n");
+    server_says(ac, sfd, "*3\r\n$12\r\nsunsubscribe\r\n$9\r\nqchat:u:7\r\n:1\r\n");
+    assert_int_equal(pushes, 4);
+    assert_string_equal(push_kind[3], "unsubscribe");
+
+    /* hiredis forgot the channel's callback: a late message reaches nobody. */
+    server_says(ac, sfd,
+                "*3\r\n$8\r\nsmessage\r\n$9\r\nqchat:u:7\r\n$2\r\nhi\r\n"
+                "*3\r\n$8\r\nsmessage\r\n$9\r\nqchat:u:8\r\n$2\r\nyo\r\n");
+    assert_int_equal(pushes, 5); /* u:8's only */
+    assert_string_equal(push_kind[4], "message");
+
+    /* A user who logs out and in at once: SUNSUBSCRIBE and SSUBSCRIBE of one
+     * channel in one round keep the new subscription's callback. */
+    assert_int_equal(rc_sharded_subscribe(ac, NULL, NULL, "qchat:u:8", false), 0);
+    assert_int_equal(rc_sharded_subscribe(ac, on_push, NULL, "qchat:u:8", true), 0);
+    redisAsyncHandleWrite(ac);
+    expect_sent(sfd, "*2\r\n$12\r\nSUNSUBSCRIBE\r\n$9\r\nqchat:u:8\r\n"
+                     "*2\r\n$10\r\nSSUBSCRIBE\r\n$9\r\nqchat:u:8\r\n");
+    server_says(ac, sfd,
+                "*3\r\n$12\r\nsunsubscribe\r\n$9\r\nqchat:u:8\r\n:0\r\n"
+                "*3\r\n$10\r\nssubscribe\r\n$9\r\nqchat:u:8\r\n:1\r\n"
+                "*3\r\n$8\r\nsmessage\r\n$9\r\nqchat:u:8\r\n$2\r\nok\r\n");
+    assert_int_equal(pushes, 8);
+    assert_string_equal(push_kind[5], "unsubscribe");
+    assert_string_equal(push_kind[6], "subscribe");
+    assert_string_equal(push_kind[7], "message");
+
+    redisAsyncFree(ac);
+    close(sfd);
+    close(lfd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -208,6 +323,7 @@ int main(void)
         cmocka_unit_test(test_hash_tag_rules),
         cmocka_unit_test(test_map_from_slots),
         cmocka_unit_test(test_bad_slot_replies_are_refused),
+        cmocka_unit_test(test_sharded_subscribe_reads_plain_kinds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
