@@ -322,13 +322,30 @@ static void push_friend_request(struct worker *w, const struct social_job *j)
     worker_buf_give(w, &b);
 }
 
-/* An accepted request: both learn of the other as a friend, as presence notices. */
+/* The accepted friend is online (here, or elsewhere by the cluster's answer): tell the accepter. */
+static void announce_friend_to_accepter(struct worker *w, const struct social_job *j)
+{
+    if (j->target_name[0] && presence_online(w, &j->state, j->target))
+        session_announce_to(w, j->target, j->target_name, QC_STATE_ONLINE, &j->uid, 1);
+}
+
+static bool accepted_request(const struct social_job *j)
+{
+    return j->op == OP_ADD_FRIEND && j->consent && j->outcome == SOCIAL_ACCEPTED;
+}
+
+/*
+ * An accepted request: both learn of the other as a friend, as presence
+ * notices.  The requester hears of the accepter at once (a notice finds its
+ * sessions on any node); the accepter hears of the requester here when the
+ * requester is online on this node, else once the cluster has answered
+ * (ask_presence, presence_known).
+ */
 static void announce_new_friends(struct worker *w, const struct social_job *j)
 {
-    struct online_loc loc;
     session_announce_to(w, j->uid, j->uname, QC_STATE_ONLINE, &j->target, 1);
-    if (j->target_name[0] && online_lookup(w->online, j->target, &loc))
-        session_announce_to(w, j->target, j->target_name, QC_STATE_ONLINE, &j->uid, 1);
+    if (!w->clustered)
+        announce_friend_to_accepter(w, j);
 }
 
 static const char *event_name(enum social_op op)
@@ -493,7 +510,10 @@ static void answer(struct worker *w, struct social_job *j, int err)
 
 static void presence_known(struct worker *w, void *arg)
 {
-    answer(w, arg, 0);
+    struct social_job *j = arg;
+    if (accepted_request(j))
+        announce_friend_to_accepter(w, j);
+    answer(w, j, 0);
 }
 
 /*
@@ -502,7 +522,16 @@ static void presence_known(struct worker *w, void *arg)
  */
 static bool ask_presence(struct worker *w, struct social_job *j)
 {
-    if (!w->clustered || (j->op != OP_FRIEND_LIST && j->op != OP_MEMBERS) || asker(w, j) == NULL)
+    if (!w->clustered || asker(w, j) == NULL)
+        return false;
+    if (accepted_request(j)) {
+        presence_add(w, &j->state, j->target); /* not added when online here */
+        if (presence_ask(w, &j->state, presence_known, j))
+            return true;
+        announce_friend_to_accepter(w, j); /* online here, or the relay cannot tell */
+        return false;
+    }
+    if (j->op != OP_FRIEND_LIST && j->op != OP_MEMBERS)
         return false;
     const struct people *l = &j->lists[LIST_FRIENDS];
     for (size_t i = 0; i < l->n; i++)

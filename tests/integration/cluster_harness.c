@@ -40,6 +40,7 @@
 #define PORT_ATTEMPTS    5
 #define MAX_ARGS         64
 #define OPT_MAX          (PATH_MAX + 64)
+#define NODE_OPTS_MAX    20 /* -o options of one node */
 #define LINE_MAX_LEN     4096
 #define ENV_VALUE_MAX    PATH_MAX
 #define TITLE_ANY        "qchatd:"
@@ -607,7 +608,7 @@ static pid_t spawn_node(int i)
     struct cl_node *n = &cl.node[i];
     const char *bdir = getenv("B");
     char bin[PATH_MAX];
-    static char opt[16][OPT_MAX];
+    static char opt[NODE_OPTS_MAX][OPT_MAX];
     const char *argv[MAX_ARGS];
     int argc = 0, o = 0;
 
@@ -632,6 +633,8 @@ static pid_t spawn_node(int i)
     snprintf(opt[o++], OPT_MAX, "log.level=debug");
     /* The seed's immediate ADD_FRIEND, which the presence tests rely on. */
     snprintf(opt[o++], OPT_MAX, "social.friend_consent=no");
+    if (n->extra_opt != NULL)
+        snprintf(opt[o++], OPT_MAX, "%s", n->extra_opt); /* after the defaults: it wins */
     argv[argc++] = bin;
     argv[argc++] = "-f";
     for (int k = 0; k < o; k++) {

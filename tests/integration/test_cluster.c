@@ -748,6 +748,79 @@ static void test_presence_across_nodes(void **state)
     h_expect_quiet(cs, "s logged in without presence: no presence notice, ever");
 }
 
+/* Restart both nodes with one more option (NULL: back to the defaults). */
+static void restart_nodes_with(const char *opt)
+{
+    for (int i = 0; i < CL_NODES; i++) {
+        cl_node_stop(i);
+        cl.node[i].extra_opt = opt;
+        H_CHECK(cl_node_start(i) == 0, "node %d did not start again with %s", i + 1,
+                opt ? opt : "the defaults");
+    }
+}
+
+/*
+ * c sent a request with seq: its ACK (errno 0) and the presence notice of
+ * who (online) both come, in either order, and nothing else.
+ */
+static void expect_ack_and_presence(struct qclient *c, int64_t seq, const struct h_user *who,
+                                    const char *what)
+{
+    bool acked = false, told = false;
+    while (!acked || !told) {
+        struct json_object *o = h_next(c, what);
+        if (h_int(o, "msgid") == QC_ACK_MSG) {
+            H_CHECK(!acked && h_int(o, "seq") == seq && h_int(o, "errno") == 0,
+                    "%s: want one ACK of seq %lld with errno 0, got %s", what, (long long)seq,
+                    h_json(o));
+            acked = true;
+        } else {
+            H_CHECK(!told && h_int(o, "msgid") == QC_PRESENCE_MSG && h_int(o, "id") == who->id &&
+                        strcmp(h_str(o, "state"), QC_STATE_ONLINE) == 0,
+                    "%s: want one presence {id %d, state online}, got %s", what, who->id,
+                    h_json(o));
+            told = true;
+        }
+        json_object_put(o);
+    }
+}
+
+/*
+ * With friend_consent = yes, a request accepted on the other node: the
+ * requester hears the accepter is online, and the accepter hears the
+ * requester is (a user online on another node, known through the relay).
+ */
+static void test_friend_request_accepted_across_nodes(void **state)
+{
+    restart_nodes_with("social.friend_consent=yes");
+    struct h_user a, b;
+    new_user(&a, "fra");
+    new_user(&b, "frb");
+    struct qclient *ca = login_on(NODE_A, &a, true, NULL);
+    struct qclient *cb = login_on(NODE_B, &b, true, NULL);
+
+    json_object_put(
+        h_request(ca, QC_ADD_FRIEND_MSG, 0, "ADD_FRIEND asks", "\"friendid\":%d", b.id));
+    struct json_object *p = h_expect(cb, QC_FRIEND_REQUEST_MSG, "request from the other node");
+    H_CHECK(h_int(p, "id") == a.id && strcmp(h_str(p, "name"), a.name) == 0,
+            "push 35 names the requester: %s", h_json(p));
+    json_object_put(p);
+    h_expect_quiet(ca, "a: no presence before the request is accepted");
+
+    int64_t seq = h_next_seq();
+    h_send(cb, "{\"msgid\":%d,\"friendid\":%d,\"seq\":%lld}", QC_ADD_FRIEND_MSG, a.id,
+           (long long)seq);
+    expect_ack_and_presence(cb, seq, &a, "b accepts: a on node 1 is online");
+    expect_presence(ca, &b, QC_STATE_ONLINE, "a: b on node 2 accepted");
+    H_CHECK(strcmp(friend_list_state(cb, a.id), QC_STATE_ONLINE) == 0,
+            "b: FRIEND_LIST: the new friend a on node 1 must be \"online\"");
+    h_expect_quiet(ca, "a");
+    h_expect_quiet(cb, "b");
+    h_close(ca);
+    h_close(cb);
+    restart_nodes_with(NULL);
+}
+
 /* ---- takeover ------------------------------------------------------------- */
 
 static void expect_kicked(struct qclient *c, const char *what)
@@ -2030,6 +2103,7 @@ int main(void)
         C_TEST(test_group_events_across_nodes),
         C_TEST(test_block_across_nodes),
         C_TEST(test_presence_across_nodes),
+        C_TEST(test_friend_request_accepted_across_nodes),
         C_TEST(test_takeover_across_nodes),
         C_TEST(test_simultaneous_logins_on_two_nodes_leave_one),
         C_TEST(test_offline_messages_stored_by_the_other_node),
