@@ -487,6 +487,8 @@ static void test_group_kick(void **state)
             "\"groupid\":%d,\"msg\":\"hi%d\"", gid, 0);
     refused(cc, QC_GROUP_MEMBERS_MSG, QC_ENOTMEMBER, "former member lists", "\"groupid\":%d", gid,
             0);
+    refused(cc, QC_HISTORY_MSG, QC_ENOTMEMBER, "former member reads the history", "\"groupid\":%d",
+            gid, 0);
     refused(cb, QC_GROUP_KICK_MSG, QC_ENOTMEMBER, "kick a non-member",
             "\"groupid\":%d,\"userid\":%d", gid, c.id);
     refused(cc, QC_GROUP_KICK_MSG, QC_ENOTMEMBER, "kick by a non-member",
