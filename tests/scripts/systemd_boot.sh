@@ -176,7 +176,9 @@ else
 fi
 unit_is qchatd.service active && ok || fail "a failed reload stopped the service"
 [ "$(main_pid qchatd)" = "$main" ] || fail "a failed reload replaced the master"
-in_ct journalctl -p err -u qchatd --no-pager | grep -q "reload failed" && ok ||
+# journald stores a line a moment after qchatd writes it: poll, do not read once.
+journal_err_says() { in_ct journalctl -p err -u qchatd --no-pager | grep -q "$1"; }
+wait_until "$UNIT_WAIT" journal_err_says "reload failed" && ok ||
     fail "journalctl -p err does not show the failed reload"
 in_ct cp $conf.good $conf
 
@@ -195,8 +197,8 @@ main=$(main_pid qchatd)
 worker=$(children_of "$main" | awk '{print $1}')
 [ -n "$worker" ] && in_ct sh -c "kill -STOP $worker"
 wait_until "$UNIT_WAIT" restarted && ok || fail "SIGSTOPped worker: the watchdog did not restart qchatd"
-in_ct journalctl -u qchatd --no-pager | grep -qi "watchdog timeout" && ok ||
-    fail "no watchdog timeout in the journal"
+journal_says() { in_ct journalctl -u qchatd --no-pager | grep -qi "$1"; }
+wait_until "$UNIT_WAIT" journal_says "watchdog timeout" && ok || fail "no watchdog timeout in the journal"
 in_ct rm -rf /run/systemd/system/qchatd.service.d
 in_ct systemctl daemon-reload
 
@@ -207,7 +209,7 @@ in_ct systemctl start qchatd 2>/dev/null && fail "start with a broken file succe
 sleep 3    # past RestartSec: a restart would show
 [ "$(prop qchatd ExecMainStatus)" = 78 ] && ok || fail "broken file: exit $(prop qchatd ExecMainStatus), not 78"
 unit_is qchatd.service failed && ok || fail "broken file: $(prop qchatd ActiveState), not failed (restarting?)"
-in_ct journalctl -p err -u qchatd --no-pager | grep -q "unknown key 'bogus'" && ok ||
+wait_until "$UNIT_WAIT" journal_err_says "unknown key 'bogus'" && ok ||
     fail "journalctl -p err does not show the unknown key"
 in_ct cp $conf.good $conf
 in_ct systemctl reset-failed qchatd
@@ -216,7 +218,7 @@ in_ct systemctl reset-failed qchatd
 in_ct sh -c 'chown root:root /var/lib/qchat/qchat.db && chmod 0644 /var/lib/qchat/qchat.db'
 in_ct systemctl start qchatd 2>/dev/null && fail "start with a root-owned database succeeded"
 [ "$(prop qchatd ExecMainStatus)" = 78 ] && ok || fail "root-owned db: exit $(prop qchatd ExecMainStatus)"
-in_ct journalctl -p err -u qchatd --no-pager | grep -q "not writable" && ok ||
+wait_until "$UNIT_WAIT" journal_err_says "not writable" && ok ||
     fail "journalctl -p err does not say the database is not writable"
 in_ct sh -c 'chown qchat:qchat /var/lib/qchat/qchat.db'
 in_ct systemctl reset-failed qchatd
@@ -230,7 +232,7 @@ if wait_until 40 limited; then
     sleep 3   # past RestartSec: no further restart
     [ "$(prop qchatd NRestarts)" = "$n" ] && unit_is qchatd.service failed && ok ||
         fail "the start limit did not stop the restarts (NRestarts $n, then $(prop qchatd NRestarts))"
-    in_ct journalctl -u qchatd --no-pager | grep -q "Start request repeated too quickly" && ok ||
+    wait_until "$UNIT_WAIT" journal_says "Start request repeated too quickly" && ok ||
         fail "the journal does not say the start limit was hit"
 else
     fail "no start limit: $(prop qchatd ActiveState) $(prop qchatd Result) NRestarts=$(prop qchatd NRestarts)"
