@@ -38,6 +38,10 @@
  * SIGKILLed and restarted, the receivers log in again (on either node)
  * and every acknowledged cseq arrives once, live or in offlinemsg; the
  * same when node 2 first hangs (SIGSTOP) for 500 ms, then is SIGKILLed.
+ * On a Redis Cluster (QCHAT_TEST_REDIS_CLUSTER=1) the same traffic while
+ * the slots of channels in use move to another master, and while one
+ * master is SIGKILLed and restarted: the relays follow, and receivers
+ * online all along get every acknowledged cseq live, once.
  * Last, both nodes stop cleanly.
  */
 #include "harness.h"
