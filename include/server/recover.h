@@ -45,6 +45,8 @@ struct conn;
 /* Write chat p (n bytes, a forwarded chat) to c's session uid: in order, once, gaps filled. */
 void recover_send_chat(struct worker *w, struct conn *c, int32_t uid, const char *p, size_t n,
                        uint32_t origin, uint32_t token);
+/* c's session sent the chat numbered cseq in conv (committed): it counts as written to c. */
+void recover_sent_own(struct worker *w, struct conn *c, int64_t conv, int64_t cseq);
 /* c's login reply is queued (its stash marks what it carries): the chats held meanwhile go. */
 void recover_login_sent(struct worker *w, struct conn *c);
 /* Redis is back: fill every session of this worker from the log. */
