@@ -314,6 +314,8 @@ static bool start_fill(struct worker *w, struct conn *c, struct recover_state *s
         return false;
     }
     s->filling = true;
+    log_debug("user %d: " RECOVER_FILL_LOG " (conv %lld after cseq %lld, for cseq %lld)", s->uid,
+              (long long)conv, (long long)after, (long long)trig_cseq);
     return true;
 }
 

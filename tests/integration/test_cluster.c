@@ -57,6 +57,7 @@
 #include <sys/wait.h>
 #include <hiredis/hiredis.h>
 
+#include "server/recover.h"
 #include "server/relay.h"
 
 #define NODE_A          0
@@ -2354,6 +2355,83 @@ static void test_master_killed_online_receivers_get_everything(void **state)
     fill_account("master killed", true);
 }
 
+/* ---- answers across nodes need no fill (issue 16, phase 3) ----------------- */
+
+#define BACK_FORTH_ROUNDS 30 /* ping-pong rounds between a user on each node */
+#define BOTH_AT_ONCE      20 /* chats each side sends without waiting for the other */
+
+/* Read n chats from peer on c, in the order sent ("TAG 0".."TAG n-1"), with rising cseq. */
+static void expect_chats_in_order(struct qclient *c, const struct h_user *from, const char *tag,
+                                  int n, const char *what)
+{
+    int64_t last = 0;
+    for (int i = 0; i < n; i++) {
+        char text[64];
+        snprintf(text, sizeof(text), "%s %d", tag, i);
+        struct json_object *m = h_expect(c, QC_ONE_CHAT_MSG, what);
+        H_CHECK(h_int(m, "id") == from->id && strcmp(h_str(m, "msg"), text) == 0 &&
+                    h_int(m, "cseq") > last,
+                "%s: want \"%s\" from %d with a cseq above %lld, got %s", what, text, from->id,
+                (long long)last, h_json(m));
+        last = h_int(m, "cseq");
+        json_object_put(m);
+    }
+}
+
+/*
+ * A conversation between a user on node 1 and one on node 2: each chat's
+ * cseq follows the other side's previous one, which the receiving session
+ * never got (its own).  Back and forth, every chat arrives at once and no
+ * session fills from the log (the nodes' debug logs would say
+ * RECOVER_FILL_LOG); then both send at the same time, so the cseqs
+ * interleave: each still gets every chat of the other, in order, once.
+ */
+static void test_answers_across_nodes_need_no_fill(void **state)
+{
+    struct h_user a, b;
+    new_user(&a, "bf");
+    new_user(&b, "bf");
+    struct qclient *ca = login_on(NODE_A, &a, false, NULL), *cb = login_on(NODE_B, &b, false, NULL);
+    int fills[CL_NODES];
+    for (int i = 0; i < CL_NODES; i++)
+        fills[i] = log_lines_with(i, RECOVER_FILL_LOG);
+    for (int r = 0; r < BACK_FORTH_ROUNDS; r++) {
+        char text[64];
+        snprintf(text, sizeof(text), "ping %d", r);
+        int64_t mid = chat(ca, b.id, text, "back and forth");
+        expect_chat(cb, &a, &b, text, mid, "back and forth, node 1 to node 2");
+        snprintf(text, sizeof(text), "pong %d", r);
+        mid = chat(cb, a.id, text, "back and forth");
+        expect_chat(ca, &b, &a, text, mid, "back and forth, node 2 to node 1");
+    }
+    for (int i = 0; i < CL_NODES; i++)
+        H_CHECK(log_lines_with(i, RECOVER_FILL_LOG) == fills[i],
+                "node %d filled a session from the log %d time(s) in %d rounds of answers", i + 1,
+                log_lines_with(i, RECOVER_FILL_LOG) - fills[i], BACK_FORTH_ROUNDS);
+    for (int i = 0; i < BOTH_AT_ONCE; i++) {
+        h_send(ca, "{\"msgid\":5,\"toid\":%d,\"msg\":\"from a %d\",\"seq\":%lld}", b.id, i,
+               (long long)h_next_seq());
+        h_send(cb, "{\"msgid\":5,\"toid\":%d,\"msg\":\"from b %d\",\"seq\":%lld}", a.id, i,
+               (long long)h_next_seq());
+    }
+    /* The ACKs come on the same connections: skip them, keep the chats. */
+    for (int k = 0; k < 2; k++) {
+        struct qclient *c = k ? cb : ca;
+        for (int got = 0; got < BOTH_AT_ONCE; got++) {
+            struct json_object *ack = qclient_recv_msgid(c, QC_ACK_MSG, H_REPLY_MS);
+            H_CHECK(ack != NULL && h_int(ack, "errno") == 0, "both at once: ACK %d of %s: %s", got,
+                    k ? "b" : "a", ack ? h_json(ack) : "none");
+            json_object_put(ack);
+        }
+    }
+    expect_chats_in_order(cb, &a, "from a", BOTH_AT_ONCE, "both at once, at node 2");
+    expect_chats_in_order(ca, &b, "from b", BOTH_AT_ONCE, "both at once, at node 1");
+    h_expect_quiet(ca, "after both at once");
+    h_expect_quiet(cb, "after both at once");
+    h_close(ca);
+    h_close(cb);
+}
+
 /* ---- the end -------------------------------------------------------------- */
 
 static void test_nodes_stop_cleanly(void **state)
@@ -2395,6 +2473,7 @@ int main(void)
         C_TEST(test_redis_paused_online_receivers_get_everything),
         C_TEST(test_node_killed_receivers_get_everything_once),
         C_TEST(test_node_hung_then_killed_receivers_get_everything_once),
+        C_TEST(test_answers_across_nodes_need_no_fill),
         C_TEST(test_slots_moved_while_chatting_online_receivers_get_everything),
         C_TEST(test_master_killed_online_receivers_get_everything),
         C_TEST(test_nodes_stop_cleanly),
