@@ -41,10 +41,13 @@ struct conn;
 #define RECOVER_CONVS_MAX  256  /* conversations remembered per session */
 #define RECOVER_FILL_PAGES 20   /* history pages (STORE_HISTORY_MAX each) read for one gap */
 #define RECOVER_HELD_MAX   4096 /* chats waiting behind a fill; beyond, the session is closed */
+#define RECOVER_FILL_LOG   "filling from the log" /* a fill started (log level debug) */
 
 /* Write chat p (n bytes, a forwarded chat) to c's session uid: in order, once, gaps filled. */
 void recover_send_chat(struct worker *w, struct conn *c, int32_t uid, const char *p, size_t n,
                        uint32_t origin, uint32_t token);
+/* c's session sent the chat numbered cseq in conv (committed): it counts as written to c. */
+void recover_sent_own(struct worker *w, struct conn *c, int64_t conv, int64_t cseq);
 /* c's login reply is queued (its stash marks what it carries): the chats held meanwhile go. */
 void recover_login_sent(struct worker *w, struct conn *c);
 /* Redis is back: fill every session of this worker from the log. */

@@ -314,6 +314,8 @@ static bool start_fill(struct worker *w, struct conn *c, struct recover_state *s
         return false;
     }
     s->filling = true;
+    log_debug("user %d: " RECOVER_FILL_LOG " (conv %lld after cseq %lld, for cseq %lld)", s->uid,
+              (long long)conv, (long long)after, (long long)trig_cseq);
     return true;
 }
 
@@ -412,6 +414,28 @@ void recover_send_chat(struct worker *w, struct conn *c, int32_t uid, const char
     if ((s->filling || s->head || c->hold || !deliver_one(w, c, s, uid, p, n, origin, token)) &&
         !hold(w, s, uid, p, n, origin, token))
         close_if_overflowed(w, c, s);
+}
+
+/*
+ * The session's own chat, committed as cseq: the session has it (it sent
+ * it; fills leave a user's own chats out), so the other side's answer,
+ * cseq + 1, is not a gap.  Without this every reply across nodes started a
+ * fill (a read on the storage thread, behind the group commits).  Only the
+ * next cseq moves the position: a chat of the other side still on its way
+ * below it must still come, or be filled.
+ */
+void recover_sent_own(struct worker *w, struct conn *c, int64_t conv, int64_t cseq)
+{
+    if (!w->clustered || c->state != CONN_OPEN || c->sgen == 0)
+        return;
+    struct recover_state *s = state_for(w, c);
+    if (s == NULL)
+        return; /* out of memory: the next chat of conv is filled, as before */
+    struct conv_pos *pos = pos_find(s, conv);
+    int64_t last = pos ? pos->last : stash_last(c, conv);
+    bool known = pos != NULL || last > 0;
+    if (known ? cseq == last + 1 : cseq == 1)
+        pos_set(s, conv, cseq);
 }
 
 void recover_login_sent(struct worker *w, struct conn *c)

@@ -34,7 +34,9 @@
 #include "server/conn.h"
 #include "server/journal.h"
 #include "server/metrics.h"
+#include "server/online.h"
 #include "server/pending.h"
+#include "server/recover.h"
 #include "server/reply.h"
 #include "server/route.h"
 #include "server/seqtab.h"
@@ -269,6 +271,23 @@ static void append_done(void *arg, int err)
     release_held(w); /* the commit made room */
 }
 
+/*
+ * Several nodes: the sending session has its own chat (recover.c), so the
+ * answer that comes next in the conversation does not look like a gap.
+ */
+static void note_sent_by_session(struct worker *w, const struct chat *ch, int64_t cseq)
+{
+    struct online_loc locs[ONLINE_USER_MAX];
+    size_t n = online_sessions(w->online, ch->sender, locs, ONLINE_USER_MAX);
+    for (size_t k = 0; k < n; k++) {
+        if (locs[k].worker != w->index || locs[k].gen != ch->sender_gen)
+            continue;
+        struct conn *c = conn_of_session(w, ch->sender, locs[k].slot, locs[k].gen);
+        if (c)
+            recover_sent_own(w, c, ch->conv, cseq);
+    }
+}
+
 /* Several nodes: the database numbered the chat; now it goes out. */
 static void append_assigned(void *arg, int err, int64_t cseq)
 {
@@ -285,6 +304,7 @@ static void append_assigned(void *arg, int err, int64_t cseq)
     struct buf b = worker_buf_take(w);
     if (build_forwarded(ch, cseq, &b) == 0) {
         pending_set_cseq(w, ch->req, cseq);
+        note_sent_by_session(w, ch, cseq);
         deliver_live(w, ch, buf_head(&b), buf_used(&b));
     } else {
         log_error("conv %lld cseq %lld: stored, but out of memory to deliver it live",

@@ -10,9 +10,10 @@
 #   group     MEMBERS online members of one group: deliveries/s, compared
 #             with qchatd's ping-pong deliveries/s
 #   storm     qchatd ping-pong p99 alone, then during STORM_LOOPS login loops
-#   cluster   ping-pong through nginx with every pair split across two nodes
-#             (MariaDB store, Redis between them), beside relay_ref and the
-#             one-node qchatd
+#   cluster   ping-pong with every pair split across two nodes (MariaDB
+#             store, Redis between them), through nginx and directly, each
+#             beside one qchatd node run the same way (same store, workers,
+#             password_cost=1, login_checks_per_ip=0), and relay_ref
 #   offline   login with OFFLINE_BACKLOG stored offline messages, on SQLite
 #             and on MariaDB (connect to the last byte of LOGIN_MSG_ACK)
 #   big       BIG_CONNS idle sessions on one node: qchatd with BIG_WORKERS
@@ -25,8 +26,10 @@
 # Users are registered first on a qchatd running with password_cost=1 (so
 # that setup is quick); the measurements then run on a fresh qchatd over
 # the same database with the default configuration except request_rate=0
-# (no per-connection rate limit) and log.level=warning; the login-storm and
-# offline users are registered there, at the default password cost.
+# (no per-connection rate limit) and log.level=warning, and, unless the
+# storm row runs, password_cost=1 and login_checks_per_ip=0 (every row's
+# sessions then log in alike); the login-storm and offline users are
+# registered there.
 # relay_ref runs with as many workers as qchatd.  Everything listens on free
 # 127.0.0.1 ports in a temporary directory and is stopped by PID; MariaDB,
 # Redis and nginx are private instances started by the harness scripts
@@ -118,9 +121,16 @@ run_qchatd_setup() {
         -o security.password_cost=1
 }
 
+# A login's check costs a hash at the server's security.password_cost: the
+# one-node qchatd logs the ping-pong sessions in at cost 1, as the cluster
+# row's nodes do, unless the storm row (which measures logins at the
+# default cost) is asked for.
+QCHATD_ONE_LOGIN="-o security.password_cost=1 -o security.login_checks_per_ip=0"
+want_row storm && QCHATD_ONE_LOGIN=""
+
 # shellcheck disable=SC2086
 run_qchatd() {
-    exec "$QCHATD" -f -o server.listen="127.0.0.1:$1" $QCHATD_SQLITE $QCHATD_COMMON
+    exec "$QCHATD" -f -o server.listen="127.0.0.1:$1" $QCHATD_SQLITE $QCHATD_COMMON $QCHATD_ONE_LOGIN
 }
 
 over_budget() {
@@ -237,7 +247,8 @@ if [ $one_node = 1 ]; then
     start relay_ref run_relay_ref
     rpid=$server_pid
     rp=$server_port
-    say "qchatd $QCHATD -f -o server.listen=127.0.0.1:$qp $QCHATD_SQLITE $QCHATD_COMMON (pid $qpid)"
+    say "qchatd $QCHATD -f -o server.listen=127.0.0.1:$qp $QCHATD_SQLITE $QCHATD_COMMON" \
+        "$QCHATD_ONE_LOGIN (pid $qpid)"
     say "relay_ref -l 127.0.0.1 -p $rp -w $WORKERS (pid $rpid)"
 fi
 
@@ -327,13 +338,27 @@ run_qchatd_mysql() {
         $QCHATD_MYSQL -o storage.database=$DB_BENCH $QCHATD_COMMON
 }
 
+# Every qchatd of the cluster row logs its sessions in the same way: cheap
+# password checks, and no per-address limit (through nginx every login
+# comes from 127.0.0.1, and 2,000 of them exceed the default 256 a second).
+CLUSTER_LOGIN="-o security.password_cost=1 -o security.login_checks_per_ip=0"
+
 # shellcheck disable=SC2086
 run_node() {
     exec "$QCHATD" -f -o server.listen="127.0.0.1:$1" -o server.node_id="$node" \
         -o server.workers="$CLUSTER_WORKERS" -o server.control_socket="$tmp/node$node.sock" \
         $QCHATD_MYSQL -o storage.database=$DB_CLUSTER \
         -o redis.host=127.0.0.1 -o redis.port="$QCHAT_REDIS_PORT" \
-        $QCHATD_COMMON -o security.password_cost=1
+        $QCHATD_COMMON $CLUSTER_LOGIN
+}
+
+# The cluster row's one-node reference: a node as above, without Redis, on a
+# database of its own (one node numbers a conversation's cseq itself).
+# shellcheck disable=SC2086
+run_one_node() {
+    exec "$QCHATD" -f -o server.listen="127.0.0.1:$1" -o server.workers="$CLUSTER_WORKERS" \
+        -o server.control_socket="$tmp/one.sock" \
+        $QCHATD_MYSQL -o storage.database=$DB_BENCH $QCHATD_COMMON $CLUSTER_LOGIN
 }
 
 wait_relay() {
@@ -356,38 +381,68 @@ if want_row cluster && ! over_budget; then
         { cat "$tmp/redis.out" >&2; say "Redis did not start"; exit 1; }
     redis_up=1
     set -a; . "$tmp/redis/redis.env"; set +a
+    start one-node run_one_node
+    one_pid=$server_pid
+    one_port=$server_port
     for node in 1 2; do
         start "node$node" run_node
         eval "node${node}_pid=$server_pid node${node}_port=$server_port"
         wait_relay "$tmp/node$node.sock" || { say "node $node: relay not connected"; exit 1; }
     done
     # one balancer per node, so that A of every pair lands on node 1 and B on node 2
+    start_nginx nginx0 "127.0.0.1:$one_port"
+    n0=$nginx_port
     start_nginx nginx1 "127.0.0.1:$node1_port"
     n1=$nginx_port
     start_nginx nginx2 "127.0.0.1:$node2_port"
     n2=$nginx_port
-    say "nodes: 127.0.0.1:$node1_port 127.0.0.1:$node2_port ($CLUSTER_WORKERS worker each," \
+    say "one node: 127.0.0.1:$one_port ($CLUSTER_WORKERS worker(s), MariaDB, no Redis), nginx 127.0.0.1:$n0"
+    say "nodes: 127.0.0.1:$node1_port 127.0.0.1:$node2_port ($CLUSTER_WORKERS worker(s) each," \
         "MariaDB, Redis $QCHAT_REDIS_PORT); nginx 127.0.0.1:$n1 -> node 1, 127.0.0.1:$n2 -> node 2"
+    say "all with $QCHATD_COMMON $CLUSTER_LOGIN"
+    bench "register one node" reg --port "$one_port" --users $((2 * PAIRS)) --out "$tmp/ids.one" \
+        --prefix bone_ -c $REG_CONCURRENCY --timeout $REG_TIMEOUT || exit 1
     bench "register cluster" reg --port "$n1" --users $((2 * PAIRS)) --out "$tmp/ids.cluster" \
         --prefix bcl_ -c $REG_CONCURRENCY --timeout $REG_TIMEOUT || exit 1
-    say "row cluster: $PAIRS pairs split over two nodes through nginx, 64 B, one in flight, ${DUR}s"
+    say "row cluster: $PAIRS pairs, 64 B, one in flight, ${DUR}s: one node, then split over two nodes"
+    cl_uptime_first=$(cut -d ' ' -f 1-3 /proc/loadavg)
     for run in $(seq "$RUNS"); do
         over_budget && { say "over budget, row skipped"; break; }
+        say "run $run: load average $(cut -d ' ' -f 1-3 /proc/loadavg)"
         bench "relay_ref run $run" pingpong --port "$rp" --synthetic --pairs "$PAIRS" -d "$DUR" &&
             keep cl_rate_r "$(field "$line" rate)"
-        bench "one node run $run" pingpong --port "$qp" --ids "$tmp/ids.pp" --pairs "$PAIRS" -d "$DUR" &&
-            keep cl_rate_q "$(field "$line" rate)"
-        bench "cluster run $run" pingpong --port "$n1" --port2 "$n2" --ids "$tmp/ids.cluster" \
+        # Every rate is kept, stalls or not (each row prints its own errors
+        # and stalls): on a loaded machine a hiccup of 2 s stalls a few pairs.
+        bench "one/nginx run $run" pingpong --port "$n0" --ids "$tmp/ids.one" \
             --pairs "$PAIRS" -d "$DUR"
-        keep cl_rate_c "$(field "$line" rate)"
+        one_n=$(field "$line" rate)
+        one_n=${one_n:--}
+        keep cl_rate_qn "$one_n"
+        bench "cluster/nginx run $run" pingpong --port "$n1" --port2 "$n2" --ids "$tmp/ids.cluster" \
+            --pairs "$PAIRS" -d "$DUR"
+        two_n=$(field "$line" rate)
+        keep cl_rate_c "$two_n"
         keep cl_p99_c "$(field "$line" p99)"
         keep cl_errors_c "$(field "$line" errors)"
         keep cl_stalls_c "$(field "$line" stalls)"
+        keep cl_ratio_n "$(ratio "${two_n:--}" "$one_n")"
+        say "run $run: two nodes / one node via nginx $(ratio "${two_n:--}" "$one_n")"
         [ "$CLUSTER_DIRECT" = 1 ] || continue
-        bench "direct run $run" pingpong --port "$node1_port" --port2 "$node2_port" \
-            --ids "$tmp/ids.cluster" --pairs "$PAIRS" -d "$DUR" &&
-            keep cl_rate_d "$(field "$line" rate)"
+        bench "one/direct run $run" pingpong --port "$one_port" --ids "$tmp/ids.one" \
+            --pairs "$PAIRS" -d "$DUR"
+        one_d=$(field "$line" rate)
+        one_d=${one_d:--}
+        keep cl_rate_q "$one_d"
+        bench "cluster/direct run $run" pingpong --port "$node1_port" --port2 "$node2_port" \
+            --ids "$tmp/ids.cluster" --pairs "$PAIRS" -d "$DUR"
+        two_d=$(field "$line" rate)
+        keep cl_rate_d "$two_d"
+        keep cl_errors_d "$(field "$line" errors)"
+        keep cl_stalls_d "$(field "$line" stalls)"
+        keep cl_ratio_d "$(ratio "${two_d:--}" "$one_d")"
+        say "run $run: two nodes / one node directly $(ratio "${two_d:--}" "$one_d")"
     done
+    say "row cluster: load average $cl_uptime_first at the start, $(cut -d ' ' -f 1-3 /proc/loadavg) at the end"
     for node in 1 2; do
         printf '%-22s ' "  node $node"
         "$QCHATCTL" -s "$tmp/node$node.sock" --json status 2>/dev/null |
@@ -399,6 +454,7 @@ if want_row cluster && ! over_budget; then
     nginx_dirs=""
     stop_server "$node1_pid"
     stop_server "$node2_pid"
+    stop_server "$one_pid"
     sh "$H/redis.sh" stop "$tmp/redis" >/dev/null 2>&1
     redis_up=0
 fi
@@ -562,7 +618,7 @@ r_p99=$(median pp_p99_r); q_p99=$(median pp_p99_q)
 r_pss=$(median conns_pss_r); q_pss=$(median conns_pss_q)
 g_rate=$(median group_rate_q)
 s_alone=$(median storm_p99_alone); s_storm=$(median storm_p99_storm)
-c_r=$(median cl_rate_r); c_q=$(median cl_rate_q); c_c=$(median cl_rate_c)
+c_r=$(median cl_rate_r); c_q=$(median cl_rate_q); c_c=$(median cl_rate_c); c_qn=$(median cl_rate_qn)
 
 echo
 say "medians of $RUNS runs"
@@ -573,11 +629,17 @@ printf '%-40s %14s %14s\n' "conns $CONNS PSS KiB (all processes)" "$r_pss" "$q_p
 printf '%-40s %14s %14s %8s\n' "group $MEMBERS deliveries/s (vs pp)" "-" "$g_rate" "$(ratio "$g_rate" "$q_rate")"
 printf '%-40s %14s %14s %8s\n' "p99 ms alone / during login storm" "$s_alone" "$s_storm" "$(ratio "$s_storm" "$s_alone")"
 printf '%-40s %14s %14s\n' "login storm logins/s" "-" "$(median storm_login_rate)"
-printf '%-40s %14s %14s %8s\n' "cluster msgs/s (vs one node $c_q)" "$c_r" "$c_c" "$(ratio "$c_c" "$c_q")"
-printf '%-40s %14s %14s %8s\n' "cluster p99 ms / errors / stalls" "-" "$(median cl_p99_c)" \
+printf '%-40s %14s %14s %8s\n' "cluster via nginx msgs/s (vs one node)" "$c_qn" "$c_c" "$(ratio "$c_c" "$c_qn")"
+printf '%-40s %14s %14s %8s\n' "  per-run ratios, their median" "-" \
+    "$(tr '\n' ' ' <"$res/cl_ratio_n" 2>/dev/null)" "$(median cl_ratio_n)"
+printf '%-40s %14s %14s %8s\n' "  p99 ms / errors / stalls" "-" "$(median cl_p99_c)" \
     "$(median cl_errors_c)/$(median cl_stalls_c)"
-printf '%-40s %14s %14s %8s\n' "  without nginx msgs/s (vs one node)" "-" "$(median cl_rate_d)" \
+printf '%-40s %14s %14s %8s\n' "cluster directly msgs/s (vs one node)" "$c_q" "$(median cl_rate_d)" \
     "$(ratio "$(median cl_rate_d)" "$c_q")"
+printf '%-40s %14s %14s %8s\n' "  per-run ratios, their median" "-" \
+    "$(tr '\n' ' ' <"$res/cl_ratio_d" 2>/dev/null)" "$(median cl_ratio_d)"
+printf '%-40s %14s %14s %8s\n' "  errors / stalls" "-" "-" "$(median cl_errors_d)/$(median cl_stalls_d)"
+printf '%-40s %14s %14s\n' "relay_ref in the cluster row msgs/s" "$c_r" "-"
 for st in sqlite mysql; do
     printf '%-40s %14s %14s\n' "offline $OFFLINE_BACKLOG: login p50 / max ms ($st)" \
         "$(median "off_p50_$st")" "$(median "off_max_$st")"

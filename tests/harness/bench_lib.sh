@@ -37,9 +37,10 @@ field() {
     printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1 | sed 's/[^0-9.]*$//'
 }
 
-# keep METRIC VALUE: remember a figure for the medians
+# keep METRIC VALUE: remember a figure for the medians ("-": none)
 keep() {
-    [ -n "$2" ] && echo "$2" >>"$res/$1"
+    [ -n "$2" ] && [ "$2" != - ] && echo "$2" >>"$res/$1"
+    return 0
 }
 
 # median METRIC: the median of the figures kept, "-" without any

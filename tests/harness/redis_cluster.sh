@@ -7,9 +7,10 @@
 #                                  join them with redis-cli --cluster create,
 #                                  wait until every node says cluster_state:ok;
 #                                  write DIR/redis.env and print it
-#   redis_cluster.sh restart DIR   start the nodes again on their ports, from
-#                                  their nodes.conf (after a test killed them)
-#                                  and wait for cluster_state:ok
+#   redis_cluster.sh restart DIR   start the nodes that are not running again
+#                                  on their ports, from their nodes.conf (after
+#                                  a test killed all or one of them), and wait
+#                                  for cluster_state:ok
 #   redis_cluster.sh stop DIR      stop every node by its PID: SIGTERM, bounded
 #                                  wait, SIGKILL
 #
@@ -116,8 +117,8 @@ cmd_restart() {
         nd="$DIR/n$k"
         [ -f "$nd/port" ] && [ -f "$nd/nodes.conf" ] || die "$nd: no node to restart"
         port=$(cat "$nd/port")
-        ! server_pid "$nd" >/dev/null || die "node $k (port $port) is still running"
-        pid=$(launch_node "$nd" "$port") || die "node $k did not answer on port $port"
+        pid=$(server_pid "$nd") ||
+            pid=$(launch_node "$nd" "$port") || die "node $k did not answer on port $port"
         PORTS="${PORTS:+$PORTS }$port"
         PIDS="${PIDS:+$PIDS }$pid"
     done

@@ -38,6 +38,10 @@
  * SIGKILLed and restarted, the receivers log in again (on either node)
  * and every acknowledged cseq arrives once, live or in offlinemsg; the
  * same when node 2 first hangs (SIGSTOP) for 500 ms, then is SIGKILLed.
+ * On a Redis Cluster (QCHAT_TEST_REDIS_CLUSTER=1) the same traffic while
+ * the slots of channels in use move to another master, and while one
+ * master is SIGKILLed and restarted: the relays follow, and receivers
+ * online all along get every acknowledged cseq live, once.
  * Last, both nodes stop cleanly.
  */
 #include "harness.h"
@@ -45,11 +49,16 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/wait.h>
+#include <hiredis/hiredis.h>
+
+#include "server/recover.h"
+#include "server/relay.h"
 
 #define NODE_A          0
 #define NODE_B          1
@@ -101,6 +110,18 @@
 #define FILL_MAX_CSEQ     4096 /* chats per pair */
 #define FILL_SEQ_BASE     3000000000LL
 #define FILL_HISTORY_PAGE 100 /* HISTORY limit: the protocol maximum */
+
+/* A Redis Cluster changes under the traffic (QCHAT_TEST_REDIS_CLUSTER=1). */
+#define MOVE_MIGRATING_MS    500   /* slots MIGRATING/IMPORTING while the chats go on */
+#define MOVE_KEYS_BATCH      100   /* CLUSTER GETKEYSINSLOT per call */
+#define MOVE_MIGRATE_MS      5000  /* MIGRATE's own timeout */
+#define MOVE_FOLLOW_MS       20000 /* the relays subscribed at the new owner within this */
+#define MOVE_POLL_MS         50
+#define MASTER_DOWN_MS       4000 /* past cluster-node-timeout (2 s): the cluster says fail */
+#define REDIS_CMD_MS         2000
+#define REDIS_ID_MAX         64
+#define MOVED_SLOTS_MAX      (4 * FILL_PAIRS) /* every user's channel and generation key */
+#define RELAY_GEN_KEY_PREFIX "qchat:gen:"     /* the relay's login generation keys */
 
 static bool test_done;
 
@@ -1685,7 +1706,9 @@ enum fill_fault {
     FILL_NODE_HANG_KILL,
     FILL_RELAY_KILL,
     FILL_REDIS_RESTART,
-    FILL_REDIS_PAUSE
+    FILL_REDIS_PAUSE,
+    FILL_SLOTS_MOVED, /* a Redis Cluster resharded (slots_move_begin/slots_move_end) */
+    FILL_MASTER_KILL  /* one master of a Redis Cluster SIGKILLed, restarted */
 };
 
 struct fill_pair {
@@ -1837,6 +1860,11 @@ static void fill_hang_then_kill(void)
     }
 }
 
+static void slots_move_begin(void);
+static void slots_move_end(void);
+static void master_kill(void);
+static void master_restart(void);
+
 static void fill_inject(void)
 {
     switch (ft.kind) {
@@ -1851,6 +1879,8 @@ static void fill_inject(void)
     case FILL_REDIS_PAUSE:
         H_CHECK(kill(cl.redis_pid, SIGSTOP) == 0, "SIGSTOP redis-server: %s", strerror(errno));
         break;
+    case FILL_SLOTS_MOVED: slots_move_begin(); break;
+    case FILL_MASTER_KILL: master_kill(); break;
     }
 }
 
@@ -1861,6 +1891,8 @@ static int fill_outage_ms(void)
     case FILL_NODE_HANG_KILL: return FILL_KILL_MS;
     case FILL_REDIS_RESTART: return FILL_RESTART_MS;
     case FILL_REDIS_PAUSE: return FILL_PAUSE_MS;
+    case FILL_SLOTS_MOVED: return MOVE_MIGRATING_MS;
+    case FILL_MASTER_KILL: return MASTER_DOWN_MS;
     default: return FILL_RELAY_MS; /* the master respawns the relay by itself meanwhile */
     }
 }
@@ -1910,6 +1942,8 @@ static void fill_repair(void)
         fill_wait_connected(NODE_A);
         fill_wait_connected(NODE_B);
         break;
+    case FILL_SLOTS_MOVED: slots_move_end(); break;
+    case FILL_MASTER_KILL: master_restart(); break;
     }
 }
 
@@ -2073,6 +2107,404 @@ static void test_redis_paused_online_receivers_get_everything(void **state)
     fill_account("redis paused 30 s", true);
 }
 
+/* ---- a Redis Cluster changing under the chats (issue 16) ------------------ */
+
+/*
+ * QCHAT_TEST_REDIS_CLUSTER=1 only (the relays on sharded pub/sub, a
+ * three-master Redis Cluster without replicas); with one Redis there is no
+ * slot map to change and both cases say so and return.  The traffic is the
+ * fill cases' (FILL_PAIRS senders on node A chatting with seq to receivers
+ * on node B, one chat per round each), and the accounting too: receivers
+ * online all along get every acknowledged cseq live, exactly once.
+ *
+ * Resharding: every slot holding the channel of one of the test's users on
+ * the master of the first receiver's channel moves to the next master, as
+ * redis-cli --cluster reshard moves a slot: CLUSTER SETSLOT IMPORTING on
+ * the target, MIGRATING on the source, the slot's keys MIGRATEd (the slots
+ * of the users' login generation keys on that master move too, so the
+ * logins of the accounting increment them at their new owner), the chats going on for MOVE_MIGRATING_MS, then SETSLOT NODE on
+ * the target, the source and the third master.  The source then
+ * unsubscribes node B's relay from the moved receiver channels (a
+ * server-side "sunsubscribe") and answers node A's SPUBLISH to them with
+ * MOVED.  Both relays must read the slot map again (their logs say so) and
+ * subscribe at the new owner (PUBSUB SHARDNUMSUB there counts one
+ * subscriber for every moved channel of a logged-in user).
+ *
+ * One master SIGKILLed: after cluster-node-timeout the other two say
+ * cluster_state:fail (no replica takes the slots over) and answer
+ * everything with CLUSTERDOWN; both relays are then without Redis
+ * (neither says "connected") while the chats are still acknowledged (the
+ * commit, not the PUBLISH).  The master restarted on its port from its
+ * nodes.conf makes the cluster whole; the relays read the map, subscribe
+ * everyone again and the workers fill their sessions from the log.
+ */
+#define SLOT_MAP_TEXT "reading the slot map again"
+
+static struct {
+    int from, to; /* indexes into cl.redis_ports */
+    int slots[MOVED_SLOTS_MAX], nslots;
+    int32_t moved_users[2 * FILL_PAIRS]; /* logged-in users whose channel moved */
+    int nmoved_users, keys;
+    int victim;        /* the master killed */
+    int64_t follow_ms; /* SETSLOT NODE to every moved channel subscribed anew */
+    int map_reads[CL_NODES];
+} mv;
+
+/* One command to the cluster node on port; the reply (the caller frees it). */
+static redisReply *redis_command_at(int port, const char *fmt, ...)
+{
+    struct timeval tv = { REDIS_CMD_MS / 1000, (REDIS_CMD_MS % 1000) * 1000 };
+    redisContext *c = redisConnectWithTimeout(H_HOST, port, tv);
+    H_CHECK(c != NULL && !c->err, "redis " H_HOST ":%d: %s", port, c ? c->errstr : "no memory");
+    redisSetTimeout(c, tv);
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    H_CHECK(r != NULL, "redis " H_HOST ":%d: %s: %s", port, fmt, c->errstr);
+    redisFree(c);
+    return r;
+}
+
+static void redis_expect_ok(redisReply *r, int port, const char *what)
+{
+    H_CHECK(r->type == REDIS_REPLY_STATUS, "redis :%d: %s: %s", port, what,
+            r->type == REDIS_REPLY_ERROR ? r->str : "not a status reply");
+    freeReplyObject(r);
+}
+
+static void cluster_node_id(int k, char *out)
+{
+    redisReply *r = redis_command_at(cl.redis_ports[k], "CLUSTER MYID");
+    H_CHECK(r->type == REDIS_REPLY_STRING && r->len < REDIS_ID_MAX, "CLUSTER MYID on :%d",
+            cl.redis_ports[k]);
+    memcpy(out, r->str, r->len + 1);
+    freeReplyObject(r);
+}
+
+/* The slot of prefix<uid>: a user's channel, or its login generation key. */
+static int user_slot(const char *prefix, int32_t uid)
+{
+    redisReply *r = redis_command_at(cl.redis_port, "CLUSTER KEYSLOT %s%d", prefix, (int)uid);
+    H_CHECK(r->type == REDIS_REPLY_INTEGER, "CLUSTER KEYSLOT %s%d", prefix, uid);
+    int slot = (int)r->integer;
+    freeReplyObject(r);
+    return slot;
+}
+
+static int channel_slot(int32_t uid)
+{
+    return user_slot(RELAY_CHANNEL_PREFIX, uid);
+}
+
+/* The master (index into cl.redis_ports) serving slot, as the seed sees it. */
+static int slot_owner(int slot)
+{
+    redisReply *r = redis_command_at(cl.redis_port, "CLUSTER SLOTS");
+    int owner = -1;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        redisReply *range = r->element[i];
+        if (range->elements < 3 || range->element[0]->integer > slot ||
+            range->element[1]->integer < slot)
+            continue;
+        for (int k = 0; k < cl.redis_nodes; k++)
+            if (cl.redis_ports[k] == range->element[2]->element[1]->integer)
+                owner = k;
+    }
+    freeReplyObject(r);
+    H_CHECK(owner >= 0, "no master serves slot %d", slot);
+    return owner;
+}
+
+static long shard_subscribers_at(int port, int32_t uid)
+{
+    redisReply *r =
+        redis_command_at(port, "PUBSUB SHARDNUMSUB " RELAY_CHANNEL_PREFIX "%d", (int)uid);
+    long n = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                     r->element[1]->type == REDIS_REPLY_INTEGER
+                 ? (long)r->element[1]->integer
+                 : -1;
+    freeReplyObject(r);
+    return n;
+}
+
+static int log_lines_with(int node, const char *needle)
+{
+    FILE *f = fopen(cl.node[node].log_path, "r");
+    char line[1024];
+    int n = 0;
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+        n += strstr(line, needle) != NULL;
+    if (f != NULL)
+        fclose(f);
+    return n;
+}
+
+/* slot moves with the others (once) if it is on the moving master; false if not. */
+static bool note_moving_slot(int slot)
+{
+    if (slot_owner(slot) != mv.from)
+        return false;
+    for (int i = 0; i < mv.nslots; i++)
+        if (mv.slots[i] == slot)
+            return true;
+    H_CHECK(mv.nslots < MOVED_SLOTS_MAX, "raise MOVED_SLOTS_MAX");
+    mv.slots[mv.nslots++] = slot;
+    return true;
+}
+
+/*
+ * uid's channel on the moving master moves (and is checked at the new
+ * owner after); so does its login generation key (qchat:gen:<uid>, which
+ * the next login increments there).
+ */
+static void note_moving_user(int32_t uid)
+{
+    if (note_moving_slot(channel_slot(uid)))
+        mv.moved_users[mv.nmoved_users++] = uid;
+    note_moving_slot(user_slot(RELAY_GEN_KEY_PREFIX, uid));
+}
+
+/* The keys of slot go from master mv.from to mv.to (MIGRATE, one at a time). */
+static void migrate_slot_keys(int slot)
+{
+    int from = cl.redis_ports[mv.from], to = cl.redis_ports[mv.to];
+    for (;;) {
+        redisReply *keys =
+            redis_command_at(from, "CLUSTER GETKEYSINSLOT %d %d", slot, MOVE_KEYS_BATCH);
+        H_CHECK(keys->type == REDIS_REPLY_ARRAY, "CLUSTER GETKEYSINSLOT %d", slot);
+        size_t n = keys->elements;
+        for (size_t i = 0; i < n; i++) {
+            redisReply *r =
+                redis_command_at(from, "MIGRATE " H_HOST " %d %b 0 %d", to, keys->element[i]->str,
+                                 keys->element[i]->len, MOVE_MIGRATE_MS);
+            H_CHECK(r->type == REDIS_REPLY_STATUS, "MIGRATE %s: %s", keys->element[i]->str,
+                    r->type == REDIS_REPLY_ERROR ? r->str : "not a status reply");
+            freeReplyObject(r);
+            mv.keys++;
+        }
+        freeReplyObject(keys);
+        if (n == 0)
+            return;
+    }
+}
+
+static void slots_move_begin(void)
+{
+    char from_id[REDIS_ID_MAX], to_id[REDIS_ID_MAX];
+    mv.from = slot_owner(channel_slot(fp[0].r.id));
+    mv.to = (mv.from + 1) % cl.redis_nodes;
+    for (int k = 0; k < FILL_PAIRS; k++) {
+        note_moving_user(fp[k].r.id);
+        note_moving_user(fp[k].s.id);
+    }
+    cluster_node_id(mv.from, from_id);
+    cluster_node_id(mv.to, to_id);
+    for (int i = 0; i < CL_NODES; i++)
+        mv.map_reads[i] = log_lines_with(i, SLOT_MAP_TEXT);
+    for (int i = 0; i < mv.nslots; i++) {
+        int to = cl.redis_ports[mv.to], from = cl.redis_ports[mv.from];
+        redis_expect_ok(
+            redis_command_at(to, "CLUSTER SETSLOT %d IMPORTING %s", mv.slots[i], from_id), to,
+            "SETSLOT IMPORTING");
+        redis_expect_ok(
+            redis_command_at(from, "CLUSTER SETSLOT %d MIGRATING %s", mv.slots[i], to_id), from,
+            "SETSLOT MIGRATING");
+        migrate_slot_keys(mv.slots[i]);
+    }
+}
+
+/* Every moved channel of a logged-in user has its node's relay subscribed at the new owner. */
+static bool moved_channels_followed(void)
+{
+    for (int i = 0; i < mv.nmoved_users; i++)
+        if (shard_subscribers_at(cl.redis_ports[mv.to], mv.moved_users[i]) != 1)
+            return false;
+    return both_relays_connected();
+}
+
+static void slots_move_end(void)
+{
+    char to_id[REDIS_ID_MAX];
+    cluster_node_id(mv.to, to_id);
+    /* The target first, then the source, then the rest (as redis-cli does). */
+    int order[CL_REDIS_NODES_MAX], n = 0;
+    order[n++] = mv.to;
+    order[n++] = mv.from;
+    for (int k = 0; k < cl.redis_nodes; k++)
+        if (k != mv.to && k != mv.from)
+            order[n++] = k;
+    int64_t t0 = h_now_ms();
+    for (int i = 0; i < mv.nslots; i++)
+        for (int j = 0; j < n; j++)
+            redis_expect_ok(redis_command_at(cl.redis_ports[order[j]], "CLUSTER SETSLOT %d NODE %s",
+                                             mv.slots[i], to_id),
+                            cl.redis_ports[order[j]], "SETSLOT NODE");
+    while (!moved_channels_followed() && h_now_ms() - t0 < MOVE_FOLLOW_MS)
+        h_sleep_ms(MOVE_POLL_MS);
+    mv.follow_ms = h_now_ms() - t0;
+    for (int i = 0; i < mv.nmoved_users; i++)
+        H_CHECK(shard_subscribers_at(cl.redis_ports[mv.to], mv.moved_users[i]) == 1,
+                "user %d's channel moved to :%d: PUBSUB SHARDNUMSUB there is %ld, want 1 "
+                "within %d ms (the relay did not follow)",
+                mv.moved_users[i], cl.redis_ports[mv.to],
+                shard_subscribers_at(cl.redis_ports[mv.to], mv.moved_users[i]), MOVE_FOLLOW_MS);
+    H_CHECK(both_relays_connected(), "the relays are not connected %d ms after the move",
+            MOVE_FOLLOW_MS);
+}
+
+static void master_kill(void)
+{
+    mv.victim = slot_owner(channel_slot(fp[0].r.id));
+    pid_t pid = cl.redis_pids[mv.victim];
+    H_CHECK(pid > 0 && kill(pid, SIGKILL) == 0, "SIGKILL redis-server %d (:%d): %s", (int)pid,
+            cl.redis_ports[mv.victim], strerror(errno));
+    int64_t deadline = h_now_ms() + REDIS_CMD_MS;
+    while (h_process_alive(pid) && h_now_ms() < deadline)
+        h_sleep_ms(MOVE_POLL_MS);
+    H_CHECK(!h_process_alive(pid), "redis-server %d outlived SIGKILL", (int)pid);
+}
+
+/* What the outage looked like (documented in docs/ARCHITECTURE.md), then the restart. */
+static void master_restart(void)
+{
+    int survivor = (mv.victim + 1) % cl.redis_nodes;
+    redisReply *r = redis_command_at(cl.redis_ports[survivor], "CLUSTER INFO");
+    H_CHECK(r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_state:fail") != NULL,
+            "%d ms after a master's SIGKILL the others must say cluster_state:fail (no replica "
+            "serves its slots): %s",
+            MASTER_DOWN_MS, r->type == REDIS_REPLY_STRING ? r->str : "no answer");
+    freeReplyObject(r);
+    char state[2][64];
+    for (int i = 0; i < CL_NODES; i++) {
+        if (!cl_relay_state(i, state[i], sizeof(state[i])))
+            snprintf(state[i], sizeof(state[i]), "(none)");
+        H_CHECK(strcmp(state[i], "connected") != 0,
+                "node %d's relay says connected while the cluster is down", i + 1);
+    }
+    print_message("master :%d killed: cluster_state:fail on :%d; relays \"%s\", \"%s\"\n",
+                  cl.redis_ports[mv.victim], cl.redis_ports[survivor], state[0], state[1]);
+    int64_t t0 = h_now_ms();
+    H_CHECK(cl_redis_restart() == 0, "the killed master did not start again on :%d",
+            cl.redis_ports[mv.victim]);
+    fill_wait_connected(NODE_A);
+    fill_wait_connected(NODE_B);
+    mv.follow_ms = h_now_ms() - t0;
+}
+
+static void test_slots_moved_while_chatting_online_receivers_get_everything(void **state)
+{
+    if (!cl.redis_cluster) {
+        print_message("one Redis: no slot map to move (QCHAT_TEST_REDIS_CLUSTER=1 runs this)\n");
+        return;
+    }
+    memset(&mv, 0, sizeof(mv));
+    fill_setup(FILL_SLOTS_MOVED);
+    fill_traffic("slots moved");
+    print_message("slots moved: %d slot(s) from :%d to :%d (%d channel(s) of logged-in users, "
+                  "%d key(s) migrated); every moved channel subscribed at the new owner %lld ms "
+                  "after SETSLOT NODE\n",
+                  mv.nslots, cl.redis_ports[mv.from], cl.redis_ports[mv.to], mv.nmoved_users,
+                  mv.keys, (long long)mv.follow_ms);
+    H_CHECK(mv.nslots > 0, "no slot moved");
+    for (int i = 0; i < CL_NODES; i++)
+        H_CHECK(log_lines_with(i, SLOT_MAP_TEXT) > mv.map_reads[i],
+                "node %d's relay never read the slot map again (no \"%s\" in %s)", i + 1,
+                SLOT_MAP_TEXT, cl.node[i].log_path);
+    fill_account("slots moved", true);
+}
+
+static void test_master_killed_online_receivers_get_everything(void **state)
+{
+    if (!cl.redis_cluster) {
+        print_message("one Redis: no master to lose (QCHAT_TEST_REDIS_CLUSTER=1 runs this)\n");
+        return;
+    }
+    memset(&mv, 0, sizeof(mv));
+    fill_setup(FILL_MASTER_KILL);
+    fill_traffic("master killed");
+    print_message("master killed: relays connected again %lld ms after the restart\n",
+                  (long long)mv.follow_ms);
+    fill_account("master killed", true);
+}
+
+/* ---- answers across nodes need no fill (issue 16, phase 3) ----------------- */
+
+#define BACK_FORTH_ROUNDS 30 /* ping-pong rounds between a user on each node */
+#define BOTH_AT_ONCE      20 /* chats each side sends without waiting for the other */
+
+/* Read n chats from peer on c, in the order sent ("TAG 0".."TAG n-1"), with rising cseq. */
+static void expect_chats_in_order(struct qclient *c, const struct h_user *from, const char *tag,
+                                  int n, const char *what)
+{
+    int64_t last = 0;
+    for (int i = 0; i < n; i++) {
+        char text[64];
+        snprintf(text, sizeof(text), "%s %d", tag, i);
+        struct json_object *m = h_expect(c, QC_ONE_CHAT_MSG, what);
+        H_CHECK(h_int(m, "id") == from->id && strcmp(h_str(m, "msg"), text) == 0 &&
+                    h_int(m, "cseq") > last,
+                "%s: want \"%s\" from %d with a cseq above %lld, got %s", what, text, from->id,
+                (long long)last, h_json(m));
+        last = h_int(m, "cseq");
+        json_object_put(m);
+    }
+}
+
+/*
+ * A conversation between a user on node 1 and one on node 2: each chat's
+ * cseq follows the other side's previous one, which the receiving session
+ * never got (its own).  Back and forth, every chat arrives at once and no
+ * session fills from the log (the nodes' debug logs would say
+ * RECOVER_FILL_LOG); then both send at the same time, so the cseqs
+ * interleave: each still gets every chat of the other, in order, once.
+ */
+static void test_answers_across_nodes_need_no_fill(void **state)
+{
+    struct h_user a, b;
+    new_user(&a, "bf");
+    new_user(&b, "bf");
+    struct qclient *ca = login_on(NODE_A, &a, false, NULL), *cb = login_on(NODE_B, &b, false, NULL);
+    int fills[CL_NODES];
+    for (int i = 0; i < CL_NODES; i++)
+        fills[i] = log_lines_with(i, RECOVER_FILL_LOG);
+    for (int r = 0; r < BACK_FORTH_ROUNDS; r++) {
+        char text[64];
+        snprintf(text, sizeof(text), "ping %d", r);
+        int64_t mid = chat(ca, b.id, text, "back and forth");
+        expect_chat(cb, &a, &b, text, mid, "back and forth, node 1 to node 2");
+        snprintf(text, sizeof(text), "pong %d", r);
+        mid = chat(cb, a.id, text, "back and forth");
+        expect_chat(ca, &b, &a, text, mid, "back and forth, node 2 to node 1");
+    }
+    for (int i = 0; i < CL_NODES; i++)
+        H_CHECK(log_lines_with(i, RECOVER_FILL_LOG) == fills[i],
+                "node %d filled a session from the log %d time(s) in %d rounds of answers", i + 1,
+                log_lines_with(i, RECOVER_FILL_LOG) - fills[i], BACK_FORTH_ROUNDS);
+    for (int i = 0; i < BOTH_AT_ONCE; i++) {
+        h_send(ca, "{\"msgid\":5,\"toid\":%d,\"msg\":\"from a %d\",\"seq\":%lld}", b.id, i,
+               (long long)h_next_seq());
+        h_send(cb, "{\"msgid\":5,\"toid\":%d,\"msg\":\"from b %d\",\"seq\":%lld}", a.id, i,
+               (long long)h_next_seq());
+    }
+    /* The ACKs come on the same connections: skip them, keep the chats. */
+    for (int k = 0; k < 2; k++) {
+        struct qclient *c = k ? cb : ca;
+        for (int got = 0; got < BOTH_AT_ONCE; got++) {
+            struct json_object *ack = qclient_recv_msgid(c, QC_ACK_MSG, H_REPLY_MS);
+            H_CHECK(ack != NULL && h_int(ack, "errno") == 0, "both at once: ACK %d of %s: %s", got,
+                    k ? "b" : "a", ack ? h_json(ack) : "none");
+            json_object_put(ack);
+        }
+    }
+    expect_chats_in_order(cb, &a, "from a", BOTH_AT_ONCE, "both at once, at node 2");
+    expect_chats_in_order(ca, &b, "from b", BOTH_AT_ONCE, "both at once, at node 1");
+    h_expect_quiet(ca, "after both at once");
+    h_expect_quiet(cb, "after both at once");
+    h_close(ca);
+    h_close(cb);
+}
+
 /* ---- the end -------------------------------------------------------------- */
 
 static void test_nodes_stop_cleanly(void **state)
@@ -2115,6 +2547,9 @@ int main(void)
         C_TEST(test_redis_paused_online_receivers_get_everything),
         C_TEST(test_node_killed_receivers_get_everything_once),
         C_TEST(test_node_hung_then_killed_receivers_get_everything_once),
+        C_TEST(test_answers_across_nodes_need_no_fill),
+        C_TEST(test_slots_moved_while_chatting_online_receivers_get_everything),
+        C_TEST(test_master_killed_online_receivers_get_everything),
         C_TEST(test_nodes_stop_cleanly),
     };
     h_apply_filter();
