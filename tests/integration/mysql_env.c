@@ -4,7 +4,9 @@
  */
 #include "mysql_env.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -19,6 +21,9 @@
 #include <cmocka.h>
 
 struct mdb_env mdb_env;
+
+#define STOP_SETTLE_MS 2000 /* for every thread of a SIGSTOPped mariadbd to stop */
+#define STOP_POLL_MS   1
 
 static pid_t stopped_pid; /* mariadbd while a test holds it stopped */
 static pid_t guard_pid;   /* resumes it should this process die first */
@@ -201,6 +206,29 @@ static void sleep_ms(int ms)
         ;
 }
 
+/* Every thread of pid is in the stopped state ('T' in /proc/PID/task/TID/stat). */
+static bool all_threads_stopped(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return false;
+    bool stopped = true;
+    struct dirent *e;
+    while (stopped && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char stat[PATH_MAX], line[512] = "";
+        snprintf(stat, sizeof stat, "%s/%s/stat", path, e->d_name);
+        read_first_line(stat, line, sizeof line);
+        const char *paren = strrchr(line, ')'); /* the name may hold spaces */
+        stopped = paren != NULL && (paren[2] == 'T' || paren[2] == 't');
+    }
+    closedir(d);
+    return stopped;
+}
+
 void mdb_stop_server(int guard_ms)
 {
     pid_t g;
@@ -220,6 +248,18 @@ void mdb_stop_server(int guard_ms)
     if (kill(mdb_env.pid, SIGSTOP) != 0)
         fail_msg("SIGSTOP mariadbd %d: %s", (int)mdb_env.pid, strerror(errno));
     stopped_pid = mdb_env.pid;
+    /*
+     * kill() returns before the group stop has reached every thread: a
+     * thread running on another CPU may still answer a query sent now.
+     */
+    int64_t waited = 0;
+    while (!all_threads_stopped(mdb_env.pid) && waited < STOP_SETTLE_MS) {
+        sleep_ms(STOP_POLL_MS);
+        waited += STOP_POLL_MS;
+    }
+    if (!all_threads_stopped(mdb_env.pid))
+        fail_msg("mariadbd %d: not every thread stopped within %d ms of SIGSTOP", (int)mdb_env.pid,
+                 STOP_SETTLE_MS);
 }
 
 void mdb_resume_server(void)
