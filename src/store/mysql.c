@@ -40,9 +40,14 @@
  * The schema is versioned: open() and init_schema() apply the embedded
  * migrations (sql/mysql/NNN-*.sql) newer than SchemaVersion, statement by
  * statement, under GET_LOCK('qchat_schema') because DDL commits by itself.
- * log_append writes APPEND_BATCH messages per multi-row INSERT IGNORE in
- * one transaction, then each conversation's last cseq in conv order (so
- * two writers never wait for each other in a cycle).  Messages given with
+ * log_append is one transaction of few round trips (each costs the server
+ * and this process a context switch): APPEND_BATCH messages per multi-row
+ * INSERT IGNORE, then CONV_BATCH conversations per multi-row upsert of
+ * their last cseq, per INSERT IGNORE of a pair's two cursors and per UPDATE
+ * of the senders' own cursors (a join with the runs as a derived table);
+ * a batch of one message to one conversation takes BEGIN, four statements
+ * and COMMIT, a batch of 32 in 32 conversations the same.  Rows go in conv
+ * order (so two writers never wait for each other in a cycle).  Messages given with
  * cseq 0 are numbered first, in the same transaction and in conv order: an
  * upsert raises Conversation.last_cseq by their number (which locks the row
  * until the commit, so writers of other nodes queue there) and reads it
@@ -86,6 +91,7 @@
 #define OFFLINE_BATCH         64  /* recipients per INSERT (see ID_ROWS_64) */
 #define APPEND_BATCH          32  /* messages per multi-row INSERT (see LOG_ROWS_32) */
 #define CURSOR_BATCH          64  /* cursors per multi-row upsert (see CURSOR_ROWS_64) */
+#define CONV_BATCH            32  /* conversations per multi-row statement of log_append */
 #define LOG_COLS              6   /* conv, cseq, mid, sender, ts, body */
 #define MAX_PARAMS            (APPEND_BATCH * LOG_COLS)
 #define MAX_COLS              7
@@ -97,6 +103,7 @@
 #define TARGET_MAX            (PATH_MAX + 2 * QC_CONFIG_STR_MAX + 16)
 
 _Static_assert(CURSOR_BATCH * 3 <= MAX_PARAMS, "a cursor batch fits in struct params");
+_Static_assert(CONV_BATCH * 4 <= MAX_PARAMS, "a conversation batch fits in struct params");
 
 #define STR_(x) #x
 #define STR(x)  STR_(x)
@@ -141,6 +148,20 @@ enum {
 #define CURSOR_ROWS_64                                                                        \
     CURSOR_ROWS_8 ", " CURSOR_ROWS_8 ", " CURSOR_ROWS_8 ", " CURSOR_ROWS_8 ", " CURSOR_ROWS_8 \
                   ", " CURSOR_ROWS_8 ", " CURSOR_ROWS_8 ", " CURSOR_ROWS_8
+/* CONV_BATCH rows of (conv, last_cseq, last_ts), of two cursors, of sender runs. */
+#define CONV_ROW     "(?, ?, ?)"
+#define CONV_ROWS_8  CURSOR_ROWS_8
+#define CONV_ROWS_32 CONV_ROWS_8 ", " CONV_ROWS_8 ", " CONV_ROWS_8 ", " CONV_ROWS_8
+#define PAIR_ROW     "(?, ?), (?, ?)"
+#define PAIR_ROWS_8                                                                              \
+    PAIR_ROW ", " PAIR_ROW ", " PAIR_ROW ", " PAIR_ROW ", " PAIR_ROW ", " PAIR_ROW ", " PAIR_ROW \
+             ", " PAIR_ROW
+#define PAIR_ROWS_32 PAIR_ROWS_8 ", " PAIR_ROWS_8 ", " PAIR_ROWS_8 ", " PAIR_ROWS_8
+#define RUN_ROW      " UNION ALL SELECT ?, ?, ?, ?"
+#define RUN_ROWS_8   RUN_ROW RUN_ROW RUN_ROW RUN_ROW RUN_ROW RUN_ROW RUN_ROW RUN_ROW
+#define RUN_ROWS_32                                                                           \
+    "SELECT ? AS userid, ? AS conv, ? AS lo, ? AS hi" RUN_ROW RUN_ROW RUN_ROW RUN_ROW RUN_ROW \
+        RUN_ROW RUN_ROW RUN_ROWS_8 RUN_ROWS_8 RUN_ROWS_8
 #define LIST_8 "?, ?, ?, ?, ?, ?, ?, ?"
 #define LIST_64 \
     LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8
@@ -181,9 +202,12 @@ enum stmt_id {
     ST_LOG_INSERT_1,
     ST_LOG_INSERT_N,
     ST_CONV_BUMP,
+    ST_CONV_BUMP_N,
     ST_CONV_RESERVE,
     ST_CURSOR_INIT_PAIR,
+    ST_CURSOR_INIT_PAIR_N,
     ST_SENDER_SEEN,
+    ST_SENDER_SEEN_N,
     ST_CONV_LAST,
     ST_HISTORY_NEWEST,
     ST_HISTORY_OLDEST,
@@ -318,6 +342,13 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                        " last_ts = IF(VALUES(last_cseq) > last_cseq, VALUES(last_ts), last_ts),"
                        " last_cseq = GREATEST(last_cseq, VALUES(last_cseq))",
                        3, NULL },
+    /* CONV_BATCH of the above (a partial batch repeats its last row: no change twice). */
+    [ST_CONV_BUMP_N] = { "conversation bump batch",
+                         "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES " CONV_ROWS_32
+                         " ON DUPLICATE KEY UPDATE"
+                         " last_ts = IF(VALUES(last_cseq) > last_cseq, VALUES(last_ts), last_ts),"
+                         " last_cseq = GREATEST(last_cseq, VALUES(last_cseq))",
+                         CONV_BATCH * 3, NULL },
     /* Reserve ? cseqs after the last one: the row stays locked until the commit. */
     [ST_CONV_RESERVE] = { "conversation reserve",
                           "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES (?, ?, ?)"
@@ -327,10 +358,23 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
     [ST_CURSOR_INIT_PAIR] = { "cursor init",
                               "INSERT IGNORE INTO ConvCursor (userid, conv) VALUES (?, ?), (?, ?)",
                               4, NULL },
+    [ST_CURSOR_INIT_PAIR_N] = { "cursor init batch",
+                                "INSERT IGNORE INTO ConvCursor (userid, conv) VALUES " PAIR_ROWS_32,
+                                CONV_BATCH * 4, NULL },
     [ST_SENDER_SEEN] = { "sender seen",
                          "UPDATE ConvCursor SET delivered_cseq = ? WHERE userid = ? AND conv = ?"
                          " AND delivered_cseq >= ? - 1 AND delivered_cseq < ?",
                          5, NULL },
+    /*
+     * CONV_BATCH sender runs (userid, conv, first, last) as a derived
+     * table; unused rows are NULL and match nothing.
+     */
+    [ST_SENDER_SEEN_N] = { "sender seen batch",
+                           "UPDATE ConvCursor c JOIN (" RUN_ROWS_32 ") AS r"
+                           " ON c.userid = r.userid AND c.conv = r.conv"
+                           " SET c.delivered_cseq = r.hi"
+                           " WHERE c.delivered_cseq >= r.lo - 1 AND c.delivered_cseq < r.hi",
+                           CONV_BATCH * 4, NULL },
     [ST_CONV_LAST] = { "conversation last", "SELECT last_cseq FROM Conversation WHERE conv = ?", 1,
                        "i" },
     /* The newest ? + 1 between the bounds, handed out ascending, with their count. */
@@ -478,6 +522,23 @@ struct social_stmt {
     MYSQL_STMT *h;
 };
 
+/* A sender's run of its own messages in one conversation (log_batch_update). */
+struct sender_run {
+    int32_t sender;
+    int64_t conv, from, to;
+};
+
+/*
+ * What log_append's walk asked for and has not been sent yet: CONV_BATCH
+ * conversation rows and CONV_BATCH sender runs go out per statement.
+ */
+struct append_rows {
+    struct conv_top conv[CONV_BATCH];
+    size_t nconv;
+    struct sender_run run[CONV_BATCH];
+    size_t nrun;
+};
+
 struct store {
     MYSQL *db;               /* NULL while disconnected */
     bool broken;             /* lost: replace before the next use */
@@ -487,6 +548,7 @@ struct store {
     struct stmt stmt[ST_COUNT];
     struct social_stmt social[SOCIAL_STMTS]; /* in use: sql != NULL */
     int max_offline;                         /* messages kept per user; 0: no cap */
+    struct append_rows rows;                 /* log_append's pending updates */
 
     char host[QC_CONFIG_STR_MAX];
     char socket[PATH_MAX];
@@ -1760,28 +1822,32 @@ static void param_message(struct params *p, const struct store_logmsg *m)
     param_text(p, m->body, m->len);
 }
 
-/* The messages: APPEND_BATCH rows per INSERT, the rest one by one. */
+/*
+ * The messages: APPEND_BATCH rows per INSERT, one round trip each.  A last,
+ * partial batch repeats its last message, which INSERT IGNORE skips as the
+ * duplicate it is; a single message goes alone.
+ */
 static int insert_messages(struct store *st, const struct store_logmsg *msgs, size_t n)
 {
     struct params p;
-    size_t i = 0, k;
+    size_t i, k;
     int err = QC_OK;
 
-    for (; i + APPEND_BATCH <= n && err == QC_OK; i += APPEND_BATCH) {
+    if (n == 1) {
+        params_init(&p);
+        param_message(&p, &msgs[0]);
+        return exec(st, ST_LOG_INSERT_1, &p);
+    }
+    for (i = 0; i < n && err == QC_OK; i += APPEND_BATCH) {
         params_init(&p);
         for (k = 0; k < APPEND_BATCH; k++)
-            param_message(&p, &msgs[i + k]);
+            param_message(&p, &msgs[i + k < n ? i + k : n - 1]);
         err = exec(st, ST_LOG_INSERT_N, &p);
-    }
-    for (; i < n && err == QC_OK; i++) {
-        params_init(&p);
-        param_message(&p, &msgs[i]);
-        err = exec(st, ST_LOG_INSERT_1, &p);
     }
     return err;
 }
 
-/* One conversation row (and a pair's two cursors), in conv order: no lock cycles. */
+/* One conversation row (and a pair's two cursors). */
 static int bump_conversation(struct store *st, const struct conv_top *t)
 {
     struct params p;
@@ -1801,17 +1867,148 @@ static int bump_conversation(struct store *st, const struct conv_top *t)
     return exec(st, ST_CURSOR_INIT_PAIR, &p);
 }
 
-static int sender_seen(struct store *st, int32_t sender, int64_t conv, int64_t from, int64_t to)
+static void param_pair(struct params *p, int64_t conv)
+{
+    param_int(p, conv >> 32);
+    param_int(p, conv);
+    param_int(p, conv & 0xffffffff);
+    param_int(p, conv);
+}
+
+/* The pending pairs' cursors (groups have theirs from joining), one statement. */
+static int init_pair_cursors(struct store *st, const struct append_rows *r)
+{
+    struct params p;
+    size_t i, pairs = 0, last = 0;
+
+    params_init(&p);
+    for (i = 0; i < r->nconv; i++) {
+        if (r->conv[i].conv < 0)
+            continue;
+        param_pair(&p, r->conv[i].conv);
+        last = i;
+        pairs++;
+    }
+    if (pairs == 0)
+        return QC_OK;
+    for (; pairs < CONV_BATCH; pairs++) /* repeated: INSERT IGNORE skips it */
+        param_pair(&p, r->conv[last].conv);
+    return exec(st, ST_CURSOR_INIT_PAIR_N, &p);
+}
+
+/*
+ * The pending conversation rows in two statements, the upsert and the
+ * pairs' cursors; rows were queued in conv order, so the locks are taken in
+ * conv order (no cycles between writers).  A partial batch repeats its last
+ * row (raising a row to the same values twice changes nothing).
+ */
+static int send_conversations(struct store *st)
+{
+    struct append_rows *r = &st->rows;
+    struct params p;
+    size_t i;
+    int err;
+
+    if (r->nconv == 0)
+        return QC_OK;
+    if (r->nconv == 1) {
+        r->nconv = 0;
+        return bump_conversation(st, &r->conv[0]);
+    }
+    params_init(&p);
+    for (i = 0; i < CONV_BATCH; i++) {
+        const struct conv_top *t = &r->conv[i < r->nconv ? i : r->nconv - 1];
+
+        param_int(&p, t->conv);
+        param_int(&p, t->cseq);
+        param_int(&p, t->ts);
+    }
+    err = exec(st, ST_CONV_BUMP_N, &p);
+    if (err == QC_OK)
+        err = init_pair_cursors(st, r);
+    r->nconv = 0;
+    return err;
+}
+
+static int sender_seen(struct store *st, const struct sender_run *run)
 {
     struct params p;
 
     params_init(&p);
-    param_int(&p, to);
-    param_int(&p, sender);
-    param_int(&p, conv);
-    param_int(&p, from);
-    param_int(&p, to);
+    param_int(&p, run->to);
+    param_int(&p, run->sender);
+    param_int(&p, run->conv);
+    param_int(&p, run->from);
+    param_int(&p, run->to);
     return exec(st, ST_SENDER_SEEN, &p);
+}
+
+/* The pending sender runs in one statement (unused rows NULL: they match nothing). */
+static int send_sender_runs(struct store *st)
+{
+    struct append_rows *r = &st->rows;
+    struct params p;
+    size_t i;
+    int err;
+
+    if (r->nrun == 0)
+        return QC_OK;
+    if (r->nrun == 1) {
+        r->nrun = 0;
+        return sender_seen(st, &r->run[0]);
+    }
+    params_init(&p);
+    for (i = 0; i < CONV_BATCH; i++) {
+        if (i >= r->nrun) {
+            param_null(&p);
+            param_null(&p);
+            param_null(&p);
+            param_null(&p);
+            continue;
+        }
+        param_int(&p, r->run[i].sender);
+        param_int(&p, r->run[i].conv);
+        param_int(&p, r->run[i].from);
+        param_int(&p, r->run[i].to);
+    }
+    err = exec(st, ST_SENDER_SEEN_N, &p);
+    r->nrun = 0;
+    return err;
+}
+
+/*
+ * log_batch_update's callbacks queue their rows; a full queue is sent.
+ * The conversation rows always go before the runs, so a run's cursor
+ * exists (a new pair's is made with its conversation row).
+ */
+static int queue_conversation(struct store *st, const struct conv_top *t)
+{
+    int err;
+
+    if (st->rows.nconv == CONV_BATCH && (err = send_conversations(st)) != QC_OK)
+        return err;
+    st->rows.conv[st->rows.nconv++] = *t;
+    return QC_OK;
+}
+
+static int queue_sender_run(struct store *st, int32_t sender, int64_t conv, int64_t from,
+                            int64_t to)
+{
+    int err;
+
+    if (st->rows.nrun == CONV_BATCH &&
+        ((err = send_conversations(st)) != QC_OK || (err = send_sender_runs(st)) != QC_OK))
+        return err;
+    st->rows.run[st->rows.nrun++] = (struct sender_run){ sender, conv, from, to };
+    return QC_OK;
+}
+
+/* What the walk left queued: conversations first, then the runs. */
+static int send_queued(struct store *st)
+{
+    int err = send_conversations(st);
+
+    return err == QC_OK ? send_sender_runs(st) : err;
 }
 
 /* Give the k messages todo[0..k) (one conversation, batch order) the next k cseqs. */
@@ -1845,13 +2042,17 @@ static int op_log_append(struct store *st, void *arg)
     int err;
 
     log_batch_unnumber(b); /* a retry numbers them again */
+    st->rows.nconv = 0;
+    st->rows.nrun = 0;
     if ((err = tx_begin(st)) != QC_OK)
         return err;
     err = log_batch_number(b, st, reserve_cseqs);
     if (err == QC_OK)
         err = insert_messages(st, b->msgs, b->n);
     if (err == QC_OK)
-        err = log_batch_update(b, st, bump_conversation, sender_seen);
+        err = log_batch_update(b, st, queue_conversation, queue_sender_run);
+    if (err == QC_OK)
+        err = send_queued(st);
     return tx_end(st, err);
 }
 
