@@ -976,6 +976,41 @@ void test_log_undelivered_prefix(void **state)
     free(got);
 }
 
+/*
+ * The user's own messages among a conversation's first undelivered ones do
+ * not shorten the list: what comes after them is still handed out in order
+ * (the MariaDB driver reads the first max_count + 1 keys per conversation
+ * and must notice when they held too few).
+ */
+void test_log_undelivered_own(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), carol = new_user(f, "carol");
+    int64_t ab = store_conv_pair(alice, bob), cb = store_conv_pair(carol, bob);
+    struct got *got = new_got();
+    bool more = false;
+
+    append_msg(f, ab, 1, alice, BASE_TS + 1);
+    append_msg(f, ab, 2, bob, BASE_TS + 2); /* bob's own, after alice's: his cursor stays */
+    append_msg(f, ab, 3, bob, BASE_TS + 3);
+    append_msg(f, ab, 4, alice, BASE_TS + 4);
+    append_msg(f, cb, 1, carol, BASE_TS + 100);
+    assert_int_equal(f->ops->undelivered(f->st, bob, 2, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 2);
+    assert_true(more);
+    assert_int_equal(got->conv[0], ab);
+    assert_int_equal(got->cseq[0], 1);
+    assert_int_equal(got->conv[1], ab);
+    assert_int_equal(got->cseq[1], 4);
+    got->n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, bob, 3, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 3);
+    assert_false(more);
+    assert_int_equal(got->cseq[1], 4);
+    assert_int_equal(got->conv[2], cb);
+    free(got);
+}
+
 struct convs {
     int n;
     struct store_conv_info c[LIST_MAX];
