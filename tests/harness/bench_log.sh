@@ -66,6 +66,7 @@ STOP_WAIT=15
 POLL=0.1
 RUN_SLACK=120
 REG_TIMEOUT=120
+QUIET_WAIT=120 # seconds mysql_quiet waits at most
 DB=qchat_benchlog
 HISTORY_TEXT=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
 
@@ -296,13 +297,32 @@ mysql_register() {
     stop_server "$server_pid"
 }
 
+# mysql_quiet: wait (at most QUIET_WAIT s) until MariaDB has run no write for
+# a second: a server's append backlog from the row before (the journal holds up
+# to history.journal_bytes of chats not yet committed) must not load the next.
+mysql_quiet() {
+    q_prev="" q_waited=0
+    while [ "$q_waited" -lt "$QUIET_WAIT" ]; do
+        q_now=$(echo "SELECT SUM(VARIABLE_VALUE) FROM information_schema.GLOBAL_STATUS" \
+            "WHERE VARIABLE_NAME IN ('COM_COMMIT', 'COM_INSERT', 'COM_UPDATE', 'COM_UPDATE_MULTI')" |
+            sh "$H/mariadb.sh" sql "$tmp/mariadb" | tail -n 1)
+        [ "$q_now" = "$q_prev" ] && return 0
+        q_prev=$q_now
+        sleep 1
+        q_waited=$((q_waited + 1))
+    done
+    say "MariaDB still writing after ${QUIET_WAIT}s"
+}
+
 # mysql_rows LABEL PORT SUFFIX: one run's MariaDB ping-pong (and login) on one server
 mysql_rows() {
+    mysql_quiet
     bench "$1 run $run" pingpong --port "$2" --ids "$tmp/ids.mypp$3" --pairs "$PAIRS" -d "$DUR" \
         --sources "$SOURCES" &&
         { q=$(field "$line" rate); keep "my_q$3" "$q"; keep "my_p99$3" "$(field "$line" p99)";
           pair_ratio "my_ratio$3" "$q" "$r"; }
     want_row offline || want_row myoffline || return 0
+    mysql_quiet
     bench "$1 offline run $run" offline --port "$2" --ids "$tmp/ids.myoff$3" \
         --backlog "$OFFLINE_BACKLOG" --rounds "$OFFLINE_ROUNDS" -k $OFFLINE_INFLIGHT &&
         { keep "myoff_p50$3" "$(field "$line" p50)"; keep "myoff_p99$3" "$(field "$line" p99)"; }
