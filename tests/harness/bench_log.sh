@@ -314,13 +314,31 @@ mysql_quiet() {
     say "MariaDB still writing after ${QUIET_WAIT}s"
 }
 
-# mysql_rows LABEL PORT SUFFIX: one run's MariaDB ping-pong (and login) on one server
+# mysql_stored DATABASE: messages in its log (cseqs have no gaps)
+mysql_stored() {
+    echo "SELECT COALESCE(SUM(last_cseq), 0) FROM Conversation" |
+        sh "$H/mariadb.sh" sql "$tmp/mariadb" "$1" | tail -n 1
+}
+
+# mysql_rows LABEL PORT SUFFIX: one run's MariaDB ping-pong (and login) on one
+# server.  Chats are delivered before they are committed (the ACK waits for
+# the commit), so besides msgs/s it gives what was committed during the run
+# (committed/s) and how long the backlog took to be written afterwards.
 mysql_rows() {
+    case $3 in _b) d=${DB}_before ;; *) d=$DB ;; esac
     mysql_quiet
+    c0=$(mysql_stored "$d")
     bench "$1 run $run" pingpong --port "$2" --ids "$tmp/ids.mypp$3" --pairs "$PAIRS" -d "$DUR" \
         --sources "$SOURCES" &&
         { q=$(field "$line" rate); keep "my_q$3" "$q"; keep "my_p99$3" "$(field "$line" p99)";
           pair_ratio "my_ratio$3" "$q" "$r"; }
+    c1=$(mysql_stored "$d")
+    t0=$(date +%s)
+    mysql_quiet
+    c2=$(mysql_stored "$d")
+    printf '%-24s committed during the run %s (%s/s), backlog %s written in %ss\n' "$1 run $run" \
+        $((c1 - c0)) $(((c1 - c0) / DUR)) $((c2 - c1)) $(($(date +%s) - t0))
+    keep "my_commit$3" $(((c1 - c0) / DUR))
     want_row offline || want_row myoffline || return 0
     mysql_quiet
     bench "$1 offline run $run" offline --port "$2" --ids "$tmp/ids.myoff$3" \
@@ -377,9 +395,13 @@ printf '%-44s %12s %12s\n' "group $MEMBERS deliveries/s, p99 ms" "$(median group
 printf '%-44s %12s %12s\n' "history page of $LIMIT: p50 / p99 ms" "$(median hist_p50)" "$(median hist_p99)"
 printf '%-44s %12s %12s\n' "login, $OFFLINE_BACKLOG undelivered: p50 / p99 ms" "$(median off_p50)" "$(median off_p99)"
 printf '%-44s %12s %12s\n' "  empty mailbox p50 ms / MariaDB p50" "$(median off_empty)" "$(median myoff_p50)"
+printf '%-44s %12s %12s\n' "  MariaDB login p99 ms / committed/s in ping-pong" "$(median myoff_p99)" \
+    "$(median my_commit)"
 if [ -n "$BEFORE" ]; then
     printf '%-44s %12s %12s %8s %8s\n' "before: pingpong msgs/s, log on (MariaDB)" "$(median my_r)" \
         "$(median my_q_b)" "$(ratio "$(median my_q_b)" "$(median my_r)")" "$(median my_ratio_b)"
+    printf '%-44s %12s %12s\n' "MariaDB committed/s during the run: before / after" \
+        "$(median my_commit_b)" "$(median my_commit)"
     printf '%-44s %12s %12s\n' "before: MariaDB login p50 / p99 ms" "$(median myoff_p50_b)" \
         "$(median myoff_p99_b)"
 fi
