@@ -829,6 +829,45 @@ void test_log_cursors_batches(void **state)
     free(m);
 }
 
+/*
+ * One append of more conversations than one statement holds (the MariaDB
+ * driver sends conversation rows, pair cursors and senders' runs 32 per
+ * statement): every sender's cursor passes its own run, so once the other
+ * side has them too every message counts as delivered to all and is purged.
+ */
+#define RUN_CONVS 45 /* a full batch of 32 and a partial one */
+void test_log_runs_batches(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    if (f->ops->delivered_advance_many == NULL)
+        skip();
+    int32_t alice = new_user(f, "alice"), uids[RUN_CONVS];
+    struct store_logmsg *m = calloc(2 * RUN_CONVS, sizeof(*m));
+    struct store_cursor pos[RUN_CONVS];
+    int k, removed = 0, total = 0;
+
+    assert_non_null(m);
+    for (k = 0; k < RUN_CONVS; k++) {
+        int32_t other = alice + 1000 + k;
+        int64_t conv = store_conv_pair(alice, other);
+
+        m[2 * k] = (struct store_logmsg){ conv, 1, 2 * k, BASE_TS + k, other, "{}", 2 };
+        m[2 * k + 1] = (struct store_logmsg){ conv, 2, 2 * k + 1, BASE_TS + k, other, "{}", 2 };
+        uids[k] = alice;
+        pos[k] = (struct store_cursor){ conv, 2 };
+    }
+    assert_int_equal(f->ops->log_append(f->st, m, 2 * RUN_CONVS), QC_OK);
+    for (k = 0; k < RUN_CONVS; k++)
+        assert_int_equal(last_cseq(f, m[2 * k].conv), 2);
+    assert_int_equal(f->ops->delivered_advance_many(f->st, uids, pos, RUN_CONVS), QC_OK);
+    do {
+        assert_int_equal(f->ops->log_purge_delivered(f->st, 4 * RUN_CONVS, &removed), QC_OK);
+        total += removed;
+    } while (removed > 0);
+    assert_int_equal(total, 2 * RUN_CONVS);
+    free(m);
+}
+
 /* delivered and read only grow; read is clamped to the last cseq. */
 void test_log_cursors(void **state)
 {
