@@ -47,13 +47,17 @@
  * of the senders' own cursors (a join with the runs as a derived table);
  * a batch of one message to one conversation takes BEGIN, four statements
  * and COMMIT, a batch of 32 in 32 conversations the same.  Rows go in conv
- * order (so two writers never wait for each other in a cycle).  Messages given with
- * cseq 0 are numbered first, in the same transaction and in conv order: an
- * upsert raises Conversation.last_cseq by their number (which locks the row
- * until the commit, so writers of other nodes queue there) and reads it
- * back; they take the numbers below it in batch order.  A retry after a
+ * order (so two writers never wait for each other in a cycle).  Messages
+ * given with cseq 0 are numbered first, in the same transaction and in conv
+ * order: an upsert raises Conversation.last_cseq by their number (which
+ * locks the row until the commit, so writers of other nodes queue there)
+ * and returns the new value as its insert id; they take the numbers below
+ * it in batch order.  A retry after a
  * deadlock numbers them again from 0.  delivered_advance raises CURSOR_BATCH
  * cursors per multi-row upsert (idempotent: a retry raises them again).
+ * undelivered (the login's messages) is planned here from the keys and the
+ * picked bodies fetched after, rather than ordered by window functions in
+ * the server (see mysql_store_undelivered).
  *
  * The password comes from storage.password_file, read at open (the file
  * must not be accessible by group or others).  It stays in the handle only
