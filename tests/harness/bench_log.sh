@@ -15,8 +15,15 @@
 #             straight into the SQLite file with sqlite3
 #   offline   login with OFFLINE_BACKLOG undelivered messages (SQLite, and
 #             MariaDB when the mysql row runs): p50/p99 per login
+#   myoffline the MariaDB login row alone (with mysql, without the SQLite one)
+#
+# MariaDB only, before and after a change, side by side in one run:
+#   BEFORE=/tmp/main/build/qchatd ROWS="mysql myoffline" sh tests/harness/bench_log.sh
+# BEFORE names a second qchatd (e.g. main's) that gets its own database
+# (${DB}_before) and runs each MariaDB row right after this tree's qchatd.
 #
 #   B=build sh tests/harness/bench_log.sh          (RUNS=3 DUR=10 by default)
+#   ROWS="mysql myoffline" sh tests/harness/bench_log.sh     (MariaDB rows only)
 #   ROWS="pingpong history" RUNS=5 sh tests/harness/bench_log.sh
 #
 # Users are registered on a qchatd with password_cost=1; the measured
@@ -36,6 +43,7 @@ RELAY=$B/relay_ref
 CC=${CC:-cc}
 
 ROWS=${ROWS:-pingpong mysql group history offline}
+BEFORE=${BEFORE:-}
 RUNS=${RUNS:-3}
 DUR=${DUR:-10}
 PAIRS=${PAIRS:-1000}
@@ -58,6 +66,7 @@ STOP_WAIT=15
 POLL=0.1
 RUN_SLACK=120
 REG_TIMEOUT=120
+QUIET_WAIT=120 # seconds mysql_quiet waits at most
 DB=qchat_benchlog
 HISTORY_TEXT=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
 
@@ -265,6 +274,78 @@ if want_row offline; then
     done
 fi
 
+# mysql_opts DATABASE: the storage options of a qchatd on the private MariaDB
+mysql_opts() {
+    echo "-o storage.driver=mysql -o storage.socket=$QCHAT_MYSQL_SOCKET" \
+        "-o storage.user=$QCHAT_MYSQL_USER" \
+        "-o storage.password_file=$QCHAT_MYSQL_PASSWORD_FILE -o storage.database=$1"
+}
+
+# shellcheck disable=SC2086,SC2046
+run_mysql_before() {
+    exec "$BEFORE" -f -o server.listen="127.0.0.1:$1" -o server.control_socket="$tmp/myb.sock" \
+        $(mysql_opts "${DB}_before") $COMMON
+}
+
+# mysql_register RUNNER SUFFIX: the ping-pong and offline users on a fresh server
+mysql_register() {
+    start "mysql-setup$2" "$1"
+    bench "register mysql pp$2" reg --port "$server_port" --users $((2 * PAIRS)) \
+        --out "$tmp/ids.mypp$2" --prefix lmy_ -c 32 --timeout $REG_TIMEOUT || exit 1
+    bench "register mysql off$2" reg --port "$server_port" --users 2 --out "$tmp/ids.myoff$2" \
+        --prefix lmo_ --timeout $REG_TIMEOUT || exit 1
+    stop_server "$server_pid"
+}
+
+# mysql_quiet: wait (at most QUIET_WAIT s) until MariaDB has run no write for
+# a second: a server's append backlog from the row before (the journal holds up
+# to history.journal_bytes of chats not yet committed) must not load the next.
+mysql_quiet() {
+    q_prev="" q_waited=0
+    while [ "$q_waited" -lt "$QUIET_WAIT" ]; do
+        q_now=$(echo "SELECT SUM(VARIABLE_VALUE) FROM information_schema.GLOBAL_STATUS" \
+            "WHERE VARIABLE_NAME IN ('COM_COMMIT', 'COM_INSERT', 'COM_UPDATE', 'COM_UPDATE_MULTI')" |
+            sh "$H/mariadb.sh" sql "$tmp/mariadb" | tail -n 1)
+        [ "$q_now" = "$q_prev" ] && return 0
+        q_prev=$q_now
+        sleep 1
+        q_waited=$((q_waited + 1))
+    done
+    say "MariaDB still writing after ${QUIET_WAIT}s"
+}
+
+# mysql_stored DATABASE: messages in its log (cseqs have no gaps)
+mysql_stored() {
+    echo "SELECT COALESCE(SUM(last_cseq), 0) FROM Conversation" |
+        sh "$H/mariadb.sh" sql "$tmp/mariadb" "$1" | tail -n 1
+}
+
+# mysql_rows LABEL PORT SUFFIX: one run's MariaDB ping-pong (and login) on one
+# server.  Chats are delivered before they are committed (the ACK waits for
+# the commit), so besides msgs/s it gives what was committed during the run
+# (committed/s) and how long the backlog took to be written afterwards.
+mysql_rows() {
+    case $3 in _b) d=${DB}_before ;; *) d=$DB ;; esac
+    mysql_quiet
+    c0=$(mysql_stored "$d")
+    bench "$1 run $run" pingpong --port "$2" --ids "$tmp/ids.mypp$3" --pairs "$PAIRS" -d "$DUR" \
+        --sources "$SOURCES" &&
+        { q=$(field "$line" rate); keep "my_q$3" "$q"; keep "my_p99$3" "$(field "$line" p99)";
+          pair_ratio "my_ratio$3" "$q" "$r"; }
+    c1=$(mysql_stored "$d")
+    t0=$(date +%s)
+    mysql_quiet
+    c2=$(mysql_stored "$d")
+    printf '%-24s committed during the run %s (%s/s), backlog %s written in %ss\n' "$1 run $run" \
+        $((c1 - c0)) $(((c1 - c0) / DUR)) $((c2 - c1)) $(($(date +%s) - t0))
+    keep "my_commit$3" $(((c1 - c0) / DUR))
+    want_row offline || want_row myoffline || return 0
+    mysql_quiet
+    bench "$1 offline run $run" offline --port "$2" --ids "$tmp/ids.myoff$3" \
+        --backlog "$OFFLINE_BACKLOG" --rounds "$OFFLINE_ROUNDS" -k $OFFLINE_INFLIGHT &&
+        { keep "myoff_p50$3" "$(field "$line" p50)"; keep "myoff_p99$3" "$(field "$line" p99)"; }
+}
+
 if want_row mysql; then
     echo
     say "starting a private MariaDB ($H/mariadb.sh)"
@@ -273,30 +354,27 @@ if want_row mysql; then
     mariadb_up=1
     set -a; . "$tmp/mariadb/env"; set +a
     sh "$H/mariadb.sh" createdb "$tmp/mariadb" "$DB" || exit 1
-    MYSQL_OPTS="-o storage.driver=mysql -o storage.socket=$QCHAT_MYSQL_SOCKET"
-    MYSQL_OPTS="$MYSQL_OPTS -o storage.user=$QCHAT_MYSQL_USER"
-    MYSQL_OPTS="$MYSQL_OPTS -o storage.password_file=$QCHAT_MYSQL_PASSWORD_FILE -o storage.database=$DB"
-    start mysql-setup run_mysql
-    bench "register mysql pp" reg --port "$server_port" --users $((2 * PAIRS)) --out "$tmp/ids.mypp" \
-        --prefix lmy_ -c 32 --timeout $REG_TIMEOUT || exit 1
-    bench "register mysql off" reg --port "$server_port" --users 2 --out "$tmp/ids.myoff" \
-        --prefix lmo_ --timeout $REG_TIMEOUT || exit 1
-    stop_server "$server_pid"
+    MYSQL_OPTS=$(mysql_opts "$DB")
+    mysql_register run_mysql ""
     start mysql run_mysql
     mp=$server_port
     say "qchatd (mysql) $QCHATD -f $MYSQL_OPTS $COMMON: port $mp"
-    say "row mysql: $PAIRS pairs, log on, MariaDB; relay_ref then qchatd per run"
+    if [ -n "$BEFORE" ]; then
+        sh "$H/mariadb.sh" createdb "$tmp/mariadb" "${DB}_before" || exit 1
+        mysql_register run_mysql_before _b
+        start mysql-before run_mysql_before
+        mbp=$server_port
+        say "qchatd (mysql, before) $BEFORE -f $(mysql_opts "${DB}_before") $COMMON: port $mbp"
+    fi
+    say "MariaDB settings: $(echo "SELECT @@innodb_flush_log_at_trx_commit, @@sync_binlog," \
+        "@@log_bin, @@innodb_doublewrite, @@innodb_buffer_pool_size" |
+        sh "$H/mariadb.sh" sql "$tmp/mariadb" | tr '\n\t' '  ')"
+    say "row mysql: $PAIRS pairs, log on, MariaDB; relay_ref${BEFORE:+, before} then qchatd per run"
     for run in $(seq "$RUNS"); do
         bench "relay_ref run $run" pingpong --port "$rp" --synthetic --pairs "$PAIRS" -d "$DUR" &&
             { r=$(field "$line" rate); keep my_r "$r"; }
-        bench "mysql run $run" pingpong --port "$mp" --ids "$tmp/ids.mypp" --pairs "$PAIRS" -d "$DUR" \
-            --sources "$SOURCES" &&
-            { q=$(field "$line" rate); keep my_q "$q"; keep my_p99 "$(field "$line" p99)";
-              pair_ratio my_ratio "$q" "$r"; }
-        want_row offline || continue
-        bench "mysql offline run $run" offline --port "$mp" --ids "$tmp/ids.myoff" \
-            --backlog "$OFFLINE_BACKLOG" --rounds "$OFFLINE_ROUNDS" -k $OFFLINE_INFLIGHT &&
-            { keep myoff_p50 "$(field "$line" p50)"; keep myoff_p99 "$(field "$line" p99)"; }
+        [ -n "$BEFORE" ] && mysql_rows "mysql before" "$mbp" _b
+        mysql_rows mysql "$mp" ""
     done
 fi
 
@@ -317,6 +395,16 @@ printf '%-44s %12s %12s\n' "group $MEMBERS deliveries/s, p99 ms" "$(median group
 printf '%-44s %12s %12s\n' "history page of $LIMIT: p50 / p99 ms" "$(median hist_p50)" "$(median hist_p99)"
 printf '%-44s %12s %12s\n' "login, $OFFLINE_BACKLOG undelivered: p50 / p99 ms" "$(median off_p50)" "$(median off_p99)"
 printf '%-44s %12s %12s\n' "  empty mailbox p50 ms / MariaDB p50" "$(median off_empty)" "$(median myoff_p50)"
+printf '%-44s %12s %12s\n' "  MariaDB login p99 ms / committed/s in ping-pong" "$(median myoff_p99)" \
+    "$(median my_commit)"
+if [ -n "$BEFORE" ]; then
+    printf '%-44s %12s %12s %8s %8s\n' "before: pingpong msgs/s, log on (MariaDB)" "$(median my_r)" \
+        "$(median my_q_b)" "$(ratio "$(median my_q_b)" "$(median my_r)")" "$(median my_ratio_b)"
+    printf '%-44s %12s %12s\n' "MariaDB committed/s during the run: before / after" \
+        "$(median my_commit_b)" "$(median my_commit)"
+    printf '%-44s %12s %12s\n' "before: MariaDB login p50 / p99 ms" "$(median myoff_p50_b)" \
+        "$(median myoff_p99_b)"
+fi
 echo
 say "commands (ids files and ports vary per run):"
 sed 's/^/    /' "$tmp/commands"

@@ -829,6 +829,45 @@ void test_log_cursors_batches(void **state)
     free(m);
 }
 
+/*
+ * One append of more conversations than one statement holds (the MariaDB
+ * driver sends conversation rows, pair cursors and senders' runs 32 per
+ * statement): every sender's cursor passes its own run, so once the other
+ * side has them too every message counts as delivered to all and is purged.
+ */
+#define RUN_CONVS 45 /* a full batch of 32 and a partial one */
+void test_log_runs_batches(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    if (f->ops->delivered_advance_many == NULL)
+        skip();
+    int32_t alice = new_user(f, "alice"), uids[RUN_CONVS];
+    struct store_logmsg *m = calloc(2 * RUN_CONVS, sizeof(*m));
+    struct store_cursor pos[RUN_CONVS];
+    int k, removed = 0, total = 0;
+
+    assert_non_null(m);
+    for (k = 0; k < RUN_CONVS; k++) {
+        int32_t other = alice + 1000 + k;
+        int64_t conv = store_conv_pair(alice, other);
+
+        m[2 * k] = (struct store_logmsg){ conv, 1, 2 * k, BASE_TS + k, other, "{}", 2 };
+        m[2 * k + 1] = (struct store_logmsg){ conv, 2, 2 * k + 1, BASE_TS + k, other, "{}", 2 };
+        uids[k] = alice;
+        pos[k] = (struct store_cursor){ conv, 2 };
+    }
+    assert_int_equal(f->ops->log_append(f->st, m, 2 * RUN_CONVS), QC_OK);
+    for (k = 0; k < RUN_CONVS; k++)
+        assert_int_equal(last_cseq(f, m[2 * k].conv), 2);
+    assert_int_equal(f->ops->delivered_advance_many(f->st, uids, pos, RUN_CONVS), QC_OK);
+    do {
+        assert_int_equal(f->ops->log_purge_delivered(f->st, 4 * RUN_CONVS, &removed), QC_OK);
+        total += removed;
+    } while (removed > 0);
+    assert_int_equal(total, 2 * RUN_CONVS);
+    free(m);
+}
+
 /* delivered and read only grow; read is clamped to the last cseq. */
 void test_log_cursors(void **state)
 {
@@ -973,6 +1012,41 @@ void test_log_undelivered_prefix(void **state)
     assert_int_equal(got->conv[0], cb);
     assert_int_equal(got->conv[1], ab);
     assert_int_equal(got->cseq[1], 1);
+    free(got);
+}
+
+/*
+ * The user's own messages among a conversation's first undelivered ones do
+ * not shorten the list: what comes after them is still handed out in order
+ * (the MariaDB driver reads the first max_count + 1 keys per conversation
+ * and must notice when they held too few).
+ */
+void test_log_undelivered_own(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), carol = new_user(f, "carol");
+    int64_t ab = store_conv_pair(alice, bob), cb = store_conv_pair(carol, bob);
+    struct got *got = new_got();
+    bool more = false;
+
+    append_msg(f, ab, 1, alice, BASE_TS + 1);
+    append_msg(f, ab, 2, bob, BASE_TS + 2); /* bob's own, after alice's: his cursor stays */
+    append_msg(f, ab, 3, bob, BASE_TS + 3);
+    append_msg(f, ab, 4, alice, BASE_TS + 4);
+    append_msg(f, cb, 1, carol, BASE_TS + 100);
+    assert_int_equal(f->ops->undelivered(f->st, bob, 2, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 2);
+    assert_true(more);
+    assert_int_equal(got->conv[0], ab);
+    assert_int_equal(got->cseq[0], 1);
+    assert_int_equal(got->conv[1], ab);
+    assert_int_equal(got->cseq[1], 4);
+    got->n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, bob, 3, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 3);
+    assert_false(more);
+    assert_int_equal(got->cseq[1], 4);
+    assert_int_equal(got->conv[2], cb);
     free(got);
 }
 

@@ -112,8 +112,10 @@ void test_log_history_pages(void **state);
 void test_log_cursors(void **state);
 void test_log_cursors_many(void **state);
 void test_log_cursors_batches(void **state);
+void test_log_runs_batches(void **state);
 void test_log_undelivered(void **state);
 void test_log_undelivered_prefix(void **state);
+void test_log_undelivered_own(void **state);
 void test_log_conversations(void **state);
 void test_log_retention(void **state);
 void test_log_purge_delivered(void **state);
@@ -144,8 +146,10 @@ void test_log_assign_two_processes(void **state);
         cmocka_unit_test_setup_teardown(test_log_cursors, setup, teardown),            \
         cmocka_unit_test_setup_teardown(test_log_cursors_many, setup, teardown),       \
         cmocka_unit_test_setup_teardown(test_log_cursors_batches, setup, teardown),    \
+        cmocka_unit_test_setup_teardown(test_log_runs_batches, setup, teardown),       \
         cmocka_unit_test_setup_teardown(test_log_undelivered, setup, teardown),        \
         cmocka_unit_test_setup_teardown(test_log_undelivered_prefix, setup, teardown), \
+        cmocka_unit_test_setup_teardown(test_log_undelivered_own, setup, teardown),    \
         cmocka_unit_test_setup_teardown(test_log_conversations, setup, teardown),      \
         cmocka_unit_test_setup_teardown(test_log_retention, setup, teardown),          \
         cmocka_unit_test_setup_teardown(test_log_purge_delivered, setup, teardown),    \
