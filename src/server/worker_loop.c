@@ -29,6 +29,7 @@
 #include "common/password.h"
 #include "server/conn.h"
 #include "server/crypt_pool.h"
+#include "server/convmark.h"
 #include "server/delivered.h"
 #include "server/service_chat.h"
 #include "server/storage.h"
@@ -379,6 +380,7 @@ static void __attribute__((noreturn)) finish_stop(struct worker *w)
     peer_flush_all(w);
     handoff_shutdown(w);
     delivered_flush(w);
+    convmark_flush(w);
     storage_stop(w->storage); /* commits what is queued; the journal keeps the rest */
     pending_destroy(w);
     crypt_pool_stop(w);
@@ -427,6 +429,7 @@ static void before_sleep(void *ctx)
     flush_dirty(w);
     free_dead(w);
     delivered_flush(w);
+    convmark_flush(w);
     balance_accepting(w);
     peer_flush_corked(w); /* last: the confirmations of what flush_dirty wrote go too */
 }

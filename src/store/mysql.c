@@ -1876,6 +1876,40 @@ static int mysql_store_log_append(struct store *st, struct store_logmsg *msgs, s
     return err;
 }
 
+struct mark_batch {
+    const struct store_convmark *marks;
+    size_t n;
+};
+
+/* Each conversation's last cseq raised to its mark (GREATEST: idempotent, so retried whole). */
+static int op_conv_raise(struct store *st, void *arg)
+{
+    const struct mark_batch *b = arg;
+    struct params p;
+    int err;
+
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    for (size_t i = 0; i < b->n && err == QC_OK; i++) {
+        params_init(&p);
+        param_int(&p, b->marks[i].conv);
+        param_int(&p, b->marks[i].cseq);
+        param_int(&p, b->marks[i].ts);
+        err = exec(st, ST_CONV_BUMP, &p);
+    }
+    return tx_end(st, err);
+}
+
+static int mysql_store_conv_raise(struct store *st, const struct store_convmark *marks, size_t n)
+{
+    struct mark_batch b = { marks, n };
+
+    for (size_t i = 0; i < n; i++)
+        if (marks[i].conv == 0 || marks[i].cseq <= 0)
+            return QC_EBADREQ;
+    return n == 0 ? QC_OK : run(st, op_conv_raise, &b);
+}
+
 static int mysql_store_conv_last_cseq(struct store *st, int64_t conv, int64_t *last)
 {
     struct keyed k = { ST_CONV_LAST, conv };
@@ -2633,6 +2667,7 @@ const struct store_ops store_mysql_ops = {
     .offline_count = mysql_store_offline_count,
     .schema_version = mysql_store_schema_version,
     .log_append = mysql_store_log_append,
+    .conv_raise = mysql_store_conv_raise,
     .conv_last_cseq = mysql_store_conv_last_cseq,
     .history = mysql_store_history,
     .conversations = mysql_store_conversations,

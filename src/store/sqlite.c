@@ -1166,6 +1166,32 @@ static int sqlite_log_append(struct store *st, struct store_logmsg *msgs, size_t
     return err;
 }
 
+/* Each conversation's last cseq raised to its mark (never lowered), one transaction. */
+static int raise_marks(struct store *st, const struct store_convmark *marks, size_t n)
+{
+    int err = QC_OK;
+
+    for (size_t i = 0; i < n && err == QC_OK; i++) {
+        int64_t v[3] = { marks[i].conv, marks[i].cseq, marks[i].ts };
+
+        if (marks[i].conv == 0 || marks[i].cseq <= 0)
+            return QC_EBADREQ;
+        err = run_ints(st, ST_CONV_BUMP, v, 3);
+    }
+    return err;
+}
+
+static int sqlite_conv_raise(struct store *st, const struct store_convmark *marks, size_t n)
+{
+    int err;
+
+    if (n == 0)
+        return QC_OK;
+    if ((err = tx_begin(st)) == QC_OK)
+        err = tx_end(st, raise_marks(st, marks, n));
+    return err;
+}
+
 static int sqlite_conv_last_cseq(struct store *st, int64_t conv, int64_t *last)
 {
     *last = 0;
@@ -1698,6 +1724,7 @@ const struct store_ops store_sqlite_ops = {
     .offline_count = sqlite_offline_count,
     .schema_version = sqlite_schema_version,
     .log_append = sqlite_log_append,
+    .conv_raise = sqlite_conv_raise,
     .conv_last_cseq = sqlite_conv_last_cseq,
     .history = sqlite_history,
     .conversations = sqlite_conversations,
