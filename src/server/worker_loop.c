@@ -430,6 +430,7 @@ static void before_sleep(void *ctx)
     free_dead(w);
     delivered_flush(w);
     convmark_flush(w);
+    storage_kick(w->storage); /* the turn's appends: one group commit */
     balance_accepting(w);
     peer_flush_corked(w); /* last: the confirmations of what flush_dirty wrote go too */
 }
@@ -549,6 +550,7 @@ int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
         log_error("storage thread: %s", w->storage ? strerror(errno) : err);
         return -1;
     }
+    storage_batch_turns(w->storage);
     loop_set_on_wake(&w->loop, on_wake);
     loop_set_before_sleep(&w->loop, before_sleep);
     install_layers(w);

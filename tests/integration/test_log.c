@@ -954,6 +954,17 @@ static void expect_offline(struct json_object *ack, int msgid, const int64_t *wa
     }
 }
 
+/*
+ * Close c and wait until the server has seen it: a chat written to a socket
+ * the client is closing counts as delivered (the kernel took it), as in
+ * version 1, so "offline" must mean the server knows.
+ */
+static void go_offline(struct qclient *c, int32_t id)
+{
+    h_close(c);
+    H_CHECK(h_wait_online(id, false, H_REPLY_MS), "user %d still online after closing", id);
+}
+
 /* a sends to b (online); b must get it live with cseq want. */
 static void chat_live(struct qclient *ca, struct qclient *cb, int32_t to, int64_t want)
 {
@@ -1002,7 +1013,7 @@ static void test_log_off_keeps_only_undelivered_chats(void **state)
     expect_offline(ack, QC_ONE_CHAT_MSG, NULL, 0, "b (had everything live)");
     json_object_put(ack);
     chat_live(ca, cb, b.id, 4); /* never 1..3 again */
-    h_close(cb);
+    go_offline(cb, b.id);
     H_CHECK(chat(ca, b.id, "for b, offline") == 5, "chat to b offline: cseq 5");
     cb = h_login(&b, &ack);
     int64_t want5[] = { 5 };
@@ -1046,7 +1057,7 @@ static void test_log_off_group_stores_once_for_offline_members(void **state)
     struct qclient *cc = h_login(&c, &ack);
     json_object_put(ack);
     json_object_put(h_request(cc, QC_ADD_GROUP_MSG, 0, "ADD_GROUP", "\"groupid\":%d", gid));
-    h_close(cc);
+    go_offline(cc, c.id);
     /* c offline: stored once. */
     H_CHECK(group_chat(ca, gid, "c is away") == 1, "group cseq 1");
     struct json_object *m = h_expect(cb, QC_GROUP_CHAT_MSG, "group chat to b");
