@@ -327,10 +327,13 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
     [ST_CURSOR_INIT_PAIR] = { "cursor init",
                               "INSERT IGNORE INTO ConvCursor (userid, conv) VALUES (?, ?), (?, ?)",
                               4, NULL },
+    /* As sqlite.c: with the log off no stored message of others lies between. */
     [ST_SENDER_SEEN] = { "sender seen",
                          "UPDATE ConvCursor SET delivered_cseq = ? WHERE userid = ? AND conv = ?"
-                         " AND delivered_cseq >= ? - 1 AND delivered_cseq < ?",
-                         5, NULL },
+                         " AND delivered_cseq < ? AND (delivered_cseq >= ? - 1 OR NOT EXISTS"
+                         " (SELECT 1 FROM Message m WHERE m.conv = ?"
+                         " AND m.cseq > ConvCursor.delivered_cseq AND m.cseq < ? AND m.sender <> ?))",
+                         8, NULL },
     [ST_CONV_LAST] = { "conversation last", "SELECT last_cseq FROM Conversation WHERE conv = ?", 1,
                        "i" },
     /* The newest ? + 1 between the bounds, handed out ascending, with their count. */
@@ -1809,8 +1812,11 @@ static int sender_seen(struct store *st, int32_t sender, int64_t conv, int64_t f
     param_int(&p, to);
     param_int(&p, sender);
     param_int(&p, conv);
-    param_int(&p, from);
     param_int(&p, to);
+    param_int(&p, from);
+    param_int(&p, conv);
+    param_int(&p, from);
+    param_int(&p, sender);
     return exec(st, ST_SENDER_SEEN, &p);
 }
 

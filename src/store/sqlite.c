@@ -194,10 +194,16 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                           " last_ts = excluded.last_ts" },
     [ST_CURSOR_INIT] = { "cursor init",
                          "INSERT OR IGNORE INTO ConvCursor (userid, conv) VALUES (?1, ?2)" },
-    /* The sender's own run ?3..?4 continues what it has: nothing of others is skipped. */
+    /*
+     * The sender's own run ?3..?4 continues what it has: nothing of others
+     * is skipped (with the log off the stored log has gaps: no stored
+     * message of others lies between).
+     */
     [ST_SENDER_SEEN] = { "sender seen",
                          "UPDATE ConvCursor SET delivered_cseq = ?4 WHERE userid = ?1 AND conv = ?2"
-                         " AND delivered_cseq >= ?3 - 1 AND delivered_cseq < ?4" },
+                         " AND delivered_cseq < ?4 AND (delivered_cseq >= ?3 - 1 OR NOT EXISTS"
+                         " (SELECT 1 FROM Message m WHERE m.conv = ?2"
+                         " AND m.cseq > ConvCursor.delivered_cseq AND m.cseq < ?3 AND m.sender <> ?1))" },
     [ST_CONV_LAST] = { "conversation last", "SELECT last_cseq FROM Conversation WHERE conv = ?1" },
     /* The newest ?4 + 1 between ?3 and ?2 (exclusive), handed out ascending. */
     [ST_HISTORY_NEWEST] = { "history newest",

@@ -662,6 +662,35 @@ void test_log_conv_raise(void **state)
     free(got);
 }
 
+/*
+ * The log off leaves gaps: a sender's delivered cursor still follows its own
+ * message over a gap with nothing of others in it (so the purge of
+ * delivered messages can remove it), never over a stored message of others.
+ */
+void test_log_gaps_sender_cursor(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), carol = new_user(f, "carol");
+    int64_t ab = store_conv_pair(alice, bob), ac = store_conv_pair(alice, carol);
+    struct store_cursor ab5 = { ab, 5 }, ac5 = { ac, 5 };
+    int removed = -1;
+
+    /* alice-bob: 1..4 went live only; alice's 5 was stored for bob. */
+    append_msg(f, ab, 5, alice, 1000);
+    assert_int_equal(f->ops->delivered_advance(f->st, bob, &ab5, 1), QC_OK);
+    assert_int_equal(f->ops->log_purge_delivered(f->st, 10, &removed), QC_OK);
+    assert_int_equal(removed, 1); /* alice's cursor followed her own 5 over the gap */
+    /* alice-carol: carol's 3 waits for alice; alice's 5 must not pass it. */
+    append_msg(f, ac, 3, carol, 2000);
+    append_msg(f, ac, 5, alice, 3000);
+    assert_int_equal(f->ops->delivered_advance(f->st, carol, &ac5, 1), QC_OK);
+    assert_int_equal(f->ops->log_purge_delivered(f->st, 10, &removed), QC_OK);
+    assert_int_equal(removed, 0);
+    assert_int_equal(f->ops->delivered_advance(f->st, alice, &ac5, 1), QC_OK);
+    assert_int_equal(f->ops->log_purge_delivered(f->st, 10, &removed), QC_OK);
+    assert_int_equal(removed, 2);
+}
+
 /* Many conversations in one batch; a replay (even with other bodies) changes nothing. */
 void test_log_append_idempotent(void **state)
 {
