@@ -443,6 +443,8 @@ static void on_wake(void *ctx)
 
 static void run_loop(struct worker *w)
 {
+    /* Only this loop ends every turn with before_sleep's storage_kick (not a fuzz driver). */
+    storage_batch_turns(w->storage);
     for (;;) {
         if (loop_run_once(&w->loop, w->stopping ? WORKER_TICK_MS : -1) < 0) {
             log_error("epoll_wait: %s", strerror(errno));
@@ -550,7 +552,6 @@ int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
         log_error("storage thread: %s", w->storage ? strerror(errno) : err);
         return -1;
     }
-    storage_batch_turns(w->storage);
     loop_set_on_wake(&w->loop, on_wake);
     loop_set_before_sleep(&w->loop, before_sleep);
     install_layers(w);
