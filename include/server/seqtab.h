@@ -24,6 +24,7 @@
 #ifndef QCHAT_SERVER_SEQTAB_H
 #define QCHAT_SERVER_SEQTAB_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define SEQ_COLD ((int64_t)0)  /* seqtab_next: seed the conversation first */
@@ -41,6 +42,18 @@ int64_t seqtab_next(struct seqtab *t, int64_t conv);
 int seqtab_seed(struct seqtab *t, int64_t conv, int64_t last);
 /* The store committed conv's messages up to cseq (monotonic). */
 void seqtab_committed(struct seqtab *t, int64_t conv, int64_t cseq);
+/*
+ * [history] enabled = no: conv's message cseq is kept in the log (appended
+ * for a recipient it did not reach live).  A seeded entry counts every
+ * cseq up to the store's last as kept.
+ */
+void seqtab_stored(struct seqtab *t, int64_t conv, int64_t cseq);
+/*
+ * May conv's message cseq be in the log?  false only when the entry is here
+ * and no message at or after cseq was kept (a chat written live only, whose
+ * delivered cursor need not move); true when unknown (entry evicted).
+ */
+bool seqtab_maybe_stored(struct seqtab *t, int64_t conv, int64_t cseq);
 /* Forget conv (its log was deleted with its group). */
 void seqtab_forget(struct seqtab *t, int64_t conv);
 /* Entries in use, for status and tests. */

@@ -84,6 +84,14 @@ int storage_append_assign(struct storage *s, const struct store_logmsg *m,
                           void (*done)(void *arg, int err, int64_t cseq), void *arg);
 /* Run the done callbacks of finished items (the eventfd fired); returns how many. */
 size_t storage_complete(struct storage *s);
+/*
+ * From now on an append does not wake the thread by itself: storage_kick
+ * does (the worker calls it at the end of each loop turn), so one turn's
+ * appends are one group commit.  Jobs still wake it at once.
+ */
+void storage_batch_turns(struct storage *s);
+/* Wake the thread if appends are waiting. */
+void storage_kick(struct storage *s);
 void storage_get_stats(struct storage *s, struct storage_stats *out);
 /*
  * Finish everything queued, stop the thread, run the last callbacks,

@@ -75,6 +75,7 @@ struct seqtab;          /* the node's cseq sequencer (seqtab.h) */
 struct journal;         /* chats given a cseq, not yet committed (journal.h) */
 struct log_retry;       /* appends the store refused, tried again (service_chat.c) */
 struct delivered_batch; /* written chats, for the delivered cursors (delivered.c) */
+struct convmark_batch;  /* cseqs of chats not stored, history off (convmark.c) */
 struct purge_state;     /* retention (purge.c) */
 
 #define WORKER_SPARE_BUFS    64          /* reusable buffers kept per worker */
@@ -104,6 +105,7 @@ struct worker {
     struct journal *journal;           /* NULL with seqtab */
     struct log_retry *log_retry;       /* appends waiting to be queued again */
     struct delivered_batch *delivered; /* chats written this turn */
+    struct convmark_batch *convmarks;  /* history off: cseqs to keep taken in the store */
     struct purge_state *purge;         /* retention (purge.c), worker PURGE_WORKER only */
 
     struct peer peers[ONLINE_MAX_WORKERS + 1]; /* + the relay, RELAY_PEER */

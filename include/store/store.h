@@ -79,6 +79,13 @@ struct store_cursor {
     int64_t cseq;
 };
 
+/* A conversation's high-water mark: a cseq handed out, its message not stored. */
+struct store_convmark {
+    int64_t conv;
+    int64_t cseq;
+    int64_t ts; /* epoch milliseconds of that message */
+};
+
 /* Limits of the log calls. */
 #define STORE_NO_CURSOR        (-1) /* history: before / after not given */
 #define STORE_HISTORY_MAX      100  /* messages in one history page */
@@ -181,7 +188,17 @@ struct store_ops {
      * creates both users' cursors of a new pair conversation (at 0).
      */
     int (*log_append)(struct store *st, struct store_logmsg *msgs, size_t n);
-    /* The highest cseq stored for conv (0: none), to seed a sequencer. */
+    /*
+     * Optional (NULL: such chats are appended instead): raise the last cseq
+     * (and its time) of each conversation marks[i].conv to marks[i].cseq,
+     * never lowering it, storing no message, all in ONE transaction, in the
+     * order given (the caller sorts by conv: no lock cycles).  With
+     * [history] enabled = no a chat written live to every recipient is not
+     * stored, but its cseq must never be handed out again (after a restart
+     * the sequencer is seeded from conv_last_cseq): this keeps it taken.
+     */
+    int (*conv_raise)(struct store *st, const struct store_convmark *marks, size_t n);
+    /* The highest cseq stored or raised for conv (0: none), to seed a sequencer. */
     int (*conv_last_cseq)(struct store *st, int64_t conv, int64_t *last);
     /*
      * One page of conv's log, ascending cseq, at most limit (1..100,

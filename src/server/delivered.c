@@ -17,6 +17,8 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "server/delivered.h"
+#include "server/seqtab.h"
+#include "server/service_chat.h"
 #include "server/storage.h"
 #include "server/worker.h"
 
@@ -93,6 +95,9 @@ void delivered_note(struct worker *w, int32_t uid, const char *p, size_t n)
 {
     struct note nt = { .uid = uid };
     if (!delivered_position(p, n, &nt.pos.conv, &nt.pos.cseq))
+        return;
+    /* The log off: a chat written live only is not stored; its cursor need not move. */
+    if (service_chat_log_off(w) && !seqtab_maybe_stored(w->seqtab, nt.pos.conv, nt.pos.cseq))
         return;
     struct delivered_batch *b = batch_of(w);
     if (b == NULL)

@@ -48,6 +48,7 @@ struct seq_entry {
     _Atomic int64_t conv;
     _Atomic int64_t assigned;  /* the last cseq handed out */
     _Atomic int64_t committed; /* the last cseq the store committed */
+    _Atomic int64_t stored;    /* the last cseq whose message is kept in the log */
 };
 
 /* An evicted conversation and its last cseq (conv 0: unused). */
@@ -173,6 +174,9 @@ static void close_hole(struct seqtab *t, uint32_t hole)
         atomic_store_explicit(&to->committed,
                               atomic_load_explicit(&from->committed, memory_order_relaxed),
                               memory_order_relaxed);
+        atomic_store_explicit(&to->stored,
+                              atomic_load_explicit(&from->stored, memory_order_relaxed),
+                              memory_order_relaxed);
         set_key(t, hole, cur);     /* now twice: this copy is found first */
         set_key(t, j, SEQ_MOVING); /* the hole moves on */
         hole = j;
@@ -297,6 +301,7 @@ static void insert_entry(struct seqtab *t, int64_t conv, int64_t last)
         i = (i + 1) & t->mask;
     atomic_store_explicit(&t->entries[i].assigned, last, memory_order_relaxed);
     atomic_store_explicit(&t->entries[i].committed, last, memory_order_relaxed);
+    atomic_store_explicit(&t->entries[i].stored, last, memory_order_relaxed);
     set_key(t, i, conv); /* values first, key last: valid when it appears */
     atomic_fetch_add_explicit(&t->count, 1, memory_order_relaxed);
 }
@@ -352,6 +357,29 @@ void seqtab_committed(struct seqtab *t, int64_t conv, int64_t cseq)
             atomic_store_explicit(&e->committed, cseq, memory_order_seq_cst);
     }
     unlock_table(t);
+}
+
+void seqtab_stored(struct seqtab *t, int64_t conv, int64_t cseq)
+{
+    if (conv == CONV_EMPTY || conv == SEQ_MOVING)
+        return;
+    lock_table(t);
+    uint32_t i = find_entry(t, conv);
+    if (i != UINT32_MAX && cseq > atomic_load_explicit(&t->entries[i].stored, memory_order_relaxed))
+        atomic_store_explicit(&t->entries[i].stored, cseq, memory_order_seq_cst);
+    unlock_table(t);
+}
+
+bool seqtab_maybe_stored(struct seqtab *t, int64_t conv, int64_t cseq)
+{
+    if (conv == CONV_EMPTY || conv == SEQ_MOVING)
+        return true;
+    lock_table(t);
+    uint32_t i = find_entry(t, conv);
+    bool maybe = i == UINT32_MAX ||
+                 cseq <= atomic_load_explicit(&t->entries[i].stored, memory_order_relaxed);
+    unlock_table(t);
+    return maybe;
 }
 
 void seqtab_forget(struct seqtab *t, int64_t conv)

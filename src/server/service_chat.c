@@ -32,7 +32,9 @@
 #include "common/jsonw.h"
 #include "common/log.h"
 #include "server/conn.h"
+#include "server/convmark.h"
 #include "server/journal.h"
+#include "server/online.h"
 #include "server/metrics.h"
 #include "server/online.h"
 #include "server/pending.h"
@@ -174,8 +176,11 @@ static void stamp(struct worker *w, struct chat *ch)
 
 /* ---- live delivery -------------------------------------------------------- */
 
-/* Every online recipient gets it now; the others find it in the log after their cursor. */
-static void deliver_live(struct worker *w, const struct chat *ch, const char *body, size_t len)
+/*
+ * Every online recipient gets it now; the others find it in the log after
+ * their cursor.  How many recipients it did not reach.
+ */
+static size_t deliver_live(struct worker *w, const struct chat *ch, const char *body, size_t len)
 {
     size_t left = 0;
     for (size_t i = 0; i < ch->recipients.n; i++)
@@ -187,6 +192,7 @@ static void deliver_live(struct worker *w, const struct chat *ch, const char *bo
         metrics_add(QM_DELIVERIES, QM_PATH_STORED, left); /* "stored": left in the log */
         w->stats->offline_stored += left;
     }
+    return left;
 }
 
 /* ---- appends -------------------------------------------------------------- */
@@ -353,6 +359,64 @@ static bool room_to_append(struct worker *w, size_t len)
            journal_used(w->journal, w->index) + len + 256 <= (size_t)w->cfg.history_journal_bytes;
 }
 
+/* Journal the sequenced message m and queue its append; the ACK (req) waits for the commit. */
+static bool append_sequenced(struct worker *w, const struct store_logmsg *m, uint32_t req)
+{
+    struct appended *a = appended_new(w, m, req);
+    if (a == NULL)
+        return false;
+    if (w->journal && (a->journal = journal_put(w->journal, w->index, m)) == 0)
+        log_warning("conv %lld cseq %lld: journal full, appended without it", (long long)m->conv,
+                    (long long)m->cseq);
+    if (req)
+        pending_add(w, req); /* the append's reference: the ACK waits for the commit */
+    append_in_order(w, a);
+    return true;
+}
+
+/* Is every recipient online on this node now (the log off: it need not be stored)? */
+static bool all_recipients_online(struct worker *w, const struct chat *ch)
+{
+    struct online_loc loc;
+    for (size_t i = 0; i < ch->recipients.n; i++)
+        if (!online_lookup(w->online, ch->recipients.ids[i], &loc))
+            return false;
+    return true;
+}
+
+/*
+ * The log off: a chat that reached every recipient live is not stored, only
+ * its cseq is kept taken (convmark.c); one that did not reach someone is
+ * appended as with the log on.  The decision comes before delivery, so the
+ * delivered cursors of the recipients it reaches move when it is stored
+ * (delivered.c asks seqtab_maybe_stored), and a live write that fails later
+ * stores it then (offline.c).  false: out of memory, the cseq is lost.
+ */
+static bool send_log_off(struct worker *w, const struct chat *ch, const struct store_logmsg *m,
+                         const char *body, size_t len)
+{
+    if (!all_recipients_online(w, ch)) {
+        seqtab_stored(w->seqtab, m->conv, m->cseq);
+        if (!append_sequenced(w, m, ch->req))
+            return false;
+        deliver_live(w, ch, body, len);
+        return true;
+    }
+    if (deliver_live(w, ch, body, len) == 0) {
+        convmark_note(w, m->conv, m->cseq, m->ts);
+        return true;
+    }
+    /* Someone went meanwhile: stored after all (nothing was written to a socket yet). */
+    seqtab_stored(w->seqtab, m->conv, m->cseq);
+    return append_sequenced(w, m, ch->req);
+}
+
+bool service_chat_log_off(const struct worker *w)
+{
+    return w->seqtab != NULL && w->st->conv_raise != NULL &&
+           strcmp(w->cfg.history_enabled, "no") == 0;
+}
+
 /* Single node: the chat has cseq; journal, queue the append, deliver. */
 static void send_sequenced(struct worker *w, struct conn *c, struct chat *ch, int64_t cseq)
 {
@@ -367,8 +431,18 @@ static void send_sequenced(struct worker *w, struct conn *c, struct chat *ch, in
                               .body = buf_head(&b),
                               .len = buf_used(&b) };
     ch->req = err ? 0 : pending_open(w, c, ch->msgid, ch->has_seq ? ch->seq : NULL);
-    struct appended *a = ch->req ? appended_new(w, &m, ch->req) : NULL;
-    if (a == NULL) {
+    bool sent = false;
+    if (ch->req) {
+        rate_charge(w, c, rate_fanout_cost(ch->recipients.n, buf_used(&b))); /* issue 14 item 4 */
+        pending_set_mid(w, ch->req, ch->mid);
+        pending_set_cseq(w, ch->req, cseq);
+        if (service_chat_log_off(w)) {
+            sent = send_log_off(w, ch, &m, buf_head(&b), buf_used(&b));
+        } else if ((sent = append_sequenced(w, &m, ch->req))) {
+            deliver_live(w, ch, buf_head(&b), buf_used(&b));
+        }
+    }
+    if (!sent) {
         /* cseq is taken: the conversation would have a gap.  Only out of memory gets here. */
         log_error("conv %lld cseq %lld: out of memory, the cseq is lost", (long long)ch->conv,
                   (long long)cseq);
@@ -379,15 +453,6 @@ static void send_sequenced(struct worker *w, struct conn *c, struct chat *ch, in
         worker_buf_give(w, &b);
         return;
     }
-    if (w->journal && (a->journal = journal_put(w->journal, w->index, &m)) == 0)
-        log_warning("conv %lld cseq %lld: journal full, appended without it", (long long)ch->conv,
-                    (long long)cseq);
-    rate_charge(w, c, rate_fanout_cost(ch->recipients.n, buf_used(&b))); /* issue 14 item 4 */
-    pending_set_mid(w, ch->req, ch->mid);
-    pending_set_cseq(w, ch->req, cseq);
-    pending_add(w, ch->req); /* the append's reference: the ACK waits for the commit */
-    append_in_order(w, a);
-    deliver_live(w, ch, buf_head(&b), buf_used(&b));
     pending_done(w, ch->req, 0); /* the opener's reference */
     worker_buf_give(w, &b);
 }
@@ -617,6 +682,43 @@ void service_chat(struct worker *w, struct conn *c, struct json_object *req, int
         }
     }
     chat_go(w, c, ch);
+}
+
+/* ---- the log off: a live write that failed -------------------------------- */
+
+/* The integer member name of obj, or dflt. */
+static int64_t int_member(struct json_object *obj, const char *name, int64_t dflt)
+{
+    struct json_object *v;
+    if (json_object_object_get_ex(obj, name, &v) && json_object_is_type(v, json_type_int))
+        return json_object_get_int64(v);
+    return dflt;
+}
+
+int service_chat_keep(struct worker *w, const char *payload, size_t len, int64_t conv, int64_t cseq)
+{
+    struct json_tokener *tok = json_tokener_new();
+    struct json_object *obj = tok ? json_tokener_parse_ex(tok, payload, (int)len) : NULL;
+    if (tok)
+        json_tokener_free(tok);
+    if (obj == NULL || !json_object_is_type(obj, json_type_object)) {
+        json_object_put(obj);
+        return QC_EINTERNAL;
+    }
+    /* A legacy connection's copy has no ts and mid: it is stored as it was written. */
+    int64_t ts;
+    worker_time_str(w, &ts);
+    struct store_logmsg m = { .conv = conv,
+                              .cseq = cseq,
+                              .mid = int_member(obj, "mid", 0),
+                              .ts = int_member(obj, "ts", ts),
+                              .sender = (int32_t)int_member(obj, "id", 0),
+                              .body = payload,
+                              .len = len };
+    json_object_put(obj);
+    seqtab_stored(w->seqtab, conv, cseq);
+    /* Stored already (a group member offline, another failed write): the store ignores it. */
+    return append_sequenced(w, &m, 0) ? 0 : QC_EINTERNAL;
 }
 
 /* ---- a worker's start: what its predecessor left -------------------------- */

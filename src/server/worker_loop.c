@@ -29,6 +29,7 @@
 #include "common/password.h"
 #include "server/conn.h"
 #include "server/crypt_pool.h"
+#include "server/convmark.h"
 #include "server/delivered.h"
 #include "server/service_chat.h"
 #include "server/storage.h"
@@ -379,6 +380,7 @@ static void __attribute__((noreturn)) finish_stop(struct worker *w)
     peer_flush_all(w);
     handoff_shutdown(w);
     delivered_flush(w);
+    convmark_flush(w);
     storage_stop(w->storage); /* commits what is queued; the journal keeps the rest */
     pending_destroy(w);
     crypt_pool_stop(w);
@@ -427,6 +429,8 @@ static void before_sleep(void *ctx)
     flush_dirty(w);
     free_dead(w);
     delivered_flush(w);
+    convmark_flush(w);
+    storage_kick(w->storage); /* the turn's appends: one group commit */
     balance_accepting(w);
     peer_flush_corked(w); /* last: the confirmations of what flush_dirty wrote go too */
 }
@@ -439,6 +443,8 @@ static void on_wake(void *ctx)
 
 static void run_loop(struct worker *w)
 {
+    /* Only this loop ends every turn with before_sleep's storage_kick (not a fuzz driver). */
+    storage_batch_turns(w->storage);
     for (;;) {
         if (loop_run_once(&w->loop, w->stopping ? WORKER_TICK_MS : -1) < 0) {
             log_error("epoll_wait: %s", strerror(errno));

@@ -379,10 +379,13 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
     [ST_CURSOR_INIT_PAIR_N] = { "cursor init batch",
                                 "INSERT IGNORE INTO ConvCursor (userid, conv) VALUES " PAIR_ROWS_32,
                                 CONV_BATCH * 4, NULL },
+    /* As sqlite.c: with the log off no stored message of others lies between. */
     [ST_SENDER_SEEN] = { "sender seen",
                          "UPDATE ConvCursor SET delivered_cseq = ? WHERE userid = ? AND conv = ?"
-                         " AND delivered_cseq >= ? - 1 AND delivered_cseq < ?",
-                         5, NULL },
+                         " AND delivered_cseq < ? AND (delivered_cseq >= ? - 1 OR NOT EXISTS"
+                         " (SELECT 1 FROM Message m WHERE m.conv = ?"
+                         " AND m.cseq > ConvCursor.delivered_cseq AND m.cseq < ? AND m.sender <> ?))",
+                         8, NULL },
     /*
      * CONV_BATCH sender runs (userid, conv, first, last) as a derived
      * table; unused rows are NULL and match nothing.
@@ -391,7 +394,9 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                            "UPDATE ConvCursor c JOIN (" RUN_ROWS_32 ") AS r"
                            " ON c.userid = r.userid AND c.conv = r.conv"
                            " SET c.delivered_cseq = r.hi"
-                           " WHERE c.delivered_cseq >= r.lo - 1 AND c.delivered_cseq < r.hi",
+                           " WHERE c.delivered_cseq < r.hi AND (c.delivered_cseq >= r.lo - 1"
+                           " OR NOT EXISTS (SELECT 1 FROM Message m WHERE m.conv = r.conv"
+                           " AND m.cseq > c.delivered_cseq AND m.cseq < r.lo AND m.sender <> r.userid))",
                            CONV_BATCH * 4, NULL },
     [ST_CONV_LAST] = { "conversation last", "SELECT last_cseq FROM Conversation WHERE conv = ?", 1,
                        "i" },
@@ -1980,8 +1985,11 @@ static int sender_seen(struct store *st, const struct sender_run *run)
     param_int(&p, run->to);
     param_int(&p, run->sender);
     param_int(&p, run->conv);
-    param_int(&p, run->from);
     param_int(&p, run->to);
+    param_int(&p, run->from);
+    param_int(&p, run->conv);
+    param_int(&p, run->from);
+    param_int(&p, run->sender);
     return exec(st, ST_SENDER_SEEN, &p);
 }
 
@@ -2115,6 +2123,40 @@ static int mysql_store_log_append(struct store *st, struct store_logmsg *msgs, s
         log_batch_unnumber(&b);
     log_batch_free(&b);
     return err;
+}
+
+struct mark_batch {
+    const struct store_convmark *marks;
+    size_t n;
+};
+
+/* Each conversation's last cseq raised to its mark (GREATEST: idempotent, so retried whole). */
+static int op_conv_raise(struct store *st, void *arg)
+{
+    const struct mark_batch *b = arg;
+    struct params p;
+    int err;
+
+    if ((err = tx_begin(st)) != QC_OK)
+        return err;
+    for (size_t i = 0; i < b->n && err == QC_OK; i++) {
+        params_init(&p);
+        param_int(&p, b->marks[i].conv);
+        param_int(&p, b->marks[i].cseq);
+        param_int(&p, b->marks[i].ts);
+        err = exec(st, ST_CONV_BUMP, &p);
+    }
+    return tx_end(st, err);
+}
+
+static int mysql_store_conv_raise(struct store *st, const struct store_convmark *marks, size_t n)
+{
+    struct mark_batch b = { marks, n };
+
+    for (size_t i = 0; i < n; i++)
+        if (marks[i].conv == 0 || marks[i].cseq <= 0)
+            return QC_EBADREQ;
+    return n == 0 ? QC_OK : run(st, op_conv_raise, &b);
 }
 
 static int mysql_store_conv_last_cseq(struct store *st, int64_t conv, int64_t *last)
@@ -3146,6 +3188,7 @@ const struct store_ops store_mysql_ops = {
     .offline_count = mysql_store_offline_count,
     .schema_version = mysql_store_schema_version,
     .log_append = mysql_store_log_append,
+    .conv_raise = mysql_store_conv_raise,
     .conv_last_cseq = mysql_store_conv_last_cseq,
     .history = mysql_store_history,
     .conversations = mysql_store_conversations,

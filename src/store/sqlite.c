@@ -194,10 +194,16 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                           " last_ts = excluded.last_ts" },
     [ST_CURSOR_INIT] = { "cursor init",
                          "INSERT OR IGNORE INTO ConvCursor (userid, conv) VALUES (?1, ?2)" },
-    /* The sender's own run ?3..?4 continues what it has: nothing of others is skipped. */
+    /*
+     * The sender's own run ?3..?4 continues what it has: nothing of others
+     * is skipped (with the log off the stored log has gaps: no stored
+     * message of others lies between).
+     */
     [ST_SENDER_SEEN] = { "sender seen",
                          "UPDATE ConvCursor SET delivered_cseq = ?4 WHERE userid = ?1 AND conv = ?2"
-                         " AND delivered_cseq >= ?3 - 1 AND delivered_cseq < ?4" },
+                         " AND delivered_cseq < ?4 AND (delivered_cseq >= ?3 - 1 OR NOT EXISTS"
+                         " (SELECT 1 FROM Message m WHERE m.conv = ?2"
+                         " AND m.cseq > ConvCursor.delivered_cseq AND m.cseq < ?3 AND m.sender <> ?1))" },
     [ST_CONV_LAST] = { "conversation last", "SELECT last_cseq FROM Conversation WHERE conv = ?1" },
     /* The newest ?4 + 1 between ?3 and ?2 (exclusive), handed out ascending. */
     [ST_HISTORY_NEWEST] = { "history newest",
@@ -1166,6 +1172,32 @@ static int sqlite_log_append(struct store *st, struct store_logmsg *msgs, size_t
     return err;
 }
 
+/* Each conversation's last cseq raised to its mark (never lowered), one transaction. */
+static int raise_marks(struct store *st, const struct store_convmark *marks, size_t n)
+{
+    int err = QC_OK;
+
+    for (size_t i = 0; i < n && err == QC_OK; i++) {
+        int64_t v[3] = { marks[i].conv, marks[i].cseq, marks[i].ts };
+
+        if (marks[i].conv == 0 || marks[i].cseq <= 0)
+            return QC_EBADREQ;
+        err = run_ints(st, ST_CONV_BUMP, v, 3);
+    }
+    return err;
+}
+
+static int sqlite_conv_raise(struct store *st, const struct store_convmark *marks, size_t n)
+{
+    int err;
+
+    if (n == 0)
+        return QC_OK;
+    if ((err = tx_begin(st)) == QC_OK)
+        err = tx_end(st, raise_marks(st, marks, n));
+    return err;
+}
+
 static int sqlite_conv_last_cseq(struct store *st, int64_t conv, int64_t *last)
 {
     *last = 0;
@@ -1698,6 +1730,7 @@ const struct store_ops store_sqlite_ops = {
     .offline_count = sqlite_offline_count,
     .schema_version = sqlite_schema_version,
     .log_append = sqlite_log_append,
+    .conv_raise = sqlite_conv_raise,
     .conv_last_cseq = sqlite_conv_last_cseq,
     .history = sqlite_history,
     .conversations = sqlite_conversations,

@@ -25,6 +25,11 @@
 #   B=build sh tests/harness/bench_log.sh          (RUNS=3 DUR=10 by default)
 #   ROWS="mysql myoffline" sh tests/harness/bench_log.sh     (MariaDB rows only)
 #   ROWS="pingpong history" RUNS=5 sh tests/harness/bench_log.sh
+#   BASE=/tmp/main/build ROWS=pingpong sh tests/harness/bench_log.sh
+#
+# BASE: a directory holding another build's qchatd (main's, say): the
+# pingpong row then also runs it, log on and log off, in the same turn
+# (relay_ref, on, off, base on, base off), for before/after in one run.
 #
 # Users are registered on a qchatd with password_cost=1; the measured
 # servers run the default configuration except request_rate=0,
@@ -120,6 +125,18 @@ run_mysql() {
         $MYSQL_OPTS $COMMON
 }
 
+# shellcheck disable=SC2086
+run_base_on() {
+    exec "$BASE/qchatd" -f -o server.listen="127.0.0.1:$1" -o storage.path="$tmp/base_on.db" \
+        -o server.control_socket="$tmp/base_on.sock" $COMMON
+}
+
+# shellcheck disable=SC2086
+run_base_off() {
+    exec "$BASE/qchatd" -f -o server.listen="127.0.0.1:$1" -o storage.path="$tmp/base_off.db" \
+        -o server.control_socket="$tmp/base_off.sock" -o history.enabled=no $COMMON
+}
+
 run_relay_ref() {
     exec "$RELAY" -l 127.0.0.1 -p "$1" -w "$WORKERS"
 }
@@ -208,6 +225,10 @@ if want_row history; then
         "($(du -m "$tmp/on.db" | cut -f1) MB)"
 fi
 cp "$tmp/on.db" "$tmp/off.db"
+if [ -n "${BASE:-}" ]; then
+    cp "$tmp/on.db" "$tmp/base_on.db"
+    cp "$tmp/on.db" "$tmp/base_off.db"
+fi
 
 start log-on run_log_on
 qon_pid=$server_pid qon=$server_port
@@ -218,6 +239,13 @@ rp=$server_port
 say "qchatd (log on)  $QCHATD -f -o storage.path=on.db $COMMON: port $qon"
 say "qchatd (log off) $QCHATD -f -o storage.path=off.db -o history.enabled=no $COMMON: port $qoff"
 say "relay_ref -w $WORKERS: port $rp"
+if [ -n "${BASE:-}" ]; then
+    start base-on run_base_on
+    bon=$server_port
+    start base-off run_base_off
+    boff=$server_port
+    say "base: $BASE/qchatd, log on port $bon, log off port $boff"
+fi
 
 # ---- rows ---------------------------------------------------------------------
 
@@ -235,6 +263,13 @@ if want_row pingpong; then
             --sources "$SOURCES" &&
             { q=$(field "$line" rate); keep pp_off "$q"; keep pp_p99_off "$(field "$line" p99)";
               pair_ratio pp_off_ratio "$q" "$r"; }
+        [ -n "${BASE:-}" ] || continue
+        bench "base on run $run" pingpong --port "$bon" --ids "$tmp/ids.pp" --pairs "$PAIRS" \
+            -d "$DUR" --sources "$SOURCES" &&
+            { q=$(field "$line" rate); keep pp_bon "$q"; pair_ratio pp_bon_ratio "$q" "$r"; }
+        bench "base off run $run" pingpong --port "$boff" --ids "$tmp/ids.pp" --pairs "$PAIRS" \
+            -d "$DUR" --sources "$SOURCES" &&
+            { q=$(field "$line" rate); keep pp_boff "$q"; pair_ratio pp_boff_ratio "$q" "$r"; }
     done
 fi
 
@@ -387,6 +422,12 @@ printf '%-44s %12s %12s %8s %8s\n' "pingpong $PAIRS pairs msgs/s, log on (SQLite
     "$(median pp_on)" "$(ratio "$(median pp_on)" "$(median pp_r)")" "$(median pp_on_ratio)"
 printf '%-44s %12s %12s %8s %8s\n' "pingpong msgs/s, log off" "$(median pp_r)" \
     "$(median pp_off)" "$(ratio "$(median pp_off)" "$(median pp_r)")" "$(median pp_off_ratio)"
+if [ -n "${BASE:-}" ]; then
+    printf '%-44s %12s %12s %8s %8s\n' "pingpong msgs/s, BASE log on" "$(median pp_r)" \
+        "$(median pp_bon)" "$(ratio "$(median pp_bon)" "$(median pp_r)")" "$(median pp_bon_ratio)"
+    printf '%-44s %12s %12s %8s %8s\n' "pingpong msgs/s, BASE log off" "$(median pp_r)" \
+        "$(median pp_boff)" "$(ratio "$(median pp_boff)" "$(median pp_r)")" "$(median pp_boff_ratio)"
+fi
 printf '%-44s %12s %12s\n' "pingpong p99 ms: relay_ref / on / off" "$(median pp_p99_r)" \
     "$(median pp_p99_on) / $(median pp_p99_off)"
 printf '%-44s %12s %12s %8s %8s\n' "pingpong msgs/s, log on (MariaDB)" "$(median my_r)" \

@@ -899,6 +899,217 @@ static void test_history_disabled_keeps_only_undelivered(void **state)
     (void)cc;
 }
 
+/* ---- the log off: only what was not delivered live is kept ------------------ */
+
+/* A store that outlives one server: a path outside the harness's per-server directory. */
+struct kept_store {
+    char dir[PATH_MAX];
+    char opt[PATH_MAX + 32]; /* "storage.path=..." */
+};
+
+static void kept_store_make(struct kept_store *k)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(k->dir, sizeof k->dir, "%s/qchat-logoff.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    H_CHECK(mkdtemp(k->dir) != NULL, "mkdtemp %s", k->dir);
+    snprintf(k->opt, sizeof k->opt, "storage.path=%s/qchat.db", k->dir);
+}
+
+/* (Re)start the server with the log off on the kept store. */
+static void start_log_off(const struct kept_store *k)
+{
+    h_stop_and_check_clean();
+    const char *const opts[] = { "limits.max_offline_messages=5",
+                                 "limits.max_login_reply_bytes=4096", "history.enabled=no", k->opt,
+                                 NULL };
+    H_CHECK(server_start(opts) == 0, "qchatd with history.enabled=no on %s did not start", k->opt);
+}
+
+/* The cseqs of the HISTORY of key=id (any order of gaps), at most max. */
+static size_t stored_cseqs(struct qclient *c, const char *key, int32_t id, int64_t *out, size_t max)
+{
+    struct json_object *r =
+        call_ok(c, HISTORY_MSG, HISTORY_MSG_ACK, "\"%s\":%d,\"limit\":100", key, id);
+    struct json_object *msgs = h_arr(r, "msgs");
+    size_t n = json_object_array_length(msgs);
+    H_CHECK(n <= max, "more history than expected: %s", h_json(r));
+    for (size_t i = 0; i < n; i++)
+        out[i] = h_int(json_object_array_get_idx(msgs, i), "cseq");
+    json_object_put(r);
+    return n;
+}
+
+/* The offlinemsg cseqs of a login reply, checked to be want[0..n) of msgid. */
+static void expect_offline(struct json_object *ack, int msgid, const int64_t *want, size_t n,
+                           const char *who)
+{
+    H_CHECK(h_arr_len_opt(ack, "offlinemsg") == n, "%s: want %zu offline item(s): %s", who, n,
+            h_json(ack));
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *m = h_parse_item(h_arr(ack, "offlinemsg"), i, "offlinemsg[]");
+        H_CHECK(h_int(m, "msgid") == msgid && h_int(m, "cseq") == want[i],
+                "%s: offline item %zu must be cseq %lld: %s", who, i, (long long)want[i],
+                h_json(ack));
+        json_object_put(m);
+    }
+}
+
+/*
+ * Close c and wait until the server has seen it: a chat written to a socket
+ * the client is closing counts as delivered (the kernel took it), as in
+ * version 1, so "offline" must mean the server knows.
+ */
+static void go_offline(struct qclient *c, int32_t id)
+{
+    h_close(c);
+    H_CHECK(h_wait_online(id, false, H_REPLY_MS), "user %d still online after closing", id);
+}
+
+/* a sends to b (online); b must get it live with cseq want. */
+static void chat_live(struct qclient *ca, struct qclient *cb, int32_t to, int64_t want)
+{
+    H_CHECK(chat(ca, to, "live") == want, "live chat: cseq %lld", (long long)want);
+    struct json_object *m = h_expect(cb, QC_ONE_CHAT_MSG, "live chat");
+    H_CHECK(h_int(m, "cseq") == want, "forwarded with cseq %lld: %s", (long long)want, h_json(m));
+    json_object_put(m);
+}
+
+/*
+ * history.enabled = no, one to one: chats written live are not stored (not
+ * in HISTORY, not offline at the next login), a chat to an offline user is,
+ * and reaches that user at login with its cseq; across a restart cseq
+ * continues (the live ones' numbers are never handed out again), so the
+ * stored log has gaps but no reuse.
+ */
+static void test_log_off_keeps_only_undelivered_chats(void **state)
+{
+    (void)state;
+    struct kept_store k;
+    kept_store_make(&k);
+    start_log_off(&k);
+    struct h_user a, b, c;
+    struct qclient *ca = h_new_user(&a, "lo_a");
+    struct qclient *cb = h_new_user(&b, "lo_b");
+    h_new_offline_user(&c, "lo_c");
+    for (int64_t i = 1; i <= 3; i++)
+        chat_live(ca, cb, b.id, i);
+    int64_t cs[8];
+    H_CHECK(stored_cseqs(ca, "with", b.id, cs, 8) == 0, "live chats are not in HISTORY");
+    H_CHECK(chat(ca, c.id, "for c, offline") == 1, "first chat to c: cseq 1");
+    H_CHECK(stored_cseqs(ca, "with", c.id, cs, 8) == 1 && cs[0] == 1,
+            "a chat to an offline user is stored");
+    h_close(ca);
+    h_close(cb);
+
+    start_log_off(&k); /* the same store */
+    struct json_object *ack = NULL;
+    struct qclient *cc = h_login(&c, &ack);
+    int64_t want1[] = { 1 };
+    expect_offline(ack, QC_ONE_CHAT_MSG, want1, 1, "c after the restart");
+    json_object_put(ack);
+    ca = h_login(&a, &ack);
+    json_object_put(ack);
+    cb = h_login(&b, &ack);
+    expect_offline(ack, QC_ONE_CHAT_MSG, NULL, 0, "b (had everything live)");
+    json_object_put(ack);
+    chat_live(ca, cb, b.id, 4); /* never 1..3 again */
+    go_offline(cb, b.id);
+    H_CHECK(chat(ca, b.id, "for b, offline") == 5, "chat to b offline: cseq 5");
+    cb = h_login(&b, &ack);
+    int64_t want5[] = { 5 };
+    expect_offline(ack, QC_ONE_CHAT_MSG, want5, 1, "b after going offline");
+    json_object_put(ack);
+    H_CHECK(stored_cseqs(ca, "with", b.id, cs, 8) == 1 && cs[0] == 5,
+            "only the undelivered chat is in HISTORY");
+    /* Delivered at login: not offline again. */
+    h_close(cb);
+    cb = h_login(&b, &ack);
+    expect_offline(ack, QC_ONE_CHAT_MSG, NULL, 0, "b's second login");
+    json_object_put(ack);
+    /* Delivered to everyone: the purge removes it (the cursors do not stop at the gaps). */
+    char out[256];
+    int64_t deadline = h_now_ms() + H_REPLY_MS;
+    size_t left = 1;
+    while (left > 0 && h_now_ms() < deadline) {
+        H_CHECK(run_purge(out, sizeof out) == 0, "qchatctl purge: %s", out);
+        left = stored_cseqs(ca, "with", b.id, cs, 8);
+    }
+    H_CHECK(left == 0, "the delivered chat is purged with the log off");
+    h_close(ca);
+    h_close(cb);
+    h_close(cc);
+    h_stop_and_check_clean();
+    h_remove_dir(k.dir);
+    H_CHECK(server_start(NULL) == 0, "qchatd with the file's options again");
+}
+
+/*
+ * history.enabled = no, a group: with a member offline the chat is stored
+ * once (not per member) and that member gets it at login with its cseq; the
+ * member who got it live does not get it again at the next login; a chat
+ * every member gets live is not stored, and its cseq is not handed out
+ * again after a restart.
+ */
+static void test_log_off_group_stores_once_for_offline_members(void **state)
+{
+    (void)state;
+    struct kept_store k;
+    kept_store_make(&k);
+    start_log_off(&k);
+    struct h_user a, b, c;
+    struct qclient *ca = h_new_user(&a, "lg_a");
+    struct qclient *cb = h_new_user(&b, "lg_b");
+    h_new_offline_user(&c, "lg_c");
+    int32_t gid = new_group(ca, "lg_g");
+    json_object_put(h_request(cb, QC_ADD_GROUP_MSG, 0, "ADD_GROUP", "\"groupid\":%d", gid));
+    struct json_object *ack = NULL;
+    struct qclient *cc = h_login(&c, &ack);
+    json_object_put(ack);
+    json_object_put(h_request(cc, QC_ADD_GROUP_MSG, 0, "ADD_GROUP", "\"groupid\":%d", gid));
+    go_offline(cc, c.id);
+    /* c offline: stored once. */
+    H_CHECK(group_chat(ca, gid, "c is away") == 1, "group cseq 1");
+    struct json_object *m = h_expect(cb, QC_GROUP_CHAT_MSG, "group chat to b");
+    H_CHECK(h_int(m, "cseq") == 1, "b gets cseq 1 live: %s", h_json(m));
+    json_object_put(m);
+    int64_t cs[8];
+    H_CHECK(stored_cseqs(ca, "groupid", gid, cs, 8) == 1 && cs[0] == 1,
+            "the chat a member missed is stored, once");
+    cc = h_login(&c, &ack);
+    int64_t want1[] = { 1 };
+    expect_offline(ack, QC_GROUP_CHAT_MSG, want1, 1, "c (missed cseq 1)");
+    json_object_put(ack);
+    /* Everyone online: live only. */
+    H_CHECK(group_chat(ca, gid, "all here") == 2, "group cseq 2");
+    json_object_put(h_expect(cb, QC_GROUP_CHAT_MSG, "group chat to b"));
+    json_object_put(h_expect(cc, QC_GROUP_CHAT_MSG, "group chat to c"));
+    H_CHECK(stored_cseqs(ca, "groupid", gid, cs, 8) == 1 && cs[0] == 1,
+            "a chat every member got live is not stored");
+    h_close(ca);
+    h_close(cb);
+    h_close(cc);
+
+    start_log_off(&k);
+    cc = h_login(&c, &ack);
+    expect_offline(ack, QC_GROUP_CHAT_MSG, NULL, 0, "c (had cseq 1 at login, 2 live)");
+    json_object_put(ack);
+    cb = h_login(&b, &ack);
+    expect_offline(ack, QC_GROUP_CHAT_MSG, NULL, 0, "b (got cseq 1 live)");
+    json_object_put(ack);
+    ca = h_login(&a, &ack);
+    expect_offline(ack, QC_GROUP_CHAT_MSG, NULL, 0, "a (the sender)");
+    json_object_put(ack);
+    H_CHECK(group_chat(ca, gid, "after the restart") == 3, "group cseq continues at 3");
+    json_object_put(h_expect(cb, QC_GROUP_CHAT_MSG, "group chat to b"));
+    json_object_put(h_expect(cc, QC_GROUP_CHAT_MSG, "group chat to c"));
+    h_close(ca);
+    h_close(cb);
+    h_close(cc);
+    h_stop_and_check_clean();
+    h_remove_dir(k.dir);
+    H_CHECK(server_start(NULL) == 0, "qchatd with the file's options again");
+}
+
 static void test_no_worker_died_and_sigterm_stops(void **state)
 {
     (void)state;
@@ -932,9 +1143,11 @@ int main(void)
         H_TEST(test_log_request_field_errors),
         H_TEST(test_typing_rate_limit_and_group),
         H_TEST(test_receipt_across_workers_and_no_self_push),
-        H_TEST(test_purge_max_per_conversation),              /* restarts the server */
-        H_TEST(test_history_disabled_keeps_only_undelivered), /* restarts the server */
-        H_TEST(test_full_queue_holds_the_sender),             /* restarts the server */
+        H_TEST(test_purge_max_per_conversation),                    /* restarts the server */
+        H_TEST(test_history_disabled_keeps_only_undelivered),       /* restarts the server */
+        H_TEST(test_full_queue_holds_the_sender),                   /* restarts the server */
+        H_TEST(test_log_off_keeps_only_undelivered_chats),          /* restarts the server */
+        H_TEST(test_log_off_group_stores_once_for_offline_members), /* restarts the server */
         H_TEST(test_no_worker_died_and_sigterm_stops),
     };
     h_apply_filter();

@@ -628,6 +628,69 @@ void test_log_conv_keys(void **state)
     assert_int_equal(store_conv_other(-12, 12), 0);
 }
 
+/* conv_raise: the last cseq goes up (never down) and no message is stored. */
+void test_log_conv_raise(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob");
+    int64_t pair = store_conv_pair(alice, bob), grp = store_conv_group(5);
+    struct store_convmark marks[2] = { { grp, 3, 1000 }, { pair, 5, 1000 } };
+    struct store_convmark bad = { pair, 0, 1000 };
+    struct got *got = new_got();
+    bool more = true;
+
+    assert_non_null(f->ops->conv_raise);
+    assert_int_equal(f->ops->conv_raise(f->st, marks, 2), QC_OK);
+    assert_int_equal(last_cseq(f, pair), 5);
+    assert_int_equal(last_cseq(f, grp), 3);
+    assert_int_equal(f->ops->history(f->st, pair, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE,
+                                     got_msg, got, &more),
+                     QC_OK);
+    assert_int_equal(got->n, 0);
+    assert_false(more);
+    append_msg(f, pair, 7, alice, 2000); /* a gap: 6 was never stored */
+    marks[1].cseq = 6;                   /* a late mark never lowers it */
+    assert_int_equal(f->ops->conv_raise(f->st, &marks[1], 1), QC_OK);
+    assert_int_equal(last_cseq(f, pair), 7);
+    assert_int_equal(f->ops->conv_raise(f->st, &bad, 1), QC_EBADREQ);
+    assert_int_equal(last_cseq(f, pair), 7);
+    assert_int_equal(f->ops->history(f->st, pair, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE,
+                                     got_msg, got, &more),
+                     QC_OK);
+    assert_int_equal(got->n, 1);
+    assert_int_equal(got->cseq[0], 7);
+    free(got);
+}
+
+/*
+ * The log off leaves gaps: a sender's delivered cursor still follows its own
+ * message over a gap with nothing of others in it (so the purge of
+ * delivered messages can remove it), never over a stored message of others.
+ */
+void test_log_gaps_sender_cursor(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), carol = new_user(f, "carol");
+    int64_t ab = store_conv_pair(alice, bob), ac = store_conv_pair(alice, carol);
+    struct store_cursor ab5 = { ab, 5 }, ac5 = { ac, 5 };
+    int removed = -1;
+
+    /* alice-bob: 1..4 went live only; alice's 5 was stored for bob. */
+    append_msg(f, ab, 5, alice, 1000);
+    assert_int_equal(f->ops->delivered_advance(f->st, bob, &ab5, 1), QC_OK);
+    assert_int_equal(f->ops->log_purge_delivered(f->st, 10, &removed), QC_OK);
+    assert_int_equal(removed, 1); /* alice's cursor followed her own 5 over the gap */
+    /* alice-carol: carol's 3 waits for alice; alice's 5 must not pass it. */
+    append_msg(f, ac, 3, carol, 2000);
+    append_msg(f, ac, 5, alice, 3000);
+    assert_int_equal(f->ops->delivered_advance(f->st, carol, &ac5, 1), QC_OK);
+    assert_int_equal(f->ops->log_purge_delivered(f->st, 10, &removed), QC_OK);
+    assert_int_equal(removed, 0);
+    assert_int_equal(f->ops->delivered_advance(f->st, alice, &ac5, 1), QC_OK);
+    assert_int_equal(f->ops->log_purge_delivered(f->st, 10, &removed), QC_OK);
+    assert_int_equal(removed, 2);
+}
+
 /* Many conversations in one batch; a replay (even with other bodies) changes nothing. */
 void test_log_append_idempotent(void **state)
 {

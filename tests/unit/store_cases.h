@@ -120,6 +120,8 @@ void test_log_conversations(void **state);
 void test_log_retention(void **state);
 void test_log_purge_delivered(void **state);
 void test_log_purge_many_convs(void **state);
+void test_log_conv_raise(void **state);
+void test_log_gaps_sender_cursor(void **state);
 void test_log_migrate_v1(void **state);
 void test_log_speed(void **state);
 void test_log_assign_batch(void **state);
@@ -142,6 +144,8 @@ void test_log_assign_two_processes(void **state);
         cmocka_unit_test_setup_teardown(test_two_processes, setup, teardown),          \
         cmocka_unit_test(test_log_conv_keys),                                          \
         cmocka_unit_test_setup_teardown(test_log_append_idempotent, setup, teardown),  \
+        cmocka_unit_test_setup_teardown(test_log_conv_raise, setup, teardown),         \
+        cmocka_unit_test_setup_teardown(test_log_gaps_sender_cursor, setup, teardown), \
         cmocka_unit_test_setup_teardown(test_log_history_pages, setup, teardown),      \
         cmocka_unit_test_setup_teardown(test_log_cursors, setup, teardown),            \
         cmocka_unit_test_setup_teardown(test_log_cursors_many, setup, teardown),       \

@@ -1,7 +1,7 @@
 /*
  * test_seqtab.c - the shared-memory cseq sequencer: assignment order, cold
  * entries and seeding, commits and eviction under pressure, a stale seed
- * after an eviction, forget, several
+ * after an eviction, forget, the stored marks of the log off, several
  * forked processes assigning on the same conversations (no duplicate, no
  * gap), and a child SIGKILLed while it holds the mutex.
  */
@@ -62,6 +62,38 @@ static void test_forget(void **state)
     assert_int_equal(seqtab_next(t, g), 1);
     seqtab_forget(t, store_conv_group(5)); /* absent: nothing happens */
     assert_int_equal(seqtab_count(t), 1);
+    seqtab_destroy(t);
+}
+
+/*
+ * The log off: which cseqs may be in the log.  Seeded ones may; one handed
+ * out after the last stored one may not (until stored); an entry not in the
+ * table may (unknown), and survives the hole shifts of a deletion.
+ */
+static void test_stored_marks(void **state)
+{
+    (void)state;
+    struct seqtab *t = seqtab_create(16);
+    int64_t conv = store_conv_pair(2, 9), other = store_conv_group(3);
+    assert_true(seqtab_maybe_stored(t, conv, 1)); /* not in the table: unknown */
+    assert_int_equal(seqtab_seed(t, conv, 4), 0);
+    assert_true(seqtab_maybe_stored(t, conv, 4)); /* up to the store's last */
+    assert_int_equal(seqtab_next(t, conv), 5);
+    assert_int_equal(seqtab_next(t, conv), 6);
+    assert_false(seqtab_maybe_stored(t, conv, 5)); /* written live only */
+    assert_false(seqtab_maybe_stored(t, conv, 6));
+    seqtab_stored(t, conv, 6);
+    assert_true(seqtab_maybe_stored(t, conv, 6));
+    assert_true(seqtab_maybe_stored(t, conv, 5)); /* at or before a stored one: may be */
+    seqtab_stored(t, conv, 2);                    /* never lowered */
+    assert_true(seqtab_maybe_stored(t, conv, 6));
+    assert_int_equal(seqtab_next(t, conv), 7);
+    assert_false(seqtab_maybe_stored(t, conv, 7));
+    /* Still so after another entry's deletion (which may shift this one). */
+    assert_int_equal(seqtab_seed(t, other, 0), 0);
+    seqtab_forget(t, other);
+    assert_false(seqtab_maybe_stored(t, conv, 7));
+    assert_true(seqtab_maybe_stored(t, conv, 6));
     seqtab_destroy(t);
 }
 
@@ -272,6 +304,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cold_then_seeded_order),
         cmocka_unit_test(test_forget),
+        cmocka_unit_test(test_stored_marks),
         cmocka_unit_test(test_eviction_under_pressure),
         cmocka_unit_test(test_stale_seed_after_eviction),
         cmocka_unit_test(test_forked_assigners),
