@@ -17,10 +17,23 @@
 #   B=build sh tests/harness/bench_storm.sh
 #   MAIN_B=/tmp/x-main/build RUNS=3 sh tests/harness/bench_storm.sh
 #
+# PERF_OUT=FILE records `perf record -e cpu-clock -g -p` of B's qchatd (the
+# master and its children) during each of its storms into FILE.SPREAD.RUN.
+#
+# BACKLOG=N passes server.listen_backlog=N (B's qchatd only: MAIN_B's has no
+# such key).  The kernel caps it at net.core.somaxconn; to measure a node
+# tuned as qchatd.conf(5) advises without touching the machine's settings,
+# run the script as root in a private network namespace:
+#   unshare -n sh -c 'ip link set lo up &&
+#       sysctl -qw net.core.somaxconn=65535 net.ipv4.tcp_max_syn_backlog=65535 &&
+#       BACKLOG=65535 sh tests/harness/bench_storm.sh'
+#
 # With MAIN_B, each run storms MAIN_B's qchatd and B's in turn (same
 # qchat-bench, B's, for both: --storm is client-side), so the two are
 # compared within one run.  Users are registered once (password_cost=1) and
-# every server starts from a copy of that database.  Everything listens on
+# every server starts from a copy of that database.  server.max_users is
+# 4 x USERS: during the storm the table holds the sessions being replaced
+# and the new ones at once.  Everything listens on
 # a free 127.0.0.1 port in a temporary directory and is stopped by PID.
 
 top=$(cd "$(dirname "$0")/../.." && pwd) || exit 1
@@ -69,7 +82,17 @@ qchatd_on() {
         -o storage.path="$tmp/run.db" -o server.control_socket="$tmp/ctl.sock" \
         -o server.mid_file="$tmp/mid" -o log.level=warning -o security.password_cost=1 \
         -o security.request_rate=0 -o security.login_checks_per_ip=0 \
-        -o security.max_prelogin_per_ip=0 -o server.max_users=$((USERS * 2))
+        -o security.max_prelogin_per_ip=0 -o server.max_users=$((USERS * 4)) $backlog_opt
+}
+BACKLOG=${BACKLOG:-}
+PERF_OUT=${PERF_OUT:-}
+backlog_opt=
+
+# CPU seconds (user + system, every thread) of qchatd PID and its children.
+server_cpu() {
+    for sc_p in $1 $(cat "/proc/$1/task/$1/children" 2>/dev/null); do
+        cat "/proc/$sc_p/stat" 2>/dev/null
+    done | awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); t += $12 + $13 } END { printf "%.2f", t / hz }'
 }
 
 overflows() {
@@ -111,9 +134,23 @@ storm() {
     sleep 1
     load=$(cut -d' ' -f1 /proc/loadavg)
     o0=$(overflows)
+    cpu0=$(server_cpu "$server_pid")
+    ppid=""
+    if [ -n "$PERF_OUT" ] && [ "$1" = this ]; then
+        perf record -e cpu-clock -F 999 -g -o "$PERF_OUT.$2.$3" \
+            -p "$(echo "$server_pid" $(cat "/proc/$server_pid/task/$server_pid/children") |
+                tr ' ' ',')" >"$tmp/perf.log" 2>&1 &
+        ppid=$!
+        sleep 1
+    fi
     touch "$tmp/go"
     for p in $bpids; do wait "$p"; done
     o1=$(overflows)
+    cpu1=$(server_cpu "$server_pid")
+    if [ -n "$ppid" ]; then
+        kill -INT "$ppid"
+        wait "$ppid"
+    fi
     i=0
     worst=0
     line=""
@@ -121,13 +158,16 @@ storm() {
         l=$(grep 'all_in=' "$tmp/storm.$i.out" | tail -n 1)
         a=$(field "$l" all_in)
         say "  $1 spread=$2 run=$3 proc=$i: $l"
+        grep -v 'all_in=' "$tmp/storm.$i.out" | grep -v '^$' | head -n 5 | sed 's/^/      /'
         case $a in -* | "") worst=-1 ;; *) [ "$worst" = -1 ] ||
             worst=$(awk -v a="$a" -v w="$worst" 'BEGIN { print (a > w ? a : w) }') ;; esac
         i=$((i + 1))
     done
+    cpu=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$USERS" 'BEGIN { printf "%.1f", (b - a) * 1e6 / n }')
     say "$1 spread=$2 run=$3: all back in ${worst} s (-1: not within ${LIMIT_S} s)," \
-        "listen overflows $((${o1:-0} - ${o0:-0})), load $load"
+        "listen overflows $((${o1:-0} - ${o0:-0})), qchatd CPU $cpu us per login, load $load"
     keep "$1.$2" "$worst"
+    keep "$1.$2.cpu" "$cpu"
     stop_server "$server_pid"
 }
 
@@ -136,9 +176,11 @@ while [ $r -le "$RUNS" ]; do
     for s in $SPREADS; do
         if [ -n "$MAIN_B" ]; then
             QCHATD=$MAIN_B/qchatd
+            backlog_opt=""
             storm main "$s" "$r"
         fi
         QCHATD=$B/qchatd
+        [ -n "$BACKLOG" ] && backlog_opt="-o server.listen_backlog=$BACKLOG"
         storm this "$s" "$r"
     done
     r=$((r + 1))
@@ -146,4 +188,6 @@ done
 for s in $SPREADS; do
     [ -n "$MAIN_B" ] && say "median all back, spread $s: main $(median "main.$s") s"
     say "median all back, spread $s: this $(median "this.$s") s"
+    [ -n "$MAIN_B" ] && say "median qchatd CPU per login, spread $s: main $(median "main.$s.cpu") us"
+    say "median qchatd CPU per login, spread $s: this $(median "this.$s.cpu") us"
 done
