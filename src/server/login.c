@@ -544,7 +544,9 @@ static void read_again(struct worker *w, struct login_ctx *x)
     x->count = 0;
     x->more = false;
     x->max_bytes = (size_t)w->cfg.max_login_reply_bytes;
+    bool cut = x->lists_cut;
     fit_lists(x); /* the room the lists leave, as the first read had it */
+    x->lists_cut = cut;
     delivered_fence_take(w, &x->fence);
     if (storage_submit(w->storage, reread_on_store, collected, x) != QC_OK)
         collected(x, QC_ESTORAGE);
