@@ -39,6 +39,7 @@ struct qc_config {
     int workers;                    /* 0: one per CPU */
     int node_id;
     int max_users;         /* online table capacity (sessions per node) */
+    int listen_backlog;    /* accept queue of the client listeners (listen(2)) */
     int max_message_bytes; /* largest request object accepted */
     int max_output_bytes;  /* per-connection output cap (slow reader) */
     char control_socket[PATH_MAX];

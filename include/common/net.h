@@ -9,10 +9,16 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
-#define NET_LISTEN_BACKLOG 4096
+#define NET_LISTEN_BACKLOG 4096 /* internal listeners (metrics, control socket) */
+#define NET_SOMAXCONN_PATH "/proc/sys/net/core/somaxconn"
 
-/* "host:port", "[v6]:port"; SO_REUSEADDR, non-blocking, CLOEXEC. */
-int net_listen_tcp(const char *hostport, char *err, size_t errlen);
+/*
+ * "host:port", "[v6]:port"; SO_REUSEADDR, non-blocking, CLOEXEC; backlog:
+ * the accept queue asked of listen(2) (the kernel caps it at somaxconn).
+ */
+int net_listen_tcp(const char *hostport, int backlog, char *err, size_t errlen);
+/* The kernel's cap on any accept queue (net.core.somaxconn), -1 when unknown. */
+int net_somaxconn(void);
 /* Unix stream listening socket at path (removes a stale one), mode applied. */
 int net_listen_unix(const char *path, int mode, char *err, size_t errlen);
 /* Blocking connect with a timeout in ms; returns a blocking fd. */

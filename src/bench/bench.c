@@ -108,13 +108,20 @@ static void usage(FILE *f)
           "  --seq             send chats with \"seq\" (the server ACKs each one)\n"
           "  --reconnect       login: new connection for every login\n"
           "  --tokens          login: log in with a token (each loop gets one first)\n"
+          "  --storm           login --tokens: every loop drops its connection at once and\n"
+          "                    reconnects once with its token, then stays (a reconnect\n"
+          "                    storm); all_in is its length, -d its limit\n"
+          "  --spread T        --storm: each reconnect waits a random 0..T s first, as\n"
+          "                    clients' reconnect backoff with jitter does (default 0)\n"
           "  --ws              WebSocket clients: GET /ws on --port (the server's\n"
           "                    websocket.listen), one masked text frame per object\n"
           "  --verify N        conns: sessions checked after the hold (default all)\n"
           "  --heartbeat SEC   conns: HEARTBEAT every SEC while holding (default off)\n"
-          "  --ready-file F    conns: create F (holding the session count) once all are up\n"
+          "  --ready-file F    conns: create F (holding the session count) once all are up;\n"
+          "                    login --storm: once every loop has its token\n"
           "  --go-file F       conns: once all are up, wait for F to exist (at most --timeout)\n"
-          "                    before the hold: several processes hold at the same time\n"
+          "                    before the hold: several processes hold at the same time;\n"
+          "                    login --storm: before the storm (several processes at once)\n"
           "  -c, --concurrency N  connects + logins at once (default 256), or registrations\n"
           "                    at once (default 16: more only queue up in the server)\n"
           "  -j, --threads N   threads, each with its own epoll loop (default 1; not group)\n"
@@ -174,7 +181,9 @@ enum {
     OPT_BACKLOG,
     OPT_ROUNDS,
     OPT_LIMIT,
-    OPT_GO_FILE
+    OPT_GO_FILE,
+    OPT_STORM,
+    OPT_SPREAD
 };
 
 static const struct option longopts[] = { { "host", required_argument, NULL, OPT_HOST },
@@ -206,6 +215,8 @@ static const struct option longopts[] = { { "host", required_argument, NULL, OPT
                                           { "seq", no_argument, NULL, OPT_SEQ },
                                           { "reconnect", no_argument, NULL, OPT_RECONNECT },
                                           { "tokens", no_argument, NULL, OPT_TOKENS },
+                                          { "storm", no_argument, NULL, OPT_STORM },
+                                          { "spread", required_argument, NULL, OPT_SPREAD },
                                           { "verify", required_argument, NULL, OPT_VERIFY },
                                           { "heartbeat", required_argument, NULL, OPT_HEARTBEAT },
                                           { "ready-file", required_argument, NULL, OPT_READY_FILE },
@@ -403,6 +414,8 @@ static int parse_option(struct bench_opts *o, int opt, const char *arg, const ch
     case OPT_SEQ: o->seq = true; return 0;
     case OPT_RECONNECT: o->reconnect = true; return 0;
     case OPT_TOKENS: o->tokens = true; return 0;
+    case OPT_STORM: o->storm = true; return 0;
+    case OPT_SPREAD: return parse_secs("--spread", arg, 0, &o->spread);
     case OPT_VERIFY: return parse_long_opt("--verify", arg, 0, MAX_POPULATION, &o->verify);
     case OPT_HEARTBEAT: return parse_secs("--heartbeat", arg, 0, &o->heartbeat);
     case OPT_READY_FILE: o->ready_file = arg; return 0;
@@ -463,6 +476,14 @@ static int parse_args(struct bench_opts *o, int argc, char **argv, char *prefix,
     }
     if (o->synthetic && o->ids_file) {
         fprintf(stderr, "qchat-bench: --synthetic and --ids exclude each other\n");
+        return -1;
+    }
+    if (o->storm && (o->mode != MODE_LOGIN || !o->tokens)) {
+        fprintf(stderr, "qchat-bench: --storm is for login --tokens\n");
+        return -1;
+    }
+    if (o->spread > 0 && !o->storm) {
+        fprintf(stderr, "qchat-bench: --spread needs --storm\n");
         return -1;
     }
     if (o->mode == MODE_GROUP && o->threads > 1) {

@@ -86,6 +86,7 @@ struct bench_opts {
     int concurrency; /* connects + logins (or registrations) at once, 0: default */
 
     double duration, timeout, drain, stall, heartbeat, deadline;
+    double spread; /* login --storm: reconnects spread over 0..spread s */
 
     const char *ids_file, *out_file, *ready_file, *go_file;
     const char *password, *prefix;
@@ -94,6 +95,7 @@ struct bench_opts {
     long skip; /* ids file entries to pass over */
     bool json, quiet, progress, seq, reconnect;
     bool tokens; /* login: log in with tokens (one password login each first) */
+    bool storm;  /* login --tokens: one reconnect per loop, all dropped at once */
     bool ws;     /* --ws: WebSocket clients (GET /ws on the port) instead of plain TCP */
 };
 
@@ -342,6 +344,8 @@ void engine_start(struct engine *e, struct conn *c);
 void engine_drop(struct engine *e, struct conn *c);
 /* Close c now and connect it again at the top of the next loop iteration. */
 void engine_restart_later(struct engine *e, struct conn *c);
+/* Close c now; the mode starts it again itself (engine_start). */
+void engine_close(struct engine *e, struct conn *c);
 void engine_fail(struct engine *e, struct conn *c, enum err_class why, const char *what);
 void engine_error(struct engine *e, enum err_class why, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -404,6 +408,10 @@ int mode_reg(const struct bench_opts *o, struct result *r);
 int mode_pingpong(const struct bench_opts *o, struct result *r);
 int mode_login(const struct bench_opts *o, struct result *r);
 int mode_conns(const struct bench_opts *o, struct result *r);
+/* --ready-file: create it, holding the engines' ready count (conns.c) */
+void bench_write_ready_file(const struct bench_opts *o, struct engine **es, int n);
+/* --go-file: run the engine until the file exists, at most --timeout (conns.c) */
+void bench_wait_for_go(struct engine *e);
 int mode_group(const struct bench_opts *o, struct result *r);
 int mode_offline(const struct bench_opts *o, struct result *r);
 int mode_history(const struct bench_opts *o, struct result *r);

@@ -110,7 +110,7 @@ static bool go_file_exists(struct engine *e)
 }
 
 /* Hold the sessions until the harness says go (bounded by --timeout). */
-static void wait_for_go(struct engine *e)
+void bench_wait_for_go(struct engine *e)
 {
     const struct bench_opts *o = e->o;
 
@@ -123,7 +123,7 @@ static void wait_for_go(struct engine *e)
         engine_error(e, E_TIMEOUT, "%s did not appear within %.0fs", o->go_file, o->timeout);
 }
 
-static void write_ready_file(const struct bench_opts *o, struct engine **es, int n)
+void bench_write_ready_file(const struct bench_opts *o, struct engine **es, int n)
 {
     uint64_t ready = 0;
     FILE *f;
@@ -174,8 +174,8 @@ static void *cn_thread(void *arg)
     engine_publish(e);
     pthread_barrier_wait(th->bar);
     if (e->index == 0)
-        write_ready_file(o, cn_shared.engines, cn_shared.n);
-    wait_for_go(e);
+        bench_write_ready_file(o, cn_shared.engines, cn_shared.n);
+    bench_wait_for_go(e);
     if (e->index == 0)
         progress_phase("hold");
     uint64_t hold0 = now_ns();

@@ -180,6 +180,11 @@ static void run_restarts(struct engine *e)
         engine_start(e, &e->conns[e->restart[i]]);
 }
 
+void engine_close(struct engine *e, struct conn *c)
+{
+    conn_close(e, c);
+}
+
 void engine_drop(struct engine *e, struct conn *c)
 {
     conn_settle(e, c, false);

@@ -82,6 +82,9 @@ static const struct config_key config_keys[] = {
             "this node's number in a cluster, unique per node"),
     INT_KEY("server", "max_users", max_users, 16, 10000000, "100000", RESTART,
             "sessions this node can hold (online table size)"),
+    INT_KEY("server", "listen_backlog", listen_backlog, 16, 1048576, "4096", RESTART,
+            "connections the kernel queues before qchatd accepts them (capped by "
+            "net.core.somaxconn)"),
     INT_KEY("server", "max_message_bytes", max_message_bytes, 256, 16777216, "65536", LIVE,
             "largest request object accepted, bytes"),
     INT_KEY("server", "max_output_bytes", max_output_bytes, 65536, 1073741824, "4194304", LIVE,

@@ -103,7 +103,7 @@ static int resolve(const char *host, int port, int flags, struct addrinfo **res,
     return 0;
 }
 
-static int listen_on(const struct addrinfo *ai)
+static int listen_on(const struct addrinfo *ai, int backlog)
 {
     int on = 1;
     int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
@@ -111,14 +111,27 @@ static int listen_on(const struct addrinfo *ai)
     if (fd < 0)
         return -1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, NET_LISTEN_BACKLOG) < 0) {
+        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, backlog) < 0) {
         close_keep_errno(fd);
         return -1;
     }
     return fd;
 }
 
-int net_listen_tcp(const char *hostport, char *err, size_t errlen)
+int net_somaxconn(void)
+{
+    FILE *f = fopen(NET_SOMAXCONN_PATH, "re");
+    int v = -1;
+
+    if (f == NULL)
+        return -1;
+    if (fscanf(f, "%d", &v) != 1)
+        v = -1;
+    fclose(f);
+    return v;
+}
+
+int net_listen_tcp(const char *hostport, int backlog, char *err, size_t errlen)
 {
     char host[NET_HOST_STR_MAX];
     struct addrinfo *res, *ai;
@@ -135,7 +148,7 @@ int net_listen_tcp(const char *hostport, char *err, size_t errlen)
     if (resolve(node, port, AI_PASSIVE, &res, err, errlen) < 0)
         return -1;
     for (ai = res; ai != NULL && fd < 0; ai = ai->ai_next)
-        fd = listen_on(ai);
+        fd = listen_on(ai, backlog);
     if (fd < 0)
         set_err(err, errlen, "listen on %s: %s", hostport, strerror(errno));
     freeaddrinfo(res);

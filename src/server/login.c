@@ -17,6 +17,16 @@
  * rest when this node is part of a cluster.  serialize: the seed's
  * encoding, each friend, group and member a JSON object serialized into a
  * string inside the arrays.
+ *
+ * A token login (login_checked_start) checks the token in the same storage
+ * job, before the lists, and opens the session when the job is back: one
+ * job per login instead of two.  The messages are then read before the
+ * session is in the online table, so a chat another worker sent meanwhile
+ * may have been left in the log without being in the read: the node's
+ * count of chats left in the log (worker_stats.offline_stored, summed over
+ * the workers) is taken when the job is queued and looked at again once
+ * the session is open; if it moved, the messages are read once more (a
+ * second job, only then).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +38,7 @@
 #include "server/conn.h"
 #include "server/delivered.h"
 #include "server/login.h"
+#include "server/online.h"
 #include "server/presence.h"
 #include "server/recover.h"
 #include "server/storage.h"
@@ -83,6 +94,10 @@ struct login_ctx {
     bool want_sub;                /* waiting for Redis to confirm our SUBSCRIBE */
     struct presence_set state;    /* friends and members not online here */
     struct delivered_fence fence; /* other workers' cursors to wait for (delivered.h) */
+    bool checking;                /* login_checked_start: check.open not called yet */
+    struct login_check check;
+    int check_err;        /* what check.check found */
+    uint64_t stored_mark; /* the node's chats left in the log when the job was queued */
 };
 
 static struct login_ctx *waiting; /* replies waiting for the relay */
@@ -270,11 +285,14 @@ static void fit_lists(struct login_ctx *x)
     x->max_bytes = used < max ? max - used : 1;
 }
 
-/* On the storage thread: everything the reply lists. */
+/* On the storage thread: everything the reply lists (the credentials first, if asked). */
 static int collect_on_store(const struct store_ops *ops, struct store *st, void *arg)
 {
     struct login_ctx *x = arg;
     const struct social_ops *so = social_driver(ops->name);
+    if (x->checking &&
+        (x->check_err = x->check.check(ops, st, x->check.arg, x->name, sizeof x->name)) != QC_OK)
+        return QC_OK; /* refused: nothing more to read */
     /* A token asked for with "token": true; the login succeeds without one if this fails. */
     if (x->token_expires && so &&
         so->token_create(st, x->uid, x->device, x->token_expires, x->login_token) != QC_OK) {
@@ -289,6 +307,15 @@ static int collect_on_store(const struct store_ops *ops, struct store *st, void 
         delivered_fence_wait(x->w, &x->fence, LOGIN_FENCE_MAX_MS);
         err = ops->undelivered(st, x->uid, x->max_count, x->max_bytes, add_offline, x, &x->more);
     }
+    return err ? err : x->err;
+}
+
+/* On the storage thread: the messages read again (the session opened after the first read). */
+static int reread_on_store(const struct store_ops *ops, struct store *st, void *arg)
+{
+    struct login_ctx *x = arg;
+    delivered_fence_wait(x->w, &x->fence, LOGIN_FENCE_MAX_MS);
+    int err = ops->undelivered(st, x->uid, x->max_count, x->max_bytes, add_offline, x, &x->more);
     return err ? err : x->err;
 }
 
@@ -499,12 +526,64 @@ static void finish(struct worker *w, struct login_ctx *x)
 /* ---- entry points ------------------------------------------------------- */
 
 static void presence_known(struct worker *w, void *arg);
+static void collected(void *arg, int err);
+
+/* Chats left in the log by this node's workers so far (each worker counts its own). */
+static uint64_t node_stored_mark(struct worker *w)
+{
+    uint64_t n = 0;
+    for (uint32_t k = 0; k < w->nworkers; k++)
+        n += online_stats(w->online, k)->offline_stored;
+    return n;
+}
+
+/* The open session's messages read again: the first read may have missed a chat. */
+static void read_again(struct worker *w, struct login_ctx *x)
+{
+    buf_reset(&x->stash);
+    x->count = 0;
+    x->more = false;
+    x->max_bytes = (size_t)w->cfg.max_login_reply_bytes;
+    bool cut = x->lists_cut;
+    fit_lists(x); /* the room the lists leave, as the first read had it */
+    x->lists_cut = cut;
+    delivered_fence_take(w, &x->fence);
+    if (storage_submit(w->storage, reread_on_store, collected, x) != QC_OK)
+        collected(x, QC_ESTORAGE);
+}
+
+/*
+ * A checked login's job came back: check.open applies the result (and
+ * frees its argument).  true: go on with the reply, the session open.
+ */
+static bool open_checked_session(struct worker *w, struct login_ctx *x, int err)
+{
+    struct conn *c = worker_conn(w, x->slot);
+    if (c && (c->cgen != x->cgen || c->state != CONN_OPEN))
+        c = NULL;
+    x->checking = false;
+    int answered = x->check.open(w, c, x->check.arg, x->check_err);
+    if (c == NULL || answered) {
+        if (c)
+            conn_resume(w, c);
+        free_ctx(x);
+        return false;
+    }
+    conn_hold(w, c); /* chats to the new session wait behind the reply */
+    if (!err && node_stored_mark(w) != x->stored_mark) {
+        read_again(w, x);
+        return false;
+    }
+    return true;
+}
 
 /* The collected lists came back: resolve who is online, then reply. */
 static void collected(void *arg, int err)
 {
     struct login_ctx *x = arg;
     struct worker *w = x->w;
+    if (x->checking && !open_checked_session(w, x, err))
+        return;
     struct conn *c = worker_conn(w, x->slot);
     if (c == NULL || c->cgen != x->cgen || c->state != CONN_OPEN) {
         free_ctx(x); /* the client left: nothing was taken from the store */
@@ -544,31 +623,40 @@ static void collected(void *arg, int err)
     finish(w, x);
 }
 
-bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char *name,
-                       const char *seq, const char *token_device, int64_t token_expires)
+static struct login_ctx *ctx_new(struct worker *w, const struct conn *c, int32_t uid,
+                                 const char *seq)
 {
     struct login_ctx *x = calloc(1, sizeof *x);
-    if (x == NULL) {
-        session_end(w, c);
-        reply_error(w, c, QC_LOGIN_MSG, seq, QC_EINTERNAL);
-        return true;
-    }
+    if (x == NULL)
+        return NULL;
     x->w = w;
     x->slot = c->slot;
     x->cgen = c->cgen;
     x->uid = uid;
     x->max_count = w->cfg.max_offline_messages;
     x->max_bytes = (size_t)w->cfg.max_login_reply_bytes;
-    strlcpy(x->name, name, sizeof x->name);
     if (seq) {
         strlcpy(x->seq, seq, sizeof x->seq);
         x->has_seq = true;
     }
+    buf_init(&x->stash);
+    return x;
+}
+
+bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char *name,
+                       const char *seq, const char *token_device, int64_t token_expires)
+{
+    struct login_ctx *x = ctx_new(w, c, uid, seq);
+    if (x == NULL) {
+        session_end(w, c);
+        reply_error(w, c, QC_LOGIN_MSG, seq, QC_EINTERNAL);
+        return true;
+    }
+    strlcpy(x->name, name, sizeof x->name);
     if (token_expires > 0) {
         strlcpy(x->device, token_device, sizeof x->device);
         x->token_expires = token_expires;
     }
-    buf_init(&x->stash);
     delivered_fence_take(w, &x->fence);
     if (storage_submit(w->storage, collect_on_store, collected, x) != QC_OK) {
         session_end(w, c);
@@ -578,6 +666,26 @@ bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char
     }
     conn_hold(w, c); /* chats to the new session wait behind the reply */
     return false;
+}
+
+int login_checked_start(struct worker *w, struct conn *c, int32_t uid, const char *seq,
+                        const struct login_check *chk)
+{
+    struct login_ctx *x = ctx_new(w, c, uid, seq);
+    if (x == NULL)
+        return QC_EINTERNAL;
+    x->checking = true;
+    x->check = *chk;
+    x->check_err = QC_ESTORAGE; /* until the check has run: a job never run opens nothing */
+    x->stored_mark = node_stored_mark(w); /* before the read: a chat left after it shows */
+    delivered_fence_take(w, &x->fence);
+    if (storage_submit(w->storage, collect_on_store, collected, x) != QC_OK) {
+        x->checking = false;
+        free_ctx(x);
+        return QC_ESTORAGE;
+    }
+    c->busy = true; /* reads nothing more until the reply (conn_resume) */
+    return QC_OK;
 }
 
 /* The waiting reply with token, unlinked when nothing more is awaited. */

@@ -69,6 +69,19 @@ static void raise_fd_limit(const struct qc_config *cfg)
                     (unsigned long long)rl.rlim_cur, cfg->max_users, FD_RESERVE);
 }
 
+/*
+ * The kernel shortens any accept queue to net.core.somaxconn without a word:
+ * say so, since the queue is what absorbs a reconnect storm (qchatd.conf(5)).
+ */
+static void warn_if_backlog_capped(const struct qc_config *cfg)
+{
+    int cap = net_somaxconn();
+    if (cap > 0 && cap < cfg->listen_backlog)
+        log_warning("server.listen_backlog %d is capped at net.core.somaxconn %d: raise the "
+                    "sysctl for the longer queue",
+                    cfg->listen_backlog, cap);
+}
+
 /* Taken before anything else is opened: a second start says "already running". */
 static struct pidfh *claim_pidfile(const struct qc_config *cfg)
 {
@@ -136,11 +149,12 @@ static int serve(const struct master_args *args, const struct qc_config *cfg, st
     if (preflight_runtime_dir(cfg->control_socket, "server.control_socket") < 0 ||
         (pfh && preflight_runtime_dir(cfg->pidfile, "server.pidfile") < 0))
         return QCHATD_EXIT_CONFIG;
-    int listen_fd = net_listen_tcp(cfg->listen, err, sizeof err);
+    int listen_fd = net_listen_tcp(cfg->listen, cfg->listen_backlog, err, sizeof err);
     if (listen_fd < 0) {
         log_error("server.listen %s: %s", cfg->listen, err);
         return 1;
     }
+    warn_if_backlog_capped(cfg);
     if (ws_conn_listen(cfg) < 0) { /* [websocket] listen, shared by the workers */
         close(listen_fd);
         return 1;

@@ -62,7 +62,7 @@ struct metrics_http *metrics_http_open(const char *hostport, char *err, size_t e
     }
     for (unsigned i = 0; i < HTTP_CONNS_MAX; i++)
         h->conns[i].fd = -1;
-    h->listen_fd = net_listen_tcp(hostport, err, errlen);
+    h->listen_fd = net_listen_tcp(hostport, NET_LISTEN_BACKLOG, err, errlen);
     h->epfd = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event ev = { .events = EPOLLIN, .data.u32 = HTTP_LISTENER_TAG };
     if (h->listen_fd < 0 || h->epfd < 0 ||

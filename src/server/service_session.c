@@ -172,15 +172,12 @@ static int check_token_on_store(const struct store_ops *ops, struct store *st, v
     return err == QC_ENOUSER ? QC_EBADTOKEN : err;
 }
 
-/* The token was checked: the session and the login reply, or errno 24. */
-static bool token_checked(struct worker *w, struct conn *c, void *arg, int err)
+/*
+ * The token was checked: the throttle hears the result and, when it was
+ * good, the session opens.  0: open; else the error (not answered yet).
+ */
+static int open_token_session(struct worker *w, struct conn *c, struct token_login *t, int err)
 {
-    struct token_login *t = arg;
-    const char *seq = t->has_seq ? t->seq : NULL;
-    if (c == NULL) {
-        token_login_free(t);
-        return true;
-    }
     if (err == QC_EBADTOKEN) {
         log_info("token login failed on conn %u", c->slot);
         guard_login_failed(w->guard, c->ip_hash, t->id, w->now_ms);
@@ -199,7 +196,19 @@ static bool token_checked(struct worker *w, struct conn *c, void *arg, int err)
         err = session_open(w, c, t->id, t->name, &t->wish, t->wish.want_token ? NULL : t->token);
         metrics_count(QM_LOGINS, err ? QM_LOGIN_ERROR : QM_LOGIN_OK);
     }
-    if (err) {
+    return err;
+}
+
+/* A token login asking for a new token: checked by one job, the reply read by a second. */
+static bool token_checked(struct worker *w, struct conn *c, void *arg, int err)
+{
+    struct token_login *t = arg;
+    const char *seq = t->has_seq ? t->seq : NULL;
+    if (c == NULL) {
+        token_login_free(t);
+        return true;
+    }
+    if ((err = open_token_session(w, c, t, err)) != 0) {
         reply_error(w, c, t->msgid, seq, err);
         token_login_free(t);
         return true;
@@ -208,6 +217,41 @@ static bool token_checked(struct worker *w, struct conn *c, void *arg, int err)
                                  t->wish.want_token ? session_token_expiry(w) : 0);
     token_login_free(t);
     return now;
+}
+
+/* login_check.check: the token and the account, in the login reply's own job. */
+static int check_token_for_reply(const struct store_ops *ops, struct store *st, void *arg,
+                                 char *name, size_t namelen)
+{
+    struct token_login *t = arg;
+    int err = check_token_on_store(ops, st, t);
+    if (err == QC_OK)
+        strlcpy(name, t->name, namelen);
+    return err;
+}
+
+/* login_check.open: the session, or errno 24 (or another error) answered here. */
+static int open_for_reply(struct worker *w, struct conn *c, void *arg, int err)
+{
+    struct token_login *t = arg;
+    if (c != NULL && (err = open_token_session(w, c, t, err)) != 0)
+        reply_error(w, c, t->msgid, t->has_seq ? t->seq : NULL, err);
+    token_login_free(t);
+    return err;
+}
+
+/*
+ * The usual token login (a reconnect) is one storage job: the check, then
+ * the reply's lists (login_checked_start).  One asking for a new token too
+ * takes the two-job way, so that no token is issued before the session is
+ * known to open.
+ */
+static int queue_token_login(struct worker *w, struct conn *c, struct token_login *t)
+{
+    if (t->wish.want_token)
+        return service_async(w, c, check_token_on_store, token_checked, t);
+    struct login_check chk = { .check = check_token_for_reply, .open = open_for_reply, .arg = t };
+    return login_checked_start(w, c, t->id, t->has_seq ? t->seq : NULL, &chk);
 }
 
 void service_login_token(struct worker *w, struct conn *c, struct json_object *req, int msgid,
@@ -238,7 +282,7 @@ void service_login_token(struct worker *w, struct conn *c, struct json_object *r
         err = QC_ERATE;
     }
     if (!err)
-        err = service_async(w, c, check_token_on_store, token_checked, t);
+        err = queue_token_login(w, c, t);
     if (err) {
         if (t)
             token_login_free(t);

@@ -65,7 +65,7 @@ int ws_conn_listen(const struct qc_config *cfg)
     char err[256];
     if (cfg->ws_listen[0] == '\0')
         return 0;
-    ws_listen_fd = net_listen_tcp(cfg->ws_listen, err, sizeof err);
+    ws_listen_fd = net_listen_tcp(cfg->ws_listen, cfg->listen_backlog, err, sizeof err);
     if (ws_listen_fd < 0) {
         log_error("websocket.listen %s: %s", cfg->ws_listen, err);
         return -1;

@@ -207,6 +207,42 @@ static void test_bad_integers(void **state)
 }
 
 /*
+ * server.listen_backlog (issue 15): the default an operator gets, both ends
+ * of its range, and values outside it refused with FILE:LINE, by -o too
+ * (the old value kept).
+ */
+static void test_listen_backlog(void **state)
+{
+    struct qc_config cfg;
+    char err[QC_CONFIG_ERR_MAX];
+    struct tmpfile t;
+    const char *range = "bad value '%s' for server.listen_backlog: must be an integer between "
+                        "16 and 1048576";
+    const char *bad[] = { "15", "0", "-1", "1048577", "lots", "" };
+    char text[128], want[256];
+
+    config_defaults(&cfg);
+    assert_int_equal(cfg.listen_backlog, 4096);
+    assert_int_equal(load_text("[server]\nlisten_backlog = 16\n", &cfg, err, sizeof(err), &t), 0);
+    assert_int_equal(cfg.listen_backlog, 16);
+    assert_int_equal(load_text("[server]\nlisten_backlog = 1048576\n", &cfg, err, sizeof(err), &t),
+                     0);
+    assert_int_equal(cfg.listen_backlog, 1048576);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(text, sizeof(text), "[server]\nlisten_backlog = %s\n", bad[i]);
+        snprintf(want, sizeof(want), range, bad[i]);
+        expect_error(text, 2, want);
+    }
+    config_defaults(&cfg);
+    assert_int_equal(config_override(&cfg, "server.listen_backlog=65535", err, sizeof(err)), 0);
+    assert_int_equal(cfg.listen_backlog, 65535);
+    assert_int_equal(config_override(&cfg, "server.listen_backlog=8", err, sizeof(err)), -1);
+    assert_string_equal(err, "-o server.listen_backlog=8: bad value '8' for "
+                             "server.listen_backlog: must be an integer between 16 and 1048576");
+    assert_int_equal(cfg.listen_backlog, 65535);
+}
+
+/*
  * limits.max_text_bytes beyond what an internal packet can carry, escaped
  * (issue 14, item 9): refused with FILE:LINE and the reason; the ceiling
  * itself loads.  The packet's own size is checked against it too.
@@ -543,6 +579,7 @@ int main(void)
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_unknown_names),
         cmocka_unit_test(test_bad_integers),
+        cmocka_unit_test(test_listen_backlog),
         cmocka_unit_test(test_text_limit_fits_internal_packet),
         cmocka_unit_test(test_bad_enums),
         cmocka_unit_test(test_syntax_and_shape),
