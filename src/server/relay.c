@@ -766,8 +766,7 @@ static void subscription_confirmed(struct relay *r, uint32_t uid)
     struct claim *cl = claim_of(r, uid);
     if (cl && cl->state == CLAIM_WAIT_SUB && inttable_get(r->subscribed, uid, NULL))
         claim_generation(r, uid, cl);
-    if (inttable_get(r->subscribed, uid, NULL))
-        registry_subscribed(r, uid);
+    registry_subscribed(r, uid); /* even if unsubscribed meanwhile: nobody is left waiting */
 }
 
 static bool subscription_active(struct relay *r, uint32_t uid)
