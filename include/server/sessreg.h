@@ -36,7 +36,7 @@ enum sessreg_mode {
 /* One session of the account on this node, as the node knows it. */
 struct sessreg_local {
     uint32_t gen;
-    int64_t since_ms;               /* login time, epoch ms */
+    int64_t since_ms;               /* login time, epoch ms; -1: leave its field alone */
     char device[QC_DEVICE_MAX + 1]; /* "default" when unnamed */
 };
 

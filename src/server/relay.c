@@ -1191,8 +1191,10 @@ static void rsess_inherit(void *arg, int32_t uid, const struct online_loc *loc)
 /*
  * uid's sessions on this node that count, for the script; locs[] is room
  * for the online table's rows.  A heartbeat writes only sessions whose
- * login was claimed (two logins racing must meet in their claims, not in a
- * heartbeat that wrote one of them early).
+ * login was claimed and leaves the field of one whose claim is still out
+ * alone (two logins racing must meet in their claims: a heartbeat that
+ * wrote one early, or dropped the field its claim had just written, would
+ * let both stay).
  */
 static size_t registry_local(struct relay *r, int32_t uid, struct sessreg_local *out,
                              struct online_loc *locs, bool claimed_only)
@@ -1201,10 +1203,11 @@ static size_t registry_local(struct relay *r, int32_t uid, struct sessreg_local 
     for (size_t i = 0; i < n; i++) {
         struct rsess *s = rsess_of(r, locs[i].gen);
         /* Without a record its CLAIM is still on the way: it counts when that runs. */
-        if (s == NULL || s->kicked || (claimed_only && !s->claimed))
+        if (s == NULL || s->kicked)
             continue;
         out[k].gen = locs[i].gen;
-        out[k].since_ms = s->since_ms;
+        /* a heartbeat leaves a login whose claim is still out to that claim */
+        out[k].since_ms = claimed_only && !s->claimed ? -1 : s->since_ms;
         /* "": the registry keeps what it holds for a session older than this relay */
         strlcpy(out[k].device, s->inherited ? "" : s->device, sizeof out[k].device);
         k++;

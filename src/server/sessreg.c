@@ -11,7 +11,9 @@
  *        6 max sessions, 7 now (epoch ms), 8 the deadline written,
  *        9 the key's TTL in ms, then per session of this node: field, since,
  *        device (device "": a session this relay inherited; what the hash
- *        holds for it is kept, else "default" since the given time).
+ *        holds for it is kept, else "default" since the given time; since
+ *        "-": a heartbeat's session whose claim is still out, its field
+ *        neither written nor dropped).
  * It answers { status, kicked fields... }: status 0, or -2 refused (nothing
  * of the other nodes changed, the new session not written).  The kicked
  * fields are the sessions the login replaces (same device, or the oldest
@@ -51,11 +53,15 @@ static const char claim_script[] =
     "local mine = {}\n"
     "for i = 10, #ARGV - 2, 3 do\n"
     "  local ss, d = ARGV[i + 1], ARGV[i + 2]\n"
-    "  if d == '' then\n"
-    "    local st = stored[ARGV[i]]\n"
-    "    if st then ss, d = st.s, st.d else d = 'default' end\n"
+    "  if ss == '-' then\n"
+    "    drop[ARGV[i]] = nil\n"
+    "  else\n"
+    "    if d == '' then\n"
+    "      local st = stored[ARGV[i]]\n"
+    "      if st then ss, d = st.s, st.d else d = 'default' end\n"
+    "    end\n"
+    "    mine[#mine + 1] = { f = ARGV[i], s = tonumber(ss), ss = ss, d = d, mine = true }\n"
     "  end\n"
-    "  mine[#mine + 1] = { f = ARGV[i], s = tonumber(ss), ss = ss, d = d, mine = true }\n"
     "end\n"
     "local status, kicked = 0, {}\n"
     "if mode == 'r' then\n"
@@ -167,7 +173,8 @@ int sessreg_build(struct sessreg_cmd *cmd, const struct sessreg_claim *c,
           push_num(cmd, c->max) | push_num(cmd, c->now_ms) | push_num(cmd, c->now_ms + c->ttl_ms) |
           push_num(cmd, c->ttl_ms);
     for (size_t i = 0; i < n && rc == 0; i++)
-        rc |= push_field(cmd, c->node, local[i].gen) | push_num(cmd, local[i].since_ms) |
+        rc |= push_field(cmd, c->node, local[i].gen) |
+              (local[i].since_ms < 0 ? push_str(cmd, "-") : push_num(cmd, local[i].since_ms)) |
               push_str(cmd, local[i].device);
     if (rc == 0)
         return 0;
