@@ -128,7 +128,7 @@ done
 if [ -n "${QCHAT_MYSQL_SOCKET:-}" ]; then
     for t in "$B"/tests/it_*; do
         [ -f "$t" ] && [ -x "$t" ] || continue
-        case $(basename "$t") in it_mysql|it_cluster) continue ;; esac
+        case $(basename "$t") in it_mysql|it_cluster|it_xsessions) continue ;; esac
         QCHAT_TEST_STORAGE=mysql run_one cmocka "$t" mysql
     done
 fi
@@ -136,6 +136,10 @@ fi
 # relays with redis.cluster = yes (sharded pub/sub, issue 16).
 if [ -x "$B/tests/it_cluster" ]; then
     QCHAT_TEST_REDIS_CLUSTER=1 run_one cmocka "$B/tests/it_cluster" rediscluster
+fi
+# [session] mode across nodes (issue 15), on the Redis Cluster too.
+if [ -x "$B/tests/it_xsessions" ]; then
+    QCHAT_TEST_REDIS_CLUSTER=1 run_one cmocka "$B/tests/it_xsessions" rediscluster
 fi
 if [ -d tests/scripts ]; then
     for t in tests/scripts/*.sh; do

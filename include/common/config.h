@@ -63,6 +63,7 @@ struct qc_config {
     char redis_host[QC_CONFIG_STR_MAX]; /* "": single node, no relay */
     int redis_port;
     char redis_cluster[8]; /* "no" | "yes": Redis Cluster, sharded pub/sub (redis_cluster.c) */
+    int redis_session_ttl; /* seconds: the session registry's heartbeat deadline (sessreg.h) */
 
     /* [log] */
     int log_level;       /* enum log_level */

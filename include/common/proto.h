@@ -49,7 +49,9 @@ enum qc_msgid {
     QC_GROUP_DELETE_MSG = 46,      /* groupid                                */
     QC_GROUP_EVENT_MSG = 47,       /* push: groupid, event, userid, by       */
     QC_PASSWORD_MSG = 48,          /* old, new: change the password, revoke every token */
-    QC_MSGID_MAX = 48
+    QC_DEVICES_MSG = 49,           /* -> 50: the account's sessions (extension, issue 15) */
+    QC_DEVICES_MSG_ACK = 50,       /* errno, devices [{device, since, this}] */
+    QC_MSGID_MAX = 50
 };
 
 /* Stable error numbers, carried in "errno". */

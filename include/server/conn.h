@@ -86,9 +86,12 @@ struct conn {
     bool receipts;       /* session asked for RECEIPT_MSG pushes (LOGIN "receipts") */
     bool typing;         /* session asked for TYPING_MSG pushes (LOGIN "typing") */
 
-    int32_t uid;                  /* session user, 0 before login */
-    char token[QC_TOKEN_MAX + 1]; /* the session's login token ("": none), for LOGINOUT revoke */
-    uint32_t sgen;                /* session generation in the online table, 0: none */
+    int32_t uid;                    /* session user, 0 before login */
+    char token[QC_TOKEN_MAX + 1];   /* the session's login token ("": none), for LOGINOUT revoke */
+    uint32_t sgen;                  /* session generation in the online table, 0: none */
+    char device[QC_DEVICE_MAX + 1]; /* the session's device ("default" when unnamed) */
+    bool device_named;              /* the login named it */
+    int64_t since_ms;               /* login time, epoch ms (the devices list, the registry) */
     char name[QC_NAME_MAX + 1];
 
     struct frame_reader *fr; /* own parser state while a request is incomplete */

@@ -46,7 +46,12 @@ enum ipc_type {
     IPC_SUBSCRIBED,   /* relay -> worker: ipc_answer, Redis confirmed the SUB with token */
     IPC_REVOKE_USER,  /* master -> worker: ipc_user + the qchatctl connection (qchatctl revoke) */
     IPC_PURGE,        /* master -> worker: ipc_token, run the retention purge now (qchatctl) */
-    IPC_RESYNC, /* relay -> worker: ipc_token (0), Redis is back: fill sessions from the log */
+    IPC_RESYNC,  /* relay -> worker: ipc_token (0), Redis is back: fill sessions from the log */
+    IPC_CLAIM,   /* worker -> relay: ipc_claim + device, a new session under [session] mode */
+    IPC_CLAIMED, /* relay -> worker: ipc_answer, failed: IPC_CLAIM_OK / _UNAVAILABLE / _REFUSED */
+    IPC_SESSION_END,   /* worker -> relay: ipc_session, that session of the node ended */
+    IPC_DEVICES,       /* worker -> relay: ipc_query, the account's sessions cluster-wide */
+    IPC_DEVICES_REPLY, /* relay -> worker: ipc_answer + ipc_device records (each + device) */
     IPC_TYPE_COUNT
 };
 
@@ -58,6 +63,11 @@ enum ipc_type {
 #define IPC_F_EXACT \
     0x10 /* DELIVER: the sender addressed each session: none stands in for another */
 
+#define IPC_F_OTHERS 0x20 /* PUBLISH: for the user's sessions on the other nodes only */
+/* ipc_answer.failed of IPC_CLAIMED */
+#define IPC_CLAIM_OK          0
+#define IPC_CLAIM_UNAVAILABLE 1 /* Redis did not answer: the mode held on this node only */
+#define IPC_CLAIM_REFUSED     2 /* [session] mode = refuse: a session elsewhere */
 /* The relay's index among a worker's peers. */
 #define RELAY_PEER 64 /* == ONLINE_MAX_WORKERS */
 
@@ -114,6 +124,28 @@ struct ipc_published {
     int32_t failed; /* 1: Redis unavailable */
 };
 
+/* A new session of uid (worker's slot and generation) to claim cluster-wide (sessreg.h). */
+struct ipc_claim {
+    int32_t uid;
+    uint32_t token;   /* answered by IPC_CLAIMED */
+    uint32_t gen;     /* the session's generation on this node */
+    uint32_t mode;    /* enum online_mode */
+    uint32_t max;     /* [session] max_devices */
+    uint32_t named;   /* 1: the login named its device */
+    int64_t since_ms; /* login time, epoch ms */
+};
+struct ipc_query {
+    uint32_t token;
+    int32_t uid;
+};
+/* One session in IPC_DEVICES_REPLY's tail, followed by device_len bytes of its device. */
+struct ipc_device {
+    int32_t node;
+    uint32_t gen;
+    int64_t since_ms;
+    uint32_t device_len;
+    uint32_t pad;
+};
 struct ipc_token {
     uint32_t token;
 };

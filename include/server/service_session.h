@@ -51,6 +51,32 @@ bool session_is_token_login(struct json_object *req);
  */
 int session_open(struct worker *w, struct conn *c, int32_t uid, const char *name,
                  const struct login_wish *wish, const char *token);
+/*
+ * In a cluster: claim c's new session in the cluster's session registry
+ * (relay.c, sessreg.h), which applies [session] mode across nodes; the
+ * relay answers IPC_CLAIMED with token (the worker's claimed hook).  true
+ * when that answer is to be awaited; false when there is no relay to ask
+ * (the mode then holds on this node only) or in takeover, where the claim
+ * only lists the session (the cluster generation kicks, relay.c).
+ */
+bool session_claim(struct worker *w, struct conn *c, uint32_t token);
+/* Session gen of uid ended on this node: its registry field goes. */
+void session_registry_end(struct worker *w, int32_t uid, uint32_t gen);
+/*
+ * The last session of uid on this node ended: friends hear "offline" unless
+ * the registry still lists a session of uid on another node.
+ */
+void session_last_here_ended(struct worker *w, int32_t uid, const char *name);
+/* The relay link went away: questions to the registry are answered as failed. */
+void session_devices_relay_lost(struct worker *w);
+/*
+ * DEVICES_MSG 49: 50 {errno, devices: [{device, since, this}]}, the
+ * account's sessions from the registry (cluster-wide), or of this node
+ * when there is none.
+ */
+void service_devices(struct worker *w, struct conn *c, const char *seq);
+void service_session_install(struct worker *w);
+
 /* When a token issued now expires (epoch seconds): [session] token_days or token_seconds. */
 int64_t session_token_expiry(const struct worker *w);
 

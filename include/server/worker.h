@@ -56,6 +56,11 @@ struct worker_hooks {
     void (*numsub_done)(struct worker *w, uint32_t token, const uint8_t *online, size_t n,
                         bool failed);
     void (*subscribed)(struct worker *w, uint32_t token, bool failed);
+    /* peer.c: the session registry's answer to a login's claim, IPC_CLAIM_* (login.c) */
+    void (*claimed)(struct worker *w, uint32_t token, int32_t result);
+    /* peer.c: the registry's list of an account's sessions (service_session.c) */
+    void (*devices_done)(struct worker *w, uint32_t token, const char *tail, size_t len,
+                         bool failed);
     void (*relay_lost)(struct worker *w);
 };
 

@@ -26,6 +26,7 @@
  *   members:GID  leave:GID  kick:GID:ID  role:GID:ID:admin|normal
  *   rename:GID:NAME  delgroup:GID
  *   passwd:OLD:NEW               change the password (interactive: "passwd" asks)
+ *   devices                      the account's sessions, on every device
  *   login:ID:PASSWORD            log in
  *   register:NAME:PASSWORD       register a new user
  *   wait:MS                      print incoming messages for MS milliseconds

@@ -68,6 +68,8 @@ enum qchat_msgid {
     QCHAT_GROUP_DELETE = 46,
     QCHAT_GROUP_EVENT = 47,
     QCHAT_PASSWORD = 48,
+    QCHAT_DEVICES = 49, /* an extension (qchat-protocol(7)) */
+    QCHAT_DEVICES_ACK = 50,
 };
 
 /* A conversation: the other user of a one-to-one chat, or a group. */
@@ -175,6 +177,7 @@ void cmd_role(struct qchat *q, char *args);
 void cmd_rename(struct qchat *q, char *args);
 void cmd_delgroup(struct qchat *q, char *args);
 void cmd_passwd(struct qchat *q, char *args);
+void cmd_devices(struct qchat *q, char *args);
 
 /* qchat_conv.c */
 /* The conversation a chat object belongs to (for me, q->my_id). */

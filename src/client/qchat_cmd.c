@@ -364,6 +364,7 @@ static const struct command commands[] = {
     { "rename", "rename a group", "rename:groupid:groupname", cmd_rename },
     { "delgroup", "delete a group", "delgroup:groupid", cmd_delgroup },
     { "passwd", "change the password", "passwd:oldpassword:newpassword", cmd_passwd },
+    { "devices", "the account's sessions, every device", "devices", cmd_devices },
     { "login", "log in", "login:userid:password", cmd_login },
     { "register", "register a new user", "register:username:password", cmd_register },
     { "wait", "print incoming messages for MS ms", "wait:MS", cmd_wait },

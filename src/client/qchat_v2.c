@@ -5,7 +5,7 @@
  *   friends  accept:ID  decline:ID  unfriend:ID  block:ID  unblock:ID
  *   members:GID  leave:GID  kick:GID:ID  role:GID:ID:admin|normal
  *   rename:GID:NAME  delgroup:GID                           (issue 12)
- *   passwd[:OLD:NEW]                                        (issue 15)
+ *   passwd[:OLD:NEW]  devices                               (issue 15)
  *
  * Every request carries a "seq"; a request with its own reply (20, 22, 30,
  * 40) waits for that reply or for the generic ACK with the error, the
@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "qchat.h"
 
@@ -530,4 +531,55 @@ void cmd_passwd(struct qchat *q, char *args)
     change_password(q, args, newtext);
     explicit_bzero(args, strlen(args));
     explicit_bzero(newtext, strlen(newtext));
+}
+
+/* ---- devices -------------------------------------------------------------- */
+
+/* "device NAME since YYYY-MM-DD HH:MM:SS UTC[ (this one)]" */
+static void print_device(struct qchat *q, struct json_object *d)
+{
+    struct json_object *self;
+    int64_t since = 0;
+    char when[32] = "?";
+    const char *name = qjson_str(d, "device");
+
+    if (qjson_int(d, "since", &since) == 0 && since > 0) {
+        time_t t = (time_t)since;
+        struct tm tm;
+
+        if (gmtime_r(&t, &tm) != NULL)
+            strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+    }
+    out_line(q, "device %s since %s%s", name != NULL && *name ? name : "?", when,
+             json_object_object_get_ex(d, "this", &self) && json_object_get_boolean(self)
+                 ? " (this one)"
+                 : "");
+}
+
+void cmd_devices(struct qchat *q, char *args)
+{
+    struct json_object *reply, *devices;
+    size_t i, n;
+
+    if (args != NULL) {
+        cmd_usage_error(q, "devices");
+        return;
+    }
+    if (!qconn_ready(q))
+        return;
+    reply = query(q, new_request(QCHAT_DEVICES), QCHAT_DEVICES_ACK);
+    if (reply == NULL)
+        return;
+    devices = array_field(reply, "devices");
+    n = devices != NULL ? json_object_array_length(devices) : 0;
+    out_line(q, "devices: %zu", n);
+    for (i = 0; i < n; i++) {
+        struct json_object *d = json_object_array_get_idx(devices, i);
+
+        if (json_object_is_type(d, json_type_object))
+            print_device(q, d);
+        else
+            out_line(q, "error: unreadable devices entry");
+    }
+    json_object_put(reply);
 }

@@ -123,6 +123,9 @@ static const struct config_key config_keys[] = {
     ENUM_KEY("redis", "cluster", redis_cluster, "no", RESTART,
              "yes: host:port is a seed node of a Redis Cluster; sharded pub/sub per master", "no",
              "yes"),
+    INT_KEY("redis", "session_ttl", redis_session_ttl, 2, 3600, "30", LIVE,
+            "seconds a node's sessions stay in the cluster's session registry without its"
+            " heartbeat (a node that died stops counting after this)"),
 
     { "log",
       "level",

@@ -43,6 +43,11 @@ static const struct ipc_rule rules[IPC_TYPE_COUNT] = {
     [IPC_REVOKE_USER] = { "REVOKE_USER", sizeof(struct ipc_user), 0, true },
     [IPC_PURGE] = { "PURGE", sizeof(struct ipc_token), 0, false },
     [IPC_RESYNC] = { "RESYNC", sizeof(struct ipc_token), 0, false },
+    [IPC_CLAIM] = { "CLAIM", sizeof(struct ipc_claim), 1, false },
+    [IPC_CLAIMED] = { "CLAIMED", sizeof(struct ipc_answer), 0, false },
+    [IPC_SESSION_END] = { "SESSION_END", sizeof(struct ipc_session), 0, false },
+    [IPC_DEVICES] = { "DEVICES", sizeof(struct ipc_query), 0, false },
+    [IPC_DEVICES_REPLY] = { "DEVICES_REPLY", sizeof(struct ipc_answer), 1, false },
 };
 
 static const struct ipc_rule *rule_of(uint32_t type)

@@ -45,6 +45,7 @@
 #include "store/social.h"
 #include "server/reply.h"
 #include "server/route.h"
+#include "server/service_session.h"
 #include "server/session.h"
 #include "server/worker.h"
 
@@ -92,6 +93,8 @@ struct login_ctx {
     int err;
     bool want_numsub;             /* waiting for the relay's NUMSUB answer */
     bool want_sub;                /* waiting for Redis to confirm our SUBSCRIBE */
+    bool want_claim;              /* waiting for the session registry (service_session.h) */
+    bool refused;                 /* the registry refused it: [session] mode = refuse */
     struct presence_set state;    /* friends and members not online here */
     struct delivered_fence fence; /* other workers' cursors to wait for (delivered.h) */
     bool checking;                /* login_checked_start: check.open not called yet */
@@ -508,10 +511,21 @@ static struct conn *still_there(struct worker *w, const struct login_ctx *x)
     return c && c->cgen == x->cgen && c->state == CONN_OPEN && c->uid == x->uid ? c : NULL;
 }
 
+/* A session on another node holds the account ([session] mode = refuse): errno 2. */
+static void refuse(struct worker *w, struct conn *c, struct login_ctx *x)
+{
+    conn_release(w, c);
+    session_end(w, c);
+    reply_error(w, c, QC_LOGIN_MSG, x->has_seq ? x->seq : NULL, QC_ERESERVED2);
+}
+
 static void finish(struct worker *w, struct login_ctx *x)
 {
     struct conn *c = still_there(w, x);
-    if (c) {
+    if (c && x->refused) {
+        refuse(w, c, x);
+        conn_resume(w, c);
+    } else if (c) {
         send_reply(w, c, x);
         conn_resume(w, c);
     } else if ((c = worker_conn(w, x->slot)) != NULL && c->cgen == x->cgen &&
@@ -612,10 +626,11 @@ static void collected(void *arg, int err)
      */
     x->token = ++next_token ? next_token : ++next_token;
     x->want_sub = route_session_started(w, x->uid, x->token);
+    x->want_claim = x->want_sub && session_claim(w, c, x->token); /* mode across nodes */
     if (w->clustered)
         list_unknown(w, x);
     x->want_numsub = presence_ask(w, &x->state, presence_known, x);
-    if (x->want_sub || x->want_numsub) {
+    if (x->want_sub || x->want_claim || x->want_numsub) {
         x->next = waiting;
         waiting = x;
         return;
@@ -701,7 +716,7 @@ static struct login_ctx *waiting_reply(uint32_t token, struct login_ctx ***where
 
 static void finish_if_complete(struct worker *w, struct login_ctx *x, struct login_ctx **where)
 {
-    if (x->want_sub || x->want_numsub)
+    if (x->want_sub || x->want_claim || x->want_numsub)
         return;
     *where = x->next;
     finish(w, x);
@@ -728,8 +743,24 @@ void login_subscribed(struct worker *w, uint32_t token, bool failed)
     finish_if_complete(w, x, where);
 }
 
+/* The session registry answered the login's claim (IPC_CLAIM_*). */
+static void login_claimed(struct worker *w, uint32_t token, int32_t result)
+{
+    struct login_ctx **where, *x = waiting_reply(token, &where);
+    if (x == NULL || !x->want_claim)
+        return;
+    if (result == IPC_CLAIM_UNAVAILABLE)
+        log_warning("user %d: no answer from the session registry; [session] mode held on "
+                    "this node only",
+                    x->uid);
+    x->refused = result == IPC_CLAIM_REFUSED;
+    x->want_claim = false;
+    finish_if_complete(w, x, where);
+}
+
 void login_relay_lost(struct worker *w)
 {
+    session_devices_relay_lost(w);
     presence_relay_lost(w); /* first: a reply that waited only for presence goes now */
     while (waiting) {
         struct login_ctx *x = waiting;
@@ -742,5 +773,6 @@ void login_install(struct worker *w)
 {
     w->hooks.numsub_done = presence_numsub_done;
     w->hooks.subscribed = login_subscribed;
+    w->hooks.claimed = login_claimed;
     w->hooks.relay_lost = login_relay_lost;
 }

@@ -217,6 +217,24 @@ static void on_kick(void *ctx, uint32_t link, const struct ipc_msg *m)
     w->hooks.kick(w, s->uid, s->slot, s->gen, "logged in elsewhere");
 }
 
+static void on_claimed(void *ctx, uint32_t link, const struct ipc_msg *m)
+{
+    struct worker *w = ctx;
+    const struct ipc_answer *a = m->body;
+    (void)link;
+    if (w->hooks.claimed)
+        w->hooks.claimed(w, a->token, a->failed);
+}
+
+static void on_devices_reply(void *ctx, uint32_t link, const struct ipc_msg *m)
+{
+    struct worker *w = ctx;
+    const struct ipc_answer *a = m->body;
+    (void)link;
+    if (w->hooks.devices_done)
+        w->hooks.devices_done(w, a->token, m->tail, m->tail_len, a->failed != 0);
+}
+
 static void on_numsub_reply(void *ctx, uint32_t link, const struct ipc_msg *m)
 {
     struct worker *w = ctx;
@@ -253,7 +271,9 @@ static const struct ipc_handlers from_relay = {
             [IPC_PUBLISHED] = on_published,
             [IPC_NUMSUB_REPLY] = on_numsub_reply,
             [IPC_SUBSCRIBED] = on_subscribed,
-            [IPC_RESYNC] = on_resync },
+            [IPC_RESYNC] = on_resync,
+            [IPC_CLAIMED] = on_claimed,
+            [IPC_DEVICES_REPLY] = on_devices_reply },
 };
 
 const struct ipc_handlers *peer_handlers(uint32_t peer)

@@ -8,6 +8,11 @@
  *   "P<node>:<json>"  a presence notice      (dropped if nobody wants it)
  *   "K<node>:<gen>"   the user logged in on <node> with cluster generation <gen>:
  *                      every other node whose session is older kicks it
+ *   "D<node>:<n>:<g>" the session registry replaced session <g> of node <n>
+ *                      (refuse/multi, same device, beyond max_devices): <n> kicks it
+ *   "m<node>:<json>"  a chat (an echo) <node> delivered to the user's sessions
+ *   "p<node>:<json>"  there itself ([session] mode = multi): for every other node's
+ *                      sessions; <node> ignores it
  *
  * Subscriptions follow the online table: a worker says SUB when a user's
  * session starts on the node and UNSUB when the last one ends, and a
@@ -66,6 +71,8 @@
 #include "server/proc.h"
 #include "server/relay.h"
 #include "server/redis_cluster.h"
+#include "server/sessreg.h"
+#include "store/social.h"
 #include "server/metrics.h"
 #include "server/title.h"
 #include "server/slab.h"
@@ -145,6 +152,9 @@ struct relay {
     struct inttable *subscribed;  /* user ids whose channel is subscribed */
     struct inttable *sub_pending; /* uid -> SUBSCRIBE replies still to come */
     struct inttable *claims;      /* uid -> struct claim *: this node's newest login */
+    struct inttable *rsess;       /* session gen -> struct rsess *: the registry's view */
+    struct pclaim *pclaims;       /* registry claims waiting for their subscription */
+    int64_t next_sync_ms;         /* the registry's next heartbeat */
     struct slab *deliveries;      /* chats handed to workers, unconfirmed */
     int64_t now_ms;
     int64_t next_connect_ms;
@@ -238,6 +248,9 @@ static struct inttable *fresh_table(struct inttable *old)
 }
 
 static void claims_clear(struct relay *r);
+static void registry_claims_fail(struct relay *r);
+static void registry_subscribed(struct relay *r, uint32_t uid);
+static void foreign_drop(struct relay *r, int32_t uid, const char *payload, size_t len);
 
 /*
  * Forget every subscription (Redis went away: its subscriptions went with
@@ -488,6 +501,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         set_clear(r);
         reconcile(r);
         r->resync_wanted = true;
+        r->next_sync_ms = 0; /* a restarted Redis lost the session registry: write it now */
     }
     publish_state(r);
 }
@@ -590,6 +604,7 @@ static void drop_redis(struct relay *r, const char *why)
         redisAsyncFree(open[i]);
     r->shards_stale = false; /* the next connection reads the map anew */
     set_clear(r);
+    registry_claims_fail(r);
     r->stats->subscribed = 0;
     r->pub_outstanding = 0;
     if (!r->stopping && r->next_connect_ms == 0)
@@ -751,6 +766,7 @@ static void subscription_confirmed(struct relay *r, uint32_t uid)
     struct claim *cl = claim_of(r, uid);
     if (cl && cl->state == CLAIM_WAIT_SUB && inttable_get(r->subscribed, uid, NULL))
         claim_generation(r, uid, cl);
+    registry_subscribed(r, uid); /* even if unsubscribed meanwhile: nobody is left waiting */
 }
 
 static bool subscription_active(struct relay *r, uint32_t uid)
@@ -806,6 +822,26 @@ static void foreign_kick(struct relay *r, int32_t uid, const struct ipc_session 
     /* Otherwise ours is newer (that node hears our kick), or compared once ours is known. */
 }
 
+/*
+ * A copy for every session of uid here but skip_gen, confirmed by nobody:
+ * a chat is in the log already (a session that misses it is filled from
+ * there), a notice is best effort.  Each copy names its session exactly.
+ */
+static void deliver_to_sessions(struct relay *r, int32_t uid, uint32_t flags, uint32_t skip_gen,
+                                const char *payload, size_t plen)
+{
+    struct online_loc locs[ONLINE_USER_MAX];
+    size_t n = online_sessions(r->online, uid, locs, ONLINE_USER_MAX);
+    for (size_t i = 0; i < n; i++) {
+        if (locs[i].gen == skip_gen || locs[i].worker >= r->nworkers)
+            continue;
+        struct ipc_deliver dv = {
+            .uid = uid, .slot = locs[i].slot, .gen = locs[i].gen, .flags = flags | IPC_F_EXACT
+        };
+        send_to_worker(r, locs[i].worker, IPC_DELIVER, &dv, payload, plen);
+    }
+}
+
 static void deliver_from_redis(struct relay *r, int32_t uid, const char *msg, size_t len)
 {
     if (len < 3)
@@ -815,6 +851,19 @@ static void deliver_from_redis(struct relay *r, int32_t uid, const char *msg, si
     if (colon == NULL)
         return;
     long node = strtol(msg + 1, NULL, 10);
+    /*
+     * 'm' and 'p': a chat or notice the sending node delivered to the user's
+     * sessions there itself, published for every other node's ([session]
+     * mode = multi); it goes to every session here.
+     */
+    if (type == 'm' || type == 'p') {
+        if (node == r->cfg.node_id)
+            return;
+        r->stats->received++;
+        deliver_to_sessions(r, uid, type == 'm' ? IPC_F_CHAT : IPC_F_NOTICE, 0, colon + 1,
+                            len - (size_t)(colon + 1 - msg));
+        return;
+    }
     const char *payload = colon + 1;
     size_t plen = len - (size_t)(payload - msg);
     struct online_loc loc;
@@ -850,16 +899,16 @@ static void deliver_from_redis(struct relay *r, int32_t uid, const char *msg, si
         d->payload = copy;
         d->len = plen;
         send_delivery(r, token, d, loc.worker, &loc, loc.gen == 0);
+        if (loc.gen != 0) /* the user's other sessions here (multi) */
+            deliver_to_sessions(r, uid, IPC_F_CHAT, loc.gen, payload, plen);
         break;
     }
-    case 'P':
-        dv.flags = IPC_F_NOTICE;
-        send_to_worker(r, loc.worker, IPC_DELIVER, &dv, payload, plen);
-        break;
+    case 'P': deliver_to_sessions(r, uid, IPC_F_NOTICE, 0, payload, plen); break;
     case 'K':
         if (node != r->cfg.node_id)
             foreign_kick(r, uid, &kick, loc.worker, strtoull(payload, NULL, 10));
         break;
+    case 'D': foreign_drop(r, uid, payload, plen); break;
     default: break;
     }
 }
@@ -1043,6 +1092,467 @@ static void reconcile(struct relay *r)
     free(settled.ids);
 }
 
+/* ---- the session registry: [session] mode across nodes (sessreg.h) ------- */
+
+/*
+ * Every session of the node as the registry knows it (by its node-unique
+ * generation): login time and device, which the online table does not
+ * keep.  A login's claim runs the registry's script once the user's channel
+ * is subscribed here (so every field in the registry stands for a node that
+ * hears a 'D' kick published for it), with this node's sessions from the
+ * online table; sessions this relay kicked no longer count.
+ */
+struct rsess {
+    int32_t uid;
+    bool kicked;    /* this relay kicked it, or its login was refused: it no longer counts */
+    bool claimed;   /* its login's claim is answered (or it was here before the relay) */
+    bool inherited; /* online before this relay started: device and login time unknown */
+    int64_t since_ms;
+    char device[QC_DEVICE_MAX + 1];
+};
+
+/* A login's claim, waiting for its subscription, then for the script's answer. */
+struct pclaim {
+    struct pclaim *next;
+    int32_t uid;
+    uint32_t worker, token, gen, max;
+    enum online_mode mode;
+    bool named;
+    char device[QC_DEVICE_MAX + 1];
+};
+
+/* HGETALL for a devices list: who asks. */
+struct devices_req {
+    uint32_t worker, token;
+};
+
+#define RELAY_SYNC_MIN_MS 500 /* the registry's heartbeat, at most this often */
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t registry_ttl_ms(const struct relay *r)
+{
+    return (int64_t)r->cfg.redis_session_ttl * 1000;
+}
+
+static struct rsess *rsess_of(struct relay *r, uint32_t gen)
+{
+    uint64_t v;
+    return inttable_get(r->rsess, gen, &v) ? (struct rsess *)(uintptr_t)v : NULL;
+}
+
+static void rsess_note(struct relay *r, int32_t uid, uint32_t gen, int64_t since_ms,
+                       const char *device, size_t device_len)
+{
+    struct rsess *s = rsess_of(r, gen);
+    if (s == NULL) {
+        s = calloc(1, sizeof *s);
+        if (s == NULL || inttable_put(r->rsess, gen, (uintptr_t)s) < 0) {
+            free(s);
+            log_error("user %d: out of memory noting a session for the registry", uid);
+            return;
+        }
+    }
+    s->uid = uid;
+    s->kicked = s->inherited = false;
+    s->since_ms = since_ms;
+    if (device_len == 0 || device_len > QC_DEVICE_MAX) {
+        device = SOCIAL_DEVICE_DFLT;
+        device_len = strlen(SOCIAL_DEVICE_DFLT);
+    }
+    memcpy(s->device, device, device_len);
+    s->device[device_len] = '\0';
+}
+
+static void rsess_drop(struct relay *r, uint32_t gen)
+{
+    struct rsess *s = rsess_of(r, gen);
+    if (s == NULL)
+        return;
+    inttable_del(r->rsess, gen);
+    free(s);
+}
+
+/* A session already online when this relay started (its device is not known here). */
+static void rsess_inherit(void *arg, int32_t uid, const struct online_loc *loc)
+{
+    struct relay *r = arg;
+    rsess_note(r, uid, loc->gen, wall_ms(), NULL, 0);
+    struct rsess *s = rsess_of(r, loc->gen);
+    if (s)
+        s->claimed = s->inherited = true;
+}
+
+/*
+ * uid's sessions on this node that count, for the script; locs[] is room
+ * for the online table's rows.  A heartbeat writes only sessions whose
+ * login was claimed and leaves the field of one whose claim is still out
+ * alone (two logins racing must meet in their claims: a heartbeat that
+ * wrote one early, or dropped the field its claim had just written, would
+ * let both stay).
+ */
+static size_t registry_local(struct relay *r, int32_t uid, struct sessreg_local *out,
+                             struct online_loc *locs, bool claimed_only)
+{
+    size_t n = online_sessions(r->online, uid, locs, ONLINE_USER_MAX), k = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct rsess *s = rsess_of(r, locs[i].gen);
+        /* Without a record its CLAIM is still on the way: it counts when that runs. */
+        if (s == NULL || s->kicked)
+            continue;
+        out[k].gen = locs[i].gen;
+        /* a heartbeat leaves a login whose claim is still out to that claim */
+        out[k].since_ms = claimed_only && !s->claimed ? -1 : s->since_ms;
+        /* "": the registry keeps what it holds for a session older than this relay */
+        strlcpy(out[k].device, s->inherited ? "" : s->device, sizeof out[k].device);
+        k++;
+    }
+    return k;
+}
+
+/* A session of this node that a login elsewhere (or here) replaces. */
+static void kick_local_gen(struct relay *r, int32_t uid, uint32_t gen)
+{
+    struct online_loc locs[ONLINE_USER_MAX];
+    size_t n = online_sessions(r->online, uid, locs, ONLINE_USER_MAX);
+    for (size_t i = 0; i < n; i++) {
+        if (locs[i].gen != gen || locs[i].worker >= r->nworkers)
+            continue;
+        struct rsess *s = rsess_of(r, gen);
+        if (s)
+            s->kicked = true;
+        struct ipc_session kick = { .uid = uid, .slot = locs[i].slot, .gen = gen };
+        log_info("user %d: session %u replaced by a login (session registry)", uid, gen);
+        send_to_worker(r, locs[i].worker, IPC_KICK, &kick, NULL, 0);
+    }
+}
+
+/* "D<this node>:<node>:<gen>": the relay of <node> kicks its session <gen>. */
+static void publish_drop(struct relay *r, int32_t uid, int node, uint32_t gen)
+{
+    char ch[RELAY_CHANNEL_MAX], msg[64];
+    channel_of((uint32_t)uid, ch);
+    struct redis_link *pub = pub_link(r, master_for(r, ch));
+    if (!pub->up)
+        return;
+    int n = snprintf(msg, sizeof msg, "D%d:%d:%u", r->cfg.node_id, node, gen);
+    if (r->pub_outstanding == 0)
+        r->pub_last_progress_ms = r->now_ms;
+    r->pub_outstanding++;
+    r->stats->published++;
+    redisAsyncCommand(pub->ac, on_published, publish_tag(0, 0, IPC_F_KICK),
+                      r->shards ? "SPUBLISH %s %b" : "PUBLISH %s %b", ch, msg, (size_t)n);
+}
+
+static void answer_claim(struct relay *r, const struct pclaim *q, int32_t result)
+{
+    struct ipc_answer a = { .token = q->token, .failed = result };
+    if (q->token) /* 0: nobody waits (takeover: the claim only lists the session) */
+        send_to_worker(r, q->worker, IPC_CLAIMED, &a, NULL, 0);
+}
+
+/* The kicked fields the script listed: this node's sessions here, the others' by 'D'. */
+static void act_on_kicked(struct relay *r, const struct pclaim *q, const redisReply *rep)
+{
+    for (size_t i = 1; i < rep->elements; i++) {
+        const redisReply *f = rep->element[i];
+        int node;
+        uint32_t gen;
+        if (f->type != REDIS_REPLY_STRING || !sessreg_parse_field(f->str, f->len, &node, &gen))
+            continue;
+        if (node == r->cfg.node_id) {
+            kick_local_gen(r, q->uid, gen); /* the login itself when it was the oldest */
+        } else if (q->mode != ONLINE_TAKEOVER) {
+            publish_drop(r, q->uid, node, gen); /* takeover: the generation's K kicks */
+        }
+    }
+}
+
+static void on_claim_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct relay *r = &the_relay;
+    struct pclaim *q = priv;
+    redisReply *rep = reply;
+    (void)ac;
+    if (r->pub_outstanding)
+        r->pub_outstanding--;
+    r->pub_last_progress_ms = r->now_ms;
+    note_cluster_error(r, rep);
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+        rep->element[0]->type != REDIS_REPLY_INTEGER) {
+        log_warning("user %d: the session registry did not answer (%s); [session] mode holds "
+                    "on this node only for this login",
+                    q->uid, rep && rep->type == REDIS_REPLY_ERROR ? rep->str : "no reply");
+        answer_claim(r, q, IPC_CLAIM_UNAVAILABLE);
+    } else if (rep->element[0]->integer == SESSREG_REFUSED) {
+        struct rsess *s = rsess_of(r, q->gen);
+        if (s)
+            s->kicked = true; /* the worker ends it */
+        log_info("user %d: login refused: a session on another node ([session] mode = refuse)",
+                 q->uid);
+        answer_claim(r, q, IPC_CLAIM_REFUSED);
+    } else {
+        struct rsess *s = rsess_of(r, q->gen);
+        if (s)
+            s->claimed = true;
+        answer_claim(r, q, IPC_CLAIM_OK); /* first: a KICK of this very login follows it */
+        act_on_kicked(r, q, rep);
+    }
+    free(q);
+}
+
+static char registry_mode(enum online_mode m)
+{
+    return m == ONLINE_REFUSE  ? SESSREG_REFUSE
+           : m == ONLINE_MULTI ? SESSREG_MULTI
+                               : SESSREG_TAKEOVER;
+}
+
+/*
+ * Run the registry's script for uid: a login's claim (q), or the heartbeat
+ * (q NULL).  false when Redis is not there or memory ran out.
+ */
+static bool run_registry(struct relay *r, int32_t uid, struct pclaim *q)
+{
+    char key[SESSREG_KEY_MAX];
+    sessreg_key(uid, key);
+    struct redis_link *pub = pub_link(r, master_for(r, key));
+    if (!pub->up)
+        return false;
+    static struct sessreg_local local[ONLINE_USER_MAX];
+    struct online_loc locs[ONLINE_USER_MAX];
+    size_t n = registry_local(r, uid, local, locs, q == NULL);
+    struct sessreg_claim c = { .uid = uid,
+                               .node = r->cfg.node_id,
+                               .mode = q ? (enum sessreg_mode)registry_mode(q->mode) : SESSREG_SYNC,
+                               .gen = q ? q->gen : 0,
+                               .device = q ? q->device : "",
+                               .named = q && q->named,
+                               .max = q ? q->max : 0,
+                               .now_ms = wall_ms(),
+                               .ttl_ms = registry_ttl_ms(r) };
+    struct sessreg_cmd cmd;
+    if (sessreg_build(&cmd, &c, local, n) < 0)
+        return false;
+    if (q) {
+        if (r->pub_outstanding == 0)
+            r->pub_last_progress_ms = r->now_ms;
+        r->pub_outstanding++;
+    }
+    redisAsyncCommandArgv(pub->ac, q ? on_claim_reply : NULL, q, cmd.argc, (const char **)cmd.argv,
+                          cmd.argvlen);
+    sessreg_cmd_free(&cmd);
+    return true;
+}
+
+static void claim_go(struct relay *r, struct pclaim *q)
+{
+    if (!run_registry(r, q->uid, q)) {
+        answer_claim(r, q, IPC_CLAIM_UNAVAILABLE);
+        free(q);
+    }
+}
+
+/* uid's channel is active here: its waiting claims go to the registry. */
+static void registry_subscribed(struct relay *r, uint32_t uid)
+{
+    for (struct pclaim **pp = &r->pclaims; *pp;) {
+        struct pclaim *q = *pp;
+        if ((uint32_t)q->uid != uid) {
+            pp = &q->next;
+            continue;
+        }
+        *pp = q->next;
+        claim_go(r, q);
+    }
+}
+
+/* Redis went away: every waiting claim is answered (the mode held on this node only). */
+static void registry_claims_fail(struct relay *r)
+{
+    while (r->pclaims) {
+        struct pclaim *q = r->pclaims;
+        r->pclaims = q->next;
+        answer_claim(r, q, IPC_CLAIM_UNAVAILABLE);
+        free(q);
+    }
+}
+
+static void on_claim(void *ctx, uint32_t k, const struct ipc_msg *m)
+{
+    struct relay *r = ctx;
+    const struct ipc_claim *c = m->body;
+    rsess_note(r, c->uid, c->gen, c->since_ms, m->tail, m->tail_len);
+    struct pclaim *q = calloc(1, sizeof *q);
+    if (q == NULL) {
+        struct ipc_answer a = { .token = c->token, .failed = IPC_CLAIM_UNAVAILABLE };
+        if (c->token)
+            send_to_worker(r, k, IPC_CLAIMED, &a, NULL, 0);
+        return;
+    }
+    *q = (struct pclaim){ .uid = c->uid,
+                          .worker = k,
+                          .token = c->token,
+                          .gen = c->gen,
+                          .max = c->max,
+                          .mode = (enum online_mode)c->mode,
+                          .named = c->named != 0 };
+    const struct rsess *s = rsess_of(r, c->gen);
+    strlcpy(q->device, s ? s->device : SOCIAL_DEVICE_DFLT, sizeof q->device);
+    if (!inttable_get(r->subscribed, (uint32_t)c->uid, NULL)) {
+        answer_claim(r, q, IPC_CLAIM_UNAVAILABLE); /* the SUB found Redis away */
+        free(q);
+    } else if (subscription_active(r, (uint32_t)c->uid)) {
+        claim_go(r, q);
+    } else {
+        q->next = r->pclaims;
+        r->pclaims = q;
+    }
+}
+
+static void on_session_end(void *ctx, uint32_t k, const struct ipc_msg *m)
+{
+    struct relay *r = ctx;
+    const struct ipc_session *s = m->body;
+    (void)k;
+    rsess_drop(r, s->gen);
+    char key[SESSREG_KEY_MAX], field[SESSREG_FIELD_MAX];
+    sessreg_key(s->uid, key);
+    snprintf(field, sizeof field, "%d:%u", r->cfg.node_id, s->gen);
+    struct redis_link *pub = pub_link(r, master_for(r, key));
+    if (pub->up)
+        redisAsyncCommand(pub->ac, NULL, NULL, "HDEL %s %s", key, field);
+}
+
+/* A 'D' kick: "<node>:<gen>" names a session; ours is kicked. */
+static void foreign_drop(struct relay *r, int32_t uid, const char *payload, size_t len)
+{
+    int node;
+    uint32_t gen;
+    if (sessreg_parse_field(payload, len, &node, &gen) && node == r->cfg.node_id)
+        kick_local_gen(r, uid, gen);
+}
+
+/* ---- the devices list ---- */
+
+static void on_devices_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct relay *r = &the_relay;
+    struct devices_req *q = priv;
+    redisReply *rep = reply;
+    (void)ac;
+    note_cluster_error(r, rep);
+    struct ipc_answer a = { .token = q->token, .failed = 1 };
+    struct buf tail;
+    buf_init(&tail);
+    if (rep && rep->type == REDIS_REPLY_ARRAY) {
+        a.failed = 0;
+        int64_t now = wall_ms();
+        for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+            const redisReply *f = rep->element[i], *v = rep->element[i + 1];
+            struct ipc_device d = { 0 };
+            int64_t deadline;
+            const char *dev;
+            size_t dlen;
+            int node;
+            if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
+                !sessreg_parse_field(f->str, f->len, &node, &d.gen) ||
+                !sessreg_parse_value(v->str, v->len, &deadline, &d.since_ms, &dev, &dlen) ||
+                deadline < now || dlen > QC_DEVICE_MAX)
+                continue;
+            d.node = node;
+            d.device_len = (uint32_t)dlen;
+            if (buf_append(&tail, &d, sizeof d) < 0 || buf_append(&tail, dev, dlen) < 0) {
+                a.failed = 1;
+                break;
+            }
+        }
+    }
+    send_to_worker(r, q->worker, IPC_DEVICES_REPLY, &a, a.failed ? NULL : buf_head(&tail),
+                   a.failed ? 0 : buf_used(&tail));
+    buf_free(&tail);
+    free(q);
+}
+
+static void on_devices(void *ctx, uint32_t k, const struct ipc_msg *m)
+{
+    struct relay *r = ctx;
+    const struct ipc_query *h = m->body;
+    char key[SESSREG_KEY_MAX];
+    sessreg_key(h->uid, key);
+    struct redis_link *pub = pub_link(r, master_for(r, key));
+    struct devices_req *q = pub->up ? malloc(sizeof *q) : NULL;
+    if (q == NULL) {
+        struct ipc_answer a = { .token = h->token, .failed = 1 };
+        send_to_worker(r, k, IPC_DEVICES_REPLY, &a, NULL, 0);
+        return;
+    }
+    *q = (struct devices_req){ .worker = k, .token = h->token };
+    redisAsyncCommand(pub->ac, on_devices_reply, q, "HGETALL %s", key);
+}
+
+/* ---- the heartbeat ---- */
+
+static void note_uid(void *arg, int32_t uid, const struct online_loc *loc)
+{
+    (void)loc;
+    set_add(arg, (uint32_t)uid);
+}
+
+static void sync_uid(void *arg, uint32_t uid, uint64_t value)
+{
+    (void)value;
+    run_registry(arg, (int32_t)uid, NULL);
+}
+
+struct gone_sessions {
+    struct relay *r;
+    struct id_batch *b;
+};
+
+/* A noted session no longer in the online table (its worker died): forgotten. */
+static void note_gone_session(void *arg, uint32_t gen, uint64_t value)
+{
+    struct gone_sessions *g = arg;
+    const struct rsess *s = (const struct rsess *)(uintptr_t)value;
+    struct online_loc locs[ONLINE_USER_MAX];
+    size_t n = online_sessions(g->r->online, s->uid, locs, ONLINE_USER_MAX);
+    for (size_t i = 0; i < n; i++)
+        if (locs[i].gen == gen)
+            return;
+    batch_add(g->b, gen);
+}
+
+/*
+ * Every registry_ttl/3: each user of the node gets its fields rewritten
+ * with a fresh deadline (and fields of sessions that are gone dropped), so
+ * the registry holds a node's sessions exactly while the node lives.
+ */
+static void registry_heartbeat(struct relay *r)
+{
+    if (r->now_ms < r->next_sync_ms || !all_links_up(r))
+        return;
+    int64_t every = registry_ttl_ms(r) / 3;
+    r->next_sync_ms = r->now_ms + (every < RELAY_SYNC_MIN_MS ? RELAY_SYNC_MIN_MS : every);
+    struct id_batch gone = { .r = r };
+    struct gone_sessions g = { .r = r, .b = &gone };
+    inttable_foreach(r->rsess, note_gone_session, &g);
+    for (uint32_t i = 0; i < gone.n; i++)
+        rsess_drop(r, gone.ids[i]);
+    free(gone.ids);
+    struct inttable *users = inttable_new();
+    if (users == NULL)
+        return;
+    online_foreach(r->online, note_uid, users);
+    inttable_foreach(users, sync_uid, r);
+    inttable_free(users);
+}
+
 /* ---- publisher: messages for users elsewhere ---------------------------- */
 
 /* A PUBLISH's privdata: the asking worker and its token, no allocation. */
@@ -1089,6 +1599,8 @@ static void publish_for_worker(struct relay *r, uint32_t k, const struct ipc_pub
         return;
     }
     char type = (h->kind & IPC_F_KICK) ? 'K' : (h->kind & IPC_F_NOTICE) ? 'P' : 'M';
+    if (h->kind & IPC_F_OTHERS)
+        type = type == 'P' ? 'p' : 'm'; /* the sender's own node has delivered it */
     int hl = snprintf(head, sizeof head, "%c%d:", type, r->cfg.node_id);
     struct buf body;
     buf_init(&body);
@@ -1309,7 +1821,10 @@ static const struct ipc_handlers from_worker = {
             [IPC_UNSUB] = on_unsub,
             [IPC_CONFIRM] = on_confirm,
             [IPC_PUBLISH] = on_publish_request,
-            [IPC_NUMSUB] = on_numsub_request },
+            [IPC_NUMSUB] = on_numsub_request,
+            [IPC_CLAIM] = on_claim,
+            [IPC_SESSION_END] = on_session_end,
+            [IPC_DEVICES] = on_devices },
 };
 
 static void read_worker(struct relay *r, uint32_t k)
@@ -1447,6 +1962,7 @@ static void on_tick(void *ctx)
         drop_redis(r, "no reply within the timeout");
     if (r->now_ms >= r->next_reconcile_ms)
         reconcile(r);
+    registry_heartbeat(r);
     resync_when_subscribed(r);
 }
 
@@ -1541,13 +2057,16 @@ void relay_main(uint32_t nworkers, int channel_fd, const int *worker_fds,
     r->subscribed = inttable_new();
     r->sub_pending = inttable_new();
     r->claims = inttable_new();
+    r->rsess = inttable_new();
     for (uint32_t k = 0; k < ONLINE_MAX_WORKERS; k++)
         ipc_chan_init(&r->workers[k].ch, -1);
     if (r->pkt == NULL || r->deliveries == NULL || r->subscribed == NULL ||
-        r->sub_pending == NULL || r->claims == NULL || open_sources(r, worker_fds) < 0) {
+        r->sub_pending == NULL || r->claims == NULL || r->rsess == NULL ||
+        open_sources(r, worker_fds) < 0) {
         log_error("relay setup: %s", strerror(errno));
         _exit(1);
     }
+    online_foreach(online, rsess_inherit, r); /* sessions older than this relay */
     log_info("started (pid %d), redis %s:%d", (int)getpid(), cfg->redis_host, cfg->redis_port);
     connect_redis(r);
     metrics_attach(METRICS_RELAY_SLOT);

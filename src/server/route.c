@@ -78,6 +78,25 @@ static int publish_elsewhere(struct worker *w, int32_t uid, const char *payload,
     return send_message(w, &relay, uid, 0, flags, IPC_PUBLISH, payload, len);
 }
 
+/*
+ * [session] mode = multi in a cluster: what went to the user's sessions on
+ * this node is also published for the user's sessions on the other nodes
+ * (the relay there delivers it to each; this node's relay ignores it).
+ * Only a chat with a cseq (committed, so a lost PUBLISH is filled from the
+ * log) or a notice: nothing is kept or awaited.
+ */
+static void publish_for_other_nodes(struct worker *w, int32_t uid, const char *payload, size_t len,
+                                    uint32_t flags)
+{
+    int64_t conv, cseq;
+    if (!w->clustered || w->peers[RELAY_PEER].ch.fd < 0 ||
+        strcmp(w->cfg.session_mode, "multi") != 0 ||
+        ((flags & IPC_F_CHAT) && !delivered_position(payload, len, &conv, &cseq)))
+        return;
+    struct online_loc relay = { .worker = RELAY_PEER };
+    send_message(w, &relay, uid, 0, flags | IPC_F_OTHERS, IPC_PUBLISH, payload, len);
+}
+
 bool route_session_started(struct worker *w, int32_t uid, uint32_t token)
 {
     if (!w->clustered || w->peers[RELAY_PEER].ch.fd < 0)
@@ -176,14 +195,16 @@ enum route_result route_chat(struct worker *w, int32_t uid, const char *payload,
         metrics_count(QM_DELIVERIES, QM_PATH_RELAY);
         return ROUTE_SENT;
     }
-    return send_to_sessions(w, uid, payload, len, req, UINT32_MAX, 0) > 0 ? ROUTE_SENT
-                                                                          : ROUTE_OFFLINE;
+    size_t sent = send_to_sessions(w, uid, payload, len, req, UINT32_MAX, 0);
+    publish_for_other_nodes(w, uid, payload, len, IPC_F_CHAT);
+    return sent > 0 ? ROUTE_SENT : ROUTE_OFFLINE;
 }
 
 void route_echo(struct worker *w, int32_t uid, uint32_t gen, const char *payload, size_t len,
                 uint32_t req)
 {
     send_to_sessions(w, uid, payload, len, req, w->index, gen);
+    publish_for_other_nodes(w, uid, payload, len, IPC_F_CHAT);
 }
 
 /* A notice for one session at loc (dropped when it did not ask for them). */
@@ -211,6 +232,7 @@ void route_notice(struct worker *w, int32_t uid, const char *payload, size_t len
     }
     for (size_t k = 0; k < n; k++)
         notice_session(w, uid, &locs[k], payload, len, exact_if(n > 1));
+    publish_for_other_nodes(w, uid, payload, len, IPC_F_NOTICE);
 }
 
 void route_notice_others(struct worker *w, int32_t uid, uint32_t gen, const char *payload,
@@ -221,6 +243,7 @@ void route_notice_others(struct worker *w, int32_t uid, uint32_t gen, const char
     for (size_t k = 0; k < n; k++)
         if (locs[k].worker != w->index || locs[k].gen != gen)
             notice_session(w, uid, &locs[k], payload, len, exact_if(true));
+    publish_for_other_nodes(w, uid, payload, len, IPC_F_NOTICE);
 }
 
 void route_kick(struct worker *w, int32_t uid, uint32_t worker, uint32_t slot, uint32_t gen)

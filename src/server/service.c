@@ -383,6 +383,12 @@ static void handle_password(struct worker *w, struct conn *c, const struct reque
     service_password(w, c, r->obj, r->msgid, r->seq);
 }
 
+/* DEVICES_MSG 49 (an extension: qchat-protocol(7)): service_session.c. */
+static void handle_devices(struct worker *w, struct conn *c, const struct request *r)
+{
+    service_devices(w, c, r->seq);
+}
+
 static void handle_heartbeat(struct worker *w, struct conn *c, const struct request *r)
 {
     reply_ack(w, c, r->msgid, r->seq, 0, 0, 0, 0);
@@ -427,6 +433,7 @@ static const struct {
     [QC_READ_MSG] = { handle_log, true },
     [QC_TYPING_MSG] = { handle_log, true },
     [QC_PASSWORD_MSG] = { handle_password, true },
+    [QC_DEVICES_MSG] = { handle_devices, true },
 };
 
 /* "seq" is echoed verbatim: an integer or a short string. */

@@ -22,6 +22,9 @@
 #include "server/conn.h"
 #include "server/crypt_pool.h"
 #include "server/guard.h"
+#include "server/ipc.h"
+#include "server/online.h"
+#include "server/peer.h"
 #include "server/login.h"
 #include "server/metrics.h"
 #include "server/reply.h"
@@ -84,6 +87,13 @@ static enum online_mode configured_mode(const struct worker *w)
     return ONLINE_TAKEOVER;
 }
 
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void kick_replaced(struct worker *w, int32_t uid, const struct online_loc *kicked, size_t n)
 {
     for (size_t k = 0; k < n; k++)
@@ -116,6 +126,9 @@ int session_open(struct worker *w, struct conn *c, int32_t uid, const char *name
     conn_end_prelogin(w, c);
     strlcpy(c->name, name, sizeof c->name);
     strlcpy(c->token, token ? token : "", sizeof c->token);
+    strlcpy(c->device, wish->device, sizeof c->device);
+    c->device_named = wish->named;
+    c->since_ms = wall_ms();
     w->stats->sessions++;
     kick_replaced(w, uid, kicked, nkicked);
     social_session_started(w, c); /* the session's blocks, for the chat check */
@@ -551,4 +564,259 @@ bool service_password_done(struct worker *w, struct conn *c, const struct crypt_
     if (err)
         reply_error(w, c, job->msgid, seq, err);
     return err != 0;
+}
+
+/* ---- the cluster's session registry (relay.c, sessreg.h) ----------------- */
+
+static bool relay_linked(const struct worker *w)
+{
+    return w->clustered && w->peers[RELAY_PEER].ch.fd >= 0;
+}
+
+bool session_claim(struct worker *w, struct conn *c, uint32_t token)
+{
+    if (!relay_linked(w) || c->sgen == 0)
+        return false;
+    /*
+     * takeover: the cluster generation decides (relay.c); the claim only
+     * lists the session for DEVICES, and the login does not wait for it.
+     */
+    bool wait = configured_mode(w) != ONLINE_TAKEOVER;
+    struct ipc_claim cl = { .uid = c->uid,
+                            .token = wait ? token : 0,
+                            .gen = c->sgen,
+                            .mode = (uint32_t)configured_mode(w),
+                            .max = (uint32_t)w->cfg.max_devices,
+                            .named = c->device_named,
+                            .since_ms = c->since_ms };
+    return peer_send(w, RELAY_PEER, IPC_CLAIM, &cl, c->device, strlen(c->device)) == 0 && wait;
+}
+
+void session_registry_end(struct worker *w, int32_t uid, uint32_t gen)
+{
+    struct ipc_session s = { .uid = uid, .gen = gen };
+    if (relay_linked(w))
+        peer_send(w, RELAY_PEER, IPC_SESSION_END, &s, NULL, 0);
+}
+
+/* ---- asking the registry for an account's sessions ----------------------- */
+
+typedef void (*devices_fn)(struct worker *w, void *arg, const char *tail, size_t len, bool failed);
+
+/* A question to the relay, answered by IPC_DEVICES_REPLY with its token. */
+struct devices_ask {
+    struct devices_ask *next;
+    uint32_t token;
+    devices_fn fn;
+    void *arg;
+};
+
+static struct devices_ask *asking; /* this worker's questions in flight */
+static uint32_t next_ask_token;
+
+/* Ask for uid's sessions cluster-wide; false when there is no relay to ask. */
+static bool ask_devices(struct worker *w, int32_t uid, devices_fn fn, void *arg)
+{
+    if (!relay_linked(w))
+        return false;
+    struct devices_ask *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        return false;
+    a->token = ++next_ask_token ? next_ask_token : ++next_ask_token;
+    a->fn = fn;
+    a->arg = arg;
+    struct ipc_query q = { .token = a->token, .uid = uid };
+    if (peer_send(w, RELAY_PEER, IPC_DEVICES, &q, NULL, 0) < 0) {
+        free(a);
+        return false;
+    }
+    a->next = asking;
+    asking = a;
+    return true;
+}
+
+static void devices_answered(struct worker *w, uint32_t token, const char *tail, size_t len,
+                             bool failed)
+{
+    for (struct devices_ask **pp = &asking; *pp; pp = &(*pp)->next) {
+        struct devices_ask *a = *pp;
+        if (a->token != token)
+            continue;
+        *pp = a->next;
+        a->fn(w, a->arg, tail, len, failed);
+        free(a);
+        return;
+    }
+}
+
+/* The relay went away: every question is answered as failed (the caller falls back). */
+void session_devices_relay_lost(struct worker *w)
+{
+    while (asking) {
+        struct devices_ask *a = asking;
+        asking = a->next;
+        a->fn(w, a->arg, NULL, 0, true);
+        free(a);
+    }
+}
+
+/* ---- presence across nodes: offline only when the last session anywhere ended ---- */
+
+struct offline_check {
+    int32_t uid;
+    char name[QC_NAME_MAX + 1];
+};
+
+static void offline_checked(struct worker *w, void *arg, const char *tail, size_t len, bool failed)
+{
+    struct offline_check *o = arg;
+    struct online_loc loc;
+    (void)tail;
+    /* Sessions elsewhere (len > 0), or one here again meanwhile: still online. */
+    if ((failed || len == 0) && !online_lookup(w->online, o->uid, &loc))
+        session_announce(w, o->uid, o->name, QC_STATE_OFFLINE);
+    free(o);
+}
+
+void session_last_here_ended(struct worker *w, int32_t uid, const char *name)
+{
+    struct offline_check *o = calloc(1, sizeof *o);
+    if (o == NULL) {
+        session_announce(w, uid, name, QC_STATE_OFFLINE);
+        return;
+    }
+    o->uid = uid;
+    strlcpy(o->name, name, sizeof o->name);
+    if (!ask_devices(w, uid, offline_checked, o)) {
+        session_announce(w, uid, name, QC_STATE_OFFLINE);
+        free(o);
+    }
+}
+
+/* ---- DEVICES_MSG 49 ------------------------------------------------------ */
+
+/* A DEVICES_MSG waiting for the registry (the connection is parked). */
+struct devices_req {
+    uint32_t slot, cgen;
+    int32_t uid;
+    uint32_t sgen;
+    char seq[QC_SEQ_MAX + 1];
+    bool has_seq;
+};
+
+static void device_item(struct buf *b, const char *device, size_t dlen, int64_t since_ms, bool self,
+                        int *rc)
+{
+    *rc |= buf_used(b) > 1 ? buf_append_char(b, ',') : 0;
+    *rc |= buf_append_str(b, "{\"device\":");
+    *rc |= json_append_string(b, device, dlen);
+    *rc |= buf_printf(b, ",\"since\":%lld,\"this\":%s}", (long long)(since_ms / 1000),
+                      self ? "true" : "false");
+}
+
+/* The registry's records: {node, gen, since, device_len} + device, one after another. */
+static int list_from_registry(struct worker *w, struct conn *c, const char *tail, size_t len,
+                              struct buf *items)
+{
+    int rc = buf_append_char(items, '[');
+    size_t at = 0;
+    while (at + sizeof(struct ipc_device) <= len) {
+        struct ipc_device d;
+        memcpy(&d, tail + at, sizeof d);
+        at += sizeof d;
+        if (d.device_len > len - at)
+            break;
+        bool self = d.node == w->cfg.node_id && d.gen == c->sgen;
+        device_item(items, tail + at, d.device_len, d.since_ms, self, &rc);
+        at += d.device_len;
+    }
+    return rc | buf_append_char(items, ']');
+}
+
+/*
+ * Without the registry: the sessions of this worker, with their devices;
+ * a session on another worker of the node is listed by the online table
+ * alone (its device is that worker's: "" here, since unknown: 0).
+ */
+static int list_from_node(struct worker *w, struct conn *c, struct buf *items)
+{
+    struct online_loc locs[ONLINE_USER_MAX];
+    size_t n = online_sessions(w->online, c->uid, locs, ONLINE_USER_MAX);
+    int rc = buf_append_char(items, '[');
+    for (size_t i = 0; i < n; i++) {
+        struct conn *s = locs[i].worker == w->index
+                             ? conn_of_session(w, c->uid, locs[i].slot, locs[i].gen)
+                             : NULL;
+        if (s)
+            device_item(items, s->device, strlen(s->device), s->since_ms, s == c, &rc);
+        else
+            device_item(items, "", 0, 0, false, &rc);
+    }
+    return rc | buf_append_char(items, ']');
+}
+
+static void send_devices(struct worker *w, struct conn *c, const char *seq, struct buf *items,
+                         int rc)
+{
+    if (rc < 0) {
+        reply_error(w, c, QC_DEVICES_MSG, seq, QC_EINTERNAL);
+        return;
+    }
+    struct buf b = worker_buf_take(w);
+    struct jsonw jw;
+    jsonw_begin(&jw, &b);
+    jsonw_int(&jw, "msgid", QC_DEVICES_MSG_ACK);
+    jsonw_int(&jw, "errno", 0);
+    if (seq)
+        jsonw_raw(&jw, "seq", seq, strlen(seq));
+    jsonw_raw(&jw, "devices", buf_head(items), buf_used(items));
+    reply_finish(w, c, &b, &jw);
+}
+
+static void devices_listed(struct worker *w, void *arg, const char *tail, size_t len, bool failed)
+{
+    struct devices_req *q = arg;
+    struct conn *c = worker_conn(w, q->slot);
+    if (c && c->cgen == q->cgen && c->state == CONN_OPEN) {
+        const char *seq = q->has_seq ? q->seq : NULL;
+        struct buf items;
+        buf_init(&items);
+        if (c->uid != q->uid || c->sgen != q->sgen)
+            reply_error(w, c, QC_DEVICES_MSG, seq, QC_ENOTLOGGEDIN);
+        else if (failed) /* Redis away: this node's sessions */
+            send_devices(w, c, seq, &items, list_from_node(w, c, &items));
+        else
+            send_devices(w, c, seq, &items, list_from_registry(w, c, tail, len, &items));
+        buf_free(&items);
+        conn_resume(w, c);
+    }
+    free(q);
+}
+
+void service_devices(struct worker *w, struct conn *c, const char *seq)
+{
+    struct devices_req *q = calloc(1, sizeof *q);
+    if (q != NULL) {
+        *q = (struct devices_req){
+            .slot = c->slot, .cgen = c->cgen, .uid = c->uid, .sgen = c->sgen
+        };
+        if (seq) {
+            strlcpy(q->seq, seq, sizeof q->seq);
+            q->has_seq = true;
+        }
+        if (ask_devices(w, c->uid, devices_listed, q)) {
+            c->busy = true; /* later requests wait for the answer, in order */
+            return;
+        }
+        free(q);
+    }
+    struct buf items;
+    buf_init(&items);
+    send_devices(w, c, seq, &items, list_from_node(w, c, &items));
+    buf_free(&items);
+}
+
+void service_session_install(struct worker *w)
+{
+    w->hooks.devices_done = devices_answered;
 }

@@ -10,6 +10,7 @@
 #include "server/reply.h"
 #include "server/route.h"
 #include "server/recover.h"
+#include "server/service_session.h"
 #include "server/session.h"
 #include "server/storage.h"
 #include "server/worker.h"
@@ -108,18 +109,21 @@ void session_end(struct worker *w, struct conn *c)
     if (c->sgen == 0)
         return;
     int32_t uid = c->uid;
-    bool removed = online_remove(w->online, uid, c->sgen);
+    uint32_t gen = c->sgen;
+    bool removed = online_remove(w->online, uid, gen);
     c->sgen = 0;
     c->uid = 0;
     c->presence = false;
     explicit_bzero(c->token, sizeof c->token);
     c->receipts = c->typing = false;
     w->stats->sessions--;
-    /* Presence is online while any session of the user is (several devices). */
+    if (removed)
+        session_registry_end(w, uid, gen);
+    /* Presence is online while any session of the user is (several devices, several nodes). */
     struct online_loc other;
     if (removed && !online_lookup(w->online, uid, &other)) {
         route_session_ended(w, uid);
-        session_announce(w, uid, c->name, QC_STATE_OFFLINE);
+        session_last_here_ended(w, uid, c->name);
     }
     log_debug("user %d: session ended on conn %u", uid, c->slot);
 }

@@ -505,6 +505,7 @@ static void install_layers(struct worker *w)
     reply_install(w);
     session_install(w);
     login_install(w);
+    service_session_install(w);
     service_install(w);
 }
 

@@ -475,6 +475,49 @@ long cl_gen_ttl(int32_t uid)
     return most;
 }
 
+/* HLEN of one key on port; -1: no answer (or MOVED: another master's). */
+static long hlen_at(int port, const char *key)
+{
+    redisContext *c = redis_at(port);
+    if (c == NULL)
+        return -1;
+    long n = -1;
+    redisReply *r = redisCommand(c, "HLEN %s", key);
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER)
+        n = (long)r->integer;
+    if (r != NULL)
+        freeReplyObject(r);
+    redisFree(c);
+    return n;
+}
+
+long cl_registry_len(int32_t uid)
+{
+    char key[64];
+    snprintf(key, sizeof key, "qchat:s:%d", (int)uid);
+    if (!cl.redis_cluster)
+        return hlen_at(cl.redis_port, key);
+    long most = -1;
+    for (int k = 0; k < cl.redis_nodes; k++) {
+        long n = hlen_at(cl.redis_ports[k], key);
+        if (n > most)
+            most = n;
+    }
+    return most;
+}
+
+bool cl_wait_registry_len(int32_t uid, long want, int timeout_ms)
+{
+    int64_t deadline = h_now_ms() + timeout_ms;
+    for (;;) {
+        if (cl_registry_len(uid) == want)
+            return true;
+        if (h_now_ms() >= deadline)
+            return false;
+        h_sleep_ms(POLL_MS);
+    }
+}
+
 bool cl_wait_numsub(int32_t uid, long want, int timeout_ms)
 {
     int64_t deadline = h_now_ms() + timeout_ms;
@@ -603,6 +646,8 @@ bool cl_node_running(int i)
     return true;
 }
 
+const char *cl_node_opts[CL_EXTRA_OPTS + 1];
+
 static pid_t spawn_node(int i)
 {
     struct cl_node *n = &cl.node[i];
@@ -640,6 +685,10 @@ static pid_t spawn_node(int i)
     for (int k = 0; k < o; k++) {
         argv[argc++] = "-o";
         argv[argc++] = opt[k];
+    }
+    for (int k = 0; k < CL_EXTRA_OPTS && cl_node_opts[k] != NULL; k++) {
+        argv[argc++] = "-o";
+        argv[argc++] = cl_node_opts[k];
     }
     argv[argc] = NULL;
     return h_spawn_logged(argv, n->log_path, NULL);

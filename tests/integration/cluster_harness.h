@@ -78,6 +78,15 @@ struct cl_cluster {
 };
 extern struct cl_cluster cl;
 
+/*
+ * Extra "KEY=VALUE" options (-o) for every node started from now on, after
+ * the harness's own (so they win); NULL-terminated, at most CL_EXTRA_OPTS.
+ * A test that sets them restarts the nodes (cl_node_start) and clears them
+ * when done.
+ */
+#define CL_EXTRA_OPTS 8
+extern const char *cl_node_opts[CL_EXTRA_OPTS + 1];
+
 /* Everything up: MariaDB, Redis, the nodes (relays connected), nginx.  0 or -1. */
 int cl_start(void);
 /* Everything down, by PID; the directory removed unless a test failed.  Idempotent. */
@@ -115,6 +124,13 @@ bool cl_wait_relay(int i, const char *state, int timeout_ms);
  */
 long cl_numsub(int32_t uid);
 bool cl_wait_numsub(int32_t uid, long want, int timeout_ms);
+/*
+ * Sessions of uid in the cluster's session registry (HLEN qchat:s:<uid>,
+ * fields whose deadline passed included until a claim drops them); -1 when
+ * Redis does not answer.
+ */
+long cl_registry_len(int32_t uid);
+bool cl_wait_registry_len(int32_t uid, long want, int timeout_ms);
 /* TTL in seconds of the user's login generation key (qchat:gen:<uid>), as TTL says. */
 long cl_gen_ttl(int32_t uid);
 /* Index of the node listing uid in {"cmd":"users"}, -1 if none. */

@@ -818,6 +818,37 @@ static void test_refused_token_and_kick(void **state)
 }
 
 /* Kill qchat processes and close fakes a failed test left behind. */
+/* devices (DEVICES_MSG 49, an extension): the request, the listing, an error, the usage. */
+static void test_devices(void **state)
+{
+    static struct qchat_proc p;
+    static struct fake f;
+
+    login(&p, &f, "tok-d", NULL);
+    qchat_cmd(&p, "devices");
+    struct json_object *req = fake_expect(&f, 49, "devices");
+    check_seq(req, "DEVICES_MSG");
+    H_CHECK(json_object_object_length(req) == 2, "DEVICES_MSG carries msgid and seq only: %s",
+            h_json(req));
+    fake_send(&f,
+              "{\"msgid\":50,\"errno\":0,\"seq\":%lld,\"devices\":[{\"device\":\"phone\","
+              "\"since\":1765000000,\"this\":false},{\"device\":\"laptop\",\"since\":1765003600,"
+              "\"this\":true}]}",
+              (long long)h_int(req, "seq"));
+    json_object_put(req);
+    qchat_next(&p, "devices: 2", "devices outcome");
+    qchat_next(&p, "device phone since 2025-12-06 05:46:40 UTC", "another device");
+    qchat_next(&p, "device laptop since 2025-12-06 06:46:40 UTC (this one)", "this device");
+
+    req = acked(&p, &f, "devices", 49, QC_ENOTLOGGEDIN, "error 8: not logged in");
+    json_object_put(req);
+    qchat_cmd(&p, "devices:all");
+    qchat_next(&p, "error: usage: devices", "devices takes no argument");
+    fake_expect_nothing(&f, 300, "a usage error sends nothing");
+    qchat_quit(&p, "after devices");
+    fake_free(&f);
+}
+
 static int cleanup(void **state)
 {
     qchat_kill_leftovers();
@@ -837,6 +868,7 @@ int main(void)
         cmocka_unit_test_teardown(test_conversations_friends_groups, cleanup),
         cmocka_unit_test_teardown(test_reconnect_with_token, cleanup),
         cmocka_unit_test_teardown(test_refused_token_and_kick, cleanup),
+        cmocka_unit_test_teardown(test_devices, cleanup),
     };
 
     signal(SIGPIPE, SIG_IGN);

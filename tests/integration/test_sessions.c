@@ -480,6 +480,53 @@ static void test_login_field_errors(void **state)
     stop_clean();
 }
 
+/*
+ * DEVICES_MSG 49 on one node (one worker, so every session's device is
+ * known to the worker that answers): every session with its device and
+ * login time, "this" on the asking one; a session that ended is gone.
+ */
+static void test_devices_lists_the_sessions(void **state)
+{
+    start_mode("multi", "server.workers=1");
+    struct h_user a;
+    h_new_offline_user(&a, "dev");
+    struct qclient *phone = login_ok(&a, "\"device\":\"phone\"");
+    struct qclient *plain = login_ok(&a, "");
+    int64_t seq = h_next_seq();
+    h_send(phone, "{\"msgid\":49,\"seq\":%lld}", (long long)seq);
+    struct json_object *r = h_expect(phone, 50, "DEVICES reply");
+    H_CHECK(h_int(r, "errno") == 0 && h_int(r, "seq") == seq, "DEVICES: %s", h_json(r));
+    struct json_object *devs = h_arr(r, "devices");
+    H_CHECK(json_object_array_length(devs) == 2, "two sessions: %s", h_json(r));
+    int seen_phone = 0, seen_default = 0;
+    for (size_t i = 0; i < 2; i++) {
+        struct json_object *d = json_object_array_get_idx(devs, i), *t;
+        bool self = json_object_object_get_ex(d, "this", &t) && json_object_get_boolean(t);
+        H_CHECK(h_int(d, "since") > 0, "a login time: %s", h_json(r));
+        if (strcmp(h_str(d, "device"), "phone") == 0) {
+            seen_phone++;
+            H_CHECK(self, "the phone asked: %s", h_json(r));
+        } else if (strcmp(h_str(d, "device"), "default") == 0) {
+            seen_default++;
+            H_CHECK(!self, "the unnamed session did not ask: %s", h_json(r));
+        }
+    }
+    H_CHECK(seen_phone == 1 && seen_default == 1, "phone and default: %s", h_json(r));
+    json_object_put(r);
+    h_close(plain);
+    H_CHECK(h_wait_online(a.id, true, H_REPLY_MS), "the phone stays online");
+    int64_t out_seq = h_next_seq();
+    h_send(phone, "{\"msgid\":10,\"seq\":%lld}", (long long)out_seq);
+    json_object_put(h_expect_ack(phone, 10, out_seq, 0, "LOGINOUT"));
+    h_send(phone, "{\"msgid\":49,\"seq\":%lld}", (long long)h_next_seq());
+    r = h_expect(phone, QC_ACK_MSG, "DEVICES without a session");
+    H_CHECK(h_int(r, "errno") == QC_ENOTLOGGEDIN && h_int(r, "req") == 49, "want errno 8: %s",
+            h_json(r));
+    json_object_put(r);
+    h_close(phone);
+    stop_clean();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -493,6 +540,7 @@ int main(void)
         H_TEST(test_token_expires),
         H_TEST(test_bad_tokens_throttled_like_passwords),
         H_TEST(test_login_field_errors),
+        H_TEST(test_devices_lists_the_sessions),
     };
     h_apply_filter();
     return cmocka_run_group_tests_name("sessions", tests, NULL, h_group_teardown);
