@@ -678,8 +678,6 @@ static pid_t spawn_node(int i)
     snprintf(opt[o++], OPT_MAX, "log.level=debug");
     /* The seed's immediate ADD_FRIEND, which the presence tests rely on. */
     snprintf(opt[o++], OPT_MAX, "social.friend_consent=no");
-    if (n->extra_opt != NULL)
-        snprintf(opt[o++], OPT_MAX, "%s", n->extra_opt); /* after the defaults: it wins */
     argv[argc++] = bin;
     argv[argc++] = "-f";
     for (int k = 0; k < o; k++) {

@@ -39,8 +39,6 @@ struct cl_node {
     pid_t children[CL_MAX_CHILDREN]; /* workers and relay seen, for kill -9 */
     char log_path[PATH_MAX];
     char ctl_path[PATH_MAX];
-    /* One more -o option for the node's next start (e.g. "social.friend_consent=yes"), or NULL. */
-    const char *extra_opt;
 };
 
 #define CL_REDIS_NODES_MAX 3 /* masters of the test's Redis Cluster */

@@ -772,9 +772,10 @@ static void test_presence_across_nodes(void **state)
 /* Restart both nodes with one more option (NULL: back to the defaults). */
 static void restart_nodes_with(const char *opt)
 {
+    cl_node_opts[0] = opt; /* NULL ends the list */
+    cl_node_opts[1] = NULL;
     for (int i = 0; i < CL_NODES; i++) {
         cl_node_stop(i);
-        cl.node[i].extra_opt = opt;
         H_CHECK(cl_node_start(i) == 0, "node %d did not start again with %s", i + 1,
                 opt ? opt : "the defaults");
     }
