@@ -27,6 +27,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/proto.h"
+
 #define ONLINE_MAX_WORKERS 64 /* hard limit on server.workers */
 #define ONLINE_SLOT_BITS   24 /* connection slots per worker: 16M */
 #define ONLINE_SLOT_MAX    ((1u << ONLINE_SLOT_BITS) - 1)
@@ -73,12 +75,22 @@ enum online_mode {
     ONLINE_MULTI,        /* same device replaced; beyond max sessions the oldest kicked */
 };
 
+/*
+ * What DEVICES_MSG tells of a session, kept beside its entry so that any
+ * worker of the node can list a user's sessions on every worker.
+ */
+struct online_note {
+    int64_t since_ms;               /* login time, wall clock */
+    char device[QC_DEVICE_MAX + 1]; /* the login's device ("default" when unnamed) */
+};
+
 /* The rule one login applies (online_login). */
 struct online_policy {
     enum online_mode mode;
-    uint32_t device; /* online_device_hash of the login's device name */
-    bool named;      /* the login named its device (refuse: unnamed is refused) */
-    uint32_t max;    /* ONLINE_MULTI: sessions per user, 1..ONLINE_USER_MAX */
+    uint32_t device;                /* online_device_hash of the login's device name */
+    bool named;                     /* the login named its device (refuse: unnamed is refused) */
+    uint32_t max;                   /* ONLINE_MULTI: sessions per user, 1..ONLINE_USER_MAX */
+    const struct online_note *note; /* kept for DEVICES_MSG; NULL: none */
 };
 
 #define ONLINE_USER_MAX 128  /* sessions of one user the table keeps (>= session.max_devices) */
@@ -108,6 +120,12 @@ int online_insert(struct online_table *t, int32_t uid, const struct online_loc *
  */
 int online_login(struct online_table *t, int32_t uid, const struct online_loc *loc,
                  const struct online_policy *p, struct online_loc *kicked, size_t *nkicked);
+/*
+ * uid's sessions on this node (every worker) with their notes, read under
+ * the table's lock; at most max.  For DEVICES_MSG, not for routing.
+ */
+size_t online_sessions_noted(struct online_table *t, int32_t uid, struct online_loc *locs,
+                             struct online_note *notes, size_t max);
 /*
  * Every session of uid on this node (no lock: a snapshot, each row checked
  * as online_lookup does), up to max, oldest first.  Returns how many.

@@ -110,7 +110,8 @@ static uint32_t capacity_for(uint32_t max_users)
 struct online_table *online_create(uint32_t max_users)
 {
     uint32_t n = capacity_for(max_users);
-    size_t size = sizeof(struct online_shared) + (size_t)n * sizeof(struct online_entry);
+    size_t size = sizeof(struct online_shared) + (size_t)n * sizeof(struct online_entry) +
+                  (size_t)n * sizeof(struct online_note); /* notes follow the entries */
     struct online_table *t = calloc(1, sizeof *t);
     if (t == NULL)
         return NULL;
@@ -201,6 +202,23 @@ static size_t find_rows(struct online_table *t, uint32_t uid, uint32_t rows[ONLI
     return n;
 }
 
+/* Entry i's note: the notes array follows the entries (the layout is this process's copy). */
+static struct online_note *note_of(struct online_table *t, uint32_t i)
+{
+    struct online_note *notes = (struct online_note *)(void *)&t->sh->entries[t->mask + 1];
+    return &notes[i];
+}
+
+/* Keep a login's note at entry i (or forget the entry's old one); locked. */
+static void keep_note(struct online_table *t, uint32_t i, const struct online_note *note)
+{
+    struct online_note *dst = note_of(t, i);
+    if (note != NULL)
+        *dst = *note;
+    else
+        memset(dst, 0, sizeof *dst);
+}
+
 static struct online_loc row_loc(struct online_table *t, uint32_t i)
 {
     struct online_loc l;
@@ -234,7 +252,8 @@ static bool choose_replaced(struct online_table *t, const uint32_t *rows, size_t
 }
 
 /* A new entry for uid on its probe chain: the first reusable one; locked. */
-static int add_row(struct online_table *t, uint32_t uid, uint64_t packed, uint32_t device)
+static int add_row(struct online_table *t, uint32_t uid, uint64_t packed, uint32_t device,
+                   const struct online_note *note)
 {
     if (atomic_load_explicit(&t->sh->count, memory_order_relaxed) >= t->max_users)
         return -1;
@@ -245,6 +264,7 @@ static int add_row(struct online_table *t, uint32_t uid, uint64_t packed, uint32
             continue;
         struct online_entry *e = &t->sh->entries[i];
         e->device = device;
+        keep_note(t, i, note);
         atomic_store_explicit(&e->loc, packed, memory_order_relaxed);
         atomic_store_explicit(&e->uid, uid, memory_order_release);
         atomic_fetch_add_explicit(&t->sh->count, 1, memory_order_relaxed);
@@ -279,6 +299,7 @@ int online_login(struct online_table *t, int32_t uid, const struct online_loc *l
         kicked[(*nkicked)++] = row_loc(t, rows[k]);
         if (reused == n) {
             t->sh->entries[rows[k]].device = p->device;
+            keep_note(t, rows[k], p->note);
             atomic_store_explicit(&t->sh->entries[rows[k]].loc, pack_loc(loc),
                                   memory_order_release);
             reused = k;
@@ -288,7 +309,7 @@ int online_login(struct online_table *t, int32_t uid, const struct online_loc *l
         if (kick[k] && k != reused)
             erase_entry(t, rows[k]);
     if (reused == n)
-        rc = add_row(t, (uint32_t)uid, pack_loc(loc), p->device);
+        rc = add_row(t, (uint32_t)uid, pack_loc(loc), p->device, p->note);
     online_unlock(t);
     return rc;
 }
@@ -332,6 +353,23 @@ size_t online_sessions(const struct online_table *t, int32_t uid, struct online_
         out[k] = l;
     }
     return n;
+}
+
+size_t online_sessions_noted(struct online_table *t, int32_t uid, struct online_loc *locs,
+                             struct online_note *notes, size_t max)
+{
+    uint32_t rows[ONLINE_USER_MAX];
+    online_lock(t);
+    size_t n = find_rows(t, (uint32_t)uid, rows), k = 0;
+    for (size_t r = 0; r < n && k < max; r++) {
+        struct online_loc l = row_loc(t, rows[r]);
+        if (!loc_valid(&l))
+            continue;
+        locs[k] = l;
+        notes[k++] = *note_of(t, rows[r]);
+    }
+    online_unlock(t);
+    return k;
 }
 
 int online_lookup(const struct online_table *t, int32_t uid, struct online_loc *out)

@@ -106,10 +106,13 @@ int session_open(struct worker *w, struct conn *c, int32_t uid, const char *name
     struct online_loc loc = { .worker = w->index,
                               .slot = c->slot,
                               .gen = online_next_gen(w->online) };
+    struct online_note note = { .since_ms = wall_ms() };
+    strlcpy(note.device, wish->device, sizeof note.device);
     struct online_policy p = { .mode = configured_mode(w),
                                .device = online_device_hash(wish->device),
                                .named = wish->named,
-                               .max = (uint32_t)w->cfg.max_devices };
+                               .max = (uint32_t)w->cfg.max_devices,
+                               .note = &note };
     struct online_loc kicked[ONLINE_USER_MAX];
     size_t nkicked;
     int rc = online_login(w->online, uid, &loc, &p, kicked, &nkicked);
@@ -128,7 +131,7 @@ int session_open(struct worker *w, struct conn *c, int32_t uid, const char *name
     strlcpy(c->token, token ? token : "", sizeof c->token);
     strlcpy(c->device, wish->device, sizeof c->device);
     c->device_named = wish->named;
-    c->since_ms = wall_ms();
+    c->since_ms = note.since_ms;
     w->stats->sessions++;
     kick_replaced(w, uid, kicked, nkicked);
     social_session_started(w, c); /* the session's blocks, for the chat check */
@@ -734,23 +737,19 @@ static int list_from_registry(struct worker *w, struct conn *c, const char *tail
 }
 
 /*
- * Without the registry: the sessions of this worker, with their devices;
- * a session on another worker of the node is listed by the online table
- * alone (its device is that worker's: "" here, since unknown: 0).
+ * Without the registry: the sessions of this node, on every worker, with
+ * the device and login time each login left beside its online-table entry.
  */
 static int list_from_node(struct worker *w, struct conn *c, struct buf *items)
 {
     struct online_loc locs[ONLINE_USER_MAX];
-    size_t n = online_sessions(w->online, c->uid, locs, ONLINE_USER_MAX);
+    struct online_note notes[ONLINE_USER_MAX];
+    size_t n = online_sessions_noted(w->online, c->uid, locs, notes, ONLINE_USER_MAX);
     int rc = buf_append_char(items, '[');
     for (size_t i = 0; i < n; i++) {
-        struct conn *s = locs[i].worker == w->index
-                             ? conn_of_session(w, c->uid, locs[i].slot, locs[i].gen)
-                             : NULL;
-        if (s)
-            device_item(items, s->device, strlen(s->device), s->since_ms, s == c, &rc);
-        else
-            device_item(items, "", 0, 0, false, &rc);
+        bool self = locs[i].worker == w->index && locs[i].slot == c->slot && locs[i].gen == c->sgen;
+        device_item(items, notes[i].device, strnlen(notes[i].device, QC_DEVICE_MAX),
+                    notes[i].since_ms, self, &rc);
     }
     return rc | buf_append_char(items, ']');
 }

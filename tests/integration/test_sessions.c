@@ -17,13 +17,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MULTI_DEVICES  5  /* sessions of one account in the fan-out test */
-#define THROTTLE_AFTER 5  /* failed logins before guard.c refuses (docs/SECURITY.md) */
-#define TOKEN_LIFE_S   1  /* session.token_seconds in the expiry test */
-#define TOKEN_CHARS    43 /* base64url of 32 bytes */
-#define EXPIRY_WAIT_US 2500000
-#define STR_(x)        #x
-#define STR(x)         STR_(x)
+#define MULTI_DEVICES      5  /* sessions of one account in the fan-out test */
+#define SPREAD_DEVICES_MAX 16 /* sessions the DEVICES test opens to reach a second worker */
+#define THROTTLE_AFTER     5  /* failed logins before guard.c refuses (docs/SECURITY.md) */
+#define TOKEN_LIFE_S       1  /* session.token_seconds in the expiry test */
+#define TOKEN_CHARS        43 /* base64url of 32 bytes */
+#define EXPIRY_WAIT_US     2500000
+#define STR_(x)            #x
+#define STR(x)             STR_(x)
 
 static void start_mode(const char *mode, const char *extra)
 {
@@ -480,39 +481,73 @@ static void test_login_field_errors(void **state)
     stop_clean();
 }
 
+/* Workers of this node holding a session of uid (control socket). */
+static int workers_holding(int32_t uid)
+{
+    int32_t ids[256];
+    int workers[256], mask = 0, count = 0;
+    int n = h_ctl_users(ids, workers, 256);
+    for (int i = 0; i < n; i++)
+        if (ids[i] == uid && workers[i] >= 0 && workers[i] < 31 && !(mask & 1 << workers[i])) {
+            mask |= 1 << workers[i];
+            count++;
+        }
+    return count;
+}
+
 /*
- * DEVICES_MSG 49 on one node (one worker, so every session's device is
- * known to the worker that answers): every session with its device and
- * login time, "this" on the asking one; a session that ended is gone.
+ * DEVICES_MSG 49 on one node without Redis: the sessions are spread over
+ * the workers, and the one asked lists every session with its device and
+ * login time (kept beside the online table's entries, so another worker's
+ * sessions are known too), "this" on the asking one; a session that ended
+ * is gone.
  */
 static void test_devices_lists_the_sessions(void **state)
 {
-    start_mode("multi", "server.workers=1");
+    start_mode("multi", "session.max_devices=" STR(SPREAD_DEVICES_MAX));
     struct h_user a;
     h_new_offline_user(&a, "dev");
     struct qclient *phone = login_ok(&a, "\"device\":\"phone\"");
     struct qclient *plain = login_ok(&a, "");
+    struct qclient *more[SPREAD_DEVICES_MAX];
+    int nmore = 0;
+    while (workers_holding(a.id) < 2 && nmore < SPREAD_DEVICES_MAX - 2) {
+        char f[48];
+        snprintf(f, sizeof f, "\"device\":\"dev%d\"", nmore);
+        more[nmore++] = login_ok(&a, f);
+    }
+    H_CHECK(workers_holding(a.id) >= 2, "%d sessions, all on one worker", nmore + 2);
+    print_message("devices: %d sessions on %d workers\n", nmore + 2, workers_holding(a.id));
+
     int64_t seq = h_next_seq();
     h_send(phone, "{\"msgid\":49,\"seq\":%lld}", (long long)seq);
     struct json_object *r = h_expect(phone, 50, "DEVICES reply");
     H_CHECK(h_int(r, "errno") == 0 && h_int(r, "seq") == seq, "DEVICES: %s", h_json(r));
     struct json_object *devs = h_arr(r, "devices");
-    H_CHECK(json_object_array_length(devs) == 2, "two sessions: %s", h_json(r));
-    int seen_phone = 0, seen_default = 0;
-    for (size_t i = 0; i < 2; i++) {
+    size_t want = (size_t)nmore + 2;
+    H_CHECK(json_object_array_length(devs) == want, "%zu sessions listed, want %zu: %s",
+            json_object_array_length(devs), want, h_json(r));
+    int seen_phone = 0, seen_default = 0, seen_more = 0;
+    for (size_t i = 0; i < want; i++) {
         struct json_object *d = json_object_array_get_idx(devs, i), *t;
         bool self = json_object_object_get_ex(d, "this", &t) && json_object_get_boolean(t);
-        H_CHECK(h_int(d, "since") > 0, "a login time: %s", h_json(r));
-        if (strcmp(h_str(d, "device"), "phone") == 0) {
+        const char *name = h_str(d, "device");
+        H_CHECK(h_int(d, "since") > 0, "every session has its login time: %s", h_json(r));
+        H_CHECK(self == (strcmp(name, "phone") == 0), "\"this\" on the phone alone: %s", h_json(r));
+        if (strcmp(name, "phone") == 0)
             seen_phone++;
-            H_CHECK(self, "the phone asked: %s", h_json(r));
-        } else if (strcmp(h_str(d, "device"), "default") == 0) {
+        else if (strcmp(name, "default") == 0)
             seen_default++;
-            H_CHECK(!self, "the unnamed session did not ask: %s", h_json(r));
-        }
+        else if (strncmp(name, "dev", 3) == 0 && atoi(name + 3) < nmore)
+            seen_more++;
+        else
+            H_CHECK(false, "a device nobody logged in with: \"%s\" in %s", name, h_json(r));
     }
-    H_CHECK(seen_phone == 1 && seen_default == 1, "phone and default: %s", h_json(r));
+    H_CHECK(seen_phone == 1 && seen_default == 1 && seen_more == nmore,
+            "phone, default and the %d others, each once: %s", nmore, h_json(r));
     json_object_put(r);
+    for (int i = 0; i < nmore; i++)
+        h_close(more[i]);
     h_close(plain);
     H_CHECK(h_wait_online(a.id, true, H_REPLY_MS), "the phone stays online");
     int64_t out_seq = h_next_seq();
