@@ -1402,14 +1402,20 @@ void test_log_migrate_v1(void **state)
 
 /* ---- speed ---------------------------------------------------------- */
 
-#define BIG_CONV_MSGS    1000000 /* the history page target's conversation */
-#define BIG_BATCH        10000
-#define WAITING_MSGS     1000 /* the login target: undelivered messages */
-#define WAITING_CONVS    10
-#define PAGE_SAMPLES     200
-#define LOGIN_SAMPLES    21
-#define PAGE_P99_MAX_MS  20.0 /* target 5 ms; the slack is for a shared machine */
-#define LOGIN_P50_MAX_MS 30.0
+#define BIG_CONV_MSGS 1000000 /* the history page target's conversation */
+#define BIG_BATCH     10000
+#define WAITING_MSGS  1000 /* the login target: undelivered messages */
+#define WAITING_CONVS 10
+#define PAGE_SAMPLES  200
+#define LOGIN_SAMPLES 21
+/*
+ * Not a speed measurement (that is qchat-bench history and offline, in
+ * tests/harness/bench_log.sh): a bound far above the targets (5 ms, 30 ms)
+ * and below what a plan that reads the million messages takes (hundreds of ms),
+ * so a lost index fails here and a loaded machine does not.
+ */
+#define PAGE_P99_MAX_MS  250.0
+#define LOGIN_P50_MAX_MS 250.0
 #define BODY_TEXT \
     "{\"msgid\":5,\"id\":1,\"name\":\"alice\",\"toid\":2,\"msg\":\"a message of ordinary size\"}"
 
