@@ -39,10 +39,14 @@ void delivered_flush(struct worker *w);
  * loop when the login is handled: how far each other live worker has
  * noted; waited on the storage thread before the read: until those
  * workers' cursor jobs have run, at most max_ms.  The worker's own jobs
- * run before on the same storage thread.
+ * run before on the same storage thread.  The same fence waits for the
+ * chats those workers had queued for the log (one node: a chat left in the
+ * log for a user who was logging in is committed before the read; the
+ * token login's second read, login.c, relies on it).
  */
 struct delivered_fence {
     uint64_t upto[ONLINE_MAX_WORKERS];
+    uint64_t appends[ONLINE_MAX_WORKERS]; /* and the chats they had queued for the log */
 };
 void delivered_fence_take(struct worker *w, struct delivered_fence *f);
 void delivered_fence_wait(struct worker *w, const struct delivered_fence *f, int max_ms);

@@ -53,6 +53,8 @@ struct worker_stats {
     _Atomic int64_t store_failed_ms; /* CLOCK_MONOTONIC ms of the last one */
     _Atomic uint64_t cursor_noted;   /* chats noted as written (delivered.c) ... */
     _Atomic uint64_t cursor_done;    /* ... of which the cursor jobs have run */
+    _Atomic uint64_t appends_queued; /* chats queued for the log, one node (service_chat.c) ... */
+    _Atomic uint64_t appends_done;   /* ... of which the commit has come back */
 } __attribute__((aligned(64)));
 
 /* The relay's state, written by the relay, read by the master. */

@@ -237,6 +237,7 @@ void delivered_fence_take(struct worker *w, struct delivered_fence *f)
         struct worker_stats *ws =
             k < w->nworkers && k != w->index ? online_stats(w->online, k) : NULL;
         f->upto[k] = ws && ws->pid != 0 ? ws->cursor_noted : 0;
+        f->appends[k] = ws && ws->pid != 0 ? ws->appends_queued : 0;
     }
 }
 
@@ -244,10 +245,12 @@ void delivered_fence_take(struct worker *w, struct delivered_fence *f)
 static bool fence_passed(struct worker *w, const struct delivered_fence *f)
 {
     for (uint32_t k = 0; k < w->nworkers && k < ONLINE_MAX_WORKERS; k++) {
-        if (f->upto[k] == 0)
-            continue;
         struct worker_stats *ws = online_stats(w->online, k);
-        if (ws->pid != 0 && ws->cursor_done < f->upto[k] && ws->cursor_noted >= f->upto[k])
+        if (f->upto[k] != 0 && ws->pid != 0 && ws->cursor_done < f->upto[k] &&
+            ws->cursor_noted >= f->upto[k])
+            return false;
+        if (f->appends[k] != 0 && ws->pid != 0 && ws->appends_done < f->appends[k] &&
+            ws->appends_queued >= f->appends[k])
             return false;
     }
     return true;

@@ -272,6 +272,7 @@ static void append_done(void *arg, int err)
         seqtab_committed(w->seqtab, a->m.conv, a->m.cseq);
     if (w->journal && a->journal)
         journal_done(w->journal, w->index, a->journal);
+    w->stats->appends_done++;
     pending_done(w, a->req, 0);
     free(a);
     release_held(w); /* the commit made room */
@@ -369,7 +370,8 @@ static bool append_sequenced(struct worker *w, const struct store_logmsg *m, uin
         log_warning("conv %lld cseq %lld: journal full, appended without it", (long long)m->conv,
                     (long long)m->cseq);
     if (req)
-        pending_add(w, req); /* the append's reference: the ACK waits for the commit */
+        pending_add(w, req);    /* the append's reference: the ACK waits for the commit */
+    w->stats->appends_queued++; /* a login on another worker may wait for it (delivered.c) */
     append_in_order(w, a);
     return true;
 }
