@@ -139,13 +139,13 @@ void convmark_flush(struct worker *w)
     if (j == NULL)
         return; /* kept for the next turn */
     qsort(b->marks, b->n, sizeof *b->marks, by_conv_then_highest);
-    *j = (struct raise_job){ w, b->marks, keep_highest(b->marks, b->n) };
+    b->n = keep_highest(b->marks, b->n);
+    *j = (struct raise_job){ w, b->marks, b->n };
+    if (storage_submit(w->storage, raise_on_store, raise_done, j) != QC_OK) {
+        /* Queue full: the marks stay for the next turn (no warning: it is back-pressure). */
+        free(j);
+        return;
+    }
     b->marks = NULL;
     b->n = b->cap = 0;
-    if (storage_submit(w->storage, raise_on_store, raise_done, j) != QC_OK) {
-        /* Queue full: the next turn tries again (without a warning: it is back-pressure). */
-        put_back(w, j->marks, j->n);
-        free(j->marks);
-        free(j);
-    }
 }

@@ -216,17 +216,16 @@ void delivered_flush(struct worker *w)
     struct advance_job *j = malloc(sizeof *j);
     if (j == NULL)
         return; /* kept for the next turn */
-    j->stats = w->stats;
-    j->upto = w->stats->cursor_noted;
     qsort(b->notes, b->n, sizeof *b->notes, by_user_conv);
-    j->n = keep_highest(b->notes, b->n);
-    j->notes = b->notes;
+    b->n = keep_highest(b->notes, b->n);
+    *j = (struct advance_job){ w->stats, w->stats->cursor_noted, b->notes, b->n };
+    if (storage_submit(w->storage, advance_on_store, advance_done, j) != QC_OK) {
+        /* Queue full: the notes stay for the next turn; a waiting login's fence waits for it. */
+        free(j);
+        return;
+    }
     b->notes = NULL;
     b->n = b->cap = 0;
-    if (storage_submit(w->storage, advance_on_store, advance_done, j) != QC_OK) {
-        w->stats->cursor_done = j->upto; /* nobody waits for a job that will not run */
-        advance_done(j, QC_ESTORAGE);
-    }
 }
 
 /* ---- a login on another worker -------------------------------------------- */

@@ -12,7 +12,9 @@
 #include "server/route.h"
 #include "server/worker.h"
 
-#define PRESENCE_IDS_MAX (IPC_MAX_PACKET / sizeof(int32_t)) /* ids asked of Redis at once */
+/* ids asked of Redis at once: what fits in one IPC_NUMSUB packet after its header and token */
+#define PRESENCE_IDS_MAX \
+    ((IPC_MAX_PACKET - sizeof(struct ipc_hdr) - sizeof(struct ipc_token)) / sizeof(int32_t))
 
 struct presence_wait {
     struct presence_wait *next;

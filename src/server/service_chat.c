@@ -34,7 +34,6 @@
 #include "server/conn.h"
 #include "server/convmark.h"
 #include "server/journal.h"
-#include "server/online.h"
 #include "server/metrics.h"
 #include "server/online.h"
 #include "server/pending.h"
