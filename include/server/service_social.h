@@ -23,6 +23,8 @@ struct request;
 bool social_chat_gate(struct worker *w, struct conn *c, const struct request *r);
 /* A session started on c: load its blocks for the chat check, off the loop. */
 void social_session_started(struct worker *w, struct conn *c);
+/* Once a tick: deleted groups' logs whose deletion waits for the store. */
+void social_tick(struct worker *w);
 /*
  * A notice for c's session (route_notice's payload): true when it was the
  * internal notice of a BLOCK / UNBLOCK by another user, taken here and

@@ -172,13 +172,19 @@ static int check_group_room(struct social_job *j, const struct store_ops *ops, s
 /*
  * A deleted group's log goes with it, one batch per storage job: the appends
  * queued behind it wait for one batch at most, not for the whole log.  The
- * job resubmits itself from the worker's thread while batches come back full.
+ * job resubmits itself from the worker's thread while batches come back full;
+ * a batch that failed or found the queue full waits for the next tick
+ * (social_tick), so the log is not left behind by a busy or absent store.
  */
 struct log_delete {
+    struct log_delete *next; /* waiting for the next tick */
     struct worker *w;
     int32_t gid;
     int removed;
+    bool warned; /* the failure was logged once */
 };
+
+static struct log_delete *log_delete_waiting; /* this worker's deletions to try again */
 
 static int run_log_delete(const struct store_ops *ops, struct store *st, void *arg)
 {
@@ -186,17 +192,36 @@ static int run_log_delete(const struct store_ops *ops, struct store *st, void *a
     return ops->conv_delete(st, store_conv_group(d->gid), SOCIAL_LOG_DELETE_BATCH, &d->removed);
 }
 
+static void log_delete_done(void *arg, int err);
+
+static bool submit_log_delete(struct log_delete *d)
+{
+    return storage_submit(d->w->storage, run_log_delete, log_delete_done, d) == QC_OK;
+}
+
+static void wait_for_next_tick(struct log_delete *d)
+{
+    d->next = log_delete_waiting;
+    log_delete_waiting = d;
+}
+
 static void log_delete_done(void *arg, int err)
 {
     struct log_delete *d = arg;
-    if (err)
-        log_error("group %d: deleting its log failed: %s", d->gid, qc_strerror(err));
-    else if (d->removed == SOCIAL_LOG_DELETE_BATCH &&
-             storage_submit(d->w->storage, run_log_delete, log_delete_done, d) == 0)
+    if (err) {
+        if (!d->warned)
+            log_warning("group %d: deleting its log failed (%s); trying again each tick", d->gid,
+                        qc_strerror(err));
+        d->warned = true;
+        wait_for_next_tick(d);
         return;
-    else if (d->removed == SOCIAL_LOG_DELETE_BATCH)
-        log_error("group %d: storage queue full, the rest of its log stays", d->gid);
-    else if (d->w->seqtab)
+    }
+    if (d->removed == SOCIAL_LOG_DELETE_BATCH) {
+        if (!submit_log_delete(d))
+            wait_for_next_tick(d); /* storage queue full */
+        return;
+    }
+    if (d->w->seqtab)
         seqtab_forget(d->w->seqtab, store_conv_group(d->gid));
     free(d);
 }
@@ -204,13 +229,25 @@ static void log_delete_done(void *arg, int err)
 static void delete_group_log(struct worker *w, int32_t gid)
 {
     struct log_delete *d = calloc(1, sizeof *d);
-    if (d != NULL) {
-        *d = (struct log_delete){ .w = w, .gid = gid };
-        if (storage_submit(w->storage, run_log_delete, log_delete_done, d) == 0)
-            return;
+    if (d == NULL) {
+        log_error("group %d: out of memory: its log stays", gid);
+        return;
     }
-    log_error("group %d: cannot queue the deletion of its log", gid);
-    free(d);
+    *d = (struct log_delete){ .w = w, .gid = gid };
+    if (!submit_log_delete(d))
+        wait_for_next_tick(d);
+}
+
+void social_tick(struct worker *w)
+{
+    struct log_delete *d = log_delete_waiting;
+    log_delete_waiting = NULL;
+    while (d != NULL) {
+        struct log_delete *next = d->next;
+        if (!submit_log_delete(d))
+            wait_for_next_tick(d);
+        d = next;
+    }
 }
 
 static int run_friend_op(struct social_job *j, const struct store_ops *ops, struct store *st)

@@ -32,6 +32,7 @@
 #include "server/convmark.h"
 #include "server/delivered.h"
 #include "server/service_chat.h"
+#include "server/service_social.h"
 #include "server/storage.h"
 #include "server/handoff.h"
 #include "server/ipc.h"
@@ -301,6 +302,7 @@ static void on_tick(void *ctx)
     ws_conn_tick(w);
     balance_accepting(w);
     service_chat_tick(w);
+    social_tick(w);
     purge_tick(w);
 }
 
