@@ -261,8 +261,9 @@ void delivered_fence_wait(struct worker *w, const struct delivered_fence *f, int
     int64_t t0 = clock_now_ms();
     while (!fence_passed(w, f)) {
         if (clock_now_ms() - t0 >= max_ms) {
-            log_info("login: other workers' delivered cursors still pending after %d ms; "
-                     "the reply may repeat messages (clients drop them by cseq)",
+            log_info("login: other workers' cursor jobs or appends still pending after %d ms; "
+                     "the reply may repeat messages (clients drop them by cseq) or miss "
+                     "one still being stored (it comes at the next login)",
                      max_ms);
             return;
         }
