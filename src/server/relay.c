@@ -1128,13 +1128,6 @@ struct devices_req {
 
 #define RELAY_SYNC_MIN_MS 500 /* the registry's heartbeat, at most this often */
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int64_t registry_ttl_ms(const struct relay *r)
 {
     return (int64_t)r->cfg.redis_session_ttl * 1000;
@@ -1182,7 +1175,7 @@ static void rsess_drop(struct relay *r, uint32_t gen)
 static void rsess_inherit(void *arg, int32_t uid, const struct online_loc *loc)
 {
     struct relay *r = arg;
-    rsess_note(r, uid, loc->gen, wall_ms(), NULL, 0);
+    rsess_note(r, uid, loc->gen, clock_wall_ms(), NULL, 0);
     struct rsess *s = rsess_of(r, loc->gen);
     if (s)
         s->claimed = s->inherited = true;
@@ -1334,7 +1327,7 @@ static bool run_registry(struct relay *r, int32_t uid, struct pclaim *q)
                                .device = q ? q->device : "",
                                .named = q && q->named,
                                .max = q ? q->max : 0,
-                               .now_ms = wall_ms(),
+                               .now_ms = clock_wall_ms(),
                                .ttl_ms = registry_ttl_ms(r) };
     struct sessreg_cmd cmd;
     if (sessreg_build(&cmd, &c, local, n) < 0)
@@ -1452,7 +1445,7 @@ static void on_devices_reply(redisAsyncContext *ac, void *reply, void *priv)
     buf_init(&tail);
     if (rep && rep->type == REDIS_REPLY_ARRAY) {
         a.failed = 0;
-        int64_t now = wall_ms();
+        int64_t now = clock_wall_ms();
         for (size_t i = 0; i + 1 < rep->elements; i += 2) {
             const redisReply *f = rep->element[i], *v = rep->element[i + 1];
             struct ipc_device d = { 0 };
