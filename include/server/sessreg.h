@@ -50,6 +50,7 @@ struct sessreg_claim {
     bool named;
     uint32_t max;
     int64_t now_ms, ttl_ms;
+    bool by_sha; /* EVALSHA (the script as Redis caches it), else EVAL with its text */
 };
 
 /* An EVAL command as hiredis takes it (redisAsyncCommandArgv). */
@@ -61,10 +62,12 @@ struct sessreg_cmd {
 
 #define SESSREG_REFUSED (-2) /* the script's status for a refused login */
 
-/* Build EVAL for claim c with the node's sessions local[0..n).  0, or -1 out of memory. */
+/* Build EVAL (or EVALSHA: c->by_sha) for claim c with the node's sessions local[0..n).  0, or -1 out of memory. */
 int sessreg_build(struct sessreg_cmd *cmd, const struct sessreg_claim *c,
                   const struct sessreg_local *local, size_t n);
 void sessreg_cmd_free(struct sessreg_cmd *cmd);
+/* An error reply saying Redis does not hold the script (EVALSHA): send EVAL instead. */
+bool sessreg_noscript(const char *err, size_t len);
 /* The hash key of uid into out (SESSREG_KEY_MAX). */
 void sessreg_key(int32_t uid, char *out);
 /* "<node>:<gen>": true and the parts when f[0..len) is one. */

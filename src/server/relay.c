@@ -1128,13 +1128,6 @@ struct devices_req {
 
 #define RELAY_SYNC_MIN_MS 500 /* the registry's heartbeat, at most this often */
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int64_t registry_ttl_ms(const struct relay *r)
 {
     return (int64_t)r->cfg.redis_session_ttl * 1000;
@@ -1182,7 +1175,7 @@ static void rsess_drop(struct relay *r, uint32_t gen)
 static void rsess_inherit(void *arg, int32_t uid, const struct online_loc *loc)
 {
     struct relay *r = arg;
-    rsess_note(r, uid, loc->gen, wall_ms(), NULL, 0);
+    rsess_note(r, uid, loc->gen, clock_wall_ms(), NULL, 0);
     struct rsess *s = rsess_of(r, loc->gen);
     if (s)
         s->claimed = s->inherited = true;
@@ -1273,6 +1266,8 @@ static void act_on_kicked(struct relay *r, const struct pclaim *q, const redisRe
     }
 }
 
+static void claim_go(struct relay *r, struct pclaim *q, bool by_sha);
+
 static void on_claim_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
     struct relay *r = &the_relay;
@@ -1283,6 +1278,10 @@ static void on_claim_reply(redisAsyncContext *ac, void *reply, void *priv)
         r->pub_outstanding--;
     r->pub_last_progress_ms = r->now_ms;
     note_cluster_error(r, rep);
+    if (rep && rep->type == REDIS_REPLY_ERROR && sessreg_noscript(rep->str, rep->len)) {
+        claim_go(r, q, false); /* this Redis has not seen the script yet */
+        return;
+    }
     if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
         rep->element[0]->type != REDIS_REPLY_INTEGER) {
         log_warning("user %d: the session registry did not answer (%s); [session] mode holds "
@@ -1313,11 +1312,23 @@ static char registry_mode(enum online_mode m)
                                : SESSREG_TAKEOVER;
 }
 
+static bool run_registry(struct relay *r, int32_t uid, struct pclaim *q, bool by_sha);
+
+/* A heartbeat's answer: only a Redis without the script matters (it gets the text). */
+static void on_sync_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    const redisReply *rep = reply;
+    (void)ac;
+    if (rep && rep->type == REDIS_REPLY_ERROR && sessreg_noscript(rep->str, rep->len))
+        run_registry(&the_relay, (int32_t)(uintptr_t)priv, NULL, false);
+}
+
 /*
  * Run the registry's script for uid: a login's claim (q), or the heartbeat
- * (q NULL).  false when Redis is not there or memory ran out.
+ * (q NULL); by_sha: by EVALSHA (a NOSCRIPT answer sends it again by EVAL).
+ * false when Redis is not there or memory ran out.
  */
-static bool run_registry(struct relay *r, int32_t uid, struct pclaim *q)
+static bool run_registry(struct relay *r, int32_t uid, struct pclaim *q, bool by_sha)
 {
     char key[SESSREG_KEY_MAX];
     sessreg_key(uid, key);
@@ -1334,8 +1345,9 @@ static bool run_registry(struct relay *r, int32_t uid, struct pclaim *q)
                                .device = q ? q->device : "",
                                .named = q && q->named,
                                .max = q ? q->max : 0,
-                               .now_ms = wall_ms(),
-                               .ttl_ms = registry_ttl_ms(r) };
+                               .now_ms = clock_wall_ms(),
+                               .ttl_ms = registry_ttl_ms(r),
+                               .by_sha = by_sha };
     struct sessreg_cmd cmd;
     if (sessreg_build(&cmd, &c, local, n) < 0)
         return false;
@@ -1344,15 +1356,16 @@ static bool run_registry(struct relay *r, int32_t uid, struct pclaim *q)
             r->pub_last_progress_ms = r->now_ms;
         r->pub_outstanding++;
     }
-    redisAsyncCommandArgv(pub->ac, q ? on_claim_reply : NULL, q, cmd.argc, (const char **)cmd.argv,
-                          cmd.argvlen);
+    redisAsyncCommandArgv(pub->ac, q ? on_claim_reply : on_sync_reply,
+                          q ? (void *)q : (void *)(uintptr_t)(uint32_t)uid, cmd.argc,
+                          (const char **)cmd.argv, cmd.argvlen);
     sessreg_cmd_free(&cmd);
     return true;
 }
 
-static void claim_go(struct relay *r, struct pclaim *q)
+static void claim_go(struct relay *r, struct pclaim *q, bool by_sha)
 {
-    if (!run_registry(r, q->uid, q)) {
+    if (!run_registry(r, q->uid, q, by_sha)) {
         answer_claim(r, q, IPC_CLAIM_UNAVAILABLE);
         free(q);
     }
@@ -1368,7 +1381,7 @@ static void registry_subscribed(struct relay *r, uint32_t uid)
             continue;
         }
         *pp = q->next;
-        claim_go(r, q);
+        claim_go(r, q, true);
     }
 }
 
@@ -1408,7 +1421,7 @@ static void on_claim(void *ctx, uint32_t k, const struct ipc_msg *m)
         answer_claim(r, q, IPC_CLAIM_UNAVAILABLE); /* the SUB found Redis away */
         free(q);
     } else if (subscription_active(r, (uint32_t)c->uid)) {
-        claim_go(r, q);
+        claim_go(r, q, true);
     } else {
         q->next = r->pclaims;
         r->pclaims = q;
@@ -1452,7 +1465,7 @@ static void on_devices_reply(redisAsyncContext *ac, void *reply, void *priv)
     buf_init(&tail);
     if (rep && rep->type == REDIS_REPLY_ARRAY) {
         a.failed = 0;
-        int64_t now = wall_ms();
+        int64_t now = clock_wall_ms();
         for (size_t i = 0; i + 1 < rep->elements; i += 2) {
             const redisReply *f = rep->element[i], *v = rep->element[i + 1];
             struct ipc_device d = { 0 };
@@ -1507,7 +1520,7 @@ static void note_uid(void *arg, int32_t uid, const struct online_loc *loc)
 static void sync_uid(void *arg, uint32_t uid, uint64_t value)
 {
     (void)value;
-    run_registry(arg, (int32_t)uid, NULL);
+    run_registry(arg, (int32_t)uid, NULL, true);
 }
 
 struct gone_sessions {

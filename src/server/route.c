@@ -242,7 +242,7 @@ void route_notice_others(struct worker *w, int32_t uid, uint32_t gen, const char
     size_t n = online_sessions(w->online, uid, locs, ONLINE_USER_MAX);
     for (size_t k = 0; k < n; k++)
         if (locs[k].worker != w->index || locs[k].gen != gen)
-            notice_session(w, uid, &locs[k], payload, len, exact_if(true));
+            notice_session(w, uid, &locs[k], payload, len, IPC_F_EXACT);
     publish_for_other_nodes(w, uid, payload, len, IPC_F_NOTICE);
 }
 

@@ -17,6 +17,7 @@
 
 #include <json-c/json.h>
 
+#include "common/clock.h"
 #include "common/jsonw.h"
 #include "common/log.h"
 #include "server/conn.h"
@@ -87,13 +88,6 @@ static enum online_mode configured_mode(const struct worker *w)
     return ONLINE_TAKEOVER;
 }
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void kick_replaced(struct worker *w, int32_t uid, const struct online_loc *kicked, size_t n)
 {
     for (size_t k = 0; k < n; k++)
@@ -106,7 +100,7 @@ int session_open(struct worker *w, struct conn *c, int32_t uid, const char *name
     struct online_loc loc = { .worker = w->index,
                               .slot = c->slot,
                               .gen = online_next_gen(w->online) };
-    struct online_note note = { .since_ms = wall_ms() };
+    struct online_note note = { .since_ms = clock_wall_ms() };
     strlcpy(note.device, wish->device, sizeof note.device);
     struct online_policy p = { .mode = configured_mode(w),
                                .device = online_device_hash(wish->device),

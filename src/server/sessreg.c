@@ -22,14 +22,19 @@
  * is the claiming login itself, whose claim ran late); in takeover every
  * other node's field is dropped and listed, the kick itself being the
  * generation's (relay.c).
+ *
+ * The relay sends it by EVALSHA: the script's 2.7 KB text goes to each
+ * Redis once (an EVAL after its NOSCRIPT answer caches it), not with every
+ * claim and every user's heartbeat.
  */
+#include <sha1.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "server/sessreg.h"
 
-#define SESSREG_FIXED_ARGS 13 /* EVAL, script, numkeys, key and ARGV 1..9 */
+#define SESSREG_FIXED_ARGS 13 /* EVAL(SHA), script (or SHA1), numkeys, key and ARGV 1..9 */
 #define SESSREG_NUM_MAX    24
 
 static const char claim_script[] =
@@ -105,6 +110,20 @@ static const char claim_script[] =
     "for _, f in ipairs(kicked) do out[#out + 1] = f end\n"
     "return out\n";
 
+/* The script's SHA1 in hex, as EVALSHA names it (computed once). */
+static const char *script_sha(void)
+{
+    static char sha[SHA1_DIGEST_STRING_LENGTH];
+    if (sha[0] == '\0')
+        SHA1Data((const uint8_t *)claim_script, sizeof claim_script - 1, sha);
+    return sha;
+}
+
+bool sessreg_noscript(const char *err, size_t len)
+{
+    return len >= 8 && memcmp(err, "NOSCRIPT", 8) == 0;
+}
+
 void sessreg_key(int32_t uid, char *out)
 {
     snprintf(out, SESSREG_KEY_MAX, SESSREG_PREFIX "%d", uid);
@@ -163,7 +182,8 @@ int sessreg_build(struct sessreg_cmd *cmd, const struct sessreg_claim *c,
         goto fail;
     sessreg_key(c->uid, key);
     snprintf(prefix, sizeof prefix, "%d:", c->node);
-    int rc = push_str(cmd, "EVAL") | push_str(cmd, claim_script) | push_str(cmd, "1") |
+    int rc = push_str(cmd, c->by_sha ? "EVALSHA" : "EVAL") |
+             push_str(cmd, c->by_sha ? script_sha() : claim_script) | push_str(cmd, "1") |
              push_str(cmd, key) | push_str(cmd, mode) | push_str(cmd, prefix);
     if (c->gen)
         rc |= push_field(cmd, c->node, c->gen);

@@ -1,10 +1,12 @@
 /*
  * test_sessreg.c - unit tests for the session registry's text
  * (server/sessreg.c): the EVAL argument vector of a claim and of a
- * heartbeat, and the reading of a field and a value, including bad ones.
+ * heartbeat, its EVALSHA form, the NOSCRIPT answer, and the reading of a
+ * field and a value, including bad ones.
  * The script itself runs in Redis: tests/integration/test_xsessions.c.
  */
 #include <setjmp.h>
+#include <sha1.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -15,7 +17,7 @@
 
 #include "server/sessreg.h"
 
-#define FIXED_ARGS 13 /* EVAL, script, numkeys, key, ARGV 1..9 */
+#define FIXED_ARGS 13 /* EVAL(SHA), script (or SHA1), numkeys, key, ARGV 1..9 */
 
 static void check_arg(const struct sessreg_cmd *cmd, int i, const char *want)
 {
@@ -74,6 +76,41 @@ static void test_claim_arguments(void **state)
     sessreg_cmd_free(&cmd);
 }
 
+/* EVALSHA names the very script EVAL sends, with the same arguments after it. */
+static void test_by_sha(void **state)
+{
+    (void)state;
+    struct sessreg_local local[1] = { { .gen = 7, .since_ms = 1000, .device = "phone" } };
+    struct sessreg_claim c = { .uid = 42,
+                               .node = 3,
+                               .mode = SESSREG_REFUSE,
+                               .gen = 7,
+                               .device = "phone",
+                               .named = true,
+                               .max = 1,
+                               .now_ms = 5000,
+                               .ttl_ms = 30000 };
+    struct sessreg_cmd text, sha;
+    assert_int_equal(sessreg_build(&text, &c, local, 1), 0);
+    c.by_sha = true;
+    assert_int_equal(sessreg_build(&sha, &c, local, 1), 0);
+    char want[SHA1_DIGEST_STRING_LENGTH];
+    SHA1Data((const uint8_t *)text.argv[1], text.argvlen[1], want);
+    check_arg(&text, 0, "EVAL");
+    check_arg(&sha, 0, "EVALSHA");
+    check_arg(&sha, 1, want);
+    assert_int_equal(sha.argc, text.argc);
+    for (int i = 2; i < text.argc; i++)
+        check_arg(&sha, i, text.argv[i]);
+    sessreg_cmd_free(&text);
+    sessreg_cmd_free(&sha);
+
+    const char *noscript = "NOSCRIPT No matching script. Please use EVAL.";
+    assert_true(sessreg_noscript(noscript, strlen(noscript)));
+    assert_false(sessreg_noscript("NOSCRIP", 7));
+    assert_false(sessreg_noscript("ERR wrong number of arguments", 29));
+}
+
 static void test_fields(void **state)
 {
     (void)state;
@@ -108,6 +145,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_claim_arguments),
+        cmocka_unit_test(test_by_sha),
         cmocka_unit_test(test_fields),
         cmocka_unit_test(test_values),
     };
