@@ -1000,3 +1000,45 @@ void cl_stop(void)
     }
     cl.dir[0] = '\0';
 }
+
+/* ---- cmocka glue ---------------------------------------------------------- */
+
+static bool test_done;
+
+void cl_run_test(void **state)
+{
+    test_done = false;
+    h_run_test(state);
+    test_done = true;
+}
+
+static void redis_resume(void)
+{
+    if (cl.redis_pid > 0)
+        kill(cl.redis_pid, SIGCONT);
+    for (int k = 0; cl.redis_cluster && k < cl.redis_nodes; k++)
+        if (cl.redis_pids[k] > 0)
+            kill(cl.redis_pids[k], SIGCONT);
+}
+
+int cl_test_teardown(void **state)
+{
+    if (!test_done) {
+        cl.failed = true;
+        cl_resume_all();
+        redis_resume();
+        cl_log_tails(CL_FAIL_TAIL_LINES);
+    }
+    return h_test_teardown(state);
+}
+
+int cl_group_setup(void **state)
+{
+    return cl_start() == 0 ? 0 : -1;
+}
+
+int cl_group_teardown(void **state)
+{
+    cl_stop();
+    return 0;
+}
