@@ -40,9 +40,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd) || exit 1
 H=$top/tests/harness
 . "$H/lib.sh"
 . "$H/bench_lib.sh"
-B=${B:-build}
-case $B in /*) ;; *) B=$top/$B ;; esac
-BENCH=$B/qchat-bench
+bench_begin bench_log
 QCHATD=$B/qchatd
 RELAY=$B/relay_ref
 CC=${CC:-cc}
@@ -63,33 +61,21 @@ OFFLINE_ROUNDS=${OFFLINE_ROUNDS:-10}
 OFFLINE_INFLIGHT=32
 WORKERS=${WORKERS:-$(nproc)}
 
-PORT_MIN=20000
-PORT_SPAN=12000
-PORT_ATTEMPTS=5
 START_WAIT=60
 STOP_WAIT=15
-POLL=0.1
 RUN_SLACK=120
 REG_TIMEOUT=120
 QUIET_WAIT=120 # seconds mysql_quiet waits at most
 DB=qchat_benchlog
 HISTORY_TEXT=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
 
-pids=""
-tmp=$(mktemp -d /tmp/qchat-benchlog.XXXXXX) || exit 1
-res=$tmp/results
-mkdir -p "$res"
 mariadb_up=0
-
-say() { echo "bench_log: $*"; }
 
 cleanup() {
     stop_pids "$STOP_WAIT" ""
     [ $mariadb_up = 1 ] && sh "$H/mariadb.sh" stop "$tmp/mariadb" >/dev/null 2>&1
     finish_tmp
 }
-trap cleanup EXIT
-trap 'exit 1' INT TERM
 
 # password_cost=1 on the measured servers too: a login at the default cost
 # rehashes the cost-1 password (about 18 ms of CPU each), and 2,000 of them
