@@ -87,22 +87,26 @@ COMMON="-o security.request_rate=0 -o log.level=warning -o security.password_cos
 # refused with errno 14): the load comes from 16 loopback addresses.
 SOURCES=$(seq -s, -f '127.0.1.%g' 1 16)
 
+# qchatd_as PORT BINARY NAME [OPTION...]: BINARY on PORT with $tmp/NAME.db
+# and $tmp/NAME.sock, COMMON and the options.
 # shellcheck disable=SC2086
+qchatd_as() {
+    q_port=$1 q_bin=$2 q_name=$3
+    shift 3
+    exec "$q_bin" -f -o server.listen="127.0.0.1:$q_port" -o storage.path="$tmp/$q_name.db" \
+        -o server.control_socket="$tmp/$q_name.sock" $COMMON "$@"
+}
+
 run_setup() {
-    exec "$QCHATD" -f -o server.listen="127.0.0.1:$1" -o storage.path="$tmp/on.db" \
-        -o server.control_socket="$tmp/setup.sock" $COMMON
+    qchatd_as "$1" "$QCHATD" on # stopped before log-on starts
 }
 
-# shellcheck disable=SC2086
 run_log_on() {
-    exec "$QCHATD" -f -o server.listen="127.0.0.1:$1" -o storage.path="$tmp/on.db" \
-        -o server.control_socket="$tmp/on.sock" $COMMON
+    qchatd_as "$1" "$QCHATD" on
 }
 
-# shellcheck disable=SC2086
 run_log_off() {
-    exec "$QCHATD" -f -o server.listen="127.0.0.1:$1" -o storage.path="$tmp/off.db" \
-        -o server.control_socket="$tmp/off.sock" -o history.enabled=no $COMMON
+    qchatd_as "$1" "$QCHATD" off -o history.enabled=no
 }
 
 # shellcheck disable=SC2086
@@ -111,16 +115,12 @@ run_mysql() {
         $MYSQL_OPTS $COMMON
 }
 
-# shellcheck disable=SC2086
 run_base_on() {
-    exec "$BASE/qchatd" -f -o server.listen="127.0.0.1:$1" -o storage.path="$tmp/base_on.db" \
-        -o server.control_socket="$tmp/base_on.sock" $COMMON
+    qchatd_as "$1" "$BASE/qchatd" base_on
 }
 
-# shellcheck disable=SC2086
 run_base_off() {
-    exec "$BASE/qchatd" -f -o server.listen="127.0.0.1:$1" -o storage.path="$tmp/base_off.db" \
-        -o server.control_socket="$tmp/base_off.sock" -o history.enabled=no $COMMON
+    qchatd_as "$1" "$BASE/qchatd" base_off -o history.enabled=no
 }
 
 run_relay_ref() {
