@@ -137,6 +137,8 @@ bool cl_wait_node_of(int32_t uid, int node, int timeout_ms);
 
 /* The last lines of every node's log (and nginx's error log) on stderr. */
 void cl_log_tails(int lines);
+/* Lines of node i's log holding a sanitizer report (printed); 0 if clean. */
+int cl_sanitizer_lines(int i);
 
 /*
  * cmocka glue of the cluster tests: CL_TEST(f) runs f like H_TEST, and a
@@ -157,7 +159,5 @@ int cl_group_teardown(void **state);
             f                                                     \
         }                                                         \
     }
-/* Lines of node i's log holding a sanitizer report (printed); 0 if clean. */
-int cl_sanitizer_lines(int i);
 
 #endif
