@@ -40,9 +40,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd) || exit 1
 H=$top/tests/harness
 . "$H/lib.sh"
 . "$H/bench_lib.sh"
-B=${B:-build}
-case $B in /*) ;; *) B=$top/$B ;; esac
-BENCH=$B/qchat-bench
+bench_begin bench
 QCHATD=$B/qchatd
 QCHATCTL=$B/qchatctl
 RELAY=$B/relay_ref
@@ -72,12 +70,8 @@ BIG_TIMEOUT=${BIG_TIMEOUT:-300} # seconds for all sessions to log in
 BUDGET=${BUDGET:-2400}       # seconds; later rows are skipped past it
 WORKERS=${WORKERS:-$(nproc)}
 
-PORT_MIN=20000
-PORT_SPAN=12000              # below the ephemeral range (32768..)
-PORT_ATTEMPTS=5
 START_WAIT=30                # seconds for a server to listen
 STOP_WAIT=15                 # seconds for a server to stop before SIGKILL
-POLL=0.1
 RUN_SLACK=60                 # seconds past a run's own phases before it is killed
 REG_TIMEOUT=120
 BIG_REG_TIMEOUT=600          # BIG_CONNS registrations at password_cost=1
@@ -86,15 +80,9 @@ DB_BENCH=qchat_bench         # MariaDB databases (mariadb.sh grants qchat_*)
 DB_CLUSTER=qchat_cluster
 
 started=$(date +%s)
-pids=""
-tmp=$(mktemp -d /tmp/qchat-bench.XXXXXX) || exit 1
-res=$tmp/results
-mkdir -p "$res"
 mariadb_up=0
 redis_up=0
 nginx_dirs=""
-
-say() { echo "bench: $*"; }
 
 cleanup() {
     stop_pids "$STOP_WAIT" ""
@@ -105,8 +93,6 @@ cleanup() {
     [ $mariadb_up = 1 ] && sh "$H/mariadb.sh" stop "$tmp/mariadb" >/dev/null 2>&1
     finish_tmp
 }
-trap cleanup EXIT
-trap 'exit 1' INT TERM
 
 QCHATD_COMMON="-o security.request_rate=0 -o log.level=warning"
 QCHATD_SQLITE="-o storage.path=$tmp/q.db -o server.control_socket=$tmp/ctl.sock"

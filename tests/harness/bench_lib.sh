@@ -1,10 +1,37 @@
-# bench_lib.sh - what bench.sh and bench_log.sh share: the rows asked for,
-# the servers started and stopped by PID, the figures of a summary line and
-# their medians.
+# bench_lib.sh - what the bench scripts (bench.sh, bench_log.sh,
+# bench_storm.sh, bench_token_logins.sh) share: their preamble, the rows
+# asked for, the servers started and stopped by PID, the figures of a
+# summary line and their medians.
 #
 # Sourced after lib.sh, never run:
 #   . "$H/bench_lib.sh"
+#   bench_begin NAME
 # Reads from the caller: ROWS, STOP_WAIT, pids, res (the results directory).
+
+# bench_begin NAME: B (default build, made absolute under $top) and BENCH
+# (its qchat-bench); an empty pids; tmp, a fresh /tmp/qchat-NAME.XXXXXX,
+# and res, its results directory; say() prefixed "NAME: "; cleanup() on
+# EXIT (a script with more to stop defines its own cleanup afterwards).
+bench_begin() {
+    bench_name=$1
+    B=${B:-build}
+    case $B in /*) ;; *) B=$top/$B ;; esac
+    BENCH=$B/qchat-bench
+    pids=""
+    tmp=$(mktemp -d "/tmp/qchat-$bench_name.XXXXXX") || exit 1
+    res=$tmp/results
+    mkdir -p "$res"
+    trap cleanup EXIT
+    trap 'exit 1' INT TERM
+}
+
+say() { echo "$bench_name: $*"; }
+
+# cleanup: the servers started stopped by PID, tmp removed (finish_tmp).
+cleanup() {
+    stop_pids "$STOP_WAIT" ""
+    finish_tmp
+}
 
 # want_row NAME: NAME is among ROWS
 want_row() {

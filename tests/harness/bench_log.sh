@@ -40,9 +40,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd) || exit 1
 H=$top/tests/harness
 . "$H/lib.sh"
 . "$H/bench_lib.sh"
-B=${B:-build}
-case $B in /*) ;; *) B=$top/$B ;; esac
-BENCH=$B/qchat-bench
+bench_begin bench_log
 QCHATD=$B/qchatd
 RELAY=$B/relay_ref
 CC=${CC:-cc}
@@ -63,33 +61,21 @@ OFFLINE_ROUNDS=${OFFLINE_ROUNDS:-10}
 OFFLINE_INFLIGHT=32
 WORKERS=${WORKERS:-$(nproc)}
 
-PORT_MIN=20000
-PORT_SPAN=12000
-PORT_ATTEMPTS=5
 START_WAIT=60
 STOP_WAIT=15
-POLL=0.1
 RUN_SLACK=120
 REG_TIMEOUT=120
 QUIET_WAIT=120 # seconds mysql_quiet waits at most
 DB=qchat_benchlog
 HISTORY_TEXT=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
 
-pids=""
-tmp=$(mktemp -d /tmp/qchat-benchlog.XXXXXX) || exit 1
-res=$tmp/results
-mkdir -p "$res"
 mariadb_up=0
-
-say() { echo "bench_log: $*"; }
 
 cleanup() {
     stop_pids "$STOP_WAIT" ""
     [ $mariadb_up = 1 ] && sh "$H/mariadb.sh" stop "$tmp/mariadb" >/dev/null 2>&1
     finish_tmp
 }
-trap cleanup EXIT
-trap 'exit 1' INT TERM
 
 # password_cost=1 on the measured servers too: a login at the default cost
 # rehashes the cost-1 password (about 18 ms of CPU each), and 2,000 of them
@@ -101,22 +87,26 @@ COMMON="-o security.request_rate=0 -o log.level=warning -o security.password_cos
 # refused with errno 14): the load comes from 16 loopback addresses.
 SOURCES=$(seq -s, -f '127.0.1.%g' 1 16)
 
+# qchatd_as PORT BINARY NAME [OPTION...]: BINARY on PORT with $tmp/NAME.db
+# and $tmp/NAME.sock, COMMON and the options.
 # shellcheck disable=SC2086
+qchatd_as() {
+    q_port=$1 q_bin=$2 q_name=$3
+    shift 3
+    exec "$q_bin" -f -o server.listen="127.0.0.1:$q_port" -o storage.path="$tmp/$q_name.db" \
+        -o server.control_socket="$tmp/$q_name.sock" $COMMON "$@"
+}
+
 run_setup() {
-    exec "$QCHATD" -f -o server.listen="127.0.0.1:$1" -o storage.path="$tmp/on.db" \
-        -o server.control_socket="$tmp/setup.sock" $COMMON
+    qchatd_as "$1" "$QCHATD" on # stopped before log-on starts
 }
 
-# shellcheck disable=SC2086
 run_log_on() {
-    exec "$QCHATD" -f -o server.listen="127.0.0.1:$1" -o storage.path="$tmp/on.db" \
-        -o server.control_socket="$tmp/on.sock" $COMMON
+    qchatd_as "$1" "$QCHATD" on
 }
 
-# shellcheck disable=SC2086
 run_log_off() {
-    exec "$QCHATD" -f -o server.listen="127.0.0.1:$1" -o storage.path="$tmp/off.db" \
-        -o server.control_socket="$tmp/off.sock" -o history.enabled=no $COMMON
+    qchatd_as "$1" "$QCHATD" off -o history.enabled=no
 }
 
 # shellcheck disable=SC2086
@@ -125,16 +115,12 @@ run_mysql() {
         $MYSQL_OPTS $COMMON
 }
 
-# shellcheck disable=SC2086
 run_base_on() {
-    exec "$BASE/qchatd" -f -o server.listen="127.0.0.1:$1" -o storage.path="$tmp/base_on.db" \
-        -o server.control_socket="$tmp/base_on.sock" $COMMON
+    qchatd_as "$1" "$BASE/qchatd" base_on
 }
 
-# shellcheck disable=SC2086
 run_base_off() {
-    exec "$BASE/qchatd" -f -o server.listen="127.0.0.1:$1" -o storage.path="$tmp/base_off.db" \
-        -o server.control_socket="$tmp/base_off.sock" -o history.enabled=no $COMMON
+    qchatd_as "$1" "$BASE/qchatd" base_off -o history.enabled=no
 }
 
 run_relay_ref() {

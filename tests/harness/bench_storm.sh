@@ -40,9 +40,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd) || exit 1
 H=$top/tests/harness
 . "$H/lib.sh"
 . "$H/bench_lib.sh"
-B=${B:-build}
-case $B in /*) ;; *) B=$top/$B ;; esac
-BENCH=$B/qchat-bench
+bench_begin bench_storm
 MAIN_B=${MAIN_B:-}
 
 USERS=${USERS:-20000}
@@ -53,28 +51,10 @@ WORKERS=${WORKERS:-2}
 LIMIT_S=${LIMIT_S:-30}   # a storm's -d: longer means "not all back"
 SOURCES=${SOURCES:-127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8}
 
-PORT_MIN=20000
-PORT_SPAN=12000
-PORT_ATTEMPTS=5
 START_WAIT=60
 STOP_WAIT=30
-POLL=0.1
 TOKEN_WAIT=600
 REG_TIMEOUT=300
-
-pids=""
-tmp=$(mktemp -d /tmp/qchat-benchstorm.XXXXXX) || exit 1
-res=$tmp/results
-mkdir -p "$res"
-
-say() { echo "bench_storm: $*"; }
-
-cleanup() {
-    stop_pids "$STOP_WAIT" ""
-    finish_tmp
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
 
 QCHATD=$B/qchatd
 qchatd_on() {

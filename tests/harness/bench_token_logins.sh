@@ -15,35 +15,15 @@ top=$(cd "$(dirname "$0")/../.." && pwd) || exit 1
 H=$top/tests/harness
 . "$H/lib.sh"
 . "$H/bench_lib.sh"
-B=${B:-build}
-case $B in /*) ;; *) B=$top/$B ;; esac
+bench_begin bench_token_logins
 MAIN_B=${MAIN_B:?MAIN_B: the other build directory (e.g. main built from git archive)}
-BENCH=$B/qchat-bench
 RUNS=${RUNS:-4}
 PASSWORD_RUNS=${PASSWORD_RUNS:-2}
 DUR=${DUR:-10}
 LOOPS=64
 
-PORT_MIN=20000
-PORT_SPAN=12000
-PORT_ATTEMPTS=5
 START_WAIT=60
 STOP_WAIT=15
-POLL=0.1
-
-pids=""
-tmp=$(mktemp -d /tmp/qchat-benchlogins.XXXXXX) || exit 1
-res=$tmp/results
-mkdir -p "$res"
-
-say() { echo "bench_token_logins: $*"; }
-
-cleanup() {
-    stop_pids "$STOP_WAIT" ""
-    finish_tmp
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
 
 SOURCES=$(i=1; while [ $i -le 32 ]; do printf '127.0.0.%d,' $i; i=$((i + 1)); done)
 SOURCES=${SOURCES%,}

@@ -444,66 +444,49 @@ long cl_numsub(int32_t uid)
     return most;
 }
 
-/* TTL of one key on port: seconds, -1 without expiry, -2 missing; LONG_MIN: no answer. */
-static long ttl_at(int port, const char *key)
+/* The integer reply to "CMD KEY" on port; none: no answer (or MOVED: another master's key). */
+static long integer_at(int port, const char *cmd, const char *key, long none)
 {
     redisContext *c = redis_at(port);
     if (c == NULL)
-        return LONG_MIN;
-    long ttl = LONG_MIN;
-    redisReply *r = redisCommand(c, "TTL %s", key);
+        return none;
+    long v = none;
+    redisReply *r = redisCommand(c, "%s %s", cmd, key);
     if (r != NULL && r->type == REDIS_REPLY_INTEGER)
-        ttl = (long)r->integer;
+        v = (long)r->integer;
     if (r != NULL)
         freeReplyObject(r);
     redisFree(c);
-    return ttl;
+    return v;
 }
 
-long cl_gen_ttl(int32_t uid)
+/* integer_at on Redis; on a cluster the highest any master gives (the others answer MOVED). */
+static long integer_of_key(const char *cmd, const char *key, long none)
 {
-    char key[64];
-    snprintf(key, sizeof key, "qchat:gen:%d", (int)uid);
     if (!cl.redis_cluster)
-        return ttl_at(cl.redis_port, key);
-    long most = LONG_MIN; /* the other masters answer MOVED */
+        return integer_at(cl.redis_port, cmd, key, none);
+    long most = none;
     for (int k = 0; k < cl.redis_nodes; k++) {
-        long t = ttl_at(cl.redis_ports[k], key);
-        if (t > most)
-            most = t;
+        long v = integer_at(cl.redis_ports[k], cmd, key, none);
+        if (v > most)
+            most = v;
     }
     return most;
 }
 
-/* HLEN of one key on port; -1: no answer (or MOVED: another master's). */
-static long hlen_at(int port, const char *key)
+/* TTL: seconds, -1 without expiry, -2 missing; LONG_MIN: no answer. */
+long cl_gen_ttl(int32_t uid)
 {
-    redisContext *c = redis_at(port);
-    if (c == NULL)
-        return -1;
-    long n = -1;
-    redisReply *r = redisCommand(c, "HLEN %s", key);
-    if (r != NULL && r->type == REDIS_REPLY_INTEGER)
-        n = (long)r->integer;
-    if (r != NULL)
-        freeReplyObject(r);
-    redisFree(c);
-    return n;
+    char key[64];
+    snprintf(key, sizeof key, "qchat:gen:%d", (int)uid);
+    return integer_of_key("TTL", key, LONG_MIN);
 }
 
 long cl_registry_len(int32_t uid)
 {
     char key[64];
     snprintf(key, sizeof key, "qchat:s:%d", (int)uid);
-    if (!cl.redis_cluster)
-        return hlen_at(cl.redis_port, key);
-    long most = -1;
-    for (int k = 0; k < cl.redis_nodes; k++) {
-        long n = hlen_at(cl.redis_ports[k], key);
-        if (n > most)
-            most = n;
-    }
-    return most;
+    return integer_of_key("HLEN", key, -1);
 }
 
 bool cl_wait_registry_len(int32_t uid, long want, int timeout_ms)
@@ -999,4 +982,46 @@ void cl_stop(void)
         h_remove_dir(cl.dir);
     }
     cl.dir[0] = '\0';
+}
+
+/* ---- cmocka glue ---------------------------------------------------------- */
+
+static bool test_done;
+
+void cl_run_test(void **state)
+{
+    test_done = false;
+    h_run_test(state);
+    test_done = true;
+}
+
+static void redis_resume(void)
+{
+    if (cl.redis_pid > 0)
+        kill(cl.redis_pid, SIGCONT);
+    for (int k = 0; cl.redis_cluster && k < cl.redis_nodes; k++)
+        if (cl.redis_pids[k] > 0)
+            kill(cl.redis_pids[k], SIGCONT);
+}
+
+int cl_test_teardown(void **state)
+{
+    if (!test_done) {
+        cl.failed = true;
+        cl_resume_all();
+        redis_resume();
+        cl_log_tails(CL_FAIL_TAIL_LINES);
+    }
+    return h_test_teardown(state);
+}
+
+int cl_group_setup(void **state)
+{
+    return cl_start() == 0 ? 0 : -1;
+}
+
+int cl_group_teardown(void **state)
+{
+    cl_stop();
+    return 0;
 }

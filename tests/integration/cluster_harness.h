@@ -140,4 +140,24 @@ void cl_log_tails(int lines);
 /* Lines of node i's log holding a sanitizer report (printed); 0 if clean. */
 int cl_sanitizer_lines(int i);
 
+/*
+ * cmocka glue of the cluster tests: CL_TEST(f) runs f like H_TEST, and a
+ * test that did not finish marks the cluster failed (its directory kept),
+ * resumes every node's children and Redis (a failed pause test may have
+ * left them stopped) and prints CL_FAIL_TAIL_LINES of every log.
+ * cl_group_setup/teardown start and stop the whole cluster.
+ */
+#define CL_FAIL_TAIL_LINES 60
+void cl_run_test(void **state);
+int cl_test_teardown(void **state);
+int cl_group_setup(void **state);
+int cl_group_teardown(void **state);
+#define CL_TEST(f)                                                \
+    {                                                             \
+#f, cl_run_test, NULL, cl_test_teardown, &(struct h_test) \
+        {                                                         \
+            f                                                     \
+        }                                                         \
+    }
+
 #endif

@@ -817,7 +817,6 @@ static void test_refused_token_and_kick(void **state)
     fake_free(&f);
 }
 
-/* Kill qchat processes and close fakes a failed test left behind. */
 /* devices (DEVICES_MSG 49, an extension): the request, the listing, an error, the usage. */
 static void test_devices(void **state)
 {
@@ -849,6 +848,7 @@ static void test_devices(void **state)
     fake_free(&f);
 }
 
+/* Kill qchat processes and close fakes a failed test left behind. */
 static int cleanup(void **state)
 {
     qchat_kill_leftovers();

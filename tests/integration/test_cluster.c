@@ -65,9 +65,8 @@
 #define SUB_WAIT_MS     5000 /* a session's channel subscribed / released */
 #define ORDERED_MSGS    20   /* one-to-one messages checked for order */
 #define OFFLINE_MSGS    3
-#define NGINX_TRIES     6  /* connections to land a user on the other node */
-#define LIVE_LOGINS     10 /* chats sent right after a login ACK */
-#define LOG_TAIL_LINES  60
+#define NGINX_TRIES     6    /* connections to land a user on the other node */
+#define LIVE_LOGINS     10   /* chats sent right after a login ACK */
 #define RELAY_STALL_MS  500  /* node B's relay stopped while a login is answered */
 #define BLOCK_NOTICE_MS 2000 /* a block reaches the other node's session */
 #define BLOCK_POLL_MS   20
@@ -122,48 +121,6 @@
 #define REDIS_ID_MAX         64
 #define MOVED_SLOTS_MAX      (4 * FILL_PAIRS) /* every user's channel and generation key */
 #define RELAY_GEN_KEY_PREFIX "qchat:gen:"     /* the relay's login generation keys */
-
-static bool test_done;
-
-/* ---- cmocka glue: the single-node harness's, plus the cluster logs --- */
-
-static void c_run_test(void **state)
-{
-    test_done = false;
-    h_run_test(state);
-    test_done = true;
-}
-
-static int c_teardown(void **state)
-{
-    if (!test_done) {
-        cl.failed = true;
-        cl_resume_all();
-        if (cl.redis_pid > 0)
-            kill(cl.redis_pid, SIGCONT); /* a failed pause test may have left it stopped */
-        cl_log_tails(LOG_TAIL_LINES);
-    }
-    return h_test_teardown(state);
-}
-
-#define C_TEST(f)                                          \
-    {                                                      \
-#f, c_run_test, NULL, c_teardown, &(struct h_test) \
-        {                                                  \
-            f                                              \
-        }                                                  \
-    }
-
-static int group_setup(void **state)
-{
-    return cl_start() == 0 ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    cl_stop();
-    return 0;
-}
 
 /* ---- users, sessions, requests ------------------------------------------ */
 
@@ -2529,30 +2486,30 @@ static void test_nodes_stop_cleanly(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        C_TEST(test_chat_between_nodes_directly),
-        C_TEST(test_chat_through_nginx),
-        C_TEST(test_chat_right_after_login_is_live),
-        C_TEST(test_group_chat_members_on_both_nodes),
-        C_TEST(test_group_events_across_nodes),
-        C_TEST(test_block_across_nodes),
-        C_TEST(test_presence_across_nodes),
-        C_TEST(test_friend_request_accepted_across_nodes),
-        C_TEST(test_takeover_across_nodes),
-        C_TEST(test_simultaneous_logins_on_two_nodes_leave_one),
-        C_TEST(test_offline_messages_stored_by_the_other_node),
-        C_TEST(test_redis_restart_loses_nothing),
-        C_TEST(test_hung_worker_killed_under_cross_node_traffic_loses_nothing),
-        C_TEST(test_node_killed_users_go_offline_then_elsewhere),
-        C_TEST(test_relay_killed_online_receivers_get_everything),
-        C_TEST(test_redis_restarted_online_receivers_get_everything),
-        C_TEST(test_redis_paused_online_receivers_get_everything),
-        C_TEST(test_node_killed_receivers_get_everything_once),
-        C_TEST(test_node_hung_then_killed_receivers_get_everything_once),
-        C_TEST(test_answers_across_nodes_need_no_fill),
-        C_TEST(test_slots_moved_while_chatting_online_receivers_get_everything),
-        C_TEST(test_master_killed_online_receivers_get_everything),
-        C_TEST(test_nodes_stop_cleanly),
+        CL_TEST(test_chat_between_nodes_directly),
+        CL_TEST(test_chat_through_nginx),
+        CL_TEST(test_chat_right_after_login_is_live),
+        CL_TEST(test_group_chat_members_on_both_nodes),
+        CL_TEST(test_group_events_across_nodes),
+        CL_TEST(test_block_across_nodes),
+        CL_TEST(test_presence_across_nodes),
+        CL_TEST(test_friend_request_accepted_across_nodes),
+        CL_TEST(test_takeover_across_nodes),
+        CL_TEST(test_simultaneous_logins_on_two_nodes_leave_one),
+        CL_TEST(test_offline_messages_stored_by_the_other_node),
+        CL_TEST(test_redis_restart_loses_nothing),
+        CL_TEST(test_hung_worker_killed_under_cross_node_traffic_loses_nothing),
+        CL_TEST(test_node_killed_users_go_offline_then_elsewhere),
+        CL_TEST(test_relay_killed_online_receivers_get_everything),
+        CL_TEST(test_redis_restarted_online_receivers_get_everything),
+        CL_TEST(test_redis_paused_online_receivers_get_everything),
+        CL_TEST(test_node_killed_receivers_get_everything_once),
+        CL_TEST(test_node_hung_then_killed_receivers_get_everything_once),
+        CL_TEST(test_answers_across_nodes_need_no_fill),
+        CL_TEST(test_slots_moved_while_chatting_online_receivers_get_everything),
+        CL_TEST(test_master_killed_online_receivers_get_everything),
+        CL_TEST(test_nodes_stop_cleanly),
     };
     h_apply_filter();
-    return cmocka_run_group_tests_name("cluster", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("cluster", tests, cl_group_setup, cl_group_teardown);
 }

@@ -939,10 +939,12 @@ static size_t stored_cseqs(struct qclient *c, const char *key, int32_t id, int64
     return n;
 }
 
-/* The offlinemsg cseqs of a login reply, checked to be want[0..n) of msgid. */
-static void expect_offline(struct json_object *ack, int msgid, const int64_t *want, size_t n,
-                           const char *who)
+/* Log u in; the offlinemsg cseqs of its login reply must be want[0..n) of msgid. */
+static struct qclient *login_expecting_offline(struct h_user *u, int msgid, const int64_t *want,
+                                               size_t n, const char *who)
 {
+    struct json_object *ack = NULL;
+    struct qclient *c = h_login(u, &ack);
     H_CHECK(h_arr_len_opt(ack, "offlinemsg") == n, "%s: want %zu offline item(s): %s", who, n,
             h_json(ack));
     for (size_t i = 0; i < n; i++) {
@@ -952,6 +954,17 @@ static void expect_offline(struct json_object *ack, int msgid, const int64_t *wa
                 h_json(ack));
         json_object_put(m);
     }
+    json_object_put(ack);
+    return c;
+}
+
+/* The end of a log-off test: the server checked clean, the kept store removed, the usual
+ * server back. */
+static void end_log_off(const struct kept_store *k)
+{
+    h_stop_and_check_clean();
+    h_remove_dir(k->dir);
+    H_CHECK(server_start(NULL) == 0, "qchatd with the file's options again");
 }
 
 /*
@@ -1003,29 +1016,22 @@ static void test_log_off_keeps_only_undelivered_chats(void **state)
 
     start_log_off(&k); /* the same store */
     struct json_object *ack = NULL;
-    struct qclient *cc = h_login(&c, &ack);
     int64_t want1[] = { 1 };
-    expect_offline(ack, QC_ONE_CHAT_MSG, want1, 1, "c after the restart");
-    json_object_put(ack);
+    struct qclient *cc =
+        login_expecting_offline(&c, QC_ONE_CHAT_MSG, want1, 1, "c after the restart");
     ca = h_login(&a, &ack);
     json_object_put(ack);
-    cb = h_login(&b, &ack);
-    expect_offline(ack, QC_ONE_CHAT_MSG, NULL, 0, "b (had everything live)");
-    json_object_put(ack);
+    cb = login_expecting_offline(&b, QC_ONE_CHAT_MSG, NULL, 0, "b (had everything live)");
     chat_live(ca, cb, b.id, 4); /* never 1..3 again */
     go_offline(cb, b.id);
     H_CHECK(chat(ca, b.id, "for b, offline") == 5, "chat to b offline: cseq 5");
-    cb = h_login(&b, &ack);
     int64_t want5[] = { 5 };
-    expect_offline(ack, QC_ONE_CHAT_MSG, want5, 1, "b after going offline");
-    json_object_put(ack);
+    cb = login_expecting_offline(&b, QC_ONE_CHAT_MSG, want5, 1, "b after going offline");
     H_CHECK(stored_cseqs(ca, "with", b.id, cs, 8) == 1 && cs[0] == 5,
             "only the undelivered chat is in HISTORY");
     /* Delivered at login: not offline again. */
     h_close(cb);
-    cb = h_login(&b, &ack);
-    expect_offline(ack, QC_ONE_CHAT_MSG, NULL, 0, "b's second login");
-    json_object_put(ack);
+    cb = login_expecting_offline(&b, QC_ONE_CHAT_MSG, NULL, 0, "b's second login");
     /* Delivered to everyone: the purge removes it (the cursors do not stop at the gaps). */
     char out[256];
     int64_t deadline = h_now_ms() + H_REPLY_MS;
@@ -1038,9 +1044,7 @@ static void test_log_off_keeps_only_undelivered_chats(void **state)
     h_close(ca);
     h_close(cb);
     h_close(cc);
-    h_stop_and_check_clean();
-    h_remove_dir(k.dir);
-    H_CHECK(server_start(NULL) == 0, "qchatd with the file's options again");
+    end_log_off(&k);
 }
 
 /*
@@ -1075,10 +1079,8 @@ static void test_log_off_group_stores_once_for_offline_members(void **state)
     int64_t cs[8];
     H_CHECK(stored_cseqs(ca, "groupid", gid, cs, 8) == 1 && cs[0] == 1,
             "the chat a member missed is stored, once");
-    cc = h_login(&c, &ack);
     int64_t want1[] = { 1 };
-    expect_offline(ack, QC_GROUP_CHAT_MSG, want1, 1, "c (missed cseq 1)");
-    json_object_put(ack);
+    cc = login_expecting_offline(&c, QC_GROUP_CHAT_MSG, want1, 1, "c (missed cseq 1)");
     /* Everyone online: live only. */
     H_CHECK(group_chat(ca, gid, "all here") == 2, "group cseq 2");
     json_object_put(h_expect(cb, QC_GROUP_CHAT_MSG, "group chat to b"));
@@ -1090,24 +1092,16 @@ static void test_log_off_group_stores_once_for_offline_members(void **state)
     h_close(cc);
 
     start_log_off(&k);
-    cc = h_login(&c, &ack);
-    expect_offline(ack, QC_GROUP_CHAT_MSG, NULL, 0, "c (had cseq 1 at login, 2 live)");
-    json_object_put(ack);
-    cb = h_login(&b, &ack);
-    expect_offline(ack, QC_GROUP_CHAT_MSG, NULL, 0, "b (got cseq 1 live)");
-    json_object_put(ack);
-    ca = h_login(&a, &ack);
-    expect_offline(ack, QC_GROUP_CHAT_MSG, NULL, 0, "a (the sender)");
-    json_object_put(ack);
+    cc = login_expecting_offline(&c, QC_GROUP_CHAT_MSG, NULL, 0, "c (had cseq 1 at login, 2 live)");
+    cb = login_expecting_offline(&b, QC_GROUP_CHAT_MSG, NULL, 0, "b (got cseq 1 live)");
+    ca = login_expecting_offline(&a, QC_GROUP_CHAT_MSG, NULL, 0, "a (the sender)");
     H_CHECK(group_chat(ca, gid, "after the restart") == 3, "group cseq continues at 3");
     json_object_put(h_expect(cb, QC_GROUP_CHAT_MSG, "group chat to b"));
     json_object_put(h_expect(cc, QC_GROUP_CHAT_MSG, "group chat to c"));
     h_close(ca);
     h_close(cb);
     h_close(cc);
-    h_stop_and_check_clean();
-    h_remove_dir(k.dir);
-    H_CHECK(server_start(NULL) == 0, "qchatd with the file's options again");
+    end_log_off(&k);
 }
 
 static void test_no_worker_died_and_sigterm_stops(void **state)

@@ -31,7 +31,6 @@
 #define NODE_A         0
 #define NODE_B         1
 #define SUB_WAIT_MS    5000 /* a session's channel subscribed / released */
-#define LOG_TAIL_LINES 60
 #define RACE_TRIES     20   /* simultaneous logins per race test */
 #define RACE_SETTLE_MS 3000 /* every reply, KICK and EOF of a try arrives within this */
 #define RACE_READ_MS   10
@@ -43,44 +42,6 @@
 #define QUIET_MS       400
 #define STR_(x)        #x
 #define STR(x)         STR_(x)
-
-static bool test_done;
-
-static void c_run_test(void **state)
-{
-    test_done = false;
-    h_run_test(state);
-    test_done = true;
-}
-
-static int c_teardown(void **state)
-{
-    if (!test_done) {
-        cl.failed = true;
-        cl_resume_all();
-        cl_log_tails(LOG_TAIL_LINES);
-    }
-    return h_test_teardown(state);
-}
-
-#define C_TEST(f)                                          \
-    {                                                      \
-#f, c_run_test, NULL, c_teardown, &(struct h_test) \
-        {                                                  \
-            f                                              \
-        }                                                  \
-    }
-
-static int group_setup(void **state)
-{
-    return cl_start() == 0 ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    cl_stop();
-    return 0;
-}
 
 /* ---- the mode: both nodes restarted with it ----------------------------- */
 
@@ -490,13 +451,13 @@ int main(void)
 {
     h_apply_filter(); /* H_FILTER=pattern runs the matching tests only */
     const struct CMUnitTest tests[] = {
-        C_TEST(test_refuse_across_nodes),
-        C_TEST(test_refuse_race_leaves_one),
-        C_TEST(test_dead_node_stops_refusing),
-        C_TEST(test_multi_chat_echo_read_presence_across_nodes),
-        C_TEST(test_multi_max_devices_counts_both_nodes),
-        C_TEST(test_multi_race_leaves_max),
-        C_TEST(test_nodes_back_to_takeover),
+        CL_TEST(test_refuse_across_nodes),
+        CL_TEST(test_refuse_race_leaves_one),
+        CL_TEST(test_dead_node_stops_refusing),
+        CL_TEST(test_multi_chat_echo_read_presence_across_nodes),
+        CL_TEST(test_multi_max_devices_counts_both_nodes),
+        CL_TEST(test_multi_race_leaves_max),
+        CL_TEST(test_nodes_back_to_takeover),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, cl_group_setup, cl_group_teardown);
 }
