@@ -22,7 +22,7 @@ struct conv_top {
 struct log_batch {
     struct store_logmsg *msgs;
     size_t n;
-    struct conv_top *tops; /* n entries, sorted by conv, sender, cseq (log_batch_sort) */
+    struct conv_top *tops; /* n entries, sorted by conv, sender, cseq (log_batch_number) */
     size_t *todo;          /* the messages given with cseq 0, by conv then batch order */
     size_t ntodo;
 };

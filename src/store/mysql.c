@@ -457,19 +457,20 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
      * The login's undelivered messages in two cheap queries instead of the
      * one above (whose window functions cost MariaDB 40 ms per 1,000
      * rows): the keys, the first ? cseqs after each cursor, in conv and
-     * cseq order, each with whether its conversation goes on beyond them;
+     * cseq order, each with whether its conversation goes on beyond them
+     * (a conversation with none stored among them: one row, cseq NULL);
      * then the bodies of what was picked, per conversation a cseq range.
      */
     [ST_UNDELIVERED_KEYS] = { "undelivered keys",
-                              "SELECT m.conv, m.cseq, m.mid, m.sender, m.ts, LENGTH(m.body),"
+                              "SELECT c.conv, m.cseq, m.mid, m.sender, m.ts, LENGTH(m.body),"
                               " v.last_cseq > c.delivered_cseq + ?"
                               " FROM ConvCursor c JOIN Conversation v ON v.conv = c.conv"
                               " AND v.last_cseq > c.delivered_cseq"
-                              " JOIN Message m ON m.conv = c.conv AND m.cseq > c.delivered_cseq"
+                              " LEFT JOIN Message m ON m.conv = c.conv AND m.cseq > c.delivered_cseq"
                               " AND m.cseq <= c.delivered_cseq + ?"
                               " WHERE c.userid = ? AND (c.conv > 0 OR EXISTS (SELECT 1 FROM GroupUser g"
                               " WHERE g.groupid = -c.conv AND g.userid = ?))"
-                              " ORDER BY m.conv, m.cseq",
+                              " ORDER BY c.conv, m.cseq",
                               4, "iiiiiii" },
     /* BODY_CONVS ranges (conv, lo, hi]; unused ones NULL. */
     [ST_UNDELIVERED_BODIES] = { "undelivered bodies",
@@ -2322,7 +2323,8 @@ static int hand_undelivered(struct store *st, int max_count, size_t max_bytes, s
  * a conversation's first max_count + 1: when the plan reaches such a
  * conversation's last key read before it is full, the keys did not hold
  * enough and the exact single query (ST_UNDELIVERED, 40 ms per 1,000) is
- * run instead.  Then only the picked bodies are fetched, per conversation
+ * run instead; so it is when a conversation going on beyond the keys had
+ * none stored among them (purged, or not stored with the log off).  Then only the picked bodies are fetched, per conversation
  * one cseq range.
  */
 struct und_row {
@@ -2340,6 +2342,7 @@ struct und_plan {
     struct und_row *rows; /* by conv, cseq */
     size_t n, cap;
     size_t *order; /* rows[] in the order handed out */
+    bool gap;      /* a conversation going on beyond the keys had no key: plan unusable */
 };
 
 #define UND_ROWS_INITIAL 256
@@ -2371,9 +2374,13 @@ static struct und_row *und_row_add(struct und_plan *u)
 static int und_keep_key(struct store *st, struct und_plan *u)
 {
     enum stmt_id id = ST_UNDELIVERED_KEYS;
-    struct und_row *r = und_row_add(u), *prev;
+    struct und_row *r, *prev;
 
-    if (r == NULL)
+    if (col_int(st, id, 1) == 0) { /* no message among the keys (cseq NULL) */
+        u->gap = u->gap || col_int(st, id, 6) != 0;
+        return QC_OK;
+    }
+    if ((r = und_row_add(u)) == NULL)
         return QC_ESTORAGE;
     r->conv = col_int(st, id, 0);
     r->cseq = col_int(st, id, 1);
@@ -2579,7 +2586,8 @@ static int mysql_store_undelivered(struct store *st, int32_t userid, int max_cou
     if (max_count < 1)
         return QC_EBADREQ;
     err = read_undelivered_keys(st, userid, max_count, &u);
-    if (err == QC_OK && u.n > 0)
+    short_keys = u.gap;
+    if (err == QC_OK && u.n > 0 && !short_keys)
         err = pick_undelivered(&u, userid, max_count, max_bytes, more, &short_keys);
     if (err == QC_OK && u.n > 0 && !short_keys)
         err = fetch_undelivered_bodies(st, userid, &u);

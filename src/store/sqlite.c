@@ -1180,8 +1180,6 @@ static int raise_marks(struct store *st, const struct store_convmark *marks, siz
     for (size_t i = 0; i < n && err == QC_OK; i++) {
         int64_t v[3] = { marks[i].conv, marks[i].cseq, marks[i].ts };
 
-        if (marks[i].conv == 0 || marks[i].cseq <= 0)
-            return QC_EBADREQ;
         err = run_ints(st, ST_CONV_BUMP, v, 3);
     }
     return err;
@@ -1191,6 +1189,9 @@ static int sqlite_conv_raise(struct store *st, const struct store_convmark *mark
 {
     int err;
 
+    for (size_t i = 0; i < n; i++) /* refused before taking the write lock, as in mysql.c */
+        if (marks[i].conv == 0 || marks[i].cseq <= 0)
+            return QC_EBADREQ;
     if (n == 0)
         return QC_OK;
     if ((err = tx_begin(st)) == QC_OK)

@@ -67,8 +67,10 @@ int main(int argc, char **argv)
     strlcpy(cfg.storage_driver, "sqlite", sizeof cfg.storage_driver);
     strlcpy(cfg.storage_path, path, sizeof cfg.storage_path);
     const struct store_ops *ops = store_driver("sqlite");
-    if (ops->open(&st, &cfg, err, sizeof err) != QC_OK || ops->init_schema(st) != QC_OK)
+    if (ops->open(&st, &cfg, err, sizeof err) != QC_OK)
         return fail(err);
+    if (ops->init_schema(st) != QC_OK) /* logged; err is open's alone */
+        return fail("init_schema");
     int32_t *ids = malloc(sizeof *ids * 2 * PAIRS), *who = malloc(sizeof *who * (size_t)k);
     int64_t *cseq = calloc(PAIRS, sizeof *cseq);
     struct store_logmsg *m = malloc(sizeof *m * (size_t)k);

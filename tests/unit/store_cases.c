@@ -1088,7 +1088,9 @@ void test_log_undelivered_own(void **state)
 {
     struct store_fixture *f = store_case_fixture(state);
     int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), carol = new_user(f, "carol");
+    int32_t dave = new_user(f, "dave");
     int64_t ab = store_conv_pair(alice, bob), cb = store_conv_pair(carol, bob);
+    int64_t db = store_conv_pair(dave, bob);
     struct got *got = new_got();
     bool more = false;
 
@@ -1110,6 +1112,23 @@ void test_log_undelivered_own(void **state)
     assert_false(more);
     assert_int_equal(got->cseq[1], 4);
     assert_int_equal(got->conv[2], cb);
+
+    /*
+     * A conversation whose first stored undelivered message lies beyond
+     * the first max_count + 1 cseqs after the cursor (the ones before were
+     * purged, or never stored with the log off) still hands it out.
+     */
+    append_msg(f, db, 10, dave, BASE_TS + 200);
+    got->n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, bob, 3, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 3);
+    assert_true(more);
+    got->n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, bob, 4, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 4);
+    assert_false(more);
+    assert_int_equal(got->conv[3], db);
+    assert_int_equal(got->cseq[3], 10);
     free(got);
 }
 
