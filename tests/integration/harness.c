@@ -895,6 +895,55 @@ int h_worker_of(int32_t id)
     return -1;
 }
 
+#define H_BURST        8  /* connections opened at once to spread over workers */
+#define H_BURST_ROUNDS 10 /* bursts tried */
+
+/*
+ * n fresh users logged in (with presence notices if asked), each on a different worker.  A
+ * worker idle in epoll_wait takes every connection that arrives one by one,
+ * so connections are opened in a burst (the kernel queues them before any
+ * worker accepts) and logged in afterwards; a burst that landed on too few
+ * workers is closed and tried again.
+ */
+void h_users_on_workers(struct h_user *u, struct qclient **c, int n, const char *tag, bool presence)
+{
+    H_CHECK(n >= 1 && n <= H_WORKERS, "%d users on distinct workers of %d", n, H_WORKERS);
+    struct h_user pool[H_BURST];
+    struct qclient *conn[H_BURST];
+    for (int i = 0; i < H_BURST; i++)
+        h_new_offline_user(&pool[i], tag);
+    for (int round = 0; round < H_BURST_ROUNDS; round++) {
+        for (int i = 0; i < H_BURST; i++)
+            conn[i] = h_connect();
+        int used[H_WORKERS] = { 0 }, got = 0;
+        for (int i = 0; i < H_BURST; i++) {
+            struct json_object *ack = NULL;
+            int rc =
+                qclient_login(conn[i], pool[i].id, pool[i].password, presence, &ack, H_REPLY_MS);
+            H_CHECK(rc == 0, "login of %d: %s", pool[i].id, h_json(ack));
+            json_object_put(ack);
+            int w = h_worker_of(pool[i].id);
+            if (got < n && w >= 0 && w < H_WORKERS && !used[w]) {
+                used[w] = 1;
+                u[got] = pool[i];
+                c[got++] = conn[i];
+                conn[i] = NULL;
+            }
+        }
+        for (int i = 0; i < H_BURST; i++)
+            if (conn[i] != NULL)
+                h_close(conn[i]);
+        if (got == n)
+            return;
+        for (int i = 0; i < got; i++)
+            h_close(c[i]);
+        for (int i = 0; i < H_BURST; i++)
+            H_CHECK(h_wait_online(pool[i].id, false, H_REPLY_MS), "user %d still online",
+                    pool[i].id);
+    }
+    H_FAIL("%d bursts of %d connections never reached %d workers", H_BURST_ROUNDS, H_BURST, n);
+}
+
 struct online_wait {
     int32_t id;
     bool online;

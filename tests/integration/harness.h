@@ -153,6 +153,9 @@ struct qclient *h_login_to(int port, const struct h_user *u, bool presence,
 struct qclient *h_new_user(struct h_user *u, const char *tag);
 /* Register a fresh user on a throw-away connection (stays offline). */
 void h_new_offline_user(struct h_user *u, const char *tag);
+/* n (<= H_WORKERS) fresh users logged in, each on a different worker. */
+void h_users_on_workers(struct h_user *u, struct qclient **c, int n, const char *tag,
+                        bool presence);
 
 /* ---- requests and replies ------------------------------------------- */
 

@@ -418,7 +418,6 @@ static void chat_arrives(struct qclient *a, struct qclient *b, int32_t to, const
 
 #define CEILING_TEXT_BYTES 43008  /* the largest limits.max_text_bytes accepted */
 #define CEILING_MSG_BYTES  300000 /* server.max_message_bytes that lets it in escaped */
-#define CEILING_TRIES      12     /* recipients tried until one is on another worker */
 
 static const char *const ceiling_opts[] = { "limits.max_text_bytes=" STR(CEILING_TEXT_BYTES),
                                             "server.max_message_bytes=" STR(CEILING_MSG_BYTES),
@@ -433,16 +432,12 @@ static const char *const ceiling_opts[] = { "limits.max_text_bytes=" STR(CEILING
 static void test_text_ceiling_crosses_workers(void **state)
 {
     start_with(ceiling_opts);
-    struct h_user a, b;
-    struct qclient *ca = h_new_user(&a, "ceil_a"), *cb = NULL;
-    int wa = h_worker_of(a.id), wb = wa;
-    for (int i = 0; i < CEILING_TRIES && wb == wa; i++) {
-        if (cb != NULL)
-            h_close(cb);
-        cb = h_new_user(&b, "ceil_b");
-        wb = h_worker_of(b.id);
-    }
-    H_CHECK(wb != wa, "%d recipients all landed on worker %d", CEILING_TRIES, wa);
+    struct h_user u[2];
+    struct qclient *c[2];
+    h_users_on_workers(u, c, 2, "ceil", false);
+    struct h_user a = u[0], b = u[1];
+    struct qclient *ca = c[0], *cb = c[1];
+    int wa = h_worker_of(a.id), wb = h_worker_of(b.id);
     size_t esc = strlen("\\u0001");
     char *msg = malloc(CEILING_TEXT_BYTES * esc + 1);
     H_CHECK(msg != NULL, "out of memory");

@@ -16,12 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NO_SUCH_ID   2147480000 /* an id no test run registers */
-#define MAX_GROUPS   3          /* limits.max_groups for this server */
-#define REPLY_CAP    4096       /* limits.max_login_reply_bytes for this server */
-#define BIG_MEMBERS  12         /* members of each group in the login-size test */
-#define BURST        8          /* connections opened at once to spread over workers */
-#define BURST_ROUNDS 10         /* bursts tried */
+#define NO_SUCH_ID  2147480000 /* an id no test run registers */
+#define MAX_GROUPS  3          /* limits.max_groups for this server */
+#define REPLY_CAP   4096       /* limits.max_login_reply_bytes for this server */
+#define BIG_MEMBERS 12         /* members of each group in the login-size test */
 
 static const char *const consent_yes[] = { "social.friend_consent=yes", "limits.max_groups=3",
                                            "limits.max_login_reply_bytes=4096", NULL };
@@ -29,57 +27,13 @@ static const char *const consent_no[] = { "social.friend_consent=no", NULL };
 
 /* ---- helpers ---------------------------------------------------------- */
 
-/*
- * n fresh users logged in with notices, each on a different worker.  A
- * worker idle in epoll_wait takes every connection that arrives one by one,
- * so connections are opened in a burst (the kernel queues them before any
- * worker accepts) and logged in afterwards; a burst that landed on too few
- * workers is closed and tried again.
- */
-static void users_on_workers(struct h_user *u, struct qclient **c, int n, const char *tag)
-{
-    struct h_user pool[BURST];
-    struct qclient *conn[BURST];
-    for (int i = 0; i < BURST; i++)
-        h_new_offline_user(&pool[i], tag);
-    for (int round = 0; round < BURST_ROUNDS; round++) {
-        for (int i = 0; i < BURST; i++)
-            conn[i] = h_connect();
-        int used[H_WORKERS] = { 0 }, got = 0;
-        for (int i = 0; i < BURST; i++) {
-            struct json_object *ack = NULL;
-            int rc = qclient_login(conn[i], pool[i].id, pool[i].password, true, &ack, H_REPLY_MS);
-            H_CHECK(rc == 0, "login of %d: %s", pool[i].id, h_json(ack));
-            json_object_put(ack);
-            int w = h_worker_of(pool[i].id);
-            if (got < n && w >= 0 && w < H_WORKERS && !used[w]) {
-                used[w] = 1;
-                u[got] = pool[i];
-                c[got++] = conn[i];
-                conn[i] = NULL;
-            }
-        }
-        for (int i = 0; i < BURST; i++)
-            if (conn[i] != NULL)
-                h_close(conn[i]);
-        if (got == n)
-            return;
-        for (int i = 0; i < got; i++)
-            h_close(c[i]);
-        for (int i = 0; i < BURST; i++)
-            H_CHECK(h_wait_online(pool[i].id, false, H_REPLY_MS), "user %d still online",
-                    pool[i].id);
-    }
-    H_FAIL("%d bursts of %d connections never reached %d workers", BURST_ROUNDS, BURST, n);
-}
-
 /* Two users with notices, on different workers. */
 static void two_users(struct h_user *a, struct qclient **ca, struct h_user *b, struct qclient **cb,
                       const char *tag)
 {
     struct h_user u[2];
     struct qclient *c[2];
-    users_on_workers(u, c, 2, tag);
+    h_users_on_workers(u, c, 2, tag, true);
     *a = u[0];
     *ca = c[0];
     *b = u[1];
@@ -89,7 +43,7 @@ static void two_users(struct h_user *a, struct qclient **ca, struct h_user *b, s
 /* Three users with notices, on three different workers. */
 static void three_users(struct h_user *u, struct qclient **c, const char *tag)
 {
-    users_on_workers(u, c, 3, tag);
+    h_users_on_workers(u, c, 3, tag, true);
 }
 
 /* Send a request with seq; the ACK is found among pushes that may come first. */
