@@ -4,8 +4,11 @@
  * One mutex guards three lists: appends and jobs queued by the worker (a
  * condition variable wakes the thread) and items done (the thread pushes,
  * the worker pops after the eventfd fires).  The thread takes everything
- * queued at once: that is the group commit.  Nothing else is shared: an
- * item carries everything it needs (an append carries a copy of its body).
+ * queued at once: that is the group commit (STORAGE_TX_MAX appends per
+ * transaction, each transaction handed back as soon as it commits), then
+ * the jobs, which so see every append queued before them.  Nothing else
+ * is shared: an item carries everything it needs (an append carries a
+ * copy of its body).
  *
  * An append made by storage_append_assign carries cseq 0: the store numbers
  * it inside the committing transaction, and the number it wrote back into
@@ -94,34 +97,78 @@ static void list_splice(struct list *to, struct list *from)
 
 /* ---- the thread ----------------------------------------------------- */
 
+static void signal_done(struct storage *s)
+{
+    uint64_t one = 1;
+
+    if (write(s->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        log_error("storage thread: eventfd: %s", strerror(errno));
+}
+
+/* Hand the items of l, and round's counts, to the worker (the lock is not held). */
+static void hand_back(struct storage *s, struct list *l, struct storage_stats *round)
+{
+    pthread_mutex_lock(&s->lock);
+    s->stats.commits += round->commits;
+    s->stats.appended += round->appended;
+    s->stats.jobs += round->jobs;
+    list_splice(&s->done, l);
+    signal_done(s);
+    pthread_mutex_unlock(&s->lock);
+    memset(round, 0, sizeof(*round));
+}
+
+/* Detach the first n items of l (n <= l->n) into a list of their own. */
+static struct list take_first(struct list *l, size_t n)
+{
+    struct list head = { l->head, NULL, n };
+    struct item *it = l->head;
+
+    for (size_t i = 1; i < n; i++)
+        it = it->next;
+    head.tail = it;
+    l->head = it->next;
+    if (l->head == NULL)
+        l->tail = NULL;
+    l->n -= n;
+    it->next = NULL;
+    return head;
+}
+
 /*
- * Write up to STORAGE_TX_MAX appends per transaction; each item gets its
- * outcome.  Counts go to round (added to s->stats under the lock).
+ * Write the appends of l, up to STORAGE_TX_MAX per transaction; each item
+ * gets its outcome, and each transaction's items go back to the worker as
+ * soon as it is committed: behind a backlog of many transactions (a slow
+ * database) the worker sees commits, and room to append, one transaction
+ * at a time, not after the whole backlog.  l is empty afterwards.
  */
 static void write_appends(struct storage *s, struct list *l, struct storage_stats *round)
 {
-    struct store_logmsg *batch;
-    struct item *it = l->head, *first;
-    size_t n, i;
-    int err;
+    size_t cap = l->n < STORAGE_TX_MAX ? l->n : STORAGE_TX_MAX;
+    struct store_logmsg *batch = calloc(cap, sizeof(*batch));
 
-    batch = calloc(l->n < STORAGE_TX_MAX ? l->n : STORAGE_TX_MAX, sizeof(*batch));
-    while (it != NULL) {
-        first = it;
-        for (n = 0; it != NULL && n < STORAGE_TX_MAX; it = it->next, n++)
-            if (batch != NULL)
-                batch[n] = it->msg;
-        err = batch != NULL ? s->ops->log_append(s->st, batch, n) : QC_ESTORAGE;
-        if (batch == NULL)
-            log_error("storage: out of memory for a batch of %zu appends", n);
-        for (i = 0, it = first; i < n; i++, it = it->next) {
+    if (batch == NULL)
+        log_error("storage: out of memory for a batch of %zu appends", cap);
+    while (l->head != NULL) {
+        struct list tx = take_first(l, l->n < STORAGE_TX_MAX ? l->n : STORAGE_TX_MAX);
+        struct item *it;
+        size_t i;
+        int err = QC_ESTORAGE;
+
+        if (batch != NULL) {
+            for (i = 0, it = tx.head; it != NULL; it = it->next)
+                batch[i++] = it->msg;
+            err = s->ops->log_append(s->st, batch, tx.n);
+        }
+        for (i = 0, it = tx.head; it != NULL; it = it->next, i++) {
             it->err = err;
             if (batch != NULL)
                 it->msg.cseq = batch[i].cseq; /* as the store numbered it (0: failed) */
         }
         round->commits++;
         if (err == QC_OK)
-            round->appended += n;
+            round->appended += tx.n;
+        hand_back(s, &tx, round);
     }
     free(batch);
 }
@@ -134,14 +181,6 @@ static void run_jobs(struct storage *s, struct list *l, struct storage_stats *ro
         it->err = it->fn(s->ops, s->st, it->arg);
         round->jobs++;
     }
-}
-
-static void signal_done(struct storage *s)
-{
-    uint64_t one = 1;
-
-    if (write(s->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-        log_error("storage thread: eventfd: %s", strerror(errno));
 }
 
 static void *storage_thread(void *arg)
@@ -162,17 +201,12 @@ static void *storage_thread(void *arg)
         pthread_mutex_unlock(&s->lock);
 
         memset(&round, 0, sizeof(round));
-        if (appends.head != NULL)
-            write_appends(s, &appends, &round);
-        run_jobs(s, &jobs, &round);
-
+        write_appends(s, &appends, &round); /* before the jobs: they see what was queued first */
+        if (jobs.head != NULL) {
+            run_jobs(s, &jobs, &round);
+            hand_back(s, &jobs, &round);
+        }
         pthread_mutex_lock(&s->lock);
-        s->stats.commits += round.commits;
-        s->stats.appended += round.appended;
-        s->stats.jobs += round.jobs;
-        list_splice(&s->done, &appends);
-        list_splice(&s->done, &jobs);
-        signal_done(s);
     }
     pthread_mutex_unlock(&s->lock);
     return NULL;
