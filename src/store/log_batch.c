@@ -82,10 +82,17 @@ int log_batch_number(struct log_batch *b, struct store *st, log_reserve_fn reser
     }
     if (err != QC_OK)
         return err;
-    for (i = 0; i < b->n; i++)
+    log_batch_sort(b);
+    return QC_OK;
+}
+
+void log_batch_sort(struct log_batch *b)
+{
+    const struct store_logmsg *m = b->msgs;
+
+    for (size_t i = 0; i < b->n; i++)
         b->tops[i] = (struct conv_top){ m[i].conv, m[i].cseq, m[i].ts, m[i].sender };
     qsort(b->tops, b->n, sizeof(*b->tops), by_conv_sender_cseq);
-    return QC_OK;
 }
 
 /* The sender's own messages t[0..n) (one conversation, ascending cseq): its first run. */

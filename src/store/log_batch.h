@@ -51,6 +51,8 @@ typedef int (*log_seen_fn)(struct store *st, int32_t sender, int64_t conv, int64
  * conversation), sort tops by the final cseqs.
  */
 int log_batch_number(struct log_batch *b, struct store *st, log_reserve_fn reserve);
+/* Sort tops by the final cseqs (what log_batch_number ends with, for a driver that numbers itself). */
+void log_batch_sort(struct log_batch *b);
 /*
  * Per conversation: bump with its highest message, then, per sender, seen
  * over the sender's first contiguous run of cseqs (nothing of others is

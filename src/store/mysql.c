@@ -50,9 +50,12 @@
  * order (so two writers never wait for each other in a cycle).  Messages
  * given with cseq 0 are numbered first, in the same transaction and in conv
  * order: an upsert raises Conversation.last_cseq by their number (which
- * locks the row until the commit, so writers of other nodes queue there)
- * and returns the new value as its insert id; they take the numbers below
- * it in batch order.  A retry after a
+ * locks the row until the commit, so writers of other nodes queue there);
+ * they take the numbers below the new value in batch order.  One
+ * conversation's upsert returns it as its insert id; CONV_BATCH
+ * conversations go in one multi-row upsert read back by one SELECT
+ * (two round trips instead of one per conversation: a cross-node
+ * ping-pong batch has one message in each of hundreds of conversations).  A retry after a
  * deadlock numbers them again from 0.  delivered_advance raises CURSOR_BATCH
  * cursors per multi-row upsert (idempotent: a retry raises them again).
  * undelivered (the login's messages) is planned here from the keys and the
@@ -172,7 +175,8 @@ enum {
 #define BODY_ROWS_32                                                                           \
     "SELECT ? AS conv, ? AS lo, ? AS hi" BODY_ROW BODY_ROW BODY_ROW BODY_ROW BODY_ROW BODY_ROW \
         BODY_ROW BODY_ROWS_8 BODY_ROWS_8 BODY_ROWS_8
-#define LIST_8 "?, ?, ?, ?, ?, ?, ?, ?"
+#define LIST_8  "?, ?, ?, ?, ?, ?, ?, ?"
+#define LIST_32 LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8
 #define LIST_64 \
     LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8
 
@@ -214,6 +218,8 @@ enum stmt_id {
     ST_CONV_BUMP,
     ST_CONV_BUMP_N,
     ST_CONV_RESERVE,
+    ST_CONV_RESERVE_N,
+    ST_CONV_LAST_N,
     ST_CURSOR_INIT_PAIR,
     ST_CURSOR_INIT_PAIR_N,
     ST_SENDER_SEEN,
@@ -373,6 +379,23 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                           " last_cseq = LAST_INSERT_ID(last_cseq + VALUES(last_cseq)),"
                           " last_ts = VALUES(last_ts)",
                           3, NULL },
+    /*
+     * The same for CONV_BATCH conversations at once (a padding row repeats
+     * the last one and reserves 0); the new last cseqs are read back by
+     * ST_CONV_LAST_N.  That is a plain read: a transaction sees its own
+     * writes, and the upsert's locks keep every other writer off these rows
+     * (a locking read of an IN list may lock the range between, rows other
+     * nodes hold: the two nodes then wait for each other).
+     */
+    [ST_CONV_RESERVE_N] = { "conversation reserve batch",
+                            "INSERT INTO Conversation (conv, last_cseq, last_ts)"
+                            " VALUES " CONV_ROWS_32 " ON DUPLICATE KEY UPDATE"
+                            " last_cseq = last_cseq + VALUES(last_cseq),"
+                            " last_ts = VALUES(last_ts)",
+                            CONV_BATCH * 3, NULL },
+    [ST_CONV_LAST_N] = { "conversation last batch",
+                         "SELECT conv, last_cseq FROM Conversation WHERE conv IN (" LIST_32 ")",
+                         CONV_BATCH, "ii" },
     [ST_CURSOR_INIT_PAIR] = { "cursor init",
                               "INSERT IGNORE INTO ConvCursor (userid, conv) VALUES (?, ?), (?, ?)",
                               4, NULL },
@@ -2085,6 +2108,91 @@ static int reserve_cseqs(struct store *st, struct store_logmsg *msgs, const size
     return QC_OK;
 }
 
+/* A conversation's messages to number: todo[first..first + k) of the batch. */
+struct reservation {
+    int64_t conv;
+    size_t first, k;
+};
+
+/* Give r's messages the k cseqs up to last, its conversation's new last cseq. */
+static void number_reserved(struct log_batch *b, const struct reservation *r, int64_t last)
+{
+    for (size_t i = 0; i < r->k; i++)
+        b->msgs[b->todo[r->first + i]].cseq = last - (int64_t)r->k + 1 + (int64_t)i;
+}
+
+/*
+ * n (2..CONV_BATCH) conversations' reservations in two round trips: one
+ * multi-row upsert raises each last cseq by its count (rows in conv order,
+ * locked until the commit), one read gets the new values back.
+ */
+static int reserve_batch(struct store *st, struct log_batch *b, const struct reservation *r,
+                         size_t n)
+{
+    struct params p;
+    size_t i, got = 0;
+    int err, rc;
+
+    params_init(&p);
+    for (i = 0; i < CONV_BATCH; i++) {
+        const struct reservation *x = &r[i < n ? i : n - 1];
+
+        param_int(&p, x->conv);
+        param_int(&p, i < n ? (long long)x->k : 0); /* a padding row reserves nothing */
+        param_int(&p, b->msgs[b->todo[x->first + x->k - 1]].ts);
+    }
+    if ((err = exec(st, ST_CONV_RESERVE_N, &p)) != QC_OK)
+        return err;
+    params_init(&p);
+    for (i = 0; i < CONV_BATCH; i++)
+        param_int(&p, r[i < n ? i : n - 1].conv);
+    if ((err = exec(st, ST_CONV_LAST_N, &p)) != QC_OK)
+        return err;
+    while ((rc = fetch(st, ST_CONV_LAST_N)) == 1) {
+        int64_t conv = col_int(st, ST_CONV_LAST_N, 0), last = col_int(st, ST_CONV_LAST_N, 1);
+
+        for (i = 0; i < n && r[i].conv != conv; i++)
+            ;
+        if (i < n && last >= (int64_t)r[i].k) {
+            number_reserved(b, &r[i], last);
+            got++;
+        }
+    }
+    finish(st, ST_CONV_LAST_N);
+    if (rc < 0 || got != n) {
+        log_error("mysql: conversation reserve batch: %zu of %zu conversations read back", got, n);
+        return QC_ESTORAGE;
+    }
+    return QC_OK;
+}
+
+/*
+ * Number every message given with cseq 0 (b->todo, by conv): CONV_BATCH
+ * conversations per reserve_batch, a lone one by reserve_cseqs.
+ */
+static int reserve_all(struct store *st, struct log_batch *b)
+{
+    struct reservation r[CONV_BATCH];
+    size_t i = 0, n = 0;
+    int err = QC_OK;
+
+    while (i < b->ntodo && err == QC_OK) {
+        size_t j = i;
+        int64_t conv = b->msgs[b->todo[i]].conv;
+
+        while (j < b->ntodo && b->msgs[b->todo[j]].conv == conv)
+            j++;
+        r[n++] = (struct reservation){ conv, i, j - i };
+        i = j;
+        if (n == CONV_BATCH || i == b->ntodo) {
+            err = n == 1 ? reserve_cseqs(st, b->msgs, b->todo + r[0].first, r[0].k)
+                         : reserve_batch(st, b, r, n);
+            n = 0;
+        }
+    }
+    return err;
+}
+
 static int op_log_append(struct store *st, void *arg)
 {
     struct log_batch *b = arg;
@@ -2095,7 +2203,9 @@ static int op_log_append(struct store *st, void *arg)
     st->rows.nrun = 0;
     if ((err = tx_begin(st)) != QC_OK)
         return err;
-    err = log_batch_number(b, st, reserve_cseqs);
+    err = reserve_all(st, b);
+    if (err == QC_OK)
+        log_batch_sort(b);
     if (err == QC_OK)
         err = insert_messages(st, b->msgs, b->n);
     if (err == QC_OK)

@@ -564,8 +564,10 @@ static void test_start_fails_cleanly(void **state)
 
 /* ---- the store as the sequencer (storage_append_assign) --------------- */
 
-#define NODE_MSGS  1500 /* per node in the two-node case */
-#define NODE_CHUNK 25   /* appends a node queues before it waits for their commit */
+#define NODE_MSGS 1500 /* per node in the two-node case */
+#define TWO_NODE_CONVS \
+    50                /* conversations of the many-conversation two-node case (divides NODE_MSGS) */
+#define NODE_CHUNK 25 /* appends a node queues before it waits for their commit */
 
 /* What the assign callbacks saw, in the order they ran. */
 struct assigned {
@@ -603,15 +605,15 @@ static int assign_one(struct storage *s, int64_t conv, const char *tag, struct a
 }
 
 /* Queue n in chunks, each committed before the next; then wait for the rest. */
-static void assign_all(struct storage *s, int64_t conv, const char *tag, struct assigned *a,
-                       struct assign_ref *refs, size_t n)
+static void assign_all(struct storage *s, const int64_t *convs, size_t nconv, const char *tag,
+                       struct assigned *a, struct assign_ref *refs, size_t n)
 {
     struct pollfd pfd = { storage_fd(s), POLLIN, 0 };
     int64_t deadline = now_ms() + DRAIN_MS;
 
     for (size_t i = 0; i < n; i++) {
         refs[i] = (struct assign_ref){ a, i };
-        if (assign_one(s, conv, tag, &refs[i]) != QC_OK)
+        if (assign_one(s, convs[i % nconv], tag, &refs[i]) != QC_OK)
             a->failed++;
         /* Every NODE_CHUNK, wait for the commit: the nodes' transactions interleave. */
         while ((i + 1) % NODE_CHUNK == 0 && a->n + a->failed < i + 1 && now_ms() < deadline)
@@ -686,8 +688,11 @@ static void test_assign_order(void **state)
     free_assigned(a);
 }
 
-/* One node: its own process, storage thread and handle; (index, cseq) pairs to fd. */
-static void run_node(struct env *e, int64_t conv, const char *tag, int fd)
+/*
+ * One node: its own process, storage thread and handle; message i goes to
+ * convs[i % nconv]; (index, cseq) pairs to fd.
+ */
+static void run_node(struct env *e, const int64_t *convs, size_t nconv, const char *tag, int fd)
 {
     char err[ERR_MAX] = "";
     struct storage *s = storage_start(&e->cfg, err, sizeof(err));
@@ -707,7 +712,7 @@ static void run_node(struct env *e, int64_t conv, const char *tag, int fd)
     a->order = calloc(NODE_MSGS, sizeof(*a->order));
     if (a->cseq == NULL || a->order == NULL)
         _exit(2);
-    assign_all(s, conv, tag, a, refs, NODE_MSGS);
+    assign_all(s, convs, nconv, tag, a, refs, NODE_MSGS);
     storage_stop(s);
     if (a->n != NODE_MSGS || a->failed != 0 || a->wrong_thread != 0)
         _exit(3);
@@ -725,20 +730,26 @@ struct by_cseq {
     int64_t index[2 * NODE_MSGS + 1];
 };
 
-static void read_node(int fd, char tag, struct by_cseq *b)
+/* A node's report: message i in conversation i % nconv, recorded in b[i % nconv]. */
+static void read_node(int fd, char tag, struct by_cseq *b, size_t nconv)
 {
-    int64_t rec[2], prev = 0;
+    int64_t rec[2], *prev = calloc(nconv, sizeof(*prev));
     size_t n = 0;
 
+    assert_non_null(prev);
     while (read(fd, rec, sizeof(rec)) == (ssize_t)sizeof(rec)) {
-        assert_true(rec[1] >= 1 && rec[1] <= 2 * NODE_MSGS);
-        assert_true(rec[1] > prev); /* a node's own messages keep their queue order */
-        prev = rec[1];
-        assert_int_equal(b->tag[rec[1]], 0); /* no cseq given twice */
-        b->tag[rec[1]] = tag;
-        b->index[rec[1]] = rec[0];
+        size_t k = (size_t)rec[0] % nconv;
+
+        assert_true(rec[0] >= 0 && rec[0] < NODE_MSGS);
+        assert_true(rec[1] >= 1 && rec[1] <= (int64_t)(2 * NODE_MSGS / nconv));
+        assert_true(rec[1] > prev[k]); /* a node's own messages keep their queue order */
+        prev[k] = rec[1];
+        assert_int_equal(b[k].tag[rec[1]], 0); /* no cseq given twice */
+        b[k].tag[rec[1]] = tag;
+        b[k].index[rec[1]] = rec[0];
         n++;
     }
+    free(prev);
     assert_int_equal(n, NODE_MSGS);
 }
 
@@ -763,7 +774,8 @@ static void node_walk_msg(void *arg, const struct store_logmsg *m)
     w->next++;
 }
 
-static pid_t start_node(struct env *e, int64_t conv, const char *tag, int *rfd)
+static pid_t start_node(struct env *e, const int64_t *convs, size_t nconv, const char *tag,
+                        int *rfd)
 {
     int fds[2];
     pid_t pid;
@@ -774,7 +786,7 @@ static pid_t start_node(struct env *e, int64_t conv, const char *tag, int *rfd)
     if (pid == 0) {
         close(fds[0]);
         alarm(DRAIN_MS / 1000);
-        run_node(e, conv, tag, fds[1]);
+        run_node(e, convs, nconv, tag, fds[1]);
     }
     close(fds[1]);
     *rfd = fds[0];
@@ -783,31 +795,32 @@ static pid_t start_node(struct env *e, int64_t conv, const char *tag, int *rfd)
 
 /*
  * Two nodes (processes, each its own storage thread and store handle)
- * append with cseq 0 to one conversation at once: every message gets a
- * distinct cseq, 1..2N with no gap, and what each node was told is what
- * the log holds under that cseq.
+ * append with cseq 0 to nconv conversations at once, message i of each to
+ * conversation i % nconv: in each, every message gets a distinct cseq,
+ * 1..2N/nconv with no gap, and what each node was told is what the log
+ * holds under that cseq.
  */
-static void test_two_nodes_assign(void **state)
+static void two_nodes_assign(struct env *e, size_t nconv)
 {
-    struct env *e = env_of(state);
-    struct by_cseq *b = calloc(1, sizeof(*b));
-    int64_t conv = store_conv_pair(8, 9), last = -1, after = 0;
-    struct node_walk w = { b, 1, false };
+    struct by_cseq *b = calloc(nconv, sizeof(*b));
+    int64_t *convs = calloc(nconv, sizeof(*convs)), per = (int64_t)(2 * NODE_MSGS / nconv);
     const struct store_ops *ops;
     struct store *st;
-    bool more = true;
-    int fa, fb, status;
+    int fa, fb, status, switches = 0;
     pid_t pa, pb;
 
     assert_non_null(b);
-    pa = start_node(e, conv, "A", &fa);
-    pb = start_node(e, conv, "B", &fb);
-    read_node(fa, 'A', b);
-    read_node(fb, 'B', b);
-    int switches = 0;
-    for (int c = 2; c <= 2 * NODE_MSGS; c++)
-        switches += b->tag[c] != b->tag[c - 1];
-    print_message("%s: the two nodes' cseqs alternate %d times\n", e->cfg.storage_driver, switches);
+    assert_non_null(convs);
+    for (size_t k = 0; k < nconv; k++)
+        convs[k] = store_conv_pair(8, 9 + (int32_t)k);
+    pa = start_node(e, convs, nconv, "A", &fa);
+    pb = start_node(e, convs, nconv, "B", &fb);
+    read_node(fa, 'A', b, nconv);
+    read_node(fb, 'B', b, nconv);
+    for (int64_t c = 2; c <= per; c++)
+        switches += b[0].tag[c] != b[0].tag[c - 1];
+    print_message("%s: %zu conversation(s): the two nodes' cseqs alternate %d times in the first\n",
+                  e->cfg.storage_driver, nconv, switches);
     close(fa);
     close(fb);
     assert_int_equal(waitpid(pa, &status, 0), pa);
@@ -816,17 +829,40 @@ static void test_two_nodes_assign(void **state)
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 
     st = open_direct(e, &ops);
-    assert_int_equal(ops->conv_last_cseq(st, conv, &last), QC_OK);
-    assert_int_equal(last, 2 * NODE_MSGS);
-    while (more) {
-        assert_int_equal(
-            ops->history(st, conv, STORE_NO_CURSOR, after, PAGE, node_walk_msg, &w, &more), QC_OK);
-        assert_false(w.bad);
-        after = w.next - 1;
+    for (size_t k = 0; k < nconv; k++) {
+        struct node_walk w = { &b[k], 1, false };
+        int64_t last = -1, after = 0;
+        bool more = true;
+
+        assert_int_equal(ops->conv_last_cseq(st, convs[k], &last), QC_OK);
+        assert_int_equal(last, per);
+        while (more) {
+            assert_int_equal(
+                ops->history(st, convs[k], STORE_NO_CURSOR, after, PAGE, node_walk_msg, &w, &more),
+                QC_OK);
+            assert_false(w.bad);
+            after = w.next - 1;
+        }
+        assert_int_equal(w.next, per + 1);
     }
-    assert_int_equal(w.next, 2 * NODE_MSGS + 1);
     ops->close(st);
+    free(convs);
     free(b);
+}
+
+static void test_two_nodes_assign(void **state)
+{
+    two_nodes_assign(env_of(state), 1);
+}
+
+/*
+ * The same over TWO_NODE_CONVS conversations: a batch numbers many
+ * conversations at once (MariaDB: CONV_BATCH per multi-row reservation),
+ * while the other node numbers the same ones.
+ */
+static void test_two_nodes_assign_many(void **state)
+{
+    two_nodes_assign(env_of(state), TWO_NODE_CONVS);
 }
 
 #define SQLITE_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup_sqlite, teardown)
@@ -849,6 +885,8 @@ int main(void)
         SQLITE_TEST(test_two_nodes_assign),
         MYSQL_TEST(test_assign_order),
         MYSQL_TEST(test_two_nodes_assign),
+        SQLITE_TEST(test_two_nodes_assign_many),
+        MYSQL_TEST(test_two_nodes_assign_many),
         SQLITE_TEST(test_backlog_handed_back_per_transaction),
         MYSQL_TEST(test_backlog_handed_back_per_transaction),
     };
