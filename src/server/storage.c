@@ -17,6 +17,15 @@
  * thread and the rest behind it (see docs/BENCHMARKS.md, issue 11 (b)).
  * A job still wakes it at once, and takes the appends queued so far along.
  *
+ * Cursor advances (storage_advance, a worker's delivered cursors of one
+ * loop turn each) are queued apart and wait for the kick like appends:
+ * one round writes all of them with one store call, inside its first
+ * append transaction when the driver has log_append_advance.  They were
+ * jobs, a transaction each, dozens per round under ping-pong (see
+ * docs/BENCHMARKS.md, "The log on, SQLite: one commit per round").  A
+ * merged transaction that fails is retried as two, so a cursor never
+ * costs an append (nor an append a cursor).
+ *
  * The store handle is opened by storage_start() in the caller's thread and
  * from then on used by the storage thread only (pthread_create orders the
  * two), as the drivers require: one handle, one thread at a time.
@@ -33,7 +42,7 @@
 #include "common/log.h"
 #include "server/storage.h"
 
-enum item_kind { ITEM_APPEND, ITEM_JOB };
+enum item_kind { ITEM_APPEND, ITEM_ADVANCE, ITEM_JOB };
 
 struct item {
     struct item *next;
@@ -41,6 +50,10 @@ struct item {
     storage_run_fn fn;
     storage_done_fn done;
     storage_assign_fn assigned; /* an append numbered by the database, instead of done */
+    storage_applied_fn applied; /* ITEM_ADVANCE: on the thread, after its store call */
+    const int32_t *userids;     /* ITEM_ADVANCE: the caller's arrays, n of each */
+    const struct store_cursor *pos;
+    size_t n;
     void *arg;
     int err;
     struct store_logmsg msg; /* ITEM_APPEND: msg.body points at body[] */
@@ -56,7 +69,7 @@ struct list {
 struct storage {
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    struct list appends, jobs, done;
+    struct list appends, advances, jobs, done;
     size_t outstanding, limit;
     bool stopping, started;
     bool batch_turns; /* appends wait for storage_kick (storage_batch_turns) */
@@ -94,11 +107,88 @@ static void list_splice(struct list *to, struct list *from)
 
 /* ---- the thread ----------------------------------------------------- */
 
+/* A round's cursor advances, gathered into one pair of arrays. */
+struct cursors {
+    int32_t *userids;
+    struct store_cursor *pos;
+    size_t n;
+    bool written; /* by the merged append transaction */
+    int err;
+};
+
+/* Concatenate every advance of l; false when out of memory (then each goes alone). */
+static bool gather_cursors(const struct list *l, struct cursors *c)
+{
+    const struct item *it;
+    size_t total = 0;
+
+    memset(c, 0, sizeof(*c));
+    for (it = l->head; it != NULL; it = it->next)
+        total += it->n;
+    if (total == 0)
+        return true;
+    c->userids = malloc(total * sizeof(*c->userids));
+    c->pos = malloc(total * sizeof(*c->pos));
+    if (c->userids == NULL || c->pos == NULL) {
+        free(c->userids);
+        free(c->pos);
+        memset(c, 0, sizeof(*c));
+        return false;
+    }
+    for (it = l->head; it != NULL; it = it->next) {
+        memcpy(c->userids + c->n, it->userids, it->n * sizeof(*c->userids));
+        memcpy(c->pos + c->n, it->pos, it->n * sizeof(*c->pos));
+        c->n += it->n;
+    }
+    return true;
+}
+
+/* delivered_advance_many, or delivered_advance per run of one user when the driver has none. */
+static int advance_cursors(struct storage *s, const int32_t *userids,
+                           const struct store_cursor *pos, size_t n)
+{
+    int first_err = QC_OK;
+    size_t i = 0, k;
+
+    if (s->ops->delivered_advance_many != NULL)
+        return s->ops->delivered_advance_many(s->st, userids, pos, n);
+    while (i < n) {
+        for (k = i + 1; k < n && userids[k] == userids[i]; k++)
+            ;
+        int err = s->ops->delivered_advance(s->st, userids[i], pos + i, k - i);
+        if (err != QC_OK && first_err == QC_OK)
+            first_err = err;
+        i = k;
+    }
+    return first_err;
+}
+
+/* One transaction of n appends, with the round's cursors when they can go along. */
+static int append_chunk(struct storage *s, struct store_logmsg *batch, size_t n, struct cursors *c)
+{
+    int err;
+
+    if (c->n > 0 && !c->written && s->ops->log_append_advance != NULL) {
+        err = s->ops->log_append_advance(s->st, batch, n, c->userids, c->pos, c->n);
+        if (err == QC_OK) {
+            c->written = true;
+            c->err = QC_OK;
+            return QC_OK;
+        }
+        log_warning("storage: %zu append(s) with %zu cursor(s) in one transaction: %s; "
+                    "writing them apart",
+                    n, c->n, qc_strerror(err));
+    }
+    return s->ops->log_append(s->st, batch, n);
+}
+
 /*
- * Write up to STORAGE_TX_MAX appends per transaction; each item gets its
+ * Write up to STORAGE_TX_MAX appends per transaction (the first also
+ * carrying the cursors c when the driver merges them); each item gets its
  * outcome.  Counts go to round (added to s->stats under the lock).
  */
-static void write_appends(struct storage *s, struct list *l, struct storage_stats *round)
+static void write_appends(struct storage *s, struct list *l, struct cursors *c,
+                          struct storage_stats *round)
 {
     struct store_logmsg *batch;
     struct item *it = l->head, *first;
@@ -111,7 +201,7 @@ static void write_appends(struct storage *s, struct list *l, struct storage_stat
         for (n = 0; it != NULL && n < STORAGE_TX_MAX; it = it->next, n++)
             if (batch != NULL)
                 batch[n] = it->msg;
-        err = batch != NULL ? s->ops->log_append(s->st, batch, n) : QC_ESTORAGE;
+        err = batch != NULL ? append_chunk(s, batch, n, c) : QC_ESTORAGE;
         if (batch == NULL)
             log_error("storage: out of memory for a batch of %zu appends", n);
         for (i = 0, it = first; i < n; i++, it = it->next) {
@@ -124,6 +214,30 @@ static void write_appends(struct storage *s, struct list *l, struct storage_stat
             round->appended += n;
     }
     free(batch);
+}
+
+/* Give each advance item its outcome: c's (merged or not), or its own store call. */
+static void write_advances(struct storage *s, struct list *l, struct cursors *c, bool gathered,
+                           struct storage_stats *round)
+{
+    struct item *it;
+
+    if (gathered && c->n > 0 && !c->written) {
+        c->err = advance_cursors(s, c->userids, c->pos, c->n);
+        round->cursor_tx++;
+    }
+    for (it = l->head; it != NULL; it = it->next) {
+        if (gathered) {
+            it->err = c->err;
+        } else {
+            it->err = advance_cursors(s, it->userids, it->pos, it->n);
+            round->cursor_tx++;
+        }
+        if (it->err == QC_OK)
+            round->advanced += it->n;
+        if (it->applied != NULL)
+            it->applied(it->arg, it->err);
+    }
 }
 
 static void run_jobs(struct storage *s, struct list *l, struct storage_stats *round)
@@ -144,33 +258,55 @@ static void signal_done(struct storage *s)
         log_error("storage thread: eventfd: %s", strerror(errno));
 }
 
+static bool queue_empty(const struct storage *s)
+{
+    return s->appends.head == NULL && s->advances.head == NULL && s->jobs.head == NULL;
+}
+
+/* Appends and advances (merged when the driver can), then the jobs: one round. */
+static void run_round(struct storage *s, struct list *appends, struct list *advances,
+                      struct list *jobs, struct storage_stats *round)
+{
+    struct cursors c;
+    bool gathered = gather_cursors(advances, &c);
+
+    if (appends->head != NULL)
+        write_appends(s, appends, &c, round);
+    write_advances(s, advances, &c, gathered, round);
+    free(c.userids);
+    free(c.pos);
+    run_jobs(s, jobs, round);
+}
+
 static void *storage_thread(void *arg)
 {
     struct storage *s = arg;
-    struct list appends, jobs;
+    struct list appends, advances, jobs;
     struct storage_stats round;
 
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        while (!s->stopping && s->appends.head == NULL && s->jobs.head == NULL)
+        while (!s->stopping && queue_empty(s))
             pthread_cond_wait(&s->wake, &s->lock);
-        if (s->appends.head == NULL && s->jobs.head == NULL)
+        if (queue_empty(s))
             break; /* stopping, and everything queued is done */
         appends = s->appends;
+        advances = s->advances;
         jobs = s->jobs;
-        s->appends = s->jobs = (struct list){ NULL, NULL, 0 };
+        s->appends = s->advances = s->jobs = (struct list){ NULL, NULL, 0 };
         pthread_mutex_unlock(&s->lock);
 
         memset(&round, 0, sizeof(round));
-        if (appends.head != NULL)
-            write_appends(s, &appends, &round);
-        run_jobs(s, &jobs, &round);
+        run_round(s, &appends, &advances, &jobs, &round);
 
         pthread_mutex_lock(&s->lock);
         s->stats.commits += round.commits;
         s->stats.appended += round.appended;
+        s->stats.advanced += round.advanced;
+        s->stats.cursor_tx += round.cursor_tx;
         s->stats.jobs += round.jobs;
         list_splice(&s->done, &appends);
+        list_splice(&s->done, &advances);
         list_splice(&s->done, &jobs);
         signal_done(s);
     }
@@ -237,8 +373,11 @@ static int enqueue(struct storage *s, struct item *it)
         return STORAGE_QUEUE_FULL;
     }
     s->outstanding++;
-    list_push(it->kind == ITEM_APPEND ? &s->appends : &s->jobs, it);
-    if (it->kind != ITEM_APPEND || !s->batch_turns)
+    list_push(it->kind == ITEM_APPEND    ? &s->appends
+              : it->kind == ITEM_ADVANCE ? &s->advances
+                                         : &s->jobs,
+              it);
+    if (it->kind == ITEM_JOB || !s->batch_turns)
         pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->lock);
     return QC_OK;
@@ -254,7 +393,7 @@ void storage_batch_turns(struct storage *s)
 void storage_kick(struct storage *s)
 {
     pthread_mutex_lock(&s->lock);
-    if (s->appends.head != NULL)
+    if (s->appends.head != NULL || s->advances.head != NULL)
         pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->lock);
 }
@@ -267,6 +406,25 @@ int storage_submit(struct storage *s, storage_run_fn fn, storage_done_fn done, v
         return STORAGE_QUEUE_FULL;
     it->kind = ITEM_JOB;
     it->fn = fn;
+    it->done = done;
+    it->arg = arg;
+    return enqueue(s, it);
+}
+
+int storage_advance(struct storage *s, const int32_t *userids, const struct store_cursor *pos,
+                    size_t n, storage_applied_fn applied, storage_done_fn done, void *arg)
+{
+    struct item *it;
+
+    if (n == 0 || userids == NULL || pos == NULL)
+        return QC_EBADREQ;
+    if ((it = calloc(1, sizeof(*it))) == NULL)
+        return STORAGE_QUEUE_FULL;
+    it->kind = ITEM_ADVANCE;
+    it->userids = userids;
+    it->pos = pos;
+    it->n = n;
+    it->applied = applied;
     it->done = done;
     it->arg = arg;
     return enqueue(s, it);
@@ -361,9 +519,11 @@ void storage_stop(struct storage *s)
         pthread_mutex_unlock(&s->lock);
         pthread_join(s->thread, NULL);
         (void)storage_complete(s);
-        log_info("storage: %llu message(s) appended in %llu transaction(s), %llu job(s)",
+        log_info("storage: %llu message(s) appended in %llu transaction(s), %llu job(s), "
+                 "%llu cursor(s) advanced, %llu cursor transaction(s) apart",
                  (unsigned long long)s->stats.appended, (unsigned long long)s->stats.commits,
-                 (unsigned long long)s->stats.jobs);
+                 (unsigned long long)s->stats.jobs, (unsigned long long)s->stats.advanced,
+                 (unsigned long long)s->stats.cursor_tx);
     }
     if (s->st != NULL)
         s->ops->close(s->st);
