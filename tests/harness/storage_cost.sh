@@ -5,9 +5,11 @@
 # move far less than rates there).
 #
 #   sh tests/harness/storage_cost.sh QCHATD [DUR]
+#   EXTRA="-o history.enabled=no" sh tests/harness/storage_cost.sh QCHATD
 #
-# Starts a private qchatd (QCHATD given, log on, a fresh SQLite file in a
-# temporary directory, a free 127.0.0.1 port), registers 2,000 users with
+# Starts a private qchatd (QCHATD given, log on unless EXTRA says otherwise,
+# a fresh SQLite file in a temporary directory, a free 127.0.0.1 port),
+# registers 2,000 users with
 # qchat-bench of B (default build) and runs pingpong 1,000 pairs for DUR
 # seconds (default 14).  Prints:
 #   - CPU per message (utime+stime of each thread from /proc, between SKIP
@@ -20,7 +22,7 @@
 #     the appended and append-transaction totals the server logs at stop;
 #   - the WAL's size at the end.
 # The server is stopped by its PID and the directory removed.
-BIN=$1 DUR=${2:-14} SKIP=${SKIP:-5} WIN=${WIN:-7}
+BIN=$1 DUR=${2:-14} SKIP=${SKIP:-5} WIN=${WIN:-7} EXTRA=${EXTRA:-}
 top=$(cd "$(dirname "$0")/../.." && pwd) || exit 1
 H=$top/tests/harness
 . "$H/lib.sh"
@@ -34,7 +36,7 @@ COMMON="-o security.request_rate=0 -o log.level=info -o security.password_cost=1
 # shellcheck disable=SC2086
 run_qchatd() {
     exec "$BIN" -f -o server.listen="127.0.0.1:$1" -o storage.path="$tmp/q.db" \
-        -o server.control_socket="$tmp/ctl.sock" $COMMON
+        -o server.control_socket="$tmp/ctl.sock" $COMMON $EXTRA
 }
 
 # Ticks of each thread kind, summed over the workers: "loops storage hash".
@@ -89,5 +91,6 @@ appended=$(grep "storage:" "$tmp/qchatd.log" | sed 's/.*storage: //' |
 echo "storage: appended ${appended% *} in ${appended#* } append transaction(s); WAL $wal bytes"
 [ -s "$tmp/perf.out" ] && grep -E "syscalls:|task-clock" "$tmp/perf.out" |
     awk -v a="${appended% *}" '{ gsub(",", "", $1); n = $2 == "msec" ? $3 : $2
-        printf "  %-36s %12s  per 1000 appended %.1f\n", n, $1, $1 * 1000 / (a > 0 ? a : 1) }'
+        if (a > 0) printf "  %-36s %12s  per 1000 appended %.1f\n", n, $1, $1 * 1000 / a
+        else printf "  %-36s %12s\n", n, $1 }'
 exit 0
