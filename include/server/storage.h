@@ -18,10 +18,16 @@
  *     (conv, cseq) that is already stored, so appends can be replayed.
  *     With several nodes, storage_append_assign queues it with cseq 0 and
  *     the store numbers it in the same group-commit transaction.
+ *   - delivered-cursor advances (storage_advance): every advance queued by
+ *     the next round is written in one store call, and in the same
+ *     transaction as the round's appends when the driver has
+ *     store_ops.log_append_advance (one commit per round, not one per loop
+ *     turn's cursors plus one for the appends).
  *   - any other store call (storage_submit): a function run on the thread
  *     with the thread's store handle, its result handed to the callback.
- * In one round the thread writes the appends first, then runs the jobs, so
- * a job queued after an append sees it committed.
+ * In one round the thread writes the appends and the advances first, then
+ * runs the jobs, so a job queued after an append or an advance sees it
+ * committed.
  *
  * The queue is bounded (storage.queue_size items submitted and not yet
  * completed): beyond it storage_submit and storage_append refuse at once
@@ -47,10 +53,14 @@ typedef int (*storage_run_fn)(const struct store_ops *ops, struct store *st, voi
 typedef void (*storage_done_fn)(void *arg, int err);
 /* Runs on the worker's thread with the outcome and the cseq the store assigned (0 on error). */
 typedef void (*storage_assign_fn)(void *arg, int err, int64_t cseq);
+/* Runs on the storage thread as soon as its store call committed (err QC_OK) or failed. */
+typedef void (*storage_applied_fn)(void *arg, int err);
 
 struct storage_stats {
     uint64_t appended;  /* messages written by log_append (including replays) */
-    uint64_t commits;   /* log_append transactions */
+    uint64_t commits;   /* log_append transactions (with the round's advances, if merged) */
+    uint64_t advanced;  /* delivered cursors written by storage_advance items */
+    uint64_t cursor_tx; /* transactions of advances alone (not merged with appends) */
     uint64_t jobs;      /* generic jobs run */
     uint64_t rejected;  /* refused with STORAGE_QUEUE_FULL */
     size_t outstanding; /* submitted, not yet completed */
@@ -82,15 +92,28 @@ int storage_append(struct storage *s, const struct store_logmsg *m, storage_done
  */
 int storage_append_assign(struct storage *s, const struct store_logmsg *m,
                           void (*done)(void *arg, int err, int64_t cseq), void *arg);
+/*
+ * Queue delivered-cursor advances: userids[i]'s cursor to pos[i], never
+ * lowered (store_ops.delivered_advance_many).  The arrays stay the
+ * caller's and must live until done runs.  All advances queued when the
+ * thread next takes its queue are one store call, merged with that
+ * round's first append transaction when the driver can.  applied(arg, err)
+ * runs on the storage thread right after that call (may be NULL), done(arg,
+ * err) later on the worker.  Like an append it waits for storage_kick
+ * under storage_batch_turns.  QC_OK, QC_EBADREQ (n 0) or STORAGE_QUEUE_FULL.
+ */
+int storage_advance(struct storage *s, const int32_t *userids, const struct store_cursor *pos,
+                    size_t n, storage_applied_fn applied, storage_done_fn done, void *arg);
 /* Run the done callbacks of finished items (the eventfd fired); returns how many. */
 size_t storage_complete(struct storage *s);
 /*
  * From now on an append does not wake the thread by itself: storage_kick
  * does (the worker calls it at the end of each loop turn), so one turn's
- * appends are one group commit.  Jobs still wake it at once.
+ * appends (and cursor advances) are one group commit.  Jobs still wake it
+ * at once.
  */
 void storage_batch_turns(struct storage *s);
-/* Wake the thread if appends are waiting. */
+/* Wake the thread if appends or advances are waiting. */
 void storage_kick(struct storage *s);
 void storage_get_stats(struct storage *s, struct storage_stats *out);
 /*

@@ -242,6 +242,15 @@ struct store_ops {
     int (*delivered_advance_many)(struct store *st, const int32_t *userids,
                                   const struct store_cursor *pos, size_t n);
     /*
+     * Optional (NULL: log_append, then delivered_advance_many): log_append
+     * of msgs[0..n) and delivered_advance_many of userids/pos[0..m), all
+     * in ONE transaction (one commit for a storage round instead of two).
+     * On an error nothing of either is written (msgs' assigned cseqs are 0
+     * again); the caller may retry them apart.
+     */
+    int (*log_append_advance)(struct store *st, struct store_logmsg *msgs, size_t n,
+                              const int32_t *userids, const struct store_cursor *pos, size_t m);
+    /*
      * Raise userid's read cursor of conv to cseq, clamped to the
      * conversation's last cseq (never lowers it); *now: the cursor after.
      */

@@ -3,9 +3,10 @@
  * in batches (see delivered.h).
  *
  * The notes of one loop turn are sorted by user and conversation, the
- * highest cseq of each pair kept, and handed to the storage thread in one
- * job: one transaction for all of them when the driver has
- * delivered_advance_many, else delivered_advance once per user.  A failed job is logged
+ * highest cseq of each pair kept, and handed to the storage thread as one
+ * advance (storage_advance): written with the storage thread's next group
+ * commit, in the appends' transaction when the driver can merge them.  A
+ * failed advance is logged
  * and dropped: the cursor stays lower, so those chats come again at the next
  * login (a duplicate the client drops by cseq), never lost.
  */
@@ -144,57 +145,17 @@ static size_t keep_highest(struct note *v, size_t n)
 struct advance_job {
     struct worker_stats *stats;
     uint64_t upto; /* cursor_noted when the job was made: cursor_done once it ran */
-    struct note *notes;
+    int32_t *uids;
+    struct store_cursor *pos;
     size_t n;
 };
 
-/* Every user's cursors in one transaction, when the driver can. */
-static int advance_all_at_once(const struct store_ops *ops, struct store *st,
-                               const struct advance_job *j, struct store_cursor *pos)
-{
-    int32_t *uids = malloc(j->n * sizeof *uids);
-    if (uids == NULL)
-        return QC_EINTERNAL;
-    for (size_t i = 0; i < j->n; i++) {
-        uids[i] = j->notes[i].uid;
-        pos[i] = j->notes[i].pos;
-    }
-    int err = ops->delivered_advance_many(st, uids, pos, j->n);
-    free(uids);
-    return err;
-}
-
-static int advance_notes(const struct store_ops *ops, struct store *st, struct advance_job *j)
-{
-    struct store_cursor *pos = malloc(j->n * sizeof *pos);
-    int first_err = 0;
-    if (pos == NULL)
-        return QC_EINTERNAL;
-    if (ops->delivered_advance_many != NULL) {
-        first_err = advance_all_at_once(ops, st, j, pos);
-        free(pos);
-        return first_err;
-    }
-    for (size_t i = 0; i < j->n;) {
-        size_t k = 0;
-        int32_t uid = j->notes[i].uid;
-        while (i < j->n && j->notes[i].uid == uid)
-            pos[k++] = j->notes[i++].pos;
-        int err = ops->delivered_advance(st, uid, pos, k);
-        if (err && !first_err)
-            first_err = err;
-    }
-    free(pos);
-    return first_err;
-}
-
-/* Done as soon as it committed: a login on another worker may be waiting for it. */
-static int advance_on_store(const struct store_ops *ops, struct store *st, void *arg)
+/* On the storage thread, as soon as it committed: a login on another worker may be waiting. */
+static void advance_applied(void *arg, int err)
 {
     struct advance_job *j = arg;
-    int err = advance_notes(ops, st, j);
+    (void)err; /* failed: those chats come again at the next login, the fence need not wait */
     j->stats->cursor_done = j->upto;
-    return err;
 }
 
 static void advance_done(void *arg, int err)
@@ -204,28 +165,54 @@ static void advance_done(void *arg, int err)
         log_warning("delivered cursors of %zu conversation(s) not advanced: %s (those chats "
                     "come again at the next login)",
                     j->n, qc_strerror(err));
-    free(j->notes);
+    free(j->uids);
+    free(j->pos);
     free(j);
 }
 
+/* The job for the batch's notes (sorted, highest of each pair kept), or NULL when out of memory. */
+static struct advance_job *advance_job_of(struct worker *w, const struct delivered_batch *b)
+{
+    struct advance_job *j = malloc(sizeof *j);
+    int32_t *uids = malloc(b->n * sizeof *uids);
+    struct store_cursor *pos = malloc(b->n * sizeof *pos);
+    if (j == NULL || uids == NULL || pos == NULL) {
+        free(j);
+        free(uids);
+        free(pos);
+        return NULL;
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        uids[i] = b->notes[i].uid;
+        pos[i] = b->notes[i].pos;
+    }
+    *j = (struct advance_job){ w->stats, w->stats->cursor_noted, uids, pos, b->n };
+    return j;
+}
+
+/*
+ * The turn's cursors go to the storage thread as one advance, written with
+ * its next group commit (storage_advance), not as a transaction of their own.
+ */
 void delivered_flush(struct worker *w)
 {
     struct delivered_batch *b = w->delivered;
     if (b == NULL || b->n == 0 || w->storage == NULL)
         return;
-    struct advance_job *j = malloc(sizeof *j);
-    if (j == NULL)
-        return; /* kept for the next turn */
     qsort(b->notes, b->n, sizeof *b->notes, by_user_conv);
     b->n = keep_highest(b->notes, b->n);
-    *j = (struct advance_job){ w->stats, w->stats->cursor_noted, b->notes, b->n };
-    if (storage_submit(w->storage, advance_on_store, advance_done, j) != QC_OK) {
+    struct advance_job *j = advance_job_of(w, b);
+    if (j == NULL)
+        return; /* kept for the next turn */
+    if (storage_advance(w->storage, j->uids, j->pos, j->n, advance_applied, advance_done, j) !=
+        QC_OK) {
         /* Queue full: the notes stay for the next turn; a waiting login's fence waits for it. */
+        free(j->uids);
+        free(j->pos);
         free(j);
         return;
     }
-    b->notes = NULL;
-    b->n = b->cap = 0;
+    b->n = 0;
 }
 
 /* ---- a login on another worker -------------------------------------------- */

@@ -20,6 +20,15 @@
  * thread and the rest behind it (see docs/BENCHMARKS.md, issue 11 (b)).
  * A job still wakes it at once, and takes the appends queued so far along.
  *
+ * Cursor advances (storage_advance, a worker's delivered cursors of one
+ * loop turn each) are queued apart and wait for the kick like appends:
+ * one round writes all of them with one store call, inside its first
+ * append transaction when the driver has log_append_advance.  They were
+ * jobs, a transaction each, dozens per round under ping-pong (see
+ * docs/BENCHMARKS.md, "The log on, SQLite: one commit per round").  A
+ * merged transaction that fails is retried as two, so a cursor never
+ * costs an append (nor an append a cursor).
+ *
  * The store handle is opened by storage_start() in the caller's thread and
  * from then on used by the storage thread only (pthread_create orders the
  * two), as the drivers require: one handle, one thread at a time.
@@ -36,7 +45,7 @@
 #include "common/log.h"
 #include "server/storage.h"
 
-enum item_kind { ITEM_APPEND, ITEM_JOB };
+enum item_kind { ITEM_APPEND, ITEM_ADVANCE, ITEM_JOB };
 
 struct item {
     struct item *next;
@@ -44,6 +53,10 @@ struct item {
     storage_run_fn fn;
     storage_done_fn done;
     storage_assign_fn assigned; /* an append numbered by the database, instead of done */
+    storage_applied_fn applied; /* ITEM_ADVANCE: on the thread, after its store call */
+    const int32_t *userids;     /* ITEM_ADVANCE: the caller's arrays, n of each */
+    const struct store_cursor *pos;
+    size_t n;
     void *arg;
     int err;
     struct store_logmsg msg; /* ITEM_APPEND: msg.body points at body[] */
@@ -59,7 +72,7 @@ struct list {
 struct storage {
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    struct list appends, jobs, done;
+    struct list appends, advances, jobs, done;
     size_t outstanding, limit;
     bool stopping, started;
     bool batch_turns; /* appends wait for storage_kick (storage_batch_turns) */
@@ -105,17 +118,25 @@ static void signal_done(struct storage *s)
         log_error("storage thread: eventfd: %s", strerror(errno));
 }
 
-/* Hand the items of l, and round's counts, to the worker (the lock is not held). */
-static void hand_back(struct storage *s, struct list *l, struct storage_stats *round)
+/* Hand the items of l, and round's counts, to the worker; the lock is held. */
+static void hand_back_locked(struct storage *s, struct list *l, struct storage_stats *round)
 {
-    pthread_mutex_lock(&s->lock);
     s->stats.commits += round->commits;
     s->stats.appended += round->appended;
+    s->stats.advanced += round->advanced;
+    s->stats.cursor_tx += round->cursor_tx;
     s->stats.jobs += round->jobs;
     list_splice(&s->done, l);
     signal_done(s);
-    pthread_mutex_unlock(&s->lock);
     memset(round, 0, sizeof(*round));
+}
+
+/* The same from the middle of a round (the lock is not held). */
+static void hand_back(struct storage *s, struct list *l, struct storage_stats *round)
+{
+    pthread_mutex_lock(&s->lock);
+    hand_back_locked(s, l, round);
+    pthread_mutex_unlock(&s->lock);
 }
 
 /* Detach the first n items of l (n <= l->n) into a list of their own. */
@@ -135,19 +156,130 @@ static struct list take_first(struct list *l, size_t n)
     return head;
 }
 
+/* A round's cursor advances, gathered into one pair of arrays. */
+struct cursors {
+    int32_t *userids;
+    struct store_cursor *pos;
+    size_t n;
+    bool gathered; /* false: out of memory, each advance goes alone */
+    bool written;  /* by the merged append transaction */
+    int err;
+};
+
+/* Concatenate every advance of l into c (c->gathered false when out of memory). */
+static void gather_cursors(const struct list *l, struct cursors *c)
+{
+    const struct item *it;
+    size_t total = 0;
+
+    memset(c, 0, sizeof(*c));
+    c->gathered = true;
+    for (it = l->head; it != NULL; it = it->next)
+        total += it->n;
+    if (total == 0)
+        return;
+    c->userids = malloc(total * sizeof(*c->userids));
+    c->pos = malloc(total * sizeof(*c->pos));
+    if (c->userids == NULL || c->pos == NULL) {
+        free(c->userids);
+        free(c->pos);
+        memset(c, 0, sizeof(*c));
+        return;
+    }
+    for (it = l->head; it != NULL; it = it->next) {
+        memcpy(c->userids + c->n, it->userids, it->n * sizeof(*c->userids));
+        memcpy(c->pos + c->n, it->pos, it->n * sizeof(*c->pos));
+        c->n += it->n;
+    }
+}
+
+/* delivered_advance_many, or delivered_advance per run of one user when the driver has none. */
+static int advance_cursors(struct storage *s, const int32_t *userids,
+                           const struct store_cursor *pos, size_t n)
+{
+    int first_err = QC_OK;
+    size_t i = 0, k;
+
+    if (s->ops->delivered_advance_many != NULL)
+        return s->ops->delivered_advance_many(s->st, userids, pos, n);
+    while (i < n) {
+        for (k = i + 1; k < n && userids[k] == userids[i]; k++)
+            ;
+        int err = s->ops->delivered_advance(s->st, userids[i], pos + i, k - i);
+        if (err != QC_OK && first_err == QC_OK)
+            first_err = err;
+        i = k;
+    }
+    return first_err;
+}
+
+/* One transaction of n appends, with the round's cursors when they can go along. */
+static int append_chunk(struct storage *s, struct store_logmsg *batch, size_t n, struct cursors *c)
+{
+    int err;
+
+    if (c->n > 0 && !c->written && s->ops->log_append_advance != NULL) {
+        err = s->ops->log_append_advance(s->st, batch, n, c->userids, c->pos, c->n);
+        if (err == QC_OK) {
+            c->written = true;
+            c->err = QC_OK;
+            return QC_OK;
+        }
+        log_warning("storage: %zu append(s) with %zu cursor(s) in one transaction: %s; "
+                    "writing them apart",
+                    n, c->n, qc_strerror(err));
+    }
+    return s->ops->log_append(s->st, batch, n);
+}
+
 /*
- * Write the appends of l, up to STORAGE_TX_MAX per transaction; each item
- * gets its outcome, and each transaction's items go back to the worker as
- * soon as it is committed: behind a backlog of many transactions (a slow
- * database) the worker sees commits, and room to append, one transaction
- * at a time, not after the whole backlog.  l is empty afterwards.
+ * Give each advance item of l its outcome (c's, merged or written now with
+ * one store call, or its own call when they could not be gathered), run
+ * its applied callback, and hand them back.  l is empty afterwards.
  */
-static void write_appends(struct storage *s, struct list *l, struct storage_stats *round)
+static void finish_advances(struct storage *s, struct list *l, struct cursors *c,
+                            struct storage_stats *round)
+{
+    struct item *it;
+
+    if (c->gathered && c->n > 0 && !c->written) {
+        c->err = advance_cursors(s, c->userids, c->pos, c->n);
+        round->cursor_tx++;
+    }
+    for (it = l->head; it != NULL; it = it->next) {
+        if (c->gathered) {
+            it->err = c->err;
+        } else {
+            it->err = advance_cursors(s, it->userids, it->pos, it->n);
+            round->cursor_tx++;
+        }
+        if (it->err == QC_OK)
+            round->advanced += it->n;
+        if (it->applied != NULL)
+            it->applied(it->arg, it->err);
+    }
+    hand_back(s, l, round);
+}
+
+/*
+ * Write the appends of l, up to STORAGE_TX_MAX per transaction (the first
+ * also carrying the round's cursors when the driver merges them); each
+ * item gets its outcome, and each transaction's items go back to the
+ * worker as soon as it is committed: behind a backlog of many
+ * transactions (a slow database) the worker sees commits, and room to
+ * append, one transaction at a time, not after the whole backlog.  The
+ * advances of adv go back with the transaction that wrote them, or after
+ * the appends in a call of their own.  l and adv are empty afterwards.
+ */
+static void write_round(struct storage *s, struct list *l, struct list *adv,
+                        struct storage_stats *round)
 {
     size_t cap = l->n < STORAGE_TX_MAX ? l->n : STORAGE_TX_MAX;
-    struct store_logmsg *batch = calloc(cap, sizeof(*batch));
+    struct store_logmsg *batch = cap > 0 ? calloc(cap, sizeof(*batch)) : NULL;
+    struct cursors c;
 
-    if (batch == NULL)
+    gather_cursors(adv, &c);
+    if (cap > 0 && batch == NULL)
         log_error("storage: out of memory for a batch of %zu appends", cap);
     while (l->head != NULL) {
         struct list tx = take_first(l, l->n < STORAGE_TX_MAX ? l->n : STORAGE_TX_MAX);
@@ -158,7 +290,7 @@ static void write_appends(struct storage *s, struct list *l, struct storage_stat
         if (batch != NULL) {
             for (i = 0, it = tx.head; it != NULL; it = it->next)
                 batch[i++] = it->msg;
-            err = s->ops->log_append(s->st, batch, tx.n);
+            err = append_chunk(s, batch, tx.n, &c);
         }
         for (i = 0, it = tx.head; it != NULL; it = it->next, i++) {
             it->err = err;
@@ -169,8 +301,14 @@ static void write_appends(struct storage *s, struct list *l, struct storage_stat
         if (err == QC_OK)
             round->appended += tx.n;
         hand_back(s, &tx, round);
+        if (c.written && adv->head != NULL)
+            finish_advances(s, adv, &c, round);
     }
     free(batch);
+    if (adv->head != NULL)
+        finish_advances(s, adv, &c, round);
+    free(c.userids);
+    free(c.pos);
 }
 
 static void run_jobs(struct storage *s, struct list *l, struct storage_stats *round)
@@ -183,30 +321,41 @@ static void run_jobs(struct storage *s, struct list *l, struct storage_stats *ro
     }
 }
 
+static bool queue_empty(const struct storage *s)
+{
+    return s->appends.head == NULL && s->advances.head == NULL && s->jobs.head == NULL;
+}
+
 static void *storage_thread(void *arg)
 {
     struct storage *s = arg;
-    struct list appends, jobs;
+    struct list appends, advances, jobs;
     struct storage_stats round;
 
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        while (!s->stopping && s->appends.head == NULL && s->jobs.head == NULL)
+        while (!s->stopping && queue_empty(s))
             pthread_cond_wait(&s->wake, &s->lock);
-        if (s->appends.head == NULL && s->jobs.head == NULL)
+        if (queue_empty(s))
             break; /* stopping, and everything queued is done */
         appends = s->appends;
+        advances = s->advances;
         jobs = s->jobs;
-        s->appends = s->jobs = (struct list){ NULL, NULL, 0 };
+        s->appends = s->advances = s->jobs = (struct list){ NULL, NULL, 0 };
         pthread_mutex_unlock(&s->lock);
 
         memset(&round, 0, sizeof(round));
-        write_appends(s, &appends, &round); /* before the jobs: they see what was queued first */
-        if (jobs.head != NULL) {
-            run_jobs(s, &jobs, &round);
-            hand_back(s, &jobs, &round);
-        }
+        /* Appends and cursors before the jobs: they see what was queued first. */
+        write_round(s, &appends, &advances, &round);
+        run_jobs(s, &jobs, &round);
+        /*
+         * The jobs go back under the lock the wait below keeps: a worker
+         * that saw them done and queues more finds the thread waiting (its
+         * appends then wait for the turn's kick, as they should).
+         */
         pthread_mutex_lock(&s->lock);
+        if (jobs.head != NULL)
+            hand_back_locked(s, &jobs, &round);
     }
     pthread_mutex_unlock(&s->lock);
     return NULL;
@@ -271,8 +420,11 @@ static int enqueue(struct storage *s, struct item *it)
         return STORAGE_QUEUE_FULL;
     }
     s->outstanding++;
-    list_push(it->kind == ITEM_APPEND ? &s->appends : &s->jobs, it);
-    if (it->kind != ITEM_APPEND || !s->batch_turns)
+    list_push(it->kind == ITEM_APPEND    ? &s->appends
+              : it->kind == ITEM_ADVANCE ? &s->advances
+                                         : &s->jobs,
+              it);
+    if (it->kind == ITEM_JOB || !s->batch_turns)
         pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->lock);
     return QC_OK;
@@ -288,7 +440,7 @@ void storage_batch_turns(struct storage *s)
 void storage_kick(struct storage *s)
 {
     pthread_mutex_lock(&s->lock);
-    if (s->appends.head != NULL)
+    if (s->appends.head != NULL || s->advances.head != NULL)
         pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->lock);
 }
@@ -301,6 +453,25 @@ int storage_submit(struct storage *s, storage_run_fn fn, storage_done_fn done, v
         return STORAGE_QUEUE_FULL;
     it->kind = ITEM_JOB;
     it->fn = fn;
+    it->done = done;
+    it->arg = arg;
+    return enqueue(s, it);
+}
+
+int storage_advance(struct storage *s, const int32_t *userids, const struct store_cursor *pos,
+                    size_t n, storage_applied_fn applied, storage_done_fn done, void *arg)
+{
+    struct item *it;
+
+    if (n == 0 || userids == NULL || pos == NULL)
+        return QC_EBADREQ;
+    if ((it = calloc(1, sizeof(*it))) == NULL)
+        return STORAGE_QUEUE_FULL;
+    it->kind = ITEM_ADVANCE;
+    it->userids = userids;
+    it->pos = pos;
+    it->n = n;
+    it->applied = applied;
     it->done = done;
     it->arg = arg;
     return enqueue(s, it);
@@ -395,9 +566,11 @@ void storage_stop(struct storage *s)
         pthread_mutex_unlock(&s->lock);
         pthread_join(s->thread, NULL);
         (void)storage_complete(s);
-        log_info("storage: %llu message(s) appended in %llu transaction(s), %llu job(s)",
+        log_info("storage: %llu message(s) appended in %llu transaction(s), %llu job(s), "
+                 "%llu cursor(s) advanced, %llu cursor transaction(s) apart",
                  (unsigned long long)s->stats.appended, (unsigned long long)s->stats.commits,
-                 (unsigned long long)s->stats.jobs);
+                 (unsigned long long)s->stats.jobs, (unsigned long long)s->stats.advanced,
+                 (unsigned long long)s->stats.cursor_tx);
     }
     if (s->st != NULL)
         s->ops->close(s->st);

@@ -15,6 +15,10 @@
  * the store as the sequencer (storage_append_assign): cseqs follow queue
  * order per conversation, and two nodes (processes) numbering one
  * conversation at once get distinct cseqs 1..N, each what the log holds.
+ * Delivered-cursor advances (storage_advance) wait for the kick like
+ * appends, are written with the round's appends (in their very
+ * transaction on SQLite, apart on MySQL), report on the storage thread
+ * first and on the worker's after, and move exactly the cursor asked.
  */
 #include <errno.h>
 #include <limits.h>
@@ -865,6 +869,125 @@ static void test_two_nodes_assign_many(void **state)
     two_nodes_assign(env_of(state), TWO_NODE_CONVS);
 }
 
+/* ---- cursor advances ------------------------------------------------ */
+
+#define KICK_WAIT_MS 50 /* an advance queued without a kick stays queued this long */
+
+/* Where and in which order an advance's two callbacks ran. */
+struct advance_probe {
+    struct tally *t;
+    pthread_t applied_on;
+    atomic_int applied, applied_err;
+    int applied_before_done; /* 1: applied had run when done ran */
+};
+
+static void probe_applied(void *arg, int err)
+{
+    struct advance_probe *p = arg;
+
+    p->applied_on = pthread_self();
+    atomic_store(&p->applied_err, err);
+    atomic_fetch_add(&p->applied, 1);
+}
+
+static void probe_advanced(void *arg, int err)
+{
+    struct advance_probe *p = arg;
+
+    p->applied_before_done = atomic_load(&p->applied);
+    count_done(p->t, err);
+}
+
+static void collect_cseq(void *arg, const struct store_logmsg *m)
+{
+    int64_t *got = arg;
+
+    got[got[0] + 1] = m->cseq;
+    got[0]++;
+}
+
+/* Bob's undelivered cseqs into got: got[0] the count, got[1..] the cseqs. */
+static void undelivered_of(struct env *e, int32_t bob, int64_t *got)
+{
+    const struct store_ops *ops;
+    struct store *st = open_direct(e, &ops);
+    bool more = false;
+
+    got[0] = 0;
+    assert_int_equal(ops->undelivered(st, bob, 10, 65536, collect_cseq, got, &more), QC_OK);
+    assert_false(more);
+    ops->close(st);
+}
+
+/*
+ * Alice sends Bob 3 chats; Bob's cursor is advanced to 2 in the same round:
+ * 1 transaction on SQLite (0 of cursors apart), 2 on MySQL (no merge), and
+ * Bob's undelivered message is 3 alone.  An advance alone (no appends) is
+ * written too, and an advance of nothing is refused.
+ */
+static void test_advance_with_appends(void **state)
+{
+    struct env *e = env_of(state);
+    const struct store_ops *ops;
+    struct store *direct = open_direct(e, &ops);
+    struct tally t = { .owner = pthread_self() };
+    struct advance_probe p = { .t = &t };
+    struct storage_stats st;
+    int32_t alice = 0, bob = 0;
+    int64_t got[11];
+    struct timespec pause = { 0, KICK_WAIT_MS * 1000000L };
+
+    assert_int_equal(ops->user_create(direct, "alice", "$y$hash", &alice), QC_OK);
+    assert_int_equal(ops->user_create(direct, "bob", "$y$hash", &bob), QC_OK);
+    ops->close(direct);
+    int64_t conv = store_conv_pair(alice, bob);
+    struct store_cursor pos[2] = { { conv, 2 }, { conv, 1 } };
+    int32_t who[2] = { bob, bob }; /* the lower one second: a cursor never goes back */
+
+    struct storage *s = start(e);
+    storage_batch_turns(s);
+    /* A job first: once it is done the thread waits for the next wakeup (it may not yet). */
+    struct probe idle = { .t = &t, .conv = conv };
+    assert_int_equal(storage_submit(s, read_last, probe_done, &idle), QC_OK);
+    drain(s, &t, 1);
+    for (int i = 1; i <= 3; i++)
+        assert_int_equal(append_one(s, conv, i, alice, "a", &t), QC_OK);
+    assert_int_equal(storage_advance(s, who, pos, 0, probe_applied, probe_advanced, &p),
+                     QC_EBADREQ);
+    assert_int_equal(storage_advance(s, who, pos, 2, probe_applied, probe_advanced, &p), QC_OK);
+    nanosleep(&pause, NULL);
+    storage_get_stats(s, &st);
+    assert_int_equal(st.appended + st.advanced, 0); /* waiting for the turn's kick */
+    storage_kick(s);
+    drain(s, &t, 5);
+    assert_int_equal(atomic_load(&t.failed), 0);
+    assert_int_equal(atomic_load(&t.wrong_thread), 0);
+    assert_int_equal(atomic_load(&p.applied), 1);
+    assert_int_equal(atomic_load(&p.applied_err), QC_OK);
+    assert_int_equal(p.applied_before_done, 1);
+    assert_false(pthread_equal(p.applied_on, pthread_self()));
+    storage_get_stats(s, &st);
+    assert_int_equal(st.appended, 3);
+    assert_int_equal(st.advanced, 2);
+    assert_int_equal(st.commits, 1);
+    assert_int_equal(st.cursor_tx, e->mysql ? 1 : 0);
+    undelivered_of(e, bob, got);
+    assert_int_equal(got[0], 1);
+    assert_int_equal(got[1], 3);
+
+    pos[0].cseq = 3; /* alone this time */
+    assert_int_equal(storage_advance(s, who, pos, 1, probe_applied, probe_advanced, &p), QC_OK);
+    storage_kick(s);
+    drain(s, &t, 6);
+    assert_int_equal(atomic_load(&t.failed), 0);
+    storage_get_stats(s, &st);
+    assert_int_equal(st.commits, 1);
+    assert_int_equal(st.cursor_tx, e->mysql ? 2 : 1);
+    storage_stop(s);
+    undelivered_of(e, bob, got);
+    assert_int_equal(got[0], 0);
+}
+
 #define SQLITE_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup_sqlite, teardown)
 #define MYSQL_TEST(fn)  cmocka_unit_test_setup_teardown(fn, setup_mysql, teardown)
 
@@ -889,6 +1012,8 @@ int main(void)
         MYSQL_TEST(test_two_nodes_assign_many),
         SQLITE_TEST(test_backlog_handed_back_per_transaction),
         MYSQL_TEST(test_backlog_handed_back_per_transaction),
+        SQLITE_TEST(test_advance_with_appends),
+        MYSQL_TEST(test_advance_with_appends),
     };
 
     (void)mdb_load_env("test_storage"); /* without it the mysql cases skip */
