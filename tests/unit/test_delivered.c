@@ -2,9 +2,10 @@
  * test_delivered.c - delivered_position: a forwarded chat's conversation and
  * cseq read from its bytes, as the written-chat notes, hand-offs and
  * recovery read them: one-to-one and group chats in the server's member
- * order and in others, member names inside string values ignored, the first
- * of a repeated member counting, and objects that are not chats with a cseq
- * refused.
+ * order and in others, member names inside string values ignored, escaped
+ * quotes and backslashes, literals and nested values (the general reader
+ * behind the one-pass walk), the first of a repeated member counting, and
+ * objects that are not chats with a cseq refused.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -70,6 +71,33 @@ static void test_names_inside_strings_are_not_members(void **state)
     assert_int_equal(conv, store_conv_pair(8, 2));
 }
 
+static void test_escapes_literals_and_nested_values(void **state)
+{
+    (void)state;
+    int64_t conv, cseq;
+    /* A text ending in a backslash (escaped), then one ending in an escaped quote. */
+    assert_true(position_of("{\"msgid\":5,\"id\":7,\"msg\":\"a\\\\\",\"toid\":3,\"cseq\":6}", &conv,
+                            &cseq));
+    assert_int_equal(conv, store_conv_pair(7, 3));
+    assert_int_equal(cseq, 6);
+    assert_true(position_of("{\"msgid\":5,\"msg\":\"\\\\\\\"\",\"id\":7,\"toid\":3,\"cseq\":7}",
+                            &conv, &cseq));
+    assert_int_equal(cseq, 7);
+    /* Literals, negative and real numbers, an array and blanks around the members. */
+    assert_true(position_of("{\"r\":true,\"s\":null,\"t\":-1.5e3,\"msgid\":5,\"id\":7,\"toid\":3,"
+                            "\"cseq\":8}",
+                            &conv, &cseq));
+    assert_int_equal(cseq, 8);
+    assert_true(
+        position_of("{\"msgid\":5,\"x\":[1,2],\"id\":7,\"toid\":3,\"cseq\":9}", &conv, &cseq));
+    assert_int_equal(conv, store_conv_pair(7, 3));
+    assert_int_equal(cseq, 9);
+    assert_true(
+        position_of("{\"msgid\":5,\"id\":7, \"toid\":4,\"toid\":3,\"cseq\":10}\n", &conv, &cseq));
+    assert_int_equal(conv, store_conv_pair(7, 3)); /* " \"toid\"" after a blank is no member */
+    assert_int_equal(cseq, 10);
+}
+
 static void test_first_member_of_a_name_counts(void **state)
 {
     (void)state;
@@ -118,6 +146,7 @@ int main(void)
         cmocka_unit_test(test_one_to_one_chat),
         cmocka_unit_test(test_group_chat),
         cmocka_unit_test(test_names_inside_strings_are_not_members),
+        cmocka_unit_test(test_escapes_literals_and_nested_values),
         cmocka_unit_test(test_first_member_of_a_name_counts),
         cmocka_unit_test(test_not_a_chat_with_cseq),
     };
