@@ -158,15 +158,13 @@ static bool walk_chat_ints(const char *p, size_t n, struct chat_ints *ci)
             if ((q = string_end(q, end)) == NULL)
                 return false;
             q++;
-        } else if (*q >= '0' && *q <= '9') {
+        } else if (*q >= '0' && *q <= '9' && bit && !(seen & bit)) {
             int64_t v = 0;
             while (q < end && *q >= '0' && *q <= '9' && v < INT64_MAX / 10)
                 v = v * 10 + (*q++ - '0');
-            if (bit && !(seen & bit)) {
-                *slot = v;
-                ci->have |= bit;
-            }
-        } else if (*q != '-' && *q != 't' && *q != 'f' && *q != 'n') {
+            *slot = v;
+            ci->have |= bit;
+        } else if (!is_number_byte(*q) && *q != 't' && *q != 'f' && *q != 'n') {
             return false; /* a nested value */
         }
         while (q < end && (is_number_byte(*q) || (*q >= 'a' && *q <= 'z')))
