@@ -9,7 +9,6 @@
  * and dropped: the cursor stays lower, so those chats come again at the next
  * login (a duplicate the client drops by cseq), never lost.
  */
-#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -108,83 +107,10 @@ static void read_chat_ints(const char *p, size_t n, struct chat_ints *ci)
     }
 }
 
-/* The closing quote of the string opened at p (escaped quotes skipped), or NULL: cut. */
-static const char *string_end(const char *p, const char *end)
-{
-    for (const char *q = p + 1; (q = memchr(q, '"', (size_t)(end - q))) != NULL; q++) {
-        size_t backslashes = 0;
-        while (q - backslashes > p + 1 && q[-1 - (ptrdiff_t)backslashes] == '\\')
-            backslashes++;
-        if (backslashes % 2 == 0)
-            return q;
-    }
-    return NULL;
-}
-
-static bool is_number_byte(char c)
-{
-    return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E';
-}
-
-/*
- * read_chat_ints in one forward walk, for a flat object written without
- * blanks (every chat the server builds): each member name is looked at
- * once and a string value is skipped with one memchr, where the general
- * reader stops at every quote.  The same rules (the first member of a name
- * counts, only an unsigned integer value).  false: not that shape (blanks,
- * a nested value, a name with an escape, cut): read_chat_ints reads it.
- */
-static bool walk_chat_ints(const char *p, size_t n, struct chat_ints *ci)
-{
-    const char *end = p + n, *q = p + 1;
-    unsigned seen = 0;
-    ci->have = 0;
-    if (n < 2 || p[0] != '{')
-        return false;
-    if (*q == '}')
-        return true;
-    for (;;) {
-        if (q >= end || *q != '"')
-            return false;
-        const char *k = q + 1, *ke = k;
-        while (ke < end && *ke != '"' && *ke != '\\')
-            ke++;
-        if (ke + 2 >= end || *ke != '"' || ke[1] != ':')
-            return false;
-        q = ke + 2;
-        int64_t *slot;
-        unsigned bit = member_of(k, (size_t)(ke - k), ci, &slot);
-        if (*q == '"') {
-            if ((q = string_end(q, end)) == NULL)
-                return false;
-            q++;
-        } else if (*q >= '0' && *q <= '9' && bit && !(seen & bit)) {
-            int64_t v = 0;
-            while (q < end && *q >= '0' && *q <= '9' && v < INT64_MAX / 10)
-                v = v * 10 + (*q++ - '0');
-            *slot = v;
-            ci->have |= bit;
-        } else if (!is_number_byte(*q) && *q != 't' && *q != 'f' && *q != 'n') {
-            return false; /* a nested value */
-        }
-        while (q < end && (is_number_byte(*q) || (*q >= 'a' && *q <= 'z')))
-            q++; /* the rest of a number, or a literal */
-        seen |= bit;
-        if (q >= end)
-            return false;
-        if (*q == '}')
-            return true;
-        if (*q != ',')
-            return false;
-        q++;
-    }
-}
-
 bool delivered_position(const char *p, size_t n, int64_t *conv, int64_t *cseq)
 {
     struct chat_ints ci;
-    if (!walk_chat_ints(p, n, &ci))
-        read_chat_ints(p, n, &ci);
+    read_chat_ints(p, n, &ci);
     if (!(ci.have & CI_MSGID) || !(ci.have & CI_CSEQ) || ci.cseq <= 0)
         return false;
     *cseq = ci.cseq;
