@@ -6,16 +6,18 @@
 #   sh tests/harness/callgrind_pingpong.sh QCHATD OUT [qchatd option...]
 #   e.g. sh tests/harness/callgrind_pingpong.sh build/qchatd /tmp/cg -o history.enabled=no
 #
-# QCHATD (any build, version 1 included) with one worker, password_cost=1
+# QCHATD (any build, version 1 included) with WORKERS workers (default 1:
+# with 2, half the chats cross between workers), password_cost=1
 # and request_rate=0, on a fresh SQLite file in a temporary directory:
 # 2*PAIRS users are registered without valgrind, then the server runs twice
 # under valgrind --tool=callgrind while qchat-bench (of B, default build)
 # plays PAIRS pairs, N1 and then N2 round trips per pair (-n).  The
 # difference of the two runs' totals over the difference of their messages
 # is the cost of one message with everything fixed (start, logins, stop)
-# taken out; every thread of the worker counts (its storage thread too).
-# The callgrind files stay in OUT/N1 and OUT/N2 (the worker's is the
-# largest cg.PID); compare functions with callgrind_annotate on each.
+# taken out; every thread of the workers counts (their storage threads
+# too), the master's does not.  The callgrind files stay in OUT/N1 and
+# OUT/N2 (the workers' are the WORKERS largest cg.PID); compare functions
+# with callgrind_annotate on each.
 BIN=$1 OUT=$2
 shift 2
 top=$(cd "$(dirname "$0")/../.." && pwd) || exit 1
@@ -26,10 +28,11 @@ bench_begin callgrind_pingpong
 PAIRS=${PAIRS:-100}
 N1=${N1:-50}
 N2=${N2:-250}
+WORKERS=${WORKERS:-1}
 START_WAIT=60 # valgrind starts slowly
 STOP_WAIT=60
 BENCH_TIMEOUT=900
-COMMON="-o security.request_rate=0 -o log.level=warning -o security.password_cost=1 -o server.workers=1"
+COMMON="-o security.request_rate=0 -o log.level=warning -o security.password_cost=1 -o server.workers=$WORKERS"
 [ -x "$BIN" ] && [ -n "$OUT" ] || { say "usage: $0 QCHATD OUT [qchatd option...]"; exit 1; }
 command -v valgrind >/dev/null || { say "valgrind is needed"; exit 1; }
 mkdir -p "$OUT" || exit 1
@@ -61,7 +64,8 @@ one_run() {
         -d "$BENCH_TIMEOUT" --timeout "$BENCH_TIMEOUT" -q >"$run_out/pingpong.out" 2>&1
     stop_server "$server_pid"
     msgs=$(field "$(tail -n 1 "$run_out/pingpong.out")" msgs)
-    ir=$(for f in "$run_out"/cg.*; do sed -n 's/^summary: //p' "$f"; done | sort -n | tail -n 1)
+    ir=$(for f in "$run_out"/cg.*; do sed -n 's/^summary: //p' "$f"; done | sort -n |
+        tail -n "$WORKERS" | awk '{ t += $1 } END { print t }')
     echo "$ir $msgs"
 }
 
@@ -70,5 +74,5 @@ ir1=$1 m1=$2
 set -- $(one_run "$N2")
 ir2=$1 m2=$2
 [ -n "$m1" ] && [ -n "$m2" ] && [ "$m2" -gt "$m1" ] || { say "no messages counted ($m1, $m2)"; exit 1; }
-echo "$BIN: $N1 round trips/pair: $ir1 Ir, $m1 msgs; $N2: $ir2 Ir, $m2 msgs;" \
+echo "$BIN ($WORKERS worker(s)): $N1 round trips/pair: $ir1 Ir, $m1 msgs; $N2: $ir2 Ir, $m2 msgs;" \
     "instructions per message: $(((ir2 - ir1) / (m2 - m1)))"
