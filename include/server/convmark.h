@@ -7,9 +7,10 @@
  * the sequencer; after a restart (or an eviction from the sequencer) the
  * conversation would be seeded from the store and hand those cseqs out
  * again, and clients that drop duplicates by cseq would drop new chats.
- * So each such chat is noted here, and once per loop turn the highest cseq
- * per conversation goes to the storage thread as ONE job (store
- * conv_raise: one row per conversation, no message, no cursor).  When it
+ * So each such chat is noted here, and at the end of a loop turn, at most
+ * once per CONVMARK_PERIOD_MS (100 ms), the highest cseq per conversation
+ * goes to the storage thread as ONE job (store conv_raise: one row per
+ * conversation, no message, no cursor).  When it
  * has committed, the sequencer counts those cseqs as committed (the entry
  * may then be evicted).  The chat's ACK does not wait for it.
  */
@@ -22,7 +23,9 @@ struct worker;
 
 /* conv's chat cseq (time ts, epoch ms) was handed out and not stored. */
 void convmark_note(struct worker *w, int64_t conv, int64_t cseq, int64_t ts);
-/* Send what was noted to the storage thread (end of a loop turn, and at a stop). */
+/* Send what was noted to the storage thread now (at a stop). */
 void convmark_flush(struct worker *w);
+/* The end of a loop turn: convmark_flush when the period since the last job is over. */
+void convmark_end_turn(struct worker *w);
 
 #endif

@@ -2,14 +2,20 @@
  * convmark.c - the high-water marks of chats not stored with the log off
  * (see convmark.h).
  *
- * The notes of one loop turn are sorted by conversation, the highest cseq
- * of each kept, and handed to the storage thread in one job (store
- * conv_raise, one transaction, in conv order).  A failed or refused job
- * puts its marks back to be sent with the next turn's: the sequencer keeps
- * those conversations (their cseqs are not committed, so never evicted)
- * until a job commits, so nothing is handed out twice meanwhile.
+ * Each note keeps only the highest cseq of its conversation (a small hash
+ * index over the batch), so the batch holds one mark per conversation.  At
+ * the end of a loop turn, when CONVMARK_PERIOD_MS have passed since the
+ * last job (so at once after an idle spell), the batch goes to the storage
+ * thread in conv order as one job (store conv_raise, one transaction).
+ * Under ping-pong load a conversation's marks of a whole period thus cost
+ * one upsert, not one per loop turn (that was an upsert per message).  A
+ * failed or refused job puts its marks back to be sent with the next
+ * period's: the sequencer keeps those conversations (their cseqs are not
+ * committed, so never evicted) until a job commits, so nothing is handed
+ * out twice meanwhile.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "common/log.h"
 #include "server/convmark.h"
@@ -17,12 +23,16 @@
 #include "server/storage.h"
 #include "server/worker.h"
 
-#define CONVMARK_BATCH_MAX 65536 /* marks held before a turn ends: flushed early beyond */
+#define CONVMARK_BATCH_MAX 65536 /* conversations held before a period ends: flushed early */
+#define CONVMARK_PERIOD_MS 100   /* at most one conv_raise job per worker this often */
+#define CONVMARK_FIRST_CAP 64    /* marks the first note makes room for */
 
 struct convmark_batch {
-    struct store_convmark *marks;
+    struct store_convmark *marks; /* one per conversation, the highest cseq noted */
     size_t n, cap;
-    bool failing; /* the last job failed: one warning per outage */
+    uint32_t *index; /* 2 * cap slots: 1 + position in marks, 0 empty */
+    int64_t sent_ms; /* w->now_ms of the last job handed to the storage thread */
+    bool failing;    /* the last job failed: one warning per outage */
 };
 
 struct raise_job {
@@ -38,52 +48,75 @@ static struct convmark_batch *batch_of(struct worker *w)
     return w->convmarks;
 }
 
-static bool batch_has_room(struct convmark_batch *b, size_t more)
+static size_t slot_of(const uint32_t *index, size_t slots, const struct store_convmark *marks,
+                      int64_t conv)
 {
-    if (b->n + more <= b->cap)
+    uint64_t h = (uint64_t)conv * 0x9E3779B97F4A7C15ull;
+    size_t i = (size_t)(h ^ (h >> 29)) & (slots - 1);
+    while (index[i] != 0 && marks[index[i] - 1].conv != conv)
+        i = (i + 1) & (slots - 1);
+    return i;
+}
+
+/* Room for one more conversation (marks and index grown together). */
+static bool batch_has_room(struct convmark_batch *b)
+{
+    if (b->n < b->cap)
         return true;
-    size_t ncap = b->cap ? b->cap : 64;
-    while (ncap < b->n + more)
-        ncap *= 2;
+    size_t ncap = b->cap ? b->cap * 2 : CONVMARK_FIRST_CAP;
     struct store_convmark *g = realloc(b->marks, ncap * sizeof *g);
     if (g == NULL)
         return false;
     b->marks = g;
+    uint32_t *index = calloc(2 * ncap, sizeof *index);
+    if (index == NULL)
+        return false;
+    for (size_t k = 0; k < b->n; k++)
+        index[slot_of(index, 2 * ncap, b->marks, b->marks[k].conv)] = (uint32_t)k + 1;
+    free(b->index);
+    b->index = index;
     b->cap = ncap;
+    return true;
+}
+
+/* m kept in the batch: its conversation's mark raised to it, or added.  false: out of memory. */
+static bool keep_highest(struct convmark_batch *b, const struct store_convmark *m)
+{
+    if (b->cap > 0) {
+        size_t i = slot_of(b->index, 2 * b->cap, b->marks, m->conv);
+        if (b->index[i] != 0) {
+            struct store_convmark *have = &b->marks[b->index[i] - 1];
+            if (m->cseq > have->cseq)
+                *have = *m;
+            return true;
+        }
+    }
+    if (!batch_has_room(b))
+        return false;
+    b->marks[b->n] = *m;
+    b->index[slot_of(b->index, 2 * b->cap, b->marks, m->conv)] = (uint32_t)++b->n;
     return true;
 }
 
 void convmark_note(struct worker *w, int64_t conv, int64_t cseq, int64_t ts)
 {
     struct convmark_batch *b = batch_of(w);
-    if (b == NULL || !batch_has_room(b, 1)) {
+    struct store_convmark m = { conv, cseq, ts };
+    if (b == NULL || !keep_highest(b, &m)) {
         /* The entry stays uncommitted in the sequencer: never evicted, never reused. */
         log_error("conv %lld cseq %lld: out of memory for its high-water mark", (long long)conv,
                   (long long)cseq);
         return;
     }
-    b->marks[b->n++] = (struct store_convmark){ conv, cseq, ts };
     if (b->n >= CONVMARK_BATCH_MAX)
         convmark_flush(w);
 }
 
-/* By conversation, the highest cseq first. */
-static int by_conv_then_highest(const void *x, const void *y)
+/* By conversation (one mark each): the order every job's rows are written in. */
+static int by_conv(const void *x, const void *y)
 {
     const struct store_convmark *a = x, *b = y;
-    if (a->conv != b->conv)
-        return a->conv < b->conv ? -1 : 1;
-    return a->cseq > b->cseq ? -1 : a->cseq < b->cseq;
-}
-
-/* Sorted marks: the first (highest) of each conversation kept, in place.  How many. */
-static size_t keep_highest(struct store_convmark *m, size_t n)
-{
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (k == 0 || m[k - 1].conv != m[i].conv)
-            m[k++] = m[i];
-    return k;
+    return a->conv < b->conv ? -1 : a->conv > b->conv;
 }
 
 static int raise_on_store(const struct store_ops *ops, struct store *st, void *arg)
@@ -92,18 +125,18 @@ static int raise_on_store(const struct store_ops *ops, struct store *st, void *a
     return ops->conv_raise ? ops->conv_raise(st, j->marks, j->n) : QC_EINTERNAL;
 }
 
-/* Marks whose job did not commit go out again with the next turn's. */
+/* Marks whose job did not commit go out again with the next period's. */
 static void put_back(struct worker *w, const struct store_convmark *m, size_t n)
 {
     struct convmark_batch *b = batch_of(w);
-    if (b == NULL || !batch_has_room(b, n)) {
+    size_t lost = 0;
+    for (size_t i = 0; i < n; i++)
+        if (b == NULL || !keep_highest(b, &m[i]))
+            lost++;
+    if (lost > 0)
         log_error("%zu high-water mark(s) lost: out of memory (those conversations stay "
                   "in the sequencer)",
-                  n);
-        return;
-    }
-    for (size_t i = 0; i < n; i++)
-        b->marks[b->n++] = m[i];
+                  lost);
 }
 
 static void raise_done(void *arg, int err)
@@ -138,14 +171,26 @@ void convmark_flush(struct worker *w)
     struct raise_job *j = malloc(sizeof *j);
     if (j == NULL)
         return; /* kept for the next turn */
-    qsort(b->marks, b->n, sizeof *b->marks, by_conv_then_highest);
-    b->n = keep_highest(b->marks, b->n);
+    qsort(b->marks, b->n, sizeof *b->marks, by_conv);
     *j = (struct raise_job){ w, b->marks, b->n };
     if (storage_submit(w->storage, raise_on_store, raise_done, j) != QC_OK) {
         /* Queue full: the marks stay for the next turn (no warning: it is back-pressure). */
         free(j);
+        memset(b->index, 0, 2 * b->cap * sizeof *b->index); /* indexed again, sorted */
+        for (size_t k = 0; k < b->n; k++)
+            b->index[slot_of(b->index, 2 * b->cap, b->marks, b->marks[k].conv)] = (uint32_t)k + 1;
         return;
     }
+    free(b->index);
+    b->index = NULL;
     b->marks = NULL;
     b->n = b->cap = 0;
+    b->sent_ms = w->now_ms;
+}
+
+void convmark_end_turn(struct worker *w)
+{
+    struct convmark_batch *b = w->convmarks;
+    if (b != NULL && b->n > 0 && w->now_ms - b->sent_ms >= CONVMARK_PERIOD_MS)
+        convmark_flush(w);
 }

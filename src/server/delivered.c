@@ -10,7 +10,6 @@
  * and dropped: the cursor stays lower, so those chats come again at the next
  * login (a duplicate the client drops by cseq), never lost.
  */
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -38,46 +37,91 @@ struct delivered_batch {
 
 /* ---- reading a forwarded chat --------------------------------------------- */
 
-/*
- * The integer value of member "name" of the JSON object in p.  A quote
- * inside a JSON string is escaped, so "name": preceded by '{' or ',' is a
- * member of the object (of the outer one: a chat has no nested objects).
- */
-static bool field_after(const char *p, size_t n, const char *name, int64_t *out)
+/* The members delivered_position reads, as bits of struct chat_ints.have. */
+enum chat_int {
+    CI_MSGID = 1 << 0,
+    CI_CSEQ = 1 << 1,
+    CI_GROUPID = 1 << 2,
+    CI_ID = 1 << 3,
+    CI_TOID = 1 << 4,
+};
+
+struct chat_ints {
+    unsigned have; /* enum chat_int bits: the members found, each the first of its name */
+    int64_t msgid, cseq, groupid, id, toid;
+};
+
+/* The member of key name [k, k + klen), or 0 when delivered_position needs none. */
+static unsigned member_of(const char *k, size_t klen, struct chat_ints *ci, int64_t **slot)
 {
-    char key[32];
-    int klen = snprintf(key, sizeof key, "\"%s\":", name);
-    const char *end = p + n, *k = p;
-    while ((k = memmem(k, (size_t)(end - k), key, (size_t)klen)) != NULL) {
-        if (k > p && (k[-1] == '{' || k[-1] == ','))
-            break;
-        k++;
+#define MEMBER(lit, bit, field)                                 \
+    if (klen == sizeof(lit) - 1 && memcmp(k, lit, klen) == 0) { \
+        *slot = &ci->field;                                     \
+        return bit;                                             \
     }
-    if (k == NULL)
-        return false;
-    const char *q = k + klen;
-    int64_t v = 0;
-    if (q >= end || *q < '0' || *q > '9')
-        return false;
-    while (q < end && *q >= '0' && *q <= '9' && v < INT64_MAX / 10)
-        v = v * 10 + (*q++ - '0');
-    *out = v;
-    return true;
+    MEMBER("msgid", CI_MSGID, msgid)
+    MEMBER("cseq", CI_CSEQ, cseq)
+    MEMBER("groupid", CI_GROUPID, groupid)
+    MEMBER("id", CI_ID, id)
+    MEMBER("toid", CI_TOID, toid)
+#undef MEMBER
+    return 0;
+}
+
+/*
+ * The integer members of the JSON object in p that delivered_position
+ * needs, in one pass (this runs for every chat written to a socket).  A
+ * quote inside a JSON string is escaped, so '"' preceded by '{' or ',' opens
+ * a member name of the object (of the outer one: a chat has no nested
+ * objects); the first member of each name counts.  A member whose value is
+ * not an unsigned integer counts as absent.
+ */
+static void read_chat_ints(const char *p, size_t n, struct chat_ints *ci)
+{
+    const char *end = p + n, *q = p;
+    unsigned seen = 0;
+    ci->have = 0;
+    while (q < end && (q = memchr(q, '"', (size_t)(end - q))) != NULL) {
+        const char *k = q + 1;
+        if (q == p || (q[-1] != '{' && q[-1] != ',')) {
+            q = k;
+            continue;
+        }
+        const char *ke = memchr(k, '"', (size_t)(end - k));
+        if (ke == NULL)
+            return;
+        q = ke + 1;
+        int64_t *slot;
+        unsigned bit = member_of(k, (size_t)(ke - k), ci, &slot);
+        if (bit == 0 || (seen & bit) || q >= end || *q != ':')
+            continue;
+        seen |= bit;
+        const char *d = q + 1;
+        if (d >= end || *d < '0' || *d > '9')
+            continue;
+        int64_t v = 0;
+        while (d < end && *d >= '0' && *d <= '9' && v < INT64_MAX / 10)
+            v = v * 10 + (*d++ - '0');
+        *slot = v;
+        ci->have |= bit;
+        q = d;
+    }
 }
 
 bool delivered_position(const char *p, size_t n, int64_t *conv, int64_t *cseq)
 {
-    int64_t msgid, sender, to;
-    if (!field_after(p, n, "msgid", &msgid) || !field_after(p, n, "cseq", cseq) || *cseq <= 0)
+    struct chat_ints ci;
+    read_chat_ints(p, n, &ci);
+    if (!(ci.have & CI_MSGID) || !(ci.have & CI_CSEQ) || ci.cseq <= 0)
         return false;
-    if (msgid == QC_GROUP_CHAT_MSG && field_after(p, n, "groupid", &to) && to <= INT32_MAX) {
-        *conv = store_conv_group((int32_t)to);
+    *cseq = ci.cseq;
+    if (ci.msgid == QC_GROUP_CHAT_MSG && (ci.have & CI_GROUPID) && ci.groupid <= INT32_MAX) {
+        *conv = store_conv_group((int32_t)ci.groupid);
         return true;
     }
-    if (msgid == QC_ONE_CHAT_MSG && field_after(p, n, "id", &sender) &&
-        field_after(p, n, "toid", &to) && sender > 0 && sender <= INT32_MAX && to > 0 &&
-        to <= INT32_MAX) {
-        *conv = store_conv_pair((int32_t)sender, (int32_t)to);
+    if (ci.msgid == QC_ONE_CHAT_MSG && (ci.have & CI_ID) && (ci.have & CI_TOID) && ci.id > 0 &&
+        ci.id <= INT32_MAX && ci.toid > 0 && ci.toid <= INT32_MAX) {
+        *conv = store_conv_pair((int32_t)ci.id, (int32_t)ci.toid);
         return true;
     }
     return false;

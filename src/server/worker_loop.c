@@ -431,7 +431,7 @@ static void before_sleep(void *ctx)
     flush_dirty(w);
     free_dead(w);
     delivered_flush(w);
-    convmark_flush(w);
+    convmark_end_turn(w);     /* the marks: once per period, not per turn */
     storage_kick(w->storage); /* the turn's appends: one group commit */
     balance_accepting(w);
     peer_flush_corked(w); /* last: the confirmations of what flush_dirty wrote go too */

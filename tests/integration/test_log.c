@@ -1047,6 +1047,49 @@ static void test_log_off_keeps_only_undelivered_chats(void **state)
     end_log_off(&k);
 }
 
+#define MARK_CONVS 80 /* more conversations than convmark.c's first batch has room for (64) */
+#define MARK_CHATS 3
+
+/*
+ * history.enabled = no, many conversations at once: the high-water marks of
+ * chats written live only are kept per conversation (the highest) and
+ * stored together, at most every 100 ms and at a stop; after a restart
+ * each conversation goes on after its own last cseq, none handed out again.
+ */
+static void test_log_off_marks_of_many_conversations(void **state)
+{
+    (void)state;
+    struct kept_store k;
+    kept_store_make(&k);
+    start_log_off(&k);
+    struct h_user a, b[MARK_CONVS];
+    struct qclient *cb[MARK_CONVS];
+    struct qclient *ca = h_new_user(&a, "lm_a");
+    for (int i = 0; i < MARK_CONVS; i++)
+        cb[i] = h_new_user(&b[i], "lm_b");
+    for (int64_t n = 1; n <= MARK_CHATS; n++)
+        for (int i = 0; i < MARK_CONVS; i++)
+            chat_live(ca, cb[i], b[i].id, n);
+    h_close(ca);
+    for (int i = 0; i < MARK_CONVS; i++)
+        h_close(cb[i]);
+
+    start_log_off(&k); /* the same store */
+    struct json_object *ack = NULL;
+    ca = h_login(&a, &ack);
+    json_object_put(ack);
+    for (int i = 0; i < MARK_CONVS; i++) {
+        cb[i] = h_login(&b[i], &ack);
+        json_object_put(ack);
+    }
+    for (int i = 0; i < MARK_CONVS; i++)
+        chat_live(ca, cb[i], b[i].id, MARK_CHATS + 1);
+    h_close(ca);
+    for (int i = 0; i < MARK_CONVS; i++)
+        h_close(cb[i]);
+    end_log_off(&k);
+}
+
 /*
  * history.enabled = no, a group: with a member offline the chat is stored
  * once (not per member) and that member gets it at login with its cseq; the
@@ -1142,6 +1185,7 @@ int main(void)
         H_TEST(test_full_queue_holds_the_sender),                   /* restarts the server */
         H_TEST(test_log_off_keeps_only_undelivered_chats),          /* restarts the server */
         H_TEST(test_log_off_group_stores_once_for_offline_members), /* restarts the server */
+        H_TEST(test_log_off_marks_of_many_conversations),           /* restarts the server */
         H_TEST(test_no_worker_died_and_sigterm_stops),
     };
     h_apply_filter();

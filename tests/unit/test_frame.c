@@ -8,8 +8,9 @@
  * non-objects at the top level, valid UTF-8 split anywhere, invalid UTF-8
  * (overlong, surrogates, beyond U+10FFFF, stray, truncated), things json-c
  * takes that are not JSON (single quotes, NaN, Infinity, raw control
- * characters, bad numbers), a corpus of valid JSON, garbage after a valid
- * object, and a reader left usable by an error in any scanner state.
+ * characters, bad numbers), a corpus of valid JSON, flat objects read
+ * without the tokener exactly as the tokener reads them, garbage after a
+ * valid object, and a reader left usable by an error in any scanner state.
  */
 #include <stdarg.h>
 #include <stdbool.h>
@@ -555,6 +556,70 @@ static void test_valid_json(void **state)
         assert_one_object(good[i].s, good[i].len);
 }
 
+/*
+ * Flat objects whole in one read skip json-c's tokener (frame.c's
+ * flat_object): each of these must come out exactly as the tokener makes
+ * it (json_object_equal: the same members, types and values), whether or not
+ * it takes the fast path, and in one read or byte by byte.
+ */
+static void test_flat_objects_as_the_tokener_makes_them(void **state)
+{
+    static const struct bytes cases[] = {
+        BYTES("{\"msgid\":5,\"toid\":1234,\"msg\":\"hello there\",\"seq\":\"s-17\"}"),
+        BYTES("{}"),
+        BYTES("{ }"),
+        BYTES(" {\"a\" : 1 ,\r\n\t\"b\":\"x\"\n}"),
+        BYTES("{\"a\":-0,\"b\":-12,\"c\":0,\"d\":999999999999999999}"),  /* 18 digits */
+        BYTES("{\"a\":9223372036854775807,\"b\":-9223372036854775808}"), /* int64 ends */
+        BYTES("{\"a\":9223372036854775808,\"b\":18446744073709551616}"), /* beyond */
+        BYTES("{\"a\":1,\"a\":\"two\",\"b\":2,\"a\":3}"),                /* last one wins */
+        BYTES("{\"\":\"\",\"k\":\"\"}"),                                 /* empty name, value */
+        BYTES("{\"msg\":\"caf\xc3\xa9 \xf0\x9f\x98\x80 \x7f\"}"),        /* UTF-8, DEL */
+        BYTES("{\"msg\":\"a\\\"b\",\"n\":1}"),                           /* escapes */
+        BYTES("{\"m\\u0041\":1}"),
+        BYTES("{\"a\":1.5,\"b\":1}"),
+        BYTES("{\"a\":1e3}"),
+        BYTES("{\"a\":true,\"b\":null}"),
+        BYTES("{\"a\":{\"b\":1}}"),
+        BYTES("{\"a\":[1,2]}"),
+        BYTES("{\"a_member_name_longer_than_sixty_four_bytes_goes_to_the_tokener_too\":1}"),
+    };
+    struct json_tokener *tok = json_tokener_new();
+
+    assert_non_null(tok);
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *text = cases[i].s + strspn(cases[i].s, " ");
+        size_t tlen = cases[i].len - (size_t)(text - cases[i].s);
+        struct json_object *want = json_tokener_parse_ex(tok, text, (int)tlen);
+
+        assert_non_null(want);
+        json_tokener_reset(tok);
+        for (size_t step = cases[i].len; step >= 1; step = step > 1 ? 1 : 0) {
+            struct frame_reader fr;
+            struct json_object *got = NULL;
+            size_t pos = 0, consumed;
+            enum frame_status st = FRAME_NEED_MORE;
+
+            assert_int_equal(frame_reader_init(&fr, TEST_MAX), 0);
+            while (pos < cases[i].len && st == FRAME_NEED_MORE) {
+                size_t n = cases[i].len - pos < step ? cases[i].len - pos : step;
+
+                st = frame_read(&fr, cases[i].s + pos, n, &consumed, &got);
+                pos += consumed;
+            }
+            assert_int_equal(st, FRAME_OBJECT);
+            if (!json_object_equal(want, got))
+                fail_msg("case %zu (step %zu): %s, the tokener %s", i, step,
+                         json_object_to_json_string(got), json_object_to_json_string(want));
+            json_object_put(got);
+            frame_reader_free(&fr);
+        }
+        json_object_put(want);
+    }
+    json_tokener_free(tok);
+}
+
 static void test_garbage_after_object(void **state)
 {
     const char *msg = "{\"n\":1}garbage";
@@ -642,6 +707,7 @@ int main(void)
         cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_not_json),
         cmocka_unit_test(test_valid_json),
+        cmocka_unit_test(test_flat_objects_as_the_tokener_makes_them),
         cmocka_unit_test(test_garbage_after_object),
         cmocka_unit_test(test_reset_after_error),
         cmocka_unit_test(test_error_leaves_reader_usable),
