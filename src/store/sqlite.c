@@ -7,8 +7,9 @@
  * WAL mode (readers never wait for the writer) with synchronous=NORMAL and
  * a busy timeout; a writer still locked out after the timeout, or any I/O
  * error, is logged and reported as QC_ESTORAGE.  The WAL is checkpointed
- * with RESTART (restart_wal), so that it starts over while several
- * workers write without a pause.
+ * PASSIVE, then RESTART for at most WAL_RESTART_WAIT_MS (restart_wal), so
+ * that it mostly starts over while several workers write without a pause,
+ * and no checkpoint holds the other workers' commits for long.
  *
  * Every statement is prepared once at open (SQLITE_PREPARE_PERSISTENT),
  * bound with parameters, and reset as soon as it is done, so that no read
@@ -58,6 +59,8 @@
 #define MEMORY_DB       ":memory:" /* private database, for tests */
 #define OPEN_FLAGS      (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX)
 #define PURGE_FIND_ROWS 64 /* conversations one purge search names */
+#define WAL_RESTART_WAIT_MS \
+    50 /* the RESTART waits this long for the other writer's commit and for readers */
 #define WAL_RESTART_PAGES \
     4000 /* WAL frames (~16 MB) after a commit that bring a RESTART checkpoint */
 
@@ -580,7 +583,22 @@ static int restart_wal(void *arg, sqlite3 *db, const char *name, int frames)
     (void)arg;
     if (frames < WAL_RESTART_PAGES)
         return SQLITE_OK;
-    rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, &logged, &done);
+    /*
+     * First a PASSIVE checkpoint: it copies the frames while the other
+     * worker goes on committing.  Only when it copied them all, a RESTART,
+     * without a busy handler: it has at most the frames committed since to
+     * copy, and, busy (a reader in the WAL, a writer), returns at once.  A
+     * RESTART that copied everything itself held the write lock through the
+     * copy and its fsync, and one that waited for readers held it for up to
+     * BUSY_TIMEOUT_MS: the other worker's commits stopped for seconds and
+     * chats held for room to append were refused (errno 13) in ping-pong.
+     */
+    rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, &logged, &done);
+    if (rc == SQLITE_OK && done == logged) {
+        (void)sqlite3_busy_timeout(db, WAL_RESTART_WAIT_MS);
+        rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, &logged, &done);
+        (void)sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+    }
     if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY)
         log_warning("sqlite: WAL checkpoint: %s (code %d)", sqlite3_errmsg(db), rc);
     return SQLITE_OK; /* a checkpoint that did not finish is tried again at the next commit */
