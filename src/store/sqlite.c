@@ -60,6 +60,9 @@
 #define PURGE_FIND_ROWS 64 /* conversations one purge search names */
 #define WAL_RESTART_PAGES \
     4000 /* WAL frames (~16 MB) after a commit that bring a RESTART checkpoint */
+#define WAL_RESTART_WAIT_MS 100 /* a RESTART's waits for the other writer and for readers */
+#define WAL_RESTART_BACKOFF \
+    1000 /* frames more before a RESTART that did not finish is tried again */
 
 #define STR_(x) #x
 #define STR(x)  STR_(x)
@@ -331,6 +334,7 @@ struct store {
     sqlite3_stmt *stmt[ST_COUNT];
     struct social_stmt social[SOCIAL_STMTS]; /* in use: s != NULL */
     int max_offline;                         /* messages kept per user; 0: no cap */
+    int wal_restart_at;                      /* WAL frames that bring the next RESTART */
 };
 
 /* Log what failed on st's connection; the caller reports QC_ESTORAGE. */
@@ -572,18 +576,33 @@ static int create_private_file(const char *path, char *err, size_t errlen)
  * frames rather than SQLite's 1000: a page written by several commits is
  * copied once per checkpoint (store_append_bench K=300 W=2: ~10% less CPU
  * than at 1000, the WAL at most ~18 MB).
+ *
+ * Its waits are bounded by WAL_RESTART_WAIT_MS, not the 5 s busy timeout:
+ * the hook runs inside the commit, before the round goes back to the
+ * worker, and RESTART holds the write lock while it waits for readers, so
+ * a reader that keeps an old snapshot (a backup, an operator's sqlite3
+ * shell) held every commit of this worker, and every other writer, for
+ * 5 s.  A RESTART that did not finish is tried again WAL_RESTART_BACKOFF
+ * frames later, not at every commit.
  */
 static int restart_wal(void *arg, sqlite3 *db, const char *name, int frames)
 {
+    struct store *st = arg;
     int logged = 0, done = 0, rc;
 
-    (void)arg;
-    if (frames < WAL_RESTART_PAGES)
+    if (frames < WAL_RESTART_PAGES) {
+        st->wal_restart_at = WAL_RESTART_PAGES; /* the WAL started over (this or another writer) */
         return SQLITE_OK;
+    }
+    if (frames < st->wal_restart_at)
+        return SQLITE_OK;
+    sqlite3_busy_timeout(db, WAL_RESTART_WAIT_MS);
     rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, &logged, &done);
+    sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
     if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY)
         log_warning("sqlite: WAL checkpoint: %s (code %d)", sqlite3_errmsg(db), rc);
-    return SQLITE_OK; /* a checkpoint that did not finish is tried again at the next commit */
+    st->wal_restart_at = rc == SQLITE_OK ? WAL_RESTART_PAGES : frames + WAL_RESTART_BACKOFF;
+    return SQLITE_OK;
 }
 
 static int connect_db(struct store *st, const char *path, char *err, size_t errlen)
@@ -608,7 +627,8 @@ static int connect_db(struct store *st, const char *path, char *err, size_t errl
         return -1;
     rc =
         sqlite3_exec(st->db, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON", NULL, NULL, NULL);
-    sqlite3_wal_hook(st->db, restart_wal, NULL); /* replaces the PASSIVE autocheckpoint */
+    st->wal_restart_at = WAL_RESTART_PAGES;
+    sqlite3_wal_hook(st->db, restart_wal, st); /* replaces the PASSIVE autocheckpoint */
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(st->db));
         return -1;
