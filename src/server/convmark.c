@@ -209,7 +209,7 @@ void convmark_stop(struct worker *w)
 {
     struct convmark_batch *b = w->convmarks;
     int64_t deadline = clock_now_ms() + CONVMARK_STOP_MAX_MS;
-    while (b != NULL && w->storage != NULL && (b->n > 0 || b->in_flight > 0) &&
+    while (b != NULL && w->storage != NULL && w->seqtab != NULL && (b->n > 0 || b->in_flight > 0) &&
            clock_now_ms() < deadline) {
         if (b->n > 0)
             convmark_flush(w);
