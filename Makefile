@@ -235,7 +235,11 @@ $(FUZZ_B)/fuzz_%: $(patsubst %.c,$(FUZZ_B)/obj/%.o,$(FUZZ_SRC) tests/fuzz/worker
 $(FUZZ_B)/fuzz_proxy: $(patsubst %.c,$(FUZZ_B)/obj/%.o,src/server/proxy.c tests/fuzz/fuzz_proxy.c)
 	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^
 
-fuzz-build: deps $(addprefix $(FUZZ_B)/,$(FUZZ_TARGETS)) $(FUZZ_B)/fuzz_proxy
+# frame.c's flat-object fast path against its tokener path (tests/unit/frame_diff.h).
+$(FUZZ_B)/fuzz_frame: $(patsubst %.c,$(FUZZ_B)/obj/%.o,src/common/frame.c tests/fuzz/fuzz_frame.c)
+	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDLIBS)
+
+fuzz-build: deps $(addprefix $(FUZZ_B)/,$(FUZZ_TARGETS)) $(FUZZ_B)/fuzz_proxy $(FUZZ_B)/fuzz_frame
 
 # A bounded run of every target (FUZZ_TIME seconds each; see tests/scripts/fuzz_bounded.sh).
 fuzz: fuzz-build

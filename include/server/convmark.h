@@ -23,8 +23,10 @@ struct worker;
 
 /* conv's chat cseq (time ts, epoch ms) was handed out and not stored. */
 void convmark_note(struct worker *w, int64_t conv, int64_t cseq, int64_t ts);
-/* Send what was noted to the storage thread now (at a stop). */
+/* Send what was noted to the storage thread now. */
 void convmark_flush(struct worker *w);
+/* At a stop, before storage_stop: every mark sent and stored (bounded wait), or logged as not. */
+void convmark_stop(struct worker *w);
 /* The end of a loop turn: convmark_flush when the period since the last job is over. */
 void convmark_end_turn(struct worker *w);
 

@@ -14,25 +14,31 @@
  * committed, so never evicted) until a job commits, so nothing is handed
  * out twice meanwhile.
  */
+#include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "server/convmark.h"
 #include "server/seqtab.h"
 #include "server/storage.h"
 #include "server/worker.h"
 
-#define CONVMARK_BATCH_MAX 65536 /* conversations held before a period ends: flushed early */
-#define CONVMARK_PERIOD_MS 100   /* at most one conv_raise job per worker this often */
-#define CONVMARK_FIRST_CAP 64    /* marks the first note makes room for */
+#define CONVMARK_BATCH_MAX    65536 /* conversations held before a period ends: flushed early */
+#define CONVMARK_PERIOD_MS    100   /* at most one conv_raise job per worker this often */
+#define CONVMARK_FIRST_CAP    64    /* marks the first note makes room for */
+#define CONVMARK_STOP_WAIT_MS 100   /* at a stop: one wait for the storage thread */
+#define CONVMARK_STOP_MAX_MS  5000  /* at a stop: time before the marks left are given up */
 
 struct convmark_batch {
     struct store_convmark *marks; /* one per conversation, the highest cseq noted */
     size_t n, cap;
-    uint32_t *index; /* 2 * cap slots: 1 + position in marks, 0 empty */
-    int64_t sent_ms; /* w->now_ms of the last job handed to the storage thread */
-    bool failing;    /* the last job failed: one warning per outage */
+    uint32_t *index;  /* 2 * cap slots: 1 + position in marks, 0 empty */
+    int64_t sent_ms;  /* w->now_ms of the last job handed to the storage thread */
+    size_t in_flight; /* jobs handed to the storage thread, not yet done */
+    bool failing;     /* the last job failed: one warning per outage */
 };
 
 struct raise_job {
@@ -144,6 +150,8 @@ static void raise_done(void *arg, int err)
     struct raise_job *j = arg;
     struct worker *w = j->w;
     struct convmark_batch *b = batch_of(w);
+    if (b)
+        b->in_flight--;
     if (err) {
         if (b && !b->failing)
             log_warning("high-water marks of %zu conversation(s) not stored: %s (sent again)", j->n,
@@ -186,6 +194,35 @@ void convmark_flush(struct worker *w)
     b->marks = NULL;
     b->n = b->cap = 0;
     b->sent_ms = w->now_ms;
+    b->in_flight++;
+}
+
+/*
+ * At a stop every mark must reach the store: with the node stopped the
+ * sequencer is gone, and a conversation seeded from a lagging last cseq
+ * would hand the cseqs of its live-only chats out again.  So the marks go
+ * out even when the queue is full (waiting for it to drain), the job's
+ * outcome is waited for, and a failed job is sent again, for a bounded
+ * time; what is left then is logged.
+ */
+void convmark_stop(struct worker *w)
+{
+    struct convmark_batch *b = w->convmarks;
+    int64_t deadline = clock_now_ms() + CONVMARK_STOP_MAX_MS;
+    while (b != NULL && w->storage != NULL && w->seqtab != NULL && (b->n > 0 || b->in_flight > 0) &&
+           clock_now_ms() < deadline) {
+        if (b->n > 0)
+            convmark_flush(w);
+        storage_kick(w->storage); /* appends filling the queue wait for the kick */
+        struct pollfd p = { .fd = storage_fd(w->storage), .events = POLLIN };
+        if (poll(&p, 1, CONVMARK_STOP_WAIT_MS) < 0 && errno != EINTR)
+            break;
+        (void)storage_complete(w->storage);
+    }
+    if (b != NULL && (b->n > 0 || b->in_flight > 0))
+        log_error("stopping: the high-water marks of %zu conversation(s) not stored (%zu job(s) "
+                  "unfinished): after a restart of the node their cseqs may be handed out again",
+                  b->n, b->in_flight);
 }
 
 void convmark_end_turn(struct worker *w)

@@ -68,12 +68,29 @@ static unsigned member_of(const char *k, size_t klen, struct chat_ints *ci, int6
     return 0;
 }
 
+/* The closing quote of the string whose content starts at k (escaped quotes skipped), or NULL. */
+static const char *string_close(const char *k, const char *end)
+{
+    const char *q = k;
+    while ((q = memchr(q, '"', (size_t)(end - q))) != NULL) {
+        const char *b = q;
+        while (b > k && b[-1] == '\\')
+            b--;
+        if ((q - b) % 2 == 0)
+            return q; /* an even run of backslashes escapes itself, not the quote */
+        q++;
+    }
+    return NULL;
+}
+
 /*
  * The integer members of the JSON object in p that delivered_position
- * needs, in one pass (this runs for every chat written to a socket).  A
- * quote inside a JSON string is escaped, so '"' preceded by '{' or ',' opens
- * a member name of the object (of the outer one: a chat has no nested
- * objects); the first member of each name counts.  A member whose value is
+ * needs, in one pass (this runs for every chat written to a socket).  Each
+ * string, name or value, is skipped whole up to its closing quote, so a
+ * string opened right after '{' or ',' is a member name of the object (of
+ * the outer one: a chat has no nested objects), and a value that ends in
+ * ',' or '{' (a user's name "bob,") does not make the quote closing it look
+ * like one.  The first member of each name counts.  A member whose value is
  * not an unsigned integer counts as absent.
  */
 static void read_chat_ints(const char *p, size_t n, struct chat_ints *ci)
@@ -82,15 +99,13 @@ static void read_chat_ints(const char *p, size_t n, struct chat_ints *ci)
     unsigned seen = 0;
     ci->have = 0;
     while (q < end && (q = memchr(q, '"', (size_t)(end - q))) != NULL) {
-        const char *k = q + 1;
-        if (q == p || (q[-1] != '{' && q[-1] != ',')) {
-            q = k;
-            continue;
-        }
-        const char *ke = memchr(k, '"', (size_t)(end - k));
+        const char *k = q + 1, *ke = string_close(k, end);
         if (ke == NULL)
             return;
+        bool is_name = q > p && (q[-1] == '{' || q[-1] == ',');
         q = ke + 1;
+        if (!is_name)
+            continue; /* a string value, skipped whole */
         int64_t *slot;
         unsigned bit = member_of(k, (size_t)(ke - k), ci, &slot);
         if (bit == 0 || (seen & bit) || q >= end || *q != ':')

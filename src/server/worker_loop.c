@@ -382,7 +382,7 @@ static void __attribute__((noreturn)) finish_stop(struct worker *w)
     peer_flush_all(w);
     handoff_shutdown(w);
     delivered_flush(w);
-    convmark_flush(w);
+    convmark_stop(w);         /* waits for the marks' job: queue full or failed, not dropped */
     storage_stop(w->storage); /* commits what is queued; the journal keeps the rest */
     pending_destroy(w);
     crypt_pool_stop(w);

@@ -63,6 +63,8 @@
     50 /* the RESTART waits this long for the other writer's commit and for readers */
 #define WAL_RESTART_PAGES \
     4000 /* WAL frames (~16 MB) after a commit that bring a RESTART checkpoint */
+#define WAL_RESTART_BACKOFF \
+    1000 /* frames more before a RESTART that did not finish is tried again */
 
 #define STR_(x) #x
 #define STR(x)  STR_(x)
@@ -334,6 +336,7 @@ struct store {
     sqlite3_stmt *stmt[ST_COUNT];
     struct social_stmt social[SOCIAL_STMTS]; /* in use: s != NULL */
     int max_offline;                         /* messages kept per user; 0: no cap */
+    int wal_restart_at;                      /* WAL frames that bring the next RESTART */
 };
 
 /* Log what failed on st's connection; the caller reports QC_ESTORAGE. */
@@ -575,33 +578,41 @@ static int create_private_file(const char *path, char *err, size_t errlen)
  * frames rather than SQLite's 1000: a page written by several commits is
  * copied once per checkpoint (store_append_bench K=300 W=2: ~10% less CPU
  * than at 1000, the WAL at most ~18 MB).
+ *
+ * But a RESTART holds the write lock while it copies, syncs and waits for
+ * readers, and the hook runs inside the commit, before the round goes back
+ * to the worker: with the 5 s busy timeout the other worker's commits
+ * stopped for seconds in ping-pong (chats held for room to append were
+ * refused, errno 13), and a reader keeping an old snapshot (a backup, an
+ * operator's sqlite3 shell) held every commit for 5 s.  So a PASSIVE
+ * checkpoint copies the frames first, beside the other writer, and only
+ * when it copied them all does a RESTART follow, waiting at most
+ * WAL_RESTART_WAIT_MS.  When it does not finish, both are tried again
+ * WAL_RESTART_BACKOFF frames later, not at every commit.
  */
 static int restart_wal(void *arg, sqlite3 *db, const char *name, int frames)
 {
+    struct store *st = arg;
     int logged = 0, done = 0, rc;
+    bool restarted = false;
 
-    (void)arg;
-    if (frames < WAL_RESTART_PAGES)
+    if (frames < WAL_RESTART_PAGES) {
+        st->wal_restart_at = WAL_RESTART_PAGES; /* the WAL started over (this or another writer) */
         return SQLITE_OK;
-    /*
-     * First a PASSIVE checkpoint: it copies the frames while the other
-     * worker goes on committing.  Only when it copied them all, a RESTART,
-     * without a busy handler: it has at most the frames committed since to
-     * copy, and, busy (a reader in the WAL, a writer), returns at once.  A
-     * RESTART that copied everything itself held the write lock through the
-     * copy and its fsync, and one that waited for readers held it for up to
-     * BUSY_TIMEOUT_MS: the other worker's commits stopped for seconds and
-     * chats held for room to append were refused (errno 13) in ping-pong.
-     */
+    }
+    if (frames < st->wal_restart_at)
+        return SQLITE_OK;
     rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, &logged, &done);
     if (rc == SQLITE_OK && done == logged) {
         (void)sqlite3_busy_timeout(db, WAL_RESTART_WAIT_MS);
         rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, &logged, &done);
         (void)sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+        restarted = rc == SQLITE_OK;
     }
     if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY)
         log_warning("sqlite: WAL checkpoint: %s (code %d)", sqlite3_errmsg(db), rc);
-    return SQLITE_OK; /* a checkpoint that did not finish is tried again at the next commit */
+    st->wal_restart_at = restarted ? WAL_RESTART_PAGES : frames + WAL_RESTART_BACKOFF;
+    return SQLITE_OK;
 }
 
 static int connect_db(struct store *st, const char *path, char *err, size_t errlen)
@@ -626,7 +637,8 @@ static int connect_db(struct store *st, const char *path, char *err, size_t errl
         return -1;
     rc =
         sqlite3_exec(st->db, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON", NULL, NULL, NULL);
-    sqlite3_wal_hook(st->db, restart_wal, NULL); /* replaces the PASSIVE autocheckpoint */
+    st->wal_restart_at = WAL_RESTART_PAGES;
+    sqlite3_wal_hook(st->db, restart_wal, st); /* replaces the PASSIVE autocheckpoint */
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "%s: %s", path, sqlite3_errmsg(st->db));
         return -1;

@@ -255,6 +255,36 @@ static void test_offline_items_carry_cseq_once(void **state)
     json_object_put(ack);
 }
 
+/*
+ * A sender whose name ends in ',' puts "name":"...," right before "toid" in
+ * every chat it sends: a chat written live must still move the receiver's
+ * delivered cursor (delivered_position reads past that name), so it is not
+ * offline again at her next login.
+ */
+static void test_sender_named_with_a_trailing_comma(void **state)
+{
+    (void)state;
+    struct h_user a, b;
+    struct qclient *ca = h_connect();
+    h_unique_name(a.name, sizeof a.name - 1, "comma");
+    strcat(a.name, ",");
+    snprintf(a.password, sizeof a.password, "pw-comma-%d", (int)getpid());
+    H_CHECK(qclient_register(ca, a.name, a.password, &a.id, H_REPLY_MS) == 0 && a.id > 0,
+            "REG {name:\"%s\"}", a.name);
+    h_close(ca);
+    ca = h_login(&a, NULL);
+    struct qclient *cb = h_new_user(&b, "comma_b");
+    H_CHECK(chat(ca, b.id, "live") == 1, "the conversation's first cseq");
+    json_object_put(h_expect(cb, QC_ONE_CHAT_MSG, "live chat"));
+    h_close(cb);
+    struct json_object *ack = NULL;
+    cb = h_login(&b, &ack);
+    H_CHECK(h_arr_len_opt(ack, "offlinemsg") == 0,
+            "a chat written live is not offline again, whatever the sender's name: %s",
+            h_json(ack));
+    json_object_put(ack);
+}
+
 static void test_history_pages(void **state)
 {
     (void)state;
@@ -1166,6 +1196,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         H_TEST(test_cseq_on_ack_and_forward),
         H_TEST(test_offline_items_carry_cseq_once),
+        H_TEST(test_sender_named_with_a_trailing_comma),
         H_TEST(test_history_pages),
         H_TEST(test_history_errors),
         H_TEST(test_group_log_stored_once),

@@ -3,7 +3,8 @@
 # stream (arbitrary bytes through a worker's framing, decoding and dispatch,
 # FUZZ_TIME, default 40 s), the internal packets between processes and the
 # control-socket requests (FUZZ_TIME_SMALL each, default 15 s), and the PROXY
-# protocol v1 header parser with its contract checked (FUZZ_PROXY_TIME, default 15 s).
+# protocol v1 header parser with its contract checked (FUZZ_PROXY_TIME, default 15 s),
+# and frame.c's flat-object fast path against its tokener path (FUZZ_FRAME_TIME, default 15 s).
 # Fails on any crash, sanitizer report, leak or hang (-timeout per input).
 # Needs clang and libclang-rt (make check installs them).
 set -u
@@ -11,6 +12,7 @@ cd "$(dirname "$0")/../.." || exit 1
 FUZZ_TIME=${FUZZ_TIME:-40}
 FUZZ_TIME_SMALL=${FUZZ_TIME_SMALL:-15}
 FUZZ_PROXY_TIME=${FUZZ_PROXY_TIME:-15}
+FUZZ_FRAME_TIME=${FUZZ_FRAME_TIME:-15}
 if [ "${SANITIZE:-}" = 1 ]; then echo "fuzz_bounded: skipped in the SANITIZE=1 pass (the fuzz build is already ASan+UBSan)"; exit 0; fi
 if ! make -s fuzz-build >/tmp/qchat-fuzz-build.$$ 2>&1; then
     cat /tmp/qchat-fuzz-build.$$; rm -f /tmp/qchat-fuzz-build.$$
@@ -46,5 +48,6 @@ run_target fuzz_requests tests/fuzz/corpus "$FUZZ_TIME" 8192 || failed=1
 run_target fuzz_ipc tests/fuzz/corpus_ipc "$FUZZ_TIME_SMALL" 4096 || failed=1
 run_target fuzz_control tests/fuzz/corpus_control "$FUZZ_TIME_SMALL" 4097 || failed=1
 run_target fuzz_proxy tests/fuzz/corpus_proxy "$FUZZ_PROXY_TIME" 512 || failed=1
+run_target fuzz_frame tests/fuzz/corpus_frame "$FUZZ_FRAME_TIME" 2048 || failed=1
 [ "$failed" -eq 0 ] || exit 1
-echo "fuzz_bounded: ok (requests ${FUZZ_TIME}s, ipc and control ${FUZZ_TIME_SMALL}s each, proxy ${FUZZ_PROXY_TIME}s)"
+echo "fuzz_bounded: ok (requests ${FUZZ_TIME}s, ipc and control ${FUZZ_TIME_SMALL}s each, proxy ${FUZZ_PROXY_TIME}s, frame ${FUZZ_FRAME_TIME}s)"

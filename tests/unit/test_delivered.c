@@ -71,6 +71,34 @@ static void test_names_inside_strings_are_not_members(void **state)
     assert_int_equal(conv, store_conv_pair(8, 2));
 }
 
+/*
+ * A string value ending in ',' or '{' (a user may be named "bob,", a text
+ * may end in a comma): the quote that closes it is not a member name's, and
+ * the member after it still counts.  Every chat of such a sender was read
+ * as no chat at all (no cursor advance; with the log off, a live write that
+ * failed could not be kept: the chat was lost).
+ */
+static void test_values_ending_in_a_comma_or_a_brace(void **state)
+{
+    (void)state;
+    int64_t conv, cseq;
+    assert_true(position_of("{\"msgid\":5,\"id\":7,\"name\":\"bob,\",\"toid\":3,\"msg\":\"hi,\","
+                            "\"time\":\"2026-12-07 05:00:00\",\"ts\":1,\"mid\":2,\"cseq\":42}",
+                            &conv, &cseq));
+    assert_int_equal(conv, store_conv_pair(7, 3));
+    assert_int_equal(cseq, 42);
+    assert_true(position_of("{\"msgid\":9,\"id\":7,\"userid\":7,\"name\":\"{\",\"groupid\":12,"
+                            "\"msg\":\"x{\",\"cseq\":3}",
+                            &conv, &cseq));
+    assert_int_equal(conv, store_conv_group(12));
+    assert_int_equal(cseq, 3);
+    /* An escaped backslash before the closing quote, then a comma inside the text. */
+    assert_true(position_of("{\"msgid\":5,\"id\":7,\"msg\":\",\\\\\",\"toid\":3,\"cseq\":5}", &conv,
+                            &cseq));
+    assert_int_equal(conv, store_conv_pair(7, 3));
+    assert_int_equal(cseq, 5);
+}
+
 static void test_escapes_literals_and_nested_values(void **state)
 {
     (void)state;
@@ -146,6 +174,7 @@ int main(void)
         cmocka_unit_test(test_one_to_one_chat),
         cmocka_unit_test(test_group_chat),
         cmocka_unit_test(test_names_inside_strings_are_not_members),
+        cmocka_unit_test(test_values_ending_in_a_comma_or_a_brace),
         cmocka_unit_test(test_escapes_literals_and_nested_values),
         cmocka_unit_test(test_first_member_of_a_name_counts),
         cmocka_unit_test(test_not_a_chat_with_cseq),

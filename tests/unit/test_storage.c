@@ -39,7 +39,10 @@
 #include <cmocka.h>
 
 #include "../integration/mysql_env.h"
+#include "server/convmark.h"
+#include "server/seqtab.h"
 #include "server/storage.h"
+#include "server/worker.h"
 #include "store/store.h"
 
 #define TMP_TEMPLATE  "/tmp/qchat-test-storage-XXXXXX"
@@ -54,6 +57,8 @@
 #define DRAIN_MS      120000 /* everything queued is done within this */
 #define REFUSE_MAX_MS 100    /* a full queue answers at once */
 #define PAGE          100
+#define GATE_OPEN_MS  300 /* a stop meets a full queue this long */
+#define MARK_CONVS    5
 
 struct env {
     struct qc_config cfg;
@@ -988,6 +993,74 @@ static void test_advance_with_appends(void **state)
     assert_int_equal(got[0], 0);
 }
 
+/* Opens the gate GATE_OPEN_MS from now, from a thread of its own. */
+static void *open_gate_later(void *arg)
+{
+    struct gate *g = arg;
+    struct timespec ts = { GATE_OPEN_MS / 1000, (GATE_OPEN_MS % 1000) * 1000000L };
+
+    nanosleep(&ts, NULL);
+    pthread_mutex_lock(&g->lock);
+    g->open = true;
+    pthread_cond_broadcast(&g->cond);
+    pthread_mutex_unlock(&g->lock);
+    return NULL;
+}
+
+/*
+ * [history] enabled = no: a worker stops while its storage queue is full
+ * (a slow database).  The high-water marks of its live-only chats
+ * (convmark.c) must still reach the store before storage_stop: the node's
+ * sequencer goes with the stop, and a conversation seeded from a lagging
+ * last cseq would hand those cseqs out again.  convmark_stop waits for room.
+ */
+static void test_marks_at_a_stop_with_the_queue_full(void **state)
+{
+    struct env *e = env_of(state);
+    struct gate g = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false };
+    struct worker *w = calloc(1, sizeof(*w));
+    const struct store_ops *ops;
+    struct store *st;
+    pthread_t opener;
+
+    assert_non_null(w);
+    e->cfg.storage_queue_size = SMALL_QUEUE;
+    w->storage = start(e);
+    w->seqtab = seqtab_create(64);
+    assert_non_null(w->seqtab);
+    assert_int_equal(storage_submit(w->storage, wait_at_gate, NULL, &g), QC_OK);
+    wait_entered(&g);
+    for (int i = 1; i < SMALL_QUEUE; i++)
+        assert_int_equal(storage_submit(w->storage, wait_at_gate, NULL, &g), QC_OK);
+    assert_int_equal(storage_submit(w->storage, wait_at_gate, NULL, &g), STORAGE_QUEUE_FULL);
+
+    for (int c = 1; c <= MARK_CONVS; c++) {
+        int64_t conv = store_conv_pair(c, 100 + c), cseq = 0;
+
+        assert_int_equal(seqtab_seed(w->seqtab, conv, 0), 0);
+        for (int k = 0; k < c; k++)
+            cseq = seqtab_next(w->seqtab, conv);
+        assert_int_equal(cseq, c);
+        convmark_note(w, conv, cseq, 1000 + c);
+    }
+    assert_int_equal(pthread_create(&opener, NULL, open_gate_later, &g), 0);
+    convmark_stop(w);
+    assert_int_equal(pthread_join(opener, NULL), 0);
+    storage_stop(w->storage);
+
+    st = open_direct(e, &ops);
+    for (int c = 1; c <= MARK_CONVS; c++) {
+        int64_t last = -1;
+
+        assert_int_equal(ops->conv_last_cseq(st, store_conv_pair(c, 100 + c), &last), QC_OK);
+        assert_int_equal(last, c);
+    }
+    ops->close(st);
+    seqtab_destroy(w->seqtab);
+    free(w->convmarks);
+    free(w);
+}
+
 #define SQLITE_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup_sqlite, teardown)
 #define MYSQL_TEST(fn)  cmocka_unit_test_setup_teardown(fn, setup_mysql, teardown)
 
@@ -1014,6 +1087,8 @@ int main(void)
         MYSQL_TEST(test_backlog_handed_back_per_transaction),
         SQLITE_TEST(test_advance_with_appends),
         MYSQL_TEST(test_advance_with_appends),
+        SQLITE_TEST(test_marks_at_a_stop_with_the_queue_full),
+        MYSQL_TEST(test_marks_at_a_stop_with_the_queue_full),
     };
 
     (void)mdb_load_env("test_storage"); /* without it the mysql cases skip */

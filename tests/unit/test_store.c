@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -216,15 +217,93 @@ static void test_busy_is_storage_error(void **state)
     assert_int_equal(f->ops->friend_add(f->st, alice, bob), QC_OK);
 }
 
+#define WAL_TEST_BODY     6000 /* bytes of a message: a few WAL frames per commit */
+#define WAL_TEST_FRAMES   4400 /* past sqlite.c's WAL_RESTART_PAGES (4000) */
+#define WAL_TEST_SLOW_MS  2000 /* a commit this slow waited for the reader (busy timeout 5 s) */
+#define WAL_TEST_MAX_MSGS 5000
+
+static int64_t ms_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Frames in the WAL now, as a checkpoint that copies nothing reports them. */
+static int wal_frames(sqlite3 *db)
+{
+    int logged = -1, done = -1;
+
+    assert_int_equal(
+        sqlite3_wal_checkpoint_v2(db, "main", SQLITE_CHECKPOINT_PASSIVE, &logged, &done),
+        SQLITE_OK);
+    return logged;
+}
+
+/*
+ * A reader that keeps its snapshot (an operator's sqlite3 shell, a backup)
+ * while the WAL passes the RESTART threshold: each commit's checkpoint may
+ * not finish, but it must not hold the commit (and, holding the write lock,
+ * every other writer) for the busy timeout; once the reader is gone the WAL
+ * starts over again.
+ */
+static void test_wal_restart_does_not_wait_for_a_reader(void **state)
+{
+    struct store_fixture *f = *state;
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob");
+    int64_t conv = store_conv_pair(alice, bob), cseq = 0, slowest = 0;
+    static char body[WAL_TEST_BODY];
+    sqlite3 *reader = NULL, *probe = NULL;
+
+    memset(body, 'x', sizeof(body));
+    assert_int_equal(sqlite3_open(sqlite_fixture(f)->path, &reader), SQLITE_OK);
+    assert_int_equal(sqlite3_open(sqlite_fixture(f)->path, &probe), SQLITE_OK);
+    /* A connection opens the WAL at its first read: before it, no frame count. */
+    assert_int_equal(sqlite3_exec(probe, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_exec(reader, "BEGIN; SELECT count(*) FROM Message", NULL, NULL, NULL),
+                     SQLITE_OK);
+    while (wal_frames(probe) < WAL_TEST_FRAMES && cseq < WAL_TEST_MAX_MSGS) {
+        int64_t t0 = ms_now();
+        struct store_logmsg m = { conv, ++cseq, 0, t0, alice, body, sizeof(body) };
+
+        assert_int_equal(f->ops->log_append(f->st, &m, 1), QC_OK);
+        if (ms_now() - t0 > slowest)
+            slowest = ms_now() - t0;
+        if (slowest > WAL_TEST_SLOW_MS)
+            break; /* each commit from here on would wait as long */
+    }
+    print_message("%lld messages, WAL %d frames, slowest commit %lld ms\n", (long long)cseq,
+                  wal_frames(probe), (long long)slowest);
+    assert_true(slowest <= WAL_TEST_SLOW_MS);
+    assert_true(wal_frames(probe) >= WAL_TEST_FRAMES);
+
+    /* The reader gone, a later commit's checkpoint finishes and the WAL starts over. */
+    assert_int_equal(sqlite3_exec(reader, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    for (int more = 0; more < WAL_TEST_MAX_MSGS && wal_frames(probe) >= WAL_TEST_FRAMES / 10;
+         more++) {
+        struct store_logmsg m = { conv, ++cseq, 0, ms_now(), alice, body, sizeof(body) };
+        assert_int_equal(f->ops->log_append(f->st, &m, 1), QC_OK);
+    }
+    assert_true(wal_frames(probe) < WAL_TEST_FRAMES / 10);
+    assert_int_equal(sqlite3_close(reader), SQLITE_OK);
+    assert_int_equal(sqlite3_close(probe), SQLITE_OK);
+}
+
 #define STORE_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_driver_lookup),    cmocka_unit_test(test_schema_matches_file),
-        STORE_TEST(test_open_missing_directory), STORE_CASES(setup, teardown),
-        STORE_TEST(test_busy_is_storage_error),  STORE_TEST(test_file_mode),
+        cmocka_unit_test(test_driver_lookup),
+        cmocka_unit_test(test_schema_matches_file),
+        STORE_TEST(test_open_missing_directory),
+        STORE_CASES(setup, teardown),
+        STORE_TEST(test_busy_is_storage_error),
+        STORE_TEST(test_file_mode),
         STORE_TEST(test_newer_schema_refused),
+        STORE_TEST(test_wal_restart_does_not_wait_for_a_reader),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
