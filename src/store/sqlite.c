@@ -61,6 +61,9 @@
 #define WAL_RESTART_PAGES \
     4000 /* WAL frames (~16 MB) after a commit that bring a RESTART checkpoint */
 
+/* 2^14 pair conversations (128 KB) whose two cursors a handle knows exist (pair_cursors_known) */
+#define PAIR_CACHE_BITS 14
+
 #define STR_(x) #x
 #define STR(x)  STR_(x)
 
@@ -331,6 +334,7 @@ struct store {
     sqlite3_stmt *stmt[ST_COUNT];
     struct social_stmt social[SOCIAL_STMTS]; /* in use: s != NULL */
     int max_offline;                         /* messages kept per user; 0: no cap */
+    int64_t *pairs; /* pair_cursors_known: 2^PAIR_CACHE_BITS slots, 0 empty; NULL: none yet */
 };
 
 /* Log what failed on st's connection; the caller reports QC_ESTORAGE. */
@@ -380,6 +384,46 @@ static int copy_column(sqlite3_stmt *s, int col, char *dst, size_t size)
     return 0;
 }
 
+/*
+ * The pair conversations whose two ConvCursor rows this handle made or
+ * found in a transaction (bump_conversation): a direct-mapped cache, so
+ * that not every append of a pair runs the two inits again (two of the six
+ * statements of a ping-pong message).  A pair's cursors are deleted only
+ * by conv_delete (which forgets its conversation here; the server deletes
+ * groups' conversations only), so an entry holds for every handle once it
+ * is committed; a rollback forgets them all, since an entry made inside it
+ * may not be.
+ */
+static size_t pair_slot(int64_t conv)
+{
+    return (size_t)(((uint64_t)conv * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - PAIR_CACHE_BITS));
+}
+
+static bool pair_cursors_known(const struct store *st, int64_t conv)
+{
+    return st->pairs != NULL && st->pairs[pair_slot(conv)] == conv;
+}
+
+static void pair_cursors_made(struct store *st, int64_t conv)
+{
+    if (st->pairs == NULL)
+        st->pairs = calloc((size_t)1 << PAIR_CACHE_BITS, sizeof(*st->pairs));
+    if (st->pairs != NULL)
+        st->pairs[pair_slot(conv)] = conv;
+}
+
+static void forget_pair(struct store *st, int64_t conv)
+{
+    if (pair_cursors_known(st, conv))
+        st->pairs[pair_slot(conv)] = 0;
+}
+
+static void forget_pairs(struct store *st)
+{
+    if (st->pairs != NULL)
+        memset(st->pairs, 0, ((size_t)1 << PAIR_CACHE_BITS) * sizeof(*st->pairs));
+}
+
 static int tx_begin(struct store *st)
 {
     int rc = run_to_end(st->stmt[ST_BEGIN]);
@@ -391,6 +435,7 @@ static void tx_rollback(struct store *st)
 {
     int rc;
 
+    forget_pairs(st);
     if (sqlite3_get_autocommit(st->db))
         return; /* SQLite already rolled back */
     rc = run_to_end(st->stmt[ST_ROLLBACK]);
@@ -733,6 +778,7 @@ static void sqlite_close(struct store *st)
     rc = sqlite3_close(st->db);
     if (rc != SQLITE_OK)
         log_error("sqlite: close: %s", sqlite3_errstr(rc));
+    free(st->pairs);
     free(st);
 }
 
@@ -1148,11 +1194,14 @@ static int bump_conversation(struct store *st, const struct conv_top *t)
     int64_t a[2] = { t->conv >> 32, t->conv }, b[2] = { t->conv & 0xffffffff, t->conv };
     int err;
 
-    if ((err = run_ints(st, ST_CONV_BUMP, bump, 3)) != QC_OK || t->conv < 0)
+    if ((err = run_ints(st, ST_CONV_BUMP, bump, 3)) != QC_OK || t->conv < 0 ||
+        pair_cursors_known(st, t->conv))
         return err;
-    if ((err = run_ints(st, ST_CURSOR_INIT, a, 2)) != QC_OK)
+    if ((err = run_ints(st, ST_CURSOR_INIT, a, 2)) != QC_OK ||
+        (err = run_ints(st, ST_CURSOR_INIT, b, 2)) != QC_OK)
         return err;
-    return run_ints(st, ST_CURSOR_INIT, b, 2);
+    pair_cursors_made(st, t->conv);
+    return QC_OK;
 }
 
 static int sender_seen(struct store *st, int32_t sender, int64_t conv, int64_t from, int64_t to)
@@ -1589,6 +1638,7 @@ static int delete_conversation(struct store *st, int64_t conv, int batch, int *r
 
     if (err != QC_OK || *removed == batch)
         return err;
+    forget_pair(st, conv);
     if ((err = delete_rows(st, ST_CONV_DELETE_CURSORS, v, 1, &none)) != QC_OK)
         return err;
     return delete_rows(st, ST_CONV_DELETE_ROW, v, 1, &none);

@@ -1259,6 +1259,41 @@ void test_log_retention(void **state)
 }
 
 /*
+ * A pair's conversation deleted and begun again: its first message makes
+ * the two cursors again, so it reaches the recipient's login (the SQLite
+ * driver remembers which pairs' cursors exist and must forget a deleted
+ * one).
+ */
+void test_log_pair_deleted(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob");
+    int64_t ab = store_conv_pair(alice, bob);
+    struct store_cursor pos = { ab, 2 };
+    struct got *got = new_got();
+    bool more = true;
+    int removed = -1;
+
+    append_msg(f, ab, 1, alice, BASE_TS + 1);
+    append_msg(f, ab, 2, alice, BASE_TS + 2);
+    assert_int_equal(f->ops->delivered_advance(f->st, bob, &pos, 1), QC_OK);
+    assert_int_equal(f->ops->undelivered(f->st, bob, 10, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 0);
+    assert_int_equal(f->ops->conv_delete(f->st, ab, 5, &removed), QC_OK);
+    assert_int_equal(removed, 2);
+    assert_int_equal(last_cseq(f, ab), 0);
+
+    append_msg(f, ab, 1, alice, BASE_TS + 3);
+    assert_int_equal(f->ops->undelivered(f->st, bob, 10, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_false(more);
+    assert_int_equal(got->n, 1);
+    assert_int_equal(got->conv[0], ab);
+    assert_int_equal(got->cseq[0], 1);
+    assert_int_equal(got->ts[0], BASE_TS + 3);
+    free(got);
+}
+
+/*
  * More conversations over the limit than one search of the store names: one
  * call goes on to the next ones and stops exactly at its batch, both for
  * max_per_conv and for what every participant has had.
