@@ -106,6 +106,7 @@ enum stmt_id {
     ST_CONVERSATIONS,
     ST_UNDELIVERED,
     ST_DELIVERED_UP,
+    ST_DELIVERED_RAISE,
     ST_READ_UP,
     ST_READ_GET,
     ST_MEMBER_EXISTS,
@@ -268,6 +269,14 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                           "INSERT INTO ConvCursor (userid, conv, delivered_cseq) VALUES (?1, ?2, ?3)"
                           " ON CONFLICT (userid, conv) DO UPDATE SET"
                           " delivered_cseq = max(delivered_cseq, excluded.delivered_cseq)" },
+    /*
+     * A cursor that exists and is below ?3, raised; when it changes nothing
+     * (no row yet, or already there) ST_DELIVERED_UP follows.  Cheaper than
+     * the upsert's probe and update for the usual case, a row to raise.
+     */
+    [ST_DELIVERED_RAISE] = { "delivered raise",
+                             "UPDATE ConvCursor SET delivered_cseq = ?3"
+                             " WHERE userid = ?1 AND conv = ?2 AND delivered_cseq < ?3" },
     [ST_READ_UP] = { "read set",
                      "INSERT INTO ConvCursor (userid, conv, read_cseq) VALUES (?1, ?2,"
                      " max(0, min(?3, coalesce((SELECT last_cseq FROM Conversation WHERE conv = ?2), 0))))"
@@ -1420,7 +1429,9 @@ static int raise_cursors(struct store *st, const int32_t *userids, int32_t useri
     for (size_t i = 0; i < n && err == QC_OK; i++) {
         int64_t v[3] = { userids != NULL ? userids[i] : userid, pos[i].conv, pos[i].cseq };
 
-        err = run_ints(st, ST_DELIVERED_UP, v, 3);
+        err = run_ints(st, ST_DELIVERED_RAISE, v, 3);
+        if (err == QC_OK && sqlite3_changes(st->db) == 0) /* missing, or already there */
+            err = run_ints(st, ST_DELIVERED_UP, v, 3);
     }
     return err;
 }
