@@ -64,6 +64,26 @@
 /* 2^14 pair conversations (128 KB) whose two cursors a handle knows exist (pair_cursors_known) */
 #define PAIR_CACHE_BITS 14
 
+/*
+ * Messages per multi-row INSERT: a statement's fixed cost (step, halt and
+ * its cursors, reset) is paid once for these many.
+ */
+#define LOG_INSERT_ROWS 32
+#define LOG_ROW1        "(?,?,?,?,?,?)"
+#define LOG_ROW2        LOG_ROW1 "," LOG_ROW1
+#define LOG_ROW4        LOG_ROW2 "," LOG_ROW2
+#define LOG_ROW8        LOG_ROW4 "," LOG_ROW4
+#define LOG_ROW16       LOG_ROW8 "," LOG_ROW8
+#define LOG_ROW32       LOG_ROW16 "," LOG_ROW16 /* LOG_INSERT_ROWS of them */
+/* The same for cursors: CURSOR_ROWS per upsert. */
+#define CURSOR_ROWS  32
+#define CURSOR_ROW1  "(?,?,?)"
+#define CURSOR_ROW2  CURSOR_ROW1 "," CURSOR_ROW1
+#define CURSOR_ROW4  CURSOR_ROW2 "," CURSOR_ROW2
+#define CURSOR_ROW8  CURSOR_ROW4 "," CURSOR_ROW4
+#define CURSOR_ROW16 CURSOR_ROW8 "," CURSOR_ROW8
+#define CURSOR_ROW32 CURSOR_ROW16 "," CURSOR_ROW16 /* CURSOR_ROWS of them */
+
 #define STR_(x) #x
 #define STR(x)  STR_(x)
 
@@ -96,6 +116,7 @@ enum stmt_id {
     ST_DROPPED_CLEAR,
     ST_SCHEMA_VERSION,
     ST_LOG_INSERT,
+    ST_LOG_INSERT_ROWS,
     ST_CONV_BUMP,
     ST_CONV_RESERVE,
     ST_CURSOR_INIT,
@@ -107,6 +128,7 @@ enum stmt_id {
     ST_UNDELIVERED,
     ST_DELIVERED_UP,
     ST_DELIVERED_RAISE,
+    ST_DELIVERED_ROWS,
     ST_READ_UP,
     ST_READ_GET,
     ST_MEMBER_EXISTS,
@@ -188,6 +210,10 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
     [ST_LOG_INSERT] = { "log insert",
                         "INSERT OR IGNORE INTO Message (conv, cseq, mid, sender, ts, body)"
                         " VALUES (?1, ?2, ?3, ?4, ?5, ?6)" },
+    /* The same for LOG_INSERT_ROWS messages, one after the other. */
+    [ST_LOG_INSERT_ROWS] = { "log insert rows",
+                             "INSERT OR IGNORE INTO Message (conv, cseq, mid, sender, ts, body)"
+                             " VALUES " LOG_ROW32 },
     /* Every SET expression sees the old row: last_ts follows the old last_cseq. */
     [ST_CONV_BUMP] = { "conversation bump",
                        "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES (?1, ?2, ?3)"
@@ -277,6 +303,11 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
     [ST_DELIVERED_RAISE] = { "delivered raise",
                              "UPDATE ConvCursor SET delivered_cseq = ?3"
                              " WHERE userid = ?1 AND conv = ?2 AND delivered_cseq < ?3" },
+    /* ST_DELIVERED_UP for CURSOR_ROWS cursors (a key twice: the higher stays). */
+    [ST_DELIVERED_ROWS] = { "delivered advance rows",
+                            "INSERT INTO ConvCursor (userid, conv, delivered_cseq) VALUES " CURSOR_ROW32
+                            " ON CONFLICT (userid, conv) DO UPDATE SET"
+                            " delivered_cseq = max(delivered_cseq, excluded.delivered_cseq)" },
     [ST_READ_UP] = { "read set",
                      "INSERT INTO ConvCursor (userid, conv, read_cseq) VALUES (?1, ?2,"
                      " max(0, min(?3, coalesce((SELECT last_cseq FROM Conversation WHERE conv = ?2), 0))))"
@@ -1171,29 +1202,38 @@ static int run_ints(struct store *st, enum stmt_id id, const int64_t *v, int n)
     return rc == SQLITE_DONE ? QC_OK : statement_failed(st, id, rc);
 }
 
-static int insert_message(struct store *st, const struct store_logmsg *m)
+/* Bind m as the six parameters from first on of a log insert. */
+static int bind_message(sqlite3_stmt *s, int first, const struct store_logmsg *m)
 {
-    sqlite3_stmt *s = st->stmt[ST_LOG_INSERT];
-    int rc;
+    int rc = sqlite3_bind_int64(s, first, m->conv);
 
-    if (m->len > INT_MAX)
-        return QC_ETOOLONG;
-    rc = sqlite3_bind_int64(s, 1, m->conv);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(s, 2, m->cseq);
+        rc = sqlite3_bind_int64(s, first + 1, m->cseq);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(s, 3, m->mid);
+        rc = sqlite3_bind_int64(s, first + 2, m->mid);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(s, 4, m->sender);
+        rc = sqlite3_bind_int64(s, first + 3, m->sender);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(s, 5, m->ts);
+        rc = sqlite3_bind_int64(s, first + 4, m->ts);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(s, 6, m->body, (int)m->len, SQLITE_STATIC);
+        rc = sqlite3_bind_text(s, first + 5, m->body, (int)m->len, SQLITE_STATIC);
+    return rc;
+}
+
+/* Insert msgs[0..n) (n is 1 or LOG_INSERT_ROWS) with one statement; a stored (conv, cseq) is ignored. */
+static int insert_messages(struct store *st, const struct store_logmsg *msgs, size_t n)
+{
+    enum stmt_id id = n == 1 ? ST_LOG_INSERT : ST_LOG_INSERT_ROWS;
+    sqlite3_stmt *s = st->stmt[id];
+    int rc = SQLITE_OK;
+
+    for (size_t i = 0; i < n && rc == SQLITE_OK; i++)
+        rc = bind_message(s, (int)i * 6 + 1, &msgs[i]);
     if (rc == SQLITE_OK)
         rc = run_to_end(s);
     else
         (void)sqlite3_reset(s);
-    return rc == SQLITE_DONE ? QC_OK : statement_failed(st, ST_LOG_INSERT, rc);
+    return rc == SQLITE_DONE ? QC_OK : statement_failed(st, id, rc);
 }
 
 /* A conversation's last cseq (never lowered) and a pair's two cursors (at 0 if new). */
@@ -1239,11 +1279,13 @@ static int reserve_cseqs(struct store *st, struct store_logmsg *msgs, const size
 /* Number, then every message (a stored (conv, cseq) is ignored), then each conversation once. */
 static int append_batch(struct store *st, struct log_batch *b)
 {
-    size_t i;
+    size_t i, n;
     int err = log_batch_number(b, st, reserve_cseqs);
 
-    for (i = 0; i < b->n && err == QC_OK; i++)
-        err = insert_message(st, &b->msgs[i]);
+    for (i = 0; i < b->n && err == QC_OK; i += n) {
+        n = b->n - i >= LOG_INSERT_ROWS ? LOG_INSERT_ROWS : 1;
+        err = insert_messages(st, b->msgs + i, n);
+    }
     return err == QC_OK ? log_batch_update(b, st, bump_conversation, sender_seen) : err;
 }
 
@@ -1424,11 +1466,22 @@ static int sqlite_undelivered(struct store *st, int32_t userid, int max_count, s
 static int raise_cursors(struct store *st, const int32_t *userids, int32_t userid,
                          const struct store_cursor *pos, size_t n)
 {
+    int64_t v[3 * CURSOR_ROWS];
+    size_t i = 0, k;
     int err = QC_OK;
 
-    for (size_t i = 0; i < n && err == QC_OK; i++) {
-        int64_t v[3] = { userids != NULL ? userids[i] : userid, pos[i].conv, pos[i].cseq };
-
+    for (; n - i >= CURSOR_ROWS && err == QC_OK; i += CURSOR_ROWS) {
+        for (k = 0; k < CURSOR_ROWS; k++) {
+            v[3 * k] = userids != NULL ? userids[i + k] : userid;
+            v[3 * k + 1] = pos[i + k].conv;
+            v[3 * k + 2] = pos[i + k].cseq;
+        }
+        err = run_ints(st, ST_DELIVERED_ROWS, v, 3 * CURSOR_ROWS);
+    }
+    for (; i < n && err == QC_OK; i++) {
+        v[0] = userids != NULL ? userids[i] : userid;
+        v[1] = pos[i].conv;
+        v[2] = pos[i].cseq;
         err = run_ints(st, ST_DELIVERED_RAISE, v, 3);
         if (err == QC_OK && sqlite3_changes(st->db) == 0) /* missing, or already there */
             err = run_ints(st, ST_DELIVERED_UP, v, 3);
