@@ -83,6 +83,12 @@
 #define CURSOR_ROW8  CURSOR_ROW4 "," CURSOR_ROW4
 #define CURSOR_ROW16 CURSOR_ROW8 "," CURSOR_ROW8
 #define CURSOR_ROW32 CURSOR_ROW16 "," CURSOR_ROW16 /* CURSOR_ROWS of them */
+/* And conversations' last cseqs: CONV_ROWS per upsert (three integers a row too). */
+#define CONV_ROWS  32
+#define CONV_ROW32 CURSOR_ROW32
+#define CONV_BUMP_SET                                                                      \
+    " ON CONFLICT (conv) DO UPDATE SET last_ts = CASE WHEN excluded.last_cseq > last_cseq" \
+    " THEN excluded.last_ts ELSE last_ts END, last_cseq = max(last_cseq, excluded.last_cseq)"
 
 #define STR_(x) #x
 #define STR(x)  STR_(x)
@@ -118,6 +124,7 @@ enum stmt_id {
     ST_LOG_INSERT,
     ST_LOG_INSERT_ROWS,
     ST_CONV_BUMP,
+    ST_CONV_BUMP_ROWS,
     ST_CONV_RESERVE,
     ST_CURSOR_INIT,
     ST_SENDER_SEEN,
@@ -216,10 +223,11 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                              " VALUES " LOG_ROW32 },
     /* Every SET expression sees the old row: last_ts follows the old last_cseq. */
     [ST_CONV_BUMP] = { "conversation bump",
-                       "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES (?1, ?2, ?3)"
-                       " ON CONFLICT (conv) DO UPDATE SET"
-                       " last_ts = CASE WHEN excluded.last_cseq > last_cseq THEN excluded.last_ts"
-                       " ELSE last_ts END, last_cseq = max(last_cseq, excluded.last_cseq)" },
+                       "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES (?1, ?2, ?3)" CONV_BUMP_SET },
+    /* The same for CONV_ROWS conversations (each once). */
+    [ST_CONV_BUMP_ROWS] = { "conversation bump rows",
+                            "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES " CONV_ROW32
+                                CONV_BUMP_SET },
     /* Reserve ?2 cseqs after the last one (the transaction holds the write lock). */
     [ST_CONV_RESERVE] = { "conversation reserve",
                           "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES (?1, ?2, ?3)"
@@ -375,6 +383,9 @@ struct store {
     struct social_stmt social[SOCIAL_STMTS]; /* in use: s != NULL */
     int max_offline;                         /* messages kept per user; 0: no cap */
     int64_t *pairs; /* pair_cursors_known: 2^PAIR_CACHE_BITS slots, 0 empty; NULL: none yet */
+    int64_t
+        bumps[3 * CONV_ROWS]; /* an append's conversation rows not yet written (conv, cseq, ts) */
+    size_t nbumps;
 };
 
 /* Log what failed on st's connection; the caller reports QC_ESTORAGE. */
@@ -1236,15 +1247,39 @@ static int insert_messages(struct store *st, const struct store_logmsg *msgs, si
     return rc == SQLITE_DONE ? QC_OK : statement_failed(st, id, rc);
 }
 
-/* A conversation's last cseq (never lowered) and a pair's two cursors (at 0 if new). */
+/*
+ * The conversation rows of an append go CONV_ROWS to a statement: queued
+ * by bump_conversation (nothing in the append reads them), the rest
+ * written by write_bumps at its end.
+ */
+static int write_bumps(struct store *st)
+{
+    size_t i;
+    int err = QC_OK;
+
+    if (st->nbumps == CONV_ROWS)
+        err = run_ints(st, ST_CONV_BUMP_ROWS, st->bumps, 3 * CONV_ROWS);
+    else
+        for (i = 0; i < st->nbumps && err == QC_OK; i++)
+            err = run_ints(st, ST_CONV_BUMP, st->bumps + 3 * i, 3);
+    st->nbumps = 0;
+    return err;
+}
+
+static int queue_bump(struct store *st, const int64_t bump[3])
+{
+    memcpy(st->bumps + 3 * st->nbumps++, bump, 3 * sizeof(*bump));
+    return st->nbumps == CONV_ROWS ? write_bumps(st) : QC_OK;
+}
+
+/* A conversation's last cseq (never lowered, queued) and a pair's two cursors (at 0 if new). */
 static int bump_conversation(struct store *st, const struct conv_top *t)
 {
     int64_t bump[3] = { t->conv, t->cseq, t->ts };
     int64_t a[2] = { t->conv >> 32, t->conv }, b[2] = { t->conv & 0xffffffff, t->conv };
     int err;
 
-    if ((err = run_ints(st, ST_CONV_BUMP, bump, 3)) != QC_OK || t->conv < 0 ||
-        pair_cursors_known(st, t->conv))
+    if ((err = queue_bump(st, bump)) != QC_OK || t->conv < 0 || pair_cursors_known(st, t->conv))
         return err;
     if ((err = run_ints(st, ST_CURSOR_INIT, a, 2)) != QC_OK ||
         (err = run_ints(st, ST_CURSOR_INIT, b, 2)) != QC_OK)
@@ -1286,7 +1321,13 @@ static int append_batch(struct store *st, struct log_batch *b)
         n = b->n - i >= LOG_INSERT_ROWS ? LOG_INSERT_ROWS : 1;
         err = insert_messages(st, b->msgs + i, n);
     }
-    return err == QC_OK ? log_batch_update(b, st, bump_conversation, sender_seen) : err;
+    st->nbumps = 0;
+    if (err == QC_OK)
+        err = log_batch_update(b, st, bump_conversation, sender_seen);
+    if (err == QC_OK)
+        return write_bumps(st);
+    st->nbumps = 0; /* rolled back with the rest */
+    return err;
 }
 
 static int sqlite_log_append(struct store *st, struct store_logmsg *msgs, size_t n)
