@@ -22,10 +22,15 @@
  * opening at once take turns and a failed migration leaves nothing behind.
  * A new database file is created mode 0600, whatever the umask.
  *
- * The conversation log (version 2): appends are one INSERT OR IGNORE per
+ * The conversation log (version 2): appends are an INSERT OR IGNORE per
  * message plus the conversation's last cseq, in one transaction per batch;
  * the caller batches (group commit), which is what keeps several workers'
- * writers from serialising on the file lock.  A message given with cseq 0
+ * writers from serialising on the file lock.  Inside a batch the messages,
+ * the conversation rows and the delivered cursors go 32 rows to a
+ * statement (LOG_INSERT_ROWS, CONV_ROWS, CURSOR_ROWS): Debian's libsqlite3
+ * has no lookaside allocator, and a statement run costs ~3,000
+ * instructions of its own besides its rows (docs/BENCHMARKS.md, branch
+ * lon).  A message given with cseq 0
  * gets the next cseq of its conversation inside that transaction (BEGIN
  * IMMEDIATE: no other writer runs): Conversation.last_cseq is raised by the
  * number of such messages and they take the numbers below it in batch order.
