@@ -23,10 +23,15 @@
  * opening at once take turns and a failed migration leaves nothing behind.
  * A new database file is created mode 0600, whatever the umask.
  *
- * The conversation log (version 2): appends are one INSERT OR IGNORE per
+ * The conversation log (version 2): appends are an INSERT OR IGNORE per
  * message plus the conversation's last cseq, in one transaction per batch;
  * the caller batches (group commit), which is what keeps several workers'
- * writers from serialising on the file lock.  A message given with cseq 0
+ * writers from serialising on the file lock.  Inside a batch the messages,
+ * the conversation rows and the delivered cursors go 32 rows to a
+ * statement (LOG_INSERT_ROWS, CONV_ROWS, CURSOR_ROWS): Debian's libsqlite3
+ * has no lookaside allocator, and a statement run costs ~3,000
+ * instructions of its own besides its rows (docs/BENCHMARKS.md, branch
+ * lon).  A message given with cseq 0
  * gets the next cseq of its conversation inside that transaction (BEGIN
  * IMMEDIATE: no other writer runs): Conversation.last_cseq is raised by the
  * number of such messages and they take the numbers below it in batch order.
@@ -66,6 +71,35 @@
 #define WAL_RESTART_BACKOFF \
     1000 /* frames more before a RESTART that did not finish is tried again */
 
+/* 2^14 pair conversations (128 KB) whose two cursors a handle knows exist (pair_cursors_known) */
+#define PAIR_CACHE_BITS 14
+
+/*
+ * Messages per multi-row INSERT: a statement's fixed cost (step, halt and
+ * its cursors, reset) is paid once for these many.
+ */
+#define LOG_INSERT_ROWS 32
+#define LOG_ROW1        "(?,?,?,?,?,?)"
+#define LOG_ROW2        LOG_ROW1 "," LOG_ROW1
+#define LOG_ROW4        LOG_ROW2 "," LOG_ROW2
+#define LOG_ROW8        LOG_ROW4 "," LOG_ROW4
+#define LOG_ROW16       LOG_ROW8 "," LOG_ROW8
+#define LOG_ROW32       LOG_ROW16 "," LOG_ROW16 /* LOG_INSERT_ROWS of them */
+/* The same for cursors: CURSOR_ROWS per upsert. */
+#define CURSOR_ROWS  32
+#define CURSOR_ROW1  "(?,?,?)"
+#define CURSOR_ROW2  CURSOR_ROW1 "," CURSOR_ROW1
+#define CURSOR_ROW4  CURSOR_ROW2 "," CURSOR_ROW2
+#define CURSOR_ROW8  CURSOR_ROW4 "," CURSOR_ROW4
+#define CURSOR_ROW16 CURSOR_ROW8 "," CURSOR_ROW8
+#define CURSOR_ROW32 CURSOR_ROW16 "," CURSOR_ROW16 /* CURSOR_ROWS of them */
+/* And conversations' last cseqs: CONV_ROWS per upsert (three integers a row too). */
+#define CONV_ROWS  32
+#define CONV_ROW32 CURSOR_ROW32
+#define CONV_BUMP_SET                                                                      \
+    " ON CONFLICT (conv) DO UPDATE SET last_ts = CASE WHEN excluded.last_cseq > last_cseq" \
+    " THEN excluded.last_ts ELSE last_ts END, last_cseq = max(last_cseq, excluded.last_cseq)"
+
 #define STR_(x) #x
 #define STR(x)  STR_(x)
 
@@ -98,7 +132,9 @@ enum stmt_id {
     ST_DROPPED_CLEAR,
     ST_SCHEMA_VERSION,
     ST_LOG_INSERT,
+    ST_LOG_INSERT_ROWS,
     ST_CONV_BUMP,
+    ST_CONV_BUMP_ROWS,
     ST_CONV_RESERVE,
     ST_CURSOR_INIT,
     ST_SENDER_SEEN,
@@ -108,6 +144,8 @@ enum stmt_id {
     ST_CONVERSATIONS,
     ST_UNDELIVERED,
     ST_DELIVERED_UP,
+    ST_DELIVERED_RAISE,
+    ST_DELIVERED_ROWS,
     ST_READ_UP,
     ST_READ_GET,
     ST_MEMBER_EXISTS,
@@ -189,12 +227,17 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
     [ST_LOG_INSERT] = { "log insert",
                         "INSERT OR IGNORE INTO Message (conv, cseq, mid, sender, ts, body)"
                         " VALUES (?1, ?2, ?3, ?4, ?5, ?6)" },
+    /* The same for LOG_INSERT_ROWS messages, one after the other. */
+    [ST_LOG_INSERT_ROWS] = { "log insert rows",
+                             "INSERT OR IGNORE INTO Message (conv, cseq, mid, sender, ts, body)"
+                             " VALUES " LOG_ROW32 },
     /* Every SET expression sees the old row: last_ts follows the old last_cseq. */
     [ST_CONV_BUMP] = { "conversation bump",
-                       "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES (?1, ?2, ?3)"
-                       " ON CONFLICT (conv) DO UPDATE SET"
-                       " last_ts = CASE WHEN excluded.last_cseq > last_cseq THEN excluded.last_ts"
-                       " ELSE last_ts END, last_cseq = max(last_cseq, excluded.last_cseq)" },
+                       "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES (?1, ?2, ?3)" CONV_BUMP_SET },
+    /* The same for CONV_ROWS conversations (each once). */
+    [ST_CONV_BUMP_ROWS] = { "conversation bump rows",
+                            "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES " CONV_ROW32
+                                CONV_BUMP_SET },
     /* Reserve ?2 cseqs after the last one (the transaction holds the write lock). */
     [ST_CONV_RESERVE] = { "conversation reserve",
                           "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES (?1, ?2, ?3)"
@@ -270,6 +313,19 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                           "INSERT INTO ConvCursor (userid, conv, delivered_cseq) VALUES (?1, ?2, ?3)"
                           " ON CONFLICT (userid, conv) DO UPDATE SET"
                           " delivered_cseq = max(delivered_cseq, excluded.delivered_cseq)" },
+    /*
+     * A cursor that exists and is below ?3, raised; when it changes nothing
+     * (no row yet, or already there) ST_DELIVERED_UP follows.  Cheaper than
+     * the upsert's probe and update for the usual case, a row to raise.
+     */
+    [ST_DELIVERED_RAISE] = { "delivered raise",
+                             "UPDATE ConvCursor SET delivered_cseq = ?3"
+                             " WHERE userid = ?1 AND conv = ?2 AND delivered_cseq < ?3" },
+    /* ST_DELIVERED_UP for CURSOR_ROWS cursors (a key twice: the higher stays). */
+    [ST_DELIVERED_ROWS] = { "delivered advance rows",
+                            "INSERT INTO ConvCursor (userid, conv, delivered_cseq) VALUES " CURSOR_ROW32
+                            " ON CONFLICT (userid, conv) DO UPDATE SET"
+                            " delivered_cseq = max(delivered_cseq, excluded.delivered_cseq)" },
     [ST_READ_UP] = { "read set",
                      "INSERT INTO ConvCursor (userid, conv, read_cseq) VALUES (?1, ?2,"
                      " max(0, min(?3, coalesce((SELECT last_cseq FROM Conversation WHERE conv = ?2), 0))))"
@@ -337,6 +393,10 @@ struct store {
     struct social_stmt social[SOCIAL_STMTS]; /* in use: s != NULL */
     int max_offline;                         /* messages kept per user; 0: no cap */
     int wal_restart_at;                      /* WAL frames that bring the next RESTART */
+    int64_t *pairs; /* pair_cursors_known: 2^PAIR_CACHE_BITS slots, 0 empty; NULL: none yet */
+    int64_t
+        bumps[3 * CONV_ROWS]; /* an append's conversation rows not yet written (conv, cseq, ts) */
+    size_t nbumps;
 };
 
 /* Log what failed on st's connection; the caller reports QC_ESTORAGE. */
@@ -386,6 +446,46 @@ static int copy_column(sqlite3_stmt *s, int col, char *dst, size_t size)
     return 0;
 }
 
+/*
+ * The pair conversations whose two ConvCursor rows this handle made or
+ * found in a transaction (bump_conversation): a direct-mapped cache, so
+ * that not every append of a pair runs the two inits again (two of the six
+ * statements of a ping-pong message).  A pair's cursors are deleted only
+ * by conv_delete (which forgets its conversation here; the server deletes
+ * groups' conversations only), so an entry holds for every handle once it
+ * is committed; a rollback forgets them all, since an entry made inside it
+ * may not be.
+ */
+static size_t pair_slot(int64_t conv)
+{
+    return (size_t)(((uint64_t)conv * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - PAIR_CACHE_BITS));
+}
+
+static bool pair_cursors_known(const struct store *st, int64_t conv)
+{
+    return st->pairs != NULL && st->pairs[pair_slot(conv)] == conv;
+}
+
+static void pair_cursors_made(struct store *st, int64_t conv)
+{
+    if (st->pairs == NULL)
+        st->pairs = calloc((size_t)1 << PAIR_CACHE_BITS, sizeof(*st->pairs));
+    if (st->pairs != NULL)
+        st->pairs[pair_slot(conv)] = conv;
+}
+
+static void forget_pair(struct store *st, int64_t conv)
+{
+    if (pair_cursors_known(st, conv))
+        st->pairs[pair_slot(conv)] = 0;
+}
+
+static void forget_pairs(struct store *st)
+{
+    if (st->pairs != NULL)
+        memset(st->pairs, 0, ((size_t)1 << PAIR_CACHE_BITS) * sizeof(*st->pairs));
+}
+
 static int tx_begin(struct store *st)
 {
     int rc = run_to_end(st->stmt[ST_BEGIN]);
@@ -397,6 +497,7 @@ static void tx_rollback(struct store *st)
 {
     int rc;
 
+    forget_pairs(st);
     if (sqlite3_get_autocommit(st->db))
         return; /* SQLite already rolled back */
     rc = run_to_end(st->stmt[ST_ROLLBACK]);
@@ -763,6 +864,7 @@ static void sqlite_close(struct store *st)
     rc = sqlite3_close(st->db);
     if (rc != SQLITE_OK)
         log_error("sqlite: close: %s", sqlite3_errstr(rc));
+    free(st->pairs);
     free(st);
 }
 
@@ -1146,43 +1248,79 @@ static int run_ints(struct store *st, enum stmt_id id, const int64_t *v, int n)
     return rc == SQLITE_DONE ? QC_OK : statement_failed(st, id, rc);
 }
 
-static int insert_message(struct store *st, const struct store_logmsg *m)
+/* Bind m as the six parameters from first on of a log insert. */
+static int bind_message(sqlite3_stmt *s, int first, const struct store_logmsg *m)
 {
-    sqlite3_stmt *s = st->stmt[ST_LOG_INSERT];
-    int rc;
+    int rc = sqlite3_bind_int64(s, first, m->conv);
 
-    if (m->len > INT_MAX)
-        return QC_ETOOLONG;
-    rc = sqlite3_bind_int64(s, 1, m->conv);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(s, 2, m->cseq);
+        rc = sqlite3_bind_int64(s, first + 1, m->cseq);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(s, 3, m->mid);
+        rc = sqlite3_bind_int64(s, first + 2, m->mid);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(s, 4, m->sender);
+        rc = sqlite3_bind_int64(s, first + 3, m->sender);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(s, 5, m->ts);
+        rc = sqlite3_bind_int64(s, first + 4, m->ts);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(s, 6, m->body, (int)m->len, SQLITE_STATIC);
+        rc = sqlite3_bind_text(s, first + 5, m->body, (int)m->len, SQLITE_STATIC);
+    return rc;
+}
+
+/* Insert msgs[0..n) (n is 1 or LOG_INSERT_ROWS) with one statement; a stored (conv, cseq) is ignored. */
+static int insert_messages(struct store *st, const struct store_logmsg *msgs, size_t n)
+{
+    enum stmt_id id = n == 1 ? ST_LOG_INSERT : ST_LOG_INSERT_ROWS;
+    sqlite3_stmt *s = st->stmt[id];
+    int rc = SQLITE_OK;
+
+    for (size_t i = 0; i < n && rc == SQLITE_OK; i++)
+        rc = bind_message(s, (int)i * 6 + 1, &msgs[i]);
     if (rc == SQLITE_OK)
         rc = run_to_end(s);
     else
         (void)sqlite3_reset(s);
-    return rc == SQLITE_DONE ? QC_OK : statement_failed(st, ST_LOG_INSERT, rc);
+    return rc == SQLITE_DONE ? QC_OK : statement_failed(st, id, rc);
 }
 
-/* A conversation's last cseq (never lowered) and a pair's two cursors (at 0 if new). */
+/*
+ * The conversation rows of an append go CONV_ROWS to a statement: queued
+ * by bump_conversation (nothing in the append reads them), the rest
+ * written by write_bumps at its end.
+ */
+static int write_bumps(struct store *st)
+{
+    size_t i;
+    int err = QC_OK;
+
+    if (st->nbumps == CONV_ROWS)
+        err = run_ints(st, ST_CONV_BUMP_ROWS, st->bumps, 3 * CONV_ROWS);
+    else
+        for (i = 0; i < st->nbumps && err == QC_OK; i++)
+            err = run_ints(st, ST_CONV_BUMP, st->bumps + 3 * i, 3);
+    st->nbumps = 0;
+    return err;
+}
+
+static int queue_bump(struct store *st, const int64_t bump[3])
+{
+    memcpy(st->bumps + 3 * st->nbumps++, bump, 3 * sizeof(*bump));
+    return st->nbumps == CONV_ROWS ? write_bumps(st) : QC_OK;
+}
+
+/* A conversation's last cseq (never lowered, queued) and a pair's two cursors (at 0 if new). */
 static int bump_conversation(struct store *st, const struct conv_top *t)
 {
     int64_t bump[3] = { t->conv, t->cseq, t->ts };
     int64_t a[2] = { t->conv >> 32, t->conv }, b[2] = { t->conv & 0xffffffff, t->conv };
     int err;
 
-    if ((err = run_ints(st, ST_CONV_BUMP, bump, 3)) != QC_OK || t->conv < 0)
+    if ((err = queue_bump(st, bump)) != QC_OK || t->conv < 0 || pair_cursors_known(st, t->conv))
         return err;
-    if ((err = run_ints(st, ST_CURSOR_INIT, a, 2)) != QC_OK)
+    if ((err = run_ints(st, ST_CURSOR_INIT, a, 2)) != QC_OK ||
+        (err = run_ints(st, ST_CURSOR_INIT, b, 2)) != QC_OK)
         return err;
-    return run_ints(st, ST_CURSOR_INIT, b, 2);
+    pair_cursors_made(st, t->conv);
+    return QC_OK;
 }
 
 static int sender_seen(struct store *st, int32_t sender, int64_t conv, int64_t from, int64_t to)
@@ -1211,12 +1349,20 @@ static int reserve_cseqs(struct store *st, struct store_logmsg *msgs, const size
 /* Number, then every message (a stored (conv, cseq) is ignored), then each conversation once. */
 static int append_batch(struct store *st, struct log_batch *b)
 {
-    size_t i;
+    size_t i, n;
     int err = log_batch_number(b, st, reserve_cseqs);
 
-    for (i = 0; i < b->n && err == QC_OK; i++)
-        err = insert_message(st, &b->msgs[i]);
-    return err == QC_OK ? log_batch_update(b, st, bump_conversation, sender_seen) : err;
+    for (i = 0; i < b->n && err == QC_OK; i += n) {
+        n = b->n - i >= LOG_INSERT_ROWS ? LOG_INSERT_ROWS : 1;
+        err = insert_messages(st, b->msgs + i, n);
+    }
+    st->nbumps = 0;
+    if (err == QC_OK)
+        err = log_batch_update(b, st, bump_conversation, sender_seen);
+    if (err == QC_OK)
+        return write_bumps(st);
+    st->nbumps = 0; /* rolled back with the rest */
+    return err;
 }
 
 static int sqlite_log_append(struct store *st, struct store_logmsg *msgs, size_t n)
@@ -1396,12 +1542,25 @@ static int sqlite_undelivered(struct store *st, int32_t userid, int max_count, s
 static int raise_cursors(struct store *st, const int32_t *userids, int32_t userid,
                          const struct store_cursor *pos, size_t n)
 {
+    int64_t v[3 * CURSOR_ROWS];
+    size_t i = 0, k;
     int err = QC_OK;
 
-    for (size_t i = 0; i < n && err == QC_OK; i++) {
-        int64_t v[3] = { userids != NULL ? userids[i] : userid, pos[i].conv, pos[i].cseq };
-
-        err = run_ints(st, ST_DELIVERED_UP, v, 3);
+    for (; n - i >= CURSOR_ROWS && err == QC_OK; i += CURSOR_ROWS) {
+        for (k = 0; k < CURSOR_ROWS; k++) {
+            v[3 * k] = userids != NULL ? userids[i + k] : userid;
+            v[3 * k + 1] = pos[i + k].conv;
+            v[3 * k + 2] = pos[i + k].cseq;
+        }
+        err = run_ints(st, ST_DELIVERED_ROWS, v, 3 * CURSOR_ROWS);
+    }
+    for (; i < n && err == QC_OK; i++) {
+        v[0] = userids != NULL ? userids[i] : userid;
+        v[1] = pos[i].conv;
+        v[2] = pos[i].cseq;
+        err = run_ints(st, ST_DELIVERED_RAISE, v, 3);
+        if (err == QC_OK && sqlite3_changes(st->db) == 0) /* missing, or already there */
+            err = run_ints(st, ST_DELIVERED_UP, v, 3);
     }
     return err;
 }
@@ -1619,6 +1778,7 @@ static int delete_conversation(struct store *st, int64_t conv, int batch, int *r
 
     if (err != QC_OK || *removed == batch)
         return err;
+    forget_pair(st, conv);
     if ((err = delete_rows(st, ST_CONV_DELETE_CURSORS, v, 1, &none)) != QC_OK)
         return err;
     return delete_rows(st, ST_CONV_DELETE_ROW, v, 1, &none);

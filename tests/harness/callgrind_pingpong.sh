@@ -17,7 +17,9 @@
 # taken out; every thread of the workers counts (their storage threads
 # too), the master's does not.  The callgrind files stay in OUT/N1 and
 # OUT/N2 (the workers' are the WORKERS largest cg.PID); compare functions
-# with callgrind_annotate on each.
+# with callgrind_annotate on each.  The server's log stays in OUT/N/server.log
+# (with -o log.level=info it ends with the storage threads' totals:
+# messages appended and transactions, i.e. the batches this run made).
 BIN=$1 OUT=$2
 shift 2
 top=$(cd "$(dirname "$0")/../.." && pwd) || exit 1
@@ -63,6 +65,7 @@ one_run() {
     "$BENCH" pingpong --port "$server_port" --ids "$tmp/ids" --pairs "$PAIRS" -n "$1" \
         -d "$BENCH_TIMEOUT" --timeout "$BENCH_TIMEOUT" -q >"$run_out/pingpong.out" 2>&1
     stop_server "$server_pid"
+    cp "$tmp/callgrind-$1.log" "$run_out/server.log" 2>/dev/null || :
     msgs=$(field "$(tail -n 1 "$run_out/pingpong.out")" msgs)
     ir=$(for f in "$run_out"/cg.*; do sed -n 's/^summary: //p' "$f"; done | sort -n |
         tail -n "$WORKERS" | awk '{ t += $1 } END { print t }')

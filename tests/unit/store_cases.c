@@ -1259,6 +1259,84 @@ void test_log_retention(void **state)
 }
 
 /*
+ * Batches longer than one multi-row insert (the SQLite driver writes 32
+ * rows per statement): a replayed (conv, cseq) is ignored row by row, and
+ * of two messages with one cseq in a batch the first stays.
+ */
+#define ROWS_BATCH 40
+void test_log_append_rows(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob");
+    int64_t pair = store_conv_pair(alice, bob);
+    struct store_logmsg m[ROWS_BATCH];
+    struct got *got = new_got();
+    bool more = false;
+    int i;
+
+    for (i = 0; i < ROWS_BATCH; i++)
+        m[i] =
+            (struct store_logmsg){ pair, i + 1, i + 1, BASE_TS + i, i % 2 ? alice : bob, "a", 1 };
+    assert_int_equal(f->ops->log_append(f->st, m, ROWS_BATCH), QC_OK);
+    for (i = 0; i < ROWS_BATCH; i++) /* 21..60, but 50 twice and no 51 */
+        m[i] = (struct store_logmsg){ pair, i + 21, i + 21, BASE_TS + i + 20, alice, "b", 1 };
+    m[30].cseq = 50;
+    m[30].body = "dup";
+    m[30].len = 3;
+    assert_int_equal(f->ops->log_append(f->st, m, ROWS_BATCH), QC_OK);
+    assert_int_equal(last_cseq(f, pair), 60);
+    assert_int_equal(f->ops->history(f->st, pair, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE,
+                                     got_msg, got, &more),
+                     QC_OK);
+    assert_int_equal(got->n, LOG_PAGE); /* 10..50 and 52..60 */
+    assert_true(more);
+    assert_int_equal(got->cseq[0], 10);
+    assert_string_equal(got->body[30], "a"); /* 40: the first batch's */
+    assert_int_equal(got->cseq[31], 41);
+    assert_string_equal(got->body[31], "b");
+    assert_int_equal(got->cseq[40], 50);
+    assert_string_equal(got->body[40], "b");
+    assert_int_equal(got->cseq[41], 52);
+    assert_int_equal(got->cseq[49], 60);
+    free(got);
+}
+
+/*
+ * A pair's conversation deleted and begun again: its first message makes
+ * the two cursors again, so it reaches the recipient's login (the SQLite
+ * driver remembers which pairs' cursors exist and must forget a deleted
+ * one).
+ */
+void test_log_pair_deleted(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob");
+    int64_t ab = store_conv_pair(alice, bob);
+    struct store_cursor pos = { ab, 2 };
+    struct got *got = new_got();
+    bool more = true;
+    int removed = -1;
+
+    append_msg(f, ab, 1, alice, BASE_TS + 1);
+    append_msg(f, ab, 2, alice, BASE_TS + 2);
+    assert_int_equal(f->ops->delivered_advance(f->st, bob, &pos, 1), QC_OK);
+    assert_int_equal(f->ops->undelivered(f->st, bob, 10, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_int_equal(got->n, 0);
+    assert_int_equal(f->ops->conv_delete(f->st, ab, 5, &removed), QC_OK);
+    assert_int_equal(removed, 2);
+    assert_int_equal(last_cseq(f, ab), 0);
+
+    append_msg(f, ab, 1, alice, BASE_TS + 3);
+    assert_int_equal(f->ops->undelivered(f->st, bob, 10, 1 << 20, got_msg, got, &more), QC_OK);
+    assert_false(more);
+    assert_int_equal(got->n, 1);
+    assert_int_equal(got->conv[0], ab);
+    assert_int_equal(got->cseq[0], 1);
+    assert_int_equal(got->ts[0], BASE_TS + 3);
+    free(got);
+}
+
+/*
  * More conversations over the limit than one search of the store names: one
  * call goes on to the next ones and stops exactly at its batch, both for
  * max_per_conv and for what every participant has had.

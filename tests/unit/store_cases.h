@@ -118,6 +118,8 @@ void test_log_undelivered_prefix(void **state);
 void test_log_undelivered_own(void **state);
 void test_log_conversations(void **state);
 void test_log_retention(void **state);
+void test_log_pair_deleted(void **state);
+void test_log_append_rows(void **state);
 void test_log_purge_delivered(void **state);
 void test_log_purge_many_convs(void **state);
 void test_log_conv_raise(void **state);
@@ -156,6 +158,8 @@ void test_log_assign_two_processes(void **state);
         cmocka_unit_test_setup_teardown(test_log_undelivered_own, setup, teardown),    \
         cmocka_unit_test_setup_teardown(test_log_conversations, setup, teardown),      \
         cmocka_unit_test_setup_teardown(test_log_retention, setup, teardown),          \
+        cmocka_unit_test_setup_teardown(test_log_pair_deleted, setup, teardown),       \
+        cmocka_unit_test_setup_teardown(test_log_append_rows, setup, teardown),        \
         cmocka_unit_test_setup_teardown(test_log_purge_delivered, setup, teardown),    \
         cmocka_unit_test_setup_teardown(test_log_purge_many_convs, setup, teardown),   \
         cmocka_unit_test_setup_teardown(test_log_migrate_v1, setup, teardown),         \
