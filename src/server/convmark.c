@@ -64,6 +64,13 @@ static size_t slot_of(const uint32_t *index, size_t slots, const struct store_co
     return i;
 }
 
+/* Index every mark of b into index (slots: a power of two, at least twice b->n, zeroed). */
+static void index_marks(const struct convmark_batch *b, uint32_t *index, size_t slots)
+{
+    for (size_t k = 0; k < b->n; k++)
+        index[slot_of(index, slots, b->marks, b->marks[k].conv)] = (uint32_t)k + 1;
+}
+
 /* Room for one more conversation (marks and index grown together). */
 static bool batch_has_room(struct convmark_batch *b)
 {
@@ -77,8 +84,7 @@ static bool batch_has_room(struct convmark_batch *b)
     uint32_t *index = calloc(2 * ncap, sizeof *index);
     if (index == NULL)
         return false;
-    for (size_t k = 0; k < b->n; k++)
-        index[slot_of(index, 2 * ncap, b->marks, b->marks[k].conv)] = (uint32_t)k + 1;
+    index_marks(b, index, 2 * ncap);
     free(b->index);
     b->index = index;
     b->cap = ncap;
@@ -185,8 +191,7 @@ void convmark_flush(struct worker *w)
         /* Queue full: the marks stay for the next turn (no warning: it is back-pressure). */
         free(j);
         memset(b->index, 0, 2 * b->cap * sizeof *b->index); /* indexed again, sorted */
-        for (size_t k = 0; k < b->n; k++)
-            b->index[slot_of(b->index, 2 * b->cap, b->marks, b->marks[k].conv)] = (uint32_t)k + 1;
+        index_marks(b, b->index, 2 * b->cap);
         return;
     }
     free(b->index);
