@@ -445,16 +445,26 @@ void storage_kick(struct storage *s)
     pthread_mutex_unlock(&s->lock);
 }
 
-int storage_submit(struct storage *s, storage_run_fn fn, storage_done_fn done, void *arg)
+/* A job or an advance item with its callback, or NULL when out of memory. */
+static struct item *item_new(enum item_kind kind, storage_done_fn done, void *arg)
 {
     struct item *it = calloc(1, sizeof(*it));
 
+    if (it != NULL) {
+        it->kind = kind;
+        it->done = done;
+        it->arg = arg;
+    }
+    return it;
+}
+
+int storage_submit(struct storage *s, storage_run_fn fn, storage_done_fn done, void *arg)
+{
+    struct item *it = item_new(ITEM_JOB, done, arg);
+
     if (it == NULL)
         return STORAGE_QUEUE_FULL;
-    it->kind = ITEM_JOB;
     it->fn = fn;
-    it->done = done;
-    it->arg = arg;
     return enqueue(s, it);
 }
 
@@ -465,15 +475,12 @@ int storage_advance(struct storage *s, const int32_t *userids, const struct stor
 
     if (n == 0 || userids == NULL || pos == NULL)
         return QC_EBADREQ;
-    if ((it = calloc(1, sizeof(*it))) == NULL)
+    if ((it = item_new(ITEM_ADVANCE, done, arg)) == NULL)
         return STORAGE_QUEUE_FULL;
-    it->kind = ITEM_ADVANCE;
     it->userids = userids;
     it->pos = pos;
     it->n = n;
     it->applied = applied;
-    it->done = done;
-    it->arg = arg;
     return enqueue(s, it);
 }
 
