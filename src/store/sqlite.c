@@ -1360,8 +1360,8 @@ static int append_batch(struct store *st, struct log_batch *b)
     if (err == QC_OK)
         err = log_batch_update(b, st, bump_conversation, sender_seen);
     if (err == QC_OK)
-        return write_bumps(st);
-    st->nbumps = 0; /* rolled back with the rest */
+        err = write_bumps(st);
+    st->nbumps = 0; /* written, or rolled back with the rest */
     return err;
 }
 
