@@ -58,6 +58,7 @@ struct qc_config {
     char storage_password_file[PATH_MAX];
     char storage_database[QC_CONFIG_STR_MAX];
     int storage_queue_size; /* items a worker's storage thread may have waiting */
+    int storage_cache_mb;   /* sqlite: each connection's page cache, MiB */
 
     /* [redis] */
     char redis_host[QC_CONFIG_STR_MAX]; /* "": single node, no relay */
