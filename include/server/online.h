@@ -39,6 +39,8 @@ struct online_loc {
     uint32_t gen;    /* session generation: unique per login on this node */
 };
 
+#define ONLINE_MARK_BUCKETS 256 /* users a worker's unresolved delivery marks are counted by */
+
 /* Per-worker counters, written by the worker, read by the master. */
 struct worker_stats {
     _Atomic int32_t pid;
@@ -55,6 +57,12 @@ struct worker_stats {
     _Atomic uint64_t cursor_done;    /* ... of which the cursor jobs have run */
     _Atomic uint64_t appends_queued; /* chats queued for the log, one node (service_chat.c) ... */
     _Atomic uint64_t appends_done;   /* ... of which the commit has come back */
+    /*
+     * Chats and login stashes queued on a connection, neither written whole
+     * (noted) nor put back for the next login, per bucket of their user's id
+     * (delivered.c): a login of the user on another worker waits for them.
+     */
+    _Atomic uint32_t marks_pending[ONLINE_MARK_BUCKETS];
 } __attribute__((aligned(64)));
 
 /* The relay's state, written by the relay, read by the master. */

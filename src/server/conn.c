@@ -252,6 +252,7 @@ static void send_marked(struct worker *w, struct conn *c, int32_t uid, const cha
     m->origin = origin;
     m->token = token;
     m->stash = stash;
+    delivered_mark_queued(w, uid); /* a login of uid on another worker waits for it */
     w->stats->msgs_out++;
     schedule_flush(w, c);
 }
@@ -349,12 +350,14 @@ static int insert_at_hold(struct worker *w, struct conn *c, int32_t uid, const c
             x->end += n;
         }
     }
-    if (m)
+    if (m) {
         *m = (struct out_mark){ .start = c->hold_at,
                                 .end = c->hold_at + n,
                                 .uid = uid,
                                 .origin = w->index,
                                 .stash = stash };
+        delivered_mark_queued(w, uid);
+    }
     worker_buf_give(w, &c->out);
     c->out = nb;
     c->exempt_start = c->hold_at;
@@ -404,6 +407,7 @@ static void complete_written_marks(struct worker *w, struct conn *c)
             delivered_note(w, m.uid, buf_head(&c->out) + (m.start - c->out_base), m.end - m.start);
         else
             note_stash_delivered(w, m.uid, m.stash);
+        delivered_mark_resolved(w, m.uid); /* after the notes: a waiting login counts them */
         free(m.stash);
         if (m.token)
             w->hooks.mark_done(w, m.origin, m.token, 0);
@@ -586,6 +590,7 @@ static void store_unwritten_marks(struct worker *w, struct conn *c)
             const char *p = buf_head(&c->out) + (m.start - c->out_base);
             err = offline_keep(w, m.uid, p, m.end - m.start - 1); /* no '\n' */
         }
+        delivered_mark_resolved(w, m.uid); /* back after the cursor: a waiting login reads it */
         if (m.token)
             w->hooks.mark_done(w, m.origin, m.token, err);
     }

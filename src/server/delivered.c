@@ -274,23 +274,77 @@ void delivered_flush(struct worker *w)
     b->n = 0;
 }
 
+/* ---- marks not yet resolved ---------------------------------------------- */
+
+/* uid's bucket of marks_pending (Fibonacci hashing: consecutive ids spread). */
+static uint32_t mark_bucket(int32_t uid)
+{
+    return (uint32_t)(((uint64_t)(uint32_t)uid * 0x9E3779B97F4A7C15ull) >> 56) %
+           ONLINE_MARK_BUCKETS;
+}
+
+void delivered_mark_queued(struct worker *w, int32_t uid)
+{
+    w->stats->marks_pending[mark_bucket(uid)]++;
+}
+
+void delivered_mark_resolved(struct worker *w, int32_t uid)
+{
+    _Atomic uint32_t *n = &w->stats->marks_pending[mark_bucket(uid)];
+    if (*n > 0) /* never below zero: a count cleared by a restart stays at zero */
+        (*n)--;
+}
+
+void delivered_marks_clear(struct worker_stats *ws)
+{
+    for (uint32_t b = 0; b < ONLINE_MARK_BUCKETS; b++)
+        ws->marks_pending[b] = 0;
+}
+
 /* ---- a login on another worker -------------------------------------------- */
 
-void delivered_fence_take(struct worker *w, struct delivered_fence *f)
+void delivered_fence_take(struct worker *w, int32_t uid, struct delivered_fence *f)
 {
+    f->bucket = mark_bucket(uid);
     for (uint32_t k = 0; k < ONLINE_MAX_WORKERS; k++) {
         struct worker_stats *ws =
             k < w->nworkers && k != w->index ? online_stats(w->online, k) : NULL;
-        f->upto[k] = ws && ws->pid != 0 ? ws->cursor_noted : 0;
-        f->appends[k] = ws && ws->pid != 0 ? ws->appends_queued : 0;
+        f->pid[k] = ws ? ws->pid : 0;
+        f->upto[k] = f->pid[k] != 0 ? ws->cursor_noted : 0;
+        f->appends[k] = f->pid[k] != 0 ? ws->appends_queued : 0;
+        f->marks[k] = f->pid[k] != 0 && ws->marks_pending[f->bucket] > 0;
     }
 }
 
+/*
+ * Worker k held marks of the user's bucket: true while it still does.  Once
+ * it holds none, what they became is counted (delivered_note before the mark
+ * is resolved, offline_keep likewise), so the fence moves up to its counters
+ * of now and waits for those jobs like for the others.
+ */
+static bool marks_pending(struct worker_stats *ws, struct delivered_fence *f, uint32_t k)
+{
+    if (!f->marks[k])
+        return false;
+    if (ws->pid != f->pid[k]) {
+        f->marks[k] = false; /* died or restarted: its marks went with it */
+        return false;
+    }
+    if (ws->marks_pending[f->bucket] > 0)
+        return true;
+    f->marks[k] = false;
+    f->upto[k] = ws->cursor_noted;
+    f->appends[k] = ws->appends_queued;
+    return false;
+}
+
 /* Worker k's jobs have run up to the fence (or it died or restarted: its counts began again). */
-static bool fence_passed(struct worker *w, const struct delivered_fence *f)
+static bool fence_passed(struct worker *w, struct delivered_fence *f)
 {
     for (uint32_t k = 0; k < w->nworkers && k < ONLINE_MAX_WORKERS; k++) {
         struct worker_stats *ws = online_stats(w->online, k);
+        if (marks_pending(ws, f, k))
+            return false;
         if (f->upto[k] != 0 && ws->pid != 0 && ws->cursor_done < f->upto[k] &&
             ws->cursor_noted >= f->upto[k])
             return false;
@@ -301,15 +355,15 @@ static bool fence_passed(struct worker *w, const struct delivered_fence *f)
     return true;
 }
 
-void delivered_fence_wait(struct worker *w, const struct delivered_fence *f, int max_ms)
+void delivered_fence_wait(struct worker *w, struct delivered_fence *f, int max_ms)
 {
     struct timespec pause = { .tv_nsec = DELIVERED_FENCE_POLL_US * 1000L };
     int64_t t0 = clock_now_ms();
     while (!fence_passed(w, f)) {
         if (clock_now_ms() - t0 >= max_ms) {
-            log_info("login: other workers' cursor jobs or appends still pending after %d ms; "
-                     "the reply may repeat messages (clients drop them by cseq) or miss "
-                     "one still being stored (it comes at the next login)",
+            log_info("login: other workers' unwritten chats, cursor jobs or appends still "
+                     "pending after %d ms; the reply may repeat messages (clients drop them by "
+                     "cseq) or miss one still being stored (it comes at the next login)",
                      max_ms);
             return;
         }

@@ -561,7 +561,7 @@ static void read_again(struct worker *w, struct login_ctx *x)
     bool cut = x->lists_cut;
     fit_lists(x); /* the room the lists leave, as the first read had it */
     x->lists_cut = cut;
-    delivered_fence_take(w, &x->fence);
+    delivered_fence_take(w, x->uid, &x->fence);
     if (storage_submit(w->storage, reread_on_store, collected, x) != QC_OK)
         collected(x, QC_ESTORAGE);
 }
@@ -672,7 +672,7 @@ bool login_reply_start(struct worker *w, struct conn *c, int32_t uid, const char
         strlcpy(x->device, token_device, sizeof x->device);
         x->token_expires = token_expires;
     }
-    delivered_fence_take(w, &x->fence);
+    delivered_fence_take(w, x->uid, &x->fence);
     if (storage_submit(w->storage, collect_on_store, collected, x) != QC_OK) {
         session_end(w, c);
         reply_error(w, c, QC_LOGIN_MSG, seq, QC_ESTORAGE);
@@ -693,7 +693,7 @@ int login_checked_start(struct worker *w, struct conn *c, int32_t uid, const cha
     x->check = *chk;
     x->check_err = QC_ESTORAGE; /* until the check has run: a job never run opens nothing */
     x->stored_mark = node_stored_mark(w); /* before the read: a chat left after it shows */
-    delivered_fence_take(w, &x->fence);
+    delivered_fence_take(w, x->uid, &x->fence);
     if (storage_submit(w->storage, collect_on_store, collected, x) != QC_OK) {
         x->checking = false;
         free_ctx(x);

@@ -33,6 +33,7 @@
 #include "common/loop.h"
 #include "common/net.h"
 #include "server/control.h"
+#include "server/delivered.h"
 #include "server/ipc.h"
 #include "server/journal.h"
 #include "server/master.h"
@@ -256,6 +257,7 @@ static size_t forget_child(struct master *m, uint32_t k)
     struct worker_stats *ws = online_stats(m->online, k);
     metrics_clear_gauges(metrics_node(), k);
     ws->pid = 0;
+    delivered_marks_clear(ws); /* its unwritten chats: none is waited for */
     ws->connections = 0;
     ws->accepting = 0;
     ws->sessions = 0;

@@ -521,6 +521,7 @@ int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
     w->stats = online_stats(online, index);
     w->stats->cursor_noted = w->stats->cursor_done = 0; /* before pid: see delivered_fence_wait */
     w->stats->appends_queued = w->stats->appends_done = 0;
+    delivered_marks_clear(w->stats); /* a predecessor's marks died with it */
     w->stats->pid = getpid();
     w->stats->connections = 0;
     w->stats->sessions = 0;

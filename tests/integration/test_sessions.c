@@ -12,6 +12,8 @@
  */
 #include "harness.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -562,6 +564,180 @@ static void test_devices_lists_the_sessions(void **state)
     stop_clean();
 }
 
+/* ---- a quick re-login on another worker --------------------------------- */
+
+#define FENCE_MSGS      300   /* undelivered chats: a login reply of about 9 MB */
+#define FENCE_MSG_BYTES 30000 /* each (limits.max_text_bytes raised for it) */
+#define FENCE_RCVBUF    4096  /* the first session's receive buffer: its reply is not written */
+#define FENCE_POOL      8     /* connections opened at once to spread over the workers */
+#define FENCE_SETTLE_MS 100   /* the second login's worker reads meanwhile (without the fence) */
+#define FENCE_READ_MS   10000 /* longest wait for a reply of several MB */
+#define FENCE_REPLY_MAX "limits.max_login_reply_bytes=16777216"
+#define FENCE_TEXT_MAX  "limits.max_text_bytes=32768"
+
+/* The next object with msgid on r (others skipped); NULL on EOF or timeout. */
+static struct json_object *raw_expect(struct h_raw *r, int msgid, int timeout_ms)
+{
+    int64_t deadline = h_now_ms() + timeout_ms;
+    for (;;) {
+        int left = (int)(deadline - h_now_ms());
+        struct json_object *o = left > 0 ? h_raw_recv(r, left) : NULL;
+        if (o == NULL || h_int(o, "msgid") == msgid)
+            return o;
+        json_object_put(o);
+    }
+}
+
+static void raw_send_text(struct h_raw *r, const char *text)
+{
+    H_CHECK(h_raw_send(r, text, strlen(text)) == 0, "send %.200s: %s", text, strerror(errno));
+}
+
+static void raw_login_sent(struct h_raw *r, const struct h_user *u)
+{
+    char req[256];
+    snprintf(req, sizeof req, "{\"msgid\":1,\"id\":%d,\"password\":%s,\"seq\":%lld}", u->id,
+             h_q(u->password), (long long)h_next_seq());
+    raw_send_text(r, req);
+}
+
+/*
+ * FENCE_POOL raw connections, each left logged out on a known worker: opened
+ * at once (the kernel queues them before any worker accepts), each logged in
+ * as a fresh user to learn its worker, then LOGINOUT (the connection stays).
+ */
+static void raw_pool_on_workers(struct h_raw *pool, int *worker)
+{
+    for (int i = 0; i < FENCE_POOL; i++)
+        h_raw_connect(&pool[i], 0);
+    for (int i = 0; i < FENCE_POOL; i++) {
+        struct h_user u;
+        h_new_offline_user(&u, "fpool");
+        raw_login_sent(&pool[i], &u);
+        struct json_object *ack = raw_expect(&pool[i], QC_LOGIN_MSG_ACK, H_REPLY_MS);
+        H_CHECK(ack != NULL && h_int(ack, "errno") == 0, "pool login: %s", h_json(ack));
+        json_object_put(ack);
+        worker[i] = h_worker_of(u.id);
+        raw_send_text(&pool[i], "{\"msgid\":10,\"seq\":1}");
+        struct json_object *out = raw_expect(&pool[i], QC_ACK_MSG, H_REPLY_MS);
+        H_CHECK(out != NULL && h_int(out, "errno") == 0, "pool LOGINOUT: %s", h_json(out));
+        json_object_put(out);
+    }
+}
+
+/* Marks seen[cseq] for every offlinemsg item of a LOGIN_MSG_ACK; returns how many. */
+static int offline_cseqs(struct json_object *ack, bool *seen, int max)
+{
+    size_t n = h_arr_len_opt(ack, "offlinemsg");
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *m = h_parse_item(h_arr(ack, "offlinemsg"), i, "offlinemsg item");
+        int64_t cseq = h_int(m, "cseq");
+        H_CHECK(cseq >= 1 && cseq <= max, "offline cseq %lld outside 1..%d", (long long)cseq, max);
+        H_CHECK(!seen[cseq], "cseq %lld twice in one reply", (long long)cseq);
+        seen[cseq] = true;
+        json_object_put(m);
+    }
+    return (int)n;
+}
+
+static bool worker_of_is(void *arg)
+{
+    const int *want = arg; /* {user id, worker} */
+    return h_worker_of(want[0]) == want[1];
+}
+
+/*
+ * The first session's login reply (many offline messages) is still being
+ * written, its reader slow, when the same account logs in on another
+ * worker: the second login must not read the delivered cursors before the
+ * first reply's fate is known.  first_reads: the first client then reads
+ * its reply whole, and the second reply carries none of its messages; else
+ * it hangs up unread, and the second reply carries them all.  Together the
+ * replies carry every message.
+ */
+static void relogin_while_reply_unwritten(bool first_reads)
+{
+    const char *opts[] = { "session.mode=takeover", "security.request_rate=0", FENCE_REPLY_MAX,
+                           FENCE_TEXT_MAX, NULL };
+    server_stop();
+    H_CHECK(server_start(opts) == 0, "qchatd did not start");
+    struct h_raw pool[FENCE_POOL];
+    int pool_worker[FENCE_POOL];
+    raw_pool_on_workers(pool, pool_worker);
+
+    struct h_user x, s;
+    h_new_offline_user(&x, "fence");
+    struct qclient *sc = h_new_user(&s, "fsend");
+    for (int i = 0; i < FENCE_MSGS; i++)
+        h_send(sc, "{\"msgid\":5,\"toid\":%d,\"msg\":\"%s\",\"seq\":%lld}", x.id,
+               h_fill('f', FENCE_MSG_BYTES, ""), (long long)h_next_seq());
+    for (int i = 0; i < FENCE_MSGS; i++) {
+        struct json_object *ack = h_expect(sc, QC_ACK_MSG, "chat ACK");
+        H_CHECK(h_int(ack, "errno") == 0 && h_int(ack, "cseq") == i + 1, "chat %d: %s", i + 1,
+                h_json(ack));
+        json_object_put(ack);
+    }
+
+    /* First session: logs in, its reply queued but held up by a small receive buffer. */
+    struct h_raw first;
+    h_raw_connect(&first, FENCE_RCVBUF);
+    raw_login_sent(&first, &x);
+    struct pollfd pf = { .fd = first.fd, .events = POLLIN };
+    H_CHECK(poll(&pf, 1, FENCE_READ_MS) == 1, "the first login's reply never began");
+    int a = h_worker_of(x.id);
+    H_CHECK(a >= 0, "user %d is online", x.id);
+
+    /* Second login of the same account on another worker, the first reply unread. */
+    int k = 0;
+    while (k < FENCE_POOL && pool_worker[k] == a)
+        k++;
+    H_CHECK(k < FENCE_POOL, "no pool connection on a worker other than %d", a);
+    raw_login_sent(&pool[k], &x);
+    int moved[2] = { x.id, pool_worker[k] };
+    H_CHECK(h_wait_for(worker_of_is, moved, H_REPLY_MS), "the second login took over");
+    h_sleep_ms(FENCE_SETTLE_MS);
+    if (!first_reads)
+        h_raw_close(&first); /* unread bytes: a reset, the reply never written whole */
+
+    bool seen1[FENCE_MSGS + 1] = { false }, seen2[FENCE_MSGS + 1] = { false };
+    struct json_object *ack1 =
+        first_reads ? raw_expect(&first, QC_LOGIN_MSG_ACK, FENCE_READ_MS) : NULL;
+    H_CHECK(ack1 != NULL || !first_reads, "the first login's reply, read at once, came whole");
+    int n1 = ack1 ? offline_cseqs(ack1, seen1, FENCE_MSGS) : 0;
+    json_object_put(ack1);
+    struct json_object *ack2 = raw_expect(&pool[k], QC_LOGIN_MSG_ACK, FENCE_READ_MS);
+    H_CHECK(ack2 != NULL && h_int(ack2, "errno") == 0, "second login: %s", h_json(ack2));
+    int n2 = offline_cseqs(ack2, seen2, FENCE_MSGS);
+    json_object_put(ack2);
+    print_message("fence: first reply %s with %d message(s), second %d (workers %d, %d)\n",
+                  ack1 ? "whole" : "cut", n1, n2, a, pool_worker[k]);
+    int both = 0;
+    for (int c = 1; c <= FENCE_MSGS; c++) {
+        H_CHECK(seen1[c] || seen2[c], "cseq %d in neither reply", c);
+        both += seen1[c] && seen2[c];
+    }
+    H_CHECK(both == 0, "%d message(s) in both replies, the first written whole", both);
+
+    if (first_reads)
+        h_raw_close(&first);
+    for (int i = 0; i < FENCE_POOL; i++)
+        h_raw_close(&pool[i]);
+    h_close(sc);
+    stop_clean();
+}
+
+static void test_relogin_on_another_worker_while_reply_unwritten(void **state)
+{
+    (void)state;
+    relogin_while_reply_unwritten(true);
+}
+
+static void test_relogin_on_another_worker_reply_never_written(void **state)
+{
+    (void)state;
+    relogin_while_reply_unwritten(false);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -576,6 +752,8 @@ int main(void)
         H_TEST(test_bad_tokens_throttled_like_passwords),
         H_TEST(test_login_field_errors),
         H_TEST(test_devices_lists_the_sessions),
+        H_TEST(test_relogin_on_another_worker_while_reply_unwritten),
+        H_TEST(test_relogin_on_another_worker_reply_never_written),
     };
     h_apply_filter();
     return cmocka_run_group_tests_name("sessions", tests, NULL, h_group_teardown);
