@@ -131,9 +131,10 @@ struct worker {
 
     struct buf spare[WORKER_SPARE_BUFS]; /* emptied buffers, reused: no malloc per message */
     uint32_t nspare;
-    struct slab *pending;      /* requests waiting to be ACKed (pending.c) */
-    struct slab *handoffs;     /* chats handed to peers, unconfirmed (handoff.c) */
-    struct inttable *inflight; /* uid -> the peer holding unconfirmed hand-offs */
+    struct slab *pending;         /* requests waiting to be ACKed (pending.c) */
+    struct slab *handoffs;        /* chats handed to peers, unconfirmed (handoff.c) */
+    struct inttable *inflight;    /* uid -> the peer holding unconfirmed hand-offs */
+    struct inttable *known_users; /* chat recipients known to exist (service_chat.c) */
     struct worker_hooks hooks;
 
     bool accepting;

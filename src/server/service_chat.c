@@ -29,6 +29,7 @@
 
 #include <json-c/json.h>
 
+#include "common/inttable.h"
 #include "common/jsonw.h"
 #include "common/log.h"
 #include "server/conn.h"
@@ -49,7 +50,8 @@
 #include "server/storage.h"
 #include "server/worker.h"
 
-#define CHAT_HOLD_MAX_MS 2000 /* a chat waits this long for room to append, then errno 13 */
+#define CHAT_HOLD_MAX_MS 2000  /* a chat waits this long for room to append, then errno 13 */
+#define KNOWN_USERS_MAX  65536 /* recipients remembered to exist, per worker; emptied when full */
 
 /* A chat request between validation and its append. */
 struct chat {
@@ -587,6 +589,32 @@ static bool chat_go(struct worker *w, struct conn *c, struct chat *ch)
     return true;
 }
 
+/*
+ * Recipients known to exist.  An account is never deleted and its id never
+ * reused, so once the store (or this node's online table) has shown a user,
+ * a chat to them needs no store call to ask again.  It matters most in a
+ * cluster: a recipient online on another node is not in this node's table,
+ * and asking cost every cross-node chat a storage-thread round (behind the
+ * round's commit) before its own append.  Bounded: emptied when full.
+ */
+static bool recipient_known(const struct worker *w, int32_t uid)
+{
+    uint64_t unused;
+    return w->known_users != NULL && inttable_get(w->known_users, (uint32_t)uid, &unused);
+}
+
+static void remember_recipient(struct worker *w, int32_t uid)
+{
+    if (w->known_users != NULL && inttable_count(w->known_users) >= KNOWN_USERS_MAX) {
+        inttable_free(w->known_users);
+        w->known_users = NULL;
+    }
+    if (w->known_users == NULL)
+        w->known_users = inttable_new();
+    if (w->known_users != NULL)
+        (void)inttable_put(w->known_users, (uint32_t)uid, 1); /* out of memory: asked again */
+}
+
 /* On the storage thread: what the chat needs to know before it gets its cseq. */
 static void collect_member(void *arg, int32_t userid, const char *name, const char *role)
 {
@@ -630,6 +658,8 @@ static bool chat_prepared(struct worker *w, struct conn *c, void *arg, int err)
         chat_free(ch); /* the sender left: the chat was never accepted */
         return true;
     }
+    if (!err && ch->need_user)
+        remember_recipient(w, ch->to);
     if (!err && ch->need_seed && seqtab_seed(w->seqtab, ch->conv, ch->last_cseq) < 0)
         err = QC_ESTORAGE;
     if (err) {
@@ -674,7 +704,8 @@ void service_chat(struct worker *w, struct conn *c, struct json_object *req, int
     } else {
         struct online_loc loc;
         ch->conv = store_conv_pair(c->uid, to);
-        ch->need_user = !online_lookup(w->online, to, &loc); /* online: it exists */
+        /* Online here, or seen before: it exists. */
+        ch->need_user = !online_lookup(w->online, to, &loc) && !recipient_known(w, to);
         id_list_push(&ch->recipients, to);
         if (ch->recipients.err) {
             reply_error(w, c, msgid, seq, QC_EINTERNAL);
