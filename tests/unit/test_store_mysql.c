@@ -553,6 +553,66 @@ static void test_offline_big_message(void **state)
     free(text);
 }
 
+/*
+ * Index rows the whole server walked (Handler_read_next + _prev): the
+ * private MariaDB serves this test alone while it runs.
+ */
+static long long rows_walked(struct store_fixture *f)
+{
+    return mdb_int(admin(f), "SELECT SUM(VARIABLE_VALUE) FROM information_schema.GLOBAL_STATUS"
+                             " WHERE VARIABLE_NAME IN ('HANDLER_READ_NEXT', 'HANDLER_READ_PREV')");
+}
+
+/*
+ * An append checks that no message of others lies between the sender's
+ * delivered cursor and the sender's own run (the cursor follows the run
+ * only then).  MariaDB used to read that range from the conversation's
+ * first message on (a correlated range is a ref on conv alone): every chat
+ * cost a walk over the whole history.  Now it walks back from the run.
+ */
+#define LONG_CONV_MESSAGES 20000
+#define RUN_WALK_MAX       200 /* rows an append near the end may walk, all statements */
+#define APPEND_TS          1700000000000LL
+static void test_append_does_not_walk_the_history(void **state)
+{
+    struct store_fixture *f = *state;
+    int32_t alice, bob;
+    int64_t conv;
+    struct store_cursor at = { 0, LONG_CONV_MESSAGES - 3 };
+    struct store_logmsg m[2];
+    long long before;
+
+    NEED_SERVER();
+    alice = new_user(f, "alice");
+    bob = new_user(f, "bob");
+    conv = store_conv_pair(alice, bob);
+    at.conv = conv;
+    mdb_exec(admin(f),
+             "INSERT INTO Message (conv, cseq, mid, sender, ts, body) SELECT %lld, seq, seq,"
+             " IF(seq %% 2, %d, %d), seq, '{}' FROM seq_1_to_%d",
+             (long long)conv, (int)alice, (int)bob, LONG_CONV_MESSAGES);
+    mdb_exec(admin(f), "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES (%lld, %d, %d)",
+             (long long)conv, LONG_CONV_MESSAGES, LONG_CONV_MESSAGES);
+    /* alice has seen up to 3 before the end: bob's last (even) one is after her cursor. */
+    assert_int_equal(f->ops->delivered_advance(f->st, alice, &at, 1), QC_OK);
+    assert_int_equal(f->ops->delivered_advance(f->st, bob, &at, 1), QC_OK);
+    for (int i = 0; i < 2; i++)
+        m[i] =
+            (struct store_logmsg){ conv, LONG_CONV_MESSAGES + 1 + i, 1 + i, APPEND_TS, alice, "{}",
+                                   2 };
+    before = rows_walked(f);
+    assert_int_equal(f->ops->log_append(f->st, m, 2), QC_OK);
+    long long walked = rows_walked(f) - before;
+    printf("# append of 2 at the end of %d messages walked %lld index rows\n", LONG_CONV_MESSAGES,
+           walked);
+    assert_true(walked < RUN_WALK_MAX);
+    /* And the cursor rule still holds: bob's message between kept alice's cursor. */
+    assert_int_equal(
+        mdb_int(admin(f), "SELECT delivered_cseq FROM ConvCursor WHERE userid = %d AND conv = %lld",
+                (int)alice, (long long)conv),
+        LONG_CONV_MESSAGES - 3);
+}
+
 /* More recipients than one batch holds; duplicates count twice; all or nothing. */
 static void test_offline_many_recipients(void **state)
 {
@@ -759,6 +819,7 @@ int main(void)
         STORE_TEST(test_utf8mb4),
         STORE_TEST(test_offline_big_message),
         STORE_TEST(test_offline_many_recipients),
+        STORE_TEST(test_append_does_not_walk_the_history),
         STORE_TEST(test_offline_dropped_only),
         STORE_TEST(test_busy_is_storage_error),
         STORE_TEST(test_reconnect_after_kill),
