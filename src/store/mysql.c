@@ -60,7 +60,11 @@
  * cursors per multi-row upsert (idempotent: a retry raises them again).
  * undelivered (the login's messages) is planned here from the keys and the
  * picked bodies fetched after, rather than ordered by window functions in
- * the server (see mysql_store_undelivered).
+ * the server (see mysql_store_undelivered).  No statement joins Message
+ * with a bound taken from another table or a derived table of parameters
+ * (m.cseq > c.delivered_cseq): MariaDB reads that as a ref on conv alone,
+ * from the conversation's first message.  Bounds are placeholders, one
+ * true range of (conv, cseq) per conversation, or ORDER BY cseq LIMIT walks.
  *
  * The password comes from storage.password_file, read at open (the file
  * must not be accessible by group or others).  It stays in the handle only
