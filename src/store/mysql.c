@@ -2696,6 +2696,8 @@ static void annotate_keys(struct und_plan *u, long long window)
 {
     size_t i, first = 0;
 
+    if (u->n == 0) /* every message after the cursors purged, or not stored */
+        return;
     qsort(u->rows, u->n, sizeof(*u->rows), by_conv_cseq);
     for (i = 0; i < u->n; i++) {
         struct und_row *r = &u->rows[i];
