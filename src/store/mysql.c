@@ -60,7 +60,11 @@
  * cursors per multi-row upsert (idempotent: a retry raises them again).
  * undelivered (the login's messages) is planned here from the keys and the
  * picked bodies fetched after, rather than ordered by window functions in
- * the server (see mysql_store_undelivered).
+ * the server (see mysql_store_undelivered).  No statement joins Message
+ * with a bound taken from another table or a derived table of parameters
+ * (m.cseq > c.delivered_cseq): MariaDB reads that as a ref on conv alone,
+ * from the conversation's first message.  Bounds are placeholders, one
+ * true range of (conv, cseq) per conversation, or ORDER BY cseq LIMIT walks.
  *
  * The password comes from storage.password_file, read at open (the file
  * must not be accessible by group or others).  It stays in the handle only
@@ -170,11 +174,35 @@ enum {
 #define RUN_ROWS_32                                                                           \
     "SELECT ? AS userid, ? AS conv, ? AS lo, ? AS hi" RUN_ROW RUN_ROW RUN_ROW RUN_ROW RUN_ROW \
         RUN_ROW RUN_ROW RUN_ROWS_8 RUN_ROWS_8 RUN_ROWS_8
-#define BODY_ROW    " UNION ALL SELECT ?, ?, ?"
-#define BODY_ROWS_8 BODY_ROW BODY_ROW BODY_ROW BODY_ROW BODY_ROW BODY_ROW BODY_ROW BODY_ROW
-#define BODY_ROWS_32                                                                           \
-    "SELECT ? AS conv, ? AS lo, ? AS hi" BODY_ROW BODY_ROW BODY_ROW BODY_ROW BODY_ROW BODY_ROW \
-        BODY_ROW BODY_ROWS_8 BODY_ROWS_8 BODY_ROWS_8
+/*
+ * BODY_CONVS cseq ranges of Message with their bounds as placeholders, so
+ * that each is a true range of the primary key (conv, cseq): joined
+ * against a table of bounds, MariaDB reads such a range as a ref on conv
+ * alone, from the conversation's first message.  Unused ones are NULL and
+ * match nothing.  (conv, lo, hi]:
+ */
+#define BODY_RANGE "(conv = ? AND cseq > ? AND cseq <= ?)"
+#define BODY_RANGES_8                                                                  \
+    BODY_RANGE " OR " BODY_RANGE " OR " BODY_RANGE " OR " BODY_RANGE " OR " BODY_RANGE \
+               " OR " BODY_RANGE " OR " BODY_RANGE " OR " BODY_RANGE
+#define BODY_RANGES_32 BODY_RANGES_8 " OR " BODY_RANGES_8 " OR " BODY_RANGES_8 " OR " BODY_RANGES_8
+/* (conv, lo, end of the conversation): */
+#define AFTER_RANGE "(conv = ? AND cseq > ?)"
+#define AFTER_RANGES_8                                                                      \
+    AFTER_RANGE " OR " AFTER_RANGE " OR " AFTER_RANGE " OR " AFTER_RANGE " OR " AFTER_RANGE \
+                " OR " AFTER_RANGE " OR " AFTER_RANGE " OR " AFTER_RANGE
+#define AFTER_RANGES_32 \
+    AFTER_RANGES_8 " OR " AFTER_RANGES_8 " OR " AFTER_RANGES_8 " OR " AFTER_RANGES_8
+/* The first ? keys after cseq ? of conv ?, a walk from the cursor on: */
+#define KEYS_AFTER                                                                      \
+    "(SELECT conv, cseq, mid, sender, ts, LENGTH(body) FROM Message WHERE conv = ? AND" \
+    " cseq > ? ORDER BY cseq LIMIT ?)"
+#define KEYS_AFTER_8                                                                      \
+    KEYS_AFTER " UNION ALL " KEYS_AFTER " UNION ALL " KEYS_AFTER " UNION ALL " KEYS_AFTER \
+               " UNION ALL " KEYS_AFTER " UNION ALL " KEYS_AFTER " UNION ALL " KEYS_AFTER \
+               " UNION ALL " KEYS_AFTER
+#define KEYS_AFTER_32 \
+    KEYS_AFTER_8 " UNION ALL " KEYS_AFTER_8 " UNION ALL " KEYS_AFTER_8 " UNION ALL " KEYS_AFTER_8
 #define LIST_8  "?, ?, ?, ?, ?, ?, ?, ?"
 #define LIST_32 LIST_8 ", " LIST_8 ", " LIST_8 ", " LIST_8
 #define LIST_64 \
@@ -192,6 +220,14 @@ enum {
 #define NEWEST_OTHER_BEFORE(conv, lo, user)                                                  \
     "COALESCE((SELECT m.cseq FROM Message m WHERE m.conv = " conv " AND m.cseq < " lo " AND" \
     " m.sender <> " user " ORDER BY m.cseq DESC LIMIT 1), 0)"
+
+/*
+ * The oldest stored cseq of conv (NULL: none), for the same reason read as
+ * a walk of one row: a correlated MIN(cseq) or EXISTS (... cseq <= bound)
+ * reads the whole conversation when its oldest message is above the bound.
+ */
+#define OLDEST_STORED(conv) \
+    "(SELECT m.cseq FROM Message m WHERE m.conv = " conv " ORDER BY m.cseq LIMIT 1)"
 
 enum stmt_id {
     ST_BEGIN,
@@ -241,7 +277,8 @@ enum stmt_id {
     ST_HISTORY_NEWEST,
     ST_HISTORY_OLDEST,
     ST_CONVERSATIONS,
-    ST_UNDELIVERED,
+    ST_UNREAD_COUNTS,
+    ST_UNDELIVERED_CURSORS,
     ST_UNDELIVERED_KEYS,
     ST_UNDELIVERED_BODIES,
     ST_DELIVERED_UP,
@@ -451,9 +488,7 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
     /* See the SQLite driver: pairs from cursors, groups from memberships. */
     [ST_CONVERSATIONS] = { "conversations",
                            "SELECT x.conv, x.last_cseq, x.read_cseq, x.last_ts, x.name,"
-                           " (SELECT body FROM Message m WHERE m.conv = x.conv AND m.cseq = x.last_cseq),"
-                           " (SELECT COUNT(*) FROM Message m WHERE m.conv = x.conv"
-                           " AND m.cseq > x.read_cseq AND m.sender <> ?)"
+                           " (SELECT body FROM Message m WHERE m.conv = x.conv AND m.cseq = x.last_cseq)"
                            " FROM ((SELECT c.conv AS conv, v.last_cseq AS last_cseq,"
                            " c.read_cseq AS read_cseq, v.last_ts AS last_ts, u.name AS name"
                            " FROM ConvCursor c JOIN Conversation v ON v.conv = c.conv"
@@ -468,50 +503,39 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                            " LEFT JOIN ConvCursor c ON c.userid = ? AND c.conv = -m.groupid"
                            " WHERE m.userid = ?) ORDER BY last_ts DESC, conv LIMIT ?) AS x"
                            " ORDER BY x.last_ts DESC, x.conv",
-                           6, "iiiitti" },
+                           5, "iiiitt" },
     /*
-     * The window and the sort run on keys only, the bodies are joined in
-     * last: a derived table with a MEDIUMTEXT column is materialised on disk.
+     * The unread (messages of others after the read cursor) of CONV_BATCH
+     * conversations, counted apart: as a correlated subquery of the list
+     * above MariaDB counted from each conversation's first message.
      */
-    [ST_UNDELIVERED] = { "undelivered",
-                         "SELECT m.conv, m.cseq, m.mid, m.sender, m.ts, m.body FROM"
-                         " (SELECT conv, cseq, ets, emid FROM"
-                         " (SELECT m.conv, m.cseq, m.sender, MAX(m.ts) OVER (PARTITION BY m.conv"
-                         " ORDER BY m.cseq ROWS UNBOUNDED PRECEDING) AS ets, MAX(m.mid) OVER"
-                         " (PARTITION BY m.conv ORDER BY m.cseq ROWS UNBOUNDED PRECEDING) AS emid"
-                         " FROM ConvCursor c JOIN Conversation v ON v.conv = c.conv"
-                         " AND v.last_cseq > c.delivered_cseq"
-                         " JOIN Message m ON m.conv = c.conv AND m.cseq > c.delivered_cseq"
-                         " WHERE c.userid = ? AND (c.conv > 0 OR EXISTS (SELECT 1 FROM GroupUser g"
-                         " WHERE g.groupid = -c.conv AND g.userid = ?))) AS k"
-                         " WHERE sender <> ? ORDER BY ets, emid, conv, cseq LIMIT ?) AS u"
-                         " JOIN Message m ON m.conv = u.conv AND m.cseq = u.cseq"
-                         " ORDER BY u.ets, u.emid, u.conv, u.cseq",
-                         4, "iiiiit" },
+    [ST_UNREAD_COUNTS] = { "unread counts",
+                           "SELECT conv, COUNT(*) FROM Message WHERE (" AFTER_RANGES_32 ")"
+                           " AND sender <> ? GROUP BY conv",
+                           CONV_BATCH * 2 + 1, "ii" },
     /*
-     * The login's undelivered messages in two cheap queries instead of the
-     * one above (whose window functions cost MariaDB 40 ms per 1,000
-     * rows): the keys, the first ? cseqs after each cursor, in conv and
-     * cseq order, each with whether its conversation goes on beyond them
-     * (a conversation with none stored among them: one row, cseq NULL);
-     * then the bodies of what was picked, per conversation a cseq range.
+     * The login's undelivered messages in cheap steps, each a walk from a
+     * cursor on (see mysql_store_undelivered): the conversations with
+     * something after the user's delivered cursor; the first ? keys after
+     * the cursor of BODY_CONVS of them; the bodies of what was picked, per
+     * conversation a cseq range.  (A single query joining the cursors to
+     * Message, with window functions for the order, cost MariaDB 40 ms per
+     * 1,000 rows, and read every such conversation from its first message.)
      */
-    [ST_UNDELIVERED_KEYS] = { "undelivered keys",
-                              "SELECT c.conv, m.cseq, m.mid, m.sender, m.ts, LENGTH(m.body),"
-                              " v.last_cseq > c.delivered_cseq + ?"
-                              " FROM ConvCursor c JOIN Conversation v ON v.conv = c.conv"
-                              " AND v.last_cseq > c.delivered_cseq"
-                              " LEFT JOIN Message m ON m.conv = c.conv AND m.cseq > c.delivered_cseq"
-                              " AND m.cseq <= c.delivered_cseq + ?"
-                              " WHERE c.userid = ? AND (c.conv > 0 OR EXISTS (SELECT 1 FROM GroupUser g"
-                              " WHERE g.groupid = -c.conv AND g.userid = ?))"
-                              " ORDER BY c.conv, m.cseq",
-                              4, "iiiiiii" },
-    /* BODY_CONVS ranges (conv, lo, hi]; unused ones NULL. */
+    [ST_UNDELIVERED_CURSORS] = { "undelivered cursors",
+                                 "SELECT c.conv, c.delivered_cseq FROM ConvCursor c"
+                                 " JOIN Conversation v ON v.conv = c.conv"
+                                 " AND v.last_cseq > c.delivered_cseq"
+                                 " WHERE c.userid = ? AND (c.conv > 0 OR EXISTS (SELECT 1"
+                                 " FROM GroupUser g WHERE g.groupid = -c.conv AND g.userid = ?))"
+                                 " ORDER BY c.conv",
+                                 2, "ii" },
+    /* BODY_CONVS (conv, cursor, count); unused ones NULL, NULL, 0. */
+    [ST_UNDELIVERED_KEYS] = { "undelivered keys", KEYS_AFTER_32, BODY_CONVS * 3, "iiiiii" },
+    /* BODY_CONVS ranges (conv, lo, hi]. */
     [ST_UNDELIVERED_BODIES] = { "undelivered bodies",
-                                "SELECT m.conv, m.cseq, m.body FROM (" BODY_ROWS_32 ") AS r"
-                                " JOIN Message m ON m.conv = r.conv AND m.cseq > r.lo"
-                                " AND m.cseq <= r.hi WHERE m.sender <> ?",
+                                "SELECT conv, cseq, body FROM Message WHERE (" BODY_RANGES_32 ")"
+                                " AND sender <> ?",
                                 BODY_CONVS * 3 + 1, "iit" },
     [ST_DELIVERED_UP] = { "delivered advance",
                           "INSERT INTO ConvCursor (userid, conv, delivered_cseq) VALUES " CURSOR_ROW
@@ -545,8 +569,8 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                        NULL },
     [ST_PURGE_FIND] = { "purge find",
                         "SELECT conv, last_cseq - ? FROM Conversation v WHERE last_cseq > ?"
-                        " AND EXISTS (SELECT 1 FROM Message m WHERE m.conv = v.conv"
-                        " AND m.cseq <= v.last_cseq - ?) LIMIT " STR(PURGE_FIND_ROWS),
+                        " AND " OLDEST_STORED("v.conv") " <= v.last_cseq - ?"
+                                                        " LIMIT " STR(PURGE_FIND_ROWS),
                         3, "ii" },
     [ST_PURGE_CONV] = { "purge conversation",
                         "DELETE FROM Message WHERE conv = ? AND cseq <= ? ORDER BY cseq LIMIT ?", 3,
@@ -557,8 +581,7 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                                   " WHERE c.conv > 0 OR EXISTS (SELECT 1 FROM GroupUser g"
                                   " WHERE g.groupid = -c.conv AND g.userid = c.userid)"
                                   " GROUP BY c.conv HAVING MIN(c.delivered_cseq) >="
-                                  " (SELECT MIN(m.cseq) FROM Message m WHERE m.conv = c.conv)"
-                                  " LIMIT " STR(PURGE_FIND_ROWS),
+                                  " " OLDEST_STORED("c.conv") " LIMIT " STR(PURGE_FIND_ROWS),
                                   0, "ii" },
     [ST_CONV_DELETE_MSGS] = { "conversation delete",
                               "DELETE FROM Message WHERE conv = ? ORDER BY cseq LIMIT ?", 2, NULL },
@@ -2358,123 +2381,231 @@ static int mysql_store_history(struct store *st, int64_t conv, int64_t before, i
     return rc < 0 ? QC_ESTORAGE : QC_OK;
 }
 
+/*
+ * A conversation list, read whole before any callback: the unread counts
+ * come from a second statement.  Names and last bodies are copies.
+ */
+struct conv_list {
+    int32_t userid;
+    int limit;
+    struct store_conv_info *c;
+    char **text; /* 2 per conversation: name, last */
+    size_t n;
+};
+
+static void conv_list_free(struct conv_list *l)
+{
+    for (size_t i = 0; i < 2 * l->n; i++)
+        free(l->text[i]);
+    free(l->text);
+    free(l->c);
+    l->text = NULL;
+    l->c = NULL;
+    l->n = 0;
+}
+
+/* A copy of column col of the current row, with a NUL (NULL when out of memory). */
+static char *col_copy(struct store *st, enum stmt_id id, unsigned col)
+{
+    size_t len = col_len(st, id, col);
+    char *s = malloc(len + 1);
+
+    if (s != NULL)
+        memcpy(s, col_text(st, id, col), len + 1);
+    return s;
+}
+
+/* The current ST_CONVERSATIONS row into l->c[l->n]. */
+static int keep_conversation(struct store *st, struct conv_list *l)
+{
+    enum stmt_id id = ST_CONVERSATIONS;
+    struct store_conv_info *c = &l->c[l->n];
+    char **text = &l->text[2 * l->n];
+
+    memset(c, 0, sizeof(*c));
+    text[0] = text[1] = NULL;
+    l->n++;
+    c->conv = col_int(st, id, 0);
+    c->with = store_conv_other(c->conv, l->userid);
+    c->groupid = store_conv_groupid(c->conv);
+    c->last_cseq = col_int(st, id, 1);
+    c->read_cseq = col_int(st, id, 2);
+    c->last_ts = col_int(st, id, 3);
+    if ((text[0] = col_copy(st, id, 4)) == NULL)
+        return QC_ESTORAGE;
+    c->name = text[0];
+    if (!st->stmt[id].null[5]) {
+        if ((text[1] = col_copy(st, id, 5)) == NULL)
+            return QC_ESTORAGE;
+        c->last = text[1];
+        c->last_len = col_len(st, id, 5);
+    }
+    return QC_OK;
+}
+
+static int read_conversations(struct store *st, struct conv_list *l)
+{
+    struct params p;
+    int err = QC_OK, rc, i;
+
+    params_init(&p);
+    for (i = 0; i < 4; i++)
+        param_int(&p, l->userid);
+    param_int(&p, l->limit);
+    if ((err = exec(st, ST_CONVERSATIONS, &p)) != QC_OK)
+        return err;
+    while ((rc = fetch(st, ST_CONVERSATIONS)) > 0 && err == QC_OK)
+        err = l->n < (size_t)l->limit ? keep_conversation(st, l) : QC_ESTORAGE;
+    finish(st, ST_CONVERSATIONS);
+    return err != QC_OK ? err : rc < 0 ? QC_ESTORAGE : QC_OK;
+}
+
+/* Whether conversation c can have unread messages at all. */
+static bool may_have_unread(const struct store_conv_info *c)
+{
+    return c->last_cseq > c->read_cseq;
+}
+
+/* The unread counts of l->c[from, to) (CONV_BATCH at most with something unread). */
+static int count_unread(struct store *st, struct conv_list *l, size_t from, size_t to)
+{
+    struct params p;
+    unsigned ranges = 0;
+    int rc;
+
+    params_init(&p);
+    for (size_t i = from; i < to; i++) {
+        if (!may_have_unread(&l->c[i]))
+            continue;
+        param_int(&p, l->c[i].conv);
+        param_int(&p, l->c[i].read_cseq);
+        ranges++;
+    }
+    if (ranges == 0)
+        return QC_OK;
+    for (; ranges < CONV_BATCH; ranges++) {
+        param_null(&p);
+        param_null(&p);
+    }
+    param_int(&p, l->userid);
+    if ((rc = exec(st, ST_UNREAD_COUNTS, &p)) != QC_OK)
+        return rc;
+    while ((rc = fetch(st, ST_UNREAD_COUNTS)) > 0) {
+        int64_t conv = col_int(st, ST_UNREAD_COUNTS, 0);
+
+        for (size_t i = from; i < to; i++)
+            if (l->c[i].conv == conv)
+                l->c[i].unread = col_int(st, ST_UNREAD_COUNTS, 1);
+    }
+    finish(st, ST_UNREAD_COUNTS);
+    return rc < 0 ? QC_ESTORAGE : QC_OK;
+}
+
+static int op_conversations(struct store *st, void *arg)
+{
+    struct conv_list *l = arg;
+    size_t i = 0, j;
+    int err;
+
+    conv_list_free(l); /* a retry starts again */
+    l->c = malloc((size_t)l->limit * sizeof(*l->c));
+    l->text = malloc(2 * (size_t)l->limit * sizeof(*l->text));
+    if (l->c == NULL || l->text == NULL)
+        return QC_ESTORAGE;
+    if ((err = read_conversations(st, l)) != QC_OK)
+        return err;
+    while (i < l->n && err == QC_OK) {
+        unsigned ranges = 0;
+
+        for (j = i; j < l->n && ranges < CONV_BATCH; j++)
+            ranges += may_have_unread(&l->c[j]);
+        err = count_unread(st, l, i, j);
+        i = j;
+    }
+    return err;
+}
+
 static int mysql_store_conversations(struct store *st, int32_t userid, int limit, store_conv_cb cb,
                                      void *arg)
 {
-    struct prepared q;
-    struct store_conv_info c;
-    int err, rc, i;
+    struct conv_list l = { .userid = userid, .limit = limit };
+    int err;
 
     if (limit < 1 || limit > STORE_CONVS_MAX)
         return QC_EBADREQ;
-    q.id = ST_CONVERSATIONS;
-    params_init(&q.p);
-    for (i = 0; i < 5; i++)
-        param_int(&q.p, userid);
-    param_int(&q.p, limit);
-    if ((err = run(st, op_prepared, &q)) != QC_OK)
-        return err;
-    st->depth++;
-    while ((rc = fetch(st, q.id)) > 0) {
-        memset(&c, 0, sizeof(c));
-        c.conv = col_int(st, q.id, 0);
-        c.with = store_conv_other(c.conv, userid);
-        c.groupid = store_conv_groupid(c.conv);
-        c.last_cseq = col_int(st, q.id, 1);
-        c.read_cseq = col_int(st, q.id, 2);
-        c.last_ts = col_int(st, q.id, 3);
-        c.name = col_text(st, q.id, 4);
-        if (!st->stmt[q.id].null[5]) {
-            c.last = col_text(st, q.id, 5);
-            c.last_len = col_len(st, q.id, 5);
-        }
-        c.unread = col_int(st, q.id, 6);
-        cb(arg, &c);
+    err = run(st, op_conversations, &l);
+    if (err == QC_OK) {
+        st->depth++;
+        for (size_t i = 0; i < l.n; i++)
+            cb(arg, &l.c[i]);
+        st->depth--;
     }
-    st->depth--;
-    finish(st, q.id);
-    return rc < 0 ? QC_ESTORAGE : QC_OK;
-}
-
-/* The exact single query: the fallback of mysql_store_undelivered, and the legacy take's. */
-static int run_undelivered(struct store *st, int32_t userid, long long max_rows)
-{
-    struct prepared q;
-
-    q.id = ST_UNDELIVERED;
-    params_init(&q.p);
-    param_int(&q.p, userid);
-    param_int(&q.p, userid);
-    param_int(&q.p, userid);
-    param_int(&q.p, max_rows);
-    return run(st, op_prepared, &q);
-}
-
-/* Hand buffered undelivered rows to cb within max_count and max_bytes. */
-static int hand_undelivered(struct store *st, int max_count, size_t max_bytes, store_logmsg_cb cb,
-                            void *arg, bool *more)
-{
-    struct store_logmsg m;
-    size_t bytes = 0;
-    int rc, rows = 0;
-
-    st->depth++;
-    while ((rc = fetch(st, ST_UNDELIVERED)) > 0) {
-        row_message(st, ST_UNDELIVERED, &m);
-        if (rows == max_count || (rows > 0 && m.len > max_bytes - bytes)) {
-            *more = true;
-            rc = 0;
-            break;
-        }
-        bytes += m.len < max_bytes - bytes ? m.len : max_bytes - bytes;
-        rows++;
-        cb(arg, &m);
-    }
-    st->depth--;
-    finish(st, ST_UNDELIVERED);
-    return rc < 0 ? QC_ESTORAGE : QC_OK;
+    conv_list_free(&l);
+    return err;
 }
 
 /*
  * The login's undelivered messages, planned in this process.  The order is
  * the one of the SQLite driver: by the highest ts, then mid, a
  * conversation had up to each message (so conversations interleave by time
- * and each stays in cseq order), then conv and cseq.  The keys are read for
- * the first max_count + 1 cseqs after each cursor, which holds every
- * message that can make the cut unless the user's own messages are among
- * a conversation's first max_count + 1: when the plan reaches such a
- * conversation's last key read before it is full, the keys did not hold
- * enough and the exact single query (ST_UNDELIVERED, 40 ms per 1,000) is
- * run instead; so it is when a conversation going on beyond the keys had
- * none stored among them (purged, or not stored with the log off).  Then only the picked bodies are fetched, per conversation
- * one cseq range.
+ * and each stays in cseq order), then conv and cseq.  First the
+ * conversations with something after the user's delivered cursor; then,
+ * BODY_CONVS conversations per query, the keys of the first `window` stored
+ * messages after each cursor, window = max_count + 1 at first.  These hold
+ * every message that can make the cut unless the user's own messages are
+ * among a conversation's first window: when the plan reaches the last key
+ * read of a conversation that had window of them before it is full, the
+ * keys did not hold enough and they are read again with twice the window.
+ * Then only the picked bodies are fetched, per conversation one cseq
+ * range.  Every step is a walk from a cursor on over the rows it returns:
+ * nothing reads a conversation from its first message.
  */
 struct und_row {
     int64_t conv, cseq, mid, ts;
     int64_t ets, emid; /* the highest ts and mid of its conversation up to it */
     int32_t sender;
-    bool goes_on;   /* its conversation has cseqs beyond the keys read */
-    bool last_read; /* the last key read of such a conversation */
+    bool last_read; /* the last key read of a conversation that may go on */
     bool picked;
     size_t len;
     char *body; /* the picked rows' bodies, fetched last */
 };
 
+struct und_conv {
+    int64_t conv, after; /* the user's delivered cursor */
+};
+
 struct und_plan {
+    int32_t userid;
+    int max_count;
+    size_t max_bytes;
+    bool more;              /* some were left out */
+    struct und_conv *convs; /* by conv */
+    size_t nconv, conv_cap;
     struct und_row *rows; /* by conv, cseq */
     size_t n, cap;
     size_t *order; /* rows[] in the order handed out */
-    bool gap;      /* a conversation going on beyond the keys had no key: plan unusable */
 };
 
-#define UND_ROWS_INITIAL 256
+#define UND_ROWS_INITIAL  256
+#define UND_CONVS_INITIAL 32
 
-static void und_plan_free(struct und_plan *u)
+static void und_rows_free(struct und_plan *u)
 {
     for (size_t i = 0; i < u->n; i++)
         free(u->rows[i].body);
     free(u->rows);
     free(u->order);
+    u->rows = NULL;
+    u->order = NULL;
+    u->n = u->cap = 0;
+}
+
+static void und_plan_free(struct und_plan *u)
+{
+    und_rows_free(u);
+    free(u->convs);
+    u->convs = NULL;
+    u->nconv = u->conv_cap = 0;
 }
 
 static struct und_row *und_row_add(struct und_plan *u)
@@ -2492,61 +2623,124 @@ static struct und_row *und_row_add(struct und_plan *u)
     return &u->rows[u->n++];
 }
 
-/* The current key row into u, with its conversation's running highest ts and mid. */
-static int und_keep_key(struct store *st, struct und_plan *u)
+static int read_undelivered_cursors(struct store *st, struct und_plan *u)
 {
-    enum stmt_id id = ST_UNDELIVERED_KEYS;
-    struct und_row *r, *prev;
+    enum stmt_id id = ST_UNDELIVERED_CURSORS;
+    struct params p;
+    int err = QC_OK, rc;
 
-    if (col_int(st, id, 1) == 0) { /* no message among the keys (cseq NULL) */
-        u->gap = u->gap || col_int(st, id, 6) != 0;
-        return QC_OK;
+    params_init(&p);
+    param_int(&p, u->userid);
+    param_int(&p, u->userid);
+    if ((err = exec(st, id, &p)) != QC_OK)
+        return err;
+    while ((rc = fetch(st, id)) > 0) {
+        if (u->nconv == u->conv_cap) {
+            size_t cap = u->conv_cap ? 2 * u->conv_cap : UND_CONVS_INITIAL;
+            struct und_conv *convs = realloc(u->convs, cap * sizeof(*convs));
+
+            if (convs == NULL) {
+                err = QC_ESTORAGE;
+                break;
+            }
+            u->convs = convs;
+            u->conv_cap = cap;
+        }
+        u->convs[u->nconv].conv = col_int(st, id, 0);
+        u->convs[u->nconv].after = col_int(st, id, 1);
+        u->nconv++;
     }
-    if ((r = und_row_add(u)) == NULL)
-        return QC_ESTORAGE;
-    r->conv = col_int(st, id, 0);
-    r->cseq = col_int(st, id, 1);
-    r->mid = col_int(st, id, 2);
-    r->sender = (int32_t)col_int(st, id, 3);
-    r->ts = col_int(st, id, 4);
-    r->len = (size_t)col_int(st, id, 5);
-    r->goes_on = col_int(st, id, 6) != 0;
-    r->ets = r->ts;
-    r->emid = r->mid;
-    prev = u->n > 1 ? &u->rows[u->n - 2] : NULL;
-    if (prev != NULL && prev->conv == r->conv) {
-        r->ets = prev->ets > r->ets ? prev->ets : r->ets;
-        r->emid = prev->emid > r->emid ? prev->emid : r->emid;
-    } else if (prev != NULL && prev->goes_on) {
-        prev->last_read = true;
-    }
-    return QC_OK;
+    finish(st, id);
+    return err != QC_OK ? err : rc < 0 ? QC_ESTORAGE : QC_OK;
 }
 
-static int read_undelivered_keys(struct store *st, int32_t userid, int max_count,
-                                 struct und_plan *u)
+/* The keys of the last keys query into u. */
+static int keep_keys(struct store *st, struct und_plan *u)
 {
-    struct prepared q;
-    int err, rc;
+    enum stmt_id id = ST_UNDELIVERED_KEYS;
+    int rc;
 
-    q.id = ST_UNDELIVERED_KEYS;
-    params_init(&q.p);
-    param_int(&q.p, (long long)max_count + 1);
-    param_int(&q.p, (long long)max_count + 1);
-    param_int(&q.p, userid);
-    param_int(&q.p, userid);
-    if ((err = run(st, op_prepared, &q)) != QC_OK)
-        return err;
-    while ((rc = fetch(st, q.id)) > 0)
-        if ((err = und_keep_key(st, u)) != QC_OK)
+    while ((rc = fetch(st, id)) > 0) {
+        struct und_row *r = und_row_add(u);
+
+        if (r == NULL) {
+            rc = -1;
             break;
-    finish(st, q.id);
-    if (err == QC_OK && rc < 0)
-        err = QC_ESTORAGE;
-    if (err == QC_OK && u->n > 0 && u->rows[u->n - 1].goes_on)
-        u->rows[u->n - 1].last_read = true;
-    if (err != QC_OK)
-        log_error("mysql: undelivered keys of user %d: failed after %zu rows", userid, u->n);
+        }
+        r->conv = col_int(st, id, 0);
+        r->cseq = col_int(st, id, 1);
+        r->mid = col_int(st, id, 2);
+        r->sender = (int32_t)col_int(st, id, 3);
+        r->ts = col_int(st, id, 4);
+        r->len = (size_t)col_int(st, id, 5);
+    }
+    finish(st, id);
+    return rc < 0 ? QC_ESTORAGE : QC_OK;
+}
+
+static int by_conv_cseq(const void *a, const void *b)
+{
+    const struct und_row *x = a, *y = b;
+
+    if (x->conv != y->conv)
+        return x->conv < y->conv ? -1 : 1;
+    return x->cseq < y->cseq ? -1 : x->cseq > y->cseq;
+}
+
+/*
+ * Sort the keys by conv and cseq, give each its conversation's running
+ * highest ts and mid, and mark the last key of each conversation that
+ * filled its window (more may follow it).
+ */
+static void annotate_keys(struct und_plan *u, long long window)
+{
+    size_t i, first = 0;
+
+    if (u->n == 0) /* every message after the cursors purged, or not stored */
+        return;
+    qsort(u->rows, u->n, sizeof(*u->rows), by_conv_cseq);
+    for (i = 0; i < u->n; i++) {
+        struct und_row *r = &u->rows[i];
+
+        if (i > 0 && u->rows[i - 1].conv == r->conv) {
+            r->ets = u->rows[i - 1].ets > r->ts ? u->rows[i - 1].ets : r->ts;
+            r->emid = u->rows[i - 1].emid > r->mid ? u->rows[i - 1].emid : r->mid;
+        } else {
+            first = i;
+            r->ets = r->ts;
+            r->emid = r->mid;
+        }
+        if ((i + 1 == u->n || u->rows[i + 1].conv != r->conv) &&
+            (long long)(i + 1 - first) >= window)
+            r->last_read = true;
+    }
+}
+
+/* The first window keys after each cursor, BODY_CONVS conversations per query. */
+static int read_undelivered_keys(struct store *st, struct und_plan *u, long long window)
+{
+    struct params p;
+    size_t i = 0, k;
+    int err = QC_OK;
+
+    while (i < u->nconv && err == QC_OK) {
+        params_init(&p);
+        for (k = 0; k < BODY_CONVS; k++, i++) {
+            if (i < u->nconv) {
+                param_int(&p, u->convs[i].conv);
+                param_int(&p, u->convs[i].after);
+                param_int(&p, window);
+            } else {
+                param_null(&p);
+                param_null(&p);
+                param_int(&p, 0);
+            }
+        }
+        if ((err = exec(st, ST_UNDELIVERED_KEYS, &p)) == QC_OK)
+            err = keep_keys(st, u);
+    }
+    if (err == QC_OK)
+        annotate_keys(u, window);
     return err;
 }
 
@@ -2568,12 +2762,12 @@ static int by_delivery_order(const void *a, const void *b, void *arg)
  * Sort u and pick what the reply takes: max_count, max_bytes (the first one
  * always).  *short_keys: a conversation's keys ended before the plan did.
  */
-static int pick_undelivered(struct und_plan *u, int32_t userid, int max_count, size_t max_bytes,
-                            bool *more, bool *short_keys)
+static int pick_undelivered(struct und_plan *u, bool *short_keys)
 {
     size_t i, bytes = 0;
     int picked = 0;
 
+    u->more = false;
     u->order = malloc((u->n ? u->n : 1) * sizeof(*u->order));
     if (u->order == NULL)
         return QC_ESTORAGE;
@@ -2583,12 +2777,12 @@ static int pick_undelivered(struct und_plan *u, int32_t userid, int max_count, s
     for (i = 0; i < u->n; i++) {
         struct und_row *r = &u->rows[u->order[i]];
 
-        if (r->sender != userid) {
-            if (picked == max_count || (picked > 0 && r->len > max_bytes - bytes)) {
-                *more = true;
+        if (r->sender != u->userid) {
+            if (picked == u->max_count || (picked > 0 && r->len > u->max_bytes - bytes)) {
+                u->more = true;
                 break;
             }
-            bytes += r->len < max_bytes - bytes ? r->len : max_bytes - bytes;
+            bytes += r->len < u->max_bytes - bytes ? r->len : u->max_bytes - bytes;
             picked++;
             r->picked = true;
         }
@@ -2644,15 +2838,14 @@ static int keep_bodies(struct store *st, struct und_plan *u)
  * conversation the picked rows are its first messages of others, so one
  * range (first - 1, last] with the user's own left out holds exactly them.
  */
-static int fetch_undelivered_bodies(struct store *st, int32_t userid, struct und_plan *u)
+static int fetch_undelivered_bodies(struct store *st, struct und_plan *u)
 {
-    struct prepared q;
+    struct params p;
     size_t i = 0, j, ranges;
     int err = QC_OK;
 
-    q.id = ST_UNDELIVERED_BODIES;
     while (i < u->n && err == QC_OK) {
-        params_init(&q.p);
+        params_init(&p);
         for (ranges = 0; ranges < BODY_CONVS && i < u->n; i = j) {
             int64_t first = 0, last = 0;
 
@@ -2664,23 +2857,50 @@ static int fetch_undelivered_bodies(struct store *st, int32_t userid, struct und
             }
             if (last == 0)
                 continue;
-            param_int(&q.p, u->rows[i].conv);
-            param_int(&q.p, first - 1);
-            param_int(&q.p, last);
+            param_int(&p, u->rows[i].conv);
+            param_int(&p, first - 1);
+            param_int(&p, last);
             ranges++;
         }
         if (ranges == 0)
             break;
         for (; ranges < BODY_CONVS; ranges++) {
-            param_null(&q.p);
-            param_null(&q.p);
-            param_null(&q.p);
+            param_null(&p);
+            param_null(&p);
+            param_null(&p);
         }
-        param_int(&q.p, userid);
-        if ((err = run(st, op_prepared, &q)) == QC_OK)
+        param_int(&p, u->userid);
+        if ((err = exec(st, ST_UNDELIVERED_BODIES, &p)) == QC_OK)
             err = keep_bodies(st, u);
     }
     return err;
+}
+
+/* The whole plan, from the cursors to the picked bodies (run again from scratch on a retry). */
+static int plan_undelivered(struct store *st, struct und_plan *u)
+{
+    long long window = (long long)u->max_count + 1;
+    bool short_keys = true;
+    int err;
+
+    und_plan_free(u);
+    u->more = false;
+    if ((err = read_undelivered_cursors(st, u)) != QC_OK || u->nconv == 0)
+        return err;
+    while (short_keys) {
+        short_keys = false;
+        und_rows_free(u);
+        if ((err = read_undelivered_keys(st, u, window)) != QC_OK ||
+            (err = pick_undelivered(u, &short_keys)) != QC_OK)
+            return err;
+        window = window > LLONG_MAX / 2 ? LLONG_MAX : 2 * window;
+    }
+    return fetch_undelivered_bodies(st, u);
+}
+
+static int op_undelivered(struct store *st, void *arg)
+{
+    return plan_undelivered(st, arg);
 }
 
 /* Hand the picked rows out in order (one purged meanwhile is left out). */
@@ -2700,30 +2920,19 @@ static void hand_picked(struct store *st, const struct und_plan *u, store_logmsg
 static int mysql_store_undelivered(struct store *st, int32_t userid, int max_count,
                                    size_t max_bytes, store_logmsg_cb cb, void *arg, bool *more)
 {
-    struct und_plan u = { 0 };
-    bool short_keys = false;
+    struct und_plan u = { .userid = userid, .max_count = max_count, .max_bytes = max_bytes };
     int err;
 
     *more = false;
     if (max_count < 1)
         return QC_EBADREQ;
-    err = read_undelivered_keys(st, userid, max_count, &u);
-    short_keys = u.gap;
-    if (err == QC_OK && u.n > 0 && !short_keys)
-        err = pick_undelivered(&u, userid, max_count, max_bytes, more, &short_keys);
-    if (err == QC_OK && u.n > 0 && !short_keys)
-        err = fetch_undelivered_bodies(st, userid, &u);
-    if (err == QC_OK && u.n > 0 && !short_keys)
+    err = run(st, op_undelivered, &u);
+    if (err == QC_OK) {
         hand_picked(st, &u, cb, arg);
+        *more = u.more;
+    }
     und_plan_free(&u);
-    if (err != QC_OK)
-        *more = false;
-    if (err != QC_OK || !short_keys)
-        return err;
-    *more = false;
-    if ((err = run_undelivered(st, userid, (long long)max_count + 1)) != QC_OK)
-        return err;
-    return hand_undelivered(st, max_count, max_bytes, cb, arg, more);
+    return err;
 }
 
 /* userids[i] owns pos[i]; one user for all (userids NULL): userid. */
@@ -3034,20 +3243,15 @@ static int mysql_store_conv_delete(struct store *st, int64_t conv, int batch, in
  */
 static int op_log_take(struct store *st, void *arg)
 {
-    int32_t *userid = arg;
+    struct und_plan *u = arg;
     struct params p;
     int err;
 
     if ((err = tx_begin(st)) != QC_OK)
         return err;
-    params_init(&p);
-    param_int(&p, *userid);
-    param_int(&p, *userid);
-    param_int(&p, *userid);
-    param_int(&p, INT_MAX);
-    err = exec(st, ST_UNDELIVERED, &p);
+    err = plan_undelivered(st, u);
     if (err == QC_OK) {
-        params_key(&p, ST_LOG_CATCH_UP, *userid);
+        params_key(&p, ST_LOG_CATCH_UP, u->userid);
         err = exec(st, ST_LOG_CATCH_UP, &p);
     }
     err = tx_end(st, err);
@@ -3064,17 +3268,16 @@ static void legacy_message(void *arg, const struct store_logmsg *m)
 static int take_log(struct store *st, int32_t userid, store_msg_cb cb, void *arg)
 {
     struct sink k = { .msg = cb, .arg = arg };
-    bool more = false;
+    struct und_plan u = { .userid = userid, .max_count = INT_MAX, .max_bytes = (size_t)-1 };
     int pending = 0, err;
 
     err = read_int(st, ST_LOG_PENDING, userid, QC_ESTORAGE, &pending);
     if (err != QC_OK || !pending)
         return err;
-    if ((err = run(st, op_log_take, &userid)) != QC_OK) {
-        finish(st, ST_UNDELIVERED);
-        return err;
-    }
-    return hand_undelivered(st, INT_MAX, (size_t)-1, legacy_message, &k, &more);
+    if ((err = run(st, op_log_take, &u)) == QC_OK)
+        hand_picked(st, &u, legacy_message, &k);
+    und_plan_free(&u);
+    return err;
 }
 
 /* ---- offline messages: storing -------------------------------------- */

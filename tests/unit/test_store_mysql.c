@@ -613,6 +613,189 @@ static void test_append_does_not_walk_the_history(void **state)
         LONG_CONV_MESSAGES - 3);
 }
 
+/*
+ * alice with ten messages she has not had at the end of two conversations
+ * of LONG_CONV_MESSAGES (senders alternate, ts = cseq, so the two interleave
+ * by ts, the lower conv first); her delivered and read cursors at
+ * LONG_CONV_MESSAGES - TAIL.  Returns the two conversations.
+ */
+#define TAIL           10
+#define LOGIN_MAX      50  /* max_offline_messages of the login below */
+#define LOGIN_WALK_MAX 200 /* rows a login or a conversation list may walk, all statements */
+static void two_long_conversations(struct store_fixture *f, int32_t *alice, int64_t conv[2])
+{
+    int32_t other[2];
+    int64_t now;
+
+    *alice = new_user(f, "alice");
+    other[0] = new_user(f, "bob");
+    other[1] = new_user(f, "carol");
+    for (int i = 0; i < 2; i++) {
+        struct store_cursor at = { store_conv_pair(*alice, other[i]), LONG_CONV_MESSAGES - TAIL };
+
+        conv[i] = at.conv;
+        mdb_exec(admin(f),
+                 "INSERT INTO Message (conv, cseq, mid, sender, ts, body) SELECT %lld, seq, seq,"
+                 " IF(seq %% 2, %d, %d), seq, CONCAT('m', seq) FROM seq_1_to_%d",
+                 (long long)conv[i], (int)*alice, (int)other[i], LONG_CONV_MESSAGES);
+        mdb_exec(admin(f),
+                 "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES (%lld, %d, %d)",
+                 (long long)conv[i], LONG_CONV_MESSAGES, LONG_CONV_MESSAGES);
+        assert_int_equal(f->ops->delivered_advance(f->st, *alice, &at, 1), QC_OK);
+        assert_int_equal(f->ops->read_set(f->st, *alice, at.conv, at.cseq, &now), QC_OK);
+        assert_int_equal(now, LONG_CONV_MESSAGES - TAIL);
+    }
+    if (conv[0] > conv[1]) {
+        int64_t t = conv[0];
+
+        conv[0] = conv[1];
+        conv[1] = t;
+    }
+}
+
+struct seen_log {
+    int n;
+    struct store_logmsg m[LOGIN_MAX];
+    char body[LOGIN_MAX][16];
+};
+
+static void keep_logmsg(void *arg, const struct store_logmsg *m)
+{
+    struct seen_log *s = arg;
+
+    assert_true(s->n < LOGIN_MAX);
+    s->m[s->n] = *m;
+    snprintf(s->body[s->n], sizeof(s->body[0]), "%.*s", (int)m->len, m->body);
+    s->n++;
+}
+
+/*
+ * A login reads the messages after the delivered cursors.  MariaDB used to
+ * join them as a ref on conv alone: every conversation with anything
+ * undelivered was read from its first message (20,000 rows per
+ * conversation here).  Now the rows walked follow the rows returned.
+ */
+static void test_login_does_not_walk_the_history(void **state)
+{
+    struct store_fixture *f = *state;
+    struct seen_log s = { 0 };
+    int32_t alice;
+    int64_t conv[2];
+    bool more = true;
+    long long before, walked;
+
+    NEED_SERVER();
+    two_long_conversations(f, &alice, conv);
+    before = rows_walked(f);
+    assert_int_equal(f->ops->undelivered(f->st, alice, LOGIN_MAX, 1 << 20, keep_logmsg, &s, &more),
+                     QC_OK);
+    walked = rows_walked(f) - before;
+    printf("# login with %d undelivered at the end of two conversations of %d walked %lld index"
+           " rows\n",
+           s.n, LONG_CONV_MESSAGES, walked);
+    /* bob's and carol's (even) ones after the cursor, interleaved by ts, the lower conv first. */
+    assert_int_equal(s.n, TAIL);
+    assert_false(more);
+    for (int i = 0; i < TAIL; i++) {
+        int64_t cseq = LONG_CONV_MESSAGES - TAIL + 2 + 2 * (i / 2);
+        char body[16];
+
+        assert_int_equal(s.m[i].conv, conv[i % 2]);
+        assert_int_equal(s.m[i].cseq, cseq);
+        assert_int_equal(s.m[i].ts, cseq);
+        assert_int_not_equal(s.m[i].sender, alice);
+        snprintf(body, sizeof(body), "m%lld", (long long)cseq);
+        assert_string_equal(s.body[i], body);
+    }
+    assert_true(walked < LOGIN_WALK_MAX);
+    /* The same with a cap below what waits: the oldest three, and more. */
+    s.n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, alice, 3, 1 << 20, keep_logmsg, &s, &more), QC_OK);
+    assert_int_equal(s.n, 3);
+    assert_true(more);
+    assert_int_equal(s.m[2].conv, conv[0]);
+    assert_int_equal(s.m[2].cseq, LONG_CONV_MESSAGES - TAIL + 4);
+}
+
+struct seen_convs {
+    int n;
+    int64_t conv[2], unread[2];
+};
+
+static void keep_conv(void *arg, const struct store_conv_info *c)
+{
+    struct seen_convs *s = arg;
+
+    assert_true(s->n < 2);
+    s->conv[s->n] = c->conv;
+    s->unread[s->n] = c->unread;
+    s->n++;
+}
+
+/* The unread counts of the conversation list: counted from the read cursor, not the first. */
+static void test_conversations_do_not_walk_the_history(void **state)
+{
+    struct store_fixture *f = *state;
+    struct seen_convs s = { 0 };
+    int32_t alice;
+    int64_t conv[2];
+    long long before, walked;
+
+    NEED_SERVER();
+    two_long_conversations(f, &alice, conv);
+    before = rows_walked(f);
+    assert_int_equal(f->ops->conversations(f->st, alice, 100, keep_conv, &s), QC_OK);
+    walked = rows_walked(f) - before;
+    printf("# conversation list of two conversations of %d walked %lld index rows\n",
+           LONG_CONV_MESSAGES, walked);
+    assert_int_equal(s.n, 2); /* same last_ts: by conv */
+    assert_int_equal(s.conv[0], conv[0]);
+    assert_int_equal(s.conv[1], conv[1]);
+    assert_int_equal(s.unread[0], TAIL / 2);
+    assert_int_equal(s.unread[1], TAIL / 2);
+    assert_true(walked < LOGIN_WALK_MAX);
+}
+
+/*
+ * The per-conversation cap's search asks whether a conversation keeps
+ * anything at or below last - cap.  When it does not (already purged down
+ * to the cap) that used to walk every message the conversation keeps.
+ */
+#define PURGED_BELOW 1000
+static void test_purge_search_does_not_walk_the_history(void **state)
+{
+    struct store_fixture *f = *state;
+    int64_t conv;
+    long long before, walked;
+    int removed = -1;
+
+    NEED_SERVER();
+    conv = store_conv_pair(new_user(f, "alice"), new_user(f, "bob"));
+    mdb_exec(admin(f),
+             "INSERT INTO Message (conv, cseq, mid, sender, ts, body) SELECT %lld, seq, seq,"
+             " 1, %lld, '{}' FROM seq_%d_to_%d",
+             (long long)conv, APPEND_TS, PURGED_BELOW + 1, LONG_CONV_MESSAGES);
+    mdb_exec(admin(f), "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES (%lld, %d, %d)",
+             (long long)conv, LONG_CONV_MESSAGES, LONG_CONV_MESSAGES);
+    before = rows_walked(f);
+    assert_int_equal(f->ops->log_purge(f->st, 0, LONG_CONV_MESSAGES - PURGED_BELOW, 100, &removed),
+                     QC_OK);
+    walked = rows_walked(f) - before;
+    printf("# purge search over a conversation of %d kept walked %lld index rows\n",
+           LONG_CONV_MESSAGES - PURGED_BELOW, walked);
+    assert_int_equal(removed, 0);
+    assert_true(walked < RUN_WALK_MAX);
+    /* One more than the cap: the oldest goes. */
+    mdb_exec(admin(f), "UPDATE Conversation SET last_cseq = last_cseq + 1 WHERE conv = %lld",
+             (long long)conv);
+    assert_int_equal(f->ops->log_purge(f->st, 0, LONG_CONV_MESSAGES - PURGED_BELOW, 100, &removed),
+                     QC_OK);
+    assert_int_equal(removed, 1);
+    assert_int_equal(
+        mdb_int(admin(f), "SELECT MIN(cseq) FROM Message WHERE conv = %lld", (long long)conv),
+        PURGED_BELOW + 2);
+}
+
 /* More recipients than one batch holds; duplicates count twice; all or nothing. */
 static void test_offline_many_recipients(void **state)
 {
@@ -820,6 +1003,9 @@ int main(void)
         STORE_TEST(test_offline_big_message),
         STORE_TEST(test_offline_many_recipients),
         STORE_TEST(test_append_does_not_walk_the_history),
+        STORE_TEST(test_login_does_not_walk_the_history),
+        STORE_TEST(test_conversations_do_not_walk_the_history),
+        STORE_TEST(test_purge_search_does_not_walk_the_history),
         STORE_TEST(test_offline_dropped_only),
         STORE_TEST(test_busy_is_storage_error),
         STORE_TEST(test_reconnect_after_kill),
