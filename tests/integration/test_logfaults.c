@@ -172,6 +172,7 @@ static void test_kill9_during_appends(void **state)
     pid_t victim_pid = server_worker_pid(victim);
     H_CHECK(victim_pid > 0, "no worker %d", victim);
 
+    bool killed = false;
     for (int r0 = 0; r0 < FK_ROUNDS; r0 += FK_WINDOW) {
         int r1 = r0 + FK_WINDOW < FK_ROUNDS ? r0 + FK_WINDOW : FK_ROUNDS;
         int64_t seq0[FK_PAIRS];
@@ -179,17 +180,26 @@ static void test_kill9_during_appends(void **state)
             if (!s.alive[i])
                 continue;
             seq0[i] = 0;
-            for (int r = r0; r < r1; r++) {
+            for (int r = r0; r < r1 && s.alive[i]; r++) {
                 int64_t seq = h_next_seq();
                 if (r == r0)
                     seq0[i] = seq;
-                h_send(s.c[i], "{\"msgid\":5,\"toid\":%d,\"msg\":\"fk %d %d\",\"seq\":%lld}",
-                       s.to[i].id, i, r, (long long)seq);
+                if (qclient_sendf(s.c[i],
+                                  "{\"msgid\":5,\"toid\":%d,\"msg\":\"fk %d %d\",\"seq\":%lld}",
+                                  s.to[i].id, i, r, (long long)seq) == 0)
+                    continue;
+                /* A sender of the killed worker whose last ACKs all came before the kill. */
+                H_CHECK(killed && s.worker[i] == victim,
+                        "sender %d on worker %d could not send round %d: %s", i, s.worker[i], r,
+                        strerror(errno));
+                s.alive[i] = false;
             }
         }
-        if (r0 <= FK_KILL_ROUND && FK_KILL_ROUND < r1)
+        if (r0 <= FK_KILL_ROUND && FK_KILL_ROUND < r1) {
             H_CHECK(kill(victim_pid, SIGKILL) == 0, "kill -9 worker %d: %s", victim,
                     strerror(errno));
+            killed = true;
+        }
         for (int i = 0; i < FK_PAIRS; i++)
             if (s.alive[i] && !read_acks(&s, i, seq0[i], r0, r1)) {
                 H_CHECK(s.worker[i] == victim, "sender %d on worker %d (alive) lost its connection",
