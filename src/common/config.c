@@ -116,7 +116,7 @@ static const struct config_key config_keys[] = {
     INT_KEY("storage", "queue_size", storage_queue_size, 16, 10000000, "100000", RESTART,
             "store requests and log appends a worker's storage thread may have waiting;"
             " beyond it requests get errno 13 at once"),
-    INT_KEY("storage", "cache_mb", storage_cache_mb, 1, 65536, "64", RESTART,
+    INT_KEY("storage", "cache_mb", storage_cache_mb, 1, 65536, "16", RESTART,
             "sqlite: the page cache of each worker's database connection, MiB"),
 
     STR_KEY("redis", "host", redis_host, "", RESTART,
