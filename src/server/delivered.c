@@ -10,11 +10,13 @@
  * and dropped: the cursor stays lower, so those chats come again at the next
  * login (a duplicate the client drops by cseq), never lost.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "common/clock.h"
+#include "common/inttable.h"
 #include "common/log.h"
 #include "server/delivered.h"
 #include "server/seqtab.h"
@@ -276,23 +278,36 @@ void delivered_flush(struct worker *w)
 
 /* ---- marks not yet resolved ---------------------------------------------- */
 
-/* uid's bucket of marks_pending (Fibonacci hashing: consecutive ids spread). */
+/* uid's bucket of marks_pending. */
 static uint32_t mark_bucket(int32_t uid)
 {
-    return (uint32_t)(((uint64_t)(uint32_t)uid * 0x9E3779B97F4A7C15ull) >> 56) %
-           ONLINE_MARK_BUCKETS;
+    return int_hash((uint32_t)uid) % ONLINE_MARK_BUCKETS;
+}
+
+/*
+ * Only this worker writes its counts (the master clears them once it is
+ * gone), so a plain load and a release store do: no locked read-modify-write
+ * on every written chat.  The release orders a resolved mark after its note
+ * (cursor_noted) for the login that sees the count fall.
+ */
+static void add_marks(struct worker *w, int32_t uid, int delta)
+{
+    _Atomic uint32_t *n = &w->stats->marks_pending[mark_bucket(uid)];
+    uint32_t now = atomic_load_explicit(n, memory_order_relaxed);
+
+    if (delta < 0 && now == 0)
+        return; /* never below zero: a count cleared by a restart stays at zero */
+    atomic_store_explicit(n, now + (uint32_t)delta, memory_order_release);
 }
 
 void delivered_mark_queued(struct worker *w, int32_t uid)
 {
-    w->stats->marks_pending[mark_bucket(uid)]++;
+    add_marks(w, uid, 1);
 }
 
 void delivered_mark_resolved(struct worker *w, int32_t uid)
 {
-    _Atomic uint32_t *n = &w->stats->marks_pending[mark_bucket(uid)];
-    if (*n > 0) /* never below zero: a count cleared by a restart stays at zero */
-        (*n)--;
+    add_marks(w, uid, -1);
 }
 
 void delivered_marks_clear(struct worker_stats *ws)
