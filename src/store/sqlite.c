@@ -728,8 +728,6 @@ static int size_cache(struct store *st, int cache_mb)
 {
     char sql[64];
 
-    if (cache_mb <= 0)
-        return SQLITE_OK; /* a configuration built without defaults: SQLite's own */
     snprintf(sql, sizeof(sql), "PRAGMA cache_size=-%lld", (long long)cache_mb * 1024);
     return sqlite3_exec(st->db, sql, NULL, NULL, NULL);
 }
