@@ -573,6 +573,22 @@ static long long rows_walked(struct store_fixture *f)
 #define LONG_CONV_MESSAGES 20000
 #define RUN_WALK_MAX       200 /* rows an append near the end may walk, all statements */
 #define APPEND_TS          1700000000000LL
+
+/*
+ * Messages first..last of conv written straight into the tables (ts = mid =
+ * cseq, body "m<cseq>", odd cseqs by odd_sender, even ones by even_sender),
+ * and the conversation's last cseq.
+ */
+static void fill_long_conversation(struct store_fixture *f, int64_t conv, int first, int last,
+                                   int32_t odd_sender, int32_t even_sender)
+{
+    mdb_exec(admin(f),
+             "INSERT INTO Message (conv, cseq, mid, sender, ts, body) SELECT %lld, seq, seq,"
+             " IF(seq %% 2, %d, %d), seq, CONCAT('m', seq) FROM seq_%d_to_%d",
+             (long long)conv, (int)odd_sender, (int)even_sender, first, last);
+    mdb_exec(admin(f), "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES (%lld, %d, %d)",
+             (long long)conv, last, last);
+}
 static void test_append_does_not_walk_the_history(void **state)
 {
     struct store_fixture *f = *state;
@@ -587,12 +603,7 @@ static void test_append_does_not_walk_the_history(void **state)
     bob = new_user(f, "bob");
     conv = store_conv_pair(alice, bob);
     at.conv = conv;
-    mdb_exec(admin(f),
-             "INSERT INTO Message (conv, cseq, mid, sender, ts, body) SELECT %lld, seq, seq,"
-             " IF(seq %% 2, %d, %d), seq, '{}' FROM seq_1_to_%d",
-             (long long)conv, (int)alice, (int)bob, LONG_CONV_MESSAGES);
-    mdb_exec(admin(f), "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES (%lld, %d, %d)",
-             (long long)conv, LONG_CONV_MESSAGES, LONG_CONV_MESSAGES);
+    fill_long_conversation(f, conv, 1, LONG_CONV_MESSAGES, alice, bob);
     /* alice has seen up to 3 before the end: bob's last (even) one is after her cursor. */
     assert_int_equal(f->ops->delivered_advance(f->st, alice, &at, 1), QC_OK);
     assert_int_equal(f->ops->delivered_advance(f->st, bob, &at, 1), QC_OK);
@@ -634,13 +645,7 @@ static void two_long_conversations(struct store_fixture *f, int32_t *alice, int6
         struct store_cursor at = { store_conv_pair(*alice, other[i]), LONG_CONV_MESSAGES - TAIL };
 
         conv[i] = at.conv;
-        mdb_exec(admin(f),
-                 "INSERT INTO Message (conv, cseq, mid, sender, ts, body) SELECT %lld, seq, seq,"
-                 " IF(seq %% 2, %d, %d), seq, CONCAT('m', seq) FROM seq_1_to_%d",
-                 (long long)conv[i], (int)*alice, (int)other[i], LONG_CONV_MESSAGES);
-        mdb_exec(admin(f),
-                 "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES (%lld, %d, %d)",
-                 (long long)conv[i], LONG_CONV_MESSAGES, LONG_CONV_MESSAGES);
+        fill_long_conversation(f, conv[i], 1, LONG_CONV_MESSAGES, *alice, other[i]);
         assert_int_equal(f->ops->delivered_advance(f->st, *alice, &at, 1), QC_OK);
         assert_int_equal(f->ops->read_set(f->st, *alice, at.conv, at.cseq, &now), QC_OK);
         assert_int_equal(now, LONG_CONV_MESSAGES - TAIL);
@@ -770,13 +775,10 @@ static void test_purge_search_does_not_walk_the_history(void **state)
     int removed = -1;
 
     NEED_SERVER();
-    conv = store_conv_pair(new_user(f, "alice"), new_user(f, "bob"));
-    mdb_exec(admin(f),
-             "INSERT INTO Message (conv, cseq, mid, sender, ts, body) SELECT %lld, seq, seq,"
-             " 1, %lld, '{}' FROM seq_%d_to_%d",
-             (long long)conv, APPEND_TS, PURGED_BELOW + 1, LONG_CONV_MESSAGES);
-    mdb_exec(admin(f), "INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES (%lld, %d, %d)",
-             (long long)conv, LONG_CONV_MESSAGES, LONG_CONV_MESSAGES);
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob");
+
+    conv = store_conv_pair(alice, bob);
+    fill_long_conversation(f, conv, PURGED_BELOW + 1, LONG_CONV_MESSAGES, alice, bob);
     before = rows_walked(f);
     assert_int_equal(f->ops->log_purge(f->st, 0, LONG_CONV_MESSAGES - PURGED_BELOW, 100, &removed),
                      QC_OK);
