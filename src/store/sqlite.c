@@ -57,6 +57,7 @@
 #include "common/log.h"
 #include "store/store.h"
 #include "log_batch.h"
+#include "pair_cache.h"
 #include "social_db.h"
 
 #define BUSY_TIMEOUT_MS 5000       /* workers take turns writing one file */
@@ -70,9 +71,6 @@
     4000 /* WAL frames (~16 MB) after a commit that bring a RESTART checkpoint */
 #define WAL_RESTART_BACKOFF \
     1000 /* frames more before a RESTART that did not finish is tried again */
-
-/* 2^14 pair conversations (128 KB) whose two cursors a handle knows exist (pair_cursors_known) */
-#define PAIR_CACHE_BITS 14
 
 /*
  * Messages per multi-row INSERT: a statement's fixed cost (step, halt and
@@ -393,7 +391,8 @@ struct store {
     struct social_stmt social[SOCIAL_STMTS]; /* in use: s != NULL */
     int max_offline;                         /* messages kept per user; 0: no cap */
     int wal_restart_at;                      /* WAL frames that bring the next RESTART */
-    int64_t *pairs; /* pair_cursors_known: 2^PAIR_CACHE_BITS slots, 0 empty; NULL: none yet */
+    struct pair_cache
+        pairs; /* the pairs whose cursors exist (made in a transaction: see tx_rollback) */
     int64_t
         bumps[3 * CONV_ROWS]; /* an append's conversation rows not yet written (conv, cseq, ts) */
     size_t nbumps;
@@ -447,45 +446,10 @@ static int copy_column(sqlite3_stmt *s, int col, char *dst, size_t size)
 }
 
 /*
- * The pair conversations whose two ConvCursor rows this handle made or
- * found in a transaction (bump_conversation): a direct-mapped cache, so
- * that not every append of a pair runs the two inits again (two of the six
- * statements of a ping-pong message).  A pair's cursors are deleted only
- * by conv_delete (which forgets its conversation here; the server deletes
- * groups' conversations only), so an entry holds for every handle once it
- * is committed; a rollback forgets them all, since an entry made inside it
- * may not be.
+ * A pair's cursors made or found in a transaction (bump_conversation) are
+ * remembered at once; a rollback forgets every pair (tx_rollback), since an
+ * entry made inside it may not be committed.
  */
-static size_t pair_slot(int64_t conv)
-{
-    return (size_t)(((uint64_t)conv * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - PAIR_CACHE_BITS));
-}
-
-static bool pair_cursors_known(const struct store *st, int64_t conv)
-{
-    return st->pairs != NULL && st->pairs[pair_slot(conv)] == conv;
-}
-
-static void pair_cursors_made(struct store *st, int64_t conv)
-{
-    if (st->pairs == NULL)
-        st->pairs = calloc((size_t)1 << PAIR_CACHE_BITS, sizeof(*st->pairs));
-    if (st->pairs != NULL)
-        st->pairs[pair_slot(conv)] = conv;
-}
-
-static void forget_pair(struct store *st, int64_t conv)
-{
-    if (pair_cursors_known(st, conv))
-        st->pairs[pair_slot(conv)] = 0;
-}
-
-static void forget_pairs(struct store *st)
-{
-    if (st->pairs != NULL)
-        memset(st->pairs, 0, ((size_t)1 << PAIR_CACHE_BITS) * sizeof(*st->pairs));
-}
-
 static int tx_begin(struct store *st)
 {
     int rc = run_to_end(st->stmt[ST_BEGIN]);
@@ -497,7 +461,7 @@ static void tx_rollback(struct store *st)
 {
     int rc;
 
-    forget_pairs(st);
+    pair_cache_clear(&st->pairs);
     if (sqlite3_get_autocommit(st->db))
         return; /* SQLite already rolled back */
     rc = run_to_end(st->stmt[ST_ROLLBACK]);
@@ -882,7 +846,7 @@ static void sqlite_close(struct store *st)
     rc = sqlite3_close(st->db);
     if (rc != SQLITE_OK)
         log_error("sqlite: close: %s", sqlite3_errstr(rc));
-    free(st->pairs);
+    pair_cache_free(&st->pairs);
     free(st);
 }
 
@@ -1332,12 +1296,12 @@ static int bump_conversation(struct store *st, const struct conv_top *t)
     int64_t a[2] = { t->conv >> 32, t->conv }, b[2] = { t->conv & 0xffffffff, t->conv };
     int err;
 
-    if ((err = queue_bump(st, bump)) != QC_OK || t->conv < 0 || pair_cursors_known(st, t->conv))
+    if ((err = queue_bump(st, bump)) != QC_OK || t->conv < 0 || pair_cache_has(&st->pairs, t->conv))
         return err;
     if ((err = run_ints(st, ST_CURSOR_INIT, a, 2)) != QC_OK ||
         (err = run_ints(st, ST_CURSOR_INIT, b, 2)) != QC_OK)
         return err;
-    pair_cursors_made(st, t->conv);
+    pair_cache_add(&st->pairs, t->conv);
     return QC_OK;
 }
 
@@ -1796,7 +1760,7 @@ static int delete_conversation(struct store *st, int64_t conv, int batch, int *r
 
     if (err != QC_OK || *removed == batch)
         return err;
-    forget_pair(st, conv);
+    pair_cache_forget(&st->pairs, conv);
     if ((err = delete_rows(st, ST_CONV_DELETE_CURSORS, v, 1, &none)) != QC_OK)
         return err;
     return delete_rows(st, ST_CONV_DELETE_ROW, v, 1, &none);
