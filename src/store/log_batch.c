@@ -91,7 +91,9 @@ void log_batch_sort(struct log_batch *b)
     const struct store_logmsg *m = b->msgs;
 
     for (size_t i = 0; i < b->n; i++)
-        b->tops[i] = (struct conv_top){ m[i].conv, m[i].cseq, m[i].ts, m[i].sender };
+        b->tops[i] = (struct conv_top){ m[i].conv, m[i].cseq, m[i].ts, m[i].sender, false };
+    for (size_t k = 0; k < b->ntodo; k++)
+        b->tops[b->todo[k]].numbered = true;
     qsort(b->tops, b->n, sizeof(*b->tops), by_conv_sender_cseq);
 }
 
@@ -113,10 +115,17 @@ int log_batch_update(const struct log_batch *b, struct store *st, log_bump_fn bu
     int err = QC_OK;
 
     while (i < b->n && err == QC_OK) {
-        for (j = i, top = i; j < b->n && t[j].conv == t[i].conv; j++)
+        bool all_numbered = true;
+
+        for (j = i, top = i; j < b->n && t[j].conv == t[i].conv; j++) {
             if (t[j].cseq > t[top].cseq)
                 top = j;
-        err = bump(st, &t[top]);
+            all_numbered = all_numbered && t[j].numbered;
+        }
+        struct conv_top highest = t[top];
+
+        highest.numbered = all_numbered;
+        err = bump(st, &highest);
         for (k = i; k < j && err == QC_OK; k = i) {
             for (i = k; i < j && t[i].sender == t[k].sender; i++)
                 ;

@@ -8,6 +8,7 @@
 #ifndef QCHAT_STORE_LOG_BATCH_H
 #define QCHAT_STORE_LOG_BATCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,6 +18,7 @@
 struct conv_top {
     int64_t conv, cseq, ts;
     int32_t sender;
+    bool numbered; /* numbered by this batch's reservation (given with cseq 0) */
 };
 
 struct log_batch {
@@ -40,7 +42,11 @@ void log_batch_unnumber(struct log_batch *b);
 /* Reserve k cseqs in msgs[todo[0]]'s conversation and set msgs[todo[0..k)] to them. */
 typedef int (*log_reserve_fn)(struct store *st, struct store_logmsg *msgs, const size_t *todo,
                               size_t k);
-/* Raise a conversation's last cseq to t's (and make a pair's two cursors). */
+/*
+ * Raise a conversation's last cseq to t's (and make a pair's two cursors).
+ * t->numbered: every message of the conversation in the batch was numbered
+ * by its reservation, which already raised the last cseq and time to t's.
+ */
 typedef int (*log_bump_fn)(struct store *st, const struct conv_top *t);
 /* Move sender's cursor in conv over its own run from..to if it reached from - 1. */
 typedef int (*log_seen_fn)(struct store *st, int32_t sender, int64_t conv, int64_t from,

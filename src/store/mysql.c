@@ -43,10 +43,11 @@
  * log_append is one transaction of few round trips (each costs the server
  * and this process a context switch): APPEND_BATCH messages per multi-row
  * INSERT IGNORE, then CONV_BATCH conversations per multi-row upsert of
- * their last cseq, per INSERT IGNORE of a pair's two cursors and per UPDATE
- * of the senders' own cursors (a join with the runs as a derived table);
- * a batch of one message to one conversation takes BEGIN, four statements
- * and COMMIT, a batch of 32 in 32 conversations the same.  Rows go in conv
+ * their last cseq, per INSERT IGNORE of a pair's two cursors (only for pairs
+ * this connection has not seen committed: pair_cache.h) and per UPDATE of
+ * the senders' own cursors (a join with the runs as a derived table); a
+ * batch of one message to a known pair takes BEGIN, three statements and
+ * COMMIT, a batch of 32 in 32 conversations the same.  Rows go in conv
  * order (so two writers never wait for each other in a cycle).  Messages
  * given with cseq 0 are numbered first, in the same transaction and in conv
  * order: an upsert raises Conversation.last_cseq by their number (which
@@ -55,7 +56,9 @@
  * conversation's upsert returns it as its insert id; CONV_BATCH
  * conversations go in one multi-row upsert read back by one SELECT
  * (two round trips instead of one per conversation: a cross-node
- * ping-pong batch has one message in each of hundreds of conversations).  A retry after a
+ * ping-pong batch has one message in each of hundreds of conversations);
+ * the upsert sets the last cseq and time, so a conversation whose messages
+ * were all numbered is not raised again after its inserts.  A retry after a
  * deadlock numbers them again from 0.  delivered_advance raises CURSOR_BATCH
  * cursors per multi-row upsert (idempotent: a retry raises them again).
  * undelivered (the login's messages) is planned here from the keys and the
@@ -89,6 +92,7 @@
 #include "common/log.h"
 #include "store/store.h"
 #include "log_batch.h"
+#include "pair_cache.h"
 #include "social_db.h"
 
 #define CONNECT_TIMEOUT_SEC   2 /* TCP connect and handshake */
@@ -639,8 +643,10 @@ struct sender_run {
  * conversation rows and CONV_BATCH sender runs go out per statement.
  */
 struct append_rows {
-    struct conv_top conv[CONV_BATCH];
+    struct conv_top conv[CONV_BATCH]; /* conversation rows to raise */
     size_t nconv;
+    int64_t pair[CONV_BATCH]; /* pair conversations whose two cursors to make */
+    size_t npair;
     struct sender_run run[CONV_BATCH];
     size_t nrun;
 };
@@ -655,6 +661,7 @@ struct store {
     struct social_stmt social[SOCIAL_STMTS]; /* in use: sql != NULL */
     int max_offline;                         /* messages kept per user; 0: no cap */
     struct append_rows rows;                 /* log_append's pending updates */
+    struct pair_cache pairs;                 /* the pairs whose cursors exist */
 
     char host[QC_CONFIG_STR_MAX];
     char socket[PATH_MAX];
@@ -1458,6 +1465,7 @@ static void mysql_store_close(struct store *st)
         for (c = 0; c < MAX_COLS; c++)
             free(st->stmt[i].text[c]);
     explicit_bzero(st->password, sizeof(st->password));
+    pair_cache_free(&st->pairs);
     free(st);
 }
 
@@ -1953,24 +1961,29 @@ static int insert_messages(struct store *st, const struct store_logmsg *msgs, si
     return err;
 }
 
-/* One conversation row (and a pair's two cursors). */
+/*
+ * After the commit of an append every pair of the batch has its cursors
+ * (pair_cache.h): its later appends make them no more.  A cross-node chat is
+ * numbered in a transaction that holds, in a ping-pong, one message per
+ * conversation, where the two cursor rows were a third of its writes.
+ */
+static void remember_pairs(struct store *st, const struct log_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        if (b->tops[i].conv > 0)
+            pair_cache_add(&st->pairs, b->tops[i].conv);
+}
+
+/* One conversation row. */
 static int bump_conversation(struct store *st, const struct conv_top *t)
 {
     struct params p;
-    int err;
 
     params_init(&p);
     param_int(&p, t->conv);
     param_int(&p, t->cseq);
     param_int(&p, t->ts);
-    if ((err = exec(st, ST_CONV_BUMP, &p)) != QC_OK || t->conv < 0)
-        return err;
-    params_init(&p);
-    param_int(&p, t->conv >> 32);
-    param_int(&p, t->conv);
-    param_int(&p, t->conv & 0xffffffff);
-    param_int(&p, t->conv);
-    return exec(st, ST_CURSOR_INIT_PAIR, &p);
+    return exec(st, ST_CONV_BUMP, &p);
 }
 
 static void param_pair(struct params *p, int64_t conv)
@@ -1982,33 +1995,35 @@ static void param_pair(struct params *p, int64_t conv)
 }
 
 /* The pending pairs' cursors (groups have theirs from joining), one statement. */
-static int init_pair_cursors(struct store *st, const struct append_rows *r)
+static int send_pair_cursors(struct store *st)
 {
+    struct append_rows *r = &st->rows;
     struct params p;
-    size_t i, pairs = 0, last = 0;
+    size_t i;
+    int err;
 
-    params_init(&p);
-    for (i = 0; i < r->nconv; i++) {
-        if (r->conv[i].conv < 0)
-            continue;
-        param_pair(&p, r->conv[i].conv);
-        last = i;
-        pairs++;
-    }
-    if (pairs == 0)
+    if (r->npair == 0)
         return QC_OK;
-    for (; pairs < CONV_BATCH; pairs++) /* repeated: INSERT IGNORE skips it */
-        param_pair(&p, r->conv[last].conv);
-    return exec(st, ST_CURSOR_INIT_PAIR_N, &p);
+    params_init(&p);
+    if (r->npair == 1) {
+        param_pair(&p, r->pair[0]);
+        r->npair = 0;
+        return exec(st, ST_CURSOR_INIT_PAIR, &p);
+    }
+    for (i = 0; i < CONV_BATCH; i++) /* a partial batch repeats its last: INSERT IGNORE skips it */
+        param_pair(&p, r->pair[i < r->npair ? i : r->npair - 1]);
+    err = exec(st, ST_CURSOR_INIT_PAIR_N, &p);
+    r->npair = 0;
+    return err;
 }
 
 /*
- * The pending conversation rows in two statements, the upsert and the
- * pairs' cursors; rows were queued in conv order, so the locks are taken in
- * conv order (no cycles between writers).  A partial batch repeats its last
- * row (raising a row to the same values twice changes nothing).
+ * The pending conversation rows in one statement; rows were queued in conv
+ * order, so the locks are taken in conv order (no cycles between writers).
+ * A partial batch repeats its last row (raising a row to the same values
+ * twice changes nothing).
  */
-static int send_conversations(struct store *st)
+static int send_conversation_rows(struct store *st)
 {
     struct append_rows *r = &st->rows;
     struct params p;
@@ -2030,10 +2045,16 @@ static int send_conversations(struct store *st)
         param_int(&p, t->ts);
     }
     err = exec(st, ST_CONV_BUMP_N, &p);
-    if (err == QC_OK)
-        err = init_pair_cursors(st, r);
     r->nconv = 0;
     return err;
+}
+
+/* The conversation rows, then the pairs' cursors (a sender run needs its cursor). */
+static int send_conversations(struct store *st)
+{
+    int err = send_conversation_rows(st);
+
+    return err == QC_OK ? send_pair_cursors(st) : err;
 }
 
 static int sender_seen(struct store *st, const struct sender_run *run)
@@ -2094,9 +2115,16 @@ static int queue_conversation(struct store *st, const struct conv_top *t)
 {
     int err;
 
-    if (st->rows.nconv == CONV_BATCH && (err = send_conversations(st)) != QC_OK)
-        return err;
-    st->rows.conv[st->rows.nconv++] = *t;
+    if (!t->numbered) { /* a numbered one's reservation raised its row */
+        if (st->rows.nconv == CONV_BATCH && (err = send_conversation_rows(st)) != QC_OK)
+            return err;
+        st->rows.conv[st->rows.nconv++] = *t;
+    }
+    if (t->conv > 0 && !pair_cache_has(&st->pairs, t->conv)) {
+        if (st->rows.npair == CONV_BATCH && (err = send_conversations(st)) != QC_OK)
+            return err;
+        st->rows.pair[st->rows.npair++] = t->conv;
+    }
     return QC_OK;
 }
 
@@ -2235,6 +2263,7 @@ static int op_log_append(struct store *st, void *arg)
 
     log_batch_unnumber(b); /* a retry numbers them again */
     st->rows.nconv = 0;
+    st->rows.npair = 0;
     st->rows.nrun = 0;
     if ((err = tx_begin(st)) != QC_OK)
         return err;
@@ -2265,7 +2294,9 @@ static int mysql_store_log_append(struct store *st, struct store_logmsg *msgs, s
     if ((err = log_batch_init(&b, msgs, n, "mysql")) != QC_OK)
         return err;
     err = run(st, op_log_append, &b);
-    if (err != QC_OK) /* rolled back (or unknown): the caller's messages are as they were */
+    if (err == QC_OK)
+        remember_pairs(st, &b);
+    else /* rolled back (or unknown): the caller's messages are as they were */
         log_batch_unnumber(&b);
     log_batch_free(&b);
     return err;
@@ -3219,6 +3250,7 @@ static int delete_conversation(struct store *st, struct purge_args *a)
     if ((err = delete_counted(st, ST_CONV_DELETE_MSGS, &p, &a->removed)) != QC_OK ||
         a->removed == a->batch)
         return err;
+    pair_cache_forget(&st->pairs, a->conv);
     params_key(&p, ST_CONV_DELETE_CURSORS, a->conv);
     if ((err = delete_counted(st, ST_CONV_DELETE_CURSORS, &p, &none)) != QC_OK)
         return err;

@@ -625,6 +625,68 @@ static void test_append_does_not_walk_the_history(void **state)
 }
 
 /*
+ * Rows the whole server wrote or changed (Handler_write + Handler_update,
+ * attempts included: an INSERT IGNORE of an existing row counts).
+ */
+static long long rows_written(struct store_fixture *f)
+{
+    return mdb_int(admin(f), "SELECT SUM(VARIABLE_VALUE) FROM information_schema.GLOBAL_STATUS"
+                             " WHERE VARIABLE_NAME IN ('HANDLER_WRITE', 'HANDLER_UPDATE')");
+}
+
+/*
+ * A cross-node chat is numbered by the database (cseq 0 given) in a
+ * transaction that holds, in a ping-pong, one message per conversation.
+ * Its reservation already raises the conversation's last cseq and time,
+ * and a pair's cursors, made with its first message, are never deleted:
+ * the second chat of a conversation writes its message, its reservation
+ * and its sender's cursor, not the conversation row again nor the two
+ * cursors (7 rows before, 4 now).
+ */
+#define NUMBERED_WRITES_MAX 5
+
+static void test_numbered_append_writes_only_what_changes(void **state)
+{
+    struct store_fixture *f = *state;
+    int32_t alice, bob;
+    int64_t conv;
+    struct store_logmsg m;
+    long long before, written;
+
+    NEED_SERVER();
+    alice = new_user(f, "alice");
+    bob = new_user(f, "bob");
+    conv = store_conv_pair(alice, bob);
+    m = (struct store_logmsg){ conv, 0, 1, APPEND_TS, alice, "{}", 2 };
+    assert_int_equal(f->ops->log_append(f->st, &m, 1), QC_OK);
+    assert_int_equal(m.cseq, 1);
+    m = (struct store_logmsg){ conv, 0, 2, APPEND_TS + 5, alice, "{}", 2 };
+    before = rows_written(f);
+    assert_int_equal(f->ops->log_append(f->st, &m, 1), QC_OK);
+    written = rows_written(f) - before;
+    printf("# a numbered append to a known conversation wrote %lld rows\n", written);
+    assert_int_equal(m.cseq, 2);
+    assert_true(written <= NUMBERED_WRITES_MAX);
+    /* The conversation row, both cursors and the sender's own cursor are right. */
+    assert_int_equal(
+        mdb_int(admin(f), "SELECT last_cseq FROM Conversation WHERE conv = %lld", (long long)conv),
+        2);
+    assert_int_equal(
+        mdb_int(admin(f), "SELECT last_ts FROM Conversation WHERE conv = %lld", (long long)conv),
+        APPEND_TS + 5);
+    assert_int_equal(
+        mdb_int(admin(f), "SELECT COUNT(*) FROM ConvCursor WHERE conv = %lld", (long long)conv), 2);
+    assert_int_equal(
+        mdb_int(admin(f), "SELECT delivered_cseq FROM ConvCursor WHERE userid = %d AND conv = %lld",
+                (int)alice, (long long)conv),
+        2);
+    assert_int_equal(
+        mdb_int(admin(f), "SELECT delivered_cseq FROM ConvCursor WHERE userid = %d AND conv = %lld",
+                (int)bob, (long long)conv),
+        0);
+}
+
+/*
  * alice with ten messages she has not had at the end of two conversations
  * of LONG_CONV_MESSAGES (senders alternate, ts = cseq, so the two interleave
  * by ts, the lower conv first); her delivered and read cursors at
@@ -1005,6 +1067,7 @@ int main(void)
         STORE_TEST(test_offline_big_message),
         STORE_TEST(test_offline_many_recipients),
         STORE_TEST(test_append_does_not_walk_the_history),
+        STORE_TEST(test_numbered_append_writes_only_what_changes),
         STORE_TEST(test_login_does_not_walk_the_history),
         STORE_TEST(test_conversations_do_not_walk_the_history),
         STORE_TEST(test_purge_search_does_not_walk_the_history),
