@@ -387,6 +387,41 @@ static void assert_filled(const struct seen_log *s, int i, int64_t conv, int64_t
     assert_string_equal(s->body[i], body);
 }
 
+/*
+ * alice has had nothing of two conversations of LONG_CONV_MESSAGES (her
+ * cursors at 0): the login hands out the oldest PAGE of the others', the
+ * two conversations interleaved by ts (the lower conv first).  The window
+ * that orders them used to run over everything after the cursors, bodies
+ * and all, and sort it, to hand out PAGE.
+ */
+static void test_login_reads_a_page_of_a_long_backlog(void **state)
+{
+    struct store_fixture *f = *state;
+    struct seen_log s = { 0 };
+    int32_t alice = new_user(f, "alice"), other[2] = { new_user(f, "bob"), new_user(f, "carol") };
+    int64_t conv[2];
+    bool more = false;
+    long long steps;
+
+    for (int i = 0; i < 2; i++) {
+        conv[i] = store_conv_pair(alice, other[i]);
+        fill_long_conversation(f, conv[i], 1, LONG_CONV_MESSAGES, alice, other[i]);
+        put_cursors(f, alice, conv[i], 0);
+    }
+    assert_true(conv[0] < conv[1]);
+    (void)vm_steps(f);
+    assert_int_equal(f->ops->undelivered(f->st, alice, PAGE, 1 << 20, keep_logmsg, &s, &more),
+                     QC_OK);
+    steps = vm_steps(f);
+    printf("# login of %d from a backlog of two conversations of %d: %lld VM steps\n", s.n,
+           LONG_CONV_MESSAGES, steps);
+    assert_int_equal(s.n, PAGE);
+    assert_true(more);
+    for (int i = 0; i < PAGE; i++)
+        assert_filled(&s, i, conv[i % 2], 2 + 2 * (i / 2), other[i % 2]);
+    assert_true(steps < PAGE_STEPS_MAX);
+}
+
 static void count_conv(void *arg, const struct store_conv_info *c)
 {
     struct store_conv_info *last = arg;
@@ -491,6 +526,7 @@ int main(void)
         STORE_TEST(test_file_mode),
         STORE_TEST(test_newer_schema_refused),
         STORE_TEST(test_wal_restart_does_not_wait_for_a_reader),
+        STORE_TEST(test_login_reads_a_page_of_a_long_backlog),
         STORE_TEST(test_calls_near_the_end_do_not_walk_the_history),
     };
 
