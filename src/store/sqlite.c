@@ -101,6 +101,19 @@
 #define STR_(x) #x
 #define STR(x)  STR_(x)
 
+#define CSEQ_TOP "9223372036854775807" /* INT64_MAX, above every cseq, in SQL */
+
+/*
+ * The cseq of the ?2-th message of others after cursor c of conversation v
+ * (the first ?2 of the login are among those up to it), found by a walk
+ * from the cursor on; no bound when fewer than ?2 cseqs follow the cursor
+ * (then no walk: the legacy take asks for all) or fewer such messages.
+ */
+#define UNDELIVERED_UPTO                                                                   \
+    "CASE WHEN v.last_cseq - c.delivered_cseq < ?2 THEN " CSEQ_TOP " ELSE coalesce(("      \
+    "SELECT e.cseq FROM Message e WHERE e.conv = c.conv AND e.cseq > c.delivered_cseq AND" \
+    " e.sender <> ?1 ORDER BY e.cseq LIMIT 1 OFFSET ?2 - 1), " CSEQ_TOP ") END"
+
 enum stmt_id {
     ST_BEGIN,
     ST_COMMIT,
@@ -295,6 +308,13 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
      * prefix of each conversation: a cut never skips a cseq.  Messages of
      * the same millisecond go by emid, the running maximum of mid (the
      * node stamps mid in the order it sequences), so they keep send order.
+     *
+     * Since that order follows cseq within a conversation, the first ?2
+     * of the answer hold at most the first ?2 messages of others after each
+     * cursor: each conversation is read up to its ?2-th such message
+     * (UNDELIVERED_UPTO), not to its end.  The window and its sort, bodies
+     * and all, used to run over everything after the cursors, a whole
+     * history for a user who had had none of it, to hand out ?2.
      */
     [ST_UNDELIVERED] = { "undelivered",
                          "SELECT conv, cseq, mid, sender, ts, body FROM"
@@ -303,6 +323,7 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                          " FROM ConvCursor c JOIN Conversation v ON v.conv = c.conv"
                          " AND v.last_cseq > c.delivered_cseq"
                          " JOIN Message m ON m.conv = c.conv AND m.cseq > c.delivered_cseq"
+                         " AND m.cseq <= " UNDELIVERED_UPTO
                          " WHERE c.userid = ?1 AND (c.conv > 0 OR EXISTS (SELECT 1 FROM GroupUser g"
                          " WHERE g.groupid = -c.conv AND g.userid = ?1))"
                          " WINDOW w AS (PARTITION BY m.conv ORDER BY m.cseq ROWS UNBOUNDED PRECEDING))"

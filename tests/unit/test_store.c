@@ -4,7 +4,8 @@
  * Every test gets a fresh directory from mkdtemp() holding qchat.db and an
  * open handle on it.  The cases every driver shares are in store_cases.c;
  * here are those only SQLite has (its schema file, its directory, its
- * lock, its file mode).  The schema test reads the migrations of
+ * lock, its file mode, and the work its statements do on a long
+ * conversation, counted in virtual-machine steps).  The schema test reads the migrations of
  * sql/sqlite/ below $QCHAT_SRCDIR (default ".": the tests run from the
  * project root).
  */
@@ -20,6 +21,7 @@
 
 #include <sqlite3.h>
 
+#include "../../src/store/social_db.h"
 #include "store_cases.h"
 
 #define TMP_TEMPLATE "/tmp/qchat-test-store-XXXXXX"
@@ -291,6 +293,226 @@ static void test_wal_restart_does_not_wait_for_a_reader(void **state)
     assert_int_equal(sqlite3_close(probe), SQLITE_OK);
 }
 
+/* ---- work on a long conversation ------------------------------------- */
+
+/*
+ * Virtual-machine steps of every statement the driver's connection holds
+ * since the last call (each step is at most one row visited, and most rows
+ * visited cost several): how the cases below see what a call read.  All of
+ * the log's statements are prepared once and kept, so none is missed.
+ */
+static long long vm_steps(struct store_fixture *f)
+{
+    sqlite3 *db = sqlite_store_db(f->st);
+    long long steps = 0;
+
+    for (sqlite3_stmt *s = sqlite3_next_stmt(db, NULL); s != NULL; s = sqlite3_next_stmt(db, s))
+        steps += sqlite3_stmt_status(s, SQLITE_STMTSTATUS_VM_STEP, 1);
+    return steps;
+}
+
+/*
+ * A call on a long conversation whose answer is at most a page (PAGE
+ * messages) takes fewer steps than half the conversation has messages; a
+ * walk over the history costs several steps per message.  (A login of a
+ * page, window and sorts included, takes about 20,000.)
+ */
+#define LONG_CONV_MESSAGES 100000
+#define PAGE_STEPS_MAX     (LONG_CONV_MESSAGES / 2)
+#define TAIL               10   /* messages at the end the cursors have not passed */
+#define PAGE               50   /* the login's max_offline_messages, a history page */
+#define PURGED_BELOW       1000 /* cseqs already purged in the pin case */
+#define APPEND_TS          1700000000000LL
+
+/*
+ * Messages first..last of conv written straight into the tables in one
+ * statement (ts = mid = cseq, body "m<cseq>", odd cseqs by odd_sender,
+ * even ones by even_sender), and the conversation's last cseq.
+ */
+static void fill_long_conversation(struct store_fixture *f, int64_t conv, int first, int last,
+                                   int32_t odd_sender, int32_t even_sender)
+{
+    char sql[512];
+
+    snprintf(sql, sizeof(sql),
+             "WITH RECURSIVE s(n) AS (SELECT %d UNION ALL SELECT n + 1 FROM s WHERE n < %d)"
+             " INSERT INTO Message (conv, cseq, mid, sender, ts, body) SELECT %lld, n, n,"
+             " CASE WHEN n %% 2 THEN %d ELSE %d END, n, 'm' || n FROM s;"
+             " INSERT INTO Conversation (conv, last_cseq, last_ts) VALUES (%lld, %d, %d)",
+             first, last, (long long)conv, (int)odd_sender, (int)even_sender, (long long)conv, last,
+             last);
+    f->raw_sql(f, sql);
+}
+
+/* user's delivered and read cursors of conv at cseq, written straight (0 is allowed). */
+static void put_cursors(struct store_fixture *f, int32_t user, int64_t conv, int64_t cseq)
+{
+    char sql[256];
+
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO ConvCursor (userid, conv, delivered_cseq, read_cseq)"
+             " VALUES (%d, %lld, %lld, %lld)",
+             (int)user, (long long)conv, (long long)cseq, (long long)cseq);
+    f->raw_sql(f, sql);
+}
+
+struct seen_log {
+    int n;
+    struct store_logmsg m[PAGE];
+    char body[PAGE][16];
+};
+
+static void keep_logmsg(void *arg, const struct store_logmsg *m)
+{
+    struct seen_log *s = arg;
+
+    assert_true(s->n < PAGE);
+    s->m[s->n] = *m;
+    snprintf(s->body[s->n], sizeof(s->body[0]), "%.*s", (int)m->len, m->body);
+    s->n++;
+}
+
+/* Message i of s is cseq of conv, by the even sender, with its fill body. */
+static void assert_filled(const struct seen_log *s, int i, int64_t conv, int64_t cseq,
+                          int32_t sender)
+{
+    char body[16];
+
+    assert_int_equal(s->m[i].conv, conv);
+    assert_int_equal(s->m[i].cseq, cseq);
+    assert_int_equal(s->m[i].ts, cseq);
+    assert_int_equal(s->m[i].mid, cseq);
+    assert_int_equal(s->m[i].sender, sender);
+    snprintf(body, sizeof(body), "m%lld", (long long)cseq);
+    assert_string_equal(s->body[i], body);
+}
+
+/*
+ * alice has had nothing of two conversations of LONG_CONV_MESSAGES (her
+ * cursors at 0): the login hands out the oldest PAGE of the others', the
+ * two conversations interleaved by ts (the lower conv first).  The window
+ * that orders them used to run over everything after the cursors, bodies
+ * and all, and sort it, to hand out PAGE.
+ */
+static void test_login_reads_a_page_of_a_long_backlog(void **state)
+{
+    struct store_fixture *f = *state;
+    struct seen_log s = { 0 };
+    int32_t alice = new_user(f, "alice"), other[2] = { new_user(f, "bob"), new_user(f, "carol") };
+    int64_t conv[2];
+    bool more = false;
+    long long steps;
+
+    for (int i = 0; i < 2; i++) {
+        conv[i] = store_conv_pair(alice, other[i]);
+        fill_long_conversation(f, conv[i], 1, LONG_CONV_MESSAGES, alice, other[i]);
+        put_cursors(f, alice, conv[i], 0);
+    }
+    assert_true(conv[0] < conv[1]);
+    (void)vm_steps(f);
+    assert_int_equal(f->ops->undelivered(f->st, alice, PAGE, 1 << 20, keep_logmsg, &s, &more),
+                     QC_OK);
+    steps = vm_steps(f);
+    printf("# login of %d from a backlog of two conversations of %d: %lld VM steps\n", s.n,
+           LONG_CONV_MESSAGES, steps);
+    assert_int_equal(s.n, PAGE);
+    assert_true(more);
+    for (int i = 0; i < PAGE; i++)
+        assert_filled(&s, i, conv[i % 2], 2 + 2 * (i / 2), other[i % 2]);
+    assert_true(steps < PAGE_STEPS_MAX);
+}
+
+static void count_conv(void *arg, const struct store_conv_info *c)
+{
+    struct store_conv_info *last = arg;
+
+    assert_int_equal(last->conv, 0); /* one conversation */
+    *last = *c;
+    last->name = last->last = NULL;
+}
+
+/*
+ * The calls of the chat path on one conversation of LONG_CONV_MESSAGES,
+ * each near its end: the login's undelivered, the conversation list's
+ * unread count, a history page, an append (with its sender-seen check)
+ * and the per-conversation cap's purge search.  SQLite plans each as a
+ * range of both parts of the key (conv, cseq); this pins that down.
+ */
+static void test_calls_near_the_end_do_not_walk_the_history(void **state)
+{
+    struct store_fixture *f = *state;
+    struct seen_log s = { 0 };
+    struct store_conv_info c = { 0 };
+    int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob");
+    int64_t conv = store_conv_pair(alice, bob), end = LONG_CONV_MESSAGES;
+    struct store_logmsg m[2];
+    bool more = true;
+    long long steps;
+    int removed = -1;
+
+    fill_long_conversation(f, conv, PURGED_BELOW + 1, LONG_CONV_MESSAGES, alice, bob);
+    put_cursors(f, alice, conv, end - TAIL);
+    put_cursors(f, bob, conv, end - TAIL);
+
+    (void)vm_steps(f);
+    assert_int_equal(f->ops->undelivered(f->st, alice, PAGE, 1 << 20, keep_logmsg, &s, &more),
+                     QC_OK);
+    steps = vm_steps(f);
+    printf("# login of %d at the end of %d: %lld VM steps\n", s.n, LONG_CONV_MESSAGES, steps);
+    assert_int_equal(s.n, TAIL / 2);
+    assert_false(more);
+    for (int i = 0; i < TAIL / 2; i++)
+        assert_filled(&s, i, conv, end - TAIL + 2 + 2 * i, bob);
+    assert_true(steps < PAGE_STEPS_MAX);
+
+    assert_int_equal(f->ops->conversations(f->st, alice, 100, count_conv, &c), QC_OK);
+    steps = vm_steps(f);
+    printf("# conversation list at the end of %d: %lld VM steps\n", LONG_CONV_MESSAGES, steps);
+    assert_int_equal(c.conv, conv);
+    assert_int_equal(c.last_cseq, end);
+    assert_int_equal(c.read_cseq, end - TAIL);
+    assert_int_equal(c.unread, TAIL / 2);
+    assert_true(steps < PAGE_STEPS_MAX);
+
+    s.n = 0;
+    assert_int_equal(
+        f->ops->history(f->st, conv, end - TAIL, STORE_NO_CURSOR, PAGE, keep_logmsg, &s, &more),
+        QC_OK);
+    steps = vm_steps(f);
+    printf("# history page of %d below %lld: %lld VM steps\n", s.n, (long long)(end - TAIL), steps);
+    assert_int_equal(s.n, PAGE);
+    assert_true(more);
+    for (int i = 0; i < PAGE; i++)
+        assert_filled(&s, i, conv, end - TAIL - PAGE + i, i % 2 ? alice : bob);
+    assert_true(steps < PAGE_STEPS_MAX);
+
+    /* alice appends two: bob's after her cursor keeps it where it is. */
+    for (int i = 0; i < 2; i++)
+        m[i] = (struct store_logmsg){ conv, end + 1 + i, 1 + i, APPEND_TS, alice, "{}", 2 };
+    assert_int_equal(f->ops->log_append(f->st, m, 2), QC_OK);
+    steps = vm_steps(f);
+    printf("# append of 2 at the end of %d: %lld VM steps\n", LONG_CONV_MESSAGES, steps);
+    assert_true(steps < PAGE_STEPS_MAX);
+    s.n = 0;
+    assert_int_equal(f->ops->undelivered(f->st, alice, PAGE, 1 << 20, keep_logmsg, &s, &more),
+                     QC_OK);
+    assert_int_equal(s.n, TAIL / 2);
+    (void)vm_steps(f);
+
+    /* The cap's search over a conversation already purged down to the cap: nothing to do. */
+    assert_int_equal(
+        f->ops->log_purge(f->st, 0, LONG_CONV_MESSAGES + 2 - PURGED_BELOW, PAGE, &removed), QC_OK);
+    steps = vm_steps(f);
+    printf("# purge search over %d kept: %lld VM steps\n", LONG_CONV_MESSAGES + 2 - PURGED_BELOW,
+           steps);
+    assert_int_equal(removed, 0);
+    assert_true(steps < PAGE_STEPS_MAX);
+    s.n = 0;
+    assert_int_equal(f->ops->history(f->st, conv, STORE_NO_CURSOR, 0, 1, keep_logmsg, &s, &more),
+                     QC_OK);
+    assert_int_equal(s.m[0].cseq, PURGED_BELOW + 1);
+}
+
 #define STORE_TEST(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -304,6 +526,8 @@ int main(void)
         STORE_TEST(test_file_mode),
         STORE_TEST(test_newer_schema_refused),
         STORE_TEST(test_wal_restart_does_not_wait_for_a_reader),
+        STORE_TEST(test_login_reads_a_page_of_a_long_backlog),
+        STORE_TEST(test_calls_near_the_end_do_not_walk_the_history),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
