@@ -100,9 +100,7 @@ struct worker {
     struct online_table *online;
     struct guard *guard;
     struct worker_stats *stats;
-    const struct store_ops *st;
-    struct store *store;
-    const struct social_ops *social; /* tokens, password change (same handle as store) */
+    const struct store_ops *st; /* the driver's calls; its handle is the storage thread's */
     /* The conversation log (issue 11): every store call off the loop. */
     struct storage *storage; /* this worker's storage thread */
     struct loop_source storage_src;

@@ -3,7 +3,8 @@
  *
  * service_dispatch checks the envelope (msgid, seq, session) and calls one
  * handler per message id.  Handlers validate their fields, call storage
- * through w->st, and route what must be forwarded (route.c).  Identity always
+ * on the worker's storage thread (service_async.c, storage.c), and route
+ * what must be forwarded (route.c).  Identity always
  * comes from the session: "id", "userid" and "name" in a request are never
  * read.  Replies follow the seq rule of qchat-protocol(7): with "seq", exactly
  * one reply echoing it; without, the seed's replies plus errors.

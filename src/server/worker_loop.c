@@ -51,7 +51,6 @@
 #include "server/session.h"
 #include "server/worker.h"
 #include "server/worker_loop.h"
-#include "store/social.h"
 #include "server/ws_conn.h"
 
 #define WORKER_TICK_MS           250 /* timers: deadlines, idle checks */
@@ -389,7 +388,6 @@ static void __attribute__((noreturn)) finish_stop(struct worker *w)
     purge_stop(w); /* after storage_stop: a purge batch may have been on the thread */
     while (w->nspare > 0)
         buf_free(&w->spare[--w->nspare]);
-    w->st->close(w->store);
     log_info("stopped");
     _exit(0);
 }
@@ -546,9 +544,8 @@ int worker_setup(struct worker *w, uint32_t index, const struct qc_config *cfg,
     }
     char err[QC_CONFIG_ERR_MAX];
     w->st = store_driver(cfg->storage_driver);
-    w->social = social_driver(cfg->storage_driver);
-    if (w->st == NULL || w->social == NULL || w->st->open(&w->store, cfg, err, sizeof err) != 0) {
-        log_error("storage: %s", w->st ? err : "unknown driver");
+    if (w->st == NULL) {
+        log_error("storage: unknown driver %s", cfg->storage_driver);
         return -1;
     }
     w->storage = storage_start(cfg, err, sizeof err);

@@ -38,6 +38,7 @@
 #define RECOVER_MAX_MS  15000 /* storage works again after SIGCONT */
 #define UPGRADE_WAIT_MS 5000  /* plaintext password replaced by its hash */
 #define POLL_MS         100
+#define CONNECT_WAIT_MS 5000 /* every worker's storage thread connected after the start */
 #define SEED_TABLES     5
 #define ALL_TABLES      6
 #define GUARD_MS        60000 /* SIGCONT by a guard process if the test dies */
@@ -456,6 +457,13 @@ static void chat_online(struct qclient *a, struct qclient *b, int32_t bid, const
     json_object_put(got);
 }
 
+/* The connections to database db: qchatd's (the admin connection names no database). */
+static int node_connections(const char *db)
+{
+    return (int)mdb_int(admin,
+                        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE db = '%s'", db);
+}
+
 static void test_outage_and_recovery(void **state)
 {
     struct h_user a, b, c;
@@ -472,6 +480,19 @@ static void test_outage_and_recovery(void **state)
     start_on(db);
     master = server_master_pid();
     nworkers = server_worker_pids(workers, H_WORKERS * 4);
+    /*
+     * One connection per worker, its storage thread's (qchatd.conf(5),
+     * driver); a worker still starting may not have opened it yet.
+     */
+    int conns;
+    t0 = h_now_ms();
+    while ((conns = node_connections(db)) < nworkers && h_now_ms() - t0 < CONNECT_WAIT_MS)
+        h_sleep_ms(POLL_MS);
+    h_sleep_ms(POLL_MS); /* and no more after */
+    conns = node_connections(db);
+    print_message("outage: %d workers hold %d database connections\n", nworkers, conns);
+    H_CHECK(conns == nworkers, "a node of %d workers holds %d connections to its database",
+            nworkers, conns);
     ca = h_new_user(&a, "outA");
     cb = h_new_user(&b, "outB");
     h_new_offline_user(&c, "outC");
