@@ -39,7 +39,7 @@ const struct ipc_handlers *peer_handlers(uint32_t peer);
 bool peer_output_waiting(struct worker *w);
 /* At exit: one last attempt to write every queue. */
 void peer_flush_all(struct worker *w);
-/* Before the loop sleeps: the round's packets for the relay leave (one sendmmsg). */
+/* Before the loop sleeps: the round's packets on every link leave (one sendmmsg each). */
 void peer_flush_corked(struct worker *w);
 
 #endif

@@ -88,14 +88,20 @@ bool peer_output_waiting(struct worker *w)
     return false;
 }
 
-void peer_flush_corked(struct worker *w)
+static void flush_corked_link(struct worker *w, uint32_t peer)
 {
-    struct peer *pe = &w->peers[RELAY_PEER];
+    struct peer *pe = &w->peers[peer];
     if (pe->ch.fd < 0 || !pe->ch.corked || !ipc_chan_waiting(&pe->ch) || pe->want_write)
         return; /* nothing this round, or the socket is full and EPOLLOUT flushes */
-    peer_output(w, RELAY_PEER);
+    peer_output(w, peer);
     if (pe->ch.fd >= 0 && ipc_chan_waiting(&pe->ch))
-        watch_peer_output(w, RELAY_PEER, true);
+        watch_peer_output(w, peer, true);
+}
+
+void peer_flush_corked(struct worker *w)
+{
+    for (uint32_t p = 0; p <= RELAY_PEER; p++)
+        flush_corked_link(w, p);
 }
 
 void peer_flush_all(struct worker *w)
@@ -135,7 +141,7 @@ int peer_watch(struct worker *w, uint32_t peer, int fd)
 {
     struct peer *pe = &w->peers[peer];
     ipc_chan_init(&pe->ch, fd);
-    ipc_chan_cork(&pe->ch, peer == RELAY_PEER); /* PUBLISH, SUB...: one sendmmsg per round */
+    ipc_chan_cork(&pe->ch, true); /* a round's deliveries, PUBLISHes...: one sendmmsg */
     pe->w = w;
     pe->index = peer;
     pe->want_write = false;
