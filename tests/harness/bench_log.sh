@@ -244,9 +244,8 @@ fi
 if want_row pingpong; then
     echo
     say "row pingpong: $PAIRS pairs, 64 B, one in flight, ${DUR}s; relay_ref, log on, log off"
-    for run in $(seq "$RUNS"); do
-        bench "relay_ref run $run" pingpong --port "$rp" --synthetic --pairs "$PAIRS" -d "$DUR" &&
-            { r=$(field "$line" rate); keep pp_r "$r"; keep pp_p99_r "$(field "$line" p99)"; }
+    # pp_build / pp_base: one run of this build's two servers, of BASE's
+    pp_build() {
         bench "log on run $run" pingpong --port "$qon" --ids "$tmp/ids.pp" --pairs "$PAIRS" -d "$DUR" \
             --sources "$SOURCES" &&
             { q=$(field "$line" rate); keep pp_on "$q"; keep pp_p99_on "$(field "$line" p99)";
@@ -255,13 +254,29 @@ if want_row pingpong; then
             --sources "$SOURCES" &&
             { q=$(field "$line" rate); keep pp_off "$q"; keep pp_p99_off "$(field "$line" p99)";
               pair_ratio pp_off_ratio "$q" "$r"; }
-        [ -n "${BASE:-}" ] || continue
+        return 0
+    }
+    pp_base() {
         bench "base on run $run" pingpong --port "$bon" --ids "$tmp/ids.pp" --pairs "$PAIRS" \
             -d "$DUR" --sources "$SOURCES" &&
             { q=$(field "$line" rate); keep pp_bon "$q"; pair_ratio pp_bon_ratio "$q" "$r"; }
         bench "base off run $run" pingpong --port "$boff" --ids "$tmp/ids.pp" --pairs "$PAIRS" \
             -d "$DUR" --sources "$SOURCES" &&
             { q=$(field "$line" rate); keep pp_boff "$q"; pair_ratio pp_boff_ratio "$q" "$r"; }
+        return 0
+    }
+    for run in $(seq "$RUNS"); do
+        bench "relay_ref run $run" pingpong --port "$rp" --synthetic --pairs "$PAIRS" -d "$DUR" &&
+            { r=$(field "$line" rate); keep pp_r "$r"; keep pp_p99_r "$(field "$line" p99)"; }
+        # BASE first in even runs: the servers that ran last in a round won
+        # by 5-12% whichever binary they were (docs/BENCHMARKS.md, phase 8).
+        if [ -z "${BASE:-}" ]; then
+            pp_build
+        elif [ $((run % 2)) -eq 1 ]; then
+            pp_build && pp_base
+        else
+            pp_base && pp_build
+        fi
     done
 fi
 
