@@ -87,10 +87,12 @@ struct store_convmark {
 };
 
 /* Limits of the log calls. */
-#define STORE_NO_CURSOR        (-1) /* history: before / after not given */
-#define STORE_HISTORY_MAX      100  /* messages in one history page */
-#define STORE_CONVS_MAX        1000 /* conversations in one list */
-#define STORE_SQLITE_FILE_MODE 0600 /* a new SQLite file, whatever the umask */
+#define STORE_NO_CURSOR        (-1)      /* history: before / after not given */
+#define STORE_HISTORY_MAX      100       /* messages in one history page */
+#define STORE_CONVS_MAX        1000      /* conversations in one list */
+#define STORE_SQLITE_FILE_MODE 0600      /* a new SQLite file, whatever the umask */
+#define STORE_SCAN_START       INT64_MIN /* a retention scan of the conversations: from the first */
+#define STORE_PURGE_SCAN_CONVS 4096      /* conversations one retention call examines, at most */
 
 /* The conversation of the pair a, b (a != b, both > 0). */
 static inline int64_t store_conv_pair(int32_t a, int32_t b)
@@ -267,16 +269,26 @@ struct store_ops {
     /*
      * Retention, in small steps: remove at most batch messages older than
      * keep_days (0: no age limit) or beyond the newest max_per_conv of
-     * their conversation (0: no cap).  *removed: how many; loop while it
-     * equals batch.  Last cseqs are kept, so cseqs are never reused.
+     * their conversation (0: no cap).  *removed: how many.  Last cseqs are
+     * kept, so cseqs are never reused.
+     *
+     * The cap is found by walking the conversations in order, at most
+     * STORE_PURGE_SCAN_CONVS of them per call, so that one call takes about
+     * the same time on a store of a thousand conversations as on one of
+     * millions.  *scan says where the walk stands: STORE_SCAN_START to
+     * begin, and on return where the next call goes on, or
+     * STORE_SCAN_START again once it passed the last conversation.  Keep
+     * calling while *removed equals batch or *scan is not
+     * STORE_SCAN_START.  On an error *scan is left as it was.
      */
-    int (*log_purge)(struct store *st, int keep_days, int max_per_conv, int batch, int *removed);
+    int (*log_purge)(struct store *st, int keep_days, int max_per_conv, int batch, int64_t *scan,
+                     int *removed);
     /*
      * history.enabled = no: remove at most batch messages that every
      * participant (both users of a pair, every current member of a group)
-     * has had delivered.  *removed as for log_purge.
+     * has had delivered.  *scan and *removed as for log_purge.
      */
-    int (*log_purge_delivered)(struct store *st, int batch, int *removed);
+    int (*log_purge_delivered)(struct store *st, int batch, int64_t *scan, int *removed);
     /*
      * Remove at most batch messages of conv (a deleted group's log); when
      * none are left, its cursors and last cseq go too.  Loop while

@@ -292,6 +292,7 @@ enum stmt_id {
     ST_MEMBER_EXISTS,
     ST_CURSOR_JOIN,
     ST_PURGE_AGE,
+    ST_PURGE_WINDOW,
     ST_PURGE_FIND,
     ST_PURGE_CONV,
     ST_PURGE_DELIVERED_FIND,
@@ -571,22 +572,39 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
                          4, NULL },
     [ST_PURGE_AGE] = { "purge by age", "DELETE FROM Message WHERE ts < ? ORDER BY ts LIMIT ?", 2,
                        NULL },
+    /* The last of the next STORE_PURGE_SCAN_CONVS conversations after ?, and how many. */
+    [ST_PURGE_WINDOW] = { "purge window",
+                          "SELECT COALESCE(MAX(conv), 0), COUNT(*) FROM (SELECT conv"
+                          " FROM Conversation WHERE conv > ? ORDER BY conv"
+                          " LIMIT " STR(STORE_PURGE_SCAN_CONVS) ") AS w",
+                          1, "ii" },
+    /*
+     * The finds name conversations in (from, last], in order: the window of
+     * one retention call.
+     */
     [ST_PURGE_FIND] = { "purge find",
-                        "SELECT conv, last_cseq - ? FROM Conversation v WHERE last_cseq > ?"
+                        "SELECT conv, last_cseq - ? FROM Conversation v"
+                        " WHERE v.conv > ? AND v.conv <= ? AND last_cseq > ?"
                         " AND " OLDEST_STORED("v.conv") " <= v.last_cseq - ?"
-                                                        " LIMIT " STR(PURGE_FIND_ROWS),
-                        3, "ii" },
+                                                        " ORDER BY conv LIMIT " STR(
+                                                            PURGE_FIND_ROWS),
+                        5, "ii" },
     [ST_PURGE_CONV] = { "purge conversation",
                         "DELETE FROM Message WHERE conv = ? AND cseq <= ? ORDER BY cseq LIMIT ?", 3,
                         NULL },
-    /* Conversations whose oldest stored message every participant has had. */
+    /*
+     * Conversations whose oldest stored message every participant has had:
+     * the cursors of each through key conv (004-purge.sql).
+     */
     [ST_PURGE_DELIVERED_FIND] = { "purge delivered find",
-                                  "SELECT c.conv, MIN(c.delivered_cseq) FROM ConvCursor c"
-                                  " WHERE c.conv > 0 OR EXISTS (SELECT 1 FROM GroupUser g"
-                                  " WHERE g.groupid = -c.conv AND g.userid = c.userid)"
-                                  " GROUP BY c.conv HAVING MIN(c.delivered_cseq) >="
-                                  " " OLDEST_STORED("c.conv") " LIMIT " STR(PURGE_FIND_ROWS),
-                                  0, "ii" },
+                                  "SELECT conv, upto FROM (SELECT v.conv AS conv,"
+                                  " (SELECT MIN(c.delivered_cseq) FROM ConvCursor c"
+                                  " WHERE c.conv = v.conv AND (c.conv > 0 OR EXISTS (SELECT 1"
+                                  " FROM GroupUser g WHERE g.groupid = -c.conv AND g.userid = c.userid)))"
+                                  " AS upto FROM Conversation v WHERE v.conv > ? AND v.conv <= ?) AS d"
+                                  " WHERE d.upto >= " OLDEST_STORED(
+                                      "d.conv") " ORDER BY conv LIMIT " STR(PURGE_FIND_ROWS),
+                                  2, "ii" },
     [ST_CONV_DELETE_MSGS] = { "conversation delete",
                               "DELETE FROM Message WHERE conv = ? ORDER BY cseq LIMIT ?", 2, NULL },
     [ST_CONV_DELETE_CURSORS] = { "conversation cursors delete",
@@ -3118,7 +3136,8 @@ static int mysql_store_conv_join(struct store *st, int32_t userid, int64_t conv,
 struct purge_args {
     int (*step)(struct store *st, struct purge_args *a); /* the deletes, in the transaction */
     int keep_days, max_per_conv, batch;
-    int64_t conv; /* conv_delete */
+    int64_t conv;            /* conv_delete */
+    int64_t scan_from, scan; /* the walk of the conversations: where it began, where it is */
     int removed;
 };
 
@@ -3132,40 +3151,94 @@ static int delete_counted(struct store *st, enum stmt_id id, struct params *p, i
 }
 
 /*
- * Delete, conversation by conversation, the rows the find statement names (a conversation
- * id pair per row, up to PURGE_FIND_ROWS per search), within what is left of the batch.
- * cap > 0 is bound as the find statement's one parameter (the per-conversation limit);
- * cap == 0 binds nothing.
+ * The window of one retention call: the conversations after from, at most
+ * STORE_PURGE_SCAN_CONVS of them.  *count: how many (0: none is left);
+ * *last: the last of them.
+ */
+static int purge_window(struct store *st, int64_t from, int64_t *last, int64_t *count)
+{
+    struct params p;
+    int err, rc;
+
+    params_init(&p);
+    param_int(&p, from);
+    if ((err = exec(st, ST_PURGE_WINDOW, &p)) != QC_OK)
+        return err;
+    if ((rc = fetch(st, ST_PURGE_WINDOW)) > 0) {
+        *last = col_int(st, ST_PURGE_WINDOW, 0);
+        *count = col_int(st, ST_PURGE_WINDOW, 1);
+    }
+    finish(st, ST_PURGE_WINDOW);
+    return rc > 0 ? QC_OK : QC_ESTORAGE;
+}
+
+/* Up to PURGE_FIND_ROWS (conversation, up to) pairs the find names in (from, last]. */
+static int purge_find(struct store *st, enum stmt_id find, int cap, int64_t from, int64_t last,
+                      int64_t found[][2], int *n)
+{
+    struct params p;
+    int err, rc = 0;
+
+    params_init(&p);
+    if (cap > 0)
+        param_int(&p, cap);
+    param_int(&p, from);
+    param_int(&p, last);
+    if (cap > 0) {
+        param_int(&p, cap);
+        param_int(&p, cap);
+    }
+    if ((err = exec(st, find, &p)) != QC_OK)
+        return err;
+    for (*n = 0; *n < PURGE_FIND_ROWS && (rc = fetch(st, find)) > 0; (*n)++) {
+        found[*n][0] = col_int(st, find, 0);
+        found[*n][1] = col_int(st, find, 1);
+    }
+    finish(st, find);
+    return rc < 0 ? QC_ESTORAGE : QC_OK;
+}
+
+/*
+ * Delete, conversation by conversation, what the find statement names in
+ * the window after a->scan (log_purge in store.h), within what is left of
+ * the batch.  a->scan moves past each conversation whose delete the batch
+ * did not cut short; past the window when all of it is done; to
+ * STORE_SCAN_START when that window was the last.  cap > 0 is the find's
+ * per-conversation limit; the delivered find has none.
  */
 static int purge_conversations(struct store *st, enum stmt_id find, int cap, struct purge_args *a)
 {
     struct params p;
-    int64_t found[PURGE_FIND_ROWS][2];
-    int err = QC_OK, rc = 0, i, n;
+    int64_t found[PURGE_FIND_ROWS][2], last = 0, count = 0, from = a->scan;
+    int err, i, n;
 
-    while (a->removed < a->batch && err == QC_OK) {
-        if (cap > 0)
-            params_key(&p, find, cap);
-        if ((err = exec(st, find, cap > 0 ? &p : NULL)) != QC_OK)
+    if (a->removed >= a->batch)
+        return QC_OK;
+    if ((err = purge_window(st, from, &last, &count)) != QC_OK)
+        return err;
+    if (count == 0) {
+        a->scan = STORE_SCAN_START;
+        return QC_OK;
+    }
+    do {
+        if ((err = purge_find(st, find, cap, from, last, found, &n)) != QC_OK)
             return err;
-        for (n = 0; n < PURGE_FIND_ROWS && (rc = fetch(st, find)) > 0; n++) {
-            found[n][0] = col_int(st, find, 0);
-            found[n][1] = col_int(st, find, 1);
-        }
-        finish(st, find);
-        if (rc < 0)
-            return QC_ESTORAGE;
-        if (n == 0)
-            break;
-        for (i = 0; i < n && a->removed < a->batch && err == QC_OK; i++) {
+        for (i = 0; i < n; i++) {
             params_init(&p);
             param_int(&p, found[i][0]);
             param_int(&p, found[i][1]);
             param_int(&p, a->batch - a->removed);
-            err = delete_counted(st, ST_PURGE_CONV, &p, &a->removed);
+            if ((err = delete_counted(st, ST_PURGE_CONV, &p, &a->removed)) != QC_OK)
+                return err;
+            if (a->removed >= a->batch) {
+                a->scan = from; /* found[i] may have more: the next call sees it again */
+                return QC_OK;
+            }
+            from = found[i][0];
         }
-    }
-    return err;
+    } while (n == PURGE_FIND_ROWS);
+    a->scan = count < STORE_PURGE_SCAN_CONVS ? STORE_SCAN_START : last;
+    return QC_OK;
 }
 
 static int purge_step(struct store *st, struct purge_args *a)
@@ -3184,6 +3257,8 @@ static int purge_step(struct store *st, struct purge_args *a)
     }
     if (err == QC_OK && a->max_per_conv > 0)
         err = purge_conversations(st, ST_PURGE_FIND, a->max_per_conv, a);
+    else if (err == QC_OK)
+        a->scan = STORE_SCAN_START; /* no cap: nothing to walk */
     return err;
 }
 
@@ -3194,33 +3269,42 @@ static int op_purge(struct store *st, void *arg)
     int err;
 
     a->removed = 0;
+    a->scan = a->scan_from; /* a retried transaction walks again from where the call began */
     if ((err = tx_begin(st)) != QC_OK)
         return err;
     return tx_end(st, a->step(st, a));
 }
 
-static int run_purge(struct store *st, struct purge_args *a, int *removed)
+/* *removed and *scan take the call's result only once its deletes committed. */
+static int run_purge(struct store *st, struct purge_args *a, int64_t *scan, int *removed)
 {
     int err = run(st, op_purge, a);
 
-    if (err == QC_OK)
+    if (err == QC_OK) {
         *removed = a->removed;
+        if (scan != NULL)
+            *scan = a->scan;
+    }
     return err;
 }
 
 static int mysql_store_log_purge(struct store *st, int keep_days, int max_per_conv, int batch,
-                                 int *removed)
+                                 int64_t *scan, int *removed)
 {
-    struct purge_args a = {
-        .step = purge_step, .keep_days = keep_days, .max_per_conv = max_per_conv, .batch = batch
-    };
+    struct purge_args a = { .step = purge_step,
+                            .keep_days = keep_days,
+                            .max_per_conv = max_per_conv,
+                            .batch = batch,
+                            .scan_from = *scan };
 
     *removed = 0;
     if (batch < 1 || keep_days < 0 || max_per_conv < 0)
         return QC_EBADREQ;
-    if (keep_days == 0 && max_per_conv == 0)
+    if (keep_days == 0 && max_per_conv == 0) {
+        *scan = STORE_SCAN_START;
         return QC_OK;
-    return run_purge(st, &a, removed);
+    }
+    return run_purge(st, &a, scan, removed);
 }
 
 /* What every participant has had delivered. */
@@ -3229,14 +3313,14 @@ static int purge_delivered(struct store *st, struct purge_args *a)
     return purge_conversations(st, ST_PURGE_DELIVERED_FIND, 0, a);
 }
 
-static int mysql_store_log_purge_delivered(struct store *st, int batch, int *removed)
+static int mysql_store_log_purge_delivered(struct store *st, int batch, int64_t *scan, int *removed)
 {
-    struct purge_args a = { .step = purge_delivered, .batch = batch };
+    struct purge_args a = { .step = purge_delivered, .batch = batch, .scan_from = *scan };
 
     *removed = 0;
     if (batch < 1)
         return QC_EBADREQ;
-    return run_purge(st, &a, removed);
+    return run_purge(st, &a, scan, removed);
 }
 
 static int delete_conversation(struct store *st, struct purge_args *a)
@@ -3265,7 +3349,7 @@ static int mysql_store_conv_delete(struct store *st, int64_t conv, int batch, in
     *removed = 0;
     if (batch < 1)
         return QC_EBADREQ;
-    return run_purge(st, &a, removed);
+    return run_purge(st, &a, NULL, removed);
 }
 
 /*

@@ -162,6 +162,7 @@ enum stmt_id {
     ST_MEMBER_EXISTS,
     ST_CURSOR_JOIN,
     ST_PURGE_AGE,
+    ST_PURGE_WINDOW,
     ST_PURGE_FIND,
     ST_PURGE_CONV,
     ST_PURGE_DELIVERED_FIND,
@@ -364,23 +365,36 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
     [ST_PURGE_AGE] = { "purge by age",
                        "DELETE FROM Message WHERE rowid IN"
                        " (SELECT rowid FROM Message WHERE ts < ?1 ORDER BY ts LIMIT ?2)" },
+    /* The last of the next STORE_PURGE_SCAN_CONVS conversations after ?1, and how many. */
+    [ST_PURGE_WINDOW] = { "purge window",
+                          "SELECT max(conv), count(*) FROM (SELECT conv FROM Conversation"
+                          " WHERE conv > ?1 ORDER BY conv LIMIT " STR(STORE_PURGE_SCAN_CONVS) ")" },
+    /*
+     * The finds name conversations in (?2, ?3], in order: the window of one
+     * retention call.  ?1 is the cap (the delivered find has none).
+     */
     /* Conversations holding more than the newest ?1: one index probe each. */
-    [ST_PURGE_FIND] = { "purge find",
-                        "SELECT conv, last_cseq - ?1 FROM Conversation v WHERE last_cseq > ?1"
-                        " AND EXISTS (SELECT 1 FROM Message m WHERE m.conv = v.conv"
-                        " AND m.cseq <= v.last_cseq - ?1) LIMIT " STR(PURGE_FIND_ROWS) },
+    [ST_PURGE_FIND] = { "purge find", "SELECT conv, last_cseq - ?1 FROM Conversation v"
+                                      " WHERE v.conv > ?2 AND v.conv <= ?3 AND last_cseq > ?1"
+                                      " AND EXISTS (SELECT 1 FROM Message m WHERE m.conv = v.conv"
+                                      " AND m.cseq <= v.last_cseq - ?1) ORDER BY conv LIMIT " STR(
+                                          PURGE_FIND_ROWS) },
     [ST_PURGE_CONV] = { "purge conversation",
                         "DELETE FROM Message WHERE rowid IN (SELECT rowid FROM Message"
                         " WHERE conv = ?1 AND cseq <= ?2 ORDER BY cseq LIMIT ?3)" },
-    /* Conversations holding messages every participant has had delivered. */
+    /*
+     * Conversations holding messages every participant has had delivered:
+     * the cursors of each through ConvCursor_conv (004-purge.sql).
+     */
     [ST_PURGE_DELIVERED_FIND] = { "purge delivered find",
-                                  "SELECT v.conv, d.upto FROM Conversation v JOIN"
-                                  " (SELECT c.conv AS conv, min(c.delivered_cseq) AS upto"
-                                  " FROM ConvCursor c WHERE c.conv > 0 OR EXISTS (SELECT 1"
-                                  " FROM GroupUser g WHERE g.groupid = -c.conv AND g.userid = c.userid)"
-                                  " GROUP BY c.conv) AS d ON d.conv = v.conv"
-                                  " WHERE EXISTS (SELECT 1 FROM Message m WHERE m.conv = v.conv"
-                                  " AND m.cseq <= d.upto) LIMIT " STR(PURGE_FIND_ROWS) },
+                                  "SELECT conv, upto FROM (SELECT v.conv AS conv,"
+                                  " (SELECT min(c.delivered_cseq) FROM ConvCursor c"
+                                  " WHERE c.conv = v.conv AND (c.conv > 0 OR EXISTS (SELECT 1"
+                                  " FROM GroupUser g WHERE g.groupid = -c.conv AND g.userid = c.userid)))"
+                                  " AS upto FROM Conversation v WHERE v.conv > ?2 AND v.conv <= ?3) AS d"
+                                  " WHERE EXISTS (SELECT 1 FROM Message m WHERE m.conv = d.conv"
+                                  " AND m.cseq <= d.upto) ORDER BY conv LIMIT " STR(
+                                      PURGE_FIND_ROWS) },
     [ST_CONV_DELETE_MSGS] = { "conversation delete",
                               "DELETE FROM Message WHERE rowid IN"
                               " (SELECT rowid FROM Message WHERE conv = ?1 LIMIT ?2)" },
@@ -1687,38 +1701,83 @@ static int delete_rows(struct store *st, enum stmt_id id, const int64_t *v, int 
 }
 
 /*
- * Delete, conversation by conversation, the rows the find statement names (a conversation
- * id pair per row, up to PURGE_FIND_ROWS per search), within what is left of batch.
- * cap > 0 is bound as the find statement's one parameter (the per-conversation limit);
- * cap == 0 binds nothing.
+ * The window of one retention call: the conversations after from, at most
+ * STORE_PURGE_SCAN_CONVS of them.  *count: how many (0: none is left);
+ * *last: the last of them.
  */
-static int purge_conversations(struct store *st, int find, int cap, int batch, int *removed)
+static int purge_window(struct store *st, int64_t from, int64_t *last, int64_t *count)
+{
+    sqlite3_stmt *s = st->stmt[ST_PURGE_WINDOW];
+    int rc = sqlite3_bind_int64(s, 1, from);
+
+    if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        *count = sqlite3_column_int64(s, 1);
+        *last = sqlite3_column_int64(s, 0);
+    }
+    (void)sqlite3_reset(s);
+    return rc == SQLITE_ROW ? QC_OK : statement_failed(st, ST_PURGE_WINDOW, rc);
+}
+
+/* Up to PURGE_FIND_ROWS (conversation, up to) pairs the find names in (from, last]. */
+static int purge_find(struct store *st, int find, int cap, int64_t from, int64_t last,
+                      int64_t found[][2], int *n)
 {
     sqlite3_stmt *s = st->stmt[find];
-    int64_t found[PURGE_FIND_ROWS][2], v[3];
-    int rc, i, n, err = QC_OK;
+    int rc = sqlite3_bind_int64(s, 1, cap);
 
-    while (*removed < batch && err == QC_OK) {
-        n = 0;
-        rc = cap > 0 ? sqlite3_bind_int64(s, 1, cap) : SQLITE_OK;
-        if (rc == SQLITE_OK)
-            while (n < PURGE_FIND_ROWS && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-                found[n][0] = sqlite3_column_int64(s, 0);
-                found[n][1] = sqlite3_column_int64(s, 1);
-                n++;
-            }
-        (void)sqlite3_reset(s);
-        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-            return statement_failed(st, find, rc);
-        if (n == 0)
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s, 2, from);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(s, 3, last);
+    for (*n = 0; rc == SQLITE_OK || rc == SQLITE_ROW;) {
+        if (*n == PURGE_FIND_ROWS || (rc = sqlite3_step(s)) != SQLITE_ROW)
             break;
-        for (i = 0; i < n && *removed < batch && err == QC_OK; i++) {
+        found[*n][0] = sqlite3_column_int64(s, 0);
+        found[*n][1] = sqlite3_column_int64(s, 1);
+        (*n)++;
+    }
+    (void)sqlite3_reset(s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? QC_OK : statement_failed(st, find, rc);
+}
+
+/*
+ * Delete, conversation by conversation, what the find statement names in
+ * the window after *scan (log_purge in store.h), within what is left of
+ * batch.  *scan moves past each conversation whose delete the batch did not
+ * cut short; past the window when all of it is done; to STORE_SCAN_START
+ * when that window was the last.  cap is the find's ?1.
+ */
+static int purge_conversations(struct store *st, int find, int cap, int batch, int64_t *scan,
+                               int *removed)
+{
+    int64_t found[PURGE_FIND_ROWS][2], v[3], last = 0, count = 0, from = *scan;
+    int i, n, err;
+
+    if (*removed >= batch)
+        return QC_OK;
+    if ((err = purge_window(st, from, &last, &count)) != QC_OK)
+        return err;
+    if (count == 0) {
+        *scan = STORE_SCAN_START;
+        return QC_OK;
+    }
+    do {
+        if (err == QC_OK)
+            err = purge_find(st, find, cap, from, last, found, &n);
+        for (i = 0; err == QC_OK && i < n; i++) {
             v[0] = found[i][0];
             v[1] = found[i][1];
             v[2] = batch - *removed;
             err = delete_rows(st, ST_PURGE_CONV, v, 3, removed);
+            if (err == QC_OK && *removed >= batch) {
+                *scan = from; /* found[i] may have more: the next call sees it again */
+                return QC_OK;
+            }
+            from = found[i][0];
         }
-    }
+    } while (err == QC_OK && n == PURGE_FIND_ROWS);
+    if (err == QC_OK)
+        *scan = count < STORE_PURGE_SCAN_CONVS ? STORE_SCAN_START : last;
     return err;
 }
 
@@ -1731,7 +1790,8 @@ static int commit_deletes(struct store *st, int err, int *removed)
     return err;
 }
 
-static int purge_step(struct store *st, int keep_days, int max_per_conv, int batch, int *removed)
+static int purge_step(struct store *st, int keep_days, int max_per_conv, int batch, int64_t *scan,
+                      int *removed)
 {
     int err = QC_OK;
 
@@ -1741,27 +1801,43 @@ static int purge_step(struct store *st, int keep_days, int max_per_conv, int bat
         err = delete_rows(st, ST_PURGE_AGE, v, 2, removed);
     }
     if (err == QC_OK && max_per_conv > 0)
-        err = purge_conversations(st, ST_PURGE_FIND, max_per_conv, batch, removed);
+        err = purge_conversations(st, ST_PURGE_FIND, max_per_conv, batch, scan, removed);
+    else if (err == QC_OK)
+        *scan = STORE_SCAN_START; /* no cap: nothing to walk */
+    return err;
+}
+
+/* *scan takes the walk's new place only once its deletes committed. */
+static int commit_scan(struct store *st, int err, int64_t walked, int64_t *scan, int *removed)
+{
+    err = commit_deletes(st, err, removed);
+    if (err == QC_OK)
+        *scan = walked;
     return err;
 }
 
 static int sqlite_log_purge(struct store *st, int keep_days, int max_per_conv, int batch,
-                            int *removed)
+                            int64_t *scan, int *removed)
 {
+    int64_t walked = *scan;
     int err;
 
     *removed = 0;
     if (batch < 1 || keep_days < 0 || max_per_conv < 0)
         return QC_EBADREQ;
-    if (keep_days == 0 && max_per_conv == 0)
+    if (keep_days == 0 && max_per_conv == 0) {
+        *scan = STORE_SCAN_START;
         return QC_OK;
+    }
     if ((err = tx_begin(st)) != QC_OK)
         return err;
-    return commit_deletes(st, purge_step(st, keep_days, max_per_conv, batch, removed), removed);
+    err = purge_step(st, keep_days, max_per_conv, batch, &walked, removed);
+    return commit_scan(st, err, walked, scan, removed);
 }
 
-static int sqlite_log_purge_delivered(struct store *st, int batch, int *removed)
+static int sqlite_log_purge_delivered(struct store *st, int batch, int64_t *scan, int *removed)
 {
+    int64_t walked = *scan;
     int err;
 
     *removed = 0;
@@ -1770,8 +1846,8 @@ static int sqlite_log_purge_delivered(struct store *st, int batch, int *removed)
     if ((err = tx_begin(st)) != QC_OK)
         return err;
     /* what every participant has had delivered */
-    return commit_deletes(st, purge_conversations(st, ST_PURGE_DELIVERED_FIND, 0, batch, removed),
-                          removed);
+    err = purge_conversations(st, ST_PURGE_DELIVERED_FIND, 0, batch, &walked, removed);
+    return commit_scan(st, err, walked, scan, removed);
 }
 
 static int delete_conversation(struct store *st, int64_t conv, int batch, int *removed)

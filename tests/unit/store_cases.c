@@ -669,6 +669,7 @@ void test_log_conv_raise(void **state)
  */
 void test_log_gaps_sender_cursor(void **state)
 {
+    int64_t scan = STORE_SCAN_START;
     struct store_fixture *f = store_case_fixture(state);
     int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), carol = new_user(f, "carol");
     int64_t ab = store_conv_pair(alice, bob), ac = store_conv_pair(alice, carol);
@@ -678,16 +679,16 @@ void test_log_gaps_sender_cursor(void **state)
     /* alice-bob: 1..4 went live only; alice's 5 was stored for bob. */
     append_msg(f, ab, 5, alice, 1000);
     assert_int_equal(f->ops->delivered_advance(f->st, bob, &ab5, 1), QC_OK);
-    assert_int_equal(f->ops->log_purge_delivered(f->st, 10, &removed), QC_OK);
+    assert_int_equal(f->ops->log_purge_delivered(f->st, 10, &scan, &removed), QC_OK);
     assert_int_equal(removed, 1); /* alice's cursor followed her own 5 over the gap */
     /* alice-carol: carol's 3 waits for alice; alice's 5 must not pass it. */
     append_msg(f, ac, 3, carol, 2000);
     append_msg(f, ac, 5, alice, 3000);
     assert_int_equal(f->ops->delivered_advance(f->st, carol, &ac5, 1), QC_OK);
-    assert_int_equal(f->ops->log_purge_delivered(f->st, 10, &removed), QC_OK);
+    assert_int_equal(f->ops->log_purge_delivered(f->st, 10, &scan, &removed), QC_OK);
     assert_int_equal(removed, 0);
     assert_int_equal(f->ops->delivered_advance(f->st, alice, &ac5, 1), QC_OK);
-    assert_int_equal(f->ops->log_purge_delivered(f->st, 10, &removed), QC_OK);
+    assert_int_equal(f->ops->log_purge_delivered(f->st, 10, &scan, &removed), QC_OK);
     assert_int_equal(removed, 2);
 }
 
@@ -901,6 +902,7 @@ void test_log_cursors_batches(void **state)
 #define RUN_CONVS 45 /* a full batch of 32 and a partial one */
 void test_log_runs_batches(void **state)
 {
+    int64_t scan = STORE_SCAN_START;
     struct store_fixture *f = store_case_fixture(state);
     if (f->ops->delivered_advance_many == NULL)
         skip();
@@ -924,7 +926,7 @@ void test_log_runs_batches(void **state)
         assert_int_equal(last_cseq(f, m[2 * k].conv), 2);
     assert_int_equal(f->ops->delivered_advance_many(f->st, uids, pos, RUN_CONVS), QC_OK);
     do {
-        assert_int_equal(f->ops->log_purge_delivered(f->st, 4 * RUN_CONVS, &removed), QC_OK);
+        assert_int_equal(f->ops->log_purge_delivered(f->st, 4 * RUN_CONVS, &scan, &removed), QC_OK);
         total += removed;
     } while (removed > 0);
     assert_int_equal(total, 2 * RUN_CONVS);
@@ -1210,20 +1212,22 @@ void test_log_conversations(void **state)
 
 static int purge_all(struct store_fixture *f, int keep_days, int max_per_conv)
 {
+    int64_t scan = STORE_SCAN_START;
     int removed = 0, total = 0, calls = 0;
 
     do {
-        assert_int_equal(f->ops->log_purge(f->st, keep_days, max_per_conv, PURGE_BATCH, &removed),
-                         QC_OK);
+        assert_int_equal(
+            f->ops->log_purge(f->st, keep_days, max_per_conv, PURGE_BATCH, &scan, &removed), QC_OK);
         assert_true(removed <= PURGE_BATCH);
         total += removed;
         assert_true(++calls < 1000);
-    } while (removed == PURGE_BATCH);
+    } while (removed == PURGE_BATCH || scan != STORE_SCAN_START);
     return total;
 }
 
 void test_log_retention(void **state)
 {
+    int64_t scan = STORE_SCAN_START;
     struct store_fixture *f = store_case_fixture(state);
     int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), g = 0;
     int64_t ab = store_conv_pair(alice, bob), now = (int64_t)time(NULL) * 1000, grp;
@@ -1235,9 +1239,9 @@ void test_log_retention(void **state)
         append_msg(f, ab, i, alice, i <= 10 ? now - 40 * DAY_MS : now - DAY_MS);
     for (i = 1; i <= 30; i++)
         append_msg(f, grp, i, alice, now);
-    assert_int_equal(f->ops->log_purge(f->st, 0, 0, PURGE_BATCH, &removed), QC_OK);
+    assert_int_equal(f->ops->log_purge(f->st, 0, 0, PURGE_BATCH, &scan, &removed), QC_OK);
     assert_int_equal(removed, 0);
-    assert_int_equal(f->ops->log_purge(f->st, 0, 0, 0, &removed), QC_EBADREQ);
+    assert_int_equal(f->ops->log_purge(f->st, 0, 0, 0, &scan, &removed), QC_EBADREQ);
 
     assert_int_equal(purge_all(f, 30, 0), 10);
     expect_page(f, ab, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 11, 20, false);
@@ -1344,6 +1348,7 @@ void test_log_pair_deleted(void **state)
 #define PURGE_CONVS 150
 void test_log_purge_many_convs(void **state)
 {
+    int64_t scan = STORE_SCAN_START;
     struct store_fixture *f = store_case_fixture(state);
     int32_t alice = new_user(f, "alice"), uids[PURGE_CONVS];
     struct store_logmsg *m = calloc(3 * PURGE_CONVS, sizeof(*m));
@@ -1361,25 +1366,87 @@ void test_log_purge_many_convs(void **state)
     assert_int_equal(f->ops->log_append(f->st, m, 3 * PURGE_CONVS), QC_OK);
 
     /* keep the newest 2 of each: one message per conversation goes */
-    assert_int_equal(f->ops->log_purge(f->st, 0, 2, PURGE_CONVS - 10, &removed), QC_OK);
+    assert_int_equal(f->ops->log_purge(f->st, 0, 2, PURGE_CONVS - 10, &scan, &removed), QC_OK);
     assert_int_equal(removed, PURGE_CONVS - 10);
-    assert_int_equal(f->ops->log_purge(f->st, 0, 2, 3 * PURGE_CONVS, &removed), QC_OK);
+    assert_int_equal(f->ops->log_purge(f->st, 0, 2, 3 * PURGE_CONVS, &scan, &removed), QC_OK);
     assert_int_equal(removed, 10);
-    assert_int_equal(f->ops->log_purge(f->st, 0, 2, 3 * PURGE_CONVS, &removed), QC_OK);
+    assert_int_equal(f->ops->log_purge(f->st, 0, 2, 3 * PURGE_CONVS, &scan, &removed), QC_OK);
     assert_int_equal(removed, 0);
 
     /* every one delivered to its other user (alice sent them: her cursor follows) */
     assert_int_equal(f->ops->delivered_advance_many(f->st, uids, pos, PURGE_CONVS), QC_OK);
-    assert_int_equal(f->ops->log_purge_delivered(f->st, 3 * PURGE_CONVS, &removed), QC_OK);
+    assert_int_equal(f->ops->log_purge_delivered(f->st, 3 * PURGE_CONVS, &scan, &removed), QC_OK);
     assert_int_equal(removed, 2 * PURGE_CONVS);
     expect_page(f, pos[PURGE_CONVS - 1].conv, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 0, 0,
                 false);
     free(m);
 }
 
+/*
+ * One retention call examines at most STORE_PURGE_SCAN_CONVS conversations,
+ * however many of them hold something to remove, and says where the next
+ * call goes on; the next picks up the rest, and a walk that passed the last
+ * conversation starts over.  Both the cap's walk and the delivered walk.
+ */
+#define WALK_CONVS (STORE_PURGE_SCAN_CONVS + 37)
+void test_log_purge_walks_in_windows(void **state)
+{
+    struct store_fixture *f = store_case_fixture(state);
+    int32_t alice = new_user(f, "alice");
+    struct store_logmsg *m = calloc(3 * WALK_CONVS, sizeof(*m));
+    int32_t *uids = calloc(WALK_CONVS, sizeof(*uids));
+    struct store_cursor *pos = calloc(WALK_CONVS, sizeof(*pos));
+    int64_t scan = STORE_SCAN_START, first_window_end;
+    int k, removed = -1;
+
+    assert_true(m != NULL && uids != NULL && pos != NULL);
+    for (k = 0; k < 3 * WALK_CONVS; k++) {
+        int64_t conv = store_conv_pair(alice, alice + 1000 + k / 3);
+
+        m[k] = (struct store_logmsg){ conv, k % 3 + 1, k, BASE_TS + k, alice, "{}", 2 };
+        uids[k / 3] = alice + 1000 + k / 3;
+        pos[k / 3] = (struct store_cursor){ conv, 3 };
+    }
+    assert_int_equal(f->ops->log_append(f->st, m, 3 * WALK_CONVS), QC_OK);
+
+    /* keep the newest 2 of each: the first call reaches the first window only */
+    assert_int_equal(f->ops->log_purge(f->st, 0, 2, 3 * WALK_CONVS, &scan, &removed), QC_OK);
+    assert_int_equal(removed, STORE_PURGE_SCAN_CONVS);
+    assert_true(scan != STORE_SCAN_START);
+    first_window_end = scan;
+    assert_int_equal(f->ops->log_purge(f->st, 0, 2, 3 * WALK_CONVS, &scan, &removed), QC_OK);
+    assert_int_equal(removed, WALK_CONVS - STORE_PURGE_SCAN_CONVS);
+    assert_true(scan == STORE_SCAN_START);
+    /* a new walk: nothing is left in either window, and it takes two calls all the same */
+    assert_int_equal(f->ops->log_purge(f->st, 0, 2, 3 * WALK_CONVS, &scan, &removed), QC_OK);
+    assert_int_equal(removed, 0);
+    assert_true(scan == first_window_end);
+    assert_int_equal(f->ops->log_purge(f->st, 0, 2, 3 * WALK_CONVS, &scan, &removed), QC_OK);
+    assert_int_equal(removed, 0);
+    assert_true(scan == STORE_SCAN_START);
+    expect_page(f, pos[0].conv, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 2, 3, false);
+    expect_page(f, pos[WALK_CONVS - 1].conv, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 2, 3,
+                false);
+
+    /* every one delivered to its other user: the same two windows */
+    assert_int_equal(f->ops->delivered_advance_many(f->st, uids, pos, WALK_CONVS), QC_OK);
+    assert_int_equal(f->ops->log_purge_delivered(f->st, 3 * WALK_CONVS, &scan, &removed), QC_OK);
+    assert_int_equal(removed, 2 * STORE_PURGE_SCAN_CONVS);
+    assert_true(scan == first_window_end);
+    assert_int_equal(f->ops->log_purge_delivered(f->st, 3 * WALK_CONVS, &scan, &removed), QC_OK);
+    assert_int_equal(removed, 2 * (WALK_CONVS - STORE_PURGE_SCAN_CONVS));
+    assert_true(scan == STORE_SCAN_START);
+    expect_page(f, pos[WALK_CONVS - 1].conv, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 0, 0,
+                false);
+    free(m);
+    free(uids);
+    free(pos);
+}
+
 /* history.enabled = no: what every participant has had is removed, nothing else. */
 void test_log_purge_delivered(void **state)
 {
+    int64_t scan = STORE_SCAN_START;
     struct store_fixture *f = store_case_fixture(state);
     int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), carol = new_user(f, "carol");
     int64_t ab = store_conv_pair(alice, bob), grp;
@@ -1395,7 +1462,7 @@ void test_log_purge_delivered(void **state)
         append_msg(f, ab, i, alice, BASE_TS + i);
         append_msg(f, grp, i, alice, BASE_TS + i);
     }
-    assert_int_equal(f->ops->log_purge_delivered(f->st, PURGE_BATCH, &removed), QC_OK);
+    assert_int_equal(f->ops->log_purge_delivered(f->st, PURGE_BATCH, &scan, &removed), QC_OK);
     assert_int_equal(removed, 0); /* bob, carol: nothing delivered yet */
 
     c = (struct store_cursor){ ab, 3 };
@@ -1405,13 +1472,13 @@ void test_log_purge_delivered(void **state)
     c = (struct store_cursor){ grp, 2 };
     assert_int_equal(f->ops->delivered_advance(f->st, carol, &c, 1), QC_OK);
     do {
-        assert_int_equal(f->ops->log_purge_delivered(f->st, 2, &removed), QC_OK);
+        assert_int_equal(f->ops->log_purge_delivered(f->st, 2, &scan, &removed), QC_OK);
         total += removed;
     } while (removed == 2);
     assert_int_equal(total, 3 + 2);
     expect_page(f, ab, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 4, 5, false);
     expect_page(f, grp, STORE_NO_CURSOR, STORE_NO_CURSOR, LOG_PAGE, 3, 5, false);
-    assert_int_equal(f->ops->log_purge_delivered(f->st, 0, &removed), QC_EBADREQ);
+    assert_int_equal(f->ops->log_purge_delivered(f->st, 0, &scan, &removed), QC_EBADREQ);
 }
 
 /*

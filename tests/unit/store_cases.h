@@ -122,6 +122,7 @@ void test_log_pair_deleted(void **state);
 void test_log_append_rows(void **state);
 void test_log_purge_delivered(void **state);
 void test_log_purge_many_convs(void **state);
+void test_log_purge_walks_in_windows(void **state);
 void test_log_conv_raise(void **state);
 void test_log_gaps_sender_cursor(void **state);
 void test_log_migrate_v1(void **state);
@@ -130,41 +131,42 @@ void test_log_assign_batch(void **state);
 void test_log_assign_two_processes(void **state);
 
 /* Every shared case, for a driver test's list, with its fixture. */
-#define STORE_CASES(setup, teardown)                                                   \
-    cmocka_unit_test_setup_teardown(test_reopen_ping_init_schema, setup, teardown),    \
-        cmocka_unit_test_setup_teardown(test_users, setup, teardown),                  \
-        cmocka_unit_test_setup_teardown(test_friends, setup, teardown),                \
-        cmocka_unit_test_setup_teardown(test_friends_seed_one_way, setup, teardown),   \
-        cmocka_unit_test_setup_teardown(test_groups, setup, teardown),                 \
-        cmocka_unit_test_setup_teardown(test_nested_calls, setup, teardown),           \
-        cmocka_unit_test_setup_teardown(test_group_unknown_creator, setup, teardown),  \
-        cmocka_unit_test_setup_teardown(test_offline_order_and_take, setup, teardown), \
-        cmocka_unit_test_setup_teardown(test_offline_exact_length, setup, teardown),   \
-        cmocka_unit_test_setup_teardown(test_offline_unknown_user, setup, teardown),   \
-        cmocka_unit_test_setup_teardown(test_offline_cap, setup, teardown),            \
-        cmocka_unit_test_setup_teardown(test_two_handles, setup, teardown),            \
-        cmocka_unit_test_setup_teardown(test_two_processes, setup, teardown),          \
-        cmocka_unit_test(test_log_conv_keys),                                          \
-        cmocka_unit_test_setup_teardown(test_log_append_idempotent, setup, teardown),  \
-        cmocka_unit_test_setup_teardown(test_log_conv_raise, setup, teardown),         \
-        cmocka_unit_test_setup_teardown(test_log_gaps_sender_cursor, setup, teardown), \
-        cmocka_unit_test_setup_teardown(test_log_history_pages, setup, teardown),      \
-        cmocka_unit_test_setup_teardown(test_log_cursors, setup, teardown),            \
-        cmocka_unit_test_setup_teardown(test_log_cursors_many, setup, teardown),       \
-        cmocka_unit_test_setup_teardown(test_log_cursors_batches, setup, teardown),    \
-        cmocka_unit_test_setup_teardown(test_log_runs_batches, setup, teardown),       \
-        cmocka_unit_test_setup_teardown(test_log_undelivered, setup, teardown),        \
-        cmocka_unit_test_setup_teardown(test_log_undelivered_prefix, setup, teardown), \
-        cmocka_unit_test_setup_teardown(test_log_undelivered_own, setup, teardown),    \
-        cmocka_unit_test_setup_teardown(test_log_conversations, setup, teardown),      \
-        cmocka_unit_test_setup_teardown(test_log_retention, setup, teardown),          \
-        cmocka_unit_test_setup_teardown(test_log_pair_deleted, setup, teardown),       \
-        cmocka_unit_test_setup_teardown(test_log_append_rows, setup, teardown),        \
-        cmocka_unit_test_setup_teardown(test_log_purge_delivered, setup, teardown),    \
-        cmocka_unit_test_setup_teardown(test_log_purge_many_convs, setup, teardown),   \
-        cmocka_unit_test_setup_teardown(test_log_migrate_v1, setup, teardown),         \
-        cmocka_unit_test_setup_teardown(test_log_speed, setup, teardown),              \
-        cmocka_unit_test_setup_teardown(test_log_assign_batch, setup, teardown),       \
+#define STORE_CASES(setup, teardown)                                                       \
+    cmocka_unit_test_setup_teardown(test_reopen_ping_init_schema, setup, teardown),        \
+        cmocka_unit_test_setup_teardown(test_users, setup, teardown),                      \
+        cmocka_unit_test_setup_teardown(test_friends, setup, teardown),                    \
+        cmocka_unit_test_setup_teardown(test_friends_seed_one_way, setup, teardown),       \
+        cmocka_unit_test_setup_teardown(test_groups, setup, teardown),                     \
+        cmocka_unit_test_setup_teardown(test_nested_calls, setup, teardown),               \
+        cmocka_unit_test_setup_teardown(test_group_unknown_creator, setup, teardown),      \
+        cmocka_unit_test_setup_teardown(test_offline_order_and_take, setup, teardown),     \
+        cmocka_unit_test_setup_teardown(test_offline_exact_length, setup, teardown),       \
+        cmocka_unit_test_setup_teardown(test_offline_unknown_user, setup, teardown),       \
+        cmocka_unit_test_setup_teardown(test_offline_cap, setup, teardown),                \
+        cmocka_unit_test_setup_teardown(test_two_handles, setup, teardown),                \
+        cmocka_unit_test_setup_teardown(test_two_processes, setup, teardown),              \
+        cmocka_unit_test(test_log_conv_keys),                                              \
+        cmocka_unit_test_setup_teardown(test_log_append_idempotent, setup, teardown),      \
+        cmocka_unit_test_setup_teardown(test_log_conv_raise, setup, teardown),             \
+        cmocka_unit_test_setup_teardown(test_log_gaps_sender_cursor, setup, teardown),     \
+        cmocka_unit_test_setup_teardown(test_log_history_pages, setup, teardown),          \
+        cmocka_unit_test_setup_teardown(test_log_cursors, setup, teardown),                \
+        cmocka_unit_test_setup_teardown(test_log_cursors_many, setup, teardown),           \
+        cmocka_unit_test_setup_teardown(test_log_cursors_batches, setup, teardown),        \
+        cmocka_unit_test_setup_teardown(test_log_runs_batches, setup, teardown),           \
+        cmocka_unit_test_setup_teardown(test_log_undelivered, setup, teardown),            \
+        cmocka_unit_test_setup_teardown(test_log_undelivered_prefix, setup, teardown),     \
+        cmocka_unit_test_setup_teardown(test_log_undelivered_own, setup, teardown),        \
+        cmocka_unit_test_setup_teardown(test_log_conversations, setup, teardown),          \
+        cmocka_unit_test_setup_teardown(test_log_retention, setup, teardown),              \
+        cmocka_unit_test_setup_teardown(test_log_pair_deleted, setup, teardown),           \
+        cmocka_unit_test_setup_teardown(test_log_append_rows, setup, teardown),            \
+        cmocka_unit_test_setup_teardown(test_log_purge_delivered, setup, teardown),        \
+        cmocka_unit_test_setup_teardown(test_log_purge_many_convs, setup, teardown),       \
+        cmocka_unit_test_setup_teardown(test_log_purge_walks_in_windows, setup, teardown), \
+        cmocka_unit_test_setup_teardown(test_log_migrate_v1, setup, teardown),             \
+        cmocka_unit_test_setup_teardown(test_log_speed, setup, teardown),                  \
+        cmocka_unit_test_setup_teardown(test_log_assign_batch, setup, teardown),           \
         cmocka_unit_test_setup_teardown(test_log_assign_two_processes, setup, teardown)
 
 #endif

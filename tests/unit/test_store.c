@@ -440,6 +440,7 @@ static void count_conv(void *arg, const struct store_conv_info *c)
  */
 static void test_calls_near_the_end_do_not_walk_the_history(void **state)
 {
+    int64_t scan = STORE_SCAN_START;
     struct store_fixture *f = *state;
     struct seen_log s = { 0 };
     struct store_conv_info c = { 0 };
@@ -501,7 +502,8 @@ static void test_calls_near_the_end_do_not_walk_the_history(void **state)
 
     /* The cap's search over a conversation already purged down to the cap: nothing to do. */
     assert_int_equal(
-        f->ops->log_purge(f->st, 0, LONG_CONV_MESSAGES + 2 - PURGED_BELOW, PAGE, &removed), QC_OK);
+        f->ops->log_purge(f->st, 0, LONG_CONV_MESSAGES + 2 - PURGED_BELOW, PAGE, &scan, &removed),
+        QC_OK);
     steps = vm_steps(f);
     printf("# purge search over %d kept: %lld VM steps\n", LONG_CONV_MESSAGES + 2 - PURGED_BELOW,
            steps);

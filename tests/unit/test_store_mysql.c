@@ -831,6 +831,7 @@ static void test_conversations_do_not_walk_the_history(void **state)
 #define PURGED_BELOW 1000
 static void test_purge_search_does_not_walk_the_history(void **state)
 {
+    int64_t scan = STORE_SCAN_START;
     struct store_fixture *f = *state;
     int64_t conv;
     long long before, walked;
@@ -842,8 +843,9 @@ static void test_purge_search_does_not_walk_the_history(void **state)
     conv = store_conv_pair(alice, bob);
     fill_long_conversation(f, conv, PURGED_BELOW + 1, LONG_CONV_MESSAGES, alice, bob);
     before = rows_walked(f);
-    assert_int_equal(f->ops->log_purge(f->st, 0, LONG_CONV_MESSAGES - PURGED_BELOW, 100, &removed),
-                     QC_OK);
+    assert_int_equal(
+        f->ops->log_purge(f->st, 0, LONG_CONV_MESSAGES - PURGED_BELOW, 100, &scan, &removed),
+        QC_OK);
     walked = rows_walked(f) - before;
     printf("# purge search over a conversation of %d kept walked %lld index rows\n",
            LONG_CONV_MESSAGES - PURGED_BELOW, walked);
@@ -852,8 +854,9 @@ static void test_purge_search_does_not_walk_the_history(void **state)
     /* One more than the cap: the oldest goes. */
     mdb_exec(admin(f), "UPDATE Conversation SET last_cseq = last_cseq + 1 WHERE conv = %lld",
              (long long)conv);
-    assert_int_equal(f->ops->log_purge(f->st, 0, LONG_CONV_MESSAGES - PURGED_BELOW, 100, &removed),
-                     QC_OK);
+    assert_int_equal(
+        f->ops->log_purge(f->st, 0, LONG_CONV_MESSAGES - PURGED_BELOW, 100, &scan, &removed),
+        QC_OK);
     assert_int_equal(removed, 1);
     assert_int_equal(
         mdb_int(admin(f), "SELECT MIN(cseq) FROM Message WHERE conv = %lld", (long long)conv),

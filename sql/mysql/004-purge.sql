@@ -1,0 +1,13 @@
+-- sql/mysql/004-purge.sql - migration 4: the cursors of a conversation
+-- by conversation.
+--
+-- ConvCursor's key is (userid, conv): the cursors of one user.  Retention
+-- with history.enabled = no asks for the cursors of one conversation (the
+-- lowest delivered cseq of its participants), and deleting a group's log
+-- removes them; both walked every cursor of every user.  With this key
+-- each is a probe, so one retention call costs the same on a store of a
+-- thousand conversations as on one of millions.  A cursor's cseqs change
+-- with every delivery; the key holds only (conv, userid), so advancing a
+-- cursor never touches it.  InnoDB adds it in place, without copying the
+-- table.
+ALTER TABLE ConvCursor ADD KEY conv (conv);
