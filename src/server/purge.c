@@ -1,6 +1,13 @@
 /*
  * purge.c - retention of the conversation log in the background (see
  * purge.h): one batch at a time as a storage job of worker 0.
+ *
+ * A batch removes at most PURGE_BATCH messages and examines at most
+ * STORE_PURGE_SCAN_CONVS conversations (the store walks them in order and
+ * says where it stopped), so that the job holds the storage thread, and
+ * with SQLite the other workers' appends, for about the same time whatever
+ * the size of the store.  A round goes on, one batch per tick, until a
+ * batch comes back short with both walks past the last conversation.
  */
 #include <stdbool.h>
 #include <stdlib.h>
@@ -22,7 +29,9 @@ struct purge_state {
     uint64_t round_removed;
     /* the job's parameters and result */
     int keep_days, max_per_conv;
-    bool delivered_only; /* history.enabled = no */
+    bool delivered_only;    /* history.enabled = no */
+    int64_t scan_cap;       /* where the walk for max_per_conv stands (log_purge) */
+    int64_t scan_delivered; /* where the walk for delivered_only stands */
     int removed;
 };
 
@@ -37,6 +46,7 @@ int purge_init(struct worker *w)
     }
     w->purge->w = w;
     w->purge->next_ms = w->now_ms + PURGE_INTERVAL_MS;
+    w->purge->scan_cap = w->purge->scan_delivered = STORE_SCAN_START;
     return 0;
 }
 
@@ -59,15 +69,25 @@ static int run_batch(const struct store_ops *ops, struct store *st, void *arg)
     int n = 0, err = QC_OK;
     p->removed = 0;
     if (p->delivered_only) {
-        err = ops->log_purge_delivered(st, PURGE_BATCH, &n);
+        err = ops->log_purge_delivered(st, PURGE_BATCH, &p->scan_delivered, &n);
         p->removed += n;
+    } else {
+        p->scan_delivered = STORE_SCAN_START;
     }
     if (!err && (p->keep_days > 0 || p->max_per_conv > 0)) {
         n = 0;
-        err = ops->log_purge(st, p->keep_days, p->max_per_conv, PURGE_BATCH, &n);
+        err = ops->log_purge(st, p->keep_days, p->max_per_conv, PURGE_BATCH, &p->scan_cap, &n);
         p->removed += n;
+    } else if (!err) {
+        p->scan_cap = STORE_SCAN_START;
     }
     return err;
+}
+
+/* A walk of the conversations stopped short of the last one. */
+static bool walking(const struct purge_state *p)
+{
+    return p->scan_cap != STORE_SCAN_START || p->scan_delivered != STORE_SCAN_START;
 }
 
 static void end_round(struct worker *w, struct purge_state *p)
@@ -96,9 +116,9 @@ static void batch_done(void *arg, int err)
         end_round(w, p);
         return;
     }
-    /* A full batch means more may wait: the next one goes at the next tick. */
+    /* A full batch, or a walk short of the end, means more may wait: on at the next tick. */
     bool full = p->removed >= PURGE_BATCH;
-    if (!full)
+    if (!full && !walking(p))
         end_round(w, p);
 }
 

@@ -401,6 +401,20 @@ bool h_file_contains(const char *path, const char *needle)
 
 #define MAX_ARGS 128
 
+bool h_storage_is_mysql(void)
+{
+    const char *kind = getenv("QCHAT_TEST_STORAGE");
+    return kind != NULL && strcmp(kind, "mysql") == 0;
+}
+
+void h_mysql_database(const char *path, char *db, size_t len)
+{
+    uint32_t hash = 2166136261u;
+    for (const char *p = path; *p; p++)
+        hash = (hash ^ (unsigned char)*p) * 16777619u;
+    snprintf(db, len, "qchat_h%u_%08x", (unsigned)getpid(), hash);
+}
+
 /*
  * With QCHAT_TEST_STORAGE=mysql (tests/run.sh's second pass), the server
  * uses the private MariaDB that tests/harness/mariadb.sh started (its env
@@ -423,11 +437,8 @@ static int mysql_storage_options(const char *const *extra, char opt[5][PATH_MAX 
     for (int i = 0; extra != NULL && extra[i] != NULL; i++)
         if (strncmp(extra[i], "storage.path=", 13) == 0)
             path = extra[i] + 13;
-    uint32_t hash = 2166136261u;
-    for (const char *p = path; *p; p++)
-        hash = (hash ^ (unsigned char)*p) * 16777619u;
     char db[64], cmd[PATH_MAX * 2];
-    snprintf(db, sizeof db, "qchat_h%u_%08x", (unsigned)getpid(), hash);
+    h_mysql_database(path, db, sizeof db);
     snprintf(cmd, sizeof cmd, "sh tests/harness/mariadb.sh createdb '%s' %s >/dev/null", dir, db);
     if (system(cmd) != 0) {
         fprintf(stderr, "harness: cannot create database %s\n", db);

@@ -107,6 +107,10 @@ void server_log_tail(int lines);
  * file ends with a test calling this.
  */
 void h_stop_and_check_clean(void);
+/* QCHAT_TEST_STORAGE=mysql: the servers store in the private MariaDB. */
+bool h_storage_is_mysql(void);
+/* The MariaDB database a server given storage.path=path uses then. */
+void h_mysql_database(const char *path, char *db, size_t len);
 /* cmocka group fixtures that start/stop a server with the given options. */
 int h_group_setup_with(const char *const *extra_opts);
 int h_group_teardown(void **state);

@@ -12,11 +12,14 @@
 #include "harness.h"
 
 #include <limits.h>
+#include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "store/store.h"
 
 #define HISTORY_MSG           20
 #define HISTORY_MSG_ACK       21
@@ -998,6 +1001,82 @@ static void end_log_off(const struct kept_store *k)
 }
 
 /*
+ * A store of more conversations than one purge batch examines
+ * (STORE_PURGE_SCAN_CONVS): the first two windows' conversations hold one
+ * message each, at the cap; the WALK_OVER after them two, one over it.
+ * qchatctl purge's round must walk past the windows where its batches find
+ * nothing and remove one message of each of the last; the next round finds
+ * nothing.  The conversations are written straight into the store while no
+ * server runs (thousands of users chatting would take minutes).
+ */
+#define WALK_OVER  100
+#define WALK_CONVS (2 * STORE_PURGE_SCAN_CONVS + WALK_OVER)
+#define WALK_SQLITE_SQL                                                                   \
+    "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < %d)"        \
+    " INSERT INTO Conversation (conv, last_cseq, last_ts) SELECT n * 4294967296 + n + 1," \
+    " CASE WHEN n > %d THEN 2 ELSE 1 END, 1700000000000 FROM s;"                          \
+    " INSERT INTO Message (conv, cseq, mid, sender, ts, body) SELECT conv, c.k, c.k, 1,"  \
+    " 1700000000000, '{}' FROM Conversation, (SELECT 1 AS k UNION ALL SELECT 2) AS c"     \
+    " WHERE c.k <= last_cseq"
+#define WALK_MYSQL_SQL                                                                       \
+    "INSERT INTO Conversation (conv, last_cseq, last_ts) SELECT seq * 4294967296 + seq + 1," \
+    " IF(seq > %d, 2, 1), 1700000000000 FROM seq_1_to_%d;\n"                                 \
+    "INSERT INTO Message (conv, cseq, mid, sender, ts, body) SELECT conv, k.seq, k.seq, 1,"  \
+    " 1700000000000, '{}' FROM Conversation JOIN seq_1_to_2 k ON k.seq <= last_cseq;\n"
+
+static void fill_walk_store(const char *path)
+{
+    char sql[512];
+    if (h_storage_is_mysql()) {
+        char db[64], cmd[PATH_MAX + 128];
+        h_mysql_database(path, db, sizeof db);
+        snprintf(cmd, sizeof cmd, "sh tests/harness/mariadb.sh sql '%s' %s",
+                 getenv("QCHAT_MYSQL_DIR"), db);
+        snprintf(sql, sizeof sql, WALK_MYSQL_SQL, WALK_CONVS - WALK_OVER, WALK_CONVS);
+        FILE *p = popen(cmd, "w");
+        H_CHECK(p != NULL, "popen %s", cmd);
+        fputs(sql, p);
+        int st = pclose(p);
+        H_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: %s failed", cmd, sql);
+        return;
+    }
+    sqlite3 *db = NULL;
+    char *err = NULL;
+    snprintf(sql, sizeof sql, WALK_SQLITE_SQL, WALK_CONVS, WALK_CONVS - WALK_OVER);
+    H_CHECK(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK, "open %s", path);
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+    H_CHECK(rc == SQLITE_OK, "fill %s: %s", path, err ? err : sqlite3_errstr(rc));
+    H_CHECK(sqlite3_close(db) == SQLITE_OK, "close %s", path);
+}
+
+static void test_purge_walks_every_conversation(void **state)
+{
+    (void)state;
+    struct kept_store k;
+    kept_store_make(&k);
+    char opt[64];
+    snprintf(opt, sizeof opt, "history.max_per_conversation=%d", 1);
+    const char *const opts[] = { k.opt, opt, NULL };
+    h_stop_and_check_clean();
+    H_CHECK(server_start(opts) == 0, "qchatd on %s did not start", k.opt); /* the schema */
+    h_stop_and_check_clean();
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/qchat.db", k.dir);
+    fill_walk_store(path);
+    H_CHECK(server_start(opts) == 0, "qchatd on the filled %s did not start", k.opt);
+
+    char out[256], want[64];
+    int rc = run_purge(out, sizeof out);
+    snprintf(want, sizeof want, "purged %d message(s)\n", WALK_OVER);
+    H_CHECK(rc == 0 && strcmp(out, want) == 0, "qchatctl purge: exit %d, \"%s\", want \"%s\"", rc,
+            out, want);
+    rc = run_purge(out, sizeof out);
+    H_CHECK(rc == 0 && strcmp(out, "purged 0 message(s)\n") == 0, "second purge: %d \"%s\"", rc,
+            out);
+    end_log_off(&k);
+}
+
+/*
  * Close c and wait until the server has seen it: a chat written to a socket
  * the client is closing counts as delivered (the kernel took it), as in
  * version 1, so "offline" must mean the server knows.
@@ -1212,6 +1291,7 @@ int main(void)
         H_TEST(test_typing_rate_limit_and_group),
         H_TEST(test_receipt_across_workers_and_no_self_push),
         H_TEST(test_purge_max_per_conversation),                    /* restarts the server */
+        H_TEST(test_purge_walks_every_conversation),                /* restarts the server */
         H_TEST(test_history_disabled_keeps_only_undelivered),       /* restarts the server */
         H_TEST(test_full_queue_holds_the_sender),                   /* restarts the server */
         H_TEST(test_log_off_keeps_only_undelivered_chats),          /* restarts the server */
