@@ -63,10 +63,11 @@ void guard_clear_worker(struct guard *g, uint32_t worker);
  * the account, so that logins sent in parallel cannot all pass before the
  * first has failed; the address, which many people may share, counts its
  * failures when they end, and may start at most checks_per_s (security.login_checks_per_ip)
- * checks a second (as many at once).
+ * checks a second (as many at once).  *why (if not NULL) says which, for
+ * the log: "repeated failures" or the per-address budget.
  */
 int64_t guard_login_begin(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms,
-                          int checks_per_s);
+                          int checks_per_s, const char **why);
 /*
  * The same for a login token (issue 15): the failure delays of the address
  * and the account apply, and the attempt is counted like a password's; the

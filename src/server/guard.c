@@ -216,8 +216,12 @@ static void touch_failure(_Atomic uint64_t *rec, int64_t now_ms)
 static bool rate_take(_Atomic int64_t *tat, int rate, int64_t period_ms, int64_t now_ms);
 
 int64_t guard_login_begin(struct guard *g, uint32_t addr, int32_t uid, int64_t now_ms,
-                          int checks_per_s)
+                          int checks_per_s, const char **why)
 {
+    const char *unused;
+    if (why == NULL)
+        why = &unused;
+    *why = "repeated failures";
     _Atomic uint64_t *a = addr_record(g, addr);
     int64_t wait = wait_of(atomic_load_explicit(a, memory_order_relaxed), now_ms);
     if (wait > 0)
@@ -229,6 +233,7 @@ int64_t guard_login_begin(struct guard *g, uint32_t addr, int32_t uid, int64_t n
     if (checks_per_s > 0 && !rate_take(checks, checks_per_s, GUARD_ADDR_CHECKS_PERIOD_MS, now_ms)) {
         if (u != NULL)
             uncount_attempt(u); /* refused before hashing: not an attempt */
+        *why = "security.login_checks_per_ip reached for its address";
         return GUARD_ADDR_CHECKS_PERIOD_MS;
     }
     return 0;

@@ -180,13 +180,13 @@ static void handle_login(struct worker *w, struct conn *c, const struct request 
         err = QC_EAUTH;
     if (!err)
         err = session_login_wish(r->obj, &wish);
-    int64_t wait_ms =
-        err ? 0
-            : guard_login_begin(w->guard, c->ip_hash, id, w->now_ms, w->cfg.login_checks_per_ip);
+    const char *why = NULL;
+    int64_t wait_ms = err ? 0
+                          : guard_login_begin(w->guard, c->ip_hash, id, w->now_ms,
+                                              w->cfg.login_checks_per_ip, &why);
     if (wait_ms > 0) {
         /* Refused before any hashing: a brute force only gets slower. */
-        log_info("login for user %d refused for %lld ms after repeated failures", id,
-                 (long long)wait_ms);
+        log_info("login for user %d refused for %lld ms: %s", id, (long long)wait_ms, why);
         err = QC_ERATE;
         metrics_count(QM_LOGINS, QM_LOGIN_REFUSED);
     }

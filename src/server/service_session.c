@@ -499,8 +499,8 @@ void service_password(struct worker *w, struct conn *c, struct json_object *req,
     if (err == QC_ETOOLONG && new == NULL)
         err = QC_EAUTH; /* an old password that long cannot be right */
     /* A wrong old password is a failed login: the same throttle guards it. */
-    if (!err &&
-        guard_login_begin(w->guard, c->ip_hash, c->uid, w->now_ms, w->cfg.login_checks_per_ip) > 0)
+    if (!err && guard_login_begin(w->guard, c->ip_hash, c->uid, w->now_ms,
+                                  w->cfg.login_checks_per_ip, NULL) > 0)
         err = QC_ERATE;
     if (!err && (job = change_job(w, c, msgid, seq, old, new)) == NULL)
         err = QC_EINTERNAL;
