@@ -1341,6 +1341,25 @@ void test_log_pair_deleted(void **state)
 }
 
 /*
+ * n conversations of sender with users sender + 1000 + i, three messages
+ * each (cseq 1 to 3, all by sender) appended in one call, m room for 3 * n
+ * of them; uids[i] and pos[i]: conversation i's other user, and the
+ * cursor at its last message.
+ */
+static void append_three_each(struct store_fixture *f, int32_t sender, int n,
+                              struct store_logmsg *m, int32_t *uids, struct store_cursor *pos)
+{
+    for (int k = 0; k < 3 * n; k++) {
+        int64_t conv = store_conv_pair(sender, sender + 1000 + k / 3);
+
+        m[k] = (struct store_logmsg){ conv, k % 3 + 1, k, BASE_TS + k, sender, "{}", 2 };
+        uids[k / 3] = sender + 1000 + k / 3;
+        pos[k / 3] = (struct store_cursor){ conv, 3 };
+    }
+    assert_int_equal(f->ops->log_append(f->st, m, 3 * n), QC_OK);
+}
+
+/*
  * More conversations over the limit than one search of the store names: one
  * call goes on to the next ones and stops exactly at its batch, both for
  * max_per_conv and for what every participant has had.
@@ -1353,17 +1372,10 @@ void test_log_purge_many_convs(void **state)
     int32_t alice = new_user(f, "alice"), uids[PURGE_CONVS];
     struct store_logmsg *m = calloc(3 * PURGE_CONVS, sizeof(*m));
     struct store_cursor pos[PURGE_CONVS];
-    int k, removed = -1;
+    int removed = -1;
 
     assert_non_null(m);
-    for (k = 0; k < 3 * PURGE_CONVS; k++) {
-        int64_t conv = store_conv_pair(alice, alice + 1000 + k / 3);
-
-        m[k] = (struct store_logmsg){ conv, k % 3 + 1, k, BASE_TS + k, alice, "{}", 2 };
-        uids[k / 3] = alice + 1000 + k / 3;
-        pos[k / 3] = (struct store_cursor){ conv, 3 };
-    }
-    assert_int_equal(f->ops->log_append(f->st, m, 3 * PURGE_CONVS), QC_OK);
+    append_three_each(f, alice, PURGE_CONVS, m, uids, pos);
 
     /* keep the newest 2 of each: one message per conversation goes */
     assert_int_equal(f->ops->log_purge(f->st, 0, 2, PURGE_CONVS - 10, &scan, &removed), QC_OK);
@@ -1397,17 +1409,10 @@ void test_log_purge_walks_in_windows(void **state)
     int32_t *uids = calloc(WALK_CONVS, sizeof(*uids));
     struct store_cursor *pos = calloc(WALK_CONVS, sizeof(*pos));
     int64_t scan = STORE_SCAN_START, first_window_end;
-    int k, removed = -1;
+    int removed = -1;
 
     assert_true(m != NULL && uids != NULL && pos != NULL);
-    for (k = 0; k < 3 * WALK_CONVS; k++) {
-        int64_t conv = store_conv_pair(alice, alice + 1000 + k / 3);
-
-        m[k] = (struct store_logmsg){ conv, k % 3 + 1, k, BASE_TS + k, alice, "{}", 2 };
-        uids[k / 3] = alice + 1000 + k / 3;
-        pos[k / 3] = (struct store_cursor){ conv, 3 };
-    }
-    assert_int_equal(f->ops->log_append(f->st, m, 3 * WALK_CONVS), QC_OK);
+    append_three_each(f, alice, WALK_CONVS, m, uids, pos);
 
     /* keep the newest 2 of each: the first call reaches the first window only */
     assert_int_equal(f->ops->log_purge(f->st, 0, 2, 3 * WALK_CONVS, &scan, &removed), QC_OK);
