@@ -138,6 +138,14 @@ struct store_ops {
     void (*close)(struct store *st);
     /* Create the schema explicitly (qchatd --init-db); idempotent. */
     int (*init_schema)(struct store *st);
+    /*
+     * qchatd -t: connect as open() would and change nothing; *have is the
+     * database's schema version (0: none yet), *want this build's.  NULL
+     * for a driver whose -t does not open the store (SQLite checks the
+     * file, which open() would create).
+     */
+    int (*probe_schema)(const struct qc_config *cfg, int *have, int *want, char *err,
+                        size_t errlen);
     /* true when the backing database answers (for status and -t). */
     int (*ping)(struct store *st);
 

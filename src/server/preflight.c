@@ -116,9 +116,42 @@ int preflight_open_store(const struct qc_config *cfg, bool init_schema)
     return rc;
 }
 
+/*
+ * -t against a database store: reach it and read its schema version, and
+ * migrate nothing (opening would: an older qchatd still serving the
+ * database would then refuse it at its next start).  A database newer than
+ * this build fails the test, as it would fail the start.
+ */
+static int test_store_schema(const struct qc_config *cfg, const struct store_ops *ops)
+{
+    char err[QC_CONFIG_ERR_MAX];
+    int have = 0, want = 0;
+    if (ops->probe_schema(cfg, &have, &want, err, sizeof err) != QC_OK) {
+        log_error("storage (%s): %s", cfg->storage_driver, err);
+        return -1;
+    }
+    if (have > want) {
+        log_error("storage (%s): the database has schema version %d, newer than this qchatd (%d)",
+                  cfg->storage_driver, have, want);
+        return -1;
+    }
+    if (have < want)
+        printf("qchatd: storage (%s): schema version %d; starting (or --init-db) will migrate "
+               "it to %d\n",
+               cfg->storage_driver, have, want);
+    else
+        printf("qchatd: storage (%s): schema version %d, current\n", cfg->storage_driver, have);
+    return 0;
+}
+
 int preflight_test_storage(const struct qc_config *cfg)
 {
-    return is_sqlite(cfg) ? test_sqlite_file(cfg) : preflight_open_store(cfg, false);
+    const struct store_ops *ops = store_driver(cfg->storage_driver);
+    if (is_sqlite(cfg))
+        return test_sqlite_file(cfg);
+    if (ops != NULL && ops->probe_schema != NULL)
+        return test_store_schema(cfg, ops);
+    return preflight_open_store(cfg, false);
 }
 
 /* SQLite writes the database, and its -wal and -shm files next to it. */

@@ -265,6 +265,7 @@ enum stmt_id {
     ST_SCHEMA_LOCK,
     ST_SCHEMA_UNLOCK,
     ST_SCHEMA_VERSION,
+    ST_SCHEMA_TABLE,
     ST_VERSION_ADD,
     ST_LOG_INSERT_1,
     ST_LOG_INSERT_N,
@@ -397,6 +398,10 @@ static const struct stmt_def stmt_defs[ST_COUNT] = {
     [ST_SCHEMA_UNLOCK] = { "schema unlock", "SELECT RELEASE_LOCK('qchat_schema')", 0, "i" },
     [ST_SCHEMA_VERSION] = { "schema version", "SELECT COALESCE(MAX(version), 0) FROM SchemaVersion",
                             0, "i" },
+    [ST_SCHEMA_TABLE] = { "schema table",
+                          "SELECT COUNT(*) FROM information_schema.tables"
+                          " WHERE table_schema = DATABASE() AND table_name = 'SchemaVersion'",
+                          0, "i" },
     [ST_VERSION_ADD] = { "schema version add",
                          "INSERT INTO SchemaVersion (version, name) VALUES (?, ?)", 2, NULL },
     /* ---- the log ---- */
@@ -1485,6 +1490,38 @@ static void mysql_store_close(struct store *st)
     explicit_bzero(st->password, sizeof(st->password));
     pair_cache_free(&st->pairs);
     free(st);
+}
+
+/*
+ * qchatd -t: the schema version, read without the schema lock and without
+ * migrating, so that testing a new binary's configuration against a
+ * database an older one still serves changes nothing.
+ */
+static int mysql_store_probe_schema(const struct qc_config *cfg, int *have, int *want, char *err,
+                                    size_t errlen)
+{
+    struct store *st;
+    long long tables = -1, version = 0;
+
+    *have = 0;
+    *want = (int)store_mysql_migration_count;
+    if (mysql_library_init(0, NULL, NULL) != 0) {
+        snprintf(err, errlen, "mysql: cannot initialize the client library");
+        return QC_ESTORAGE;
+    }
+    if ((st = calloc(1, sizeof(*st))) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return QC_ESTORAGE;
+    }
+    if (load_settings(st, cfg, err, errlen) == 0 && connect_db(st, err, errlen) == 0)
+        tables = schema_query(st, ST_SCHEMA_TABLE, err, errlen);
+    if (tables > 0)
+        version = schema_query(st, ST_SCHEMA_VERSION, err, errlen);
+    mysql_store_close(st);
+    if (tables < 0 || version < 0)
+        return QC_ESTORAGE;
+    *have = (int)version;
+    return QC_OK;
 }
 
 static int mysql_store_open(struct store **out, const struct qc_config *cfg, char *err,
@@ -3620,6 +3657,7 @@ const struct store_ops store_mysql_ops = {
     .open = mysql_store_open,
     .close = mysql_store_close,
     .init_schema = mysql_store_init_schema,
+    .probe_schema = mysql_store_probe_schema,
     .ping = mysql_store_ping,
     .user_create = mysql_store_user_create,
     .user_get = mysql_store_user_get,

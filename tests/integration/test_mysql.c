@@ -385,6 +385,63 @@ static void test_migrate_seed_database(void **state)
     mdb_exec(admin, "DROP DATABASE `%s`", db);
 }
 
+/* ---- qchatd -t ------------------------------------------------------------ */
+
+/* Run qchatd ARG on database db; out: its stdout and stderr.  Returns its exit status. */
+static int run_qchatd_on(const char *arg, const char *db, char *out, size_t outlen)
+{
+    const char *bdir = getenv("B");
+    char cmd[PATH_MAX * 4];
+    snprintf(cmd, sizeof cmd,
+             "%s/qchatd %s -o storage.driver=mysql -o 'storage.socket=%s' -o 'storage.user=%s'"
+             " -o 'storage.password_file=%s' -o storage.database=%s -o log.level=info 2>&1",
+             bdir && *bdir ? bdir : "build", arg, mdb_env.socket, mdb_env.user,
+             mdb_env.password_file, db);
+    FILE *p = popen(cmd, "r");
+    H_CHECK(p != NULL, "popen %s", cmd);
+    size_t n = fread(out, 1, outlen - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/*
+ * qchatd -t, like nginx -t, changes nothing: against a database one schema
+ * version behind (an older qchatd still serving it) it says what a start
+ * would migrate and leaves the version where it was; an older qchatd would
+ * otherwise refuse the database at its next start.  A database newer than
+ * the binary fails the test, as it would fail the start.
+ */
+static void test_config_test_migrates_nothing(void **state)
+{
+    char db[DBNAME_MAX], out[4096], want[128], now[32], after[32];
+
+    if (!have_server())
+        skip();
+    new_database(db, sizeof(db), "cfgt", "utf8mb4");
+    H_CHECK(run_qchatd_on("--init-db", db, out, sizeof out) == 0, "--init-db:\n%s", out);
+    mdb_text(admin, now, sizeof(now), "SELECT MAX(version) FROM `%s`.SchemaVersion", db);
+    int latest = atoi(now);
+    H_CHECK(latest > 1, "schema version after --init-db: %s", now);
+    mdb_exec(admin, "DELETE FROM `%s`.SchemaVersion WHERE version = %d", db, latest);
+
+    int rc = run_qchatd_on("-t", db, out, sizeof out);
+    snprintf(want, sizeof want, "schema version %d; starting (or --init-db) will migrate it to %d",
+             latest - 1, latest);
+    H_CHECK(rc == 0 && strstr(out, want) != NULL && strstr(out, "test is successful") != NULL,
+            "qchatd -t on version %d: exit %d, want \"%s\":\n%s", latest - 1, rc, want, out);
+    mdb_text(admin, after, sizeof(after), "SELECT MAX(version) FROM `%s`.SchemaVersion", db);
+    H_CHECK(atoi(after) == latest - 1, "qchatd -t migrated the database to %s:\n%s", after, out);
+
+    mdb_exec(admin, "INSERT INTO `%s`.SchemaVersion (version, name) VALUES (%d, 'future')", db,
+             latest + 1);
+    rc = run_qchatd_on("-t", db, out, sizeof out);
+    H_CHECK(rc == 1 && strstr(out, "newer than this qchatd") != NULL &&
+                strstr(out, "test failed") != NULL,
+            "qchatd -t on a newer schema: exit %d:\n%s", rc, out);
+    mdb_exec(admin, "DROP DATABASE `%s`", db);
+}
+
 /* ---- outage ------------------------------------------------------------- */
 
 static int outage_teardown(void **state)
@@ -591,6 +648,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         H_TEST(test_migrate_seed_database),
+        H_TEST(test_config_test_migrates_nothing),
         { "test_outage_and_recovery", h_run_test, NULL, outage_teardown,
           &(struct h_test){ test_outage_and_recovery } },
     };
