@@ -401,6 +401,16 @@ bool h_file_contains(const char *path, const char *needle)
 
 #define MAX_ARGS 128
 
+int h_run_capture(const char *cmd, char *out, size_t outlen)
+{
+    FILE *p = popen(cmd, "r");
+    H_CHECK(p != NULL, "popen %s: %s", cmd, strerror(errno));
+    size_t n = fread(out, 1, outlen - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 bool h_storage_is_mysql(void)
 {
     const char *kind = getenv("QCHAT_TEST_STORAGE");

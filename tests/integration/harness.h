@@ -107,6 +107,8 @@ void server_log_tail(int lines);
  * file ends with a test calling this.
  */
 void h_stop_and_check_clean(void);
+/* Run the shell command cmd; out: its stdout (cut at outlen - 1).  Returns its exit status. */
+int h_run_capture(const char *cmd, char *out, size_t outlen);
 /* QCHAT_TEST_STORAGE=mysql: the servers store in the private MariaDB. */
 bool h_storage_is_mysql(void);
 /* The MariaDB database a server given storage.path=path uses then. */

@@ -827,12 +827,7 @@ static int run_purge(char *out, size_t outlen)
     char cmd[PATH_MAX * 2 + 64];
     snprintf(cmd, sizeof cmd, "%s/qchatctl -s '%s' purge", bdir && *bdir ? bdir : "build",
              h_srv.ctl_path);
-    FILE *p = popen(cmd, "r");
-    H_CHECK(p != NULL, "popen %s", cmd);
-    size_t n = fread(out, 1, outlen - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return h_run_capture(cmd, out, outlen);
 }
 
 static void test_purge_max_per_conversation(void **state)

@@ -35,29 +35,14 @@ struct row {
 
 /* ---- reading the log back ------------------------------------------------ */
 
-/* The database the harness made for this server (harness.c, mysql_storage_options). */
-static void mysql_db_name(char *db, size_t size)
-{
-    uint32_t hash = 2166136261u;
-    for (const char *p = h_srv.db_path; *p; p++)
-        hash = (hash ^ (unsigned char)*p) * 16777619u;
-    snprintf(db, size, "qchat_h%u_%08x", (unsigned)getpid(), hash);
-}
-
-static bool on_mysql(void)
-{
-    const char *kind = getenv("QCHAT_TEST_STORAGE");
-    return kind && strcmp(kind, "mysql") == 0;
-}
-
 /* Every row of Message, by conv and cseq; returns how many. */
 static size_t read_log(struct row *rows, size_t max)
 {
     char cmd[PATH_MAX * 3];
     const char *sql = "SELECT conv, cseq, mid FROM Message ORDER BY conv, cseq";
-    if (on_mysql()) {
+    if (h_storage_is_mysql()) {
         char db[64];
-        mysql_db_name(db, sizeof db);
+        h_mysql_database(h_srv.db_path, db, sizeof db);
         snprintf(cmd, sizeof cmd, "mysql -N -B -S '%s' -u '%s' -p\"$(cat '%s')\" '%s' -e '%s'",
                  getenv("QCHAT_MYSQL_SOCKET"), getenv("QCHAT_MYSQL_USER"),
                  getenv("QCHAT_MYSQL_PASSWORD_FILE"), db, sql);
@@ -234,7 +219,7 @@ static void test_mariadb_stopped_live_chat_goes_on(void **state)
 {
     (void)state;
     const char *pidtext = getenv("QCHAT_MYSQL_PID");
-    if (!on_mysql() || pidtext == NULL) {
+    if (!h_storage_is_mysql() || pidtext == NULL) {
         print_message(
             "SQLite run: nothing to stop (this case runs with QCHAT_TEST_STORAGE=mysql)\n");
         return;

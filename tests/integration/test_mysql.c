@@ -397,12 +397,7 @@ static int run_qchatd_on(const char *arg, const char *db, char *out, size_t outl
              " -o 'storage.password_file=%s' -o storage.database=%s -o log.level=info 2>&1",
              bdir && *bdir ? bdir : "build", arg, mdb_env.socket, mdb_env.user,
              mdb_env.password_file, db);
-    FILE *p = popen(cmd, "r");
-    H_CHECK(p != NULL, "popen %s", cmd);
-    size_t n = fread(out, 1, outlen - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return h_run_capture(cmd, out, outlen);
 }
 
 /*
