@@ -93,6 +93,7 @@
 #include "store/store.h"
 #include "log_batch.h"
 #include "pair_cache.h"
+#include "purge_walk.h"
 #include "social_db.h"
 
 #define CONNECT_TIMEOUT_SEC   2 /* TCP connect and handshake */
@@ -111,7 +112,6 @@
 #define MAX_PARAMS            (APPEND_BATCH * LOG_COLS)
 #define MAX_COLS              7
 #define BODY_CONVS            32 /* conversations per undelivered bodies query (BODY_ROWS_32) */
-#define PURGE_FIND_ROWS       64 /* conversations one purge search names */
 #define SOCIAL_STMTS          96 /* statements of mysql_social.c kept per connection */
 #define MS_PER_DAY            86400000LL
 #define CSEQ_NONE             INT64_MAX /* "no before": above every cseq */
@@ -3209,8 +3209,11 @@ static int purge_window(struct store *st, int64_t from, int64_t *last, int64_t *
     return rc > 0 ? QC_OK : QC_ESTORAGE;
 }
 
-/* Up to PURGE_FIND_ROWS (conversation, up to) pairs the find names in (from, last]. */
-static int purge_find(struct store *st, enum stmt_id find, int cap, int64_t from, int64_t last,
+/*
+ * Up to PURGE_FIND_ROWS (conversation, up to) pairs the find names in
+ * (from, last]; the cap's search binds cap around the window.
+ */
+static int purge_find(struct store *st, int find, int cap, int64_t from, int64_t last,
                       int64_t found[][2], int *n)
 {
     struct params p;
@@ -3235,48 +3238,19 @@ static int purge_find(struct store *st, enum stmt_id find, int cap, int64_t from
     return rc < 0 ? QC_ESTORAGE : QC_OK;
 }
 
-/*
- * Delete, conversation by conversation, what the find statement names in
- * the window after a->scan (log_purge in store.h), within what is left of
- * the batch.  a->scan moves past each conversation whose delete the batch
- * did not cut short; past the window when all of it is done; to
- * STORE_SCAN_START when that window was the last.  cap > 0 is the find's
- * per-conversation limit; the delivered find has none.
- */
-static int purge_conversations(struct store *st, enum stmt_id find, int cap, struct purge_args *a)
+/* Delete at most limit messages of conv up to cseq upto. */
+static int purge_remove(struct store *st, int64_t conv, int64_t upto, int limit, int *removed)
 {
     struct params p;
-    int64_t found[PURGE_FIND_ROWS][2], last = 0, count = 0, from = a->scan;
-    int err, i, n;
 
-    if (a->removed >= a->batch)
-        return QC_OK;
-    if ((err = purge_window(st, from, &last, &count)) != QC_OK)
-        return err;
-    if (count == 0) {
-        a->scan = STORE_SCAN_START;
-        return QC_OK;
-    }
-    do {
-        if ((err = purge_find(st, find, cap, from, last, found, &n)) != QC_OK)
-            return err;
-        for (i = 0; i < n; i++) {
-            params_init(&p);
-            param_int(&p, found[i][0]);
-            param_int(&p, found[i][1]);
-            param_int(&p, a->batch - a->removed);
-            if ((err = delete_counted(st, ST_PURGE_CONV, &p, &a->removed)) != QC_OK)
-                return err;
-            if (a->removed >= a->batch) {
-                a->scan = from; /* found[i] may have more: the next call sees it again */
-                return QC_OK;
-            }
-            from = found[i][0];
-        }
-    } while (n == PURGE_FIND_ROWS);
-    a->scan = count < STORE_PURGE_SCAN_CONVS ? STORE_SCAN_START : last;
-    return QC_OK;
+    params_init(&p);
+    param_int(&p, conv);
+    param_int(&p, upto);
+    param_int(&p, limit);
+    return delete_counted(st, ST_PURGE_CONV, &p, removed);
 }
+
+static const struct purge_walk_ops mysql_walk = { purge_window, purge_find, purge_remove };
 
 static int purge_step(struct store *st, struct purge_args *a)
 {
@@ -3293,7 +3267,8 @@ static int purge_step(struct store *st, struct purge_args *a)
         err = delete_counted(st, ST_PURGE_AGE, &p, &a->removed);
     }
     if (err == QC_OK && a->max_per_conv > 0)
-        err = purge_conversations(st, ST_PURGE_FIND, a->max_per_conv, a);
+        err = purge_walk(st, &mysql_walk, ST_PURGE_FIND, a->max_per_conv, a->batch, &a->scan,
+                         &a->removed);
     else if (err == QC_OK)
         a->scan = STORE_SCAN_START; /* no cap: nothing to walk */
     return err;
@@ -3347,7 +3322,7 @@ static int mysql_store_log_purge(struct store *st, int keep_days, int max_per_co
 /* What every participant has had delivered. */
 static int purge_delivered(struct store *st, struct purge_args *a)
 {
-    return purge_conversations(st, ST_PURGE_DELIVERED_FIND, 0, a);
+    return purge_walk(st, &mysql_walk, ST_PURGE_DELIVERED_FIND, 0, a->batch, &a->scan, &a->removed);
 }
 
 static int mysql_store_log_purge_delivered(struct store *st, int batch, int64_t *scan, int *removed)

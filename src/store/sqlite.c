@@ -58,13 +58,13 @@
 #include "store/store.h"
 #include "log_batch.h"
 #include "pair_cache.h"
+#include "purge_walk.h"
 #include "social_db.h"
 
 #define BUSY_TIMEOUT_MS 5000       /* workers take turns writing one file */
 #define WAL_RETRY_MS    10         /* between tries to switch a busy file to WAL */
 #define MEMORY_DB       ":memory:" /* private database, for tests */
 #define OPEN_FLAGS      (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX)
-#define PURGE_FIND_ROWS 64 /* conversations one purge search names */
 #define WAL_RESTART_WAIT_MS \
     50 /* the RESTART waits this long for the other writer's commit and for readers */
 #define WAL_RESTART_PAGES \
@@ -1718,7 +1718,7 @@ static int purge_window(struct store *st, int64_t from, int64_t *last, int64_t *
     return rc == SQLITE_ROW ? QC_OK : statement_failed(st, ST_PURGE_WINDOW, rc);
 }
 
-/* Up to PURGE_FIND_ROWS (conversation, up to) pairs the find names in (from, last]. */
+/* Up to PURGE_FIND_ROWS (conversation, up to) pairs the find names in (from, last]; ?1 is cap. */
 static int purge_find(struct store *st, int find, int cap, int64_t from, int64_t last,
                       int64_t found[][2], int *n)
 {
@@ -1740,46 +1740,15 @@ static int purge_find(struct store *st, int find, int cap, int64_t from, int64_t
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? QC_OK : statement_failed(st, find, rc);
 }
 
-/*
- * Delete, conversation by conversation, what the find statement names in
- * the window after *scan (log_purge in store.h), within what is left of
- * batch.  *scan moves past each conversation whose delete the batch did not
- * cut short; past the window when all of it is done; to STORE_SCAN_START
- * when that window was the last.  cap is the find's ?1.
- */
-static int purge_conversations(struct store *st, int find, int cap, int batch, int64_t *scan,
-                               int *removed)
+/* Delete at most limit messages of conv up to cseq upto. */
+static int purge_remove(struct store *st, int64_t conv, int64_t upto, int limit, int *removed)
 {
-    int64_t found[PURGE_FIND_ROWS][2], v[3], last = 0, count = 0, from = *scan;
-    int i, n, err;
+    int64_t v[3] = { conv, upto, limit };
 
-    if (*removed >= batch)
-        return QC_OK;
-    if ((err = purge_window(st, from, &last, &count)) != QC_OK)
-        return err;
-    if (count == 0) {
-        *scan = STORE_SCAN_START;
-        return QC_OK;
-    }
-    do {
-        if (err == QC_OK)
-            err = purge_find(st, find, cap, from, last, found, &n);
-        for (i = 0; err == QC_OK && i < n; i++) {
-            v[0] = found[i][0];
-            v[1] = found[i][1];
-            v[2] = batch - *removed;
-            err = delete_rows(st, ST_PURGE_CONV, v, 3, removed);
-            if (err == QC_OK && *removed >= batch) {
-                *scan = from; /* found[i] may have more: the next call sees it again */
-                return QC_OK;
-            }
-            from = found[i][0];
-        }
-    } while (err == QC_OK && n == PURGE_FIND_ROWS);
-    if (err == QC_OK)
-        *scan = count < STORE_PURGE_SCAN_CONVS ? STORE_SCAN_START : last;
-    return err;
+    return delete_rows(st, ST_PURGE_CONV, v, 3, removed);
 }
+
+static const struct purge_walk_ops sqlite_walk = { purge_window, purge_find, purge_remove };
 
 /* End the deletes' transaction with err; nothing counts as removed unless it committed. */
 static int commit_deletes(struct store *st, int err, int *removed)
@@ -1801,7 +1770,7 @@ static int purge_step(struct store *st, int keep_days, int max_per_conv, int bat
         err = delete_rows(st, ST_PURGE_AGE, v, 2, removed);
     }
     if (err == QC_OK && max_per_conv > 0)
-        err = purge_conversations(st, ST_PURGE_FIND, max_per_conv, batch, scan, removed);
+        err = purge_walk(st, &sqlite_walk, ST_PURGE_FIND, max_per_conv, batch, scan, removed);
     else if (err == QC_OK)
         *scan = STORE_SCAN_START; /* no cap: nothing to walk */
     return err;
@@ -1846,7 +1815,7 @@ static int sqlite_log_purge_delivered(struct store *st, int batch, int64_t *scan
     if ((err = tx_begin(st)) != QC_OK)
         return err;
     /* what every participant has had delivered */
-    err = purge_conversations(st, ST_PURGE_DELIVERED_FIND, 0, batch, &walked, removed);
+    err = purge_walk(st, &sqlite_walk, ST_PURGE_DELIVERED_FIND, 0, batch, &walked, removed);
     return commit_scan(st, err, walked, scan, removed);
 }
 
