@@ -1492,40 +1492,8 @@ static void mysql_store_close(struct store *st)
     free(st);
 }
 
-/*
- * qchatd -t: the schema version, read without the schema lock and without
- * migrating, so that testing a new binary's configuration against a
- * database an older one still serves changes nothing.
- */
-static int mysql_store_probe_schema(const struct qc_config *cfg, int *have, int *want, char *err,
-                                    size_t errlen)
-{
-    struct store *st;
-    long long tables = -1, version = 0;
-
-    *have = 0;
-    *want = (int)store_mysql_migration_count;
-    if (mysql_library_init(0, NULL, NULL) != 0) {
-        snprintf(err, errlen, "mysql: cannot initialize the client library");
-        return QC_ESTORAGE;
-    }
-    if ((st = calloc(1, sizeof(*st))) == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return QC_ESTORAGE;
-    }
-    if (load_settings(st, cfg, err, errlen) == 0 && connect_db(st, err, errlen) == 0)
-        tables = schema_query(st, ST_SCHEMA_TABLE, err, errlen);
-    if (tables > 0)
-        version = schema_query(st, ST_SCHEMA_VERSION, err, errlen);
-    mysql_store_close(st);
-    if (tables < 0 || version < 0)
-        return QC_ESTORAGE;
-    *have = (int)version;
-    return QC_OK;
-}
-
-static int mysql_store_open(struct store **out, const struct qc_config *cfg, char *err,
-                            size_t errlen)
+/* A handle connected to the configured database, its schema as it is. */
+static int connect_store(struct store **out, const struct qc_config *cfg, char *err, size_t errlen)
 {
     struct store *st;
 
@@ -1539,8 +1507,49 @@ static int mysql_store_open(struct store **out, const struct qc_config *cfg, cha
         snprintf(err, errlen, "out of memory");
         return QC_ESTORAGE;
     }
-    if (load_settings(st, cfg, err, errlen) != 0 || connect_db(st, err, errlen) != 0 ||
-        create_schema(st, err, errlen) != 0) {
+    if (load_settings(st, cfg, err, errlen) != 0 || connect_db(st, err, errlen) != 0) {
+        mysql_store_close(st);
+        return QC_ESTORAGE;
+    }
+    *out = st;
+    return QC_OK;
+}
+
+/*
+ * qchatd -t: the schema version, read without the schema lock and without
+ * migrating, so that testing a new binary's configuration against a
+ * database an older one still serves changes nothing.
+ */
+static int mysql_store_probe_schema(const struct qc_config *cfg, int *have, int *want, char *err,
+                                    size_t errlen)
+{
+    struct store *st;
+    long long tables, version = 0;
+
+    *have = 0;
+    *want = (int)store_mysql_migration_count;
+    if (connect_store(&st, cfg, err, errlen) != QC_OK)
+        return QC_ESTORAGE;
+    tables = schema_query(st, ST_SCHEMA_TABLE, err, errlen);
+    if (tables > 0)
+        version = schema_query(st, ST_SCHEMA_VERSION, err, errlen);
+    mysql_store_close(st);
+    if (tables < 0 || version < 0)
+        return QC_ESTORAGE;
+    *have = (int)version;
+    return QC_OK;
+}
+
+static int mysql_store_open(struct store **out, const struct qc_config *cfg, char *err,
+                            size_t errlen)
+{
+    struct store *st;
+    int rc = connect_store(&st, cfg, err, errlen);
+
+    *out = NULL;
+    if (rc != QC_OK)
+        return rc;
+    if (create_schema(st, err, errlen) != 0) {
         mysql_store_close(st);
         return QC_ESTORAGE;
     }
