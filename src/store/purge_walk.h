@@ -22,8 +22,8 @@ struct purge_walk_ops {
      * in (from, last], in order, that search find (a driver's statement)
      * names; cap is the search's per-conversation limit (0: none).
      */
-    int (*find)(struct store *st, int find, int cap, int64_t from, int64_t last,
-                int64_t found[][2], int *n);
+    int (*find)(struct store *st, int find, int cap, int64_t from, int64_t last, int64_t found[][2],
+                int *n);
     /* Delete at most limit messages of conv up to cseq upto; *removed += how many. */
     int (*remove)(struct store *st, int64_t conv, int64_t upto, int limit, int *removed);
 };

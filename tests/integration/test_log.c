@@ -10,6 +10,7 @@
  * rest at the following login; the legacy (seed client) forwarded shape.
  */
 #include "harness.h"
+#include "mysql_env.h"
 
 #include <limits.h>
 #include <sqlite3.h>
@@ -1023,16 +1024,13 @@ static void fill_walk_store(const char *path)
 {
     char sql[512];
     if (h_storage_is_mysql()) {
-        char db[64], cmd[PATH_MAX + 128];
+        char db[64];
+        H_CHECK(mdb_load_env("it_log"), "QCHAT_TEST_STORAGE=mysql without its MariaDB");
         h_mysql_database(path, db, sizeof db);
-        snprintf(cmd, sizeof cmd, "sh tests/harness/mariadb.sh sql '%s' %s",
-                 getenv("QCHAT_MYSQL_DIR"), db);
         snprintf(sql, sizeof sql, WALK_MYSQL_SQL, WALK_CONVS - WALK_OVER, WALK_CONVS);
-        FILE *p = popen(cmd, "w");
-        H_CHECK(p != NULL, "popen %s", cmd);
-        fputs(sql, p);
-        int st = pclose(p);
-        H_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: %s failed", cmd, sql);
+        MYSQL *m = mdb_connect(db, CLIENT_MULTI_STATEMENTS);
+        mdb_run(m, sql, "filling the walk's store");
+        mysql_close(m);
         return;
     }
     sqlite3 *db = NULL;
@@ -1049,9 +1047,7 @@ static void test_purge_walks_every_conversation(void **state)
     (void)state;
     struct kept_store k;
     kept_store_make(&k);
-    char opt[64];
-    snprintf(opt, sizeof opt, "history.max_per_conversation=%d", 1);
-    const char *const opts[] = { k.opt, opt, NULL };
+    const char *const opts[] = { k.opt, "history.max_per_conversation=1", NULL };
     h_stop_and_check_clean();
     H_CHECK(server_start(opts) == 0, "qchatd on %s did not start", k.opt); /* the schema */
     h_stop_and_check_clean();

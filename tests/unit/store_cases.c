@@ -669,8 +669,8 @@ void test_log_conv_raise(void **state)
  */
 void test_log_gaps_sender_cursor(void **state)
 {
-    int64_t scan = STORE_SCAN_START;
     struct store_fixture *f = store_case_fixture(state);
+    int64_t scan = STORE_SCAN_START;
     int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), carol = new_user(f, "carol");
     int64_t ab = store_conv_pair(alice, bob), ac = store_conv_pair(alice, carol);
     struct store_cursor ab5 = { ab, 5 }, ac5 = { ac, 5 };
@@ -902,8 +902,8 @@ void test_log_cursors_batches(void **state)
 #define RUN_CONVS 45 /* a full batch of 32 and a partial one */
 void test_log_runs_batches(void **state)
 {
-    int64_t scan = STORE_SCAN_START;
     struct store_fixture *f = store_case_fixture(state);
+    int64_t scan = STORE_SCAN_START;
     if (f->ops->delivered_advance_many == NULL)
         skip();
     int32_t alice = new_user(f, "alice"), uids[RUN_CONVS];
@@ -1212,8 +1212,8 @@ void test_log_conversations(void **state)
 
 static int purge_all(struct store_fixture *f, int keep_days, int max_per_conv)
 {
-    int64_t scan = STORE_SCAN_START;
     int removed = 0, total = 0, calls = 0;
+    int64_t scan = STORE_SCAN_START;
 
     do {
         assert_int_equal(
@@ -1227,8 +1227,8 @@ static int purge_all(struct store_fixture *f, int keep_days, int max_per_conv)
 
 void test_log_retention(void **state)
 {
-    int64_t scan = STORE_SCAN_START;
     struct store_fixture *f = store_case_fixture(state);
+    int64_t scan = STORE_SCAN_START;
     int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), g = 0;
     int64_t ab = store_conv_pair(alice, bob), now = (int64_t)time(NULL) * 1000, grp;
     int i, removed = -1;
@@ -1367,8 +1367,8 @@ static void append_three_each(struct store_fixture *f, int32_t sender, int n,
 #define PURGE_CONVS 150
 void test_log_purge_many_convs(void **state)
 {
-    int64_t scan = STORE_SCAN_START;
     struct store_fixture *f = store_case_fixture(state);
+    int64_t scan = STORE_SCAN_START;
     int32_t alice = new_user(f, "alice"), uids[PURGE_CONVS];
     struct store_logmsg *m = calloc(3 * PURGE_CONVS, sizeof(*m));
     struct store_cursor pos[PURGE_CONVS];
@@ -1451,8 +1451,8 @@ void test_log_purge_walks_in_windows(void **state)
 /* history.enabled = no: what every participant has had is removed, nothing else. */
 void test_log_purge_delivered(void **state)
 {
-    int64_t scan = STORE_SCAN_START;
     struct store_fixture *f = store_case_fixture(state);
+    int64_t scan = STORE_SCAN_START;
     int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob"), carol = new_user(f, "carol");
     int64_t ab = store_conv_pair(alice, bob), grp;
     struct store_cursor c;

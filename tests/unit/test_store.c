@@ -440,8 +440,8 @@ static void count_conv(void *arg, const struct store_conv_info *c)
  */
 static void test_calls_near_the_end_do_not_walk_the_history(void **state)
 {
-    int64_t scan = STORE_SCAN_START;
     struct store_fixture *f = *state;
+    int64_t scan = STORE_SCAN_START;
     struct seen_log s = { 0 };
     struct store_conv_info c = { 0 };
     int32_t alice = new_user(f, "alice"), bob = new_user(f, "bob");

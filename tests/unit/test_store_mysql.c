@@ -831,8 +831,8 @@ static void test_conversations_do_not_walk_the_history(void **state)
 #define PURGED_BELOW 1000
 static void test_purge_search_does_not_walk_the_history(void **state)
 {
-    int64_t scan = STORE_SCAN_START;
     struct store_fixture *f = *state;
+    int64_t scan = STORE_SCAN_START;
     int64_t conv;
     long long before, walked;
     int removed = -1;
